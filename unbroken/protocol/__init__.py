@@ -1,0 +1,55 @@
+"""The sans-I/O core of protocol v1: frames, events, digest chain, resume
+contract, backoff and session state machines. No sockets, no asyncio, no clock:
+time is always an argument.
+"""
+
+from .backoff import Backoff, BackoffPolicy
+from .codes import CLOSE_CODE_MEANING, CLOSE_CODE_RETRY, CloseCode, ErrorCode
+from .digest import ChainMismatch, ChainVerifier, chain, seed, step, step_event
+from .events import Event, Kind, payload
+from .frames import (
+    DEFAULT_MAX_FRAME,
+    SUBPROTOCOLS,
+    decode_client,
+    decode_server,
+    encode,
+    encode_events_frame,
+    encode_items,
+    events_of,
+    negotiate_subprotocol,
+)
+from .resume import StreamInfo, decide_resume
+from .session import ClientSession, Cursor, ServerSession, TokenBucket
+
+__all__ = [
+    "CLOSE_CODE_MEANING",
+    "CLOSE_CODE_RETRY",
+    "DEFAULT_MAX_FRAME",
+    "SUBPROTOCOLS",
+    "Backoff",
+    "BackoffPolicy",
+    "ChainMismatch",
+    "ChainVerifier",
+    "ClientSession",
+    "CloseCode",
+    "Cursor",
+    "ErrorCode",
+    "Event",
+    "Kind",
+    "ServerSession",
+    "StreamInfo",
+    "TokenBucket",
+    "chain",
+    "decide_resume",
+    "decode_client",
+    "decode_server",
+    "encode",
+    "encode_events_frame",
+    "encode_items",
+    "events_of",
+    "negotiate_subprotocol",
+    "payload",
+    "seed",
+    "step",
+    "step_event",
+]

@@ -1,0 +1,78 @@
+"""Reconnect backoff: first retry at once, then full-jitter exponential.
+
+Pure and seedable: time is passed in, randomness comes from a ``random.Random``
+you may seed. A server's ``retry_after`` is a floor under the next delay.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffPolicy:
+    """How a client waits between reconnect attempts.
+
+    Attempt 1 happens at once; attempt ``k >= 2`` waits a uniform random delay in
+    ``[0, min(cap, base * multiplier ** (k - 2))]`` (full jitter), never less than
+    a server's ``retry_after``. The client gives up after ``max_attempts`` attempts
+    or once ``deadline`` seconds have passed since the connection was lost
+    (``None`` disables a limit).
+    """
+
+    base: float = 0.1
+    cap: float = 10.0
+    multiplier: float = 2.0
+    max_attempts: int | None = 12
+    deadline: float | None = 60.0
+
+    def __post_init__(self) -> None:
+        if self.base < 0 or self.cap < 0 or self.multiplier < 1:
+            raise ConfigError("backoff needs base >= 0, cap >= 0 and multiplier >= 1")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ConfigError("max_attempts must be at least 1 (or None for no limit)")
+        if self.deadline is not None and self.deadline <= 0:
+            raise ConfigError("deadline must be positive (or None for no limit)")
+
+    def ceiling(self, attempt: int) -> float:
+        """Largest delay before ``attempt`` (1-based), before any server floor."""
+        if attempt <= 1:
+            return 0.0
+        return min(self.cap, self.base * self.multiplier ** (attempt - 2))
+
+
+@dataclass(slots=True)
+class Backoff:
+    """The state of one reconnect episode under a :class:`BackoffPolicy`."""
+
+    policy: BackoffPolicy
+    started: float
+    rng: random.Random = field(default_factory=random.Random)
+    attempts: int = 0
+    schedule: list[float] = field(default_factory=list)
+
+    def next_delay(self, now: float, retry_after: float | None = None) -> float | None:
+        """Delay before the next attempt, or ``None`` when the budget is spent.
+
+        Counts the attempt and records its delay in :attr:`schedule`.
+        """
+        p = self.policy
+        attempt = self.attempts + 1
+        if p.max_attempts is not None and attempt > p.max_attempts:
+            return None
+        ceiling = p.ceiling(attempt)
+        delay = self.rng.uniform(0.0, ceiling) if ceiling > 0 else 0.0
+        if retry_after is not None and retry_after > delay:
+            delay = retry_after
+        if p.deadline is not None and (now - self.started) + delay > p.deadline:
+            return None
+        self.attempts = attempt
+        self.schedule.append(delay)
+        return delay
+
+    def elapsed(self, now: float) -> float:
+        """Seconds since the connection was lost."""
+        return now - self.started

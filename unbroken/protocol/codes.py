@@ -1,0 +1,70 @@
+"""Close codes and error codes of protocol v1 (documented in docs/protocol.md)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Final
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes used by unbroken."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    TOO_BIG = 1009
+    INTERNAL = 1011
+    SERVICE_RESTART = 1012
+    BAD_FRAME = 4000
+    AUTH_REQUIRED = 4001
+    AUTH_FAILED = 4002
+    FORBIDDEN = 4003
+    HEARTBEAT_TIMEOUT = 4004
+    UNSUPPORTED_VERSION = 4005
+    OVERLOADED = 4008
+
+
+#: What a client should do after each close code: ``True`` = reconnect and resume.
+CLOSE_CODE_RETRY: Final[dict[int, bool]] = {
+    CloseCode.NORMAL: False,
+    CloseCode.GOING_AWAY: True,
+    CloseCode.TOO_BIG: False,
+    CloseCode.INTERNAL: True,
+    CloseCode.SERVICE_RESTART: True,
+    CloseCode.BAD_FRAME: False,
+    CloseCode.AUTH_REQUIRED: False,
+    CloseCode.AUTH_FAILED: False,
+    CloseCode.FORBIDDEN: False,
+    CloseCode.HEARTBEAT_TIMEOUT: True,
+    CloseCode.UNSUPPORTED_VERSION: False,
+    CloseCode.OVERLOADED: True,
+}
+
+#: One-line meaning of each close code.
+CLOSE_CODE_MEANING: Final[dict[int, str]] = {
+    CloseCode.NORMAL: "normal closure",
+    CloseCode.GOING_AWAY: "endpoint going away; reconnect",
+    CloseCode.TOO_BIG: "frame larger than the negotiated limit",
+    CloseCode.INTERNAL: "internal server error; reconnect and resume",
+    CloseCode.SERVICE_RESTART: "server restarting or draining; reconnect (here or another node)",
+    CloseCode.BAD_FRAME: "malformed, unknown or out-of-order frame",
+    CloseCode.AUTH_REQUIRED: "the first frame must be hello (with a token when auth is on)",
+    CloseCode.AUTH_FAILED: "credentials refused",
+    CloseCode.FORBIDDEN: "principal not allowed to connect",
+    CloseCode.HEARTBEAT_TIMEOUT: "peer silent for too long",
+    CloseCode.UNSUPPORTED_VERSION: "no common protocol version",
+    CloseCode.OVERLOADED: "server full; reconnect after retry_after_ms",
+}
+
+
+class ErrorCode:
+    """Codes carried by ``error`` frames (the connection stays open)."""
+
+    OVERLOADED: Final = "overloaded"
+    UNKNOWN_AGENT: Final = "unknown_agent"
+    BAD_INPUT: Final = "bad_input"
+    BAD_ACK: Final = "bad_ack"
+    FORBIDDEN: Final = "forbidden"
+    RATE_LIMITED: Final = "rate_limited"
+    TOO_MANY_STREAMS: Final = "too_many_streams"
+    SHUTTING_DOWN: Final = "shutting_down"
+    INTERNAL: Final = "internal"

@@ -1,0 +1,431 @@
+"""Client and server session state machines (sans-I/O).
+
+They decide what a frame means and what to send, and raise on illegal
+transitions; the I/O layers only move bytes and time. Time is always an argument.
+
+Server: ``AWAIT_HELLO → READY → CLOSED``. Any frame before ``hello`` closes with
+4001; a second ``hello``, or an ``ack`` for a stream not started or resumed on
+this connection, closes with 4000.
+
+Client: ``IDLE → AWAIT_WELCOME → READY → IDLE`` (connection lost) ``… → CLOSED``.
+Per stream: ``STARTING → ATTACHED → ENDED``, or ``DETACHED``/``RESUMING`` across
+a reconnect, or ``GONE``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from ..errors import IntegrityError, ProtocolError
+from .codes import CloseCode
+from .digest import ChainMismatch, ChainVerifier
+from .events import Event, Kind
+from .frames import (
+    DEFAULT_MAX_FRAME,
+    Ack,
+    Cancel,
+    ClientFrame,
+    Error,
+    Events,
+    Gone,
+    Hb,
+    Hello,
+    Pong,
+    Resume,
+    Resumed,
+    Resync,
+    ServerFrame,
+    Start,
+    Started,
+    Welcome,
+    decode_client,
+    decode_server,
+    events_of,
+)
+
+
+# ===================================================================== rate limit
+@dataclass(slots=True)
+class TokenBucket:
+    """A token bucket; :meth:`take` returns 0 when allowed, else seconds to wait."""
+
+    rate: float
+    burst: float
+    tokens: float = -1.0
+    updated: float = 0.0
+
+    def take(self, now: float, cost: float = 1.0) -> float:
+        if self.tokens < 0:
+            self.tokens, self.updated = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return 0.0
+        return (cost - self.tokens) / self.rate if self.rate > 0 else float("inf")
+
+
+# ===================================================================== server
+class ServerState(Enum):
+    AWAIT_HELLO = "await_hello"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+class ServerSession:
+    """One connection, as the server sees it."""
+
+    def __init__(
+        self,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        max_streams: int = 1000,
+        start_rate: float = 100.0,
+        start_burst: int = 200,
+    ) -> None:
+        self.state = ServerState.AWAIT_HELLO
+        self.max_frame = max_frame
+        self.max_streams = max_streams
+        self.streams: dict[str, int] = {}  # attached stream -> highest ack
+        self.hello: Hello | None = None
+        self._starts = TokenBucket(start_rate, start_burst)
+
+    def receive(self, data: bytes | str) -> ClientFrame:
+        """Decode and check one frame; raises :class:`ProtocolError` to close."""
+        if self.state is ServerState.CLOSED:
+            raise ProtocolError("connection is closed", CloseCode.BAD_FRAME)
+        frame = decode_client(data, self.max_frame)
+        if self.state is ServerState.AWAIT_HELLO:
+            if not isinstance(frame, Hello):
+                raise ProtocolError(
+                    f"first frame must be hello, got {type(frame).__name__.lower()}",
+                    CloseCode.AUTH_REQUIRED,
+                )
+            self.hello = frame
+            self.state = ServerState.READY
+            return frame
+        if isinstance(frame, Hello):
+            raise ProtocolError("hello sent twice", CloseCode.BAD_FRAME)
+        if isinstance(frame, Ack) and frame.stream not in self.streams:
+            raise ProtocolError(
+                f"ack for stream {frame.stream} that was not started or resumed here",
+                CloseCode.BAD_FRAME,
+            )
+        return frame
+
+    def admit_start(self, now: float) -> float:
+        """0 when a start may proceed now, else seconds to wait (rate or stream limit)."""
+        if len(self.streams) >= self.max_streams:
+            return 1.0
+        return self._starts.take(now)
+
+    def attach(self, stream: str, acked: int = 0) -> None:
+        """A stream was started or resumed on this connection."""
+        self.streams.setdefault(stream, acked)
+
+    def detach(self, stream: str) -> None:
+        self.streams.pop(stream, None)
+
+    def ack(self, stream: str, seq: int) -> int:
+        """Record a cumulative ack; returns the highest ack so far."""
+        best = max(self.streams.get(stream, 0), seq)
+        self.streams[stream] = best
+        return best
+
+    def close(self) -> None:
+        self.state = ServerState.CLOSED
+        self.streams.clear()
+
+
+# ===================================================================== client
+class ClientState(Enum):
+    IDLE = "idle"
+    AWAIT_WELCOME = "await_welcome"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+class StreamState(Enum):
+    STARTING = "starting"
+    ATTACHED = "attached"
+    DETACHED = "detached"
+    RESUMING = "resuming"
+    ENDED = "ended"
+    GONE = "gone"
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a client is in a stream: enough to resume it later, anywhere."""
+
+    stream: str
+    seq: int
+    digest: str
+    epoch: str
+
+
+@dataclass(slots=True)
+class ClientStream:
+    """Client-side state of one stream (or of a start not yet answered)."""
+
+    req: str
+    agent: str = ""
+    input: Any = None
+    stream: str = ""
+    epoch: str = ""
+    state: StreamState = StreamState.STARTING
+    verifier: ChainVerifier | None = None
+    part_kinds: dict[str, str] = field(default_factory=dict)
+    acked: int = 0
+    unacked_bytes: int = 0
+
+    @property
+    def seq(self) -> int:
+        return self.verifier.seq if self.verifier else 0
+
+    def cursor(self) -> Cursor | None:
+        if not self.stream or self.verifier is None:
+            return None
+        return Cursor(self.stream, self.verifier.seq, self.verifier.digest.hex(), self.epoch)
+
+
+# Outputs of ClientSession.receive
+@dataclass(frozen=True, slots=True)
+class Welcomed:
+    welcome: Welcome
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStarted:
+    req: str
+    stream: str
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvents:
+    stream: str
+    events: list[Event]
+    digest: bytes
+    nbytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResumed:
+    stream: str
+    from_seq: int
+    head: int
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamGoneOut:
+    stream: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    error: Error
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PongOut:
+    n: int
+
+
+ClientOutput = (
+    Welcomed
+    | StreamStarted
+    | StreamEvents
+    | StreamResumed
+    | StreamGoneOut
+    | ServerError
+    | Heartbeat
+    | PongOut
+)
+
+
+class ClientSession:
+    """One logical client across many connections: streams survive reconnects."""
+
+    def __init__(self, *, caps: tuple[str, ...] = (), max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.state = ClientState.IDLE
+        self.caps = list(caps)
+        self.max_frame = max_frame
+        self.welcome: Welcome | None = None
+        self.by_req: dict[str, ClientStream] = {}
+        self.by_stream: dict[str, ClientStream] = {}
+        self.ack_every = 256 * 1024
+
+    # ---- connection lifecycle
+    def connect(self, token: str | None = None) -> Hello:
+        """A new connection is open: the frame to send first."""
+        if self.state is ClientState.CLOSED:
+            raise ProtocolError("session is closed", CloseCode.NORMAL)
+        if self.state is not ClientState.IDLE:
+            raise ProtocolError(f"connect in state {self.state.value}", CloseCode.BAD_FRAME)
+        self.state = ClientState.AWAIT_WELCOME
+        return Hello(caps=self.caps, token=token)
+
+    def after_welcome(self) -> list[ClientFrame]:
+        """Frames to send once welcomed: resume every open stream, retry unanswered starts."""
+        out: list[ClientFrame] = []
+        for cs in self.by_req.values():
+            if cs.state is StreamState.STARTING:
+                out.append(Start(cs.req, cs.agent, cs.input))
+            elif cs.state is StreamState.DETACHED:
+                assert cs.verifier is not None
+                cs.state = StreamState.RESUMING
+                out.append(Resume(cs.stream, cs.verifier.seq, cs.epoch, cs.verifier.digest.hex()))
+        return out
+
+    def connection_lost(self) -> None:
+        """The connection died: attached streams wait for a resume."""
+        if self.state is ClientState.CLOSED:
+            return
+        self.state = ClientState.IDLE
+        self.welcome = None
+        for cs in self.by_req.values():
+            if cs.state in (StreamState.ATTACHED, StreamState.RESUMING):
+                cs.state = StreamState.DETACHED
+
+    def close(self) -> None:
+        self.state = ClientState.CLOSED
+
+    # ---- requests
+    def start(self, req: str, agent: str, input: Any) -> Start | None:
+        """Register a start; the frame to send now, or ``None`` to send after welcome."""
+        if req in self.by_req:
+            raise ProtocolError(f"request id {req!r} already used", CloseCode.BAD_FRAME)
+        self.by_req[req] = ClientStream(req=req, agent=agent, input=input)
+        if self.state is ClientState.READY:
+            return Start(req, agent, input)
+        return None
+
+    def adopt(self, req: str, cursor: Cursor) -> Resume | None:
+        """Pick up a stream from a saved cursor; the resume to send now, or later."""
+        if cursor.stream in self.by_stream:
+            raise ProtocolError(f"stream {cursor.stream} is already open", CloseCode.BAD_FRAME)
+        cs = ClientStream(req=req, stream=cursor.stream, epoch=cursor.epoch)
+        cs.verifier = ChainVerifier(
+            cursor.stream, cursor.epoch, cursor.seq, bytes.fromhex(cursor.digest)
+        )
+        cs.acked = cursor.seq
+        cs.state = StreamState.DETACHED
+        self.by_req[req] = cs
+        self.by_stream[cursor.stream] = cs
+        if self.state is ClientState.READY:
+            cs.state = StreamState.RESUMING
+            return Resume(cursor.stream, cursor.seq, cursor.epoch, cursor.digest)
+        return None
+
+    def cancel(self, stream: str) -> Cancel:
+        return Cancel(stream)
+
+    def forget(self, req: str) -> None:
+        """Drop a finished stream's state."""
+        cs = self.by_req.pop(req, None)
+        if cs is not None and cs.stream:
+            self.by_stream.pop(cs.stream, None)
+
+    def take_acks(self) -> list[Ack]:
+        """Acks due now (cumulative; sent after every ``ack_every`` bytes or at the end)."""
+        out: list[Ack] = []
+        for cs in self.by_stream.values():
+            if cs.verifier is None or cs.verifier.seq <= cs.acked:
+                continue
+            if cs.unacked_bytes >= self.ack_every or cs.state is StreamState.ENDED:
+                cs.acked = cs.verifier.seq
+                cs.unacked_bytes = 0
+                if self.state is ClientState.READY:
+                    out.append(Ack(cs.stream, cs.acked))
+        return out
+
+    # ---- input
+    def receive(self, data: bytes | str) -> ClientOutput:
+        """Decode and apply one server frame."""
+        if self.state not in (ClientState.AWAIT_WELCOME, ClientState.READY):
+            raise ProtocolError(f"frame received in state {self.state.value}", CloseCode.BAD_FRAME)
+        frame = decode_server(data, self.max_frame)
+        if self.state is ClientState.AWAIT_WELCOME:
+            if isinstance(frame, Welcome):
+                self.welcome = frame
+                self.state = ClientState.READY
+                return Welcomed(frame)
+            if isinstance(frame, Error):
+                return ServerError(frame)
+            raise ProtocolError(
+                f"expected welcome, got {type(frame).__name__.lower()}", CloseCode.BAD_FRAME
+            )
+        return self._apply(frame, len(data))
+
+    def _apply(self, frame: ServerFrame, nbytes: int) -> ClientOutput:
+        if isinstance(frame, Events):
+            return self._events(frame, nbytes)
+        if isinstance(frame, Hb):
+            return Heartbeat()
+        if isinstance(frame, Pong):
+            return PongOut(frame.n)
+        if isinstance(frame, Started):
+            cs = self.by_req.get(frame.req)
+            if cs is None:
+                raise ProtocolError(f"started for unknown request {frame.req!r}")
+            if cs.state is StreamState.STARTING:
+                cs.stream, cs.epoch = frame.stream, frame.epoch
+                cs.verifier = ChainVerifier(frame.stream, frame.epoch)
+                self.by_stream[frame.stream] = cs
+            elif cs.stream != frame.stream:
+                raise ProtocolError(f"request {frame.req!r} started twice with other streams")
+            cs.state = StreamState.ATTACHED
+            return StreamStarted(frame.req, frame.stream, frame.epoch)
+        if isinstance(frame, Resumed):
+            cs = self._stream(frame.stream)
+            if cs.state is not StreamState.RESUMING:
+                raise ProtocolError(f"resumed for stream {frame.stream} not resuming")
+            if frame.from_ != cs.seq:
+                raise ProtocolError(
+                    f"resumed from {frame.from_}, but the client is at {cs.seq}",
+                )
+            cs.state = StreamState.ATTACHED
+            return StreamResumed(frame.stream, frame.from_, frame.head, frame.status)
+        if isinstance(frame, Gone):
+            cs = self._stream(frame.stream)
+            cs.state = StreamState.GONE
+            return StreamGoneOut(frame.stream, frame.reason, frame.message)
+        if isinstance(frame, Resync):
+            raise ProtocolError("resync is reserved and not used by protocol v1")
+        if isinstance(frame, Error):
+            return ServerError(frame)
+        raise ProtocolError(f"unexpected {type(frame).__name__.lower()} frame")
+
+    def _stream(self, stream: str) -> ClientStream:
+        cs = self.by_stream.get(stream)
+        if cs is None:
+            raise ProtocolError(f"frame for unknown stream {stream}")
+        return cs
+
+    def _events(self, frame: Events, nbytes: int) -> StreamEvents:
+        cs = self._stream(frame.stream)
+        if cs.state is not StreamState.ATTACHED or cs.verifier is None:
+            raise ProtocolError(f"events for stream {frame.stream} in state {cs.state.value}")
+        events = events_of(frame, cs.part_kinds)
+        v = cs.verifier
+        try:
+            for ev in events:
+                v.feed(ev)
+            v.check(bytes.fromhex(frame.h))
+        except ChainMismatch as exc:
+            raise IntegrityError(frame.stream, exc.seq, exc.detail) from None
+        cs.unacked_bytes += nbytes
+        if events[-1].kind is Kind.END:
+            cs.state = StreamState.ENDED
+        return StreamEvents(frame.stream, events, v.digest, nbytes)
