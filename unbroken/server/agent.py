@@ -1,0 +1,234 @@
+"""The agent API: what an agent receives (:class:`Request`) and writes to (:class:`Output`)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final, Literal
+
+import jsonschema
+
+from ..errors import ConfigError
+from ..protocol.events import PART_ID_RE, Event, Kind
+from .producer import Producer
+
+PartKind = Literal["text", "json", "data"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is connected: ``id`` owns the streams it starts."""
+
+    id: str
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+
+ANONYMOUS: Final = Principal("anonymous")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What an agent is asked: ``input`` as the client sent it, and who asked."""
+
+    agent: str
+    input: Any
+    principal: Principal
+    stream: str
+    req: str
+
+
+Agent = Callable[[Request, "Output"], Awaitable[None]]
+
+
+class PartError(ConfigError):
+    """An agent used a part wrongly (unknown, closed, or of another kind)."""
+
+
+_CHUNK_KIND: Final[dict[str, Kind]] = {"text": Kind.TEXT, "json": Kind.JSON, "data": Kind.DATA}
+
+
+class Output:
+    """Where an agent writes its answer.
+
+    Text goes to part ``"text"`` unless named; JSON and data parts are opened
+    explicitly. Every write is appended to the stream log, so it survives any
+    disconnection. Chunks larger than ``max_chunk`` bytes are split.
+    """
+
+    def __init__(self, producer: Producer, max_chunk: int = 1024 * 1024) -> None:
+        self._p = producer
+        self._max_chars = max(1, max_chunk // 4)
+        self._open: dict[str, str] = {}
+        self._closed: set[str] = set()
+        self._json: dict[str, tuple[list[str], Mapping[str, Any] | None]] = {}
+        self._last_text = ""
+
+    # ------------------------------------------------------------ parts
+    async def start_part(
+        self,
+        part: str,
+        kind: PartKind,
+        *,
+        mime: str = "",
+        schema: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Open a part; its chunks follow, then :meth:`end_part`."""
+        if not PART_ID_RE.match(part):
+            raise PartError(f"part id {part!r} must match {PART_ID_RE.pattern}")
+        if part in self._open or part in self._closed:
+            raise PartError(f"part {part!r} was already started")
+        if kind not in _CHUNK_KIND:
+            raise PartError(f"part kind must be text, json or data, not {kind!r}")
+        schema_text = json.dumps(schema, sort_keys=True, separators=(",", ":")) if schema else ""
+        if schema is not None:
+            jsonschema.validators.validator_for(schema).check_schema(dict(schema))
+        self._p.add(
+            Event(0, Kind.PART_START, part=part, part_kind=kind, mime=mime, schema=schema_text)
+        )
+        self._open[part] = kind
+        if kind == "json":
+            self._json[part] = ([], schema)
+        await self._maybe_flush()
+
+    async def chunk(self, part: str, body: str) -> None:
+        """Append a chunk (text delta, JSON fragment, data piece) to an open part."""
+        kind = self._open.get(part)
+        if kind is None:
+            raise PartError(f"part {part!r} is not open")
+        ck = _CHUNK_KIND[kind]
+        if kind == "json":
+            self._json[part][0].append(body)
+        mc = self._max_chars
+        if len(body) <= mc:
+            self._p.add_chunk(ck, part, body)
+        else:
+            for i in range(0, len(body), mc):
+                self._p.add_chunk(ck, part, body[i : i + mc])
+        await self._maybe_flush()
+
+    async def end_part(self, part: str, error: str = "") -> str:
+        """Close a part. JSON parts are parsed and validated against their schema;
+        the returned string (also sent as the part's ``error``) is empty when valid."""
+        if part not in self._open:
+            raise PartError(f"part {part!r} is not open")
+        kind = self._open.pop(part)
+        self._closed.add(part)
+        if kind == "json" and not error:
+            fragments, schema = self._json.pop(part)
+            error = _check_json("".join(fragments), schema)
+        self._p.add(Event(0, Kind.PART_END, part=part, error=error))
+        if self._last_text == part:
+            self._last_text = ""
+        await self._maybe_flush()
+        return error
+
+    # ------------------------------------------------------------ conveniences
+    async def text(self, delta: str, part: str = "text") -> None:
+        """Write a text delta (opens the part on first use)."""
+        if part != self._last_text:
+            if part not in self._open:
+                await self.start_part(part, "text", mime="text/plain")
+            elif self._open[part] != "text":
+                raise PartError(f"part {part!r} is not a text part")
+            self._last_text = part
+        p = self._p
+        if len(delta) <= self._max_chars:
+            p.add_chunk(1, part, delta)
+            if p.pending >= p.max_batch:
+                await p.flush()
+        else:
+            await self.chunk(part, delta)
+
+    def json(self, part: str, schema: Mapping[str, Any] | None = None) -> JsonPart:
+        """A JSON part as an async context manager: ``async with out.json("x") as j``."""
+        return JsonPart(self, part, schema)
+
+    async def data(
+        self,
+        part: str,
+        body: str | bytes | Mapping[str, Any] | list[Any],
+        *,
+        mime: str,
+    ) -> None:
+        """A whole data component (chart spec, table, image) in one call.
+
+        ``bytes`` are sent base64-encoded with ``;base64`` added to the mime type;
+        mappings and lists are sent as JSON text.
+        """
+        if isinstance(body, bytes):
+            text, mime = base64.b64encode(body).decode("ascii"), mime + ";base64"
+        elif isinstance(body, str):
+            text = body
+        else:
+            text = json.dumps(body, separators=(",", ":"))
+        await self.start_part(part, "data", mime=mime)
+        await self.chunk(part, text)
+        await self.end_part(part)
+
+    async def emit(self, event: Event) -> None:
+        """Write a prepared event as is (its ``seq`` is replaced). For replaying
+        generated answers; ``end`` is written by the hub, not by agents."""
+        if event.kind is Kind.END:
+            raise PartError("the end event is written by the hub when the agent returns")
+        if event.kind is Kind.PART_START:
+            self._open[event.part] = event.part_kind
+        elif event.kind is Kind.PART_END:
+            self._open.pop(event.part, None)
+            self._closed.add(event.part)
+        self._p.add(event)
+        await self._maybe_flush()
+
+    async def flush(self) -> None:
+        """Append everything written so far to the log now."""
+        await self._p.flush()
+
+    async def close_open_parts(self, error: str = "") -> None:
+        """End every part still open (called by the hub when the run ends)."""
+        for part in list(self._open):
+            await self.end_part(part, error)
+
+    async def _maybe_flush(self) -> None:
+        if self._p.pending >= self._p.max_batch:
+            await self._p.flush()
+
+
+class JsonPart:
+    """A JSON part being written; see :meth:`Output.json`."""
+
+    def __init__(self, out: Output, part: str, schema: Mapping[str, Any] | None) -> None:
+        self._out, self.part, self._schema = out, part, schema
+        self.error = ""
+
+    async def __aenter__(self) -> JsonPart:
+        await self._out.start_part(self.part, "json", mime="application/json", schema=self._schema)
+        return self
+
+    async def write(self, fragment: str) -> None:
+        """Append a fragment of the JSON text."""
+        await self._out.chunk(self.part, fragment)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        err = f"part aborted: {exc_type.__name__}" if exc_type is not None else ""
+        self.error = await self._out.end_part(self.part, err)
+
+
+def _check_json(text: str, schema: Mapping[str, Any] | None) -> str:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return f"invalid JSON: {exc}"
+    if schema:
+        try:
+            jsonschema.validate(value, schema)
+        except jsonschema.ValidationError as exc:
+            path = "/".join(str(p) for p in exc.absolute_path)
+            return f"schema validation failed at /{path}: {exc.message}"
+    return ""

@@ -1,0 +1,140 @@
+"""The :class:`Unbroken` application object: agents, limits, auth, and ASGI glue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from ..protocol.codes import CloseCode
+from ..protocol.frames import DEFAULT_MAX_FRAME, Limits
+from ..store.base import StreamLog
+from ..store.memory import MemoryStore
+from .agent import Agent
+from .connection import Authenticate, Connection
+from .hub import Hub
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+log = logging.getLogger(__name__)
+
+
+class Unbroken:
+    """An unbroken server application.
+
+    >>> app = Unbroken(allow_anonymous=True)
+    >>> @app.agent("echo")
+    ... async def echo(req, out):
+    ...     await out.text(str(req.input))
+
+    ``store`` is the stream log (default: a :class:`MemoryStore`). Pass
+    ``authenticate`` (``async (hello, info) -> Principal``, raising
+    :class:`~unbroken.errors.AuthError`) or set ``allow_anonymous=True``.
+    ``heartbeat`` is seconds of quiet before the server sends ``hb``;
+    ``run_timeout`` limits every run (per agent: ``@app.agent(timeout=…)``);
+    ``abandon_after`` cancels runs nobody has been attached to for that long
+    (default: runs always finish); ``shutdown_grace`` bounds the drain.
+    """
+
+    def __init__(
+        self,
+        store: StreamLog | None = None,
+        *,
+        authenticate: Authenticate | None = None,
+        allow_anonymous: bool = False,
+        heartbeat: float = 1.0,
+        run_timeout: float | None = None,
+        abandon_after: float | None = None,
+        shutdown_grace: float = 10.0,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        window: int = 1024 * 1024,
+        frame_cap: int = 256 * 1024,
+        max_chunk: int = 1024 * 1024,
+        max_streams_per_connection: int = 1000,
+        start_rate: float = 100.0,
+        start_burst: int = 200,
+        hello_timeout: float = 10.0,
+        send_timeout: float = 30.0,
+    ) -> None:
+        if authenticate is None and not allow_anonymous:
+            raise ConfigError(
+                "pass authenticate=… to identify principals, or allow_anonymous=True "
+                "to let anyone connect"
+            )
+        if heartbeat <= 0 or window <= 0 or frame_cap <= 0:
+            raise ConfigError("heartbeat, window and frame_cap must be positive")
+        if max_chunk * 2 + 1024 > max_frame or frame_cap > max_frame:
+            raise ConfigError("max_chunk and frame_cap must fit well inside max_frame")
+        self.store: StreamLog = store if store is not None else MemoryStore()
+        self.authenticate = authenticate
+        self.allow_anonymous = allow_anonymous
+        self.heartbeat = heartbeat
+        self.shutdown_grace = shutdown_grace
+        self.limits = Limits(
+            max_frame=max_frame,
+            window=window,
+            max_streams=max_streams_per_connection,
+            max_chunk=max_chunk,
+        )
+        self.frame_cap = frame_cap
+        self.start_rate = start_rate
+        self.start_burst = start_burst
+        self.hello_timeout = hello_timeout
+        self.send_timeout = send_timeout
+        self.agents: dict[str, tuple[Agent, float | None]] = {}
+        self.connections: set[Connection] = set()
+        self.hub = Hub(
+            self.store,
+            self.agents,
+            max_chunk=max_chunk,
+            run_timeout=run_timeout,
+            abandon_after=abandon_after,
+        )
+
+    def agent(self, name: str, *, timeout: float | None = None) -> Callable[[Agent], Agent]:
+        """Register an agent: ``@app.agent("name")`` over ``async def f(request, out)``."""
+
+        def register(fn: Agent) -> Agent:
+            if name in self.agents:
+                raise ConfigError(f"an agent named {name!r} is already registered")
+            self.agents[name] = (fn, timeout)
+            return fn
+
+        return register
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop accepting runs, close connections with 1012 (come back), drain runs."""
+        self.hub.accepting = False
+        conns = list(self.connections)
+        log.info("shutdown connections=%d runs=%d", len(conns), len(self.hub.runs))
+        await asyncio.gather(
+            *(c.close(CloseCode.SERVICE_RESTART, "server restarting") for c in conns),
+            return_exceptions=True,
+        )
+        await self.hub.shutdown(self.shutdown_grace if grace is None else grace)
+
+    # ------------------------------------------------------------ ASGI
+    def asgi(self, path: str = "/ws") -> Starlette:
+        """A Starlette app with the WebSocket at ``path`` and ``/healthz``; mount it
+        anywhere, or serve it alone (its lifespan drains runs on shutdown)."""
+        from .asgi import build_starlette
+
+        return build_starlette(self, path)
+
+    def router(self, path: str = "/ws", dependencies: Any = None, principal: Any = None) -> Any:
+        """A FastAPI ``APIRouter`` with the WebSocket route; see :mod:`unbroken.server.fastapi`."""
+        from .fastapi import build_router
+
+        return build_router(self, path, dependencies=dependencies, principal=principal)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Any = None) -> Any:
+        """ASGI lifespan: use as ``FastAPI(lifespan=app.lifespan)`` to drain on shutdown."""
+        try:
+            yield
+        finally:
+            await self.shutdown()

@@ -1,0 +1,91 @@
+"""An attachment is a cursor: it pumps one stream's log to one connection.
+
+It replays after the client's seq, then follows the log's head; it keeps at most
+``window`` unacked bytes in flight and coalesces whatever is ready into one
+``events`` frame of at most ``frame_cap`` bytes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from ..protocol.events import Kind
+from ..protocol.frames import encode_events_frame
+from ..store.base import StreamLog
+from ..store.records import frame_items
+
+
+class Attachment:
+    """State of one stream on one connection."""
+
+    __slots__ = (
+        "acked",
+        "ended",
+        "frame_cap",
+        "inflight",
+        "inflight_bytes",
+        "sent",
+        "sent_bytes",
+        "store",
+        "stream",
+        "unsubscribe",
+        "window",
+    )
+
+    def __init__(
+        self, store: StreamLog, stream: str, after: int, *, window: int, frame_cap: int
+    ) -> None:
+        self.store = store
+        self.stream = stream
+        self.sent = after
+        self.acked = after
+        self.window = window
+        self.frame_cap = frame_cap
+        self.inflight: deque[tuple[int, int]] = deque()  # (last seq of frame, bytes)
+        self.inflight_bytes = 0
+        self.sent_bytes = 0
+        self.ended = False
+        self.unsubscribe: Callable[[], None] | None = None
+
+    def budget(self) -> int:
+        """Bytes this attachment may send now (0 = wait for an ack)."""
+        if self.inflight_bytes == 0:
+            return self.frame_cap
+        return min(self.frame_cap, self.window - self.inflight_bytes)
+
+    async def next_frame(self) -> bytes | None:
+        """The next ``events`` frame to send, or ``None`` if nothing is ready or allowed."""
+        budget = self.budget()
+        if budget <= 0 or self.ended:
+            return None
+        batch = await self.store.read(self.stream, self.sent, budget)
+        if batch is None:
+            return None
+        frame = encode_events_frame(
+            self.stream, batch.first, frame_items(batch.records), batch.digest
+        )
+        last = batch.first + len(batch.records) - 1
+        self.sent = last
+        self.inflight.append((last, len(frame)))
+        self.inflight_bytes += len(frame)
+        self.sent_bytes += len(frame)
+        if batch.records[-1].kind == Kind.END:
+            self.ended = True
+        return frame
+
+    def ack(self, seq: int) -> bool:
+        """Apply a cumulative ack; ``False`` if it acks events never sent."""
+        if seq > self.sent:
+            return False
+        if seq > self.acked:
+            self.acked = seq
+        q = self.inflight
+        while q and q[0][0] <= seq:
+            self.inflight_bytes -= q.popleft()[1]
+        return True
+
+    @property
+    def finished(self) -> bool:
+        """The end event was sent and acknowledged."""
+        return self.ended and self.acked >= self.sent

@@ -1,0 +1,428 @@
+"""One client connection: reads frames, answers them, pumps attached streams.
+
+Transport-agnostic: anything with ``receive``/``send``/``close`` (see
+:class:`Transport`) can carry it; :mod:`unbroken.server.asgi` adapts Starlette.
+All sends go through one pump task, so control frames and events never
+interleave out of order, and events of all streams on a connection are
+coalesced per loop tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..errors import AuthError, Forbidden, ProtocolError
+from ..protocol.codes import CloseCode, ErrorCode
+from ..protocol.frames import (
+    Ack,
+    Cancel,
+    Error,
+    Hello,
+    Limits,
+    Ping,
+    Pong,
+    Refresh,
+    Resume,
+    Resumed,
+    Start,
+    Started,
+    Welcome,
+    encode,
+)
+from ..protocol.resume import StreamInfo, decide_resume
+from ..protocol.session import ServerSession
+from ..store.base import LogFull
+from .agent import Principal
+from .attach import Attachment
+from .hub import UnknownAgent
+
+if TYPE_CHECKING:
+    from .app import Unbroken
+
+log = logging.getLogger(__name__)
+
+
+class Transport(Protocol):
+    """What a connection needs from a WebSocket."""
+
+    async def receive(self) -> str | bytes | None:
+        """Next message, or ``None`` once the peer is gone."""
+        ...
+
+    async def send(self, data: bytes) -> None:
+        """Send one text message (UTF-8 bytes)."""
+        ...
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Close with a code (best effort)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectInfo:
+    """What is known about the peer before ``hello``: address, headers, query, cookies."""
+
+    client: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+    cookies: Mapping[str, str] = field(default_factory=dict)
+    principal: Principal | None = None  # set when a framework dependency authenticated
+
+
+Authenticate = Callable[[Hello, ConnectInfo], Awaitable[Principal]]
+
+
+class Connection:
+    """Serves one WebSocket until it closes."""
+
+    def __init__(self, app: Unbroken, transport: Transport, info: ConnectInfo) -> None:
+        self.app = app
+        self.hub = app.hub
+        self.store = app.store
+        self.t = transport
+        self.info = info
+        self.id = secrets.token_urlsafe(6)
+        self.session = ServerSession(
+            max_frame=app.limits.max_frame,
+            max_streams=app.limits.max_streams,
+            start_rate=app.start_rate,
+            start_burst=app.start_burst,
+        )
+        self.principal: Principal | None = None
+        self.atts: dict[str, Attachment] = {}
+        self._outbox: deque[bytes] = deque()
+        self._dirty: dict[str, None] = {}
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._close_code: int | None = None
+        self._last_send = 0.0
+        self._hb_handle: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+
+    # ------------------------------------------------------------ lifecycle
+    async def run(self) -> None:
+        """Serve until the peer leaves or the server closes us."""
+        self.app.connections.add(self)
+        log.info("connect conn=%s client=%s", self.id, self.info.client)
+        pump = self._loop.create_task(self._pump(), name=f"unbroken-pump-{self.id}")
+        code: int = CloseCode.NORMAL
+        reason = ""
+        try:
+            await self._read_loop()
+            reason = "peer closed"
+        except ProtocolError as exc:
+            code, reason = exc.close_code, str(exc)
+            log.warning("protocol error conn=%s code=%d reason=%s", self.id, code, reason)
+        except AuthError as exc:
+            code, reason = CloseCode.AUTH_FAILED, str(exc)
+            log.warning("auth failed conn=%s reason=%s", self.id, reason)
+        except Exception as exc:
+            code, reason = CloseCode.INTERNAL, "internal error"
+            log.exception("connection failed conn=%s error=%r", self.id, exc)
+        finally:
+            self._closed = True
+            self._wake()
+            if self._close_code is None and code != CloseCode.NORMAL:
+                # flush what is queued (e.g. an error frame) before the close
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pump, 1.0)
+            pump.cancel()
+            with contextlib.suppress(BaseException):
+                await pump
+            self._teardown()
+            if self._close_code is None:
+                self._close_code = code
+                with contextlib.suppress(Exception):
+                    await self.t.close(code, reason[:120])
+            log.info("close conn=%s code=%d reason=%s", self.id, self._close_code, reason)
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close from the server side (e.g. 1012 on shutdown)."""
+        if self._close_code is not None:
+            return
+        self._close_code = code
+        self._closed = True
+        self._wake()
+        with contextlib.suppress(Exception):
+            await self.t.close(code, reason)
+
+    def _teardown(self) -> None:
+        self.app.connections.discard(self)
+        if self._hb_handle is not None:
+            self._hb_handle.cancel()
+        for att in self.atts.values():
+            if att.unsubscribe:
+                att.unsubscribe()
+            self.hub.detached(att.stream)
+        self.atts.clear()
+        self.session.close()
+
+    # ------------------------------------------------------------ input
+    async def _read_loop(self) -> None:
+        first = True
+        while not self._closed:
+            if first:
+                try:
+                    data = await asyncio.wait_for(self.t.receive(), self.app.hello_timeout)
+                except TimeoutError:
+                    raise ProtocolError(
+                        "no hello within the time limit", CloseCode.AUTH_REQUIRED
+                    ) from None
+            else:
+                data = await self.t.receive()
+            if data is None:
+                return
+            if isinstance(data, bytes):
+                raise ProtocolError("binary frames are not part of protocol v1")
+            frame = self.session.receive(data)
+            if first:
+                first = False
+                assert isinstance(frame, Hello)
+                await self._hello(frame)
+                continue
+            await self._dispatch(frame)
+
+    async def _hello(self, hello: Hello) -> None:
+        if self.info.principal is not None:
+            self.principal = self.info.principal
+        elif self.app.authenticate is not None:
+            self.principal = await self.app.authenticate(hello, self.info)
+        elif self.app.allow_anonymous:
+            self.principal = Principal("anonymous")
+        else:  # pragma: no cover - Unbroken() refuses this configuration
+            raise AuthError("no authentication configured")
+        self.hub.ensure_started()
+        limits: Limits = self.app.limits
+        self._queue(
+            encode(
+                Welcome(
+                    session=self.id,
+                    heartbeat_ms=int(self.app.heartbeat * 1000),
+                    epoch=self.store.epoch,
+                    limits=limits,
+                    caps=[],
+                )
+            )
+        )
+        self._schedule_hb()
+        log.info("hello conn=%s principal=%s", self.id, self.principal.id)
+
+    async def _dispatch(self, frame: Any) -> None:
+        if isinstance(frame, Ack):
+            att = self.atts.get(frame.stream)
+            if att is None or not att.ack(frame.seq):
+                sent = att.sent if att else 0
+                self._error(
+                    ErrorCode.BAD_ACK,
+                    f"ack {frame.seq} is beyond the last event sent ({sent})",
+                    stream=frame.stream,
+                )
+                return
+            self.session.ack(frame.stream, frame.seq)
+            if att.finished:
+                self._detach(frame.stream)
+            else:
+                self._mark(frame.stream)
+        elif isinstance(frame, Start):
+            await self._start(frame)
+        elif isinstance(frame, Resume):
+            await self._resume(frame)
+        elif isinstance(frame, Cancel):
+            assert self.principal is not None
+            try:
+                stopped = await self.hub.cancel(self.principal, frame.stream)
+                log.info("cancel conn=%s stream=%s stopped=%s", self.id, frame.stream, stopped)
+            except Forbidden as exc:
+                log.warning("cancel refused conn=%s stream=%s", self.id, frame.stream)
+                self._error(ErrorCode.FORBIDDEN, str(exc), stream=frame.stream)
+        elif isinstance(frame, Ping):
+            self._queue(encode(Pong(frame.n)))
+        elif isinstance(frame, Refresh):
+            self._error("unsupported", "in-band token refresh is not available in this version")
+
+    async def _start(self, frame: Start) -> None:
+        assert self.principal is not None
+        if not self.hub.accepting:
+            self._error(
+                ErrorCode.SHUTTING_DOWN,
+                "server is shutting down",
+                req=frame.req,
+                retry_after_ms=1000,
+            )
+            return
+        wait = self.session.admit_start(self._loop.time())
+        if wait > 0:
+            log.warning("start rate limited conn=%s req=%s", self.id, frame.req)
+            self._error(
+                ErrorCode.RATE_LIMITED,
+                "too many starts on this connection",
+                req=frame.req,
+                retry_after_ms=max(1, int(wait * 1000)),
+            )
+            return
+        try:
+            created = await self.hub.start(self.principal, frame.req, frame.agent, frame.input)
+        except UnknownAgent as exc:
+            self._error(ErrorCode.UNKNOWN_AGENT, str(exc), req=frame.req)
+            return
+        except LogFull as exc:
+            log.warning("start refused, log full conn=%s req=%s", self.id, frame.req)
+            self._error(
+                ErrorCode.OVERLOADED,
+                str(exc),
+                req=frame.req,
+                retry_after_ms=int(exc.retry_after * 1000),
+            )
+            return
+        self._queue(encode(Started(frame.req, created.stream, created.epoch)))
+        log.info(
+            "start conn=%s req=%s stream=%s new=%s",
+            self.id,
+            frame.req,
+            created.stream,
+            created.created,
+        )
+        self._attach(created.stream, 0)
+
+    async def _resume(self, frame: Resume) -> None:
+        assert self.principal is not None
+        meta = await self.store.meta(frame.stream)
+        info: StreamInfo | None = None
+        digest: bytes | None = None
+        if meta is not None:
+            info = StreamInfo(frame.stream, meta.owner, meta.status, meta.head)
+            if meta.owner == self.principal.id and frame.after <= meta.head:
+                digest = await self.store.digest_at(frame.stream, frame.after)
+        else:
+            owner = await self.store.tombstone(frame.stream)
+            if owner is not None:
+                info = StreamInfo(frame.stream, owner, "expired", 0, expired=True)
+        answer = decide_resume(
+            frame,
+            principal=self.principal.id,
+            store_epoch=self.store.epoch,
+            info=info,
+            digest_at=lambda _seq: digest,
+            anonymous=self.principal.id == "anonymous" and self.app.authenticate is None,
+        )
+        self._queue(encode(answer))
+        if isinstance(answer, Resumed):
+            log.info(
+                "resume conn=%s stream=%s after=%d head=%d",
+                self.id,
+                frame.stream,
+                frame.after,
+                answer.head,
+            )
+            self._attach(frame.stream, frame.after)
+        else:
+            log.warning(
+                "resume refused conn=%s stream=%s after=%d reason=%s",
+                self.id,
+                frame.stream,
+                frame.after,
+                answer.reason,
+            )
+
+    # ------------------------------------------------------------ attachments
+    def _attach(self, stream: str, after: int) -> None:
+        old = self.atts.pop(stream, None)
+        if old is not None:
+            if old.unsubscribe:
+                old.unsubscribe()
+            self.hub.detached(stream)
+        lim = self.app.limits
+        att = Attachment(self.store, stream, after, window=lim.window, frame_cap=self.app.frame_cap)
+        self.atts[stream] = att
+        self.session.attach(stream, after)
+        att.unsubscribe = self.store.subscribe(stream, self._on_change)
+        self.hub.attached(stream)
+        self._mark(stream)
+
+    def _detach(self, stream: str) -> None:
+        att = self.atts.pop(stream, None)
+        if att is None:
+            return
+        if att.unsubscribe:
+            att.unsubscribe()
+        self.session.detach(stream)
+        self.hub.detached(stream)
+
+    def _on_change(self, stream: str, head: int) -> None:
+        att = self.atts.get(stream)
+        if att is not None and head > att.sent:
+            self._mark(stream)
+
+    def _mark(self, stream: str) -> None:
+        self._dirty[stream] = None
+        self._wake()
+
+    # ------------------------------------------------------------ output
+    def _queue(self, data: bytes) -> None:
+        self._outbox.append(data)
+        self._wake()
+
+    def _error(self, code: str, message: str, **kw: Any) -> None:
+        self._queue(encode(Error(code=code, message=message, **kw)))
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _schedule_hb(self) -> None:
+        self._hb_handle = self._loop.call_later(self.app.heartbeat / 2, self._hb_tick)
+
+    def _hb_tick(self) -> None:
+        if self._closed:
+            return
+        if self._loop.time() - self._last_send >= self.app.heartbeat * 0.9 and any(
+            not a.ended for a in self.atts.values()
+        ):
+            self._outbox.append(b'{"t":"hb"}')
+            self._wake()
+        self._schedule_hb()
+
+    async def _send(self, data: bytes) -> None:
+        await asyncio.wait_for(self.t.send(data), self.app.send_timeout)
+        self._last_send = self._loop.time()
+
+    async def _pump(self) -> None:
+        try:
+            while not self._closed or self._outbox:
+                if not self._outbox and not self._dirty:
+                    if self._closed:
+                        return
+                    self._waiter = self._loop.create_future()
+                    await self._waiter
+                    self._waiter = None
+                while self._outbox:
+                    await self._send(self._outbox.popleft())
+                if self._closed:
+                    continue
+                dirty, self._dirty = self._dirty, {}
+                for stream in dirty:
+                    att = self.atts.get(stream)
+                    while att is not None:
+                        frame = await att.next_frame()
+                        if frame is None:
+                            break
+                        await self._send(frame)
+                        if self._outbox:  # control frames go first
+                            self._dirty[stream] = None
+                            break
+        except TimeoutError:
+            log.warning("send timeout conn=%s; closing", self.id)
+            self._closed = True
+            with contextlib.suppress(Exception):
+                await self.t.close(CloseCode.GOING_AWAY, "send timeout")
+        except Exception as exc:
+            log.info("send failed conn=%s error=%r", self.id, exc)
+            self._closed = True

@@ -1,0 +1,212 @@
+"""The hub runs agents. Runs belong to the hub, never to a connection, so a drop
+never stops one. It also applies retention and drains runs on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import Forbidden, UnbrokenError
+from ..store.base import Created, StaleProducer, StreamLog, StreamTooLarge
+from .agent import Agent, Output, Principal, Request
+from .producer import Producer
+
+log = logging.getLogger(__name__)
+
+
+class UnknownAgent(UnbrokenError):
+    """No agent is registered under that name."""
+
+
+@dataclass(slots=True)
+class Run:
+    """One agent run."""
+
+    stream: str
+    agent: str
+    owner: str
+    producer: Producer
+    task: asyncio.Task[None] | None = None
+    attached: int = 0
+    stop_reason: str = ""  # "cancel" | "shutdown" | "abandoned"
+    abandon_timer: asyncio.TimerHandle | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Hub:
+    """Starts, tracks and stops agent runs over a :class:`StreamLog`."""
+
+    def __init__(
+        self,
+        store: StreamLog,
+        agents: dict[str, tuple[Agent, float | None]],
+        *,
+        max_chunk: int = 1024 * 1024,
+        run_timeout: float | None = None,
+        abandon_after: float | None = None,
+        sweep_every: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.agents = agents
+        self.max_chunk = max_chunk
+        self.run_timeout = run_timeout
+        self.abandon_after = abandon_after
+        self.sweep_every = sweep_every
+        self.clock = clock
+        self.runs: dict[str, Run] = {}
+        self.accepting = True
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def ensure_started(self) -> None:
+        """Start background work (retention sweeps) on the running loop."""
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(
+                self._sweep_loop(), name="unbroken-sweeper"
+            )
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_every)
+            try:
+                dropped = await self.store.sweep(self.clock())
+                if dropped:
+                    log.info("retention dropped=%d", dropped)
+            except Exception:
+                log.exception("retention sweep failed")
+
+    # ------------------------------------------------------------ runs
+    async def start(self, principal: Principal, req: str, agent: str, input: Any) -> Created:
+        """Start ``agent`` for ``(principal, req)``, or return the stream already started.
+
+        Raises :class:`UnknownAgent` and :class:`~unbroken.store.base.LogFull`.
+        """
+        if agent not in self.agents:
+            raise UnknownAgent(f"no agent named {agent!r}; known: {sorted(self.agents)}")
+        created = await self.store.create(principal.id, req, self.clock())
+        if not created.created:
+            log.info("start repeated stream=%s req=%s", created.stream, req)
+            return created
+        fn, timeout = self.agents[agent]
+        producer = Producer(self.store, created.stream, created.epoch, created.producer)
+        run = Run(created.stream, agent, principal.id, producer)
+        self.runs[created.stream] = run
+        request = Request(agent, input, principal, created.stream, req)
+        run.task = asyncio.get_running_loop().create_task(
+            self._run(run, fn, request, timeout if timeout is not None else self.run_timeout),
+            name=f"unbroken-run-{created.stream}",
+        )
+        log.info("run started stream=%s agent=%s owner=%s", created.stream, agent, principal.id)
+        return created
+
+    async def _run(self, run: Run, fn: Agent, request: Request, limit: float | None) -> None:
+        out = Output(run.producer, self.max_chunk)
+        status, error = "completed", ""
+        try:
+            try:
+                async with asyncio.timeout(limit):
+                    await fn(request, out)
+                await out.close_open_parts()
+            except TimeoutError:
+                status, error = "failed", "timeout"
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                reason = run.stop_reason or "cancel"
+                if reason == "shutdown":
+                    status, error = "failed", "shutdown"
+                else:
+                    status, error = "cancelled", reason if reason != "cancel" else ""
+            except StaleProducer:
+                log.warning("run fenced out stream=%s", run.stream)
+                run.producer.abandon()
+                return
+            except StreamTooLarge as exc:
+                status, error = "failed", f"stream_too_large: {exc}"
+            except Exception as exc:
+                log.exception("agent failed stream=%s agent=%s", run.stream, run.agent)
+                status, error = "failed", f"{type(exc).__name__}: {exc}"
+            if status != "completed":
+                with contextlib.suppress(Exception):
+                    await out.close_open_parts(status)
+            await run.producer.finish(status, error, self.clock())
+            log.info(
+                "run ended stream=%s status=%s error=%s events=%d",
+                run.stream,
+                status,
+                error,
+                run.producer.seq,
+            )
+        except Exception:
+            log.exception("could not end stream=%s", run.stream)
+            run.producer.abandon()
+        finally:
+            self.runs.pop(run.stream, None)
+            if run.abandon_timer is not None:
+                run.abandon_timer.cancel()
+            run.done.set()
+
+    async def cancel(self, principal: Principal, stream: str) -> bool:
+        """Stop a run; ``False`` if it already ended. Raises :class:`Forbidden`."""
+        meta = await self.store.meta(stream)
+        if meta is None or meta.owner != principal.id:
+            raise Forbidden(f"stream {stream} is unknown to you or belongs to someone else")
+        run = self.runs.get(stream)
+        if run is None or run.task is None or run.task.done():
+            return False
+        self._stop(run, "cancel")
+        return True
+
+    def _stop(self, run: Run, reason: str) -> None:
+        if not run.stop_reason:
+            run.stop_reason = reason
+        if run.task is not None:
+            run.task.cancel()
+
+    # ------------------------------------------------------------ attachment counts
+    def attached(self, stream: str) -> None:
+        run = self.runs.get(stream)
+        if run is None:
+            return
+        run.attached += 1
+        if run.abandon_timer is not None:
+            run.abandon_timer.cancel()
+            run.abandon_timer = None
+
+    def detached(self, stream: str) -> None:
+        run = self.runs.get(stream)
+        if run is None:
+            return
+        run.attached = max(0, run.attached - 1)
+        if run.attached == 0 and self.abandon_after is not None and run.abandon_timer is None:
+            run.abandon_timer = asyncio.get_running_loop().call_later(
+                self.abandon_after, self._stop, run, "abandoned"
+            )
+
+    # ------------------------------------------------------------ shutdown
+    async def shutdown(self, grace: float) -> None:
+        """Refuse new runs, let running ones finish within ``grace`` seconds, then
+        end the rest ``failed: shutdown``."""
+        self.accepting = False
+        runs = list(self.runs.values())
+        if runs:
+            log.info("draining runs=%d grace=%.1fs", len(runs), grace)
+            waits = [asyncio.ensure_future(r.done.wait()) for r in runs]
+            _, pending = await asyncio.wait(waits, timeout=grace)
+            for w in pending:
+                w.cancel()
+            for r in list(self.runs.values()):
+                self._stop(r, "shutdown")
+            left = [r.done.wait() for r in runs if not r.done.is_set()]
+            if left:
+                await asyncio.wait_for(asyncio.gather(*left), timeout=5.0)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper

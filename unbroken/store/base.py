@@ -1,0 +1,165 @@
+"""The StreamLog protocol: what the hub and attachments need from a log backend.
+
+The log is the buffer: agents append, connections read. Two backends implement
+it: :class:`~unbroken.store.memory.MemoryStore` (one process) and, later, a
+Redis Streams store (any node). The hub never knows which one it talks to.
+
+Events are stored encoded: a :class:`Record` is ``(kind, part, enc)`` where
+``enc`` is the JSON-encoded body string for chunks, or the whole item for other
+kinds (see :func:`unbroken.protocol.frames.encode_items`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+from ..errors import UnbrokenError
+
+
+class Record(NamedTuple):
+    """One stored event, ready to be put in a frame."""
+
+    kind: int
+    part: str
+    enc: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBatch:
+    """Events ``first .. first+len(records)-1`` and the digest after the last one."""
+
+    first: int
+    records: list[Record]
+    digest: bytes
+    nbytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMeta:
+    """A stream's metadata."""
+
+    stream: str
+    owner: str
+    req: str
+    status: str  # running | completed | failed | cancelled
+    head: int
+    digest: bytes
+    nbytes: int
+    created: float
+    ended: float | None
+    error: str = ""
+    producer: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """Result of :meth:`StreamLog.create`: ``created`` is False for a repeated request."""
+
+    stream: str
+    epoch: str
+    created: bool
+    producer: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long and how much a log keeps.
+
+    ``ttl`` seconds after a stream ends its events are dropped (a tombstone says
+    ``expired`` for ``tombstone_ttl`` more). A running stream may hold at most
+    ``max_stream_bytes``; beyond that its run fails with ``stream_too_large``.
+    When all streams together exceed ``max_total_bytes`` the oldest finished
+    streams are evicted; running streams never are, and while the log is still
+    full new starts are refused (``overloaded``, retry after ``retry_after``).
+    """
+
+    ttl: float = 600.0
+    tombstone_ttl: float = 3600.0
+    max_stream_bytes: int = 64 * 1024 * 1024
+    max_total_bytes: int = 1024 * 1024 * 1024
+    retry_after: float = 1.0
+
+
+class StaleProducer(UnbrokenError):
+    """An append came from a producer that no longer owns the stream."""
+
+
+class StreamTooLarge(UnbrokenError):
+    """An append would take a stream over ``max_stream_bytes``."""
+
+
+class LogFull(UnbrokenError):
+    """The log is full of running streams; ``retry_after`` seconds is a good wait."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"stream log is full; retry after {retry_after:.1f}s")
+        self.retry_after = retry_after
+
+
+Listener = Callable[[str, int], None]
+"""Called with ``(stream, head)`` after every append or status change."""
+
+
+class StreamLog(Protocol):
+    """A log of streams; see the module docstring."""
+
+    @property
+    def epoch(self) -> str:
+        """Storage generation; changes whenever stored events may have been lost."""
+        ...
+
+    async def create(self, owner: str, req: str, now: float) -> Created:
+        """Create a stream for ``(owner, req)``, or return the one already created.
+
+        Raises :class:`LogFull` when no room can be made.
+        """
+        ...
+
+    async def append(
+        self,
+        stream: str,
+        producer: str,
+        first_seq: int,
+        records: list[Record],
+        digests: list[bytes],
+    ) -> int:
+        """Append events ``first_seq..``; returns the new head.
+
+        Fenced: raises :class:`StaleProducer` unless ``producer`` owns the stream.
+        Idempotent: events at or below the head are skipped, not duplicated.
+        """
+        ...
+
+    async def finish(self, stream: str, producer: str, status: str, error: str, now: float) -> None:
+        """Mark a stream ended (its ``end`` event must already be appended)."""
+        ...
+
+    async def read(self, stream: str, after: int, max_bytes: int) -> ReadBatch | None:
+        """Events after ``after`` (at least one if any, up to about ``max_bytes``)."""
+        ...
+
+    async def meta(self, stream: str) -> StreamMeta | None:
+        """A stream's metadata, or ``None`` if unknown or expired."""
+        ...
+
+    async def tombstone(self, stream: str) -> str | None:
+        """Owner of an expired stream still remembered, else ``None``."""
+        ...
+
+    async def digest_at(self, stream: str, seq: int) -> bytes | None:
+        """Digest after event ``seq`` (the seed for 0), or ``None`` if not held."""
+        ...
+
+    def subscribe(self, stream: str, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` on every change of ``stream``; returns an unsubscribe."""
+        ...
+
+    async def sweep(self, now: float) -> int:
+        """Apply retention; returns how many streams were dropped."""
+        ...
+
+    async def close(self) -> None:
+        """Release resources."""
+        ...

@@ -1,0 +1,82 @@
+"""Conversions between stored :class:`~unbroken.store.base.Record` and events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import msgspec
+
+from ..protocol.events import CHUNK_KINDS, Event, Kind, payload
+from ..protocol.frames import EndItem, PartEndItem, PartStartItem, encode_json
+
+_str_decoder: Final = msgspec.json.Decoder(str)
+_start_decoder: Final = msgspec.json.Decoder(PartStartItem)
+_end_part_decoder: Final = msgspec.json.Decoder(PartEndItem)
+_end_decoder: Final = msgspec.json.Decoder(EndItem)
+_CHUNK_PREFIX: Final[dict[int, bytes]] = {
+    Kind.TEXT: b'{"k":"text","p":"',
+    Kind.JSON: b'{"k":"json","p":"',
+    Kind.DATA: b'{"k":"data","p":"',
+}
+
+
+def to_record(event: Event) -> tuple[int, str, bytes]:
+    """Encode an event for storage (see :mod:`unbroken.store.base`)."""
+    k = event.kind
+    if k in CHUNK_KINDS:
+        return (k, event.part, encode_json(event.body))
+    if k is Kind.PART_START:
+        item: object = PartStartItem(
+            event.part,
+            event.part_kind,  # type: ignore[arg-type]
+            event.mime,
+            event.schema,
+        )
+        return (k, event.part, encode_json(item))
+    if k is Kind.PART_END:
+        return (k, event.part, encode_json(PartEndItem(event.part, event.error)))
+    return (k, "", encode_json(EndItem(event.status, event.count, event.error)))  # type: ignore[arg-type]
+
+
+def to_event(seq: int, kind: int, part: str, enc: bytes) -> Event:
+    """Decode a stored record back into an :class:`Event`."""
+    k = Kind(kind)
+    if k in CHUNK_KINDS:
+        return Event(seq, k, part=part, body=_str_decoder.decode(enc))
+    if k is Kind.PART_START:
+        ps = _start_decoder.decode(enc)
+        return Event(seq, k, part=ps.p, part_kind=ps.pk, mime=ps.mime, schema=ps.schema)
+    if k is Kind.PART_END:
+        pe = _end_part_decoder.decode(enc)
+        return Event(seq, k, part=pe.p, error=pe.err)
+    en = _end_decoder.decode(enc)
+    return Event(seq, k, status=en.st, error=en.err, count=en.n)
+
+
+def record_payload(record: tuple[int, str, bytes]) -> bytes:
+    """Canonical payload bytes of a stored record (for the digest chain)."""
+    kind, part, enc = record
+    if kind in CHUNK_KINDS:
+        return part.encode() + b"\x00" + _str_decoder.decode(enc).encode()
+    return payload(to_event(0, kind, part, enc))
+
+
+def frame_items(records: Sequence[tuple[int, str, bytes]]) -> bytes:
+    """The compact ``items`` array of an ``events`` frame for stored records."""
+    out: list[bytes] = []
+    current = ""
+    for kind, part, enc in records:
+        if kind in CHUNK_KINDS:
+            if part == current:
+                out.append(enc)
+            else:
+                out.append(_CHUNK_PREFIX[kind] + part.encode() + b'","d":' + enc + b"}")
+                current = part
+        else:
+            out.append(enc)
+            if kind == Kind.PART_START:
+                current = part
+            elif kind == Kind.PART_END and part == current:
+                current = ""
+    return b"[" + b",".join(out) + b"]"
