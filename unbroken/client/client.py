@@ -1,0 +1,654 @@
+"""The Python client: one logical session over as many connections as it takes.
+
+It notices drops (close frames, socket errors, silence), reconnects with the
+protocol's backoff (rotating through URLs), resumes every open stream from its
+last seq and digest, and yields each event exactly once, verified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
+
+from ..errors import (
+    AuthError,
+    Forbidden,
+    IntegrityError,
+    Overloaded,
+    ProtocolError,
+    ReconnectExhausted,
+    StreamFailed,
+    StreamGone,
+    UnbrokenError,
+)
+from ..protocol.backoff import Backoff, BackoffPolicy
+from ..protocol.codes import CLOSE_CODE_MEANING, CloseCode, ErrorCode
+from ..protocol.frames import DEFAULT_MAX_FRAME, SUBPROTOCOLS, Ping, Start, encode
+from ..protocol.session import (
+    ClientSession,
+    Cursor,
+    PongOut,
+    ServerError,
+    StreamEvents,
+    StreamGoneOut,
+    StreamResumed,
+    StreamStarted,
+    Welcomed,
+)
+from .response import Answer, StreamEnded, StreamEvent
+
+log = logging.getLogger(__name__)
+
+TokenProvider = str | Callable[[], str | Awaitable[str | None] | None] | None
+RetryHook = Callable[[BaseException], bool | None]
+
+
+class ConnectionLost(UnbrokenError):
+    """The connection dropped; ``code`` is the close code when there was one."""
+
+    def __init__(self, message: str, code: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
+
+
+class RequestRefused(UnbrokenError):
+    """The server refused a request (e.g. unknown agent); ``code`` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionEvent:
+    """Something that happened to the connection, with a monotonic timestamp ``at``.
+
+    ``kind`` is one of: connected, disconnected, reconnecting, resumed, gone,
+    exhausted. Fields not relevant to a kind are left at their defaults.
+    """
+
+    kind: str
+    at: float
+    url: str = ""
+    cause: str = ""
+    code: int | None = None
+    attempt: int = 0
+    delay: float = 0.0
+    stream: str = ""
+    from_seq: int = 0
+    head: int = 0
+    reason: str = ""
+
+
+#: Close codes after which reconnecting cannot help (see docs/client.md).
+FATAL_CLOSE: dict[int, type[UnbrokenError]] = {
+    CloseCode.AUTH_REQUIRED: AuthError,
+    CloseCode.AUTH_FAILED: AuthError,
+    CloseCode.FORBIDDEN: Forbidden,
+    CloseCode.UNSUPPORTED_VERSION: ProtocolError,
+    CloseCode.BAD_FRAME: ProtocolError,
+    CloseCode.TOO_BIG: ProtocolError,
+}
+
+
+def default_should_retry(exc: BaseException) -> bool:
+    """The documented retry table: network errors, timeouts, 5xx and restart or
+    overload closes are retried; auth, forbidden, version and protocol are fatal."""
+    if isinstance(exc, AuthError | Forbidden | ProtocolError | IntegrityError):
+        return False
+    if isinstance(exc, ConnectionLost):
+        return exc.code not in FATAL_CLOSE
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        return status not in (401, 403, 404) and not (400 <= status < 500 and status != 429)
+    return isinstance(exc, OSError | TimeoutError | InvalidHandshake | ConnectionClosed)
+
+
+class Stream:
+    """One agent answer as the client receives it.
+
+    ``async for event in stream`` yields typed events exactly once, across any
+    number of reconnects, and raises a typed error when the answer cannot be
+    completed exactly. :attr:`result` is the answer assembled so far.
+    """
+
+    def __init__(self, client: Client, req: str, agent: str) -> None:
+        self._client = client
+        self.req = req
+        self.agent = agent
+        self.id = ""
+        self.result = Answer("")
+        self._queue: asyncio.Queue[StreamEvent | BaseException] = asyncio.Queue()
+        self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._done: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._cancelled_by_user = False
+        self._start_attempts = 0
+
+    # ---- consumer side
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[StreamEvent]:
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if isinstance(item, StreamEnded):
+                return
+
+    async def wait(self) -> Answer:
+        """Wait for the end; the verified answer, or the error that ended it."""
+        return await asyncio.shield(self._done)
+
+    @property
+    def done(self) -> bool:
+        return self._done.done()
+
+    @property
+    def cursor(self) -> Cursor | None:
+        """Where this stream is: save it to pick the answer up later with
+        :meth:`Client.resume`."""
+        cs = self._client._session.by_req.get(self.req)
+        return cs.cursor() if cs is not None else None
+
+    async def cancel(self) -> None:
+        """Stop the agent on the server (idempotent; also after a reconnect)."""
+        self._cancelled_by_user = True
+        if self.id and not self.done:
+            await self._client._send_frame(self._client._session.cancel(self.id))
+
+    # ---- producer side (the client's reader)
+    def _push(self, event: StreamEvent) -> None:
+        self._queue.put_nowait(event)
+        if isinstance(event, StreamEnded):
+            if event.status == "completed" or (
+                event.status == "cancelled" and self._cancelled_by_user
+            ):
+                self._finish(None)
+            else:
+                self._finish(StreamFailed(self.id, event.status, event.error))
+
+    def _finish(self, error: BaseException | None) -> None:
+        if self._done.done():
+            return
+        if error is not None:
+            self._queue.put_nowait(error)
+            self._done.set_exception(error)
+            self._done.exception()  # mark retrieved: callers may only iterate
+            if not self._started.done():
+                self._started.set_exception(error)
+                self._started.exception()
+        else:
+            self._done.set_result(self.result)
+        client = self._client
+        client._streams.pop(self.req, None)
+        client._by_id.pop(self.id, None)
+        # forget after this tick, so the final ack is still sent
+        asyncio.get_running_loop().call_soon(client._session.forget, self.req)
+
+
+class Client:
+    """A resilient unbroken client; use as ``async with Client(url) as c``.
+
+    ``urls``: one URL or several (rotated on reconnect). ``token``: a string or a
+    callable (sync or async) asked on every (re)connect. ``policy``: the
+    :class:`BackoffPolicy`. ``should_retry(exc)`` may override the retry table
+    by returning True/False (None keeps the default). ``on_event`` receives
+    :class:`ConnectionEvent` s; so does :meth:`connection_events`.
+    """
+
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        *,
+        token: TokenProvider = None,
+        policy: BackoffPolicy | None = None,
+        should_retry: RetryHook | None = None,
+        on_event: Callable[[ConnectionEvent], None] | None = None,
+        silence_factor: float = 3.0,
+        ping_every: float = 5.0,
+        open_timeout: float = 10.0,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        seed: int | None = None,
+    ) -> None:
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
+        if not self.urls:
+            raise ValueError("give at least one URL")
+        self.token = token
+        self.policy = policy or BackoffPolicy()
+        self.should_retry = should_retry
+        self.on_event = on_event
+        self.silence_factor = silence_factor
+        self.ping_every = ping_every
+        self.open_timeout = open_timeout
+        self.max_frame = max_frame
+        self._rng = random.Random(seed)
+        self._session = ClientSession(max_frame=max_frame)
+        self._streams: dict[str, Stream] = {}
+        self._by_id: dict[str, Stream] = {}
+        self._ws: ClientConnection | None = None
+        self._url_index = 0
+        self._ready = asyncio.Event()
+        self._closed = False
+        self._fatal: BaseException | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._first: asyncio.Future[None] | None = None
+        self._subscribers: list[asyncio.Queue[ConnectionEvent]] = []
+        self._heartbeat = 1.0
+        self._srtt: float | None = None
+        self._rtt_max = 0.0
+        self._last_recv = 0.0
+        self._ping_sent: dict[int, float] = {}
+        self._ping_n = 0
+        self._last_ping_at = 0.0
+        self.backoff: Backoff | None = None
+        self.history: list[ConnectionEvent] = []
+
+    # ------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> Client:
+        loop = asyncio.get_running_loop()
+        self._first = loop.create_future()
+        self._supervisor = loop.create_task(self._supervise(), name="unbroken-client")
+        await asyncio.shield(self._first)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection; streams not finished end with :class:`ConnectionLost`."""
+        if self._closed:
+            return
+        self._closed = True
+        self._session.close()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(BaseException):
+                await self._supervisor
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        for st in list(self._streams.values()):
+            st._finish(ConnectionLost("client closed"))
+
+    # ------------------------------------------------------------ requests
+    async def start(self, agent: str, input: Any = None, *, req: str | None = None) -> Stream:
+        """Start an agent run; returns once the server has answered ``started``.
+
+        A start whose answer is lost in a drop is sent again with the same request
+        id after reconnecting, so the agent never runs twice.
+        """
+        self._check_usable()
+        req = req or secrets.token_urlsafe(12)
+        st = Stream(self, req, agent)
+        self._streams[req] = st
+        frame = self._session.start(req, agent, input)
+        if frame is not None:
+            await self._send_frame(frame)
+        await asyncio.shield(st._started)
+        return st
+
+    async def resume(self, cursor: Cursor) -> Stream:
+        """Pick up a stream from a saved :attr:`Stream.cursor` (this or another node)."""
+        self._check_usable()
+        req = "resume-" + secrets.token_urlsafe(9)
+        st = Stream(self, req, "")
+        st.id = cursor.stream
+        st.result = Answer(cursor.stream, from_seq=cursor.seq)
+        self._streams[req] = st
+        self._by_id[cursor.stream] = st
+        frame = self._session.adopt(req, cursor)
+        if frame is not None:
+            await self._send_frame(frame)
+        await asyncio.shield(st._started)
+        return st
+
+    def connection_events(self) -> AsyncIterator[ConnectionEvent]:
+        """Async iterator over connection events from now on."""
+        q: asyncio.Queue[ConnectionEvent] = asyncio.Queue()
+        self._subscribers.append(q)
+
+        async def gen() -> AsyncIterator[ConnectionEvent]:
+            try:
+                while True:
+                    yield await q.get()
+            finally:
+                self._subscribers.remove(q)
+
+        return gen()
+
+    def _check_usable(self) -> None:
+        if self._fatal is not None:
+            raise self._fatal
+        if self._closed:
+            raise UnbrokenError("client is closed")
+
+    async def _send_frame(self, frame: Any) -> None:
+        ws = self._ws
+        if ws is None or not self._ready.is_set():
+            return  # re-sent by after_welcome on the next connection
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(encode(frame).decode())
+
+    def _emit(self, kind: str, **kw: Any) -> None:
+        ev = ConnectionEvent(kind, time.monotonic(), **kw)
+        self.history.append(ev)
+        if len(self.history) > 10000:
+            del self.history[:5000]
+        log.info("client %s %s", kind, " ".join(f"{k}={v}" for k, v in kw.items() if v))
+        if self.on_event is not None:
+            try:
+                self.on_event(ev)
+            except Exception:
+                log.exception("on_event callback failed")
+        for q in self._subscribers:
+            q.put_nowait(ev)
+
+    # ------------------------------------------------------------ the loop
+    async def _supervise(self) -> None:
+        loop = asyncio.get_running_loop()
+        retry_after: float | None = None
+        while not self._closed:
+            url = self.urls[self._url_index % len(self.urls)]
+            error: BaseException | None = None
+            progressed = False
+            try:
+                progressed = await self._connection(url)
+                error = ConnectionLost("server closed the connection")
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # classified below
+                error = exc
+            self._ready.clear()
+            self._ws = None
+            self._session.connection_lost()
+            if self._closed:
+                return
+            if isinstance(error, ConnectionLost) and error.code is not None:
+                cause = f"close {error.code}: {CLOSE_CODE_MEANING.get(error.code, '')}"
+            else:
+                cause = f"{type(error).__name__}: {error}"
+            self._emit(
+                "disconnected",
+                url=url,
+                cause=cause,
+                code=getattr(error, "code", None),
+            )
+            retry = default_should_retry(error)
+            if self.should_retry is not None:
+                decided = self.should_retry(error)
+                if decided is not None:
+                    retry = decided
+            if not retry:
+                self._fail_all(self._fatal_error(error))
+                return
+            if progressed or self.backoff is None:
+                self.backoff = Backoff(self.policy, loop.time(), self._rng)
+            retry_after = getattr(error, "retry_after", None)
+            delay = self.backoff.next_delay(loop.time(), retry_after)
+            if delay is None:
+                exhausted = ReconnectExhausted(
+                    self.backoff.attempts, self.backoff.elapsed(loop.time()), error
+                )
+                self._emit("exhausted", attempt=self.backoff.attempts, cause=cause)
+                self._fail_all(exhausted)
+                return
+            if len(self.urls) > 1 and self.backoff.attempts > 1:
+                self._url_index += 1
+            self._emit(
+                "reconnecting",
+                attempt=self.backoff.attempts,
+                delay=delay,
+                url=self.urls[self._url_index % len(self.urls)],
+            )
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    def _fatal_error(self, error: BaseException) -> BaseException:
+        if isinstance(error, UnbrokenError) and not isinstance(error, ConnectionLost):
+            return error
+        if isinstance(error, ConnectionLost) and error.code in FATAL_CLOSE:
+            return FATAL_CLOSE[error.code](str(error))
+        if isinstance(error, InvalidStatus) and error.response.status_code in (401, 403):
+            return AuthError(f"server refused the connection: HTTP {error.response.status_code}")
+        return ProtocolError(f"unrecoverable connection error: {error}", CloseCode.NORMAL)
+
+    def _fail_all(self, error: BaseException) -> None:
+        self._fatal = error
+        if self._first is not None and not self._first.done():
+            self._first.set_exception(error)
+        for st in list(self._streams.values()):
+            st._finish(error)
+
+    async def _token(self) -> str | None:
+        t = self.token
+        if t is None or isinstance(t, str):
+            return t
+        value = t()
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    async def _connection(self, url: str) -> bool:
+        """Run one connection until it drops; True if it made progress."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        ws = await connect(
+            url,
+            subprotocols=[Subprotocol(s) for s in SUBPROTOCOLS],
+            open_timeout=self.open_timeout,
+            ping_interval=None,
+            close_timeout=1.0,
+            max_size=self.max_frame,
+            compression=None,
+            max_queue=64,
+        )
+        self._ws = ws
+        progressed = False
+        watchdog: asyncio.TimerHandle | None = None
+        dead: list[str] = []
+
+        def check_silence() -> None:
+            nonlocal watchdog
+            limit = self._silence_limit()
+            quiet = loop.time() - self._last_recv
+            if quiet > limit:
+                dead.append(f"no frame for {quiet:.2f}s (limit {limit:.2f}s)")
+                ws.transport.abort()
+                return
+            if self.ping_every and loop.time() - self._last_ping_at >= self.ping_every:
+                self._send_ping(ws, loop.time())
+            watchdog = loop.call_later(min(limit / 3, 0.25), check_silence)
+
+        try:
+            await ws.send(encode(self._session.connect(await self._token())).decode())
+            self._last_recv = loop.time()
+            self._last_ping_at = loop.time()
+            first = await asyncio.wait_for(ws.recv(), self.open_timeout)
+            out = self._session.receive(first)
+            if isinstance(out, ServerError):
+                raise RequestRefused(out.error.code, out.error.message)
+            assert isinstance(out, Welcomed)
+            self._last_recv = loop.time()
+            self._rtt_sample(loop.time() - t0)
+            self._heartbeat = out.welcome.heartbeat_ms / 1000
+            self._session.ack_every = max(1, out.welcome.limits.window // 4)
+            self._ready.set()
+            self._emit("connected", url=url)
+            if self._first is not None and not self._first.done():
+                self._first.set_result(None)
+            for frame in self._session.after_welcome():
+                await ws.send(encode(frame).decode())
+            watchdog = loop.call_later(self._silence_limit() / 3, check_silence)
+            async for message in ws:
+                self._last_recv = loop.time()
+                if self._handle(message):
+                    progressed = True
+                acks = self._session.take_acks()
+                for ack in acks:
+                    await ws.send(encode(ack).decode())
+        except ConnectionClosed as exc:
+            if dead:
+                raise ConnectionLost(dead[0], CloseCode.HEARTBEAT_TIMEOUT) from None
+            rcvd = exc.rcvd
+            code = rcvd.code if rcvd is not None else None
+            reason = rcvd.reason if rcvd is not None else "connection dropped"
+            raise ConnectionLost(reason or "connection closed", code) from None
+        except TimeoutError:
+            raise ConnectionLost("no welcome in time") from None
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            if dead:
+                ws.transport.abort()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 1.0)
+        if dead:
+            raise ConnectionLost(dead[0], CloseCode.HEARTBEAT_TIMEOUT)
+        code = ws.close_code
+        if code is not None and code != CloseCode.NORMAL:
+            raise ConnectionLost(ws.close_reason or "closed", code)
+        return progressed
+
+    def _send_ping(self, ws: ClientConnection, now: float) -> None:
+        self._ping_n += 1
+        self._ping_sent[self._ping_n] = now
+        self._last_ping_at = now
+        if len(self._ping_sent) > 8:
+            self._ping_sent.pop(min(self._ping_sent))
+        task = asyncio.get_running_loop().create_task(ws.send(encode(Ping(self._ping_n)).decode()))
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    def _rtt_sample(self, rtt: float) -> None:
+        self._srtt = rtt if self._srtt is None else 0.875 * self._srtt + 0.125 * rtt
+        self._rtt_max = max(rtt, self._rtt_max * 0.9)
+
+    def _silence_limit(self) -> float:
+        """Silence that means dead: ~3 heartbeats, stretched by the RTTs measured,
+        so a slow but living link is not cut."""
+        return self.silence_factor * self._heartbeat + 2.0 * self._rtt_max
+
+    def _handle(self, message: str | bytes) -> bool:
+        try:
+            out = self._session.receive(message)
+        except IntegrityError as exc:
+            st = self._by_id.get(exc.stream)
+            if st is None:
+                raise
+            log.error("integrity error stream=%s seq=%d", exc.stream, exc.seq)
+            st._finish(exc)
+            return False
+        if isinstance(out, StreamEvents):
+            st = self._by_id.get(out.stream)
+            if st is None:
+                return True
+            digest = out.digest.hex()
+            for ev in out.events:
+                st._push(st.result.apply(ev, digest))
+            return True
+        if isinstance(out, StreamStarted):
+            st = self._streams.get(out.req)
+            if st is not None:
+                st.id = out.stream
+                st.result.stream = out.stream
+                self._by_id[out.stream] = st
+                if not st._started.done():
+                    st._started.set_result(None)
+            return True
+        if isinstance(out, StreamResumed):
+            st = self._by_id.get(out.stream)
+            self._emit("resumed", stream=out.stream, from_seq=out.from_seq, head=out.head)
+            if st is not None and not st._started.done():
+                st._started.set_result(None)
+            return True
+        if isinstance(out, StreamGoneOut):
+            self._emit("gone", stream=out.stream, reason=out.reason)
+            st = self._by_id.get(out.stream)
+            if st is not None:
+                st._finish(StreamGone(out.stream, out.reason, out.message))  # type: ignore[arg-type]
+            return True
+        if isinstance(out, PongOut):
+            sent = self._ping_sent.pop(out.n, None)
+            if sent is not None:
+                self._rtt_sample(asyncio.get_running_loop().time() - sent)
+            return False
+        if isinstance(out, ServerError):
+            self._server_error(out)
+            return False
+        return False
+
+    def _server_error(self, out: ServerError) -> None:
+        err = out.error
+        log.warning("server error code=%s message=%s", err.code, err.message)
+        st: Stream | None = None
+        if err.req is not None:
+            st = self._streams.get(err.req)
+        elif err.stream is not None:
+            st = self._by_id.get(err.stream)
+        if st is None:
+            return
+        retryable = err.code in (
+            ErrorCode.OVERLOADED,
+            ErrorCode.RATE_LIMITED,
+            ErrorCode.SHUTTING_DOWN,
+        )
+        if retryable and err.req is not None and not st.id:
+            st._start_attempts += 1
+            limit = self.policy.max_attempts or 12
+            wait = (err.retry_after_ms or 1000) / 1000
+            if st._start_attempts >= limit:
+                self._session.forget(st.req)
+                st._finish(Overloaded(err.message or err.code, wait))
+                return
+            asyncio.get_running_loop().call_later(wait, self._resend_start, st)
+            return
+        if err.code == ErrorCode.BAD_ACK or err.code == "unsupported":
+            return
+        self._session.forget(st.req)
+        st._finish(RequestRefused(err.code, err.message))
+
+    def _resend_start(self, st: Stream) -> None:
+        if st.done or st.id or self._closed:
+            return
+        cs = self._session.by_req.get(st.req)
+        if cs is None:
+            return
+        frame = Start(cs.req, cs.agent, cs.input)
+        task = asyncio.get_running_loop().create_task(self._send_frame(frame))
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+
+async def stream_answer(
+    url: str | Sequence[str], agent: str, input: Any = None, **client_kw: Any
+) -> Answer:
+    """One-shot helper: start ``agent`` and return its verified :class:`Answer`."""
+    async with Client(url, **client_kw) as client:
+        st = await client.start(agent, input)
+        async for _ in st:
+            pass
+        return await st.wait()
+
+
+__all__ = [
+    "Client",
+    "ConnectionEvent",
+    "ConnectionLost",
+    "RequestRefused",
+    "Stream",
+    "default_should_retry",
+    "stream_answer",
+]

@@ -1,0 +1,280 @@
+"""What a client user sees: typed events, and the assembled, verified answer."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from ..protocol.events import Event, Kind
+
+
+# ------------------------------------------------------------------ typed events
+@dataclass(frozen=True, slots=True)
+class PartStarted:
+    """A part opened: ``kind`` is text, json or data."""
+
+    seq: int
+    part: str
+    kind: str
+    mime: str
+    schema: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of a text part."""
+
+    seq: int
+    part: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class JsonFragment:
+    """A piece of a JSON part; :meth:`partial` parses the part's text so far."""
+
+    seq: int
+    part: str
+    fragment: str
+    text_so_far: str
+
+    def partial(self) -> Any:
+        """Best-effort value of the JSON received so far (open strings, arrays and
+        objects are closed; an incomplete trailing token is dropped)."""
+        return parse_partial_json(self.text_so_far)
+
+
+@dataclass(frozen=True, slots=True)
+class DataChunk:
+    """A piece of a data component (components arrive whole in :class:`PartEnded`)."""
+
+    seq: int
+    part: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class PartEnded:
+    """A part closed; ``error`` is non-empty if it is invalid (e.g. schema)."""
+
+    seq: int
+    part: str
+    error: str
+    result: PartResult
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    """The final event: status, error, event count and the verified digest (hex)."""
+
+    seq: int
+    status: str
+    error: str
+    digest: str
+
+
+StreamEvent = PartStarted | TextDelta | JsonFragment | DataChunk | PartEnded | StreamEnded
+
+
+# ------------------------------------------------------------------ the answer
+@dataclass(slots=True)
+class PartResult:
+    """One part of an answer."""
+
+    part: str
+    kind: str
+    mime: str = ""
+    schema: dict[str, Any] | None = None
+    chunks: list[str] = field(default_factory=list)
+    ended: bool = False
+    error: str = ""
+
+    @property
+    def text(self) -> str:
+        """The part's text (for JSON and data parts: their raw text)."""
+        return "".join(self.chunks)
+
+    @property
+    def value(self) -> Any:
+        """Parsed value: JSON for json parts (and JSON data), bytes for base64 data,
+        else the text."""
+        raw = self.text
+        if self.kind == "json" or (self.kind == "data" and "json" in self.mime.split(";")[0]):
+            return json.loads(raw)
+        if self.kind == "data" and self.mime.endswith(";base64"):
+            return base64.b64decode(raw)
+        return raw
+
+
+@dataclass(slots=True)
+class Answer:
+    """Everything received for a stream, assembled part by part."""
+
+    stream: str
+    parts: dict[str, PartResult] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    status: str = "running"
+    error: str = ""
+    digest: str = ""
+    events: int = 0
+    from_seq: int = 0  # > 0 when picked up from a saved cursor (earlier events absent)
+
+    @property
+    def text(self) -> str:
+        """All text parts, concatenated in the order they started."""
+        return "".join(self.parts[p].text for p in self.order if self.parts[p].kind == "text")
+
+    @property
+    def complete(self) -> bool:
+        """True once the stream ended ``completed`` and was verified end to end."""
+        return self.status == "completed" and self.from_seq == 0
+
+    def json(self, part: str) -> Any:
+        """Parsed value of a JSON part."""
+        return self.parts[part].value
+
+    def apply(self, ev: Event, digest_hex: str) -> StreamEvent:
+        """Fold one protocol event into the answer; returns the typed event."""
+        self.events = ev.seq
+        k = ev.kind
+        if k is Kind.TEXT:
+            self._part(ev.part, "text").chunks.append(ev.body)
+            return TextDelta(ev.seq, ev.part, ev.body)
+        if k is Kind.JSON:
+            pr = self._part(ev.part, "json")
+            pr.chunks.append(ev.body)
+            return JsonFragment(ev.seq, ev.part, ev.body, pr.text)
+        if k is Kind.DATA:
+            self._part(ev.part, "data").chunks.append(ev.body)
+            return DataChunk(ev.seq, ev.part, ev.body)
+        if k is Kind.PART_START:
+            schema = json.loads(ev.schema) if ev.schema else None
+            pr = PartResult(ev.part, ev.part_kind, ev.mime, schema)
+            self.parts[ev.part] = pr
+            self.order.append(ev.part)
+            return PartStarted(ev.seq, ev.part, ev.part_kind, ev.mime, schema)
+        if k is Kind.PART_END:
+            pr = self._part(ev.part, "")
+            pr.ended = True
+            pr.error = ev.error or _client_check(pr)
+            return PartEnded(ev.seq, ev.part, pr.error, pr)
+        self.status, self.error, self.digest = ev.status, ev.error, digest_hex
+        return StreamEnded(ev.seq, ev.status, ev.error, digest_hex)
+
+    def _part(self, part: str, kind: str) -> PartResult:
+        pr = self.parts.get(part)
+        if pr is None:  # picked up mid-part from a cursor
+            pr = self.parts[part] = PartResult(part, kind)
+            self.order.append(part)
+        return pr
+
+
+def _client_check(pr: PartResult) -> str:
+    if pr.kind != "json":
+        return ""
+    try:
+        value = json.loads(pr.text)
+    except ValueError as exc:
+        return f"invalid JSON: {exc}"
+    if pr.schema:
+        try:
+            jsonschema.validate(value, pr.schema)
+        except jsonschema.ValidationError as exc:
+            return f"schema validation failed: {exc.message}"
+    return ""
+
+
+# ------------------------------------------------------------------ partial JSON
+def parse_partial_json(text: str) -> Any:
+    """Parse a JSON prefix as far as it goes; ``None`` if nothing usable yet.
+
+    Open strings, arrays and objects are closed; a key without a value, a
+    trailing comma or an unfinished literal are dropped.
+    """
+    # stack of [closer, state]; object states: k(ey) c(olon) v(alue) a(fter);
+    # array states: v(alue) a(fter)
+    stack: list[list[str]] = []
+    safe = 0
+    safe_closers = ""
+    i, n = 0, len(text)
+    pending_string_value = False
+
+    def closers() -> str:
+        return "".join(e[0] for e in reversed(stack))
+
+    def value_done(end: int) -> None:
+        nonlocal safe, safe_closers
+        if stack:
+            stack[-1][1] = "a"
+        safe, safe_closers = end, closers()
+
+    while i < n:
+        ch = text[i]
+        if ch.isspace():
+            i += 1
+            continue
+        top = stack[-1] if stack else None
+        if ch == '"':
+            j, esc = i + 1, False
+            while j < n:
+                c = text[j]
+                if esc:
+                    esc = False
+                elif c == "\\":
+                    esc = True
+                elif c == '"':
+                    break
+                j += 1
+            if j >= n:  # unterminated string
+                pending_string_value = not (top is not None and top[0] == "}" and top[1] == "k")
+                break
+            if top is not None and top[0] == "}" and top[1] == "k":
+                top[1] = "c"
+            else:
+                value_done(j + 1)
+            i = j + 1
+        elif ch in "[{":
+            stack.append(["]" if ch == "[" else "}", "v" if ch == "[" else "k"])
+            safe, safe_closers = i + 1, closers()
+            i += 1
+        elif ch in "]}":
+            if stack:
+                stack.pop()
+            value_done(i + 1)
+            i += 1
+        elif ch == ",":
+            if top is not None:
+                top[1] = "k" if top[0] == "}" else "v"
+            i += 1
+        elif ch == ":":
+            if top is not None:
+                top[1] = "v"
+            i += 1
+        else:  # number or literal
+            j = i
+            while j < n and text[j] not in ",]}: \t\r\n":
+                j += 1
+            if j >= n:  # may be unfinished: try it, else fall back
+                try:
+                    json.loads(text[i:j])
+                    value_done(j)
+                except ValueError:
+                    pass
+                break
+            value_done(j)
+            i = j
+    candidates: list[str] = []
+    if pending_string_value:
+        body = text[:-1] if text.endswith("\\") else text
+        candidates.append(body + '"' + closers())
+    candidates.append(text[:safe] + safe_closers)
+    for cand in candidates:
+        try:
+            return json.loads(cand)
+        except ValueError:
+            continue
+    return None
