@@ -1,0 +1,228 @@
+"""FaultProxy over real loopback sockets: pass-through, counters, cuts, down/up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import pytest
+from chaos_peers import PeerServer, connect
+
+from unbroken.chaos import FaultProxy
+from unbroken.errors import ConfigError
+
+T = 5.0  # generous bound for every wait; never reached when things work
+
+
+async def test_bytes_pass_unchanged_both_ways_and_are_counted(
+    echo_proxy: FaultProxy, echo: PeerServer
+) -> None:
+    payload = os.urandom(300_000)
+    client = await connect(echo_proxy.port)
+    client.send(payload)
+    got = await asyncio.wait_for(client.wait_bytes(len(payload)), T)
+    assert got == payload
+    conn = await asyncio.wait_for(echo_proxy.wait_connection(1), T)
+    assert conn.upstream.received == conn.upstream.sent == len(payload)
+    assert conn.downstream.sent == len(payload)
+    assert conn.upstream.dropped == conn.downstream.dropped == 0
+    server_peer = await asyncio.wait_for(echo.peer(0), T)
+    assert bytes(server_peer.data) == payload
+    client.close()
+    await asyncio.wait_for(conn.wait_closed(), T)
+    assert conn.state == "closed"
+    kinds = [r.kind for r in echo_proxy.records]
+    assert kinds[:2] == ["listening", "accepted"]
+    assert "closed" in kinds
+
+
+async def test_half_close_is_forwarded(sink_proxy: FaultProxy, sink: PeerServer) -> None:
+    client = await connect(sink_proxy.port)
+    client.send(b"last words")
+    assert client.transport is not None
+    client.transport.write_eof()
+    server_peer = await asyncio.wait_for(sink.peer(0), T)
+    await asyncio.wait_for(server_peer.ended, T)
+    assert server_peer.eof and bytes(server_peer.data) == b"last words"
+    # the other direction still flows after the client's FIN
+    server_peer.send(b"reply")
+    assert await asyncio.wait_for(client.wait_bytes(5), T) == b"reply"
+
+
+async def test_cut_all_rst_resets_both_peers(echo_proxy: FaultProxy, echo: PeerServer) -> None:
+    client = await connect(echo_proxy.port)
+    client.send(b"ping")
+    await asyncio.wait_for(client.wait_bytes(4), T)
+    server_peer = await echo.peer(0)
+    assert await echo_proxy.cut_all("rst") == 1
+    assert isinstance(await asyncio.wait_for(client.lost, T), ConnectionResetError)
+    assert isinstance(await asyncio.wait_for(server_peer.lost, T), ConnectionResetError)
+    cut = await asyncio.wait_for(echo_proxy.wait_record("cut"), T)
+    assert cut.detail["mode"] == "rst" and cut.connection == 1
+    assert cut.offsets == {"upstream": 4, "downstream": 4}
+
+
+async def test_cut_all_fin_gives_both_peers_an_orderly_eof(
+    echo_proxy: FaultProxy, echo: PeerServer
+) -> None:
+    client = await connect(echo_proxy.port)
+    client.send(b"ping")
+    await asyncio.wait_for(client.wait_bytes(4), T)
+    server_peer = await echo.peer(0)
+    await echo_proxy.cut_all("fin")
+    await asyncio.wait_for(asyncio.gather(client.ended, server_peer.ended), T)
+    assert client.eof and client.error is None
+    assert server_peer.eof and server_peer.error is None
+    assert bytes(client.data) == b"ping"
+
+
+async def test_cut_all_blackhole_holds_sockets_and_passes_nothing(
+    echo_proxy: FaultProxy,
+) -> None:
+    client = await connect(echo_proxy.port)
+    client.send(b"before")
+    await asyncio.wait_for(client.wait_bytes(6), T)
+    conn = await echo_proxy.wait_connection(1)
+    await echo_proxy.cut_all("blackhole")
+    client.send(b"into the void")
+    await asyncio.wait_for(echo_proxy.wait_until(lambda: conn.upstream.received == 19), T)
+    assert conn.state == "blackhole"
+    assert conn.upstream.sent == 6 and conn.upstream.dropped == 13
+    assert conn.downstream.sent == 6
+    assert bytes(client.data) == b"before" and not client.ended.done()
+    # a blackholed connection can still be cut for good
+    await conn.cut("rst", "test")
+    assert isinstance(await asyncio.wait_for(client.lost, T), ConnectionResetError)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 4096, 65_536, 100_000])
+async def test_rst_after_downstream_byte_n_delivers_exactly_n(
+    sink: PeerServer, offset: int
+) -> None:
+    async with FaultProxy(upstream=sink.address) as proxy:
+        cut = proxy.cut_after_bytes(offset, direction="downstream", mode="rst")
+        client = await connect(proxy.port)
+        server_peer = await asyncio.wait_for(sink.peer(0), T)
+        payload = os.urandom(200_000)
+        server_peer.send(payload)
+        record = await asyncio.wait_for(cut.wait(), T)
+        exc = await asyncio.wait_for(client.lost, T)
+        assert isinstance(exc, ConnectionResetError)
+        assert bytes(client.data) == payload[:offset]
+        assert record.offsets["downstream"] == offset
+        assert record.detail["reason"] == "byte_offset"
+        conn = proxy.history[0]
+        assert conn.downstream.sent == offset
+
+
+@pytest.mark.parametrize("mode", ["fin", "blackhole"])
+async def test_cut_after_upstream_byte_n_is_exact(sink: PeerServer, mode: str) -> None:
+    async with FaultProxy(upstream=sink.address, close_grace=0.5) as proxy:
+        cut = proxy.cut_after_bytes(1000, direction="upstream", mode=mode)  # type: ignore[arg-type]
+        client = await connect(proxy.port)
+        server_peer = await asyncio.wait_for(sink.peer(0), T)
+        payload = os.urandom(5000)
+        for i in range(0, len(payload), 700):  # several writes straddling the offset
+            client.send(payload[i : i + 700])
+        record = await asyncio.wait_for(cut.wait(), T)
+        conn = proxy.history[0]
+        await asyncio.wait_for(proxy.wait_until(lambda: conn.upstream.received == 5000), T)
+        assert record.offsets["upstream"] == 1000
+        assert conn.upstream.sent == 1000 and conn.upstream.dropped == 4000
+        if mode == "fin":
+            await asyncio.wait_for(server_peer.ended, T)
+            assert server_peer.eof
+        assert bytes(server_peer.data) == payload[:1000]
+
+
+async def test_byte_cut_once_fires_on_one_connection_only(echo_proxy: FaultProxy) -> None:
+    cut = echo_proxy.cut_after_bytes(10, direction="upstream", mode="rst", once=True)
+    first = await connect(echo_proxy.port)
+    first.send(b"x" * 20)
+    await asyncio.wait_for(cut.wait(), T)
+    second = await connect(echo_proxy.port)
+    second.send(b"y" * 20)
+    assert await asyncio.wait_for(second.wait_bytes(20), T) == b"y" * 20
+    assert cut.count == 1
+
+
+async def test_disable_refuses_connections_and_enable_restores_same_port(
+    echo_proxy: FaultProxy,
+) -> None:
+    client = await connect(echo_proxy.port)
+    port = echo_proxy.port
+    await echo_proxy.disable("fin")
+    await asyncio.wait_for(client.ended, T)
+    assert not echo_proxy.enabled
+    with pytest.raises(ConnectionRefusedError):
+        await connect(port)
+    await echo_proxy.enable()
+    assert echo_proxy.port == port
+    again = await connect(port)
+    again.send(b"back")
+    assert await asyncio.wait_for(again.wait_bytes(4), T) == b"back"
+    kinds = [r.kind for r in echo_proxy.faults]
+    assert kinds.index("disabled") < kinds.index("cut")
+
+
+async def test_down_context_manager(echo_proxy: FaultProxy) -> None:
+    async with echo_proxy.down():
+        with pytest.raises(ConnectionRefusedError):
+            await connect(echo_proxy.port)
+    client = await connect(echo_proxy.port)
+    client.send(b"ok")
+    assert await asyncio.wait_for(client.wait_bytes(2), T) == b"ok"
+
+
+async def test_upstream_refused_closes_client_and_is_logged() -> None:
+    server = await PeerServer().start()
+    address = server.address
+    await server.close()  # nothing listens there now
+    async with FaultProxy(upstream=address) as proxy:
+        client = await connect(proxy.port)
+        await asyncio.wait_for(client.ended, T)
+        record = await asyncio.wait_for(proxy.wait_record("upstream_error"), T)
+        assert "Refused" in str(record.detail["error"])
+
+
+async def test_fault_log_file_gets_one_json_line_per_record(
+    echo: PeerServer, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "faults.jsonl"
+    async with FaultProxy(upstream=echo.address, fault_log=log_path) as proxy:
+        client = await connect(proxy.port)
+        client.send(b"abc")
+        await asyncio.wait_for(client.wait_bytes(3), T)
+        await proxy.cut_all("rst")
+        await asyncio.wait_for(client.lost, T)
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert len(lines) == len(proxy.records)
+    cut = next(line for line in lines if line["kind"] == "cut")
+    assert cut["connection"] == 1 and cut["mode"] == "rst"
+    assert cut["offsets"] == {"upstream": 3, "downstream": 3}
+    assert isinstance(cut["time"], float) and cut["elapsed"] >= 0
+
+
+async def test_many_connections_are_independent(echo_proxy: FaultProxy) -> None:
+    clients = [await connect(echo_proxy.port) for _ in range(20)]
+    for i, client in enumerate(clients):
+        client.send(bytes([i]) * 1000)
+    for i, client in enumerate(clients):
+        assert await asyncio.wait_for(client.wait_bytes(1000), T) == bytes([i]) * 1000
+    conn = await echo_proxy.wait_connection(5)
+    await conn.cut("rst", "one")
+    await asyncio.wait_for(clients[4].lost, T)
+    clients[5].send(b"still")
+    assert (await asyncio.wait_for(clients[5].wait_bytes(1005), T))[-5:] == b"still"
+    assert len(echo_proxy.connections) == 19 or clients[4].lost.done()
+
+
+def test_bad_cut_mode_is_a_config_error() -> None:
+    async def run() -> None:
+        async with FaultProxy(upstream=("127.0.0.1", 9)) as proxy:
+            with pytest.raises(ConfigError):
+                proxy.cut_after_bytes(1, mode="boom")  # type: ignore[arg-type]
+
+    asyncio.run(run())
