@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Awaitable, Callable, Mapping
@@ -138,7 +139,7 @@ class Output:
         if len(delta) <= self._max_chars:
             p.add_chunk(1, part, delta)
             if p.pending >= p.max_batch:
-                await p.flush()
+                await self._flush_full()
         else:
             await self.chunk(part, delta)
 
@@ -192,7 +193,13 @@ class Output:
 
     async def _maybe_flush(self) -> None:
         if self._p.pending >= self._p.max_batch:
-            await self._p.flush()
+            await self._flush_full()
+
+    async def _flush_full(self) -> None:
+        # A full batch: append it, then yield once so that an agent writing in a
+        # tight loop never starves connections (heartbeats, other streams).
+        await self._p.flush()
+        await asyncio.sleep(0)
 
 
 class JsonPart:

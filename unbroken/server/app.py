@@ -37,7 +37,8 @@ class Unbroken:
     ``heartbeat`` is seconds of quiet before the server sends ``hb``;
     ``run_timeout`` limits every run (per agent: ``@app.agent(timeout=…)``);
     ``abandon_after`` cancels runs nobody has been attached to for that long
-    (default: runs always finish); ``shutdown_grace`` bounds the drain.
+    (default: runs always finish); ``shutdown_grace`` bounds the drain;
+    ``sweep_every`` is how often retention (TTL) is applied, in seconds.
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class Unbroken:
         start_burst: int = 200,
         hello_timeout: float = 10.0,
         send_timeout: float = 30.0,
+        sweep_every: float = 1.0,
     ) -> None:
         if authenticate is None and not allow_anonymous:
             raise ConfigError(
@@ -93,6 +95,7 @@ class Unbroken:
             max_chunk=max_chunk,
             run_timeout=run_timeout,
             abandon_after=abandon_after,
+            sweep_every=sweep_every,
         )
 
     def agent(self, name: str, *, timeout: float | None = None) -> Callable[[Agent], Agent]:

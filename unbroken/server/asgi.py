@@ -26,17 +26,23 @@ class StarletteTransport:
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
         self._gone = False
+        self.disconnect_code: int | None = None
 
     async def receive(self) -> str | bytes | None:
         if self._gone:
             return None
         try:
             msg = await self.ws.receive()
-        except (RuntimeError, WebSocketDisconnect):
+        except WebSocketDisconnect as exc:
+            self._gone = True
+            self.disconnect_code = exc.code
+            return None
+        except RuntimeError:
             self._gone = True
             return None
         if msg["type"] == "websocket.disconnect":
             self._gone = True
+            self.disconnect_code = msg.get("code")
             return None
         text = msg.get("text")
         if text is not None:

@@ -24,6 +24,7 @@ from ..protocol.frames import (
     Ack,
     Cancel,
     Error,
+    Gone,
     Hello,
     Limits,
     Ping,
@@ -62,6 +63,11 @@ class Transport(Protocol):
 
     async def close(self, code: int, reason: str = "") -> None:
         """Close with a code (best effort)."""
+        ...
+
+    @property
+    def disconnect_code(self) -> int | None:
+        """Close code the peer (or the WebSocket layer) ended with, once gone."""
         ...
 
 
@@ -104,6 +110,10 @@ class Connection:
         self._close_code: int | None = None
         self._last_send = 0.0
         self._hb_handle: asyncio.TimerHandle | None = None
+        self._send_started = 0.0
+        self._pump_task: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        self._errors: dict[str, int] = {}
         self._loop = asyncio.get_running_loop()
 
     # ------------------------------------------------------------ lifecycle
@@ -112,11 +122,18 @@ class Connection:
         self.app.connections.add(self)
         log.info("connect conn=%s client=%s", self.id, self.info.client)
         pump = self._loop.create_task(self._pump(), name=f"unbroken-pump-{self.id}")
+        self._pump_task = pump
         code: int = CloseCode.NORMAL
         reason = ""
         try:
             await self._read_loop()
-            reason = "peer closed"
+            peer = self.t.disconnect_code
+            if peer == CloseCode.TOO_BIG:
+                reason = "frame over the size limit (closed by the WebSocket layer)"
+            elif self._close_code is not None:
+                reason = "closed by server"
+            else:
+                reason = f"peer closed code={peer}" if peer is not None else "peer closed"
         except ProtocolError as exc:
             code, reason = exc.close_code, str(exc)
             log.warning("protocol error conn=%s code=%d reason=%s", self.id, code, reason)
@@ -141,7 +158,16 @@ class Connection:
                 self._close_code = code
                 with contextlib.suppress(Exception):
                     await self.t.close(code, reason[:120])
-            log.info("close conn=%s code=%d reason=%s", self.id, self._close_code, reason)
+            peer = self.t.disconnect_code
+            code_seen = peer if peer == CloseCode.TOO_BIG else self._close_code
+            errors = " ".join(f"{k}={v}" for k, v in self._errors.items())
+            log.info(
+                "close conn=%s code=%d reason=%s%s",
+                self.id,
+                code_seen,
+                reason,
+                f" errors: {errors}" if errors else "",
+            )
 
     async def close(self, code: int, reason: str) -> None:
         """Close from the server side (e.g. 1012 on shutdown)."""
@@ -217,8 +243,13 @@ class Connection:
     async def _dispatch(self, frame: Any) -> None:
         if isinstance(frame, Ack):
             att = self.atts.get(frame.stream)
-            if att is None or not att.ack(frame.seq):
-                sent = att.sent if att else 0
+            if att is None:
+                # detached by the server (dropped by retention) while this ack
+                # was on its way: nothing to do
+                log.debug("late ack conn=%s stream=%s seq=%d", self.id, frame.stream, frame.seq)
+                return
+            if not att.ack(frame.seq):
+                sent = att.sent
                 self._error(
                     ErrorCode.BAD_ACK,
                     f"ack {frame.seq} is beyond the last event sent ({sent})",
@@ -346,18 +377,28 @@ class Connection:
         self.hub.attached(stream)
         self._mark(stream)
 
-    def _detach(self, stream: str) -> None:
+    def _detach(self, stream: str, keep_session: bool = False) -> None:
         att = self.atts.pop(stream, None)
         if att is None:
             return
         if att.unsubscribe:
             att.unsubscribe()
-        self.session.detach(stream)
+        if not keep_session:
+            self.session.detach(stream)
         self.hub.detached(stream)
 
     def _on_change(self, stream: str, head: int) -> None:
         att = self.atts.get(stream)
-        if att is not None and head > att.sent:
+        if att is None:
+            return
+        if head < 0:  # retention dropped the stream under this reader
+            log.warning(
+                "stream dropped while attached conn=%s stream=%s seq=%d", self.id, stream, att.sent
+            )
+            # the session keeps the stream: acks already on their way stay legal
+            self._detach(stream, keep_session=True)
+            self._queue(encode(Gone(stream, "expired", "the stream was dropped by retention")))
+        elif head > att.sent:
             self._mark(stream)
 
     def _mark(self, stream: str) -> None:
@@ -370,7 +411,20 @@ class Connection:
         self._wake()
 
     def _error(self, code: str, message: str, **kw: Any) -> None:
-        self._queue(encode(Error(code=code, message=message, **kw)))
+        """Queue an ``error`` frame and log it (repeats of a code at debug level;
+        the close line counts them)."""
+        n = self._errors.get(code, 0) + 1
+        self._errors[code] = n
+        log.log(
+            logging.WARNING if n == 1 else logging.DEBUG,
+            "error conn=%s code=%s stream=%s req=%s message=%s",
+            self.id,
+            code,
+            kw.get("stream") or "-",
+            kw.get("req") or "-",
+            message,
+        )
+        self._queue(encode(Error(code=code, message=message[:4096], **kw)))
 
     def _wake(self) -> None:
         w = self._waiter
@@ -383,7 +437,18 @@ class Connection:
     def _hb_tick(self) -> None:
         if self._closed:
             return
-        if self._loop.time() - self._last_send >= self.app.heartbeat * 0.9 and any(
+        now = self._loop.time()
+        if self._send_started and now - self._send_started > self.app.send_timeout:
+            # the peer stopped reading: the pump is stuck in a send
+            log.warning(
+                "send timeout conn=%s after=%.1fs; closing", self.id, now - self._send_started
+            )
+            self._closed = True
+            if self._pump_task is not None:
+                self._pump_task.cancel()
+            self._closer = self._loop.create_task(self.close(CloseCode.GOING_AWAY, "send timeout"))
+            return
+        if now - self._last_send >= self.app.heartbeat * 0.9 and any(
             not a.ended for a in self.atts.values()
         ):
             self._outbox.append(b'{"t":"hb"}')
@@ -391,8 +456,11 @@ class Connection:
         self._schedule_hb()
 
     async def _send(self, data: bytes) -> None:
-        await asyncio.wait_for(self.t.send(data), self.app.send_timeout)
+        # watched by _hb_tick (send_timeout): no timer per send on the hot path
+        self._send_started = self._loop.time()
+        await self.t.send(data)
         self._last_send = self._loop.time()
+        self._send_started = 0.0
 
     async def _pump(self) -> None:
         try:
@@ -409,20 +477,22 @@ class Connection:
                     continue
                 dirty, self._dirty = self._dirty, {}
                 for stream in dirty:
+                    if self._outbox:  # control frames (started, resumed, gone) go first
+                        self._dirty[stream] = None
+                        continue
                     att = self.atts.get(stream)
                     while att is not None:
                         frame = await att.next_frame()
                         if frame is None:
                             break
+                        if self.atts.get(stream) is not att:
+                            break  # re-attached while reading: the new cursor takes over
                         await self._send(frame)
-                        if self._outbox:  # control frames go first
+                        if self._outbox:
                             self._dirty[stream] = None
                             break
-        except TimeoutError:
-            log.warning("send timeout conn=%s; closing", self.id)
-            self._closed = True
-            with contextlib.suppress(Exception):
-                await self.t.close(CloseCode.GOING_AWAY, "send timeout")
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
             log.info("send failed conn=%s error=%r", self.id, exc)
             self._closed = True

@@ -34,6 +34,7 @@ class Run:
     task: asyncio.Task[None] | None = None
     attached: int = 0
     stop_reason: str = ""  # "cancel" | "shutdown" | "abandoned"
+    ending: bool = False  # writing the end event: no longer cancellable
     abandon_timer: asyncio.TimerHandle | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -108,11 +109,15 @@ class Hub:
         out = Output(run.producer, self.max_chunk)
         status, error = "completed", ""
         try:
+            deadline = asyncio.timeout(limit)
             try:
-                async with asyncio.timeout(limit):
+                async with deadline:
                     await fn(request, out)
                 await out.close_open_parts()
+                await out.flush()
             except TimeoutError:
+                if not deadline.expired():  # the agent's own timeout, not the run limit
+                    raise
                 status, error = "failed", "timeout"
             except asyncio.CancelledError:
                 task = asyncio.current_task()
@@ -123,19 +128,29 @@ class Hub:
                     status, error = "failed", "shutdown"
                 else:
                     status, error = "cancelled", reason if reason != "cancel" else ""
-            except StaleProducer:
-                log.warning("run fenced out stream=%s", run.stream)
-                run.producer.abandon()
-                return
-            except StreamTooLarge as exc:
-                status, error = "failed", f"stream_too_large: {exc}"
-            except Exception as exc:
-                log.exception("agent failed stream=%s agent=%s", run.stream, run.agent)
-                status, error = "failed", f"{type(exc).__name__}: {exc}"
+        except StaleProducer:
+            log.warning("run fenced out stream=%s", run.stream)
+            run.producer.abandon()
+            self._forget(run)
+            return
+        except StreamTooLarge as exc:
+            status, error = "failed", f"stream_too_large: {exc}"
+        except Exception as exc:
+            log.error(
+                "agent failed stream=%s agent=%s error=%s: %s",
+                run.stream,
+                run.agent,
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        run.ending = True
+        try:
             if status != "completed":
                 with contextlib.suppress(Exception):
                     await out.close_open_parts(status)
-            await run.producer.finish(status, error, self.clock())
+            status, error = await run.producer.finish(status, error, self.clock())
             log.info(
                 "run ended stream=%s status=%s error=%s events=%d",
                 run.stream,
@@ -147,10 +162,14 @@ class Hub:
             log.exception("could not end stream=%s", run.stream)
             run.producer.abandon()
         finally:
-            self.runs.pop(run.stream, None)
-            if run.abandon_timer is not None:
-                run.abandon_timer.cancel()
-            run.done.set()
+            self._forget(run)
+
+    def _forget(self, run: Run) -> None:
+        self.runs.pop(run.stream, None)
+        if run.abandon_timer is not None:
+            run.abandon_timer.cancel()
+            run.abandon_timer = None
+        run.done.set()
 
     async def cancel(self, principal: Principal, stream: str) -> bool:
         """Stop a run; ``False`` if it already ended. Raises :class:`Forbidden`."""
@@ -164,8 +183,11 @@ class Hub:
         return True
 
     def _stop(self, run: Run, reason: str) -> None:
+        if run.ending:
+            return
         if not run.stop_reason:
             run.stop_reason = reason
+            log.info("run stopping stream=%s reason=%s", run.stream, reason)
         if run.task is not None:
             run.task.cancel()
 

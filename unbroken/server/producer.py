@@ -8,14 +8,13 @@ a few large appends and a paced stream one small append per token.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Final
 
 from ..protocol.digest import seed, step
 from ..protocol.events import Event, Kind, end, payload
 from ..protocol.frames import encode_json
-from ..store.base import Record, StaleProducer, StreamLog
+from ..store.base import Record, StaleProducer, StreamLog, StreamTooLarge
 from ..store.records import to_record
 
 log = logging.getLogger(__name__)
@@ -98,8 +97,15 @@ class Producer:
         return len(self._records)
 
     async def flush(self) -> None:
-        """Append everything pending to the log now."""
+        """Append everything pending to the log now.
+
+        Raises the error of an earlier failed append (for example
+        :class:`~unbroken.store.base.StreamTooLarge` met by the background
+        flusher), so an agent never returns "completed" over dropped events.
+        """
         async with self._lock:
+            if self.error is not None:
+                raise self.error
             if not self._records:
                 return
             records, digests, first = self._records, self._digests, self._first
@@ -128,18 +134,29 @@ class Producer:
             except Exception:
                 return
 
-    async def finish(self, status: str, error: str, now: float) -> None:
-        """Append the ``end`` event, flush and mark the stream ended."""
+    async def finish(self, status: str, error: str, now: float) -> tuple[str, str]:
+        """Append the ``end`` event, flush and mark the stream ended.
+
+        Returns the status and error actually written: a run that was about to
+        end ``completed`` ends ``failed: stream_too_large`` when its last events
+        did not fit in the log.
+        """
         self._closed = True
         self._wake.set()
         if self.error is None:
-            with contextlib.suppress(Exception):
+            try:
                 await self.flush()
+            except StreamTooLarge as exc:
+                if status == "completed":
+                    status, error = "failed", f"stream_too_large: {exc}"
+            except Exception:  # logged by flush; the end event below says what happened
+                pass
         self.error = None
         self.add(end(0, status, error))  # type: ignore[arg-type]
         await self.flush()
         await self.store.finish(self.stream, self.token, status, error, now)
         self._task.cancel()
+        return status, error
 
     def abandon(self) -> None:
         """Stop without writing (fenced out or store gone)."""

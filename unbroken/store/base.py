@@ -99,7 +99,8 @@ class LogFull(UnbrokenError):
 
 
 Listener = Callable[[str, int], None]
-"""Called with ``(stream, head)`` after every append or status change."""
+"""Called with ``(stream, head)`` after every append or status change, and with
+``head == -1`` when retention drops the stream (readers then answer ``gone``)."""
 
 
 class StreamLog(Protocol):

@@ -142,7 +142,7 @@ class MemoryStore:
             s = self._streams[existing]
             return Created(existing, self._epoch, False, s.producer)
         if self.total_bytes > self.retention.max_total_bytes:
-            self._evict(self.retention.max_total_bytes)
+            self._evict(self.retention.max_total_bytes, now)
             if self.total_bytes > self.retention.max_total_bytes:
                 raise LogFull(self.retention.retry_after)
         stream = secrets.token_urlsafe(16)
@@ -205,6 +205,9 @@ class MemoryStore:
         s.status, s.error, s.ended = status, error, now
         self._finished[stream] = now
         s.notify()
+        if self.total_bytes > self.retention.max_total_bytes:
+            # make room now, but give the stream that just ended a chance to be read
+            self._evict(self.retention.max_total_bytes, now, keep=stream)
 
     # ------------------------------------------------------------ reader side
     async def read(self, stream: str, after: int, max_bytes: int) -> ReadBatch | None:
@@ -282,13 +285,24 @@ class MemoryStore:
         if self._by_req.get((s.owner, s.req)) == stream:
             del self._by_req[(s.owner, s.req)]
         self._tombstones[stream] = (s.owner, now)
+        # tell readers still attached that the stream is gone (head -1)
+        listeners = list(s.listeners)
         s.listeners.clear()
+        for cb in listeners:
+            try:
+                cb(stream, -1)
+            except Exception:
+                log.exception("stream listener failed stream=%s", stream)
         log.info("stream dropped stream=%s status=%s bytes=%d", stream, s.status, len(s.buf))
 
-    def _evict(self, target: int) -> None:
-        while self.total_bytes > target and self._finished:
-            stream, ended = next(iter(self._finished.items()))
-            self._drop(stream, ended)
+    def _evict(self, target: int, now: float, keep: str | None = None) -> None:
+        """Drop finished streams, oldest first, until ``total_bytes <= target``."""
+        for stream in list(self._finished):
+            if self.total_bytes <= target:
+                return
+            if stream != keep:
+                log.info("evicting stream=%s total_bytes=%d", stream, self.total_bytes)
+                self._drop(stream, now)
 
     async def sweep(self, now: float) -> int:
         dropped = 0
