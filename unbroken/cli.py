@@ -26,6 +26,9 @@ def version() -> None:
 
 
 # --- subcommands registered by their own modules (one line each) ---
+from .chaos.cli import proxy_command  # noqa: E402
+
+app.command("proxy")(proxy_command)
 
 
 def main() -> None:

@@ -128,7 +128,8 @@ def cut_after(proxy: FaultProxy, delay: float, mode: CutMode) -> ScheduledFault:
 
     async def body(handle: ScheduledFault) -> None:
         await asyncio.sleep(delay)
-        await proxy.cut_all(mode, reason="cut_after")
+        cut = await proxy.cut_all(mode, reason="cut_after")
+        proxy._record("timed_cut", delay=delay, connections=cut, mode=mode)
 
     return ScheduledFault(proxy, "cut_after")._start(body)
 
@@ -148,7 +149,8 @@ def cut_every(
         while count is None or n < count:
             n += 1
             await asyncio.sleep(max(0.0, start + n * interval - loop.time()))
-            await proxy.cut_all(mode, reason="cut_every")
+            cut = await proxy.cut_all(mode, reason="cut_every")
+            proxy._record("intermittent_drop", index=n, connections=cut, mode=mode)
             if outage > 0:
                 await proxy.disable(mode, reason="cut_every")
                 try:

@@ -14,16 +14,23 @@ class Peer(asyncio.Protocol):
     """One end of a TCP connection that records what it receives.
 
     ``echo``: write back every byte (and the EOF). ``greeting``: bytes to send on connect;
-    ``close_after_greeting``: then send a FIN.
+    ``close_after_greeting``: then send a FIN. On EOF the peer closes its socket, as most
+    programs do, unless ``half_close`` (or ``echo``) keeps its sending side open.
     """
 
     def __init__(
-        self, *, echo: bool = False, greeting: bytes = b"", close_after_greeting: bool = False
+        self,
+        *,
+        echo: bool = False,
+        greeting: bytes = b"",
+        close_after_greeting: bool = False,
+        half_close: bool = False,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.echo = echo
         self.greeting = greeting
         self.close_after_greeting = close_after_greeting
+        self.half_close = half_close
         self.data = bytearray()
         self.reads = 0
         self.eof = False
@@ -57,7 +64,7 @@ class Peer(asyncio.Protocol):
             self.ended.set_result(None)
         if self.echo and self.transport is not None:
             self.transport.write_eof()
-        return True
+        return self.echo or self.half_close
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.error = exc

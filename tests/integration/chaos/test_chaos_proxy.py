@@ -38,7 +38,14 @@ async def test_bytes_pass_unchanged_both_ways_and_are_counted(
     assert "closed" in kinds
 
 
-async def test_half_close_is_forwarded(sink_proxy: FaultProxy, sink: PeerServer) -> None:
+async def test_half_close_is_forwarded() -> None:
+    sink = await PeerServer(half_close=True).start()
+    async with FaultProxy(upstream=sink.address) as proxy:
+        await _half_close(proxy, sink)
+    await sink.close()
+
+
+async def _half_close(sink_proxy: FaultProxy, sink: PeerServer) -> None:
     client = await connect(sink_proxy.port)
     client.send(b"last words")
     assert client.transport is not None
