@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -13,11 +13,12 @@ from ..protocol.codes import CloseCode
 from ..protocol.frames import DEFAULT_MAX_FRAME, Limits
 from ..store.base import StreamLog
 from ..store.memory import MemoryStore
-from .agent import Agent
+from .agent import Agent, Principal
 from .connection import Authenticate, Connection
 from .hub import Hub
 
 if TYPE_CHECKING:
+    from fastapi import APIRouter
     from starlette.applications import Starlette
 
 log = logging.getLogger(__name__)
@@ -62,11 +63,6 @@ class Unbroken:
         send_timeout: float = 30.0,
         sweep_every: float = 1.0,
     ) -> None:
-        if authenticate is None and not allow_anonymous:
-            raise ConfigError(
-                "pass authenticate=… to identify principals, or allow_anonymous=True "
-                "to let anyone connect"
-            )
         if heartbeat <= 0 or window <= 0 or frame_cap <= 0:
             raise ConfigError("heartbeat, window and frame_cap must be positive")
         if max_chunk * 2 + 1024 > max_frame or frame_cap > max_frame:
@@ -121,21 +117,46 @@ class Unbroken:
         await self.hub.shutdown(self.shutdown_grace if grace is None else grace)
 
     # ------------------------------------------------------------ ASGI
+    def _require_auth(self, what: str) -> None:
+        if self.authenticate is None and not self.allow_anonymous:
+            raise ConfigError(
+                f"{what}: pass authenticate=… to Unbroken() to identify principals from the "
+                "hello token, or allow_anonymous=True to let anyone connect"
+                + (", or give router() a principal= dependency" if what == "router()" else "")
+            )
+
     def asgi(self, path: str = "/ws") -> Starlette:
         """A Starlette app with the WebSocket at ``path`` and ``/healthz``; mount it
-        anywhere, or serve it alone (its lifespan drains runs on shutdown)."""
+        anywhere, or serve it alone (its lifespan drains runs on shutdown).
+
+        Raises :class:`~unbroken.errors.ConfigError` unless ``authenticate`` is set
+        or ``allow_anonymous=True``.
+        """
         from .asgi import build_starlette
 
+        self._require_auth("asgi()")
         return build_starlette(self, path)
 
-    def router(self, path: str = "/ws", dependencies: Any = None, principal: Any = None) -> Any:
-        """A FastAPI ``APIRouter`` with the WebSocket route; see :mod:`unbroken.server.fastapi`."""
+    def router(
+        self,
+        path: str = "/ws",
+        dependencies: Sequence[Any] | None = None,
+        principal: Callable[..., Awaitable[Principal] | Principal] | None = None,
+    ) -> APIRouter:
+        """A FastAPI ``APIRouter`` with the WebSocket route; see :mod:`unbroken.server.fastapi`.
+
+        ``principal`` is a FastAPI dependency returning a :class:`Principal` (typed
+        on ``HTTPConnection``); without it the app's ``authenticate`` hook or
+        ``allow_anonymous=True`` is required.
+        """
         from .fastapi import build_router
 
+        if principal is None:
+            self._require_auth("router()")
         return build_router(self, path, dependencies=dependencies, principal=principal)
 
     @contextlib.asynccontextmanager
-    async def lifespan(self, _app: Any = None) -> Any:
+    async def lifespan(self, _app: object = None) -> AsyncIterator[None]:
         """ASGI lifespan: use as ``FastAPI(lifespan=app.lifespan)`` to drain on shutdown."""
         try:
             yield

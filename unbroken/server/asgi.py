@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -18,6 +19,8 @@ from .connection import ConnectInfo, Connection
 
 if TYPE_CHECKING:
     from .app import Unbroken
+
+log = logging.getLogger(__name__)
 
 
 class StarletteTransport:
@@ -65,6 +68,12 @@ async def serve_websocket(app: Unbroken, ws: WebSocket, principal: Principal | N
     chosen = negotiate_subprotocol(offered) if offered else None
     await ws.accept(subprotocol=chosen)
     if offered and chosen is None:
+        log.warning(
+            "unsupported subprotocol client=%s offered=%s code=%d",
+            f"{ws.client.host}:{ws.client.port}" if ws.client else "",
+            offered,
+            CloseCode.UNSUPPORTED_VERSION,
+        )
         await ws.close(
             CloseCode.UNSUPPORTED_VERSION, f"supported subprotocols: unbroken.v1 (got {offered})"
         )

@@ -44,13 +44,13 @@ class Kit:
         return await self.app.store.meta(stream)
 
     async def wait_meta(
-        self, stream: str, ok: Callable[[StreamMeta | None], bool], timeout: float = TIMEOUT
+        self, stream: str, ok: Callable[[StreamMeta | None], bool], limit: float = TIMEOUT
     ) -> StreamMeta | None:
         """Wait until the log's view of ``stream`` satisfies ``ok`` (woken by the log)."""
         changed = asyncio.Event()
         unsubscribe = self.app.store.subscribe(stream, lambda _s, _h: changed.set())
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(limit):
                 while True:
                     m = await self.meta(stream)
                     if ok(m):
@@ -62,20 +62,20 @@ class Kit:
         finally:
             unsubscribe()
 
-    async def wait_ended(self, stream: str, timeout: float = TIMEOUT) -> StreamMeta:
-        m = await self.wait_meta(stream, lambda m: m is not None and m.status != "running", timeout)
+    async def wait_ended(self, stream: str, limit: float = TIMEOUT) -> StreamMeta:
+        m = await self.wait_meta(stream, lambda m: m is not None and m.status != "running", limit)
         assert m is not None
         return m
 
-    async def wait_no_connections(self, timeout: float = TIMEOUT) -> None:
-        async with asyncio.timeout(timeout):
-            while self.app.connections:
+    async def wait_no_connections(self, limit: float = TIMEOUT) -> None:
+        async with asyncio.timeout(limit):
+            while self.app.connections:  # noqa: ASYNC110 - polled under a timeout
                 await asyncio.sleep(0.01)
 
-    async def wait_idle(self, timeout: float = TIMEOUT) -> None:
+    async def wait_idle(self, limit: float = TIMEOUT) -> None:
         """Wait until no connection and no run is left (nothing leaked)."""
-        async with asyncio.timeout(timeout):
-            while self.app.connections or self.app.hub.runs:
+        async with asyncio.timeout(limit):
+            while self.app.connections or self.app.hub.runs:  # noqa: ASYNC110 - polled
                 await asyncio.sleep(0.01)
 
 

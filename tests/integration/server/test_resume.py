@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from unbroken.protocol.events import Kind
 from unbroken.protocol.digest import seed
+from unbroken.protocol.events import Kind
 from unbroken.protocol.session import ClientSession, Cursor
 
 from .conftest import Kit, token
@@ -97,7 +97,7 @@ async def test_resume_after_relay_cut_mid_frame_is_exact(served: object) -> None
         cs.connection_lost()
         # drain what arrived whole before the cut
         with pytest.raises(Exception):  # noqa: B017 - any close/abort error is fine
-            await w.until(lambda _o: False, timeout=5)
+            await w.until(lambda _o: False, limit=5)
         got = w.seq(sid)
         assert 0 < got < N
         w2 = await Wire.open(relay.url(path), session=cs)

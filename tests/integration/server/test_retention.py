@@ -31,7 +31,7 @@ async def test_ttl_sweep_then_resume_is_gone_expired(
     kit.gates["g"].set()
     await kit.wait_ended(sid)
     # swept once the TTL after its end has passed
-    assert await kit.wait_meta(sid, lambda m: m is None, timeout=5) is None
+    assert await kit.wait_meta(sid, lambda m: m is None, limit=5) is None
     w2 = await Wire.open(srv.url, session=cs)
     await w2.until(lambda _o: sid in w2.gone)
     assert w2.gone[sid].reason == "expired"

@@ -74,7 +74,7 @@ async def test_retried_start_after_a_drop_returns_the_same_stream_and_runs_once(
 
 
 async def test_run_timeout_ends_failed_timeout_with_the_partial_answer(served: Served) -> None:
-    kit, srv = await served(run_timeout=0.2)
+    _, srv = await served(run_timeout=0.2)
     w = await Wire.open(srv.url)
     sid = await w.start("r1", "forever", "g")
     events = await w.read_to_end(sid)
@@ -89,7 +89,7 @@ async def test_run_timeout_ends_failed_timeout_with_the_partial_answer(served: S
 
 
 async def test_an_agents_own_timeout_error_is_a_failure_not_the_run_limit(served: Served) -> None:
-    kit, srv = await served(run_timeout=30)
+    _, srv = await served(run_timeout=30)
     w = await Wire.open(srv.url)
     sid = await w.start("r1", "own_timeout", None)
     end = end_of(await w.read_to_end(sid))
@@ -171,7 +171,7 @@ async def test_abandoned_runs_are_cancelled_and_attached_ones_are_not(served: Se
 async def test_json_parts_are_validated_when_they_end_and_the_stream_goes_on(
     served: Served,
 ) -> None:
-    kit, srv = await served()
+    _, srv = await served()
     w = await Wire.open(srv.url)
     sid = await w.start("r1", "parts", None)
     events = await w.read_to_end(sid)
@@ -194,7 +194,7 @@ async def test_json_parts_are_validated_when_they_end_and_the_stream_goes_on(
 async def test_a_data_component_larger_than_max_chunk_is_split_and_reassembled(
     served: Served, char: str
 ) -> None:
-    kit, srv = await served(max_chunk=1024)
+    _, srv = await served(max_chunk=1024)
     body = "".join(chr(ord(char) + (i % 7)) for i in range(10_000))
     w = await Wire.open(srv.url)
     sid = await w.start("r1", "data", {"body": body})
@@ -234,7 +234,7 @@ async def test_a_last_write_over_max_stream_bytes_is_not_reported_completed(
     """The agent returns right after an oversized write: the run must not end
     ``completed`` over events that never reached the log."""
     store = MemoryStore(Retention(max_stream_bytes=5_000))
-    kit, srv = await served(store=store)
+    _, srv = await served(store=store)
     w = await Wire.open(srv.url)
     sid = await w.start("r1", "data", {"body": "z" * 20_000})
     end = end_of(await w.read_to_end(sid))

@@ -122,16 +122,16 @@ class Wire:
         await self.send(self.cs.adopt(req, cursor))
 
     # ---------------------------------------------------------------- receiving
-    async def recv_raw(self, timeout: float = TIMEOUT) -> str | bytes:
+    async def recv_raw(self, limit: float = TIMEOUT) -> str | bytes:
         try:
-            return await asyncio.wait_for(self.ws.recv(), timeout)
+            return await asyncio.wait_for(self.ws.recv(), limit)
         except ConnectionClosed as exc:
             rcvd = exc.rcvd
             raise Closed(rcvd.code if rcvd else None, rcvd.reason if rcvd else "") from None
 
-    async def next(self, timeout: float = TIMEOUT) -> ClientOutput:
+    async def next(self, limit: float = TIMEOUT) -> ClientOutput:
         """Receive, decode and verify one frame; record what it says; send due acks."""
-        data = await self.recv_raw(timeout)
+        data = await self.recv_raw(limit)
         self.frames += 1
         out = self.cs.receive(data)
         if isinstance(out, StreamEvents):
@@ -149,24 +149,24 @@ class Wire:
         return out
 
     async def until(
-        self, done: Callable[[ClientOutput | None], bool], timeout: float = TIMEOUT
+        self, done: Callable[[ClientOutput | None], bool], limit: float = TIMEOUT
     ) -> None:
         """Read outputs until ``done(output)`` is true (checked first with ``None``)."""
         if done(None):
             return
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit):
             while True:
                 out = await self.next()
                 if done(out):
                     return
 
-    async def read_to_end(self, stream: str, timeout: float = TIMEOUT) -> list[Event]:
+    async def read_to_end(self, stream: str, limit: float = TIMEOUT) -> list[Event]:
         """Read until the stream's ``end`` event; returns all its events received here."""
-        await self.until(lambda _o: self.ended(stream), timeout)
+        await self.until(lambda _o: self.ended(stream), limit)
         return self.events[stream]
 
-    async def read_until_seq(self, stream: str, seq: int, timeout: float = TIMEOUT) -> None:
-        await self.until(lambda _o: self.seq(stream) >= seq, timeout)
+    async def read_until_seq(self, stream: str, seq: int, limit: float = TIMEOUT) -> None:
+        await self.until(lambda _o: self.seq(stream) >= seq, limit)
 
     def seq(self, stream: str) -> int:
         evs = self.events.get(stream)
@@ -176,9 +176,9 @@ class Wire:
         evs = self.events.get(stream)
         return bool(evs) and evs[-1].kind is Kind.END
 
-    async def expect_close(self, timeout: float = TIMEOUT) -> int | None:
+    async def expect_close(self, limit: float = TIMEOUT) -> int | None:
         """Read (recording) until the server closes; return its close code."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit):
             while True:
                 try:
                     await self.next()
