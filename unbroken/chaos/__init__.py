@@ -9,6 +9,8 @@
   structured :class:`Verdict`.
 """
 
+from .generators import GeneratedAnswer, PartSpec, StreamingResponseSimulator, content_hash
+from .network import NetworkSimulator
 from .proxy import (
     Connection,
     FaultProxy,
@@ -33,28 +35,49 @@ from .toxics import (
     Timeout,
     Toxic,
 )
+from .verifier import (
+    DigestLogReader,
+    EventLogReader,
+    Finding,
+    LogLimits,
+    Problem,
+    StateVerifier,
+    Verdict,
+)
 
 __all__ = [
     "TOXIC_TYPES",
     "Bandwidth",
     "ByteCut",
     "Connection",
+    "DigestLogReader",
+    "EventLogReader",
     "FaultLog",
     "FaultProxy",
     "FaultRecord",
+    "Finding",
+    "GeneratedAnswer",
     "InstalledToxic",
     "Latency",
     "LimitData",
     "Link",
+    "LogLimits",
     "NameNotFound",
     "NameTaken",
+    "NetworkSimulator",
     "Noop",
+    "PartSpec",
+    "Problem",
     "ResetPeer",
     "ScheduledFault",
     "Slicer",
     "SlowClose",
+    "StateVerifier",
+    "StreamingResponseSimulator",
     "Timeout",
     "Toxic",
+    "Verdict",
+    "content_hash",
     "format_address",
     "parse_address",
 ]

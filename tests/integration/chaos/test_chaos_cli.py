@@ -15,12 +15,22 @@ T = 10.0
 async def test_cli_proxy_serves_api_and_exits_cleanly_on_sigint(echo: PeerServer) -> None:
     upstream = f"127.0.0.1:{echo.address[1]}"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from unbroken.cli import main; main()",
-        "proxy", "--listen", "127.0.0.1:0", "--upstream", upstream,
-        "--api", "127.0.0.1:0", "--name", "cli", "--quiet",
+        sys.executable,
+        "-c",
+        "from unbroken.cli import main; main()",
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+        "--api",
+        "127.0.0.1:0",
+        "--name",
+        "cli",
+        "--quiet",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    )
     try:
         assert process.stdout is not None
         first = (await asyncio.wait_for(process.stdout.readline(), T)).decode()

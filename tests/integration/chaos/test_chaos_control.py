@@ -127,18 +127,25 @@ async def test_toxic_crud_round_trips_toxiproxy_json_and_units(
 
     r = await http.post(
         "/proxies/p/toxics",
-        json={"name": "bw", "type": "bandwidth", "stream": "upstream", "toxicity": 0.5,
-              "attributes": {"rate": 100}},
-    )  # fmt: skip
+        json={
+            "name": "bw",
+            "type": "bandwidth",
+            "stream": "upstream",
+            "toxicity": 0.5,
+            "attributes": {"rate": 100},
+        },
+    )
     assert r.status_code == 200 and r.json()["toxicity"] == 0.5
     bw = proxy.get_toxic("bw")
     assert bw is not None and isinstance(bw.toxic, Bandwidth)
     assert bw.toxic.rate == 100_000  # KB/s -> bytes/s
     r = await http.post(
         "/proxies/p/toxics",
-        json={"type": "slicer", "attributes": {"average_size": 64, "size_variation": 8,
-                                                "delay": 250}},
-    )  # fmt: skip
+        json={
+            "type": "slicer",
+            "attributes": {"average_size": 64, "size_variation": 8, "delay": 250},
+        },
+    )
     sl = proxy.get_toxic("slicer_downstream")
     assert sl is not None and isinstance(sl.toxic, Slicer)
     assert sl.toxic.delay == pytest.approx(0.000250)  # µs -> s
@@ -148,8 +155,9 @@ async def test_toxic_crud_round_trips_toxiproxy_json_and_units(
     # upstream toxics are listed first, as Toxiproxy does
     assert [t["name"] for t in r.json()] == ["bw", "latency_downstream", "slicer_downstream"]
     r = await http.get("/proxies/p")
-    assert [t["name"] for t in r.json()["toxics"]] == [t["name"] for t in (await http.get(
-        "/proxies/p/toxics")).json()]  # fmt: skip
+    assert [t["name"] for t in r.json()["toxics"]] == [
+        t["name"] for t in (await http.get("/proxies/p/toxics")).json()
+    ]
 
     r = await http.post("/proxies/p/toxics/latency_downstream", json={"attributes": {"latency": 5}})
     assert r.status_code == 200 and r.json()["attributes"] == {"latency": 5, "jitter": 10}
