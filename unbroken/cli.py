@@ -29,6 +29,7 @@ def version() -> None:
 from .chaos.cli import proxy_command  # noqa: E402
 
 app.command("proxy")(proxy_command)
+app.command("serve")(__import__("unbroken.server.cli", fromlist=["x"]).serve_command)
 
 
 def main() -> None:

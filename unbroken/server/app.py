@@ -157,7 +157,13 @@ class Unbroken:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: object = None) -> AsyncIterator[None]:
-        """ASGI lifespan: use as ``FastAPI(lifespan=app.lifespan)`` to drain on shutdown."""
+        """ASGI lifespan: use as ``FastAPI(lifespan=app.lifespan)`` to drain on shutdown.
+
+        Startup (re)opens the app for new runs, so an app object may be served
+        again after a shutdown (tests, in-process restarts).
+        """
+        self.hub.accepting = True
+        self.hub.ensure_started()
         try:
             yield
         finally:

@@ -84,6 +84,16 @@ class ConnectInfo:
 
 Authenticate = Callable[[Hello, ConnectInfo], Awaitable[Principal]]
 
+#: How a close that this side did not start reads in the log.
+_PEER_CLOSE: dict[int, str] = {
+    CloseCode.NORMAL: "peer closed",
+    CloseCode.GOING_AWAY: "peer going away",
+    1005: "peer closed (no status)",
+    1006: "connection lost (no close frame)",
+    CloseCode.TOO_BIG: "frame over the size limit (closed by the WebSocket layer)",
+    CloseCode.SERVICE_RESTART: "server restarting (closed by the ASGI server)",
+}
+
 
 class Connection:
     """Serves one WebSocket until it closes."""
@@ -108,6 +118,7 @@ class Connection:
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._close_code: int | None = None
+        self._close_reason = ""
         self._last_send = 0.0
         self._hb_handle: asyncio.TimerHandle | None = None
         self._send_started = 0.0
@@ -123,17 +134,10 @@ class Connection:
         log.info("connect conn=%s client=%s", self.id, self.info.client)
         pump = self._loop.create_task(self._pump(), name=f"unbroken-pump-{self.id}")
         self._pump_task = pump
-        code: int = CloseCode.NORMAL
+        code: int | None = None  # set when this side closes
         reason = ""
         try:
             await self._read_loop()
-            peer = self.t.disconnect_code
-            if peer == CloseCode.TOO_BIG:
-                reason = "frame over the size limit (closed by the WebSocket layer)"
-            elif self._close_code is not None:
-                reason = "closed by server"
-            else:
-                reason = f"peer closed code={peer}" if peer is not None else "peer closed"
         except ProtocolError as exc:
             code, reason = exc.close_code, str(exc)
             log.warning("protocol error conn=%s code=%d reason=%s", self.id, code, reason)
@@ -146,7 +150,7 @@ class Connection:
         finally:
             self._closed = True
             self._wake()
-            if self._close_code is None and code != CloseCode.NORMAL:
+            if self._close_code is None and code is not None:
                 # flush what is queued (e.g. an error frame) before the close
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(pump, 1.0)
@@ -154,17 +158,22 @@ class Connection:
             with contextlib.suppress(BaseException):
                 await pump
             self._teardown()
-            if self._close_code is None:
+            if self._close_code is None and code is not None:
                 self._close_code = code
                 with contextlib.suppress(Exception):
                     await self.t.close(code, reason[:120])
-            peer = self.t.disconnect_code
-            code_seen = peer if peer == CloseCode.TOO_BIG else self._close_code
+            if self._close_code is not None:
+                shown = self._close_code
+                reason = reason or self._close_reason
+            else:  # the peer, the network or the WebSocket layer ended it
+                peer = self.t.disconnect_code
+                shown = peer if peer is not None else CloseCode.NORMAL
+                reason = _PEER_CLOSE.get(shown, "peer closed")
             errors = " ".join(f"{k}={v}" for k, v in self._errors.items())
             log.info(
                 "close conn=%s code=%d reason=%s%s",
                 self.id,
-                code_seen,
+                shown,
                 reason,
                 f" errors: {errors}" if errors else "",
             )
@@ -174,6 +183,7 @@ class Connection:
         if self._close_code is not None:
             return
         self._close_code = code
+        self._close_reason = reason
         self._closed = True
         self._wake()
         with contextlib.suppress(Exception):

@@ -66,10 +66,9 @@ class Hub:
 
     def ensure_started(self) -> None:
         """Start background work (retention sweeps) on the running loop."""
-        if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.get_running_loop().create_task(
-                self._sweep_loop(), name="unbroken-sweeper"
-            )
+        loop = asyncio.get_running_loop()
+        if self._sweeper is None or self._sweeper.done() or self._sweeper.get_loop() is not loop:
+            self._sweeper = loop.create_task(self._sweep_loop(), name="unbroken-sweeper")
 
     async def _sweep_loop(self) -> None:
         while True:

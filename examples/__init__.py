@@ -1,0 +1,1 @@
+"""Example unbroken apps: ``unbroken serve examples.agent_app:app``."""
