@@ -35,6 +35,8 @@ from ..errors import (
 )
 from ..protocol.backoff import Backoff, BackoffPolicy
 from ..protocol.codes import CLOSE_CODE_MEANING, CloseCode, ErrorCode
+from ..protocol.digest import seed, step_event
+from ..protocol.events import Event
 from ..protocol.frames import DEFAULT_MAX_FRAME, SUBPROTOCOLS, Ping, Start, encode
 from ..protocol.session import (
     ClientSession,
@@ -117,6 +119,14 @@ def default_should_retry(exc: BaseException) -> bool:
     return isinstance(exc, OSError | TimeoutError | InvalidHandshake | ConnectionClosed)
 
 
+@dataclass(frozen=True, slots=True)
+class _FrameMark:
+    """Queued after a frame's events: the verified digest after ``seq``."""
+
+    seq: int
+    digest: bytes
+
+
 class Stream:
     """One agent answer as the client receives it.
 
@@ -131,7 +141,13 @@ class Stream:
         self.agent = agent
         self.id = ""
         self.result = Answer("")
-        self._queue: asyncio.Queue[StreamEvent | BaseException] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[StreamEvent, Event] | _FrameMark | BaseException] = (
+            asyncio.Queue()
+        )
+        # consumed position: a known digest (anchor) and the events consumed since
+        self._anchor: tuple[int, bytes] | None = None
+        self._since: list[Event] = []
+        self._epoch = ""
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._done: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._cancelled_by_user = False
@@ -146,8 +162,14 @@ class Stream:
             item = await self._queue.get()
             if isinstance(item, BaseException):
                 raise item
-            yield item
-            if isinstance(item, StreamEnded):
+            if isinstance(item, _FrameMark):
+                self._anchor = (item.seq, item.digest)
+                self._since.clear()
+                continue
+            typed, raw = item
+            self._since.append(raw)
+            yield typed
+            if isinstance(typed, StreamEnded):
                 return
 
     async def wait(self) -> Answer:
@@ -160,10 +182,21 @@ class Stream:
 
     @property
     def cursor(self) -> Cursor | None:
-        """Where this stream is: save it to pick the answer up later with
-        :meth:`Client.resume`."""
-        cs = self._client._session.by_req.get(self.req)
-        return cs.cursor() if cs is not None else None
+        """Position of the last event this iterator yielded (seq, digest, epoch):
+        save it to pick the answer up later, on any node, with :meth:`Client.resume`.
+        ``None`` before the stream started."""
+        if self._anchor is None:
+            return None
+        seq, digest = self._anchor
+        for ev in self._since:
+            digest = step_event(digest, ev)
+            seq = ev.seq
+        return Cursor(self.id, seq, digest.hex(), self._epoch)
+
+    def _began(self, stream: str, epoch: str, seq: int, digest: bytes) -> None:
+        self.id, self._epoch = stream, epoch
+        if self._anchor is None:
+            self._anchor = (seq, digest)
 
     async def cancel(self) -> None:
         """Stop the agent on the server (idempotent; also after a reconnect)."""
@@ -172,8 +205,8 @@ class Stream:
             await self._client._send_frame(self._client._session.cancel(self.id))
 
     # ---- producer side (the client's reader)
-    def _push(self, event: StreamEvent) -> None:
-        self._queue.put_nowait(event)
+    def _push(self, event: StreamEvent, raw: Event) -> None:
+        self._queue.put_nowait((event, raw))
         if isinstance(event, StreamEnded):
             if event.status == "completed" or (
                 event.status == "cancelled" and self._cancelled_by_user
@@ -255,6 +288,7 @@ class Client:
         self._ping_sent: dict[int, float] = {}
         self._ping_n = 0
         self._last_ping_at = 0.0
+        self._progressed = False
         self.backoff: Backoff | None = None
         self.history: list[ConnectionEvent] = []
 
@@ -307,7 +341,7 @@ class Client:
         self._check_usable()
         req = "resume-" + secrets.token_urlsafe(9)
         st = Stream(self, req, "")
-        st.id = cursor.stream
+        st._began(cursor.stream, cursor.epoch, cursor.seq, bytes.fromhex(cursor.digest))
         st.result = Answer(cursor.stream, from_seq=cursor.seq)
         self._streams[req] = st
         self._by_id[cursor.stream] = st
@@ -365,9 +399,9 @@ class Client:
         while not self._closed:
             url = self.urls[self._url_index % len(self.urls)]
             error: BaseException | None = None
-            progressed = False
+            self._progressed = False
             try:
-                progressed = await self._connection(url)
+                await self._connection(url)
                 error = ConnectionLost("server closed the connection")
             except asyncio.CancelledError:
                 raise
@@ -396,7 +430,7 @@ class Client:
             if not retry:
                 self._fail_all(self._fatal_error(error))
                 return
-            if progressed or self.backoff is None:
+            if self._progressed or self.backoff is None:
                 self.backoff = Backoff(self.policy, loop.time(), self._rng)
             retry_after = getattr(error, "retry_after", None)
             delay = self.backoff.next_delay(loop.time(), retry_after)
@@ -425,7 +459,9 @@ class Client:
             return FATAL_CLOSE[error.code](str(error))
         if isinstance(error, InvalidStatus) and error.response.status_code in (401, 403):
             return AuthError(f"server refused the connection: HTTP {error.response.status_code}")
-        return ProtocolError(f"unrecoverable connection error: {error}", CloseCode.NORMAL)
+        if isinstance(error, ConnectionLost):
+            return error
+        return ConnectionLost(f"{type(error).__name__}: {error}")
 
     def _fail_all(self, error: BaseException) -> None:
         self._fatal = error
@@ -443,8 +479,8 @@ class Client:
             value = await value
         return value
 
-    async def _connection(self, url: str) -> bool:
-        """Run one connection until it drops; True if it made progress."""
+    async def _connection(self, url: str) -> None:
+        """Run one connection until it drops (sets ``_progressed`` on progress)."""
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         ws = await connect(
@@ -458,7 +494,6 @@ class Client:
             max_queue=64,
         )
         self._ws = ws
-        progressed = False
         watchdog: asyncio.TimerHandle | None = None
         dead: list[str] = []
 
@@ -497,7 +532,7 @@ class Client:
             async for message in ws:
                 self._last_recv = loop.time()
                 if self._handle(message):
-                    progressed = True
+                    self._progressed = True
                 acks = self._session.take_acks()
                 for ack in acks:
                     await ws.send(encode(ack).decode())
@@ -522,7 +557,6 @@ class Client:
         code = ws.close_code
         if code is not None and code != CloseCode.NORMAL:
             raise ConnectionLost(ws.close_reason or "closed", code)
-        return progressed
 
     def _send_ping(self, ws: ClientConnection, now: float) -> None:
         self._ping_n += 1
@@ -558,12 +592,14 @@ class Client:
                 return True
             digest = out.digest.hex()
             for ev in out.events:
-                st._push(st.result.apply(ev, digest))
+                st._push(st.result.apply(ev, digest), ev)
+            if not st.done:
+                st._queue.put_nowait(_FrameMark(out.events[-1].seq, out.digest))
             return True
         if isinstance(out, StreamStarted):
             st = self._streams.get(out.req)
             if st is not None:
-                st.id = out.stream
+                st._began(out.stream, out.epoch, 0, seed(out.stream, out.epoch))
                 st.result.stream = out.stream
                 self._by_id[out.stream] = st
                 if not st._started.done():
