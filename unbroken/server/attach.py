@@ -13,7 +13,6 @@ from collections.abc import Callable
 from ..protocol.events import Kind
 from ..protocol.frames import encode_events_frame
 from ..store.base import StreamLog
-from ..store.records import frame_items
 
 
 class Attachment:
@@ -62,15 +61,13 @@ class Attachment:
         batch = await self.store.read(self.stream, self.sent, budget)
         if batch is None:
             return None
-        frame = encode_events_frame(
-            self.stream, batch.first, frame_items(batch.records), batch.digest
-        )
-        last = batch.first + len(batch.records) - 1
+        frame = encode_events_frame(self.stream, batch.first, batch.items, batch.digest)
+        last = batch.first + batch.count - 1
         self.sent = last
         self.inflight.append((last, len(frame)))
         self.inflight_bytes += len(frame)
         self.sent_bytes += len(frame)
-        if batch.records[-1].kind == Kind.END:
+        if batch.last_kind == Kind.END:
             self.ended = True
         return frame
 

@@ -1,25 +1,34 @@
 """The producer: turns an agent's writes into digested, batched log appends.
 
-Writes are cheap and synchronous (digest + encode); a flusher task appends
-whatever is pending once per event-loop tick, so a tight loop of tokens becomes
-a few large appends and a paced stream one small append per token.
+Writes are cheap and synchronous: the chain digest and the event's item encoding
+are computed at once, into one growing buffer (no Python object per event). A
+flusher appends whatever is pending once per event-loop tick, so a tight loop
+of tokens becomes a few large appends and a paced stream one small append per
+token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import struct
+from array import array
 from typing import Final
 
-from ..protocol.digest import seed, step
+import msgspec
+
+from ..protocol.digest import DIGEST_SIZE, seed, step
 from ..protocol.events import Event, Kind, end, payload
-from ..protocol.frames import encode_json
-from ..store.base import Record, StaleProducer, StreamLog, StreamTooLarge
+from ..store.base import AppendBatch, Run, StreamLog, StreamTooLarge
 from ..store.records import to_record
 
 log = logging.getLogger(__name__)
 
-_TEXT: Final = int(Kind.TEXT)
+_HASH: Final = hashlib.blake2b(digest_size=DIGEST_SIZE).copy
+_HEADER: Final = struct.Struct(">QB").pack  # seq (uint64 BE), kind (1 byte): see digest.step
+_encode_into: Final = msgspec.json.Encoder().encode_into
+_COMMA: Final = 44
 
 
 class Producer:
@@ -43,9 +52,17 @@ class Producer:
         self._head_digest = self.digest
         self.max_batch = max_batch
         self.error: BaseException | None = None
-        self._records: list[Record] = []
-        self._digests: list[bytes] = []
+        #: events written but not appended yet
+        self.pending = 0
         self._first = 1
+        self._buf = bytearray()
+        self._ends = array("I")
+        self._runs: list[Run] = []
+        self._digests: list[bytes] = []
+        # the run the last event belongs to: (kind, part), and the part's "part NUL"
+        self._run_kind = 0
+        self._run_part = ""
+        self._prefix = b""
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._closed = False
@@ -55,28 +72,46 @@ class Producer:
 
     # ---- writes (synchronous; the agent awaits only when a batch is full)
     def add_chunk(self, kind: int, part: str, body: str) -> None:
-        """Append a text/json/data chunk to the pending batch."""
+        """Append a text/json/data chunk to the pending batch.
+
+        The hot path of every token: keep it free of avoidable calls.
+        """
         if self.error is not None:
             raise self.error
         seq = self.seq + 1
-        self.digest = step(self.digest, seq, kind, part.encode() + b"\x00" + body.encode())
+        if kind != self._run_kind or part != self._run_part:
+            self._runs.append(Run(seq, kind, part))
+            self._run_kind, self._run_part = kind, part
+            self._prefix = part.encode() + b"\x00"
+        h = _HASH()
+        h.update(self.digest)
+        h.update(_HEADER(seq, kind))
+        h.update(self._prefix)
+        h.update(body.encode())
+        self.digest = digest = h.digest()
         self.seq = seq
-        if not self._records:
+        buf = self._buf
+        _encode_into(body, buf, -1)
+        buf.append(_COMMA)
+        self._ends.append(len(buf))
+        self._digests.append(digest)
+        if not self.pending:
             self._first = seq
             self._wake.set()
-        self._records.append(Record(kind, part, encode_json(body)))
-        self._digests.append(self.digest)
+        self.pending += 1
 
     def add(self, event: Event) -> None:
         """Append any event (its ``seq`` is replaced by the next one)."""
         if self.error is not None:
             raise self.error
+        if event.kind in (Kind.TEXT, Kind.JSON, Kind.DATA):
+            self.add_chunk(event.kind, event.part, event.body)
+            return
         seq = self.seq + 1
         ev = Event(
             seq,
             event.kind,
             part=event.part,
-            body=event.body,
             part_kind=event.part_kind,
             mime=event.mime,
             schema=event.schema,
@@ -86,15 +121,18 @@ class Producer:
         )
         self.digest = step(self.digest, seq, ev.kind, payload(ev))
         self.seq = seq
-        if not self._records:
+        kind, part, enc = to_record(ev)
+        self._runs.append(Run(seq, kind, part))
+        self._run_kind = 0  # the next chunk starts a run of its own
+        buf = self._buf
+        buf += enc
+        buf.append(_COMMA)
+        self._ends.append(len(buf))
+        self._digests.append(self.digest)
+        if not self.pending:
             self._first = seq
             self._wake.set()
-        self._records.append(Record(*to_record(ev)))
-        self._digests.append(self.digest)
-
-    @property
-    def pending(self) -> int:
-        return len(self._records)
+        self.pending += 1
 
     async def flush(self) -> None:
         """Append everything pending to the log now.
@@ -106,21 +144,27 @@ class Producer:
         async with self._lock:
             if self.error is not None:
                 raise self.error
-            if not self._records:
+            if not self.pending:
                 return
-            records, digests, first = self._records, self._digests, self._first
-            self._records, self._digests = [], []
+            batch = AppendBatch(
+                self._first, self.pending, self._buf, self._ends, self._runs, self._digests
+            )
+            self._buf, self._ends, self._runs, self._digests = bytearray(), array("I"), [], []
+            self.pending = 0
             self._wake.clear()
             try:
-                await self.store.append(self.stream, self.token, first, records, digests)
+                await self.store.append(self.stream, self.token, batch)
             except Exception as exc:
-                log.warning("append failed stream=%s seq=%d error=%r", self.stream, first, exc)
+                log.warning(
+                    "append failed stream=%s seq=%d error=%r", self.stream, batch.first, exc
+                )
                 # what was not appended is dropped: roll back to the log's head
                 self.seq, self.digest = self._head, self._head_digest
-                self._records, self._digests = [], []
+                self._run_kind = 0
                 self.error = exc
                 raise
-            self._head, self._head_digest = first + len(records) - 1, digests[-1]
+            self._head = batch.first + batch.count - 1
+            self._head_digest = batch.digests[-1]
 
     async def _flusher(self) -> None:
         while not self._closed:
@@ -129,9 +173,7 @@ class Producer:
             await asyncio.sleep(0)
             try:
                 await self.flush()
-            except StaleProducer:
-                return
-            except Exception:
+            except Exception:  # kept in self.error; the agent sees it on its next write
                 return
 
     async def finish(self, status: str, error: str, now: float) -> tuple[str, str]:

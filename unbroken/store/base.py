@@ -4,13 +4,19 @@ The log is the buffer: agents append, connections read. Two backends implement
 it: :class:`~unbroken.store.memory.MemoryStore` (one process) and, later, a
 Redis Streams store (any node). The hub never knows which one it talks to.
 
-Events are stored encoded: a :class:`Record` is ``(kind, part, enc)`` where
-``enc`` is the JSON-encoded body string for chunks, or the whole item for other
-kinds (see :func:`unbroken.protocol.frames.encode_items`).
+Events travel encoded, never as Python objects per event. A producer appends an
+:class:`AppendBatch`: the *item* encoding of each event (a JSON string for a
+chunk, the whole item object for the other kinds, as in an ``events`` frame's
+``items``) each followed by a comma, the end offset of each, the points where a
+*run* starts (consecutive chunks of one kind and part form a run; every other
+event is a run of its own) and the digest after each event. A reader gets a
+:class:`ReadBatch` whose ``items`` is the ready JSON array of an ``events``
+frame, so a catch-up of thousands of events costs a few memory copies.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -19,21 +25,54 @@ from ..errors import UnbrokenError
 
 
 class Record(NamedTuple):
-    """One stored event, ready to be put in a frame."""
+    """One stored event: ``enc`` is its item encoding (no trailing comma)."""
 
     kind: int
     part: str
     enc: bytes
 
 
+class Run(NamedTuple):
+    """Event ``seq`` starts a run of events of one ``kind`` and ``part``."""
+
+    seq: int
+    kind: int
+    part: str
+
+
 @dataclass(frozen=True, slots=True)
-class ReadBatch:
-    """Events ``first .. first+len(records)-1`` and the digest after the last one."""
+class AppendBatch:
+    """Events ``first .. first+count-1``, encoded (see the module docstring).
+
+    ``items`` holds each event's item encoding followed by ``b","``; ``ends[i]``
+    is the offset in ``items`` just after event ``first+i``'s comma; ``runs``
+    lists where runs start (a batch continuing the log's last run lists none
+    for it); ``digests[i]`` is the chain digest after event ``first+i``.
+    """
 
     first: int
-    records: list[Record]
+    count: int
+    items: bytes | bytearray
+    ends: array[int]
+    runs: list[Run]
+    digests: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBatch:
+    """Events ``first .. first+count-1`` ready for an ``events`` frame.
+
+    ``items`` is the frame's JSON ``items`` array, ``digest`` the chain digest
+    after the last event, ``nbytes`` the stored bytes read, ``last_kind`` the
+    kind of the last event (``Kind.END`` once the stream is complete).
+    """
+
+    first: int
+    count: int
+    items: bytes
     digest: bytes
     nbytes: int
+    last_kind: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,15 +157,8 @@ class StreamLog(Protocol):
         """
         ...
 
-    async def append(
-        self,
-        stream: str,
-        producer: str,
-        first_seq: int,
-        records: list[Record],
-        digests: list[bytes],
-    ) -> int:
-        """Append events ``first_seq..``; returns the new head.
+    async def append(self, stream: str, producer: str, batch: AppendBatch) -> int:
+        """Append a batch of events; returns the new head.
 
         Fenced: raises :class:`StaleProducer` unless ``producer`` owns the stream.
         Idempotent: events at or below the head are skipped, not duplicated.

@@ -1,9 +1,12 @@
 """In-process stream log: an arena of encoded events per stream.
 
-Events are held as bytes (one ``bytearray`` per stream plus small arrays of end
-offsets, kinds and part indexes), never as Python objects per event, so a MB of
-text costs about 1.5 MB. Digests are kept at checkpoints every
-:data:`CHECKPOINT` events and recomputed in between when a resume needs one.
+Each stream holds one byte buffer with every event's item encoding followed by a
+comma (see :mod:`unbroken.store.base`), one 4-byte end offset per event, a small
+table of *runs* (where the kind or part changes: a handful per answer) and a
+digest every :data:`CHECKPOINT` events. Nothing is a Python object per event, so
+a MB of 20-byte text tokens costs about 1.4 MB, and a read of a run of chunks is
+one slice of the buffer. Digests between checkpoints are recomputed when a
+resume or a read needs one.
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ import secrets
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Final
 
-from ..protocol.digest import seed, step
+from ..protocol.digest import DIGEST_SIZE, seed, step
+from ..protocol.events import Event, Kind
+from ..protocol.frames import encode_json
 from .base import (
+    AppendBatch,
     Created,
     Listener,
     LogFull,
@@ -28,12 +35,19 @@ from .base import (
     StreamMeta,
     StreamTooLarge,
 )
-from .records import record_payload
+from .records import record_payload, to_event
 
 log = logging.getLogger(__name__)
 
 #: A digest is kept after every CHECKPOINT-th event.
-CHECKPOINT = 32
+CHECKPOINT: Final = 32
+_DATA: Final = int(Kind.DATA)
+_END: Final = int(Kind.END)
+_CHUNK_OPEN: Final[dict[int, bytes]] = {
+    Kind.TEXT: b'{"k":"text","p":',
+    Kind.JSON: b'{"k":"json","p":',
+    Kind.DATA: b'{"k":"data","p":',
+}
 
 
 class _Stream:
@@ -45,14 +59,15 @@ class _Stream:
         "ends",
         "error",
         "head_digest",
-        "kinds",
         "listeners",
         "owner",
-        "part_idx",
         "part_index",
         "parts",
         "producer",
         "req",
+        "run_kind",
+        "run_part",
+        "run_seq",
         "seed",
         "status",
         "stream",
@@ -69,24 +84,32 @@ class _Stream:
         self.producer = secrets.token_hex(8)
         self.seed = seed(stream, epoch)
         self.head_digest = self.seed
-        self.buf = bytearray()
+        self.buf: bytearray | bytes = bytearray()
         self.ends = array("I")  # max_stream_bytes stays below 4 GiB
-        self.kinds = bytearray()
-        self.part_idx = array("H")
+        self.run_seq = array("I")
+        self.run_kind = bytearray()
+        self.run_part = array("H")
         self.parts: list[str] = []
         self.part_index: dict[str, int] = {}
-        self.ckpt: list[bytes] = []
+        self.ckpt: bytearray | bytes = bytearray()  # DIGEST_SIZE bytes per checkpoint
         self.listeners: list[Listener] = []
 
     @property
     def head(self) -> int:
-        return len(self.kinds)
+        return len(self.ends)
 
-    def record(self, i: int) -> Record:
-        """Record of event ``i + 1``."""
-        start = self.ends[i - 1] if i else 0
+    def run_of(self, seq: int) -> int:
+        """Index of the run holding event ``seq``."""
+        return bisect_right(self.run_seq, seq) - 1
+
+    def record(self, seq: int) -> Record:
+        """Event ``seq`` as a record (item encoding without the comma)."""
+        r = self.run_of(seq)
+        start = self.ends[seq - 2] if seq > 1 else 0
         return Record(
-            self.kinds[i], self.parts[self.part_idx[i]], bytes(self.buf[start : self.ends[i]])
+            self.run_kind[r],
+            self.parts[self.run_part[r]],
+            bytes(self.buf[start : self.ends[seq - 1] - 1]),
         )
 
     def digest_at(self, seq: int) -> bytes:
@@ -95,19 +118,69 @@ class _Stream:
         if seq == self.head:
             return self.head_digest
         base = seq - seq % CHECKPOINT
-        h = self.ckpt[base // CHECKPOINT - 1] if base else self.seed
+        if base:
+            i = (base // CHECKPOINT - 1) * DIGEST_SIZE
+            h = bytes(self.ckpt[i : i + DIGEST_SIZE])
+        else:
+            h = self.seed
         for s in range(base + 1, seq + 1):
-            rec = self.record(s - 1)
+            rec = self.record(s)
             h = step(h, s, rec.kind, record_payload(rec))
         return h
 
-    def notify(self) -> None:
+    def notify_all(self) -> None:
         head = self.head
         for cb in list(self.listeners):
             try:
                 cb(self.stream, head)
             except Exception:  # a listener must never break the producer
                 log.exception("stream listener failed stream=%s", self.stream)
+
+    def items(self, first: int, last: int) -> tuple[bytes, int]:
+        """The ``items`` JSON array of events ``first..last`` and the kind of the last.
+
+        A run of chunks is one slice of the buffer: its first chunk is written in
+        the explicit form ``{"k":…,"p":…,"d":…}``, the rest are bare strings, as
+        :func:`~unbroken.protocol.frames.events_of` reads them.
+        """
+        buf, ends, run_seq, run_kind, run_part = (
+            self.buf,
+            self.ends,
+            self.run_seq,
+            self.run_kind,
+            self.run_part,
+        )
+        nruns = len(run_seq)
+        r = bisect_right(run_seq, first) - 1
+        out: list[bytes | bytearray] = [b"["]
+        current = -1  # run whose chunks may go bare (set by an explicit chunk)
+        seq = first
+        kind = 0
+        while seq <= last:
+            seg_end = min(run_seq[r + 1] - 1 if r + 1 < nruns else last, last)
+            kind = run_kind[r]
+            a = ends[seq - 2] if seq > 1 else 0
+            b = ends[seg_end - 1]
+            if seg_end == last:
+                b -= 1  # no comma after the last item
+            if kind <= _DATA:
+                if current != r:
+                    e1 = ends[seq - 1]
+                    out.append(_CHUNK_OPEN[kind])
+                    out.append(encode_json(self.parts[run_part[r]]))
+                    out.append(b',"d":')
+                    out.append(buf[a : e1 - 1])
+                    out.append(b"}," if seq < last else b"}")
+                    a = e1
+                    current = r
+                if b > a:
+                    out.append(buf[a:b])
+            else:
+                out.append(buf[a:b])
+            seq = seg_end + 1
+            r += 1
+        out.append(b"]")
+        return b"".join(out), kind
 
 
 class MemoryStore:
@@ -152,59 +225,67 @@ class MemoryStore:
         s.listeners.extend(self._pending_listeners.pop(stream, []))
         return Created(stream, self._epoch, True, s.producer)
 
-    async def append(
-        self,
-        stream: str,
-        producer: str,
-        first_seq: int,
-        records: list[Record],
-        digests: list[bytes],
-    ) -> int:
+    async def append(self, stream: str, producer: str, batch: AppendBatch) -> int:
         s = self._streams.get(stream)
         if s is None or s.producer != producer:
             raise StaleProducer(f"producer {producer} does not own stream {stream}")
         if s.status != "running":
             raise StaleProducer(f"stream {stream} already ended {s.status}")
         head = s.head
-        if first_seq > head + 1:
-            raise ValueError(f"gap: stream {stream} head is {head}, append starts at {first_seq}")
-        skip = head + 1 - first_seq
-        if skip >= len(records):
-            return head
-        add = sum(len(r.enc) for r in records[skip:])
-        only_end = len(records) - skip == 1 and records[-1].kind == 6
+        first, count = batch.first, batch.count
+        if first > head + 1:
+            raise ValueError(f"gap: stream {stream} head is {head}, append starts at {first}")
+        skip = head + 1 - first
+        if skip >= count:
+            return head  # a repeated append: idempotent
+        items, ends = batch.items, batch.ends
+        start = ends[skip - 1] if skip else 0
+        add = len(items) - start
+        only_end = count - skip == 1 and batch.runs and batch.runs[-1].kind == _END
         if len(s.buf) + add > self.retention.max_stream_bytes and not only_end:
             raise StreamTooLarge(
                 f"stream {stream} would hold {len(s.buf) + add} bytes, more than "
                 f"max_stream_bytes={self.retention.max_stream_bytes}"
             )
-        buf, ends, kinds, pidx, pindex = s.buf, s.ends, s.kinds, s.part_idx, s.part_index
-        seq = first_seq + skip
-        for i in range(skip, len(records)):
-            kind, part, enc = records[i]
-            buf += enc
-            ends.append(len(buf))
-            kinds.append(kind)
-            idx = pindex.get(part)
-            if idx is None:
-                idx = pindex[part] = len(s.parts)
-                s.parts.append(part)
-            pidx.append(idx)
-            if seq % CHECKPOINT == 0:
-                s.ckpt.append(digests[i])
-            seq += 1
+        base = len(s.buf) - start
+        buf = s.buf
+        assert isinstance(buf, bytearray)
+        if skip:
+            buf += memoryview(items)[start:]
+            s.ends.extend(array("I", [e + base for e in ends[skip:]]))
+        else:
+            buf += items
+            s.ends.extend(array("I", map(base.__add__, ends)) if base else ends)
+        for run in batch.runs:
+            if run.seq > head:
+                idx = s.part_index.get(run.part)
+                if idx is None:
+                    idx = s.part_index[run.part] = len(s.parts)
+                    s.parts.append(run.part)
+                s.run_seq.append(run.seq)
+                s.run_kind.append(run.kind)
+                s.run_part.append(idx)
+        digests = batch.digests
+        last = first + count - 1
+        ckpt = s.ckpt
+        assert isinstance(ckpt, bytearray)
+        for seq in range((head // CHECKPOINT + 1) * CHECKPOINT, last + 1, CHECKPOINT):
+            ckpt += digests[seq - first]
         s.head_digest = digests[-1]
         self.total_bytes += add
-        s.notify()
-        return s.head
+        s.notify_all()
+        return last
 
     async def finish(self, stream: str, producer: str, status: str, error: str, now: float) -> None:
         s = self._streams.get(stream)
         if s is None or s.producer != producer:
             raise StaleProducer(f"producer {producer} does not own stream {stream}")
         s.status, s.error, s.ended = status, error, now
+        # a finished stream never grows again: give back what growth over-allocated
+        s.buf, s.ckpt = bytes(s.buf), bytes(s.ckpt)
+        s.ends = array("I", s.ends)
         self._finished[stream] = now
-        s.notify()
+        s.notify_all()
         if self.total_bytes > self.retention.max_total_bytes:
             # make room now, but give the stream that just ended a chance to be read
             self._evict(self.retention.max_total_bytes, now, keep=stream)
@@ -225,14 +306,10 @@ class MemoryStore:
             aligned = end - end % CHECKPOINT
             if aligned > after:
                 end = aligned
-        buf, kinds, parts, pidx = s.buf, s.kinds, s.parts, s.part_idx
-        records: list[Record] = []
-        prev = start_off
-        for i in range(after, end):
-            e = ends[i]
-            records.append(Record(kinds[i], parts[pidx[i]], bytes(buf[prev:e])))
-            prev = e
-        return ReadBatch(after + 1, records, s.digest_at(end), prev - start_off)
+        items, last_kind = s.items(after + 1, end)
+        return ReadBatch(
+            after + 1, end - after, items, s.digest_at(end), ends[end - 1] - start_off, last_kind
+        )
 
     async def meta(self, stream: str) -> StreamMeta | None:
         s = self._streams.get(stream)
@@ -274,6 +351,31 @@ class MemoryStore:
                 self._pending_listeners.pop(stream, None)
 
         return unsubscribe
+
+    # ------------------------------------------------------------ inspection
+    async def read_all(self, stream: str) -> tuple[str, Sequence[Event]]:
+        """The epoch and every event the log holds for ``stream`` (for checks and
+        tests: this builds one object per event)."""
+        s = self._streams.get(stream)
+        if s is None:
+            return self._epoch, []
+        out = []
+        for seq in range(1, s.head + 1):
+            kind, part, enc = s.record(seq)
+            out.append(to_event(seq, kind, part, enc))
+        return self._epoch, out
+
+    async def read_digests(self, stream: str) -> Sequence[bytes]:
+        """The chain digest after each event (recomputed between checkpoints)."""
+        s = self._streams.get(stream)
+        if s is None:
+            return []
+        h, out = s.seed, []
+        for seq in range(1, s.head + 1):
+            rec = s.record(seq)
+            h = step(h, seq, rec.kind, record_payload(rec))
+            out.append(h)
+        return out
 
     # ------------------------------------------------------------ retention
     def _drop(self, stream: str, now: float) -> None:
