@@ -413,7 +413,8 @@ class Client:
             if self._closed:
                 return
             if isinstance(error, ConnectionLost) and error.code is not None:
-                cause = f"close {error.code}: {CLOSE_CODE_MEANING.get(error.code, '')}"
+                meaning = CLOSE_CODE_MEANING.get(error.code, "")
+                cause = f"close {error.code}: {meaning} ({error})"
             else:
                 cause = f"{type(error).__name__}: {error}"
             self._emit(
@@ -441,8 +442,8 @@ class Client:
                 self._emit("exhausted", attempt=self.backoff.attempts, cause=cause)
                 self._fail_all(exhausted)
                 return
-            if len(self.urls) > 1 and self.backoff.attempts > 1:
-                self._url_index += 1
+            # a node that just failed us is the least likely to work: try the next
+            self._url_index += 1
             self._emit(
                 "reconnecting",
                 attempt=self.backoff.attempts,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -18,6 +19,8 @@ from unbroken.protocol.backoff import Backoff
 from unbroken.protocol.digest import chain
 from unbroken.protocol.events import Kind, chunk, end, part_end, part_start
 from unbroken.server import Principal, Unbroken
+from unbroken.store.base import ReadBatch
+from unbroken.store.memory import MemoryStore
 from unbroken.testing import RunningServer, serve
 
 from .conftest import abort_server_side, paced_text_app
@@ -181,31 +184,30 @@ async def test_restarted_server_with_new_memory_store_answers_gone_epoch() -> No
     assert any(e.kind == "gone" and e.reason == "epoch" for e in client.history)
 
 
-async def test_corrupted_event_in_log_raises_integrity_error_at_that_event() -> None:
-    app, _, _ = paced_text_app(tokens=100, frame_cap=16)  # one event per frame
-    async with serve(app) as srv:
-        async with Client(srv.url, policy=FAST) as c1:
-            st1 = await c1.start("count", {"n": 100})
-            async for ev in st1:
-                if ev.seq == 10:
-                    break
-            cursor = st1.cursor
-            await asyncio.wait_for(st1.wait(), 10)  # let the run finish
-        assert cursor is not None and cursor.seq == 10
-        s = app.store._streams[cursor.stream]  # type: ignore[attr-defined]
-        start, stop = s.ends[58], s.ends[59]  # event 60
-        blob = bytes(s.buf[start:stop])
-        assert b"tok000058" in blob
-        s.buf[start:stop] = blob.replace(b"tok000058", b"tok000059")
-        async with Client(srv.url, policy=FAST) as c2:
-            st2 = await c2.resume(cursor)
-            with pytest.raises(IntegrityError) as info:
-                async for _ in st2:
-                    pass
-    # the log keeps a digest every 32 events and recomputes the ones between from
-    # its (here corrupted) bytes, so the mismatch shows at the next stored digest
-    assert 60 <= info.value.seq <= 64
-    assert info.value.stream == cursor.stream
+class CorruptingStore(MemoryStore):
+    """A memory log whose reads flip one token: a corrupted store or read path."""
+
+    async def read(self, stream: str, after: int, max_bytes: int) -> ReadBatch | None:
+        batch = await super().read(stream, after, max_bytes)
+        if batch is not None and b"tok000058" in batch.items:
+            batch = dataclasses.replace(
+                batch, items=batch.items.replace(b"tok000058", b"tok000059")
+            )
+        return batch
+
+
+async def test_corrupted_event_raises_integrity_error_at_that_event() -> None:
+    app, _, _ = paced_text_app(tokens=100, frame_cap=16, store=CorruptingStore())
+    received: list[int] = []
+    async with serve(app) as srv, Client(srv.url, policy=FAST) as client:
+        st = await client.start("count", {"n": 100})
+        with pytest.raises(IntegrityError) as info:
+            async for ev in st:
+                received.append(ev.seq)
+    # tok000058 is event 60 (event 1 opens the part); frames hold one event here
+    assert info.value.seq == 60
+    assert info.value.stream == st.id
+    assert received == list(range(1, 60)), "nothing at or after the bad event is yielded"
 
 
 async def test_cursor_saved_by_one_client_is_resumed_exactly_by_another() -> None:
