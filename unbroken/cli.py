@@ -25,11 +25,32 @@ def version() -> None:
     typer.echo(__version__)
 
 
+@app.command()
+def demo(
+    size: int = typer.Option(1_000_000, help="Bytes of answer to stream."),
+    seconds: float = typer.Option(6.0, help="How long the agent takes to write it."),
+    seed: int = typer.Option(7, help="Seed of the generated answer."),
+) -> None:
+    """Stream a multi-part answer through a proxy that cuts it three times (FIN, RST,
+    blackhole); exits 0 only if the client ends with exactly the right bytes."""
+    import asyncio
+
+    from rich.console import Console
+
+    from .demo import print_verdict, run_demo
+
+    console = Console()
+    result = asyncio.run(run_demo(size=size, seconds=seconds, seed=seed, console=console))
+    print_verdict(result, console)
+    raise typer.Exit(0 if result.exact else 1)
+
+
 # --- subcommands registered by their own modules (one line each) ---
 from .chaos.cli import proxy_command  # noqa: E402
+from .server.cli import serve_command  # noqa: E402
 
 app.command("proxy")(proxy_command)
-app.command("serve")(__import__("unbroken.server.cli", fromlist=["x"]).serve_command)
+app.command("serve")(serve_command)
 
 
 def main() -> None:
