@@ -9,14 +9,18 @@ canonical bytes of :func:`~unbroken.protocol.events.payload`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import struct
+from collections.abc import Iterable, Sequence
 from typing import Final
 
-from .events import Event, payload
+from .events import Event, Kind, payload
 
 DIGEST_SIZE: Final = 16
 _TEMPLATE: Final = hashlib.blake2b(digest_size=DIGEST_SIZE)
 _SEED_PREFIX: Final = b"unbroken.v1\x00"
+#: ``seq`` as uint64 big-endian then ``kind`` as one byte, in one call.
+_HEADER: Final = struct.Struct(">QB").pack
+_DATA: Final = int(Kind.DATA)
 
 
 def seed(stream: str, epoch: str) -> bytes:
@@ -29,7 +33,7 @@ def seed(stream: str, epoch: str) -> bytes:
 def step(prev: bytes, seq: int, kind: int, data: bytes) -> bytes:
     """One link of the chain: the digest after event ``seq``."""
     h = _TEMPLATE.copy()
-    h.update(prev + seq.to_bytes(8, "big") + kind.to_bytes(1, "big") + data)
+    h.update(prev + _HEADER(seq, kind) + data)
     return h.digest()
 
 
@@ -86,6 +90,44 @@ class ChainVerifier:
             raise ChainMismatch(event.seq, "digest mismatch")
         self.seq = event.seq
         self.digest = h
+        return h
+
+    def extend(self, events: Sequence[Event], expected: bytes | None = None) -> bytes:
+        """Chain a frame's worth of events, then compare the last digest with ``expected``.
+
+        The same checks as :meth:`feed` on each event, with the digest known only
+        after the last one (an ``events`` frame's ``h``). All or nothing: on
+        :class:`ChainMismatch` the verifier is left where it was. Returns the new digest.
+        """
+        # This loop is the client's hot path: step() and, for chunks, payload() are
+        # inlined, and the "part NUL" prefix is encoded once per run of chunks.
+        seq, h = self.seq, self.digest
+        copy = _TEMPLATE.copy
+        part: str | None = None
+        prefix = b""
+        try:
+            for ev in events:
+                seq += 1
+                if ev.seq != seq:
+                    raise ChainMismatch(ev.seq, f"expected seq {seq}, got {ev.seq}")
+                k = ev.kind
+                hasher = copy()
+                hasher.update(h)
+                hasher.update(_HEADER(seq, k))
+                if k <= _DATA:
+                    if ev.part is not part:
+                        part = ev.part
+                        prefix = part.encode() + b"\x00"
+                    hasher.update(prefix)
+                    hasher.update(ev.body.encode())
+                else:
+                    hasher.update(payload(ev))
+                h = hasher.digest()
+        except UnicodeEncodeError as exc:
+            raise ChainMismatch(seq, "payload is not valid Unicode") from exc
+        if expected is not None and h != expected:
+            raise ChainMismatch(seq, "digest mismatch")
+        self.seq, self.digest = seq, h
         return h
 
     def check(self, expected: bytes) -> None:

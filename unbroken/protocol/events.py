@@ -13,9 +13,10 @@ frames yields the same digests.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final, Literal
+
+import msgspec
 
 PartKind = Literal["text", "json", "data"]
 Status = Literal["completed", "failed", "cancelled"]
@@ -55,9 +56,11 @@ CHUNK_KIND_OF_PART: Final[dict[str, Kind]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One event of a stream.
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """One event of a stream (immutable).
+
+    A msgspec ``Struct`` rather than a frozen dataclass: a client builds one per
+    event received, and a Struct is created about ten times faster.
 
     Fields used per kind:
 
@@ -79,18 +82,25 @@ class Event:
     count: int = 0
 
 
+# Plain ints: comparing an int is much cheaper than hashing or looking up an enum member.
+_DATA: Final = int(Kind.DATA)
+_PART_START: Final = int(Kind.PART_START)
+_PART_END: Final = int(Kind.PART_END)
+
+
 def payload(event: Event) -> bytes:
     """Canonical payload bytes of an event (hashed into the chain).
 
-    Fields are UTF-8 and joined by NUL; part ids cannot contain NUL. Raises
+    Fields are UTF-8 and joined by NUL; part ids, part kinds, statuses and (on the
+    wire) mime types cannot contain NUL, so the layout is unambiguous. Raises
     ``UnicodeEncodeError`` for strings that are not valid Unicode scalar values.
     """
     k = event.kind
-    if k in CHUNK_KINDS:
-        return event.part.encode() + b"\x00" + event.body.encode()
-    if k is Kind.PART_START:
+    if k <= _DATA:  # text, json, data chunks: the hot path
+        return f"{event.part}\x00{event.body}".encode()
+    if k == _PART_START:
         return "\x00".join((event.part, event.part_kind, event.mime, event.schema)).encode()
-    if k is Kind.PART_END:
+    if k == _PART_END:
         return (event.part + "\x00" + event.error).encode()
     return (event.status + "\x00" + event.error + "\x00" + str(event.count)).encode()
 

@@ -18,7 +18,6 @@ from ..errors import ProtocolError
 from .codes import CloseCode
 from .events import (
     CHUNK_KIND_OF_PART,
-    CHUNK_KINDS,
     END_STATUSES,
     NAME_BY_KIND,
     PART_KINDS,
@@ -31,16 +30,21 @@ SUBPROTOCOLS: Final[tuple[str, ...]] = ("unbroken.v1",)
 #: Default maximum frame size, as uvicorn's ``ws_max_size`` (16 MiB).
 DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024
 
-StreamId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
-Epoch = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
-ReqId = Annotated[str, Meta(pattern=r"^[\x21-\x7e]{1,128}$")]
-AgentName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]
-PartId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
-Hex16 = Annotated[str, Meta(pattern=r"^[0-9a-f]{32}$")]
+# Patterns end in \Z, not $: msgspec matches with re.search, and $ also matches
+# before a trailing newline ("abc\n" would pass as a stream id).
+StreamId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}\Z")]
+Epoch = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}\Z")]
+ReqId = Annotated[str, Meta(pattern=r"^[\x21-\x7e]{1,128}\Z")]
+AgentName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,128}\Z")]
+PartId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,64}\Z")]
+Hex16 = Annotated[str, Meta(pattern=r"^[0-9a-f]{32}\Z")]
 Seq = Annotated[int, Meta(ge=0, le=2**53)]
 Token = Annotated[str, Meta(max_length=16384)]
 Caps = Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=32)]
 ShortText = Annotated[str, Meta(max_length=4096)]
+# No NUL: the digest payload of part_start joins part, kind, mime and schema with NUL.
+Mime = Annotated[str, Meta(max_length=4096, pattern=r"^[^\x00]*\Z")]
+Positive = Annotated[int, Meta(ge=1)]
 
 
 class _Frame(Struct, tag_field="t", omit_defaults=True, frozen=True):
@@ -101,10 +105,10 @@ class Ping(_Frame, tag="ping", frozen=True):
 class Limits(Struct, frozen=True, omit_defaults=True):
     """Limits the server enforces on this connection."""
 
-    max_frame: int = DEFAULT_MAX_FRAME
-    window: int = 1024 * 1024
-    max_streams: int = 1000
-    max_chunk: int = 1024 * 1024
+    max_frame: Positive = DEFAULT_MAX_FRAME
+    window: Positive = 1024 * 1024
+    max_streams: Positive = 1000
+    max_chunk: Positive = 1024 * 1024
 
 
 class Welcome(_Frame, tag="welcome", frozen=True):
@@ -143,7 +147,7 @@ class DataItem(Struct, tag_field="k", tag="data", frozen=True):
 class PartStartItem(Struct, tag_field="k", tag="part_start", frozen=True, omit_defaults=True):
     p: PartId
     pk: Literal["text", "json", "data"]
-    mime: ShortText = ""
+    mime: Mime = ""
     schema: str = ""
 
 
@@ -223,13 +227,22 @@ _encoder: Final = msgspec.json.Encoder()
 encode_json: Final = _encoder.encode
 
 
+_BYTES: Final = (bytes, bytearray)
+
+
 def _decode(decoder: Any, data: bytes | str, max_size: int) -> Any:
-    if len(data) > max_size:
-        raise ProtocolError(
-            f"frame of {len(data)} bytes exceeds the limit of {max_size} bytes",
-            CloseCode.TOO_BIG,
-        )
+    if len(data) * 4 > max_size:  # might be too big: a str holds up to 4 UTF-8 bytes a char
+        size = len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
+        if size > max_size:
+            raise ProtocolError(
+                f"frame of {size} bytes exceeds the limit of {max_size} bytes",
+                CloseCode.TOO_BIG,
+            )
     try:
+        if isinstance(data, _BYTES) and not data.isascii():
+            # msgspec skips unknown fields without checking them: check UTF-8 here
+            # (cheap: only for non-ASCII frames).
+            str(data, "utf-8")
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise ProtocolError(f"invalid frame: {exc}", CloseCode.BAD_FRAME) from None
@@ -259,44 +272,52 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
 
 
 # ---------------------------------------------------------------- events <-> items
+_CHUNK_ITEM: Final[dict[int, type[TextItem | JsonItem | DataItem]]] = {
+    Kind.TEXT: TextItem,
+    Kind.JSON: JsonItem,
+    Kind.DATA: DataItem,
+}
+_CHUNK_ITEM_TYPES: Final = (TextItem, JsonItem, DataItem)
+_KIND_OF_ITEM: Final[dict[type, Kind]] = {
+    TextItem: Kind.TEXT,
+    JsonItem: Kind.JSON,
+    DataItem: Kind.DATA,
+}
+_DATA: Final = int(Kind.DATA)
+_PART_START: Final = int(Kind.PART_START)
+_PART_END: Final = int(Kind.PART_END)
+
+
 def encode_items(events: list[Event]) -> bytes:
     """Compact JSON array of events for an ``events`` frame.
 
     A chunk of the frame's current part is a bare JSON string; the current part is
     set by a ``part_start`` or an explicit chunk earlier in the same frame, so every
-    frame decodes on its own.
+    frame decodes on its own. The items are gathered, then encoded in one call.
     """
-    out: list[bytes] = []
+    items: list[Item] = []
+    append = items.append
     current = ""
+    current_kind = 0
     for ev in events:
         k = ev.kind
-        if k in CHUNK_KINDS:
-            body = _encoder.encode(ev.body)
-            if ev.part == current:
-                out.append(body)
+        if k <= _DATA:  # chunks: the hot path
+            if k == current_kind and ev.part == current:
+                append(ev.body)
             else:
-                out.append(
-                    b'{"k":"'
-                    + NAME_BY_KIND[k].encode()
-                    + b'","p":'
-                    + _encoder.encode(ev.part)
-                    + b',"d":'
-                    + body
-                    + b"}"
-                )
-                current = ev.part
-        elif k is Kind.PART_START:
-            out.append(
-                _encoder.encode(PartStartItem(ev.part, ev.part_kind, ev.mime, ev.schema))  # type: ignore[arg-type]
-            )
+                append(_CHUNK_ITEM[k](ev.part, ev.body))
+                current, current_kind = ev.part, k
+        elif k == _PART_START:
+            append(PartStartItem(ev.part, ev.part_kind, ev.mime, ev.schema))  # type: ignore[arg-type]
             current = ev.part
-        elif k is Kind.PART_END:
-            out.append(_encoder.encode(PartEndItem(ev.part, ev.error)))
+            current_kind = CHUNK_KIND_OF_PART.get(ev.part_kind, 0)
+        elif k == _PART_END:
+            append(PartEndItem(ev.part, ev.error))
             if current == ev.part:
-                current = ""
+                current, current_kind = "", 0
         else:
-            out.append(_encoder.encode(EndItem(ev.status, ev.count, ev.error)))  # type: ignore[arg-type]
-    return b"[" + b",".join(out) + b"]"
+            append(EndItem(ev.status, ev.count, ev.error))  # type: ignore[arg-type]
+    return _encoder.encode(items)
 
 
 def encode_events_frame(stream: str, first_seq: int, items: bytes, digest: bytes) -> bytes:
@@ -323,23 +344,21 @@ def events_of(frame: Events, part_kinds: dict[str, str] | None = None) -> list[E
     """
     kinds = part_kinds if part_kinds is not None else {}
     out: list[Event] = []
+    append = out.append
     seq = frame.seq
+    last = seq + len(frame.items) - 1
     current = ""
     current_kind: Kind | None = None
     for item in frame.items:
-        if isinstance(item, str):
+        if type(item) is str:  # a chunk of the current part: the hot path
             if current_kind is None:
                 raise ProtocolError(
                     f"seq {seq}: bare chunk with no current part in this frame",
                     CloseCode.BAD_FRAME,
                 )
-            out.append(Event(seq, current_kind, part=current, body=item))
-        elif isinstance(item, TextItem | JsonItem | DataItem):
-            kind = (
-                Kind.TEXT
-                if isinstance(item, TextItem)
-                else (Kind.JSON if isinstance(item, JsonItem) else Kind.DATA)
-            )
+            append(Event(seq, current_kind, current, item))
+        elif isinstance(item, _CHUNK_ITEM_TYPES):
+            kind = _KIND_OF_ITEM[type(item)]
             known = kinds.get(item.p)
             if known is not None and CHUNK_KIND_OF_PART[known] is not kind:
                 raise ProtocolError(
@@ -347,13 +366,13 @@ def events_of(frame: Events, part_kinds: dict[str, str] | None = None) -> list[E
                     CloseCode.BAD_FRAME,
                 )
             current, current_kind = item.p, kind
-            out.append(Event(seq, kind, part=item.p, body=item.d))
+            append(Event(seq, kind, item.p, item.d))
         elif isinstance(item, PartStartItem):
             if item.pk not in PART_KINDS:  # pragma: no cover - Literal enforces this
                 raise ProtocolError(f"seq {seq}: bad part kind", CloseCode.BAD_FRAME)
             kinds[item.p] = item.pk
             current, current_kind = item.p, CHUNK_KIND_OF_PART[item.pk]
-            out.append(
+            append(
                 Event(
                     seq,
                     Kind.PART_START,
@@ -366,8 +385,9 @@ def events_of(frame: Events, part_kinds: dict[str, str] | None = None) -> list[E
         elif isinstance(item, PartEndItem):
             if current == item.p:
                 current, current_kind = "", None
-            out.append(Event(seq, Kind.PART_END, part=item.p, error=item.err))
+            append(Event(seq, Kind.PART_END, part=item.p, error=item.err))
         else:
+            assert isinstance(item, EndItem)
             if item.st not in END_STATUSES:  # pragma: no cover - Literal enforces this
                 raise ProtocolError(f"seq {seq}: bad status", CloseCode.BAD_FRAME)
             if item.n != seq:
@@ -375,7 +395,11 @@ def events_of(frame: Events, part_kinds: dict[str, str] | None = None) -> list[E
                     f"seq {seq}: end says {item.n} events, but it is event {seq}",
                     CloseCode.BAD_FRAME,
                 )
-            out.append(Event(seq, Kind.END, status=item.st, error=item.err, count=item.n))
+            if seq != last:
+                raise ProtocolError(
+                    f"seq {seq}: end is not the last event of the frame", CloseCode.BAD_FRAME
+                )
+            append(Event(seq, Kind.END, status=item.st, error=item.err, count=item.n))
         seq += 1
     return out
 
