@@ -644,6 +644,9 @@ class Connection:
 
     # -- events from the sides
     def _side_made(self, side: _Side) -> None:
+        if side is self.server:
+            self.server.set_reading(False)  # until connect_upstream opens the connection
+            return
         if side is self.client:
             self.opened_at = asyncio.get_running_loop().time()
             peer = side.transport.get_extra_info("peername") if side.transport else None

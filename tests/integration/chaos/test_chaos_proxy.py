@@ -233,3 +233,16 @@ def test_bad_cut_mode_is_a_config_error() -> None:
                 proxy.cut_after_bytes(1, mode="boom")  # type: ignore[arg-type]
 
     asyncio.run(run())
+
+
+async def test_a_server_that_speaks_first_loses_no_byte() -> None:
+    greeter = await PeerServer(greeting=b"welcome!" * 1000).start()
+    try:
+        async with FaultProxy(upstream=greeter.address) as proxy:
+            for _ in range(20):  # the greeting races the proxy's upstream connect
+                client = await connect(proxy.port)
+                got = await asyncio.wait_for(client.wait_bytes(8000), T)
+                assert got == b"welcome!" * 1000
+                client.close()
+    finally:
+        await greeter.close()
