@@ -19,7 +19,7 @@ from unbroken.protocol.frames import Started, Welcome, encode
 
 from .strategies import EPOCH, STREAM, content, encode_frames, renumber, splits, streams
 
-PROPERTY = settings(max_examples=200, deadline=None)
+PROPERTY = settings(max_examples=100, deadline=None)
 T = TypeVar("T")
 
 
@@ -144,7 +144,7 @@ def _fault(events: list[T], fault: str, i: int, j: int) -> list[T]:
     return out
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     streams(max_events=20),
     st.sampled_from(["drop", "duplicate", "reorder"]),
@@ -202,7 +202,7 @@ STRING_FIELDS = {
 }
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(streams(max_events=20), st.data())
 def test_an_altered_character_is_caught_at_that_event(
     events: list[Event], data: st.DataObject
@@ -229,7 +229,7 @@ def test_an_altered_character_is_caught_at_that_event(
     assert (exc.value.seq, exc.value.detail) == (ev.seq, "digest mismatch")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(streams(max_events=20), st.data())
 def test_an_altered_kind_or_count_is_caught_at_that_event(
     events: list[Event], data: st.DataObject
@@ -257,7 +257,7 @@ def _welcomed_session() -> ClientSession:
     return session
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_a_flipped_bit_in_any_frame_is_refused_or_harmless(data: st.DataObject) -> None:
     events = data.draw(streams(max_events=20))
@@ -282,7 +282,7 @@ def test_a_flipped_bit_in_any_frame_is_refused_or_harmless(data: st.DataObject) 
     assert session.by_stream[STREAM].verifier.digest == chain(STREAM, EPOCH, events)[-1]  # type: ignore[union-attr]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.data(), st.sampled_from(["drop", "duplicate", "reorder"]))
 def test_a_dropped_duplicated_or_reordered_frame_raises_integrity_error(
     data: st.DataObject, fault: str

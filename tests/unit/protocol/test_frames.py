@@ -153,7 +153,7 @@ def test_a_chunk_of_another_kind_in_the_same_part_is_never_bare() -> None:
     assert items[1] == {"k": "json", "p": "p", "d": "y"}
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_items_round_trip_for_any_stream_and_any_framing(data: st.DataObject) -> None:
     events = data.draw(streams())
