@@ -363,8 +363,11 @@ class ClientSession:
     def receive(self, data: bytes | str) -> ClientOutput:
         """Decode and apply one server frame."""
         state = self.state
-        if state is _READY:  # the hot path
-            return self._apply(decode_server(data, self.max_frame), len(data))
+        if state is _READY:
+            frame = decode_server(data, self.max_frame)
+            if type(frame) is Events:  # the hot path
+                return self._events(frame, len(data))
+            return self._apply(frame, len(data))
         if state is not _AWAIT_WELCOME:
             raise ProtocolError(f"frame received in state {state.value}", CloseCode.BAD_FRAME)
         frame = decode_server(data, self.max_frame)
