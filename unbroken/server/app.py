@@ -39,7 +39,10 @@ class Unbroken:
     ``run_timeout`` limits every run (per agent: ``@app.agent(timeout=…)``);
     ``abandon_after`` cancels runs nobody has been attached to for that long
     (default: runs always finish); ``shutdown_grace`` bounds the drain;
-    ``sweep_every`` is how often retention (TTL) is applied, in seconds.
+    ``sweep_every`` is how often retention (TTL) is applied, in seconds;
+    ``coalesce`` is the shortest time between two ``events`` frames of a
+    connection while tokens trickle in (0 sends every token at once; the first
+    token after a quiet spell is never held back).
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class Unbroken:
         hello_timeout: float = 10.0,
         send_timeout: float = 30.0,
         sweep_every: float = 1.0,
+        coalesce: float = 0.001,
     ) -> None:
         if heartbeat <= 0 or window <= 0 or frame_cap <= 0:
             raise ConfigError("heartbeat, window and frame_cap must be positive")
@@ -79,6 +83,7 @@ class Unbroken:
             max_chunk=max_chunk,
         )
         self.frame_cap = frame_cap
+        self.coalesce = coalesce
         self.start_rate = start_rate
         self.start_burst = start_burst
         self.hello_timeout = hello_timeout

@@ -22,6 +22,7 @@ class Attachment:
         "acked",
         "ended",
         "frame_cap",
+        "head_hint",
         "inflight",
         "inflight_bytes",
         "sent",
@@ -45,6 +46,7 @@ class Attachment:
         self.inflight_bytes = 0
         self.sent_bytes = 0
         self.ended = False
+        self.head_hint = 0  # the log's head as last heard (for coalescing)
         self.unsubscribe: Callable[[], None] | None = None
 
     def budget(self) -> int:

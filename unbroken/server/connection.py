@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -113,9 +112,11 @@ class Connection:
         )
         self.principal: Principal | None = None
         self.atts: dict[str, Attachment] = {}
-        self._outbox: deque[bytes] = deque()
+        self._outbox: list[bytes] = []
         self._dirty: dict[str, None] = {}
         self._waiter: asyncio.Future[None] | None = None
+        self._coalescing = False  # the pump waits for tokens to pile up
+        self._events_at = 0.0  # when the pump last sent events
         self._closed = False
         self._close_code: int | None = None
         self._close_reason = ""
@@ -132,8 +133,6 @@ class Connection:
         """Serve until the peer leaves or the server closes us."""
         self.app.connections.add(self)
         log.info("connect conn=%s client=%s", self.id, self.info.client)
-        pump = self._loop.create_task(self._pump(), name=f"unbroken-pump-{self.id}")
-        self._pump_task = pump
         code: int | None = None  # set when this side closes
         reason = ""
         try:
@@ -150,13 +149,15 @@ class Connection:
         finally:
             self._closed = True
             self._wake()
-            if self._close_code is None and code is not None:
-                # flush what is queued (e.g. an error frame) before the close
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pump, 1.0)
-            pump.cancel()
-            with contextlib.suppress(BaseException):
-                await pump
+            pump = self._pump_task
+            if pump is not None:
+                if self._close_code is None and code is not None:
+                    # flush what is queued (e.g. an error frame) before the close
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(pump, 1.0)
+                pump.cancel()
+                with contextlib.suppress(BaseException):
+                    await pump
             self._teardown()
             if self._close_code is None and code is not None:
                 self._close_code = code
@@ -248,6 +249,8 @@ class Connection:
             )
         )
         self._schedule_hb()
+        # what the connection knew before hello is no longer needed: drop it
+        self.info = ConnectInfo(client=self.info.client)
         log.info("hello conn=%s principal=%s", self.id, self.principal.id)
 
     async def _dispatch(self, frame: Any) -> None:
@@ -381,6 +384,7 @@ class Connection:
             self.hub.detached(stream)
         lim = self.app.limits
         att = Attachment(self.store, stream, after, window=lim.window, frame_cap=self.app.frame_cap)
+        att.head_hint = 1 << 62  # unknown: do not hold the first frame back
         self.atts[stream] = att
         self.session.attach(stream, after)
         att.unsubscribe = self.store.subscribe(stream, self._on_change)
@@ -408,12 +412,15 @@ class Connection:
             # the session keeps the stream: acks already on their way stay legal
             self._detach(stream, keep_session=True)
             self._queue(encode(Gone(stream, "expired", "the stream was dropped by retention")))
-        elif head > att.sent:
-            self._mark(stream)
+        else:
+            att.head_hint = head
+            if head > att.sent:
+                self._mark(stream)
 
     def _mark(self, stream: str) -> None:
         self._dirty[stream] = None
-        self._wake()
+        if not self._coalescing:
+            self._wake()
 
     # ------------------------------------------------------------ output
     def _queue(self, data: bytes) -> None:
@@ -437,9 +444,14 @@ class Connection:
         self._queue(encode(Error(code=code, message=message[:4096], **kw)))
 
     def _wake(self) -> None:
+        """Get the pump going: wake it, or start one if there is work and none runs
+        (an idle connection holds no pump task)."""
         w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        if w is not None:
+            if not w.done():
+                w.set_result(None)
+        elif self._pump_task is None and (self._outbox or self._dirty):
+            self._pump_task = self._loop.create_task(self._pump(), name=f"unbroken-pump-{self.id}")
 
     def _schedule_hb(self) -> None:
         self._hb_handle = self._loop.call_later(self.app.heartbeat / 2, self._hb_tick)
@@ -473,18 +485,38 @@ class Connection:
         self._send_started = 0.0
 
     async def _pump(self) -> None:
+        """The only sender: control frames first, then events of dirty streams.
+
+        Events are coalesced: when the last events frame left less than
+        ``coalesce`` seconds ago and only a trickle is pending (a paced agent),
+        the pump waits out the rest of that interval so the tokens that arrive
+        meanwhile share a frame. A control frame cuts the wait short. A stream
+        with a backlog (catch-up) is never held back.
+        """
+        loop = self._loop
+        coalesce = self.app.coalesce
         try:
-            while not self._closed or self._outbox:
+            while True:
                 if not self._outbox and not self._dirty:
-                    if self._closed:
-                        return
-                    self._waiter = self._loop.create_future()
-                    await self._waiter
-                    self._waiter = None
-                while self._outbox:
-                    await self._send(self._outbox.popleft())
-                if self._closed:
+                    if self._closed or not self.atts:
+                        return  # idle: the next _wake() starts a pump again
+                    await self._sleep(None)
                     continue
+                while self._outbox:
+                    await self._send(self._outbox.pop(0))
+                if self._closed:
+                    return  # what was queued is out; events no longer matter
+                if not self._dirty:
+                    continue
+                if coalesce:
+                    gap = self._events_at + coalesce - loop.time()
+                    if gap > 0 and self._trickle():
+                        self._coalescing = True
+                        try:
+                            await self._sleep(gap)
+                        finally:
+                            self._coalescing = False
+                        continue
                 dirty, self._dirty = self._dirty, {}
                 for stream in dirty:
                     if self._outbox:  # control frames (started, resumed, gone) go first
@@ -498,6 +530,7 @@ class Connection:
                         if self.atts.get(stream) is not att:
                             break  # re-attached while reading: the new cursor takes over
                         await self._send(frame)
+                        self._events_at = loop.time()
                         if self._outbox:
                             self._dirty[stream] = None
                             break
@@ -506,3 +539,31 @@ class Connection:
         except Exception as exc:
             log.info("send failed conn=%s error=%r", self.id, exc)
             self._closed = True
+        finally:
+            if self._pump_task is asyncio.current_task():
+                self._pump_task = None
+
+    async def _sleep(self, delay: float | None) -> None:
+        """Wait for :meth:`_wake` (or ``delay`` seconds, when given)."""
+        fut = self._waiter = self._loop.create_future()
+        timer = self._loop.call_later(delay, _resolve, fut) if delay is not None else None
+        try:
+            await fut
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def _trickle(self) -> bool:
+        """Only a few events are pending for every dirty stream."""
+        atts = self.atts
+        for stream in self._dirty:
+            att = atts.get(stream)
+            if att is not None and att.head_hint - att.sent >= 64:
+                return False
+        return True
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
