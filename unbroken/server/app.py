@@ -40,9 +40,10 @@ class Unbroken:
     ``abandon_after`` cancels runs nobody has been attached to for that long
     (default: runs always finish); ``shutdown_grace`` bounds the drain;
     ``sweep_every`` is how often retention (TTL) is applied, in seconds;
-    ``coalesce`` is the shortest time between two ``events`` frames of a
-    connection while tokens trickle in (0 sends every token at once; the first
-    token after a quiet spell is never held back).
+    ``coalesce`` is the shortest time between two appends of a run, and
+    between two ``events`` frames of a connection, while tokens trickle in
+    fast (0: every token at once); the first token after a quiet spell is
+    never held back, so a paced model's tokens go out as they come.
     """
 
     def __init__(
@@ -97,6 +98,7 @@ class Unbroken:
             run_timeout=run_timeout,
             abandon_after=abandon_after,
             sweep_every=sweep_every,
+            coalesce=coalesce,
         )
 
     def agent(self, name: str, *, timeout: float | None = None) -> Callable[[Agent], Agent]:

@@ -51,6 +51,7 @@ class Hub:
         run_timeout: float | None = None,
         abandon_after: float | None = None,
         sweep_every: float = 1.0,
+        coalesce: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -59,6 +60,7 @@ class Hub:
         self.run_timeout = run_timeout
         self.abandon_after = abandon_after
         self.sweep_every = sweep_every
+        self.coalesce = coalesce
         self.clock = clock
         self.runs: dict[str, Run] = {}
         self.accepting = True
@@ -93,7 +95,13 @@ class Hub:
             log.info("start repeated stream=%s req=%s", created.stream, req)
             return created
         fn, timeout = self.agents[agent]
-        producer = Producer(self.store, created.stream, created.epoch, created.producer)
+        producer = Producer(
+            self.store,
+            created.stream,
+            created.epoch,
+            created.producer,
+            coalesce=self.coalesce,
+        )
         run = Run(created.stream, agent, principal.id, producer)
         self.runs[created.stream] = run
         request = Request(agent, input, principal, created.stream, req)

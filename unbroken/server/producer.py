@@ -42,6 +42,7 @@ class Producer:
         token: str,
         *,
         max_batch: int = 512,
+        coalesce: float = 0.0,
     ) -> None:
         self.store = store
         self.stream = stream
@@ -51,6 +52,8 @@ class Producer:
         self._head = 0  # what the log holds
         self._head_digest = self.digest
         self.max_batch = max_batch
+        self.coalesce = coalesce
+        self._flushed_at = 0.0
         self.error: BaseException | None = None
         #: events written but not appended yet
         self.pending = 0
@@ -167,10 +170,17 @@ class Producer:
             self._head_digest = batch.digests[-1]
 
     async def _flusher(self) -> None:
+        """Append pending events: within the tick of the first one, or, when the
+        last append is less than ``coalesce`` seconds old (a fast, paced agent),
+        once that interval is over, so the tokens written meanwhile share an
+        append (and a notification of every reader)."""
+        loop = asyncio.get_running_loop()
         while not self._closed:
             await self._wake.wait()
-            # let the agent add more in this tick before appending
-            await asyncio.sleep(0)
+            gap = self._flushed_at + self.coalesce - loop.time()
+            # let the agent add more in this tick (or this interval) before appending
+            await asyncio.sleep(gap if gap > 0 else 0)
+            self._flushed_at = loop.time()
             try:
                 await self.flush()
             except Exception:  # kept in self.error; the agent sees it on its next write
