@@ -124,7 +124,8 @@ class Connection:
         self._hb_handle: asyncio.TimerHandle | None = None
         self._send_started = 0.0
         self._pump_task: asyncio.Task[None] | None = None
-        self._closer: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[Any] | None = None  # the one serving this connection
+        self._killed = ""  # why the server gave up on the peer (send timeout)
         self._errors: dict[str, int] = {}
         self._loop = asyncio.get_running_loop()
 
@@ -133,10 +134,16 @@ class Connection:
         """Serve until the peer leaves or the server closes us."""
         self.app.connections.add(self)
         log.info("connect conn=%s client=%s", self.id, self.info.client)
+        self._task = asyncio.current_task()
         code: int | None = None  # set when this side closes
         reason = ""
         try:
             await self._read_loop()
+        except asyncio.CancelledError:
+            if not self._killed or self._task is None:
+                raise
+            self._task.uncancel()
+            code, reason = CloseCode.GOING_AWAY, self._killed
         except ProtocolError as exc:
             code, reason = exc.close_code, str(exc)
             log.warning("protocol error conn=%s code=%d reason=%s", self.id, code, reason)
@@ -161,8 +168,9 @@ class Connection:
             self._teardown()
             if self._close_code is None and code is not None:
                 self._close_code = code
+                # bounded: a peer that stopped reading blocks even the close frame
                 with contextlib.suppress(Exception):
-                    await self.t.close(code, reason[:120])
+                    await asyncio.wait_for(self.t.close(code, reason[:120]), 1.0)
             if self._close_code is not None:
                 shown = self._close_code
                 reason = reason or self._close_reason
@@ -188,7 +196,7 @@ class Connection:
         self._closed = True
         self._wake()
         with contextlib.suppress(Exception):
-            await self.t.close(code, reason)
+            await asyncio.wait_for(self.t.close(code, reason), 1.0)
 
     def _teardown(self) -> None:
         self.app.connections.discard(self)
@@ -461,14 +469,19 @@ class Connection:
             return
         now = self._loop.time()
         if self._send_started and now - self._send_started > self.app.send_timeout:
-            # the peer stopped reading: the pump is stuck in a send
+            # the peer stopped reading: the pump is stuck in a send. Give up on
+            # it: release everything this connection holds (its runs go on).
             log.warning(
-                "send timeout conn=%s after=%.1fs; closing", self.id, now - self._send_started
+                "send timeout conn=%s after=%.1fs; dropping the connection",
+                self.id,
+                now - self._send_started,
             )
+            self._killed = "send timeout"
             self._closed = True
             if self._pump_task is not None:
                 self._pump_task.cancel()
-            self._closer = self._loop.create_task(self.close(CloseCode.GOING_AWAY, "send timeout"))
+            if self._task is not None:
+                self._task.cancel()
             return
         if now - self._last_send >= self.app.heartbeat * 0.9 and any(
             not a.ended for a in self.atts.values()
