@@ -653,7 +653,7 @@ class Client:
                 return
             asyncio.get_running_loop().call_later(wait, self._resend_start, st)
             return
-        if err.code == ErrorCode.BAD_ACK or err.code == "unsupported":
+        if err.code in (ErrorCode.BAD_ACK, ErrorCode.UNSUPPORTED):
             return
         self._session.forget(st.req)
         st._finish(RequestRefused(err.code, err.message))

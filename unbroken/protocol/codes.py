@@ -68,3 +68,4 @@ class ErrorCode:
     TOO_MANY_STREAMS: Final = "too_many_streams"
     SHUTTING_DOWN: Final = "shutting_down"
     INTERNAL: Final = "internal"
+    UNSUPPORTED: Final = "unsupported"

@@ -392,12 +392,14 @@ class ClientSession:
             cs = self.by_req.get(frame.req)
             if cs is None:
                 raise ProtocolError(f"started for unknown request {frame.req!r}")
-            if cs.state is StreamState.STARTING:
-                cs.stream, cs.epoch = frame.stream, frame.epoch
-                cs.verifier = ChainVerifier(frame.stream, frame.epoch)
-                self.by_stream[frame.stream] = cs
-            elif cs.stream != frame.stream:
-                raise ProtocolError(f"request {frame.req!r} started twice with other streams")
+            if cs.state is not StreamState.STARTING:
+                raise ProtocolError(
+                    f"started for request {frame.req!r} in state {cs.state.value}: a start "
+                    "is answered once"
+                )
+            cs.stream, cs.epoch = frame.stream, frame.epoch
+            cs.verifier = ChainVerifier(frame.stream, frame.epoch)
+            self.by_stream[frame.stream] = cs
             cs.state = StreamState.ATTACHED
             return StreamStarted(frame.req, frame.stream, frame.epoch)
         if isinstance(frame, Resumed):
