@@ -241,7 +241,7 @@ class Connection:
             self.principal = await self.app.authenticate(hello, self.info)
         elif self.app.allow_anonymous:
             self.principal = Principal("anonymous")
-        else:  # pragma: no cover - Unbroken() refuses this configuration
+        else:  # pragma: no cover - asgi() and router() refuse this configuration
             raise AuthError("no authentication configured")
         self.hub.ensure_started()
         limits: Limits = self.app.limits
@@ -311,7 +311,8 @@ class Connection:
             return
         wait = self.session.admit_start(self._loop.time())
         if wait > 0:
-            log.warning("start rate limited conn=%s req=%s", self.id, frame.req)
+            if ErrorCode.RATE_LIMITED not in self._errors:  # then counted on the close line
+                log.warning("start rate limited conn=%s req=%s", self.id, frame.req)
             self._error(
                 ErrorCode.RATE_LIMITED,
                 "too many starts on this connection",
@@ -397,6 +398,8 @@ class Connection:
         self.session.attach(stream, after)
         att.unsubscribe = self.store.subscribe(stream, self._on_change)
         self.hub.attached(stream)
+        if self._hb_handle is None:
+            self._schedule_hb()
         self._mark(stream)
 
     def _detach(self, stream: str, keep_session: bool = False) -> None:
@@ -483,15 +486,19 @@ class Connection:
             if self._task is not None:
                 self._task.cancel()
             return
-        if now - self._last_send >= self.app.heartbeat * 0.9 and any(
-            not a.ended for a in self.atts.values()
-        ):
+        live = any(not a.ended for a in self.atts.values())
+        if live and now - self._last_send >= self.app.heartbeat * 0.9:
             self._outbox.append(b'{"t":"hb"}')
             self._wake()
-        self._schedule_hb()
+        if live or self._send_started or self._pump_task is not None:
+            self._schedule_hb()
+        else:
+            self._hb_handle = None  # idle: no timer; the next send or attach restarts it
 
     async def _send(self, data: bytes) -> None:
         # watched by _hb_tick (send_timeout): no timer per send on the hot path
+        if self._hb_handle is None and not self._closed:
+            self._schedule_hb()
         self._send_started = self._loop.time()
         await self.t.send(data)
         self._last_send = self._loop.time()
