@@ -172,13 +172,28 @@ class Output:
     async def emit(self, event: Event) -> None:
         """Write a prepared event as is (its ``seq`` is replaced). For replaying
         generated answers; ``end`` is written by the hub, not by agents."""
+        part = event.part
         if event.kind is Kind.END:
             raise PartError("the end event is written by the hub when the agent returns")
         if event.kind is Kind.PART_START:
-            self._open[event.part] = event.part_kind
+            if not PART_ID_RE.match(part):
+                raise PartError(f"part id {part!r} must match {PART_ID_RE.pattern}")
+            if part in self._open or part in self._closed:
+                raise PartError(f"part {part!r} was already started")
+            if event.part_kind not in _CHUNK_KIND:
+                raise PartError(f"part kind must be text, json or data, not {event.part_kind!r}")
+            self._open[part] = event.part_kind
         elif event.kind is Kind.PART_END:
-            self._open.pop(event.part, None)
-            self._closed.add(event.part)
+            if part not in self._open:
+                raise PartError(f"part {part!r} is not open")
+            del self._open[part]
+            self._closed.add(part)
+            if self._last_text == part:
+                self._last_text = ""
+        else:  # a chunk: its part must be open and of its kind (clients check this)
+            kind = self._open.get(part)
+            if kind is None or _CHUNK_KIND[kind] is not event.kind:
+                raise PartError(f"a {event.kind.name.lower()} chunk for part {part!r} ({kind})")
         self._p.add(event)
         await self._maybe_flush()
 

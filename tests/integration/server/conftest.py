@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from unbroken.errors import AuthError
+from unbroken.protocol.events import Event, Kind
 from unbroken.protocol.frames import Hello
 from unbroken.server import ConnectInfo, Output, Principal, Request, Unbroken
 from unbroken.store.base import StreamMeta
@@ -163,6 +164,15 @@ def make_kit(**kw: Any) -> Kit:
         await out.data(
             "chart", {"mark": "bar", "data": {"values": [1, 2]}}, mime="application/json"
         )
+
+    @app.agent("emit")
+    async def emit(req: Request, out: Output) -> None:
+        """Replays prepared events; ``input="bad"`` adds a data chunk to a text part."""
+        await out.emit(Event(0, Kind.PART_START, part="t", part_kind="text", mime="text/plain"))
+        await out.emit(Event(0, Kind.TEXT, part="t", body="replayed"))
+        if req.input == "bad":
+            await out.emit(Event(0, Kind.DATA, part="t", body="wrong kind"))
+        await out.emit(Event(0, Kind.PART_END, part="t"))
 
     @app.agent("big")
     async def big(req: Request, out: Output) -> None:

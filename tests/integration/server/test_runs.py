@@ -241,3 +241,21 @@ async def test_a_last_write_over_max_stream_bytes_is_not_reported_completed(
     assert end.status == "failed"
     assert end.error.startswith("stream_too_large")
     await w.close()
+
+
+async def test_emit_replays_prepared_events_and_refuses_a_chunk_of_the_wrong_kind(
+    served: Served,
+) -> None:
+    _, srv = await served()
+    w = await Wire.open(srv.url)
+    good = await w.start("good", "emit", None)
+    events = await w.read_to_end(good)
+    assert_exact(events)
+    assert text_of(events, "t") == "replayed"
+    assert end_of(events).status == "completed"
+    bad = await w.start("bad", "emit", "bad")
+    events = await w.read_to_end(bad)
+    assert_exact(events)  # the client could decode and verify it: nothing wrong was sent
+    end = end_of(events)
+    assert end.status == "failed" and "PartError" in end.error and "data chunk" in end.error
+    await w.close()
