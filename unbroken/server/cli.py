@@ -107,7 +107,8 @@ def serve_command(
             "--timeout-graceful-shutdown",
             help="Seconds running agents get to finish on shutdown before they end "
             "'failed: shutdown' (default: the app's shutdown_grace, 10 s). "
-            "Connections are closed with 1012 at once.",
+            "Connections are closed with 1012 at once. For another ASGI app, "
+            "uvicorn's meaning: how long to wait for its connections.",
         ),
     ] = None,
     log_level: Annotated[
@@ -124,6 +125,7 @@ def serve_command(
         obj = load_target(target, app_dir)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc), param_hint="TARGET") from None
+    uvicorn_grace: int | None = None
     if isinstance(obj, Unbroken):
         try:
             asgi: Any = obj.asgi(path)
@@ -135,6 +137,7 @@ def serve_command(
         url = f"ws://{host}:{{port}}{path}"
     elif callable(obj):
         asgi, url = obj, f"http://{host}:{{port}}"
+        uvicorn_grace = timeout_graceful_shutdown
         max_size = ws_max_size if ws_max_size is not None else 16 * 1024 * 1024
     else:
         raise typer.BadParameter(
@@ -165,7 +168,8 @@ def serve_command(
         lifespan="on",
         log_config=_log_config(log_level),
         log_level=log_level,
-        timeout_graceful_shutdown=None,  # connections get 1012 at once; runs drain in the app
+        # an Unbroken app closes connections with 1012 at once and drains its runs itself
+        timeout_graceful_shutdown=uvicorn_grace,
     )
     server = uvicorn.Server(config)
     logging.getLogger("unbroken").info("serving %s on %s", target, url.format(port=bound))
