@@ -232,9 +232,15 @@ class Hub:
                 w.cancel()
             for r in list(self.runs.values()):
                 self._stop(r, "shutdown")
-            left = [r.done.wait() for r in runs if not r.done.is_set()]
+            left = [r for r in runs if not r.done.is_set()]
             if left:
-                await asyncio.wait_for(asyncio.gather(*left), timeout=5.0)
+                try:
+                    await asyncio.wait_for(
+                        asyncio.gather(*(r.done.wait() for r in left)), timeout=5.0
+                    )
+                except TimeoutError:  # an agent that swallows cancellation
+                    stuck = [r.stream for r in left if not r.done.is_set()]
+                    log.error("runs did not stop on shutdown streams=%s", ",".join(stuck))
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Final
 
 import msgspec
@@ -14,11 +13,6 @@ _str_decoder: Final = msgspec.json.Decoder(str)
 _start_decoder: Final = msgspec.json.Decoder(PartStartItem)
 _end_part_decoder: Final = msgspec.json.Decoder(PartEndItem)
 _end_decoder: Final = msgspec.json.Decoder(EndItem)
-_CHUNK_PREFIX: Final[dict[int, bytes]] = {
-    Kind.TEXT: b'{"k":"text","p":"',
-    Kind.JSON: b'{"k":"json","p":"',
-    Kind.DATA: b'{"k":"data","p":"',
-}
 
 
 def to_record(event: Event) -> tuple[int, str, bytes]:
@@ -60,23 +54,3 @@ def record_payload(record: tuple[int, str, bytes]) -> bytes:
     if kind in CHUNK_KINDS:
         return part.encode() + b"\x00" + _str_decoder.decode(enc).encode()
     return payload(to_event(0, kind, part, enc))
-
-
-def frame_items(records: Sequence[tuple[int, str, bytes]]) -> bytes:
-    """The compact ``items`` array of an ``events`` frame for stored records."""
-    out: list[bytes] = []
-    current = ""
-    for kind, part, enc in records:
-        if kind in CHUNK_KINDS:
-            if part == current:
-                out.append(enc)
-            else:
-                out.append(_CHUNK_PREFIX[kind] + part.encode() + b'","d":' + enc + b"}")
-                current = part
-        else:
-            out.append(enc)
-            if kind == Kind.PART_START:
-                current = part
-            elif kind == Kind.PART_END and part == current:
-                current = ""
-    return b"[" + b",".join(out) + b"]"
