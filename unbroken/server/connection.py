@@ -297,7 +297,9 @@ class Connection:
         elif isinstance(frame, Ping):
             self._queue(encode(Pong(frame.n)))
         elif isinstance(frame, Refresh):
-            self._error("unsupported", "in-band token refresh is not available in this version")
+            self._error(
+                ErrorCode.UNSUPPORTED, "in-band token refresh is not available in this version"
+            )
 
     async def _start(self, frame: Start) -> None:
         assert self.principal is not None
