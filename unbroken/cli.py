@@ -47,10 +47,12 @@ def demo(
 
 # --- subcommands registered by their own modules (one line each) ---
 from .chaos.cli import proxy_command  # noqa: E402
+from .scenarios.cli import chaos_app  # noqa: E402
 from .server.cli import serve_command  # noqa: E402
 
 app.command("proxy")(proxy_command)
 app.command("serve")(serve_command)
+app.add_typer(chaos_app, name="chaos")
 
 
 def main() -> None:

@@ -1,0 +1,116 @@
+"""The catalog as data: the seed's fifteen cases, the axes, the tiers, the selection."""
+
+from __future__ import annotations
+
+import pytest
+
+from unbroken.errors import ConfigError
+from unbroken.scenarios.catalog import (
+    CONDITIONS,
+    FAULTS,
+    SCENARIOS,
+    SEED_TARGETS,
+    SIZES,
+    TC8_CUTS,
+    TIMINGS,
+    RunSpec,
+    full_matrix,
+    quick_matrix,
+    select,
+)
+from unbroken.scenarios.runner import answers_for, layout
+
+
+def test_the_catalog_lists_the_seeds_fifteen_cases_and_only_one_to_nine_run() -> None:
+    assert [s.number for s in SCENARIOS] == list(range(1, 16))
+    assert [s.id for s in SCENARIOS if s.covered] == [f"TC{i}" for i in range(1, 10)]
+    for s in SCENARIOS:
+        assert s.seed_scenario and s.seed_validation, s.id
+        if s.covered:
+            assert s.must_hold and s.fault_plan and s.answer != "none", s.id
+        else:
+            assert s.not_covered_because and not s.must_hold, s.id
+
+
+def test_the_axes_are_the_seeds() -> None:
+    assert list(SIZES) == ["small", "medium", "large", "xlarge"]
+    assert [(s.lo, s.hi) for s in SIZES.values()] == [
+        (1_000, 10_000),
+        (10_000, 100_000),
+        (100_000, 1_000_000),
+        (1_000_000, 10_000_000),
+    ]
+    for size in SIZES.values():
+        for r in range(6):
+            assert size.lo <= size.pick(r) <= size.hi
+    assert list(TIMINGS) == ["immediate", "early", "mid", "late", "final"]
+    for t in TIMINGS.values():
+        for r in range(6):
+            if t.at is None:
+                assert t.lo <= t.fraction(r) <= t.hi
+    assert TIMINGS["immediate"].at is not None and TIMINGS["immediate"].at < 0.1
+    assert list(TC8_CUTS) == ["p10", "p25", "p50", "p75", "p95"]
+    assert list(CONDITIONS) == ["clean", "gradual", "intermittent", "outage", "asymmetric"]
+    assert list(FAULTS) == ["fin", "rst", "blackhole"]
+    assert len(SEED_TARGETS) == 9
+
+
+def test_quick_tier_runs_every_scenario_under_every_condition_with_small_answers() -> None:
+    specs = quick_matrix()
+    pairs = {(s.scenario, s.condition) for s in specs}
+    for sid in (f"TC{i}" for i in range(1, 10)):
+        for cond in CONDITIONS:
+            assert (sid, cond) in pairs, (sid, cond)
+    assert {s.size for s in specs if s.scenario != "TC8"} == {"small"}
+    assert {s.fault for s in specs} == set(FAULTS)
+    assert {s.variant for s in specs if s.scenario == "TC5"} == {"long", "short"}
+    assert {s.variant for s in specs if s.scenario == "TC6"} == {"before_started", "after_started"}
+    assert {s.timing for s in specs if s.scenario == "TC8"} == set(TC8_CUTS)
+    tc9 = next(s for s in specs if s.scenario == "TC9")
+    assert len(answers_for(tc9)) >= 100
+    assert len({s.id for s in specs}) == len(specs)
+
+
+def test_full_tier_crosses_the_axes_and_runs_a_thousand_streams_in_tc9() -> None:
+    specs = full_matrix()
+    tc1 = {(s.size, s.timing, s.condition, s.fault) for s in specs if s.scenario == "TC1"}
+    assert len(tc1) == len(SIZES) * len(TIMINGS) * len(CONDITIONS) * len(FAULTS)
+    tc8 = {(s.timing, s.condition, s.fault) for s in specs if s.scenario == "TC8"}
+    assert len(tc8) == len(TC8_CUTS) * len(CONDITIONS) * len(FAULTS)
+    tc9 = next(s for s in specs if s.scenario == "TC9")
+    clients, per_client = layout(tc9)
+    assert len(answers_for(tc9)) >= 1000 and clients * per_client >= 1000
+    assert all(s.size_bytes >= 10_000_000 for s in specs if s.scenario == "TC8")
+    assert len({s.id for s in specs}) == len(specs)
+    assert 600 <= len(specs) <= 900
+
+
+def test_select_filters_and_repeats() -> None:
+    specs = select(quick_matrix(), scenarios=["1,TC8"], conditions=["outage"], repeat=2)
+    assert {s.scenario for s in specs} == {"TC1", "TC8"}
+    assert {s.condition for s in specs} == {"outage"}
+    assert sorted({s.repeat for s in specs}) == [0, 1]
+    assert len(specs) == 4
+    # repeats get their own sizes within the class
+    sizes = {s.size_bytes for s in specs if s.scenario == "TC1"}
+    assert len(sizes) == 2
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"scenarios": ["TC99"]}, "unknown scenario"),
+        ({"sizes": ["huge"]}, "unknown size"),
+        ({"conditions": ["flaky"]}, "unknown condition"),
+        ({"scenarios": ["TC12"]}, "not covered yet"),
+        ({"repeat": 0}, "at least 1"),
+    ],
+)
+def test_select_refuses_unknown_names(kw: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        select(quick_matrix(), **kw)  # type: ignore[arg-type]
+
+
+def test_run_spec_round_trips_through_json() -> None:
+    for spec in quick_matrix()[:10]:
+        assert RunSpec.from_dict(spec.to_dict()) == spec

@@ -1,0 +1,40 @@
+"""``unbroken chaos run``: a real (one-run) matrix through the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from unbroken.cli import app
+
+
+def test_chaos_run_writes_results_and_report_and_exits_0(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["chaos", "run", "--scenarios", "1", "--conditions", "clean", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())
+    assert [r["id"] for r in data["runs"]] == ["TC1-small-mid-clean-rst-r0"]
+    run = data["runs"][0]
+    assert run["status"] == "pass" and run["exact"] is True
+    assert run["metrics"]["reconnect_s"] is not None and run["metrics"]["drops"] >= 1
+    assert data["command"].startswith("unbroken chaos run --quick --scenarios 1")
+    page = (out / "report.html").read_text()
+    assert "PASS" in page and "TC1-small-mid-clean-rst-r0" in page
+    assert "seed targets" in result.output and "OK" in result.output
+    assert not (out / "artefacts").exists(), "artefacts are kept for failed runs only"
+
+
+def test_chaos_run_lists_and_refuses_bad_names(tmp_path: Path) -> None:
+    cli = CliRunner()
+    listed = cli.invoke(app, ["chaos", "run", "--full", "--scenarios", "TC9", "--list"])
+    assert listed.exit_code == 0
+    assert "TC9-small-mid-outage-blackhole-r0" in listed.output and "15 runs" in listed.output
+    bad = cli.invoke(app, ["chaos", "run", "--scenarios", "TC42", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "unknown scenario" in bad.output
+    uncovered = cli.invoke(app, ["chaos", "run", "--scenarios", "TC11", "--out", str(tmp_path)])
+    assert uncovered.exit_code == 2 and "not covered yet" in uncovered.output

@@ -1,0 +1,315 @@
+"""``unbroken chaos run`` and ``unbroken chaos report``: the seed's scenarios as a matrix,
+live progress, ``results.json`` and a self-contained ``report.html``.
+
+Registered in :mod:`unbroken.cli`; heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .catalog import RunSpec
+    from .report import Outcome
+    from .results import Results, RunResult
+
+chaos_app = typer.Typer(
+    name="chaos",
+    help="Run the seed's reliability scenarios against a real server, proxy and client.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+_LIST = "comma-separated or repeated"
+
+
+@chaos_app.command("run")
+def run_command(
+    scenarios: Annotated[
+        list[str] | None,
+        typer.Option("--scenarios", "-s", help=f"Scenarios, e.g. TC1,TC8 or 1,8 ({_LIST})."),
+    ] = None,
+    sizes: Annotated[
+        list[str] | None, typer.Option(help=f"small, medium, large, xlarge ({_LIST}).")
+    ] = None,
+    timings: Annotated[
+        list[str] | None,
+        typer.Option(help=f"immediate, early, mid, late, final; TC8: p10..p95 ({_LIST})."),
+    ] = None,
+    conditions: Annotated[
+        list[str] | None,
+        typer.Option(help=f"clean, gradual, intermittent, outage, asymmetric ({_LIST})."),
+    ] = None,
+    faults: Annotated[
+        list[str] | None, typer.Option(help=f"fin, rst, blackhole ({_LIST}).")
+    ] = None,
+    repeat: Annotated[int, typer.Option(min=1, help="Run the selection N times.")] = 1,
+    out: Annotated[
+        Path, typer.Option(help="Directory for results.json, report.html and artefacts/.")
+    ] = Path("chaos-results"),
+    baseline: Annotated[
+        Path | None,
+        typer.Option(help="An earlier results.json: report regressions, exit 1 on any."),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick/--full",
+            help="Quick tier (every scenario under every condition, small answers, ~2 min) "
+            "or the full crossed matrix (~750 runs, 1,000 streams in TC9).",
+        ),
+    ] = True,
+    keep_artefacts: Annotated[
+        bool, typer.Option(help="Keep debugging artefacts of every run, not only failed ones.")
+    ] = False,
+    list_runs: Annotated[bool, typer.Option("--list", help="Print the runs and exit.")] = False,
+) -> None:
+    """Run the matrix, write results.json and report.html (exit 1: a failure or regression)."""
+    from rich.console import Console
+
+    from ..errors import ConfigError
+    from .catalog import matrix, select
+
+    console = Console()
+    tier: Literal["quick", "full"] = "quick" if quick else "full"
+    try:
+        specs = select(
+            matrix(tier),
+            scenarios=scenarios,
+            sizes=sizes,
+            timings=timings,
+            conditions=conditions,
+            faults=faults,
+            repeat=repeat,
+        )
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    if not specs:
+        console.print("[red]error:[/] the selection is empty")
+        raise typer.Exit(2)
+    if list_runs:
+        for spec in specs:
+            console.print(spec.id)
+        console.print(f"{len(specs)} runs")
+        raise typer.Exit(0)
+    base = _read_baseline(baseline, console)
+    command = _command(tier, scenarios, sizes, timings, conditions, faults, repeat, out, baseline)
+    results = _run(specs, tier, out, keep_artefacts, command, console)
+    outcome = _finish(results, out, base, console)
+    raise typer.Exit(0 if outcome.ok else 1)
+
+
+@chaos_app.command("report")
+def report_command(
+    results_file: Annotated[Path, typer.Argument(help="A results.json from `chaos run`.")],
+    baseline: Annotated[
+        Path | None, typer.Option(help="An earlier results.json to compare with.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write the page (default: beside the results).")
+    ] = None,
+) -> None:
+    """Rebuild report.html from a results.json (exit 1: a failure or regression)."""
+    from rich.console import Console
+
+    from .results import Results
+
+    console = Console()
+    try:
+        results = Results.read(results_file)
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]error:[/] cannot read {results_file}: {exc}")
+        raise typer.Exit(2) from None
+    base = _read_baseline(baseline, console)
+    path = out or results_file.with_name("report.html")
+    outcome = _finish(results, path.parent, base, console, report=path, write_results=False)
+    raise typer.Exit(0 if outcome.ok else 1)
+
+
+# ------------------------------------------------------------------ helpers
+def _read_baseline(path: Path | None, console: Console) -> Results | None:
+    from .results import Results
+
+    if path is None:
+        return None
+    try:
+        return Results.read(path)
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]error:[/] cannot read the baseline {path}: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _command(
+    tier: str,
+    scenarios: list[str] | None,
+    sizes: list[str] | None,
+    timings: list[str] | None,
+    conditions: list[str] | None,
+    faults: list[str] | None,
+    repeat: int,
+    out: Path,
+    baseline: Path | None,
+) -> str:
+    args = ["unbroken", "chaos", "run", f"--{tier}"]
+    for name, values in (
+        ("--scenarios", scenarios),
+        ("--sizes", sizes),
+        ("--timings", timings),
+        ("--conditions", conditions),
+        ("--faults", faults),
+    ):
+        if values:
+            args += [name, ",".join(values)]
+    if repeat != 1:
+        args += ["--repeat", str(repeat)]
+    args += ["--out", str(out)]
+    if baseline is not None:
+        args += ["--baseline", str(baseline)]
+    return shlex.join(args)
+
+
+def _run(
+    specs: list[RunSpec],
+    tier: str,
+    out: Path,
+    keep_artefacts: bool,
+    command: str,
+    console: Console,
+) -> Results:
+    from collections import Counter
+
+    from rich.console import Group
+    from rich.live import Live
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.table import Table
+
+    from .results import Results, machine_info
+    from .runner import run_matrix
+
+    out.mkdir(parents=True, exist_ok=True)
+    results = Results(
+        tier=tier,
+        command=command,
+        started=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        machine=machine_info(),
+    )
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    task = progress.add_task("starting", total=len(specs))
+    totals = Counter(s.scenario for s in specs)
+    done: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    worst: dict[str, float] = {}
+    current: list[str] = [""]
+
+    def table() -> Table:
+        t = Table(expand=False, title=f"{tier} tier: {len(specs)} runs → {out}")
+        for col in ("scenario", "done", "failed", "worst recovery", "now"):
+            t.add_column(col)
+        for sid in sorted(totals, key=lambda s: int(s[2:])):
+            bad = failed[sid]
+            t.add_row(
+                sid,
+                f"{done[sid]}/{totals[sid]}",
+                f"[red]{bad}[/]" if bad else "[green]0[/]",
+                f"{worst[sid] * 1000:.0f} ms" if sid in worst else "—",
+                current[0] if current[0].startswith(sid + "-") else "",
+            )
+        return t
+
+    live = Live(Group(progress, table()), console=console, refresh_per_second=2)
+
+    def on_progress(spec: RunSpec, result: RunResult | None) -> None:
+        if result is None:
+            current[0] = spec.id
+            progress.update(task, description=spec.id)
+        else:
+            results.runs.append(result)
+            done[spec.scenario] += 1
+            if not result.passed:
+                failed[spec.scenario] += 1
+                progress.console.print(
+                    f"[red]FAIL[/] {spec.id}: "
+                    + "; ".join(c.name for c in result.failed_checks())
+                    + (f" {result.error}" if result.error else "")
+                )
+            if result.metrics.recovery_s is not None:
+                worst[spec.scenario] = max(worst.get(spec.scenario, 0.0), result.metrics.recovery_s)
+            results.duration_s = result.started_s + result.wall_s
+            progress.advance(task)
+            results.write(out / "results.json")
+        live.update(Group(progress, table()))
+
+    with live:
+        try:
+            _, memory, seconds = asyncio.run(
+                run_matrix(
+                    specs, out_dir=out, keep_artefacts=keep_artefacts, on_progress=on_progress
+                )
+            )
+            results.memory, results.duration_s = memory, seconds
+        except KeyboardInterrupt:
+            results.interrupted = True
+            console.print("[yellow]interrupted: writing what ran[/]")
+    results.write(out / "results.json")
+    return results
+
+
+def _finish(
+    results: Results,
+    out: Path,
+    baseline: Results | None,
+    console: Console,
+    *,
+    report: Path | None = None,
+    write_results: bool = True,
+) -> Outcome:
+    from rich.table import Table
+
+    from .report import write_report
+    from .targets import evaluate
+
+    path = report or out / "report.html"
+    outcome, _ = write_report(results, path, baseline)
+    t = Table(title="seed targets")
+    for col in ("target", "seed asks", "measured", ""):
+        t.add_column(col)
+    for e in evaluate(results.runs):
+        mark = "[green]met" if e.met else ("[red]missed" if e.met is False else "[dim]no data")
+        t.add_row(e.target.label, e.target.seed_text, e.shown(), mark)
+    console.print(t)
+    runs = results.runs
+    console.print(
+        f"{sum(1 for r in runs if r.passed)}/{len(runs)} runs passed, "
+        f"{sum(r.streams_exact for r in runs):,}/{sum(r.streams for r in runs):,} streams "
+        f"exact in {results.duration_s / 60:.1f} min"
+    )
+    for c in outcome.regressions:
+        console.print(f"[red]regression[/] {c.scenario} {c.metric}: {c.before} → {c.after}")
+    if write_results:
+        console.print(f"results: {out / 'results.json'}")
+    console.print(f"report:  {path}")
+    console.print("[bold green]OK" if outcome.ok else "[bold red]NOT OK")
+    return outcome

@@ -1,0 +1,125 @@
+"""Regressions against an earlier ``results.json``: slower percentiles, lower completion,
+targets met then and missed now."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from ..results import Results, RunResult
+from ..targets import evaluate, percentile
+
+#: A percentile is a regression when it is this much slower, relatively...
+SLOWER_RATIO = 1.25
+#: ...and absolutely (shared machines jitter by tens of milliseconds).
+SLOWER_ABS = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """One metric of one scenario, then and now."""
+
+    scenario: str
+    metric: str
+    before: float | None
+    after: float | None
+    unit: str
+    regression: bool
+    note: str = ""
+
+    def change(self) -> str:
+        if self.before is None or self.after is None:
+            return "—"
+        if self.unit == "%":
+            return f"{self.after - self.before:+.2f} pt"
+        if self.before == 0:
+            return "new" if self.after else "="
+        return f"{(self.after / self.before - 1) * 100:+.0f} %"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "scenario": self.scenario,
+            "metric": self.metric,
+            "before": self.before,
+            "after": self.after,
+            "unit": self.unit,
+            "regression": self.regression,
+            "change": self.change(),
+            "note": self.note,
+        }
+
+
+def _by_scenario(runs: list[RunResult]) -> dict[str, list[RunResult]]:
+    out: dict[str, list[RunResult]] = defaultdict(list)
+    for r in runs:
+        out[r.spec.scenario].append(r)
+    return out
+
+
+def _samples(runs: list[RunResult], key: str) -> list[float]:
+    out: list[float] = []
+    for r in runs:
+        if key in r.samples:
+            out.extend(r.samples[key])
+        else:
+            v = getattr(r.metrics, f"{key}_s", None)
+            if v is not None:
+                out.append(v)
+    return out
+
+
+def _completion(runs: list[RunResult]) -> float | None:
+    streams = sum(max(r.streams, 1) for r in runs)
+    if not streams:
+        return None
+    return 100.0 * sum(r.streams_exact for r in runs) / streams
+
+
+def compare(current: Results, baseline: Results) -> list[Comparison]:
+    """Per scenario present in both: completion, p50/p95 of recovery and resume times; and
+    every seed target."""
+    out: list[Comparison] = []
+    now, then = _by_scenario(current.runs), _by_scenario(baseline.runs)
+    for sid in sorted(set(now) & set(then), key=lambda s: int(s[2:])):
+        a, b = then[sid], now[sid]
+        ca, cb = _completion(a), _completion(b)
+        out.append(
+            Comparison(
+                sid,
+                "exact streams",
+                ca,
+                cb,
+                "%",
+                ca is not None and cb is not None and cb < ca - 1e-9,
+            )
+        )
+        for key in ("recovery", "resume"):
+            sa, sb = _samples(a, key), _samples(b, key)
+            if not sa or not sb:
+                continue
+            for q, name in ((0.5, "p50"), (0.95, "p95")):
+                va, vb = percentile(sa, q), percentile(sb, q)
+                slower = vb > va * SLOWER_RATIO and vb - va > SLOWER_ABS
+                out.append(Comparison(sid, f"{key} {name}", va, vb, "s", slower))
+    before = {e.target.id: e for e in evaluate(baseline.runs)}
+    for e in evaluate(current.runs):
+        old = before.get(e.target.id)
+        if old is None:
+            continue
+        lost = old.met is True and e.met is False
+        out.append(
+            Comparison(
+                "targets",
+                e.target.label,
+                old.measured,
+                e.measured,
+                e.target.unit,
+                lost,
+                "met before, missed now" if lost else "",
+            )
+        )
+    return out
+
+
+def regressions(comparisons: list[Comparison]) -> list[Comparison]:
+    return [c for c in comparisons if c.regression]

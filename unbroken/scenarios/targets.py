@@ -1,0 +1,187 @@
+"""The seed's targets, evaluated on a matrix's runs (each with the value measured)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from .catalog import SEED_TARGETS, Target
+from .results import RunResult
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-quantile (0..1) by linear interpolation; NaN when empty."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    if len(s) == 1:
+        return s[0]
+    pos = q * (len(s) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """A target and what was measured: ``met`` is None when nothing measured it."""
+
+    target: Target
+    measured: float | None
+    met: bool | None
+    n: int
+    detail: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.target.id,
+            "label": self.target.label,
+            "seed": self.target.seed_text,
+            "op": self.target.op,
+            "threshold": self.target.threshold,
+            "unit": self.target.unit,
+            "measured": None if self.measured is None else round(self.measured, 6),
+            "met": self.met,
+            "n": self.n,
+            "detail": self.detail,
+        }
+
+    def shown(self) -> str:
+        """The measured value as the report prints it."""
+        if self.measured is None:
+            return "—"
+        t = self.target
+        if t.unit == "s":
+            if self.measured < 10:
+                return f"{self.measured * 1000:.0f} ms"
+            return f"{self.measured:.1f} s"
+        if t.unit == "%":
+            return f"{self.measured:.3f} %" if self.measured < 100 else "100 %"
+        return f"{self.measured:.1f} {t.unit}"
+
+
+def _tc5_long(r: RunResult) -> bool:
+    return r.spec.scenario == "TC5" and r.spec.variant == "long"
+
+
+def _pooled(
+    runs: Iterable[RunResult], key: str, value: Callable[[RunResult], float | None]
+) -> list[float]:
+    """Every stream's (or connection's) sample when the run kept them, else the run's value."""
+    out: list[float] = []
+    for r in runs:
+        if key in r.samples:
+            out.extend(r.samples[key])
+        else:
+            v = value(r)
+            if v is not None:
+                out.append(v)
+    return out
+
+
+def _p95(target: Target, values: list[float], what: str) -> Evaluation:
+    if not values:
+        return Evaluation(target, None, None, 0, f"no {what} measured")
+    v = percentile(values, 0.95)
+    worst = max(values)
+    return Evaluation(
+        target,
+        v,
+        target.met(v),
+        len(values),
+        f"p95 of {len(values):,} {what}s; median {percentile(values, 0.5):.3f} s, "
+        f"worst {worst:.3f} s",
+    )
+
+
+def evaluate(runs: Iterable[RunResult]) -> list[Evaluation]:
+    """Every seed target against ``runs`` (errored runs count as failures where they
+    should have delivered)."""
+    runs = list(runs)
+    by_id = {t.id: t for t in SEED_TARGETS}
+    out: list[Evaluation] = []
+
+    small = [r for r in runs if not _tc5_long(r) and (r.metrics.partial_bytes or 0) < 1_000_000]
+    reconnect = _pooled(small, "reconnect", lambda r: r.metrics.reconnect_s)
+    out.append(_p95(by_id["reconnect"], reconnect, "reconnection"))
+    resume = _pooled(runs, "resume", lambda r: r.metrics.resume_s)
+    out.append(_p95(by_id["resume"], resume, "resume"))
+    recovery = _pooled(
+        [r for r in runs if not _tc5_long(r)], "recovery", lambda r: r.metrics.recovery_s
+    )
+    out.append(_p95(by_id["recovery"], recovery, "recovery"))
+
+    mem = [r.metrics.log_peak_mb for r in runs if r.metrics.log_peak_mb is not None]
+    t = by_id["memory"]
+    if mem:
+        v = max(mem)
+        out.append(Evaluation(t, v, t.met(v), len(mem), f"max over {len(mem)} runs"))
+    else:
+        out.append(Evaluation(t, None, None, 0, "no run measured"))
+
+    streams = sum(max(r.streams, 1 if r.status == "error" else 0) for r in runs)
+    complete = sum(r.streams_complete for r in runs)
+    t = by_id["completion"]
+    if streams:
+        v = 100.0 * complete / streams
+        out.append(Evaluation(t, v, t.met(v), streams, f"{complete:,} of {streams:,} streams"))
+    else:
+        out.append(Evaluation(t, None, None, 0, "no stream ran"))
+
+    exact = sum(r.streams_exact for r in runs)
+    t = by_id["integrity"]
+    if complete:
+        v = 100.0 * min(exact, complete) / complete
+        out.append(
+            Evaluation(t, v, t.met(v), complete, f"{exact:,} of {complete:,} completed streams")
+        )
+    else:
+        out.append(Evaluation(t, None, None, 0, "no stream completed"))
+
+    meant = [
+        r for r in runs if r.recovered is not None or (r.status == "error" and not _tc5_long(r))
+    ]
+    t = by_id["recovery_rate"]
+    if meant:
+        ok = sum(1 for r in meant if r.recovered)
+        v = 100.0 * ok / len(meant)
+        out.append(Evaluation(t, v, t.met(v), len(meant), f"{ok:,} of {len(meant):,} runs"))
+    else:
+        out.append(Evaluation(t, None, None, 0, "no run meant to recover"))
+
+    timed = [r for r in runs if r.timeout_ok is not None]
+    t = by_id["timeouts"]
+    if timed:
+        ok = sum(1 for r in timed if r.timeout_ok)
+        v = 100.0 * ok / len(timed)
+        out.append(Evaluation(t, v, t.met(v), len(timed), f"{ok:,} of {len(timed):,} runs"))
+    else:
+        out.append(Evaluation(t, None, None, 0, "no TC5 or blackhole run"))
+
+    pairs = [
+        (r.metrics.server_cpu_s, r.metrics.baseline_cpu_s)
+        for r in runs
+        if r.metrics.server_cpu_s is not None and r.metrics.baseline_cpu_s
+    ]
+    t = by_id["cpu"]
+    if pairs:
+        fault = sum(a for a, _ in pairs)
+        base = sum(b for _, b in pairs if b is not None)
+        v = 100.0 * (fault / base - 1.0) if base > 0 else float("nan")
+        out.append(
+            Evaluation(
+                t,
+                v,
+                t.met(v),
+                len(pairs),
+                f"{fault:.2f} s with faults vs {base:.2f} s without, {len(pairs)} runs",
+            )
+        )
+    else:
+        out.append(Evaluation(t, None, None, 0, "no CPU measured"))
+    return out
+
+
+def missed(evaluations: Iterable[Evaluation]) -> list[Evaluation]:
+    """Targets measured and not met."""
+    return [e for e in evaluations if e.met is False]
