@@ -522,7 +522,6 @@ class Client:
             self._last_recv = loop.time()
             self._rtt_sample(loop.time() - t0)
             self._heartbeat = out.welcome.heartbeat_ms / 1000
-            self._session.ack_every = max(1, out.welcome.limits.window // 4)
             self._ready.set()
             self._emit("connected", url=url)
             if self._first is not None and not self._first.done():

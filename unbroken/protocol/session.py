@@ -374,6 +374,8 @@ class ClientSession:
         if isinstance(frame, Welcome):
             self.welcome = frame
             self.state = ClientState.READY
+            # ack well inside the server's window, or a small window would stall
+            self.ack_every = max(1, min(self.ack_every, frame.limits.window // 4))
             return Welcomed(frame)
         if isinstance(frame, Error):
             return ServerError(frame)
