@@ -1,0 +1,49 @@
+"""The small public surface of ``import unbroken``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import unbroken
+
+
+def test_import_unbroken_does_not_load_the_server_stack() -> None:
+    code = (
+        "import sys, unbroken; "
+        "assert not {'starlette', 'uvicorn', 'websockets'} & set(sys.modules), "
+        "sorted(m for m in sys.modules if m.split('.')[0] in ('starlette','uvicorn','websockets'))"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_lazy_names_resolve_to_the_real_classes() -> None:
+    from unbroken.client import Client
+    from unbroken.server import Unbroken
+    from unbroken.store.memory import MemoryStore
+
+    assert unbroken.Client is Client
+    assert unbroken.Unbroken is Unbroken
+    assert unbroken.MemoryStore is MemoryStore
+    assert set(unbroken.__all__) >= {"Client", "Unbroken", "StreamGone", "BackoffPolicy"}
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = unbroken.Nope  # type: ignore[attr-defined]
+
+
+def test_every_error_is_an_unbroken_error() -> None:
+    for name in (
+        "AuthError",
+        "IntegrityError",
+        "Overloaded",
+        "ProtocolError",
+        "ReconnectExhausted",
+        "StreamFailed",
+        "StreamGone",
+        "Forbidden",
+    ):
+        assert issubclass(getattr(unbroken, name), unbroken.UnbrokenError)
