@@ -1,0 +1,163 @@
+"""Private redis-server processes and unbroken nodes, each stopped by pid."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REDIS = shutil.which("redis-server")
+ROOT = Path(__file__).resolve().parents[3]
+pytestmark = pytest.mark.skipif(
+    REDIS is None, reason="redis-server not installed (apt-get install -y redis-server)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> None:
+    """Read the process's output until a line contains ``needle`` (or fail)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return
+    raise RuntimeError(f"{needle!r} not seen; output:\n{''.join(seen)[-3000:]}")
+
+
+class RedisServer:
+    """One private redis-server on a free port, data in ``dir``."""
+
+    def __init__(self, dir: Path, *, aof: bool = False) -> None:
+        assert REDIS is not None
+        self.dir = dir
+        self.aof = aof
+        self.port = free_port()
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert REDIS is not None
+        args = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+        args += ["--save", "", "--daemonize", "no", "--loglevel", "notice"]
+        if self.aof:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        _wait_line(self.proc, "Ready to accept connections", 15)
+        # keep draining its output so it never blocks on a full pipe
+        subprocess.Popen(["cat"], stdin=self.proc.stdout, stdout=subprocess.DEVNULL)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            self.proc.wait(15)
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    srv = RedisServer(tmp_path_factory.mktemp("redis"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own (restart it, flush it, kill it)."""
+    srv = RedisServer(tmp_path)
+    yield srv
+    srv.stop(signal.SIGKILL)
+
+
+class Node:
+    """``unbroken serve examples.redis_app:app`` in a process of its own."""
+
+    def __init__(self, redis_url: str, *, lease: float = 5.0, prefix: str = "unbroken") -> None:
+        self.port = free_port()
+        env = dict(os.environ)
+        env.update(
+            UNBROKEN_REDIS_URL=redis_url,
+            UNBROKEN_REDIS_LEASE=str(lease),
+            UNBROKEN_REDIS_PREFIX=prefix,
+            PYTHONPATH=str(ROOT),
+        )
+        self.log = open(ROOT / ".pytest_cache" / f"node-{self.port}.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("unbroken")),
+                "serve",
+                "examples.redis_app:app",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "info",
+                "--timeout-graceful-shutdown",
+                "20",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while True:  # wait for the socket, with a deadline
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
+                    break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"node did not start: {self.output()}") from None
+                time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def output(self) -> str:
+        self.log.flush()
+        return (ROOT / ".pytest_cache" / f"node-{self.port}.log").read_text()[-4000:]
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(15)
+        self.log.close()
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[Node]]:
+    """Nodes started by a test (append to it); each is killed by pid afterwards."""
+    started: list[Node] = []
+    yield started
+    for n in started:
+        n.stop()

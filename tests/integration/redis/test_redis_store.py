@@ -1,0 +1,261 @@
+"""RedisStore against a real redis-server: the StreamLog semantics of MemoryStore."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+from array import array
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from unbroken.protocol.digest import chain
+from unbroken.protocol.digest import seed as seed_of
+from unbroken.protocol.events import Event, Kind
+from unbroken.protocol.frames import Events, decode_server, encode_events_frame, events_of
+from unbroken.server.producer import Producer
+from unbroken.store.base import AppendBatch, Retention, Run, StaleProducer, StreamTooLarge
+from unbroken.store.redis import RedisStore
+
+from ..server.test_store_arena import random_events
+from .conftest import RedisServer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
+    s = RedisStore(redis_server.url, prefix=f"t{secrets.token_hex(4)}", lease=1.0)
+    yield s
+    await s.close()
+
+
+async def produce(store: RedisStore, events: list[Event], rng: random.Random, req: str) -> str:
+    created = await store.create("o", req, 0.0)
+    producer = Producer(store, created.stream, created.epoch, created.producer)
+    for ev in events[:-1]:
+        if ev.kind in (Kind.TEXT, Kind.JSON, Kind.DATA):
+            producer.add_chunk(ev.kind, ev.part, ev.body)
+        else:
+            producer.add(ev)
+        if rng.random() < 0.05:
+            await producer.flush()
+    await producer.finish("completed", "", 1.0)
+    return created.stream
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_reads_decode_to_the_events_written_with_the_logs_digests(
+    store: RedisStore, seed: int
+) -> None:
+    rng = random.Random(seed)
+    events = random_events(rng, rng.randint(1, 2000))
+    stream = await produce(store, events, rng, f"r{seed}")
+    digests = chain(stream, store.epoch, events)
+    meta = await store.meta(stream)
+    assert meta is not None and meta.head == len(events) and meta.digest == digests[-1]
+    assert meta.status == "completed"
+    assert list((await store.read_all(stream))[1]) == events
+    for _ in range(12):
+        after = rng.randint(0, len(events) - 1)
+        budget = rng.choice([1, 64, 300, 5000, 1 << 20])
+        got: list[Event] = []
+        kinds = {e.part: e.part_kind for e in events[:after] if e.kind is Kind.PART_START}
+        while True:
+            batch = await store.read(stream, after, budget)
+            if batch is None:
+                break
+            frame = encode_events_frame(stream, batch.first, batch.items, batch.digest)
+            decoded = decode_server(frame)
+            assert isinstance(decoded, Events)
+            evs = events_of(decoded, kinds)
+            assert len(evs) == batch.count
+            assert batch.digest == digests[batch.first + batch.count - 2]
+            got.extend(evs)
+            after = batch.first + batch.count - 1
+        assert got == events[len(events) - len(got) :]
+        assert got[-1].kind is Kind.END
+    for seq in [0, len(events), *rng.sample(range(len(events) + 1), min(20, len(events)))]:
+        expected = digests[seq - 1] if seq else seed_of(stream, store.epoch)
+        assert await store.digest_at(stream, seq) == expected
+
+
+def text_batch(first: int, n: int, prev: bytes, tag: str = "x") -> AppendBatch:
+    """``n`` text chunks from seq ``first`` (a run of part "t")."""
+    from unbroken.protocol.digest import step
+
+    items, ends, digests = bytearray(), array("I"), []
+    h = prev
+    for seq in range(first, first + n):
+        body = f"{tag}{seq}"
+        items += f'"{body}",'.encode()
+        ends.append(len(items))
+        h = step(h, seq, Kind.TEXT, b"t\x00" + body.encode())
+        digests.append(h)
+    return AppendBatch(first, n, bytes(items), ends, [Run(first, Kind.TEXT, "t")], digests)
+
+
+async def test_a_retried_append_is_idempotent_and_an_overlap_appends_only_the_new_part(
+    store: RedisStore,
+) -> None:
+    c = await store.create("o", "idem", 0.0)
+    b1 = text_batch(1, 10, seed_of(c.stream, c.epoch))
+    assert await store.append(c.stream, c.producer, b1) == 10
+    assert await store.append(c.stream, c.producer, b1) == 10  # the same batch again
+    b2 = text_batch(1, 15, seed_of(c.stream, c.epoch))  # overlaps 1..10, adds 11..15
+    assert await store.append(c.stream, c.producer, b2) == 15
+    _, events = await store.read_all(c.stream)
+    assert [e.seq for e in events] == list(range(1, 16))
+    assert [e.body for e in events] == [f"x{i}" for i in range(1, 16)]
+    assert await store.digest_at(c.stream, 15) == b2.digests[-1]
+    assert await store.digest_at(c.stream, 7) == b2.digests[6]
+
+
+async def test_a_repeated_create_returns_the_same_stream(store: RedisStore) -> None:
+    a = await store.create("o", "same", 0.0)
+    b = await store.create("o", "same", 1.0)
+    other = await store.create("p", "same", 1.0)
+    assert a.created and not b.created and b.stream == a.stream and b.producer == a.producer
+    assert other.stream != a.stream
+
+
+async def test_fencing_refuses_a_stale_producer_atomically(store: RedisStore) -> None:
+    c = await store.create("o", "fence", 0.0)
+    await store.append(c.stream, c.producer, text_batch(1, 5, seed_of(c.stream, c.epoch)))
+    with pytest.raises(StaleProducer):
+        await store.append(c.stream, "not-the-token", text_batch(6, 5, b"\0" * 16))
+    meta = await store.meta(c.stream)
+    assert meta is not None and meta.head == 5
+
+
+async def test_two_producers_racing_one_wins_no_duplicate(redis_server: RedisServer) -> None:
+    prefix = f"t{secrets.token_hex(4)}"
+    a = RedisStore(redis_server.url, prefix=prefix, lease=0.3)
+    b = RedisStore(redis_server.url, prefix=prefix, lease=0.3)
+    try:
+        c = await a.create("o", "zombie", 0.0)
+        h0 = seed_of(c.stream, c.epoch)
+        await a.append(c.stream, c.producer, text_batch(1, 3, h0, "a"))
+        # a stops renewing (a zombie): b takes the stream once the lease ran out
+        a._owned.clear()
+        for t in a._tasks:
+            t.cancel()
+        r = aioredis.Redis.from_url(redis_server.url)
+        await r.hset(f"{prefix}:{{{c.stream}}}:m", "lease", 0)
+        await r.aclose()
+        got = await b._claim_script(keys=[b._meta_key(c.stream)], args=["tok-b", 60000])
+        assert got[0] == 0 and got[1] == 3
+        prev = got[2]
+        results = await asyncio.gather(
+            a.append(c.stream, c.producer, text_batch(4, 3, prev, "a")),
+            b.append(c.stream, "tok-b", text_batch(4, 3, prev, "b")),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], StaleProducer) and results[1] == 6
+        _, events = await b.read_all(c.stream)
+        assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]
+        assert [e.body for e in events] == ["a1", "a2", "a3", "b4", "b5", "b6"]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_max_stream_bytes_refuses_growth_but_not_the_end(redis_server: RedisServer) -> None:
+    s = RedisStore(
+        redis_server.url,
+        prefix=f"t{secrets.token_hex(4)}",
+        retention=Retention(max_stream_bytes=60),
+    )
+    try:
+        c = await s.create("o", "big", 0.0)
+        app = Producer(s, c.stream, c.epoch, c.producer)
+        for i in range(30):
+            app.add_chunk(Kind.TEXT, "t", f"{i:08d}")
+        with pytest.raises(StreamTooLarge):
+            await app.flush()
+        # as the hub does: the run ends failed, and the end event fits whatever the size
+        await app.finish("failed", "stream_too_large", 1.0)
+        meta = await s.meta(c.stream)
+        assert meta is not None and meta.status == "failed" and meta.head == 1
+        _, events = await s.read_all(c.stream)
+        assert [e.kind for e in events] == [Kind.END] and events[0].status == "failed"
+    finally:
+        await s.close()
+
+
+async def test_ttl_after_end_drops_the_stream_and_leaves_a_tombstone(
+    redis_server: RedisServer,
+) -> None:
+    s = RedisStore(
+        redis_server.url,
+        prefix=f"t{secrets.token_hex(4)}",
+        retention=Retention(ttl=0.2, tombstone_ttl=30),
+    )
+    try:
+        c = await s.create("o", "ttl", 0.0)
+        p = Producer(s, c.stream, c.epoch, c.producer)
+        p.add_chunk(Kind.TEXT, "t", "hello")
+        dropped = asyncio.Event()
+        s.subscribe(c.stream, lambda _s, head: dropped.set() if head == -1 else None)
+        await p.finish("completed", "", 1.0)
+        await asyncio.wait_for(dropped.wait(), 5)  # told by the store's upkeep
+        assert await s.meta(c.stream) is None
+        assert await s.tombstone(c.stream) == "o"
+        again = await s.create("o", "ttl", 2.0)  # the request key expired with it
+        assert again.created and again.stream != c.stream
+    finally:
+        await s.close()
+
+
+async def test_a_tail_on_another_store_hears_every_append(redis_server: RedisServer) -> None:
+    prefix = f"t{secrets.token_hex(4)}"
+    a = RedisStore(redis_server.url, prefix=prefix)
+    b = RedisStore(redis_server.url, prefix=prefix)
+    try:
+        c = await a.create("o", "tail", 0.0)
+        heads: list[int] = []
+        reached = asyncio.Event()
+
+        def heard(_s: str, head: int) -> None:
+            heads.append(head)
+            if head >= 500:
+                reached.set()
+
+        b.subscribe(c.stream, heard)
+        p = Producer(a, c.stream, c.epoch, c.producer)
+        for i in range(500):
+            p.add_chunk(Kind.TEXT, "t", f"{i} ")
+            if i % 7 == 0:
+                await p.flush()
+        await p.flush()
+        await asyncio.wait_for(reached.wait(), 5)
+        assert heads == sorted(heads) and heads[-1] == 500
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_lost_producer_is_ended_failed_producer_lost(redis_server: RedisServer) -> None:
+    prefix = f"t{secrets.token_hex(4)}"
+    a = RedisStore(redis_server.url, prefix=prefix, lease=0.5)
+    b = RedisStore(redis_server.url, prefix=prefix, lease=0.5)
+    try:
+        c = await a.create("o", "lost", 0.0)
+        p = Producer(a, c.stream, c.epoch, c.producer)
+        for i in range(10):
+            p.add_chunk(Kind.TEXT, "t", f"{i} ")
+        await p.flush()
+        await a.close()  # the node dies: no more renewals
+        ended = asyncio.Event()
+        b.subscribe(c.stream, lambda _s, head: ended.set() if head == 11 else None)
+        await asyncio.wait_for(ended.wait(), 3)
+        meta = await b.meta(c.stream)
+        assert meta is not None and meta.status == "failed" and meta.error == "producer_lost"
+        _, events = await b.read_all(c.stream)
+        digests = chain(c.stream, c.epoch, events)
+        assert meta.digest == digests[-1] and events[-1].kind is Kind.END
+        assert events[-1].error == "producer_lost" and events[-1].count == 11
+    finally:
+        await b.close()

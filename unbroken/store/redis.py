@@ -1,0 +1,946 @@
+"""Stream log on Redis Streams: any node reads any stream (see docs/redis.md).
+
+Keys, all hash-tagged by stream id so a cluster keeps a stream on one slot::
+
+    <prefix>:{<stream>}:m   hash: owner, req, epoch, status, head, digest, nbytes,
+                            created, ended, error, producer (token), lease (ms, Redis clock)
+    <prefix>:{<stream>}:s   Redis Stream: one entry per appended *batch* of events,
+                            id ``<first seq>-0``; fields i (item encodings, each with
+                            its comma), e (end offsets, uint32), r (runs, JSON), n
+                            (count), p / d (chain digest before / after the entry)
+    <prefix>:{<stream>}:t   tombstone: the owner, kept ``tombstone_ttl`` past the stream
+    <prefix>:req:<owner>:<req>  idempotency key -> stream id
+    <prefix>:epoch          storage generation (SET NX; a Redis that lost it gets a new one)
+
+Appends, lease renewals, claims and finishes are Lua scripts: a producer's
+token is checked and the batch applied atomically, so a stale producer is
+refused and a retried append is skipped, never duplicated. One blocking
+``XREAD`` per store (per node) tails every subscribed stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import time
+from array import array
+from bisect import bisect_right
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, TypeVar
+
+import msgspec
+import redis.asyncio as aioredis
+import redis.exceptions as rex
+
+from ..errors import UnbrokenError
+from ..protocol.digest import seed, step
+from ..protocol.events import Event, Kind, end
+from ..protocol.frames import encode_json
+from .base import (
+    AppendBatch,
+    Created,
+    Listener,
+    LogFull,
+    ReadBatch,
+    Retention,
+    Run,
+    StaleProducer,
+    StreamMeta,
+    StreamTooLarge,
+)
+from .records import record_payload, to_event, to_record
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: At most this many events, and about this many bytes, per stream entry.
+ENTRY_EVENTS: Final = 512
+ENTRY_BYTES: Final = 128 * 1024
+_DATA: Final = int(Kind.DATA)
+_END: Final = int(Kind.END)
+_CHUNK_OPEN: Final[dict[int, bytes]] = {
+    Kind.TEXT: b'{"k":"text","p":',
+    Kind.JSON: b'{"k":"json","p":',
+    Kind.DATA: b'{"k":"data","p":',
+}
+_runs_encoder: Final = msgspec.json.Encoder()
+_runs_decoder: Final = msgspec.json.Decoder(list[tuple[int, int, str]])
+_str_decoder: Final = msgspec.json.Decoder(str)
+#: Errors that mean "Redis is (briefly) unreachable": retried with backoff.
+_TRANSIENT: Final = (rex.ConnectionError, rex.TimeoutError, ConnectionError, OSError)
+
+_NOW: Final = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
+
+# KEYS: meta, stream. ARGV: token, lease_ms, max_bytes, end_last, n, then per entry:
+# first, count, items, ends, runs, p, d.
+# Returns {code, value}: 0 ok (head) | -1 unknown | -2 stale | -3 ended |
+# -4 overlap (head) | -5 gap (head) | -6 too large (nbytes).
+_APPEND: Final = (
+    _NOW
+    + """
+local st = redis.call('HMGET', KEYS[1], 'producer', 'status', 'head', 'nbytes', 'digest')
+if not st[1] then return {-1, 0} end
+if st[1] ~= ARGV[1] then return {-2, 0} end
+if st[2] ~= 'running' then return {-3, 0} end
+local head = tonumber(st[3])
+local nbytes = tonumber(st[4])
+local n = tonumber(ARGV[5])
+local add, newcount, from = 0, 0, -1
+for i = 0, n - 1 do
+  local b = 6 + i * 7
+  local first = tonumber(ARGV[b])
+  local last = first + tonumber(ARGV[b + 1]) - 1
+  if last > head then
+    if from < 0 then
+      if first <= head then return {-4, head} end
+      if first > head + 1 then return {-5, head} end
+      from = i
+    end
+    add = add + string.len(ARGV[b + 2])
+    newcount = newcount + tonumber(ARGV[b + 1])
+  end
+end
+if from < 0 then return {0, head} end
+if nbytes + add > tonumber(ARGV[3]) and not (newcount == 1 and ARGV[4] == '1') then
+  return {-6, nbytes}
+end
+local d = st[5]
+for i = from, n - 1 do
+  local b = 6 + i * 7
+  local p = ARGV[b + 5]
+  if i == from then p = d end
+  redis.call('XADD', KEYS[2], ARGV[b] .. '-0', 'i', ARGV[b + 2], 'e', ARGV[b + 3],
+    'r', ARGV[b + 4], 'n', ARGV[b + 1], 'p', p, 'd', ARGV[b + 6])
+  head = tonumber(ARGV[b]) + tonumber(ARGV[b + 1]) - 1
+  d = ARGV[b + 6]
+end
+redis.call('HSET', KEYS[1], 'head', head, 'digest', d, 'nbytes', nbytes + add,
+  'lease', now + tonumber(ARGV[2]))
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return {0, head}
+"""
+)
+
+# KEYS: meta, stream, tomb. ARGV: token, lease_ms, keep_ms, tomb_ms. 1 renewed, 0 not ours.
+_RENEW: Final = (
+    _NOW
+    + """
+local st = redis.call('HMGET', KEYS[1], 'producer', 'status')
+if st[1] ~= ARGV[1] or st[2] ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'lease', now + tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return 1
+"""
+)
+
+# KEYS: meta. ARGV: new token, lease_ms. {0, head, digest} claimed | {-3} ended | {-7} lease live
+_CLAIM: Final = (
+    _NOW
+    + """
+local st = redis.call('HMGET', KEYS[1], 'status', 'lease', 'head', 'digest')
+if st[1] ~= 'running' then return {-3} end
+if now < tonumber(st[2]) then return {-7} end
+redis.call('HSET', KEYS[1], 'producer', ARGV[1], 'lease', now + tonumber(ARGV[2]))
+return {0, tonumber(st[3]), st[4]}
+"""
+)
+
+# KEYS: meta, stream, tomb. ARGV: token, status, error, ended, ttl_ms, tomb_ms.
+_FINISH: Final = """
+local p = redis.call('HGET', KEYS[1], 'producer')
+if p ~= ARGV[1] then return -2 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'error', ARGV[3], 'ended', ARGV[4], 'lease', 0)
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('PEXPIRE', KEYS[3], ARGV[6])
+return 0
+"""
+
+
+class StoreUnavailable(UnbrokenError):
+    """Redis stayed unreachable for longer than the store's ``outage_timeout``."""
+
+
+class _Entry:
+    """One stream entry (a batch of events), decoded."""
+
+    __slots__ = ("count", "d", "ends", "first", "items", "p", "runs")
+
+    def __init__(self, fields: dict[bytes, bytes]) -> None:
+        self.items = fields[b"i"]
+        ends = array("I")
+        ends.frombytes(fields[b"e"])
+        self.ends = ends
+        self.runs = _runs_decoder.decode(fields[b"r"])
+        self.count = int(fields[b"n"])
+        self.first = self.runs[0][0]
+        self.p = fields[b"p"]
+        self.d = fields[b"d"]
+
+    @property
+    def last(self) -> int:
+        return self.first + self.count - 1
+
+    def start(self, seq: int) -> int:
+        """Offset of event ``seq`` in ``items``."""
+        i = seq - self.first
+        return self.ends[i - 1] if i else 0
+
+    def run_at(self, seq: int) -> int:
+        return bisect_right([r[0] for r in self.runs], seq) - 1
+
+    def digest_after(self, seq: int) -> bytes:
+        """Chain digest after event ``seq`` of this entry (recomputed from ``p``)."""
+        if seq == self.last:
+            return self.d
+        h = self.p
+        for s in range(self.first, seq + 1):
+            _, kind, part = self.runs[self.run_at(s)]
+            enc = self.items[self.start(s) : self.ends[s - self.first] - 1]
+            h = step(h, s, kind, record_payload((kind, part, enc)))
+        return h
+
+    def record(self, seq: int) -> tuple[int, str, bytes]:
+        _, kind, part = self.runs[self.run_at(seq)]
+        return kind, part, self.items[self.start(seq) : self.ends[seq - self.first] - 1]
+
+
+def _split(
+    batch: AppendBatch, carry: tuple[int, str] | None
+) -> list[tuple[int, int, bytes, bytes, bytes, bytes, bytes]]:
+    """Cut a batch into entries of at most ENTRY_EVENTS events / about ENTRY_BYTES.
+
+    ``carry`` is the (kind, part) of the run the batch continues, when its first
+    event starts no run of its own.
+    """
+    first, count, items, ends, digests = (
+        batch.first,
+        batch.count,
+        batch.items,
+        batch.ends,
+        batch.digests,
+    )
+    runs = batch.runs
+    run_seqs = [r.seq for r in runs]
+    out = []
+    i = 0
+    mv = memoryview(items)
+    while i < count:
+        a = ends[i - 1] if i else 0
+        j = i + 1
+        limit = min(count, i + ENTRY_EVENTS)
+        # extend while within the byte target
+        hi = bisect_right(ends, a + ENTRY_BYTES, i, limit)
+        j = max(j, hi)
+        b = ends[j - 1]
+        e = array("I", [x - a for x in ends[i:j]])
+        s0 = first + i
+        # runs of this entry, the first restated at the entry's first event
+        r = bisect_right(run_seqs, s0) - 1
+        entry_runs: list[tuple[int, int, str]] = []
+        if r >= 0:
+            entry_runs.append((s0, runs[r].kind, runs[r].part))
+        elif carry is not None:  # continues the log's previous run
+            entry_runs.append((s0, carry[0], carry[1]))
+        else:
+            raise ValueError(f"seq {s0} continues a run the log does not know")
+        for run in runs[r + 1 :]:
+            if run.seq > first + j - 1:
+                break
+            entry_runs.append((run.seq, run.kind, run.part))
+        prev = digests[i - 1] if i else b""
+        out.append(
+            (
+                s0,
+                j - i,
+                bytes(mv[a:b]),
+                e.tobytes(),
+                _runs_encoder.encode(entry_runs),
+                prev,
+                digests[j - 1],
+            )
+        )
+        i = j
+    return out
+
+
+class RedisStore:
+    """A :class:`~unbroken.store.base.StreamLog` on Redis Streams.
+
+    ``client`` is a ``redis://`` / ``unix://`` URL or a ``redis.asyncio.Redis``
+    built with ``decode_responses=False``. With a URL the epoch is read (or
+    created) at once; with a client, ``await store.open()`` before serving.
+    ``lease`` is the producer lease in seconds: a node that dies with runs in
+    flight has them ended ``failed: producer_lost`` by any node tailing them
+    within about ``lease`` + ``lease / 5`` seconds. ``outage_timeout`` bounds how
+    long an append waits out an unreachable Redis before the run fails.
+    """
+
+    def __init__(
+        self,
+        client: str | aioredis.Redis,
+        *,
+        retention: Retention | None = None,
+        lease: float = 5.0,
+        prefix: str = "unbroken",
+        outage_timeout: float = 30.0,
+        tail_count: int = 64,
+    ) -> None:
+        self.retention = retention or Retention()
+        self.lease = lease
+        self.prefix = prefix
+        self.outage_timeout = outage_timeout
+        self.tail_count = tail_count
+        self._epoch_key = f"{prefix}:epoch"
+        self._epoch = ""
+        if isinstance(client, str):
+            self._r: Any = aioredis.Redis.from_url(client, decode_responses=False)
+            self._epoch = self._sync_epoch(client)
+        else:
+            self._r = client
+        self._append_script = self._r.register_script(_APPEND)
+        self._renew_script = self._r.register_script(_RENEW)
+        self._claim_script = self._r.register_script(_CLAIM)
+        self._finish_script = self._r.register_script(_FINISH)
+        self._listeners: dict[str, list[Listener]] = {}
+        self._notified: dict[str, int] = {}
+        self._tail_ids: dict[str, bytes] = {}
+        self._owned: dict[str, str] = {}  # stream -> producer token held by this node
+        self._tail_client_id: int | None = None
+        self._tail_kick = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._ending: set[str] = set()
+        self._last_run: dict[str, tuple[int, str]] = {}  # (kind, part) of the last run appended
+
+    # ------------------------------------------------------------ keys
+    def _meta_key(self, stream: str) -> str:
+        return f"{self.prefix}:{{{stream}}}:m"
+
+    def _log_key(self, stream: str) -> str:
+        return f"{self.prefix}:{{{stream}}}:s"
+
+    def _tomb_key(self, stream: str) -> str:
+        return f"{self.prefix}:{{{stream}}}:t"
+
+    def _req_key(self, owner: str, req: str) -> str:
+        return f"{self.prefix}:req:{len(owner)}:{owner}:{req}"
+
+    def _running_keep_ms(self) -> int:
+        """How long a running stream's keys live without a lease renewal."""
+        return int((self.retention.ttl + 10 * self.lease) * 1000)
+
+    # ------------------------------------------------------------ epoch
+    def _sync_epoch(self, url: str) -> str:
+        import redis
+
+        r = redis.Redis.from_url(url, decode_responses=False)
+        try:
+            r.set(self._epoch_key, secrets.token_urlsafe(9).encode(), nx=True)
+            value = r.get(self._epoch_key)
+            assert isinstance(value, bytes)
+            return value.decode()
+        finally:
+            r.close()
+
+    async def open(self) -> None:
+        """Read (or create) the epoch; needed only when built from a client."""
+        await self._refresh_epoch(None)
+
+    async def _refresh_epoch(self, seen: bytes | str | None) -> None:
+        """Adopt the epoch found in Redis (``seen``: a value just read, ``""`` = not read)."""
+        if isinstance(seen, bytes):
+            value = seen.decode()
+        else:
+            await self._r.set(self._epoch_key, secrets.token_urlsafe(9).encode(), nx=True)
+            got = await self._r.get(self._epoch_key)
+            value = got.decode() if got else ""
+        if value and value != self._epoch:
+            if self._epoch:
+                log.warning(
+                    "redis epoch changed old=%s new=%s: stored events were lost", self._epoch, value
+                )
+            self._epoch = value
+
+    @property
+    def epoch(self) -> str:
+        if not self._epoch:
+            raise RuntimeError("RedisStore built from a client: await store.open() first")
+        return self._epoch
+
+    # ------------------------------------------------------------ plumbing
+    def _ensure_tasks(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._closed or (self._loop is loop and all(not t.done() for t in self._tasks)):
+            return
+        for t in self._tasks:
+            t.cancel()
+        self._loop = loop
+        self._tail_client_id = None
+        self._tasks = [
+            loop.create_task(self._tail_loop(), name="unbroken-redis-tail"),
+            loop.create_task(self._lease_loop(), name="unbroken-redis-lease"),
+        ]
+
+    async def _retry(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn``; while Redis is unreachable, retry with full-jitter backoff
+        for up to ``outage_timeout`` seconds (``fn`` must be idempotent)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.outage_timeout
+        delay = 0.05
+        while True:
+            try:
+                return await fn()
+            except _TRANSIENT as exc:
+                if loop.time() >= deadline:
+                    raise StoreUnavailable(
+                        f"redis unreachable for {self.outage_timeout:.0f}s during {what}: {exc}"
+                    ) from exc
+                log.warning("redis unreachable during %s, retrying: %r", what, exc)
+                await asyncio.sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, 1.0)
+
+    def _notify(self, stream: str, head: int) -> None:
+        if head >= 0:
+            if head <= self._notified.get(stream, -1):
+                return
+            self._notified[stream] = head
+        for cb in list(self._listeners.get(stream, ())):
+            try:
+                cb(stream, head)
+            except Exception:  # a listener must never break the store
+                log.exception("stream listener failed stream=%s", stream)
+
+    # ------------------------------------------------------------ producer side
+    async def create(self, owner: str, req: str, now: float) -> Created:
+        self._ensure_tasks()
+        rkey = self._req_key(owner, req)
+        keep = self._running_keep_ms()
+        for _ in range(5):
+            stream = secrets.token_urlsafe(16)
+            try:
+                pipe = self._r.pipeline(transaction=False)
+                pipe.set(rkey, stream.encode(), nx=True, px=keep)
+                pipe.get(self._epoch_key)
+                ok, ep = await pipe.execute()
+            except rex.ResponseError as exc:
+                if "OOM" in str(exc):
+                    raise LogFull(self.retention.retry_after) from exc
+                raise
+            if ep is None or ep.decode() != self._epoch:
+                await self._refresh_epoch(ep if ep is not None else None)
+            if not ok:
+                existing = await self._r.get(rkey)
+                if existing is not None:
+                    sid = existing.decode()
+                    token = await self._r.hget(self._meta_key(sid), "producer")
+                    if token is not None:
+                        return Created(sid, self._epoch, False, token.decode())
+                    await self._r.delete(rkey)  # its stream expired: start afresh
+                continue
+            token = secrets.token_hex(8)
+            pipe = self._r.pipeline(transaction=False)
+            meta = self._meta_key(stream)
+            pipe.hset(
+                meta,
+                mapping={
+                    "owner": owner,
+                    "req": req,
+                    "epoch": self._epoch,
+                    "status": "running",
+                    "head": 0,
+                    "digest": seed(stream, self._epoch),
+                    "nbytes": 0,
+                    "created": repr(now),
+                    "ended": "",
+                    "error": "",
+                    "producer": token,
+                    "lease": 0,
+                },
+            )
+            pipe.pexpire(meta, keep)
+            pipe.set(
+                self._tomb_key(stream),
+                owner.encode(),
+                px=keep + int(self.retention.tombstone_ttl * 1000),
+            )
+            try:
+                await pipe.execute()
+                await self._renew_script(
+                    keys=[meta, self._log_key(stream), self._tomb_key(stream)],
+                    args=[
+                        token,
+                        int(self.lease * 1000),
+                        keep,
+                        keep + int(self.retention.tombstone_ttl * 1000),
+                    ],
+                )
+            except rex.ResponseError as exc:
+                if "OOM" in str(exc):
+                    raise LogFull(self.retention.retry_after) from exc
+                raise
+            self._owned[stream] = token
+            return Created(stream, self._epoch, True, token)
+        raise UnbrokenError(f"could not create a stream for req {req!r}")
+
+    async def _carry(self, stream: str, batch: AppendBatch) -> tuple[int, str] | None:
+        """The run a batch continues (none if its first event starts a run)."""
+        if batch.runs and batch.runs[0].seq <= batch.first:
+            return None
+        cached = self._last_run.get(stream)
+        if cached is not None:
+            return cached
+        got = await self._r.xrevrange(self._log_key(stream), "+", "-", count=1)
+        if not got:
+            return None
+        _, kind, part = _Entry(got[0][1]).runs[-1]
+        return kind, part
+
+    async def append(self, stream: str, producer: str, batch: AppendBatch) -> int:
+        self._ensure_tasks()
+        if batch.count <= 0:
+            meta = await self.meta(stream)
+            return meta.head if meta else 0
+        carry = await self._retry(f"append stream={stream}", lambda: self._carry(stream, batch))
+        entries = _split(batch, carry)
+        last_seq = batch.first + batch.count - 1
+        end_last = (
+            "1"
+            if batch.runs and batch.runs[-1].seq == last_seq and (batch.runs[-1].kind == _END)
+            else "0"
+        )
+        keys = [self._meta_key(stream), self._log_key(stream)]
+        args: list[Any] = [
+            producer,
+            int(self.lease * 1000),
+            self.retention.max_stream_bytes,
+            end_last,
+            len(entries),
+        ]
+        for e in entries:
+            args.extend(e)
+
+        async def run() -> list[Any]:
+            res: list[Any] = await self._append_script(keys=keys, args=args)
+            return res
+
+        code, value = await self._retry(f"append stream={stream}", run)
+        if code == 0:
+            last_run = _runs_decoder.decode(entries[-1][4])[-1]
+            self._last_run[stream] = (last_run[1], last_run[2])
+            self._notify(stream, int(value))
+            return int(value)
+        if code in (-1, -2, -3):
+            self._owned.pop(stream, None)
+            self._last_run.pop(stream, None)
+            why = {-1: "is unknown", -2: "has another producer", -3: "already ended"}[code]
+            raise StaleProducer(f"producer {producer} cannot append: stream {stream} {why}")
+        if code == -4:  # overlaps the head mid-batch: append only what is new
+            nf = int(value) + 1
+            skip = nf - batch.first
+            a = batch.ends[skip - 1]
+            before = [r for r in batch.runs if r.seq <= nf]
+            run0 = [Run(nf, before[-1].kind, before[-1].part)] if before else []
+            if not before and carry is not None:
+                run0 = [Run(nf, carry[0], carry[1])]
+            rest = AppendBatch(
+                nf,
+                batch.count - skip,
+                bytes(batch.items[a:]),
+                array("I", [x - a for x in batch.ends[skip:]]),
+                run0 + [r for r in batch.runs if r.seq > nf],
+                batch.digests[skip:],
+            )
+            return await self.append(stream, producer, rest)
+        if code == -5:
+            raise ValueError(
+                f"gap: stream {stream} head is {value}, append starts at {batch.first}"
+            )
+        raise StreamTooLarge(
+            f"stream {stream} holds {value} bytes; this append would exceed "
+            f"max_stream_bytes={self.retention.max_stream_bytes}"
+        )
+
+    async def finish(self, stream: str, producer: str, status: str, error: str, now: float) -> None:
+        self._ensure_tasks()
+        ttl = int(self.retention.ttl * 1000)
+        tomb = ttl + int(self.retention.tombstone_ttl * 1000)
+
+        async def run() -> int:
+            code: int = await self._finish_script(
+                keys=[self._meta_key(stream), self._log_key(stream), self._tomb_key(stream)],
+                args=[producer, status, error, repr(now), max(ttl, 1), max(tomb, 1)],
+            )
+            return code
+
+        code = await self._retry(f"finish stream={stream}", run)
+        self._owned.pop(stream, None)
+        self._last_run.pop(stream, None)
+        if code != 0:
+            raise StaleProducer(f"producer {producer} does not own stream {stream}")
+        meta = await self._r.hmget(self._meta_key(stream), ["owner", "req"])
+        if meta[0] is not None:
+            with contextlib.suppress(*_TRANSIENT):
+                await self._r.pexpire(
+                    self._req_key(meta[0].decode(), meta[1].decode()), max(ttl, 1)
+                )
+        for cb in list(self._listeners.get(stream, ())):
+            try:
+                cb(stream, self._notified.get(stream, 0))
+            except Exception:
+                log.exception("stream listener failed stream=%s", stream)
+
+    # ------------------------------------------------------------ reader side
+    async def _entries(self, stream: str, after: int, max_bytes: int) -> list[_Entry]:
+        """Entries holding events after ``after``: about ``max_bytes`` of them."""
+        key = self._log_key(stream)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.xrevrange(key, f"{after + 1}-0", "-", count=1)
+        pipe.xrange(key, f"({after + 1}-0", "+", count=4)
+        first, rest = await pipe.execute()
+        out = [_Entry(f) for _, f in first]
+        if out and out[0].last <= after:
+            out.clear()
+        out.extend(_Entry(f) for _, f in rest)
+        total = sum(len(e.items) for e in out)
+        while rest and len(rest) == 4 and total < max_bytes:
+            rest = await self._r.xrange(key, f"({out[-1].first}-0", "+", count=16)
+            for _, f in rest:
+                e = _Entry(f)
+                out.append(e)
+                total += len(e.items)
+        return out
+
+    async def read(self, stream: str, after: int, max_bytes: int) -> ReadBatch | None:
+        async def run() -> list[_Entry]:
+            return await self._entries(stream, after, max_bytes)
+
+        entries = await self._retry(f"read stream={stream}", run)
+        if not entries:
+            return None
+        # choose the last event: whole entries while within max_bytes, at least one event
+        first = after + 1
+        used = 0
+        last = after
+        last_entry = 0
+        for idx, e in enumerate(entries):
+            a = e.start(max(first, e.first))
+            size = len(e.items) - a
+            if used + size <= max_bytes:
+                used += size
+                last = e.last
+                last_entry = idx
+                continue
+            if last > after:
+                break  # end on an entry boundary: its digest is stored
+            # the first entry alone is over budget: cut inside it
+            i0 = max(first, e.first) - e.first
+            cut = bisect_right(e.ends, a + max_bytes, i0, e.count)
+            cut = max(cut, i0 + 1)
+            last = e.first + cut - 1
+            used = e.ends[cut - 1] - a
+            last_entry = idx
+            break
+        entries = entries[: last_entry + 1]
+        items, last_kind = _items(entries, first, last)
+        digest = entries[-1].digest_after(last)
+        return ReadBatch(first, last - after, items, digest, used, last_kind)
+
+    async def meta(self, stream: str) -> StreamMeta | None:
+        self._ensure_tasks()
+
+        async def run() -> tuple[list[Any], bytes | None]:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hmget(
+                self._meta_key(stream),
+                [
+                    "owner",
+                    "req",
+                    "status",
+                    "head",
+                    "digest",
+                    "nbytes",
+                    "created",
+                    "ended",
+                    "error",
+                    "producer",
+                ],
+            )
+            pipe.get(self._epoch_key)
+            m, ep = await pipe.execute()
+            return m, ep
+
+        m, ep = await self._retry(f"meta stream={stream}", run)
+        if ep is None or ep.decode() != self._epoch:
+            await self._refresh_epoch(ep)
+        if m[0] is None:
+            return None
+        s = [x.decode() if i != 4 and x is not None else x for i, x in enumerate(m)]
+        return StreamMeta(
+            stream=stream,
+            owner=s[0],
+            req=s[1],
+            status=s[2],
+            head=int(s[3]),
+            digest=m[4],
+            nbytes=int(s[5]),
+            created=float(s[6]),
+            ended=float(s[7]) if s[7] else None,
+            error=s[8],
+            producer=s[9],
+        )
+
+    async def tombstone(self, stream: str) -> str | None:
+        owner = await self._r.get(self._tomb_key(stream))
+        return owner.decode() if owner is not None else None
+
+    async def digest_at(self, stream: str, seq: int) -> bytes | None:
+        m = await self._r.hmget(self._meta_key(stream), ["head", "digest", "epoch"])
+        if m[0] is None:
+            return None
+        head = int(m[0])
+        if seq < 0 or seq > head:
+            return None
+        if seq == 0:
+            return seed(stream, m[2].decode())
+        if seq == head:
+            d: bytes = m[1]
+            return d
+        got = await self._r.xrevrange(self._log_key(stream), f"{seq}-0", "-", count=1)
+        if not got:
+            return None
+        return _Entry(got[0][1]).digest_after(seq)
+
+    def subscribe(self, stream: str, listener: Listener) -> Callable[[], None]:
+        self._ensure_tasks()
+        listeners = self._listeners.setdefault(stream, [])
+        listeners.append(listener)
+        if stream not in self._tail_ids:
+            self._tail_ids[stream] = b""  # the tailer reads its head first
+            self._kick()
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                listeners.remove(listener)
+            if not listeners and self._listeners.get(stream) is listeners:
+                del self._listeners[stream]
+                self._tail_ids.pop(stream, None)
+                self._notified.pop(stream, None)
+
+        return unsubscribe
+
+    # ------------------------------------------------------------ tailing
+    def _kick(self) -> None:
+        """Wake the blocked XREAD so it picks up new streams."""
+        if self._tail_kick or self._tail_client_id is None or self._loop is None:
+            self._tail_kick = True
+            return
+        self._tail_kick = True
+        cid = self._tail_client_id
+
+        async def unblock() -> None:
+            with contextlib.suppress(Exception):
+                await self._r.client_unblock(cid)
+
+        self._loop.create_task(unblock())
+
+    async def _tail_loop(self) -> None:
+        tail: Any = self._r.client()
+        backoff = 0.05
+        try:
+            while not self._closed:
+                try:
+                    if self._tail_client_id is None:
+                        self._tail_client_id = int(await tail.client_id())
+                    self._tail_kick = False
+                    new = [s for s, i in self._tail_ids.items() if not i]
+                    if new:
+                        pipe = self._r.pipeline(transaction=False)
+                        for s in new:
+                            pipe.hget(self._meta_key(s), "head")
+                        heads = await pipe.execute()
+                        for s, h in zip(new, heads, strict=True):
+                            if s in self._tail_ids:
+                                head = int(h) if h is not None else 0
+                                self._tail_ids[s] = f"{head}-0".encode()
+                                if head:
+                                    self._notify(s, head)
+                    if not self._tail_ids:
+                        await asyncio.sleep(0.05)
+                        continue
+                    streams = {self._log_key(s): i for s, i in self._tail_ids.items()}
+                    got = await tail.xread(streams, count=self.tail_count, block=1000)
+                    backoff = 0.05
+                    for key, items in got or ():
+                        k = key.decode() if isinstance(key, bytes) else key
+                        s = k[len(self.prefix) + 2 : -3]
+                        if s not in self._tail_ids or not items:
+                            continue
+                        eid, fields = items[-1]
+                        self._tail_ids[s] = eid if isinstance(eid, bytes) else eid.encode()
+                        head = int(eid.split(b"-")[0]) + int(fields[b"n"]) - 1
+                        self._notify(s, head)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if self._closed:
+                        return
+                    if not isinstance(exc, rex.ResponseError) or "UNBLOCKED" not in str(exc):
+                        log.warning("redis tail failed, retrying: %r", exc)
+                        self._tail_client_id = None
+                        await asyncio.sleep(random.uniform(backoff / 2, backoff))
+                        backoff = min(backoff * 2, 1.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await tail.aclose()
+
+    # ------------------------------------------------------------ leases
+    async def _lease_loop(self) -> None:
+        """Renew this node's leases, end streams whose producer is lost, notice a
+        new epoch (Redis lost its data) and streams dropped by retention."""
+        period = max(self.lease / 5, 0.05)
+        while not self._closed:
+            await asyncio.sleep(period)
+            try:
+                await self._lease_tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("redis lease upkeep failed: %r", exc)
+
+    async def _lease_tick(self) -> None:
+        keep = self._running_keep_ms()
+        tomb = keep + int(self.retention.tombstone_ttl * 1000)
+        lease_ms = int(self.lease * 1000)
+        owned = list(self._owned.items())
+        watched = [s for s in self._listeners if s not in self._owned and s not in self._ending]
+        pipe = self._r.pipeline(transaction=False)
+        pipe.get(self._epoch_key)
+        pipe.time()
+        for s, token in owned:
+            await self._renew_script(
+                keys=[self._meta_key(s), self._log_key(s), self._tomb_key(s)],
+                args=[token, lease_ms, keep, tomb],
+                client=pipe,
+            )
+        for s in watched:
+            pipe.hmget(self._meta_key(s), ["status", "lease"])
+        res = await pipe.execute()
+        ep, now = res[0], res[1]
+        if ep is None or ep.decode() != self._epoch:
+            await self._refresh_epoch(ep)
+        now_ms = now[0] * 1000 + now[1] // 1000
+        for (s, _), ok in zip(owned, res[2 : 2 + len(owned)], strict=True):
+            if not ok and s in self._owned:
+                log.warning("lease lost stream=%s: another producer owns it or it ended", s)
+                self._owned.pop(s, None)
+        for s, (status, lease) in zip(watched, res[2 + len(owned) :], strict=True):
+            if status is None:
+                self._notify(s, -1)
+            elif status == b"running" and int(lease) < now_ms:
+                self._ending.add(s)
+                assert self._loop is not None
+                self._loop.create_task(self._end_lost(s))
+
+    async def _end_lost(self, stream: str) -> None:
+        """Claim a stream whose producer's lease expired and end it ``failed: producer_lost``."""
+        try:
+            token = secrets.token_hex(8)
+            got = await self._claim_script(
+                keys=[self._meta_key(stream)], args=[token, int(self.lease * 1000)]
+            )
+            if got[0] != 0:
+                return
+            head, digest = int(got[1]), got[2]
+            seq = head + 1
+            ev = end(seq, "failed", "producer_lost")
+            _, part, enc = to_record(ev)
+            d = step(digest, seq, Kind.END, record_payload((_END, part, enc)))
+            items = enc + b","
+            batch = AppendBatch(seq, 1, items, array("I", [len(items)]), [Run(seq, _END, "")], [d])
+            self._owned[stream] = token
+            await self.append(stream, token, batch)
+            await self.finish(stream, token, "failed", "producer_lost", time.time())
+            log.warning("producer lost stream=%s head=%d: ended failed", stream, head)
+        except Exception:
+            log.exception("could not end stream=%s after producer loss", stream)
+        finally:
+            self._owned.pop(stream, None)
+            self._ending.discard(stream)
+
+    # ------------------------------------------------------------ retention
+    async def sweep(self, now: float) -> int:
+        """Keys expire by themselves (TTL); readers of dropped streams are told by
+        the lease loop. Nothing to do here."""
+        self._ensure_tasks()
+        return 0
+
+    # ------------------------------------------------------------ inspection
+    async def read_all(self, stream: str) -> tuple[str, Sequence[Event]]:
+        """The epoch and every event held for ``stream`` (for checks and tests)."""
+        out: list[Event] = []
+        for _, f in await self._r.xrange(self._log_key(stream), "-", "+"):
+            e = _Entry(f)
+            for seq in range(e.first, e.last + 1):
+                out.append(to_event(seq, *e.record(seq)))
+        return self._epoch, out
+
+    async def close(self) -> None:
+        self._closed = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        self._tasks = []
+        with contextlib.suppress(Exception):
+            await self._r.aclose()
+
+
+def _items(entries: list[_Entry], first: int, last: int) -> tuple[bytes, int]:
+    """The ``items`` JSON array of events ``first..last`` (see MemoryStore.items)."""
+    out: list[bytes] = [b"["]
+    ctx: tuple[int, str] | None = None
+    kind = 0
+    for e in entries:
+        lo, hi = max(first, e.first), min(last, e.last)
+        if lo > hi:
+            continue
+        runs = e.runs
+        r = e.run_at(lo)
+        seq = lo
+        while seq <= hi:
+            run_end = runs[r + 1][0] - 1 if r + 1 < len(runs) else e.last
+            seg_end = min(run_end, hi)
+            _, kind, part = runs[r]
+            a = e.start(seq)
+            b = e.ends[seg_end - e.first]
+            if seg_end == last:
+                b -= 1  # no comma after the last item
+            if kind <= _DATA:
+                if ctx != (kind, part):
+                    e1 = e.ends[seq - e.first]
+                    out.append(_CHUNK_OPEN[kind])
+                    out.append(encode_json(part))
+                    out.append(b',"d":')
+                    out.append(e.items[a : e1 - 1])
+                    out.append(b"}," if seq < last else b"}")
+                    a = e1
+                    ctx = (kind, part)
+                if b > a:
+                    out.append(e.items[a:b])
+            else:
+                out.append(e.items[a:b])
+                ctx = None
+            seq = seg_end + 1
+            r += 1
+    out.append(b"]")
+    return b"".join(out), kind
