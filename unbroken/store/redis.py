@@ -422,6 +422,9 @@ class RedisStore:
     # ------------------------------------------------------------ producer side
     async def create(self, owner: str, req: str, now: float) -> Created:
         self._ensure_tasks()
+        return await self._retry("create", lambda: self._create(owner, req, now))
+
+    async def _create(self, owner: str, req: str, now: float) -> Created:
         rkey = self._req_key(owner, req)
         keep = self._running_keep_ms()
         for _ in range(5):
