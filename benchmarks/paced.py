@@ -41,8 +41,11 @@ async def paced_tokens(n: int, rate: float, emit: Any) -> None:
         await emit(stamp(due))
 
 
-def build_app() -> Unbroken:
-    store = MemoryStore(Retention(max_total_bytes=4 << 30, max_stream_bytes=64 << 20, ttl=30))
+def build_app(ttl: float = 30.0, tombstone_ttl: float = 3600.0) -> Unbroken:
+    retention = Retention(
+        max_total_bytes=4 << 30, max_stream_bytes=64 << 20, ttl=ttl, tombstone_ttl=tombstone_ttl
+    )
+    store = MemoryStore(retention)
     app = Unbroken(
         store,
         allow_anonymous=True,
@@ -60,10 +63,20 @@ def build_app() -> Unbroken:
         for i in range(int(req.input.get("n", 5))):
             await out.text(f"token-{i:013d} ")
 
+    @app.agent("hold")
+    async def hold(req: Request, out: Output) -> None:
+        """Write ``n`` tokens, then stay running (a live stream) for ``hold`` seconds."""
+        for i in range(int(req.input["n"])):
+            await out.text(f"token-{i:013d} ")
+        await asyncio.sleep(float(req.input["hold"]))
+
     return app
 
 
 app = build_app()
+# for the leak check: completed streams and their tombstones expire after 2 s, so
+# 100,000 lifecycles leave nothing behind once swept
+leak_app = build_app(ttl=2.0, tombstone_ttl=2.0)
 
 
 def run_bare(port: int) -> None:
