@@ -292,6 +292,7 @@ class RedisStore:
         prefix: str = "unbroken",
         outage_timeout: float = 30.0,
         tail_count: int = 64,
+        max_connections: int = 64,
     ) -> None:
         self.retention = retention or Retention()
         self.lease = lease
@@ -301,7 +302,11 @@ class RedisStore:
         self._epoch_key = f"{prefix}:epoch"
         self._epoch = ""
         if isinstance(client, str):
-            self._r: Any = aioredis.Redis.from_url(client, decode_responses=False)
+            # commands wait for a free connection rather than fail: a bounded pool per node
+            pool = aioredis.BlockingConnectionPool.from_url(
+                client, max_connections=max_connections, timeout=None, decode_responses=False
+            )
+            self._r: Any = aioredis.Redis(connection_pool=pool)
             self._epoch = self._sync_epoch(client)
         else:
             self._r = client
@@ -779,7 +784,14 @@ class RedisStore:
                     if not self._tail_ids:
                         await asyncio.sleep(0.05)
                         continue
-                    streams = {self._log_key(s): i for s, i in self._tail_ids.items()}
+                    # streams this node produces notify their readers on append
+                    owned = self._owned
+                    streams = {
+                        self._log_key(s): i for s, i in self._tail_ids.items() if s not in owned
+                    }
+                    if not streams:
+                        await asyncio.sleep(0.05)
+                        continue
                     got = await tail.xread(streams, count=self.tail_count, block=1000)
                     backoff = 0.05
                     for key, items in got or ():

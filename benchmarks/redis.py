@@ -1,0 +1,314 @@
+"""RedisStore figures: append throughput, 10 MB replay, cross-node resume latency,
+Redis memory per MB of answer, end to end vs MemoryStore.
+
+Run: ``.venv/bin/python -m benchmarks.redis`` (starts a private redis-server;
+writes ``benchmarks/results/redis.json``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from benchmarks.common import RESULTS, ROOT, meta, summary
+from unbroken.protocol.events import Kind
+from unbroken.server import Output, Request, Unbroken
+from unbroken.server.producer import Producer
+from unbroken.store.base import AppendBatch, Created, Retention, StreamLog
+from unbroken.store.memory import MemoryStore
+from unbroken.store.redis import RedisStore
+from unbroken.testing import serve
+
+TOKEN = "tok{:06d} abcdefghi"  # 20 bytes
+BIG = Retention(max_stream_bytes=1 << 30, max_total_bytes=8 << 30, ttl=3600)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        sys.exit("redis-server not found: apt-get install -y redis-server")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            tmp,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 15
+    while b"Ready to accept connections" not in proc.stdout.readline():
+        if time.monotonic() > deadline:
+            sys.exit("redis-server did not start")
+    subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+async def produce(store: StreamLog, n: int, req: str, batch: int = 512) -> str:
+    """Append ``n`` 20-byte tokens as an agent does (an append per ``batch``)."""
+    c = await store.create("bench", req, time.time())
+    p = Producer(store, c.stream, c.epoch, c.producer)
+    for i in range(n):
+        p.add_chunk(Kind.TEXT, "text", TOKEN.format(i % 1000000))
+        if p.pending >= batch:
+            await p.flush()
+    await p.finish("completed", "", time.time())
+    return c.stream
+
+
+class _Capture:
+    """A stand-in log that keeps the batches a producer appends."""
+
+    def __init__(self) -> None:
+        self.batches: list[AppendBatch] = []
+
+    async def append(self, stream: str, producer: str, batch: AppendBatch) -> int:
+        self.batches.append(batch)
+        return batch.first + batch.count - 1
+
+
+async def prebuilt(n: int, per: int) -> list[AppendBatch]:
+    """The batches a producer appends for ``n`` tokens, ``per`` tokens each."""
+    cap = _Capture()
+    p = Producer(cap, "s", "e", "t")  # type: ignore[arg-type]
+    for i in range(n):
+        p.add_chunk(Kind.TEXT, "text", TOKEN.format(i % 1000000))
+        if p.pending >= per:
+            await p.flush()
+    await p.flush()
+    p.abandon()
+    return cap.batches
+
+
+async def store_append(url: str, n: int, streams: int, per: int) -> dict[str, Any]:
+    """Store-level appends of prebuilt batches: ``n`` tokens over ``streams`` streams
+    (concurrently), ``per`` tokens per append."""
+    store = RedisStore(url, retention=BIG, prefix=f"bs{streams}-{per}")
+    batches = await prebuilt(n // streams, per)
+    created = [await store.create("bench", f"r{i}", 0.0) for i in range(streams)]
+
+    async def feed(c: Created) -> None:
+        for b in batches:
+            await store.append(c.stream, c.producer, b)
+
+    t = time.perf_counter()
+    await asyncio.gather(*(feed(c) for c in created))
+    dt = time.perf_counter() - t
+    await store.close()
+    total = streams * sum(b.count for b in batches)
+    return {
+        "streams": streams,
+        "tokens_per_append": per,
+        "tokens": total,
+        "seconds": round(dt, 3),
+        "tokens_per_s": round(total / dt),
+    }
+
+
+async def producer_append(store: StreamLog, n: int) -> dict[str, Any]:
+    """Through the producer (digest + encode per token, as an agent pays), one stream."""
+    t = time.perf_counter()
+    await produce(store, n, "one")
+    dt = time.perf_counter() - t
+    await store.close()
+    return {"tokens": n, "seconds": round(dt, 3), "tokens_per_s": round(n / dt)}
+
+
+async def replay_and_memory(url: str) -> dict[str, Any]:
+    r = aioredis.Redis.from_url(url)
+    await r.flushall()
+    before = int((await r.info("memory"))["used_memory"])
+    store = RedisStore(url, retention=BIG, prefix="br")
+    n = 10 * 1024 * 1024 // 20
+    stream = await produce(store, n, "big")
+    after = int((await r.info("memory"))["used_memory"])
+    m = await store.meta(stream)
+    assert m is not None
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        seq, got = 0, 0
+        while True:
+            b = await store.read(stream, seq, 1 << 20)
+            if b is None:
+                break
+            seq += b.count
+            got += len(b.items)
+        times.append(time.perf_counter() - t)
+        assert seq == m.head
+    await store.close()
+    await r.aclose()
+    answer_mb = m.nbytes / 1e6
+    return {
+        "events": m.head,
+        "stored_bytes": m.nbytes,
+        "replay_seconds_best": round(min(times), 3),
+        "replay_seconds": [round(x, 3) for x in times],
+        "redis_used_memory_delta": after - before,
+        "redis_bytes_per_mb_of_answer": round((after - before) / answer_mb),
+    }
+
+
+def e2e_app(store: StreamLog) -> Unbroken:
+    app = Unbroken(store=store, allow_anonymous=True)
+
+    @app.agent("tokens")
+    async def tokens(req: Request, out: Output) -> None:
+        for i in range(int(req.input)):
+            await out.text(TOKEN.format(i % 1000000))
+
+    return app
+
+
+async def end_to_end(store: StreamLog, n: int, repeats: int = 3) -> dict[str, Any]:
+    from unbroken.client import Client
+
+    best = 0.0
+    app = e2e_app(store)
+    async with serve(app) as srv, Client(srv.url) as client:
+        for _ in range(repeats):
+            t = time.perf_counter()
+            st = await client.start("tokens", n)
+            answer = await st.wait()
+            dt = time.perf_counter() - t
+            assert answer.complete
+            best = max(best, n / dt)
+    await store.close()
+    return {"tokens": n, "tokens_per_s_best": round(best)}
+
+
+class Node:
+    def __init__(self, url: str) -> None:
+        self.port = free_port()
+        env = dict(
+            os.environ, UNBROKEN_REDIS_URL=url, UNBROKEN_REDIS_PREFIX="bn", PYTHONPATH=str(ROOT)
+        )
+        exe = str(Path(sys.executable).with_name("unbroken"))
+        self.proc = subprocess.Popen(
+            [exe, "serve", "examples.redis_app:app", "--port", str(self.port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        os.kill(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(30)
+
+
+async def resume_latency(url: str, rounds: int) -> dict[str, Any]:
+    """Resume on node B a stream produced on node A: time to ``resumed`` and to the first event."""
+    from unbroken.client import Client
+
+    a, b = Node(url), Node(url)
+    try:
+        async with Client(f"ws://127.0.0.1:{a.port}/ws") as ca:
+            st = await ca.start("count", {"n": 200})
+            async for _ in st:
+                break
+            cursor = st.cursor
+            await st.wait()
+        assert cursor is not None
+        resumed, first = [], []
+        async with Client(f"ws://127.0.0.1:{b.port}/ws") as cb:
+            for _ in range(rounds):
+                t = time.perf_counter()
+                s2 = await cb.resume(cursor)
+                resumed.append((time.perf_counter() - t) * 1000)
+                async for _ in s2:
+                    first.append((time.perf_counter() - t) * 1000)
+                    break
+                await s2.wait()
+                await asyncio.sleep(0.005)  # the client forgets an ended stream a tick later
+        return {"resumed_ms": summary(resumed, 3), "first_event_ms": summary(first, 3)}
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def main() -> dict[str, Any]:
+    tmp = tempfile.mkdtemp(prefix="unbroken-redis-bench-")
+    proc, url = start_redis(tmp)
+    try:
+        res: dict[str, Any] = {"meta": meta()}
+        res["store_append"] = [
+            await store_append(url, 500_000, 1, 512),
+            await store_append(url, 500_000, 1, 64),
+            await store_append(url, 1_000_000, 1000, 512),
+            await store_append(url, 500_000, 1000, 64),
+        ]
+        for r in res["store_append"]:
+            print("store append", r, flush=True)
+        res["producer_append"] = {
+            "redis": await producer_append(RedisStore(url, retention=BIG, prefix="bp"), 500_000),
+            "memory": await producer_append(MemoryStore(BIG), 500_000),
+        }
+        print("producer append", res["producer_append"], flush=True)
+        res["replay_10mb"] = await replay_and_memory(url)
+        print("replay", res["replay_10mb"], flush=True)
+        res["resume_across_nodes"] = await resume_latency(url, 200)
+        print("resume", res["resume_across_nodes"], flush=True)
+        n = 300_000
+        mem = await end_to_end(MemoryStore(BIG), n)
+        red = await end_to_end(RedisStore(url, retention=BIG, prefix="be"), n)
+        res["end_to_end"] = {
+            "memory": mem,
+            "redis": red,
+            "ratio": round(red["tokens_per_s_best"] / mem["tokens_per_s_best"], 3),
+        }
+        print("end to end", res["end_to_end"], flush=True)
+        res["aims"] = {
+            "append_tokens_per_s_per_node": 500_000,
+            "replay_10mb_seconds": 1.0,
+            "end_to_end_ratio": 0.7,
+        }
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "redis.json").write_text(json.dumps(res, indent=2) + "\n")
+        return res
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
