@@ -58,6 +58,7 @@ async def test_reads_decode_to_the_events_written_with_the_logs_digests(
     assert meta is not None and meta.head == len(events) and meta.digest == digests[-1]
     assert meta.status == "completed"
     assert list((await store.read_all(stream))[1]) == events
+    assert list(await store.read_digests(stream)) == digests
     for _ in range(12):
         after = rng.randint(0, len(events) - 1)
         budget = rng.choice([1, 64, 300, 5000, 1 << 20])
