@@ -17,9 +17,7 @@ import pytest
 
 REDIS = shutil.which("redis-server")
 ROOT = Path(__file__).resolve().parents[3]
-pytestmark = pytest.mark.skipif(
-    REDIS is None, reason="redis-server not installed (apt-get install -y redis-server)"
-)
+NO_REDIS = "redis-server not installed: apt-get update && apt-get install -y redis-server"
 
 
 def free_port() -> int:
@@ -81,6 +79,8 @@ class RedisServer:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if REDIS is None:
+        pytest.skip(NO_REDIS)
     srv = RedisServer(tmp_path_factory.mktemp("redis"))
     srv.start()
     yield srv
@@ -90,6 +90,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test's own (restart it, flush it, kill it)."""
+    if REDIS is None:
+        pytest.skip(NO_REDIS)
     srv = RedisServer(tmp_path)
     yield srv
     srv.stop(signal.SIGKILL)
