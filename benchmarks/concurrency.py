@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import psutil
 
 from benchmarks.common import (
     RESULTS,
@@ -211,9 +212,14 @@ def measure(
     w0 += shift
     w1 += shift
     time.sleep(max(0.0, w0 - time.monotonic()))
+    clients = [psutil.Process(p.pid) for p in ps]
     cpu0, t0 = cpu_seconds(server), time.monotonic()
+    ccpu0 = sum(cpu_seconds(c) for c in clients)
+    psutil.cpu_percent()
     time.sleep(max(0.0, w1 - time.monotonic()))
     cpu1, t1 = cpu_seconds(server), time.monotonic()
+    ccpu1 = sum(cpu_seconds(c) for c in clients)
+    machine = psutil.cpu_percent() * (os.cpu_count() or 1)
     rss = rss_mb(server)
     res = [out.get(timeout=60 + duration) for _ in ps]
     for p in ps:
@@ -248,6 +254,9 @@ def measure(
         "p99_vs_schedule_ms": q(ss, 0.99),
         "server_cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
         "server_rss_mb": rss,
+        "server_cpu_us_per_token": round(1e6 * (cpu1 - cpu0) / n, 1) if n else None,
+        "clients_cpu_pct": round(100 * (ccpu1 - ccpu0) / (t1 - t0), 1),
+        "machine_cpu_pct_of_200": round(machine, 1),
         "client_errors": sum(r["errors"] for r in res),
         "connect_s": round(time.monotonic() - setup - duration, 1),
         "connect_late": late,
