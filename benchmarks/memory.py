@@ -81,7 +81,7 @@ def _hold_main(port: int, streams: int, conns: int, ready: Any, stop: Any) -> No
     asyncio.run(_hold_streams(port, streams, conns, ready, stop))
 
 
-def settle(p: psutil.Process, seconds: float = 1.0) -> float:
+def settle(p: psutil.Process, seconds: float = 0.5) -> float:
     """RSS in MB once it has stopped moving (bounded)."""
     last = p.memory_info().rss
     deadline = time.monotonic() + seconds * 5
@@ -164,9 +164,9 @@ async def _lifecycles(port: int, total: int, proc: psutil.Process) -> list[tuple
     return samples
 
 
-def leak_check(total: int) -> dict[str, Any]:
+def leak_check(total: int, warmup: int = 2000) -> dict[str, Any]:
     with unbroken_server("benchmarks.paced:leak_app") as (port, proc):
-        asyncio.run(_lifecycles(port, 2000, proc))  # warm-up: allocator pools, caches
+        asyncio.run(_lifecycles(port, warmup, proc))  # warm-up: allocator pools, caches
         time.sleep(3.5)  # let the warm-up streams expire too
         start = settle(proc)
         t0 = time.monotonic()
@@ -193,10 +193,10 @@ def leak_check(total: int) -> dict[str, Any]:
 def run(quick: bool = False) -> dict[str, Any]:
     res = meta()
     res["benchmark"] = "memory"
-    n_live = 500 if quick else 5000
+    n_live = 200 if quick else 5000
     res["live_per_connection"] = live_streams(n_live, n_live)
     res["live_multiplexed"] = live_streams(n_live, 8)
-    res["leak"] = leak_check(5_000 if quick else 100_000)
+    res["leak"] = leak_check(2_000 if quick else 100_000, warmup=500 if quick else 2000)
     lp, lm, lk = res["live_per_connection"], res["live_multiplexed"], res["leak"]
     res["figures"] = [
         {

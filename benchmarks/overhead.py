@@ -73,7 +73,7 @@ async def _workload(
 
 
 def overhead(quick: bool) -> dict[str, Any]:
-    clients, streams = (4, 10) if quick else (10, 10)
+    clients, streams = (2, 5) if quick else (10, 10)
     repeats = 1 if quick else 3
     runs: list[dict[str, Any]] = []
     with unbroken_server("benchmarks.paced:app") as (port, server):
@@ -140,7 +140,7 @@ async def _storm(port: int, server: psutil.Process, n: int) -> dict[str, Any]:
 
 def storm(quick: bool) -> list[dict[str, Any]]:
     out = []
-    for n in (200,) if quick else (1000, 2000):
+    for n in (100,) if quick else (1000, 2000):
         with unbroken_server("benchmarks.paced:app") as (port, server):
             out.append(asyncio.run(_storm(port, server, n)))
     return out
