@@ -28,6 +28,7 @@ import secrets
 import time
 from array import array
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
@@ -60,6 +61,9 @@ T = TypeVar("T")
 #: At most this many events, and about this many bytes, per stream entry.
 ENTRY_EVENTS: Final = 512
 ENTRY_BYTES: Final = 128 * 1024
+#: Entries (and bytes) of its own streams a node keeps for readers attached to it.
+RECENT_ENTRIES: Final = 16
+RECENT_BYTES: Final = 1024 * 1024
 _DATA: Final = int(Kind.DATA)
 _END: Final = int(Kind.END)
 _CHUNK_OPEN: Final[dict[int, bytes]] = {
@@ -324,6 +328,7 @@ class RedisStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._ending: set[str] = set()
+        self._recent: dict[str, deque[_Entry]] = {}  # last entries this node appended
         self._last_run: dict[str, tuple[int, str]] = {}  # (kind, part) of the last run appended
 
     # ------------------------------------------------------------ keys
@@ -544,10 +549,13 @@ class RedisStore:
         if code == 0:
             last_run = _runs_decoder.decode(entries[-1][4])[-1]
             self._last_run[stream] = (last_run[1], last_run[2])
+            if int(value) == last_seq:
+                self._remember(stream, entries)
             self._notify(stream, int(value))
             return int(value)
         if code in (-1, -2, -3):
             self._owned.pop(stream, None)
+            self._recent.pop(stream, None)
             self._last_run.pop(stream, None)
             why = {-1: "is unknown", -2: "has another producer", -3: "already ended"}[code]
             raise StaleProducer(f"producer {producer} cannot append: stream {stream} {why}")
@@ -592,6 +600,7 @@ class RedisStore:
         code = await self._retry(f"finish stream={stream}", run)
         self._owned.pop(stream, None)
         self._last_run.pop(stream, None)
+        self._recent.pop(stream, None)
         if code != 0:
             raise StaleProducer(f"producer {producer} does not own stream {stream}")
         meta = await self._r.hmget(self._meta_key(stream), ["owner", "req"])
@@ -627,11 +636,43 @@ class RedisStore:
                 total += len(e.items)
         return out
 
+    def _remember(
+        self, stream: str, entries: list[tuple[int, int, bytes, bytes, bytes, bytes, bytes]]
+    ) -> None:
+        """Keep the last entries this node appended (immutable once in Redis), so
+        readers attached here follow a live stream without a round trip."""
+        cache = self._recent.setdefault(stream, deque())
+        for first, count, items, ends, runs, p, d in entries:
+            if not p:  # the digest before the batch: the previous entry's, or the seed
+                if cache and cache[-1].last == first - 1:
+                    p = cache[-1].d
+                elif first == 1:
+                    p = seed(stream, self._epoch)
+                else:
+                    cache.clear()
+                    continue
+            if cache and cache[-1].last != first - 1:
+                cache.clear()
+            cache.append(
+                _Entry({b"i": items, b"e": ends, b"r": runs, b"n": b"%d" % count, b"p": p, b"d": d})
+            )
+        size = sum(len(e.items) for e in cache)
+        while len(cache) > RECENT_ENTRIES or (size > RECENT_BYTES and len(cache) > 1):
+            size -= len(cache.popleft().items)
+
+    def _cached(self, stream: str, after: int) -> list[_Entry] | None:
+        cache = self._recent.get(stream)
+        if not cache or not cache[0].first <= after + 1 <= cache[-1].last:
+            return None
+        return [e for e in cache if e.last > after]
+
     async def read(self, stream: str, after: int, max_bytes: int) -> ReadBatch | None:
         async def run() -> list[_Entry]:
             return await self._entries(stream, after, max_bytes)
 
-        entries = await self._retry(f"read stream={stream}", run)
+        entries = self._cached(stream, after)
+        if entries is None:
+            entries = await self._retry(f"read stream={stream}", run)
         if not entries:
             return None
         # choose the last event: whole entries while within max_bytes, at least one event

@@ -260,3 +260,45 @@ async def test_a_lost_producer_is_ended_failed_producer_lost(redis_server: Redis
         assert events[-1].error == "producer_lost" and events[-1].count == 11
     finally:
         await b.close()
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_reads_of_a_live_stream_on_its_node_match_reads_from_redis(
+    redis_server: RedisServer, seed: int
+) -> None:
+    """The producing node serves recent entries from memory: same events, same digests."""
+    prefix = f"t{secrets.token_hex(4)}"
+    a = RedisStore(redis_server.url, prefix=prefix)
+    b = RedisStore(redis_server.url, prefix=prefix)
+    try:
+        rng = random.Random(seed)
+        events = random_events(rng, rng.randint(50, 3000))[:-1]  # still running: no end
+        c = await a.create("o", f"live{seed}", 0.0)
+        p = Producer(a, c.stream, c.epoch, c.producer)
+        for ev in events:
+            if ev.kind in (Kind.TEXT, Kind.JSON, Kind.DATA):
+                p.add_chunk(ev.kind, ev.part, ev.body)
+            else:
+                p.add(ev)
+            if rng.random() < 0.08:
+                await p.flush()
+        await p.flush()
+        assert a._recent.get(c.stream)  # the cache is in use
+        digests = chain(c.stream, c.epoch, events)
+        for _ in range(30):
+            after = rng.randint(max(0, len(events) - 600), len(events) - 1)
+            budget = rng.choice([1, 64, 300, 5000, 1 << 20])
+            x, y = await a.read(c.stream, after, budget), await b.read(c.stream, after, budget)
+            assert x is not None and y is not None
+            for got in (x, y):
+                frame = encode_events_frame(c.stream, got.first, got.items, got.digest)
+                decoded = decode_server(frame)
+                assert isinstance(decoded, Events)
+                kinds = {e.part: e.part_kind for e in events[:after] if e.kind is Kind.PART_START}
+                evs = events_of(decoded, kinds)
+                assert evs == events[after : after + got.count]
+                assert got.digest == digests[after + got.count - 1]
+        p.abandon()
+    finally:
+        await a.close()
+        await b.close()
