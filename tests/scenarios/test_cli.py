@@ -10,22 +10,28 @@ from typer.testing import CliRunner
 from unbroken.cli import app
 
 
-def test_chaos_run_writes_results_and_report_and_exits_0(tmp_path: Path) -> None:
+def test_chaos_run_writes_results_and_report_and_exit_status(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = CliRunner().invoke(
         app,
         ["chaos", "run", "--scenarios", "1", "--conditions", "clean", "--out", str(out)],
     )
-    assert result.exit_code == 0, result.output
     data = json.loads((out / "results.json").read_text())
+    # exit 1 exactly when a run failed or a measured seed target was missed (one run's
+    # CPU overhead is noisy: either may happen here, the rule must hold)
+    missed = [e["id"] for e in data["evaluation"] if e["met"] is False]
+    failed = [r["id"] for r in data["runs"] if r["status"] != "pass"]
+    assert result.exit_code == (1 if missed or failed else 0), result.output
     assert [r["id"] for r in data["runs"]] == ["TC1-small-mid-clean-rst-r0"]
     run = data["runs"][0]
     assert run["status"] == "pass" and run["exact"] is True
     assert run["metrics"]["reconnect_s"] is not None and run["metrics"]["drops"] >= 1
     assert data["command"].startswith("unbroken chaos run --quick --scenarios 1")
     page = (out / "report.html").read_text()
-    assert "PASS" in page and "TC1-small-mid-clean-rst-r0" in page
-    assert "seed targets" in result.output and "OK" in result.output
+    assert "TC1-small-mid-clean-rst-r0" in page
+    assert ("PASS" in page) == (not missed and not failed)
+    assert "seed targets" in result.output
+    assert ("NOT OK" in result.output) == bool(missed or failed)
     assert not (out / "artefacts").exists(), "artefacts are kept for failed runs only"
 
 

@@ -103,7 +103,7 @@ TIMINGS: Final[dict[str, Timing]] = {
         Timing("early", 0.10, 0.25, "at 10–25 % of the answer"),
         Timing("mid", 0.40, 0.60, "at 40–60 % of the answer"),
         Timing("late", 0.75, 0.90, "at 75–90 % of the answer"),
-        Timing("final", 0.95, 0.99, "at 95 %+ of the answer"),
+        Timing("final", 0.95, 0.98, "at 95 %+ of the answer"),
     )
 }
 

@@ -7,8 +7,10 @@ Registered in :mod:`unbroken.cli`; heavy imports happen inside the commands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import shlex
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -262,17 +264,44 @@ def _run(
             results.write(out / "results.json")
         live.update(Group(progress, table()))
 
+    async def main() -> tuple[list[RunResult], list[tuple[float, float, float]], float]:
+        # Ctrl-C: finish the current run, then write what ran; again: stop now
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        presses = [0]
+
+        def on_sigint() -> None:
+            presses[0] += 1
+            if presses[0] == 1:
+                progress.console.print(
+                    "[yellow]interrupted: finishing the current run (Ctrl-C again: stop now)"
+                )
+            elif task is not None:
+                task.cancel()
+
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
+        try:
+            return await run_matrix(
+                specs,
+                out_dir=out,
+                keep_artefacts=keep_artefacts,
+                on_progress=on_progress,
+                stop=lambda: presses[0] > 0,
+            )
+        finally:
+            results.interrupted = presses[0] > 0
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGINT)
+
     with live:
         try:
-            _, memory, seconds = asyncio.run(
-                run_matrix(
-                    specs, out_dir=out, keep_artefacts=keep_artefacts, on_progress=on_progress
-                )
-            )
+            _, memory, seconds = asyncio.run(main())
             results.memory, results.duration_s = memory, seconds
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, asyncio.CancelledError):
             results.interrupted = True
-            console.print("[yellow]interrupted: writing what ran[/]")
+    if results.interrupted:
+        console.print(f"[yellow]interrupted after {len(results.runs)} of {len(specs)} runs")
     results.write(out / "results.json")
     return results
 

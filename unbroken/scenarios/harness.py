@@ -581,9 +581,7 @@ class ResourceSampler:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await reap(self._task)
         self.sample()
 
     @property
@@ -593,6 +591,20 @@ class ResourceSampler:
     @property
     def peak_log_bytes(self) -> int:
         return max((s.log_bytes for s in self.samples), default=0)
+
+
+async def reap(fut: asyncio.Future[Any]) -> None:
+    """Cancel ``fut`` and wait for it, keeping a cancellation of the caller itself (a
+    Ctrl-C) on its way: only ``fut``'s own cancellation and errors are swallowed."""
+    fut.cancel()
+    try:
+        await fut
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    except Exception:
+        log.debug("reaped a task that failed", exc_info=True)
 
 
 # ------------------------------------------------------------------ the harness
@@ -811,4 +823,5 @@ __all__ = [
     "answer_app",
     "chaos_harness",
     "event_of",
+    "reap",
 ]

@@ -35,7 +35,14 @@ from ..errors import ReconnectExhausted
 from ..protocol.backoff import Backoff, BackoffPolicy
 from ..protocol.events import Kind
 from .catalog import CONDITIONS, SIZES, RunSpec
-from .harness import CHAOS_POLICY, ChaosHarness, LogCapture, ResourceSampler, StreamRecorder
+from .harness import (
+    CHAOS_POLICY,
+    ChaosHarness,
+    LogCapture,
+    ResourceSampler,
+    StreamRecorder,
+    reap,
+)
 from .results import Check, Metrics, RunResult
 from .targets import percentile
 
@@ -73,21 +80,28 @@ TEXT_CHUNK = 48
 
 
 # ------------------------------------------------------------------ answers
+def chunk_size(size: int) -> int:
+    """Token-like chunks: 8 bytes for the smallest answers, up to 48 (so a small answer
+    still has a couple of hundred events, and 'final' has some left to lose)."""
+    return max(8, min(TEXT_CHUNK, size // 200))
+
+
 @functools.lru_cache(maxsize=64)
 def _answer(kind: str, size: int, seed: int) -> GeneratedAnswer:
     sim = StreamingResponseSimulator(seed)
+    chunk = chunk_size(size)
     if kind == "text":
-        return sim.text_answer(size, TEXT_CHUNK)
+        return sim.text_answer(size, chunk)
     if kind == "json":
-        return sim.json_answer(REPORT_SCHEMA, chunk_size=TEXT_CHUNK, target_size=size)
+        return sim.json_answer(REPORT_SCHEMA, chunk_size=chunk, target_size=size)
     return sim.multipart_answer(
         [
-            {"type": "text", "size": max(200, int(size * 0.45)), "chunk_size": TEXT_CHUNK},
+            {"type": "text", "size": max(200, int(size * 0.45)), "chunk_size": chunk},
             {
                 "type": "json",
                 "schema": REPORT_SCHEMA,
                 "target_size": max(200, int(size * 0.2)),
-                "chunk_size": TEXT_CHUNK,
+                "chunk_size": chunk,
             },
             {"type": "chart", "points": max(5, size // 2000), "series": 2},
             {"type": "table", "rows": max(5, size // 1500), "columns": 5, "chunk_size": 4096},
@@ -149,6 +163,8 @@ class Baseline:
     total_s: float
     wire_bytes: int
     cpu_s: float
+    conn_bytes: int = 0
+    """Bytes the first connection carried to the client (one-client runs)."""
 
 
 _BASELINES: dict[tuple[str, int, int, str, int], Baseline] = {}
@@ -237,7 +253,8 @@ class _Run:
     exhausted: list[BaseException] = field(default_factory=list)
     tc5_released: float | None = None
     faulted: asyncio.Event = field(default_factory=asyncio.Event)
-    open_at_fault: set[int] = field(default_factory=set)
+    welcome_bytes: int = 0
+    baseline: Baseline | None = None
     samples: dict[str, list[float]] = field(default_factory=dict)
     _snap_task: asyncio.Task[None] | None = None
 
@@ -250,14 +267,14 @@ class _Run:
         self.faults.append((t, what))
         if self.t_fault is None:
             self.t_fault = t
-            self.open_at_fault = {id(r) for r in self.recs if not r.stream.done}
             self.faulted.set()
             self._snap_task = asyncio.get_running_loop().create_task(self._take_snapshot())
         return t
 
     def open_at(self, rec: StreamRecorder) -> bool:
         """The stream was not finished (for the client's session) when the fault hit."""
-        return self.t_fault is not None and id(rec) in self.open_at_fault
+        t = self.t_fault
+        return t is not None and (rec.settled_at is None or rec.settled_at > t)
 
     async def _take_snapshot(self) -> None:
         try:
@@ -321,14 +338,26 @@ def _json_partial_ok(frags: list[str]) -> bool | None:
 
 
 # ------------------------------------------------------------------ fault plans
-async def _play(run: _Run, condition: str, fault: CutMode, *, ramp: float | None = None) -> None:
-    """Play ``condition`` now, with ``fault`` as the way connections die."""
+async def _play(
+    run: _Run,
+    condition: str,
+    fault: CutMode,
+    *,
+    ramp: float | None = None,
+    cut_done: float | None = None,
+) -> None:
+    """Play ``condition`` now, with ``fault`` as the way connections die (a gradual
+    degradation cuts when its ramp is over). ``cut_done``: the first cut already happened
+    then (an exact byte-offset cut), for the conditions that start with one."""
     p = run.h.proxy
     prof = run.spec.profile_info
     net = NetworkSimulator(p)
+    if cut_done is not None:
+        run.mark(f"{condition}: cut at the timing point ({fault})", cut_done)
     if condition == "clean":
-        run.mark(f"clean disconnect ({fault})")
-        await p.cut_all(fault, reason="clean_disconnect")
+        if cut_done is None:
+            run.mark(f"clean disconnect ({fault})")
+            await p.cut_all(fault, reason="clean_disconnect")
     elif condition == "gradual":
         duration = ramp if ramp is not None else prof.ramp
         run.faults.append((time.monotonic(), f"degradation starts ({duration:.2f} s ramp)"))
@@ -340,12 +369,15 @@ async def _play(run: _Run, condition: str, fault: CutMode, *, ramp: float | None
         await asyncio.gather(p.cut_all(fault, reason="after_degradation"), net.restore())
     elif condition == "intermittent":
         for k in range(3):
+            if k == 0 and cut_done is not None:
+                continue
             if k:
                 await asyncio.sleep(prof.drop_every)  # the fault's own rhythm
             run.mark(f"intermittent drop {k + 1}/3 ({fault})")
             await p.cut_all(fault, reason=f"intermittent_{k + 1}")
     elif condition == "outage":
-        run.mark(f"outage {prof.outage:.1f} s ({fault})")
+        if cut_done is None:
+            run.mark(f"outage {prof.outage:.1f} s ({fault})")
         await net.simulate_complete_outage(prof.outage, mode=fault)
         run.faults.append((time.monotonic(), "outage over"))
     elif condition == "asymmetric":
@@ -367,26 +399,30 @@ async def _trigger(run: _Run, total_events: int) -> None:
 
 
 async def _cascade(run: _Run) -> None:
-    """TC7: cut each new connection right after it connects (3x), then after 2 KB."""
-    watch, p = run.watches[0], run.h.proxy
-    modes: tuple[CutMode, ...] = ("rst", "fin", "rst", "rst")
-    last = run.t_fault if run.t_fault is not None else time.monotonic()
-    for k, mode in enumerate(modes):
-        ev = await watch.wait("connected", last)
-        if all(r.ended_at is not None for r in run.recs):
-            return
-        if k == 3:
-            conn = p.connections[-1] if p.connections else None
-            if conn is not None:
-                base = conn.downstream.sent
-
-                def grown(c: Any = conn, b: int = base) -> bool:
-                    return bool(c.downstream.sent >= b + 2048 or not c.is_live)
-
-                await p.wait_until(grown)
-        last = run.mark(f"cascade cut {k + 1}/4 ({mode})")
-        await p.cut_all(mode, reason=f"cascade_{k + 1}")
-        last = max(last, ev.at)
+    """TC7: cut each new connection right after its welcome (3x: the client is connected
+    but has resumed nothing), then the next one 2 KB later."""
+    p = run.h.proxy
+    plan: tuple[tuple[int, CutMode], ...] = (
+        (0, "rst"),
+        (0, "fin"),
+        (0, "rst"),
+        (2048, "rst"),
+    )
+    for k, (extra, mode) in enumerate(plan):
+        cut = p.cut_after_bytes(run.welcome_bytes + extra, mode=mode)
+        streams = asyncio.gather(*(r.done() for r in run.recs))
+        fired = asyncio.ensure_future(cut.wait())
+        waits: set[asyncio.Future[Any]] = {fired, streams}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await reap(streams)
+        if not fired.done():
+            cut.cancel()
+            await reap(fired)
+            return  # the answer arrived before this cut could fire
+        where = "right after the welcome" if not extra else f"{extra} B after the welcome"
+        run.mark(f"cascade cut {k + 1}/4 ({mode}) {where}")
 
 
 async def _hold_down(run: _Run, release: asyncio.Event) -> None:
@@ -409,23 +445,74 @@ async def _hold_down(run: _Run, release: asyncio.Event) -> None:
         run.faults.append((run.tc5_released, "network back"))
 
 
+async def _timed_play(run: _Run, total_events: int) -> None:
+    """Play the condition at the timing point. A gradual degradation starts a ramp
+    earlier, so that the link is degraded *before* it fails at the timing point."""
+    spec, prof = run.spec, run.spec.profile_info
+    timing = spec.timing_info
+    if spec.condition == "gradual" and timing.at is None and run.baseline is not None:
+        fraction = timing.fraction(spec.repeat)
+        point = run.t_started + fraction * run.baseline.total_s
+        await asyncio.sleep(max(0.0, point - prof.ramp - time.monotonic()))  # the schedule
+        # a ramp that cannot fit before the point is shortened (never below 50 ms); the
+        # link fails when the ramp is over: at the point, as the fault-free run paced it
+        ramp = min(prof.ramp, max(0.05, point - time.monotonic()))
+        await _play(run, spec.condition, spec.fault, ramp=ramp)
+        return
+    if timing.at is None and spec.condition in ("clean", "intermittent", "outage"):
+        cut_at = await _cut_at_point(run, total_events)
+        await _play(run, spec.condition, spec.fault, cut_done=cut_at)
+        return
+    await _trigger(run, total_events)
+    short = min(prof.ramp, timing.at) if timing.at is not None else None
+    await _play(run, spec.condition, spec.fault, ramp=short)
+
+
+async def _cut_at_point(run: _Run, total_events: int) -> float | None:
+    """One client: cut its connection right after the byte at the timing point (an
+    exact byte-offset cut in the proxy, so a fast answer cannot outrun it), unless its
+    user reaches the point first. Returns the cut's time, or None (nothing cut yet)."""
+    spec, base = run.spec, run.baseline
+    fraction = spec.timing_info.fraction(spec.repeat)
+    user = asyncio.ensure_future(run.gate.reached(max(1, int(fraction * total_events))))
+    if base is None or not base.conn_bytes or len(run.clients) != 1:
+        await user
+        return None
+    p = run.h.proxy
+    cut = p.cut_after_bytes(int(fraction * base.conn_bytes), mode=spec.fault)
+    fired = asyncio.ensure_future(cut.wait())
+    waits: set[asyncio.Future[Any]] = {fired, user}
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not fired.done():
+            cut.cancel()
+        for fut in waits:
+            if not fut.done():
+                await reap(fut)
+    if fired.done() and not fired.cancelled() and fired.exception() is None:
+        record = fired.result()  # its wall-clock time, on the monotonic clock
+        return time.monotonic() - max(0.0, time.time() - record.time)
+    return None
+
+
 async def _driver(run: _Run, total_events: int) -> None:
     """The fault plan of a run (started once the streams are running)."""
     spec = run.spec
-    fault: CutMode = spec.fault
+    loop = asyncio.get_running_loop()
     if spec.scenario == "TC6":  # 'after started': at once, within 100 ms of the start
-        await _play(run, spec.condition, fault, ramp=0.05)
+        await _play(run, spec.condition, spec.fault, ramp=0.03)
         return
-    await _trigger(run, total_events)
     if spec.scenario == "TC5":
         release = asyncio.Event()
         watch = run.watches[0]
-        t0 = time.monotonic()
-        player = asyncio.get_running_loop().create_task(_play(run, spec.condition, fault))
-        await watch.wait("disconnected", t0 - 0.001)
-        holder = asyncio.get_running_loop().create_task(_hold_down(run, release))
+        player = loop.create_task(_timed_play(run, total_events))
+        await run.faulted.wait()
+        assert run.t_fault is not None
+        await watch.wait("disconnected", run.t_fault - 0.001)
+        holder = loop.create_task(_hold_down(run, release))
         if spec.variant == "long":
-            await watch.wait("exhausted", t0)
+            await watch.wait("exhausted", run.t_fault)
         else:
             await asyncio.sleep(spec.profile_info.tc5_short)  # the outage's length
         release.set()
@@ -435,14 +522,14 @@ async def _driver(run: _Run, total_events: int) -> None:
         return
     if spec.scenario == "TC7":
         # the cascade starts as soon as the condition first breaks the link
-        player = asyncio.get_running_loop().create_task(_play(run, spec.condition, fault))
+        player = loop.create_task(_timed_play(run, total_events))
         await run.faulted.wait()
         try:
             await _cascade(run)
         finally:
             await player
         return
-    await _play(run, spec.condition, fault)
+    await _timed_play(run, total_events)
 
 
 # ------------------------------------------------------------------ one run
@@ -466,10 +553,12 @@ async def _stream_all(run: _Run) -> None:
             run.watches.append(watch)
         await asyncio.gather(*(stack.enter_async_context(c) for c in run.clients))
         byte_cut = None
+        if n_clients == 1:
+            # the 101 response and the welcome: what a connection carries before any stream
+            run.welcome_bytes = (await h.proxy.wait_connection(1)).downstream.sent
         if run.faulty and spec.scenario == "TC6" and spec.variant == "before_started":
             # the welcome is through: cut right there, so 'started' never arrives
-            conn = await h.proxy.wait_connection(1)
-            byte_cut = h.proxy.cut_after_bytes(conn.downstream.sent, mode=spec.fault)
+            byte_cut = h.proxy.cut_after_bytes(run.welcome_bytes, mode=spec.fault)
             byte_cut.fired.add_done_callback(
                 lambda f: None if f.cancelled() else run.mark(f"'started' cut ({spec.fault})")
             )
@@ -516,8 +605,7 @@ async def _stream_all(run: _Run) -> None:
                         driver.cancel()
                 else:
                     driver.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await driver
+                await reap(driver)
             elif driver is not None and driver.done() and not driver.cancelled():
                 exc = driver.exception()
                 if exc is not None:
@@ -591,6 +679,7 @@ async def _baseline(spec: RunSpec) -> Baseline:
                     total_s=max(ends) - run.t_start,
                     wire_bytes=h.proxy.totals()["downstream"]["sent"],
                     cpu_s=cpu1 - cpu0,
+                    conn_bytes=h.proxy.history[0].downstream.sent,
                 )
             )
             bad = [r for r in run.recs if r.answer is None or not h.verify_client(r).ok]
@@ -600,6 +689,7 @@ async def _baseline(spec: RunSpec) -> Baseline:
         total_s=min(b.total_s for b in found),
         wire_bytes=min(b.wire_bytes for b in found),
         cpu_s=min(b.cpu_s for b in found),
+        conn_bytes=min(b.conn_bytes for b in found),
     )
     _BASELINES[key] = base
     return base
@@ -636,7 +726,7 @@ async def run_one(
         baseline = await _baseline(spec)
         with LogCapture(isolate=isolate_logs) as logs:
             async with ChaosHarness(heartbeat=HEARTBEAT, seed=spec.repeat) as h:
-                run = _Run(spec, h, faulty=True)
+                run = _Run(spec, h, faulty=True, baseline=baseline)
                 sampler = ResourceSampler(h.store)
                 sampler.start()
                 cpu0 = await h.server.cpu_time()
@@ -1382,15 +1472,19 @@ async def run_matrix(
     keep_artefacts: bool = False,
     on_progress: ProgressHook | None = None,
     isolate_logs: bool = True,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[list[RunResult], list[tuple[float, float, float]], float]:
     """Run ``specs`` one after the other (timings are honest only alone). Returns the
     results, the memory timeline and the wall seconds. ``on_progress(spec, None)`` is
-    called before a run and ``on_progress(spec, result)`` after it."""
+    called before a run and ``on_progress(spec, result)`` after it; ``stop()`` is asked
+    before each run (true: stop there)."""
     origin = time.monotonic()
     memory: list[tuple[float, float, float]] = []
     results: list[RunResult] = []
     artefacts = out_dir / "artefacts" if out_dir is not None else None
     for spec in specs:
+        if stop is not None and stop():
+            break
         if on_progress is not None:
             on_progress(spec, None)
         result = await run_one(

@@ -158,28 +158,39 @@ def evaluate(runs: Iterable[RunResult]) -> list[Evaluation]:
     else:
         out.append(Evaluation(t, None, None, 0, "no TC5 or blackhole run"))
 
-    pairs = [
-        (r.metrics.server_cpu_s, r.metrics.baseline_cpu_s)
-        for r in runs
-        if r.metrics.server_cpu_s is not None and r.metrics.baseline_cpu_s
+    measured = [
+        r for r in runs if r.metrics.server_cpu_s is not None and r.metrics.baseline_cpu_s
     ]
     t = by_id["cpu"]
-    if pairs:
-        fault = sum(a for a, _ in pairs)
-        base = sum(b for _, b in pairs if b is not None)
+    if measured:
+        fault, base = _cpu(measured)
         v = 100.0 * (fault / base - 1.0) if base > 0 else float("nan")
+        by_size = []
+        for size in ("small", "medium", "large", "xlarge"):
+            group = [r for r in measured if r.spec.size == size]
+            if group:
+                f, b = _cpu(group)
+                by_size.append(f"{size} {100.0 * (f / b - 1.0):+.0f} %")
         out.append(
             Evaluation(
                 t,
                 v,
                 t.met(v),
-                len(pairs),
-                f"{fault:.2f} s with faults vs {base:.2f} s without, {len(pairs)} runs",
+                len(measured),
+                f"{fault:.2f} s with faults vs {base:.2f} s without, {len(measured)} runs; "
+                f"by answer size: {', '.join(by_size)}",
             )
         )
     else:
         out.append(Evaluation(t, None, None, 0, "no CPU measured"))
     return out
+
+
+def _cpu(runs: list[RunResult]) -> tuple[float, float]:
+    return (
+        sum(r.metrics.server_cpu_s or 0.0 for r in runs),
+        sum(r.metrics.baseline_cpu_s or 0.0 for r in runs),
+    )
 
 
 def missed(evaluations: Iterable[Evaluation]) -> list[Evaluation]:
