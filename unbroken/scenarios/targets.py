@@ -158,9 +158,7 @@ def evaluate(runs: Iterable[RunResult]) -> list[Evaluation]:
     else:
         out.append(Evaluation(t, None, None, 0, "no TC5 or blackhole run"))
 
-    measured = [
-        r for r in runs if r.metrics.server_cpu_s is not None and r.metrics.baseline_cpu_s
-    ]
+    measured = [r for r in runs if r.metrics.server_cpu_s is not None and r.metrics.baseline_cpu_s]
     t = by_id["cpu"]
     if measured:
         fault, base = _cpu(measured)
