@@ -1,7 +1,9 @@
 """Run every benchmark: ``python -m benchmarks [--quick] [names…]``.
 
 Each benchmark runs in a child process of its own (fresh memory, event loop and
-sockets) and writes ``benchmarks/results/<name>.json`` and ``<name>.png``; with
+sockets) and writes ``benchmarks/results/<name>.json`` and ``<name>.png`` (for the
+modules run through ``benchmarks/suite.py``, ``suite_<name>.*``, so the files their
+own command writes are left alone); with
 ``--quick`` (small sizes: a smoke run, figures not meaningful) the files are
 ``<name>.quick.json`` / ``.png`` so the full results are kept. All traffic stays
 on 127.0.0.1. The child's output goes to ``benchmarks/results/<name>[.quick].log``.
@@ -48,7 +50,9 @@ def _load(spec: str) -> Any:
 
 
 def paths(name: str, quick: bool) -> tuple[Path, Path, Path]:
-    stem = f"{name}.quick" if quick else name
+    # modules run through benchmarks/suite.py keep their own CLI's <name>.json untouched
+    stem = f"suite_{name}" if BENCHMARKS[name][0].startswith("benchmarks.suite:") else name
+    stem = f"{stem}.quick" if quick else stem
     return RESULTS / f"{stem}.json", RESULTS / f"{stem}.png", RESULTS / f"{stem}.log"
 
 

@@ -8,7 +8,10 @@ recovery machinery. For every cut, the proxy cuts the current connection after a
 random number of downstream bytes (2–40 KB after the bytes already delivered):
 
 * ``fin`` / ``rst``: cut → first missing event, i.e. the first event the client did
-  not hold when it noticed the drop (as in ``benchmarks/recovery.py``);
+  not hold when it noticed the drop (as in ``benchmarks/recovery.py``). A ``fin`` is
+  timed from the cut record; an ``rst`` from the moment the RST is on the wire (the
+  proxy first waits for the delivered bytes to be acked, which the client's kernel
+  may delay up to 40 ms: reported apart as ``flush_wait_ms``);
 * ``blackhole``: the connection goes silent (no FIN, no RST): cut → detection (the
   client's ``disconnected``) and cut → first missing event. Default heartbeat (1 s)
   and the client's default silence rule (3 × heartbeat + 2 × RTT).
@@ -103,14 +106,34 @@ async def measure(modes: list[str], cuts: int, seed: int, heartbeat: float = 1.0
                     state.update(cut_at=None, held=None, marks={})
                     state["waiter"] = asyncio.get_running_loop().create_future()
                     cut_pending = True
-                    byte_cut = proxy.cut_after_bytes(offset, mode=mode, once=True)  # type: ignore[arg-type]
-                    try:
-                        record = await asyncio.wait_for(byte_cut.wait(), 10)
-                    except TimeoutError:
-                        byte_cut.cancel()
-                        cut_pending = False
-                        continue
-                    t_cut = time.monotonic() - (time.time() - record.time)
+                    t_wire: float | None = None
+                    if mode == "rst":
+                        # an rst cut first waits for the delivered bytes to be acked (the
+                        # client's delayed ACK: up to 40 ms), then resets: time it from the
+                        # moment the RST is on the wire, and report the wait apart
+                        try:
+                            await asyncio.wait_for(
+                                proxy.wait_until(lambda c=live, o=offset: c.downstream.sent >= o),
+                                10,
+                            )
+                        except TimeoutError:
+                            cut_pending = False
+                            continue
+                        t_decided = time.monotonic()
+                        state["cut_at"] = t_decided
+                        await live.cut("rst", "bench")
+                        t_wire = time.monotonic()
+                        t_cut = t_wire
+                    else:
+                        byte_cut = proxy.cut_after_bytes(offset, mode=mode, once=True)  # type: ignore[arg-type]
+                        try:
+                            record = await asyncio.wait_for(byte_cut.wait(), 10)
+                        except TimeoutError:
+                            byte_cut.cancel()
+                            cut_pending = False
+                            continue
+                        t_cut = time.monotonic() - (time.time() - record.time)
+                        t_decided = t_cut
                     state["cut_at"] = t_cut
                     try:
                         t_rec = await asyncio.wait_for(state["waiter"], 15)
@@ -123,11 +146,11 @@ async def measure(modes: list[str], cuts: int, seed: int, heartbeat: float = 1.0
                     samples.append(
                         {
                             "mode": mode,
-                            "offset": offset - (live.downstream.sent - 0),
                             "detect_ms": (m.get("disconnected", t_rec) - t_cut) * 1000,
                             "reconnect_ms": (m.get("connected", t_rec) - t_cut) * 1000,
                             "resume_ms": (m.get("resumed", t_rec) - t_cut) * 1000,
                             "recovery_ms": (t_rec - t_cut) * 1000,
+                            "flush_wait_ms": ((t_wire or t_decided) - t_decided) * 1000,
                         }
                     )
                     if mode == "blackhole":
@@ -145,7 +168,7 @@ async def measure(modes: list[str], cuts: int, seed: int, heartbeat: float = 1.0
         ok = [s for s in samples if s["mode"] == mode and "timeout" not in s]
         out[mode] = {
             key: summary([s[key] for s in ok])
-            for key in ("detect_ms", "reconnect_ms", "resume_ms", "recovery_ms")
+            for key in ("detect_ms", "reconnect_ms", "resume_ms", "recovery_ms", "flush_wait_ms")
         }
         out[mode]["cuts"] = len(ok)
     both = [s["recovery_ms"] for s in samples if s["mode"] in ("fin", "rst") and "timeout" not in s]
