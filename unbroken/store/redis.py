@@ -283,7 +283,8 @@ class RedisStore:
     created) at once; with a client, ``await store.open()`` before serving.
     ``lease`` is the producer lease in seconds: a node that dies with runs in
     flight has them ended ``failed: producer_lost`` by any node tailing them
-    within about ``lease`` + ``lease / 5`` seconds. ``outage_timeout`` bounds how
+    within about ``lease`` seconds (renewals every ``lease / 5`` may be missed
+    three times in a row before the lease runs out). ``outage_timeout`` bounds how
     long an append waits out an unreachable Redis before the run fails.
     """
 
@@ -300,6 +301,9 @@ class RedisStore:
     ) -> None:
         self.retention = retention or Retention()
         self.lease = lease
+        # a lease stays valid 0.8 x lease after a renewal and is renewed (and others'
+        # checked) every lease / 5: a dead producer's streams end within ``lease``
+        self._lease_ms = int(lease * 800)
         self.prefix = prefix
         self.outage_timeout = outage_timeout
         self.tail_count = tail_count
@@ -491,7 +495,7 @@ class RedisStore:
                     keys=[meta, self._log_key(stream), self._tomb_key(stream)],
                     args=[
                         token,
-                        int(self.lease * 1000),
+                        self._lease_ms,
                         keep,
                         keep + int(self.retention.tombstone_ttl * 1000),
                     ],
@@ -533,7 +537,7 @@ class RedisStore:
         keys = [self._meta_key(stream), self._log_key(stream)]
         args: list[Any] = [
             producer,
-            int(self.lease * 1000),
+            self._lease_ms,
             self.retention.max_stream_bytes,
             end_last,
             len(entries),
@@ -875,7 +879,7 @@ class RedisStore:
     async def _lease_tick(self) -> None:
         keep = self._running_keep_ms()
         tomb = keep + int(self.retention.tombstone_ttl * 1000)
-        lease_ms = int(self.lease * 1000)
+        lease_ms = self._lease_ms
         owned = list(self._owned.items())
         watched = [s for s in self._listeners if s not in self._owned and s not in self._ending]
         pipe = self._r.pipeline(transaction=False)
@@ -911,7 +915,7 @@ class RedisStore:
         try:
             token = secrets.token_hex(8)
             got = await self._claim_script(
-                keys=[self._meta_key(stream)], args=[token, int(self.lease * 1000)]
+                keys=[self._meta_key(stream)], args=[token, self._lease_ms]
             )
             if got[0] != 0:
                 return

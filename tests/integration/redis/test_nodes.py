@@ -94,8 +94,9 @@ async def test_killing_the_producing_node_ends_the_stream_producer_lost_within_t
         with pytest.raises(StreamFailed) as info:
             await st.wait()
         assert info.value.status == "failed" and info.value.error == "producer_lost"
-        # the lease runs out within `lease` of the last renewal; upkeep runs every lease/5
-        assert took <= lease + lease / 5 + 0.5, took
+        # valid 0.8 x lease after the last renewal, checked every lease / 5: within the lease
+        # (plus scheduling and delivery on a busy machine)
+        assert took <= lease + 0.3, took
     finally:
         await client.__aexit__(None, None, None)
 
