@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+import time
 from array import array
 from collections.abc import AsyncIterator
 
@@ -302,3 +303,65 @@ async def test_reads_of_a_live_stream_on_its_node_match_reads_from_redis(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_flushed_redis_gets_a_new_epoch_and_old_streams_are_unknown(
+    private_redis: RedisServer,
+) -> None:
+    private_redis.start()
+    s = RedisStore(private_redis.url, prefix="flush")
+    try:
+        c = await s.create("o", "before", 0.0)
+        old = s.epoch
+        r = aioredis.Redis.from_url(private_redis.url)
+        await r.flushall()
+        await r.aclose()
+        assert await s.meta(c.stream) is None
+        assert s.epoch != old  # noticed on the way (meta reads the epoch key)
+        with pytest.raises(StaleProducer):
+            await s.append(c.stream, c.producer, text_batch(1, 1, seed_of(c.stream, old)))
+        again = await s.create("o", "before", 1.0)
+        assert again.created and again.epoch == s.epoch
+    finally:
+        await s.close()
+
+
+async def test_an_outage_longer_than_outage_timeout_fails_the_append(
+    private_redis: RedisServer,
+) -> None:
+    from unbroken.store.redis import StoreUnavailable
+
+    private_redis.start()
+    s = RedisStore(private_redis.url, prefix="down", outage_timeout=0.5)
+    try:
+        c = await s.create("o", "down", 0.0)
+        private_redis.stop()
+        t = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await s.append(c.stream, c.producer, text_batch(1, 3, seed_of(c.stream, c.epoch)))
+        assert time.monotonic() - t < 3
+    finally:
+        await s.close()
+
+
+async def test_an_append_waits_out_a_short_outage_and_lands_once(
+    private_redis: RedisServer,
+) -> None:
+    private_redis.aof = True
+    private_redis.start()
+    s = RedisStore(private_redis.url, prefix="blip")
+    try:
+        c = await s.create("o", "blip", 0.0)
+        b1 = text_batch(1, 5, seed_of(c.stream, c.epoch))
+        await s.append(c.stream, c.producer, b1)
+        private_redis.stop()
+        pending = asyncio.ensure_future(
+            s.append(c.stream, c.producer, text_batch(6, 5, b1.digests[-1]))
+        )
+        # Redis comes back while the append retries against the dead port
+        await asyncio.to_thread(private_redis.start)
+        assert await asyncio.wait_for(pending, 20) == 10
+        _, events = await s.read_all(c.stream)
+        assert [e.seq for e in events] == list(range(1, 11))
+    finally:
+        await s.close()
