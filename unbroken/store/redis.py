@@ -328,6 +328,7 @@ class RedisStore:
         self._owned: dict[str, str] = {}  # stream -> producer token held by this node
         self._tail_client_id: int | None = None
         self._tail_kick = False
+        self._tail_wake: asyncio.Event | None = None  # set when streams are subscribed
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -399,6 +400,7 @@ class RedisStore:
             t.cancel()
         self._loop = loop
         self._tail_client_id = None
+        self._tail_wake = asyncio.Event()
         self._tasks = [
             loop.create_task(self._tail_loop(), name="unbroken-redis-tail"),
             loop.create_task(self._lease_loop(), name="unbroken-redis-lease"),
@@ -793,6 +795,8 @@ class RedisStore:
     # ------------------------------------------------------------ tailing
     def _kick(self) -> None:
         """Wake the blocked XREAD so it picks up new streams."""
+        if self._tail_wake is not None:
+            self._tail_wake.set()
         if self._tail_kick or self._tail_client_id is None or self._loop is None:
             self._tail_kick = True
             return
@@ -826,18 +830,18 @@ class RedisStore:
                                 self._tail_ids[s] = f"{head}-0".encode()
                                 if head:
                                     self._notify(s, head)
-                    if not self._tail_ids:
-                        await asyncio.sleep(0.05)
-                        continue
                     # streams this node produces notify their readers on append
                     owned = self._owned
                     streams = {
                         self._log_key(s): i for s, i in self._tail_ids.items() if s not in owned
                     }
-                    if not streams:
-                        await asyncio.sleep(0.05)
+                    if not streams:  # nothing to tail: wait for a subscription
+                        assert self._tail_wake is not None
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._tail_wake.wait(), 1.0)
+                        self._tail_wake.clear()
                         continue
-                    got = await tail.xread(streams, count=self.tail_count, block=1000)
+                    got = await tail.xread(streams, count=self.tail_count, block=250)
                     backoff = 0.05
                     for key, items in got or ():
                         k = key.decode() if isinstance(key, bytes) else key
