@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .client import Answer, Client, Stream
     from .server import Output, Principal, Request, Unbroken
     from .store.memory import MemoryStore
+    from .store.redis import RedisStore
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,7 @@ _LAZY: dict[str, str] = {
     "Request": ".server",
     "Unbroken": ".server",
     "MemoryStore": ".store.memory",
+    "RedisStore": ".store.redis",
 }
 
 
@@ -65,6 +67,7 @@ __all__ = [
     "Principal",
     "ProtocolError",
     "ReconnectExhausted",
+    "RedisStore",
     "Request",
     "Stream",
     "StreamFailed",
