@@ -47,6 +47,7 @@ from ..protocol.session import (
     StreamGoneOut,
     StreamResumed,
     StreamStarted,
+    StreamState,
     Welcomed,
 )
 from .response import Answer, StreamEnded, StreamEvent
@@ -501,6 +502,10 @@ class Client:
         def check_silence() -> None:
             nonlocal watchdog
             limit = self._silence_limit()
+            if not self._expecting_frames():
+                # the server sends hb only while a stream is live: an idle
+                # connection is quiet by design, not dead
+                self._last_recv = loop.time()
             quiet = loop.time() - self._last_recv
             if quiet > limit:
                 dead.append(f"no frame for {quiet:.2f}s (limit {limit:.2f}s)")
@@ -566,6 +571,11 @@ class Client:
             self._ping_sent.pop(min(self._ping_sent))
         task = asyncio.get_running_loop().create_task(ws.send(encode(Ping(self._ping_n)).decode()))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    def _expecting_frames(self) -> bool:
+        """True while some stream is live (or a start or resume awaits its answer)."""
+        live = (StreamState.STARTING, StreamState.ATTACHED, StreamState.RESUMING)
+        return any(cs.state in live for cs in self._session.by_req.values())
 
     def _rtt_sample(self, rtt: float) -> None:
         self._srtt = rtt if self._srtt is None else 0.875 * self._srtt + 0.125 * rtt

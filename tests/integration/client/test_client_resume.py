@@ -293,3 +293,16 @@ async def test_unknown_agent_is_refused_with_a_clear_error() -> None:
             await asyncio.wait_for(client.start("nope"), 5)
     assert info.value.code == "unknown_agent"
     assert "count" in str(info.value)
+
+
+async def test_idle_connection_is_not_declared_dead_by_the_silence_detector() -> None:
+    app, expected, _ = paced_text_app(tokens=50, heartbeat=0.05)
+    async with serve(app) as srv, Client(srv.url, policy=FAST, ping_every=0) as client:
+        # no stream: the server sends no hb, so the link is quiet for 0.6 s, four
+        # times the silence limit (3 x 50 ms); the quiet period is the behaviour
+        # under test, not a synchronisation
+        await asyncio.sleep(0.6)
+        assert not [e for e in client.history if e.kind == "disconnected"]
+        st = await client.start("count", {"n": 50})
+        answer = await asyncio.wait_for(st.wait(), 10)
+    assert answer.text == expected(50)
