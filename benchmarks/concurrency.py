@@ -176,7 +176,7 @@ def measure(
     kind: str, port: int, server: Any, streams: int, conns: int, duration: float
 ) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
-    spread, warm = 1.0, 1.5
+    spread, warm = (1.0, 1.5) if duration > 2 else (0.5, 0.5)
     n_tokens = math.ceil(RATE * (spread + warm + duration)) + 2
     go, go_at, ready, out = ctx.Event(), ctx.Value("d", 0.0), ctx.Queue(), ctx.Queue()
     procs = []
@@ -267,9 +267,9 @@ def measure(
 def run(quick: bool = False) -> dict[str, Any]:
     result = meta()
     if quick:
-        steps = [300]
-        mux_steps = [500]
-        duration = 1.5
+        steps = [200]
+        mux_steps = [300]
+        duration = 1.0
     else:
         steps = [250, 500, 750, 1000, 1500, 2000, 3000, 5000, 8000]
         mux_steps = [1000, 2000, 3000, 5000, 10000, 20000]

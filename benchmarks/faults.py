@@ -191,10 +191,10 @@ def run(quick: bool = False) -> dict[str, Any]:
     )
     cuts = 40 if quick else 1000
     res["fin_rst"] = asyncio.run(measure(["fin", "rst"], cuts, seed=8))
-    res["blackhole"] = asyncio.run(measure(["blackhole"], 2 if quick else 20, seed=9))
+    res["blackhole"] = asyncio.run(measure(["blackhole"], 1 if quick else 20, seed=9))
     # what a shorter heartbeat would give (the client's silence rule is 3 × heartbeat + RTT)
     res["blackhole_heartbeat_0_4s"] = asyncio.run(
-        measure(["blackhole"], 2 if quick else 20, seed=10, heartbeat=0.4)
+        measure(["blackhole"], 1 if quick else 20, seed=10, heartbeat=0.4)
     )
     r = res["fin_rst"]["fin_rst"]["recovery_ms"]
     n_cuts = res["fin_rst"]["fin_rst"]["cuts"]

@@ -37,7 +37,7 @@ def policy() -> BackoffPolicy:
 
 
 async def _workload(
-    port: int, server: psutil.Process, clients: int, streams: int, cuts: bool
+    port: int, server: psutil.Process, clients: int, streams: int, cuts: bool, tokens: int
 ) -> dict[str, Any]:
     async with FaultProxy(upstream=("127.0.0.1", port)) as proxy:
         url = f"ws://127.0.0.1:{proxy.port}/ws"
@@ -49,11 +49,12 @@ async def _workload(
             cpu0 = cpu_seconds(server)
             t0 = time.monotonic()
             sts = [
-                await c.start("paced", {"n": 1000, "rate": 200.0})
+                await c.start("paced", {"n": tokens, "rate": 200.0})
                 for c in cs
                 for _ in range(streams)
             ]
-            schedule = proxy.cut_every(0.5, mode="rst", count=9) if cuts else None
+            count = max(1, int(tokens / 200 / 0.5) - 1)
+            schedule = proxy.cut_every(0.5, mode="rst", count=count) if cuts else None
             answers = await asyncio.wait_for(
                 asyncio.gather(*(st.wait() for st in sts), return_exceptions=True), 60
             )
@@ -74,19 +75,20 @@ async def _workload(
 
 def overhead(quick: bool) -> dict[str, Any]:
     clients, streams = (2, 5) if quick else (10, 10)
+    tokens = 400 if quick else 1000
     repeats = 1 if quick else 3
     runs: list[dict[str, Any]] = []
     with unbroken_server("benchmarks.paced:app") as (port, server):
         for _ in range(repeats):
             for cuts in (False, True):  # interleaved: drift hits both alike
                 progress(len(runs), 2 * repeats)
-                runs.append(asyncio.run(_workload(port, server, clients, streams, cuts)))
+                runs.append(asyncio.run(_workload(port, server, clients, streams, cuts, tokens)))
     clean = statistics.median(r["server_cpu_s"] for r in runs if not r["cuts"])
     cut = statistics.median(r["server_cpu_s"] for r in runs if r["cuts"])
     return {
         "clients": clients,
         "streams_per_client": streams,
-        "tokens_per_stream": 1000,
+        "tokens_per_stream": tokens,
         "rate": 200,
         "cut_every_s": 0.5,
         "runs": runs,
