@@ -552,11 +552,23 @@ class ResourceSample:
 
 
 class ResourceSampler:
-    """Samples this process's RSS and the stream log's bytes every ``every`` seconds."""
+    """Samples this process's RSS and the stream log's bytes every ``every`` seconds;
+    calls ``on_limit`` once if the RSS goes over ``limit`` bytes (a guard, so a runaway
+    run fails instead of taking the machine down)."""
 
-    def __init__(self, store: object, every: float = 0.05) -> None:
+    def __init__(
+        self,
+        store: object,
+        every: float = 0.05,
+        *,
+        limit: int | None = None,
+        on_limit: Callable[[ResourceSample], object] | None = None,
+    ) -> None:
         self.store = store
         self.every = every
+        self.limit = limit
+        self.on_limit = on_limit
+        self.tripped: ResourceSample | None = None
         self.samples: list[ResourceSample] = []
         self._proc = psutil.Process()
         self._task: asyncio.Task[None] | None = None
@@ -568,6 +580,10 @@ class ResourceSampler:
             int(getattr(self.store, "total_bytes", 0)),
         )
         self.samples.append(s)
+        if self.limit is not None and s.rss > self.limit and self.tripped is None:
+            self.tripped = s
+            if self.on_limit is not None:
+                self.on_limit(s)
         return s
 
     async def _run(self) -> None:

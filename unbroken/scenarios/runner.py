@@ -86,6 +86,18 @@ def chunk_size(size: int) -> int:
     return max(8, min(TEXT_CHUNK, size // 200))
 
 
+#: At most this many fragments per JSON part. The Python client builds
+#: ``JsonFragment.text_so_far`` (the whole document so far) for every fragment: quadratic
+#: in the fragment count, and quadratic in memory while fragments queue behind a reader
+#: (a 3 MB document in 48-character fragments ran a 23 GB machine out of memory).
+MAX_JSON_FRAGMENTS = 300
+
+
+def json_chunk(size: int) -> int:
+    """Fragment size of a JSON part of about ``size`` bytes (see MAX_JSON_FRAGMENTS)."""
+    return max(chunk_size(size), -(-size // MAX_JSON_FRAGMENTS))
+
+
 @functools.lru_cache(maxsize=64)
 def _answer(kind: str, size: int, seed: int) -> GeneratedAnswer:
     sim = StreamingResponseSimulator(seed)
@@ -93,7 +105,7 @@ def _answer(kind: str, size: int, seed: int) -> GeneratedAnswer:
     if kind == "text":
         return sim.text_answer(size, chunk)
     if kind == "json":
-        return sim.json_answer(REPORT_SCHEMA, chunk_size=chunk, target_size=size)
+        return sim.json_answer(REPORT_SCHEMA, chunk_size=json_chunk(size), target_size=size)
     return sim.multipart_answer(
         [
             {"type": "text", "size": max(200, int(size * 0.45)), "chunk_size": chunk},
@@ -101,7 +113,7 @@ def _answer(kind: str, size: int, seed: int) -> GeneratedAnswer:
                 "type": "json",
                 "schema": REPORT_SCHEMA,
                 "target_size": max(200, int(size * 0.2)),
-                "chunk_size": chunk,
+                "chunk_size": json_chunk(max(200, int(size * 0.2))),
             },
             {"type": "chart", "points": max(5, size // 2000), "series": 2},
             {"type": "table", "rows": max(5, size // 1500), "columns": 5, "chunk_size": 4096},
@@ -695,6 +707,13 @@ async def _baseline(spec: RunSpec) -> Baseline:
     return base
 
 
+def memory_guard() -> int:
+    """RSS above which a run is stopped: half the machine's memory, at most 8 GB."""
+    import psutil
+
+    return min(8 * 2**30, psutil.virtual_memory().total // 2)
+
+
 def clear_baselines() -> None:
     """Forget cached baselines (e.g. between matrices)."""
     _BASELINES.clear()
@@ -727,14 +746,25 @@ async def run_one(
         with LogCapture(isolate=isolate_logs) as logs:
             async with ChaosHarness(heartbeat=HEARTBEAT, seed=spec.repeat) as h:
                 run = _Run(spec, h, faulty=True, baseline=baseline)
-                sampler = ResourceSampler(h.store)
-                sampler.start()
                 cpu0 = await h.server.cpu_time()
+                streaming = asyncio.ensure_future(_stream_all(run))
+                sampler = ResourceSampler(
+                    h.store, limit=memory_guard(), on_limit=lambda _s: streaming.cancel()
+                )
+                sampler.start()
                 error: BaseException | None = None
                 try:
-                    await _stream_all(run)
+                    await streaming
                 except TimeoutError as exc:
                     error = exc
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if sampler.tripped is None or (task is not None and task.cancelling()):
+                        raise
+                    error = MemoryError(
+                        f"memory guard: process RSS {sampler.tripped.rss / 2**30:.1f} GB > "
+                        f"{memory_guard() / 2**30:.1f} GB; the run was stopped"
+                    )
                 cpu1 = await h.server.cpu_time()
                 await sampler.stop()
                 if sampler_sink is not None:
