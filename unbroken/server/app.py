@@ -52,7 +52,7 @@ class Unbroken:
         *,
         authenticate: Authenticate | None = None,
         allow_anonymous: bool = False,
-        heartbeat: float = 1.0,
+        heartbeat: float = 0.4,
         run_timeout: float | None = None,
         abandon_after: float | None = None,
         shutdown_grace: float = 10.0,
