@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -97,6 +98,10 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     srv.stop(signal.SIGKILL)
 
 
+#: node logs live outside the checkout (a fresh clone has no .pytest_cache yet)
+NODE_LOGS = Path(tempfile.gettempdir()) / f"unbroken-redis-nodes-{os.getpid()}"
+
+
 class Node:
     """``unbroken serve examples.redis_app:app`` in a process of its own."""
 
@@ -109,7 +114,9 @@ class Node:
             UNBROKEN_REDIS_PREFIX=prefix,
             PYTHONPATH=str(ROOT),
         )
-        self.log = open(ROOT / ".pytest_cache" / f"node-{self.port}.log", "w")  # noqa: SIM115
+        NODE_LOGS.mkdir(parents=True, exist_ok=True)
+        self.log_path = NODE_LOGS / f"node-{self.port}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
                 str(Path(sys.executable).with_name("unbroken")),
@@ -143,7 +150,7 @@ class Node:
 
     def output(self) -> str:
         self.log.flush()
-        return (ROOT / ".pytest_cache" / f"node-{self.port}.log").read_text()[-4000:]
+        return self.log_path.read_text()[-4000:]
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:
