@@ -40,7 +40,14 @@ class JsonFragment:
     seq: int
     part: str
     fragment: str
-    text_so_far: str
+    _result: PartResult = field(repr=False, compare=False)
+    _count: int = field(repr=False, compare=False, default=0)
+
+    @property
+    def text_so_far(self) -> str:
+        """The part's JSON text up to and including this fragment (built on demand,
+        so receiving a large JSON part stays linear)."""
+        return "".join(self._result.chunks[: self._count])
 
     def partial(self) -> Any:
         """Best-effort value of the JSON received so far (open strings, arrays and
@@ -147,7 +154,7 @@ class Answer:
         if k is Kind.JSON:
             pr = self._part(ev.part, "json")
             pr.chunks.append(ev.body)
-            return JsonFragment(ev.seq, ev.part, ev.body, pr.text)
+            return JsonFragment(ev.seq, ev.part, ev.body, pr, len(pr.chunks))
         if k is Kind.DATA:
             self._part(ev.part, "data").chunks.append(ev.body)
             return DataChunk(ev.seq, ev.part, ev.body)
