@@ -455,15 +455,18 @@ class Link:
         if proxy._byte_cuts:
             cut = proxy._byte_cut_due(self, n)
             if cut is not None:
-                head = max(0, cut.offset - self.sent)
+                sent = proxy._sent[self.direction] if cut.total else self.sent
+                head = max(0, cut.offset - sent)
                 if head:
                     transport.write(data[:head])
                     self.sent += head
+                    proxy._sent[self.direction] += head
                 self.dropped += n - head
                 cut._fire(self)
                 return
         transport.write(data)
         self.sent += n
+        proxy._sent[self.direction] += n
         if proxy._waiters:
             proxy._notify()
 

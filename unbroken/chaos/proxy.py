@@ -102,6 +102,8 @@ class FaultProxy:
         self._history: list[Connection] = []
         self._toxics: dict[Direction, list[InstalledToxic]] = {d: [] for d in DIRECTIONS}
         self._byte_cuts: list[ByteCut] = []
+        self._sent: dict[Direction, int] = {d: 0 for d in DIRECTIONS}
+        """Bytes delivered per direction over every connection (for proxy-wide byte cuts)."""
         self._schedules: set[ScheduledFault] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
@@ -409,15 +411,23 @@ class FaultProxy:
         direction: Direction = "downstream",
         mode: CutMode = "rst",
         once: bool = True,
+        total: bool = False,
     ) -> ByteCut:
         """Cut a connection right after byte ``offset`` of ``direction`` was delivered.
 
         Counted per connection; the peer receives exactly ``offset`` bytes first. With
         ``once`` the cut disarms after firing; otherwise it fires on every connection.
+
+        With ``total`` the offset counts the bytes of ``direction`` delivered over *all*
+        connections since the cut was armed, and firing cuts every live connection at
+        once (one network event, e.g. a router failing after N bytes crossed it); the
+        connection that crossed the offset gets exactly up to it. Always fires once.
         """
         from .schedules import ByteCut
 
-        cut = ByteCut(self, offset, direction, mode, once)
+        if total:
+            offset += self._sent[direction]
+        cut = ByteCut(self, offset, direction, mode, once or total, total=total)
         self._byte_cuts.append(cut)
         return cut
 
@@ -478,14 +488,15 @@ class FaultProxy:
         return asymmetric(self, direction, duration, then=then)
 
     def _byte_cut_due(self, link: Link, n: int) -> ByteCut | None:
+        """The byte cut that ``n`` more bytes on ``link`` reach first, if any."""
         due: ByteCut | None = None
+        due_head = n + 1
         for cut in self._byte_cuts:
-            if (
-                cut.direction == link.direction
-                and link.sent <= cut.offset <= link.sent + n
-                and (due is None or cut.offset < due.offset)
-            ):
-                due = cut
+            if cut.direction != link.direction:
+                continue
+            sent = self._sent[link.direction] if cut.total else link.sent
+            if sent <= cut.offset <= sent + n and cut.offset - sent < due_head:
+                due, due_head = cut, cut.offset - sent
         return due
 
     # ------------------------------------------------------------------ waiting

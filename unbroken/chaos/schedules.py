@@ -40,7 +40,14 @@ class ByteCut:
     """
 
     def __init__(
-        self, proxy: FaultProxy, offset: int, direction: Direction, mode: CutMode, once: bool
+        self,
+        proxy: FaultProxy,
+        offset: int,
+        direction: Direction,
+        mode: CutMode,
+        once: bool,
+        *,
+        total: bool = False,
     ) -> None:
         if offset < 0:
             raise ConfigError(f"byte offset must be >= 0, got {offset}")
@@ -51,6 +58,8 @@ class ByteCut:
         self.direction: Direction = direction
         self.mode: CutMode = mode
         self.once = once
+        self.total = total
+        """The offset counts bytes over every connection; firing cuts them all."""
         self.count = 0
         self.fired: asyncio.Future[FaultRecord] = asyncio.get_running_loop().create_future()
 
@@ -71,6 +80,10 @@ class ByteCut:
             self.cancel_quietly()
         link.connection.cut(self.mode, "byte_offset", direction=link.direction, offset=self.offset)
         record = self.proxy._log.records[-1]
+        if self.total:  # one network event: every other live connection goes with it
+            for conn in self.proxy.connections:
+                if conn is not link.connection and conn.is_live:
+                    conn.cut(self.mode, "byte_offset_total", direction=link.direction)
         if not self.fired.done():
             self.fired.set_result(record)
 

@@ -481,17 +481,25 @@ async def _timed_play(run: _Run, total_events: int) -> None:
 
 
 async def _cut_at_point(run: _Run, total_events: int) -> float | None:
-    """One client: cut its connection right after the byte at the timing point (an
-    exact byte-offset cut in the proxy, so a fast answer cannot outrun it), unless its
-    user reaches the point first. Returns the cut's time, or None (nothing cut yet)."""
+    """Cut right after the byte at the timing point (an exact byte-offset cut in the
+    proxy, so a fast answer cannot outrun it, nor a busy client loop that consumes
+    events later than the proxy forwards them), unless the user reaches the point
+    first. One client: its connection's bytes. Several: the bytes over all of them, and
+    every connection is cut in the same instant (one network event). Returns the cut's
+    time, or None (nothing cut yet)."""
     spec, base = run.spec, run.baseline
     fraction = spec.timing_info.fraction(spec.repeat)
     user = asyncio.ensure_future(run.gate.reached(max(1, int(fraction * total_events))))
-    if base is None or not base.conn_bytes or len(run.clients) != 1:
+    if base is None or not base.conn_bytes:
         await user
         return None
     p = run.h.proxy
-    cut = p.cut_after_bytes(int(fraction * base.conn_bytes), mode=spec.fault)
+    if len(run.clients) == 1:
+        cut = p.cut_after_bytes(int(fraction * base.conn_bytes), mode=spec.fault)
+    else:
+        already = p.totals()["downstream"]["sent"]
+        target = max(1, int(fraction * base.wire_bytes) - already)
+        cut = p.cut_after_bytes(target, mode=spec.fault, total=True)
     fired = asyncio.ensure_future(cut.wait())
     waits: set[asyncio.Future[Any]] = {fired, user}
     try:

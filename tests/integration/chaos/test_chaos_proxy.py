@@ -155,6 +155,30 @@ async def test_byte_cut_once_fires_on_one_connection_only(echo_proxy: FaultProxy
     assert cut.count == 1
 
 
+async def test_total_byte_cut_counts_every_connection_and_cuts_them_all(
+    sink: PeerServer,
+) -> None:
+    async with FaultProxy(upstream=sink.address) as proxy:
+        first, second, third = [await connect(proxy.port) for _ in range(3)]
+        peers = [await asyncio.wait_for(sink.peer(i), T) for i in range(3)]
+        peers[0].send(b"a" * 300)
+        await asyncio.wait_for(first.wait_bytes(300), T)
+        # armed now: the 300 bytes already delivered do not count
+        cut = proxy.cut_after_bytes(1000, mode="rst", total=True)
+        peers[1].send(b"b" * 600)
+        await asyncio.wait_for(second.wait_bytes(600), T)
+        assert not cut.fired.done()
+        peers[2].send(b"c" * 5000)  # crosses the offset 400 bytes in
+        record = await asyncio.wait_for(cut.wait(), T)
+        for client in (first, second, third):  # one network event: all three cut
+            assert isinstance(await asyncio.wait_for(client.lost, T), ConnectionResetError)
+        assert bytes(third.data) == b"c" * 400
+        assert bytes(first.data) == b"a" * 300 and bytes(second.data) == b"b" * 600
+        assert record.detail["reason"] == "byte_offset"
+        assert proxy.totals()["downstream"]["sent"] == 1300
+        assert cut.count == 1 and cut not in proxy._byte_cuts
+
+
 async def test_disable_refuses_connections_and_enable_restores_same_port(
     echo_proxy: FaultProxy,
 ) -> None:
