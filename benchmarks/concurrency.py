@@ -168,12 +168,30 @@ async def _client(
     }
 
 
-def _client_main(args: tuple[Any, ...], out: Any) -> None:
+def _client_main(args: tuple[Any, ...], out: Any, cpus: set[int] | None = None) -> None:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     out.put(asyncio.run(_client(*args)))
 
 
+def pin_plan() -> tuple[set[int], set[int]] | None:
+    """(server CPUs, load-client CPUs): the server gets a core of its own, so that
+    what is measured is its capacity, not how the scheduler shares the cores with
+    the load generator. ``None`` on a single-core machine."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return {cpus[0]}, set(cpus[1:])
+
+
 def measure(
-    kind: str, port: int, server: Any, streams: int, conns: int, duration: float
+    kind: str,
+    port: int,
+    server: Any,
+    streams: int,
+    conns: int,
+    duration: float,
+    pin: bool = True,
 ) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     spread, warm = (1.0, 1.5) if duration > 2 else (0.5, 0.5)
@@ -199,9 +217,13 @@ def measure(
     w0 = go_time + spread + warm
     w1 = w0 + duration
     ps = []
+    plan = pin_plan() if pin else None
+    if plan:
+        server.cpu_affinity(sorted(plan[0]))
     for share, cshare in workers:
         args = (kind, port, share, cshare, n_tokens, (w0, w1), spread, go, go_at, ready)
-        p = ctx.Process(target=_client_main, args=(args, out), daemon=True)
+        p = ctx.Process(target=_client_main, args=(args, out, plan[1] if plan else None))
+        p.daemon = True
         p.start()
         ps.append(p)
     connected = sum(ready.get(timeout=120) for _ in ps)

@@ -79,7 +79,7 @@ app = build_app()
 leak_app = build_app(ttl=2.0, tombstone_ttl=2.0)
 
 
-def run_bare(port: int) -> None:
+def run_bare(port: int, loop: str = "asyncio") -> None:
     import logging
 
     logging.getLogger("websockets").setLevel(logging.CRITICAL)  # aborted load clients
@@ -103,10 +103,17 @@ def run_bare(port: int) -> None:
         ):
             await asyncio.Future()
 
-    asyncio.run(main())
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description="bare websockets server with paced tokens")
     ap.add_argument("--port", type=int, required=True)
-    run_bare(ap.parse_args().port)
+    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    a = ap.parse_args()
+    run_bare(a.port, a.loop)

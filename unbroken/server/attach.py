@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 from ..protocol.events import Kind
 from ..protocol.frames import encode_events_frame
-from ..store.base import StreamLog
+from ..store.base import ReadBatch, StreamLog
 
 
 class Attachment:
@@ -25,6 +26,7 @@ class Attachment:
         "head_hint",
         "inflight",
         "inflight_bytes",
+        "read_nowait",
         "sent",
         "sent_bytes",
         "store",
@@ -48,6 +50,9 @@ class Attachment:
         self.ended = False
         self.head_hint = 0  # the log's head as last heard (for coalescing)
         self.unsubscribe: Callable[[], None] | None = None
+        nowait = getattr(store, "read_nowait", None)
+        #: the store's synchronous read, when it has one (the memory log)
+        self.read_nowait = cast(Callable[[str, int, int], ReadBatch | None] | None, nowait)
 
     def budget(self) -> int:
         """Bytes this attachment may send now (0 = wait for an ack)."""
@@ -61,8 +66,18 @@ class Attachment:
         if budget <= 0 or self.ended:
             return None
         batch = await self.store.read(self.stream, self.sent, budget)
-        if batch is None:
+        return None if batch is None else self._frame(batch)
+
+    def next_frame_nowait(self) -> bytes | None:
+        """:meth:`next_frame` for a store that reads without waiting (``read_nowait``)."""
+        budget = self.budget()
+        if budget <= 0 or self.ended:
             return None
+        assert self.read_nowait is not None
+        batch = self.read_nowait(self.stream, self.sent, budget)
+        return None if batch is None else self._frame(batch)
+
+    def _frame(self, batch: ReadBatch) -> bytes:
         frame = encode_events_frame(self.stream, batch.first, batch.items, batch.digest)
         last = batch.first + batch.count - 1
         self.sent = last

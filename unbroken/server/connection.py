@@ -2,9 +2,13 @@
 
 Transport-agnostic: anything with ``receive``/``send``/``close`` (see
 :class:`Transport`) can carry it; :mod:`unbroken.server.asgi` adapts Starlette.
-All sends go through one pump task, so control frames and events never
-interleave out of order, and events of all streams on a connection are
-coalesced per loop tick.
+Sends are strictly ordered (control frames before events, one send at a time).
+With a log that reads without waiting (the memory log) the frames ready when a
+stream grows are built and sent right away, in the append's own callback, and a
+send runs eagerly (:mod:`unbroken.server.eager`): no task and no trip through
+the event loop per token. A task (the pump) takes over only when there is
+something to wait for: a send that met backpressure, a log read with I/O, or the
+coalescing interval of a fast trickle.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from ..protocol.frames import (
 from ..protocol.resume import StreamInfo, decide_resume
 from ..protocol.session import ServerSession
 from ..store.base import LogFull
+from . import eager
 from .agent import Principal
 from .attach import Attachment
 from .hub import UnknownAgent
@@ -124,6 +129,10 @@ class Connection:
         self._hb_handle: asyncio.TimerHandle | None = None
         self._send_started = 0.0
         self._pump_task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Future[None] | None = None  # an eager send that must wait
+        self._draining = False
+        #: frames can be read and sent without a task (the store reads without waiting)
+        self._nowait = getattr(self.store, "read_nowait", None) is not None
         self._task: asyncio.Task[Any] | None = None  # the one serving this connection
         self._killed = ""  # why the server gave up on the peer (send timeout)
         self._errors: dict[str, int] = {}
@@ -159,9 +168,9 @@ class Connection:
             pump = self._pump_task
             if pump is not None:
                 if self._close_code is None and code is not None:
-                    # flush what is queued (e.g. an error frame) before the close
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(pump, 1.0)
+                    # flush what is queued (e.g. an error frame) before the close;
+                    # a pump that failed or was cancelled (send timeout) is no error here
+                    await asyncio.wait({pump}, timeout=1.0)
                 pump.cancel()
                 with contextlib.suppress(BaseException):
                     await pump
@@ -457,14 +466,94 @@ class Connection:
         self._queue(encode(Error(code=code, message=message[:4096], **kw)))
 
     def _wake(self) -> None:
-        """Get the pump going: wake it, or start one if there is work and none runs
-        (an idle connection holds no pump task)."""
+        """Send what is ready: at once when nothing needs waiting for, else by the
+        pump (woken, or started: an idle connection holds no pump task)."""
         w = self._waiter
         if w is not None:
             if not w.done():
                 w.set_result(None)
         elif self._pump_task is None and (self._outbox or self._dirty):
+            if self._nowait:
+                if not self._draining:
+                    self._drain_now()
+            else:
+                self._start_pump()
+
+    def _start_pump(self) -> None:
+        if self._pump_task is None:
             self._pump_task = self._loop.create_task(self._pump(), name=f"unbroken-pump-{self.id}")
+
+    def _drain_now(self) -> None:
+        """The pump's work, done synchronously, until something must be waited for
+        (then the pump takes over from there)."""
+        self._draining = True
+        try:
+            while True:
+                if self._outbox:
+                    if not self._send_nowait(self._outbox.pop(0)):
+                        return
+                    continue
+                if self._closed or not self._dirty:
+                    return
+                if self._coalesce_delay() > 0:
+                    self._start_pump()
+                    return
+                if not self._events_nowait():
+                    return
+        except Exception as exc:
+            log.info("send failed conn=%s error=%r", self.id, exc)
+            self._closed = True
+        finally:
+            self._draining = False
+
+    def _events_nowait(self) -> bool:
+        """Send the ready frames of every dirty stream; ``False`` if a send must wait."""
+        dirty, self._dirty = self._dirty, {}
+        streams = iter(dirty)
+        for stream in streams:
+            if self._outbox:  # control frames (started, resumed, gone) go first
+                self._dirty[stream] = None
+                continue
+            att = self.atts.get(stream)
+            while att is not None:
+                frame = att.next_frame_nowait()
+                if frame is None:
+                    break
+                sent = self._send_nowait(frame)
+                self._events_at = self._last_send
+                if not sent:  # the pump goes on from here
+                    self._dirty[stream] = None
+                    for rest in streams:
+                        self._dirty[rest] = None
+                    return False
+                if self._outbox:
+                    self._dirty[stream] = None
+                    break
+        return True
+
+    def _send_nowait(self, data: bytes) -> bool:
+        """Send ``data`` eagerly; ``False`` if the send has to wait (the pump, started
+        here, waits for it before anything else is sent)."""
+        if self._hb_handle is None and not self._closed:
+            self._schedule_hb()
+        rest = eager.start(self.t.send(data))
+        self._last_send = now = self._loop.time()
+        if rest is None:
+            return True
+        self._inflight = rest
+        self._send_started = now
+        self._start_pump()
+        return False
+
+    def _coalesce_delay(self) -> float:
+        """How long the pump should let a trickle of tokens pile up (0 = send now):
+        the rest of the ``coalesce`` interval since the last events frame, when
+        only a few events are pending for every dirty stream."""
+        coalesce = self.app.coalesce
+        if not coalesce:
+            return 0.0
+        gap = self._events_at + coalesce - self._loop.time()
+        return gap if gap > 0 and self._trickle() else 0.0
 
     def _schedule_hb(self) -> None:
         self._hb_handle = self._loop.call_later(self.app.heartbeat / 2, self._hb_tick)
@@ -507,21 +596,27 @@ class Connection:
         self._send_started = 0.0
 
     async def _pump(self) -> None:
-        """The only sender: control frames first, then events of dirty streams.
+        """The sender when something must be waited for: control frames first, then
+        events of dirty streams.
 
         Events are coalesced: when the last events frame left less than
         ``coalesce`` seconds ago and only a trickle is pending (a paced agent),
         the pump waits out the rest of that interval so the tokens that arrive
         meanwhile share a frame. A control frame cuts the wait short. A stream
-        with a backlog (catch-up) is never held back.
+        with a backlog (catch-up) is never held back. With a log that reads
+        without waiting the pump ends as soon as nothing is left to wait for.
         """
         loop = self._loop
-        coalesce = self.app.coalesce
         try:
             while True:
+                if self._inflight is not None:  # an eager send met backpressure
+                    await self._inflight
+                    self._inflight = None
+                    self._last_send = loop.time()
+                    self._send_started = 0.0
                 if not self._outbox and not self._dirty:
-                    if self._closed or not self.atts:
-                        return  # idle: the next _wake() starts a pump again
+                    if self._closed or not self.atts or self._nowait:
+                        return  # idle: the next _wake() sends (or starts a pump) again
                     await self._sleep(None)
                     continue
                 while self._outbox:
@@ -530,15 +625,14 @@ class Connection:
                     return  # what was queued is out; events no longer matter
                 if not self._dirty:
                     continue
-                if coalesce:
-                    gap = self._events_at + coalesce - loop.time()
-                    if gap > 0 and self._trickle():
-                        self._coalescing = True
-                        try:
-                            await self._sleep(gap)
-                        finally:
-                            self._coalescing = False
-                        continue
+                gap = self._coalesce_delay()
+                if gap > 0:
+                    self._coalescing = True
+                    try:
+                        await self._sleep(gap)
+                    finally:
+                        self._coalescing = False
+                    continue
                 dirty, self._dirty = self._dirty, {}
                 for stream in dirty:
                     if self._outbox:  # control frames (started, resumed, gone) go first

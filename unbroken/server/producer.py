@@ -1,20 +1,24 @@
 """The producer: turns an agent's writes into digested, batched log appends.
 
 Writes are cheap and synchronous: the chain digest and the event's item encoding
-are computed at once, into one growing buffer (no Python object per event). A
-flusher appends whatever is pending once per event-loop tick, so a tight loop
-of tokens becomes a few large appends and a paced stream one small append per
-token.
+are computed at once, into one growing buffer (no Python object per event). The
+first pending write schedules one loop callback that appends whatever is pending
+by then, so a tight loop of tokens becomes a few large appends and a paced stream
+one small append per token. A store that never waits (``append_nowait``, the
+memory store) is appended to inside that callback, with no task, event or lock
+per stream; a store with I/O (Redis) gets a task per append, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import struct
 from array import array
-from typing import Final
+from collections.abc import Callable
+from typing import Final, cast
 
 import msgspec
 
@@ -33,6 +37,35 @@ _COMMA: Final = 44
 
 class Producer:
     """Single writer of one stream."""
+
+    __slots__ = (
+        "_append_nowait",
+        "_buf",
+        "_closed",
+        "_digests",
+        "_ends",
+        "_first",
+        "_flushed_at",
+        "_head",
+        "_head_digest",
+        "_lock",
+        "_loop",
+        "_prefix",
+        "_run_kind",
+        "_run_part",
+        "_runs",
+        "_scheduled",
+        "_tasks",
+        "coalesce",
+        "digest",
+        "error",
+        "max_batch",
+        "pending",
+        "seq",
+        "store",
+        "stream",
+        "token",
+    )
 
     def __init__(
         self,
@@ -66,12 +99,13 @@ class Producer:
         self._run_kind = 0
         self._run_part = ""
         self._prefix = b""
-        self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()
+        self._loop = asyncio.get_running_loop()
+        self._lock: asyncio.Lock | None = None  # orders appends to a store with I/O
         self._closed = False
-        self._task = asyncio.get_running_loop().create_task(
-            self._flusher(), name=f"unbroken-flush-{stream}"
-        )
+        self._scheduled = False  # a flush callback is pending
+        self._tasks: set[asyncio.Task[None]] | None = None  # appends to a store with I/O
+        nowait = getattr(store, "append_nowait", None)
+        self._append_nowait = cast(Callable[[str, str, AppendBatch], int] | None, nowait)
 
     # ---- writes (synchronous; the agent awaits only when a batch is full)
     def add_chunk(self, kind: int, part: str, body: str) -> None:
@@ -87,10 +121,7 @@ class Producer:
             self._run_kind, self._run_part = kind, part
             self._prefix = part.encode() + b"\x00"
         h = _HASH()
-        h.update(self.digest)
-        h.update(_HEADER(seq, kind))
-        h.update(self._prefix)
-        h.update(body.encode())
+        h.update(self.digest + _HEADER(seq, kind) + self._prefix + body.encode())
         self.digest = digest = h.digest()
         self.seq = seq
         buf = self._buf
@@ -100,7 +131,8 @@ class Producer:
         self._digests.append(digest)
         if not self.pending:
             self._first = seq
-            self._wake.set()
+            if not self._scheduled:
+                self._schedule()
         self.pending += 1
 
     def add(self, event: Event) -> None:
@@ -134,7 +166,8 @@ class Producer:
         self._digests.append(self.digest)
         if not self.pending:
             self._first = seq
-            self._wake.set()
+            if not self._scheduled:
+                self._schedule()
         self.pending += 1
 
     async def flush(self) -> None:
@@ -144,47 +177,91 @@ class Producer:
         :class:`~unbroken.store.base.StreamTooLarge` met by the background
         flusher), so an agent never returns "completed" over dropped events.
         """
+        if self._append_nowait is not None:
+            self._flush_nowait()
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
         async with self._lock:
             if self.error is not None:
                 raise self.error
             if not self.pending:
                 return
-            batch = AppendBatch(
-                self._first, self.pending, self._buf, self._ends, self._runs, self._digests
-            )
-            self._buf, self._ends, self._runs, self._digests = bytearray(), array("I"), [], []
-            self.pending = 0
-            self._wake.clear()
+            batch = self._take()
             try:
                 await self.store.append(self.stream, self.token, batch)
             except Exception as exc:
-                log.warning(
-                    "append failed stream=%s seq=%d error=%r", self.stream, batch.first, exc
-                )
-                # what was not appended is dropped: roll back to the log's head
-                self.seq, self.digest = self._head, self._head_digest
-                self._run_kind = 0
-                self.error = exc
+                self._failed(batch, exc)
                 raise
-            self._head = batch.first + batch.count - 1
-            self._head_digest = batch.digests[-1]
+            self._appended(batch)
 
-    async def _flusher(self) -> None:
-        """Append pending events: within the tick of the first one, or, when the
-        last append is less than ``coalesce`` seconds old (a fast, paced agent),
-        once that interval is over, so the tokens written meanwhile share an
-        append (and a notification of every reader)."""
-        loop = asyncio.get_running_loop()
-        while not self._closed:
-            await self._wake.wait()
-            gap = self._flushed_at + self.coalesce - loop.time()
-            # let the agent add more in this tick (or this interval) before appending
-            await asyncio.sleep(gap if gap > 0 else 0)
-            self._flushed_at = loop.time()
-            try:
-                await self.flush()
-            except Exception:  # kept in self.error; the agent sees it on its next write
-                return
+    def _flush_nowait(self) -> None:
+        assert self._append_nowait is not None
+        if self.error is not None:
+            raise self.error
+        if not self.pending:
+            return
+        batch = self._take()
+        try:
+            self._append_nowait(self.stream, self.token, batch)
+        except Exception as exc:
+            self._failed(batch, exc)
+            raise
+        self._appended(batch)
+
+    def _take(self) -> AppendBatch:
+        batch = AppendBatch(
+            self._first, self.pending, self._buf, self._ends, self._runs, self._digests
+        )
+        self._buf, self._ends, self._runs, self._digests = bytearray(), array("I"), [], []
+        self.pending = 0
+        return batch
+
+    def _appended(self, batch: AppendBatch) -> None:
+        self._head = batch.first + batch.count - 1
+        self._head_digest = batch.digests[-1]
+
+    def _failed(self, batch: AppendBatch, exc: BaseException) -> None:
+        log.warning("append failed stream=%s seq=%d error=%r", self.stream, batch.first, exc)
+        # what was not appended is dropped: roll back to the log's head
+        self.seq, self.digest = self._head, self._head_digest
+        self._run_kind = 0
+        self.error = exc
+
+    def _schedule(self) -> None:
+        """Append what is pending: within this tick (after the agent's other writes
+        of the tick), or, when the last append is less than ``coalesce`` seconds old
+        (a fast, paced agent), once that interval is over, so the tokens written
+        meanwhile share an append (and a notification of every reader)."""
+        if self._closed:
+            return  # finish() appends what is pending
+        self._scheduled = True
+        loop = self._loop
+        gap = self._flushed_at + self.coalesce - loop.time() if self.coalesce else 0.0
+        if gap > 0:
+            loop.call_later(gap, self._tick)
+        else:
+            loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self._scheduled = False
+        if self._closed or not self.pending or self.error is not None:
+            return
+        self._flushed_at = self._loop.time()
+        if self._append_nowait is not None:
+            # an error is kept in self.error; the agent sees it on its next write
+            with contextlib.suppress(Exception):
+                self._flush_nowait()
+            return
+        task = self._loop.create_task(self._flush_quietly(), name=f"unbroken-flush-{self.stream}")
+        if self._tasks is None:
+            self._tasks = set()
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush_quietly(self) -> None:
+        with contextlib.suppress(Exception):  # kept in self.error, raised by the next flush
+            await self.flush()
 
     async def finish(self, status: str, error: str, now: float) -> tuple[str, str]:
         """Append the ``end`` event, flush and mark the stream ended.
@@ -194,7 +271,6 @@ class Producer:
         did not fit in the log.
         """
         self._closed = True
-        self._wake.set()
         if self.error is None:
             try:
                 await self.flush()
@@ -207,10 +283,10 @@ class Producer:
         self.add(end(0, status, error))  # type: ignore[arg-type]
         await self.flush()
         await self.store.finish(self.stream, self.token, status, error, now)
-        self._task.cancel()
         return status, error
 
     def abandon(self) -> None:
         """Stop without writing (fenced out or store gone)."""
         self._closed = True
-        self._task.cancel()
+        for task in list(self._tasks or ()):
+            task.cancel()

@@ -226,6 +226,11 @@ class MemoryStore:
         return Created(stream, self._epoch, True, s.producer)
 
     async def append(self, stream: str, producer: str, batch: AppendBatch) -> int:
+        return self.append_nowait(stream, producer, batch)
+
+    def append_nowait(self, stream: str, producer: str, batch: AppendBatch) -> int:
+        """:meth:`append` without a coroutine: the memory log never waits, so the
+        producer appends from a loop callback (no task per stream)."""
         s = self._streams.get(stream)
         if s is None or s.producer != producer:
             raise StaleProducer(f"producer {producer} does not own stream {stream}")
@@ -292,6 +297,11 @@ class MemoryStore:
 
     # ------------------------------------------------------------ reader side
     async def read(self, stream: str, after: int, max_bytes: int) -> ReadBatch | None:
+        return self.read_nowait(stream, after, max_bytes)
+
+    def read_nowait(self, stream: str, after: int, max_bytes: int) -> ReadBatch | None:
+        """:meth:`read` without a coroutine (a connection sends from the append's
+        notification, in the same tick)."""
         s = self._streams.get(stream)
         if s is None:
             return None
