@@ -14,6 +14,7 @@ a reconnect, or ``GONE``.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -91,6 +92,11 @@ class ServerSession:
         self.max_frame = max_frame
         self.max_streams = max_streams
         self.streams: dict[str, int] = {}  # attached stream -> highest ack
+        #: streams no longer attached (their end was sent, or retention dropped them)
+        #: whose acks may still be on their way: legal, and ignored. Bounded (oldest
+        #: forgotten first), so a client that never acks cannot grow the session.
+        self.released: OrderedDict[str, None] = OrderedDict()
+        self.max_released = max(1024, max_streams)
         self.hello: Hello | None = None
         self._starts = TokenBucket(start_rate, start_burst)
 
@@ -110,7 +116,11 @@ class ServerSession:
             return frame
         if isinstance(frame, Hello):
             raise ProtocolError("hello sent twice", CloseCode.BAD_FRAME)
-        if isinstance(frame, Ack) and frame.stream not in self.streams:
+        if (
+            isinstance(frame, Ack)
+            and frame.stream not in self.streams
+            and frame.stream not in self.released
+        ):
             raise ProtocolError(
                 f"ack for stream {frame.stream} that was not started or resumed here",
                 CloseCode.BAD_FRAME,
@@ -126,19 +136,36 @@ class ServerSession:
     def attach(self, stream: str, acked: int = 0) -> None:
         """A stream was started or resumed on this connection."""
         self.streams.setdefault(stream, acked)
+        self.released.pop(stream, None)
 
     def detach(self, stream: str) -> None:
+        """The stream is done with on this connection (its end was acked)."""
         self.streams.pop(stream, None)
+        self.released.pop(stream, None)
+
+    def release(self, stream: str) -> None:
+        """The stream no longer counts as attached (its end was sent, or it is gone),
+        but acks for it may still arrive: they stay legal until acked or forgotten."""
+        if self.streams.pop(stream, None) is None and stream not in self.released:
+            return
+        released = self.released
+        released[stream] = None
+        while len(released) > self.max_released:
+            released.popitem(last=False)
 
     def ack(self, stream: str, seq: int) -> int:
         """Record a cumulative ack; returns the highest ack so far."""
-        best = max(self.streams.get(stream, 0), seq)
+        if stream not in self.streams:  # released: its last ack ends it here
+            self.released.pop(stream, None)
+            return seq
+        best = max(self.streams[stream], seq)
         self.streams[stream] = best
         return best
 
     def close(self) -> None:
         self.state = ServerState.CLOSED
         self.streams.clear()
+        self.released.clear()
 
 
 # ===================================================================== client

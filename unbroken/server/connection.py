@@ -274,9 +274,9 @@ class Connection:
         if isinstance(frame, Ack):
             att = self.atts.get(frame.stream)
             if att is None:
-                # detached by the server (dropped by retention) while this ack
-                # was on its way: nothing to do
-                log.debug("late ack conn=%s stream=%s seq=%d", self.id, frame.stream, frame.seq)
+                # released by the server (its end was sent, or retention dropped it)
+                # while this ack was on its way: nothing left to do
+                self.session.ack(frame.stream, frame.seq)
                 return
             if not att.ack(frame.seq):
                 sent = att.sent
@@ -413,13 +413,17 @@ class Connection:
             self._schedule_hb()
         self._mark(stream)
 
-    def _detach(self, stream: str, keep_session: bool = False) -> None:
+    def _detach(self, stream: str, release: bool = False) -> None:
+        """Stop pumping ``stream``. With ``release`` its acks stay legal for a while
+        (the end was sent but not acked yet, or retention dropped it)."""
         att = self.atts.pop(stream, None)
         if att is None:
             return
         if att.unsubscribe:
             att.unsubscribe()
-        if not keep_session:
+        if release:
+            self.session.release(stream)
+        else:
             self.session.detach(stream)
         self.hub.detached(stream)
 
@@ -432,7 +436,7 @@ class Connection:
                 "stream dropped while attached conn=%s stream=%s seq=%d", self.id, stream, att.sent
             )
             # the session keeps the stream: acks already on their way stay legal
-            self._detach(stream, keep_session=True)
+            self._detach(stream, release=True)
             self._queue(encode(Gone(stream, "expired", "the stream was dropped by retention")))
         else:
             att.head_hint = head
@@ -522,13 +526,18 @@ class Connection:
                 sent = self._send_nowait(frame)
                 self._events_at = self._last_send
                 if not sent:  # the pump goes on from here
-                    self._dirty[stream] = None
+                    if att.ended:
+                        self._detach(stream, release=True)
+                    else:
+                        self._dirty[stream] = None
                     for rest in streams:
                         self._dirty[rest] = None
                     return False
                 if self._outbox:
                     self._dirty[stream] = None
                     break
+            if att is not None and att.ended:
+                self._detach(stream, release=True)
         return True
 
     def _send_nowait(self, data: bytes) -> bool:
@@ -647,6 +656,10 @@ class Connection:
                             break  # re-attached while reading: the new cursor takes over
                         await self._send(frame)
                         self._events_at = loop.time()
+                        if att.ended:  # sent the end: nothing more to pump
+                            if self.atts.get(stream) is att:
+                                self._detach(stream, release=True)
+                            break
                         if self._outbox:
                             self._dirty[stream] = None
                             break

@@ -120,8 +120,11 @@ class Producer:
             self._runs.append(Run(seq, kind, part))
             self._run_kind, self._run_part = kind, part
             self._prefix = part.encode() + b"\x00"
-        h = _HASH()
-        h.update(self.digest + _HEADER(seq, kind) + self._prefix + body.encode())
+        h = _HASH()  # four updates: cheaper than one of the concatenation
+        h.update(self.digest)
+        h.update(_HEADER(seq, kind))
+        h.update(self._prefix)
+        h.update(body.encode())
         self.digest = digest = h.digest()
         self.seq = seq
         buf = self._buf

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from unbroken.protocol.events import Kind
-from unbroken.protocol.frames import Cancel, Start, encode
+from unbroken.protocol.frames import Ack, Cancel, Start, encode
 from unbroken.protocol.session import ClientSession
 from unbroken.store.base import Retention
 from unbroken.store.memory import MemoryStore
@@ -259,3 +259,24 @@ async def test_emit_replays_prepared_events_and_refuses_a_chunk_of_the_wrong_kin
     end = end_of(events)
     assert end.status == "failed" and "PartError" in end.error and "data chunk" in end.error
     await w.close()
+
+
+async def test_a_client_that_never_acks_the_end_leaves_nothing_attached(served: Served) -> None:
+    # a backend client that reads answers on one long-lived connection and never acks:
+    # once an answer's end is sent the server holds nothing for it but a bounded entry
+    # that keeps a late ack legal
+    kit, srv = await served(max_streams_per_connection=20)
+    w = await Wire.open(srv.url)
+    w.cs.take_acks = list  # type: ignore[method-assign]  # never ack
+    sids = []
+    for i in range(50):  # more than max_streams: ended streams no longer count
+        sids.append(await w.start(f"r{i}", "count", {"n": 5}))
+        await w.read_to_end(sids[-1])
+    assert not w.errors
+    (conn,) = kit.app.connections
+    assert conn.atts == {} and conn.session.streams == {}
+    assert list(conn.session.released) == sids
+    # a late ack is legal (no close) and ends the stream's entry; the connection works
+    await w.send(Ack(sids[0], 6))
+    await w.ping()
+    assert sids[0] not in conn.session.released and not w.errors

@@ -105,6 +105,33 @@ def test_server_accepts_ack_for_an_attached_stream_until_detached() -> None:
         server.receive(encode(Ack(stream=S1, seq=4)))
 
 
+def test_a_released_stream_keeps_one_late_ack_legal_and_frees_its_slot() -> None:
+    server = ServerSession(max_streams=1)
+    server.receive(encode(Hello()))
+    server.attach(S1)
+    assert server.admit_start(0.0) > 0  # the one slot is taken
+    server.release(S1)  # its end was sent
+    assert server.admit_start(0.0) == 0  # released streams do not count
+    assert server.receive(encode(Ack(stream=S1, seq=9))) == Ack(stream=S1, seq=9)
+    server.ack(S1, 9)  # the last ack: forgotten
+    with pytest.raises(ProtocolError):
+        server.receive(encode(Ack(stream=S1, seq=9)))
+
+
+def test_released_streams_are_bounded_oldest_forgotten_first() -> None:
+    server = ServerSession(max_streams=10)
+    server.receive(encode(Hello()))
+    n = server.max_released + 5
+    ids = [f"stream-{i:06d}" for i in range(n)]
+    for sid in ids:
+        server.attach(sid)
+        server.release(sid)
+    assert len(server.released) == server.max_released == 1024
+    with pytest.raises(ProtocolError):  # the oldest were forgotten: a foreign stream now
+        server.receive(encode(Ack(stream=ids[0], seq=1)))
+    assert server.receive(encode(Ack(stream=ids[-1], seq=1))) == Ack(stream=ids[-1], seq=1)
+
+
 def test_server_acks_are_cumulative() -> None:
     server = ServerSession()
     server.attach(S1, acked=2)

@@ -1,0 +1,189 @@
+"""Agent-side append rate: how fast an agent can write tokens into the memory log.
+
+An agent writes 20-byte tokens in a tight loop with ``await out.text(token)``: each is
+digested (the BLAKE2b chain), encoded into the producer's buffer and appended to the
+``MemoryStore`` in batches (one append per loop tick, or every ``max_batch`` tokens).
+No reader is attached: this is the cost the agent itself pays per token, the ceiling
+for any delivery. Also measured: the producer alone (``Producer.add_chunk`` + ``flush``,
+no ``Output``), and a paced agent's one-token appends (a flush per token).
+
+Run: ``.venv/bin/python -m benchmarks.append [--quick]`` (also ``python -m benchmarks
+append``). Writes ``benchmarks/results/append.json`` and ``append.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import RESULTS, finish, meta, progress
+from unbroken.server import Output, Request, Unbroken
+from unbroken.server.agent import Principal
+from unbroken.server.producer import Producer
+from unbroken.store.base import Retention
+from unbroken.store.memory import MemoryStore
+
+TOKEN = "tok{:06d} abcdefghi "[:20]
+AIM = 1_000_000
+BIG = Retention(max_stream_bytes=1 << 30, max_total_bytes=8 << 30, ttl=3600)
+
+
+def _tokens(n: int) -> list[str]:
+    return [f"tok{i % 1_000_000:06d} abcdefghij"[:20] for i in range(n)]
+
+
+async def agent_rate(n: int) -> dict[str, Any]:
+    """A real hub and agent: ``await out.text(token)`` n times, then the run ends."""
+    tokens = _tokens(n)
+    app = Unbroken(MemoryStore(BIG), allow_anonymous=True)
+    done = asyncio.Event()
+    took: dict[str, float] = {}
+
+    @app.agent("burst")
+    async def burst(req: Request, out: Output) -> None:
+        text = out.text
+        t0, c0 = time.perf_counter(), time.process_time()
+        for tok in tokens:
+            await text(tok)
+        await out.flush()
+        took["wall"] = time.perf_counter() - t0
+        took["cpu"] = time.process_time() - c0
+        done.set()
+
+    app.hub.ensure_started()
+    created = await app.hub.start(Principal("bench"), "r", "burst", {})
+    await asyncio.wait_for(done.wait(), 300)
+    meta_ = await app.store.meta(created.stream)
+    assert meta_ is not None and meta_.head >= n, "not every token reached the log"
+    await app.hub.shutdown(grace=5.0)
+    return {
+        "tokens": n,
+        "seconds": took["wall"],
+        "tokens_per_s": n / took["wall"],
+        "cpu_tokens_per_s": n / took["cpu"],
+        "mb_per_s": n * 20 / took["wall"] / 1e6,
+        "log_bytes": meta_.nbytes,
+    }
+
+
+async def producer_rate(n: int, flush_every: int) -> dict[str, Any]:
+    """``Producer.add_chunk`` + a ``flush`` every ``flush_every`` tokens (1 = a paced agent)."""
+    tokens = _tokens(n)
+    store = MemoryStore(BIG)
+    c = await store.create("bench", f"p{flush_every}", 0.0)
+    p = Producer(store, c.stream, store.epoch, c.producer)
+    add, flush = p.add_chunk, p.flush
+    t0 = time.perf_counter()
+    for i, tok in enumerate(tokens, 1):
+        add(1, "text", tok)
+        if i % flush_every == 0:
+            await flush()
+    await flush()
+    dt = time.perf_counter() - t0
+    head = (await store.meta(c.stream)).head  # type: ignore[union-attr]
+    assert head == n, f"log holds {head} of {n}"
+    return {"tokens": n, "flush_every": flush_every, "seconds": dt, "tokens_per_s": n / dt}
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    rates = sorted(r["tokens_per_s"] for r in runs)
+    med = statistics.median(rates)
+    pick = min(runs, key=lambda r: abs(r["tokens_per_s"] - med))
+    return {**pick, "min_tokens_per_s": rates[0], "max_tokens_per_s": rates[-1], "runs": len(runs)}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    result = meta()
+    n = 100_000 if quick else 1_000_000
+    reps = 1 if quick else 5
+    steps = 3 * reps
+    done = 0
+    agent, batched, paced = [], [], []
+    for _ in range(reps):
+        agent.append(asyncio.run(agent_rate(n)))
+        done += 1
+        progress(done, steps)
+        batched.append(asyncio.run(producer_rate(n, 512)))
+        done += 1
+        progress(done, steps)
+        paced.append(asyncio.run(producer_rate(n // 4, 1)))
+        done += 1
+        progress(done, steps)
+    a = _median(agent)
+    result.update(
+        benchmark="append",
+        token_bytes=20,
+        store="MemoryStore",
+        agent=a,
+        producer_batched=_median(batched),
+        producer_one_per_flush=_median(paced),
+        aim_tokens_per_s=AIM,
+        met=a["tokens_per_s"] >= AIM,
+    )
+    result["figures"] = [
+        {
+            "name": "agent-side append rate (await out.text, memory log)",
+            "value": round(a["tokens_per_s"]),
+            "aim": AIM,
+            "met": a["tokens_per_s"] >= AIM,
+            "unit": "tokens/s",
+        },
+        {
+            "name": "producer alone, 512 tokens per append",
+            "value": round(result["producer_batched"]["tokens_per_s"]),
+            "aim": None,
+            "met": None,
+            "unit": "tokens/s",
+        },
+        {
+            "name": "producer alone, one append per token (a paced agent)",
+            "value": round(result["producer_one_per_flush"]["tokens_per_s"]),
+            "aim": None,
+            "met": None,
+            "unit": "tokens/s",
+        },
+    ]
+    return finish(result)
+
+
+def chart(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["agent (out.text)", "producer, 512/append", "producer, 1/append"]
+    keys = ["agent", "producer_batched", "producer_one_per_flush"]
+    vals = [result[k]["tokens_per_s"] / 1e6 for k in keys]
+    lo = [result[k]["min_tokens_per_s"] / 1e6 for k in keys]
+    hi = [result[k]["max_tokens_per_s"] / 1e6 for k in keys]
+    fig, ax = plt.subplots(figsize=(7.5, 3.0))
+    err = [
+        [v - a for v, a in zip(vals, lo, strict=True)],
+        [b - v for v, b in zip(vals, hi, strict=True)],
+    ]
+    ax.barh(names, vals, xerr=err, color=["tab:blue", "tab:gray", "tab:gray"])
+    ax.axvline(AIM / 1e6, color="red", ls=":", lw=1, label="aim 1 M tokens/s")
+    ax.set_xlabel("million 20-byte tokens per second into the memory log (one core)")
+    ax.invert_yaxis()
+    ax.legend(fontsize=8)
+    ax.set_title("Agent-side append rate")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    quick = ap.parse_args().quick
+    r = run(quick)
+    out = RESULTS / ("append.quick.json" if quick else "append.json")
+    out.write_text(json.dumps(r, indent=2) + "\n")
+    chart(r, out.with_suffix(".png"))
+    print(json.dumps(r["figures"], indent=2))
