@@ -90,7 +90,7 @@ async def _client(
             )
             if kind == "bare":
                 return ws, None
-            cs = ClientSession()
+            cs = ClientSession(caps=("batch",))  # as the Python client: frames share messages
             await ws.send(encode(cs.connect()).decode())
             cs.receive(await ws.recv())
             for f in cs.after_welcome():
@@ -116,14 +116,18 @@ async def _client(
                     if msg != "END":
                         record(now, str(msg))
                 elif isinstance(msg, str) and msg.startswith('{"t":"events"'):
-                    for item in decode(msg).items:
-                        if type(item) is dict:
-                            if item.get("k") != "text":
-                                continue
-                            item = item["d"]
-                        # the producer may coalesce several tokens into one chunk
-                        for k in range(0, len(item) - 19, 20):
-                            record(now, item[k : k + 20])
+                    # with the batch cap one message may hold several frames, one per line
+                    for line in msg.split("\n"):
+                        if not line.startswith('{"t":"events"'):
+                            continue
+                        for item in decode(line).items:
+                            if type(item) is dict:
+                                if item.get("k") != "text":
+                                    continue
+                                item = item["d"]
+                            # the producer may coalesce several tokens into one chunk
+                            for k in range(0, len(item) - 19, 20):
+                                record(now, item[k : k + 20])
 
     tag = os.urandom(6).hex()
     pairs = await asyncio.gather(*(open_one() for _ in range(conns)), return_exceptions=True)

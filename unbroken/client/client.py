@@ -37,7 +37,7 @@ from ..protocol.backoff import Backoff, BackoffPolicy
 from ..protocol.codes import CLOSE_CODE_MEANING, CloseCode, ErrorCode
 from ..protocol.digest import seed, step_event
 from ..protocol.events import Event
-from ..protocol.frames import DEFAULT_MAX_FRAME, SUBPROTOCOLS, Ping, Start, encode
+from ..protocol.frames import CAP_BATCH, DEFAULT_MAX_FRAME, SUBPROTOCOLS, Ping, Start, encode
 from ..protocol.session import (
     ClientSession,
     Cursor,
@@ -271,7 +271,7 @@ class Client:
         self.open_timeout = open_timeout
         self.max_frame = max_frame
         self._rng = random.Random(seed)
-        self._session = ClientSession(max_frame=max_frame)
+        self._session = ClientSession(max_frame=max_frame, caps=(CAP_BATCH,))
         self._streams: dict[str, Stream] = {}
         self._by_id: dict[str, Stream] = {}
         self._ws: ClientConnection | None = None
@@ -534,10 +534,12 @@ class Client:
             for frame in self._session.after_welcome():
                 await ws.send(encode(frame).decode())
             watchdog = loop.call_later(self._silence_limit() / 3, check_silence)
+            frames_of = self._session.frames_of
             async for message in ws:
                 self._last_recv = loop.time()
-                if self._handle(message):
-                    self._progressed = True
+                for one in frames_of(message):
+                    if self._handle(one):
+                        self._progressed = True
                 acks = self._session.take_acks()
                 for ack in acks:
                     await ws.send(encode(ack).decode())

@@ -29,6 +29,9 @@ from .events import (
 SUBPROTOCOLS: Final[tuple[str, ...]] = ("unbroken.v1",)
 #: Default maximum frame size, as uvicorn's ``ws_max_size`` (16 MiB).
 DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024
+#: Capability: the server may send several frames in one WebSocket message, one per
+#: line (frames are compact JSON: no raw line feed inside one). See docs/protocol.md.
+CAP_BATCH: Final = "batch"
 
 # Patterns end in \Z, not $: msgspec matches with re.search, and $ also matches
 # before a trailing newline ("abc\n" would pass as a stream id).

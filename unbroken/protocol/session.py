@@ -26,6 +26,7 @@ from .codes import CloseCode
 from .digest import ChainMismatch, ChainVerifier
 from .events import Event, Kind
 from .frames import (
+    CAP_BATCH,
     DEFAULT_MAX_FRAME,
     Ack,
     Cancel,
@@ -301,6 +302,19 @@ class ClientSession:
         self.by_req: dict[str, ClientStream] = {}
         self.by_stream: dict[str, ClientStream] = {}
         self.ack_every = 256 * 1024
+        #: both sides agreed on the ``batch`` cap: a message may hold several frames
+        self.batch = False
+
+    def frames_of(self, message: bytes | str) -> list[bytes | str]:
+        """The frames of one WebSocket message, each for :meth:`receive`: the message
+        itself, or with the ``batch`` cap agreed, its lines."""
+        if self.batch:
+            if isinstance(message, str):
+                if "\n" in message:
+                    return list(message.split("\n"))
+            elif b"\n" in message:
+                return list(message.split(b"\n"))
+        return [message]
 
     # ---- connection lifecycle
     def connect(self, token: str | None = None) -> Hello:
@@ -401,6 +415,7 @@ class ClientSession:
         if isinstance(frame, Welcome):
             self.welcome = frame
             self.state = ClientState.READY
+            self.batch = CAP_BATCH in self.caps and CAP_BATCH in frame.caps
             # ack well inside the server's window, or a small window would stall
             self.ack_every = max(1, min(self.ack_every, frame.limits.window // 4))
             return Welcomed(frame)

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..errors import AuthError, Forbidden, ProtocolError
 from ..protocol.codes import CloseCode, ErrorCode
 from ..protocol.frames import (
+    CAP_BATCH,
     Ack,
     Cancel,
     Error,
@@ -131,6 +133,9 @@ class Connection:
         self._pump_task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Future[None] | None = None  # an eager send that must wait
         self._draining = False
+        self._ready: deque[bytes] = deque()  # event frames taken from attachments, to send
+        self._batch = False  # the client takes several frames per message ("batch" cap)
+        self._tick_pending = False
         #: frames can be read and sent without a task (the store reads without waiting)
         self._nowait = getattr(self.store, "read_nowait", None) is not None
         self._task: asyncio.Task[Any] | None = None  # the one serving this connection
@@ -254,6 +259,7 @@ class Connection:
             raise AuthError("no authentication configured")
         self.hub.ensure_started()
         limits: Limits = self.app.limits
+        self._batch = CAP_BATCH in hello.caps
         self._queue(
             encode(
                 Welcome(
@@ -261,7 +267,7 @@ class Connection:
                     heartbeat_ms=int(self.app.heartbeat * 1000),
                     epoch=self.store.epoch,
                     limits=limits,
-                    caps=[],
+                    caps=[CAP_BATCH] if self._batch else [],
                 )
             )
         )
@@ -471,17 +477,27 @@ class Connection:
 
     def _wake(self) -> None:
         """Send what is ready: at once when nothing needs waiting for, else by the
-        pump (woken, or started: an idle connection holds no pump task)."""
+        pump (woken, or started: an idle connection holds no pump task). A
+        connection that batches and carries several streams sends once per loop
+        tick, so the streams that advanced in the tick share one message."""
         w = self._waiter
         if w is not None:
             if not w.done():
                 w.set_result(None)
         elif self._pump_task is None and (self._outbox or self._dirty):
-            if self._nowait:
-                if not self._draining:
-                    self._drain_now()
-            else:
+            if not self._nowait:
                 self._start_pump()
+            elif self._batch and len(self.atts) > 1:
+                if not self._tick_pending:
+                    self._tick_pending = True
+                    self._loop.call_soon(self._tick)
+            elif not self._draining:
+                self._drain_now()
+
+    def _tick(self) -> None:
+        self._tick_pending = False
+        if self._pump_task is None and not self._draining:
+            self._drain_now()
 
     def _start_pump(self) -> None:
         if self._pump_task is None:
@@ -497,48 +513,56 @@ class Connection:
                     if not self._send_nowait(self._outbox.pop(0)):
                         return
                     continue
-                if self._closed or not self._dirty:
+                if self._closed or not (self._dirty or self._ready):
                     return
+                if self._ready:
+                    if not self._send_nowait(self._ready.popleft()):
+                        return
+                    continue
                 if self._coalesce_delay() > 0:
                     self._start_pump()
                     return
-                if not self._events_nowait():
-                    return
+                frames = self._take_frames()
+                if not frames:
+                    continue
+                if self._batch:
+                    self._ready.append(b"\n".join(frames))
+                else:
+                    self._ready.extend(frames)
         except Exception as exc:
             log.info("send failed conn=%s error=%r", self.id, exc)
             self._closed = True
         finally:
             self._draining = False
 
-    def _events_nowait(self) -> bool:
-        """Send the ready frames of every dirty stream; ``False`` if a send must wait."""
+    def _take_frames(self) -> list[bytes]:
+        """The frames ready now on the dirty streams (a log that reads without
+        waiting), about ``frame_cap`` bytes at most (at least one frame). They count
+        as sent; a stream with more left stays dirty, and one whose ``end`` is taken
+        is released."""
+        cap = self.app.frame_cap
+        frames: list[bytes] = []
+        size = 0
         dirty, self._dirty = self._dirty, {}
         streams = iter(dirty)
         for stream in streams:
-            if self._outbox:  # control frames (started, resumed, gone) go first
-                self._dirty[stream] = None
-                continue
             att = self.atts.get(stream)
-            while att is not None:
+            if att is None:
+                continue
+            while size < cap:
                 frame = att.next_frame_nowait()
                 if frame is None:
                     break
-                sent = self._send_nowait(frame)
-                self._events_at = self._last_send
-                if not sent:  # the pump goes on from here
-                    if att.ended:
-                        self._detach(stream, release=True)
-                    else:
-                        self._dirty[stream] = None
-                    for rest in streams:
-                        self._dirty[rest] = None
-                    return False
-                if self._outbox:
-                    self._dirty[stream] = None
-                    break
-            if att is not None and att.ended:
+                frames.append(frame)
+                size += len(frame)
+            if att.ended:
                 self._detach(stream, release=True)
-        return True
+            elif size >= cap:  # maybe more: back in the queue, behind the others
+                for rest in streams:
+                    self._dirty[rest] = None
+                self._dirty[stream] = None
+                break
+        return frames
 
     def _send_nowait(self, data: bytes) -> bool:
         """Send ``data`` eagerly; ``False`` if the send has to wait (the pump, started
@@ -546,7 +570,7 @@ class Connection:
         if self._hb_handle is None and not self._closed:
             self._schedule_hb()
         rest = eager.start(self.t.send(data))
-        self._last_send = now = self._loop.time()
+        self._last_send = self._events_at = now = self._loop.time()
         if rest is None:
             return True
         self._inflight = rest
@@ -623,7 +647,7 @@ class Connection:
                     self._inflight = None
                     self._last_send = loop.time()
                     self._send_started = 0.0
-                if not self._outbox and not self._dirty:
+                if not self._outbox and not self._dirty and not self._ready:
                     if self._closed or not self.atts or self._nowait:
                         return  # idle: the next _wake() sends (or starts a pump) again
                     await self._sleep(None)
@@ -632,6 +656,10 @@ class Connection:
                     await self._send(self._outbox.pop(0))
                 if self._closed:
                     return  # what was queued is out; events no longer matter
+                if self._ready:
+                    await self._send(self._ready.popleft())
+                    self._events_at = loop.time()
+                    continue
                 if not self._dirty:
                     continue
                 gap = self._coalesce_delay()
@@ -641,6 +669,13 @@ class Connection:
                         await self._sleep(gap)
                     finally:
                         self._coalescing = False
+                    continue
+                if self._nowait:
+                    frames = self._take_frames()
+                    if self._batch and frames:
+                        self._ready.append(b"\n".join(frames))
+                    else:
+                        self._ready.extend(frames)
                     continue
                 dirty, self._dirty = self._dirty, {}
                 for stream in dirty:

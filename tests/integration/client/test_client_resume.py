@@ -185,10 +185,11 @@ async def test_restarted_server_with_new_memory_store_answers_gone_epoch() -> No
 
 
 class CorruptingStore(MemoryStore):
-    """A memory log whose reads flip one token: a corrupted store or read path."""
+    """A memory log whose reads flip one token: a corrupted store or read path.
+    (``read_nowait`` is the memory log's read; ``read`` calls it too.)"""
 
-    async def read(self, stream: str, after: int, max_bytes: int) -> ReadBatch | None:
-        batch = await super().read(stream, after, max_bytes)
+    def read_nowait(self, stream: str, after: int, max_bytes: int) -> ReadBatch | None:
+        batch = super().read_nowait(stream, after, max_bytes)
         if batch is not None and b"tok000058" in batch.items:
             batch = dataclasses.replace(
                 batch, items=batch.items.replace(b"tok000058", b"tok000059")

@@ -441,3 +441,25 @@ def test_events_of_parts_keep_their_kind_across_frames() -> None:
     wires = encode_frames([events, more], stream=S1)
     client.receive(wires[0])
     assert client.receive(wires[1]).events == more  # type: ignore[union-attr]
+
+
+def test_a_batched_message_splits_into_frames_only_when_both_sides_agreed() -> None:
+    both = ClientSession(caps=("batch",))
+    both.connect()
+    both.receive(encode(Welcome(session="s1", heartbeat_ms=1000, epoch=EPOCH, caps=["batch"])))
+    message = b'{"t":"hb"}\n{"t":"pong","n":3}'
+    assert both.batch
+    assert both.frames_of(message) == [b'{"t":"hb"}', b'{"t":"pong","n":3}']
+    assert both.frames_of(message.decode()) == ['{"t":"hb"}', '{"t":"pong","n":3}']
+    assert [type(both.receive(f)) for f in both.frames_of(message)] == [Heartbeat, PongOut]
+    # offered but refused by the server, or never offered: a message is one frame
+    refused = ClientSession(caps=("batch",))
+    refused.connect()
+    refused.receive(WELCOME)
+    never = ClientSession()
+    never.connect()
+    never.receive(encode(Welcome(session="s1", heartbeat_ms=1000, epoch=EPOCH, caps=["batch"])))
+    for cs in (refused, never):
+        assert not cs.batch and cs.frames_of(message) == [message]
+        with pytest.raises(ProtocolError):
+            cs.receive(message)
