@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "overhead": ("benchmarks.overhead:run", "benchmarks.overhead:chart"),
     "wire": ("benchmarks.wire:run", "benchmarks.wire:chart"),
     "append": ("benchmarks.append:run", "benchmarks.append:chart"),
+    "redis": ("benchmarks.redis:run", "benchmarks.redis:chart"),
 }
 # a benchmark's child is killed after this many seconds
 LIMIT = {"quick": 110.0, "full": 1800.0}

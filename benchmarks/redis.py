@@ -319,39 +319,56 @@ async def resume_latency(url: str, rounds: int) -> dict[str, Any]:
         b.stop()
 
 
-async def main() -> dict[str, Any]:
+async def main(quick: bool = False) -> dict[str, Any]:
+    k = 10 if quick else 1  # quick: a smoke run, a tenth of the sizes
     tmp = tempfile.mkdtemp(prefix="unbroken-redis-bench-")
     proc, url = start_redis(tmp)
     try:
-        res: dict[str, Any] = {"meta": meta()}
+        res: dict[str, Any] = {"meta": meta(), "benchmark": "redis", "quick": quick}
         res["store_append"] = [
-            await store_append(url, 500_000, 1, 512),
-            await store_append(url, 500_000, 1, 64),
-            await store_append(url, 1_000_000, 1000, 512),
-            await store_append(url, 500_000, 1000, 64),
+            await store_append(url, 500_000 // k, 1, 512),
+            await store_append(url, 500_000 // k, 1, 64),
+            await store_append(url, 1_000_000 // k, 1000, 512),
+            await store_append(url, 500_000 // k, 1000, 64),
         ]
         for r in res["store_append"]:
             print("store append", r, flush=True)
-        res["append_and_tail"] = await append_and_tail(url, 500_000, 512)
+        res["append_and_tail"] = await append_and_tail(url, 500_000 // k, 512)
         print("append + tail", res["append_and_tail"], flush=True)
         res["producer_append"] = {
-            "redis": await producer_append(RedisStore(url, retention=BIG, prefix="bp"), 500_000),
-            "memory": await producer_append(MemoryStore(BIG), 500_000),
+            "redis": await producer_append(
+                RedisStore(url, retention=BIG, prefix="bp"), 500_000 // k
+            ),
+            "memory": await producer_append(MemoryStore(BIG), 500_000 // k),
         }
         print("producer append", res["producer_append"], flush=True)
         res["replay_10mb"] = await replay_and_memory(url)
         print("replay", res["replay_10mb"], flush=True)
-        res["resume_across_nodes"] = await resume_latency(url, 200)
+        res["resume_across_nodes"] = await resume_latency(url, 200 // k)
         print("resume", res["resume_across_nodes"], flush=True)
-        res["end_to_end"] = await end_to_end(url, 300_000)
+        res["end_to_end"] = await end_to_end(url, 300_000 // k)
         print("end to end", res["end_to_end"], flush=True)
         res["aims"] = {
             "append_tokens_per_s_per_node": 500_000,
             "replay_10mb_seconds": 1.0,
             "end_to_end_ratio": 0.7,
         }
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "redis.json").write_text(json.dumps(res, indent=2) + "\n")
+        best = max(r["tokens_per_s"] for r in res["store_append"])
+        small = min(r["tokens_per_s"] for r in res["store_append"])
+        replay = res["replay_10mb"]["replay_seconds_best"]
+        ratio = res["end_to_end"]["ratio"]
+        res["figures"] = [
+            _figure("Redis append, best shape", best, 500_000, "tokens/s"),
+            _figure("Redis append, 64 tokens per append (worst shape)", small, 500_000, "tokens/s"),
+            _figure("Redis 10 MB replay", replay, 1.0, "s", below=True),
+            _figure("end to end on Redis ÷ on memory", ratio, 0.7, "×"),
+            _figure(
+                "resume on another node: resumed p50",
+                res["resume_across_nodes"]["resumed_ms"]["p50"],
+                None,
+                "ms",
+            ),
+        ]
         return res
     finally:
         os.kill(proc.pid, signal.SIGTERM)
@@ -359,5 +376,41 @@ async def main() -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _figure(
+    name: str, value: float, aim: float | None, unit: str, below: bool = False
+) -> dict[str, Any]:
+    met = None if aim is None else (value <= aim if below else value >= aim)
+    return {"name": name, "value": value, "aim": aim, "met": met, "unit": unit}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """For ``python -m benchmarks``: needs ``redis-server`` on PATH."""
+    return asyncio.run(main(quick))
+
+
+def chart(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["store_append"]
+    names = [f"{r['streams']} stream(s), {r['tokens_per_append']}/append" for r in rows]
+    rates = [r["tokens_per_s"] / 1e3 for r in rows]
+    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    ax.barh(names, rates, color="tab:red")
+    ax.axvline(500, color="black", ls=":", lw=1, label="aim 500 k tokens/s per node")
+    ax.set_xlabel("thousand 20-byte tokens per second appended to Redis (fenced, Lua)")
+    ax.invert_yaxis()
+    ax.legend(fontsize=8)
+    ax.set_title("RedisStore append throughput")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    result = asyncio.run(main())
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "redis.json").write_text(json.dumps(result, indent=2) + "\n")
+    chart(result, RESULTS / "redis.png")
