@@ -509,16 +509,18 @@ class Connection:
         self._draining = True
         try:
             while True:
-                if self._outbox:
-                    if not self._send_nowait(self._outbox.pop(0)):
-                        return
-                    continue
-                if self._closed or not (self._dirty or self._ready):
-                    return
+                # frames already taken from their streams go first: a control frame
+                # queued after them (a `resumed` that re-attaches one) must follow them
                 if self._ready:
                     if not self._send_nowait(self._ready.popleft()):
                         return
                     continue
+                if self._outbox:
+                    if not self._send_nowait(self._outbox.pop(0)):
+                        return
+                    continue
+                if self._closed or not self._dirty:
+                    return
                 if self._coalesce_delay() > 0:
                     self._start_pump()
                     return
@@ -652,14 +654,14 @@ class Connection:
                         return  # idle: the next _wake() sends (or starts a pump) again
                     await self._sleep(None)
                     continue
+                if self._ready:  # taken from their streams: before any control frame
+                    await self._send(self._ready.popleft())
+                    self._events_at = loop.time()
+                    continue
                 while self._outbox:
                     await self._send(self._outbox.pop(0))
                 if self._closed:
                     return  # what was queued is out; events no longer matter
-                if self._ready:
-                    await self._send(self._ready.popleft())
-                    self._events_at = loop.time()
-                    continue
                 if not self._dirty:
                     continue
                 gap = self._coalesce_delay()
