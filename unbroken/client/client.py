@@ -498,6 +498,12 @@ class Client:
         self._ws = ws
         watchdog: asyncio.TimerHandle | None = None
         dead: list[str] = []
+        due = 0.0  # when the watchdog should run (how late it ran is reported)
+
+        def watch(delay: float) -> asyncio.TimerHandle:
+            nonlocal due
+            due = loop.time() + delay
+            return loop.call_later(delay, check_silence)
 
         def check_silence() -> None:
             nonlocal watchdog
@@ -508,12 +514,15 @@ class Client:
                 self._last_recv = loop.time()
             quiet = loop.time() - self._last_recv
             if quiet > limit:
-                dead.append(f"no frame for {quiet:.2f}s (limit {limit:.2f}s)")
+                # "late": this process was busy (the watchdog ran that long after its
+                # time), so part of the silence was ours, not the link's
+                late = max(0.0, loop.time() - due)
+                dead.append(f"no frame for {quiet:.2f}s (limit {limit:.2f}s, {late:.2f}s late)")
                 ws.transport.abort()
                 return
             if self.ping_every and loop.time() - self._last_ping_at >= self.ping_every:
                 self._send_ping(ws, loop.time())
-            watchdog = loop.call_later(min(limit / 3, 0.25), check_silence)
+            watchdog = watch(min(limit / 3, 0.25))
 
         try:
             await ws.send(encode(self._session.connect(await self._token())).decode())
@@ -533,7 +542,7 @@ class Client:
                 self._first.set_result(None)
             for frame in self._session.after_welcome():
                 await ws.send(encode(frame).decode())
-            watchdog = loop.call_later(self._silence_limit() / 3, check_silence)
+            watchdog = watch(self._silence_limit() / 3)
             frames_of = self._session.frames_of
             async for message in ws:
                 self._last_recv = loop.time()

@@ -142,32 +142,37 @@ class TapConnection:
     closed: float | None = None
     raw: list[tuple[float, bool, str]] = field(default_factory=list)
     _frames: list[TapFrame] | None = None
+    _decoded: int = 0
 
     @property
     def frames(self) -> list[TapFrame]:
         """Decoded frames (decoded once, on first use, so the server's hot path only
-        appends a reference)."""
-        if self._frames is None or len(self._frames) != len(self.raw):
+        appends a reference). A message of several frames (the ``batch`` cap) gives
+        one frame per line."""
+        if self._frames is None or self._decoded != len(self.raw):
             out: list[TapFrame] = []
             for t, is_out, text in self.raw:
-                data = text.encode()
-                try:
-                    f = _decode_frame(data)
-                except msgspec.DecodeError:
-                    out.append(TapFrame(t, self.id, is_out, "?", len(data)))
-                    continue
-                frame = TapFrame(t, self.id, is_out, f.t, len(data), f.stream, req=f.req)
-                if f.t == "events":
-                    frame.seq, frame.count = f.seq, len(f.items)
-                elif f.t == "resume":
-                    frame.seq = f.after
-                elif f.t == "resumed":
-                    frame.seq, frame.count = f.from_, f.head
-                elif f.t == "ack":
-                    frame.seq = f.seq
-                out.append(frame)
+                for line in text.split("\n") if is_out else (text,):
+                    out.append(self._decode(t, is_out, line.encode()))
             self._frames = out
+            self._decoded = len(self.raw)
         return self._frames
+
+    def _decode(self, t: float, is_out: bool, data: bytes) -> TapFrame:
+        try:
+            f = _decode_frame(data)
+        except msgspec.DecodeError:
+            return TapFrame(t, self.id, is_out, "?", len(data))
+        frame = TapFrame(t, self.id, is_out, f.t, len(data), f.stream, req=f.req)
+        if f.t == "events":
+            frame.seq, frame.count = f.seq, len(f.items)
+        elif f.t == "resume":
+            frame.seq = f.after
+        elif f.t == "resumed":
+            frame.seq, frame.count = f.from_, f.head
+        elif f.t == "ack":
+            frame.seq = f.seq
+        return frame
 
     @property
     def bytes_out(self) -> int:
