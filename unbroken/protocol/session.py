@@ -97,7 +97,7 @@ class ServerSession:
         #: whose acks may still be on their way: legal, and ignored. Bounded (oldest
         #: forgotten first), so a client that never acks cannot grow the session.
         self.released: OrderedDict[str, None] = OrderedDict()
-        self.max_released = max(1024, max_streams)
+        self.max_released = 1024
         self.hello: Hello | None = None
         self._starts = TokenBucket(start_rate, start_burst)
 
