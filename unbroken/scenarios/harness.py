@@ -32,6 +32,7 @@ import math
 import threading
 import time
 from array import array
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from dataclasses import dataclass, field
@@ -467,29 +468,19 @@ class StreamRecorder:
     def last_seq(self) -> int:
         return self.events[-1].seq if self.events else 0
 
+    def count_at(self, t: float) -> int:
+        """How many events the user had at monotonic time ``t``."""
+        return bisect_right(self.times, t)
+
     def first_event_after(self, t: float) -> float | None:
         """Arrival time of the first event after monotonic time ``t``."""
-        times = self.times
-        lo, hi = 0, len(times)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if times[mid] <= t:
-                lo = mid + 1
-            else:
-                hi = mid
-        return times[lo] if lo < len(times) else None
+        k = self.count_at(t)
+        return self.times[k] if k < len(self.times) else None
 
     def seq_at(self, t: float) -> int:
         """The last seq the user had received at monotonic time ``t``."""
-        times = self.times
-        lo, hi = 0, len(times)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if times[mid] <= t:
-                lo = mid + 1
-            else:
-                hi = mid
-        return self.events[lo - 1].seq if lo else 0
+        k = self.count_at(t)
+        return self.events[k - 1].seq if k else 0
 
 
 # ------------------------------------------------------------------ logs and resources

@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,3 +222,17 @@ def machine_info() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
     }
+
+
+def pooled_samples(runs: Iterable[RunResult], key: str) -> list[float]:
+    """Every stream's (or connection's) ``key`` sample when a run kept them, else the
+    run's own ``metrics.<key>_s`` (e.g. ``"recovery"``)."""
+    out: list[float] = []
+    for r in runs:
+        if key in r.samples:
+            out.extend(r.samples[key])
+        else:
+            v = getattr(r.metrics, f"{key}_s", None)
+            if v is not None:
+                out.append(v)
+    return out

@@ -305,7 +305,7 @@ def _client_state(run: _Run) -> dict[str, Any]:
     t = run.t_fault
     out = {}
     for rec in run.recs:
-        held = rec.events if t is None else rec.events[: _count_at(rec, t)]
+        held = rec.events if t is None else rec.events[: rec.count_at(t)]
         parts: dict[str, str] = {}
         ended = {e.part for e in held if e.kind == Kind.PART_END}
         for e in held:
@@ -325,18 +325,6 @@ def _client_state(run: _Run) -> dict[str, Any]:
             "json_partial_ok": _json_partial_ok(frags),
         }
     return {"t_fault": t, "streams": out}
-
-
-def _count_at(rec: StreamRecorder, t: float) -> int:
-    """How many events the user had at monotonic time ``t``."""
-    lo, hi = 0, len(rec.times)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if rec.times[mid] <= t:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 def _json_partial_ok(frags: list[str]) -> bool | None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .catalog import SEED_TARGETS, Target
-from .results import RunResult
+from .results import RunResult, pooled_samples
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -64,21 +64,6 @@ def _tc5_long(r: RunResult) -> bool:
     return r.spec.scenario == "TC5" and r.spec.variant == "long"
 
 
-def _pooled(
-    runs: Iterable[RunResult], key: str, value: Callable[[RunResult], float | None]
-) -> list[float]:
-    """Every stream's (or connection's) sample when the run kept them, else the run's value."""
-    out: list[float] = []
-    for r in runs:
-        if key in r.samples:
-            out.extend(r.samples[key])
-        else:
-            v = value(r)
-            if v is not None:
-                out.append(v)
-    return out
-
-
 def _p95(target: Target, values: list[float], what: str) -> Evaluation:
     if not values:
         return Evaluation(target, None, None, 0, f"no {what} measured")
@@ -102,13 +87,11 @@ def evaluate(runs: Iterable[RunResult]) -> list[Evaluation]:
     out: list[Evaluation] = []
 
     small = [r for r in runs if not _tc5_long(r) and (r.metrics.partial_bytes or 0) < 1_000_000]
-    reconnect = _pooled(small, "reconnect", lambda r: r.metrics.reconnect_s)
+    reconnect = pooled_samples(small, "reconnect")
     out.append(_p95(by_id["reconnect"], reconnect, "reconnection"))
-    resume = _pooled(runs, "resume", lambda r: r.metrics.resume_s)
+    resume = pooled_samples(runs, "resume")
     out.append(_p95(by_id["resume"], resume, "resume"))
-    recovery = _pooled(
-        [r for r in runs if not _tc5_long(r)], "recovery", lambda r: r.metrics.recovery_s
-    )
+    recovery = pooled_samples([r for r in runs if not _tc5_long(r)], "recovery")
     out.append(_p95(by_id["recovery"], recovery, "recovery"))
 
     mem = [r.metrics.log_peak_mb for r in runs if r.metrics.log_peak_mb is not None]

@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import Any
 
 from ..catalog import COVERED, TARGET_BY_ID
-from ..results import Results, RunResult
+from ..results import Results, RunResult, pooled_samples
 
 _PALETTE = {
     "TC1": "#4c72b0",
@@ -69,18 +69,6 @@ def _svg(fig: Any) -> str:
     return re.sub(r'(<svg[^>]*?) width="[^"]+" height="[^"]+"', r"\1", svg, count=1)
 
 
-def _samples(runs: list[RunResult], key: str) -> list[float]:
-    out: list[float] = []
-    for r in runs:
-        if key in r.samples:
-            out.extend(r.samples[key])
-        else:
-            v = getattr(r.metrics, f"{key}_s", None)
-            if v is not None:
-                out.append(v)
-    return out
-
-
 def _by_scenario(runs: list[RunResult]) -> dict[str, list[RunResult]]:
     out: dict[str, list[RunResult]] = defaultdict(list)
     for r in runs:
@@ -100,7 +88,7 @@ def recovery_distribution(results: Results) -> str:
     )
     fig, axes = plt.subplots(1, 3, figsize=(11, 0.42 * max(4, len(sids)) + 1.0), sharey=True)
     for ax, (key, title, target) in zip(axes, panels, strict=True):
-        data = [[max(v, 1e-4) for v in _samples(groups[s], key)] for s in sids]
+        data = [[max(v, 1e-4) for v in pooled_samples(groups[s], key)] for s in sids]
         pos = list(range(len(sids)))[::-1]
         nonempty = [(d, p) for d, p in zip(data, pos, strict=True) if d]
         if nonempty:

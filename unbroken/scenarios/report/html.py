@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import html
 from collections import Counter, defaultdict
-from collections.abc import Iterable
 
 from ..catalog import SCENARIOS, TC8_CUTS, TIMINGS
-from ..results import Results, RunResult
+from ..results import Results, RunResult, pooled_samples
 from ..targets import Evaluation, evaluate, percentile
 from . import charts
 from .regression import Comparison, regressions
@@ -87,18 +86,6 @@ def _badge(ok: bool | None, yes: str = "met", no: str = "missed", none: str = "n
     if ok is None:
         return f'<span class="badge na">{_e(none)}</span>'
     return f'<span class="badge {"ok" if ok else "bad"}">{_e(yes if ok else no)}</span>'
-
-
-def _samples(runs: Iterable[RunResult], key: str) -> list[float]:
-    out: list[float] = []
-    for r in runs:
-        if key in r.samples:
-            out.extend(r.samples[key])
-        else:
-            v = getattr(r.metrics, f"{key}_s", None)
-            if v is not None:
-                out.append(v)
-    return out
 
 
 def _verdict(results: Results, evals: list[Evaluation], regs: list[Comparison]) -> tuple[bool, str]:
@@ -198,7 +185,7 @@ def build(results: Results, comparisons: list[Comparison] | None = None) -> str:
             status = _badge(passed, "passed", f"{sum(1 for r in rs if not r.passed)} failed")
         st = sum(r.streams for r in rs)
         ex = sum(r.streams_exact for r in rs)
-        rec = _samples(rs, "recovery")
+        rec = pooled_samples(rs, "recovery")
         holds = "".join(f"<li>{_e(h)}</li>" for h in s.must_hold)
         out.append(
             f"<tr><td><b>{s.id}</b></td><td>{_e(s.title)}<div class=small>{_e(s.fault_plan)}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from ..results import Results, RunResult
+from ..results import Results, RunResult, pooled_samples
 from ..targets import evaluate, percentile
 
 #: A percentile is a regression when it is this much slower, relatively...
@@ -56,18 +56,6 @@ def _by_scenario(runs: list[RunResult]) -> dict[str, list[RunResult]]:
     return out
 
 
-def _samples(runs: list[RunResult], key: str) -> list[float]:
-    out: list[float] = []
-    for r in runs:
-        if key in r.samples:
-            out.extend(r.samples[key])
-        else:
-            v = getattr(r.metrics, f"{key}_s", None)
-            if v is not None:
-                out.append(v)
-    return out
-
-
 def _completion(runs: list[RunResult]) -> float | None:
     streams = sum(max(r.streams, 1) for r in runs)
     if not streams:
@@ -94,7 +82,7 @@ def compare(current: Results, baseline: Results) -> list[Comparison]:
             )
         )
         for key in ("recovery", "resume"):
-            sa, sb = _samples(a, key), _samples(b, key)
+            sa, sb = pooled_samples(a, key), pooled_samples(b, key)
             if not sa or not sb:
                 continue
             for q, name in ((0.5, "p50"), (0.95, "p95")):
