@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, finish, meta, progress
+from benchmarks.common import RESULTS, figure, finish, meta, progress, pyplot
 from unbroken.server import Output, Request, Unbroken
 from unbroken.server.agent import Principal
 from unbroken.server.producer import Producer
@@ -125,38 +125,35 @@ def run(quick: bool = False) -> dict[str, Any]:
         aim_tokens_per_s=AIM,
         met=a["tokens_per_s"] >= AIM,
     )
+    batched, one = result["producer_batched"], result["producer_one_per_flush"]
     result["figures"] = [
-        {
-            "name": "agent-side append rate (await out.text, memory log)",
-            "value": round(a["tokens_per_s"]),
-            "aim": AIM,
-            "met": a["tokens_per_s"] >= AIM,
-            "unit": "tokens/s",
-        },
-        {
-            "name": "producer alone, 512 tokens per append",
-            "value": round(result["producer_batched"]["tokens_per_s"]),
-            "aim": None,
-            "met": None,
-            "unit": "tokens/s",
-        },
-        {
-            "name": "producer alone, one append per token (a paced agent)",
-            "value": round(result["producer_one_per_flush"]["tokens_per_s"]),
-            "aim": None,
-            "met": None,
-            "unit": "tokens/s",
-        },
+        figure(
+            "agent-side append rate (await out.text, memory log)",
+            round(a["tokens_per_s"]),
+            AIM,
+            a["tokens_per_s"] >= AIM,
+            "tokens/s",
+        ),
+        figure(
+            "producer alone, 512 tokens per append",
+            round(batched["tokens_per_s"]),
+            None,
+            None,
+            "tokens/s",
+        ),
+        figure(
+            "producer alone, one append per token (a paced agent)",
+            round(one["tokens_per_s"]),
+            None,
+            None,
+            "tokens/s",
+        ),
     ]
     return finish(result)
 
 
 def chart(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = ["agent (out.text)", "producer, 512/append", "producer, 1/append"]
     keys = ["agent", "producer_batched", "producer_one_per_flush"]
     vals = [result[k]["tokens_per_s"] / 1e6 for k in keys]

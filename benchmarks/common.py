@@ -139,3 +139,18 @@ def cpu_seconds(p: psutil.Process) -> float:
 
 def rss_mb(p: psutil.Process) -> float:
     return round(p.memory_info().rss / 2**20, 1)
+
+
+def figure(name: str, value: Any, aim: Any, met: bool | None, unit: str = "") -> dict[str, Any]:
+    """One row of a benchmark's ``figures`` (what ``python -m benchmarks`` tabulates)."""
+    return {"name": name, "value": value, "aim": aim, "met": met, "unit": unit}
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (imported only to draw)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

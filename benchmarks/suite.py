@@ -13,20 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import finish, meta
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def figure(name: str, value: Any, aim: Any, met: bool | None, unit: str = "") -> dict[str, Any]:
-    return {"name": name, "value": value, "aim": aim, "met": met, "unit": unit}
+from benchmarks.common import figure, finish, meta
+from benchmarks.common import pyplot as _plt
 
 
 # ------------------------------------------------------------------ codec
