@@ -524,24 +524,27 @@ class Connection:
                 if self._coalesce_delay() > 0:
                     self._start_pump()
                     return
-                frames = self._take_frames()
-                if not frames:
-                    continue
-                if self._batch:
-                    self._ready.append(b"\n".join(frames))
-                else:
-                    self._ready.extend(frames)
+                self._stage_frames()
         except Exception as exc:
             log.info("send failed conn=%s error=%r", self.id, exc)
             self._closed = True
         finally:
             self._draining = False
 
+    def _stage_frames(self) -> None:
+        """Move the frames ready now on the dirty streams (a log that reads without
+        waiting), about ``frame_cap`` bytes at most (at least one frame), to the send
+        queue: one message with the ``batch`` cap, else one each. They count as sent;
+        a stream with more left stays dirty, and one whose ``end`` is taken is
+        released."""
+        frames = self._take_frames()
+        if self._batch and frames:
+            self._ready.append(b"\n".join(frames))
+        else:
+            self._ready.extend(frames)
+
     def _take_frames(self) -> list[bytes]:
-        """The frames ready now on the dirty streams (a log that reads without
-        waiting), about ``frame_cap`` bytes at most (at least one frame). They count
-        as sent; a stream with more left stays dirty, and one whose ``end`` is taken
-        is released."""
+        """The frames :meth:`_stage_frames` queues."""
         cap = self.app.frame_cap
         frames: list[bytes] = []
         size = 0
@@ -673,11 +676,7 @@ class Connection:
                         self._coalescing = False
                     continue
                 if self._nowait:
-                    frames = self._take_frames()
-                    if self._batch and frames:
-                        self._ready.append(b"\n".join(frames))
-                    else:
-                        self._ready.extend(frames)
+                    self._stage_frames()
                     continue
                 dirty, self._dirty = self._dirty, {}
                 for stream in dirty:
