@@ -1,4 +1,5 @@
-"""StateVerifier: was the answer delivered exactly? Answers with a :class:`Verdict`, not a bool.
+"""StateVerifier: was the answer delivered exactly? The seed's checks answer ``bool``; a
+:class:`Verdict` beside each says why.
 
 Three sources of truth can be checked:
 
@@ -8,6 +9,12 @@ Three sources of truth can be checked:
   against a :class:`~unbroken.chaos.generators.GeneratedAnswer`
   (:meth:`StateVerifier.verify_answer`);
 * the seed's checks: message sequencing and data completeness by hash.
+
+The seed's three checks keep its signatures and return ``bool``
+(:meth:`StateVerifier.verify_buffer_integrity`, :meth:`~StateVerifier.verify_message_sequencing`,
+:meth:`~StateVerifier.verify_data_completeness`); each has a ``*_verdict`` twin that returns
+the :class:`Verdict`, and the last verdict any check reached is kept in
+:attr:`StateVerifier.last_verdict`.
 
 A :class:`Verdict` says ``ok``, the first bad seq, what kind of problem it is (dropped,
 duplicated, reordered, altered, unexpected, missing_end, digest_mismatch, malformed,
@@ -183,7 +190,7 @@ def _compare_sequence(
 
 
 class EventLogReader(Protocol):
-    """What :meth:`StateVerifier.verify_buffer_integrity` needs from a store."""
+    """What :meth:`StateVerifier.buffer_integrity_verdict` needs from a store."""
 
     async def read_all(self, stream: str) -> tuple[str, Sequence[Event]]:
         """The stream's epoch and every event it holds, in log order."""
@@ -216,6 +223,9 @@ class StateVerifier:
     ``log``: where :meth:`verify_buffer_integrity` reads streams from. Feed the events a client
     received with :meth:`record` / :meth:`record_many` (or pass ``received``) for the seed's
     sequencing and completeness checks.
+
+    The seed's methods answer ``bool``; their ``*_verdict`` twins answer a :class:`Verdict`
+    (what went wrong, where), and :attr:`last_verdict` holds the last one either reached.
     """
 
     def __init__(
@@ -228,6 +238,8 @@ class StateVerifier:
         self.log = log
         self.limits = limits or LogLimits()
         self.received: list[Event] = list(received)
+        self.last_verdict: Verdict | None = None
+        """The verdict of the last check run (``None`` before any)."""
 
     def record(self, event: Event) -> None:
         """Record one event as the client received it."""
@@ -238,11 +250,23 @@ class StateVerifier:
         self.received.extend(events)
 
     # ------------------------------------------------------------------ the log
-    async def verify_buffer_integrity(
+    def _kept(self, verdict: Verdict) -> Verdict:
+        self.last_verdict = verdict
+        return verdict
+
+    async def verify_buffer_integrity(self, connection_id: str) -> bool:
+        """The seed's check: is the buffer of ``connection_id`` intact? In unbroken a
+        connection is only a cursor on a stream log, so the buffer is the stream's log and
+        ``connection_id`` is the stream's id. See :meth:`buffer_integrity_verdict` (the
+        verdict is also kept in :attr:`last_verdict`)."""
+        return (await self.buffer_integrity_verdict(connection_id)).ok
+
+    async def buffer_integrity_verdict(
         self, stream_id: str, *, require_end: bool = False
     ) -> Verdict:
         """Check a stream in the log: seqs 1..N contiguous, chain valid (against stored digests
-        when the log keeps them), parts well formed, within :attr:`limits`."""
+        when the log keeps them), parts well formed, within :attr:`limits`. ``require_end``:
+        a stream without its ``end`` event fails (``missing_end``)."""
         if self.log is None:
             raise ConfigError("verify_buffer_integrity needs a log: StateVerifier(log=...)")
         epoch, events = await self.log.read_all(stream_id)
@@ -282,7 +306,7 @@ class StateVerifier:
                         Problem.DIGEST_MISMATCH, event.seq, "stored digest is not the chain's"
                     )
                     break
-        return findings.verdict(len(events), len(events), f"stream {stream_id}")
+        return self._kept(findings.verdict(len(events), len(events), f"stream {stream_id}"))
 
     def _check_structure(
         self, events: Sequence[Event], findings: _Findings, require_end: bool
@@ -356,24 +380,35 @@ class StateVerifier:
                 break
 
     # ------------------------------------------------------------------ the seed's checks
-    async def verify_message_sequencing(self, expected_sequence: Sequence[int]) -> Verdict:
-        """Were the recorded events' seqs exactly ``expected_sequence``, in order, once each?"""
+    async def verify_message_sequencing(self, expected_sequence: list[int]) -> bool:
+        """The seed's check: were the recorded events' seqs exactly ``expected_sequence``, in
+        order, once each? See :meth:`message_sequencing_verdict`."""
+        return (await self.message_sequencing_verdict(expected_sequence)).ok
+
+    async def message_sequencing_verdict(self, expected_sequence: Sequence[int]) -> Verdict:
+        """Were the recorded events' seqs exactly ``expected_sequence``, in order, once each?
+        Says which seq was dropped, duplicated, reordered or unexpected first."""
         findings = _Findings()
         received = [e.seq for e in self.received]
         seen = _compare_sequence(received, expected_sequence, findings)
         for s in expected_sequence:
             if s not in seen:
                 findings.add(Problem.DROPPED, s, "never delivered")
-        return findings.verdict(len(expected_sequence), len(received), "sequencing")
+        return self._kept(findings.verdict(len(expected_sequence), len(received), "sequencing"))
 
-    async def verify_data_completeness(self, expected_hash: str) -> Verdict:
+    async def verify_data_completeness(self, expected_hash: str) -> bool:
+        """The seed's check: does :func:`~unbroken.chaos.generators.content_hash` of the
+        recorded events equal ``expected_hash``? See :meth:`data_completeness_verdict`."""
+        return (await self.data_completeness_verdict(expected_hash)).ok
+
+    async def data_completeness_verdict(self, expected_hash: str) -> Verdict:
         """Does :func:`~unbroken.chaos.generators.content_hash` of the recorded events equal
         ``expected_hash``? On a mismatch, says whether events were missing, repeated,
         reordered, or altered."""
         received = self.received
         have = content_hash(received)
         if have == expected_hash:
-            return Verdict(True, detail="completeness: ok", received=len(received))
+            return self._kept(Verdict(True, detail="completeness: ok", received=len(received)))
         findings = _Findings()
         seqs = [e.seq for e in received]
         top = max(seqs, default=0)
@@ -388,7 +423,7 @@ class StateVerifier:
                 f"content hash {have[:16]}… is not "
                 f"{expected_hash[:16]}… (events altered or the answer is incomplete)",
             )
-        return findings.verdict(0, len(received), "completeness")
+        return self._kept(findings.verdict(0, len(received), "completeness"))
 
     # ------------------------------------------------------------------ a whole answer
     def verify_answer(
@@ -407,7 +442,8 @@ class StateVerifier:
         Every expected event (including the final ``end`` with ``status``) must arrive once,
         in order, unaltered. ``allow_duplicates``: identical re-deliveries are counted but
         not a failure. ``end_digest`` (with ``stream_id`` and ``epoch``): the digest the client
-        ended with, compared with the expected chain digest.
+        ended with, compared with the expected chain digest. (Not one of the seed's
+        checks: it answers the :class:`Verdict`, also kept in :attr:`last_verdict`.)
         """
         events = list(self.received if received is None else received)
         want = expected.expected_events(status)
@@ -459,14 +495,16 @@ class StateVerifier:
                     f"end digest {have[:16]}… is not the expected {want_digest[:16]}…",
                 )
         if allow_duplicates and set(findings.counts) == {"duplicated"} and not findings.items:
-            return Verdict(
-                True,
-                None,
-                None,
-                "answer: ok (with duplicates ignored)",
-                n,
-                len(events),
-                dict(findings.counts),
-                (),
+            return self._kept(
+                Verdict(
+                    True,
+                    None,
+                    None,
+                    "answer: ok (with duplicates ignored)",
+                    n,
+                    len(events),
+                    dict(findings.counts),
+                    (),
+                )
             )
-        return findings.verdict(n, len(events), "answer")
+        return self._kept(findings.verdict(n, len(events), "answer"))

@@ -756,7 +756,7 @@ class ChaosHarness:
         verifier = StateVerifier(log=self.store, limits=limits)
         stream = rec.stream.id
         return await self.server.call(
-            lambda: verifier.verify_buffer_integrity(stream, require_end=require_end)
+            lambda: verifier.buffer_integrity_verdict(stream, require_end=require_end)
         )
 
     async def log_head(self, stream: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import pytest
@@ -105,27 +106,53 @@ def test_verdict_serialises_for_reports() -> None:
 async def test_message_sequencing() -> None:
     verifier = StateVerifier(received=_received())
     n = len(ANSWER) + 1
-    assert await verifier.verify_message_sequencing(list(range(1, n + 1)))
-    verdict = await verifier.verify_message_sequencing(list(range(1, n + 2)))
+    assert await verifier.verify_message_sequencing(list(range(1, n + 1))) is True
+    assert verifier.last_verdict is not None and verifier.last_verdict.ok
+    assert await verifier.verify_message_sequencing(list(range(1, n + 2))) is False
+    verdict = verifier.last_verdict
+    assert verdict is not None
     assert (verdict.problem, verdict.first_bad_seq) == (Problem.DROPPED, n + 1)
     shuffled = StateVerifier()
     shuffled.record_many([e for e in _received() if e.seq != 2])
     shuffled.record(_received()[1])
-    verdict = await shuffled.verify_message_sequencing(list(range(1, n + 1)))
+    verdict = await shuffled.message_sequencing_verdict(list(range(1, n + 1)))
     assert (verdict.problem, verdict.first_bad_seq) == (Problem.REORDERED, 2)
+    assert shuffled.last_verdict is verdict
 
 
 async def test_data_completeness_by_hash_and_diagnosis() -> None:
     expected = ANSWER.content_hash()
-    assert await StateVerifier(received=_received()).verify_data_completeness(expected)
+    assert await StateVerifier(received=_received()).verify_data_completeness(expected) is True
     events = _received()
     events[5] = _altered(events[5], "x")
-    verdict = await StateVerifier(received=events).verify_data_completeness(expected)
-    assert verdict.problem is Problem.ALTERED
+    altered = StateVerifier(received=events)
+    assert await altered.verify_data_completeness(expected) is False
+    assert altered.last_verdict is not None
+    assert altered.last_verdict.problem is Problem.ALTERED
     events = _received()
     events.insert(3, events[2])
-    verdict = await StateVerifier(received=events).verify_data_completeness(expected)
+    verdict = await StateVerifier(received=events).data_completeness_verdict(expected)
     assert (verdict.problem, verdict.first_bad_seq) == (Problem.DUPLICATED, 3)
+
+
+def test_the_seeds_checks_keep_the_seeds_signatures() -> None:
+    hints = {
+        name: inspect.signature(getattr(StateVerifier, name), eval_str=True)
+        for name in (
+            "verify_buffer_integrity",
+            "verify_message_sequencing",
+            "verify_data_completeness",
+        )
+    }
+    assert list(hints["verify_buffer_integrity"].parameters) == ["self", "connection_id"]
+    assert hints["verify_buffer_integrity"].parameters["connection_id"].annotation is str
+    assert (
+        hints["verify_message_sequencing"].parameters["expected_sequence"].annotation == (list[int])
+    )
+    assert hints["verify_data_completeness"].parameters["expected_hash"].annotation is str
+    for name, sig in hints.items():
+        assert sig.return_annotation is bool, name
+        assert inspect.iscoroutinefunction(getattr(StateVerifier, name)), name
 
 
 # -- the log
@@ -154,28 +181,33 @@ def _log_answer() -> GeneratedAnswer:
 async def test_buffer_integrity_of_a_good_log_with_digests() -> None:
     events = _log_answer().expected_events()
     log = DigestDictLog("ep", events, chain("st", "ep", events))
-    verdict = await StateVerifier(log).verify_buffer_integrity("st", require_end=True)
+    verdict = await StateVerifier(log).buffer_integrity_verdict("st", require_end=True)
     assert verdict.ok, verdict.detail
     running = DictLog("ep", events[:-1])  # a running stream has no end yet
-    assert await StateVerifier(running).verify_buffer_integrity("st")
+    assert await StateVerifier(running).verify_buffer_integrity("st") is True
+    verdict = await StateVerifier(running).buffer_integrity_verdict("st", require_end=True)
+    assert verdict.problem is Problem.MISSING_END
 
 
 async def test_buffer_integrity_flags_gaps_duplicates_and_bad_digests() -> None:
     events = _log_answer().expected_events()
     gap = DictLog("ep", events[:3] + events[5:])
-    verdict = await StateVerifier(gap).verify_buffer_integrity("st")
+    gapped = StateVerifier(gap)
+    assert await gapped.verify_buffer_integrity("st") is False
+    verdict = gapped.last_verdict
+    assert verdict is not None
     assert (verdict.problem, verdict.first_bad_seq) == (Problem.DROPPED, 4)
     assert verdict.count(Problem.DROPPED) == 2
     dup = DictLog("ep", events[:4] + events[3:])
-    verdict = await StateVerifier(dup).verify_buffer_integrity("st")
+    verdict = await StateVerifier(dup).buffer_integrity_verdict("st")
     assert (verdict.problem, verdict.first_bad_seq) == (Problem.DUPLICATED, 4)
     digests = chain("st", "ep", events)
     digests[6] = bytes(16)
     tampered = DigestDictLog("ep", events, digests)
-    verdict = await StateVerifier(tampered).verify_buffer_integrity("st")
+    verdict = await StateVerifier(tampered).buffer_integrity_verdict("st")
     assert (verdict.problem, verdict.first_bad_seq) == (Problem.DIGEST_MISMATCH, 7)
     other_epoch = DigestDictLog("other", events, chain("st", "ep", events))
-    verdict = await StateVerifier(other_epoch).verify_buffer_integrity("st")
+    verdict = await StateVerifier(other_epoch).buffer_integrity_verdict("st")
     assert verdict.problem is Problem.DIGEST_MISMATCH and verdict.first_bad_seq == 1
 
 
@@ -187,12 +219,12 @@ async def test_buffer_integrity_checks_part_structure_and_limits() -> None:
         part_end(4, "a"),
         end(5, "completed"),
     ]
-    verdict = await StateVerifier(DictLog("e", malformed)).verify_buffer_integrity("s")
+    verdict = await StateVerifier(DictLog("e", malformed)).buffer_integrity_verdict("s")
     assert (verdict.problem, verdict.first_bad_seq) == (Problem.MALFORMED, 2)
     assert verdict.count(Problem.MALFORMED) == 2
     big = [part_start(1, "a", "text"), chunk(2, Kind.TEXT, "a", "y" * 2000), part_end(3, "a")]
     limits = LogLimits(max_chunk=1000, max_events=2)
-    verdict = await StateVerifier(DictLog("e", big), limits=limits).verify_buffer_integrity("s")
+    verdict = await StateVerifier(DictLog("e", big), limits=limits).buffer_integrity_verdict("s")
     assert (verdict.problem, verdict.first_bad_seq) == (Problem.OVER_LIMIT, 2)
     assert verdict.count(Problem.OVER_LIMIT) == 2
 
@@ -201,4 +233,4 @@ async def test_buffer_integrity_needs_a_log() -> None:
     from unbroken.errors import ConfigError
 
     with pytest.raises(ConfigError):
-        await StateVerifier().verify_buffer_integrity("s")
+        await StateVerifier().buffer_integrity_verdict("s")
