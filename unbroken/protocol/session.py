@@ -4,8 +4,11 @@ They decide what a frame means and what to send, and raise on illegal
 transitions; the I/O layers only move bytes and time. Time is always an argument.
 
 Server: ``AWAIT_HELLO → READY → CLOSED``. Any frame before ``hello`` closes with
-4001; a second ``hello``, or an ``ack`` for a stream not started or resumed on
-this connection, closes with 4000.
+4001; a second ``hello`` closes with 4000. An ``ack`` is never a reason to close:
+late or repeated acks for a stream released here (its end was sent) are ignored,
+whatever their number, and an ack for a stream this connection never had is
+answered with an ``error`` (:meth:`ServerSession.ack` returns ``None``), so it
+cannot take the connection's other streams down.
 
 Client: ``IDLE → AWAIT_WELCOME → READY → IDLE`` (connection lost) ``… → CLOSED``.
 Per stream: ``STARTING → ATTACHED → ENDED``, or ``DETACHED``/``RESUMING`` across
@@ -117,15 +120,6 @@ class ServerSession:
             return frame
         if isinstance(frame, Hello):
             raise ProtocolError("hello sent twice", CloseCode.BAD_FRAME)
-        if (
-            isinstance(frame, Ack)
-            and frame.stream not in self.streams
-            and frame.stream not in self.released
-        ):
-            raise ProtocolError(
-                f"ack for stream {frame.stream} that was not started or resumed here",
-                CloseCode.BAD_FRAME,
-            )
         return frame
 
     def admit_start(self, now: float) -> float:
@@ -154,13 +148,18 @@ class ServerSession:
         while len(released) > self.max_released:
             released.popitem(last=False)
 
-    def ack(self, stream: str, seq: int) -> int:
-        """Record a cumulative ack; returns the highest ack so far."""
-        if stream not in self.streams:  # released: its last ack ends it here
-            self.released.pop(stream, None)
-            return seq
-        best = max(self.streams[stream], seq)
-        self.streams[stream] = best
+    def ack(self, stream: str, seq: int) -> int | None:
+        """Record a cumulative ack; returns the highest ack so far, or ``None`` for a
+        stream neither attached nor released here (answer it with an error).
+
+        Acks for a released stream are legal however many arrive (the client may
+        have several in flight when the end is sent): they change nothing, and the
+        entry stays until the bound on :attr:`released` forgets it."""
+        best = self.streams.get(stream)
+        if best is None:
+            return seq if stream in self.released else None
+        if seq > best:
+            self.streams[stream] = best = seq
         return best
 
     def close(self) -> None:

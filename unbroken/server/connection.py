@@ -281,8 +281,15 @@ class Connection:
             att = self.atts.get(frame.stream)
             if att is None:
                 # released by the server (its end was sent, or retention dropped it)
-                # while this ack was on its way: nothing left to do
-                self.session.ack(frame.stream, frame.seq)
+                # while this ack was on its way: nothing left to do. A stream this
+                # connection never had gets an answer, never a close: the others
+                # on the connection are not to be taken down by one stale ack.
+                if self.session.ack(frame.stream, frame.seq) is None:
+                    self._error(
+                        ErrorCode.BAD_ACK,
+                        "ack for a stream that was not started or resumed on this connection",
+                        stream=frame.stream,
+                    )
                 return
             if not att.ack(frame.seq):
                 sent = att.sent

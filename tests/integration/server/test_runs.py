@@ -276,7 +276,8 @@ async def test_a_client_that_never_acks_the_end_leaves_nothing_attached(served: 
     (conn,) = kit.app.connections
     assert conn.atts == {} and conn.session.streams == {}
     assert list(conn.session.released) == sids
-    # a late ack is legal (no close) and ends the stream's entry; the connection works
-    await w.send(Ack(sids[0], 6))
+    # late acks are legal (no close, no error), however many; the connection works
+    for _ in range(3):
+        await w.send(Ack(sids[0], 6))
     await w.ping()
-    assert sids[0] not in conn.session.released and not w.errors
+    assert sids[0] in conn.session.released and not w.errors
