@@ -11,6 +11,7 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001
+    INVALID_DATA = 1007
     TOO_BIG = 1009
     INTERNAL = 1011
     SERVICE_RESTART = 1012
@@ -27,6 +28,7 @@ class CloseCode(IntEnum):
 CLOSE_CODE_RETRY: Final[dict[int, bool]] = {
     CloseCode.NORMAL: False,
     CloseCode.GOING_AWAY: True,
+    CloseCode.INVALID_DATA: False,
     CloseCode.TOO_BIG: False,
     CloseCode.INTERNAL: True,
     CloseCode.SERVICE_RESTART: True,
@@ -43,6 +45,7 @@ CLOSE_CODE_RETRY: Final[dict[int, bool]] = {
 CLOSE_CODE_MEANING: Final[dict[int, str]] = {
     CloseCode.NORMAL: "normal closure",
     CloseCode.GOING_AWAY: "endpoint going away; reconnect",
+    CloseCode.INVALID_DATA: "a text message that is not valid UTF-8 (RFC 6455)",
     CloseCode.TOO_BIG: "frame larger than the negotiated limit",
     CloseCode.INTERNAL: "internal server error; reconnect and resume",
     CloseCode.SERVICE_RESTART: "server restarting or draining; reconnect (here or another node)",

@@ -3,12 +3,17 @@
 Every frame is one JSON text message with a ``t`` field naming its type. The
 decoders accept bytes or str and raise :class:`~unbroken.errors.ProtocolError`
 (carrying the close code to use) for anything that is not a valid frame:
-unknown type, missing or wrong-typed field, oversized frame, bad UTF-8. No other
-exception escapes them.
+unknown type, missing or wrong-typed field, oversized frame, bad UTF-8, and (in
+a client frame) a key repeated in any object. No other exception escapes them.
+
+Error texts are logged and sent as close reasons, and may quote what the peer
+sent: every one is a single printable line of at most :data:`MAX_ERROR_TEXT`
+characters (see :func:`excerpt`), so a frame cannot forge a log line.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -29,6 +34,15 @@ from .events import (
 SUBPROTOCOLS: Final[tuple[str, ...]] = ("unbroken.v1",)
 #: Default maximum frame size, as uvicorn's ``ws_max_size`` (16 MiB).
 DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024
+#: Default largest frame a client may send once it is authenticated (1 MiB): client
+#: frames are small (acks, starts); a server holds every one in memory while it arrives.
+DEFAULT_MAX_CLIENT_FRAME: Final = 1024 * 1024
+#: Largest frame a client may send before its ``hello`` is accepted (64 KiB: a hello
+#: with a large JWT fits), so an unauthenticated peer cannot make the server hold or
+#: decode much.
+DEFAULT_MAX_HELLO_FRAME: Final = 64 * 1024
+#: Longest error text a decoder produces (it may quote the peer; see :func:`excerpt`).
+MAX_ERROR_TEXT: Final = 240
 #: Capability: the server may send several frames in one WebSocket message, one per
 #: line (frames are compact JSON: no raw line feed inside one). See docs/protocol.md.
 CAP_BATCH: Final = "batch"
@@ -112,6 +126,8 @@ class Limits(Struct, frozen=True, omit_defaults=True):
     window: Positive = 1024 * 1024
     max_streams: Positive = 1000
     max_chunk: Positive = 1024 * 1024
+    #: largest frame the client may send (at most ``max_frame``); larger closes 1009
+    max_client_frame: Positive = DEFAULT_MAX_CLIENT_FRAME
 
 
 class Welcome(_Frame, tag="welcome", frozen=True):
@@ -233,7 +249,19 @@ encode_json: Final = _encoder.encode
 _BYTES: Final = (bytes, bytearray)
 
 
-def _decode(decoder: Any, data: bytes | str, max_size: int) -> Any:
+def excerpt(text: str, limit: int = MAX_ERROR_TEXT) -> str:
+    """``text`` made safe for one log line: every character that is not printable
+    (line breaks, other control characters, format characters such as bidi
+    overrides, separators) escaped as in a Python literal (``\\n``, ``\\x1b``,
+    ``\\u2028``), then cut to ``limit`` characters (ending in ``…`` when cut)."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
+
+
+def _check_size(data: bytes | str, max_size: int) -> None:
     if len(data) * 4 > max_size:  # might be too big: a str holds up to 4 UTF-8 bytes a char
         size = len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
         if size > max_size:
@@ -241,6 +269,10 @@ def _decode(decoder: Any, data: bytes | str, max_size: int) -> Any:
                 f"frame of {size} bytes exceeds the limit of {max_size} bytes",
                 CloseCode.TOO_BIG,
             )
+
+
+def _decode(decoder: Any, data: bytes | str, max_size: int) -> Any:
+    _check_size(data, max_size)
     try:
         if isinstance(data, _BYTES) and not data.isascii():
             # msgspec skips unknown fields without checking them: check UTF-8 here
@@ -248,18 +280,64 @@ def _decode(decoder: Any, data: bytes | str, max_size: int) -> Any:
             str(data, "utf-8")
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise ProtocolError(f"invalid frame: {exc}", CloseCode.BAD_FRAME) from None
+        raise ProtocolError(excerpt(f"invalid frame: {exc}"), CloseCode.BAD_FRAME) from None
     except msgspec.DecodeError as exc:
-        raise ProtocolError(f"malformed frame: {exc}", CloseCode.BAD_FRAME) from None
+        raise ProtocolError(excerpt(f"malformed frame: {exc}"), CloseCode.BAD_FRAME) from None
     except UnicodeDecodeError:
-        raise ProtocolError("frame is not valid UTF-8", CloseCode.BAD_FRAME) from None
+        # RFC 6455 8.1: a text message that is not UTF-8 fails the connection, 1007
+        raise ProtocolError("frame is not valid UTF-8", CloseCode.INVALID_DATA) from None
     except Exception as exc:  # defensive: nothing but ProtocolError may escape
-        raise ProtocolError(f"undecodable frame: {exc!r}", CloseCode.BAD_FRAME) from None
+        raise ProtocolError(excerpt(f"undecodable frame: {exc!r}"), CloseCode.BAD_FRAME) from None
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> None:
+    if len(pairs) > 1 and len({k for k, _ in pairs}) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+
+
+# Builds no objects: the hook only checks each object's keys (json calls it
+# innermost first, so the first repeat found is the innermost one).
+_pairs_checker: Final = json.JSONDecoder(object_pairs_hook=_unique_pairs)
+
+
+def _reject_duplicate_keys(data: bytes | str) -> None:
+    """Raise :class:`ProtocolError` if any JSON object in ``data`` repeats a key.
+
+    Run after msgspec accepted the frame (so ``data`` is valid JSON of a bounded
+    size): msgspec, like most JSON parsers, lets the last repeat win silently, and
+    a frame that means one thing to one parser and another to the next is how
+    requests get smuggled past a check. About 1 µs for an ``ack``.
+    """
+    text = data if isinstance(data, str) else str(data, "utf-8")
+    if text.count(":") < 2:  # a key needs a colon: fewer than two keys, no repeat
+        return
+    try:
+        _pairs_checker.decode(text)
+    except _DuplicateKey as exc:
+        raise ProtocolError(
+            excerpt(f"invalid frame: duplicate key {exc.args[0]!r} in an object"),
+            CloseCode.BAD_FRAME,
+        ) from None
+    except (ValueError, RecursionError) as exc:  # pragma: no cover - msgspec accepted it
+        raise ProtocolError(excerpt(f"malformed frame: {exc}"), CloseCode.BAD_FRAME) from None
 
 
 def decode_client(data: bytes | str, max_size: int = DEFAULT_MAX_FRAME) -> ClientFrame:
-    """Decode a client→server frame or raise :class:`ProtocolError`."""
+    """Decode a client→server frame or raise :class:`ProtocolError`.
+
+    Stricter than :func:`decode_server`: a key repeated in any object (even in
+    ``start.input``) is a bad frame (4000).
+    """
     frame: ClientFrame = _decode(_client_decoder, data, max_size)
+    _reject_duplicate_keys(data)
     return frame
 
 
@@ -267,6 +345,24 @@ def decode_server(data: bytes | str, max_size: int = DEFAULT_MAX_FRAME) -> Serve
     """Decode a server→client frame or raise :class:`ProtocolError`."""
     frame: ServerFrame = _decode(_server_decoder, data, max_size)
     return frame
+
+
+class _TypeOnly(Struct):
+    t: str
+
+
+_type_decoder: Final = msgspec.json.Decoder(_TypeOnly)
+
+
+def peek_type(data: bytes | str, max_size: int = DEFAULT_MAX_FRAME) -> str:
+    """The frame's type (its ``t``), without decoding the rest: the other fields
+    are only scanned, never built, so a server can refuse a frame it does not
+    accept now (anything but ``hello`` before the hello) whatever the body
+    holds. Raises :class:`ProtocolError` when ``data`` is too big, is not a JSON
+    object or has no string ``t``. The type is not checked against the known ones.
+    """
+    frame: _TypeOnly = _decode(_type_decoder, data, max_size)
+    return frame.t
 
 
 def encode(frame: ClientFrame | ServerFrame) -> bytes:

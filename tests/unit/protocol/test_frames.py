@@ -253,7 +253,12 @@ def _only_protocol_errors(data: bytes | str) -> None:
         try:
             frame = decode(data)
         except ProtocolError as exc:
-            assert exc.close_code in (CloseCode.BAD_FRAME, CloseCode.TOO_BIG)
+            assert exc.close_code in (
+                CloseCode.BAD_FRAME,
+                CloseCode.TOO_BIG,
+                CloseCode.INVALID_DATA,
+            )
+            assert str(exc).isprintable() and len(str(exc)) <= frames.MAX_ERROR_TEXT
         else:
             assert isinstance(frame, msgspec.Struct)
             assert decode(encode(frame)) == frame  # what decodes re-encodes to the same
@@ -391,10 +396,10 @@ def test_frame_at_exactly_the_limit_is_accepted() -> None:
         b"\xfe\xff",
     ],
 )
-def test_bad_utf8_is_a_protocol_error(data: bytes) -> None:
+def test_bad_utf8_closes_1007_as_rfc_6455_says(data: bytes) -> None:
     with pytest.raises(ProtocolError) as exc:
         decode_client(data)
-    assert exc.value.close_code == CloseCode.BAD_FRAME
+    assert exc.value.close_code == CloseCode.INVALID_DATA == 1007
 
 
 @pytest.mark.parametrize(
@@ -441,3 +446,117 @@ def test_negotiation_picks_v1_from_a_list_that_offers_it() -> None:
 def test_negotiation_without_a_common_version_is_none() -> None:
     assert negotiate_subprotocol(["unbroken.v2", "chat"]) is None
     assert negotiate_subprotocol([]) is None
+
+
+# ------------------------------------------------------------------ hostile input (issue 13)
+FORGED = '{"t":"q\\nINFO: hello conn=FORGED principal=root"}'
+
+
+def test_an_unknown_frame_type_is_escaped_in_the_error_text() -> None:
+    """The first frame a peer sends goes into the log as the close reason: a raw
+    newline in ``t`` must not start a forged log line."""
+    with pytest.raises(ProtocolError) as exc:
+        decode_client(FORGED)
+    text = str(exc.value)
+    assert "\n" not in text
+    assert "q\\nINFO: hello" in text  # still readable: the value, escaped
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"t":"' + "x" * 20_000 + '"}',  # a huge unknown type
+        '{"t":"\\u001b[31mred\\u2028\\u202eevil\\r\\t"}',  # ANSI escape, separators, bidi
+        '{"t":"hello","caps":"\\u0000\\n"}',
+        '{"t":"ping","t":"\\n"}',
+    ],
+)
+def test_error_text_is_printable_and_bounded(frame: str) -> None:
+    for decode in (decode_client, decode_server):
+        with pytest.raises(ProtocolError) as exc:
+            decode(frame)
+        text = str(exc.value)
+        assert text.isprintable(), text
+        assert len(text) <= frames.MAX_ERROR_TEXT
+
+
+@FUZZ
+@given(frame_like.map(json.dumps) | st.text(max_size=300))
+def test_every_error_text_is_one_printable_bounded_line(data: str) -> None:
+    for decode in (decode_client, decode_server):
+        try:
+            decode(data)
+        except ProtocolError as exc:
+            assert str(exc).isprintable()
+            assert len(str(exc)) <= frames.MAX_ERROR_TEXT
+
+
+def test_excerpt_escapes_what_is_not_printable_and_cuts_long_text() -> None:
+    assert frames.excerpt("plain text") == "plain text"
+    assert frames.excerpt("a\nb\r\x1b\u2028\u202e") == "a\\nb\\r\\x1b\\u2028\\u202e"
+    cut = frames.excerpt("é" * 500, 50)
+    assert len(cut) == 50 and cut.endswith("…")
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"t":"ack","stream":"abc","seq":1,"seq":2}',
+        '{"t":"ack","stream":"abc","seq":1,"seq":1}',  # even when equal
+        '{"t":"ping","t":"ping"}',
+        '{"t":"hello","token":"a","token":"b"}',
+        '{"t":"start","req":"r","agent":"a","input":{"x":1,"x":2}}',  # anywhere in the frame
+        '{"t":"start","req":"r","agent":"a","input":[{"y":[{"x":1,"x":2}]}]}',
+        '{"t":"ack","stream":"abc","seq":1,"future":1,"future":2}',  # unknown fields too
+    ],
+)
+def test_a_client_frame_with_a_duplicate_key_is_a_bad_frame(frame: str) -> None:
+    for data in (frame, frame.encode()):
+        with pytest.raises(ProtocolError) as exc:
+            decode_client(data)
+        assert exc.value.close_code == CloseCode.BAD_FRAME
+        assert "duplicate key" in str(exc.value)
+
+
+def test_keys_that_differ_only_in_escaping_are_duplicates() -> None:
+    with pytest.raises(ProtocolError, match="duplicate key"):
+        decode_client('{"t":"ack","stream":"abc","seq":1,"s\\u0065q":2}')
+
+
+def test_the_same_key_in_different_objects_is_fine() -> None:
+    frame = decode_client('{"t":"start","req":"r","agent":"a","input":{"x":{"x":1},"y":[{"x":2}]}}')
+    assert frame == frames.Start(req="r", agent="a", input={"x": {"x": 1}, "y": [{"x": 2}]})
+
+
+def test_peek_type_reads_the_type_without_decoding_the_body() -> None:
+    import tracemalloc
+
+    body = "[" + ",".join(["[]"] * 200_000) + "]"  # 600 KB that decodes to 200k lists
+    frame = ('{"t":"start","req":"r","agent":"a","input":' + body + "}").encode()
+    tracemalloc.start()
+    try:
+        assert frames.peek_type(frame) == "start"
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024  # a full decode allocates ~10 MB here
+    assert frames.peek_type('{"caps":[],"t":"hello"}') == "hello"
+    with pytest.raises(ProtocolError) as exc:
+        frames.peek_type('{"t":"start",')
+    assert exc.value.close_code == CloseCode.BAD_FRAME
+    with pytest.raises(ProtocolError):
+        frames.peek_type('{"type":"hello"}')
+    with pytest.raises(ProtocolError) as exc:
+        frames.peek_type("x" * 100, 64)
+    assert exc.value.close_code == CloseCode.TOO_BIG
+
+
+def test_welcome_limits_carry_the_client_frame_limit() -> None:
+    assert frames.Limits().max_client_frame == frames.DEFAULT_MAX_CLIENT_FRAME == 1024 * 1024
+    assert encode(frames.Limits()) == b"{}"  # the default is omitted on the wire
+    welcome = decode_server(
+        '{"t":"welcome","session":"s","heartbeat_ms":1,"epoch":"e",'
+        '"limits":{"max_client_frame":65536}}'
+    )
+    assert isinstance(welcome, frames.Welcome)
+    assert welcome.limits.max_client_frame == 65536
