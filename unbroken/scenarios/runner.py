@@ -20,7 +20,7 @@ import random
 import re
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from .harness import (
     StreamRecorder,
     reap,
 )
+from .logscan import scan
 from .results import Check, Metrics, RunResult
 from .targets import percentile
 
@@ -723,12 +724,15 @@ async def run_one(
     isolate_logs: bool = False,
     clock_origin: float | None = None,
     sampler_sink: list[tuple[float, float, float]] | None = None,
+    beside: Callable[[ChaosHarness], Awaitable[object]] | None = None,
 ) -> RunResult:
     """Run ``spec`` (after its baseline, cached) and return what it measured.
 
     ``artefacts``: directory for the debugging artefacts of a failed run (all runs with
     ``keep_artefacts``). ``sampler_sink`` receives (seconds since ``clock_origin``, RSS
-    MB, log MB) samples for the memory timeline.
+    MB, log MB) samples for the memory timeline. ``beside``: a coroutine function run
+    with the harness while the run streams (e.g. a client of your own on the same
+    server), awaited before the run is assessed.
     """
     t_wall = time.monotonic()
     origin = clock_origin if clock_origin is not None else t_wall
@@ -741,8 +745,10 @@ async def run_one(
         baseline = await _baseline(spec)
         with LogCapture(isolate=isolate_logs) as logs:
             async with ChaosHarness(heartbeat=HEARTBEAT, seed=spec.repeat) as h:
+                logs.ensure_attached()  # uvicorn dropped its loggers' handlers on start
                 run = _Run(spec, h, faulty=True, baseline=baseline)
                 cpu0 = await h.server.cpu_time()
+                extra = asyncio.ensure_future(beside(h)) if beside is not None else None
                 streaming = asyncio.ensure_future(_stream_all(run))
                 sampler = ResourceSampler(
                     h.store, limit=memory_guard(), on_limit=lambda _s: streaming.cancel()
@@ -767,7 +773,12 @@ async def run_one(
                     sampler_sink.extend(
                         (s.t - origin, s.rss / 2**20, s.log_bytes / 2**20) for s in sampler.samples
                     )
-                await _assess(run, result, baseline, cpu1 - cpu0, sampler)
+                if extra is not None:
+                    try:
+                        await asyncio.wait_for(extra, 30)
+                    except Exception as exc:
+                        run.notes.append(f"the coroutine beside the run failed: {exc!r}")
+                await _assess(run, result, baseline, cpu1 - cpu0, sampler, logs)
                 if error is not None:
                     result.status = "fail"
                     result.error = f"{type(error).__name__}: {error}".strip(": ")
@@ -790,7 +801,12 @@ def _streams_of(run: _Run) -> list[tuple[StreamRecorder, StreamRecorder | None]]
 
 
 async def _assess(
-    run: _Run, result: RunResult, base: Baseline, cpu: float, sampler: ResourceSampler
+    run: _Run,
+    result: RunResult,
+    base: Baseline,
+    cpu: float,
+    sampler: ResourceSampler,
+    logs: LogCapture | None = None,
 ) -> None:
     spec, h = run.spec, run.h
     checks: list[Check] = []
@@ -890,6 +906,8 @@ async def _assess(
     )
 
     checks.extend(_scenario_checks(run, result, base, episodes))
+    if logs is not None:
+        checks.append(_logs_check(run, logs))
     result.checks = checks
     result.samples = {k: v for k, v in run.samples.items() if v}
 
@@ -908,6 +926,22 @@ async def _assess(
     if spec.scenario == "TC5":
         result.timeout_ok = all(c.ok for c in checks if c.name.startswith("TC5"))
     result.status = "pass" if all(c.ok for c in checks) else "fail"
+
+
+def _logs_check(run: _Run, logs: LogCapture) -> Check:
+    """No protocol-error close, exception or ERROR line in the run's logs (server,
+    client, proxy, ASGI server, asyncio), each offending line quoted."""
+    lines = list(logs.lines)
+    findings = scan(lines)
+    t0 = run.t_start or (lines[0].t if lines else 0.0)
+    detail = "; ".join(f.describe(t0) for f in findings[:3])
+    if len(findings) > 3:
+        detail += f" (and {len(findings) - 3} more: see client.log and server.log)"
+    return Check(
+        "logs clean: no protocol-error close, exception or ERROR line (server and client)",
+        not findings,
+        detail or f"{len(lines)} lines, none wrong",
+    )
 
 
 def _errors(run: _Run) -> str:
