@@ -16,6 +16,9 @@ Conditions and what they do on the wire:
 * intermittent drops: ``drop_frequency`` connection resets spread over ``duration``;
 * bandwidth throttling: bytes/s cap (both directions by default);
 * complete outage: connections cut and new ones refused for ``duration``;
+* silent outage: connections cut and, for ``duration``, nothing passes on any connection,
+  new ones included: they are accepted and hear nothing (a path that drops every packet,
+  where connection attempts time out instead of being refused);
 * asymmetric failure: one direction silently dropped while the other flows.
 """
 
@@ -28,7 +31,7 @@ from typing import Literal
 from ..errors import ConfigError
 from .proxy import FaultProxy, InstalledToxic
 from .schedules import ScheduledFault
-from .toxics import DIRECTIONS, Bandwidth, CutMode, Direction
+from .toxics import DIRECTIONS, Bandwidth, CutMode, Direction, Timeout
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +135,36 @@ class NetworkSimulator:
     async def simulate_complete_outage(self, duration: float, *, mode: CutMode = "fin") -> None:
         """Cut every connection and refuse new ones for ``duration`` seconds."""
         await self.proxy.outage(duration, mode).wait()
+
+    async def simulate_silent_outage(
+        self, duration: float, *, mode: CutMode = "blackhole", then: CutMode = "rst"
+    ) -> int:
+        """Cut every connection with ``mode`` (``blackhole``: nothing passes, nothing
+        closes), then let nothing through for ``duration`` seconds, on any connection, new
+        ones included: they are accepted and hear nothing, so a handshake runs into its
+        timeout (a path that drops every packet; :meth:`simulate_complete_outage` refuses
+        them instead). Afterwards the connections that lost bytes meanwhile are cut with
+        ``then``. Returns how many connections lost bytes to the outage."""
+        if duration <= 0:
+            raise ConfigError(f"duration must be > 0 seconds, got {duration}")
+        proxy = self.proxy
+        before = {(c.id, d): c.link(d).dropped for c in proxy.connections for d in DIRECTIONS}
+        installed = [
+            proxy.add_toxic(Timeout(timeout=0.0), stream=d, name=f"silent_outage_{d}")
+            for d in DIRECTIONS
+        ]
+        try:
+            await proxy.cut_all(mode, reason="silent_outage")
+            await asyncio.sleep(duration)
+        finally:
+            self._remove(installed)
+        hit = [
+            c
+            for c in proxy.connections
+            if c.is_live and any(c.link(d).dropped > before.get((c.id, d), 0) for d in DIRECTIONS)
+        ]
+        await asyncio.gather(*(c.cut(then, "silent_outage_end") for c in hit))
+        return len(hit)
 
     async def simulate_asymmetric_failure(
         self, direction: Direction, duration: float, *, then: CutMode | None = "rst"
