@@ -106,3 +106,21 @@ class StreamFailed(UnbrokenError):
 
 class ConfigError(UnbrokenError):
     """A setting or argument is invalid."""
+
+
+class LogDiverged(UnbrokenError):
+    """The stream log lost events it had acknowledged: a Redis that restarted from an
+    older snapshot or failed over to a lagging replica. The stream is ended ``failed:
+    diverged`` in the store and its readers are told ``gone(diverged)``; start the
+    request again. Keep Redis's AOF on (``appendfsync always``) to make this impossible.
+    """
+
+    def __init__(self, stream: str, head: int, expected: int) -> None:
+        super().__init__(
+            f"stream {stream}: the log holds events up to seq {head} but {expected} were "
+            "appended (the store lost acknowledged writes); the stream was ended failed: "
+            "diverged, start the request again"
+        )
+        self.stream = stream
+        self.head = head
+        self.expected = expected

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import Forbidden, UnbrokenError
-from ..store.base import Created, StaleProducer, StreamLog, StreamTooLarge
+from ..errors import Forbidden, LogDiverged, UnbrokenError
+from ..store.base import Created, LogFull, StaleProducer, StreamLog, StreamTooLarge
 from .agent import Agent, Output, Principal, Request
 from .producer import Producer
 
@@ -140,8 +140,20 @@ class Hub:
             run.producer.abandon()
             self._forget(run)
             return
+        except LogDiverged as exc:  # the store ended the stream failed: diverged
+            log.error(
+                "run's log lost events stream=%s head=%d appended=%d: ended failed diverged",
+                exc.stream,
+                exc.head,
+                exc.expected,
+            )
+            run.producer.abandon()
+            self._forget(run)
+            return
         except StreamTooLarge as exc:
             status, error = "failed", f"stream_too_large: {exc}"
+        except LogFull as exc:
+            status, error = "failed", f"log_full: {exc}"
         except Exception as exc:
             log.error(
                 "agent failed stream=%s agent=%s error=%s: %s",
@@ -165,9 +177,15 @@ class Hub:
                 error,
                 run.producer.seq,
             )
-        except Exception:
-            log.exception("could not end stream=%s", run.stream)
+        except (StaleProducer, LogDiverged) as exc:  # ended or taken over by the store
+            log.warning("run ended by the store stream=%s: %s", run.stream, exc)
             run.producer.abandon()
+        except Exception:
+            # never leave the stream running: the store ends it failed: producer_lost
+            # now, or stops renewing it so that any node tailing it does
+            log.exception("could not end stream=%s; releasing it", run.stream)
+            run.producer.abandon()
+            await self.store.release(run.stream, run.producer.token, self.clock())
         finally:
             self._forget(run)
 

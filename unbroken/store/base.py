@@ -19,7 +19,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from ..errors import UnbrokenError
 
@@ -138,8 +138,17 @@ class LogFull(UnbrokenError):
 
 
 Listener = Callable[[str, int], None]
-"""Called with ``(stream, head)`` after every append or status change, and with
-``head == -1`` when retention drops the stream (readers then answer ``gone``)."""
+"""Called with ``(stream, head)`` after every append or status change, and with a
+negative ``head`` when readers must give the stream up (they then answer ``gone``):
+:data:`DROPPED` when retention drops it, :data:`DIVERGED` when the log lost events
+readers may already hold."""
+
+#: ``head`` given to listeners of a stream retention dropped: ``gone(expired)``.
+DROPPED: Final = -1
+#: ``head`` given to listeners of a stream whose log lost events it had acknowledged
+#: (a Redis back from an older snapshot): ``gone(diverged)``. A listener that knows
+#: only :data:`DROPPED` treats every negative head as dropped.
+DIVERGED: Final = -2
 
 
 class StreamLog(Protocol):
@@ -167,6 +176,15 @@ class StreamLog(Protocol):
 
     async def finish(self, stream: str, producer: str, status: str, error: str, now: float) -> None:
         """Mark a stream ended (its ``end`` event must already be appended)."""
+        ...
+
+    async def release(self, stream: str, producer: str, now: float) -> None:
+        """Give up a stream whose ``end`` its producer could not write.
+
+        The store ends it ``failed: producer_lost`` itself if it can; else it stops
+        vouching for it (a Redis lease lapses) so that any node ends it so later.
+        Never raises: it is the last thing a run does.
+        """
         ...
 
     async def read(self, stream: str, after: int, max_bytes: int) -> ReadBatch | None:

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from ..errors import LogDiverged
 from ..protocol.digest import DIGEST_SIZE, seed, step
 from ..protocol.events import Event, Kind
 from ..protocol.frames import encode_json
@@ -35,7 +36,7 @@ from .base import (
     StreamMeta,
     StreamTooLarge,
 )
-from .records import record_payload, to_event
+from .records import end_batch, record_payload, to_event
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,7 @@ class MemoryStore:
         self._tombstones: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._pending_listeners: dict[str, list[Listener]] = {}
         self.total_bytes = 0
+        self._now = 0.0  # the latest time given to create/finish/sweep (for evictions)
 
     @property
     def epoch(self) -> str:
@@ -209,14 +211,19 @@ class MemoryStore:
 
     # ------------------------------------------------------------ producer side
     async def create(self, owner: str, req: str, now: float) -> Created:
+        self._now = now
         key = (owner, req)
         existing = self._by_req.get(key)
         if existing is not None and existing in self._streams:
             s = self._streams[existing]
             return Created(existing, self._epoch, False, s.producer)
-        if self.total_bytes > self.retention.max_total_bytes:
-            self._evict(self.retention.max_total_bytes, now)
-            if self.total_bytes > self.retention.max_total_bytes:
+        # a new stream needs room: refused while running streams fill more than
+        # 15/16 of the log (they are never evicted; finished ones are, oldest first)
+        limit = self.retention.max_total_bytes
+        full = limit - limit // 16
+        if self.total_bytes > full:
+            self._evict(full, now)
+            if self.total_bytes > full:
                 raise LogFull(self.retention.retry_after)
         stream = secrets.token_urlsafe(16)
         s = _Stream(stream, owner, req, self._epoch, now)
@@ -239,7 +246,7 @@ class MemoryStore:
         head = s.head
         first, count = batch.first, batch.count
         if first > head + 1:
-            raise ValueError(f"gap: stream {stream} head is {head}, append starts at {first}")
+            raise LogDiverged(stream, head, first - 1)
         skip = head + 1 - first
         if skip >= count:
             return head  # a repeated append: idempotent
@@ -247,11 +254,17 @@ class MemoryStore:
         start = ends[skip - 1] if skip else 0
         add = len(items) - start
         only_end = count - skip == 1 and batch.runs and batch.runs[-1].kind == _END
-        if len(s.buf) + add > self.retention.max_stream_bytes and not only_end:
-            raise StreamTooLarge(
-                f"stream {stream} would hold {len(s.buf) + add} bytes, more than "
-                f"max_stream_bytes={self.retention.max_stream_bytes}"
-            )
+        if not only_end:
+            if len(s.buf) + add > self.retention.max_stream_bytes:
+                raise StreamTooLarge(
+                    f"stream {stream} would hold {len(s.buf) + add} bytes, more than "
+                    f"max_stream_bytes={self.retention.max_stream_bytes}"
+                )
+            limit = self.retention.max_total_bytes
+            if self.total_bytes + add > limit:  # the cap holds for every append
+                self._evict(limit - add, self._now)
+                if self.total_bytes + add > limit:
+                    raise LogFull(self.retention.retry_after)
         base = len(s.buf) - start
         buf = s.buf
         assert isinstance(buf, bytearray)
@@ -285,6 +298,7 @@ class MemoryStore:
         s = self._streams.get(stream)
         if s is None or s.producer != producer:
             raise StaleProducer(f"producer {producer} does not own stream {stream}")
+        self._now = now
         s.status, s.error, s.ended = status, error, now
         # a finished stream never grows again: give back what growth over-allocated
         s.buf, s.ckpt = bytes(s.buf), bytes(s.ckpt)
@@ -294,6 +308,19 @@ class MemoryStore:
         if self.total_bytes > self.retention.max_total_bytes:
             # make room now, but give the stream that just ended a chance to be read
             self._evict(self.retention.max_total_bytes, now, keep=stream)
+
+    async def release(self, stream: str, producer: str, now: float) -> None:
+        s = self._streams.get(stream)
+        if s is None or s.producer != producer or s.status != "running":
+            return  # gone, or ended by someone else
+        try:
+            self.append_nowait(
+                stream, producer, end_batch(s.head + 1, s.head_digest, "failed", "producer_lost")
+            )
+            await self.finish(stream, producer, "failed", "producer_lost", now)
+            log.warning("released stream=%s head=%d: ended failed producer_lost", stream, s.head)
+        except Exception:  # pragma: no cover - nothing above can fail for a running stream
+            log.exception("could not release stream=%s", stream)
 
     # ------------------------------------------------------------ reader side
     async def read(self, stream: str, after: int, max_bytes: int) -> ReadBatch | None:
@@ -417,6 +444,7 @@ class MemoryStore:
                 self._drop(stream, now)
 
     async def sweep(self, now: float) -> int:
+        self._now = now
         dropped = 0
         ttl = self.retention.ttl
         while self._finished:

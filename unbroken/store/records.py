@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from array import array
 from typing import Final
 
 import msgspec
 
-from ..protocol.events import CHUNK_KINDS, Event, Kind, payload
+from ..protocol.digest import step
+from ..protocol.events import CHUNK_KINDS, Event, Kind, end, payload
 from ..protocol.frames import EndItem, PartEndItem, PartStartItem, encode_json
+from .base import AppendBatch, Run
 
 _str_decoder: Final = msgspec.json.Decoder(str)
 _start_decoder: Final = msgspec.json.Decoder(PartStartItem)
@@ -54,3 +57,13 @@ def record_payload(record: tuple[int, str, bytes]) -> bytes:
     if kind in CHUNK_KINDS:
         return part.encode() + b"\x00" + _str_decoder.decode(enc).encode()
     return payload(to_event(0, kind, part, enc))
+
+
+def end_batch(seq: int, prev: bytes, status: str, error: str) -> AppendBatch:
+    """The ``end`` event at ``seq``, chained on the digest ``prev``, as a batch of one:
+    how a store ends a stream its producer cannot (producer lost, log diverged)."""
+    ev = end(seq, status, error)  # type: ignore[arg-type]
+    kind, part, enc = to_record(ev)
+    digest = step(prev, seq, Kind.END, record_payload((kind, part, enc)))
+    items = enc + b","
+    return AppendBatch(seq, 1, items, array("I", [len(items)]), [Run(seq, kind, part)], [digest])

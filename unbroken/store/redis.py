@@ -29,18 +29,20 @@ import time
 from array import array
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Final, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rex
 
-from ..errors import UnbrokenError
+from ..errors import LogDiverged, UnbrokenError
 from ..protocol.digest import seed, step
-from ..protocol.events import Event, Kind, end
+from ..protocol.events import Event, Kind
 from ..protocol.frames import encode_json
 from .base import (
+    DIVERGED,
+    DROPPED,
     AppendBatch,
     Created,
     Listener,
@@ -52,7 +54,7 @@ from .base import (
     StreamMeta,
     StreamTooLarge,
 )
-from .records import record_payload, to_event, to_record
+from .records import end_batch, record_payload, to_event
 
 log = logging.getLogger(__name__)
 
@@ -130,27 +132,33 @@ return {0, head}
 """
 )
 
-# KEYS: meta, stream, tomb. ARGV: token, lease_ms, keep_ms, tomb_ms. 1 renewed, 0 not ours.
+# KEYS: meta, stream, tomb. ARGV: token, lease_ms, keep_ms, tomb_ms.
+# Returns the head when renewed (the caller checks it did not go back), -1 when not ours.
 _RENEW: Final = (
     _NOW
     + """
-local st = redis.call('HMGET', KEYS[1], 'producer', 'status')
-if st[1] ~= ARGV[1] or st[2] ~= 'running' then return 0 end
+local st = redis.call('HMGET', KEYS[1], 'producer', 'status', 'head')
+if st[1] ~= ARGV[1] or st[2] ~= 'running' then return -1 end
 redis.call('HSET', KEYS[1], 'lease', now + tonumber(ARGV[2]))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
-return 1
+return tonumber(st[3])
 """
 )
 
-# KEYS: meta. ARGV: new token, lease_ms. {0, head, digest} claimed | {-3} ended | {-7} lease live
+# KEYS: meta. ARGV: new token, lease_ms, old token ("": anyone's, once its lease expired).
+# {0, head, digest} claimed | {-3} ended | {-7} lease live | {-2} another producer
 _CLAIM: Final = (
     _NOW
     + """
-local st = redis.call('HMGET', KEYS[1], 'status', 'lease', 'head', 'digest')
+local st = redis.call('HMGET', KEYS[1], 'status', 'lease', 'head', 'digest', 'producer')
 if st[1] ~= 'running' then return {-3} end
-if now < tonumber(st[2]) then return {-7} end
+if ARGV[3] == '' then
+  if now < tonumber(st[2]) then return {-7} end
+elseif st[5] ~= ARGV[3] then
+  return {-2}
+end
 redis.call('HSET', KEYS[1], 'producer', ARGV[1], 'lease', now + tonumber(ARGV[2]))
 return {0, tonumber(st[3]), st[4]}
 """
@@ -326,6 +334,10 @@ class RedisStore:
         self._notified: dict[str, int] = {}
         self._tail_ids: dict[str, bytes] = {}
         self._owned: dict[str, str] = {}  # stream -> producer token held by this node
+        self._appended: dict[str, int] = {}  # stream -> head this node appended (owned ones)
+        #: streams whose log lost events this node's producer had appended: the
+        #: producer's next append raises LogDiverged(stream, head, expected)
+        self._lost: dict[str, tuple[int, int]] = {}
         self._tail_client_id: int | None = None
         self._tail_kick = False
         self._tail_wake: asyncio.Event | None = None  # set when streams are subscribed
@@ -334,6 +346,8 @@ class RedisStore:
         self._closed = False
         self._ending: set[str] = set()
         self._recent: dict[str, deque[_Entry]] = {}  # last entries this node appended
+        self._diverging: set[str] = set()  # streams being ended after lost writes
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self._last_run: dict[str, tuple[int, str]] = {}  # (kind, part) of the last run appended
 
     # ------------------------------------------------------------ keys
@@ -507,6 +521,7 @@ class RedisStore:
                     raise LogFull(self.retention.retry_after) from exc
                 raise
             self._owned[stream] = token
+            self._appended[stream] = 0
             return Created(stream, self._epoch, True, token)
         raise UnbrokenError(f"could not create a stream for req {req!r}")
 
@@ -523,8 +538,27 @@ class RedisStore:
         _, kind, part = _Entry(got[0][1]).runs[-1]
         return kind, part
 
+    def _disown(self, stream: str) -> None:
+        """This node no longer produces ``stream``: no renewals, no cached entries."""
+        self._owned.pop(stream, None)
+        self._appended.pop(stream, None)
+        self._recent.pop(stream, None)
+        self._last_run.pop(stream, None)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
     async def append(self, stream: str, producer: str, batch: AppendBatch) -> int:
         self._ensure_tasks()
+        lost = self._lost.pop(stream, None)
+        if lost is not None:  # found by a lease renewal: the stream is ended already
+            raise LogDiverged(stream, *lost)
+        return await self._append(stream, producer, batch)
+
+    async def _append(self, stream: str, producer: str, batch: AppendBatch) -> int:
         if batch.count <= 0:
             meta = await self.meta(stream)
             return meta.head if meta else 0
@@ -557,12 +591,12 @@ class RedisStore:
             self._last_run[stream] = (last_run[1], last_run[2])
             if int(value) == last_seq:
                 self._remember(stream, entries)
+            if stream in self._appended:
+                self._appended[stream] = max(self._appended[stream], int(value))
             self._notify(stream, int(value))
             return int(value)
         if code in (-1, -2, -3):
-            self._owned.pop(stream, None)
-            self._recent.pop(stream, None)
-            self._last_run.pop(stream, None)
+            self._disown(stream)
             why = {-1: "is unknown", -2: "has another producer", -3: "already ended"}[code]
             raise StaleProducer(f"producer {producer} cannot append: stream {stream} {why}")
         if code == -4:  # overlaps the head mid-batch: append only what is new
@@ -581,11 +615,11 @@ class RedisStore:
                 run0 + [r for r in batch.runs if r.seq > nf],
                 batch.digests[skip:],
             )
-            return await self.append(stream, producer, rest)
-        if code == -5:
-            raise ValueError(
-                f"gap: stream {stream} head is {value}, append starts at {batch.first}"
-            )
+            return await self._append(stream, producer, rest)
+        if code == -5:  # the log is behind what this producer appended: it lost writes
+            await self._diverged(stream, producer, int(value), batch.first - 1)
+            self._lost.pop(stream, None)
+            raise LogDiverged(stream, int(value), batch.first - 1)
         raise StreamTooLarge(
             f"stream {stream} holds {value} bytes; this append would exceed "
             f"max_stream_bytes={self.retention.max_stream_bytes}"
@@ -604,9 +638,7 @@ class RedisStore:
             return code
 
         code = await self._retry(f"finish stream={stream}", run)
-        self._owned.pop(stream, None)
-        self._last_run.pop(stream, None)
-        self._recent.pop(stream, None)
+        self._disown(stream)
         if code != 0:
             raise StaleProducer(f"producer {producer} does not own stream {stream}")
         meta = await self._r.hmget(self._meta_key(stream), ["owner", "req"])
@@ -886,6 +918,10 @@ class RedisStore:
         lease_ms = self._lease_ms
         owned = list(self._owned.items())
         watched = [s for s in self._listeners if s not in self._owned and s not in self._ending]
+        # heads known before Redis is asked: a head read back lower means lost writes
+        # (one read after this snapshot can only be higher, never a false alarm)
+        appended = [self._appended.get(s, 0) for s, _ in owned]
+        seen = [self._notified.get(s, -1) for s in watched]
         pipe = self._r.pipeline(transaction=False)
         pipe.get(self._epoch_key)
         pipe.time()
@@ -896,49 +932,120 @@ class RedisStore:
                 client=pipe,
             )
         for s in watched:
-            pipe.hmget(self._meta_key(s), ["status", "lease"])
+            pipe.hmget(self._meta_key(s), ["status", "lease", "head"])
         res = await pipe.execute()
         ep, now = res[0], res[1]
         if ep is None or ep.decode() != self._epoch:
             await self._refresh_epoch(ep)
         now_ms = now[0] * 1000 + now[1] // 1000
-        for (s, _), ok in zip(owned, res[2 : 2 + len(owned)], strict=True):
-            if not ok and s in self._owned:
-                log.warning("lease lost stream=%s: another producer owns it or it ended", s)
-                self._owned.pop(s, None)
-        for s, (status, lease) in zip(watched, res[2 + len(owned) :], strict=True):
+        for (s, token), head, mine in zip(owned, res[2 : 2 + len(owned)], appended, strict=True):
+            if int(head) < 0:
+                if s in self._owned:
+                    log.warning("lease lost stream=%s: another producer owns it or it ended", s)
+                    self._disown(s)
+            elif int(head) < mine and s not in self._diverging:
+                self._spawn(self._diverged(s, token, int(head), mine))
+        for s, (status, lease, head), was in zip(watched, res[2 + len(owned) :], seen, strict=True):
             if status is None:
-                self._notify(s, -1)
-            elif status == b"running" and int(lease) < now_ms:
+                self._notify(s, DROPPED)
+                continue
+            if int(head) < was:
+                log.error(
+                    "log lost events stream=%s head=%d seen=%d: readers told gone(diverged)",
+                    s,
+                    int(head),
+                    was,
+                )
+                self._forget_seen(s)
+                self._notify(s, DIVERGED)
+            if status == b"running" and int(lease) < now_ms:
                 self._ending.add(s)
-                assert self._loop is not None
-                self._loop.create_task(self._end_lost(s))
+                self._spawn(self._end_lost(s))
+
+    async def _end_as(self, stream: str, old: str, error: str) -> int | None:
+        """Take ``stream`` over from producer ``old`` (``""``: from anyone whose lease
+        expired), append its ``end`` event ``failed: <error>`` after the stored head and
+        finish it. Returns the head it ended after, or ``None`` if the stream was not
+        there to take (ended, or another producer's). One attempt: on failure the
+        stream's lease lapses and a node tailing it ends it later."""
+        token = secrets.token_hex(8)
+        got = await self._claim_script(
+            keys=[self._meta_key(stream)], args=[token, self._lease_ms, old]
+        )
+        if got[0] != 0:
+            return None
+        head, digest = int(got[1]), got[2]
+        self._owned[stream] = token
+        try:
+            await self._append(stream, token, end_batch(head + 1, digest, "failed", error))
+            await self.finish(stream, token, "failed", error, time.time())
+        finally:
+            self._disown(stream)
+        return head
 
     async def _end_lost(self, stream: str) -> None:
         """Claim a stream whose producer's lease expired and end it ``failed: producer_lost``."""
         try:
-            token = secrets.token_hex(8)
-            got = await self._claim_script(
-                keys=[self._meta_key(stream)], args=[token, self._lease_ms]
-            )
-            if got[0] != 0:
-                return
-            head, digest = int(got[1]), got[2]
-            seq = head + 1
-            ev = end(seq, "failed", "producer_lost")
-            _, part, enc = to_record(ev)
-            d = step(digest, seq, Kind.END, record_payload((_END, part, enc)))
-            items = enc + b","
-            batch = AppendBatch(seq, 1, items, array("I", [len(items)]), [Run(seq, _END, "")], [d])
-            self._owned[stream] = token
-            await self.append(stream, token, batch)
-            await self.finish(stream, token, "failed", "producer_lost", time.time())
-            log.warning("producer lost stream=%s head=%d: ended failed", stream, head)
+            head = await self._end_as(stream, "", "producer_lost")
+            if head is not None:
+                log.warning("producer lost stream=%s head=%d: ended failed", stream, head)
         except Exception:
             log.exception("could not end stream=%s after producer loss", stream)
         finally:
-            self._owned.pop(stream, None)
             self._ending.discard(stream)
+
+    def _forget_seen(self, stream: str) -> None:
+        """Readers here are told the stream is gone: what this node saw of it is void."""
+        self._notified.pop(stream, None)
+        if stream in self._tail_ids:
+            self._tail_ids[stream] = b""  # the tailer reads its head afresh
+
+    async def _diverged(self, stream: str, token: str, head: int, appended: int) -> None:
+        """Redis holds ``head`` events of ``stream`` but this node appended ``appended``:
+        it lost acknowledged writes (restarted from an older snapshot, or failed over to
+        a lagging replica). End the stream ``failed: diverged`` (a reader of the events
+        it kept gets that end; a resume past them gets ``gone(diverged)``), tell readers
+        here ``gone(diverged)``, and refuse the producer's next append (LogDiverged)."""
+        if stream in self._diverging:
+            return
+        self._diverging.add(stream)
+        log.error(
+            "log lost events stream=%s head=%d appended=%d: ending it failed diverged",
+            stream,
+            head,
+            appended,
+        )
+        self._disown(stream)  # no more renewals, whatever happens below
+        self._lost[stream] = (head, appended)
+        try:
+            if await self._end_as(stream, token, "diverged") is None:
+                log.warning("stream=%s already ended or taken over after lost writes", stream)
+        except Exception as exc:
+            log.warning(
+                "could not end stream=%s after lost writes: %r; its lease lapses", stream, exc
+            )
+        finally:
+            self._diverging.discard(stream)
+            self._forget_seen(stream)
+            self._notify(stream, DIVERGED)
+
+    async def release(self, stream: str, producer: str, now: float) -> None:
+        self._lost.pop(stream, None)
+        if self._owned.get(stream) != producer:
+            return  # ended, fenced out, or taken over already
+        self._disown(stream)  # stop vouching for it: if the end below fails, the lease lapses
+        try:
+            head = await self._end_as(stream, producer, "producer_lost")
+            if head is not None:
+                log.warning("released stream=%s head=%d: ended failed producer_lost", stream, head)
+        except Exception as exc:
+            log.warning(
+                "could not release stream=%s: %r; its lease lapses within %.1fs and a node "
+                "tailing it ends it",
+                stream,
+                exc,
+                self.lease,
+            )
 
     # ------------------------------------------------------------ retention
     async def sweep(self, now: float) -> int:

@@ -147,7 +147,7 @@ async def test_two_producers_racing_one_wins_no_duplicate(redis_server: RedisSer
         r = aioredis.Redis.from_url(redis_server.url)
         await r.hset(f"{prefix}:{{{c.stream}}}:m", "lease", 0)
         await r.aclose()
-        got = await b._claim_script(keys=[b._meta_key(c.stream)], args=["tok-b", 60000])
+        got = await b._claim_script(keys=[b._meta_key(c.stream)], args=["tok-b", 60000, ""])
         assert got[0] == 0 and got[1] == 3
         prev = got[2]
         results = await asyncio.gather(

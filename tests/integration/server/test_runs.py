@@ -243,6 +243,30 @@ async def test_a_last_write_over_max_stream_bytes_is_not_reported_completed(
     await w.close()
 
 
+async def test_the_log_cap_holds_for_every_append_and_a_run_without_room_ends_log_full(
+    served: Served,
+) -> None:
+    """Issue 13 item 5: ``max_total_bytes`` was only checked at a start, so runs admitted
+    while the log had room grew it without bound. Every append keeps to it now."""
+    cap = 20_000
+    store = MemoryStore(Retention(max_total_bytes=cap))
+    kit, srv = await served(store=store)
+    w = await Wire.open(srv.url)
+    holder = await w.start("hold", "count", {"n": 1000, "pause_at": 999, "gate": "g"})
+    await kit.reached["g"].wait()  # ~11 KB of the log, running: never evicted
+    big = await w.start("big", "big", {"chunks": 50})  # 50 KB: no room for it
+    events = await w.read_to_end(big)
+    assert_exact(events)
+    end = end_of(events)
+    assert (end.status, end.error.split(":")[0]) == ("failed", "log_full"), end
+    assert store.total_bytes <= cap + 200  # the end events always fit
+    assert (await kit.meta(holder)).status == "running"  # type: ignore[union-attr]
+    kit.gates["g"].set()
+    assert end_of(await w.read_to_end(holder)).status == "completed"
+    await w.close()
+    await kit.wait_idle()
+
+
 async def test_emit_replays_prepared_events_and_refuses_a_chunk_of_the_wrong_kind(
     served: Served,
 ) -> None:
