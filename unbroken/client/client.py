@@ -41,6 +41,7 @@ from ..protocol.frames import CAP_BATCH, DEFAULT_MAX_FRAME, SUBPROTOCOLS, Ping, 
 from ..protocol.session import (
     ClientSession,
     Cursor,
+    Heartbeat,
     PongOut,
     ServerError,
     StreamEvents,
@@ -243,6 +244,17 @@ class Client:
     :class:`BackoffPolicy`. ``should_retry(exc)`` may override the retry table
     by returning True/False (None keeps the default). ``on_event`` receives
     :class:`ConnectionEvent` s; so does :meth:`connection_events`.
+
+    Liveness, both ways: the link is declared dead when nothing arrives for the
+    silence limit (``silence_factor`` heartbeats plus the RTO, ``SRTT + 4·RTTVAR``
+    of the measured round trips), or when a ``ping`` stays unanswered that long
+    (this client's frames are lost: a ping follows every batch of acks, answers
+    every ``hb``, and goes out every ``ping_every`` seconds while a stream is
+    live). Time this process itself was busy never counts against the link.
+    ``open_timeout`` bounds one connection attempt (TCP, upgrade and
+    ``welcome``); a fresh attempt starts every ``attempt_stagger`` seconds while
+    earlier ones are pending (the first to succeed wins), and no attempt runs
+    past the policy's ``deadline``.
     """
 
     def __init__(
@@ -254,8 +266,9 @@ class Client:
         should_retry: RetryHook | None = None,
         on_event: Callable[[ConnectionEvent], None] | None = None,
         silence_factor: float = 3.0,
-        ping_every: float = 5.0,
-        open_timeout: float = 10.0,
+        ping_every: float = 1.0,
+        open_timeout: float = 3.0,
+        attempt_stagger: float = 0.5,
         max_frame: int = DEFAULT_MAX_FRAME,
         seed: int | None = None,
     ) -> None:
@@ -269,6 +282,7 @@ class Client:
         self.silence_factor = silence_factor
         self.ping_every = ping_every
         self.open_timeout = open_timeout
+        self.attempt_stagger = attempt_stagger
         self.max_frame = max_frame
         self._rng = random.Random(seed)
         self._session = ClientSession(max_frame=max_frame, caps=(CAP_BATCH,))
@@ -284,9 +298,13 @@ class Client:
         self._subscribers: list[asyncio.Queue[ConnectionEvent]] = []
         self._heartbeat = 1.0
         self._srtt: float | None = None
-        self._rtt_max = 0.0
+        self._rttvar = 0.0
         self._last_recv = 0.0
-        self._ping_sent: dict[int, float] = {}
+        #: seconds this process ran late (watchdog lateness), summed: never the link's
+        self._lag = 0.0
+        self._lag_at_recv = 0.0
+        self._hb_seen = False
+        self._ping_sent: dict[int, tuple[float, float]] = {}  # n -> (sent at, lag then)
         self._ping_n = 0
         self._last_ping_at = 0.0
         self._progressed = False
@@ -401,8 +419,10 @@ class Client:
             url = self.urls[self._url_index % len(self.urls)]
             error: BaseException | None = None
             self._progressed = False
+            # no attempt may outlive the reconnect deadline
+            budget = None if self.backoff is None else self.backoff.remaining(loop.time())
             try:
-                await self._connection(url)
+                await self._connection(url, budget)
                 error = ConnectionLost("server closed the connection")
             except asyncio.CancelledError:
                 raise
@@ -481,21 +501,68 @@ class Client:
             value = await value
         return value
 
-    async def _connection(self, url: str) -> None:
-        """Run one connection until it drops (sets ``_progressed`` on progress)."""
+    async def _open(self, url: str, within: float) -> ClientConnection:
+        """Open a WebSocket within ``within`` seconds: a fresh attempt starts every
+        ``attempt_stagger`` seconds while earlier ones are pending (a lost SYN or a
+        stuck upgrade costs one stagger, not the whole timeout); the first to
+        succeed wins, the others are closed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+
+        async def attempt() -> ClientConnection:
+            return await connect(
+                url,
+                subprotocols=[Subprotocol(s) for s in SUBPROTOCOLS],
+                open_timeout=max(0.001, deadline - loop.time()),
+                ping_interval=None,
+                close_timeout=1.0,
+                max_size=self.max_frame,
+                compression=None,
+                max_queue=64,
+            )
+
+        pending: set[asyncio.Task[ClientConnection]] = set()
+        error: BaseException | None = None
+        stagger = self.attempt_stagger
+        next_start = loop.time()
+        try:
+            while True:
+                now = loop.time()
+                if now >= deadline:
+                    raise TimeoutError(f"no connection to {url} within {within:.2f}s")
+                if now >= next_start and (stagger > 0 or not pending):
+                    pending.add(loop.create_task(attempt()))
+                    next_start = now + stagger if stagger > 0 else deadline
+                wake = min(deadline, next_start) - now
+                done, pending = await asyncio.wait(
+                    pending, timeout=max(0.0, wake), return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    exc = task.exception()
+                    if exc is None:
+                        return task.result()
+                    error = exc
+                if done and not pending and error is not None:
+                    raise error  # refused or failed outright, not merely slow
+        finally:
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(BaseException):
+                    late = await task
+                    await late.close()
+
+    async def _connection(self, url: str, budget: float | None = None) -> None:
+        """Run one connection until it drops (sets ``_progressed`` on progress).
+        ``budget``: seconds left before the reconnect deadline (bounds the opening)."""
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        ws = await connect(
-            url,
-            subprotocols=[Subprotocol(s) for s in SUBPROTOCOLS],
-            open_timeout=self.open_timeout,
-            ping_interval=None,
-            close_timeout=1.0,
-            max_size=self.max_frame,
-            compression=None,
-            max_queue=64,
-        )
+        timeout = self.open_timeout if budget is None else min(self.open_timeout, budget)
+        ws = await self._open(url, timeout)
+        opened_by = t0 + timeout
         self._ws = ws
+        self._ping_sent.clear()
+        self._hb_seen = False
         watchdog: asyncio.TimerHandle | None = None
         dead: list[str] = []
         due = 0.0  # when the watchdog should run (how late it ran is reported)
@@ -507,35 +574,58 @@ class Client:
 
         def check_silence() -> None:
             nonlocal watchdog
+            now = loop.time()
+            late = max(0.0, now - due)
+            self._lag += late
+            if late > 0.05:
+                # this process was busy (the consumer blocked the loop, or load):
+                # frames may be waiting in the socket. They are proof of life: let
+                # the reader take them before anything is judged.
+                watchdog = watch(0.0)
+                return
             limit = self._silence_limit()
             if not self._expecting_frames():
                 # the server sends hb only while a stream is live: an idle
                 # connection is quiet by design, not dead
-                self._last_recv = loop.time()
-            quiet = loop.time() - self._last_recv
-            if quiet > limit:
-                # "late": this process was busy (the watchdog ran that long after its
-                # time), so part of the silence was ours, not the link's
-                late = max(0.0, loop.time() - due)
-                dead.append(f"no frame for {quiet:.2f}s (limit {limit:.2f}s, {late:.2f}s late)")
+                self._last_recv, self._lag_at_recv = now, self._lag
+                self._ping_sent.clear()
+            # the link's silence: the quiet time less the time this process ran late
+            ours = self._lag - self._lag_at_recv
+            quiet = now - self._last_recv
+            unanswered = self._ping_age(now)
+            if quiet - ours > limit:
+                dead.append(f"no frame for {quiet:.2f}s (limit {limit:.2f}s, {ours:.2f}s late)")
+            elif unanswered > limit:
+                dead.append(
+                    f"ping unanswered for {unanswered:.2f}s (limit {limit:.2f}s): "
+                    "this client's frames are not reaching the server"
+                )
+            if dead:
                 ws.transport.abort()
                 return
-            if self.ping_every and loop.time() - self._last_ping_at >= self.ping_every:
-                self._send_ping(ws, loop.time())
+            if (
+                self.ping_every
+                and not self._ping_sent
+                and now - self._last_ping_at >= self.ping_every
+                and self._expecting_frames()
+            ):
+                self._send_ping(ws, now)
             watchdog = watch(min(limit / 3, 0.25))
 
         try:
             await ws.send(encode(self._session.connect(await self._token())).decode())
-            self._last_recv = loop.time()
+            self._last_recv, self._lag_at_recv = loop.time(), self._lag
             self._last_ping_at = loop.time()
-            first = await asyncio.wait_for(ws.recv(), self.open_timeout)
+            left = max(0.001, opened_by - loop.time())
+            first = await asyncio.wait_for(ws.recv(), left)
             out = self._session.receive(first)
             if isinstance(out, ServerError):
                 raise RequestRefused(out.error.code, out.error.message)
             assert isinstance(out, Welcomed)
-            self._last_recv = loop.time()
+            self._last_recv, self._lag_at_recv = loop.time(), self._lag
             self._rtt_sample(loop.time() - t0)
-            self._heartbeat = out.welcome.heartbeat_ms / 1000
+            # clamped: a server's parameter must not switch silence detection off
+            self._heartbeat = min(max(out.welcome.heartbeat_ms / 1000, 0.05), 30.0)
             self._ready.set()
             self._emit("connected", url=url)
             if self._first is not None and not self._first.done():
@@ -544,14 +634,23 @@ class Client:
                 await ws.send(encode(frame).decode())
             watchdog = watch(self._silence_limit() / 3)
             frames_of = self._session.frames_of
+            session = self._session
             async for message in ws:
-                self._last_recv = loop.time()
+                now = loop.time()
+                self._last_recv, self._lag_at_recv = now, self._lag
                 for one in frames_of(message):
                     if self._handle(one):
                         self._progressed = True
-                acks = self._session.take_acks()
+                acks = session.take_acks(now)
+                if self._hb_seen:
+                    self._hb_seen = False
+                    acks = session.heartbeat_acks(now)
+                    if not self._ping_sent:  # answer the hb: proof this way works too
+                        self._send_ping(ws, now)
                 for ack in acks:
                     await ws.send(encode(ack).decode())
+                if acks and not self._ping_sent:
+                    self._send_ping(ws, now)  # an answer proves the acks got through
         except ConnectionClosed as exc:
             if dead:
                 raise ConnectionLost(dead[0], CloseCode.HEARTBEAT_TIMEOUT) from None
@@ -576,12 +675,19 @@ class Client:
 
     def _send_ping(self, ws: ClientConnection, now: float) -> None:
         self._ping_n += 1
-        self._ping_sent[self._ping_n] = now
+        self._ping_sent[self._ping_n] = (now, self._lag)
         self._last_ping_at = now
         if len(self._ping_sent) > 8:
             self._ping_sent.pop(min(self._ping_sent))
         task = asyncio.get_running_loop().create_task(ws.send(encode(Ping(self._ping_n)).decode()))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    def _ping_age(self, now: float) -> float:
+        """How long the oldest unanswered ping has waited (less this process's lag)."""
+        if not self._ping_sent:
+            return 0.0
+        sent, lag = self._ping_sent[min(self._ping_sent)]
+        return now - sent - (self._lag - lag)
 
     def _expecting_frames(self) -> bool:
         """True while some stream is live (or a start or resume awaits its answer)."""
@@ -589,13 +695,18 @@ class Client:
         return any(cs.state in live for cs in self._session.by_req.values())
 
     def _rtt_sample(self, rtt: float) -> None:
-        self._srtt = rtt if self._srtt is None else 0.875 * self._srtt + 0.125 * rtt
-        self._rtt_max = max(rtt, self._rtt_max * 0.9)
+        """RFC 6298's smoothed RTT and RTT variance."""
+        if self._srtt is None:
+            self._srtt, self._rttvar = rtt, rtt / 2
+            return
+        self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
+        self._srtt = 0.875 * self._srtt + 0.125 * rtt
 
     def _silence_limit(self) -> float:
-        """Silence that means dead: ~3 heartbeats, stretched by the RTTs measured,
-        so a slow but living link is not cut."""
-        return self.silence_factor * self._heartbeat + 2.0 * self._rtt_max
+        """Silence that means dead: ``silence_factor`` heartbeats plus the RTO
+        (``SRTT + 4·RTTVAR``, as TCP), so a slow or lossy but living link is not cut."""
+        rto = (self._srtt or 0.0) + 4 * self._rttvar
+        return self.silence_factor * self._heartbeat + rto
 
     def _handle(self, message: str | bytes) -> bool:
         try:
@@ -641,7 +752,15 @@ class Client:
         if isinstance(out, PongOut):
             sent = self._ping_sent.pop(out.n, None)
             if sent is not None:
-                self._rtt_sample(asyncio.get_running_loop().time() - sent)
+                at, lag = sent
+                # older pings were answered too (frames arrive in order)
+                for n in [n for n in self._ping_sent if n < out.n]:
+                    del self._ping_sent[n]
+                rtt = asyncio.get_running_loop().time() - at - (self._lag - lag)
+                self._rtt_sample(max(0.0, rtt))
+            return False
+        if isinstance(out, Heartbeat):
+            self._hb_seen = True
             return False
         if isinstance(out, ServerError):
             self._server_error(out)

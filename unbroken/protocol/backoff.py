@@ -73,6 +73,12 @@ class Backoff:
         self.schedule.append(delay)
         return delay
 
+    def remaining(self, now: float) -> float | None:
+        """Seconds left before the deadline (``None``: no deadline): the most an
+        attempt may take, so no attempt outlives the budget."""
+        d = self.policy.deadline
+        return None if d is None else max(0.0, d - (now - self.started))
+
     def elapsed(self, now: float) -> float:
         """Seconds since the connection was lost."""
         return now - self.started

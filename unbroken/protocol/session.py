@@ -209,6 +209,7 @@ class ClientStream:
     part_kinds: dict[str, str] = field(default_factory=dict)
     acked: int = 0
     unacked_bytes: int = 0
+    acked_at: float = 0.0  # when the last ack was taken (the caller's clock)
 
     @property
     def seq(self) -> int:
@@ -301,6 +302,11 @@ class ClientSession:
         self.by_req: dict[str, ClientStream] = {}
         self.by_stream: dict[str, ClientStream] = {}
         self.ack_every = 256 * 1024
+        #: a stream with at least ``ack_min`` bytes unacked is acked once ``ack_after``
+        #: seconds have passed since its last ack: on a slow link the server still hears
+        #: from a reading client well before its window fills (set from ``welcome``)
+        self.ack_min = 16 * 1024
+        self.ack_after = 1.0
         #: both sides agreed on the ``batch`` cap: a message may hold several frames
         self.batch = False
 
@@ -386,17 +392,40 @@ class ClientSession:
         if cs is not None and cs.stream:
             self.by_stream.pop(cs.stream, None)
 
-    def take_acks(self) -> list[Ack]:
-        """Acks due now (cumulative; sent after every ``ack_every`` bytes or at the end)."""
+    def take_acks(self, now: float = 0.0) -> list[Ack]:
+        """Acks due now (cumulative): after every ``ack_every`` bytes, at the end, or
+        ``ack_after`` seconds after the last one with ``ack_min`` bytes unacked."""
         out: list[Ack] = []
         for cs in self.by_stream.values():
             if cs.verifier is None or cs.verifier.seq <= cs.acked:
                 continue
-            if cs.unacked_bytes >= self.ack_every or cs.state is StreamState.ENDED:
+            n = cs.unacked_bytes
+            if (
+                n >= self.ack_every
+                or cs.state is StreamState.ENDED
+                or (n >= self.ack_min and now - cs.acked_at >= self.ack_after)
+            ):
                 cs.acked = cs.verifier.seq
                 cs.unacked_bytes = 0
+                cs.acked_at = now
                 if self.state is ClientState.READY:
                     out.append(Ack(cs.stream, cs.acked))
+        return out
+
+    def heartbeat_acks(self, now: float = 0.0) -> list[Ack]:
+        """Acks to answer an ``hb`` with: the cumulative ack of every attached stream,
+        sent again even if sent before. The server sends ``hb`` only while quiet, e.g.
+        waiting on a full window: if an earlier ack was lost on the way (a link that
+        dropped the client's frames for a while), this one unblocks it."""
+        if self.state is not ClientState.READY:
+            return []
+        out: list[Ack] = []
+        for cs in self.by_stream.values():
+            if cs.state is _ATTACHED and cs.verifier is not None and cs.verifier.seq > 0:
+                cs.acked = cs.verifier.seq
+                cs.unacked_bytes = 0
+                cs.acked_at = now
+                out.append(Ack(cs.stream, cs.acked))
         return out
 
     # ---- input
@@ -417,6 +446,8 @@ class ClientSession:
             self.batch = CAP_BATCH in self.caps and CAP_BATCH in frame.caps
             # ack well inside the server's window, or a small window would stall
             self.ack_every = max(1, min(self.ack_every, frame.limits.window // 4))
+            self.ack_min = max(1, min(self.ack_min, frame.limits.window // 64))
+            self.ack_after = max(0.001, frame.heartbeat_ms / 1000)
             return Welcomed(frame)
         if isinstance(frame, Error):
             return ServerError(frame)

@@ -44,6 +44,9 @@ class Unbroken:
     between two ``events`` frames of a connection, while tokens trickle in
     fast (0: every token at once); the first token after a quiet spell is
     never held back, so a paced model's tokens go out as they come.
+    ``peer_silence`` (default ``3 * heartbeat + 0.3``): a connection with a
+    stream stalled on a full flow window that hears nothing from its client for
+    that long is closed with 4004 (the client's frames are being lost).
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class Unbroken:
         start_burst: int = 200,
         hello_timeout: float = 10.0,
         send_timeout: float = 30.0,
+        peer_silence: float | None = None,
         sweep_every: float = 1.0,
         coalesce: float = 0.001,
     ) -> None:
@@ -89,6 +93,9 @@ class Unbroken:
         self.start_burst = start_burst
         self.hello_timeout = hello_timeout
         self.send_timeout = send_timeout
+        #: a connection whose flow window is full and that heard nothing from its
+        #: client for this long is dead (its acks are lost: a receive-only link)
+        self.peer_silence = peer_silence if peer_silence is not None else 3 * heartbeat + 0.3
         self.agents: dict[str, tuple[Agent, float | None]] = {}
         self.connections: set[Connection] = set()
         self.hub = Hub(

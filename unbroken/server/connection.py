@@ -139,7 +139,10 @@ class Connection:
         #: frames can be read and sent without a task (the store reads without waiting)
         self._nowait = getattr(self.store, "read_nowait", None) is not None
         self._task: asyncio.Task[Any] | None = None  # the one serving this connection
-        self._killed = ""  # why the server gave up on the peer (send timeout)
+        self._killed = ""  # why the server gave up on the peer (send timeout, silence)
+        self._kill_code: int = CloseCode.GOING_AWAY
+        self._last_recv = 0.0  # when the last frame from the client arrived
+        self._stalled_since = 0.0  # when a stream's flow window was first seen full
         self._errors: dict[str, int] = {}
         self._loop = asyncio.get_running_loop()
 
@@ -149,6 +152,7 @@ class Connection:
         self.app.connections.add(self)
         log.info("connect conn=%s client=%s", self.id, self.info.client)
         self._task = asyncio.current_task()
+        self._last_recv = self._loop.time()
         code: int | None = None  # set when this side closes
         reason = ""
         try:
@@ -157,7 +161,7 @@ class Connection:
             if not self._killed or self._task is None:
                 raise
             self._task.uncancel()
-            code, reason = CloseCode.GOING_AWAY, self._killed
+            code, reason = self._kill_code, self._killed
         except ProtocolError as exc:
             code, reason = exc.close_code, str(exc)
             log.warning("protocol error conn=%s code=%d reason=%s", self.id, code, reason)
@@ -238,6 +242,7 @@ class Connection:
                 data = await self.t.receive()
             if data is None:
                 return
+            self._last_recv = self._loop.time()
             if isinstance(data, bytes):
                 raise ProtocolError("binary frames are not part of protocol v1")
             frame = self.session.receive(data)
@@ -615,13 +620,26 @@ class Connection:
                 self.id,
                 now - self._send_started,
             )
-            self._killed = "send timeout"
-            self._closed = True
-            if self._pump_task is not None:
-                self._pump_task.cancel()
-            if self._task is not None:
-                self._task.cancel()
+            self._kill(CloseCode.GOING_AWAY, "send timeout")
             return
+        if self._window_full() and not self._send_started:
+            # a stream waits for an ack: a client that hears us answers every hb
+            # (and acks as it reads), so silence now means its frames are lost
+            if not self._stalled_since:
+                self._stalled_since = now
+            silent = now - max(self._last_recv, self._stalled_since)
+            if silent > self.app.peer_silence:
+                log.warning(
+                    "peer silent conn=%s window full, nothing heard for %.2fs "
+                    "(limit %.2fs); dropping the connection",
+                    self.id,
+                    silent,
+                    self.app.peer_silence,
+                )
+                self._kill(CloseCode.HEARTBEAT_TIMEOUT, "peer silent: no ack for a full window")
+                return
+        else:
+            self._stalled_since = 0.0
         live = any(not a.ended for a in self.atts.values())
         if live and now - self._last_send >= self.app.heartbeat * 0.9:
             self._outbox.append(b'{"t":"hb"}')
@@ -630,6 +648,20 @@ class Connection:
             self._schedule_hb()
         else:
             self._hb_handle = None  # idle: no timer; the next send or attach restarts it
+
+    def _window_full(self) -> bool:
+        """Some live stream may send nothing more until the client acks."""
+        return any(a.budget() <= 0 and not a.ended for a in self.atts.values())
+
+    def _kill(self, code: int, reason: str) -> None:
+        """Give up on the peer: stop sending and end the connection with ``code``
+        (everything it holds is released; its runs go on)."""
+        self._killed, self._kill_code = reason, code
+        self._closed = True
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
     async def _send(self, data: bytes) -> None:
         # watched by _hb_tick (send_timeout): no timer per send on the hot path

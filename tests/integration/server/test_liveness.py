@@ -45,3 +45,29 @@ async def test_a_client_that_stops_reading_is_cut_and_its_run_goes_on(
     assert meta.status == "completed"  # the agent never waited for the reader
     assert meta.nbytes > 40_000_000
     w.abort()
+
+
+async def test_a_full_window_with_nothing_heard_closes_4004_and_the_run_goes_on(
+    served: Served, caplog_info: pytest.LogCaptureFixture
+) -> None:
+    # the client's frames are lost (a receive-only link): no ack, no answer to hb
+    kit, srv = await served(heartbeat=0.1, window=64 * 1024)
+    w = await Wire.open(srv.url)
+    w.cs.take_acks = list  # type: ignore[method-assign]  # its acks never arrive
+    sid = await w.start("r1", "big", {"chunks": 400})  # 400 KB: far beyond the window
+    assert await w.expect_close() == 4004  # CloseCode.HEARTBEAT_TIMEOUT
+    assert any("peer silent conn=" in r.getMessage() for r in caplog_info.records)
+    assert (await kit.wait_ended(sid)).status == "completed"  # the run never waited
+
+
+async def test_a_full_window_is_not_silence_while_the_client_answers(
+    served: Served, caplog_info: pytest.LogCaptureFixture
+) -> None:
+    # a client that hears the hb and answers it (its acks arrive) is never cut,
+    # however long the window stays full
+    _kit, srv = await served(heartbeat=0.05, window=16 * 1024)
+    w = await Wire.open(srv.url)
+    sid = await w.start("r1", "big", {"chunks": 200})
+    assert end_of(await w.read_to_end(sid, limit=30)).status == "completed"
+    assert not any("peer silent" in r.getMessage() for r in caplog_info.records)
+    await w.close()
