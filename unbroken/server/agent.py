@@ -14,7 +14,7 @@ import jsonschema
 
 from ..errors import ConfigError
 from ..protocol.events import PART_ID_RE, Event, Kind
-from .producer import Producer
+from .producer import MAX_ERROR, Producer, safe_text
 
 PartKind = Literal["text", "json", "data"]
 
@@ -83,6 +83,7 @@ class Output:
             raise PartError(f"part {part!r} was already started")
         if kind not in _CHUNK_KIND:
             raise PartError(f"part kind must be text, json or data, not {kind!r}")
+        _check_mime(mime)
         schema_text = json.dumps(schema, sort_keys=True, separators=(",", ":")) if schema else ""
         if schema is not None:
             jsonschema.validators.validator_for(schema).check_schema(dict(schema))
@@ -100,14 +101,15 @@ class Output:
         if kind is None:
             raise PartError(f"part {part!r} is not open")
         ck = _CHUNK_KIND[kind]
-        if kind == "json":
-            self._json[part][0].append(body)
         mc = self._max_chars
         if len(body) <= mc:
-            self._p.add_chunk(ck, part, body)
+            self._p.add_chunk(ck, part, body)  # writes all or nothing
         else:
+            body.encode()  # a body that cannot be written fails before its first piece
             for i in range(0, len(body), mc):
                 self._p.add_chunk(ck, part, body[i : i + mc])
+        if kind == "json":  # validated at the part's end: only what reached the log
+            self._json[part][0].append(body)
         await self._maybe_flush()
 
     async def end_part(self, part: str, error: str = "") -> str:
@@ -115,12 +117,15 @@ class Output:
         the returned string (also sent as the part's ``error``) is empty when valid."""
         if part not in self._open:
             raise PartError(f"part {part!r} is not open")
-        kind = self._open.pop(part)
-        self._closed.add(part)
+        kind = self._open[part]
         if kind == "json" and not error:
-            fragments, schema = self._json.pop(part)
+            fragments, schema = self._json[part]
             error = _check_json("".join(fragments), schema)
+        error = safe_text(error)  # a part's end can always be written
         self._p.add(Event(0, Kind.PART_END, part=part, error=error))
+        del self._open[part]
+        self._json.pop(part, None)
+        self._closed.add(part)
         if self._last_text == part:
             self._last_text = ""
         await self._maybe_flush()
@@ -131,6 +136,7 @@ class Output:
         """Write a text delta (opens the part on first use)."""
         if part != self._last_text:
             if part not in self._open:
+                delta.encode()  # a delta that cannot be written opens no part
                 await self.start_part(part, "text", mime="text/plain")
             elif self._open[part] != "text":
                 raise PartError(f"part {part!r} is not a text part")
@@ -165,6 +171,7 @@ class Output:
             text = body
         else:
             text = json.dumps(body, separators=(",", ":"))
+        text.encode()  # a body that cannot be written opens no part
         await self.start_part(part, "data", mime=mime)
         await self.chunk(part, text)
         await self.end_part(part)
@@ -182,19 +189,22 @@ class Output:
                 raise PartError(f"part {part!r} was already started")
             if event.part_kind not in _CHUNK_KIND:
                 raise PartError(f"part kind must be text, json or data, not {event.part_kind!r}")
-            self._open[part] = event.part_kind
+            _check_mime(event.mime)
         elif event.kind is Kind.PART_END:
             if part not in self._open:
                 raise PartError(f"part {part!r} is not open")
-            del self._open[part]
-            self._closed.add(part)
-            if self._last_text == part:
-                self._last_text = ""
         else:  # a chunk: its part must be open and of its kind (clients check this)
             kind = self._open.get(part)
             if kind is None or _CHUNK_KIND[kind] is not event.kind:
                 raise PartError(f"a {event.kind.name.lower()} chunk for part {part!r} ({kind})")
-        self._p.add(event)
+        self._p.add(event)  # writes all or nothing: the part state changes only after it
+        if event.kind is Kind.PART_START:
+            self._open[part] = event.part_kind
+        elif event.kind is Kind.PART_END:
+            del self._open[part]
+            self._closed.add(part)
+            if self._last_text == part:
+                self._last_text = ""
         await self._maybe_flush()
 
     async def flush(self) -> None:
@@ -240,6 +250,12 @@ class JsonPart:
     ) -> None:
         err = f"part aborted: {exc_type.__name__}" if exc_type is not None else ""
         self.error = await self._out.end_part(self.part, err)
+
+
+def _check_mime(mime: str) -> None:
+    """Refuse a mime type no reader would accept (docs/protocol.md: no NUL, ≤ 4096)."""
+    if "\x00" in mime or len(mime) > MAX_ERROR:
+        raise PartError("a mime type must hold no NUL and at most 4096 characters")
 
 
 def _check_json(text: str, schema: Mapping[str, Any] | None) -> str:

@@ -155,15 +155,15 @@ class Hub:
         except LogFull as exc:
             status, error = "failed", f"log_full: {exc}"
         except Exception as exc:
+            error = _describe(exc)
             log.error(
-                "agent failed stream=%s agent=%s error=%s: %s",
+                "agent failed stream=%s agent=%s error=%s",
                 run.stream,
                 run.agent,
-                type(exc).__name__,
-                exc,
+                ascii(error)[1:-1] if not error.isprintable() else error,
                 exc_info=exc,
             )
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            status = "failed"
         run.ending = True
         try:
             if status != "completed":
@@ -263,3 +263,12 @@ class Hub:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` of an agent's exception; its ``__str__`` may itself fail."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<exception message could not be read>"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -24,7 +24,7 @@ import msgspec
 
 from ..protocol.digest import DIGEST_SIZE, seed, step
 from ..protocol.events import Event, Kind, end, payload
-from ..store.base import AppendBatch, Run, StreamLog, StreamTooLarge
+from ..store.base import AppendBatch, LogFull, Run, StreamLog, StreamTooLarge
 from ..store.records import to_record
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,21 @@ _HASH: Final = hashlib.blake2b(digest_size=DIGEST_SIZE).copy
 _HEADER: Final = struct.Struct(">QB").pack  # seq (uint64 BE), kind (1 byte): see digest.step
 _encode_into: Final = msgspec.json.Encoder().encode_into
 _COMMA: Final = 44
+#: Longest error text an ``end`` or ``part_end`` event carries (the wire's short-text).
+MAX_ERROR: Final = 4096
+
+
+def safe_text(text: str, limit: int = MAX_ERROR) -> str:
+    """``text`` as an event can always carry it: valid Unicode (a lone surrogate,
+    which UTF-8 cannot encode, becomes U+FFFD) and at most ``limit`` characters
+    (cut, ending with an ellipsis). Ending a stream must not be able to fail."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # surrogates: pairs joined, lone ones replaced
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if len(text) > limit:
+        text = text[: limit - 1] + "\u2026"
+    return text
 
 
 class Producer:
@@ -115,6 +130,7 @@ class Producer:
         """
         if self.error is not None:
             raise self.error
+        data = body.encode()  # a write that fails (lone surrogate) changes nothing
         seq = self.seq + 1
         if kind != self._run_kind or part != self._run_part:
             self._runs.append(Run(seq, kind, part))
@@ -124,7 +140,7 @@ class Producer:
         h.update(self.digest)
         h.update(_HEADER(seq, kind))
         h.update(self._prefix)
-        h.update(body.encode())
+        h.update(data)
         self.digest = digest = h.digest()
         self.seq = seq
         buf = self._buf
@@ -157,9 +173,11 @@ class Producer:
             error=event.error,
             count=seq if event.kind is Kind.END else event.count,
         )
-        self.digest = step(self.digest, seq, ev.kind, payload(ev))
-        self.seq = seq
+        # everything that can fail (encoding) before anything changes
+        digest = step(self.digest, seq, ev.kind, payload(ev))
         kind, part, enc = to_record(ev)
+        self.digest = digest
+        self.seq = seq
         self._runs.append(Run(seq, kind, part))
         self._run_kind = 0  # the next chunk starts a run of its own
         buf = self._buf
@@ -226,9 +244,12 @@ class Producer:
 
     def _failed(self, batch: AppendBatch, exc: BaseException) -> None:
         log.warning("append failed stream=%s seq=%d error=%r", self.stream, batch.first, exc)
-        # what was not appended is dropped: roll back to the log's head
+        # what was not appended is dropped: roll back to the log's head, with the
+        # events written meanwhile (they follow the failed batch: a gap otherwise)
         self.seq, self.digest = self._head, self._head_digest
         self._run_kind = 0
+        self._buf, self._ends, self._runs, self._digests = bytearray(), array("I"), [], []
+        self.pending = 0
         self.error = exc
 
     def _schedule(self) -> None:
@@ -271,8 +292,10 @@ class Producer:
 
         Returns the status and error actually written: a run that was about to
         end ``completed`` ends ``failed: stream_too_large`` when its last events
-        did not fit in the log.
+        did not fit in the log. The error text is made safe to write
+        (:func:`safe_text`): only the store can fail this.
         """
+        error = safe_text(error)
         self._closed = True
         if self.error is None:
             try:
@@ -280,6 +303,9 @@ class Producer:
             except StreamTooLarge as exc:
                 if status == "completed":
                     status, error = "failed", f"stream_too_large: {exc}"
+            except LogFull as exc:
+                if status == "completed":
+                    status, error = "failed", f"log_full: {exc}"
             except Exception:  # logged by flush; the end event below says what happened
                 pass
         self.error = None

@@ -585,7 +585,12 @@ class RedisStore:
             res: list[Any] = await self._append_script(keys=keys, args=args)
             return res
 
-        code, value = await self._retry(f"append stream={stream}", run)
+        try:
+            code, value = await self._retry(f"append stream={stream}", run)
+        except rex.ResponseError as exc:
+            if "OOM" in str(exc):  # Redis at maxmemory (noeviction): the log is full
+                raise LogFull(self.retention.retry_after) from exc
+            raise
         if code == 0:
             last_run = _runs_decoder.decode(entries[-1][4])[-1]
             self._last_run[stream] = (last_run[1], last_run[2])

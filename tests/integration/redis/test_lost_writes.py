@@ -21,7 +21,7 @@ from unbroken.protocol.events import Kind
 from unbroken.server import Output, Principal, Request
 from unbroken.server.hub import Hub
 from unbroken.server.producer import Producer
-from unbroken.store.base import StaleProducer, StreamMeta
+from unbroken.store.base import Retention, StaleProducer, StreamMeta, StreamTooLarge
 from unbroken.store.redis import RedisStore
 
 from .conftest import Node, RedisServer
@@ -281,3 +281,37 @@ async def wait_ended(store: RedisStore, stream: str) -> StreamMeta:
                 await asyncio.wait_for(changed.wait(), 0.2)
     finally:
         unsubscribe()
+
+
+async def test_events_written_during_a_refused_append_are_dropped_with_it(
+    redis_server: RedisServer,
+) -> None:
+    """An append is refused (stream_too_large) while the agent kept writing: the events
+    written meanwhile follow the refused batch and must be dropped with it. Before, the
+    end event landed after them, past a gap: the store refused it ("could not end
+    stream") and the stream stayed running."""
+    prefix = f"t{secrets.token_hex(4)}"
+    store = RedisStore(redis_server.url, prefix=prefix, retention=Retention(max_stream_bytes=2_000))
+    try:
+        c = await store.create("o", "r1", 0.0)
+        p = Producer(store, c.stream, c.epoch, c.producer)
+        for i in range(10):
+            p.add_chunk(Kind.TEXT, "t", f"{i} ")
+        await p.flush()
+        for i in range(10, 500):  # too much for the stream
+            p.add_chunk(Kind.TEXT, "t", f"{i} ")
+        refused = asyncio.ensure_future(p.flush())
+        await asyncio.sleep(0)  # one loop step: the flush took its batch, awaits Redis
+        assert p.pending == 0
+        for i in range(500, 520):  # written while that append is in flight
+            p.add_chunk(Kind.TEXT, "t", f"{i} ")
+        with pytest.raises(StreamTooLarge):
+            await refused
+        assert await p.finish("failed", "stream_too_large", 1.0) == ("failed", "stream_too_large")
+        meta = await store.meta(c.stream)
+        assert meta is not None and (meta.status, meta.head) == ("failed", 11), meta
+        _, events = await store.read_all(c.stream)
+        assert [e.seq for e in events] == list(range(1, 12)) and events[-1].kind is Kind.END
+        assert list(await store.read_digests(c.stream))[-1] == meta.digest
+    finally:
+        await store.close()
