@@ -8,7 +8,9 @@ from unbroken.errors import ConfigError
 from unbroken.scenarios.catalog import (
     CONDITIONS,
     FAULTS,
+    QUICK_SAMPLE,
     SCENARIOS,
+    SEED_CONDITIONS,
     SEED_TARGETS,
     SIZES,
     TC8_CUTS,
@@ -50,20 +52,35 @@ def test_the_axes_are_the_seeds() -> None:
                 assert t.lo <= t.fraction(r) <= t.hi
     assert TIMINGS["immediate"].at is not None and TIMINGS["immediate"].at < 0.1
     assert list(TC8_CUTS) == ["p10", "p25", "p50", "p75", "p95"]
-    assert list(CONDITIONS) == ["clean", "gradual", "intermittent", "outage", "asymmetric"]
+    assert list(CONDITIONS) == [
+        "clean",
+        "gradual",
+        "intermittent",
+        "outage",
+        "asymmetric",
+        "receive_only",
+        "long_outage",
+        "throttled",
+    ]
+    assert list(SEED_CONDITIONS) == list(CONDITIONS)[:5]
     assert list(FAULTS) == ["fin", "rst", "blackhole"]
     assert len(SEED_TARGETS) == 9
 
 
-def test_quick_tier_runs_every_scenario_under_every_condition_with_small_answers() -> None:
+def test_quick_tier_runs_every_scenario_under_every_seed_condition_with_small_answers() -> None:
     specs = quick_matrix()
-    pairs = {(s.scenario, s.condition) for s in specs}
+    base = [
+        s
+        for s in specs
+        if (s.scenario, s.size, s.timing, s.condition, s.fault, s.variant) not in set(QUICK_SAMPLE)
+    ]
+    pairs = {(s.scenario, s.condition) for s in base}
     for sid in (f"TC{i}" for i in range(1, 10)):
-        for cond in CONDITIONS:
+        for cond in SEED_CONDITIONS:
             assert (sid, cond) in pairs, (sid, cond)
-    assert {s.size for s in specs if s.scenario != "TC8"} == {"small"}
+    assert {s.size for s in base if s.scenario != "TC8"} == {"small"}
     assert {s.fault for s in specs} == set(FAULTS)
-    assert {s.variant for s in specs if s.scenario == "TC5"} == {"long", "short"}
+    assert {s.variant for s in specs if s.scenario == "TC5"} == {"long", "short", "silent"}
     assert {s.variant for s in specs if s.scenario == "TC6"} == {"before_started", "after_started"}
     assert {s.timing for s in specs if s.scenario == "TC8"} == set(TC8_CUTS)
     tc9 = next(s for s in specs if s.scenario == "TC9")
@@ -71,18 +88,42 @@ def test_quick_tier_runs_every_scenario_under_every_condition_with_small_answers
     assert len({s.id for s in specs}) == len(specs)
 
 
+def test_quick_tier_samples_larger_answers_and_every_other_condition() -> None:
+    specs = quick_matrix()
+    # medium, large and extra-large answers, each in at least two scenarios
+    for size in ("medium", "large", "xlarge"):
+        assert len({s.scenario for s in specs if s.size == size and s.scenario != "TC8"}) >= 2
+    # every condition beyond the seed's five at least once, against unbroken itself
+    others = set(CONDITIONS) - set(SEED_CONDITIONS)
+    assert others == {"receive_only", "long_outage", "throttled"}
+    assert others <= {s.condition for s in specs}
+    # a receive-only failure only stalls an answer larger than the server's window
+    assert all(s.size_bytes > 1024 * 1024 for s in specs if s.condition == "receive_only")
+    # CI stays fast: at most two 30 s outages
+    assert 1 <= sum(s.condition == "long_outage" for s in specs) <= 2
+
+
 def test_full_tier_crosses_the_axes_and_runs_a_thousand_streams_in_tc9() -> None:
     specs = full_matrix()
-    tc1 = {(s.size, s.timing, s.condition, s.fault) for s in specs if s.scenario == "TC1"}
-    assert len(tc1) == len(SIZES) * len(TIMINGS) * len(CONDITIONS) * len(FAULTS)
+    crossed = [*SEED_CONDITIONS, "throttled"]
+    tc1 = {
+        (s.size, s.timing, s.condition, s.fault)
+        for s in specs
+        if s.scenario == "TC1" and s.condition in crossed
+    }
+    assert len(tc1) == len(SIZES) * len(TIMINGS) * len(crossed) * len(FAULTS)
     tc8 = {(s.timing, s.condition, s.fault) for s in specs if s.scenario == "TC8"}
-    assert len(tc8) == len(TC8_CUTS) * len(CONDITIONS) * len(FAULTS)
+    assert len(tc8) >= len(TC8_CUTS) * (len(crossed) + 1) * len(FAULTS)
+    assert {s.condition for s in specs} == set(CONDITIONS)
+    assert all(s.size_bytes > 1024 * 1024 for s in specs if s.condition == "receive_only")
+    longs = [s for s in specs if s.condition == "long_outage"]
+    assert {s.fault for s in longs} == set(FAULTS) and len(longs) <= 20
+    assert {s.variant for s in specs if s.scenario == "TC5"} == {"long", "short", "silent"}
     tc9 = next(s for s in specs if s.scenario == "TC9")
     clients, per_client = layout(tc9)
     assert len(answers_for(tc9)) >= 1000 and clients * per_client >= 1000
     assert all(s.size_bytes >= 10_000_000 for s in specs if s.scenario == "TC8")
     assert len({s.id for s in specs}) == len(specs)
-    assert 600 <= len(specs) <= 900
 
 
 def test_select_filters_and_repeats() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from unbroken.cli import app
+from unbroken.scenarios.catalog import CONDITIONS, full_matrix, quick_matrix
 
 
 def test_chaos_run_writes_results_and_report_and_exit_status(tmp_path: Path) -> None:
@@ -39,8 +40,19 @@ def test_chaos_run_lists_and_refuses_bad_names(tmp_path: Path) -> None:
     cli = CliRunner()
     listed = cli.invoke(app, ["chaos", "run", "--full", "--scenarios", "TC9", "--list"])
     assert listed.exit_code == 0
-    assert "TC9-small-mid-outage-blackhole-r0" in listed.output and "15 runs" in listed.output
+    tc9 = [s for s in full_matrix() if s.scenario == "TC9"]
+    assert "TC9-small-mid-outage-blackhole-r0" in listed.output
+    assert f"{len(tc9)} runs" in listed.output
     bad = cli.invoke(app, ["chaos", "run", "--scenarios", "TC42", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "unknown scenario" in bad.output
     uncovered = cli.invoke(app, ["chaos", "run", "--scenarios", "TC11", "--out", str(tmp_path)])
     assert uncovered.exit_code == 2 and "not covered yet" in uncovered.output
+
+
+def test_the_help_counts_the_runs_from_the_matrix() -> None:
+    shown = CliRunner().invoke(app, ["chaos", "run", "--help"], env={"COLUMNS": "400"})
+    assert shown.exit_code == 0
+    text = " ".join(shown.output.split())  # the help is wrapped: one line of words
+    assert f"({len(full_matrix()):,} runs, 1,000 streams in TC9)" in text
+    assert f"{len(quick_matrix())} runs)" in text
+    assert ", ".join(CONDITIONS) in text

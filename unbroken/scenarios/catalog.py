@@ -7,10 +7,12 @@ shows them so, never as passed).
 
 The matrix axes are the seed's: sizes (small 1-10 KB ... extra large 1-10 MB), timings
 (immediate < 100 ms, early 10-25 %, mid 40-60 %, late 75-90 %, final 95 %+), network
-conditions (clean disconnect, gradual degradation, intermittent drops, complete outage,
-asymmetric failure) and fault modes (``fin``, ``rst``, ``blackhole``). :func:`quick_matrix`
-covers every scenario under every condition at least once with small answers;
-:func:`full_matrix` crosses the axes (see ``docs/reliability.md``).
+conditions (the seed's five: clean disconnect, gradual degradation, intermittent drops,
+complete outage, asymmetric (send-only) failure; and three more: receive-only failure, a
+long silent outage, bandwidth throttling) and fault modes (``fin``, ``rst``,
+``blackhole``). :func:`quick_matrix` covers every scenario under each of the seed's five
+conditions with small answers, plus a sampled few larger answers and the other three
+conditions; :func:`full_matrix` crosses the axes (see ``docs/reliability.md``).
 """
 
 from __future__ import annotations
@@ -150,8 +152,48 @@ CONDITIONS: Final[dict[str, Condition]] = {
             "are cut with the fault mode",
             "simulate_asymmetric_failure",
         ),
+        Condition(
+            "receive_only",
+            "receive-only failure",
+            "the client's frames (acks, pings) are silently dropped for 3 s (quick) or 5 s "
+            "(full) while the answer still flows, new connections included; unbroken must "
+            "find the failure itself before the direction comes back (a stream stalls once "
+            "the server's flow window is full of unacked bytes); then connections still "
+            "open that lost bytes are cut with the fault mode",
+            "simulate_asymmetric_failure",
+        ),
+        Condition(
+            "long_outage",
+            "long silent outage",
+            "every connection is cut with the fault mode, then nothing passes for 30 s on "
+            "any connection, new ones included: they are accepted and hear nothing, so "
+            "every attempt runs into its handshake timeout; the client rides it out",
+            "simulate_silent_outage",
+        ),
+        Condition(
+            "throttled",
+            "bandwidth throttling",
+            "the link (both directions, every connection, new ones too) is capped at half "
+            "the rate the fault-free run used, from the start of the answer to its end; "
+            "at the timing point the connection is cut with the fault mode and the answer "
+            "resumes over the throttled link",
+            "simulate_bandwidth_throttling",
+        ),
     )
 }
+
+#: The seed's five conditions (quick: every scenario meets each of them).
+SEED_CONDITIONS: Final[tuple[str, ...]] = (
+    "clean",
+    "gradual",
+    "intermittent",
+    "outage",
+    "asymmetric",
+)
+#: Conditions that keep the path down for a set time: the reconnection and the recovery
+#: are timed from when it came back (a path that drops everything cannot be reconnected
+#: over), and the time it was down is added to TC1's allowance.
+PATH_DOWN_CONDITIONS: Final[frozenset[str]] = frozenset({"receive_only", "long_outage"})
 
 FAULTS: Final[dict[str, Fault]] = {
     f.name: f
@@ -246,8 +288,10 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "text + JSON + Vega-Lite chart + CSV table + PNG image; the condition hits at the "
         "timing point",
         (
-            "each part is tracked: the parts complete, partial and missing at the cut are "
-            "recorded, and every one of them is complete and identical at the end",
+            "each part is tracked: at the cut the parts held are complete (with exactly "
+            "the generated body), then at most one partial (a strict prefix of its body), "
+            "then missing, in the generated order; every part partial or missing at the "
+            "cut is complete and identical at the end",
             "parts arrive in the generated order, each started exactly once",
             "the end digest equals a fault-free run's",
         ),
@@ -268,7 +312,8 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "when the condition hits",
         (
             "the server's log of every stream is intact (seqs 1..N, chain, parts) at the "
-            "cut and at the end (StateVerifier on the server log)",
+            "cut and at the end (StateVerifier on the server log at both), and the log at "
+            "the cut is a prefix of the final one (its head digest)",
             "each log holds exactly the expected events and bytes: no overflow, no underflow",
             "each stream resumes from its own last seq and ends with the expected digest",
         ),
@@ -286,7 +331,9 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         ),
         "text",
         "after the condition drops the client, new connections are refused: longer than "
-        "the client's budget (6 attempts) in the 'long' variant, 0.5 s in the 'short' one",
+        "the client's budget (6 attempts) in the 'long' variant, 0.5 s in the 'short' one; "
+        "in the 'silent' one they are accepted and hear nothing (a blackhole) longer than "
+        "the client's deadline (2.5 s)",
         (
             "long: ReconnectExhausted after exactly max_attempts attempts, within the "
             "deadline, with a message saying the stream can be resumed from its cursor",
@@ -294,8 +341,11 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
             "long: a new client resumes from the saved cursor once the network is back and "
             "ends with the digest of a fault-free run",
             "short: the same client recovers on its own, exactly",
+            "silent: connection attempts are silently dropped (each runs into its handshake "
+            "timeout): ReconnectExhausted at the deadline, never after it (+0.25 s of the "
+            "loop's own lateness); a new client resumes from the cursor",
         ),
-        variants=("long", "short"),
+        variants=("long", "short", "silent"),
     ),
     Scenario(
         "TC6",
@@ -462,8 +512,9 @@ SEED_TARGETS: Final[tuple[Target, ...]] = (
         "<",
         2.0,
         "s",
-        "p95 over runs with < 1 MB delivered at the cut: fault → client connected again "
-        "(TC5 'long' excluded: it must not reconnect)",
+        "p95 over runs with < 1 MB delivered at the cut: fault → client connected again, "
+        "or path back → connected for a receive-only failure or a long silent outage "
+        "(TC5 'long' and 'silent' excluded: they must not reconnect)",
     ),
     Target(
         "resume",
@@ -482,7 +533,9 @@ SEED_TARGETS: Final[tuple[Target, ...]] = (
         "<",
         5.0,
         "s",
-        "p95: first fault → last event of the answer (includes the agent still writing)",
+        "p95: first fault (or path back, for a receive-only failure or a long silent "
+        "outage) → last event of the answer (includes the agent still writing); "
+        "throttled runs excluded (the link's rate sets their pace)",
     ),
     Target(
         "memory",
@@ -502,7 +555,7 @@ SEED_TARGETS: Final[tuple[Target, ...]] = (
         99.95,
         "%",
         "streams that ended complete and exact (after a resume from the cursor for TC5 "
-        "'long') ÷ streams run",
+        "'long' and 'silent') ÷ streams run",
     ),
     Target(
         "integrity",
@@ -522,7 +575,7 @@ SEED_TARGETS: Final[tuple[Target, ...]] = (
         99.9,
         "%",
         "runs in which the client recovered from every fault on its own ÷ runs meant to "
-        "recover (all but TC5 'long')",
+        "recover (all but TC5 'long' and 'silent')",
     ),
     Target(
         "timeouts",
@@ -531,10 +584,11 @@ SEED_TARGETS: Final[tuple[Target, ...]] = (
         ">=",
         100.0,
         "%",
-        "TC5 runs with the right outcome (typed error after exactly the budget, the "
-        "configured schedule, resumable) plus blackholes found by the silence timeout "
-        "within its limit + 0.35 s (time the client's own loop was busy not counted) ÷ "
-        "such runs",
+        "TC5 runs with the right outcome (typed error after exactly the budget, or at "
+        "the deadline and never past it, the configured schedule, resumable) plus "
+        "blackholes found by the silence timeout within its limit + 0.35 s (time the "
+        "client's own loop was busy not counted) plus receive-only failures that stalled "
+        "a stream found before the direction came back ÷ such runs",
     ),
     Target(
         "cpu",
@@ -566,11 +620,17 @@ class Profile:
     tc8_seconds: float
     tc9_streams: int
     tc9_per_client: int
+    receive_only: float = 3.0
+    """How long a receive-only failure lasts (longer than it may take to find it)."""
+    long_outage: float = 30.0
+    """How long a long silent outage lasts."""
+    throttle: float = 0.5
+    """A throttled link carries this fraction of the fault-free run's bytes per second."""
 
 
 PROFILES: Final[dict[str, Profile]] = {
-    "quick": Profile("quick", 0.6, 0.5, 0.5, 0.4, 0.2, 0.4, 1.5, 100, 5),
-    "full": Profile("full", 1.0, 1.0, 1.0, 0.8, 0.3, 0.5, 2.5, 1000, 10),
+    "quick": Profile("quick", 0.6, 0.5, 0.5, 0.4, 0.2, 0.4, 1.5, 100, 5, 3.0, 30.0, 0.5),
+    "full": Profile("full", 1.0, 1.0, 1.0, 0.8, 0.3, 0.5, 2.5, 1000, 10, 5.0, 30.0, 0.5),
 }
 
 
@@ -639,11 +699,35 @@ def _cycle(items: Sequence[str], i: int) -> str:
     return items[i % len(items)]
 
 
+#: The quick tier's sample of larger answers and of the conditions beyond the seed's five
+#: (scenario, size, timing, condition, fault, variant): every size in several scenarios,
+#: each new condition at least once, one long silent outage (30 s), and the run where a
+#: late ack once closed a finished stream's connection (TC1 xlarge asymmetric blackhole).
+QUICK_SAMPLE: Final[tuple[tuple[str, str, str, str, FaultMode, str], ...]] = (
+    ("TC1", "medium", "mid", "throttled", "fin", ""),
+    ("TC1", "large", "early", "clean", "blackhole", ""),
+    ("TC1", "xlarge", "mid", "asymmetric", "blackhole", ""),
+    ("TC1", "xlarge", "mid", "receive_only", "rst", ""),
+    ("TC1", "small", "mid", "long_outage", "blackhole", ""),
+    ("TC2", "medium", "late", "intermittent", "rst", ""),
+    ("TC2", "large", "mid", "outage", "fin", ""),
+    ("TC3", "medium", "mid", "throttled", "blackhole", ""),
+    ("TC3", "xlarge", "mid", "clean", "fin", ""),
+    ("TC4", "medium", "mid", "intermittent", "blackhole", ""),
+    ("TC5", "small", "mid", "clean", "rst", "silent"),
+    ("TC8", "xlarge", "p50", "receive_only", "blackhole", ""),
+    ("TC9", "small", "mid", "throttled", "rst", ""),
+)
+
+
 def quick_matrix() -> list[RunSpec]:
-    """Every scenario 1-9 under every network condition at least once, small answers,
-    faults and timings rotated so each appears in each scenario (TC9: 100 streams)."""
+    """Every scenario 1-9 under each of the seed's five network conditions, small
+    answers, faults and timings rotated so each appears in each scenario (TC9: 100
+    streams); then :data:`QUICK_SAMPLE`: medium, large and extra-large answers, the
+    receive-only failure, bandwidth throttling, one long silent outage and TC5's
+    silent-drop variant."""
     specs: list[RunSpec] = []
-    conditions = list(CONDITIONS)
+    conditions = list(SEED_CONDITIONS)
     for n, sid in enumerate(("TC1", "TC2", "TC3", "TC4", "TC7")):
         for i, cond in enumerate(conditions):
             timing = _cycle(_TIMING_ORDER, i + n)
@@ -666,40 +750,60 @@ def quick_matrix() -> list[RunSpec]:
         specs.append(RunSpec("TC8", "xlarge", cut, cond, _FAULT_ORDER[i % 3]))
     for i, cond in enumerate(conditions):
         specs.append(RunSpec("TC9", "small", "mid", cond, _FAULT_ORDER[i % 3]))
+    for sid, size, timing, cond, fault, variant in QUICK_SAMPLE:
+        specs.append(RunSpec(sid, size, timing, cond, fault, variant))
     return specs
 
 
 def full_matrix() -> list[RunSpec]:
-    """The crossed matrix (about 750 runs; see docs/reliability.md for the shape)."""
+    """The crossed matrix (see docs/reliability.md for its shape; ``len(full_matrix())``
+    for its size). Conditions that hold the path down for a set time are sampled: a
+    receive-only failure only stalls a stream whose unacked bytes fill the server's flow
+    window (1 MiB), so it runs with answers larger than that; a long silent outage lasts
+    30 s, so a few runs carry it."""
     specs: list[RunSpec] = []
-    conditions = list(CONDITIONS)
+    # the seed's five and bandwidth throttling: crossed with everything
+    conditions = [*SEED_CONDITIONS, "throttled"]
     faults = list(FAULTS)
 
     def add(*args: str, variant: str = "") -> None:
         sid, size, timing, cond, fault = args
         specs.append(RunSpec(sid, size, timing, cond, fault, variant, profile="full"))  # type: ignore[arg-type]
 
-    # TC1: every size x timing x condition x fault
+    # TC1: every size x timing x condition x fault; receive-only with extra-large answers
+    # at every timing; a long silent outage for every size and fault
     for size in SIZES:
         for timing in TIMINGS:
             for cond in conditions:
                 for fault in faults:
                     add("TC1", size, timing, cond, fault)
-    # TC2, TC3: every size x timing x fault; conditions rotated (each meets each fault)
-    for sid in ("TC2", "TC3"):
+    for timing in TIMINGS:
+        for fault in faults:
+            add("TC1", "xlarge", timing, "receive_only", fault)
+    for size in SIZES:
+        for fault in faults:
+            add("TC1", size, "mid", "long_outage", fault)
+    # TC2, TC3: every size x timing x fault; conditions rotated (each meets each fault);
+    # receive-only with extra-large answers; one long silent outage
+    for n, sid in enumerate(("TC2", "TC3")):
         for a, size in enumerate(SIZES):
             for b, timing in enumerate(TIMINGS):
                 for c, fault in enumerate(faults):
                     add(sid, size, timing, _cycle(conditions, a + b + c), fault)
-    # TC4: six streams of small..large, every timing x fault, conditions rotated
+        for fault in faults:
+            add(sid, "xlarge", "mid", "receive_only", fault)
+        add(sid, "medium", "mid", "long_outage", faults[n])
+    # TC4: six streams of small..large, every timing x fault, conditions rotated; one
+    # long silent outage (no receive-only: none of its answers outgrows the window)
     for a, size in enumerate(("small", "medium", "large")):
         for b, timing in enumerate(TIMINGS):
             for c, fault in enumerate(faults):
                 add("TC4", size, timing, _cycle(conditions, a + b + c), fault)
-    # TC5: every condition x fault, long and short
+    add("TC4", "medium", "mid", "long_outage", "blackhole")
+    # TC5: every condition x fault, long, short and silent
     for cond in conditions:
         for fault in faults:
-            for variant in ("long", "short"):
+            for variant in ("long", "short", "silent"):
                 add("TC5", "medium", "mid", cond, fault, variant=variant)
     # TC6: every condition x fault, before and after started, small and medium
     for size in ("small", "medium"):
@@ -712,15 +816,17 @@ def full_matrix() -> list[RunSpec]:
         for fault in faults:
             for timing in ("early", "mid", "late"):
                 add("TC7", "medium", timing, cond, fault)
-    # TC8: every cut point x condition x fault
+    # TC8: every cut point x condition x fault, receive-only included; one long outage
     for cut in TC8_CUTS:
-        for cond in conditions:
+        for cond in [*conditions, "receive_only"]:
             for fault in faults:
                 add("TC8", "xlarge", cut, cond, fault)
-    # TC9: 1,000 streams, every condition x fault
+    add("TC8", "xlarge", "p50", "long_outage", "rst")
+    # TC9: 1,000 streams, every condition x fault; one long silent outage
     for cond in conditions:
         for fault in faults:
             add("TC9", "small", "mid", cond, fault)
+    add("TC9", "small", "mid", "long_outage", "fin")
     return specs
 
 
@@ -788,9 +894,12 @@ __all__ = [
     "CONDITIONS",
     "COVERED",
     "FAULTS",
+    "PATH_DOWN_CONDITIONS",
     "PROFILES",
+    "QUICK_SAMPLE",
     "SCENARIOS",
     "SCENARIO_BY_ID",
+    "SEED_CONDITIONS",
     "SEED_TARGETS",
     "SIZES",
     "TARGET_BY_ID",

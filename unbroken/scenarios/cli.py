@@ -33,6 +33,24 @@ chaos_app = typer.Typer(
 _LIST = "comma-separated or repeated"
 
 
+def _tier_help() -> str:
+    """The ``--quick/--full`` help, with each tier's size counted from the matrix."""
+    from .catalog import full_matrix, quick_matrix
+
+    return (
+        "Quick tier (every scenario under every seed condition with small answers, plus "
+        f"a sample of larger answers and other conditions: {len(quick_matrix())} runs) or "
+        f"the full crossed matrix ({len(full_matrix()):,} runs, 1,000 streams in TC9)."
+    )
+
+
+def _names_help(kind: str) -> str:
+    from .catalog import CONDITIONS, FAULTS
+
+    names = list(CONDITIONS) if kind == "conditions" else list(FAULTS)
+    return f"{', '.join(names)} ({_LIST})."
+
+
 @chaos_app.command("run")
 def run_command(
     scenarios: Annotated[
@@ -48,11 +66,9 @@ def run_command(
     ] = None,
     conditions: Annotated[
         list[str] | None,
-        typer.Option(help=f"clean, gradual, intermittent, outage, asymmetric ({_LIST})."),
+        typer.Option(help=_names_help("conditions")),
     ] = None,
-    faults: Annotated[
-        list[str] | None, typer.Option(help=f"fin, rst, blackhole ({_LIST}).")
-    ] = None,
+    faults: Annotated[list[str] | None, typer.Option(help=_names_help("faults"))] = None,
     repeat: Annotated[int, typer.Option(min=1, help="Run the selection N times.")] = 1,
     out: Annotated[
         Path, typer.Option(help="Directory for results.json, report.html and artefacts/.")
@@ -63,11 +79,7 @@ def run_command(
     ] = None,
     quick: Annotated[
         bool,
-        typer.Option(
-            "--quick/--full",
-            help="Quick tier (every scenario under every condition, small answers, ~2 min) "
-            "or the full crossed matrix (~750 runs, 1,000 streams in TC9).",
-        ),
+        typer.Option("--quick/--full", help=_tier_help()),
     ] = True,
     keep_artefacts: Annotated[
         bool, typer.Option(help="Keep debugging artefacts of every run, not only failed ones.")

@@ -799,6 +799,10 @@ class ChaosHarness:
             lambda: verifier.buffer_integrity_verdict(stream, require_end=require_end)
         )
 
+    async def digest_at(self, stream: str, seq: int) -> bytes | None:
+        """The chain digest after event ``seq`` of ``stream`` in the server's log."""
+        return await self.server.call(lambda: self.store.digest_at(stream, seq))
+
     async def log_head(self, stream: str) -> int:
         """The head seq of ``stream`` in the server's log (0 if unknown)."""
 
