@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
+import re
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -21,13 +24,42 @@ PartKind = Literal["text", "json", "data"]
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is connected: ``id`` owns the streams it starts."""
+    """Who is connected: ``id`` owns the streams it starts.
+
+    ``scope`` is the namespace of its request ids when ``id`` alone does not tell its
+    clients apart: every anonymous client shares the id ``anonymous`` but has a scope
+    of its own (:func:`anonymous_principal`), so one client's ``req`` never names
+    another's stream, and only the scope that started a stream may cancel it. Empty
+    (the default) for an authenticated principal: its id is its scope.
+    """
 
     id: str
     claims: Mapping[str, Any] = field(default_factory=dict)
+    scope: str = ""
 
 
 ANONYMOUS: Final = Principal("anonymous")
+
+#: A well-formed anonymous client key: URL-safe base64, 22 to 64 characters (the
+#: server issues 22: 128 random bits).
+ANON_KEY_RE: Final = re.compile(r"[A-Za-z0-9_-]{22,64}\Z")
+
+
+def anonymous_principal(key: str | None = None) -> tuple[Principal, str]:
+    """The principal of an anonymous connection, and the client key it goes by.
+
+    ``key`` is the key the client presented (in ``hello``); when it has none, or a
+    malformed one, a fresh key is drawn. Send the key back to the client (in
+    ``welcome``): a client that presents it on its next connections keeps its request
+    ids, so a start retried after a drop returns the same stream, while another
+    anonymous client sending the same ``req`` gets a stream of its own. The key is a
+    bearer secret: only its hash (the scope) is kept, never the key, and it is never
+    logged. docs/security.md has the threat model.
+    """
+    if key is None or not ANON_KEY_RE.match(key):
+        key = secrets.token_urlsafe(16)
+    scope = hashlib.blake2b(key.encode(), digest_size=16, person=b"unbroken-anon").hexdigest()
+    return Principal(ANONYMOUS.id, scope=scope), key
 
 
 @dataclass(frozen=True, slots=True)

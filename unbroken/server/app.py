@@ -47,6 +47,10 @@ class Unbroken:
     ``peer_silence`` (default ``3 * heartbeat + 0.3``): a connection with a
     stream stalled on a full flow window that hears nothing from its client for
     that long is closed with 4004 (the client's frames are being lost).
+    ``request_rate``/``request_burst``: frames a connection may send per second
+    that get an answer (a flood is read at that pace, TCP pushes back);
+    ``max_outbox``: bytes of answers a connection may leave unread before it is
+    closed with 4008.
     """
 
     def __init__(
@@ -69,6 +73,9 @@ class Unbroken:
         hello_timeout: float = 10.0,
         send_timeout: float = 30.0,
         peer_silence: float | None = None,
+        request_rate: float = 200.0,
+        request_burst: int = 400,
+        max_outbox: int = 1024 * 1024,
         sweep_every: float = 1.0,
         coalesce: float = 0.001,
     ) -> None:
@@ -96,6 +103,9 @@ class Unbroken:
         #: a connection whose flow window is full and that heard nothing from its
         #: client for this long is dead (its acks are lost: a receive-only link)
         self.peer_silence = peer_silence if peer_silence is not None else 3 * heartbeat + 0.3
+        self.request_rate = request_rate
+        self.request_burst = request_burst
+        self.max_outbox = max_outbox
         self.agents: dict[str, tuple[Agent, float | None]] = {}
         self.connections: set[Connection] = set()
         self.hub = Hub(

@@ -90,7 +90,7 @@ class Hub:
         """
         if agent not in self.agents:
             raise UnknownAgent(f"no agent named {agent!r}; known: {sorted(self.agents)}")
-        created = await self.store.create(principal.id, req, self.clock())
+        created = await self.store.create(principal.id, req, self.clock(), principal.scope)
         if not created.created:
             log.info("start repeated stream=%s req=%s", created.stream, req)
             return created
@@ -199,7 +199,7 @@ class Hub:
     async def cancel(self, principal: Principal, stream: str) -> bool:
         """Stop a run; ``False`` if it already ended. Raises :class:`Forbidden`."""
         meta = await self.store.meta(stream)
-        if meta is None or meta.owner != principal.id:
+        if meta is None or meta.owner != principal.id or meta.scope != principal.scope:
             raise Forbidden(f"stream {stream} is unknown to you or belongs to someone else")
         run = self.runs.get(stream)
         if run is None or run.task is None or run.task.done():

@@ -90,6 +90,7 @@ class StreamMeta:
     ended: float | None
     error: str = ""
     producer: str = ""
+    scope: str = ""  # the request-id scope it was started in ("" = the owner's own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +160,8 @@ class StreamLog(Protocol):
         """Storage generation; changes whenever stored events may have been lost."""
         ...
 
-    async def create(self, owner: str, req: str, now: float) -> Created:
-        """Create a stream for ``(owner, req)``, or return the one already created.
+    async def create(self, owner: str, req: str, now: float, scope: str = "") -> Created:
+        """Create a stream for ``(owner, scope, req)``, or return the one already created.
 
         Raises :class:`LogFull` when no room can be made.
         """

@@ -69,15 +69,19 @@ class _Stream:
         "run_kind",
         "run_part",
         "run_seq",
+        "scope",
         "seed",
         "status",
         "stream",
     )
 
-    def __init__(self, stream: str, owner: str, req: str, epoch: str, now: float) -> None:
+    def __init__(
+        self, stream: str, owner: str, req: str, epoch: str, now: float, scope: str = ""
+    ) -> None:
         self.stream = stream
         self.owner = owner
         self.req = req
+        self.scope = scope
         self.status = "running"
         self.created = now
         self.ended: float | None = None
@@ -195,7 +199,7 @@ class MemoryStore:
         self.retention = retention or Retention()
         self._epoch = secrets.token_urlsafe(9)
         self._streams: dict[str, _Stream] = {}
-        self._by_req: dict[tuple[str, str], str] = {}
+        self._by_req: dict[tuple[str, str, str], str] = {}  # (owner, scope, req)
         self._finished: OrderedDict[str, float] = OrderedDict()
         self._tombstones: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._pending_listeners: dict[str, list[Listener]] = {}
@@ -210,9 +214,9 @@ class MemoryStore:
         return len(self._streams)
 
     # ------------------------------------------------------------ producer side
-    async def create(self, owner: str, req: str, now: float) -> Created:
+    async def create(self, owner: str, req: str, now: float, scope: str = "") -> Created:
         self._now = now
-        key = (owner, req)
+        key = (owner, scope, req)
         existing = self._by_req.get(key)
         if existing is not None and existing in self._streams:
             s = self._streams[existing]
@@ -226,7 +230,7 @@ class MemoryStore:
             if self.total_bytes > full:
                 raise LogFull(self.retention.retry_after)
         stream = secrets.token_urlsafe(16)
-        s = _Stream(stream, owner, req, self._epoch, now)
+        s = _Stream(stream, owner, req, self._epoch, now, scope)
         self._streams[stream] = s
         self._by_req[key] = stream
         s.listeners.extend(self._pending_listeners.pop(stream, []))
@@ -364,6 +368,7 @@ class MemoryStore:
             ended=s.ended,
             error=s.error,
             producer=s.producer,
+            scope=s.scope,
         )
 
     async def tombstone(self, stream: str) -> str | None:
@@ -421,8 +426,8 @@ class MemoryStore:
         if s is None:
             return
         self.total_bytes -= len(s.buf)
-        if self._by_req.get((s.owner, s.req)) == stream:
-            del self._by_req[(s.owner, s.req)]
+        if self._by_req.get((s.owner, s.scope, s.req)) == stream:
+            del self._by_req[(s.owner, s.scope, s.req)]
         self._tombstones[stream] = (s.owner, now)
         # tell readers still attached that the stream is gone (head -1)
         listeners = list(s.listeners)

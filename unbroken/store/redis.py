@@ -360,7 +360,9 @@ class RedisStore:
     def _tomb_key(self, stream: str) -> str:
         return f"{self.prefix}:{{{stream}}}:t"
 
-    def _req_key(self, owner: str, req: str) -> str:
+    def _req_key(self, owner: str, req: str, scope: str = "") -> str:
+        if scope:  # a namespace of its own: no unscoped req can spell a scoped key
+            return f"{self.prefix}:reqs:{len(owner)}:{owner}:{len(scope)}:{scope}:{req}"
         return f"{self.prefix}:req:{len(owner)}:{owner}:{req}"
 
     def _running_keep_ms(self) -> int:
@@ -450,12 +452,12 @@ class RedisStore:
                 log.exception("stream listener failed stream=%s", stream)
 
     # ------------------------------------------------------------ producer side
-    async def create(self, owner: str, req: str, now: float) -> Created:
+    async def create(self, owner: str, req: str, now: float, scope: str = "") -> Created:
         self._ensure_tasks()
-        return await self._retry("create", lambda: self._create(owner, req, now))
+        return await self._retry("create", lambda: self._create(owner, req, now, scope))
 
-    async def _create(self, owner: str, req: str, now: float) -> Created:
-        rkey = self._req_key(owner, req)
+    async def _create(self, owner: str, req: str, now: float, scope: str) -> Created:
+        rkey = self._req_key(owner, req, scope)
         keep = self._running_keep_ms()
         for _ in range(5):
             stream = secrets.token_urlsafe(16)
@@ -487,6 +489,7 @@ class RedisStore:
                 mapping={
                     "owner": owner,
                     "req": req,
+                    "scope": scope,
                     "epoch": self._epoch,
                     "status": "running",
                     "head": 0,
@@ -646,11 +649,12 @@ class RedisStore:
         self._disown(stream)
         if code != 0:
             raise StaleProducer(f"producer {producer} does not own stream {stream}")
-        meta = await self._r.hmget(self._meta_key(stream), ["owner", "req"])
+        meta = await self._r.hmget(self._meta_key(stream), ["owner", "req", "scope"])
         if meta[0] is not None:
+            scope = meta[2].decode() if meta[2] else ""
             with contextlib.suppress(*_TRANSIENT):
                 await self._r.pexpire(
-                    self._req_key(meta[0].decode(), meta[1].decode()), max(ttl, 1)
+                    self._req_key(meta[0].decode(), meta[1].decode(), scope), max(ttl, 1)
                 )
         for cb in list(self._listeners.get(stream, ())):
             try:
@@ -764,6 +768,7 @@ class RedisStore:
                     "ended",
                     "error",
                     "producer",
+                    "scope",
                 ],
             )
             pipe.get(self._epoch_key)
@@ -788,6 +793,7 @@ class RedisStore:
             ended=float(s[7]) if s[7] else None,
             error=s[8],
             producer=s[9],
+            scope=s[10] or "",
         )
 
     async def tombstone(self, stream: str) -> str | None:
