@@ -24,10 +24,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..protocol.codes import CloseCode
-from ..protocol.frames import negotiate_subprotocol
+from ..protocol.codes import CloseCode, ErrorCode
+from ..protocol.frames import Error, encode, excerpt, negotiate_subprotocol
 from .agent import Principal
 from .connection import ConnectInfo, Connection
+from .websocket import MAX_SIZE_EXTENSION
 
 if TYPE_CHECKING:
     from .app import Unbroken
@@ -40,20 +41,63 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
+#: Longest close reason in UTF-8 bytes (a close frame's payload is at most 125 bytes).
+MAX_CLOSE_REASON = 123
+
+
+def close_reason(reason: str) -> str:
+    """``reason`` cut to fit a close frame: at most 123 UTF-8 bytes, never in the
+    middle of a character (a longer reason makes the close itself invalid: the
+    WebSocket layer drops the TCP connection instead, and the peer sees 1006)."""
+    data = reason.encode("utf-8", "replace")
+    if len(data) <= MAX_CLOSE_REASON:
+        return reason
+    return data[:MAX_CLOSE_REASON].decode("utf-8", "ignore")
+
+
+class _SizeLimit:
+    """Raises the WebSocket layer's message limit once the ``hello`` is handled.
+
+    The layer (:mod:`unbroken.server.websocket`) starts a connection at
+    ``max_hello_frame``; the connection asks for its second frame only after it
+    accepted the first (the ``hello``, authentication included), so that is when
+    ``max_client_frame`` applies. Without that layer (another ASGI server) this
+    does nothing: the frame decoder still checks sizes.
+    """
+
+    __slots__ = ("_after_hello", "_set")
+
+    def __init__(self, scope: Scope, after_hello: int) -> None:
+        self._set = (scope.get("extensions") or {}).get(MAX_SIZE_EXTENSION)
+        self._after_hello = after_hello
+
+    def next_frame(self) -> None:
+        if self._set is not None:
+            self._set(self._after_hello)
+            self._set = None
+
+
 class ASGITransport:
     """:class:`~unbroken.server.connection.Transport` over raw ASGI callables."""
 
-    __slots__ = ("_gone", "_receive", "_send", "disconnect_code")
+    __slots__ = ("_frames", "_gone", "_limit", "_receive", "_send", "disconnect_code")
 
-    def __init__(self, receive: Receive, send: Send) -> None:
+    def __init__(self, receive: Receive, send: Send, limit: _SizeLimit | None = None) -> None:
         self._receive = receive
         self._send = send
         self._gone = False
+        self._limit = limit
+        self._frames = 0
         self.disconnect_code: int | None = None
 
     async def receive(self) -> str | bytes | None:
         if self._gone:
             return None
+        if self._limit is not None:
+            self._frames += 1
+            if self._frames == 2:  # the hello was accepted
+                self._limit.next_frame()
+                self._limit = None
         msg = await self._receive()
         if msg["type"] == "websocket.receive":
             text = msg.get("text")
@@ -72,20 +116,29 @@ class ASGITransport:
     async def close(self, code: int, reason: str = "") -> None:
         self._gone = True
         with contextlib.suppress(Exception):
-            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+            await self._send(
+                {"type": "websocket.close", "code": code, "reason": close_reason(reason)}
+            )
 
 
 class StarletteTransport:
     """:class:`~unbroken.server.connection.Transport` over a Starlette WebSocket."""
 
-    def __init__(self, ws: WebSocket) -> None:
+    def __init__(self, ws: WebSocket, limit: _SizeLimit | None = None) -> None:
         self.ws = ws
         self._gone = False
+        self._limit = limit
+        self._frames = 0
         self.disconnect_code: int | None = None
 
     async def receive(self) -> str | bytes | None:
         if self._gone:
             return None
+        if self._limit is not None:
+            self._frames += 1
+            if self._frames == 2:  # the hello was accepted
+                self._limit.next_frame()
+                self._limit = None
         try:
             msg = await self.ws.receive()
         except WebSocketDisconnect as exc:
@@ -111,7 +164,7 @@ class StarletteTransport:
     async def close(self, code: int, reason: str = "") -> None:
         self._gone = True
         with contextlib.suppress(Exception):
-            await self.ws.close(code, reason)
+            await self.ws.close(code, close_reason(reason))
 
 
 def _client(scope: Scope) -> str:
@@ -135,20 +188,46 @@ def connect_info(scope: Scope, principal: Principal | None = None) -> ConnectInf
     )
 
 
+#: ``retry_after_ms`` of a session refused because the server is full.
+FULL_RETRY_AFTER_MS = 1000
+
+
 def _refusal(app: Unbroken, offered: list[str], client: str) -> tuple[int, str] | None:
     """Why this connection must be closed right after the handshake, if it must."""
     if offered and negotiate_subprotocol(offered) is None:
         log.warning(
             "unsupported subprotocol client=%s offered=%s code=%d",
             client,
-            offered,
+            excerpt(repr(offered), 200),  # the peer's header: quoted and bounded
             CloseCode.UNSUPPORTED_VERSION,
         )
-        return CloseCode.UNSUPPORTED_VERSION, f"supported subprotocols: unbroken.v1 (got {offered})"
+        return CloseCode.UNSUPPORTED_VERSION, "supported subprotocols: unbroken.v1"
     if not app.hub.accepting:
         log.info("refused while shutting down client=%s code=%d", client, CloseCode.SERVICE_RESTART)
         return CloseCode.SERVICE_RESTART, "server restarting"
+    if len(app.connections) >= app.max_connections:
+        log.warning(
+            "session refused client=%s reason=server full sessions=%d max_connections=%d code=%d",
+            client,
+            len(app.connections),
+            app.max_connections,
+            CloseCode.OVERLOADED,
+        )
+        return CloseCode.OVERLOADED, "server full"
     return None
+
+
+async def _refuse(send_text: Callable[[str], Awaitable[None]], code: int) -> None:
+    """Before a 4008 close: an ``error overloaded`` frame with ``retry_after_ms``
+    (a close frame has no room for it)."""
+    if code == CloseCode.OVERLOADED:
+        frame = Error(
+            code=ErrorCode.OVERLOADED,
+            message="server full",
+            retry_after_ms=FULL_RETRY_AFTER_MS,
+        )
+        with contextlib.suppress(Exception):
+            await send_text(encode(frame).decode())
 
 
 async def serve_asgi(app: Unbroken, scope: Scope, receive: Receive, send: Send) -> None:
@@ -161,9 +240,14 @@ async def serve_asgi(app: Unbroken, scope: Scope, receive: Receive, send: Send) 
     if chosen is not None:
         accept["subprotocol"] = chosen
     await send(accept)
-    transport = ASGITransport(receive, send)
+    transport = ASGITransport(receive, send, _SizeLimit(scope, app.max_client_frame))
     refusal = _refusal(app, offered, _client(scope))
     if refusal is not None:
+
+        async def send_text(text: str) -> None:
+            await send({"type": "websocket.send", "text": text})
+
+        await _refuse(send_text, refusal[0])
         await transport.close(*refusal)
         return
     await Connection(app, transport, connect_info(scope)).run()
@@ -176,10 +260,12 @@ async def serve_websocket(app: Unbroken, ws: WebSocket, principal: Principal | N
     await ws.accept(subprotocol=chosen)
     refusal = _refusal(app, offered, _client(ws.scope))
     if refusal is not None:
+        await _refuse(ws.send_text, refusal[0])
         await ws.close(*refusal)
         return
     info = connect_info(ws.scope, principal)
-    await Connection(app, StarletteTransport(ws), info).run()
+    transport = StarletteTransport(ws, _SizeLimit(ws.scope, app.max_client_frame))
+    await Connection(app, transport, info).run()
 
 
 def route_path(scope: Scope) -> str:
@@ -214,15 +300,14 @@ def build_starlette(app: Unbroken, path: str) -> Starlette:
         await serve_websocket(app, ws)
 
     async def healthz(_request: HttpRequest) -> JSONResponse:
-        return JSONResponse(
-            {
-                "ok": app.hub.accepting,
-                "epoch": app.store.epoch,
-                "runs": len(app.hub.runs),
-                "connections": len(app.connections),
-            },
-            status_code=200 if app.hub.accepting else 503,
-        )
+        body: dict[str, Any] = {"ok": app.hub.accepting}
+        if app.health_detail:  # opt-in: /healthz answers anyone
+            body["epoch"] = app.store.epoch
+            body["runs"] = len(app.hub.runs)
+            body["connections"] = len(app.connections)
+            if app.guard is not None:
+                body["sockets"] = app.guard.stats()
+        return JSONResponse(body, status_code=200 if app.hub.accepting else 503)
 
     routes: list[Any] = [WebSocketRoute(path, endpoint), Route("/healthz", healthz)]
     return UnbrokenStarlette(app, path, routes)

@@ -3,8 +3,12 @@
 Registered in :mod:`unbroken.cli`. Flags are named as uvicorn's; defaults follow
 uvicorn's except permessage-deflate, which is off (it costs ~5x throughput and
 ~32 KB per idle connection for this traffic; turn it on where the link is the
-bottleneck). uvloop is used when it is installed. Heavy imports happen inside
-the command so ``unbroken --help`` stays fast.
+bottleneck), and the client message limit (``--ws-max-size``: the app's
+``max_client_frame``, 1 MiB). uvloop is used when it is installed. The server runs
+behind the connection guard (:mod:`unbroken.server.guard`: handshake deadline,
+connection caps) and its log handlers drop floods of identical warnings
+(:mod:`unbroken.server.logfilter`). Heavy imports happen inside the command so
+``unbroken --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ def load_target(target: str, app_dir: str = ".") -> Any:
     return obj
 
 
-def _log_config(level: str) -> dict[str, Any]:
+def _log_config(level: str, flood_burst: int) -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
 
     cfg: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
@@ -55,6 +59,17 @@ def _log_config(level: str) -> dict[str, Any]:
         "level": level.upper(),
         "propagate": False,
     }
+    # asyncio's errors (e.g. "socket.accept() out of system resource", a traceback
+    # per failed accept) through the same handler, so the flood filter sees them
+    cfg["loggers"]["asyncio"] = {"handlers": ["default"], "level": "WARNING", "propagate": False}
+    if flood_burst > 0:
+        cfg.setdefault("filters", {})["flood"] = {
+            "()": "unbroken.server.logfilter.FloodFilter",
+            "burst": flood_burst,
+            "interval": 10.0,
+        }
+        for handler in cfg["handlers"].values():
+            handler.setdefault("filters", []).append("flood")
     return cfg
 
 
@@ -96,7 +111,12 @@ def serve_command(
         ),
     ] = False,
     ws: Annotated[
-        str, typer.Option("--ws", help="uvicorn WebSocket implementation.")
+        str,
+        typer.Option(
+            "--ws",
+            help="uvicorn WebSocket implementation (websockets-sansio: unbroken's layer, "
+            "with the small pre-hello message limit and a clean 1007 on bad UTF-8).",
+        ),
     ] = "websockets-sansio",
     loop: Annotated[
         str, typer.Option("--loop", help="Event loop: auto (uvloop if installed), asyncio.")
@@ -114,12 +134,58 @@ def serve_command(
     log_level: Annotated[
         str, typer.Option("--log-level", help="critical, error, warning, info, debug.")
     ] = "info",
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections",
+            help="Open TCP connections served at once; one more is answered 503 with "
+            "Retry-After (default: the app's, else 0.9 x the descriptor limit - 64; the "
+            "soft descriptor limit is raised to the hard one at start).",
+        ),
+    ] = None,
+    max_connections_per_ip: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections-per-ip",
+            help="Open connections per client address; one more is answered 429 "
+            "(default: no limit; clients behind one proxy share its address).",
+        ),
+    ] = None,
+    handshake_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--handshake-timeout",
+            help="Seconds a connection has to send a complete HTTP request head "
+            "(the WebSocket upgrade); then it is closed (default 10).",
+        ),
+    ] = None,
+    backlog: Annotated[
+        int, typer.Option("--backlog", help="Listen backlog (connections not yet accepted).")
+    ] = 2048,
+    log_flood_burst: Annotated[
+        int,
+        typer.Option(
+            "--log-flood-burst",
+            help="Identical warnings logged per 10 s before the rest are only counted "
+            "(0: log all).",
+        ),
+    ] = 20,
+    health_detail: Annotated[
+        bool,
+        typer.Option(
+            "--health-detail/--no-health-detail",
+            help="/healthz shows epoch, runs and connection counts (to anyone who can "
+            "reach it; default: the app's setting, off).",
+        ),
+    ] = False,
 ) -> None:
     """Serve an unbroken app (or any ASGI app) with uvicorn."""
     import uvicorn
 
     from ..errors import ConfigError
     from .app import Unbroken
+    from .guard import ConnectionLimits, raise_descriptor_limit
+    from .serving import uvicorn_config, with_limits
 
     try:
         obj = load_target(target, app_dir)
@@ -128,23 +194,26 @@ def serve_command(
     uvicorn_grace: int | None = None
     if isinstance(obj, Unbroken):
         try:
-            asgi: Any = obj.asgi(path)
+            obj.asgi(path)  # checks the app's configuration (auth) before binding
         except ConfigError as exc:
             raise typer.BadParameter(str(exc), param_hint="TARGET") from None
-        max_size = ws_max_size if ws_max_size is not None else obj.limits.max_frame
         if timeout_graceful_shutdown is not None:
             obj.shutdown_grace = float(timeout_graceful_shutdown)
+        if health_detail:
+            obj.health_detail = True
+        base_limits = obj.connection_limits
         url = f"ws://{host}:{{port}}{path}"
     elif callable(obj):
-        asgi, url = obj, f"http://{host}:{{port}}"
+        url = f"http://{host}:{{port}}"
         uvicorn_grace = timeout_graceful_shutdown
-        max_size = ws_max_size if ws_max_size is not None else 16 * 1024 * 1024
+        base_limits = ConnectionLimits()
     else:
         raise typer.BadParameter(
             f"{target} is a {type(obj).__name__}, not an Unbroken app or an ASGI app",
             param_hint="TARGET",
         )
 
+    nofile_before, nofile = raise_descriptor_limit()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=TCP: asyncio sets TCP_NODELAY on accepted sockets only then (no 40 ms Nagle stalls)
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -154,25 +223,45 @@ def serve_command(
     except OSError as exc:
         typer.echo(f"error: cannot listen on {host}:{port}: {exc}", err=True)
         raise typer.Exit(1) from None
-    sock.listen(2048)
     bound = sock.getsockname()[1]
 
-    config = uvicorn.Config(
-        asgi,
-        ws=ws,
-        ws_max_size=max_size,
+    try:
+        limits = with_limits(
+            base_limits,
+            max_connections=max_connections,
+            max_per_ip=max_connections_per_ip,
+            handshake_timeout=handshake_timeout,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    config, _guard = uvicorn_config(
+        obj,
+        path=path,
+        ws_max_size=ws_max_size,
+        limits=limits,
         ws_ping_interval=ws_ping_interval,
         ws_ping_timeout=ws_ping_timeout,
         ws_per_message_deflate=ws_per_message_deflate,
+        ws=ws,
         loop=loop,
         lifespan="on",
-        log_config=_log_config(log_level),
+        backlog=backlog,
+        log_config=_log_config(log_level, log_flood_burst),
         log_level=log_level,
         # an Unbroken app closes connections with 1012 at once and drains its runs itself
         timeout_graceful_shutdown=uvicorn_grace,
     )
+    sock.listen(config.backlog)
     server = uvicorn.Server(config)
     logging.getLogger("unbroken").info("serving %s on %s", target, url.format(port=bound))
+    logging.getLogger("unbroken").info(
+        "limits: descriptors=%d%s max_connections=%d backlog=%d handshake_timeout=%.1fs",
+        nofile,
+        f" (raised from {nofile_before})" if nofile != nofile_before else "",
+        _guard.max_connections,
+        config.backlog,
+        limits.handshake_timeout,
+    )
     # uvicorn handles SIGINT/SIGTERM (graceful shutdown) and re-raises the signal
     # once done; with these no-op handlers underneath, a clean drain exits 0.
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,0 +1,104 @@
+"""How unbroken runs uvicorn: one place that builds the ``uvicorn.Config`` with the
+connection guard and the WebSocket layer, for ``unbroken serve`` and for tests.
+
+What it adds to plain uvicorn (details in docs/security.md):
+
+- :class:`~unbroken.server.guard.ConnectionGuard`: a handshake deadline, a cap on
+  open connections (503 + ``Retry-After`` past it), an optional per-IP cap;
+- :class:`~unbroken.server.websocket.UnbrokenWebSocketProtocol`: small client
+  message limits (64 KiB before ``hello``, 1 MiB after, by default), and a clean
+  1007 close for invalid UTF-8.
+
+Serving an app some other way (``uvicorn.run(app.asgi())``, hypercorn) works, but
+without these: the app then still caps sessions (4008) and checks frame sizes when
+it decodes them, after the WebSocket layer has read them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import uvicorn
+from uvicorn.config import HTTP_PROTOCOLS, WS_PROTOCOLS
+from uvicorn.importer import import_from_string
+
+from .app import Unbroken
+from .guard import ConnectionGuard, ConnectionLimits, accept_backlog, descriptor_limit
+from .websocket import websocket_protocol
+
+log = logging.getLogger(__name__)
+
+#: uvicorn's default for any other ASGI app's largest message (16 MiB).
+DEFAULT_WS_MAX_SIZE = 16 * 1024 * 1024
+
+
+def uvicorn_config(
+    app: Unbroken | Any,
+    *,
+    path: str = "/ws",
+    ws_max_size: int | None = None,
+    limits: ConnectionLimits | None = None,
+    http: str = "auto",
+    ws: str = "websockets-sansio",
+    backlog: int = 2048,
+    **kwargs: Any,
+) -> tuple[uvicorn.Config, ConnectionGuard]:
+    """A ``uvicorn.Config`` serving ``app`` behind a :class:`ConnectionGuard`.
+
+    ``app`` is an :class:`Unbroken` (served as ``app.asgi(path)``, with its
+    ``connection_limits``, ``max_hello_frame`` and ``max_client_frame``) or any
+    ASGI app. ``ws_max_size`` overrides the largest client message after
+    ``hello`` (default: the app's ``max_client_frame``; 16 MiB for another app);
+    ``limits`` overrides the app's connection limits. ``http`` names uvicorn's
+    HTTP implementation; ``ws`` its WebSocket one: ``websockets-sansio`` is the
+    unbroken layer (:mod:`unbroken.server.websocket`); another is used as it is
+    (guarded, but without the ``hello`` size limit and the clean 1007). Other
+    keyword arguments go to ``uvicorn.Config``. ``backlog`` is cut to what the
+    descriptors left by the connection cap can take (:func:`accept_backlog`);
+    listen with the config's ``backlog``. The guard is returned for its
+    :meth:`~ConnectionGuard.stats`; an :class:`Unbroken` app also keeps it as
+    ``app.guard`` (``/healthz`` shows its figures when ``health_detail`` is on).
+    """
+    if isinstance(app, Unbroken):
+        asgi: Any = app.asgi(path)
+        max_size = ws_max_size if ws_max_size is not None else app.max_client_frame
+        initial = min(app.max_hello_frame, max_size)
+        limits = limits if limits is not None else app.connection_limits
+    else:
+        asgi = app
+        max_size = ws_max_size if ws_max_size is not None else DEFAULT_WS_MAX_SIZE
+        initial = max_size
+    guard = ConnectionGuard(limits)
+    nofile = descriptor_limit()
+    if guard.max_connections + guard.max_refusing + 16 > nofile:
+        log.warning(
+            "max_connections=%d is above what the descriptor limit (%d) allows: accept() "
+            "will fail before the cap is reached; raise ulimit -n or lower the cap",
+            guard.max_connections,
+            nofile,
+        )
+    if isinstance(app, Unbroken):
+        app.guard = guard
+        app.max_connections = guard.max_connections  # the descriptor limit may have moved
+    http_class = import_from_string(HTTP_PROTOCOLS.get(http, http))
+    if ws == "websockets-sansio":
+        ws_class: Any = websocket_protocol(initial)
+    else:
+        ws_class = import_from_string(WS_PROTOCOLS.get(ws) or ws)
+    config = uvicorn.Config(
+        asgi,
+        http=guard.http_protocol(http_class),
+        ws=guard.ws_protocol(ws_class),
+        ws_max_size=max_size,
+        backlog=accept_backlog(backlog, guard.max_connections, nofile),
+        **kwargs,
+    )
+    return config, guard
+
+
+def with_limits(limits: ConnectionLimits, **changes: Any) -> ConnectionLimits:
+    """``limits`` with the fields in ``changes`` that are not ``None`` replaced."""
+    given = {k: v for k, v in changes.items() if v is not None}
+    return dataclasses.replace(limits, **given) if given else limits
