@@ -59,6 +59,20 @@ CLOSE_CODE_MEANING: Final[dict[int, str]] = {
 }
 
 
+#: RFC 6455 §5.5: a close frame's payload is at most 125 bytes, 2 of them the code.
+MAX_CLOSE_REASON: Final = 123
+
+
+def close_reason(reason: str) -> str:
+    """``reason`` cut to what a close frame can carry: 123 *bytes* of UTF-8, never
+    inside a character (a longer reason makes the close frame invalid: the peer
+    then sees 1006, not the code)."""
+    data = reason.encode("utf-8", "replace")
+    if len(data) <= MAX_CLOSE_REASON:
+        return reason if data.decode("utf-8") == reason else data.decode("utf-8")
+    return data[:MAX_CLOSE_REASON].decode("utf-8", "ignore")
+
+
 class ErrorCode:
     """Codes carried by ``error`` frames (the connection stays open)."""
 

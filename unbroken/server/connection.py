@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import AuthError, Forbidden, ProtocolError
-from ..protocol.codes import CloseCode, ErrorCode
+from ..protocol.codes import CloseCode, ErrorCode, close_reason
 from ..protocol.frames import (
     CAP_BATCH,
     Ack,
@@ -41,9 +41,10 @@ from ..protocol.frames import (
     Started,
     Welcome,
     encode,
+    excerpt,
 )
 from ..protocol.resume import StreamInfo, decide_resume
-from ..protocol.session import ServerSession
+from ..protocol.session import ServerSession, TokenBucket
 from ..store.base import LogFull
 from . import eager
 from .agent import Principal
@@ -119,7 +120,13 @@ class Connection:
         )
         self.principal: Principal | None = None
         self.atts: dict[str, Attachment] = {}
-        self._outbox: list[bytes] = []
+        #: control frames to send (answers, errors, hb), bounded in bytes (max_outbox)
+        self._outbox: deque[bytes] = deque()
+        self._outbox_bytes = 0
+        self._answers = 0  # frames queued so far (a request that got one costs more)
+        #: paces the read loop: a peer asking faster than this waits (TCP backpressure)
+        self._requests = TokenBucket(app.request_rate, app.request_burst)
+        self._paced = 0  # times the read loop waited for the request rate
         self._dirty: dict[str, None] = {}
         self._waiter: asyncio.Future[None] | None = None
         self._coalescing = False  # the pump waits for tokens to pile up
@@ -150,13 +157,15 @@ class Connection:
     async def run(self) -> None:
         """Serve until the peer leaves or the server closes us."""
         self.app.connections.add(self)
-        log.info("connect conn=%s client=%s", self.id, self.info.client)
+        log.info("connect conn=%s client=%s", self.id, excerpt(self.info.client, 80))
         self._task = asyncio.current_task()
         self._last_recv = self._loop.time()
         code: int | None = None  # set when this side closes
         reason = ""
         try:
             await self._read_loop()
+            if self._killed:  # given up on from inside the loop (e.g. outbox full)
+                code, reason = self._kill_code, self._killed
         except asyncio.CancelledError:
             if not self._killed or self._task is None:
                 raise
@@ -164,10 +173,10 @@ class Connection:
             code, reason = self._kill_code, self._killed
         except ProtocolError as exc:
             code, reason = exc.close_code, str(exc)
-            log.warning("protocol error conn=%s code=%d reason=%s", self.id, code, reason)
+            log.warning("protocol error conn=%s code=%d reason=%s", self.id, code, excerpt(reason))
         except AuthError as exc:
             code, reason = CloseCode.AUTH_FAILED, str(exc)
-            log.warning("auth failed conn=%s reason=%s", self.id, reason)
+            log.warning("auth failed conn=%s reason=%s", self.id, excerpt(reason))
         except Exception as exc:
             code, reason = CloseCode.INTERNAL, "internal error"
             log.exception("connection failed conn=%s error=%r", self.id, exc)
@@ -188,7 +197,7 @@ class Connection:
                 self._close_code = code
                 # bounded: a peer that stopped reading blocks even the close frame
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.t.close(code, reason[:120]), 1.0)
+                    await asyncio.wait_for(self.t.close(code, close_reason(reason)), 1.0)
             if self._close_code is not None:
                 shown = self._close_code
                 reason = reason or self._close_reason
@@ -197,11 +206,13 @@ class Connection:
                 shown = peer if peer is not None else CloseCode.NORMAL
                 reason = _PEER_CLOSE.get(shown, "peer closed")
             errors = " ".join(f"{k}={v}" for k, v in self._errors.items())
+            if self._paced:
+                errors += f"{' ' if errors else ''}paced={self._paced}"
             log.info(
                 "close conn=%s code=%d reason=%s%s",
                 self.id,
                 shown,
-                reason,
+                excerpt(reason),
                 f" errors: {errors}" if errors else "",
             )
 
@@ -214,7 +225,7 @@ class Connection:
         self._closed = True
         self._wake()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.t.close(code, reason), 1.0)
+            await asyncio.wait_for(self.t.close(code, close_reason(reason)), 1.0)
 
     def _teardown(self) -> None:
         self.app.connections.discard(self)
@@ -251,7 +262,17 @@ class Connection:
                 assert isinstance(frame, Hello)
                 await self._hello(frame)
                 continue
+            answers = self._answers
             await self._dispatch(frame)
+            # a request that was answered costs a token, an ack (answered or not:
+            # a stale one gets an error) little: a flood is read at the bucket's rate
+            cost = 1.0 if self._answers != answers else 0.05
+            wait = self._requests.take(self._loop.time(), cost)
+            if wait > 0:
+                if not self._paced:
+                    log.warning("request rate exceeded conn=%s; reading more slowly", self.id)
+                self._paced += 1
+                await asyncio.sleep(wait)
 
     async def _hello(self, hello: Hello) -> None:
         if self.info.principal is not None:
@@ -279,7 +300,7 @@ class Connection:
         self._schedule_hb()
         # what the connection knew before hello is no longer needed: drop it
         self.info = ConnectInfo(client=self.info.client)
-        log.info("hello conn=%s principal=%s", self.id, self.principal.id)
+        log.info("hello conn=%s principal=%s", self.id, excerpt(self.principal.id, 80))
 
     async def _dispatch(self, frame: Any) -> None:
         if isinstance(frame, Ack):
@@ -468,8 +489,26 @@ class Connection:
 
     # ------------------------------------------------------------ output
     def _queue(self, data: bytes) -> None:
+        """Queue a control frame. A peer that lets its answers pile up beyond
+        ``max_outbox`` bytes (it asks and does not read) is dropped."""
         self._outbox.append(data)
+        self._outbox_bytes += len(data)
+        self._answers += 1
+        if self._outbox_bytes > self.app.max_outbox and not self._killed:
+            log.warning(
+                "outbox full conn=%s bytes=%d; the client does not read its answers: "
+                "dropping the connection",
+                self.id,
+                self._outbox_bytes,
+            )
+            self._kill(CloseCode.OVERLOADED, "too many answers pending: read them")
+            return
         self._wake()
+
+    def _pop_control(self) -> bytes:
+        data = self._outbox.popleft()
+        self._outbox_bytes -= len(data)
+        return data
 
     def _error(self, code: str, message: str, **kw: Any) -> None:
         """Queue an ``error`` frame and log it (repeats of a code at debug level;
@@ -483,7 +522,7 @@ class Connection:
             code,
             kw.get("stream") or "-",
             kw.get("req") or "-",
-            message,
+            excerpt(message),
         )
         self._queue(encode(Error(code=code, message=message[:4096], **kw)))
 
@@ -519,16 +558,25 @@ class Connection:
         """The pump's work, done synchronously, until something must be waited for
         (then the pump takes over from there)."""
         self._draining = True
+        sends = 0
         try:
             while True:
+                if sends >= _FAIR_SENDS:
+                    # fair to the other connections: go on in a later loop tick
+                    if not self._tick_pending:
+                        self._tick_pending = True
+                        self._loop.call_soon(self._tick)
+                    return
                 # frames already taken from their streams go first: a control frame
                 # queued after them (a `resumed` that re-attaches one) must follow them
                 if self._ready:
+                    sends += 1
                     if not self._send_nowait(self._ready.popleft()):
                         return
                     continue
                 if self._outbox:
-                    if not self._send_nowait(self._outbox.pop(0)):
+                    sends += 1
+                    if not self._send_nowait(self._pop_control()):
                         return
                     continue
                 if self._closed or not self._dirty:
@@ -642,8 +690,7 @@ class Connection:
             self._stalled_since = 0.0
         live = any(not a.ended for a in self.atts.values())
         if live and now - self._last_send >= self.app.heartbeat * 0.9:
-            self._outbox.append(b'{"t":"hb"}')
-            self._wake()
+            self._queue(b'{"t":"hb"}')
         if live or self._send_started or self._pump_task is not None:
             self._schedule_hb()
         else:
@@ -658,10 +705,12 @@ class Connection:
         (everything it holds is released; its runs go on)."""
         self._killed, self._kill_code = reason, code
         self._closed = True
-        if self._pump_task is not None:
+        current = asyncio.current_task()
+        if self._pump_task is not None and self._pump_task is not current:
             self._pump_task.cancel()
-        if self._task is not None:
-            self._task.cancel()
+        if self._task is not None and self._task is not current:
+            self._task.cancel()  # the read loop, waiting for the peer
+        self._wake()
 
     async def _send(self, data: bytes) -> None:
         # watched by _hb_tick (send_timeout): no timer per send on the hot path
@@ -700,8 +749,12 @@ class Connection:
                     await self._send(self._ready.popleft())
                     self._events_at = loop.time()
                     continue
+                sends = 0
                 while self._outbox:
-                    await self._send(self._outbox.pop(0))
+                    await self._send(self._pop_control())
+                    sends += 1
+                    if sends % _FAIR_SENDS == 0:
+                        await asyncio.sleep(0)  # a send that never waits must not starve others
                 if self._closed:
                     return  # what was queued is out; events no longer matter
                 if not self._dirty:
@@ -766,6 +819,10 @@ class Connection:
             if att is not None and att.head_hint - att.sent >= 64:
                 return False
         return True
+
+
+#: sends one connection makes in a row before letting the loop serve the others
+_FAIR_SENDS = 32
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

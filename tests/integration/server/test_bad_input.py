@@ -50,6 +50,13 @@ class Env:
             if r.name.startswith("unbroken")
         )
 
+    async def wait_logged(self, *parts: str, limit: float = 10.0) -> None:
+        """Until a line holding ``parts`` is logged (the close line is written after
+        the peer saw the close: polled under a deadline)."""
+        async with asyncio.timeout(limit):
+            while not self.logged(*parts):  # noqa: ASYNC110 - polled under a timeout
+                await asyncio.sleep(0.01)
+
 
 def expected_healthy(n: int) -> list:  # type: ignore[type-arg]
     evs = [part_start(1, "text", "text", mime="text/plain")]
@@ -276,7 +283,7 @@ async def a_burst_of_1000_starts(env: Env) -> None:
     assert text_of(await fresh.read_to_end(sid)) == "ok"
     await w.close()
     await fresh.close()
-    assert env.logged("close conn=", "rate_limited=")
+    await env.wait_logged("close conn=", "rate_limited=")
 
 
 Row = Callable[[Env], Awaitable[None]]
