@@ -12,6 +12,10 @@ protocol with two changes.
 - **Invalid UTF-8 in a text message closes 1007** (RFC 6455 §8.1) with one
   WARNING line (flood-limited), not an ERROR with a traceback per message.
 
+And after a failure (1009, 1007, a protocol error) it reads and drops the peer's
+data for a moment before closing the socket, so the close frame reaches the peer
+instead of being destroyed by a TCP reset.
+
 Use it through :func:`unbroken.server.serving.uvicorn_config`, which builds the
 class with the limits of an app (:func:`websocket_protocol`).
 """
@@ -22,6 +26,7 @@ import logging
 from typing import Any, ClassVar
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 
 from ..protocol.codes import CloseCode
 from .logfilter import FloodFilter
@@ -30,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: The ASGI scope extension holding the size setter (``Callable[[int], None]``).
 MAX_SIZE_EXTENSION = "unbroken.max_size"
+#: Seconds a failed connection keeps reading (and dropping) after its close frame.
+LINGER = 2.0
 
 
 class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -41,6 +48,7 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._lingering = False
         if self.initial_max_size is not None:
             self.set_max_size(self.initial_max_size)
 
@@ -75,13 +83,39 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
             self.read_paused = True
             self.transport.pause_reading()
 
+    def handle_parser_exception(self) -> None:
+        """The connection failed (message too big, invalid UTF-8, a protocol error):
+        send the close frame, then read and drop what the peer still sends until
+        it closes, for at most :data:`LINGER` seconds. uvicorn closes the socket at
+        once: with the peer's data still unread the kernel sends a reset, which
+        often destroys the close frame before the peer reads it (the peer sees
+        1006, not 1009 or 1007)."""
+        if self._lingering:
+            return
+        self._lingering = True
+        close = self.conn.close_sent
+        code = close.code if close is not None else CloseCode.INTERNAL
+        reason = close.reason if close is not None else ""
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        # websockets' parser now discards input; the peer's EOF closes us sooner
+        self.close_timer = self.loop.call_later(LINGER, self.transport.close)
+
     def _invalid_utf8(self, exc: UnicodeDecodeError) -> None:
         template = "invalid UTF-8 in a text message client=%s at=%d code=%d; closed"
         ok, note = self.flood.admit(log.name, logging.WARNING, template)
         if ok:
             client = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
             log.warning(template + note, client, exc.start, CloseCode.INVALID_DATA)
-        self.conn.send_close(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
+        try:
+            self.conn.send_close(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
+        except InvalidState:  # pragma: no cover - the peer's close came first
+            self.transport.close()
+            return
         self.handle_parser_exception()
 
 

@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
+import resource
 import socket
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -18,6 +23,7 @@ from unbroken.server.guard import ConnectionGuard
 from unbroken.server.serving import uvicorn_config
 
 TIMEOUT = 10.0
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @dataclass
@@ -105,3 +111,77 @@ def upgrade_request(path: str = "/ws", host: str = "127.0.0.1") -> bytes:
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
         "Sec-WebSocket-Protocol: unbroken.v1\r\n\r\n"
     ).encode()
+
+
+class ServeProcess:
+    """``unbroken serve`` as a child process (optionally under a descriptor limit),
+    its log read line by line as it comes."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.port = 0
+        self._new = asyncio.Event()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def start(cls, *args: str, nofile: int | None = None) -> ServeProcess:
+        def limit() -> None:  # in the child, before exec
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("unbroken")),
+            "serve",
+            "examples.agent_app:app",
+            "--port",
+            "0",
+            *args,
+            cwd=ROOT,
+            env={**os.environ, "UNBROKEN_EXAMPLE_TOKENS_PER_S": "0"},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            preexec_fn=limit,
+        )
+        p = cls(proc)
+        m = await p.wait_line(r"serving \S+ on ws://[\d.]+:(\d+)/")
+        p.port = int(m.group(1))
+        return p
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            self.lines.append(line.decode(errors="replace").rstrip())
+            self._new.set()
+        self._new.set()
+
+    async def wait_line(self, pattern: str, limit: float = 15) -> re.Match[str]:
+        async with asyncio.timeout(limit):
+            seen = 0
+            while True:
+                for line in self.lines[seen:]:
+                    if m := re.search(pattern, line):
+                        return m
+                seen = len(self.lines)
+                if self._reader.done():
+                    raise AssertionError("process ended:\n" + "\n".join(self.lines))
+                self._new.clear()
+                await self._new.wait()
+
+    def count(self, text: str) -> int:
+        return sum(text in line for line in self.lines)
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._reader, 5)

@@ -1,0 +1,155 @@
+"""The attacks of issue 13 (items 2 and 4) against ``unbroken serve`` as a real
+process: descriptors and log volume under a flood of unfinished connections, memory
+under unfinished and huge client frames. Figures are asserted as bounds; the
+measured values are printed (``pytest -s``) and quoted in docs/security.md."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import psutil
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from unbroken.protocol.codes import CloseCode
+
+from .hardened import ServeProcess, raw
+from .wire import SUBPROTOCOL, Wire, assert_exact
+
+TIMEOUT = 10.0
+MiB = 1024 * 1024
+
+
+async def rss_watch(pid: int, stop: asyncio.Event) -> int:
+    """Peak RSS of ``pid`` until ``stop`` is set (sampled every 20 ms)."""
+    p = psutil.Process(pid)
+    peak = p.memory_info().rss
+    while not stop.is_set():
+        peak = max(peak, p.memory_info().rss)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.02)
+    return peak
+
+
+async def streams_a_run(url: str, limit: float = 20.0) -> float:
+    """A legitimate client: retries while refused (503, after its Retry-After),
+    then streams a run to its end; returns how long it waited to get in."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    async with asyncio.timeout(limit):
+        while True:
+            try:
+                w = await Wire.open(url)
+                break
+            except InvalidStatus as exc:
+                assert exc.response.status_code == 503
+                await asyncio.sleep(float(exc.response.headers["Retry-After"]))
+    waited = loop.time() - t0
+    sid = await w.start("legit", "report", {"topic": "x", "words": 50, "tokens_per_s": 0})
+    assert_exact(await w.read_to_end(sid, limit=20))
+    await w.close()
+    return waited
+
+
+@contextlib.asynccontextmanager
+async def serve(*args: str, nofile: int | None = None) -> AsyncIterator[ServeProcess]:
+    p = await ServeProcess.start(*args, nofile=nofile)
+    try:
+        yield p
+    finally:
+        await p.stop()
+
+
+async def test_a_flood_of_unfinished_connections_cannot_exhaust_descriptors() -> None:
+    """400 slowloris connections against a process limited to 256 descriptors:
+    before the guard, accept() failed with EMFILE (a traceback per try, ~250,000
+    in 20 s), every connection stayed open and a legitimate client timed out."""
+    async with serve("--handshake-timeout", "2", nofile=256) as srv:
+        proc = psutil.Process(srv.proc.pid)
+        conns = []
+        for _ in range(400):
+            with contextlib.suppress(OSError):
+                conns.append(await raw(srv.port, b"GET /ws HTTP/1.1\r\nHost: x\r\n"))
+        peak_fds = proc.num_fds()
+        waited = await streams_a_run(srv.url)
+        # every unfinished connection is closed by the deadline (or refused)
+        async with asyncio.timeout(TIMEOUT):
+            while proc.num_fds() > 20:
+                peak_fds = max(peak_fds, proc.num_fds())
+                await asyncio.sleep(0.05)
+        for _, w in conns:
+            w.close()
+        print(f"\nfds peak={peak_fds} legit waited {waited:.2f}s; log lines={len(srv.lines)}")
+        assert peak_fds < 256
+        assert srv.count("out of system resource") == 0
+        assert srv.count("handshake timeout") >= 1
+        assert len(srv.lines) < 200
+
+
+async def test_at_the_descriptor_limit_accept_errors_log_a_bounded_number_of_lines() -> None:
+    """A cap set above the descriptor limit (warned at start) lets accept() fail;
+    asyncio's traceback per failed accept goes through the flood filter."""
+    async with serve("--max-connections", "1000", "--handshake-timeout", "3", nofile=128) as srv:
+        await srv.wait_line("above what the descriptor limit")
+        conns = []
+        for _ in range(300):
+            with contextlib.suppress(OSError):
+                conns.append(await raw(srv.port, b"GET /ws HTTP/1.1\r\n"))
+        await srv.wait_line("out of system resource")
+        await asyncio.sleep(2.5)  # let the accept retries (one a second) run and be counted
+        for _, w in conns:
+            w.close()
+        errors = srv.count("out of system resource")
+        print(f"\naccept errors logged={errors}; log lines={len(srv.lines)}")
+        assert 1 <= errors <= 20  # the filter's burst per 10 s (a summary counts the rest)
+        assert len(srv.lines) < 400
+
+
+async def _fragments_forever(ws: ClientConnection, size: int, never: asyncio.Event) -> None:
+    async def gen() -> AsyncIterator[str]:
+        for _ in range(size // 65536):
+            yield "z" * 65536
+        await never.wait()
+
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(gen())
+
+
+async def test_unfinished_and_huge_client_frames_do_not_hold_memory() -> None:
+    """50 connections each sending 15 MiB of a message that never ends (after
+    hello), and 50 sending a 16 MiB ``start`` of ``[[],[],…]`` before hello. Before
+    the limits the first held 835 MB and the second decoded 483 MB."""
+    async with serve() as srv:
+        pid = srv.proc.pid
+        base = psutil.Process(pid).memory_info().rss
+        stop = asyncio.Event()
+        watcher = asyncio.get_running_loop().create_task(rss_watch(pid, stop))
+        never = asyncio.Event()
+
+        async def unfinished() -> int | None:
+            ws = await connect(srv.url, subprotocols=[SUBPROTOCOL], max_size=None)
+            await ws.send('{"t":"hello"}')
+            await ws.recv()
+            await _fragments_forever(ws, 15 * MiB, never)
+            return ws.close_code
+
+        async def huge_start() -> int | None:
+            ws = await connect(srv.url, subprotocols=[SUBPROTOCOL], max_size=None)
+            body = "[" + ",".join(["[]"] * (16 * MiB // 3)) + "]"
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send('{"t":"start","req":"r","agent":"report","input":' + body + "}")
+                await ws.recv()
+            return ws.close_code
+
+        async with asyncio.timeout(60):
+            codes = await asyncio.gather(*(unfinished() for _ in range(50)))
+            codes += await asyncio.gather(*(huge_start() for _ in range(50)))
+        stop.set()
+        peak = await watcher
+        growth = (peak - base) / MiB
+        print(f"\nRSS base={base / MiB:.1f} MiB peak growth={growth:.1f} MiB")
+        assert codes == [CloseCode.TOO_BIG] * 100
+        assert growth < 100  # 50 x 1 MiB at most in flight, plus buffers
+        await streams_a_run(srv.url)
