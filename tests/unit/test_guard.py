@@ -1,0 +1,70 @@
+"""Connection guard arithmetic, close reasons, and the app's hardening settings (no sockets)."""
+
+from __future__ import annotations
+
+import pytest
+
+from unbroken.errors import ConfigError
+from unbroken.protocol.frames import DEFAULT_MAX_CLIENT_FRAME, DEFAULT_MAX_HELLO_FRAME
+from unbroken.server import Unbroken
+from unbroken.server.asgi import MAX_CLOSE_REASON, close_reason
+from unbroken.server.guard import ConnectionLimits, accept_backlog, default_max_connections
+
+
+def test_default_cap_leaves_descriptors_for_refusals_and_the_process() -> None:
+    assert default_max_connections(1024) == 857
+    assert default_max_connections(65536) == 58918
+    assert default_max_connections(10) == 1
+
+
+def test_the_accept_backlog_fits_in_the_descriptors_the_cap_leaves() -> None:
+    # 65536 descriptors: the whole 2048 batch fits beside the cap
+    assert accept_backlog(2048, default_max_connections(65536), 65536) == 2048
+    # 1024: 857 + refusals + reserve leave 50
+    assert accept_backlog(2048, default_max_connections(1024), 1024) == 50
+    assert accept_backlog(2048, 1000, 128) == 16  # never below 16
+
+
+def test_limits_are_checked() -> None:
+    with pytest.raises(ValueError):
+        ConnectionLimits(max_connections=0)
+    with pytest.raises(ValueError):
+        ConnectionLimits(max_per_ip=0)
+    with pytest.raises(ValueError):
+        ConnectionLimits(handshake_timeout=0)
+    assert ConnectionLimits(max_connections=5).resolved_max_connections() == 5
+
+
+@pytest.mark.parametrize(
+    "reason",
+    ["", "short", "x" * 200, "é" * 100, "日本語" * 30, "a" * 122 + "é", "😀" * 40],
+)
+def test_a_close_reason_fits_in_123_bytes_and_stays_valid_utf8(reason: str) -> None:
+    cut = close_reason(reason)
+    data = cut.encode()
+    assert len(data) <= MAX_CLOSE_REASON
+    assert reason.startswith(cut)
+    if len(reason.encode()) <= MAX_CLOSE_REASON:
+        assert cut == reason
+
+
+def test_app_frame_limits_default_small_and_never_above_max_frame() -> None:
+    app = Unbroken(allow_anonymous=True)
+    assert app.max_client_frame == DEFAULT_MAX_CLIENT_FRAME == 1024 * 1024
+    assert app.max_hello_frame == DEFAULT_MAX_HELLO_FRAME == 64 * 1024
+    assert app.limits.max_client_frame == app.max_client_frame  # told to clients
+    small = Unbroken(
+        allow_anonymous=True, max_frame=64 * 1024, max_chunk=16 * 1024, frame_cap=32 * 1024
+    )
+    assert small.max_client_frame == 64 * 1024
+    assert small.max_hello_frame <= small.max_client_frame
+    with pytest.raises(ConfigError):
+        Unbroken(allow_anonymous=True, max_client_frame=10)
+
+
+def test_hardening_switches_default_off() -> None:
+    app = Unbroken(allow_anonymous=True)
+    assert not app.health_detail
+    assert not app.expose_agent_names
+    assert app.connection_limits == ConnectionLimits()
+    assert app.connection_limits.max_per_ip is None
