@@ -15,7 +15,18 @@ def test_chaos_run_writes_results_and_report_and_exit_status(tmp_path: Path) -> 
     out = tmp_path / "out"
     result = CliRunner().invoke(
         app,
-        ["chaos", "run", "--scenarios", "1", "--conditions", "clean", "--out", str(out)],
+        [
+            "chaos",
+            "run",
+            "--scenarios",
+            "1",
+            "--conditions",
+            "clean",
+            "--sizes",
+            "small",
+            "--out",
+            str(out),
+        ],
     )
     data = json.loads((out / "results.json").read_text())
     # exit 1 exactly when a run failed or a measured seed target was missed (one run's
@@ -28,6 +39,7 @@ def test_chaos_run_writes_results_and_report_and_exit_status(tmp_path: Path) -> 
     assert run["status"] == "pass" and run["exact"] is True
     assert run["metrics"]["reconnect_s"] is not None and run["metrics"]["drops"] >= 1
     assert data["command"].startswith("unbroken chaos run --quick --scenarios 1")
+    assert "--sizes small" in data["command"]
     page = (out / "report.html").read_text()
     assert "TC1-small-mid-clean-rst-r0" in page
     assert ("PASS" in page) == (not missed and not failed)

@@ -1154,12 +1154,16 @@ def _timings(run: _Run, m: Metrics, t_fault: float, tc5_long: bool) -> None:
         m.recovery_p50_s = percentile(recoveries, 0.5)
 
 
-_SILENCE = re.compile(r"no frame for ([0-9.]+)s \(limit ([0-9.]+)s(?:, ([0-9.]+)s late)?\)")
+#: how the client says it found a silent link: nothing heard, or its ping unanswered
+_SILENCE = re.compile(
+    r"(?:no frame|ping unanswered) for ([0-9.]+)s \(limit ([0-9.]+)s(?:, ([0-9.]+)s late)?\)"
+)
 
 
 def _blackhole_found_in_time(run: _Run) -> bool:
-    """A silent link must be declared dead by the client's silence timeout, no later than
-    its own limit plus one watchdog period (0.25 s) and 0.1 s, and that limit must stay
+    """A silent link must be declared dead by the client's silence timeout (nothing heard,
+    or its ping unanswered), no later than its own limit plus one watchdog period (0.25 s)
+    and 0.1 s, and that limit must stay
     within ``3 x heartbeat + 2 s`` (the RTT term cannot run away). Time the client's own
     loop was busy (the watchdog ran late: e.g. validating a multi-MB JSON part against
     its schema) is the process's, not the rule's, and is not counted against it."""
