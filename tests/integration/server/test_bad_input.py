@@ -126,6 +126,22 @@ async def wrong_field_types(env: Env) -> None:
     assert env.logged("protocol error", "code=4000", "invalid frame")
 
 
+async def a_duplicate_key(env: Env) -> None:
+    w = await env.conn()
+    await w.send_raw('{"t":"ping","n":1,"n":2}')
+    assert await w.expect_close() == CloseCode.BAD_FRAME
+    assert env.logged("protocol error", "code=4000", "duplicate key 'n'")
+
+
+async def a_forged_log_line_in_the_first_frame(env: Env) -> None:
+    w = await env.conn(hello=False)
+    await w.send_raw('{"t":"q\\nINFO: hello conn=FORGED principal=root"}')
+    assert await w.expect_close() == CloseCode.BAD_FRAME
+    assert env.logged("protocol error", "code=4000", "'q\\nINFO: hello conn=FORGED")
+    records = [r.getMessage() for r in env.caplog.records]
+    assert all("\n" not in m for m in records if "FORGED" in m)
+
+
 async def frame_over_the_size_limit(env: Env) -> None:
     w = await env.conn()
     await w.send_raw('{"t":"ping","n":1,"pad":"' + "x" * MAX_FRAME + '"}')
@@ -291,6 +307,8 @@ ROWS: list[Row] = [
     malformed_json,
     unknown_frame_type,
     wrong_field_types,
+    a_duplicate_key,
+    a_forged_log_line_in_the_first_frame,
     frame_over_the_size_limit,
     binary_frame,
     frames_before_hello,
