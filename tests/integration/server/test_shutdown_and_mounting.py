@@ -61,7 +61,7 @@ async def test_starts_are_refused_while_shutting_down() -> None:
 
 
 async def test_mounted_under_a_prefix_in_fastapi() -> None:
-    kit = make_kit()
+    kit = make_kit(health_detail=True)  # /healthz shows the epoch only when asked
     api = FastAPI(lifespan=kit.app.lifespan)
     api.mount("/agent", kit.app.asgi())
 
