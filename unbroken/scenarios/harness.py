@@ -240,6 +240,10 @@ class WireTap:
 
 
 # ------------------------------------------------------------------ the server thread
+#: The name of the thread :class:`ServerThread` serves on (its log lines carry it).
+SERVER_THREAD: Final = "unbroken-server"
+
+
 class ServerThread:
     """Serve an ASGI app (an :class:`Unbroken` app, or one wrapped in middleware) with
     uvicorn on loopback, on a thread of its own with its own event loop."""
@@ -261,7 +265,7 @@ class ServerThread:
         return f"ws://127.0.0.1:{self.port}{self.path}"
 
     async def start(self) -> None:
-        self.thread = threading.Thread(target=self._main, name="unbroken-server", daemon=True)
+        self.thread = threading.Thread(target=self._main, name=SERVER_THREAD, daemon=True)
         self.thread.start()
         self.port = await asyncio.wait_for(asyncio.wrap_future(self._ready), 30)
 
@@ -495,6 +499,7 @@ class LogLine:
     message: str
     levelno: int = logging.INFO
     exc: str = ""
+    thread: str = ""
 
     def format(self, t0: float = 0.0) -> str:
         return f"{self.t - t0:9.4f} {self.level:<7} {self.logger}: {self.message}"
@@ -544,7 +549,15 @@ class LogCapture(logging.Handler):
             exc = f"{type(err).__name__}: {err}".strip().removesuffix(":")
         # (logging.Handler.handle holds the handler's lock: the server thread logs too)
         self.lines.append(
-            LogLine(time.monotonic(), name, record.levelname, message, record.levelno, exc)
+            LogLine(
+                time.monotonic(),
+                name,
+                record.levelname,
+                message,
+                record.levelno,
+                exc,
+                record.threadName or "",
+            )
         )
 
     def ensure_attached(self) -> None:
@@ -866,6 +879,7 @@ async def chaos_harness(**options: Any) -> AsyncIterator[ChaosHarness]:
 __all__ = [
     "CHAOS_POLICY",
     "OTHER_LOGGERS",
+    "SERVER_THREAD",
     "AnswerBook",
     "ChaosHarness",
     "LogCapture",

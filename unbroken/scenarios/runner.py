@@ -43,6 +43,7 @@ from ..protocol.events import Kind
 from .catalog import CONDITIONS, PATH_DOWN_CONDITIONS, SIZES, RunSpec
 from .harness import (
     CHAOS_POLICY,
+    SERVER_THREAD,
     ChaosHarness,
     LogCapture,
     ResourceSampler,
@@ -1731,15 +1732,22 @@ async def _write_artefacts(run: _Run, result: RunResult, logs: LogCapture, root:
     d = root / result.id
     d.mkdir(parents=True, exist_ok=True)
     t0 = run.t_start or (run.faults[0][0] if run.faults else time.monotonic())
-    lines = [line.format(t0) for line in logs.of("unbroken.client")]
+    # by where they ran: the server's thread, or this one (the clients and the proxy)
+    on_server = [line for line in logs.lines if line.thread == SERVER_THREAD]
+    here = [line for line in logs.lines if line.thread != SERVER_THREAD]
+    lines = [
+        line.format(t0)
+        for line in here
+        if not line.logger.startswith(("unbroken.server", "unbroken.store", "unbroken.scenarios"))
+    ]
     for w in run.watches:
         for ev in w.events:
             fields = {k: v for k, v in _event_dict(ev).items() if v not in ("", 0, None, 0.0)}
             lines.append(f"{ev.at - t0:9.4f} EVENT   client[{w.index}]: {fields}")
     (d / "client.log").write_text("\n".join(sorted(lines, key=_t_of)) + "\n", "utf-8")
-    server = [
+    server = [line.format(t0) for line in on_server] + [
         line.format(t0)
-        for line in logs.lines
+        for line in here
         if line.logger.startswith(("unbroken.server", "unbroken.store"))
     ]
     if run.h.tap is not None:
@@ -1798,6 +1806,7 @@ async def _write_artefacts(run: _Run, result: RunResult, logs: LogCapture, root:
                 "status": result.status,
                 "checks": [c.to_dict() for c in result.checks],
                 "verdicts": result.verdicts,
+                "log_findings": [f.describe(t0) for f in scan(logs.lines)],
                 "error": result.error,
                 "notes": result.notes,
             },
