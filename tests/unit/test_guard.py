@@ -8,21 +8,27 @@ from unbroken.errors import ConfigError
 from unbroken.protocol.frames import DEFAULT_MAX_CLIENT_FRAME, DEFAULT_MAX_HELLO_FRAME
 from unbroken.server import Unbroken
 from unbroken.server.asgi import MAX_CLOSE_REASON, close_reason
-from unbroken.server.guard import ConnectionLimits, accept_backlog, default_max_connections
+from unbroken.server.guard import (
+    ConnectionLimits,
+    accept_backlog,
+    default_max_connections,
+    max_refusing,
+)
 
 
-def test_default_cap_leaves_descriptors_for_refusals_and_the_process() -> None:
-    assert default_max_connections(1024) == 857
-    assert default_max_connections(65536) == 58918
+def test_default_cap_leaves_descriptors_for_a_batch_of_accepts_and_refusals() -> None:
+    assert default_max_connections(1024) == 688
+    assert default_max_connections(20_000) == 17_632
+    assert default_max_connections(65_536) == 63_168
     assert default_max_connections(10) == 1
 
 
 def test_the_accept_backlog_fits_in_the_descriptors_the_cap_leaves() -> None:
-    # 65536 descriptors: the whole 2048 batch fits beside the cap
-    assert accept_backlog(2048, default_max_connections(65536), 65536) == 2048
-    # 1024: 857 + refusals + reserve leave 50
-    assert accept_backlog(2048, default_max_connections(1024), 1024) == 50
-    assert accept_backlog(2048, 1000, 128) == 16  # never below 16
+    for nofile in (1024, 20_000, 65_536):  # the default cap leaves a whole batch
+        cap = default_max_connections(nofile)
+        assert accept_backlog(2048, cap, nofile) == min(2048, nofile // 4)
+        assert cap + max_refusing(cap) + accept_backlog(2048, cap, nofile) + 64 <= nofile
+    assert accept_backlog(2048, 1000, 128) == 16  # a cap too high: never below 16
 
 
 def test_limits_are_checked() -> None:

@@ -17,9 +17,9 @@ protocol, which takes over the socket after the upgrade) and enforces
   closed. Once upgraded, the WebSocket's own rules apply (``hello_timeout``,
   heartbeats, ``send_timeout``).
 - **connection cap**: at most ``max_connections`` sockets are served at once
-  (default: from the process's descriptor limit). One more is refused: its
-  request head is read (for at most a second), answered ``503 Service
-  Unavailable`` with ``Retry-After``, and closed. Refusals in progress are
+  (default: from the process's descriptor limit, :func:`default_max_connections`).
+  One more is refused: its request head is read (for at most a second), answered
+  ``503 Service Unavailable`` with ``Retry-After``, and closed. Refusals in progress are
   bounded too; past that bound a socket is closed at once.
 - **per-IP cap** (off by default: clients behind one proxy share its address):
   at most ``max_per_ip`` sockets per peer address, else ``429 Too Many
@@ -66,24 +66,32 @@ def raise_descriptor_limit() -> tuple[int, int]:
     return soft, descriptor_limit()
 
 
+def max_refusing(max_connections: int) -> int:
+    """Refusals answered at once (each reads a request head for at most a second);
+    past it, an extra socket is closed at once."""
+    return min(256, max(16, max_connections // 64))
+
+
 def default_max_connections(nofile: int | None = None) -> int:
-    """90 % of the soft descriptor limit (``ulimit -n``), less 64 for the rest of
-    the process, at least 1: refusals and the process's own files always find a
-    descriptor."""
+    """The descriptor limit (``ulimit -n``) less what the rest needs: one batch of
+    accepts (see :func:`accept_backlog`: 2048, or a quarter of the limit), the
+    refusals in progress, and 64 for the process's own files. 1024 descriptors:
+    688; 20,000: 17,632; 65,536: 63,168."""
     if nofile is None:
         nofile = descriptor_limit()
-    return max(1, int(nofile * 0.9) - _RESERVE)
+    batch = min(2048, nofile // 4)
+    return max(1, nofile - batch - max_refusing(nofile) - _RESERVE)
 
 
 def accept_backlog(wanted: int, max_connections: int, nofile: int | None = None) -> int:
     """The listen backlog to use: at most ``wanted``, and small enough that one
     batch of accepts (asyncio accepts up to ``backlog`` sockets per wake-up,
-    before any is refused) fits in the descriptors the cap leaves free, so
-    ``accept()`` does not fail with EMFILE (it then stops accepting for a second
-    and logs a traceback per try). At least 16."""
+    before any of them is refused) fits in the descriptors the cap leaves free,
+    so ``accept()`` does not fail with EMFILE (asyncio then stops accepting for a
+    second and logs a traceback per try). At least 16."""
     if nofile is None:
         nofile = descriptor_limit()
-    free = nofile - max_connections - max(16, max_connections // 16) - _RESERVE
+    free = nofile - max_connections - max_refusing(max_connections) - _RESERVE
     return max(16, min(wanted, free))
 
 
@@ -140,7 +148,7 @@ class ConnectionGuard:
         self.limits = limits if limits is not None else ConnectionLimits()
         self.max_connections = self.limits.resolved_max_connections()
         #: refusals in progress (reading the head to answer it) at most
-        self.max_refusing = max(16, self.max_connections // 16)
+        self.max_refusing = max_refusing(self.max_connections)
         self.open = 0  # sockets admitted and not yet closed
         self.refusing = 0
         self.per_ip: Counter[str] = Counter()

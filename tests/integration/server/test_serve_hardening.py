@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import psutil
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
 from unbroken.protocol.codes import CloseCode
 
@@ -34,8 +34,9 @@ async def rss_watch(pid: int, stop: asyncio.Event) -> int:
 
 
 async def streams_a_run(url: str, limit: float = 20.0) -> float:
-    """A legitimate client: retries while refused (503, after its Retry-After),
-    then streams a run to its end; returns how long it waited to get in."""
+    """A legitimate client: retries while refused (503: after its Retry-After; a
+    connection closed unanswered, when even refusals are full: after 0.2 s), then
+    streams a run to its end; returns how long it waited to get in."""
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     async with asyncio.timeout(limit):
@@ -46,6 +47,8 @@ async def streams_a_run(url: str, limit: float = 20.0) -> float:
             except InvalidStatus as exc:
                 assert exc.response.status_code == 503
                 await asyncio.sleep(float(exc.response.headers["Retry-After"]))
+            except (InvalidMessage, OSError):
+                await asyncio.sleep(0.2)
     waited = loop.time() - t0
     sid = await w.start("legit", "report", {"topic": "x", "words": 50, "tokens_per_s": 0})
     assert_exact(await w.read_to_end(sid, limit=20))
@@ -98,12 +101,15 @@ async def test_at_the_descriptor_limit_accept_errors_log_a_bounded_number_of_lin
             with contextlib.suppress(OSError):
                 conns.append(await raw(srv.port, b"GET /ws HTTP/1.1\r\n"))
         await srv.wait_line("out of system resource")
-        await asyncio.sleep(2.5)  # let the accept retries (one a second) run and be counted
+        # observe the log for a few of asyncio's accept retries (one a second)
+        await asyncio.sleep(2.5)
         for _, w in conns:
             w.close()
         errors = srv.count("out of system resource")
-        print(f"\naccept errors logged={errors}; log lines={len(srv.lines)}")
-        assert 1 <= errors <= 20  # the filter's burst per 10 s (a summary counts the rest)
+        summaries = srv.count("suppressed")
+        print(f"\naccept errors logged={errors} (summaries {summaries}); lines={len(srv.lines)}")
+        assert 1 <= errors - summaries <= 20  # the filter's burst per 10 s
+        assert summaries <= 2
         assert len(srv.lines) < 400
 
 
