@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from unbroken.errors import ConfigError
+from unbroken.protocol.codes import MAX_CLOSE_REASON, close_reason
 from unbroken.protocol.frames import DEFAULT_MAX_CLIENT_FRAME, DEFAULT_MAX_HELLO_FRAME
 from unbroken.server import Unbroken
-from unbroken.server.asgi import MAX_CLOSE_REASON, close_reason
 from unbroken.server.guard import (
     ConnectionLimits,
     accept_backlog,

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..protocol.codes import CloseCode, ErrorCode
+from ..protocol.codes import CloseCode, ErrorCode, close_reason
 from ..protocol.frames import Error, encode, excerpt, negotiate_subprotocol
 from .agent import Principal
 from .connection import ConnectInfo, Connection
@@ -39,20 +39,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-
-#: Longest close reason in UTF-8 bytes (a close frame's payload is at most 125 bytes).
-MAX_CLOSE_REASON = 123
-
-
-def close_reason(reason: str) -> str:
-    """``reason`` cut to fit a close frame: at most 123 UTF-8 bytes, never in the
-    middle of a character (a longer reason makes the close itself invalid: the
-    WebSocket layer drops the TCP connection instead, and the peer sees 1006)."""
-    data = reason.encode("utf-8", "replace")
-    if len(data) <= MAX_CLOSE_REASON:
-        return reason
-    return data[:MAX_CLOSE_REASON].decode("utf-8", "ignore")
 
 
 class _SizeLimit:
