@@ -9,7 +9,8 @@ Keys, all hash-tagged by stream id so a cluster keeps a stream on one slot::
                             its comma), e (end offsets, uint32), r (runs, JSON), n
                             (count), p / d (chain digest before / after the entry)
     <prefix>:{<stream>}:t   tombstone: the owner, kept ``tombstone_ttl`` past the stream
-    <prefix>:req:<owner>:<req>  idempotency key -> stream id
+    <prefix>:req:<owner>:<req>  idempotency key -> stream id (``reqs:…:<scope>:<req>``
+                            for a principal with a scope: an anonymous client)
     <prefix>:epoch          storage generation (SET NX; a Redis that lost it gets a new one)
 
 Appends, lease renewals, claims and finishes are Lua scripts: a producer's
