@@ -236,6 +236,7 @@ def frame_vectors() -> dict[str, Any]:
     client: list[tuple[str, ClientFrame]] = [
         ("hello, minimal", Hello()),
         ("hello with caps and token", Hello(caps=["gzip", "x-trace"], token="eyJhbGciOi.J9.sig")),
+        ("hello of an anonymous client, with its key", Hello(anon="pQ0sKx3t_Yv8Lw2nR7-aZg")),
         (
             "start with an object input",
             Start(req="req-0001", agent="report", input={"q": "sales 2024", "n": [1, 2.5, None]}),
@@ -258,6 +259,10 @@ def frame_vectors() -> dict[str, Any]:
     ]
     server: list[tuple[str, ServerFrame]] = [
         ("welcome, default limits", Welcome(session="s-1", heartbeat_ms=1000, epoch=epoch)),
+        (
+            "welcome of an anonymous client, issuing its key",
+            Welcome(session="s-2", heartbeat_ms=400, epoch=epoch, anon="pQ0sKx3t_Yv8Lw2nR7-aZg"),
+        ),
         (
             "welcome with limits and caps",
             Welcome(
@@ -507,12 +512,6 @@ SERVER_SEQUENCES: list[dict[str, Any]] = [
     {
         "name": "hello twice",
         "frames": ['{"t":"hello"}', '{"t":"hello"}'],
-        "fails_at": 1,
-        "close_code": 4000,
-    },
-    {
-        "name": "ack for a stream not started or resumed here",
-        "frames": ['{"t":"hello"}', '{"t":"ack","stream":"abc","seq":1}'],
         "fails_at": 1,
         "close_code": 4000,
     },

@@ -57,6 +57,8 @@ PartId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,64}\Z")]
 Hex16 = Annotated[str, Meta(pattern=r"^[0-9a-f]{32}\Z")]
 Seq = Annotated[int, Meta(ge=0, le=2**53)]
 Token = Annotated[str, Meta(max_length=16384)]
+#: an anonymous client's key (server-issued, URL-safe base64; scopes its request ids)
+AnonKey = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}\Z")]
 Caps = Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=32)]
 ShortText = Annotated[str, Meta(max_length=4096)]
 # No NUL: the digest payload of part_start joins part, kind, mime and schema with NUL.
@@ -74,6 +76,8 @@ class Hello(_Frame, tag="hello", frozen=True):
 
     caps: Caps = []
     token: Token | None = None
+    #: anonymous mode: the key the server issued in an earlier ``welcome``
+    anon: AnonKey | None = None
 
 
 class Start(_Frame, tag="start", frozen=True):
@@ -138,6 +142,8 @@ class Welcome(_Frame, tag="welcome", frozen=True):
     epoch: Epoch
     limits: Limits = Limits()
     caps: Caps = []
+    #: anonymous mode: the client's key, to present in every later ``hello``
+    anon: AnonKey | None = None
 
 
 class Started(_Frame, tag="started", frozen=True):

@@ -309,6 +309,9 @@ class ClientSession:
         self.ack_after = 1.0
         #: both sides agreed on the ``batch`` cap: a message may hold several frames
         self.batch = False
+        #: anonymous mode: the key the server issued, presented on every connection
+        #: so that request ids stay this client's (a retried start finds its stream)
+        self.anon: str | None = None
 
     def frames_of(self, message: bytes | str) -> list[bytes | str]:
         """The frames of one WebSocket message, each for :meth:`receive`: the message
@@ -329,7 +332,7 @@ class ClientSession:
         if self.state is not ClientState.IDLE:
             raise ProtocolError(f"connect in state {self.state.value}", CloseCode.BAD_FRAME)
         self.state = ClientState.AWAIT_WELCOME
-        return Hello(caps=self.caps, token=token)
+        return Hello(caps=self.caps, token=token, anon=self.anon)
 
     def after_welcome(self) -> list[ClientFrame]:
         """Frames to send once welcomed: resume every open stream, retry unanswered starts."""
@@ -443,6 +446,8 @@ class ClientSession:
         if isinstance(frame, Welcome):
             self.welcome = frame
             self.state = ClientState.READY
+            if frame.anon is not None:
+                self.anon = frame.anon
             self.batch = CAP_BATCH in self.caps and CAP_BATCH in frame.caps
             # ack well inside the server's window, or a small window would stall
             self.ack_every = max(1, min(self.ack_every, frame.limits.window // 4))

@@ -45,9 +45,9 @@ from ..protocol.frames import (
 )
 from ..protocol.resume import StreamInfo, decide_resume
 from ..protocol.session import ServerSession, TokenBucket
-from ..store.base import LogFull
+from ..store.base import DIVERGED, LogFull
 from . import eager
-from .agent import Principal
+from .agent import Principal, anonymous_principal
 from .attach import Attachment
 from .hub import UnknownAgent
 
@@ -275,12 +275,13 @@ class Connection:
                 await asyncio.sleep(wait)
 
     async def _hello(self, hello: Hello) -> None:
+        anon: str | None = None
         if self.info.principal is not None:
             self.principal = self.info.principal
         elif self.app.authenticate is not None:
             self.principal = await self.app.authenticate(hello, self.info)
         elif self.app.allow_anonymous:
-            self.principal = Principal("anonymous")
+            self.principal, anon = anonymous_principal(hello.anon)
         else:  # pragma: no cover - asgi() and router() refuse this configuration
             raise AuthError("no authentication configured")
         self.hub.ensure_started()
@@ -294,6 +295,7 @@ class Connection:
                     epoch=self.store.epoch,
                     limits=limits,
                     caps=[CAP_BATCH] if self._batch else [],
+                    anon=anon,
                 )
             )
         )
@@ -470,13 +472,22 @@ class Connection:
         att = self.atts.get(stream)
         if att is None:
             return
-        if head < 0:  # retention dropped the stream under this reader
+        if head < 0:  # retention dropped the stream, or the log lost events, under this reader
+            diverged = head == DIVERGED
             log.warning(
-                "stream dropped while attached conn=%s stream=%s seq=%d", self.id, stream, att.sent
+                "stream %s while attached conn=%s stream=%s seq=%d",
+                "diverged" if diverged else "dropped",
+                self.id,
+                stream,
+                att.sent,
             )
             # the session keeps the stream: acks already on their way stay legal
             self._detach(stream, release=True)
-            self._queue(encode(Gone(stream, "expired", "the stream was dropped by retention")))
+            if diverged:
+                gone = Gone(stream, "diverged", "the log lost events this client may have read")
+            else:
+                gone = Gone(stream, "expired", "the stream was dropped by retention")
+            self._queue(encode(gone))
         else:
             att.head_hint = head
             if head > att.sent:

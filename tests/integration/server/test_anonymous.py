@@ -15,7 +15,8 @@ import pytest
 
 from unbroken.errors import Forbidden
 from unbroken.protocol.codes import ErrorCode
-from unbroken.protocol.frames import Cancel
+from unbroken.protocol.frames import Cancel, Start, encode
+from unbroken.protocol.session import ClientSession
 from unbroken.server import Output, Request
 from unbroken.server.agent import anonymous_principal
 from unbroken.server.hub import Hub
@@ -23,7 +24,7 @@ from unbroken.store.base import StreamLog
 from unbroken.store.memory import MemoryStore
 
 from ..redis.conftest import REDIS, RedisServer
-from .wire import Wire
+from .wire import Wire, text_of
 
 Served = Any
 
@@ -99,34 +100,35 @@ def test_a_malformed_client_key_gets_a_fresh_one() -> None:
     assert k1 != k2 and p1.scope != p2.scope
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wire part pending (lead): the connection must build anonymous principals with "
-    "anonymous_principal(hello.anon) and send the key in welcome.anon; ClientSession must "
-    "echo it in every later hello (docs/security.md, 'Anonymous request ids')",
-)
 async def test_over_the_wire_two_anonymous_clients_same_req_different_streams(
     served: Served,
 ) -> None:
     kit, srv = await served()
-    first = await Wire.open(srv.url)
+    # the first client's start reaches the server; its answer is lost in a drop
+    cs = ClientSession()
+    first = await Wire.open(srv.url, session=cs)
+    cs.start("req-0001", "forever", "g")
+    await first.send_raw(encode(Start("req-0001", "forever", "g")).decode())
+    await kit.reached["g"].wait()
+    first.abort()
+    # a second anonymous client sends the same request id: a run and a stream of its own
     second = await Wire.open(srv.url)
-    a = await first.start("req-0001", "forever", "g")
     b = await second.start("req-0001", "forever", "g2")
-    assert a != b
+    assert kit.calls["req-0001"] == 2
+    # the first client comes back with its key: its retried start is its own stream
+    again = await Wire.open(srv.url, session=cs)  # after_welcome resends the start
+    await again.until(lambda _o: "req-0001" in again.started)
+    a = again.started["req-0001"]
+    assert a != b and kit.calls["req-0001"] == 2  # the agent ran once per client
     # the second client cannot cancel the first client's stream, even knowing its id
     await second.send(Cancel(a))
     await second.until(lambda _o: any(e.stream == a for e in second.errors))
     assert [e.code for e in second.errors if e.stream == a] == [ErrorCode.FORBIDDEN]
     assert (await kit.meta(a)).status == "running"  # type: ignore[union-attr]
-    # the first client, after a drop, retries its start: the same stream, one run
-    cs = first.cs
-    first.abort()
-    again = await Wire.open(srv.url, session=cs)  # after_welcome resends the start
-    await again.until(lambda _o: "req-0001" in again.started)
-    assert again.started["req-0001"] == a and kit.calls["req-0001"] == 2  # one run each
     kit.gates["g"].set()
     kit.gates["g2"].set()
+    assert text_of(await again.read_to_end(a)) == "started done"
+    assert text_of(await second.read_to_end(b)) == "started done"
     for w in (again, second):
         await w.close()
     await kit.wait_idle()
