@@ -118,7 +118,9 @@ def create_app(**options: Any) -> Unbroken:
     @app.agent("answer")
     async def answer(req: Request, out: Output) -> None:
         spec = AnswerSpec.from_input(req.input)
-        events = spec.generate().events
+        # generating a large answer takes a while (~0.4 s per 10 MB): not on the loop,
+        # which must keep sending heartbeats on the other connections
+        events = (await asyncio.to_thread(spec.generate)).events
         loop = asyncio.get_running_loop()
         t0, n, tick = loop.time(), len(events), 0.01
         burst = max(1, math.ceil(n * tick / spec.seconds)) if spec.seconds > 0 else 64

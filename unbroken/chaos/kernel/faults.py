@@ -1,7 +1,8 @@
 """Faults made by the kernel, in the router namespace between a client and a server.
 
-Drops are nft rules in the router's ``forward`` hook: the packets are lost on the path,
-as on a real network. (A drop in the sender's own ``output`` hook is not a silent path:
+Drops are nft rules in the router's ``forward`` hook (every packet, only TCP segments
+that carry data, or a random share): the packets are lost on the path, as on a real
+network. (A drop in the sender's own ``output`` hook is not a silent path:
 the kernel tells the sending socket, and TCP gets ``EPERM``.) Bandwidth is a ``tbf``
 qdisc on the router's egress interface; a reset is ``ss -K``, which aborts matching
 sockets in one namespace and sends the peer an RST.
@@ -9,10 +10,13 @@ sockets in one namespace and sends the peer an RST.
 Directions are named after the flow of the answer, as :meth:`FaultProxy.asymmetric
 <unbroken.chaos.FaultProxy.asymmetric>` names them:
 
-* ``upstream``: client → server (requests, acks, pings). Dropping it is a
-  **receive-only** failure for the server (it hears nothing, its sends still arrive);
-* ``downstream``: server → client (the answer). Dropping it is a **send-only** failure;
-* ``both``: a blackhole, nothing passes and nothing closes.
+* ``upstream``: client → server (requests, acks, pings). Losing it is a
+  **receive-only** failure for the server: it hears nothing while its sends still
+  arrive. That holds for :meth:`RouterFaults.drop_data`; a :meth:`RouterFaults.blackhole`
+  of one direction drops TCP's ACKs too, so the other direction stalls once a
+  congestion window is in flight (to the application, both directions go quiet);
+* ``downstream``: server → client (the answer). Losing it is a **send-only** failure;
+* ``both``: nothing passes and nothing closes.
 """
 
 from __future__ import annotations
