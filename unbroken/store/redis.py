@@ -468,7 +468,7 @@ class RedisStore:
                 pipe.get(self._epoch_key)
                 ok, ep = await pipe.execute()
             except rex.ResponseError as exc:
-                if "OOM" in str(exc):
+                if _out_of_memory(exc):
                     raise LogFull(self.retention.retry_after) from exc
                 raise
             if ep is None or ep.decode() != self._epoch:
@@ -521,7 +521,7 @@ class RedisStore:
                     ],
                 )
             except rex.ResponseError as exc:
-                if "OOM" in str(exc):
+                if _out_of_memory(exc):
                     raise LogFull(self.retention.retry_after) from exc
                 raise
             self._owned[stream] = token
@@ -592,7 +592,7 @@ class RedisStore:
         try:
             code, value = await self._retry(f"append stream={stream}", run)
         except rex.ResponseError as exc:
-            if "OOM" in str(exc):  # Redis at maxmemory (noeviction): the log is full
+            if _out_of_memory(exc):  # Redis at maxmemory (noeviction): the log is full
                 raise LogFull(self.retention.retry_after) from exc
             raise
         if code == 0:
@@ -1101,6 +1101,11 @@ class RedisStore:
         self._tasks = []
         with contextlib.suppress(Exception):
             await self._r.aclose()
+
+
+def _out_of_memory(exc: rex.ResponseError) -> bool:
+    """Redis refused a write at ``maxmemory`` (redis-py maps ``OOM`` to its own class)."""
+    return isinstance(exc, rex.OutOfMemoryError) or str(exc).startswith("OOM")
 
 
 def _items(entries: list[_Entry], first: int, last: int) -> tuple[bytes, int]:

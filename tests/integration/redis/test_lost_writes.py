@@ -21,7 +21,7 @@ from unbroken.protocol.events import Kind
 from unbroken.server import Output, Principal, Request
 from unbroken.server.hub import Hub
 from unbroken.server.producer import Producer
-from unbroken.store.base import Retention, StaleProducer, StreamMeta, StreamTooLarge
+from unbroken.store.base import LogFull, Retention, StaleProducer, StreamMeta, StreamTooLarge
 from unbroken.store.redis import RedisStore
 
 from .conftest import Node, RedisServer
@@ -82,7 +82,10 @@ async def test_redis_back_from_an_older_snapshot_ends_the_stream_and_readers_get
     finally:
         await on_a.__aexit__(None, None, None)
         await on_b.__aexit__(None, None, None)
-    print(f"gone on the producing node after {took_a:.2f}s, on the other after {took_b:.2f}s")
+    print(
+        f"gone({got_a.reason}) on the producing node after {took_a:.2f}s, "
+        f"gone({got_b.reason}) on the other after {took_b:.2f}s"
+    )
     # the connection says why: diverged (older servers said expired: the only reason
     # a connection could give for a stream dropped under it)
     for got in (got_a, got_b):
@@ -315,3 +318,29 @@ async def test_events_written_during_a_refused_append_are_dropped_with_it(
         assert list(await store.read_digests(c.stream))[-1] == meta.digest
     finally:
         await store.close()
+
+
+async def test_an_append_refused_by_a_full_redis_is_log_full(private_redis: RedisServer) -> None:
+    """Redis at ``maxmemory`` (``noeviction``) refuses writes with OOM: the producer gets
+    the same typed error as from a full memory log (the run ends ``failed: log_full``)."""
+    private_redis.start()
+    r = aioredis.Redis.from_url(private_redis.url)
+    store = RedisStore(private_redis.url, prefix=f"t{secrets.token_hex(4)}")
+    try:
+        c = await store.create("o", "full", 0.0)
+        used = int((await r.info("memory"))["used_memory"])
+        await r.config_set("maxmemory-policy", "noeviction")
+        await r.config_set("maxmemory", str(used + 512 * 1024))
+        p = Producer(store, c.stream, c.epoch, c.producer)
+        with pytest.raises(LogFull):
+            for i in range(10_000):  # ~2 MB at most: far over the room left
+                p.add_chunk(Kind.TEXT, "t", f"{i:08d} " * 20)
+                if p.pending >= 64:
+                    await p.flush()
+        assert isinstance(p.error, LogFull)
+        await r.config_set("maxmemory", "1")  # no room at all: a start is refused too
+        with pytest.raises(LogFull):  # (the connection answers overloaded, not internal)
+            await store.create("o", "next", 0.0)
+    finally:
+        await store.close()
+        await r.aclose()
