@@ -337,8 +337,9 @@ async def test_bad_input_is_answered_logged_and_harmless(env: Env, row: Row) -> 
 async def test_a_frame_over_the_websocket_layers_limit_closes_1009_and_is_logged(
     caplog_info: pytest.LogCaptureFixture,
 ) -> None:
-    """When uvicorn's ``ws_max_size`` (= max_frame, as ``unbroken serve`` sets it)
-    is the limit that fires, the close is still 1009 and still logged."""
+    """When uvicorn's ``ws_max_size`` (= max_frame, as ``unbroken.testing.serve`` sets
+    it; ``unbroken serve`` sets the smaller ``max_client_frame``) is the limit that
+    fires, the close is still 1009 and still logged."""
     kit = make_kit(max_frame=MAX_FRAME, max_chunk=16 * 1024, frame_cap=32 * 1024)
     async with serve(kit.app) as srv:
         healthy = await Wire.open(srv.url)
