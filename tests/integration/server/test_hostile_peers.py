@@ -291,3 +291,20 @@ async def test_a_frame_cannot_forge_a_log_line(
     assert any("FORGED" in m or "fake" in m for m in messages)  # logged, escaped
     assert all(m.isprintable() for m in messages if "FORGED" in m or "fake" in m)
     assert not any(m.startswith("INFO:") for m in messages)
+
+
+async def test_the_client_frame_limit_holds_through_a_fastapi_router() -> None:
+    """Mounted as a FastAPI router, the unbroken path moves the WebSocket layer's
+    limit too (Starlette passes the scope extension through)."""
+    from fastapi import FastAPI
+
+    kit = make_kit(max_client_frame=256 * 1024)
+    api = FastAPI(lifespan=kit.app.lifespan)
+    api.include_router(kit.app.router(), prefix="/r")
+    async with serve_hardened(api, path="/r/ws") as srv:
+        w = await Wire.open(srv.url)
+        big = "y" * (200 * 1024)
+        sid = await w.start("fits", "echo", big)
+        assert text_of(await w.read_to_end(sid)) == big
+        await w.send_raw('{"t":"ping","pad":"' + "x" * (256 * 1024) + '"}')
+        assert await w.expect_close() == CloseCode.TOO_BIG
