@@ -5,6 +5,8 @@
 * :mod:`.harness`: the pieces of a chaos run (server thread, wire tap, answering agent,
   stream recorder, log capture), reusable in your own tests;
 * :mod:`.runner`: one run of the matrix, measured and checked, and the matrix;
+* :mod:`.logscan`: what a run's logs must never hold (protocol-error closes, exceptions,
+  ERROR lines);
 * :mod:`.report`: ``report.html`` with charts and the regression check;
 * :mod:`.pytest_plugin`: pytest fixtures (``-p unbroken.scenarios.pytest_plugin``);
 * ``unbroken chaos run`` / ``unbroken chaos report`` (:mod:`.cli`).
