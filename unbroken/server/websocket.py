@@ -120,9 +120,10 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 def websocket_protocol(initial_max_size: int | None) -> type[UnbrokenWebSocketProtocol]:
-    """:class:`UnbrokenWebSocketProtocol` starting each connection at ``initial_max_size``."""
+    """:class:`UnbrokenWebSocketProtocol` starting each connection at ``initial_max_size``
+    (with a log flood limiter of its own: one per server)."""
     return type(
         "UnbrokenWebSocket",
         (UnbrokenWebSocketProtocol,),
-        {"initial_max_size": initial_max_size},
+        {"initial_max_size": initial_max_size, "flood": FloodFilter(burst=10, interval=10.0)},
     )
