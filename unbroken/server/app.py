@@ -10,11 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..protocol.codes import CloseCode
-from ..protocol.frames import DEFAULT_MAX_FRAME, Limits
+from ..protocol.frames import (
+    DEFAULT_MAX_CLIENT_FRAME,
+    DEFAULT_MAX_FRAME,
+    DEFAULT_MAX_HELLO_FRAME,
+    Limits,
+)
 from ..store.base import StreamLog
 from ..store.memory import MemoryStore
 from .agent import Agent, Principal
 from .connection import Authenticate, Connection
+from .guard import ConnectionGuard, ConnectionLimits
 from .hub import Hub
 
 if TYPE_CHECKING:
@@ -44,6 +50,16 @@ class Unbroken:
     between two ``events`` frames of a connection, while tokens trickle in
     fast (0: every token at once); the first token after a quiet spell is
     never held back, so a paced model's tokens go out as they come.
+
+    Hostile peers (docs/security.md): ``max_client_frame`` is the largest frame
+    a client may send once its ``hello`` is accepted (default 1 MiB, at most
+    ``max_frame``; told to the client in ``welcome.limits``), ``max_hello_frame``
+    the largest before that (64 KiB); ``connection_limits`` caps connections
+    (:class:`~unbroken.server.guard.ConnectionLimits`: a handshake deadline, a
+    cap on open connections, an optional per-IP cap), enforced below HTTP when
+    served by ``unbroken serve``. ``health_detail`` adds the epoch and counts to
+    ``/healthz`` (off: it answers anyone); ``expose_agent_names`` lists the
+    agents in an ``unknown_agent`` error (off: it tells a prober what exists).
     ``peer_silence`` (default ``3 * heartbeat + 0.3``): a connection with a
     stream stalled on a full flow window that hears nothing from its client for
     that long is closed with 4004 (the client's frames are being lost).
@@ -78,11 +94,18 @@ class Unbroken:
         max_outbox: int = 1024 * 1024,
         sweep_every: float = 1.0,
         coalesce: float = 0.001,
+        max_client_frame: int = DEFAULT_MAX_CLIENT_FRAME,
+        max_hello_frame: int = DEFAULT_MAX_HELLO_FRAME,
+        connection_limits: ConnectionLimits | None = None,
+        health_detail: bool = False,
+        expose_agent_names: bool = False,
     ) -> None:
         if heartbeat <= 0 or window <= 0 or frame_cap <= 0:
             raise ConfigError("heartbeat, window and frame_cap must be positive")
         if max_chunk * 2 + 1024 > max_frame or frame_cap > max_frame:
             raise ConfigError("max_chunk and frame_cap must fit well inside max_frame")
+        if max_client_frame < 1024 or max_hello_frame < 1024:
+            raise ConfigError("max_client_frame and max_hello_frame must be at least 1 KiB")
         self.store: StreamLog = store if store is not None else MemoryStore()
         self.authenticate = authenticate
         self.allow_anonymous = allow_anonymous
@@ -93,7 +116,20 @@ class Unbroken:
             window=window,
             max_streams=max_streams_per_connection,
             max_chunk=max_chunk,
+            max_client_frame=min(max_client_frame, max_frame),
         )
+        #: largest client frame after ``hello`` / before it (bytes)
+        self.max_client_frame = self.limits.max_client_frame
+        self.max_hello_frame = min(max_hello_frame, self.max_client_frame)
+        self.connection_limits = (
+            connection_limits if connection_limits is not None else ConnectionLimits()
+        )
+        #: WebSocket sessions at once (the guard caps sockets below this, when it runs)
+        self.max_connections = self.connection_limits.resolved_max_connections()
+        #: set by :func:`unbroken.server.serving.uvicorn_config` (``unbroken serve``)
+        self.guard: ConnectionGuard | None = None
+        self.health_detail = health_detail
+        self.expose_agent_names = expose_agent_names
         self.frame_cap = frame_cap
         self.coalesce = coalesce
         self.start_rate = start_rate
