@@ -724,6 +724,9 @@ async def _stream_all(run: _Run) -> None:
             run.notes.append(f"timed out after {budget:.0f} s waiting for the streams")
             raise
         finally:
+            run.throttled_at_end = bool(run.throttle) and all(
+                h.proxy.get_toxic(t.name) is t for t in run.throttle
+            )
             if driver is not None and not driver.done():
                 if spec.scenario in ("TC5",):
                     try:
@@ -739,9 +742,6 @@ async def _stream_all(run: _Run) -> None:
                     run.notes.append(f"fault driver failed: {exc!r}")
             if byte_cut is not None:
                 byte_cut.cancel()
-        run.throttled_at_end = bool(run.throttle) and all(
-            h.proxy.get_toxic(t.name) is t for t in run.throttle
-        )
         await run.snapshot_done()
         if run.faulty and _gives_up(spec):
             await _resume_with_new_client(run)
