@@ -3,7 +3,7 @@
 Found by the ``throttled`` condition (full tier, TC1 large mid throttled blackhole: 97 s,
 89 reconnections, never complete): after a resume the server coalesces the backlog into
 one ``events`` frame of up to ``frame_cap`` (256 KB). On a link of ~100 KB/s that frame
-takes longer to arrive than the client's silence limit (~1.3 s at the suite's heartbeat):
+takes longer to arrive than the client's silence limit (about a second here):
 the client hears no *complete* frame, declares the link dead (4004 "no frame for …"),
 resumes from the same seq, gets the same frame, and so on for ever. Bytes arriving are
 proof of life too; or the server must not send one frame that a slow link cannot carry
