@@ -155,7 +155,7 @@ CONDITIONS: Final[dict[str, Condition]] = {
         Condition(
             "receive_only",
             "receive-only failure",
-            "the client's frames (acks, pings) are silently dropped for 3 s (quick) or 5 s "
+            "the client's frames (acks, pings) are silently dropped for 4 s (quick) or 5 s "
             "(full) while the answer still flows, new connections included; unbroken must "
             "find the failure itself before the direction comes back (a stream stalls once "
             "the server's flow window is full of unacked bytes); then connections still "
@@ -620,7 +620,7 @@ class Profile:
     tc8_seconds: float
     tc9_streams: int
     tc9_per_client: int
-    receive_only: float = 3.0
+    receive_only: float = 4.0
     """How long a receive-only failure lasts (longer than it may take to find it)."""
     long_outage: float = 30.0
     """How long a long silent outage lasts."""
@@ -629,7 +629,7 @@ class Profile:
 
 
 PROFILES: Final[dict[str, Profile]] = {
-    "quick": Profile("quick", 0.6, 0.5, 0.5, 0.4, 0.2, 0.4, 1.5, 100, 5, 3.0, 30.0, 0.5),
+    "quick": Profile("quick", 0.6, 0.5, 0.5, 0.4, 0.2, 0.4, 1.5, 100, 5, 4.0, 30.0, 0.5),
     "full": Profile("full", 1.0, 1.0, 1.0, 0.8, 0.3, 0.5, 2.5, 1000, 10, 5.0, 30.0, 0.5),
 }
 
