@@ -104,6 +104,15 @@ class StreamFailed(UnbrokenError):
         self.error = error
 
 
+class RequestTimeout(UnbrokenError):
+    """The server took ``timeout`` seconds without answering a start or resume while
+    the link was alive (it answers pings): it is stuck. Try again, or elsewhere."""
+
+    def __init__(self, what: str, timeout: float) -> None:
+        super().__init__(f"no answer to {what} within {timeout:.1f}s; the server is stuck")
+        self.timeout = timeout
+
+
 class ConfigError(UnbrokenError):
     """A setting or argument is invalid."""
 

@@ -23,10 +23,6 @@ from unbroken.scenarios.harness import ChaosHarness
 BOUND = 10.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="livelock: a resumed backlog frame slower than the silence limit (see module doc)",
-)
 @pytest.mark.timeout(60)
 async def test_a_resume_over_a_slow_link_completes() -> None:
     answer = StreamingResponseSimulator(seed=3).text_answer(250_000, 48)

@@ -42,6 +42,7 @@ def test_every_error_is_an_unbroken_error() -> None:
         "Overloaded",
         "ProtocolError",
         "ReconnectExhausted",
+        "RequestTimeout",
         "StreamFailed",
         "StreamGone",
         "Forbidden",

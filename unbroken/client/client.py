@@ -29,6 +29,7 @@ from ..errors import (
     Overloaded,
     ProtocolError,
     ReconnectExhausted,
+    RequestTimeout,
     StreamFailed,
     StreamGone,
     UnbrokenError,
@@ -119,6 +120,26 @@ def default_should_retry(exc: BaseException) -> bool:
         status = exc.response.status_code
         return status not in (401, 403, 404) and not (400 <= status < 500 and status != 429)
     return isinstance(exc, OSError | TimeoutError | InvalidHandshake | ConnectionClosed)
+
+
+class _Connection(ClientConnection):
+    """A WebSocket connection that reports every read from the socket: bytes of a
+    frame still arriving (a large frame on a slow link) are proof of life too."""
+
+    on_bytes: Callable[[int], None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.on_bytes is not None:
+            self.on_bytes(len(data))
+        super().data_received(data)
+
+
+#: bytes that make the link "busy" (a late pong is queued behind data, not lost);
+#: far more than heartbeats, which is all a stalled server sends
+_BULK = 4096
+
+#: close codes this client sends when the server's frame is unacceptable
+_REFUSED_BY_US = (1007, CloseCode.TOO_BIG)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +275,9 @@ class Client:
     ``open_timeout`` bounds one connection attempt (TCP, upgrade and
     ``welcome``); a fresh attempt starts every ``attempt_stagger`` seconds while
     earlier ones are pending (the first to succeed wins), and no attempt runs
-    past the policy's ``deadline``.
+    past the policy's ``deadline``. :meth:`start` and :meth:`resume` raise
+    :class:`~unbroken.errors.RequestTimeout` when the server has not answered
+    within ``request_timeout`` seconds.
     """
 
     def __init__(
@@ -266,9 +289,10 @@ class Client:
         should_retry: RetryHook | None = None,
         on_event: Callable[[ConnectionEvent], None] | None = None,
         silence_factor: float = 3.0,
-        ping_every: float = 1.0,
+        ping_every: float = 0.75,
         open_timeout: float = 3.0,
         attempt_stagger: float = 0.5,
+        request_timeout: float = 30.0,
         max_frame: int = DEFAULT_MAX_FRAME,
         seed: int | None = None,
     ) -> None:
@@ -283,6 +307,7 @@ class Client:
         self.ping_every = ping_every
         self.open_timeout = open_timeout
         self.attempt_stagger = attempt_stagger
+        self.request_timeout = request_timeout
         self.max_frame = max_frame
         self._rng = random.Random(seed)
         self._session = ClientSession(max_frame=max_frame, caps=(CAP_BATCH,))
@@ -307,6 +332,8 @@ class Client:
         self._ping_sent: dict[int, tuple[float, float]] = {}  # n -> (sent at, lag then)
         self._ping_n = 0
         self._last_ping_at = 0.0
+        self._last_bulk = 0.0  # when the last _BULK bytes finished arriving
+        self._lag_at_bulk = 0.0
         self._progressed = False
         self.backoff: Backoff | None = None
         self.history: list[ConnectionEvent] = []
@@ -352,7 +379,7 @@ class Client:
         frame = self._session.start(req, agent, input)
         if frame is not None:
             await self._send_frame(frame)
-        await asyncio.shield(st._started)
+        await self._answered(st, "start")
         return st
 
     async def resume(self, cursor: Cursor) -> Stream:
@@ -367,8 +394,20 @@ class Client:
         frame = self._session.adopt(req, cursor)
         if frame is not None:
             await self._send_frame(frame)
-        await asyncio.shield(st._started)
+        await self._answered(st, "resume")
         return st
+
+    async def _answered(self, st: Stream, what: str) -> None:
+        """Wait for the answer to a start or resume, at most ``request_timeout``."""
+        try:
+            await asyncio.wait_for(asyncio.shield(st._started), self.request_timeout)
+        except TimeoutError:
+            error = RequestTimeout(
+                f"{what} of {st.agent or st.id or st.req!r}", self.request_timeout
+            )
+            self._session.forget(st.req)
+            st._finish(error)
+            raise error from None
 
     def connection_events(self) -> AsyncIterator[ConnectionEvent]:
         """Async iterator over connection events from now on."""
@@ -519,6 +558,7 @@ class Client:
                 max_size=self.max_frame,
                 compression=None,
                 max_queue=64,
+                create_connection=_Connection,
             )
 
         pending: set[asyncio.Task[ClientConnection]] = set()
@@ -561,6 +601,22 @@ class Client:
         ws = await self._open(url, timeout)
         opened_by = t0 + timeout
         self._ws = ws
+
+        bulk = 0  # bytes heard since _last_bulk moved
+
+        def heard(n: int) -> None:
+            nonlocal bulk
+            now = loop.time()
+            self._last_recv, self._lag_at_recv = now, self._lag
+            bulk += n
+            if bulk >= _BULK:
+                # the link is busy carrying data: a pong is late because it queues
+                # behind it (TCP is in order), not because our ping was lost
+                bulk = 0
+                self._last_bulk, self._lag_at_bulk = now, self._lag
+
+        if isinstance(ws, _Connection):
+            ws.on_bytes = heard
         self._ping_sent.clear()
         self._hb_seen = False
         watchdog: asyncio.TimerHandle | None = None
@@ -605,7 +661,6 @@ class Client:
                 return
             if (
                 self.ping_every
-                and not self._ping_sent
                 and now - self._last_ping_at >= self.ping_every
                 and self._expecting_frames()
             ):
@@ -625,7 +680,7 @@ class Client:
             self._last_recv, self._lag_at_recv = loop.time(), self._lag
             self._rtt_sample(loop.time() - t0)
             # clamped: a server's parameter must not switch silence detection off
-            self._heartbeat = min(max(out.welcome.heartbeat_ms / 1000, 0.05), 30.0)
+            self._heartbeat = min(max(out.welcome.heartbeat_ms / 1000, 0.05), 10.0)
             self._ready.set()
             self._emit("connected", url=url)
             if self._first is not None and not self._first.done():
@@ -654,7 +709,14 @@ class Client:
         except ConnectionClosed as exc:
             if dead:
                 raise ConnectionLost(dead[0], CloseCode.HEARTBEAT_TIMEOUT) from None
-            rcvd = exc.rcvd
+            rcvd, sent = exc.rcvd, exc.sent
+            if rcvd is None and sent is not None and sent.code in _REFUSED_BY_US:
+                # this client closed: the server sent a frame over max_frame (1009) or
+                # not UTF-8 (1007). Reconnecting would only get it again.
+                raise ProtocolError(
+                    f"the server sent a frame this client refused (close {sent.code}: "
+                    f"{sent.reason or CLOSE_CODE_MEANING.get(sent.code, '')})"
+                ) from None
             code = rcvd.code if rcvd is not None else None
             reason = rcvd.reason if rcvd is not None else "connection dropped"
             raise ConnectionLost(reason or "connection closed", code) from None
@@ -687,6 +749,8 @@ class Client:
         if not self._ping_sent:
             return 0.0
         sent, lag = self._ping_sent[min(self._ping_sent)]
+        if self._last_bulk > sent:  # data was still arriving ahead of the pong
+            sent, lag = self._last_bulk, self._lag_at_bulk
         return now - sent - (self._lag - lag)
 
     def _expecting_frames(self) -> bool:
@@ -701,6 +765,12 @@ class Client:
             return
         self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
         self._srtt = 0.875 * self._srtt + 0.125 * rtt
+
+    @property
+    def silence_limit(self) -> float:
+        """Seconds of silence (or of an unanswered ping) after which the link is
+        declared dead, as things stand (it follows the measured round trips)."""
+        return self._silence_limit()
 
     def _silence_limit(self) -> float:
         """Silence that means dead: ``silence_factor`` heartbeats plus the RTO
@@ -723,8 +793,13 @@ class Client:
             if st is None:
                 return True
             digest = out.digest.hex()
-            for ev in out.events:
-                st._push(st.result.apply(ev, digest), ev)
+            try:
+                for ev in out.events:
+                    st._push(st.result.apply(ev, digest), ev)
+            except Exception as exc:  # this stream's content, never the connection's
+                log.error("stream %s: event not applicable: %r", out.stream, exc)
+                st._finish(ProtocolError(f"stream {out.stream}: {type(exc).__name__}: {exc}"))
+                return True
             if not st.done:
                 st._queue.put_nowait(_FrameMark(out.events[-1].seq, out.digest))
             return True

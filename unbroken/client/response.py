@@ -159,15 +159,16 @@ class Answer:
             self._part(ev.part, "data").chunks.append(ev.body)
             return DataChunk(ev.seq, ev.part, ev.body)
         if k is Kind.PART_START:
-            schema = json.loads(ev.schema) if ev.schema else None
+            schema, bad = _schema_of(ev.schema)
             pr = PartResult(ev.part, ev.part_kind, ev.mime, schema)
+            pr.error = bad  # a bad schema fails this part, never the client
             self.parts[ev.part] = pr
             self.order.append(ev.part)
             return PartStarted(ev.seq, ev.part, ev.part_kind, ev.mime, schema)
         if k is Kind.PART_END:
             pr = self._part(ev.part, "")
             pr.ended = True
-            pr.error = ev.error or _client_check(pr)
+            pr.error = ev.error or pr.error or _client_check(pr)
             return PartEnded(ev.seq, ev.part, pr.error, pr)
         self.status, self.error, self.digest = ev.status, ev.error, digest_hex
         return StreamEnded(ev.seq, ev.status, ev.error, digest_hex)
@@ -180,19 +181,41 @@ class Answer:
         return pr
 
 
+def _schema_of(text: str) -> tuple[Any, str]:
+    """A part's JSON Schema and, when it cannot be used, why (the part fails)."""
+    if not text:
+        return None, ""
+    try:
+        schema = json.loads(text)
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except (ValueError, RecursionError) as exc:
+        return None, f"schema is not JSON: {_first_line(exc)}"
+    except jsonschema.SchemaError as exc:
+        return None, f"invalid schema: {exc.message}"
+    return schema, ""
+
+
 def _client_check(pr: PartResult) -> str:
+    """Why a JSON part's text is not what it must be ("" when it is): the error fails
+    this part, never the stream or the client (bad JSON, 100k-deep nesting)."""
     if pr.kind != "json":
         return ""
     try:
         value = json.loads(pr.text)
-    except ValueError as exc:
-        return f"invalid JSON: {exc}"
+    except (ValueError, RecursionError) as exc:
+        return f"invalid JSON: {_first_line(exc)}"
     if pr.schema:
         try:
             jsonschema.validate(value, pr.schema)
         except jsonschema.ValidationError as exc:
             return f"schema validation failed: {exc.message}"
+        except (jsonschema.SchemaError, RecursionError) as exc:
+            return f"schema validation failed: {_first_line(exc)}"
     return ""
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
 
 # ------------------------------------------------------------------ partial JSON
