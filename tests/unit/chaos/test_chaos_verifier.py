@@ -234,3 +234,18 @@ async def test_buffer_integrity_needs_a_log() -> None:
 
     with pytest.raises(ConfigError):
         await StateVerifier().buffer_integrity_verdict("s")
+
+
+async def test_buffer_integrity_of_a_live_log_that_grew_between_its_two_reads() -> None:
+    # a live Redis stream: the events are read, then the digests, and the agent
+    # appended in between: the verifier judges what both reads saw
+    events = _log_answer().expected_events()
+    digests = chain("st", "ep", events)
+    grew = DigestDictLog("ep", events[:-6], digests)
+    assert await StateVerifier(grew).verify_buffer_integrity("st") is True
+    # once the stream ended, every event must have its digest, no more, no fewer
+    ended = DigestDictLog("ep", events, [*digests, digests[-1]])
+    verdict = await StateVerifier(ended).buffer_integrity_verdict("st")
+    assert verdict.problem is Problem.DIGEST_MISMATCH
+    shrank = DigestDictLog("ep", events[:-6], digests[:-8])
+    assert await StateVerifier(shrank).verify_buffer_integrity("st") is False
