@@ -103,7 +103,7 @@ def unbroken_server(target: str, *extra: str) -> Iterator[tuple[int, psutil.Proc
     """``unbroken serve TARGET`` in a child process on a free loopback port."""
     port = free_port()
     cmd = [str(Path(PYTHON).parent / "unbroken"), "serve", target, "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--log-level", "warning", *extra]
+    cmd += ["--port", str(port), "--log-level", "warning", "--health-detail", *extra]
     with _child(cmd) as proc:
         wait_http(port)
         yield port, psutil.Process(proc.pid)

@@ -82,6 +82,9 @@ def build_app() -> Any:
         allow_anonymous=True,
         start_rate=1e6,
         start_burst=1_000_000,
+        request_rate=1e9,  # the load generator's connections ask as fast as they can
+        request_burst=1_000_000_000,
+        health_detail=True,
         max_streams_per_connection=100_000,
     )
     gate = asyncio.Event()

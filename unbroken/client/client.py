@@ -374,6 +374,15 @@ class Client:
         """
         self._check_usable()
         req = req or secrets.token_urlsafe(12)
+        welcome = self._session.welcome
+        if welcome is not None:  # the server said how big a frame it takes
+            size = len(encode(Start(req, agent, input)))
+            if size > welcome.limits.max_client_frame:
+                raise RequestRefused(
+                    "too_big",
+                    f"the start frame is {size} bytes; this server takes at most "
+                    f"{welcome.limits.max_client_frame} (send less input, or a reference to it)",
+                )
         st = Stream(self, req, agent)
         self._streams[req] = st
         frame = self._session.start(req, agent, input)

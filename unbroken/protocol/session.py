@@ -50,6 +50,8 @@ from .frames import (
     decode_client,
     decode_server,
     events_of,
+    excerpt,
+    peek_type,
 )
 
 
@@ -88,12 +90,15 @@ class ServerSession:
         self,
         *,
         max_frame: int = DEFAULT_MAX_FRAME,
+        max_hello_frame: int | None = None,
         max_streams: int = 1000,
         start_rate: float = 100.0,
         start_burst: int = 200,
     ) -> None:
         self.state = ServerState.AWAIT_HELLO
         self.max_frame = max_frame
+        #: the limit before ``hello`` is accepted (a peer not yet authenticated)
+        self.max_hello_frame = max_frame if max_hello_frame is None else max_hello_frame
         self.max_streams = max_streams
         self.streams: dict[str, int] = {}  # attached stream -> highest ack
         #: streams no longer attached (their end was sent, or retention dropped them)
@@ -108,16 +113,21 @@ class ServerSession:
         """Decode and check one frame; raises :class:`ProtocolError` to close."""
         if self.state is ServerState.CLOSED:
             raise ProtocolError("connection is closed", CloseCode.BAD_FRAME)
-        frame = decode_client(data, self.max_frame)
         if self.state is ServerState.AWAIT_HELLO:
-            if not isinstance(frame, Hello):
+            # its type first, its body only if it is a hello: a peer not yet
+            # authenticated cannot make the server build a large body
+            kind = peek_type(data, self.max_hello_frame)
+            if kind != "hello":
                 raise ProtocolError(
-                    f"first frame must be hello, got {type(frame).__name__.lower()}",
+                    f"first frame must be hello, got '{excerpt(kind, 40)}'",
                     CloseCode.AUTH_REQUIRED,
                 )
+            frame = decode_client(data, self.max_hello_frame)
+            assert isinstance(frame, Hello)
             self.hello = frame
             self.state = ServerState.READY
             return frame
+        frame = decode_client(data, self.max_frame)
         if isinstance(frame, Hello):
             raise ProtocolError("hello sent twice", CloseCode.BAD_FRAME)
         return frame

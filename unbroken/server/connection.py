@@ -98,6 +98,7 @@ _PEER_CLOSE: dict[int, str] = {
     1005: "peer closed (no status)",
     1006: "connection lost (no close frame)",
     CloseCode.TOO_BIG: "frame over the size limit (closed by the WebSocket layer)",
+    1007: "invalid UTF-8 (closed by the WebSocket layer)",
     CloseCode.SERVICE_RESTART: "server restarting (closed by the ASGI server)",
 }
 
@@ -113,7 +114,8 @@ class Connection:
         self.info = info
         self.id = secrets.token_urlsafe(6)
         self.session = ServerSession(
-            max_frame=app.limits.max_frame,
+            max_frame=app.max_client_frame,
+            max_hello_frame=app.max_hello_frame,
             max_streams=app.limits.max_streams,
             start_rate=app.start_rate,
             start_burst=app.start_burst,
@@ -375,7 +377,10 @@ class Connection:
         try:
             created = await self.hub.start(self.principal, frame.req, frame.agent, frame.input)
         except UnknownAgent as exc:
-            self._error(ErrorCode.UNKNOWN_AGENT, str(exc), req=frame.req)
+            message = str(exc)
+            if self.app.expose_agent_names:  # off by default: it tells a prober what exists
+                message += f"; known: {', '.join(sorted(exc.known))}"
+            self._error(ErrorCode.UNKNOWN_AGENT, message, req=frame.req)
             return
         except LogFull as exc:
             log.warning("start refused, log full conn=%s req=%s", self.id, frame.req)

@@ -20,7 +20,12 @@ log = logging.getLogger(__name__)
 
 
 class UnknownAgent(UnbrokenError):
-    """No agent is registered under that name."""
+    """No agent is registered under that name; ``known`` lists those that are (the
+    connection shows them to clients only with ``expose_agent_names``)."""
+
+    def __init__(self, agent: str, known: list[str]) -> None:
+        super().__init__(f"no agent named {agent!r}")
+        self.known = known
 
 
 @dataclass(slots=True)
@@ -89,7 +94,7 @@ class Hub:
         Raises :class:`UnknownAgent` and :class:`~unbroken.store.base.LogFull`.
         """
         if agent not in self.agents:
-            raise UnknownAgent(f"no agent named {agent!r}; known: {sorted(self.agents)}")
+            raise UnknownAgent(agent, sorted(self.agents))
         created = await self.store.create(principal.id, req, self.clock(), principal.scope)
         if not created.created:
             log.info("start repeated stream=%s req=%s", created.stream, req)

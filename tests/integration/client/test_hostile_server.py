@@ -147,3 +147,21 @@ async def test_an_oversized_frame_from_the_server_is_a_protocol_error_not_a_retr
             with pytest.raises(ProtocolError, match="1009"):
                 await asyncio.wait_for(st.wait(), 10)
     assert attempts == 1  # raised at once, never retried
+
+
+async def test_a_start_over_the_servers_client_frame_limit_is_refused_before_sending() -> None:
+    from unbroken.client import RequestRefused
+    from unbroken.server import Unbroken
+    from unbroken.testing import serve as serve_app
+
+    app = Unbroken(allow_anonymous=True, max_client_frame=64 * 1024)
+
+    @app.agent("echo")
+    async def echo(req, out):  # type: ignore[no-untyped-def]
+        await out.text(str(len(req.input)))
+
+    async with serve_app(app) as srv, Client(srv.url) as client:
+        with pytest.raises(RequestRefused, match="too_big"):
+            await client.start("echo", "x" * 100_000)
+        st = await client.start("echo", "x" * 1000)  # the connection is unharmed
+        assert (await st.wait()).text == "1000"

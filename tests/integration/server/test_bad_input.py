@@ -136,8 +136,9 @@ async def a_duplicate_key(env: Env) -> None:
 async def a_forged_log_line_in_the_first_frame(env: Env) -> None:
     w = await env.conn(hello=False)
     await w.send_raw('{"t":"q\\nINFO: hello conn=FORGED principal=root"}')
-    assert await w.expect_close() == CloseCode.BAD_FRAME
-    assert env.logged("protocol error", "code=4000", "'q\\nINFO: hello conn=FORGED")
+    # its type is read first: not a hello, so 4001, whatever the rest holds
+    assert await w.expect_close() == CloseCode.AUTH_REQUIRED
+    assert env.logged("protocol error", "code=4001", "'q\\nINFO: hello conn=FORGED")
     records = [r.getMessage() for r in env.caplog.records]
     assert all("\n" not in m for m in records if "FORGED" in m)
 

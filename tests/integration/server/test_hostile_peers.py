@@ -218,9 +218,11 @@ async def test_invalid_utf8_closes_1007_without_a_traceback(
         await stream_one(srv)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not [r for r in caplog.records if r.exc_info]
-    lines = [r for r in caplog.records if "invalid UTF-8" in r.getMessage()]
+    lines = [r for r in caplog.records if "invalid UTF-8 in a text" in r.getMessage()]
     assert len(lines) == 3
     assert all(r.levelno == logging.WARNING for r in lines)
+    closes = [m for r in caplog.records if "close conn=" in (m := r.getMessage())]
+    assert sum("code=1007 reason=invalid UTF-8" in m for m in closes) == 3
 
 
 @pytest.mark.parametrize("detail", [False, True])
@@ -244,11 +246,6 @@ async def expect_unknown_agent(srv: Hardened) -> str:
     return w.errors[0].message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs hub.py (UnknownAgent without the list) and connection.py (list only when "
-    "app.expose_agent_names): see the issue 13 report",
-)
 async def test_unknown_agent_does_not_list_the_agents_by_default() -> None:
     kit = make_kit()
     async with serve_hardened(kit.app) as srv:
