@@ -686,6 +686,24 @@ class Connection:
             )
             self._kill(CloseCode.GOING_AWAY, "send timeout")
             return
+        blocked = 4 * self.app.peer_silence
+        if (
+            self._send_started
+            and now - self._send_started > blocked
+            and now - self._last_recv > blocked
+        ):
+            # stuck in a send and deaf too: a live client pings while its stream is
+            # live, so this is a dead link (a peer gone with our bytes unsent, its
+            # FIN unseen behind them), not a slow reader: no need to wait send_timeout
+            log.warning(
+                "peer gone conn=%s send blocked %.1fs, nothing heard for %.1fs; "
+                "dropping the connection",
+                self.id,
+                now - self._send_started,
+                now - self._last_recv,
+            )
+            self._kill(CloseCode.GOING_AWAY, "peer gone: send blocked and nothing heard")
+            return
         if self._window_full() and not self._send_started:
             # a stream waits for an ack: a client that hears us answers every hb
             # (and acks as it reads), so silence now means its frames are lost

@@ -71,3 +71,17 @@ async def test_a_full_window_is_not_silence_while_the_client_answers(
     assert end_of(await w.read_to_end(sid, limit=30)).status == "completed"
     assert not any("peer silent" in r.getMessage() for r in caplog_info.records)
     await w.close()
+
+
+async def test_a_blocked_send_with_nothing_heard_is_dropped_before_send_timeout(
+    served: Served, caplog_info: pytest.LogCaptureFixture
+) -> None:
+    # a peer that neither reads nor sends (gone, its FIN unseen behind our unsent
+    # bytes): dropped after 4 x peer_silence, not after the 60 s send_timeout
+    kit, srv = await served(heartbeat=0.1, send_timeout=60, peer_silence=0.25, window=256 << 20)
+    w = await Wire.open(srv.url)
+    sid = await w.start("r1", "big", {"chunks": 40_000})  # 40 MB, never read
+    await kit.wait_no_connections(limit=20)
+    assert any("peer gone conn=" in r.getMessage() for r in caplog_info.records)
+    assert (await kit.wait_ended(sid, limit=20)).status == "completed"
+    w.abort()
