@@ -106,6 +106,7 @@ FATAL_CLOSE: dict[int, type[UnbrokenError]] = {
     CloseCode.UNSUPPORTED_VERSION: ProtocolError,
     CloseCode.BAD_FRAME: ProtocolError,
     CloseCode.TOO_BIG: ProtocolError,
+    CloseCode.INVALID_DATA: ProtocolError,
 }
 
 
@@ -139,7 +140,7 @@ class _Connection(ClientConnection):
 _BULK = 4096
 
 #: close codes this client sends when the server's frame is unacceptable
-_REFUSED_BY_US = (1007, CloseCode.TOO_BIG)
+_REFUSED_BY_US = (CloseCode.INVALID_DATA, CloseCode.TOO_BIG)
 
 
 @dataclass(frozen=True, slots=True)

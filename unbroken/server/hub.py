@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Forbidden, LogDiverged, UnbrokenError
+from ..protocol.frames import excerpt
 from ..store.base import Created, LogFull, StaleProducer, StreamLog, StreamTooLarge
 from .agent import Agent, Output, Principal, Request
 from .producer import Producer
@@ -165,7 +166,7 @@ class Hub:
                 "agent failed stream=%s agent=%s error=%s",
                 run.stream,
                 run.agent,
-                ascii(error)[1:-1] if not error.isprintable() else error,
+                excerpt(error),
                 exc_info=exc,
             )
             status = "failed"
