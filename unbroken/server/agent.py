@@ -222,6 +222,8 @@ class Output:
             if event.part_kind not in _CHUNK_KIND:
                 raise PartError(f"part kind must be text, json or data, not {event.part_kind!r}")
             _check_mime(event.mime)
+            if event.schema:  # clients parse it: a bad one must not reach them
+                _check_schema_text(event.schema)
         elif event.kind is Kind.PART_END:
             if part not in self._open:
                 raise PartError(f"part {part!r} is not open")
@@ -288,6 +290,17 @@ def _check_mime(mime: str) -> None:
     """Refuse a mime type no reader would accept (docs/protocol.md: no NUL, ≤ 4096)."""
     if "\x00" in mime or len(mime) > MAX_ERROR:
         raise PartError("a mime type must hold no NUL and at most 4096 characters")
+
+
+def _check_schema_text(text: str) -> None:
+    """Raise :class:`PartError` unless ``text`` is a JSON Schema (as JSON)."""
+    try:
+        schema = json.loads(text)
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except (ValueError, RecursionError) as exc:
+        raise PartError(f"the part's schema is not JSON: {exc}") from None
+    except jsonschema.SchemaError as exc:
+        raise PartError(f"the part's schema is not a valid JSON Schema: {exc.message}") from None
 
 
 def _check_json(text: str, schema: Mapping[str, Any] | None) -> str:

@@ -167,7 +167,10 @@ def make_kit(**kw: Any) -> Kit:
 
     @app.agent("emit")
     async def emit(req: Request, out: Output) -> None:
-        """Replays prepared events; ``input="bad"`` adds a data chunk to a text part."""
+        """Replays prepared events; ``input="bad"`` adds a data chunk to a text part,
+        ``input="bad-schema"`` a JSON part whose schema is not JSON."""
+        if req.input == "bad-schema":
+            await out.emit(Event(0, Kind.PART_START, part="j", part_kind="json", schema="{no"))
         await out.emit(Event(0, Kind.PART_START, part="t", part_kind="text", mime="text/plain"))
         await out.emit(Event(0, Kind.TEXT, part="t", body="replayed"))
         if req.input == "bad":

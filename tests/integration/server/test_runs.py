@@ -286,6 +286,12 @@ async def test_emit_replays_prepared_events_and_refuses_a_chunk_of_the_wrong_kin
     assert_exact(events)  # the client could decode and verify it: nothing wrong was sent
     end = end_of(events)
     assert end.status == "failed" and "PartError" in end.error and "data chunk" in end.error
+    # a schema clients could not parse never reaches them
+    bad = await w.start("bad-schema", "emit", "bad-schema")
+    events = await w.read_to_end(bad)
+    assert [e for e in events if e.kind == Kind.PART_START] == []
+    end = end_of(events)
+    assert end.status == "failed" and "schema is not JSON" in end.error
     await w.close()
 
 
