@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
+from unbroken.chaos.kernel import kernel_skip_reason
 from unbroken.errors import ConfigError
 from unbroken.scenarios.catalog import (
     CONDITIONS,
     FAULTS,
+    KERNEL_CONDITIONS,
+    PROFILES,
     QUICK_SAMPLE,
     SCENARIOS,
     SEED_CONDITIONS,
@@ -20,7 +25,7 @@ from unbroken.scenarios.catalog import (
     quick_matrix,
     select,
 )
-from unbroken.scenarios.runner import answers_for, layout
+from unbroken.scenarios.runner import answers_for, layout, run_one
 
 
 def test_the_catalog_lists_the_seeds_fifteen_cases_and_only_one_to_nine_run() -> None:
@@ -61,6 +66,9 @@ def test_the_axes_are_the_seeds() -> None:
         "receive_only",
         "long_outage",
         "throttled",
+        "kernel_loss",
+        "kernel_receive_only",
+        "kernel_blackhole",
     ]
     assert list(SEED_CONDITIONS) == list(CONDITIONS)[:5]
     assert list(FAULTS) == ["fin", "rst", "blackhole"]
@@ -94,7 +102,7 @@ def test_quick_tier_samples_larger_answers_and_every_other_condition() -> None:
     for size in ("medium", "large", "xlarge"):
         assert len({s.scenario for s in specs if s.size == size and s.scenario != "TC8"}) >= 2
     # every condition beyond the seed's five at least once, against unbroken itself
-    others = set(CONDITIONS) - set(SEED_CONDITIONS)
+    others = set(CONDITIONS) - set(SEED_CONDITIONS) - KERNEL_CONDITIONS
     assert others == {"receive_only", "long_outage", "throttled"}
     assert others <= {s.condition for s in specs}
     # a receive-only failure only stalls an answer larger than the server's window
@@ -155,3 +163,25 @@ def test_select_refuses_unknown_names(kw: dict[str, object], message: str) -> No
 def test_run_spec_round_trips_through_json() -> None:
     for spec in quick_matrix()[:10]:
         assert RunSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_kernel_conditions_are_sampled_not_crossed() -> None:
+    full = [s for s in full_matrix() if s.condition in KERNEL_CONDITIONS]
+    assert {s.condition for s in full} == set(KERNEL_CONDITIONS)
+    per_scenario = Counter(s.scenario for s in full)
+    assert set(per_scenario) >= {"TC1", "TC2", "TC3", "TC4", "TC7", "TC8", "TC9"}
+    assert max(per_scenario.values()) <= 10  # a handful, not the cross product
+    # a receive-only failure only stalls an answer past the server's flow window
+    assert all(s.size_bytes > 1024 * 1024 for s in full if s.condition == "kernel_receive_only")
+    quick = [s for s in quick_matrix() if s.condition in KERNEL_CONDITIONS]
+    assert 1 <= len(quick) <= 2 and all(s.size in ("small", "medium") for s in quick)
+    assert all(10.0 <= PROFILES["full"].loss_percent(r) <= 20.0 for r in range(20))
+
+
+async def test_kernel_runs_are_skipped_with_the_reason_where_they_cannot_run() -> None:
+    reason = kernel_skip_reason()
+    if reason is None:
+        pytest.skip("kernel-level faults can run here: the tiers run them")
+    result = await run_one(RunSpec("TC1", "small", "mid", "kernel_loss", "rst"))
+    assert result.skipped and not result.passed and not result.failed
+    assert result.error == reason

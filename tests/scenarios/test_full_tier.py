@@ -17,5 +17,7 @@ pytestmark = [pytest.mark.full, pytest.mark.timeout(300)]
 @pytest.mark.parametrize("spec", full_matrix(), ids=lambda s: s.id)
 async def test_scenario_holds_in_the_full_matrix(spec: RunSpec, tmp_path: Path) -> None:
     result = await run_one(spec, artefacts=tmp_path)
+    if result.skipped:  # a kernel-level condition without root: reported as skipped
+        pytest.skip(result.error)
     assert result.passed, explain(result, tmp_path)
     assert result.exact

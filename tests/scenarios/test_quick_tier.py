@@ -31,6 +31,8 @@ def explain(result: RunResult, where: Path) -> str:
 @pytest.mark.parametrize("spec", quick_matrix(), ids=lambda s: s.id)
 async def test_scenario_holds(spec: RunSpec, tmp_path: Path) -> None:
     result = await run_one(spec, artefacts=tmp_path)
+    if result.skipped:  # a kernel-level condition without root: reported as skipped
+        pytest.skip(result.error)
     assert result.passed, explain(result, tmp_path)
     assert result.exact and result.streams_exact == result.streams >= 1
     # the fault really broke connections, and the client came back on its own

@@ -9,7 +9,9 @@ The matrix axes are the seed's: sizes (small 1-10 KB ... extra large 1-10 MB), t
 (immediate < 100 ms, early 10-25 %, mid 40-60 %, late 75-90 %, final 95 %+), network
 conditions (the seed's five: clean disconnect, gradual degradation, intermittent drops,
 complete outage, asymmetric (send-only) failure; and three more: receive-only failure, a
-long silent outage, bandwidth throttling) and fault modes (``fin``, ``rst``,
+long silent outage, bandwidth throttling; and three made by the kernel in network
+namespaces when run as root: random packet loss, a receive-only failure, a silent path)
+and fault modes (``fin``, ``rst``,
 ``blackhole``). :func:`quick_matrix` covers every scenario under each of the seed's five
 conditions with small answers, plus a sampled few larger answers and the other three
 conditions; :func:`full_matrix` crosses the axes (see ``docs/reliability.md``).
@@ -76,7 +78,8 @@ class Condition:
     label: str
     plan: str
     simulator: str
-    """The :class:`~unbroken.chaos.NetworkSimulator` method that plays it."""
+    """The :class:`~unbroken.chaos.NetworkSimulator` method that plays it (for the
+    kernel-level ones, the :class:`~unbroken.chaos.kernel.RouterFaults` method)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +182,34 @@ CONDITIONS: Final[dict[str, Condition]] = {
             "resumes over the throttled link",
             "simulate_bandwidth_throttling",
         ),
+        Condition(
+            "kernel_loss",
+            "random packet loss (kernel)",
+            "10-20 % of the packets are dropped at random both ways in a router namespace "
+            "(nft numgen) from the start of the answer to its end; at the timing point the "
+            "connection is cut with the fault mode and the answer resumes over the lossy "
+            "path (root only)",
+            "RouterFaults.loss",
+        ),
+        Condition(
+            "kernel_receive_only",
+            "receive-only failure (kernel)",
+            "the TCP segments that carry the client's data (acks, pings, new handshakes) "
+            "are dropped in a router namespace for 4 s (quick) or 5 s (full) while TCP's "
+            "bare ACKs pass and the answer still flows; unbroken must find it before the "
+            "path comes back; then connections still open from before it are cut with the "
+            "fault mode (root only)",
+            "RouterFaults.drop_data",
+        ),
+        Condition(
+            "kernel_blackhole",
+            "silent path (kernel)",
+            "every packet both ways is dropped in a router namespace for 2 s (quick) or "
+            "3 s (full), new connections' SYNs included: no FIN, no RST, the sockets stay "
+            "established; then connections still open from before it are cut with the "
+            "fault mode (root only)",
+            "RouterFaults.blackhole",
+        ),
     )
 }
 
@@ -193,7 +224,15 @@ SEED_CONDITIONS: Final[tuple[str, ...]] = (
 #: Conditions that keep the path down for a set time: the reconnection and the recovery
 #: are timed from when it came back (a path that drops everything cannot be reconnected
 #: over), and the time it was down is added to TC1's allowance.
-PATH_DOWN_CONDITIONS: Final[frozenset[str]] = frozenset({"receive_only", "long_outage"})
+PATH_DOWN_CONDITIONS: Final[frozenset[str]] = frozenset(
+    {"receive_only", "long_outage", "kernel_receive_only", "kernel_blackhole"}
+)
+#: Conditions made by the kernel in network namespaces (:mod:`unbroken.chaos.kernel`):
+#: they need root and iproute2/nftables/ethtool; elsewhere their runs are skipped with
+#: the reason (``kernel_skip_reason()``).
+KERNEL_CONDITIONS: Final[frozenset[str]] = frozenset(
+    {"kernel_loss", "kernel_receive_only", "kernel_blackhole"}
+)
 
 FAULTS: Final[dict[str, Fault]] = {
     f.name: f
@@ -626,11 +665,20 @@ class Profile:
     """How long a long silent outage lasts."""
     throttle: float = 0.5
     """A throttled link carries this fraction of the fault-free run's bytes per second."""
+    kernel_blackhole: float = 2.0
+    """How long the kernel blackhole (both ways) lasts."""
+
+    def loss_percent(self, repeat: int) -> float:
+        """The kernel loss of repeat ``repeat``: 15 % for repeat 0, then uniform in
+        10-20 % (seeded)."""
+        if repeat == 0:
+            return 15.0
+        return round(random.Random(f"loss:{repeat}").uniform(10.0, 20.0), 1)
 
 
 PROFILES: Final[dict[str, Profile]] = {
-    "quick": Profile("quick", 0.6, 0.5, 0.5, 0.4, 0.2, 0.4, 1.5, 100, 5, 4.0, 30.0, 0.5),
-    "full": Profile("full", 1.0, 1.0, 1.0, 0.8, 0.3, 0.5, 2.5, 1000, 10, 5.0, 30.0, 0.5),
+    "quick": Profile("quick", 0.6, 0.5, 0.5, 0.4, 0.2, 0.4, 1.5, 100, 5, 4.0, 30.0, 0.5, 2.0),
+    "full": Profile("full", 1.0, 1.0, 1.0, 0.8, 0.3, 0.5, 2.5, 1000, 10, 5.0, 30.0, 0.5, 3.0),
 }
 
 
@@ -717,6 +765,43 @@ QUICK_SAMPLE: Final[tuple[tuple[str, str, str, str, FaultMode, str], ...]] = (
     ("TC5", "small", "mid", "clean", "rst", "silent"),
     ("TC8", "xlarge", "p50", "receive_only", "blackhole", ""),
     ("TC9", "small", "mid", "throttled", "rst", ""),
+    # kernel-level faults (root; skipped elsewhere): two short runs
+    ("TC1", "small", "mid", "kernel_blackhole", "fin", ""),
+    ("TC1", "medium", "mid", "kernel_loss", "rst", ""),
+)
+
+
+#: The full tier's kernel-level runs (scenario, size, timing, condition, fault, variant):
+#: loss with small to large answers, the receive-only failure with answers past the
+#: server's flow window (1 MiB), a silent path at several sizes, in every scenario where
+#: the condition means something (TC5's budgets are the proxy's refusals: not here).
+KERNEL_SAMPLE: Final[tuple[tuple[str, str, str, str, FaultMode, str], ...]] = (
+    ("TC1", "small", "mid", "kernel_loss", "rst", ""),
+    ("TC1", "medium", "early", "kernel_loss", "fin", ""),
+    ("TC1", "large", "late", "kernel_loss", "blackhole", ""),
+    ("TC1", "small", "mid", "kernel_blackhole", "fin", ""),
+    ("TC1", "medium", "early", "kernel_blackhole", "rst", ""),
+    ("TC1", "xlarge", "mid", "kernel_blackhole", "blackhole", ""),
+    ("TC1", "xlarge", "early", "kernel_receive_only", "rst", ""),
+    ("TC1", "xlarge", "mid", "kernel_receive_only", "fin", ""),
+    ("TC1", "xlarge", "late", "kernel_receive_only", "blackhole", ""),
+    ("TC2", "medium", "mid", "kernel_loss", "rst", ""),
+    ("TC2", "medium", "mid", "kernel_blackhole", "fin", ""),
+    ("TC2", "xlarge", "mid", "kernel_receive_only", "blackhole", ""),
+    ("TC3", "medium", "mid", "kernel_loss", "fin", ""),
+    ("TC3", "medium", "mid", "kernel_blackhole", "blackhole", ""),
+    ("TC3", "xlarge", "mid", "kernel_receive_only", "rst", ""),
+    ("TC4", "medium", "mid", "kernel_loss", "blackhole", ""),
+    ("TC4", "medium", "mid", "kernel_blackhole", "rst", ""),
+    ("TC6", "small", "immediate", "kernel_loss", "rst", "before_started"),
+    ("TC6", "small", "immediate", "kernel_blackhole", "fin", "after_started"),
+    ("TC7", "medium", "mid", "kernel_loss", "rst", ""),
+    ("TC7", "medium", "mid", "kernel_blackhole", "fin", ""),
+    ("TC8", "xlarge", "p25", "kernel_loss", "rst", ""),
+    ("TC8", "xlarge", "p50", "kernel_receive_only", "fin", ""),
+    ("TC8", "xlarge", "p75", "kernel_blackhole", "blackhole", ""),
+    ("TC9", "small", "mid", "kernel_loss", "rst", ""),
+    ("TC9", "small", "mid", "kernel_blackhole", "fin", ""),
 )
 
 
@@ -827,6 +912,9 @@ def full_matrix() -> list[RunSpec]:
         for fault in faults:
             add("TC9", "small", "mid", cond, fault)
     add("TC9", "small", "mid", "long_outage", "fin")
+    # kernel-level faults (root; skipped elsewhere): a handful per scenario, not crossed
+    for kind, size, timing, cond, fault, variant in KERNEL_SAMPLE:
+        add(kind, size, timing, cond, fault, variant=variant)
     return specs
 
 
@@ -894,6 +982,8 @@ __all__ = [
     "CONDITIONS",
     "COVERED",
     "FAULTS",
+    "KERNEL_CONDITIONS",
+    "KERNEL_SAMPLE",
     "PATH_DOWN_CONDITIONS",
     "PROFILES",
     "QUICK_SAMPLE",

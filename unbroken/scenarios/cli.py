@@ -262,7 +262,9 @@ def _run(
         else:
             results.runs.append(result)
             done[spec.scenario] += 1
-            if not result.passed:
+            if result.skipped:
+                progress.console.print(f"[yellow]SKIP[/] {spec.id}: {result.error}")
+            elif not result.passed:
                 failed[spec.scenario] += 1
                 progress.console.print(
                     f"[red]FAIL[/] {spec.id}: "
@@ -342,8 +344,11 @@ def _finish(
         t.add_row(e.target.label, e.target.seed_text, e.shown(), mark)
     console.print(t)
     runs = results.runs
+    skipped = [r for r in runs if r.skipped]
+    if skipped:
+        console.print(f"[yellow]{len(skipped)} runs skipped[/]: {skipped[0].error}")
     console.print(
-        f"{sum(1 for r in runs if r.passed)}/{len(runs)} runs passed, "
+        f"{sum(1 for r in runs if r.passed)}/{len(runs) - len(skipped)} runs passed, "
         f"{sum(r.streams_exact for r in runs):,}/{sum(r.streams for r in runs):,} streams "
         f"exact in {results.duration_s / 60:.1f} min"
     )

@@ -37,7 +37,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
 import psutil
@@ -62,6 +62,9 @@ from ..server import Output, Request, Unbroken
 from ..store.base import Retention
 from ..store.memory import MemoryStore
 from ..testing import serve
+
+if TYPE_CHECKING:
+    from ..chaos.kernel import Namespace, Topology
 
 T = TypeVar("T")
 Scope = MutableMapping[str, Any]
@@ -248,10 +251,21 @@ class ServerThread:
     """Serve an ASGI app (an :class:`Unbroken` app, or one wrapped in middleware) with
     uvicorn on loopback, on a thread of its own with its own event loop."""
 
-    def __init__(self, app: Unbroken, asgi: ASGIApp | None = None, *, path: str = "/ws") -> None:
+    def __init__(
+        self,
+        app: Unbroken,
+        asgi: ASGIApp | None = None,
+        *,
+        path: str = "/ws",
+        host: str = "127.0.0.1",
+        netns: Namespace | None = None,
+    ) -> None:
         self.app = app
         self.asgi = asgi
         self.path = path
+        self.host = host
+        self.netns = netns
+        """Serve from this network namespace (the thread enters it for its whole life)."""
         self.port = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
@@ -262,7 +276,7 @@ class ServerThread:
     @property
     def url(self) -> str:
         """The server's own WebSocket URL (without the proxy)."""
-        return f"ws://127.0.0.1:{self.port}{self.path}"
+        return f"ws://{self.host}:{self.port}{self.path}"
 
     async def start(self) -> None:
         self.thread = threading.Thread(target=self._main, name=SERVER_THREAD, daemon=True)
@@ -271,7 +285,8 @@ class ServerThread:
 
     def _main(self) -> None:
         try:
-            asyncio.run(self._serve())
+            with self.netns.entered() if self.netns is not None else contextlib.nullcontext():
+                asyncio.run(self._serve())
         except BaseException as exc:  # reported to the starter
             self.error = exc
             if not self._ready.done():
@@ -281,7 +296,9 @@ class ServerThread:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         target: Any = self.asgi if self.asgi is not None else self.app.asgi(self.path)
-        async with serve(target, path=self.path, ws_max_size=self.app.limits.max_frame) as srv:
+        async with serve(
+            target, host=self.host, path=self.path, ws_max_size=self.app.limits.max_frame
+        ) as srv:
             self._ready.set_result(srv.port)
             await self._stop.wait()
 
@@ -685,6 +702,12 @@ class ChaosHarness:
     ``seed``: the proxy's (jitter, slicing) and the clients' backoff (``client(seed=)``).
     ``fault_log``: a JSON-lines path for the proxy's records. ``app_options`` go to
     :class:`Unbroken`.
+
+    ``topology``: a :class:`~unbroken.chaos.kernel.Topology` (kernel-level faults, root):
+    the server thread serves from its server namespace, and the proxy connects to it
+    across the router, so the router's faults hit the proxy-to-server TCP connections.
+    Enter ``topology.client`` around the harness (``with topology.client.entered():``)
+    so the proxy and the clients live in the client namespace.
     """
 
     def __init__(
@@ -695,12 +718,19 @@ class ChaosHarness:
         fault_log: str | None = None,
         tap: bool = True,
         retention: Retention | None = None,
+        topology: Topology | None = None,
         **app_options: Any,
     ) -> None:
         self.book = AnswerBook()
         self.app = answer_app(self.book, heartbeat=heartbeat, retention=retention, **app_options)
         self.tap = WireTap(self.app.asgi()) if tap else None
-        self.server = ServerThread(self.app, self.tap)
+        self.topology = topology
+        if topology is not None:
+            self.server = ServerThread(
+                self.app, self.tap, host=topology.addresses.server, netns=topology.server
+            )
+        else:
+            self.server = ServerThread(self.app, self.tap)
         self.seed = seed
         self.fault_log = fault_log
         self._proxy: FaultProxy | None = None
@@ -727,7 +757,7 @@ class ChaosHarness:
     async def __aenter__(self) -> ChaosHarness:
         await self.server.start()
         self._proxy = FaultProxy(
-            upstream=("127.0.0.1", self.server.port),
+            upstream=(self.server.host, self.server.port),
             seed=self.seed,
             fault_log=self.fault_log,
             close_grace=0.5,

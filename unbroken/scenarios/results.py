@@ -76,7 +76,7 @@ class RunResult:
     """The outcome of one :class:`~unbroken.scenarios.catalog.RunSpec`."""
 
     spec: RunSpec
-    status: str = "pass"  # pass | fail | error
+    status: str = "pass"  # pass | fail | error | skip (``error`` says why: e.g. not root)
     streams: int = 0
     streams_complete: int = 0
     streams_exact: int = 0
@@ -100,6 +100,16 @@ class RunResult:
     @property
     def passed(self) -> bool:
         return self.status == "pass"
+
+    @property
+    def skipped(self) -> bool:
+        """Not run here (a kernel-level condition without root or its tools): neither
+        passed nor failed."""
+        return self.status == "skip"
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("fail", "error")
 
     @property
     def exact(self) -> bool:

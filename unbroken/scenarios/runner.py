@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
@@ -42,7 +42,7 @@ from ..errors import ReconnectExhausted
 from ..protocol.backoff import Backoff, BackoffPolicy
 from ..protocol.events import Kind
 from ..server import Unbroken
-from .catalog import CONDITIONS, PATH_DOWN_CONDITIONS, SIZES, RunSpec
+from .catalog import CONDITIONS, KERNEL_CONDITIONS, PATH_DOWN_CONDITIONS, SIZES, RunSpec
 from .harness import (
     CHAOS_POLICY,
     SERVER_THREAD,
@@ -55,6 +55,10 @@ from .harness import (
 from .logscan import scan
 from .results import Check, Metrics, RunResult
 from .targets import percentile
+
+if TYPE_CHECKING:
+    from ..chaos.kernel import Fault as KernelFault
+    from ..chaos.kernel import Topology
 
 log = logging.getLogger(__name__)
 
@@ -308,11 +312,21 @@ class _Run:
     welcome_bytes: int = 0
     baseline: Baseline | None = None
     samples: dict[str, list[float]] = field(default_factory=dict)
+    kernel: list[KernelFault] = field(default_factory=list)
+    """Kernel-level faults installed on the topology's router (kernel conditions)."""
+    loss_percent: float = 0.0
+    lossy_at_end: bool = False
     _snap_task: asyncio.Task[None] | None = None
 
     @property
     def proxy(self) -> Any:
         return self.h.proxy
+
+    @property
+    def topology(self) -> Topology:
+        topo = self.h.topology
+        assert topo is not None, "a kernel condition runs on a Topology"
+        return topo
 
     def mark(self, what: str, t: float | None = None) -> float:
         t = time.monotonic() if t is None else t
@@ -426,6 +440,8 @@ async def _play(
         await net.simulate_silent_outage(prof.long_outage, mode=fault)
         run.t_restored = run.down_until
         run.faults.append((time.monotonic(), "silent outage over"))
+    elif condition in KERNEL_CONDITIONS:
+        await _play_kernel(run, condition, fault, cut_done=cut_done)
     elif condition == "clean":
         if cut_done is None:
             run.mark(f"clean disconnect ({fault})")
@@ -458,6 +474,59 @@ async def _play(
         run.faults.append((time.monotonic(), "asymmetric over"))
     else:  # pragma: no cover - the catalog is closed
         raise ValueError(condition)
+
+
+async def _kernel_loss(run: _Run) -> None:
+    """Random loss both ways on the router (every connection, new ones too), from the
+    start of the answer to its end. Installed once."""
+    if run.kernel:
+        return
+    pct = run.spec.profile_info.loss_percent(run.spec.repeat)
+    fault = await asyncio.to_thread(run.topology.faults.loss, pct, "both")
+    run.kernel.append(fault)
+    run.loss_percent = pct
+    run.faults.append((fault.installed_at, f"kernel: {pct:g} % of packets lost both ways"))
+
+
+async def _play_kernel(
+    run: _Run, condition: str, fault: CutMode, *, cut_done: float | None
+) -> None:
+    """A kernel-level condition, on the topology's router. Loss: installed (if not yet)
+    and the connection cut with the fault mode on the proxy. Receive-only and blackhole:
+    the router drops the client's data segments (bare ACKs pass) or every packet both
+    ways for the profile's time, new connections included; then the connections still
+    open from before it are cut with the fault mode (``blackhole``: left as they are)."""
+    p = run.h.proxy
+    prof = run.spec.profile_info
+    faults = run.topology.faults
+    if condition == "kernel_loss":
+        await _kernel_loss(run)
+        if cut_done is None:
+            run.mark(f"cut on the lossy path ({fault})")
+            await p.cut_all(fault, reason="kernel_loss")
+        return
+    before = {c.id for c in p.connections}
+    if condition == "kernel_receive_only":
+        seconds, what = prof.receive_only, "client's data segments dropped (kernel)"
+        installed = await asyncio.to_thread(faults.drop_data, "upstream")
+    else:
+        seconds, what = prof.kernel_blackhole, "every packet dropped both ways (kernel)"
+        installed = await asyncio.to_thread(faults.blackhole, "both")
+    run.kernel.append(installed)
+    t = run.mark(f"{what} {seconds:.1f} s, then {fault}", installed.installed_at)
+    run.down_until = t + seconds
+    try:
+        await asyncio.sleep(max(0.0, run.down_until - time.monotonic()))  # the fault's length
+    finally:
+        await asyncio.to_thread(installed.remove)
+    assert installed.removed_at is not None
+    run.t_restored = installed.removed_at
+    run.faults.append(
+        (installed.removed_at, f"kernel fault removed ({installed.dropped()} packets dropped)")
+    )
+    if fault != "blackhole":
+        stale = [c for c in p.connections if c.id in before and c.is_live]
+        await asyncio.gather(*(c.cut(fault, f"after_{condition}") for c in stale))
 
 
 async def _throttle(run: _Run) -> None:
@@ -565,6 +634,8 @@ async def _timed_play(run: _Run, total_events: int) -> None:
     timing = spec.timing_info
     if spec.condition == "throttled":
         await _throttle(run)  # from the start: the answer flows over a throttled link
+    if spec.condition == "kernel_loss":
+        await _kernel_loss(run)  # from the start: the answer flows over a lossy path
     if spec.condition == "gradual" and timing.at is None and run.baseline is not None:
         fraction = timing.fraction(spec.repeat)
         point = run.t_started + fraction * run.baseline.total_s
@@ -580,6 +651,7 @@ async def _timed_play(run: _Run, total_events: int) -> None:
         "outage",
         "long_outage",
         "throttled",
+        "kernel_loss",
     ):
         cut_at = await _cut_at_point(run, total_events)
         await _play(run, spec.condition, spec.fault, cut_done=cut_at)
@@ -730,6 +802,7 @@ async def _stream_all(run: _Run) -> None:
             run.throttled_at_end = bool(run.throttle) and all(
                 h.proxy.get_toxic(t.name) is t for t in run.throttle
             )
+            run.lossy_at_end = bool(run.kernel) and all(f.active for f in run.kernel)
             if driver is not None and not driver.done():
                 if spec.scenario in ("TC5",):
                     try:
@@ -745,16 +818,26 @@ async def _stream_all(run: _Run) -> None:
                     run.notes.append(f"fault driver failed: {exc!r}")
             if byte_cut is not None:
                 byte_cut.cancel()
+            if h.topology is not None and run.kernel:
+                await asyncio.to_thread(_heal, h.topology)
         await run.snapshot_done()
         if run.faulty and _gives_up(spec):
             await _resume_with_new_client(run)
+
+
+def _heal(topo: Topology) -> None:
+    """Remove the run's kernel faults (their drop counts are kept)."""
+    for fault in list(topo.faults.active):
+        fault.remove()
 
 
 async def _tc6_before(run: _Run, byte_cut: Any) -> None:
     """TC6 'before started': once the 'started' frame was cut on the wire, the rest of
     the condition plays on the connections that follow."""
     await byte_cut.wait()
-    if run.spec.condition != "clean":
+    if run.spec.condition == "kernel_loss":
+        await _kernel_loss(run)  # the retried start and the whole answer over the lossy path
+    elif run.spec.condition != "clean":
         await _play(run, run.spec.condition, run.spec.fault, ramp=0.05)
 
 
@@ -865,10 +948,19 @@ async def run_one(
         result.status = "error"
         result.error = f"{spec.scenario} is not covered yet"
         return result
+    if spec.condition in KERNEL_CONDITIONS:
+        from ..chaos.kernel import kernel_skip_reason
+
+        reason = kernel_skip_reason()
+        if reason is not None:
+            result.status = "skip"
+            result.error = reason
+            return result
     try:
         baseline = await _baseline(spec)
-        with LogCapture(isolate=isolate_logs) as logs:
-            async with ChaosHarness(heartbeat=HEARTBEAT, seed=spec.repeat) as h:
+        with LogCapture(isolate=isolate_logs) as logs, contextlib.ExitStack() as net:
+            topo = await _topology(spec, net)
+            async with ChaosHarness(heartbeat=HEARTBEAT, seed=spec.repeat, topology=topo) as h:
                 logs.ensure_attached()  # uvicorn dropped its loggers' handlers on start
                 run = _Run(spec, h, faulty=True, baseline=baseline)
                 cpu0 = await h.server.cpu_time()
@@ -916,6 +1008,21 @@ async def run_one(
         log.exception("run %s failed", spec.id)
     result.wall_s = time.monotonic() - t_wall
     return result
+
+
+async def _topology(spec: RunSpec, stack: contextlib.ExitStack) -> Topology | None:
+    """For a kernel condition: a :class:`~unbroken.chaos.kernel.Topology` (deleted when
+    ``stack`` closes), with this thread in its client namespace until then, so the
+    proxy and the clients made here live there; the server thread serves from the
+    server namespace. None for the other conditions."""
+    if spec.condition not in KERNEL_CONDITIONS:
+        return None
+    from ..chaos.kernel import Topology
+
+    topo = await asyncio.to_thread(Topology().open)
+    stack.callback(topo.close)
+    stack.enter_context(topo.client.entered())
+    return topo
 
 
 # ------------------------------------------------------------------ assessing a run
@@ -1046,8 +1153,9 @@ async def _assess(
             exact == len(run.recs) and not run.exhausted and all(r.error is None for r in run.recs)
         )
     dropped = any(ev.kind == "disconnected" for w in run.watches for ev in w.events)
-    if spec.condition == "receive_only":
-        found = next((c for c in checks if c.name.startswith("receive-only")), None)
+    if spec.condition in _FOUND_CHECKS:
+        name = _FOUND_CHECKS[spec.condition][0]
+        found = next((c for c in checks if c.name == name), None)
         if found is not None and hit and "stalled nothing" not in found.detail:
             result.timeout_ok = found.ok  # the failure found by unbroken, in time
     elif spec.fault == "blackhole" and hit and not tc5_long and (dropped or not result.exact):
@@ -1524,6 +1632,24 @@ def _tc1_allowance(run: _Run, base: Baseline) -> tuple[float, str]:
     return allowed, why
 
 
+#: Conditions that hold the path down and that unbroken must find before it comes back:
+#: the check's name, and what was lost meanwhile.
+_FOUND_CHECKS: dict[str, tuple[str, str]] = {
+    "receive_only": (
+        "receive-only failure found by unbroken before the direction came back",
+        "the client's frames were dropped",
+    ),
+    "kernel_receive_only": (
+        "receive-only failure (kernel) found by unbroken before the path came back",
+        "the client's data segments were dropped",
+    ),
+    "kernel_blackhole": (
+        "silent path (kernel) found by unbroken before the path came back",
+        "every packet was dropped",
+    ),
+}
+
+
 def _condition_checks(run: _Run, result: RunResult) -> list[Check]:
     """What the conditions beyond the seed's five must show: a receive-only failure is
     found by unbroken itself, a long silent outage is ridden out, a throttled link stays
@@ -1531,7 +1657,7 @@ def _condition_checks(run: _Run, result: RunResult) -> list[Check]:
     spec = run.spec
     out: list[Check] = []
     t_fault = run.t_fault
-    if spec.condition == "receive_only" and t_fault is not None and run.down_until:
+    if spec.condition in _FOUND_CHECKS and t_fault is not None and run.down_until:
         end = run.down_until
         late: list[str] = []
         found: list[float] = []
@@ -1556,18 +1682,12 @@ def _condition_checks(run: _Run, result: RunResult) -> list[Check]:
                 "server's flow window)"
             )
         elif late:
-            detail = f"not found while the client's frames were dropped ({window}): "
+            detail = f"not found while {_FOUND_CHECKS[spec.condition][1]} ({window}): "
             detail += "; ".join(late[:3])
         else:
             times = ", ".join(f"{x:.2f} s" for x in found[:5])
             detail = f"{stalled} stalled connections found in {times} (the failure lasted {window})"
-        out.append(
-            Check(
-                "receive-only failure found by unbroken before the direction came back",
-                not late,
-                detail,
-            )
-        )
+        out.append(Check(_FOUND_CHECKS[spec.condition][0], not late, detail))
     if spec.condition == "long_outage" and t_fault is not None:
         gave_up = [w.index for w in run.watches if any(e.kind == "exhausted" for e in w.events)]
         back = run.t_restored
@@ -1585,6 +1705,16 @@ def _condition_checks(run: _Run, result: RunResult) -> list[Check]:
                 ok,
                 f"{down:.0f} s silent; gave up: {gave_up or 'none'}; reconnected after it: "
                 f"{len(set(came_back) & needed)} of {len(needed)} clients",
+            )
+        )
+    if spec.condition == "kernel_loss":
+        dropped = sum(f.dropped() for f in run.kernel)
+        out.append(
+            Check(
+                "the path stayed lossy from the start of the answer to its end, and lost packets",
+                run.lossy_at_end and dropped > 0,
+                f"{run.loss_percent:g} % loss both ways (nft numgen): {dropped:,} packets "
+                "dropped" + ("" if run.lossy_at_end else "; the loss was gone at the end"),
             )
         )
     if spec.condition == "throttled":

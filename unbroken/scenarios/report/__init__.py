@@ -40,7 +40,7 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, "utf-8")
     outcome = Outcome(
-        failed_runs=sum(1 for r in results.runs if not r.passed),
+        failed_runs=sum(1 for r in results.runs if r.failed),
         missed_targets=missed(evaluate(results.runs)),
         regressions=regressions(comparisons or []),
         interrupted=results.interrupted,

@@ -90,9 +90,17 @@ def _badge(ok: bool | None, yes: str = "met", no: str = "missed", none: str = "n
 
 def _verdict(results: Results, evals: list[Evaluation], regs: list[Comparison]) -> tuple[bool, str]:
     runs = results.runs
-    bad = [r for r in runs if not r.passed]
+    bad = [r for r in runs if r.failed]
+    skipped = [r for r in runs if r.skipped]
     missed = [e for e in evals if e.met is False]
-    ok = bool(runs) and not bad and not missed and not regs and not results.interrupted
+    ok = (
+        bool(runs)
+        and len(skipped) < len(runs)
+        and not bad
+        and not missed
+        and not regs
+        and not results.interrupted
+    )
     parts = []
     if bad:
         parts.append(f"{len(bad)} of {len(runs)} runs failed")
@@ -102,6 +110,11 @@ def _verdict(results: Results, evals: list[Evaluation], regs: list[Comparison]) 
         parts.append(f"{len(regs)} regression{'s' if len(regs) > 1 else ''}")
     if results.interrupted:
         parts.append("interrupted")
+    if ok and skipped:
+        return True, (
+            f"PASS — every run exact, every measured seed target met; {len(skipped)} "
+            f"skipped ({skipped[0].error})"
+        )
     if ok:
         return True, "PASS — every run exact, every measured seed target met"
     return False, "FAIL — " + ", ".join(parts or ["no runs"])
@@ -117,7 +130,7 @@ def build(results: Results, comparisons: list[Comparison] | None = None) -> str:
     exact = sum(r.streams_exact for r in runs)
     met = sum(1 for e in evals if e.met)
     measured = sum(1 for e in evals if e.met is not None)
-    failed = [r for r in runs if not r.passed]
+    failed = [r for r in runs if r.failed]
     scen_run = sorted({r.spec.scenario for r in runs}, key=lambda s: int(s[2:]))
     machine = results.machine
     out: list[str] = []
@@ -137,7 +150,10 @@ def build(results: Results, comparisons: list[Comparison] | None = None) -> str:
     )
     out.append("<div class=facts>")
     for value, label in (
-        (f"{sum(1 for r in runs if r.passed)}/{len(runs)}", "runs passed"),
+        (
+            f"{sum(1 for r in runs if r.passed)}/{sum(1 for r in runs if not r.skipped)}",
+            "runs passed",
+        ),
         (f"{exact:,}/{streams:,}", "streams exact (digest-verified)"),
         (f"{met}/{measured}", "seed targets met"),
         (f"{len(regs)}", "regressions" if comparisons is not None else "no baseline given"),
@@ -181,8 +197,12 @@ def build(results: Results, comparisons: list[Comparison] | None = None) -> str:
         if not rs:
             status = "<span class='badge na'>not run</span>"
         else:
-            passed = all(r.passed for r in rs)
-            status = _badge(passed, "passed", f"{sum(1 for r in rs if not r.passed)} failed")
+            passed = not any(r.failed for r in rs)
+            status = _badge(passed, "passed", f"{sum(1 for r in rs if r.failed)} failed")
+            if all(r.skipped for r in rs):
+                status = "<span class='badge na'>skipped</span>"
+            elif any(r.skipped for r in rs):
+                status += f" <span class='badge na'>{sum(r.skipped for r in rs)} skipped</span>"
         st = sum(r.streams for r in rs)
         ex = sum(r.streams_exact for r in rs)
         rec = pooled_samples(rs, "recovery")
@@ -274,8 +294,9 @@ def build(results: Results, comparisons: list[Comparison] | None = None) -> str:
             f"<a href='{_e(r.artefacts)}/timing.json'>{_e(r.id)}</a>" if r.artefacts else _e(r.id)
         )
         notes = "; ".join(n.splitlines()[0] for n in r.notes)[:160]
+        badge = _badge(None if r.skipped else r.passed, "pass", r.status, "skipped")
         out.append(
-            f"<tr><td><code>{link}</code></td><td>{_badge(r.passed, 'pass', r.status)}</td>"
+            f"<tr><td><code>{link}</code></td><td>{badge}</td>"
             f"<td class=num>{r.streams_exact}/{r.streams}</td>"
             f"<td class=num>{_ms(m.detection_s)}</td><td class=num>{_ms(m.reconnect_s)}</td>"
             f"<td class=num>{_ms(m.resume_s)}</td><td class=num>{_ms(m.recovery_s)}</td>"
@@ -314,7 +335,7 @@ def _patterns(runs: list[RunResult]) -> str:
             if not rs:
                 out.append("<td class='cell c-none'>·</td>")
                 continue
-            bad = sum(1 for r in rs if not r.passed)
+            bad = sum(1 for r in rs if r.failed)
             cls = "c-bad" if bad else "c-ok"
             text = f"{bad} failed of {len(rs)}" if bad else f"{len(rs)} ok"
             out.append(f"<td class='cell {cls}'>{text}</td>")
