@@ -135,6 +135,9 @@ class _Connection(ClientConnection):
         super().data_received(data)
 
 
+#: the most the round trip may add to the silence limit (seconds)
+_MAX_RTO = 2.0
+
 #: bytes that make the link "busy" (a late pong is queued behind data, not lost);
 #: far more than heartbeats, which is all a stalled server sends
 _BULK = 4096
@@ -788,7 +791,7 @@ class Client:
     def _silence_limit(self) -> float:
         """Silence that means dead: ``silence_factor`` heartbeats plus the RTO
         (``SRTT + 4·RTTVAR``, as TCP), so a slow or lossy but living link is not cut."""
-        rto = (self._srtt or 0.0) + 4 * self._rttvar
+        rto = min(_MAX_RTO, (self._srtt or 0.0) + 4 * self._rttvar)
         return self.silence_factor * self._heartbeat + rto
 
     def _handle(self, message: str | bytes) -> bool:
@@ -844,8 +847,11 @@ class Client:
                 # older pings were answered too (frames arrive in order)
                 for n in [n for n in self._ping_sent if n < out.n]:
                     del self._ping_sent[n]
-                rtt = asyncio.get_running_loop().time() - at - (self._lag - lag)
-                self._rtt_sample(max(0.0, rtt))
+                # a pong that queued behind data measures the queue, not the path:
+                # no sample (as Karn's rule skips ambiguous ones)
+                if self._last_bulk <= at:
+                    rtt = asyncio.get_running_loop().time() - at - (self._lag - lag)
+                    self._rtt_sample(max(0.0, rtt))
             return False
         if isinstance(out, Heartbeat):
             self._hb_seen = True
