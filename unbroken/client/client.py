@@ -138,8 +138,8 @@ class _Connection(ClientConnection):
 #: the most the round trip may add to the silence limit (seconds)
 _MAX_RTO = 2.0
 
-#: bytes that make the link "busy" (a late pong is queued behind data, not lost);
-#: far more than heartbeats, which is all a stalled server sends
+#: bytes of one message still arriving that make a late pong "queued behind data",
+#: not lost: paced tokens and heartbeats come as small whole messages and never count
 _BULK = 4096
 
 #: close codes this client sends when the server's frame is unacceptable
@@ -615,17 +615,17 @@ class Client:
         opened_by = t0 + timeout
         self._ws = ws
 
-        bulk = 0  # bytes heard since _last_bulk moved
+        partial = 0  # bytes heard since the last whole message arrived
 
         def heard(n: int) -> None:
-            nonlocal bulk
+            nonlocal partial
             now = loop.time()
             self._last_recv, self._lag_at_recv = now, self._lag
-            bulk += n
-            if bulk >= _BULK:
-                # the link is busy carrying data: a pong is late because it queues
-                # behind it (TCP is in order), not because our ping was lost
-                bulk = 0
+            partial += n
+            if partial >= _BULK:
+                # a large message is still arriving: a pong sent after it can only
+                # come after it (TCP is in order): late, not lost
+                partial = 0
                 self._last_bulk, self._lag_at_bulk = now, self._lag
 
         if isinstance(ws, _Connection):
@@ -708,6 +708,7 @@ class Client:
             frames_of = self._session.frames_of
             session = self._session
             async for message in ws:  # (bytes arriving already count: heard())
+                partial = 0  # a whole message: nothing is in progress
                 now = loop.time()
                 for one in frames_of(message):
                     if self._handle(one):
