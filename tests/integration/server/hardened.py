@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import resource
 import socket
 import sys
@@ -21,6 +20,8 @@ import uvicorn
 from unbroken.server import Unbroken
 from unbroken.server.guard import ConnectionGuard
 from unbroken.server.serving import uvicorn_config
+
+from .process import Process
 
 TIMEOUT = 10.0
 ROOT = Path(__file__).resolve().parents[3]
@@ -113,16 +114,13 @@ def upgrade_request(path: str = "/ws", host: str = "127.0.0.1") -> bytes:
     ).encode()
 
 
-class ServeProcess:
+class ServeProcess(Process):
     """``unbroken serve`` as a child process (optionally under a descriptor limit),
     its log read line by line as it comes."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
+        super().__init__(proc)
         self.port = 0
-        self._new = asyncio.Event()
-        self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
     async def start(cls, *args: str, nofile: int | None = None) -> ServeProcess:
@@ -151,26 +149,6 @@ class ServeProcess:
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
-
-    async def _read(self) -> None:
-        assert self.proc.stderr is not None
-        while line := await self.proc.stderr.readline():
-            self.lines.append(line.decode(errors="replace").rstrip())
-            self._new.set()
-        self._new.set()
-
-    async def wait_line(self, pattern: str, limit: float = 15) -> re.Match[str]:
-        async with asyncio.timeout(limit):
-            seen = 0
-            while True:
-                for line in self.lines[seen:]:
-                    if m := re.search(pattern, line):
-                        return m
-                seen = len(self.lines)
-                if self._reader.done():
-                    raise AssertionError("process ended:\n" + "\n".join(self.lines))
-                self._new.clear()
-                await self._new.wait()
 
     def count(self, text: str) -> int:
         return sum(text in line for line in self.lines)

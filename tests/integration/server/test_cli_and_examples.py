@@ -4,10 +4,8 @@ apps: the agent app served alone and inside FastAPI."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import re
 import signal
 import sys
 from pathlib import Path
@@ -23,47 +21,11 @@ from unbroken.protocol.events import Kind
 from unbroken.server.cli import load_target
 from unbroken.testing import serve
 
+from .process import Process
 from .wire import Wire, assert_exact, body_of, end_of, text_of
 
 ROOT = Path(__file__).resolve().parents[3]
 UNBROKEN = Path(sys.executable).with_name("unbroken")
-
-
-class Process:
-    """A child process whose stderr is read line by line as it comes."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self._new = asyncio.Event()
-        self._reader = asyncio.get_running_loop().create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.proc.stderr is not None
-        while line := await self.proc.stderr.readline():
-            self.lines.append(line.decode(errors="replace").rstrip())
-            self._new.set()
-        self._new.set()
-
-    async def wait_line(self, pattern: str, limit: float = 15) -> re.Match[str]:
-        async with asyncio.timeout(limit):
-            seen = 0
-            while True:
-                for line in self.lines[seen:]:
-                    if m := re.search(pattern, line):
-                        return m
-                seen = len(self.lines)
-                if self._reader.done():
-                    raise AssertionError("process ended:\n" + "\n".join(self.lines))
-                self._new.clear()
-                await self._new.wait()
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.proc.wait(), 10)
-        self._reader.cancel()
 
 
 async def test_unbroken_serve_streams_then_sigterm_closes_1012_and_exits_0() -> None:
