@@ -72,6 +72,9 @@ async def test_eviction_drops_finished_streams_oldest_first_never_running_ones(
     for i, at in enumerate((999, 999, 250)):
         sid = await w.start(f"r{i}", "count", {"n": 1000, "pause_at": at, "gate": f"g{i}"})
         await kit.reached[f"g{i}"].wait()
+        # the agent is at its gate; its last tokens may still be coalescing in the
+        # producer (appended within a millisecond): wait for them in the log
+        await kit.wait_meta(sid, lambda m, at=at: m is not None and m.head >= at + 1)
         running.append(sid)
     assert await kit.meta(b) is None and await kit.meta(c) is None
     # running streams are never evicted, and the cap holds for every append (issue 13)
