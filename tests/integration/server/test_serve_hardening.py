@@ -117,7 +117,10 @@ async def _fragments_forever(ws: ClientConnection, size: int, never: asyncio.Eve
     async def gen() -> AsyncIterator[str]:
         for _ in range(size // 65536):
             yield "z" * 65536
-        await never.wait()
+        # never the last fragment: wait until the server gives up on us (all 15 MiB may
+        # fit in loopback's buffers before the server has read its 1 MiB; waiting on an
+        # event nobody sets then hung the test for good)
+        await ws.wait_closed()
 
     with contextlib.suppress(ConnectionClosed):
         await ws.send(gen())
