@@ -47,7 +47,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -55,7 +54,7 @@ from typing import Any
 
 from benchmarks.common import RESULTS, ROOT, figure, finish, meta, progress, pyplot, summary
 from unbroken.chaos.kernel import Fault, NamespacedProcess, Topology, kernel_skip_reason
-from unbroken.chaos.kernel.app import AnswerSpec, exactness
+from unbroken.chaos.kernel.app import AnswerSpec, exactness, serve_app
 from unbroken.client import Client, ConnectionEvent, Stream
 
 PORT = 8000
@@ -63,7 +62,6 @@ HOLD = 8.0  # s a one-way fault is held at most, waiting for both sides to notic
 SERVER_HOLD = 40.0  # s, for the few runs that wait for the server alone
 SERVER_CONDITIONS = ("receive-only (all packets)", "send-only (all packets)", "send-only (data)")
 AIM_DETECT_S = 1.5  # issue 12: within the same bound as a blackhole
-UNBROKEN = str(Path(sys.executable).with_name("unbroken"))
 
 CONDITIONS: dict[str, tuple[str, str]] = {
     # name -> (RouterFaults method, direction)
@@ -335,17 +333,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         loss_answer=LOSS_SPEC.to_input(),
     )
     with Topology() as topo:
-        server = topo.server.start(
-            UNBROKEN,
-            "serve",
-            "unbroken.chaos.kernel.app:app",
-            "--host",
-            topo.addresses.server,
-            "--port",
-            str(PORT),
-            cwd=ROOT,
-        )
-        server.wait_line(r"serving \S+ on ws://", 30)
+        server = serve_app(topo, PORT)
         with topo.client.entered():
             res.update(asyncio.run(measure(topo, server, runs, loss_runs, base_runs, server_runs)))
         server.stop()

@@ -4,17 +4,14 @@ namespaces cannot be made (not root, or iproute2/nftables/ethtool missing)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from unbroken.chaos.kernel import NamespacedProcess, Topology, kernel_skip_reason
+from unbroken.chaos.kernel.app import serve_app
 
-ROOT = Path(__file__).resolve().parents[3]
-UNBROKEN = str(Path(sys.executable).with_name("unbroken"))
 PORT = 8000
 
 
@@ -38,17 +35,7 @@ def topo() -> Iterator[Topology]:
 
 @pytest.fixture(scope="module")
 def server(topo: Topology) -> Iterator[NamespacedProcess]:
-    proc = topo.server.start(
-        UNBROKEN,
-        "serve",
-        "unbroken.chaos.kernel.app:app",
-        "--host",
-        topo.addresses.server,
-        "--port",
-        str(PORT),
-        cwd=ROOT,
-    )
-    proc.wait_line(r"serving \S+ on ws://", 30)
+    proc = serve_app(topo, PORT)
     yield proc
     proc.stop()
 

@@ -14,12 +14,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import sys
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from ...client.response import Answer
 from ...server import Output, Request, Unbroken
 from ..generators import GeneratedAnswer, StreamingResponseSimulator
+
+if TYPE_CHECKING:
+    from .namespace import NamespacedProcess
+    from .topology import Topology
 
 AnswerKind = Literal["text", "multipart"]
 
@@ -136,3 +142,14 @@ def create_app(**options: Any) -> Unbroken:
 app = create_app()
 
 __all__ = ["AnswerKind", "AnswerSpec", "app", "create_app", "exactness"]
+
+
+def serve_app(topo: Topology, port: int, *, timeout: float = 30.0) -> NamespacedProcess:
+    """``unbroken serve`` of this module's app in the topology's server namespace,
+    listening on ``port``; returns once it serves (stop it with ``.stop()``)."""
+    unbroken = str(Path(sys.executable).with_name("unbroken"))
+    proc = topo.server.start(
+        unbroken, "serve", f"{__name__}:app", "--host", topo.addresses.server, "--port", str(port)
+    )
+    proc.wait_line(r"serving \S+ on ws://", timeout)
+    return proc
