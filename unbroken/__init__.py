@@ -10,17 +10,31 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    ApiError,
     AuthError,
+    ChainMismatch,
     ConfigError,
+    ConnectionLost,
     Forbidden,
     IntegrityError,
+    KernelFaultError,
+    LogDiverged,
+    LogFull,
+    NameNotFound,
+    NameTaken,
     Overloaded,
+    PartError,
     ProtocolError,
     ReconnectExhausted,
+    RequestRefused,
     RequestTimeout,
+    StaleProducer,
+    StoreUnavailable,
     StreamFailed,
     StreamGone,
+    StreamTooLarge,
     UnbrokenError,
+    UnknownAgent,
 )
 from .protocol.backoff import BackoffPolicy
 from .protocol.session import Cursor
@@ -30,8 +44,8 @@ if TYPE_CHECKING:
     from .server import Output, Principal, Request, Unbroken
     from .store.memory import MemoryStore
     from .store.redis import RedisStore
+    from .version import __version__
 
-__version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
     "Answer": ".client",
@@ -43,6 +57,7 @@ _LAZY: dict[str, str] = {
     "Unbroken": ".server",
     "MemoryStore": ".store.memory",
     "RedisStore": ".store.redis",
+    "__version__": ".version",  # reading package metadata imports email/socket: lazily
 }
 
 
@@ -55,26 +70,40 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Answer",
+    "ApiError",
     "AuthError",
     "BackoffPolicy",
+    "ChainMismatch",
     "Client",
     "ConfigError",
+    "ConnectionLost",
     "Cursor",
     "Forbidden",
     "IntegrityError",
+    "KernelFaultError",
+    "LogDiverged",
+    "LogFull",
     "MemoryStore",
+    "NameNotFound",
+    "NameTaken",
     "Output",
     "Overloaded",
+    "PartError",
     "Principal",
     "ProtocolError",
     "ReconnectExhausted",
     "RedisStore",
     "Request",
+    "RequestRefused",
     "RequestTimeout",
+    "StaleProducer",
+    "StoreUnavailable",
     "Stream",
     "StreamFailed",
     "StreamGone",
+    "StreamTooLarge",
     "Unbroken",
     "UnbrokenError",
+    "UnknownAgent",
     "__version__",
 ]

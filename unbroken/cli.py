@@ -20,7 +20,7 @@ def _root() -> None:
 @app.command()
 def version() -> None:
     """Print the installed version."""
-    from . import __version__
+    from .version import __version__
 
     typer.echo(__version__)
 

@@ -6,6 +6,7 @@ to catch them all.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 GoneReason = Literal["unknown", "expired", "epoch", "diverged", "forbidden"]
@@ -133,3 +134,95 @@ class LogDiverged(UnbrokenError):
         self.stream = stream
         self.head = head
         self.expected = expected
+
+
+class UnknownAgent(UnbrokenError):
+    """No agent is registered under that name; ``known`` lists those that are (the
+    connection shows them to clients only with ``expose_agent_names``)."""
+
+    def __init__(self, agent: str, known: list[str]) -> None:
+        super().__init__(f"no agent named {agent!r}")
+        self.known = known
+
+
+class PartError(ConfigError):
+    """An agent used a part wrongly (unknown, closed, or of another kind)."""
+
+
+class NameTaken(ConfigError):
+    """A proxy or toxic with this name already exists."""
+
+
+class NameNotFound(ConfigError):
+    """No proxy or toxic has this name."""
+
+
+class KernelFaultError(UnbrokenError):
+    """A command that builds or faults a namespace topology failed (the message quotes
+    the command and what it printed)."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, output: str) -> None:
+        shown = " ".join(argv)
+        super().__init__(f"`{shown}` exited {returncode}: {output.strip() or 'no output'}")
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.output = output
+
+
+class ApiError(UnbrokenError):
+    """A chaos control API request failed; answered as Toxiproxy does:
+    ``{"error": message, "status": code}``."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class ChainMismatch(UnbrokenError):
+    """Raised by :class:`~unbroken.protocol.digest.ChainVerifier` at the first event that
+    does not fit the digest chain (the client turns it into :class:`IntegrityError`)."""
+
+    def __init__(self, seq: int, detail: str) -> None:
+        super().__init__(f"seq {seq}: {detail}")
+        self.seq = seq
+        self.detail = detail
+
+
+class StoreUnavailable(UnbrokenError):
+    """Redis stayed unreachable for longer than the store's ``outage_timeout``."""
+
+
+class StaleProducer(UnbrokenError):
+    """An append came from a producer that no longer owns the stream."""
+
+
+class StreamTooLarge(UnbrokenError):
+    """An append would take a stream over ``max_stream_bytes``."""
+
+
+class LogFull(UnbrokenError):
+    """The log is full of running streams; ``retry_after`` seconds is a good wait."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"stream log is full; retry after {retry_after:.1f}s")
+        self.retry_after = retry_after
+
+
+class ConnectionLost(UnbrokenError):
+    """The connection dropped; ``code`` is the close code when there was one."""
+
+    def __init__(
+        self, message: str, code: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
+
+
+class RequestRefused(UnbrokenError):
+    """The server refused a request (e.g. unknown agent); ``code`` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code

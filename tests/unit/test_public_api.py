@@ -48,3 +48,34 @@ def test_every_error_is_an_unbroken_error() -> None:
         "Forbidden",
     ):
         assert issubclass(getattr(unbroken, name), unbroken.UnbrokenError)
+
+
+def test_every_exception_a_user_can_catch_lives_in_errors_and_is_exported() -> None:
+    import importlib
+    import inspect
+    import pkgutil
+
+    import unbroken.errors as errors
+
+    strays: list[str] = []
+    for info in pkgutil.walk_packages(unbroken.__path__, "unbroken."):
+        if info.name == "unbroken.errors" or info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, BaseException)
+                and obj.__module__ == info.name
+                and not name.startswith("_")
+            ):
+                strays.append(f"{info.name}.{name}")
+    assert strays == [], f"exceptions outside unbroken/errors.py: {strays}"
+    public = [
+        name
+        for name, obj in vars(errors).items()
+        if inspect.isclass(obj) and issubclass(obj, Exception) and obj.__module__ == errors.__name__
+    ]
+    for name in public:
+        assert name in unbroken.__all__, f"{name} is not exported from unbroken"
+        assert issubclass(getattr(unbroken, name), unbroken.UnbrokenError), name

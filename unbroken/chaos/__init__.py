@@ -9,18 +9,10 @@
   structured :class:`Verdict`.
 """
 
+from ..errors import NameNotFound, NameTaken
 from .generators import GeneratedAnswer, PartSpec, StreamingResponseSimulator, content_hash
 from .network import NetworkSimulator
-from .proxy import (
-    Connection,
-    FaultProxy,
-    InstalledToxic,
-    Link,
-    NameNotFound,
-    NameTaken,
-    format_address,
-    parse_address,
-)
+from .proxy import Connection, FaultProxy, InstalledToxic, Link, format_address, parse_address
 from .records import FaultLog, FaultRecord
 from .schedules import ByteCut, ScheduledFault
 from .toxics import (

@@ -32,24 +32,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import __version__
-from ..errors import ConfigError
-from .proxy import FaultProxy, NameNotFound, NameTaken, parse_address
+from ..errors import ApiError, ConfigError, NameNotFound, NameTaken
+from ..version import __version__
+from .proxy import FaultProxy, parse_address
 from .toxics import DIRECTIONS, TOXIC_TYPES
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_API_PORT: Final = 8474
 API_VERSION: Final = f"{__version__}+unbroken"
-
-
-class ApiError(Exception):
-    """An error answered as Toxiproxy does: ``{"error": message, "status": code}``."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 BAD_REQUEST_BODY: Final = "bad request body"

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NameNotFound, NameTaken
 from .addresses import Address, format_address, parse_address, to_address
 from .connection import Connection, InstalledToxic, Link
 from .records import FaultLog, FaultRecord
@@ -49,14 +49,6 @@ __all__ = [
     "format_address",
     "parse_address",
 ]
-
-
-class NameTaken(ConfigError):
-    """A proxy or toxic with this name already exists."""
-
-
-class NameNotFound(ConfigError):
-    """No proxy or toxic has this name."""
 
 
 class FaultProxy:

@@ -1,14 +1,7 @@
 """The Python client: reconnects, resumes, verifies."""
 
-from .client import (
-    Client,
-    ConnectionEvent,
-    ConnectionLost,
-    RequestRefused,
-    Stream,
-    default_should_retry,
-    stream_answer,
-)
+from ..errors import ConnectionLost, RequestRefused
+from .client import Client, ConnectionEvent, Stream, default_should_retry, stream_answer
 from .response import (
     Answer,
     DataChunk,

@@ -24,11 +24,13 @@ from websockets.typing import Subprotocol
 
 from ..errors import (
     AuthError,
+    ConnectionLost,
     Forbidden,
     IntegrityError,
     Overloaded,
     ProtocolError,
     ReconnectExhausted,
+    RequestRefused,
     RequestTimeout,
     StreamFailed,
     StreamGone,
@@ -58,23 +60,6 @@ log = logging.getLogger(__name__)
 
 TokenProvider = str | Callable[[], str | Awaitable[str | None] | None] | None
 RetryHook = Callable[[BaseException], bool | None]
-
-
-class ConnectionLost(UnbrokenError):
-    """The connection dropped; ``code`` is the close code when there was one."""
-
-    def __init__(self, message: str, code: int | None = None, retry_after: float | None = None):
-        super().__init__(message)
-        self.code = code
-        self.retry_after = retry_after
-
-
-class RequestRefused(UnbrokenError):
-    """The server refused a request (e.g. unknown agent); ``code`` says why."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True)

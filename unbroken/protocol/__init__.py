@@ -3,9 +3,10 @@ contract, backoff and session state machines. No sockets, no asyncio, no clock:
 time is always an argument.
 """
 
+from ..errors import ChainMismatch
 from .backoff import Backoff, BackoffPolicy
 from .codes import CLOSE_CODE_MEANING, CLOSE_CODE_RETRY, CloseCode, ErrorCode
-from .digest import ChainMismatch, ChainVerifier, chain, seed, step, step_event
+from .digest import ChainVerifier, chain, seed, step, step_event
 from .events import Event, Kind, payload
 from .frames import (
     DEFAULT_MAX_FRAME,

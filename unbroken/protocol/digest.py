@@ -13,6 +13,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Final
 
+from ..errors import ChainMismatch
 from .events import Event, Kind, payload
 
 DIGEST_SIZE: Final = 16
@@ -51,15 +52,6 @@ def chain(stream: str, epoch: str, events: Iterable[Event]) -> list[bytes]:
         h = step_event(h, ev)
         out.append(h)
     return out
-
-
-class ChainMismatch(Exception):
-    """Raised by :class:`ChainVerifier` at the first event that does not fit."""
-
-    def __init__(self, seq: int, detail: str) -> None:
-        super().__init__(f"seq {seq}: {detail}")
-        self.seq = seq
-        self.detail = detail
 
 
 class ChainVerifier:

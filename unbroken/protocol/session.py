@@ -24,9 +24,9 @@ from typing import Any
 
 import msgspec
 
-from ..errors import IntegrityError, ProtocolError
+from ..errors import ChainMismatch, IntegrityError, ProtocolError
 from .codes import CloseCode
-from .digest import ChainMismatch, ChainVerifier
+from .digest import ChainVerifier
 from .events import Event, Kind
 from .frames import (
     CAP_BATCH,

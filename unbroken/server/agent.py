@@ -15,7 +15,7 @@ from typing import Any, Final, Literal
 
 import jsonschema
 
-from ..errors import ConfigError
+from ..errors import PartError
 from ..protocol.events import PART_ID_RE, Event, Kind
 from .producer import MAX_ERROR, Producer, safe_text
 
@@ -74,10 +74,6 @@ class Request:
 
 
 Agent = Callable[[Request, "Output"], Awaitable[None]]
-
-
-class PartError(ConfigError):
-    """An agent used a part wrongly (unknown, closed, or of another kind)."""
 
 
 _CHUNK_KIND: Final[dict[str, Kind]] = {"text": Kind.TEXT, "json": Kind.JSON, "data": Kind.DATA}

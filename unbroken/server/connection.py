@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import AuthError, Forbidden, ProtocolError
+from ..errors import AuthError, Forbidden, LogFull, ProtocolError, UnknownAgent
 from ..protocol.codes import CloseCode, ErrorCode, close_reason
 from ..protocol.frames import (
     CAP_BATCH,
@@ -45,11 +45,10 @@ from ..protocol.frames import (
 )
 from ..protocol.resume import StreamInfo, decide_resume
 from ..protocol.session import ServerSession, TokenBucket
-from ..store.base import DIVERGED, LogFull
+from ..store.base import DIVERGED
 from . import eager
 from .agent import Principal, anonymous_principal
 from .attach import Attachment
-from .hub import UnknownAgent
 
 if TYPE_CHECKING:
     from .app import Unbroken

@@ -11,22 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import Forbidden, LogDiverged, UnbrokenError
+from ..errors import Forbidden, LogDiverged, LogFull, StaleProducer, StreamTooLarge, UnknownAgent
 from ..protocol.frames import excerpt
-from ..store.base import Created, LogFull, StaleProducer, StreamLog, StreamTooLarge
+from ..store.base import Created, StreamLog
 from .agent import Agent, Output, Principal, Request
 from .producer import Producer
 
 log = logging.getLogger(__name__)
-
-
-class UnknownAgent(UnbrokenError):
-    """No agent is registered under that name; ``known`` lists those that are (the
-    connection shows them to clients only with ``expose_agent_names``)."""
-
-    def __init__(self, agent: str, known: list[str]) -> None:
-        super().__init__(f"no agent named {agent!r}")
-        self.known = known
 
 
 @dataclass(slots=True)

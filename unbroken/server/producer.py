@@ -22,9 +22,10 @@ from typing import Final, cast
 
 import msgspec
 
+from ..errors import LogFull, StreamTooLarge
 from ..protocol.digest import DIGEST_SIZE, seed, step
 from ..protocol.events import Event, Kind, end, payload
-from ..store.base import AppendBatch, LogFull, Run, StreamLog, StreamTooLarge
+from ..store.base import AppendBatch, Run, StreamLog
 from ..store.records import to_record
 
 log = logging.getLogger(__name__)

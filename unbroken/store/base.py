@@ -21,8 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol
 
-from ..errors import UnbrokenError
-
 
 class Record(NamedTuple):
     """One stored event: ``enc`` is its item encoding (no trailing comma)."""
@@ -120,22 +118,6 @@ class Retention:
     max_stream_bytes: int = 64 * 1024 * 1024
     max_total_bytes: int = 1024 * 1024 * 1024
     retry_after: float = 1.0
-
-
-class StaleProducer(UnbrokenError):
-    """An append came from a producer that no longer owns the stream."""
-
-
-class StreamTooLarge(UnbrokenError):
-    """An append would take a stream over ``max_stream_bytes``."""
-
-
-class LogFull(UnbrokenError):
-    """The log is full of running streams; ``retry_after`` seconds is a good wait."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"stream log is full; retry after {retry_after:.1f}s")
-        self.retry_after = retry_after
 
 
 Listener = Callable[[str, int], None]

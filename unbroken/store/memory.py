@@ -20,22 +20,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from ..errors import LogDiverged
+from ..errors import LogDiverged, LogFull, StaleProducer, StreamTooLarge
 from ..protocol.digest import DIGEST_SIZE, seed, step
 from ..protocol.events import Event, Kind
 from ..protocol.frames import encode_json
-from .base import (
-    AppendBatch,
-    Created,
-    Listener,
-    LogFull,
-    ReadBatch,
-    Record,
-    Retention,
-    StaleProducer,
-    StreamMeta,
-    StreamTooLarge,
-)
+from .base import AppendBatch, Created, Listener, ReadBatch, Record, Retention, StreamMeta
 from .records import end_batch, record_payload, to_event
 
 log = logging.getLogger(__name__)

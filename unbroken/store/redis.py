@@ -37,7 +37,14 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rex
 
-from ..errors import LogDiverged, UnbrokenError
+from ..errors import (
+    LogDiverged,
+    LogFull,
+    StaleProducer,
+    StoreUnavailable,
+    StreamTooLarge,
+    UnbrokenError,
+)
 from ..protocol.digest import seed, step
 from ..protocol.events import Event, Kind
 from ..protocol.frames import encode_json
@@ -47,13 +54,10 @@ from .base import (
     AppendBatch,
     Created,
     Listener,
-    LogFull,
     ReadBatch,
     Retention,
     Run,
-    StaleProducer,
     StreamMeta,
-    StreamTooLarge,
 )
 from .records import end_batch, record_payload, to_event
 
@@ -175,10 +179,6 @@ redis.call('PEXPIRE', KEYS[2], ARGV[5])
 redis.call('PEXPIRE', KEYS[3], ARGV[6])
 return 0
 """
-
-
-class StoreUnavailable(UnbrokenError):
-    """Redis stayed unreachable for longer than the store's ``outage_timeout``."""
 
 
 class _Entry:

@@ -14,7 +14,8 @@ from unbroken import (
     ReconnectExhausted,
     StreamGone,
 )
-from unbroken.client import Client, ConnectionLost, RequestRefused, Stream, TextDelta
+from unbroken.client import Client, Stream, TextDelta
+from unbroken.errors import ConnectionLost, RequestRefused
 from unbroken.protocol.backoff import Backoff
 from unbroken.protocol.digest import chain
 from unbroken.protocol.events import Kind, chunk, end, part_end, part_start

@@ -150,7 +150,7 @@ async def test_an_oversized_frame_from_the_server_is_a_protocol_error_not_a_retr
 
 
 async def test_a_start_over_the_servers_client_frame_limit_is_refused_before_sending() -> None:
-    from unbroken.client import RequestRefused
+    from unbroken.errors import RequestRefused
     from unbroken.server import Unbroken
     from unbroken.testing import serve as serve_app
 

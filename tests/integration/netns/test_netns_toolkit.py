@@ -9,14 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from unbroken.chaos.kernel import (
-    KernelFaultError,
-    Topology,
-    kernel_skip_reason,
-    list_namespaces,
-)
+from unbroken.chaos.kernel import Topology, kernel_skip_reason, list_namespaces
 from unbroken.chaos.kernel.support import support_of
 from unbroken.chaos.kernel.topology import ROUTER_CLIENT_IF, ROUTER_SERVER_IF
+from unbroken.errors import KernelFaultError
 
 CLIENT_PORT, SERVER_PORT = 9001, 9000
 

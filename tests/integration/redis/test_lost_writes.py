@@ -16,12 +16,12 @@ import redis.asyncio as aioredis
 
 from unbroken import BackoffPolicy, StreamGone
 from unbroken.client import Client, Stream
-from unbroken.errors import LogDiverged
+from unbroken.errors import LogDiverged, LogFull, StaleProducer, StreamTooLarge
 from unbroken.protocol.events import Kind
 from unbroken.server import Output, Principal, Request
 from unbroken.server.hub import Hub
 from unbroken.server.producer import Producer
-from unbroken.store.base import LogFull, Retention, StaleProducer, StreamMeta, StreamTooLarge
+from unbroken.store.base import Retention, StreamMeta
 from unbroken.store.redis import RedisStore
 
 from .conftest import Node, RedisServer

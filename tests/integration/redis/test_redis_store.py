@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from unbroken.errors import StaleProducer, StreamTooLarge
 from unbroken.protocol.digest import chain
 from unbroken.protocol.digest import seed as seed_of
 from unbroken.protocol.events import Event, Kind
 from unbroken.protocol.frames import Events, decode_server, encode_events_frame, events_of
 from unbroken.server.producer import Producer
-from unbroken.store.base import AppendBatch, Retention, Run, StaleProducer, StreamTooLarge
+from unbroken.store.base import AppendBatch, Retention, Run
 from unbroken.store.redis import RedisStore
 
 from ..server.test_store_arena import random_events
@@ -329,7 +330,7 @@ async def test_a_flushed_redis_gets_a_new_epoch_and_old_streams_are_unknown(
 async def test_an_outage_longer_than_outage_timeout_fails_the_append(
     private_redis: RedisServer,
 ) -> None:
-    from unbroken.store.redis import StoreUnavailable
+    from unbroken.errors import StoreUnavailable
 
     private_redis.start()
     s = RedisStore(private_redis.url, prefix="down", outage_timeout=0.5)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from unbroken.errors import PartError
 from unbroken.protocol.events import Event, Kind
 from unbroken.server import Output, Request
-from unbroken.server.agent import PartError
 
 from .wire import Wire, assert_exact, end_of, text_of
 

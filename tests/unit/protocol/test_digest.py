@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unbroken.errors import IntegrityError, ProtocolError
+from unbroken.errors import ChainMismatch, IntegrityError, ProtocolError
 from unbroken.protocol import ClientSession, digest
-from unbroken.protocol.digest import ChainMismatch, ChainVerifier, chain, seed, step
+from unbroken.protocol.digest import ChainVerifier, chain, seed, step
 from unbroken.protocol.events import Event, Kind, chunk, end, part_end, part_start, payload
 from unbroken.protocol.frames import Started, Welcome, encode
 

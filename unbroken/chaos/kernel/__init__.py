@@ -27,15 +27,10 @@ RTO backoff, SYN loss, a peer that never hears the RST). Needs root; see
                 ...
 """
 
+from ...errors import KernelFaultError
 from .faults import DIRECTIONS, Direction, Fault, FaultKind, RouterFaults, Side
 from .namespace import Namespace, NamespacedProcess
-from .support import (
-    TOOLS,
-    KernelFaultError,
-    KernelSupport,
-    kernel_skip_reason,
-    kernel_support,
-)
+from .support import TOOLS, KernelSupport, kernel_skip_reason, kernel_support
 from .topology import Addresses, Topology, list_namespaces, remove_stale
 
 __all__ = [

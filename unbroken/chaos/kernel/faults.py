@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
+from ...errors import KernelFaultError
 from .namespace import Namespace
-from .support import KernelFaultError, run, tool
+from .support import run, tool
 
 Direction = Literal["both", "upstream", "downstream"]
 Side = Literal["server", "client", "both"]

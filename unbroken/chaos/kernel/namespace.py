@@ -25,7 +25,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from .support import KernelFaultError, run, tool
+from ...errors import KernelFaultError
+from .support import run, tool
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")

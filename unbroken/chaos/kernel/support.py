@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ...errors import UnbrokenError
+from ...errors import KernelFaultError
 
 #: The tools used, and the Debian package of each.
 TOOLS: dict[str, str] = {
@@ -31,18 +31,6 @@ TOOLS: dict[str, str] = {
 _SEARCH_PATH = os.pathsep.join(
     [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"]
 )
-
-
-class KernelFaultError(UnbrokenError):
-    """A command that builds or faults a namespace topology failed (the message quotes
-    the command and what it printed)."""
-
-    def __init__(self, argv: Sequence[str], returncode: int, output: str) -> None:
-        shown = " ".join(argv)
-        super().__init__(f"`{shown}` exited {returncode}: {output.strip() or 'no output'}")
-        self.argv = tuple(argv)
-        self.returncode = returncode
-        self.output = output
 
 
 def tool(name: str) -> str:

@@ -26,9 +26,10 @@ import subprocess
 from dataclasses import dataclass
 from types import TracebackType
 
+from ...errors import KernelFaultError
 from .faults import RouterFaults
 from .namespace import Namespace
-from .support import KernelFaultError, kernel_support, run, tool
+from .support import kernel_support, run, tool
 
 PREFIX = "ubk"
 CLIENT_IF, ROUTER_CLIENT_IF, ROUTER_SERVER_IF, SERVER_IF = "ub-c", "ub-rc", "ub-rs", "ub-s"

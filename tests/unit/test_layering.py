@@ -1,0 +1,165 @@
+"""The package is layered in DESIGN order and has no import circles.
+
+``errors``/``version`` → ``protocol`` (sans-I/O) → ``store`` → ``server`` | ``client`` →
+``chaos`` | ``testing`` → ``scenarios`` → ``demo`` → ``cli`` → the package top (re-exports).
+A module may import its own package or any layer below, never above, and never a sibling
+of its own layer (``server`` and ``client`` do not know each other). Every import counts,
+``TYPE_CHECKING`` ones included: a circle for the type checker is a circle in the design.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import unbroken
+
+ROOT = Path(unbroken.__file__).parent
+
+# The rank of each top-level part of the package (its second dotted name).
+LAYER: dict[str, int] = {
+    "errors": 0,
+    "version": 0,
+    "protocol": 1,
+    "store": 2,
+    "server": 3,
+    "client": 3,
+    "chaos": 4,
+    "testing": 4,
+    "scenarios": 5,
+    "demo": 6,
+    "cli": 7,
+    "__main__": 8,
+}
+TOP = 9  # ``unbroken`` itself: re-exports only, nothing may import it
+
+# Circles that are being taken apart (issue 23); the list only ever shrinks.
+KNOWN_CIRCLES: list[set[str]] = [
+    {"unbroken.chaos.connection", "unbroken.chaos.proxy", "unbroken.chaos.schedules"},
+    {
+        "unbroken.server.app",
+        "unbroken.server.asgi",
+        "unbroken.server.connection",
+        "unbroken.server.fastapi",
+    },
+    {"unbroken.scenarios.results", "unbroken.scenarios.targets"},
+]
+
+
+def _name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES: dict[str, Path] = {_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    is_package = path.name == "__init__.py"
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_package else name.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                found.add(sub if sub in MODULES else target)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m in MODULES and m != name}
+
+
+GRAPH: dict[str, set[str]] = {m: _imports(m, p) for m, p in MODULES.items()}
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    return TOP if len(parts) == 1 else LAYER[parts[1]]
+
+
+def _circles() -> list[set[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(GRAPH[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(component)
+
+    for v in sorted(GRAPH):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_every_part_of_the_package_has_a_layer() -> None:
+    parts = {m.split(".")[1] for m in MODULES if "." in m}
+    assert parts <= set(LAYER), f"give these a layer in LAYER: {sorted(parts - set(LAYER))}"
+
+
+def test_no_import_runs_back_up_the_layers() -> None:
+    wrong = [
+        f"{m} -> {t}"
+        for m, targets in sorted(GRAPH.items())
+        for t in sorted(targets)
+        if _layer(t) > _layer(m)
+        or (_layer(t) == _layer(m) and t.split(".")[1:2] != m.split(".")[1:2])
+    ]
+    assert wrong == []
+
+
+def test_no_import_circles_beyond_the_known_ones() -> None:
+    new = [c for c in _circles() if not any(c <= known for known in KNOWN_CIRCLES)]
+    assert new == []
+
+
+def test_known_circles_are_still_circles() -> None:
+    """Drop an entry from KNOWN_CIRCLES as soon as its circle is gone."""
+    circles = _circles()
+    stale = [k for k in KNOWN_CIRCLES if not any(k & c for c in circles)]
+    assert stale == []
+
+
+def _import_alone(module: str) -> tuple[str, int, str]:
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120
+    )
+    return module, done.returncode, done.stderr
+
+
+@pytest.mark.timeout(300)
+def test_each_module_imports_alone_in_a_fresh_interpreter() -> None:
+    """An import-order dependency (works only if something else was imported first) fails."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(_import_alone, sorted(MODULES)))
+    failed = {m: (err.strip().splitlines() or [""])[-1] for m, code, err in results if code}
+    assert failed == {}
