@@ -67,8 +67,8 @@ async def _client(
 ) -> dict[str, Any]:
     from websockets.asyncio.client import ClientConnection, connect
 
+    from unbroken.protocol.client_session import ClientSession
     from unbroken.protocol.frames import encode
-    from unbroken.protocol.session import ClientSession
 
     lat, sched = array("d"), array("d")
     state = {"received": 0, "errors": 0}

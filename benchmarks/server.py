@@ -49,10 +49,10 @@ from rich.table import Table
 from websockets.asyncio.client import ClientConnection, connect
 
 import unbroken
+from unbroken.protocol.client_session import ClientSession, Cursor, StreamEvents, StreamStarted
 from unbroken.protocol.digest import seed
 from unbroken.protocol.events import Kind
 from unbroken.protocol.frames import Cancel, Started, Welcome, encode, encode_events_frame
-from unbroken.protocol.session import ClientSession, Cursor, StreamEvents, StreamStarted
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "server.json"

@@ -31,9 +31,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from benchmarks.common import finish, meta, module_server, progress, unbroken_server
 from unbroken.chaos import FaultProxy
+from unbroken.protocol.client_session import ClientSession, StreamEvents
 from unbroken.protocol.events import Kind
 from unbroken.protocol.frames import encode
-from unbroken.protocol.session import ClientSession, StreamEvents
 
 TOKEN_BYTES = 20
 AIM_RATIO, AIM_RATIO_DEFLATE = 1.25, 0.5

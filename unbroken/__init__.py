@@ -37,7 +37,7 @@ from .errors import (
     UnknownAgent,
 )
 from .protocol.backoff import BackoffPolicy
-from .protocol.session import Cursor
+from .protocol.client_session import Cursor
 
 if TYPE_CHECKING:
     from .client import Answer, Client, Stream

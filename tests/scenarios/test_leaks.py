@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from unbroken.client import Client, ConnectionEvent
-from unbroken.protocol.session import ServerSession
+from unbroken.protocol.server_session import ServerSession
 from unbroken.scenarios.harness import ChaosHarness, StreamRecorder
 from unbroken.server import Output, Request
 from unbroken.server.attach import Attachment

@@ -37,11 +37,7 @@ from ..errors import (
     UnbrokenError,
 )
 from ..protocol.backoff import Backoff, BackoffPolicy
-from ..protocol.codes import CLOSE_CODE_MEANING, CloseCode, ErrorCode
-from ..protocol.digest import seed, step_event
-from ..protocol.events import Event
-from ..protocol.frames import CAP_BATCH, DEFAULT_MAX_FRAME, SUBPROTOCOLS, Ping, Start, encode
-from ..protocol.session import (
+from ..protocol.client_session import (
     ClientSession,
     Cursor,
     Heartbeat,
@@ -54,6 +50,10 @@ from ..protocol.session import (
     StreamState,
     Welcomed,
 )
+from ..protocol.codes import CLOSE_CODE_MEANING, CloseCode, ErrorCode
+from ..protocol.digest import seed, step_event
+from ..protocol.events import Event
+from ..protocol.frames import CAP_BATCH, DEFAULT_MAX_FRAME, SUBPROTOCOLS, Ping, Start, encode
 from .response import Answer, StreamEnded, StreamEvent
 
 log = logging.getLogger(__name__)

@@ -5,6 +5,7 @@ time is always an argument.
 
 from ..errors import ChainMismatch
 from .backoff import Backoff, BackoffPolicy
+from .client_session import ClientSession, Cursor
 from .codes import CLOSE_CODE_MEANING, CLOSE_CODE_RETRY, CloseCode, ErrorCode
 from .digest import ChainVerifier, chain, seed, step, step_event
 from .events import Event, Kind, payload
@@ -20,7 +21,7 @@ from .frames import (
     negotiate_subprotocol,
 )
 from .resume import StreamInfo, decide_resume
-from .session import ClientSession, Cursor, ServerSession, TokenBucket
+from .server_session import ServerSession, TokenBucket
 
 __all__ = [
     "CLOSE_CODE_MEANING",

@@ -44,7 +44,7 @@ from ..protocol.frames import (
     excerpt,
 )
 from ..protocol.resume import StreamInfo, decide_resume
-from ..protocol.session import ServerSession, TokenBucket
+from ..protocol.server_session import ServerSession, TokenBucket
 from ..store.base import DIVERGED
 from . import eager
 from .agent import Principal, anonymous_principal

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from unbroken.errors import Forbidden
+from unbroken.protocol.client_session import ClientSession
 from unbroken.protocol.codes import ErrorCode
 from unbroken.protocol.frames import Cancel, Start, encode
-from unbroken.protocol.session import ClientSession
 from unbroken.server import Output, Request
 from unbroken.server.agent import anonymous_principal
 from unbroken.server.hub import Hub

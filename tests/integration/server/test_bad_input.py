@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import pytest
 from websockets.asyncio.client import connect
 
+from unbroken.protocol.client_session import Cursor
 from unbroken.protocol.codes import CloseCode, ErrorCode
 from unbroken.protocol.events import Kind, chunk, end, part_end, part_start
 from unbroken.protocol.frames import Ack, Cancel, Start, encode
-from unbroken.protocol.session import Cursor
 from unbroken.store.base import Retention
 from unbroken.store.memory import MemoryStore
 from unbroken.testing import RunningServer, serve

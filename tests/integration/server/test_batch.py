@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from unbroken.protocol.client_session import ClientSession, StreamEvents
 from unbroken.protocol.frames import CAP_BATCH
-from unbroken.protocol.session import ClientSession, StreamEvents
 
 from .conftest import TIMEOUT, token
 from .wire import Wire, assert_exact, text_of

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from unbroken.protocol.session import Heartbeat
+from unbroken.protocol.client_session import Heartbeat
 
 from .wire import Wire, end_of
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from unbroken.protocol.client_session import ClientSession, Cursor
 from unbroken.protocol.digest import seed
 from unbroken.protocol.events import Kind
-from unbroken.protocol.session import ClientSession, Cursor
 
 from .conftest import Kit, token
 from .wire import Relay, Wire, assert_exact, end_of, rechain, text_of

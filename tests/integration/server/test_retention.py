@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from unbroken.protocol.client_session import ClientSession
 from unbroken.protocol.codes import ErrorCode
-from unbroken.protocol.session import ClientSession
 from unbroken.store.base import Retention
 from unbroken.store.memory import MemoryStore
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from unbroken.protocol.client_session import ClientSession
 from unbroken.protocol.events import Kind
 from unbroken.protocol.frames import Ack, Cancel, Start, encode
-from unbroken.protocol.session import ClientSession
 from unbroken.store.base import Retention
 from unbroken.store.memory import MemoryStore
 

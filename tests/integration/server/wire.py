@@ -1,5 +1,5 @@
 """A plain ``websockets`` client speaking protocol v1 through the sans-I/O
-:class:`~unbroken.protocol.session.ClientSession` (decode + digest verification),
+:class:`~unbroken.protocol.client_session.ClientSession` (decode + digest verification),
 plus a tiny TCP relay that can cut a connection at an exact byte.
 
 Deliberately not the unbroken client: these tests check the server against the
@@ -17,10 +17,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from unbroken.protocol.digest import chain, seed
-from unbroken.protocol.events import Event, Kind
-from unbroken.protocol.frames import ClientFrame, Error, encode
-from unbroken.protocol.session import (
+from unbroken.protocol.client_session import (
     ClientOutput,
     ClientSession,
     Cursor,
@@ -31,6 +28,9 @@ from unbroken.protocol.session import (
     StreamStarted,
     Welcomed,
 )
+from unbroken.protocol.digest import chain, seed
+from unbroken.protocol.events import Event, Kind
+from unbroken.protocol.frames import ClientFrame, Error, encode
 
 TIMEOUT = 10.0
 SUBPROTOCOL: Any = "unbroken.v1"
@@ -187,8 +187,8 @@ class Wire:
 
     async def ping(self) -> None:
         """Round trip a ping: proves the connection is still served."""
+        from unbroken.protocol.client_session import PongOut
         from unbroken.protocol.frames import Ping
-        from unbroken.protocol.session import PongOut
 
         await self.send(Ping(n=7))
         await self.until(lambda o: isinstance(o, PongOut) and o.n == 7)

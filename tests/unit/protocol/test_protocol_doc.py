@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 from unbroken.protocol import ClientSession, ServerSession
+from unbroken.protocol.client_session import StreamEvents, StreamResumed, StreamStarted, Welcomed
 from unbroken.protocol.frames import Resume, decode_client, decode_server, encode
-from unbroken.protocol.session import StreamEvents, StreamResumed, StreamStarted, Welcomed
 
 ROOT = Path(__file__).resolve().parents[3]
 DOC = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")

@@ -6,6 +6,18 @@ import pytest
 
 from unbroken.errors import IntegrityError, ProtocolError
 from unbroken.protocol import ClientSession, Cursor, ServerSession, TokenBucket
+from unbroken.protocol.client_session import (
+    ClientState,
+    Heartbeat,
+    PongOut,
+    ServerError,
+    StreamEvents,
+    StreamGoneOut,
+    StreamResumed,
+    StreamStarted,
+    StreamState,
+    Welcomed,
+)
 from unbroken.protocol.digest import chain, seed
 from unbroken.protocol.events import Kind, chunk, end, part_start
 from unbroken.protocol.frames import (
@@ -26,19 +38,7 @@ from unbroken.protocol.frames import (
     Welcome,
     encode,
 )
-from unbroken.protocol.session import (
-    ClientState,
-    Heartbeat,
-    PongOut,
-    ServerError,
-    ServerState,
-    StreamEvents,
-    StreamGoneOut,
-    StreamResumed,
-    StreamStarted,
-    StreamState,
-    Welcomed,
-)
+from unbroken.protocol.server_session import ServerState
 
 from .strategies import EPOCH, encode_frames
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from unbroken.protocol.client_session import ClientSession
 from unbroken.protocol.frames import Limits, Welcome, encode
-from unbroken.protocol.session import ClientSession
 
 
 def test_client_acks_at_a_quarter_of_a_small_server_window() -> None:
