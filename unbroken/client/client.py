@@ -23,9 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.typing import Subprotocol
 
 from ..errors import (
-    AuthError,
     ConnectionLost,
-    Forbidden,
     IntegrityError,
     Overloaded,
     ProtocolError,
@@ -54,6 +52,7 @@ from ..protocol.codes import CLOSE_CODE_MEANING, CloseCode, ErrorCode
 from ..protocol.digest import seed, step_event
 from ..protocol.events import Event
 from ..protocol.frames import CAP_BATCH, DEFAULT_MAX_FRAME, SUBPROTOCOLS, Ping, Start, encode
+from ..protocol.retry import FATAL_CLOSE, REFUSED_BY_CLIENT, fatal_error, should_retry
 from .response import Answer, StreamEnded, StreamEvent
 
 log = logging.getLogger(__name__)
@@ -83,29 +82,20 @@ class ConnectionEvent:
     reason: str = ""
 
 
-#: Close codes after which reconnecting cannot help (see docs/client.md).
-FATAL_CLOSE: dict[int, type[UnbrokenError]] = {
-    CloseCode.AUTH_REQUIRED: AuthError,
-    CloseCode.AUTH_FAILED: AuthError,
-    CloseCode.FORBIDDEN: Forbidden,
-    CloseCode.UNSUPPORTED_VERSION: ProtocolError,
-    CloseCode.BAD_FRAME: ProtocolError,
-    CloseCode.TOO_BIG: ProtocolError,
-    CloseCode.INVALID_DATA: ProtocolError,
-}
-
-
 def default_should_retry(exc: BaseException) -> bool:
-    """The documented retry table: network errors, timeouts, 5xx and restart or
-    overload closes are retried; auth, forbidden, version and protocol are fatal."""
-    if isinstance(exc, AuthError | Forbidden | ProtocolError | IntegrityError):
-        return False
-    if isinstance(exc, ConnectionLost):
-        return exc.code not in FATAL_CLOSE
-    if isinstance(exc, InvalidStatus):
-        status = exc.response.status_code
-        return status not in (401, 403, 404) and not (400 <= status < 500 and status != 429)
-    return isinstance(exc, OSError | TimeoutError | InvalidHandshake | ConnectionClosed)
+    """The documented retry table (:func:`unbroken.protocol.retry.should_retry`):
+    network errors, timeouts, 5xx and restart or overload closes are retried;
+    auth, forbidden, version and protocol are fatal."""
+    return should_retry(exc, status=_status(exc), transient=_TRANSIENT)
+
+
+def _status(exc: BaseException) -> int | None:
+    """The HTTP status of a refused upgrade, else ``None``."""
+    return exc.response.status_code if isinstance(exc, InvalidStatus) else None
+
+
+#: the transport's failures that a reconnect may cure (as ``OSError``)
+_TRANSIENT: tuple[type[BaseException], ...] = (InvalidHandshake, ConnectionClosed)
 
 
 class _Connection(ClientConnection):
@@ -126,9 +116,6 @@ _MAX_RTO = 2.0
 #: bytes of one message still arriving that make a late pong "queued behind data",
 #: not lost: paced tokens and heartbeats come as small whole messages and never count
 _BULK = 4096
-
-#: close codes this client sends when the server's frame is unacceptable
-_REFUSED_BY_US = (CloseCode.INVALID_DATA, CloseCode.TOO_BIG)
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,7 +474,7 @@ class Client:
                 if decided is not None:
                     retry = decided
             if not retry:
-                self._fail_all(self._fatal_error(error))
+                self._fail_all(fatal_error(error, status=_status(error)))
                 return
             if self._progressed or self.backoff is None:
                 self.backoff = Backoff(self.policy, loop.time(), self._rng)
@@ -510,17 +497,6 @@ class Client:
             )
             if delay > 0:
                 await asyncio.sleep(delay)
-
-    def _fatal_error(self, error: BaseException) -> BaseException:
-        if isinstance(error, UnbrokenError) and not isinstance(error, ConnectionLost):
-            return error
-        if isinstance(error, ConnectionLost) and error.code in FATAL_CLOSE:
-            return FATAL_CLOSE[error.code](str(error))
-        if isinstance(error, InvalidStatus) and error.response.status_code in (401, 403):
-            return AuthError(f"server refused the connection: HTTP {error.response.status_code}")
-        if isinstance(error, ConnectionLost):
-            return error
-        return ConnectionLost(f"{type(error).__name__}: {error}")
 
     def _fail_all(self, error: BaseException) -> None:
         self._fatal = error
@@ -712,7 +688,7 @@ class Client:
             if dead:
                 raise ConnectionLost(dead[0], CloseCode.HEARTBEAT_TIMEOUT) from None
             rcvd, sent = exc.rcvd, exc.sent
-            if rcvd is None and sent is not None and sent.code in _REFUSED_BY_US:
+            if rcvd is None and sent is not None and sent.code in REFUSED_BY_CLIENT:
                 # this client closed: the server sent a frame over max_frame (1009) or
                 # not UTF-8 (1007). Reconnecting would only get it again.
                 raise ProtocolError(
@@ -900,6 +876,7 @@ async def stream_answer(
 
 
 __all__ = [
+    "FATAL_CLOSE",
     "Client",
     "ConnectionEvent",
     "ConnectionLost",

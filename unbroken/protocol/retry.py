@@ -1,0 +1,96 @@
+"""The client's retry table (pure): which failures a reconnect can cure.
+
+Network errors, timeouts, 5xx, 429 and restart or overload closes are retried;
+auth, forbidden, version and protocol failures are fatal (see docs/client.md).
+The transport's own exception classes (a WebSocket library's handshake and
+close errors) are passed in by the caller: this module knows no socket library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..errors import (
+    AuthError,
+    ConnectionLost,
+    Forbidden,
+    IntegrityError,
+    ProtocolError,
+    UnbrokenError,
+)
+from .codes import CloseCode, ErrorCode
+
+#: Close codes after which reconnecting cannot help, and the error each becomes.
+FATAL_CLOSE: Mapping[int, type[UnbrokenError]] = {
+    CloseCode.AUTH_REQUIRED: AuthError,
+    CloseCode.AUTH_FAILED: AuthError,
+    CloseCode.FORBIDDEN: Forbidden,
+    CloseCode.UNSUPPORTED_VERSION: ProtocolError,
+    CloseCode.BAD_FRAME: ProtocolError,
+    CloseCode.TOO_BIG: ProtocolError,
+    CloseCode.INVALID_DATA: ProtocolError,
+}
+
+#: Close codes a client sends when the server's frame is unacceptable (over its
+#: frame limit, or not UTF-8): reconnecting would only get the same frame again.
+REFUSED_BY_CLIENT: tuple[int, ...] = (CloseCode.INVALID_DATA, CloseCode.TOO_BIG)
+
+#: ``error`` codes after which the same start may be sent again later.
+RETRYABLE_START: frozenset[str] = frozenset(
+    {ErrorCode.OVERLOADED, ErrorCode.RATE_LIMITED, ErrorCode.SHUTTING_DOWN}
+)
+
+#: ``error`` codes that concern one frame only and leave the stream as it was.
+HARMLESS_ERROR: frozenset[str] = frozenset({ErrorCode.BAD_ACK, ErrorCode.UNSUPPORTED})
+
+#: HTTP statuses of a refused upgrade that mean "not you, ever": no retry.
+_FATAL_STATUS = (401, 403, 404)
+
+
+def status_is_retryable(status: int) -> bool:
+    """A refused WebSocket upgrade with HTTP ``status``: worth another attempt?
+    5xx and 429 are; 401, 403, 404 and the other 4xx are not."""
+    return status not in _FATAL_STATUS and not (400 <= status < 500 and status != 429)
+
+
+def should_retry(
+    exc: BaseException,
+    *,
+    status: int | None = None,
+    transient: tuple[type[BaseException], ...] = (),
+) -> bool:
+    """The retry table. ``status``: the HTTP status when ``exc`` is a refused
+    upgrade; ``transient``: the transport's exception classes that mean a
+    connection failed or dropped (retried like ``OSError``)."""
+    if isinstance(exc, AuthError | Forbidden | ProtocolError | IntegrityError):
+        return False
+    if isinstance(exc, ConnectionLost):
+        return exc.code not in FATAL_CLOSE
+    if status is not None:
+        return status_is_retryable(status)
+    return isinstance(exc, (OSError, TimeoutError, *transient))
+
+
+def fatal_error(error: BaseException, *, status: int | None = None) -> BaseException:
+    """What a user sees when ``error`` ended the client: a typed error
+    (``FATAL_CLOSE`` turns a close code into one), never a transport's class."""
+    if isinstance(error, UnbrokenError) and not isinstance(error, ConnectionLost):
+        return error
+    if isinstance(error, ConnectionLost) and error.code is not None and error.code in FATAL_CLOSE:
+        return FATAL_CLOSE[error.code](str(error))
+    if status in (401, 403):
+        return AuthError(f"server refused the connection: HTTP {status}")
+    if isinstance(error, ConnectionLost):
+        return error
+    return ConnectionLost(f"{type(error).__name__}: {error}")
+
+
+__all__ = [
+    "FATAL_CLOSE",
+    "HARMLESS_ERROR",
+    "REFUSED_BY_CLIENT",
+    "RETRYABLE_START",
+    "fatal_error",
+    "should_retry",
+    "status_is_retryable",
+]
