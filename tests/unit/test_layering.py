@@ -47,7 +47,6 @@ KNOWN_CIRCLES: list[set[str]] = [
         "unbroken.server.connection",
         "unbroken.server.fastapi",
     },
-    {"unbroken.scenarios.results", "unbroken.scenarios.targets"},
 ]
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .catalog import SEED_TARGETS, Target
-from .results import RunResult, pooled_samples
+from .run_result import RunResult, pooled_samples
 
 
 def percentile(values: Sequence[float], q: float) -> float:
