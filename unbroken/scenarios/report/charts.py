@@ -6,6 +6,7 @@ import io
 import math
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..catalog import COVERED, TARGET_BY_ID
@@ -69,17 +70,17 @@ def _svg(fig: Any) -> str:
     return re.sub(r'(<svg[^>]*?) width="[^"]+" height="[^"]+"', r"\1", svg, count=1)
 
 
-def _by_scenario(runs: list[RunResult]) -> dict[str, list[RunResult]]:
+def _by_scenario(runs: Iterable[RunResult]) -> dict[str, list[RunResult]]:
     out: dict[str, list[RunResult]] = defaultdict(list)
     for r in runs:
         out[r.spec.scenario].append(r)
     return out
 
 
-def recovery_distribution(results: Results) -> str:
+def recovery_distribution(runs: Iterable[RunResult]) -> str:
     """Reconnect, resume and complete-recovery times per scenario, with the seed's targets."""
     plt = _plt()
-    groups = _by_scenario(results.runs)
+    groups = _by_scenario(runs)
     sids = [s for s in COVERED if s in groups]
     panels = (
         ("reconnect", "reconnection (fault → connected)", TARGET_BY_ID["reconnect"].threshold),
@@ -120,16 +121,16 @@ def recovery_distribution(results: Results) -> str:
     return _svg(fig)
 
 
-def completion(results: Results) -> str:
+def completion(runs: Iterable[RunResult]) -> str:
     """Exact streams per scenario (%), against the seed's 99.95 % completion target."""
     plt = _plt()
-    groups = _by_scenario(results.runs)
+    groups = _by_scenario(runs)
     sids = [s for s in COVERED if s in groups]
     rates, labels = [], []
     for s in sids:
-        runs = groups[s]
-        streams = sum(max(r.streams, 1) for r in runs)
-        exact = sum(r.streams_exact for r in runs)
+        group = groups[s]
+        streams = sum(max(r.streams, 1) for r in group)
+        exact = sum(r.streams_exact for r in group)
         rates.append(100.0 * exact / streams if streams else 0.0)
         labels.append(f"{exact:,}/{streams:,}")
     fig, ax = plt.subplots(figsize=(5.4, 0.42 * max(4, len(sids)) + 1.0))
@@ -158,16 +159,16 @@ def completion(results: Results) -> str:
     return _svg(fig)
 
 
-def resent(results: Results) -> str:
+def resent(runs: Iterable[RunResult]) -> str:
     """Bytes the server re-sent after each resume against what was in flight at the cut;
     the shaded band is the allowance of one frame (TC8's bound)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.4, 3.6))
     xs_all: list[float] = []
-    for sid, runs in sorted(_by_scenario(results.runs).items(), key=lambda kv: int(kv[0][2:])):
+    for sid, group in sorted(_by_scenario(runs).items(), key=lambda kv: int(kv[0][2:])):
         pts = [
             (r.metrics.bytes_inflight, r.metrics.bytes_resent)
-            for r in runs
+            for r in group
             if r.metrics.bytes_inflight is not None and r.metrics.bytes_resent is not None
         ]
         if not pts:
@@ -211,22 +212,23 @@ def resent(results: Results) -> str:
     return _svg(fig)
 
 
-def memory(results: Results) -> str:
-    """Process RSS and the stream log's bytes over the whole matrix."""
+def memory(samples: Sequence[tuple[float, float, float]]) -> str:
+    """Process RSS and the stream log's bytes over the whole matrix (``samples``:
+    :attr:`Results.memory <unbroken.scenarios.results.Results.memory>`)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(11, 2.8))
-    if results.memory:
-        t = [m[0] for m in results.memory]
+    if samples:
+        t = [m[0] for m in samples]
         ax.plot(
             t,
-            [m[1] for m in results.memory],
+            [m[1] for m in samples],
             color="#4c72b0",
             lw=1,
             label="process RSS (server + proxy + clients)",
         )
         ax.fill_between(
             t,
-            [m[2] for m in results.memory],
+            [m[2] for m in samples],
             color="#dd8452",
             alpha=0.5,
             lw=0,
@@ -253,8 +255,8 @@ def memory(results: Results) -> str:
 def all_charts(results: Results) -> dict[str, str]:
     """Every chart by name (SVG text)."""
     return {
-        "recovery": recovery_distribution(results),
-        "completion": completion(results),
-        "resent": resent(results),
-        "memory": memory(results),
+        "recovery": recovery_distribution(results.runs),
+        "completion": completion(results.runs),
+        "resent": resent(results.runs),
+        "memory": memory(results.memory),
     }
