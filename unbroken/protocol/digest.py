@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Final
 
 from ..errors import ChainMismatch
@@ -33,9 +33,11 @@ def seed(stream: str, epoch: str) -> bytes:
 
 
 def step(prev: bytes, seq: int, kind: int, data: bytes) -> bytes:
-    """One link of the chain: the digest after event ``seq``."""
-    h = _new_hasher()
-    h.update(prev + _HEADER(seq, kind) + data)
+    """One link of the chain: the digest after event ``seq`` (``data`` its payload)."""
+    h = _new_hasher()  # four updates: cheaper than one of the concatenation
+    h.update(prev)
+    h.update(_HEADER(seq, kind))
+    h.update(data)
     return h.digest()
 
 
@@ -46,15 +48,117 @@ def step_event(prev: bytes, event: Event) -> bytes:
 
 def chain(stream: str, epoch: str, events: Iterable[Event]) -> list[bytes]:
     """Digests after each event, in order."""
-    h = seed(stream, epoch)
-    out: list[bytes] = []
-    for ev in events:
-        h = step_event(h, ev)
-        out.append(h)
-    return out
+    c = Chain.of(stream, epoch)
+    return [c.event(ev) for ev in events]
 
 
-class ChainVerifier:
+class Chain:
+    """The running digest of one stream: :attr:`digest` is ``h_seq`` after event :attr:`seq`.
+
+    The one implementation of the chain: the producer feeds each chunk it writes
+    (:meth:`chunk`) and each other event (:meth:`event`), a client extends it by a
+    frame's events at a time (:meth:`extend`), a store recomputes digests from what
+    it holds (:meth:`chunk`, :meth:`link`). Every method chains event ``seq + 1``;
+    the chunk path keeps the part's ``part NUL`` prefix encoded between calls.
+    """
+
+    __slots__ = ("_part", "_prefix", "digest", "seq")
+
+    def __init__(self, digest: bytes, seq: int = 0) -> None:
+        self.digest = digest
+        self.seq = seq
+        self._part = ""
+        self._prefix = b"\x00"
+
+    @classmethod
+    def of(cls, stream: str, epoch: str) -> Chain:
+        """The chain of a stream before its first event (``h_0``)."""
+        return cls(seed(stream, epoch))
+
+    def reset(self, seq: int, digest: bytes) -> None:
+        """Go back (or forward) to ``digest`` after event ``seq``."""
+        self.seq, self.digest = seq, digest
+
+    def link(self, kind: int, data: bytes) -> bytes:
+        """Chain event ``seq + 1`` of ``kind`` whose canonical payload is ``data``."""
+        seq = self.seq + 1
+        self.digest = h = step(self.digest, seq, kind, data)
+        self.seq = seq
+        return h
+
+    def chunk(self, kind: int, part: str, body: bytes) -> bytes:
+        """Chain a text/json/data chunk of ``part`` (``body`` its UTF-8 bytes) as event
+        ``seq + 1``: :meth:`link` with the payload ``part NUL body``, without building it.
+
+        The hot path of every token written. Raises ``UnicodeEncodeError`` (and changes
+        nothing) when ``part`` is not valid Unicode.
+        """
+        if part != self._part:
+            self._prefix = part.encode() + b"\x00"
+            self._part = part
+        seq = self.seq + 1
+        h = _new_hasher()  # as step(), with the payload in two pieces
+        h.update(self.digest)
+        h.update(_HEADER(seq, kind))
+        h.update(self._prefix)
+        h.update(body)
+        self.digest = digest = h.digest()
+        self.seq = seq
+        return digest
+
+    def event(self, event: Event) -> bytes:
+        """Chain ``event``, which must be event ``seq + 1`` (else :class:`ChainMismatch`).
+
+        Raises ``UnicodeEncodeError`` (and changes nothing) for a payload that is not
+        valid Unicode.
+        """
+        if event.seq != self.seq + 1:
+            raise ChainMismatch(event.seq, f"expected seq {self.seq + 1}, got {event.seq}")
+        if event.kind <= _DATA:
+            return self.chunk(event.kind, event.part, event.body.encode())
+        return self.link(event.kind, payload(event))
+
+    def extend(self, events: Iterable[Event], expected: bytes | None = None) -> bytes:
+        """Chain a frame's worth of events, then compare the last digest with ``expected``.
+
+        Each event must be the next one (a drop, duplicate or reorder is a
+        :class:`ChainMismatch` at that event), every payload valid Unicode (else a
+        ``ChainMismatch``), and the digest after the last ``expected`` when given (an
+        ``events`` frame's ``h``). All or nothing: on ``ChainMismatch`` the chain is
+        left where it was. Returns the new digest.
+        """
+        # The client's hot path: the chunk case of event() inlined, and the
+        # "part NUL" prefix encoded once per run of chunks.
+        seq, h = self.seq, self.digest
+        part, prefix = self._part, self._prefix
+        try:
+            for ev in events:
+                seq += 1
+                if ev.seq != seq:
+                    raise ChainMismatch(ev.seq, f"expected seq {seq}, got {ev.seq}")
+                k = ev.kind
+                hasher = _new_hasher()
+                hasher.update(h)
+                hasher.update(_HEADER(seq, k))
+                if k <= _DATA:
+                    if ev.part != part:
+                        prefix = ev.part.encode() + b"\x00"
+                        part = ev.part
+                    hasher.update(prefix)
+                    hasher.update(ev.body.encode())
+                else:
+                    hasher.update(payload(ev))
+                h = hasher.digest()
+        except UnicodeEncodeError as exc:
+            raise ChainMismatch(seq, "payload is not valid Unicode") from exc
+        if expected is not None and h != expected:
+            raise ChainMismatch(seq, "digest mismatch")
+        self.seq, self.digest = seq, h
+        self._part, self._prefix = part, prefix
+        return h
+
+
+class ChainVerifier(Chain):
     """Incremental verifier: feed events in order, check digests where known.
 
     A dropped, duplicated or reordered event fails the sequence check at once;
@@ -62,63 +166,20 @@ class ChainVerifier:
     digests are given per event).
     """
 
-    __slots__ = ("digest", "seq")
+    __slots__ = ()
 
     def __init__(self, stream: str, epoch: str, seq: int = 0, digest: bytes | None = None) -> None:
-        self.seq = seq
-        self.digest = digest if digest is not None else seed(stream, epoch)
-        if seq == 0 and digest is not None and digest != seed(stream, epoch):
+        h0 = seed(stream, epoch) if digest is None or seq == 0 else digest
+        if seq == 0 and digest is not None and digest != h0:
             raise ChainMismatch(0, "starting digest is not the stream's seed")
+        super().__init__(h0, seq)
 
     def feed(self, event: Event, expected: bytes | None = None) -> bytes:
-        """Chain one event; compare with ``expected`` when given. Returns the new digest."""
-        if event.seq != self.seq + 1:
-            raise ChainMismatch(event.seq, f"expected seq {self.seq + 1}, got {event.seq}")
-        try:
-            data = payload(event)
-        except UnicodeEncodeError as exc:
-            raise ChainMismatch(event.seq, "payload is not valid Unicode") from exc
-        h = step(self.digest, event.seq, event.kind, data)
-        if expected is not None and h != expected:
-            raise ChainMismatch(event.seq, "digest mismatch")
-        self.seq = event.seq
-        self.digest = h
-        return h
+        """Chain one event; compare with ``expected`` when given. Returns the new digest.
 
-    def extend(self, events: Sequence[Event], expected: bytes | None = None) -> bytes:
-        """Chain a frame's worth of events, then compare the last digest with ``expected``.
-
-        The same checks as :meth:`feed` on each event, with the digest known only
-        after the last one (an ``events`` frame's ``h``). All or nothing: on
-        :class:`ChainMismatch` the verifier is left where it was. Returns the new digest.
+        The checks of :meth:`~Chain.extend` (all or nothing).
         """
-        # This loop is the client's hot path: step() and, for chunks, payload() are
-        # inlined, and the "part NUL" prefix is encoded once per run of chunks.
-        seq, h = self.seq, self.digest
-        part: str | None = None
-        prefix = b""
-        try:
-            for ev in events:
-                seq += 1
-                if ev.seq != seq:
-                    raise ChainMismatch(ev.seq, f"expected seq {seq}, got {ev.seq}")
-                k = ev.kind
-                if k <= _DATA:
-                    if ev.part is not part:
-                        part = ev.part
-                        prefix = part.encode() + b"\x00"
-                    data = prefix + ev.body.encode()
-                else:
-                    data = payload(ev)
-                hasher = _new_hasher()
-                hasher.update(h + _HEADER(seq, k) + data)
-                h = hasher.digest()
-        except UnicodeEncodeError as exc:
-            raise ChainMismatch(seq, "payload is not valid Unicode") from exc
-        if expected is not None and h != expected:
-            raise ChainMismatch(seq, "digest mismatch")
-        self.seq, self.digest = seq, h
-        return h
+        return self.extend((event,), expected)
 
     def check(self, expected: bytes) -> None:
         """Compare the digest after the last fed event with ``expected``."""

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import struct
 from array import array
 from collections.abc import Callable
 from typing import Final, cast
@@ -23,15 +21,13 @@ from typing import Final, cast
 import msgspec
 
 from ..errors import LogFull, StreamTooLarge
-from ..protocol.digest import DIGEST_SIZE, seed, step
-from ..protocol.events import Event, Kind, end, payload
+from ..protocol.digest import Chain
+from ..protocol.events import Event, Kind, end
 from ..store.base import AppendBatch, Run, StreamLog
 from ..store.records import to_record
 
 log = logging.getLogger(__name__)
 
-_HASH: Final = hashlib.blake2b(digest_size=DIGEST_SIZE).copy
-_HEADER: Final = struct.Struct(">QB").pack  # seq (uint64 BE), kind (1 byte): see digest.step
 _encode_into: Final = msgspec.json.Encoder().encode_into
 _COMMA: Final = 44
 #: Longest error text an ``end`` or ``part_end`` event carries (the wire's short-text).
@@ -57,6 +53,7 @@ class Producer:
     __slots__ = (
         "_append_nowait",
         "_buf",
+        "_chain",
         "_closed",
         "_digests",
         "_ends",
@@ -66,18 +63,15 @@ class Producer:
         "_head_digest",
         "_lock",
         "_loop",
-        "_prefix",
         "_run_kind",
         "_run_part",
         "_runs",
         "_scheduled",
         "_tasks",
         "coalesce",
-        "digest",
         "error",
         "max_batch",
         "pending",
-        "seq",
         "store",
         "stream",
         "token",
@@ -96,10 +90,9 @@ class Producer:
         self.store = store
         self.stream = stream
         self.token = token
-        self.seq = 0
-        self.digest = seed(stream, epoch)
+        self._chain = Chain.of(stream, epoch)  # the digest after the last event written
         self._head = 0  # what the log holds
-        self._head_digest = self.digest
+        self._head_digest = self._chain.digest
         self.max_batch = max_batch
         self.coalesce = coalesce
         self._flushed_at = 0.0
@@ -111,10 +104,9 @@ class Producer:
         self._ends = array("I")
         self._runs: list[Run] = []
         self._digests: list[bytes] = []
-        # the run the last event belongs to: (kind, part), and the part's "part NUL"
+        # the run the last event belongs to: (kind, part)
         self._run_kind = 0
         self._run_part = ""
-        self._prefix = b""
         self._loop = asyncio.get_running_loop()
         self._lock: asyncio.Lock | None = None  # orders appends to a store with I/O
         self._closed = False
@@ -124,6 +116,16 @@ class Producer:
         self._append_nowait = cast(Callable[[str, str, AppendBatch], int] | None, nowait)
 
     # ---- writes (synchronous; the agent awaits only when a batch is full)
+    @property
+    def seq(self) -> int:
+        """The last event written (appended or pending)."""
+        return self._chain.seq
+
+    @property
+    def digest(self) -> bytes:
+        """The chain digest after event :attr:`seq`."""
+        return self._chain.digest
+
     def add_chunk(self, kind: int, part: str, body: str) -> None:
         """Append a text/json/data chunk to the pending batch.
 
@@ -131,26 +133,17 @@ class Producer:
         """
         if self.error is not None:
             raise self.error
-        data = body.encode()  # a write that fails (lone surrogate) changes nothing
-        seq = self.seq + 1
+        # a write that fails (lone surrogate) changes nothing
+        self._digests.append(self._chain.chunk(kind, part, body.encode()))
         if kind != self._run_kind or part != self._run_part:
-            self._runs.append(Run(seq, kind, part))
+            self._runs.append(Run(self._chain.seq, kind, part))
             self._run_kind, self._run_part = kind, part
-            self._prefix = part.encode() + b"\x00"
-        h = _HASH()  # four updates: cheaper than one of the concatenation
-        h.update(self.digest)
-        h.update(_HEADER(seq, kind))
-        h.update(self._prefix)
-        h.update(data)
-        self.digest = digest = h.digest()
-        self.seq = seq
         buf = self._buf
         _encode_into(body, buf, -1)
         buf.append(_COMMA)
         self._ends.append(len(buf))
-        self._digests.append(digest)
         if not self.pending:
-            self._first = seq
+            self._first = self._chain.seq
             if not self._scheduled:
                 self._schedule()
         self.pending += 1
@@ -162,7 +155,8 @@ class Producer:
         if event.kind in (Kind.TEXT, Kind.JSON, Kind.DATA):
             self.add_chunk(event.kind, event.part, event.body)
             return
-        seq = self.seq + 1
+        chain = self._chain
+        seq = chain.seq + 1
         ev = Event(
             seq,
             event.kind,
@@ -175,17 +169,15 @@ class Producer:
             count=seq if event.kind is Kind.END else event.count,
         )
         # everything that can fail (encoding) before anything changes
-        digest = step(self.digest, seq, ev.kind, payload(ev))
         kind, part, enc = to_record(ev)
-        self.digest = digest
-        self.seq = seq
+        digest = chain.event(ev)  # changes nothing if it fails
         self._runs.append(Run(seq, kind, part))
         self._run_kind = 0  # the next chunk starts a run of its own
         buf = self._buf
         buf += enc
         buf.append(_COMMA)
         self._ends.append(len(buf))
-        self._digests.append(self.digest)
+        self._digests.append(digest)
         if not self.pending:
             self._first = seq
             if not self._scheduled:
@@ -247,7 +239,7 @@ class Producer:
         log.warning("append failed stream=%s seq=%d error=%r", self.stream, batch.first, exc)
         # what was not appended is dropped: roll back to the log's head, with the
         # events written meanwhile (they follow the failed batch: a gap otherwise)
-        self.seq, self.digest = self._head, self._head_digest
+        self._chain.reset(self._head, self._head_digest)
         self._run_kind = 0
         self._buf, self._ends, self._runs, self._digests = bytearray(), array("I"), [], []
         self.pending = 0
