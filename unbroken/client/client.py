@@ -45,13 +45,13 @@ from ..protocol.client_session import (
     StreamGoneOut,
     StreamResumed,
     StreamStarted,
-    StreamState,
     Welcomed,
 )
 from ..protocol.codes import CLOSE_CODE_MEANING, CloseCode, ErrorCode
 from ..protocol.digest import seed, step_event
 from ..protocol.events import Event
 from ..protocol.frames import CAP_BATCH, DEFAULT_MAX_FRAME, SUBPROTOCOLS, Ping, Start, encode
+from ..protocol.liveness import Liveness
 from ..protocol.retry import FATAL_CLOSE, REFUSED_BY_CLIENT, fatal_error, should_retry
 from .response import Answer, StreamEnded, StreamEvent
 
@@ -108,14 +108,6 @@ class _Connection(ClientConnection):
         if self.on_bytes is not None:
             self.on_bytes(len(data))
         super().data_received(data)
-
-
-#: the most the round trip may add to the silence limit (seconds)
-_MAX_RTO = 2.0
-
-#: bytes of one message still arriving that make a late pong "queued behind data",
-#: not lost: paced tokens and heartbeats come as small whole messages and never count
-_BULK = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,14 +271,13 @@ class Client:
         self.policy = policy or BackoffPolicy()
         self.should_retry = should_retry
         self.on_event = on_event
-        self.silence_factor = silence_factor
-        self.ping_every = ping_every
         self.open_timeout = open_timeout
         self.attempt_stagger = attempt_stagger
         self.request_timeout = request_timeout
         self.max_frame = max_frame
         self._rng = random.Random(seed)
-        self._session = ClientSession(max_frame=max_frame, caps=(CAP_BATCH,))
+        self._live = Liveness(silence_factor=silence_factor, ping_every=ping_every)
+        self._session = ClientSession(max_frame=max_frame, caps=(CAP_BATCH,), liveness=self._live)
         self._streams: dict[str, Stream] = {}
         self._by_id: dict[str, Stream] = {}
         self._ws: ClientConnection | None = None
@@ -297,22 +288,28 @@ class Client:
         self._supervisor: asyncio.Task[None] | None = None
         self._first: asyncio.Future[None] | None = None
         self._subscribers: list[asyncio.Queue[ConnectionEvent]] = []
-        self._heartbeat = 1.0
-        self._srtt: float | None = None
-        self._rttvar = 0.0
-        self._last_recv = 0.0
-        #: seconds this process ran late (watchdog lateness), summed: never the link's
-        self._lag = 0.0
-        self._lag_at_recv = 0.0
         self._hb_seen = False
-        self._ping_sent: dict[int, tuple[float, float]] = {}  # n -> (sent at, lag then)
-        self._ping_n = 0
-        self._last_ping_at = 0.0
-        self._last_bulk = 0.0  # when the last _BULK bytes finished arriving
-        self._lag_at_bulk = 0.0
         self._progressed = False
         self.backoff: Backoff | None = None
         self.history: list[ConnectionEvent] = []
+
+    @property
+    def silence_factor(self) -> float:
+        """Heartbeats of silence (plus the RTO) after which the link is dead."""
+        return self._live.silence_factor
+
+    @silence_factor.setter
+    def silence_factor(self, value: float) -> None:
+        self._live.silence_factor = value
+
+    @property
+    def ping_every(self) -> float:
+        """Seconds between pings while a stream is live (0: none but answers)."""
+        return self._live.ping_every
+
+    @ping_every.setter
+    def ping_every(self, value: float) -> None:
+        self._live.ping_every = value
 
     # ------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Client:
@@ -576,100 +573,58 @@ class Client:
         opened_by = t0 + timeout
         self._ws = ws
 
-        partial = 0  # bytes heard since the last whole message arrived
+        live = self._live
+        live.connecting()
 
         def heard(n: int) -> None:
-            nonlocal partial
-            now = loop.time()
-            self._last_recv, self._lag_at_recv = now, self._lag
-            partial += n
-            if partial >= _BULK:
-                # a large message is still arriving: a pong sent after it can only
-                # come after it (TCP is in order): late, not lost
-                partial = 0
-                self._last_bulk, self._lag_at_bulk = now, self._lag
+            live.bytes_heard(loop.time(), n)
 
         if isinstance(ws, _Connection):
             ws.on_bytes = heard
-        self._ping_sent.clear()
         self._hb_seen = False
         watchdog: asyncio.TimerHandle | None = None
         dead: list[str] = []
         due = 0.0  # when the watchdog should run (how late it ran is reported)
-        deferred = False  # the last run let the reader go first
 
-        def watch(delay: float) -> asyncio.TimerHandle:
+        def watch(at: float) -> asyncio.TimerHandle:
             nonlocal due
+            delay = max(0.0, at - loop.time())
             due = loop.time() + delay
             return loop.call_later(delay, check_silence)
 
         def check_silence() -> None:
-            nonlocal watchdog, deferred
-            now = loop.time()
-            late = max(0.0, now - due)
-            self._lag += late
-            if late > 0.05 and not deferred:
-                # this process was busy (the consumer blocked the loop, or load):
-                # frames may be waiting in the socket. They are proof of life: let
-                # the reader take them before anything is judged (once: under
-                # sustained load the next run judges, lag discounted)
-                deferred = True
-                watchdog = watch(0.0)
-                return
-            deferred = False
-            limit = self._silence_limit()
-            if not self._expecting_frames():
-                # the server sends hb only while a stream is live: an idle
-                # connection is quiet by design, not dead
-                self._last_recv, self._lag_at_recv = now, self._lag
-                self._ping_sent.clear()
-            # the link's silence: the quiet time less the time this process ran late
-            ours = self._lag - self._lag_at_recv
-            quiet = now - self._last_recv
-            unanswered = self._ping_age(now)
-            if quiet - ours > limit:
-                dead.append(f"no frame for {quiet:.2f}s (limit {limit:.2f}s, {ours:.2f}s late)")
-            elif unanswered > limit:
-                dead.append(
-                    f"ping unanswered for {unanswered:.2f}s (limit {limit:.2f}s): "
-                    "this client's frames are not reaching the server"
-                )
-            if dead:
+            nonlocal watchdog
+            check = self._session.check(loop.time(), due)
+            if check.dead is not None:
+                dead.append(check.dead)
                 ws.transport.abort()
                 return
-            if (
-                self.ping_every
-                and now - self._last_ping_at >= self.ping_every
-                and self._expecting_frames()
-            ):
-                self._send_ping(ws, now)
-            watchdog = watch(min(limit / 3, 0.25))
+            if check.ping is not None:
+                self._send_soon(ws, check.ping)
+            watchdog = watch(check.wake_at)
 
         try:
             await ws.send(encode(self._session.connect(await self._token())).decode())
-            self._last_recv, self._lag_at_recv = loop.time(), self._lag
-            self._last_ping_at = loop.time()
+            live.hello_sent(loop.time())
             left = max(0.001, opened_by - loop.time())
             first = await asyncio.wait_for(ws.recv(), left)
             out = self._session.receive(first)
             if isinstance(out, ServerError):
                 raise RequestRefused(out.error.code, out.error.message)
             assert isinstance(out, Welcomed)
-            self._last_recv, self._lag_at_recv = loop.time(), self._lag
-            self._rtt_sample(loop.time() - t0)
-            # clamped: a server's parameter must not switch silence detection off
-            self._heartbeat = min(max(out.welcome.heartbeat_ms / 1000, 0.05), 10.0)
+            now = loop.time()
+            live.welcomed(now, out.welcome.heartbeat_ms, now - t0)
             self._ready.set()
             self._emit("connected", url=url)
             if self._first is not None and not self._first.done():
                 self._first.set_result(None)
             for frame in self._session.after_welcome():
                 await ws.send(encode(frame).decode())
-            watchdog = watch(self._silence_limit() / 3)
+            watchdog = watch(live.first_check(loop.time()))
             frames_of = self._session.frames_of
             session = self._session
             async for message in ws:  # (bytes arriving already count: heard())
-                partial = 0  # a whole message: nothing is in progress
+                live.message_heard()
                 now = loop.time()
                 for one in frames_of(message):
                     if self._handle(one):
@@ -678,12 +633,12 @@ class Client:
                 if self._hb_seen:
                     self._hb_seen = False
                     acks = session.heartbeat_acks(now)
-                    if not self._ping_sent:  # answer the hb: proof this way works too
-                        self._send_ping(ws, now)
+                    if not live.awaiting_pong:  # answer the hb: proof this way works too
+                        self._send_soon(ws, live.ping(now))
                 for ack in acks:
                     await ws.send(encode(ack).decode())
-                if acks and not self._ping_sent:
-                    self._send_ping(ws, now)  # an answer proves the acks got through
+                if acks and not live.awaiting_pong:
+                    self._send_soon(ws, live.ping(now))  # an answer proves the acks got through
         except ConnectionClosed as exc:
             if dead:
                 raise ConnectionLost(dead[0], CloseCode.HEARTBEAT_TIMEOUT) from None
@@ -713,48 +668,16 @@ class Client:
         if code is not None and code != CloseCode.NORMAL:
             raise ConnectionLost(ws.close_reason or "closed", code)
 
-    def _send_ping(self, ws: ClientConnection, now: float) -> None:
-        self._ping_n += 1
-        self._ping_sent[self._ping_n] = (now, self._lag)
-        self._last_ping_at = now
-        if len(self._ping_sent) > 8:
-            self._ping_sent.pop(min(self._ping_sent))
-        task = asyncio.get_running_loop().create_task(ws.send(encode(Ping(self._ping_n)).decode()))
+    def _send_soon(self, ws: ClientConnection, frame: Ping) -> None:
+        """Send ``frame`` without waiting for it (from a timer, or ahead of acks)."""
+        task = asyncio.get_running_loop().create_task(ws.send(encode(frame).decode()))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
-
-    def _ping_age(self, now: float) -> float:
-        """How long the oldest unanswered ping has waited (less this process's lag)."""
-        if not self._ping_sent:
-            return 0.0
-        sent, lag = self._ping_sent[min(self._ping_sent)]
-        if self._last_bulk > sent:  # data was still arriving ahead of the pong
-            sent, lag = self._last_bulk, self._lag_at_bulk
-        return now - sent - (self._lag - lag)
-
-    def _expecting_frames(self) -> bool:
-        """True while some stream is live (or a start or resume awaits its answer)."""
-        live = (StreamState.STARTING, StreamState.ATTACHED, StreamState.RESUMING)
-        return any(cs.state in live for cs in self._session.by_req.values())
-
-    def _rtt_sample(self, rtt: float) -> None:
-        """RFC 6298's smoothed RTT and RTT variance."""
-        if self._srtt is None:
-            self._srtt, self._rttvar = rtt, rtt / 2
-            return
-        self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
-        self._srtt = 0.875 * self._srtt + 0.125 * rtt
 
     @property
     def silence_limit(self) -> float:
         """Seconds of silence (or of an unanswered ping) after which the link is
         declared dead, as things stand (it follows the measured round trips)."""
-        return self._silence_limit()
-
-    def _silence_limit(self) -> float:
-        """Silence that means dead: ``silence_factor`` heartbeats plus the RTO
-        (``SRTT + 4·RTTVAR``, as TCP), so a slow or lossy but living link is not cut."""
-        rto = min(_MAX_RTO, (self._srtt or 0.0) + 4 * self._rttvar)
-        return self.silence_factor * self._heartbeat + rto
+        return self._live.limit()
 
     def _handle(self, message: str | bytes) -> bool:
         try:
@@ -803,17 +726,7 @@ class Client:
                 st._finish(StreamGone(out.stream, out.reason, out.message))  # type: ignore[arg-type]
             return True
         if isinstance(out, PongOut):
-            sent = self._ping_sent.pop(out.n, None)
-            if sent is not None:
-                at, lag = sent
-                # older pings were answered too (frames arrive in order)
-                for n in [n for n in self._ping_sent if n < out.n]:
-                    del self._ping_sent[n]
-                # a pong that queued behind data measures the queue, not the path:
-                # no sample (as Karn's rule skips ambiguous ones)
-                if self._last_bulk <= at:
-                    rtt = asyncio.get_running_loop().time() - at - (self._lag - lag)
-                    self._rtt_sample(max(0.0, rtt))
+            self._live.pong(asyncio.get_running_loop().time(), out.n)
             return False
         if isinstance(out, Heartbeat):
             self._hb_seen = True

@@ -40,6 +40,7 @@ from .frames import (
     decode_server,
     events_of,
 )
+from .liveness import Check, Liveness
 
 
 # ===================================================================== client
@@ -152,6 +153,7 @@ _READY = ClientState.READY
 _AWAIT_WELCOME = ClientState.AWAIT_WELCOME
 _ATTACHED = StreamState.ATTACHED
 _END = int(Kind.END)
+_LIVE = (StreamState.STARTING, StreamState.ATTACHED, StreamState.RESUMING)
 
 ClientOutput = (
     Welcomed
@@ -168,7 +170,13 @@ ClientOutput = (
 class ClientSession:
     """One logical client across many connections: streams survive reconnects."""
 
-    def __init__(self, *, caps: tuple[str, ...] = (), max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(
+        self,
+        *,
+        caps: tuple[str, ...] = (),
+        max_frame: int = DEFAULT_MAX_FRAME,
+        liveness: Liveness | None = None,
+    ) -> None:
         self.state = ClientState.IDLE
         self.caps = list(caps)
         self.max_frame = max_frame
@@ -186,6 +194,8 @@ class ClientSession:
         #: anonymous mode: the key the server issued, presented on every connection
         #: so that request ids stay this client's (a retried start finds its stream)
         self.anon: str | None = None
+        #: is the link alive? (the RTT estimate, pings, silence)
+        self.liveness = liveness or Liveness()
 
     def frames_of(self, message: bytes | str) -> list[bytes | str]:
         """The frames of one WebSocket message, each for :meth:`receive`: the message
@@ -232,6 +242,15 @@ class ClientSession:
 
     def close(self) -> None:
         self.state = ClientState.CLOSED
+
+    def expecting_frames(self) -> bool:
+        """True while some stream is live (or a start or resume awaits its answer):
+        the server sends ``hb`` only then."""
+        return any(cs.state in _LIVE for cs in self.by_req.values())
+
+    def check(self, now: float, due: float) -> Check:
+        """The periodic liveness check (run at ``now``, due at ``due``)."""
+        return self.liveness.check(now, due, self.expecting_frames())
 
     # ---- requests
     def start(self, req: str, agent: str, input: Any) -> Start | None:

@@ -1,0 +1,180 @@
+"""The client's liveness rule: silence limit, RTT estimate (Karn, 2 s cap), pings, lateness."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from unbroken.protocol.frames import Ping
+from unbroken.protocol.liveness import BULK, MAX_RTO, Liveness
+
+
+def welcomed(*, heartbeat_ms: float = 1000, rtt: float = 0.0, ping_every: float = 0.75) -> Liveness:
+    live = Liveness(silence_factor=3.0, ping_every=ping_every)
+    live.connecting()
+    live.hello_sent(0.0)
+    live.welcomed(rtt, heartbeat_ms, rtt)
+    return live
+
+
+def test_the_limit_is_three_heartbeats_plus_the_rto_of_the_first_sample() -> None:
+    live = welcomed(heartbeat_ms=500, rtt=0.1)
+    assert live.srtt == pytest.approx(0.1) and live.rttvar == pytest.approx(0.05)
+    assert live.limit() == pytest.approx(3 * 0.5 + 0.1 + 4 * 0.05)
+
+
+def test_rtt_samples_follow_rfc_6298() -> None:
+    live = Liveness()
+    live.rtt_sample(0.2)
+    live.rtt_sample(0.6)
+    assert live.rttvar == pytest.approx(0.75 * 0.1 + 0.25 * 0.4)
+    assert live.srtt == pytest.approx(0.875 * 0.2 + 0.125 * 0.6)
+
+
+def test_the_rto_term_is_capped_at_two_seconds() -> None:
+    live = welcomed(heartbeat_ms=100, rtt=30.0)
+    assert live.limit() == pytest.approx(3 * 0.1 + MAX_RTO)
+
+
+@pytest.mark.parametrize(("ms", "beat"), [(1e12, 10.0), (0, 0.05), (1, 0.05), (250, 0.25)])
+def test_the_servers_heartbeat_is_clamped(ms: float, beat: float) -> None:
+    assert welcomed(heartbeat_ms=ms).heartbeat == pytest.approx(beat)
+
+
+def test_a_pong_is_a_sample_and_answers_every_older_ping() -> None:
+    live = welcomed(rtt=0.1)
+    first, second = live.ping(1.0), live.ping(1.1)
+    assert (first, second) == (Ping(1), Ping(2))
+    live.pong(1.3, 2)
+    assert not live.awaiting_pong
+    assert live.srtt == pytest.approx(0.875 * 0.1 + 0.125 * 0.2)
+
+
+def test_a_pong_queued_behind_a_large_message_is_no_sample_karn() -> None:
+    live = welcomed(rtt=0.1)
+    live.ping(1.0)
+    live.bytes_heard(2.5, BULK)  # a large message still arriving after the ping
+    live.pong(3.0, 1)
+    assert not live.awaiting_pong
+    assert live.srtt == pytest.approx(0.1)  # the 2 s "round trip" measured the queue
+
+
+def test_small_messages_never_make_a_pong_late() -> None:
+    live = welcomed(rtt=0.1)
+    live.ping(1.0)
+    for i in range(10):  # paced tokens: whole small messages
+        live.bytes_heard(1.0 + i * 0.01, 100)
+        live.message_heard()
+    assert live.last_bulk == 0.0
+    live.pong(1.5, 1)
+    assert live.srtt == pytest.approx(0.875 * 0.1 + 0.125 * 0.5)
+
+
+def test_an_unknown_pong_changes_nothing() -> None:
+    live = welcomed(rtt=0.1)
+    live.ping(1.0)
+    live.pong(1.2, 7)
+    assert live.awaiting_pong and live.srtt == pytest.approx(0.1)
+
+
+def test_at_most_eight_pings_are_remembered() -> None:
+    live = welcomed()
+    for i in range(10):
+        live.ping(float(i))
+    assert sorted(live.pings) == list(range(3, 11))
+
+
+def test_silence_beyond_the_limit_is_death_and_a_frame_heard_is_life() -> None:
+    live = welcomed(heartbeat_ms=100)  # limit 0.3 s
+    assert live.dead(0.29) is None
+    live.bytes_heard(0.29, 10)
+    assert live.dead(0.5) is None
+    reason = live.dead(0.6)
+    assert reason is not None and reason.startswith("no frame for 0.31s (limit 0.30s")
+
+
+def test_an_unanswered_ping_is_death_while_frames_still_arrive() -> None:
+    live = welcomed(heartbeat_ms=100)
+    live.ping(1.0)
+    for t in (1.1, 1.2, 1.3):
+        live.bytes_heard(t, 10)
+        live.message_heard()
+    assert live.dead(1.3) is None
+    reason = live.dead(1.31)
+    assert reason is not None and "ping unanswered" in reason
+
+
+def test_a_ping_behind_bulk_data_is_judged_from_when_the_data_arrived() -> None:
+    live = welcomed(heartbeat_ms=100)
+    live.ping(1.0)
+    live.bytes_heard(1.25, BULK)
+    assert live.dead(1.5) is None  # 0.5 s since the ping, 0.25 s since the data
+    assert live.dead(1.56) is not None
+
+
+def test_time_this_process_ran_late_never_counts_against_the_link() -> None:
+    live = welcomed(heartbeat_ms=100)
+    live.bytes_heard(1.0, 10)
+    # the check was due at 1.05 but ran at 1.45: the loop was blocked
+    first = live.check(1.45, 1.05, expecting=True)
+    assert first.dead is None and first.wake_at == 1.45  # the reader goes first
+    second = live.check(1.45, 1.45, expecting=True)
+    assert second.dead is None  # 0.45 s quiet, 0.4 s of it ours
+    assert live.dead(1.71) is not None  # the link's own 0.31 s
+
+
+def test_under_sustained_lateness_the_second_late_check_judges() -> None:
+    live = welcomed(heartbeat_ms=100)
+    assert live.check(2.0, 1.0, expecting=True).dead is None  # deferred once
+    check = live.check(3.0, 2.0, expecting=True)
+    assert check.dead is not None and "no frame" in check.dead
+
+
+def test_an_idle_connection_is_never_dead() -> None:
+    live = welcomed(heartbeat_ms=100)
+    live.ping(0.1)
+    check = live.check(60.0, 60.0, expecting=False)
+    assert check.dead is None and check.ping is None and not live.awaiting_pong
+
+
+def test_a_check_pings_every_ping_every_seconds_while_expecting() -> None:
+    live = welcomed(heartbeat_ms=1000, ping_every=0.75)
+    live.bytes_heard(0.7, 10)
+    assert live.check(0.7, 0.7, expecting=True).ping is None
+    live.bytes_heard(0.8, 10)
+    check = live.check(0.8, 0.8, expecting=True)
+    assert check.ping == Ping(1) and check.wake_at == pytest.approx(0.8 + 0.25)
+
+
+def test_without_ping_every_a_check_never_pings() -> None:
+    live = welcomed(ping_every=0)
+    live.bytes_heard(5.0, 10)
+    assert live.check(5.0, 5.0, expecting=True).ping is None
+
+
+def test_a_new_connection_forgets_the_pings_of_the_last_but_not_the_rtt() -> None:
+    live = welcomed(rtt=0.2)
+    live.ping(1.0)
+    live.connecting()
+    assert not live.awaiting_pong and live.srtt == pytest.approx(0.2)
+
+
+@given(
+    beat=st.floats(0.05, 2.0),
+    rtt=st.floats(0.0, 5.0),
+    quiet=st.floats(0.0, 20.0),
+    ping_at=st.none() | st.floats(0.0, 5.0),
+)
+def test_dead_exactly_after_the_deadline(
+    beat: float, rtt: float, quiet: float, ping_at: float | None
+) -> None:
+    live = welcomed(heartbeat_ms=beat * 1000, rtt=rtt)
+    if ping_at is not None:
+        live.ping(rtt + ping_at)
+    deadline = live.deadline()
+    now = rtt + quiet
+    if now < deadline - 1e-9:
+        assert live.dead(now) is None
+    elif now > deadline + 1e-9:
+        assert live.dead(now) is not None
