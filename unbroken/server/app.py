@@ -19,6 +19,7 @@ from ..protocol.frames import (
 from ..store.base import StreamLog
 from ..store.memory import MemoryStore
 from .agent import Agent, Principal
+from .config import ServerConfig
 from .connection import Authenticate, Connection
 from .guard import ConnectionGuard, ConnectionLimits
 from .hub import Hub
@@ -100,27 +101,33 @@ class Unbroken:
         health_detail: bool = False,
         expose_agent_names: bool = False,
     ) -> None:
-        if heartbeat <= 0 or window <= 0 or frame_cap <= 0:
-            raise ConfigError("heartbeat, window and frame_cap must be positive")
-        if max_chunk * 2 + 1024 > max_frame or frame_cap > max_frame:
-            raise ConfigError("max_chunk and frame_cap must fit well inside max_frame")
-        if max_client_frame < 1024 or max_hello_frame < 1024:
-            raise ConfigError("max_client_frame and max_hello_frame must be at least 1 KiB")
         self.store: StreamLog = store if store is not None else MemoryStore()
         self.authenticate = authenticate
-        self.allow_anonymous = allow_anonymous
-        self.heartbeat = heartbeat
         self.shutdown_grace = shutdown_grace
-        self.limits = Limits(
-            max_frame=max_frame,
-            window=window,
-            max_streams=max_streams_per_connection,
-            max_chunk=max_chunk,
-            max_client_frame=min(max_client_frame, max_frame),
+        #: what every connection is configured with (frozen; built once, here)
+        self.config = ServerConfig(
+            heartbeat=heartbeat,
+            limits=Limits(
+                max_frame=max_frame,
+                window=window,
+                max_streams=max_streams_per_connection,
+                max_chunk=max_chunk,
+                max_client_frame=min(max_client_frame, max_frame),
+            ),
+            frame_cap=frame_cap,
+            coalesce=coalesce,
+            max_hello_frame=min(max_hello_frame, max_client_frame, max_frame),
+            start_rate=start_rate,
+            start_burst=start_burst,
+            request_rate=request_rate,
+            request_burst=request_burst,
+            max_outbox=max_outbox,
+            peer_silence=peer_silence if peer_silence is not None else 3 * heartbeat + 0.3,
+            send_timeout=send_timeout,
+            hello_timeout=hello_timeout,
+            allow_anonymous=allow_anonymous,
+            expose_agent_names=expose_agent_names,
         )
-        #: largest client frame after ``hello`` / before it (bytes)
-        self.max_client_frame = self.limits.max_client_frame
-        self.max_hello_frame = min(max_hello_frame, self.max_client_frame)
         self.connection_limits = (
             connection_limits if connection_limits is not None else ConnectionLimits()
         )
@@ -129,20 +136,8 @@ class Unbroken:
         #: set by :func:`unbroken.server.serving.uvicorn_config` (``unbroken serve``)
         self.guard: ConnectionGuard | None = None
         self.health_detail = health_detail
-        self.expose_agent_names = expose_agent_names
-        self.frame_cap = frame_cap
-        self.coalesce = coalesce
-        self.start_rate = start_rate
-        self.start_burst = start_burst
-        self.hello_timeout = hello_timeout
-        self.send_timeout = send_timeout
-        #: a connection whose flow window is full and that heard nothing from its
-        #: client for this long is dead (its acks are lost: a receive-only link)
-        self.peer_silence = peer_silence if peer_silence is not None else 3 * heartbeat + 0.3
-        self.request_rate = request_rate
-        self.request_burst = request_burst
-        self.max_outbox = max_outbox
         self.agents: dict[str, tuple[Agent, float | None]] = {}
+        #: the connections being served (each adds and removes itself)
         self.connections: set[Connection] = set()
         self.hub = Hub(
             self.store,
@@ -153,6 +148,45 @@ class Unbroken:
             sweep_every=sweep_every,
             coalesce=coalesce,
         )
+
+    # read-only views of the config (the names the constructor takes)
+    @property
+    def heartbeat(self) -> float:
+        return self.config.heartbeat
+
+    @property
+    def limits(self) -> Limits:
+        return self.config.limits
+
+    @property
+    def max_client_frame(self) -> int:
+        """Largest client frame after ``hello`` (bytes)."""
+        return self.config.max_client_frame
+
+    @property
+    def max_hello_frame(self) -> int:
+        """Largest client frame before ``hello`` is accepted (bytes)."""
+        return self.config.max_hello_frame
+
+    @property
+    def allow_anonymous(self) -> bool:
+        return self.config.allow_anonymous
+
+    @property
+    def expose_agent_names(self) -> bool:
+        return self.config.expose_agent_names
+
+    @property
+    def frame_cap(self) -> int:
+        return self.config.frame_cap
+
+    @property
+    def coalesce(self) -> float:
+        return self.config.coalesce
+
+    @property
+    def peer_silence(self) -> float:
+        return self.config.peer_silence
 
     def agent(self, name: str, *, timeout: float | None = None) -> Callable[[Agent], Agent]:
         """Register an agent: ``@app.agent("name")`` over ``async def f(request, out)``."""

@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
@@ -26,12 +27,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..protocol.codes import CloseCode, ErrorCode, close_reason
 from ..protocol.frames import Error, encode, excerpt, negotiate_subprotocol
+from ..store.base import StreamLog
 from .agent import Principal
-from .connection import ConnectInfo, Connection
+from .config import ServerConfig
+from .connection import Authenticate, ConnectInfo, Connection, Transport
+from .guard import ConnectionGuard
+from .hub import Hub
 from .websocket import MAX_SIZE_EXTENSION
-
-if TYPE_CHECKING:
-    from .app import Unbroken
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,41 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+
+class Served(Protocol):
+    """What the ASGI glue needs of an app (:class:`~unbroken.server.app.Unbroken`)."""
+
+    @property
+    def config(self) -> ServerConfig: ...
+    @property
+    def hub(self) -> Hub: ...
+    @property
+    def store(self) -> StreamLog: ...
+    @property
+    def authenticate(self) -> Authenticate | None: ...
+    @property
+    def connections(self) -> set[Connection]: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def health_detail(self) -> bool: ...
+    @property
+    def guard(self) -> ConnectionGuard | None: ...
+    def lifespan(self, _app: object = None) -> AbstractAsyncContextManager[None]: ...
+
+
+def open_connection(app: Served, transport: Transport, info: ConnectInfo) -> Connection:
+    """A :class:`Connection` of ``app`` on ``transport`` (its narrow ports only)."""
+    return Connection(
+        app.config,
+        app.hub,
+        app.store,
+        transport,
+        info,
+        authenticate=app.authenticate,
+        registry=app.connections,
+    )
 
 
 class _SizeLimit:
@@ -178,7 +215,7 @@ def connect_info(scope: Scope, principal: Principal | None = None) -> ConnectInf
 FULL_RETRY_AFTER_MS = 1000
 
 
-def _refusal(app: Unbroken, offered: list[str], client: str) -> tuple[int, str] | None:
+def _refusal(app: Served, offered: list[str], client: str) -> tuple[int, str] | None:
     """Why this connection must be closed right after the handshake, if it must."""
     if offered and negotiate_subprotocol(offered) is None:
         log.warning(
@@ -216,7 +253,7 @@ async def _refuse(send_text: Callable[[str], Awaitable[None]], code: int) -> Non
             await send_text(encode(frame).decode())
 
 
-async def serve_asgi(app: Unbroken, scope: Scope, receive: Receive, send: Send) -> None:
+async def serve_asgi(app: Served, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one WebSocket connection on raw ASGI callables."""
     if (await receive())["type"] != "websocket.connect":
         return
@@ -226,7 +263,7 @@ async def serve_asgi(app: Unbroken, scope: Scope, receive: Receive, send: Send) 
     if chosen is not None:
         accept["subprotocol"] = chosen
     await send(accept)
-    transport = ASGITransport(receive, send, _SizeLimit(scope, app.max_client_frame))
+    transport = ASGITransport(receive, send, _SizeLimit(scope, app.config.max_client_frame))
     refusal = _refusal(app, offered, _client(scope))
     if refusal is not None:
 
@@ -236,10 +273,10 @@ async def serve_asgi(app: Unbroken, scope: Scope, receive: Receive, send: Send) 
         await _refuse(send_text, refusal[0])
         await transport.close(*refusal)
         return
-    await Connection(app, transport, connect_info(scope)).run()
+    await open_connection(app, transport, connect_info(scope)).run()
 
 
-async def serve_websocket(app: Unbroken, ws: WebSocket, principal: Principal | None = None) -> None:
+async def serve_websocket(app: Served, ws: WebSocket, principal: Principal | None = None) -> None:
     """Negotiate the subprotocol, accept, and serve one connection (Starlette/FastAPI)."""
     offered = list(ws.scope.get("subprotocols") or [])
     chosen = negotiate_subprotocol(offered) if offered else None
@@ -250,8 +287,8 @@ async def serve_websocket(app: Unbroken, ws: WebSocket, principal: Principal | N
         await ws.close(*refusal)
         return
     info = connect_info(ws.scope, principal)
-    transport = StarletteTransport(ws, _SizeLimit(ws.scope, app.max_client_frame))
-    await Connection(app, transport, info).run()
+    transport = StarletteTransport(ws, _SizeLimit(ws.scope, app.config.max_client_frame))
+    await open_connection(app, transport, info).run()
 
 
 def route_path(scope: Scope) -> str:
@@ -269,7 +306,7 @@ def route_path(scope: Scope) -> str:
 class UnbrokenStarlette(Starlette):
     """A Starlette app whose unbroken WebSocket path bypasses routing (see module doc)."""
 
-    def __init__(self, app: Unbroken, path: str, routes: list[Any]) -> None:
+    def __init__(self, app: Served, path: str, routes: list[Any]) -> None:
         super().__init__(routes=routes, lifespan=app.lifespan)
         self.unbroken = app
         self.ws_path = path
@@ -281,7 +318,7 @@ class UnbrokenStarlette(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def build_starlette(app: Unbroken, path: str) -> Starlette:
+def build_starlette(app: Served, path: str) -> Starlette:
     async def endpoint(ws: WebSocket) -> None:  # reached only through url_for-style routing
         await serve_websocket(app, ws)
 

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -49,9 +49,11 @@ from ..store.base import DIVERGED
 from . import eager
 from .agent import Principal, anonymous_principal
 from .attach import Attachment
+from .config import ServerConfig
 
 if TYPE_CHECKING:
-    from .app import Unbroken
+    from ..store.base import StreamLog
+    from .hub import Hub
 
 log = logging.getLogger(__name__)
 
@@ -105,19 +107,32 @@ _PEER_CLOSE: dict[int, str] = {
 class Connection:
     """Serves one WebSocket until it closes."""
 
-    def __init__(self, app: Unbroken, transport: Transport, info: ConnectInfo) -> None:
-        self.app = app
-        self.hub = app.hub
-        self.store = app.store
+    def __init__(
+        self,
+        config: ServerConfig,
+        hub: Hub,
+        store: StreamLog,
+        transport: Transport,
+        info: ConnectInfo,
+        *,
+        authenticate: Authenticate | None = None,
+        registry: MutableSet[Connection] | None = None,
+    ) -> None:
+        self.config = config
+        self.hub = hub
+        self.store = store
+        self.authenticate = authenticate
+        #: the app's set of live connections (this one adds and removes itself)
+        self.registry: MutableSet[Connection] = registry if registry is not None else set()
         self.t = transport
         self.info = info
         self.id = secrets.token_urlsafe(6)
         self.session = ServerSession(
-            max_frame=app.max_client_frame,
-            max_hello_frame=app.max_hello_frame,
-            max_streams=app.limits.max_streams,
-            start_rate=app.start_rate,
-            start_burst=app.start_burst,
+            max_frame=config.max_client_frame,
+            max_hello_frame=config.max_hello_frame,
+            max_streams=config.limits.max_streams,
+            start_rate=config.start_rate,
+            start_burst=config.start_burst,
         )
         self.principal: Principal | None = None
         self.atts: dict[str, Attachment] = {}
@@ -126,7 +141,7 @@ class Connection:
         self._outbox_bytes = 0
         self._answers = 0  # frames queued so far (a request that got one costs more)
         #: paces the read loop: a peer asking faster than this waits (TCP backpressure)
-        self._requests = TokenBucket(app.request_rate, app.request_burst)
+        self._requests = TokenBucket(config.request_rate, config.request_burst)
         self._paced = 0  # times the read loop waited for the request rate
         self._dirty: dict[str, None] = {}
         self._waiter: asyncio.Future[None] | None = None
@@ -157,7 +172,7 @@ class Connection:
     # ------------------------------------------------------------ lifecycle
     async def run(self) -> None:
         """Serve until the peer leaves or the server closes us."""
-        self.app.connections.add(self)
+        self.registry.add(self)
         log.info("connect conn=%s client=%s", self.id, excerpt(self.info.client, 80))
         self._task = asyncio.current_task()
         self._last_recv = self._loop.time()
@@ -229,7 +244,7 @@ class Connection:
             await asyncio.wait_for(self.t.close(code, close_reason(reason)), 1.0)
 
     def _teardown(self) -> None:
-        self.app.connections.discard(self)
+        self.registry.discard(self)
         if self._hb_handle is not None:
             self._hb_handle.cancel()
         for att in self.atts.values():
@@ -245,7 +260,7 @@ class Connection:
         while not self._closed:
             if first:
                 try:
-                    data = await asyncio.wait_for(self.t.receive(), self.app.hello_timeout)
+                    data = await asyncio.wait_for(self.t.receive(), self.config.hello_timeout)
                 except TimeoutError:
                     raise ProtocolError(
                         "no hello within the time limit", CloseCode.AUTH_REQUIRED
@@ -279,20 +294,20 @@ class Connection:
         anon: str | None = None
         if self.info.principal is not None:
             self.principal = self.info.principal
-        elif self.app.authenticate is not None:
-            self.principal = await self.app.authenticate(hello, self.info)
-        elif self.app.allow_anonymous:
+        elif self.authenticate is not None:
+            self.principal = await self.authenticate(hello, self.info)
+        elif self.config.allow_anonymous:
             self.principal, anon = anonymous_principal(hello.anon)
         else:  # pragma: no cover - asgi() and router() refuse this configuration
             raise AuthError("no authentication configured")
         self.hub.ensure_started()
-        limits: Limits = self.app.limits
+        limits: Limits = self.config.limits
         self._batch = CAP_BATCH in hello.caps
         self._queue(
             encode(
                 Welcome(
                     session=self.id,
-                    heartbeat_ms=int(self.app.heartbeat * 1000),
+                    heartbeat_ms=int(self.config.heartbeat * 1000),
                     epoch=self.store.epoch,
                     limits=limits,
                     caps=[CAP_BATCH] if self._batch else [],
@@ -377,7 +392,7 @@ class Connection:
             created = await self.hub.start(self.principal, frame.req, frame.agent, frame.input)
         except UnknownAgent as exc:
             message = str(exc)
-            if self.app.expose_agent_names:  # off by default: it tells a prober what exists
+            if self.config.expose_agent_names:  # off by default: it tells a prober what exists
                 message += f"; known: {', '.join(sorted(exc.known))}"
             self._error(ErrorCode.UNKNOWN_AGENT, message, req=frame.req)
             return
@@ -419,7 +434,7 @@ class Connection:
             store_epoch=self.store.epoch,
             info=info,
             digest_at=lambda _seq: digest,
-            anonymous=self.principal.id == "anonymous" and self.app.authenticate is None,
+            anonymous=self.principal.id == "anonymous" and self.authenticate is None,
         )
         self._queue(encode(answer))
         if isinstance(answer, Resumed):
@@ -447,8 +462,10 @@ class Connection:
             if old.unsubscribe:
                 old.unsubscribe()
             self.hub.detached(stream)
-        lim = self.app.limits
-        att = Attachment(self.store, stream, after, window=lim.window, frame_cap=self.app.frame_cap)
+        lim = self.config.limits
+        att = Attachment(
+            self.store, stream, after, window=lim.window, frame_cap=self.config.frame_cap
+        )
         att.head_hint = 1 << 62  # unknown: do not hold the first frame back
         self.atts[stream] = att
         self.session.attach(stream, after)
@@ -509,7 +526,7 @@ class Connection:
         self._outbox.append(data)
         self._outbox_bytes += len(data)
         self._answers += 1
-        if self._outbox_bytes > self.app.max_outbox and not self._killed:
+        if self._outbox_bytes > self.config.max_outbox and not self._killed:
             log.warning(
                 "outbox full conn=%s bytes=%d; the client does not read its answers: "
                 "dropping the connection",
@@ -620,7 +637,7 @@ class Connection:
 
     def _take_frames(self) -> list[bytes]:
         """The frames :meth:`_stage_frames` queues."""
-        cap = self.app.frame_cap
+        cap = self.config.frame_cap
         frames: list[bytes] = []
         size = 0
         dirty, self._dirty = self._dirty, {}
@@ -662,20 +679,20 @@ class Connection:
         """How long the pump should let a trickle of tokens pile up (0 = send now):
         the rest of the ``coalesce`` interval since the last events frame, when
         only a few events are pending for every dirty stream."""
-        coalesce = self.app.coalesce
+        coalesce = self.config.coalesce
         if not coalesce:
             return 0.0
         gap = self._events_at + coalesce - self._loop.time()
         return gap if gap > 0 and self._trickle() else 0.0
 
     def _schedule_hb(self) -> None:
-        self._hb_handle = self._loop.call_later(self.app.heartbeat / 2, self._hb_tick)
+        self._hb_handle = self._loop.call_later(self.config.heartbeat / 2, self._hb_tick)
 
     def _hb_tick(self) -> None:
         if self._closed:
             return
         now = self._loop.time()
-        if self._send_started and now - self._send_started > self.app.send_timeout:
+        if self._send_started and now - self._send_started > self.config.send_timeout:
             # the peer stopped reading: the pump is stuck in a send. Give up on
             # it: release everything this connection holds (its runs go on).
             log.warning(
@@ -685,7 +702,7 @@ class Connection:
             )
             self._kill(CloseCode.GOING_AWAY, "send timeout")
             return
-        blocked = 4 * self.app.peer_silence
+        blocked = 4 * self.config.peer_silence
         if (
             self._send_started
             and now - self._send_started > blocked
@@ -709,20 +726,20 @@ class Connection:
             if not self._stalled_since:
                 self._stalled_since = now
             silent = now - max(self._last_recv, self._stalled_since)
-            if silent > self.app.peer_silence:
+            if silent > self.config.peer_silence:
                 log.warning(
                     "peer silent conn=%s window full, nothing heard for %.2fs "
                     "(limit %.2fs); dropping the connection",
                     self.id,
                     silent,
-                    self.app.peer_silence,
+                    self.config.peer_silence,
                 )
                 self._kill(CloseCode.HEARTBEAT_TIMEOUT, "peer silent: no ack for a full window")
                 return
         else:
             self._stalled_since = 0.0
         live = any(not a.ended for a in self.atts.values())
-        if live and now - self._last_send >= self.app.heartbeat * 0.9:
+        if live and now - self._last_send >= self.config.heartbeat * 0.9:
             self._queue(b'{"t":"hb"}')
         if live or self._send_started or self._pump_task is not None:
             self._schedule_hb()

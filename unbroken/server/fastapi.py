@@ -10,19 +10,16 @@ to the app's ``authenticate`` hook.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, WebSocket
 
 from .agent import Principal
-from .asgi import serve_websocket
-
-if TYPE_CHECKING:
-    from .app import Unbroken
+from .asgi import Served, serve_websocket
 
 
 def build_router(
-    app: Unbroken,
+    app: Served,
     path: str = "/ws",
     *,
     dependencies: Sequence[Any] | None = None,
