@@ -10,10 +10,18 @@
 """
 
 from ..errors import NameNotFound, NameTaken
+from .faultlog import FaultLog, FaultRecord
 from .generators import GeneratedAnswer, PartSpec, StreamingResponseSimulator, content_hash
 from .network import NetworkSimulator
-from .proxy import Connection, FaultProxy, InstalledToxic, Link, format_address, parse_address
-from .records import FaultLog, FaultRecord
+from .proxy import (
+    Connection,
+    FaultProxy,
+    InstalledToxic,
+    Link,
+    ProxiedConnection,
+    format_address,
+    parse_address,
+)
 from .schedules import ByteCut, ScheduledFault
 from .toxics import (
     TOXIC_TYPES,
@@ -60,6 +68,7 @@ __all__ = [
     "Noop",
     "PartSpec",
     "Problem",
+    "ProxiedConnection",
     "ResetPeer",
     "ScheduledFault",
     "Slicer",

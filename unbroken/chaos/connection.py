@@ -1,8 +1,10 @@
 """One proxied connection: its two sockets, its two directions and how it is cut.
 
-Internal to :class:`~unbroken.chaos.proxy.FaultProxy`; users meet :class:`Connection` and
-:class:`Link` through ``proxy.connections`` and ``proxy.wait_connection()`` for their state
-and byte counters, and :class:`InstalledToxic` through ``proxy.add_toxic()``.
+Created by :class:`~unbroken.chaos.proxy.FaultProxy`, which hands each connection its
+:class:`~unbroken.chaos.port.ProxyPort` (the only part of the proxy a connection and its
+links see). Users meet :class:`ProxiedConnection` and :class:`Link` through
+``proxy.connections`` and ``proxy.wait_connection()`` for their state and byte counters, and
+:class:`InstalledToxic` through ``proxy.add_toxic()``.
 """
 
 from __future__ import annotations
@@ -19,16 +21,15 @@ import struct
 import sys
 from collections import deque
 from collections.abc import Coroutine
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, cast
+from typing import Any, Final, Literal, cast
 
 from ..errors import ConfigError
 from .addresses import format_address
-from .toxics import CUT_MODES, DIRECTIONS, Chunk, CutMode, Direction, Toxic
+from .port import InstalledToxic, ProxyPort
+from .toxics import CUT_MODES, DIRECTIONS, Chunk, CutMode, Direction
 from .toxics.base import DetailValue
 
-if TYPE_CHECKING:
-    from .proxy import FaultProxy
+__all__ = ["Connection", "ConnectionState", "InstalledToxic", "Link", "ProxiedConnection"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,35 +58,10 @@ def _resolve(fut: asyncio.Future[Any], value: Any = None) -> None:
         fut.set_result(value)
 
 
-@dataclass(eq=False)
-class InstalledToxic:
-    """A toxic installed on a proxy: Toxiproxy's toxic object (name, stream, toxicity)."""
-
-    name: str
-    stream: Direction
-    toxicity: float
-    toxic: Toxic
-
-    @property
-    def type(self) -> str:
-        """Toxiproxy type name (``latency``, ``bandwidth``, ...)."""
-        return self.toxic.type_name
-
-    def to_json(self) -> dict[str, object]:
-        """Toxiproxy's JSON, keys in its order."""
-        return {
-            "attributes": self.toxic.to_attributes(),
-            "name": self.name,
-            "type": self.type,
-            "stream": self.stream,
-            "toxicity": self.toxicity,
-        }
-
-
 class _Side(asyncio.Protocol):
     """One socket of a proxied connection: the client's or the upstream server's."""
 
-    def __init__(self, conn: Connection, role: Literal["client", "upstream"]) -> None:
+    def __init__(self, conn: ProxiedConnection, role: Literal["client", "upstream"]) -> None:
         self.conn = conn
         self.role = role
         self.transport: asyncio.Transport | None = None
@@ -189,6 +165,7 @@ class _Binding:
 
     def __init__(self, link: Link, installed: InstalledToxic, active: bool) -> None:
         self.link = link
+        self._port = link.connection.port
         self.installed = installed
         self.active = active
         self.state: dict[str, float] = {}
@@ -235,12 +212,12 @@ class _Binding:
         )
 
     def record(self, kind: str, **detail: DetailValue) -> None:
-        self.link.connection.proxy._record(
+        self._port.record(
             kind, self.link.connection, self.link.direction, toxic=self.installed.name, **detail
         )
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = self.link.connection.proxy._spawn(coro)
+        task = self._port.spawn(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -261,8 +238,11 @@ class Link:
     inside the proxy.
     """
 
-    def __init__(self, connection: Connection, direction: Direction, src: _Side, dst: _Side):
+    def __init__(
+        self, connection: ProxiedConnection, direction: Direction, src: _Side, dst: _Side
+    ) -> None:
         self.connection = connection
+        self._port = connection.port
         self.direction: Direction = direction
         self.src = src
         self.dst = dst
@@ -301,7 +281,7 @@ class Link:
         self._bindings[installed.name] = binding
         self._rebuild_chain()
         if active:
-            conn.proxy._record(
+            self._port.record(
                 "toxic_applied",
                 conn,
                 self.direction,
@@ -319,7 +299,7 @@ class Link:
             self._rebuild_chain()
 
     def _rebuild_chain(self) -> None:
-        order = self.connection.proxy._toxics[self.direction]
+        order = self._port.chains[self.direction]
         chain = []
         for installed in order:
             binding = self._bindings.get(installed.name)
@@ -349,9 +329,8 @@ class Link:
         else:
             self._enqueue(Chunk(data, asyncio.get_running_loop().time()))
             self.update_reading()
-        proxy = self.connection.proxy
-        if proxy._waiters:
-            proxy._notify()
+        if self._port.waiters:
+            self._port.notify()
 
     def feed_eof(self) -> None:
         """The source closed its sending side (or went away)."""
@@ -404,7 +383,7 @@ class Link:
         if item is not None:
             self._queued_bytes += len(item.data)
         if self._writer is None:
-            self._writer = self.connection.proxy._spawn(self._run())
+            self._writer = self._port.spawn(self._run())
         elif self._wake is not None:
             _resolve(self._wake)
 
@@ -451,24 +430,24 @@ class Link:
         if self.done or self.connection.state != "open" or transport is None or self.dst.lost:
             self.dropped += n
             return
-        proxy = self.connection.proxy
-        if proxy._byte_cuts:
-            cut = proxy._byte_cut_due(self, n)
+        port = self._port
+        if port.byte_cuts:
+            cut = port.byte_cut_due(self.direction, self.sent, n)
             if cut is not None:
-                sent = proxy._sent[self.direction] if cut.total else self.sent
+                sent = port.sent[self.direction] if cut.total else self.sent
                 head = max(0, cut.offset - sent)
                 if head:
                     transport.write(data[:head])
                     self.sent += head
-                    proxy._sent[self.direction] += head
+                    port.sent[self.direction] += head
                 self.dropped += n - head
-                cut._fire(self)
+                port.fire(cut, self.connection, self.direction)
                 return
         transport.write(data)
         self.sent += n
-        proxy._sent[self.direction] += n
-        if proxy._waiters:
-            proxy._notify()
+        port.sent[self.direction] += n
+        if port.waiters:
+            port.notify()
 
     def _deliver_eof(self) -> None:
         transport = self.dst.transport
@@ -479,18 +458,18 @@ class Link:
         self.connection._check_done()
 
 
-class Connection:
+class ProxiedConnection:
     """One client connection through the proxy: two :class:`Link` directions and a state.
 
     ``state``: ``connecting`` (waiting for upstream), ``open``, ``blackhole`` (held open,
-    nothing passes), ``closing``, ``closed``.
+    nothing passes), ``closing``, ``closed``. ``port``: what it sees of its proxy.
     """
 
-    def __init__(self, proxy: FaultProxy, connection_id: int) -> None:
-        self.proxy = proxy
+    def __init__(self, port: ProxyPort[ProxiedConnection], connection_id: int) -> None:
+        self.port = port
         self.id = connection_id
         self.state: ConnectionState = "connecting"
-        seed = proxy.seed
+        seed = port.seed
         self.rng = random.Random(f"{seed}:{connection_id}") if seed is not None else random.Random()
         self.client = _Side(self, "client")
         self.server = _Side(self, "upstream")
@@ -504,7 +483,7 @@ class Connection:
 
     def __repr__(self) -> str:
         return (
-            f"<Connection {self.id} {self.state} up={self.upstream.sent}"
+            f"<ProxiedConnection {self.id} {self.state} up={self.upstream.sent}"
             f" down={self.downstream.sent}>"
         )
 
@@ -548,14 +527,14 @@ class Connection:
         self.cut_mode = mode
         self.upstream._stop()
         self.downstream._stop()
-        self.proxy._record("cut", self, direction, mode=mode, reason=reason, **detail)
+        self.port.record("cut", self, direction, mode=mode, reason=reason, **detail)
         if mode == "blackhole":
             self.client.set_reading(True)
             self.server.set_reading(True)
             self._maybe_closed()
             return done
         finisher = self._finish_fin() if mode == "fin" else self._finish_rst()
-        return self.proxy._spawn(finisher)
+        return self.port.spawn(finisher)
 
     def _sides(self) -> list[_Side]:
         return [s for s in (self.client, self.server) if s.transport is not None and not s.lost]
@@ -570,14 +549,14 @@ class Connection:
                     transport.write_eof()
         waits = [s.gone for s in sides if s.gone is not None and not (s.eof or s.lost)]
         if waits:
-            await asyncio.wait(waits, timeout=self.proxy.close_grace)
+            await asyncio.wait(waits, timeout=self.port.close_grace)
         for side in sides:
             if side.transport is not None:
                 side.transport.close()
 
     async def _finish_rst(self) -> None:
         sides = self._sides()
-        await asyncio.gather(*(s.flush(self.proxy.flush_timeout) for s in sides))
+        await asyncio.gather(*(s.flush(self.port.flush_timeout) for s in sides))
         for side in sides:
             side.reset()
 
@@ -595,6 +574,12 @@ class Connection:
                 side.transport.close()
         self._maybe_closed()
 
+    def abort(self) -> None:
+        """Abort both sockets at once, nothing flushed (the last step of a proxy stop)."""
+        for side in (self.client, self.server):
+            if side.transport is not None and not side.lost:
+                side.transport.abort()
+
     # -- events from the sides
     def _side_made(self, side: _Side) -> None:
         if side is self.server:
@@ -606,16 +591,18 @@ class Connection:
             self.peer = format_address((str(peer[0]), int(peer[1]))) if peer else ""
             self._closed = asyncio.get_running_loop().create_future()
             self.client.set_reading(False)
-            self.proxy._accepted(self)
+            self.port.opened(self)
+            self.port.record("accepted", self, None, peer=self.peer)
+            self.port.spawn(self.connect_upstream())
 
     async def connect_upstream(self) -> None:
         """Open the upstream socket, then let bytes flow (run as a task on accept)."""
         loop = asyncio.get_running_loop()
-        host, port = self.proxy.upstream_address
+        host, upstream_port = self.port.upstream_address
         try:
             await asyncio.wait_for(
-                loop.create_connection(lambda: self.server, host, port),
-                self.proxy.connect_timeout,
+                loop.create_connection(lambda: self.server, host, upstream_port),
+                self.port.connect_timeout,
             )
         except asyncio.CancelledError:
             self._connect_done = True
@@ -623,7 +610,7 @@ class Connection:
             raise
         except (OSError, TimeoutError) as exc:
             self._connect_done = True
-            self.proxy._record("upstream_error", self, None, error=f"{type(exc).__name__}: {exc}")
+            self.port.record("upstream_error", self, None, error=f"{type(exc).__name__}: {exc}")
             if self.state == "connecting":
                 self.state = "closing"
             if self.client.transport is not None and not self.client.lost:
@@ -639,11 +626,11 @@ class Connection:
         self.state = "open"
         for direction in DIRECTIONS:
             link = self.link(direction)
-            for installed in self.proxy._toxics[direction]:
+            for installed in self.port.chains[direction]:
                 link.bind(installed)
         self.upstream.update_reading()
         self.downstream.update_reading()
-        self.proxy._notify()
+        self.port.notify()
 
     def _on_data(self, side: _Side, data: bytes) -> None:
         link = self.upstream if side is self.client else self.downstream
@@ -667,7 +654,7 @@ class Connection:
             self._check_done()
         if exc is not None:
             logger.debug(
-                "proxy %s conn %d: %s side lost: %r", self.proxy.name, self.id, side.role, exc
+                "proxy %s conn %d: %s side lost: %r", self.port.name, self.id, side.role, exc
             )
         self._maybe_closed()
 
@@ -690,6 +677,17 @@ class Connection:
             self.state = "closed"
             self.upstream._stop()
             self.downstream._stop()
-            self.proxy._closed(self)
+            self.port.closed(self)
+            self.port.record(
+                "closed",
+                self,
+                None,
+                received_up=self.upstream.received,
+                received_down=self.downstream.received,
+            )
             if self._closed is not None:
                 _resolve(self._closed)
+
+
+Connection = ProxiedConnection
+"""The old name (it clashed with the server's ``Connection``)."""

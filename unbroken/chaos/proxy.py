@@ -6,7 +6,11 @@ Bytes pass straight through while a direction has no toxic; otherwise each chunk
 through the direction's toxics in order (see :mod:`unbroken.chaos.toxics`). Connections can
 be cut at any moment (``fin``, ``rst`` or ``blackhole``), at an exact byte offset, or by
 schedules (:mod:`unbroken.chaos.schedules`). Every fault is kept as a
-:class:`~unbroken.chaos.records.FaultRecord` and, optionally, written as a JSON line.
+:class:`~unbroken.chaos.faultlog.FaultRecord` and, optionally, written as a JSON line.
+
+The proxy owns a :class:`~unbroken.chaos.port.ProxyPort`: the books its connections and
+their links share with it (toxic chains, fault log, byte counters and cuts, the registry of
+connections). They see that port, never the proxy; schedules see only its public controls.
 
 Typical use::
 
@@ -21,21 +25,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, NameNotFound, NameTaken
+from . import schedules
 from .addresses import Address, format_address, parse_address, to_address
-from .connection import Connection, InstalledToxic, Link
-from .records import FaultLog, FaultRecord
+from .connection import Connection, Link, ProxiedConnection
+from .faultlog import FaultRecord
+from .port import ByteCut, InstalledToxic, ProxyPort
+from .schedules import ScheduledFault
 from .toxics import DIRECTIONS, CutMode, Direction, Toxic
 from .toxics.base import DetailValue
-
-if TYPE_CHECKING:
-    from .schedules import ByteCut, ScheduledFault
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ __all__ = [
     "Link",
     "NameNotFound",
     "NameTaken",
+    "ProxiedConnection",
     "format_address",
     "parse_address",
 ]
@@ -74,31 +77,79 @@ class FaultProxy:
         close_grace: float = 1.0,
         flush_timeout: float = 1.0,
     ) -> None:
-        self.name = name
-        self.upstream_address: Address = to_address(upstream)
+        self._port: ProxyPort[ProxiedConnection] = ProxyPort(
+            name,
+            to_address(upstream),
+            seed=seed,
+            connect_timeout=connect_timeout,
+            close_grace=close_grace,
+            flush_timeout=flush_timeout,
+            fault_log=fault_log,
+        )
         self.listen_address: Address = to_address(listen)
-        self.seed = seed
-        self.connect_timeout = connect_timeout
-        self.close_grace = close_grace
-        self.flush_timeout = flush_timeout
         self._want_enabled = enabled
         self._enabled = False
         self._started = False
         self._stopped = False
         self._server: asyncio.Server | None = None
         self._bound_port: int | None = None
-        self._log = FaultLog(fault_log)
-        self._t0 = 0.0
         self._next_id = 0
-        self._live: dict[int, Connection] = {}
-        self._history: list[Connection] = []
-        self._toxics: dict[Direction, list[InstalledToxic]] = {d: [] for d in DIRECTIONS}
-        self._byte_cuts: list[ByteCut] = []
-        self._sent: dict[Direction, int] = {d: 0 for d in DIRECTIONS}
-        """Bytes delivered per direction over every connection (for proxy-wide byte cuts)."""
         self._schedules: set[ScheduledFault] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+
+    # ------------------------------------------------------------------ settings (the port's)
+    @property
+    def name(self) -> str:
+        """The proxy's name (in every record)."""
+        return self._port.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._port.name = value
+
+    @property
+    def upstream_address(self) -> Address:
+        """``(host, port)`` each new connection connects to."""
+        return self._port.upstream_address
+
+    @upstream_address.setter
+    def upstream_address(self, value: Address) -> None:
+        self._port.upstream_address = value
+
+    @property
+    def seed(self) -> int | None:
+        """Seeds each connection's randomness (jitter, slicing, toxicity)."""
+        return self._port.seed
+
+    @seed.setter
+    def seed(self, value: int | None) -> None:
+        self._port.seed = value
+
+    @property
+    def connect_timeout(self) -> float:
+        """Seconds a connection waits for the upstream connect."""
+        return self._port.connect_timeout
+
+    @connect_timeout.setter
+    def connect_timeout(self, value: float) -> None:
+        self._port.connect_timeout = value
+
+    @property
+    def close_grace(self) -> float:
+        """Seconds a ``fin`` cut waits for the peers to close."""
+        return self._port.close_grace
+
+    @close_grace.setter
+    def close_grace(self, value: float) -> None:
+        self._port.close_grace = value
+
+    @property
+    def flush_timeout(self) -> float:
+        """Seconds an ``rst`` cut waits for delivered bytes to be acked."""
+        return self._port.flush_timeout
+
+    @flush_timeout.setter
+    def flush_timeout(self, value: float) -> None:
+        self._port.flush_timeout = value
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> FaultProxy:
@@ -118,7 +169,7 @@ class FaultProxy:
         if self._started:
             return
         self._started = True
-        self._t0 = asyncio.get_running_loop().time()
+        self._port.started_at = asyncio.get_running_loop().time()
         if self._want_enabled:
             await self.enable()
 
@@ -133,25 +184,22 @@ class FaultProxy:
             await asyncio.gather(*(s.task for s in self._schedules), return_exceptions=True)
         self._close_listener()
         self._enabled = False
-        for conn in list(self._live.values()):
+        live = self._port.live
+        for conn in list(live.values()):
             conn.close_now()
-        closing = [c.wait_closed() for c in self._live.values()]
+        closing = [c.wait_closed() for c in live.values()]
         if closing:
             await asyncio.wait([asyncio.ensure_future(c) for c in closing], timeout=1.0)
-        for conn in list(self._live.values()):
-            for side in (conn.client, conn.server):
-                if side.transport is not None and not side.lost:
-                    side.transport.abort()
-        tasks = [t for t in self._tasks if not t.done()]
+        for conn in list(live.values()):
+            conn.abort()
+        tasks = [t for t in self._port.tasks if not t.done()]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        self._record("stopped")
-        self._log.close()
-        for _, fut in self._waiters:
-            if not fut.done():
-                fut.set_exception(ConfigError(f"proxy {self.name} stopped"))
+        self._port.record("stopped")
+        self._port.log.close()
+        self._port.fail_waiters(ConfigError(f"proxy {self.name} stopped"))
 
     async def enable(self) -> None:
         """Listen again (undo :meth:`disable`); same port as before."""
@@ -167,7 +215,7 @@ class FaultProxy:
         sockets = self._server.sockets
         self._bound_port = int(sockets[0].getsockname()[1]) if sockets else port
         self._enabled = True
-        self._record("listening", listen=self.listen, upstream=self.upstream)
+        self._port.record("listening", listen=self.listen, upstream=self.upstream)
 
     async def disable(self, mode: CutMode = "fin", *, reason: str = "disabled") -> None:
         """``down``: refuse new connections (the port is closed) and cut every connection."""
@@ -175,7 +223,7 @@ class FaultProxy:
             return
         self._enabled = False
         self._close_listener()
-        self._record("disabled", mode=mode, reason=reason)
+        self._port.record("disabled", mode=mode, reason=reason)
         await self.cut_all(mode, reason=reason)
 
     @contextlib.asynccontextmanager
@@ -213,10 +261,10 @@ class FaultProxy:
             schedule.cancel()
         if self._schedules:
             await asyncio.gather(*(s.task for s in self._schedules), return_exceptions=True)
-        for cut in list(self._byte_cuts):
+        for cut in list(self._port.byte_cuts):
             cut.cancel()
         for direction in DIRECTIONS:
-            for installed in list(self._toxics[direction]):
+            for installed in list(self._port.chains[direction]):
                 self.remove_toxic(installed.name)
         await self.enable()
 
@@ -247,35 +295,40 @@ class FaultProxy:
         return format_address(self.upstream_address)
 
     @property
-    def connections(self) -> list[Connection]:
+    def connections(self) -> list[ProxiedConnection]:
         """Connections not yet closed, in accept order."""
-        return list(self._live.values())
+        return list(self._port.live.values())
 
     @property
-    def history(self) -> list[Connection]:
+    def history(self) -> list[ProxiedConnection]:
         """Every connection ever accepted, in accept order."""
-        return list(self._history)
+        return list(self._port.history)
 
     @property
     def records(self) -> list[FaultRecord]:
         """Every record so far (faults and lifecycle)."""
-        return list(self._log.records)
+        return list(self._port.log.records)
 
     @property
     def faults(self) -> list[FaultRecord]:
         """The records that are faults (cuts, applied toxics, outages, ...)."""
-        return [r for r in self._log.records if r.is_fault]
+        return [r for r in self._port.log.records if r.is_fault]
 
     @property
     def toxics(self) -> list[InstalledToxic]:
         """Installed toxics: upstream ones first, each direction in order of addition."""
-        return [t for d in DIRECTIONS for t in self._toxics[d]]
+        return [t for d in DIRECTIONS for t in self._port.chains[d]]
+
+    @property
+    def byte_cuts(self) -> list[ByteCut]:
+        """The byte cuts armed now (see :meth:`cut_after_bytes`)."""
+        return list(self._port.byte_cuts)
 
     def totals(self) -> dict[str, dict[str, int]]:
         """Bytes received/sent/dropped per direction over all connections."""
         out: dict[str, dict[str, int]] = {}
         for direction in DIRECTIONS:
-            links = [c.link(direction) for c in self._history]
+            links = [c.link(direction) for c in self._port.history]
             out[direction] = {
                 "received": sum(link.received for link in links),
                 "sent": sum(link.sent for link in links),
@@ -316,8 +369,8 @@ class FaultProxy:
         if self.get_toxic(toxic_name) is not None:
             raise NameTaken("toxic already exists")
         installed = InstalledToxic(toxic_name, stream, float(toxicity), toxic)
-        self._toxics[stream].append(installed)
-        self._record(
+        self._port.chains[stream].append(installed)
+        self._port.record(
             "toxic_added",
             None,
             stream,
@@ -326,7 +379,7 @@ class FaultProxy:
             toxicity=installed.toxicity,
             **toxic.describe(),
         )
-        for conn in list(self._live.values()):
+        for conn in list(self._port.live.values()):
             if conn.state == "open":
                 conn.link(stream).bind(installed)
         return installed
@@ -359,7 +412,7 @@ class FaultProxy:
             if not 0.0 <= toxicity <= 1.0:
                 raise ConfigError(f"toxicity must be within 0..1, got {toxicity}")
             installed.toxicity = float(toxicity)
-        self._record(
+        self._port.record(
             "toxic_updated",
             None,
             installed.stream,
@@ -368,7 +421,7 @@ class FaultProxy:
             **installed.toxic.describe(),
         )
         if reroll:
-            for conn in list(self._live.values()):
+            for conn in list(self._port.live.values()):
                 if conn.state == "open":
                     conn.link(installed.stream).bind(installed)
         return installed
@@ -378,10 +431,16 @@ class FaultProxy:
         installed = self.get_toxic(name)
         if installed is None:
             raise NameNotFound("toxic not found")
-        self._toxics[installed.stream].remove(installed)
-        for conn in list(self._live.values()):
+        self._port.chains[installed.stream].remove(installed)
+        for conn in list(self._port.live.values()):
             conn.link(installed.stream).unbind(name)
-        self._record("toxic_removed", None, installed.stream, toxic=name, type=installed.type)
+        self._port.record("toxic_removed", None, installed.stream, toxic=name, type=installed.type)
+
+    def record(
+        self, kind: str, direction: Direction | None = None, **detail: DetailValue
+    ) -> FaultRecord:
+        """Append a record of ``kind`` to the fault log (e.g. to mark a phase of a test)."""
+        return self._port.record(kind, None, direction, **detail)
 
     # ------------------------------------------------------------------ cuts & schedules
     async def cut_all(self, mode: CutMode = "rst", *, reason: str = "cut_all") -> int:
@@ -390,7 +449,7 @@ class FaultProxy:
         Returns once the cut is on the wire (RSTs sent, FINs sent and peers closed or the
         grace period over); a ``blackhole`` returns at once.
         """
-        conns = [c for c in self._live.values() if c.is_live]
+        conns = [c for c in self._port.live.values() if c.is_live]
         waits = [c.cut(mode, reason) for c in conns]
         if waits:
             await asyncio.gather(*waits)
@@ -415,19 +474,13 @@ class FaultProxy:
         once (one network event, e.g. a router failing after N bytes crossed it); the
         connection that crossed the offset gets exactly up to it. Always fires once.
         """
-        from .schedules import ByteCut
-
         if total:
-            offset += self._sent[direction]
-        cut = ByteCut(self, offset, direction, mode, once or total, total=total)
-        self._byte_cuts.append(cut)
-        return cut
+            offset += self._port.sent[direction]
+        return ByteCut(self._port.byte_cuts, offset, direction, mode, once or total, total=total)
 
     def cut_after(self, delay: float, mode: CutMode = "rst") -> ScheduledFault:
         """Cut every connection ``delay`` seconds from now (a cut at time T)."""
-        from .schedules import cut_after
-
-        return cut_after(self, delay, mode)
+        return self._track(schedules.cut_after(self, delay, mode))
 
     def cut_every(
         self,
@@ -440,9 +493,7 @@ class FaultProxy:
         """Intermittent drops: cut every connection each ``interval`` seconds, ``count`` times
         (forever if None); with ``outage`` > 0 also refuse connections that long after each.
         """
-        from .schedules import cut_every
-
-        return cut_every(self, interval, mode, count=count, outage=outage)
+        return self._track(schedules.cut_every(self, interval, mode, count=count, outage=outage))
 
     def ramp(
         self,
@@ -458,15 +509,15 @@ class FaultProxy:
         ``latency[1]`` seconds and (if given) bandwidth from ``rate[0]`` to ``rate[1]`` bytes/s.
         With ``hold`` the final level stays until the schedule is cancelled or reset.
         """
-        from .schedules import ramp
-
-        return ramp(self, duration, latency=latency, rate=rate, stream=stream, step=step, hold=hold)
+        return self._track(
+            schedules.ramp(
+                self, duration, latency=latency, rate=rate, stream=stream, step=step, hold=hold
+            )
+        )
 
     def outage(self, duration: float, mode: CutMode = "fin") -> ScheduledFault:
         """Complete outage: cut everything and refuse connections for ``duration`` seconds."""
-        from .schedules import outage
-
-        return outage(self, duration, mode)
+        return self._track(schedules.outage(self, duration, mode))
 
     def asymmetric(
         self, direction: Direction, duration: float, *, then: CutMode | None = "rst"
@@ -475,49 +526,34 @@ class FaultProxy:
         direction flows. Afterwards connections that lost bytes are cut with ``then`` (their
         byte stream has a hole); ``None`` leaves them as they are.
         """
-        from .schedules import asymmetric
+        return self._track(schedules.asymmetric(self, direction, duration, then=then))
 
-        return asymmetric(self, direction, duration, then=then)
-
-    def _byte_cut_due(self, link: Link, n: int) -> ByteCut | None:
-        """The byte cut that ``n`` more bytes on ``link`` reach first, if any."""
-        due: ByteCut | None = None
-        due_head = n + 1
-        for cut in self._byte_cuts:
-            if cut.direction != link.direction:
-                continue
-            sent = self._sent[link.direction] if cut.total else link.sent
-            if sent <= cut.offset <= sent + n and cut.offset - sent < due_head:
-                due, due_head = cut, cut.offset - sent
-        return due
+    def _track(self, schedule: ScheduledFault) -> ScheduledFault:
+        """Keep ``schedule`` until its task ends (``stop``/``reset`` cancel what is left)."""
+        self._schedules.add(schedule)
+        schedule.task.add_done_callback(lambda _: self._schedules.discard(schedule))
+        return schedule
 
     # ------------------------------------------------------------------ waiting
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Return once ``predicate()`` is true; it is re-checked on every record, accept,
         close and delivered chunk. Bound it with ``asyncio.wait_for``.
         """
-        if predicate():
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (predicate, fut)
-        self._waiters.append(entry)
-        try:
-            await fut
-        finally:
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(entry)
+        await self._port.wait_until(predicate)
 
-    async def wait_connection(self, number: int = 1) -> Connection:
+    async def wait_connection(self, number: int = 1) -> ProxiedConnection:
         """The ``number``-th connection accepted (1-based), once it is connected upstream
         (or failed to)."""
 
+        history = self._port.history
+
         def ready() -> bool:
-            if len(self._history) < number:
+            if len(history) < number:
                 return False
-            return self._history[number - 1].state != "connecting"
+            return history[number - 1].state != "connecting"
 
         await self.wait_until(ready)
-        return self._history[number - 1]
+        return history[number - 1]
 
     async def wait_record(
         self,
@@ -531,81 +567,14 @@ class FaultProxy:
         def matching() -> list[FaultRecord]:
             return [
                 r
-                for r in self._log.records
+                for r in self._port.log.records
                 if (kind is None or r.kind == kind) and (where is None or where(r))
             ]
 
         await self.wait_until(lambda: len(matching()) >= count)
         return matching()[count - 1]
 
-    def _notify(self) -> None:
-        for predicate, fut in list(self._waiters):
-            if not fut.done():
-                try:
-                    ok = predicate()
-                except Exception as exc:  # a broken predicate must not break the proxy
-                    fut.set_exception(exc)
-                    continue
-                if ok:
-                    fut.set_result(None)
-
     # ------------------------------------------------------------------ internals
     def _new_client_side(self) -> asyncio.Protocol:
         self._next_id += 1
-        return Connection(self, self._next_id).client
-
-    def _accepted(self, conn: Connection) -> None:
-        self._live[conn.id] = conn
-        self._history.append(conn)
-        self._record("accepted", conn, None, peer=conn.peer)
-        self._spawn(conn.connect_upstream())
-
-    def _closed(self, conn: Connection) -> None:
-        self._live.pop(conn.id, None)
-        self._record(
-            "closed",
-            conn,
-            None,
-            received_up=conn.upstream.received,
-            received_down=conn.downstream.received,
-        )
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("proxy %s: background task failed", self.name, exc_info=task.exception())
-
-    def _record(
-        self,
-        kind: str,
-        conn: Connection | None = None,
-        direction: str | None = None,
-        **detail: DetailValue,
-    ) -> FaultRecord:
-        loop_time = asyncio.get_running_loop().time()
-        offsets: dict[str, int] = {}
-        dropped: dict[str, int] = {}
-        if conn is not None:
-            offsets = {"upstream": conn.upstream.sent, "downstream": conn.downstream.sent}
-            if conn.upstream.dropped or conn.downstream.dropped:
-                dropped = {"upstream": conn.upstream.dropped, "downstream": conn.downstream.dropped}
-        record = FaultRecord(
-            time=time.time(),
-            elapsed=loop_time - self._t0,
-            proxy=self.name,
-            kind=kind,
-            connection=conn.id if conn is not None else None,
-            direction=direction,
-            offsets=offsets,
-            dropped=dropped,
-            detail=dict(detail),
-        )
-        self._log.append(record)
-        self._notify()
-        return record
+        return ProxiedConnection(self._port, self._next_id).client

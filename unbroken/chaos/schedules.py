@@ -4,6 +4,9 @@ Create them through :class:`~unbroken.chaos.FaultProxy` (``cut_after_bytes``, ``
 ``cut_every``, ``ramp``, ``outage``, ``asymmetric``). Each returns a handle: ``await
 handle.wait()`` returns when its active phase is over, ``handle.cancel()`` stops it and undoes
 its lasting effects (re-enables the proxy, removes the toxics it added).
+
+A schedule drives the proxy through its public controls only (:class:`~.port.ProxyControls`:
+cut, enable, disable, toxics, record); the proxy keeps each one until its task ends.
 """
 
 from __future__ import annotations
@@ -11,14 +14,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from .records import FaultRecord
+from .port import ByteCut, InstalledToxic, ProxyControls
 from .toxics import CUT_MODES, DIRECTIONS, Bandwidth, CutMode, Direction, Latency, Timeout
 
-if TYPE_CHECKING:
-    from .proxy import FaultProxy, InstalledToxic, Link
+__all__ = [
+    "ByteCut",
+    "ScheduledFault",
+    "asymmetric",
+    "cut_after",
+    "cut_every",
+    "outage",
+    "ramp",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,71 +42,11 @@ def _check_direction(direction: str) -> None:
         raise ConfigError(f"direction {direction!r} is not upstream or downstream")
 
 
-class ByteCut:
-    """Cut a connection right after byte ``offset`` of ``direction`` was delivered.
-
-    ``fired`` resolves with the ``cut`` record of the first connection it cut.
-    """
-
-    def __init__(
-        self,
-        proxy: FaultProxy,
-        offset: int,
-        direction: Direction,
-        mode: CutMode,
-        once: bool,
-        *,
-        total: bool = False,
-    ) -> None:
-        if offset < 0:
-            raise ConfigError(f"byte offset must be >= 0, got {offset}")
-        _check_direction(direction)
-        _check_mode(mode)
-        self.proxy = proxy
-        self.offset = offset
-        self.direction: Direction = direction
-        self.mode: CutMode = mode
-        self.once = once
-        self.total = total
-        """The offset counts bytes over every connection; firing cuts them all."""
-        self.count = 0
-        self.fired: asyncio.Future[FaultRecord] = asyncio.get_running_loop().create_future()
-
-    def cancel(self) -> None:
-        """Disarm."""
-        if self in self.proxy._byte_cuts:
-            self.proxy._byte_cuts.remove(self)
-        if not self.fired.done():
-            self.fired.cancel()
-
-    async def wait(self) -> FaultRecord:
-        """The ``cut`` record of the first firing."""
-        return await asyncio.shield(self.fired)
-
-    def _fire(self, link: Link) -> None:
-        self.count += 1
-        if self.once:
-            self.cancel_quietly()
-        link.connection.cut(self.mode, "byte_offset", direction=link.direction, offset=self.offset)
-        record = self.proxy._log.records[-1]
-        if self.total:  # one network event: every other live connection goes with it
-            for conn in self.proxy.connections:
-                if conn is not link.connection and conn.is_live:
-                    conn.cut(self.mode, "byte_offset_total", direction=link.direction)
-        if not self.fired.done():
-            self.fired.set_result(record)
-
-    def cancel_quietly(self) -> None:
-        """Disarm without cancelling ``fired``."""
-        if self in self.proxy._byte_cuts:
-            self.proxy._byte_cuts.remove(self)
-
-
 class ScheduledFault:
     """A running schedule. ``wait()`` returns when its active phase is over; ``cancel()``
     stops it and undoes lasting effects."""
 
-    def __init__(self, proxy: FaultProxy, name: str) -> None:
+    def __init__(self, proxy: ProxyControls, name: str) -> None:
         self.proxy = proxy
         self.name = name
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -110,10 +59,8 @@ class ScheduledFault:
             finally:
                 if not self.finished.done():
                     self.finished.set_result(None)
-                self.proxy._schedules.discard(self)
 
         self.task = asyncio.get_running_loop().create_task(run())
-        self.proxy._schedules.add(self)
         return self
 
     def phase_done(self) -> None:
@@ -135,20 +82,20 @@ class ScheduledFault:
         return self.task.done()
 
 
-def cut_after(proxy: FaultProxy, delay: float, mode: CutMode) -> ScheduledFault:
+def cut_after(proxy: ProxyControls, delay: float, mode: CutMode) -> ScheduledFault:
     """Cut every connection ``delay`` seconds from now."""
     _check_mode(mode)
 
     async def body(handle: ScheduledFault) -> None:
         await asyncio.sleep(delay)
         cut = await proxy.cut_all(mode, reason="cut_after")
-        proxy._record("timed_cut", delay=delay, connections=cut, mode=mode)
+        proxy.record("timed_cut", delay=delay, connections=cut, mode=mode)
 
     return ScheduledFault(proxy, "cut_after")._start(body)
 
 
 def cut_every(
-    proxy: FaultProxy, interval: float, mode: CutMode, *, count: int | None, outage: float
+    proxy: ProxyControls, interval: float, mode: CutMode, *, count: int | None, outage: float
 ) -> ScheduledFault:
     """Cut every connection each ``interval`` seconds (``count`` times, or forever)."""
     _check_mode(mode)
@@ -163,19 +110,19 @@ def cut_every(
             n += 1
             await asyncio.sleep(max(0.0, start + n * interval - loop.time()))
             cut = await proxy.cut_all(mode, reason="cut_every")
-            proxy._record("intermittent_drop", index=n, connections=cut, mode=mode)
+            proxy.record("intermittent_drop", index=n, connections=cut, mode=mode)
             if outage > 0:
                 await proxy.disable(mode, reason="cut_every")
                 try:
                     await asyncio.sleep(outage)
                 finally:
                     await proxy.enable()
-                proxy._record("enabled", reason="cut_every")
+                proxy.record("enabled", reason="cut_every")
 
     return ScheduledFault(proxy, "cut_every")._start(body)
 
 
-def outage(proxy: FaultProxy, duration: float, mode: CutMode) -> ScheduledFault:
+def outage(proxy: ProxyControls, duration: float, mode: CutMode) -> ScheduledFault:
     """Disable the proxy for ``duration`` seconds, then enable it again."""
     _check_mode(mode)
 
@@ -185,13 +132,13 @@ def outage(proxy: FaultProxy, duration: float, mode: CutMode) -> ScheduledFault:
             await asyncio.sleep(duration)
         finally:
             await proxy.enable()
-            proxy._record("enabled", reason="outage", duration=duration)
+            proxy.record("enabled", reason="outage", duration=duration)
 
     return ScheduledFault(proxy, "outage")._start(body)
 
 
 def ramp(
-    proxy: FaultProxy,
+    proxy: ProxyControls,
     duration: float,
     *,
     latency: tuple[float, float],
@@ -216,9 +163,8 @@ def ramp(
             added.append(proxy.add_toxic(lat, stream=stream, name=f"ramp_latency_{stream}"))
             if bw is not None:
                 added.append(proxy.add_toxic(bw, stream=stream, name=f"ramp_bandwidth_{stream}"))
-            proxy._record(
+            proxy.record(
                 "ramp",
-                None,
                 stream,
                 phase="start",
                 duration=duration,
@@ -236,9 +182,8 @@ def ramp(
                 if progress >= 1.0:
                     break
                 await asyncio.sleep(step)
-            proxy._record(
+            proxy.record(
                 "ramp",
-                None,
                 stream,
                 phase="end",
                 latency=lat.latency,
@@ -256,7 +201,7 @@ def ramp(
 
 
 def asymmetric(
-    proxy: FaultProxy, direction: Direction, duration: float, *, then: CutMode | None
+    proxy: ProxyControls, direction: Direction, duration: float, *, then: CutMode | None
 ) -> ScheduledFault:
     """Drop every byte of ``direction`` for ``duration`` seconds; then cut the connections
     that lost bytes with ``then``."""
@@ -268,13 +213,13 @@ def asymmetric(
         name = f"asymmetric_{direction}"
         before = {c.id: c.link(direction).dropped for c in proxy.connections}
         installed = proxy.add_toxic(Timeout(timeout=0.0), stream=direction, name=name)
-        proxy._record("asymmetric", None, direction, phase="start", duration=duration)
+        proxy.record("asymmetric", direction, phase="start", duration=duration)
         try:
             await asyncio.sleep(duration)
         finally:
             if proxy.get_toxic(name) is installed:
                 proxy.remove_toxic(name)
-            proxy._record("asymmetric", None, direction, phase="end")
+            proxy.record("asymmetric", direction, phase="end")
         if then is not None:
             hit = [
                 c

@@ -176,7 +176,7 @@ async def test_total_byte_cut_counts_every_connection_and_cuts_them_all(
         assert bytes(first.data) == b"a" * 300 and bytes(second.data) == b"b" * 600
         assert record.detail["reason"] == "byte_offset"
         assert proxy.totals()["downstream"]["sent"] == 1300
-        assert cut.count == 1 and cut not in proxy._byte_cuts
+        assert cut.count == 1 and not cut.armed and cut not in proxy.byte_cuts
 
 
 async def test_disable_refuses_connections_and_enable_restores_same_port(
