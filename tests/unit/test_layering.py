@@ -39,8 +39,7 @@ LAYER: dict[str, int] = {
 TOP = 9  # ``unbroken`` itself: re-exports only, nothing may import it
 
 # Circles that are being taken apart (issue 23); the list only ever shrinks.
-KNOWN_CIRCLES: list[set[str]] = [
-]
+KNOWN_CIRCLES: list[set[str]] = []
 
 
 def _name(path: Path) -> str:
