@@ -25,32 +25,33 @@ from websockets.typing import Subprotocol
 from ..errors import (
     ConnectionLost,
     IntegrityError,
-    Overloaded,
     ProtocolError,
     ReconnectExhausted,
     RequestRefused,
     RequestTimeout,
-    StreamFailed,
     StreamGone,
     UnbrokenError,
 )
 from ..protocol.backoff import Backoff, BackoffPolicy
 from ..protocol.client_session import (
     ClientSession,
+    ConsumedCursor,
     Cursor,
+    FailStream,
     Heartbeat,
     PongOut,
+    RetryStart,
     ServerError,
     StreamEvents,
     StreamGoneOut,
     StreamResumed,
     StreamStarted,
     Welcomed,
+    end_error,
 )
-from ..protocol.codes import CLOSE_CODE_MEANING, CloseCode, ErrorCode
-from ..protocol.digest import seed, step_event
+from ..protocol.codes import CLOSE_CODE_MEANING, CloseCode
 from ..protocol.events import Event
-from ..protocol.frames import CAP_BATCH, DEFAULT_MAX_FRAME, SUBPROTOCOLS, Ping, Start, encode
+from ..protocol.frames import CAP_BATCH, DEFAULT_MAX_FRAME, SUBPROTOCOLS, Ping, encode
 from ..protocol.liveness import Liveness
 from ..protocol.retry import FATAL_CLOSE, REFUSED_BY_CLIENT, fatal_error, should_retry
 from .response import Answer, StreamEnded, StreamEvent
@@ -135,14 +136,10 @@ class Stream:
         self._queue: asyncio.Queue[tuple[StreamEvent, Event] | _FrameMark | BaseException] = (
             asyncio.Queue()
         )
-        # consumed position: a known digest (anchor) and the events consumed since
-        self._anchor: tuple[int, bytes] | None = None
-        self._since: list[Event] = []
-        self._epoch = ""
+        self._consumed = ConsumedCursor()  # how far the iterator has yielded
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._done: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._cancelled_by_user = False
-        self._start_attempts = 0
 
     # ---- consumer side
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
@@ -154,11 +151,10 @@ class Stream:
             if isinstance(item, BaseException):
                 raise item
             if isinstance(item, _FrameMark):
-                self._anchor = (item.seq, item.digest)
-                self._since.clear()
+                self._consumed.verified(item.seq, item.digest)
                 continue
             typed, raw = item
-            self._since.append(raw)
+            self._consumed.consumed(raw)
             yield typed
             if isinstance(typed, StreamEnded):
                 return
@@ -176,18 +172,11 @@ class Stream:
         """Position of the last event this iterator yielded (seq, digest, epoch):
         save it to pick the answer up later, on any node, with :meth:`Client.resume`.
         ``None`` before the stream started."""
-        if self._anchor is None:
-            return None
-        seq, digest = self._anchor
-        for ev in self._since:
-            digest = step_event(digest, ev)
-            seq = ev.seq
-        return Cursor(self.id, seq, digest.hex(), self._epoch)
+        return self._consumed.cursor()
 
-    def _began(self, stream: str, epoch: str, seq: int, digest: bytes) -> None:
-        self.id, self._epoch = stream, epoch
-        if self._anchor is None:
-            self._anchor = (seq, digest)
+    def _began(self, stream: str, epoch: str, seq: int = 0, digest: bytes | None = None) -> None:
+        self.id = stream
+        self._consumed.began(stream, epoch, seq, digest)
 
     async def cancel(self) -> None:
         """Stop the agent on the server (idempotent; also after a reconnect)."""
@@ -199,12 +188,7 @@ class Stream:
     def _push(self, event: StreamEvent, raw: Event) -> None:
         self._queue.put_nowait((event, raw))
         if isinstance(event, StreamEnded):
-            if event.status == "completed" or (
-                event.status == "cancelled" and self._cancelled_by_user
-            ):
-                self._finish(None)
-            else:
-                self._finish(StreamFailed(self.id, event.status, event.error))
+            self._finish(end_error(self.id, event.status, event.error, self._cancelled_by_user))
 
     def _finish(self, error: BaseException | None) -> None:
         if self._done.done():
@@ -277,7 +261,12 @@ class Client:
         self.max_frame = max_frame
         self._rng = random.Random(seed)
         self._live = Liveness(silence_factor=silence_factor, ping_every=ping_every)
-        self._session = ClientSession(max_frame=max_frame, caps=(CAP_BATCH,), liveness=self._live)
+        self._session = ClientSession(
+            max_frame=max_frame,
+            caps=(CAP_BATCH,),
+            liveness=self._live,
+            start_attempts=self.policy.max_attempts or 12,
+        )
         self._streams: dict[str, Stream] = {}
         self._by_id: dict[str, Stream] = {}
         self._ws: ClientConnection | None = None
@@ -347,18 +336,9 @@ class Client:
         """
         self._check_usable()
         req = req or secrets.token_urlsafe(12)
-        welcome = self._session.welcome
-        if welcome is not None:  # the server said how big a frame it takes
-            size = len(encode(Start(req, agent, input)))
-            if size > welcome.limits.max_client_frame:
-                raise RequestRefused(
-                    "too_big",
-                    f"the start frame is {size} bytes; this server takes at most "
-                    f"{welcome.limits.max_client_frame} (send less input, or a reference to it)",
-                )
+        frame = self._session.start(req, agent, input)  # (refuses one too big)
         st = Stream(self, req, agent)
         self._streams[req] = st
-        frame = self._session.start(req, agent, input)
         if frame is not None:
             await self._send_frame(frame)
         await self._answered(st, "start")
@@ -707,7 +687,7 @@ class Client:
         if isinstance(out, StreamStarted):
             st = self._streams.get(out.req)
             if st is not None:
-                st._began(out.stream, out.epoch, 0, seed(out.stream, out.epoch))
+                st._began(out.stream, out.epoch)
                 st.result.stream = out.stream
                 self._by_id[out.stream] = st
                 if not st._started.done():
@@ -739,40 +719,19 @@ class Client:
     def _server_error(self, out: ServerError) -> None:
         err = out.error
         log.warning("server error code=%s message=%s", err.code, err.message)
-        st: Stream | None = None
-        if err.req is not None:
-            st = self._streams.get(err.req)
-        elif err.stream is not None:
-            st = self._by_id.get(err.stream)
-        if st is None:
-            return
-        retryable = err.code in (
-            ErrorCode.OVERLOADED,
-            ErrorCode.RATE_LIMITED,
-            ErrorCode.SHUTTING_DOWN,
-        )
-        if retryable and err.req is not None and not st.id:
-            st._start_attempts += 1
-            limit = self.policy.max_attempts or 12
-            wait = (err.retry_after_ms or 1000) / 1000
-            if st._start_attempts >= limit:
-                self._session.forget(st.req)
-                st._finish(Overloaded(err.message or err.code, wait))
-                return
-            asyncio.get_running_loop().call_later(wait, self._resend_start, st)
-            return
-        if err.code in (ErrorCode.BAD_ACK, ErrorCode.UNSUPPORTED):
-            return
-        self._session.forget(st.req)
-        st._finish(RequestRefused(err.code, err.message))
+        loop = asyncio.get_running_loop()
+        action = self._session.server_error(err, loop.time())
+        if isinstance(action, RetryStart):
+            loop.call_later(max(0.0, action.at - loop.time()), self._resend_start, action.req)
+        elif isinstance(action, FailStream):
+            st = self._streams.get(action.req)
+            if st is not None:
+                st._finish(action.error)
 
-    def _resend_start(self, st: Stream) -> None:
-        if st.done or st.id or self._closed:
+    def _resend_start(self, req: str) -> None:
+        frame = self._session.resend_start(req)
+        if frame is None:
             return
-        cs = self._session.by_req.get(st.req)
-        if cs is None:
-            return
-        frame = Start(cs.req, cs.agent, cs.input)
         task = asyncio.get_running_loop().create_task(self._send_frame(frame))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 

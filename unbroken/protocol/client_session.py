@@ -14,9 +14,17 @@ from typing import Any
 
 import msgspec
 
-from ..errors import ChainMismatch, IntegrityError, ProtocolError
+from ..errors import (
+    ChainMismatch,
+    IntegrityError,
+    Overloaded,
+    ProtocolError,
+    RequestRefused,
+    StreamFailed,
+    UnbrokenError,
+)
 from .codes import CloseCode
-from .digest import ChainVerifier
+from .digest import ChainVerifier, seed, step_event
 from .events import Event, Kind
 from .frames import (
     CAP_BATCH,
@@ -38,9 +46,11 @@ from .frames import (
     Started,
     Welcome,
     decode_server,
+    encode,
     events_of,
 )
 from .liveness import Check, Liveness
+from .retry import HARMLESS_ERROR, RETRYABLE_START
 
 
 # ===================================================================== client
@@ -85,6 +95,7 @@ class ClientStream:
     acked: int = 0
     unacked_bytes: int = 0
     acked_at: float = 0.0  # when the last ack was taken (the caller's clock)
+    start_attempts: int = 0  # starts refused as overloaded, rate limited or shutting down
 
     @property
     def seq(self) -> int:
@@ -94,6 +105,69 @@ class ClientStream:
         if not self.stream or self.verifier is None:
             return None
         return Cursor(self.stream, self.verifier.seq, self.verifier.digest.hex(), self.epoch)
+
+
+class ConsumedCursor:
+    """How far a consumer has read a stream: the last verified digest it passed (an
+    anchor, from a frame's end) and the events consumed since, so the cursor of any
+    event is computed only when asked for (pure; it outlives the session's state)."""
+
+    __slots__ = ("_anchor", "_since", "epoch", "stream")
+
+    def __init__(self) -> None:
+        self.stream = ""
+        self.epoch = ""
+        self._anchor: tuple[int, bytes] | None = None
+        self._since: list[Event] = []
+
+    def began(self, stream: str, epoch: str, seq: int = 0, digest: bytes | None = None) -> None:
+        """The stream is known (started: at its seed; resumed: at a saved cursor)."""
+        self.stream, self.epoch = stream, epoch
+        if self._anchor is None:
+            self._anchor = (seq, seed(stream, epoch) if digest is None else digest)
+
+    def verified(self, seq: int, digest: bytes) -> None:
+        """Every event up to ``seq`` (its frame's last) was consumed; ``digest`` after it."""
+        self._anchor = (seq, digest)
+        self._since.clear()
+
+    def consumed(self, event: Event) -> None:
+        self._since.append(event)
+
+    def cursor(self) -> Cursor | None:
+        """The position after the last consumed event; ``None`` before the start."""
+        if self._anchor is None:
+            return None
+        seq, digest = self._anchor
+        for ev in self._since:
+            digest = step_event(digest, ev)
+            seq = ev.seq
+        return Cursor(self.stream, seq, digest.hex(), self.epoch)
+
+
+def end_error(stream: str, status: str, error: str, cancelled: bool) -> StreamFailed | None:
+    """What an ``end`` event with ``status`` means to the user: success
+    (``completed``, or ``cancelled`` after the user's own cancel), else the failure."""
+    if status == "completed" or (status == "cancelled" and cancelled):
+        return None
+    return StreamFailed(stream, status, error)
+
+
+# Actions of ClientSession.server_error
+@dataclass(frozen=True, slots=True)
+class RetryStart:
+    """Send the start of ``req`` again at ``at`` (ask :meth:`ClientSession.resend_start`)."""
+
+    req: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FailStream:
+    """The request ``req`` ends with ``error`` (the session forgot it)."""
+
+    req: str
+    error: UnbrokenError
 
 
 # Outputs of ClientSession.receive
@@ -176,6 +250,7 @@ class ClientSession:
         caps: tuple[str, ...] = (),
         max_frame: int = DEFAULT_MAX_FRAME,
         liveness: Liveness | None = None,
+        start_attempts: int = 12,
     ) -> None:
         self.state = ClientState.IDLE
         self.caps = list(caps)
@@ -196,6 +271,8 @@ class ClientSession:
         self.anon: str | None = None
         #: is the link alive? (the RTT estimate, pings, silence)
         self.liveness = liveness or Liveness()
+        #: a start refused as overloaded this many times fails with ``Overloaded``
+        self.start_attempts = start_attempts
 
     def frames_of(self, message: bytes | str) -> list[bytes | str]:
         """The frames of one WebSocket message, each for :meth:`receive`: the message
@@ -254,9 +331,20 @@ class ClientSession:
 
     # ---- requests
     def start(self, req: str, agent: str, input: Any) -> Start | None:
-        """Register a start; the frame to send now, or ``None`` to send after welcome."""
+        """Register a start; the frame to send now, or ``None`` to send after welcome.
+        Raises :class:`RequestRefused` when the server said it takes no frame that big."""
         if req in self.by_req:
             raise ProtocolError(f"request id {req!r} already used", CloseCode.BAD_FRAME)
+        welcome = self.welcome
+        if welcome is not None:  # the server said how big a frame it takes
+            size = len(encode(Start(req, agent, input)))
+            limit = welcome.limits.max_client_frame
+            if size > limit:
+                raise RequestRefused(
+                    "too_big",
+                    f"the start frame is {size} bytes; this server takes at most "
+                    f"{limit} (send less input, or a reference to it)",
+                )
         self.by_req[req] = ClientStream(req=req, agent=agent, input=input)
         if self.state is ClientState.READY:
             return Start(req, agent, input)
@@ -278,6 +366,40 @@ class ClientSession:
             cs.state = StreamState.RESUMING
             return Resume(cursor.stream, cursor.seq, cursor.epoch, cursor.digest)
         return None
+
+    def resend_start(self, req: str) -> Start | None:
+        """The start of ``req`` to send again now (after :class:`RetryStart`), or
+        ``None`` when it was answered, ended, or waits for the next connection
+        (which sends it after ``welcome``)."""
+        cs = self.by_req.get(req)
+        if cs is None or cs.state is not StreamState.STARTING or self.state is not _READY:
+            return None
+        return Start(cs.req, cs.agent, cs.input)
+
+    def server_error(self, error: Error, now: float) -> RetryStart | FailStream | None:
+        """What an ``error`` frame means for its request or stream: a start refused
+        for load is sent again after ``retry_after_ms`` (1 s if none), at most
+        ``start_attempts`` times, then fails with ``Overloaded``; an error about one
+        ack or an unsupported frame changes nothing; any other ends the request
+        with ``RequestRefused``."""
+        cs: ClientStream | None = None
+        if error.req is not None:
+            cs = self.by_req.get(error.req)
+        elif error.stream is not None:
+            cs = self.by_stream.get(error.stream)
+        if cs is None:
+            return None
+        if error.code in RETRYABLE_START and error.req is not None and not cs.stream:
+            cs.start_attempts += 1
+            wait = (error.retry_after_ms or 1000) / 1000
+            if cs.start_attempts >= self.start_attempts:
+                self.forget(cs.req)
+                return FailStream(cs.req, Overloaded(error.message or error.code, wait))
+            return RetryStart(cs.req, now + wait)
+        if error.code in HARMLESS_ERROR:
+            return None
+        self.forget(cs.req)
+        return FailStream(cs.req, RequestRefused(error.code, error.message))
 
     def cancel(self, stream: str) -> Cancel:
         return Cancel(stream)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from unbroken.errors import IntegrityError, ProtocolError
+from unbroken.errors import IntegrityError, Overloaded, ProtocolError, RequestRefused, StreamFailed
 from unbroken.protocol import ClientSession, Cursor, ServerSession, TokenBucket
 from unbroken.protocol.client_session import (
     ClientState,
+    ConsumedCursor,
+    FailStream,
     Heartbeat,
     PongOut,
+    RetryStart,
     ServerError,
     StreamEvents,
     StreamGoneOut,
@@ -17,6 +20,7 @@ from unbroken.protocol.client_session import (
     StreamStarted,
     StreamState,
     Welcomed,
+    end_error,
 )
 from unbroken.protocol.digest import chain, seed
 from unbroken.protocol.events import Kind, chunk, end, part_start
@@ -27,6 +31,7 @@ from unbroken.protocol.frames import (
     Gone,
     Hb,
     Hello,
+    Limits,
     Ping,
     Pong,
     Refresh,
@@ -463,3 +468,148 @@ def test_a_batched_message_splits_into_frames_only_when_both_sides_agreed() -> N
         assert not cs.batch and cs.frames_of(message) == [message]
         with pytest.raises(ProtocolError):
             cs.receive(message)
+
+
+# ----------------------------------------------- the client's decisions (issue 23)
+def test_a_start_bigger_than_the_servers_client_frame_limit_is_refused_before_sending() -> None:
+    client = ClientSession()
+    client.connect()
+    small = Welcome(
+        session="s1", heartbeat_ms=1000, epoch=EPOCH, limits=Limits(max_client_frame=200)
+    )
+    client.receive(encode(small))
+    with pytest.raises(RequestRefused) as exc:
+        client.start("r1", "agent", "x" * 300)
+    assert exc.value.code == "too_big" and "at most 200" in str(exc.value)
+    assert "r1" not in client.by_req  # nothing registered, nothing to retry
+    assert client.start("r2", "agent", "x") == Start("r2", "agent", "x")
+
+
+def test_a_start_before_welcome_is_not_measured_against_an_unknown_limit() -> None:
+    client = ClientSession()
+    assert client.start("r1", "agent", "x" * 10_000) is None
+
+
+@pytest.mark.parametrize("code", ["overloaded", "rate_limited", "shutting_down"])
+def test_a_start_refused_for_load_is_retried_after_retry_after(code: str) -> None:
+    client = welcomed()
+    client.start("r1", "agent", {"q": 1})
+    action = client.server_error(Error(code=code, req="r1", retry_after_ms=250), now=10.0)
+    assert action == RetryStart("r1", 10.25)
+    assert client.resend_start("r1") == Start("r1", "agent", {"q": 1})
+    # without retry_after_ms: one second
+    assert client.server_error(Error(code=code, req="r1"), now=20.0) == RetryStart("r1", 21.0)
+
+
+def test_a_start_refused_for_load_too_often_fails_overloaded() -> None:
+    client = ClientSession(start_attempts=3)
+    client.connect()
+    client.receive(WELCOME)
+    client.start("r1", "agent", None)
+    refused = Error(code="overloaded", message="full", req="r1", retry_after_ms=500)
+    assert isinstance(client.server_error(refused, 0.0), RetryStart)
+    assert isinstance(client.server_error(refused, 1.0), RetryStart)
+    action = client.server_error(refused, 2.0)
+    assert isinstance(action, FailStream) and action.req == "r1"
+    assert isinstance(action.error, Overloaded) and action.error.retry_after == 0.5
+    assert "r1" not in client.by_req and client.resend_start("r1") is None
+
+
+def test_no_start_is_resent_once_answered_or_while_disconnected() -> None:
+    client = welcomed()
+    client.start("r1", "agent", None)
+    client.start("r2", "agent", None)
+    started(client, "r3", S1)
+    assert client.resend_start("r3") is None  # answered
+    assert client.resend_start("nobody") is None
+    client.connection_lost()
+    assert client.resend_start("r1") is None  # after_welcome sends it
+    client.connect()
+    client.receive(WELCOME)
+    client.receive(encode(Started(req="r2", stream=S2, epoch=EPOCH)))
+    assert client.resend_start("r2") is None
+    assert client.resend_start("r1") == Start("r1", "agent", None)
+
+
+def test_a_load_error_for_a_started_stream_is_not_a_start_retry() -> None:
+    client = welcomed()
+    started(client, "r1", S1)
+    action = client.server_error(Error(code="overloaded", stream=S1), 0.0)
+    assert isinstance(action, FailStream) and isinstance(action.error, RequestRefused)
+
+
+@pytest.mark.parametrize("code", ["bad_ack", "unsupported"])
+def test_an_error_about_one_frame_leaves_the_stream_alone(code: str) -> None:
+    client = welcomed()
+    started(client, "r1", S1)
+    assert client.server_error(Error(code=code, stream=S1), 0.0) is None
+    assert client.by_stream[S1].state is StreamState.ATTACHED
+
+
+def test_any_other_error_refuses_the_request_and_forgets_it() -> None:
+    client = welcomed()
+    client.start("r1", "agent", None)
+    action = client.server_error(Error(code="unknown_agent", message="no such", req="r1"), 0.0)
+    assert isinstance(action, FailStream) and isinstance(action.error, RequestRefused)
+    assert action.error.code == "unknown_agent" and "r1" not in client.by_req
+
+
+def test_an_error_for_nobody_is_ignored() -> None:
+    client = welcomed()
+    assert client.server_error(Error(code="internal", req="gone"), 0.0) is None
+    assert client.server_error(Error(code="internal", stream=S3), 0.0) is None
+    assert client.server_error(Error(code="internal"), 0.0) is None
+
+
+def test_the_consumed_cursor_follows_consumption_not_reception() -> None:
+    consumed = ConsumedCursor()
+    assert consumed.cursor() is None
+    consumed.began(S1, EPOCH)
+    digests = chain(S1, EPOCH, TOKENS)
+    assert consumed.cursor() == Cursor(S1, 0, seed(S1, EPOCH).hex(), EPOCH)
+    consumed.consumed(TOKENS[0])
+    consumed.consumed(TOKENS[1])
+    assert consumed.cursor() == Cursor(S1, 2, digests[1].hex(), EPOCH)
+    consumed.verified(2, digests[1])  # the frame's end: the digest is known
+    consumed.consumed(TOKENS[2])
+    assert consumed.cursor() == Cursor(S1, 3, digests[2].hex(), EPOCH)
+
+
+def test_a_resumed_consumed_cursor_starts_at_the_saved_position() -> None:
+    digests = chain(S1, EPOCH, TOKENS)
+    consumed = ConsumedCursor()
+    consumed.began(S1, EPOCH, 2, digests[1])
+    consumed.began(S1, EPOCH)  # a later "started" never moves it back
+    consumed.consumed(TOKENS[2])
+    assert consumed.cursor() == Cursor(S1, 3, digests[2].hex(), EPOCH)
+
+
+@pytest.mark.parametrize(
+    ("status", "cancelled", "fails"),
+    [
+        ("completed", False, False),
+        ("completed", True, False),
+        ("cancelled", True, False),
+        ("cancelled", False, True),
+        ("failed", False, True),
+        ("failed", True, True),
+    ],
+)
+def test_an_end_is_success_only_when_completed_or_cancelled_by_the_user(
+    status: str, cancelled: bool, fails: bool
+) -> None:
+    error = end_error(S1, status, "why", cancelled)
+    assert (error is not None) is fails
+    if error is not None:
+        assert isinstance(error, StreamFailed) and error.status == status
+
+
+def test_a_session_is_expecting_frames_only_while_a_stream_is_live() -> None:
+    client = welcomed()
+    assert not client.expecting_frames()
+    client.start("r1", "agent", None)
+    assert client.expecting_frames()  # the start awaits its answer
+    client.receive(encode(Started(req="r1", stream=S1, epoch=EPOCH)))
+    assert client.expecting_frames()
+    client.receive(encode_frames([[end(1, "completed")]], stream=S1)[0])
+    assert not client.expecting_frames()
