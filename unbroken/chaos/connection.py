@@ -20,7 +20,7 @@ import socket
 import struct
 import sys
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Final, Literal, cast
 
 from ..errors import ConfigError
@@ -59,11 +59,28 @@ def _resolve(fut: asyncio.Future[Any], value: Any = None) -> None:
 
 
 class _Side(asyncio.Protocol):
-    """One socket of a proxied connection: the client's or the upstream server's."""
+    """One socket of a proxied connection: the client's or the upstream server's.
 
-    def __init__(self, conn: ProxiedConnection, role: Literal["client", "upstream"]) -> None:
-        self.conn = conn
+    Bytes read go to ``outbound`` (the direction this socket feeds); a change of its write
+    buffer tells ``inbound`` (the direction that writes to it). Its connection learns of the
+    rest through the ``made``, ``eof`` and ``lost`` callbacks it passed.
+    """
+
+    outbound: Link
+    inbound: Link
+
+    def __init__(
+        self,
+        role: Literal["client", "upstream"],
+        *,
+        made: Callable[[_Side], None],
+        eof: Callable[[_Side], None],
+        lost: Callable[[_Side, Exception | None], None],
+    ) -> None:
         self.role = role
+        self._made = made
+        self._eof = eof
+        self._lost = lost
         self.transport: asyncio.Transport | None = None
         self.writable = True
         self.reading_paused = False
@@ -76,16 +93,16 @@ class _Side(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.gone = asyncio.get_running_loop().create_future()
-        self.conn._side_made(self)
+        self._made(self)
 
     def data_received(self, data: bytes) -> None:
-        self.conn._on_data(self, data)
+        self.outbound.feed(data)
 
     def eof_received(self) -> bool:
         self.eof = True
         if self.gone is not None:
             _resolve(self.gone)
-        self.conn._on_eof(self)
+        self._eof(self)
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -95,18 +112,18 @@ class _Side(asyncio.Protocol):
             _resolve(self.gone)
         if self._writable_waiter is not None:
             _resolve(self._writable_waiter)
-        self.conn._on_lost(self, exc)
+        self._lost(self, exc)
 
     def pause_writing(self) -> None:
         self.writable = False
-        self.conn._writability_changed(self)
+        self.inbound.update_reading()
 
     def resume_writing(self) -> None:
         self.writable = True
         if self._writable_waiter is not None:
             _resolve(self._writable_waiter)
             self._writable_waiter = None
-        self.conn._writability_changed(self)
+        self.inbound.update_reading()
 
     # -- helpers
     @property
@@ -239,10 +256,18 @@ class Link:
     """
 
     def __init__(
-        self, connection: ProxiedConnection, direction: Direction, src: _Side, dst: _Side
+        self,
+        connection: ProxiedConnection,
+        direction: Direction,
+        src: _Side,
+        dst: _Side,
+        *,
+        finished: Callable[[], None],
     ) -> None:
         self.connection = connection
         self._port = connection.port
+        self._finished = finished
+        """Called once the close is forwarded (the connection closes when both are done)."""
         self.direction: Direction = direction
         self.src = src
         self.dst = dst
@@ -369,8 +394,8 @@ class Link:
         self._queue.clear()
         self._queued_bytes = 0
 
-    def _stop(self) -> None:
-        """A cut: drop the queue, stop the writer and the toxics."""
+    def halt(self) -> None:
+        """Stop for good (a cut or a close): drop the queue, stop the writer and the toxics."""
         self._drop_queue()
         self._detach_all()
         if self._writer is not None:
@@ -455,7 +480,7 @@ class Link:
             with contextlib.suppress(OSError, RuntimeError):
                 transport.write_eof()
         self.done = True
-        self.connection._check_done()
+        self._finished()
 
 
 class ProxiedConnection:
@@ -471,10 +496,14 @@ class ProxiedConnection:
         self.state: ConnectionState = "connecting"
         seed = port.seed
         self.rng = random.Random(f"{seed}:{connection_id}") if seed is not None else random.Random()
-        self.client = _Side(self, "client")
-        self.server = _Side(self, "upstream")
-        self.upstream = Link(self, "upstream", self.client, self.server)
-        self.downstream = Link(self, "downstream", self.server, self.client)
+        made, eof, lost = self._side_made, self._on_eof, self._on_lost
+        self.client = _Side("client", made=made, eof=eof, lost=lost)
+        self.server = _Side("upstream", made=made, eof=eof, lost=lost)
+        done = self._check_done
+        self.upstream = Link(self, "upstream", self.client, self.server, finished=done)
+        self.downstream = Link(self, "downstream", self.server, self.client, finished=done)
+        self.client.outbound = self.server.inbound = self.upstream
+        self.server.outbound = self.client.inbound = self.downstream
         self.peer: str = ""
         self.opened_at = 0.0
         self.cut_mode: CutMode | None = None
@@ -525,8 +554,8 @@ class ProxiedConnection:
             return done
         self.state = "blackhole" if mode == "blackhole" else "closing"
         self.cut_mode = mode
-        self.upstream._stop()
-        self.downstream._stop()
+        self.upstream.halt()
+        self.downstream.halt()
         self.port.record("cut", self, direction, mode=mode, reason=reason, **detail)
         if mode == "blackhole":
             self.client.set_reading(True)
@@ -565,8 +594,8 @@ class ProxiedConnection:
         if self.state == "closed":
             return
         self.state = "closing"
-        self.upstream._stop()
-        self.downstream._stop()
+        self.upstream.halt()
+        self.downstream.halt()
         if self.server.transport is None:
             self._connect_done = True
         for side in (self.client, self.server):
@@ -632,10 +661,6 @@ class ProxiedConnection:
         self.downstream.update_reading()
         self.port.notify()
 
-    def _on_data(self, side: _Side, data: bytes) -> None:
-        link = self.upstream if side is self.client else self.downstream
-        link.feed(data)
-
     def _on_eof(self, side: _Side) -> None:
         if self.state == "open":
             (self.upstream if side is self.client else self.downstream).feed_eof()
@@ -658,9 +683,6 @@ class ProxiedConnection:
             )
         self._maybe_closed()
 
-    def _writability_changed(self, side: _Side) -> None:
-        (self.upstream if side is self.server else self.downstream).update_reading()
-
     def _check_done(self) -> None:
         if self.state == "open" and self.upstream.done and self.downstream.done:
             self.state = "closing"
@@ -675,8 +697,8 @@ class ProxiedConnection:
         server_finished = self.server.lost or (self.server.transport is None and self._connect_done)
         if self.client.lost and server_finished:
             self.state = "closed"
-            self.upstream._stop()
-            self.downstream._stop()
+            self.upstream.halt()
+            self.downstream.halt()
             self.port.closed(self)
             self.port.record(
                 "closed",

@@ -46,22 +46,24 @@ class ScheduledFault:
     """A running schedule. ``wait()`` returns when its active phase is over; ``cancel()``
     stops it and undoes lasting effects."""
 
-    def __init__(self, proxy: ProxyControls, name: str) -> None:
+    def __init__(
+        self,
+        proxy: ProxyControls,
+        name: str,
+        body: Callable[[ScheduledFault], Awaitable[None]],
+    ) -> None:
+        """Start running ``body(self)`` as a task."""
         self.proxy = proxy
         self.name = name
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.task: asyncio.Task[None]
+        self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(self._run(body))
 
-    def _start(self, body: Callable[[ScheduledFault], Awaitable[None]]) -> ScheduledFault:
-        async def run() -> None:
-            try:
-                await body(self)
-            finally:
-                if not self.finished.done():
-                    self.finished.set_result(None)
-
-        self.task = asyncio.get_running_loop().create_task(run())
-        return self
+    async def _run(self, body: Callable[[ScheduledFault], Awaitable[None]]) -> None:
+        try:
+            await body(self)
+        finally:
+            if not self.finished.done():
+                self.finished.set_result(None)
 
     def phase_done(self) -> None:
         """Mark the active phase over (for schedules that then hold a state)."""
@@ -91,7 +93,7 @@ def cut_after(proxy: ProxyControls, delay: float, mode: CutMode) -> ScheduledFau
         cut = await proxy.cut_all(mode, reason="cut_after")
         proxy.record("timed_cut", delay=delay, connections=cut, mode=mode)
 
-    return ScheduledFault(proxy, "cut_after")._start(body)
+    return ScheduledFault(proxy, "cut_after", body)
 
 
 def cut_every(
@@ -119,7 +121,7 @@ def cut_every(
                     await proxy.enable()
                 proxy.record("enabled", reason="cut_every")
 
-    return ScheduledFault(proxy, "cut_every")._start(body)
+    return ScheduledFault(proxy, "cut_every", body)
 
 
 def outage(proxy: ProxyControls, duration: float, mode: CutMode) -> ScheduledFault:
@@ -134,7 +136,7 @@ def outage(proxy: ProxyControls, duration: float, mode: CutMode) -> ScheduledFau
             await proxy.enable()
             proxy.record("enabled", reason="outage", duration=duration)
 
-    return ScheduledFault(proxy, "outage")._start(body)
+    return ScheduledFault(proxy, "outage", body)
 
 
 def ramp(
@@ -197,7 +199,7 @@ def ramp(
                 if proxy.get_toxic(installed.name) is installed:
                     proxy.remove_toxic(installed.name)
 
-    return ScheduledFault(proxy, "ramp")._start(body)
+    return ScheduledFault(proxy, "ramp", body)
 
 
 def asymmetric(
@@ -228,4 +230,4 @@ def asymmetric(
             ]
             await asyncio.gather(*(c.cut(then, "asymmetric_end") for c in hit))
 
-    return ScheduledFault(proxy, "asymmetric")._start(body)
+    return ScheduledFault(proxy, "asymmetric", body)
