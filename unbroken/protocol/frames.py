@@ -21,14 +21,18 @@ from msgspec import Meta, Struct, field
 
 from ..errors import ProtocolError
 from .codes import CloseCode
-from .events import (
-    CHUNK_KIND_OF_PART,
-    END_STATUSES,
-    NAME_BY_KIND,
-    PART_KINDS,
-    Event,
-    Kind,
-)
+from .events import Event
+
+# The items of an ``events`` frame have their own module; their names stay importable here.
+from .items import DataItem as DataItem
+from .items import EndItem as EndItem
+from .items import Item, Seq
+from .items import JsonItem as JsonItem
+from .items import PartEndItem as PartEndItem
+from .items import PartStartItem as PartStartItem
+from .items import TextItem as TextItem
+from .items import decode as decode_items
+from .items import encode as _encode_items
 
 #: Subprotocols this implementation speaks, most preferred first.
 SUBPROTOCOLS: Final[tuple[str, ...]] = ("unbroken.v1",)
@@ -53,16 +57,12 @@ StreamId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}\Z")]
 Epoch = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}\Z")]
 ReqId = Annotated[str, Meta(pattern=r"^[\x21-\x7e]{1,128}\Z")]
 AgentName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,128}\Z")]
-PartId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:\-]{1,64}\Z")]
 Hex16 = Annotated[str, Meta(pattern=r"^[0-9a-f]{32}\Z")]
-Seq = Annotated[int, Meta(ge=0, le=2**53)]
 Token = Annotated[str, Meta(max_length=16384)]
 #: an anonymous client's key (server-issued, URL-safe base64; scopes its request ids)
 AnonKey = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}\Z")]
 Caps = Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=32)]
 ShortText = Annotated[str, Meta(max_length=4096)]
-# No NUL: the digest payload of part_start joins part, kind, mime and schema with NUL.
-Mime = Annotated[str, Meta(max_length=4096, pattern=r"^[^\x00]*\Z")]
 Positive = Annotated[int, Meta(ge=1)]
 
 
@@ -152,42 +152,6 @@ class Started(_Frame, tag="started", frozen=True):
     req: ReqId
     stream: StreamId
     epoch: Epoch
-
-
-class TextItem(Struct, tag_field="k", tag="text", frozen=True):
-    p: PartId
-    d: str
-
-
-class JsonItem(Struct, tag_field="k", tag="json", frozen=True):
-    p: PartId
-    d: str
-
-
-class DataItem(Struct, tag_field="k", tag="data", frozen=True):
-    p: PartId
-    d: str
-
-
-class PartStartItem(Struct, tag_field="k", tag="part_start", frozen=True, omit_defaults=True):
-    p: PartId
-    pk: Literal["text", "json", "data"]
-    mime: Mime = ""
-    schema: str = ""
-
-
-class PartEndItem(Struct, tag_field="k", tag="part_end", frozen=True, omit_defaults=True):
-    p: PartId
-    err: str = ""
-
-
-class EndItem(Struct, tag_field="k", tag="end", frozen=True, omit_defaults=True):
-    st: Literal["completed", "failed", "cancelled"]
-    n: Seq
-    err: str = ""
-
-
-Item = str | TextItem | JsonItem | DataItem | PartStartItem | PartEndItem | EndItem
 
 
 class Events(_Frame, tag="events", frozen=True):
@@ -377,52 +341,8 @@ def encode(frame: ClientFrame | ServerFrame) -> bytes:
 
 
 # ---------------------------------------------------------------- events <-> items
-_CHUNK_ITEM: Final[dict[int, type[TextItem | JsonItem | DataItem]]] = {
-    Kind.TEXT: TextItem,
-    Kind.JSON: JsonItem,
-    Kind.DATA: DataItem,
-}
-_CHUNK_ITEM_TYPES: Final = (TextItem, JsonItem, DataItem)
-_KIND_OF_ITEM: Final[dict[type, Kind]] = {
-    TextItem: Kind.TEXT,
-    JsonItem: Kind.JSON,
-    DataItem: Kind.DATA,
-}
-_DATA: Final = int(Kind.DATA)
-_PART_START: Final = int(Kind.PART_START)
-_PART_END: Final = int(Kind.PART_END)
-
-
-def encode_items(events: list[Event]) -> bytes:
-    """Compact JSON array of events for an ``events`` frame.
-
-    A chunk of the frame's current part is a bare JSON string; the current part is
-    set by a ``part_start`` or an explicit chunk earlier in the same frame, so every
-    frame decodes on its own. The items are gathered, then encoded in one call.
-    """
-    items: list[Item] = []
-    append = items.append
-    current = ""
-    current_kind = 0
-    for ev in events:
-        k = ev.kind
-        if k <= _DATA:  # chunks: the hot path
-            if k == current_kind and ev.part == current:
-                append(ev.body)
-            else:
-                append(_CHUNK_ITEM[k](ev.part, ev.body))
-                current, current_kind = ev.part, k
-        elif k == _PART_START:
-            append(PartStartItem(ev.part, ev.part_kind, ev.mime, ev.schema))  # type: ignore[arg-type]
-            current = ev.part
-            current_kind = CHUNK_KIND_OF_PART.get(ev.part_kind, 0)
-        elif k == _PART_END:
-            append(PartEndItem(ev.part, ev.error))
-            if current == ev.part:
-                current, current_kind = "", 0
-        else:
-            append(EndItem(ev.status, ev.count, ev.error))  # type: ignore[arg-type]
-    return _encoder.encode(items)
+#: The ``items`` array of ``events`` (:func:`unbroken.protocol.items.encode`).
+encode_items: Final = _encode_items
 
 
 def encode_events_frame(stream: str, first_seq: int, items: bytes, digest: bytes) -> bytes:
@@ -441,72 +361,14 @@ def encode_events_frame(stream: str, first_seq: int, items: bytes, digest: bytes
 
 
 def events_of(frame: Events, part_kinds: dict[str, str] | None = None) -> list[Event]:
-    """Turn an ``events`` frame's items into :class:`Event` objects.
+    """Turn an ``events`` frame's items into :class:`Event` objects
+    (:func:`unbroken.protocol.items.decode`).
 
     ``part_kinds`` (part id → part kind) is updated with parts started here and
     used to check that each chunk matches its part's kind; pass the dict kept for
     the stream so far. Raises :class:`ProtocolError` on structural errors.
     """
-    kinds = part_kinds if part_kinds is not None else {}
-    out: list[Event] = []
-    append = out.append
-    seq = frame.seq
-    last = seq + len(frame.items) - 1
-    current = ""
-    current_kind: Kind | None = None
-    for item in frame.items:
-        if type(item) is str:  # a chunk of the current part: the hot path
-            if current_kind is None:
-                raise ProtocolError(
-                    f"seq {seq}: bare chunk with no current part in this frame",
-                    CloseCode.BAD_FRAME,
-                )
-            append(Event(seq, current_kind, current, item))
-        elif isinstance(item, _CHUNK_ITEM_TYPES):
-            kind = _KIND_OF_ITEM[type(item)]
-            known = kinds.get(item.p)
-            if known is not None and CHUNK_KIND_OF_PART[known] is not kind:
-                raise ProtocolError(
-                    f"seq {seq}: {NAME_BY_KIND[kind]} chunk for {known} part {item.p!r}",
-                    CloseCode.BAD_FRAME,
-                )
-            current, current_kind = item.p, kind
-            append(Event(seq, kind, item.p, item.d))
-        elif isinstance(item, PartStartItem):
-            if item.pk not in PART_KINDS:  # pragma: no cover - Literal enforces this
-                raise ProtocolError(f"seq {seq}: bad part kind", CloseCode.BAD_FRAME)
-            kinds[item.p] = item.pk
-            current, current_kind = item.p, CHUNK_KIND_OF_PART[item.pk]
-            append(
-                Event(
-                    seq,
-                    Kind.PART_START,
-                    part=item.p,
-                    part_kind=item.pk,
-                    mime=item.mime,
-                    schema=item.schema,
-                )
-            )
-        elif isinstance(item, PartEndItem):
-            if current == item.p:
-                current, current_kind = "", None
-            append(Event(seq, Kind.PART_END, part=item.p, error=item.err))
-        else:
-            assert isinstance(item, EndItem)
-            if item.st not in END_STATUSES:  # pragma: no cover - Literal enforces this
-                raise ProtocolError(f"seq {seq}: bad status", CloseCode.BAD_FRAME)
-            if item.n != seq:
-                raise ProtocolError(
-                    f"seq {seq}: end says {item.n} events, but it is event {seq}",
-                    CloseCode.BAD_FRAME,
-                )
-            if seq != last:
-                raise ProtocolError(
-                    f"seq {seq}: end is not the last event of the frame", CloseCode.BAD_FRAME
-                )
-            append(Event(seq, Kind.END, status=item.st, error=item.err, count=item.n))
-        seq += 1
-    return out
+    return decode_items(frame.seq, frame.items, part_kinds)
 
 
 # ---------------------------------------------------------------- versions

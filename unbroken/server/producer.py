@@ -18,17 +18,14 @@ from array import array
 from collections.abc import Callable
 from typing import Final, cast
 
-import msgspec
-
 from ..errors import LogFull, StreamTooLarge
 from ..protocol.digest import Chain
 from ..protocol.events import Event, Kind, end
-from ..store.base import AppendBatch, Run, StreamLog
-from ..store.records import to_record
+from ..protocol.items import chunk_into, encode_one, run_part
+from ..store.base import AppendBatch, EventRun, StreamLog
 
 log = logging.getLogger(__name__)
 
-_encode_into: Final = msgspec.json.Encoder().encode_into
 _COMMA: Final = 44
 #: Longest error text an ``end`` or ``part_end`` event carries (the wire's short-text).
 MAX_ERROR: Final = 4096
@@ -102,7 +99,7 @@ class Producer:
         self._first = 1
         self._buf = bytearray()
         self._ends = array("I")
-        self._runs: list[Run] = []
+        self._runs: list[EventRun] = []
         self._digests: list[bytes] = []
         # the run the last event belongs to: (kind, part)
         self._run_kind = 0
@@ -136,10 +133,10 @@ class Producer:
         # a write that fails (lone surrogate) changes nothing
         self._digests.append(self._chain.chunk(kind, part, body.encode()))
         if kind != self._run_kind or part != self._run_part:
-            self._runs.append(Run(self._chain.seq, kind, part))
+            self._runs.append(EventRun(self._chain.seq, kind, part))
             self._run_kind, self._run_part = kind, part
         buf = self._buf
-        _encode_into(body, buf, -1)
+        chunk_into(body, buf, -1)
         buf.append(_COMMA)
         self._ends.append(len(buf))
         if not self.pending:
@@ -169,9 +166,9 @@ class Producer:
             count=seq if event.kind is Kind.END else event.count,
         )
         # everything that can fail (encoding) before anything changes
-        kind, part, enc = to_record(ev)
+        enc = encode_one(ev)
         digest = chain.event(ev)  # changes nothing if it fails
-        self._runs.append(Run(seq, kind, part))
+        self._runs.append(EventRun(seq, ev.kind, run_part(ev)))
         self._run_kind = 0  # the next chunk starts a run of its own
         buf = self._buf
         buf += enc

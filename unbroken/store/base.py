@@ -23,15 +23,18 @@ from typing import Final, NamedTuple, Protocol
 
 
 class Record(NamedTuple):
-    """One stored event: ``enc`` is its item encoding (no trailing comma)."""
+    """One stored event: ``enc`` is its stored item (no trailing comma; see
+    :mod:`unbroken.protocol.items`), ``kind`` and ``part`` its run's."""
 
     kind: int
     part: str
     enc: bytes
 
 
-class Run(NamedTuple):
-    """Event ``seq`` starts a run of events of one ``kind`` and ``part``."""
+class EventRun(NamedTuple):
+    """Event ``seq`` starts a run of events of one ``kind`` and ``part``: consecutive
+    chunks of one kind and part, or any other event alone (not an agent run: that is
+    :class:`unbroken.server.hub.Run`)."""
 
     seq: int
     kind: int
@@ -52,7 +55,7 @@ class AppendBatch:
     count: int
     items: bytes | bytearray
     ends: array[int]
-    runs: list[Run]
+    runs: list[EventRun]
     digests: list[bytes]
 
 

@@ -21,23 +21,17 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from ..errors import LogDiverged, LogFull, StaleProducer, StreamTooLarge
-from ..protocol.digest import DIGEST_SIZE, seed, step
+from ..protocol.digest import DIGEST_SIZE, Chain, seed
 from ..protocol.events import Event, Kind
-from ..protocol.frames import encode_json
+from ..protocol.items import ItemsArray, decode_one, payload_of
 from .base import AppendBatch, Created, Listener, ReadBatch, Record, Retention, StreamMeta
-from .records import end_batch, record_payload, to_event
+from .batches import end_batch
 
 log = logging.getLogger(__name__)
 
 #: A digest is kept after every CHECKPOINT-th event.
 CHECKPOINT: Final = 32
-_DATA: Final = int(Kind.DATA)
 _END: Final = int(Kind.END)
-_CHUNK_OPEN: Final[dict[int, bytes]] = {
-    Kind.TEXT: b'{"k":"text","p":',
-    Kind.JSON: b'{"k":"json","p":',
-    Kind.DATA: b'{"k":"data","p":',
-}
 
 
 class _Stream:
@@ -117,10 +111,15 @@ class _Stream:
             h = bytes(self.ckpt[i : i + DIGEST_SIZE])
         else:
             h = self.seed
+        chain = Chain(h, base)
         for s in range(base + 1, seq + 1):
-            rec = self.record(s)
-            h = step(h, s, rec.kind, record_payload(rec))
-        return h
+            chain.link(*self.payload(s))
+        return chain.digest
+
+    def payload(self, seq: int) -> tuple[int, bytes]:
+        """The kind and canonical payload of event ``seq`` (for the digest chain)."""
+        kind, part, enc = self.record(seq)
+        return kind, payload_of(kind, part, enc)
 
     def notify_all(self) -> None:
         head = self.head
@@ -133,9 +132,7 @@ class _Stream:
     def items(self, first: int, last: int) -> tuple[bytes, int]:
         """The ``items`` JSON array of events ``first..last`` and the kind of the last.
 
-        A run of chunks is one slice of the buffer: its first chunk is written in
-        the explicit form ``{"k":…,"p":…,"d":…}``, the rest are bare strings, as
-        :func:`~unbroken.protocol.frames.events_of` reads them.
+        A run of chunks is one slice of the buffer (:class:`~unbroken.protocol.items.ItemsArray`).
         """
         buf, ends, run_seq, run_kind, run_part = (
             self.buf,
@@ -146,35 +143,15 @@ class _Stream:
         )
         nruns = len(run_seq)
         r = bisect_right(run_seq, first) - 1
-        out: list[bytes | bytearray] = [b"["]
-        current = -1  # run whose chunks may go bare (set by an explicit chunk)
+        out = ItemsArray()
         seq = first
-        kind = 0
         while seq <= last:
             seg_end = min(run_seq[r + 1] - 1 if r + 1 < nruns else last, last)
-            kind = run_kind[r]
             a = ends[seq - 2] if seq > 1 else 0
-            b = ends[seg_end - 1]
-            if seg_end == last:
-                b -= 1  # no comma after the last item
-            if kind <= _DATA:
-                if current != r:
-                    e1 = ends[seq - 1]
-                    out.append(_CHUNK_OPEN[kind])
-                    out.append(encode_json(self.parts[run_part[r]]))
-                    out.append(b',"d":')
-                    out.append(buf[a : e1 - 1])
-                    out.append(b"}," if seq < last else b"}")
-                    a = e1
-                    current = r
-                if b > a:
-                    out.append(buf[a:b])
-            else:
-                out.append(buf[a:b])
+            out.add(run_kind[r], self.parts[run_part[r]], buf, a, ends[seq - 1], ends[seg_end - 1])
             seq = seg_end + 1
             r += 1
-        out.append(b"]")
-        return b"".join(out), kind
+        return out.finish(), out.last_kind
 
 
 class MemoryStore:
@@ -390,23 +367,15 @@ class MemoryStore:
         s = self._streams.get(stream)
         if s is None:
             return self._epoch, []
-        out = []
-        for seq in range(1, s.head + 1):
-            kind, part, enc = s.record(seq)
-            out.append(to_event(seq, kind, part, enc))
-        return self._epoch, out
+        return self._epoch, [decode_one(seq, *s.record(seq)) for seq in range(1, s.head + 1)]
 
     async def read_digests(self, stream: str) -> Sequence[bytes]:
         """The chain digest after each event (recomputed between checkpoints)."""
         s = self._streams.get(stream)
         if s is None:
             return []
-        h, out = s.seed, []
-        for seq in range(1, s.head + 1):
-            rec = s.record(seq)
-            h = step(h, seq, rec.kind, record_payload(rec))
-            out.append(h)
-        return out
+        chain = Chain(s.seed)
+        return [chain.link(*s.payload(seq)) for seq in range(1, s.head + 1)]
 
     # ------------------------------------------------------------ retention
     def _drop(self, stream: str, now: float) -> None:

@@ -45,21 +45,21 @@ from ..errors import (
     StreamTooLarge,
     UnbrokenError,
 )
-from ..protocol.digest import seed, step
+from ..protocol.digest import Chain, seed
 from ..protocol.events import Event, Kind
-from ..protocol.frames import encode_json
+from ..protocol.items import ItemsArray, decode_one, payload_of
 from .base import (
     DIVERGED,
     DROPPED,
     AppendBatch,
     Created,
+    EventRun,
     Listener,
     ReadBatch,
     Retention,
-    Run,
     StreamMeta,
 )
-from .records import end_batch, record_payload, to_event
+from .batches import end_batch
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +71,9 @@ ENTRY_BYTES: Final = 128 * 1024
 #: Entries (and bytes) of its own streams a node keeps for readers attached to it.
 RECENT_ENTRIES: Final = 16
 RECENT_BYTES: Final = 1024 * 1024
-_DATA: Final = int(Kind.DATA)
 _END: Final = int(Kind.END)
-_CHUNK_OPEN: Final[dict[int, bytes]] = {
-    Kind.TEXT: b'{"k":"text","p":',
-    Kind.JSON: b'{"k":"json","p":',
-    Kind.DATA: b'{"k":"data","p":',
-}
 _runs_encoder: Final = msgspec.json.Encoder()
 _runs_decoder: Final = msgspec.json.Decoder(list[tuple[int, int, str]])
-_str_decoder: Final = msgspec.json.Decoder(str)
 #: Errors that mean "Redis is (briefly) unreachable": retried with backoff.
 _TRANSIENT: Final = (rex.ConnectionError, rex.TimeoutError, ConnectionError, OSError)
 
@@ -213,12 +206,15 @@ class _Entry:
         """Chain digest after event ``seq`` of this entry (recomputed from ``p``)."""
         if seq == self.last:
             return self.d
-        h = self.p
+        chain = Chain(self.p, self.first - 1)
         for s in range(self.first, seq + 1):
-            _, kind, part = self.runs[self.run_at(s)]
-            enc = self.items[self.start(s) : self.ends[s - self.first] - 1]
-            h = step(h, s, kind, record_payload((kind, part, enc)))
-        return h
+            chain.link(*self.payload(s))
+        return chain.digest
+
+    def payload(self, seq: int) -> tuple[int, bytes]:
+        """The kind and canonical payload of event ``seq`` (for the digest chain)."""
+        kind, part, enc = self.record(seq)
+        return kind, payload_of(kind, part, enc)
 
     def record(self, seq: int) -> tuple[int, str, bytes]:
         _, kind, part = self.runs[self.run_at(seq)]
@@ -613,9 +609,9 @@ class RedisStore:
             skip = nf - batch.first
             a = batch.ends[skip - 1]
             before = [r for r in batch.runs if r.seq <= nf]
-            run0 = [Run(nf, before[-1].kind, before[-1].part)] if before else []
+            run0 = [EventRun(nf, before[-1].kind, before[-1].part)] if before else []
             if not before and carry is not None:
-                run0 = [Run(nf, carry[0], carry[1])]
+                run0 = [EventRun(nf, carry[0], carry[1])]
             rest = AppendBatch(
                 nf,
                 batch.count - skip,
@@ -1073,7 +1069,7 @@ class RedisStore:
         for _, f in await self._r.xrange(self._log_key(stream), "-", "+"):
             e = _Entry(f)
             for seq in range(e.first, e.last + 1):
-                out.append(to_event(seq, *e.record(seq)))
+                out.append(decode_one(seq, *e.record(seq)))
         return self._epoch, out
 
     async def read_digests(self, stream: str) -> Sequence[bytes]:
@@ -1082,12 +1078,9 @@ class RedisStore:
         out: list[bytes] = []
         for _, f in await self._r.xrange(self._log_key(stream), "-", "+"):
             e = _Entry(f)
-            h = e.p
-            for seq in range(e.first, e.last + 1):
-                kind, part, enc = e.record(seq)
-                h = step(h, seq, kind, record_payload((kind, part, enc)))
-                out.append(h)
-            if h != e.d:
+            chain = Chain(e.p, e.first - 1)
+            out.extend(chain.link(*e.payload(seq)) for seq in range(e.first, e.last + 1))
+            if chain.digest != e.d:
                 raise ValueError(f"stream {stream}: entry {e.first} does not end on its digest")
         return out
 
@@ -1110,9 +1103,7 @@ def _out_of_memory(exc: rex.ResponseError) -> bool:
 
 def _items(entries: list[_Entry], first: int, last: int) -> tuple[bytes, int]:
     """The ``items`` JSON array of events ``first..last`` (see MemoryStore.items)."""
-    out: list[bytes] = [b"["]
-    ctx: tuple[int, str] | None = None
-    kind = 0
+    out = ItemsArray()
     for e in entries:
         lo, hi = max(first, e.first), min(last, e.last)
         if lo > hi:
@@ -1125,25 +1116,7 @@ def _items(entries: list[_Entry], first: int, last: int) -> tuple[bytes, int]:
             seg_end = min(run_end, hi)
             _, kind, part = runs[r]
             a = e.start(seq)
-            b = e.ends[seg_end - e.first]
-            if seg_end == last:
-                b -= 1  # no comma after the last item
-            if kind <= _DATA:
-                if ctx != (kind, part):
-                    e1 = e.ends[seq - e.first]
-                    out.append(_CHUNK_OPEN[kind])
-                    out.append(encode_json(part))
-                    out.append(b',"d":')
-                    out.append(e.items[a : e1 - 1])
-                    out.append(b"}," if seq < last else b"}")
-                    a = e1
-                    ctx = (kind, part)
-                if b > a:
-                    out.append(e.items[a:b])
-            else:
-                out.append(e.items[a:b])
-                ctx = None
+            out.add(kind, part, e.items, a, e.ends[seq - e.first], e.ends[seg_end - e.first])
             seq = seg_end + 1
             r += 1
-    out.append(b"]")
-    return b"".join(out), kind
+    return out.finish(), out.last_kind

@@ -18,7 +18,7 @@ from unbroken.protocol.digest import seed as seed_of
 from unbroken.protocol.events import Event, Kind
 from unbroken.protocol.frames import Events, decode_server, encode_events_frame, events_of
 from unbroken.server.producer import Producer
-from unbroken.store.base import AppendBatch, Retention, Run
+from unbroken.store.base import AppendBatch, EventRun, Retention
 from unbroken.store.redis import RedisStore
 
 from ..server.test_store_arena import random_events
@@ -97,7 +97,7 @@ def text_batch(first: int, n: int, prev: bytes, tag: str = "x") -> AppendBatch:
         ends.append(len(items))
         h = step(h, seq, Kind.TEXT, b"t\x00" + body.encode())
         digests.append(h)
-    return AppendBatch(first, n, bytes(items), ends, [Run(first, Kind.TEXT, "t")], digests)
+    return AppendBatch(first, n, bytes(items), ends, [EventRun(first, Kind.TEXT, "t")], digests)
 
 
 async def test_a_retried_append_is_idempotent_and_an_overlap_appends_only_the_new_part(
