@@ -1,9 +1,13 @@
 """The seed's fifteen scenarios, its targets and its matrix, as data.
 
-Everything the runner, the report and the pytest tier know about a scenario comes from
-here: what answer it streams, how the network fails, what must hold afterwards. Cases 1-9
-run; 10-15 need features of a later wave and are listed as *not yet covered* (the report
-shows them so, never as passed).
+What the report and the pytest tier know about a scenario comes from here: what answer
+it streams, how the network fails, what must hold afterwards, and which runs of it the
+tiers make. How it is played and checked is its case, one module per scenario in
+:mod:`unbroken.scenarios.cases` (``cases/tc3.py``: its answers, pacing, faults and
+checks), which the generic runner finds by the scenario's id. Cases 1-9 run; 10-15 need
+features of a later wave and are listed as *not yet covered* (the report shows them so,
+never as passed): covering one is its ``cases/tcN.py``, its name on the import line of
+``cases/__init__.py``, ``covered`` here and its rows in the matrices.
 
 The matrix axes are the seed's: sizes (small 1-10 KB ... extra large 1-10 MB), timings
 (immediate < 100 ms, early 10-25 %, mid 40-60 %, late 75-90 %, final 95 %+), network

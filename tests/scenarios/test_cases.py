@@ -1,0 +1,107 @@
+"""Scenarios are plug-ins: one module per case under ``unbroken/scenarios/cases/``, a
+generic runner that asks the case wherever scenarios differ."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import unbroken.scenarios as scenarios_pkg
+from unbroken.scenarios import run as run_module
+from unbroken.scenarios.cases import CASES, Case, case_for
+from unbroken.scenarios.cases.tc1 import TC1
+from unbroken.scenarios.catalog import COVERED, SCENARIO_BY_ID, SIZES, RunSpec
+from unbroken.scenarios.context import RunState
+from unbroken.scenarios.harness import CHAOS_POLICY
+from unbroken.scenarios.results import Check, RunResult
+from unbroken.scenarios.runner import answers_for, layout, pace, run_one
+
+GENERIC = ("runner", "run", "faults", "assess", "artefacts", "context", "sequence", "answers")
+
+
+def test_every_covered_scenario_has_exactly_one_case_module() -> None:
+    assert list(CASES) == list(COVERED)
+    cases_dir = Path(scenarios_pkg.__file__).parent / "cases"
+    modules = sorted(p.stem for p in cases_dir.glob("tc*.py"))
+    assert modules == sorted(sid.lower() for sid in COVERED)
+    for sid, case in CASES.items():
+        assert case.id == sid and type(case).__module__.endswith(f".cases.{sid.lower()}")
+    with pytest.raises(LookupError, match="no case for scenario 'TC12'"):
+        case_for("TC12")
+    assert not SCENARIO_BY_ID["TC12"].covered
+
+
+@pytest.mark.parametrize("module", GENERIC)
+def test_the_generic_runner_modules_never_name_a_scenario(module: str) -> None:
+    source = (Path(scenarios_pkg.__file__).parent / f"{module}.py").read_text("utf-8")
+    assert re.findall(r"(?i)tc[0-9]+", source) == []
+
+
+def test_a_case_with_only_an_id_gets_the_defaults() -> None:
+    class Plain(Case):
+        id = "TC1"
+
+    case = Plain()
+    spec = RunSpec("TC1", "medium", "mid", "clean", "fin")
+    (only,) = case.answers(spec)
+    assert abs(sum(len(e.body.encode()) for e in only.events) - spec.size_bytes) < 0.2 * (
+        spec.size_bytes
+    )
+    assert case.layout(spec) == (1, 1)
+    assert case.pace(spec) == SIZES["medium"].seconds * spec.profile_info.pace
+    assert case.policy(spec) is None and not case.gives_up(spec)
+    assert case.baseline_as is None and case.plan_grace == 0.0
+
+
+def test_the_cases_answers_layouts_and_policies() -> None:
+    tc4 = RunSpec("TC4", "small", "mid", "clean", "fin")
+    assert len(answers_for(tc4)) == 6 and layout(tc4) == (1, 6)
+    tc9 = RunSpec("TC9", "small", "mid", "clean", "fin")
+    clients, per_client = layout(tc9)
+    assert len(answers_for(tc9)) == clients * per_client == tc9.profile_info.tc9_streams
+    tc8 = RunSpec("TC8", "xlarge", "p50", "clean", "fin")
+    assert pace(tc8) == tc8.profile_info.tc8_seconds
+    long = RunSpec("TC5", "small", "mid", "clean", "rst", "long")
+    assert run_module.policy(long).max_attempts == 6 and case_for("TC5").gives_up(long)
+    short = RunSpec("TC5", "small", "early", "clean", "rst", "short")
+    assert not case_for("TC5").gives_up(short)
+    # TC5 and TC6 stream TC1's answer: they share its fault-free baseline
+    tc1 = RunSpec("TC1", "small", "mid", "clean", "fin")
+    tc6 = RunSpec("TC6", "small", "mid", "clean", "fin", "after_started")
+    assert run_module._baseline_key(tc6) == run_module._baseline_key(tc1)
+    assert run_module.policy(tc1) is CHAOS_POLICY
+    outage = RunSpec("TC1", "small", "mid", "long_outage", "fin")
+    deadline = run_module.policy(outage).deadline
+    assert deadline is not None and deadline > outage.profile_info.long_outage
+
+
+class _Watched(TC1):
+    """TC1 with every hook the runner calls recorded, and one check of its own."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def plan_faults(self, run: RunState, total_events: int) -> None:
+        self.calls.append("plan_faults")
+        await super().plan_faults(run, total_events)
+
+    async def at_cut(self, run: RunState) -> None:
+        self.calls.append("at_cut")
+
+    async def checks(self, run: RunState, result: RunResult) -> list[Check]:
+        self.calls.append("checks")
+        own = await super().checks(run, result)
+        return [*own, Check("watched: the runner asked this case", True, "asked")]
+
+
+async def test_the_runner_asks_the_case_at_each_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    watched = _Watched()
+    monkeypatch.setitem(CASES, "TC1", watched)
+    result = await run_one(RunSpec("TC1", "small", "mid", "clean", "rst"))
+    assert result.passed, [c for c in result.checks if not c.ok] or result.error
+    assert watched.calls == ["plan_faults", "at_cut", "checks"]
+    names = [c.name for c in result.checks]
+    assert "watched: the runner asked this case" in names
+    assert "TC1 total time <= baseline + 5 s" in names

@@ -1,0 +1,90 @@
+"""What a scenario is to the runner: a :class:`Case`, one per module in this package.
+
+The generic runner (:mod:`..run`, :mod:`..faults`, :mod:`..assess`) drives every run the
+same way: it opens the clients, starts the case's answers, plays the spec's network
+condition, waits for the streams, checks what every run must show. It asks the case
+at each point where scenarios differ; the defaults below are what a simple case wants
+(one text answer, one client, the condition played at the timing point), so such a case
+only names its id and its checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any, ClassVar
+
+from ...chaos import GeneratedAnswer
+from ...protocol.backoff import BackoffPolicy
+from ..answers import AnswerShape, answer
+from ..catalog import SIZES, RunSpec
+from ..context import RunState
+from ..faults import timed_play
+from ..results import Check, RunResult
+
+
+class Case:
+    """One scenario's answers, pacing, faults and checks. Subclass it in ``tcN.py``,
+    set :attr:`id`, override what differs, and name the module in ``cases/__init__``."""
+
+    id: ClassVar[str]
+    """The catalog's scenario id (``TC1``)."""
+    shape: ClassVar[AnswerShape] = "text"
+    """What the one answer of :meth:`answers` looks like by default."""
+    baseline_as: ClassVar[str | None] = None
+    """Share the fault-free baseline of this scenario (same answers, same clients)."""
+    open_timeout: ClassVar[float] = 1.0
+    """The clients' handshake timeout (s)."""
+    tick: ClassVar[float] = 0.01
+    """How often the paced agent writes (s)."""
+    extra_budget: ClassVar[float] = 0.0
+    """Seconds added to the time the streams may take before the run is stopped."""
+    plan_grace: ClassVar[float] = 0.0
+    """Seconds the fault plan may still run once the streams are done (0: cancelled)."""
+
+    # ---- what is streamed, how
+    def answers(self, spec: RunSpec) -> list[GeneratedAnswer]:
+        """The answers of a run, one per stream (``layout``'s clients x streams)."""
+        return [answer(self.shape, spec.size_bytes, 1 + spec.repeat)]
+
+    def layout(self, spec: RunSpec) -> tuple[int, int]:
+        """(clients, streams per client)."""
+        return 1, 1
+
+    def pace(self, spec: RunSpec) -> float:
+        """Seconds the agent takes to write each answer."""
+        return SIZES[spec.size].seconds * spec.profile_info.pace
+
+    def policy(self, spec: RunSpec) -> BackoffPolicy | None:
+        """The clients' reconnect policy; None: the runner's (set by the condition)."""
+        return None
+
+    def gives_up(self, spec: RunSpec) -> bool:
+        """The client must give up (``ReconnectExhausted``); a new client then resumes
+        the stream from the cursor it saved, and the run is not timed as a recovery."""
+        return False
+
+    # ---- the faults
+    def early_faults(self, run: RunState) -> Coroutine[Any, Any, None] | None:
+        """A fault plan armed before any stream starts (the connections are open, the
+        welcome through), instead of :meth:`plan_faults`; None: none."""
+        return None
+
+    async def plan_faults(self, run: RunState, total_events: int) -> None:
+        """The fault plan, started once the streams are running (``total_events``: over
+        all streams). By default the spec's condition at its timing point."""
+        await timed_play(run, total_events)
+
+    async def at_cut(self, run: RunState) -> None:
+        """Called right after the server's snapshot at the first fault (the server's
+        loop still serving the streams)."""
+
+    # ---- the checks
+    async def checks(self, run: RunState, result: RunResult) -> list[Check]:
+        """The case's own checks (its "must hold" list), after the generic ones.
+        ``run.baseline`` and ``run.episodes`` are filled; ``result.metrics`` too."""
+        return []
+
+    def timeout_ok(self, run: RunState, checks: list[Check]) -> bool | None:
+        """The run's verdict for the seed's "timeout handling" target, from the case's
+        own ``checks``; None: judged by the runner (a blackhole found in time)."""
+        return None

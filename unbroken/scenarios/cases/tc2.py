@@ -1,0 +1,30 @@
+"""TC2: disconnection during JSON streaming. One JSON report streamed as fragments cut
+anywhere; the partial document held at the cut parses, the final one is the generated
+document and validates against its schema."""
+
+from __future__ import annotations
+
+from ..context import RunState
+from ..results import Check, RunResult
+from .base import Case
+from .common import json_parts_check
+
+
+class TC2(Case):
+    id = "TC2"
+    shape = "json"
+
+    async def checks(self, run: RunState, result: RunResult) -> list[Check]:
+        snap = (run.client_snapshot or {}).get("streams", {})
+        partial = [s.get("json_partial_ok") for s in snap.values()]
+        return [
+            json_parts_check(run),
+            Check(
+                "TC2 the partial JSON held at the cut parses to a value",
+                all(p is not False for p in partial),
+                f"partial parse at the cut: {partial}",
+            ),
+        ]
+
+
+CASE = TC2()
