@@ -277,7 +277,6 @@ class Client:
         self._supervisor: asyncio.Task[None] | None = None
         self._first: asyncio.Future[None] | None = None
         self._subscribers: list[asyncio.Queue[ConnectionEvent]] = []
-        self._hb_seen = False
         self._progressed = False
         self.backoff: Backoff | None = None
         self.history: list[ConnectionEvent] = []
@@ -554,14 +553,13 @@ class Client:
         self._ws = ws
 
         live = self._live
-        live.connecting()
+        self._session.connected()
 
         def heard(n: int) -> None:
             live.bytes_heard(loop.time(), n)
 
         if isinstance(ws, _Connection):
             ws.on_bytes = heard
-        self._hb_seen = False
         watchdog: asyncio.TimerHandle | None = None
         dead: list[str] = []
         due = 0.0  # when the watchdog should run (how late it ran is reported)
@@ -609,16 +607,11 @@ class Client:
                 for one in frames_of(message):
                     if self._handle(one):
                         self._progressed = True
-                acks = session.take_acks(now)
-                if self._hb_seen:
-                    self._hb_seen = False
-                    acks = session.heartbeat_acks(now)
-                    if not live.awaiting_pong:  # answer the hb: proof this way works too
-                        self._send_soon(ws, live.ping(now))
-                for ack in acks:
-                    await ws.send(encode(ack).decode())
-                if acks and not live.awaiting_pong:
-                    self._send_soon(ws, live.ping(now))  # an answer proves the acks got through
+                for frame in session.after_message(now):
+                    if type(frame) is Ping:  # never waited for
+                        self._send_soon(ws, frame)
+                    else:
+                        await ws.send(encode(frame).decode())
         except ConnectionClosed as exc:
             if dead:
                 raise ConnectionLost(dead[0], CloseCode.HEARTBEAT_TIMEOUT) from None
@@ -708,8 +701,7 @@ class Client:
         if isinstance(out, PongOut):
             self._live.pong(asyncio.get_running_loop().time(), out.n)
             return False
-        if isinstance(out, Heartbeat):
-            self._hb_seen = True
+        if isinstance(out, Heartbeat):  # (the session answers it after the message)
             return False
         if isinstance(out, ServerError):
             self._server_error(out)

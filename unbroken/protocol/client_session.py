@@ -271,6 +271,8 @@ class ClientSession:
         self.anon: str | None = None
         #: is the link alive? (the RTT estimate, pings, silence)
         self.liveness = liveness or Liveness()
+        #: an ``hb`` arrived since the last :meth:`after_message`
+        self.hb_seen = False
         #: a start refused as overloaded this many times fails with ``Overloaded``
         self.start_attempts = start_attempts
 
@@ -306,6 +308,11 @@ class ClientSession:
                 cs.state = StreamState.RESUMING
                 out.append(Resume(cs.stream, cs.verifier.seq, cs.epoch, cs.verifier.digest.hex()))
         return out
+
+    def connected(self) -> None:
+        """A new connection is being opened (before :meth:`connect`'s hello)."""
+        self.hb_seen = False
+        self.liveness.connecting()
 
     def connection_lost(self) -> None:
         """The connection died: attached streams wait for a resume."""
@@ -446,6 +453,21 @@ class ClientSession:
                 out.append(Ack(cs.stream, cs.acked))
         return out
 
+    def after_message(self, now: float) -> list[ClientFrame]:
+        """Frames to send once a whole message was handled: the acks due (after an
+        ``hb``, every attached stream's, again), then a ping when none is out (it
+        answers the ``hb`` and proves the acks got through)."""
+        live = self.liveness
+        out: list[ClientFrame] = list(self.take_acks(now))
+        if self.hb_seen:
+            self.hb_seen = False
+            out = list(self.heartbeat_acks(now))
+            if not live.awaiting_pong:
+                out.append(live.ping(now))
+        elif out and not live.awaiting_pong:
+            out.append(live.ping(now))
+        return out
+
     # ---- input
     def receive(self, data: bytes | str) -> ClientOutput:
         """Decode and apply one server frame."""
@@ -479,6 +501,7 @@ class ClientSession:
         if isinstance(frame, Events):
             return self._events(frame, nbytes)
         if isinstance(frame, Hb):
+            self.hb_seen = True
             return Heartbeat()
         if isinstance(frame, Pong):
             return PongOut(frame.n)

@@ -613,3 +613,47 @@ def test_a_session_is_expecting_frames_only_while_a_stream_is_live() -> None:
     assert client.expecting_frames()
     client.receive(encode_frames([[end(1, "completed")]], stream=S1)[0])
     assert not client.expecting_frames()
+
+
+def test_after_a_message_the_acks_due_go_out_with_a_ping_to_prove_them() -> None:
+    client = welcomed()
+    started(client, "r1", S1)
+    client.ack_every = 1
+    client.receive(encode_frames([TOKENS[:2]], stream=S1)[0])
+    assert client.after_message(5.0) == [Ack(stream=S1, seq=2), Ping(n=1)]
+    client.receive(encode_frames([TOKENS[:2], TOKENS[2:3]], stream=S1)[1])
+    assert client.after_message(5.1) == [Ack(stream=S1, seq=3)]  # ping 1 still out
+    assert client.after_message(5.2) == []  # nothing due, nothing sent
+
+
+def test_an_hb_is_answered_with_every_streams_ack_again_and_a_ping() -> None:
+    client = welcomed()
+    started(client, "r1", S1)
+    client.ack_every = 10**9
+    client.receive(encode_frames([TOKENS[:2]], stream=S1)[0])
+    assert client.after_message(1.0) == []  # too few bytes for an ack
+    assert client.receive(encode(Hb())) == Heartbeat()
+    assert client.after_message(1.1) == [Ack(stream=S1, seq=2), Ping(n=1)]
+    client.receive(encode(Hb()))
+    # the same ack again (an earlier one may have been lost); ping 1 still out
+    assert client.after_message(1.2) == [Ack(stream=S1, seq=2)]
+    client.receive(encode(Pong(n=1)))
+    client.liveness.pong(1.3, 1)
+    client.receive(encode(Hb()))
+    assert client.after_message(1.4) == [Ack(stream=S1, seq=2), Ping(n=2)]
+
+
+def test_an_hb_on_a_quiet_session_is_still_answered_with_a_ping() -> None:
+    client = welcomed()
+    client.receive(encode(Hb()))
+    assert client.after_message(0.5) == [Ping(n=1)]
+
+
+def test_a_new_connection_forgets_an_unanswered_hb() -> None:
+    client = welcomed()
+    client.receive(encode(Hb()))
+    client.connection_lost()
+    client.connected()
+    client.connect()
+    client.receive(WELCOME)
+    assert client.after_message(0.5) == []
