@@ -79,7 +79,6 @@ def _baseline_key(spec: RunSpec) -> tuple[str, int, int, str, int]:
 
 
 # ------------------------------------------------------------------ one run
-# ------------------------------------------------------------------ one run
 async def _stream_all(run: RunState) -> None:
     """Open the clients, start every stream, play the fault plan (a faulty run), wait
     for the streams; then, when the case's client gives up, resume with a new one."""
