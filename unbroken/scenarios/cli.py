@@ -332,14 +332,13 @@ def _finish(
     from rich.table import Table
 
     from .report import write_report
-    from .targets import evaluate
 
     path = report or out / "report.html"
     outcome, _ = write_report(results, path, baseline)
     t = Table(title="seed targets")
     for col in ("target", "seed asks", "measured", ""):
         t.add_column(col)
-    for e in evaluate(results.runs):
+    for e in outcome.evaluations:
         mark = "[green]met" if e.met else ("[red]missed" if e.met is False else "[dim]no data")
         t.add_row(e.target.label, e.target.seed_text, e.shown(), mark)
     console.print(t)

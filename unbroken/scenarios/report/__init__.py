@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..results import Results
@@ -20,6 +20,8 @@ class Outcome:
     missed_targets: list[Evaluation]
     regressions: list[Comparison]
     interrupted: bool
+    evaluations: list[Evaluation] = field(default_factory=list)
+    """Every seed target as measured (``missed_targets``: those measured and not met)."""
 
     @property
     def ok(self) -> bool:
@@ -36,14 +38,16 @@ def write_report(
 ) -> tuple[Outcome, list[Comparison] | None]:
     """Write ``report.html`` to ``path``; returns the outcome and the comparisons."""
     comparisons = compare(results, baseline) if baseline is not None else None
-    page = html.build(results, comparisons)
+    evaluations = evaluate(results.runs)
+    page = html.build(results, comparisons, evaluations)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, "utf-8")
     outcome = Outcome(
         failed_runs=sum(1 for r in results.runs if r.failed),
-        missed_targets=missed(evaluate(results.runs)),
+        missed_targets=missed(evaluations),
         regressions=regressions(comparisons or []),
         interrupted=results.interrupted,
+        evaluations=evaluations,
     )
     return outcome, comparisons
 

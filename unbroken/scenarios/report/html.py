@@ -120,10 +120,15 @@ def _verdict(results: Results, evals: list[Evaluation], regs: list[Comparison]) 
     return False, "FAIL — " + ", ".join(parts or ["no runs"])
 
 
-def build(results: Results, comparisons: list[Comparison] | None = None) -> str:
-    """The whole page."""
+def build(
+    results: Results,
+    comparisons: list[Comparison] | None = None,
+    evaluations: list[Evaluation] | None = None,
+) -> str:
+    """The whole page (``evaluations``: the seed targets on ``results.runs``, evaluated
+    here when not given)."""
     runs = results.runs
-    evals = evaluate(runs)
+    evals = evaluate(runs) if evaluations is None else evaluations
     regs = regressions(comparisons or [])
     ok, headline = _verdict(results, evals, regs)
     streams = sum(r.streams for r in runs)
