@@ -19,6 +19,7 @@ from ..protocol.frames import (
 from ..store.base import StreamLog
 from ..store.memory import MemoryStore
 from .agent import Agent, Principal
+from .asgi import ASGIApp, Receive, Scope, Send
 from .config import ServerConfig
 from .connection import Authenticate, Connection
 from .guard import ConnectionGuard, ConnectionLimits
@@ -26,7 +27,6 @@ from .hub import Hub
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
-    from starlette.applications import Starlette
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ class Unbroken:
         #: set by :func:`unbroken.server.serving.uvicorn_config` (``unbroken serve``)
         self.guard: ConnectionGuard | None = None
         self.health_detail = health_detail
+        self._served: ASGIApp | None = None  # what __call__ serves (built at first use)
         self.agents: dict[str, tuple[Agent, float | None]] = {}
         #: the connections being served (each adds and removes itself)
         self.connections: set[Connection] = set()
@@ -219,17 +220,22 @@ class Unbroken:
                 + (", or give router() a principal= dependency" if what == "router()" else "")
             )
 
-    def asgi(self, path: str = "/ws") -> Starlette:
-        """A Starlette app with the WebSocket at ``path`` and ``/healthz``; mount it
+    def asgi(self, path: str = "/ws") -> ASGIApp:
+        """An ASGI app with the WebSocket at ``path`` and ``/healthz``; mount it
         anywhere, or serve it alone (its lifespan drains runs on shutdown).
 
         Raises :class:`~unbroken.errors.ConfigError` unless ``authenticate`` is set
         or ``allow_anonymous=True``.
         """
-        from .asgi import build_starlette
-
         self._require_auth("asgi()")
-        return build_starlette(self, path)
+        return ASGIApp(self, path)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app is itself an ASGI app: ``app.asgi()`` (WebSocket at ``/ws``)."""
+        served = self._served
+        if served is None:
+            served = self._served = self.asgi()
+        await served(scope, receive, send)
 
     def router(
         self,

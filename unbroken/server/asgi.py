@@ -1,36 +1,34 @@
-"""ASGI glue: the WebSocket endpoint, ``/healthz`` and the transport adapters.
+"""ASGI glue: the app as a plain ASGI callable, its one WebSocket transport, ``/healthz``.
 
-:meth:`Unbroken.asgi` returns a Starlette app (mount it anywhere). Its WebSocket
-path is served straight on the raw ASGI ``receive``/``send`` callables, below
-Starlette's routing and middleware: a connection is long-lived, and every frame
-of every token goes through ``send``, so the layers in between would cost on
-every token and a few KB of held coroutine frames per connection. The FastAPI
-router form goes through FastAPI (for its dependencies) with
-:class:`StarletteTransport`.
+:meth:`Unbroken.asgi` returns an :class:`ASGIApp` (mount it anywhere, or serve it
+alone: it runs the app's lifespan). Its WebSocket path is served straight on the
+raw ASGI ``receive``/``send`` callables, with no framework in between: a
+connection is long-lived, and every frame of every token goes through ``send``,
+so any layer in between would cost on every token. The FastAPI router form
+(:mod:`unbroken.server.fastapi`) goes through FastAPI for its dependencies, then
+hands the WebSocket's ``receive``/``send`` to the same :func:`serve_websocket`:
+one transport (:class:`ASGITransport`) for every path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
-from starlette.applications import Starlette
-from starlette.requests import Request as HttpRequest
+import msgspec
 from starlette.requests import cookie_parser
-from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..protocol.codes import CloseCode, ErrorCode, close_reason
 from ..protocol.frames import Error, encode, excerpt, negotiate_subprotocol
 from ..store.base import StreamLog
 from .agent import Principal
 from .config import ServerConfig
-from .connection import Authenticate, ConnectInfo, Connection, Transport
+from .connection import Authenticate, ConnectInfo, Connection
 from .guard import ConnectionGuard
 from .hub import Hub
 from .websocket import MAX_SIZE_EXTENSION
@@ -65,19 +63,6 @@ class Served(Protocol):
     def lifespan(self, _app: object = None) -> AbstractAsyncContextManager[None]: ...
 
 
-def open_connection(app: Served, transport: Transport, info: ConnectInfo) -> Connection:
-    """A :class:`Connection` of ``app`` on ``transport`` (its narrow ports only)."""
-    return Connection(
-        app.config,
-        app.hub,
-        app.store,
-        transport,
-        info,
-        authenticate=app.authenticate,
-        registry=app.connections,
-    )
-
-
 class _SizeLimit:
     """Raises the WebSocket layer's message limit once the ``hello`` is handled.
 
@@ -101,7 +86,8 @@ class _SizeLimit:
 
 
 class ASGITransport:
-    """:class:`~unbroken.server.connection.Transport` over raw ASGI callables."""
+    """:class:`~unbroken.server.connection.Transport` over ASGI ``receive``/``send``
+    (the server's raw callables, or a Starlette/FastAPI ``WebSocket``'s methods)."""
 
     __slots__ = ("_frames", "_gone", "_limit", "_receive", "_send", "disconnect_code")
 
@@ -136,58 +122,15 @@ class ASGITransport:
     async def send(self, data: bytes) -> None:
         await self._send({"type": "websocket.send", "text": data.decode()})
 
+    async def send_text(self, text: str) -> None:
+        await self._send({"type": "websocket.send", "text": text})
+
     async def close(self, code: int, reason: str = "") -> None:
         self._gone = True
         with contextlib.suppress(Exception):
             await self._send(
                 {"type": "websocket.close", "code": code, "reason": close_reason(reason)}
             )
-
-
-class StarletteTransport:
-    """:class:`~unbroken.server.connection.Transport` over a Starlette WebSocket."""
-
-    def __init__(self, ws: WebSocket, limit: _SizeLimit | None = None) -> None:
-        self.ws = ws
-        self._gone = False
-        self._limit = limit
-        self._frames = 0
-        self.disconnect_code: int | None = None
-
-    async def receive(self) -> str | bytes | None:
-        if self._gone:
-            return None
-        if self._limit is not None:
-            self._frames += 1
-            if self._frames == 2:  # the hello was accepted
-                self._limit.next_frame()
-                self._limit = None
-        try:
-            msg = await self.ws.receive()
-        except WebSocketDisconnect as exc:
-            self._gone = True
-            self.disconnect_code = exc.code
-            return None
-        except RuntimeError:
-            self._gone = True
-            return None
-        if msg["type"] == "websocket.disconnect":
-            self._gone = True
-            self.disconnect_code = msg.get("code")
-            return None
-        text = msg.get("text")
-        if text is not None:
-            return str(text)
-        data = msg.get("bytes")
-        return bytes(data) if data is not None else b""
-
-    async def send(self, data: bytes) -> None:
-        await self.ws.send({"type": "websocket.send", "text": data.decode()})
-
-    async def close(self, code: int, reason: str = "") -> None:
-        self._gone = True
-        with contextlib.suppress(Exception):
-            await self.ws.close(code, close_reason(reason))
 
 
 def _client(scope: Scope) -> str:
@@ -253,8 +196,12 @@ async def _refuse(send_text: Callable[[str], Awaitable[None]], code: int) -> Non
             await send_text(encode(frame).decode())
 
 
-async def serve_asgi(app: Served, scope: Scope, receive: Receive, send: Send) -> None:
-    """Serve one WebSocket connection on raw ASGI callables."""
+async def serve_websocket(
+    app: Served, scope: Scope, receive: Receive, send: Send, principal: Principal | None = None
+) -> None:
+    """Negotiate the subprotocol, accept, and serve one WebSocket connection.
+
+    ``principal`` is set when a framework dependency authenticated the peer."""
     if (await receive())["type"] != "websocket.connect":
         return
     offered = [str(p) for p in scope.get("subprotocols") or []]
@@ -266,29 +213,19 @@ async def serve_asgi(app: Served, scope: Scope, receive: Receive, send: Send) ->
     transport = ASGITransport(receive, send, _SizeLimit(scope, app.config.max_client_frame))
     refusal = _refusal(app, offered, _client(scope))
     if refusal is not None:
-
-        async def send_text(text: str) -> None:
-            await send({"type": "websocket.send", "text": text})
-
-        await _refuse(send_text, refusal[0])
+        await _refuse(transport.send_text, refusal[0])
         await transport.close(*refusal)
         return
-    await open_connection(app, transport, connect_info(scope)).run()
-
-
-async def serve_websocket(app: Served, ws: WebSocket, principal: Principal | None = None) -> None:
-    """Negotiate the subprotocol, accept, and serve one connection (Starlette/FastAPI)."""
-    offered = list(ws.scope.get("subprotocols") or [])
-    chosen = negotiate_subprotocol(offered) if offered else None
-    await ws.accept(subprotocol=chosen)
-    refusal = _refusal(app, offered, _client(ws.scope))
-    if refusal is not None:
-        await _refuse(ws.send_text, refusal[0])
-        await ws.close(*refusal)
-        return
-    info = connect_info(ws.scope, principal)
-    transport = StarletteTransport(ws, _SizeLimit(ws.scope, app.config.max_client_frame))
-    await open_connection(app, transport, info).run()
+    connection = Connection(
+        app.config,
+        app.hub,
+        app.store,
+        transport,
+        connect_info(scope, principal),
+        authenticate=app.authenticate,
+        registry=app.connections,
+    )
+    await connection.run()
 
 
 def route_path(scope: Scope) -> str:
@@ -303,34 +240,70 @@ def route_path(scope: Scope) -> str:
     return path
 
 
-class UnbrokenStarlette(Starlette):
-    """A Starlette app whose unbroken WebSocket path bypasses routing (see module doc)."""
+def health(app: Served) -> tuple[int, dict[str, Any]]:
+    """``/healthz``: 200 ``{"ok": true}`` while accepting runs, else 503."""
+    body: dict[str, Any] = {"ok": app.hub.accepting}
+    if app.health_detail:  # opt-in: /healthz answers anyone
+        body["epoch"] = app.store.epoch
+        body["runs"] = len(app.hub.runs)
+        body["connections"] = len(app.connections)
+        if app.guard is not None:
+            body["sockets"] = app.guard.stats()
+    return (200 if app.hub.accepting else 503), body
 
-    def __init__(self, app: Served, path: str, routes: list[Any]) -> None:
-        super().__init__(routes=routes, lifespan=app.lifespan)
-        self.unbroken = app
-        self.ws_path = path
+
+async def _respond(send: Send, status: int, body: bytes, content_type: bytes, *extra: Any) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + list(extra)})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ASGIApp:
+    """An unbroken app as an ASGI application: the WebSocket at ``path``, ``GET
+    /healthz``, and the lifespan (startup opens the app for runs, shutdown drains
+    them). Anything else is 404 (HTTP) or closed before the handshake (WebSocket)."""
+
+    __slots__ = ("app", "path")
+
+    def __init__(self, app: Served, path: str = "/ws") -> None:
+        self.app = app
+        self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and route_path(scope) == self.ws_path:
-            await serve_asgi(self.unbroken, scope, receive, send)
+        kind = scope["type"]
+        if kind == "websocket":
+            if route_path(scope) == self.path:
+                await serve_websocket(self.app, scope, receive, send)
+            else:
+                await send({"type": "websocket.close", "code": CloseCode.NORMAL, "reason": ""})
+        elif kind == "http":
+            await self._http(scope, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: Scope, send: Send) -> None:
+        if route_path(scope) != "/healthz":
+            await _respond(send, 404, b"Not Found", b"text/plain; charset=utf-8")
             return
-        await super().__call__(scope, receive, send)
+        method = scope.get("method", "GET")
+        if method not in ("GET", "HEAD"):
+            allow = (b"allow", b"GET, HEAD")
+            await _respond(send, 405, b"Method Not Allowed", b"text/plain; charset=utf-8", allow)
+            return
+        status, body = health(self.app)
+        data = msgspec.json.encode(body)
+        await _respond(send, status, data if method == "GET" else b"", b"application/json")
 
-
-def build_starlette(app: Served, path: str) -> Starlette:
-    async def endpoint(ws: WebSocket) -> None:  # reached only through url_for-style routing
-        await serve_websocket(app, ws)
-
-    async def healthz(_request: HttpRequest) -> JSONResponse:
-        body: dict[str, Any] = {"ok": app.hub.accepting}
-        if app.health_detail:  # opt-in: /healthz answers anyone
-            body["epoch"] = app.store.epoch
-            body["runs"] = len(app.hub.runs)
-            body["connections"] = len(app.connections)
-            if app.guard is not None:
-                body["sockets"] = app.guard.stats()
-        return JSONResponse(body, status_code=200 if app.hub.accepting else 503)
-
-    routes: list[Any] = [WebSocketRoute(path, endpoint), Route("/healthz", healthz)]
-    return UnbrokenStarlette(app, path, routes)
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        started = False
+        await receive()  # lifespan.startup
+        try:
+            async with self.app.lifespan():
+                await send({"type": "lifespan.startup.complete"})
+                started = True
+                await receive()  # lifespan.shutdown
+        except BaseException:
+            failed = "lifespan.shutdown.failed" if started else "lifespan.startup.failed"
+            await send({"type": failed, "message": traceback.format_exc()})
+            raise
+        await send({"type": "lifespan.shutdown.complete"})

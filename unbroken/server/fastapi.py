@@ -34,13 +34,13 @@ def build_router(
             websocket: WebSocket,
             who: Principal = Depends(principal),  # noqa: B008 - FastAPI idiom
         ) -> None:
-            await serve_websocket(app, websocket, who)
+            await serve_websocket(app, websocket.scope, websocket.receive, websocket.send, who)
 
         router.add_api_websocket_route(path, ws_with_principal)
     else:
 
         async def ws_plain(websocket: WebSocket) -> None:
-            await serve_websocket(app, websocket)
+            await serve_websocket(app, websocket.scope, websocket.receive, websocket.send)
 
         router.add_api_websocket_route(path, ws_plain)
     return router

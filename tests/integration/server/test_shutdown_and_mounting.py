@@ -123,3 +123,43 @@ def test_an_app_without_any_auth_refuses_to_be_served_anonymously() -> None:
         kit.app.asgi()
     with pytest.raises(Exception, match="principal="):
         kit.app.router()
+
+
+async def test_the_app_itself_is_an_asgi_app_served_alone_with_its_lifespan() -> None:
+    """``Unbroken`` is a plain ASGI callable: served alone it runs its lifespan
+    (startup opens it for runs, shutdown drains), answers ``/healthz`` (GET and
+    HEAD only) and nothing else."""
+    kit = make_kit()
+    kit.app.hub.accepting = False  # the lifespan's startup opens it again
+
+    async def plain(scope: Any, receive: Any, send: Any) -> None:  # not an Unbroken
+        await kit.app(scope, receive, send)
+
+    async with serve(plain, path="/ws") as srv:
+        w = await Wire.open(srv.url)  # uvicorn accepts once the lifespan started
+        sid = await w.start("r1", "echo", "alone")
+        assert text_of(await w.read_to_end(sid)) == "alone"
+        assert kit.app.hub.accepting
+        await w.close()
+        async with httpx.AsyncClient(base_url=srv.http) as http:
+            health = await http.get("/healthz")
+            assert (health.status_code, health.json()) == (200, {"ok": True})
+            assert (await http.head("/healthz")).status_code == 200
+            assert (await http.post("/healthz")).status_code == 405
+            assert (await http.get("/nothing")).status_code == 404
+        with pytest.raises(InvalidStatus):  # a WebSocket elsewhere is refused
+            await Wire.open(srv.url.replace("/ws", "/other"))
+    assert not kit.app.hub.accepting  # the lifespan's shutdown ran
+
+
+async def test_the_app_object_mounts_in_fastapi_as_it_is() -> None:
+    kit = make_kit()
+    api = FastAPI(lifespan=kit.app.lifespan)
+    api.mount("/agent", kit.app)
+    async with serve(api, path="/agent/ws") as srv:
+        w = await Wire.open(srv.url)
+        sid = await w.start("r1", "echo", "mounted as is")
+        assert text_of(await w.read_to_end(sid)) == "mounted as is"
+        await w.close()
+        async with httpx.AsyncClient(base_url=srv.http) as http:
+            assert (await http.get("/agent/healthz")).json() == {"ok": True}
