@@ -26,13 +26,12 @@ from ..errors import (
     ConnectionLost,
     IntegrityError,
     ProtocolError,
-    ReconnectExhausted,
     RequestRefused,
     RequestTimeout,
     StreamGone,
     UnbrokenError,
 )
-from ..protocol.backoff import Backoff, BackoffPolicy
+from ..protocol.backoff import Backoff, BackoffPolicy, GiveUp, Reconnects
 from ..protocol.client_session import (
     ClientSession,
     ConsumedCursor,
@@ -53,7 +52,7 @@ from ..protocol.codes import CLOSE_CODE_MEANING, CloseCode
 from ..protocol.events import Event
 from ..protocol.frames import CAP_BATCH, DEFAULT_MAX_FRAME, SUBPROTOCOLS, Ping, encode
 from ..protocol.liveness import Liveness
-from ..protocol.retry import FATAL_CLOSE, REFUSED_BY_CLIENT, fatal_error, should_retry
+from ..protocol.retry import FATAL_CLOSE, REFUSED_BY_CLIENT, cause_of, fatal_error, should_retry
 from .response import Answer, StreamEnded, StreamEvent
 
 log = logging.getLogger(__name__)
@@ -278,8 +277,13 @@ class Client:
         self._first: asyncio.Future[None] | None = None
         self._subscribers: list[asyncio.Queue[ConnectionEvent]] = []
         self._progressed = False
-        self.backoff: Backoff | None = None
+        self._reconnects = Reconnects(self.policy, self._rng)
         self.history: list[ConnectionEvent] = []
+
+    @property
+    def backoff(self) -> Backoff | None:
+        """The reconnect episode under way or last (its ``schedule`` of delays)."""
+        return self._reconnects.backoff
 
     @property
     def silence_factor(self) -> float:
@@ -414,13 +418,13 @@ class Client:
     # ------------------------------------------------------------ the loop
     async def _supervise(self) -> None:
         loop = asyncio.get_running_loop()
-        retry_after: float | None = None
+        reconnects = self._reconnects
         while not self._closed:
             url = self.urls[self._url_index % len(self.urls)]
             error: BaseException | None = None
             self._progressed = False
             # no attempt may outlive the reconnect deadline
-            budget = None if self.backoff is None else self.backoff.remaining(loop.time())
+            budget = reconnects.budget(loop.time())
             try:
                 await self._connection(url, budget)
                 error = ConnectionLost("server closed the connection")
@@ -433,11 +437,7 @@ class Client:
             self._session.connection_lost()
             if self._closed:
                 return
-            if isinstance(error, ConnectionLost) and error.code is not None:
-                meaning = CLOSE_CODE_MEANING.get(error.code, "")
-                cause = f"close {error.code}: {meaning} ({error})"
-            else:
-                cause = f"{type(error).__name__}: {error}"
+            cause = cause_of(error)
             self._emit(
                 "disconnected",
                 url=url,
@@ -452,22 +452,17 @@ class Client:
             if not retry:
                 self._fail_all(fatal_error(error, status=_status(error)))
                 return
-            if self._progressed or self.backoff is None:
-                self.backoff = Backoff(self.policy, loop.time(), self._rng)
-            retry_after = getattr(error, "retry_after", None)
-            delay = self.backoff.next_delay(loop.time(), retry_after)
-            if delay is None:
-                exhausted = ReconnectExhausted(
-                    self.backoff.attempts, self.backoff.elapsed(loop.time()), error
-                )
-                self._emit("exhausted", attempt=self.backoff.attempts, cause=cause)
-                self._fail_all(exhausted)
+            next_step = reconnects.lost(loop.time(), error, progressed=self._progressed)
+            if isinstance(next_step, GiveUp):
+                self._emit("exhausted", attempt=next_step.error.attempts, cause=cause)
+                self._fail_all(next_step.error)
                 return
+            delay = next_step.delay
             # a node that just failed us is the least likely to work: try the next
             self._url_index += 1
             self._emit(
                 "reconnecting",
-                attempt=self.backoff.attempts,
+                attempt=next_step.attempt,
                 delay=delay,
                 url=self.urls[self._url_index % len(self.urls)],
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ReconnectExhausted
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +82,47 @@ class Backoff:
     def elapsed(self, now: float) -> float:
         """Seconds since the connection was lost."""
         return now - self.started
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """Connect again after ``delay`` seconds: attempt ``attempt`` of the episode."""
+
+    delay: float
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """The reconnect budget is spent: ``error`` ends the client."""
+
+    error: ReconnectExhausted
+
+
+class Reconnects:
+    """A client's reconnect episodes under one :class:`BackoffPolicy`: an episode
+    begins at the first drop and again after any connection that made progress
+    (the budget is for one outage, not for the client's life)."""
+
+    def __init__(self, policy: BackoffPolicy, rng: random.Random | None = None) -> None:
+        self.policy = policy
+        self.rng = rng or random.Random()
+        #: the episode under way (``None`` before the first drop)
+        self.backoff: Backoff | None = None
+
+    def budget(self, now: float) -> float | None:
+        """The most the next attempt may take (``None``: unbounded)."""
+        return None if self.backoff is None else self.backoff.remaining(now)
+
+    def lost(self, now: float, error: BaseException, *, progressed: bool) -> Reconnect | GiveUp:
+        """A connection (or attempt) ended with ``error``, which the retry table
+        says to retry; ``progressed``: it got something done before it dropped. A
+        server's ``retry_after`` (on ``error``) is a floor under the delay."""
+        if progressed or self.backoff is None:
+            self.backoff = Backoff(self.policy, now, self.rng)
+        backoff = self.backoff
+        retry_after: float | None = getattr(error, "retry_after", None)
+        delay = backoff.next_delay(now, retry_after)
+        if delay is None:
+            return GiveUp(ReconnectExhausted(backoff.attempts, backoff.elapsed(now), error))
+        return Reconnect(delay, backoff.attempts)

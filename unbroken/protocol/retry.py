@@ -18,7 +18,7 @@ from ..errors import (
     ProtocolError,
     UnbrokenError,
 )
-from .codes import CloseCode, ErrorCode
+from .codes import CLOSE_CODE_MEANING, CloseCode, ErrorCode
 
 #: Close codes after which reconnecting cannot help, and the error each becomes.
 FATAL_CLOSE: Mapping[int, type[UnbrokenError]] = {
@@ -85,11 +85,20 @@ def fatal_error(error: BaseException, *, status: int | None = None) -> BaseExcep
     return ConnectionLost(f"{type(error).__name__}: {error}")
 
 
+def cause_of(error: BaseException) -> str:
+    """One line saying why a connection ended, for events and logs."""
+    if isinstance(error, ConnectionLost) and error.code is not None:
+        meaning = CLOSE_CODE_MEANING.get(error.code, "")
+        return f"close {error.code}: {meaning} ({error})"
+    return f"{type(error).__name__}: {error}"
+
+
 __all__ = [
     "FATAL_CLOSE",
     "HARMLESS_ERROR",
     "REFUSED_BY_CLIENT",
     "RETRYABLE_START",
+    "cause_of",
     "fatal_error",
     "should_retry",
     "status_is_retryable",
