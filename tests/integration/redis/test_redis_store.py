@@ -1,4 +1,6 @@
-"""RedisStore against a real redis-server: the StreamLog semantics of MemoryStore."""
+"""RedisStore against a real redis-server: what only Redis has (leases, racing
+producers, expiry, tailing from another node, its recent-entries cache, a flushed
+or unreachable Redis). What every StreamLog does is in tests/integration/store."""
 
 from __future__ import annotations
 
@@ -6,131 +8,31 @@ import asyncio
 import random
 import secrets
 import time
-from array import array
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
-from unbroken.errors import StaleProducer, StreamTooLarge
+from unbroken.errors import StaleProducer
 from unbroken.protocol.digest import chain
 from unbroken.protocol.digest import seed as seed_of
-from unbroken.protocol.events import Event, Kind
+from unbroken.protocol.events import Kind, chunk
 from unbroken.protocol.frames import Events, decode_server, encode_events_frame, events_of
 from unbroken.server.producer import Producer
-from unbroken.store.base import AppendBatch, EventRun, Retention
+from unbroken.store.base import AppendBatch, Retention
+from unbroken.store.batches import batch_of
 from unbroken.store.redis import RedisStore
 
-from ..server.test_store_arena import random_events
+from ..store.answers import random_events
 from .conftest import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-async def store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
-    s = RedisStore(redis_server.url, prefix=f"t{secrets.token_hex(4)}", lease=1.0)
-    yield s
-    await s.close()
-
-
-async def produce(store: RedisStore, events: list[Event], rng: random.Random, req: str) -> str:
-    created = await store.create("o", req, 0.0)
-    producer = Producer(store, created.stream, created.epoch, created.producer)
-    for ev in events[:-1]:
-        if ev.kind in (Kind.TEXT, Kind.JSON, Kind.DATA):
-            producer.add_chunk(ev.kind, ev.part, ev.body)
-        else:
-            producer.add(ev)
-        if rng.random() < 0.05:
-            await producer.flush()
-    await producer.finish("completed", "", 1.0)
-    return created.stream
-
-
-@pytest.mark.parametrize("seed", range(6))
-async def test_reads_decode_to_the_events_written_with_the_logs_digests(
-    store: RedisStore, seed: int
-) -> None:
-    rng = random.Random(seed)
-    events = random_events(rng, rng.randint(1, 2000))
-    stream = await produce(store, events, rng, f"r{seed}")
-    digests = chain(stream, store.epoch, events)
-    meta = await store.meta(stream)
-    assert meta is not None and meta.head == len(events) and meta.digest == digests[-1]
-    assert meta.status == "completed"
-    assert list((await store.read_all(stream))[1]) == events
-    assert list(await store.read_digests(stream)) == digests
-    for _ in range(12):
-        after = rng.randint(0, len(events) - 1)
-        budget = rng.choice([1, 64, 300, 5000, 1 << 20])
-        got: list[Event] = []
-        kinds = {e.part: e.part_kind for e in events[:after] if e.kind is Kind.PART_START}
-        while True:
-            batch = await store.read(stream, after, budget)
-            if batch is None:
-                break
-            frame = encode_events_frame(stream, batch.first, batch.items, batch.digest)
-            decoded = decode_server(frame)
-            assert isinstance(decoded, Events)
-            evs = events_of(decoded, kinds)
-            assert len(evs) == batch.count
-            assert batch.digest == digests[batch.first + batch.count - 2]
-            got.extend(evs)
-            after = batch.first + batch.count - 1
-        assert got == events[len(events) - len(got) :]
-        assert got[-1].kind is Kind.END
-    for seq in [0, len(events), *rng.sample(range(len(events) + 1), min(20, len(events)))]:
-        expected = digests[seq - 1] if seq else seed_of(stream, store.epoch)
-        assert await store.digest_at(stream, seq) == expected
-
-
 def text_batch(first: int, n: int, prev: bytes, tag: str = "x") -> AppendBatch:
     """``n`` text chunks from seq ``first`` (a run of part "t")."""
-    from unbroken.protocol.digest import step
-
-    items, ends, digests = bytearray(), array("I"), []
-    h = prev
-    for seq in range(first, first + n):
-        body = f"{tag}{seq}"
-        items += f'"{body}",'.encode()
-        ends.append(len(items))
-        h = step(h, seq, Kind.TEXT, b"t\x00" + body.encode())
-        digests.append(h)
-    return AppendBatch(first, n, bytes(items), ends, [EventRun(first, Kind.TEXT, "t")], digests)
-
-
-async def test_a_retried_append_is_idempotent_and_an_overlap_appends_only_the_new_part(
-    store: RedisStore,
-) -> None:
-    c = await store.create("o", "idem", 0.0)
-    b1 = text_batch(1, 10, seed_of(c.stream, c.epoch))
-    assert await store.append(c.stream, c.producer, b1) == 10
-    assert await store.append(c.stream, c.producer, b1) == 10  # the same batch again
-    b2 = text_batch(1, 15, seed_of(c.stream, c.epoch))  # overlaps 1..10, adds 11..15
-    assert await store.append(c.stream, c.producer, b2) == 15
-    _, events = await store.read_all(c.stream)
-    assert [e.seq for e in events] == list(range(1, 16))
-    assert [e.body for e in events] == [f"x{i}" for i in range(1, 16)]
-    assert await store.digest_at(c.stream, 15) == b2.digests[-1]
-    assert await store.digest_at(c.stream, 7) == b2.digests[6]
-
-
-async def test_a_repeated_create_returns_the_same_stream(store: RedisStore) -> None:
-    a = await store.create("o", "same", 0.0)
-    b = await store.create("o", "same", 1.0)
-    other = await store.create("p", "same", 1.0)
-    assert a.created and not b.created and b.stream == a.stream and b.producer == a.producer
-    assert other.stream != a.stream
-
-
-async def test_fencing_refuses_a_stale_producer_atomically(store: RedisStore) -> None:
-    c = await store.create("o", "fence", 0.0)
-    await store.append(c.stream, c.producer, text_batch(1, 5, seed_of(c.stream, c.epoch)))
-    with pytest.raises(StaleProducer):
-        await store.append(c.stream, "not-the-token", text_batch(6, 5, b"\0" * 16))
-    meta = await store.meta(c.stream)
-    assert meta is not None and meta.head == 5
+    return batch_of(
+        [chunk(seq, Kind.TEXT, "t", f"{tag}{seq}") for seq in range(first, first + n)], prev
+    )
 
 
 async def test_two_producers_racing_one_wins_no_duplicate(redis_server: RedisServer) -> None:
@@ -163,29 +65,6 @@ async def test_two_producers_racing_one_wins_no_duplicate(redis_server: RedisSer
     finally:
         await a.close()
         await b.close()
-
-
-async def test_max_stream_bytes_refuses_growth_but_not_the_end(redis_server: RedisServer) -> None:
-    s = RedisStore(
-        redis_server.url,
-        prefix=f"t{secrets.token_hex(4)}",
-        retention=Retention(max_stream_bytes=60),
-    )
-    try:
-        c = await s.create("o", "big", 0.0)
-        app = Producer(s, c.stream, c.epoch, c.producer)
-        for i in range(30):
-            app.add_chunk(Kind.TEXT, "t", f"{i:08d}")
-        with pytest.raises(StreamTooLarge):
-            await app.flush()
-        # as the hub does: the run ends failed, and the end event fits whatever the size
-        await app.finish("failed", "stream_too_large", 1.0)
-        meta = await s.meta(c.stream)
-        assert meta is not None and meta.status == "failed" and meta.head == 1
-        _, events = await s.read_all(c.stream)
-        assert [e.kind for e in events] == [Kind.END] and events[0].status == "failed"
-    finally:
-        await s.close()
 
 
 async def test_ttl_after_end_drops_the_stream_and_leaves_a_tombstone(
