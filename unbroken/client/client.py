@@ -48,11 +48,17 @@ from ..protocol.client_session import (
     Welcomed,
     end_error,
 )
-from ..protocol.codes import CLOSE_CODE_MEANING, CloseCode
+from ..protocol.codes import CloseCode
 from ..protocol.events import Event
 from ..protocol.frames import CAP_BATCH, DEFAULT_MAX_FRAME, SUBPROTOCOLS, Ping, encode
 from ..protocol.liveness import Liveness
-from ..protocol.retry import FATAL_CLOSE, REFUSED_BY_CLIENT, cause_of, fatal_error, should_retry
+from ..protocol.retry import (
+    FATAL_CLOSE,
+    cause_of,
+    close_error,
+    fatal_error,
+    should_retry,
+)
 from .response import Answer, StreamEnded, StreamEvent
 
 log = logging.getLogger(__name__)
@@ -611,16 +617,10 @@ class Client:
             if dead:
                 raise ConnectionLost(dead[0], CloseCode.HEARTBEAT_TIMEOUT) from None
             rcvd, sent = exc.rcvd, exc.sent
-            if rcvd is None and sent is not None and sent.code in REFUSED_BY_CLIENT:
-                # this client closed: the server sent a frame over max_frame (1009) or
-                # not UTF-8 (1007). Reconnecting would only get it again.
-                raise ProtocolError(
-                    f"the server sent a frame this client refused (close {sent.code}: "
-                    f"{sent.reason or CLOSE_CODE_MEANING.get(sent.code, '')})"
-                ) from None
-            code = rcvd.code if rcvd is not None else None
-            reason = rcvd.reason if rcvd is not None else "connection dropped"
-            raise ConnectionLost(reason or "connection closed", code) from None
+            raise close_error(
+                None if rcvd is None else (rcvd.code, rcvd.reason),
+                None if sent is None else (sent.code, sent.reason),
+            ) from None
         except TimeoutError:
             raise ConnectionLost("no welcome in time") from None
         finally:

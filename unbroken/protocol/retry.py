@@ -85,6 +85,25 @@ def fatal_error(error: BaseException, *, status: int | None = None) -> BaseExcep
     return ConnectionLost(f"{type(error).__name__}: {error}")
 
 
+def close_error(
+    received: tuple[int, str] | None, sent: tuple[int, str] | None
+) -> ProtocolError | ConnectionLost:
+    """The error a closed connection means, from the close frames ``(code, reason)``
+    received and sent (``None``: none). A close this client sent because the
+    server's frame was unacceptable (``REFUSED_BY_CLIENT``) is a protocol error:
+    reconnecting would only get the same frame again."""
+    if received is None and sent is not None and sent[0] in REFUSED_BY_CLIENT:
+        code, reason = sent
+        return ProtocolError(
+            f"the server sent a frame this client refused (close {code}: "
+            f"{reason or CLOSE_CODE_MEANING.get(code, '')})"
+        )
+    if received is None:
+        return ConnectionLost("connection dropped")
+    code, reason = received
+    return ConnectionLost(reason or "connection closed", code)
+
+
 def cause_of(error: BaseException) -> str:
     """One line saying why a connection ended, for events and logs."""
     if isinstance(error, ConnectionLost) and error.code is not None:
@@ -99,6 +118,7 @@ __all__ = [
     "REFUSED_BY_CLIENT",
     "RETRYABLE_START",
     "cause_of",
+    "close_error",
     "fatal_error",
     "should_retry",
     "status_is_retryable",

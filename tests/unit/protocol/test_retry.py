@@ -20,6 +20,7 @@ from unbroken.protocol.codes import CLOSE_CODE_RETRY, CloseCode
 from unbroken.protocol.retry import (
     FATAL_CLOSE,
     REFUSED_BY_CLIENT,
+    close_error,
     fatal_error,
     should_retry,
     status_is_retryable,
@@ -128,3 +129,28 @@ def test_an_error_that_ended_the_client_becomes_a_typed_error() -> None:
     assert type(fatal_error(Transient("x"), status=403)) is AuthError
     wrapped = fatal_error(Transient("boom"), status=404)
     assert type(wrapped) is ConnectionLost and str(wrapped) == "Transient: boom"
+
+
+def test_a_close_this_client_sent_for_an_unacceptable_frame_is_a_protocol_error() -> None:
+    too_big = close_error(None, (CloseCode.TOO_BIG, ""))
+    assert type(too_big) is ProtocolError and "close 1009" in str(too_big)
+    assert "larger than the negotiated limit" in str(too_big)  # the code's meaning
+    not_utf8 = close_error(None, (CloseCode.INVALID_DATA, "bad utf-8"))
+    assert type(not_utf8) is ProtocolError and "bad utf-8" in str(not_utf8)
+    assert should_retry(too_big) is False
+
+
+def test_any_other_close_is_a_lost_connection_with_the_servers_code() -> None:
+    restart = close_error((CloseCode.SERVICE_RESTART, "deploy"), None)
+    assert type(restart) is ConnectionLost and restart.code == 1012 and str(restart) == "deploy"
+    quiet = close_error((CloseCode.GOING_AWAY, ""), (CloseCode.GOING_AWAY, ""))
+    assert type(quiet) is ConnectionLost and str(quiet) == "connection closed"
+    dropped = close_error(None, None)
+    assert type(dropped) is ConnectionLost and dropped.code is None
+    assert str(dropped) == "connection dropped"
+    ours = close_error(None, (CloseCode.NORMAL, "bye"))  # we closed, not for a bad frame
+    assert type(ours) is ConnectionLost and ours.code is None
+    # the server refused our frame: its close code decides, not ours
+    refused = close_error((CloseCode.TOO_BIG, "start too big"), (CloseCode.TOO_BIG, ""))
+    assert type(refused) is ConnectionLost and refused.code == 1009
+    assert should_retry(refused) is False
