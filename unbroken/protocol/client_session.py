@@ -4,10 +4,18 @@
 Per stream: ``STARTING → ATTACHED → ENDED``, or ``DETACHED``/``RESUMING`` across
 a reconnect, or ``GONE``. It raises on illegal transitions; the I/O layer only moves
 bytes and time. Time is always an argument.
+
+The session decides, the client carries out: which frames to send (it builds every
+one: hello, starts and their retries, resumes, acks, pings), what an ``error`` means
+for a request (:meth:`ClientSession.server_error` → :class:`RetryStart` at a time, or
+:class:`FailStream` with a typed error), whether the link is alive
+(:class:`~unbroken.protocol.liveness.Liveness`, checked by :meth:`ClientSession.check`
+→ dead, ping, or wake at a time), and how far a consumer read (:class:`ConsumedCursor`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -453,20 +461,20 @@ class ClientSession:
                 out.append(Ack(cs.stream, cs.acked))
         return out
 
-    def after_message(self, now: float) -> list[ClientFrame]:
+    def after_message(self, now: float) -> Sequence[ClientFrame]:
         """Frames to send once a whole message was handled: the acks due (after an
         ``hb``, every attached stream's, again), then a ping when none is out (it
         answers the ``hb`` and proves the acks got through)."""
-        live = self.liveness
-        out: list[ClientFrame] = list(self.take_acks(now))
+        acks = self.take_acks(now)
         if self.hb_seen:
             self.hb_seen = False
-            out = list(self.heartbeat_acks(now))
-            if not live.awaiting_pong:
-                out.append(live.ping(now))
-        elif out and not live.awaiting_pong:
-            out.append(live.ping(now))
-        return out
+            acks = self.heartbeat_acks(now)
+        elif not acks:  # the common case: nothing due
+            return acks
+        live = self.liveness
+        if live.awaiting_pong:
+            return acks
+        return [*acks, live.ping(now)]
 
     # ---- input
     def receive(self, data: bytes | str) -> ClientOutput:
