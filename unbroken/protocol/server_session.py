@@ -1,11 +1,17 @@
-"""The server's session state machine (sans-I/O): what a client frame means.
+"""The server's session state machine (sans-I/O): what a client frame means, and
+where each attached stream stands.
 
 ``AWAIT_HELLO → READY → CLOSED``. Any frame before ``hello`` closes with
 4001; a second ``hello`` closes with 4000. An ``ack`` is never a reason to close:
 late or repeated acks for a stream released here (its end was sent) are ignored,
-whatever their number, and an ack for a stream this connection never had is
-answered with an ``error`` (:meth:`ServerSession.ack` returns ``None``), so it
-cannot take the connection's other streams down. Time is always an argument.
+whatever their number, and an ack for a stream this connection never had, or of
+events never sent, is answered with an ``error`` (:meth:`ServerSession.take_ack`),
+so it cannot take the connection's other streams down.
+
+The session is the one owner of each attached stream's flow state
+(:class:`StreamFlow`: sent, acked, bytes in flight against the window); the
+server's attachments only read the log and report the frames they built. Time is
+always an argument.
 """
 
 from __future__ import annotations
@@ -47,6 +53,100 @@ class TokenBucket:
         return (cost - self.tokens) / self.rate if self.rate > 0 else float("inf")
 
 
+# ===================================================================== flow
+class StreamFlow:
+    """One stream on one connection: what was sent, what the client acked, and the
+    bytes in flight against the flow window.
+
+    A frame ``[first..last]`` of ``size`` bytes is recorded with :meth:`sent_frame`;
+    a cumulative ack removes every frame it covers from the window. At most
+    ``window`` unacked bytes are in flight, at most ``frame_cap`` per frame (one
+    frame goes out whatever the window when nothing is in flight: an event larger
+    than the window is never stuck)."""
+
+    __slots__ = (
+        "acked",
+        "ended",
+        "frame_cap",
+        "inflight",
+        "inflight_bytes",
+        "sent",
+        "sent_bytes",
+        "window",
+    )
+
+    def __init__(self, after: int, *, window: int, frame_cap: int, acked: int = -1) -> None:
+        #: last seq sent (the cursor)
+        self.sent = after
+        #: highest seq the client acked (cumulative)
+        self.acked = max(after, acked)
+        self.window = window
+        self.frame_cap = frame_cap
+        # (last seq of frame, bytes) per frame in flight; a list: a deque costs ~760 B
+        # per stream, and a cumulative ack removes its prefix in one slice
+        self.inflight: list[tuple[int, int]] = []
+        self.inflight_bytes = 0
+        self.sent_bytes = 0
+        #: the ``end`` event was sent
+        self.ended = False
+
+    def budget(self) -> int:
+        """Bytes that may be sent now (0 or less: wait for an ack)."""
+        if self.inflight_bytes == 0:
+            return self.frame_cap
+        return min(self.frame_cap, self.window - self.inflight_bytes)
+
+    def sent_frame(self, last: int, size: int, end: bool) -> None:
+        """A frame whose last event is ``last`` (``end``: the stream's end) went out."""
+        self.sent = last
+        self.inflight.append((last, size))
+        self.inflight_bytes += size
+        self.sent_bytes += size
+        if end:
+            self.ended = True
+
+    def ack(self, seq: int) -> bool:
+        """Apply a cumulative ack; ``False`` (nothing changes) if it acks events
+        never sent."""
+        if seq > self.sent:
+            return False
+        if seq > self.acked:
+            self.acked = seq
+        q = self.inflight
+        k = 0
+        while k < len(q) and q[k][0] <= seq:
+            self.inflight_bytes -= q[k][1]
+            k += 1
+        if k:
+            del q[:k]
+        return True
+
+    @property
+    def finished(self) -> bool:
+        """The end event was sent and acknowledged."""
+        return self.ended and self.acked >= self.sent
+
+    @property
+    def stalled(self) -> bool:
+        """Live, with a full window: nothing more may be sent until the client acks."""
+        return not self.ended and self.budget() <= 0
+
+
+class AckResult(Enum):
+    """What an ``ack`` frame did (:meth:`ServerSession.take_ack`)."""
+
+    #: the window moved
+    APPLIED = "applied"
+    #: the end was sent and is now acked: the stream is done with here (detach it)
+    FINISHED = "finished"
+    #: a late ack for a released stream: legal, ignored
+    RELEASED = "released"
+    #: a stream neither attached nor released here: answer with an error
+    UNKNOWN = "unknown"
+    #: acks events never sent: answer with an error
+    BEYOND = "beyond"
+
+
 # ===================================================================== server
 class ServerState(Enum):
     AWAIT_HELLO = "await_hello"
@@ -65,13 +165,23 @@ class ServerSession:
         max_streams: int = 1000,
         start_rate: float = 100.0,
         start_burst: int = 200,
+        window: int = 1024 * 1024,
+        frame_cap: int = 256 * 1024,
+        peer_silence: float = 1.5,
     ) -> None:
         self.state = ServerState.AWAIT_HELLO
         self.max_frame = max_frame
         #: the limit before ``hello`` is accepted (a peer not yet authenticated)
         self.max_hello_frame = max_frame if max_hello_frame is None else max_hello_frame
         self.max_streams = max_streams
-        self.streams: dict[str, int] = {}  # attached stream -> highest ack
+        #: the flow window (unacked bytes in flight per stream) and the largest frame
+        self.window = window
+        self.frame_cap = frame_cap
+        #: a stalled stream and nothing heard for this long: the peer is lost
+        self.peer_silence = peer_silence
+        #: attached streams: the one record of what was sent and acked on each
+        self.flows: dict[str, StreamFlow] = {}
+        self._stalled_since = 0.0  # when a flow window was first seen full
         #: streams no longer attached (their end was sent, or retention dropped them)
         #: whose acks may still be on their way: legal, and ignored. Bounded (oldest
         #: forgotten first), so a client that never acks cannot grow the session.
@@ -103,26 +213,40 @@ class ServerSession:
             raise ProtocolError("hello sent twice", CloseCode.BAD_FRAME)
         return frame
 
+    @property
+    def streams(self) -> dict[str, int]:
+        """Attached stream -> highest ack (a view of :attr:`flows`)."""
+        return {stream: flow.acked for stream, flow in self.flows.items()}
+
     def admit_start(self, now: float) -> float:
         """0 when a start may proceed now, else seconds to wait (rate or stream limit)."""
-        if len(self.streams) >= self.max_streams:
+        if len(self.flows) >= self.max_streams:
             return 1.0
         return self._starts.take(now)
 
-    def attach(self, stream: str, acked: int = 0) -> None:
-        """A stream was started or resumed on this connection."""
-        self.streams.setdefault(stream, acked)
+    def attach(self, stream: str, acked: int = 0) -> StreamFlow:
+        """A stream was started or resumed on this connection, after seq ``acked``:
+        a new cursor there (attached again, it keeps the highest ack seen)."""
+        old = self.flows.get(stream)
+        flow = StreamFlow(
+            acked,
+            window=self.window,
+            frame_cap=self.frame_cap,
+            acked=old.acked if old is not None else -1,
+        )
+        self.flows[stream] = flow
         self.released.pop(stream, None)
+        return flow
 
     def detach(self, stream: str) -> None:
         """The stream is done with on this connection (its end was acked)."""
-        self.streams.pop(stream, None)
+        self.flows.pop(stream, None)
         self.released.pop(stream, None)
 
     def release(self, stream: str) -> None:
         """The stream no longer counts as attached (its end was sent, or it is gone),
         but acks for it may still arrive: they stay legal until acked or forgotten."""
-        if self.streams.pop(stream, None) is None and stream not in self.released:
+        if self.flows.pop(stream, None) is None and stream not in self.released:
             return
         released = self.released
         released[stream] = None
@@ -135,15 +259,59 @@ class ServerSession:
 
         Acks for a released stream are legal however many arrive (the client may
         have several in flight when the end is sent): they change nothing, and the
-        entry stays until the bound on :attr:`released` forgets it."""
-        best = self.streams.get(stream)
-        if best is None:
+        entry stays until the bound on :attr:`released` forgets it.
+
+        This records the ack only (for a driver that counts no frames); a server
+        that sends through the flows uses :meth:`take_ack`, which checks it."""
+        flow = self.flows.get(stream)
+        if flow is None:
             return seq if stream in self.released else None
-        if seq > best:
-            self.streams[stream] = best = seq
-        return best
+        if seq > flow.acked:
+            flow.acked = seq
+        return flow.acked
+
+    def take_ack(self, stream: str, seq: int) -> AckResult:
+        """Apply a client's cumulative ack to the stream's flow (see :class:`AckResult`).
+
+        A finished stream (its end sent and now acked) is detached here."""
+        flow = self.flows.get(stream)
+        if flow is None:
+            return AckResult.RELEASED if stream in self.released else AckResult.UNKNOWN
+        if not flow.ack(seq):
+            return AckResult.BEYOND
+        if flow.finished:
+            self.detach(stream)
+            return AckResult.FINISHED
+        return AckResult.APPLIED
+
+    # ------------------------------------------------------------ liveness
+    def live(self) -> bool:
+        """Some attached stream has not sent its end yet."""
+        return any(not flow.ended for flow in self.flows.values())
+
+    def window_full(self) -> bool:
+        """Some live stream may send nothing more until the client acks."""
+        return any(flow.stalled for flow in self.flows.values())
+
+    def peer_silent(self, now: float, last_heard: float, sending: bool) -> float:
+        """Seconds the client has been silent while a stream waits for its ack, when
+        that is over ``peer_silence`` (the client's frames are being lost: give up
+        on the connection); else 0.
+
+        A client that hears us answers every ``hb`` and acks as it reads, so a full
+        window with nothing heard means its acks are lost. Silence counts from when
+        the window was first seen full (or from the last frame heard, if later); a
+        connection stuck in a send (``sending``) is judged by the send timeout
+        instead. Call it on every heartbeat tick."""
+        if sending or not self.window_full():
+            self._stalled_since = 0.0
+            return 0.0
+        if not self._stalled_since:
+            self._stalled_since = now
+        silent = now - max(last_heard, self._stalled_since)
+        return silent if silent > self.peer_silence else 0.0
 
     def close(self) -> None:
         self.state = ServerState.CLOSED
-        self.streams.clear()
+        self.flows.clear()
         self.released.clear()

@@ -44,7 +44,7 @@ from ..protocol.frames import (
     excerpt,
 )
 from ..protocol.resume import StreamInfo, decide_resume
-from ..protocol.server_session import ServerSession, TokenBucket
+from ..protocol.server_session import AckResult, ServerSession, TokenBucket
 from ..store.base import DIVERGED
 from . import eager
 from .agent import Principal, anonymous_principal
@@ -133,6 +133,9 @@ class Connection:
             max_streams=config.limits.max_streams,
             start_rate=config.start_rate,
             start_burst=config.start_burst,
+            window=config.limits.window,
+            frame_cap=config.frame_cap,
+            peer_silence=config.peer_silence,
         )
         self.principal: Principal | None = None
         self.atts: dict[str, Attachment] = {}
@@ -165,7 +168,6 @@ class Connection:
         self._killed = ""  # why the server gave up on the peer (send timeout, silence)
         self._kill_code: int = CloseCode.GOING_AWAY
         self._last_recv = 0.0  # when the last frame from the client arrived
-        self._stalled_since = 0.0  # when a stream's flow window was first seen full
         self._errors: dict[str, int] = {}
         self._loop = asyncio.get_running_loop()
 
@@ -322,32 +324,28 @@ class Connection:
 
     async def _dispatch(self, frame: Any) -> None:
         if isinstance(frame, Ack):
-            att = self.atts.get(frame.stream)
-            if att is None:
-                # released by the server (its end was sent, or retention dropped it)
-                # while this ack was on its way: nothing left to do. A stream this
-                # connection never had gets an answer, never a close: the others
-                # on the connection are not to be taken down by one stale ack.
-                if self.session.ack(frame.stream, frame.seq) is None:
-                    self._error(
-                        ErrorCode.BAD_ACK,
-                        "ack for a stream that was not started or resumed on this connection",
-                        stream=frame.stream,
-                    )
-                return
-            if not att.ack(frame.seq):
-                sent = att.sent
+            # the session decides; a bad ack gets an answer, never a close: the
+            # other streams on the connection are not to be taken down by it
+            result = self.session.take_ack(frame.stream, frame.seq)
+            if result is AckResult.APPLIED:
+                self._mark(frame.stream)
+            elif result is AckResult.FINISHED:  # the session let the stream go
+                self._detach(frame.stream)
+            elif result is AckResult.UNKNOWN:
+                self._error(
+                    ErrorCode.BAD_ACK,
+                    "ack for a stream that was not started or resumed on this connection",
+                    stream=frame.stream,
+                )
+            elif result is AckResult.BEYOND:
+                sent = self.session.flows[frame.stream].sent
                 self._error(
                     ErrorCode.BAD_ACK,
                     f"ack {frame.seq} is beyond the last event sent ({sent})",
                     stream=frame.stream,
                 )
-                return
-            self.session.ack(frame.stream, frame.seq)
-            if att.finished:
-                self._detach(frame.stream)
-            else:
-                self._mark(frame.stream)
+            # RELEASED: its end was sent, or retention dropped it, while this ack
+            # was on its way: nothing left to do
         elif isinstance(frame, Start):
             await self._start(frame)
         elif isinstance(frame, Resume):
@@ -462,13 +460,9 @@ class Connection:
             if old.unsubscribe:
                 old.unsubscribe()
             self.hub.detached(stream)
-        lim = self.config.limits
-        att = Attachment(
-            self.store, stream, after, window=lim.window, frame_cap=self.config.frame_cap
-        )
+        att = Attachment(self.store, stream, self.session.attach(stream, after))
         att.head_hint = 1 << 62  # unknown: do not hold the first frame back
         self.atts[stream] = att
-        self.session.attach(stream, after)
         att.unsubscribe = self.store.subscribe(stream, self._on_change)
         self.hub.attached(stream)
         if self._hb_handle is None:
@@ -720,35 +714,25 @@ class Connection:
             )
             self._kill(CloseCode.GOING_AWAY, "peer gone: send blocked and nothing heard")
             return
-        if self._window_full() and not self._send_started:
-            # a stream waits for an ack: a client that hears us answers every hb
-            # (and acks as it reads), so silence now means its frames are lost
-            if not self._stalled_since:
-                self._stalled_since = now
-            silent = now - max(self._last_recv, self._stalled_since)
-            if silent > self.config.peer_silence:
-                log.warning(
-                    "peer silent conn=%s window full, nothing heard for %.2fs "
-                    "(limit %.2fs); dropping the connection",
-                    self.id,
-                    silent,
-                    self.config.peer_silence,
-                )
-                self._kill(CloseCode.HEARTBEAT_TIMEOUT, "peer silent: no ack for a full window")
-                return
-        else:
-            self._stalled_since = 0.0
-        live = any(not a.ended for a in self.atts.values())
+        # a stream waits for an ack and the client is silent: its frames are lost
+        silent = self.session.peer_silent(now, self._last_recv, bool(self._send_started))
+        if silent:
+            log.warning(
+                "peer silent conn=%s window full, nothing heard for %.2fs "
+                "(limit %.2fs); dropping the connection",
+                self.id,
+                silent,
+                self.config.peer_silence,
+            )
+            self._kill(CloseCode.HEARTBEAT_TIMEOUT, "peer silent: no ack for a full window")
+            return
+        live = self.session.live()
         if live and now - self._last_send >= self.config.heartbeat * 0.9:
             self._queue(b'{"t":"hb"}')
         if live or self._send_started or self._pump_task is not None:
             self._schedule_hb()
         else:
             self._hb_handle = None  # idle: no timer; the next send or attach restarts it
-
-    def _window_full(self) -> bool:
-        """Some live stream may send nothing more until the client acks."""
-        return any(a.budget() <= 0 and not a.ended for a in self.atts.values())
 
     def _kill(self, code: int, reason: str) -> None:
         """Give up on the peer: stop sending and end the connection with ``code``
@@ -866,7 +850,7 @@ class Connection:
         atts = self.atts
         for stream in self._dirty:
             att = atts.get(stream)
-            if att is not None and att.head_hint - att.sent >= 64:
+            if att is not None and att.head_hint - att.flow.sent >= 64:
                 return False
         return True
 
