@@ -23,16 +23,18 @@ from hypothesis.stateful import (
     rule,
 )
 
-from unbroken.errors import IntegrityError, ProtocolError
+from unbroken.errors import GoneReason, IntegrityError, ProtocolError, StreamGone
 from unbroken.protocol.client_session import (
     ClientSession,
     StreamEvents,
+    StreamGoneOut,
     Welcomed,
 )
 from unbroken.protocol.digest import chain, seed
 from unbroken.protocol.events import Event
 from unbroken.protocol.frames import (
     Ack,
+    Gone,
     Hello,
     Resume,
     Resumed,
@@ -70,16 +72,28 @@ class ServerModel:
             self.session.attach(STREAM)
             self.cursor = 0
         elif isinstance(frame, Resume):
-            assert frame.stream == STREAM and frame.epoch == EPOCH
-            assert frame.after <= len(self.log), "resume past the head"
-            expected = self.digests[frame.after - 1] if frame.after else seed(STREAM, EPOCH)
-            assert frame.h == expected.hex(), "the client resumed with a digest off the chain"
+            # a fault that altered ``started`` (stream id, epoch) shows here: refused
+            reason = self._refusal(frame)
+            if reason is not None:
+                self.out.append(encode(Gone(stream=frame.stream, reason=reason)))
+                return
             self.out.append(encode(Resumed(stream=STREAM, from_=frame.after, head=len(self.log))))
             self.session.attach(STREAM, frame.after)
             self.cursor = frame.after
         elif isinstance(frame, Ack):
             acked = self.session.ack(frame.stream, frame.seq)
             assert acked is not None and self.cursor is not None and acked <= self.cursor
+
+    def _refusal(self, resume: Resume) -> GoneReason | None:
+        if resume.stream != STREAM:
+            return "unknown"
+        if resume.epoch != EPOCH:
+            return "epoch"
+        assert resume.after <= len(self.log), "resume past the head"
+        expected = self.digests[resume.after - 1] if resume.after else seed(STREAM, EPOCH)
+        if resume.h != expected.hex():
+            return "diverged"
+        return None
 
     def send(self, n: int) -> bool:
         """Frame up to ``n`` unsent events of the log; False when there is nothing to send."""
@@ -214,7 +228,9 @@ class SessionsOverAFaultyNetwork(RuleBasedStateMachine):
                     self.up.extend(encode(f) for f in self.client.after_welcome())
                 elif isinstance(out, StreamEvents):
                     self.answer.extend(out.events)
-        except (IntegrityError, ProtocolError) as exc:
+                elif isinstance(out, StreamGoneOut):  # what the client raises for it
+                    raise StreamGone(out.stream, out.reason)  # type: ignore[arg-type]
+        except (IntegrityError, ProtocolError, StreamGone) as exc:
             # a typed error ends the session; nothing of the bad frame was delivered
             self.failed = exc
             self.answer = before
