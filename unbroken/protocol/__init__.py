@@ -1,4 +1,4 @@
-"""The sans-I/O core of protocol v1: frames, events, digest chain, resume
+"""The sans-I/O core of protocol v1: frames, their items, events, digest chain, resume
 contract, backoff and session state machines. No sockets, no asyncio, no clock:
 time is always an argument.
 """
@@ -7,7 +7,7 @@ from ..errors import ChainMismatch
 from .backoff import Backoff, BackoffPolicy
 from .client_session import ClientSession, Cursor
 from .codes import CLOSE_CODE_MEANING, CLOSE_CODE_RETRY, CloseCode, ErrorCode
-from .digest import ChainVerifier, chain, seed, step, step_event
+from .digest import Chain, ChainVerifier, chain, seed, step, step_event
 from .events import Event, Kind, payload
 from .frames import (
     DEFAULT_MAX_FRAME,
@@ -30,6 +30,7 @@ __all__ = [
     "SUBPROTOCOLS",
     "Backoff",
     "BackoffPolicy",
+    "Chain",
     "ChainMismatch",
     "ChainVerifier",
     "ClientSession",

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from unbroken.errors import ChainMismatch, IntegrityError, ProtocolError
 from unbroken.protocol import ClientSession, digest
-from unbroken.protocol.digest import ChainVerifier, chain, seed, step
+from unbroken.protocol.digest import Chain, ChainVerifier, chain, seed, step
 from unbroken.protocol.events import Event, Kind, chunk, end, part_end, part_start, payload
 from unbroken.protocol.frames import Started, Welcome, encode
 
@@ -90,6 +90,45 @@ def test_extend_and_feed_agree_with_chain(events: list[Event]) -> None:
     extended = ChainVerifier(STREAM, EPOCH)
     assert extended.extend(events, digests[-1]) == digests[-1]
     assert (extended.seq, extended.digest) == (fed.seq, fed.digest) == (len(events), digests[-1])
+
+
+@PROPERTY
+@given(streams(), st.data())
+def test_every_way_of_feeding_a_chain_gives_the_same_digests(
+    events: list[Event], data: st.DataObject
+) -> None:
+    """Chain.chunk (the producer), Chain.link (a store: payload bytes), Chain.event and
+    Chain.extend (a client: a frame at a time) are one chain: step() link by link."""
+    h = seed(STREAM, EPOCH)
+    by_step = [h := step(h, ev.seq, ev.kind, payload(ev)) for ev in events]
+    writer, store, one_by_one = (Chain.of(STREAM, EPOCH) for _ in range(3))
+    for ev, want in zip(events, by_step, strict=True):
+        if ev.kind <= Kind.DATA:
+            assert writer.chunk(ev.kind, ev.part, ev.body.encode()) == want
+        else:
+            assert writer.event(ev) == want
+        assert store.link(ev.kind, payload(ev)) == want
+        assert one_by_one.event(ev) == want
+    reader = Chain.of(STREAM, EPOCH)
+    for frame in data.draw(splits(events)):
+        reader.extend(frame)
+    for c in (writer, store, one_by_one, reader):
+        assert (c.seq, c.digest) == (len(events), by_step[-1])
+
+
+def test_a_chain_refuses_an_event_out_of_turn_and_unencodable_text_changes_nothing() -> None:
+    c = Chain.of(STREAM, EPOCH)
+    c.chunk(Kind.TEXT, "t", b"a")
+    before = (c.seq, c.digest)
+    with pytest.raises(ChainMismatch):
+        c.event(chunk(3, Kind.TEXT, "t", "b"))
+    with pytest.raises(UnicodeEncodeError):
+        c.chunk(Kind.TEXT, "\ud800", b"b")
+    with pytest.raises(UnicodeEncodeError):
+        c.event(part_end(2, "p", "\udfff"))
+    assert (c.seq, c.digest) == before
+    c.reset(0, seed(STREAM, EPOCH))  # a producer's rollback to what the log holds
+    assert c.chunk(Kind.TEXT, "t", b"a") == before[1]
 
 
 def test_extend_is_all_or_nothing() -> None:
