@@ -15,7 +15,7 @@ from unbroken.scenarios.cases.tc1 import TC1
 from unbroken.scenarios.catalog import COVERED, SCENARIO_BY_ID, SIZES, RunSpec
 from unbroken.scenarios.context import RunState
 from unbroken.scenarios.harness import CHAOS_POLICY
-from unbroken.scenarios.results import Check, RunResult
+from unbroken.scenarios.run_result import Check, RunResult
 from unbroken.scenarios.runner import answers_for, layout, pace, run_one
 
 GENERIC = ("runner", "run", "faults", "assess", "artefacts", "context", "sequence", "answers")

@@ -14,7 +14,7 @@ from ..protocol.events import Kind
 from .context import RunState
 from .harness import SERVER_THREAD, LogCapture, StreamRecorder
 from .logscan import scan
-from .results import RunResult
+from .run_result import RunResult
 
 
 async def write_artefacts(run: RunState, result: RunResult, logs: LogCapture, root: Path) -> str:

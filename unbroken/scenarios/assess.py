@@ -17,7 +17,7 @@ from .catalog import PATH_DOWN_CONDITIONS
 from .context import HEARTBEAT, Baseline, RunState
 from .harness import LogCapture, ResourceSampler, StreamRecorder
 from .logscan import scan
-from .results import Check, Metrics, RunResult
+from .run_result import Check, Metrics, RunResult
 from .sequence import FRAME_CAP, resend_episodes
 from .targets import percentile
 

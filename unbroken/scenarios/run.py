@@ -35,7 +35,7 @@ from .harness import (
     StreamRecorder,
     reap,
 )
-from .results import RunResult
+from .run_result import RunResult
 
 log = logging.getLogger(__name__)
 

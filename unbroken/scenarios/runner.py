@@ -18,8 +18,8 @@ from pathlib import Path
 from .answers import REPORT_SCHEMA
 from .catalog import CONDITIONS, RunSpec
 from .context import Baseline
-from .results import RunResult
 from .run import answers_for, clear_baselines, layout, memory_guard, pace, run_one
+from .run_result import RunResult
 from .sequence import FRAME_CAP
 from .sequence import Episode as _Episode
 

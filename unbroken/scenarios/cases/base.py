@@ -19,7 +19,7 @@ from ..answers import AnswerShape, answer
 from ..catalog import SIZES, RunSpec
 from ..context import RunState
 from ..faults import timed_play
-from ..results import Check, RunResult
+from ..run_result import Check, RunResult
 
 
 class Case:

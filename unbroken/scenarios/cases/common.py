@@ -8,7 +8,7 @@ from typing import Any
 import jsonschema
 
 from ..context import RunState
-from ..results import Check
+from ..run_result import Check
 
 
 def seconds(v: float | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..catalog import PATH_DOWN_CONDITIONS
 from ..context import Baseline, RunState
-from ..results import Check, RunResult
+from ..run_result import Check, RunResult
 from .base import Case
 from .common import seconds
 

@@ -5,7 +5,7 @@ document and validates against its schema."""
 from __future__ import annotations
 
 from ..context import RunState
-from ..results import Check, RunResult
+from ..run_result import Check, RunResult
 from .base import Case
 from .common import json_parts_check
 

@@ -8,7 +8,7 @@ import re
 
 from ...protocol.events import Kind
 from ..context import RunState
-from ..results import Check, RunResult
+from ..run_result import Check, RunResult
 from .base import Case
 from .common import parts_tracked_check
 

@@ -20,7 +20,7 @@ from ...protocol.backoff import Backoff, BackoffPolicy
 from ..catalog import RunSpec
 from ..context import RunState
 from ..faults import timed_play
-from ..results import Check, RunResult
+from ..run_result import Check, RunResult
 from .base import Case
 
 #: 'silent': the deadline, and how late past it giving up may be reported (the loop's own

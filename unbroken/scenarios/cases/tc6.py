@@ -9,7 +9,7 @@ from typing import Any
 
 from ..context import RunState
 from ..faults import kernel_loss, play
-from ..results import Check, RunResult
+from ..run_result import Check, RunResult
 from .base import Case
 from .common import seconds
 

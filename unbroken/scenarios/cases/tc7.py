@@ -11,7 +11,7 @@ from ...chaos.toxics import CutMode
 from ..context import RunState
 from ..faults import timed_play
 from ..harness import reap
-from ..results import Check, RunResult
+from ..run_result import Check, RunResult
 from .base import Case
 from .common import parts_tracked_check
 

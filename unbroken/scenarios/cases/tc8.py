@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..catalog import RunSpec
 from ..context import RunState
-from ..results import Check, RunResult
+from ..run_result import Check, RunResult
 from .base import Case
 
 

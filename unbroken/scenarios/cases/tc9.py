@@ -10,7 +10,7 @@ from ...chaos import GeneratedAnswer
 from ..answers import answer
 from ..catalog import RunSpec
 from ..context import RunState
-from ..results import Check, RunResult
+from ..run_result import Check, RunResult
 from .base import Case
 from .common import json_parts_check
 
