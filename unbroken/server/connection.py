@@ -580,9 +580,30 @@ class Connection:
         if self._pump_task is None:
             self._pump_task = self._loop.create_task(self._pump(), name=f"unbroken-pump-{self.id}")
 
+    def _next_frame(self) -> bytes | None:
+        """The next frame to send, by the one ordering rule of both senders
+        (:meth:`_drain_now` and :meth:`_pump`); ``None`` when nothing can go now
+        without waiting (for a coalescing interval, or a log read with I/O).
+
+        Frames already taken from their streams go first: a control frame queued
+        after them (a ``resumed`` that re-attaches one) must follow them. Then
+        control frames (answers, errors, ``hb``), even once closing. Then, while
+        open, the events ready now on the dirty streams of a log that reads
+        without waiting, unless a trickle should pile up first."""
+        while True:
+            if self._ready:
+                return self._ready.popleft()
+            if self._outbox:
+                return self._pop_control()
+            if self._closed or not self._dirty or not self._nowait:
+                return None
+            if self._coalesce_delay() > 0:
+                return None
+            self._stage_frames()
+
     def _drain_now(self) -> None:
-        """The pump's work, done synchronously, until something must be waited for
-        (then the pump takes over from there)."""
+        """The pump's work, done synchronously (eager sends), until something must be
+        waited for: then the pump takes over from there."""
         self._draining = True
         sends = 0
         try:
@@ -593,24 +614,14 @@ class Connection:
                         self._tick_pending = True
                         self._loop.call_soon(self._tick)
                     return
-                # frames already taken from their streams go first: a control frame
-                # queued after them (a `resumed` that re-attaches one) must follow them
-                if self._ready:
-                    sends += 1
-                    if not self._send_nowait(self._ready.popleft()):
-                        return
-                    continue
-                if self._outbox:
-                    sends += 1
-                    if not self._send_nowait(self._pop_control()):
-                        return
-                    continue
-                if self._closed or not self._dirty:
+                frame = self._next_frame()
+                if frame is None:
+                    if self._dirty and not self._closed:
+                        self._start_pump()  # a coalescing interval to wait out
                     return
-                if self._coalesce_delay() > 0:
-                    self._start_pump()
+                sends += 1
+                if not self._send_nowait(frame):
                     return
-                self._stage_frames()
         except Exception as exc:
             log.info("send failed conn=%s error=%r", self.id, exc)
             self._closed = True
@@ -756,8 +767,9 @@ class Connection:
         self._send_started = 0.0
 
     async def _pump(self) -> None:
-        """The sender when something must be waited for: control frames first, then
-        events of dirty streams.
+        """The sender when something must be waited for (a send that met
+        backpressure, a coalescing interval, a log read with I/O); it sends in the
+        order :meth:`_next_frame` gives.
 
         Events are coalesced: when the last events frame left less than
         ``coalesce`` seconds ago and only a trickle is pending (a paced agent),
@@ -767,6 +779,7 @@ class Connection:
         without waiting the pump ends as soon as nothing is left to wait for.
         """
         loop = self._loop
+        sends = 0
         try:
             while True:
                 if self._inflight is not None:  # an eager send met backpressure
@@ -774,24 +787,22 @@ class Connection:
                     self._inflight = None
                     self._last_send = loop.time()
                     self._send_started = 0.0
-                if not self._outbox and not self._dirty and not self._ready:
-                    if self._closed or not self.atts or self._nowait:
-                        return  # idle: the next _wake() sends (or starts a pump) again
-                    await self._sleep(None)
-                    continue
-                if self._ready:  # taken from their streams: before any control frame
-                    await self._send(self._ready.popleft())
-                    self._events_at = loop.time()
-                    continue
-                sends = 0
-                while self._outbox:
-                    await self._send(self._pop_control())
+                events = bool(self._ready) or not self._outbox
+                frame = self._next_frame()
+                if frame is not None:
+                    await self._send(frame)
+                    if events:
+                        self._events_at = loop.time()
                     sends += 1
                     if sends % _FAIR_SENDS == 0:
                         await asyncio.sleep(0)  # a send that never waits must not starve others
+                    continue
                 if self._closed:
                     return  # what was queued is out; events no longer matter
                 if not self._dirty:
+                    if not self.atts or self._nowait:
+                        return  # idle: the next _wake() sends (or starts a pump) again
+                    await self._sleep(None)
                     continue
                 gap = self._coalesce_delay()
                 if gap > 0:
@@ -801,30 +812,7 @@ class Connection:
                     finally:
                         self._coalescing = False
                     continue
-                if self._nowait:
-                    self._stage_frames()
-                    continue
-                dirty, self._dirty = self._dirty, {}
-                for stream in dirty:
-                    if self._outbox:  # control frames (started, resumed, gone) go first
-                        self._dirty[stream] = None
-                        continue
-                    att = self.atts.get(stream)
-                    while att is not None:
-                        frame = await att.next_frame()
-                        if frame is None:
-                            break
-                        if self.atts.get(stream) is not att:
-                            break  # re-attached while reading: the new cursor takes over
-                        await self._send(frame)
-                        self._events_at = loop.time()
-                        if att.ended:  # sent the end: nothing more to pump
-                            if self.atts.get(stream) is att:
-                                self._detach(stream, release=True)
-                            break
-                        if self._outbox:
-                            self._dirty[stream] = None
-                            break
+                await self._read_dirty()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -833,6 +821,28 @@ class Connection:
         finally:
             if self._pump_task is asyncio.current_task():
                 self._pump_task = None
+
+    async def _read_dirty(self) -> None:
+        """For a log read with I/O: take the next frame of each dirty stream to the
+        send queue (the pump sends it by the one rule). A stream that gave a frame
+        stays dirty (maybe more); one whose ``end`` was taken is released; a control
+        frame queued meanwhile stops the round (it goes before further reads)."""
+        dirty, self._dirty = self._dirty, {}
+        for stream in dirty:
+            if self._outbox:  # control frames (started, resumed, gone) go first
+                self._dirty[stream] = None
+                continue
+            att = self.atts.get(stream)
+            if att is None:
+                continue
+            frame = await att.next_frame()
+            if frame is None or self.atts.get(stream) is not att:
+                continue  # nothing ready, or re-attached while reading: the new cursor goes on
+            self._ready.append(frame)
+            if att.ended:  # the end is taken: nothing more to read
+                self._detach(stream, release=True)
+            else:
+                self._dirty[stream] = None
 
     async def _sleep(self, delay: float | None) -> None:
         """Wait for :meth:`_wake` (or ``delay`` seconds, when given)."""
