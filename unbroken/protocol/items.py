@@ -15,7 +15,7 @@ Each event is one *item*:
 The current part starts empty in every frame, so every frame decodes on its own.
 The stores keep each event's *stored item*: a chunk's body as a JSON string (the
 bare form), any other event's whole item, and the kind and part of the *run* it
-belongs to; :class:`ItemsArray` lays a read out again as a frame's ``items``.
+belongs to; :func:`items_array` lays a read out again as a frame's ``items``.
 This module is the only place that knows the layout.
 """
 
@@ -28,6 +28,7 @@ from msgspec import Meta, Struct
 
 from ..errors import ProtocolError
 from .codes import CloseCode
+from .digest import Chain
 from .events import (
     CHUNK_KIND_OF_PART,
     CHUNK_KINDS,
@@ -251,64 +252,68 @@ def decode_one(seq: int, kind: int, part: str, enc: bytes) -> Event:
     return Event(seq, k, status=en.st, error=en.err, count=en.n)
 
 
-def chunk_body(enc: bytes) -> bytes:
-    """The UTF-8 body of a chunk from its stored item (for the digest chain)."""
-    body: str = _str_decoder.decode(enc)
-    return body.encode()
-
-
 def payload_of(kind: int, part: str, enc: bytes) -> bytes:
     """The canonical payload (see :func:`~unbroken.protocol.events.payload`) of a
     stored item, for the digest chain."""
     if kind <= _DATA:
-        return part.encode() + b"\x00" + chunk_body(enc)
+        return part.encode() + b"\x00" + _str_decoder.decode(enc).encode()
     return payload(decode_one(0, kind, part, enc))
 
 
-class ItemsArray:
-    """Lays stored items out as an ``events`` frame's ``items`` array.
+def chain_stored(chain: Chain, kind: int, part: str, enc: bytes) -> bytes:
+    """Feed ``chain`` the event whose stored item is ``enc`` (of a run of ``kind`` and
+    ``part``): how a store recomputes digests from what it holds."""
+    if kind <= _DATA:
+        return chain.chunk(kind, part, _str_decoder.decode(enc).encode())
+    return chain.link(kind, payload(decode_one(0, kind, part, enc)))
 
-    A store hands over its events one *segment* at a time, in order: events of one
-    run, as they are stored (each stored item followed by a comma). The first chunk
-    of a run is written explicit, unless the run continues the run of the segment
-    before (same chunk kind and part), and the rest go bare, so a read of
-    thousands of chunks is a few slices of the store's buffer.
+
+#: ``{"k":<kind>,"p":<part>,"d":``, the start of an explicit chunk, by kind then part:
+#: a stream has a handful of parts, and each read of a live stream starts with one.
+_OPENED: Final[tuple[dict[str, bytes], ...]] = ({}, {}, {}, {})
+
+
+def _open_chunk(kind: int, part: str) -> bytes:
+    opened = _OPENED[kind]
+    if len(opened) >= 4096:
+        opened.clear()
+    head = opened[part] = _CHUNK_OPEN[kind] + _encode(part) + b',"d":'
+    return head
+
+
+#: Events stored in ``buf[a:b]``, each stored item followed by a comma (but for the
+#: last segment of a read, whose ``b`` stops before its last comma), all of one run of
+#: ``kind`` and ``part``; ``first_end`` is the end of the first one (just after its
+#: comma): ``(kind, part, buf, a, first_end, b)``.
+Segment = tuple[int, str, bytes | bytearray, int, int, int]
+
+
+def items_array(segments: list[Segment]) -> tuple[bytes, int]:
+    """Stored items laid out as an ``events`` frame's ``items`` array, and the kind of
+    the last event (``Kind.END`` once a stream is complete).
+
+    A store hands over a read as *segments*, in order (see :data:`Segment`). The
+    first chunk of a segment is written explicit, unless its run continues the run
+    of the segment before (same chunk kind and part), and the rest go bare, so a
+    read of thousands of chunks is a few slices of the store's buffer.
     """
-
-    __slots__ = ("_current", "_out", "last_kind")
-
-    def __init__(self) -> None:
-        self._out: list[bytes | bytearray | memoryview] = [b"["]
-        self._current: tuple[int, str] | None = None
-        #: the kind of the last event added (``Kind.END`` once a stream is complete)
-        self.last_kind = 0
-
-    def add(
-        self, kind: int, part: str, buf: bytes | bytearray, a: int, first_end: int, b: int
-    ) -> None:
-        """Events stored in ``buf[a:b]``, all of one run of ``kind`` and ``part``;
-        ``first_end`` is the end of the first one (just after its comma)."""
-        out = self._out
+    out: list[bytes | bytearray] = [b"["]
+    current_kind, current_part = 0, ""
+    kind = 0
+    for kind, part, buf, a, first_end, b in segments:
         if kind <= _DATA:
-            if self._current != (kind, part):
-                out.append(_CHUNK_OPEN[kind])
-                out.append(_encode(part))
-                out.append(b',"d":')
+            if kind != current_kind or part != current_part:
+                head = _OPENED[kind].get(part)
+                out.append(head if head is not None else _open_chunk(kind, part))
                 out.append(buf[a : first_end - 1])
-                out.append(b"},")
+                # the last segment's b stops before its comma
+                out.append(b"}" if b == first_end - 1 else b"},")
                 a = first_end
-                self._current = (kind, part)
+                current_kind, current_part = kind, part
             if b > a:
                 out.append(buf[a:b])
         else:
             out.append(buf[a:b])
-            self._current = None
-        self.last_kind = kind
-
-    def finish(self) -> bytes:
-        """The array (the last item's comma dropped)."""
-        out = self._out
-        if len(out) > 1:
-            out[-1] = memoryview(out[-1])[:-1]
-        out.append(b"]")
-        return b"".join(out)
+            current_kind = 0
+    out.append(b"]")
+    return b"".join(out), kind

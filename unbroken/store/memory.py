@@ -23,7 +23,7 @@ from typing import Final
 from ..errors import LogDiverged, LogFull, StaleProducer, StreamTooLarge
 from ..protocol.digest import DIGEST_SIZE, Chain, seed
 from ..protocol.events import Event, Kind
-from ..protocol.items import ItemsArray, decode_one, payload_of
+from ..protocol.items import Segment, chain_stored, decode_one, items_array
 from .base import AppendBatch, Created, Listener, ReadBatch, Record, Retention, StreamMeta
 from .batches import end_batch
 
@@ -113,13 +113,8 @@ class _Stream:
             h = self.seed
         chain = Chain(h, base)
         for s in range(base + 1, seq + 1):
-            chain.link(*self.payload(s))
+            chain_stored(chain, *self.record(s))
         return chain.digest
-
-    def payload(self, seq: int) -> tuple[int, bytes]:
-        """The kind and canonical payload of event ``seq`` (for the digest chain)."""
-        kind, part, enc = self.record(seq)
-        return kind, payload_of(kind, part, enc)
 
     def notify_all(self) -> None:
         head = self.head
@@ -132,7 +127,8 @@ class _Stream:
     def items(self, first: int, last: int) -> tuple[bytes, int]:
         """The ``items`` JSON array of events ``first..last`` and the kind of the last.
 
-        A run of chunks is one slice of the buffer (:class:`~unbroken.protocol.items.ItemsArray`).
+        A run of chunks is one slice of the buffer (see
+        :func:`~unbroken.protocol.items.items_array`).
         """
         buf, ends, run_seq, run_kind, run_part = (
             self.buf,
@@ -143,15 +139,17 @@ class _Stream:
         )
         nruns = len(run_seq)
         r = bisect_right(run_seq, first) - 1
-        out = ItemsArray()
+        segments: list[Segment] = []
         seq = first
         while seq <= last:
             seg_end = min(run_seq[r + 1] - 1 if r + 1 < nruns else last, last)
             a = ends[seq - 2] if seq > 1 else 0
-            out.add(run_kind[r], self.parts[run_part[r]], buf, a, ends[seq - 1], ends[seg_end - 1])
+            part = self.parts[run_part[r]]
+            b = ends[seg_end - 1] - (seg_end == last)  # no comma after the last item
+            segments.append((run_kind[r], part, buf, a, ends[seq - 1], b))
             seq = seg_end + 1
             r += 1
-        return out.finish(), out.last_kind
+        return items_array(segments)
 
 
 class MemoryStore:
@@ -375,7 +373,7 @@ class MemoryStore:
         if s is None:
             return []
         chain = Chain(s.seed)
-        return [chain.link(*s.payload(seq)) for seq in range(1, s.head + 1)]
+        return [chain_stored(chain, *s.record(seq)) for seq in range(1, s.head + 1)]
 
     # ------------------------------------------------------------ retention
     def _drop(self, stream: str, now: float) -> None:

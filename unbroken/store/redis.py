@@ -47,7 +47,7 @@ from ..errors import (
 )
 from ..protocol.digest import Chain, seed
 from ..protocol.events import Event, Kind
-from ..protocol.items import ItemsArray, decode_one, payload_of
+from ..protocol.items import Segment, chain_stored, decode_one, items_array
 from .base import (
     DIVERGED,
     DROPPED,
@@ -208,13 +208,8 @@ class _Entry:
             return self.d
         chain = Chain(self.p, self.first - 1)
         for s in range(self.first, seq + 1):
-            chain.link(*self.payload(s))
+            chain_stored(chain, *self.record(s))
         return chain.digest
-
-    def payload(self, seq: int) -> tuple[int, bytes]:
-        """The kind and canonical payload of event ``seq`` (for the digest chain)."""
-        kind, part, enc = self.record(seq)
-        return kind, payload_of(kind, part, enc)
 
     def record(self, seq: int) -> tuple[int, str, bytes]:
         _, kind, part = self.runs[self.run_at(seq)]
@@ -1079,7 +1074,7 @@ class RedisStore:
         for _, f in await self._r.xrange(self._log_key(stream), "-", "+"):
             e = _Entry(f)
             chain = Chain(e.p, e.first - 1)
-            out.extend(chain.link(*e.payload(seq)) for seq in range(e.first, e.last + 1))
+            out.extend(chain_stored(chain, *e.record(seq)) for seq in range(e.first, e.last + 1))
             if chain.digest != e.d:
                 raise ValueError(f"stream {stream}: entry {e.first} does not end on its digest")
         return out
@@ -1103,7 +1098,7 @@ def _out_of_memory(exc: rex.ResponseError) -> bool:
 
 def _items(entries: list[_Entry], first: int, last: int) -> tuple[bytes, int]:
     """The ``items`` JSON array of events ``first..last`` (see MemoryStore.items)."""
-    out = ItemsArray()
+    segments: list[Segment] = []
     for e in entries:
         lo, hi = max(first, e.first), min(last, e.last)
         if lo > hi:
@@ -1116,7 +1111,8 @@ def _items(entries: list[_Entry], first: int, last: int) -> tuple[bytes, int]:
             seg_end = min(run_end, hi)
             _, kind, part = runs[r]
             a = e.start(seq)
-            out.add(kind, part, e.items, a, e.ends[seq - e.first], e.ends[seg_end - e.first])
+            b = e.ends[seg_end - e.first] - (seg_end == last)  # no comma after the last item
+            segments.append((kind, part, e.items, a, e.ends[seq - e.first], b))
             seq = seg_end + 1
             r += 1
-    return out.finish(), out.last_kind
+    return items_array(segments)
