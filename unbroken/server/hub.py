@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
-class Run:
-    """One agent run."""
+class AgentRun:
+    """One agent run (the store's runs of events are another thing: ``EventRun``)."""
 
     stream: str
     agent: str
@@ -59,7 +59,7 @@ class Hub:
         self.sweep_every = sweep_every
         self.coalesce = coalesce
         self.clock = clock
-        self.runs: dict[str, Run] = {}
+        self.runs: dict[str, AgentRun] = {}
         self.accepting = True
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -99,7 +99,7 @@ class Hub:
             created.producer,
             coalesce=self.coalesce,
         )
-        run = Run(created.stream, agent, principal.id, producer)
+        run = AgentRun(created.stream, agent, principal.id, producer)
         self.runs[created.stream] = run
         request = Request(agent, input, principal, created.stream, req)
         run.task = asyncio.get_running_loop().create_task(
@@ -109,7 +109,7 @@ class Hub:
         log.info("run started stream=%s agent=%s owner=%s", created.stream, agent, principal.id)
         return created
 
-    async def _run(self, run: Run, fn: Agent, request: Request, limit: float | None) -> None:
+    async def _run(self, run: AgentRun, fn: Agent, request: Request, limit: float | None) -> None:
         out = Output(run.producer, self.max_chunk)
         status, error = "completed", ""
         try:
@@ -186,7 +186,7 @@ class Hub:
         finally:
             self._forget(run)
 
-    def _forget(self, run: Run) -> None:
+    def _forget(self, run: AgentRun) -> None:
         self.runs.pop(run.stream, None)
         if run.abandon_timer is not None:
             run.abandon_timer.cancel()
@@ -204,7 +204,7 @@ class Hub:
         self._stop(run, "cancel")
         return True
 
-    def _stop(self, run: Run, reason: str) -> None:
+    def _stop(self, run: AgentRun, reason: str) -> None:
         if run.ending:
             return
         if not run.stop_reason:
