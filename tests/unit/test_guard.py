@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from unbroken.errors import ConfigError
 from unbroken.protocol.codes import MAX_CLOSE_REASON, close_reason
 from unbroken.protocol.frames import DEFAULT_MAX_CLIENT_FRAME, DEFAULT_MAX_HELLO_FRAME
-from unbroken.server import Unbroken
+from unbroken.server import ServerConfig, Unbroken
 from unbroken.server.guard import (
     ConnectionLimits,
     accept_backlog,
@@ -74,3 +76,36 @@ def test_hardening_switches_default_off() -> None:
     assert not app.expose_agent_names
     assert app.connection_limits == ConnectionLimits()
     assert app.connection_limits.max_per_ip is None
+
+
+def test_the_app_builds_one_frozen_config_from_its_arguments() -> None:
+    app = Unbroken(allow_anonymous=True, heartbeat=0.5, window=4096, coalesce=0.0)
+    config = app.config
+    assert isinstance(config, ServerConfig)
+    assert (config.heartbeat, config.limits.window, config.coalesce) == (0.5, 4096, 0.0)
+    assert config.peer_silence == pytest.approx(3 * 0.5 + 0.3)  # the default follows heartbeat
+    assert config.allow_anonymous and not config.expose_agent_names
+    assert (app.heartbeat, app.limits) == (0.5, config.limits)  # read-only views
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.heartbeat = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"heartbeat": 0.0},
+        {"frame_cap": 0},
+        {"max_hello_frame": 512},
+        {"coalesce": -0.1},
+        {"peer_silence": 0.0},
+        {"send_timeout": 0.0},
+        {"hello_timeout": -1.0},
+        {"request_rate": -1.0},
+        {"max_outbox": 0},
+        {"start_burst": -1},
+    ],
+)
+def test_a_config_out_of_range_is_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ConfigError):
+        ServerConfig(**bad)  # type: ignore[arg-type]
+    ServerConfig()  # the defaults are valid

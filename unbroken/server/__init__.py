@@ -2,6 +2,7 @@
 
 from .agent import Output, Principal, Request
 from .app import Unbroken
+from .config import ServerConfig
 from .connection import ConnectInfo
 
-__all__ = ["ConnectInfo", "Output", "Principal", "Request", "Unbroken"]
+__all__ = ["ConnectInfo", "Output", "Principal", "Request", "ServerConfig", "Unbroken"]

@@ -1,4 +1,8 @@
-"""The :class:`Unbroken` application object: agents, limits, auth, and ASGI glue."""
+"""The :class:`Unbroken` application object: agents, limits, auth; an ASGI app itself.
+
+It builds one frozen :class:`~unbroken.server.config.ServerConfig` from its
+arguments and hands each connection that, the hub, the store, the ``authenticate``
+hook and its set of connections (:mod:`unbroken.server.asgi`), never itself."""
 
 from __future__ import annotations
 
@@ -68,6 +72,11 @@ class Unbroken:
     that get an answer (a flood is read at that pace, TCP pushes back);
     ``max_outbox``: bytes of answers a connection may leave unread before it is
     closed with 4008.
+
+    The app is an ASGI application (``uvicorn.run(app)``, ``api.mount("/agent",
+    app)``): the WebSocket at ``/ws``, ``/healthz``, and its lifespan; ``asgi(path)``
+    gives one with the WebSocket elsewhere. The per-connection settings are in
+    :attr:`config` (frozen).
     """
 
     def __init__(

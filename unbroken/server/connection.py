@@ -1,8 +1,12 @@
 """One client connection: reads frames, answers them, pumps attached streams.
 
 Transport-agnostic: anything with ``receive``/``send``/``close`` (see
-:class:`Transport`) can carry it; :mod:`unbroken.server.asgi` adapts Starlette.
-Sends are strictly ordered (control frames before events, one send at a time).
+:class:`Transport`) can carry it; :mod:`unbroken.server.asgi` has the one ASGI
+transport. It is given narrow ports, never the app: the frozen
+:class:`~unbroken.server.config.ServerConfig`, the hub, the store, the
+``authenticate`` hook and the set of live connections. What each stream sent and
+the client acked is the session's (:class:`~unbroken.protocol.server_session.ServerSession`).
+Sends are strictly ordered (one rule, :meth:`Connection._next_frame`; one send at a time).
 With a log that reads without waiting (the memory log) the frames ready when a
 stream grows are built and sent right away, in the append's own callback, and a
 send runs eagerly (:mod:`unbroken.server.eager`): no task and no trip through
