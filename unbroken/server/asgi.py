@@ -252,10 +252,13 @@ def health(app: Served) -> tuple[int, dict[str, Any]]:
     return (200 if app.hub.accepting else 503), body
 
 
-async def _respond(send: Send, status: int, body: bytes, content_type: bytes, *extra: Any) -> None:
+async def _respond(
+    send: Send, status: int, body: bytes, content_type: bytes, *extra: Any, head: bool = False
+) -> None:
+    """One whole HTTP response (``head``: its headers only, as for ``HEAD``)."""
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers + list(extra)})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 class ASGIApp:
@@ -292,7 +295,7 @@ class ASGIApp:
             return
         status, body = health(self.app)
         data = msgspec.json.encode(body)
-        await _respond(send, status, data if method == "GET" else b"", b"application/json")
+        await _respond(send, status, data, b"application/json", head=method == "HEAD")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         started = False
