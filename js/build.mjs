@@ -1,0 +1,21 @@
+// Build: one ES module (dist/unbroken.js, @noble/hashes bundled in) and its types
+// (dist/unbroken.d.ts over dist/types/). `npm run build`.
+import { build } from "esbuild";
+import { execFileSync } from "node:child_process";
+import { rmSync, writeFileSync } from "node:fs";
+
+rmSync("dist", { recursive: true, force: true });
+await build({
+  entryPoints: ["src/index.ts"],
+  outfile: "dist/unbroken.js",
+  bundle: true,
+  format: "esm",
+  platform: "neutral",
+  target: ["es2022"],
+  minify: true,
+  sourcemap: true,
+  legalComments: "none",
+  logLevel: "warning",
+});
+execFileSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", ".", "--outDir", "dist/types"], { stdio: "inherit" });
+writeFileSync("dist/unbroken.d.ts", 'export * from "./types/index.js";\n');

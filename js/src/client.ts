@@ -1,0 +1,875 @@
+/**
+ * The client: one logical session over as many WebSocket connections as it takes.
+ * Mirrors `unbroken/client/client.py` (same names, camelCase; times in seconds).
+ *
+ * It notices drops (close frames, socket errors, in-band silence), reconnects with
+ * the protocol's backoff (rotating through URLs), resumes every open stream from
+ * its last seq and digest, and yields each event exactly once, verified. In a
+ * browser it also listens to the Page Lifecycle and network: on `freeze` and
+ * `pagehide` it saves every open stream's cursor (in `sessionStorage`, so a reload
+ * picks the answer up with `restore()`); on `resume`, `pageshow`, `online` and
+ * `visibilitychange → visible` it reconnects at once instead of waiting out the
+ * backoff (never under a server's `retry_after` floor).
+ */
+import { BackoffPolicy, Reconnects, seededRng, type Backoff, type BackoffPolicyOptions } from "./backoff.js";
+import { fromHex, toHex } from "./digest.js";
+import {
+  ConnectionLost,
+  IntegrityError,
+  ProtocolError,
+  RequestRefused,
+  RequestTimeout,
+  StreamGone,
+  UnbrokenError,
+  type GoneReason,
+} from "./errors.js";
+import { CAP_BATCH, CloseCode, DEFAULT_MAX_FRAME, SUBPROTOCOLS, encode, type ClientFrame, type Event } from "./frames.js";
+import { Liveness } from "./liveness.js";
+import { Answer, StreamEnded, type StreamEvent } from "./response.js";
+import { RETRYABLE_START, causeOf, closeError, fatalError, shouldRetry as defaultRetryTable } from "./retry.js";
+import { ClientSession, ConsumedCursor, endError, type ClientOutput, type Cursor } from "./session.js";
+
+/** Something that happened to the connection, with a monotonic timestamp `at`
+ * (seconds). `kind`: connected, disconnected, reconnecting, resumed, gone, exhausted. */
+export interface ConnectionEvent {
+  kind: "connected" | "disconnected" | "reconnecting" | "resumed" | "gone" | "exhausted";
+  at: number;
+  url: string;
+  cause: string;
+  code: number | null;
+  attempt: number;
+  /** seconds until the next attempt (`reconnecting`) */
+  delay: number;
+  stream: string;
+  fromSeq: number;
+  head: number;
+  reason: string;
+}
+
+export type TokenProvider = string | null | (() => string | null | undefined | Promise<string | null | undefined>);
+
+/** The WebSocket class to use (the browser's, or any with the same shape). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  readonly protocol: string;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+export type WebSocketConstructor = new (url: string, protocols: string[]) => WebSocketLike;
+
+/** A Web Storage (`sessionStorage`) or anything with its three methods. */
+export interface StorageLike {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
+}
+
+export interface ClientOptions {
+  /** a string, or a function (sync or async) asked on every (re)connect; sent in `hello` */
+  token?: TokenProvider;
+  /** reconnect backoff (seconds): base 0.1, cap 10, multiplier 2, maxAttempts 12, deadline 60 */
+  policy?: BackoffPolicy | BackoffPolicyOptions;
+  /** overrides the retry table: true / false, or null/undefined to keep the default */
+  shouldRetry?: (error: unknown) => boolean | null | undefined;
+  /** called with every connection event */
+  onEvent?: (event: ConnectionEvent) => void;
+  /** heartbeats of silence (plus the RTO) before the link is declared dead (3) */
+  silenceFactor?: number;
+  /** seconds between pings while a stream is live (0.75) */
+  pingEvery?: number;
+  /** seconds for one connection attempt: TCP, upgrade and `welcome` (3) */
+  openTimeout?: number;
+  /** seconds a start or resume may stay unanswered on a live link (30) */
+  requestTimeout?: number;
+  /** largest frame accepted from the server (16 MiB) */
+  maxFrame?: number;
+  /** seeds the backoff's jitter */
+  seed?: number;
+  /** the WebSocket class (default: `globalThis.WebSocket`) */
+  WebSocket?: WebSocketConstructor;
+  /** where cursors survive a reload (default: `sessionStorage` in a browser; null: nowhere) */
+  storage?: StorageLike | null;
+  /** the storage key (default "unbroken"): one per client on a page */
+  storageKey?: string;
+  /** listen to page lifecycle and network events (default: when in a browser) */
+  lifecycle?: boolean;
+}
+
+/** A stream saved in storage: a cursor to resume, or a start not yet answered. */
+export interface SavedStream {
+  req: string;
+  agent: string;
+  input: unknown;
+  cursor: Cursor | null;
+}
+
+type QueueItem = { ev: StreamEvent; raw: Event } | { mark: number; digest: Uint8Array } | { error: unknown };
+
+const now = (): number => performance.now() / 1000;
+
+function randomId(): string {
+  const b = new Uint8Array(12);
+  globalThis.crypto.getRandomValues(b);
+  return btoa(String.fromCharCode(...b)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** One agent answer as the client receives it: `for await (const ev of stream)`
+ * yields typed events exactly once across reconnects; `await stream.wait()` is the
+ * verified `Answer` (or the typed error that ended it). */
+export class Stream implements AsyncIterable<StreamEvent> {
+  id = "";
+  result: Answer;
+  private readonly queue: QueueItem[] = [];
+  private waiter: (() => void) | null = null;
+  private readonly consumed = new ConsumedCursor();
+  private startedResolve!: () => void;
+  private startedReject!: (e: unknown) => void;
+  readonly started: Promise<void>;
+  private doneResolve!: (a: Answer) => void;
+  private doneReject!: (e: unknown) => void;
+  private readonly donePromise: Promise<Answer>;
+  private finished = false;
+  private startedDone = false;
+  cancelledByUser = false;
+
+  constructor(
+    private readonly client: Client,
+    readonly req: string,
+    readonly agent: string,
+    readonly input: unknown = null,
+  ) {
+    this.result = new Answer("");
+    this.started = new Promise((res, rej) => {
+      this.startedResolve = res;
+      this.startedReject = rej;
+    });
+    this.started.catch(() => undefined);
+    this.donePromise = new Promise((res, rej) => {
+      this.doneResolve = res;
+      this.doneReject = rej;
+    });
+    this.donePromise.catch(() => undefined);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<StreamEvent> {
+    for (;;) {
+      while (this.queue.length === 0) await new Promise<void>((r) => (this.waiter = r));
+      const item = this.queue.shift()!;
+      if ("error" in item) throw item.error;
+      if ("mark" in item) {
+        this.consumed.verified(item.mark, item.digest);
+        continue;
+      }
+      this.consumed.consumed(item.raw);
+      yield item.ev;
+      if (item.ev instanceof StreamEnded) return;
+    }
+  }
+
+  /** The verified answer once the stream ends, or the error that ended it. */
+  wait(): Promise<Answer> {
+    return this.donePromise;
+  }
+
+  get done(): boolean {
+    return this.finished;
+  }
+
+  /** Position of the last event the iterator yielded: save it to pick the answer up
+   * later, on any node, with `Client.resume`. `null` before the stream started. */
+  get cursor(): Cursor | null {
+    return this.consumed.cursor();
+  }
+
+  /** Stop the agent on the server (idempotent; also after a reconnect). */
+  async cancel(): Promise<void> {
+    this.cancelledByUser = true;
+    if (this.id && !this.finished) this.client._sendFrame(this.client._session.cancel(this.id));
+  }
+
+  /** @internal */
+  _began(stream: string, epoch: string, seq = 0, digest: Uint8Array | null = null): void {
+    this.id = stream;
+    this.consumed.began(stream, epoch, seq, digest);
+  }
+
+  /** @internal */
+  _answered(): void {
+    if (!this.startedDone) {
+      this.startedDone = true;
+      this.startedResolve();
+    }
+  }
+
+  private put(item: QueueItem): void {
+    this.queue.push(item);
+    const w = this.waiter;
+    if (w) {
+      this.waiter = null;
+      w();
+    }
+  }
+
+  /** @internal */
+  _push(ev: StreamEvent, raw: Event): void {
+    this.put({ ev, raw });
+    if (ev instanceof StreamEnded) this._finish(endError(this.id, ev.status, ev.error, this.cancelledByUser));
+  }
+
+  /** @internal */
+  _mark(seq: number, digest: Uint8Array): void {
+    if (!this.finished) this.put({ mark: seq, digest });
+  }
+
+  /** @internal */
+  _finish(error: unknown): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (error) {
+      this.put({ error });
+      this.doneReject(error);
+      if (!this.startedDone) {
+        this.startedDone = true;
+        this.startedReject(error);
+      }
+    } else {
+      this.doneResolve(this.result);
+    }
+    this.client._finished(this);
+  }
+}
+
+/** A resilient unbroken client. `await client.connect()` (optional: `start` connects),
+ * `await client.start(agent, input)`, `await client.close()`. */
+export class Client {
+  readonly urls: string[];
+  token: TokenProvider;
+  readonly policy: BackoffPolicy;
+  shouldRetry: ClientOptions["shouldRetry"];
+  onEvent: ClientOptions["onEvent"];
+  openTimeout: number;
+  requestTimeout: number;
+  readonly maxFrame: number;
+  readonly history: ConnectionEvent[] = [];
+  /** @internal */
+  readonly _session: ClientSession;
+  private readonly live: Liveness;
+  private readonly WS: WebSocketConstructor;
+  private readonly storage: StorageLike | null;
+  private readonly storageKey: string;
+  private readonly streams = new Map<string, Stream>();
+  private readonly byId = new Map<string, Stream>();
+  private readonly reconnects: Reconnects;
+  private readonly subscribers = new Set<(e: ConnectionEvent) => void>();
+  private ws: WebSocketLike | null = null;
+  private ready = false;
+  private closed = false;
+  private fatal: unknown = null;
+  private running = false;
+  private urlIndex = 0;
+  private progressed = false;
+  private first: Promise<void> | null = null;
+  private firstResolve: (() => void) | null = null;
+  private firstReject: ((e: unknown) => void) | null = null;
+  private wakeSleep: (() => void) | null = null;
+  private sleepFloor = false;
+  private endConnection: ((err: unknown) => void) | null = null;
+  private forgetSoon: string[] = [];
+  private readonly listeners: [EventTarget, string, () => void][] = [];
+
+  constructor(urls: string | string[], options: ClientOptions = {}) {
+    this.urls = typeof urls === "string" ? [urls] : [...urls];
+    if (this.urls.length === 0) throw new UnbrokenError("give at least one URL");
+    this.token = options.token ?? null;
+    this.policy = options.policy instanceof BackoffPolicy ? options.policy : new BackoffPolicy(options.policy ?? {});
+    this.shouldRetry = options.shouldRetry;
+    this.onEvent = options.onEvent;
+    this.openTimeout = options.openTimeout ?? 3.0;
+    this.requestTimeout = options.requestTimeout ?? 30.0;
+    this.maxFrame = options.maxFrame ?? DEFAULT_MAX_FRAME;
+    const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (WS === undefined) throw new UnbrokenError("no WebSocket class: pass options.WebSocket");
+    this.WS = WS;
+    this.live = new Liveness({ silenceFactor: options.silenceFactor, pingEvery: options.pingEvery });
+    this._session = new ClientSession({
+      maxFrame: this.maxFrame,
+      caps: [CAP_BATCH],
+      liveness: this.live,
+      startAttempts: this.policy.maxAttempts ?? 12,
+    });
+    this.reconnects = new Reconnects(this.policy, options.seed === undefined ? Math.random : seededRng(options.seed));
+    const g = globalThis as { sessionStorage?: StorageLike; document?: unknown };
+    let storage = options.storage;
+    if (storage === undefined) {
+      try {
+        storage = g.sessionStorage ?? null;
+      } catch {
+        storage = null; // (a sandboxed frame may refuse access)
+      }
+    }
+    this.storage = storage ?? null;
+    this.storageKey = options.storageKey ?? "unbroken";
+    const saved = this.readStorage();
+    if (saved?.anon) this._session.anon = saved.anon;
+    if (options.lifecycle ?? g.document !== undefined) this.listenToLifecycle();
+  }
+
+  get silenceFactor(): number {
+    return this.live.silenceFactor;
+  }
+  set silenceFactor(v: number) {
+    this.live.silenceFactor = v;
+  }
+  get pingEvery(): number {
+    return this.live.pingEvery;
+  }
+  set pingEvery(v: number) {
+    this.live.pingEvery = v;
+  }
+  /** Seconds of silence (or of an unanswered ping) after which the link is dead. */
+  get silenceLimit(): number {
+    return this.live.limit();
+  }
+  /** The reconnect episode under way or last (its `schedule` of delays). */
+  get backoff(): Backoff | null {
+    return this.reconnects.backoff;
+  }
+  /** Whether a connection is up and welcomed. */
+  get connected(): boolean {
+    return this.ready;
+  }
+
+  // ------------------------------------------------------------ lifecycle
+  /** Connect (once); resolves when the first connection is welcomed. */
+  connect(): Promise<void> {
+    this.checkUsable();
+    this.ensureRunning();
+    return this.first!;
+  }
+
+  /** Close the connection; streams not finished end with `ConnectionLost`. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.saveCursors();
+    this.closed = true;
+    this._session.close();
+    for (const [target, type, fn] of this.listeners) target.removeEventListener(type, fn);
+    this.listeners.length = 0;
+    this.wakeSleep?.();
+    this.endConnection?.(new ConnectionLost("client closed"));
+    for (const st of [...this.streams.values()]) st._finish(new ConnectionLost("client closed"));
+    if (this.firstReject) this.firstReject(new ConnectionLost("client closed"));
+  }
+
+  // ------------------------------------------------------------ requests
+  /** Start an agent run; resolves once the server answered `started`. A start whose
+   * answer is lost in a drop is sent again with the same request id. */
+  async start(agent: string, input: unknown = null, options: { req?: string } = {}): Promise<Stream> {
+    this.checkUsable();
+    const req = options.req ?? randomId();
+    const frame = this._session.start(req, agent, input);
+    const st = new Stream(this, req, agent, input);
+    this.streams.set(req, st);
+    this.ensureRunning();
+    if (frame !== null) this._sendFrame(frame);
+    this.saveCursors();
+    await this.answered(st, "start");
+    return st;
+  }
+
+  /** Pick up a stream from a saved `Stream.cursor` (this or another node). */
+  async resume(cursor: Cursor, options: { req?: string; agent?: string } = {}): Promise<Stream> {
+    this.checkUsable();
+    const req = options.req ?? `resume-${randomId()}`;
+    const st = new Stream(this, req, options.agent ?? "");
+    st._began(cursor.stream, cursor.epoch, cursor.seq, fromHex(cursor.digest));
+    st.result = new Answer(cursor.stream, cursor.seq);
+    const frame = this._session.adopt(req, cursor);
+    this.streams.set(req, st);
+    this.byId.set(cursor.stream, st);
+    this.ensureRunning();
+    if (frame !== null) this._sendFrame(frame);
+    await this.answered(st, "resume");
+    return st;
+  }
+
+  /** The streams saved in storage by an earlier page (before a reload). */
+  savedStreams(): SavedStream[] {
+    const saved = this.readStorage();
+    if (!saved) return [];
+    return Object.entries(saved.streams).map(([req, s]) => ({ req, ...s }));
+  }
+
+  /** Pick up every stream saved by an earlier page: resumed from its cursor, or
+   * started again with the same request id (the server returns the same run). */
+  async restore(): Promise<Stream[]> {
+    const out: Stream[] = [];
+    for (const s of this.savedStreams()) {
+      if (this.streams.has(s.req)) continue;
+      out.push(
+        await (s.cursor
+          ? this.resume(s.cursor, { req: s.req, agent: s.agent })
+          : this.start(s.agent, s.input, { req: s.req })),
+      );
+    }
+    return out;
+  }
+
+  /** Save every open stream's cursor (done on `pagehide`, `freeze`, a hidden tab,
+   * each ack, start and end; call it yourself before anything else that may unload). */
+  saveCursors(): void {
+    const storage = this.storage;
+    if (storage === null || this.closed) return;
+    const streams: Record<string, Omit<SavedStream, "req">> = {};
+    for (const st of this.streams.values()) {
+      if (st.done) continue;
+      const cursor = st.cursor;
+      streams[st.req] = { agent: st.agent, input: cursor ? null : st.input, cursor };
+    }
+    try {
+      if (Object.keys(streams).length === 0 && this._session.anon === null) storage.removeItem(this.storageKey);
+      else storage.setItem(this.storageKey, JSON.stringify({ anon: this._session.anon, streams }));
+    } catch {
+      /* storage full or refused: cursors are then only in memory */
+    }
+  }
+
+  /** Connection events from now on, as an async iterator. */
+  connectionEvents(): AsyncIterableIterator<ConnectionEvent> {
+    const queue: ConnectionEvent[] = [];
+    let wake: (() => void) | null = null;
+    const sub = (e: ConnectionEvent) => {
+      queue.push(e);
+      wake?.();
+    };
+    this.subscribers.add(sub);
+    const subscribers = this.subscribers;
+    const it: AsyncIterableIterator<ConnectionEvent> = {
+      async next() {
+        while (queue.length === 0) await new Promise<void>((r) => (wake = r));
+        wake = null;
+        return { value: queue.shift()!, done: false };
+      },
+      async return() {
+        subscribers.delete(sub);
+        return { value: undefined, done: true };
+      },
+      [Symbol.asyncIterator]() {
+        return it;
+      },
+    };
+    return it;
+  }
+
+  /** Reconnect now: cuts a backoff wait short (never a server's `retry_after`), or
+   * probes a connection believed alive with a ping. */
+  wake(): void {
+    if (this.closed) return;
+    if (this.wakeSleep && !this.sleepFloor) this.wakeSleep();
+    else if (this.ready && !this.live.awaitingPong) this._sendFrame(this.live.ping(now()));
+  }
+
+  private async answered(st: Stream, what: string): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, rej) => {
+      timer = setTimeout(() => rej(new RequestTimeout(`${what} of ${JSON.stringify(st.agent || st.id || st.req)}`, this.requestTimeout)), this.requestTimeout * 1000);
+    });
+    try {
+      await Promise.race([st.started, timeout]);
+    } catch (e) {
+      if (e instanceof RequestTimeout) {
+        this._session.forget(st.req);
+        st._finish(e);
+      }
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private checkUsable(): void {
+    if (this.fatal !== null) throw this.fatal;
+    if (this.closed) throw new UnbrokenError("client is closed");
+  }
+
+  /** @internal */
+  _sendFrame(frame: ClientFrame): void {
+    const ws = this.ws;
+    if (ws === null || !this.ready || ws.readyState !== 1) return; // re-sent after the next welcome
+    ws.send(encode(frame));
+  }
+
+  /** @internal a stream finished: forget it (after this message's acks are sent). */
+  _finished(st: Stream): void {
+    this.streams.delete(st.req);
+    if (st.id) this.byId.delete(st.id);
+    this.forgetSoon.push(st.req);
+    queueMicrotask(() => this.flushForget());
+    this.saveCursors();
+  }
+
+  private flushForget(): void {
+    for (const req of this.forgetSoon) this._session.forget(req);
+    this.forgetSoon = [];
+  }
+
+  private emit(kind: ConnectionEvent["kind"], kw: Partial<ConnectionEvent> = {}): void {
+    const ev: ConnectionEvent = {
+      kind,
+      at: now(),
+      url: "",
+      cause: "",
+      code: null,
+      attempt: 0,
+      delay: 0,
+      stream: "",
+      fromSeq: 0,
+      head: 0,
+      reason: "",
+      ...kw,
+    };
+    this.history.push(ev);
+    if (this.history.length > 10000) this.history.splice(0, 5000);
+    try {
+      this.onEvent?.(ev);
+    } catch (e) {
+      console.error("unbroken: onEvent callback failed", e);
+    }
+    for (const sub of this.subscribers) sub(ev);
+  }
+
+  private readStorage(): { anon: string | null; streams: Record<string, Omit<SavedStream, "req">> } | null {
+    if (this.storage === null) return null;
+    try {
+      const raw = this.storage.getItem(this.storageKey);
+      return raw ? JSON.parse(raw) : null;
+    } catch {
+      return null;
+    }
+  }
+
+  private listenToLifecycle(): void {
+    const g = globalThis as unknown as { document?: EventTarget & { visibilityState?: string }; addEventListener?: unknown };
+    const doc = g.document;
+    const win = globalThis as unknown as EventTarget;
+    const on = (target: EventTarget | undefined, type: string, fn: () => void) => {
+      if (!target || typeof target.addEventListener !== "function") return;
+      target.addEventListener(type, fn);
+      this.listeners.push([target, type, fn]);
+    };
+    const save = () => this.saveCursors();
+    const wake = () => this.wake();
+    on(doc, "freeze", save);
+    on(win, "pagehide", save);
+    on(doc, "visibilitychange", () => (doc?.visibilityState === "hidden" ? save() : wake()));
+    on(doc, "resume", wake);
+    on(win, "pageshow", wake);
+    on(win, "online", wake);
+  }
+
+  // ------------------------------------------------------------ the loop
+  private ensureRunning(): void {
+    if (this.running) return;
+    this.running = true;
+    this.first = new Promise((res, rej) => {
+      this.firstResolve = res;
+      this.firstReject = rej;
+    });
+    this.first.catch(() => undefined);
+    void this.supervise();
+  }
+
+  private async supervise(): Promise<void> {
+    const reconnects = this.reconnects;
+    while (!this.closed) {
+      const url = this.urls[this.urlIndex % this.urls.length];
+      this.progressed = false;
+      const budget = reconnects.budget(now());
+      let error: unknown;
+      try {
+        await this.connection(url, budget);
+        error = new ConnectionLost("server closed the connection");
+      } catch (e) {
+        error = e;
+      }
+      this.ready = false;
+      this.ws = null;
+      this._session.connectionLost();
+      if (this.closed) return;
+      this.emit("disconnected", { url, cause: causeOf(error), code: (error as { code?: number | null }).code ?? null });
+      let retry = defaultRetryTable(error);
+      const decided = this.shouldRetry?.(error);
+      if (decided !== null && decided !== undefined) retry = decided;
+      if (!retry) {
+        this.failAll(fatalError(error));
+        return;
+      }
+      const next = reconnects.lost(now(), error, this.progressed);
+      if (next.kind === "give_up") {
+        this.emit("exhausted", { attempt: next.error.attempts, cause: causeOf(error) });
+        this.failAll(next.error);
+        return;
+      }
+      this.urlIndex += 1;
+      this.emit("reconnecting", { attempt: next.attempt, delay: next.delay, url: this.urls[this.urlIndex % this.urls.length] });
+      if (next.delay > 0) {
+        const ra = (error as { retryAfter?: number | null }).retryAfter;
+        await this.sleep(next.delay, typeof ra === "number" && ra > 0);
+      }
+    }
+  }
+
+  private sleep(seconds: number, floor: boolean): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.wakeSleep = null;
+        resolve();
+      };
+      const timer = setTimeout(done, seconds * 1000);
+      this.sleepFloor = floor;
+      this.wakeSleep = done;
+    });
+  }
+
+  private failAll(error: unknown): void {
+    this.fatal = error;
+    this.firstReject?.(error);
+    for (const st of [...this.streams.values()]) st._finish(error);
+  }
+
+  private async tokenValue(): Promise<string | null> {
+    const t = this.token;
+    if (t === null || t === undefined || typeof t === "string") return t ?? null;
+    return (await t()) ?? null;
+  }
+
+  /** Run one connection until it drops; always rejects with why it ended. */
+  private async connection(url: string, budget: number | null): Promise<void> {
+    const t0 = now();
+    const timeout = budget === null ? this.openTimeout : Math.min(this.openTimeout, budget);
+    const token = await this.tokenValue();
+    const session = this._session;
+    const live = this.live;
+    let ws: WebSocketLike;
+    try {
+      ws = new this.WS(url, [...SUBPROTOCOLS]);
+    } catch (e) {
+      throw new ConnectionLost(`cannot open ${url}: ${(e as Error).message}`);
+    }
+    this.ws = ws;
+    let over = false;
+    let watchdog: ReturnType<typeof setTimeout> | null = null;
+    let due = 0;
+    let retryAfter: number | null = null; // from an `overloaded` error before the close
+    let settle!: (err: unknown) => void;
+    const finished = new Promise<void>((_, rej) => (settle = rej));
+
+    const end = (err: unknown, close: [number, string] = [1000, ""]) => {
+      if (over) return;
+      over = true;
+      clearTimeout(openTimer);
+      if (watchdog !== null) clearTimeout(watchdog);
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      if (ws.readyState <= 1) {
+        try {
+          ws.close(close[0], close[1].slice(0, 120));
+        } catch {
+          /* already closing */
+        }
+      }
+      if (this.endConnection === end) this.endConnection = null;
+      this.ready = false;
+      settle(err);
+    };
+    this.endConnection = end;
+    const openTimer = setTimeout(() => end(new ConnectionLost("no welcome in time")), timeout * 1000);
+
+    const watch = (at: number) => {
+      const delay = Math.max(0, at - now());
+      due = now() + delay;
+      watchdog = setTimeout(checkSilence, delay * 1000);
+    };
+    const checkSilence = () => {
+      watchdog = null;
+      if (over) return;
+      const check = session.check(now(), due);
+      if (check.dead !== null) {
+        end(new ConnectionLost(check.dead, CloseCode.HEARTBEAT_TIMEOUT), [CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"]);
+        return;
+      }
+      if (check.ping !== null) this._sendFrame(check.ping);
+      watch(check.wakeAt);
+    };
+
+    ws.onopen = () => {
+      if (ws.protocol && !(SUBPROTOCOLS as readonly string[]).includes(ws.protocol)) {
+        end(new ProtocolError(`server chose subprotocol ${ws.protocol}`, CloseCode.UNSUPPORTED_VERSION));
+        return;
+      }
+      session.connected();
+      ws.send(encode(session.connect(token)));
+      live.helloSent(now());
+    };
+    ws.onerror = () => undefined; // onclose follows with the code
+    ws.onclose = (ev) => {
+      const received: [number, string] | null = ev.code === 1006 ? null : [ev.code, ev.reason];
+      let err = closeError(received, null);
+      if (err instanceof ConnectionLost && retryAfter !== null) err = new ConnectionLost(err.message, err.code, retryAfter);
+      end(err);
+    };
+    ws.onmessage = (ev) => {
+      if (over) return;
+      const data = ev.data;
+      if (typeof data !== "string") {
+        end(new ProtocolError("binary message (not part of protocol v1)"), [CloseCode.BAD_FRAME, "binary message"]);
+        return;
+      }
+      const t = now();
+      live.bytesHeard(t, data.length);
+      live.messageHeard();
+      try {
+        if (session.state === "await_welcome") {
+          const out = session.receive(data);
+          if (out.kind === "error") {
+            if (RETRYABLE_START.has(out.error.code)) retryAfter = (out.error.retry_after_ms ?? 0) / 1000 || null;
+            else end(new RequestRefused(out.error.code, out.error.message));
+            return;
+          }
+          if (out.kind !== "welcomed") return;
+          clearTimeout(openTimer);
+          live.welcomed(t, out.welcome.heartbeat_ms, t - t0);
+          this.ready = true;
+          this.emit("connected", { url });
+          this.firstResolve?.();
+          for (const frame of session.afterWelcome()) ws.send(encode(frame));
+          watch(live.firstCheck(now()));
+          return;
+        }
+        for (const one of session.framesOf(data)) {
+          if (over) return;
+          const out = this.receiveOne(one);
+          if (out === "integrity") {
+            // the stream failed; its further frames are moot: resume the others afresh
+            end(new ConnectionLost("integrity error: reconnecting for the other streams"));
+            return;
+          }
+          if (out === "progress") this.progressed = true;
+          else if (out !== "none" && out.kind === "error") {
+            const e = out.error;
+            if (e.req === null && e.stream === null && e.retry_after_ms !== null) retryAfter = e.retry_after_ms / 1000;
+            this.serverError(out.error);
+          }
+        }
+        let acked = false;
+        for (const frame of session.afterMessage(t)) {
+          ws.send(encode(frame));
+          if (frame.t === "ack") acked = true;
+        }
+        this.flushForget();
+        if (acked) this.saveCursors();
+      } catch (e) {
+        if (e instanceof ProtocolError) end(e, [e.closeCode >= 3000 ? e.closeCode : 4000, e.message]);
+        else end(e);
+      }
+    };
+    return finished;
+  }
+
+  /** Apply one frame: "progress" when it moved a stream, "integrity" when a stream
+   * failed its digest, an error output to act on, else "none". */
+  private receiveOne(message: string): "progress" | "integrity" | "none" | ClientOutput {
+    let out: ClientOutput;
+    try {
+      out = this._session.receive(message);
+    } catch (e) {
+      if (e instanceof IntegrityError) {
+        const st = this.byId.get(e.stream);
+        if (st === undefined) throw e;
+        console.error(`unbroken: integrity error stream=${e.stream} seq=${e.seq}`);
+        this._session.forget(st.req);
+        st._finish(e);
+        return "integrity";
+      }
+      throw e;
+    }
+    switch (out.kind) {
+      case "events": {
+        const st = this.byId.get(out.stream);
+        if (st === undefined) return "progress";
+        const digest = toHex(out.digest);
+        const result = st.result;
+        for (const ev of out.events) st._push(result.apply(ev, digest), ev);
+        st._mark(out.events[out.events.length - 1].seq, out.digest);
+        return "progress";
+      }
+      case "started": {
+        const st = this.streams.get(out.req);
+        if (st !== undefined) {
+          st._began(out.stream, out.epoch);
+          st.result.stream = out.stream;
+          this.byId.set(out.stream, st);
+          st._answered();
+          this.saveCursors();
+        }
+        return "progress";
+      }
+      case "resumed": {
+        this.emit("resumed", { stream: out.stream, fromSeq: out.fromSeq, head: out.head });
+        this.byId.get(out.stream)?._answered();
+        return "progress";
+      }
+      case "gone": {
+        this.emit("gone", { stream: out.stream, reason: out.reason });
+        this.byId.get(out.stream)?._finish(new StreamGone(out.stream, out.reason as GoneReason, out.message));
+        return "progress";
+      }
+      case "pong":
+        this.live.pong(now(), out.n);
+        return "none";
+      case "error":
+        return out;
+      default:
+        return "none";
+    }
+  }
+
+  private serverError(err: { code: string; message: string; req: string | null; stream: string | null; retry_after_ms: number | null; t: "error" }): void {
+    console.warn(`unbroken: server error code=${err.code} message=${err.message}`);
+    const action = this._session.serverError(err, now());
+    if (action === null) return;
+    if (action.kind === "retry_start") {
+      setTimeout(() => {
+        const frame = this._session.resendStart(action.req);
+        if (frame !== null) this._sendFrame(frame);
+      }, Math.max(0, action.at - now()) * 1000);
+    } else {
+      this.streams.get(action.req)?._finish(action.error);
+    }
+  }
+}
+
+/** One-shot helper: start `agent` and return its verified `Answer`. */
+export async function streamAnswer(
+  urls: string | string[],
+  agent: string,
+  input: unknown = null,
+  options: ClientOptions = {},
+): Promise<Answer> {
+  const client = new Client(urls, options);
+  try {
+    const st = await client.start(agent, input);
+    for await (const _ of st) {
+      /* drain */
+    }
+    return await st.wait();
+  } finally {
+    await client.close();
+  }
+}
+
+export { defaultRetryTable as defaultShouldRetry };

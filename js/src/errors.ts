@@ -1,0 +1,157 @@
+/**
+ * One error hierarchy for everything a user of the client can catch (mirrors
+ * `unbroken/errors.py`). Every error says what happened and what to do about it.
+ * Catch `UnbrokenError` to catch them all.
+ */
+
+export type GoneReason = "unknown" | "expired" | "epoch" | "diverged" | "forbidden";
+
+const GONE_ADVICE: Record<string, string> = {
+  unknown: "the server does not know this stream id; check the id you resumed with",
+  expired:
+    "the stream ended and its retention period passed; raise the server's retention TTL if clients need to come back later",
+  epoch:
+    "the server's log was restarted or lost its data since this stream was started; start the request again",
+  diverged:
+    "the events you hold differ from the server's log (wrong node, corrupted store or tampered data); start the request again",
+  forbidden:
+    "this stream is unknown to you or belongs to another principal; resume with the credentials that started it",
+};
+
+/** Base class of every error raised by the client. */
+export class UnbrokenError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** A frame broke the wire protocol; `closeCode` is the WebSocket close code it means. */
+export class ProtocolError extends UnbrokenError {
+  readonly closeCode: number;
+  constructor(message: string, closeCode = 4000) {
+    super(message);
+    this.closeCode = closeCode;
+  }
+}
+
+/** The stream cannot be resumed; `reason` says why and the message what to do. */
+export class StreamGone extends UnbrokenError {
+  readonly stream: string;
+  readonly reason: GoneReason;
+  constructor(stream: string, reason: GoneReason, detail = "") {
+    let text = `stream ${stream} is gone (${reason}): ${GONE_ADVICE[reason] ?? "start the request again"}`;
+    if (detail) text += ` [${detail}]`;
+    super(text);
+    this.stream = stream;
+    this.reason = reason;
+  }
+}
+
+/** The events received do not match the server's digest chain. */
+export class IntegrityError extends UnbrokenError {
+  readonly stream: string;
+  readonly seq: number;
+  constructor(stream: string, seq: number, detail: string) {
+    super(
+      `stream ${stream}: integrity check failed at seq ${seq}: ${detail}; the answer was not delivered exactly, so it was not returned`,
+    );
+    this.stream = stream;
+    this.seq = seq;
+  }
+}
+
+/** Raised by the chain verifier at the first event that does not fit the chain. */
+export class ChainMismatch extends UnbrokenError {
+  readonly seq: number;
+  readonly detail: string;
+  constructor(seq: number, detail: string) {
+    super(`seq ${seq}: ${detail}`);
+    this.seq = seq;
+    this.detail = detail;
+  }
+}
+
+/** The client gave up reconnecting: attempts or time budget used up. */
+export class ReconnectExhausted extends UnbrokenError {
+  readonly attempts: number;
+  readonly elapsed: number;
+  readonly lastError: unknown;
+  constructor(attempts: number, elapsed: number, lastError: unknown) {
+    const last = lastError ? `${errorName(lastError)}: ${errorMessage(lastError)}` : "none";
+    super(
+      `gave up reconnecting after ${attempts} attempts in ${elapsed.toFixed(1)}s (last error: ${last}); the stream can still be resumed from its cursor while the server retains it`,
+    );
+    this.attempts = attempts;
+    this.elapsed = elapsed;
+    this.lastError = lastError;
+  }
+}
+
+/** The server refused the credentials; retrying with the same token will not help. */
+export class AuthError extends UnbrokenError {}
+
+/** The principal may not do this (for example connect, or cancel another's stream). */
+export class Forbidden extends UnbrokenError {}
+
+/** The server is full; try again after `retryAfter` seconds. */
+export class Overloaded extends UnbrokenError {
+  readonly retryAfter: number;
+  constructor(message: string, retryAfter: number) {
+    super(`${message}; retry after ${retryAfter.toFixed(3)}s`);
+    this.retryAfter = retryAfter;
+  }
+}
+
+/** The agent's run ended `failed` or `cancelled`; the partial answer is on the stream's `result`. */
+export class StreamFailed extends UnbrokenError {
+  readonly stream: string;
+  readonly status: string;
+  readonly error: string;
+  constructor(stream: string, status: string, error: string) {
+    super(`stream ${stream} ended ${status}: ${error || "no detail"}`);
+    this.stream = stream;
+    this.status = status;
+    this.error = error;
+  }
+}
+
+/** The server did not answer a start or resume within `timeout` seconds on a live link. */
+export class RequestTimeout extends UnbrokenError {
+  readonly timeout: number;
+  constructor(what: string, timeout: number) {
+    super(`no answer to ${what} within ${timeout.toFixed(1)}s; the server is stuck`);
+    this.timeout = timeout;
+  }
+}
+
+/** A setting or argument is invalid. */
+export class ConfigError extends UnbrokenError {}
+
+/** The connection dropped; `code` is the close code when there was one. */
+export class ConnectionLost extends UnbrokenError {
+  readonly code: number | null;
+  readonly retryAfter: number | null;
+  constructor(message: string, code: number | null = null, retryAfter: number | null = null) {
+    super(message);
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+/** The server refused a request (e.g. unknown agent); `code` says why. */
+export class RequestRefused extends UnbrokenError {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(`${code}: ${message}`);
+    this.code = code;
+  }
+}
+
+export function errorName(e: unknown): string {
+  return e instanceof Error ? e.name : typeof e;
+}
+
+export function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

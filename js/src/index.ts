@@ -1,0 +1,44 @@
+/**
+ * unbroken-client: the browser (and Node) client of the unbroken protocol v1.
+ * Streamed agent answers that survive the network, verified by a BLAKE2b chain.
+ */
+export { Client, Stream, streamAnswer, defaultShouldRetry } from "./client.js";
+export type {
+  ClientOptions,
+  ConnectionEvent,
+  SavedStream,
+  StorageLike,
+  TokenProvider,
+  WebSocketConstructor,
+  WebSocketLike,
+} from "./client.js";
+export { Answer, DataChunk, JsonFragment, PartEnded, PartResult, PartStarted, StreamEnded, TextDelta, parsePartialJson } from "./response.js";
+export type { StreamEvent } from "./response.js";
+export { Backoff, BackoffPolicy, Reconnects, seededRng } from "./backoff.js";
+export type { BackoffPolicyOptions, GiveUp, Reconnect, Rng } from "./backoff.js";
+export { Liveness, MAX_RTO, BULK } from "./liveness.js";
+export type { Check } from "./liveness.js";
+export { ClientSession, ConsumedCursor, ClientStream, endError } from "./session.js";
+export type { ClientOutput, Cursor, ErrorAction } from "./session.js";
+export { FATAL_CLOSE, HARMLESS_ERROR, RETRYABLE_START, causeOf, closeError, fatalError, shouldRetry, statusIsRetryable } from "./retry.js";
+export { ChainVerifier, fromHex, payload, seed, stepEvent, stepInput, toHex } from "./digest.js";
+export {
+  CAP_BATCH,
+  CLOSE_CODE_MEANING,
+  CloseCode,
+  DEFAULT_LIMITS,
+  DEFAULT_MAX_FRAME,
+  KIND_BY_NAME,
+  Kind,
+  NAME_BY_KIND,
+  SUBPROTOCOLS,
+  decodeClient,
+  decodeServer,
+  encode,
+  encodeItems,
+  eventsOf,
+  makeEvent,
+} from "./frames.js";
+export type * from "./frames.js";
+export * from "./errors.js";
+export const VERSION = "0.1.0";

@@ -1,0 +1,209 @@
+/**
+ * When is the link dead? The client's liveness rule (pure: time, in seconds, is
+ * passed in). Mirrors `unbroken/protocol/liveness.py` line by line.
+ *
+ * The link is declared dead when nothing arrives for the silence limit, or when a
+ * `ping` stays unanswered that long (the client's own frames are then lost). The
+ * limit is `silenceFactor` heartbeats plus the RTO, `SRTT + 4·RTTVAR` of the
+ * measured round trips (RFC 6298), the RTO term capped at `MAX_RTO`. Time the
+ * client's own process ran late (its checks ran behind schedule: a busy page, a
+ * throttled background tab, a stopped process) never counts against the link.
+ */
+import type { Ping } from "./frames.js";
+
+/** the most the round trip may add to the silence limit (seconds) */
+export const MAX_RTO = 2.0;
+/** bytes of one message that make a late pong "queued behind data", not lost */
+export const BULK = 4096;
+/** a check that ran this much behind schedule lets the reader go first (seconds) */
+export const LATE_RUN = 0.05;
+/** the heartbeat a server may ask for is clamped to this range (seconds) */
+export const MIN_HEARTBEAT = 0.05;
+export const MAX_HEARTBEAT = 10.0;
+/** pings remembered while unanswered */
+export const MAX_PINGS = 8;
+/** the longest wait between two checks (seconds) */
+export const MAX_CHECK_EVERY = 0.25;
+
+/** What a check decided: the link is `dead` (why), or send `ping` and check again at `wakeAt`. */
+export interface Check {
+  wakeAt: number;
+  dead: string | null;
+  ping: Ping | null;
+}
+
+export class Liveness {
+  silenceFactor: number;
+  pingEvery: number;
+  /** the server's heartbeat interval (seconds), from `welcome` */
+  heartbeat = 1.0;
+  srtt: number | null = null;
+  rttvar = 0.0;
+  lastRecv = 0.0;
+  /** seconds this process ran late (checks behind schedule), summed: never the link's */
+  lag = 0.0;
+  lagAtRecv = 0.0;
+  /** n -> [sent at, lag then] */
+  readonly pings = new Map<number, [number, number]>();
+  pingN = 0;
+  lastPingAt = 0.0;
+  lastBulk = 0.0;
+  lagAtBulk = 0.0;
+  private partial = 0;
+  private deferred = false;
+
+  constructor(o: { silenceFactor?: number; pingEvery?: number } = {}) {
+    this.silenceFactor = o.silenceFactor ?? 3.0;
+    this.pingEvery = o.pingEvery ?? 0.75;
+  }
+
+  /** A new connection is being opened: what was in flight on the last is moot. */
+  connecting(): void {
+    this.pings.clear();
+    this.partial = 0;
+    this.deferred = false;
+  }
+
+  /** The connection is open and `hello` is sent: the clocks start. */
+  helloSent(now: number): void {
+    this.lastRecv = now;
+    this.lagAtRecv = this.lag;
+    this.lastPingAt = now;
+  }
+
+  /** `welcome` arrived `rtt` seconds after the attempt began. */
+  welcomed(now: number, heartbeatMs: number, rtt: number): void {
+    this.lastRecv = now;
+    this.lagAtRecv = this.lag;
+    this.rttSample(rtt);
+    this.heartbeat = Math.min(Math.max(heartbeatMs / 1000, MIN_HEARTBEAT), MAX_HEARTBEAT);
+  }
+
+  /** `n` bytes arrived: proof of life. */
+  bytesHeard(now: number, n: number): void {
+    this.lastRecv = now;
+    this.lagAtRecv = this.lag;
+    this.partial += n;
+    if (this.partial >= BULK) {
+      this.partial = 0;
+      this.lastBulk = now;
+      this.lagAtBulk = this.lag;
+    }
+  }
+
+  /** A whole message arrived. */
+  messageHeard(): void {
+    this.partial = 0;
+  }
+
+  /** A ping to send now (remembered until its pong). */
+  ping(now: number): Ping {
+    this.pingN += 1;
+    this.pings.set(this.pingN, [now, this.lag]);
+    this.lastPingAt = now;
+    if (this.pings.size > MAX_PINGS) this.pings.delete(Math.min(...this.pings.keys()));
+    return { t: "ping", n: this.pingN };
+  }
+
+  /** Pong `n` arrived: it and every older ping are answered; its round trip is a
+   * sample unless it queued behind data (Karn). */
+  pong(now: number, n: number): void {
+    const sent = this.pings.get(n);
+    if (sent === undefined) return;
+    this.pings.delete(n);
+    const [at, lag] = sent;
+    for (const k of [...this.pings.keys()]) if (k < n) this.pings.delete(k);
+    if (this.lastBulk <= at) this.rttSample(Math.max(0, now - at - (this.lag - lag)));
+  }
+
+  /** RFC 6298's smoothed RTT and RTT variance. */
+  rttSample(rtt: number): void {
+    if (this.srtt === null) {
+      this.srtt = rtt;
+      this.rttvar = rtt / 2;
+      return;
+    }
+    this.rttvar = 0.75 * this.rttvar + 0.25 * Math.abs(this.srtt - rtt);
+    this.srtt = 0.875 * this.srtt + 0.125 * rtt;
+  }
+
+  get awaitingPong(): boolean {
+    return this.pings.size > 0;
+  }
+
+  /** Silence that means dead: `silenceFactor` heartbeats plus the RTO. */
+  limit(): number {
+    const rto = Math.min(MAX_RTO, (this.srtt ?? 0) + 4 * this.rttvar);
+    return this.silenceFactor * this.heartbeat + rto;
+  }
+
+  private oldestPing(): [number, number] | null {
+    if (this.pings.size === 0) return null;
+    let [sent, lag] = this.pings.get(Math.min(...this.pings.keys()))!;
+    if (this.lastBulk > sent) {
+      sent = this.lastBulk;
+      lag = this.lagAtBulk;
+    }
+    return [sent, lag];
+  }
+
+  /** How long the oldest unanswered ping has waited (less this process's lag). */
+  pingAge(now: number): number {
+    const o = this.oldestPing();
+    return o === null ? 0 : now - o[0] - (this.lag - o[1]);
+  }
+
+  /** When the link will be declared dead if nothing more arrives. */
+  deadline(): number {
+    const limit = this.limit();
+    let at = this.lastRecv + (this.lag - this.lagAtRecv) + limit;
+    const o = this.oldestPing();
+    if (o !== null) at = Math.min(at, o[0] + (this.lag - o[1]) + limit);
+    return at;
+  }
+
+  /** Why the link is dead at `now`, or `null` while it lives. */
+  dead(now: number): string | null {
+    const limit = this.limit();
+    const ours = this.lag - this.lagAtRecv;
+    const quiet = now - this.lastRecv;
+    if (quiet - ours > limit) {
+      return `no frame for ${quiet.toFixed(2)}s (limit ${limit.toFixed(2)}s, ${ours.toFixed(2)}s late)`;
+    }
+    const unanswered = this.pingAge(now);
+    if (unanswered > limit) {
+      return `ping unanswered for ${unanswered.toFixed(2)}s (limit ${limit.toFixed(2)}s): this client's frames are not reaching the server`;
+    }
+    return null;
+  }
+
+  /** When to run the first check on a welcomed connection. */
+  firstCheck(now: number): number {
+    return now + this.limit() / 3;
+  }
+
+  /** The periodic check, run at `now` though due at `due`. `expecting`: some stream
+   * is live (the server sends `hb` only then). */
+  check(now: number, due: number, expecting: boolean): Check {
+    const late = Math.max(0, now - due);
+    this.lag += late;
+    if (late > LATE_RUN && !this.deferred) {
+      // this process was busy (or frozen, or throttled): messages may be waiting to
+      // be delivered. They are proof of life: let them go first (once)
+      this.deferred = true;
+      return { wakeAt: now, dead: null, ping: null };
+    }
+    this.deferred = false;
+    const limit = this.limit();
+    if (!expecting) {
+      this.lastRecv = now;
+      this.lagAtRecv = this.lag;
+      this.pings.clear();
+    }
+    const dead = this.dead(now);
+    if (dead !== null) return { wakeAt: now, dead, ping: null };
+    let ping: Ping | null = null;
+    if (this.pingEvery && now - this.lastPingAt >= this.pingEvery && expecting) ping = this.ping(now);
+    return { wakeAt: now + Math.min(limit / 3, MAX_CHECK_EVERY), dead: null, ping };
+  }
+}

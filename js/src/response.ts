@@ -1,0 +1,305 @@
+/**
+ * What a client user sees: typed events, and the assembled, verified answer.
+ * Mirrors `unbroken/client/response.py`. (JSON Schema validation is the server's:
+ * its verdict arrives in `part_end.err`; this client checks that a JSON part parses.)
+ */
+import { Kind, type Event } from "./frames.js";
+
+/** A part opened: `kind` is text, json or data. */
+export class PartStarted {
+  readonly type = "part_started";
+  constructor(
+    readonly seq: number,
+    readonly part: string,
+    readonly kind: string,
+    readonly mime: string,
+    readonly schema: unknown,
+  ) {}
+}
+
+/** A piece of a text part. */
+export class TextDelta {
+  readonly type = "text_delta";
+  constructor(
+    readonly seq: number,
+    readonly part: string,
+    readonly text: string,
+  ) {}
+}
+
+/** A piece of a JSON part; `partial()` parses the part's text so far. */
+export class JsonFragment {
+  readonly type = "json_fragment";
+  constructor(
+    readonly seq: number,
+    readonly part: string,
+    readonly fragment: string,
+    private readonly result: PartResult,
+    private readonly count: number,
+  ) {}
+
+  /** The part's JSON text up to and including this fragment. */
+  get textSoFar(): string {
+    return this.result.chunks.slice(0, this.count).join("");
+  }
+
+  /** Best-effort value of the JSON received so far. */
+  partial(): unknown {
+    return parsePartialJson(this.textSoFar);
+  }
+}
+
+/** A piece of a data component (components arrive whole in `PartEnded`). */
+export class DataChunk {
+  readonly type = "data_chunk";
+  constructor(
+    readonly seq: number,
+    readonly part: string,
+    readonly body: string,
+  ) {}
+}
+
+/** A part closed; `error` is non-empty if it is invalid. */
+export class PartEnded {
+  readonly type = "part_ended";
+  constructor(
+    readonly seq: number,
+    readonly part: string,
+    readonly error: string,
+    readonly result: PartResult,
+  ) {}
+}
+
+/** The final event: status, error and the verified digest (hex). */
+export class StreamEnded {
+  readonly type = "stream_ended";
+  constructor(
+    readonly seq: number,
+    readonly status: string,
+    readonly error: string,
+    readonly digest: string,
+  ) {}
+}
+
+export type StreamEvent = PartStarted | TextDelta | JsonFragment | DataChunk | PartEnded | StreamEnded;
+
+/** One part of an answer. */
+export class PartResult {
+  readonly chunks: string[] = [];
+  ended = false;
+  error = "";
+  constructor(
+    readonly part: string,
+    readonly kind: string,
+    readonly mime = "",
+    readonly schema: unknown = null,
+  ) {}
+
+  get text(): string {
+    return this.chunks.join("");
+  }
+
+  /** Parsed value: JSON for json parts (and JSON data), bytes for base64 data, else text. */
+  get value(): unknown {
+    const raw = this.text;
+    const base = this.mime.split(";")[0];
+    if (this.kind === "json" || (this.kind === "data" && base.includes("json"))) return JSON.parse(raw);
+    if (this.kind === "data" && this.mime.endsWith(";base64")) {
+      const bin = atob(raw);
+      const out = new Uint8Array(bin.length);
+      for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+      return out;
+    }
+    return raw;
+  }
+}
+
+/** Everything received for a stream, assembled part by part. */
+export class Answer {
+  readonly parts = new Map<string, PartResult>();
+  readonly order: string[] = [];
+  status = "running";
+  error = "";
+  digest = "";
+  events = 0;
+  constructor(
+    public stream: string,
+    /** above 0 when picked up from a saved cursor (earlier events absent) */
+    readonly fromSeq = 0,
+  ) {}
+
+  /** All text parts, concatenated in the order they started. */
+  get text(): string {
+    let s = "";
+    for (const p of this.order) {
+      const pr = this.parts.get(p)!;
+      if (pr.kind === "text") s += pr.text;
+    }
+    return s;
+  }
+
+  /** True once the stream ended `completed` and was verified end to end. */
+  get complete(): boolean {
+    return this.status === "completed" && this.fromSeq === 0;
+  }
+
+  json(part: string): unknown {
+    return this.parts.get(part)?.value;
+  }
+
+  /** Fold one protocol event into the answer; returns the typed event. */
+  apply(ev: Event, digestHex: string): StreamEvent {
+    this.events = ev.seq;
+    switch (ev.kind) {
+      case Kind.TEXT:
+        this.part(ev.part, "text").chunks.push(ev.body);
+        return new TextDelta(ev.seq, ev.part, ev.body);
+      case Kind.JSON: {
+        const pr = this.part(ev.part, "json");
+        pr.chunks.push(ev.body);
+        return new JsonFragment(ev.seq, ev.part, ev.body, pr, pr.chunks.length);
+      }
+      case Kind.DATA:
+        this.part(ev.part, "data").chunks.push(ev.body);
+        return new DataChunk(ev.seq, ev.part, ev.body);
+      case Kind.PART_START: {
+        const [schema, badSchema] = schemaOf(ev.schema);
+        const pr = new PartResult(ev.part, ev.partKind, ev.mime, schema);
+        pr.error = badSchema;
+        if (!this.parts.has(ev.part)) this.order.push(ev.part);
+        this.parts.set(ev.part, pr);
+        return new PartStarted(ev.seq, ev.part, ev.partKind, ev.mime, schema);
+      }
+      case Kind.PART_END: {
+        const pr = this.part(ev.part, "");
+        pr.ended = true;
+        pr.error = ev.error || pr.error || clientCheck(pr);
+        return new PartEnded(ev.seq, ev.part, pr.error, pr);
+      }
+      default:
+        this.status = ev.status;
+        this.error = ev.error;
+        this.digest = digestHex;
+        return new StreamEnded(ev.seq, ev.status, ev.error, digestHex);
+    }
+  }
+
+  private part(part: string, kind: string): PartResult {
+    let pr = this.parts.get(part);
+    if (pr === undefined) {
+      pr = new PartResult(part, kind);
+      this.parts.set(part, pr);
+      this.order.push(part);
+    }
+    return pr;
+  }
+}
+
+function schemaOf(text: string): [unknown, string] {
+  if (!text) return [null, ""];
+  try {
+    const s = JSON.parse(text);
+    if (typeof s !== "object" && typeof s !== "boolean") return [null, "invalid schema: not an object"];
+    return [s, ""];
+  } catch (e) {
+    return [null, `schema is not JSON: ${(e as Error).message}`];
+  }
+}
+
+function clientCheck(pr: PartResult): string {
+  if (pr.kind !== "json") return "";
+  try {
+    JSON.parse(pr.text);
+  } catch (e) {
+    return `invalid JSON: ${(e as Error).message}`;
+  }
+  return "";
+}
+
+/** Parse a JSON prefix as far as it goes; `null` if nothing usable yet. Open
+ * strings, arrays and objects are closed; a key without a value, a trailing comma
+ * or an unfinished literal are dropped. */
+export function parsePartialJson(text: string): unknown {
+  const stack: [string, string][] = [];
+  let safe = 0;
+  let safeClosers = "";
+  let i = 0;
+  const n = text.length;
+  let pendingStringValue = false;
+  const closers = () => stack.map((e) => e[0]).reverse().join("");
+  const valueDone = (end: number) => {
+    if (stack.length) stack[stack.length - 1][1] = "a";
+    safe = end;
+    safeClosers = closers();
+  };
+  const ws = /\s/;
+  while (i < n) {
+    const ch = text[i];
+    if (ws.test(ch)) {
+      i++;
+      continue;
+    }
+    const top = stack.length ? stack[stack.length - 1] : null;
+    if (ch === '"') {
+      let j = i + 1;
+      let esc = false;
+      while (j < n) {
+        const c = text[j];
+        if (esc) esc = false;
+        else if (c === "\\") esc = true;
+        else if (c === '"') break;
+        j++;
+      }
+      if (j >= n) {
+        pendingStringValue = !(top !== null && top[0] === "}" && top[1] === "k");
+        break;
+      }
+      if (top !== null && top[0] === "}" && top[1] === "k") top[1] = "c";
+      else valueDone(j + 1);
+      i = j + 1;
+    } else if (ch === "[" || ch === "{") {
+      stack.push(ch === "[" ? ["]", "v"] : ["}", "k"]);
+      safe = i + 1;
+      safeClosers = closers();
+      i++;
+    } else if (ch === "]" || ch === "}") {
+      stack.pop();
+      valueDone(i + 1);
+      i++;
+    } else if (ch === ",") {
+      if (top !== null) top[1] = top[0] === "}" ? "k" : "v";
+      i++;
+    } else if (ch === ":") {
+      if (top !== null) top[1] = "v";
+      i++;
+    } else {
+      let j = i;
+      while (j < n && !",]}: \t\r\n".includes(text[j])) j++;
+      if (j >= n) {
+        try {
+          JSON.parse(text.slice(i, j));
+          valueDone(j);
+        } catch {
+          /* unfinished literal */
+        }
+        break;
+      }
+      valueDone(j);
+      i = j;
+    }
+  }
+  const candidates: string[] = [];
+  if (pendingStringValue) {
+    const body = text.endsWith("\\") ? text.slice(0, -1) : text;
+    candidates.push(body + '"' + closers());
+  }
+  candidates.push(text.slice(0, safe) + safeClosers);
+  for (const c of candidates) {
+    try {
+      return JSON.parse(c);
+    } catch {
+      /* next */
+    }
+  }
+  return null;
+}

@@ -1,0 +1,90 @@
+/**
+ * The client's retry table (pure): which failures a reconnect can cure.
+ * Network errors, timeouts, restart or overload closes are retried; auth,
+ * forbidden, version and protocol failures are fatal. Mirrors
+ * `unbroken/protocol/retry.py`. (A browser never sees the HTTP status of a refused
+ * upgrade: a refused handshake is a dropped connection, retried.)
+ */
+import {
+  AuthError,
+  ConnectionLost,
+  Forbidden,
+  IntegrityError,
+  ProtocolError,
+  UnbrokenError,
+  errorMessage,
+  errorName,
+} from "./errors.js";
+import { CLOSE_CODE_MEANING, CloseCode } from "./frames.js";
+
+type ErrorClass = new (message: string) => UnbrokenError;
+
+/** Close codes after which reconnecting cannot help, and the error each becomes. */
+export const FATAL_CLOSE: ReadonlyMap<number, ErrorClass> = new Map<number, ErrorClass>([
+  [CloseCode.AUTH_REQUIRED, AuthError],
+  [CloseCode.AUTH_FAILED, AuthError],
+  [CloseCode.FORBIDDEN, Forbidden],
+  [CloseCode.UNSUPPORTED_VERSION, ProtocolError],
+  [CloseCode.BAD_FRAME, ProtocolError],
+  [CloseCode.TOO_BIG, ProtocolError],
+  [CloseCode.INVALID_DATA, ProtocolError],
+]);
+
+/** `error` codes after which the same start may be sent again later. */
+export const RETRYABLE_START: ReadonlySet<string> = new Set(["overloaded", "rate_limited", "shutting_down"]);
+
+/** `error` codes that concern one frame only and leave the stream as it was. */
+export const HARMLESS_ERROR: ReadonlySet<string> = new Set(["bad_ack", "unsupported"]);
+
+/** HTTP statuses of a refused upgrade worth another attempt (5xx and 429). */
+export function statusIsRetryable(status: number): boolean {
+  return ![401, 403, 404].includes(status) && !(status >= 400 && status < 500 && status !== 429);
+}
+
+/** The retry table. */
+export function shouldRetry(exc: unknown, status: number | null = null): boolean {
+  if (exc instanceof AuthError || exc instanceof Forbidden || exc instanceof ProtocolError || exc instanceof IntegrityError) {
+    return false;
+  }
+  if (exc instanceof ConnectionLost) return exc.code === null || !FATAL_CLOSE.has(exc.code);
+  if (status !== null) return statusIsRetryable(status);
+  // anything the transport throws (a failed socket, a timeout) is worth another attempt;
+  // other errors of this library (a refused request) are not
+  return !(exc instanceof UnbrokenError);
+}
+
+/** What a user sees when `error` ended the client: a typed error. */
+export function fatalError(error: unknown, status: number | null = null): UnbrokenError {
+  if (error instanceof UnbrokenError && !(error instanceof ConnectionLost)) return error;
+  if (error instanceof ConnectionLost && error.code !== null && FATAL_CLOSE.has(error.code)) {
+    const Cls = FATAL_CLOSE.get(error.code)!;
+    return new Cls(error.message);
+  }
+  if (status === 401 || status === 403) return new AuthError(`server refused the connection: HTTP ${status}`);
+  if (error instanceof ConnectionLost) return error;
+  return new ConnectionLost(`${errorName(error)}: ${errorMessage(error)}`);
+}
+
+/** The error a closed connection means, from the close received (`null`: the socket
+ * dropped without one, 1006) and the close this client sent (`null`: none). */
+export function closeError(
+  received: [number, string] | null,
+  sent: [number, string] | null,
+): ProtocolError | ConnectionLost {
+  if (received === null && sent !== null && (sent[0] === CloseCode.INVALID_DATA || sent[0] === CloseCode.TOO_BIG)) {
+    return new ProtocolError(
+      `the server sent a frame this client refused (close ${sent[0]}: ${sent[1] || CLOSE_CODE_MEANING[sent[0]] || ""})`,
+    );
+  }
+  if (received === null) return new ConnectionLost("connection dropped");
+  const [code, reason] = received;
+  return new ConnectionLost(reason || "connection closed", code);
+}
+
+/** One line saying why a connection ended, for events and logs. */
+export function causeOf(error: unknown): string {
+  if (error instanceof ConnectionLost && error.code !== null) {
+    return `close ${error.code}: ${CLOSE_CODE_MEANING[error.code] ?? ""} (${error.message})`;
+  }
+  return `${errorName(error)}: ${errorMessage(error)}`;
+}

@@ -1,0 +1,424 @@
+/**
+ * The client's session state machine (sans-I/O): what a server frame means, what
+ * to send. Mirrors `unbroken/protocol/client_session.py`.
+ *
+ * `IDLE → AWAIT_WELCOME → READY → IDLE` (connection lost) `… → CLOSED`.
+ * Per stream: `STARTING → ATTACHED → ENDED`, or `DETACHED`/`RESUMING` across a
+ * reconnect, or `GONE`. Illegal transitions throw; the client only moves bytes and
+ * time. Time (seconds) is always an argument.
+ */
+import { ChainVerifier, fromHex, seed, stepEvent, toHex } from "./digest.js";
+import {
+  ChainMismatch,
+  IntegrityError,
+  Overloaded,
+  ProtocolError,
+  RequestRefused,
+  StreamFailed,
+  UnbrokenError,
+} from "./errors.js";
+import {
+  CAP_BATCH,
+  CloseCode,
+  DEFAULT_MAX_FRAME,
+  Kind,
+  decodeServer,
+  encode,
+  eventsOf,
+  type Ack,
+  type Cancel,
+  type ClientFrame,
+  type ErrorFrame,
+  type Event,
+  type Events,
+  type Hello,
+  type Resume,
+  type ServerFrame,
+  type Start,
+  type Welcome,
+} from "./frames.js";
+import { Liveness, type Check } from "./liveness.js";
+import { HARMLESS_ERROR, RETRYABLE_START } from "./retry.js";
+
+export type ClientState = "idle" | "await_welcome" | "ready" | "closed";
+export type StreamState = "starting" | "attached" | "detached" | "resuming" | "ended" | "gone";
+
+/** Where a client is in a stream: enough to resume it later, anywhere. */
+export interface Cursor {
+  stream: string;
+  seq: number;
+  digest: string;
+  epoch: string;
+}
+
+/** Client-side state of one stream (or of a start not yet answered). */
+export class ClientStream {
+  stream = "";
+  epoch = "";
+  state: StreamState = "starting";
+  verifier: ChainVerifier | null = null;
+  readonly partKinds = new Map<string, string>();
+  acked = 0;
+  unackedBytes = 0;
+  ackedAt = 0;
+  startAttempts = 0;
+  constructor(
+    readonly req: string,
+    readonly agent = "",
+    readonly input: unknown = null,
+  ) {}
+
+  get seq(): number {
+    return this.verifier ? this.verifier.seq : 0;
+  }
+
+  cursor(): Cursor | null {
+    if (!this.stream || this.verifier === null) return null;
+    return { stream: this.stream, seq: this.verifier.seq, digest: toHex(this.verifier.digest), epoch: this.epoch };
+  }
+}
+
+/** How far a consumer has read a stream: the last verified digest it passed and the
+ * events consumed since; the cursor is computed only when asked for. */
+export class ConsumedCursor {
+  stream = "";
+  epoch = "";
+  private anchor: [number, Uint8Array] | null = null;
+  private since: Event[] = [];
+
+  began(stream: string, epoch: string, seq = 0, digest: Uint8Array | null = null): void {
+    this.stream = stream;
+    this.epoch = epoch;
+    if (this.anchor === null) this.anchor = [seq, digest === null ? seed(stream, epoch) : digest];
+  }
+
+  verified(seq: number, digest: Uint8Array): void {
+    this.anchor = [seq, digest];
+    this.since = [];
+  }
+
+  consumed(ev: Event): void {
+    this.since.push(ev);
+  }
+
+  cursor(): Cursor | null {
+    if (this.anchor === null) return null;
+    let [seq, digest] = this.anchor;
+    for (const ev of this.since) {
+      digest = stepEvent(digest, ev);
+      seq = ev.seq;
+    }
+    return { stream: this.stream, seq, digest: toHex(digest), epoch: this.epoch };
+  }
+}
+
+/** What an `end` event means to the user: success (`completed`, or `cancelled`
+ * after the user's own cancel), else the failure. */
+export function endError(stream: string, status: string, error: string, cancelled: boolean): StreamFailed | null {
+  if (status === "completed" || (status === "cancelled" && cancelled)) return null;
+  return new StreamFailed(stream, status, error);
+}
+
+// Actions of ClientSession.serverError
+export type ErrorAction =
+  | { kind: "retry_start"; req: string; at: number }
+  | { kind: "fail_stream"; req: string; error: UnbrokenError };
+
+// Outputs of ClientSession.receive
+export type ClientOutput =
+  | { kind: "welcomed"; welcome: Welcome }
+  | { kind: "started"; req: string; stream: string; epoch: string }
+  | { kind: "events"; stream: string; events: Event[]; digest: Uint8Array; nbytes: number }
+  | { kind: "resumed"; stream: string; fromSeq: number; head: number; status: string }
+  | { kind: "gone"; stream: string; reason: string; message: string }
+  | { kind: "error"; error: ErrorFrame }
+  | { kind: "heartbeat" }
+  | { kind: "pong"; n: number };
+
+const LIVE: ReadonlySet<StreamState> = new Set(["starting", "attached", "resuming"]);
+
+export class ClientSession {
+  state: ClientState = "idle";
+  readonly caps: string[];
+  maxFrame: number;
+  welcome: Welcome | null = null;
+  readonly byReq = new Map<string, ClientStream>();
+  readonly byStream = new Map<string, ClientStream>();
+  ackEvery = 256 * 1024;
+  ackMin = 16 * 1024;
+  ackAfter = 1.0;
+  batch = false;
+  anon: string | null = null;
+  readonly liveness: Liveness;
+  hbSeen = false;
+  startAttempts: number;
+
+  constructor(o: { caps?: string[]; maxFrame?: number; liveness?: Liveness; startAttempts?: number } = {}) {
+    this.caps = [...(o.caps ?? [])];
+    this.maxFrame = o.maxFrame ?? DEFAULT_MAX_FRAME;
+    this.liveness = o.liveness ?? new Liveness();
+    this.startAttempts = o.startAttempts ?? 12;
+  }
+
+  /** The frames of one WebSocket message (several lines with the `batch` cap). */
+  framesOf(message: string): string[] {
+    if (this.batch && message.includes("\n")) return message.split("\n");
+    return [message];
+  }
+
+  // ---- connection lifecycle
+  connect(token: string | null = null): Hello {
+    if (this.state === "closed") throw new ProtocolError("session is closed", CloseCode.NORMAL);
+    if (this.state !== "idle") throw new ProtocolError(`connect in state ${this.state}`);
+    this.state = "await_welcome";
+    return { t: "hello", caps: this.caps, token, anon: this.anon };
+  }
+
+  /** Frames to send once welcomed: resume every open stream, retry unanswered starts. */
+  afterWelcome(): ClientFrame[] {
+    const out: ClientFrame[] = [];
+    for (const cs of this.byReq.values()) {
+      if (cs.state === "starting") out.push({ t: "start", req: cs.req, agent: cs.agent, input: cs.input });
+      else if (cs.state === "detached") {
+        cs.state = "resuming";
+        const v = cs.verifier!;
+        out.push({ t: "resume", stream: cs.stream, after: v.seq, epoch: cs.epoch, h: toHex(v.digest) });
+      }
+    }
+    return out;
+  }
+
+  connected(): void {
+    this.hbSeen = false;
+    this.liveness.connecting();
+  }
+
+  connectionLost(): void {
+    if (this.state === "closed") return;
+    this.state = "idle";
+    this.welcome = null;
+    for (const cs of this.byReq.values()) {
+      if (cs.state === "attached" || cs.state === "resuming") cs.state = "detached";
+    }
+  }
+
+  close(): void {
+    this.state = "closed";
+  }
+
+  expectingFrames(): boolean {
+    for (const cs of this.byReq.values()) if (LIVE.has(cs.state)) return true;
+    return false;
+  }
+
+  check(now: number, due: number): Check {
+    return this.liveness.check(now, due, this.expectingFrames());
+  }
+
+  // ---- requests
+  start(req: string, agent: string, input: unknown): Start | null {
+    if (this.byReq.has(req)) throw new ProtocolError(`request id ${JSON.stringify(req)} already used`);
+    const frame: Start = { t: "start", req, agent, input };
+    if (this.welcome !== null) {
+      const size = new TextEncoder().encode(encode(frame)).length;
+      const limit = this.welcome.limits.max_client_frame;
+      if (size > limit) {
+        throw new RequestRefused(
+          "too_big",
+          `the start frame is ${size} bytes; this server takes at most ${limit} (send less input, or a reference to it)`,
+        );
+      }
+    }
+    this.byReq.set(req, new ClientStream(req, agent, input));
+    return this.state === "ready" ? frame : null;
+  }
+
+  adopt(req: string, cursor: Cursor): Resume | null {
+    if (this.byStream.has(cursor.stream)) throw new ProtocolError(`stream ${cursor.stream} is already open`);
+    const cs = new ClientStream(req);
+    cs.stream = cursor.stream;
+    cs.epoch = cursor.epoch;
+    cs.verifier = new ChainVerifier(cursor.stream, cursor.epoch, cursor.seq, fromHex(cursor.digest));
+    cs.acked = cursor.seq;
+    cs.state = "detached";
+    this.byReq.set(req, cs);
+    this.byStream.set(cursor.stream, cs);
+    if (this.state === "ready") {
+      cs.state = "resuming";
+      return { t: "resume", stream: cursor.stream, after: cursor.seq, epoch: cursor.epoch, h: cursor.digest };
+    }
+    return null;
+  }
+
+  resendStart(req: string): Start | null {
+    const cs = this.byReq.get(req);
+    if (cs === undefined || cs.state !== "starting" || this.state !== "ready") return null;
+    return { t: "start", req: cs.req, agent: cs.agent, input: cs.input };
+  }
+
+  /** What an `error` frame means for its request or stream. */
+  serverError(error: ErrorFrame, now: number): ErrorAction | null {
+    let cs: ClientStream | undefined;
+    if (error.req !== null) cs = this.byReq.get(error.req);
+    else if (error.stream !== null) cs = this.byStream.get(error.stream);
+    if (cs === undefined) return null;
+    if (RETRYABLE_START.has(error.code) && error.req !== null && !cs.stream) {
+      cs.startAttempts += 1;
+      const wait = (error.retry_after_ms ?? 1000) / 1000;
+      if (cs.startAttempts >= this.startAttempts) {
+        this.forget(cs.req);
+        return { kind: "fail_stream", req: cs.req, error: new Overloaded(error.message || error.code, wait) };
+      }
+      return { kind: "retry_start", req: cs.req, at: now + wait };
+    }
+    if (HARMLESS_ERROR.has(error.code)) return null;
+    this.forget(cs.req);
+    return { kind: "fail_stream", req: cs.req, error: new RequestRefused(error.code, error.message) };
+  }
+
+  cancel(stream: string): Cancel {
+    return { t: "cancel", stream };
+  }
+
+  forget(req: string): void {
+    const cs = this.byReq.get(req);
+    if (cs === undefined) return;
+    this.byReq.delete(req);
+    if (cs.stream) this.byStream.delete(cs.stream);
+  }
+
+  /** Acks due now (cumulative): after every `ackEvery` bytes, at the end, or
+   * `ackAfter` seconds after the last one with `ackMin` bytes unacked. */
+  takeAcks(now = 0): Ack[] {
+    const out: Ack[] = [];
+    for (const cs of this.byStream.values()) {
+      if (cs.verifier === null || cs.verifier.seq <= cs.acked) continue;
+      const n = cs.unackedBytes;
+      if (n >= this.ackEvery || cs.state === "ended" || (n >= this.ackMin && now - cs.ackedAt >= this.ackAfter)) {
+        cs.acked = cs.verifier.seq;
+        cs.unackedBytes = 0;
+        cs.ackedAt = now;
+        if (this.state === "ready") out.push({ t: "ack", stream: cs.stream, seq: cs.acked });
+      }
+    }
+    return out;
+  }
+
+  /** Acks to answer an `hb` with: every attached stream's, sent again. */
+  heartbeatAcks(now = 0): Ack[] {
+    if (this.state !== "ready") return [];
+    const out: Ack[] = [];
+    for (const cs of this.byStream.values()) {
+      if (cs.state === "attached" && cs.verifier !== null && cs.verifier.seq > 0) {
+        cs.acked = cs.verifier.seq;
+        cs.unackedBytes = 0;
+        cs.ackedAt = now;
+        out.push({ t: "ack", stream: cs.stream, seq: cs.acked });
+      }
+    }
+    return out;
+  }
+
+  /** Frames to send once a whole message was handled: the acks due (after an `hb`,
+   * every attached stream's), then a ping when none is out. */
+  afterMessage(now: number): ClientFrame[] {
+    let acks = this.takeAcks(now);
+    if (this.hbSeen) {
+      this.hbSeen = false;
+      acks = this.heartbeatAcks(now);
+    } else if (acks.length === 0) return acks;
+    const live = this.liveness;
+    if (live.awaitingPong) return acks;
+    return [...acks, live.ping(now)];
+  }
+
+  // ---- input
+  /** Decode and apply one server frame. */
+  receive(data: string): ClientOutput {
+    if (this.state === "ready") {
+      const frame = decodeServer(data, this.maxFrame);
+      if (frame.t === "events") return this.events(frame, data.length);
+      return this.apply(frame);
+    }
+    if (this.state !== "await_welcome") throw new ProtocolError(`frame received in state ${this.state}`);
+    const frame = decodeServer(data, this.maxFrame);
+    if (frame.t === "welcome") {
+      this.welcome = frame;
+      this.state = "ready";
+      if (frame.anon !== null) this.anon = frame.anon;
+      this.batch = this.caps.includes(CAP_BATCH) && frame.caps.includes(CAP_BATCH);
+      this.ackEvery = Math.max(1, Math.min(this.ackEvery, Math.floor(frame.limits.window / 4)));
+      this.ackMin = Math.max(1, Math.min(this.ackMin, Math.floor(frame.limits.window / 64)));
+      this.ackAfter = Math.max(0.001, frame.heartbeat_ms / 1000);
+      return { kind: "welcomed", welcome: frame };
+    }
+    if (frame.t === "error") return { kind: "error", error: frame };
+    throw new ProtocolError(`expected welcome, got ${frame.t}`);
+  }
+
+  private apply(frame: ServerFrame): ClientOutput {
+    switch (frame.t) {
+      case "hb":
+        this.hbSeen = true;
+        return { kind: "heartbeat" };
+      case "pong":
+        return { kind: "pong", n: frame.n };
+      case "started": {
+        const cs = this.byReq.get(frame.req);
+        if (cs === undefined) throw new ProtocolError(`started for unknown request ${JSON.stringify(frame.req)}`);
+        if (cs.state !== "starting") {
+          throw new ProtocolError(`started for request ${JSON.stringify(frame.req)} in state ${cs.state}: a start is answered once`);
+        }
+        cs.stream = frame.stream;
+        cs.epoch = frame.epoch;
+        cs.verifier = new ChainVerifier(frame.stream, frame.epoch);
+        this.byStream.set(frame.stream, cs);
+        cs.state = "attached";
+        return { kind: "started", req: frame.req, stream: frame.stream, epoch: frame.epoch };
+      }
+      case "resumed": {
+        const cs = this.stream(frame.stream);
+        if (cs.state !== "resuming") throw new ProtocolError(`resumed for stream ${frame.stream} not resuming`);
+        if (frame.from !== cs.seq) throw new ProtocolError(`resumed from ${frame.from}, but the client is at ${cs.seq}`);
+        cs.state = "attached";
+        return { kind: "resumed", stream: frame.stream, fromSeq: frame.from, head: frame.head, status: frame.status };
+      }
+      case "gone": {
+        const cs = this.stream(frame.stream);
+        cs.state = "gone";
+        return { kind: "gone", stream: frame.stream, reason: frame.reason, message: frame.message };
+      }
+      case "resync":
+        throw new ProtocolError("resync is reserved and not used by protocol v1");
+      case "error":
+        return { kind: "error", error: frame };
+      default:
+        throw new ProtocolError(`unexpected ${frame.t} frame`);
+    }
+  }
+
+  private stream(stream: string): ClientStream {
+    const cs = this.byStream.get(stream);
+    if (cs === undefined) throw new ProtocolError(`frame for unknown stream ${stream}`);
+    return cs;
+  }
+
+  private events(frame: Events, nbytes: number): ClientOutput {
+    const cs = this.byStream.get(frame.stream);
+    if (cs === undefined) throw new ProtocolError(`events for unknown stream ${frame.stream}`);
+    if (cs.state !== "attached" || cs.verifier === null) {
+      throw new ProtocolError(`events for stream ${frame.stream} in state ${cs.state}`);
+    }
+    const events = eventsOf(frame, cs.partKinds);
+    const v = cs.verifier;
+    try {
+      v.extend(events, frame.h);
+    } catch (e) {
+      if (e instanceof ChainMismatch) throw new IntegrityError(frame.stream, e.seq, e.detail);
+      throw e;
+    }
+    cs.unackedBytes += nbytes;
+    if (events[events.length - 1].kind === Kind.END) cs.state = "ended";
+    return { kind: "events", stream: frame.stream, events, digest: v.digest, nbytes };
+  }
+}
