@@ -4,10 +4,13 @@ What the report and the pytest tier know about a scenario comes from here: what 
 it streams, how the network fails, what must hold afterwards, and which runs of it the
 tiers make. How it is played and checked is its case, one module per scenario in
 :mod:`unbroken.scenarios.cases` (``cases/tc3.py``: its answers, pacing, faults and
-checks), which the generic runner finds by the scenario's id. Cases 1-9 run; 10-15 need
-features of a later wave and are listed as *not yet covered* (the report shows them so,
-never as passed): covering one is its ``cases/tcN.py``, its name on the import line of
-``cases/__init__.py``, ``covered`` here and its rows in the matrices.
+checks), which the generic runner finds by the scenario's id. A scenario is covered when
+it has a case (:data:`~unbroken.scenarios.cases.CASES`); the others need features of a
+later wave and are listed as *not yet covered* with the reason (the report shows them
+so, never as passed). Each case also says which runs of it the tiers make
+(:meth:`~unbroken.scenarios.cases.Case.quick_rows`, ``quick_sample``, ...): this module
+collects them. Covering a scenario is its ``cases/tcN.py`` and its name on the import
+line of ``cases/__init__.py``; nothing here changes.
 
 The matrix axes are the seed's: sizes (small 1-10 KB ... extra large 1-10 MB), timings
 (immediate < 100 ms, early 10-25 %, mid 40-60 %, late 75-90 %, final 95 %+), network
@@ -23,230 +26,31 @@ conditions; :func:`full_matrix` crosses the axes (see ``docs/reliability.md``).
 
 from __future__ import annotations
 
-import math
-import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Final, Literal
 
 from ..errors import ConfigError
-
-FaultMode = Literal["fin", "rst", "blackhole"]
-
-
-# ------------------------------------------------------------------ axes
-@dataclass(frozen=True, slots=True)
-class SizeClass:
-    """A response size category of the seed: answers between ``lo`` and ``hi`` bytes."""
-
-    name: str
-    lo: int
-    hi: int
-    label: str
-    seconds: float
-    """How long the paced agent takes to write an answer of this class (full tier)."""
-
-    def pick(self, repeat: int) -> int:
-        """The answer size of repeat ``repeat``: the geometric middle of the range for
-        repeat 0, then log-uniform within the range (seeded, reproducible)."""
-        if repeat == 0:
-            return int(math.sqrt(self.lo * self.hi))
-        u = random.Random(f"size:{self.name}:{repeat}").random()
-        return int(self.lo * (self.hi / self.lo) ** u)
-
-
-@dataclass(frozen=True, slots=True)
-class Timing:
-    """When the fault hits: a fraction of the answer delivered, or ``at`` seconds after
-    the stream started (``immediate``)."""
-
-    name: str
-    lo: float
-    hi: float
-    label: str
-    at: float | None = None
-
-    def fraction(self, repeat: int) -> float:
-        """The fraction of the answer delivered when the fault hits (middle of the range
-        for repeat 0, then uniform within it)."""
-        if repeat == 0:
-            return (self.lo + self.hi) / 2
-        return random.Random(f"timing:{self.name}:{repeat}").uniform(self.lo, self.hi)
-
-
-@dataclass(frozen=True, slots=True)
-class Condition:
-    """A network condition of the seed and how it is played on the proxy."""
-
-    name: str
-    label: str
-    plan: str
-    simulator: str
-    """The :class:`~unbroken.chaos.NetworkSimulator` method that plays it (for the
-    kernel-level ones, the :class:`~unbroken.chaos.kernel.RouterFaults` method)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """How a connection dies: ``fin`` (orderly close), ``rst`` (reset), ``blackhole``
-    (silence: nothing passes, nothing closes)."""
-
-    name: FaultMode
-    label: str
-
-
-SIZES: Final[dict[str, SizeClass]] = {
-    s.name: s
-    for s in (
-        SizeClass("small", 1_000, 10_000, "1–10 KB (typical chat responses)", 0.8),
-        SizeClass("medium", 10_000, 100_000, "10–100 KB (detailed analysis)", 1.2),
-        SizeClass("large", 100_000, 1_000_000, "100 KB–1 MB (comprehensive reports)", 1.6),
-        SizeClass("xlarge", 1_000_000, 10_000_000, "1–10 MB (data exports, visualisations)", 2.5),
-    )
-}
-
-TIMINGS: Final[dict[str, Timing]] = {
-    t.name: t
-    for t in (
-        Timing("immediate", 0.0, 0.0, "within 100 ms of stream start", at=0.05),
-        Timing("early", 0.10, 0.25, "at 10–25 % of the answer"),
-        Timing("mid", 0.40, 0.60, "at 40–60 % of the answer"),
-        Timing("late", 0.75, 0.90, "at 75–90 % of the answer"),
-        Timing("final", 0.95, 0.98, "at 95 %+ of the answer"),
-    )
-}
-
-#: TC8's cut points: percentages of a 10 MB+ answer.
-TC8_CUTS: Final[dict[str, Timing]] = {
-    f"p{p}": Timing(f"p{p}", p / 100, p / 100, f"at {p} % of a 10 MB+ answer")
-    for p in (10, 25, 50, 75, 95)
-}
-
-CONDITIONS: Final[dict[str, Condition]] = {
-    c.name: c
-    for c in (
-        Condition(
-            "clean",
-            "clean disconnect",
-            "the connection is cut once with the fault mode, at the timing point",
-            "simulate_clean_disconnect",
-        ),
-        Condition(
-            "gradual",
-            "gradual degradation",
-            "latency rises to 300 ms and bandwidth falls to 32 KB/s over a ramp, then the "
-            "connection is cut with the fault mode; the new path is healthy",
-            "simulate_gradual_degradation",
-        ),
-        Condition(
-            "intermittent",
-            "intermittent drops",
-            "three cuts with the fault mode in quick succession (every 0.2-0.3 s)",
-            "simulate_intermittent_drops",
-        ),
-        Condition(
-            "outage",
-            "complete outage",
-            "every connection is cut with the fault mode and new ones are refused for "
-            "0.5-1 s (shorter than the client's budget)",
-            "simulate_complete_outage",
-        ),
-        Condition(
-            "asymmetric",
-            "asymmetric failure",
-            "the answer direction is silently dropped for 0.5-1 s while the client's "
-            "sends still flow (send-only failure); then the connections that lost bytes "
-            "are cut with the fault mode",
-            "simulate_asymmetric_failure",
-        ),
-        Condition(
-            "receive_only",
-            "receive-only failure",
-            "the client's frames (acks, pings) are silently dropped for 4 s (quick) or 5 s "
-            "(full) while the answer still flows, new connections included; unbroken must "
-            "find the failure itself before the direction comes back (a stream stalls once "
-            "the server's flow window is full of unacked bytes); then connections still "
-            "open that lost bytes are cut with the fault mode",
-            "simulate_asymmetric_failure",
-        ),
-        Condition(
-            "long_outage",
-            "long silent outage",
-            "every connection is cut with the fault mode, then nothing passes for 30 s on "
-            "any connection, new ones included: they are accepted and hear nothing, so "
-            "every attempt runs into its handshake timeout; the client rides it out",
-            "simulate_silent_outage",
-        ),
-        Condition(
-            "throttled",
-            "bandwidth throttling",
-            "the link (both directions, every connection, new ones too) is capped at half "
-            "the rate the fault-free run used, from the start of the answer to its end; "
-            "at the timing point the connection is cut with the fault mode and the answer "
-            "resumes over the throttled link",
-            "simulate_bandwidth_throttling",
-        ),
-        Condition(
-            "kernel_loss",
-            "random packet loss (kernel)",
-            "10-20 % of the packets are dropped at random both ways in a router namespace "
-            "(nft numgen) from the start of the answer to its end; at the timing point the "
-            "connection is cut with the fault mode and the answer resumes over the lossy "
-            "path (root only)",
-            "RouterFaults.loss",
-        ),
-        Condition(
-            "kernel_receive_only",
-            "receive-only failure (kernel)",
-            "the TCP segments that carry the client's data (acks, pings, new handshakes) "
-            "are dropped in a router namespace for 4 s (quick) or 5 s (full) while TCP's "
-            "bare ACKs pass and the answer still flows; unbroken must find it before the "
-            "path comes back; then connections still open from before it are cut with the "
-            "fault mode (root only)",
-            "RouterFaults.drop_data",
-        ),
-        Condition(
-            "kernel_blackhole",
-            "silent path (kernel)",
-            "every packet both ways is dropped in a router namespace for 2 s (quick) or "
-            "3 s (full), new connections' SYNs included: no FIN, no RST, the sockets stay "
-            "established; then connections still open from before it are cut with the "
-            "fault mode (root only)",
-            "RouterFaults.blackhole",
-        ),
-    )
-}
-
-#: The seed's five conditions (quick: every scenario meets each of them).
-SEED_CONDITIONS: Final[tuple[str, ...]] = (
-    "clean",
-    "gradual",
-    "intermittent",
-    "outage",
-    "asymmetric",
+from .cases import CASES, Case
+from .spec import (
+    CONDITIONS,
+    FAULTS,
+    KERNEL_CONDITIONS,
+    PATH_DOWN_CONDITIONS,
+    PROFILES,
+    SEED_CONDITIONS,
+    SIZES,
+    TC8_CUTS,
+    TIMINGS,
+    Condition,
+    Fault,
+    FaultMode,
+    Profile,
+    RunSpec,
+    SizeClass,
+    Timing,
+    scenario_order,
 )
-#: Conditions that keep the path down for a set time: the reconnection and the recovery
-#: are timed from when it came back (a path that drops everything cannot be reconnected
-#: over), and the time it was down is added to TC1's allowance.
-PATH_DOWN_CONDITIONS: Final[frozenset[str]] = frozenset(
-    {"receive_only", "long_outage", "kernel_receive_only", "kernel_blackhole"}
-)
-#: Conditions made by the kernel in network namespaces (:mod:`unbroken.chaos.kernel`):
-#: they need root and iproute2/nftables/ethtool; elsewhere their runs are skipped with
-#: the reason (``kernel_skip_reason()``).
-KERNEL_CONDITIONS: Final[frozenset[str]] = frozenset(
-    {"kernel_loss", "kernel_receive_only", "kernel_blackhole"}
-)
-
-FAULTS: Final[dict[str, Fault]] = {
-    f.name: f
-    for f in (
-        Fault("fin", "orderly close (FIN)"),
-        Fault("rst", "reset (RST)"),
-        Fault("blackhole", "silent blackhole (found by heartbeats)"),
-    )
-}
-
 
 # ------------------------------------------------------------------ scenarios
 AnswerKind = Literal["text", "json", "multipart", "mixed", "none"]
@@ -264,13 +68,19 @@ class Scenario:
     answer: AnswerKind
     fault_plan: str
     must_hold: tuple[str, ...]
-    covered: bool = True
     not_covered_because: str = ""
     variants: tuple[str, ...] = ()
 
+    @property
+    def covered(self) -> bool:
+        """Whether it runs: it has a case (:data:`~unbroken.scenarios.cases.CASES`)."""
+        return self.id in CASES
+
     def to_dict(self) -> dict[str, object]:
         """JSON-ready."""
-        return asdict(self)
+        out = asdict(self)
+        out["covered"] = self.covered
+        return out
 
 
 SCENARIOS: Final[tuple[Scenario, ...]] = (
@@ -456,7 +266,6 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "none",
         "",
         (),
-        covered=False,
         not_covered_because="in-band token refresh (wave 2)",
     ),
     Scenario(
@@ -468,7 +277,6 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "none",
         "",
         (),
-        covered=False,
         not_covered_because="the browser (JavaScript) client (wave 2)",
     ),
     Scenario(
@@ -480,7 +288,6 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "none",
         "",
         (),
-        covered=False,
         not_covered_because="adaptive quality (compression, batching by link) (wave 2)",
     ),
     Scenario(
@@ -492,7 +299,6 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "none",
         "",
         (),
-        covered=False,
         not_covered_because="overload shedding under load tests (wave 2)",
     ),
     Scenario(
@@ -504,7 +310,6 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "none",
         "",
         (),
-        covered=False,
         not_covered_because="a second protocol version (wave 2)",
     ),
     Scenario(
@@ -516,13 +321,20 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "none",
         "",
         (),
-        covered=False,
         not_covered_because="origin policy (wave 2)",
     ),
 )
 
 SCENARIO_BY_ID: Final[dict[str, Scenario]] = {s.id: s for s in SCENARIOS}
-COVERED: Final[tuple[str, ...]] = tuple(s.id for s in SCENARIOS if s.covered)
+
+
+def covered() -> tuple[str, ...]:
+    """The ids of the covered scenarios (those with a case), in order."""
+    return tuple(s.id for s in SCENARIOS if s.covered)
+
+
+#: :func:`covered` when the package was imported.
+COVERED: Final[tuple[str, ...]] = covered()
 
 
 # ------------------------------------------------------------------ seed targets
@@ -647,278 +459,71 @@ SEED_TARGETS: Final[tuple[Target, ...]] = (
 TARGET_BY_ID: Final[dict[str, Target]] = {t.id: t for t in SEED_TARGETS}
 
 
-# ------------------------------------------------------------------ profiles
-@dataclass(frozen=True, slots=True)
-class Profile:
-    """Durations of a tier: quick runs are shorter, not different."""
-
-    name: str
-    pace: float
-    """Multiplies :attr:`SizeClass.seconds` (how long the agent writes)."""
-    outage: float
-    asymmetric: float
-    ramp: float
-    drop_every: float
-    tc5_short: float
-    tc8_seconds: float
-    tc9_streams: int
-    tc9_per_client: int
-    receive_only: float = 4.0
-    """How long a receive-only failure lasts (longer than it may take to find it)."""
-    long_outage: float = 30.0
-    """How long a long silent outage lasts."""
-    throttle: float = 0.5
-    """A throttled link carries this fraction of the fault-free run's bytes per second."""
-    kernel_blackhole: float = 2.0
-    """How long the kernel blackhole (both ways) lasts."""
-
-    def loss_percent(self, repeat: int) -> float:
-        """The kernel loss of repeat ``repeat``: 15 % for repeat 0, then uniform in
-        10-20 % (seeded)."""
-        if repeat == 0:
-            return 15.0
-        return round(random.Random(f"loss:{repeat}").uniform(10.0, 20.0), 1)
+# ------------------------------------------------------------------ matrices
+Sample = tuple[str, str, str, str, FaultMode, str]
+"""(scenario, size, timing, condition, fault, variant)."""
 
 
-PROFILES: Final[dict[str, Profile]] = {
-    "quick": Profile("quick", 0.6, 0.5, 0.5, 0.4, 0.2, 0.4, 1.5, 100, 5, 4.0, 30.0, 0.5, 2.0),
-    "full": Profile("full", 1.0, 1.0, 1.0, 0.8, 0.3, 0.5, 2.5, 1000, 10, 5.0, 30.0, 0.5, 3.0),
-}
+def _cases() -> list[Case]:
+    """The cases of the covered scenarios, by number."""
+    stray = [c.id for c in CASES.values() if c.id not in SCENARIO_BY_ID]
+    if stray:
+        raise LookupError(f"cases without a Scenario record in SCENARIOS: {', '.join(stray)}")
+    return sorted(CASES.values(), key=lambda c: c.number)
 
 
-# ------------------------------------------------------------------ runs
-@dataclass(frozen=True, slots=True)
-class RunSpec:
-    """One run of the matrix."""
-
-    scenario: str
-    size: str
-    timing: str
-    condition: str
-    fault: FaultMode
-    variant: str = ""
-    repeat: int = 0
-    profile: str = "quick"
-
-    @property
-    def id(self) -> str:
-        """A readable, unique, file-safe id."""
-        parts = [self.scenario, self.size, self.timing, self.condition, self.fault]
-        if self.variant:
-            parts.append(self.variant)
-        parts.append(f"r{self.repeat}")
-        return "-".join(parts)
-
-    @property
-    def scenario_info(self) -> Scenario:
-        return SCENARIO_BY_ID[self.scenario]
-
-    @property
-    def profile_info(self) -> Profile:
-        return PROFILES[self.profile]
-
-    @property
-    def timing_info(self) -> Timing:
-        return TC8_CUTS[self.timing] if self.timing in TC8_CUTS else TIMINGS[self.timing]
-
-    @property
-    def size_bytes(self) -> int:
-        """Bytes of (each) answer."""
-        if self.scenario == "TC8":
-            return 10_500_000 + 100_000 * self.repeat
-        return SIZES[self.size].pick(self.repeat)
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready."""
-        out = asdict(self)
-        out["id"] = self.id
-        out["size_bytes"] = self.size_bytes
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> RunSpec:
-        """Inverse of :meth:`to_dict`."""
-        names = {f for f in cls.__dataclass_fields__}
-        kwargs = {k: v for k, v in data.items() if k in names}
-        return cls(**kwargs)  # type: ignore[arg-type]
+def _sample(rows: str) -> tuple[Sample, ...]:
+    return tuple((c.id, *row) for c in _cases() for row in getattr(c, rows))
 
 
-_FAULT_ORDER: Final[tuple[FaultMode, ...]] = ("rst", "fin", "blackhole")
-_TIMING_ORDER: Final[tuple[str, ...]] = ("mid", "early", "late", "final", "immediate")
+def quick_sample() -> tuple[Sample, ...]:
+    """The quick tier's sample of larger answers and of the conditions beyond the seed's
+    five: every case's ``quick_sample``, then its ``quick_kernel_sample``."""
+    return _sample("quick_sample") + _sample("quick_kernel_sample")
 
 
-def _cycle(items: Sequence[str], i: int) -> str:
-    return items[i % len(items)]
+def kernel_sample() -> tuple[Sample, ...]:
+    """The full tier's kernel-level runs: every case's ``full_kernel_sample``."""
+    return _sample("full_kernel_sample")
 
 
-#: The quick tier's sample of larger answers and of the conditions beyond the seed's five
-#: (scenario, size, timing, condition, fault, variant): every size in several scenarios,
-#: each new condition at least once, one long silent outage (30 s), and the run where a
-#: late ack once closed a finished stream's connection (TC1 xlarge asymmetric blackhole).
-QUICK_SAMPLE: Final[tuple[tuple[str, str, str, str, FaultMode, str], ...]] = (
-    ("TC1", "medium", "mid", "throttled", "fin", ""),
-    ("TC1", "large", "early", "clean", "blackhole", ""),
-    ("TC1", "xlarge", "mid", "asymmetric", "blackhole", ""),
-    ("TC1", "xlarge", "mid", "receive_only", "rst", ""),
-    ("TC1", "small", "mid", "long_outage", "blackhole", ""),
-    ("TC2", "medium", "late", "intermittent", "rst", ""),
-    ("TC2", "large", "mid", "outage", "fin", ""),
-    ("TC3", "medium", "mid", "throttled", "blackhole", ""),
-    ("TC3", "xlarge", "mid", "clean", "fin", ""),
-    ("TC4", "medium", "mid", "intermittent", "blackhole", ""),
-    ("TC5", "small", "mid", "clean", "rst", "silent"),
-    ("TC8", "xlarge", "p50", "receive_only", "blackhole", ""),
-    ("TC9", "small", "mid", "throttled", "rst", ""),
-    # kernel-level faults (root; skipped elsewhere): two short runs
-    ("TC1", "small", "mid", "kernel_blackhole", "fin", ""),
-    ("TC1", "medium", "mid", "kernel_loss", "rst", ""),
-)
-
-
-#: The full tier's kernel-level runs (scenario, size, timing, condition, fault, variant):
-#: loss with small to large answers, the receive-only failure with answers past the
-#: server's flow window (1 MiB), a silent path at several sizes, in every scenario where
-#: the condition means something (TC5's budgets are the proxy's refusals: not here).
-KERNEL_SAMPLE: Final[tuple[tuple[str, str, str, str, FaultMode, str], ...]] = (
-    ("TC1", "small", "mid", "kernel_loss", "rst", ""),
-    ("TC1", "medium", "early", "kernel_loss", "fin", ""),
-    ("TC1", "large", "late", "kernel_loss", "blackhole", ""),
-    ("TC1", "small", "mid", "kernel_blackhole", "fin", ""),
-    ("TC1", "medium", "early", "kernel_blackhole", "rst", ""),
-    ("TC1", "xlarge", "mid", "kernel_blackhole", "blackhole", ""),
-    ("TC1", "xlarge", "early", "kernel_receive_only", "rst", ""),
-    ("TC1", "xlarge", "mid", "kernel_receive_only", "fin", ""),
-    ("TC1", "xlarge", "late", "kernel_receive_only", "blackhole", ""),
-    ("TC2", "medium", "mid", "kernel_loss", "rst", ""),
-    ("TC2", "medium", "mid", "kernel_blackhole", "fin", ""),
-    ("TC2", "xlarge", "mid", "kernel_receive_only", "blackhole", ""),
-    ("TC3", "medium", "mid", "kernel_loss", "fin", ""),
-    ("TC3", "medium", "mid", "kernel_blackhole", "blackhole", ""),
-    ("TC3", "xlarge", "mid", "kernel_receive_only", "rst", ""),
-    ("TC4", "medium", "mid", "kernel_loss", "blackhole", ""),
-    ("TC4", "medium", "mid", "kernel_blackhole", "rst", ""),
-    ("TC6", "small", "immediate", "kernel_loss", "rst", "before_started"),
-    ("TC6", "small", "immediate", "kernel_blackhole", "fin", "after_started"),
-    ("TC7", "medium", "mid", "kernel_loss", "rst", ""),
-    ("TC7", "medium", "mid", "kernel_blackhole", "fin", ""),
-    ("TC8", "xlarge", "p25", "kernel_loss", "rst", ""),
-    ("TC8", "xlarge", "p50", "kernel_receive_only", "fin", ""),
-    ("TC8", "xlarge", "p75", "kernel_blackhole", "blackhole", ""),
-    ("TC9", "small", "mid", "kernel_loss", "rst", ""),
-    ("TC9", "small", "mid", "kernel_blackhole", "fin", ""),
-)
+#: The quick tier's sample (:func:`quick_sample`) of the cases imported with the package:
+#: every size in several scenarios, each new condition at least once, one long silent
+#: outage (30 s), and the run where a late ack once closed a finished stream's connection
+#: (TC1 xlarge asymmetric blackhole).
+QUICK_SAMPLE: Final[tuple[Sample, ...]] = quick_sample()
+#: The full tier's kernel-level runs (:func:`kernel_sample`) of the cases imported with
+#: the package: loss with small to large answers, the receive-only failure with answers
+#: past the server's flow window (1 MiB), a silent path at several sizes, in every
+#: scenario where the condition means something.
+KERNEL_SAMPLE: Final[tuple[Sample, ...]] = kernel_sample()
 
 
 def quick_matrix() -> list[RunSpec]:
-    """Every scenario 1-9 under each of the seed's five network conditions, small
-    answers, faults and timings rotated so each appears in each scenario (TC9: 100
-    streams); then :data:`QUICK_SAMPLE`: medium, large and extra-large answers, the
-    receive-only failure, bandwidth throttling, one long silent outage and TC5's
-    silent-drop variant."""
-    specs: list[RunSpec] = []
-    conditions = list(SEED_CONDITIONS)
-    for n, sid in enumerate(("TC1", "TC2", "TC3", "TC4", "TC7")):
-        for i, cond in enumerate(conditions):
-            timing = _cycle(_TIMING_ORDER, i + n)
-            if sid == "TC7" and timing in ("final", "immediate"):
-                timing = "mid"  # the cascade starts while the answer is still flowing
-            specs.append(
-                RunSpec(sid, "small", timing, cond, _FAULT_ORDER[(i + n) % 3], profile="quick")
-            )
-    for i, cond in enumerate(conditions):
-        specs.append(RunSpec("TC5", "small", "mid", cond, _FAULT_ORDER[i % 3], "long"))
-    for i, cond in enumerate(("clean", "outage")):
-        specs.append(RunSpec("TC5", "small", "early", cond, _FAULT_ORDER[(i + 1) % 3], "short"))
-    for i, cond in enumerate(conditions):
-        phase = "before_started" if i % 2 == 0 else "after_started"
-        specs.append(RunSpec("TC6", "small", "immediate", cond, _FAULT_ORDER[i % 3], phase))
-    specs.append(RunSpec("TC6", "small", "immediate", "clean", "rst", "after_started"))
-    # each cut point once; the asymmetric drop mid-answer, where bytes are still to come
-    tc8_cuts = ("p95", "p10", "p75", "p25", "p50")
-    for i, (cond, cut) in enumerate(zip(conditions, tc8_cuts, strict=True)):
-        specs.append(RunSpec("TC8", "xlarge", cut, cond, _FAULT_ORDER[i % 3]))
-    for i, cond in enumerate(conditions):
-        specs.append(RunSpec("TC9", "small", "mid", cond, _FAULT_ORDER[i % 3]))
-    for sid, size, timing, cond, fault, variant in QUICK_SAMPLE:
+    """Every covered scenario under each of the seed's five network conditions, small
+    answers, faults and timings rotated so each appears in each scenario (each case's
+    :meth:`~unbroken.scenarios.cases.Case.quick_rows`, in ``quick_order``); then the
+    sample (:func:`quick_sample`): medium, large and extra-large answers, the
+    receive-only failure, bandwidth throttling, one long silent outage, TC5's
+    silent-drop variant and two kernel-level runs."""
+    order = sorted(_cases(), key=lambda c: c.number if c.quick_order is None else c.quick_order)
+    specs = [spec for case in order for spec in case.quick_rows()]
+    for sid, size, timing, cond, fault, variant in quick_sample():
         specs.append(RunSpec(sid, size, timing, cond, fault, variant))
     return specs
 
 
 def full_matrix() -> list[RunSpec]:
-    """The crossed matrix (see docs/reliability.md for its shape; ``len(full_matrix())``
+    """The crossed matrix: each case's
+    :meth:`~unbroken.scenarios.cases.Case.full_rows`, then the kernel-level sample
+    (:func:`kernel_sample`; see docs/reliability.md for its shape, ``len(full_matrix())``
     for its size). Conditions that hold the path down for a set time are sampled: a
     receive-only failure only stalls a stream whose unacked bytes fill the server's flow
     window (1 MiB), so it runs with answers larger than that; a long silent outage lasts
     30 s, so a few runs carry it."""
-    specs: list[RunSpec] = []
-    # the seed's five and bandwidth throttling: crossed with everything
-    conditions = [*SEED_CONDITIONS, "throttled"]
-    faults = list(FAULTS)
-
-    def add(*args: str, variant: str = "") -> None:
-        sid, size, timing, cond, fault = args
-        specs.append(RunSpec(sid, size, timing, cond, fault, variant, profile="full"))  # type: ignore[arg-type]
-
-    # TC1: every size x timing x condition x fault; receive-only with extra-large answers
-    # at every timing; a long silent outage for every size and fault
-    for size in SIZES:
-        for timing in TIMINGS:
-            for cond in conditions:
-                for fault in faults:
-                    add("TC1", size, timing, cond, fault)
-    for timing in TIMINGS:
-        for fault in faults:
-            add("TC1", "xlarge", timing, "receive_only", fault)
-    for size in SIZES:
-        for fault in faults:
-            add("TC1", size, "mid", "long_outage", fault)
-    # TC2, TC3: every size x timing x fault; conditions rotated (each meets each fault);
-    # receive-only with extra-large answers; one long silent outage
-    for n, sid in enumerate(("TC2", "TC3")):
-        for a, size in enumerate(SIZES):
-            for b, timing in enumerate(TIMINGS):
-                for c, fault in enumerate(faults):
-                    add(sid, size, timing, _cycle(conditions, a + b + c), fault)
-        for fault in faults:
-            add(sid, "xlarge", "mid", "receive_only", fault)
-        add(sid, "medium", "mid", "long_outage", faults[n])
-    # TC4: six streams of small..large, every timing x fault, conditions rotated; one
-    # long silent outage (no receive-only: none of its answers outgrows the window)
-    for a, size in enumerate(("small", "medium", "large")):
-        for b, timing in enumerate(TIMINGS):
-            for c, fault in enumerate(faults):
-                add("TC4", size, timing, _cycle(conditions, a + b + c), fault)
-    add("TC4", "medium", "mid", "long_outage", "blackhole")
-    # TC5: every condition x fault, long, short and silent
-    for cond in conditions:
-        for fault in faults:
-            for variant in ("long", "short", "silent"):
-                add("TC5", "medium", "mid", cond, fault, variant=variant)
-    # TC6: every condition x fault, before and after started, small and medium
-    for size in ("small", "medium"):
-        for cond in conditions:
-            for fault in faults:
-                for variant in ("before_started", "after_started"):
-                    add("TC6", size, "immediate", cond, fault, variant=variant)
-    # TC7: every condition x fault x timing (but final/immediate) at medium size
-    for cond in conditions:
-        for fault in faults:
-            for timing in ("early", "mid", "late"):
-                add("TC7", "medium", timing, cond, fault)
-    # TC8: every cut point x condition x fault, receive-only included; one long outage
-    for cut in TC8_CUTS:
-        for cond in [*conditions, "receive_only"]:
-            for fault in faults:
-                add("TC8", "xlarge", cut, cond, fault)
-    add("TC8", "xlarge", "p50", "long_outage", "rst")
-    # TC9: 1,000 streams, every condition x fault; one long silent outage
-    for cond in conditions:
-        for fault in faults:
-            add("TC9", "small", "mid", cond, fault)
-    add("TC9", "small", "mid", "long_outage", "fin")
-    # kernel-level faults (root; skipped elsewhere): a handful per scenario, not crossed
-    for kind, size, timing, cond, fault, variant in KERNEL_SAMPLE:
-        add(kind, size, timing, cond, fault, variant=variant)
+    specs = [spec for case in _cases() for spec in case.full_rows()]
+    for sid, size, timing, cond, fault, variant in kernel_sample():
+        specs.append(RunSpec(sid, size, timing, cond, fault, variant, profile="full"))
     return specs
 
 
@@ -947,6 +552,11 @@ def _names(values: Iterable[str] | None, known: Iterable[str], what: str) -> set
     return wanted or None
 
 
+def _sized(scenario: str) -> bool:
+    case = CASES.get(scenario)
+    return case is None or case.sized
+
+
 def select(
     specs: Iterable[RunSpec],
     *,
@@ -972,7 +582,7 @@ def select(
         s
         for s in specs
         if (sc is None or s.scenario in sc)
-        and (sz is None or s.size in sz or s.scenario == "TC8")
+        and (sz is None or s.size in sz or not _sized(s.scenario))
         and (tm is None or s.timing in tm)
         and (cd is None or s.condition in cd)
         and (ft is None or s.fault in ft)
@@ -999,17 +609,23 @@ __all__ = [
     "TARGET_BY_ID",
     "TC8_CUTS",
     "TIMINGS",
+    "Case",
     "Condition",
     "Fault",
     "FaultMode",
     "Profile",
     "RunSpec",
+    "Sample",
     "Scenario",
     "SizeClass",
     "Target",
     "Timing",
+    "covered",
     "full_matrix",
+    "kernel_sample",
     "matrix",
     "quick_matrix",
+    "quick_sample",
+    "scenario_order",
     "select",
 ]

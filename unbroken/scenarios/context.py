@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 from ..chaos import InstalledToxic, NetworkSimulator, Verdict
 from ..client import Client, ConnectionEvent
 from ..server import Unbroken
-from .catalog import RunSpec
 from .harness import ChaosHarness, StreamRecorder
 from .sequence import Episode
+from .spec import RunSpec
 
 if TYPE_CHECKING:
     from ..chaos.kernel import Fault as KernelFault

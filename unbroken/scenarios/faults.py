@@ -11,9 +11,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..chaos.toxics import CutMode
-from .catalog import KERNEL_CONDITIONS, RunSpec
 from .context import RunState
 from .harness import reap
+from .spec import KERNEL_CONDITIONS, RunSpec
 
 if TYPE_CHECKING:
     from ..chaos.kernel import Topology

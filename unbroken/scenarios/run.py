@@ -24,7 +24,7 @@ from .answers import answer
 from .artefacts import write_artefacts
 from .assess import assess
 from .cases import case_for
-from .catalog import KERNEL_CONDITIONS, RunSpec
+from .catalog import KERNEL_CONDITIONS, SCENARIO_BY_ID, RunSpec
 from .context import HEARTBEAT, Baseline, EventWatch, RunState
 from .faults import heal, topology
 from .harness import (
@@ -270,7 +270,7 @@ async def run_one(
     t_wall = time.monotonic()
     origin = clock_origin if clock_origin is not None else t_wall
     result = RunResult(spec, started_s=t_wall - origin)
-    if not spec.scenario_info.covered:
+    if not SCENARIO_BY_ID[spec.scenario].covered:
         result.status = "error"
         result.error = f"{spec.scenario} is not covered yet"
         return result

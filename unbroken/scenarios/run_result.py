@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .catalog import RunSpec
+from .spec import RunSpec
 
 
 @dataclass(slots=True)

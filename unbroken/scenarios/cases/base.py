@@ -10,16 +10,33 @@ only names its id and its checks.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
-from typing import Any, ClassVar
+from collections.abc import Coroutine, Sequence
+from typing import Any, ClassVar, Final
 
 from ...chaos import GeneratedAnswer
 from ...protocol.backoff import BackoffPolicy
 from ..answers import AnswerShape, answer
-from ..catalog import SIZES, RunSpec
 from ..context import RunState
 from ..faults import timed_play
 from ..run_result import Check, RunResult
+from ..spec import FAULTS, SEED_CONDITIONS, SIZES, TIMINGS, FaultMode, RunSpec, scenario_order
+
+Row = tuple[str, str, str, FaultMode, str]
+"""One run of a matrix, as the case's tables write it: (size, timing, condition, fault,
+variant)."""
+
+#: The order faults and timings are rotated in (the quick tier).
+FAULT_ORDER: Final[tuple[FaultMode, ...]] = ("rst", "fin", "blackhole")
+TIMING_ORDER: Final[tuple[str, ...]] = ("mid", "early", "late", "final", "immediate")
+#: The full tier's conditions crossed with everything: the seed's five and throttling.
+FULL_CONDITIONS: Final[tuple[str, ...]] = (*SEED_CONDITIONS, "throttled")
+#: Every fault mode, in the catalog's order (fin, rst, blackhole).
+FAULT_MODES: Final[tuple[FaultMode, ...]] = tuple(f.name for f in FAULTS.values())
+
+
+def cycle(items: Sequence[str], i: int) -> str:
+    """``items[i]``, going round."""
+    return items[i % len(items)]
 
 
 class Case:
@@ -40,6 +57,52 @@ class Case:
     """Seconds added to the time the streams may take before the run is stopped."""
     plan_grace: ClassVar[float] = 0.0
     """Seconds the fault plan may still run once the streams are done (0: cancelled)."""
+
+    sized: ClassVar[bool] = True
+    """Its answers' size follows the spec's size class (``--size`` selects its runs)."""
+
+    # ---- its runs in the tiers' matrices (the catalog collects them)
+    quick_order: ClassVar[float | None] = None
+    """Where :meth:`quick_rows` stand among the cases' (None: the scenario's number)."""
+    quick_sample: ClassVar[tuple[Row, ...]] = ()
+    """The quick tier's sample of larger answers and other conditions (after every
+    case's :meth:`quick_rows`)."""
+    quick_kernel_sample: ClassVar[tuple[Row, ...]] = ()
+    """The quick tier's kernel-level runs (root; skipped elsewhere), last."""
+    full_kernel_sample: ClassVar[tuple[Row, ...]] = ()
+    """The full tier's kernel-level runs, after every case's :meth:`full_rows`."""
+    rotation: ClassVar[int | None] = None
+    """The offset of the default quick rows' timing and fault rotation (None: the
+    scenario's number - 1)."""
+
+    @property
+    def number(self) -> int:
+        """The scenario's number (``TC3``: 3)."""
+        return scenario_order(self.id)
+
+    def spec(self, row: Row, profile: str = "quick") -> RunSpec:
+        """The run of ``row`` in the tier ``profile``."""
+        size, timing, condition, fault, variant = row
+        return RunSpec(self.id, size, timing, condition, fault, variant, profile=profile)
+
+    def quick_rows(self) -> list[RunSpec]:
+        """The quick tier's runs of this case under the seed's five conditions: small
+        answers, timings and faults rotated so each appears."""
+        n = self.number - 1 if self.rotation is None else self.rotation
+        return [
+            self.spec(("small", cycle(TIMING_ORDER, i + n), cond, FAULT_ORDER[(i + n) % 3], ""))
+            for i, cond in enumerate(SEED_CONDITIONS)
+        ]
+
+    def full_rows(self) -> list[RunSpec]:
+        """The full tier's runs: every size x timing x fault, the conditions rotated so
+        each meets each fault."""
+        return [
+            self.spec((size, timing, cycle(FULL_CONDITIONS, a + b + c), fault, ""), "full")
+            for a, size in enumerate(SIZES)
+            for b, timing in enumerate(TIMINGS)
+            for c, fault in enumerate(FAULT_MODES)
+        ]
 
     # ---- what is streamed, how
     def answers(self, spec: RunSpec) -> list[GeneratedAnswer]:

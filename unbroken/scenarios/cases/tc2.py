@@ -6,12 +6,33 @@ from __future__ import annotations
 
 from ..context import RunState
 from ..run_result import Check, RunResult
-from .base import Case
+from ..spec import FaultMode, RunSpec
+from .base import FAULT_MODES, Case
 from .common import json_parts_check
 
 
 class TC2(Case):
     id = "TC2"
+    quick_sample = (
+        ("medium", "late", "intermittent", "rst", ""),
+        ("large", "mid", "outage", "fin", ""),
+    )
+    full_kernel_sample = (
+        ("medium", "mid", "kernel_loss", "rst", ""),
+        ("medium", "mid", "kernel_blackhole", "fin", ""),
+        ("xlarge", "mid", "kernel_receive_only", "blackhole", ""),
+    )
+    long_outage_fault: FaultMode = "fin"
+
+    def full_rows(self) -> list[RunSpec]:
+        """Every size x timing x fault, the conditions rotated; receive-only with
+        extra-large answers; one long silent outage."""
+        return [
+            *super().full_rows(),
+            *(self.spec(("xlarge", "mid", "receive_only", f, ""), "full") for f in FAULT_MODES),
+            self.spec(("medium", "mid", "long_outage", self.long_outage_fault, ""), "full"),
+        ]
+
     shape = "json"
 
     async def checks(self, run: RunState, result: RunResult) -> list[Check]:

@@ -9,12 +9,33 @@ import re
 from ...protocol.events import Kind
 from ..context import RunState
 from ..run_result import Check, RunResult
-from .base import Case
+from ..spec import FaultMode, RunSpec
+from .base import FAULT_MODES, Case
 from .common import parts_tracked_check
 
 
 class TC3(Case):
     id = "TC3"
+    quick_sample = (
+        ("medium", "mid", "throttled", "blackhole", ""),
+        ("xlarge", "mid", "clean", "fin", ""),
+    )
+    full_kernel_sample = (
+        ("medium", "mid", "kernel_loss", "fin", ""),
+        ("medium", "mid", "kernel_blackhole", "blackhole", ""),
+        ("xlarge", "mid", "kernel_receive_only", "rst", ""),
+    )
+    long_outage_fault: FaultMode = "rst"
+
+    def full_rows(self) -> list[RunSpec]:
+        """Every size x timing x fault, the conditions rotated; receive-only with
+        extra-large answers; one long silent outage."""
+        return [
+            *super().full_rows(),
+            *(self.spec(("xlarge", "mid", "receive_only", f, ""), "full") for f in FAULT_MODES),
+            self.spec(("medium", "mid", "long_outage", self.long_outage_fault, ""), "full"),
+        ]
+
     shape = "multipart"
 
     async def checks(self, run: RunState, result: RunResult) -> list[Check]:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from ...chaos import GeneratedAnswer
 from ..answers import AnswerShape, answer
-from ..catalog import RunSpec
 from ..context import RunState
 from ..run_result import Check, RunResult
-from .base import Case
+from ..spec import TIMINGS, RunSpec
+from .base import FAULT_MODES, FULL_CONDITIONS, Case, cycle
 from .common import json_parts_check
 
 _SHAPES: tuple[AnswerShape, ...] = ("text", "json", "multipart") * 2
@@ -17,6 +17,24 @@ _SHAPES: tuple[AnswerShape, ...] = ("text", "json", "multipart") * 2
 
 class TC4(Case):
     id = "TC4"
+    quick_sample = (("medium", "mid", "intermittent", "blackhole", ""),)
+    full_kernel_sample = (
+        ("medium", "mid", "kernel_loss", "blackhole", ""),
+        ("medium", "mid", "kernel_blackhole", "rst", ""),
+    )
+
+    def full_rows(self) -> list[RunSpec]:
+        """Six streams of small..large, every timing x fault, the conditions rotated; one
+        long silent outage (no receive-only: none of its answers outgrows the window)."""
+        return [
+            *(
+                self.spec((size, timing, cycle(FULL_CONDITIONS, a + b + c), fault, ""), "full")
+                for a, size in enumerate(("small", "medium", "large"))
+                for b, timing in enumerate(TIMINGS)
+                for c, fault in enumerate(FAULT_MODES)
+            ),
+            self.spec(("medium", "mid", "long_outage", "blackhole", ""), "full"),
+        ]
 
     def answers(self, spec: RunSpec) -> list[GeneratedAnswer]:
         seed = 1 + spec.repeat

@@ -17,11 +17,11 @@ from ...chaos.toxics import DIRECTIONS, Timeout
 from ...client import ConnectionEvent
 from ...errors import ReconnectExhausted
 from ...protocol.backoff import Backoff, BackoffPolicy
-from ..catalog import RunSpec
 from ..context import RunState
 from ..faults import timed_play
 from ..run_result import Check, RunResult
-from .base import Case
+from ..spec import SEED_CONDITIONS, RunSpec
+from .base import FAULT_MODES, FAULT_ORDER, FULL_CONDITIONS, Case
 
 #: 'silent': the deadline, and how late past it giving up may be reported (the loop's own
 #: timer lateness on a busy machine; an attempt that runs its whole handshake timeout
@@ -34,6 +34,30 @@ class TC5(Case):
     id = "TC5"
     baseline_as = "TC1"
     plan_grace = 30.0
+    quick_sample = (("small", "mid", "clean", "rst", "silent"),)
+
+    def quick_rows(self) -> list[RunSpec]:
+        """'long' under each of the seed's conditions; 'short' under two."""
+        return [
+            *(
+                self.spec(("small", "mid", cond, FAULT_ORDER[i % 3], "long"))
+                for i, cond in enumerate(SEED_CONDITIONS)
+            ),
+            *(
+                self.spec(("small", "early", cond, FAULT_ORDER[(i + 1) % 3], "short"))
+                for i, cond in enumerate(("clean", "outage"))
+            ),
+        ]
+
+    def full_rows(self) -> list[RunSpec]:
+        """Every condition x fault, 'long', 'short' and 'silent' (no kernel-level runs:
+        its budgets are the proxy's refusals)."""
+        return [
+            self.spec(("medium", "mid", cond, fault, variant), "full")
+            for cond in FULL_CONDITIONS
+            for fault in FAULT_MODES
+            for variant in ("long", "short", "silent")
+        ]
 
     def policy(self, spec: RunSpec) -> BackoffPolicy:
         if spec.variant == "long":

@@ -10,13 +10,47 @@ from typing import Any
 from ..context import RunState
 from ..faults import kernel_loss, play
 from ..run_result import Check, RunResult
-from .base import Case
+from ..spec import SEED_CONDITIONS, RunSpec
+from .base import FAULT_MODES, FAULT_ORDER, FULL_CONDITIONS, Case
 from .common import seconds
 
 
 class TC6(Case):
     id = "TC6"
     baseline_as = "TC1"
+    full_kernel_sample = (
+        ("small", "immediate", "kernel_loss", "rst", "before_started"),
+        ("small", "immediate", "kernel_blackhole", "fin", "after_started"),
+    )
+
+    def quick_rows(self) -> list[RunSpec]:
+        """Each of the seed's conditions, before and after 'started' in turn; and one
+        more cut after it (a reset on a clean disconnect)."""
+        return [
+            *(
+                self.spec(
+                    (
+                        "small",
+                        "immediate",
+                        cond,
+                        FAULT_ORDER[i % 3],
+                        "before_started" if i % 2 == 0 else "after_started",
+                    )
+                )
+                for i, cond in enumerate(SEED_CONDITIONS)
+            ),
+            self.spec(("small", "immediate", "clean", "rst", "after_started")),
+        ]
+
+    def full_rows(self) -> list[RunSpec]:
+        """Every condition x fault, before and after started, small and medium."""
+        return [
+            self.spec((size, "immediate", cond, fault, variant), "full")
+            for size in ("small", "medium")
+            for cond in FULL_CONDITIONS
+            for fault in FAULT_MODES
+            for variant in ("before_started", "after_started")
+        ]
 
     def early_faults(self, run: RunState) -> Coroutine[Any, Any, None] | None:
         if run.spec.variant != "before_started":

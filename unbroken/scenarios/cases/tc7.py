@@ -12,13 +12,39 @@ from ..context import RunState
 from ..faults import timed_play
 from ..harness import reap
 from ..run_result import Check, RunResult
-from .base import Case
+from ..spec import SEED_CONDITIONS, RunSpec
+from .base import FAULT_MODES, FAULT_ORDER, FULL_CONDITIONS, TIMING_ORDER, Case, cycle
 from .common import parts_tracked_check
 
 
 class TC7(Case):
     id = "TC7"
     shape = "multipart"
+    quick_order = 4.5  # its quick rows stand right after TC4's (as they always have)
+    full_kernel_sample = (
+        ("medium", "mid", "kernel_loss", "rst", ""),
+        ("medium", "mid", "kernel_blackhole", "fin", ""),
+    )
+
+    def quick_rows(self) -> list[RunSpec]:
+        """Small answers under each of the seed's conditions, rotated as TC1-TC4's; the
+        cascade starts while the answer is still flowing (no final or immediate cut)."""
+        rows = []
+        for i, cond in enumerate(SEED_CONDITIONS):
+            timing = cycle(TIMING_ORDER, i + 4)
+            if timing in ("final", "immediate"):
+                timing = "mid"
+            rows.append(self.spec(("small", timing, cond, FAULT_ORDER[(i + 4) % 3], "")))
+        return rows
+
+    def full_rows(self) -> list[RunSpec]:
+        """Every condition x fault x timing (but final and immediate), medium answers."""
+        return [
+            self.spec(("medium", timing, cond, fault, ""), "full")
+            for cond in FULL_CONDITIONS
+            for fault in FAULT_MODES
+            for timing in ("early", "mid", "late")
+        ]
 
     async def plan_faults(self, run: RunState, total_events: int) -> None:
         # the cascade starts as soon as the condition first breaks the link

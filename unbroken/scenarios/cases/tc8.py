@@ -3,14 +3,42 @@
 
 from __future__ import annotations
 
-from ..catalog import RunSpec
 from ..context import RunState
 from ..run_result import Check, RunResult
-from .base import Case
+from ..spec import SEED_CONDITIONS, TC8_CUTS, RunSpec
+from .base import FAULT_MODES, FAULT_ORDER, FULL_CONDITIONS, Case
 
 
 class TC8(Case):
     id = "TC8"
+    sized = False  # always 10 MB+ (RunSpec.size_bytes): --size does not filter it out
+    quick_sample = (("xlarge", "p50", "receive_only", "blackhole", ""),)
+    full_kernel_sample = (
+        ("xlarge", "p25", "kernel_loss", "rst", ""),
+        ("xlarge", "p50", "kernel_receive_only", "fin", ""),
+        ("xlarge", "p75", "kernel_blackhole", "blackhole", ""),
+    )
+
+    def quick_rows(self) -> list[RunSpec]:
+        """Each cut point once, under each of the seed's conditions (the asymmetric drop
+        mid-answer, where bytes are still to come)."""
+        cuts = ("p95", "p10", "p75", "p25", "p50")
+        return [
+            self.spec(("xlarge", cut, cond, FAULT_ORDER[i % 3], ""))
+            for i, (cond, cut) in enumerate(zip(SEED_CONDITIONS, cuts, strict=True))
+        ]
+
+    def full_rows(self) -> list[RunSpec]:
+        """Every cut point x condition x fault, receive-only included; one long outage."""
+        return [
+            *(
+                self.spec(("xlarge", cut, cond, fault, ""), "full")
+                for cut in TC8_CUTS
+                for cond in (*FULL_CONDITIONS, "receive_only")
+                for fault in FAULT_MODES
+            ),
+            self.spec(("xlarge", "p50", "long_outage", "rst", ""), "full"),
+        ]
 
     def pace(self, spec: RunSpec) -> float:
         return spec.profile_info.tc8_seconds

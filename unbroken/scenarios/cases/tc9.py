@@ -8,10 +8,10 @@ import math
 
 from ...chaos import GeneratedAnswer
 from ..answers import answer
-from ..catalog import RunSpec
 from ..context import RunState
 from ..run_result import Check, RunResult
-from .base import Case
+from ..spec import SEED_CONDITIONS, RunSpec
+from .base import FAULT_MODES, FAULT_ORDER, FULL_CONDITIONS, Case
 from .common import json_parts_check
 
 
@@ -20,6 +20,29 @@ class TC9(Case):
     open_timeout = 3.0
     tick = 0.1
     extra_budget = 60.0
+    quick_sample = (("small", "mid", "throttled", "rst", ""),)
+    full_kernel_sample = (
+        ("small", "mid", "kernel_loss", "rst", ""),
+        ("small", "mid", "kernel_blackhole", "fin", ""),
+    )
+
+    def quick_rows(self) -> list[RunSpec]:
+        """Each of the seed's conditions (100 streams)."""
+        return [
+            self.spec(("small", "mid", cond, FAULT_ORDER[i % 3], ""))
+            for i, cond in enumerate(SEED_CONDITIONS)
+        ]
+
+    def full_rows(self) -> list[RunSpec]:
+        """Every condition x fault (1,000 streams); one long silent outage."""
+        return [
+            *(
+                self.spec(("small", "mid", cond, fault, ""), "full")
+                for cond in FULL_CONDITIONS
+                for fault in FAULT_MODES
+            ),
+            self.spec(("small", "mid", "long_outage", "fin", ""), "full"),
+        ]
 
     def answers(self, spec: RunSpec) -> list[GeneratedAnswer]:
         # text: one process plays every user here, so per-stream client work (e.g. the
