@@ -4,6 +4,7 @@ generic runner that asks the case wherever scenarios differ."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -60,9 +61,10 @@ def test_the_cases_answers_layouts_and_policies() -> None:
     assert len(answers_for(tc4)) == 6 and layout(tc4) == (1, 6)
     tc9 = RunSpec("TC9", "small", "mid", "clean", "fin")
     clients, per_client = layout(tc9)
-    assert len(answers_for(tc9)) == clients * per_client == tc9.profile_info.tc9_streams
+    assert len(answers_for(tc9)) == clients * per_client == 100  # quick tier
     tc8 = RunSpec("TC8", "xlarge", "p50", "clean", "fin")
-    assert pace(tc8) == tc8.profile_info.tc8_seconds
+    assert pace(tc8) == 1.5  # quick tier
+    assert pace(replace(tc8, profile="full")) == 2.5
     long = RunSpec("TC5", "small", "mid", "clean", "rst", "long")
     assert run_module.policy(long).max_attempts == 6 and case_for("TC5").gives_up(long)
     short = RunSpec("TC5", "small", "early", "clean", "rst", "short")
@@ -105,3 +107,40 @@ async def test_the_runner_asks_the_case_at_each_hook(monkeypatch: pytest.MonkeyP
     names = [c.name for c in result.checks]
     assert "watched: the runner asked this case" in names
     assert "TC1 total time <= baseline + 5 s" in names
+
+
+def test_a_new_case_is_found_by_the_catalog() -> None:
+    """Covering a scenario is its case and nothing else: registered, the catalog lists it
+    covered and puts its rows in both tiers' matrices; taken out, all is as before."""
+    from unbroken.scenarios import catalog
+    from unbroken.scenarios.cases import register, unregister
+
+    sid = next(s.id for s in catalog.SCENARIOS if not s.covered)
+    quick_before, full_before = catalog.quick_matrix(), catalog.full_matrix()
+
+    class New(Case):
+        id = sid
+        quick_sample = (("large", "late", "throttled", "fin", ""),)
+        full_kernel_sample = (("small", "mid", "kernel_loss", "rst", ""),)
+
+    case = register(New())
+    try:
+        assert catalog.SCENARIO_BY_ID[sid].covered and sid in catalog.covered()
+        assert case_for(sid) is case and list(CASES)[-1] == sid
+        quick, full = catalog.quick_matrix(), catalog.full_matrix()
+        mine = [s for s in quick if s.scenario == sid]
+        # its five seed-condition runs after every other case's, then its sample
+        assert mine == [*case.quick_rows(), RunSpec(sid, "large", "late", "throttled", "fin")]
+        assert [s for s in quick if s.scenario != sid] == quick_before
+        assert quick.index(mine[0]) == len(quick_before) - len(catalog.QUICK_SAMPLE)
+        full_mine = [s for s in full if s.scenario == sid]
+        assert full_mine[:-1] == case.full_rows() and len(full_mine) == 4 * 5 * 3 + 1
+        assert full_mine[-1] == RunSpec(sid, "small", "mid", "kernel_loss", "rst", profile="full")
+        assert [s for s in full if s.scenario != sid] == full_before
+        assert catalog.select(quick, scenarios=[sid]) == mine
+        with pytest.raises(ValueError, match="has a case already"):
+            register(New())
+    finally:
+        unregister(sid)
+    assert not catalog.SCENARIO_BY_ID[sid].covered and sid not in CASES
+    assert catalog.quick_matrix() == quick_before and catalog.full_matrix() == full_before

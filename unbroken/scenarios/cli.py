@@ -213,6 +213,7 @@ def _run(
     )
     from rich.table import Table
 
+    from .catalog import scenario_order
     from .results import Results, machine_info
     from .runner import run_matrix
 
@@ -242,7 +243,7 @@ def _run(
         t = Table(expand=False, title=f"{tier} tier: {len(specs)} runs → {out}")
         for col in ("scenario", "done", "failed", "worst recovery", "now"):
             t.add_column(col)
-        for sid in sorted(totals, key=lambda s: int(s[2:])):
+        for sid in sorted(totals, key=scenario_order):
             bad = failed[sid]
             t.add_row(
                 sid,

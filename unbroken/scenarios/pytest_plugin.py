@@ -33,6 +33,7 @@ import pytest_asyncio
 from ..chaos import FaultProxy, NetworkSimulator, StreamingResponseSimulator
 from ..client import Client
 from ..errors import ConfigError
+from .cases import CASES
 from .catalog import FaultMode, RunSpec
 from .harness import ChaosHarness
 from .results import RunResult
@@ -80,10 +81,11 @@ def run_scenario(tmp_path: Path) -> RunScenario:
     ``tmp_path/artefacts``. Keyword arguments are :class:`RunSpec` fields."""
 
     async def run(scenario: str, **fields: Any) -> RunResult:
+        case = CASES.get(scenario)
         spec = RunSpec(
             scenario=scenario,
-            size=str(fields.pop("size", "xlarge" if scenario == "TC8" else "small")),
-            timing=str(fields.pop("timing", "p50" if scenario == "TC8" else "mid")),
+            size=str(fields.pop("size", case.default_size if case else "small")),
+            timing=str(fields.pop("timing", case.default_timing if case else "mid")),
             condition=str(fields.pop("condition", "clean")),
             fault=_fault(fields.pop("fault", "rst")),
             **fields,

@@ -248,10 +248,6 @@ class Profile:
     asymmetric: float
     ramp: float
     drop_every: float
-    tc5_short: float
-    tc8_seconds: float
-    tc9_streams: int
-    tc9_per_client: int
     receive_only: float = 4.0
     """How long a receive-only failure lasts (longer than it may take to find it)."""
     long_outage: float = 30.0
@@ -270,8 +266,8 @@ class Profile:
 
 
 PROFILES: Final[dict[str, Profile]] = {
-    "quick": Profile("quick", 0.6, 0.5, 0.5, 0.4, 0.2, 0.4, 1.5, 100, 5, 4.0, 30.0, 0.5, 2.0),
-    "full": Profile("full", 1.0, 1.0, 1.0, 0.8, 0.3, 0.5, 2.5, 1000, 10, 5.0, 30.0, 0.5, 3.0),
+    "quick": Profile("quick", 0.6, 0.5, 0.5, 0.4, 0.2, 4.0, 30.0, 0.5, 2.0),
+    "full": Profile("full", 1.0, 1.0, 1.0, 0.8, 0.3, 5.0, 30.0, 0.5, 3.0),
 }
 
 

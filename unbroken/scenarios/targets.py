@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .cases import CASES
 from .catalog import SEED_TARGETS, Target
 from .run_result import RunResult, pooled_samples
 
@@ -62,7 +63,8 @@ class Evaluation:
 
 def _tc5_long(r: RunResult) -> bool:
     """TC5 'long' and 'silent': runs in which the client must give up, not recover."""
-    return r.spec.scenario == "TC5" and r.spec.variant in ("long", "silent")
+    case = CASES.get(r.spec.scenario)
+    return case is not None and case.gives_up(r.spec)
 
 
 def _p95(target: Target, values: list[float], what: str) -> Evaluation:

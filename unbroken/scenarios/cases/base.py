@@ -58,6 +58,10 @@ class Case:
     plan_grace: ClassVar[float] = 0.0
     """Seconds the fault plan may still run once the streams are done (0: cancelled)."""
 
+    default_size: ClassVar[str] = "small"
+    """The size class of a run that names none (the ``run_scenario`` fixture)."""
+    default_timing: ClassVar[str] = "mid"
+    """The timing of a run that names none (the ``run_scenario`` fixture)."""
     sized: ClassVar[bool] = True
     """Its answers' size follows the spec's size class (``--size`` selects its runs)."""
 

@@ -8,9 +8,14 @@ from ..run_result import Check, RunResult
 from ..spec import SEED_CONDITIONS, TC8_CUTS, RunSpec
 from .base import FAULT_MODES, FAULT_ORDER, FULL_CONDITIONS, Case
 
+#: How long the paced agent takes to write the 10 MB+ answer, by tier (s).
+SECONDS = {"quick": 1.5, "full": 2.5}
+
 
 class TC8(Case):
     id = "TC8"
+    default_size = "xlarge"
+    default_timing = "p50"
     sized = False  # always 10 MB+ (RunSpec.size_bytes): --size does not filter it out
     quick_sample = (("xlarge", "p50", "receive_only", "blackhole", ""),)
     full_kernel_sample = (
@@ -41,7 +46,7 @@ class TC8(Case):
         ]
 
     def pace(self, spec: RunSpec) -> float:
-        return spec.profile_info.tc8_seconds
+        return SECONDS[spec.profile]
 
     async def checks(self, run: RunState, result: RunResult) -> list[Check]:
         m = result.metrics

@@ -14,6 +14,10 @@ from ..spec import SEED_CONDITIONS, RunSpec
 from .base import FAULT_MODES, FAULT_ORDER, FULL_CONDITIONS, Case
 from .common import json_parts_check
 
+#: How many streams a run carries, and how many each client opens, by tier.
+STREAMS = {"quick": 100, "full": 1000}
+PER_CLIENT = {"quick": 5, "full": 10}
+
 
 class TC9(Case):
     id = "TC9"
@@ -48,12 +52,12 @@ class TC9(Case):
         # text: one process plays every user here, so per-stream client work (e.g. the
         # client's JSON schema validation) would be multiplied by the number of streams
         seed = 1 + spec.repeat
-        n = spec.profile_info.tc9_streams
+        n = STREAMS[spec.profile]
         return [answer("text", spec.size_bytes, seed * 100 + i % 10) for i in range(n)]
 
     def layout(self, spec: RunSpec) -> tuple[int, int]:
-        p = spec.profile_info
-        return math.ceil(p.tc9_streams / p.tc9_per_client), p.tc9_per_client
+        n, per_client = STREAMS[spec.profile], PER_CLIENT[spec.profile]
+        return math.ceil(n / per_client), per_client
 
     async def checks(self, run: RunState, result: RunResult) -> list[Check]:
         recs = run.recs

@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..catalog import COVERED, TARGET_BY_ID
+from ..catalog import TARGET_BY_ID, covered, scenario_order
 from ..results import Results, RunResult, pooled_samples
 
 _PALETTE = {
@@ -81,7 +81,7 @@ def recovery_distribution(runs: Iterable[RunResult]) -> str:
     """Reconnect, resume and complete-recovery times per scenario, with the seed's targets."""
     plt = _plt()
     groups = _by_scenario(runs)
-    sids = [s for s in COVERED if s in groups]
+    sids = [s for s in covered() if s in groups]
     panels = (
         ("reconnect", "reconnection (fault → connected)", TARGET_BY_ID["reconnect"].threshold),
         ("resume", "resume (connected → first event)", TARGET_BY_ID["resume"].threshold),
@@ -125,7 +125,7 @@ def completion(runs: Iterable[RunResult]) -> str:
     """Exact streams per scenario (%), against the seed's 99.95 % completion target."""
     plt = _plt()
     groups = _by_scenario(runs)
-    sids = [s for s in COVERED if s in groups]
+    sids = [s for s in covered() if s in groups]
     rates, labels = [], []
     for s in sids:
         group = groups[s]
@@ -165,7 +165,7 @@ def resent(runs: Iterable[RunResult]) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.4, 3.6))
     xs_all: list[float] = []
-    for sid, group in sorted(_by_scenario(runs).items(), key=lambda kv: int(kv[0][2:])):
+    for sid, group in sorted(_by_scenario(runs).items(), key=lambda kv: scenario_order(kv[0])):
         pts = [
             (r.metrics.bytes_inflight, r.metrics.bytes_resent)
             for r in group

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from collections import Counter, defaultdict
 
-from ..catalog import SCENARIOS, TC8_CUTS, TIMINGS
+from ..catalog import SCENARIOS, TC8_CUTS, TIMINGS, scenario_order
 from ..results import Results, RunResult, pooled_samples
 from ..targets import Evaluation, evaluate, percentile
 from . import charts
@@ -65,6 +65,18 @@ a{color:#1f5fbf}
 
 def _e(value: object) -> str:
     return html.escape(str(value))
+
+
+def _not_covered() -> str:
+    """The header's note on the scenarios without a case (``"; TC10–TC15 not yet
+    covered"``, a range when their numbers follow on), or ``""``."""
+    ids = [s.id for s in SCENARIOS if not s.covered]
+    if not ids:
+        return ""
+    numbers = [scenario_order(i) for i in ids]
+    consecutive = numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    named = f"{ids[0]}–{ids[-1]}" if consecutive and len(ids) > 1 else ", ".join(ids)
+    return f"; {named} not yet covered"
 
 
 def _ms(v: float | None) -> str:
@@ -136,7 +148,7 @@ def build(
     met = sum(1 for e in evals if e.met)
     measured = sum(1 for e in evals if e.met is not None)
     failed = [r for r in runs if r.failed]
-    scen_run = sorted({r.spec.scenario for r in runs}, key=lambda s: int(s[2:]))
+    scen_run = sorted({r.spec.scenario for r in runs}, key=scenario_order)
     machine = results.machine
     out: list[str] = []
     out.append("<!doctype html><html lang=en><head><meta charset=utf-8>")
@@ -148,7 +160,7 @@ def build(
         f"<div class=sub>{_e(results.tier)} tier · started {_e(results.started)} · "
         f"{results.duration_s / 60:.1f} min on {_e(machine.get('cpus', '?'))} CPUs, "
         f"Python {_e(machine.get('python', '?'))} · seed scenarios "
-        f"{_e(', '.join(scen_run) or 'none')} run; TC10–TC15 not yet covered</div>"
+        f"{_e(', '.join(scen_run) or 'none')} run{_e(_not_covered())}</div>"
     )
     out.append(
         f"<div class='banner {'pass' if ok else 'fail'}'><div class=big>{_e(headline)}</div>"
@@ -328,7 +340,7 @@ def _patterns(runs: list[RunResult]) -> str:
     for r in runs:
         cells[(r.spec.scenario, r.spec.fault, r.spec.timing)].append(r)
     rows = sorted(
-        {(r.spec.scenario, r.spec.fault) for r in runs}, key=lambda k: (int(k[0][2:]), k[1])
+        {(r.spec.scenario, r.spec.fault) for r in runs}, key=lambda k: (scenario_order(k[0]), k[1])
     )
     out = ["<table><tr><th>scenario</th><th>fault</th>"]
     out += [f"<th class=cell>{_e(t)}</th>" for t in timings]

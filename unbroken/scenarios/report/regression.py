@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+from ..catalog import scenario_order
 from ..results import Results, RunResult, pooled_samples
 from ..targets import evaluate, percentile
 
@@ -68,7 +69,7 @@ def compare(current: Results, baseline: Results) -> list[Comparison]:
     every seed target."""
     out: list[Comparison] = []
     now, then = _by_scenario(current.runs), _by_scenario(baseline.runs)
-    for sid in sorted(set(now) & set(then), key=lambda s: int(s[2:])):
+    for sid in sorted(set(now) & set(then), key=scenario_order):
         a, b = then[sid], now[sid]
         ca, cb = _completion(a), _completion(b)
         out.append(
