@@ -179,6 +179,12 @@ class Stream:
         ``None`` before the stream started."""
         return self._consumed.cursor()
 
+    @property
+    def epoch(self) -> str:
+        """The storage generation of the server's log that holds this stream (``""``
+        before the stream started); a resume in another epoch is answered ``gone``."""
+        return self._consumed.epoch
+
     def _began(self, stream: str, epoch: str, seq: int = 0, digest: bytes | None = None) -> None:
         self.id = stream
         self._consumed.began(stream, epoch, seq, digest)

@@ -70,7 +70,7 @@ async def test_killing_the_reading_node_resumes_through_the_producing_node_exact
         answer = await st.wait()
         assert answer.status == "completed"
         assert answer.text == expected_text(n)
-        assert answer.digest == full_digest(st.id, st._epoch, n)
+        assert answer.digest == full_digest(st.id, st.epoch, n)
     finally:
         await client.__aexit__(None, None, None)
 
@@ -116,7 +116,7 @@ async def test_sigterm_on_the_producing_node_drains_the_run_and_the_client_is_ex
             pass
         answer = await st.wait()
     assert answer.complete and answer.text == expected_text(n)
-    assert answer.digest == full_digest(st.id, st._epoch, n)
+    assert answer.digest == full_digest(st.id, st.epoch, n)
     assert a.proc.wait(30) == 0 or a.proc.returncode is not None
 
 
@@ -155,7 +155,7 @@ async def test_two_producers_after_failover_exactly_one_wins(
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert [e.kind for e in events].count(Kind.END) == 1 and events[-1].kind is Kind.END
     assert meta is not None and meta.head == len(events) and meta.error == "producer_lost"
-    assert meta.digest == chain(st.id, st._epoch, events)[-1]
+    assert meta.digest == chain(st.id, st.epoch, events)[-1]
 
 
 async def test_redis_restarted_with_aof_mid_stream_keeps_streams_exact(
@@ -175,7 +175,7 @@ async def test_redis_restarted_with_aof_mid_stream_keeps_streams_exact(
             pass
         answer = await st.wait()
     assert answer.complete and answer.text == expected_text(n)
-    assert answer.digest == full_digest(st.id, st._epoch, n)
+    assert answer.digest == full_digest(st.id, st.epoch, n)
 
 
 async def test_redis_that_lost_its_data_answers_gone_epoch_and_new_streams_work(
@@ -199,4 +199,4 @@ async def test_redis_that_lost_its_data_answers_gone_epoch_and_new_streams_work(
         st2 = await client.start("count", {"n": 300})
         answer = await st2.wait()
         assert answer.complete and answer.text == expected_text(300)
-        assert st2._epoch != cursor.epoch
+        assert st2.epoch != cursor.epoch
