@@ -144,3 +144,30 @@ def test_a_new_case_is_found_by_the_catalog() -> None:
         unregister(sid)
     assert not catalog.SCENARIO_BY_ID[sid].covered and sid not in CASES
     assert catalog.quick_matrix() == quick_before and catalog.full_matrix() == full_before
+
+
+def test_a_case_needs_a_scenario_record() -> None:
+    from unbroken.scenarios import catalog
+    from unbroken.scenarios.cases import register, unregister
+
+    class Stray(Case):
+        id = "TC99"
+
+    register(Stray())
+    try:
+        with pytest.raises(LookupError, match=r"without a Scenario record.*TC99"):
+            catalog.quick_matrix()
+    finally:
+        unregister("TC99")
+
+
+def test_scenarios_sort_by_number() -> None:
+    from unbroken.scenarios.catalog import scenario_order
+
+    assert sorted(["TC10", "TC9", "TC1", "TC15", "TC2"], key=scenario_order) == [
+        "TC1",
+        "TC2",
+        "TC9",
+        "TC10",
+        "TC15",
+    ]

@@ -61,8 +61,9 @@ class Evaluation:
         return f"{self.measured:.1f} {t.unit}"
 
 
-def _tc5_long(r: RunResult) -> bool:
-    """TC5 'long' and 'silent': runs in which the client must give up, not recover."""
+def _gives_up(r: RunResult) -> bool:
+    """Runs in which the client must give up, not recover (its case says so: TC5
+    'long' and 'silent')."""
     case = CASES.get(r.spec.scenario)
     return case is not None and case.gives_up(r.spec)
 
@@ -89,7 +90,7 @@ def evaluate(runs: Iterable[RunResult]) -> list[Evaluation]:
     by_id = {t.id: t for t in SEED_TARGETS}
     out: list[Evaluation] = []
 
-    small = [r for r in runs if not _tc5_long(r) and (r.metrics.partial_bytes or 0) < 1_000_000]
+    small = [r for r in runs if not _gives_up(r) and (r.metrics.partial_bytes or 0) < 1_000_000]
     reconnect = pooled_samples(small, "reconnect")
     out.append(_p95(by_id["reconnect"], reconnect, "reconnection"))
     resume = pooled_samples(runs, "resume")
@@ -97,7 +98,7 @@ def evaluate(runs: Iterable[RunResult]) -> list[Evaluation]:
     # (on a throttled link the rest of the answer takes what the link's rate allows:
     # its completion time says how slow the link is, not how fast the recovery was)
     recovery = pooled_samples(
-        [r for r in runs if not _tc5_long(r) and r.spec.condition != "throttled"], "recovery"
+        [r for r in runs if not _gives_up(r) and r.spec.condition != "throttled"], "recovery"
     )
     out.append(_p95(by_id["recovery"], recovery, "recovery"))
 
@@ -129,7 +130,7 @@ def evaluate(runs: Iterable[RunResult]) -> list[Evaluation]:
         out.append(Evaluation(t, None, None, 0, "no stream completed"))
 
     meant = [
-        r for r in runs if r.recovered is not None or (r.status == "error" and not _tc5_long(r))
+        r for r in runs if r.recovered is not None or (r.status == "error" and not _gives_up(r))
     ]
     t = by_id["recovery_rate"]
     if meant:
