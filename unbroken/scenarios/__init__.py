@@ -1,7 +1,11 @@
 """The reliability suite: the seed's scenarios as data, a runner, a report.
 
-* :mod:`.catalog`: the fifteen scenarios (1-9 run; 10-15 listed as not yet covered), the
-  matrix axes, the seed's targets, the quick and full matrices;
+* :mod:`.catalog`: the fifteen scenarios (covered: those with a case; 1-9 run, 10-15
+  listed as not yet covered), the seed's targets, the quick and full matrices collected
+  from the cases;
+* :mod:`.cases`: one module per scenario (``cases/tc3.py``): its answers, pacing,
+  faults, checks and its runs in the matrices;
+* :mod:`.spec`: one run of the matrix (:class:`RunSpec`) and the axes it is drawn from;
 * :mod:`.harness`: the pieces of a chaos run (server thread, wire tap, answering agent,
   stream recorder, log capture), reusable in your own tests;
 * :mod:`.runner`: one run of the matrix, measured and checked, and the matrix;

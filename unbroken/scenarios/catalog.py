@@ -26,12 +26,13 @@ conditions; :func:`full_matrix` crosses the axes (see ``docs/reliability.md``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Final, Literal
 
 from ..errors import ConfigError
 from .cases import CASES, Case
+from .cases.base import Row
 from .spec import (
     CONDITIONS,
     FAULTS,
@@ -472,19 +473,19 @@ def _cases() -> list[Case]:
     return sorted(CASES.values(), key=lambda c: c.number)
 
 
-def _sample(rows: str) -> tuple[Sample, ...]:
-    return tuple((c.id, *row) for c in _cases() for row in getattr(c, rows))
+def _sample(rows: Callable[[Case], tuple[Row, ...]]) -> tuple[Sample, ...]:
+    return tuple((c.id, *row) for c in _cases() for row in rows(c))
 
 
 def quick_sample() -> tuple[Sample, ...]:
     """The quick tier's sample of larger answers and of the conditions beyond the seed's
     five: every case's ``quick_sample``, then its ``quick_kernel_sample``."""
-    return _sample("quick_sample") + _sample("quick_kernel_sample")
+    return _sample(lambda c: c.quick_sample) + _sample(lambda c: c.quick_kernel_sample)
 
 
 def kernel_sample() -> tuple[Sample, ...]:
     """The full tier's kernel-level runs: every case's ``full_kernel_sample``."""
-    return _sample("full_kernel_sample")
+    return _sample(lambda c: c.full_kernel_sample)
 
 
 #: The quick tier's sample (:func:`quick_sample`) of the cases imported with the package:

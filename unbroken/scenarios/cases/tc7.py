@@ -5,6 +5,7 @@ each new connection is cut again right after its welcome (three times) and once 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 from ...chaos.toxics import CutMode
@@ -12,14 +13,15 @@ from ..context import RunState
 from ..faults import timed_play
 from ..harness import reap
 from ..run_result import Check, RunResult
-from ..spec import SEED_CONDITIONS, RunSpec
-from .base import FAULT_MODES, FAULT_ORDER, FULL_CONDITIONS, TIMING_ORDER, Case, cycle
+from ..spec import RunSpec
+from .base import FAULT_MODES, FULL_CONDITIONS, Case
 from .common import parts_tracked_check
 
 
 class TC7(Case):
     id = "TC7"
     shape = "multipart"
+    rotation = 4  # the fifth of TC1-TC4, TC7
     quick_order = 4.5  # its quick rows stand right after TC4's (as they always have)
     full_kernel_sample = (
         ("medium", "mid", "kernel_loss", "rst", ""),
@@ -29,13 +31,10 @@ class TC7(Case):
     def quick_rows(self) -> list[RunSpec]:
         """Small answers under each of the seed's conditions, rotated as TC1-TC4's; the
         cascade starts while the answer is still flowing (no final or immediate cut)."""
-        rows = []
-        for i, cond in enumerate(SEED_CONDITIONS):
-            timing = cycle(TIMING_ORDER, i + 4)
-            if timing in ("final", "immediate"):
-                timing = "mid"
-            rows.append(self.spec(("small", timing, cond, FAULT_ORDER[(i + 4) % 3], "")))
-        return rows
+        return [
+            replace(s, timing="mid") if s.timing in ("final", "immediate") else s
+            for s in super().quick_rows()
+        ]
 
     def full_rows(self) -> list[RunSpec]:
         """Every condition x fault x timing (but final and immediate), medium answers."""
