@@ -232,6 +232,7 @@ def parse_partial_json(text: str) -> Any:
     safe_closers = ""
     i, n = 0, len(text)
     pending_string_value = False
+    string_start = 0
 
     def closers() -> str:
         return "".join(e[0] for e in reversed(stack))
@@ -261,6 +262,7 @@ def parse_partial_json(text: str) -> Any:
                 j += 1
             if j >= n:  # unterminated string
                 pending_string_value = not (top is not None and top[0] == "}" and top[1] == "k")
+                string_start = i + 1
                 break
             if top is not None and top[0] == "}" and top[1] == "k":
                 top[1] = "c"
@@ -299,8 +301,7 @@ def parse_partial_json(text: str) -> Any:
             i = j
     candidates: list[str] = []
     if pending_string_value:
-        body = text[:-1] if text.endswith("\\") else text
-        candidates.append(body + '"' + closers())
+        candidates.append(_whole_escapes(text, string_start) + '"' + closers())
     candidates.append(text[:safe] + safe_closers)
     for cand in candidates:
         try:
@@ -308,3 +309,32 @@ def parse_partial_json(text: str) -> Any:
         except ValueError:
             continue
     return None
+
+
+def _whole_escapes(text: str, start: int) -> str:
+    """``text`` up to the end of the last whole character of the open string that begins
+    at ``start``: a half-typed escape (``\\``, ``\\u00``) or the first half of an escaped
+    surrogate pair is left out until the rest of it arrives."""
+    k, good, n = start, start, len(text)
+    while k < n:
+        if text[k] != "\\":
+            k += 1
+        elif k + 1 >= n:
+            break
+        elif text[k + 1] != "u":
+            k += 2
+        else:
+            if k + 6 > n:
+                break
+            try:
+                code = int(text[k + 2 : k + 6], 16)
+            except ValueError:
+                break
+            if 0xD800 <= code <= 0xDBFF:  # a high surrogate: wait for its low half
+                if k + 12 > n:
+                    break
+                k += 12 if text[k + 6 : k + 8] == "\\u" else 6
+            else:
+                k += 6
+        good = k
+    return text[:good]
