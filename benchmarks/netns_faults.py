@@ -1,5 +1,5 @@
 """Kernel-level faults on a netns link: how fast one-way failures are found, and what a
-reconnect costs under 20 % packet loss. Needs root (see docs/kernel-faults.md).
+reconnect costs under 20 % packet loss. Needs root (see docs/reference/kernel-faults.md).
 
 A real ``unbroken serve unbroken.chaos.kernel.app:app`` process (library defaults:
 heartbeat 0.4 s, 1 MiB flow window) in a server namespace; the unbroken ``Client``

@@ -205,7 +205,7 @@ def digest_vectors() -> dict[str, Any]:
             }
         )
     return {
-        "description": "Digest chain of protocol v1 (docs/protocol.md, 'Digest chain').",
+        "description": "Digest chain of protocol v1 (docs/reference/protocol.md, 'Digest chain').",
         "hash": "BLAKE2b, digest_size 16, no key, no salt, no personalization",
         "seed": "h_0 = BLAKE2b-128('unbroken.v1' 0x00 utf8(stream) 0x00 utf8(epoch))",
         "step": "h_n = BLAKE2b-128(h_{n-1} (16 bytes) || seq (uint64 big-endian) "
@@ -339,7 +339,7 @@ def frame_vectors() -> dict[str, Any]:
     out_frames.append(events_frame("events: data chunk and part_end with err", evs[10:15]))
     return {
         "description": "Frames of protocol v1 as this implementation encodes them "
-        "(docs/protocol.md, 'Frames'). 'frame' is the exact text of the WebSocket "
+        "(docs/reference/protocol.md, 'Frames'). 'frame' is the exact text of the WebSocket "
         "message; 'fields' every field under its wire name with defaults filled in; "
         "for events frames 'events' are the events the items stand for, and the "
         "frame's h chains from 'digest_before' over them (stream/epoch given).",
@@ -552,7 +552,7 @@ def invalid_vectors() -> dict[str, Any]:
             raise AssertionError(f"invalid items vector {name!r} accepted")
     return {
         "description": "Invalid input and the WebSocket close code it must produce "
-        "(docs/protocol.md, 'Close codes'). 'frames': rejected by the decoder "
+        "(docs/reference/protocol.md, 'Close codes'). 'frames': rejected by the decoder "
         "(frame text, or frame_hex for bytes that are not UTF-8; max_size when the "
         "test uses a smaller frame limit than the default 16 MiB). 'items': frames "
         "that decode but whose items are not valid events. 'server_sequences': frames "

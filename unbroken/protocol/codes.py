@@ -1,4 +1,4 @@
-"""Close codes and error codes of protocol v1 (documented in docs/protocol.md)."""
+"""Close codes and error codes of protocol v1 (documented in docs/reference/protocol.md)."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ DEFAULT_MAX_HELLO_FRAME: Final = 64 * 1024
 #: Longest error text a decoder produces (it may quote the peer; see :func:`excerpt`).
 MAX_ERROR_TEXT: Final = 240
 #: Capability: the server may send several frames in one WebSocket message, one per
-#: line (frames are compact JSON: no raw line feed inside one). See docs/protocol.md.
+#: line (frames are compact JSON: no raw line feed inside one). See docs/reference/protocol.md.
 CAP_BATCH: Final = "batch"
 
 # Patterns end in \Z, not $: msgspec matches with re.search, and $ also matches

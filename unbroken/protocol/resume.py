@@ -40,7 +40,7 @@ def decide_resume(
 ) -> Resumed | Gone:
     """Answer a resume request.
 
-    The order of checks is part of the contract (docs/protocol.md §Resume):
+    The order of checks is part of the contract (docs/reference/protocol.md §Resume):
     epoch, existence and ownership (a stream of another principal and an unknown
     stream give the same answer, ``forbidden``, so nothing reveals whether it
     exists; with anonymous access there is no other principal and an unknown

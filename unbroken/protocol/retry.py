@@ -1,7 +1,7 @@
 """The client's retry table (pure): which failures a reconnect can cure.
 
 Network errors, timeouts, 5xx, 429 and restart or overload closes are retried;
-auth, forbidden, version and protocol failures are fatal (see docs/client.md).
+auth, forbidden, version and protocol failures are fatal (see docs/topics/reconnect.md).
 The transport's own exception classes (a WebSocket library's handshake and
 close errors) are passed in by the caller: this module knows no socket library.
 """

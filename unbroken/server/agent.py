@@ -54,7 +54,7 @@ def anonymous_principal(key: str | None = None) -> tuple[Principal, str]:
     ids, so a start retried after a drop returns the same stream, while another
     anonymous client sending the same ``req`` gets a stream of its own. The key is a
     bearer secret: only its hash (the scope) is kept, never the key, and it is never
-    logged. docs/security.md has the threat model.
+    logged. docs/reference/security.md has the threat model.
     """
     if key is None or not ANON_KEY_RE.match(key):
         key = secrets.token_urlsafe(16)
@@ -283,7 +283,7 @@ class JsonPart:
 
 
 def _check_mime(mime: str) -> None:
-    """Refuse a mime type no reader would accept (docs/protocol.md: no NUL, ≤ 4096)."""
+    """Refuse a mime type no reader would accept (docs/reference/protocol.md: no NUL, ≤ 4096)."""
     if "\x00" in mime or len(mime) > MAX_ERROR:
         raise PartError("a mime type must hold no NUL and at most 4096 characters")
 

@@ -56,7 +56,7 @@ class Unbroken:
     fast (0: every token at once); the first token after a quiet spell is
     never held back, so a paced model's tokens go out as they come.
 
-    Hostile peers (docs/security.md): ``max_client_frame`` is the largest frame
+    Hostile peers (docs/reference/security.md): ``max_client_frame`` is the largest frame
     a client may send once its ``hello`` is accepted (default 1 MiB, at most
     ``max_frame``; told to the client in ``welcome.limits``), ``max_hello_frame``
     the largest before that (64 KiB); ``connection_limits`` caps connections

@@ -97,7 +97,7 @@ def accept_backlog(wanted: int, max_connections: int, nofile: int | None = None)
 
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
-    """Limits on accepted connections (see the module doc and docs/security.md).
+    """Limits on accepted connections (see the module doc and docs/reference/security.md).
 
     ``max_connections`` (``None``: :func:`default_max_connections`) caps the
     sockets served at once; ``max_per_ip`` (``None``: no cap) those of one peer

@@ -1,7 +1,7 @@
 """How unbroken runs uvicorn: one place that builds the ``uvicorn.Config`` with the
 connection guard and the WebSocket layer, for ``unbroken serve`` and for tests.
 
-What it adds to plain uvicorn (details in docs/security.md):
+What it adds to plain uvicorn (details in docs/reference/security.md):
 
 - :class:`~unbroken.server.guard.ConnectionGuard`: a handshake deadline, a cap on
   open connections (503 + ``Retry-After`` past it), an optional per-IP cap;

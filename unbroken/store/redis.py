@@ -1,4 +1,4 @@
-"""Stream log on Redis Streams: any node reads any stream (see docs/redis.md).
+"""Stream log on Redis Streams: any node reads any stream (see docs/reference/redis-store.md).
 
 Keys, all hash-tagged by stream id so a cluster keeps a stream on one slot::
 

@@ -1,5 +1,5 @@
 """Bad input, row by row, for real over a socket. Each row gets its documented error
-or close code (unbroken/protocol/codes.py, docs/server.md), is logged, and neither
+or close code (unbroken/protocol/codes.py, docs/reference/server.md), is logged, and neither
 crashes the server nor disturbs a healthy stream running beside it on another
 connection, which must still finish exact."""
 

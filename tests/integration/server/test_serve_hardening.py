@@ -1,7 +1,7 @@
 """The attacks of issue 13 (items 2 and 4) against ``unbroken serve`` as a real
 process: descriptors and log volume under a flood of unfinished connections, memory
 under unfinished and huge client frames. Figures are asserted as bounds; the
-measured values are printed (``pytest -s``) and quoted in docs/security.md."""
+measured values are printed (``pytest -s``) and quoted in docs/reference/security.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""docs/protocol.md stays true: its worked example runs through both session machines,
+"""docs/reference/protocol.md stays true: its worked example runs through both session machines,
 and its digest table matches the golden vectors."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from unbroken.protocol.client_session import StreamEvents, StreamResumed, Stream
 from unbroken.protocol.frames import Resume, decode_client, decode_server, encode
 
 ROOT = Path(__file__).resolve().parents[3]
-DOC = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+DOC = (ROOT / "docs" / "reference" / "protocol.md").read_text(encoding="utf-8")
 DIGEST = json.loads((ROOT / "tests" / "vectors" / "digest.json").read_text(encoding="utf-8"))
 
 

@@ -3,7 +3,7 @@
 The userspace :class:`~unbroken.chaos.FaultProxy` terminates TCP on both sides; these
 faults happen on the path, in the kernel, so TCP itself sees them (retransmissions,
 RTO backoff, SYN loss, a peer that never hears the RST). Needs root; see
-``docs/kernel-faults.md``.
+``docs/reference/kernel-faults.md``.
 
 * :class:`Topology`: client, router and server namespaces joined by veth pairs
   (:mod:`.topology`); always torn down.
