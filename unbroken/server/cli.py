@@ -93,8 +93,8 @@ def serve_command(
         int | None,
         typer.Option(
             "--ws-max-size",
-            help="Largest WebSocket message accepted, in bytes "
-            "(default: the app's max_frame, 16 MiB as uvicorn's).",
+            help="Largest WebSocket message accepted, in bytes (default: an Unbroken "
+            "app's max_client_frame, 1 MiB; 16 MiB for any other ASGI app).",
         ),
     ] = None,
     ws_ping_interval: Annotated[
