@@ -80,7 +80,8 @@ async def _serve(
         typer.echo(f"proxy {name}: listening on {proxy.listen} -> upstream {proxy.upstream}")
         if api is not None:
             control = ControlServer(registry, host=api[0], port=api[1])
-            await control.start()  # logs "Toxiproxy-compatible control API on <url>"
+            await control.start()
+            typer.echo(f"control API (Toxiproxy-compatible): {control.url}")
         sys.stdout.flush()
         await stop.wait()
     finally:

@@ -476,7 +476,7 @@ class ControlServer:
         self._task = asyncio.get_running_loop().create_task(
             self._server.serve(sockets=[self._socket])
         )
-        logger.info("Toxiproxy-compatible control API on %s", self.url)
+        logger.debug("Toxiproxy-compatible control API on %s", self.url)
 
     async def stop(self) -> None:
         """Stop serving (the proxies keep running; close the registry for that)."""
