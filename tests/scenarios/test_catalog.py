@@ -145,6 +145,17 @@ def test_select_filters_and_repeats() -> None:
     assert len(sizes) == 2
 
 
+def test_select_by_size_keeps_the_cases_whose_size_is_their_own() -> None:
+    """TC8's answers are always 10 MB+ (its case is not ``sized``): a size filter keeps
+    its runs, and drops the other scenarios' runs of other sizes."""
+    specs = select(quick_matrix(), sizes=["small"])
+    assert {s.size for s in specs if s.scenario != "TC8"} == {"small"}
+    assert [s for s in specs if s.scenario == "TC8"] == [
+        s for s in quick_matrix() if s.scenario == "TC8"
+    ]
+    assert all(s.size_bytes > 10_000_000 for s in specs if s.scenario == "TC8")
+
+
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
