@@ -331,6 +331,11 @@ class ClientSession:
         for cs in self.by_req.values():
             if cs.state in (StreamState.ATTACHED, StreamState.RESUMING):
                 cs.state = StreamState.DETACHED
+            elif cs.state is StreamState.ENDED and cs.verifier is not None:
+                # the end was received: an ack would only reach a connection that never
+                # had the stream (answered ``bad_ack``); nothing is left to acknowledge
+                cs.acked = cs.verifier.seq
+                cs.unacked_bytes = 0
 
     def close(self) -> None:
         self.state = ClientState.CLOSED
