@@ -1,0 +1,277 @@
+// The Client over a scripted in-process server (a fake WebSocket): reconnect,
+// resume from the cursor, exactly-once delivery, typed errors, storage. The real
+// thing (a Python server, a fault proxy, Chromium) is tests/browser/.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import {
+  Client,
+  ChainVerifier,
+  IntegrityError,
+  ReconnectExhausted,
+  StreamGone,
+  AuthError,
+  TextDelta,
+  StreamEnded,
+  decodeClient,
+  encode,
+  encodeItems,
+  makeEvent,
+  Kind,
+  toHex,
+} from "../dist/unbroken.js";
+
+const EPOCH = "ep0ch";
+
+/** A fake server: answers hello, start, resume (checking the digest), ack, ping;
+ * sends `events` in frames of `per` events; `cutAfter(n)` drops a connection
+ * after n events frames. */
+class FakeServer {
+  constructor(events, { per = 3, cutAfterFrames = [], refuse = null } = {}) {
+    this.events = events;
+    this.per = per;
+    this.cuts = [...cutAfterFrames];
+    this.refuse = refuse;
+    this.connections = 0;
+    this.starts = 0;
+    this.resumes = [];
+    this.acks = [];
+    this.stream = "S1streamXYZ";
+    this.digests = [];
+    const v = new ChainVerifier(this.stream, EPOCH);
+    for (const ev of events) this.digests.push(toHex(v.extend([ev])));
+    const server = this;
+    this.WebSocket = class {
+      constructor(url, protocols) {
+        this.url = url;
+        this.readyState = 0;
+        this.protocol = "";
+        this.onopen = this.onmessage = this.onclose = this.onerror = null;
+        server.connections++;
+        assert.deepEqual(protocols, ["unbroken.v1"]);
+        setTimeout(() => {
+          this.readyState = 1;
+          this.protocol = "unbroken.v1";
+          this.onopen?.({});
+        }, 1);
+      }
+      send(data) {
+        assert.equal(this.readyState, 1);
+        setTimeout(() => server.handle(this, decodeClient(data)), 0);
+      }
+      close(code = 1000, reason = "") {
+        if (this.readyState >= 2) return;
+        this.readyState = 3;
+        setTimeout(() => this.onclose?.({ code, reason }), 0);
+      }
+    };
+  }
+  out(ws, frame) {
+    if (ws.readyState !== 1) return;
+    ws.onmessage?.({ data: typeof frame === "string" ? frame : encode(frame) });
+  }
+  drop(ws) {
+    ws.readyState = 3;
+    ws.onclose?.({ code: 1006, reason: "" });
+  }
+  handle(ws, f) {
+    if (ws.readyState !== 1) return;
+    if (f.t === "hello") {
+      if (this.refuse) {
+        ws.readyState = 3;
+        return ws.onclose?.({ code: this.refuse, reason: "no" });
+      }
+      return this.out(ws, { t: "welcome", session: "s", heartbeat_ms: 50, epoch: EPOCH, caps: ["batch"] });
+    }
+    if (f.t === "start") {
+      this.starts++;
+      this.out(ws, { t: "started", req: f.req, stream: this.stream, epoch: EPOCH });
+      return this.pump(ws, 0);
+    }
+    if (f.t === "resume") {
+      this.resumes.push(f.after);
+      const h = f.after === 0 ? null : this.digests[f.after - 1];
+      if (f.after > 0 && f.h !== h) return this.out(ws, { t: "gone", stream: f.stream, reason: "diverged" });
+      this.out(ws, { t: "resumed", stream: f.stream, from: f.after, head: this.events.length, status: "completed" });
+      return this.pump(ws, f.after);
+    }
+    if (f.t === "ack") this.acks.push(f.seq);
+    if (f.t === "ping") this.out(ws, { t: "pong", n: f.n });
+  }
+  pump(ws, after) {
+    let sent = 0;
+    const next = (from) => {
+      if (ws.readyState !== 1 || from >= this.events.length) return;
+      if (this.cuts.length && sent === this.cuts[0]) {
+        this.cuts.shift();
+        return this.drop(ws);
+      }
+      const batch = this.events.slice(from, from + this.per);
+      const last = from + batch.length;
+      this.out(ws, { t: "events", stream: this.stream, seq: from + 1, items: encodeItems(batch), h: this.frameDigest(last) });
+      sent++;
+      setTimeout(() => next(last), 1);
+    };
+    next(after);
+  }
+  frameDigest(last) {
+    return this.digests[last - 1];
+  }
+}
+
+function answerEvents(n) {
+  const evs = [makeEvent(1, Kind.PART_START, { part: "text", partKind: "text" })];
+  for (let i = 0; i < n; i++) evs.push(makeEvent(evs.length + 1, Kind.TEXT, { part: "text", body: `tok${i} ` }));
+  evs.push(makeEvent(evs.length + 1, Kind.PART_END, { part: "text" }));
+  evs.push(makeEvent(evs.length + 1, Kind.END, { status: "completed", count: evs.length + 1 }));
+  return evs;
+}
+
+/** Wait for a condition (checked every few ms), at most `ms`. */
+async function until(pred, ms = 2000) {
+  const t0 = performance.now();
+  while (!pred()) {
+    if (performance.now() - t0 > ms) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+const expectedText = (n) => Array.from({ length: n }, (_, i) => `tok${i} `).join("");
+
+test("a stream cut twice is resumed from its cursor and delivered exactly once", async () => {
+  const server = new FakeServer(answerEvents(40), { cutAfterFrames: [3, 2] });
+  const seen = [];
+  const client = new Client(["ws://a/ws", "ws://b/ws"], { WebSocket: server.WebSocket, storage: null, lifecycle: false, onEvent: (e) => seen.push(e) });
+  const st = await client.start("echo", { q: 1 });
+  const texts = [];
+  const seqs = [];
+  for await (const ev of st) {
+    seqs.push(ev.seq);
+    if (ev instanceof TextDelta) texts.push(ev.text);
+  }
+  const answer = await st.wait();
+  assert.equal(answer.text, expectedText(40));
+  assert.equal(texts.join(""), expectedText(40));
+  assert.deepEqual(seqs, Array.from({ length: 43 }, (_, i) => i + 1), "each event once, in order");
+  assert.equal(answer.digest, server.digests.at(-1));
+  assert.equal(answer.complete, true);
+  assert.equal(server.starts, 1, "the agent ran once");
+  assert.equal(server.connections, 3);
+  assert.deepEqual(server.resumes, [9, 15]);
+  const kinds = seen.map((e) => e.kind);
+  assert.deepEqual(kinds.filter((k) => k === "resumed").length, 2);
+  const urls = seen.filter((e) => e.kind === "connected").map((e) => e.url);
+  assert.deepEqual(urls, ["ws://a/ws", "ws://b/ws", "ws://a/ws"], "URLs rotate on reconnect");
+  assert.ok(seen.some((e) => e.kind === "reconnecting" && e.attempt === 1 && e.delay === 0), "first retry at once");
+  await until(() => server.acks.at(-1) === 43); // the end is acked
+  await client.close();
+});
+
+test("a frame whose digest does not match fails the stream with IntegrityError, events undelivered", async () => {
+  const server = new FakeServer(answerEvents(10));
+  server.frameDigest = (last) => (last === 6 ? "0".repeat(32) : server.digests[last - 1]);
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false });
+  const st = await client.start("echo");
+  const seqs = [];
+  await assert.rejects(
+    (async () => {
+      for await (const ev of st) seqs.push(ev.seq);
+    })(),
+    (e) => e instanceof IntegrityError && e.seq === 6,
+  );
+  assert.deepEqual(seqs, [1, 2, 3], "nothing of the bad frame was delivered");
+  await assert.rejects(st.wait(), IntegrityError);
+  await client.close();
+});
+
+test("a resume the server refuses ends the stream with StreamGone(reason)", async () => {
+  const server = new FakeServer(answerEvents(10));
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false });
+  const st = client.resume({ stream: server.stream, seq: 4, digest: "ab".repeat(16), epoch: EPOCH });
+  await assert.rejects(st, (e) => e instanceof StreamGone && e.reason === "diverged" && /never splice|start the request again/.test(e.message));
+  await client.close();
+});
+
+test("a saved cursor resumes on a new client (a page reload) without a second run", async () => {
+  const server = new FakeServer(answerEvents(30), { per: 2 });
+  const store = new Map();
+  const storage = { getItem: (k) => store.get(k) ?? null, setItem: (k, v) => store.set(k, v), removeItem: (k) => store.delete(k) };
+  const a = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage, lifecycle: false });
+  const st = await a.start("echo", { q: "x" }, { req: "req-reload-1" });
+  let prefix = "";
+  for await (const ev of st) {
+    if (ev instanceof TextDelta) prefix += ev.text;
+    if (ev.seq === 11) break;
+  }
+  a.saveCursors(); // what pagehide does
+  const saved = JSON.parse(store.get("unbroken"));
+  assert.equal(saved.streams["req-reload-1"].cursor.seq, 11);
+  await a.close();
+  const b = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage, lifecycle: false });
+  const [restored] = await b.restore();
+  assert.equal(restored.id, server.stream);
+  let rest = "";
+  for await (const ev of restored) if (ev instanceof TextDelta) rest += ev.text;
+  const answer = await restored.wait();
+  assert.equal(prefix + rest, expectedText(30));
+  assert.equal(answer.fromSeq, 11);
+  assert.equal(answer.digest, server.digests.at(-1));
+  assert.equal(server.starts, 1);
+  assert.deepEqual(server.resumes, [11]);
+  assert.equal(JSON.parse(store.get("unbroken") ?? '{"streams":{}}').streams["req-reload-1"], undefined, "forgotten once ended");
+  await b.close();
+});
+
+test("a server that never answers exhausts the reconnect budget with ReconnectExhausted", async () => {
+  class Dead {
+    constructor() {
+      this.readyState = 0;
+      setTimeout(() => {
+        this.readyState = 3;
+        this.onclose?.({ code: 1006, reason: "" });
+      }, 1);
+    }
+    send() {}
+    close() {}
+  }
+  const events = [];
+  const client = new Client("ws://a/ws", { WebSocket: Dead, storage: null, lifecycle: false, policy: { base: 0.001, cap: 0.002, maxAttempts: 4 }, onEvent: (e) => events.push(e.kind) });
+  await assert.rejects(client.start("echo"), (e) => e instanceof ReconnectExhausted && e.attempts === 4);
+  assert.equal(events.filter((k) => k === "reconnecting").length, 4);
+  assert.equal(events.at(-1), "exhausted");
+  await client.close();
+});
+
+test("a close 4002 (auth failed) is fatal: AuthError, no retry", async () => {
+  const server = new FakeServer(answerEvents(3), { refuse: 4002 });
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false });
+  await assert.rejects(client.start("echo"), AuthError);
+  assert.equal(server.connections, 1);
+  await client.close();
+});
+
+test("silence: a connection that stops delivering is declared dead and the stream resumes", async () => {
+  const server = new FakeServer(answerEvents(20));
+  let silenced = false;
+  const pump = server.pump.bind(server);
+  server.pump = (ws, after) => {
+    if (!silenced) {
+      silenced = true;
+      const out = server.out.bind(server);
+      let n = 0;
+      server.out = (w, f) => (w === ws && ++n > 2 ? undefined : out(w, f)); // a blackhole after 2 frames
+      pump(ws, after);
+      return;
+    }
+    pump(ws, after);
+  };
+  const events = [];
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false, onEvent: (e) => events.push(e) });
+  const st = await client.start("echo");
+  const t0 = performance.now();
+  const answer = await st.wait();
+  assert.equal(answer.text, expectedText(20));
+  const lost = events.find((e) => e.kind === "disconnected");
+  assert.match(lost.cause, /close 4004/);
+  assert.ok(performance.now() - t0 < 2000, "found in well under 2 s at a 50 ms heartbeat");
+  await client.close();
+});
