@@ -1,0 +1,174 @@
+"""The JS client in a real Chromium page: ≥ 1 MB of mixed parts through the fault
+proxy, every fault ending with the exact answer, verified by the digest chain in
+the page and compared with the server's log.
+
+Each test asserts that its fault really happened (a disconnect seen by the page, a
+``freeze`` event, a stopped renderer), or it would prove nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Any
+
+import pytest
+
+from unbroken.chaos import Bandwidth
+
+from .conftest import Rig, expected_parts
+
+SIZE = 1_100_000
+#: wire bytes per byte of answer (frames, quotes, the digest per frame): a cut at
+#: x % of the answer is at about x % / this of the connection's bytes
+WIRE = 1.25
+DONE = "window.log && window.log.done === true"
+TIMEOUT = 30_000  # ms, for the page to finish after a fault
+
+
+async def _finish(page: Any) -> dict[str, Any]:
+    await page.wait_for_function(DONE, timeout=TIMEOUT, polling=50)
+    log: dict[str, Any] = await page.evaluate("window.log")
+    assert log["error"] is None, f"{log['errorName']}: {log['error']}"
+    return log
+
+
+async def assert_exact(rig: Rig, log: dict[str, Any], *, runs: int = 1) -> None:
+    """The page's answer is the agent's, byte for byte, and its verified digest is
+    the one in the server's log; the agent ran ``runs`` times."""
+    expected = expected_parts(SIZE)
+    assert set(log["parts"]) == set(expected)
+    for part, text in expected.items():
+        got = log["parts"][part]
+        assert len(got) == len(text), f"part {part}: {len(got)} chars, expected {len(text)}"
+        assert got == text, f"part {part} differs"
+    assert sum(len(t) for t in expected.values()) >= 1_000_000
+    assert log["status"] == "completed"
+    assert log["digest"] == await rig.final_digest(log["streamId"])
+    assert rig.calls["mixed"] == runs
+
+
+def paced(rig: Rig) -> None:
+    """Pace the answer at 400 kB/s (about 3.5 s): a fault timed by the page's
+    progress then lands mid-answer, not after a fast loopback finished it."""
+    rig.proxy.add_toxic(Bandwidth(rate=400_000))
+
+
+def disconnects(log: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for e in log["conn"] if e["kind"] == "disconnected"]
+
+
+async def _open(browser: Any, rig: Rig) -> tuple[Any, Any]:
+    ctx = await browser.new_context()
+    page = await ctx.new_page()
+    await page.goto(rig.url(SIZE))
+    return ctx, page
+
+
+@pytest.mark.parametrize(
+    ("mode", "percent"),
+    [
+        ("fin", 50),
+        ("rst", 90),
+        pytest.param("fin", 10, marks=pytest.mark.full),
+        pytest.param("fin", 90, marks=pytest.mark.full),
+        pytest.param("rst", 10, marks=pytest.mark.full),
+        pytest.param("rst", 50, marks=pytest.mark.full),
+    ],
+)
+async def test_cut_mid_answer_is_resumed_exactly(
+    rig: Rig, browser: Any, mode: str, percent: int
+) -> None:
+    rig.proxy.cut_after_bytes(int(SIZE * WIRE * percent / 100), mode=mode)  # type: ignore[arg-type]
+    _, page = await _open(browser, rig)
+    log = await _finish(page)
+    lost = disconnects(log)
+    assert len(lost) == 1, log["conn"]
+    resumed = [e for e in log["conn"] if e["kind"] == "resumed"]
+    assert len(resumed) == 1 and resumed[0]["fromSeq"] > 0
+    assert len(log["recoveries"]) == 1
+    await assert_exact(rig, log)
+
+
+async def test_blackhole_is_found_by_the_silence_detector(rig: Rig, browser: Any) -> None:
+    rig.proxy.cut_after_bytes(int(SIZE * WIRE * 0.5), mode="blackhole")
+    _, page = await _open(browser, rig)
+    log = await _finish(page)
+    lost = disconnects(log)
+    assert len(lost) == 1, log["conn"]
+    assert lost[0]["code"] == 4004, lost[0]
+    # the heartbeat is 0.4 s: 3 heartbeats plus the RTO, well under 1.5 s after the
+    # last event the page received
+    assert 1000 < log["detections"][0] < 1500 + 500, log["detections"]
+    await assert_exact(rig, log)
+
+
+async def test_offline_for_five_seconds_then_online(rig: Rig, browser: Any) -> None:
+    ctx, page = await _open(browser, rig)
+    await page.wait_for_function(f"window.log.received > {SIZE // 12 // 4}", polling=20)
+    await ctx.set_offline(True)
+    await page.wait_for_function(
+        "window.log.lifecycle.some(e => e[0] === 'offline')", timeout=5000, polling=20
+    )
+    await asyncio.sleep(5)  # the outage itself (not a synchronisation)
+    await ctx.set_offline(False)
+    log = await _finish(page)
+    assert any(e[0] == "online" for e in log["lifecycle"])
+    assert disconnects(log), "offline holds frames: the silence detector drops the link"
+    await assert_exact(rig, log)
+
+
+async def test_reload_at_half_resumes_the_same_stream_without_a_second_run(
+    rig: Rig, browser: Any
+) -> None:
+    paced(rig)
+    _, page = await _open(browser, rig)
+    await page.wait_for_function(f"window.log.received > {SIZE // 12 // 2}", polling=10)
+    before = await page.evaluate("[window.log.streamId, window.log.done]")
+    assert before[1] is False, "the answer must still be streaming when the tab reloads"
+    await page.reload()
+    log = await _finish(page)
+    assert log["reloaded"] is True
+    assert log["streamId"] == before[0]
+    assert log["fromSeq"] > 0, "picked up from the saved cursor, not started again"
+    await assert_exact(rig, log, runs=1)
+
+
+async def test_page_lifecycle_freeze_then_resume(rig: Rig, own_chromium: Any) -> None:
+    page = own_chromium.page
+    paced(rig)
+    await page.goto(rig.url(SIZE))
+    cdp = await own_chromium.context.new_cdp_session(page)
+    await cdp.send("Page.enable")
+    await page.wait_for_function(f"window.log.received > {SIZE // 12 // 3}", polling=10)
+    await cdp.send("Page.setWebLifecycleState", {"state": "frozen"})
+    await asyncio.sleep(3)  # the tab stays frozen this long (the fault, not a wait)
+    await cdp.send("Page.setWebLifecycleState", {"state": "active"})
+    log = await _finish(page)
+    kinds = [e[0] for e in log["lifecycle"]]
+    assert "freeze" in kinds and "resume" in kinds, kinds
+    assert kinds.index("freeze") < kinds.index("resume")
+    assert disconnects(log), "Chromium kills the socket on resume: the client must resume"
+    await assert_exact(rig, log)
+
+
+async def test_renderer_stopped_then_continued(rig: Rig, browser: Any) -> None:
+    paced(rig)
+    _, page = await _open(browser, rig)
+    await page.wait_for_function(f"window.log.received > {SIZE // 12 // 3}", polling=10)
+    cdp = await browser.new_browser_cdp_session()
+    info = await cdp.send("SystemInfo.getProcessInfo")
+    renderers = [p["id"] for p in info["processInfo"] if p["type"] == "renderer"]
+    assert renderers
+    before = await page.evaluate("window.log.received")
+    for pid in renderers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(3)  # the renderer stays stopped this long (the fault)
+    finally:
+        for pid in renderers:
+            os.kill(pid, signal.SIGCONT)
+    log = await _finish(page)
+    assert log["received"] > before
+    await assert_exact(rig, log)
