@@ -105,9 +105,11 @@ async def test_blackhole_is_found_by_the_silence_detector(rig: Rig, browser: Any
 
 
 async def test_offline_for_five_seconds_then_online(rig: Rig, browser: Any) -> None:
+    paced(rig)
     ctx, page = await _open(browser, rig)
     await page.wait_for_function(f"window.log.received > {SIZE // 12 // 4}", polling=20)
     await ctx.set_offline(True)
+    assert await page.evaluate("window.log.done") is False, "offline must come mid-answer"
     await page.wait_for_function(
         "window.log.lifecycle.some(e => e[0] === 'offline')", timeout=5000, polling=20
     )
@@ -142,6 +144,7 @@ async def test_page_lifecycle_freeze_then_resume(rig: Rig, own_chromium: Any) ->
     cdp = await own_chromium.context.new_cdp_session(page)
     await cdp.send("Page.enable")
     await page.wait_for_function(f"window.log.received > {SIZE // 12 // 3}", polling=10)
+    assert await page.evaluate("window.log.done") is False, "the freeze must come mid-answer"
     await cdp.send("Page.setWebLifecycleState", {"state": "frozen"})
     await asyncio.sleep(3)  # the tab stays frozen this long (the fault, not a wait)
     await cdp.send("Page.setWebLifecycleState", {"state": "active"})
@@ -162,6 +165,7 @@ async def test_renderer_stopped_then_continued(rig: Rig, browser: Any) -> None:
     renderers = [p["id"] for p in info["processInfo"] if p["type"] == "renderer"]
     assert renderers
     before = await page.evaluate("window.log.received")
+    assert await page.evaluate("window.log.done") is False, "the stop must come mid-answer"
     for pid in renderers:
         os.kill(pid, signal.SIGSTOP)
     try:
