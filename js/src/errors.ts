@@ -20,10 +20,6 @@ const GONE_ADVICE: Record<string, string> = {
 
 /** Base class of every error raised by the client. */
 export class UnbrokenError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = new.target.name;
-  }
 }
 
 /** A frame broke the wire protocol; `closeCode` is the WebSocket close code it means. */
@@ -146,6 +142,27 @@ export class RequestRefused extends UnbrokenError {
     super(`${code}: ${message}`);
     this.code = code;
   }
+}
+
+// Names survive minification (a class's own name would not): `error.name` is the
+// class name, as in the Python client.
+for (const [cls, name] of [
+  [UnbrokenError, "UnbrokenError"],
+  [ProtocolError, "ProtocolError"],
+  [StreamGone, "StreamGone"],
+  [IntegrityError, "IntegrityError"],
+  [ChainMismatch, "ChainMismatch"],
+  [ReconnectExhausted, "ReconnectExhausted"],
+  [AuthError, "AuthError"],
+  [Forbidden, "Forbidden"],
+  [Overloaded, "Overloaded"],
+  [StreamFailed, "StreamFailed"],
+  [RequestTimeout, "RequestTimeout"],
+  [ConfigError, "ConfigError"],
+  [ConnectionLost, "ConnectionLost"],
+  [RequestRefused, "RequestRefused"],
+] as const) {
+  Object.defineProperty(cls.prototype, "name", { value: name, writable: true, configurable: true });
 }
 
 export function errorName(e: unknown): string {

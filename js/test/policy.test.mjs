@@ -206,3 +206,13 @@ test("partial JSON: a prefix parses as far as it goes", () => {
   assert.equal(parsePartialJson(""), null);
   assert.deepEqual(parsePartialJson('{"a": tru'), {});
 });
+
+test("errors carry their class name even minified", async () => {
+  const m = await import("../dist/unbroken.js");
+  for (const name of ["StreamGone", "IntegrityError", "ReconnectExhausted", "AuthError", "Overloaded", "ConnectionLost", "ProtocolError", "RequestRefused", "StreamFailed", "RequestTimeout", "Forbidden"]) {
+    const cls = m[name];
+    assert.equal(cls.prototype.name, name);
+    assert.ok(cls.prototype instanceof m.UnbrokenError || cls === m.UnbrokenError);
+  }
+  assert.equal(new m.StreamGone("s", "expired").name, "StreamGone");
+});

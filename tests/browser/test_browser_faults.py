@@ -176,3 +176,31 @@ async def test_renderer_stopped_then_continued(rig: Rig, browser: Any) -> None:
     log = await _finish(page)
     assert log["received"] > before
     await assert_exact(rig, log)
+
+
+async def test_a_cursor_the_log_does_not_hold_shows_stream_gone(rig: Rig, browser: Any) -> None:
+    """A saved cursor whose digest differs from the log's (a diverged or tampered
+    store) is refused: the page gets ``StreamGone('diverged')``, never a splice."""
+    _, page = await _open(browser, rig)
+    first = await _finish(page)
+    saved = await page.evaluate("JSON.parse(sessionStorage.getItem('unbroken'))")
+    assert saved["anon"], "the anonymous key is kept for the next page"
+    bad = {"stream": first["streamId"], "seq": 5, "digest": "0" * 32, "epoch": rig.app.store.epoch}
+    # this page's client and state are done with: only the injected cursor survives
+    await page.evaluate(
+        "async () => { await window.client.close(); window.addEventListener('pagehide', "
+        "() => sessionStorage.removeItem('page')); }"
+    )
+    await page.evaluate(
+        "(c) => sessionStorage.setItem('unbroken', JSON.stringify({anon: JSON.parse("
+        "sessionStorage.getItem('unbroken')).anon, streams: {'req-x': {agent: 'mixed', "
+        "input: null, cursor: c}}}))",
+        bad,
+    )
+    await page.reload()
+    await page.wait_for_function(DONE, timeout=TIMEOUT, polling=50)
+    log = await page.evaluate("window.log")
+    assert log["errorName"] == "StreamGone", log
+    assert "diverged" in log["error"]
+    assert "start the request again" in await page.inner_text("#status")
+    assert rig.calls["mixed"] == 1
