@@ -12,6 +12,7 @@ import {
   AuthError,
   TextDelta,
   StreamEnded,
+  StreamFailed,
   decodeClient,
   encode,
   encodeItems,
@@ -95,6 +96,7 @@ class FakeServer {
       return this.pump(ws, f.after);
     }
     if (f.t === "ack") this.acks.push(f.seq);
+    if (f.t === "cancel") (this.cancels ??= []).push(f.stream);
     if (f.t === "ping") this.out(ws, { t: "pong", n: f.n });
   }
   pump(ws, after) {
@@ -273,5 +275,33 @@ test("silence: a connection that stops delivering is declared dead and the strea
   const lost = events.find((e) => e.kind === "disconnected");
   assert.match(lost.cause, /close 4004/);
   assert.ok(performance.now() - t0 < 2000, "found in well under 2 s at a 50 ms heartbeat");
+  await client.close();
+});
+
+function cancelledEvents() {
+  const evs = answerEvents(3).slice(0, -1);
+  evs.push(makeEvent(evs.length + 1, Kind.END, { status: "cancelled", error: "cancelled by the client", count: evs.length + 1 }));
+  return evs;
+}
+
+test("cancel() sends cancel; an answer ended cancelled by the user resolves, partial", async () => {
+  const server = new FakeServer(cancelledEvents(), { per: 1 });
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false });
+  const st = await client.start("echo");
+  await st.cancel();
+  const answer = await st.wait();
+  assert.equal(answer.status, "cancelled");
+  assert.equal(answer.text, expectedText(3));
+  await until(() => server.cancels?.length === 1);
+  assert.deepEqual(server.cancels, [server.stream]);
+  await client.close();
+});
+
+test("an answer ended cancelled by someone else is a StreamFailed", async () => {
+  const server = new FakeServer(cancelledEvents());
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false });
+  const st = await client.start("echo");
+  await assert.rejects(st.wait(), (e) => e instanceof StreamFailed && e.status === "cancelled");
+  assert.equal(st.result.status, "cancelled", "the partial answer is kept");
   await client.close();
 });
