@@ -98,15 +98,30 @@ class Case:
             for i, cond in enumerate(SEED_CONDITIONS)
         ]
 
+    #: the full tier adds receive-only runs with extra-large answers (they outgrow the
+    #: flow window), one per fault
+    full_receive_only: ClassVar[bool] = False
+    #: the full tier adds one long silent outage, cut with this fault
+    full_long_outage: ClassVar[FaultMode | None] = None
+
     def full_rows(self) -> list[RunSpec]:
         """The full tier's runs: every size x timing x fault, the conditions rotated so
-        each meets each fault."""
-        return [
+        each meets each fault; then the extras the class asks for."""
+        rows = [
             self.spec((size, timing, cycle(FULL_CONDITIONS, a + b + c), fault, ""), "full")
             for a, size in enumerate(SIZES)
             for b, timing in enumerate(TIMINGS)
             for c, fault in enumerate(FAULT_MODES)
         ]
+        if self.full_receive_only:
+            rows += [
+                self.spec(("xlarge", "mid", "receive_only", f, ""), "full") for f in FAULT_MODES
+            ]
+        if self.full_long_outage is not None:
+            rows.append(
+                self.spec(("medium", "mid", "long_outage", self.full_long_outage, ""), "full")
+            )
+        return rows
 
     # ---- what is streamed, how
     def answers(self, spec: RunSpec) -> list[GeneratedAnswer]:

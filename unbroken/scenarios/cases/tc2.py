@@ -4,10 +4,12 @@ document and validates against its schema."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ..context import RunState
 from ..run_result import Check, RunResult
-from ..spec import FaultMode, RunSpec
-from .base import FAULT_MODES, Case
+from ..spec import FaultMode
+from .base import Case
 from .common import json_parts_check
 
 
@@ -22,16 +24,8 @@ class TC2(Case):
         ("medium", "mid", "kernel_blackhole", "fin", ""),
         ("xlarge", "mid", "kernel_receive_only", "blackhole", ""),
     )
-    long_outage_fault: FaultMode = "fin"
-
-    def full_rows(self) -> list[RunSpec]:
-        """Every size x timing x fault, the conditions rotated; receive-only with
-        extra-large answers; one long silent outage."""
-        return [
-            *super().full_rows(),
-            *(self.spec(("xlarge", "mid", "receive_only", f, ""), "full") for f in FAULT_MODES),
-            self.spec(("medium", "mid", "long_outage", self.long_outage_fault, ""), "full"),
-        ]
+    full_receive_only = True
+    full_long_outage: ClassVar[FaultMode] = "fin"
 
     shape = "json"
 

@@ -5,12 +5,13 @@ partial, then missing ones; each arrives whole, in order, once."""
 from __future__ import annotations
 
 import re
+from typing import ClassVar
 
 from ...protocol.events import Kind
 from ..context import RunState
 from ..run_result import Check, RunResult
-from ..spec import FaultMode, RunSpec
-from .base import FAULT_MODES, Case
+from ..spec import FaultMode
+from .base import Case
 from .common import parts_tracked_check
 
 
@@ -25,16 +26,8 @@ class TC3(Case):
         ("medium", "mid", "kernel_blackhole", "blackhole", ""),
         ("xlarge", "mid", "kernel_receive_only", "rst", ""),
     )
-    long_outage_fault: FaultMode = "rst"
-
-    def full_rows(self) -> list[RunSpec]:
-        """Every size x timing x fault, the conditions rotated; receive-only with
-        extra-large answers; one long silent outage."""
-        return [
-            *super().full_rows(),
-            *(self.spec(("xlarge", "mid", "receive_only", f, ""), "full") for f in FAULT_MODES),
-            self.spec(("medium", "mid", "long_outage", self.long_outage_fault, ""), "full"),
-        ]
+    full_receive_only = True
+    full_long_outage: ClassVar[FaultMode] = "rst"
 
     shape = "multipart"
 
