@@ -91,14 +91,16 @@ def mixed_app(calls: dict[str, int]) -> Unbroken:
     @app.agent("mixed")
     async def mixed(req, out):  # type: ignore[no-untyped-def]
         calls["mixed"] = calls.get("mixed", 0) + 1
-        size = int(req.input.get("size", 0)) if isinstance(req.input, dict) else 0
+        given = req.input if isinstance(req.input, dict) else {}
+        size = int(given.get("size", 0))
+        pace = float(given.get("pace", 0))  # seconds of sleep every 500 text tokens
         parts = expected_parts(size or 1_100_000)
         text = parts["text"]
         half = len(text) // 2 // 12 * 12
         for i in range(0, half, 12):
             await out.text(text[i : i + 12])
             if i % 6000 == 0:
-                await asyncio.sleep(0)
+                await asyncio.sleep(pace)
         async with out.json("summary") as j:
             body = parts["summary"]
             for i in range(0, len(body), 400):
@@ -106,7 +108,7 @@ def mixed_app(calls: dict[str, int]) -> Unbroken:
         for i in range(half, len(text), 12):
             await out.text(text[i : i + 12])
             if i % 6000 == 0:
-                await asyncio.sleep(0)
+                await asyncio.sleep(pace)
         await out.data("chart", parts["chart"], mime="application/vnd.vegalite+json")
 
     return app
@@ -196,6 +198,13 @@ class OwnChromium:
 
 @pytest.fixture
 async def own_chromium() -> AsyncIterator[OwnChromium]:
+    async with start_own_chromium() as own:
+        yield own
+
+
+@contextlib.asynccontextmanager
+async def start_own_chromium() -> AsyncIterator[OwnChromium]:
+    """Start chromium with a debugging port and attach over CDP (``no_defaults``)."""
     from playwright.async_api import async_playwright
 
     with tempfile.TemporaryDirectory(prefix="unbroken-chromium-") as profile:

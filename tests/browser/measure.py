@@ -1,0 +1,169 @@
+"""Figures of the JS client in Chromium (issue 14), printed as JSON.
+
+    .venv/bin/python -m tests.browser.measure [--cuts 100] [--freeze 30]
+
+* recovery in the page after a fin or rst cut at a random point (10–90 %) of a
+  300 kB answer: from the page's ``disconnected`` event to the next event it
+  receives (the first missing one), p50 / p99 / max over ``--cuts`` runs;
+* silent drop (blackhole) found: from the last event received to ``disconnected``;
+* resume after a Page Lifecycle freeze of ``--freeze`` seconds: from ``resume`` to
+  the first new event;
+* events decoded and verified per second in the page (64-event frames, no network),
+  and end to end (1.1 MB answer over loopback);
+* bundle size, minified and minified + gzip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import random
+import statistics
+from typing import Any
+
+from playwright.async_api import async_playwright
+
+from unbroken.chaos import FaultProxy
+from unbroken.testing import serve
+
+from .conftest import ARGS, BUNDLE, CHROMIUM, _Site, mixed_app, start_own_chromium
+
+DONE = "window.log && window.log.done === true"
+
+DECODE_BENCH = """async (n) => {
+  const m = await import('/unbroken.js');
+  const stream = 'benchStream0123456789', epoch = 'ep';
+  const events = [m.makeEvent(1, m.Kind.PART_START, {part: 'text', partKind: 'text'})];
+  for (let i = 2; i <= n; i++) {
+    events.push(m.makeEvent(i, m.Kind.TEXT, {part: 'text', body: 'token ' + i + ' of it'}));
+  }
+  const v = new m.ChainVerifier(stream, epoch);
+  const frames = [];
+  for (let i = 0; i < n; i += 64) {
+    const batch = events.slice(i, i + 64);
+    const h = m.toHex(v.extend(batch));
+    const items = m.encodeItems(batch);
+    frames.push(m.encode({t: 'events', stream, seq: batch[0].seq, items, h}));
+  }
+  const s = new m.ClientSession();
+  s.connect(null);
+  s.receive(JSON.stringify({t: 'welcome', session: 's', heartbeat_ms: 400, epoch}));
+  s.start('r', 'a', null);
+  s.receive(JSON.stringify({t: 'started', req: 'r', stream, epoch}));
+  const t0 = performance.now();
+  for (const f of frames) s.receive(f);
+  const ms = performance.now() - t0;
+  return {events: n, ms, per_second: Math.round(n / ms * 1000)};
+}"""
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(q * len(xs)))], 2)
+
+
+def summary(xs: list[float]) -> dict[str, Any]:
+    return {
+        "n": len(xs),
+        "p50_ms": pct(xs, 0.5),
+        "p99_ms": pct(xs, 0.99),
+        "max_ms": round(max(xs), 2),
+        "mean_ms": round(statistics.mean(xs), 2),
+    }
+
+
+async def run_page(browser: Any, url: str) -> dict[str, Any]:
+    ctx = await browser.new_context()
+    try:
+        page = await ctx.new_page()
+        await page.goto(url)
+        await page.wait_for_function(DONE, timeout=60_000, polling=20)
+        log: dict[str, Any] = await page.evaluate(
+            "({error: log.error, recoveries: log.recoveries, detections: log.detections,"
+            " received: log.received, elapsed: log.elapsed, digest: log.digest})"
+        )
+        assert log["error"] is None, log["error"]
+        return log
+    finally:
+        await ctx.close()
+
+
+async def main(cuts: int, freeze: float, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    calls: dict[str, int] = {}
+    app = mixed_app(calls)
+    out: dict[str, Any] = {}
+    raw = BUNDLE.read_bytes()
+    out["bundle"] = {"min_bytes": len(raw), "min_gzip_bytes": len(gzip.compress(raw, 9))}
+    async with (
+        serve(_Site(app), path="/ws") as server,
+        FaultProxy(("127.0.0.1", server.port)) as proxy,
+        async_playwright() as p,
+    ):
+        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        base = f"http://127.0.0.1:{server.port}/?ws=ws://127.0.0.1:{proxy.port}/ws&agent=mixed"
+        size = 300_000
+        rec: dict[str, list[float]] = {"fin": [], "rst": []}
+        for i in range(cuts):
+            mode = "fin" if i % 2 == 0 else "rst"
+            proxy.cut_after_bytes(int(size * 1.25 * rng.uniform(0.1, 0.9)), mode=mode)
+            log = await run_page(browser, f"{base}&size={size}")
+            assert len(log["recoveries"]) == 1, log
+            rec[mode].append(log["recoveries"][0])
+        out["recovery_after_cut"] = {
+            "answer_bytes": size,
+            "fin": summary(rec["fin"]),
+            "rst": summary(rec["rst"]),
+            "all": summary(rec["fin"] + rec["rst"]),
+        }
+        det = []
+        for _ in range(5):
+            proxy.cut_after_bytes(int(size * 1.25 * rng.uniform(0.2, 0.8)), mode="blackhole")
+            log = await run_page(browser, f"{base}&size={size}")
+            det.append(log["detections"][0])
+        out["blackhole_found"] = summary(det)
+        ends = [await run_page(browser, f"{base}&size=1100000") for _ in range(3)]
+        out["end_to_end_1_1MB"] = {
+            "events": ends[0]["received"],
+            "elapsed_ms": [round(e["elapsed"]) for e in ends],
+            "events_per_second": [round(e["received"] / e["elapsed"] * 1000) for e in ends],
+        }
+        ctx = await browser.new_context()
+        page = await ctx.new_page()
+        await page.goto(f"http://127.0.0.1:{server.port}/?ws=ws://127.0.0.1:1/ws&agent=none")
+        out["decode_verify_in_page"] = [
+            await page.evaluate(DECODE_BENCH, 200_000) for _ in range(3)
+        ]
+        await ctx.close()
+        await browser.close()
+        if freeze > 0:
+            async with start_own_chromium() as own:
+                page = own.page
+                # the agent writes for about 3 s: the tab freezes while it runs
+                await page.goto(f"{base}&size=1100000&pace=0.03")
+                cdp = await own.context.new_cdp_session(page)
+                await cdp.send("Page.enable")
+                await page.wait_for_function("window.log.received > 2000", polling=10)
+                await cdp.send("Page.setWebLifecycleState", {"state": "frozen"})
+                await asyncio.sleep(freeze)
+                await cdp.send("Page.setWebLifecycleState", {"state": "active"})
+                await page.wait_for_function(DONE, timeout=60_000, polling=20)
+                log = await page.evaluate("window.log")
+                assert log["error"] is None, log["error"]
+                assert any(e[0] == "freeze" for e in log["lifecycle"])
+                out["resume_after_freeze"] = {
+                    "freeze_s": freeze,
+                    "resume_to_first_event_ms": [round(x, 1) for x in log["afterResume"]],
+                }
+    return out
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cuts", type=int, default=100)
+    ap.add_argument("--freeze", type=float, default=30.0)
+    ap.add_argument("--seed", type=int, default=14)
+    a = ap.parse_args()
+    print(json.dumps(asyncio.run(main(a.cuts, a.freeze, a.seed)), indent=1))
