@@ -116,8 +116,12 @@ async def test_offline_for_five_seconds_then_online(rig: Rig, browser: Any) -> N
     await asyncio.sleep(5)  # the outage itself (not a synchronisation)
     await ctx.set_offline(False)
     log = await _finish(page)
-    assert any(e[0] == "online" for e in log["lifecycle"])
+    online = next(e[2] for e in log["lifecycle"] if e[0] == "online")
     assert disconnects(log), "offline holds frames: the silence detector drops the link"
+    # back online, the client reconnects at once instead of waiting out its backoff
+    # (by then a wait of up to 3.2 s)
+    back = [e["at"] for e in log["conn"] if e["kind"] == "connected" and e["at"] > online]
+    assert back and back[0] - online < 500, (online, log["conn"])
     await assert_exact(rig, log)
 
 
