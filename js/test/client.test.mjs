@@ -27,7 +27,9 @@ const EPOCH = "ep0ch";
  * sends `events` in frames of `per` events; `cutAfter(n)` drops a connection
  * after n events frames. */
 class FakeServer {
-  constructor(events, { per = 3, cutAfterFrames = [], refuse = null } = {}) {
+  constructor(events, { per = 3, cutAfterFrames = [], refuse = null, overloadFirst = 0, refuseStarts = 0 } = {}) {
+    this.overloadFirst = overloadFirst;
+    this.refuseStarts = refuseStarts;
     this.events = events;
     this.per = per;
     this.cuts = [...cutAfterFrames];
@@ -81,9 +83,20 @@ class FakeServer {
         ws.readyState = 3;
         return ws.onclose?.({ code: this.refuse, reason: "no" });
       }
+      if (this.overloadFirst > 0) {
+        this.overloadFirst--;
+        this.out(ws, { t: "error", code: "overloaded", message: "server full", retry_after_ms: 120 });
+        ws.readyState = 3;
+        return ws.onclose?.({ code: 4008, reason: "overloaded" });
+      }
       return this.out(ws, { t: "welcome", session: "s", heartbeat_ms: 50, epoch: EPOCH, caps: ["batch"] });
     }
     if (f.t === "start") {
+      if (this.refuseStarts > 0) {
+        this.refuseStarts--;
+        (this.refusedAt ??= []).push(performance.now());
+        return this.out(ws, { t: "error", code: "rate_limited", message: "slow down", req: f.req, retry_after_ms: 30 });
+      }
       this.starts++;
       this.out(ws, { t: "started", req: f.req, stream: this.stream, epoch: EPOCH });
       return this.pump(ws, 0);
@@ -303,5 +316,40 @@ test("an answer ended cancelled by someone else is a StreamFailed", async () => 
   const st = await client.start("echo");
   await assert.rejects(st.wait(), (e) => e instanceof StreamFailed && e.status === "cancelled");
   assert.equal(st.result.status, "cancelled", "the partial answer is kept");
+  await client.close();
+});
+
+test("an overloaded server (error + close 4008) is retried no sooner than its retry_after_ms", async () => {
+  const server = new FakeServer(answerEvents(5), { overloadFirst: 2 });
+  const seen = [];
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false, onEvent: (e) => seen.push(e) });
+  const st = await client.start("echo");
+  assert.equal((await st.wait()).text, expectedText(5));
+  const waits = seen.filter((e) => e.kind === "reconnecting").map((e) => e.delay);
+  assert.equal(waits.length, 2);
+  for (const d of waits) assert.ok(d >= 0.12, `delay ${d} under the server's floor`);
+  assert.ok(seen.filter((e) => e.kind === "disconnected").every((e) => e.code === 4008));
+  await client.close();
+});
+
+test("a start refused as rate limited is sent again after retry_after_ms, with the same request id", async () => {
+  const server = new FakeServer(answerEvents(5), { refuseStarts: 2 });
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false });
+  const t0 = performance.now();
+  const st = await client.start("echo", null, { req: "req-rl" });
+  assert.equal((await st.wait()).text, expectedText(5));
+  assert.equal(server.starts, 1);
+  assert.equal(server.refusedAt.length, 2);
+  assert.ok(performance.now() - t0 >= 60, "two waits of 30 ms");
+  assert.equal(server.connections, 1, "no reconnect needed");
+  await client.close();
+});
+
+test("shouldRetry can override the retry table", async () => {
+  const server = new FakeServer(answerEvents(30), { cutAfterFrames: [2] });
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false, shouldRetry: () => false });
+  const st = await client.start("echo");
+  await assert.rejects(st.wait(), (e) => e.name === "ConnectionLost");
+  assert.equal(server.connections, 1);
   await client.close();
 });
