@@ -185,6 +185,12 @@ export class Stream implements AsyncIterable<StreamEvent> {
     return this.consumed.cursor();
   }
 
+  /** The storage generation of the server's log that holds this stream (`""` before
+   * the stream started); a resume in another epoch is answered `gone`. */
+  get epoch(): string {
+    return this.consumed.epoch;
+  }
+
   /** Stop the agent on the server (idempotent; also after a reconnect). */
   async cancel(): Promise<void> {
     this.cancelledByUser = true;

@@ -199,6 +199,12 @@ export class ClientSession {
     this.welcome = null;
     for (const cs of this.byReq.values()) {
       if (cs.state === "attached" || cs.state === "resuming") cs.state = "detached";
+      else if (cs.state === "ended" && cs.verifier !== null) {
+        // the end was received: an ack would only reach a connection that never had
+        // the stream (answered `bad_ack`); nothing is left to acknowledge
+        cs.acked = cs.verifier.seq;
+        cs.unackedBytes = 0;
+      }
     }
   }
 

@@ -169,6 +169,7 @@ test("a stream cut twice is resumed from its cursor and delivered exactly once",
   assert.deepEqual(seqs, Array.from({ length: 43 }, (_, i) => i + 1), "each event once, in order");
   assert.equal(answer.digest, server.digests.at(-1));
   assert.equal(answer.complete, true);
+  assert.equal(st.epoch, EPOCH);
   assert.equal(server.starts, 1, "the agent ran once");
   assert.equal(server.connections, 3);
   assert.deepEqual(server.resumes, [9, 15]);

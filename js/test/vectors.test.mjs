@@ -182,3 +182,18 @@ test("a client session verifies the worked example of the spec and refuses a wro
   assert.equal(toHex(end.digest), s.final_digest);
   assert.deepEqual(session.takeAcks(0), [{ t: "ack", stream: s.stream, seq: 6 }]);
 });
+
+test("an end received before a drop is not acked on the next connection", () => {
+  const s = digestVectors.streams[3]; // only an end
+  const session = new ClientSession();
+  session.connect(null);
+  session.receive(`{"t":"welcome","session":"s","heartbeat_ms":1000,"epoch":"${s.epoch}"}`);
+  session.start("r", "a", null);
+  session.receive(`{"t":"started","req":"r","stream":"${s.stream}","epoch":"${s.epoch}"}`);
+  session.receive(`{"t":"events","stream":"${s.stream}","seq":1,"items":[{"k":"end","st":"cancelled","n":1,"err":"cancelled by the client"}],"h":"${s.final_digest}"}`);
+  session.connectionLost(); // before the end's ack went out
+  session.connect(null);
+  session.receive(`{"t":"welcome","session":"s2","heartbeat_ms":1000,"epoch":"${s.epoch}"}`);
+  assert.deepEqual(session.afterWelcome(), []);
+  assert.deepEqual(session.takeAcks(5), []);
+});
