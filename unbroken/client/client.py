@@ -57,6 +57,7 @@ from ..protocol.retry import (
     cause_of,
     close_error,
     fatal_error,
+    refused_before_welcome,
     should_retry,
 )
 from .response import Answer, StreamEnded, StreamEvent
@@ -595,7 +596,7 @@ class Client:
             first = await asyncio.wait_for(ws.recv(), left)
             out = self._session.receive(first)
             if isinstance(out, ServerError):
-                raise RequestRefused(out.error.code, out.error.message)
+                raise refused_before_welcome(out.error)
             assert isinstance(out, Welcomed)
             now = loop.time()
             live.welcomed(now, out.welcome.heartbeat_ms, now - t0)

@@ -16,9 +16,11 @@ from ..errors import (
     Forbidden,
     IntegrityError,
     ProtocolError,
+    RequestRefused,
     UnbrokenError,
 )
 from .codes import CLOSE_CODE_MEANING, CloseCode, ErrorCode
+from .frames import Error
 
 #: Close codes after which reconnecting cannot help, and the error each becomes.
 FATAL_CLOSE: Mapping[int, type[UnbrokenError]] = {
@@ -123,3 +125,18 @@ __all__ = [
     "should_retry",
     "status_is_retryable",
 ]
+
+
+def refused_before_welcome(error: Error) -> UnbrokenError:
+    """What an ``error`` sent instead of ``welcome`` means. A server that is full,
+    limiting this client or shutting down says so and closes (4008): a drop to retry,
+    no sooner than its ``retry_after_ms``. Any other refusal is the request's."""
+    if error.code in RETRYABLE_START:
+        wait = None if error.retry_after_ms is None else error.retry_after_ms / 1000
+        detail = f": {error.message}" if error.message else ""
+        return ConnectionLost(
+            f"server refused the connection ({error.code}{detail})",
+            CloseCode.OVERLOADED,
+            retry_after=wait,
+        )
+    return RequestRefused(error.code, error.message)

@@ -165,3 +165,35 @@ async def test_a_start_over_the_servers_client_frame_limit_is_refused_before_sen
             await client.start("echo", "x" * 100_000)
         st = await client.start("echo", "x" * 1000)  # the connection is unharmed
         assert (await st.wait()).text == "1000"
+
+
+async def test_an_overloaded_refusal_before_welcome_is_retried_no_sooner_than_asked() -> None:
+    """A full server answers ``hello`` with ``error overloaded`` and closes 4008
+    (protocol §2): a drop to retry after ``retry_after_ms``, not a refused request."""
+    from unbroken.protocol.frames import Error
+
+    attempts: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def run(ws: ServerConnection) -> None:
+        decode_client(await ws.recv())  # hello
+        attempts.append(loop.time())
+        if len(attempts) == 1:
+            refusal = Error(code="overloaded", message="full", retry_after_ms=400)
+            await ws.send(encode(refusal).decode())
+            await ws.close(4008, "overloaded")
+            return
+        await ws.send(encode(Welcome(session="h", heartbeat_ms=100, epoch=EPOCH)).decode())
+        await answer_start(ws)
+        events = [chunk(1, Kind.TEXT, "text", "ok"), end(2, "completed")]
+        await ws.send(events_frame(events))
+        await pong_forever(ws)
+
+    async with serve(run, "127.0.0.1", 0, subprotocols=["unbroken.v1"], ping_interval=None) as srv:
+        port = srv.sockets[0].getsockname()[1]  # type: ignore[index]
+        async with Client(f"ws://127.0.0.1:{port}/ws", policy=FAST) as client:
+            stream = await client.start("a", {})
+            answer = await asyncio.wait_for(stream.wait(), 10)
+    assert answer.text == "ok"
+    assert len(attempts) == 2
+    assert attempts[1] - attempts[0] >= 0.4  # the server's floor, above FAST's 0.05 s cap

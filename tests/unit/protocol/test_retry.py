@@ -154,3 +154,15 @@ def test_any_other_close_is_a_lost_connection_with_the_servers_code() -> None:
     refused = close_error((CloseCode.TOO_BIG, "start too big"), (CloseCode.TOO_BIG, ""))
     assert type(refused) is ConnectionLost and refused.code == 1009
     assert should_retry(refused) is False
+
+
+def test_a_refusal_for_load_before_welcome_is_a_drop_with_the_servers_floor() -> None:
+    from unbroken.errors import ConnectionLost, RequestRefused
+    from unbroken.protocol.frames import Error
+    from unbroken.protocol.retry import refused_before_welcome
+
+    for code in ("overloaded", "rate_limited", "shutting_down"):
+        err = refused_before_welcome(Error(code=code, retry_after_ms=1500))
+        assert isinstance(err, ConnectionLost) and err.retry_after == 1.5, code
+    other = refused_before_welcome(Error(code="unknown_agent", message="no"))
+    assert isinstance(other, RequestRefused) and other.code == "unknown_agent"
