@@ -4,15 +4,14 @@
  *   h_0 = BLAKE2b-128("unbroken.v1" 0x00 utf8(stream) 0x00 utf8(epoch))
  *   h_n = BLAKE2b-128(h_{n-1} ‖ uint64_be(n) ‖ uint8(kind) ‖ payload(event n))
  *
- * WebCrypto has no BLAKE2b: `@noble/hashes` (audited, no dependencies) computes it.
- * Mirrors `unbroken/protocol/digest.py`.
+ * WebCrypto has no BLAKE2b: `./blake2b.ts` computes it (checked against
+ * `@noble/hashes` in the tests). Mirrors `unbroken/protocol/digest.py`.
  */
-import { blake2b } from "@noble/hashes/blake2.js";
+import { blake2b128, blake2b128Into } from "./blake2b.js";
 import { ChainMismatch } from "./errors.js";
 import { Kind, type Event } from "./frames.js";
 
 const enc = new TextEncoder();
-const OPTS = { dkLen: 16 };
 
 export function toHex(b: Uint8Array): string {
   let s = "";
@@ -29,7 +28,7 @@ export function fromHex(h: string): Uint8Array {
 
 /** h_0 of a stream in an epoch. */
 export function seed(stream: string, epoch: string): Uint8Array {
-  return blake2b(enc.encode(`unbroken.v1\0${stream}\0${epoch}`), OPTS);
+  return blake2b128(enc.encode(`unbroken.v1\0${stream}\0${epoch}`));
 }
 
 /** The canonical payload of an event (§7.1). */
@@ -52,32 +51,62 @@ function payloadText(ev: Event): string {
   }
 }
 
-/** A reusable buffer for step inputs: one allocation per chain, grown as needed. */
+/** A reusable buffer for step inputs: one allocation per chain, grown as needed.
+ * The digest of each step is written over the first 16 bytes, where the next
+ * step's input starts with it. */
 class Scratch {
   buf = new Uint8Array(1024);
-  view = new DataView(this.buf.buffer);
 
-  input(prev: Uint8Array, ev: Event): Uint8Array {
-    const text = ev.kind <= Kind.DATA ? ev.body : payloadText(ev);
-    const part = ev.kind <= Kind.DATA ? ev.part : "";
+  /** Write `s` as UTF-8 at `n` (room for 3 bytes per UTF-16 unit is there);
+   * ASCII byte by byte, the rest by the TextEncoder. Returns the new end. */
+  private put(s: string, n: number): number {
+    const buf = this.buf;
+    const len = s.length;
+    for (let i = 0; i < len; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) return n + enc.encodeInto(i === 0 ? s : s.slice(i), buf.subarray(n)).written;
+      buf[n++] = c;
+    }
+    return n;
+  }
+
+  /** Write the step input of `ev` after the 16 bytes of the previous digest
+   * (already in place); returns its length. */
+  write(ev: Event): number {
+    const chunk = ev.kind <= Kind.DATA;
+    const text = chunk ? ev.body : payloadText(ev);
+    const part = chunk ? ev.part : "";
     // UTF-8 is at most 3 bytes per UTF-16 unit
     const need = 25 + 3 * (part.length + 1 + text.length);
     if (need > this.buf.length) {
-      this.buf = new Uint8Array(Math.max(need, this.buf.length * 2));
-      this.view = new DataView(this.buf.buffer);
+      const grown = new Uint8Array(Math.max(need, this.buf.length * 2));
+      grown.set(this.buf.subarray(0, 16));
+      this.buf = grown;
     }
     const buf = this.buf;
-    buf.set(prev, 0);
-    this.view.setUint32(16, Math.floor(ev.seq / 0x100000000), false);
-    this.view.setUint32(20, ev.seq >>> 0, false);
+    const seq = ev.seq;
+    const hi = Math.floor(seq / 0x100000000);
+    buf[16] = hi >>> 24;
+    buf[17] = hi >>> 16;
+    buf[18] = hi >>> 8;
+    buf[19] = hi;
+    buf[20] = seq >>> 24;
+    buf[21] = seq >>> 16;
+    buf[22] = seq >>> 8;
+    buf[23] = seq;
     buf[24] = ev.kind;
     let n = 25;
-    if (ev.kind <= Kind.DATA) {
-      n += enc.encodeInto(part, buf.subarray(n)).written;
+    if (chunk) {
+      n = this.put(part, n);
       buf[n++] = 0;
     }
-    n += enc.encodeInto(text, buf.subarray(n)).written;
-    return buf.subarray(0, n);
+    return this.put(text, n);
+  }
+
+  input(prev: Uint8Array, ev: Event): Uint8Array {
+    this.buf.set(prev, 0);
+    const n = this.write(ev); // may grow the buffer
+    return this.buf.subarray(0, n);
   }
 }
 
@@ -85,7 +114,7 @@ const shared = new Scratch();
 
 /** h_seq from h_{seq-1} and the event. */
 export function stepEvent(prev: Uint8Array, ev: Event): Uint8Array {
-  return blake2b(shared.input(prev, ev), OPTS);
+  return blake2b128(shared.input(prev, ev));
 }
 
 /** The step input itself (for tests against the vectors' `step_input_hex`). */
@@ -116,15 +145,19 @@ export class ChainVerifier {
 
   /** Chain `events`; when `expected` is given, the digest after the last must equal it. */
   extend(events: readonly Event[], expected: Uint8Array | string | null = null): Uint8Array {
-    let h = this.digest;
     let seq = this.seq;
-    for (const ev of events) {
+    const sc = shared;
+    sc.buf.set(this.digest, 0);
+    for (let i = 0; i < events.length; i++) {
+      const ev = events[i];
       if (ev.seq !== seq + 1) {
         throw new ChainMismatch(ev.seq, `expected seq ${seq + 1}, got ${ev.seq}`);
       }
-      h = stepEvent(h, ev);
+      const n = sc.write(ev);
+      blake2b128Into(sc.buf, n, sc.buf);
       seq = ev.seq;
     }
+    const h = sc.buf.slice(0, 16);
     if (expected !== null) {
       const ok = typeof expected === "string" ? toHex(h) === expected : equal(h, expected);
       if (!ok) throw new ChainMismatch(seq, "digest mismatch");

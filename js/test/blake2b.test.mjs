@@ -1,0 +1,124 @@
+// The client's own BLAKE2b-128 (src/blake2b.ts) against @noble/hashes (the oracle,
+// a devDependency only): random messages of 0..1000 bytes, every length, give the
+// same digest; and the chain built on it (step inputs written in place, ASCII byte
+// by byte, the rest by TextEncoder) equals the reference construction.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { build } from "esbuild";
+import { blake2b } from "@noble/hashes/blake2.js";
+import { ChainVerifier, Kind, makeEvent, seed, stepEvent, stepInput, toHex } from "../dist/unbroken.js";
+
+const bundled = await build({
+  entryPoints: [new URL("../src/blake2b.ts", import.meta.url).pathname],
+  bundle: true,
+  format: "esm",
+  write: false,
+});
+const own = await import(`data:text/javascript;base64,${Buffer.from(bundled.outputFiles[0].text).toString("base64")}`);
+const oracle = (bytes) => blake2b(bytes, { dkLen: 16 });
+
+// a small seeded PRNG (mulberry32): failures are reproducible
+function rng(seedValue) {
+  let a = seedValue >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+test("blake2b128 equals @noble/hashes blake2b dkLen 16 on random messages of every length 0..1000", () => {
+  const r = rng(14);
+  for (let len = 0; len <= 1000; len++) {
+    for (let rep = 0; rep < 3; rep++) {
+      const msg = new Uint8Array(len);
+      for (let i = 0; i < len; i++) msg[i] = (r() * 256) | 0;
+      if (rep === 1) msg.fill(0xff);
+      assert.equal(toHex(own.blake2b128(msg)), toHex(oracle(msg)), `length ${len}, repetition ${rep}`);
+    }
+  }
+});
+
+test("blake2b128Into reads a prefix and may write over its own input", () => {
+  const r = rng(7);
+  for (const len of [0, 1, 16, 45, 127, 128, 129, 255, 256, 257, 1000]) {
+    const buf = new Uint8Array(len + 40);
+    for (let i = 0; i < buf.length; i++) buf[i] = (r() * 256) | 0;
+    const want = toHex(oracle(buf.slice(0, len)));
+    own.blake2b128Into(buf, len, buf);
+    assert.equal(toHex(buf.subarray(0, 16)), want, `length ${len}`);
+  }
+});
+
+const ALPHABET = ["a", "Z", "0", " ", "\0", "\n", '"', "é", "ß", "€", "中", "😀", "\u{10ffff}", "\u007f", "\u0080", "\u07ff", "\u0800", "\uffff"];
+function randomText(r, max) {
+  const n = (r() * max) | 0;
+  let s = "";
+  for (let i = 0; i < n; i++) s += r() < 0.7 ? String.fromCharCode(32 + ((r() * 95) | 0)) : ALPHABET[(r() * ALPHABET.length) | 0];
+  return s;
+}
+
+function randomEvent(r, seq) {
+  const k = 1 + ((r() * 6) | 0);
+  const part = `p${(r() * 5) | 0}`;
+  switch (k) {
+    case Kind.PART_START:
+      return makeEvent(seq, k, { part, partKind: "text", mime: randomText(r, 20), schema: randomText(r, 40) });
+    case Kind.PART_END:
+      return makeEvent(seq, k, { part, error: randomText(r, 10) });
+    case Kind.END:
+      return makeEvent(seq, k, { status: "completed", error: randomText(r, 10), count: seq });
+    default:
+      return makeEvent(seq, k, { part, body: randomText(r, r() < 0.05 ? 3000 : 60) });
+  }
+}
+
+const enc = new TextEncoder();
+function referenceInput(prev, ev) {
+  let text;
+  if (ev.kind <= Kind.DATA) text = `${ev.part}\0${ev.body}`;
+  else if (ev.kind === Kind.PART_START) text = `${ev.part}\0${ev.partKind}\0${ev.mime}\0${ev.schema}`;
+  else if (ev.kind === Kind.PART_END) text = `${ev.part}\0${ev.error}`;
+  else text = `${ev.status}\0${ev.error}\0${ev.count}`;
+  const payload = enc.encode(text);
+  const out = new Uint8Array(25 + payload.length);
+  out.set(prev, 0);
+  new DataView(out.buffer).setBigUint64(16, BigInt(ev.seq), false);
+  out[24] = ev.kind;
+  out.set(payload, 25);
+  return out;
+}
+
+test("the chain on random events (any Unicode, long bodies) equals the reference step inputs hashed by the oracle", () => {
+  const r = rng(2024);
+  const stream = "s1";
+  const epoch = "e1";
+  assert.equal(toHex(seed(stream, epoch)), toHex(oracle(enc.encode(`unbroken.v1\0${stream}\0${epoch}`))));
+  const v = new ChainVerifier(stream, epoch);
+  let h = seed(stream, epoch);
+  let seq = 0;
+  for (let frame = 0; frame < 60; frame++) {
+    const events = [];
+    const n = 1 + ((r() * 40) | 0);
+    for (let i = 0; i < n; i++) {
+      const ev = randomEvent(r, ++seq);
+      const ref = referenceInput(h, ev);
+      assert.equal(toHex(stepInput(h, ev)), toHex(ref), `step input of event ${seq}`);
+      const next = oracle(ref);
+      assert.equal(toHex(stepEvent(h, ev)), toHex(next), `digest of event ${seq}`);
+      h = next;
+      events.push(ev);
+    }
+    assert.equal(toHex(v.extend(events, toHex(h))), toHex(h), `frame ${frame}`);
+  }
+});
+
+test("a seq beyond 2^32 is written as a big-endian 64-bit integer", () => {
+  const prev = new Uint8Array(16).fill(3);
+  for (const seq of [2 ** 32 - 1, 2 ** 32, 2 ** 32 + 1, 2 ** 53 - 1, 2 ** 53]) {
+    const ev = makeEvent(seq, Kind.TEXT, { part: "p", body: "x" });
+    assert.equal(toHex(stepInput(prev, ev)), toHex(referenceInput(prev, ev)), `seq ${seq}`);
+  }
+});
