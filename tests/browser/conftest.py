@@ -12,49 +12,33 @@ under ``CI=true``, where they fail: CI must not pass by testing nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import shutil
-import signal
-import tempfile
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from unbroken.chaos import FaultProxy
+from unbroken.scenarios.browser import (
+    ARGS,
+    BUNDLE,
+    CHROMIUM,
+    PAGE,
+    OwnChromium,
+    PageSite,
+    launch,
+    missing,
+    start_own_chromium,
+)
 from unbroken.server import Unbroken
 from unbroken.testing import RunningServer, serve
 
-ROOT = Path(__file__).resolve().parents[2]
-BUNDLE = ROOT / "js" / "dist" / "unbroken.js"
-PAGE = Path(__file__).with_name("page.html")
-CHROMIUM = os.environ.get("UNBROKEN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-]
+# (measure.py and older tests import these from here)
+__all__ = ["ARGS", "BUNDLE", "CHROMIUM", "PAGE", "OwnChromium", "start_own_chromium"]
 
-
-def _missing() -> str | None:
-    if not Path(CHROMIUM).exists():
-        return f"chromium not found at {CHROMIUM} (./dev setup installs Debian's chromium)"
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        return "playwright (Python) is not installed (pip install -e '.[dev]')"
-    if not BUNDLE.exists():
-        return f"{BUNDLE} is not built (./dev setup, or: cd js && npm ci && npm run build)"
-    return None
+_missing = missing
 
 
 @pytest.fixture(autouse=True)
@@ -114,29 +98,11 @@ def mixed_app(calls: dict[str, int]) -> Unbroken:
     return app
 
 
-class _Site:
+class _Site(PageSite):
     """ASGI: the test page and the bundle over HTTP; the rest to the unbroken app."""
 
     def __init__(self, app: Unbroken) -> None:
-        self.inner = app.asgi("/ws")
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] in ("/", "/unbroken.js", "/unbroken.js.map"):
-            path = scope["path"]
-            if path == "/":
-                body, ctype = PAGE.read_bytes(), "text/html; charset=utf-8"
-            else:
-                body, ctype = (BUNDLE.parent / path[1:]).read_bytes(), "text/javascript"
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", ctype.encode()), (b"cache-control", b"no-store")],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
-            return
-        await self.inner(scope, receive, send)
+        super().__init__(app.asgi("/ws"))
 
 
 @dataclass
@@ -175,68 +141,13 @@ async def rig() -> AsyncIterator[Rig]:
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
     """A Playwright-launched chromium (one per test: a SIGSTOP stops only its own)."""
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
-@dataclass
-class OwnChromium:
-    """A chromium this test started itself and attached to over CDP with
-    ``no_defaults``: the only way a Page Lifecycle freeze really freezes the page
-    (a normal Playwright launch turns focus emulation on, which prevents it)."""
-
-    browser: Any
-    context: Any
-    page: Any
+    async with launch() as b:
+        yield b
 
 
 @pytest.fixture
 async def own_chromium() -> AsyncIterator[OwnChromium]:
+    """A chromium started by the test, attached over CDP with ``no_defaults``
+    (:func:`unbroken.scenarios.browser.start_own_chromium`)."""
     async with start_own_chromium() as own:
         yield own
-
-
-@contextlib.asynccontextmanager
-async def start_own_chromium() -> AsyncIterator[OwnChromium]:
-    """Start chromium with a debugging port and attach over CDP (``no_defaults``)."""
-    from playwright.async_api import async_playwright
-
-    with tempfile.TemporaryDirectory(prefix="unbroken-chromium-") as profile:
-        proc = await asyncio.create_subprocess_exec(
-            CHROMIUM,
-            "--headless",
-            "--remote-debugging-port=0",
-            f"--user-data-dir={profile}",
-            *ARGS,
-            "about:blank",
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            port_file = Path(profile) / "DevToolsActivePort"
-            deadline = time.monotonic() + 20
-            while not (port_file.exists() and port_file.read_text().strip()):
-                if proc.returncode is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"chromium did not start (exit {proc.returncode})")
-                await asyncio.sleep(0.05)
-            port = int(port_file.read_text().split()[0])
-            async with async_playwright() as p:
-                b = await p.chromium.connect_over_cdp(f"http://127.0.0.1:{port}", no_defaults=True)
-                ctx = b.contexts[0]
-                page = ctx.pages[0] if ctx.pages else await ctx.new_page()
-                try:
-                    yield OwnChromium(b, ctx, page)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await b.close()
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await asyncio.wait_for(proc.wait(), 10)

@@ -28,9 +28,9 @@ from unbroken.scenarios.catalog import (
 from unbroken.scenarios.runner import answers_for, layout, run_one
 
 
-def test_the_catalog_lists_the_seeds_fifteen_cases_and_only_one_to_nine_run() -> None:
+def test_the_catalog_lists_the_seeds_fifteen_cases_and_only_one_to_nine_and_11_run() -> None:
     assert [s.number for s in SCENARIOS] == list(range(1, 16))
-    assert [s.id for s in SCENARIOS if s.covered] == [f"TC{i}" for i in range(1, 10)]
+    assert [s.id for s in SCENARIOS if s.covered] == [*(f"TC{i}" for i in range(1, 10)), "TC11"]
     for s in SCENARIOS:
         assert s.seed_scenario and s.seed_validation, s.id
         if s.covered:
@@ -86,11 +86,13 @@ def test_quick_tier_runs_every_scenario_under_every_seed_condition_with_small_an
     for sid in (f"TC{i}" for i in range(1, 10)):
         for cond in SEED_CONDITIONS:
             assert (sid, cond) in pairs, (sid, cond)
-    assert {s.size for s in base if s.scenario != "TC8"} == {"small"}
+    assert {s.size for s in base if s.scenario not in ("TC8", "TC11")} == {"small"}
     assert {s.fault for s in specs} == set(FAULTS)
     assert {s.variant for s in specs if s.scenario == "TC5"} == {"long", "short", "silent"}
     assert {s.variant for s in specs if s.scenario == "TC6"} == {"before_started", "after_started"}
     assert {s.timing for s in specs if s.scenario == "TC8"} == set(TC8_CUTS)
+    # TC11's browser faults (a real browser: a few runs, the rest in the full tier)
+    assert [s.variant for s in specs if s.scenario == "TC11"] == ["freeze", "offline", "reload"]
     tc9 = next(s for s in specs if s.scenario == "TC9")
     assert len(answers_for(tc9)) >= 100
     assert len({s.id for s in specs}) == len(specs)
@@ -196,3 +198,15 @@ async def test_kernel_runs_are_skipped_with_the_reason_where_they_cannot_run() -
     result = await run_one(RunSpec("TC1", "small", "mid", "kernel_loss", "rst"))
     assert result.skipped and not result.passed and not result.failed
     assert result.error == reason
+
+
+def test_tc11_runs_every_browser_fault_and_stays_short_in_the_quick_tier() -> None:
+    from unbroken.scenarios.cases.tc11 import CASE, HOLD, VARIANTS
+
+    quick = [s for s in quick_matrix() if s.scenario == "TC11"]
+    full = [s for s in full_matrix() if s.scenario == "TC11"]
+    assert {s.variant for s in full} == set(VARIANTS)
+    assert all(s.fault == VARIANTS[s.variant] and s.condition == "clean" for s in full + quick)
+    # the quick tier's browser time: each run streams for its pace and holds its fault
+    seconds = sum(CASE.pace(s) + HOLD["quick"].get(s.variant, 0.0) for s in quick)
+    assert seconds <= 15, seconds

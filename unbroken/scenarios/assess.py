@@ -72,7 +72,7 @@ async def assess(
     """Fill ``result`` (checks, metrics, samples, roll-ups, status) from ``run``."""
     spec, h = run.spec, run.h
     checks: list[Check] = []
-    result.streams = len(run.recs)
+    result.streams = len(run.recs) + len(run.foreign)
     t_fault = run.t_fault
     complete = exact = 0
     client_bad: list[Verdict] = []
@@ -96,35 +96,44 @@ async def assess(
             client_bad.append(verdict)
         if not log_verdict.ok:
             log_bad.append(log_verdict)
+    foreign_checks: list[Check] = []
+    if run.foreign:
+        f_complete, f_exact, foreign_checks = await _foreign(run, log_bad)
+        complete += f_complete
+        exact += f_exact
     result.streams_complete = complete
     result.streams_exact = exact
     checks.append(
         Check(
             "every stream complete and exact",
-            exact == len(run.recs),
-            f"{exact} of {len(run.recs)} streams exact" + _errors(run),
+            exact == result.streams,
+            f"{exact} of {result.streams} streams exact" + _errors(run),
         )
     )
-    checks.append(
-        Check(
-            "client events verified (StateVerifier.verify_answer, end digest)",
-            not client_bad,
-            "; ".join(v.detail for v in client_bad[:3]) or f"{len(run.recs)} streams ok",
+    if run.recs or not run.foreign:
+        checks.append(
+            Check(
+                "client events verified (StateVerifier.verify_answer, end digest)",
+                not client_bad,
+                "; ".join(v.detail for v in client_bad[:3]) or f"{len(run.recs)} streams ok",
+            )
         )
-    )
     checks.append(
         Check(
             "server log intact: seqs 1..N, chain, parts, no overflow (verify_buffer_integrity)",
             not log_bad,
-            "; ".join(v.detail for v in log_bad[:3]) or f"{len(run.recs)} logs ok",
+            "; ".join(v.detail for v in log_bad[:3]) or f"{result.streams} logs ok",
         )
     )
+    checks.extend(foreign_checks)
     result.verdicts = [{"side": "client", **v.to_dict()} for v in client_bad[:5]] + [
         {"side": "log", **v.to_dict()} for v in log_bad[:5]
     ]
 
     run.client_snapshot = client_state(run)
-    hit = t_fault is not None and any(run.open_at(r) for r in run.recs)
+    hit = t_fault is not None and (
+        any(run.open_at(r) for r in run.recs) or any(f.open_at(t_fault) for f in run.foreign)
+    )
     if not hit:
         result.notes.append("the fault hit after the answer had fully arrived")
 
@@ -135,6 +144,7 @@ async def assess(
     m.baseline_cpu_s = base.cpu_s
     m.server_cpu_s = cpu
     ends = [r.ended_at for r, _ in run.streams() if r.ended_at is not None]
+    ends += [f.ended_at for f in run.foreign if f.ended_at is not None]
     gives_up = case.gives_up(spec)
     if ends and not gives_up:
         m.total_s = max(ends) - run.t_start
@@ -151,7 +161,8 @@ async def assess(
         m.partial_bytes = sum(_bytes_at(r, t_fault) for r in run.recs)
 
     # ---- bytes re-sent
-    episodes = resend_episodes(h.tap, (r.stream.id for r in run.recs))
+    ids = [r.stream.id for r in run.recs] + [f.stream_id for f in run.foreign]
+    episodes = resend_episodes(h.tap, ids)
     run.episodes = episodes
     if episodes:
         m.bytes_resent = int(sum(e.resent for e in episodes))
@@ -181,7 +192,10 @@ async def assess(
         result.recovered = None
     elif hit:
         result.recovered = (
-            exact == len(run.recs) and not run.exhausted and all(r.error is None for r in run.recs)
+            exact == result.streams
+            and not run.exhausted
+            and all(r.error is None for r in run.recs)
+            and all(f.error is None for f in run.foreign)
         )
     dropped = any(ev.kind == "disconnected" for w in run.watches for ev in w.events)
     if spec.condition in _FOUND_CHECKS:
@@ -197,6 +211,61 @@ async def assess(
     if judged is not None:
         result.timeout_ok = judged
     result.status = "pass" if all(c.ok for c in checks) else "fail"
+
+
+async def _foreign(run: RunState, log_bad: list[Verdict]) -> tuple[int, int, list[Check]]:
+    """The streams a client other than the Python one consumed (a browser page): each
+    server log verified (into ``log_bad``), the client's parts against the generated
+    answer, the end digest its own verifier checked against the server log's, and the
+    agent run once. Returns (complete, exact, checks)."""
+    h = run.h
+    complete = exact = 0
+    digest_bad: list[str] = []
+    reran: list[str] = []
+    for f in run.foreign:
+        log_verdict = await h.verify_stream_log(f.stream_id, f.expected)
+        if not log_verdict.ok:
+            log_bad.append(log_verdict)
+        head = await h.log_head(f.stream_id)
+        server = await h.digest_at(f.stream_id, head) if head else None
+        same = server is not None and f.digest == server.hex()
+        if not same:
+            digest_bad.append(
+                f"{f.key}: client {f.digest[:16] or 'none'}, "
+                f"log {server.hex()[:16] if server else 'none'}"
+            )
+        want = {p.id: f.expected.body(p.id) for p in f.expected.parts}
+        want = {k: v for k, v in want.items() if v}
+        got = {k: v for k, v in f.parts.items() if v}
+        # (a client that picked the stream up from a saved cursor, e.g. a reloaded tab,
+        # holds the earlier events from before: its parts, not ``complete``, show it)
+        done_ok = f.status == "completed" and f.error is None
+        if got != want:
+            differ = sorted(k for k in want.keys() | got.keys() if got.get(k) != want.get(k))
+            run.notes.append(f"{f.key}: the client's parts differ: {', '.join(differ)}")
+        complete += done_ok
+        exact += done_ok and same and log_verdict.ok and got == want
+        calls = h.book.calls[f.key]
+        if calls != 1:
+            reran.append(f"{f.key}: {calls} runs")
+    n = len(run.foreign)
+    return (
+        complete,
+        exact,
+        [
+            Check(
+                "the client's verified end digest equals the server log's (a client of "
+                "another language)",
+                not digest_bad,
+                "; ".join(digest_bad[:3]) or f"{n} streams: the same digest",
+            ),
+            Check(
+                "the agent ran once per stream",
+                not reran,
+                "; ".join(reran[:3]) or f"{n} streams, each agent run once",
+            ),
+        ],
+    )
 
 
 def _logs_check(run: RunState, logs: LogCapture) -> Check:
@@ -218,6 +287,7 @@ def _logs_check(run: RunState, logs: LogCapture) -> Check:
 def _errors(run: RunState) -> str:
     errs = [f"{type(r.error).__name__}: {r.error}" for r in run.recs if r.error is not None]
     errs += [f"{type(r.error).__name__}: {r.error}" for r in run.resumed_recs if r.error]
+    errs += [f.error for f in run.foreign if f.error]
     if not errs:
         return ""
     return f" ({len(errs)} ended with an error, e.g. {errs[0][:300]})"
@@ -249,6 +319,8 @@ def _timings(run: RunState, m: Metrics, t_fault: float, gives_up: bool) -> None:
     t_back = t_fault
     if run.spec.condition in PATH_DOWN_CONDITIONS and run.t_restored is not None:
         t_back = run.t_restored
+    if run.held_until is not None:
+        t_back = max(t_back, run.held_until)
     detections: list[float] = []
     reconnects: list[float] = []
     for w in run.watches:
@@ -281,6 +353,10 @@ def _timings(run: RunState, m: Metrics, t_fault: float, gives_up: bool) -> None:
         # (a stream complete before the path came back had nothing to recover after it)
         if ended is not None and rec.error is None and not gives_up and ended >= t_back:
             recoveries.append(ended - t_back)
+    for f in run.foreign:
+        end = f.ended_at
+        if f.open_at(t_fault) and end is not None and f.error is None and end >= t_back:
+            recoveries.append(end - t_back)
     samples = run.samples
     samples["detection"] = [round(x, 4) for x in detections]
     samples["reconnect"] = [round(x, 4) for x in reconnects]

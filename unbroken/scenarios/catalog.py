@@ -275,10 +275,21 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "Browser tab suspension/wake during stream",
         "Browser suspends WebSocket connection mid-stream",
         ("Stream resumes when tab becomes active",),
-        "none",
-        "",
-        (),
+        "multipart",
+        "a multi-part answer streamed to the JS client in a real chromium page (through "
+        "the fault proxy); mid-answer the tab is frozen (Page Lifecycle over CDP), its "
+        "renderer stopped (SIGSTOP, then SIGCONT), the browser taken offline, or the tab "
+        "reloaded",
+        (
+            "the page's parts equal the generated answer and the end digest it verified "
+            "equals the server log's; the server log verifies; the agent ran once",
+            "freeze: the page saw freeze then resume, and the stream resumed after resume",
+            "stop: the stopped renderer received the rest once continued",
+            "offline: back online, the client reconnected at once (< 0.5 s)",
+            "reload: the reloaded tab picked the same stream up from its saved cursor",
+        ),
         not_covered_because="the browser (JavaScript) client (wave 2)",
+        variants=("freeze", "stop", "offline", "reload"),
     ),
     Scenario(
         "TC12",

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..chaos import InstalledToxic, NetworkSimulator, Verdict
+from ..chaos import GeneratedAnswer, InstalledToxic, NetworkSimulator, Verdict
 from ..client import Client, ConnectionEvent
 from ..server import Unbroken
 from .harness import ChaosHarness, StreamRecorder
@@ -96,6 +96,35 @@ class ProgressGate:
 
 
 @dataclass
+class ForeignStream:
+    """A stream consumed by a client other than the runner's Python one (e.g. the JS
+    client in a browser page), as that client reported it: what it assembled, the end
+    digest its own verifier checked, how it ended. The generic checks compare it with
+    the generated answer and the server's log."""
+
+    key: str
+    """The answer's key in the harness's book (its agent's calls are counted there)."""
+    expected: GeneratedAnswer
+    stream_id: str
+    parts: dict[str, str]
+    """Each part's body as the client assembled it."""
+    digest: str
+    """The end digest (hex) the client verified."""
+    status: str
+    complete: bool
+    error: str | None
+    started_at: float
+    ended_at: float | None
+    """When the client had the whole answer (monotonic), None if it never did."""
+    report: dict[str, Any] = field(default_factory=dict)
+    """Whatever else the client and its driver reported (for the case's checks)."""
+
+    def open_at(self, t: float | None) -> bool:
+        """The stream was not finished for the client when the fault hit at ``t``."""
+        return t is not None and (self.ended_at is None or self.ended_at > t)
+
+
+@dataclass
 class RunState:
     """One run in progress (fault-free for a baseline), then what it recorded."""
 
@@ -145,6 +174,11 @@ class RunState:
     """Kernel-level faults installed on the topology's router (kernel conditions)."""
     loss_percent: float = 0.0
     lossy_at_end: bool = False
+    foreign: list[ForeignStream] = field(default_factory=list)
+    """Streams consumed by a client other than the Python one (a case's :meth:`drive`)."""
+    held_until: float | None = None
+    """When a fault that held the client itself (a frozen or stopped tab, a browser
+    offline) let it go: reconnection and recovery are timed from here."""
     _snap_task: asyncio.Task[None] | None = None
 
     @property

@@ -213,9 +213,10 @@ async def _baseline(spec: RunSpec) -> Baseline:
         async with ChaosHarness(heartbeat=HEARTBEAT, seed=spec.repeat) as h:
             run = RunState(spec, h, faulty=False)
             cpu0 = await h.server.cpu_time()
-            await _stream_all(run)
+            await case_for(spec.scenario).drive(run, _stream_all)
             cpu1 = await h.server.cpu_time()
             ends = [r.ended_at for r in run.recs if r.ended_at is not None]
+            ends += [f.ended_at for f in run.foreign if f.ended_at is not None]
             found.append(
                 Baseline(
                     total_s=max(ends) - run.t_start,
@@ -224,7 +225,10 @@ async def _baseline(spec: RunSpec) -> Baseline:
                     conn_bytes=h.proxy.history[0].downstream.sent,
                 )
             )
-            bad = [r for r in run.recs if r.answer is None or not h.verify_client(r).ok]
+            bad: list[object] = [
+                r for r in run.recs if r.answer is None or not h.verify_client(r).ok
+            ]
+            bad += [f for f in run.foreign if f.error is not None or f.status != "completed"]
             if bad:
                 raise RuntimeError(f"baseline of {spec.id} was not exact: {len(bad)} streams")
     base = Baseline(
@@ -282,6 +286,12 @@ async def run_one(
             result.status = "skip"
             result.error = reason
             return result
+    case = case_for(spec.scenario)
+    reason = case.skip_reason(spec)
+    if reason is not None:
+        result.status = "skip"
+        result.error = reason
+        return result
     try:
         baseline = await _baseline(spec)
         with LogCapture(isolate=isolate_logs) as logs, contextlib.ExitStack() as net:
@@ -291,7 +301,7 @@ async def run_one(
                 run = RunState(spec, h, faulty=True, baseline=baseline)
                 cpu0 = await h.server.cpu_time()
                 extra = asyncio.ensure_future(beside(h)) if beside is not None else None
-                streaming = asyncio.ensure_future(_stream_all(run))
+                streaming = asyncio.ensure_future(case.drive(run, _stream_all))
                 sampler = ResourceSampler(
                     h.store, limit=memory_guard(), on_limit=lambda _s: streaming.cancel()
                 )
@@ -320,9 +330,7 @@ async def run_one(
                         await asyncio.wait_for(extra, 30)
                     except Exception as exc:
                         run.notes.append(f"the coroutine beside the run failed: {exc!r}")
-                await assess(
-                    run, case_for(spec.scenario), result, baseline, cpu1 - cpu0, sampler, logs
-                )
+                await assess(run, case, result, baseline, cpu1 - cpu0, sampler, logs)
                 if error is not None:
                     result.status = "fail"
                     result.error = f"{type(error).__name__}: {error}".strip(": ")

@@ -10,7 +10,7 @@ only names its id and its checks.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ClassVar, Final
 
 from ...chaos import GeneratedAnswer
@@ -144,6 +144,23 @@ class Case:
         """The client must give up (``ReconnectExhausted``); a new client then resumes
         the stream from the cursor it saved, and the run is not timed as a recovery."""
         return False
+
+    def skip_reason(self, spec: RunSpec) -> str | None:
+        """Why the run ``spec`` cannot happen on this machine (e.g. no browser): it is
+        then reported as skipped with this reason, never failed. None: it runs."""
+        return None
+
+    async def drive(
+        self, run: RunState, python_clients: Callable[[RunState], Awaitable[None]]
+    ) -> None:
+        """Drive the clients of a run (the fault-free baselines' too): open them, start
+        the streams, play the fault plan, wait for the streams. By default the runner's
+        Python clients (``python_clients(run)``, which asks the hooks below). A case with
+        another client (a browser page) drives it here and reports each stream it
+        consumed as a :class:`~unbroken.scenarios.context.ForeignStream` in
+        ``run.foreign``, its connection events in ``run.watches``, the fault in
+        ``run.mark``: the generic checks then judge it too."""
+        await python_clients(run)
 
     # ---- the faults
     def early_faults(self, run: RunState) -> Coroutine[Any, Any, None] | None:

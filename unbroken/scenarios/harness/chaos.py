@@ -164,13 +164,18 @@ class ChaosHarness:
     async def verify_log(self, rec: StreamRecorder, *, require_end: bool = True) -> Verdict:
         """The server's log of the stream: seqs 1..N, chain against stored digests, parts,
         and no more events or bytes than the answer has (no overflow)."""
-        expected = rec.expected
+        return await self.verify_stream_log(rec.stream.id, rec.expected, require_end=require_end)
+
+    async def verify_stream_log(
+        self, stream: str, expected: GeneratedAnswer | None, *, require_end: bool = True
+    ) -> Verdict:
+        """:meth:`verify_log` of the stream ``stream``, whose answer is ``expected``
+        (whatever client consumed it)."""
         limits = LogLimits()
         if expected is not None:
             want = expected.expected_events()
             limits = LogLimits(max_events=len(want), max_bytes=sum(len(payload(e)) for e in want))
         verifier = StateVerifier(log=self.store, limits=limits)
-        stream = rec.stream.id
         return await self.server.call(
             lambda: verifier.buffer_integrity_verdict(stream, require_end=require_end)
         )
