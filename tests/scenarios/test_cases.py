@@ -4,8 +4,10 @@ generic runner that asks the case wherever scenarios differ."""
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,3 +184,96 @@ def test_scenarios_sort_by_number() -> None:
         "TC10",
         "TC15",
     ]
+
+
+async def test_tc11_without_a_browser_is_skipped_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No chromium, no Playwright or no bundle: TC11's runs are skipped with the
+    reason (as the kernel conditions are without root), never failed."""
+    from unbroken.scenarios import browser
+
+    monkeypatch.setattr(browser, "missing", lambda: "chromium not found at /nowhere")
+    result = await run_one(case_for("TC11").quick_rows()[0])
+    assert result.skipped and result.status == "skip"
+    assert result.error == "chromium not found at /nowhere"
+
+
+class _OtherClient(Case):
+    """A case whose faulty run is consumed by a client of its own (here Python's, with
+    a fault of its own), reported as a ForeignStream: the generic checks judge it.
+    ``tamper``: the client reports a part that differs from what it received."""
+
+    id = "TC15"
+
+    def __init__(self, tamper: bool) -> None:
+        self.tamper = tamper
+
+    async def drive(self, run: RunState, python_clients: Any) -> None:
+        from unbroken.scenarios.context import EventWatch, ForeignStream
+
+        if not run.faulty:
+            await python_clients(run)
+            return
+        h = run.h
+        (expected,) = self.answers(run.spec)
+        watch = EventWatch(0)
+        run.watches.append(watch)
+        run.t_start = time.monotonic()
+        async with h.client(on_event=watch) as client:
+            rec = await h.start(
+                client,
+                expected,
+                seconds=self.pace(run.spec),
+                key="other",
+                on_event=run.gate.on_event,
+            )
+            await run.gate.reached(len(expected.events) // 2)
+            run.mark("cut by the other client's driver")
+            await h.proxy.cut_all("rst")
+            await rec.done()
+        assert rec.answer is not None
+        parts = {pid: p.text for pid, p in rec.answer.parts.items()}
+        if self.tamper:
+            first = next(iter(parts))
+            parts[first] = parts[first][:-1] + "?"
+        run.foreign.append(
+            ForeignStream(
+                key="other",
+                expected=expected,
+                stream_id=rec.stream.id,
+                parts=parts,
+                digest=rec.answer.digest,
+                status=rec.answer.status,
+                complete=rec.answer.complete,
+                error=None,
+                started_at=run.t_start,
+                ended_at=rec.ended_at,
+            )
+        )
+
+
+@pytest.mark.parametrize("tamper", [False, True])
+async def test_a_stream_another_client_consumed_is_judged_by_the_generic_checks(
+    tamper: bool,
+) -> None:
+    from unbroken.scenarios.cases import register, unregister
+
+    register(_OtherClient(tamper))
+    try:
+        result = await run_one(RunSpec("TC15", "small", "mid", "clean", "rst"))
+    finally:
+        unregister("TC15")
+    checks = {c.name: c for c in result.checks}
+    assert checks["the agent ran once per stream"].ok
+    assert checks[
+        "the client's verified end digest equals the server log's (a client of another language)"
+    ].ok
+    assert result.metrics.drops >= 1 and result.metrics.recovery_s is not None
+    exact = checks["every stream complete and exact"]
+    if tamper:
+        assert not exact.ok and result.status == "fail" and not result.recovered
+        assert any("the client's parts differ" in n for n in result.notes)
+    else:
+        assert exact.ok and result.passed, [c for c in result.checks if not c.ok]
+        assert result.recovered is True and result.streams_exact == result.streams == 1

@@ -52,6 +52,11 @@ HOLD: Final[dict[str, dict[str, float]]] = {
 FINISH: Final = 40.0
 
 
+def variant_of(spec: RunSpec) -> str:
+    """The browser fault of ``spec`` (a run that names none: the freeze, the seed's)."""
+    return spec.variant or "freeze"
+
+
 def _row(size: str, timing: str, variant: str) -> Row:
     return (size, timing, "clean", VARIANTS[variant], variant)  # type: ignore[return-value]
 
@@ -93,7 +98,7 @@ class TC11(Case):
             return [Check("TC11 the page streamed the answer", False, "no page stream")]
         report = run.foreign[0].report
         log: dict[str, Any] = report.get("log", {})
-        variant = run.spec.variant
+        variant = variant_of(run.spec)
         out = [
             Check(
                 f"TC11 the {variant} hit mid-answer (the page not done, events still to come)",
@@ -233,7 +238,7 @@ async def _drive_page(case: TC11, run: RunState) -> None:
     h.app.agent(agent_name)(page_agent)
     total = len(expected.events) + 1
     at = max(1, int(total * spec.timing_info.fraction(spec.repeat)))
-    variant = spec.variant
+    variant = variant_of(spec)
     hold = HOLD[spec.profile].get(variant, 0.0)
     watch = EventWatch(0)
     run.watches.append(watch)
