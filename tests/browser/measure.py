@@ -10,7 +10,14 @@
   the first new event;
 * events decoded and verified per second in the page (64-event frames, no network),
   and end to end (1.1 MB answer over loopback);
-* bundle size, minified and minified + gzip.
+* bundle size, minified and minified + gzip;
+* where a recovery's time goes (medians over the cuts), from a probe wrapping the
+  page's WebSocket: ``reconnect`` (``disconnected`` → the new socket's first
+  message, ``welcome``: a new connection and hello), ``resume`` (→ the first
+  ``events`` message: resume, resumed and the server's catch-up read), ``verify``
+  (the client's handler of that message: decode, verify, queue its events),
+  ``deliver`` (→ the first event in the page's ``for await``), and the size of that
+  first message.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import gzip
 import json
 import random
 import statistics
-from typing import Any
+from typing import Any, Literal
 
 from playwright.async_api import async_playwright
 
@@ -31,6 +38,35 @@ from unbroken.testing import serve
 from .conftest import ARGS, BUNDLE, CHROMIUM, _Site, mixed_app, start_own_chromium
 
 DONE = "window.log && window.log.done === true"
+
+# Records, for every message a socket of the page gets: [socket number, arrival,
+# end of the client's handler, length, first 24 characters] (performance.now() ms).
+WS_PROBE = """(() => {
+  const Base = window.WebSocket;
+  const probe = (window.__ws = { opened: [], messages: [] });
+  let count = 0;
+  window.WebSocket = class extends Base {
+    constructor(...args) {
+      super(...args);
+      const id = count++;
+      probe.opened.push([id, performance.now()]);
+      let handler = null;
+      Object.defineProperty(this, "onmessage", {
+        get: () => handler,
+        set: (f) => {
+          handler = f;
+          super.onmessage = f === null ? null : (ev) => {
+            const t = performance.now();
+            try { f(ev); } finally {
+              const d = typeof ev.data === "string" ? ev.data : "";
+              probe.messages.push([id, t, performance.now(), d.length, d.slice(0, 24)]);
+            }
+          };
+        },
+      });
+    }
+  };
+})()"""
 
 DECODE_BENCH = """async (n) => {
   const m = await import('/unbroken.js');
@@ -64,6 +100,27 @@ def pct(xs: list[float], q: float) -> float:
     return round(xs[min(len(xs) - 1, int(q * len(xs)))], 2)
 
 
+def breakdown(log: dict[str, Any]) -> dict[str, float] | None:
+    """Where the one recovery of a page's run went (see the module's docstring)."""
+    lost = next((c["at"] for c in log["conn"] if c["kind"] == "disconnected"), None)
+    ws = log.get("ws")
+    if lost is None or not ws or len(ws["opened"]) < 2:
+        return None
+    second = ws["opened"][1][0]
+    msgs = [m for m in ws["messages"] if m[0] == second]
+    first_events = next((m for m in msgs if '"t":"events"' in m[4]), None)
+    if not msgs or first_events is None:
+        return None
+    recovered = lost + log["recoveries"][0]
+    return {
+        "reconnect": msgs[0][1] - lost,
+        "resume": first_events[1] - msgs[0][1],
+        "verify": first_events[2] - first_events[1],
+        "deliver": recovered - first_events[2],
+        "first_message_kB": first_events[3] / 1000,
+    }
+
+
 def summary(xs: list[float]) -> dict[str, Any]:
     return {
         "n": len(xs),
@@ -77,12 +134,14 @@ def summary(xs: list[float]) -> dict[str, Any]:
 async def run_page(browser: Any, url: str) -> dict[str, Any]:
     ctx = await browser.new_context()
     try:
+        await ctx.add_init_script(WS_PROBE)
         page = await ctx.new_page()
         await page.goto(url)
         await page.wait_for_function(DONE, timeout=60_000, polling=20)
         log: dict[str, Any] = await page.evaluate(
             "({error: log.error, recoveries: log.recoveries, detections: log.detections,"
-            " received: log.received, elapsed: log.elapsed, digest: log.digest})"
+            " received: log.received, elapsed: log.elapsed, digest: log.digest,"
+            " conn: log.conn, ws: window.__ws})"
         )
         assert log["error"] is None, log["error"]
         return log
@@ -106,17 +165,28 @@ async def main(cuts: int, freeze: float, seed: int) -> dict[str, Any]:
         base = f"http://127.0.0.1:{server.port}/?ws=ws://127.0.0.1:{proxy.port}/ws&agent=mixed"
         size = 300_000
         rec: dict[str, list[float]] = {"fin": [], "rst": []}
+        parts: list[dict[str, float]] = []
         for i in range(cuts):
-            mode = "fin" if i % 2 == 0 else "rst"
+            mode: Literal["fin", "rst"] = "fin" if i % 2 == 0 else "rst"
             proxy.cut_after_bytes(int(size * 1.25 * rng.uniform(0.1, 0.9)), mode=mode)
             log = await run_page(browser, f"{base}&size={size}")
             assert len(log["recoveries"]) == 1, log
             rec[mode].append(log["recoveries"][0])
+            b = breakdown(log)
+            if b is not None:
+                parts.append(b)
         out["recovery_after_cut"] = {
             "answer_bytes": size,
             "fin": summary(rec["fin"]),
             "rst": summary(rec["rst"]),
             "all": summary(rec["fin"] + rec["rst"]),
+            "breakdown_p50_ms": {
+                "n": len(parts),
+                **{
+                    k: round(statistics.median(p[k] for p in parts), 2)
+                    for k in (parts[0] if parts else {})
+                },
+            },
         }
         det = []
         for _ in range(5):
