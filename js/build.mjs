@@ -1,4 +1,4 @@
-// Build: one ES module (dist/unbroken.js, @noble/hashes bundled in) and its types
+// Build: one ES module (dist/unbroken.js, no runtime dependency) and its types
 // (dist/unbroken.d.ts over dist/types/). `npm run build`.
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
@@ -13,6 +13,9 @@ await build({
   platform: "neutral",
   target: ["es2022"],
   minify: true,
+  // private members (and @internal ones) are named `_x`: minified like locals.
+  // Nothing outside the bundle may read a `_` property of it.
+  mangleProps: /^_/,
   sourcemap: true,
   legalComments: "none",
   logLevel: "warning",

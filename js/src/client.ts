@@ -124,16 +124,16 @@ export class Stream implements AsyncIterable<StreamEvent> {
   id = "";
   result: Answer;
   private readonly queue: QueueItem[] = [];
-  private waiter: (() => void) | null = null;
-  private readonly consumed = new ConsumedCursor();
-  private startedResolve!: () => void;
-  private startedReject!: (e: unknown) => void;
+  private _waiter: (() => void) | null = null;
+  private readonly _consumed = new ConsumedCursor();
+  private _startedResolve!: () => void;
+  private _startedReject!: (e: unknown) => void;
   readonly started: Promise<void>;
-  private doneResolve!: (a: Answer) => void;
-  private doneReject!: (e: unknown) => void;
-  private readonly donePromise: Promise<Answer>;
-  private finished = false;
-  private startedDone = false;
+  private _doneResolve!: (a: Answer) => void;
+  private _doneReject!: (e: unknown) => void;
+  private readonly _donePromise: Promise<Answer>;
+  private _finished = false;
+  private _startedDone = false;
   cancelledByUser = false;
 
   constructor(
@@ -144,27 +144,27 @@ export class Stream implements AsyncIterable<StreamEvent> {
   ) {
     this.result = new Answer("");
     this.started = new Promise((res, rej) => {
-      this.startedResolve = res;
-      this.startedReject = rej;
+      this._startedResolve = res;
+      this._startedReject = rej;
     });
     this.started.catch(() => undefined);
-    this.donePromise = new Promise((res, rej) => {
-      this.doneResolve = res;
-      this.doneReject = rej;
+    this._donePromise = new Promise((res, rej) => {
+      this._doneResolve = res;
+      this._doneReject = rej;
     });
-    this.donePromise.catch(() => undefined);
+    this._donePromise.catch(() => undefined);
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<StreamEvent> {
     for (;;) {
-      while (this.queue.length === 0) await new Promise<void>((r) => (this.waiter = r));
+      while (this.queue.length === 0) await new Promise<void>((r) => (this._waiter = r));
       const item = this.queue.shift()!;
       if ("error" in item) throw item.error;
       if ("mark" in item) {
-        this.consumed.verified(item.mark, item.digest);
+        this._consumed.verified(item.mark, item.digest);
         continue;
       }
-      this.consumed.consumed(item.raw);
+      this._consumed.consumed(item.raw);
       yield item.ev;
       if (item.ev instanceof StreamEnded) return;
     }
@@ -172,78 +172,78 @@ export class Stream implements AsyncIterable<StreamEvent> {
 
   /** The verified answer once the stream ends, or the error that ended it. */
   wait(): Promise<Answer> {
-    return this.donePromise;
+    return this._donePromise;
   }
 
   get done(): boolean {
-    return this.finished;
+    return this._finished;
   }
 
   /** Position of the last event the iterator yielded: save it to pick the answer up
    * later, on any node, with `Client.resume`. `null` before the stream started. */
   get cursor(): Cursor | null {
-    return this.consumed.cursor();
+    return this._consumed.cursor();
   }
 
   /** The storage generation of the server's log that holds this stream (`""` before
    * the stream started); a resume in another epoch is answered `gone`. */
   get epoch(): string {
-    return this.consumed.epoch;
+    return this._consumed.epoch;
   }
 
   /** Stop the agent on the server (idempotent; also after a reconnect). */
   async cancel(): Promise<void> {
     this.cancelledByUser = true;
-    if (this.id && !this.finished) this.client._sendFrame(this.client._session.cancel(this.id));
+    if (this.id && !this._finished) this.client._sendFrame(this.client._session.cancel(this.id));
   }
 
   /** @internal */
   _began(stream: string, epoch: string, seq = 0, digest: Uint8Array | null = null): void {
     this.id = stream;
-    this.consumed.began(stream, epoch, seq, digest);
+    this._consumed.began(stream, epoch, seq, digest);
   }
 
   /** @internal */
   _answered(): void {
-    if (!this.startedDone) {
-      this.startedDone = true;
-      this.startedResolve();
+    if (!this._startedDone) {
+      this._startedDone = true;
+      this._startedResolve();
     }
   }
 
-  private put(item: QueueItem): void {
+  private _put(item: QueueItem): void {
     this.queue.push(item);
-    const w = this.waiter;
+    const w = this._waiter;
     if (w) {
-      this.waiter = null;
+      this._waiter = null;
       w();
     }
   }
 
   /** @internal */
   _push(ev: StreamEvent, raw: Event): void {
-    this.put({ ev, raw });
+    this._put({ ev, raw });
     if (ev instanceof StreamEnded) this._finish(endError(this.id, ev.status, ev.error, this.cancelledByUser));
   }
 
   /** @internal */
   _mark(seq: number, digest: Uint8Array): void {
-    if (!this.finished) this.put({ mark: seq, digest });
+    if (!this._finished) this._put({ mark: seq, digest });
   }
 
   /** @internal */
   _finish(error: unknown): void {
-    if (this.finished) return;
-    this.finished = true;
+    if (this._finished) return;
+    this._finished = true;
     if (error) {
-      this.put({ error });
-      this.doneReject(error);
-      if (!this.startedDone) {
-        this.startedDone = true;
-        this.startedReject(error);
+      this._put({ error });
+      this._doneReject(error);
+      if (!this._startedDone) {
+        this._startedDone = true;
+        this._startedReject(error);
       }
     } else {
-      this.doneResolve(this.result);
+      this._doneResolve(this.result);
     }
     this.client._finished(this);
   }
@@ -263,29 +263,29 @@ export class Client {
   readonly history: ConnectionEvent[] = [];
   /** @internal */
   readonly _session: ClientSession;
-  private readonly live: Liveness;
-  private readonly WS: WebSocketConstructor;
+  private readonly _live: Liveness;
+  private readonly _WS: WebSocketConstructor;
   private readonly storage: StorageLike | null;
   private readonly storageKey: string;
   private readonly streams = new Map<string, Stream>();
-  private readonly byId = new Map<string, Stream>();
-  private readonly reconnects: Reconnects;
-  private readonly subscribers = new Set<(e: ConnectionEvent) => void>();
+  private readonly _byId = new Map<string, Stream>();
+  private readonly _reconnects: Reconnects;
+  private readonly _subscribers = new Set<(e: ConnectionEvent) => void>();
   private ws: WebSocketLike | null = null;
   private ready = false;
   private closed = false;
-  private fatal: unknown = null;
+  private _fatal: unknown = null;
   private running = false;
-  private urlIndex = 0;
-  private progressed = false;
+  private _urlIndex = 0;
+  private _progressed = false;
   private first: Promise<void> | null = null;
-  private firstResolve: (() => void) | null = null;
-  private firstReject: ((e: unknown) => void) | null = null;
-  private wakeSleep: (() => void) | null = null;
-  private sleepFloor = false;
-  private endConnection: ((err: unknown) => void) | null = null;
-  private forgetSoon: string[] = [];
-  private readonly listeners: [EventTarget, string, () => void][] = [];
+  private _firstResolve: (() => void) | null = null;
+  private _firstReject: ((e: unknown) => void) | null = null;
+  private _wakeSleep: (() => void) | null = null;
+  private _sleepFloor = false;
+  private _endConnection: ((err: unknown) => void) | null = null;
+  private _forgetSoon: string[] = [];
+  private readonly _listeners: [EventTarget, string, () => void][] = [];
 
   constructor(urls: string | string[], options: ClientOptions = {}) {
     this.urls = typeof urls === "string" ? [urls] : [...urls];
@@ -299,15 +299,15 @@ export class Client {
     this.maxFrame = options.maxFrame ?? DEFAULT_MAX_FRAME;
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (WS === undefined) throw new UnbrokenError("no WebSocket class: pass options.WebSocket");
-    this.WS = WS;
-    this.live = new Liveness({ silenceFactor: options.silenceFactor, pingEvery: options.pingEvery });
+    this._WS = WS;
+    this._live = new Liveness({ silenceFactor: options.silenceFactor, pingEvery: options.pingEvery });
     this._session = new ClientSession({
       maxFrame: this.maxFrame,
       caps: [CAP_BATCH],
-      liveness: this.live,
+      liveness: this._live,
       startAttempts: this.policy.maxAttempts ?? 12,
     });
-    this.reconnects = new Reconnects(this.policy, options.seed === undefined ? Math.random : seededRng(options.seed));
+    this._reconnects = new Reconnects(this.policy, options.seed === undefined ? Math.random : seededRng(options.seed));
     const g = globalThis as { sessionStorage?: StorageLike; document?: unknown };
     let storage = options.storage;
     if (storage === undefined) {
@@ -319,30 +319,30 @@ export class Client {
     }
     this.storage = storage ?? null;
     this.storageKey = options.storageKey ?? "unbroken";
-    const saved = this.readStorage();
+    const saved = this._readStorage();
     if (saved?.anon) this._session.anon = saved.anon;
-    if (options.lifecycle ?? g.document !== undefined) this.listenToLifecycle();
+    if (options.lifecycle ?? g.document !== undefined) this._listenToLifecycle();
   }
 
   get silenceFactor(): number {
-    return this.live.silenceFactor;
+    return this._live.silenceFactor;
   }
   set silenceFactor(v: number) {
-    this.live.silenceFactor = v;
+    this._live.silenceFactor = v;
   }
   get pingEvery(): number {
-    return this.live.pingEvery;
+    return this._live.pingEvery;
   }
   set pingEvery(v: number) {
-    this.live.pingEvery = v;
+    this._live.pingEvery = v;
   }
   /** Seconds of silence (or of an unanswered ping) after which the link is dead. */
   get silenceLimit(): number {
-    return this.live.limit();
+    return this._live.limit();
   }
   /** The reconnect episode under way or last (its `schedule` of delays). */
   get backoff(): Backoff | null {
-    return this.reconnects.backoff;
+    return this._reconnects.backoff;
   }
   /** Whether a connection is up and welcomed. */
   get connected(): boolean {
@@ -352,8 +352,8 @@ export class Client {
   // ------------------------------------------------------------ lifecycle
   /** Connect (once); resolves when the first connection is welcomed. */
   connect(): Promise<void> {
-    this.checkUsable();
-    this.ensureRunning();
+    this._checkUsable();
+    this._ensureRunning();
     return this.first!;
   }
 
@@ -363,24 +363,24 @@ export class Client {
     this.saveCursors();
     this.closed = true;
     this._session.close();
-    for (const [target, type, fn] of this.listeners) target.removeEventListener(type, fn);
-    this.listeners.length = 0;
-    this.wakeSleep?.();
-    this.endConnection?.(new ConnectionLost("client closed"));
+    for (const [target, type, fn] of this._listeners) target.removeEventListener(type, fn);
+    this._listeners.length = 0;
+    this._wakeSleep?.();
+    this._endConnection?.(new ConnectionLost("client closed"));
     for (const st of [...this.streams.values()]) st._finish(new ConnectionLost("client closed"));
-    if (this.firstReject) this.firstReject(new ConnectionLost("client closed"));
+    if (this._firstReject) this._firstReject(new ConnectionLost("client closed"));
   }
 
   // ------------------------------------------------------------ requests
   /** Start an agent run; resolves once the server answered `started`. A start whose
    * answer is lost in a drop is sent again with the same request id. */
   async start(agent: string, input: unknown = null, options: { req?: string } = {}): Promise<Stream> {
-    this.checkUsable();
+    this._checkUsable();
     const req = options.req ?? randomId();
     const frame = this._session.start(req, agent, input);
     const st = new Stream(this, req, agent, input);
     this.streams.set(req, st);
-    this.ensureRunning();
+    this._ensureRunning();
     if (frame !== null) this._sendFrame(frame);
     this.saveCursors();
     await this.answered(st, "start");
@@ -389,15 +389,15 @@ export class Client {
 
   /** Pick up a stream from a saved `Stream.cursor` (this or another node). */
   async resume(cursor: Cursor, options: { req?: string; agent?: string } = {}): Promise<Stream> {
-    this.checkUsable();
+    this._checkUsable();
     const req = options.req ?? `resume-${randomId()}`;
     const st = new Stream(this, req, options.agent ?? "");
     st._began(cursor.stream, cursor.epoch, cursor.seq, fromHex(cursor.digest));
     st.result = new Answer(cursor.stream, cursor.seq);
     const frame = this._session.adopt(req, cursor);
     this.streams.set(req, st);
-    this.byId.set(cursor.stream, st);
-    this.ensureRunning();
+    this._byId.set(cursor.stream, st);
+    this._ensureRunning();
     if (frame !== null) this._sendFrame(frame);
     await this.answered(st, "resume");
     return st;
@@ -405,7 +405,7 @@ export class Client {
 
   /** The streams saved in storage by an earlier page (before a reload). */
   savedStreams(): SavedStream[] {
-    const saved = this.readStorage();
+    const saved = this._readStorage();
     if (!saved) return [];
     return Object.entries(saved.streams).map(([req, s]) => ({ req, ...s }));
   }
@@ -452,8 +452,8 @@ export class Client {
       queue.push(e);
       wake?.();
     };
-    this.subscribers.add(sub);
-    const subscribers = this.subscribers;
+    this._subscribers.add(sub);
+    const subscribers = this._subscribers;
     const it: AsyncIterableIterator<ConnectionEvent> = {
       async next() {
         while (queue.length === 0) await new Promise<void>((r) => (wake = r));
@@ -475,8 +475,8 @@ export class Client {
    * probes a connection believed alive with a ping. */
   wake(): void {
     if (this.closed) return;
-    if (this.wakeSleep && !this.sleepFloor) this.wakeSleep();
-    else if (this.ready && !this.live.awaitingPong) this._sendFrame(this.live.ping(now()));
+    if (this._wakeSleep && !this._sleepFloor) this._wakeSleep();
+    else if (this.ready && !this._live.awaitingPong) this._sendFrame(this._live.ping(now()));
   }
 
   private async answered(st: Stream, what: string): Promise<void> {
@@ -497,8 +497,8 @@ export class Client {
     }
   }
 
-  private checkUsable(): void {
-    if (this.fatal !== null) throw this.fatal;
+  private _checkUsable(): void {
+    if (this._fatal !== null) throw this._fatal;
     if (this.closed) throw new UnbrokenError("client is closed");
   }
 
@@ -512,18 +512,18 @@ export class Client {
   /** @internal a stream finished: forget it (after this message's acks are sent). */
   _finished(st: Stream): void {
     this.streams.delete(st.req);
-    if (st.id) this.byId.delete(st.id);
-    this.forgetSoon.push(st.req);
-    queueMicrotask(() => this.flushForget());
+    if (st.id) this._byId.delete(st.id);
+    this._forgetSoon.push(st.req);
+    queueMicrotask(() => this._flushForget());
     this.saveCursors();
   }
 
-  private flushForget(): void {
-    for (const req of this.forgetSoon) this._session.forget(req);
-    this.forgetSoon = [];
+  private _flushForget(): void {
+    for (const req of this._forgetSoon) this._session.forget(req);
+    this._forgetSoon = [];
   }
 
-  private emit(kind: ConnectionEvent["kind"], kw: Partial<ConnectionEvent> = {}): void {
+  private _emit(kind: ConnectionEvent["kind"], kw: Partial<ConnectionEvent> = {}): void {
     const ev: ConnectionEvent = {
       kind,
       at: now(),
@@ -545,10 +545,10 @@ export class Client {
     } catch (e) {
       console.error("unbroken: onEvent callback failed", e);
     }
-    for (const sub of this.subscribers) sub(ev);
+    for (const sub of this._subscribers) sub(ev);
   }
 
-  private readStorage(): { anon: string | null; streams: Record<string, Omit<SavedStream, "req">> } | null {
+  private _readStorage(): { anon: string | null; streams: Record<string, Omit<SavedStream, "req">> } | null {
     if (this.storage === null) return null;
     try {
       const raw = this.storage.getItem(this.storageKey);
@@ -558,14 +558,14 @@ export class Client {
     }
   }
 
-  private listenToLifecycle(): void {
+  private _listenToLifecycle(): void {
     const g = globalThis as unknown as { document?: EventTarget & { visibilityState?: string }; addEventListener?: unknown };
     const doc = g.document;
     const win = globalThis as unknown as EventTarget;
     const on = (target: EventTarget | undefined, type: string, fn: () => void) => {
       if (!target || typeof target.addEventListener !== "function") return;
       target.addEventListener(type, fn);
-      this.listeners.push([target, type, fn]);
+      this._listeners.push([target, type, fn]);
     };
     const save = () => this.saveCursors();
     const wake = () => this.wake();
@@ -578,22 +578,22 @@ export class Client {
   }
 
   // ------------------------------------------------------------ the loop
-  private ensureRunning(): void {
+  private _ensureRunning(): void {
     if (this.running) return;
     this.running = true;
     this.first = new Promise((res, rej) => {
-      this.firstResolve = res;
-      this.firstReject = rej;
+      this._firstResolve = res;
+      this._firstReject = rej;
     });
     this.first.catch(() => undefined);
     void this.supervise();
   }
 
   private async supervise(): Promise<void> {
-    const reconnects = this.reconnects;
+    const reconnects = this._reconnects;
     while (!this.closed) {
-      const url = this.urls[this.urlIndex % this.urls.length];
-      this.progressed = false;
+      const url = this.urls[this._urlIndex % this.urls.length];
+      this._progressed = false;
       const budget = reconnects.budget(now());
       let error: unknown;
       try {
@@ -606,45 +606,45 @@ export class Client {
       this.ws = null;
       this._session.connectionLost();
       if (this.closed) return;
-      this.emit("disconnected", { url, cause: causeOf(error), code: (error as { code?: number | null }).code ?? null });
+      this._emit("disconnected", { url, cause: causeOf(error), code: (error as { code?: number | null }).code ?? null });
       let retry = defaultRetryTable(error);
       const decided = this.shouldRetry?.(error);
       if (decided !== null && decided !== undefined) retry = decided;
       if (!retry) {
-        this.failAll(fatalError(error));
+        this._failAll(fatalError(error));
         return;
       }
-      const next = reconnects.lost(now(), error, this.progressed);
+      const next = reconnects.lost(now(), error, this._progressed);
       if (next.kind === "give_up") {
-        this.emit("exhausted", { attempt: next.error.attempts, cause: causeOf(error) });
-        this.failAll(next.error);
+        this._emit("exhausted", { attempt: next.error.attempts, cause: causeOf(error) });
+        this._failAll(next.error);
         return;
       }
-      this.urlIndex += 1;
-      this.emit("reconnecting", { attempt: next.attempt, delay: next.delay, url: this.urls[this.urlIndex % this.urls.length] });
+      this._urlIndex += 1;
+      this._emit("reconnecting", { attempt: next.attempt, delay: next.delay, url: this.urls[this._urlIndex % this.urls.length] });
       if (next.delay > 0) {
         const ra = (error as { retryAfter?: number | null }).retryAfter;
-        await this.sleep(next.delay, typeof ra === "number" && ra > 0);
+        await this._sleep(next.delay, typeof ra === "number" && ra > 0);
       }
     }
   }
 
-  private sleep(seconds: number, floor: boolean): Promise<void> {
+  private _sleep(seconds: number, floor: boolean): Promise<void> {
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
-        this.wakeSleep = null;
+        this._wakeSleep = null;
         resolve();
       };
       const timer = setTimeout(done, seconds * 1000);
-      this.sleepFloor = floor;
-      this.wakeSleep = done;
+      this._sleepFloor = floor;
+      this._wakeSleep = done;
     });
   }
 
-  private failAll(error: unknown): void {
-    this.fatal = error;
-    this.firstReject?.(error);
+  private _failAll(error: unknown): void {
+    this._fatal = error;
+    this._firstReject?.(error);
     for (const st of [...this.streams.values()]) st._finish(error);
   }
 
@@ -660,10 +660,10 @@ export class Client {
     const timeout = budget === null ? this.openTimeout : Math.min(this.openTimeout, budget);
     const token = await this.tokenValue();
     const session = this._session;
-    const live = this.live;
+    const live = this._live;
     let ws: WebSocketLike;
     try {
-      ws = new this.WS(url, [...SUBPROTOCOLS]);
+      ws = new this._WS(url, [...SUBPROTOCOLS]);
     } catch (e) {
       throw new ConnectionLost(`cannot open ${url}: ${(e as Error).message}`);
     }
@@ -688,11 +688,11 @@ export class Client {
           /* already closing */
         }
       }
-      if (this.endConnection === end) this.endConnection = null;
+      if (this._endConnection === end) this._endConnection = null;
       this.ready = false;
       settle(err);
     };
-    this.endConnection = end;
+    this._endConnection = end;
     const openTimer = setTimeout(() => end(new ConnectionLost("no welcome in time")), timeout * 1000);
 
     const watch = (at: number) => {
@@ -750,21 +750,21 @@ export class Client {
           clearTimeout(openTimer);
           live.welcomed(t, out.welcome.heartbeat_ms, t - t0);
           this.ready = true;
-          this.emit("connected", { url });
-          this.firstResolve?.();
+          this._emit("connected", { url });
+          this._firstResolve?.();
           for (const frame of session.afterWelcome()) ws.send(encode(frame));
           watch(live.firstCheck(now()));
           return;
         }
         for (const one of session.framesOf(data)) {
           if (over) return;
-          const out = this.receiveOne(one);
+          const out = this._receiveOne(one);
           if (out === "integrity") {
             // the stream failed; its further frames are moot: resume the others afresh
             end(new ConnectionLost("integrity error: reconnecting for the other streams"));
             return;
           }
-          if (out === "progress") this.progressed = true;
+          if (out === "progress") this._progressed = true;
           else if (out !== "none" && out.kind === "error") {
             const e = out.error;
             if (e.req === null && e.stream === null && e.retry_after_ms !== null) retryAfter = e.retry_after_ms / 1000;
@@ -776,7 +776,7 @@ export class Client {
           ws.send(encode(frame));
           if (frame.t === "ack") acked = true;
         }
-        this.flushForget();
+        this._flushForget();
         if (acked) this.saveCursors();
       } catch (e) {
         if (e instanceof ProtocolError) end(e, [e.closeCode >= 3000 ? e.closeCode : 4000, e.message]);
@@ -788,13 +788,13 @@ export class Client {
 
   /** Apply one frame: "progress" when it moved a stream, "integrity" when a stream
    * failed its digest, an error output to act on, else "none". */
-  private receiveOne(message: string): "progress" | "integrity" | "none" | ClientOutput {
+  private _receiveOne(message: string): "progress" | "integrity" | "none" | ClientOutput {
     let out: ClientOutput;
     try {
       out = this._session.receive(message);
     } catch (e) {
       if (e instanceof IntegrityError) {
-        const st = this.byId.get(e.stream);
+        const st = this._byId.get(e.stream);
         if (st === undefined) throw e;
         console.error(`unbroken: integrity error stream=${e.stream} seq=${e.seq}`);
         this._session.forget(st.req);
@@ -805,7 +805,7 @@ export class Client {
     }
     switch (out.kind) {
       case "events": {
-        const st = this.byId.get(out.stream);
+        const st = this._byId.get(out.stream);
         if (st === undefined) return "progress";
         const digest = toHex(out.digest);
         const result = st.result;
@@ -818,24 +818,24 @@ export class Client {
         if (st !== undefined) {
           st._began(out.stream, out.epoch);
           st.result.stream = out.stream;
-          this.byId.set(out.stream, st);
+          this._byId.set(out.stream, st);
           st._answered();
           this.saveCursors();
         }
         return "progress";
       }
       case "resumed": {
-        this.emit("resumed", { stream: out.stream, fromSeq: out.fromSeq, head: out.head });
-        this.byId.get(out.stream)?._answered();
+        this._emit("resumed", { stream: out.stream, fromSeq: out.fromSeq, head: out.head });
+        this._byId.get(out.stream)?._answered();
         return "progress";
       }
       case "gone": {
-        this.emit("gone", { stream: out.stream, reason: out.reason });
-        this.byId.get(out.stream)?._finish(new StreamGone(out.stream, out.reason as GoneReason, out.message));
+        this._emit("gone", { stream: out.stream, reason: out.reason });
+        this._byId.get(out.stream)?._finish(new StreamGone(out.stream, out.reason as GoneReason, out.message));
         return "progress";
       }
       case "pong":
-        this.live.pong(now(), out.n);
+        this._live.pong(now(), out.n);
         return "none";
       case "error":
         return out;

@@ -59,7 +59,7 @@ class Scratch {
 
   /** Write `s` as UTF-8 at `n` (room for 3 bytes per UTF-16 unit is there);
    * ASCII byte by byte, the rest by the TextEncoder. Returns the new end. */
-  private put(s: string, n: number): number {
+  private _put(s: string, n: number): number {
     const buf = this.buf;
     const len = s.length;
     for (let i = 0; i < len; i++) {
@@ -97,10 +97,10 @@ class Scratch {
     buf[24] = ev.kind;
     let n = 25;
     if (chunk) {
-      n = this.put(part, n);
+      n = this._put(part, n);
       buf[n++] = 0;
     }
-    return this.put(text, n);
+    return this._put(text, n);
   }
 
   input(prev: Uint8Array, ev: Event): Uint8Array {

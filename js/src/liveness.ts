@@ -50,7 +50,7 @@ export class Liveness {
   lastBulk = 0.0;
   lagAtBulk = 0.0;
   private partial = 0;
-  private deferred = false;
+  private _deferred = false;
 
   constructor(o: { silenceFactor?: number; pingEvery?: number } = {}) {
     this.silenceFactor = o.silenceFactor ?? 3.0;
@@ -61,7 +61,7 @@ export class Liveness {
   connecting(): void {
     this.pings.clear();
     this.partial = 0;
-    this.deferred = false;
+    this._deferred = false;
   }
 
   /** The connection is open and `hello` is sent: the clocks start. */
@@ -137,7 +137,7 @@ export class Liveness {
     return this.silenceFactor * this.heartbeat + rto;
   }
 
-  private oldestPing(): [number, number] | null {
+  private _oldestPing(): [number, number] | null {
     if (this.pings.size === 0) return null;
     let [sent, lag] = this.pings.get(Math.min(...this.pings.keys()))!;
     if (this.lastBulk > sent) {
@@ -149,7 +149,7 @@ export class Liveness {
 
   /** How long the oldest unanswered ping has waited (less this process's lag). */
   pingAge(now: number): number {
-    const o = this.oldestPing();
+    const o = this._oldestPing();
     return o === null ? 0 : now - o[0] - (this.lag - o[1]);
   }
 
@@ -157,7 +157,7 @@ export class Liveness {
   deadline(): number {
     const limit = this.limit();
     let at = this.lastRecv + (this.lag - this.lagAtRecv) + limit;
-    const o = this.oldestPing();
+    const o = this._oldestPing();
     if (o !== null) at = Math.min(at, o[0] + (this.lag - o[1]) + limit);
     return at;
   }
@@ -187,13 +187,13 @@ export class Liveness {
   check(now: number, due: number, expecting: boolean): Check {
     const late = Math.max(0, now - due);
     this.lag += late;
-    if (late > LATE_RUN && !this.deferred) {
+    if (late > LATE_RUN && !this._deferred) {
       // this process was busy (or frozen, or throttled): messages may be waiting to
       // be delivered. They are proof of life: let them go first (once)
-      this.deferred = true;
+      this._deferred = true;
       return { wakeAt: now, dead: null, ping: null };
     }
-    this.deferred = false;
+    this._deferred = false;
     const limit = this.limit();
     if (!expecting) {
       this.lastRecv = now;

@@ -83,17 +83,17 @@ export class ClientStream {
 export class ConsumedCursor {
   stream = "";
   epoch = "";
-  private anchor: [number, Uint8Array] | null = null;
+  private _anchor: [number, Uint8Array] | null = null;
   private since: Event[] = [];
 
   began(stream: string, epoch: string, seq = 0, digest: Uint8Array | null = null): void {
     this.stream = stream;
     this.epoch = epoch;
-    if (this.anchor === null) this.anchor = [seq, digest === null ? seed(stream, epoch) : digest];
+    if (this._anchor === null) this._anchor = [seq, digest === null ? seed(stream, epoch) : digest];
   }
 
   verified(seq: number, digest: Uint8Array): void {
-    this.anchor = [seq, digest];
+    this._anchor = [seq, digest];
     this.since = [];
   }
 
@@ -102,8 +102,8 @@ export class ConsumedCursor {
   }
 
   cursor(): Cursor | null {
-    if (this.anchor === null) return null;
-    let [seq, digest] = this.anchor;
+    if (this._anchor === null) return null;
+    let [seq, digest] = this._anchor;
     for (const ev of this.since) {
       digest = stepEvent(digest, ev);
       seq = ev.seq;
