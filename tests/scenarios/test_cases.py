@@ -255,15 +255,22 @@ class _OtherClient(Case):
 
 @pytest.mark.parametrize("tamper", [False, True])
 async def test_a_stream_another_client_consumed_is_judged_by_the_generic_checks(
-    tamper: bool,
+    tamper: bool, tmp_path: Path
 ) -> None:
+    import json
+
     from unbroken.scenarios.cases import register, unregister
 
     register(_OtherClient(tamper))
     try:
-        result = await run_one(RunSpec("TC15", "small", "mid", "clean", "rst"))
+        result = await run_one(
+            RunSpec("TC15", "small", "mid", "clean", "rst"), artefacts=tmp_path, keep_artefacts=True
+        )
     finally:
         unregister("TC15")
+    timing = json.loads((tmp_path / result.id / "timing.json").read_text())
+    (stream,) = timing["streams"]
+    assert stream["answer"] == "other" and stream["status"] == "completed"
     checks = {c.name: c for c in result.checks}
     assert checks["the agent ran once per stream"].ok
     assert checks[

@@ -88,9 +88,23 @@ async def write_artefacts(run: RunState, result: RunResult, logs: LogCapture, ro
                 "error": None if r.error is None else repr(r.error),
             }
             for r in run.recs + run.resumed_recs
+        ]
+        + [
+            {
+                "stream": f.stream_id,
+                "answer": f.key,
+                "ended": None if f.ended_at is None else round(f.ended_at - t0, 4),
+                "client": "other (its own report below)",
+                "status": f.status,
+                "digest": f.digest,
+                "error": f.error,
+                "part_chars": {k: len(v) for k, v in f.parts.items()},
+                "report": f.report,
+            }
+            for f in run.foreign
         ],
     }
-    (d / "timing.json").write_text(json.dumps(timing, indent=1), "utf-8")
+    (d / "timing.json").write_text(json.dumps(timing, indent=1, default=str), "utf-8")
     (d / "verdicts.json").write_text(
         json.dumps(
             {
