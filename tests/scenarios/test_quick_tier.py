@@ -1,4 +1,6 @@
-"""The quick tier: every seed scenario 1-9 under every network condition, for real.
+"""The quick tier: every seed scenario 1-9 under every network condition, for real, and
+TC11's browser faults in a real chromium page (skipped with the reason without chromium,
+Playwright or the built JS bundle).
 
 Each run streams generated answers from a real server (its own thread) through a fault
 proxy to real clients over loopback, plays the fault plan, and checks the scenario's
@@ -31,7 +33,7 @@ def explain(result: RunResult, where: Path) -> str:
 @pytest.mark.parametrize("spec", quick_matrix(), ids=lambda s: s.id)
 async def test_scenario_holds(spec: RunSpec, tmp_path: Path) -> None:
     result = await run_one(spec, artefacts=tmp_path)
-    if result.skipped:  # a kernel-level condition without root: reported as skipped
+    if result.skipped:  # a kernel condition without root, TC11 without a browser: skipped
         pytest.skip(result.error)
     assert result.passed, explain(result, tmp_path)
     assert result.exact and result.streams_exact == result.streams >= 1
