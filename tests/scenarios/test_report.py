@@ -69,7 +69,7 @@ def test_report_is_self_contained_and_shows_uncovered_cases_as_such(tmp_path: Pa
     assert "PASS" in page and "FAIL" not in page
     assert page.count("<svg") == 4  # recovery, completion, resent, memory
     assert not re.search(r"""(src|href)=["']?https?:""", page), "no external resources"
-    for i in range(10, 16):
+    for i in (10, 12, 13, 14, 15):  # (TC11 is covered: a real browser)
         row = re.search(rf"<tr[^>]*><td>TC{i}</td>.*?</tr>", page)
         assert row is not None, i
         assert "not yet covered" in row.group(0) and "passed" not in row.group(0)
