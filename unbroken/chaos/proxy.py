@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
@@ -93,6 +94,8 @@ class FaultProxy:
         self._stopped = False
         self._server: asyncio.Server | None = None
         self._bound_port: int | None = None
+        #: while down: a socket bound to the port, not listening (see _hold_port)
+        self._placeholder: socket.socket | None = None
         self._next_id = 0
         self._schedules: set[ScheduledFault] = set()
 
@@ -183,6 +186,7 @@ class FaultProxy:
         if self._schedules:
             await asyncio.gather(*(s.task for s in self._schedules), return_exceptions=True)
         self._close_listener()
+        self._release_port()
         self._enabled = False
         live = self._port.live
         for conn in list(live.values()):
@@ -214,6 +218,7 @@ class FaultProxy:
         )
         sockets = self._server.sockets
         self._bound_port = int(sockets[0].getsockname()[1]) if sockets else port
+        self._release_port()  # listening again: the placeholder's job is done
         self._enabled = True
         self._port.record("listening", listen=self.listen, upstream=self.upstream)
 
@@ -223,6 +228,7 @@ class FaultProxy:
             return
         self._enabled = False
         self._close_listener()
+        self._hold_port()
         self._port.record("disabled", mode=mode, reason=reason)
         await self.cut_all(mode, reason=reason)
 
@@ -239,6 +245,33 @@ class FaultProxy:
         if self._server is not None:
             self._server.close()
             self._server = None
+
+    def _hold_port(self) -> None:
+        """While down, keep the port bound but not listening: connections to it are
+        refused, as with no listener, and the kernel cannot hand the port to anyone
+        else meanwhile (an outgoing connection's ephemeral port took it under load, and
+        :meth:`enable` then failed with "address already in use"). Both sockets set
+        SO_REUSEADDR, so the new listener binds beside the placeholder."""
+        if self._bound_port is None or self._placeholder is not None:
+            return
+        host = self.listen_address[0]
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        holder = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            holder.bind((host, self._bound_port))
+        except OSError as exc:  # someone was faster: enable() will say so
+            holder.close()
+            logger.warning(
+                "proxy %s: could not hold port %d while down: %s", self.name, self._bound_port, exc
+            )
+            return
+        self._placeholder = holder
+
+    def _release_port(self) -> None:
+        if self._placeholder is not None:
+            self._placeholder.close()
+            self._placeholder = None
 
     async def reconfigure(
         self, *, listen: Address | str | None = None, upstream: Address | str | None = None

@@ -270,3 +270,30 @@ async def test_a_server_that_speaks_first_loses_no_byte() -> None:
                 client.close()
     finally:
         await greeter.close()
+
+
+async def test_a_down_proxy_refuses_connections_and_keeps_its_port_for_enable(
+    echo_proxy: FaultProxy, echo: PeerServer
+) -> None:
+    """While down nothing listens (a connect is refused), yet no other socket can take
+    the port: an outgoing connection's ephemeral port once did, and ``enable`` failed."""
+    import socket
+
+    port = echo_proxy.port
+    await echo_proxy.disable()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), T)
+    other = socket.socket()
+    with pytest.raises(OSError):
+        other.bind(("127.0.0.1", port))  # not even another SO_REUSEADDR-less bind
+    other.close()
+    await echo_proxy.enable()
+    assert echo_proxy.port == port
+    client = await connect(port)
+    client.send(b"back")
+    assert await asyncio.wait_for(client.wait_bytes(4), T) == b"back"
+    client.close()
+    await echo_proxy.stop()
+    free = socket.socket()
+    free.bind(("127.0.0.1", port))  # stopped: the port is released
+    free.close()
