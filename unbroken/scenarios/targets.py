@@ -68,7 +68,7 @@ def _gives_up(r: RunResult) -> bool:
     return case is not None and case.gives_up(r.spec)
 
 
-def _p95(target: Target, values: list[float], what: str) -> Evaluation:
+def _p95(target: Target, values: list[float], what: str, plural: str) -> Evaluation:
     if not values:
         return Evaluation(target, None, None, 0, f"no {what} measured")
     v = percentile(values, 0.95)
@@ -78,7 +78,7 @@ def _p95(target: Target, values: list[float], what: str) -> Evaluation:
         v,
         target.met(v),
         len(values),
-        f"p95 of {len(values):,} {what}s; median {percentile(values, 0.5):.3f} s, "
+        f"p95 of {len(values):,} {plural}; median {percentile(values, 0.5):.3f} s, "
         f"worst {worst:.3f} s",
     )
 
@@ -92,15 +92,15 @@ def evaluate(runs: Iterable[RunResult]) -> list[Evaluation]:
 
     small = [r for r in runs if not _gives_up(r) and (r.metrics.partial_bytes or 0) < 1_000_000]
     reconnect = pooled_samples(small, "reconnect")
-    out.append(_p95(by_id["reconnect"], reconnect, "reconnection"))
+    out.append(_p95(by_id["reconnect"], reconnect, "reconnection", "reconnections"))
     resume = pooled_samples(runs, "resume")
-    out.append(_p95(by_id["resume"], resume, "resume"))
+    out.append(_p95(by_id["resume"], resume, "resume", "resumes"))
     # (on a throttled link the rest of the answer takes what the link's rate allows:
     # its completion time says how slow the link is, not how fast the recovery was)
     recovery = pooled_samples(
         [r for r in runs if not _gives_up(r) and r.spec.condition != "throttled"], "recovery"
     )
-    out.append(_p95(by_id["recovery"], recovery, "recovery"))
+    out.append(_p95(by_id["recovery"], recovery, "recovery", "recoveries"))
 
     mem = [r.metrics.log_peak_mb for r in runs if r.metrics.log_peak_mb is not None]
     t = by_id["memory"]
