@@ -6,6 +6,7 @@ import random
 
 from hypothesis import strategies as st
 
+from tests.unit.protocol.strategies import renumber
 from unbroken.protocol.events import Event, Kind
 
 ALPHABET = 'ab "\\\n\x01é😀/\u2028'
@@ -34,21 +35,7 @@ def random_events(rng: random.Random, n: int) -> list[Event]:
             body = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 12)))
             out.append(Event(0, open_parts[part], part=part, body=body))
     out.append(Event(0, Kind.END, status="completed"))
-    return [
-        Event(
-            seq,
-            e.kind,
-            part=e.part,
-            body=e.body,
-            part_kind=e.part_kind,
-            mime=e.mime,
-            schema=e.schema,
-            status=e.status,
-            error=e.error,
-            count=seq if e.kind is Kind.END else 0,
-        )
-        for seq, e in enumerate(out, 1)
-    ]
+    return renumber(out)
 
 
 def long_answers(max_events: int = 2000) -> st.SearchStrategy[list[Event]]:
