@@ -6,7 +6,16 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { build } from "esbuild";
 import { blake2b } from "@noble/hashes/blake2.js";
-import { ChainVerifier, Kind, makeEvent, seed, stepEvent, stepInput, toHex } from "../dist/unbroken.js";
+import {
+  ChainVerifier,
+  Kind,
+  makeEvent,
+  seed,
+  seededRng,
+  stepEvent,
+  stepInput,
+  toHex,
+} from "../dist/unbroken.js";
 
 const bundled = await build({
   entryPoints: [new URL("../src/blake2b.ts", import.meta.url).pathname],
@@ -17,17 +26,8 @@ const bundled = await build({
 const own = await import(`data:text/javascript;base64,${Buffer.from(bundled.outputFiles[0].text).toString("base64")}`);
 const oracle = (bytes) => blake2b(bytes, { dkLen: 16 });
 
-// a small seeded PRNG (mulberry32): failures are reproducible
-function rng(seedValue) {
-  let a = seedValue >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// the client's seeded PRNG (mulberry32): failures are reproducible
+const rng = seededRng;
 
 test("blake2b128 equals @noble/hashes blake2b dkLen 16 on random messages of every length 0..1000", () => {
   const r = rng(14);
