@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import AuthError, Forbidden, LogFull, ProtocolError, UnknownAgent
+from ..errors import AuthError, Forbidden, LogFull, Overloaded, ProtocolError, UnknownAgent
 from ..protocol.codes import CloseCode, ErrorCode, close_reason
 from ..protocol.frames import (
     CAP_BATCH,
@@ -398,8 +398,9 @@ class Connection:
                 message += f"; known: {', '.join(sorted(exc.known))}"
             self._error(ErrorCode.UNKNOWN_AGENT, message, req=frame.req)
             return
-        except LogFull as exc:
-            log.warning("start refused, log full conn=%s req=%s", self.id, frame.req)
+        except (LogFull, Overloaded) as exc:
+            # new work is refused first: in-flight streams are never shed for it
+            log.warning("start refused conn=%s req=%s reason=%s", self.id, frame.req, exc)
             self._error(
                 ErrorCode.OVERLOADED,
                 str(exc),
