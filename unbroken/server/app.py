@@ -22,6 +22,7 @@ from ..protocol.frames import (
 )
 from ..store.base import StreamLog
 from ..store.memory import MemoryStore
+from .admission import AdmissionLimits
 from .agent import Agent, Principal
 from .asgi import ASGIApp, Receive, Scope, Send
 from .config import ServerConfig
@@ -45,7 +46,9 @@ class Unbroken:
 
     ``store`` is the stream log (default: a :class:`MemoryStore`). Pass
     ``authenticate`` (``async (hello, info) -> Principal``, raising
-    :class:`~unbroken.errors.AuthError`) or set ``allow_anonymous=True``.
+    :class:`~unbroken.errors.AuthError`; ``auth=`` is the same hook, e.g. a
+    :class:`~unbroken.server.auth.JWTAuth`) or set ``allow_anonymous=True``.
+    ``admission`` limits new work (:class:`~unbroken.server.admission.AdmissionLimits`).
     ``heartbeat`` is seconds of quiet before the server sends ``hb``;
     ``run_timeout`` limits every run (per agent: ``@app.agent(timeout=…)``);
     ``abandon_after`` cancels runs nobody has been attached to for that long
@@ -84,6 +87,7 @@ class Unbroken:
         store: StreamLog | None = None,
         *,
         authenticate: Authenticate | None = None,
+        auth: Authenticate | None = None,
         allow_anonymous: bool = False,
         heartbeat: float = 0.4,
         run_timeout: float | None = None,
@@ -109,9 +113,12 @@ class Unbroken:
         connection_limits: ConnectionLimits | None = None,
         health_detail: bool = False,
         expose_agent_names: bool = False,
+        admission: AdmissionLimits | None = None,
     ) -> None:
         self.store: StreamLog = store if store is not None else MemoryStore()
-        self.authenticate = authenticate
+        if auth is not None and authenticate is not None:
+            raise ConfigError("pass auth= or authenticate=, not both (they are the same hook)")
+        self.authenticate = auth if auth is not None else authenticate
         self.shutdown_grace = shutdown_grace
         #: what every connection is configured with (frozen; built once, here)
         self.config = ServerConfig(
@@ -157,6 +164,7 @@ class Unbroken:
             abandon_after=abandon_after,
             sweep_every=sweep_every,
             coalesce=coalesce,
+            admission=admission,
         )
 
     # read-only views of the config (the names the constructor takes)

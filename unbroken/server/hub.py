@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import Forbidden, LogDiverged, LogFull, StaleProducer, StreamTooLarge, UnknownAgent
 from ..protocol.frames import excerpt
 from ..store.base import Created, StreamLog
+from .admission import AdmissionLimits
 from .agent import Agent, Output, Principal, Request
 from .producer import Producer
 
@@ -50,8 +51,10 @@ class Hub:
         sweep_every: float = 1.0,
         coalesce: float = 0.0,
         clock: Callable[[], float] = time.time,
+        admission: AdmissionLimits | None = None,
     ) -> None:
         self.store = store
+        self.admission = admission if admission is not None else AdmissionLimits()
         self.agents = agents
         self.max_chunk = max_chunk
         self.run_timeout = run_timeout
