@@ -31,13 +31,15 @@ from ..errors import (
     StreamFailed,
     UnbrokenError,
 )
-from .codes import CloseCode
+from .codes import CloseCode, ErrorCode
 from .digest import ChainVerifier, seed, step_event
 from .events import Event, Kind
 from .frames import (
     CAP_BATCH,
+    CAP_REFRESH,
     DEFAULT_MAX_FRAME,
     Ack,
+    AuthExpiring,
     Cancel,
     ClientFrame,
     Error,
@@ -46,6 +48,8 @@ from .frames import (
     Hb,
     Hello,
     Pong,
+    Refresh,
+    Refreshed,
     Resume,
     Resumed,
     Resync,
@@ -58,7 +62,7 @@ from .frames import (
     events_of,
 )
 from .liveness import Check, Liveness
-from .retry import HARMLESS_ERROR, RETRYABLE_START
+from .retry import HARMLESS_ERROR, REFRESH_ATTEMPTS, RETRYABLE_START, refresh_delay
 
 
 # ===================================================================== client
@@ -178,6 +182,17 @@ class FailStream:
     error: UnbrokenError
 
 
+@dataclass(frozen=True, slots=True)
+class AskToken:
+    """Ask the token provider at ``at`` (0: at once) and hand its token to
+    :meth:`ClientSession.refresh` with this ``connection`` number (an answer for a
+    connection that is gone by then is dropped). ``attempt`` counts from 1."""
+
+    at: float
+    attempt: int
+    connection: int
+
+
 # Outputs of ClientSession.receive
 @dataclass(frozen=True, slots=True)
 class Welcomed:
@@ -230,6 +245,23 @@ class PongOut:
     n: int
 
 
+@dataclass(frozen=True, slots=True)
+class AuthExpiringOut:
+    """The server said the credentials expire in ``in_ms``; ``ask``: get a new token
+    (``None``: this client cannot refresh in-band; it reconnects after close 4010)."""
+
+    in_ms: int
+    ask: AskToken | None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshedOut:
+    """A ``refresh`` was accepted: the credentials now expire at ``exp`` (unix
+    seconds; ``None``: never)."""
+
+    exp: float | None
+
+
 # Enum member lookups cost ~150 ns each on Python 3.11; the per-frame path uses these.
 _READY = ClientState.READY
 _AWAIT_WELCOME = ClientState.AWAIT_WELCOME
@@ -246,6 +278,8 @@ ClientOutput = (
     | ServerError
     | Heartbeat
     | PongOut
+    | AuthExpiringOut
+    | RefreshedOut
 )
 
 
@@ -283,6 +317,16 @@ class ClientSession:
         self.hb_seen = False
         #: a start refused as overloaded this many times fails with ``Overloaded``
         self.start_attempts = start_attempts
+        #: in-band refresh is in force on this connection (both sides listed the cap)
+        self.refresh_agreed = False
+        #: when this connection's credentials expire (unix seconds; ``None``: never)
+        self.auth_exp: float | None = None
+        #: refreshes refused (or tokens the provider failed to give) since the last
+        #: success; at ``refresh_attempts`` the client stops asking and lets the
+        #: connection expire (close 4010: it reconnects with a fresh token)
+        self.refresh_failures = 0
+        self.refresh_attempts = REFRESH_ATTEMPTS
+        self._connection = 0  # numbers the connections (AskToken.connection)
 
     def frames_of(self, message: bytes | str) -> list[bytes | str]:
         """The frames of one WebSocket message, each for :meth:`receive`: the message
@@ -303,6 +347,7 @@ class ClientSession:
         if self.state is not ClientState.IDLE:
             raise ProtocolError(f"connect in state {self.state.value}", CloseCode.BAD_FRAME)
         self.state = ClientState.AWAIT_WELCOME
+        self._connection += 1
         return Hello(caps=self.caps, token=token, anon=self.anon)
 
     def after_welcome(self) -> list[ClientFrame]:
@@ -328,6 +373,9 @@ class ClientSession:
             return
         self.state = ClientState.IDLE
         self.welcome = None
+        self.refresh_agreed = False
+        self.auth_exp = None
+        self.refresh_failures = 0
         for cs in self.by_req.values():
             if cs.state in (StreamState.ATTACHED, StreamState.RESUMING):
                 cs.state = StreamState.DETACHED
@@ -396,12 +444,15 @@ class ClientSession:
             return None
         return Start(cs.req, cs.agent, cs.input)
 
-    def server_error(self, error: Error, now: float) -> RetryStart | FailStream | None:
+    def server_error(self, error: Error, now: float) -> RetryStart | FailStream | AskToken | None:
         """What an ``error`` frame means for its request or stream: a start refused
         for load is sent again after ``retry_after_ms`` (1 s if none), at most
         ``start_attempts`` times, then fails with ``Overloaded``; an error about one
         ack or an unsupported frame changes nothing; any other ends the request
-        with ``RequestRefused``."""
+        with ``RequestRefused``. A refused ``refresh`` (``auth_failed``) is asked
+        for again with backoff (:meth:`refresh_failed`)."""
+        if error.code == ErrorCode.AUTH_FAILED and error.req is None and error.stream is None:
+            return self.refresh_failed(now)
         cs: ClientStream | None = None
         if error.req is not None:
             cs = self.by_req.get(error.req)
@@ -420,6 +471,37 @@ class ClientSession:
             return None
         self.forget(cs.req)
         return FailStream(cs.req, RequestRefused(error.code, error.message))
+
+    # ---- in-band token refresh (cap "refresh")
+    def refresh(self, token: str | None, connection: int) -> Refresh | None:
+        """The ``refresh`` frame carrying the provider's ``token`` (asked for by
+        :class:`AskToken` on ``connection``), or ``None``: the connection is gone
+        (the next one's ``hello`` carries a fresh token anyway), or there is no
+        token (report it with :meth:`refresh_failed`)."""
+        if (
+            not token
+            or connection != self._connection
+            or self.state is not _READY
+            or not self.refresh_agreed
+        ):
+            return None
+        return Refresh(token=token)
+
+    def refresh_failed(self, now: float) -> AskToken | None:
+        """A refresh failed (the server answered ``auth_failed``, or the provider
+        raised or gave nothing): ask again after a backoff, at most
+        ``refresh_attempts`` times in a row; then ``None`` (stop asking: the server
+        closes 4010 at expiry and the client reconnects with a fresh token)."""
+        if not self.refresh_agreed or self.state is not _READY:
+            return None
+        self.refresh_failures += 1
+        if self.refresh_failures >= self.refresh_attempts:
+            return None
+        return AskToken(
+            now + refresh_delay(self.refresh_failures),
+            self.refresh_failures + 1,
+            self._connection,
+        )
 
     def cancel(self, stream: str) -> Cancel:
         return Cancel(stream)
@@ -499,6 +581,9 @@ class ClientSession:
             if frame.anon is not None:
                 self.anon = frame.anon
             self.batch = CAP_BATCH in self.caps and CAP_BATCH in frame.caps
+            self.refresh_agreed = CAP_REFRESH in self.caps and CAP_REFRESH in frame.caps
+            self.auth_exp = frame.auth_exp
+            self.refresh_failures = 0
             # ack well inside the server's window, or a small window would stall
             self.ack_every = max(1, min(self.ack_every, frame.limits.window // 4))
             self.ack_min = max(1, min(self.ack_min, frame.limits.window // 64))
@@ -546,6 +631,18 @@ class ClientSession:
             cs = self._stream(frame.stream)
             cs.state = StreamState.GONE
             return StreamGoneOut(frame.stream, frame.reason, frame.message)
+        if isinstance(frame, AuthExpiring):
+            ask = None
+            if self.refresh_agreed:
+                self.refresh_failures = 0  # a new expiry: a fresh budget of attempts
+                ask = AskToken(0.0, 1, self._connection)
+            return AuthExpiringOut(frame.in_ms, ask)
+        if isinstance(frame, Refreshed):
+            if not self.refresh_agreed:
+                raise ProtocolError("refreshed without the refresh cap agreed")
+            self.refresh_failures = 0
+            self.auth_exp = frame.exp
+            return RefreshedOut(frame.exp)
         if isinstance(frame, Resync):
             raise ProtocolError("resync is reserved and not used by protocol v1")
         if isinstance(frame, Error):

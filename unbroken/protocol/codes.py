@@ -22,6 +22,7 @@ class CloseCode(IntEnum):
     HEARTBEAT_TIMEOUT = 4004
     UNSUPPORTED_VERSION = 4005
     OVERLOADED = 4008
+    TOKEN_EXPIRED = 4010
 
 
 #: What a client should do after each close code: ``True`` = reconnect and resume.
@@ -39,6 +40,7 @@ CLOSE_CODE_RETRY: Final[dict[int, bool]] = {
     CloseCode.HEARTBEAT_TIMEOUT: True,
     CloseCode.UNSUPPORTED_VERSION: False,
     CloseCode.OVERLOADED: True,
+    CloseCode.TOKEN_EXPIRED: True,
 }
 
 #: One-line meaning of each close code.
@@ -56,6 +58,7 @@ CLOSE_CODE_MEANING: Final[dict[int, str]] = {
     CloseCode.HEARTBEAT_TIMEOUT: "peer silent for too long",
     CloseCode.UNSUPPORTED_VERSION: "no common protocol version",
     CloseCode.OVERLOADED: "server full; reconnect after retry_after_ms",
+    CloseCode.TOKEN_EXPIRED: "token expired; reconnect with a new token",
 }
 
 
@@ -86,3 +89,6 @@ class ErrorCode:
     SHUTTING_DOWN: Final = "shutting_down"
     INTERNAL: Final = "internal"
     UNSUPPORTED: Final = "unsupported"
+    #: a ``refresh`` token was refused (invalid, expired, unverifiable); the
+    #: connection stays open until its current credentials expire
+    AUTH_FAILED: Final = "auth_failed"

@@ -50,6 +50,10 @@ MAX_ERROR_TEXT: Final = 240
 #: Capability: the server may send several frames in one WebSocket message, one per
 #: line (frames are compact JSON: no raw line feed inside one). See docs/reference/protocol.md.
 CAP_BATCH: Final = "batch"
+#: Capability: in-band token refresh (``auth_expiring``, ``refresh``, ``refreshed``):
+#: the client offers it when it can get a new token; the server lists it when it
+#: can verify one. See docs/reference/protocol.md.
+CAP_REFRESH: Final = "refresh"
 
 # Patterns end in \Z, not $: msgspec matches with re.search, and $ also matches
 # before a trailing newline ("abc\n" would pass as a stream id).
@@ -64,6 +68,8 @@ AnonKey = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}\Z")]
 Caps = Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=32)]
 ShortText = Annotated[str, Meta(max_length=4096)]
 Positive = Annotated[int, Meta(ge=1)]
+#: unix seconds (a JWT ``NumericDate``: an integer, or a number with a fraction)
+UnixTime = Annotated[int, Meta(ge=0)] | Annotated[float, Meta(ge=0)]
 
 
 class _Frame(Struct, tag_field="t", omit_defaults=True, frozen=True):
@@ -111,7 +117,9 @@ class Cancel(_Frame, tag="cancel", frozen=True):
 
 
 class Refresh(_Frame, tag="refresh", frozen=True):
-    """Replace the connection's token (reserved for protocol wave 2)."""
+    """Replace the connection's token in-band (cap ``refresh``): the server answers
+    ``refreshed``, or ``error`` ``auth_failed``, or closes 4003 when the token names
+    another principal."""
 
     token: Token
 
@@ -144,6 +152,8 @@ class Welcome(_Frame, tag="welcome", frozen=True):
     caps: Caps = []
     #: anonymous mode: the client's key, to present in every later ``hello``
     anon: AnonKey | None = None
+    #: when the connection's credentials expire (unix seconds); ``None``: never
+    auth_exp: UnixTime | None = None
 
 
 class Started(_Frame, tag="started", frozen=True):
@@ -207,8 +217,40 @@ class Pong(_Frame, tag="pong", frozen=True):
     n: Seq = 0
 
 
+class AuthExpiring(_Frame, tag="auth_expiring", frozen=True):
+    """The connection's credentials expire in ``in_ms`` milliseconds: send ``refresh``
+    (only to a client that offered the ``refresh`` cap)."""
+
+    in_ms: Annotated[int, Meta(ge=0)]
+
+
+class Refreshed(_Frame, tag="refreshed", frozen=True):
+    """Answer to ``refresh``: the new credentials expire at ``exp`` (unix seconds;
+    ``None``: they do not expire)."""
+
+    exp: UnixTime | None = None
+
+
+def unix_time(value: float) -> int | float:
+    """``value`` as it goes on the wire: an integer when it is one (``1700000000``,
+    never ``1700000000.0``, so every encoder writes the same text)."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
 ClientFrame = Hello | Start | Resume | Ack | Cancel | Refresh | Ping
-ServerFrame = Welcome | Started | Events | Resumed | Resync | Gone | Error | Hb | Pong
+ServerFrame = (
+    Welcome
+    | Started
+    | Events
+    | Resumed
+    | Resync
+    | Gone
+    | Error
+    | Hb
+    | Pong
+    | AuthExpiring
+    | Refreshed
+)
 
 _client_decoder: Final = msgspec.json.Decoder(ClientFrame)
 _server_decoder: Final = msgspec.json.Decoder(ServerFrame)

@@ -45,6 +45,45 @@ RETRYABLE_START: frozenset[str] = frozenset(
 #: ``error`` codes that concern one frame only and leave the stream as it was.
 HARMLESS_ERROR: frozenset[str] = frozenset({ErrorCode.BAD_ACK, ErrorCode.UNSUPPORTED})
 
+#: Refreshes refused in a row (or provider failures while refreshing) after which a
+#: client stops asking and lets the connection expire (4010, then a reconnect).
+REFRESH_ATTEMPTS = 3
+
+#: Times in a row a token provider may fail (raise, or give no token) when a
+#: connection is being opened before the client gives up with ``AuthError``.
+TOKEN_ATTEMPTS = 3
+
+
+def refresh_delay(failures: int) -> float:
+    """Seconds to wait before asking for a token again after ``failures`` failures
+    in a row (1, 2, …): 0.1, 0.2, 0.4 … capped at 2 s (a refresh is asked for well
+    before the expiry, so several fit)."""
+    return float(min(2.0, 0.1 * 2 ** max(0, failures - 1)))
+
+
+class TokenAttempts:
+    """How a client asks its token provider when opening a connection (pure): a
+    failure (the provider raised, or gave no token) is retried after
+    :func:`refresh_delay`, at most ``limit`` attempts in all; then :meth:`failed`
+    gives the :class:`AuthError` to end with (no retry storm)."""
+
+    def __init__(self, limit: int = TOKEN_ATTEMPTS) -> None:
+        self.limit = max(1, limit)
+        self.failures = 0
+
+    def failed(self, error: BaseException | None) -> float | AuthError:
+        """The provider failed with ``error`` (``None``: it gave no token): the delay
+        before the next attempt, or the error to end with."""
+        self.failures += 1
+        if self.failures < self.limit:
+            return refresh_delay(self.failures)
+        what = "gave no token" if error is None else f"failed: {type(error).__name__}: {error}"
+        return AuthError(
+            f"the token provider {what} ({self.failures} attempts); fix the provider "
+            "or give the client a valid token"
+        )
+
+
 #: HTTP statuses of a refused upgrade that mean "not you, ever": no retry.
 _FATAL_STATUS = (401, 403, 404)
 
@@ -117,11 +156,15 @@ def cause_of(error: BaseException) -> str:
 __all__ = [
     "FATAL_CLOSE",
     "HARMLESS_ERROR",
+    "REFRESH_ATTEMPTS",
     "REFUSED_BY_CLIENT",
     "RETRYABLE_START",
+    "TOKEN_ATTEMPTS",
+    "TokenAttempts",
     "cause_of",
     "close_error",
     "fatal_error",
+    "refresh_delay",
     "should_retry",
     "status_is_retryable",
 ]
