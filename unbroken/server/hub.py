@@ -11,10 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import Forbidden, LogDiverged, LogFull, StaleProducer, StreamTooLarge, UnknownAgent
+from ..errors import (
+    Forbidden,
+    LogDiverged,
+    LogFull,
+    StaleProducer,
+    StreamTooLarge,
+    UnknownAgent,
+)
 from ..protocol.frames import excerpt
 from ..store.base import Created, StreamLog
-from .admission import AdmissionLimits
+from .admission import Admission, AdmissionLimits, PrincipalKey
 from .agent import Agent, Output, Principal, Request
 from .producer import Producer
 
@@ -29,12 +36,16 @@ class AgentRun:
     agent: str
     owner: str
     producer: Producer
+    key: PrincipalKey = ("", "")  # what admission counts it under
     task: asyncio.Task[None] | None = None
     attached: int = 0
     stop_reason: str = ""  # "cancel" | "shutdown" | "abandoned"
     ending: bool = False  # writing the end event: no longer cancellable
     abandon_timer: asyncio.TimerHandle | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the producer's seq when the stall watchdog last saw it change, and when
+    seen_seq: int = -1
+    seen_at: float = 0.0
 
 
 class Hub:
@@ -55,6 +66,11 @@ class Hub:
     ) -> None:
         self.store = store
         self.admission = admission if admission is not None else AdmissionLimits()
+        #: live runs, loop lag and RSS, and the decisions on them
+        self.gate = Admission(self.admission)
+        #: fail a run whose agent wrote nothing for this long (seconds)
+        self.stall_timeout = self.admission.stall_timeout
+        self._watchdog: asyncio.Task[None] | None = None
         self.agents = agents
         self.max_chunk = max_chunk
         self.run_timeout = run_timeout
@@ -71,6 +87,35 @@ class Hub:
         loop = asyncio.get_running_loop()
         if self._sweeper is None or self._sweeper.done() or self._sweeper.get_loop() is not loop:
             self._sweeper = loop.create_task(self._sweep_loop(), name="unbroken-sweeper")
+        self.gate.ensure_started()
+        w = self._watchdog
+        if self.stall_timeout is not None and (w is None or w.done() or w.get_loop() is not loop):
+            self._watchdog = loop.create_task(self._stall_loop(), name="unbroken-stall-watchdog")
+
+    async def _stall_loop(self) -> None:
+        """Fail runs whose agent has written nothing for :attr:`stall_timeout`
+        seconds. Reads each producer's seq a few times per timeout: nothing on the
+        agent's hot path."""
+        assert self.stall_timeout is not None
+        limit = self.stall_timeout
+        loop = asyncio.get_running_loop()
+        every = min(1.0, max(0.02, limit / 4))
+        while True:
+            await asyncio.sleep(every)
+            now = loop.time()
+            for run in list(self.runs.values()):
+                seq = run.producer.seq
+                if seq != run.seen_seq:
+                    run.seen_seq, run.seen_at = seq, now
+                elif now - run.seen_at >= limit and not run.stop_reason:
+                    log.warning(
+                        "run stalled stream=%s agent=%s seq=%d silent=%.1fs",
+                        run.stream,
+                        run.agent,
+                        seq,
+                        now - run.seen_at,
+                    )
+                    self._stop(run, "stalled")
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -86,12 +131,39 @@ class Hub:
     async def start(self, principal: Principal, req: str, agent: str, input: Any) -> Created:
         """Start ``agent`` for ``(principal, req)``, or return the stream already started.
 
-        Raises :class:`UnknownAgent` and :class:`~unbroken.store.base.LogFull`.
+        Raises :class:`UnknownAgent`, :class:`~unbroken.errors.LogFull`, and
+        :class:`~unbroken.errors.Overloaded` when admission refuses a new run
+        (:mod:`unbroken.server.admission`).
         """
         if agent not in self.agents:
             raise UnknownAgent(agent, sorted(self.agents))
-        created = await self.store.create(principal.id, req, self.clock(), principal.scope)
+        key = (principal.id, principal.scope)
+        refused = self.gate.check(key)
+        if refused is not None:
+            # a repeated start of a request already started gets its stream, whatever
+            # the load: only new work is refused
+            existing = await self.store.find(principal.id, req, principal.scope)
+            if existing is not None:
+                log.info("start repeated stream=%s req=%s", existing.stream, req)
+                return existing
+            log.warning(
+                "start refused req=%s owner=%s runs=%d lag_ms=%.0f: %s",
+                req,
+                principal.id,
+                self.gate.runs,
+                self.gate.lag * 1000,
+                refused.error,
+            )
+            self.gate.count(refused)
+            raise refused.error
+        self.gate.admitted(key)  # held across the create: concurrent starts count it
+        try:
+            created = await self.store.create(principal.id, req, self.clock(), principal.scope)
+        except BaseException:
+            self.gate.released(key)
+            raise
         if not created.created:
+            self.gate.released(key)
             log.info("start repeated stream=%s req=%s", created.stream, req)
             return created
         fn, timeout = self.agents[agent]
@@ -102,7 +174,7 @@ class Hub:
             created.producer,
             coalesce=self.coalesce,
         )
-        run = AgentRun(created.stream, agent, principal.id, producer)
+        run = AgentRun(created.stream, agent, principal.id, producer, key)
         self.runs[created.stream] = run
         request = Request(agent, input, principal, created.stream, req)
         run.task = asyncio.get_running_loop().create_task(
@@ -133,6 +205,8 @@ class Hub:
                 reason = run.stop_reason or "cancel"
                 if reason == "shutdown":
                     status, error = "failed", "shutdown"
+                elif reason == "stalled":
+                    status, error = "failed", f"stalled: no output for {self.stall_timeout:g}s"
                 else:
                     status, error = "cancelled", reason if reason != "cancel" else ""
         except StaleProducer:
@@ -190,7 +264,8 @@ class Hub:
             self._forget(run)
 
     def _forget(self, run: AgentRun) -> None:
-        self.runs.pop(run.stream, None)
+        if self.runs.pop(run.stream, None) is not None:
+            self.gate.released(run.key)
         if run.abandon_timer is not None:
             run.abandon_timer.cancel()
             run.abandon_timer = None
@@ -259,10 +334,12 @@ class Hub:
                 except TimeoutError:  # an agent that swallows cancellation
                     stuck = [r.stream for r in left if not r.done.is_set()]
                     log.error("runs did not stop on shutdown streams=%s", ",".join(stuck))
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._watchdog):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.gate.stop()
 
 
 def _describe(exc: BaseException) -> str:

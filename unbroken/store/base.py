@@ -152,6 +152,11 @@ class StreamLog(Protocol):
         """
         ...
 
+    async def find(self, owner: str, req: str, scope: str = "") -> Created | None:
+        """The stream already created for ``(owner, scope, req)``, or ``None``: how
+        a repeated start is answered while new runs are refused (admission)."""
+        ...
+
     async def append(self, stream: str, producer: str, batch: AppendBatch) -> int:
         """Append a batch of events; returns the new head.
 

@@ -200,6 +200,13 @@ class MemoryStore:
         s.listeners.extend(self._pending_listeners.pop(stream, []))
         return Created(stream, self._epoch, True, s.producer)
 
+    async def find(self, owner: str, req: str, scope: str = "") -> Created | None:
+        existing = self._by_req.get((owner, scope, req))
+        s = self._streams.get(existing) if existing is not None else None
+        if existing is None or s is None:
+            return None
+        return Created(existing, self._epoch, False, s.producer)
+
     async def append(self, stream: str, producer: str, batch: AppendBatch) -> int:
         return self.append_nowait(stream, producer, batch)
 

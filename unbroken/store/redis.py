@@ -357,6 +357,17 @@ class RedisStore:
             return f"{self.prefix}:reqs:{len(owner)}:{owner}:{len(scope)}:{scope}:{req}"
         return f"{self.prefix}:req:{len(owner)}:{owner}:{req}"
 
+    async def find(self, owner: str, req: str, scope: str = "") -> Created | None:
+        async def run() -> Created | None:
+            existing = await self._r.get(self._req_key(owner, req, scope))
+            if existing is None:
+                return None
+            sid = existing.decode()
+            token = await self._r.hget(self._meta_key(sid), "producer")
+            return None if token is None else Created(sid, self._epoch, False, token.decode())
+
+        return await self._retry("find", run)
+
     def _running_keep_ms(self) -> int:
         """How long a running stream's keys live without a lease renewal."""
         return int((self.retention.ttl + 10 * self.lease) * 1000)
