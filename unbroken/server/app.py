@@ -29,6 +29,7 @@ from .config import ServerConfig
 from .connection import Authenticate, Connection
 from .guard import ConnectionGuard, ConnectionLimits
 from .hub import Hub
+from .policy import LivePolicy, OriginPolicy
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -76,6 +77,13 @@ class Unbroken:
     ``max_outbox``: bytes of answers a connection may leave unread before it is
     closed with 4008.
 
+    ``policy``: which web pages may open a WebSocket and read ``/healthz``
+    (:class:`~unbroken.server.policy.OriginPolicy`; docs/reference/security.md).
+    The default refuses a browser handshake whose ``Origin`` is not the server's
+    own hostname; clients without ``Origin`` (not browsers) are unaffected. It is
+    live: ``app.policy.update(allowed_origins=["https://app.example.com"])``
+    applies to new handshakes at once and never cuts open connections.
+
     The app is an ASGI application (``uvicorn.run(app)``, ``api.mount("/agent",
     app)``): the WebSocket at ``/ws``, ``/healthz``, and its lifespan; ``asgi(path)``
     gives one with the WebSocket elsewhere. The per-connection settings are in
@@ -114,6 +122,7 @@ class Unbroken:
         health_detail: bool = False,
         expose_agent_names: bool = False,
         admission: AdmissionLimits | None = None,
+        policy: OriginPolicy | LivePolicy | None = None,
     ) -> None:
         self.store: StreamLog = store if store is not None else MemoryStore()
         if auth is not None and authenticate is not None:
@@ -152,6 +161,9 @@ class Unbroken:
         #: set by :func:`unbroken.server.serving.uvicorn_config` (``unbroken serve``)
         self.guard: ConnectionGuard | None = None
         self.health_detail = health_detail
+        #: the origin policy in force (:class:`~unbroken.server.policy.LivePolicy`):
+        #: ``app.policy.update(allowed_origins=[…])`` changes it for new handshakes
+        self.policy: LivePolicy = policy if isinstance(policy, LivePolicy) else LivePolicy(policy)
         self._served: ASGIApp | None = None  # what __call__ serves (built at first use)
         self.agents: dict[str, tuple[Agent, float | None]] = {}
         #: the connections being served (each adds and removes itself)

@@ -31,6 +31,7 @@ from .config import ServerConfig
 from .connection import Authenticate, ConnectInfo, Connection
 from .guard import ConnectionGuard
 from .hub import Hub
+from .policy import LivePolicy, OriginPolicy
 from .websocket import MAX_SIZE_EXTENSION
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class Served(Protocol):
     def health_detail(self) -> bool: ...
     @property
     def guard(self) -> ConnectionGuard | None: ...
+    @property
+    def policy(self) -> LivePolicy: ...
     def lifespan(self, _app: object = None) -> AbstractAsyncContextManager[None]: ...
 
 
@@ -138,6 +141,40 @@ def _client(scope: Scope) -> str:
     return f"{client[0]}:{client[1]}" if client else ""
 
 
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The value of header ``name`` (lower case), None if absent; several of them
+    are joined with ``,`` (which no Origin or Host contains: such a request is
+    then refused as malformed)."""
+    found: list[str] = [
+        v.decode("latin-1") for k, v in scope.get("headers") or [] if k.lower() == name
+    ]
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else ",".join(found)
+
+
+async def _refuse_handshake(scope: Scope, send: Send, reason: str) -> None:
+    """Refuse a WebSocket handshake with HTTP 403 (before accept): with a short body
+    saying why where the server supports ASGI's WebSocket denial response, else by
+    ``websocket.close`` (uvicorn and hypercorn answer that with a 403)."""
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        body = f"forbidden: {reason}\n".encode()
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 403,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        # 1008 (policy violation): never sent as a frame, the server answers 403
+        await send({"type": "websocket.close", "code": 1008, "reason": ""})
+
+
 def connect_info(scope: Scope, principal: Principal | None = None) -> ConnectInfo:
     """What an ``authenticate`` hook may look at before ``hello``."""
     headers: dict[str, str] = {}
@@ -204,6 +241,14 @@ async def serve_websocket(
     ``principal`` is set when a framework dependency authenticated the peer."""
     if (await receive())["type"] != "websocket.connect":
         return
+    # the origin policy first: a refused page learns nothing else (no subprotocol,
+    # no close code), and nothing of the app runs for it
+    decision = app.policy.check_handshake(
+        _header(scope, b"origin"), _header(scope, b"host"), _client(scope)
+    )
+    if not decision.allowed:
+        await _refuse_handshake(scope, send, decision.reason)
+        return
     offered = [str(p) for p in scope.get("subprotocols") or []]
     chosen = negotiate_subprotocol(offered) if offered else None
     accept: Message = {"type": "websocket.accept"}
@@ -261,6 +306,25 @@ async def _respond(
     await send({"type": "http.response.body", "body": b"" if head else body})
 
 
+#: The methods the app's HTTP endpoints answer (CORS preflights allow these).
+CORS_METHODS = ("GET", "HEAD", "OPTIONS")
+_ALLOW = (b"allow", ", ".join(CORS_METHODS).encode())
+_VARY = (b"vary", b"Origin")
+
+
+def cors_headers(policy: OriginPolicy, origin: str | None, host: str | None) -> list[Any]:
+    """The CORS response headers for a request from ``origin``: the origin echoed
+    in ``Access-Control-Allow-Origin`` when the policy allows it (with
+    ``Access-Control-Allow-Credentials`` if set), and always ``Vary: Origin`` (the
+    answer depends on it, so a cache must not serve one origin's to another)."""
+    headers: list[Any] = [_VARY]
+    if origin is not None and policy.check(origin, host).allowed:
+        headers.append((b"access-control-allow-origin", origin.encode("latin-1")))
+        if policy.cors_allow_credentials:
+            headers.append((b"access-control-allow-credentials", b"true"))
+    return headers
+
+
 class ASGIApp:
     """An unbroken app as an ASGI application: the WebSocket at ``path``, ``GET
     /healthz``, and the lifespan (startup opens the app for runs, shutdown drains
@@ -285,17 +349,70 @@ class ASGIApp:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: Scope, send: Send) -> None:
-        if route_path(scope) != "/healthz":
-            await _respond(send, 404, b"Not Found", b"text/plain; charset=utf-8")
-            return
+        policy = self.app.policy.current  # one snapshot for the whole request
+        origin = _header(scope, b"origin")
         method = scope.get("method", "GET")
+        if method == "OPTIONS" and origin is not None:
+            wanted = _header(scope, b"access-control-request-method")
+            if wanted is not None:
+                await self._preflight(scope, send, policy, origin, wanted)
+                return
+        cors = cors_headers(policy, origin, _header(scope, b"host"))
+        if route_path(scope) != "/healthz":
+            await _respond(send, 404, b"Not Found", b"text/plain; charset=utf-8", *cors)
+            return
+        if method == "OPTIONS":
+            await _respond(send, 204, b"", b"text/plain; charset=utf-8", _ALLOW, *cors)
+            return
         if method not in ("GET", "HEAD"):
-            allow = (b"allow", b"GET, HEAD")
-            await _respond(send, 405, b"Method Not Allowed", b"text/plain; charset=utf-8", allow)
+            await _respond(
+                send, 405, b"Method Not Allowed", b"text/plain; charset=utf-8", _ALLOW, *cors
+            )
             return
         status, body = health(self.app)
         data = msgspec.json.encode(body)
-        await _respond(send, status, data, b"application/json", head=method == "HEAD")
+        await _respond(send, status, data, b"application/json", *cors, head=method == "HEAD")
+
+    async def _preflight(
+        self, scope: Scope, send: Send, policy: OriginPolicy, origin: str, wanted: str
+    ) -> None:
+        """A CORS preflight (``OPTIONS`` with ``Access-Control-Request-Method``):
+        204 with the allowed method and headers, or 400 saying what is refused."""
+        decision = policy.check(origin, _header(scope, b"host"))
+        asked = [
+            h.strip().lower()
+            for h in (_header(scope, b"access-control-request-headers") or "").split(",")
+            if h.strip()
+        ]
+        refused = ""
+        if not decision.allowed:
+            refused = f"origin ({decision.reason})"
+        elif wanted.upper() not in CORS_METHODS:
+            refused = "method"
+        elif "*" not in policy.cors_allow_headers and any(
+            h not in policy.cors_allow_headers for h in asked
+        ):
+            refused = "headers"
+        if refused:
+            log.info(
+                "CORS preflight refused client=%s origin=%r method=%r headers=%r reason=%s",
+                _client(scope),
+                excerpt(origin, 120),
+                excerpt(wanted, 40),
+                excerpt(",".join(asked), 120),
+                refused,
+            )
+            body = f"Disallowed CORS {refused.split(' ')[0]}".encode()
+            await _respond(send, 400, body, b"text/plain; charset=utf-8", _VARY)
+            return
+        headers = [
+            *cors_headers(policy, origin, _header(scope, b"host")),
+            (b"access-control-allow-methods", ", ".join(CORS_METHODS).encode()),
+            (b"access-control-max-age", str(policy.cors_max_age).encode()),
+        ]
+        if asked:
+            headers.append((b"access-control-allow-headers", ", ".join(asked).encode("latin-1")))
+        await _respond(send, 204, b"", b"text/plain; charset=utf-8", *headers)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         started = False
