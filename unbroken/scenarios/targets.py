@@ -43,6 +43,7 @@ class Evaluation:
             "unit": self.target.unit,
             "measured": None if self.measured is None else round(self.measured, 6),
             "met": self.met,
+            "informational": self.target.informational,
             "n": self.n,
             "detail": self.detail,
         }
@@ -182,6 +183,6 @@ def _cpu(runs: list[RunResult]) -> tuple[float, float]:
     )
 
 
-def missed(evaluations: Iterable[Evaluation]) -> list[Evaluation]:
-    """Targets measured and not met."""
-    return [e for e in evaluations if e.met is False]
+def missed(evaluations: Iterable[Evaluation], *, strict: bool = True) -> list[Evaluation]:
+    """Targets measured and not met (``strict=False``: informational targets left out)."""
+    return [e for e in evaluations if e.met is False and (strict or not e.target.informational)]

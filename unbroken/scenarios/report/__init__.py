@@ -21,7 +21,11 @@ class Outcome:
     regressions: list[Comparison]
     interrupted: bool
     evaluations: list[Evaluation] = field(default_factory=list)
-    """Every seed target as measured (``missed_targets``: those measured and not met)."""
+    """Every target as measured (``missed_targets``: those measured and not met that fail
+    the run)."""
+    informational_missed: list[Evaluation] = field(default_factory=list)
+    """Informational targets measured and not met: reported, not failing (unless
+    ``strict_targets``, then they are in ``missed_targets``)."""
 
     @property
     def ok(self) -> bool:
@@ -34,20 +38,31 @@ class Outcome:
 
 
 def write_report(
-    results: Results, path: Path, baseline: Results | None = None
+    results: Results,
+    path: Path,
+    baseline: Results | None = None,
+    *,
+    strict_targets: bool = False,
 ) -> tuple[Outcome, list[Comparison] | None]:
-    """Write ``report.html`` to ``path``; returns the outcome and the comparisons."""
-    comparisons = compare(results, baseline) if baseline is not None else None
+    """Write ``report.html`` to ``path``; returns the outcome and the comparisons.
+
+    ``strict_targets``: a missed informational target (CPU overhead) fails the outcome
+    too; by default it is reported only."""
+    comparisons = (
+        compare(results, baseline, strict_targets=strict_targets) if baseline is not None else None
+    )
     evaluations = evaluate(results.runs)
-    page = html.build(results, comparisons, evaluations)
+    page = html.build(results, comparisons, evaluations, strict_targets=strict_targets)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, "utf-8")
+    failing = missed(evaluations, strict=strict_targets)
     outcome = Outcome(
         failed_runs=sum(1 for r in results.runs if r.failed),
-        missed_targets=missed(evaluations),
+        missed_targets=failing,
         regressions=regressions(comparisons or []),
         interrupted=results.interrupted,
         evaluations=evaluations,
+        informational_missed=[e for e in missed(evaluations) if e not in failing],
     )
     return outcome, comparisons
 

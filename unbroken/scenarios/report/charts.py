@@ -25,6 +25,20 @@ _PALETTE = {
 }
 
 
+#: How to get the charts when matplotlib is missing (the ``report`` extra).
+INSTALL_HINT = "pip install 'unbroken[report]'"
+
+
+def unavailable() -> str | None:
+    """Why charts cannot be drawn (matplotlib, the ``report`` extra, is not importable),
+    with how to get them; None when they can."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return f"matplotlib is not installed (the report extra): {INSTALL_HINT}"
+    return None
+
+
 def _plt() -> Any:
     import matplotlib
 
@@ -78,7 +92,7 @@ def _by_scenario(runs: Iterable[RunResult]) -> dict[str, list[RunResult]]:
 
 
 def recovery_distribution(runs: Iterable[RunResult]) -> str:
-    """Reconnect, resume and complete-recovery times per scenario, with the seed's targets."""
+    """Reconnect, resume and complete-recovery times per scenario, with the targets."""
     plt = _plt()
     groups = _by_scenario(runs)
     sids = [s for s in covered() if s in groups]
@@ -122,7 +136,7 @@ def recovery_distribution(runs: Iterable[RunResult]) -> str:
 
 
 def completion(runs: Iterable[RunResult]) -> str:
-    """Exact streams per scenario (%), against the seed's 99.95 % completion target."""
+    """Exact streams per scenario (%), against the 99.95 % completion target."""
     plt = _plt()
     groups = _by_scenario(runs)
     sids = [s for s in covered() if s in groups]

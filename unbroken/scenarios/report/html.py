@@ -100,11 +100,19 @@ def _badge(ok: bool | None, yes: str = "met", no: str = "missed", none: str = "n
     return f'<span class="badge {"ok" if ok else "bad"}">{_e(yes if ok else no)}</span>'
 
 
-def _verdict(results: Results, evals: list[Evaluation], regs: list[Comparison]) -> tuple[bool, str]:
+def _counts(e: Evaluation, strict: bool) -> bool:
+    """Whether a miss of ``e`` fails the run (informational targets: only when strict)."""
+    return strict or not e.target.informational
+
+
+def _verdict(
+    results: Results, evals: list[Evaluation], regs: list[Comparison], strict: bool = False
+) -> tuple[bool, str]:
     runs = results.runs
     bad = [r for r in runs if r.failed]
     skipped = [r for r in runs if r.skipped]
-    missed = [e for e in evals if e.met is False]
+    missed = [e for e in evals if e.met is False and _counts(e, strict)]
+    noted = [e for e in evals if e.met is False and not _counts(e, strict)]
     ok = (
         bool(runs)
         and len(skipped) < len(runs)
@@ -117,18 +125,22 @@ def _verdict(results: Results, evals: list[Evaluation], regs: list[Comparison]) 
     if bad:
         parts.append(f"{len(bad)} of {len(runs)} runs failed")
     if missed:
-        parts.append(f"{len(missed)} seed target{'s' if len(missed) > 1 else ''} missed")
+        parts.append(f"{len(missed)} target{'s' if len(missed) > 1 else ''} missed")
     if regs:
         parts.append(f"{len(regs)} regression{'s' if len(regs) > 1 else ''}")
     if results.interrupted:
         parts.append("interrupted")
-    if ok and skipped:
-        return True, (
-            f"PASS — every run exact, every measured seed target met; {len(skipped)} "
-            f"skipped ({skipped[0].error})"
-        )
     if ok:
-        return True, "PASS — every run exact, every measured seed target met"
+        text = "PASS — every run exact, every measured target met"
+        if noted:
+            text = (
+                "PASS — every run exact; informational: "
+                + ", ".join(e.target.label for e in noted)
+                + " missed"
+            )
+        if skipped:
+            text += f"; {len(skipped)} skipped ({skipped[0].error})"
+        return True, text
     return False, "FAIL — " + ", ".join(parts or ["no runs"])
 
 
@@ -136,13 +148,15 @@ def build(
     results: Results,
     comparisons: list[Comparison] | None = None,
     evaluations: list[Evaluation] | None = None,
+    *,
+    strict_targets: bool = False,
 ) -> str:
-    """The whole page (``evaluations``: the seed targets on ``results.runs``, evaluated
-    here when not given)."""
+    """The whole page (``evaluations``: the targets on ``results.runs``, evaluated here
+    when not given; ``strict_targets``: a missed informational target fails it too)."""
     runs = results.runs
     evals = evaluate(runs) if evaluations is None else evaluations
     regs = regressions(comparisons or [])
-    ok, headline = _verdict(results, evals, regs)
+    ok, headline = _verdict(results, evals, regs, strict_targets)
     streams = sum(r.streams for r in runs)
     exact = sum(r.streams_exact for r in runs)
     met = sum(1 for e in evals if e.met)
@@ -159,7 +173,7 @@ def build(
     out.append(
         f"<div class=sub>{_e(results.tier)} tier · started {_e(results.started)} · "
         f"{results.duration_s / 60:.1f} min on {_e(machine.get('cpus', '?'))} CPUs, "
-        f"Python {_e(machine.get('python', '?'))} · seed scenarios "
+        f"Python {_e(machine.get('python', '?'))} · scenarios "
         f"{_e(', '.join(scen_run) or 'none')} run{_e(_not_covered())}</div>"
     )
     out.append(
@@ -172,7 +186,7 @@ def build(
             "runs passed",
         ),
         (f"{exact:,}/{streams:,}", "streams exact (digest-verified)"),
-        (f"{met}/{measured}", "seed targets met"),
+        (f"{met}/{measured}", "targets met"),
         (f"{len(regs)}", "regressions" if comparisons is not None else "no baseline given"),
     ):
         out.append(f"<div class=fact><b>{_e(value)}</b><span>{_e(label)}</span></div>")
@@ -180,15 +194,20 @@ def build(
     if results.command:
         out.append(f"<div class=small>reproduce: <code>{_e(results.command)}</code></div>")
 
-    # ---- seed targets
+    # ---- targets
     out.append(
-        "<h2>Seed targets</h2><table><tr><th>target</th><th>the seed asks</th>"
+        "<h2>Targets</h2><table><tr><th>target</th><th>asked for</th>"
         "<th>measured</th><th></th><th>how it is measured</th></tr>"
     )
     for e in evals:
+        badge = _badge(e.met)
+        if e.met is False and not _counts(e, strict_targets):
+            badge = "<span class='badge warn'>missed (informational)</span>"
+        elif e.target.informational and e.met:
+            badge += " <span class='badge na'>informational</span>"
         out.append(
             f"<tr><td><b>{_e(e.target.label)}</b></td><td>{_e(e.target.seed_text)}</td>"
-            f"<td class=num><b>{_e(e.shown())}</b></td><td>{_badge(e.met)}</td>"
+            f"<td class=num><b>{_e(e.shown())}</b></td><td>{badge}</td>"
             f"<td class=small>{_e(e.target.measured_as)}<br>{_e(e.detail)}</td></tr>"
         )
     out.append("</table>")
@@ -235,30 +254,15 @@ def build(
     out.append("</table>")
 
     # ---- charts
-    figs = charts.all_charts(results)
-    out.append("<h2>Charts</h2><div class=grid>")
-    out.append(
-        f"<div class='card wide'>{figs['recovery']}<div class=caption>Each dot is one stream "
-        "(one connection for reconnection); boxes span the middle half. Dashed: the seed's "
-        "target. Complete recovery includes the agent still writing the rest of its answer."
-        "</div></div>"
-    )
-    out.append(
-        f"<div class=card>{figs['completion']}<div class=caption>A stream counts when it "
-        "ended complete and its events and end digest equal a fault-free run's.</div></div>"
-    )
-    out.append(
-        f"<div class=card>{figs['resent']}<div class=caption>Per run: bytes of events the "
-        "server sent again after a resume against the bytes that were in flight (sent, not "
-        "verified by the client) when the link failed. TC8 bound: in flight + one frame."
-        "</div></div>"
-    )
-    out.append(
-        f"<div class='card wide'>{figs['memory']}<div class=caption>Sampled every 50 ms "
-        "during the runs. The log holds every event of every stream of the run (the buffer);"
-        " RSS is the whole process: server thread, proxy and clients.</div></div>"
-    )
-    out.append("</div>")
+    out.append("<h2>Charts</h2>")
+    unavailable = charts.unavailable()
+    if unavailable is not None:
+        out.append(
+            f"<p class=small>No charts: {_e(unavailable)}, then rebuild this page with "
+            "<code>unbroken chaos report results.json</code>.</p>"
+        )
+    else:
+        _charts(out, results)
 
     # ---- failure patterns
     out.append("<h2>Failure patterns</h2>")
@@ -380,11 +384,38 @@ def _patterns(runs: list[RunResult]) -> str:
     return "\n".join(out)
 
 
+def _charts(out: list[str], results: Results) -> None:
+    figs = charts.all_charts(results)
+    out.append("<div class=grid>")
+    out.append(
+        f"<div class='card wide'>{figs['recovery']}<div class=caption>Each dot is one stream "
+        "(one connection for reconnection); boxes span the middle half. Dashed: the "
+        "target. Complete recovery includes the agent still writing the rest of its answer."
+        "</div></div>"
+    )
+    out.append(
+        f"<div class=card>{figs['completion']}<div class=caption>A stream counts when it "
+        "ended complete and its events and end digest equal a fault-free run's.</div></div>"
+    )
+    out.append(
+        f"<div class=card>{figs['resent']}<div class=caption>Per run: bytes of events the "
+        "server sent again after a resume against the bytes that were in flight (sent, not "
+        "verified by the client) when the link failed. TC8 bound: in flight + one frame."
+        "</div></div>"
+    )
+    out.append(
+        f"<div class='card wide'>{figs['memory']}<div class=caption>Sampled every 50 ms "
+        "during the runs. The log holds every event of every stream of the run (the buffer);"
+        " RSS is the whole process: server thread, proxy and clients.</div></div>"
+    )
+    out.append("</div>")
+
+
 def _regression_table(comparisons: list[Comparison]) -> str:
     regs = [c for c in comparisons if c.regression]
     out = [
         f"<p>{len(regs)} regression{'s' if len(regs) != 1 else ''} against the baseline "
-        "(slower by more than 25 % and 100 ms, fewer exact streams, or a seed target met "
+        "(slower by more than 25 % and 100 ms, fewer exact streams, or a target met "
         "before and missed now).</p>"
     ]
     out.append(
