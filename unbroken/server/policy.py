@@ -360,9 +360,7 @@ class LivePolicy:
                 new = dataclasses.replace(self._current, **changes)
             except TypeError as exc:
                 names = [f.name for f in dataclasses.fields(OriginPolicy) if f.init]
-                raise ConfigError(
-                    f"OriginPolicy has no such field ({exc}); known: {names}"
-                ) from None
+                raise ConfigError(f"OriginPolicy: {exc}; known fields: {names}") from None
             self._current = new
             self.version += 1
             version = self.version
