@@ -13,12 +13,15 @@ connection caps) and its log handlers drop floods of identical warnings
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import importlib
 import logging
 import signal
 import socket
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -178,6 +181,23 @@ def serve_command(
             "reach it; default: the app's setting, off).",
         ),
     ] = False,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            "--policy",
+            help="Origin policy file (TOML: [origins] allow, allow_any, same_host; [cors] "
+            "allow_headers, allow_credentials, max_age); reloaded on SIGHUP and when it "
+            "changes, a bad file keeps the policy in force (docs/how-to/origin-policy.md). "
+            "Default: the app's policy (browser pages of the server's own host only).",
+        ),
+    ] = None,
+    policy_poll: Annotated[
+        float,
+        typer.Option(
+            "--policy-poll",
+            help="Seconds between checks of the --policy file for changes (0: SIGHUP only).",
+        ),
+    ] = 1.0,
 ) -> None:
     """Serve an unbroken app (or any ASGI app) with uvicorn."""
     import uvicorn
@@ -185,13 +205,17 @@ def serve_command(
     from ..errors import ConfigError
     from .app import Unbroken
     from .guard import ConnectionLimits, raise_descriptor_limit
-    from .serving import uvicorn_config, with_limits
+    from .policy import OriginPolicy
+    from .serving import PolicyWatcher, uvicorn_config, with_limits
 
     try:
         obj = load_target(target, app_dir)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc), param_hint="TARGET") from None
     uvicorn_grace: int | None = None
+    watcher: PolicyWatcher | None = None
+    if policy is not None and not isinstance(obj, Unbroken):
+        raise typer.BadParameter("--policy needs an Unbroken app as TARGET", param_hint="--policy")
     if isinstance(obj, Unbroken):
         try:
             obj.asgi(path)  # checks the app's configuration (auth) before binding
@@ -201,6 +225,12 @@ def serve_command(
             obj.shutdown_grace = float(timeout_graceful_shutdown)
         if health_detail:
             obj.health_detail = True
+        if policy is not None:
+            try:
+                loaded = OriginPolicy.from_toml(policy)
+            except ConfigError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--policy") from None
+            watcher = PolicyWatcher(obj.policy, policy, interval=policy_poll or 1e9)
         base_limits = obj.connection_limits
         url = f"ws://{host}:{{port}}{path}"
     elif callable(obj):
@@ -251,6 +281,9 @@ def serve_command(
         # an Unbroken app closes connections with 1012 at once and drains its runs itself
         timeout_graceful_shutdown=uvicorn_grace,
     )
+    if watcher is not None:  # (logged now that uvicorn configured the log)
+        watcher.policy.source = Path(watcher.path)
+        watcher.policy.set(loaded, why=f"loaded from {watcher.path}")
     sock.listen(config.backlog)
     server = uvicorn.Server(config)
     logging.getLogger("unbroken").info("serving %s on %s", target, url.format(port=bound))
@@ -266,6 +299,19 @@ def serve_command(
     # once done; with these no-op handlers underneath, a clean drain exits 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda _s, _f: None)
-    server.run(sockets=[sock])
+
+    async def main() -> None:
+        # uvicorn's Server.run, plus the policy watcher on the same loop
+        task = asyncio.get_running_loop().create_task(watcher.run()) if watcher else None
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(main())
     if not server.started:
         raise typer.Exit(3)

@@ -9,6 +9,10 @@ What it adds to plain uvicorn (details in docs/reference/security.md):
   message limits (64 KiB before ``hello``, 1 MiB after, by default), and a clean
   1007 close for invalid UTF-8.
 
+And :class:`PolicyWatcher`: ``unbroken serve --policy policy.toml`` reloads the
+app's origin policy (:mod:`unbroken.server.policy`) on SIGHUP and when the file
+changes.
+
 Serving an app some other way (``uvicorn.run(app.asgi())``, hypercorn) works, but
 without these: the app then still caps sessions (4008) and checks frame sizes when
 it decodes them, after the WebSocket layer has read them.
@@ -16,8 +20,14 @@ it decodes them, after the WebSocket layer has read them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
+import os
+import signal
+import threading
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -26,6 +36,7 @@ from uvicorn.importer import import_from_string
 
 from .app import Unbroken
 from .guard import ConnectionGuard, ConnectionLimits, accept_backlog, descriptor_limit
+from .policy import LivePolicy
 from .websocket import websocket_protocol
 
 log = logging.getLogger(__name__)
@@ -102,3 +113,65 @@ def with_limits(limits: ConnectionLimits, **changes: Any) -> ConnectionLimits:
     """``limits`` with the fields in ``changes`` that are not ``None`` replaced."""
     given = {k: v for k, v in changes.items() if v is not None}
     return dataclasses.replace(limits, **given) if given else limits
+
+
+class PolicyWatcher:
+    """Reloads ``policy`` from ``path`` on SIGHUP and when the file changes.
+
+    The file is checked every ``interval`` seconds with one ``stat`` (its
+    modification time, size and inode: an editor that writes a new file and
+    renames it over the old one is seen too). A reload that fails (the file is
+    gone, not TOML, not a valid policy) keeps the policy in force and logs why
+    (:meth:`LivePolicy.reload`). Run :meth:`run` as a task on the server's loop;
+    SIGHUP is caught only when that loop runs on the main thread.
+    """
+
+    def __init__(
+        self, policy: LivePolicy, path: str | os.PathLike[str], interval: float = 1.0
+    ) -> None:
+        self.policy = policy
+        self.path = Path(path)
+        self.interval = interval
+        #: reloads done (successful or not), for tests and logs
+        self.reloads = 0
+        self._wake = asyncio.Event()
+        self._seen = self._signature()
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def _reload(self, why: str) -> None:
+        self.reloads += 1
+        self._seen = self._signature()
+        log.info("origin policy reload (%s) from %s", why, self.path)
+        self.policy.reload(self.path)
+
+    def hangup(self) -> None:
+        """What SIGHUP does: reload now (also callable by hand)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Watch until cancelled."""
+        loop = asyncio.get_running_loop()
+        hup = getattr(signal, "SIGHUP", None)
+        caught = False
+        if hup is not None and threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(hup, self.hangup)
+                caught = True
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                if self._wake.is_set():
+                    self._wake.clear()
+                    self._reload("SIGHUP")
+                elif self._signature() != self._seen:
+                    self._reload("file changed")
+        finally:
+            if caught and hup is not None:
+                loop.remove_signal_handler(hup)
