@@ -341,6 +341,11 @@ class RedisStore:
         self._diverging: set[str] = set()  # streams being ended after lost writes
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._last_run: dict[str, tuple[int, str]] = {}  # (kind, part) of the last run appended
+        #: bytes appended by this node's running producers, by stream, and their sum:
+        #: ``max_total_bytes`` caps it on every append (finished streams are bounded by
+        #: their TTL and Redis's maxmemory)
+        self._held: dict[str, int] = {}
+        self.held_bytes = 0
 
     # ------------------------------------------------------------ keys
     def _meta_key(self, stream: str) -> str:
@@ -462,6 +467,11 @@ class RedisStore:
     async def _create(self, owner: str, req: str, now: float, scope: str) -> Created:
         rkey = self._req_key(owner, req, scope)
         keep = self._running_keep_ms()
+        # a new stream needs room: refused while this node's running streams hold more
+        # than 15/16 of max_total_bytes (new work is refused before appends fail)
+        limit = self.retention.max_total_bytes
+        if self.held_bytes > limit - limit // 16 and await self._r.exists(rkey) == 0:
+            raise LogFull(self.retention.retry_after)
         for _ in range(5):
             stream = secrets.token_urlsafe(16)
             try:
@@ -528,6 +538,7 @@ class RedisStore:
                 raise
             self._owned[stream] = token
             self._appended[stream] = 0
+            self._held[stream] = 0
             return Created(stream, self._epoch, True, token)
         raise UnbrokenError(f"could not create a stream for req {req!r}")
 
@@ -544,12 +555,19 @@ class RedisStore:
         _, kind, part = _Entry(got[0][1]).runs[-1]
         return kind, part
 
+    def _reserve(self, stream: str, n: int) -> None:
+        """Count ``n`` more bytes held by this node's running ``stream``."""
+        if n and stream in self._held:
+            self._held[stream] += n
+            self.held_bytes += n
+
     def _disown(self, stream: str) -> None:
         """This node no longer produces ``stream``: no renewals, no cached entries."""
         self._owned.pop(stream, None)
         self._appended.pop(stream, None)
         self._recent.pop(stream, None)
         self._last_run.pop(stream, None)
+        self.held_bytes -= self._held.pop(stream, 0)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         assert self._loop is not None
@@ -576,6 +594,12 @@ class RedisStore:
             if batch.runs and batch.runs[-1].seq == last_seq and (batch.runs[-1].kind == _END)
             else "0"
         )
+        add = len(batch.items) if stream in self._held else 0
+        ends_only = end_last == "1" and batch.count == 1  # the end event always fits
+        if add and not ends_only and self.held_bytes + add > self.retention.max_total_bytes:
+            raise LogFull(self.retention.retry_after)
+        # reserved before the script runs (concurrent appends of other streams see it)
+        self._reserve(stream, add)
         keys = [self._meta_key(stream), self._log_key(stream)]
         args: list[Any] = [
             producer,
@@ -594,9 +618,15 @@ class RedisStore:
         try:
             code, value = await self._retry(f"append stream={stream}", run)
         except rex.ResponseError as exc:
+            self._reserve(stream, -add)
             if _out_of_memory(exc):  # Redis at maxmemory (noeviction): the log is full
                 raise LogFull(self.retention.retry_after) from exc
             raise
+        except BaseException:
+            self._reserve(stream, -add)
+            raise
+        if code != 0:
+            self._reserve(stream, -add)
         if code == 0:
             last_run = _runs_decoder.decode(entries[-1][4])[-1]
             self._last_run[stream] = (last_run[1], last_run[2])
