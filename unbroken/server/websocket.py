@@ -16,13 +16,28 @@ And after a failure (1009, 1007, a protocol error) it reads and drops the peer's
 data for a moment before closing the socket, so the close frame reaches the peer
 instead of being destroyed by a TCP reset.
 
+- **A peer that no longer reads is reset, not waited for.** A graceful TCP close
+  waits until the send queue drains, which never happens when the peer stopped
+  reading: the socket sat in ``CLOSE-WAIT`` after the peer's EOF (the app never
+  told) or, after the app gave up on the peer, in ``FIN-WAIT-1`` with its unsent
+  megabyte held by the kernel for minutes. Now the peer's EOF with bytes still
+  unsent, and a close the peer has not answered within the close timeout while
+  bytes are still unsent, abort the connection (TCP reset): the socket and its
+  buffers are freed at once. Its runs go on into the log; the client resumes.
+
 Use it through :func:`unbroken.server.serving.uvicorn_config`, which builds the
 class with the limits of an app (:func:`websocket_protocol`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import socket
+import struct
+import termios
+from collections.abc import MutableMapping
 from typing import Any, ClassVar
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -37,6 +52,23 @@ log = logging.getLogger(__name__)
 MAX_SIZE_EXTENSION = "unbroken.max_size"
 #: Seconds a failed connection keeps reading (and dropping) after its close frame.
 LINGER = 2.0
+#: Seconds the peer has to answer the server's close frame (uvicorn's default, 10 s,
+#: is kept for a peer that reads; one with bytes still unsent then is reset).
+CLOSE_TIMEOUT = 10.0
+
+
+def unsent_bytes(transport: Any) -> int:
+    """Bytes written but not yet taken by the peer: the transport's own buffer plus
+    the kernel's send queue (``SIOCOUTQ``, Linux; 0 where it cannot be read)."""
+    total = int(transport.get_write_buffer_size())
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            buf = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            total += int.from_bytes(buf, "little", signed=True)
+        except (OSError, ValueError):  # pragma: no cover - not a TCP socket, or closed
+            pass
+    return total
 
 
 class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -66,6 +98,42 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
         scope: Any = getattr(self, "scope", None)
         if scope is not None:  # the handshake goes on: the app may move the limit
             scope["extensions"][MAX_SIZE_EXTENSION] = self.set_max_size
+
+    def eof_received(self) -> None:
+        """The peer sent FIN. With nothing unsent the socket closes as usual; with
+        bytes still queued a graceful close would wait for a reader that is gone:
+        reset instead (see the module doc)."""
+        # after our close frame (a closing handshake, or lingering after a failure) the
+        # usual close stands: the close timer bounds it
+        if self.handshake_complete and not self.close_sent and unsent_bytes(self.transport) > 0:
+            self._abort("eof")
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:  # type: ignore[override]
+        await super().send(message)  # type: ignore[arg-type]
+        if message.get("type") == "websocket.close" and self.close_timer is not None:
+            # uvicorn closes gracefully when the peer does not answer in time; a peer
+            # that does not answer and does not read would hold the socket
+            self.close_timer.cancel()
+            self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._close_unanswered)
+
+    def _close_unanswered(self) -> None:
+        self.close_timer = None
+        if unsent_bytes(self.transport) > 0:
+            self._abort("close unanswered")
+        else:
+            self.transport.close()
+
+    def _abort(self, why: str) -> None:
+        template = "peer not reading client=%s why=%s unsent=%d; connection reset"
+        ok, note = self.flood.admit(log.name, logging.INFO, template)
+        if ok:
+            client = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
+            log.info(template + note, client, why, unsent_bytes(self.transport))
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:  # linger 0: close() sends a reset and drops the send queue
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     def send_receive_event_to_app(self) -> None:
         if self.curr_msg_data_type != "text" or self.close_sent:
