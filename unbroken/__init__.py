@@ -17,6 +17,7 @@ from .errors import (
     ConnectionLost,
     Forbidden,
     IntegrityError,
+    JWKSUnavailable,
     KernelFaultError,
     LogDiverged,
     LogFull,
@@ -42,6 +43,7 @@ from .protocol.client_session import Cursor
 if TYPE_CHECKING:
     from .client import Answer, Client, Stream
     from .server import Output, Principal, Request, Unbroken
+    from .server.auth import JWTAuth
     from .store.memory import MemoryStore
     from .store.redis import RedisStore
     from .version import __version__
@@ -53,6 +55,7 @@ _LAZY: dict[str, str] = {
     "Stream": ".client",
     "Output": ".server",
     "Principal": ".server",
+    "JWTAuth": ".server.auth",
     "Request": ".server",
     "Unbroken": ".server",
     "MemoryStore": ".store.memory",
@@ -80,6 +83,8 @@ __all__ = [
     "Cursor",
     "Forbidden",
     "IntegrityError",
+    "JWKSUnavailable",
+    "JWTAuth",
     "KernelFaultError",
     "LogDiverged",
     "LogFull",

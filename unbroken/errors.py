@@ -83,6 +83,12 @@ class AuthError(UnbrokenError):
     """The server refused the credentials; retrying with the same token will not help."""
 
 
+class JWKSUnavailable(UnbrokenError):
+    """The JSON Web Key Set needed to verify a token could not be fetched and no key
+    is cached: the token may well be fine. The server closes with 1011 (the client
+    retries); check that the server reaches the identity provider's ``jwks_url``."""
+
+
 class Forbidden(UnbrokenError):
     """The principal may not do this (for example cancel another principal's stream)."""
 

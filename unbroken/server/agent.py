@@ -31,11 +31,18 @@ class Principal:
     of its own (:func:`anonymous_principal`), so one client's ``req`` never names
     another's stream, and only the scope that started a stream may cancel it. Empty
     (the default) for an authenticated principal: its id is its scope.
+
+    ``expires``: when its credentials expire (unix seconds; ``None``: never). Any
+    ``authenticate`` hook may set it (:class:`~unbroken.server.auth.JWTAuth` sets it
+    from the token's ``exp``); a connection then warns a client that can refresh
+    (``auth_expiring``) and closes with 4010 at that time unless the client sent a
+    new token (docs/reference/protocol.md §18).
     """
 
     id: str
     claims: Mapping[str, Any] = field(default_factory=dict)
     scope: str = ""
+    expires: float | None = None
 
 
 ANONYMOUS: Final = Principal("anonymous")

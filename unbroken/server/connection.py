@@ -21,16 +21,29 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, MutableSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import AuthError, Forbidden, LogFull, Overloaded, ProtocolError, UnknownAgent
+import msgspec
+
+from ..errors import (
+    AuthError,
+    Forbidden,
+    JWKSUnavailable,
+    LogFull,
+    Overloaded,
+    ProtocolError,
+    UnknownAgent,
+)
 from ..protocol.codes import CloseCode, ErrorCode, close_reason
 from ..protocol.frames import (
     CAP_BATCH,
+    CAP_REFRESH,
     Ack,
+    AuthExpiring,
     Cancel,
     Error,
     Gone,
@@ -39,6 +52,7 @@ from ..protocol.frames import (
     Ping,
     Pong,
     Refresh,
+    Refreshed,
     Resume,
     Resumed,
     Start,
@@ -46,6 +60,7 @@ from ..protocol.frames import (
     Welcome,
     encode,
     excerpt,
+    unix_time,
 )
 from ..protocol.resume import StreamInfo, decide_resume
 from ..protocol.server_session import AckResult, ServerSession, TokenBucket
@@ -174,6 +189,14 @@ class Connection:
         self._last_recv = 0.0  # when the last frame from the client arrived
         self._errors: dict[str, int] = {}
         self._loop = asyncio.get_running_loop()
+        # credentials that expire (docs/reference/protocol.md §18)
+        self._hello_frame: Hello | None = None  # the hello, token removed (a refresh's base)
+        self._refresh_cap = False  # the client offered "refresh" and a hook can verify
+        self._notice_handle: asyncio.TimerHandle | None = None  # sends auth_expiring
+        self._expiry_handle: asyncio.TimerHandle | None = None  # closes 4010
+        self._refresh_task: asyncio.Task[None] | None = None  # a refresh being verified
+        #: refreshes accepted on this connection
+        self.refreshes = 0
 
     # ------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -199,6 +222,9 @@ class Connection:
         except AuthError as exc:
             code, reason = CloseCode.AUTH_FAILED, str(exc)
             log.warning("auth failed conn=%s reason=%s", self.id, excerpt(reason))
+        except JWKSUnavailable as exc:  # the token may be fine: the client retries
+            code, reason = CloseCode.INTERNAL, "could not verify the token now; retry"
+            log.warning("auth unavailable conn=%s reason=%s", self.id, excerpt(str(exc)))
         except Exception as exc:
             code, reason = CloseCode.INTERNAL, "internal error"
             log.exception("connection failed conn=%s error=%r", self.id, exc)
@@ -253,6 +279,10 @@ class Connection:
         self.registry.discard(self)
         if self._hb_handle is not None:
             self._hb_handle.cancel()
+        self._disarm_expiry()
+        task = self._refresh_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
         for att in self.atts.values():
             if att.unsubscribe:
                 att.unsubscribe()
@@ -298,17 +328,28 @@ class Connection:
 
     async def _hello(self, hello: Hello) -> None:
         anon: str | None = None
+        principal: Principal
         if self.info.principal is not None:
-            self.principal = self.info.principal
+            principal = self.info.principal
         elif self.authenticate is not None:
-            self.principal = await self.authenticate(hello, self.info)
+            principal = await self.authenticate(hello, self.info)
         elif self.config.allow_anonymous:
-            self.principal, anon = anonymous_principal(hello.anon)
+            principal, anon = anonymous_principal(hello.anon)
         else:  # pragma: no cover - asgi() and router() refuse this configuration
             raise AuthError("no authentication configured")
+        expires = principal.expires
+        if expires is not None and expires <= time.time():
+            raise AuthError("credentials already expired; get a new token")
+        self.principal = principal
         self.hub.ensure_started()
         limits: Limits = self.config.limits
         self._batch = CAP_BATCH in hello.caps
+        self._refresh_cap = CAP_REFRESH in hello.caps and self.authenticate is not None
+        caps = [CAP_BATCH] if self._batch else []
+        if self._refresh_cap:
+            caps.append(CAP_REFRESH)
+        if self.authenticate is not None:  # a refresh is verified as this hello, new token
+            self._hello_frame = msgspec.structs.replace(hello, token=None)
         self._queue(
             encode(
                 Welcome(
@@ -316,11 +357,13 @@ class Connection:
                     heartbeat_ms=int(self.config.heartbeat * 1000),
                     epoch=self.store.epoch,
                     limits=limits,
-                    caps=[CAP_BATCH] if self._batch else [],
+                    caps=caps,
                     anon=anon,
+                    auth_exp=None if expires is None else unix_time(expires),
                 )
             )
         )
+        self._arm_expiry()
         self._schedule_hb()
         # what the connection knew before hello is no longer needed: drop it
         self.info = ConnectInfo(client=self.info.client)
@@ -365,9 +408,106 @@ class Connection:
         elif isinstance(frame, Ping):
             self._queue(encode(Pong(frame.n)))
         elif isinstance(frame, Refresh):
-            self._error(
-                ErrorCode.UNSUPPORTED, "in-band token refresh is not available in this version"
+            if self.authenticate is None or self._hello_frame is None:
+                self._error(
+                    ErrorCode.UNSUPPORTED,
+                    "in-band token refresh needs an authenticate hook on the server",
+                )
+                return
+            old = self._refresh_task
+            if old is not None and not old.done():
+                old.cancel()  # a newer token replaces it: only the last is answered
+            self._refresh_task = self._loop.create_task(
+                self._refresh(frame.token), name=f"unbroken-refresh-{self.id}"
             )
+
+    # ------------------------------------------------------------ credentials
+    def _arm_expiry(self) -> None:
+        """Schedule, from now, the ``auth_expiring`` notice (a client with the
+        ``refresh`` cap: at the sooner of 80 % of the time left and 30 s before the
+        expiry) and the close with 4010 at the expiry."""
+        self._disarm_expiry()
+        assert self.principal is not None
+        expires = self.principal.expires
+        if expires is None:
+            return
+        left = max(0.0, expires - time.time())
+        loop = self._loop
+        self._expiry_handle = loop.call_later(left, self._expired)
+        if self._refresh_cap:
+            notice = max(0.0, min(0.8 * left, left - 30.0))
+            self._notice_handle = loop.call_later(notice, self._auth_expiring)
+
+    def _disarm_expiry(self) -> None:
+        for handle in (self._notice_handle, self._expiry_handle):
+            if handle is not None:
+                handle.cancel()
+        self._notice_handle = self._expiry_handle = None
+
+    def _auth_expiring(self) -> None:
+        self._notice_handle = None
+        if self._closed or self.principal is None or self.principal.expires is None:
+            return
+        in_ms = max(0, int((self.principal.expires - time.time()) * 1000))
+        log.info("auth expiring conn=%s in_ms=%d", self.id, in_ms)
+        self._queue(encode(AuthExpiring(in_ms=in_ms)))
+
+    def _expired(self) -> None:
+        self._expiry_handle = None
+        if self._closed:
+            return
+        log.info(
+            "token expired conn=%s principal=%s refreshes=%d",
+            self.id,
+            excerpt(self.principal.id if self.principal else "-", 80),
+            self.refreshes,
+        )
+        self._kill(CloseCode.TOKEN_EXPIRED, "token expired; reconnect with a new token")
+
+    async def _refresh(self, token: str) -> None:
+        """Verify a ``refresh`` token with the ``authenticate`` hook (a task: the
+        connection's reader and its streams go on meanwhile) and answer it."""
+        assert self.authenticate is not None and self._hello_frame is not None
+        current = self.principal
+        assert current is not None
+        hello = msgspec.structs.replace(self._hello_frame, token=token)
+        try:
+            principal = await self.authenticate(hello, ConnectInfo(client=self.info.client))
+        except AuthError as exc:
+            self._error(ErrorCode.AUTH_FAILED, str(exc))
+            return
+        except JWKSUnavailable as exc:
+            log.warning("refresh unverifiable conn=%s reason=%s", self.id, excerpt(str(exc)))
+            self._error(ErrorCode.AUTH_FAILED, "could not verify the token now; retry")
+            return
+        except Exception as exc:
+            log.exception("refresh hook failed conn=%s error=%r", self.id, exc)
+            self._error(ErrorCode.AUTH_FAILED, "the token could not be verified")
+            return
+        if self._closed:
+            return
+        if principal.id != current.id or principal.scope != current.scope:
+            log.warning(
+                "refresh refused conn=%s principal=%s token names another principal",
+                self.id,
+                excerpt(current.id, 80),
+            )
+            self._kill(CloseCode.FORBIDDEN, "refresh token names another principal")
+            return
+        expires = principal.expires
+        if expires is not None and expires <= time.time():
+            self._error(ErrorCode.AUTH_FAILED, "token already expired; get a new token")
+            return
+        self.principal = principal
+        self.refreshes += 1
+        self._queue(encode(Refreshed(exp=None if expires is None else unix_time(expires))))
+        self._arm_expiry()
+        log.info(
+            "refreshed conn=%s principal=%s exp=%s",
+            self.id,
+            excerpt(principal.id, 80),
+            "-" if expires is None else f"{expires:.3f}",
+        )
 
     async def _start(self, frame: Start) -> None:
         assert self.principal is not None
