@@ -1,5 +1,10 @@
 """ASGI glue: the app as a plain ASGI callable, its one WebSocket transport, ``/healthz``.
 
+Every WebSocket handshake is judged by the app's origin policy
+(:mod:`unbroken.server.policy`) before it is accepted: a refused one is answered HTTP
+403 and nothing of the app runs. Every HTTP answer carries the CORS headers the same
+policy gives (``Vary: Origin``, an allowed ``Origin`` echoed), preflights included.
+
 :meth:`Unbroken.asgi` returns an :class:`ASGIApp` (mount it anywhere, or serve it
 alone: it runs the app's lifespan). Its WebSocket path is served straight on the
 raw ASGI ``receive``/``send`` callables, with no framework in between: a
@@ -328,7 +333,9 @@ def cors_headers(policy: OriginPolicy, origin: str | None, host: str | None) -> 
 class ASGIApp:
     """An unbroken app as an ASGI application: the WebSocket at ``path``, ``GET
     /healthz``, and the lifespan (startup opens the app for runs, shutdown drains
-    them). Anything else is 404 (HTTP) or closed before the handshake (WebSocket)."""
+    them). Anything else is 404 (HTTP) or closed before the handshake (WebSocket).
+    ``OPTIONS`` is answered (204, or a CORS preflight's answer); every HTTP answer
+    carries the origin policy's CORS headers (:func:`cors_headers`)."""
 
     __slots__ = ("app", "path")
 

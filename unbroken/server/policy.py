@@ -83,7 +83,7 @@ def _split_host(hostport: str) -> tuple[str, int | None] | None:
     if port is not None and port > 65535:
         return None
     host = host.lower().rstrip(".")
-    if not host or not host.isascii() or any(c in host for c in "/\\@?#% \t"):
+    if not host or not host.isascii() or any(c in host for c in "/\\@?#%, \t"):
         return None
     return host, port
 
