@@ -70,7 +70,11 @@ class Hub:
         self.gate = Admission(self.admission)
         #: fail a run whose agent wrote nothing for this long (seconds)
         self.stall_timeout = self.admission.stall_timeout
+        #: per-agent stall limits (by agent name), over :attr:`stall_timeout`
+        self.stall_timeouts: dict[str, float] = {}
         self._watchdog: asyncio.Task[None] | None = None
+        self._refusal_logged_at = -1e9  # monotonic time of the last "start refused" warning
+        self._refusals_logged = 0
         self.agents = agents
         self.max_chunk = max_chunk
         self.run_timeout = run_timeout
@@ -89,21 +93,28 @@ class Hub:
             self._sweeper = loop.create_task(self._sweep_loop(), name="unbroken-sweeper")
         self.gate.ensure_started()
         w = self._watchdog
-        if self.stall_timeout is not None and (w is None or w.done() or w.get_loop() is not loop):
+        watch = self.stall_timeout is not None or bool(self.stall_timeouts)
+        if watch and (w is None or w.done() or w.get_loop() is not loop):
             self._watchdog = loop.create_task(self._stall_loop(), name="unbroken-stall-watchdog")
 
+    def stall_limit(self, agent: str) -> float | None:
+        """How long ``agent`` may write nothing before its run fails ``stalled``."""
+        return self.stall_timeouts.get(agent, self.stall_timeout)
+
     async def _stall_loop(self) -> None:
-        """Fail runs whose agent has written nothing for :attr:`stall_timeout`
-        seconds. Reads each producer's seq a few times per timeout: nothing on the
-        agent's hot path."""
-        assert self.stall_timeout is not None
-        limit = self.stall_timeout
+        """Fail runs whose agent has written nothing for its stall limit
+        (:meth:`stall_limit`). Reads each producer's seq a few times per limit:
+        nothing on the agent's hot path."""
         loop = asyncio.get_running_loop()
-        every = min(1.0, max(0.02, limit / 4))
         while True:
+            limits = [x for x in (self.stall_timeout, *self.stall_timeouts.values()) if x]
+            every = min(1.0, max(0.02, min(limits, default=4.0) / 4))
             await asyncio.sleep(every)
             now = loop.time()
             for run in list(self.runs.values()):
+                limit = self.stall_limit(run.agent)
+                if limit is None:
+                    continue
                 seq = run.producer.seq
                 if seq != run.seen_seq:
                     run.seen_seq, run.seen_at = seq, now
@@ -146,15 +157,25 @@ class Hub:
             if existing is not None:
                 log.info("start repeated stream=%s req=%s", existing.stream, req)
                 return existing
-            log.warning(
-                "start refused req=%s owner=%s runs=%d lag_ms=%.0f: %s",
-                req,
-                principal.id,
-                self.gate.runs,
-                self.gate.lag * 1000,
-                refused.error,
-            )
             self.gate.count(refused)
+            # one warning a second at most: an overload must not also flood the log
+            now = time.monotonic()
+            if now - self._refusal_logged_at >= 1.0:
+                total = sum(self.gate.refused.values())
+                log.warning(
+                    "start refused req=%s owner=%s runs=%d lag_ms=%.0f refused_total=%d "
+                    "(+%d since the last line): %s",
+                    req,
+                    principal.id,
+                    self.gate.runs,
+                    self.gate.lag * 1000,
+                    total,
+                    total - self._refusals_logged,
+                    refused.error,
+                )
+                self._refusal_logged_at, self._refusals_logged = now, total
+            else:
+                log.debug("start refused req=%s owner=%s: %s", req, principal.id, refused.error)
             raise refused.error
         self.gate.admitted(key)  # held across the create: concurrent starts count it
         try:
@@ -206,7 +227,10 @@ class Hub:
                 if reason == "shutdown":
                     status, error = "failed", "shutdown"
                 elif reason == "stalled":
-                    status, error = "failed", f"stalled: no output for {self.stall_timeout:g}s"
+                    status, error = (
+                        "failed",
+                        f"stalled: no output for {self.stall_limit(run.agent):g}s",
+                    )
                 else:
                     status, error = "cancelled", reason if reason != "cancel" else ""
         except StaleProducer:

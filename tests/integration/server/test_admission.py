@@ -80,7 +80,7 @@ async def test_per_principal_cap_refuses_the_next_run_but_not_another_principal(
     sid = await again_(alice, "a3", "echo", "late")
     assert text_of(await alice.read_to_end(sid)) == "late"
     assert kit.app.hub.gate.refused == {"principal_runs": 1}
-    assert any("start refused req=a3" in r.getMessage() for r in caplog_info.records)
+    assert any("start refused req=a3" in r.getMessage() for r in caplog_info.records)  # warned
 
 
 async def test_global_cap_refuses_anyone_until_a_run_ends(served: Served) -> None:
@@ -280,3 +280,17 @@ async def again_(w: Wire, req: str, agent: str, input: Any) -> str:
 async def _until(cond: Any) -> None:
     while not cond():  # noqa: ASYNC110 - polled under the caller's timeout
         await asyncio.sleep(0.01)
+
+
+async def test_a_per_agent_stall_limit_overrides_the_servers(served: Served) -> None:
+    kit, srv = await served(admission=limits(stall_timeout=30.0))
+    kit.app.hub.stall_timeouts["forever"] = 0.2  # what @app.agent(stall_timeout=0.2) sets
+    w = await Wire.open(srv.url)
+    sid = await w.start("f", "forever", "never-set")
+    events = await w.read_to_end(sid)
+    assert_exact(events)
+    end = events[-1]
+    assert (end.status, end.error) == ("failed", "stalled: no output for 0.2s")
+    # the open text part was closed with the error (an error part, not a dangling one)
+    part_ends = [e for e in events if e.kind is Kind.PART_END]
+    assert part_ends and part_ends[-1].error
