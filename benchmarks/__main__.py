@@ -42,6 +42,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "append": ("benchmarks.append:run", "benchmarks.append:chart"),
     "redis": ("benchmarks.redis:run", "benchmarks.redis:chart"),
     "netns_faults": ("benchmarks.netns_faults:run", "benchmarks.netns_faults:chart"),
+    "overload": ("benchmarks.overload:run", "benchmarks.overload:chart"),
 }
 # a benchmark's child is killed after this many seconds
 LIMIT = {"quick": 110.0, "full": 1800.0}

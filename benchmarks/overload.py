@@ -1,0 +1,204 @@
+"""Overload: offered load 1x, 2x, 5x the server's admission capacity, in one burst.
+
+The server (``unbroken serve benchmarks.overload:app`` in a child process) admits
+``CAPACITY`` live runs (``AdmissionLimits(max_runs=…)``); every stream is a paced
+agent (20 tokens/s, tokens stamped with their production time, as in
+:mod:`benchmarks.paced`). ``k x CAPACITY`` streams are started at once by real
+:class:`unbroken.Client` objects (which verify every digest and retry a start
+refused ``overloaded`` after its ``retry_after_ms``). Reported per step:
+
+- admitted streams' per-token latency (p50/p99, ms): the streams whose start was
+  answered at once (the in-flight ones the server must keep fast);
+- refused-then-completed share: of the streams whose start was refused at least once
+  (its ``start`` took at least the server's retry floor), how many completed exact;
+- time to completion of the whole burst, and the exact share (aim: 100 %).
+
+Aim: admitted p99 at 5x no worse than twice its 1x value, every stream exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    RESULTS,
+    cpu_seconds,
+    figure,
+    finish,
+    meta,
+    progress,
+    pyplot,
+    rss_mb,
+    summary,
+    unbroken_server,
+)
+
+RATE = 20.0
+RETRY_AFTER = 1.0
+STREAMS_PER_CLIENT = 20
+
+
+def build_app() -> Any:
+    """The paced agent behind admission of ``OVERLOAD_CAPACITY`` runs."""
+    from benchmarks.paced import paced_tokens
+    from unbroken.server import Output, Request, Unbroken
+    from unbroken.server.admission import AdmissionLimits
+    from unbroken.store.base import Retention
+    from unbroken.store.memory import MemoryStore
+
+    capacity = int(os.environ.get("OVERLOAD_CAPACITY", "100"))
+    app = Unbroken(
+        MemoryStore(Retention(max_total_bytes=4 << 30, ttl=60.0)),
+        allow_anonymous=True,
+        start_rate=1e6,
+        start_burst=1_000_000,
+        max_streams_per_connection=100_000,
+        admission=AdmissionLimits(
+            max_runs=capacity,
+            max_runs_per_principal=None,
+            max_loop_lag=None,
+            retry_after=RETRY_AFTER,
+        ),
+    )
+
+    @app.agent("paced")
+    async def paced(req: Request, out: Output) -> None:
+        await paced_tokens(int(req.input["n"]), float(req.input["rate"]), out.text)
+
+    return app
+
+
+app = build_app() if os.environ.get("OVERLOAD_CAPACITY") else None
+
+
+async def _burst(port: int, n: int, tokens: int) -> dict[str, Any]:
+    from unbroken import Client
+    from unbroken.protocol.backoff import BackoffPolicy
+
+    url = f"ws://127.0.0.1:{port}/ws"
+    lat_admitted: list[float] = []
+    start_s: list[float] = []
+    refused = exact = refused_exact = 0
+    n_clients = -(-n // STREAMS_PER_CLIENT)
+    policy = BackoffPolicy(max_attempts=40)
+    clients = [Client(url, policy=policy, request_timeout=120.0) for _ in range(n_clients)]
+    for c in clients:
+        await c.__aenter__()
+
+    async def one(i: int) -> None:
+        nonlocal refused, exact, refused_exact
+        c = clients[i // STREAMS_PER_CLIENT]
+        t0 = time.monotonic()
+        st = await c.start("paced", {"n": tokens, "rate": RATE})
+        took = time.monotonic() - t0
+        start_s.append(took)
+        was_refused = took >= RETRY_AFTER * 0.9
+        lats: list[float] = []
+        count = 0
+        async for ev in st:
+            text = getattr(ev, "text", None)
+            if text is not None:
+                now = time.monotonic()
+                for tok in text.split(" "):
+                    if tok:
+                        lats.append((now - float(tok[:14])) * 1000)
+                        count += 1
+        answer = await st.wait()  # digests verified by the client
+        ok = answer.status == "completed" and count == tokens
+        exact += ok
+        if was_refused:
+            refused += 1
+            refused_exact += ok
+        else:
+            lat_admitted.extend(lats)
+
+    t0 = time.monotonic()
+    try:
+        await asyncio.gather(*(one(i) for i in range(n)))
+    finally:
+        for c in clients:
+            await c.__aexit__(None, None, None)
+    return {
+        "streams": n,
+        "exact": exact,
+        "exact_pct": round(100 * exact / n, 1),
+        "refused": refused,
+        "refused_completed_pct": round(100 * refused_exact / refused, 1) if refused else None,
+        "completion_s": round(time.monotonic() - t0, 2),
+        "admitted_latency_ms": summary(lat_admitted, 1),
+        "start_s": summary(start_s, 2),
+    }
+
+
+def run(quick: bool = False, capacity: int | None = None) -> dict[str, Any]:
+    capacity = capacity or (20 if quick else 100)
+    tokens = 40 if quick else 100  # 2 s / 5 s per stream
+    result: dict[str, Any] = {
+        "benchmark": "overload",
+        **meta(),
+        "capacity": capacity,
+        "tokens_per_stream": tokens,
+        "rate": RATE,
+        "retry_after_s": RETRY_AFTER,
+        "steps": [],
+    }
+    os.environ["OVERLOAD_CAPACITY"] = str(capacity)
+    multiples = (1, 2, 5)
+    for i, k in enumerate(multiples):
+        with unbroken_server("benchmarks.overload:app") as (port, proc):
+            cpu0 = cpu_seconds(proc)
+            step = asyncio.run(_burst(port, k * capacity, tokens))
+            step["multiple"] = k
+            step["server_cpu_s"] = round(cpu_seconds(proc) - cpu0, 2)
+            step["server_rss_mb"] = rss_mb(proc)
+        result["steps"].append(step)
+        progress(i + 1, len(multiples))
+    base = result["steps"][0]["admitted_latency_ms"].get("p99", float("nan"))
+    at5 = result["steps"][-1]["admitted_latency_ms"].get("p99", float("nan"))
+    all_exact = all(s["exact"] == s["streams"] for s in result["steps"])
+    result["figures"] = [
+        figure("admitted p99 at 1x", base, "-", None, "ms"),
+        figure("admitted p99 at 5x", at5, f"<= {2 * base:.0f}", at5 <= 2 * base, "ms"),
+        figure("streams exact (all steps)", all_exact, True, all_exact),
+    ]
+    return finish(result)
+
+
+def chart(result: dict[str, Any], path: Path) -> None:
+    plt = pyplot()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    steps = result["steps"]
+    xs = [s["multiple"] for s in steps]
+    ax.plot(xs, [s["admitted_latency_ms"].get("p99") for s in steps], "o-", label="p99")
+    ax.plot(xs, [s["admitted_latency_ms"].get("p50") for s in steps], "s--", label="p50")
+    ax.set(xlabel="offered load (x capacity)", ylabel="admitted streams' token latency, ms")
+    ax.legend()
+    ax2.bar([str(x) for x in xs], [s["completion_s"] for s in steps])
+    ax2.set(xlabel="offered load (x capacity)", ylabel="time to complete the burst, s")
+    fig.suptitle(f"overload: capacity {result['capacity']} runs, {result['rate']:.0f} tokens/s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--capacity", type=int, default=None)
+    args = ap.parse_args()
+    result = run(args.quick, args.capacity)
+    name = "overload.quick" if args.quick else "overload"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    chart(result, RESULTS / f"{name}.png")
+    print(json.dumps({"steps": result["steps"], "figures": result["figures"]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
