@@ -289,3 +289,37 @@ async def test_fastapi_router_checks_origin_too(caplog: pytest.LogCaptureFixture
     async with serve(api, path="/agent/ws") as srv:
         assert await refused_status(srv, "https://evil.example") == 403
         assert (await welcomed(srv, "https://app.example.com"))["t"] == "welcome"
+
+
+async def test_without_the_denial_response_extension_the_refusal_is_a_close_before_accept() -> None:
+    """Another ASGI server (no ``websocket.http.response``): ``websocket.close`` before
+    ``websocket.accept``, which servers answer with a 403."""
+    from unbroken.server import Unbroken
+    from unbroken.server.asgi import serve_websocket
+
+    app = Unbroken(allow_anonymous=True)
+    sent: list[dict[str, Any]] = []
+    answered = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+        answered.set()
+
+    scope = {
+        "type": "websocket",
+        "path": "/ws",
+        "headers": [(b"host", b"api.example.com"), (b"origin", b"https://evil.example")],
+        "subprotocols": ["unbroken.v1"],
+    }
+    await serve_websocket(app, scope, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1008, "reason": ""}]
+    scope["headers"] = [(b"host", b"api.example.com"), (b"origin", b"https://api.example.com")]
+    sent.clear()
+    answered.clear()
+    task = asyncio.create_task(serve_websocket(app, scope, receive, send))
+    await asyncio.wait_for(answered.wait(), TIMEOUT)
+    task.cancel()
+    assert sent[0] == {"type": "websocket.accept", "subprotocol": "unbroken.v1"}
