@@ -147,7 +147,8 @@ def _pattern(entry: str) -> tuple[str, _Origin]:
     if parsed is None or "*" in parsed[1]:
         raise ConfigError(
             f"allowed_origins: {entry!r} is not an origin (scheme://host[:port], no path, "
-            "e.g. https://app.example.com) nor a wildcard subdomain (https://*.example.com)"
+            "e.g. https://app.example.com; IDN hosts as punycode, xn--…) nor a wildcard "
+            "subdomain (https://*.example.com)"
         )
     if parsed[2] is None:
         raise ConfigError(f"allowed_origins: {entry!r}: give the port (scheme has no default)")

@@ -141,6 +141,8 @@ async def test_serve_reloads_the_policy_file_on_sighup(tmp_path: Path) -> None:
         await p.wait_line(r"origin policy reload failed version=3 \(kept\): .*is not an origin")
         assert await status_of(url, B) == 101
         assert p.proc.returncode is None  # SIGHUP did not end the server
+        p.proc.send_signal(signal.SIGTERM)  # the watcher does not hold up a clean exit
+        assert await asyncio.wait_for(p.proc.wait(), 20) == 0
     finally:
         await p.stop()
 
