@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.typing import Subprotocol
 
 from ..errors import (
+    AuthError,
     ConnectionLost,
     IntegrityError,
     ProtocolError,
@@ -33,12 +34,15 @@ from ..errors import (
 )
 from ..protocol.backoff import Backoff, BackoffPolicy, GiveUp, Reconnects
 from ..protocol.client_session import (
+    AskToken,
+    AuthExpiringOut,
     ClientSession,
     ConsumedCursor,
     Cursor,
     FailStream,
     Heartbeat,
     PongOut,
+    RefreshedOut,
     RetryStart,
     ServerError,
     StreamEvents,
@@ -50,10 +54,18 @@ from ..protocol.client_session import (
 )
 from ..protocol.codes import CloseCode
 from ..protocol.events import Event
-from ..protocol.frames import CAP_BATCH, DEFAULT_MAX_FRAME, SUBPROTOCOLS, Ping, encode
+from ..protocol.frames import (
+    CAP_BATCH,
+    CAP_REFRESH,
+    DEFAULT_MAX_FRAME,
+    SUBPROTOCOLS,
+    Ping,
+    encode,
+)
 from ..protocol.liveness import Liveness
 from ..protocol.retry import (
     FATAL_CLOSE,
+    TokenAttempts,
     cause_of,
     close_error,
     fatal_error,
@@ -73,7 +85,9 @@ class ConnectionEvent:
     """Something that happened to the connection, with a monotonic timestamp ``at``.
 
     ``kind`` is one of: connected, disconnected, reconnecting, resumed, gone,
-    exhausted. Fields not relevant to a kind are left at their defaults.
+    exhausted, refreshed (a new token was accepted in-band), refresh_failed (the
+    provider failed or the server refused its token: ``cause``). Fields not
+    relevant to a kind are left at their defaults.
     """
 
     kind: str
@@ -225,7 +239,13 @@ class Client:
     """A resilient unbroken client; use as ``async with Client(url) as c``.
 
     ``urls``: one URL or several (rotated on reconnect). ``token``: a string or a
-    callable (sync or async) asked on every (re)connect. ``policy``: the
+    callable (sync or async), the token provider, asked on every (re)connect and,
+    when the server says the credentials are expiring (``auth_expiring``), for a
+    new token sent in-band (``refresh``: no reconnect, streams never pause). A
+    provider that fails is asked again with backoff, ``token_attempts`` times when
+    opening a connection, then the client ends with
+    :class:`~unbroken.errors.AuthError`; after close 4010 (token expired) it
+    reconnects with a new token and resumes. ``policy``: the
     :class:`BackoffPolicy`. ``should_retry(exc)`` may override the retry table
     by returning True/False (None keeps the default). ``on_event`` receives
     :class:`ConnectionEvent` s; so does :meth:`connection_events`.
@@ -259,6 +279,7 @@ class Client:
         request_timeout: float = 30.0,
         max_frame: int = DEFAULT_MAX_FRAME,
         seed: int | None = None,
+        token_attempts: int = 3,
     ) -> None:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
@@ -273,9 +294,12 @@ class Client:
         self.max_frame = max_frame
         self._rng = random.Random(seed)
         self._live = Liveness(silence_factor=silence_factor, ping_every=ping_every)
+        self.token_attempts = token_attempts
+        #: the provider can give a new token while connected: offer in-band refresh
+        refresh = callable(token)
         self._session = ClientSession(
             max_frame=max_frame,
-            caps=(CAP_BATCH,),
+            caps=(CAP_BATCH, CAP_REFRESH) if refresh else (CAP_BATCH,),
             liveness=self._live,
             start_attempts=self.policy.max_attempts or 12,
         )
@@ -292,6 +316,9 @@ class Client:
         self._progressed = False
         self._reconnects = Reconnects(self.policy, self._rng)
         self.history: list[ConnectionEvent] = []
+        self._asking: set[asyncio.Task[None]] = set()  # token provider calls for refresh
+        #: refreshes accepted on the connections so far
+        self.refreshes = 0
 
     @property
     def backoff(self) -> Backoff | None:
@@ -333,6 +360,8 @@ class Client:
             return
         self._closed = True
         self._session.close()
+        for task in list(self._asking):
+            task.cancel()
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(BaseException):
@@ -489,7 +518,7 @@ class Client:
         for st in list(self._streams.values()):
             st._finish(error)
 
-    async def _token(self) -> str | None:
+    async def _call_provider(self) -> str | None:
         t = self.token
         if t is None or isinstance(t, str):
             return t
@@ -497,6 +526,59 @@ class Client:
         if inspect.isawaitable(value):
             value = await value
         return value
+
+    async def _token(self) -> str | None:
+        """The token for a new connection: the provider is asked again with backoff
+        when it raises (or gives none), at most ``token_attempts`` times, then
+        :class:`AuthError` (the retry table's decision: no retry storm)."""
+        if self.token is None or isinstance(self.token, str):
+            return self.token
+        attempts = TokenAttempts(self.token_attempts)
+        while True:
+            error: BaseException | None = None
+            try:
+                value = await self._call_provider()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error, value = exc, None
+            if value:
+                return value
+            step = attempts.failed(error)
+            log.warning("token provider failed attempt=%d error=%r", attempts.failures, error)
+            if isinstance(step, AuthError):
+                raise step from error
+            await asyncio.sleep(step)
+
+    def _ask_token(self, ask: AskToken) -> None:
+        """Carry out :class:`AskToken`: at its time, ask the provider and send the
+        ``refresh`` the session builds (a failure goes back to the session)."""
+        task = asyncio.get_running_loop().create_task(self._refresh(ask))
+        self._asking.add(task)
+        task.add_done_callback(self._asking.discard)
+
+    async def _refresh(self, ask: AskToken) -> None:
+        loop = asyncio.get_running_loop()
+        wait = ask.at - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        cause = ""
+        try:
+            value = await self._call_provider()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            value, cause = None, f"{type(exc).__name__}: {exc}"
+        frame = self._session.refresh(value, ask.connection)
+        if frame is not None:
+            await self._send_frame(frame)
+            return
+        if value:  # the connection it was for is gone; the next hello asks afresh
+            return
+        self._emit("refresh_failed", attempt=ask.attempt, cause=cause or "no token")
+        again = self._session.refresh_failed(loop.time())
+        if again is not None:
+            self._ask_token(again)
 
     async def _open(self, url: str, within: float) -> ClientConnection:
         """Open a WebSocket within ``within`` seconds: a fresh attempt starts every
@@ -554,6 +636,7 @@ class Client:
         """Run one connection until it drops (sets ``_progressed`` on progress).
         ``budget``: seconds left before the reconnect deadline (bounds the opening)."""
         loop = asyncio.get_running_loop()
+        token = await self._token()  # before the socket: a slow provider holds none
         t0 = loop.time()
         timeout = self.open_timeout if budget is None else min(self.open_timeout, budget)
         ws = await self._open(url, timeout)
@@ -590,7 +673,7 @@ class Client:
             watchdog = watch(check.wake_at)
 
         try:
-            await ws.send(encode(self._session.connect(await self._token())).decode())
+            await ws.send(encode(self._session.connect(token)).decode())
             live.hello_sent(loop.time())
             left = max(0.001, opened_by - loop.time())
             first = await asyncio.wait_for(ws.recv(), left)
@@ -708,6 +791,15 @@ class Client:
         if isinstance(out, ServerError):
             self._server_error(out)
             return False
+        if isinstance(out, AuthExpiringOut):
+            log.info("auth expiring in_ms=%d refresh=%s", out.in_ms, out.ask is not None)
+            if out.ask is not None:
+                self._ask_token(out.ask)
+            return False
+        if isinstance(out, RefreshedOut):
+            self.refreshes += 1
+            self._emit("refreshed")
+            return False
         return False
 
     def _server_error(self, out: ServerError) -> None:
@@ -715,7 +807,12 @@ class Client:
         log.warning("server error code=%s message=%s", err.code, err.message)
         loop = asyncio.get_running_loop()
         action = self._session.server_error(err, loop.time())
-        if isinstance(action, RetryStart):
+        if isinstance(action, AskToken):  # the server refused a refresh token
+            self._emit("refresh_failed", attempt=action.attempt - 1, cause=err.message)
+            self._ask_token(action)
+        elif action is None and err.code == "auth_failed" and err.req is None:
+            self._emit("refresh_failed", cause=err.message)
+        elif isinstance(action, RetryStart):
             loop.call_later(max(0.0, action.at - loop.time()), self._resend_start, action.req)
         elif isinstance(action, FailStream):
             st = self._streams.get(action.req)

@@ -424,8 +424,8 @@ class Connection:
     # ------------------------------------------------------------ credentials
     def _arm_expiry(self) -> None:
         """Schedule, from now, the ``auth_expiring`` notice (a client with the
-        ``refresh`` cap: at the sooner of 80 % of the time left and 30 s before the
-        expiry) and the close with 4010 at the expiry."""
+        ``refresh`` cap: at 80 % of the time left, or 30 s before the expiry when
+        that is later) and the close with 4010 at the expiry."""
         self._disarm_expiry()
         assert self.principal is not None
         expires = self.principal.expires
@@ -435,7 +435,10 @@ class Connection:
         loop = self._loop
         self._expiry_handle = loop.call_later(left, self._expired)
         if self._refresh_cap:
-            notice = max(0.0, min(0.8 * left, left - 30.0))
+            # the client is left min(20 % of the lifetime, 30 s) to refresh: a 2 s token
+            # at 1.6 s, an hour's 30 s before (the later of the two marks; the sooner
+            # would be at once for any token under 150 s, a refresh storm)
+            notice = max(0.8 * left, left - 30.0)
             self._notice_handle = loop.call_later(notice, self._auth_expiring)
 
     def _disarm_expiry(self) -> None:
