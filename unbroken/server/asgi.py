@@ -161,7 +161,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 async def _refuse_handshake(scope: Scope, send: Send, reason: str) -> None:
     """Refuse a WebSocket handshake with HTTP 403 (before accept): with a short body
     saying why where the server supports ASGI's WebSocket denial response, else by
-    ``websocket.close`` (uvicorn and hypercorn answer that with a 403)."""
+    ``websocket.close``, which the ASGI spec has the server answer with a 403."""
     if "websocket.http.response" in (scope.get("extensions") or {}):
         body = f"forbidden: {reason}\n".encode()
         await send(

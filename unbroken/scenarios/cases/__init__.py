@@ -81,5 +81,6 @@ __all__ = [
     "tc8",
     "tc9",
     "tc11",
+    "tc15",
     "unregister",
 ]
