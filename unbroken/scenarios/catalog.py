@@ -331,10 +331,17 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "Cross-origin policy changes",
         "CORS policy changes affecting active connections",
         ("Existing streams unaffected by policy updates",),
-        "none",
-        "",
-        (),
-        not_covered_because="origin policy (wave 2)",
+        "text",
+        "a text answer streamed to a client whose handshakes carry Origin A; mid-answer the "
+        "origin policy is changed live (A dropped, B added); variant cut: the connection is "
+        "then cut with the fault mode",
+        (
+            "the stream ends exact over the same connection: no drop, no reconnect",
+            "after the change a handshake from A is refused (403), from B accepted",
+            "cut: the resume from A is refused, the client raises a typed error at once (not "
+            "retried), a client of origin B resumes from the saved cursor, exact",
+        ),
+        variants=("policy", "cut"),
     ),
 )
 
