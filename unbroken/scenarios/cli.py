@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import shlex
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -23,6 +25,13 @@ if TYPE_CHECKING:
     from .catalog import RunSpec
     from .report import Outcome
     from .results import Results, RunResult
+    from .user_app import Call, Service
+
+ProgressHook = Callable[["RunSpec", "RunResult | None"], None]
+MatrixRunner = Callable[
+    [ProgressHook, Callable[[], bool]],
+    Awaitable[tuple[list["RunResult"], list[tuple[float, float, float]], float]],
+]
 
 chaos_app = typer.Typer(
     name="chaos",
@@ -96,9 +105,65 @@ def run_command(
             "or busy machine sets more than the code); by default it is reported only."
         ),
     ] = False,
+    app_target: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            help="Your own app, module:attribute (an Unbroken app, or a function returning "
+            "one): served here behind the fault proxy; the scenarios run your agents "
+            "(--agent, --input).",
+            rich_help_panel="Your own service",
+        ),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="A running service, ws://host:port/path: the fault proxy is put in front "
+            "of it; the scenarios run your agents (--agent, --input).",
+            rich_help_panel="Your own service",
+        ),
+    ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(help="The agent to run.", rich_help_panel="Your own service"),
+    ] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            help="The agent's input as JSON (repeat for several: the streams take them in "
+            "turn). Default: null.",
+            rich_help_panel="Your own service",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="The clients' token, for a service that requires one.",
+            rich_help_panel="Your own service",
+        ),
+    ] = None,
+    path: Annotated[
+        str,
+        typer.Option(help="Where --app answers WebSockets.", rich_help_panel="Your own service"),
+    ] = "/ws",
+    app_dir: Annotated[
+        str,
+        typer.Option(help="Directory to import --app from.", rich_help_panel="Your own service"),
+    ] = ".",
+    same_answer: Annotated[
+        bool,
+        typer.Option(
+            "--same-answer/--any-answer",
+            help="Compare each stream with the fault-free run's events byte for byte (the "
+            "agent answers an input the same every time), or judge it by its digest chain "
+            "alone (an agent whose answer varies, e.g. a sampled model).",
+            rich_help_panel="Your own service",
+        ),
+    ] = True,
 ) -> None:
     """Run the matrix, write results.json and report.html (exit 1: a failed run, a
-    missed target or a regression)."""
+    missed target or a regression). With --app or --url: against your own service."""
     from rich.console import Console
 
     from ..errors import ConfigError
@@ -106,6 +171,34 @@ def run_command(
 
     console = Console()
     tier: Literal["quick", "full"] = "quick" if quick else "full"
+    if app_target is not None or url is not None:
+        _run_service(
+            console,
+            tier,
+            app_target=app_target,
+            url=url,
+            agent=agent,
+            inputs=inputs,
+            token=token,
+            path=path,
+            app_dir=app_dir,
+            same_answer=same_answer,
+            filters={
+                "scenarios": scenarios,
+                "timings": timings,
+                "conditions": conditions,
+                "faults": faults,
+            },
+            sizes=sizes,
+            repeat=repeat,
+            out=out,
+            baseline=baseline,
+            list_runs=list_runs,
+            strict_targets=strict_targets,
+        )
+    if agent is not None or inputs:
+        console.print("[red]error:[/] --agent and --input name your agent: give --app or --url")
+        raise typer.Exit(2)
     filters = {
         "scenarios": scenarios,
         "sizes": sizes,
@@ -183,6 +276,125 @@ def report_command(
     raise typer.Exit(0 if outcome.ok else 1)
 
 
+# ------------------------------------------------------------------ your own service
+def _run_service(
+    console: Console,
+    tier: Literal["quick", "full"],
+    *,
+    app_target: str | None,
+    url: str | None,
+    agent: str | None,
+    inputs: list[str] | None,
+    token: str | None,
+    path: str,
+    app_dir: str,
+    same_answer: bool,
+    filters: dict[str, list[str] | None],
+    sizes: list[str] | None,
+    repeat: int,
+    out: Path,
+    baseline: Path | None,
+    list_runs: bool,
+    strict_targets: bool,
+) -> None:
+    """``chaos run --app/--url``: the scenarios whose faults are on the network path,
+    against your agents; exits."""
+    from ..errors import ConfigError
+    from .user_app import Call, Service, load_app, select_user_runs
+
+    def fail(message: str) -> typer.Exit:
+        console.print(f"[red]error:[/] {message}", highlight=False)
+        return typer.Exit(2)
+
+    if app_target is not None and url is not None:
+        raise fail("give --app or --url, not both")
+    if agent is None:
+        raise fail("name the agent to run: --agent NAME (and its input: --input JSON)")
+    if sizes:
+        raise fail("--sizes does not apply to your service: the answer's size is your agent's")
+    try:
+        given: list[Any] = [json.loads(raw) for raw in inputs] if inputs else [None]
+    except json.JSONDecodeError as exc:
+        raise fail(f"--input must be JSON: {exc}") from None
+    calls = [Call(agent, value) for value in given]
+    try:
+        specs = select_user_runs(tier, **filters, repeat=repeat)
+        service = (
+            Service(app=load_app(app_target, app_dir), path=path, token=token)
+            if app_target is not None
+            else Service(url=url, token=token)
+        )
+        if url is not None:
+            from .harness.chaos import _upstream
+
+            _upstream(url)  # a clear error before anything runs
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    if not specs:
+        raise fail("the selection is empty")
+    if list_runs:
+        for spec in specs:
+            console.print(spec.id)
+        console.print(f"{len(specs)} runs")
+        raise typer.Exit(0)
+    base = _read_baseline(baseline, console)
+    args = ["unbroken", "chaos", "run", f"--{tier}"]
+    args += ["--app", app_target] if app_target is not None else ["--url", str(url)]
+    args += ["--agent", agent]
+    for raw in inputs or []:
+        args += ["--input", raw]
+    if app_target is not None and path != "/ws":
+        args += ["--path", path]
+    if not same_answer:
+        args.append("--any-answer")
+    for name, values in filters.items():
+        if values:
+            args += [f"--{name}", ",".join(values)]
+    if repeat != 1:
+        args += ["--repeat", str(repeat)]
+    args += ["--out", str(out)]
+    if strict_targets:
+        args.append("--strict-targets")
+    described = (
+        f"{service.where}: agent {agent!r}, "
+        + (f"{len(calls)} inputs" if len(calls) > 1 else f"input {json.dumps(given[0])}")
+        + ("" if same_answer else " (judged by the digest chain alone)")
+    )
+    console.print(f"against {described}", highlight=False)
+    try:
+        results = _run(
+            specs,
+            tier,
+            out,
+            False,
+            shlex.join(args),
+            console,
+            runner=_service_runner(service, calls, same_answer, specs),
+        )
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    results.service = described
+    results.write(out / "results.json")
+    outcome = _finish(results, out, base, console, strict_targets=strict_targets)
+    raise typer.Exit(0 if outcome.ok else 1)
+
+
+def _service_runner(
+    service: Service, calls: list[Call], same_answer: bool, specs: list[RunSpec]
+) -> MatrixRunner:
+    from .user_app import run_user_matrix
+
+    async def runner(
+        on_progress: ProgressHook, stop: Callable[[], bool]
+    ) -> tuple[list[RunResult], list[tuple[float, float, float]], float]:
+        done = await run_user_matrix(
+            service, calls, specs, repeatable=same_answer, on_progress=on_progress, stop=stop
+        )
+        return done.results, [], done.seconds
+
+    return runner
+
+
 # ------------------------------------------------------------------ helpers
 def _read_baseline(path: Path | None, console: Console) -> Results | None:
     from .results import Results
@@ -232,6 +444,8 @@ def _run(
     keep_artefacts: bool,
     command: str,
     console: Console,
+    *,
+    runner: MatrixRunner | None = None,
 ) -> Results:
     from collections import Counter
 
@@ -345,6 +559,8 @@ def _run(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGINT, on_sigint)
         try:
+            if runner is not None:
+                return await runner(on_progress, lambda: presses[0] > 0)
             return await run_matrix(
                 specs,
                 out_dir=out,

@@ -1,5 +1,5 @@
 """A matrix's results as ``results.json``: its runs (:mod:`.run_result`, re-exported
-here), the seed targets evaluated on them, the memory timeline and where it ran."""
+here), the targets evaluated on them, the memory timeline and where it ran."""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ class Results:
     """(seconds since start, process RSS MB, stream-log MB) samples."""
     machine: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
+    service: str = ""
+    """What was tested when not the built-in test app: your app or a URL, with the
+    agents and inputs (``chaos run --app/--url``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +44,7 @@ class Results:
             "started": self.started,
             "duration_s": round(self.duration_s, 3),
             "interrupted": self.interrupted,
+            "service": self.service,
             "machine": self.machine or machine_info(),
             "catalog": [s.to_dict() for s in SCENARIOS],
             "targets": [t.to_dict() for t in SEED_TARGETS],
@@ -71,6 +75,7 @@ class Results:
             memory=[(float(a), float(b), float(c)) for a, b, c in data.get("memory", [])],
             machine=dict(data.get("machine", {})),
             interrupted=bool(data.get("interrupted", False)),
+            service=str(data.get("service", "")),
         )
 
 

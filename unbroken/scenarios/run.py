@@ -14,8 +14,10 @@ import contextlib
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..chaos import GeneratedAnswer
 from ..errors import ReconnectExhausted
@@ -79,17 +81,36 @@ def _baseline_key(spec: RunSpec) -> tuple[str, int, int, str, int]:
 
 
 # ------------------------------------------------------------------ one run
-async def _stream_all(run: RunState) -> None:
+@dataclass(frozen=True, slots=True)
+class AgentStreams:
+    """What a run streams instead of its case's generated answers: your agents (chaos
+    against your own service). Stream ``i`` of a run calls ``calls[i % len(calls)]``,
+    whose fault-free run had ``events[i % len(calls)]`` events and took ``seconds``."""
+
+    calls: Sequence[tuple[str, Any]]
+    """(agent, input) per stream, in rotation."""
+    events: Sequence[int]
+    seconds: float
+    token: str | None = None
+    """The clients' token (an app that requires authentication)."""
+
+
+async def _stream_all(run: RunState, streams: AgentStreams | None = None) -> None:
     """Open the clients, start every stream, play the fault plan (a faulty run), wait
-    for the streams; then, when the case's client gives up, resume with a new one."""
+    for the streams; then, when the case's client gives up, resume with a new one.
+    ``streams``: your agents instead of the case's answers (the case's faults, not its
+    answers)."""
     spec = run.spec
     h = run.h
     case = case_for(spec.scenario)
-    run.at_cut = case.at_cut
+    run.at_cut = case.at_cut if streams is None else None
     n_clients, per_client = case.layout(spec)
-    answers = case.answers(spec)
-    seconds = case.pace(spec)
+    answers = case.answers(spec) if streams is None else []
+    seconds = case.pace(spec) if streams is None else streams.seconds
     reconnect = policy(spec)
+    extra: dict[str, Any] = {}
+    if streams is not None and streams.token is not None:
+        extra["token"] = streams.token
     async with contextlib.AsyncExitStack() as stack:
         for i in range(n_clients):
             watch = EventWatch(i)
@@ -98,6 +119,7 @@ async def _stream_all(run: RunState) -> None:
                 seed=1000 * spec.repeat + i,
                 on_event=watch,
                 open_timeout=case.open_timeout,
+                **extra,
             )
             run.clients.append(client)
             run.watches.append(watch)
@@ -112,6 +134,14 @@ async def _stream_all(run: RunState) -> None:
         async def start_client(ci: int) -> None:
             client = run.clients[ci]
             for k in range(per_client):
+                if streams is not None:
+                    agent, given = streams.calls[(ci * per_client + k) % len(streams.calls)]
+                    rec = await h.stream(
+                        client, agent, given, on_event=run.gate.on_event, key=f"s{ci}-{k}"
+                    )
+                    run.recs.append(rec)
+                    run.owner[id(rec)] = ci
+                    continue
                 a = answers[ci * per_client + k]
                 rec = await h.start(
                     client,
@@ -131,7 +161,11 @@ async def _stream_all(run: RunState) -> None:
         await asyncio.gather(*(start_client(ci) for ci in range(n_clients)))
         run.t_started = time.monotonic()
         if run.faulty and driver is None:
-            total = sum(len(a.events) + 1 for a in answers)
+            if streams is not None:
+                n = n_clients * per_client
+                total = sum(streams.events[i % len(streams.events)] for i in range(n))
+            else:
+                total = sum(len(a.events) + 1 for a in answers)
             driver = loop.create_task(case.plan_faults(run, total))
         budget = 90.0 + 4 * seconds + case.extra_budget
         done = asyncio.gather(*(rec.done() for rec in run.recs))
@@ -164,10 +198,10 @@ async def _stream_all(run: RunState) -> None:
                 await asyncio.to_thread(heal, h.topology)
         await run.snapshot_done()
         if run.faulty and case.gives_up(spec):
-            await _resume_with_new_client(run)
+            await _resume_with_new_client(run, **extra)
 
 
-async def _resume_with_new_client(run: RunState) -> None:
+async def _resume_with_new_client(run: RunState, **client_options: Any) -> None:
     """A client that gave up: once the network is back, a new client picks each stream
     up from the cursor the first one saved."""
     h = run.h
@@ -179,7 +213,7 @@ async def _resume_with_new_client(run: RunState) -> None:
         if cursor is None:
             run.notes.append("no cursor saved before the budget ran out")
             continue
-        async with h.client(seed=7) as client:
+        async with h.client(seed=7, **client_options) as client:
             st = await asyncio.wait_for(client.resume(cursor), 20)
             new = StreamRecorder(st, rec.expected, key=rec.key + "-resumed")
             await asyncio.wait_for(new.done(), 60)

@@ -64,6 +64,14 @@ class Case:
     """The timing of a run that names none (the ``run_scenario`` fixture)."""
     sized: ClassVar[bool] = True
     """Its answers' size follows the spec's size class (``--size`` selects its runs)."""
+    foreign_app: ClassVar[str | None] = (
+        "its fault plan or checks need the built-in test server (not your service)"
+    )
+    """Why the case does not run against your own service (``chaos run --app/--url``,
+    :func:`~unbroken.scenarios.user_app.run_user_spec`), shown as the skip reason; None:
+    its faults are all on the network path (the fault proxy), so it runs with your
+    agents as its answers, judged by the digest chain against a fault-free run (its own
+    checks, which know its generated answers, are left out)."""
 
     # ---- its runs in the tiers' matrices (the catalog collects them)
     quick_order: ClassVar[float | None] = None

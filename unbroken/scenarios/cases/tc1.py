@@ -12,6 +12,7 @@ from .common import seconds
 
 class TC1(Case):
     id = "TC1"
+    foreign_app = None
     quick_sample = (
         ("medium", "mid", "throttled", "fin", ""),
         ("large", "early", "clean", "blackhole", ""),

@@ -15,6 +15,10 @@ from .common import json_parts_check
 
 class TC2(Case):
     id = "TC2"
+    foreign_app = (
+        "TC1's faults over a JSON answer: against your service the answer is your "
+        "agent's, so TC1 runs them"
+    )
     quick_sample = (
         ("medium", "late", "intermittent", "rst", ""),
         ("large", "mid", "outage", "fin", ""),

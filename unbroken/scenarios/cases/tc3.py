@@ -17,6 +17,10 @@ from .common import parts_tracked_check
 
 class TC3(Case):
     id = "TC3"
+    foreign_app = (
+        "TC1's faults over a multi-part answer: against your service the answer is your "
+        "agent's, so TC1 runs them"
+    )
     quick_sample = (
         ("medium", "mid", "throttled", "blackhole", ""),
         ("xlarge", "mid", "clean", "fin", ""),

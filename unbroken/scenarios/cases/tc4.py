@@ -17,6 +17,7 @@ _SHAPES: tuple[AnswerShape, ...] = ("text", "json", "multipart") * 2
 
 class TC4(Case):
     id = "TC4"
+    foreign_app = None
     quick_sample = (("medium", "mid", "intermittent", "blackhole", ""),)
     full_kernel_sample = (
         ("medium", "mid", "kernel_loss", "blackhole", ""),

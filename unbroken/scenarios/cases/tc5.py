@@ -34,6 +34,7 @@ DEADLINE_SLACK = 0.25
 
 class TC5(Case):
     id = "TC5"
+    foreign_app = None
     baseline_as = "TC1"
     plan_grace = 30.0
     quick_sample = (("small", "mid", "clean", "rst", "silent"),)

@@ -17,6 +17,7 @@ from .common import seconds
 
 class TC6(Case):
     id = "TC6"
+    foreign_app = None
     baseline_as = "TC1"
     full_kernel_sample = (
         ("small", "immediate", "kernel_loss", "rst", "before_started"),

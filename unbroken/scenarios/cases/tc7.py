@@ -20,6 +20,7 @@ from .common import parts_tracked_check
 
 class TC7(Case):
     id = "TC7"
+    foreign_app = None
     shape = "multipart"
     rotation = 4  # the fifth of TC1-TC4, TC7
     quick_order = 4.5  # its quick rows stand right after TC4's (as they always have)

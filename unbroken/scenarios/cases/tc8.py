@@ -14,6 +14,7 @@ SECONDS = {"quick": 1.5, "full": 2.5}
 
 class TC8(Case):
     id = "TC8"
+    foreign_app = None
     default_size = "xlarge"
     default_timing = "p50"
     sized = False  # always 10 MB+ (RunSpec.size_bytes): --size does not filter it out

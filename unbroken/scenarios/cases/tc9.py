@@ -21,6 +21,7 @@ PER_CLIENT = {"quick": 5, "full": 10}
 
 class TC9(Case):
     id = "TC9"
+    foreign_app = None
     open_timeout = 3.0
     tick = 0.1
     extra_budget = 60.0

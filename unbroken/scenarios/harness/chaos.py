@@ -7,12 +7,15 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ...chaos import FaultProxy, GeneratedAnswer, LogLimits, StateVerifier, Verdict
 from ...client import Client
+from ...errors import ConfigError
 from ...protocol.backoff import BackoffPolicy
 from ...protocol.events import payload
-from ...store.base import Retention
+from ...server import Unbroken
+from ...store.base import Retention, StreamLog
 from ...store.memory import MemoryStore
 from .answers import AnswerBook, answer_app, store_class
 from .recorder import StreamRecorder
@@ -27,9 +30,34 @@ if TYPE_CHECKING:
 CHAOS_POLICY = BackoffPolicy(base=0.05, cap=0.5, max_attempts=None, deadline=30.0)
 
 
+def _upstream(url: str) -> tuple[str, int, str]:
+    """(host, port, path with query) of a ``ws://`` URL."""
+    parts = urlsplit(url)
+    if parts.scheme != "ws":
+        raise ConfigError(
+            f"chaos against a URL needs a plain ws:// endpoint, not {url!r}: the fault "
+            "proxy forwards TCP and the client connects to it on loopback (point it at "
+            "the service behind its TLS terminator)"
+        )
+    if not parts.hostname:
+        raise ConfigError(f"no host in {url!r}")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return parts.hostname, parts.port or 80, path
+
+
 class ChaosHarness:
     """A real server (own thread), a :class:`FaultProxy` in front of it, clients and
     verifiers: everything one chaos test needs.
+
+    By default the server is the built-in test app (its ``answer`` agent replays
+    generated answers: :meth:`start`). ``app``: your own :class:`Unbroken` app instead,
+    served on loopback at ``path`` behind the proxy; ``url``: a service already running
+    (``ws://host:port/path``), the proxy put in front of it (no server thread then).
+    Against either, :meth:`stream` runs your agents through the proxy and
+    :func:`~unbroken.scenarios.user_app.judge` says whether an answer came through
+    exactly.
 
     ``heartbeat``: the server's (a blackhole is found in about three of them).
     ``seed``: the proxy's (jitter, slicing) and the clients' backoff (``client(seed=)``).
@@ -52,23 +80,69 @@ class ChaosHarness:
         tap: bool = True,
         retention: Retention | None = None,
         topology: Topology | None = None,
+        app: Unbroken | None = None,
+        url: str | None = None,
+        path: str = "/ws",
         **app_options: Any,
     ) -> None:
+        if app is not None and url is not None:
+            raise ConfigError("give the harness an app or a url, not both")
+        if (app is not None or url is not None) and app_options:
+            raise ConfigError(
+                f"options for the built-in app ({', '.join(sorted(app_options))}) do not "
+                "apply to your own app: configure it where you build it"
+            )
         self.book = AnswerBook()
-        self.app = answer_app(self.book, heartbeat=heartbeat, retention=retention, **app_options)
-        self.tap = WireTap(self.app.asgi()) if tap else None
+        self.own_app = app is not None
+        """The app is the user's (``app=``), not the built-in answering one."""
+        self.remote: tuple[str, int] | None = None
+        """(host, port) of the service at ``url`` (no server thread then)."""
+        self.path = path
+        if url is not None:
+            host, port, self.path = _upstream(url)
+            self.remote = (host, port)
+        self.app = (
+            app
+            if app is not None
+            else answer_app(self.book, heartbeat=heartbeat, retention=retention, **app_options)
+        )
+        self.tap = WireTap(self.app.asgi(self.path)) if tap and url is None else None
         self.topology = topology
-        if topology is not None:
-            self.server = ServerThread(
-                self.app, self.tap, host=topology.addresses.server, netns=topology.server
+        self._server: ServerThread | None = None
+        if url is not None:
+            pass
+        elif topology is not None:
+            self._server = ServerThread(
+                self.app,
+                self.tap,
+                path=self.path,
+                host=topology.addresses.server,
+                netns=topology.server,
             )
         else:
-            self.server = ServerThread(self.app, self.tap)
+            self._server = ServerThread(self.app, self.tap, path=self.path)
         self.seed = seed
         self.fault_log = fault_log
         self._proxy: FaultProxy | None = None
         self.clients: list[Client] = []
         self.recorders: list[StreamRecorder] = []
+
+    @property
+    def foreign(self) -> bool:
+        """The service is the user's (an app or a URL), not the built-in answering app."""
+        return self.own_app or self.remote is not None
+
+    @property
+    def server(self) -> ServerThread:
+        """The server thread (not for a service at a URL)."""
+        if self._server is None:
+            raise ConfigError("the harness proxies a service at a URL: no server thread here")
+        return self._server
+
+    @property
+    def stream_log(self) -> StreamLog | None:
+        """The served app's stream log (None for a service at a URL)."""
+        return None if self._server is None else self.app.store
 
     @property
     def proxy(self) -> FaultProxy:
@@ -85,12 +159,17 @@ class ChaosHarness:
     @property
     def url(self) -> str:
         """The WebSocket URL through the proxy."""
-        return f"ws://127.0.0.1:{self.proxy.port}/ws"
+        return f"ws://127.0.0.1:{self.proxy.port}{self.path}"
 
     async def __aenter__(self) -> ChaosHarness:
-        await self.server.start()
+        if self._server is not None:
+            await self._server.start()
+            upstream = (self._server.host, self._server.port)
+        else:
+            assert self.remote is not None
+            upstream = self.remote
         self._proxy = FaultProxy(
-            upstream=(self.server.host, self.server.port),
+            upstream=upstream,
             seed=self.seed,
             fault_log=self.fault_log,
             close_grace=0.5,
@@ -105,7 +184,8 @@ class ChaosHarness:
                 await client.close()
         if self._proxy is not None:
             await self._proxy.stop()
-        await self.server.stop()
+        if self._server is not None:
+            await self._server.stop()
 
     def client(
         self,
@@ -139,11 +219,36 @@ class ChaosHarness:
         on_event: Callable[[StreamRecorder], None] | None = None,
     ) -> StreamRecorder:
         """Start the ``answer`` agent replaying ``answer`` over ``seconds`` (in bursts
-        ``tick`` seconds apart); returns a running :class:`StreamRecorder`."""
+        ``tick`` seconds apart); returns a running :class:`StreamRecorder`. (The built-in
+        app only; against your own app: :meth:`stream`.)"""
+        if self.foreign:
+            raise ConfigError(
+                "the harness serves your app: start your agents with h.stream(client, agent, input)"
+            )
         key = self.book.add(answer, seconds, key, tick=tick)
         t0 = time.monotonic()
         stream = await client.start("answer", {"answer": key}, req=req)
         rec = StreamRecorder(stream, answer, key=key, started_at=t0, on_event=on_event)
+        self.recorders.append(rec)
+        rec.run()
+        return rec
+
+    async def stream(
+        self,
+        client: Client,
+        agent: str,
+        input: Any = None,
+        *,
+        key: str = "",
+        req: str | None = None,
+        on_event: Callable[[StreamRecorder], None] | None = None,
+    ) -> StreamRecorder:
+        """Start ``agent`` with ``input`` (any app: yours or the built-in one); returns a
+        running :class:`StreamRecorder` (``await rec.done()``; ``rec.events`` as the
+        client saw them, ``rec.answer`` verified by the digest chain, or ``rec.error``)."""
+        t0 = time.monotonic()
+        st = await client.start(agent, input, req=req)
+        rec = StreamRecorder(st, None, key=key or agent, started_at=t0, on_event=on_event)
         self.recorders.append(rec)
         rec.run()
         return rec
@@ -197,10 +302,14 @@ class ChaosHarness:
         """The server's state now: each stream's log head, status and bytes, and each
         connection's attachments (sent, acked, bytes in flight)."""
 
+        if self.stream_log is None:
+            return {"t": time.monotonic(), "note": "a service at a URL: no server state here"}
+        log = self.stream_log
+
         async def take() -> dict[str, Any]:
             streams: dict[str, Any] = {}
             for rec in list(self.recorders):
-                meta = await self.store.meta(rec.stream.id)
+                meta = await log.meta(rec.stream.id)
                 if meta is not None:
                     streams[rec.stream.id] = {
                         "answer": rec.key,
@@ -228,7 +337,7 @@ class ChaosHarness:
                 )
             return {
                 "t": time.monotonic(),
-                "log_bytes": self.store.total_bytes,
+                "log_bytes": getattr(log, "total_bytes", None),
                 "streams": streams,
                 "connections": conns,
                 "runs": len(self.app.hub.runs),

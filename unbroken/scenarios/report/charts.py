@@ -259,8 +259,9 @@ def memory(samples: Sequence[tuple[float, float, float]]) -> str:
     )
     ax.set_xlabel("seconds since the matrix started")
     ax.set_ylabel("MB")
-    ax.set_title("memory over the run")
-    ax.legend(fontsize=8, loc="upper right", frameon=False)
+    ax.set_title("memory over the run" if samples else "memory over the run: not sampled")
+    if samples:
+        ax.legend(fontsize=8, loc="upper right", frameon=False)
     ax.grid(alpha=0.2)
     _tight(fig)
     return _svg(fig)

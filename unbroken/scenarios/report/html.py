@@ -191,6 +191,8 @@ def build(
     ):
         out.append(f"<div class=fact><b>{_e(value)}</b><span>{_e(label)}</span></div>")
     out.append("</div></div>")
+    if results.service:
+        out.append(f"<div class=small>against {_e(results.service)}</div>")
     if results.command:
         out.append(f"<div class=small>reproduce: <code>{_e(results.command)}</code></div>")
 
