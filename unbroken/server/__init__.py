@@ -1,8 +1,20 @@
 """The server: agents run in a hub, write to a stream log, connections are cursors."""
 
+from .admission import AdmissionLimits
 from .agent import Output, Principal, Request
 from .app import Unbroken
 from .config import ServerConfig
 from .connection import ConnectInfo
+from .policy import LivePolicy, OriginPolicy
 
-__all__ = ["ConnectInfo", "Output", "Principal", "Request", "ServerConfig", "Unbroken"]
+__all__ = [
+    "AdmissionLimits",
+    "ConnectInfo",
+    "LivePolicy",
+    "OriginPolicy",
+    "Output",
+    "Principal",
+    "Request",
+    "ServerConfig",
+    "Unbroken",
+]
