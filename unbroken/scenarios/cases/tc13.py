@@ -90,6 +90,7 @@ class TC13(Case):
                 max_rss=None,
                 retry_after=RETRY_AFTER,
             )
+            await hub.gate.stop()  # the default gate's monitor, if it started
             hub.admission = limits
             hub.gate = Admission(limits)
             real_start = hub.start
