@@ -54,6 +54,10 @@ class TokenBucket:
 
 
 # ===================================================================== flow
+#: The largest first ``events`` frame of an attachment (:class:`StreamFlow`).
+FIRST_FRAME = 16 * 1024
+
+
 class StreamFlow:
     """One stream on one connection: what was sent, what the client acked, and the
     bytes in flight against the flow window.
@@ -62,7 +66,14 @@ class StreamFlow:
     a cumulative ack removes every frame it covers from the window. At most
     ``window`` unacked bytes are in flight, at most ``frame_cap`` per frame (one
     frame goes out whatever the window when nothing is in flight: an event larger
-    than the window is never stuck)."""
+    than the window is never stuck).
+
+    The first frame of an attachment (after ``started`` or ``resumed``) is small,
+    at most ``first_frame`` bytes, and each next one may be twice the last, up to
+    ``frame_cap``: a client that reconnects mid-answer verifies and shows the first
+    missing events after decoding 16 KiB, not a whole 256 KiB catch-up frame, and
+    a long catch-up still reaches full-size frames after a few (16 → 256 KiB in
+    five frames, 496 KiB)."""
 
     __slots__ = (
         "acked",
@@ -70,18 +81,29 @@ class StreamFlow:
         "frame_cap",
         "inflight",
         "inflight_bytes",
+        "ramp",
         "sent",
         "sent_bytes",
         "window",
     )
 
-    def __init__(self, after: int, *, window: int, frame_cap: int, acked: int = -1) -> None:
+    def __init__(
+        self,
+        after: int,
+        *,
+        window: int,
+        frame_cap: int,
+        acked: int = -1,
+        first_frame: int = FIRST_FRAME,
+    ) -> None:
         #: last seq sent (the cursor)
         self.sent = after
         #: highest seq the client acked (cumulative)
         self.acked = max(after, acked)
         self.window = window
         self.frame_cap = frame_cap
+        #: the largest next frame while ramping up (doubles per frame sent)
+        self.ramp = max(1, min(first_frame, frame_cap))
         # (last seq of frame, bytes) per frame in flight; a list: a deque costs ~760 B
         # per stream, and a cumulative ack removes its prefix in one slice
         self.inflight: list[tuple[int, int]] = []
@@ -93,12 +115,14 @@ class StreamFlow:
     def budget(self) -> int:
         """Bytes that may be sent now (0 or less: wait for an ack)."""
         if self.inflight_bytes == 0:
-            return self.frame_cap
-        return min(self.frame_cap, self.window - self.inflight_bytes)
+            return self.ramp
+        return min(self.ramp, self.window - self.inflight_bytes)
 
     def sent_frame(self, last: int, size: int, end: bool) -> None:
         """A frame whose last event is ``last`` (``end``: the stream's end) went out."""
         self.sent = last
+        if self.ramp < self.frame_cap:
+            self.ramp = min(self.frame_cap, self.ramp * 2)
         self.inflight.append((last, size))
         self.inflight_bytes += size
         self.sent_bytes += size
@@ -168,6 +192,7 @@ class ServerSession:
         window: int = 1024 * 1024,
         frame_cap: int = 256 * 1024,
         peer_silence: float = 1.5,
+        first_frame: int = FIRST_FRAME,
     ) -> None:
         self.state = ServerState.AWAIT_HELLO
         self.max_frame = max_frame
@@ -177,6 +202,8 @@ class ServerSession:
         #: the flow window (unacked bytes in flight per stream) and the largest frame
         self.window = window
         self.frame_cap = frame_cap
+        #: the first frame's cap of each attachment (it doubles up to ``frame_cap``)
+        self.first_frame = first_frame
         #: a stalled stream and nothing heard for this long: the peer is lost
         self.peer_silence = peer_silence
         #: attached streams: the one record of what was sent and acked on each
@@ -233,6 +260,7 @@ class ServerSession:
             window=self.window,
             frame_cap=self.frame_cap,
             acked=old.acked if old is not None else -1,
+            first_frame=self.first_frame,
         )
         self.flows[stream] = flow
         self.released.pop(stream, None)
