@@ -111,6 +111,34 @@ type QueueItem = { ev: StreamEvent; raw: Event } | { mark: number; digest: Uint8
 
 const now = (): number => performance.now() / 1000;
 
+/** Longest run of frame verification before the client lets the page run (s). */
+const SLICE = 0.004;
+
+let _later: ((fn: () => void) => void) | null = null;
+/** Run `fn` in a later task (a MessageChannel message: no 4 ms timer clamp). */
+function later(fn: () => void): void {
+  if (_later === null) {
+    const MC = (globalThis as { MessageChannel?: new () => { port1: MessagePortLike; port2: MessagePortLike } }).MessageChannel;
+    if (typeof MC !== "function") _later = (f) => void setTimeout(f, 0);
+    else {
+      const ch = new MC();
+      const queue: (() => void)[] = [];
+      ch.port1.onmessage = () => queue.shift()?.();
+      ch.port1.unref?.();
+      _later = (f) => {
+        queue.push(f);
+        ch.port2.postMessage(0);
+      };
+    }
+  }
+  _later(fn);
+}
+interface MessagePortLike {
+  onmessage: (() => void) | null;
+  postMessage(m: unknown): void;
+  unref?(): void;
+}
+
 function randomId(): string {
   const b = new Uint8Array(12);
   globalThis.crypto.getRandomValues(b);
@@ -284,6 +312,9 @@ export class Client {
   private _wakeSleep: (() => void) | null = null;
   private _sleepFloor = false;
   private _endConnection: ((err: unknown) => void) | null = null;
+  /** Set by `freeze()` until `wake()`: no connection is opened meanwhile. */
+  private _frozen: (() => void) | null = null;
+  private _thawed: Promise<void> | null = null;
   private _forgetSoon: string[] = [];
   private readonly _listeners: [EventTarget, string, () => void][] = [];
 
@@ -366,6 +397,7 @@ export class Client {
     for (const [target, type, fn] of this._listeners) target.removeEventListener(type, fn);
     this._listeners.length = 0;
     this._wakeSleep?.();
+    this._frozen?.();
     this._endConnection?.(new ConnectionLost("client closed"));
     for (const st of [...this.streams.values()]) st._finish(new ConnectionLost("client closed"));
     if (this._firstReject) this._firstReject(new ConnectionLost("client closed"));
@@ -475,8 +507,14 @@ export class Client {
    * probes a connection believed alive with a ping. */
   wake(): void {
     if (this.closed) return;
+    const thaw = this._frozen;
+    if (thaw !== null) {
+      this._frozen = null;
+      this._thawed = null;
+      thaw();
+    }
     if (this._wakeSleep && !this._sleepFloor) this._wakeSleep();
-    else if (this.ready && !this._live.awaitingPong) this._sendFrame(this._live.ping(now()));
+    else if (thaw === null && this.ready && !this._live.awaitingPong) this._sendFrame(this._live.ping(now()));
   }
 
   private async answered(st: Stream, what: string): Promise<void> {
@@ -569,12 +607,24 @@ export class Client {
     };
     const save = () => this.saveCursors();
     const wake = () => this.wake();
-    on(doc, "freeze", save);
-    on(win, "pagehide", save);
+    on(doc, "freeze", () => this.freeze());
+    on(win, "pagehide", ((ev: { persisted?: boolean }) => (ev?.persisted ? this.freeze() : save())) as () => void);
     on(doc, "visibilitychange", () => (doc?.visibilityState === "hidden" ? save() : wake()));
     on(doc, "resume", wake);
     on(win, "pageshow", wake);
     on(win, "online", wake);
+  }
+
+  /** The page is frozen (Page Lifecycle `freeze`, or `pagehide` into the
+   * back/forward cache): save the cursors and close the socket now, so the server
+   * stops sending into a connection nobody reads; open none until `wake()`
+   * (`resume`, `pageshow`, `online`, `visibilitychange` → visible), which
+   * reconnects at once and resumes every stream exactly. */
+  freeze(): void {
+    this.saveCursors();
+    if (this.closed || this._frozen !== null) return;
+    this._thawed = new Promise((resolve) => (this._frozen = resolve));
+    this._endConnection?.(new ConnectionLost("page frozen"));
   }
 
   // ------------------------------------------------------------ the loop
@@ -592,6 +642,10 @@ export class Client {
   private async supervise(): Promise<void> {
     const reconnects = this._reconnects;
     while (!this.closed) {
+      if (this._thawed !== null) {
+        await this._thawed;
+        if (this.closed) return;
+      }
       const url = this.urls[this._urlIndex % this.urls.length];
       this._progressed = false;
       const budget = reconnects.budget(now());
@@ -607,6 +661,8 @@ export class Client {
       this._session.connectionLost();
       if (this.closed) return;
       this._emit("disconnected", { url, cause: causeOf(error), code: (error as { code?: number | null }).code ?? null });
+      // closed by freeze(): no backoff, no attempt counted; reconnect on wake()
+      if (this._thawed !== null) continue;
       let retry = defaultRetryTable(error);
       const decided = this.shouldRetry?.(error);
       if (decided !== null && decided !== undefined) retry = decided;
@@ -659,6 +715,7 @@ export class Client {
     const t0 = now();
     const timeout = budget === null ? this.openTimeout : Math.min(this.openTimeout, budget);
     const token = await this.tokenValue();
+    if (this._thawed !== null) throw new ConnectionLost("page frozen");
     const session = this._session;
     const live = this._live;
     let ws: WebSocketLike;
@@ -756,8 +813,33 @@ export class Client {
           watch(live.firstCheck(now()));
           return;
         }
-        for (const one of session.framesOf(data)) {
+        const frames = session.framesOf(data);
+        if (backlog.length === 0) backlog = frames;
+        else for (const one of frames) backlog.push(one);
+        if (!deferred) drain(t);
+      } catch (e) {
+        fail(e);
+      }
+    };
+    // The frames of the messages received, applied in order by `drain`. A batched
+    // message may carry several frames (a catch-up after a resume: 16 KiB, then
+    // 32, 64… KiB); `drain` lets the page see the first frame's events before it
+    // verifies the rest (and yields every few ms), the rest in a later task.
+    let backlog: string[] = [];
+    let head = 0;
+    let deferred = false;
+    let firstEvents = true;
+    const fail = (e: unknown) => {
+      if (e instanceof ProtocolError) end(e, [e.closeCode >= 3000 ? e.closeCode : 4000, e.message]);
+      else end(e);
+    };
+    const drain = (t: number) => {
+      deferred = false;
+      const t0 = now();
+      try {
+        while (head < backlog.length) {
           if (over) return;
+          const one = backlog[head++];
           const out = this._receiveOne(one);
           if (out === "integrity") {
             // the stream failed; its further frames are moot: resume the others afresh
@@ -765,11 +847,26 @@ export class Client {
             return;
           }
           if (out === "progress") this._progressed = true;
-          else if (out !== "none" && out.kind === "error") {
+          else if (out === "events") {
+            this._progressed = true;
+            const pause = firstEvents || now() - t0 > SLICE;
+            firstEvents = false;
+            if (pause && head < backlog.length) {
+              deferred = true;
+              later(() => {
+                if (!over) drain(now());
+              });
+              break;
+            }
+          } else if (out !== "none" && out.kind === "error") {
             const e = out.error;
             if (e.req === null && e.stream === null && e.retry_after_ms !== null) retryAfter = e.retry_after_ms / 1000;
             this.serverError(out.error);
           }
+        }
+        if (head >= backlog.length) {
+          backlog = [];
+          head = 0;
         }
         let acked = false;
         for (const frame of session.afterMessage(t)) {
@@ -779,16 +876,15 @@ export class Client {
         this._flushForget();
         if (acked) this.saveCursors();
       } catch (e) {
-        if (e instanceof ProtocolError) end(e, [e.closeCode >= 3000 ? e.closeCode : 4000, e.message]);
-        else end(e);
+        fail(e);
       }
     };
     return finished;
   }
 
-  /** Apply one frame: "progress" when it moved a stream, "integrity" when a stream
+  /** Apply one frame: "events" when it delivered events, "progress" when it moved a stream, "integrity" when a stream
    * failed its digest, an error output to act on, else "none". */
-  private _receiveOne(message: string): "progress" | "integrity" | "none" | ClientOutput {
+  private _receiveOne(message: string): "events" | "progress" | "integrity" | "none" | ClientOutput {
     let out: ClientOutput;
     try {
       out = this._session.receive(message);
@@ -811,7 +907,7 @@ export class Client {
         const result = st.result;
         for (const ev of out.events) st._push(result.apply(ev, digest), ev);
         st._mark(out.events[out.events.length - 1].seq, out.digest);
-        return "progress";
+        return "events";
       }
       case "started": {
         const st = this.streams.get(out.req);

@@ -354,3 +354,72 @@ test("shouldRetry can override the retry table", async () => {
   assert.equal(server.connections, 1);
   await client.close();
 });
+
+test("a batched catch-up: the first frame's events reach the page before the rest is verified", async () => {
+  const server = new FakeServer(answerEvents(30), { per: 4 });
+  const probe = {};
+  server.pump = (ws, after) => {
+    // one message of every frame (what the server's batch cap sends after a resume)
+    const lines = [];
+    for (let from = after; from < server.events.length; from += server.per) {
+      const batch = server.events.slice(from, from + server.per);
+      lines.push(encode({ t: "events", stream: server.stream, seq: from + 1, items: encodeItems(batch), h: server.frameDigest(from + batch.length) }));
+    }
+    server.out(ws, lines.join("\n"));
+    probe.afterMessage = probe.st?.result.text ?? null;
+  };
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false });
+  const started = client.start("echo");
+  // the stream object exists before `started` is answered
+  await until(() => client.streams.size === 1);
+  probe.st = [...client.streams.values()][0];
+  const st = await started;
+  const answer = await st.wait();
+  await client.close();
+  assert.equal(probe.afterMessage, expectedText(3), "after the message's handler only the first frame (4 events) was applied");
+  assert.equal(answer.text, expectedText(30));
+  assert.equal(answer.digest, server.digests.at(-1));
+  await client.close();
+});
+
+test("freeze() closes the socket and opens none until wake(); then the stream resumes exactly", async () => {
+  const server = new FakeServer(answerEvents(60), { per: 2 });
+  const sockets = [];
+  const WS = server.WebSocket;
+  server.WebSocket = class extends WS {
+    constructor(...a) {
+      super(...a);
+      sockets.push(this);
+    }
+  };
+  const seen = [];
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false, onEvent: (e) => seen.push(e) });
+  const st = await client.start("echo");
+  let text = "";
+  const it = st[Symbol.asyncIterator]();
+  while (true) {
+    const { value } = await it.next();
+    if (value instanceof TextDelta) text += value.text;
+    if (value.seq >= 10) break;
+  }
+  client.freeze();
+  await until(() => sockets[0].readyState === 3);
+  // frozen: timers of the page still run here, and yet no connection is opened
+  await new Promise((r) => setTimeout(r, 40));
+  assert.equal(server.connections, 1, "no reconnect while frozen");
+  assert.ok(seen.some((e) => e.kind === "disconnected" && /page frozen/.test(e.cause)));
+  client.wake();
+  for (;;) {
+    const { value, done } = await it.next();
+    if (done) break;
+    if (value instanceof TextDelta) text += value.text;
+  }
+  const answer = await st.wait();
+  assert.equal(text, expectedText(60));
+  assert.equal(answer.digest, server.digests.at(-1));
+  assert.equal(server.starts, 1);
+  assert.equal(server.connections, 2);
+  assert.equal(server.resumes.length, 1);
+  assert.ok(!seen.some((e) => e.kind === "reconnecting"), "a freeze is no failure: no backoff attempt");
+  await client.close();
+});
