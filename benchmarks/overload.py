@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -80,6 +81,10 @@ app = build_app() if os.environ.get("OVERLOAD_CAPACITY") else None
 async def _burst(port: int, n: int, tokens: int) -> dict[str, Any]:
     from unbroken import Client
     from unbroken.protocol.backoff import BackoffPolicy
+
+    # the load generator's own log: one warning per refused start would cost this
+    # process (which also measures the admitted streams) more than the server
+    logging.getLogger("unbroken.client").setLevel(logging.ERROR)
 
     url = f"ws://127.0.0.1:{port}/ws"
     lat_admitted: list[float] = []

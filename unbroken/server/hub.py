@@ -86,6 +86,19 @@ class Hub:
         self.accepting = True
         self._sweeper: asyncio.Task[None] | None = None
 
+    def set_admission(self, limits: AdmissionLimits) -> None:
+        """Replace the admission limits (before serving: ``unbroken serve``'s flags
+        over an imported app). Live run counts carry over; the new limits' monitor
+        starts with the next connection."""
+        old = self.gate
+        self.admission = limits
+        self.gate = Admission(limits)
+        self.gate.runs = old.runs
+        self.gate.per_principal = dict(old.per_principal)
+        self.stall_timeout = limits.stall_timeout
+        if old._monitor is not None:
+            old._monitor.cancel()
+
     def ensure_started(self) -> None:
         """Start background work (retention sweeps) on the running loop."""
         loop = asyncio.get_running_loop()

@@ -294,3 +294,18 @@ async def test_a_per_agent_stall_limit_overrides_the_servers(served: Served) -> 
     # the open text part was closed with the error (an error part, not a dangling one)
     part_ends = [e for e in events if e.kind is Kind.PART_END]
     assert part_ends and part_ends[-1].error
+
+
+async def test_set_admission_replaces_the_limits_and_keeps_the_live_counts(
+    served: Served,
+) -> None:
+    kit, srv = await served(admission=limits(max_runs=10))
+    w = await Wire.open(srv.url)
+    sid = await w.start("held", "forever", "g")
+    kit.app.hub.set_admission(limits(max_runs=1, stall_timeout=5.0))  # what a CLI flag does
+    assert kit.app.hub.gate.runs == 1 and kit.app.hub.stall_timeout == 5.0
+    err = await refused(w, "next", "echo", "x")
+    assert err.code == ErrorCode.OVERLOADED and "max_runs" in err.message
+    kit.gates["g"].set()
+    assert_exact(await w.read_to_end(sid))
+    await asyncio.wait_for(_until(lambda: kit.app.hub.gate.runs == 0), 10)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ...chaos import GeneratedAnswer
 from ...errors import Overloaded
-from ...server.admission import Admission, AdmissionLimits
+from ...server.admission import AdmissionLimits
 from ..answers import answer
 from ..context import RunState
 from ..run_result import Check, RunResult
@@ -90,9 +90,7 @@ class TC13(Case):
                 max_rss=None,
                 retry_after=RETRY_AFTER,
             )
-            await hub.gate.stop()  # the default gate's monitor, if it started
-            hub.admission = limits
-            hub.gate = Admission(limits)
+            hub.set_admission(limits)
             real_start = hub.start
 
             async def start(principal: Any, req: str, agent: str, input: Any) -> Any:
