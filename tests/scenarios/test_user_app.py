@@ -279,3 +279,15 @@ async def test_chaos_run_against_a_service_refuses_what_does_not_apply(tmp_path:
     assert code == 2 and "could not import module 'nowhere'" in said, said
     code, said = await _cli("chaos", "run", "--agent", "a", "--list", cwd=tmp_path)
     assert code == 2 and "give --app or --url" in said, said
+
+
+async def test_a_fault_after_the_answer_is_not_a_pass(chaos_app: Unbroken) -> None:
+    # an answer of a few events is over before a fault timed 50 ms after the start
+    # (the "immediate" point, on the clock): the run says so, it is not a pass
+    service = Service(app=chaos_app)
+    ref = await reference_run(service, Call("report", {"q": "x", "lines": 2}))
+    spec = RunSpec("TC1", "small", "immediate", "asymmetric", "rst")
+    result = await run_user_spec(service, [ref], spec)
+    assert not result.passed
+    hit = next(c for c in result.checks if c.name == "the fault hit while the answer streamed")
+    assert not hit.ok and "too short an answer" in hit.detail

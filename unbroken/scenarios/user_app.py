@@ -392,14 +392,15 @@ async def _assess(run: RunState, refs: Sequence[Reference], result: RunResult) -
             else "no stream ran",
         )
     )
-    hit = run.t_fault is not None
+    hit = run.t_fault is not None and any(run.open_at(rec) for rec in run.recs)
     result.checks.append(
         Check(
             "the fault hit while the answer streamed",
             hit,
             "; ".join(what for _, what in run.faults[:3])
             if hit
-            else "the answer ended before the fault's point (a very short answer?)",
+            else "every stream had ended before the fault (too short an answer: give the "
+            "agent an input whose answer takes a few hundred milliseconds)",
         )
     )
     gave_up = case.gives_up(run.spec)

@@ -192,7 +192,12 @@ def build(
         out.append(f"<div class=fact><b>{_e(value)}</b><span>{_e(label)}</span></div>")
     out.append("</div></div>")
     if results.service:
-        out.append(f"<div class=small>against {_e(results.service)}</div>")
+        out.append(
+            f"<div class=small>against {_e(results.service)}: each scenario's faults played "
+            "against your agent; a stream is exact when the client verified its digest chain "
+            "and end digest and its events equal the fault-free run's. The lists under "
+            "<i>what must hold</i> are the built-in test app's own checks, not run here.</div>"
+        )
     if results.command:
         out.append(f"<div class=small>reproduce: <code>{_e(results.command)}</code></div>")
 
