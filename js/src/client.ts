@@ -17,22 +17,34 @@ import {
   ConnectionLost,
   IntegrityError,
   ProtocolError,
+  AuthError,
   RequestRefused,
   RequestTimeout,
   StreamGone,
   UnbrokenError,
   type GoneReason,
 } from "./errors.js";
-import { CAP_BATCH, CloseCode, DEFAULT_MAX_FRAME, SUBPROTOCOLS, encode, type ClientFrame, type Event } from "./frames.js";
+import { CAP_BATCH, CAP_REFRESH, CloseCode, DEFAULT_MAX_FRAME, SUBPROTOCOLS, encode, type ClientFrame, type Event } from "./frames.js";
 import { Liveness } from "./liveness.js";
 import { Answer, StreamEnded, type StreamEvent } from "./response.js";
-import { RETRYABLE_START, causeOf, closeError, fatalError, shouldRetry as defaultRetryTable } from "./retry.js";
-import { ClientSession, ConsumedCursor, endError, type ClientOutput, type Cursor } from "./session.js";
+import { RETRYABLE_START, TOKEN_ATTEMPTS, causeOf, closeError, fatalError, refreshDelay, shouldRetry as defaultRetryTable } from "./retry.js";
+import { ClientSession, ConsumedCursor, endError, type AskToken, type ClientOutput, type Cursor } from "./session.js";
 
 /** Something that happened to the connection, with a monotonic timestamp `at`
- * (seconds). `kind`: connected, disconnected, reconnecting, resumed, gone, exhausted. */
+ * (seconds). `kind`: connected, disconnected, reconnecting, resumed, gone, exhausted;
+ * and with a token provider: auth_expiring (`delay`: seconds left), refreshed,
+ * refresh_failed (`cause`; `attempt`: the failures in a row). */
 export interface ConnectionEvent {
-  kind: "connected" | "disconnected" | "reconnecting" | "resumed" | "gone" | "exhausted";
+  kind:
+    | "connected"
+    | "disconnected"
+    | "reconnecting"
+    | "resumed"
+    | "gone"
+    | "exhausted"
+    | "auth_expiring"
+    | "refreshed"
+    | "refresh_failed";
   at: number;
   url: string;
   cause: string;
@@ -46,6 +58,8 @@ export interface ConnectionEvent {
   reason: string;
 }
 
+/** A token: a fixed string, or a function (sync or async) asked for a fresh one on
+ * every (re)connect and, in-band, when the server says the current one expires. */
 export type TokenProvider = string | null | (() => string | null | undefined | Promise<string | null | undefined>);
 
 /** The WebSocket class to use (the browser's, or any with the same shape). */
@@ -69,7 +83,10 @@ export interface StorageLike {
 }
 
 export interface ClientOptions {
-  /** a string, or a function (sync or async) asked on every (re)connect; sent in `hello` */
+  /** a string, or a function (sync or async) asked on every (re)connect (sent in
+   * `hello`) and when the server announces the expiry (`refresh`, in-band); a
+   * function that throws or gives no token 3 times in a row ends the streams with
+   * `AuthError` */
   token?: TokenProvider;
   /** reconnect backoff (seconds): base 0.1, cap 10, multiplier 2, maxAttempts 12, deadline 60 */
   policy?: BackoffPolicy | BackoffPolicyOptions;
@@ -312,6 +329,7 @@ export class Client {
   private _wakeSleep: (() => void) | null = null;
   private _sleepFloor = false;
   private _endConnection: ((err: unknown) => void) | null = null;
+  private _refreshTimer: ReturnType<typeof setTimeout> | null = null;
   /** Set by `freeze()` until `wake()`: no connection is opened meanwhile. */
   private _frozen: (() => void) | null = null;
   private _thawed: Promise<void> | null = null;
@@ -334,7 +352,7 @@ export class Client {
     this._live = new Liveness({ silenceFactor: options.silenceFactor, pingEvery: options.pingEvery });
     this._session = new ClientSession({
       maxFrame: this.maxFrame,
-      caps: [CAP_BATCH],
+      caps: typeof this.token === "function" ? [CAP_BATCH, CAP_REFRESH] : [CAP_BATCH],
       liveness: this._live,
       startAttempts: this.policy.maxAttempts ?? 12,
     });
@@ -398,6 +416,7 @@ export class Client {
     this._listeners.length = 0;
     this._wakeSleep?.();
     this._frozen?.();
+    if (this._refreshTimer !== null) clearTimeout(this._refreshTimer);
     this._endConnection?.(new ConnectionLost("client closed"));
     for (const st of [...this.streams.values()]) st._finish(new ConnectionLost("client closed"));
     if (this._firstReject) this._firstReject(new ConnectionLost("client closed"));
@@ -704,10 +723,59 @@ export class Client {
     for (const st of [...this.streams.values()]) st._finish(error);
   }
 
+  /** The token for a `hello`: the fixed one, or the provider's; a provider that
+   * throws or gives nothing is asked again after 0.1, 0.2 s, and the third failure
+   * in a row is an `AuthError` (fatal: no retry storm). */
   private async tokenValue(): Promise<string | null> {
     const t = this.token;
     if (t === null || t === undefined || typeof t === "string") return t ?? null;
-    return (await t()) ?? null;
+    for (let failures = 1; ; failures++) {
+      let error: unknown = null;
+      try {
+        const v = await t();
+        if (v) return v;
+      } catch (e) {
+        error = e;
+      }
+      if (failures >= TOKEN_ATTEMPTS || this.closed) {
+        const what = error === null ? "gave no token" : `failed: ${(error as Error)?.name ?? "Error"}: ${(error as Error)?.message ?? String(error)}`;
+        throw new AuthError(`the token provider ${what} (${failures} attempts); fix the provider or give the client a valid token`);
+      }
+      await new Promise((r) => setTimeout(r, refreshDelay(failures) * 1000));
+    }
+  }
+
+  /** Ask the provider for a token at `ask.at` and send it as `refresh` (in-band, the
+   * streams flowing meanwhile); a provider failure is retried with backoff, a few
+   * times, then left to the server's close 4010 (a reconnect with a fresh token). */
+  private _askToken(ask: AskToken): void {
+    const run = async () => {
+      this._refreshTimer = null;
+      const provider = this.token;
+      if (typeof provider !== "function" || this.closed) return;
+      let token: string | null | undefined = null;
+      let cause = "the token provider gave no token";
+      try {
+        token = await provider();
+      } catch (e) {
+        cause = `the token provider failed: ${(e as Error)?.message ?? String(e)}`;
+      }
+      const frame = this._session.refresh(token, ask.connection);
+      if (frame !== null) this._sendFrame(frame);
+      else if (!token && ask.connection === this._session.connection) this._refreshFailed(cause);
+    };
+    if (this._refreshTimer !== null) clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
+    const delay = ask.at - now();
+    if (delay <= 0) void run();
+    else this._refreshTimer = setTimeout(() => void run(), delay * 1000);
+  }
+
+  private _refreshFailed(cause: string): void {
+    console.warn(`unbroken: refresh failed: ${cause}`);
+    const next = this._session.refreshFailed(now());
+    this._emit("refresh_failed", { cause, attempt: this._session.refreshFailures });
+    if (next !== null) this._askToken(next);
   }
 
   /** Run one connection until it drops; always rejects with why it ended. */
@@ -933,6 +1001,15 @@ export class Client {
       case "pong":
         this._live.pong(now(), out.n);
         return "none";
+      case "auth_expiring":
+        this._emit("auth_expiring", { delay: out.inMs / 1000 });
+        if (out.ask !== null) this._askToken(out.ask);
+        return "none";
+      case "refreshed":
+        if (this._refreshTimer !== null) clearTimeout(this._refreshTimer);
+        this._refreshTimer = null;
+        this._emit("refreshed");
+        return "none";
       case "error":
         return out;
       default:
@@ -942,8 +1019,12 @@ export class Client {
 
   private serverError(err: { code: string; message: string; req: string | null; stream: string | null; retry_after_ms: number | null; t: "error" }): void {
     console.warn(`unbroken: server error code=${err.code} message=${err.message}`);
+    if (err.code === "auth_failed" && err.req === null && err.stream === null) {
+      this._refreshFailed(`the server refused the new token: ${err.message}`);
+      return;
+    }
     const action = this._session.serverError(err, now());
-    if (action === null) return;
+    if (action === null || action.kind === "ask_token") return;
     if (action.kind === "retry_start") {
       setTimeout(() => {
         const frame = this._session.resendStart(action.req);

@@ -8,6 +8,8 @@ import { ProtocolError } from "./errors.js";
 
 export const SUBPROTOCOLS = ["unbroken.v1"] as const;
 export const CAP_BATCH = "batch";
+/** Capability: in-band token refresh (`auth_expiring`, `refresh`, `refreshed`; §18). */
+export const CAP_REFRESH = "refresh";
 export const DEFAULT_MAX_FRAME = 16 * 1024 * 1024;
 export const MAX_SEQ = 2 ** 53;
 
@@ -26,6 +28,7 @@ export const CloseCode = {
   HEARTBEAT_TIMEOUT: 4004,
   UNSUPPORTED_VERSION: 4005,
   OVERLOADED: 4008,
+  TOKEN_EXPIRED: 4010,
 } as const;
 
 /** One-line meaning of each close code. */
@@ -43,6 +46,7 @@ export const CLOSE_CODE_MEANING: Record<number, string> = {
   4004: "peer silent for too long",
   4005: "no common protocol version",
   4008: "server full; reconnect after retry_after_ms",
+  4010: "token expired; reconnect with a new token",
 };
 
 // ------------------------------------------------------------------ events
@@ -118,6 +122,8 @@ const oneOf = (...values: string[]): Check => (v) => typeof v === "string" && va
 const isCaps: Check = (v) =>
   Array.isArray(v) && v.length <= 32 && v.every((s) => typeof s === "string" && s.length <= 64);
 const isAny: Check = () => true;
+/** Unix seconds (a JWT NumericDate: an integer, or a number with a fraction). */
+const isUnixTime: Check = (v) => typeof v === "number" && Number.isFinite(v) && v >= 0;
 
 /** `limits` of `welcome` (§5): every field a positive integer. */
 export interface Limits {
@@ -167,6 +173,7 @@ const SERVER_FRAMES: Record<string, readonly Field[]> = {
     F("limits", isLimits, DEFAULT_LIMITS),
     F("caps", isCaps, []),
     F("anon", orNull(isAnon), null),
+    F("auth_exp", orNull(isUnixTime), null),
   ],
   started: [F("req", isReq), F("stream", isStreamId), F("epoch", isEpoch)],
   events: [
@@ -196,7 +203,12 @@ const SERVER_FRAMES: Record<string, readonly Field[]> = {
   ],
   hb: [],
   pong: [F("n", isSeq, 0)],
+  auth_expiring: [F("in_ms", isNonNegative)],
+  refreshed: [F("exp", orNull(isUnixTime), null)],
 };
+
+/** The fields (unix times) that may carry a fraction, by frame type. */
+const TIME_FIELD: Record<string, RegExp> = { welcome: /"auth_exp":[0-9.eE+-]+/g, refreshed: /"exp":[0-9.eE+-]+/g };
 
 // ------------------------------------------------------------------ frame types
 export interface Hello { t: "hello"; caps: string[]; token: string | null; anon: string | null }
@@ -216,6 +228,8 @@ export interface Welcome {
   limits: Limits;
   caps: string[];
   anon: string | null;
+  /** When the connection's credentials expire (unix seconds); `null`: never. */
+  auth_exp: number | null;
 }
 export interface Started { t: "started"; req: string; stream: string; epoch: string }
 export type Item = string | Record<string, unknown>;
@@ -233,7 +247,9 @@ export interface ErrorFrame {
 }
 export interface Hb { t: "hb" }
 export interface Pong { t: "pong"; n: number }
-export type ServerFrame = Welcome | Started | Events | Resumed | Gone | Resync | ErrorFrame | Hb | Pong;
+export interface AuthExpiring { t: "auth_expiring"; in_ms: number }
+export interface Refreshed { t: "refreshed"; exp: number | null }
+export type ServerFrame = Welcome | Started | Events | Resumed | Gone | Resync | ErrorFrame | Hb | Pong | AuthExpiring | Refreshed;
 
 // ------------------------------------------------------------------ decoding
 const utf8 = new TextEncoder();
@@ -351,7 +367,13 @@ function decode<T>(
   const fields = Object.prototype.hasOwnProperty.call(table, t) ? table[t] : undefined;
   if (fields === undefined) bad(`unknown ${side} frame type ${JSON.stringify(t).slice(0, 80)}`);
   // integers only: a number with a fraction or exponent is only legal in start.input
-  if (t !== "start" && hasNonIntegerNumber(text)) bad(`${t}: a number that is not an integer`);
+  if (t !== "start" && hasNonIntegerNumber(text)) {
+    // a unix time may have a fraction; every other number is an integer
+    const times = TIME_FIELD[t];
+    if (times === undefined || hasNonIntegerNumber(text.replace(times, (m) => m.slice(0, m.indexOf(":") + 1) + "0"))) {
+      bad(`${t}: a number that is not an integer`);
+    }
+  }
   if (SURROGATE_ESCAPE.test(text) && !wellFormed(o)) bad(`${t}: a string with an unpaired surrogate`);
   const out: Record<string, unknown> = { t };
   for (const [wire, check, dflt] of fields) {

@@ -36,6 +36,20 @@ export const RETRYABLE_START: ReadonlySet<string> = new Set(["overloaded", "rate
 /** `error` codes that concern one frame only and leave the stream as it was. */
 export const HARMLESS_ERROR: ReadonlySet<string> = new Set(["bad_ack", "unsupported"]);
 
+/** Refreshes refused in a row (or provider failures while refreshing) after which a
+ * client stops asking and lets the connection expire (4010, then a reconnect). */
+export const REFRESH_ATTEMPTS = 3;
+
+/** Times in a row a token provider may fail (throw, or give no token) when a
+ * connection is being opened before the client gives up with `AuthError`. */
+export const TOKEN_ATTEMPTS = 3;
+
+/** Seconds before asking for a token again after `failures` failures in a row (1, 2,
+ * …): 0.1, 0.2, 0.4 … capped at 2 s. */
+export function refreshDelay(failures: number): number {
+  return Math.min(2, 0.1 * 2 ** Math.max(0, failures - 1));
+}
+
 /** HTTP statuses of a refused upgrade worth another attempt (5xx and 429). */
 export function statusIsRetryable(status: number): boolean {
   return ![401, 403, 404].includes(status) && !(status >= 400 && status < 500 && status !== 429);

@@ -19,6 +19,7 @@ import {
 } from "./errors.js";
 import {
   CAP_BATCH,
+  CAP_REFRESH,
   CloseCode,
   DEFAULT_MAX_FRAME,
   Kind,
@@ -32,13 +33,14 @@ import {
   type Event,
   type Events,
   type Hello,
+  type Refresh,
   type Resume,
   type ServerFrame,
   type Start,
   type Welcome,
 } from "./frames.js";
 import { Liveness, type Check } from "./liveness.js";
-import { HARMLESS_ERROR, RETRYABLE_START } from "./retry.js";
+import { HARMLESS_ERROR, REFRESH_ATTEMPTS, RETRYABLE_START, refreshDelay } from "./retry.js";
 
 export type ClientState = "idle" | "await_welcome" | "ready" | "closed";
 export type StreamState = "starting" | "attached" | "detached" | "resuming" | "ended" | "gone";
@@ -133,7 +135,22 @@ export type ClientOutput =
   | { kind: "gone"; stream: string; reason: string; message: string }
   | { kind: "error"; error: ErrorFrame }
   | { kind: "heartbeat" }
-  | { kind: "pong"; n: number };
+  | { kind: "pong"; n: number }
+  /** The credentials expire in `inMs`; `ask`: get a new token (`null`: this client
+   * cannot refresh in-band; it reconnects after close 4010). */
+  | { kind: "auth_expiring"; inMs: number; ask: AskToken | null }
+  /** A refresh was accepted: the credentials now expire at `exp` (`null`: never). */
+  | { kind: "refreshed"; exp: number | null };
+
+/** Ask the token provider at `at` (seconds, the session's clock; 0: at once) and hand
+ * its token to `ClientSession.refresh` with this `connection` number (an answer for a
+ * connection that is gone by then is dropped). `attempt` counts from 1. */
+export interface AskToken {
+  kind: "ask_token";
+  at: number;
+  attempt: number;
+  connection: number;
+}
 
 const LIVE: ReadonlySet<StreamState> = new Set(["starting", "attached", "resuming"]);
 
@@ -152,6 +169,19 @@ export class ClientSession {
   readonly liveness: Liveness;
   hbSeen = false;
   startAttempts: number;
+  /** In-band refresh is in force on this connection (both sides listed the cap). */
+  refreshAgreed = false;
+  /** When this connection's credentials expire (unix seconds; `null`: never). */
+  authExp: number | null = null;
+  /** Refreshes refused (or provider failures) in a row since the last success; at
+   * `refreshAttempts` the client stops asking and lets the connection expire (4010). */
+  refreshFailures = 0;
+  refreshAttempts = REFRESH_ATTEMPTS;
+  private _connection = 0;
+  /** Numbers the connections (`AskToken.connection`). */
+  get connection(): number {
+    return this._connection;
+  }
 
   constructor(o: { caps?: string[]; maxFrame?: number; liveness?: Liveness; startAttempts?: number } = {}) {
     this.caps = [...(o.caps ?? [])];
@@ -171,6 +201,7 @@ export class ClientSession {
     if (this.state === "closed") throw new ProtocolError("session is closed", CloseCode.NORMAL);
     if (this.state !== "idle") throw new ProtocolError(`connect in state ${this.state}`);
     this.state = "await_welcome";
+    this._connection += 1;
     return { t: "hello", caps: this.caps, token, anon: this.anon };
   }
 
@@ -197,6 +228,9 @@ export class ClientSession {
     if (this.state === "closed") return;
     this.state = "idle";
     this.welcome = null;
+    this.refreshAgreed = false;
+    this.authExp = null;
+    this.refreshFailures = 0;
     for (const cs of this.byReq.values()) {
       if (cs.state === "attached" || cs.state === "resuming") cs.state = "detached";
       else if (cs.state === "ended" && cs.verifier !== null) {
@@ -263,7 +297,8 @@ export class ClientSession {
   }
 
   /** What an `error` frame means for its request or stream. */
-  serverError(error: ErrorFrame, now: number): ErrorAction | null {
+  serverError(error: ErrorFrame, now: number): ErrorAction | AskToken | null {
+    if (error.code === "auth_failed" && error.req === null && error.stream === null) return this.refreshFailed(now);
     let cs: ClientStream | undefined;
     if (error.req !== null) cs = this.byReq.get(error.req);
     else if (error.stream !== null) cs = this.byStream.get(error.stream);
@@ -280,6 +315,25 @@ export class ClientSession {
     if (HARMLESS_ERROR.has(error.code)) return null;
     this.forget(cs.req);
     return { kind: "fail_stream", req: cs.req, error: new RequestRefused(error.code, error.message) };
+  }
+
+  // ---- in-band token refresh (cap "refresh", §18)
+  /** The `refresh` frame carrying the provider's `token` (asked for on `connection`),
+   * or `null`: the connection is gone (the next `hello` carries a fresh token
+   * anyway), or there is no token (report that with `refreshFailed`). */
+  refresh(token: string | null | undefined, connection: number): Refresh | null {
+    if (!token || connection !== this._connection || this.state !== "ready" || !this.refreshAgreed) return null;
+    return { t: "refresh", token };
+  }
+
+  /** A refresh failed (`auth_failed`, or the provider raised or gave nothing): ask
+   * again after a backoff, at most `refreshAttempts` times in a row; then `null`
+   * (stop asking: the server closes 4010 at expiry and the client reconnects). */
+  refreshFailed(now: number): AskToken | null {
+    if (!this.refreshAgreed || this.state !== "ready") return null;
+    this.refreshFailures += 1;
+    if (this.refreshFailures >= this.refreshAttempts) return null;
+    return { kind: "ask_token", at: now + refreshDelay(this.refreshFailures), attempt: this.refreshFailures + 1, connection: this._connection };
   }
 
   cancel(stream: string): Cancel {
@@ -353,6 +407,9 @@ export class ClientSession {
       this.state = "ready";
       if (frame.anon !== null) this.anon = frame.anon;
       this.batch = this.caps.includes(CAP_BATCH) && frame.caps.includes(CAP_BATCH);
+      this.refreshAgreed = this.caps.includes(CAP_REFRESH) && frame.caps.includes(CAP_REFRESH);
+      this.authExp = frame.auth_exp;
+      this.refreshFailures = 0;
       this.ackEvery = Math.max(1, Math.min(this.ackEvery, Math.floor(frame.limits.window / 4)));
       this.ackMin = Math.max(1, Math.min(this.ackMin, Math.floor(frame.limits.window / 64)));
       this.ackAfter = Math.max(0.001, frame.heartbeat_ms / 1000);
@@ -398,6 +455,19 @@ export class ClientSession {
         throw new ProtocolError("resync is reserved and not used by protocol v1");
       case "error":
         return { kind: "error", error: frame };
+      case "auth_expiring": {
+        let ask: AskToken | null = null;
+        if (this.refreshAgreed) {
+          this.refreshFailures = 0; // a new expiry: a fresh budget of attempts
+          ask = { kind: "ask_token", at: 0, attempt: 1, connection: this._connection };
+        }
+        return { kind: "auth_expiring", inMs: frame.in_ms, ask };
+      }
+      case "refreshed":
+        if (!this.refreshAgreed) throw new ProtocolError("refreshed without the refresh cap agreed");
+        this.refreshFailures = 0;
+        this.authExp = frame.exp;
+        return { kind: "refreshed", exp: frame.exp };
       default:
         throw new ProtocolError(`unexpected ${frame.t} frame`);
     }
