@@ -508,7 +508,8 @@ def _run(
         Live(Group(progress, table()), console=console, refresh_per_second=2) if terminal else None
     )
     if not terminal:
-        console.print(f"{tier} tier: {len(specs)} runs → {out}", highlight=False)
+        runs = f"{len(specs)} run{'s' if len(specs) != 1 else ''}"
+        console.print(f"{tier} tier: {runs} → {out}", highlight=False)
 
     def on_progress(spec: RunSpec, result: RunResult | None) -> None:
         if result is None:

@@ -110,7 +110,7 @@ async def chaos_client(chaos_harness: ChaosHarness) -> AsyncIterator[Client]:
 
 @pytest.fixture
 def network(chaos_proxy: FaultProxy) -> NetworkSimulator:
-    """The seed's network conditions on the harness's proxy."""
+    """The standard network conditions (NetworkSimulator) on the harness's proxy."""
     return NetworkSimulator(chaos_proxy)
 
 

@@ -140,8 +140,8 @@ async def reference_in(
         raise ConfigError(
             f"agent {call.agent!r} answered the same input differently in two fault-free "
             "runs: its answer is not repeatable, so it cannot be compared byte for byte; "
-            "judge each stream by its digest chain alone (--any-answer, or "
-            "repeatable=False)"
+            "judge each stream by its digest chain alone (chaos run --any-answer; "
+            "run_scenario(..., same_answer=False); repeatable=False here)"
         )
     return Reference(
         call,

@@ -195,7 +195,8 @@ def build(
         out.append(
             f"<div class=small>against {_e(results.service)}: each scenario's faults played "
             "against your agent; a stream is exact when the client verified its digest chain "
-            "and end digest and its events equal the fault-free run's. The lists under "
+            "and end digest and (unless judged by the chain alone) its events equal the "
+            "fault-free run's. The lists under "
             "<i>what must hold</i> are the built-in test app's own checks, not run here.</div>"
         )
     if results.command:
