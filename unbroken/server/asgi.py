@@ -35,6 +35,15 @@ from .agent import Principal
 from .config import ServerConfig
 from .connection import Authenticate, ConnectInfo, Connection
 from .guard import ConnectionGuard
+from .http_agent import AgentStreams
+from .http_common import (
+    STREAM_METHODS,
+    STREAM_REQUEST_HEADERS,
+    BadRequest,
+    Request,
+    authenticate,
+)
+from .http_streams import ByteStreams
 from .hub import Hub
 from .policy import LivePolicy, OriginPolicy
 from .websocket import MAX_SIZE_EXTENSION
@@ -311,6 +320,11 @@ async def _respond(
     await send({"type": "http.response.body", "body": b"" if head else body})
 
 
+#: Where the HTTP stream endpoints live (below the app's mount point).
+AGENT_PREFIX = "/v1/agent/"
+BYTE_PREFIX = "/v1/stream/"
+STREAM_PREFIXES = (AGENT_PREFIX, BYTE_PREFIX)
+
 #: The methods the app's HTTP endpoints answer (CORS preflights allow these).
 CORS_METHODS = ("GET", "HEAD", "OPTIONS")
 _ALLOW = (b"allow", ", ".join(CORS_METHODS).encode())
@@ -337,11 +351,15 @@ class ASGIApp:
     ``OPTIONS`` is answered (204, or a CORS preflight's answer); every HTTP answer
     carries the origin policy's CORS headers (:func:`cors_headers`)."""
 
-    __slots__ = ("app", "path")
+    __slots__ = ("agent_streams", "app", "byte_streams", "path")
 
-    def __init__(self, app: Served, path: str = "/ws") -> None:
+    def __init__(self, app: Served, path: str = "/ws", *, long_poll_timeout: float = 15.0) -> None:
         self.app = app
         self.path = path
+        #: ``/v1/agent/{stream}``: agent streams over HTTP (read only)
+        self.agent_streams = AgentStreams(app.store, long_poll_timeout=long_poll_timeout)
+        #: ``/v1/stream/{path}``: plain Durable Streams byte and JSON streams
+        self.byte_streams = ByteStreams(long_poll_timeout=long_poll_timeout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -351,7 +369,11 @@ class ASGIApp:
             else:
                 await send({"type": "websocket.close", "code": CloseCode.NORMAL, "reason": ""})
         elif kind == "http":
-            await self._http(scope, send)
+            path = route_path(scope)
+            if path.startswith(STREAM_PREFIXES):
+                await self._streams(scope, receive, send, path)
+            else:
+                await self._http(scope, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -380,8 +402,58 @@ class ASGIApp:
         data = msgspec.json.encode(body)
         await _respond(send, status, data, b"application/json", *cors, head=method == "HEAD")
 
+    async def _streams(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """The HTTP stream endpoints (:mod:`unbroken.server.http_agent`,
+        :mod:`unbroken.server.http_streams`): the origin policy first (a page of a
+        refused origin gets 403 and nothing runs), then authentication, then the
+        stream. Any error is an HTTP answer; nothing here can take the server down."""
+        policy = self.app.policy.current
+        origin = _header(scope, b"origin")
+        host = _header(scope, b"host")
+        method = scope.get("method", "GET")
+        if method == "OPTIONS" and origin is not None:
+            wanted = _header(scope, b"access-control-request-method")
+            if wanted is not None:
+                await self._preflight(scope, send, policy, origin, wanted, streams=True)
+                return
+        request = Request.of(scope, receive, send, path, cors_headers(policy, origin, host))
+        try:
+            if origin is not None:
+                decision = self.app.policy.check_handshake(origin, host, request.client)
+                if not decision.allowed:
+                    raise BadRequest(403, f"forbidden: {decision.reason}")
+            if method == "OPTIONS":
+                allow = ", ".join(STREAM_METHODS).encode()
+                await request.respond(204, b"", [(b"allow", allow)], None)
+                return
+            principal = await authenticate(
+                request, self.app.authenticate, self.app.config.allow_anonymous
+            )
+            if path.startswith(AGENT_PREFIX):
+                stream = path[len(AGENT_PREFIX) :]
+                if not stream or "/" in stream:
+                    raise BadRequest(404, "no such stream")
+                await self.agent_streams.handle(request, stream, principal)
+            else:
+                await self.byte_streams.handle(request, path[len(BYTE_PREFIX) :], principal)
+        except BadRequest as exc:
+            await request.refuse(exc)
+        except Exception:
+            log.exception(
+                "http stream request failed client=%s path=%s", request.client, path[:200]
+            )
+            with contextlib.suppress(Exception):
+                await request.respond(500, b"internal error\n")
+
     async def _preflight(
-        self, scope: Scope, send: Send, policy: OriginPolicy, origin: str, wanted: str
+        self,
+        scope: Scope,
+        send: Send,
+        policy: OriginPolicy,
+        origin: str,
+        wanted: str,
+        *,
+        streams: bool = False,
     ) -> None:
         """A CORS preflight (``OPTIONS`` with ``Access-Control-Request-Method``):
         204 with the allowed method and headers, or 400 saying what is refused."""
@@ -391,14 +463,16 @@ class ASGIApp:
             for h in (_header(scope, b"access-control-request-headers") or "").split(",")
             if h.strip()
         ]
+        methods = STREAM_METHODS if streams else CORS_METHODS
+        allowed_headers = set(policy.cors_allow_headers)
+        if streams:
+            allowed_headers |= STREAM_REQUEST_HEADERS
         refused = ""
         if not decision.allowed:
             refused = f"origin ({decision.reason})"
-        elif wanted.upper() not in CORS_METHODS:
+        elif wanted.upper() not in methods:
             refused = "method"
-        elif "*" not in policy.cors_allow_headers and any(
-            h not in policy.cors_allow_headers for h in asked
-        ):
+        elif "*" not in allowed_headers and any(h not in allowed_headers for h in asked):
             refused = "headers"
         if refused:
             log.info(
@@ -414,7 +488,7 @@ class ASGIApp:
             return
         headers = [
             *cors_headers(policy, origin, _header(scope, b"host")),
-            (b"access-control-allow-methods", ", ".join(CORS_METHODS).encode()),
+            (b"access-control-allow-methods", ", ".join(methods).encode()),
             (b"access-control-max-age", str(policy.cors_max_age).encode()),
         ]
         if asked:
