@@ -18,6 +18,8 @@ import contextlib
 import copy
 import importlib
 import logging
+import logging.config
+import os
 import signal
 import socket
 import sys
@@ -52,10 +54,20 @@ def load_target(target: str, app_dir: str = ".") -> Any:
     return obj
 
 
-def _log_config(level: str, flood_burst: int) -> dict[str, Any]:
+def _log_config(level: str, flood_burst: int, tag: str = "") -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
 
     cfg: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    if tag:  # which worker wrote the line
+        for formatter in cfg["formatters"].values():
+            formatter["fmt"] = formatter["fmt"].replace(
+                "%(levelprefix)s", f"%(levelprefix)s [{tag}]", 1
+            )
+    cfg["loggers"]["unbroken.workers"] = {
+        "handlers": ["default"],
+        "level": "INFO",
+        "propagate": False,
+    }
     # unbroken's connection log (one line per connect, hello, start, resume, close)
     cfg["loggers"]["unbroken"] = {
         "handlers": ["default"],
@@ -122,8 +134,22 @@ def serve_command(
         ),
     ] = "websockets-sansio",
     loop: Annotated[
-        str, typer.Option("--loop", help="Event loop: auto (uvloop if installed), asyncio.")
+        str,
+        typer.Option(
+            "--loop",
+            help="Event loop: auto (uvloop if installed, else asyncio), uvloop (fail if "
+            "not installed: pip install 'unbroken[fast]'), asyncio.",
+        ),
     ] = "auto",
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="Worker processes on the port (SO_REUSEPORT; one per core). Above 1 the "
+            "app must keep streams in a store all workers see (RedisStore). A worker that "
+            "dies is reported and replaced; SIGTERM drains them all.",
+        ),
+    ] = 1,
     timeout_graceful_shutdown: Annotated[
         int | None,
         typer.Option(
@@ -206,7 +232,16 @@ def serve_command(
     from .app import Unbroken
     from .guard import ConnectionLimits, raise_descriptor_limit
     from .policy import OriginPolicy
-    from .serving import PolicyWatcher, uvicorn_config, with_limits
+    from .serving import (
+        PolicyWatcher,
+        check_workers,
+        describe_loop,
+        listen_socket,
+        resolve_loop,
+        uvicorn_config,
+        with_limits,
+    )
+    from .workers import STARTUP_FAILURE, Supervisor
 
     try:
         obj = load_target(target, app_dir)
@@ -243,18 +278,14 @@ def serve_command(
             param_hint="TARGET",
         )
 
-    nofile_before, nofile = raise_descriptor_limit()
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto=TCP: asyncio sets TCP_NODELAY on accepted sockets only then (no 40 ms Nagle stalls)
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
-    except OSError as exc:
-        typer.echo(f"error: cannot listen on {host}:{port}: {exc}", err=True)
-        raise typer.Exit(1) from None
-    bound = sock.getsockname()[1]
-
+        resolved_loop = resolve_loop(loop)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--loop") from None
+    try:
+        check_workers(obj, workers)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--workers") from None
     try:
         limits = with_limits(
             base_limits,
@@ -264,54 +295,92 @@ def serve_command(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    config, _guard = uvicorn_config(
-        obj,
-        path=path,
-        ws_max_size=ws_max_size,
-        limits=limits,
-        ws_ping_interval=ws_ping_interval,
-        ws_ping_timeout=ws_ping_timeout,
-        ws_per_message_deflate=ws_per_message_deflate,
-        ws=ws,
-        loop=loop,
-        lifespan="on",
-        backlog=backlog,
-        log_config=_log_config(log_level, log_flood_burst),
-        log_level=log_level,
-        # an Unbroken app closes connections with 1012 at once and drains its runs itself
-        timeout_graceful_shutdown=uvicorn_grace,
-    )
-    if watcher is not None:  # (logged now that uvicorn configured the log)
-        watcher.policy.source = Path(watcher.path)
-        watcher.policy.set(loaded, why=f"loaded from {watcher.path}")
-    sock.listen(config.backlog)
-    server = uvicorn.Server(config)
-    logging.getLogger("unbroken").info("serving %s on %s", target, url.format(port=bound))
+
+    nofile_before, nofile = raise_descriptor_limit()
+    try:
+        # with workers, this socket only holds the port (and resolves --port 0):
+        # each worker binds its own to it with SO_REUSEPORT and listens on that
+        held = listen_socket(host, port, reuse_port=workers > 1)
+    except OSError as exc:
+        typer.echo(f"error: cannot listen on {host}:{port}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    bound = held.getsockname()[1]
+
+    def serve_on(sock: socket.socket, tag: str) -> int:
+        """Serve on ``sock`` (bound) until drained; the process's exit code."""
+        config, guard = uvicorn_config(
+            obj,
+            path=path,
+            ws_max_size=ws_max_size,
+            limits=limits,
+            ws_ping_interval=ws_ping_interval,
+            ws_ping_timeout=ws_ping_timeout,
+            ws_per_message_deflate=ws_per_message_deflate,
+            ws=ws,
+            loop=resolved_loop,
+            lifespan="on",
+            backlog=backlog,
+            log_config=_log_config(log_level, log_flood_burst, tag),
+            log_level=log_level,
+            # an Unbroken app closes connections with 1012 at once and drains its runs itself
+            timeout_graceful_shutdown=uvicorn_grace,
+        )
+        if watcher is not None:  # (logged now that uvicorn configured the log)
+            watcher.policy.source = Path(watcher.path)
+            watcher.policy.set(loaded, why=f"loaded from {watcher.path}")
+        sock.listen(config.backlog)
+        server = uvicorn.Server(config)
+        ulog = logging.getLogger("unbroken")
+        ulog.info("serving %s on %s", target, url.format(port=bound))
+        ulog.info(
+            "limits: descriptors=%d%s max_connections=%d backlog=%d handshake_timeout=%.1fs",
+            nofile,
+            f" (raised from {nofile_before})" if nofile != nofile_before else "",
+            guard.max_connections,
+            config.backlog,
+            limits.handshake_timeout,
+        )
+        # uvicorn handles SIGINT/SIGTERM (graceful shutdown) and re-raises the signal
+        # once done; with these no-op handlers underneath, a clean drain exits 0.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda _s, _f: None)
+
+        async def main() -> None:
+            # uvicorn's Server.run, plus the policy watcher on the same loop
+            ulog.info("event loop: %s", describe_loop(asyncio.get_running_loop()))
+            task = asyncio.get_running_loop().create_task(watcher.run()) if watcher else None
+            try:
+                await server.serve(sockets=[sock])
+            finally:
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            runner.run(main())
+        return 0 if server.started else STARTUP_FAILURE
+
+    if workers == 1:
+        code = serve_on(held, "")
+        if code:
+            raise typer.Exit(code)
+        return
+
+    def work(index: int) -> int:
+        held.close()
+        sock = listen_socket(host, bound, reuse_port=True)
+        return serve_on(sock, f"w{index} pid={os.getpid()}")
+
+    logging.config.dictConfig(_log_config(log_level, log_flood_burst, f"main pid={os.getpid()}"))
     logging.getLogger("unbroken").info(
-        "limits: descriptors=%d%s max_connections=%d backlog=%d handshake_timeout=%.1fs",
-        nofile,
-        f" (raised from {nofile_before})" if nofile != nofile_before else "",
-        _guard.max_connections,
-        config.backlog,
-        limits.handshake_timeout,
+        "serving %s on %s with %d workers (SO_REUSEPORT, event loop %s)",
+        target,
+        url.format(port=bound),
+        workers,
+        resolved_loop,
     )
-    # uvicorn handles SIGINT/SIGTERM (graceful shutdown) and re-raises the signal
-    # once done; with these no-op handlers underneath, a clean drain exits 0.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda _s, _f: None)
-
-    async def main() -> None:
-        # uvicorn's Server.run, plus the policy watcher on the same loop
-        task = asyncio.get_running_loop().create_task(watcher.run()) if watcher else None
-        try:
-            await server.serve(sockets=[sock])
-        finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-        runner.run(main())
-    if not server.started:
-        raise typer.Exit(3)
+    code = Supervisor(workers, work).run()
+    held.close()
+    if code:
+        raise typer.Exit(code)
