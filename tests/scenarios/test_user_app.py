@@ -291,3 +291,13 @@ async def test_a_fault_after_the_answer_is_not_a_pass(chaos_app: Unbroken) -> No
     assert not result.passed
     hit = next(c for c in result.checks if c.name == "the fault hit while the answer streamed")
     assert not hit.ok and "too short an answer" in hit.detail
+
+
+def test_the_user_app_runner_never_names_a_scenario() -> None:
+    # which scenarios apply is each case's (Case.foreign_app), never the runner's
+    import re
+
+    import unbroken.scenarios.user_app as module
+
+    source = Path(module.__file__).read_text("utf-8")
+    assert re.findall(r"(?i)tc[0-9]+", source) == []

@@ -10,9 +10,10 @@ parts, bytes) equal the reference's, and, for an app served here, the server's l
 it verifies with the same end digest (:func:`judge`).
 
 A scenario runs against your service when its faults are all on the network path
-(``Case.foreign_app`` is None: TC1, TC4 to TC9); the others are reported skipped with
-the reason. Used by ``unbroken chaos run --app/--url`` and the pytest plugin's
-``run_scenario`` fixture (with a ``chaos_app`` fixture of yours).
+(its case's ``foreign_app`` is None; see docs/how-to/chaos-your-app.md for which);
+the others are reported skipped with the reason. Used by ``unbroken chaos run
+--app/--url`` and the pytest plugin's ``run_scenario`` fixture (with a ``chaos_app``
+fixture of yours).
 """
 
 from __future__ import annotations
