@@ -69,8 +69,10 @@ def expected_parts(size: int) -> dict[str, str]:
     return {"text": text, "summary": summary, "chart": chart}
 
 
-def mixed_app(calls: dict[str, int]) -> Unbroken:
-    app = Unbroken(allow_anonymous=True)
+def mixed_app(calls: dict[str, int], **options: Any) -> Unbroken:
+    """The app of the ``mixed`` agent (anonymous unless ``options`` say otherwise:
+    ``auth=…``)."""
+    app = Unbroken(**({"allow_anonymous": "auth" not in options} | options))
 
     @app.agent("mixed")
     async def mixed(req, out):  # type: ignore[no-untyped-def]

@@ -30,7 +30,7 @@ TIMEOUT = 30_000  # ms, for the page to finish after a fault
 async def _finish(page: Any) -> dict[str, Any]:
     await page.wait_for_function(DONE, timeout=TIMEOUT, polling=50)
     log: dict[str, Any] = await page.evaluate("window.log")
-    assert log["error"] is None, f"{log['errorName']}: {log['error']}"
+    assert log["error"] is None, f"{log['errorName']}: {log['error']} {log['conn']}"
     return log
 
 
