@@ -127,7 +127,11 @@ async def test_the_harness_runs_a_users_agent(chaos_harness: ChaosHarness) -> No
         await chaos_harness.start(client, None)  # type: ignore[arg-type]
 
 
-async def test_the_judgement_can_fail(chaos_app: Unbroken) -> None:
+def _files(directory: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in directory.iterdir()}
+
+
+async def test_the_judgement_can_fail(chaos_app: Unbroken, tmp_path: Path) -> None:
     service = Service(app=chaos_app)
     ref = await reference_run(service, Call("report", {"q": "x", "lines": 200}))
     # one byte of one event changed in the reference: the stream is not exact
@@ -139,9 +143,14 @@ async def test_the_judgement_can_fail(chaos_app: Unbroken) -> None:
         ref.conn_bytes,
     )
     spec = RunSpec("TC1", "small", "mid", "clean", "rst")
-    bad = await run_user_spec(service, [tampered], spec)
+    bad = await run_user_spec(service, [tampered], spec, artefacts=tmp_path / "artefacts")
     assert not bad.passed and bad.streams_exact == 0 and bad.streams_complete == 1
     assert f"event {seq} differs from the fault-free run's" in bad.checks[0].detail
+    # a failed run leaves its debugging files, as the built-in suite's do
+    assert bad.artefacts is not None
+    files = _files(tmp_path / bad.artefacts)
+    assert {"client.log", "server.log", "proxy-faults.jsonl", "sequence.jsonl"} <= set(files)
+    assert "rst" in files["proxy-faults.jsonl"]
 
 
 async def test_an_answer_that_varies_is_refused_or_judged_by_its_digest_chain(

@@ -195,6 +195,7 @@ def run_command(
             baseline=baseline,
             list_runs=list_runs,
             strict_targets=strict_targets,
+            keep_artefacts=keep_artefacts,
         )
     if agent is not None or inputs:
         console.print("[red]error:[/] --agent and --input name your agent: give --app or --url")
@@ -296,6 +297,7 @@ def _run_service(
     baseline: Path | None,
     list_runs: bool,
     strict_targets: bool,
+    keep_artefacts: bool = False,
 ) -> None:
     """``chaos run --app/--url``: the scenarios whose faults are on the network path,
     against your agents; exits."""
@@ -366,10 +368,10 @@ def _run_service(
             specs,
             tier,
             out,
-            False,
+            keep_artefacts,
             shlex.join(args),
             console,
-            runner=_service_runner(service, calls, same_answer, specs),
+            runner=_service_runner(service, calls, same_answer, specs, out, keep_artefacts),
         )
     except ConfigError as exc:
         raise fail(str(exc)) from None
@@ -380,7 +382,12 @@ def _run_service(
 
 
 def _service_runner(
-    service: Service, calls: list[Call], same_answer: bool, specs: list[RunSpec]
+    service: Service,
+    calls: list[Call],
+    same_answer: bool,
+    specs: list[RunSpec],
+    out: Path,
+    keep_artefacts: bool,
 ) -> MatrixRunner:
     from .user_app import run_user_matrix
 
@@ -388,7 +395,14 @@ def _service_runner(
         on_progress: ProgressHook, stop: Callable[[], bool]
     ) -> tuple[list[RunResult], list[tuple[float, float, float]], float]:
         done = await run_user_matrix(
-            service, calls, specs, repeatable=same_answer, on_progress=on_progress, stop=stop
+            service,
+            calls,
+            specs,
+            repeatable=same_answer,
+            on_progress=on_progress,
+            stop=stop,
+            out_dir=out,
+            keep_artefacts=keep_artefacts,
         )
         return done.results, [], done.seconds
 

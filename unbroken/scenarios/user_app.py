@@ -24,6 +24,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, cast
 
 from ..chaos import StateVerifier
@@ -31,10 +32,11 @@ from ..chaos.verifier import EventLogReader
 from ..errors import ConfigError
 from ..protocol.events import Event, payload
 from ..server import Unbroken
+from .artefacts import write_artefacts
 from .cases import CASES, case_for
 from .catalog import KERNEL_CONDITIONS, SCENARIO_BY_ID, RunSpec, select
 from .context import Baseline, RunState
-from .harness import ChaosHarness, StreamRecorder
+from .harness import ChaosHarness, LogCapture, StreamRecorder
 from .run import AgentStreams, _stream_all
 from .run_result import Check, Metrics, RunResult
 
@@ -328,9 +330,15 @@ async def run_user_spec(
     spec: RunSpec,
     *,
     clock_origin: float | None = None,
+    artefacts: Path | None = None,
+    keep_artefacts: bool = False,
+    isolate_logs: bool = False,
 ) -> RunResult:
     """Play ``spec``'s faults against ``service``, its streams the references' calls
-    (in rotation), and judge every stream against its reference."""
+    (in rotation), and judge every stream against its reference. ``artefacts``: where
+    a failed run's debugging files go (every run's with ``keep_artefacts``): the
+    client's and (an app served here) the server's logs, the proxy's faults, the
+    sequence trace, a timing breakdown."""
     t_wall = time.monotonic()
     result = RunResult(spec, started_s=t_wall - (clock_origin or t_wall))
     reason = skip_reason(spec.scenario)
@@ -349,18 +357,22 @@ async def run_user_spec(
     )
     baseline = _baseline(refs, spec)
     try:
-        async with service.harness(seed=spec.repeat) as h:
-            run = RunState(spec, h, faulty=True, baseline=baseline)
-            error: BaseException | None = None
-            try:
-                await _stream_all(run, streams)
-            except TimeoutError as exc:
-                error = exc
-            await _assess(run, refs, result)
-            if error is not None:
-                result.status = "fail"
-                result.error = f"{type(error).__name__}: {error}".strip(": ")
-            result.notes.extend(run.notes)
+        with LogCapture(isolate=isolate_logs) as logs:
+            async with service.harness(seed=spec.repeat) as h:
+                logs.ensure_attached()  # uvicorn dropped its loggers' handlers on start
+                run = RunState(spec, h, faulty=True, baseline=baseline)
+                error: BaseException | None = None
+                try:
+                    await _stream_all(run, streams)
+                except TimeoutError as exc:
+                    error = exc
+                await _assess(run, refs, result)
+                if error is not None:
+                    result.status = "fail"
+                    result.error = f"{type(error).__name__}: {error}".strip(": ")
+                result.notes.extend(run.notes)
+                if artefacts is not None and (keep_artefacts or not result.passed):
+                    result.artefacts = await write_artefacts(run, result, logs, artefacts)
     except Exception as exc:
         result.status = "error"
         result.error = f"{type(exc).__name__}: {exc}"
@@ -448,8 +460,11 @@ async def run_user_matrix(
     repeatable: bool = True,
     on_progress: ProgressHook | None = None,
     stop: Callable[[], bool] | None = None,
+    out_dir: Path | None = None,
+    keep_artefacts: bool = False,
 ) -> UserRuns:
-    """The references (one per call, fault-free), then every run of ``specs``."""
+    """The references (one per call, fault-free), then every run of ``specs``; failed
+    runs' artefacts in ``out_dir/artefacts`` (every run's with ``keep_artefacts``)."""
     origin = time.monotonic()
     refs = [await reference_run(service, c, repeatable=repeatable) for c in calls]
     out = UserRuns()
@@ -458,7 +473,15 @@ async def run_user_matrix(
             break
         if on_progress is not None:
             on_progress(spec, None)
-        result = await run_user_spec(service, refs, spec, clock_origin=origin)
+        result = await run_user_spec(
+            service,
+            refs,
+            spec,
+            clock_origin=origin,
+            artefacts=out_dir / "artefacts" if out_dir is not None else None,
+            keep_artefacts=keep_artefacts,
+            isolate_logs=True,
+        )
         out.results.append(result)
         if on_progress is not None:
             on_progress(spec, result)
