@@ -123,6 +123,16 @@ _PEER_CLOSE: dict[int, str] = {
 }
 
 
+def notice_delay(left: float) -> float:
+    """Seconds from now to the ``auth_expiring`` notice of credentials that expire in
+    ``left`` seconds: the client is left ``min(20 % of left, 30 s)`` to refresh (a 2 s
+    token: at 1.6 s; an hour's: 30 s before). The later of "80 % of the lifetime" and
+    "30 s before": the sooner would be at once for any token under 150 s, and again
+    right after each refresh (a refresh storm)."""
+    left = max(0.0, left)
+    return max(0.8 * left, left - 30.0)
+
+
 class Connection:
     """Serves one WebSocket until it closes."""
 
@@ -435,11 +445,7 @@ class Connection:
         loop = self._loop
         self._expiry_handle = loop.call_later(left, self._expired)
         if self._refresh_cap:
-            # the client is left min(20 % of the lifetime, 30 s) to refresh: a 2 s token
-            # at 1.6 s, an hour's 30 s before (the later of the two marks; the sooner
-            # would be at once for any token under 150 s, a refresh storm)
-            notice = max(0.8 * left, left - 30.0)
-            self._notice_handle = loop.call_later(notice, self._auth_expiring)
+            self._notice_handle = loop.call_later(notice_delay(left), self._auth_expiring)
 
     def _disarm_expiry(self) -> None:
         for handle in (self._notice_handle, self._expiry_handle):

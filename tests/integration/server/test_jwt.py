@@ -279,3 +279,56 @@ async def test_an_unreachable_jwks_closes_1011_so_the_client_retries(served: Ser
         auth.jwks._tried_at = None  # type: ignore[union-attr]  # the next attempt may fetch
         ok = await Wire.open(srv.url, token=k1.token())
         await ok.close()
+
+
+async def test_a_refresh_waiting_on_the_jwks_never_pauses_the_streams() -> None:
+    """The identity provider rotated and is slow: the refresh's token names a new kid,
+    its verification waits 1 s for the JWKS; the stream's events flow all that time."""
+    from unbroken.protocol.client_session import RefreshedOut, StreamEvents
+    from unbroken.protocol.frames import Refresh
+    from unbroken.server import Output, Request, Unbroken
+    from unbroken.testing import serve
+
+    k1, k2 = rsa_key("k1"), ed_key("k2")
+    with jwks_server([k1]) as idp:
+        auth = JWTAuth(
+            jwks_url=idp.url,
+            algorithms=["RS256", "EdDSA"],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            jwks_min_interval=0,
+        )
+        app = Unbroken(auth=auth, shutdown_grace=1.0)
+
+        @app.agent("paced")
+        async def paced(req: Request, out: Output) -> None:
+            for i in range(60):
+                await out.text(f"w{i:03d} ")
+                await asyncio.sleep(0.05)
+
+        async with serve(app) as srv:
+            w = await Wire.open(
+                srv.url, token=k1.token(lifetime=30), session=ClientSession(caps=(CAP_REFRESH,))
+            )
+            stream = await w.start("r1", "paced")
+            await w.read_until_seq(stream, 5)
+            idp.keys = [k1, k2]
+            idp.delay = 1.0
+            await w.send(Refresh(token=k2.token(lifetime=60)))
+            sent_at = time.monotonic()
+            during: list[float] = []
+
+            def done(out: object) -> bool:
+                if isinstance(out, StreamEvents):
+                    during.append(time.monotonic() - sent_at)
+                return isinstance(out, RefreshedOut)
+
+            await w.until(done)
+            waited = time.monotonic() - sent_at
+            assert idp.answered.is_set() and idp.requests == 2
+            assert waited >= 1.0  # the JWKS answer took 1 s ...
+            assert len(during) >= 5 and max(during) > 0.5  # ... and events kept coming
+            events = await w.read_to_end(stream)
+            assert_exact(events)
+            assert text_of(events) == "".join(f"w{i:03d} " for i in range(60))
+            await w.close()
