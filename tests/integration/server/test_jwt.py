@@ -332,3 +332,41 @@ async def test_a_refresh_waiting_on_the_jwks_never_pauses_the_streams() -> None:
             assert_exact(events)
             assert text_of(events) == "".join(f"w{i:03d} " for i in range(60))
             await w.close()
+
+
+async def test_refused_refreshes_leave_a_stream_alongside_untouched(
+    served: ServeKit, rsa: SigningKey
+) -> None:
+    """On one connection: refresh tokens refused (alg none, HS/RS confusion, expired,
+    wrong aud) each answered auth_failed, then one for another sub: close 4003. A
+    stream on another connection goes on to an exact end."""
+    from unbroken.protocol.frames import Refresh
+
+    kit, srv = await served(authenticate=auth_for(rsa))
+    healthy = await Wire.open(srv.url, token=rsa.token("alice"))
+    stream = await healthy.start("r1", "count", {"n": 300, "pause_at": 150, "gate": "g"})
+    await kit.reached["g"].wait()
+    w = await Wire.open(
+        srv.url, token=rsa.token("alice"), session=ClientSession(caps=(CAP_REFRESH,))
+    )
+    refused = [
+        unsigned_token(),
+        hs256_with_public_key(rsa),
+        rsa.token(lifetime=-5),
+        rsa.token(aud="another-api"),
+    ]
+    for n, bad in enumerate(refused, 1):
+        await w.send(Refresh(token=bad))
+        await w.until(lambda _o, n=n: len(w.errors) >= n)
+        assert w.errors[-1].code == "auth_failed"
+        await w.ping()  # still open
+    await w.send(Refresh(token=rsa.token("bob")))
+    with pytest.raises(Closed) as closed:
+        await w.until(lambda _o: False)
+    assert closed.value.code == 4003
+    assert closed.value.reason == "refresh token names another principal"
+    kit.gates["g"].set()
+    events = await healthy.read_to_end(stream)
+    assert_exact(events)
+    assert text_of(events) == "".join(token(i) for i in range(300))
+    await healthy.close()
