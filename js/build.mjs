@@ -4,7 +4,9 @@ import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
 import { rmSync, writeFileSync } from "node:fs";
 
-rmSync("dist", { recursive: true, force: true });
+// (only the types: the bundle is overwritten in place, so a page or a test run
+// reading dist/unbroken.js during a rebuild never finds it missing)
+rmSync("dist/types", { recursive: true, force: true });
 await build({
   entryPoints: ["src/index.ts"],
   outfile: "dist/unbroken.js",
