@@ -36,6 +36,21 @@ STARTUP_FAILURE = 3
 _SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD})
 
 
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel send this worker SIGTERM (a drain) when the supervisor
+    dies, even by SIGKILL, so no orphaned worker keeps the port. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def describe_status(status: int) -> str:
     """A ``waitpid`` status in words: ``exit code 0``, ``killed by SIGKILL``."""
     if os.WIFSIGNALED(status):
@@ -95,12 +110,14 @@ class Supervisor:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
             try:
                 for sig in _SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
+                _die_with_parent(parent)
                 # SIGHUP reloads the origin policy (PolicyWatcher catches it); without
                 # one it must not end the worker
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from unbroken import BackoffPolicy
-from unbroken.client import Stream
+from unbroken import BackoffPolicy, StreamFailed
+from unbroken.client import Client, Stream
 from unbroken.protocol.digest import chain
 from unbroken.protocol.events import Kind, chunk, end, part_end, part_start
 
@@ -103,14 +103,10 @@ class Served:
                 found[int(m.group(1))] = int(m.group(2))
         return found
 
-    def where(self, what: str, stream: str) -> int:
+    async def where(self, what: str, stream: str) -> int:
         """The pid of the worker that logged ``what`` (start, resume) for ``stream``."""
-        for line in self.p.lines:
-            if f"{what} conn=" in line and f"stream={stream}" in line:
-                m = re.search(r"\[w\d+ pid=(\d+)\]", line)
-                assert m, line
-                return int(m.group(1))
-        raise AssertionError(f"no {what} of {stream} in the log:\n{self.log[-3000:]}")
+        m = await self.p.wait_line(rf"\[w\d+ pid=(\d+)\] .*{what} conn=\S+ .*stream={stream}")
+        return int(m.group(1))
 
     def signal(self, sig: int) -> None:
         if self.p.proc.returncode is None:
@@ -122,10 +118,16 @@ class Served:
     async def stop(self) -> None:
         """Kill the process and, with workers, every worker it forked."""
         pids = list(self.workers().values())
-        await self.p.stop()
-        for pid in pids:
+        proc = self.p.proc
+        if proc.returncode is None:
+            proc.kill()
+        await asyncio.wait_for(proc.wait(), 10)
+        for pid in pids:  # (they get SIGTERM when the parent dies; no need to wait)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        # the workers share the parent's stderr: read it to its end (the pipe closes)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.p._reader, 10)
 
 
 @pytest.fixture
@@ -146,3 +148,88 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
     srv.start()
     yield srv
     srv.stop(signal.SIGKILL)
+
+
+def redis_env(redis: RedisServer, *, lease: float = 5.0, prefix: str = "scale") -> dict[str, str]:
+    """The environment of ``examples.redis_app`` on ``redis``."""
+    return {
+        "UNBROKEN_REDIS_URL": redis.url,
+        "UNBROKEN_REDIS_LEASE": str(lease),
+        "UNBROKEN_REDIS_PREFIX": prefix,
+    }
+
+
+class Follower:
+    """A stream started on one connection (read to seq 1, then closed) and
+    followed on a client of its own: the resume lands wherever ``urls`` lead."""
+
+    def __init__(self, client: Client, stream: Stream, n: int) -> None:
+        self.client = client
+        self.stream = stream
+        self.n = n
+        self.mark = 0
+        #: set once the cursor reaches ``mark`` or the stream ends
+        self.at_mark = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            with contextlib.suppress(StreamFailed):
+                async for _ in self.stream:
+                    if self.mark and self.seq >= self.mark:
+                        self.at_mark.set()
+        finally:
+            self.at_mark.set()
+
+    @classmethod
+    async def begin(
+        cls, start_urls: list[str], follow_urls: list[str], n: int, pause: float
+    ) -> Follower:
+        async with Client(start_urls, policy=FAST) as starter:
+            st0 = await starter.start("count", {"n": n, "every": 50, "pause": pause})
+            await until_seq(st0, 1)
+            cursor = st0.cursor
+        assert cursor is not None
+        client = Client(follow_urls, policy=FAST)
+        await client.__aenter__()
+        return cls(client, await client.resume(cursor), n)
+
+    @property
+    def seq(self) -> int:
+        cur = self.stream.cursor
+        return 0 if cur is None else cur.seq
+
+    def heard(self, code: int) -> bool:
+        """Whether the client's connection was closed with ``code`` at some point."""
+        return any(e.kind == "disconnected" and e.code == code for e in self.client.history)
+
+    async def settle(self) -> str:
+        """Wait for the end; assert the answer is exact. ``completed``: every token,
+        the right end digest. ``producer_lost``: the run's process died; what
+        arrived is an exact prefix (each frame's digest verified by the client)."""
+        await asyncio.wait_for(self.task, 60)
+        st = self.stream
+        try:
+            answer = await st.wait()
+        except StreamFailed as exc:
+            assert exc.error == "producer_lost", exc
+            text = st.result.text
+            assert text and expected_text(self.n).startswith(text), text[-80:]
+            return "producer_lost"
+        finally:
+            await self.client.close()
+        assert answer.status == "completed"
+        assert answer.text == expected_text(self.n)
+        assert answer.digest == full_digest(st.id, st.epoch, self.n)
+        return "completed"
+
+
+async def all_past(followers: list[Follower], seq: int, limit: float = 30) -> None:
+    """Wait until every follower's cursor is past ``seq`` (or its stream ended)."""
+    for f in followers:
+        f.mark = seq
+        if f.seq >= seq:
+            f.at_mark.set()
+    async with asyncio.timeout(limit):
+        for f in followers:
+            await f.at_mark.wait()
