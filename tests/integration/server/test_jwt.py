@@ -370,3 +370,20 @@ async def test_refused_refreshes_leave_a_stream_alongside_untouched(
     assert_exact(events)
     assert text_of(events) == "".join(token(i) for i in range(300))
     await healthy.close()
+
+
+async def test_a_flood_of_refreshes_is_paced_like_any_request(
+    served: ServeKit, rsa: SigningKey, caplog_info: pytest.LogCaptureFixture
+) -> None:
+    from unbroken.protocol.frames import Refresh, encode
+
+    _kit, srv = await served(authenticate=auth_for(rsa), request_rate=200.0, request_burst=50)
+    w = await Wire.open(
+        srv.url, token=rsa.token("alice"), session=ClientSession(caps=(CAP_REFRESH,))
+    )
+    frame = encode(Refresh(token=rsa.token("alice"))).decode()
+    for _ in range(300):  # each would cost a verify: more than the burst of 50
+        await w.ws.send(frame)
+    await w.ping()  # read in order: the server has read them all by the pong
+    assert any("request rate exceeded" in r.getMessage() for r in caplog_info.records)
+    await w.close()
