@@ -96,6 +96,8 @@ class HttpReader:
         self.offset: str | None = None
         #: the stream's final status once its end was read
         self.status: str | None = None
+        self._first = "-1"
+        self._part_kinds: dict[str, str] = {}
 
     async def aclose(self) -> None:
         if self._own:
@@ -121,13 +123,15 @@ class HttpReader:
         :class:`ReconnectExhausted`.
         """
         chain: Chain | None = None
+        self.offset = None
         if offset != "-1":
             seq, digest = parse_offset(offset)
             chain = Chain(digest, seq)
             self.offset = offset
         self.reconnects = 0
         self.status = None
-        self._part_kinds: dict[str, str] = {}
+        self._first = offset
+        self._part_kinds = {}
         attempt = 0
         loop = asyncio.get_running_loop()
         lost_at: float | None = None
@@ -224,8 +228,12 @@ class HttpReader:
     async def _sse(
         self, stream: str, chain: Chain | None
     ) -> AsyncIterator[tuple[Chain, list[Event]]]:
-        params = {"live": "sse", "offset": self.offset or "-1"}
-        async with self.http.stream("GET", self._url(stream), params=params) as response:
+        # as an EventSource does: the same URL, and the last control event's id
+        # (the last verified offset) in Last-Event-ID, which the server resumes from
+        params = {"live": "sse", "offset": self._first}
+        headers = {"last-event-id": self.offset} if self.offset else {}
+        url = self._url(stream)
+        async with self.http.stream("GET", url, params=params, headers=headers) as response:
             if response.status_code != 200:
                 await response.aread()
             self._check(stream, response)

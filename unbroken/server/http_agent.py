@@ -58,7 +58,7 @@ _JSON: Final = b"application/json"
 #: The longest a catch-up answer grows (more follows in the next request).
 CATCHUP_BYTES: Final = 4 * 1024 * 1024
 #: An SSE data event's largest batch.
-SSE_BYTES: Final = 256 * 1024
+SSE_BYTES: Final = 64 * 1024
 
 
 def format_offset(seq: int, digest: bytes) -> str:

@@ -269,3 +269,48 @@ async def test_origin_policy_applies_to_http_streams(served: ServeKit) -> None:
             headers={"origin": "https://evil.example", "access-control-request-method": "GET"},
         )
         assert refused.status_code == 400
+
+
+async def test_sse_resumes_from_last_event_id_as_an_event_source_does(served: ServeKit) -> None:
+    """A raw SSE client: read some events, drop the connection, reconnect to the same
+    URL with ``Last-Event-ID`` = the last control event's id: the answer goes on
+    right after it, nothing repeated or lost."""
+    kit, srv = await served()
+    stream, _ = await finished(kit, srv.url, 20000)  # several SSE batches
+    logged = await all_events(kit, stream)
+    url = f"{srv.http}/v1/agent/{stream}"
+    params = {"offset": "-1", "live": "sse"}
+    items: list[object] = []
+    last_id = ""
+    async with httpx.AsyncClient() as http:
+        async with http.stream("GET", url, params=params) as r:
+            assert r.headers["content-type"] == "text/event-stream"
+            event, data = "", []
+            async for line in r.aiter_lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[6:])
+                elif line.startswith("id:"):
+                    last_id = line[4:]
+                elif not line:
+                    if event == "data":
+                        items += msgspec.json.decode("\n".join(data))
+                    event, data = "", []
+                    if last_id:
+                        break  # drop the connection after the first control event
+        seq, _ = parse_offset(last_id)
+        assert 0 < seq == len(items) < len(logged)
+        async with HttpReader(srv.http) as reader:
+            # the reader's SSE reconnects send Last-Event-ID too; here a raw one does
+            async with http.stream(
+                "GET", url, params=params, headers={"last-event-id": last_id}
+            ) as resumed:
+                async for line in resumed.aiter_lines():
+                    if line.startswith("data: ["):
+                        first = msgspec.json.decode(line[6:])
+                        break
+            rest = [ev async for ev in reader.events(stream, last_id)]
+    assert rest == logged[seq:]
+    # the resumed response starts with event seq+1, in the explicit form of a new batch
+    assert first[0] == {"k": "text", "p": logged[seq].part, "d": logged[seq].body}
