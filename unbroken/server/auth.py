@@ -157,8 +157,8 @@ class JWKSCache:
     async def _refresh(self, now: float) -> None:
         task = self._task
         if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
-            if not self._may_fetch(now) and self._keys:
-                return  # fetched a moment ago; the keys held are the answer
+            if not self._may_fetch(now):
+                return  # tried a moment ago (even if it failed): what is held is the answer
             self._tried_at = now
             task = self._task = asyncio.get_running_loop().create_task(self._fetch())
         await asyncio.shield(task)

@@ -275,6 +275,13 @@ async def test_an_unreachable_jwks_closes_1011_so_the_client_retries(served: Ser
         with pytest.raises(Closed) as closed:
             await w.recv_raw()
         assert closed.value.code == 1011 and "retry" in closed.value.reason
+        assert idp.requests == 1
+        again = await Wire.open(srv.url, hello=False)
+        await again.send(Hello(token=k1.token()))
+        with pytest.raises(Closed) as closed:
+            await again.recv_raw()
+        assert closed.value.code == 1011
+        assert idp.requests == 1, "an identity provider that is down is not hammered"
         idp.fail = False
         auth.jwks._tried_at = None  # type: ignore[union-attr]  # the next attempt may fetch
         ok = await Wire.open(srv.url, token=k1.token())
