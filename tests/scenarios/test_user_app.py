@@ -108,6 +108,8 @@ async def test_a_users_app_tc4_six_streams_on_one_connection(run_scenario: objec
     )
     assert result.passed, (result.error, result.failed_checks(), result.notes)
     assert result.streams == result.streams_exact == 6
+    # the app's own stream log held the six answers: measured for the memory target
+    assert result.metrics.log_peak_mb is not None and result.metrics.log_peak_mb > 0.01
 
 
 async def test_the_harness_runs_a_users_agent(chaos_harness: ChaosHarness) -> None:

@@ -404,7 +404,7 @@ def _service_runner(
             out_dir=out,
             keep_artefacts=keep_artefacts,
         )
-        return done.results, [], done.seconds
+        return done.results, done.memory, done.seconds
 
     return runner
 

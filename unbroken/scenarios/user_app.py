@@ -36,9 +36,10 @@ from .artefacts import write_artefacts
 from .cases import CASES, case_for
 from .catalog import KERNEL_CONDITIONS, SCENARIO_BY_ID, RunSpec, select
 from .context import Baseline, RunState
-from .harness import ChaosHarness, LogCapture, StreamRecorder
+from .harness import ChaosHarness, LogCapture, ResourceSampler, StreamRecorder
 from .run import AgentStreams, _stream_all
 from .run_result import Check, Metrics, RunResult
+from .runner import _thin
 
 
 # ------------------------------------------------------------------ what is tested
@@ -333,12 +334,15 @@ async def run_user_spec(
     artefacts: Path | None = None,
     keep_artefacts: bool = False,
     isolate_logs: bool = False,
+    sampler_sink: list[tuple[float, float, float]] | None = None,
 ) -> RunResult:
     """Play ``spec``'s faults against ``service``, its streams the references' calls
     (in rotation), and judge every stream against its reference. ``artefacts``: where
     a failed run's debugging files go (every run's with ``keep_artefacts``): the
     client's and (an app served here) the server's logs, the proxy's faults, the
-    sequence trace, a timing breakdown."""
+    sequence trace, a timing breakdown. ``sampler_sink`` receives (seconds since
+    ``clock_origin``, RSS MB, log MB) samples (an app served here whose log counts its
+    bytes, as the built-in stores do)."""
     t_wall = time.monotonic()
     result = RunResult(spec, started_s=t_wall - (clock_origin or t_wall))
     reason = skip_reason(spec.scenario)
@@ -361,12 +365,28 @@ async def run_user_spec(
             async with service.harness(seed=spec.repeat) as h:
                 logs.ensure_attached()  # uvicorn dropped its loggers' handlers on start
                 run = RunState(spec, h, faulty=True, baseline=baseline)
+                log = h.stream_log
+                sampler = ResourceSampler(log) if hasattr(log, "total_bytes") else None
+                if sampler is not None:
+                    sampler.start()
                 error: BaseException | None = None
                 try:
                     await _stream_all(run, streams)
                 except TimeoutError as exc:
                     error = exc
+                finally:
+                    if sampler is not None:
+                        await sampler.stop()
                 await _assess(run, refs, result)
+                if sampler is not None:
+                    result.metrics.log_peak_mb = sampler.peak_log_bytes / 2**20
+                    result.metrics.rss_peak_mb = sampler.peak_rss / 2**20
+                    if sampler_sink is not None:
+                        origin = clock_origin if clock_origin is not None else t_wall
+                        sampler_sink.extend(
+                            (x.t - origin, x.rss / 2**20, x.log_bytes / 2**20)
+                            for x in sampler.samples
+                        )
                 if error is not None:
                     result.status = "fail"
                     result.error = f"{type(error).__name__}: {error}".strip(": ")
@@ -450,6 +470,8 @@ class UserRuns:
 
     results: list[RunResult] = field(default_factory=list)
     seconds: float = 0.0
+    memory: list[tuple[float, float, float]] = field(default_factory=list)
+    """(seconds since the start, RSS MB, log MB) samples (an app served here)."""
 
 
 async def run_user_matrix(
@@ -481,11 +503,13 @@ async def run_user_matrix(
             artefacts=out_dir / "artefacts" if out_dir is not None else None,
             keep_artefacts=keep_artefacts,
             isolate_logs=True,
+            sampler_sink=out.memory,
         )
         out.results.append(result)
         if on_progress is not None:
             on_progress(spec, result)
     out.seconds = time.monotonic() - origin
+    out.memory = _thin(out.memory, 4000)
     return out
 
 
