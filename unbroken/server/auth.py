@@ -208,8 +208,8 @@ def _parse_jwks(document: object, algorithms: Sequence[str]) -> dict[str, jwt.Py
             continue  # a key for an algorithm this server does not accept
         try:
             key = jwt.PyJWK(data, declared if isinstance(declared, str) else None)
-        except jwt.PyJWKError as exc:
-            log.warning("jwks key skipped kid=%s error=%s", excerpt(kid, 40), exc)
+        except Exception as exc:  # one malformed key must not cost the others
+            log.warning("jwks key skipped kid=%s error=%r", excerpt(kid, 40), exc)
             continue
         if key.key_type == "oct":
             continue  # a symmetric secret has no place in a public key set

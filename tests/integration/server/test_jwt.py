@@ -394,3 +394,31 @@ async def test_a_flood_of_refreshes_is_paced_like_any_request(
     await w.ping()  # read in order: the server has read them all by the pong
     assert any("request rate exceeded" in r.getMessage() for r in caplog_info.records)
     await w.close()
+
+
+def test_a_jwks_keeps_only_signing_keys_for_the_pinned_algorithms() -> None:
+    from unbroken.server.auth import _parse_jwks
+
+    rs, ed, other = rsa_key("rs"), ed_key("ed"), rsa_key("rs384", alg="RS384")
+    enc = {**rs.jwk(), "kid": "enc", "use": "enc"}
+    secret = {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA", "kid": "hs"}
+    broken = {"kty": "RSA", "kid": "broken", "n": "AQAB"}
+    doc = {"keys": [rs.jwk(), ed.jwk(), other.jwk(), enc, secret, broken, "junk"]}
+    keys = _parse_jwks(doc, ["RS256", "EdDSA"])
+    assert sorted(keys) == ["ed", "rs"]
+    with pytest.raises(ValueError, match="not a JWKS"):
+        _parse_jwks({"keys": "nope"}, ["RS256"])
+
+
+async def test_a_token_without_kid_is_verified_by_the_one_key_of_its_algorithm() -> None:
+    k1, k2 = rsa_key("k1"), ed_key("k2")
+    with jwks_server([k1, k2]) as idp:
+        auth = JWTAuth(
+            jwks_url=idp.url, algorithms=["RS256", "EdDSA"], audience=AUDIENCE, issuer=ISSUER
+        )
+        assert (await auth.verify(k2.token("carol", kid=False))).id == "carol"
+        assert (await auth.verify(k1.token("dave", kid=False))).id == "dave"
+        idp.keys = [k1, rsa_key("k3")]
+        auth2 = JWTAuth(jwks_url=idp.url, algorithms=["RS256"], audience=AUDIENCE, issuer=ISSUER)
+        with pytest.raises(AuthError, match="no kid header and the JWKS holds 2 keys"):
+            await auth2.verify(k1.token(kid=False))
