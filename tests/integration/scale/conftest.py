@@ -7,8 +7,12 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
+import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,7 +23,7 @@ from unbroken.client import Client, Stream
 from unbroken.protocol.digest import chain
 from unbroken.protocol.events import Kind, chunk, end, part_end, part_start
 
-from ..redis.conftest import NO_REDIS, REDIS, RedisServer
+from ..redis.conftest import NO_REDIS, REDIS, RedisServer, free_port
 from ..server.process import Process
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -233,3 +237,96 @@ async def all_past(followers: list[Follower], seq: int, limit: float = 30) -> No
     async with asyncio.timeout(limit):
         for f in followers:
             await f.at_mark.wait()
+
+
+HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
+NO_HAPROXY = "haproxy not installed: apt-get install -y haproxy (./dev setup installs it when root)"
+
+
+def need_haproxy() -> str:
+    """The haproxy binary; skip without it, except under CI=true, where it must run."""
+    if HAPROXY is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {NO_HAPROXY}")
+        pytest.skip(NO_HAPROXY)
+    return HAPROXY
+
+
+HAPROXY_CFG = """\
+global
+    maxconn 8000
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    # an upgraded WebSocket is a tunnel: the in-band heartbeats keep it busy
+    timeout tunnel 1h
+    timeout client-fin 5s
+    # a node that refuses (killed, draining) costs a retry elsewhere, not an error
+    option redispatch
+    retries 3
+
+frontend unbroken
+    bind 127.0.0.1:{port}
+    default_backend nodes
+
+backend nodes
+    balance roundrobin
+    option httpchk GET /healthz
+    http-check expect status 200
+    default-server inter 500ms fall 2 rise 2
+{servers}
+"""
+
+
+class HAProxy:
+    """Debian's haproxy in front of ``backends`` (round robin, no stickiness),
+    its config in ``dir``; stopped by pid."""
+
+    def __init__(self, binary: str, dir: Path, backends: list[int]) -> None:
+        self.binary = binary
+        self.port = free_port()
+        servers = "\n".join(
+            f"    server n{i} 127.0.0.1:{p} check" for i, p in enumerate(backends, 1)
+        )
+        self.cfg = dir / "haproxy.cfg"
+        self.cfg.write_text(HAPROXY_CFG.format(port=self.port, servers=servers))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def _launch(self) -> None:
+        check = subprocess.run([self.binary, "-c", "-q", "-f", str(self.cfg)], check=False)
+        assert check.returncode == 0, "haproxy rejected its config"
+        self.proc = subprocess.Popen(
+            [self.binary, "-db", "-f", str(self.cfg)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._launch)
+        assert self.proc is not None
+        deadline = time.monotonic() + 15
+        while not await asyncio.to_thread(self._healthy):  # the LB answers for a node
+            assert self.proc.poll() is None, "haproxy exited"
+            assert time.monotonic() < deadline, "haproxy did not come up"
+            await asyncio.sleep(0.05)
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    async def stop(self, sig: int = signal.SIGTERM) -> None:
+        """SIGTERM: haproxy's hard stop (every connection cut at once)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            await asyncio.to_thread(self.proc.wait, 15)
+        self.proc = None
