@@ -22,5 +22,29 @@ await build({
   legalComments: "none",
   logLevel: "warning",
 });
+// the AI SDK transport: its own module over the core (imported, not bundled again)
+await build({
+  entryPoints: ["src/ai-sdk.ts"],
+  outfile: "dist/ai-sdk.js",
+  bundle: true,
+  format: "esm",
+  platform: "neutral",
+  target: ["es2022"],
+  minify: true,
+  mangleProps: /^_/,
+  sourcemap: true,
+  legalComments: "none",
+  logLevel: "warning",
+  external: ["ai"],
+  plugins: [
+    {
+      name: "core-external",
+      setup(b) {
+        b.onResolve({ filter: /^\.\/index\.js$/ }, () => ({ path: "./unbroken.js", external: true }));
+      },
+    },
+  ],
+});
 execFileSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", ".", "--outDir", "dist/types"], { stdio: "inherit" });
 writeFileSync("dist/unbroken.d.ts", 'export * from "./types/index.js";\n');
+writeFileSync("dist/ai-sdk.d.ts", 'export * from "./types/ai-sdk.js";\n');

@@ -1,0 +1,193 @@
+/**
+ * unbroken-client/ai-sdk: a Vercel AI SDK `ChatTransport` over unbroken, for
+ * `useChat` (React, Vue, Svelte) or any `AbstractChat`. A separate entry point
+ * (dist/ai-sdk.js, importing ./unbroken.js), so the core bundle does not grow.
+ *
+ * ```ts
+ * import { Client } from "unbroken-client";
+ * import { UnbrokenChatTransport } from "unbroken-client/ai-sdk";
+ * const client = new Client("wss://example.com/ws", { token: getToken });
+ * const { messages, sendMessage } = useChat({
+ *   transport: new UnbrokenChatTransport({ client, agent: "chat" }),
+ *   resume: true, // after a reload: the answer in flight, replayed and verified
+ * });
+ * ```
+ *
+ * The agent's parts become UI message chunks: a text part → `text-start`,
+ * `text-delta`…, `text-end`; a JSON part → `data-<part>` chunks carrying the
+ * partial value as it grows (at most every `partialEvery` ms) and the final value;
+ * a data part → one `data-<part>` chunk with its value at its end. The stream ends
+ * with `finish` (completed), `abort` (cancelled) or `error` (failed, or a typed
+ * error of the client: `StreamGone`, `IntegrityError`, `AuthError`…). Drops are
+ * the client's business: the stream never breaks on one, it pauses and goes on
+ * exactly where it was.
+ */
+import type { ChatTransport, UIMessage, UIMessageChunk } from "ai";
+import { Client, DataChunk, JsonFragment, PartEnded, PartStarted, StreamEnded, TextDelta, seed, toHex } from "./index.js";
+import type { Stream, StreamEvent } from "./index.js";
+
+/** What `sendMessages` hands the agent as its input (the default `input`). */
+export interface ChatInput<M extends UIMessage = UIMessage> {
+  chatId: string;
+  trigger: "submit-message" | "regenerate-message";
+  messageId: string | undefined;
+  messages: M[];
+  body?: object;
+  metadata?: unknown;
+}
+
+export interface UnbrokenChatTransportOptions<M extends UIMessage = UIMessage> {
+  /** the unbroken client (one per page; it keeps the connection and the cursors) */
+  client: Client;
+  /** the agent to start for each message */
+  agent: string;
+  /** the agent's input from the chat request (default: the `ChatInput` itself) */
+  input?: (request: ChatInput<M>) => unknown;
+  /** milliseconds between partial values of a growing JSON part (default 50) */
+  partialEvery?: number;
+}
+
+const REQ_PREFIX = "chat:";
+
+/** The request id of a chat's answer: the chat id is found in it after a reload. */
+function reqFor(chatId: string): string {
+  const rand = Math.random().toString(36).slice(2, 10);
+  return `${REQ_PREFIX}${chatId.slice(0, 100)}:${rand}`;
+}
+
+function chatOf(req: string): string | null {
+  if (!req.startsWith(REQ_PREFIX)) return null;
+  const rest = req.slice(REQ_PREFIX.length);
+  return rest.slice(0, rest.lastIndexOf(":"));
+}
+
+/** A `ChatTransport` whose answers survive the network (see the module's text). */
+export class UnbrokenChatTransport<M extends UIMessage = UIMessage> implements ChatTransport<M> {
+  /** `reconnectToStream` replays the answer from its first event (verified). */
+  readonly resumeStreamIsReplay = true;
+  private readonly client: Client;
+  private readonly agent: string;
+  private readonly input: (request: ChatInput<M>) => unknown;
+  private readonly partialEvery: number;
+
+  constructor(options: UnbrokenChatTransportOptions<M>) {
+    this.client = options.client;
+    this.agent = options.agent;
+    this.input = options.input ?? ((r) => r);
+    this.partialEvery = options.partialEvery ?? 50;
+  }
+
+  async sendMessages(options: Parameters<ChatTransport<M>["sendMessages"]>[0]): Promise<ReadableStream<UIMessageChunk>> {
+    const { chatId, trigger, messageId, messages, abortSignal, body, metadata } = options;
+    const request: ChatInput<M> = { chatId, trigger, messageId, messages };
+    if (body !== undefined) request.body = body;
+    if (metadata !== undefined) request.metadata = metadata;
+    const st = await this.client.start(this.agent, this.input(request), { req: reqFor(chatId) });
+    return this.chunks(st, abortSignal);
+  }
+
+  /** The answer of `chatId` still in flight (saved by this or an earlier page),
+   * replayed from its start; `null` when there is none (it ended, or never began). */
+  async reconnectToStream(
+    options: Parameters<ChatTransport<M>["reconnectToStream"]>[0],
+  ): Promise<ReadableStream<UIMessageChunk> | null> {
+    const saved = this.client.savedStreams().find((s) => chatOf(s.req) === options.chatId);
+    if (saved === undefined) return null;
+    let st: Stream;
+    if (saved.cursor === null) {
+      // started, its answer not heard yet: the same request id, so no second run
+      st = await this.client.start(saved.agent, saved.input, { req: saved.req });
+    } else {
+      const { stream, epoch } = saved.cursor;
+      st = await this.client.resume({ stream, epoch, seq: 0, digest: toHex(seed(stream, epoch)) }, { req: saved.req, agent: saved.agent });
+    }
+    return this.chunks(st, options.abortSignal);
+  }
+
+  /** The UI message chunks of one answer. */
+  private chunks(st: Stream, abortSignal: AbortSignal | undefined): ReadableStream<UIMessageChunk> {
+    const events = st[Symbol.asyncIterator]();
+    const every = this.partialEvery;
+    const lastPartial = new Map<string, number>();
+    let begun = false;
+    let over = false;
+    const onAbort = () => void st.cancel().catch(() => undefined);
+    abortSignal?.addEventListener("abort", onAbort, { once: true });
+    const finish = (controller: ReadableStreamDefaultController<UIMessageChunk>, chunk: UIMessageChunk | null) => {
+      if (over) return;
+      over = true;
+      abortSignal?.removeEventListener("abort", onAbort);
+      if (chunk !== null) controller.enqueue(chunk);
+      controller.close();
+    };
+    return new ReadableStream<UIMessageChunk>({
+      pull: async (controller) => {
+        if (!begun) {
+          begun = true;
+          controller.enqueue({ type: "start", messageId: st.id || undefined });
+        }
+        for (;;) {
+          let next: IteratorResult<StreamEvent>;
+          try {
+            next = await events.next();
+          } catch (e) {
+            const err = e as Error;
+            finish(controller, { type: "error", errorText: `${err?.name ?? "Error"}: ${err?.message ?? String(e)}` });
+            return;
+          }
+          if (next.done) {
+            finish(controller, { type: "finish" });
+            return;
+          }
+          const out = this.map(next.value, lastPartial, every);
+          if (out === "end") {
+            const end = next.value as StreamEnded;
+            if (end.status === "completed") finish(controller, { type: "finish" });
+            else if (end.status === "cancelled") finish(controller, { type: "abort", reason: end.error || "cancelled" });
+            else finish(controller, { type: "error", errorText: end.error || `the answer ${end.status}` });
+            return;
+          }
+          if (out !== null) {
+            controller.enqueue(out);
+            return;
+          }
+        }
+      },
+      cancel: async () => {
+        over = true;
+        abortSignal?.removeEventListener("abort", onAbort);
+        await st.cancel().catch(() => undefined);
+      },
+    });
+  }
+
+  private map(ev: StreamEvent, lastPartial: Map<string, number>, every: number): UIMessageChunk | "end" | null {
+    if (ev instanceof TextDelta) return { type: "text-delta", id: ev.part, delta: ev.text };
+    if (ev instanceof PartStarted) return ev.kind === "text" ? { type: "text-start", id: ev.part } : null;
+    if (ev instanceof JsonFragment) {
+      const t = performance.now();
+      if (t - (lastPartial.get(ev.part) ?? -Infinity) < every) return null;
+      lastPartial.set(ev.part, t);
+      return dataChunk(ev.part, ev.partial());
+    }
+    if (ev instanceof PartEnded) {
+      const r = ev.result;
+      if (r.kind === "text") return { type: "text-end", id: ev.part };
+      if (ev.error) return dataChunk(ev.part, { error: ev.error, partial: r.text });
+      let value: unknown;
+      try {
+        value = r.value;
+      } catch {
+        value = r.text; // (a JSON part that did not parse: its text)
+      }
+      return dataChunk(ev.part, value instanceof Uint8Array ? r.text : value);
+    }
+    if (ev instanceof StreamEnded) return "end";
+    if (ev instanceof DataChunk) return null; // its part's value comes whole at its end
+    return null;
+  }
+}
+
+function dataChunk(part: string, data: unknown): UIMessageChunk {
+  return { type: `data-${part}`, id: part, data } as UIMessageChunk;
+}

@@ -1,0 +1,187 @@
+// The AI SDK ChatTransport (dist/ai-sdk.js) against the real `ai` package: its
+// chunks, assembled by ai's own readUIMessageStream, give the agent's answer as a
+// UI message, exactly, across a dropped connection and after a page reload.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { readUIMessageStream } from "ai";
+import { ChainVerifier, Client, Kind, decodeClient, encode, encodeItems, makeEvent, toHex } from "../dist/unbroken.js";
+import { UnbrokenChatTransport } from "../dist/ai-sdk.js";
+
+const EPOCH = "ep0ch";
+const STREAM = "S1streamXYZ";
+const ROWS = Array.from({ length: 40 }, (_, i) => ({ n: i, s: `row ${i}` }));
+
+/** text "answer", a JSON part "summary" in fragments, a data part "chart" (JSON). */
+function answer({ status = "completed" } = {}) {
+  const evs = [];
+  const add = (kind, fields) => evs.push(makeEvent(evs.length + 1, kind, fields));
+  add(Kind.PART_START, { part: "answer", partKind: "text" });
+  for (let i = 0; i < 30; i++) add(Kind.TEXT, { part: "answer", body: `word${i} ` });
+  add(Kind.PART_END, { part: "answer" });
+  add(Kind.PART_START, { part: "summary", partKind: "json" });
+  const json = JSON.stringify({ rows: ROWS });
+  for (let i = 0; i < json.length; i += 37) add(Kind.JSON, { part: "summary", body: json.slice(i, i + 37) });
+  add(Kind.PART_END, { part: "summary" });
+  add(Kind.PART_START, { part: "chart", partKind: "data", mime: "application/json" });
+  add(Kind.DATA, { part: "chart", body: '{"mark":"bar",' });
+  add(Kind.DATA, { part: "chart", body: '"n":3}' });
+  add(Kind.PART_END, { part: "chart" });
+  if (status === "completed") add(Kind.END, { status, count: evs.length + 1 });
+  else add(Kind.END, { status, error: "the model failed", count: evs.length + 1 });
+  return evs;
+}
+const TEXT = Array.from({ length: 30 }, (_, i) => `word${i} `).join("");
+
+class Server {
+  constructor(events, { dropAfter = null } = {}) {
+    Object.assign(this, { events, dropAfter });
+    const v = new ChainVerifier(STREAM, EPOCH);
+    this.digests = events.map((ev) => toHex(v.extend([ev])));
+    this.starts = [];
+    this.resumes = [];
+    this.cancels = [];
+    this.connections = 0;
+    const server = this;
+    this.WebSocket = class {
+      constructor() {
+        this.readyState = 0;
+        this.protocol = "";
+        server.connections++;
+        setTimeout(() => {
+          this.readyState = 1;
+          this.protocol = "unbroken.v1";
+          this.onopen?.({});
+        }, 1);
+      }
+      send(data) {
+        setTimeout(() => server.handle(this, decodeClient(data)), 0);
+      }
+      close(code = 1000, reason = "") {
+        if (this.readyState >= 2) return;
+        this.readyState = 3;
+        setTimeout(() => this.onclose?.({ code, reason }), 0);
+      }
+    };
+  }
+  out(ws, f) {
+    if (ws.readyState === 1) ws.onmessage?.({ data: encode(f) });
+  }
+  handle(ws, f) {
+    if (ws.readyState !== 1) return;
+    if (f.t === "hello") return this.out(ws, { t: "welcome", session: "s", heartbeat_ms: 200, epoch: EPOCH, caps: ["batch"] });
+    if (f.t === "start") {
+      this.starts.push(f);
+      this.out(ws, { t: "started", req: f.req, stream: STREAM, epoch: EPOCH });
+      return this.pump(ws, 0);
+    }
+    if (f.t === "resume") {
+      this.resumes.push(f.after);
+      this.out(ws, { t: "resumed", stream: f.stream, from: f.after, head: this.events.length, status: "running" });
+      return this.pump(ws, f.after);
+    }
+    if (f.t === "cancel") this.cancels.push(f.stream);
+    if (f.t === "ping") this.out(ws, { t: "pong", n: f.n });
+  }
+  pump(ws, after) {
+    const next = (from) => {
+      if (ws.readyState !== 1 || from >= this.events.length) return;
+      if (this.dropAfter !== null && from >= this.dropAfter) {
+        this.dropAfter = null;
+        ws.readyState = 3;
+        return ws.onclose?.({ code: 1006, reason: "" });
+      }
+      const batch = this.events.slice(from, from + 3);
+      const last = from + batch.length;
+      this.out(ws, { t: "events", stream: STREAM, seq: from + 1, items: encodeItems(batch), h: this.digests[last - 1] });
+      setTimeout(() => next(last), 1);
+    };
+    next(after);
+  }
+}
+
+const memoryStorage = () => {
+  const m = new Map();
+  return { getItem: (k) => m.get(k) ?? null, setItem: (k, v) => m.set(k, v), removeItem: (k) => m.delete(k) };
+};
+
+async function lastMessage(stream) {
+  let last = null;
+  for await (const m of readUIMessageStream({ stream, terminateOnError: true })) last = m;
+  return last;
+}
+
+function assertWhole(message) {
+  const text = message.parts.filter((p) => p.type === "text");
+  assert.deepEqual(text.map((p) => p.text), [TEXT]);
+  assert.equal(text[0].state, "done");
+  const summary = message.parts.filter((p) => p.type === "data-summary");
+  assert.equal(summary.length, 1, "one data part per id: partial values replaced in place");
+  assert.deepEqual(summary[0].data, { rows: ROWS });
+  assert.deepEqual(message.parts.find((p) => p.type === "data-chart").data, { mark: "bar", n: 3 });
+}
+
+test("sendMessages: the answer's parts as UI message chunks, assembled by ai, through a dropped connection", async () => {
+  const server = new Server(answer(), { dropAfter: 40 });
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false });
+  const transport = new UnbrokenChatTransport({ client, agent: "chat", input: (r) => ({ chat: r.chatId, n: r.messages.length }) });
+  const messages = [{ id: "u1", role: "user", parts: [{ type: "text", text: "hi" }] }];
+  const stream = await transport.sendMessages({ trigger: "submit-message", chatId: "c1", messageId: undefined, messages, abortSignal: undefined });
+  const message = await lastMessage(stream);
+  assertWhole(message);
+  assert.equal(message.id, STREAM);
+  assert.equal(server.starts.length, 1, "the agent ran once");
+  assert.deepEqual(server.starts[0].input, { chat: "c1", n: 1 });
+  assert.match(server.starts[0].req, /^chat:c1:/);
+  assert.deepEqual(server.resumes, [42], "resumed after the drop (frames of 3: at 42), from its cursor");
+  await client.close();
+});
+
+test("reconnectToStream after a reload: the answer in flight replayed from its start, verified; null once ended", async () => {
+  const server = new Server(answer());
+  const storage = memoryStorage();
+  const a = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage, lifecycle: false });
+  const ta = new UnbrokenChatTransport({ client: a, agent: "chat" });
+  const first = await ta.sendMessages({ trigger: "submit-message", chatId: "c2", messageId: undefined, messages: [], abortSignal: undefined });
+  const reader = first.getReader();
+  for (let i = 0; i < 10; i++) await reader.read(); // some chunks shown, then the page goes
+  a.saveCursors();
+  await a.close();
+  const b = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage, lifecycle: false });
+  const tb = new UnbrokenChatTransport({ client: b, agent: "chat" });
+  assert.equal(tb.resumeStreamIsReplay, true);
+  assert.equal(await tb.reconnectToStream({ chatId: "other" }), null);
+  const again = await tb.reconnectToStream({ chatId: "c2" });
+  assert.ok(again !== null);
+  assertWhole(await lastMessage(again));
+  assert.equal(server.starts.length, 1, "no second run");
+  assert.deepEqual(server.resumes, [0], "a replay from the first event");
+  assert.equal(await tb.reconnectToStream({ chatId: "c2" }), null, "ended: nothing to reconnect to");
+  await b.close();
+});
+
+test("abortSignal cancels the agent run; a failed answer is an error chunk", async () => {
+  const server = new Server(answer());
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false });
+  const transport = new UnbrokenChatTransport({ client, agent: "chat" });
+  const abort = new AbortController();
+  const stream = await transport.sendMessages({ trigger: "submit-message", chatId: "c3", messageId: undefined, messages: [], abortSignal: abort.signal });
+  const reader = stream.getReader();
+  await reader.read();
+  abort.abort();
+  for (let i = 0; i < 200 && server.cancels.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(server.cancels, [STREAM]);
+  await reader.cancel();
+  await client.close();
+
+  const failing = new Server(answer({ status: "failed" }));
+  const c2 = new Client("ws://a/ws", { WebSocket: failing.WebSocket, storage: null, lifecycle: false });
+  const t2 = new UnbrokenChatTransport({ client: c2, agent: "chat" });
+  const chunks = [];
+  const s2 = await t2.sendMessages({ trigger: "submit-message", chatId: "c4", messageId: undefined, messages: [], abortSignal: undefined });
+  for await (const c of s2) chunks.push(c);
+  assert.equal(chunks[0].type, "start");
+  const last = chunks.at(-1);
+  assert.equal(last.type, "error");
+  assert.match(last.errorText, /the model failed/);
+  await c2.close();
+});
