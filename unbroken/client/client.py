@@ -529,21 +529,19 @@ class Client:
 
     async def _token(self) -> str | None:
         """The token for a new connection: the provider is asked again with backoff
-        when it raises (or gives none), at most ``token_attempts`` times, then
-        :class:`AuthError` (the retry table's decision: no retry storm)."""
+        when it raises, at most ``token_attempts`` times, then :class:`AuthError`
+        (the retry table's decision: no retry storm). A provider that returns
+        ``None`` means "no token": the hello goes without one."""
         if self.token is None or isinstance(self.token, str):
             return self.token
         attempts = TokenAttempts(self.token_attempts)
         while True:
-            error: BaseException | None = None
             try:
-                value = await self._call_provider()
+                return await self._call_provider()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                error, value = exc, None
-            if value:
-                return value
+                error = exc
             step = attempts.failed(error)
             log.warning("token provider failed attempt=%d error=%r", attempts.failures, error)
             if isinstance(step, AuthError):

@@ -63,7 +63,7 @@ def refresh_delay(failures: int) -> float:
 
 class TokenAttempts:
     """How a client asks its token provider when opening a connection (pure): a
-    failure (the provider raised, or gave no token) is retried after
+    failure (the provider raised) is retried after
     :func:`refresh_delay`, at most ``limit`` attempts in all; then :meth:`failed`
     gives the :class:`AuthError` to end with (no retry storm)."""
 
