@@ -301,7 +301,7 @@ async def test_a_fault_after_the_answer_is_not_a_pass(chaos_app: Unbroken) -> No
     result = await run_user_spec(service, [ref], spec)
     assert not result.passed
     hit = next(c for c in result.checks if c.name == "the fault hit while the answer streamed")
-    assert not hit.ok and "too short an answer" in hit.detail
+    assert not hit.ok and "the answer is too short for this scenario" in hit.detail
 
 
 def test_the_user_app_runner_never_names_a_scenario() -> None:

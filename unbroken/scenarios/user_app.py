@@ -432,8 +432,11 @@ async def _assess(run: RunState, refs: Sequence[Reference], result: RunResult) -
             hit,
             "; ".join(what for _, what in run.faults[:3])
             if hit
-            else "every stream had ended before the fault (too short an answer: give the "
-            "agent an input whose answer takes a few hundred milliseconds)",
+            else "every stream had ended before the fault: the answer is too short for "
+            f"this scenario (it takes {run.baseline.total_s if run.baseline else 0:.2f} s "
+            f"without faults; starting the run's {len(run.recs)} streams took "
+            f"{run.t_started - run.t_start:.2f} s): give the agent an input whose answer "
+            "takes longer",
         )
     )
     gave_up = case.gives_up(run.spec)
