@@ -280,16 +280,11 @@ class AgentStreams:
             client_cursor = request.param("cursor")
             while not disconnect.done():
                 items, last, new_digest, _ = await self._read(stream, after, SSE_BYTES)
+                out = b""  # a data event goes out with its control event, in one write
                 if items:
                     after, digest = last, new_digest
                     sent += 1
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": sse_event("data", items.decode()),
-                            "more_body": True,
-                        }
-                    )
+                    out = sse_event("data", items.decode())
                 meta = await self.store.meta(stream)
                 if meta is None or changes.dropped:
                     log.info("sse stream=%s dropped by retention at seq=%d", stream, after)
@@ -305,13 +300,9 @@ class AgentStreams:
                         control["streamCursor"] = client_cursor = cursor(time.time(), client_cursor)
                         if after >= meta.head:
                             control["upToDate"] = True
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": _control(control, format_offset(after, digest)),
-                            "more_body": True,
-                        }
-                    )
+                    out += _control(control, format_offset(after, digest))
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
                 if closed:
                     break
                 if items:

@@ -285,10 +285,11 @@ def sse_event(kind: str, data: str, event_id: str | None = None) -> bytes:
     """One SSE event; every line of ``data`` (any of CR, LF, CRLF ends one) gets
     its own ``data:`` field, so no payload can end an event or start another."""
     parts = [f"event: {kind}\n"]
-    if event_id is not None:
-        parts.append(f"id: {event_id}\n")
     for line in _LINES.split(data):
-        parts.append(f"data: {line}\n")  # a reader strips exactly one space
+        # a reader strips one leading space: keep a line's own with a second one
+        parts.append(f"data: {line}\n" if line[:1] == " " else f"data:{line}\n")
+    if event_id is not None:
+        parts.append(f"id:{event_id}\n")
     parts.append("\n")
     return "".join(parts).encode()
 

@@ -265,7 +265,10 @@ class ByteStreams:
         s.closed = closed
         self.streams[path] = s
         log.info("byte stream created path=%s type=%s bytes=%d", path[:200], s.media, len(body))
-        location = (request.scope.get("root_path", "") + "/v1/stream/" + path).encode()
+        scheme = request.scope.get("scheme", "http")
+        host = request.headers.get("host", "localhost")
+        root = request.scope.get("root_path", "")
+        location = f"{scheme}://{host}{root}/v1/stream/{path}".encode("latin-1", "replace")
         await request.respond(
             201, b"", [(b"location", location), *self._meta(s)], content_type.encode()
         )
@@ -347,7 +350,8 @@ class ByteStreams:
         s.touched = time.time()
         s.notify()
         if producer is not None:
-            await self._producer_ok(request, s, 200, producer[1], producer[2])
+            status = 200 if body else 204  # a close-only request appends nothing
+            await self._producer_ok(request, s, status, producer[1], producer[2])
         else:
             await request.respond(204, b"", self._meta(s), None)
 
@@ -467,6 +471,7 @@ class ByteStreams:
                 if self.streams.get(path) is not s:
                     break
                 sent = False
+                out = b""  # a data event goes out with its control event, in one write
                 if pos < s.tail:
                     body, end = s.slice(pos, SSE_BYTES)
                     if s.text:
@@ -475,13 +480,7 @@ class ByteStreams:
                         text = base64.b64encode(body).decode()
                     pos = end
                     sent = True
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": sse_event("data", text),
-                            "more_body": True,
-                        }
-                    )
+                    out = sse_event("data", text)
                 closed = s.closed and pos >= s.tail
                 if sent or first or closed:
                     first = False
@@ -493,10 +492,10 @@ class ByteStreams:
                         control["streamCursor"] = client_cursor = cursor(time.time(), client_cursor)
                         if pos >= s.tail:
                             control["upToDate"] = True
-                    event = sse_event(
-                        "control", msgspec.json.encode(control).decode(), _offset(pos)
-                    )
-                    await send({"type": "http.response.body", "body": event, "more_body": True})
+                    encoded = msgspec.json.encode(control).decode()
+                    out += sse_event("control", encoded, _offset(pos))
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
                 if closed:
                     break
                 if sent:

@@ -290,9 +290,9 @@ async def test_sse_resumes_from_last_event_id_as_an_event_source_does(served: Se
                 if line.startswith("event:"):
                     event = line[6:].strip()
                 elif line.startswith("data:"):
-                    data.append(line[6:])
+                    data.append(line[5:].removeprefix(" "))
                 elif line.startswith("id:"):
-                    last_id = line[4:]
+                    last_id = line[3:].removeprefix(" ")
                 elif not line:
                     if event == "data":
                         items += msgspec.json.decode("\n".join(data))
@@ -307,8 +307,8 @@ async def test_sse_resumes_from_last_event_id_as_an_event_source_does(served: Se
                 "GET", url, params=params, headers={"last-event-id": last_id}
             ) as resumed:
                 async for line in resumed.aiter_lines():
-                    if line.startswith("data: ["):
-                        first = msgspec.json.decode(line[6:])
+                    if line.startswith("data:["):
+                        first = msgspec.json.decode(line[5:])
                         break
             rest = [ev async for ev in reader.events(stream, last_id)]
     assert rest == logged[seq:]
