@@ -84,9 +84,9 @@ export interface StorageLike {
 
 export interface ClientOptions {
   /** a string, or a function (sync or async) asked on every (re)connect (sent in
-   * `hello`) and when the server announces the expiry (`refresh`, in-band); a
-   * function that throws or gives no token 3 times in a row ends the streams with
-   * `AuthError` */
+   * `hello`; nothing: no token) and when the server announces the expiry (sent
+   * in-band as `refresh`); a function that throws 3 times in a row ends the streams
+   * with `AuthError` */
   token?: TokenProvider;
   /** reconnect backoff (seconds): base 0.1, cap 10, multiplier 2, maxAttempts 12, deadline 60 */
   policy?: BackoffPolicy | BackoffPolicyOptions;
@@ -723,23 +723,22 @@ export class Client {
     for (const st of [...this.streams.values()]) st._finish(error);
   }
 
-  /** The token for a `hello`: the fixed one, or the provider's; a provider that
-   * throws or gives nothing is asked again after 0.1, 0.2 s, and the third failure
-   * in a row is an `AuthError` (fatal: no retry storm). */
+  /** The token for a `hello`: the fixed one, or the provider's (nothing: a hello
+   * without one); a provider that throws is asked again after 0.1, 0.2 s, and the
+   * third failure in a row is an `AuthError` (fatal: no retry storm). */
   private async tokenValue(): Promise<string | null> {
     const t = this.token;
     if (t === null || t === undefined || typeof t === "string") return t ?? null;
     for (let failures = 1; ; failures++) {
-      let error: unknown = null;
+      let error: unknown;
       try {
-        const v = await t();
-        if (v) return v;
+        return (await t()) || null; // no token: the hello goes without one
       } catch (e) {
         error = e;
       }
       if (failures >= TOKEN_ATTEMPTS || this.closed) {
-        const what = error === null ? "gave no token" : `failed: ${(error as Error)?.name ?? "Error"}: ${(error as Error)?.message ?? String(error)}`;
-        throw new AuthError(`the token provider ${what} (${failures} attempts); fix the provider or give the client a valid token`);
+        const what = `${(error as Error)?.name ?? "Error"}: ${(error as Error)?.message ?? String(error)}`;
+        throw new AuthError(`the token provider failed: ${what} (${failures} attempts); fix the provider or give the client a valid token`);
       }
       await new Promise((r) => setTimeout(r, refreshDelay(failures) * 1000));
     }
