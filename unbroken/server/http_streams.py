@@ -43,7 +43,7 @@ from .http_common import (
 
 log = logging.getLogger(__name__)
 
-_OFFSET: Final = re.compile(r"^[0-9]{16}$")
+_OFFSET: Final = re.compile(r"^0{16}_([0-9]{16})$")
 _TTL: Final = re.compile(r"^(0|[1-9][0-9]{0,11})$")
 _INT: Final = re.compile(r"^(0|[1-9][0-9]{0,15})$")
 _MAX_INT: Final = 2**53 - 1
@@ -56,7 +56,7 @@ _DEFAULT_TYPE: Final = "application/octet-stream"
 
 
 def _offset(n: int) -> str:
-    return f"{n:016d}"
+    return f"{0:016d}_{n:016d}"
 
 
 def _media(content_type: str) -> str:
@@ -92,6 +92,14 @@ class ByteStream:
     producers: dict[str, _Producer] = field(default_factory=dict)
     closed_by: tuple[str, int, int] | None = None
     waiters: set[Changes] = field(default_factory=set)
+    #: the position after each append (a fork's sub-offset may not cross one)
+    bounds: list[int] = field(default_factory=list)
+    #: a fork's source (path and stream), and the request that made it
+    source: tuple[str, ByteStream] | None = None
+    fork_request: tuple[str, int | None, int] | None = None
+    #: forks reading this stream's data; deleted with forks left: soft-deleted (410)
+    forks: int = 0
+    deleted: bool = False
 
     @property
     def json(self) -> bool:
@@ -155,15 +163,39 @@ class ByteStreams:
         self.max_body = max_body
 
     # ------------------------------------------------------------ lookup
-    def _get(self, path: str, principal: Principal) -> ByteStream:
+    def _lookup(self, path: str) -> ByteStream | None:
+        """The stream at ``path`` (soft-deleted ones too); an expired one is removed."""
         s = self.streams.get(path)
-        if s is not None and s.expired(time.time()):
-            del self.streams[path]
-            s.notify()
-            s = None
+        if s is not None and not s.deleted and s.expired(time.time()):
+            self._remove(path, s)
+            s = self.streams.get(path)
+            if s is not None and s.deleted:
+                return None  # expired with forks left: gone for direct access
+        return s
+
+    def _get(self, path: str, principal: Principal) -> ByteStream:
+        s = self._lookup(path)
         if s is None or s.owner != principal.id:
             raise BadRequest(404, "no such stream")
+        if s.deleted:
+            raise BadRequest(410, "the stream was deleted")
         return s
+
+    def _remove(self, path: str, s: ByteStream) -> None:
+        """Delete ``s``: soft while forks read it, else for good, releasing its
+        source (which goes too when it was soft-deleted and this was its last fork)."""
+        s.notify()
+        if s.forks > 0:
+            s.deleted = True
+            return
+        if self.streams.get(path) is s:
+            del self.streams[path]
+        if s.source is not None:
+            src_path, src = s.source
+            s.source = None
+            src.forks -= 1
+            if src.deleted and src.forks == 0:
+                self._remove(src_path, src)
 
     async def handle(self, request: Request, path: str, principal: Principal) -> None:
         """Answer one request for stream ``path``."""
@@ -176,8 +208,7 @@ class ByteStreams:
             await self._append(request, path, principal)
         elif method == "DELETE":
             s = self._get(path, principal)
-            del self.streams[path]
-            s.notify()
+            self._remove(path, s)
             await request.respond(204, b"", None, None)
         elif method == "HEAD":
             s = self._get(path, principal)
@@ -226,14 +257,22 @@ class ByteStreams:
             expires_at = parsed.timestamp()
         content_type = (h.get("content-type") or "").strip() or _DEFAULT_TYPE
         closed = _true(h.get("stream-closed"))
-        if h.get("stream-forked-from") is not None:
-            raise BadRequest(501, "forks are not supported by this server")
+        fork = self._fork_request(h)
+        source: ByteStream | None = None
+        point = 0
+        if fork is not None:
+            source, point = self._fork_source(fork, principal)
+            given = h.get("content-type")
+            if given is not None and given.strip() and _media(given) != source.media:
+                raise BadRequest(409, f"the source's content type is {source.content_type}")
+            content_type = source.content_type
+            if ttl is None and expires_at is None:  # inherit the source's expiry
+                ttl, exp_raw, expires_at = source.ttl, source.expires_raw, source.expires_at
         body = await request.body(self.max_body)
         now = time.time()
-        existing = self.streams.get(path)
-        if existing is not None and existing.expired(now):
-            del self.streams[path]
-            existing = None
+        existing = self._lookup(path)
+        if existing is not None and existing.deleted:
+            raise BadRequest(409, "a deleted stream still read by forks holds this URL")
         if existing is not None:
             if existing.owner != principal.id:
                 raise BadRequest(409, "a stream exists at this URL")
@@ -242,6 +281,7 @@ class ByteStreams:
                 and existing.ttl == ttl
                 and existing.expires_at == expires_at
                 and existing.closed == closed
+                and existing.fork_request == fork
             )
             if not same:
                 raise BadRequest(409, "the stream exists with another configuration")
@@ -257,11 +297,21 @@ class ByteStreams:
             expires_at=expires_at,
             touched=now,
         )
+        msgs = _messages(body, creating=True) if body and s.json else []
+        if source is not None and fork is not None:
+            if source.json:
+                s.msgs.extend(source.msgs[:point])
+            else:
+                s.data += source.data[:point]
+            s.bounds = [b for b in source.bounds if b < point] + ([point] if point else [])
+            s.source, s.fork_request = (fork[0], source), fork
+            source.forks += 1
         if body:
             if s.json:
-                s.msgs.extend(_messages(body, creating=True))
+                s.msgs.extend(msgs)
             else:
                 s.data += body
+            s.bounds.append(s.tail)
         s.closed = closed
         self.streams[path] = s
         log.info("byte stream created path=%s type=%s bytes=%d", path[:200], s.media, len(body))
@@ -272,6 +322,52 @@ class ByteStreams:
         await request.respond(
             201, b"", [(b"location", location), *self._meta(s)], content_type.encode()
         )
+
+    @staticmethod
+    def _fork_request(h: dict[str, str]) -> tuple[str, int | None, int] | None:
+        """``(source path, offset or None, sub-offset)`` of a fork's ``PUT``, or None."""
+        src = h.get("stream-forked-from")
+        sub_raw = h.get("stream-fork-sub-offset")
+        off_raw = h.get("stream-fork-offset")
+        if src is None:
+            if sub_raw is not None or off_raw is not None:
+                raise BadRequest(400, "Stream-Fork-Offset/Sub-Offset need Stream-Forked-From")
+            return None
+        marker = src.find("/v1/stream/")
+        name = src[marker + len("/v1/stream/") :] if marker >= 0 else src.lstrip("/")
+        sub = 0
+        if sub_raw is not None:
+            if not _INT.match(sub_raw.strip()):
+                raise BadRequest(400, "Stream-Fork-Sub-Offset must be a non-negative integer")
+            sub = int(sub_raw)
+        offset: int | None = None
+        if off_raw is not None:
+            m = _OFFSET.match(off_raw.strip())
+            if m is None:
+                raise BadRequest(400, "malformed Stream-Fork-Offset")
+            offset = int(m.group(1))
+        elif sub:
+            raise BadRequest(400, "a sub-offset needs Stream-Fork-Offset")
+        return name, offset, sub
+
+    def _fork_source(
+        self, fork: tuple[str, int | None, int], principal: Principal
+    ) -> tuple[ByteStream, int]:
+        """The source stream of a fork and the position the fork ends its inherited data."""
+        name, offset, sub = fork
+        source = self._lookup(name)
+        if source is None or source.owner != principal.id:
+            raise BadRequest(404, "no such source stream")
+        if source.deleted:
+            raise BadRequest(409, "the source stream was deleted")
+        anchor = source.tail if offset is None else offset
+        if anchor > source.tail:
+            raise BadRequest(400, "Stream-Fork-Offset is past the source's tail")
+        if sub:
+            following = [b for b in source.bounds if b > anchor]
+            if not following or anchor + sub > following[0]:
+                raise BadRequest(400, "Stream-Fork-Sub-Offset crosses the next append's end")
+        return source, anchor + sub
 
     # ------------------------------------------------------------ append
     async def _append(self, request: Request, path: str, principal: Principal) -> None:
@@ -344,6 +440,8 @@ class ByteStreams:
             s.msgs.extend(msgs)
         else:
             s.data += body
+        if body:
+            s.bounds.append(s.tail)
         if close:
             s.closed = True
             s.closed_by = producer
@@ -371,9 +469,10 @@ class ByteStreams:
             return 0
         if raw == "now":
             return s.tail
-        if not _OFFSET.match(raw):
+        m = _OFFSET.match(raw)
+        if m is None:
             raise BadRequest(400, "malformed offset: expected -1, now or an offset the server gave")
-        n = int(raw)
+        n = int(m.group(1))
         if n > s.tail:
             raise BadRequest(400, "the offset is past the stream's tail")
         return n
@@ -449,7 +548,7 @@ class ByteStreams:
         finally:
             s.waiters.discard(changes)
             disconnect.cancel()
-        if self.streams.get(path) is not s:
+        if self.streams.get(path) is not s or s.deleted:
             raise BadRequest(404, "no such stream")
         return s
 
@@ -468,7 +567,7 @@ class ByteStreams:
             started = loop.time()
             first = True
             while not disconnect.done():
-                if self.streams.get(path) is not s:
+                if self.streams.get(path) is not s or s.deleted:
                     break
                 sent = False
                 out = b""  # a data event goes out with its control event, in one write
