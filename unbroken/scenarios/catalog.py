@@ -265,10 +265,18 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "Authentication token expiry during stream",
         "JWT expires mid-stream requiring re-authentication",
         ("Seamless token refresh without losing stream state",),
-        "none",
-        "",
-        (),
-        not_covered_because="in-band token refresh (wave 2)",
+        "text",
+        "real EdDSA JWTs that live 2 s (JWTAuth) against a paced text answer of 7 s (quick) "
+        "or 10 s (full), refreshed in-band; variant cut: the link is cut during a refresh "
+        "with the fault mode; variant provider: the token provider fails once",
+        (
+            "refresh: at least three in-band refreshes, no reconnect, the answer exact",
+            "cut: the client reconnects with a fresh token and resumes exact; refreshes go "
+            "on in-band on the new connection",
+            "provider: the provider is asked again after a backoff, the refresh goes "
+            "through, no reconnect, the answer exact",
+        ),
+        variants=("refresh", "cut", "provider"),
     ),
     Scenario(
         "TC11",
@@ -298,10 +306,15 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "Network quality degradation",
         "Gradually decreasing network quality during stream",
         ("Adaptive quality adjustments without interruption",),
-        "none",
-        "",
-        (),
-        not_covered_because="adaptive quality (compression, batching by link) (wave 2)",
+        "text",
+        "the proxy's downstream link ramps from 1 MB/s to 20 KB/s with 2 s of latency, "
+        "holds, and ramps back while one text answer streams",
+        (
+            "no connection is dropped or re-made (a slow link is not a dead one)",
+            "the answer is exact",
+            "the wire bytes per payload byte, fast and slow, are recorded (adaptive "
+            "coalescing and compression are not built yet)",
+        ),
     ),
     Scenario(
         "TC13",
@@ -309,10 +322,15 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "Server-side resource exhaustion",
         "Server temporarily unable to continue stream due to load",
         ("Graceful degradation and retry with backoff",),
-        "none",
-        "",
-        (),
-        not_covered_because="overload shedding under load tests (wave 2)",
+        "text",
+        "the server's admission is set to C live runs and 2xC streams are offered in one "
+        "burst (quick 2x4, full 2x16); the load is the fault",
+        (
+            "every admitted stream ends exact; in-flight streams are never shed",
+            "every refused start is answered overloaded with retry_after_ms; the client's "
+            "next try comes no sooner and ends exact",
+            "the server never holds more than C runs; no connection drops",
+        ),
     ),
     Scenario(
         "TC14",

@@ -1,4 +1,4 @@
-"""One module per scenario (``tc1.py`` ... ``tc11.py``), each a :class:`Case`: its
+"""One module per scenario (``tc1.py`` ... ``tc15.py``), each a :class:`Case`: its
 answers, pacing, faults and checks. The generic runner finds a scenario's case here by
 its catalog id (:func:`case_for`).
 
@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Final
 
 from ..spec import scenario_order
-from . import tc1, tc2, tc3, tc4, tc5, tc6, tc7, tc8, tc9, tc11, tc15
+from . import tc1, tc2, tc3, tc4, tc5, tc6, tc7, tc8, tc9, tc10, tc11, tc12, tc13, tc15
 from .base import Case
 
 
@@ -80,7 +80,10 @@ __all__ = [
     "tc7",
     "tc8",
     "tc9",
+    "tc10",
     "tc11",
+    "tc12",
+    "tc13",
     "tc15",
     "unregister",
 ]
