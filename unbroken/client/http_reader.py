@@ -145,7 +145,7 @@ class HttpReader:
                     self.backoff.deadline is not None and elapsed > self.backoff.deadline
                 ):
                     raise ReconnectExhausted(attempt, elapsed, last_error)
-                await asyncio.sleep(random.uniform(0, self.backoff.ceiling(attempt + 1)))
+                await asyncio.sleep(random.uniform(0, self.backoff.ceiling(attempt)))
             progressed = False
             try:
                 attempt_iter = (
