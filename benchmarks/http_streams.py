@@ -108,38 +108,42 @@ async def catchup(mb: int, repeat: int) -> dict[str, Any]:
 async def recovery(cuts: int, every: float, mode: str) -> dict[str, Any]:
     app = make_app()
     times: list[float] = []
-    async with serve(app) as srv, FaultProxy(f"127.0.0.1:{srv.port}") as proxy:
-        async with Client(srv.url) as c:
-            stream = await c.start("paced", {"n": 10_000_000})
-            policy = BackoffPolicy(base=0.01, cap=0.5, max_attempts=50, deadline=30.0)
-            reader = HttpReader(f"http://{proxy.listen}", backoff=policy)
-            held = 0
+    async with (
+        serve(app) as srv,
+        FaultProxy(f"127.0.0.1:{srv.port}") as proxy,
+        Client(srv.url) as c,
+    ):
+        stream = await c.start("paced", {"n": 10_000_000})
+        policy = BackoffPolicy(base=0.01, cap=0.5, max_attempts=50, deadline=30.0)
+        reader = HttpReader(f"http://{proxy.listen}", backoff=policy)
+        held = 0
+        wanted = 0
+        arrived = asyncio.Event()
+
+        async def consume() -> None:
+            nonlocal held
+            async for ev in reader.events(stream.id):
+                held = ev.seq
+                if wanted and held >= wanted:
+                    arrived.set()
+
+        task = asyncio.ensure_future(consume())
+        for _ in range(cuts):
+            await asyncio.sleep(every)
+            arrived.clear()
+            wanted = held + 1
+            t0 = time.perf_counter()
+            await proxy.cut_all(mode)  # type: ignore[arg-type]
+            await asyncio.wait_for(arrived.wait(), 10)
+            times.append((time.perf_counter() - t0) * 1000)
             wanted = 0
-            arrived = asyncio.Event()
-
-            async def consume() -> None:
-                nonlocal held
-                async for ev in reader.events(stream.id):
-                    held = ev.seq
-                    if wanted and held >= wanted:
-                        arrived.set()
-
-            task = asyncio.ensure_future(consume())
-            for _ in range(cuts):
-                await asyncio.sleep(every)
-                arrived.clear()
-                wanted = held + 1
-                t0 = time.perf_counter()
-                await proxy.cut_all(mode)  # type: ignore[arg-type]
-                await asyncio.wait_for(arrived.wait(), 10)
-                times.append((time.perf_counter() - t0) * 1000)
-                wanted = 0
-            await stream.cancel()
-            task.cancel()
-            await reader.aclose()
+        await stream.cancel()
+        task.cancel()
+        await reader.aclose()
     return {
         "benchmark": "http_sse_recovery",
-        "fault": f"FaultProxy cut_all({mode}) every {every}s, in-process uvicorn + HttpReader (SSE)",
+        "fault": f"FaultProxy cut_all({mode}) every {every}s, "
+        "in-process uvicorn + HttpReader (SSE)",
         "cuts": cuts,
         "recovery_ms": summary(times),
         "reconnects": reader.reconnects,
