@@ -14,13 +14,13 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-from websockets.typing import Subprotocol
+from websockets.typing import Origin, Subprotocol
 
 from ..errors import (
     AuthError,
@@ -113,6 +113,13 @@ def default_should_retry(exc: BaseException) -> bool:
 def _status(exc: BaseException) -> int | None:
     """The HTTP status of a refused upgrade, else ``None``."""
     return exc.response.status_code if isinstance(exc, InvalidStatus) else None
+
+
+def _refusal_text(exc: BaseException) -> str:
+    """The body of a refused upgrade (the server's reason), else ``""``."""
+    if not isinstance(exc, InvalidStatus):
+        return ""
+    return bytes(exc.response.body or b"")[:512].decode("utf-8", "replace")
 
 
 #: the transport's failures that a reconnect may cure (as ``OSError``)
@@ -248,7 +255,10 @@ class Client:
     reconnects with a new token and resumes. ``policy``: the
     :class:`BackoffPolicy`. ``should_retry(exc)`` may override the retry table
     by returning True/False (None keeps the default). ``on_event`` receives
-    :class:`ConnectionEvent` s; so does :meth:`connection_events`.
+    :class:`ConnectionEvent` s; so does :meth:`connection_events`. ``origin``:
+    the ``Origin`` header of every handshake (as a browser page's; the server's
+    origin policy judges it), ``headers``: more handshake headers (cookies, a
+    gateway's key).
 
     Liveness, both ways: the link is declared dead when nothing arrives for the
     silence limit (``silence_factor`` heartbeats plus the RTO, ``SRTT + 4·RTTVAR``
@@ -280,11 +290,15 @@ class Client:
         max_frame: int = DEFAULT_MAX_FRAME,
         seed: int | None = None,
         token_attempts: int = 3,
+        origin: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
             raise ValueError("give at least one URL")
         self.token = token
+        self.origin = origin
+        self.headers = dict(headers) if headers else {}
         self.policy = policy or BackoffPolicy()
         self.should_retry = should_retry
         self.on_event = on_event
@@ -492,7 +506,9 @@ class Client:
                 if decided is not None:
                     retry = decided
             if not retry:
-                self._fail_all(fatal_error(error, status=_status(error)))
+                self._fail_all(
+                    fatal_error(error, status=_status(error), detail=_refusal_text(error))
+                )
                 return
             next_step = reconnects.lost(loop.time(), error, progressed=self._progressed)
             if isinstance(next_step, GiveUp):
@@ -589,6 +605,8 @@ class Client:
         async def attempt() -> ClientConnection:
             return await connect(
                 url,
+                origin=Origin(self.origin) if self.origin is not None else None,
+                additional_headers=self.headers or None,
                 subprotocols=[Subprotocol(s) for s in SUBPROTOCOLS],
                 open_timeout=max(0.001, deadline - loop.time()),
                 ping_interval=None,

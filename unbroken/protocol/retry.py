@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from ..errors import (
     AuthError,
+    ConfigError,
     ConnectionLost,
     Forbidden,
     IntegrityError,
@@ -20,7 +21,7 @@ from ..errors import (
     UnbrokenError,
 )
 from .codes import CLOSE_CODE_MEANING, CloseCode, ErrorCode
-from .frames import Error
+from .frames import Error, excerpt
 
 #: Close codes after which reconnecting cannot help, and the error each becomes.
 FATAL_CLOSE: Mapping[int, type[UnbrokenError]] = {
@@ -112,15 +113,29 @@ def should_retry(
     return isinstance(exc, (OSError, TimeoutError, *transient))
 
 
-def fatal_error(error: BaseException, *, status: int | None = None) -> BaseException:
+def fatal_error(
+    error: BaseException, *, status: int | None = None, detail: str = ""
+) -> BaseException:
     """What a user sees when ``error`` ended the client: a typed error
-    (``FATAL_CLOSE`` turns a close code into one), never a transport's class."""
+    (``FATAL_CLOSE`` turns a close code into one), never a transport's class.
+    ``detail``: the body of a refused upgrade (the server's reason), quoted."""
     if isinstance(error, UnbrokenError) and not isinstance(error, ConnectionLost):
         return error
     if isinstance(error, ConnectionLost) and error.code is not None and error.code in FATAL_CLOSE:
         return FATAL_CLOSE[error.code](str(error))
-    if status in (401, 403):
-        return AuthError(f"server refused the connection: HTTP {status}")
+    why = excerpt(detail.strip(), 200) if detail.strip() else ""
+    if status == 401:
+        return AuthError(f"server refused the connection: HTTP 401{': ' + why if why else ''}")
+    if status == 403:
+        return Forbidden(
+            f"server refused the connection: HTTP 403{': ' + why if why else ''} (an origin "
+            "the server's policy does not allow, credentials refused at the handshake, or "
+            "no unbroken endpoint at this path)"
+        )
+    if status == 404:
+        return ConfigError(
+            f"no unbroken endpoint at this URL: HTTP 404{': ' + why if why else ''}; check the path"
+        )
     if isinstance(error, ConnectionLost):
         return error
     return ConnectionLost(f"{type(error).__name__}: {error}")

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from unbroken.errors import (
     AuthError,
+    ConfigError,
     ConnectionLost,
     Forbidden,
     IntegrityError,
@@ -126,8 +127,12 @@ def test_an_error_that_ended_the_client_becomes_a_typed_error() -> None:
     refused = ProtocolError("bad frame")
     assert fatal_error(refused) is refused
     assert type(fatal_error(Transient("x"), status=401)) is AuthError
-    assert type(fatal_error(Transient("x"), status=403)) is AuthError
-    wrapped = fatal_error(Transient("boom"), status=404)
+    refused = fatal_error(Transient("x"), status=403, detail="forbidden: origin not allowed\n")
+    assert type(refused) is Forbidden and "origin not allowed" in str(refused)
+    assert "\n" not in str(refused)
+    missing = fatal_error(Transient("x"), status=404)
+    assert type(missing) is ConfigError and "no unbroken endpoint" in str(missing)
+    wrapped = fatal_error(Transient("boom"), status=400)
     assert type(wrapped) is ConnectionLost and str(wrapped) == "Transient: boom"
 
 

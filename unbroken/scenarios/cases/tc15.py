@@ -7,13 +7,11 @@ handshakes carry ``Origin: A``); mid-answer the server's origin policy is change
   handshake from A is refused with HTTP 403, one from B is accepted.
 - variant ``cut``: right after the change the connection is cut with the fault mode.
   The client's resume is a new handshake, judged by the new policy: refused (403), so
-  the client ends with :class:`~unbroken.errors.AuthError` at once (a refusal is not
+  the client ends with :class:`~unbroken.errors.Forbidden` at once (a refusal is not
   retried: no storm of handshakes). A client of origin B then resumes the stream from
   the cursor the first one saved, to an exact end.
 
-The Python client has no ``origin`` option yet: :class:`OriginClient` opens its
-connections with the header, as a browser page's would (one attempt per connect: the
-plain client's staggered attempts are not needed on loopback).
+The clients send the header as a browser page's would (``Client(origin=…)``).
 """
 
 from __future__ import annotations
@@ -23,13 +21,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
 from ...client import Client
-from ...client.client import _Connection
-from ...errors import AuthError, Forbidden
+from ...errors import Forbidden
 from ...protocol.frames import SUBPROTOCOLS
 from ...server.policy import OriginPolicy
 from ..context import RunState
@@ -55,35 +52,13 @@ def variant_of(spec: RunSpec) -> str:
     return spec.variant or "policy"
 
 
-class OriginClient(Client):
-    """A :class:`Client` whose WebSocket handshakes carry ``Origin: origin``."""
-
-    def __init__(self, urls: str, *, origin: str, **options: Any) -> None:
-        super().__init__(urls, **options)
-        self.origin = origin
-
-    async def _open(self, url: str, within: float) -> ClientConnection:
-        return await connect(
-            url,
-            origin=Origin(self.origin),
-            subprotocols=[Subprotocol(s) for s in SUBPROTOCOLS],
-            open_timeout=max(0.001, within),
-            ping_interval=None,
-            close_timeout=1.0,
-            max_size=self.max_frame,
-            compression=None,
-            max_queue=64,
-            create_connection=_Connection,
-        )
-
-
 def origin_clients(h: ChaosHarness, origin: str) -> Callable[..., Client]:
     """``h.client`` for clients of ``origin`` (the same defaults)."""
 
     def client(*, policy: Any = None, seed: int | None = None, **options: Any) -> Client:
         options.setdefault("ping_every", 0.5)
         options.setdefault("open_timeout", 2.0)
-        c = OriginClient(
+        c = Client(
             h.url,
             origin=origin,
             policy=policy or CHAOS_POLICY,
@@ -223,11 +198,8 @@ class TC15(Case):
                 )
             )
         else:
-            # (the client's retry table names a refused upgrade's 403 AuthError today;
-            # Forbidden would say it better: either is typed and final)
-            typed = [
-                e for e in seen.refused if isinstance(e, AuthError | Forbidden) and "403" in str(e)
-            ]
+            # a refused upgrade's 403 is Forbidden, typed and final, quoting the reason
+            typed = [e for e in seen.refused if isinstance(e, Forbidden) and "403" in str(e)]
             tries = sum(
                 1
                 for w in run.watches
