@@ -351,15 +351,32 @@ class ASGIApp:
     ``OPTIONS`` is answered (204, or a CORS preflight's answer); every HTTP answer
     carries the origin policy's CORS headers (:func:`cors_headers`)."""
 
-    __slots__ = ("agent_streams", "app", "byte_streams", "path")
+    __slots__ = ("_inflight", "agent_streams", "app", "byte_streams", "max_http_streams", "path")
 
-    def __init__(self, app: Served, path: str = "/ws", *, long_poll_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        app: Served,
+        path: str = "/ws",
+        *,
+        long_poll_timeout: float = 15.0,
+        max_http_streams: int | None = None,
+    ) -> None:
         self.app = app
         self.path = path
+
+        def accepting() -> bool:
+            return app.hub.accepting
+
         #: ``/v1/agent/{stream}``: agent streams over HTTP (read only)
-        self.agent_streams = AgentStreams(app.store, long_poll_timeout=long_poll_timeout)
+        self.agent_streams = AgentStreams(
+            app.store, long_poll_timeout=long_poll_timeout, accepting=accepting
+        )
         #: ``/v1/stream/{path}``: plain Durable Streams byte and JSON streams
-        self.byte_streams = ByteStreams(long_poll_timeout=long_poll_timeout)
+        self.byte_streams = ByteStreams(long_poll_timeout=long_poll_timeout, accepting=accepting)
+        #: HTTP stream requests served at once at most (SSE and long-polls included);
+        #: beyond, 429 with Retry-After. ``None``: the app's ``max_connections``.
+        self.max_http_streams = max_http_streams
+        self._inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -426,16 +443,31 @@ class ASGIApp:
                 allow = ", ".join(STREAM_METHODS).encode()
                 await request.respond(204, b"", [(b"allow", allow)], None)
                 return
-            principal = await authenticate(
-                request, self.app.authenticate, self.app.config.allow_anonymous
-            )
-            if path.startswith(AGENT_PREFIX):
-                stream = path[len(AGENT_PREFIX) :]
-                if not stream or "/" in stream:
-                    raise BadRequest(404, "no such stream")
-                await self.agent_streams.handle(request, stream, principal)
-            else:
-                await self.byte_streams.handle(request, path[len(BYTE_PREFIX) :], principal)
+            if not self.app.hub.accepting:
+                raise BadRequest(503, "server restarting", [(b"retry-after", b"1")])
+            cap = self.max_http_streams or self.app.max_connections
+            if self._inflight >= cap:
+                log.warning(
+                    "http stream refused client=%s reason=server full inflight=%d max=%d",
+                    request.client,
+                    self._inflight,
+                    cap,
+                )
+                raise BadRequest(429, "server full", [(b"retry-after", b"1")])
+            self._inflight += 1
+            try:
+                principal = await authenticate(
+                    request, self.app.authenticate, self.app.config.allow_anonymous
+                )
+                if path.startswith(AGENT_PREFIX):
+                    stream = path[len(AGENT_PREFIX) :]
+                    if not stream or "/" in stream:
+                        raise BadRequest(404, "no such stream")
+                    await self.agent_streams.handle(request, stream, principal)
+                else:
+                    await self.byte_streams.handle(request, path[len(BYTE_PREFIX) :], principal)
+            finally:
+                self._inflight -= 1
         except BadRequest as exc:
             await request.refuse(exc)
         except Exception:

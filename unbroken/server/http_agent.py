@@ -32,6 +32,7 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Final
 
 import msgspec
@@ -88,8 +89,11 @@ class AgentStreams:
         long_poll_timeout: float = 15.0,
         sse_heartbeat: float = 1.0,
         sse_max_duration: float = 60.0,
+        accepting: Callable[[], bool] = lambda: True,
     ) -> None:
         self.store = store
+        #: False once the server drains: open SSE responses end (clients reconnect)
+        self.accepting = accepting
         self.long_poll_timeout = long_poll_timeout
         self.sse_heartbeat = sse_heartbeat
         self.sse_max_duration = sse_max_duration
@@ -307,7 +311,7 @@ class AgentStreams:
                     break
                 if items:
                     continue  # more may be waiting: read before sleeping
-                if loop.time() - started >= self.sse_max_duration:
+                if loop.time() - started >= self.sse_max_duration or not self.accepting():
                     break  # the client reconnects from its offset (§5.8)
                 if not await changes.wait(disconnect, self.sse_heartbeat) and not disconnect.done():
                     await send(

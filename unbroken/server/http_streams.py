@@ -23,6 +23,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -156,7 +157,10 @@ class ByteStreams:
         long_poll_timeout: float = 15.0,
         sse_max_duration: float = 60.0,
         max_body: int = MAX_BODY,
+        accepting: Callable[[], bool] = lambda: True,
     ) -> None:
+        #: False once the server drains: open SSE responses end (clients reconnect)
+        self.accepting = accepting
         self.streams: dict[str, ByteStream] = {}
         self.long_poll_timeout = long_poll_timeout
         self.sse_max_duration = sse_max_duration
@@ -600,9 +604,9 @@ class ByteStreams:
                 if sent:
                     continue
                 left = self.sse_max_duration - (loop.time() - started)
-                if left <= 0:
+                if left <= 0 or not self.accepting():
                     break
-                if not await changes.wait(disconnect, min(left, 15.0)) and not disconnect.done():
+                if not await changes.wait(disconnect, min(left, 1.0)) and not disconnect.done():
                     await send(
                         {"type": "http.response.body", "body": b": hb\n\n", "more_body": True}
                     )
