@@ -13,6 +13,9 @@ refused ``overloaded`` after its ``retry_after_ms``). Reported per step:
   (its ``start`` took at least the server's retry floor), how many completed exact;
 - time to completion of the whole burst, and the exact share (aim: 100 %).
 
+Each load is run ``--repeat`` times (3), interleaved; a step reports the repetition
+with the median admitted p99 (the machine is shared: one noisy spell must not decide).
+
 Aim: admitted p99 at 5x no worse than twice its 1x value, every stream exact.
 """
 
@@ -54,6 +57,9 @@ def build_app() -> Any:
     from unbroken.store.memory import MemoryStore
 
     capacity = int(os.environ.get("OVERLOAD_CAPACITY", "100"))
+    if os.environ.get("OVERLOAD_QUIET_REFUSALS"):
+        # what the per-refusal warnings of the connection layer cost (two a refusal)
+        logging.getLogger("unbroken.server.connection").setLevel(logging.ERROR)
     app = Unbroken(
         MemoryStore(Retention(max_total_bytes=4 << 30, ttl=60.0)),
         allow_anonymous=True,
@@ -141,7 +147,9 @@ async def _burst(port: int, n: int, tokens: int) -> dict[str, Any]:
     }
 
 
-def run(quick: bool = False, capacity: int | None = None) -> dict[str, Any]:
+def run(
+    quick: bool = False, capacity: int | None = None, repeat: int = 0, quiet: bool = False
+) -> dict[str, Any]:
     capacity = capacity or (20 if quick else 100)
     tokens = 40 if quick else 100  # 2 s / 5 s per stream
     result: dict[str, Any] = {
@@ -154,19 +162,33 @@ def run(quick: bool = False, capacity: int | None = None) -> dict[str, Any]:
         "steps": [],
     }
     os.environ["OVERLOAD_CAPACITY"] = str(capacity)
+    result["quiet_refusals"] = quiet
+    if quiet:
+        os.environ["OVERLOAD_QUIET_REFUSALS"] = "1"
     multiples = (1, 2, 5)
-    for i, k in enumerate(multiples):
-        with unbroken_server("benchmarks.overload:app") as (port, proc):
-            cpu0 = cpu_seconds(proc)
-            step = asyncio.run(_burst(port, k * capacity, tokens))
-            step["multiple"] = k
-            step["server_cpu_s"] = round(cpu_seconds(proc) - cpu0, 2)
-            step["server_rss_mb"] = rss_mb(proc)
-        result["steps"].append(step)
-        progress(i + 1, len(multiples))
+    repeat = repeat or (1 if quick else 3)
+    result["repeat"] = repeat
+    # the repetitions interleave (1x 2x 5x, 1x 2x 5x, …) so a noisy spell on the shared
+    # machine hits every load, not one
+    runs: dict[int, list[dict[str, Any]]] = {k: [] for k in multiples}
+    for r in range(repeat):
+        for i, k in enumerate(multiples):
+            with unbroken_server("benchmarks.overload:app") as (port, proc):
+                cpu0 = cpu_seconds(proc)
+                step = asyncio.run(_burst(port, k * capacity, tokens))
+                step["multiple"] = k
+                step["server_cpu_s"] = round(cpu_seconds(proc) - cpu0, 2)
+                step["server_rss_mb"] = rss_mb(proc)
+                step["load_average"] = [round(x, 2) for x in os.getloadavg()]
+            runs[k].append(step)
+            progress(r * len(multiples) + i + 1, repeat * len(multiples))
+    result["runs"] = runs
+    for k in multiples:  # each step: the repetition with the median admitted p99
+        ordered = sorted(runs[k], key=lambda s: s["admitted_latency_ms"].get("p99", 0.0))
+        result["steps"].append(ordered[len(ordered) // 2])
     base = result["steps"][0]["admitted_latency_ms"].get("p99", float("nan"))
     at5 = result["steps"][-1]["admitted_latency_ms"].get("p99", float("nan"))
-    all_exact = all(s["exact"] == s["streams"] for s in result["steps"])
+    all_exact = all(s["exact"] == s["streams"] for k in multiples for s in runs[k])
     result["figures"] = [
         figure("admitted p99 at 1x", base, "-", None, "ms"),
         figure("admitted p99 at 5x", at5, f"<= {2 * base:.0f}", at5 <= 2 * base, "ms"),
@@ -196,9 +218,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--capacity", type=int, default=None)
+    ap.add_argument("--repeat", type=int, default=0, help="repetitions (3; quick: 1)")
+    ap.add_argument(
+        "--quiet-refusals",
+        action="store_true",
+        help="silence the server connection layer's per-refusal warnings (their cost)",
+    )
     args = ap.parse_args()
-    result = run(args.quick, args.capacity)
+    result = run(args.quick, args.capacity, args.repeat, args.quiet_refusals)
     name = "overload.quick" if args.quick else "overload"
+    if args.quiet_refusals:
+        name += ".quiet"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     chart(result, RESULTS / f"{name}.png")
