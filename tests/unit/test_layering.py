@@ -31,6 +31,7 @@ LAYER: dict[str, int] = {
     "client": 3,
     "chaos": 4,
     "testing": 4,
+    "adapters": 4,
     "scenarios": 5,
     "demo": 6,
     "cli": 7,

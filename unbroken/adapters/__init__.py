@@ -1,0 +1,24 @@
+"""Adapters: forward a model SDK's stream into an answer, one call per model turn.
+
+Each source has its own module, importable only with its SDK installed (an extra):
+
+- :mod:`unbroken.adapters.openai` (``pip install 'unbroken[openai]'``):
+  :func:`~unbroken.adapters.openai.forward_responses` (Responses API events) and
+  :func:`~unbroken.adapters.openai.forward_chat` (Chat Completions chunks);
+- :mod:`unbroken.adapters.anthropic` (``pip install 'unbroken[anthropic]'``):
+  :func:`~unbroken.adapters.anthropic.forward_messages` (Messages stream events).
+
+Every adapter has one shape: ``turn = await forward_x(out, stream)``. It writes the
+model's text, reasoning and tool calls to ``out`` as they arrive (each its own part),
+ends them, adds a small ``meta`` JSON part (finish reason, usage), and returns a
+:class:`Turn` for the agent's next step (run the tools, call the model again).
+A provider stream that fails, stalls (``stall_timeout``) or ends early ends its open
+parts with the reason and raises; the agent may call the model again and forward
+the new stream into the same answer (new part ids). docs/how-to/adapters.md.
+"""
+
+from __future__ import annotations
+
+from ._common import ToolCall, Turn
+
+__all__ = ["ToolCall", "Turn"]
