@@ -8,7 +8,7 @@ root="$(dirname "$here")"
 py="$root/.venv/bin/unbroken"
 port="${CONFORMANCE_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
 log="${CONFORMANCE_LOG:-/tmp/unbroken-conformance-server.log}"
-"$py" serve conformance.app:app --app-dir "$root" --host 127.0.0.1 --port "$port" --loop asyncio >"$log" 2>&1 &
+"$py" serve conformance.app:app --app-dir "$root" --host 127.0.0.1 --port "$port" --loop "${CONFORMANCE_LOOP:-auto}" >"$log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
