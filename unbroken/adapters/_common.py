@@ -133,10 +133,10 @@ class Writer:
         """Write a text (or reasoning) delta, opening its part on first use."""
         if not delta:
             return
+        if key in self._parts and key not in self._open:
+            del self._parts[key]  # ended already: a late delta opens a new part (``-2``)
         if key not in self._parts:
             await self.open(key, want, role, REASONING_MIME if role == "reasoning" else TEXT_MIME)
-        elif key not in self._open:
-            return  # ended already: a late delta is dropped, never misplaced
         await self.write(key, delta)
         if role == "reasoning":
             self.turn.reasoning += delta

@@ -226,6 +226,7 @@ async def forward_chat(
         await close_quietly(stream)
     await w.end_all()
     turn.finish_reason = finish.get(0) or next(iter(finish.values()))
+    turn.text = texts.get(0, "")  # choice 0 (parts ``text-<i>`` hold the others)
     message: dict[str, Any] = {"role": "assistant", "content": texts.get(0) or None}
     mine = [c for k, c in calls.items() if k[0] == 0]
     if mine:
