@@ -121,17 +121,29 @@ async def _collect(it: object) -> list[Event]:
     return [ev async for ev in it]  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("mode", ["fin", "rst"])
+FAULTS = [(m, f) for m in ("fin", "rst") for f in (0.1, 0.5, 0.9)] + [("blackhole", 0.5)]
+
+
+@pytest.mark.parametrize(("mode", "fraction"), FAULTS)
 @pytest.mark.parametrize("live", ["sse", "long-poll"])
-async def test_reader_cut_at_half_by_the_fault_proxy_resumes_exact(
-    served: ServeKit, mode: str, live: str
+async def test_reader_cut_by_the_fault_proxy_resumes_exact(
+    served: ServeKit, mode: str, fraction: float, live: str
 ) -> None:
+    """fin, rst at 10/50/90 % of the answer's bytes, and a blackhole (bytes stop,
+    the connection stays) at 50 %: the reader resumes from its last verified offset."""
     kit, srv = await served()
-    stream, ws_text = await finished(kit, srv.url, 20000)  # ~200 KB of items
+    stream, ws_text = await finished(kit, srv.url, 20000)  # ~240 KB of items
     logged = await all_events(kit, stream)
+    async with httpx.AsyncClient() as http:
+        size = len((await http.get(f"{srv.http}/v1/agent/{stream}")).content)
     async with FaultProxy(f"127.0.0.1:{srv.port}") as proxy:
-        cut = proxy.cut_after_bytes(100_000, mode=mode)  # type: ignore[arg-type]
-        async with HttpReader(f"http://{proxy.listen}", live=live) as reader:  # type: ignore[arg-type]
+        cut = proxy.cut_after_bytes(int(size * fraction), mode=mode)  # type: ignore[arg-type]
+        silence = 1.0 if mode == "blackhole" else 3.0
+        async with HttpReader(
+            f"http://{proxy.listen}",
+            live=live,  # type: ignore[arg-type]
+            silence=silence,
+        ) as reader:
             got = [ev async for ev in reader.events(stream)]
             assert cut.fired.done()
             assert reader.reconnects >= 1
