@@ -44,6 +44,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "netns_faults": ("benchmarks.netns_faults:run", "benchmarks.netns_faults:chart"),
     "overload": ("benchmarks.overload:run", "benchmarks.overload:chart"),
     "auth": ("benchmarks.auth:run", "benchmarks.auth:chart"),
+    "scale": ("benchmarks.scale:run", "benchmarks.scale:chart"),
 }
 # a benchmark's child is killed after this many seconds
 LIMIT = {"quick": 110.0, "full": 1800.0}
