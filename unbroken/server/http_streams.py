@@ -50,6 +50,8 @@ _INT: Final = re.compile(r"^(0|[1-9][0-9]{0,15})$")
 _MAX_INT: Final = 2**53 - 1
 #: The largest request body accepted (a bigger one is 413).
 MAX_BODY: Final = 16 * 1024 * 1024
+#: All byte streams of a namespace hold at most this much (then 429).
+MAX_TOTAL: Final = 256 * 1024 * 1024
 #: The most a catch-up answer carries (more follows in the next request).
 CATCHUP_BYTES: Final = 1024 * 1024
 SSE_BYTES: Final = 64 * 1024
@@ -101,6 +103,8 @@ class ByteStream:
     #: forks reading this stream's data; deleted with forks left: soft-deleted (410)
     forks: int = 0
     deleted: bool = False
+    #: bytes held (data, or the messages' encodings)
+    size: int = 0
 
     @property
     def json(self) -> bool:
@@ -157,8 +161,12 @@ class ByteStreams:
         long_poll_timeout: float = 15.0,
         sse_max_duration: float = 60.0,
         max_body: int = MAX_BODY,
+        max_total: int = MAX_TOTAL,
         accepting: Callable[[], bool] = lambda: True,
     ) -> None:
+        self.max_total = max_total
+        #: bytes held by all streams (soft-deleted ones included)
+        self.total = 0
         #: False once the server drains: open SSE responses end (clients reconnect)
         self.accepting = accepting
         self.streams: dict[str, ByteStream] = {}
@@ -185,6 +193,24 @@ class ByteStreams:
             raise BadRequest(410, "the stream was deleted")
         return s
 
+    def _room(self, size: int) -> None:
+        """Refuse (429) ``size`` more bytes when the namespace is full, after
+        dropping every expired stream."""
+        if self.total + size <= self.max_total:
+            return
+        now = time.time()
+        for path, s in list(self.streams.items()):
+            if not s.deleted and s.expired(now):
+                self._remove(path, s)
+        if self.total + size > self.max_total:
+            log.warning(
+                "byte streams full total=%d max_total=%d refused=%d",
+                self.total,
+                self.max_total,
+                size,
+            )
+            raise BadRequest(429, "the server's byte streams are full", [(b"retry-after", b"1")])
+
     def _remove(self, path: str, s: ByteStream) -> None:
         """Delete ``s``: soft while forks read it, else for good, releasing its
         source (which goes too when it was soft-deleted and this was its last fork)."""
@@ -194,6 +220,7 @@ class ByteStreams:
             return
         if self.streams.get(path) is s:
             del self.streams[path]
+            self.total -= s.size
         if s.source is not None:
             src_path, src = s.source
             s.source = None
@@ -302,6 +329,10 @@ class ByteStreams:
             touched=now,
         )
         msgs = _messages(body, creating=True) if body and s.json else []
+        inherited = 0
+        if source is not None:
+            inherited = sum(map(len, source.msgs[:point])) if source.json else point
+        self._room(inherited + len(body))
         if source is not None and fork is not None:
             if source.json:
                 s.msgs.extend(source.msgs[:point])
@@ -317,6 +348,8 @@ class ByteStreams:
                 s.data += body
             s.bounds.append(s.tail)
         s.closed = closed
+        s.size = sum(map(len, s.msgs)) if s.json else len(s.data)
+        self.total += s.size
         self.streams[path] = s
         log.info("byte stream created path=%s type=%s bytes=%d", path[:200], s.media, len(body))
         scheme = request.scope.get("scheme", "http")
@@ -434,6 +467,8 @@ class ByteStreams:
                         (b"producer-received-seq", str(seq).encode()),
                     ],
                 )
+        added = sum(map(len, msgs)) if s.json else len(body)
+        self._room(added)
         if stream_seq is not None:
             if s.seq is not None and stream_seq.encode() <= s.seq.encode():
                 raise BadRequest(409, "Stream-Seq must increase")
@@ -444,6 +479,8 @@ class ByteStreams:
             s.msgs.extend(msgs)
         else:
             s.data += body
+        s.size += added
+        self.total += added
         if body:
             s.bounds.append(s.tail)
         if close:

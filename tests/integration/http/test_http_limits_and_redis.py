@@ -109,3 +109,24 @@ async def test_open_sse_responses_end_when_the_server_drains() -> None:
                 async for _ in lines:  # the response ends: the server drains
                     pass
             await stopping
+
+
+async def test_a_full_byte_namespace_refuses_with_429_and_frees_room_on_delete() -> None:
+    app = Unbroken(allow_anonymous=True, shutdown_grace=1.0)
+    asgi = ASGIApp(app)
+    asgi.byte_streams.max_total = 1000
+    octets = {"content-type": "application/octet-stream"}
+    async with serve(asgi) as srv, httpx.AsyncClient(base_url=srv.http) as http:
+        assert (
+            await http.put("/v1/stream/a", content=b"x" * 600, headers=octets)
+        ).status_code == 201
+        r = await http.post("/v1/stream/a", content=b"y" * 500, headers=octets)
+        assert r.status_code == 429 and r.headers["retry-after"] == "1"
+        r = await http.put("/v1/stream/b", content=b"z" * 500, headers=octets)
+        assert r.status_code == 429
+        assert (await http.get("/v1/stream/a")).content == b"x" * 600  # nothing half-written
+        assert (await http.delete("/v1/stream/a")).status_code == 204
+        assert (
+            await http.put("/v1/stream/b", content=b"z" * 500, headers=octets)
+        ).status_code == 201
+        assert asgi.byte_streams.total == 500
