@@ -63,11 +63,6 @@ def _log_config(level: str, flood_burst: int, tag: str = "") -> dict[str, Any]:
             formatter["fmt"] = formatter["fmt"].replace(
                 "%(levelprefix)s", f"%(levelprefix)s [{tag}]", 1
             )
-    cfg["loggers"]["unbroken.workers"] = {
-        "handlers": ["default"],
-        "level": "INFO",
-        "propagate": False,
-    }
     # unbroken's connection log (one line per connect, hello, start, resume, close)
     cfg["loggers"]["unbroken"] = {
         "handlers": ["default"],
