@@ -265,7 +265,7 @@ defaults
     timeout tunnel 1h
     timeout client-fin 5s
     # a node that refuses (killed, draining) costs a retry elsewhere, not an error
-    option redispatch
+    option redispatch 1
     retries 3
 
 frontend unbroken
