@@ -6,7 +6,10 @@ Each source has its own module, importable only with its SDK installed (an extra
   :func:`~unbroken.adapters.openai.forward_responses` (Responses API events) and
   :func:`~unbroken.adapters.openai.forward_chat` (Chat Completions chunks);
 - :mod:`unbroken.adapters.anthropic` (``pip install 'unbroken[anthropic]'``):
-  :func:`~unbroken.adapters.anthropic.forward_messages` (Messages stream events).
+  :func:`~unbroken.adapters.anthropic.forward_messages` (Messages stream events);
+- :mod:`unbroken.adapters.pydantic_ai` (``pip install 'unbroken[pydantic-ai]'``):
+  :func:`~unbroken.adapters.pydantic_ai.forward_pydantic_ai` (a whole agent run:
+  its model responses, tool calls and tool results).
 
 Every adapter has one shape: ``turn = await forward_x(out, stream)``. It writes the
 model's text, reasoning and tool calls to ``out`` as they arrive (each its own part),

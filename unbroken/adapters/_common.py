@@ -28,10 +28,15 @@ def tool_mime(name: str) -> str:
     return f'application/json; tool="{_BAD_ID.sub("_", name)[:256]}"'
 
 
-def missing_sdk(package: str, extra: str) -> ConfigError:
-    """The error raised when an adapter's SDK is not installed."""
+def result_mime(name: str) -> str:
+    """The mime type of a tool result part (agent frameworks that run the tools)."""
+    return f"application/json; role=tool-result; {tool_mime(name).split('; ', 1)[1]}"
+
+
+def missing_sdk(module: str, extra: str) -> ConfigError:
+    """The error raised when an adapter's SDK (the package ``module``) is not installed."""
     return ConfigError(
-        f"unbroken.adapters.{extra} needs the {package!r} package: pip install 'unbroken[{extra}]'"
+        f"unbroken.adapters.{module} needs the {module!r} package: pip install 'unbroken[{extra}]'"
     )
 
 
@@ -59,6 +64,8 @@ class Turn:
     provider names them). ``output`` is what to send back to the provider with the
     tool results (Responses output items, an assistant message, Anthropic content
     blocks), as plain dicts. ``parts`` lists the part ids written, in order.
+    ``result``: the SDK's own final result when it has one (pydantic-ai's
+    ``AgentRunResult``).
     """
 
     id: str = ""
@@ -70,6 +77,7 @@ class Turn:
     usage: dict[str, Any] = field(default_factory=dict)
     output: list[dict[str, Any]] = field(default_factory=list)
     parts: list[str] = field(default_factory=list)
+    result: Any = None
 
 
 Role = Literal["text", "reasoning", "tool", "meta"]

@@ -26,7 +26,8 @@ class CutConnection(Exception):
 
 @dataclass
 class FakeProvider:
-    """Replays ``transcripts/<model>.sse`` for any POST whose body names that model.
+    """Replays ``transcripts/<model>.sse`` for any POST whose body names that model
+    (``<model>.<n>.sse`` for its n-th request when there is one: an agent loop).
 
     ``#GATE`` waits for :attr:`gate`; ``#STALL`` sends nothing more (until shutdown);
     ``#CUT`` aborts the connection mid-body (no final chunk: a network cut).
@@ -36,12 +37,17 @@ class FakeProvider:
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     at_gate: asyncio.Event = field(default_factory=asyncio.Event)
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    calls: dict[str, int] = field(default_factory=dict)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append((request.url.path, body))
-        path = TRANSCRIPTS / f"{body.get('model')}.sse"
+        model = str(body.get("model"))
+        self.calls[model] = n = self.calls.get(model, 0) + 1
+        path = TRANSCRIPTS / f"{model}.{n}.sse"  # the model's n-th answer, if it has one
+        if n == 1 or not path.is_file():
+            path = TRANSCRIPTS / f"{model}.sse"
         if not path.is_file():
             return JSONResponse({"error": {"message": "no such transcript"}}, status_code=404)
         blocks = [b for b in path.read_text().split("\n\n") if b.strip()]

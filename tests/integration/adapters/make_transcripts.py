@@ -409,6 +409,14 @@ def messages_error() -> str:
     return "".join(out)
 
 
+def agent_loop() -> str:
+    return chat_tools()  # the model calls two tools…
+
+
+def agent_loop_2() -> str:
+    return chat_text()  # …then answers with their results
+
+
 def main() -> None:
     HERE.mkdir(exist_ok=True)
     for fn in (
@@ -422,8 +430,10 @@ def main() -> None:
         chat_text,
         messages_tools,
         messages_error,
+        agent_loop,
+        agent_loop_2,
     ):
-        (HERE / f"{fn.__name__}.sse").write_text(fn())
+        (HERE / f"{fn.__name__.replace('_2', '.2')}.sse").write_text(fn())
 
 
 if __name__ == "__main__":

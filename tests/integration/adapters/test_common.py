@@ -28,7 +28,10 @@ def test_long_ids_with_a_common_prefix_stay_apart(prefix: str, a: str, b: str) -
         assert part_id(prefix + a) != part_id(prefix + b)
 
 
-@pytest.mark.parametrize(("module", "extra"), [("openai", "openai"), ("anthropic", "anthropic")])
+@pytest.mark.parametrize(
+    ("module", "extra"),
+    [("openai", "openai"), ("anthropic", "anthropic"), ("pydantic_ai", "pydantic-ai")],
+)
 def test_an_adapter_without_its_sdk_names_the_extra(module: str, extra: str) -> None:
     code = (
         f"import sys; sys.modules[{module!r}] = None\n"

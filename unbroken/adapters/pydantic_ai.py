@@ -1,0 +1,149 @@
+"""Forward a pydantic-ai agent run into an answer: every model response, tool call and
+tool result of the run, as they happen.
+
+``pip install 'unbroken[pydantic-ai]'`` (and the extra of your model provider);
+docs/how-to/adapters.md has the mapping::
+
+    async with my_agent.run_stream_events(req.input) as events:
+        turn = await forward_pydantic_ai(out, events)
+
+Errors: whatever the run raises (``ModelHTTPError``, ``UnexpectedModelBehavior``, the
+model SDK's own errors…) is raised again after every open part was ended with the
+reason; a stall past ``stall_timeout`` raises :class:`TimeoutError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterable
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+from ..server.agent import Output
+from ._common import (
+    ToolCall,
+    Turn,
+    Writer,
+    events,
+    failure_text,
+    missing_sdk,
+    result_mime,
+    tool_mime,
+)
+
+try:
+    import pydantic_ai  # noqa: F401  # the events come from it
+except ImportError:  # pragma: no cover - exercised without the extra
+    raise missing_sdk("pydantic_ai", "pydantic-ai") from None
+
+__all__ = ["ToolCall", "Turn", "forward_pydantic_ai"]
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json") if callable(dump) else value
+
+
+async def forward_pydantic_ai(
+    out: Output,
+    stream: AsyncIterable[Any],
+    *,
+    stall_timeout: float | None = None,
+    meta: bool = True,
+) -> Turn:
+    """Forward the events of a pydantic-ai run (``agent.run_stream_events(...)`` inside
+    its ``async with``, or the ``event_stream_handler`` events of ``agent.run``) into
+    ``out``; returns the :class:`Turn` of the whole run (``Turn.result``: the
+    ``AgentRunResult``).
+
+    Each text part of each model response → a text part ``text`` (``text-2``… for the
+    next); each thinking part → ``reasoning``; each tool call → a JSON part
+    ``tool-<tool_call_id>`` with its arguments as they stream; each tool's result → a
+    JSON part ``result-<tool_call_id>`` (its ``error`` set when the tool asked the
+    model to retry); then ``meta`` (usage of the run, the last response's finish
+    reason).
+    """
+    turn = Turn()
+    w = Writer(out, turn)
+    response = 0  # which model response of the run the part indexes belong to
+    ended: set[int] = set()  # part indexes of the current response that ended
+    calls: dict[object, ToolCall] = {}
+    finished = False
+    try:
+        async for ev in events(stream, stall_timeout):
+            kind = getattr(ev, "event_kind", "")
+            if kind == "part_delta":
+                key = (response, ev.index)
+                d = ev.delta
+                dk = getattr(d, "part_delta_kind", "")
+                if dk == "text":
+                    await w.text(key, "text", d.content_delta)
+                elif dk == "thinking" and d.content_delta:
+                    await w.text(key, "reasoning", d.content_delta, "reasoning")
+                elif dk == "tool_call" and key in calls and isinstance(d.args_delta, str):
+                    calls[key].arguments += d.args_delta
+                    await w.write(key, d.args_delta)
+            elif kind == "part_start":
+                if ev.index in ended:  # a new model response starts its parts again
+                    response += 1
+                    ended.clear()
+                key = (response, ev.index)
+                part = ev.part
+                pk = getattr(part, "part_kind", "")
+                if pk == "text":
+                    await w.text(key, "text", part.content)
+                elif pk == "thinking":
+                    await w.text(key, "reasoning", part.content, "reasoning")
+                elif pk == "tool-call":
+                    call = ToolCall(part.tool_call_id, part.tool_name)
+                    call.part = await w.open(
+                        key, f"tool-{part.tool_call_id}", "tool", tool_mime(part.tool_name)
+                    )
+                    calls[key] = call
+                    turn.tool_calls.append(call)
+                    if isinstance(part.args, str) and part.args:
+                        call.arguments = part.args
+                        await w.write(key, part.args)
+            elif kind == "part_end":
+                key = (response, ev.index)
+                ended.add(ev.index)
+                done = calls.get(key)
+                if done is not None and not done.arguments:
+                    # arguments that came as a dict (some models): written whole
+                    done.arguments = ev.part.args_as_json_str()
+                    await w.write(key, done.arguments)
+                await w.end(key)
+            elif kind == "function_tool_result":
+                result = ev.part
+                rk = getattr(result, "part_kind", "")
+                rkey = ("result", result.tool_call_id)
+                await w.open(
+                    rkey, f"result-{result.tool_call_id}", "tool", result_mime(result.tool_name)
+                )
+                body = result.model_response_str() if rk == "retry-prompt" else None
+                value = _jsonable(result.content) if body is None else body
+                await w.write(rkey, json.dumps(value, separators=(",", ":"), default=str))
+                await w.end(rkey, f"retry: {body}" if body is not None else "")
+            elif kind == "agent_run_result":
+                run = ev.result
+                turn.result = run
+                last = getattr(run, "response", None)
+                turn.model = getattr(last, "model_name", None) or ""
+                turn.id = getattr(last, "provider_response_id", None) or ""
+                turn.finish_reason = getattr(last, "finish_reason", None) or ""
+                usage = run.usage  # a property now, a method in pydantic-ai before 2
+                if callable(usage) and not is_dataclass(usage):
+                    usage = usage()
+                turn.usage = {k: v for k, v in _jsonable(usage).items() if v not in (None, 0, {})}
+                finished = True
+        if not finished:
+            raise RuntimeError("the run's events ended before its result (cut short)")
+    except Exception as exc:
+        await w.end_all(failure_text(exc))
+        raise
+    await w.end_all()
+    if meta:
+        await w.meta("pydantic_ai")
+    return turn
