@@ -316,6 +316,7 @@ class Client:
             caps=(CAP_BATCH, CAP_REFRESH) if refresh else (CAP_BATCH,),
             liveness=self._live,
             start_attempts=self.policy.max_attempts or 12,
+            rng=random.Random(seed) if seed is not None else None,
         )
         self._streams: dict[str, Stream] = {}
         self._by_id: dict[str, Stream] = {}
@@ -820,9 +821,11 @@ class Client:
 
     def _server_error(self, out: ServerError) -> None:
         err = out.error
-        log.warning("server error code=%s message=%s", err.code, err.message)
         loop = asyncio.get_running_loop()
         action = self._session.server_error(err, loop.time())
+        # a start refused for load and retried is the protocol working: not a warning
+        level = logging.DEBUG if isinstance(action, RetryStart) else logging.WARNING
+        log.log(level, "server error code=%s message=%s", err.code, err.message)
         if isinstance(action, AskToken):  # the server refused a refresh token
             self._emit("refresh_failed", attempt=action.attempt - 1, cause=err.message)
             self._ask_token(action)

@@ -15,6 +15,7 @@ for a request (:meth:`ClientSession.server_error` → :class:`RetryStart` at a t
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -293,8 +294,15 @@ class ClientSession:
         max_frame: int = DEFAULT_MAX_FRAME,
         liveness: Liveness | None = None,
         start_attempts: int = 12,
+        start_jitter: float = 0.5,
+        rng: random.Random | None = None,
     ) -> None:
         self.state = ClientState.IDLE
+        #: a start refused for load is sent again after ``retry_after_ms`` times
+        #: ``1 + start_jitter * U[0, 1)``: the server's wait is a floor, and a refused
+        #: herd spreads out above it instead of coming back in one burst
+        self.start_jitter = start_jitter
+        self._rng = rng if rng is not None else random.Random()
         self.caps = list(caps)
         self.max_frame = max_frame
         self.welcome: Welcome | None = None
@@ -446,7 +454,8 @@ class ClientSession:
 
     def server_error(self, error: Error, now: float) -> RetryStart | FailStream | AskToken | None:
         """What an ``error`` frame means for its request or stream: a start refused
-        for load is sent again after ``retry_after_ms`` (1 s if none), at most
+        for load is sent again after ``retry_after_ms`` (1 s if none; a floor, with
+        up to ``start_jitter`` of it added at random), at most
         ``start_attempts`` times, then fails with ``Overloaded``; an error about one
         ack or an unsupported frame changes nothing; any other ends the request
         with ``RequestRefused``. A refused ``refresh`` (``auth_failed``) is asked
@@ -466,7 +475,7 @@ class ClientSession:
             if cs.start_attempts >= self.start_attempts:
                 self.forget(cs.req)
                 return FailStream(cs.req, Overloaded(error.message or error.code, wait))
-            return RetryStart(cs.req, now + wait)
+            return RetryStart(cs.req, now + wait * (1 + self.start_jitter * self._rng.random()))
         if error.code in HARMLESS_ERROR:
             return None
         self.forget(cs.req)

@@ -552,7 +552,8 @@ class Connection:
             return
         except (LogFull, Overloaded) as exc:
             # new work is refused first: in-flight streams are never shed for it
-            log.warning("start refused conn=%s req=%s reason=%s", self.id, frame.req, exc)
+            if ErrorCode.OVERLOADED not in self._errors:  # then counted on the close line
+                log.warning("start refused conn=%s req=%s reason=%s", self.id, frame.req, exc)
             self._error(
                 ErrorCode.OVERLOADED,
                 str(exc),

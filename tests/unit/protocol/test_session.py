@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from unbroken.errors import IntegrityError, Overloaded, ProtocolError, RequestRefused, StreamFailed
@@ -495,10 +497,26 @@ def test_a_start_refused_for_load_is_retried_after_retry_after(code: str) -> Non
     client = welcomed()
     client.start("r1", "agent", {"q": 1})
     action = client.server_error(Error(code=code, req="r1", retry_after_ms=250), now=10.0)
-    assert action == RetryStart("r1", 10.25)
+    # the server's wait is a floor; up to half of it more at random (a herd spreads)
+    assert isinstance(action, RetryStart) and 10.25 <= action.at <= 10.25 + 0.125
     assert client.resend_start("r1") == Start("r1", "agent", {"q": 1})
     # without retry_after_ms: one second
-    assert client.server_error(Error(code=code, req="r1"), now=20.0) == RetryStart("r1", 21.0)
+    again = client.server_error(Error(code=code, req="r1"), now=20.0)
+    assert isinstance(again, RetryStart) and 21.0 <= again.at <= 21.5
+
+
+def test_a_refused_herd_spreads_out_above_the_servers_floor() -> None:
+    ats = []
+    for i in range(50):
+        client = ClientSession(rng=random.Random(i))
+        client.connect()
+        client.receive(WELCOME)
+        client.start("r1", "agent", None)
+        action = client.server_error(Error(code="overloaded", req="r1", retry_after_ms=1000), 0.0)
+        assert isinstance(action, RetryStart)
+        ats.append(action.at)
+    assert min(ats) >= 1.0 and max(ats) <= 1.5
+    assert max(ats) - min(ats) > 0.25  # not one burst
 
 
 def test_a_start_refused_for_load_too_often_fails_overloaded() -> None:
