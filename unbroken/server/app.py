@@ -218,13 +218,23 @@ class Unbroken:
     def peer_silence(self) -> float:
         return self.config.peer_silence
 
-    def agent(self, name: str, *, timeout: float | None = None) -> Callable[[Agent], Agent]:
-        """Register an agent: ``@app.agent("name")`` over ``async def f(request, out)``."""
+    def agent(
+        self, name: str, *, timeout: float | None = None, stall_timeout: float | None = None
+    ) -> Callable[[Agent], Agent]:
+        """Register an agent: ``@app.agent("name")`` over ``async def f(request, out)``.
+
+        ``timeout`` limits each run; ``stall_timeout``: a run silent for that long
+        (no output) ends ``failed`` with ``stalled: no output for Ns`` instead of
+        hanging its clients (default: the admission's ``stall_timeout``)."""
+        if stall_timeout is not None and stall_timeout <= 0:
+            raise ConfigError("stall_timeout must be positive")
 
         def register(fn: Agent) -> Agent:
             if name in self.agents:
                 raise ConfigError(f"an agent named {name!r} is already registered")
             self.agents[name] = (fn, timeout)
+            if stall_timeout is not None:
+                self.hub.stall_timeouts[name] = stall_timeout
             return fn
 
         return register

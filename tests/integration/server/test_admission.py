@@ -309,3 +309,27 @@ async def test_set_admission_replaces_the_limits_and_keeps_the_live_counts(
     kit.gates["g"].set()
     assert_exact(await w.read_to_end(sid))
     await asyncio.wait_for(_until(lambda: kit.app.hub.gate.runs == 0), 10)
+
+
+async def test_app_agent_stall_timeout_fails_a_silent_run_for_its_client() -> None:
+    from unbroken import Unbroken
+    from unbroken.testing import serve
+
+    app = Unbroken(allow_anonymous=True)
+    never = asyncio.Event()
+
+    @app.agent("hangs", stall_timeout=0.3)
+    async def hangs(req: Request, out: Output) -> None:
+        await out.text("first words, then nothing ")
+        await never.wait()
+
+    assert app.hub.stall_timeouts == {"hangs": 0.3}
+    with pytest.raises(ConfigError):
+        app.agent("bad", stall_timeout=0)
+    async with serve(app) as srv, Client(srv.url) as client:
+        stream = await client.start("hangs", None)
+        with pytest.raises(StreamFailed) as failed:
+            async with asyncio.timeout(20):
+                await stream.wait()
+    assert "stalled: no output for 0.3s" in str(failed.value)
+    assert stream.result.text.startswith("first words")
