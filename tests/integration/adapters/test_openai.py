@@ -191,3 +191,19 @@ async def test_a_responses_error_event_ends_the_part_and_fails_the_stream(
     assert failed is not None and reason in failed.error
     assert a.parts["text"].error == f"provider stream failed: {reason}"
     assert a.parts["text"].text == joined(sse_data("responses_error"), "response.output_text.delta")
+
+
+async def test_the_responses_stream_helper_is_forwarded_the_same(provider: FakeProvider) -> None:
+    app = Unbroken(allow_anonymous=True)
+    provider.gate.set()
+
+    @app.agent("ask")
+    async def ask(req, out):  # type: ignore[no-untyped-def]
+        async with sdk(provider).responses.stream(model="responses", input="hi") as stream:
+            await forward_responses(out, stream)
+
+    a = await plain_answer(app, "ask")
+    ev = sse_data("responses")
+    assert a.order == ["reasoning", "text", "tool-call_Wx1", "meta"]
+    assert a.parts["text"].text == joined(ev, "response.output_text.delta")
+    assert a.parts["tool-call_Wx1"].text == joined(ev, "response.function_call_arguments.delta")
