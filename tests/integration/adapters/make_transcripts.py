@@ -295,6 +295,10 @@ def chat_cut() -> str:
     return "".join(chat_prefix("chatcmpl-04")) + "#CUT\n\n"
 
 
+def chat_short() -> str:
+    return "".join(chat_prefix("chatcmpl-07"))  # ends cleanly, without a finish_reason
+
+
 def chat_stall() -> str:
     return "".join(chat_prefix("chatcmpl-05")) + "#STALL\n\n"
 
@@ -427,6 +431,7 @@ def main() -> None:
         chat_error,
         chat_cut,
         chat_stall,
+        chat_short,
         chat_text,
         messages_tools,
         messages_error,

@@ -118,6 +118,7 @@ async def test_chat_reasoning_deltas_get_their_own_part(provider: FakeProvider) 
     [
         ("chat_error", "APIError: The server had an error while processing your request."),
         ("chat_cut", "provider stream failed: APIConnectionError"),
+        ("chat_short", "APIError: the stream ended before a finish_reason (cut short)"),
     ],
 )
 async def test_a_chat_stream_failing_mid_answer_is_retried_into_the_same_answer(
