@@ -14,7 +14,15 @@ A real uvicorn server, the fault proxy and the readers on loopback, in one proce
   (``rst`` or ``fin``). Recovery: cut → the first event the reader did not hold at the
   cut, yielded verified (the reader reconnects with ``Last-Event-ID``).
 
-    python -m benchmarks.http_streams [--mb 10] [--cuts 50]
+- **live** (``--live N``): ``unbroken serve benchmarks.paced:app`` in a child process;
+  N paced streams (20 tokens/s, each token stamped with its production time) read by
+  N WebSocket clients, then N other streams read by N SSE readers
+  (:class:`HttpReader`, verifying, one connection each), in the same run. Per-token
+  latency p50/p99 (ms) for both, tokens of each stream's first second left out
+  (connecting). The readers share this one process (the clients' CPU counts against
+  both alike).
+
+    python -m benchmarks.http_streams [--mb 10] [--cuts 50] [--live 1000]
 """
 
 from __future__ import annotations
@@ -30,11 +38,12 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import RESULTS, finish, meta, summary
+from benchmarks.common import RESULTS, finish, meta, summary, unbroken_server
 from unbroken import Unbroken
 from unbroken.chaos import FaultProxy
 from unbroken.client import Client
 from unbroken.client.http_reader import HttpReader
+from unbroken.client.response import TextDelta
 from unbroken.protocol.backoff import BackoffPolicy
 from unbroken.server import Output, Request
 from unbroken.testing import serve
@@ -150,10 +159,71 @@ async def recovery(cuts: int, every: float, mode: str) -> dict[str, Any]:
     }
 
 
+def _latency(text: str, now: float, into: list[float], after: float) -> None:
+    """Per token of ``text`` (20-byte stamped tokens) produced after ``after``:
+    now - its production time, ms."""
+    for i in range(0, len(text) - 19, 20):
+        made = float(text[i : i + 14])
+        if made >= after:
+            into.append((now - made) * 1000)
+
+
+async def live(n: int, seconds: float, rate: float = 20.0) -> dict[str, Any]:
+    tokens = int(seconds * rate)
+    spec = {"n": tokens, "rate": rate}
+    result: dict[str, Any] = {"benchmark": "http_sse_live", "streams": n, "rate": rate}
+    with unbroken_server("benchmarks.paced:app") as (port, _proc):
+        url = f"ws://127.0.0.1:{port}/ws"
+        base = f"http://127.0.0.1:{port}"
+        ws_lat: list[float] = []
+        clients = [Client(url) for _ in range(n)]
+
+        async def ws_one(c: Client) -> None:
+            async with c:
+                s = await c.start("paced", spec)
+                warm = time.monotonic() + 1.0  # the first second: connecting, not streaming
+                async for ev in s:
+                    if isinstance(ev, TextDelta):
+                        _latency(ev.text, time.monotonic(), ws_lat, warm)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(ws_one(c) for c in clients))
+        result["websocket"] = {
+            "latency_ms": summary(ws_lat),
+            "tokens": len(ws_lat),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        sse_lat: list[float] = []
+        limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
+        async with (
+            Client(url) as starter,
+            httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0, read=5.0)) as http,
+        ):
+
+            async def sse_one() -> None:
+                stream = await starter.start("paced", spec)
+                warm = time.monotonic() + 1.0
+                reader = HttpReader(base, client=http)
+                async for ev in reader.events(stream.id):
+                    if ev.kind == 1:
+                        _latency(ev.body, time.monotonic(), sse_lat, warm)
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(sse_one() for _ in range(n)))
+            result["sse"] = {
+                "latency_ms": summary(sse_lat),
+                "tokens": len(sse_lat),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+    return result
+
+
 async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [await catchup(args.mb, args.repeat)]
     for mode in ("rst", "fin"):
         out.append(await recovery(args.cuts, args.every, mode))
+    if args.live:
+        out.append(await live(args.live, args.seconds))
     return out
 
 
@@ -164,6 +234,8 @@ if __name__ == "__main__":
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--cuts", type=int, default=50)
     p.add_argument("--every", type=float, default=0.2)
+    p.add_argument("--live", type=int, default=0, help="streams for the live comparison")
+    p.add_argument("--seconds", type=float, default=10.0)
     a = p.parse_args()
     m = meta()
     results = asyncio.run(main(a))

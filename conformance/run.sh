@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the Durable Streams server conformance suite against `unbroken serve`.
 # Usage: conformance/run.sh            (needs `npm ci` in conformance/ first)
-# Prints the suite's summary and a last line: "conformance: passed=N failed=N skipped=N".
+# Prints the suite's summary and a last line: "conformance: passed=N failed=N skipped=N";
+# exits 1 when a test failed (or none passed).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -25,5 +26,5 @@ node -e '
 const r = require(process.argv[1]);
 const p = r.numPassedTests, f = r.numFailedTests, s = r.numPendingTests + r.numTodoTests;
 console.log(`conformance: passed=${p} failed=${f} skipped=${s} total=${r.numTotalTests}`);
-process.exitCode = 0;
+process.exitCode = f > 0 || p === 0 ? 1 : 0;
 ' "$out.json"

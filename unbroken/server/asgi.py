@@ -39,8 +39,8 @@ from .http_agent import AgentStreams
 from .http_common import (
     STREAM_METHODS,
     STREAM_REQUEST_HEADERS,
-    BadRequest,
     Request,
+    _HttpRefusal,
     authenticate,
 )
 from .http_streams import ByteStreams
@@ -438,13 +438,13 @@ class ASGIApp:
             if origin is not None:
                 decision = self.app.policy.check_handshake(origin, host, request.client)
                 if not decision.allowed:
-                    raise BadRequest(403, f"forbidden: {decision.reason}")
+                    raise _HttpRefusal(403, f"forbidden: {decision.reason}")
             if method == "OPTIONS":
                 allow = ", ".join(STREAM_METHODS).encode()
                 await request.respond(204, b"", [(b"allow", allow)], None)
                 return
             if not self.app.hub.accepting:
-                raise BadRequest(503, "server restarting", [(b"retry-after", b"1")])
+                raise _HttpRefusal(503, "server restarting", [(b"retry-after", b"1")])
             cap = self.max_http_streams or self.app.max_connections
             if self._inflight >= cap:
                 log.warning(
@@ -453,7 +453,7 @@ class ASGIApp:
                     self._inflight,
                     cap,
                 )
-                raise BadRequest(429, "server full", [(b"retry-after", b"1")])
+                raise _HttpRefusal(429, "server full", [(b"retry-after", b"1")])
             self._inflight += 1
             try:
                 principal = await authenticate(
@@ -462,13 +462,13 @@ class ASGIApp:
                 if path.startswith(AGENT_PREFIX):
                     stream = path[len(AGENT_PREFIX) :]
                     if not stream or "/" in stream:
-                        raise BadRequest(404, "no such stream")
+                        raise _HttpRefusal(404, "no such stream")
                     await self.agent_streams.handle(request, stream, principal)
                 else:
                     await self.byte_streams.handle(request, path[len(BYTE_PREFIX) :], principal)
             finally:
                 self._inflight -= 1
-        except BadRequest as exc:
+        except _HttpRefusal as exc:
             await request.refuse(exc)
         except Exception:
             log.exception(

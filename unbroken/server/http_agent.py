@@ -44,10 +44,10 @@ from .agent import Principal
 from .http_common import (
     SECURITY,
     SSE_HEADERS,
-    BadRequest,
     Changes,
     Header,
     Request,
+    _HttpRefusal,
     cursor,
     sse_event,
 )
@@ -71,12 +71,12 @@ def parse_offset(value: str) -> tuple[int, bytes]:
     """``(seq, digest)`` of an offset made by :func:`format_offset`; else a 400."""
     m = _OFFSET.match(value)
     if m is None:
-        raise BadRequest(400, "malformed offset: expected -1, now or an offset the server gave")
+        raise _HttpRefusal(400, "malformed offset: expected -1, now or an offset the server gave")
     return int(m.group(1)), bytes.fromhex(m.group(2))
 
 
-def _gone(reason: str, message: str) -> BadRequest:
-    return BadRequest(410, message, [(b"unbroken-gone", reason.encode())])
+def _gone(reason: str, message: str) -> _HttpRefusal:
+    return _HttpRefusal(410, message, [(b"unbroken-gone", reason.encode())])
 
 
 class AgentStreams:
@@ -101,14 +101,14 @@ class AgentStreams:
     async def handle(self, request: Request, stream: str, principal: Principal) -> None:
         """Answer one request for agent stream ``stream``."""
         if request.method not in ("GET", "HEAD"):
-            raise BadRequest(
+            raise _HttpRefusal(
                 405, "agent streams are written by their agent only", [(b"allow", b"GET, HEAD")]
             )
         meta = await self.store.meta(stream)
         if meta is None or meta.owner != principal.id:
             if meta is None and await self.store.tombstone(stream) == principal.id:
                 raise _gone("expired", "the stream's retention ended")
-            raise BadRequest(404, "no such stream")
+            raise _HttpRefusal(404, "no such stream")
         epoch = self.store.epoch
         base: list[Header] = [
             (b"unbroken-epoch", epoch.encode()),
@@ -120,14 +120,14 @@ class AgentStreams:
             return
         live = request.param("live")
         if live not in (None, "long-poll", "sse"):
-            raise BadRequest(400, "live must be long-poll or sse")
+            raise _HttpRefusal(400, "live must be long-poll or sse")
         raw = request.param("offset")
         if live == "sse":
             resume = request.headers.get("last-event-id")
             if resume:
                 raw = resume  # an EventSource reconnecting: its last control event's id
         if raw is None and live is not None:
-            raise BadRequest(400, f"live={live} needs an offset")
+            raise _HttpRefusal(400, f"live={live} needs an offset")
         if raw is None or raw == "-1":
             after, digest = 0, seed(stream, epoch)
         elif raw == "now":

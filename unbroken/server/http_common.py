@@ -85,7 +85,7 @@ def cursor(now: float, client: str | None) -> str:
     return str(current)
 
 
-class BadRequest(Exception):
+class _HttpRefusal(Exception):
     """An HTTP request the endpoint refuses; ``status`` and ``message`` are its answer."""
 
     def __init__(self, status: int, message: str, headers: list[Header] | None = None) -> None:
@@ -124,7 +124,7 @@ class Request:
         """The one value of query parameter ``name`` (``None``: absent); twice is a 400."""
         found = [v for k, v in self.query if k == name]
         if len(found) > 1:
-            raise BadRequest(400, f"the {name} parameter is given more than once")
+            raise _HttpRefusal(400, f"the {name} parameter is given more than once")
         return found[0] if found else None
 
     @property
@@ -136,17 +136,17 @@ class Request:
         """The whole request body; over ``limit`` bytes is a 413."""
         declared = self.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise BadRequest(413, f"the body is over the limit of {limit} bytes")
+            raise _HttpRefusal(413, f"the body is over the limit of {limit} bytes")
         chunks: list[bytes] = []
         size = 0
         while True:
             msg = await self.receive()
             if msg["type"] == "http.disconnect":
-                raise BadRequest(400, "the client went away before sending its body")
+                raise _HttpRefusal(400, "the client went away before sending its body")
             chunk = msg.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise BadRequest(413, f"the body is over the limit of {limit} bytes")
+                raise _HttpRefusal(413, f"the body is over the limit of {limit} bytes")
             chunks.append(chunk)
             if not msg.get("more_body", False):
                 return b"".join(chunks)
@@ -173,7 +173,7 @@ class Request:
         no_body = head or status in (204, 304)
         await self.send({"type": "http.response.body", "body": b"" if no_body else body})
 
-    async def refuse(self, exc: BadRequest) -> None:
+    async def refuse(self, exc: _HttpRefusal) -> None:
         """Answer a refused request, logged with its reason."""
         log.info(
             "http refused client=%s method=%s path=%s status=%d reason=%s",
@@ -205,19 +205,19 @@ async def authenticate(
     ``Hello`` holding the ``Authorization: Bearer`` token (``None`` without one), or
     the anonymous principal when the app allows anonymous access and has no hook.
 
-    Raises :class:`BadRequest` 401 (no or refused credentials) or 503 (the JWKS
+    Raises :class:`_HttpRefusal` 401 (no or refused credentials) or 503 (the JWKS
     could not be fetched: the token may be fine, retry).
     """
     if hook is None:
         if allow_anonymous:
             return anonymous_principal(None)[0]
-        raise BadRequest(401, "authentication required", [(b"www-authenticate", b"Bearer")])
+        raise _HttpRefusal(401, "authentication required", [(b"www-authenticate", b"Bearer")])
     token: str | None = None
     raw = request.headers.get("authorization")
     if raw is not None:
         m = _BEARER.match(raw)
         if m is None or len(m.group(1)) > 16384:
-            raise BadRequest(
+            raise _HttpRefusal(
                 401,
                 "malformed Authorization header: use 'Bearer <token>'",
                 [(b"www-authenticate", b'Bearer error="invalid_request"')],
@@ -232,15 +232,15 @@ async def authenticate(
     try:
         principal = await hook(Hello(token=token), info)
     except JWKSUnavailable as exc:
-        raise BadRequest(503, str(exc), [(b"retry-after", b"1")]) from None
+        raise _HttpRefusal(503, str(exc), [(b"retry-after", b"1")]) from None
     except AuthError as exc:
-        raise BadRequest(
+        raise _HttpRefusal(
             401,
             f"authentication failed: {exc}",
             [(b"www-authenticate", b'Bearer error="invalid_token"')],
         ) from None
     if principal.expires is not None and principal.expires <= time.time():
-        raise BadRequest(
+        raise _HttpRefusal(
             401,
             "credentials expired; get a new token",
             [(b"www-authenticate", b'Bearer error="invalid_token"')],

@@ -34,10 +34,10 @@ from .agent import Principal
 from .http_common import (
     SECURITY,
     SSE_HEADERS,
-    BadRequest,
     Changes,
     Header,
     Request,
+    _HttpRefusal,
     cursor,
     sse_event,
 )
@@ -144,10 +144,10 @@ def _messages(body: bytes, *, creating: bool) -> list[bytes]:
     try:
         value = msgspec.json.decode(body)
     except msgspec.DecodeError:
-        raise BadRequest(400, "the body is not valid JSON") from None
+        raise _HttpRefusal(400, "the body is not valid JSON") from None
     if isinstance(value, list):
         if not value and not creating:
-            raise BadRequest(400, "an empty JSON array appends nothing")
+            raise _HttpRefusal(400, "an empty JSON array appends nothing")
         return [msgspec.json.encode(v) for v in value]
     return [msgspec.json.encode(value)]
 
@@ -188,9 +188,9 @@ class ByteStreams:
     def _get(self, path: str, principal: Principal) -> ByteStream:
         s = self._lookup(path)
         if s is None or s.owner != principal.id:
-            raise BadRequest(404, "no such stream")
+            raise _HttpRefusal(404, "no such stream")
         if s.deleted:
-            raise BadRequest(410, "the stream was deleted")
+            raise _HttpRefusal(410, "the stream was deleted")
         return s
 
     def _room(self, size: int) -> None:
@@ -209,7 +209,7 @@ class ByteStreams:
                 self.max_total,
                 size,
             )
-            raise BadRequest(429, "the server's byte streams are full", [(b"retry-after", b"1")])
+            raise _HttpRefusal(429, "the server's byte streams are full", [(b"retry-after", b"1")])
 
     def _remove(self, path: str, s: ByteStream) -> None:
         """Delete ``s``: soft while forks read it, else for good, releasing its
@@ -231,7 +231,7 @@ class ByteStreams:
     async def handle(self, request: Request, path: str, principal: Principal) -> None:
         """Answer one request for stream ``path``."""
         if not path or len(path) > 1024:
-            raise BadRequest(404, "no such stream")
+            raise _HttpRefusal(404, "no such stream")
         method = request.method
         if method == "PUT":
             await self._create(request, path, principal)
@@ -248,7 +248,7 @@ class ByteStreams:
         elif method == "GET":
             await self._read(request, path, principal)
         else:
-            raise BadRequest(
+            raise _HttpRefusal(
                 405, "method not allowed", [(b"allow", b"GET, HEAD, POST, PUT, DELETE")]
             )
 
@@ -268,11 +268,11 @@ class ByteStreams:
         h = request.headers
         ttl_raw, exp_raw = h.get("stream-ttl"), h.get("stream-expires-at")
         if ttl_raw is not None and exp_raw is not None:
-            raise BadRequest(400, "give Stream-TTL or Stream-Expires-At, not both")
+            raise _HttpRefusal(400, "give Stream-TTL or Stream-Expires-At, not both")
         ttl: int | None = None
         if ttl_raw is not None:
             if not _TTL.match(ttl_raw.strip()):
-                raise BadRequest(400, "Stream-TTL must be a non-negative integer of seconds")
+                raise _HttpRefusal(400, "Stream-TTL must be a non-negative integer of seconds")
             ttl = int(ttl_raw)
         expires_at: float | None = None
         if exp_raw is not None:
@@ -282,9 +282,9 @@ class ByteStreams:
                     exp_raw.replace("Z", "+00:00").replace("z", "+00:00")
                 )
             except ValueError:
-                raise BadRequest(400, "Stream-Expires-At must be an RFC 3339 timestamp") from None
+                raise _HttpRefusal(400, "Stream-Expires-At must be an RFC 3339 timestamp") from None
             if parsed.tzinfo is None or "T" not in exp_raw.upper():
-                raise BadRequest(400, "Stream-Expires-At must be an RFC 3339 timestamp")
+                raise _HttpRefusal(400, "Stream-Expires-At must be an RFC 3339 timestamp")
             expires_at = parsed.timestamp()
         content_type = (h.get("content-type") or "").strip() or _DEFAULT_TYPE
         closed = _true(h.get("stream-closed"))
@@ -295,7 +295,7 @@ class ByteStreams:
             source, point = self._fork_source(fork, principal)
             given = h.get("content-type")
             if given is not None and given.strip() and _media(given) != source.media:
-                raise BadRequest(409, f"the source's content type is {source.content_type}")
+                raise _HttpRefusal(409, f"the source's content type is {source.content_type}")
             content_type = source.content_type
             if ttl is None and expires_at is None:  # inherit the source's expiry
                 ttl, exp_raw, expires_at = source.ttl, source.expires_raw, source.expires_at
@@ -303,10 +303,10 @@ class ByteStreams:
         now = time.time()
         existing = self._lookup(path)
         if existing is not None and existing.deleted:
-            raise BadRequest(409, "a deleted stream still read by forks holds this URL")
+            raise _HttpRefusal(409, "a deleted stream still read by forks holds this URL")
         if existing is not None:
             if existing.owner != principal.id:
-                raise BadRequest(409, "a stream exists at this URL")
+                raise _HttpRefusal(409, "a stream exists at this URL")
             same = (
                 existing.media == _media(content_type)
                 and existing.ttl == ttl
@@ -315,7 +315,7 @@ class ByteStreams:
                 and existing.fork_request == fork
             )
             if not same:
-                raise BadRequest(409, "the stream exists with another configuration")
+                raise _HttpRefusal(409, "the stream exists with another configuration")
             await request.respond(200, b"", self._meta(existing), existing.content_type.encode())
             return
         s = ByteStream(
@@ -368,23 +368,23 @@ class ByteStreams:
         off_raw = h.get("stream-fork-offset")
         if src is None:
             if sub_raw is not None or off_raw is not None:
-                raise BadRequest(400, "Stream-Fork-Offset/Sub-Offset need Stream-Forked-From")
+                raise _HttpRefusal(400, "Stream-Fork-Offset/Sub-Offset need Stream-Forked-From")
             return None
         marker = src.find("/v1/stream/")
         name = src[marker + len("/v1/stream/") :] if marker >= 0 else src.lstrip("/")
         sub = 0
         if sub_raw is not None:
             if not _INT.match(sub_raw.strip()):
-                raise BadRequest(400, "Stream-Fork-Sub-Offset must be a non-negative integer")
+                raise _HttpRefusal(400, "Stream-Fork-Sub-Offset must be a non-negative integer")
             sub = int(sub_raw)
         offset: int | None = None
         if off_raw is not None:
             m = _OFFSET.match(off_raw.strip())
             if m is None:
-                raise BadRequest(400, "malformed Stream-Fork-Offset")
+                raise _HttpRefusal(400, "malformed Stream-Fork-Offset")
             offset = int(m.group(1))
         elif sub:
-            raise BadRequest(400, "a sub-offset needs Stream-Fork-Offset")
+            raise _HttpRefusal(400, "a sub-offset needs Stream-Fork-Offset")
         return name, offset, sub
 
     def _fork_source(
@@ -394,16 +394,16 @@ class ByteStreams:
         name, offset, sub = fork
         source = self._lookup(name)
         if source is None or source.owner != principal.id:
-            raise BadRequest(404, "no such source stream")
+            raise _HttpRefusal(404, "no such source stream")
         if source.deleted:
-            raise BadRequest(409, "the source stream was deleted")
+            raise _HttpRefusal(409, "the source stream was deleted")
         anchor = source.tail if offset is None else offset
         if anchor > source.tail:
-            raise BadRequest(400, "Stream-Fork-Offset is past the source's tail")
+            raise _HttpRefusal(400, "Stream-Fork-Offset is past the source's tail")
         if sub:
             following = [b for b in source.bounds if b > anchor]
             if not following or anchor + sub > following[0]:
-                raise BadRequest(400, "Stream-Fork-Sub-Offset crosses the next append's end")
+                raise _HttpRefusal(400, "Stream-Fork-Sub-Offset crosses the next append's end")
         return source, anchor + sub
 
     # ------------------------------------------------------------ append
@@ -417,12 +417,14 @@ class ByteStreams:
         if any(v is not None for v in given):
             pid, epoch_raw, seq_raw = given
             if pid is None or epoch_raw is None or seq_raw is None:
-                raise BadRequest(400, "Producer-Id, Producer-Epoch and Producer-Seq go together")
+                raise _HttpRefusal(400, "Producer-Id, Producer-Epoch and Producer-Seq go together")
             if not pid.strip():
-                raise BadRequest(400, "Producer-Id must not be empty")
+                raise _HttpRefusal(400, "Producer-Id must not be empty")
             for raw in (epoch_raw, seq_raw):
                 if not _INT.match(raw.strip()) or int(raw) > _MAX_INT:
-                    raise BadRequest(400, "Producer-Epoch and Producer-Seq are integers 0..2^53-1")
+                    raise _HttpRefusal(
+                        400, "Producer-Epoch and Producer-Seq are integers 0..2^53-1"
+                    )
             producer = (pid, int(epoch_raw), int(seq_raw))
         body = await request.body(self.max_body)
         s = self._get(path, principal)  # it may have gone while the body came
@@ -433,15 +435,15 @@ class ByteStreams:
             if close and not body:
                 await request.respond(204, b"", self._meta(s), None)
                 return
-            raise BadRequest(409, "the stream is closed", self._meta(s))
+            raise _HttpRefusal(409, "the stream is closed", self._meta(s))
         if not body and not close:
-            raise BadRequest(400, "an append needs a body (or Stream-Closed: true)")
+            raise _HttpRefusal(400, "an append needs a body (or Stream-Closed: true)")
         if body:
             ctype = h.get("content-type")
             if ctype is None or not ctype.strip():
-                raise BadRequest(400, "an append needs a Content-Type")
+                raise _HttpRefusal(400, "an append needs a Content-Type")
             if _media(ctype) != s.media:
-                raise BadRequest(409, f"the stream's content type is {s.content_type}")
+                raise _HttpRefusal(409, f"the stream's content type is {s.content_type}")
         msgs = _messages(body, creating=False) if body and s.json else []
         stream_seq = h.get("stream-seq")
         state: _Producer | None = None
@@ -449,17 +451,17 @@ class ByteStreams:
             pid, epoch, seq = producer
             state = s.producers.get(pid)
             if state is not None and epoch < state.epoch:
-                raise BadRequest(
+                raise _HttpRefusal(
                     403, "stale producer epoch", [(b"producer-epoch", str(state.epoch).encode())]
                 )
             if state is None or epoch > state.epoch:
                 if seq != 0:
-                    raise BadRequest(400, "a new producer epoch starts at Producer-Seq 0")
+                    raise _HttpRefusal(400, "a new producer epoch starts at Producer-Seq 0")
             elif seq <= state.seq:
                 await self._producer_ok(request, s, 204, epoch, state.seq)
                 return
             elif seq > state.seq + 1:
-                raise BadRequest(
+                raise _HttpRefusal(
                     409,
                     "producer sequence gap",
                     [
@@ -471,7 +473,7 @@ class ByteStreams:
         self._room(added)
         if stream_seq is not None:
             if s.seq is not None and stream_seq.encode() <= s.seq.encode():
-                raise BadRequest(409, "Stream-Seq must increase")
+                raise _HttpRefusal(409, "Stream-Seq must increase")
             s.seq = stream_seq
         if producer is not None:
             s.producers[producer[0]] = _Producer(producer[1], producer[2])
@@ -512,22 +514,24 @@ class ByteStreams:
             return s.tail
         m = _OFFSET.match(raw)
         if m is None:
-            raise BadRequest(400, "malformed offset: expected -1, now or an offset the server gave")
+            raise _HttpRefusal(
+                400, "malformed offset: expected -1, now or an offset the server gave"
+            )
         n = int(m.group(1))
         if n > s.tail:
-            raise BadRequest(400, "the offset is past the stream's tail")
+            raise _HttpRefusal(400, "the offset is past the stream's tail")
         return n
 
     async def _read(self, request: Request, path: str, principal: Principal) -> None:
         s = self._get(path, principal)
         live = request.param("live")
         if live not in (None, "long-poll", "sse"):
-            raise BadRequest(400, "live must be long-poll or sse")
+            raise _HttpRefusal(400, "live must be long-poll or sse")
         raw = request.param("offset")
         if live == "sse" and request.headers.get("last-event-id"):
             raw = request.headers["last-event-id"]
         if raw is None and live is not None:
-            raise BadRequest(400, f"live={live} needs an offset")
+            raise _HttpRefusal(400, f"live={live} needs an offset")
         start = self._start(s, raw)
         s.touched = time.time()
         if live == "sse":
@@ -590,7 +594,7 @@ class ByteStreams:
             s.waiters.discard(changes)
             disconnect.cancel()
         if self.streams.get(path) is not s or s.deleted:
-            raise BadRequest(404, "no such stream")
+            raise _HttpRefusal(404, "no such stream")
         return s
 
     async def _sse(self, request: Request, path: str, s: ByteStream, pos: int) -> None:
