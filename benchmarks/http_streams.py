@@ -178,7 +178,10 @@ async def live(n: int, seconds: float, rate: float = 20.0) -> dict[str, Any]:
         ws_lat: list[float] = []
         clients = [Client(url) for _ in range(n)]
 
-        async def ws_one(c: Client) -> None:
+        ramp = n / 200  # connect 200 a second: a burst of 1,000 handshakes times out here
+
+        async def ws_one(i: int, c: Client) -> None:
+            await asyncio.sleep(i * ramp / n)
             async with c:
                 s = await c.start("paced", spec)
                 warm = time.monotonic() + 1.0  # the first second: connecting, not streaming
@@ -187,7 +190,7 @@ async def live(n: int, seconds: float, rate: float = 20.0) -> dict[str, Any]:
                         _latency(ev.text, time.monotonic(), ws_lat, warm)
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(ws_one(c) for c in clients))
+        await asyncio.gather(*(ws_one(i, c) for i, c in enumerate(clients)))
         result["websocket"] = {
             "latency_ms": summary(ws_lat),
             "tokens": len(ws_lat),
@@ -200,7 +203,8 @@ async def live(n: int, seconds: float, rate: float = 20.0) -> dict[str, Any]:
             httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0, read=5.0)) as http,
         ):
 
-            async def sse_one() -> None:
+            async def sse_one(i: int) -> None:
+                await asyncio.sleep(i * ramp / n)
                 stream = await starter.start("paced", spec)
                 warm = time.monotonic() + 1.0
                 reader = HttpReader(base, client=http)
@@ -209,7 +213,7 @@ async def live(n: int, seconds: float, rate: float = 20.0) -> dict[str, Any]:
                         _latency(ev.body, time.monotonic(), sse_lat, warm)
 
             t0 = time.perf_counter()
-            await asyncio.gather(*(sse_one() for _ in range(n)))
+            await asyncio.gather(*(sse_one(i) for i in range(n)))
             result["sse"] = {
                 "latency_ms": summary(sse_lat),
                 "tokens": len(sse_lat),

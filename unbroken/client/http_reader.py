@@ -18,10 +18,11 @@ altered event is :class:`~unbroken.errors.IntegrityError`, never a wrong answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Final, Literal
 
 import httpx
@@ -151,14 +152,16 @@ class HttpReader:
                 attempt_iter = (
                     self._sse(stream, chain) if self.live == "sse" else self._poll(stream, chain)
                 )
-                async for verified, batch in attempt_iter:
-                    chain = verified  # a reconnect goes on from here
-                    progressed = True
-                    attempt, lost_at = 0, None
-                    for ev in batch:
-                        yield ev
-                    if self.status is not None:
-                        return
+                # closed here, not by the garbage collector: its response goes back now
+                async with contextlib.aclosing(attempt_iter):
+                    async for verified, batch in attempt_iter:
+                        chain = verified  # a reconnect goes on from here
+                        progressed = True
+                        attempt, lost_at = 0, None
+                        for ev in batch:
+                            yield ev
+                        if self.status is not None:
+                            return
                 if self.status is not None:
                     return
                 # a response that ended without the stream's end: reconnect at once
@@ -227,7 +230,7 @@ class HttpReader:
 
     async def _sse(
         self, stream: str, chain: Chain | None
-    ) -> AsyncIterator[tuple[Chain, list[Event]]]:
+    ) -> AsyncGenerator[tuple[Chain, list[Event]], None]:
         # as an EventSource does: the same URL, and the last control event's id
         # (the last verified offset) in Last-Event-ID, which the server resumes from
         params = {"live": "sse", "offset": self._first}
@@ -269,7 +272,7 @@ class HttpReader:
 
     async def _poll(
         self, stream: str, chain: Chain | None
-    ) -> AsyncIterator[tuple[Chain, list[Event]]]:
+    ) -> AsyncGenerator[tuple[Chain, list[Event]], None]:
         cursor: str | None = None
         while True:
             params = {"offset": self.offset or "-1", "live": "long-poll"}
