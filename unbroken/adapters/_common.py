@@ -97,6 +97,11 @@ class Writer:
         self.turn = turn
         self._parts: dict[object, tuple[str, Role]] = {}
         self._open: list[object] = []
+        # what was written, joined once at the end (``+=`` on a str is quadratic)
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._args: dict[object, list[str]] = {}
+        self._calls: dict[object, ToolCall] = {}
 
     def part(self, key: object) -> str | None:
         """The part id of ``key`` if it was opened."""
@@ -147,9 +152,39 @@ class Writer:
             await self.open(key, want, role, REASONING_MIME if role == "reasoning" else TEXT_MIME)
         await self.write(key, delta)
         if role == "reasoning":
-            self.turn.reasoning += delta
+            self._reasoning.append(delta)
         elif role == "text":
-            self.turn.text += delta
+            self._text.append(delta)
+
+    async def call(self, key: object, want: str, call: ToolCall) -> None:
+        """Open the JSON part of a tool call (its arguments follow with :meth:`args`)."""
+        call.part = await self.open(key, want, "tool", tool_mime(call.name))
+        self._args[key] = []
+        self._calls[key] = call
+        self.turn.tool_calls.append(call)
+
+    async def args(self, key: object, fragment: str) -> None:
+        """Stream a fragment of a tool call's arguments."""
+        if fragment and key in self._args:
+            self._args[key].append(fragment)
+            await self.write(key, fragment)
+
+    def streamed(self, key: object) -> bool:
+        """Whether any argument fragment of ``key``'s call was written."""
+        return bool(self._args.get(key))
+
+    async def end_call(self, key: object, call: ToolCall, whole: str = "") -> str:
+        """End a tool call's part; ``whole``: its arguments, written if none streamed
+        (providers that send them in one piece at the end)."""
+        if not self.streamed(key) and whole:
+            await self.args(key, whole)
+        call.arguments = "".join(self._args.get(key, ()))
+        return await self.end(key)
+
+    def finish(self) -> None:
+        """Fill the turn's ``text`` and ``reasoning`` from what was written."""
+        self.turn.text = "".join(self._text)
+        self.turn.reasoning = "".join(self._reasoning)
 
     async def end(self, key: object, error: str = "") -> str:
         """End ``key``'s part if it is open; returns its error (JSON checked at the end)."""
@@ -161,6 +196,8 @@ class Writer:
     async def end_all(self, error: str = "") -> None:
         for key in list(self._open):
             await self.end(key, error)
+        for key, call in self._calls.items():
+            call.arguments = "".join(self._args[key])
 
     async def meta(self, provider: str) -> None:
         """The turn's closing ``meta`` part: id, model, finish reason and usage.
@@ -199,21 +236,61 @@ def _suffixed(base: str, n: int) -> str:
 
 
 async def events(stream: AsyncIterable[Any], stall_timeout: float | None) -> AsyncIterator[Any]:
-    """The stream's events; :class:`TimeoutError` when none comes for ``stall_timeout`` s."""
-    if stall_timeout is not None and stall_timeout <= 0:
+    """The stream's events; :class:`TimeoutError` when none comes for ``stall_timeout`` s.
+
+    Only the time spent waiting for the provider counts, never the time the caller
+    takes between events. One timer per stream, re-armed lazily (a timeout scope per
+    event doubled the cost of forwarding an event).
+    """
+    if stall_timeout is None:
+        async for ev in stream:
+            yield ev
+        return
+    if stall_timeout <= 0:
         raise ConfigError(f"stall_timeout must be positive, not {stall_timeout!r}")
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    if task is None:  # pragma: no cover - always inside a task
+        raise RuntimeError("events() must run in a task")
+    limit = stall_timeout
+    since: float | None = None  # when the current wait for an event began
+    stalled = False
+    handle: asyncio.TimerHandle | None = None
+
+    def check() -> None:
+        nonlocal handle, stalled
+        handle = None
+        if since is None:
+            return  # not waiting: the next wait arms the timer again
+        due = since + limit
+        if loop.time() >= due:
+            stalled = True
+            task.cancel()
+        else:
+            handle = loop.call_at(due, check)
+
     it = aiter(stream)
-    while True:
-        try:
-            async with asyncio.timeout(stall_timeout):
+    try:
+        while True:
+            since = loop.time()
+            if handle is None:
+                handle = loop.call_at(since + limit, check)
+            try:
                 ev = await anext(it)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise TimeoutError(
-                f"provider stream stalled: no event for {stall_timeout:g}s"
-            ) from None
-        yield ev
+            except StopAsyncIteration:
+                return
+            except asyncio.CancelledError:
+                if stalled and task.uncancel() == 0:
+                    raise TimeoutError(
+                        f"provider stream stalled: no event for {limit:g}s"
+                    ) from None
+                raise
+            finally:
+                since = None
+            yield ev
+    finally:
+        if handle is not None:
+            handle.cancel()
 
 
 async def close_quietly(stream: object) -> None:

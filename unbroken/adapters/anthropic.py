@@ -26,7 +26,6 @@ from ._common import (
     events,
     failure_text,
     missing_sdk,
-    tool_mime,
 )
 
 try:
@@ -82,14 +81,12 @@ async def forward_messages(
                 if block is None:
                     continue
                 if d.type == "text_delta":
-                    block["text"] += d.text
+                    block.setdefault("_text", []).append(d.text)
                     await w.text("text", "text", d.text)
-                elif d.type == "input_json_delta" and i in calls:
-                    if d.partial_json:
-                        calls[i].arguments += d.partial_json
-                        await w.write(("tool", i), d.partial_json)
+                elif d.type == "input_json_delta":
+                    await w.args(("tool", i), d.partial_json)
                 elif d.type == "thinking_delta":
-                    block["thinking"] += d.thinking
+                    block.setdefault("_text", []).append(d.thinking)
                     await w.text(("reasoning", i), "reasoning", d.thinking, "reasoning")
                 elif d.type == "signature_delta":
                     block["signature"] = block.get("signature", "") + d.signature
@@ -107,19 +104,14 @@ async def forward_messages(
                     await w.text(("reasoning", i), "reasoning", block["thinking"], "reasoning")
                 elif cb.type in _TOOL_BLOCKS:
                     call = ToolCall(cb.id, cb.name)
-                    call.part = await w.open(
-                        ("tool", i), f"tool-{cb.id}", "tool", tool_mime(cb.name)
-                    )
+                    await w.call(("tool", i), f"tool-{cb.id}", call)
                     calls[i] = call
-                    turn.tool_calls.append(call)
             elif t == "content_block_stop":
                 i = ev.index
                 done = calls.get(i)
-                if done is not None:
-                    if not done.arguments.strip():  # no deltas: the input came whole
-                        done.arguments = json.dumps(blocks[i].get("input") or {})
-                        await w.write(("tool", i), done.arguments)
-                    await w.end(("tool", i))
+                if done is not None:  # no deltas: the input came whole, with the start
+                    whole = json.dumps(blocks[i].get("input") or {})
+                    await w.end_call(("tool", i), done, whole)
                     blocks[i]["input"] = done.input
                 else:
                     await w.end(("reasoning", i))
@@ -143,6 +135,11 @@ async def forward_messages(
     finally:
         await close_quietly(stream)
     await w.end_all()
+    w.finish()
+    for block in blocks.values():  # the blocks' text, as their deltas brought it
+        streamed = "".join(block.pop("_text", ()))
+        if block.get("type") in ("text", "thinking"):
+            block[block["type"]] += streamed
     turn.output = [blocks[i] for i in sorted(blocks)]
     if meta:
         await w.meta("anthropic.messages")

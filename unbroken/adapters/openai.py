@@ -24,7 +24,6 @@ from ._common import (
     events,
     failure_text,
     missing_sdk,
-    tool_mime,
 )
 
 try:
@@ -69,7 +68,6 @@ async def forward_responses(
     turn = Turn()
     w = Writer(out, turn)
     calls: dict[str, ToolCall] = {}  # by item id
-    streamed: set[str] = set()  # item ids whose arguments came as deltas
     summary_index: dict[str, int] = {}
     finished = False
     try:
@@ -87,35 +85,22 @@ async def forward_responses(
                     delta = "\n\n" + delta  # the summary's next paragraph
                 await w.text(key, "reasoning", delta, "reasoning")
             elif t == "response.function_call_arguments.delta":
-                if ev.delta and ev.item_id in calls:
-                    streamed.add(ev.item_id)
-                    calls[ev.item_id].arguments += ev.delta
-                    await w.write(("tool", ev.item_id), ev.delta)
+                await w.args(("tool", ev.item_id), ev.delta)
             elif t == "response.function_call_arguments.done":
-                call = calls.get(ev.item_id)
-                if call is not None and ev.item_id not in streamed:
-                    call.arguments = ev.arguments
-                    await w.write(("tool", ev.item_id), ev.arguments)
-                    streamed.add(ev.item_id)
+                if not w.streamed(("tool", ev.item_id)):  # sent whole, not as deltas
+                    await w.args(("tool", ev.item_id), ev.arguments)
             elif t == "response.refusal.delta":
                 await w.text("refusal", "refusal", ev.delta)
             elif t == "response.output_item.added":
                 item = ev.item
                 if item.type == "function_call":
                     call = ToolCall(item.call_id, item.name)
-                    key = ("tool", item.id)
-                    call.part = await w.open(
-                        key, f"tool-{item.call_id}", "tool", tool_mime(item.name)
-                    )
+                    await w.call(("tool", item.id), f"tool-{item.call_id}", call)
                     calls[item.id] = call
-                    turn.tool_calls.append(call)
             elif t == "response.output_item.done":
                 item = ev.item
                 if item.type == "function_call" and item.id in calls:
-                    if item.id not in streamed and item.arguments:
-                        calls[item.id].arguments = item.arguments
-                        await w.write(("tool", item.id), item.arguments)
-                    await w.end(("tool", item.id))
+                    await w.end_call(("tool", item.id), calls[item.id], item.arguments or "")
                 elif item.type == "reasoning":
                     await w.end(("reasoning", item.id))
                 turn.output.append(_dump(item))
@@ -148,6 +133,7 @@ async def forward_responses(
     finally:
         await close_quietly(stream)
     await w.end_all()
+    w.finish()
     if meta:
         await w.meta("openai.responses")
     return turn
@@ -173,7 +159,7 @@ async def forward_chat(
     w = Writer(out, turn)
     calls: dict[tuple[int, int], ToolCall] = {}
     finish: dict[int, str] = {}
-    texts: dict[int, str] = {}
+    texts: dict[int, list[str]] = {}
     try:
         async for chunk in events(stream, stall_timeout):
             turn.id = getattr(chunk, "id", "") or turn.id
@@ -190,10 +176,10 @@ async def forward_chat(
                     thinking = extra.get("reasoning_content") or extra.get("reasoning")
                     if isinstance(thinking, str):
                         await w.text(("reasoning", i), f"reasoning{suffix}", thinking, "reasoning")
-                    if d.content or d.tool_calls:
+                    if (d.content or d.tool_calls) and w.is_open(("reasoning", i)):
                         await w.end(("reasoning", i))  # the answer began: reasoning is over
                     if d.content:
-                        texts[i] = texts.get(i, "") + d.content
+                        texts.setdefault(i, []).append(d.content)
                         await w.text(("text", i), f"text{suffix}", d.content)
                     if getattr(d, "refusal", None):
                         await w.text(("refusal", i), f"refusal{suffix}", d.refusal)
@@ -204,18 +190,14 @@ async def forward_chat(
                         if call is None:
                             name = (fn.name if fn else None) or ""
                             call = ToolCall(tc.id or f"{i}.{tc.index}", name)
-                            call.part = await w.open(
-                                ("tool", key), f"tool-{call.id}", "tool", tool_mime(name)
-                            )
+                            await w.call(("tool", key), f"tool-{call.id}", call)
                             calls[key] = call
-                            turn.tool_calls.append(call)
                         if fn is not None and fn.arguments:
-                            call.arguments += fn.arguments
-                            await w.write(("tool", key), fn.arguments)
+                            await w.args(("tool", key), fn.arguments)
                 if choice.finish_reason:
                     finish[i] = choice.finish_reason
                     for key in [k for k in calls if k[0] == i]:
-                        await w.end(("tool", key))
+                        await w.end_call(("tool", key), calls[key])
                     await w.end(("reasoning", i))
         if not finish:
             raise _error(stream, "the stream ended before a finish_reason (cut short)")
@@ -225,9 +207,10 @@ async def forward_chat(
     finally:
         await close_quietly(stream)
     await w.end_all()
+    w.finish()
     turn.finish_reason = finish.get(0) or next(iter(finish.values()))
-    turn.text = texts.get(0, "")  # choice 0 (parts ``text-<i>`` hold the others)
-    message: dict[str, Any] = {"role": "assistant", "content": texts.get(0) or None}
+    turn.text = "".join(texts.get(0, ()))  # choice 0 (parts ``text-<i>`` hold the others)
+    message: dict[str, Any] = {"role": "assistant", "content": turn.text or None}
     mine = [c for k, c in calls.items() if k[0] == 0]
     if mine:
         message["tool_calls"] = [

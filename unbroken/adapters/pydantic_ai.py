@@ -28,7 +28,6 @@ from ._common import (
     failure_text,
     missing_sdk,
     result_mime,
-    tool_mime,
 )
 
 try:
@@ -82,9 +81,8 @@ async def forward_pydantic_ai(
                     await w.text(key, "text", d.content_delta)
                 elif dk == "thinking" and d.content_delta:
                     await w.text(key, "reasoning", d.content_delta, "reasoning")
-                elif dk == "tool_call" and key in calls and isinstance(d.args_delta, str):
-                    calls[key].arguments += d.args_delta
-                    await w.write(key, d.args_delta)
+                elif dk == "tool_call" and isinstance(d.args_delta, str):
+                    await w.args(key, d.args_delta)
             elif kind == "part_start":
                 if ev.index in ended:  # a new model response starts its parts again
                     response += 1
@@ -98,23 +96,18 @@ async def forward_pydantic_ai(
                     await w.text(key, "reasoning", part.content, "reasoning")
                 elif pk == "tool-call":
                     call = ToolCall(part.tool_call_id, part.tool_name)
-                    call.part = await w.open(
-                        key, f"tool-{part.tool_call_id}", "tool", tool_mime(part.tool_name)
-                    )
+                    await w.call(key, f"tool-{part.tool_call_id}", call)
                     calls[key] = call
-                    turn.tool_calls.append(call)
-                    if isinstance(part.args, str) and part.args:
-                        call.arguments = part.args
-                        await w.write(key, part.args)
+                    if isinstance(part.args, str):
+                        await w.args(key, part.args)
             elif kind == "part_end":
                 key = (response, ev.index)
                 ended.add(ev.index)
                 done = calls.get(key)
-                if done is not None and not done.arguments:
-                    # arguments that came as a dict (some models): written whole
-                    done.arguments = ev.part.args_as_json_str()
-                    await w.write(key, done.arguments)
-                await w.end(key)
+                if done is not None:  # arguments that came as a dict are written whole
+                    await w.end_call(key, done, ev.part.args_as_json_str())
+                else:
+                    await w.end(key)
             elif kind == "function_tool_result":
                 result = ev.part
                 rk = getattr(result, "part_kind", "")
@@ -144,6 +137,7 @@ async def forward_pydantic_ai(
         await w.end_all(failure_text(exc))
         raise
     await w.end_all()
+    w.finish()
     if meta:
         await w.meta("pydantic_ai")
     return turn
