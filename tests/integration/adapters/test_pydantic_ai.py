@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import openai
 from pydantic_ai import Agent
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
@@ -14,7 +15,7 @@ from unbroken.adapters.pydantic_ai import forward_pydantic_ai
 from unbroken.server import Unbroken
 
 from .conftest import FakeProvider, sse_data
-from .helpers import answer_with_a_cut
+from .helpers import answer_with_a_cut, plain_run
 
 
 def weather_agent(provider: FakeProvider) -> Agent[None, str]:
@@ -33,7 +34,7 @@ def weather_agent(provider: FakeProvider) -> Agent[None, str]:
 
 def content(name: str) -> str:
     return "".join(
-        (c["choices"][0]["delta"].get("content") or "") for c in sse_data(name) if c["choices"]
+        (c["choices"][0]["delta"].get("content") or "") for c in sse_data(name) if c.get("choices")
     )
 
 
@@ -75,3 +76,36 @@ async def test_a_pydantic_ai_run_is_exact_across_a_client_cut(provider: FakeProv
     assert turn.result.output == content("agent_loop.2")
     assert [c.input for c in turn.tool_calls] == [json.loads(a.parts[p].text) for p in a.order[1:3]]
     assert len(provider.calls) == 1 and provider.calls["agent_loop"] == 2
+
+
+async def test_a_model_error_mid_run_ends_the_part_and_fails_the_stream(
+    provider: FakeProvider,
+) -> None:
+    app = Unbroken(allow_anonymous=True)
+    raised: list[BaseException] = []
+
+    @app.agent("ask")
+    async def ask(req, out):  # type: ignore[no-untyped-def]
+        model = OpenAIChatModel(
+            "chat_error",
+            provider=OpenAIProvider(
+                openai_client=openai.AsyncOpenAI(
+                    base_url=f"{provider.url}/v1", api_key="sk-test", max_retries=0
+                )
+            ),
+        )
+        try:
+            async with Agent(model).run_stream_events("hi") as events:
+                await forward_pydantic_ai(out, events)
+        except Exception as exc:
+            raised.append(exc)
+            raise
+
+    a, failed = await plain_run(app, "ask")
+    assert failed is not None and failed.status == "failed"
+    (exc,) = raised
+    assert type(exc).__name__ in failed.error
+    assert a.order == ["text"] and a.parts["text"].ended
+    assert a.parts["text"].error.startswith("provider stream failed: ")
+    assert "The server had an error" in a.parts["text"].error
+    assert a.parts["text"].text == content("chat_error")
