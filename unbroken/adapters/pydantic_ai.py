@@ -53,9 +53,9 @@ async def forward_pydantic_ai(
     meta: bool = True,
 ) -> Turn:
     """Forward the events of a pydantic-ai run (``agent.run_stream_events(...)`` inside
-    its ``async with``, or the ``event_stream_handler`` events of ``agent.run``) into
-    ``out``; returns the :class:`Turn` of the whole run (``Turn.result``: the
-    ``AgentRunResult``).
+    its ``async with``: they end with the run's ``AgentRunResultEvent``, without which
+    the run counts as cut short) into ``out``; returns the :class:`Turn` of the whole
+    run (``Turn.result``: the ``AgentRunResult``).
 
     Each text part of each model response → a text part ``text`` (``text-2``… for the
     next); each thinking part → ``reasoning``; each tool call → a JSON part
