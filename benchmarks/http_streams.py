@@ -22,7 +22,7 @@ A real uvicorn server, the fault proxy and the readers on loopback, in one proce
   (connecting). The readers share this one process (the clients' CPU counts against
   both alike).
 
-    python -m benchmarks.http_streams [--mb 10] [--cuts 50] [--live 1000]
+    python -m benchmarks.http_streams [--mb 10] [--cuts 50] [--live 200 1000]
 """
 
 from __future__ import annotations
@@ -226,8 +226,8 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [await catchup(args.mb, args.repeat)]
     for mode in ("rst", "fin"):
         out.append(await recovery(args.cuts, args.every, mode))
-    if args.live:
-        out.append(await live(args.live, args.seconds))
+    for n in args.live:
+        out.append(await live(n, args.seconds))
     return out
 
 
@@ -238,7 +238,7 @@ if __name__ == "__main__":
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--cuts", type=int, default=50)
     p.add_argument("--every", type=float, default=0.2)
-    p.add_argument("--live", type=int, default=0, help="streams for the live comparison")
+    p.add_argument("--live", type=int, nargs="*", default=[], help="streams (live comparison)")
     p.add_argument("--seconds", type=float, default=10.0)
     a = p.parse_args()
     m = meta()
