@@ -76,7 +76,7 @@ def _build_redis_app() -> Any:
     store = RedisStore(
         os.environ["UNBROKEN_BENCH_REDIS"],
         retention=Retention(ttl=60.0),
-        lease=float(os.environ.get("UNBROKEN_BENCH_LEASE", "2")),
+        lease=float(os.environ.get("UNBROKEN_BENCH_LEASE", "5")),  # the default
         prefix="bench",
     )
     app = Unbroken(
@@ -332,14 +332,18 @@ async def _lb_load(
     results = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
     await killer
     outcomes: dict[str, int] = {}
+    errors: list[str] = []
     for r in results:
         key = r if isinstance(r, str) else type(r).__name__
         outcomes[key] = outcomes.get(key, 0) + 1
+        if isinstance(r, BaseException) and len(errors) < 3:
+            errors.append(repr(r))
     return {
         "streams": n,
         "tokens_per_stream": tokens,
         "served_exact": outcomes.get("exact", 0),
         "outcomes": outcomes,
+        "errors": errors,
         "token_latency_ms_before_kill": summary([x * 1000 for x in lat]),
         "resumed_after_kill": len(resume),
         "resume_latency_ms": summary([x * 1000 for x in resume]),
