@@ -309,8 +309,9 @@ class AgentStreams:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
                 if closed:
                     break
-                if items:
-                    continue  # more may be waiting: read before sleeping
+                if items and after < meta.head:
+                    continue  # more is waiting: read it before sleeping
+                # caught up: an append after this point has set the change signal
                 if loop.time() - started >= self.sse_max_duration or not self.accepting():
                     break  # the client reconnects from its offset (§5.8)
                 if not await changes.wait(disconnect, self.sse_heartbeat) and not disconnect.done():
