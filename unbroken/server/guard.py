@@ -38,7 +38,7 @@ import re
 import resource
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from .logfilter import FloodFilter
 
@@ -252,7 +252,8 @@ class _GuardedHTTP(asyncio.Protocol):
 
     # ------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # not an isinstance check: uvloop's TCPTransport is not an asyncio.Transport
+        transport = cast(asyncio.Transport, transport)
         guard = self.guard
         self.transport = transport
         loop = asyncio.get_running_loop()

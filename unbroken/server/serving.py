@@ -104,7 +104,7 @@ def uvicorn_config(
         ws_class = import_from_string(WS_PROTOCOLS.get(ws) or ws)
     config = uvicorn.Config(
         asgi,
-        http=_any_transport(guard.http_protocol(http_class)),
+        http=guard.http_protocol(http_class),
         ws=guard.ws_protocol(ws_class),
         ws_max_size=max_size,
         backlog=accept_backlog(backlog, guard.max_connections, nofile),
@@ -181,34 +181,6 @@ def listen_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.s
         sock.close()
         raise
     return sock
-
-
-def _any_transport(guarded: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
-    """The guarded HTTP protocol, taking any transport in ``connection_made``.
-
-    The guard's own ``connection_made`` asserts an ``asyncio.Transport``, which
-    uvloop's ``TCPTransport`` is not (it has the same methods): under uvloop every
-    connection was reset. This is the same method without the assert.
-    TODO(lead): drop the assert in guard.py (``cast`` instead), then this shim.
-    """
-    base: Any = guarded
-
-    class AnyTransport(base):  # type: ignore[misc]
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            guard = self.guard
-            self.transport = transport
-            loop = asyncio.get_running_loop()
-            self._since = loop.time()
-            verdict = guard._admit(transport)
-            if verdict is not None:
-                self._refuse(transport, *verdict)
-                return
-            self.inner = self.inner_class(**self._kwargs)
-            self.inner.connection_made(transport)
-            self._timer = loop.call_later(guard.limits.handshake_timeout, self._expire)
-
-    AnyTransport.__name__ = AnyTransport.__qualname__ = guarded.__name__
-    return AnyTransport
 
 
 def with_limits(limits: ConnectionLimits, **changes: Any) -> ConnectionLimits:
