@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import importlib
 import logging
 import logging.config
@@ -219,6 +220,45 @@ def serve_command(
             help="Seconds between checks of the --policy file for changes (0: SIGHUP only).",
         ),
     ] = 1.0,
+    max_runs: Annotated[
+        int | None,
+        typer.Option(
+            "--max-runs",
+            help="Agent runs alive at once; a new start above it is answered overloaded "
+            "with retry_after_ms (default: the app's, 1000). Streams in flight are never shed.",
+        ),
+    ] = None,
+    max_runs_per_principal: Annotated[
+        int | None,
+        typer.Option(
+            "--max-runs-per-principal",
+            help="Agent runs alive at once for one principal (default: the app's, 500).",
+        ),
+    ] = None,
+    max_loop_lag: Annotated[
+        float | None,
+        typer.Option(
+            "--max-loop-lag",
+            help="Refuse new runs while the smoothed event-loop lag is above this many "
+            "seconds (default: the app's, 0.25).",
+        ),
+    ] = None,
+    max_rss: Annotated[
+        int | None,
+        typer.Option(
+            "--max-rss",
+            help="Refuse new runs while the process's resident memory is above this many "
+            "bytes (default: the app's, 3/4 of the machine's memory).",
+        ),
+    ] = None,
+    stall_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--stall-timeout",
+            help="A run whose agent writes nothing for this many seconds ends failed "
+            "'stalled' (default: the app's, never).",
+        ),
+    ] = None,
 ) -> None:
     """Serve an unbroken app (or any ASGI app) with uvicorn."""
     import uvicorn
@@ -255,6 +295,19 @@ def serve_command(
             obj.shutdown_grace = float(timeout_graceful_shutdown)
         if health_detail:
             obj.health_detail = True
+        admission: dict[str, Any] = {
+            "max_runs": max_runs,
+            "max_runs_per_principal": max_runs_per_principal,
+            "max_loop_lag": max_loop_lag,
+            "max_rss": max_rss,
+            "stall_timeout": stall_timeout,
+        }
+        given = {k: v for k, v in admission.items() if v is not None}
+        if given:
+            try:
+                obj.hub.set_admission(dataclasses.replace(obj.hub.admission, **given))
+            except ConfigError as exc:
+                raise typer.BadParameter(str(exc)) from None
         if policy is not None:
             try:
                 loaded = OriginPolicy.from_toml(policy)
