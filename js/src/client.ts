@@ -333,6 +333,7 @@ export class Client {
   /** Set by `freeze()` until `wake()`: no connection is opened meanwhile. */
   private _frozen: (() => void) | null = null;
   private _thawed: Promise<void> | null = null;
+  private _frozenError: unknown = null;
   private _forgetSoon: string[] = [];
   private readonly _listeners: [EventTarget, string, () => void][] = [];
 
@@ -643,7 +644,7 @@ export class Client {
     this.saveCursors();
     if (this.closed || this._frozen !== null) return;
     this._thawed = new Promise((resolve) => (this._frozen = resolve));
-    this._endConnection?.(new ConnectionLost("page frozen"));
+    this._endConnection?.((this._frozenError = new ConnectionLost("page frozen")));
   }
 
   // ------------------------------------------------------------ the loop
@@ -681,7 +682,7 @@ export class Client {
       if (this.closed) return;
       this._emit("disconnected", { url, cause: causeOf(error), code: (error as { code?: number | null }).code ?? null });
       // closed by freeze(): no backoff, no attempt counted; reconnect on wake()
-      if (this._thawed !== null) continue;
+      if (this._thawed !== null || error === this._frozenError) continue;
       let retry = defaultRetryTable(error);
       const decided = this.shouldRetry?.(error);
       if (decided !== null && decided !== undefined) retry = decided;
@@ -782,7 +783,7 @@ export class Client {
     const t0 = now();
     const timeout = budget === null ? this.openTimeout : Math.min(this.openTimeout, budget);
     const token = await this.tokenValue();
-    if (this._thawed !== null) throw new ConnectionLost("page frozen");
+    if (this._thawed !== null) throw (this._frozenError = new ConnectionLost("page frozen"));
     const session = this._session;
     const live = this._live;
     let ws: WebSocketLike;

@@ -423,3 +423,55 @@ test("freeze() closes the socket and opens none until wake(); then the stream re
   assert.ok(!seen.some((e) => e.kind === "reconnecting"), "a freeze is no failure: no backoff attempt");
   await client.close();
 });
+
+test("page lifecycle events: freeze / resume and pagehide into the bfcache / pageshow close and reopen the socket", async () => {
+  const doc = new EventTarget();
+  doc.visibilityState = "visible";
+  const win = new EventTarget();
+  const saved = { document: globalThis.document, add: globalThis.addEventListener, remove: globalThis.removeEventListener };
+  globalThis.document = doc;
+  globalThis.addEventListener = win.addEventListener.bind(win);
+  globalThis.removeEventListener = win.removeEventListener.bind(win);
+  try {
+    const server = new FakeServer(answerEvents(3000), { per: 2 }); // 1500 frames, > 1 ms apart
+    const sockets = [];
+    const WS = server.WebSocket;
+    server.WebSocket = class extends WS {
+      constructor(...a) {
+        super(...a);
+        sockets.push(this);
+      }
+    };
+    const seen = [];
+    const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: true, onEvent: (e) => seen.push(`${e.kind} ${e.cause}`) });
+    const st = await client.start("echo");
+    const text = drainText(st);
+    doc.dispatchEvent(new Event("freeze"));
+    await until(() => sockets[0].readyState === 3 && seen.length === 2); // connected, disconnected
+    doc.dispatchEvent(new Event("resume"));
+    await until(() => server.resumes.length === 1 && st.result.text.length > 200); // resumed, and flowing
+    win.dispatchEvent(Object.assign(new Event("pagehide"), { persisted: false })); // a navigation: cursors saved only
+    assert.equal(sockets[1].readyState, 1);
+    assert.equal(st.done, false, "the second drop comes mid-answer too");
+    win.dispatchEvent(Object.assign(new Event("pagehide"), { persisted: true })); // into the back/forward cache
+    await until(() => sockets[1].readyState === 3);
+    assert.equal(sockets.length, 2, "none opened while in the cache");
+    win.dispatchEvent(new Event("pageshow"));
+    assert.equal(await text, expectedText(3000));
+    assert.equal(sockets.length, 3);
+    assert.equal(server.starts, 1);
+    assert.equal(server.resumes.length, 2, JSON.stringify(server.resumes));
+    assert.ok(!seen.some((e) => e.startsWith("reconnecting")), "no backoff attempt for a freeze");
+    await client.close();
+  } finally {
+    globalThis.document = saved.document;
+    globalThis.addEventListener = saved.add;
+    globalThis.removeEventListener = saved.remove;
+  }
+});
+
+async function drainText(st) {
+  let text = "";
+  for await (const ev of st) if (ev instanceof TextDelta) text += ev.text;
+  return text;
+}
