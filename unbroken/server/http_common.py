@@ -250,31 +250,48 @@ async def authenticate(
 
 class Changes:
     """A stream's change signal for one waiting request: :meth:`fire` (a store
-    listener) wakes :meth:`wait`."""
+    listener) wakes :meth:`wait`.
 
-    __slots__ = ("_event", "dropped")
+    A wait is one future, a timer and a callback on the disconnect future: no task
+    per wait (an SSE reader waits once per append it is sent)."""
+
+    __slots__ = ("_fired", "_waiter", "dropped")
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._fired = False
+        self._waiter: asyncio.Future[None] | None = None
         self.dropped = False
 
     def fire(self, _stream: str = "", head: int = 0) -> None:
         if head < 0:
             self.dropped = True
-        self._event.set()
+        self._fired = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def wait(self, disconnect: asyncio.Future[None], limit: float) -> bool:
         """Wait for a change (True), ``limit`` seconds or the client's disconnect (False;
         check ``disconnect.done()``). Clears the signal."""
-        if not self._event.is_set():
-            waiter: asyncio.Future[bool] = asyncio.ensure_future(self._event.wait())
+        if not self._fired and not disconnect.done():
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+
+            def wake(_: object = None) -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+            self._waiter = waiter
+            timer = loop.call_later(limit, wake)
+            disconnect.add_done_callback(wake)
             try:
-                pending: set[asyncio.Future[Any]] = {waiter, disconnect}
-                await asyncio.wait(pending, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+                await waiter
             finally:
-                waiter.cancel()
-        fired = self._event.is_set()
-        self._event.clear()
+                timer.cancel()
+                disconnect.remove_done_callback(wake)
+                self._waiter = None
+        fired = self._fired
+        self._fired = False
         return fired
 
 
