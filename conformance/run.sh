@@ -13,7 +13,8 @@ log="${CONFORMANCE_LOG:-/tmp/unbroken-conformance-server.log}"
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
-  if curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null; then break; fi
+  if python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)" \
+    "http://127.0.0.1:$port/healthz" 2>/dev/null; then break; fi
   sleep 0.1
 done
 cd "$here"
