@@ -60,7 +60,7 @@ def test_chaos_run_lists_and_refuses_bad_names(tmp_path: Path) -> None:
     assert f"{len(tc9)} runs" in listed.output
     bad = cli.invoke(app, ["chaos", "run", "--scenarios", "TC42", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "unknown scenario" in bad.output
-    uncovered = cli.invoke(app, ["chaos", "run", "--scenarios", "TC12", "--out", str(tmp_path)])
+    uncovered = cli.invoke(app, ["chaos", "run", "--scenarios", "TC14", "--out", str(tmp_path)])
     assert uncovered.exit_code == 2 and "not covered yet" in uncovered.output
 
 

@@ -11,7 +11,7 @@ only names its id and its checks.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Literal
 
 from ...chaos import GeneratedAnswer
 from ...protocol.backoff import BackoffPolicy
@@ -152,6 +152,14 @@ class Case:
         """The client must give up (``ReconnectExhausted``); a new client then resumes
         the stream from the cursor it saved, and the run is not timed as a recovery."""
         return False
+
+    def disruption(self, spec: RunSpec) -> Literal["recovers", "gives_up", "none"]:
+        """What the run's fault does to the client's connections: ``recovers`` (they
+        break and the same client comes back: the default), ``gives_up`` (they break
+        and the client ends, as :meth:`gives_up` or a refusal says), ``none`` (no
+        connection is meant to break: a token refresh, a policy change, a burst of
+        load, a slow link)."""
+        return "gives_up" if self.gives_up(spec) else "recovers"
 
     def skip_reason(self, spec: RunSpec) -> str | None:
         """Why the run ``spec`` cannot happen on this machine (e.g. no browser): it is

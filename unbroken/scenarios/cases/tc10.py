@@ -24,7 +24,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -109,6 +109,10 @@ class TC10(Case):
 
     def __init__(self) -> None:
         self._seen: dict[int, _Seen] = {}
+
+    def disruption(self, spec: RunSpec) -> Literal["recovers", "gives_up", "none"]:
+        """Only the ``cut`` variant breaks the connection; a refresh never does."""
+        return "recovers" if spec.variant == "cut" else "none"
 
     def quick_rows(self) -> list[RunSpec]:
         """One run per variant."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ...chaos import GeneratedAnswer
 from ...chaos.toxics import Bandwidth, Latency
@@ -58,6 +59,10 @@ class TC12(Case):
 
     def __init__(self) -> None:
         self._ramps: dict[int, Ramp] = {}
+
+    def disruption(self, spec: RunSpec) -> Literal["recovers", "gives_up", "none"]:
+        """A slow link is not a dead one: no connection may break."""
+        return "none"
 
     def quick_rows(self) -> list[RunSpec]:
         return [self.spec(("small", "mid", "clean", "fin", ""))]

@@ -16,7 +16,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ...chaos import GeneratedAnswer
 from ...errors import Overloaded
@@ -55,6 +55,10 @@ class TC13(Case):
 
     def __init__(self) -> None:
         self._starts: dict[int, StartLog] = {}  # id(run) -> what its server saw
+
+    def disruption(self, spec: RunSpec) -> Literal["recovers", "gives_up", "none"]:
+        """The load is the fault: no connection may break."""
+        return "none"
 
     def quick_rows(self) -> list[RunSpec]:
         """One burst of 2 x 4 streams."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
@@ -98,6 +98,11 @@ class TC15(Case):
 
     def __init__(self) -> None:
         self._seen: dict[int, _Seen] = {}
+
+    def disruption(self, spec: RunSpec) -> Literal["recovers", "gives_up", "none"]:
+        """A policy change cuts nothing; in ``cut`` the refused client ends (another
+        one resumes)."""
+        return "gives_up" if variant_of(spec) == "cut" else "none"
 
     def quick_rows(self) -> list[RunSpec]:
         """One run per variant (short answers)."""
