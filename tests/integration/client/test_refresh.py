@@ -221,5 +221,3 @@ async def test_refresh_on_a_server_without_an_authenticate_hook_is_unsupported()
         assert w.errors[0].code == "unsupported"
         await w.ping()
         await w.close()
-
-
