@@ -42,7 +42,7 @@ from .protocol.client_session import Cursor
 
 if TYPE_CHECKING:
     from .client import Answer, Client, Stream
-    from .server import Output, Principal, Request, Unbroken
+    from .server import AdmissionLimits, OriginPolicy, Output, Principal, Request, Unbroken
     from .server.auth import JWTAuth
     from .store.memory import MemoryStore
     from .store.redis import RedisStore
@@ -53,6 +53,8 @@ _LAZY: dict[str, str] = {
     "Answer": ".client",
     "Client": ".client",
     "Stream": ".client",
+    "AdmissionLimits": ".server",
+    "OriginPolicy": ".server",
     "Output": ".server",
     "Principal": ".server",
     "JWTAuth": ".server.auth",
@@ -72,6 +74,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AdmissionLimits",
     "Answer",
     "ApiError",
     "AuthError",
@@ -91,6 +94,7 @@ __all__ = [
     "MemoryStore",
     "NameNotFound",
     "NameTaken",
+    "OriginPolicy",
     "Output",
     "Overloaded",
     "PartError",
