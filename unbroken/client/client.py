@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.typing import Origin, Subprotocol
+from websockets.uri import parse_uri
 
 from ..errors import (
     AuthError,
+    ConfigError,
     ConnectionLost,
     IntegrityError,
     ProtocolError,
@@ -295,7 +297,12 @@ class Client:
     ) -> None:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
-            raise ValueError("give at least one URL")
+            raise ConfigError("give at least one URL")
+        for url in self.urls:
+            try:
+                parse_uri(url)
+            except InvalidURI as exc:
+                raise ConfigError(f"{exc}; give a ws:// or wss:// URL") from None
         self.token = token
         self.origin = origin
         self.headers = dict(headers) if headers else {}
@@ -446,6 +453,11 @@ class Client:
         return gen()
 
     def _check_usable(self) -> None:
+        if self._supervisor is None:
+            raise ConfigError(
+                "the client is not connected: use it as `async with Client(url) as client:` "
+                "and call start(), resume(), read() or join() inside that block"
+            )
         if self._fatal is not None:
             raise self._fatal
         if self._closed:
