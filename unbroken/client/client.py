@@ -631,6 +631,7 @@ class Client:
             )
 
         pending: set[asyncio.Task[ClientConnection]] = set()
+        began: dict[asyncio.Task[ClientConnection], float] = {}
         error: BaseException | None = None
         stagger = self.attempt_stagger
         next_start = loop.time()
@@ -640,19 +641,29 @@ class Client:
                 if now >= deadline:
                     raise TimeoutError(f"no connection to {url} within {within:.2f}s")
                 if now >= next_start and (stagger > 0 or not pending):
-                    pending.add(loop.create_task(attempt()))
+                    task = loop.create_task(attempt())
+                    pending.add(task)
+                    began[task] = now
                     next_start = now + stagger if stagger > 0 else deadline
                 wake = min(deadline, next_start) - now
                 done, pending = await asyncio.wait(
                     pending, timeout=max(0.0, wake), return_when=asyncio.FIRST_COMPLETED
                 )
+                healed = False
+                now = loop.time()
                 for task in done:
                     exc = task.exception()
                     if exc is None:
                         return task.result()
                     error = exc
+                    # silent for a stagger or more, then an answer (a reset): the
+                    # path is back, so a fresh attempt now beats a backoff wait
+                    healed = healed or (stagger > 0 and now - began[task] >= stagger)
                 if done and not pending and error is not None:
-                    raise error  # refused or failed outright, not merely slow
+                    if not healed:
+                        raise error  # refused or failed outright, not merely slow
+                    log.debug("attempt failed after %.2fs of silence: a fresh one now", stagger)
+                    next_start = now
         finally:
             for task in pending:
                 task.cancel()

@@ -1,0 +1,78 @@
+"""A 2 s silent outage costs about 2 s, not a handshake timeout more.
+
+After a drop the client's connection attempts run into the blackhole too (accepted,
+never answered). When the path heals, the next fresh attempt, started at most one
+``attempt_stagger`` later, must be the one that resumes the stream: no backoff wait and
+no further attempt in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from unbroken import BackoffPolicy
+from unbroken.chaos import FaultProxy, NetworkSimulator
+from unbroken.client import Client, ConnectionEvent
+from unbroken.server import Unbroken
+from unbroken.testing import serve
+
+T = 20.0
+
+
+async def test_a_two_second_blackhole_resumes_with_the_first_attempt_after_the_heal() -> None:
+    gate = asyncio.Event()
+    app = Unbroken(allow_anonymous=True, heartbeat=0.2)
+
+    @app.agent("two_halves")
+    async def two_halves(req, out):  # type: ignore[no-untyped-def]
+        for i in range(100):
+            await out.text(f"a{i} ")
+        await gate.wait()
+        for i in range(100):
+            await out.text(f"b{i} ")
+
+    expected = "".join(f"a{i} " for i in range(100)) + "".join(f"b{i} " for i in range(100))
+    marks: list[tuple[str, object]] = []
+    async with (
+        serve(app) as srv,
+        FaultProxy(upstream=("127.0.0.1", srv.port), close_grace=0.2) as proxy,
+    ):
+        net = NetworkSimulator(proxy)
+
+        def seen(ev: ConnectionEvent) -> None:
+            # which proxy connection was the newest when this happened
+            marks.append((ev.kind, len(proxy.history)))
+
+        async with Client(
+            f"ws://127.0.0.1:{proxy.port}/ws",
+            policy=BackoffPolicy(deadline=30),
+            on_event=seen,
+            ping_every=0.1,
+        ) as client:
+            events = client.connection_events()
+            st = await client.start("two_halves")
+            async for ev in st:
+                if ev.seq >= 50:
+                    break
+            outage = asyncio.create_task(net.simulate_silent_outage(2.0, mode="blackhole"))
+            # the outage lasts beyond the drop's detection and the first attempts
+            while not any(kind == "disconnected" for kind, _ in marks):
+                await asyncio.wait_for(anext(events), T)
+            gate.set()
+            await asyncio.wait_for(outage, T)
+            healed_at = len(proxy.history)  # connections accepted before the heal
+            marks.append(("healed", healed_at))
+            async for _ in st:
+                pass
+            answer = await asyncio.wait_for(st.wait(), T)
+    assert answer.text == expected
+    kinds = [k for k, _ in marks if k != "healed"]
+    # one reconnect for the whole outage: the heal is met by an attempt, never by a
+    # failed open followed by a backoff wait (before: disconnected, reconnecting again)
+    assert kinds == ["connected", "disconnected", "reconnecting", "connected", "resumed"], marks
+    connected_via = next(n for k, n in marks[::-1] if k == "connected")
+    assert isinstance(connected_via, int)
+    # attempts made in the blackhole never got through; the one that did was made
+    # after the heal (at the latest the first one), or just as it healed
+    assert healed_at - 1 <= connected_via <= healed_at + 1, marks
+    assert healed_at >= 3, marks  # the drop's own connection and attempts in the blackhole
