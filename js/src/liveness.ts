@@ -8,6 +8,14 @@
  * measured round trips (RFC 6298), the RTO term capped at `MAX_RTO`. Time the
  * client's own process ran late (its checks ran behind schedule: a busy page, a
  * throttled background tab, a stopped process) never counts against the link.
+ *
+ * On a link slower than the stream the backlog may sit between server and client as
+ * many small messages, and every pong waits behind it. A pong that came back behind
+ * data (`BULK` bytes or more heard between ping and pong) tells how long that queue
+ * made it wait; while data keeps arriving ahead of the next pong, that ping may wait
+ * that long again, twice over, at most `MAX_QUEUE` more than the limit. A
+ * receive-only link is still found: its pongs stop coming, so the last delay seen is
+ * the healthy link's round trip.
  */
 import type { Ping } from "./frames.js";
 
@@ -15,6 +23,10 @@ import type { Ping } from "./frames.js";
 export const MAX_RTO = 2.0;
 /** bytes of one message that make a late pong "queued behind data", not lost */
 export const BULK = 4096;
+/** the most a ping may wait beyond the limit because its pong queues behind data (seconds) */
+export const MAX_QUEUE = 10.0;
+/** how many times the last queued pong's delay the next ping may wait while data arrives */
+export const QUEUE_GROWTH = 2.0;
 /** a check that ran this much behind schedule lets the reader go first (seconds) */
 export const LATE_RUN = 0.05;
 /** the heartbeat a server may ask for is clamped to this range (seconds) */
@@ -43,13 +55,17 @@ export class Liveness {
   /** seconds this process ran late (checks behind schedule), summed: never the link's */
   lag = 0.0;
   lagAtRecv = 0.0;
-  /** n -> [sent at, lag then] */
-  readonly pings = new Map<number, [number, number]>();
+  /** n -> [sent at, lag then, bytes heard then] */
+  readonly pings = new Map<number, [number, number, number]>();
   pingN = 0;
   lastPingAt = 0.0;
   lastBulk = 0.0;
   lagAtBulk = 0.0;
   private partial = 0;
+  /** bytes heard on this client (all connections), for "data since the ping" */
+  heard = 0;
+  /** how long the last pong that came back behind data took (seconds; 0: nothing was ahead) */
+  queueDelay = 0.0;
   private _deferred = false;
 
   constructor(o: { silenceFactor?: number; pingEvery?: number } = {}) {
@@ -62,6 +78,7 @@ export class Liveness {
     this.pings.clear();
     this.partial = 0;
     this._deferred = false;
+    this.queueDelay = 0.0;
   }
 
   /** The connection is open and `hello` is sent: the clocks start. */
@@ -83,6 +100,7 @@ export class Liveness {
   bytesHeard(now: number, n: number): void {
     this.lastRecv = now;
     this.lagAtRecv = this.lag;
+    this.heard += n;
     this.partial += n;
     if (this.partial >= BULK) {
       this.partial = 0;
@@ -99,21 +117,24 @@ export class Liveness {
   /** A ping to send now (remembered until its pong). */
   ping(now: number): Ping {
     this.pingN += 1;
-    this.pings.set(this.pingN, [now, this.lag]);
+    this.pings.set(this.pingN, [now, this.lag, this.heard]);
     this.lastPingAt = now;
     if (this.pings.size > MAX_PINGS) this.pings.delete(Math.min(...this.pings.keys()));
     return { t: "ping", n: this.pingN };
   }
 
   /** Pong `n` arrived: it and every older ping are answered; its round trip is a
-   * sample unless it queued behind data (Karn). */
+   * sample unless it queued behind data (Karn). If data came ahead of it, its delay
+   * is how long the queue made it wait. */
   pong(now: number, n: number): void {
     const sent = this.pings.get(n);
     if (sent === undefined) return;
     this.pings.delete(n);
-    const [at, lag] = sent;
+    const [at, lag, heard] = sent;
     for (const k of [...this.pings.keys()]) if (k < n) this.pings.delete(k);
-    if (this.lastBulk <= at) this.rttSample(Math.max(0, now - at - (this.lag - lag)));
+    const took = Math.max(0, now - at - (this.lag - lag));
+    this.queueDelay = this.heard - heard >= BULK ? took : 0.0;
+    if (this.lastBulk <= at) this.rttSample(took);
   }
 
   /** RFC 6298's smoothed RTT and RTT variance. */
@@ -137,14 +158,25 @@ export class Liveness {
     return this.silenceFactor * this.heartbeat + rto;
   }
 
-  private _oldestPing(): [number, number] | null {
+  /** The oldest unanswered ping: [judged from, lag then, extra wait allowed]. */
+  private _oldestPing(): [number, number, number] | null {
     if (this.pings.size === 0) return null;
-    let [sent, lag] = this.pings.get(Math.min(...this.pings.keys()))!;
+    let [sent, lag, heard] = this.pings.get(Math.min(...this.pings.keys()))!;
+    let extra = 0.0;
+    // data keeps arriving ahead of the pong: it may queue as the last one did
+    if (this.heard - heard >= BULK) extra = Math.min(MAX_QUEUE, QUEUE_GROWTH * this.queueDelay);
     if (this.lastBulk > sent) {
       sent = this.lastBulk;
       lag = this.lagAtBulk;
     }
-    return [sent, lag];
+    return [sent, lag, extra];
+  }
+
+  /** How long the oldest unanswered ping may wait: the limit, plus the queueing
+   * delay the last pong showed (twice, at most `MAX_QUEUE`) while data arrives. */
+  pingLimit(): number {
+    const o = this._oldestPing();
+    return this.limit() + (o === null ? 0 : o[2]);
   }
 
   /** How long the oldest unanswered ping has waited (less this process's lag). */
@@ -158,7 +190,7 @@ export class Liveness {
     const limit = this.limit();
     let at = this.lastRecv + (this.lag - this.lagAtRecv) + limit;
     const o = this._oldestPing();
-    if (o !== null) at = Math.min(at, o[0] + (this.lag - o[1]) + limit);
+    if (o !== null) at = Math.min(at, o[0] + (this.lag - o[1]) + limit + o[2]);
     return at;
   }
 
@@ -171,8 +203,9 @@ export class Liveness {
       return `no frame for ${quiet.toFixed(2)}s (limit ${limit.toFixed(2)}s, ${ours.toFixed(2)}s late)`;
     }
     const unanswered = this.pingAge(now);
-    if (unanswered > limit) {
-      return `ping unanswered for ${unanswered.toFixed(2)}s (limit ${limit.toFixed(2)}s): this client's frames are not reaching the server`;
+    const plimit = this.pingLimit();
+    if (unanswered > plimit) {
+      return `ping unanswered for ${unanswered.toFixed(2)}s (limit ${plimit.toFixed(2)}s): this client's frames are not reaching the server`;
     }
     return null;
   }

@@ -8,6 +8,15 @@ client's own process ran late (its checks ran behind schedule) never counts
 against the link. A pong that queued behind a large message measures the queue,
 not the path: it is no RTT sample (as Karn's rule skips ambiguous ones), and the
 ping it answers is judged from when that data finished arriving.
+
+On a link slower than the stream, the backlog may sit between server and client
+(socket buffers, a slow hop) as many small messages: every pong then waits behind
+it. A pong that came back behind data (:data:`BULK` bytes or more heard between
+ping and pong) tells how long that queue made it wait; while data keeps arriving
+ahead of the next pong, that ping may wait that long again, twice over (the queue
+may be growing), at most :data:`MAX_QUEUE` more than the limit. A receive-only
+link is still found: its pongs stop coming at all, so the last delay seen is the
+healthy link's round trip, and a stalled server sends nothing but ``hb``.
 """
 
 from __future__ import annotations
@@ -22,6 +31,14 @@ MAX_RTO = 2.0
 #: bytes of one message still arriving that make a late pong "queued behind data",
 #: not lost: paced tokens and heartbeats come as small whole messages and never count
 BULK = 4096
+
+#: the most a ping may wait beyond the limit because its pong queues behind data
+#: that keeps arriving (seconds)
+MAX_QUEUE = 10.0
+
+#: how many times the last queued pong's delay the next ping may wait while data
+#: still arrives ahead of it (the queue may be growing)
+QUEUE_GROWTH = 2.0
 
 #: a check that ran this much behind schedule lets the reader go first (seconds)
 LATE_RUN = 0.05
@@ -64,12 +81,18 @@ class Liveness:
         #: seconds this process ran late (checks behind schedule), summed: never the link's
         self.lag = 0.0
         self.lag_at_recv = 0.0
-        self.pings: dict[int, tuple[float, float]] = {}  # n -> (sent at, lag then)
+        # n -> (sent at, lag then, bytes heard then)
+        self.pings: dict[int, tuple[float, float, int]] = {}
         self.ping_n = 0
         self.last_ping_at = 0.0
         self.last_bulk = 0.0  # when the last BULK bytes finished arriving
         self.lag_at_bulk = 0.0
         self._partial = 0  # bytes heard since the last whole message arrived
+        #: bytes heard on this client (all connections), for "data since the ping"
+        self.heard = 0
+        #: how long the last pong that came back behind data took (seconds; 0: the
+        #: last pong had nothing ahead of it)
+        self.queue_delay = 0.0
         self._deferred = False  # the last check let the reader go first
 
     # ---- inputs
@@ -78,6 +101,7 @@ class Liveness:
         self.pings.clear()
         self._partial = 0
         self._deferred = False
+        self.queue_delay = 0.0
 
     def hello_sent(self, now: float) -> None:
         """The connection is open and ``hello`` is sent: the clocks start."""
@@ -93,6 +117,7 @@ class Liveness:
     def bytes_heard(self, now: float, n: int) -> None:
         """``n`` bytes arrived (a frame may still be arriving): proof of life."""
         self.last_recv, self.lag_at_recv = now, self.lag
+        self.heard += n
         self._partial += n
         if self._partial >= BULK:
             # a large message is still arriving: a pong sent after it can only come
@@ -107,7 +132,7 @@ class Liveness:
     def ping(self, now: float) -> Ping:
         """A ping to send now (remembered until its pong)."""
         self.ping_n += 1
-        self.pings[self.ping_n] = (now, self.lag)
+        self.pings[self.ping_n] = (now, self.lag, self.heard)
         self.last_ping_at = now
         if len(self.pings) > MAX_PINGS:
             self.pings.pop(min(self.pings))
@@ -115,15 +140,18 @@ class Liveness:
 
     def pong(self, now: float, n: int) -> None:
         """Pong ``n`` arrived: it and every older ping are answered (frames arrive in
-        order); its round trip is a sample unless it queued behind data (Karn)."""
+        order); its round trip is a sample unless it queued behind data (Karn). If
+        data came ahead of it, its delay is how long the queue made it wait."""
         sent = self.pings.pop(n, None)
         if sent is None:
             return
-        at, lag = sent
+        at, lag, heard = sent
         for older in [k for k in self.pings if k < n]:
             del self.pings[older]
+        took = max(0.0, now - at - (self.lag - lag))
+        self.queue_delay = took if self.heard - heard >= BULK else 0.0
         if self.last_bulk <= at:
-            self.rtt_sample(max(0.0, now - at - (self.lag - lag)))
+            self.rtt_sample(took)
 
     def rtt_sample(self, rtt: float) -> None:
         """RFC 6298's smoothed RTT and RTT variance."""
@@ -145,25 +173,43 @@ class Liveness:
         rto = min(MAX_RTO, (self.srtt or 0.0) + 4 * self.rttvar)
         return self.silence_factor * self.heartbeat + rto
 
-    def ping_age(self, now: float) -> float:
-        """How long the oldest unanswered ping has waited (less this process's lag)."""
+    def _oldest_ping(self) -> tuple[float, float, float] | None:
+        """The oldest unanswered ping: (judged from, lag then, extra wait allowed)."""
         if not self.pings:
-            return 0.0
-        sent, lag = self.pings[min(self.pings)]
+            return None
+        sent, lag, heard = self.pings[min(self.pings)]
+        extra = 0.0
+        if self.heard - heard >= BULK:
+            # data keeps arriving ahead of the pong: it may queue as the last one did
+            extra = min(MAX_QUEUE, QUEUE_GROWTH * self.queue_delay)
         if self.last_bulk > sent:  # data was still arriving ahead of the pong
             sent, lag = self.last_bulk, self.lag_at_bulk
+        return sent, lag, extra
+
+    def ping_age(self, now: float) -> float:
+        """How long the oldest unanswered ping has waited (less this process's lag)."""
+        oldest = self._oldest_ping()
+        if oldest is None:
+            return 0.0
+        sent, lag, _ = oldest
         return now - sent - (self.lag - lag)
+
+    def ping_limit(self) -> float:
+        """How long the oldest unanswered ping may wait: the limit, plus the queueing
+        delay the last pong showed (twice, at most :data:`MAX_QUEUE`) while data
+        keeps arriving ahead of it."""
+        oldest = self._oldest_ping()
+        return self.limit() + (oldest[2] if oldest is not None else 0.0)
 
     def deadline(self) -> float:
         """When the link will be declared dead if nothing more arrives and this
         process runs on time from now on."""
         limit = self.limit()
         at = self.last_recv + (self.lag - self.lag_at_recv) + limit
-        if self.pings:
-            sent, lag = self.pings[min(self.pings)]
-            if self.last_bulk > sent:
-                sent, lag = self.last_bulk, self.lag_at_bulk
-            at = min(at, sent + (self.lag - lag) + limit)
+        oldest = self._oldest_ping()
+        if oldest is not None:
+            sent, lag, extra = oldest
+            at = min(at, sent + (self.lag - lag) + limit + extra)
         return at
 
     def dead(self, now: float) -> str | None:
@@ -174,9 +220,10 @@ class Liveness:
         if quiet - ours > limit:
             return f"no frame for {quiet:.2f}s (limit {limit:.2f}s, {ours:.2f}s late)"
         unanswered = self.ping_age(now)
-        if unanswered > limit:
+        plimit = self.ping_limit()
+        if unanswered > plimit:
             return (
-                f"ping unanswered for {unanswered:.2f}s (limit {limit:.2f}s): "
+                f"ping unanswered for {unanswered:.2f}s (limit {plimit:.2f}s): "
                 "this client's frames are not reaching the server"
             )
         return None
@@ -212,4 +259,4 @@ class Liveness:
         return Check(wake_at=now + min(limit / 3, MAX_CHECK_EVERY), ping=ping)
 
 
-__all__ = ["BULK", "MAX_RTO", "Check", "Liveness"]
+__all__ = ["BULK", "MAX_QUEUE", "MAX_RTO", "QUEUE_GROWTH", "Check", "Liveness"]

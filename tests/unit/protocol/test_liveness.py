@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from unbroken.protocol.frames import Ping
-from unbroken.protocol.liveness import BULK, MAX_RTO, Liveness
+from unbroken.protocol.liveness import BULK, MAX_QUEUE, MAX_RTO, Liveness
 
 
 def welcomed(*, heartbeat_ms: float = 1000, rtt: float = 0.0, ping_every: float = 0.75) -> Liveness:
@@ -174,6 +174,94 @@ def test_dead_exactly_after_the_deadline(
         live.ping(rtt + ping_at)
     deadline = live.deadline()
     now = rtt + quiet
+    if now < deadline - 1e-9:
+        assert live.dead(now) is None
+    elif now > deadline + 1e-9:
+        assert live.dead(now) is not None
+
+
+def queued_link(delay: float) -> Liveness:
+    """A link whose last pong came back ``delay`` s late behind small messages."""
+    live = welcomed(heartbeat_ms=100, rtt=0.1)  # limit 0.3 s + RTO
+    live.ping(1.0)
+    for i in range(BULK // 100 + 1):  # small whole messages: a backlog of paced tokens
+        live.bytes_heard(1.0 + i * delay / 50, 100)
+        live.message_heard()
+    live.pong(1.0 + delay, 1)
+    assert live.queue_delay == pytest.approx(delay)
+    return live
+
+
+def test_a_pong_queued_behind_small_messages_extends_the_next_pings_limit() -> None:
+    live = queued_link(2.0)
+    start = 1.0 + 2.0
+    live.ping(start)
+    limit = live.limit()
+    for i in range(1, 60):  # data keeps arriving ahead of the next pong
+        live.bytes_heard(start + i * 0.1, 100)
+        live.message_heard()
+    # past the plain limit, within limit + twice the queue the last pong showed
+    now = start + 5.9
+    assert live.ping_age(now) > limit
+    assert live.dead(now) is None
+    assert live.ping_limit() == pytest.approx(limit + 4.0)
+
+
+def test_without_data_ahead_of_it_a_ping_gets_no_queue_allowance() -> None:
+    live = queued_link(2.0)
+    start = 1.0 + 2.0
+    live.ping(start)
+    for i in range(1, 20):  # heartbeats only: less than BULK since the ping
+        live.bytes_heard(start + i * 0.1, 20)
+        live.message_heard()
+    assert live.ping_limit() == pytest.approx(live.limit())
+    reason = live.dead(start + live.limit() + 0.01)
+    assert reason is not None and "ping unanswered" in reason
+
+
+def test_a_receive_only_link_after_a_healthy_round_trip_is_found_at_the_limit() -> None:
+    live = welcomed(heartbeat_ms=100, rtt=0.1)
+    live.ping(1.0)
+    live.pong(1.1, 1)  # healthy: nothing ahead of the pong
+    assert live.queue_delay == 0.0
+    live.ping(1.2)
+    for i in range(1, 100):  # the server's frames still arrive (a live stream)
+        live.bytes_heard(1.2 + i * 0.01, 200)
+        live.message_heard()
+    assert live.ping_limit() == pytest.approx(live.limit())
+    assert live.dead(1.2 + live.limit() + 0.01) is not None
+
+
+def test_the_queue_allowance_is_capped() -> None:
+    live = queued_link(30.0)
+    live.ping(31.0)
+    live.bytes_heard(31.1, BULK)
+    live.message_heard()
+    assert live.ping_limit() == pytest.approx(live.limit() + MAX_QUEUE)
+
+
+def test_a_reconnect_forgets_the_queue() -> None:
+    live = queued_link(2.0)
+    live.connecting()
+    assert live.queue_delay == 0.0
+
+
+@given(
+    delay=st.floats(0.0, 10.0),
+    quiet=st.floats(0.0, 30.0),
+    heard=st.integers(0, 3 * BULK),
+)
+def test_dead_exactly_after_the_deadline_with_a_queue(
+    delay: float, quiet: float, heard: int
+) -> None:
+    live = queued_link(delay)
+    start = 1.0 + delay
+    live.ping(start)
+    if heard:
+        live.bytes_heard(start, heard)
+        live.message_heard()
+    deadline = live.deadline()
+    now = start + quiet
     if now < deadline - 1e-9:
         assert live.dead(now) is None
     elif now > deadline + 1e-9:
