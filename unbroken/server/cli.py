@@ -25,7 +25,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -220,6 +220,15 @@ def serve_command(
             help="Seconds between checks of the --policy file for changes (0: SIGHUP only).",
         ),
     ] = 1.0,
+    demo_page: Annotated[
+        bool,
+        typer.Option(
+            "--demo-page",
+            help="Also serve a demo page at / (and the browser client at /unbroken.js): "
+            "start an agent, watch its parts stream, fault the link and see it resume, "
+            "verified. For development: it lists the app's agent names.",
+        ),
+    ] = False,
     max_runs: Annotated[
         int | None,
         typer.Option(
@@ -286,6 +295,8 @@ def serve_command(
     watcher: PolicyWatcher | None = None
     if policy is not None and not isinstance(obj, Unbroken):
         raise typer.BadParameter("--policy needs an Unbroken app as TARGET", param_hint="--policy")
+    if demo_page and not isinstance(obj, Unbroken):
+        raise typer.BadParameter("--demo-page needs an Unbroken app as TARGET")
     if isinstance(obj, Unbroken):
         try:
             obj.asgi(path)  # checks the app's configuration (auth) before binding
@@ -377,9 +388,27 @@ def serve_command(
             watcher.policy.source = Path(watcher.path)
             watcher.policy.set(loaded, why=f"loaded from {watcher.path}")
         sock.listen(config.backlog)
-        server = uvicorn.Server(config)
         ulog = logging.getLogger("unbroken")
+        if demo_page:
+            from .demo_page import DemoPage
+
+            page = DemoPage(
+                cast(Any, config.app),
+                ws_path=path,
+                agents=obj.agents,
+                auth=not obj.allow_anonymous,
+            )
+            config.app = page
+        server = uvicorn.Server(config)
         ulog.info("serving %s on %s", target, url.format(port=bound))
+        if demo_page:
+            ulog.info("demo page: http://%s:%d/", host, bound)
+            if not page.bundle.exists():
+                ulog.warning(
+                    "the demo page needs the browser client, not built: %s "
+                    "(./dev setup, or: cd js && npm ci && npm run build)",
+                    page.bundle,
+                )
         ulog.info(
             "limits: descriptors=%d%s max_connections=%d backlog=%d handshake_timeout=%.1fs",
             nofile,
