@@ -1,0 +1,154 @@
+"""``unbroken serve --demo-page`` in real Chromium: the page starts an agent with the
+browser client, shows its parts streaming, and its fault buttons break the link for
+real (the page drops its socket; the server cuts the link; a blackhole the page's
+silence detector finds); each time the answer resumes, ends exact, and the digest the
+page shows is the one the server's log holds (read back over its HTTP stream path).
+
+The server is a real ``unbroken serve`` process; without the built bundle the page
+says how to build it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from unbroken.server import Unbroken
+from unbroken.server.demo_page import DemoPage
+from unbroken.testing import serve
+
+from .conftest import expected_parts
+
+ROOT = Path(__file__).resolve().parents[2]
+DONE = "window.demo && window.demo.done === true"
+SIZE = 300_000
+
+
+@pytest.fixture
+async def demo_url() -> AsyncIterator[str]:
+    """``unbroken serve tests.browser.demo_app:app --demo-page --port 0`` as a process;
+    yields the page's URL (from its log line)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from unbroken.cli import main; main()",
+        "serve",
+        "tests.browser.demo_app:app",
+        "--demo-page",
+        "--port",
+        "0",
+        "--loop",
+        "asyncio",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:
+        url = ""
+        async with asyncio.timeout(30):
+            while not url:
+                line = (await proc.stderr.readline()).decode()
+                assert line, f"unbroken serve exited: {''.join(lines)}"
+                lines.append(line)
+                found = re.search(r"demo page: (http://\S+)", line)
+                url = found.group(1) if found else ""
+        drain = asyncio.ensure_future(proc.stderr.read())  # keep the pipe from filling
+        yield url
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        drain.cancel()
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+def server_digest(base: str, stream: str) -> str:
+    """The final digest of ``stream`` in the server's log: the last offset of its HTTP
+    read (``{seq:016d}_{digest}``) once the answer has ended."""
+    with urllib.request.urlopen(f"{base}v1/agent/{stream}?offset=-1", timeout=10) as r:
+        offset: str = r.headers["Stream-Next-Offset"]
+        assert r.headers.get("Stream-Up-To-Date") == "true" or r.status == 200
+    return offset.split("_", 1)[1]
+
+
+async def start(page: Any, url: str, pace: float) -> None:
+    await page.goto(url)
+    await page.wait_for_function("window.demo && window.demo.ready", timeout=10_000)
+    await page.select_option("#agent", "mixed")
+    await page.fill("#input", f'{{"size": {SIZE}, "pace": {pace}}}')
+    await page.click("#start")
+
+
+async def finished(page: Any, url: str) -> dict[str, Any]:
+    await page.wait_for_function(DONE, timeout=30_000, polling=50)
+    demo: dict[str, Any] = await page.evaluate("window.demo")
+    assert demo["error"] is None, f"{demo['errorName']}: {demo['error']} {demo['events']}"
+    assert demo["status"] == "completed"
+    assert demo["parts"] == expected_parts(SIZE)
+    shown = await page.text_content("#digest")
+    assert demo["digest"] and demo["digest"] in shown and "verified" in shown
+    assert demo["digest"] == await asyncio.to_thread(server_digest, url, demo["streamId"])
+    return demo
+
+
+async def test_the_demo_page_streams_an_answer_and_shows_its_digest(
+    browser: Any, demo_url: str
+) -> None:
+    page = await (await browser.new_context()).new_page()
+    await start(page, demo_url, pace=0)
+    demo = await finished(page, demo_url)
+    kinds = [e["kind"] for e in demo["events"]]
+    assert kinds[0] == "connected" and "disconnected" not in kinds
+    assert await page.text_content("#state") == "connected"
+
+
+@pytest.mark.parametrize("button", ["drop", "cut", "blackhole"])
+async def test_a_fault_button_breaks_the_link_and_the_answer_resumes_exact(
+    browser: Any, demo_url: str, button: str
+) -> None:
+    page = await (await browser.new_context()).new_page()
+    await start(page, demo_url, pace=0.1)  # about 3 s: the fault lands mid-answer
+    await page.wait_for_function("window.demo.received > 1000", timeout=10_000, polling=20)
+    await page.click(f"#{button}")
+    assert await page.evaluate("window.demo.done") is False, "the fault must come mid-answer"
+    demo = await finished(page, demo_url)
+    faults = demo["faults"]
+    assert len(faults) == 1 and faults[0].get("links", faults[0].get("sockets")) == 1, faults
+    kinds = [e["kind"] for e in demo["events"]]
+    assert kinds.count("disconnected") == 1, demo["events"]
+    lost = next(e for e in demo["events"] if e["kind"] == "disconnected")
+    expected_code = {"drop": 3000, "cut": 1001, "blackhole": 4004}[button]
+    assert lost["code"] == expected_code, lost
+    resumed = [e for e in demo["events"] if e["kind"] == "resumed"]
+    assert len(resumed) == 1 and resumed[0]["fromSeq"] > 1000, demo["events"]
+    events = await page.text_content("#events")
+    assert "resumed" in events and "reconnecting" in events
+
+
+async def test_without_the_bundle_the_page_says_how_to_build_it(
+    browser: Any, tmp_path: Path
+) -> None:
+    app = Unbroken(allow_anonymous=True)
+    site = DemoPage(app.asgi("/ws"), agents=["x"], bundle=tmp_path / "unbroken.js")
+    async with serve(site, path="/ws") as server:
+        page = await (await browser.new_context()).new_page()
+        await page.goto(f"http://127.0.0.1:{server.port}/")
+        await page.wait_for_function("window.demo && window.demo.error", timeout=10_000)
+        notice = await page.text_content("#notice")
+        assert await page.is_visible("#notice")
+    assert notice is not None and "not built" in notice and "./dev setup" in notice
