@@ -28,7 +28,7 @@ from .asgi import ASGIApp, Receive, Scope, Send
 from .config import ServerConfig
 from .connection import Authenticate, Connection
 from .guard import ConnectionGuard, ConnectionLimits
-from .hub import Hub
+from .hub import Hub, Redact
 from .policy import LivePolicy, OriginPolicy
 
 if TYPE_CHECKING:
@@ -50,6 +50,10 @@ class Unbroken:
     :class:`~unbroken.errors.AuthError`; ``auth=`` is the same hook, e.g. a
     :class:`~unbroken.server.auth.JWTAuth`) or set ``allow_anonymous=True``.
     ``admission`` limits new work (:class:`~unbroken.server.admission.AdmissionLimits`).
+    ``redact`` (``(exc) -> str``) is what clients are told when an agent raises
+    (default :func:`~unbroken.server.hub.redact_exception`: ``internal error in
+    agent: ValueError``; the message and traceback go to the server log only;
+    :func:`~unbroken.server.hub.reveal_exception` passes the message through).
     ``heartbeat`` is seconds of quiet before the server sends ``hb``;
     ``run_timeout`` limits every run (per agent: ``@app.agent(timeout=…)``);
     ``abandon_after`` cancels runs nobody has been attached to for that long
@@ -123,6 +127,7 @@ class Unbroken:
         expose_agent_names: bool = False,
         admission: AdmissionLimits | None = None,
         policy: OriginPolicy | LivePolicy | None = None,
+        redact: Redact | None = None,
     ) -> None:
         self.store: StreamLog = store if store is not None else MemoryStore()
         if auth is not None and authenticate is not None:
@@ -177,6 +182,7 @@ class Unbroken:
             sweep_every=sweep_every,
             coalesce=coalesce,
             admission=admission,
+            redact=redact,
         )
 
     # read-only views of the config (the names the constructor takes)

@@ -27,6 +27,22 @@ from .producer import Producer
 
 log = logging.getLogger(__name__)
 
+#: what a client is told of an agent's exception: ``redact(exc) -> text``
+Redact = Callable[[BaseException], str]
+
+
+def redact_exception(exc: BaseException) -> str:
+    """The default redaction: the exception's type and a generic message
+    (``internal error in agent: ValueError``). Its message may hold secrets (keys,
+    URLs, user data), so it goes to the server log only, with the traceback."""
+    return f"internal error in agent: {type(exc).__name__}"
+
+
+def reveal_exception(exc: BaseException) -> str:
+    """A redaction hook that hides nothing: ``Type: message`` (for development and
+    tests; ``Unbroken(redact=reveal_exception)``)."""
+    return _describe(exc)
+
 
 @dataclass(slots=True)
 class AgentRun:
@@ -63,8 +79,11 @@ class Hub:
         coalesce: float = 0.0,
         clock: Callable[[], float] = time.time,
         admission: AdmissionLimits | None = None,
+        redact: Redact | None = None,
     ) -> None:
         self.store = store
+        #: what clients learn of an agent's exception (the log gets all of it)
+        self.redact: Redact = redact if redact is not None else redact_exception
         self.admission = admission if admission is not None else AdmissionLimits()
         #: live runs, loop lag and RSS, and the decisions on them
         self.gate = Admission(self.admission)
@@ -218,6 +237,19 @@ class Hub:
         log.info("run started stream=%s agent=%s owner=%s", created.stream, agent, principal.id)
         return created
 
+    def _redacted(self, exc: BaseException) -> str:
+        """What the run's end tells clients about ``exc`` (the hook's text; the
+        default's when the hook fails or gives no string)."""
+        try:
+            text = self.redact(exc)
+        except Exception:
+            log.exception("redact hook failed; the default redaction is used")
+            return redact_exception(exc)
+        if not isinstance(text, str):
+            log.error("redact hook returned %s, not a str; the default is used", type(text))
+            return redact_exception(exc)
+        return text
+
     async def _run(self, run: AgentRun, fn: Agent, request: Request, limit: float | None) -> None:
         out = Output(run.producer, self.max_chunk)
         status, error = "completed", ""
@@ -266,14 +298,14 @@ class Hub:
         except LogFull as exc:
             status, error = "failed", f"log_full: {exc}"
         except Exception as exc:
-            error = _describe(exc)
             log.error(
                 "agent failed stream=%s agent=%s error=%s",
                 run.stream,
                 run.agent,
-                excerpt(error),
+                excerpt(_describe(exc)),
                 exc_info=exc,
             )
+            error = self._redacted(exc)
             status = "failed"
         run.ending = True
         try:
