@@ -46,6 +46,7 @@ from .http_common import (
 from .http_streams import ByteStreams
 from .hub import Hub
 from .policy import LivePolicy, OriginPolicy
+from .ui_streams import UIStreams
 from .websocket import MAX_SIZE_EXTENSION
 
 log = logging.getLogger(__name__)
@@ -323,7 +324,8 @@ async def _respond(
 #: Where the HTTP stream endpoints live (below the app's mount point).
 AGENT_PREFIX = "/v1/agent/"
 BYTE_PREFIX = "/v1/stream/"
-STREAM_PREFIXES = (AGENT_PREFIX, BYTE_PREFIX)
+UI_PREFIX = "/v1/ui/"
+STREAM_PREFIXES = (AGENT_PREFIX, BYTE_PREFIX, UI_PREFIX)
 
 #: The methods the app's HTTP endpoints answer (CORS preflights allow these).
 CORS_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -351,7 +353,15 @@ class ASGIApp:
     ``OPTIONS`` is answered (204, or a CORS preflight's answer); every HTTP answer
     carries the origin policy's CORS headers (:func:`cors_headers`)."""
 
-    __slots__ = ("_inflight", "agent_streams", "app", "byte_streams", "max_http_streams", "path")
+    __slots__ = (
+        "_inflight",
+        "agent_streams",
+        "app",
+        "byte_streams",
+        "max_http_streams",
+        "path",
+        "ui_streams",
+    )
 
     def __init__(
         self,
@@ -373,6 +383,8 @@ class ASGIApp:
         )
         #: ``/v1/stream/{path}``: plain Durable Streams byte and JSON streams
         self.byte_streams = ByteStreams(long_poll_timeout=long_poll_timeout, accepting=accepting)
+        #: ``/v1/ui/{ai-sdk|ag-ui}/{stream}``: agent answers in the UI protocols (read only)
+        self.ui_streams = UIStreams(app.store, accepting=accepting)
         #: HTTP stream requests served at once at most (SSE and long-polls included);
         #: beyond, 429 with Retry-After. ``None``: the app's ``max_connections``.
         self.max_http_streams = max_http_streams
@@ -464,6 +476,8 @@ class ASGIApp:
                     if not stream or "/" in stream:
                         raise _HttpRefusal(404, "no such stream")
                     await self.agent_streams.handle(request, stream, principal)
+                elif path.startswith(UI_PREFIX):
+                    await self.ui_streams.handle(request, path[len(UI_PREFIX) :], principal)
                 else:
                     await self.byte_streams.handle(request, path[len(BYTE_PREFIX) :], principal)
             finally:

@@ -39,7 +39,7 @@ EXPOSED: Final = (
     b"stream-next-offset, stream-cursor, stream-up-to-date, stream-closed, "
     b"stream-ttl, stream-expires-at, stream-sse-data-encoding, etag, location, "
     b"producer-epoch, producer-seq, producer-expected-seq, producer-received-seq, "
-    b"unbroken-epoch, unbroken-status, unbroken-gone, retry-after"
+    b"unbroken-epoch, unbroken-status, unbroken-gone, retry-after, x-vercel-ai-ui-message-stream"
 )
 #: Sent on every answer of the HTTP stream endpoints (Durable Streams §12.7).
 SECURITY: Final[list[Header]] = [
