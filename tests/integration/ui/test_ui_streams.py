@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -271,3 +273,75 @@ async def test_owner_only_resume_shape_and_clear_errors(ui_served: Any) -> None:
     # the server is still fine
     other = await start_mixed(srv.url)
     assert (await kit.wait_ended(other)).status == "completed"
+
+
+AI_JS = Path(__file__).resolve().parents[3] / "js" / "node_modules" / "ai" / "dist" / "index.js"
+
+
+@pytest.mark.skipif(
+    shutil.which("node") is None or not AI_JS.exists(), reason="needs node and js/ (npm ci)"
+)
+async def test_the_ai_packages_own_reader_rebuilds_the_message_through_use_chats_resume(
+    ui_served: Any,
+) -> None:
+    """``DefaultChatTransport.reconnectToStream`` (what ``useChat({resume: true})``
+    calls) against ``/v1/ui/ai-sdk``, mid-answer, then ``readUIMessageStream``: the
+    SDK's schema accepts every chunk and its message holds the log's parts."""
+    kit, srv = await ui_served()
+    stream = await start_mixed(srv.url, {"g1": "g1"})
+    async with asyncio.timeout(TIMEOUT):
+        await kit.reached["g1"].wait()
+    script = Path(__file__).with_name("ai_sdk_reader.mjs")
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(script),
+        str(AI_JS),
+        f"{srv.http}/v1/ui/ai-sdk",
+        stream,
+        "alice-token",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(30):
+            first = await proc.stdout.readline()
+            assert first == b"connected\n", (first, await proc.stderr.read())  # type: ignore[union-attr]
+            kit.gates["g1"].set()
+            out, err = await proc.communicate()
+        assert proc.returncode == 0, err
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    msg = json.loads(out)
+    assert msg["id"] == stream and msg["role"] == "assistant"
+    assert msg["metadata"] == META
+    parts = [p for p in msg["parts"] if p["type"] != "step-start"]
+    assert [p["type"] for p in parts] == [
+        "reasoning",
+        "text",
+        "tool-get_weather",
+        "text",
+        "data-chart",
+    ]
+    assert parts[0]["text"] == "".join(REASONING) and parts[0]["state"] == "done"
+    assert parts[1]["text"] == "".join(TEXT_1)
+    assert parts[2]["toolCallId"] == "call_1" and parts[2]["state"] == "output-available"
+    assert parts[2]["input"] == json.loads("".join(TOOL_ARGS)) and parts[2]["output"] == RESULT
+    assert parts[3]["text"] == "".join(TEXT_2)
+    assert parts[4]["data"] == CHART
+    # ended: the SDK's "no active stream"
+    await kit.wait_ended(stream)
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(script),
+        str(AI_JS),
+        f"{srv.http}/v1/ui/ai-sdk",
+        stream,
+        "alice-token",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        out, _ = await proc.communicate()
+    assert out == b"null\n"
