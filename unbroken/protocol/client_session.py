@@ -16,6 +16,7 @@ for a request (:meth:`ClientSession.server_error` → :class:`RetryStart` at a t
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -25,6 +26,7 @@ import msgspec
 
 from ..errors import (
     ChainMismatch,
+    ConfigError,
     IntegrityError,
     Overloaded,
     ProtocolError,
@@ -61,6 +63,7 @@ from .frames import (
     decode_server,
     encode,
     events_of,
+    excerpt,
 )
 from .liveness import Check, Liveness
 from .retry import HARMLESS_ERROR, REFRESH_ATTEMPTS, RETRYABLE_START, refresh_delay
@@ -83,14 +86,54 @@ class StreamState(Enum):
     GONE = "gone"
 
 
+_CURSOR_TAG = "ub1"
+_CURSOR_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}\Z")
+_CURSOR_DIGEST = re.compile(r"[0-9a-f]{32}\Z")
+_CURSOR_SEQ = re.compile(r"(0|[1-9][0-9]{0,15})\Z")
+
+
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """Where a client is in a stream: enough to resume it later, anywhere."""
+    """Where a client is in a stream: enough to resume it later, anywhere.
+
+    ``str(cursor)`` is a compact, URL-safe string (``ub1.<stream>.<seq>.<digest>.<epoch>``,
+    about 110 characters) to keep in a cookie, ``localStorage`` or a database;
+    :meth:`parse` turns it back into the same cursor.
+    """
 
     stream: str
     seq: int
     digest: str
     epoch: str
+
+    def __str__(self) -> str:
+        return f"{_CURSOR_TAG}.{self.stream}.{self.seq}.{self.digest}.{self.epoch}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        """The cursor ``str(cursor)`` gave; :class:`~unbroken.errors.ConfigError`
+        when ``text`` is not one (the message says which field is wrong)."""
+        if not isinstance(text, str):
+            raise ConfigError(f"a cursor is a string, got {type(text).__name__}")
+        fields = text.split(".")
+        if len(fields) != 5 or fields[0] != _CURSOR_TAG:
+            raise ConfigError(
+                f"not a cursor: {excerpt(text, 80)!r} (expected "
+                f"'{_CURSOR_TAG}.<stream>.<seq>.<digest>.<epoch>', as str(cursor) gives)"
+            )
+        _, stream, seq, digest, epoch = fields
+        for name, value, pattern in (
+            ("stream id", stream, _CURSOR_ID),
+            ("seq", seq, _CURSOR_SEQ),
+            ("digest", digest, _CURSOR_DIGEST),
+            ("epoch", epoch, _CURSOR_ID),
+        ):
+            if pattern.match(value) is None:
+                raise ConfigError(f"cursor {excerpt(text, 80)!r}: bad {name} {value!r}")
+        n = int(seq)
+        if n > 2**53:
+            raise ConfigError(f"cursor {excerpt(text, 80)!r}: seq {n} is out of range")
+        return cls(stream, n, digest, epoch)
 
 
 @dataclass(slots=True)
