@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import sys
+import time
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -152,3 +153,53 @@ async def test_without_the_bundle_the_page_says_how_to_build_it(
         notice = await page.text_content("#notice")
         assert await page.is_visible("#notice")
     assert notice is not None and "not built" in notice and "./dev setup" in notice
+
+
+SECRET = "demo-page-test-secret-0123456789abcdef0123"
+
+
+def jwt_token(lifetime: float) -> str:
+    import jwt
+
+    exp = time.time() + lifetime
+    return jwt.encode({"sub": "alice", "exp": exp}, SECRET, algorithm="HS256")
+
+
+async def test_with_auth_the_page_asks_a_token_and_refreshes_in_band(browser: Any) -> None:
+    from unbroken.server.auth import JWTAuth
+
+    from .conftest import mixed_app
+
+    app = mixed_app({}, auth=JWTAuth(key=SECRET, algorithms=["HS256"]))
+    site = DemoPage(app.asgi("/ws"), agents=app.agents, auth=True)
+    async with serve(site, path="/ws") as server:
+        url = f"http://127.0.0.1:{server.port}/"
+        page = await (await browser.new_context()).new_page()
+        await page.goto(url)
+        await page.wait_for_function("window.demo && window.demo.ready", timeout=10_000)
+        assert await page.is_visible("#token")
+        # a wrong token: the typed error is shown, and the next Start opens a new session
+        await page.fill("#token", "not-a-token")
+        await page.select_option("#agent", "mixed")
+        await page.fill("#input", f'{{"size": {SIZE}, "pace": 0.1}}')
+        await page.click("#start")
+        await page.wait_for_function(DONE, timeout=10_000, polling=50)
+        assert await page.evaluate("window.demo.errorName") == "AuthError"
+        assert "AuthError" in (await page.text_content("#digest") or "")
+        # a token of 2 s, replaced in the field by a long one once the answer runs
+        # (about 3 s): the client asks the field before the first expires, in-band
+        await page.fill("#token", jwt_token(2.0))
+        await page.click("#start")
+        await page.wait_for_function("window.demo.received > 100", timeout=10_000, polling=20)
+        await page.fill("#token", jwt_token(60.0))
+        await page.wait_for_function(DONE, timeout=30_000, polling=50)
+        demo: dict[str, Any] = await page.evaluate("window.demo")
+        assert demo["error"] is None, f"{demo['errorName']}: {demo['error']} {demo['events']}"
+        assert demo["parts"] == expected_parts(SIZE)
+        kinds = [e["kind"] for e in demo["events"]]
+        assert "refreshed" in kinds and "disconnected" not in kinds[kinds.index("refreshed") :]
+        meta = await app.store.meta(demo["streamId"])
+        assert meta is not None
+        digest = await app.store.digest_at(demo["streamId"], meta.head)
+        assert digest is not None and demo["digest"] == digest.hex()
+        assert "refreshed" in (await page.text_content("#events") or "")
