@@ -55,6 +55,7 @@ from ..protocol.client_session import (
     end_error,
 )
 from ..protocol.codes import CloseCode
+from ..protocol.digest import seed
 from ..protocol.events import Event
 from ..protocol.frames import (
     CAP_BATCH,
@@ -330,6 +331,7 @@ class Client:
         self._ws: ClientConnection | None = None
         self._url_index = 0
         self._ready = asyncio.Event()
+        self._epoch = ""  # the server's log generation, from the last welcome
         self._closed = False
         self._fatal: BaseException | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -411,9 +413,18 @@ class Client:
         await self._answered(st, "start")
         return st
 
-    async def resume(self, cursor: Cursor) -> Stream:
-        """Pick up a stream from a saved :attr:`Stream.cursor` (this or another node)."""
+    async def resume(self, cursor: Cursor | str) -> Stream:
+        """Pick up a stream from a saved :attr:`Stream.cursor` (this or another node),
+        or from its string (``str(cursor)``, :meth:`Cursor.parse`). The events after
+        the cursor follow, verified against the chain from the cursor's digest."""
         self._check_usable()
+        if isinstance(cursor, str):
+            cursor = Cursor.parse(cursor)
+        if cursor.stream in self._by_id:
+            raise ConfigError(
+                f"stream {cursor.stream} is already open on this client: read the Stream "
+                "you have (a second reader of the same answer is another Client)"
+            )
         req = "resume-" + secrets.token_urlsafe(9)
         st = Stream(self, req, "")
         st._began(cursor.stream, cursor.epoch, cursor.seq, bytes.fromhex(cursor.digest))
@@ -425,6 +436,32 @@ class Client:
             await self._send_frame(frame)
         await self._answered(st, "resume")
         return st
+
+    async def join(self, stream: str, *, epoch: str | None = None) -> Stream:
+        """Follow the answer ``stream`` from its first event: a :class:`Stream` that
+        replays what the log holds and then goes on live while the run goes on
+        (another tab, another device, a page reloaded without its cursor). Every
+        event is verified from the chain's seed, so :attr:`Answer.complete` can be
+        true. Any number of clients may follow one answer at once; the run does not
+        notice them. Only the principal that started it may read it (otherwise
+        :class:`~unbroken.errors.StreamGone` ``forbidden``, as for an unknown id).
+        ``epoch``: the log's generation the stream was started in (default: the
+        server's, from ``welcome``; give the stream's :attr:`Stream.epoch` when
+        nodes with their own logs sit behind one URL)."""
+        self._check_usable()
+        ep = epoch if epoch is not None else self._epoch
+        return await self.resume(Cursor(stream, 0, seed(stream, ep).hex(), ep))
+
+    async def read(self, stream: str, *, epoch: str | None = None) -> Answer:
+        """The whole answer ``stream``, verified end to end: :meth:`join` and read
+        to its end (waits while the run goes on). Raises
+        :class:`~unbroken.errors.StreamFailed` when the run ended ``failed`` or
+        ``cancelled`` (its partial answer on the :class:`Stream` ``result``) and
+        :class:`~unbroken.errors.StreamGone` when it cannot be read."""
+        st = await self.join(stream, epoch=epoch)
+        async for _ in st:
+            pass
+        return await st.wait()
 
     async def _answered(self, st: Stream, what: str) -> None:
         """Wait for the answer to a start or resume, at most ``request_timeout``."""
@@ -721,6 +758,7 @@ class Client:
             if isinstance(out, ServerError):
                 raise refused_before_welcome(out.error)
             assert isinstance(out, Welcomed)
+            self._epoch = out.welcome.epoch
             now = loop.time()
             live.welcomed(now, out.welcome.heartbeat_ms, now - t0)
             self._ready.set()
