@@ -203,3 +203,18 @@ async def test_with_auth_the_page_asks_a_token_and_refreshes_in_band(browser: An
         digest = await app.store.digest_at(demo["streamId"], meta.head)
         assert digest is not None and demo["digest"] == digest.hex()
         assert "refreshed" in (await page.text_content("#events") or "")
+
+
+async def test_a_reload_mid_answer_picks_up_the_same_answer(browser: Any, demo_url: str) -> None:
+    page = await (await browser.new_context()).new_page()
+    await start(page, demo_url, pace=0.1)
+    await page.wait_for_function("window.demo.received > 1000", timeout=10_000, polling=20)
+    before = await page.evaluate("window.demo.streamId")
+    await page.reload()
+    await page.wait_for_function(DONE, timeout=30_000, polling=50)
+    demo: dict[str, Any] = await page.evaluate("window.demo")
+    assert demo["error"] is None, f"{demo['errorName']}: {demo['error']} {demo['events']}"
+    assert demo["streamId"] == before and demo["status"] == "completed"
+    assert demo["fromSeq"] > 1000
+    assert demo["digest"] == await asyncio.to_thread(server_digest, demo_url, before)
+    assert "picked up after a reload" in (await page.text_content("#digest") or "")
