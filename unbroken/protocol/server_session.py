@@ -17,6 +17,7 @@ always an argument.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -57,6 +58,19 @@ class TokenBucket:
 #: The largest first ``events`` frame of an attachment (:class:`StreamFlow`).
 FIRST_FRAME = 16 * 1024
 
+#: The least the flow window shrinks to on a slow link (bytes): enough for the link
+#: to stay busy while the client's acks come every heartbeat over a 2 s round trip.
+MIN_WINDOW = 64 * 1024
+#: Queueing delay (s) beyond the path's round trip that marks the link as the
+#: bottleneck: the bytes in flight are then cut to what the link drains.
+QUEUE_TARGET = 0.5
+#: Seconds of the measured drain rate kept in flight beyond the round trip: the
+#: client acks at least every second (or on ``hb``), so less would idle the link.
+ACK_SPAN = 1.0
+#: The round trip's floor is the least sample seen in this many seconds (as BBR's
+#: min-RTT filter: a path whose latency grew is adopted after this).
+RTT_WINDOW = 10.0
+
 
 class StreamFlow:
     """One stream on one connection: what was sent, what the client acked, and the
@@ -73,15 +87,34 @@ class StreamFlow:
     ``frame_cap``: a client that reconnects mid-answer verifies and shows the first
     missing events after decoding 16 KiB, not a whole 256 KiB catch-up frame, and
     a long catch-up still reaches full-size frames after a few (16 → 256 KiB in
-    five frames, 496 KiB)."""
+    five frames, 496 KiB).
+
+    With a ``clock`` the window follows the link (:attr:`cwnd`): each ack measures
+    the round trip of the newest frame it covers and the rate at which the client
+    drains the stream. When the round trip exceeds its floor (the least of the last
+    :data:`RTT_WINDOW` seconds) by more than :data:`QUEUE_TARGET`, the bytes are
+    queueing between server and client (a link slower than the stream): the window
+    becomes the drain rate times the floor plus :data:`ACK_SPAN`, at least
+    :data:`MIN_WINDOW`. The backlog then waits in the log, where the next frame
+    coalesces it, not in socket buffers, and the client's pongs and acks wait behind
+    less. When the queue is gone the window doubles per ack back to ``window``. An
+    ack that answers an ``hb`` sent after the frame (:attr:`hb_at`) measures the
+    heartbeat's wait, not the link: no round-trip sample."""
 
     __slots__ = (
         "acked",
+        "acked_at",
+        "clock",
+        "cwnd",
         "ended",
         "frame_cap",
+        "hb_at",
         "inflight",
         "inflight_bytes",
         "ramp",
+        "rate",
+        "rtt_floor",
+        "rtt_floor_at",
         "sent",
         "sent_bytes",
         "window",
@@ -95,18 +128,32 @@ class StreamFlow:
         frame_cap: int,
         acked: int = -1,
         first_frame: int = FIRST_FRAME,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         #: last seq sent (the cursor)
         self.sent = after
         #: highest seq the client acked (cumulative)
         self.acked = max(after, acked)
+        #: the configured window: the most ever in flight
         self.window = window
+        #: the window in force: ``window``, or less on a link slower than the stream
+        self.cwnd = window
         self.frame_cap = frame_cap
         #: the largest next frame while ramping up (doubles per frame sent)
         self.ramp = max(1, min(first_frame, frame_cap))
-        # (last seq of frame, bytes) per frame in flight; a list: a deque costs ~760 B
-        # per stream, and a cumulative ack removes its prefix in one slice
-        self.inflight: list[tuple[int, int]] = []
+        #: the time source of the link measurements (``None``: the window is fixed)
+        self.clock = clock
+        #: when the connection last sent ``hb`` (set by the connection)
+        self.hb_at = 0.0
+        #: the client's drain rate (bytes/s, smoothed; 0: not measured yet)
+        self.rate = 0.0
+        #: the least round trip seen lately (s; ``inf``: none yet) and since when
+        self.rtt_floor = float("inf")
+        self.rtt_floor_at = 0.0
+        self.acked_at = 0.0  # when the last ack that moved the window arrived
+        # (last seq of frame, bytes, sent at) per frame in flight; a list: a deque
+        # costs ~760 B per stream, and a cumulative ack removes its prefix in one slice
+        self.inflight: list[tuple[int, int, float]] = []
         self.inflight_bytes = 0
         self.sent_bytes = 0
         #: the ``end`` event was sent
@@ -115,15 +162,17 @@ class StreamFlow:
     def budget(self) -> int:
         """Bytes that may be sent now (0 or less: wait for an ack)."""
         if self.inflight_bytes == 0:
-            return self.ramp
-        return min(self.ramp, self.window - self.inflight_bytes)
+            # one frame always goes (an event larger than the window is never stuck),
+            # no larger than a window cut to a slow link
+            return self.ramp if self.cwnd >= self.window else min(self.ramp, self.cwnd)
+        return min(self.ramp, self.cwnd - self.inflight_bytes)
 
     def sent_frame(self, last: int, size: int, end: bool) -> None:
         """A frame whose last event is ``last`` (``end``: the stream's end) went out."""
         self.sent = last
         if self.ramp < self.frame_cap:
             self.ramp = min(self.frame_cap, self.ramp * 2)
-        self.inflight.append((last, size))
+        self.inflight.append((last, size, self.clock() if self.clock is not None else 0.0))
         self.inflight_bytes += size
         self.sent_bytes += size
         if end:
@@ -138,12 +187,35 @@ class StreamFlow:
             self.acked = seq
         q = self.inflight
         k = 0
+        freed = 0
         while k < len(q) and q[k][0] <= seq:
-            self.inflight_bytes -= q[k][1]
+            freed += q[k][1]
             k += 1
         if k:
+            self.inflight_bytes -= freed
+            if self.clock is not None:
+                self._measure(self.clock(), q[k - 1][2], freed)
             del q[:k]
         return True
+
+    def _measure(self, now: float, sent_at: float, freed: int) -> None:
+        """An ack at ``now`` freed ``freed`` bytes, the newest of them sent at
+        ``sent_at``: update the drain rate, the round trip's floor, and the window."""
+        if self.acked_at and now > self.acked_at:
+            sample = freed / (now - self.acked_at)
+            self.rate = sample if not self.rate else 0.75 * self.rate + 0.25 * sample
+        self.acked_at = now
+        if self.hb_at > sent_at:
+            return  # the ack answered a heartbeat: it timed the wait, not the link
+        rtt = now - sent_at
+        if rtt <= self.rtt_floor or now - self.rtt_floor_at > RTT_WINDOW:
+            self.rtt_floor, self.rtt_floor_at = rtt, now
+        if rtt - self.rtt_floor > QUEUE_TARGET and self.rate:
+            # bytes queue between us and the client: keep in flight what it drains
+            pipe = int(self.rate * (self.rtt_floor + ACK_SPAN))
+            self.cwnd = max(MIN_WINDOW, min(self.window, pipe))
+        elif self.cwnd < self.window:
+            self.cwnd = min(self.window, self.cwnd * 2)
 
     @property
     def finished(self) -> bool:
@@ -193,6 +265,7 @@ class ServerSession:
         frame_cap: int = 256 * 1024,
         peer_silence: float = 1.5,
         first_frame: int = FIRST_FRAME,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.state = ServerState.AWAIT_HELLO
         self.max_frame = max_frame
@@ -204,6 +277,8 @@ class ServerSession:
         self.frame_cap = frame_cap
         #: the first frame's cap of each attachment (it doubles up to ``frame_cap``)
         self.first_frame = first_frame
+        #: the time source that lets each flow window follow its link (``None``: fixed)
+        self.clock = clock
         #: a stalled stream and nothing heard for this long: the peer is lost
         self.peer_silence = peer_silence
         #: attached streams: the one record of what was sent and acked on each
@@ -261,6 +336,7 @@ class ServerSession:
             frame_cap=self.frame_cap,
             acked=old.acked if old is not None else -1,
             first_frame=self.first_frame,
+            clock=self.clock,
         )
         self.flows[stream] = flow
         self.released.pop(stream, None)
@@ -313,6 +389,12 @@ class ServerSession:
         return AckResult.APPLIED
 
     # ------------------------------------------------------------ liveness
+    def hb_sent(self, now: float) -> None:
+        """An ``hb`` went out at ``now``: the acks it provokes time the heartbeat's
+        wait, not the link (:class:`StreamFlow` takes no round trip from them)."""
+        for flow in self.flows.values():
+            flow.hb_at = now
+
     def live(self) -> bool:
         """Some attached stream has not sent its end yet."""
         return any(not flow.ended for flow in self.flows.values())

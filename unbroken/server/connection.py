@@ -165,6 +165,8 @@ class Connection:
             window=config.limits.window,
             frame_cap=config.frame_cap,
             peer_silence=config.peer_silence,
+            # each stream's flow window follows its link (smaller when it is slow)
+            clock=time.monotonic,
         )
         self.principal: Principal | None = None
         self.atts: dict[str, Attachment] = {}
@@ -898,6 +900,7 @@ class Connection:
         live = self.session.live()
         if live and now - self._last_send >= self.config.heartbeat * 0.9:
             self._queue(b'{"t":"hb"}')
+            self.session.hb_sent(time.monotonic())
         if live or self._send_started or self._pump_task is not None:
             self._schedule_hb()
         else:
