@@ -12,6 +12,7 @@ import contextlib
 import inspect
 import logging
 import random
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -63,6 +64,7 @@ from ..protocol.frames import (
     DEFAULT_MAX_FRAME,
     SUBPROTOCOLS,
     Ping,
+    Start,
     encode,
 )
 from ..protocol.liveness import Liveness
@@ -404,7 +406,8 @@ class Client:
         id after reconnecting, so the agent never runs twice.
         """
         self._check_usable()
-        req = req or secrets.token_urlsafe(12)
+        req = secrets.token_urlsafe(12) if req is None else req
+        _check_start(req, agent, input)
         frame = self._session.start(req, agent, input)  # (refuses one too big)
         st = Stream(self, req, agent)
         self._streams[req] = st
@@ -418,8 +421,9 @@ class Client:
         or from its string (``str(cursor)``, :meth:`Cursor.parse`). The events after
         the cursor follow, verified against the chain from the cursor's digest."""
         self._check_usable()
-        if isinstance(cursor, str):
-            cursor = Cursor.parse(cursor)
+        # a string is parsed; a Cursor is checked the same way (a bad digest would
+        # otherwise surface as a ValueError, a bad id as the server closing 4000)
+        cursor = Cursor.parse(cursor if isinstance(cursor, str) else str(cursor))
         if cursor.stream in self._by_id:
             raise ConfigError(
                 f"stream {cursor.stream} is already open on this client: read the Stream "
@@ -905,6 +909,29 @@ class Client:
             return
         task = asyncio.get_running_loop().create_task(self._send_frame(frame))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+
+_AGENT_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,128}\Z")
+_REQ_ID = re.compile(r"[\x21-\x7e]{1,128}\Z")
+
+
+def _check_start(req: str, agent: str, input: Any) -> None:
+    """Refuse, before anything is sent, a start the server would refuse as a bad
+    frame (closing the connection, every stream on it with it)."""
+    if not isinstance(agent, str) or _AGENT_NAME.match(agent) is None:
+        raise ConfigError(
+            f"bad agent name {agent!r}: 1 to 128 of A-Z a-z 0-9 _ . : - (as registered "
+            "with @app.agent)"
+        )
+    if not isinstance(req, str) or _REQ_ID.match(req) is None:
+        raise ConfigError(f"bad request id {req!r}: 1 to 128 printable ASCII characters")
+    try:
+        encode(Start(req, agent, input))
+    except (TypeError, ValueError) as exc:  # msgspec's EncodeError is a ValueError
+        raise ConfigError(
+            f"the input of {agent!r} cannot be sent as JSON: {exc} (give dicts, lists, "
+            "strings, numbers, booleans or None)"
+        ) from None
 
 
 async def stream_answer(

@@ -8,6 +8,8 @@ import pytest
 
 from unbroken import ConfigError, Cursor, UnbrokenError
 from unbroken.client import Client
+from unbroken.server import Output, Request, Unbroken
+from unbroken.testing import serve
 
 
 async def test_start_outside_async_with_raises_at_once() -> None:
@@ -32,3 +34,26 @@ def test_no_url_is_a_config_error() -> None:
 def test_a_url_that_is_not_websocket_is_a_config_error_not_a_websockets_exception() -> None:
     with pytest.raises(ConfigError, match="ws:// or wss://"):
         Client("http://127.0.0.1:9/ws")
+
+
+async def test_bad_arguments_to_a_connected_client_are_config_errors_and_harm_nothing() -> None:
+    app = Unbroken(allow_anonymous=True)
+
+    @app.agent("echo")
+    async def echo(req: Request, out: Output) -> None:
+        await out.text(str(req.input))
+
+    async with serve(app) as srv, Client(srv.url) as client:
+        with pytest.raises(ConfigError, match="cannot be sent as JSON"):
+            await client.start("echo", {"when": object()})
+        with pytest.raises(ConfigError, match="agent name"):
+            await client.start("my agent")  # a space: the server would close 4000
+        with pytest.raises(ConfigError, match="request id"):
+            await client.start("echo", req="")
+        with pytest.raises(ConfigError, match="bad digest"):
+            await client.resume(Cursor("s" * 22, 3, "not hex", "e"))
+        with pytest.raises(ConfigError, match="not a cursor"):
+            await client.resume("a cookie that is not a cursor")
+        # the connection and the client are fine afterwards
+        st = await client.start("echo", "still here")
+        assert (await asyncio.wait_for(st.wait(), 10)).text == "still here"
