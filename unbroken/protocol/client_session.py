@@ -97,7 +97,7 @@ class Cursor:
     """Where a client is in a stream: enough to resume it later, anywhere.
 
     ``str(cursor)`` is a compact, URL-safe string (``ub1.<stream>.<seq>.<digest>.<epoch>``,
-    about 110 characters) to keep in a cookie, ``localStorage`` or a database;
+    under 100 characters) to keep in a cookie, ``localStorage`` or a database;
     :meth:`parse` turns it back into the same cursor.
     """
 
