@@ -374,6 +374,7 @@ class Client:
         loop = asyncio.get_running_loop()
         self._first = loop.create_future()
         self._supervisor = loop.create_task(self._supervise(), name="unbroken-client")
+        self._supervisor.add_done_callback(self._supervisor_ended)
         await asyncio.shield(self._first)
         return self
 
@@ -556,9 +557,13 @@ class Client:
             )
             retry = default_should_retry(error)
             if self.should_retry is not None:
-                decided = self.should_retry(error)
+                try:
+                    decided = self.should_retry(error)
+                except Exception:  # the hook is advice: the table decides without it
+                    log.exception("should_retry hook failed; the retry table decides")
+                    decided = None
                 if decided is not None:
-                    retry = decided
+                    retry = bool(decided)
             if not retry:
                 self._fail_all(
                     fatal_error(error, status=_status(error), detail=_refusal_text(error))
@@ -580,6 +585,15 @@ class Client:
             )
             if delay > 0:
                 await asyncio.sleep(delay)
+
+    def _supervisor_ended(self, task: asyncio.Task[None]) -> None:
+        """A supervisor that died of a bug must not leave anyone waiting: every
+        stream (and a pending ``async with``) ends with :class:`ConnectionLost`."""
+        if task.cancelled() or task.exception() is None or self._closed:
+            return
+        exc = task.exception()
+        log.error("client loop failed: %r", exc, exc_info=exc)
+        self._fail_all(ConnectionLost(f"the client's connection loop failed: {exc!r}"))
 
     def _fail_all(self, error: BaseException) -> None:
         self._fatal = error

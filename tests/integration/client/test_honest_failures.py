@@ -11,6 +11,8 @@ from unbroken.client import Client
 from unbroken.server import Output, Request, Unbroken
 from unbroken.testing import serve
 
+from .conftest import abort_server_side
+
 
 async def test_start_outside_async_with_raises_at_once() -> None:
     client = Client("ws://127.0.0.1:9/ws")  # never connected: no server is needed
@@ -57,3 +59,32 @@ async def test_bad_arguments_to_a_connected_client_are_config_errors_and_harm_no
         # the connection and the client are fine afterwards
         st = await client.start("echo", "still here")
         assert (await asyncio.wait_for(st.wait(), 10)).text == "still here"
+
+
+async def test_a_should_retry_hook_that_raises_leaves_the_decision_to_the_retry_table() -> None:
+    app = Unbroken(allow_anonymous=True)
+    gate = asyncio.Event()
+
+    @app.agent("halves")
+    async def halves(_req: Request, out: Output) -> None:
+        await out.text("a ")
+        await gate.wait()
+        await out.text("b")
+
+    calls: list[BaseException] = []
+
+    def broken(exc: BaseException) -> bool:
+        calls.append(exc)
+        raise RuntimeError("bug in the hook")
+
+    async with serve(app) as srv, Client(srv.url, should_retry=broken) as client:
+        events = client.connection_events()
+        st = await client.start("halves")
+        async for _ in st:
+            break
+        assert abort_server_side(srv) == 1
+        while (await asyncio.wait_for(anext(events), 10)).kind != "resumed":
+            pass  # (before: the client's loop died here and the stream waited forever)
+        gate.set()
+        assert (await asyncio.wait_for(st.wait(), 10)).text == "a b"
+    assert calls
