@@ -517,6 +517,8 @@ class UIStreams:
             started = True
             await send({"type": "http.response.body", "body": body, "more_body": True})
             disconnect = asyncio.ensure_future(request.wait_disconnect())
+            loop = asyncio.get_running_loop()
+            quiet = loop.time()  # when the response last sent or heard of a change
             while not mapper.ended and not disconnect.done():
                 events = await self._read(stream, after, kinds)
                 if changes.dropped or (not events and await self.store.meta(stream) is None):
@@ -535,7 +537,11 @@ class UIStreams:
                     continue
                 if not self.accepting():
                     break  # draining: the front end resumes (the prelude rebuilds it)
-                if not await changes.wait(disconnect, self.heartbeat) and not disconnect.done():
+                # wake at least every second: a drain must not wait for a heartbeat
+                if await changes.wait(disconnect, min(1.0, self.heartbeat)):
+                    quiet = loop.time()
+                elif not disconnect.done() and loop.time() - quiet >= self.heartbeat:
+                    quiet = loop.time()
                     await send(
                         {"type": "http.response.body", "body": b": hb\n\n", "more_body": True}
                     )

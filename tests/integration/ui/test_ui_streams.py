@@ -345,3 +345,40 @@ async def test_the_ai_packages_own_reader_rebuilds_the_message_through_use_chats
     async with asyncio.timeout(30):
         out, _ = await proc.communicate()
     assert out == b"null\n"
+
+
+async def test_cors_for_a_page_and_a_drain_ends_a_live_response_without_its_end(
+    ui_served: Any,
+) -> None:
+    """A page of an allowed origin reads the stream and its SDK header (exposed); a
+    preflight for it passes. A server that drains ends an open UI response within a
+    second, without ``finish``/``[DONE]``: the front end resumes (elsewhere)."""
+    kit, srv = await ui_served(shutdown_grace=0.2)
+    stream = await start_mixed(srv.url, {"g1": "g1"})
+    async with asyncio.timeout(TIMEOUT):
+        await kit.reached["g1"].wait()
+    path = f"/v1/ui/ai-sdk/{stream}"
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        pre = await http.options(
+            f"{srv.http}{path}",
+            headers={
+                "origin": srv.http,
+                "access-control-request-method": "GET",
+                "access-control-request-headers": "authorization",
+            },
+        )
+        assert pre.status_code == 204
+        assert "authorization" in pre.headers["access-control-allow-headers"]
+        reader = SSEReader(http, f"{srv.http}{path}", {**ALICE, "origin": srv.http})
+        await reader.until(lambda raw: b"text-end" in raw)
+        assert reader.headers["access-control-allow-origin"] == srv.http
+        assert "x-vercel-ai-ui-message-stream" in reader.headers["access-control-expose-headers"]
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        srv.stop()
+        raw = await reader.finish()
+        assert loop.time() - began < 5.0
+        assert reader.error is None  # ended by the server, cleanly
+        chunks, done = ai_sdk_chunks(raw)
+        assert not done and chunks[-1]["type"] == "text-end"
+    kit.gates["g1"].set()
