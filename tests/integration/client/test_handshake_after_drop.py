@@ -75,4 +75,3 @@ async def test_a_two_second_blackhole_resumes_with_the_first_attempt_after_the_h
     # attempts made in the blackhole never got through; the one that did was made
     # after the heal (at the latest the first one), or just as it healed
     assert healed_at - 1 <= connected_via <= healed_at + 1, marks
-    assert healed_at >= 3, marks  # the drop's own connection and attempts in the blackhole
