@@ -181,6 +181,8 @@ class Connection:
         self._waiter: asyncio.Future[None] | None = None
         self._coalescing = False  # the pump waits for tokens to pile up
         self._events_at = 0.0  # when the pump last sent events
+        #: streams whose flow window is cut to a slow link: coalesce more for them
+        self._slow: set[str] = set()
         self._closed = False
         self._close_code: int | None = None
         self._close_reason = ""
@@ -387,6 +389,11 @@ class Connection:
             # other streams on the connection are not to be taken down by it
             result = self.session.take_ack(frame.stream, frame.seq)
             if result is AckResult.APPLIED:
+                flow = self.session.flows[frame.stream]
+                if flow.cwnd < flow.window:
+                    self._slow.add(frame.stream)
+                else:
+                    self._slow.discard(frame.stream)
                 self._mark(frame.stream)
             elif result is AckResult.FINISHED:  # the session let the stream go
                 self._detach(frame.stream)
@@ -620,6 +627,7 @@ class Connection:
             if old.unsubscribe:
                 old.unsubscribe()
             self.hub.detached(stream)
+        self._slow.discard(stream)  # a new cursor starts with the whole window
         att = Attachment(self.store, stream, self.session.attach(stream, after))
         att.head_hint = 1 << 62  # unknown: do not hold the first frame back
         self.atts[stream] = att
@@ -633,6 +641,7 @@ class Connection:
         """Stop pumping ``stream``. With ``release`` its acks stay legal for a while
         (the end was sent but not acked yet, or retention dropped it)."""
         att = self.atts.pop(stream, None)
+        self._slow.discard(stream)
         if att is None:
             return
         if att.unsubscribe:
@@ -843,8 +852,13 @@ class Connection:
     def _coalesce_delay(self) -> float:
         """How long the pump should let a trickle of tokens pile up (0 = send now):
         the rest of the ``coalesce`` interval since the last events frame, when
-        only a few events are pending for every dirty stream."""
+        only a few events are pending for every dirty stream. While a stream's link
+        is the bottleneck (its flow window was cut), the interval is at least
+        :data:`SLOW_COALESCE`: fewer, larger frames, and tokens wait in the log rather
+        than in a queue on the way."""
         coalesce = self.config.coalesce
+        if self._slow:
+            coalesce = max(coalesce, SLOW_COALESCE)
         if not coalesce:
             return 0.0
         gap = self._events_at + coalesce - self._loop.time()
@@ -1025,6 +1039,10 @@ class Connection:
                 return False
         return True
 
+
+#: the coalescing interval (s) while a stream's link is slower than the stream (its
+#: flow window cut): on such a link a token waits in a queue anyway
+SLOW_COALESCE = 0.1
 
 #: sends one connection makes in a row before letting the loop serve the others
 _FAIR_SENDS = 32
