@@ -94,13 +94,28 @@ class Output:
     disconnection. Chunks larger than ``max_chunk`` bytes are split.
     """
 
-    def __init__(self, producer: Producer, max_chunk: int = 1024 * 1024) -> None:
+    def __init__(
+        self,
+        producer: Producer,
+        max_chunk: int = 1024 * 1024,
+        redact: Callable[[BaseException], str] | None = None,
+    ) -> None:
         self._p = producer
+        self._redact = redact
         self._max_chars = max(1, max_chunk // 4)
         self._open: dict[str, str] = {}
         self._closed: set[str] = set()
         self._json: dict[str, tuple[list[str], Mapping[str, Any] | None]] = {}
         self._last_text = ""
+
+    def redact(self, exc: BaseException) -> str:
+        """What clients may be told about ``exc``: the app's ``redact`` hook (by
+        default ``internal error in agent: <Type>``). Use it for the error of a part
+        an agent ends itself after catching an exception, so what reaches clients
+        follows the same rule as a run that fails."""
+        if self._redact is None:
+            return f"internal error in agent: {type(exc).__name__}"
+        return self._redact(exc)
 
     # ------------------------------------------------------------ parts
     async def start_part(

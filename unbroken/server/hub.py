@@ -251,7 +251,7 @@ class Hub:
         return text
 
     async def _run(self, run: AgentRun, fn: Agent, request: Request, limit: float | None) -> None:
-        out = Output(run.producer, self.max_chunk)
+        out = Output(run.producer, self.max_chunk, self._redacted)
         status, error = "completed", ""
         try:
             deadline = asyncio.timeout(limit)

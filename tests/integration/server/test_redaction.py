@@ -111,3 +111,35 @@ async def test_a_hook_that_raises_falls_back_to_the_default() -> None:
         failed = await failed_of(srv.url)
     assert failed.error == "internal error in agent: ValueError"
     assert not any(SECRET in f for f in frames)
+
+
+def careful_app(**kw: object) -> Unbroken:
+    """An agent that catches its tool's exception and ends the part itself."""
+    app = Unbroken(allow_anonymous=True, **kw)  # type: ignore[arg-type]
+
+    @app.agent("careful")
+    async def careful(_req: Request, out: Output) -> None:
+        await out.start_part("tool", "text")
+        try:
+            raise ConnectionError(f"https://api.example/?key={SECRET} refused")
+        except ConnectionError as exc:
+            await out.end_part("tool", out.redact(exc))
+        await out.text("answered without the tool")
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("kw", "said"),
+    [
+        ({}, "internal error in agent: ConnectionError"),
+        ({"redact": lambda e: f"tool down ({type(e).__name__})"}, "tool down (ConnectionError)"),
+    ],
+)
+async def test_an_agent_ends_a_part_with_the_apps_redaction(
+    kw: dict[str, object], said: str
+) -> None:
+    async with serve(careful_app(**kw)) as srv, Client(srv.url) as client:
+        answer = await asyncio.wait_for((await client.start("careful")).wait(), T)
+    assert answer.parts["tool"].error == said
+    assert answer.complete and answer.text.endswith("answered without the tool")
