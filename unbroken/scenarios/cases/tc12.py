@@ -5,7 +5,9 @@ The downstream link of the run's fault proxy starts fast (1 MB/s, no added laten
 ramps down to 20 KB/s with 2 s of latency, holds there, then ramps back up, all while
 one answer streams. Must hold: no connection is dropped or re-made (a slow link is not
 a dead one: bytes keep flowing), the answer is exact. Recorded: the bytes on the wire
-per payload byte while the link is fast and while it is slow.
+per payload byte while the link is fast and while it is slow; in the full tier (5 s
+held slow) the slow link must carry fewer (the server cuts the stream's flow window
+to the link and coalesces more: docs/topics/flow-control.md).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ PHASES = {"quick": (1.0, 3.0, 2.0, 3.0), "full": (2.0, 8.0, 5.0, 8.0)}
 #: Payload of the answer and the seconds the agent takes to write it, by tier.
 ANSWER = {"quick": (150_000, 10.0), "full": (400_000, 25.0)}
 STEP = 0.1
+#: Full tier: wire bytes per payload byte while slow at most this share of the fast
+#: figure (measured 1.16 vs 1.85; the quick tier holds the link slow for only 2 s,
+#: about when the server has measured the queue, so it only records the figure)
+SLOW_RATIO_SHARE = 0.85
 
 
 @dataclass
@@ -146,7 +152,18 @@ class TC12(Case):
             f"TC12 wire bytes per payload byte: fast {fmt(fast)}; slow (20 KB/s, 2 s) "
             f"{fmt(slow)}; whole degraded span {fmt(degraded)}"
         )
+        checks = []
+        if run.spec.profile == "full":
+            ok = fast is not None and slow is not None and slow[0] <= SLOW_RATIO_SHARE * fast[0]
+            checks.append(
+                Check(
+                    "TC12 fewer wire bytes per payload byte while the link is slow",
+                    ok,
+                    f"slow {fmt(slow)} vs fast {fmt(fast)} (at most {SLOW_RATIO_SHARE:.0%})",
+                )
+            )
         return [
+            *checks,
             Check(
                 "TC12 no reconnect while the link degraded and recovered",
                 drops == 0 and connects <= len(run.clients),
