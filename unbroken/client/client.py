@@ -340,6 +340,7 @@ class Client:
         self._first: asyncio.Future[None] | None = None
         self._subscribers: list[asyncio.Queue[ConnectionEvent]] = []
         self._progressed = False
+        self._unanswered = False  # the last opening got no welcome in time
         self._reconnects = Reconnects(self.policy, self._rng)
         self.history: list[ConnectionEvent] = []
         self._asking: set[asyncio.Task[None]] = set()  # token provider calls for refresh
@@ -534,6 +535,7 @@ class Client:
             url = self.urls[self._url_index % len(self.urls)]
             error: BaseException | None = None
             self._progressed = False
+            self._unanswered = False
             # no attempt may outlive the reconnect deadline
             budget = reconnects.budget(loop.time())
             try:
@@ -569,7 +571,15 @@ class Client:
                     fatal_error(error, status=_status(error), detail=_refusal_text(error))
                 )
                 return
-            next_step = reconnects.lost(loop.time(), error, progressed=self._progressed)
+            # an opening that timed out with no answer waited already: the next
+            # follows within a stagger (a heal is met at once, however long it took)
+            silent = isinstance(error, TimeoutError) or self._unanswered
+            next_step = reconnects.lost(
+                loop.time(),
+                error,
+                progressed=self._progressed,
+                silent_for=self.attempt_stagger if silent and not self._progressed else None,
+            )
             if isinstance(next_step, GiveUp):
                 self._emit("exhausted", attempt=next_step.error.attempts, cause=cause)
                 self._fail_all(next_step.error)
@@ -808,6 +818,7 @@ class Client:
                 None if sent is None else (sent.code, sent.reason),
             ) from None
         except TimeoutError:
+            self._unanswered = True
             raise ConnectionLost("no welcome in time") from None
         finally:
             if watchdog is not None:

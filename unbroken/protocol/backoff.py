@@ -54,9 +54,12 @@ class Backoff:
     attempts: int = 0
     schedule: list[float] = field(default_factory=list)
 
-    def next_delay(self, now: float, retry_after: float | None = None) -> float | None:
+    def next_delay(
+        self, now: float, retry_after: float | None = None, at_most: float | None = None
+    ) -> float | None:
         """Delay before the next attempt, or ``None`` when the budget is spent.
 
+        ``at_most`` caps the jittered delay (a server's ``retry_after`` still wins).
         Counts the attempt and records its delay in :attr:`schedule`.
         """
         p = self.policy
@@ -64,6 +67,8 @@ class Backoff:
         if p.max_attempts is not None and attempt > p.max_attempts:
             return None
         ceiling = p.ceiling(attempt)
+        if at_most is not None:
+            ceiling = min(ceiling, max(0.0, at_most))
         delay = self.rng.uniform(0.0, ceiling) if ceiling > 0 else 0.0
         if retry_after is not None and retry_after > delay:
             delay = retry_after
@@ -114,15 +119,28 @@ class Reconnects:
         """The most the next attempt may take (``None``: unbounded)."""
         return None if self.backoff is None else self.backoff.remaining(now)
 
-    def lost(self, now: float, error: BaseException, *, progressed: bool) -> Reconnect | GiveUp:
+    def lost(
+        self,
+        now: float,
+        error: BaseException,
+        *,
+        progressed: bool,
+        silent_for: float | None = None,
+    ) -> Reconnect | GiveUp:
         """A connection (or attempt) ended with ``error``, which the retry table
         says to retry; ``progressed``: it got something done before it dropped. A
-        server's ``retry_after`` (on ``error``) is a floor under the delay."""
+        server's ``retry_after`` (on ``error``) is a floor under the delay.
+
+        ``silent_for``: the opening ran into its timeout with no answer at all (a
+        blackhole, a stuck upgrade); it waited itself, so the delay is at most this
+        (the client passes its ``attempt_stagger``: a path that heals is tried again
+        within one stagger, however long the outage was). The growing delays stay
+        for failures that answer at once (a refused connection, a close)."""
         if progressed or self.backoff is None:
             self.backoff = Backoff(self.policy, now, self.rng)
         backoff = self.backoff
         retry_after: float | None = getattr(error, "retry_after", None)
-        delay = backoff.next_delay(now, retry_after)
+        delay = backoff.next_delay(now, retry_after, at_most=silent_for)
         if delay is None:
             return GiveUp(ReconnectExhausted(backoff.attempts, backoff.elapsed(now), error))
         return Reconnect(delay, backoff.attempts)

@@ -75,3 +75,46 @@ async def test_a_two_second_blackhole_resumes_with_the_first_attempt_after_the_h
     # attempts made in the blackhole never got through; the one that did was made
     # after the heal (at the latest the first one), or just as it healed
     assert healed_at - 1 <= connected_via <= healed_at + 1, marks
+
+
+async def test_a_long_blackhole_never_leaves_more_than_a_stagger_between_openings() -> None:
+    """Openings that time out in a blackhole are followed by the next within one
+    stagger (the backoff's growing delays are for refusals, which answer at once):
+    after a heal, the next attempt is at most a stagger away however long it lasted."""
+    gate = asyncio.Event()
+    app = Unbroken(allow_anonymous=True, heartbeat=0.2)
+
+    @app.agent("two_halves")
+    async def two_halves(req, out):  # type: ignore[no-untyped-def]
+        await out.text("a ")
+        await gate.wait()
+        await out.text("b")
+
+    marks: list[ConnectionEvent] = []
+    stagger = 0.2
+    async with (
+        serve(app) as srv,
+        FaultProxy(upstream=("127.0.0.1", srv.port), close_grace=0.2) as proxy,
+    ):
+        net = NetworkSimulator(proxy)
+        async with Client(
+            f"ws://127.0.0.1:{proxy.port}/ws",
+            policy=BackoffPolicy(deadline=60, max_attempts=None),
+            on_event=marks.append,
+            ping_every=0.1,
+            open_timeout=0.5,
+            attempt_stagger=stagger,
+            seed=7,
+        ) as client:
+            st = await client.start("two_halves")
+            async for _ in st:
+                break
+            # ~8 openings time out: the backoff's ceilings reach 0.1 * 2^6 = 6.4 s
+            await asyncio.wait_for(net.simulate_silent_outage(5.0, mode="blackhole"), T)
+            gate.set()
+            answer = await asyncio.wait_for(st.wait(), T)
+    assert answer.text == "a b"
+    waits = [e for e in marks if e.kind == "reconnecting"]
+    assert len(waits) >= 5, [(e.kind, e.cause) for e in marks]
+    assert all(e.delay <= stagger for e in waits), [(e.attempt, e.delay) for e in waits]
+    assert client.backoff is not None and client.backoff.attempts == len(waits)
