@@ -305,9 +305,10 @@ async def close_quietly(stream: object) -> None:
             return
 
 
-def failure_text(exc: BaseException) -> str:
-    """The error a failed turn ends its open parts with."""
+def failure_text(exc: BaseException, out: Output) -> str:
+    """The error a failed turn ends its open parts with: a stall says so; a provider's
+    error goes through the app's redaction hook (``out.redact``: by default its type
+    only, the message stays in the server log), as a failed run's does."""
     if isinstance(exc, TimeoutError) and str(exc).startswith("provider stream stalled"):
         return str(exc)
-    text = str(exc) or "no detail"
-    return f"provider stream failed: {type(exc).__name__}: {text}"
+    return f"provider stream failed: {out.redact(exc)}"

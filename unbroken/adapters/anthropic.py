@@ -130,7 +130,7 @@ async def forward_messages(
                 "the stream ended before message_stop (cut short)", cast(Any, request), body=None
             )
     except Exception as exc:
-        await w.end_all(failure_text(exc))
+        await w.end_all(failure_text(exc, w.out))
         raise
     finally:
         await close_quietly(stream)

@@ -128,7 +128,7 @@ async def forward_responses(
         if not finished:
             raise _error(stream, "the stream ended before response.completed (cut short)")
     except Exception as exc:
-        await w.end_all(failure_text(exc))
+        await w.end_all(failure_text(exc, w.out))
         raise
     finally:
         await close_quietly(stream)
@@ -202,7 +202,7 @@ async def forward_chat(
         if not finish:
             raise _error(stream, "the stream ended before a finish_reason (cut short)")
     except Exception as exc:
-        await w.end_all(failure_text(exc))
+        await w.end_all(failure_text(exc, w.out))
         raise
     finally:
         await close_quietly(stream)

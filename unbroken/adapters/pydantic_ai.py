@@ -134,7 +134,7 @@ async def forward_pydantic_ai(
         if not finished:
             raise RuntimeError("the run's events ended before its result (cut short)")
     except Exception as exc:
-        await w.end_all(failure_text(exc))
+        await w.end_all(failure_text(exc, w.out))
         raise
     await w.end_all()
     w.finish()

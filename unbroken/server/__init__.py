@@ -5,6 +5,7 @@ from .agent import Output, Principal, Request
 from .app import Unbroken
 from .config import ServerConfig
 from .connection import ConnectInfo
+from .hub import redact_exception, reveal_exception
 from .policy import LivePolicy, OriginPolicy
 
 __all__ = [
@@ -17,4 +18,6 @@ __all__ = [
     "Request",
     "ServerConfig",
     "Unbroken",
+    "redact_exception",
+    "reveal_exception",
 ]

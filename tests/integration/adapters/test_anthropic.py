@@ -8,7 +8,7 @@ from typing import Any
 import anthropic
 
 from unbroken.adapters.anthropic import forward_messages
-from unbroken.server import Unbroken
+from unbroken.server import Unbroken, reveal_exception
 
 from .conftest import FakeProvider, sse_data
 from .helpers import answer_with_a_cut, plain_run
@@ -32,7 +32,7 @@ ASK = {"messages": [{"role": "user", "content": "Weather in Paris?"}], "max_toke
 
 
 async def test_messages_stream_is_exact_across_a_client_cut(provider: FakeProvider) -> None:
-    app = Unbroken(allow_anonymous=True)
+    app = Unbroken(allow_anonymous=True, redact=reveal_exception)
     turns = []
 
     @app.agent("ask")
@@ -76,7 +76,7 @@ async def test_the_stream_helper_is_forwarded_without_its_duplicate_events(
     provider: FakeProvider,
 ) -> None:
     # messages.stream() yields helper events (text, thinking, input_json) next to the raw ones
-    app = Unbroken(allow_anonymous=True)
+    app = Unbroken(allow_anonymous=True, redact=reveal_exception)
     provider.gate.set()
 
     @app.agent("ask")
@@ -95,7 +95,7 @@ async def test_the_stream_helper_is_forwarded_without_its_duplicate_events(
 async def test_an_overloaded_error_mid_stream_is_retried_into_the_same_answer(
     provider: FakeProvider,
 ) -> None:
-    app = Unbroken(allow_anonymous=True)
+    app = Unbroken(allow_anonymous=True, redact=reveal_exception)
     provider.gate.set()
     failures: list[anthropic.APIError] = []
 

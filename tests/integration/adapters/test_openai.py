@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from unbroken.adapters.openai import forward_chat, forward_responses
-from unbroken.server import Unbroken
+from unbroken.server import Unbroken, reveal_exception
 
 from .conftest import FakeProvider, sse_data
 from .helpers import answer_with_a_cut, plain_answer, plain_run
@@ -23,7 +23,7 @@ def joined(events: list[dict], type_: str, key: str = "delta") -> str:
 
 
 async def test_responses_stream_is_exact_across_a_client_cut(provider: FakeProvider) -> None:
-    app = Unbroken(allow_anonymous=True)
+    app = Unbroken(allow_anonymous=True, redact=reveal_exception)
     turns = []
 
     @app.agent("ask")
@@ -59,7 +59,7 @@ async def test_responses_stream_is_exact_across_a_client_cut(provider: FakeProvi
 
 
 async def test_chat_chunks_are_exact_across_a_client_cut(provider: FakeProvider) -> None:
-    app = Unbroken(allow_anonymous=True)
+    app = Unbroken(allow_anonymous=True, redact=reveal_exception)
 
     @app.agent("ask")
     async def ask(req, out):  # type: ignore[no-untyped-def]
@@ -95,7 +95,7 @@ async def test_chat_chunks_are_exact_across_a_client_cut(provider: FakeProvider)
 
 
 async def test_chat_reasoning_deltas_get_their_own_part(provider: FakeProvider) -> None:
-    app = Unbroken(allow_anonymous=True)
+    app = Unbroken(allow_anonymous=True, redact=reveal_exception)
 
     @app.agent("ask")
     async def ask(req, out):  # type: ignore[no-untyped-def]
@@ -124,7 +124,7 @@ async def test_chat_reasoning_deltas_get_their_own_part(provider: FakeProvider) 
 async def test_a_chat_stream_failing_mid_answer_is_retried_into_the_same_answer(
     provider: FakeProvider, model: str, reason: str
 ) -> None:
-    app = Unbroken(allow_anonymous=True)
+    app = Unbroken(allow_anonymous=True, redact=reveal_exception)
     failures: list[BaseException] = []
 
     @app.agent("ask")
@@ -156,7 +156,7 @@ async def test_a_chat_stream_failing_mid_answer_is_retried_into_the_same_answer(
 
 
 async def test_a_stalled_provider_fails_the_part_and_the_stream(provider: FakeProvider) -> None:
-    app = Unbroken(allow_anonymous=True)
+    app = Unbroken(allow_anonymous=True, redact=reveal_exception)
 
     @app.agent("ask")
     async def ask(req, out):  # type: ignore[no-untyped-def]
@@ -178,7 +178,7 @@ async def test_a_stalled_provider_fails_the_part_and_the_stream(provider: FakePr
 async def test_a_responses_error_event_ends_the_part_and_fails_the_stream(
     provider: FakeProvider,
 ) -> None:
-    app = Unbroken(allow_anonymous=True)
+    app = Unbroken(allow_anonymous=True, redact=reveal_exception)
 
     @app.agent("ask")
     async def ask(req, out):  # type: ignore[no-untyped-def]
@@ -194,8 +194,25 @@ async def test_a_responses_error_event_ends_the_part_and_fails_the_stream(
     assert a.parts["text"].text == joined(sse_data("responses_error"), "response.output_text.delta")
 
 
+async def test_by_default_a_provider_error_reaches_clients_as_its_type_only(
+    provider: FakeProvider,
+) -> None:
+    app = Unbroken(allow_anonymous=True)  # the default redaction
+
+    @app.agent("ask")
+    async def ask(req, out):  # type: ignore[no-untyped-def]
+        stream = await sdk(provider).responses.create(
+            model="responses_error", input="hi", stream=True
+        )
+        await forward_responses(out, stream)
+
+    a, failed = await plain_run(app, "ask")
+    assert failed is not None and "invalid content" not in failed.error
+    assert a.parts["text"].error == "provider stream failed: internal error in agent: APIError"
+
+
 async def test_the_responses_stream_helper_is_forwarded_the_same(provider: FakeProvider) -> None:
-    app = Unbroken(allow_anonymous=True)
+    app = Unbroken(allow_anonymous=True, redact=reveal_exception)
     provider.gate.set()
 
     @app.agent("ask")

@@ -12,7 +12,7 @@ from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
 from unbroken.adapters.pydantic_ai import forward_pydantic_ai
-from unbroken.server import Unbroken
+from unbroken.server import Unbroken, reveal_exception
 
 from .conftest import FakeProvider, sse_data
 from .helpers import answer_with_a_cut, plain_run
@@ -39,7 +39,7 @@ def content(name: str) -> str:
 
 
 async def test_a_pydantic_ai_run_is_exact_across_a_client_cut(provider: FakeProvider) -> None:
-    app = Unbroken(allow_anonymous=True)
+    app = Unbroken(allow_anonymous=True, redact=reveal_exception)
     turns = []
 
     @app.agent("ask")
@@ -81,7 +81,7 @@ async def test_a_pydantic_ai_run_is_exact_across_a_client_cut(provider: FakeProv
 async def test_a_model_error_mid_run_ends_the_part_and_fails_the_stream(
     provider: FakeProvider,
 ) -> None:
-    app = Unbroken(allow_anonymous=True)
+    app = Unbroken(allow_anonymous=True, redact=reveal_exception)
     raised: list[BaseException] = []
 
     @app.agent("ask")

@@ -15,7 +15,7 @@ import pytest
 from unbroken.errors import AuthError
 from unbroken.protocol.events import Event, Kind
 from unbroken.protocol.frames import Hello
-from unbroken.server import ConnectInfo, Output, Principal, Request, Unbroken
+from unbroken.server import ConnectInfo, Output, Principal, Request, Unbroken, reveal_exception
 from unbroken.store.base import StreamMeta
 from unbroken.testing import RunningServer, serve
 
@@ -92,6 +92,8 @@ def make_kit(**kw: Any) -> Kit:
     if "authenticate" not in kw:
         kw.setdefault("allow_anonymous", True)
     kw.setdefault("shutdown_grace", 1.0)
+    # these tests read agents' error texts: show them (the default shows only the type)
+    kw.setdefault("redact", reveal_exception)
     app = Unbroken(**kw)
     kit = Kit(app)
 
