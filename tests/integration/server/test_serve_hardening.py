@@ -94,9 +94,11 @@ async def test_a_flood_of_unfinished_connections_cannot_exhaust_descriptors() ->
 async def test_at_the_descriptor_limit_accept_errors_log_a_bounded_number_of_lines() -> None:
     """A cap set above the descriptor limit (warned at start) lets accept() fail;
     asyncio's traceback per failed accept goes through the flood filter."""
-    # asyncio's loop: under uvloop libuv drops such a connection without a log line
+    # asyncio's loop: under uvloop libuv drops such a connection without a log line;
+    # a 10 s handshake deadline: on a loaded machine opening 300 connections took longer
+    # than 3 s, the first ones were closed meanwhile and the limit was never reached
     async with serve(
-        "--max-connections", "1000", "--handshake-timeout", "3", "--loop", "asyncio", nofile=128
+        "--max-connections", "1000", "--handshake-timeout", "10", "--loop", "asyncio", nofile=128
     ) as srv:
         await srv.wait_line("above what the descriptor limit")
         conns = []
