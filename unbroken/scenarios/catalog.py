@@ -312,8 +312,8 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         (
             "no connection is dropped or re-made (a slow link is not a dead one)",
             "the answer is exact",
-            "the wire bytes per payload byte, fast and slow, are recorded (adaptive "
-            "coalescing and compression are not built yet)",
+            "the wire carries fewer bytes per payload byte while slow (full tier: at most "
+            "85 % of fast); compression is not built",
         ),
     ),
     Scenario(
