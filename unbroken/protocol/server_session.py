@@ -16,6 +16,7 @@ always an argument.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -203,7 +204,8 @@ class StreamFlow:
         ``sent_at``: update the drain rate, the round trip's floor, and the window."""
         if self.acked_at and now > self.acked_at:
             sample = freed / (now - self.acked_at)
-            self.rate = sample if not self.rate else 0.75 * self.rate + 0.25 * sample
+            if math.isfinite(sample):  # two acks a denormal apart: no sample
+                self.rate = sample if not self.rate else 0.75 * self.rate + 0.25 * sample
         self.acked_at = now
         if self.hb_at > sent_at:
             return  # the ack answered a heartbeat: it timed the wait, not the link
@@ -212,8 +214,8 @@ class StreamFlow:
             self.rtt_floor, self.rtt_floor_at = rtt, now
         if rtt - self.rtt_floor > QUEUE_TARGET and self.rate:
             # bytes queue between us and the client: keep in flight what it drains
-            pipe = int(self.rate * (self.rtt_floor + ACK_SPAN))
-            self.cwnd = max(MIN_WINDOW, min(self.window, pipe))
+            pipe = min(float(self.window), self.rate * (self.rtt_floor + ACK_SPAN))
+            self.cwnd = max(MIN_WINDOW, int(pipe))
         elif self.cwnd < self.window:
             self.cwnd = min(self.window, self.cwnd * 2)
 

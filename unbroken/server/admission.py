@@ -136,6 +136,7 @@ class Admission:
         self.lag = 0.0
         self.last_lag = 0.0
         self.rss = 0
+        self._rss_failed = False
         #: refusals so far, by reason (``runs``, ``principal_runs``, ``loop_lag``, ``rss``)
         self.refused: dict[str, int] = {}
         self._read_rss = rss if rss is not None else _process_rss()
@@ -242,8 +243,13 @@ class Admission:
             return
         try:
             self.rss = self._read_rss()
-        except Exception:  # pragma: no cover - a failed read never refuses work
-            log.exception("could not read the process's RSS")
+            self._rss_failed = False
+        except Exception as exc:  # a failed read never refuses work: the last value stands
+            # (at the descriptor limit /proc cannot be opened: once per failing spell, no
+            # traceback every second)
+            if not self._rss_failed:
+                log.warning("could not read the process's RSS (%s); keeping the last value", exc)
+            self._rss_failed = True
 
 
 def _process_rss() -> Callable[[], int]:

@@ -113,8 +113,10 @@ async def test_at_the_descriptor_limit_accept_errors_log_a_bounded_number_of_lin
         errors = srv.count("out of system resource")
         summaries = srv.count("suppressed")
         print(f"\naccept errors logged={errors} (summaries {summaries}); lines={len(srv.lines)}")
-        assert 1 <= errors - summaries <= 20  # the filter's burst per 10 s
-        assert summaries <= 2
+        # the filter's burst (20) per 10 s window, the rest counted on one summary line
+        # per window: however long the machine took (a loaded one spans more windows)
+        assert 1 <= errors - summaries <= 20 * (summaries + 1)
+        assert errors > 20 or summaries == 0
         assert len(srv.lines) < 400
 
 

@@ -3,7 +3,7 @@ server and client, doubled back to the configured window when the queue is gone.
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from unbroken.protocol.server_session import (
@@ -148,6 +148,13 @@ def test_the_round_trip_floor_is_forgotten_after_its_window() -> None:
     assert flow.cwnd == MIB
 
 
+@example(  # two acks a denormal apart: the rate sample was infinite (OverflowError)
+    steps=[
+        (1, 1.1125369292536007e-308, False),
+        (2, 1.1125369292536007e-308, False),
+        (1, 1.0, False),
+    ]
+)
 @given(
     steps=st.lists(
         st.tuples(st.integers(1, 300 * KIB), st.floats(0.0, 3.0), st.booleans()),
