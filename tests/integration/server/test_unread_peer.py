@@ -41,27 +41,22 @@ def _frame(text: str) -> bytes:
     return bytes([0x81, 0x80 | len(data)]) + mask + body
 
 
-def _server_socket_state(server_port: int, client_port: int) -> str | None:
-    """The TCP state (hex, as /proc/net/tcp has it) of the server's side of the
-    connection to ``client_port``, or ``None`` when the kernel no longer has it."""
+def _server_socket(server_port: int, client_port: int) -> list[str] | None:
+    """The /proc/net/tcp row of the server's side of the connection to
+    ``client_port``, or ``None`` when the kernel no longer has it."""
     want_local = f"0100007F:{server_port:04X}"
     want_remote = f"0100007F:{client_port:04X}"
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         if fields[1] == want_local and fields[2] == want_remote:
-            return fields[3]
+            return fields
     return None
 
 
 def _unsent(server_port: int, client_port: int) -> int:
-    """Bytes in the server socket's send queue (``tx_queue`` of /proc/net/tcp)."""
-    want_local = f"0100007F:{server_port:04X}"
-    want_remote = f"0100007F:{client_port:04X}"
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[1] == want_local and fields[2] == want_remote:
-            return int(fields[4].split(":")[0], 16)
-    return 0
+    """Bytes in the server socket's send queue (``tx_queue`` of its row)."""
+    row = _server_socket(server_port, client_port)
+    return 0 if row is None else int(row[4].split(":")[0], 16)
 
 
 def _big_app(**kw: object) -> Unbroken:
@@ -103,7 +98,7 @@ async def _wait_queue_full(server_port: int, client_port: int) -> None:
 
 async def _wait_gone(server_port: int, client_port: int) -> None:
     async with asyncio.timeout(GONE_WITHIN):
-        while _server_socket_state(server_port, client_port) is not None:  # noqa: ASYNC110
+        while _server_socket(server_port, client_port) is not None:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
 
