@@ -58,12 +58,18 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 async def _until_completed(store: RedisStore, stream: str) -> None:
     """The agent's whole answer is in the log (it wrote at full speed; the page
     reads it through a slow link)."""
-    async with asyncio.timeout(20):
-        while True:
-            meta = await store.meta(stream)
-            if meta is not None and meta.status == "completed":
-                return
-            await asyncio.sleep(0.05)  # (polling the log's state, not a synchronisation)
+    changed = asyncio.Event()
+    unsubscribe = store.subscribe(stream, lambda _stream, _head: changed.set())
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                changed.clear()
+                meta = await store.meta(stream)
+                if meta is not None and meta.status == "completed":
+                    return
+                await changed.wait()  # the log's next change (its end among them)
+    finally:
+        unsubscribe()
 
 
 async def test_a_server_restart_on_redis_mid_answer_is_resumed_exactly(
