@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from unbroken.client import Stream
+from unbroken.protocol.digest import chain
+from unbroken.protocol.events import Kind, chunk, end, part_end, part_start
+
 REDIS = shutil.which("redis-server")
 ROOT = Path(__file__).resolve().parents[3]
 NO_REDIS = "redis-server not installed: apt-get update && apt-get install -y redis-server"
@@ -25,6 +29,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def expected_text(n: int) -> str:
+    """The text of a completed ``count`` answer of ``n`` tokens."""
+    return "".join(f"tok{i:06d} " for i in range(n))
+
+
+def full_digest(stream: str, epoch: str, n: int) -> str:
+    """The end digest of a completed ``count`` answer of ``n`` tokens."""
+    evs = [part_start(1, "text", "text", mime="text/plain")]
+    evs += [chunk(i + 2, Kind.TEXT, "text", f"tok{i:06d} ") for i in range(n)]
+    evs.append(part_end(n + 2, "text"))
+    evs.append(end(n + 3, "completed"))
+    return chain(stream, epoch, evs)[-1].hex()
+
+
+async def until_seq(st: Stream, seq: int) -> None:
+    """Consume the stream until its cursor reaches ``seq``."""
+    async for _ in st:
+        cur = st.cursor
+        if cur is not None and cur.seq >= seq:
+            return
 
 
 def _wait_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> None:

@@ -24,19 +24,12 @@ from unbroken.server.producer import Producer
 from unbroken.store.base import Retention, StreamMeta
 from unbroken.store.redis import RedisStore
 
-from .conftest import Node, RedisServer
+from .conftest import Node, RedisServer, until_seq
 
 pytestmark = pytest.mark.timeout(90)
 FAST = BackoffPolicy(base=0.02, cap=0.2, max_attempts=100, deadline=60)
 #: readers must hear of the loss within this long after Redis is back (lease 1 s)
 BOUND = 10.0
-
-
-async def until_seq(st: Stream, seq: int) -> None:
-    async for _ in st:
-        cur = st.cursor
-        if cur is not None and cur.seq >= seq:
-            return
 
 
 async def gone_within(st: Stream, limit: float) -> tuple[StreamGone, float]:

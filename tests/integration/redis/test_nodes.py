@@ -12,33 +12,13 @@ import pytest
 from unbroken import BackoffPolicy, StreamFailed, StreamGone
 from unbroken.client import Client, Stream
 from unbroken.protocol.digest import chain
-from unbroken.protocol.events import Kind, chunk, end, part_end, part_start
+from unbroken.protocol.events import Kind
 from unbroken.store.redis import RedisStore
 
-from .conftest import Node, RedisServer
+from .conftest import Node, RedisServer, expected_text, full_digest, until_seq
 
 pytestmark = pytest.mark.timeout(90)
 FAST = BackoffPolicy(base=0.02, cap=0.2, max_attempts=100, deadline=60)
-
-
-def expected_text(n: int) -> str:
-    return "".join(f"tok{i:06d} " for i in range(n))
-
-
-def full_digest(stream: str, epoch: str, n: int) -> str:
-    evs = [part_start(1, "text", "text", mime="text/plain")]
-    evs += [chunk(i + 2, Kind.TEXT, "text", f"tok{i:06d} ") for i in range(n)]
-    evs.append(part_end(n + 2, "text"))
-    evs.append(end(n + 3, "completed"))
-    return chain(stream, epoch, evs)[-1].hex()
-
-
-async def until_seq(st: Stream, seq: int) -> None:
-    """Consume the stream until its cursor reaches ``seq``."""
-    async for _ in st:
-        cur = st.cursor
-        if cur is not None and cur.seq >= seq:
-            return
 
 
 async def handoff(a: Node, b: Node, n: int, pause: float) -> tuple[Client, Stream]:

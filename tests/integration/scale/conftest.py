@@ -20,37 +20,22 @@ import pytest
 
 from unbroken import BackoffPolicy, StreamFailed
 from unbroken.client import Client, Stream
-from unbroken.protocol.digest import chain
-from unbroken.protocol.events import Kind, chunk, end, part_end, part_start
 
-from ..redis.conftest import NO_REDIS, REDIS, RedisServer, free_port
+from ..redis.conftest import (
+    NO_REDIS,
+    REDIS,
+    RedisServer,
+    expected_text,
+    free_port,
+    full_digest,
+    until_seq,
+)
 from ..server.process import Process
 
 ROOT = Path(__file__).resolve().parents[3]
 UNBROKEN = Path(sys.executable).with_name("unbroken")
 #: reconnect fast and for long: nodes come and go in these tests
 FAST = BackoffPolicy(base=0.02, cap=0.25, max_attempts=400, deadline=60)
-
-
-def expected_text(n: int) -> str:
-    return "".join(f"tok{i:06d} " for i in range(n))
-
-
-def full_digest(stream: str, epoch: str, n: int) -> str:
-    """The end digest of a completed ``count`` answer of ``n`` tokens."""
-    evs = [part_start(1, "text", "text", mime="text/plain")]
-    evs += [chunk(i + 2, Kind.TEXT, "text", f"tok{i:06d} ") for i in range(n)]
-    evs.append(part_end(n + 2, "text"))
-    evs.append(end(n + 3, "completed"))
-    return chain(stream, epoch, evs)[-1].hex()
-
-
-async def until_seq(st: Stream, seq: int) -> None:
-    """Consume the stream until its cursor reaches ``seq``."""
-    async for _ in st:
-        cur = st.cursor
-        if cur is not None and cur.seq >= seq:
-            return
 
 
 class Served:
