@@ -12,8 +12,9 @@
  * backoff (never under a server's `retry_after` floor).
  */
 import { BackoffPolicy, Reconnects, seededRng, type Backoff, type BackoffPolicyOptions } from "./backoff.js";
-import { fromHex, toHex } from "./digest.js";
+import { fromHex, seed, toHex } from "./digest.js";
 import {
+  ConfigError,
   ConnectionLost,
   IntegrityError,
   ProtocolError,
@@ -28,7 +29,7 @@ import { CAP_BATCH, CAP_REFRESH, CloseCode, DEFAULT_MAX_FRAME, SUBPROTOCOLS, enc
 import { Liveness } from "./liveness.js";
 import { Answer, StreamEnded, type StreamEvent } from "./response.js";
 import { RETRYABLE_START, TOKEN_ATTEMPTS, causeOf, closeError, fatalError, refreshDelay, shouldRetry as defaultRetryTable } from "./retry.js";
-import { ClientSession, ConsumedCursor, endError, type AskToken, type ClientOutput, type Cursor } from "./session.js";
+import { ClientSession, ConsumedCursor, Cursor, endError, type AskToken, type ClientOutput, type CursorLike } from "./session.js";
 
 /** Something that happened to the connection, with a monotonic timestamp `at`
  * (seconds). `kind`: connected, disconnected, reconnecting, resumed, gone, exhausted;
@@ -121,7 +122,7 @@ export interface SavedStream {
   req: string;
   agent: string;
   input: unknown;
-  cursor: Cursor | null;
+  cursor: CursorLike | null;
 }
 
 type QueueItem = { ev: StreamEvent; raw: Event } | { mark: number; digest: Uint8Array } | { error: unknown };
@@ -320,6 +321,8 @@ export class Client {
   private ready = false;
   private closed = false;
   private _fatal: unknown = null;
+  /** the server's log generation, from the last `welcome` */
+  private _epoch: string | null = null;
   private running = false;
   private _urlIndex = 0;
   private _progressed = false;
@@ -439,20 +442,56 @@ export class Client {
     return st;
   }
 
-  /** Pick up a stream from a saved `Stream.cursor` (this or another node). */
-  async resume(cursor: Cursor, options: { req?: string; agent?: string } = {}): Promise<Stream> {
+  /** Pick up a stream from a saved `Stream.cursor` (this or another node), its
+   * string (`String(cursor)`, `Cursor.parse`) or its saved fields. The events after
+   * the cursor follow, verified against the chain from the cursor's digest. */
+  async resume(cursor: Cursor | CursorLike | string, options: { req?: string; agent?: string } = {}): Promise<Stream> {
     this._checkUsable();
+    // a string is parsed; fields are checked the same way (a bad digest would
+    // otherwise be a late error, a bad id the server closing 4000)
+    const c = Cursor.parse(cursor);
+    if (this._byId.has(c.stream)) {
+      throw new ConfigError(`stream ${c.stream} is already open on this client: read the Stream you have (a second reader of the same answer is another Client)`);
+    }
     const req = options.req ?? `resume-${randomId()}`;
     const st = new Stream(this, req, options.agent ?? "");
-    st._began(cursor.stream, cursor.epoch, cursor.seq, fromHex(cursor.digest));
-    st.result = new Answer(cursor.stream, cursor.seq);
-    const frame = this._session.adopt(req, cursor);
+    st._began(c.stream, c.epoch, c.seq, fromHex(c.digest));
+    st.result = new Answer(c.stream, c.seq);
+    const frame = this._session.adopt(req, c);
     this.streams.set(req, st);
-    this._byId.set(cursor.stream, st);
+    this._byId.set(c.stream, st);
     this._ensureRunning();
     if (frame !== null) this._sendFrame(frame);
     await this.answered(st, "resume");
     return st;
+  }
+
+  /** Follow the answer `stream` from its first event: a `Stream` that replays what
+   * the log holds and then goes on live while the run goes on (another tab, another
+   * device, a page reloaded without its cursor). Every event is verified from the
+   * chain's seed, so `answer.complete` can be true. Any number of clients may follow
+   * one answer at once. Only the principal that started it may read it (otherwise
+   * `StreamGone` `forbidden`, as for an unknown id). `epoch`: the log's generation
+   * the stream was started in (default: the server's, from `welcome`). */
+  async join(stream: string, options: { epoch?: string } = {}): Promise<Stream> {
+    this._checkUsable();
+    let epoch = options.epoch;
+    if (epoch === undefined) {
+      if (this._epoch === null) await this.connect();
+      epoch = this._epoch ?? "";
+    }
+    return this.resume(new Cursor(stream, 0, toHex(seed(stream, epoch)), epoch));
+  }
+
+  /** The whole answer `stream`, verified end to end: `join` read to its end (waits
+   * while the run goes on). Rejects with `StreamFailed` when the run ended `failed`
+   * or `cancelled`, `StreamGone` when it cannot be read. */
+  async read(stream: string, options: { epoch?: string } = {}): Promise<Answer> {
+    const st = await this.join(stream, options);
+    for await (const _ of st) {
+      /* drain */
+    }
+    return st.wait();
   }
 
   /** The streams saved in storage by an earlier page (before a reload). */
@@ -874,6 +913,7 @@ export class Client {
           if (out.kind !== "welcomed") return;
           clearTimeout(openTimer);
           live.welcomed(t, out.welcome.heartbeat_ms, t - t0);
+          this._epoch = out.welcome.epoch;
           this.ready = true;
           this._emit("connected", { url });
           this._firstResolve?.();

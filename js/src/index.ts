@@ -19,7 +19,8 @@ export type { BackoffPolicyOptions, GiveUp, Reconnect, Rng } from "./backoff.js"
 export { Liveness, MAX_RTO, BULK } from "./liveness.js";
 export type { Check } from "./liveness.js";
 export { ClientSession, ConsumedCursor, ClientStream, endError } from "./session.js";
-export type { AskToken, ClientOutput, Cursor, ErrorAction } from "./session.js";
+export { Cursor } from "./session.js";
+export type { AskToken, ClientOutput, CursorLike, ErrorAction } from "./session.js";
 export { FATAL_CLOSE, HARMLESS_ERROR, REFRESH_ATTEMPTS, RETRYABLE_START, TOKEN_ATTEMPTS, causeOf, closeError, fatalError, refreshDelay, shouldRetry, statusIsRetryable } from "./retry.js";
 export { ChainVerifier, fromHex, payload, seed, stepEvent, stepInput, toHex } from "./digest.js";
 export {

@@ -10,6 +10,7 @@
 import { ChainVerifier, fromHex, seed, stepEvent, toHex } from "./digest.js";
 import {
   ChainMismatch,
+  ConfigError,
   IntegrityError,
   Overloaded,
   ProtocolError,
@@ -45,12 +46,60 @@ import { HARMLESS_ERROR, REFRESH_ATTEMPTS, RETRYABLE_START, refreshDelay } from 
 export type ClientState = "idle" | "await_welcome" | "ready" | "closed";
 export type StreamState = "starting" | "attached" | "detached" | "resuming" | "ended" | "gone";
 
-/** Where a client is in a stream: enough to resume it later, anywhere. */
-export interface Cursor {
+/** A cursor's four fields, as saved (JSON) or typed by hand. */
+export interface CursorLike {
   stream: string;
   seq: number;
   digest: string;
   epoch: string;
+}
+
+const CURSOR_TAG = "ub1";
+const CURSOR_ID = /^[A-Za-z0-9_-]{1,64}$/;
+const CURSOR_SEQ = /^(0|[1-9][0-9]{0,15})$/;
+const CURSOR_DIGEST = /^[0-9a-f]{32}$/;
+const cut = (text: string) => JSON.stringify(text.length > 80 ? text.slice(0, 79) + "…" : text);
+
+/** Where a client is in a stream: enough to resume it later, anywhere.
+ * `String(cursor)` is a compact, URL-safe string (`ub1.<stream>.<seq>.<digest>.<epoch>`,
+ * the same as Python's `str(cursor)`) to keep in a cookie, `localStorage` or a
+ * database; `Cursor.parse` turns it back into the same cursor. */
+export class Cursor implements CursorLike {
+  constructor(
+    readonly stream: string,
+    readonly seq: number,
+    readonly digest: string,
+    readonly epoch: string,
+  ) {}
+
+  toString(): string {
+    return `${CURSOR_TAG}.${this.stream}.${this.seq}.${this.digest}.${this.epoch}`;
+  }
+
+  /** The cursor `String(cursor)` gave, or a saved one's fields (checked the same
+   * way); `ConfigError` when it is not one (the message says which field is wrong). */
+  static parse(text: string | CursorLike): Cursor {
+    if (typeof text === "object" && text !== null) {
+      const c = text as Partial<CursorLike>;
+      text = `${CURSOR_TAG}.${c.stream}.${c.seq}.${c.digest}.${c.epoch}`;
+    }
+    if (typeof text !== "string") throw new ConfigError(`a cursor is a string, got ${text === null ? "null" : typeof text}`);
+    const fields = text.split(".");
+    if (fields.length !== 5 || fields[0] !== CURSOR_TAG) {
+      throw new ConfigError(`not a cursor: ${cut(text)} (expected '${CURSOR_TAG}.<stream>.<seq>.<digest>.<epoch>', as String(cursor) gives)`);
+    }
+    const [, stream, seq, digest, epoch] = fields;
+    for (const [name, value, pattern] of [
+      ["stream id", stream, CURSOR_ID],
+      ["seq", seq, CURSOR_SEQ],
+      ["digest", digest, CURSOR_DIGEST],
+      ["epoch", epoch, CURSOR_ID],
+    ] as const) {
+      if (!pattern.test(value)) throw new ConfigError(`cursor ${cut(text)}: bad ${name} ${JSON.stringify(value)}`);
+    }
+    if (BigInt(seq) > 2n ** 53n) throw new ConfigError(`cursor ${cut(text)}: seq ${seq} is out of range`);
+    return new Cursor(stream, Number(seq), digest, epoch);
+  }
 }
 
 /** Client-side state of one stream (or of a start not yet answered). */
@@ -76,7 +125,7 @@ export class ClientStream {
 
   cursor(): Cursor | null {
     if (!this.stream || this.verifier === null) return null;
-    return { stream: this.stream, seq: this.verifier.seq, digest: toHex(this.verifier.digest), epoch: this.epoch };
+    return new Cursor(this.stream, this.verifier.seq, toHex(this.verifier.digest), this.epoch);
   }
 }
 
@@ -110,7 +159,7 @@ export class ConsumedCursor {
       digest = stepEvent(digest, ev);
       seq = ev.seq;
     }
-    return { stream: this.stream, seq, digest: toHex(digest), epoch: this.epoch };
+    return new Cursor(this.stream, seq, toHex(digest), this.epoch);
   }
 }
 
@@ -273,7 +322,7 @@ export class ClientSession {
     return this.state === "ready" ? frame : null;
   }
 
-  adopt(req: string, cursor: Cursor): Resume | null {
+  adopt(req: string, cursor: CursorLike): Resume | null {
     if (this.byStream.has(cursor.stream)) throw new ProtocolError(`stream ${cursor.stream} is already open`);
     const cs = new ClientStream(req);
     cs.stream = cursor.stream;

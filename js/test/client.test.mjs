@@ -475,3 +475,50 @@ async function drainText(st) {
   for await (const ev of st) if (ev instanceof TextDelta) text += ev.text;
   return text;
 }
+
+test("join / read: a second client reads an answer back from event 1, verified, without a run", async () => {
+  const server = new FakeServer(answerEvents(30), { cutAfterFrames: [2] });
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false });
+  const st = await client.join(server.stream);
+  const seqs = [];
+  for await (const ev of st) seqs.push(ev.seq);
+  const answer = await st.wait();
+  assert.deepEqual(seqs, Array.from({ length: 33 }, (_, i) => i + 1), "from event 1, each once, through a cut");
+  assert.equal(answer.text, expectedText(30));
+  assert.equal(answer.digest, server.digests.at(-1));
+  assert.equal(answer.complete, true, "verified from the chain's seed");
+  assert.equal(server.starts, 0, "no agent run");
+  assert.deepEqual(server.resumes, [0, 6], "a resume from 0, then from the cursor after the cut");
+  // a stream this client already follows: read the Stream you have
+  const again = await client.read(server.stream);
+  assert.equal(again.text, expectedText(30), "read() once the first is done");
+  await client.close();
+  const other = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false });
+  const live = await other.join(server.stream);
+  await assert.rejects(other.join(server.stream), (e) => e.name === "ConfigError" && /already open/.test(e.message));
+  for await (const _ of live);
+  await other.close();
+});
+
+test("resume takes a cursor's string (String(cursor)) and refuses a malformed one", async () => {
+  const server = new FakeServer(answerEvents(12), { per: 4 });
+  const first = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false });
+  const st = await first.start("echo");
+  let text = "";
+  for await (const ev of st) {
+    if (ev.seq === 6) {
+      text = String(st.cursor);
+      break;
+    }
+  }
+  await first.close();
+  assert.match(text, /^ub1\.S1streamXYZ\.6\.[0-9a-f]{32}\.ep0ch$/);
+  const second = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false });
+  await assert.rejects(second.resume("ub1.S1streamXYZ.6.zz.ep0ch"), /bad digest/);
+  const rest = await second.resume(text);
+  const seqs = [];
+  for await (const ev of rest) seqs.push(ev.seq);
+  assert.deepEqual(seqs, [7, 8, 9, 10, 11, 12, 13, 14, 15]);
+  assert.equal((await rest.wait()).digest, server.digests.at(-1));
+  await second.close();
+});
