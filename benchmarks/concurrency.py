@@ -25,8 +25,10 @@ import json
 import math
 import multiprocessing as mp
 import os
+import subprocess
 import time
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +198,7 @@ def measure(
     conns: int,
     duration: float,
     pin: bool = True,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     spread, warm = (1.0, 1.5) if duration > 2 else (0.5, 0.5)
@@ -242,8 +245,9 @@ def measure(
     cpu0, t0 = cpu_seconds(server), time.monotonic()
     ccpu0 = sum(cpu_seconds(c) for c in clients)
     psutil.cpu_percent()
-    time.sleep(max(0.0, w1 - time.monotonic()))
-    cpu1, t1 = cpu_seconds(server), time.monotonic()
+    with py_spy(server.pid, duration, profile):
+        time.sleep(max(0.0, w1 - time.monotonic()))
+        cpu1, t1 = cpu_seconds(server), time.monotonic()
     ccpu1 = sum(cpu_seconds(c) for c in clients)
     machine = psutil.cpu_percent() * (os.cpu_count() or 1)
     rss = rss_mb(server)
@@ -290,6 +294,79 @@ def measure(
     }
 
 
+@contextlib.contextmanager
+def server_for(kind: str) -> Iterator[tuple[int, psutil.Process]]:
+    """The server of a shape: both on uvloop (``unbroken serve`` picks it by default)."""
+    if kind == "bare":
+        with module_server("benchmarks.paced", "--loop", "uvloop") as served:
+            yield served
+    else:
+        # admission is not under test: a start burst on a loaded machine must not be
+        # refused for loop lag (the load clients do not retry)
+        with unbroken_server("benchmarks.paced:app", "--max-loop-lag", "30") as served:
+            yield served
+
+
+@contextlib.contextmanager
+def py_spy(pid: int, seconds: float, out: Path | None) -> Iterator[None]:
+    """``py-spy record`` of ``pid`` for ``seconds`` into ``out`` (collapsed stacks;
+    a measuring aid, not a dependency: nothing when ``out`` is None)."""
+    if out is None:
+        yield
+        return
+    cmd = ["py-spy", "record", "--pid", str(pid), "--duration", str(max(1, int(seconds)))]
+    cmd += ["--format", "raw", "--output", str(out), "--rate", "200", "--nonblocking"]
+    cmd += ["--function"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        proc.wait(30 + seconds)
+
+
+def top_frames(collapsed: Path, n: int = 25) -> list[tuple[str, float, float]]:
+    """``(function, self %, total %)`` of a py-spy collapsed profile, by self time
+    (the idle loop's ``select`` included: the shares are of all samples)."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        k = int(count)
+        samples += k
+        frames = stack.split(";")
+        leaf = frames[-1].split(" (")[0] + " " + frames[-1].rsplit("/", 1)[-1].rstrip(")")
+        own[leaf] = own.get(leaf, 0) + k
+        for f in {fr.split(" (")[0] + " " + fr.rsplit("/", 1)[-1].rstrip(")") for fr in frames}:
+            total[f] = total.get(f, 0) + k
+    rows = sorted(own.items(), key=lambda kv: -kv[1])[:n]
+    return [(f, round(100 * c / samples, 1), round(100 * total[f] / samples, 1)) for f, c in rows]
+
+
+def run_at(n: int, duration: float, profile: Path | None) -> dict[str, Any]:
+    """Unbroken and the bare server at one N, back to back (server CPU per token
+    where neither is saturated), with a py-spy profile of unbroken's server."""
+    result = meta()
+    rows = []
+    for kind in ("unbroken", "bare"):
+        with server_for(kind) as (port, proc):
+            out = profile if kind == "unbroken" else None
+            row = measure(kind, port, proc, n, n, duration, profile=out)
+        row["load_average"] = [round(x, 2) for x in os.getloadavg()]
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    u, b = rows
+    result.update(benchmark="concurrency_at", streams=n, steps=rows)
+    if u.get("server_cpu_us_per_token") and b.get("server_cpu_us_per_token"):
+        result["cpu_per_token_vs_bare"] = round(
+            u["server_cpu_us_per_token"] / b["server_cpu_us_per_token"], 2
+        )
+        result["rss_vs_bare"] = round(u["server_rss_mb"] / b["server_rss_mb"], 2)
+    if profile is not None and profile.exists():
+        result["profile_top"] = top_frames(profile)
+    return result
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     result = meta()
     if quick:
@@ -310,12 +387,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             continue
         conns = n if kind != "unbroken_mux" else 8
         try:
-            if kind == "bare":
-                with module_server("benchmarks.paced") as (port, proc):
-                    row = measure(kind, port, proc, n, conns, duration)
-            else:
-                with unbroken_server("benchmarks.paced:app") as (port, proc):
-                    row = measure(kind, port, proc, n, conns, duration)
+            with server_for(kind) as (port, proc):
+                row = measure(kind, port, proc, n, conns, duration)
         except Exception as exc:  # a step that cannot run ends that shape's ramp
             row = {"kind": kind, "streams": n, "ok": False, "error": repr(exc)}
         row["load_average"] = [round(x, 2) for x in os.getloadavg()]
@@ -429,7 +502,17 @@ def chart(result: dict[str, Any], path: Path) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--at", type=int, help="only N streams: unbroken vs bare, back to back")
+    ap.add_argument("--duration", type=float, default=8.0, help="with --at: the window, s")
+    ap.add_argument("--profile", type=Path, help="with --at: py-spy collapsed stacks here")
     a = ap.parse_args()
+    if a.at:
+        r = run_at(a.at, a.duration, a.profile)
+        out = RESULTS / f"concurrency_at_{a.at}.json"
+        out.write_text(json.dumps(r, indent=2) + "\n")
+        for f, own, tot in r.get("profile_top", []):
+            print(f"{own:5.1f} {tot:5.1f}  {f}")
+        raise SystemExit(0)
     r = run(a.quick)
     out = RESULTS / ("concurrency.quick.json" if a.quick else "concurrency.json")
     out.write_text(json.dumps(r, indent=2) + "\n")
