@@ -1,7 +1,10 @@
 """unbroken: streamed AI-agent answers that survive the network.
 
 The names most apps need are here; the server and client parts load on first use,
-so ``import unbroken`` stays light (a client does not import the server stack).
+so ``import unbroken`` stays light (a client does not import the server stack) and a
+client-only install (``pip install unbroken``) can ``from unbroken import Client``. A
+server name used without its extra raises :class:`MissingExtra`, which names the extra
+to install (``pip install 'unbroken[server]'``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from .errors import (
     KernelFaultError,
     LogDiverged,
     LogFull,
+    MissingExtra,
     NameNotFound,
     NameTaken,
     Overloaded,
@@ -70,7 +74,15 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'unbroken' has no attribute {name!r}")
-    return getattr(importlib.import_module(module, __name__), name)
+    try:
+        return getattr(importlib.import_module(module, __name__), name)
+    except ModuleNotFoundError as exc:
+        from ._extras import as_missing_extra
+
+        missing = as_missing_extra(f"unbroken.{name}", exc)
+        if missing is None:
+            raise
+        raise missing from exc
 
 
 __all__ = [
@@ -92,6 +104,7 @@ __all__ = [
     "LogDiverged",
     "LogFull",
     "MemoryStore",
+    "MissingExtra",
     "NameNotFound",
     "NameTaken",
     "OriginPolicy",

@@ -163,6 +163,21 @@ class NameNotFound(ConfigError):
     """No proxy or toxic has this name."""
 
 
+class MissingExtra(ConfigError, ImportError):
+    """A feature needs an optional part of unbroken that is not installed; the message
+    names the extra to install (``pip install 'unbroken[server]'``). Also an
+    ``ImportError``, so ``except ImportError`` around an optional import catches it."""
+
+    def __init__(self, feature: str, extra: str, missing: str) -> None:
+        super().__init__(
+            f"{feature} needs the {extra!r} extra ({missing} is not installed): "
+            f"pip install 'unbroken[{extra}]'"
+        )
+        self.feature = feature
+        self.extra = extra
+        self.missing = missing
+
+
 class KernelFaultError(UnbrokenError):
     """A command that builds or faults a namespace topology failed (the message quotes
     the command and what it printed)."""

@@ -25,6 +25,7 @@ ROOT = Path(unbroken.__file__).parent
 LAYER: dict[str, int] = {
     "errors": 0,
     "version": 0,
+    "_extras": 1,  # which extra brings which module (errors only)
     "protocol": 1,
     "store": 2,
     "server": 3,

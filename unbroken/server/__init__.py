@@ -1,5 +1,9 @@
-"""The server: agents run in a hub, write to a stream log, connections are cursors."""
+"""The server: agents run in a hub, write to a stream log, connections are cursors.
 
+Needs the ``server`` extra (``pip install 'unbroken[server]'``).
+"""
+
+from . import _deps  # noqa: F401  (first: without the server extra, MissingExtra names it)
 from .admission import AdmissionLimits
 from .agent import Output, Principal, Request
 from .app import Unbroken

@@ -134,7 +134,7 @@ def serve_command(
         typer.Option(
             "--loop",
             help="Event loop: auto (uvloop if installed, else asyncio), uvloop (fail if "
-            "not installed: pip install 'unbroken[fast]'), asyncio.",
+            "not installed: pip install 'unbroken[server]'), asyncio.",
         ),
     ] = "auto",
     workers: Annotated[

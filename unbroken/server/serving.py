@@ -118,7 +118,7 @@ LOOPS = ("auto", "asyncio", "uvloop")
 
 
 def uvloop_installed() -> bool:
-    """Whether uvloop can be imported (the ``unbroken[fast]`` extra)."""
+    """Whether uvloop can be imported (the ``unbroken[server]`` extra)."""
     return importlib.util.find_spec("uvloop") is not None
 
 
@@ -132,7 +132,7 @@ def resolve_loop(loop: str) -> str:
         return "uvloop" if uvloop_installed() else "asyncio"
     if loop == "uvloop" and not uvloop_installed():
         raise ConfigError(
-            "uvloop is not installed: pip install 'unbroken[fast]' (or use --loop asyncio)"
+            "uvloop is not installed: pip install 'unbroken[server]' (or use --loop asyncio)"
         )
     return loop
 

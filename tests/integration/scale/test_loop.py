@@ -16,7 +16,7 @@ from .conftest import FAST, Served, expected_text, full_digest
 
 pytestmark = pytest.mark.timeout(60)
 HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
-NO_UVLOOP = "uvloop not installed: pip install -e '.[fast]' (./dev setup installs it)"
+NO_UVLOOP = "uvloop not installed: pip install -e '.[server]' (./dev setup installs it)"
 
 
 def test_auto_is_uvloop_when_installed_and_asyncio_without(
@@ -30,7 +30,7 @@ def test_auto_is_uvloop_when_installed_and_asyncio_without(
     assert resolve_loop("asyncio") == "asyncio"
     with pytest.raises(
         ConfigError,
-        match=r"uvloop is not installed: pip install 'unbroken\[fast\]'",
+        match=r"uvloop is not installed: pip install 'unbroken\[server\]'",
     ):
         resolve_loop("uvloop")
     with pytest.raises(ConfigError, match="unknown event loop 'trio'"):
