@@ -5,9 +5,10 @@ agent's answer with the browser client and lets its user fault the link for real
 
 - ``GET /``: the page (``static/demo.html``, shipped in the package), told the app's
   WebSocket path and agent names;
-- ``GET /unbroken.js``: the built browser client (``js/dist/unbroken.js`` of a
-  checkout: ``./dev setup`` or ``cd js && npm ci && npm run build``), or a 503 that
-  says how to build it (the page shows that text);
+- ``GET /unbroken.js``: the built browser client (``static/unbroken.js`` in an
+  installed wheel; ``js/dist/unbroken.js`` of a checkout: ``./dev setup`` or
+  ``cd js && npm ci && npm run build``), or a 503 that says how to build it (the
+  page shows that text);
 - ``POST /demo/fault?conn=ID&fault=cut|blackhole``: a fault on the WebSocket
   connections the page opened with ``?demo=ID`` in their URL (a random id each page
   makes: a visitor can fault only its own links). ``cut``: the server closes them
@@ -41,8 +42,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGI = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+#: The browser client shipped in the wheel (pyproject.toml's force-include).
+PACKAGED_BUNDLE: Final = Path(__file__).resolve().parent / "static" / "unbroken.js"
 #: The browser client in a repository checkout, once built.
-DEFAULT_BUNDLE: Final = Path(__file__).resolve().parents[2] / "js" / "dist" / "unbroken.js"
+CHECKOUT_BUNDLE: Final = Path(__file__).resolve().parents[2] / "js" / "dist" / "unbroken.js"
+#: The bundle served: the installed package's, else the checkout's.
+DEFAULT_BUNDLE: Final = PACKAGED_BUNDLE if PACKAGED_BUNDLE.exists() else CHECKOUT_BUNDLE
 #: What ``GET /unbroken.js`` answers when the bundle is not built.
 NOT_BUILT: Final = (
     "The browser client is not built: {bundle} is missing.\n"
