@@ -108,6 +108,19 @@ def test_a_finding_quotes_its_line_and_stays_short() -> None:
     assert len(text) < 200 and text.endswith('…"')
 
 
+def test_a_close_the_run_provokes_on_purpose_passes_only_where_allowed() -> None:
+    # a resume refused for its version (TC14's old client): 4005 seen by the client
+    refused = (
+        "client disconnected url=ws://x/ws cause=close 4005: no common protocol version code=4005"
+    )
+    with LogCapture() as logs:
+        client.info(refused)
+        server.info("close conn=7 code=4000 reason=bad frame")
+    assert [f.why for f in scan(logs.lines)] == ["closed with code 4005", "closed with code 4000"]
+    (other,) = scan(logs.lines, frozenset({4005}))
+    assert other.why == "closed with code 4000"  # only the close allowed passes
+
+
 def test_uvicorns_logger_is_kept_once_attached_again_after_it_reconfigured() -> None:
     import uvicorn
 

@@ -183,7 +183,7 @@ async def assess(
     checks.extend(own)
     checks.extend(_condition_checks(run, result))
     if logs is not None:
-        checks.append(_logs_check(run, logs))
+        checks.append(_logs_check(run, logs, case.expected_closes(spec)))
     result.checks = checks
     result.samples = {k: v for k, v in run.samples.items() if v}
 
@@ -268,11 +268,12 @@ async def _foreign(run: RunState, log_bad: list[Verdict]) -> tuple[int, int, lis
     )
 
 
-def _logs_check(run: RunState, logs: LogCapture) -> Check:
+def _logs_check(run: RunState, logs: LogCapture, allowed: frozenset[int] = frozenset()) -> Check:
     """No protocol-error close, exception or ERROR line in the run's logs (server,
-    client, proxy, ASGI server, asyncio), each offending line quoted."""
+    client, proxy, ASGI server, asyncio), each offending line quoted (``allowed``: close
+    codes the case provokes on purpose)."""
     lines = list(logs.lines)
-    findings = scan(lines)
+    findings = scan(lines, allowed)
     t0 = run.t_start or (lines[0].t if lines else 0.0)
     detail = "; ".join(f.describe(t0) for f in findings[:3])
     if len(findings) > 3:

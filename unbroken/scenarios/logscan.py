@@ -83,8 +83,9 @@ class LogFinding:
         return f'{self.kind} ({self.why}): "{text}"'
 
 
-def classify(line: LogLine) -> LogFinding | None:
-    """The finding this line is, or ``None`` for a line a run may have."""
+def classify(line: LogLine, allowed_closes: frozenset[int] = frozenset()) -> LogFinding | None:
+    """The finding this line is, or ``None`` for a line a run may have
+    (``allowed_closes``: close codes the run provokes on purpose)."""
     if line.exc:
         return LogFinding("exception", line, "a traceback was logged")
     if line.levelno >= logging.ERROR:
@@ -93,7 +94,7 @@ def classify(line: LogLine) -> LogFinding | None:
     if _PROTOCOL_ERROR.search(message):
         return LogFinding("protocol error", line, "the server closed for a protocol error")
     m = _CLOSE_CODE.search(message)
-    if m is not None and int(m.group(1)) in PROTOCOL_CLOSE_CODES:
+    if m is not None and int(m.group(1)) in PROTOCOL_CLOSE_CODES - allowed_closes:
         return LogFinding("protocol error", line, f"closed with code {m.group(1)}")
     m = _ERROR_CODE.search(message)
     if m is not None and m.group(1) in PROTOCOL_ERROR_CODES:
@@ -101,9 +102,13 @@ def classify(line: LogLine) -> LogFinding | None:
     return None
 
 
-def scan(lines: Iterable[LogLine]) -> list[LogFinding]:
-    """Every line that fails a run, in log order."""
-    return [f for f in map(classify, lines) if f is not None]
+def scan(
+    lines: Iterable[LogLine], allowed_closes: frozenset[int] = frozenset()
+) -> list[LogFinding]:
+    """Every line that fails a run, in log order (``allowed_closes``: close codes the
+    run's fault provokes on purpose, e.g. a version refusal its case checks)."""
+    found = (classify(line, allowed_closes) for line in lines)
+    return [f for f in found if f is not None]
 
 
 __all__ = [

@@ -161,6 +161,12 @@ class Case:
         load, a slow link)."""
         return "gives_up" if self.gives_up(spec) else "recovers"
 
+    def expected_closes(self, spec: RunSpec) -> frozenset[int]:
+        """Close codes the run's fault provokes on purpose (a refusal the case checks
+        itself, e.g. 4005 when a resume meets a version the client does not speak): the
+        log scan lets them pass in its runs. None by default."""
+        return frozenset()
+
     def skip_reason(self, spec: RunSpec) -> str | None:
         """Why the run ``spec`` cannot happen on this machine (e.g. no browser): it is
         then reported as skipped with this reason, never failed. None: it runs."""
