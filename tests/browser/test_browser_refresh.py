@@ -57,7 +57,7 @@ async def test_the_connection_outlives_its_tokens_by_refreshing_in_band(
 ) -> None:
     issued: list[float] = []
 
-    def issue() -> str:
+    def issue(_dropped: bool) -> str:
         issued.append(time.monotonic())
         return token()
 
@@ -65,7 +65,7 @@ async def test_the_connection_outlives_its_tokens_by_refreshing_in_band(
     log = await _finish(page)
     kinds = [e["kind"] for e in log["conn"]]
     assert kinds.count("refreshed") >= 2, kinds  # the answer lasts over two lifetimes
-    assert kinds.count("auth_expiring") == kinds.count("refreshed"), kinds
+    assert kinds.count("auth_expiring") == kinds.count("refreshed"), log["conn"]
     assert not disconnects(log), "refreshed in-band: never reconnected"
     assert len(issued) == 1 + kinds.count("refreshed")
     await assert_exact(auth_rig, log)
@@ -76,19 +76,22 @@ async def test_refused_refreshes_end_in_4010_a_fresh_token_and_an_exact_resume(
 ) -> None:
     issued: list[bool] = []
 
-    def issue() -> str:
+    def issue(dropped: bool) -> str:
         # the first connection's refreshes get expired tokens (refused: auth_failed,
-        # asked again 3 times), so it expires: 4010; the reconnect gets a good one
-        bad = 1 <= len(issued) <= 3
+        # asked again up to 3 times), so it expires: 4010; the reconnect gets a good
+        # one. (How many refreshes fit before the expiry depends on the machine's
+        # load, so the page says when it has lost its connection.)
+        bad = bool(issued) and not dropped
         issued.append(bad)
         return token(expired=bad)
 
     page = await _page(browser, auth_rig, issue)
     log = await _finish(page)
     kinds = [e["kind"] for e in log["conn"]]
-    assert kinds.count("refresh_failed") == 3, kinds
+    refused = kinds.count("refresh_failed")
+    assert 1 <= refused <= 3, kinds
     lost = disconnects(log)
     assert lost and lost[0]["code"] == 4010, lost
     assert kinds.count("connected") >= 2
-    assert issued[:4] == [False, True, True, True], issued
+    assert issued[: refused + 2] == [False, *[True] * refused, False], issued
     await assert_exact(auth_rig, log, runs=1)
