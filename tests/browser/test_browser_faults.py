@@ -141,7 +141,12 @@ async def test_reload_at_half_resumes_the_same_stream_without_a_second_run(
     await assert_exact(rig, log, runs=1)
 
 
-async def test_page_lifecycle_freeze_then_resume(rig: Rig, own_chromium: Any) -> None:
+@pytest.mark.parametrize(
+    "seconds", [3, pytest.param(30, marks=pytest.mark.full)], ids=lambda s: f"{s}s"
+)
+async def test_page_lifecycle_freeze_then_resume(
+    rig: Rig, own_chromium: Any, seconds: float
+) -> None:
     page = own_chromium.page
     paced(rig)
     await page.goto(rig.url(SIZE))
@@ -150,9 +155,14 @@ async def test_page_lifecycle_freeze_then_resume(rig: Rig, own_chromium: Any) ->
     await page.wait_for_function(f"window.log.received > {SIZE // 12 // 3}", polling=10)
     assert await page.evaluate("window.log.done") is False, "the freeze must come mid-answer"
     await cdp.send("Page.setWebLifecycleState", {"state": "frozen"})
-    await asyncio.sleep(3)  # the tab stays frozen this long (the fault, not a wait)
+    await asyncio.sleep(seconds)  # the tab stays frozen this long (the fault, not a wait)
     await cdp.send("Page.setWebLifecycleState", {"state": "active"})
     log = await _finish(page)
+    # no JS ran while frozen: the page's 100 ms ticker saw one long gap
+    assert log["maxTick"] >= seconds * 1000 * 0.9, log["maxTick"]
+    # the first event after `resume` came (its delay is a benchmark figure:
+    # python -m tests.browser.measure --freeze 30)
+    assert log["afterResume"], "no event after the resume"
     kinds = [e[0] for e in log["lifecycle"]]
     assert "freeze" in kinds and "resume" in kinds, kinds
     assert kinds.index("freeze") < kinds.index("resume")
@@ -166,7 +176,10 @@ async def test_page_lifecycle_freeze_then_resume(rig: Rig, own_chromium: Any) ->
     await assert_exact(rig, log)
 
 
-async def test_renderer_stopped_then_continued(rig: Rig, browser: Any) -> None:
+@pytest.mark.parametrize(
+    "seconds", [3, pytest.param(10, marks=pytest.mark.full)], ids=lambda s: f"{s}s"
+)
+async def test_renderer_stopped_then_continued(rig: Rig, browser: Any, seconds: float) -> None:
     paced(rig)
     _, page = await _open(browser, rig)
     await page.wait_for_function(f"window.log.received > {SIZE // 12 // 3}", polling=10)
@@ -179,12 +192,14 @@ async def test_renderer_stopped_then_continued(rig: Rig, browser: Any) -> None:
     for pid in renderers:
         os.kill(pid, signal.SIGSTOP)
     try:
-        await asyncio.sleep(3)  # the renderer stays stopped this long (the fault)
+        await asyncio.sleep(seconds)  # the renderer stays stopped this long (the fault)
     finally:
         for pid in renderers:
             os.kill(pid, signal.SIGCONT)
     log = await _finish(page)
     assert log["received"] > before
+    # the page really stood still: its 100 ms ticker saw one long gap
+    assert log["maxTick"] >= seconds * 1000 * 0.9, log["maxTick"]
     await assert_exact(rig, log)
 
 
