@@ -2,7 +2,7 @@
 // (dist/unbroken.d.ts over dist/types/). `npm run build`.
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
-import { rmSync, writeFileSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 
 // (only the types: the bundle is overwritten in place, so a page or a test run
 // reading dist/unbroken.js during a rebuild never finds it missing)
@@ -45,6 +45,33 @@ await build({
     },
   ],
 });
-execFileSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", ".", "--outDir", "dist/types"], { stdio: "inherit" });
+// JSON Schema validation for the `validator` option: its own module, with
+// @cfworker/json-schema (MIT) bundled in, so a page needs no import map and the
+// core bundle does not grow. (A node_modules from before it was added: skipped with
+// a warning, until `npm ci`.)
+const haveSchemaLib = existsSync("node_modules/@cfworker/json-schema/package.json");
+if (!haveSchemaLib) console.warn("build: @cfworker/json-schema is not installed (npm ci): dist/schema.js not built");
+else await build({
+  entryPoints: ["src/schema.ts"],
+  outfile: "dist/schema.js",
+  bundle: true,
+  format: "esm",
+  platform: "neutral",
+  target: ["es2022"],
+  minify: true,
+  sourcemap: true,
+  legalComments: "eof",
+  banner: { js: "// unbroken-client/schema; includes @cfworker/json-schema (MIT, https://github.com/cfworker/cfworker)" },
+  logLevel: "warning",
+});
+// (without the schema library its module is left out of the types too)
+const tsconfig = haveSchemaLib ? "." : "tsconfig.noschema.json";
+if (!haveSchemaLib) writeFileSync(tsconfig, JSON.stringify({ extends: "./tsconfig.json", exclude: ["src/schema.ts"] }));
+try {
+  execFileSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", tsconfig, "--outDir", "dist/types"], { stdio: "inherit" });
+} finally {
+  if (!haveSchemaLib) rmSync(tsconfig);
+}
 writeFileSync("dist/unbroken.d.ts", 'export * from "./types/index.js";\n');
 writeFileSync("dist/ai-sdk.d.ts", 'export * from "./types/ai-sdk.js";\n');
+if (haveSchemaLib) writeFileSync("dist/schema.d.ts", 'export * from "./types/schema.js";\n');

@@ -27,7 +27,7 @@ import {
 } from "./errors.js";
 import { CAP_BATCH, CAP_REFRESH, CloseCode, DEFAULT_MAX_FRAME, SUBPROTOCOLS, encode, type ClientFrame, type Event } from "./frames.js";
 import { Liveness } from "./liveness.js";
-import { Answer, StreamEnded, type StreamEvent } from "./response.js";
+import { Answer, StreamEnded, type SchemaValidator, type StreamEvent } from "./response.js";
 import { RETRYABLE_START, TOKEN_ATTEMPTS, causeOf, closeError, fatalError, refreshDelay, shouldRetry as defaultRetryTable } from "./retry.js";
 import { ClientSession, ConsumedCursor, Cursor, endError, type AskToken, type ClientOutput, type CursorLike } from "./session.js";
 
@@ -115,6 +115,9 @@ export interface ClientOptions {
   storageKey?: string;
   /** listen to page lifecycle and network events (default: when in a browser) */
   lifecycle?: boolean;
+  /** checks JSON parts against the schema their start declared (`jsonSchema` of
+   * `unbroken-client/schema`); none: a JSON part is only checked to parse */
+  validator?: SchemaValidator | null;
 }
 
 /** A stream saved in storage: a cursor to resume, or a start not yet answered. */
@@ -189,6 +192,7 @@ export class Stream implements AsyncIterable<StreamEvent> {
     readonly input: unknown = null,
   ) {
     this.result = new Answer("");
+    this.result.validator = client.validator;
     this.started = new Promise((res, rej) => {
       this._startedResolve = res;
       this._startedReject = rej;
@@ -306,6 +310,8 @@ export class Client {
   openTimeout: number;
   requestTimeout: number;
   readonly maxFrame: number;
+  /** checks JSON parts against their schemas (the `validator` option) */
+  validator: SchemaValidator | null;
   readonly history: ConnectionEvent[] = [];
   /** @internal */
   readonly _session: ClientSession;
@@ -350,6 +356,7 @@ export class Client {
     this.openTimeout = options.openTimeout ?? 3.0;
     this.requestTimeout = options.requestTimeout ?? 30.0;
     this.maxFrame = options.maxFrame ?? DEFAULT_MAX_FRAME;
+    this.validator = options.validator ?? null;
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (WS === undefined) throw new UnbrokenError("no WebSocket class: pass options.WebSocket");
     this._WS = WS;
@@ -457,6 +464,7 @@ export class Client {
     const st = new Stream(this, req, options.agent ?? "");
     st._began(c.stream, c.epoch, c.seq, fromHex(c.digest));
     st.result = new Answer(c.stream, c.seq);
+    st.result.validator = this.validator;
     const frame = this._session.adopt(req, c);
     this.streams.set(req, st);
     this._byId.set(c.stream, st);

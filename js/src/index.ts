@@ -13,7 +13,7 @@ export type {
   WebSocketLike,
 } from "./client.js";
 export { Answer, DataChunk, JsonFragment, PartEnded, PartResult, PartStarted, StreamEnded, TextDelta, parsePartialJson } from "./response.js";
-export type { StreamEvent } from "./response.js";
+export type { SchemaValidator, StreamEvent } from "./response.js";
 export { Backoff, BackoffPolicy, Reconnects, seededRng } from "./backoff.js";
 export type { BackoffPolicyOptions, GiveUp, Reconnect, Rng } from "./backoff.js";
 export { Liveness, MAX_RTO, BULK } from "./liveness.js";

@@ -1,7 +1,9 @@
 /**
  * What a client user sees: typed events, and the assembled, verified answer.
- * Mirrors `unbroken/client/response.py`. (JSON Schema validation is the server's:
- * its verdict arrives in `part_end.err`; this client checks that a JSON part parses.)
+ * Mirrors `unbroken/client/response.py`. A JSON part is checked when it ends: its
+ * text must parse, and, with a `SchemaValidator` (the client's `validator` option;
+ * `unbroken-client/schema` has one), match the schema its `part_start` declared.
+ * A failed check fails the part (`PartEnded.error`), never the stream or the client.
  */
 import { Kind, type Event } from "./frames.js";
 
@@ -114,8 +116,19 @@ export class PartResult {
   }
 }
 
+/** Checks JSON parts against the JSON Schema their `part_start` declared (the
+ * client's `validator` option). Each returns why not ("" when fine). */
+export interface SchemaValidator {
+  /** why `schema` cannot be used (checked when the part starts; optional) */
+  checkSchema?(schema: unknown): string;
+  /** why `value` (the part's parsed text) does not match `schema` */
+  validate(value: unknown, schema: unknown): string;
+}
+
 /** Everything received for a stream, assembled part by part. */
 export class Answer {
+  /** checks JSON parts against their schemas (none: only that they parse) */
+  validator: SchemaValidator | null = null;
   readonly parts = new Map<string, PartResult>();
   readonly order: string[] = [];
   status = "running";
@@ -163,9 +176,9 @@ export class Answer {
         this.part(ev.part, "data").chunks.push(ev.body);
         return new DataChunk(ev.seq, ev.part, ev.body);
       case Kind.PART_START: {
-        const [schema, badSchema] = schemaOf(ev.schema);
+        const [schema, badSchema] = schemaOf(ev.schema, this.validator);
         const pr = new PartResult(ev.part, ev.partKind, ev.mime, schema);
-        pr.error = badSchema;
+        pr.error = badSchema; // a bad schema fails this part, never the client
         if (!this.parts.has(ev.part)) this.order.push(ev.part);
         this.parts.set(ev.part, pr);
         return new PartStarted(ev.seq, ev.part, ev.partKind, ev.mime, schema);
@@ -173,7 +186,7 @@ export class Answer {
       case Kind.PART_END: {
         const pr = this.part(ev.part, "");
         pr.ended = true;
-        pr.error = ev.error || pr.error || clientCheck(pr);
+        pr.error = ev.error || pr.error || clientCheck(pr, this.validator);
         return new PartEnded(ev.seq, ev.part, pr.error, pr);
       }
       default:
@@ -195,23 +208,42 @@ export class Answer {
   }
 }
 
-function schemaOf(text: string): [unknown, string] {
+const why = (e: unknown) => String((e as Error)?.message ?? e).split("\n")[0].slice(0, 200);
+
+function schemaOf(text: string, validator: SchemaValidator | null): [unknown, string] {
   if (!text) return [null, ""];
+  let s: unknown;
   try {
-    const s = JSON.parse(text);
-    if (typeof s !== "object" && typeof s !== "boolean") return [null, "invalid schema: not an object"];
-    return [s, ""];
+    s = JSON.parse(text);
   } catch (e) {
-    return [null, `schema is not JSON: ${(e as Error).message}`];
+    return [null, `schema is not JSON: ${why(e)}`];
   }
+  if (typeof s !== "object" && typeof s !== "boolean") return [null, "invalid schema: not an object"];
+  let bad = "";
+  try {
+    bad = validator?.checkSchema?.(s) ?? "";
+  } catch (e) {
+    bad = why(e);
+  }
+  return bad ? [null, `invalid schema: ${bad}`] : [s, ""];
 }
 
-function clientCheck(pr: PartResult): string {
+function clientCheck(pr: PartResult, validator: SchemaValidator | null): string {
   if (pr.kind !== "json") return "";
+  let value: unknown;
   try {
-    JSON.parse(pr.text);
+    value = JSON.parse(pr.text);
   } catch (e) {
-    return `invalid JSON: ${(e as Error).message}`;
+    return `invalid JSON: ${why(e)}`;
+  }
+  if (pr.schema !== null && validator !== null) {
+    let bad: string;
+    try {
+      bad = validator.validate(value, pr.schema);
+    } catch (e) {
+      bad = why(e);
+    }
+    if (bad) return `schema validation failed: ${bad}`;
   }
   return "";
 }
