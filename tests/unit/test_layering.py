@@ -27,6 +27,7 @@ LAYER: dict[str, int] = {
     "version": 0,
     "_extras": 1,  # which extra brings which module (errors only)
     "protocol": 1,
+    "observe": 1,
     "store": 2,
     "server": 3,
     "client": 3,

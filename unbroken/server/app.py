@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from ..observe import Live, Observer
 from ..protocol.codes import CloseCode
 from ..protocol.frames import (
     DEFAULT_MAX_CLIENT_FRAME,
@@ -33,6 +34,8 @@ from .policy import LivePolicy, OriginPolicy
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
+
+    from ..observe.metrics import MetricsApp
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,12 @@ class Unbroken:
     ``max_outbox``: bytes of answers a connection may leave unread before it is
     closed with 4008.
 
+    ``observe``: metrics, traces and the connection event log
+    (:class:`~unbroken.observe.Observer`; default: metrics in a registry of this
+    app's own, spans when OpenTelemetry is installed, no event log). ``metrics_path``
+    serves the metrics at that path of :meth:`asgi` (``unbroken serve``: ``/metrics``
+    unless ``--no-metrics``); :meth:`metrics_app` is an ASGI app to mount anywhere.
+
     ``policy``: which web pages may open a WebSocket and read ``/healthz``
     (:class:`~unbroken.server.policy.OriginPolicy`; docs/reference/security.md).
     The default refuses a browser handshake whose ``Origin`` is not the server's
@@ -128,7 +137,13 @@ class Unbroken:
         admission: AdmissionLimits | None = None,
         policy: OriginPolicy | LivePolicy | None = None,
         redact: Redact | None = None,
+        observe: Observer | None = None,
+        metrics_path: str | None = None,
     ) -> None:
+        #: metrics, traces and the connection event log (docs/how-to/metrics.md)
+        self.observe = observe if observe is not None else Observer()
+        #: where :meth:`asgi` serves the metrics (None: not served there)
+        self.metrics_path = metrics_path
         self.store: StreamLog = store if store is not None else MemoryStore()
         if auth is not None and authenticate is not None:
             raise ConfigError("pass auth= or authenticate=, not both (they are the same hook)")
@@ -183,7 +198,39 @@ class Unbroken:
             coalesce=coalesce,
             admission=admission,
             redact=redact,
+            observer=self.observe,
         )
+        self.observe.bind(self._live)
+
+    def _live(self) -> Live:
+        """The figures ``/metrics`` reads from the app at scrape time."""
+        hub, store = self.hub, self.store
+        held = getattr(store, "total_bytes", None)
+        if held is None:
+            held = getattr(store, "held_bytes", None)
+        return Live(
+            connections=len(self.connections),
+            attachments=sum(len(c.atts) for c in self.connections),
+            runs=len(hub.runs),
+            run_events=sum(run.producer.seq for run in hub.runs.values()),
+            log_bytes=held,
+            loop_lag=hub.gate.lag,
+            admission_refusals=dict(hub.gate.refused),
+            redis=getattr(store, "redis_counts", None),
+        )
+
+    def metrics_app(self) -> MetricsApp:
+        """An ASGI app serving this app's Prometheus metrics (``GET``): mount it,
+        e.g. ``api.mount("/metrics", app.metrics_app())``. Raises
+        :class:`~unbroken.errors.ConfigError` when metrics are off."""
+        registry = self.observe.registry
+        if registry is None:
+            raise ConfigError(
+                "metrics are off for this app: build it with Unbroken(observe=Observer())"
+            )
+        from ..observe.metrics import MetricsApp
+
+        return MetricsApp(registry)
 
     # read-only views of the config (the names the constructor takes)
     @property

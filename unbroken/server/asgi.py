@@ -55,6 +55,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+ASGI = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class Served(Protocol):
@@ -78,6 +79,9 @@ class Served(Protocol):
     def guard(self) -> ConnectionGuard | None: ...
     @property
     def policy(self) -> LivePolicy: ...
+    @property
+    def metrics_path(self) -> str | None: ...
+    def metrics_app(self) -> ASGI: ...
     def lifespan(self, _app: object = None) -> AbstractAsyncContextManager[None]: ...
 
 
@@ -262,6 +266,7 @@ async def serve_websocket(
         _header(scope, b"origin"), _header(scope, b"host"), _client(scope)
     )
     if not decision.allowed:
+        app.hub.observer.refused("origin", _client(scope), detail=decision.reason)
         await _refuse_handshake(scope, send, decision.reason)
         return
     offered = [str(p) for p in scope.get("subprotocols") or []]
@@ -273,6 +278,7 @@ async def serve_websocket(
     transport = ASGITransport(receive, send, _SizeLimit(scope, app.config.max_client_frame))
     refusal = _refusal(app, offered, _client(scope))
     if refusal is not None:
+        app.hub.observer.refused_close(refusal[0], _client(scope))
         await _refuse(transport.send_text, refusal[0])
         await transport.close(*refusal)
         return
@@ -392,7 +398,9 @@ class ASGIApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "websocket":
+        if kind == "http" and self.app.metrics_path == route_path(scope):
+            await self.app.metrics_app()(scope, receive, send)
+        elif kind == "websocket":
             if route_path(scope) == self.path:
                 await serve_websocket(self.app, scope, receive, send)
             else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import cast
 
+from ..observe.counts import Counts
 from ..protocol.events import Kind
 from ..protocol.frames import encode_events_frame
 from ..protocol.server_session import StreamFlow
@@ -21,9 +22,13 @@ from ..store.base import ReadBatch, StreamLog
 class Attachment:
     """One stream's log read for one connection."""
 
-    __slots__ = ("flow", "head_hint", "read_nowait", "store", "stream", "unsubscribe")
+    __slots__ = ("counts", "flow", "head_hint", "read_nowait", "store", "stream", "unsubscribe")
 
-    def __init__(self, store: StreamLog, stream: str, flow: StreamFlow) -> None:
+    def __init__(
+        self, store: StreamLog, stream: str, flow: StreamFlow, counts: Counts | None = None
+    ) -> None:
+        #: where events sent are counted (the app's metrics)
+        self.counts = counts if counts is not None else Counts()
         self.store = store
         self.stream = stream
         #: the session's record of this stream on this connection
@@ -75,5 +80,6 @@ class Attachment:
 
     def _frame(self, batch: ReadBatch) -> bytes:
         frame = encode_events_frame(self.stream, batch.first, batch.items, batch.digest)
+        self.counts.events_out += batch.count
         self.flow.sent_frame(batch.first + batch.count - 1, len(frame), batch.last_kind == Kind.END)
         return frame

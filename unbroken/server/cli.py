@@ -55,10 +55,19 @@ def load_target(target: str, app_dir: str = ".") -> Any:
     return obj
 
 
-def _log_config(level: str, flood_burst: int, tag: str = "") -> dict[str, Any]:
+def _log_config(
+    level: str, flood_burst: int, tag: str = "", log_format: str = "text"
+) -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
 
     cfg: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    if log_format == "json":  # one JSON object per line (unbroken.observe.logs)
+        for name in cfg["formatters"]:
+            cfg["formatters"][name] = {"()": "unbroken.observe.logs.JsonFormatter", "tag": tag}
+        cfg.setdefault("filters", {})["echo"] = {"()": "unbroken.observe.logs.EventEchoFilter"}
+        for handler in cfg["handlers"].values():
+            handler.setdefault("filters", []).append("echo")
+        tag = ""
     if tag:  # which worker wrote the line
         for formatter in cfg["formatters"].values():
             formatter["fmt"] = formatter["fmt"].replace(
@@ -268,6 +277,22 @@ def serve_command(
             "'stalled' (default: the app's, never).",
         ),
     ] = None,
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            "--metrics/--no-metrics",
+            help="Serve Prometheus metrics at /metrics (on by default; "
+            "docs/how-to/metrics.md). --no-metrics also stops registering them.",
+        ),
+    ] = True,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            help="text (default) or json: one JSON object per line, and one line per "
+            "connection event (connect, hello, start, resume, detach, close, refusal).",
+        ),
+    ] = "text",
 ) -> None:
     """Serve an unbroken app (or any ASGI app) with uvicorn."""
     import uvicorn
@@ -287,6 +312,8 @@ def serve_command(
     )
     from .workers import STARTUP_FAILURE, Supervisor
 
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("text or json", param_hint="--log-format")
     try:
         obj = load_target(target, app_dir)
     except ConfigError as exc:
@@ -306,6 +333,12 @@ def serve_command(
             obj.shutdown_grace = float(timeout_graceful_shutdown)
         if health_detail:
             obj.health_detail = True
+        if not metrics:
+            obj.observe.disable_metrics()
+        elif obj.observe.registry is not None and obj.metrics_path is None:
+            obj.metrics_path = "/metrics"
+        if log_format == "json":
+            obj.observe.event_log = True
         admission: dict[str, Any] = {
             "max_runs": max_runs,
             "max_runs_per_principal": max_runs_per_principal,
@@ -379,7 +412,7 @@ def serve_command(
             loop=resolved_loop,
             lifespan="on",
             backlog=backlog,
-            log_config=_log_config(log_level, log_flood_burst, tag),
+            log_config=_log_config(log_level, log_flood_burst, tag, log_format),
             log_level=log_level,
             # an Unbroken app closes connections with 1012 at once and drains its runs itself
             timeout_graceful_shutdown=uvicorn_grace,
@@ -449,7 +482,9 @@ def serve_command(
         sock = listen_socket(host, bound, reuse_port=True)
         return serve_on(sock, f"w{index} pid={os.getpid()}")
 
-    logging.config.dictConfig(_log_config(log_level, log_flood_burst, f"main pid={os.getpid()}"))
+    logging.config.dictConfig(
+        _log_config(log_level, log_flood_burst, f"main pid={os.getpid()}", log_format)
+    )
     logging.getLogger("unbroken").info(
         "serving %s on %s with %d workers (SO_REUSEPORT, event loop %s)",
         target,

@@ -211,6 +211,8 @@ class Connection:
         self._refresh_task: asyncio.Task[None] | None = None  # a refresh being verified
         #: refreshes accepted on this connection
         self.refreshes = 0
+        self._counts = hub.observer.counts  # bytes in/out: plain ints (unbroken.observe)
+        self._obs = hub.observer.connect(self.id, info.client)
 
     # ------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -270,6 +272,7 @@ class Connection:
             errors = " ".join(f"{k}={v}" for k, v in self._errors.items())
             if self._paced:
                 errors += f"{' ' if errors else ''}paced={self._paced}"
+            self._obs.closed(shown, reason, self._close_code is not None)
             log.info(
                 "close conn=%s code=%d reason=%s%s",
                 self.id,
@@ -301,6 +304,7 @@ class Connection:
             if att.unsubscribe:
                 att.unsubscribe()
             self.hub.detached(att.stream)
+            self._obs.detach(att.stream, "disconnect", att.sent)
         self.atts.clear()
         self.session.close()
 
@@ -319,6 +323,7 @@ class Connection:
                 data = await self.t.receive()
             if data is None:
                 return
+            self._counts.bytes_in += len(data)
             self._last_recv = self._loop.time()
             if isinstance(data, bytes):
                 raise ProtocolError("binary frames are not part of protocol v1")
@@ -382,6 +387,7 @@ class Connection:
         # what the connection knew before hello is no longer needed: drop it
         self.info = ConnectInfo(client=self.info.client)
         log.info("hello conn=%s principal=%s", self.id, excerpt(self.principal.id, 80))
+        self._obs.hello(self.principal.id, caps)
 
     async def _dispatch(self, frame: Any) -> None:
         if isinstance(frame, Ack):
@@ -544,6 +550,7 @@ class Connection:
         if wait > 0:
             if ErrorCode.RATE_LIMITED not in self._errors:  # then counted on the close line
                 log.warning("start rate limited conn=%s req=%s", self.id, frame.req)
+            self.hub.observer.refused("rate_limited", self.info.client, self.id)
             self._error(
                 ErrorCode.RATE_LIMITED,
                 "too many starts on this connection",
@@ -563,6 +570,7 @@ class Connection:
             # new work is refused first: in-flight streams are never shed for it
             if ErrorCode.OVERLOADED not in self._errors:  # then counted on the close line
                 log.warning("start refused conn=%s req=%s reason=%s", self.id, frame.req, exc)
+            self.hub.observer.refused("overloaded", self.info.client, self.id)
             self._error(
                 ErrorCode.OVERLOADED,
                 str(exc),
@@ -579,6 +587,7 @@ class Connection:
             created.created,
         )
         self._attach(created.stream, 0)
+        self._obs.attach(created.stream, "start", req=frame.req, new=created.created)
 
     async def _resume(self, frame: Resume) -> None:
         assert self.principal is not None
@@ -611,7 +620,9 @@ class Connection:
                 answer.head,
             )
             self._attach(frame.stream, frame.after)
+            self._obs.attach(frame.stream, "resume", frame.after, head=answer.head)
         else:
+            self._obs.resume_refused(frame.stream, answer.reason, frame.after)
             log.warning(
                 "resume refused conn=%s stream=%s after=%d reason=%s",
                 self.id,
@@ -627,8 +638,9 @@ class Connection:
             if old.unsubscribe:
                 old.unsubscribe()
             self.hub.detached(stream)
+            self._obs.detach(stream, "replaced", old.sent)
         self._slow.discard(stream)  # a new cursor starts with the whole window
-        att = Attachment(self.store, stream, self.session.attach(stream, after))
+        att = Attachment(self.store, stream, self.session.attach(stream, after), self._counts)
         att.head_hint = 1 << 62  # unknown: do not hold the first frame back
         self.atts[stream] = att
         att.unsubscribe = self.store.subscribe(stream, self._on_change)
@@ -644,6 +656,7 @@ class Connection:
         self._slow.discard(stream)
         if att is None:
             return
+        self._obs.detach(stream, "ended", att.sent)  # no-op when a cause was given first
         if att.unsubscribe:
             att.unsubscribe()
         if release:
@@ -666,6 +679,7 @@ class Connection:
                 att.sent,
             )
             # the session keeps the stream: acks already on their way stay legal
+            self._obs.detach(stream, "diverged" if diverged else "expired", att.sent)
             self._detach(stream, release=True)
             if diverged:
                 gone = Gone(stream, "diverged", "the log lost events this client may have read")
@@ -840,6 +854,7 @@ class Connection:
         here, waits for it before anything else is sent)."""
         if self._hb_handle is None and not self._closed:
             self._schedule_hb()
+        self._counts.bytes_out += len(data)
         rest = eager.start(self.t.send(data))
         self._last_send = self._events_at = now = self._loop.time()
         if rest is None:
@@ -937,6 +952,7 @@ class Connection:
         if self._hb_handle is None and not self._closed:
             self._schedule_hb()
         self._send_started = self._loop.time()
+        self._counts.bytes_out += len(data)
         await self.t.send(data)
         self._last_send = self._loop.time()
         self._send_started = 0.0

@@ -19,6 +19,7 @@ from ..errors import (
     StreamTooLarge,
     UnknownAgent,
 )
+from ..observe import Observer
 from ..protocol.frames import excerpt
 from ..store.base import Created, StreamLog
 from .admission import Admission, AdmissionLimits, PrincipalKey
@@ -62,6 +63,8 @@ class AgentRun:
     #: the producer's seq when the stall watchdog last saw it change, and when
     seen_seq: int = -1
     seen_at: float = 0.0
+    span: Any = None  # the run's trace span (unbroken.observe.tracing)
+    status: str = "running"  # as the end event says, once written
 
 
 class Hub:
@@ -80,8 +83,11 @@ class Hub:
         clock: Callable[[], float] = time.time,
         admission: AdmissionLimits | None = None,
         redact: Redact | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
+        #: metrics, traces, the connection event log (the app's; off when built alone)
+        self.observer = observer if observer is not None else Observer(metrics=False)
         #: what clients learn of an agent's exception (the log gets all of it)
         self.redact: Redact = redact if redact is not None else redact_exception
         self.admission = admission if admission is not None else AdmissionLimits()
@@ -228,6 +234,7 @@ class Hub:
             coalesce=self.coalesce,
         )
         run = AgentRun(created.stream, agent, principal.id, producer, key)
+        run.span = self.observer.run_started(created.stream, agent)
         self.runs[created.stream] = run
         request = Request(agent, input, principal, created.stream, req)
         run.task = asyncio.get_running_loop().create_task(
@@ -313,6 +320,7 @@ class Hub:
                 with contextlib.suppress(Exception):
                     await out.close_open_parts(status)
             status, error = await run.producer.finish(status, error, self.clock())
+            run.status = status
             log.info(
                 "run ended stream=%s status=%s error=%s events=%d",
                 run.stream,
@@ -335,6 +343,7 @@ class Hub:
     def _forget(self, run: AgentRun) -> None:
         if self.runs.pop(run.stream, None) is not None:
             self.gate.released(run.key)
+            self.observer.run_ended(run.span, run.producer.seq, run.status)
         if run.abandon_timer is not None:
             run.abandon_timer.cancel()
             run.abandon_timer = None

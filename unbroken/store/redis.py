@@ -45,6 +45,7 @@ from ..errors import (
     StreamTooLarge,
     UnbrokenError,
 )
+from ..observe.counts import RedisCounts, count_round_trips
 from ..protocol.digest import Chain, seed
 from ..protocol.events import Event, Kind
 from ..protocol.items import Segment, chain_stored, decode_one, items_array
@@ -318,6 +319,9 @@ class RedisStore:
             self._epoch = self._sync_epoch(client)
         else:
             self._r = client
+        #: round trips and failures, for unbroken_redis_* (unbroken.observe)
+        self.redis_counts = RedisCounts()
+        count_round_trips(getattr(self._r, "connection_pool", None), self.redis_counts)
         self._append_script = self._r.register_script(_APPEND)
         self._renew_script = self._r.register_script(_RENEW)
         self._claim_script = self._r.register_script(_CLAIM)
