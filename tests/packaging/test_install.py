@@ -24,7 +24,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 #: what a client-only install must neither import nor install
-SERVER_STACK = ("starlette", "uvicorn", "typer", "rich", "psutil", "jwt", "click", "uvloop")
+SERVER_STACK = (
+    "starlette",
+    "uvicorn",
+    "typer",
+    "rich",
+    "psutil",
+    "jwt",
+    "click",
+    "uvloop",
+    "prometheus_client",
+)
 
 CLIENT_SCRIPT = f"""
 import importlib.util, sys

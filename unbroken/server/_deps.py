@@ -6,4 +6,4 @@ from __future__ import annotations
 
 from .._extras import require
 
-require("the unbroken server", "starlette", "uvicorn")
+require("the unbroken server", "starlette", "uvicorn", "prometheus_client")
