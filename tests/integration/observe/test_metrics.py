@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import httpx
 import pytest
@@ -43,8 +44,11 @@ async def hello_with(srv: RunningServer, token: str) -> int:
         return ws.close_code
 
 
-async def test_counters_move_by_exactly_the_cuts_resumes_and_refusals() -> None:
-    g = gated_app()
+async def test_counters_move_by_exactly_the_cuts_resumes_and_refusals(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="unbroken.events")
+    g = gated_app(observe=Observer(event_log=True))
     stages = CUTS + 1
     async with (
         serve(g.app) as srv,
@@ -151,6 +155,23 @@ async def test_counters_move_by_exactly_the_cuts_resumes_and_refusals() -> None:
     assert value(end, "unbroken_heartbeat_timeouts_total") == 0
     assert value(end, "unbroken_log_bytes") > 0
     assert ("unbroken_event_loop_lag_seconds", ()) in end
+
+    # the same story in the structured connection events
+    logged = [r.unbroken for r in caplog.records if r.name == "unbroken.events"]  # type: ignore[attr-defined]
+    resumes = [e for e in logged if e["event"] == "resume"]
+    assert len(resumes) == CUTS
+    assert all(e["stream"] == st.id and e["recovery_ms"] > 0 for e in resumes)
+    refusals = [e for e in logged if e["event"] == "refusal"]
+    assert sorted(e["reason"] for e in refusals) == sorted(
+        ["auth"] * (forged + (bad_frame_code == 4001))
+        + ["origin"] * foreign
+        + ["bad_frame"] * (bad_frame_code == 4000)
+        + ["version"]
+    )
+    closes = [e for e in logged if e["event"] == "close"]
+    assert len(closes) == value(end, "unbroken_connections_total")
+    detaches = [e["cause"] for e in logged if e["event"] == "detach"]
+    assert detaches.count("disconnect") == CUTS and detaches.count("ended") == 1
 
 
 async def test_each_app_has_its_own_registry_and_metrics_can_be_off() -> None:
