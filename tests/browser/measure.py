@@ -1,6 +1,7 @@
 """Figures of the JS client in Chromium (issue 14), printed as JSON.
 
-    .venv/bin/python -m tests.browser.measure [--cuts 100] [--freeze 30]
+    .venv/bin/python -m tests.browser.measure [--cuts 100] [--freeze 30] [--pace 0.02]
+        [--only-recovery] [--out benchmarks/results/browser.json]
 
 * recovery in the page after a fin or rst cut at a random point (10–90 %) of a
   300 kB answer: from the page's ``disconnected`` event to the next event it
@@ -12,12 +13,19 @@
   and end to end (1.1 MB answer over loopback);
 * bundle size, minified and minified + gzip;
 * where a recovery's time goes (medians over the cuts), from a probe wrapping the
-  page's WebSocket: ``reconnect`` (``disconnected`` → the new socket's first
-  message, ``welcome``: a new connection and hello), ``resume`` (→ the first
+  page's WebSocket: ``close_to_lost`` (the old socket's ``close`` → the client's
+  ``disconnected``), ``lost_to_new_socket`` (→ the client opens the next socket: its
+  backoff and token), ``connect`` (→ ``open``: TCP, the proxy, the upgrade),
+  ``hello_welcome`` (→ ``welcome``), so ``reconnect`` in all; ``resume`` (→ the first
   ``events`` message: resume, resumed and the server's catch-up read), ``verify``
   (the client's handler of that message: decode, verify, queue its events),
-  ``deliver`` (→ the first event in the page's ``for await``), and the size of that
-  first message.
+  ``deliver`` (→ the first event in the page's ``for await``), the size of that
+  first message, and ``first_connect`` (``connect`` of the page's first socket, to
+  an idle server: the floor a reconnect cannot beat on this machine).
+
+The server, the proxy and Playwright share this process's event loop; the agent
+writes as fast as it can unless ``--pace`` (then the page keeps up, as with a
+model's tokens). The machine's load average is recorded beside the figures.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import argparse
 import asyncio
 import gzip
 import json
+import os
 import random
 import statistics
 from typing import Any, Literal
@@ -43,13 +52,15 @@ DONE = "window.log && window.log.done === true"
 # end of the client's handler, length, first 24 characters] (performance.now() ms).
 WS_PROBE = """(() => {
   const Base = window.WebSocket;
-  const probe = (window.__ws = { opened: [], messages: [] });
+  const probe = (window.__ws = { opened: [], messages: [], open: {}, closed: {} });
   let count = 0;
   window.WebSocket = class extends Base {
     constructor(...args) {
       super(...args);
       const id = count++;
       probe.opened.push([id, performance.now()]);
+      this.addEventListener("open", () => (probe.open[id] = performance.now()));
+      this.addEventListener("close", () => (probe.closed[id] = performance.now()));
       let handler = null;
       Object.defineProperty(this, "onmessage", {
         get: () => handler,
@@ -112,7 +123,15 @@ def breakdown(log: dict[str, Any]) -> dict[str, float] | None:
     if not msgs or first_events is None:
         return None
     recovered = lost + log["recoveries"][0]
+    opened = ws["open"].get(str(second))
+    first_closed = ws["closed"].get(str(ws["opened"][0][0]))
+    o0 = ws["open"].get(str(ws["opened"][0][0]))
     return {
+        "first_connect": o0 - ws["opened"][0][1] if o0 is not None else 0.0,
+        "close_to_lost": lost - first_closed if first_closed is not None else 0.0,
+        "lost_to_new_socket": ws["opened"][1][1] - lost,
+        "connect": (opened if opened is not None else msgs[0][1]) - ws["opened"][1][1],
+        "hello_welcome": msgs[0][1] - (opened if opened is not None else msgs[0][1]),
         "reconnect": msgs[0][1] - lost,
         "resume": first_events[1] - msgs[0][1],
         "verify": first_events[2] - first_events[1],
@@ -149,11 +168,13 @@ async def run_page(browser: Any, url: str) -> dict[str, Any]:
         await ctx.close()
 
 
-async def main(cuts: int, freeze: float, seed: int) -> dict[str, Any]:
+async def main(
+    cuts: int, freeze: float, seed: int, only_recovery: bool = False, pace: float = 0.0
+) -> dict[str, Any]:
     rng = random.Random(seed)
     calls: dict[str, int] = {}
     app = mixed_app(calls)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
     raw = BUNDLE.read_bytes()
     out["bundle"] = {"min_bytes": len(raw), "min_gzip_bytes": len(gzip.compress(raw, 9))}
     async with (
@@ -169,7 +190,7 @@ async def main(cuts: int, freeze: float, seed: int) -> dict[str, Any]:
         for i in range(cuts):
             mode: Literal["fin", "rst"] = "fin" if i % 2 == 0 else "rst"
             proxy.cut_after_bytes(int(size * 1.25 * rng.uniform(0.1, 0.9)), mode=mode)
-            log = await run_page(browser, f"{base}&size={size}")
+            log = await run_page(browser, f"{base}&size={size}&pace={pace}")
             assert len(log["recoveries"]) == 1, log
             rec[mode].append(log["recoveries"][0])
             b = breakdown(log)
@@ -177,6 +198,7 @@ async def main(cuts: int, freeze: float, seed: int) -> dict[str, Any]:
                 parts.append(b)
         out["recovery_after_cut"] = {
             "answer_bytes": size,
+            "pace_s": pace,
             "fin": summary(rec["fin"]),
             "rst": summary(rec["rst"]),
             "all": summary(rec["fin"] + rec["rst"]),
@@ -188,6 +210,9 @@ async def main(cuts: int, freeze: float, seed: int) -> dict[str, Any]:
                 },
             },
         }
+        if only_recovery:
+            await browser.close()
+            return out
         det = []
         for _ in range(5):
             proxy.cut_after_bytes(int(size * 1.25 * rng.uniform(0.2, 0.8)), mode="blackhole")
@@ -235,5 +260,20 @@ if __name__ == "__main__":
     ap.add_argument("--cuts", type=int, default=100)
     ap.add_argument("--freeze", type=float, default=30.0)
     ap.add_argument("--seed", type=int, default=14)
+    ap.add_argument("--only-recovery", action="store_true", help="measure only the cuts")
+    ap.add_argument(
+        "--pace",
+        type=float,
+        default=0.0,
+        help="the agent sleeps this long every 500 tokens (0: it writes as fast as it can"
+        " and the page reads a backlog; 0.02: ~25k tokens/s, the page keeps up)",
+    )
+    ap.add_argument("--out", help="also write the figures (JSON) to this file")
     a = ap.parse_args()
-    print(json.dumps(asyncio.run(main(a.cuts, a.freeze, a.seed)), indent=1))
+    result = asyncio.run(main(a.cuts, a.freeze, a.seed, a.only_recovery, a.pace))
+    result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    text = json.dumps(result, indent=1)
+    print(text)
+    if a.out:
+        with open(a.out, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
