@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import jiter
 import jsonschema
 
 from ..protocol.events import Event, Kind
@@ -222,119 +223,16 @@ def _first_line(exc: BaseException) -> str:
 def parse_partial_json(text: str) -> Any:
     """Parse a JSON prefix as far as it goes; ``None`` if nothing usable yet.
 
-    Open strings, arrays and objects are closed; a key without a value, a
-    trailing comma or an unfinished literal are dropped.
+    Open strings, arrays and objects are closed; a key without a value, a trailing
+    comma, an unfinished number or literal and a half-typed escape are dropped. jiter's
+    partial mode (the parser of pydantic-core): for every prefix of valid JSON it gives
+    the value the hand-written parser it replaced gave (a property test checks both),
+    tens of times faster (benchmarks/partial_json.py). Text that is no JSON prefix gives
+    ``None`` or the value before the first bad character; it never raises.
     """
-    # stack of [closer, state]; object states: k(ey) c(olon) v(alue) a(fter);
-    # array states: v(alue) a(fter)
-    stack: list[list[str]] = []
-    safe = 0
-    safe_closers = ""
-    i, n = 0, len(text)
-    pending_string_value = False
-    string_start = 0
-
-    def closers() -> str:
-        return "".join(e[0] for e in reversed(stack))
-
-    def value_done(end: int) -> None:
-        nonlocal safe, safe_closers
-        if stack:
-            stack[-1][1] = "a"
-        safe, safe_closers = end, closers()
-
-    while i < n:
-        ch = text[i]
-        if ch.isspace():
-            i += 1
-            continue
-        top = stack[-1] if stack else None
-        if ch == '"':
-            j, esc = i + 1, False
-            while j < n:
-                c = text[j]
-                if esc:
-                    esc = False
-                elif c == "\\":
-                    esc = True
-                elif c == '"':
-                    break
-                j += 1
-            if j >= n:  # unterminated string
-                pending_string_value = not (top is not None and top[0] == "}" and top[1] == "k")
-                string_start = i + 1
-                break
-            if top is not None and top[0] == "}" and top[1] == "k":
-                top[1] = "c"
-            else:
-                value_done(j + 1)
-            i = j + 1
-        elif ch in "[{":
-            stack.append(["]" if ch == "[" else "}", "v" if ch == "[" else "k"])
-            safe, safe_closers = i + 1, closers()
-            i += 1
-        elif ch in "]}":
-            if stack:
-                stack.pop()
-            value_done(i + 1)
-            i += 1
-        elif ch == ",":
-            if top is not None:
-                top[1] = "k" if top[0] == "}" else "v"
-            i += 1
-        elif ch == ":":
-            if top is not None:
-                top[1] = "v"
-            i += 1
-        else:  # number or literal
-            j = i
-            while j < n and text[j] not in ",]}: \t\r\n":
-                j += 1
-            if j >= n:  # may be unfinished: try it, else fall back
-                try:
-                    json.loads(text[i:j])
-                    value_done(j)
-                except ValueError:
-                    pass
-                break
-            value_done(j)
-            i = j
-    candidates: list[str] = []
-    if pending_string_value:
-        candidates.append(_whole_escapes(text, string_start) + '"' + closers())
-    candidates.append(text[:safe] + safe_closers)
-    for cand in candidates:
-        try:
-            return json.loads(cand)
-        except ValueError:
-            continue
-    return None
-
-
-def _whole_escapes(text: str, start: int) -> str:
-    """``text`` up to the end of the last whole character of the open string that begins
-    at ``start``: a half-typed escape (``\\``, ``\\u00``) or the first half of an escaped
-    surrogate pair is left out until the rest of it arrives."""
-    k, good, n = start, start, len(text)
-    while k < n:
-        if text[k] != "\\":
-            k += 1
-        elif k + 1 >= n:
-            break
-        elif text[k + 1] != "u":
-            k += 2
-        else:
-            if k + 6 > n:
-                break
-            try:
-                code = int(text[k + 2 : k + 6], 16)
-            except ValueError:
-                break
-            if 0xD800 <= code <= 0xDBFF:  # a high surrogate: wait for its low half
-                if k + 12 > n:
-                    break
-                k += 12 if text[k + 6 : k + 8] == "\\u" else 6
-            else:
-                k += 6
-        good = k
-    return text[:good]
+    try:
+        return jiter.from_json(
+            text.encode("utf-8", "surrogatepass"), partial_mode="trailing-strings"
+        )
+    except ValueError:  # nothing usable yet, or not JSON
+        return None

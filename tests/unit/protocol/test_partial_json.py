@@ -156,3 +156,41 @@ def test_an_unfinished_escape_keeps_the_string_typed_so_far(shorter: str, longer
 def test_a_prefix_never_shows_half_a_surrogate_pair() -> None:
     got = parse_partial_json(json.dumps(["\U0001f600"])[:8])  # '["\\ud83d'
     json.dumps(got, ensure_ascii=False).encode()
+
+
+# ------------------------------------------------------------------ jiter = the parser it replaced
+def typed(value: Any) -> Any:
+    """``value`` with every scalar tagged by its type (``1 == 1.0 == True`` in Python;
+    a float by its exact bits), so two results compare equal only if they are the same."""
+    if isinstance(value, list):
+        return ["list", [typed(v) for v in value]]
+    if isinstance(value, dict):
+        return ["dict", [(k, typed(v)) for k, v in value.items()]]
+    if isinstance(value, float):
+        return ["float", value.hex()]
+    return [type(value).__name__, value]
+
+
+@settings(max_examples=120, deadline=None)
+@given(value=values, layout=layouts)
+@example(value={"a": [1, 2.5e3, True, None, "x\u00e9\U0001f600y"], "bb": {"c": -12}}, layout={})
+def test_jiter_gives_the_hand_written_parsers_value_for_every_prefix(
+    value: Any, layout: dict[str, Any]
+) -> None:
+    """parse_partial_json is jiter's partial mode since it replaced the hand-written parser
+    (kept as benchmarks/partial_json.py's baseline): the same value, of the same types,
+    for every prefix of every layout."""
+    from benchmarks.partial_json import hand_written
+
+    text = json.dumps(value, **layout)
+    for prefix in prefixes(text):
+        assert typed(parse_partial_json(prefix)) == typed(hand_written(prefix)), prefix
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 5000, '{"a":' * 5000, '"\ud83d', '["a\udc00b"', "[1]x", "\x00"],
+)
+def test_deep_nesting_lone_surrogates_and_garbage_give_a_value_or_none(text: str) -> None:
+    got = parse_partial_json(text)
+    assert got is None or isinstance(got, list | dict | str)
