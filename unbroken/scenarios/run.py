@@ -76,7 +76,7 @@ _BASELINES: dict[tuple[str, int, int, str, int], Baseline] = {}
 
 
 def _baseline_key(spec: RunSpec) -> tuple[str, int, int, str, int]:
-    family = case_for(spec.scenario).baseline_as or spec.scenario
+    family = case_for(spec.scenario).baseline_family(spec)
     return (family, spec.size_bytes, spec.repeat, spec.profile, layout(spec)[0])
 
 

@@ -161,6 +161,13 @@ class Case:
         load, a slow link)."""
         return "gives_up" if self.gives_up(spec) else "recovers"
 
+    def baseline_family(self, spec: RunSpec) -> str:
+        """Runs of the same family (and answer size, repeat, tier, clients) share one
+        fault-free baseline: :attr:`baseline_as`, else the scenario. A case whose
+        variants stream differently before the fault (another wire version) names one
+        family per way."""
+        return self.baseline_as or spec.scenario
+
     def expected_closes(self, spec: RunSpec) -> frozenset[int]:
         """Close codes the run's fault provokes on purpose (a refusal the case checks
         itself, e.g. 4005 when a resume meets a version the client does not speak): the
