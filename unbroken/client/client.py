@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import inspect
 import logging
 import random
@@ -418,14 +419,22 @@ class Client:
         await self._answered(st, "start")
         return st
 
-    async def resume(self, cursor: Cursor | str) -> Stream:
+    async def resume(self, cursor: Cursor | str, *, prefix: Answer | None = None) -> Stream:
         """Pick up a stream from a saved :attr:`Stream.cursor` (this or another node),
         or from its string (``str(cursor)``, :meth:`Cursor.parse`). The events after
-        the cursor follow, verified against the chain from the cursor's digest."""
+        the cursor follow, verified against the chain from the cursor's digest.
+
+        ``prefix``: the :class:`Answer` received before (a failed stream's ``result``).
+        The new stream's answer continues it, from the prefix's last event (the server
+        checks the prefix's chain digest there), so it is whole and can be
+        :attr:`~Answer.complete`. Without it the answer holds the events after the
+        cursor only (``from_seq`` > 0); :meth:`read` re-reads a whole one instead."""
         self._check_usable()
         # a string is parsed; a Cursor is checked the same way (a bad digest would
         # otherwise surface as a ValueError, a bad id as the server closing 4000)
         cursor = Cursor.parse(cursor if isinstance(cursor, str) else str(cursor))
+        if prefix is not None:
+            cursor = _stitch_point(cursor, prefix)
         if cursor.stream in self._by_id:
             raise ConfigError(
                 f"stream {cursor.stream} is already open on this client: read the Stream "
@@ -434,7 +443,10 @@ class Client:
         req = "resume-" + secrets.token_urlsafe(9)
         st = Stream(self, req, "")
         st._began(cursor.stream, cursor.epoch, cursor.seq, bytes.fromhex(cursor.digest))
-        st.result = Answer(cursor.stream, from_seq=cursor.seq)
+        if prefix is None:
+            st.result = Answer(cursor.stream, from_seq=cursor.seq, head_digest=cursor.digest)
+        else:
+            st.result = copy.deepcopy(prefix)  # the caller's answer stays as it was
         self._streams[req] = st
         self._by_id[cursor.stream] = st
         frame = self._session.adopt(req, cursor)
@@ -980,3 +992,20 @@ __all__ = [
     "default_should_retry",
     "stream_answer",
 ]
+
+
+def _stitch_point(cursor: Cursor, prefix: Answer) -> Cursor:
+    """Where a resume that continues ``prefix`` starts: the prefix's last event (it may
+    be past ``cursor``: an answer holds whole frames, a cursor the last event read)."""
+    if prefix.stream != cursor.stream:
+        raise ConfigError(
+            f"prefix is an answer of stream {prefix.stream!r}, the cursor of {cursor.stream!r}"
+        )
+    if prefix.status != "running":
+        raise ConfigError(f"prefix already ended ({prefix.status}): there is nothing to resume")
+    if prefix.events < cursor.seq or not prefix.head_digest:
+        raise ConfigError(
+            f"prefix holds events up to {prefix.events}, the cursor is at {cursor.seq}: "
+            "give the answer the cursor was taken from (its stream's result)"
+        )
+    return Cursor(cursor.stream, prefix.events, prefix.head_digest, cursor.epoch)

@@ -130,6 +130,9 @@ class Answer:
     digest: str = ""
     events: int = 0
     from_seq: int = 0  # > 0 when picked up from a saved cursor (earlier events absent)
+    #: the chain digest (hex) after event ``events``: with it, the answer is a resume
+    #: point (``client.resume(cursor, prefix=answer)`` continues it)
+    head_digest: str = ""
 
     @property
     def text(self) -> str:
@@ -146,8 +149,11 @@ class Answer:
         return self.parts[part].value
 
     def apply(self, ev: Event, digest_hex: str) -> StreamEvent:
-        """Fold one protocol event into the answer; returns the typed event."""
+        """Fold one protocol event into the answer; returns the typed event.
+        ``digest_hex``: the chain digest after the last event of its frame (so
+        :attr:`head_digest` is right once the frame's last event is applied)."""
         self.events = ev.seq
+        self.head_digest = digest_hex
         k = ev.kind
         if k is Kind.TEXT:
             self._part(ev.part, "text").chunks.append(ev.body)
