@@ -241,7 +241,7 @@ class ConnectionObserver:
             return
         self.obs._detach(stream, cause == "disconnect")
         if sent is not None:
-            Tracing.end(att.span, detach_cause=cause, events_sent=sent)
+            Tracing.end(att.span, detach_cause=cause, last_seq=sent)
         else:
             Tracing.end(att.span, detach_cause=cause)
         if self.obs.event_log:

@@ -13,7 +13,7 @@ The spans:
   ``unbroken.close_code``, ``unbroken.close_reason``);
 - ``unbroken.attachment``: one stream pumped to one connection, from its ``start``
   or ``resume`` to its detach (``unbroken.attach`` = start | resume,
-  ``unbroken.resume_after``, ``unbroken.detach_cause``, ``unbroken.events_sent``),
+  ``unbroken.resume_after``, ``unbroken.detach_cause``, ``unbroken.last_seq``),
   linked to its connection's span.
 
 **One trace per stream, across nodes, with nothing stored.** A run's span and its

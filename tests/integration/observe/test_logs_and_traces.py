@@ -124,7 +124,7 @@ async def test_spans_of_a_stream_share_one_trace_across_two_nodes() -> None:
     assert [_attrs(s)["unbroken.attach"] for s in atts] == ["start", "resume"]
     assert [_attrs(s)["unbroken.detach_cause"] for s in atts] == ["disconnect", "ended"]
     assert _attrs(atts[1])["unbroken.resume_after"] == cursor.seq
-    assert _attrs(atts[1])["unbroken.events_sent"] == 23
+    assert _attrs(atts[1])["unbroken.last_seq"] == 23
     for s in atts:  # the node that resumed put its span in the stream's trace
         assert s.context is not None and s.context.trace_id == trace_id
         assert s.parent is not None and s.parent.span_id == parent_id
