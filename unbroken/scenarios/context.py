@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
 #: The server's heartbeat in chaos runs: its default (a blackhole is found in about
 #: three of them), so the suite measures what users get.
 HEARTBEAT: float = inspect.signature(Unbroken).parameters["heartbeat"].default
+
+
+#: Called with (the run's spec, what) for every fault a faulty run marks: the fault being
+#: played now (``chaos run --dashboard`` listens). A listener must not raise.
+fault_listeners: list[Callable[[RunSpec, str], None]] = []
 
 
 # ------------------------------------------------------------------ baseline
@@ -72,7 +78,18 @@ class ProgressGate:
 
     def __init__(self) -> None:
         self.count = 0
+        self.opened = False
+        """Every threshold counts as reached (:meth:`open`)."""
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def open(self) -> None:
+        """Wake every waiter now and from now on (the agents are all held at the
+        timing point: it is reached whatever the count says)."""
+        self.opened = True
+        for _, fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters = []
 
     def on_event(self, _rec: StreamRecorder) -> None:
         self.count += 1
@@ -87,7 +104,7 @@ class ProgressGate:
             self._waiters = keep
 
     async def reached(self, n: int) -> None:
-        if self.count >= n:
+        if self.opened or self.count >= n:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((n, fut))
@@ -194,6 +211,11 @@ class RunState:
     def mark(self, what: str, t: float | None = None) -> float:
         t = time.monotonic() if t is None else t
         self.faults.append((t, what))
+        for listener in list(fault_listeners):
+            try:
+                listener(self.spec, what)
+            except Exception:  # a listener's failure is not the run's
+                logging.getLogger(__name__).debug("fault listener failed", exc_info=True)
         if self.t_fault is None:
             self.t_fault = t
             self.faulted.set()

@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..chaos import GeneratedAnswer
 from ..chaos.toxics import CutMode
 from .context import RunState
-from .harness import reap
+from .harness import Hold, reap
 from .spec import KERNEL_CONDITIONS, RunSpec
 
 if TYPE_CHECKING:
@@ -160,6 +162,60 @@ async def throttle(run: RunState) -> None:
     run.throttle_rate = rate
     run.throttle = await run.simulator().simulate_bandwidth_throttling(int(rate))
     run.faults.append((time.monotonic(), f"link throttled to {rate / 1000:,.0f} KB/s both ways"))
+
+
+#: The proxy's records that put a fault on the wire (a cut, a toxic, a refusal).
+_FAULT_RECORDS = frozenset({"cut", "toxic_added", "disabled", "asymmetric"})
+#: A record this close before the fault's mark is the fault itself (an exact byte cut is
+#: marked from its record's wall-clock time, translated to the monotonic clock).
+_SAME_INSTANT = 0.005
+
+
+def point_holds(run: RunState, answers: Sequence[GeneratedAnswer]) -> list[Hold]:
+    """Where each answer's agent waits in a faulty run whose plan plays the condition at
+    a fraction of the answer (:func:`timed_play`): before its last event, until the
+    fault is on the wire (:func:`release_when_played`); then on at its pace (its
+    schedule moved by the wait). So the answer cannot end before the fault, however
+    fast the agent or late a loaded client loop counts what arrived (the flake: a fault
+    at 95 % played after the answer had fully arrived).
+
+    Before the *last* event, not at the timing point itself: a run whose fault comes in
+    time never waits, so what is measured is as before. (Held at the point, the agent
+    could no longer run ahead of a client that lags it, and a 10 MB answer's recovery,
+    timed from the fault to the answer's end, grew from 1.3 s to 3-5 s.)"""
+    return [Hold(max(0, len(a.events) - 1)) for a in answers]
+
+
+async def open_gate_when_held(run: RunState, holds: Sequence[Hold]) -> None:
+    """Every agent waits before its last event: the timing point is reached, whatever
+    the count of events says (a point at 98 % of short answers can count more events
+    than all but the last ones)."""
+    if not holds:
+        return  # nothing holds: the count alone says when the point is reached
+    await asyncio.gather(*(asyncio.wrap_future(h.reached) for h in holds))
+    run.gate.open()
+
+
+async def release_when_played(run: RunState, holds: Sequence[Hold]) -> None:
+    """Release the held agents once the run's first fault is on the wire: a proxy record
+    of a cut, toxic or refusal at (or just before: an exact byte cut) its mark, or a
+    kernel fault installed then."""
+    try:
+        await run.faulted.wait()
+        assert run.t_fault is not None
+        since = run.t_fault - _SAME_INSTANT
+        wall = time.time() - (time.monotonic() - since)
+        p = run.h.proxy
+
+        def played() -> bool:
+            if any(f.installed_at >= since for f in run.kernel):
+                return True
+            return any(r.kind in _FAULT_RECORDS and r.time >= wall for r in reversed(p.records))
+
+        await p.wait_until(played)
+    finally:
+        for hold in holds:
+            hold.release()
 
 
 async def trigger(run: RunState, total_events: int) -> None:

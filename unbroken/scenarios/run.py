@@ -26,12 +26,14 @@ from .answers import answer
 from .artefacts import write_artefacts
 from .assess import assess
 from .cases import case_for
+from .cases.base import Case
 from .catalog import KERNEL_CONDITIONS, SCENARIO_BY_ID, RunSpec
 from .context import HEARTBEAT, Baseline, EventWatch, RunState
-from .faults import heal, topology
+from .faults import heal, open_gate_when_held, point_holds, release_when_played, topology
 from .harness import (
     CHAOS_POLICY,
     ChaosHarness,
+    Hold,
     LogCapture,
     ResourceSampler,
     StreamRecorder,
@@ -128,6 +130,38 @@ async def _stream_all(run: RunState, streams: AgentStreams | None = None) -> Non
             # the 101 response and the welcome: what a connection carries before any stream
             run.welcome_bytes = (await h.proxy.wait_connection(1)).downstream.sent
         early = case.early_faults(run) if run.faulty else None
+        # the default plan cuts at a fraction of the answer: each agent waits before its
+        # last event until the fault is on the wire, so the answer cannot outrun the cut
+        holds: list[Hold] = []
+        if (
+            run.faulty
+            and streams is None
+            and early is None
+            and spec.timing_info.at is None
+            and type(case).plan_faults is Case.plan_faults
+        ):
+            holds = point_holds(run, answers)
+        loop = asyncio.get_running_loop()
+        helpers = (
+            [
+                loop.create_task(open_gate_when_held(run, holds)),
+                loop.create_task(release_when_played(run, holds)),
+            ]
+            if holds
+            else []
+        )
+
+        def release_all(_: object = None) -> None:
+            for hold in holds:
+                hold.release()
+
+        async def stop_helpers() -> None:
+            release_all()
+            for helper in helpers:
+                await reap(helper)
+
+        stack.push_async_callback(stop_helpers)
+
         run.t_start = time.monotonic()
         tick = case.tick
 
@@ -150,11 +184,11 @@ async def _stream_all(run: RunState, streams: AgentStreams | None = None) -> Non
                     tick=tick,
                     on_event=run.gate.on_event,
                     key=f"s{ci}-{k}",
+                    hold=holds[ci * per_client + k] if holds else None,
                 )
                 run.recs.append(rec)
                 run.owner[id(rec)] = ci
 
-        loop = asyncio.get_running_loop()
         driver: asyncio.Task[None] | None = None
         if early is not None:
             driver = loop.create_task(early)
@@ -167,6 +201,7 @@ async def _stream_all(run: RunState, streams: AgentStreams | None = None) -> Non
             else:
                 total = sum(len(a.events) + 1 for a in answers)
             driver = loop.create_task(case.plan_faults(run, total))
+            driver.add_done_callback(release_all)  # a plan that never faults holds none
         budget = 90.0 + 4 * seconds + case.extra_budget
         done = asyncio.gather(*(rec.done() for rec in run.recs))
         try:
@@ -194,6 +229,7 @@ async def _stream_all(run: RunState, streams: AgentStreams | None = None) -> Non
                     run.notes.append(f"fault driver failed: {exc!r}")
             for cancel in run.cancel_at_end:
                 cancel()
+            await stop_helpers()
             if h.topology is not None and run.kernel:
                 await asyncio.to_thread(heal, h.topology)
         await run.snapshot_done()

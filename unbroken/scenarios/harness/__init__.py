@@ -30,7 +30,7 @@ is made: a plugin may swap it (``tests/integration/redis/scenario_plugin.py``).
 from __future__ import annotations
 
 from ...store.memory import MemoryStore
-from .answers import AnswerBook, answer_app
+from .answers import AnswerBook, Hold, answer_app
 from .chaos import CHAOS_POLICY, ChaosHarness, chaos_harness
 from .logs import OTHER_LOGGERS, LogCapture, LogLine
 from .recorder import StreamRecorder, event_of
@@ -45,6 +45,7 @@ __all__ = [
     "SERVER_THREAD",
     "AnswerBook",
     "ChaosHarness",
+    "Hold",
     "LogCapture",
     "LogLine",
     "MemoryStore",

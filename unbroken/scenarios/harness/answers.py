@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import math
 import sys
 from collections import Counter
@@ -28,6 +29,34 @@ def store_class() -> type[MemoryStore]:
     return found
 
 
+class Hold:
+    """Where the ``answer`` agent stops (before writing event ``index``) until the run
+    lets it go: a faulty run's timing point, so the fault is played before the answer
+    can end (the agent never outruns the cut). Thread-safe: the agent runs on the
+    server's thread, the run on its own."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.reached: concurrent.futures.Future[None] = concurrent.futures.Future()
+        """Done when the agent got to ``index`` (and waits there)."""
+        self._release: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    def release(self) -> None:
+        """Let the agent go on (idempotent)."""
+        if not self._release.done():
+            self._release.set_result(None)
+
+    @property
+    def released(self) -> bool:
+        return self._release.done()
+
+    async def wait(self) -> None:
+        """The agent's side: say it got here, then wait to be released."""
+        if not self.reached.done():
+            self.reached.set_result(None)
+        await asyncio.wrap_future(self._release)
+
+
 @dataclass
 class AnswerBook:
     """Answers the ``answer`` agent can replay, by key, with the seconds to take."""
@@ -36,6 +65,7 @@ class AnswerBook:
     seconds: dict[str, float] = field(default_factory=dict)
     ticks: dict[str, float] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
+    holds: dict[str, Hold] = field(default_factory=dict)
 
     def add(
         self,
@@ -44,13 +74,17 @@ class AnswerBook:
         key: str | None = None,
         *,
         tick: float = 0.01,
+        hold: Hold | None = None,
     ) -> str:
         """Register ``answer``, to be written over ``seconds`` in bursts ``tick`` seconds
-        apart; returns the key to pass as ``{"answer": key}``."""
+        apart (stopping at ``hold`` until it is released); returns the key to pass as
+        ``{"answer": key}``."""
         key = key or f"a{len(self.answers)}"
         self.answers[key] = answer
         self.seconds[key] = seconds
         self.ticks[key] = tick
+        if hold is not None:
+            self.holds[key] = hold
         return key
 
 
@@ -63,8 +97,8 @@ def answer_app(
 ) -> Unbroken:
     """An :class:`Unbroken` app with one agent, ``answer``: it replays
     ``book.answers[input["answer"]]`` over ``book.seconds[...]`` seconds (paced against the
-    clock, in bursts ``book.ticks[...]`` seconds apart) and counts its calls in
-    ``book.calls``."""
+    clock, in bursts ``book.ticks[...]`` seconds apart), waits at ``book.holds[...]`` if
+    any, and counts its calls in ``book.calls``."""
     store = store_class()(
         retention or Retention(max_stream_bytes=256 * 1024 * 1024, max_total_bytes=2**32)
     )
@@ -82,7 +116,12 @@ def answer_app(
         n = len(events)
         tick = book.ticks.get(key, 0.01)
         burst = max(1, math.ceil(n * tick / seconds)) if seconds > 0 else n + 1
+        hold = book.holds.get(key)
         for i, ev in enumerate(events):
+            if hold is not None and i == hold.index:
+                held = loop.time()
+                await hold.wait()
+                t0 += loop.time() - held  # then on at its pace, not in a catch-up burst
             await out.emit(ev)
             if i % burst == burst - 1:
                 # the agent's pace (against the clock, so slow ticks do not stretch it)

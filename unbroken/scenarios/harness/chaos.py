@@ -17,7 +17,7 @@ from ...protocol.events import payload
 from ...server import Unbroken
 from ...store.base import Retention, StreamLog
 from ...store.memory import MemoryStore
-from .answers import AnswerBook, answer_app, store_class
+from .answers import AnswerBook, Hold, answer_app, store_class
 from .recorder import StreamRecorder
 from .server_thread import ServerThread
 from .tap import WireTap
@@ -217,15 +217,17 @@ class ChaosHarness:
         key: str | None = None,
         req: str | None = None,
         on_event: Callable[[StreamRecorder], None] | None = None,
+        hold: Hold | None = None,
     ) -> StreamRecorder:
         """Start the ``answer`` agent replaying ``answer`` over ``seconds`` (in bursts
-        ``tick`` seconds apart); returns a running :class:`StreamRecorder`. (The built-in
-        app only; against your own app: :meth:`stream`.)"""
+        ``tick`` seconds apart; stopping at ``hold`` until it is released); returns a
+        running :class:`StreamRecorder`. (The built-in app only; against your own app:
+        :meth:`stream`.)"""
         if self.foreign:
             raise ConfigError(
                 "the harness serves your app: start your agents with h.stream(client, agent, input)"
             )
-        key = self.book.add(answer, seconds, key, tick=tick)
+        key = self.book.add(answer, seconds, key, tick=tick, hold=hold)
         t0 = time.monotonic()
         stream = await client.start("answer", {"answer": key}, req=req)
         rec = StreamRecorder(stream, answer, key=key, started_at=t0, on_event=on_event)
