@@ -14,6 +14,7 @@ import json
 import shlex
 import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .catalog import RunSpec
+    from .dashboard import Dashboard
     from .report import Outcome
     from .results import Results, RunResult
     from .user_app import Call, Service
@@ -41,6 +43,14 @@ chaos_app = typer.Typer(
 )
 
 _LIST = "comma-separated or repeated"
+
+
+@dataclass(frozen=True, slots=True)
+class _Live:
+    """``--dashboard``: serve the run's live page (on ``port``; 0: a free one)."""
+
+    enabled: bool
+    port: int = 0
 
 
 def _tier_help() -> str:
@@ -87,9 +97,29 @@ def run_command(
         Path, typer.Option(help="Directory for results.json, report.html and artefacts/.")
     ] = Path("chaos-results"),
     baseline: Annotated[
-        Path | None,
-        typer.Option(help="An earlier results.json: report regressions, exit 1 on any."),
+        str | None,
+        typer.Option(
+            help="An earlier run: its results.json, or its id in the history (or 'latest'): "
+            "report regressions, exit 1 on any."
+        ),
     ] = None,
+    history: Annotated[
+        Path | None,
+        typer.Option(
+            help="The SQLite history this run is appended to (default: OUT/history.sqlite); "
+            "regressions against its previous run are flagged."
+        ),
+    ] = None,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--dashboard",
+            help="Serve a live dashboard of the run on 127.0.0.1 (its URL is printed).",
+        ),
+    ] = False,
+    dashboard_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="The dashboard's port (0: a free one).")
+    ] = 0,
     quick: Annotated[
         bool,
         typer.Option("--quick/--full", help=_tier_help()),
@@ -171,6 +201,8 @@ def run_command(
 
     console = Console()
     tier: Literal["quick", "full"] = "quick" if quick else "full"
+    history_path = history or out / "history.sqlite"
+    live = _Live(dashboard, dashboard_port)
     if app_target is not None or url is not None:
         _run_service(
             console,
@@ -196,6 +228,8 @@ def run_command(
             list_runs=list_runs,
             strict_targets=strict_targets,
             keep_artefacts=keep_artefacts,
+            history=history_path,
+            live=live,
         )
     if agent is not None or inputs:
         console.print("[red]error:[/] --agent and --input name your agent: give --app or --url")
@@ -229,12 +263,23 @@ def run_command(
             console.print(spec.id)
         console.print(f"{len(specs)} runs")
         raise typer.Exit(0)
-    base = _read_baseline(baseline, console)
+    base = _read_baseline(baseline, console, history_path)
     command = _command(tier, scenarios, sizes, timings, conditions, faults, repeat, out, baseline)
     if strict_targets:
         command += " --strict-targets"
-    results = _run(specs, tier, out, keep_artefacts, command, console)
-    outcome = _finish(results, out, base, console, strict_targets=strict_targets)
+    if history is not None:
+        command += f" --history {shlex.quote(str(history))}"
+    results = _run(specs, tier, out, keep_artefacts, command, console, dash=live)
+    previous = _append_history(results, history_path, console)
+    outcome = _finish(
+        results,
+        out,
+        base,
+        console,
+        strict_targets=strict_targets,
+        previous=previous,
+        baseline_name=_baseline_name(baseline),
+    )
     raise typer.Exit(0 if outcome.ok else 1)
 
 
@@ -242,7 +287,14 @@ def run_command(
 def report_command(
     results_file: Annotated[Path, typer.Argument(help="A results.json from `chaos run`.")],
     baseline: Annotated[
-        Path | None, typer.Option(help="An earlier results.json to compare with.")
+        str | None,
+        typer.Option(
+            help="An earlier run to compare with: its results.json, or its id in the history."
+        ),
+    ] = None,
+    history: Annotated[
+        Path | None,
+        typer.Option(help="The history a run id is looked up in (default: beside the results)."),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Where to write the page (default: beside the results).")
@@ -263,7 +315,7 @@ def report_command(
     except (OSError, ValueError) as exc:
         console.print(f"[red]error:[/] cannot read {results_file}: {exc}")
         raise typer.Exit(2) from None
-    base = _read_baseline(baseline, console)
+    base = _read_baseline(baseline, console, history or results_file.with_name("history.sqlite"))
     path = out or results_file.with_name("report.html")
     outcome = _finish(
         results,
@@ -273,8 +325,106 @@ def report_command(
         report=path,
         write_results=False,
         strict_targets=strict_targets,
+        baseline_name=_baseline_name(baseline),
     )
     raise typer.Exit(0 if outcome.ok else 1)
+
+
+@chaos_app.command("trend")
+def trend_command(
+    history: Annotated[Path, typer.Option(help="The history `chaos run` appended to.")] = Path(
+        "chaos-results/history.sqlite"
+    ),
+    scenarios: Annotated[
+        list[str] | None,
+        typer.Option("--scenarios", "-s", help=f"Scenarios, e.g. TC1,TC8 or 1,8 ({_LIST})."),
+    ] = None,
+    last: Annotated[int, typer.Option(min=1, help="Show the last N runs.")] = 20,
+    chart: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the chart (default: trend.svg beside the history)."),
+    ] = None,
+) -> None:
+    """Completion rate, recovery p95 and CPU overhead per scenario over the runs in the
+    history, each run's regressions against the one before flagged (exit 1: the latest
+    run regressed)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ..errors import ConfigError
+    from .history import History, ScenarioRow, changes
+    from .report.charts import unavailable
+
+    console = Console()
+    if not history.is_file():
+        console.print(f"[red]error:[/] no history at {history} (`chaos run` writes one)")
+        raise typer.Exit(2)
+    wanted = [_scenario_id(x) for raw in scenarios or [] for x in raw.split(",") if x.strip()]
+    try:
+        with History(history) as h:
+            runs = h.runs()[-last:]
+            rows = h.scenario_rows(wanted or None)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    shown = {r.run_id for r in runs}
+    order = {r.run_id: r.seq for r in runs}
+    t = Table(title=f"trend: {len(runs)} runs in {history}")
+    for col in (
+        "scenario",
+        "run",
+        "started",
+        "runs",
+        "completion",
+        "recovery p95",
+        "CPU",
+        "vs previous",
+    ):
+        t.add_column(col)
+    latest_regressed = False
+    by_scenario: dict[str, list[ScenarioRow]] = {}
+    for row in rows:
+        by_scenario.setdefault(row.scenario, []).append(row)
+    for sid, series in by_scenario.items():
+        prev: ScenarioRow | None = None
+        for row in series:
+            flags: list[str] = changes(prev, row) if prev is not None else []
+            prev = row
+            if row.run_id not in shown:
+                continue
+            failing = [f for f in flags if "informational" not in f]
+            if failing and runs and row.run_id == runs[-1].run_id:
+                latest_regressed = True
+            t.add_row(
+                sid,
+                row.run_id,
+                row.started[:16].replace("T", " "),
+                f"{row.runs - row.failed}/{row.runs}",
+                "—" if row.completion is None else f"{row.completion:.1f} %",
+                "—" if row.recovery_p95_s is None else f"{row.recovery_p95_s * 1000:.0f} ms",
+                "—" if row.cpu_overhead is None else f"{row.cpu_overhead:+.0f} %",
+                "[red]" + escape("; ".join(flags)) + "[/]" if failing else escape("; ".join(flags)),
+            )
+        t.add_section()
+    console.print(t)
+    why = unavailable()
+    if why is not None:
+        console.print(f"[yellow]no chart[/]: {escape(why)}", highlight=False, soft_wrap=True)
+    elif rows:
+        from .report.charts import trend_chart
+
+        path = chart or history.with_name("trend.svg")
+        path.write_text(trend_chart([r for r in rows if r.run_id in shown], order), "utf-8")
+        console.print(f"chart: {path}", highlight=False)
+    if latest_regressed:
+        console.print("[bold red]the latest run regressed against the one before")
+    raise typer.Exit(1 if latest_regressed else 0)
+
+
+def _scenario_id(raw: str) -> str:
+    raw = raw.strip().upper()
+    return f"TC{raw}" if raw.isdigit() else raw
 
 
 # ------------------------------------------------------------------ your own service
@@ -294,10 +444,12 @@ def _run_service(
     sizes: list[str] | None,
     repeat: int,
     out: Path,
-    baseline: Path | None,
+    baseline: str | None,
     list_runs: bool,
     strict_targets: bool,
     keep_artefacts: bool = False,
+    history: Path | None = None,
+    live: _Live | None = None,
 ) -> None:
     """``chaos run --app/--url``: the scenarios whose faults are on the network path,
     against your agents; exits."""
@@ -339,7 +491,8 @@ def _run_service(
             console.print(spec.id)
         console.print(f"{len(specs)} runs")
         raise typer.Exit(0)
-    base = _read_baseline(baseline, console)
+    history_path = history or out / "history.sqlite"
+    base = _read_baseline(baseline, console, history_path)
     args = ["unbroken", "chaos", "run", f"--{tier}"]
     args += ["--app", app_target] if app_target is not None else ["--url", str(url)]
     args += ["--agent", agent]
@@ -372,13 +525,24 @@ def _run_service(
             shlex.join(args),
             console,
             runner=_service_runner(service, calls, same_answer, specs, out, keep_artefacts),
+            dash=live,
         )
     except ConfigError as exc:
         raise fail(str(exc)) from None
     results.service = described
     results.write(out / "results.json")
-    outcome = _finish(results, out, base, console, strict_targets=strict_targets)
-    raise typer.Exit(0 if outcome.ok else 1)
+    previous = _append_history(results, history_path, console)
+    outcome = _finish(
+        results,
+        out,
+        base,
+        console,
+        strict_targets=strict_targets,
+        previous=previous,
+        baseline_name=_baseline_name(baseline),
+    )
+    if live is not None:
+        raise typer.Exit(0 if outcome.ok else 1)
 
 
 def _service_runner(
@@ -410,16 +574,58 @@ def _service_runner(
 
 
 # ------------------------------------------------------------------ helpers
-def _read_baseline(path: Path | None, console: Console) -> Results | None:
+def _read_baseline(value: str | None, console: Console, history: Path) -> Results | None:
+    """``--baseline``: a results.json, else a run id (or ``latest``) in the history."""
+    from ..errors import ConfigError
+    from .history import History
     from .results import Results
 
-    if path is None:
+    if value is None:
         return None
+    path = Path(value)
+    if path.is_file():
+        try:
+            return Results.read(path)
+        except (OSError, ValueError) as exc:
+            console.print(f"[red]error:[/] cannot read the baseline {path}: {exc}")
+            raise typer.Exit(2) from None
+    if not history.is_file():
+        console.print(
+            f"[red]error:[/] the baseline {value!r} is neither a results.json nor a run in "
+            f"a history ({history} does not exist; --history names another)",
+            highlight=False,
+        )
+        raise typer.Exit(2)
     try:
-        return Results.read(path)
-    except (OSError, ValueError) as exc:
-        console.print(f"[red]error:[/] cannot read the baseline {path}: {exc}")
+        with History(history) as h:
+            return h.results(value)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
+
+
+def _baseline_name(value: str | None) -> str:
+    if value is None:
+        return "the baseline"
+    return f"the baseline {Path(value).name if Path(value).is_file() else value}"
+
+
+def _append_history(results: Results, path: Path, console: Console) -> tuple[str, Results] | None:
+    """Append the run to the history; returns the previous run there (id, results), if
+    any. A history that cannot be written is reported, never fatal to the run."""
+    from ..errors import ConfigError
+    from .history import History
+
+    try:
+        with History(path) as h:
+            last = h.last_id()
+            previous = (last, h.results(last)) if last is not None else None
+            run_id = h.append(results)
+    except (ConfigError, OSError) as exc:
+        console.print(f"[yellow]history not written[/]: {exc}", highlight=False)
+        return None
+    console.print(f"history: {path} (run {run_id})", highlight=False)
+    return previous
 
 
 def _command(
@@ -431,7 +637,7 @@ def _command(
     faults: list[str] | None,
     repeat: int,
     out: Path,
-    baseline: Path | None,
+    baseline: str | None,
 ) -> str:
     args = ["unbroken", "chaos", "run", f"--{tier}"]
     for name, values in (
@@ -447,7 +653,7 @@ def _command(
         args += ["--repeat", str(repeat)]
     args += ["--out", str(out)]
     if baseline is not None:
-        args += ["--baseline", str(baseline)]
+        args += ["--baseline", baseline]
     return shlex.join(args)
 
 
@@ -460,6 +666,7 @@ def _run(
     console: Console,
     *,
     runner: MatrixRunner | None = None,
+    dash: _Live | None = None,
 ) -> Results:
     from collections import Counter
 
@@ -525,7 +732,14 @@ def _run(
         runs = f"{len(specs)} run{'s' if len(specs) != 1 else ''}"
         console.print(f"{tier} tier: {runs} → {out}", highlight=False)
 
+    boards: list[Dashboard] = []
+
     def on_progress(spec: RunSpec, result: RunResult | None) -> None:
+        for board in boards:
+            if result is None:
+                board.started(spec)
+            else:
+                board.done(result)
         if result is None:
             current[0] = spec.id
             progress.update(task, description=spec.id)
@@ -573,20 +787,27 @@ def _run(
 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGINT, on_sigint)
-        try:
-            if runner is not None:
-                return await runner(on_progress, lambda: presses[0] > 0)
-            return await run_matrix(
-                specs,
-                out_dir=out,
-                keep_artefacts=keep_artefacts,
-                on_progress=on_progress,
-                stop=lambda: presses[0] > 0,
-            )
-        finally:
-            results.interrupted = presses[0] > 0
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(signal.SIGINT)
+        async with contextlib.AsyncExitStack() as stack:
+            if dash is not None and dash.enabled:
+                await _serve_dashboard(stack, boards, specs, tier, out, dash.port, progress.console)
+            try:
+                if runner is not None:
+                    found = await runner(on_progress, lambda: presses[0] > 0)
+                else:
+                    found = await run_matrix(
+                        specs,
+                        out_dir=out,
+                        keep_artefacts=keep_artefacts,
+                        on_progress=on_progress,
+                        stop=lambda: presses[0] > 0,
+                    )
+                for board in boards:
+                    board.finished(presses[0] == 0 and not any(r.failed for r in results.runs))
+                return found
+            finally:
+                results.interrupted = presses[0] > 0
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(signal.SIGINT)
 
     with live if live is not None else contextlib.nullcontext():
         try:
@@ -600,6 +821,31 @@ def _run(
     return results
 
 
+async def _serve_dashboard(
+    stack: contextlib.AsyncExitStack,
+    boards: list[Dashboard],
+    specs: list[RunSpec],
+    tier: str,
+    out: Path,
+    port: int,
+    console: Console,
+) -> None:
+    """Serve the live dashboard until ``stack`` closes; its URL is printed."""
+    from . import context
+    from .dashboard import Dashboard
+
+    board = Dashboard(specs, tier=tier, out=out, port=port)
+    try:
+        url = await stack.enter_async_context(board.serving())
+    except OSError as exc:
+        console.print(f"[yellow]no dashboard[/]: cannot listen on port {port}: {exc}")
+        return
+    boards.append(board)
+    context.fault_listeners.append(board.fault)
+    stack.callback(context.fault_listeners.remove, board.fault)
+    console.print(f"dashboard: {url}", highlight=False, soft_wrap=True)
+
+
 def _finish(
     results: Results,
     out: Path,
@@ -609,6 +855,8 @@ def _finish(
     report: Path | None = None,
     write_results: bool = True,
     strict_targets: bool = False,
+    previous: tuple[str, Results] | None = None,
+    baseline_name: str = "the baseline",
 ) -> Outcome:
     from rich.markup import escape
     from rich.table import Table
@@ -617,7 +865,14 @@ def _finish(
     from .report.charts import unavailable
 
     path = report or out / "report.html"
-    outcome, _ = write_report(results, path, baseline, strict_targets=strict_targets)
+    outcome, _ = write_report(
+        results,
+        path,
+        baseline,
+        strict_targets=strict_targets,
+        previous=previous,
+        baseline_name=baseline_name,
+    )
     t = Table(title="targets")
     for col in ("target", "asked for", "measured", ""):
         t.add_column(col)
@@ -644,7 +899,29 @@ def _finish(
         f"exact in {results.duration_s / 60:.1f} min"
     )
     for c in outcome.regressions:
-        console.print(f"[red]regression[/] {c.scenario} {c.metric}: {c.before} → {c.after}")
+        console.print(
+            f"[red]regression[/] against {baseline_name}: {c.scenario} {c.metric}: "
+            f"{_shown(c.before, c.unit)} → {_shown(c.after, c.unit)}",
+            highlight=False,
+        )
+    if previous is not None:
+        regs = outcome.previous_regressions
+        console.print(
+            f"against the previous run {previous[0]}: "
+            + (
+                f"[yellow]{len(regs)} regression{'s' if len(regs) != 1 else ''}[/]"
+                if regs
+                else "no regression"
+            )
+            + (" (flagged, not failing)" if regs else ""),
+            highlight=False,
+        )
+        for c in regs:
+            console.print(
+                f"[yellow]regression[/] against the previous run: {c.scenario} {c.metric}: "
+                f"{_shown(c.before, c.unit)} → {_shown(c.after, c.unit)}",
+                highlight=False,
+            )
     if write_results:
         console.print(f"results: {out / 'results.json'}")
     console.print(f"report:  {path}")
@@ -658,3 +935,13 @@ def _finish(
         )
     console.print("[bold green]OK" if outcome.ok else "[bold red]NOT OK")
     return outcome
+
+
+def _shown(v: float | None, unit: str) -> str:
+    if v is None:
+        return "—"
+    if unit == "s":
+        return f"{v * 1000:.0f} ms"
+    if unit == "%":
+        return f"{v:.1f} %"
+    return f"{v:g} {unit}"

@@ -66,6 +66,11 @@ class Results:
             raise ValueError(
                 f"{path}: results schema {data.get('schema')}, expected {SCHEMA_VERSION}"
             )
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Results:
+        """The inverse of :meth:`to_dict`."""
         return cls(
             runs=[RunResult.from_dict(r) for r in data.get("runs", [])],
             tier=data.get("tier", ""),

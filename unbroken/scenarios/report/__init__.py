@@ -26,6 +26,8 @@ class Outcome:
     informational_missed: list[Evaluation] = field(default_factory=list)
     """Informational targets measured and not met: reported, not failing (unless
     ``strict_targets``, then they are in ``missed_targets``)."""
+    previous_regressions: list[Comparison] = field(default_factory=list)
+    """Regressions against the history's previous run: flagged, not failing."""
 
     @property
     def ok(self) -> bool:
@@ -43,16 +45,31 @@ def write_report(
     baseline: Results | None = None,
     *,
     strict_targets: bool = False,
+    previous: tuple[str, Results] | None = None,
+    baseline_name: str = "the baseline",
 ) -> tuple[Outcome, list[Comparison] | None]:
     """Write ``report.html`` to ``path``; returns the outcome and the comparisons.
 
     ``strict_targets``: a missed informational target (CPU overhead) fails the outcome
-    too; by default it is reported only."""
+    too; by default it is reported only. ``previous``: the history's previous run (its
+    id, its results): compared and flagged, never failing."""
     comparisons = (
         compare(results, baseline, strict_targets=strict_targets) if baseline is not None else None
     )
+    before = (
+        (previous[0], compare(results, previous[1], strict_targets=strict_targets))
+        if previous is not None
+        else None
+    )
     evaluations = evaluate(results.runs)
-    page = html.build(results, comparisons, evaluations, strict_targets=strict_targets)
+    page = html.build(
+        results,
+        comparisons,
+        evaluations,
+        strict_targets=strict_targets,
+        previous=before,
+        baseline_name=baseline_name,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, "utf-8")
     failing = missed(evaluations, strict=strict_targets)
@@ -63,6 +80,7 @@ def write_report(
         interrupted=results.interrupted,
         evaluations=evaluations,
         informational_missed=[e for e in missed(evaluations) if e not in failing],
+        previous_regressions=regressions(before[1]) if before is not None else [],
     )
     return outcome, comparisons
 

@@ -275,3 +275,47 @@ def all_charts(results: Results) -> dict[str, str]:
         "resent": resent(results.runs),
         "memory": memory(results.memory),
     }
+
+
+def trend_chart(rows: Sequence[Any], order: dict[str, int]) -> str:
+    """Completion, recovery p95 and CPU overhead per scenario over the history's runs
+    (``rows``: :class:`~unbroken.scenarios.history.ScenarioRow`; ``order``: run id → its
+    place in the history), as an SVG document."""
+    plt = _plt()
+    panels = (
+        ("completion", "exact streams (%)", 1.0),
+        ("recovery_p95_s", "recovery p95 (ms)", 1000.0),
+        ("cpu_overhead", "CPU overhead (%)", 1.0),
+    )
+    runs = sorted({r.run_id for r in rows}, key=lambda rid: order.get(rid, 0))
+    x_of = {rid: i for i, rid in enumerate(runs)}
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    series: dict[str, list[Any]] = defaultdict(list)
+    for r in rows:
+        series[r.scenario].append(r)
+    for ax, (attr, title, scale) in zip(axes, panels, strict=True):
+        for sid in sorted(series, key=scenario_order):
+            pts = [
+                (x_of[r.run_id], getattr(r, attr) * scale)
+                for r in series[sid]
+                if getattr(r, attr) is not None
+            ]
+            if pts:
+                ax.plot(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    marker="o",
+                    ms=3,
+                    lw=1.2,
+                    label=sid,
+                    color=_PALETTE.get(sid),
+                )
+        ax.set_title(title)
+        ax.set_xticks(range(len(runs)))
+        ax.set_xticklabels([rid.split("-")[0][4:13] for rid in runs], rotation=45, fontsize=7)
+    axes[0].legend(fontsize=7, ncol=2)
+    _tight(fig)
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()

@@ -150,9 +150,13 @@ def build(
     evaluations: list[Evaluation] | None = None,
     *,
     strict_targets: bool = False,
+    previous: tuple[str, list[Comparison]] | None = None,
+    baseline_name: str = "the baseline",
 ) -> str:
     """The whole page (``evaluations``: the targets on ``results.runs``, evaluated here
-    when not given; ``strict_targets``: a missed informational target fails it too)."""
+    when not given; ``strict_targets``: a missed informational target fails it too;
+    ``previous``: the history's previous run's id and the comparison with it, shown and
+    flagged, not failing)."""
     runs = results.runs
     evals = evaluate(runs) if evaluations is None else evaluations
     regs = regressions(comparisons or [])
@@ -284,7 +288,15 @@ def build(
             "compares with an earlier run).</p>"
         )
     else:
-        out.append(_regression_table(comparisons))
+        out.append(_regression_table(comparisons, baseline_name))
+    if previous is not None:
+        prev_id, prev_cmp = previous
+        out.append(f"<h3>Against the previous run in the history ({_e(prev_id)})</h3>")
+        out.append(_regression_table(prev_cmp, f"the previous run {prev_id}"))
+        out.append(
+            "<p class=small>Flagged, not failing: <code>--baseline RUN_ID</code> makes a "
+            "run the yardstick that fails this one.</p>"
+        )
 
     # ---- failed runs
     out.append(f"<h2>Failed runs ({len(failed)})</h2>")
@@ -419,15 +431,16 @@ def _charts(out: list[str], results: Results) -> None:
     out.append("</div>")
 
 
-def _regression_table(comparisons: list[Comparison]) -> str:
+def _regression_table(comparisons: list[Comparison], against: str = "the baseline") -> str:
     regs = [c for c in comparisons if c.regression]
     out = [
-        f"<p>{len(regs)} regression{'s' if len(regs) != 1 else ''} against the baseline "
+        f"<p>{len(regs)} regression{'s' if len(regs) != 1 else ''} against {_e(against)} "
         "(slower by more than 25 % and 100 ms, fewer exact streams, or a target met "
-        "before and missed now).</p>"
+        "before and missed now; CPU overhead up by more than 25 points is informational "
+        "unless <code>--strict-targets</code>).</p>"
     ]
     out.append(
-        "<table><tr><th>scenario</th><th>metric</th><th>baseline</th><th>now</th>"
+        "<table><tr><th>scenario</th><th>metric</th><th>before</th><th>now</th>"
         "<th>change</th><th></th></tr>"
     )
     for c in sorted(comparisons, key=lambda c: (not c.regression, c.scenario)):
@@ -444,7 +457,8 @@ def _regression_table(comparisons: list[Comparison]) -> str:
         out.append(
             f"<tr><td>{_e(c.scenario)}</td><td>{_e(c.metric)}</td><td class=num>{fmt(c.before)}"
             f"</td><td class=num>{fmt(c.after)}</td><td class=num>{_e(c.change())}</td>"
-            f"<td>{_badge(not c.regression, 'ok', 'regression')}</td></tr>"
+            f"<td>{_badge(not c.regression, 'ok', 'regression')}"
+            f"{' <span class=small>' + _e(c.note) + '</span>' if c.note else ''}</td></tr>"
         )
     out.append("</table>")
     return "\n".join(out)
