@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from unbroken.cli import app
 from unbroken.errors import ConfigError
 from unbroken.scenarios.history import History, changes, summarise
-from unbroken.scenarios.report import write_report
+from unbroken.scenarios.report import charts, write_report
 from unbroken.scenarios.report.regression import SLOWER_ABS
 from unbroken.scenarios.results import Results
 
@@ -35,7 +35,15 @@ def _regressed(base: Results) -> Results:
     return worse
 
 
-def test_three_runs_a_seeded_regression_flagged_a_clean_one_not(tmp_path: Path) -> None:
+def _no_report_charts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report pages without their charts (the slow part, tested elsewhere)."""
+    monkeypatch.setattr(charts, "unavailable", lambda: "charts are off in this test")
+
+
+def test_three_runs_a_seeded_regression_flagged_a_clean_one_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_report_charts(monkeypatch)
     out = tmp_path / "out"
     history = out / "history.sqlite"
     cli = CliRunner()
@@ -67,7 +75,9 @@ def test_three_runs_a_seeded_regression_flagged_a_clean_one_not(tmp_path: Path) 
     assert any(f.startswith("recovery p95") for f in flags), flags
 
     # the trend: a table per scenario over the runs, the latest regressed: exit 1
+    monkeypatch.undo()  # (with its chart)
     trend = cli.invoke(app, ["chaos", "trend", "--history", str(history)], env={"COLUMNS": "220"})
+    _no_report_charts(monkeypatch)
     assert trend.exit_code == 1, trend.output
     lines = {rid: next(x for x in trend.output.splitlines() if rid in x) for rid in rows_ids(rows)}
     assert "recovery p95" not in lines[clean_id] and "completion" not in lines[clean_id]
