@@ -31,6 +31,8 @@ GENERIC = (
     "sequence",
     "answers",
     "browser",
+    "history",
+    "dashboard",
 )
 
 

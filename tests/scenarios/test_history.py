@@ -10,10 +10,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from unbroken.cli import app
 from unbroken.errors import ConfigError
+from unbroken.scenarios.cli import _finish
 from unbroken.scenarios.history import History, changes, summarise
 from unbroken.scenarios.report import charts, write_report
 from unbroken.scenarios.report.regression import SLOWER_ABS
@@ -121,6 +123,19 @@ def test_three_runs_a_seeded_regression_flagged_a_clean_one_not(
     assert not outcome.regressions  # no baseline given: nothing fails for it
     page = (tmp_path / "prev.html").read_text()
     assert f"Against the previous run in the history ({clean_id})" in page
+    # ... and the run's summary says so, without failing for it
+    console = Console(record=True, width=200)
+    outcome = _finish(
+        Results.read(tmp_path / "bad.json"),
+        tmp_path / "summary",
+        None,
+        console,
+        previous=(clean_id, Results.read(tmp_path / "clean.json")),
+    )
+    said = console.export_text()
+    assert f"against the previous run {clean_id}: 4 regressions (flagged, not failing)" in said
+    assert "regression against the previous run: TC1 recovery p95" in said
+    assert outcome.previous_regressions and not outcome.regressions
 
 
 def rows_ids(rows: list[object]) -> list[str]:
