@@ -47,7 +47,7 @@ from .http_streams import ByteStreams
 from .hub import Hub
 from .policy import LivePolicy, OriginPolicy
 from .ui_streams import UIStreams
-from .websocket import MAX_SIZE_EXTENSION
+from .websocket import MAX_SIZE_EXTENSION, SEND_TEXT_EXTENSION
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +111,23 @@ class ASGITransport:
     """:class:`~unbroken.server.connection.Transport` over ASGI ``receive``/``send``
     (the server's raw callables, or a Starlette/FastAPI ``WebSocket``'s methods)."""
 
-    __slots__ = ("_frames", "_gone", "_limit", "_receive", "_send", "disconnect_code")
+    __slots__ = ("_frames", "_gone", "_limit", "_receive", "_send", "_send_now", "disconnect_code")
 
-    def __init__(self, receive: Receive, send: Send, limit: _SizeLimit | None = None) -> None:
+    def __init__(
+        self,
+        receive: Receive,
+        send: Send,
+        limit: _SizeLimit | None = None,
+        scope: Scope | None = None,
+    ) -> None:
         self._receive = receive
         self._send = send
+        #: the WebSocket layer's direct text send, when ``send`` is that layer's own
+        #: (:data:`~unbroken.server.websocket.SEND_TEXT_EXTENSION`; not through a wrapper)
+        self._send_now: Callable[[bytes], bool] | None = None
+        now = ((scope or {}).get("extensions") or {}).get(SEND_TEXT_EXTENSION)
+        if now is not None and getattr(now, "__self__", None) is getattr(send, "__self__", send):
+            self._send_now = now
         self._gone = False
         self._limit = limit
         self._frames = 0
@@ -142,6 +154,9 @@ class ASGITransport:
         return None
 
     async def send(self, data: bytes) -> None:
+        now = self._send_now
+        if now is not None and now(data):
+            return
         await self._send({"type": "websocket.send", "text": data.decode()})
 
     async def send_text(self, text: str) -> None:
@@ -275,7 +290,9 @@ async def serve_websocket(
     if chosen is not None:
         accept["subprotocol"] = chosen
     await send(accept)
-    transport = ASGITransport(receive, send, _SizeLimit(scope, app.config.max_client_frame))
+    transport = ASGITransport(
+        receive, send, _SizeLimit(scope, app.config.max_client_frame), scope=scope
+    )
     refusal = _refusal(app, offered, _client(scope))
     if refusal is not None:
         app.hub.observer.refused_close(refusal[0], _client(scope))

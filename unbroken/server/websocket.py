@@ -12,6 +12,17 @@ protocol with two changes.
 - **Invalid UTF-8 in a text message closes 1007** (RFC 6455 §8.1) with one
   WARNING line (flood-limited), not an ERROR with a traceback per message.
 
+- **A text message is written at once when nothing needs waiting for.** The app's
+  frames are UTF-8 bytes already; through ASGI each was decoded to ``str`` for the
+  ``websocket.send`` message, encoded back, framed through a ``BytesIO`` and joined.
+  :meth:`UnbrokenWebSocketProtocol.send_text_now` writes the frame header and the
+  bytes straight to the transport when the handshake is done, no close was sent,
+  writing is not paused and no extension applies; otherwise (and for every other
+  message) the ASGI send runs as before. The app finds it in the ASGI scope
+  (``scope["extensions"]["unbroken.send_text"]``) and uses it only when the ``send``
+  it was given is this protocol's own (a wrapper, like the demo page's fault
+  injection, keeps every message).
+
 And after a failure (1009, 1007, a protocol error) it reads and drops the peer's
 data for a moment before closing the socket, so the close frame reaches the peer
 instead of being destroyed by a TCP reset.
@@ -38,10 +49,11 @@ import socket
 import struct
 import termios
 from collections.abc import MutableMapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
+from websockets.protocol import State
 
 from ..protocol.codes import CloseCode
 from .logfilter import FloodFilter
@@ -50,6 +62,12 @@ log = logging.getLogger(__name__)
 
 #: The ASGI scope extension holding the size setter (``Callable[[int], None]``).
 MAX_SIZE_EXTENSION = "unbroken.max_size"
+#: The ASGI scope extension holding the direct text send (``Callable[[bytes], bool]``).
+SEND_TEXT_EXTENSION = "unbroken.send_text"
+_SHORT: Final = struct.Struct("!BB").pack
+_MID: Final = struct.Struct("!BBH").pack
+_LONG: Final = struct.Struct("!BBQ").pack
+_FIN_TEXT: Final = 0x81
 #: Seconds a failed connection keeps reading (and dropping) after its close frame.
 LINGER = 2.0
 #: Seconds the peer has to answer the server's close frame (uvicorn's default, 10 s,
@@ -98,6 +116,35 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
         scope: Any = getattr(self, "scope", None)
         if scope is not None:  # the handshake goes on: the app may move the limit
             scope["extensions"][MAX_SIZE_EXTENSION] = self.set_max_size
+            scope["extensions"][SEND_TEXT_EXTENSION] = self.send_text_now
+
+    def send_text_now(self, data: bytes) -> bool:
+        """Write one text message (``data``: its UTF-8 bytes) to the transport now,
+        as a ``websocket.send`` would, when nothing needs waiting for or checking:
+        the handshake done, no close sent or received, writing not paused, no
+        extension (compression) negotiated. ``False``: nothing was written; send it
+        through ASGI (which waits for the transport, or raises when disconnected)."""
+        conn: Any = self.conn
+        if (
+            self.close_sent
+            or not self.handshake_complete
+            or self.initial_response is not None
+            or self.disconnected
+            or not self.writable.is_set()
+            or conn.state is not State.OPEN
+            or conn.extensions
+            or conn.expect_continuation_frame
+        ):
+            return False
+        n = len(data)
+        if n < 126:
+            head = _SHORT(_FIN_TEXT, n)
+        elif n < 65536:
+            head = _MID(_FIN_TEXT, 126, n)
+        else:
+            head = _LONG(_FIN_TEXT, 127, n)
+        self.transport.write(head + data)
+        return True
 
     def eof_received(self) -> None:
         """The peer sent FIN. With nothing unsent the socket closes as usual; with

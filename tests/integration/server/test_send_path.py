@@ -1,0 +1,76 @@
+"""The direct text send of unbroken's WebSocket layer (``send_text_now``): an events
+frame is written straight to the socket when nothing needs waiting for, and an
+answer still arrives exact; a ``send`` wrapped by another ASGI layer keeps every
+message (the direct send is not used behind it)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from unbroken.server.asgi import ASGITransport
+from unbroken.server.websocket import SEND_TEXT_EXTENSION, UnbrokenWebSocketProtocol
+
+from .conftest import make_kit, token
+from .hardened import serve_hardened
+from .wire import Wire, assert_exact, text_of
+
+
+async def test_events_frames_take_the_direct_send_and_arrive_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: Counter[bool] = Counter()
+    direct = UnbrokenWebSocketProtocol.send_text_now
+
+    def counting(self: UnbrokenWebSocketProtocol, data: bytes) -> bool:
+        ok = direct(self, data)
+        sent[ok] += 1
+        return ok
+
+    monkeypatch.setattr(UnbrokenWebSocketProtocol, "send_text_now", counting)
+    kit = make_kit()
+    async with serve_hardened(kit.app) as srv:
+        w = await Wire.open(srv.url)
+        sid = await w.start("r1", "count", {"n": 3000})
+        events = await w.read_to_end(sid)
+        w.abort()
+    assert_exact(events)  # digests, seqs and the end: the frames are whole and in order
+    assert text_of(events) == "".join(token(i) for i in range(3000))
+    assert sent[True] >= 2  # started, then events: written directly
+
+
+async def test_a_wrapped_send_is_never_bypassed() -> None:
+    """The direct send belongs to the protocol whose ``send`` the app was given: a
+    transport built over any other callable (a wrapper) sends through it."""
+
+    class Layer:
+        def __init__(self) -> None:
+            self.direct: list[bytes] = []
+            self.messages: list[dict[str, Any]] = []
+
+        def send_text_now(self, data: bytes) -> bool:
+            self.direct.append(data)
+            return True
+
+        async def send(self, message: dict[str, Any]) -> None:
+            self.messages.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.disconnect", "code": 1000}
+
+    layer = Layer()
+    scope = {"type": "websocket", "extensions": {SEND_TEXT_EXTENSION: layer.send_text_now}}
+
+    own = ASGITransport(receive, layer.send, scope=scope)  # type: ignore[arg-type]
+    await own.send(b'{"t":"hb"}')
+    assert layer.direct == [b'{"t":"hb"}'] and layer.messages == []
+
+    async def wrapper(message: dict[str, Any]) -> None:
+        await layer.send(message)
+
+    wrapped = ASGITransport(receive, wrapper, scope=scope)  # type: ignore[arg-type]
+    await wrapped.send(b'{"t":"hb"}')
+    assert layer.direct == [b'{"t":"hb"}']  # not again
+    assert layer.messages == [{"type": "websocket.send", "text": '{"t":"hb"}'}]
