@@ -69,10 +69,16 @@ class Attachment:
         return None if batch is None else self._frame(batch)
 
     def next_frame_nowait(self) -> bytes | None:
-        """:meth:`next_frame` for a store that reads without waiting (``read_nowait``)."""
+        """:meth:`next_frame` for a store that reads without waiting (``read_nowait``).
+
+        Such a log tells its readers every append's head in the same tick, so once
+        the cursor reached :attr:`head_hint` there is nothing to read (a paced
+        stream's second read per token, which found nothing, is not made)."""
         flow = self.flow
+        if flow.sent >= self.head_hint or flow.ended:
+            return None
         budget = flow.budget()
-        if budget <= 0 or flow.ended:
+        if budget <= 0:
             return None
         assert self.read_nowait is not None
         batch = self.read_nowait(self.stream, flow.sent, budget)
