@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,18 @@ async def test_the_page_follows_a_real_run_live(tmp_path: Path) -> None:
         status, missing = await asyncio.to_thread(_get, f"{url}bundle/no-such-run")
         assert status == 404 and "no debug bundle" in missing["error"]
     assert (out / "dashboard.png").stat().st_size > 10_000
+
+
+async def test_a_busy_port_is_an_error_the_run_can_report(tmp_path: Path) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        board = Dashboard([], tier="quick", out=tmp_path, port=busy.getsockname()[1])
+        with pytest.raises(OSError):
+            async with board.serving():
+                pass
+    finally:
+        busy.close()
+    assert board.bundle("nothing") is None
+    assert [e["type"] for e in board.events] == ["plan"]
