@@ -87,6 +87,15 @@ def test_three_runs_a_seeded_regression_flagged_a_clean_one_not(
     assert "the latest run regressed" in trend.output
     chart = history.with_name("trend.svg")
     assert chart.read_text().lstrip().startswith(("<?xml", "<svg"))
+    # without the report extra: the table, no chart, and how to get one
+    other = tmp_path / "other.svg"
+    plain = cli.invoke(
+        app,
+        ["chaos", "trend", "--history", str(history), "--chart", str(other), "-s", "1"],
+        env={"COLUMNS": "220"},
+    )
+    assert "no chart: charts are off in this test" in plain.output and not other.exists()
+    assert bad_id in plain.output
 
     # --baseline RUN_ID: the seeded regression against the real run fails, the clean one not
     with History(history) as h:
