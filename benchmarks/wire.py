@@ -33,16 +33,29 @@ from benchmarks.common import finish, meta, module_server, progress, unbroken_se
 from unbroken.chaos import FaultProxy
 from unbroken.protocol.client_session import ClientSession, StreamEvents
 from unbroken.protocol.events import Kind
-from unbroken.protocol.frames import encode
 
 TOKEN_BYTES = 20
 AIM_RATIO, AIM_RATIO_DEFLATE = 1.25, 0.5
+VERSIONS = ("v1", "v2")
+#: issue 17's aims for v2: fast ≤ 1.1; paced ≤ 2.0 (≤ 1.0 compressed)
+AIM_V2_FAST, AIM_V2_PACED, AIM_V2_PACED_DEFLATE = 1.1, 2.0, 1.0
 
 
-async def _ws(port: int, deflate: bool, bare: bool = False) -> ClientConnection:
+def aim(version: str, shape: str, deflate: bool) -> float:
+    """The aim of one row: v1's (1.25, 0.5 with deflate) or v2's."""
+    if version == "v2" and shape.startswith("paced"):
+        return AIM_V2_PACED_DEFLATE if deflate else AIM_V2_PACED
+    if version == "v2" and not deflate:
+        return AIM_V2_FAST
+    return AIM_RATIO_DEFLATE if deflate else AIM_RATIO
+
+
+async def _ws(
+    port: int, deflate: bool, bare: bool = False, version: str = "v1"
+) -> ClientConnection:
     return await connect(
         f"ws://127.0.0.1:{port}{'/' if bare else '/ws'}",
-        subprotocols=None if bare else ["unbroken.v1"],  # type: ignore[list-item]
+        subprotocols=None if bare else [f"unbroken.{version}"],  # type: ignore[list-item]
         max_size=None,
         ping_interval=None,
         compression="deflate" if deflate else None,
@@ -51,7 +64,12 @@ async def _ws(port: int, deflate: bool, bare: bool = False) -> ClientConnection:
 
 
 async def _stream(
-    proxy: FaultProxy, agent: str, inp: dict[str, Any], deflate: bool, cut_at: int | None
+    proxy: FaultProxy,
+    agent: str,
+    inp: dict[str, Any],
+    deflate: bool,
+    cut_at: int | None,
+    version: str = "v1",
 ) -> dict[str, Any]:
     """One stream through the proxy (resuming after a cut); server bytes and frames."""
     cs = ClientSession()
@@ -60,24 +78,24 @@ async def _stream(
     started = False
     cut = None
     for _attempt in range(5):
-        ws = await _ws(proxy.port, deflate)
+        ws = await _ws(proxy.port, deflate, version=version)
         if cut_at is not None and cut is None:
             live = proxy.connections[-1]
             cut = proxy.cut_after_bytes(live.downstream.sent + cut_at, mode="rst", once=True)
-        await ws.send(encode(cs.connect()).decode())
+        await ws.send(cs.wire(cs.connect(version=version)))
         cs.receive(await ws.recv())
         for f in cs.after_welcome():
-            await ws.send(encode(f).decode())
+            await ws.send(cs.wire(f))
         if not started:
             f = cs.start(os.urandom(6).hex(), agent, inp)
             assert f is not None
-            await ws.send(encode(f).decode())
+            await ws.send(cs.wire(f))
             started = True
         try:
             async for msg in ws:
                 out = cs.receive(msg)
                 for ack in cs.take_acks():
-                    await ws.send(encode(ack).decode())
+                    await ws.send(cs.wire(ack))
                 if isinstance(out, StreamEvents):
                     frames += 1
                     sizes.append(len(msg))
@@ -99,7 +117,7 @@ async def _stream(
 
 
 async def measure(
-    port: int, shape: str, deflate: bool, cut_at: int | None = None
+    port: int, shape: str, deflate: bool, cut_at: int | None = None, version: str = "v1"
 ) -> dict[str, Any]:
     agent, inp, tokens = {
         "fast": ("quick", {"n": 100_000}, 100_000),
@@ -107,11 +125,12 @@ async def measure(
         "paced_20": ("paced", {"n": 60, "rate": 20.0}, 60),
     }[shape]
     async with FaultProxy(upstream=("127.0.0.1", port)) as proxy:
-        r = await _stream(proxy, agent, inp, deflate, cut_at)
+        r = await _stream(proxy, agent, inp, deflate, cut_at, version)
         server_bytes = sum(c.downstream.received for c in proxy.history)
     payload = tokens * TOKEN_BYTES
     r.update(
         shape=shape,
+        version=version,
         deflate=deflate,
         tokens=tokens,
         payload_bytes=payload,
@@ -149,7 +168,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         progress(i, 4)
         extra = ("--ws-per-message-deflate",) if deflate else ()
         with unbroken_server("benchmarks.paced:app", *extra) as (port, _):
-            rows += [asyncio.run(measure(port, s, deflate)) for s in shapes]
+            rows += [
+                asyncio.run(measure(port, s, deflate, version=v)) for v in VERSIONS for s in shapes
+            ]
     with module_server("benchmarks.paced") as (port, _):
         if not quick:
             rows.append(asyncio.run(bare(port, 2000, 1000.0)))
@@ -176,16 +197,17 @@ def run(quick: bool = False) -> dict[str, Any]:
     progress(4, 4)
     res["shapes"] = rows
     res["cuts"] = cuts
-    by = {(r["shape"], r.get("deflate")): r["ratio"] for r in rows}
+    by = {(r.get("version"), r["shape"], r.get("deflate")): r["ratio"] for r in rows}
     extra = [c["extra_bytes"] for c in cuts]
     res["figures"] = [
         {
-            "name": f"wire ÷ payload, {s}" + (" (deflate)" if d else ""),
-            "value": by[(s, d)],
-            "aim": AIM_RATIO_DEFLATE if d else AIM_RATIO,
-            "met": by[(s, d)] <= (AIM_RATIO_DEFLATE if d else AIM_RATIO),
+            "name": f"wire ÷ payload, {v} {s}" + (" (deflate)" if d else ""),
+            "value": by[(v, s, d)],
+            "aim": aim(v, s, d),
+            "met": by[(v, s, d)] <= aim(v, s, d),
             "unit": "×",
         }
+        for v in VERSIONS
         for d in (False, True)
         for s in shapes
     ]
@@ -222,7 +244,10 @@ def chart(res: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(9, 4))
     rows = res["shapes"]
-    names = [r["shape"] + (" +deflate" if r.get("deflate") else "") for r in rows]
+    names = [
+        f"{r.get('version', '')} {r['shape']}" + (" +deflate" if r.get("deflate") else "")
+        for r in rows
+    ]
     ax.barh(names, [r["ratio"] for r in rows])
     ax.axvline(AIM_RATIO, color="red", ls=":", lw=0.8, label="aim 1.25")
     ax.axvline(AIM_RATIO_DEFLATE, color="orange", ls=":", lw=0.8, label="aim 0.5 (deflate)")

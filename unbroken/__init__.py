@@ -40,6 +40,7 @@ from .errors import (
     StreamTooLarge,
     UnbrokenError,
     UnknownAgent,
+    UnsupportedVersion,
 )
 from .protocol.backoff import BackoffPolicy
 from .protocol.client_session import Cursor
@@ -127,5 +128,6 @@ __all__ = [
     "Unbroken",
     "UnbrokenError",
     "UnknownAgent",
+    "UnsupportedVersion",
     "__version__",
 ]

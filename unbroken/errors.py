@@ -247,3 +247,25 @@ class RequestRefused(UnbrokenError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
+
+
+class UnsupportedVersion(ProtocolError):
+    """Client and server share no protocol version (close 4005); retrying will not
+    help. ``client_versions`` and ``server_versions`` (e.g. ``("v1",)``) say what each
+    side speaks; upgrade the older side, or let the client offer a version the server
+    speaks (``Client(..., protocols=...)``)."""
+
+    def __init__(
+        self, client_versions: Sequence[str], server_versions: Sequence[str], detail: str = ""
+    ) -> None:
+        ours = ", ".join(client_versions) or "none"
+        theirs = ", ".join(server_versions) or "unknown"
+        text = (
+            f"no common protocol version: this client speaks {ours}, the server speaks "
+            f"{theirs}; upgrade the older side or offer a version both speak"
+        )
+        if detail:
+            text += f" [{detail}]"
+        super().__init__(text, 4005)
+        self.client_versions: tuple[str, ...] = tuple(client_versions)
+        self.server_versions: tuple[str, ...] = tuple(server_versions)

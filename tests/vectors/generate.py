@@ -1,4 +1,5 @@
-"""Generate the golden vectors of protocol v1 (digest.json, frames.json, invalid.json).
+"""Generate the golden vectors (digest.json; v1: frames.json, invalid.json; v2:
+frames_v2.json, invalid_v2.json).
 
 Run once after a deliberate protocol change, review the diff, commit the output:
 
@@ -19,7 +20,7 @@ from typing import Any
 import msgspec
 
 from unbroken.errors import ProtocolError
-from unbroken.protocol import digest, events, frames
+from unbroken.protocol import digest, events, frames, frames_v2
 from unbroken.protocol.events import Event, Kind, end, part_end, part_start
 from unbroken.protocol.frames import (
     Ack,
@@ -27,6 +28,7 @@ from unbroken.protocol.frames import (
     Cancel,
     ClientFrame,
     Error,
+    Events,
     Gone,
     Hb,
     Hello,
@@ -600,6 +602,190 @@ def invalid_vectors() -> dict[str, Any]:
     }
 
 
+def frame_vectors_v2() -> dict[str, Any]:
+    """The frames of :func:`frame_vectors` as protocol v2 encodes them (the same
+    meaning, so the same ``fields``), on one connection: ``started`` and ``resumed``
+    give handles 0, 1, 2 in order; the events frames name the stream by handle 0."""
+    v1 = frame_vectors()
+    codec = frames_v2.ServerCodec()
+    rows: list[dict[str, Any]] = []
+    for row in v1["frames"]:
+        out: dict[str, Any] = {"name": row["name"], "direction": row["direction"]}
+        if "events" in row:
+            decoded = frames.decode_server(row["frame"])
+            assert isinstance(decoded, Events)
+            evs = frames.events_of(decoded)
+            h = bytes.fromhex(decoded.h)
+            final = evs[-1].kind is Kind.END
+            wire = frames_v2.events_frame(0, evs[0].seq, frames.encode_items(evs), h, final)
+            out.update(
+                frame_hex=wire.hex(),
+                fields=row["fields"],
+                handle=0,
+                h_bytes=16 if final else 8,
+                stream=row["stream"],
+                epoch=row["epoch"],
+                events=row["events"],
+                digest_before=row["digest_before"],
+            )
+        elif row["direction"] == "client":
+            frame = frames.decode_client(row["frame"])
+            wire = frames_v2.encode_client(frame)
+            out.update(frame_hex=wire.hex(), fields=row["fields"])
+        else:
+            sframe = frames.decode_server(row["frame"])
+            wire = codec.encode(sframe)
+            out.update(frame_hex=wire.hex(), fields=row["fields"])
+            if isinstance(sframe, Started | Resumed):
+                out["handle"] = msgspec.msgpack.decode(wire)[
+                    4 if isinstance(sframe, Started) else 2
+                ]
+        rows.append(out)
+    batch = codec.batch([frames_v2.encode_server(Hb()), frames_v2.encode_server(Pong(n=7))])
+    rows.append(
+        {
+            "name": "batch: hb then pong in one message",
+            "direction": "server",
+            "frame_hex": batch.hex(),
+            "frames": [{"t": "hb"}, {"t": "pong", "n": 7}],
+        }
+    )
+    return {
+        "description": "Frames of protocol v2 (docs/reference/protocol.md §19): each is "
+        "one binary WebSocket message, 'frame_hex' its bytes (MessagePack), 'fields' "
+        "what it means as in frames.json (the v1 field names, defaults filled in). "
+        "started/resumed carry the stream's handle ('handle'); an events frame names "
+        "its stream by handle and carries the first 8 bytes of h, or all 16 when it "
+        "ends the stream ('h_bytes'); 'fields.h' is the whole digest.",
+        "subprotocol": frames_v2.SUBPROTOCOL,
+        "frames": rows,
+    }
+
+
+def _mp(value: Any) -> str:
+    return msgspec.msgpack.encode(value).hex()
+
+
+def invalid_vectors_v2() -> dict[str, Any]:
+    """Input a v2 decoder must refuse, and the close code it gives."""
+    sid = "mUlt1PartStream-xyz_42"
+    h8 = "00" * 8
+    rows: list[dict[str, Any]] = [
+        {"name": "empty message", "direction": "client", "frame_hex": "", "close_code": 4000},
+        {"name": "not MessagePack", "direction": "client", "frame_hex": "c1", "close_code": 4000},
+        {
+            "name": "truncated array",
+            "direction": "client",
+            "frame_hex": "9313",
+            "close_code": 4000,
+        },
+        {
+            "name": "a map, not an array",
+            "direction": "client",
+            "frame_hex": _mp({"t": 16}),
+            "close_code": 4000,
+        },
+        {
+            "name": "unknown client tag",
+            "direction": "client",
+            "frame_hex": _mp([99, sid]),
+            "close_code": 4000,
+        },
+        {
+            "name": "a server tag from a client",
+            "direction": "client",
+            "frame_hex": _mp([8]),
+            "close_code": 4000,
+        },
+        {
+            "name": "ack with a string seq",
+            "direction": "client",
+            "frame_hex": _mp([19, sid, "9"]),
+            "close_code": 4000,
+        },
+        {
+            "name": "ack with a negative seq",
+            "direction": "client",
+            "frame_hex": _mp([19, sid, -1]),
+            "close_code": 4000,
+        },
+        {
+            "name": "resume with a short h",
+            "direction": "client",
+            "frame_hex": _mp([18, sid, 3, "ep", b"\x00" * 8]),
+            "close_code": 4000,
+        },
+        {
+            "name": "start input that is not JSON",
+            "direction": "client",
+            "frame_hex": _mp([17, "r1", "echo", "{nope"]),
+            "close_code": 4000,
+        },
+        {
+            "name": "start input repeating a key",
+            "direction": "client",
+            "frame_hex": _mp([17, "r1", "echo", '{"a":1,"a":2}']),
+            "close_code": 4000,
+        },
+        {
+            "name": "trailing bytes after the frame",
+            "direction": "client",
+            "frame_hex": _mp([22, 1]) + "00",
+            "close_code": 4000,
+        },
+        {
+            "name": "too big",
+            "direction": "client",
+            "frame_hex": _mp([21, "x" * 2000]),
+            "max_size": 1024,
+            "close_code": 1009,
+        },
+        {
+            "name": "unknown server tag",
+            "direction": "server",
+            "frame_hex": _mp([77]),
+            "close_code": 4000,
+        },
+        {
+            "name": "events with an 4-byte h",
+            "direction": "server",
+            "frame_hex": _mp([1, 0, 1, ["x"], b"\x00" * 4]),
+            "close_code": 4000,
+        },
+        {
+            "name": "events with no items",
+            "direction": "server",
+            "frame_hex": _mp([1, 0, 1, [], bytes.fromhex(h8)]),
+            "close_code": 4000,
+        },
+        {
+            "name": "events item with an unknown kind",
+            "direction": "server",
+            "frame_hex": _mp([1, 0, 1, [[9, "p", "d"]], bytes.fromhex(h8)]),
+            "close_code": 4000,
+        },
+        {
+            "name": "events with a negative handle",
+            "direction": "server",
+            "frame_hex": _mp([1, -1, 1, ["x"], bytes.fromhex(h8)]),
+            "close_code": 4000,
+        },
+        {
+            "name": "a batch inside a batch",
+            "direction": "server",
+            "frame_hex": _mp([0, [[0, [[8]]]]]),
+            "close_code": 4000,
+        },
+    ]
+    return {
+        "description": "Input a protocol v2 decoder must refuse (frame_hex: the binary "
+        "message; max_size when the check uses a small limit) and the close code. A "
+        "text message on a v2 connection is refused with 4000 too; so is an events "
+        "frame whose handle no started/resumed gave (the client closes 4000).",
+        "frames": rows,
+    }
+
+
 def write(name: str, content: dict[str, Any]) -> None:
     path = HERE / name
     path.write_text(json.dumps(content, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -610,6 +796,8 @@ def main() -> None:
     write("digest.json", digest_vectors())
     write("frames.json", frame_vectors())
     write("invalid.json", invalid_vectors())
+    write("frames_v2.json", frame_vectors_v2())
+    write("invalid_v2.json", invalid_vectors_v2())
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from ..errors import (
     StreamGone,
     UnbrokenError,
 )
+from ..protocol import versions
 from ..protocol.backoff import Backoff, BackoffPolicy, GiveUp, Reconnects
 from ..protocol.client_session import (
     AskToken,
@@ -63,7 +64,6 @@ from ..protocol.frames import (
     CAP_BATCH,
     CAP_REFRESH,
     DEFAULT_MAX_FRAME,
-    SUBPROTOCOLS,
     Ping,
     Start,
     encode,
@@ -264,7 +264,10 @@ class Client:
     :class:`ConnectionEvent` s; so does :meth:`connection_events`. ``origin``:
     the ``Origin`` header of every handshake (as a browser page's; the server's
     origin policy judges it), ``headers``: more handshake headers (cookies, a
-    gateway's key).
+    gateway's key). ``protocols``: the wire protocol versions offered, newest
+    first (default: every one this client speaks; ``("v1",)`` pins one, for
+    testing); a server that speaks none of them closes with 4005 and the client
+    ends with :class:`~unbroken.errors.UnsupportedVersion` (never retried).
 
     Liveness, both ways: the link is declared dead when nothing arrives for the
     silence limit (``silence_factor`` heartbeats plus the RTO, ``SRTT + 4·RTTVAR``
@@ -298,6 +301,7 @@ class Client:
         token_attempts: int = 3,
         origin: str | None = None,
         headers: Mapping[str, str] | None = None,
+        protocols: str | Sequence[str] | None = None,
     ) -> None:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
@@ -307,6 +311,12 @@ class Client:
                 parse_uri(url)
             except InvalidURI as exc:
                 raise ConfigError(f"{exc}; give a ws:// or wss:// URL") from None
+        #: protocol versions offered, newest first (``("v2", "v1")``; pin one to test)
+        self.protocols: tuple[str, ...] = versions.normalize(
+            versions.DEFAULT if protocols is None else protocols
+        )
+        #: the version the current (or last) connection speaks
+        self.version: str | None = None
         self.token = token
         self.origin = origin
         self.headers = dict(headers) if headers else {}
@@ -523,7 +533,7 @@ class Client:
         if ws is None or not self._ready.is_set():
             return  # re-sent by after_welcome on the next connection
         with contextlib.suppress(ConnectionClosed):
-            await ws.send(encode(frame).decode())
+            await ws.send(self._session.wire(frame))
 
     def _emit(self, kind: str, **kw: Any) -> None:
         ev = ConnectionEvent(kind, time.monotonic(), **kw)
@@ -580,7 +590,12 @@ class Client:
                     retry = bool(decided)
             if not retry:
                 self._fail_all(
-                    fatal_error(error, status=_status(error), detail=_refusal_text(error))
+                    fatal_error(
+                        error,
+                        status=_status(error),
+                        detail=_refusal_text(error),
+                        versions=self.protocols,
+                    )
                 )
                 return
             # an opening that timed out with no answer waited already: the next
@@ -697,7 +712,7 @@ class Client:
                 url,
                 origin=Origin(self.origin) if self.origin is not None else None,
                 additional_headers=self.headers or None,
-                subprotocols=[Subprotocol(s) for s in SUBPROTOCOLS],
+                subprotocols=[Subprotocol(s) for s in versions.offered(self.protocols)],
                 open_timeout=max(0.001, deadline - loop.time()),
                 ping_interval=None,
                 close_timeout=1.0,
@@ -790,7 +805,20 @@ class Client:
             watchdog = watch(check.wake_at)
 
         try:
-            await ws.send(encode(self._session.connect(token)).decode())
+            version = versions.chosen_version(ws.subprotocol)
+            if version not in self.protocols:
+                # accepted with no version this client speaks: the server closes
+                # 4005 with the versions it speaks (or it is no unbroken server)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ws.wait_closed(), max(0.001, opened_by - loop.time()))
+                if ws.close_code == CloseCode.UNSUPPORTED_VERSION:
+                    raise ConnectionLost(ws.close_reason or "", CloseCode.UNSUPPORTED_VERSION)
+                raise ConnectionLost(
+                    f"server chose subprotocol {ws.subprotocol!r}", CloseCode.UNSUPPORTED_VERSION
+                )
+            self.version = version
+            hello = self._session.connect(token, version)
+            await ws.send(self._session.wire(hello))
             live.hello_sent(loop.time())
             left = max(0.001, opened_by - loop.time())
             first = await asyncio.wait_for(ws.recv(), left)
@@ -806,7 +834,7 @@ class Client:
             if self._first is not None and not self._first.done():
                 self._first.set_result(None)
             for frame in self._session.after_welcome():
-                await ws.send(encode(frame).decode())
+                await ws.send(self._session.wire(frame))
             watchdog = watch(live.first_check(loop.time()))
             frames_of = self._session.frames_of
             session = self._session
@@ -820,7 +848,7 @@ class Client:
                     if type(frame) is Ping:  # never waited for
                         self._send_soon(ws, frame)
                     else:
-                        await ws.send(encode(frame).decode())
+                        await ws.send(self._session.wire(frame))
         except ConnectionClosed as exc:
             if dead:
                 raise ConnectionLost(dead[0], CloseCode.HEARTBEAT_TIMEOUT) from None
@@ -847,7 +875,7 @@ class Client:
 
     def _send_soon(self, ws: ClientConnection, frame: Ping) -> None:
         """Send ``frame`` without waiting for it (from a timer, or ahead of acks)."""
-        task = asyncio.get_running_loop().create_task(ws.send(encode(frame).decode()))
+        task = asyncio.get_running_loop().create_task(ws.send(self._session.wire(frame)))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     @property

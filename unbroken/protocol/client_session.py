@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -65,6 +65,8 @@ from .frames import (
     events_of,
     excerpt,
 )
+from .frames_v2 import DIGEST, ClientCodec, EventsV2, encode_client
+from .items import decode as decode_items
 from .liveness import Check, Liveness
 from .retry import HARMLESS_ERROR, REFRESH_ATTEMPTS, RETRYABLE_START, refresh_delay
 
@@ -148,6 +150,9 @@ class ClientStream:
     state: StreamState = StreamState.STARTING
     verifier: ChainVerifier | None = None
     part_kinds: dict[str, str] = field(default_factory=dict)
+    #: v2: the current part ``[part, kind]`` carried from frame to frame (reset when
+    #: the stream is started or resumed on a connection)
+    carried: list[Any] = field(default_factory=lambda: ["", None])
     acked: int = 0
     unacked_bytes: int = 0
     acked_at: float = 0.0  # when the last ack was taken (the caller's clock)
@@ -378,10 +383,23 @@ class ClientSession:
         self.refresh_failures = 0
         self.refresh_attempts = REFRESH_ATTEMPTS
         self._connection = 0  # numbers the connections (AskToken.connection)
+        #: the protocol version of the current connection (set by :meth:`connect`)
+        self.version = "v1"
+        self._codec: ClientCodec | None = None  # v2's decoder and stream handles
+        self._decode: Callable[[bytes | str, int], Any] = decode_server
+
+    def wire(self, frame: ClientFrame) -> str | bytes:
+        """``frame`` as the connection's version sends it: v1 text, v2 binary."""
+        if self._codec is not None:
+            return encode_client(frame)
+        return encode(frame).decode()
 
     def frames_of(self, message: bytes | str) -> list[bytes | str]:
         """The frames of one WebSocket message, each for :meth:`receive`: the message
-        itself, or with the ``batch`` cap agreed, its lines."""
+        itself, or with the ``batch`` cap agreed, its lines (v1) or the frames of a
+        batch frame (v2)."""
+        if self._codec is not None:
+            return self._codec.split(message, self.max_frame)
         if self.batch:
             if isinstance(message, str):
                 if "\n" in message:
@@ -391,14 +409,18 @@ class ClientSession:
         return [message]
 
     # ---- connection lifecycle
-    def connect(self, token: str | None = None) -> Hello:
-        """A new connection is open: the frame to send first."""
+    def connect(self, token: str | None = None, version: str = "v1") -> Hello:
+        """A new connection is open, speaking protocol ``version``: the frame to send
+        first (encode every frame with :meth:`wire`)."""
         if self.state is ClientState.CLOSED:
             raise ProtocolError("session is closed", CloseCode.NORMAL)
         if self.state is not ClientState.IDLE:
             raise ProtocolError(f"connect in state {self.state.value}", CloseCode.BAD_FRAME)
         self.state = ClientState.AWAIT_WELCOME
         self._connection += 1
+        self.version = version
+        self._codec = ClientCodec() if version == "v2" else None
+        self._decode = self._codec.decode if self._codec is not None else decode_server
         return Hello(caps=self.caps, token=token, anon=self.anon)
 
     def after_welcome(self) -> list[ClientFrame]:
@@ -620,13 +642,16 @@ class ClientSession:
         """Decode and apply one server frame."""
         state = self.state
         if state is _READY:
-            frame = decode_server(data, self.max_frame)
-            if type(frame) is Events:  # the hot path
+            frame = self._decode(data, self.max_frame)
+            t = type(frame)
+            if t is EventsV2:  # the hot paths
+                return self._events2(frame, len(data))
+            if t is Events:
                 return self._events(frame, len(data))
             return self._apply(frame, len(data))
         if state is not _AWAIT_WELCOME:
             raise ProtocolError(f"frame received in state {state.value}", CloseCode.BAD_FRAME)
-        frame = decode_server(data, self.max_frame)
+        frame = self._decode(data, self.max_frame)
         if isinstance(frame, Welcome):
             self.welcome = frame
             self.state = ClientState.READY
@@ -643,9 +668,8 @@ class ClientSession:
             return Welcomed(frame)
         if isinstance(frame, Error):
             return ServerError(frame)
-        raise ProtocolError(
-            f"expected welcome, got {type(frame).__name__.lower()}", CloseCode.BAD_FRAME
-        )
+        name = "events" if type(frame) is EventsV2 else type(frame).__name__.lower()
+        raise ProtocolError(f"expected welcome, got {name}", CloseCode.BAD_FRAME)
 
     def _apply(self, frame: ServerFrame, nbytes: int) -> ClientOutput:
         if isinstance(frame, Events):
@@ -666,6 +690,7 @@ class ClientSession:
                 )
             cs.stream, cs.epoch = frame.stream, frame.epoch
             cs.verifier = ChainVerifier(frame.stream, frame.epoch)
+            cs.carried = ["", None]
             self.by_stream[frame.stream] = cs
             cs.state = StreamState.ATTACHED
             return StreamStarted(frame.req, frame.stream, frame.epoch)
@@ -678,6 +703,7 @@ class ClientSession:
                     f"resumed from {frame.from_}, but the client is at {cs.seq}",
                 )
             cs.state = StreamState.ATTACHED
+            cs.carried = ["", None]
             return StreamResumed(frame.stream, frame.from_, frame.head, frame.status)
         if isinstance(frame, Gone):
             cs = self._stream(frame.stream)
@@ -723,3 +749,26 @@ class ClientSession:
         if events[-1].kind == _END:
             cs.state = StreamState.ENDED
         return StreamEvents(frame.stream, events, v.digest, nbytes)
+
+    def _events2(self, frame: EventsV2, nbytes: int) -> StreamEvents:
+        """:meth:`_events` for a v2 frame: the stream by its handle, ``h`` as bytes
+        (8 of them, or 16 in the frame that carries ``end``)."""
+        assert self._codec is not None
+        stream = self._codec.stream_of(frame.handle)
+        cs = self.by_stream.get(stream)
+        if cs is None:
+            raise ProtocolError(f"events for unknown stream {stream}")
+        if cs.state is not _ATTACHED or cs.verifier is None:
+            raise ProtocolError(f"events for stream {stream} in state {cs.state.value}")
+        events = decode_items(frame.seq, frame.items, cs.part_kinds, cs.carried)
+        if events[-1].kind == _END and len(frame.h) != DIGEST:
+            raise ProtocolError(f"stream {stream}: the frame with end must carry all 16 bytes of h")
+        v = cs.verifier
+        try:
+            v.extend(events, frame.h)
+        except ChainMismatch as exc:
+            raise IntegrityError(stream, exc.seq, exc.detail) from None
+        cs.unacked_bytes += nbytes
+        if events[-1].kind == _END:
+            cs.state = StreamState.ENDED
+        return StreamEvents(stream, events, v.digest, nbytes)

@@ -413,6 +413,35 @@ def events_of(frame: Events, part_kinds: dict[str, str] | None = None) -> list[E
     return decode_items(frame.seq, frame.items, part_kinds)
 
 
+class ServerCodec:
+    """Encodes one connection's server frames in v1 (the interface of
+    :class:`unbroken.protocol.frames_v2.ServerCodec`: the server's frames go
+    through whichever the connection's version needs)."""
+
+    __slots__ = ()
+
+    version: Final = "v1"
+    #: frames go as text messages
+    binary: Final = False
+    #: the ``hb`` frame
+    hb: Final = b'{"t":"hb"}'
+
+    def encode(self, frame: ServerFrame) -> bytes:
+        """A server frame as the bytes of one text message."""
+        return _encoder.encode(frame)
+
+    def events(self, stream: str, first: int, items: bytes, digest: bytes, last_kind: int) -> bytes:
+        """An ``events`` frame from a log read (:func:`encode_events_frame`)."""
+        return encode_events_frame(stream, first, items, digest)
+
+    def batch(self, frames: list[bytes]) -> bytes:
+        """Several frames as one message (cap ``batch``): one per line."""
+        return b"\n".join(frames)
+
+    def detached(self, stream: str) -> None:
+        """``stream`` is no longer attached (v1 names streams by id: nothing to do)."""
+
+
 # ---------------------------------------------------------------- versions
 def negotiate_subprotocol(offered: list[str] | tuple[str, ...]) -> str | None:
     """Pick the newest protocol both sides speak (server side); ``None`` if none."""

@@ -21,7 +21,7 @@ This module is the only place that knows the layout.
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -81,6 +81,49 @@ class EndItem(Struct, tag_field="k", tag="end", frozen=True, omit_defaults=True)
 
 Item = str | TextItem | JsonItem | DataItem | PartStartItem | PartEndItem | EndItem
 
+
+# v2 (docs/reference/protocol.md §19): the same items as MessagePack arrays whose first
+# element is the event's kind byte; a bare string is a chunk of the current part.
+class _A(Struct, array_like=True, frozen=True):
+    pass
+
+
+class TextItem2(_A, tag=int(Kind.TEXT), frozen=True):
+    p: PartId
+    d: str
+
+
+class JsonItem2(_A, tag=int(Kind.JSON), frozen=True):
+    p: PartId
+    d: str
+
+
+class DataItem2(_A, tag=int(Kind.DATA), frozen=True):
+    p: PartId
+    d: str
+
+
+class PartStartItem2(_A, tag=int(Kind.PART_START), frozen=True):
+    p: PartId
+    pk: Literal["text", "json", "data"]
+    mime: Mime = ""
+    schema: str = ""
+
+
+class PartEndItem2(_A, tag=int(Kind.PART_END), frozen=True):
+    p: PartId
+    err: str = ""
+
+
+class EndItem2(_A, tag=int(Kind.END), frozen=True):
+    st: Literal["completed", "failed", "cancelled"]
+    n: Seq
+    err: str = ""
+
+
+Item2 = str | TextItem2 | JsonItem2 | DataItem2 | PartStartItem2 | PartEndItem2 | EndItem2
+
+
 _encoder: Final = msgspec.json.Encoder()
 _encode: Final = _encoder.encode
 #: ``chunk_into(body, buf, -1)`` appends a chunk's stored item (its body as a JSON
@@ -96,12 +139,17 @@ _CHUNK_ITEM: Final[dict[int, type[TextItem | JsonItem | DataItem]]] = {
     Kind.JSON: JsonItem,
     Kind.DATA: DataItem,
 }
-_CHUNK_ITEM_TYPES: Final = (TextItem, JsonItem, DataItem)
+_CHUNK_ITEM_TYPES: Final = (TextItem, JsonItem, DataItem, TextItem2, JsonItem2, DataItem2)
 _KIND_OF_ITEM: Final[dict[type, Kind]] = {
     TextItem: Kind.TEXT,
     JsonItem: Kind.JSON,
     DataItem: Kind.DATA,
+    TextItem2: Kind.TEXT,
+    JsonItem2: Kind.JSON,
+    DataItem2: Kind.DATA,
 }
+_PART_START_TYPES: Final = (PartStartItem, PartStartItem2)
+_PART_END_TYPES: Final = (PartEndItem, PartEndItem2)
 #: an explicit chunk's item up to its body: ``{"k":"text","p":`` then the part
 _CHUNK_OPEN: Final[dict[int, bytes]] = {
     Kind.TEXT: b'{"k":"text","p":',
@@ -145,24 +193,32 @@ def encode(events: list[Event]) -> bytes:
     return _encode(items)
 
 
-def decode(seq: int, items: list[Item], part_kinds: dict[str, str] | None = None) -> list[Event]:
+def decode(
+    seq: int,
+    items: list[Item] | list[Item2],
+    part_kinds: dict[str, str] | None = None,
+    carried: list[Any] | None = None,
+) -> list[Event]:
     """The events of a frame's decoded ``items``, the first being event ``seq``.
 
     ``part_kinds`` (part id → part kind) is updated with parts started here and
     used to check that each chunk matches its part's kind; pass the dict kept for
-    the stream so far. Raises :class:`ProtocolError` on structural errors.
+    the stream so far. ``carried`` (v2): ``[part, kind]``, the stream's current part
+    before this frame (``["", None]``: none), updated to the one after it; v1
+    frames start with no current part. Raises :class:`ProtocolError` on
+    structural errors.
     """
     kinds = part_kinds if part_kinds is not None else {}
     out: list[Event] = []
     append = out.append
     last = seq + len(items) - 1
-    current = ""
-    current_kind: Kind | None = None
+    current: str = "" if carried is None else carried[0]
+    current_kind: Kind | None = None if carried is None else carried[1]
     for item in items:
         if type(item) is str:  # a chunk of the current part: the hot path
             if current_kind is None:
                 raise ProtocolError(
-                    f"seq {seq}: bare chunk with no current part in this frame",
+                    f"seq {seq}: bare chunk with no current part",
                     CloseCode.BAD_FRAME,
                 )
             append(Event(seq, current_kind, current, item))
@@ -176,7 +232,7 @@ def decode(seq: int, items: list[Item], part_kinds: dict[str, str] | None = None
                 )
             current, current_kind = item.p, kind
             append(Event(seq, kind, item.p, item.d))
-        elif isinstance(item, PartStartItem):
+        elif isinstance(item, _PART_START_TYPES):
             if item.pk not in PART_KINDS:  # pragma: no cover - Literal enforces this
                 raise ProtocolError(f"seq {seq}: bad part kind", CloseCode.BAD_FRAME)
             kinds[item.p] = item.pk
@@ -191,12 +247,12 @@ def decode(seq: int, items: list[Item], part_kinds: dict[str, str] | None = None
                     schema=item.schema,
                 )
             )
-        elif isinstance(item, PartEndItem):
+        elif isinstance(item, _PART_END_TYPES):
             if current == item.p:
                 current, current_kind = "", None
             append(Event(seq, Kind.PART_END, part=item.p, error=item.err))
         else:
-            assert isinstance(item, EndItem)
+            assert isinstance(item, (EndItem, EndItem2))
             if item.st not in END_STATUSES:  # pragma: no cover - Literal enforces this
                 raise ProtocolError(f"seq {seq}: bad status", CloseCode.BAD_FRAME)
             if item.n != seq:
@@ -210,6 +266,8 @@ def decode(seq: int, items: list[Item], part_kinds: dict[str, str] | None = None
                 )
             append(Event(seq, Kind.END, status=item.st, error=item.err, count=item.n))
         seq += 1
+    if carried is not None:
+        carried[0], carried[1] = current, current_kind
     return out
 
 

@@ -8,7 +8,7 @@ close errors) are passed in by the caller: this module knows no socket library.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from ..errors import (
     AuthError,
@@ -22,6 +22,7 @@ from ..errors import (
 )
 from .codes import CLOSE_CODE_MEANING, CloseCode, ErrorCode
 from .frames import Error, excerpt
+from .versions import unsupported
 
 #: Close codes after which reconnecting cannot help, and the error each becomes.
 FATAL_CLOSE: Mapping[int, type[UnbrokenError]] = {
@@ -114,13 +115,25 @@ def should_retry(
 
 
 def fatal_error(
-    error: BaseException, *, status: int | None = None, detail: str = ""
+    error: BaseException,
+    *,
+    status: int | None = None,
+    detail: str = "",
+    versions: Sequence[str] | None = None,
 ) -> BaseException:
     """What a user sees when ``error`` ended the client: a typed error
     (``FATAL_CLOSE`` turns a close code into one), never a transport's class.
-    ``detail``: the body of a refused upgrade (the server's reason), quoted."""
+    ``detail``: the body of a refused upgrade (the server's reason), quoted.
+    ``versions``: the protocol versions the client offered (close 4005 becomes
+    :class:`~unbroken.errors.UnsupportedVersion` naming both sides' versions)."""
     if isinstance(error, UnbrokenError) and not isinstance(error, ConnectionLost):
         return error
+    if (
+        isinstance(error, ConnectionLost)
+        and error.code == CloseCode.UNSUPPORTED_VERSION
+        and versions is not None
+    ):
+        return unsupported(versions, str(error))
     if isinstance(error, ConnectionLost) and error.code is not None and error.code in FATAL_CLOSE:
         return FATAL_CLOSE[error.code](str(error))
     why = excerpt(detail.strip(), 200) if detail.strip() else ""

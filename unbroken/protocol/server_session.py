@@ -34,6 +34,8 @@ from .frames import (
     excerpt,
     peek_type,
 )
+from .frames_v2 import T_HELLO, peek_tag
+from .frames_v2 import decode_client as decode_client_v2
 
 
 # ===================================================================== rate limit
@@ -280,8 +282,14 @@ class ServerSession:
         peer_silence: float = 1.5,
         first_frame: int = FIRST_FRAME,
         clock: Callable[[], float] | None = None,
+        version: str = "v1",
     ) -> None:
         self.state = ServerState.AWAIT_HELLO
+        #: the protocol version of the connection (its frames' encoding)
+        self.version = version
+        self._decode: Callable[[bytes | str, int], ClientFrame] = (
+            decode_client_v2 if version == "v2" else decode_client
+        )
         self.max_frame = max_frame
         #: the limit before ``hello`` is accepted (a peer not yet authenticated)
         self.max_hello_frame = max_frame if max_hello_frame is None else max_hello_frame
@@ -313,18 +321,22 @@ class ServerSession:
         if self.state is ServerState.AWAIT_HELLO:
             # its type first, its body only if it is a hello: a peer not yet
             # authenticated cannot make the server build a large body
-            kind = peek_type(data, self.max_hello_frame)
+            if self.version == "v2":
+                tag = peek_tag(data, self.max_hello_frame)
+                kind = "hello" if tag == T_HELLO else f"tag {tag}"
+            else:
+                kind = peek_type(data, self.max_hello_frame)
             if kind != "hello":
                 raise ProtocolError(
                     f"first frame must be hello, got '{excerpt(kind, 40)}'",
                     CloseCode.AUTH_REQUIRED,
                 )
-            frame = decode_client(data, self.max_hello_frame)
+            frame = self._decode(data, self.max_hello_frame)
             assert isinstance(frame, Hello)
             self.hello = frame
             self.state = ServerState.READY
             return frame
-        frame = decode_client(data, self.max_frame)
+        frame = self._decode(data, self.max_frame)
         if isinstance(frame, Hello):
             raise ProtocolError("hello sent twice", CloseCode.BAD_FRAME)
         return frame

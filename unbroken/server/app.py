@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..observe import Live, Observer
+from ..protocol import versions
 from ..protocol.codes import CloseCode
 from ..protocol.frames import (
     DEFAULT_MAX_CLIENT_FRAME,
@@ -90,6 +91,11 @@ class Unbroken:
     serves the metrics at that path of :meth:`asgi` (``unbroken serve``: ``/metrics``
     unless ``--no-metrics``); :meth:`metrics_app` is an ASGI app to mount anywhere.
 
+    ``protocols``: the wire protocol versions spoken (``("v2", "v1")``, or one of
+    them), chosen per connection: the newest the client offers; a client that offers
+    none of them is closed with 4005, whose reason lists these
+    (docs/reference/protocol.md §2).
+
     ``policy``: which web pages may open a WebSocket and read ``/healthz``
     (:class:`~unbroken.server.policy.OriginPolicy`; docs/reference/security.md).
     The default refuses a browser handshake whose ``Origin`` is not the server's
@@ -139,6 +145,7 @@ class Unbroken:
         redact: Redact | None = None,
         observe: Observer | None = None,
         metrics_path: str | None = None,
+        protocols: str | Sequence[str] = versions.DEFAULT,
     ) -> None:
         #: metrics, traces and the connection event log (docs/how-to/metrics.md)
         self.observe = observe if observe is not None else Observer()
@@ -172,6 +179,7 @@ class Unbroken:
             hello_timeout=hello_timeout,
             allow_anonymous=allow_anonymous,
             expose_agent_names=expose_agent_names,
+            protocols=versions.normalize(protocols),
         )
         self.connection_limits = (
             connection_limits if connection_limits is not None else ConnectionLimits()

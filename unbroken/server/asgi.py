@@ -28,8 +28,10 @@ from urllib.parse import parse_qsl
 import msgspec
 from starlette.requests import cookie_parser
 
+from ..protocol import versions
 from ..protocol.codes import CloseCode, ErrorCode, close_reason
-from ..protocol.frames import Error, encode, excerpt, negotiate_subprotocol
+from ..protocol.frames import Error, encode, excerpt
+from ..protocol.frames_v2 import encode_server as encode_server_v2
 from ..store.base import StreamLog
 from .agent import Principal
 from .config import ServerConfig
@@ -47,7 +49,7 @@ from .http_streams import ByteStreams
 from .hub import Hub
 from .policy import LivePolicy, OriginPolicy
 from .ui_streams import UIStreams
-from .websocket import MAX_SIZE_EXTENSION, SEND_TEXT_EXTENSION
+from .websocket import MAX_SIZE_EXTENSION, SEND_BINARY_EXTENSION, SEND_TEXT_EXTENSION
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,16 @@ class ASGITransport:
     """:class:`~unbroken.server.connection.Transport` over ASGI ``receive``/``send``
     (the server's raw callables, or a Starlette/FastAPI ``WebSocket``'s methods)."""
 
-    __slots__ = ("_frames", "_gone", "_limit", "_receive", "_send", "_send_now", "disconnect_code")
+    __slots__ = (
+        "_frames",
+        "_gone",
+        "_limit",
+        "_receive",
+        "_send",
+        "_send_now",
+        "binary",
+        "disconnect_code",
+    )
 
     def __init__(
         self,
@@ -119,13 +130,17 @@ class ASGITransport:
         send: Send,
         limit: _SizeLimit | None = None,
         scope: Scope | None = None,
+        binary: bool = False,
     ) -> None:
+        #: frames go as binary messages (protocol v2), else as text
+        self.binary = binary
         self._receive = receive
         self._send = send
         #: the WebSocket layer's direct text send, when ``send`` is that layer's own
         #: (:data:`~unbroken.server.websocket.SEND_TEXT_EXTENSION`; not through a wrapper)
         self._send_now: Callable[[bytes], bool] | None = None
-        now = ((scope or {}).get("extensions") or {}).get(SEND_TEXT_EXTENSION)
+        kind = SEND_BINARY_EXTENSION if binary else SEND_TEXT_EXTENSION
+        now = ((scope or {}).get("extensions") or {}).get(kind)
         if now is not None and getattr(now, "__self__", None) is getattr(send, "__self__", send):
             self._send_now = now
         self._gone = False
@@ -157,7 +172,10 @@ class ASGITransport:
         now = self._send_now
         if now is not None and now(data):
             return
-        await self._send({"type": "websocket.send", "text": data.decode()})
+        if self.binary:
+            await self._send({"type": "websocket.send", "bytes": data})
+        else:
+            await self._send({"type": "websocket.send", "text": data.decode()})
 
     async def send_text(self, text: str) -> None:
         await self._send({"type": "websocket.send", "text": text})
@@ -229,16 +247,20 @@ def connect_info(scope: Scope, principal: Principal | None = None) -> ConnectInf
 FULL_RETRY_AFTER_MS = 1000
 
 
-def _refusal(app: Served, offered: list[str], client: str) -> tuple[int, str] | None:
+def _refusal(
+    app: Served, offered: list[str], chosen: str | None, client: str
+) -> tuple[int, str] | None:
     """Why this connection must be closed right after the handshake, if it must."""
-    if offered and negotiate_subprotocol(offered) is None:
+    if chosen is None:
+        spoken = app.config.protocols
         log.warning(
-            "unsupported subprotocol client=%s offered=%s code=%d",
+            "unsupported subprotocol client=%s offered=%s spoken=%s code=%d",
             client,
             excerpt(repr(offered), 200),  # the peer's header: quoted and bounded
+            ",".join(spoken),
             CloseCode.UNSUPPORTED_VERSION,
         )
-        return CloseCode.UNSUPPORTED_VERSION, "supported subprotocols: unbroken.v1"
+        return CloseCode.UNSUPPORTED_VERSION, versions.refusal_reason(spoken)
     if not app.hub.accepting:
         log.info("refused while shutting down client=%s code=%d", client, CloseCode.SERVICE_RESTART)
         return CloseCode.SERVICE_RESTART, "server restarting"
@@ -254,17 +276,18 @@ def _refusal(app: Served, offered: list[str], client: str) -> tuple[int, str] | 
     return None
 
 
-async def _refuse(send_text: Callable[[str], Awaitable[None]], code: int) -> None:
+async def _refuse(transport: ASGITransport, code: int) -> None:
     """Before a 4008 close: an ``error overloaded`` frame with ``retry_after_ms``
-    (a close frame has no room for it)."""
+    (a close frame has no room for it), in the connection's version."""
     if code == CloseCode.OVERLOADED:
         frame = Error(
             code=ErrorCode.OVERLOADED,
             message="server full",
             retry_after_ms=FULL_RETRY_AFTER_MS,
         )
+        data = encode_server_v2(frame) if transport.binary else encode(frame)
         with contextlib.suppress(Exception):
-            await send_text(encode(frame).decode())
+            await transport.send(data)
 
 
 async def serve_websocket(
@@ -285,18 +308,22 @@ async def serve_websocket(
         await _refuse_handshake(scope, send, decision.reason)
         return
     offered = [str(p) for p in scope.get("subprotocols") or []]
-    chosen = negotiate_subprotocol(offered) if offered else None
+    chosen = versions.negotiate(offered, app.config.protocols)
     accept: Message = {"type": "websocket.accept"}
-    if chosen is not None:
-        accept["subprotocol"] = chosen
+    if chosen is not None and offered:
+        accept["subprotocol"] = versions.subprotocol(chosen)
     await send(accept)
     transport = ASGITransport(
-        receive, send, _SizeLimit(scope, app.config.max_client_frame), scope=scope
+        receive,
+        send,
+        _SizeLimit(scope, app.config.max_client_frame),
+        scope=scope,
+        binary=chosen == "v2",
     )
-    refusal = _refusal(app, offered, _client(scope))
+    refusal = _refusal(app, offered, chosen, _client(scope))
     if refusal is not None:
         app.hub.observer.refused_close(refusal[0], _client(scope))
-        await _refuse(transport.send_text, refusal[0])
+        await _refuse(transport, refusal[0])
         await transport.close(*refusal)
         return
     connection = Connection(
@@ -307,6 +334,7 @@ async def serve_websocket(
         connect_info(scope, principal),
         authenticate=app.authenticate,
         registry=app.connections,
+        version=chosen or "v1",
     )
     await connection.run()
 

@@ -14,7 +14,8 @@ from typing import cast
 
 from ..observe.counts import Counts
 from ..protocol.events import Kind
-from ..protocol.frames import encode_events_frame
+from ..protocol.frames import ServerCodec
+from ..protocol.frames_v2 import ServerCodec as ServerCodecV2
 from ..protocol.server_session import StreamFlow
 from ..store.base import ReadBatch, StreamLog
 
@@ -22,14 +23,30 @@ from ..store.base import ReadBatch, StreamLog
 class Attachment:
     """One stream's log read for one connection."""
 
-    __slots__ = ("counts", "flow", "head_hint", "read_nowait", "store", "stream", "unsubscribe")
+    __slots__ = (
+        "codec",
+        "counts",
+        "flow",
+        "head_hint",
+        "read_nowait",
+        "store",
+        "stream",
+        "unsubscribe",
+    )
 
     def __init__(
-        self, store: StreamLog, stream: str, flow: StreamFlow, counts: Counts | None = None
+        self,
+        store: StreamLog,
+        stream: str,
+        flow: StreamFlow,
+        counts: Counts | None = None,
+        codec: ServerCodec | ServerCodecV2 | None = None,
     ) -> None:
         #: where events sent are counted (the app's metrics)
         self.counts = counts if counts is not None else Counts()
         self.store = store
+        #: encodes the frames in the connection's protocol version
+        self.codec = codec if codec is not None else ServerCodec()
         self.stream = stream
         #: the session's record of this stream on this connection
         self.flow = flow
@@ -85,7 +102,9 @@ class Attachment:
         return None if batch is None else self._frame(batch)
 
     def _frame(self, batch: ReadBatch) -> bytes:
-        frame = encode_events_frame(self.stream, batch.first, batch.items, batch.digest)
+        frame = self.codec.events(
+            self.stream, batch.first, batch.items, batch.digest, batch.last_kind
+        )
         self.counts.events_out += batch.count
         self.flow.sent_frame(batch.first + batch.count - 1, len(frame), batch.last_kind == Kind.END)
         return frame

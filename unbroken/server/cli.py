@@ -269,6 +269,15 @@ def serve_command(
             "bytes (default: the app's, 3/4 of the machine's memory).",
         ),
     ] = None,
+    protocols: Annotated[
+        str | None,
+        typer.Option(
+            "--protocols",
+            help="Wire protocol versions to speak, comma-separated (e.g. v1,v2; default: "
+            "the app's, every version): each connection gets the newest its client "
+            "offers, a client offering none of them is closed with 4005.",
+        ),
+    ] = None,
     stall_timeout: Annotated[
         float | None,
         typer.Option(
@@ -298,6 +307,7 @@ def serve_command(
     import uvicorn
 
     from ..errors import ConfigError
+    from ..protocol.versions import normalize
     from .app import Unbroken
     from .guard import ConnectionLimits, raise_descriptor_limit
     from .policy import OriginPolicy
@@ -339,6 +349,11 @@ def serve_command(
             obj.metrics_path = "/metrics"
         if log_format == "json":
             obj.observe.event_log = True
+        if protocols is not None:
+            try:
+                obj.config = dataclasses.replace(obj.config, protocols=normalize(protocols))
+            except ConfigError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--protocols") from None
         admission: dict[str, Any] = {
             "max_runs": max_runs,
             "max_runs_per_principal": max_runs_per_principal,

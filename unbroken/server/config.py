@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from ..protocol import versions
 from ..protocol.frames import DEFAULT_MAX_HELLO_FRAME, Limits
 
 
@@ -52,8 +53,12 @@ class ServerConfig:
     allow_anonymous: bool = False
     #: an ``unknown_agent`` error lists the registered agents (tells a prober what exists)
     expose_agent_names: bool = False
+    #: protocol versions spoken (``"v1"``, ``"v2"``), chosen per connection: the newest
+    #: the client offers; none in common closes 4005 (normalised: newest first)
+    protocols: tuple[str, ...] = versions.DEFAULT
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "protocols", versions.normalize(self.protocols))
         if self.heartbeat <= 0 or self.limits.window <= 0 or self.frame_cap <= 0:
             raise ConfigError("heartbeat, window and frame_cap must be positive")
         lim = self.limits

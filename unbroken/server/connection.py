@@ -55,13 +55,14 @@ from ..protocol.frames import (
     Refreshed,
     Resume,
     Resumed,
+    ServerCodec,
     Start,
     Started,
     Welcome,
-    encode,
     excerpt,
     unix_time,
 )
+from ..protocol.frames_v2 import ServerCodec as ServerCodecV2
 from ..protocol.resume import StreamInfo, decide_resume
 from ..protocol.server_session import AckResult, ServerSession, TokenBucket
 from ..store.base import DIVERGED
@@ -146,6 +147,7 @@ class Connection:
         *,
         authenticate: Authenticate | None = None,
         registry: MutableSet[Connection] | None = None,
+        version: str = "v1",
     ) -> None:
         self.config = config
         self.hub = hub
@@ -167,7 +169,13 @@ class Connection:
             peer_silence=config.peer_silence,
             # each stream's flow window follows its link (smaller when it is slow)
             clock=time.monotonic,
+            version=version,
         )
+        #: encodes this connection's frames in its protocol version (v2: stream handles)
+        self.codec: ServerCodec | ServerCodecV2 = (
+            ServerCodecV2() if version == "v2" else ServerCodec()
+        )
+        self._encode = self.codec.encode
         self.principal: Principal | None = None
         self.atts: dict[str, Attachment] = {}
         #: control frames to send (answers, errors, hb), bounded in bytes (max_outbox)
@@ -325,7 +333,7 @@ class Connection:
                 return
             self._counts.bytes_in += len(data)
             self._last_recv = self._loop.time()
-            if isinstance(data, bytes):
+            if isinstance(data, bytes) and not self.codec.binary:
                 raise ProtocolError("binary frames are not part of protocol v1")
             frame = self.session.receive(data)
             if first:
@@ -370,7 +378,7 @@ class Connection:
         if self.authenticate is not None:  # a refresh is verified as this hello, new token
             self._hello_frame = msgspec.structs.replace(hello, token=None)
         self._queue(
-            encode(
+            self._encode(
                 Welcome(
                     session=self.id,
                     heartbeat_ms=int(self.config.heartbeat * 1000),
@@ -431,7 +439,7 @@ class Connection:
                 log.warning("cancel refused conn=%s stream=%s", self.id, frame.stream)
                 self._error(ErrorCode.FORBIDDEN, str(exc), stream=frame.stream)
         elif isinstance(frame, Ping):
-            self._queue(encode(Pong(frame.n)))
+            self._queue(self._encode(Pong(frame.n)))
         elif isinstance(frame, Refresh):
             if self.authenticate is None or self._hello_frame is None:
                 self._error(
@@ -477,7 +485,7 @@ class Connection:
             return
         in_ms = max(0, int((self.principal.expires - time.time()) * 1000))
         log.info("auth expiring conn=%s in_ms=%d", self.id, in_ms)
-        self._queue(encode(AuthExpiring(in_ms=in_ms)))
+        self._queue(self._encode(AuthExpiring(in_ms=in_ms)))
 
     def _expired(self) -> None:
         self._expiry_handle = None
@@ -527,7 +535,7 @@ class Connection:
             return
         self.principal = principal
         self.refreshes += 1
-        self._queue(encode(Refreshed(exp=None if expires is None else unix_time(expires))))
+        self._queue(self._encode(Refreshed(exp=None if expires is None else unix_time(expires))))
         self._arm_expiry()
         log.info(
             "refreshed conn=%s principal=%s exp=%s",
@@ -578,7 +586,7 @@ class Connection:
                 retry_after_ms=int(exc.retry_after * 1000),
             )
             return
-        self._queue(encode(Started(frame.req, created.stream, created.epoch)))
+        self._queue(self._encode(Started(frame.req, created.stream, created.epoch)))
         log.info(
             "start conn=%s req=%s stream=%s new=%s",
             self.id,
@@ -610,7 +618,7 @@ class Connection:
             digest_at=lambda _seq: digest,
             anonymous=self.principal.id == "anonymous" and self.authenticate is None,
         )
-        self._queue(encode(answer))
+        self._queue(self._encode(answer))
         if isinstance(answer, Resumed):
             log.info(
                 "resume conn=%s stream=%s after=%d head=%d",
@@ -640,7 +648,9 @@ class Connection:
             self.hub.detached(stream)
             self._obs.detach(stream, "replaced", old.sent)
         self._slow.discard(stream)  # a new cursor starts with the whole window
-        att = Attachment(self.store, stream, self.session.attach(stream, after), self._counts)
+        att = Attachment(
+            self.store, stream, self.session.attach(stream, after), self._counts, self.codec
+        )
         att.head_hint = 1 << 62  # unknown: do not hold the first frame back
         self.atts[stream] = att
         att.unsubscribe = self.store.subscribe(stream, self._on_change)
@@ -657,6 +667,7 @@ class Connection:
         if att is None:
             return
         self._obs.detach(stream, "ended", att.sent)  # no-op when a cause was given first
+        self.codec.detached(stream)
         if att.unsubscribe:
             att.unsubscribe()
         if release:
@@ -685,7 +696,7 @@ class Connection:
                 gone = Gone(stream, "diverged", "the log lost events this client may have read")
             else:
                 gone = Gone(stream, "expired", "the stream was dropped by retention")
-            self._queue(encode(gone))
+            self._queue(self._encode(gone))
         else:
             att.head_hint = head
             if head > att.sent:
@@ -733,7 +744,7 @@ class Connection:
             kw.get("req") or "-",
             excerpt(message),
         )
-        self._queue(encode(Error(code=code, message=message[:4096], **kw)))
+        self._queue(self._encode(Error(code=code, message=message[:4096], **kw)))
 
     def _wake(self) -> None:
         """Send what is ready: at once when nothing needs waiting for, else by the
@@ -819,7 +830,7 @@ class Connection:
         released."""
         frames = self._take_frames()
         if self._batch and frames:
-            self._ready.append(b"\n".join(frames))
+            self._ready.append(self.codec.batch(frames))
         else:
             self._ready.extend(frames)
 
@@ -928,7 +939,7 @@ class Connection:
             return
         live = self.session.live()
         if live and now - self._last_send >= self.config.heartbeat * 0.9:
-            self._queue(b'{"t":"hb"}')
+            self._queue(self.codec.hb)
             self.session.hb_sent(time.monotonic())
         if live or self._send_started or self._pump_task is not None:
             self._schedule_hb()

@@ -64,10 +64,13 @@ log = logging.getLogger(__name__)
 MAX_SIZE_EXTENSION = "unbroken.max_size"
 #: The ASGI scope extension holding the direct text send (``Callable[[bytes], bool]``).
 SEND_TEXT_EXTENSION = "unbroken.send_text"
+#: The same for a binary message (protocol v2).
+SEND_BINARY_EXTENSION = "unbroken.send_binary"
 _SHORT: Final = struct.Struct("!BB").pack
 _MID: Final = struct.Struct("!BBH").pack
 _LONG: Final = struct.Struct("!BBQ").pack
 _FIN_TEXT: Final = 0x81
+_FIN_BINARY: Final = 0x82
 #: Seconds a failed connection keeps reading (and dropping) after its close frame.
 LINGER = 2.0
 #: Seconds the peer has to answer the server's close frame (uvicorn's default, 10 s,
@@ -117,6 +120,7 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:  # the handshake goes on: the app may move the limit
             scope["extensions"][MAX_SIZE_EXTENSION] = self.set_max_size
             scope["extensions"][SEND_TEXT_EXTENSION] = self.send_text_now
+            scope["extensions"][SEND_BINARY_EXTENSION] = self.send_binary_now
 
     def send_text_now(self, data: bytes) -> bool:
         """Write one text message (``data``: its UTF-8 bytes) to the transport now,
@@ -124,6 +128,13 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
         the handshake done, no close sent or received, writing not paused, no
         extension (compression) negotiated. ``False``: nothing was written; send it
         through ASGI (which waits for the transport, or raises when disconnected)."""
+        return self._send_now(data, _FIN_TEXT)
+
+    def send_binary_now(self, data: bytes) -> bool:
+        """:meth:`send_text_now` for one binary message (protocol v2)."""
+        return self._send_now(data, _FIN_BINARY)
+
+    def _send_now(self, data: bytes, first: int) -> bool:
         conn: Any = self.conn
         if (
             self.close_sent
@@ -138,11 +149,11 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
             return False
         n = len(data)
         if n < 126:
-            head = _SHORT(_FIN_TEXT, n)
+            head = _SHORT(first, n)
         elif n < 65536:
-            head = _MID(_FIN_TEXT, 126, n)
+            head = _MID(first, 126, n)
         else:
-            head = _LONG(_FIN_TEXT, 127, n)
+            head = _LONG(first, 127, n)
         self.transport.write(head + data)
         return True
 
