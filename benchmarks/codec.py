@@ -9,6 +9,11 @@ decode, ``events_of``, the digest chain and the frame's ``h`` check).
 The event is a 20-byte text token. Two shapes: one event per frame and 64 per
 frame. Wire bytes per token = frame bytes ÷ payload (body) bytes.
 
+Both protocol versions: ``results`` are v1's, ``results_v2`` v2's. The v2 server
+path is the real one: v1 items (what the stores keep) re-encoded by
+``frames_v2.ServerCodec.events`` (MessagePack, stream handle, 8-byte ``h``); the v2
+client path is ``ClientSession.receive`` on a v2 connection.
+
 Run: ``.venv/bin/python -m benchmarks.codec`` (writes benchmarks/results/codec.json).
 """
 
@@ -41,6 +46,7 @@ from unbroken.protocol import (
     step,
 )
 from unbroken.protocol.frames import Started, Welcome
+from unbroken.protocol.frames_v2 import ServerCodec
 
 STREAM = "Xq3v9Lr0bZ2kT8mWc4HnJg"  # 22 chars, like secrets.token_urlsafe(16) (128 bits)
 EPOCH = "e1"
@@ -62,25 +68,34 @@ def token_events(n: int) -> list[Event]:
     return events
 
 
-def server_encode(events: list[Event], per_frame: int) -> list[bytes]:
+def server_encode(events: list[Event], per_frame: int, version: str = "v1") -> list[bytes]:
     """The server's hot path: chain every event, encode every frame."""
     h = seed(STREAM, EPOCH)
     frames: list[bytes] = []
+    codec = ServerCodec() if version == "v2" else None
+    if codec is not None:
+        codec.encode(Started(req="r1", stream=STREAM, epoch=EPOCH))  # the handle
     for i in range(0, len(events), per_frame):
         batch = events[i : i + per_frame]
         for ev in batch:
             h = step(h, ev.seq, ev.kind, payload(ev))
-        frames.append(encode_events_frame(STREAM, batch[0].seq, encode_items(batch), h))
+        items = encode_items(batch)
+        if codec is not None:
+            frames.append(codec.events(STREAM, batch[0].seq, items, h, batch[-1].kind))
+        else:
+            frames.append(encode_events_frame(STREAM, batch[0].seq, items, h))
     return frames
 
 
-def client_session() -> ClientSession:
+def client_session(version: str = "v1") -> ClientSession:
     """A client session, welcomed, with the benchmark stream started."""
     session = ClientSession()
-    session.connect()
-    session.receive(encode(Welcome(session="s1", heartbeat_ms=1000, epoch=EPOCH)))
+    session.connect(version=version)
+    codec = ServerCodec() if version == "v2" else None
+    enc = codec.encode if codec is not None else encode
+    session.receive(enc(Welcome(session="s1", heartbeat_ms=1000, epoch=EPOCH)))
     session.start("r1", "bench", None)
-    session.receive(encode(Started(req="r1", stream=STREAM, epoch=EPOCH)))
+    session.receive(enc(Started(req="r1", stream=STREAM, epoch=EPOCH)))
     return session
 
 
@@ -108,20 +123,22 @@ def best_rate(run: Callable[[], object], events: int, repeats: int) -> tuple[flo
     return max(rates), statistics.median(rates)
 
 
-def measure(per_frame: int, n: int, repeats: int) -> dict[str, Any]:
+def measure(per_frame: int, n: int, repeats: int, version: str = "v1") -> dict[str, Any]:
     events = token_events(n)
-    frames = server_encode(events, per_frame)
-    enc_best, enc_median = best_rate(lambda: server_encode(events, per_frame), n, repeats)
+    frames = server_encode(events, per_frame, version)
+    enc_best, enc_median = best_rate(lambda: server_encode(events, per_frame, version), n, repeats)
 
     def decode() -> None:
-        session = client_session()
+        session = client_session(version)
         assert client_decode(frames, session) == n
         assert session.by_stream[STREAM].seq == n
 
     dec_best, dec_median = best_rate(decode, n, repeats)
     wire = sum(len(f) for f in frames)
     body = n * TOKEN_BYTES
+    sample = frames[1] if per_frame == 1 else frames[1][:160]
     return {
+        "version": version,
         "events_per_frame": per_frame,
         "events": n,
         "encode_events_per_s": round(enc_best),
@@ -132,7 +149,7 @@ def measure(per_frame: int, n: int, repeats: int) -> dict[str, Any]:
         "payload_bytes": body,
         "wire_ratio": round(wire / body, 4),
         "framing_bytes_per_token": round((wire - body) / n, 2),
-        "example_frame": frames[1].decode() if per_frame == 1 else frames[1][:160].decode(),
+        "example_frame": sample.decode() if version == "v1" else sample.hex(),
     }
 
 
@@ -155,10 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     single = measure(1, args.events, args.repeats)
     batched = measure(64, args.events, args.repeats)
+    single2 = measure(1, args.events, args.repeats, "v2")
+    batched2 = measure(64, args.events, args.repeats, "v2")
     # Bytes only (no timing): how framing overhead falls as the server coalesces more.
     sample = token_events(1024)
     wire_by_batch = {
         n: round(sum(map(len, server_encode(sample, n))) / (len(sample) * TOKEN_BYTES), 4)
+        for n in (1, 4, 16, 64, 128, 256, 1024)
+    }
+    wire_by_batch_v2 = {
+        n: round(sum(map(len, server_encode(sample, n, "v2"))) / (len(sample) * TOKEN_BYTES), 4)
         for n in (1, 4, 16, 64, 128, 256, 1024)
     }
     met = {
@@ -171,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         "decode_events_per_s_single": single["decode_events_per_s"]
         >= AIMS["decode_events_per_s_single"],
         "wire_ratio_batched": batched["wire_ratio"] <= AIMS["wire_ratio_batched"],
+        # issue 17: v2's decode+verify at least v1's
+        "v2_decode_at_least_v1_batched": batched2["decode_events_per_s"]
+        >= batched["decode_events_per_s"],
+        "v2_decode_at_least_v1_single": single2["decode_events_per_s"]
+        >= single["decode_events_per_s"],
     }
     result = {
         "benchmark": "codec",
@@ -185,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         "token_bytes": TOKEN_BYTES,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "results": [single, batched],
+        "results_v2": [single2, batched2],
         "wire_ratio_by_events_per_frame": wire_by_batch,
+        "wire_ratio_by_events_per_frame_v2": wire_by_batch_v2,
         "aims": AIMS,
         "met": met,
     }
@@ -193,10 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
     table = Table(title=f"unbroken codec, one core, {TOKEN_BYTES}-byte text tokens")
-    for col in ("events/frame", "encode+digest ev/s", "decode+verify ev/s", "wire ÷ payload"):
+    for col in (
+        "version",
+        "events/frame",
+        "encode+digest ev/s",
+        "decode+verify ev/s",
+        "wire ÷ payload",
+    ):
         table.add_column(col, justify="right")
-    for r in (single, batched):
+    for r in (single, batched, single2, batched2):
         table.add_row(
+            r["version"],
             str(r["events_per_frame"]),
             f"{r['encode_events_per_s']:,}",
             f"{r['decode_events_per_s']:,}",
@@ -206,9 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     ratios = ", ".join(f"{n}: {r:.3f}" for n, r in wire_by_batch.items())
     console.print(f"  wire ÷ payload by events per frame: {ratios}")
+    ratios2 = ", ".join(f"{n}: {r:.3f}" for n, r in wire_by_batch_v2.items())
+    console.print(f"  v2 wire ÷ payload by events per frame: {ratios2}")
     for name, ok in met.items():
         mark = "[green]met[/]" if ok else "[red]missed[/]"
-        console.print(f"  aim {name} ({AIMS[name]:,}): {mark}")
+        target = f"{AIMS[name]:,}" if name in AIMS else "v1's"
+        console.print(f"  aim {name} ({target}): {mark}")
     console.print(f"results written to {args.out}")
     return 0
 
