@@ -57,7 +57,7 @@ def _session(version: str) -> tuple[ClientSession, ServerCodec | None]:
     return cs, codec
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(data=st.data())
 def test_v1_and_v2_give_the_same_events_and_digests(data: st.DataObject) -> None:
     evs = data.draw(streams())
@@ -81,14 +81,14 @@ def test_v1_and_v2_give_the_same_events_and_digests(data: st.DataObject) -> None
     assert got["v2"][1][-1] == digest.chain(STREAM, EPOCH, evs)[-1]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(frame=client_frames)
 def test_client_frames_round_trip_through_v2(frame: frames.ClientFrame) -> None:
     wire = frames_v2.encode_client(frame)
     assert frames_v2.decode_client(wire, 1 << 22) == frame
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(frame=server_frames)
 def test_server_frames_round_trip_through_v2(frame: frames.ServerFrame) -> None:
     if isinstance(frame, Events):
