@@ -1,7 +1,10 @@
 """Figures of the JS client in Chromium (issue 14), printed as JSON.
 
     .venv/bin/python -m tests.browser.measure [--cuts 100] [--freeze 30] [--pace 0.02]
-        [--only-recovery] [--out benchmarks/results/browser.json]
+        [--only-recovery] [--out FILE]
+
+``python -m benchmarks.browser`` runs it twice (as fast as it can, and paced) for
+``benchmarks/results/browser.json``.
 
 * recovery in the page after a fin or rst cut at a random point (10–90 %) of a
   300 kB answer: from the page's ``disconnected`` event to the next event it
