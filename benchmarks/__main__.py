@@ -46,6 +46,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "auth": ("benchmarks.auth:run", "benchmarks.auth:chart"),
     "scale": ("benchmarks.scale:run", "benchmarks.scale:chart"),
     "browser": ("benchmarks.browser:run", "benchmarks.browser:chart"),
+    "metrics": ("benchmarks.metrics:run", "benchmarks.metrics:chart"),
 }
 # a benchmark's child is killed after this many seconds
 LIMIT = {"quick": 110.0, "full": 1800.0}

@@ -102,7 +102,7 @@ class UnbrokenCollector(Collector):
         fam = CounterMetricFamily(
             "unbroken_attachments", _help("attachments_total"), labels=["kind"]
         )
-        for kind, n in c.attachments.items():
+        for kind, n in sorted(c.attachments.items()):  # sorted: a copy (scrape thread)
             fam.add_metric([kind], n)
         yield fam
         yield counter("events_in_total", c.events_in_done + now.run_events)

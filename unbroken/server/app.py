@@ -211,16 +211,17 @@ class Unbroken:
         self.observe.bind(self._live)
 
     def _live(self) -> Live:
-        """The figures ``/metrics`` reads from the app at scrape time."""
+        """The figures ``/metrics`` reads from the app at scrape time (copies taken at
+        once: a scrape may come from another thread, with the default registry)."""
         hub, store = self.hub, self.store
         held = getattr(store, "total_bytes", None)
         if held is None:
             held = getattr(store, "held_bytes", None)
         return Live(
             connections=len(self.connections),
-            attachments=sum(len(c.atts) for c in self.connections),
+            attachments=sum(len(c.atts) for c in list(self.connections)),
             runs=len(hub.runs),
-            run_events=sum(run.producer.seq for run in hub.runs.values()),
+            run_events=sum(run.producer.seq for run in list(hub.runs.values())),
             log_bytes=held,
             loop_lag=hub.gate.lag,
             admission_refusals=dict(hub.gate.refused),
