@@ -1,7 +1,7 @@
 """``chaos run --dashboard``: a real headless chromium (Debian's, through Playwright's
 ``executable_path``) loads the live page during a small real chaos run and sees it
 change: the progress, the exact runs, the recovery histogram, the fault being played;
-a kept run's debug bundle opens with one click. The screenshot is kept in the run's
+a failed run's debug bundle opens with one click. The screenshot is kept in the run's
 output folder (``dashboard.png``)."""
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ import pytest
 
 from unbroken.scenarios import context
 from unbroken.scenarios.browser import CHROMIUM, launch
+from unbroken.scenarios.cases import case_for
 from unbroken.scenarios.catalog import quick_matrix
+from unbroken.scenarios.context import RunState
 from unbroken.scenarios.dashboard import Dashboard
+from unbroken.scenarios.run_result import Check, RunResult
 from unbroken.scenarios.runner import run_matrix
 
 
@@ -40,10 +43,23 @@ def _get(url: str) -> tuple[int, Any]:
         return exc.code, json.loads(exc.read())
 
 
-async def test_the_page_follows_a_real_run_live(tmp_path: Path) -> None:
+async def test_the_page_follows_a_real_run_live(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     why = _no_browser()
     if why is not None:
         pytest.skip(why)
+    # the second run fails a check seeded for it (its artefacts are then kept)
+    tc1 = type(case_for("TC1"))
+    own = tc1.checks
+
+    async def checks(self: Any, run: RunState, result: RunResult) -> list[Check]:
+        found = await own(self, run, result)
+        if run.spec.timing == "early":
+            found.append(Check("a check seeded to fail", False, "on purpose"))
+        return found
+
+    monkeypatch.setattr(tc1, "checks", checks)
     ids = ("TC1-small-mid-clean-rst-r0", "TC1-small-early-gradual-fin-r0")
     specs = [s for s in quick_matrix() if s.id in ids]
     assert len(specs) == 2
@@ -76,9 +92,7 @@ async def test_the_page_follows_a_real_run_live(tmp_path: Path) -> None:
                 board.done(result)
 
         try:
-            running = asyncio.ensure_future(
-                run_matrix(specs, out_dir=out, keep_artefacts=True, on_progress=on_progress)
-            )
+            running = asyncio.ensure_future(run_matrix(specs, out_dir=out, on_progress=on_progress))
             # the page changes while the run goes: one run done, then both
             await page.wait_for_function(
                 "document.getElementById('progress').dataset.done === '1'", timeout=120_000
@@ -91,6 +105,7 @@ async def test_the_page_follows_a_real_run_live(tmp_path: Path) -> None:
             "document.getElementById('state').textContent.startsWith('finished')"
         )
         assert await page.text_content("#progress") == "2/2"
+        assert [r.status for r in results] == ["pass", "fail"]
         exact = sum(1 for r in results if r.exact and r.passed)
         assert await page.text_content("#exact") == str(exact)
         assert await page.text_content("#failed") == str(sum(1 for r in results if r.failed))
@@ -105,10 +120,13 @@ async def test_the_page_follows_a_real_run_live(tmp_path: Path) -> None:
         assert any("clean disconnect" in f or "cut" in f for f in seen["faults"]), seen
         assert "1/2" in seen["progress"]
 
-        # a run's debug bundle, one click away
-        first = results[0].id
-        await page.click(f"#failures tr[data-run='{first}'] button")
-        await page.wait_for_selector(f"#bundle[data-run='{first}'] #breakdown")
+        # the failed run's debug bundle, one click away (the passed one kept none)
+        assert await page.locator(f"#failures tr[data-run='{results[0].id}']").count() == 0
+        failed = results[1].id
+        row = await page.text_content(f"#failures tr[data-run='{failed}']")
+        assert row is not None and "a check seeded to fail" in row
+        await page.click(f"#failures tr[data-run='{failed}'] button")
+        await page.wait_for_selector(f"#bundle[data-run='{failed}'] #breakdown")
         assert "EVENT" in (await page.text_content("#client-log") or "")
         assert '"src"' in (await page.text_content("#sequence") or "")
         assert "log_at_cut" in (await page.text_content("#snapshot") or "")
