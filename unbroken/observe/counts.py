@@ -133,4 +133,6 @@ class Live:
     log_bytes: int | None = None
     loop_lag: float | None = None
     admission_refusals: dict[str, int] = field(default_factory=dict)
+    #: refusals below HTTP by the connection guard (``unbroken serve``), by reason
+    socket_refusals: dict[str, int] = field(default_factory=dict)
     redis: RedisCounts | None = None

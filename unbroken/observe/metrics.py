@@ -129,7 +129,10 @@ class UnbrokenCollector(Collector):
             sum_value=c.recovery_sum,
         )
         yield counter("heartbeat_timeouts_total", c.heartbeat_timeouts)
-        yield _labelled("refusals_total", "reason", c.refusals)
+        refusals = dict(c.refusals)
+        for reason, n in now.socket_refusals.items():
+            refusals[reason] = refusals.get(reason, 0) + n
+        yield _labelled("refusals_total", "reason", refusals)
         yield _labelled("disconnects_total", "code", c.disconnects)
         yield _labelled("admission_refusals_total", "reason", now.admission_refusals)
         if now.log_bytes is not None:

@@ -226,7 +226,19 @@ class Unbroken:
             loop_lag=hub.gate.lag,
             admission_refusals=dict(hub.gate.refused),
             redis=getattr(store, "redis_counts", None),
+            socket_refusals=self._socket_refusals(),
         )
+
+    def _socket_refusals(self) -> dict[str, int]:
+        """The connection guard's refusals, by the reasons ``/metrics`` gives them."""
+        if self.guard is None:
+            return {}
+        counts = self.guard.stats()
+        return {
+            "socket_full": counts.get("refused_full", 0),
+            "per_ip": counts.get("refused_ip", 0),
+            "handshake_timeout": counts.get("handshake_timeouts", 0),
+        }
 
     def metrics_app(self) -> MetricsApp:
         """An ASGI app serving this app's Prometheus metrics (``GET``): mount it,

@@ -60,7 +60,10 @@ async def test_serve_log_format_json_writes_one_json_line_per_connection_event()
         async with httpx.AsyncClient(timeout=TIMEOUT) as http:
             r = await http.get(url.replace("ws://", "http://").replace("/ws", "/metrics"))
         assert r.status_code == 200
-        assert value(parse(r.text), "unbroken_connections_total") == 1
+        samples = parse(r.text)
+        assert value(samples, "unbroken_connections_total") == 1
+        # the connection guard's refusals (below HTTP) are counted under serve
+        assert ("unbroken_refusals_total", (("reason", "socket_full"),)) in samples
     finally:
         await p.stop()
     records = [json.loads(line) for line in p.lines if line.strip()]  # every line is JSON
