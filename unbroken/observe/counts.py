@@ -85,14 +85,17 @@ class RedisCounts:
 def count_round_trips(pool: Any, counts: RedisCounts) -> None:
     """Make the connections ``pool`` (a ``redis.asyncio.ConnectionPool``) opens from
     now on count each send (one command, or one whole pipeline) in ``counts``, and
-    each failure in ``counts.errors``: a send or a read that raised (connection lost,
-    timeout) or an error reply other than ``NOSCRIPT`` (which only makes redis-py load
-    a script). Does nothing to an object that is not such a pool."""
-    base: Any = getattr(pool, "connection_class", None)
+    each send or read that failed (connection lost or refused, timeout) in
+    ``counts.errors``. Error replies are not failures of the link and are not counted
+    (redis-py's own handshake draws some from older servers: ``CLIENT SETINFO``).
+    Does nothing to an object that is not such a pool."""
+    base = getattr(pool, "connection_class", None)
     if not isinstance(base, type) or not hasattr(base, "send_packed_command"):
         return
-    from redis.exceptions import NoScriptError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeout
 
+    failures = (RedisConnectionError, RedisTimeout, OSError, TimeoutError)
     cls: Any = base
     send = cls.send_packed_command
     read = cls.read_response
@@ -101,16 +104,14 @@ def count_round_trips(pool: Any, counts: RedisCounts) -> None:
         counts.round_trips += 1
         try:
             await send(self, *args, **kwargs)
-        except BaseException:
+        except failures:
             counts.errors += 1
             raise
 
     async def read_response(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return await read(self, *args, **kwargs)
-        except NoScriptError:
-            raise
-        except Exception:
+        except failures:
             counts.errors += 1
             raise
 

@@ -68,7 +68,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("log_bytes", "gauge", "Bytes the stream log holds (memory) or this node appended (Redis)."),
     ("event_loop_lag_seconds", "gauge", "Smoothed event-loop lag measured by admission control."),
     ("redis_round_trips_total", "counter", "Commands and pipelines sent to Redis."),
-    ("redis_errors_total", "counter", "Redis sends and reads that failed, and error replies."),
+    ("redis_errors_total", "counter", "Redis sends and reads that failed (connection, timeout)."),
 )
 _HELP = {name: text for name, _kind, text in METRICS}
 
