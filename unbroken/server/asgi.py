@@ -503,6 +503,7 @@ class ASGIApp:
             if origin is not None:
                 decision = self.app.policy.check_handshake(origin, host, request.client)
                 if not decision.allowed:
+                    self.app.hub.observer.refused("origin", request.client, detail="http")
                     raise _HttpRefusal(403, f"forbidden: {decision.reason}")
             if method == "OPTIONS":
                 allow = ", ".join(STREAM_METHODS).encode()
@@ -518,6 +519,7 @@ class ASGIApp:
                     self._inflight,
                     cap,
                 )
+                self.app.hub.observer.refused("overloaded", request.client, detail="http")
                 raise _HttpRefusal(429, "server full", [(b"retry-after", b"1")])
             self._inflight += 1
             try:

@@ -105,6 +105,9 @@ async def test_counters_move_by_exactly_the_cuts_resumes_and_refusals(
                 ):
                     pass
             assert info.value.response.status_code == 403
+        # and an HTTP stream read from such a page
+        r = await http.get(f"{srv.http}/v1/agent/some", headers={"origin": "https://evil.example"})
+        assert r.status_code == 403
         async with connect(
             srv.url, subprotocols=[Subprotocol("unbroken.v1")], open_timeout=TIMEOUT
         ) as ws:
@@ -133,7 +136,7 @@ async def test_counters_move_by_exactly_the_cuts_resumes_and_refusals(
     assert value(end, "unbroken_refusals_total", reason="auth") == forged + (
         1 if bad_frame_code == 4001 else 0
     )
-    assert value(end, "unbroken_refusals_total", reason="origin") == foreign
+    assert value(end, "unbroken_refusals_total", reason="origin") == foreign + 1
     assert value(end, "unbroken_refusals_total", reason="bad_frame") == (
         1 if bad_frame_code == 4000 else 0
     )
@@ -164,7 +167,7 @@ async def test_counters_move_by_exactly_the_cuts_resumes_and_refusals(
     refusals = [e for e in logged if e["event"] == "refusal"]
     assert sorted(e["reason"] for e in refusals) == sorted(
         ["auth"] * (forged + (bad_frame_code == 4001))
-        + ["origin"] * foreign
+        + ["origin"] * (foreign + 1)
         + ["bad_frame"] * (bad_frame_code == 4000)
         + ["version"]
     )
