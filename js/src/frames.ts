@@ -154,6 +154,7 @@ const CLIENT_FRAMES: Record<string, readonly Field[]> = {
   cancel: [F("stream", isStreamId)],
   refresh: [F("token", isToken)],
   ping: [F("n", isSeq, 0)],
+  list: [F("n", isSeq, 0)],
 };
 
 const isLimits: Check = (v) => {
@@ -164,6 +165,26 @@ const isLimits: Check = (v) => {
   }
   return true;
 };
+
+/** An item of `streams` (cap `streams`): exactly these fields, a run that has not ended. */
+const LIVE_STREAM: Record<string, Check> = {
+  stream: isStreamId,
+  agent: isAgent,
+  epoch: isEpoch,
+  head: isSeq,
+  status: oneOf("running"),
+};
+const isLiveStreams: Check = (v) =>
+  Array.isArray(v) &&
+  v.length <= 10_000 &&
+  v.every(
+    (it) =>
+      typeof it === "object" &&
+      it !== null &&
+      !Array.isArray(it) &&
+      Object.keys(it).length === 5 &&
+      Object.entries(LIVE_STREAM).every(([k, check]) => check((it as Record<string, unknown>)[k])),
+  );
 
 const SERVER_FRAMES: Record<string, readonly Field[]> = {
   welcome: [
@@ -205,6 +226,7 @@ const SERVER_FRAMES: Record<string, readonly Field[]> = {
   pong: [F("n", isSeq, 0)],
   auth_expiring: [F("in_ms", isNonNegative)],
   refreshed: [F("exp", orNull(isUnixTime), null)],
+  streams: [F("n", isSeq, 0), F("items", isLiveStreams, [])],
 };
 
 /** The fields (unix times) that may carry a fraction, by frame type. */
@@ -218,7 +240,8 @@ export interface Ack { t: "ack"; stream: string; seq: number }
 export interface Cancel { t: "cancel"; stream: string }
 export interface Refresh { t: "refresh"; token: string }
 export interface Ping { t: "ping"; n: number }
-export type ClientFrame = Hello | Start | Resume | Ack | Cancel | Refresh | Ping;
+export interface List { t: "list"; n: number }
+export type ClientFrame = Hello | Start | Resume | Ack | Cancel | Refresh | Ping | List;
 
 export interface Welcome {
   t: "welcome";
@@ -249,7 +272,9 @@ export interface Hb { t: "hb" }
 export interface Pong { t: "pong"; n: number }
 export interface AuthExpiring { t: "auth_expiring"; in_ms: number }
 export interface Refreshed { t: "refreshed"; exp: number | null }
-export type ServerFrame = Welcome | Started | Events | Resumed | Gone | Resync | ErrorFrame | Hb | Pong | AuthExpiring | Refreshed;
+export interface LiveStream { stream: string; agent: string; epoch: string; head: number; status: "running" }
+export interface Streams { t: "streams"; n: number; items: LiveStream[] }
+export type ServerFrame = Welcome | Started | Events | Resumed | Gone | Resync | ErrorFrame | Hb | Pong | AuthExpiring | Refreshed | Streams;
 
 // ------------------------------------------------------------------ decoding
 const utf8 = new TextEncoder();

@@ -33,6 +33,8 @@ from unbroken.protocol.frames import (
     Hb,
     Hello,
     Limits,
+    List,
+    LiveStream,
     Ping,
     Pong,
     Refresh,
@@ -43,6 +45,7 @@ from unbroken.protocol.frames import (
     ServerFrame,
     Start,
     Started,
+    Streams,
     Welcome,
 )
 
@@ -260,6 +263,8 @@ def frame_vectors() -> dict[str, Any]:
         ("refresh", Refresh(token="eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2ln")),
         ("ping, default n", Ping()),
         ("ping", Ping(n=42)),
+        ("list (cap streams)", List(n=3)),
+        ("list, default n", List()),
     ]
     server: list[tuple[str, ServerFrame]] = [
         ("welcome, default limits", Welcome(session="s-1", heartbeat_ms=1000, epoch=epoch)),
@@ -322,6 +327,11 @@ def frame_vectors() -> dict[str, Any]:
         ("error about one stream", Error(code="bad_ack", stream=sid)),
         ("hb", Hb()),
         ("pong", Pong(n=42)),
+        (
+            "streams (cap streams): one live stream",
+            Streams(n=3, items=[LiveStream(stream=sid, agent="report", epoch=epoch, head=18)]),
+        ),
+        ("streams, none live", Streams(n=4)),
     ]
     out_frames: list[dict[str, Any]] = []
     for direction, items in (("client", client), ("server", server)):
@@ -505,6 +515,19 @@ INVALID: list[tuple[str, str, str | bytes, int | None]] = [
         '{"t":"events","stream":"abc","seq":1,"items":[{"k":"end","st":"ok","n":1}],"h":"'
         + "0" * 32
         + '"}',
+        None,
+    ),
+    (
+        "streams item that has ended",
+        "server",
+        '{"t":"streams","items":[{"stream":"abc","agent":"a","epoch":"e","head":3,'
+        '"status":"completed"}]}',
+        None,
+    ),
+    (
+        "streams item without head",
+        "server",
+        '{"t":"streams","items":[{"stream":"abc","agent":"a","epoch":"e"}]}',
         None,
     ),
 ]

@@ -1,6 +1,7 @@
 """The Python client: reconnects, resumes, verifies."""
 
 from ..errors import ConnectionLost, RequestRefused
+from ..protocol.frames import LiveStream
 from .client import Client, ConnectionEvent, Stream, default_should_retry, stream_answer
 from .response import (
     Answer,
@@ -22,6 +23,7 @@ __all__ = [
     "ConnectionLost",
     "DataChunk",
     "JsonFragment",
+    "LiveStream",
     "PartEnded",
     "PartResult",
     "PartStarted",

@@ -53,6 +53,7 @@ from ..protocol.client_session import (
     StreamEvents,
     StreamGoneOut,
     StreamResumed,
+    StreamsOut,
     StreamStarted,
     Welcomed,
     end_error,
@@ -63,7 +64,9 @@ from ..protocol.events import Event
 from ..protocol.frames import (
     CAP_BATCH,
     CAP_REFRESH,
+    CAP_STREAMS,
     DEFAULT_MAX_FRAME,
+    LiveStream,
     Ping,
     Start,
     encode,
@@ -334,7 +337,7 @@ class Client:
         refresh = callable(token)
         self._session = ClientSession(
             max_frame=max_frame,
-            caps=(CAP_BATCH, CAP_REFRESH) if refresh else (CAP_BATCH,),
+            caps=(CAP_BATCH, CAP_STREAMS, CAP_REFRESH) if refresh else (CAP_BATCH, CAP_STREAMS),
             liveness=self._live,
             start_attempts=self.policy.max_attempts or 12,
             rng=random.Random(seed) if seed is not None else None,
@@ -344,6 +347,9 @@ class Client:
         self._ws: ClientConnection | None = None
         self._url_index = 0
         self._ready = asyncio.Event()
+        #: ``list`` requests waiting for their ``streams``, by number
+        self._lists: dict[int, asyncio.Future[list[LiveStream]]] = {}
+        self._list_n = 0
         self._epoch = ""  # the server's log generation, from the last welcome
         self._closed = False
         self._fatal: BaseException | None = None
@@ -410,6 +416,10 @@ class Client:
                 await self._ws.close()
         for st in list(self._streams.values()):
             st._finish(ConnectionLost("client closed"))
+        for fut in self._lists.values():
+            if not fut.done():
+                fut.set_exception(ConnectionLost("client closed"))
+        self._lists.clear()
 
     # ------------------------------------------------------------ requests
     async def start(self, agent: str, input: Any = None, *, req: str | None = None) -> Stream:
@@ -490,6 +500,37 @@ class Client:
         async for _ in st:
             pass
         return await st.wait()
+
+    async def streams(self) -> list[LiveStream]:
+        """This principal's live streams: the runs it started that have not ended, oldest
+        first, each with its ``stream`` id, ``agent``, ``epoch`` and ``head`` (the seq of
+        its last event written). Follow one with :meth:`join` (``epoch=item.epoch``).
+        Only the node this client is connected to answers: behind a load balancer over
+        several nodes it lists that node's runs. A server older than the ``streams``
+        capability raises :class:`~unbroken.errors.ConfigError`."""
+        self._check_usable()
+        try:
+            await asyncio.wait_for(self._ready.wait(), self.request_timeout)
+        except TimeoutError:
+            raise RequestTimeout("list of live streams", self.request_timeout) from None
+        if not self._session.streams_agreed:
+            raise ConfigError(
+                "this server does not list live streams (it predates the 'streams' "
+                "capability): keep the ids your start() calls returned"
+            )
+        self._list_n += 1
+        n = self._list_n
+        fut: asyncio.Future[list[LiveStream]] = asyncio.get_running_loop().create_future()
+        self._lists[n] = fut
+        frame = self._session.list_streams(n)
+        if frame is not None:
+            await self._send_frame(frame)  # else sent after the next welcome
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self.request_timeout)
+        except TimeoutError:
+            raise RequestTimeout("list of live streams", self.request_timeout) from None
+        finally:
+            self._lists.pop(n, None)
 
     async def _answered(self, st: Stream, what: str) -> None:
         """Wait for the answer to a start or resume, at most ``request_timeout``."""
@@ -835,6 +876,10 @@ class Client:
                 self._first.set_result(None)
             for frame in self._session.after_welcome():
                 await ws.send(self._session.wire(frame))
+            for n in list(self._lists):  # lists unanswered when the last connection died
+                again = self._session.list_streams(n)
+                if again is not None:
+                    await ws.send(self._session.wire(again))
             watchdog = watch(live.first_check(loop.time()))
             frames_of = self._session.frames_of
             session = self._session
@@ -946,6 +991,11 @@ class Client:
         if isinstance(out, RefreshedOut):
             self.refreshes += 1
             self._emit("refreshed")
+            return False
+        if isinstance(out, StreamsOut):
+            fut = self._lists.get(out.n)
+            if fut is not None and not fut.done():
+                fut.set_result(out.items)
             return False
         return False
 

@@ -40,6 +40,7 @@ from .events import Event, Kind
 from .frames import (
     CAP_BATCH,
     CAP_REFRESH,
+    CAP_STREAMS,
     DEFAULT_MAX_FRAME,
     Ack,
     AuthExpiring,
@@ -50,6 +51,8 @@ from .frames import (
     Gone,
     Hb,
     Hello,
+    List,
+    LiveStream,
     Pong,
     Refresh,
     Refreshed,
@@ -59,6 +62,7 @@ from .frames import (
     ServerFrame,
     Start,
     Started,
+    Streams,
     Welcome,
     decode_server,
     encode,
@@ -304,6 +308,14 @@ class AuthExpiringOut:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamsOut:
+    """The answer to ``list`` number ``n``: the principal's live streams."""
+
+    n: int
+    items: list[LiveStream]
+
+
+@dataclass(frozen=True, slots=True)
 class RefreshedOut:
     """A ``refresh`` was accepted: the credentials now expire at ``exp`` (unix
     seconds; ``None``: never)."""
@@ -329,6 +341,7 @@ ClientOutput = (
     | PongOut
     | AuthExpiringOut
     | RefreshedOut
+    | StreamsOut
 )
 
 
@@ -375,6 +388,8 @@ class ClientSession:
         self.start_attempts = start_attempts
         #: in-band refresh is in force on this connection (both sides listed the cap)
         self.refresh_agreed = False
+        #: ``list`` may be sent on this connection (both sides listed ``streams``)
+        self.streams_agreed = False
         #: when this connection's credentials expire (unix seconds; ``None``: never)
         self.auth_exp: float | None = None
         #: refreshes refused (or tokens the provider failed to give) since the last
@@ -435,6 +450,13 @@ class ClientSession:
                 out.append(Resume(cs.stream, cs.verifier.seq, cs.epoch, cs.verifier.digest.hex()))
         return out
 
+    def list_streams(self, n: int) -> List | None:
+        """The ``list`` frame number ``n`` to send now, or ``None`` while not welcomed
+        (sent again by the caller after the next welcome)."""
+        if self.state is not _READY or not self.streams_agreed:
+            return None
+        return List(n)
+
     def connected(self) -> None:
         """A new connection is being opened (before :meth:`connect`'s hello)."""
         self.hb_seen = False
@@ -447,6 +469,7 @@ class ClientSession:
         self.state = ClientState.IDLE
         self.welcome = None
         self.refresh_agreed = False
+        self.streams_agreed = False
         self.auth_exp = None
         self.refresh_failures = 0
         for cs in self.by_req.values():
@@ -659,6 +682,7 @@ class ClientSession:
                 self.anon = frame.anon
             self.batch = CAP_BATCH in self.caps and CAP_BATCH in frame.caps
             self.refresh_agreed = CAP_REFRESH in self.caps and CAP_REFRESH in frame.caps
+            self.streams_agreed = CAP_STREAMS in self.caps and CAP_STREAMS in frame.caps
             self.auth_exp = frame.auth_exp
             self.refresh_failures = 0
             # ack well inside the server's window, or a small window would stall
@@ -721,6 +745,10 @@ class ClientSession:
             self.refresh_failures = 0
             self.auth_exp = frame.exp
             return RefreshedOut(frame.exp)
+        if isinstance(frame, Streams):
+            if not self.streams_agreed:
+                raise ProtocolError("streams without the streams cap agreed")
+            return StreamsOut(frame.n, frame.items)
         if isinstance(frame, Resync):
             raise ProtocolError("resync is reserved and not used by protocol v1")
         if isinstance(frame, Error):

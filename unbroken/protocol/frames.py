@@ -54,6 +54,9 @@ CAP_BATCH: Final = "batch"
 #: the client offers it when it can get a new token; the server lists it when it
 #: can verify one. See docs/reference/protocol.md.
 CAP_REFRESH: Final = "refresh"
+#: Capability: "list my live streams" (``list`` answered by ``streams``): the client
+#: offers it, the server lists it. See docs/reference/protocol.md.
+CAP_STREAMS: Final = "streams"
 
 # Patterns end in \Z, not $: msgspec matches with re.search, and $ also matches
 # before a trailing newline ("abc\n" would pass as a stream id).
@@ -126,6 +129,13 @@ class Refresh(_Frame, tag="refresh", frozen=True):
 
 class Ping(_Frame, tag="ping", frozen=True):
     """Liveness probe; the server answers ``pong`` with the same ``n``."""
+
+    n: Seq = 0
+
+
+class List(_Frame, tag="list", frozen=True):
+    """List this principal's live streams (cap ``streams``); answered by ``streams``
+    with the same ``n``."""
 
     n: Seq = 0
 
@@ -231,13 +241,34 @@ class Refreshed(_Frame, tag="refreshed", frozen=True):
     exp: UnixTime | None = None
 
 
+class LiveStream(Struct, frozen=True, omit_defaults=False):
+    """One item of ``streams``: a run of the principal that has not ended."""
+
+    stream: StreamId
+    agent: AgentName
+    epoch: Epoch
+    head: Seq
+    status: Literal["running"] = "running"
+
+
+#: Most items one ``streams`` frame carries (a principal's runs are bounded far below it).
+MAX_LIVE_STREAMS: Final = 10_000
+
+
+class Streams(_Frame, tag="streams", frozen=True):
+    """Answer to ``list`` (with its ``n``): the principal's live streams, oldest first."""
+
+    n: Seq = 0
+    items: Annotated[list[LiveStream], Meta(max_length=MAX_LIVE_STREAMS)] = []
+
+
 def unix_time(value: float) -> int | float:
     """``value`` as it goes on the wire: an integer when it is one (``1700000000``,
     never ``1700000000.0``, so every encoder writes the same text)."""
     return int(value) if float(value).is_integer() else float(value)
 
 
-ClientFrame = Hello | Start | Resume | Ack | Cancel | Refresh | Ping
+ClientFrame = Hello | Start | Resume | Ack | Cancel | Refresh | Ping | List
 ServerFrame = (
     Welcome
     | Started
@@ -250,6 +281,7 @@ ServerFrame = (
     | Pong
     | AuthExpiring
     | Refreshed
+    | Streams
 )
 
 _client_decoder: Final = msgspec.json.Decoder(ClientFrame)

@@ -43,6 +43,8 @@ from .frames import (
     Hb,
     Hello,
     Limits,
+    List,
+    LiveStream,
     Ping,
     Pong,
     Refresh,
@@ -56,6 +58,7 @@ from .frames import (
     Start,
     Started,
     StreamId,
+    Streams,
     Token,
     UnixTime,
     Welcome,
@@ -84,6 +87,7 @@ T_HB: Final = 8
 T_PONG: Final = 9
 T_AUTH_EXPIRING: Final = 10
 T_REFRESHED: Final = 11
+T_STREAMS: Final = 12
 #: client → server frame tags
 T_HELLO: Final = 16
 T_START: Final = 17
@@ -92,6 +96,7 @@ T_ACK: Final = 19
 T_CANCEL: Final = 20
 T_REFRESH: Final = 21
 T_PING: Final = 22
+T_LIST: Final = 23
 
 Handle = Annotated[int, Meta(ge=0, le=2**32 - 1)]
 Digest = Annotated[bytes, Meta(min_length=SHORT_DIGEST, max_length=DIGEST)]
@@ -137,6 +142,10 @@ class Refresh2(_A, tag=T_REFRESH, frozen=True):
 
 
 class Ping2(_A, tag=T_PING, frozen=True):
+    n: Seq = 0
+
+
+class List2(_A, tag=T_LIST, frozen=True):
     n: Seq = 0
 
 
@@ -211,6 +220,21 @@ class Refreshed2(_A, tag=T_REFRESHED, frozen=True):
     exp: UnixTime | None = None
 
 
+class LiveStream2(Struct, array_like=True, frozen=True):
+    """An item of ``streams``: ``[stream, agent, epoch, head, status]``."""
+
+    stream: StreamId
+    agent: AgentName
+    epoch: Epoch
+    head: Seq
+    status: Literal["running"] = "running"
+
+
+class Streams2(_A, tag=T_STREAMS, frozen=True):
+    n: Seq = 0
+    items: Annotated[list[LiveStream2], Meta(max_length=10_000)] = []
+
+
 OneServerFrame2 = (
     EventsV2
     | Welcome2
@@ -223,6 +247,7 @@ OneServerFrame2 = (
     | Pong2
     | AuthExpiring2
     | Refreshed2
+    | Streams2
 )
 
 
@@ -233,7 +258,7 @@ class Batch2(_A, tag=T_BATCH, frozen=True):
 
 
 ServerFrame2 = OneServerFrame2 | Batch2
-ClientFrame2 = Hello2 | Start2 | Resume2 | Ack2 | Cancel2 | Refresh2 | Ping2
+ClientFrame2 = Hello2 | Start2 | Resume2 | Ack2 | Cancel2 | Refresh2 | Ping2 | List2
 
 _server_decoder: Final = msgspec.msgpack.Decoder(OneServerFrame2)
 _client_decoder: Final = msgspec.msgpack.Decoder(ClientFrame2)
@@ -318,6 +343,9 @@ def encode_client(frame: ClientFrame) -> bytes:
     if t is Refresh:
         assert isinstance(frame, Refresh)
         return _encode((T_REFRESH, frame.token))
+    if t is List:
+        assert isinstance(frame, List)
+        return _compact(List2(frame.n))
     raise TypeError(f"not a client frame: {t.__name__}")
 
 
@@ -365,6 +393,8 @@ def decode_client(data: bytes | str, max_size: int) -> ClientFrame:
         return Resume(f.stream, f.after, f.epoch, None if f.h is None else f.h.hex())
     if t is Cancel2:
         return Cancel(f.stream)
+    if t is List2:
+        return List(f.n)
     assert t is Refresh2
     return Refresh(f.token)
 
@@ -475,6 +505,9 @@ def encode_server(frame: ServerFrame) -> bytes:
         return _compact(Refreshed2(frame.exp))
     if isinstance(frame, Resync):
         return _compact(Resync2(frame.stream, frame.reason))
+    if isinstance(frame, Streams):
+        items = [LiveStream2(i.stream, i.agent, i.epoch, i.head, i.status) for i in frame.items]
+        return _compact(Streams2(frame.n, items))
     raise TypeError(f"{type(frame).__name__} needs a ServerCodec (stream handles)")
 
 
@@ -583,6 +616,8 @@ def _to_v1(f: Any) -> ServerFrame:
         return AuthExpiring(f.in_ms)
     if t is Refreshed2:
         return Refreshed(f.exp)
+    if t is Streams2:
+        return Streams(f.n, [LiveStream(i.stream, i.agent, i.epoch, i.head) for i in f.items])
     assert t is Resync2
     return Resync(f.stream, f.reason)
 

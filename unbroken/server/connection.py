@@ -42,6 +42,8 @@ from ..protocol.codes import CloseCode, ErrorCode, close_reason
 from ..protocol.frames import (
     CAP_BATCH,
     CAP_REFRESH,
+    CAP_STREAMS,
+    MAX_LIVE_STREAMS,
     Ack,
     AuthExpiring,
     Cancel,
@@ -49,6 +51,8 @@ from ..protocol.frames import (
     Gone,
     Hello,
     Limits,
+    List,
+    LiveStream,
     Ping,
     Pong,
     Refresh,
@@ -58,6 +62,7 @@ from ..protocol.frames import (
     ServerCodec,
     Start,
     Started,
+    Streams,
     Welcome,
     excerpt,
     unix_time,
@@ -375,6 +380,8 @@ class Connection:
         caps = [CAP_BATCH] if self._batch else []
         if self._refresh_cap:
             caps.append(CAP_REFRESH)
+        if CAP_STREAMS in hello.caps:
+            caps.append(CAP_STREAMS)
         if self.authenticate is not None:  # a refresh is verified as this hello, new token
             self._hello_frame = msgspec.structs.replace(hello, token=None)
         self._queue(
@@ -440,6 +447,8 @@ class Connection:
                 self._error(ErrorCode.FORBIDDEN, str(exc), stream=frame.stream)
         elif isinstance(frame, Ping):
             self._queue(self._encode(Pong(frame.n)))
+        elif isinstance(frame, List):
+            self._list_streams(frame.n)
         elif isinstance(frame, Refresh):
             if self.authenticate is None or self._hello_frame is None:
                 self._error(
@@ -729,6 +738,17 @@ class Connection:
         data = self._outbox.popleft()
         self._outbox_bytes -= len(data)
         return data
+
+    def _list_streams(self, n: int) -> None:
+        """Answer ``list``: the principal's runs on this node that have not ended."""
+        assert self.principal is not None
+        epoch = self.store.epoch
+        items = [
+            LiveStream(stream=r.stream, agent=r.agent, epoch=epoch, head=r.producer.seq)
+            for r in self.hub.live(self.principal)[:MAX_LIVE_STREAMS]
+        ]
+        log.debug("list conn=%s streams=%d", self.id, len(items))
+        self._queue(self._encode(Streams(n=n, items=items)))
 
     def _error(self, code: str, message: str, **kw: Any) -> None:
         """Queue an ``error`` frame and log it (repeats of a code at debug level;

@@ -349,6 +349,12 @@ class Hub:
             run.abandon_timer = None
         run.done.set()
 
+    def live(self, principal: Principal) -> list[AgentRun]:
+        """The runs of ``principal`` (its id and request-id scope) on this hub that have
+        not ended, oldest first (``list`` / ``streams``)."""
+        key = (principal.id, principal.scope)
+        return [r for r in self.runs.values() if r.key == key and r.status == "running"]
+
     async def cancel(self, principal: Principal, stream: str) -> bool:
         """Stop a run; ``False`` if it already ended. Raises :class:`Forbidden`."""
         meta = await self.store.meta(stream)

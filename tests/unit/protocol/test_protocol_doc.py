@@ -70,7 +70,7 @@ def test_the_worked_example_runs_through_client_and_server_sessions() -> None:
     assert cursor is not None and cursor.digest == DIGEST["streams"][0]["final_digest"]
 
 
-CLIENT_TAGS = ("hello", "start", "resume", "ack", "cancel", "refresh", "ping")
+CLIENT_TAGS = ("hello", "start", "resume", "ack", "cancel", "refresh", "ping", "list")
 
 
 def test_every_frame_in_the_document_is_valid_and_canonical() -> None:
