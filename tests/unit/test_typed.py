@@ -28,6 +28,16 @@ app = Unbroken()
 @app.agent("report")
 async def report(req: Request, out: Output) -> None:
     await out.text("hello")
+    # out.data's rules, as the overloads state them: a dict or list is JSON (its mime
+    # optional), bytes and str need their mime; anything else is refused
+    await out.data("chart", {"mark": "bar"})
+    await out.data("spec", [1, 2], mime="application/vnd.vegalite.v5+json")
+    await out.data("image", b"PNG", mime="image/png")
+    await out.data("table", "a,b", mime="text/csv")
+    await out.data("image2", b"PNG")  # type: ignore[call-overload]
+    await out.data("table2", "a,b")  # type: ignore[call-overload]
+    await out.data("n", 42, mime="text/plain")  # type: ignore[call-overload]
+    reveal_type(out.data)
 
 
 async def main() -> None:
@@ -55,6 +65,8 @@ out_text = Output.text
 #: What each ``reveal_type`` above must show (in order, a part of it): a real type,
 #: never ``Any``.
 EXPECTED = [
+    # the JSON overload first, its mime optional and offering the JSON types
+    "body: typing.Mapping[str, Any] | list[Any], *, mime: Literal['application/json']",
     "unbroken.server.app.Unbroken",
     "unbroken.client.client.Client",
     "unbroken.client.client.Stream",

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, overload
 
 import jsonschema
 
@@ -203,23 +203,55 @@ class Output:
         """A JSON part as an async context manager: ``async with out.json("x") as j``."""
         return JsonPart(self, part, schema)
 
+    @overload
+    async def data(
+        self,
+        part: str,
+        body: Mapping[str, Any] | list[Any],
+        *,
+        mime: JsonMime | str = "application/json",
+    ) -> None: ...
+    @overload
+    async def data(self, part: str, body: bytes, *, mime: BinaryMime | str) -> None: ...
+    @overload
+    async def data(self, part: str, body: str, *, mime: TextMime | JsonMime | str) -> None: ...
     async def data(
         self,
         part: str,
         body: str | bytes | Mapping[str, Any] | list[Any],
         *,
-        mime: str,
+        mime: str | None = None,
     ) -> None:
         """A whole data component (chart spec, table, image) in one call.
 
-        ``bytes`` are sent base64-encoded with ``;base64`` added to the mime type;
-        mappings and lists are sent as JSON text.
+        The rules (the overloads show them to a type checker): a mapping or list is sent
+        as JSON text, its ``mime`` a JSON type (default ``application/json``; others
+        like ``application/vnd.vegalite.v5+json``); ``bytes`` need their ``mime``
+        (``image/png``) and are sent base64-encoded with ``;base64`` added; a ``str``
+        needs its ``mime`` and is sent as is. A JSON body under a mime type that is not
+        JSON, or bytes whose mime already ends in ``;base64``, raise
+        :class:`~unbroken.errors.PartError`.
         """
+        if mime is None:
+            if isinstance(body, str | bytes):
+                raise PartError(
+                    f"a {type(body).__name__} body needs its mime (text/csv, image/png)"
+                )
+            mime = "application/json"
         if isinstance(body, bytes):
+            if mime.endswith(";base64"):
+                raise PartError(
+                    f"mime {mime!r}: give the type of the bytes (image/png); ';base64' is added"
+                )
             text, mime = base64.b64encode(body).decode("ascii"), mime + ";base64"
         elif isinstance(body, str):
             text = body
         else:
+            if "json" not in mime.split(";")[0]:
+                raise PartError(
+                    f"a {type(body).__name__} body is sent as JSON: its mime must be a JSON "
+                    f"type (application/json, application/…+json), not {mime!r}"
+                )
             text = json.dumps(body, separators=(",", ":"))
         text.encode()  # a body that cannot be written opens no part
         await self.start_part(part, "data", mime=mime)
@@ -302,6 +334,21 @@ class JsonPart:
     ) -> None:
         err = f"part aborted: {exc_type.__name__}" if exc_type is not None else ""
         self.error = await self._out.end_part(self.part, err)
+
+
+#: Mime types of a data component that readers know (any other string works too:
+#: these are what an editor offers). JSON ones for a mapping or list body:
+JsonMime = Literal[
+    "application/json",
+    "application/vnd.vegalite.v5+json",
+    "application/vnd.vegalite+json",
+    "application/geo+json",
+]
+#: … text ones for a ``str`` body, binary ones for ``bytes`` (sent base64):
+TextMime = Literal["text/plain", "text/markdown", "text/csv", "text/html", "image/svg+xml"]
+BinaryMime = Literal[
+    "image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "audio/wav"
+]
 
 
 def _check_mime(mime: str) -> None:
