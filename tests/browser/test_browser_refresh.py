@@ -93,5 +93,10 @@ async def test_refused_refreshes_end_in_4010_a_fresh_token_and_an_exact_resume(
     lost = disconnects(log)
     assert lost and lost[0]["code"] == 4010, lost
     assert kinds.count("connected") >= 2
-    assert issued[: refused + 2] == [False, *[True] * refused, False], issued
+    # the connect's token is good, the refreshes' are bad, the reconnect's good again;
+    # the last bad one may have been asked for while the connection was expiring (its
+    # refusal never came: no refresh_failed for it)
+    assert issued[0] is False and False in issued[1:], issued
+    bad = issued[1:].index(False)
+    assert all(issued[1 : 1 + bad]) and refused <= bad <= min(refused + 1, 3), (refused, issued)
     await assert_exact(auth_rig, log, runs=1)
