@@ -160,3 +160,27 @@ def test_without_opentelemetry_tracing_is_a_no_op() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+async def test_serve_no_metrics_serves_no_metrics() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        str(UNBROKEN),
+        "serve",
+        "examples.agent_app:app",
+        "--port",
+        "0",
+        "--no-metrics",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    p = Process(proc)
+    try:
+        m = await p.wait_line(r"serving examples\.agent_app:app on ws://([^\s/]+)/ws")
+        async with httpx.AsyncClient(base_url=f"http://{m.group(1)}", timeout=TIMEOUT) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await http.get("/metrics")).status_code == 404
+    finally:
+        await p.stop()
+    # the default text log is unchanged: no JSON, no structured event lines
+    assert not any(line.lstrip().startswith("{") for line in p.lines)
