@@ -29,7 +29,9 @@ def version() -> None:
 def demo(
     size: int = typer.Option(1_000_000, help="Bytes of answer to stream."),
     seconds: float = typer.Option(6.0, help="How long the agent takes to write it."),
-    seed: int = typer.Option(7, help="Seed of the generated answer."),
+    seed: int = typer.Option(
+        7, help="Random seed of the generated answer (the same number, the same answer)."
+    ),
 ) -> None:
     """Stream a multi-part answer through a proxy that cuts it three times (FIN, RST,
     blackhole); exits 0 only if the client ends with exactly the right bytes."""

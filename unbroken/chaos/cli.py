@@ -33,7 +33,10 @@ def proxy_command(
         Path | None, typer.Option(help="Append one JSON line per fault to this file.")
     ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Seed for jitter, slicing and toxicity rolls.")
+        int | None,
+        typer.Option(
+            help="Random seed for jitter, slicing and toxicity rolls (same number, same rolls)."
+        ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Do not print faults to stderr.")] = False,
 ) -> None:

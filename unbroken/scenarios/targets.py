@@ -37,7 +37,7 @@ class Evaluation:
         return {
             "id": self.target.id,
             "label": self.target.label,
-            "seed": self.target.seed_text,
+            "asked_for": self.target.seed_text,
             "op": self.target.op,
             "threshold": self.target.threshold,
             "unit": self.target.unit,
