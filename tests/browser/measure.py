@@ -35,11 +35,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import json
 import os
 import random
+import signal
 import statistics
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from playwright.async_api import async_playwright
@@ -50,6 +56,7 @@ from unbroken.testing import serve
 from .conftest import ARGS, BUNDLE, CHROMIUM, _Site, mixed_app, start_own_chromium
 
 DONE = "window.log && window.log.done === true"
+ROOT = Path(__file__).resolve().parents[2]
 
 # Records, for every message a socket of the page gets: [socket number, arrival,
 # end of the client's handler, length, first 24 characters] (performance.now() ms).
@@ -107,6 +114,44 @@ DECODE_BENCH = """async (n) => {
   const ms = performance.now() - t0;
   return {events: n, ms, per_second: Math.round(n / ms * 1000)};
 }"""
+
+
+# the server of --server-process: the page and the mixed agent, on a port it prints
+SERVER = """
+import asyncio
+from unbroken.testing import serve
+from tests.browser.conftest import _Site, mixed_app
+
+async def main():
+    async with serve(_Site(mixed_app({})), path="/ws") as server:
+        print(server.port, flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+@dataclass
+class _Port:
+    port: int
+
+
+@contextlib.asynccontextmanager
+async def own_process() -> AsyncIterator[_Port]:
+    """The server in a process of its own (its own event loop and core, as deployed);
+    the fault proxy and Playwright stay in this one."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SERVER, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        yield _Port(int(line))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -172,7 +217,12 @@ async def run_page(browser: Any, url: str) -> dict[str, Any]:
 
 
 async def main(
-    cuts: int, freeze: float, seed: int, only_recovery: bool = False, pace: float = 0.0
+    cuts: int,
+    freeze: float,
+    seed: int,
+    only_recovery: bool = False,
+    pace: float = 0.0,
+    server_process: bool = False,
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     calls: dict[str, int] = {}
@@ -180,8 +230,9 @@ async def main(
     out: dict[str, Any] = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
     raw = BUNDLE.read_bytes()
     out["bundle"] = {"min_bytes": len(raw), "min_gzip_bytes": len(gzip.compress(raw, 9))}
+    out["server_process"] = server_process
     async with (
-        serve(_Site(app), path="/ws") as server,
+        own_process() if server_process else serve(_Site(app), path="/ws") as server,
         FaultProxy(("127.0.0.1", server.port)) as proxy,
         async_playwright() as p,
     ):
@@ -272,8 +323,13 @@ if __name__ == "__main__":
         " and the page reads a backlog; 0.02: ~25k tokens/s, the page keeps up)",
     )
     ap.add_argument("--out", help="also write the figures (JSON) to this file")
+    ap.add_argument(
+        "--server-process",
+        action="store_true",
+        help="run the server in a process of its own (default: on this event loop)",
+    )
     a = ap.parse_args()
-    result = asyncio.run(main(a.cuts, a.freeze, a.seed, a.only_recovery, a.pace))
+    result = asyncio.run(main(a.cuts, a.freeze, a.seed, a.only_recovery, a.pace, a.server_process))
     result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     text = json.dumps(result, indent=1)
     print(text)
