@@ -11,6 +11,9 @@ from typing import Any
 
 import msgspec
 
+from ...errors import ProtocolError
+from ...protocol.frames_v2 import ClientCodec
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[
@@ -76,6 +79,38 @@ class _Frame(msgspec.Struct):
 
 _decode_frame = msgspec.json.Decoder(_Frame).decode
 
+#: protocol v2's frame tags (docs/reference/protocol.md §19), by direction
+_V2_OUT: dict[int, str] = {
+    1: "events",
+    2: "welcome",
+    3: "started",
+    4: "resumed",
+    5: "gone",
+    6: "resync",
+    7: "error",
+    8: "hb",
+    9: "pong",
+    10: "auth_expiring",
+    11: "refreshed",
+}
+_V2_IN: dict[int, str] = {
+    16: "hello",
+    17: "start",
+    18: "resume",
+    19: "ack",
+    20: "cancel",
+    21: "refresh",
+    22: "ping",
+}
+
+
+def _split_v2(message: bytes) -> list[bytes]:
+    """The frames of a v2 server message (a batch holds several)."""
+    try:
+        return [b for b in ClientCodec.split(message, 1 << 62) if isinstance(b, bytes)]
+    except ProtocolError:
+        return [message]
+
 
 @dataclass(slots=True)
 class TapConnection:
@@ -85,7 +120,7 @@ class TapConnection:
     client: str
     opened: float
     closed: float | None = None
-    raw: list[tuple[float, bool, str]] = field(default_factory=list)
+    raw: list[tuple[float, bool, str | bytes]] = field(default_factory=list)
     _frames: list[TapFrame] | None = None
     _decoded: int = 0
 
@@ -96,12 +131,44 @@ class TapConnection:
         one frame per line."""
         if self._frames is None or self._decoded != len(self.raw):
             out: list[TapFrame] = []
-            for t, is_out, text in self.raw:
-                for line in text.split("\n") if is_out else (text,):
+            handles: dict[int, str] = {}  # protocol v2: stream handles, from started/resumed
+            for t, is_out, msg in self.raw:
+                if isinstance(msg, bytes):  # protocol v2: MessagePack
+                    parts = _split_v2(msg) if is_out else [msg]
+                    out += [self._decode_v2(t, is_out, one, handles) for one in parts]
+                    continue
+                for line in msg.split("\n") if is_out else (msg,):
                     out.append(self._decode(t, is_out, line.encode()))
             self._frames = out
             self._decoded = len(self.raw)
         return self._frames
+
+    def _decode_v2(self, t: float, is_out: bool, data: bytes, handles: dict[int, str]) -> TapFrame:
+        try:
+            f = msgspec.msgpack.decode(data)
+            tag = f[0]
+            kind = (_V2_OUT if is_out else _V2_IN)[tag]
+        except (msgspec.DecodeError, TypeError, KeyError, IndexError):
+            return TapFrame(t, self.id, is_out, "?", len(data))
+        frame = TapFrame(t, self.id, is_out, kind, len(data))
+        n = len(f)
+        if kind == "events":
+            frame.stream = handles.get(f[1], "")
+            frame.seq, frame.count = f[2], len(f[3])
+        elif kind == "started":
+            frame.req, frame.stream = f[1], f[2]
+            handles[f[4]] = f[2]
+        elif kind == "resumed":
+            frame.stream = f[1]
+            handles[f[2]] = f[1]
+            frame.seq, frame.count = f[3], f[4] if n > 4 else 0
+        elif kind in ("resume", "ack"):
+            frame.stream, frame.seq = f[1], f[2]
+        elif kind == "start":
+            frame.req = f[1]
+        elif kind in ("gone", "cancel", "resync") and n > 1:
+            frame.stream = f[1]
+        return frame
 
     def _decode(self, t: float, is_out: bool, data: bytes) -> TapFrame:
         try:
@@ -158,6 +225,8 @@ class WireTap:
             text = msg.get("text")
             if text is not None:
                 raw.append((clock(), False, str(text)))
+            elif msg.get("bytes") is not None:
+                raw.append((clock(), False, bytes(msg["bytes"])))
             return msg
 
         async def tapped_send(msg: Message) -> None:
@@ -165,6 +234,8 @@ class WireTap:
                 text = msg.get("text")
                 if text is not None:
                     raw.append((clock(), True, str(text)))
+                elif msg.get("bytes") is not None:
+                    raw.append((clock(), True, bytes(msg["bytes"])))
             await send(msg)
 
         try:
