@@ -66,11 +66,16 @@ async def test_an_unknown_version_is_closed_4005_with_the_servers_list(
     assert any("unsupported subprotocol" in r.getMessage() for r in caplog.records)
 
 
-async def test_a_client_pinned_to_v1_is_served_v1(v1_only: str) -> None:
-    async with Client(v1_only, protocols=("v1",)) as client:
-        answer = await (await client.start("say")).wait()
-        assert answer.text == "one two three"
-        assert client.version == "v1"
+async def test_a_v1_only_server_serves_v1_to_pinned_and_default_clients(v1_only: str) -> None:
+    # the default client offers "unbroken.v2, unbroken.v1": a v1-only server (as an
+    # older release, which picks the first of its own list that was offered) answers v1
+    for protocols in (("v1",), None):
+        async with Client(v1_only, protocols=protocols) as client:
+            answer = await (await client.start("say")).wait()
+            assert answer.text == "one two three"
+            assert client.version == "v1"
+    async with connect(v1_only, subprotocols=["unbroken.v2", "unbroken.v1"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "unbroken.v1"
 
 
 async def test_a_client_offering_no_subprotocol_is_served_v1(v1_only: str) -> None:
