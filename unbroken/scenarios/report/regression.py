@@ -7,17 +7,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from ..catalog import scenario_order
+from ..history import CPU_MORE_PTS, SLOWER_ABS, SLOWER_RATIO, summarise
 from ..results import Results, RunResult, pooled_samples
 from ..targets import evaluate, percentile
-
-#: A percentile is a regression when it is this much slower, relatively...
-SLOWER_RATIO = 1.25
-#: ...and absolutely (shared machines jitter by tens of milliseconds).
-SLOWER_ABS = 0.1
-#: A scenario's CPU overhead (server CPU with faults over fault-free, in %) regresses when
-#: it rises by more than this many points; informational (the machine sets it more than
-#: the code), so it fails a run only with ``--strict-targets``.
-CPU_MORE_PTS = 25.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +66,6 @@ def compare(
     """Per scenario present in both: completion, p50/p95 of recovery and resume times; and
     every target (an informational target met before and missed now is a regression only
     with ``strict_targets``)."""
-    from ..history import summarise
-
     out: list[Comparison] = []
     now, then = _by_scenario(current.runs), _by_scenario(baseline.runs)
     cpu_now, cpu_then = summarise(current.runs), summarise(baseline.runs)
