@@ -462,7 +462,19 @@ class ServerCodec:
         """A server frame as the bytes of one text message."""
         return _encoder.encode(frame)
 
-    def events(self, stream: str, first: int, items: bytes, digest: bytes, last_kind: int) -> bytes:
+    def attached(self, stream: str) -> None:
+        """An attachment's state for :meth:`events` (v1 needs none)."""
+        return None
+
+    def events(
+        self,
+        stream: str,
+        first: int,
+        items: bytes,
+        digest: bytes,
+        last_kind: int,
+        state: object = None,
+    ) -> bytes:
         """An ``events`` frame from a log read (:func:`encode_events_frame`)."""
         return encode_events_frame(stream, first, items, digest)
 

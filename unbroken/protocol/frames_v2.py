@@ -418,15 +418,21 @@ class ServerCodec:
     def __init__(self) -> None:
         self._handles: dict[str, int] = {}
         self._next = 0
-        #: each attached stream's current part after its last frame: ``(kind, part)``
-        #: of v1's items (``"text"``, ``"answer"``), ``None`` when none is
-        self._current: dict[str, tuple[str, str] | None] = {}
+        #: the state of :meth:`events` calls made without one, per stream
+        self._current: dict[str, list[Any]] = {}
 
     def _bind(self, stream: str) -> int:
         handle = self._handles[stream] = self._next
         self._next += 1
-        self._current[stream] = None
+        self._current.pop(stream, None)
         return handle
+
+    def attached(self, stream: str) -> list[Any]:
+        """The state one attachment of ``stream`` keeps for :meth:`events`: the handle
+        its ``started``/``resumed`` gave and the current part after its last frame
+        (``(kind, part)`` of v1's items, ``None`` when none is). Call it once the
+        ``started``/``resumed`` is encoded."""
+        return [self._handles[stream], None]
 
     def detached(self, stream: str) -> None:
         """``stream`` is no longer attached: its handle is retired."""
@@ -450,12 +456,26 @@ class ServerCodec:
             return _compact(Resumed2(frame.stream, h, frame.from_, frame.head, frame.status))
         return encode_server(frame)
 
-    def events(self, stream: str, first: int, items: bytes, digest: bytes, last_kind: int) -> bytes:
+    def events(
+        self,
+        stream: str,
+        first: int,
+        items: bytes,
+        digest: bytes,
+        last_kind: int,
+        state: list[Any] | None = None,
+    ) -> bytes:
         """An ``events`` frame from a log read: ``items`` is the v1 items array the
-        stores lay out (:func:`unbroken.protocol.items.items_array`)."""
-        current = self._current
-        frame, current[stream] = _events_frame(
-            self._handles[stream], first, items, digest, last_kind == Kind.END, current[stream]
+        stores lay out (:func:`unbroken.protocol.items.items_array`). ``state``
+        (:meth:`attached`) is the attachment's own, so a read that ends after its
+        stream was attached again leaves the new attachment's state alone; without
+        it the codec keeps one per stream."""
+        if state is None:
+            state = self._current.get(stream)
+            if state is None:
+                state = self._current[stream] = self.attached(stream)
+        frame, state[1] = _events_frame(
+            state[0], first, items, digest, last_kind == Kind.END, state[1]
         )
         return frame
 

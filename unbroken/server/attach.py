@@ -25,6 +25,7 @@ class Attachment:
 
     __slots__ = (
         "codec",
+        "codec_state",
         "counts",
         "flow",
         "head_hint",
@@ -47,6 +48,8 @@ class Attachment:
         self.store = store
         #: encodes the frames in the connection's protocol version
         self.codec = codec if codec is not None else ServerCodec()
+        #: what the codec keeps for this attachment (v2: its handle, the current part)
+        self.codec_state = self.codec.attached(stream)
         self.stream = stream
         #: the session's record of this stream on this connection
         self.flow = flow
@@ -103,7 +106,7 @@ class Attachment:
 
     def _frame(self, batch: ReadBatch) -> bytes:
         frame = self.codec.events(
-            self.stream, batch.first, batch.items, batch.digest, batch.last_kind
+            self.stream, batch.first, batch.items, batch.digest, batch.last_kind, self.codec_state
         )
         self.counts.events_out += batch.count
         self.flow.sent_frame(batch.first + batch.count - 1, len(frame), batch.last_kind == Kind.END)

@@ -197,3 +197,21 @@ def test_events_v2_is_decoded_to_its_struct() -> None:
     wire = frames_v2.encode_events(0, 5, ["x", [5, "t"]], h, final=False)
     f = ClientCodec().decode(wire, 1024)
     assert f == EventsV2(0, 5, ["x", PartEndItem2("t")], h)
+
+
+def test_a_stale_read_of_a_reattached_stream_leaves_the_new_attachment_alone() -> None:
+    codec = ServerCodec()
+    codec.encode(Started("r1", STREAM, EPOCH))
+    old = codec.attached(STREAM)
+    h = digest.seed(STREAM, EPOCH)
+    start = frames.encode_items([Event(1, Kind.PART_START, part="t", part_kind="text")])
+    codec.events(STREAM, 1, start, h, int(Kind.PART_START), old)
+    codec.encode(frames.Resumed(STREAM, 1, 3))  # attached again while a read was out
+    new = codec.attached(STREAM)
+    assert new == [1, None] and old[0] == 0
+    chunk = frames.encode_items([Event(2, Kind.TEXT, part="t", body="x")])
+    stale = codec.events(STREAM, 2, chunk, h, int(Kind.TEXT), old)  # dropped by the server
+    assert msgspec.msgpack.decode(stale)[1:4] == [0, 2, ["x"]]
+    assert new == [1, None]
+    fresh = codec.events(STREAM, 2, chunk, h, int(Kind.TEXT), new)
+    assert msgspec.msgpack.decode(fresh)[1:4] == [1, 2, [[1, "t", "x"]]]
