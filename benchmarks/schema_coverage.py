@@ -76,8 +76,8 @@ KEYWORDS: dict[str, dict[str, Any]] = {
     },
     "additionalProperties: false": {
         "type": "object",
-        "properties": {"a": {"type": "integer"}},
-        "required": ["b"],
+        "properties": {"a": {"type": "integer"}, "b": {"type": "string"}},
+        "required": ["a"],
         "additionalProperties": False,
     },
     "additionalProperties: schema": {

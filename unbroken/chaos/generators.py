@@ -241,9 +241,65 @@ def _text(rng: random.Random, size: int) -> str:
 _FIRST_NAMES: Final = ("ada", "grace", "alan", "edsger", "barbara", "ken", "linus", "margaret")
 
 
-def _json_instance(schema: JsonSchema, rng: random.Random, depth: int = 0) -> Any:
+def _resolve(schema: JsonSchema, root: JsonSchema) -> JsonSchema:
+    """``schema`` with the keywords that only rearrange others applied (no randomness
+    drawn): a local ``$ref`` (``#/definitions/x``, ``#/$defs/x``) replaced by its
+    target, ``allOf`` merged in, the first branch of ``anyOf``/``oneOf`` merged in."""
+    for _ in range(32):
+        if "$ref" in schema:
+            ref = schema["$ref"]
+            if not isinstance(ref, str) or not ref.startswith("#/"):
+                raise ConfigError(f"only local $refs (#/definitions/…) are supported: {ref!r}")
+            target: Any = root
+            for key in ref[2:].split("/"):
+                key = key.replace("~1", "/").replace("~0", "~")
+                if not isinstance(target, Mapping) or key not in target:
+                    raise ConfigError(f"$ref {ref!r} points at nothing in the schema")
+                target = target[key]
+            rest = {k: v for k, v in schema.items() if k != "$ref"}
+            schema = {**target, **rest}
+        elif "allOf" in schema:
+            merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+            for sub in schema["allOf"]:
+                sub = _resolve(sub, root)
+                for k, v in sub.items():
+                    if k == "properties":
+                        merged["properties"] = {**merged.get("properties", {}), **v}
+                    elif k == "required":
+                        merged["required"] = [*merged.get("required", []), *v]
+                    elif (
+                        k in ("minimum", "exclusiveMinimum", "minLength", "minItems")
+                        and k in merged
+                    ):
+                        merged[k] = max(merged[k], v)
+                    elif (
+                        k in ("maximum", "exclusiveMaximum", "maxLength", "maxItems")
+                        and k in merged
+                    ):
+                        merged[k] = min(merged[k], v)
+                    else:
+                        merged[k] = v
+            schema = merged
+        elif "anyOf" in schema or "oneOf" in schema:
+            key = "anyOf" if "anyOf" in schema else "oneOf"
+            rest = {k: v for k, v in schema.items() if k != key}
+            schema = {**rest, **_resolve(schema[key][0], root)}
+        else:
+            return schema
+    raise ConfigError("$ref, allOf, anyOf or oneOf nest deeper than 32 levels")
+
+
+_REARRANGE: Final = ("$ref", "allOf", "anyOf", "oneOf")
+
+
+def _json_instance(
+    schema: JsonSchema, rng: random.Random, depth: int = 0, root: JsonSchema | None = None
+) -> Any:
     if depth > 32:
         raise ConfigError("schema nests deeper than 32 levels")
+    root = schema if root is None else root
+    if any(k in schema for k in _REARRANGE):
+        schema = _resolve(schema, root)
     if "const" in schema:
         return schema["const"]
     if "enum" in schema:
@@ -259,15 +315,50 @@ def _json_instance(schema: JsonSchema, rng: random.Random, depth: int = 0) -> An
         out: dict[str, Any] = {}
         for name, sub in schema.get("properties", {}).items():
             if name in required or rng.random() < 0.7:
-                out[name] = _json_instance(sub, rng, depth + 1)
+                out[name] = _json_instance(sub, rng, depth + 1, root)
         for name in required - out.keys():
-            out[name] = _json_instance({}, rng, depth + 1)  # required but not described
+            out[name] = _json_instance({}, rng, depth + 1, root)  # required but not described
+        if "dependencies" in schema or "dependentRequired" in schema:
+            deps = {**schema.get("dependencies", {}), **schema.get("dependentRequired", {})}
+            for name, needs in deps.items():
+                if name in out and isinstance(needs, list):
+                    for need in needs:
+                        if need not in out:
+                            sub = schema.get("properties", {}).get(need, {})
+                            out[need] = _json_instance(sub, rng, depth + 1, root)
+        extra = schema.get("additionalProperties", True)
+        n = 0
+        while len(out) < int(schema.get("minProperties", 0)) and extra is not False:
+            n += 1
+            if f"extra{n}" not in out:
+                sub = extra if isinstance(extra, Mapping) else {}
+                out[f"extra{n}"] = _json_instance(sub, rng, depth + 1, root)
         return out
     if kind == "array":
         low = int(schema.get("minItems", 1))
         high = int(schema.get("maxItems", low + 4))
         items = schema.get("items", {})
-        return [_json_instance(items, rng, depth + 1) for _ in range(rng.randint(low, high))]
+        positional = schema.get("prefixItems", items if isinstance(items, list) else None)
+        if positional is not None:  # a tuple: one instance per position
+            return [_json_instance(sub, rng, depth + 1, root) for sub in positional]
+        out_items = [
+            _json_instance(items, rng, depth + 1, root) for _ in range(rng.randint(low, high))
+        ]
+        if schema.get("uniqueItems"):
+            seen: dict[str, Any] = {}
+            for value in out_items:
+                seen.setdefault(json.dumps(value, sort_keys=True), value)
+            for _ in range(64 * max(1, low)):  # draw more until minItems distinct ones
+                if len(seen) >= low:
+                    break
+                value = _json_instance(items, rng, depth + 1, root)
+                seen.setdefault(json.dumps(value, sort_keys=True), value)
+            out_items = list(seen.values())
+        if "contains" in schema:
+            out_items.append(_json_instance(schema["contains"], rng, depth + 1, root))
+            if "maxItems" in schema and len(out_items) > int(schema["maxItems"]):
+                out_items = out_items[-int(schema["maxItems"]) :]
+        return out_items
     if kind == "string":
         return _json_string(schema, rng)
     if kind == "integer":
@@ -298,6 +389,10 @@ def _json_integer(schema: JsonSchema, rng: random.Random) -> int:
         low = 0 if high is None else min(0, high)
     if high is None:
         high = low + 1000
+    step = schema.get("multipleOf")
+    if isinstance(step, int) and step > 0:  # a multiple of step in [low, high]
+        first, last = -(-low // step), high // step
+        return step * rng.randint(first, max(first, last))
     return rng.randint(low, max(low, high))
 
 
@@ -314,6 +409,12 @@ def _json_number(schema: JsonSchema, rng: random.Random) -> float:
         below = v < high_f if ex_high else v <= high_f
         return above and below
 
+    step = schema.get("multipleOf")
+    if isinstance(step, int | float) and step > 0:
+        first, last = math.ceil(low_f / step), math.floor(high_f / step)
+        value = float(step * rng.randint(first, max(first, last)))
+        if valid(value) and (value / step).is_integer():
+            return value
     value = round(rng.uniform(low_f, high_f), 3)
     if not valid(value):
         value = rng.uniform(low_f, high_f)
@@ -371,7 +472,7 @@ def _grow_to(instance: Any, schema: JsonSchema, rng: random.Random, target: int)
             pool: list[tuple[Any, int]] = []
             while size < target:
                 if len(pool) < _GROW_POOL:
-                    item = _json_instance(items, rng, 1)
+                    item = _json_instance(items, rng, 1, schema)
                     pool.append((item, len(json.dumps(item, ensure_ascii=False).encode()) + 2))
                     value.append(item)
                     size += pool[-1][1]
@@ -505,9 +606,13 @@ class StreamingResponseSimulator:
         Supported: ``type`` (object, array, string, integer, number, boolean, null, or a
         list), ``properties``, ``required``, ``items``, ``enum``, ``const``, ``minItems``,
         ``maxItems``, ``minLength``, ``maxLength``, ``minimum``, ``maximum``,
-        ``exclusiveMinimum``, ``exclusiveMaximum`` and ``format`` (date-time, date, email,
-        uri, uuid); ``pattern`` is not. ``progressive``: fragments of ``chunk_size``
-        characters cut anywhere, as a model streams them; otherwise one fragment.
+        ``exclusiveMinimum``, ``exclusiveMaximum``, ``format`` (date-time, date, email,
+        uri, uuid), ``multipleOf``, ``uniqueItems``, ``contains``, tuple ``items`` and
+        ``prefixItems``, ``minProperties``, ``additionalProperties``, ``dependencies``,
+        ``allOf``, ``anyOf``/``oneOf`` (the first branch) and local ``$ref``; ``pattern``,
+        ``patternProperties``, ``propertyNames``, ``not`` and ``if`` are not.
+        ``progressive``: fragments of ``chunk_size`` characters cut anywhere, as a model
+        streams them; otherwise one fragment.
         ``target_size``: grow the shallowest unbounded array to about that many bytes.
         """
         instance = self.json_instance(schema, target_size=target_size)
