@@ -172,6 +172,7 @@ const LIVE_STREAM: Record<string, Check> = {
   agent: isAgent,
   epoch: isEpoch,
   head: isSeq,
+  h: isHex16,
   status: oneOf("running"),
 };
 const isLiveStreams: Check = (v) =>
@@ -182,7 +183,7 @@ const isLiveStreams: Check = (v) =>
       typeof it === "object" &&
       it !== null &&
       !Array.isArray(it) &&
-      Object.keys(it).length === 5 &&
+      Object.keys(it).length === 6 &&
       Object.entries(LIVE_STREAM).every(([k, check]) => check((it as Record<string, unknown>)[k])),
   );
 
@@ -272,7 +273,7 @@ export interface Hb { t: "hb" }
 export interface Pong { t: "pong"; n: number }
 export interface AuthExpiring { t: "auth_expiring"; in_ms: number }
 export interface Refreshed { t: "refreshed"; exp: number | null }
-export interface LiveStream { stream: string; agent: string; epoch: string; head: number; status: "running" }
+export interface LiveStream { stream: string; agent: string; epoch: string; head: number; h: string; status: "running" }
 export interface Streams { t: "streams"; n: number; items: LiveStream[] }
 export type ServerFrame = Welcome | Started | Events | Resumed | Gone | Resync | ErrorFrame | Hb | Pong | AuthExpiring | Refreshed | Streams;
 

@@ -329,7 +329,12 @@ def frame_vectors() -> dict[str, Any]:
         ("pong", Pong(n=42)),
         (
             "streams (cap streams): one live stream",
-            Streams(n=3, items=[LiveStream(stream=sid, agent="report", epoch=epoch, head=18)]),
+            Streams(
+                n=3,
+                items=[
+                    LiveStream(stream=sid, agent="report", epoch=epoch, head=7, h=chain[6].hex())
+                ],
+            ),
         ),
         ("streams, none live", Streams(n=4)),
     ]
@@ -521,13 +526,13 @@ INVALID: list[tuple[str, str, str | bytes, int | None]] = [
         "streams item that has ended",
         "server",
         '{"t":"streams","items":[{"stream":"abc","agent":"a","epoch":"e","head":3,'
-        '"status":"completed"}]}',
+        '"h":"' + "0" * 32 + '","status":"completed"}]}',
         None,
     ),
     (
-        "streams item without head",
+        "streams item without h",
         "server",
-        '{"t":"streams","items":[{"stream":"abc","agent":"a","epoch":"e"}]}',
+        '{"t":"streams","items":[{"stream":"abc","agent":"a","epoch":"e","head":3}]}',
         None,
     ),
 ]

@@ -1,8 +1,14 @@
 """The Python client: reconnects, resumes, verifies."""
 
 from ..errors import ConnectionLost, RequestRefused
-from ..protocol.frames import LiveStream
-from .client import Client, ConnectionEvent, Stream, default_should_retry, stream_answer
+from .client import (
+    Client,
+    ConnectionEvent,
+    LiveStream,
+    Stream,
+    default_should_retry,
+    stream_answer,
+)
 from .response import (
     Answer,
     DataChunk,

@@ -66,7 +66,6 @@ from ..protocol.frames import (
     CAP_REFRESH,
     CAP_STREAMS,
     DEFAULT_MAX_FRAME,
-    LiveStream,
     Ping,
     Start,
     encode,
@@ -133,6 +132,21 @@ def _refusal_text(exc: BaseException) -> str:
 
 #: the transport's failures that a reconnect may cure (as ``OSError``)
 _TRANSIENT: tuple[type[BaseException], ...] = (InvalidHandshake, ConnectionClosed)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveStream:
+    """A run of this principal that has not ended (:meth:`Client.streams`): its stream
+    id, agent, epoch, ``head`` (the last event the log held when asked), ``status``
+    (``running``) and ``cursor`` at ``head`` (:meth:`Client.resume` follows it from
+    there; :meth:`Client.join` from its first event)."""
+
+    stream: str
+    agent: str
+    epoch: str
+    head: int
+    status: str
+    cursor: Cursor
 
 
 class _Connection(ClientConnection):
@@ -503,8 +517,10 @@ class Client:
 
     async def streams(self) -> list[LiveStream]:
         """This principal's live streams: the runs it started that have not ended, oldest
-        first, each with its ``stream`` id, ``agent``, ``epoch`` and ``head`` (the seq of
-        its last event written). Follow one with :meth:`join` (``epoch=item.epoch``).
+        first, each a :class:`LiveStream` (id, agent, epoch, ``head``: the last event the
+        log holds, and a ``cursor`` there). Follow one from its first event with
+        :meth:`join` (``epoch=item.epoch``), or from now with :meth:`resume`
+        (``item.cursor``).
         Only the node this client is connected to answers: behind a load balancer over
         several nodes it lists that node's runs. A server older than the ``streams``
         capability raises :class:`~unbroken.errors.ConfigError`."""
@@ -995,7 +1011,19 @@ class Client:
         if isinstance(out, StreamsOut):
             fut = self._lists.get(out.n)
             if fut is not None and not fut.done():
-                fut.set_result(out.items)
+                fut.set_result(
+                    [
+                        LiveStream(
+                            i.stream,
+                            i.agent,
+                            i.epoch,
+                            i.head,
+                            i.status,
+                            Cursor(i.stream, i.head, i.h, i.epoch),
+                        )
+                        for i in out.items
+                    ]
+                )
             return False
         return False
 

@@ -242,12 +242,14 @@ class Refreshed(_Frame, tag="refreshed", frozen=True):
 
 
 class LiveStream(Struct, frozen=True, omit_defaults=False):
-    """One item of ``streams``: a run of the principal that has not ended."""
+    """One item of ``streams``: a run of the principal that has not ended, the last
+    event the log holds (``head``) and the chain digest after it (``h``)."""
 
     stream: StreamId
     agent: AgentName
     epoch: Epoch
     head: Seq
+    h: Hex16
     status: Literal["running"] = "running"
 
 

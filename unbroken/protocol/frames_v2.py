@@ -221,12 +221,14 @@ class Refreshed2(_A, tag=T_REFRESHED, frozen=True):
 
 
 class LiveStream2(Struct, array_like=True, frozen=True):
-    """An item of ``streams``: ``[stream, agent, epoch, head, status]``."""
+    """An item of ``streams``: ``[stream, agent, epoch, head, h, status]`` (``h`` the
+    16 raw bytes of the digest)."""
 
     stream: StreamId
     agent: AgentName
     epoch: Epoch
     head: Seq
+    h: FullDigest
     status: Literal["running"] = "running"
 
 
@@ -526,7 +528,10 @@ def encode_server(frame: ServerFrame) -> bytes:
     if isinstance(frame, Resync):
         return _compact(Resync2(frame.stream, frame.reason))
     if isinstance(frame, Streams):
-        items = [LiveStream2(i.stream, i.agent, i.epoch, i.head, i.status) for i in frame.items]
+        items = [
+            LiveStream2(i.stream, i.agent, i.epoch, i.head, bytes.fromhex(i.h), i.status)
+            for i in frame.items
+        ]
         return _compact(Streams2(frame.n, items))
     raise TypeError(f"{type(frame).__name__} needs a ServerCodec (stream handles)")
 
@@ -637,7 +642,9 @@ def _to_v1(f: Any) -> ServerFrame:
     if t is Refreshed2:
         return Refreshed(f.exp)
     if t is Streams2:
-        return Streams(f.n, [LiveStream(i.stream, i.agent, i.epoch, i.head) for i in f.items])
+        return Streams(
+            f.n, [LiveStream(i.stream, i.agent, i.epoch, i.head, i.h.hex()) for i in f.items]
+        )
     assert t is Resync2
     return Resync(f.stream, f.reason)
 

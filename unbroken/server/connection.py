@@ -744,7 +744,7 @@ class Connection:
         assert self.principal is not None
         epoch = self.store.epoch
         items = [
-            LiveStream(stream=r.stream, agent=r.agent, epoch=epoch, head=r.producer.seq)
+            LiveStream(r.stream, r.agent, epoch, *_hex_digest(r.producer.logged))
             for r in self.hub.live(self.principal)[:MAX_LIVE_STREAMS]
         ]
         log.debug("list conn=%s streams=%d", self.id, len(items))
@@ -1098,3 +1098,7 @@ _FAIR_SENDS = 32
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _hex_digest(logged: tuple[int, bytes]) -> tuple[int, str]:
+    return logged[0], logged[1].hex()

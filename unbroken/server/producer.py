@@ -123,6 +123,11 @@ class Producer:
         """The chain digest after event :attr:`seq`."""
         return self._chain.digest
 
+    @property
+    def logged(self) -> tuple[int, bytes]:
+        """The last event the log holds and the chain digest after it (a resume point)."""
+        return self._head, self._head_digest
+
     def add_chunk(self, kind: int, part: str, body: str) -> None:
         """Append a text/json/data chunk to the pending batch.
 

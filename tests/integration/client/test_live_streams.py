@@ -68,12 +68,16 @@ async def test_a_principal_lists_its_running_streams_and_only_its_own() -> None:
         assert {(it.agent, it.status, it.epoch) for it in listed} == {
             ("slow", "running", one.epoch)
         }
-        assert all(it.head >= 1 for it in listed)
+        assert all(it.head >= 1 and it.cursor.seq == it.head for it in listed)
         assert [it.stream for it in await bob.streams()] == [theirs.id]
         follow = await phone.join(listed[0].stream, epoch=listed[0].epoch)
-        gate.set()
+        async with Client(srv.url, token="alice-phone") as tab:  # from now, at its cursor
+            now = await tab.resume(listed[1].cursor)
+            gate.set()
+            rest = await asyncio.wait_for(now.wait(), T)
         answer = await asyncio.wait_for(follow.wait(), T)
         assert answer.text == "begun done" and answer.complete
+        assert rest.text == "done" and rest.from_seq == listed[1].head
         for st in (one, two, theirs):
             await asyncio.wait_for(st.wait(), T)
         assert await alice.streams() == []
