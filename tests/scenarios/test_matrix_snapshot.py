@@ -1,9 +1,9 @@
 """The quick and full matrices are exactly the ones taken before the scenarios became
 plug-ins (``fixtures/matrices.json``, written from the catalog of commit 67c186d): the
 same runs, in the same order, with the same sizes; the same scenario records. Deliberate
-changes since: TC11 (the browser case) joined, then TC10, TC12, TC13 and TC15 (and TC5's
-record reworded): their rows, records and coverage the only difference (each time the
-fixture was rewritten with the others' rows checked equal)."""
+changes since: TC11 (the browser case) joined, then TC10, TC12, TC13, TC15 and TC14 (and
+TC5's record reworded): their rows, records and coverage the only difference (each time
+the fixture was rewritten with the others' rows checked equal)."""
 
 from __future__ import annotations
 

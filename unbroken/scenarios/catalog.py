@@ -338,10 +338,23 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "Protocol upgrade mid-stream",
         "WebSocket protocol version change during active stream",
         ("Backwards compatibility maintained",),
-        "none",
-        "",
-        (),
-        not_covered_because="a second protocol version (wave 2)",
+        "text",
+        "a text answer streamed over one protocol version; while it runs the server's "
+        "versions change (a restart onto a new build: the next handshakes see them) and "
+        "the link is cut with the fault mode at the timing point; 'upgrade': v1 only to "
+        "v2 only, 'downgrade' (a rollback): v1+v2 to v1 only, 'refused': an old client "
+        "pinned to v1 meets a server that dropped v1",
+        (
+            "upgrade, downgrade: the same client resumes on the other version (begun on "
+            "v1, resumed on v2; or v2 then v1) and the answer is exact",
+            "refused: the resume is closed 4005 and the client ends at once with "
+            "UnsupportedVersion naming both sides' versions (not retried); what it "
+            "received is a verified prefix; a new client resumes from the saved cursor on "
+            "v2, exact",
+            "the log and its digest chain do not depend on the wire version: the end "
+            "digest equals a fault-free run's",
+        ),
+        variants=("upgrade", "downgrade", "refused"),
     ),
     Scenario(
         "TC15",

@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Final
 
 from ..spec import scenario_order
-from . import tc1, tc2, tc3, tc4, tc5, tc6, tc7, tc8, tc9, tc10, tc11, tc12, tc13, tc15
+from . import tc1, tc2, tc3, tc4, tc5, tc6, tc7, tc8, tc9, tc10, tc11, tc12, tc13, tc14, tc15
 from .base import Case
 
 
@@ -84,6 +84,7 @@ __all__ = [
     "tc11",
     "tc12",
     "tc13",
+    "tc14",
     "tc15",
     "unregister",
 ]
