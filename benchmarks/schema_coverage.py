@@ -8,8 +8,8 @@ instances; the keyword is *handled* when every instance is produced without an e
 validates against the schema (jsonschema; draft 7 unless the schema's ``$schema`` names
 another). An error is reported with its first line.
 
-Run: ``.venv/bin/python -m benchmarks.schema_coverage`` (needs hypothesis-jsonschema;
-writes benchmarks/results/schema_coverage.json).
+Run: ``.venv/bin/python -m benchmarks.schema_coverage`` (hypothesis-jsonschema comes with
+the dev extra; writes benchmarks/results/schema_coverage.json).
 """
 
 from __future__ import annotations
