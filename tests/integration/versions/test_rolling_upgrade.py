@@ -90,12 +90,12 @@ async def rolling_upgrade(redis: RedisServer, tmp: Path, clients: int, per_clien
         last = [s for s in followed if ends[id(s)] == late]
         old_last = [s for s in last if s.pinned == V1]
         new_last = [s for s in last if s.pinned is None]
-        await advance_all(followed, 5)
+        await advance_all(followed, 2)
 
         # pass 1: every node from v1 only to v1+v2, one by one; the streams flow on
         for i in range(len(f.procs)):
             await f.upgrade(i)
-            await advance_all(followed, 5)
+            await advance_all(followed, 2)
         await asyncio.to_thread(early.touch)
         await asyncio.wait_for(asyncio.gather(*(s.task for s in first)), 30)
         tokens_first = [s.exact() for s in first]  # old and new clients: exact
@@ -103,12 +103,12 @@ async def rolling_upgrade(redis: RedisServer, tmp: Path, clients: int, per_clien
         # pass 2: every node from v1+v2 to v2 only, one by one
         for i in range(len(f.procs)):
             await f.upgrade(i)
-            await advance_all(last, 5)
+            await advance_all(last, 2)
         assert f.versions == [V2] * len(f.procs), f.versions
         # a real cut of every connection: each client now meets the v2-only fleet
         await f.front.cut_all("rst", reason="after_upgrade")
         await asyncio.wait_for(asyncio.gather(*(s.task for s in old_last)), 30)
-        await advance_all(new_last, 5)
+        await advance_all(new_last, 2)
         await asyncio.to_thread(late.touch)
         await asyncio.wait_for(asyncio.gather(*(s.task for s in new_last)), 30)
 
