@@ -69,6 +69,8 @@ T = TypeVar("T")
 #: At most this many events, and about this many bytes, per stream entry.
 ENTRY_EVENTS: Final = 512
 ENTRY_BYTES: Final = 128 * 1024
+#: At most this many appends share a pipeline (one round trip).
+APPEND_PIPELINE: Final = 256
 #: Entries (and bytes) of its own streams a node keeps for readers attached to it.
 RECENT_ENTRIES: Final = 16
 RECENT_BYTES: Final = 1024 * 1024
@@ -350,6 +352,9 @@ class RedisStore:
         #: their TTL and Redis's maxmemory)
         self._held: dict[str, int] = {}
         self.held_bytes = 0
+        #: appends waiting for this loop tick's pipeline (see _run_append)
+        self._queued: list[tuple[list[str], list[Any], asyncio.Future[list[Any]]]] = []
+        self._queue_armed = False
 
     # ------------------------------------------------------------ keys
     def _meta_key(self, stream: str) -> str:
@@ -616,8 +621,7 @@ class RedisStore:
             args.extend(e)
 
         async def run() -> list[Any]:
-            res: list[Any] = await self._append_script(keys=keys, args=args)
-            return res
+            return await self._run_append(keys, args)
 
         try:
             code, value = await self._retry(f"append stream={stream}", run)
@@ -669,6 +673,71 @@ class RedisStore:
             f"stream {stream} holds {value} bytes; this append would exceed "
             f"max_stream_bytes={self.retention.max_stream_bytes}"
         )
+
+    async def _run_append(self, keys: list[str], args: list[Any]) -> list[Any]:
+        """The append script, sent in one pipeline with the other appends queued in
+        this loop tick (many paced streams: one round trip for all of their tokens,
+        not one each). Each is still its own script, atomic and checked as alone."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Any]] = loop.create_future()
+        self._queued.append((keys, args, fut))
+        if not self._queue_armed:
+            self._queue_armed = True
+            loop.call_soon(self._send_appends)
+        return await fut
+
+    def _send_appends(self) -> None:
+        self._queue_armed = False
+        queued, self._queued = self._queued, []
+        for i in range(0, len(queued), APPEND_PIPELINE):
+            self._spawn(self._pipeline_appends(queued[i : i + APPEND_PIPELINE]))
+
+    async def _pipeline_appends(
+        self,
+        queued: list[tuple[list[str], list[Any], asyncio.Future[list[Any]]]],
+        loaded: bool = False,
+    ) -> None:
+        live = [q for q in queued if not q[2].done()]  # a waiter cancelled meanwhile: not sent
+        if not live:
+            return
+        try:
+            if len(live) == 1:  # as an append alone always was (loads the script if need be)
+                keys, args, _ = live[0]
+                results: list[Any] = [await self._append_script(keys=keys, args=args)]
+            else:
+                pipe = self._r.pipeline(transaction=False)
+                sha = self._append_script.sha
+                for keys, args, _ in live:
+                    pipe.evalsha(sha, len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # each waiter's _retry judges it (transient: sent again)
+            for _, _, fut in live:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        except BaseException:
+            for _, _, fut in live:
+                fut.cancel()
+            raise
+        again = []
+        for (keys, args, fut), res in zip(live, results, strict=True):
+            if fut.done():
+                continue
+            if isinstance(res, rex.NoScriptError) and not loaded:
+                again.append((keys, args, fut))  # Redis lost its scripts (a restart, a flush)
+            elif isinstance(res, BaseException):
+                fut.set_exception(res)
+            else:
+                fut.set_result(res)
+        if again:  # load the script once, then send those again, together
+            try:
+                self._append_script.sha = await self._r.script_load(_APPEND)
+            except Exception as exc:
+                for _, _, fut in again:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                return
+            await self._pipeline_appends(again, loaded=True)
 
     async def finish(self, stream: str, producer: str, status: str, error: str, now: float) -> None:
         self._ensure_tasks()

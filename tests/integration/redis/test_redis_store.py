@@ -245,3 +245,58 @@ async def test_an_append_waits_out_a_short_outage_and_lands_once(
         assert [e.seq for e in events] == list(range(1, 11))
     finally:
         await s.close()
+
+
+async def test_appends_of_one_tick_share_a_round_trip_and_fail_alone(
+    redis_server: RedisServer,
+) -> None:
+    """Appends queued in one loop tick go in one pipeline: one round trip for all,
+    each its own script (a stale producer among them is refused alone), and after
+    Redis lost its scripts (SCRIPT FLUSH) each is loaded and run again."""
+    prefix = f"t{secrets.token_hex(4)}"
+    store = RedisStore(redis_server.url, prefix=prefix)
+    r = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await r.script_flush()  # as after a restart: the first appends load the script
+        made = [await store.create("o", f"p{i}", 0.0) for i in range(6)]
+        assert await store.append(made[5].stream, made[5].producer, text_batch(1, 1, b"")) == 1
+        assert await r.script_exists(store._append_script.sha) == [True]
+        made = made[:5]
+        heads = [seed_of(c.stream, c.epoch) for c in made]
+        batches = [text_batch(1, 3, h, f"s{i}") for i, h in enumerate(heads)]
+        before = store.redis_counts.round_trips
+        results = await asyncio.gather(
+            *(
+                store.append(c.stream, "not-the-producer" if i == 2 else c.producer, b)
+                for i, (c, b) in enumerate(zip(made, batches, strict=True))
+            ),
+            return_exceptions=True,
+        )
+        assert store.redis_counts.round_trips - before == 1
+        assert [type(x) for x in results] == [int, int, StaleProducer, int, int]
+        assert results[0] == results[1] == results[3] == results[4] == 3
+        for i, c in enumerate(made):
+            _, events = await store.read_all(c.stream)
+            expect = [] if i == 2 else [f"s{i}{seq}" for seq in range(1, 4)]
+            assert [e.body for e in events] == expect
+
+        await r.script_flush()
+        prevs = [b.digests[-1] for b in batches]
+        before = store.redis_counts.round_trips
+        more = await asyncio.gather(
+            *(
+                store.append(c.stream, c.producer, text_batch(4, 2, p, f"s{i}"))
+                for i, (c, p) in enumerate(zip(made, prevs, strict=True))
+                if i != 2
+            )
+        )
+        assert more == [5, 5, 5, 5]
+        # the pipeline (NOSCRIPT each), SCRIPT LOAD, the pipeline again
+        assert store.redis_counts.round_trips - before == 3
+        for i, c in enumerate(made):
+            if i != 2:
+                _, events = await store.read_all(c.stream)
+                assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    finally:
+        await r.aclose()
+        await store.close()
