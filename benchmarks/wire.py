@@ -24,6 +24,7 @@ import json
 import os
 import random
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from benchmarks.common import finish, meta, module_server, progress, unbroken_se
 from unbroken.chaos import FaultProxy
 from unbroken.protocol.client_session import ClientSession, StreamEvents
 from unbroken.protocol.events import Kind
+from unbroken.protocol.frames_v2 import CAP_ZLIB
 
 TOKEN_BYTES = 20
 AIM_RATIO, AIM_RATIO_DEFLATE = 1.25, 0.5
@@ -70,9 +72,10 @@ async def _stream(
     deflate: bool,
     cut_at: int | None,
     version: str = "v1",
+    zlib: bool = False,
 ) -> dict[str, Any]:
     """One stream through the proxy (resuming after a cut); server bytes and frames."""
-    cs = ClientSession()
+    cs = ClientSession(caps=(CAP_ZLIB,) if zlib else ())
     frames = events = 0
     sizes: list[int] = []
     started = False
@@ -93,23 +96,24 @@ async def _stream(
             started = True
         try:
             async for msg in ws:
-                out = cs.receive(msg)
+                for one in cs.frames_of(msg):  # (a zlib message holds a frame or a batch)
+                    out = cs.receive(one)
+                    if isinstance(out, StreamEvents):
+                        frames += 1
+                        sizes.append(len(msg))
+                        events += len(out.events)
                 for ack in cs.take_acks():
                     await ws.send(cs.wire(ack))
-                if isinstance(out, StreamEvents):
-                    frames += 1
-                    sizes.append(len(msg))
-                    events += len(out.events)
-                    if out.events[-1].kind is Kind.END:
-                        await ws.close()
-                        return {
-                            "frames": frames,
-                            "events": events,
-                            "median_frame_bytes": statistics.median(sizes),
-                            "cut_record": cut.fired.result().to_json()
-                            if cut is not None and cut.fired.done()
-                            else None,
-                        }
+                if isinstance(out, StreamEvents) and out.events[-1].kind is Kind.END:
+                    await ws.close()
+                    return {
+                        "frames": frames,
+                        "events": events,
+                        "median_frame_bytes": statistics.median(sizes),
+                        "cut_record": cut.fired.result().to_json()
+                        if cut is not None and cut.fired.done()
+                        else None,
+                    }
         except Exception:
             pass
         cs.connection_lost()
@@ -117,7 +121,12 @@ async def _stream(
 
 
 async def measure(
-    port: int, shape: str, deflate: bool, cut_at: int | None = None, version: str = "v1"
+    port: int,
+    shape: str,
+    deflate: bool,
+    cut_at: int | None = None,
+    version: str = "v1",
+    zlib: bool = False,
 ) -> dict[str, Any]:
     agent, inp, tokens = {
         "fast": ("quick", {"n": 100_000}, 100_000),
@@ -125,12 +134,14 @@ async def measure(
         "paced_20": ("paced", {"n": 60, "rate": 20.0}, 60),
     }[shape]
     async with FaultProxy(upstream=("127.0.0.1", port)) as proxy:
-        r = await _stream(proxy, agent, inp, deflate, cut_at, version)
+        t0 = time.process_time()
+        r = await _stream(proxy, agent, inp, deflate, cut_at, version, zlib)
+        r["client_cpu_s"] = round(time.process_time() - t0, 3)
         server_bytes = sum(c.downstream.received for c in proxy.history)
     payload = tokens * TOKEN_BYTES
     r.update(
         shape=shape,
-        version=version,
+        version=version + ("+zlib" if zlib else ""),
         deflate=deflate,
         tokens=tokens,
         payload_bytes=payload,
@@ -171,6 +182,10 @@ def run(quick: bool = False) -> dict[str, Any]:
             rows += [
                 asyncio.run(measure(port, s, deflate, version=v)) for v in VERSIONS for s in shapes
             ]
+            if not deflate:  # v2's own per-message compression of large messages
+                rows += [
+                    asyncio.run(measure(port, s, False, version="v2", zlib=True)) for s in shapes
+                ]
     with module_server("benchmarks.paced") as (port, _):
         if not quick:
             rows.append(asyncio.run(bare(port, 2000, 1000.0)))
@@ -209,6 +224,16 @@ def run(quick: bool = False) -> dict[str, Any]:
         }
         for v in VERSIONS
         for d in (False, True)
+        for s in shapes
+    ]
+    res["figures"] += [
+        {
+            "name": f"wire ÷ payload, v2+zlib {s}",
+            "value": by[("v2+zlib", s, False)],
+            "aim": aim("v2", s, True),
+            "met": by[("v2+zlib", s, False)] <= aim("v2", s, True),
+            "unit": "×",
+        }
         for s in shapes
     ]
     res["figures"] += [

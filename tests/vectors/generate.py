@@ -678,6 +678,16 @@ def frame_vectors_v2() -> dict[str, Any]:
             "frames": [{"t": "hb"}, {"t": "pong", "n": 7}],
         }
     )
+    big = codec.batch([frames_v2.encode_server(Pong(n=i)) for i in range(400)])
+    rows.append(
+        {
+            "name": "zlib: a batch of 400 pongs deflated (cap zlib)",
+            "direction": "server",
+            "frame_hex": codec.compress(big).hex(),
+            "inflated_hex": big.hex(),
+            "note": "deflate's output depends on the implementation: check inflating only",
+        }
+    )
     return {
         "description": "Frames of protocol v2 (docs/reference/protocol.md §19): each is "
         "one binary WebSocket message, 'frame_hex' its bytes (MessagePack), 'fields' "
@@ -802,6 +812,12 @@ def invalid_vectors_v2() -> dict[str, Any]:
             "name": "a batch inside a batch",
             "direction": "server",
             "frame_hex": _mp([0, [[0, [[8]]]]]),
+            "close_code": 4000,
+        },
+        {
+            "name": "zlib frame whose data is not zlib",
+            "direction": "server",
+            "frame_hex": _mp([13, b"not zlib"]),
             "close_code": 4000,
         },
     ]

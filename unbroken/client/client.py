@@ -70,6 +70,7 @@ from ..protocol.frames import (
     Start,
     encode,
 )
+from ..protocol.frames_v2 import CAP_ZLIB
 from ..protocol.liveness import Liveness
 from ..protocol.retry import (
     FATAL_CLOSE,
@@ -285,6 +286,8 @@ class Client:
     first (default: every one this client speaks; ``("v1",)`` pins one, for
     testing); a server that speaks none of them closes with 4005 and the client
     ends with :class:`~unbroken.errors.UnsupportedVersion` (never retried).
+    ``compression``: offer the ``zlib`` cap (v2): the server may deflate a large
+    message (a catch-up batch), never a paced token's small frame.
 
     Liveness, both ways: the link is declared dead when nothing arrives for the
     silence limit (``silence_factor`` heartbeats plus the RTO, ``SRTT + 4·RTTVAR``
@@ -319,6 +322,7 @@ class Client:
         origin: str | None = None,
         headers: Mapping[str, str] | None = None,
         protocols: str | Sequence[str] | None = None,
+        compression: bool = True,
     ) -> None:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
@@ -351,7 +355,9 @@ class Client:
         refresh = callable(token)
         self._session = ClientSession(
             max_frame=max_frame,
-            caps=(CAP_BATCH, CAP_STREAMS, CAP_REFRESH) if refresh else (CAP_BATCH, CAP_STREAMS),
+            caps=(CAP_BATCH, CAP_STREAMS)
+            + ((CAP_REFRESH,) if refresh else ())
+            + ((CAP_ZLIB,) if compression else ()),
             liveness=self._live,
             start_attempts=self.policy.max_attempts or 12,
             rng=random.Random(seed) if seed is not None else None,

@@ -69,7 +69,7 @@ from .frames import (
     events_of,
     excerpt,
 )
-from .frames_v2 import DIGEST, ClientCodec, EventsV2, encode_client
+from .frames_v2 import CAP_ZLIB, DIGEST, ClientCodec, EventsV2, encode_client
 from .items import decode as decode_items
 from .liveness import Check, Liveness
 from .retry import HARMLESS_ERROR, REFRESH_ATTEMPTS, RETRYABLE_START, refresh_delay
@@ -377,6 +377,8 @@ class ClientSession:
         self.ack_after = 1.0
         #: both sides agreed on the ``batch`` cap: a message may hold several frames
         self.batch = False
+        #: both sides agreed on the ``zlib`` cap (v2): a large message may come deflated
+        self.zlib = False
         #: anonymous mode: the key the server issued, presented on every connection
         #: so that request ids stay this client's (a retried start finds its stream)
         self.anon: str | None = None
@@ -414,7 +416,7 @@ class ClientSession:
         itself, or with the ``batch`` cap agreed, its lines (v1) or the frames of a
         batch frame (v2)."""
         if self._codec is not None:
-            return self._codec.split(message, self.max_frame)
+            return self._codec.split(message, self.max_frame, self.zlib)
         if self.batch:
             if isinstance(message, str):
                 if "\n" in message:
@@ -468,6 +470,7 @@ class ClientSession:
             return
         self.state = ClientState.IDLE
         self.welcome = None
+        self.zlib = False
         self.refresh_agreed = False
         self.streams_agreed = False
         self.auth_exp = None
@@ -681,6 +684,7 @@ class ClientSession:
             if frame.anon is not None:
                 self.anon = frame.anon
             self.batch = CAP_BATCH in self.caps and CAP_BATCH in frame.caps
+            self.zlib = CAP_ZLIB in self.caps and CAP_ZLIB in frame.caps
             self.refresh_agreed = CAP_REFRESH in self.caps and CAP_REFRESH in frame.caps
             self.streams_agreed = CAP_STREAMS in self.caps and CAP_STREAMS in frame.caps
             self.auth_exp = frame.auth_exp

@@ -487,6 +487,11 @@ class ServerCodec:
     def detached(self, stream: str) -> None:
         """``stream`` is no longer attached (v1 names streams by id: nothing to do)."""
 
+    @staticmethod
+    def compress(message: bytes) -> bytes:
+        """v1 has no compression of its own (the ``zlib`` cap is v2's)."""
+        return message
+
 
 # ---------------------------------------------------------------- versions
 def negotiate_subprotocol(offered: list[str] | tuple[str, ...]) -> str | None:

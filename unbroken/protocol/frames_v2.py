@@ -20,6 +20,7 @@ nothing else.
 
 from __future__ import annotations
 
+import zlib
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -68,6 +69,12 @@ from .frames import (
 from .items import Item2, Seq
 
 SUBPROTOCOL: Final = "unbroken.v2"
+#: Capability (v2 only): the server MAY send a large message compressed, as the frame
+#: ``[13, bin]`` whose bytes are the message deflated (zlib, RFC 1950), each on its own.
+CAP_ZLIB: Final = "zlib"
+#: messages at least this big are compressed when ``zlib`` is in force (smaller ones,
+#: a paced token's frame, gain nothing from compression on their own)
+ZLIB_MIN: Final = 2048
 #: bytes of ``h`` in an ``events`` frame that does not carry ``end`` (the chain
 #: value's first half); the frame that carries ``end`` has all 16
 SHORT_DIGEST: Final = 8
@@ -87,6 +94,7 @@ T_HB: Final = 8
 T_PONG: Final = 9
 T_AUTH_EXPIRING: Final = 10
 T_REFRESHED: Final = 11
+T_ZLIB: Final = 13
 T_STREAMS: Final = 12
 #: client → server frame tags
 T_HELLO: Final = 16
@@ -481,6 +489,13 @@ class ServerCodec:
         )
         return frame
 
+    @staticmethod
+    def compress(message: bytes) -> bytes:
+        """``message`` (a frame or a batch) as the ``zlib`` frame, when that is smaller
+        (cap ``zlib``; the caller sends messages of at least :data:`ZLIB_MIN` bytes)."""
+        packed = _encode((T_ZLIB, zlib.compress(message, 1)))
+        return packed if len(packed) < len(message) else message
+
     def batch(self, frames: list[bytes]) -> bytes:
         """Several encoded frames as one message (cap ``batch``)."""
         n = len(frames)
@@ -655,6 +670,33 @@ class _RawBatch(_A, tag=T_BATCH, frozen=True):
 
 _batch_decoder: Final = msgspec.msgpack.Decoder(_RawBatch)
 _BATCH_HEAD: Final = bytes((0x92, T_BATCH))
+_ZLIB_HEAD: Final = bytes((0x92, T_ZLIB))
+
+
+class _Zlib(_A, tag=T_ZLIB, frozen=True):
+    data: bytes
+
+
+_zlib_decoder: Final = msgspec.msgpack.Decoder(_Zlib)
+
+
+def _inflate(message: bytes, max_size: int) -> bytes:
+    """The message a ``zlib`` frame holds, at most ``max_size`` bytes."""
+    packed: _Zlib = _decode(_zlib_decoder, message, max_size)
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(packed.data, max_size + 1)
+    except zlib.error as exc:
+        raise ProtocolError(excerpt(f"malformed frame: zlib: {exc}"), CloseCode.BAD_FRAME) from None
+    if len(out) > max_size:
+        raise ProtocolError(
+            f"compressed frame inflates past the limit of {max_size} bytes", CloseCode.TOO_BIG
+        )
+    if not inflater.eof or inflater.unused_data:
+        raise ProtocolError("malformed frame: zlib data incomplete or followed by more", 4000)
+    if out[:2] == _ZLIB_HEAD:
+        raise ProtocolError("malformed frame: a zlib frame inside a zlib frame", 4000)
+    return out
 
 
 class ClientCodec:
@@ -669,8 +711,15 @@ class ClientCodec:
         self._streams: dict[int, str] = {}
 
     @staticmethod
-    def split(message: bytes | str, max_size: int) -> list[bytes | str]:
-        """The frames of one message: itself, or the frames of a batch (tag 0)."""
+    def split(message: bytes | str, max_size: int, inflate: bool = False) -> list[bytes | str]:
+        """The frames of one message: itself, or the frames of a batch (tag 0), once
+        inflated if it came compressed (tag 12; only with ``inflate``, the cap ``zlib``
+        in force: inflated to at most ``max_size`` bytes, else :class:`ProtocolError`
+        1009)."""
+        if isinstance(message, bytes) and message[:2] == _ZLIB_HEAD:
+            if not inflate:
+                raise ProtocolError("compressed frame without the zlib cap", CloseCode.BAD_FRAME)
+            message = _inflate(message, max_size)
         if isinstance(message, bytes) and message[:2] == _BATCH_HEAD:
             batch: _RawBatch = _decode(_batch_decoder, message, max_size)
             return [bytes(raw) for raw in batch.frames]

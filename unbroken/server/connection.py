@@ -67,6 +67,7 @@ from ..protocol.frames import (
     excerpt,
     unix_time,
 )
+from ..protocol.frames_v2 import CAP_ZLIB, ZLIB_MIN
 from ..protocol.frames_v2 import ServerCodec as ServerCodecV2
 from ..protocol.resume import StreamInfo, decide_resume
 from ..protocol.server_session import AckResult, ServerSession, TokenBucket
@@ -181,6 +182,7 @@ class Connection:
             ServerCodecV2() if version == "v2" else ServerCodec()
         )
         self._encode = self.codec.encode
+        self._zlib = False  # v2 cap "zlib": large event messages go compressed
         self.principal: Principal | None = None
         self.atts: dict[str, Attachment] = {}
         #: control frames to send (answers, errors, hb), bounded in bytes (max_outbox)
@@ -382,6 +384,9 @@ class Connection:
             caps.append(CAP_REFRESH)
         if CAP_STREAMS in hello.caps:
             caps.append(CAP_STREAMS)
+        if self.codec.binary and CAP_ZLIB in hello.caps:  # v2: large messages compressed
+            caps.append(CAP_ZLIB)
+            self._zlib = True
         if self.authenticate is not None:  # a refresh is verified as this hello, new token
             self._hello_frame = msgspec.structs.replace(hello, token=None)
         self._queue(
@@ -806,7 +811,10 @@ class Connection:
         without waiting, unless a trickle should pile up first."""
         while True:
             if self._ready:
-                return self._ready.popleft()
+                frame = self._ready.popleft()
+                if self._zlib and len(frame) >= ZLIB_MIN:
+                    return self.codec.compress(frame)
+                return frame
             if self._outbox:
                 return self._pop_control()
             if self._closed or not self._dirty or not self._nowait:

@@ -154,3 +154,28 @@ def test_serve_refuses_an_unknown_protocols_flag() -> None:
     result = CliRunner().invoke(cli, ["serve", target, "--protocols", "v1,v7", "--port", "0"])
     assert result.exit_code == 2
     assert "unknown protocol version 'v7'" in result.output
+
+
+async def test_large_messages_go_deflated_when_the_client_offers_zlib() -> None:
+    from unbroken.scenarios.harness.tap import WireTap
+
+    app = Unbroken(allow_anonymous=True)
+
+    @app.agent("many")
+    async def many(req: Request, out: Output) -> None:
+        for i in range(20_000):
+            await out.text(f"token {i:06d} ")
+
+    expected = "".join(f"token {i:06d} " for i in range(20_000))
+    tap = WireTap(app.asgi())
+    async with serve(tap) as srv:
+        for compression in (True, False):
+            async with Client(srv.url, compression=compression) as client:
+                answer = await (await client.start("many")).wait()
+                assert answer.text == expected
+            sent = [m for _, out, m in tap.connections[-1].raw if out and isinstance(m, bytes)]
+            zipped = [m for m in sent if m[:2] == b"\x92\x0d"]
+            assert bool(zipped) is compression
+        # the tap reads the deflated messages: every event of the first answer counted
+        events = [f for f in tap.connections[0].frames if f.kind == "events"]
+        assert sum(f.count for f in events) == 20_003

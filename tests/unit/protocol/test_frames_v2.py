@@ -4,6 +4,8 @@ and bad v2 input refused with its close code."""
 
 from __future__ import annotations
 
+import zlib
+
 import msgspec
 import pytest
 from hypothesis import given, settings
@@ -215,3 +217,35 @@ def test_a_stale_read_of_a_reattached_stream_leaves_the_new_attachment_alone() -
     assert new == [1, None]
     fresh = codec.events(STREAM, 2, chunk, h, int(Kind.TEXT), new)
     assert msgspec.msgpack.decode(fresh)[1:4] == [1, 2, [[1, "t", "x"]]]
+
+
+def test_zlib_frames_inflate_to_the_message_and_are_bounded() -> None:
+    codec = ServerCodec()
+    big = frames_v2.encode_events(0, 1, ["token " * 10] * 200, b"\0" * 8, final=False)
+    packed = codec.compress(big)
+    assert packed[:2] == bytes((0x92, frames_v2.T_ZLIB)) and len(packed) < len(big) // 5
+    assert ClientCodec.split(packed, 1 << 20, inflate=True) == [big]
+    # a batch inside is split as usual
+    batch = codec.batch([big, frames_v2.encode_server(frames.Hb())])
+    assert ClientCodec.split(codec.compress(batch), 1 << 20, inflate=True)[1] == b"\x91\x08"
+    # small or incompressible messages go as they are
+    assert codec.compress(b"\x91\x08") == b"\x91\x08"
+    cases = [
+        (packed, 1 << 20, False, 4000, "without the zlib cap"),
+        (packed, 1000, True, 1009, "inflates past the limit"),
+        (msgspec.msgpack.encode([13, b"not zlib"]), 1 << 20, True, 4000, "zlib"),
+        (msgspec.msgpack.encode([13, zlib.compress(packed)]), 1 << 20, True, 4000, "inside"),
+        (msgspec.msgpack.encode([13, zlib.compress(big)[:-3]]), 1 << 20, True, 4000, "incomplete"),
+    ]
+    for wire, limit, inflate, code, text in cases:
+        with pytest.raises(ProtocolError, match=text) as info:
+            ClientCodec.split(wire, limit, inflate)
+        assert info.value.close_code == code
+
+
+def test_a_zip_bomb_is_refused_without_inflating_it_whole() -> None:
+    bomb = msgspec.msgpack.encode([13, zlib.compress(b"\0" * (64 << 20), 9)])
+    assert len(bomb) < 100_000
+    with pytest.raises(ProtocolError) as info:
+        ClientCodec.split(bomb, 1 << 20, inflate=True)
+    assert info.value.close_code == 1009

@@ -92,6 +92,7 @@ _V2_OUT: dict[int, str] = {
     9: "pong",
     10: "auth_expiring",
     11: "refreshed",
+    12: "streams",
 }
 _V2_IN: dict[int, str] = {
     16: "hello",
@@ -101,13 +102,15 @@ _V2_IN: dict[int, str] = {
     20: "cancel",
     21: "refresh",
     22: "ping",
+    23: "list",
 }
 
 
 def _split_v2(message: bytes) -> list[bytes]:
     """The frames of a v2 server message (a batch holds several)."""
     try:
-        return [b for b in ClientCodec.split(message, 1 << 62) if isinstance(b, bytes)]
+        parts = ClientCodec.split(message, 1 << 40, inflate=True)
+        return [b for b in parts if isinstance(b, bytes)]
     except ProtocolError:
         return [message]
 
