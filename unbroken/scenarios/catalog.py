@@ -341,7 +341,8 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "text",
         "a text answer streamed over one protocol version; while it runs the server's "
         "versions change (a restart onto a new build: the next handshakes see them) and "
-        "the link is cut with the fault mode at the timing point; 'upgrade': v1 only to "
+        "the condition hits at the timing point (a clean cut with the fault mode; the "
+        "full tier adds the other conditions); 'upgrade': v1 only to "
         "v2 only, 'downgrade' (a rollback): v1+v2 to v1 only, 'refused': an old client "
         "pinned to v1 meets a server that dropped v1",
         (

@@ -40,7 +40,7 @@ from ..context import RunState
 from ..faults import timed_play
 from ..harness import ChaosHarness, StreamRecorder
 from ..run_result import Check, RunResult
-from ..spec import TIMINGS, RunSpec
+from ..spec import SEED_CONDITIONS, TIMINGS, RunSpec
 from .base import FAULT_MODES, Case, Row
 
 Versions = tuple[str, ...]
@@ -140,7 +140,8 @@ class TC14(Case):
 
     def full_rows(self) -> list[RunSpec]:
         """Both directions at every timing point with every fault (small answers), a
-        medium and a large answer mid-way; the refusal with every fault."""
+        medium and a large answer mid-way; the refusal with every fault; both directions
+        under the seed's other conditions (every reconnection meets the new versions)."""
         rows: list[Row] = [
             ("small", t, "clean", f, v)
             for v in ("upgrade", "downgrade")
@@ -149,6 +150,11 @@ class TC14(Case):
         ]
         rows += [(s, "mid", "clean", "rst", v) for s in ("medium", "large") for v in VARIANTS]
         rows += [("small", "mid", "clean", f, "refused") for f in FAULT_MODES]
+        rows += [
+            ("small", "mid", c, FAULT_MODES[(i + k) % len(FAULT_MODES)], v)
+            for k, v in enumerate(("upgrade", "downgrade"))
+            for i, c in enumerate(SEED_CONDITIONS[1:])
+        ]
         return [self.spec(r, "full") for r in rows]
 
     async def drive(
