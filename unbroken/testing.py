@@ -9,7 +9,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
+from .errors import MissingExtra
+
+try:
+    import uvicorn
+except ModuleNotFoundError as exc:  # a client-only install
+    raise MissingExtra("unbroken.testing", "server", "uvicorn") from exc
 
 from .server.app import Unbroken
 

@@ -74,10 +74,12 @@ def test_a_server_name_without_the_server_extra_names_the_extra() -> None:
         "    print(e)\n"
         "try:\n    from unbroken.server import Unbroken\nexcept unbroken.MissingExtra as e:\n"
         "    print(e)\n"
+        "try:\n    import unbroken.testing\nexcept unbroken.MissingExtra as e:\n"
+        "    print(e)\n"
     )
     out = _run(sys.executable, code)
     lines = out.splitlines()
-    assert len(lines) == 2, out
+    assert len(lines) == 3, out
     for line in lines:
         assert "'server' extra" in line and "pip install 'unbroken[server]'" in line, out
 
