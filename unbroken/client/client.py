@@ -58,7 +58,7 @@ from ..protocol.client_session import (
     Welcomed,
     end_error,
 )
-from ..protocol.codes import CloseCode
+from ..protocol.codes import CloseCode, close_reason
 from ..protocol.digest import seed
 from ..protocol.events import Event
 from ..protocol.frames import (
@@ -924,6 +924,12 @@ class Client:
                 None if rcvd is None else (rcvd.code, rcvd.reason),
                 None if sent is None else (sent.code, sent.reason),
             ) from None
+        except ProtocolError as exc:
+            # the server's frame broke the protocol: close with its code (4000, 1009),
+            # so the server's log says why
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(exc.close_code, close_reason(str(exc))), 1.0)
+            raise
         except TimeoutError:
             self._unanswered = True
             raise ConnectionLost("no welcome in time") from None
