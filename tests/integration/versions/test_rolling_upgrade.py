@@ -19,15 +19,16 @@ the fault proxy cuts every connection once more.
 
 And one stream at a time, begun on a v1-only node and resumed by the same client on a
 v2-only node (and the reverse: a rollback), cut by the fault proxy at the seed's timing
-points (a few here, every one with every fault mode in the full tier): exact, every
-connection after the cut on the other version.
+points: exact, every connection after the cut on the other version. Two points ride
+along in the upgrade (on its processes); the full tier runs every timing point with
+every fault mode on two nodes of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -66,10 +67,17 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
     srv.stop()
 
 
-async def rolling_upgrade(redis: RedisServer, tmp: Path, clients: int, per_client: int) -> str:
+Point = tuple[str, str, CutMode]
+"""(timing, direction, fault) of a stream moved across versions."""
+
+
+async def rolling_upgrade(
+    redis: RedisServer, tmp: Path, clients: int, per_client: int, points: Sequence[Point] = ()
+) -> str:
     """The upgrade with ``clients`` clients (every other one pinned to v1) of
     ``per_client`` streams each (every other stream ends once the fleet speaks v1+v2);
-    returns a summary."""
+    ``points``: streams moved across versions meanwhile (:func:`resume_across`, on node
+    1's v1-only and v2-only processes); returns a summary."""
     early, late = tmp / "stop-early", tmp / "stop-late"
     async with fleet(redis, tmp, [V1, V12, V2]) as f, contextlib.AsyncExitStack() as stack:
         followed: list[Followed] = []
@@ -91,6 +99,21 @@ async def rolling_upgrade(redis: RedisServer, tmp: Path, clients: int, per_clien
         old_last = [s for s in last if s.pinned == V1]
         new_last = [s for s in last if s.pinned is None]
         await advance_all(followed, 2)
+
+        # while the replacements boot: single streams begun on node 1's v1-only process
+        # and resumed on its v2-only one (not in the balancer's rotation yet), and the
+        # reverse, through a fault proxy of their own
+        moved = []
+        if points:
+            nodes = {V1: f.procs[0][0].result(), V2: await f.procs[0][-1]}
+            side = FaultProxy(upstream=("127.0.0.1", 0), close_grace=0.5, flush_timeout=0.5)
+            await side.start()
+            try:
+                for j, (timing, direction, fault) in enumerate(points):
+                    go = tmp / f"go-{j}"
+                    moved.append(await resume_across(nodes, side, go, timing, direction, fault))
+            finally:
+                await side.stop()
 
         # pass 1: every node from v1 only to v1+v2, one by one; the streams flow on
         for i in range(len(f.procs)):
@@ -147,15 +170,18 @@ async def rolling_upgrade(redis: RedisServer, tmp: Path, clients: int, per_clien
             f"new clients through the whole upgrade: {len(new_last)} exact "
             f"({min(tokens_new)}-{max(tokens_new)} tokens); old clients refused by the "
             f"{label(V2)} fleet: {refused}, each a verified prefix, resumed whole"
+            + "".join(f"\nmoved across versions: {m}" for m in moved)
         )
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(90)
 async def test_rolling_upgrade_v1_to_v2_every_stream_exact_or_refused(
     redis: RedisServer, tmp_path: Path
 ) -> None:
-    # 20 streams: 5 old and 5 new clients of 2 streams each
-    print("\n" + await rolling_upgrade(redis, tmp_path, clients=10, per_client=2))
+    # 20 streams: 5 old and 5 new clients of 2 streams each; and two streams moved
+    # across versions at two timing points
+    points: list[Point] = [("mid", "upgrade", "rst"), ("late", "downgrade", "fin")]
+    print("\n" + await rolling_upgrade(redis, tmp_path, 10, 2, points))
 
 
 @pytest.mark.full
@@ -230,20 +256,13 @@ async def resume_across(
     return f"{timing}/{direction}/{fault}: seq {1 + hold} on {first[0]}, then {then[0]}"
 
 
-async def resume_at(redis: RedisServer, tmp: Path, points: list[tuple[str, str, CutMode]]) -> None:
+async def resume_at(redis: RedisServer, tmp: Path, points: Sequence[Point]) -> None:
     async with two_nodes(redis) as (nodes, front):
         done = [
             await resume_across(nodes, front, tmp / f"go-{i}", timing, direction, fault)
             for i, (timing, direction, fault) in enumerate(points)
         ]
     print("\n" + "\n".join(done))
-
-
-@pytest.mark.timeout(60)
-async def test_a_stream_resumed_across_versions_both_ways(
-    redis: RedisServer, tmp_path: Path
-) -> None:
-    await resume_at(redis, tmp_path, [("mid", "upgrade", "rst"), ("late", "downgrade", "fin")])
 
 
 @pytest.mark.full
