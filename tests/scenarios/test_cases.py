@@ -17,6 +17,7 @@ import unbroken.scenarios as scenarios_pkg
 from unbroken.scenarios import run as run_module
 from unbroken.scenarios.cases import CASES, Case, case_for, register, unregister
 from unbroken.scenarios.cases.tc1 import TC1
+from unbroken.scenarios.cases.tc14 import VARIANTS
 from unbroken.scenarios.catalog import COVERED, SCENARIO_BY_ID, SIZES, RunSpec
 from unbroken.scenarios.context import RunState
 from unbroken.scenarios.harness import CHAOS_POLICY
@@ -108,6 +109,21 @@ def test_the_cases_answers_layouts_and_policies() -> None:
     outage = RunSpec("TC1", "small", "mid", "long_outage", "fin")
     deadline = run_module.policy(outage).deadline
     assert deadline is not None and deadline > outage.profile_info.long_outage
+    # TC14: one baseline per wire version the stream begins on (v1 for upgrade and
+    # refused, v2 for downgrade); only the refused old client's 4005 is expected
+    up, down, refused = (RunSpec("TC14", "small", "mid", "clean", "rst", v) for v in VARIANTS)
+    key = run_module._baseline_key
+    assert key(up) == key(refused) != key(down) and key(up) != key(tc1)
+    assert [case_for("TC14").expected_closes(s) for s in (up, down, refused)] == [
+        frozenset(),
+        frozenset(),
+        frozenset({4005}),
+    ]
+    assert [case_for("TC14").disruption(s) for s in (up, down, refused)] == [
+        "recovers",
+        "recovers",
+        "gives_up",
+    ]
 
 
 class _Watched(TC1):
