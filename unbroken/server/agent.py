@@ -8,7 +8,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Literal, overload
@@ -182,8 +182,22 @@ class Output:
         return error
 
     # ------------------------------------------------------------ conveniences
-    async def text(self, delta: str, part: str = "text") -> None:
-        """Write a text delta (opens the part on first use)."""
+    def text(self, delta: str, part: str = "text") -> Awaitable[None]:
+        """Write a text delta (opens the part on first use): ``await out.text(delta)``.
+
+        The hot path of every token is not a coroutine: the delta is written when
+        ``text`` returns (an error raises at once), and the awaitable returned is a
+        ready one unless a full batch must be appended first (then awaiting it does
+        that, and yields to the loop once)."""
+        if part == self._last_text and len(delta) <= self._max_chars:
+            p = self._p
+            p.add_chunk(1, part, delta)
+            if p.pending >= p.max_batch:
+                return self._flush_full()
+            return _READY
+        return self._text(delta, part)
+
+    async def _text(self, delta: str, part: str) -> None:
         if part != self._last_text:
             if part not in self._open:
                 delta.encode()  # a delta that cannot be written opens no part
@@ -309,6 +323,18 @@ class Output:
         # tight loop never starves connections (heartbeats, other streams).
         await self._p.flush()
         await asyncio.sleep(0)
+
+
+class _Ready:
+    """An awaitable that is already done (``await`` returns ``None`` at once)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return iter(())  # type: ignore[return-value]  # any iterator: done when exhausted
+
+
+_READY: Final = _Ready()
 
 
 class JsonPart:
