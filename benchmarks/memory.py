@@ -267,3 +267,159 @@ def chart(res: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- where RSS goes
+class _LoopbackPeer:
+    """A client in the server's own process (no sockets): sends ``start``s, acks
+    every ``events`` frame, counts ``end`` events (for :func:`traced_lifecycles`)."""
+
+    def __init__(self, on_end: Any) -> None:
+        self.inbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self.on_end = on_end
+        self.disconnect_code: int | None = None
+
+    async def receive(self) -> str | bytes | None:
+        return await self.inbox.get()
+
+    async def send(self, data: bytes) -> None:
+        import json
+
+        from unbroken.protocol.frames import Ack, encode
+
+        for line in data.split(b"\n"):
+            if line.startswith(b'{"t":"events"'):
+                f = json.loads(line)
+                last = f["seq"] + len(f["items"]) - 1
+                self.inbox.put_nowait(encode(Ack(stream=f["stream"], seq=last)).decode())
+                for item in f["items"]:
+                    if type(item) is dict and item.get("k") == "end":
+                        self.on_end(self)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        self.inbox.put_nowait(None)
+
+
+async def _traced(total: int, warmup: int, steps: int, top: int) -> dict[str, Any]:
+    import ctypes
+    import dataclasses
+    import gc
+    import logging
+    import tracemalloc
+
+    from benchmarks.paced import build_app
+    from unbroken.protocol.frames import Hello, Start, encode
+    from unbroken.server.connection import ConnectInfo, Connection
+
+    logging.getLogger("unbroken").setLevel(logging.ERROR)
+    app = build_app(ttl=2.0, tombstone_ttl=2.0)  # as benchmarks.paced:leak_app
+    app.hub.set_admission(dataclasses.replace(app.hub.admission, max_loop_lag=30.0))
+    app.hub.ensure_started()
+    proc = psutil.Process()
+    state = {"done": 0, "issued": 0, "target": 0}
+    reached = asyncio.Event()
+
+    def issue(peer: _LoopbackPeer) -> None:
+        state["issued"] += 1
+        start = Start(req=f"r{state['issued']}", agent="quick", input={"n": 5})
+        peer.inbox.put_nowait(encode(start).decode())
+
+    def on_end(peer: _LoopbackPeer) -> None:
+        state["done"] += 1
+        if state["issued"] < state["target"]:
+            issue(peer)
+        elif state["done"] >= state["target"]:
+            reached.set()
+
+    peers = [_LoopbackPeer(on_end) for _ in range(8)]
+    tasks = []
+    for i, peer in enumerate(peers):
+        peer.inbox.put_nowait(encode(Hello(caps=["batch"])).decode())
+        conn = Connection(app.config, app.hub, app.store, peer, ConnectInfo(client=f"c{i}"))
+        tasks.append(asyncio.ensure_future(conn.run()))
+
+    async def run_to(n: int) -> None:  # 8 connections, 64 starts in flight each
+        state["target"] = n
+        reached.clear()
+        for peer in peers:
+            for _ in range(64):
+                if state["issued"] < n:
+                    issue(peer)
+        await asyncio.wait_for(reached.wait(), 900)
+
+    rows: list[dict[str, Any]] = []
+
+    def sample(tag: str) -> None:
+        rows.append(
+            {
+                "lifecycles": state["done"],
+                "at": tag,
+                "rss_mb": round(proc.memory_info().rss / 2**20, 1),
+                "python_mb": round(tracemalloc.get_traced_memory()[0] / 2**20, 2),
+                "live_streams": len(app.store),  # type: ignore[arg-type]
+            }
+        )
+        print(rows[-1], flush=True)
+
+    async def expire() -> None:
+        await asyncio.sleep(5.0)  # ttl 2 s + tombstones 2 s, swept every second
+        gc.collect()
+
+    tracemalloc.start()
+    await run_to(warmup)
+    await expire()
+    sample("after warm-up, expired")
+    before = tracemalloc.take_snapshot()
+    for k in range(1, steps + 1):
+        await run_to(warmup + k * (total // steps))
+        sample("running")
+    await expire()
+    sample("expired")
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    sample("after malloc_trim(0)")
+    after = tracemalloc.take_snapshot()
+    growth = [
+        {
+            "where": str(st.traceback[0]),
+            "kib": round(st.size_diff / 1024, 1),
+            "count": st.count_diff,
+        }
+        for st in after.compare_to(before, "lineno")[:top]
+    ]
+    tracemalloc.stop()
+    for peer in peers:
+        peer.inbox.put_nowait(None)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await app.hub.shutdown(1.0)
+    return {"samples": rows, "python_growth_top": growth}
+
+
+def traced_lifecycles(total: int = 100_000, warmup: int = 2000, steps: int = 5) -> dict[str, Any]:
+    """Stream lifecycles in one process under ``tracemalloc`` (8 in-process clients,
+    64 starts in flight each, ``leak_app``'s 2 s retention): RSS and the bytes Python
+    holds at each step, after expiry and after ``malloc_trim(0)``, and the source
+    lines whose allocations grew most. A leak grows the Python bytes without bound;
+    the allocator's high water (arenas kept after the peak of live streams) grows
+    RSS until the peak is reached, then stays flat."""
+    import uvloop
+
+    res = meta()
+    res["benchmark"] = "memory_lifecycles"
+    res.update(uvloop.run(_traced(total, warmup, steps, 12)))
+    return finish(res)
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    from benchmarks.common import RESULTS
+
+    ap = argparse.ArgumentParser(description="memory: tracemalloc over stream lifecycles")
+    ap.add_argument("--traced", type=int, metavar="N", help="N lifecycles in one process")
+    a = ap.parse_args()
+    if a.traced:
+        out = traced_lifecycles(a.traced)
+        (RESULTS / "memory_lifecycles.json").write_text(json.dumps(out, indent=2) + "\n")
+        for g in out["python_growth_top"]:
+            print(g)
