@@ -1,6 +1,7 @@
 """The quick tier: every seed scenario 1-9 under every network condition, for real,
 TC11's browser faults in a real chromium page (skipped with the reason without chromium,
-Playwright or the built JS bundle), and TC10, TC12, TC13, TC15 with their own faults.
+Playwright or the built JS bundle), and TC10, TC12-TC15 with their own faults (TC14: the
+server's protocol versions change under the stream).
 
 Each run streams generated answers from a real server (its own thread) through a fault
 proxy to real clients over loopback, plays the fault plan, and checks the scenario's
