@@ -162,3 +162,49 @@ def test_a_client_only_install_from_the_wheel_brings_no_server_stack(tmp_path: P
     )
     assert server.returncode == 1
     assert "MissingExtra" in server.stderr and "unbroken[server]" in server.stderr
+
+
+@pytest.mark.full
+def test_a_server_install_serves_and_brings_no_report_or_redis(tmp_path: Path) -> None:
+    """``pip install 'unbroken[server]'``: the server and ``unbroken serve`` work; the
+    report's matplotlib and the Redis client stay out."""
+    env = _pip_env()
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(wheels)],
+        check=True,
+        timeout=600,
+        env=env,
+    )
+    (wheel,) = wheels.glob("unbroken-*.whl")
+    home = tmp_path / "venv"
+    venv.create(home, with_pip=True, system_site_packages=False)
+    python = str(home / "bin" / "python")
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", f"{wheel}[server]"],
+        check=True,
+        timeout=900,
+        env=env,
+    )
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    code = (
+        "import importlib.util\n"
+        "from unbroken import JWTAuth, MemoryStore, Unbroken\n"
+        "app = Unbroken(allow_anonymous=True)\n"
+        "print('absent:', [m for m in ('matplotlib', 'redis') if importlib.util.find_spec(m)])\n"
+    )
+    proc = subprocess.run(
+        [python, "-c", code], capture_output=True, text=True, timeout=120, cwd=work, env=env
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "absent: []" in proc.stdout
+    serve = subprocess.run(
+        [str(home / "bin" / "unbroken"), "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=work,
+        env=env,
+    )
+    assert serve.returncode == 0 and "Usage" in serve.stdout, serve.stdout + serve.stderr
