@@ -616,6 +616,7 @@ class Client:
     async def _supervise(self) -> None:
         loop = asyncio.get_running_loop()
         reconnects = self._reconnects
+        after_silence = False  # the last opening ran into its timeout, hearing nothing
         while not self._closed:
             url = self.urls[self._url_index % len(self.urls)]
             error: BaseException | None = None
@@ -662,13 +663,18 @@ class Client:
                 )
                 return
             # an opening that timed out with no answer waited already: the next
-            # follows within a stagger (a heal is met at once, however long it took)
+            # follows within a stagger (a heal is met at once, however long it took);
+            # so does the first quick failure after such a spell: a path that comes
+            # back resetting what it held (a proxy, a NAT that lost its state) answers
+            # a young opening with RST, and the next one will likely get through
             silent = isinstance(error, TimeoutError) or self._unanswered
+            capped = (silent or after_silence) and not self._progressed
+            after_silence = silent and not self._progressed
             next_step = reconnects.lost(
                 loop.time(),
                 error,
                 progressed=self._progressed,
-                silent_for=self.attempt_stagger if silent and not self._progressed else None,
+                silent_for=self.attempt_stagger if capped else None,
             )
             if isinstance(next_step, GiveUp):
                 self._emit("exhausted", attempt=next_step.error.attempts, cause=cause)

@@ -12,6 +12,8 @@ import asyncio
 
 from unbroken import BackoffPolicy
 from unbroken.chaos import FaultProxy, NetworkSimulator
+from unbroken.chaos.toxics.reset_peer import ResetPeer
+from unbroken.chaos.toxics.timeout import Timeout
 from unbroken.client import Client, ConnectionEvent
 from unbroken.server import Unbroken
 from unbroken.testing import serve
@@ -118,3 +120,71 @@ async def test_a_long_blackhole_never_leaves_more_than_a_stagger_between_opening
     assert len(waits) >= 5, [(e.kind, e.cause) for e in marks]
     assert all(e.delay <= stagger for e in waits), [(e.attempt, e.delay) for e in waits]
     assert client.backoff is not None and client.backoff.attempts == len(waits)
+
+
+async def test_a_reset_that_ends_a_silent_spell_is_retried_within_a_stagger() -> None:
+    """The path comes back by resetting what it held (a proxy or a NAT that lost its
+    state answers the young opening with RST): that quick failure ends a silent spell,
+    so the next attempt is within one stagger too, not the backoff's grown ceiling.
+    (Under load ``simulate_silent_outage``'s end reset an opening younger than a
+    stagger, and the client then waited up to 6.4 s.)"""
+    gate = asyncio.Event()
+    app = Unbroken(allow_anonymous=True, heartbeat=0.2)
+
+    @app.agent("two_halves")
+    async def two_halves(req, out):  # type: ignore[no-untyped-def]
+        await out.text("a ")
+        await gate.wait()
+        await out.text("b")
+
+    marks: list[ConnectionEvent] = []
+    silent_openings = asyncio.Event()
+    reset_seen = asyncio.Event()
+    reset_at: list[int] = []
+
+    def mark(e: ConnectionEvent) -> None:
+        marks.append(e)
+        if e.kind == "reconnecting" and e.attempt >= 5:
+            silent_openings.set()  # the backoff's ceiling is 1.6 s by now
+        answered = not e.cause.startswith("TimeoutError")  # the reset, not a timeout
+        if e.kind == "disconnected" and answered and silent_openings.is_set() and not reset_at:
+            reset_at.append(len(marks) - 1)
+            reset_seen.set()
+
+    stagger = 0.2
+    async with (
+        serve(app) as srv,
+        FaultProxy(upstream=("127.0.0.1", srv.port), close_grace=0.2) as proxy,
+        Client(
+            f"ws://127.0.0.1:{proxy.port}/ws",
+            policy=BackoffPolicy(deadline=60, max_attempts=None),
+            on_event=mark,
+            ping_every=0.1,
+            open_timeout=0.3,
+            attempt_stagger=stagger,
+            seed=7,
+        ) as client,
+    ):
+        st = await client.start("two_halves")
+        async for _ in st:
+            break
+        # a blackhole: openings are accepted and hear nothing (each times out)
+        silent = [
+            proxy.add_toxic(Timeout(timeout=0.0), stream=d, name=f"silent_{d}")
+            for d in ("upstream", "downstream")
+        ]
+        await proxy.cut_all("blackhole", reason="test")
+        await asyncio.wait_for(silent_openings.wait(), T)
+        # the path comes back resetting: the next opening gets RST at once
+        proxy.add_toxic(ResetPeer(timeout=0.0), stream="upstream", name="reset")
+        for toxic in silent:
+            proxy.remove_toxic(toxic.name)
+        await asyncio.wait_for(reset_seen.wait(), T)
+        proxy.remove_toxic("reset")
+        gate.set()
+        answer = await asyncio.wait_for(st.wait(), T)
+    assert answer.text == "a b"
+    after = marks[reset_at[0] :]
+    waits = [e for e in after if e.kind == "reconnecting"]
+    assert waits, [(e.kind, e.cause) for e in marks]
+    assert waits[0].delay <= stagger, [(e.kind, e.attempt, e.delay, e.cause) for e in marks]
