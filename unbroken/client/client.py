@@ -95,8 +95,9 @@ class ConnectionEvent:
 
     ``kind`` is one of: connected, disconnected, reconnecting, resumed, gone,
     exhausted, refreshed (a new token was accepted in-band), refresh_failed (the
-    provider failed or the server refused its token: ``cause``). Fields not
-    relevant to a kind are left at their defaults.
+    provider failed or the server refused its token: ``cause``). ``version``: the
+    wire protocol version a ``connected`` connection negotiated (``"v1"``,
+    ``"v2"``). Fields not relevant to a kind are left at their defaults.
     """
 
     kind: str
@@ -110,6 +111,7 @@ class ConnectionEvent:
     from_seq: int = 0
     head: int = 0
     reason: str = ""
+    version: str = ""
 
 
 def default_should_retry(exc: BaseException) -> bool:
@@ -899,7 +901,7 @@ class Client:
             now = loop.time()
             live.welcomed(now, out.welcome.heartbeat_ms, now - t0)
             self._ready.set()
-            self._emit("connected", url=url)
+            self._emit("connected", url=url, version=version)
             if self._first is not None and not self._first.done():
                 self._first.set_result(None)
             for frame in self._session.after_welcome():
