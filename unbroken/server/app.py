@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -94,7 +95,8 @@ class Unbroken:
     ``protocols``: the wire protocol versions spoken (``("v2", "v1")``, or one of
     them), chosen per connection: the newest the client offers; a client that offers
     none of them is closed with 4005, whose reason lists these
-    (docs/reference/protocol.md §2).
+    (docs/reference/protocol.md §2). :meth:`set_protocols` changes them on a
+    running app: the next handshakes see them, open connections keep theirs.
 
     ``policy``: which web pages may open a WebSocket and read ``/healthz``
     (:class:`~unbroken.server.policy.OriginPolicy`; docs/reference/security.md).
@@ -291,6 +293,18 @@ class Unbroken:
     @property
     def peer_silence(self) -> float:
         return self.config.peer_silence
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        """The wire protocol versions spoken, newest first (:meth:`set_protocols`)."""
+        return self.config.protocols
+
+    def set_protocols(self, protocols: str | Sequence[str]) -> None:
+        """Speak ``protocols`` from the next handshake on (``("v2",)``, ``"v1,v2"``);
+        open connections keep the version they negotiated (a rolling upgrade's
+        last step without a restart). Raises :class:`~unbroken.errors.ConfigError`
+        for an unknown name or an empty list (the versions in force stay)."""
+        self.config = dataclasses.replace(self.config, protocols=versions.normalize(protocols))
 
     def agent(
         self, name: str, *, timeout: float | None = None, stall_timeout: float | None = None

@@ -307,7 +307,6 @@ def serve_command(
     import uvicorn
 
     from ..errors import ConfigError
-    from ..protocol.versions import normalize
     from .app import Unbroken
     from .guard import ConnectionLimits, raise_descriptor_limit
     from .policy import OriginPolicy
@@ -351,7 +350,7 @@ def serve_command(
             obj.observe.event_log = True
         if protocols is not None:
             try:
-                obj.config = dataclasses.replace(obj.config, protocols=normalize(protocols))
+                obj.set_protocols(protocols)
             except ConfigError as exc:
                 raise typer.BadParameter(str(exc), param_hint="--protocols") from None
         admission: dict[str, Any] = {

@@ -26,7 +26,6 @@ server log intact, the resume from the right seq) hold across the change.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -79,7 +78,7 @@ def spoken(h: ChaosHarness, protocols: Versions) -> Callable[[], Coroutine[Any, 
     see them, the connections open keep theirs (as a restart onto a new build)."""
 
     async def apply() -> None:
-        h.app.config = dataclasses.replace(h.app.config, protocols=versions.normalize(protocols))
+        h.app.set_protocols(protocols)
 
     return apply
 
