@@ -277,6 +277,7 @@ class _LoopbackPeer:
     def __init__(self, on_end: Any) -> None:
         self.inbox: asyncio.Queue[str | None] = asyncio.Queue()
         self.on_end = on_end
+        self.refused = 0
         self.disconnect_code: int | None = None
 
     async def receive(self) -> str | bytes | None:
@@ -288,7 +289,10 @@ class _LoopbackPeer:
         from unbroken.protocol.frames import Ack, encode
 
         for line in data.split(b"\n"):
-            if line.startswith(b'{"t":"events"'):
+            if line.startswith(b'{"t":"error"'):  # a start refused: it ends here
+                self.refused += 1
+                self.on_end(self)
+            elif line.startswith(b'{"t":"events"'):
                 f = json.loads(line)
                 last = f["seq"] + len(f["items"]) - 1
                 self.inbox.put_nowait(encode(Ack(stream=f["stream"], seq=last)).decode())
@@ -357,6 +361,7 @@ async def _traced(total: int, warmup: int, steps: int, top: int) -> dict[str, An
                 "rss_mb": round(proc.memory_info().rss / 2**20, 1),
                 "python_mb": round(tracemalloc.get_traced_memory()[0] / 2**20, 2),
                 "live_streams": len(app.store),  # type: ignore[arg-type]
+                "refused_starts": sum(p.refused for p in peers),
             }
         )
         print(rows[-1], flush=True)
