@@ -122,6 +122,7 @@ class _Graph:
         self.open_calls: dict[str, list[object]] = {}  # message id -> its calls' keys
         self.usage: dict[str, Any] = {}
         self.custom = 0
+        self.anonymous = 0
         self.done: set[str] = set()
 
     async def message(self, msg: Any, metadata: dict[str, Any]) -> None:
@@ -130,7 +131,13 @@ class _Graph:
             return
         if not isinstance(msg, AIMessage):  # inputs and messages a node made up
             return
-        mid = msg.id or "message"
+        if msg.id:
+            mid = msg.id
+        elif isinstance(msg, AIMessageChunk):
+            mid = "message"  # chunks without an id: one message
+        else:  # a whole message a node made without an id: its own
+            self.anonymous += 1
+            mid = f"message-{self.anonymous}"
         if mid in self.done:  # a whole message repeating the chunks it was streamed as
             return
         w = self.w

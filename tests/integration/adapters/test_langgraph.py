@@ -11,7 +11,7 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.callbacks.manager import adispatch_custom_event
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.tools import tool
 from langgraph.config import get_stream_writer
@@ -295,3 +295,63 @@ async def test_a_model_error_mid_run_ends_the_part_and_fails_the_stream() -> Non
         "provider stream failed: ConnectionError: the model's connection dropped"
     )
     assert a.parts["text"].text == joined(WORDS[:5])
+
+
+async def test_whole_messages_a_failed_tool_and_a_stalled_node() -> None:
+    """Nodes that return whole messages (no ids), a tool message with an error status,
+    a payload that is not JSON, then a node that hangs: forwarded with ``subgraphs=True``
+    and a ``stall_timeout``, the stall ends the run loudly and leaves no part open."""
+    hang = asyncio.Event()
+    raised: list[BaseException] = []
+
+    def greet(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [AIMessage("Hello there.")]}
+
+    def greet_again(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [AIMessage("And again.")]}
+
+    def failed_tool(state: MessagesState) -> dict[str, Any]:
+        msg = ToolMessage("boom", tool_call_id="x1", name="lookup", status="error")
+        return {"messages": [msg]}
+
+    async def stuck(state: MessagesState) -> dict[str, Any]:
+        get_stream_writer()({"stage": "stuck", "ids": {7}})  # a set: not JSON
+        await hang.wait()
+        return {}
+
+    g = StateGraph(MessagesState)
+    for name, fn in [
+        ("greet", greet),
+        ("greet_again", greet_again),
+        ("failed_tool", failed_tool),
+        ("stuck", stuck),
+    ]:
+        g.add_node(name, fn)
+    g.add_edge(START, "greet")
+    g.add_edge("greet", "greet_again")
+    g.add_edge("greet_again", "failed_tool")
+    g.add_edge("failed_tool", "stuck")
+    graph: Any = g.compile()
+    app = Unbroken(allow_anonymous=True, redact=reveal_exception)
+
+    @app.agent("ask")
+    async def ask(req, out):  # type: ignore[no-untyped-def]
+        stream = graph.astream(
+            {"messages": [("user", "hi")]}, stream_mode=["messages", "custom"], subgraphs=True
+        )
+        try:
+            await forward_graph(out, stream, stall_timeout=0.3)
+        except Exception as exc:
+            raised.append(exc)
+            raise
+
+    a, failed = await plain_run(app, "ask")
+    assert failed is not None and "stalled" in failed.error
+    (exc,) = raised
+    assert isinstance(exc, TimeoutError)
+    assert a.order == ["text", "text-2", "result-x1", "custom"]
+    assert a.parts["text"].text == "Hello there." and a.parts["text-2"].text == "And again."
+    assert a.parts["result-x1"].error == "tool failed: boom"
+    assert a.json("result-x1") == "boom"
+    assert a.json("custom") == {"stage": "stuck", "ids": "{7}"}
+    assert all(p.ended for p in a.parts.values())
