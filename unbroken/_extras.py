@@ -31,6 +31,8 @@ EXTRA_OF: Final[dict[str, str]] = {
     "openai": "openai",
     "anthropic": "anthropic",
     "pydantic_ai": "pydantic-ai",
+    "langgraph": "langgraph",
+    "langchain_core": "langgraph",
 }
 
 

@@ -9,7 +9,10 @@ Each source has its own module, importable only with its SDK installed (an extra
   :func:`~unbroken.adapters.anthropic.forward_messages` (Messages stream events);
 - :mod:`unbroken.adapters.pydantic_ai` (``pip install 'unbroken[pydantic-ai]'``):
   :func:`~unbroken.adapters.pydantic_ai.forward_pydantic_ai` (a whole agent run:
-  its model responses, tool calls and tool results).
+  its model responses, tool calls and tool results);
+- :mod:`unbroken.adapters.langgraph` (``pip install 'unbroken[langgraph]'``):
+  :func:`~unbroken.adapters.langgraph.forward_graph` (a whole LangGraph run from
+  ``astream``/``astream_events``: messages, tool calls and results, custom payloads).
 
 Every adapter has one shape: ``turn = await forward_x(out, stream)``. It writes the
 model's text, reasoning and tool calls to ``out`` as they arrive (each its own part),
