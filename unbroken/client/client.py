@@ -22,6 +22,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.protocol import State
 from websockets.typing import Origin, Subprotocol
 from websockets.uri import parse_uri
 
@@ -74,6 +75,7 @@ from ..protocol.frames_v2 import CAP_ZLIB
 from ..protocol.liveness import Liveness
 from ..protocol.retry import (
     FATAL_CLOSE,
+    RETRYABLE_START,
     TokenAttempts,
     cause_of,
     close_error,
@@ -380,6 +382,9 @@ class Client:
         self._subscribers: list[asyncio.Queue[ConnectionEvent]] = []
         self._progressed = False
         self._unanswered = False  # the last opening got no welcome in time
+        #: retry_after (s) of an ``error overloaded`` about the connection itself (a slow
+        #: reader shed): the floor under the reconnect after the close 4008 that follows
+        self._shed_wait: float | None = None
         self._reconnects = Reconnects(self.policy, self._rng)
         self.history: list[ConnectionEvent] = []
         self._asking: set[asyncio.Task[None]] = set()  # token provider calls for refresh
@@ -624,6 +629,7 @@ class Client:
             error: BaseException | None = None
             self._progressed = False
             self._unanswered = False
+            self._shed_wait = None
             # no attempt may outlive the reconnect deadline
             budget = reconnects.budget(loop.time())
             try:
@@ -922,16 +928,21 @@ class Client:
                 for frame in session.after_message(now):
                     if type(frame) is Ping:  # never waited for
                         self._send_soon(ws, frame)
-                    else:
+                    elif ws.state is State.OPEN:
                         await ws.send(self._session.wire(frame))
+                    # closing: no ack can go; read what arrived before the close
+                    # (an ``error`` with the close's retry_after_ms), then the close
         except ConnectionClosed as exc:
             if dead:
                 raise ConnectionLost(dead[0], CloseCode.HEARTBEAT_TIMEOUT) from None
             rcvd, sent = exc.rcvd, exc.sent
-            raise close_error(
+            closed = close_error(
                 None if rcvd is None else (rcvd.code, rcvd.reason),
                 None if sent is None else (sent.code, sent.reason),
-            ) from None
+            )
+            if isinstance(closed, ConnectionLost) and closed.code == CloseCode.OVERLOADED:
+                closed.retry_after = self._shed_wait  # a floor under the reconnect
+            raise closed from None
         except ProtocolError as exc:
             # the server's frame broke the protocol: close with its code (4000, 1009),
             # so the server's log says why
@@ -952,7 +963,8 @@ class Client:
             raise ConnectionLost(dead[0], CloseCode.HEARTBEAT_TIMEOUT)
         code = ws.close_code
         if code is not None and code != CloseCode.NORMAL:
-            raise ConnectionLost(ws.close_reason or "closed", code)
+            wait = self._shed_wait if code == CloseCode.OVERLOADED else None
+            raise ConnectionLost(ws.close_reason or "closed", code, retry_after=wait)
 
     def _send_soon(self, ws: ClientConnection, frame: Ping) -> None:
         """Send ``frame`` without waiting for it (from a timer, or ahead of acks)."""
@@ -1054,6 +1066,10 @@ class Client:
         # a start refused for load and retried is the protocol working: not a warning
         level = logging.DEBUG if isinstance(action, RetryStart) else logging.WARNING
         log.log(level, "server error code=%s message=%s", err.code, err.message)
+        if err.code in RETRYABLE_START and err.req is None and err.stream is None:
+            # about the connection (a slow reader shed): a close 4008 follows
+            wait = err.retry_after_ms
+            self._shed_wait = None if wait is None else wait / 1000
         if isinstance(action, AskToken):  # the server refused a refresh token
             self._emit("refresh_failed", attempt=action.attempt - 1, cause=err.message)
             self._ask_token(action)
