@@ -13,6 +13,12 @@ Four signals, each cheap:
   that one long tick does not refuse work but a loop that stays behind does;
 - the process's resident memory (psutil), read every second by the same task.
 
+Under **sustained** pressure (loop lag or RSS over its limit for ``shed_after``
+seconds; off by default) the monitor also detaches the slowest readers, a small
+bounded share per second (:meth:`Admission.shed_slowest`): each gets ``error
+overloaded`` with ``retry_after_ms`` and a close 4008, and resumes exactly later.
+Their agents keep running into the log; nothing is paused or cancelled.
+
 Defaults, and how they were derived on the project's machine (2 cores, 24 GiB),
 are in ``docs/topics/overload.md``.
 """
@@ -22,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
 from ..errors import ConfigError, Overloaded
 
@@ -35,6 +42,12 @@ log = logging.getLogger(__name__)
 LAG_ALPHA: Final = 0.25
 #: The RSS is read once every this many lag ticks (psutil costs ~20 µs a read).
 RSS_EVERY: Final = 1.0
+#: Under sustained pressure, readers are shed at most once every this many seconds.
+SHED_EVERY: Final = 1.0
+#: A reader is a candidate for shedding only when its oldest unacknowledged frame has
+#: waited this long with half a window or more unacknowledged (a client that keeps up
+#: acks every quarter window within a round trip).
+SLOW_READER: Final = 1.0
 
 
 def _default_rss() -> int | None:
@@ -74,6 +87,13 @@ class AdmissionLimits:
     stall_timeout: float | None = None
     #: how often the monitor task measures the loop lag (seconds)
     lag_interval: float = 0.05
+    #: detach the slowest readers once loop lag or RSS has stayed over its limit this
+    #: long (seconds); ``None`` (the default): never. A shed reader gets ``error
+    #: overloaded`` + ``retry_after_ms`` and a close 4008, then resumes exactly; its
+    #: agents keep running into the log
+    shed_after: float | None = None
+    #: the share of connections shed per round (one round a second), at least one
+    shed_fraction: float = 0.05
 
     def __post_init__(self) -> None:
         for name in ("max_runs", "max_runs_per_principal"):
@@ -90,6 +110,10 @@ class AdmissionLimits:
             raise ConfigError(f"stall_timeout must be positive (or None), not {self.stall_timeout}")
         if not 0 < self.lag_interval <= 1:
             raise ConfigError(f"lag_interval must be in (0, 1], not {self.lag_interval}")
+        if self.shed_after is not None and self.shed_after < 0:
+            raise ConfigError(f"shed_after must be 0 or more (or None), not {self.shed_after}")
+        if not 0 < self.shed_fraction <= 1:
+            raise ConfigError(f"shed_fraction must be in (0, 1], not {self.shed_fraction}")
 
     @property
     def rss_limit(self) -> int | None:
@@ -112,6 +136,20 @@ class Refusal(NamedTuple):
 
 PrincipalKey = tuple[str, str]
 """A principal's id and scope: what :attr:`AdmissionLimits.max_runs_per_principal` counts."""
+
+
+class Reader(Protocol):
+    """A connection as shedding sees it."""
+
+    def behind(self) -> float:
+        """Seconds the oldest frame this reader has not acknowledged has waited, with
+        half a window or more unacknowledged (or a send has been blocked); 0 when it
+        keeps up."""
+        ...
+
+    def shed(self, retry_after: float, reason: str) -> None:
+        """Detach: ``error overloaded`` with ``retry_after``, then close 4008."""
+        ...
 
 
 class Admission:
@@ -142,6 +180,14 @@ class Admission:
         self._read_rss = rss if rss is not None else _process_rss()
         self._jitter = jitter
         self._monitor: asyncio.Task[None] | None = None
+        #: the connections to shed from (set by the connections themselves)
+        self.readers: Collection[Reader] | None = None
+        #: since when (loop time) loop lag or RSS has been over its limit, and which
+        self.pressure_since: float | None = None
+        self.pressure = ""
+        self._next_shed = 0.0
+        #: readers shed so far
+        self.shed_total = 0
 
     # ---- decisions
     def check(self, key: PrincipalKey) -> Refusal | None:
@@ -170,8 +216,64 @@ class Admission:
         return None
 
     def _refuse(self, reason: str, message: str) -> Refusal:
-        wait = self.limits.retry_after * (1.0 + self._jitter())
-        return Refusal(reason, Overloaded(message, wait))
+        return Refusal(reason, Overloaded(message, self._retry_after()))
+
+    def _retry_after(self) -> float:
+        return self.limits.retry_after * (1.0 + self._jitter())
+
+    def under_pressure(self) -> str:
+        """``loop_lag`` or ``rss`` while that signal is over its limit, else ``""``."""
+        lim = self.limits
+        if lim.max_loop_lag is not None and self.lag > lim.max_loop_lag:
+            return "loop_lag"
+        if self.max_rss is not None and self.rss > self.max_rss:
+            return "rss"
+        return ""
+
+    def observe_pressure(self, now: float) -> int:
+        """Note whether the server is under pressure at ``now`` (loop time); once it
+        has been for ``shed_after`` seconds, shed the slowest readers (one round a
+        second at most). Returns how many were shed now. Called every monitor tick."""
+        pressure = self.under_pressure()
+        if not pressure:
+            if self.pressure_since is not None:
+                log.info("pressure over (%s)", self.pressure)
+            self.pressure_since, self.pressure = None, ""
+            return 0
+        if self.pressure_since is None:
+            self.pressure_since, self.pressure = now, pressure
+        after = self.limits.shed_after
+        if after is None or now - self.pressure_since < after or now < self._next_shed:
+            return 0
+        self._next_shed = now + SHED_EVERY
+        return self.shed_slowest(pressure)
+
+    def shed_slowest(self, reason: str) -> int:
+        """Detach the slowest readers: those whose oldest unacknowledged frame has
+        waited at least :data:`SLOW_READER` (:meth:`Reader.behind`), slowest first, at
+        most ``shed_fraction`` of all connections (at least one). Each is answered
+        ``overloaded`` with a jittered ``retry_after``; its agents go on."""
+        readers = self.readers
+        if not readers:
+            return 0
+        slow = [(b, r) for r in list(readers) if (b := r.behind()) >= SLOW_READER]
+        if not slow:
+            return 0
+        slow.sort(key=lambda br: br[0], reverse=True)
+        n = max(1, math.floor(len(readers) * self.limits.shed_fraction))
+        for _behind, reader in slow[:n]:
+            reader.shed(self._retry_after(), reason)
+        shed = min(n, len(slow))
+        self.shed_total += shed
+        log.warning(
+            "shedding slow readers: %d of %d behind by %.1fs or more (%s over its limit "
+            "for shed_after); their agents go on",
+            shed,
+            len(slow),
+            SLOW_READER,
+            reason,
+        )
+        return shed
 
     def count(self, refusal: Refusal) -> None:
         """A start was refused for ``refusal`` (kept in :attr:`refused`)."""
@@ -222,6 +324,10 @@ class Admission:
             tick += 1
             if tick % rss_ticks == 0:
                 self._sample_rss()
+            try:
+                self.observe_pressure(loop.time())
+            except Exception:  # a shed that failed must not stop the monitor
+                log.exception("shedding slow readers failed")
 
     def observe_lag(self, sample: float) -> None:
         """Fold one lag sample (seconds late) into :attr:`lag`."""

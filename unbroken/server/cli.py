@@ -269,6 +269,15 @@ def serve_command(
             "bytes (default: the app's, 3/4 of the machine's memory).",
         ),
     ] = None,
+    shed_after: Annotated[
+        float | None,
+        typer.Option(
+            "--shed-after",
+            help="Once loop lag or memory has stayed over its limit this many seconds, "
+            "detach the slowest readers (overloaded + retry_after_ms, close 4008; they "
+            "resume exactly, their agents go on) (default: the app's, never).",
+        ),
+    ] = None,
     protocols: Annotated[
         str | None,
         typer.Option(
@@ -359,6 +368,7 @@ def serve_command(
             "max_loop_lag": max_loop_lag,
             "max_rss": max_rss,
             "stall_timeout": stall_timeout,
+            "shed_after": shed_after,
         }
         given = {k: v for k, v in admission.items() if v is not None}
         if given:

@@ -307,6 +307,49 @@ class Connection:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.t.close(code, close_reason(reason)), 1.0)
 
+    def behind(self) -> float:
+        """Seconds this reader is behind (:class:`~unbroken.server.admission.Reader`):
+        how long a send has been blocked, or how long the oldest unacknowledged frame
+        has waited on a stream with half its window or more unacknowledged (a client
+        that reads acks every quarter window; a trickle's few bytes may wait for
+        their ack, and do not count); 0 if none."""
+        if self._closed:
+            return 0.0
+        worst = self._loop.time() - self._send_started if self._send_started else 0.0
+        now = time.monotonic()  # the flows' clock
+        for att in self.atts.values():
+            flow = att.flow
+            if flow.inflight_at and 2 * flow.inflight_bytes >= min(flow.window, flow.cwnd):
+                worst = max(worst, now - flow.inflight_at[0])
+        return worst
+
+    def shed(self, retry_after: float, reason: str) -> None:
+        """Detach this slow reader under sustained pressure: ``error overloaded``
+        with ``retry_after_ms``, then close 4008 (the queued frames go first). Its
+        runs go on into the log; the client resumes after ``retry_after``."""
+        if self._closed:
+            return
+        ms = max(1, int(retry_after * 1000))
+        log.warning(
+            "shed slow reader conn=%s behind=%.1fs streams=%d retry_after_ms=%d reason=%s; "
+            "its runs go on",
+            self.id,
+            self.behind(),
+            len(self.atts),
+            ms,
+            reason,
+        )
+        self._closed = True  # no more events: only what is queued, then the error
+        self._killed, self._kill_code = "overloaded: slow reader detached", CloseCode.OVERLOADED
+        self._error(
+            ErrorCode.OVERLOADED,
+            f"server overloaded ({reason}); slow reader detached: resume after retry_after_ms",
+            retry_after_ms=ms,
+        )
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()  # run() flushes the error (bounded) and closes 4008
+
     def _teardown(self) -> None:
         self.registry.discard(self)
         if self._hb_handle is not None:
@@ -376,6 +419,7 @@ class Connection:
             raise AuthError("credentials already expired; get a new token")
         self.principal = principal
         self.hub.ensure_started()
+        self.hub.gate.readers = self.registry  # what sustained pressure sheds from
         limits: Limits = self.config.limits
         self._batch = CAP_BATCH in hello.caps
         self._refresh_cap = CAP_REFRESH in hello.caps and self.authenticate is not None
