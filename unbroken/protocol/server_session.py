@@ -229,7 +229,7 @@ class StreamFlow:
         if rtt - self.rtt_floor > QUEUE_TARGET and self.rate:
             # bytes queue between us and the client: keep in flight what it drains
             pipe = min(float(self.window), self.rate * (self.rtt_floor + ACK_SPAN))
-            self.cwnd = max(MIN_WINDOW, int(pipe))
+            self.cwnd = max(min(MIN_WINDOW, self.window), int(pipe))
         elif self.cwnd < self.window:
             self.cwnd = min(self.window, self.cwnd * 2)
 

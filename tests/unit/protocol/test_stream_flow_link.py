@@ -95,6 +95,16 @@ def test_a_slow_link_never_goes_below_the_floor() -> None:
     assert flow.inflight_bytes == 0 and flow.budget() == MIN_WINDOW  # not a 256 KiB frame
 
 
+def test_the_floor_never_lifts_a_smaller_configured_window() -> None:
+    """A window configured under the floor (16 KiB) stays the most in flight on a slow
+    link (the floor once raised it to 64 KiB)."""
+    clock = Clock()
+    flow = flow_on(clock, window=16 * KIB)
+    quick_round_trip(clock, flow, 0.01)
+    slow_link(clock, flow, rate=20_000.0, base_rtt=0.01, frames=20)
+    assert flow.cwnd == 16 * KIB
+
+
 def test_when_the_queue_is_gone_the_window_doubles_back() -> None:
     clock = Clock()
     flow = flow_on(clock)
