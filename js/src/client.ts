@@ -25,7 +25,7 @@ import {
   UnbrokenError,
   type GoneReason,
 } from "./errors.js";
-import { CAP_BATCH, CAP_REFRESH, CloseCode, DEFAULT_MAX_FRAME, SUBPROTOCOLS, encode, type ClientFrame, type Event } from "./frames.js";
+import { CAP_BATCH, CAP_REFRESH, CAP_STREAMS, CloseCode, DEFAULT_MAX_FRAME, SUBPROTOCOLS, encode, type ClientFrame, type Event } from "./frames.js";
 import { Liveness } from "./liveness.js";
 import { Answer, StreamEnded, type SchemaValidator, type StreamEvent } from "./response.js";
 import { RETRYABLE_START, TOKEN_ATTEMPTS, causeOf, closeError, fatalError, refreshDelay, shouldRetry as defaultRetryTable } from "./retry.js";
@@ -57,6 +57,19 @@ export interface ConnectionEvent {
   fromSeq: number;
   head: number;
   reason: string;
+}
+
+/** A run of this principal that has not ended (`client.streams()`): its stream id,
+ * agent, epoch, `head` (the last event the log held when asked), `status`
+ * (`running`) and a `cursor` at `head` (`client.resume(item.cursor)` follows it from
+ * there; `client.join(item.stream, { epoch: item.epoch })` from its first event). */
+export interface LiveStreamInfo {
+  stream: string;
+  agent: string;
+  epoch: string;
+  head: number;
+  status: string;
+  cursor: Cursor;
 }
 
 /** A token: a fixed string, or a function (sync or async) asked for a fresh one on
@@ -319,7 +332,7 @@ export class Client {
   private readonly _WS: WebSocketConstructor;
   private readonly storage: StorageLike | null;
   private readonly storageKey: string;
-  private readonly streams = new Map<string, Stream>();
+  private readonly openStreams = new Map<string, Stream>();
   private readonly _byId = new Map<string, Stream>();
   private readonly _reconnects: Reconnects;
   private readonly _subscribers = new Set<(e: ConnectionEvent) => void>();
@@ -344,6 +357,9 @@ export class Client {
   private _thawed: Promise<void> | null = null;
   private _frozenError: unknown = null;
   private _forgetSoon: string[] = [];
+  /** `list` requests awaiting their `streams` answer, by number (sent again after a reconnect). */
+  private readonly _lists = new Map<number, { resolve: (items: LiveStreamInfo[]) => void; reject: (e: unknown) => void }>();
+  private _listN = 0;
   private readonly _listeners: [EventTarget, string, () => void][] = [];
 
   constructor(urls: string | string[], options: ClientOptions = {}) {
@@ -363,7 +379,7 @@ export class Client {
     this._live = new Liveness({ silenceFactor: options.silenceFactor, pingEvery: options.pingEvery });
     this._session = new ClientSession({
       maxFrame: this.maxFrame,
-      caps: typeof this.token === "function" ? [CAP_BATCH, CAP_REFRESH] : [CAP_BATCH],
+      caps: typeof this.token === "function" ? [CAP_BATCH, CAP_REFRESH, CAP_STREAMS] : [CAP_BATCH, CAP_STREAMS],
       liveness: this._live,
       startAttempts: this.policy.maxAttempts ?? 12,
     });
@@ -429,7 +445,8 @@ export class Client {
     this._frozen?.();
     if (this._refreshTimer !== null) clearTimeout(this._refreshTimer);
     this._endConnection?.(new ConnectionLost("client closed"));
-    for (const st of [...this.streams.values()]) st._finish(new ConnectionLost("client closed"));
+    for (const st of [...this.openStreams.values()]) st._finish(new ConnectionLost("client closed"));
+    this._rejectLists(new ConnectionLost("client closed"));
     if (this._firstReject) this._firstReject(new ConnectionLost("client closed"));
   }
 
@@ -441,7 +458,7 @@ export class Client {
     const req = options.req ?? randomId();
     const frame = this._session.start(req, agent, input);
     const st = new Stream(this, req, agent, input);
-    this.streams.set(req, st);
+    this.openStreams.set(req, st);
     this._ensureRunning();
     if (frame !== null) this._sendFrame(frame);
     this.saveCursors();
@@ -466,7 +483,7 @@ export class Client {
     st.result = new Answer(c.stream, c.seq);
     st.result.validator = this.validator;
     const frame = this._session.adopt(req, c);
-    this.streams.set(req, st);
+    this.openStreams.set(req, st);
     this._byId.set(c.stream, st);
     this._ensureRunning();
     if (frame !== null) this._sendFrame(frame);
@@ -502,6 +519,39 @@ export class Client {
     return st.wait();
   }
 
+  /** This principal's live streams: the runs it started that have not ended, oldest
+   * first, each with a `cursor` at its `head` (`resume(item.cursor)` follows it from
+   * now, `join(item.stream, { epoch: item.epoch })` from its first event). Connects
+   * first if needed; a list unanswered when the connection drops is asked again on
+   * the next one. Only the node this client is connected to answers (behind a load
+   * balancer, that node's runs). A server without the `streams` capability rejects
+   * with `ConfigError`; no answer within `requestTimeout`: `RequestTimeout`. */
+  async streams(): Promise<LiveStreamInfo[]> {
+    this._checkUsable();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, rej) => {
+      timer = setTimeout(() => rej(new RequestTimeout("list of live streams", this.requestTimeout)), this.requestTimeout * 1000);
+    });
+    const n = ++this._listN;
+    try {
+      await Promise.race([this.connect(), timeout]);
+      if (this.closed) throw new ConnectionLost("client closed");
+      if (this.ready && !this._session.streamsAgreed) throw noStreamsCap();
+      const answer = new Promise<LiveStreamInfo[]>((resolve, reject) => this._lists.set(n, { resolve, reject }));
+      const frame = this._session.listStreams(n);
+      if (frame !== null) this._sendFrame(frame); // else sent after the next welcome
+      return await Promise.race([answer, timeout]);
+    } finally {
+      this._lists.delete(n);
+      clearTimeout(timer);
+    }
+  }
+
+  private _rejectLists(error: unknown): void {
+    for (const pending of this._lists.values()) pending.reject(error);
+    this._lists.clear();
+  }
+
   /** The streams saved in storage by an earlier page (before a reload). */
   savedStreams(): SavedStream[] {
     const saved = this._readStorage();
@@ -514,7 +564,7 @@ export class Client {
   async restore(): Promise<Stream[]> {
     const out: Stream[] = [];
     for (const s of this.savedStreams()) {
-      if (this.streams.has(s.req)) continue;
+      if (this.openStreams.has(s.req)) continue;
       out.push(
         await (s.cursor
           ? this.resume(s.cursor, { req: s.req, agent: s.agent })
@@ -530,7 +580,7 @@ export class Client {
     const storage = this.storage;
     if (storage === null || this.closed) return;
     const streams: Record<string, Omit<SavedStream, "req">> = {};
-    for (const st of this.streams.values()) {
+    for (const st of this.openStreams.values()) {
       if (st.done) continue;
       const cursor = st.cursor;
       streams[st.req] = { agent: st.agent, input: cursor ? null : st.input, cursor };
@@ -616,7 +666,7 @@ export class Client {
 
   /** @internal a stream finished: forget it (after this message's acks are sent). */
   _finished(st: Stream): void {
-    this.streams.delete(st.req);
+    this.openStreams.delete(st.req);
     if (st.id) this._byId.delete(st.id);
     this._forgetSoon.push(st.req);
     queueMicrotask(() => this._flushForget());
@@ -768,7 +818,8 @@ export class Client {
   private _failAll(error: unknown): void {
     this._fatal = error;
     this._firstReject?.(error);
-    for (const st of [...this.streams.values()]) st._finish(error);
+    for (const st of [...this.openStreams.values()]) st._finish(error);
+    this._rejectLists(error);
   }
 
   /** The token for a `hello`: the fixed one, or the provider's (nothing: a hello
@@ -926,6 +977,12 @@ export class Client {
           this._emit("connected", { url });
           this._firstResolve?.();
           for (const frame of session.afterWelcome()) ws.send(encode(frame));
+          if (!session.streamsAgreed) this._rejectLists(noStreamsCap());
+          for (const n of this._lists.keys()) {
+            // lists asked while no connection was up, or unanswered when the last one died
+            const again = session.listStreams(n);
+            if (again !== null) ws.send(encode(again));
+          }
           watch(live.firstCheck(now()));
           return;
         }
@@ -1026,7 +1083,7 @@ export class Client {
         return "events";
       }
       case "started": {
-        const st = this.streams.get(out.req);
+        const st = this.openStreams.get(out.req);
         if (st !== undefined) {
           st._began(out.stream, out.epoch);
           st.result.stream = out.stream;
@@ -1058,6 +1115,9 @@ export class Client {
         this._refreshTimer = null;
         this._emit("refreshed");
         return "none";
+      case "streams":
+        this._lists.get(out.n)?.resolve(out.items.map((i) => ({ stream: i.stream, agent: i.agent, epoch: i.epoch, head: i.head, status: i.status, cursor: new Cursor(i.stream, i.head, i.h, i.epoch) })));
+        return "none";
       case "error":
         return out;
       default:
@@ -1079,9 +1139,13 @@ export class Client {
         if (frame !== null) this._sendFrame(frame);
       }, Math.max(0, action.at - now()) * 1000);
     } else {
-      this.streams.get(action.req)?._finish(action.error);
+      this.openStreams.get(action.req)?._finish(action.error);
     }
   }
+}
+
+function noStreamsCap(): ConfigError {
+  return new ConfigError("this server does not list live streams (it predates the 'streams' capability): keep the ids your start() calls returned");
 }
 
 /** One-shot helper: start `agent` and return its verified `Answer`. */

@@ -10,6 +10,8 @@ export const SUBPROTOCOLS = ["unbroken.v1"] as const;
 export const CAP_BATCH = "batch";
 /** Capability: in-band token refresh (`auth_expiring`, `refresh`, `refreshed`; §18). */
 export const CAP_REFRESH = "refresh";
+/** Capability: "list my live streams" (`list`, `streams`; §2). */
+export const CAP_STREAMS = "streams";
 export const DEFAULT_MAX_FRAME = 16 * 1024 * 1024;
 export const MAX_SEQ = 2 ** 53;
 

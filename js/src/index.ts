@@ -6,6 +6,7 @@ export { Client, Stream, streamAnswer, defaultShouldRetry } from "./client.js";
 export type {
   ClientOptions,
   ConnectionEvent,
+  LiveStreamInfo,
   SavedStream,
   StorageLike,
   TokenProvider,
@@ -26,6 +27,7 @@ export { ChainVerifier, fromHex, payload, seed, stepEvent, stepInput, toHex } fr
 export {
   CAP_BATCH,
   CAP_REFRESH,
+  CAP_STREAMS,
   CLOSE_CODE_MEANING,
   CloseCode,
   DEFAULT_LIMITS,

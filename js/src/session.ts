@@ -21,6 +21,7 @@ import {
 import {
   CAP_BATCH,
   CAP_REFRESH,
+  CAP_STREAMS,
   CloseCode,
   DEFAULT_MAX_FRAME,
   Kind,
@@ -34,6 +35,8 @@ import {
   type Event,
   type Events,
   type Hello,
+  type List,
+  type LiveStream,
   type Refresh,
   type Resume,
   type ServerFrame,
@@ -189,7 +192,9 @@ export type ClientOutput =
    * cannot refresh in-band; it reconnects after close 4010). */
   | { kind: "auth_expiring"; inMs: number; ask: AskToken | null }
   /** A refresh was accepted: the credentials now expire at `exp` (`null`: never). */
-  | { kind: "refreshed"; exp: number | null };
+  | { kind: "refreshed"; exp: number | null }
+  /** The answer to `list` number `n`: the principal's live streams (cap `streams`). */
+  | { kind: "streams"; n: number; items: LiveStream[] };
 
 /** Ask the token provider at `at` (seconds, the session's clock; 0: at once) and hand
  * its token to `ClientSession.refresh` with this `connection` number (an answer for a
@@ -220,6 +225,8 @@ export class ClientSession {
   startAttempts: number;
   /** In-band refresh is in force on this connection (both sides listed the cap). */
   refreshAgreed = false;
+  /** Listing live streams is in force on this connection (both sides listed the cap). */
+  streamsAgreed = false;
   /** When this connection's credentials expire (unix seconds; `null`: never). */
   authExp: number | null = null;
   /** Refreshes refused (or provider failures) in a row since the last success; at
@@ -278,6 +285,7 @@ export class ClientSession {
     this.state = "idle";
     this.welcome = null;
     this.refreshAgreed = false;
+    this.streamsAgreed = false;
     this.authExp = null;
     this.refreshFailures = 0;
     for (const cs of this.byReq.values()) {
@@ -385,6 +393,13 @@ export class ClientSession {
     return { kind: "ask_token", at: now + refreshDelay(this.refreshFailures), attempt: this.refreshFailures + 1, connection: this._connection };
   }
 
+  /** The `list` frame number `n` to send now, or `null` while not welcomed with the
+   * `streams` cap (send it again after the next welcome). */
+  listStreams(n: number): List | null {
+    if (this.state !== "ready" || !this.streamsAgreed) return null;
+    return { t: "list", n };
+  }
+
   cancel(stream: string): Cancel {
     return { t: "cancel", stream };
   }
@@ -457,6 +472,7 @@ export class ClientSession {
       if (frame.anon !== null) this.anon = frame.anon;
       this.batch = this.caps.includes(CAP_BATCH) && frame.caps.includes(CAP_BATCH);
       this.refreshAgreed = this.caps.includes(CAP_REFRESH) && frame.caps.includes(CAP_REFRESH);
+      this.streamsAgreed = this.caps.includes(CAP_STREAMS) && frame.caps.includes(CAP_STREAMS);
       this.authExp = frame.auth_exp;
       this.refreshFailures = 0;
       this.ackEvery = Math.max(1, Math.min(this.ackEvery, Math.floor(frame.limits.window / 4)));
@@ -517,6 +533,9 @@ export class ClientSession {
         this.refreshFailures = 0;
         this.authExp = frame.exp;
         return { kind: "refreshed", exp: frame.exp };
+      case "streams":
+        if (!this.streamsAgreed) throw new ProtocolError("streams without the streams cap agreed");
+        return { kind: "streams", n: frame.n, items: frame.items };
       default:
         throw new ProtocolError(`unexpected ${frame.t} frame`);
     }

@@ -371,8 +371,8 @@ test("a batched catch-up: the first frame's events reach the page before the res
   const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false });
   const started = client.start("echo");
   // the stream object exists before `started` is answered
-  await until(() => client.streams.size === 1);
-  probe.st = [...client.streams.values()][0];
+  await until(() => client.openStreams.size === 1);
+  probe.st = [...client.openStreams.values()][0];
   const st = await started;
   const answer = await st.wait();
   await client.close();

@@ -1,0 +1,142 @@
+// Listing live streams (cap `streams`, protocol §2): the sans-I/O session against the
+// shared frame vectors, and `client.streams()` over a scripted server (reconnects,
+// a server without the cap).
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+import { CAP_STREAMS, Client, ClientSession, Cursor, ProtocolError, decodeClient, encode } from "../dist/unbroken.js";
+
+const vectors = JSON.parse(readFileSync(new URL("../../tests/vectors/frames.json", import.meta.url), "utf8")).frames;
+const vector = (name) => vectors.find((f) => f.name === name);
+const EPOCH = "Zm9vYmFy";
+const welcome = (caps) => encode({ t: "welcome", session: "s", heartbeat_ms: 1000, epoch: EPOCH, caps });
+
+test("session: list and streams frames follow the vectors, only with the cap agreed", () => {
+  const s = new ClientSession({ caps: ["batch", CAP_STREAMS] });
+  assert.equal(s.listStreams(3), null, "not welcomed yet");
+  s.connect();
+  assert.equal(s.listStreams(3), null, "still awaiting welcome");
+  s.receive(welcome(["batch", "streams"]));
+  assert.equal(s.streamsAgreed, true);
+  assert.equal(encode(s.listStreams(3)), vector("list (cap streams)").frame);
+  const one = vector("streams (cap streams): one live stream");
+  assert.deepEqual(s.receive(one.frame), { kind: "streams", n: 3, items: one.fields.items });
+  assert.deepEqual(s.receive(vector("streams, none live").frame), { kind: "streams", n: 4, items: [] });
+  s.connectionLost();
+  assert.equal(s.streamsAgreed, false, "a new connection agrees again");
+  assert.equal(s.listStreams(5), null);
+
+  // the server did not list the cap: no list goes out, and a streams frame is a protocol error
+  const old = new ClientSession({ caps: [CAP_STREAMS] });
+  old.connect();
+  old.receive(welcome(["batch"]));
+  assert.equal(old.streamsAgreed, false);
+  assert.equal(old.listStreams(1), null);
+  assert.throws(() => old.receive(one.frame), (e) => e instanceof ProtocolError && /streams cap/.test(e.message));
+  // nor when this client did not offer it
+  const quiet = new ClientSession({ caps: [] });
+  quiet.connect();
+  quiet.receive(welcome(["streams"]));
+  assert.equal(quiet.streamsAgreed, false);
+});
+
+const ITEM = { stream: "mUlt1PartStream-xyz_42", agent: "report", epoch: EPOCH, head: 7, h: "ba7abf59f2e5310cd9f0b87de4f48e99", status: "running" };
+
+/** A scripted server: welcomes with `caps`, answers `list` with `items` (or drops
+ * the connection at the first `dropLists` lists). */
+function scripted({ caps = ["batch", "streams"], items = [ITEM], dropLists = 0 } = {}) {
+  const seen = { hellos: [], lists: [], connections: 0 };
+  class WS {
+    constructor() {
+      this.readyState = 0;
+      this.protocol = "";
+      this.onopen = this.onmessage = this.onclose = this.onerror = null;
+      seen.connections++;
+      setTimeout(() => {
+        this.readyState = 1;
+        this.protocol = "unbroken.v1";
+        this.onopen?.({});
+      }, 1);
+    }
+    send(data) {
+      const f = decodeClient(data);
+      setTimeout(() => {
+        if (this.readyState !== 1) return;
+        if (f.t === "hello") {
+          seen.hellos.push(f);
+          this.onmessage?.({ data: welcome(caps) });
+        } else if (f.t === "list") {
+          seen.lists.push(f.n);
+          if (dropLists > 0) {
+            dropLists--;
+            this.readyState = 3;
+            this.onclose?.({ code: 1006, reason: "" });
+          } else this.onmessage?.({ data: encode({ t: "streams", n: f.n, items }) });
+        } else if (f.t === "ping") this.onmessage?.({ data: encode({ t: "pong", n: f.n }) });
+      }, 0);
+    }
+    close(code = 1000, reason = "") {
+      if (this.readyState >= 2) return;
+      this.readyState = 3;
+      setTimeout(() => this.onclose?.({ code, reason }), 0);
+    }
+  }
+  return { WS, seen };
+}
+
+const options = (WS) => ({ WebSocket: WS, storage: null, lifecycle: false, policy: { base: 0.01, cap: 0.02 } });
+
+test("client.streams(): the live streams with cursors at their heads; connects first", async () => {
+  const { WS, seen } = scripted();
+  const client = new Client("ws://a/ws", options(WS));
+  const items = await client.streams();
+  assert.deepEqual(seen.hellos[0].caps, ["batch", "streams"], "the cap is offered");
+  assert.equal(items.length, 1);
+  const [it] = items;
+  const { cursor, ...fields } = it;
+  assert.deepEqual(fields, { stream: ITEM.stream, agent: "report", epoch: EPOCH, head: 7, status: "running" });
+  assert.ok(cursor instanceof Cursor);
+  assert.deepEqual([cursor.stream, cursor.seq, cursor.digest, cursor.epoch], [ITEM.stream, 7, ITEM.h, EPOCH]);
+  assert.equal(String(cursor), `ub1.${ITEM.stream}.7.${ITEM.h}.${EPOCH}`, "a cursor resume() takes");
+  assert.deepEqual(await client.streams(), items, "asked again: numbered apart");
+  assert.deepEqual(seen.lists, [1, 2]);
+  await client.close();
+});
+
+test("client.streams(): a list unanswered when the connection drops is asked again on the next", async () => {
+  const { WS, seen } = scripted({ dropLists: 1, items: [] });
+  const client = new Client("ws://a/ws", options(WS));
+  await client.connect();
+  assert.deepEqual(await client.streams(), []);
+  assert.deepEqual(seen.lists, [1, 1], "the same list, sent again after the reconnect");
+  assert.equal(seen.connections, 2);
+  await client.close();
+});
+
+test("client.streams(): a server without the cap is a ConfigError; close() ends a pending list", async () => {
+  const { WS, seen } = scripted({ caps: ["batch"] });
+  const client = new Client("ws://a/ws", options(WS));
+  await assert.rejects(client.streams(), (e) => e.name === "ConfigError" && /predates the 'streams' capability/.test(e.message));
+  assert.deepEqual(seen.lists, [], "nothing sent");
+  await client.close();
+
+  const never = scripted({ items: [] });
+  let listSent;
+  const sent = new Promise((r) => (listSent = r));
+  const slow = new Client("ws://a/ws", options(class extends never.WS {
+    send(data) {
+      if (decodeClient(data).t === "list") listSent(); // and never answered
+      else super.send(data);
+    }
+  }));
+  const pending = slow.streams();
+  await sent;
+  await slow.close();
+  await assert.rejects(pending, (e) => e.name === "ConnectionLost" && /client closed/.test(e.message));
+  // one asked as the client closes ends the same way
+  const late = new Client("ws://a/ws", options(never.WS));
+  await late.connect();
+  const racing = late.streams();
+  await late.close();
+  await assert.rejects(racing, (e) => e.name === "ConnectionLost");
+});
