@@ -16,6 +16,27 @@ def seconds(v: float | None) -> str:
     return "—" if v is None else f"{v:.3f} s"
 
 
+def reconnects_after(run: RunState, t: float | None) -> int:
+    """Reconnect attempts any client made after ``t`` (none without a ``t``)."""
+    if t is None:
+        return 0
+    return sum(1 for w in run.watches for e in w.events if e.kind == "reconnecting" and e.at > t)
+
+
+def completed_resumes(run: RunState) -> int:
+    """Streams a second client resumed from a saved cursor to their end."""
+    return sum(
+        1
+        for r in run.resumed_recs
+        if r.error is None and r.answer is not None and r.answer.status == "completed"
+    )
+
+
+def refusal_text(refused: list[BaseException]) -> str:
+    """The first refusal a client met, typed (or that there was none)."""
+    return f"{type(refused[0]).__name__}: {refused[0]}" if refused else "the client was not refused"
+
+
 def json_parts_check(run: RunState) -> Check:
     """Every JSON part of every stream equals the generated document, validates against
     its schema, and ended without a part error."""

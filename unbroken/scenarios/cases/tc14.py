@@ -41,6 +41,7 @@ from ..harness import ChaosHarness, StreamRecorder
 from ..run_result import Check, RunResult
 from ..spec import SEED_CONDITIONS, TIMINGS, RunSpec
 from .base import FAULT_MODES, Case, Row
+from .common import completed_resumes, reconnects_after, refusal_text
 
 Versions = tuple[str, ...]
 
@@ -266,35 +267,22 @@ class TC14(Case):
             and e.client_versions == plan.client
             and e.server_versions == plan.after
         ]
-        tries = sum(
-            1
-            for w in run.watches
-            for e in w.events
-            if e.kind == "reconnecting" and t is not None and e.at > t
-        )
+        tries = reconnects_after(run, t)
         out.append(
             Check(
                 "TC14 the old client's resume was refused: UnsupportedVersion naming both "
                 "sides' versions (close 4005), not retried",
                 bool(seen.refused) and len(typed) == len(seen.refused) and tries <= 1 and not after,
-                (
-                    f"{type(seen.refused[0]).__name__}: {seen.refused[0]}"
-                    if seen.refused
-                    else "the client was not refused"
-                )
+                refusal_text(seen.refused)
                 + f"; {tries} reconnect attempt(s), {len(after)} connection(s) after the change",
             )
         )
-        resumed = [
-            r
-            for r in run.resumed_recs
-            if r.error is None and r.answer is not None and r.answer.status == "completed"
-        ]
+        resumed = completed_resumes(run)
         out.append(
             Check(
                 "TC14 a new client resumed the stream from the saved cursor on v2",
-                len(resumed) == len(seen.refused) > 0 and all(v == "v2" for v in seen.resumed_on),
-                f"{len(resumed)} of {len(seen.refused)} resumed to the end, on {seen.resumed_on}",
+                resumed == len(seen.refused) > 0 and all(v == "v2" for v in seen.resumed_on),
+                f"{resumed} of {len(seen.refused)} resumed to the end, on {seen.resumed_on}",
             )
         )
         return out

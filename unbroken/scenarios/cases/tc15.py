@@ -35,6 +35,7 @@ from ..harness import CHAOS_POLICY, ChaosHarness, StreamRecorder
 from ..run_result import Check, RunResult
 from ..spec import RunSpec
 from .base import Case, Row
+from .common import completed_resumes, reconnects_after, refusal_text
 
 #: The page origin the stream runs for, dropped mid-answer.
 ORIGIN_A: Final = "https://a.tc15.example"
@@ -205,35 +206,21 @@ class TC15(Case):
         else:
             # a refused upgrade's 403 is Forbidden, typed and final, quoting the reason
             typed = [e for e in seen.refused if isinstance(e, Forbidden) and "403" in str(e)]
-            tries = sum(
-                1
-                for w in run.watches
-                for e in w.events
-                if e.kind == "reconnecting" and t is not None and e.at > t
-            )
+            tries = reconnects_after(run, t)
             out.append(
                 Check(
                     "TC15 the resume from A was refused by the new policy: a typed error "
                     "(HTTP 403), not retried",
                     bool(seen.refused) and len(typed) == len(seen.refused) and tries <= 1,
-                    (
-                        f"{type(seen.refused[0]).__name__}: {seen.refused[0]}"
-                        if seen.refused
-                        else "the client was not refused"
-                    )
-                    + f"; {tries} reconnect attempt(s)",
+                    refusal_text(seen.refused) + f"; {tries} reconnect attempt(s)",
                 )
             )
-            resumed = [
-                r
-                for r in run.resumed_recs
-                if r.error is None and r.answer is not None and r.answer.status == "completed"
-            ]
+            resumed = completed_resumes(run)
             out.append(
                 Check(
                     "TC15 a client of origin B resumed the stream from the saved cursor",
-                    len(resumed) == len(seen.refused) > 0,
-                    f"{len(resumed)} of {len(seen.refused)} resumed to the end",
+                    resumed == len(seen.refused) > 0,
+                    f"{resumed} of {len(seen.refused)} resumed to the end",
                 )
             )
         return out
