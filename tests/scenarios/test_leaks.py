@@ -179,5 +179,6 @@ async def _run_ended(h: ChaosHarness, stream: str) -> None:
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.full  # 1,000 cut-and-resume cycles, ~30 s
 async def test_cut_and_resume_1000_times_leaks_nothing() -> None:
     await cut_and_resume(1000)

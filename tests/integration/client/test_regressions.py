@@ -40,6 +40,7 @@ def burst_app() -> Unbroken:
     return app
 
 
+@pytest.mark.full  # ~10-30 s
 async def test_late_acks_after_the_end_never_close_the_connection(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -81,6 +81,7 @@ async def test_a_request_flood_is_paced_and_a_healthy_stream_keeps_flowing(
     await kit.wait_no_connections()
 
 
+@pytest.mark.full  # waits out the send timeout, ~30 s
 async def test_a_client_that_never_reads_its_answers_is_dropped_with_4008(
     served: Served, caplog_info: pytest.LogCaptureFixture
 ) -> None:

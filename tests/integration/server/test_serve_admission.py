@@ -8,6 +8,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
 from unbroken.protocol.codes import ErrorCode
 from unbroken.protocol.frames import Start
 
@@ -17,6 +19,7 @@ from .wire import Wire
 SLOW = {"words": 4000, "tokens_per_s": 200}
 
 
+@pytest.mark.full  # a real serve process and a slow agent, ~11 s
 async def test_max_runs_flag_refuses_a_second_run_and_keeps_the_first() -> None:
     srv = await ServeProcess.start("--max-runs", "1", "--stall-timeout", "30")
     try:

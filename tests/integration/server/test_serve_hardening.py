@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import psutil
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
@@ -91,6 +92,7 @@ async def test_a_flood_of_unfinished_connections_cannot_exhaust_descriptors() ->
         assert len(srv.lines) < 200
 
 
+@pytest.mark.full  # ~25 s at the descriptor limit
 async def test_at_the_descriptor_limit_accept_errors_log_a_bounded_number_of_lines() -> None:
     """A cap set above the descriptor limit (warned at start) lets accept() fail;
     asyncio's traceback per failed accept goes through the flood filter."""

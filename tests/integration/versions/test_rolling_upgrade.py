@@ -175,6 +175,7 @@ async def rolling_upgrade(
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.full  # nine node processes, ~12 s; TC14's quick runs stay in the default tier
 async def test_rolling_upgrade_v1_to_v2_every_stream_exact_or_refused(
     redis: RedisServer, tmp_path: Path
 ) -> None:
