@@ -21,6 +21,23 @@ def abort_server_side(srv: RunningServer) -> int:
     return n
 
 
+def gated_halves(app: Unbroken) -> asyncio.Event:
+    """Give ``app`` the agent ``halves``: 300 tokens ``a0 …``, then (once the returned
+    gate is set) 300 tokens ``b0 …``."""
+    gate = asyncio.Event()
+
+    @app.agent("halves")
+    async def halves(_req, out):  # type: ignore[no-untyped-def]
+        for i in range(300):
+            await out.text(f"a{i} ")
+        await out.flush()
+        await gate.wait()
+        for i in range(300):
+            await out.text(f"b{i} ")
+
+    return gate
+
+
 def paced_text_app(
     *, tokens: int = 2000, pause_every: int = 50, **kw: object
 ) -> tuple[Unbroken, Callable[[int], str], dict[str, int]]:

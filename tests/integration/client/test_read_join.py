@@ -14,6 +14,8 @@ from unbroken.client import Client, TextDelta
 from unbroken.server import Output, Principal, Request, Unbroken
 from unbroken.testing import serve
 
+from .conftest import gated_halves
+
 T = 20.0
 TOKENS = {"alice-token": "alice", "alice-phone": "alice", "bob-token": "bob"}
 
@@ -30,17 +32,8 @@ def words(prefix: str, n: int) -> str:
 
 
 def app_with_gate() -> tuple[Unbroken, asyncio.Event]:
-    gate = asyncio.Event()
     app = Unbroken(authenticate=authenticate)
-
-    @app.agent("halves")
-    async def halves(_req: Request, out: Output) -> None:
-        for i in range(300):
-            await out.text(f"a{i} ")
-        await out.flush()
-        await gate.wait()
-        for i in range(300):
-            await out.text(f"b{i} ")
+    gate = gated_halves(app)
 
     @app.agent("fails")
     async def fails(_req: Request, out: Output) -> None:

@@ -12,26 +12,17 @@ import pytest
 
 from unbroken import ConfigError, StreamGone
 from unbroken.client import Client
-from unbroken.server import Output, Request, Unbroken
+from unbroken.server import Unbroken
 from unbroken.testing import serve
+
+from .conftest import gated_halves
 
 T = 20.0
 
 
 def app_with_gate() -> tuple[Unbroken, asyncio.Event]:
-    gate = asyncio.Event()
     app = Unbroken(allow_anonymous=True)
-
-    @app.agent("halves")
-    async def halves(_req: Request, out: Output) -> None:
-        for i in range(300):
-            await out.text(f"a{i} ")
-        await out.flush()
-        await gate.wait()
-        for i in range(300):
-            await out.text(f"b{i} ")
-
-    return app, gate
+    return app, gated_halves(app)
 
 
 EXPECTED = "".join(f"a{i} " for i in range(300)) + "".join(f"b{i} " for i in range(300))
