@@ -8,7 +8,8 @@ Run two nodes on one Redis::
 and start the ``count`` agent on one, e.g. input ``{"n": 5000, "every": 50, "pause": 0.01}``
 (``n`` numbered tokens, sleeping ``pause`` seconds after every ``every`` tokens);
 a client given both URLs resumes on the other node when one goes away.
-``UNBROKEN_REDIS_LEASE`` sets the producer lease in seconds (default 5).
+``UNBROKEN_REDIS_LEASE`` sets the producer lease in seconds (default 5);
+``UNBROKEN_REDIS_CLUSTER=1`` takes the URL as a seed node of a Redis Cluster.
 This app lets anyone connect (``allow_anonymous=True``): a demo on localhost only.
 """
 
@@ -24,6 +25,7 @@ store = RedisStore(
     os.environ.get("UNBROKEN_REDIS_URL", "redis://127.0.0.1:6379/0"),
     lease=float(os.environ.get("UNBROKEN_REDIS_LEASE", "5")),
     prefix=os.environ.get("UNBROKEN_REDIS_PREFIX", "unbroken"),
+    cluster=os.environ.get("UNBROKEN_REDIS_CLUSTER", "") not in ("", "0"),
 )
 app = Unbroken(store=store, allow_anonymous=True)
 

@@ -122,6 +122,24 @@ def count_round_trips(pool: Any, counts: RedisCounts) -> None:
     )
 
 
+def count_cluster_round_trips(client: Any, counts: RedisCounts) -> None:
+    """As :func:`count_round_trips` for a ``redis.asyncio.cluster.RedisCluster``: the
+    connections of every node, those known now and those discovered later (a pipeline
+    counts once per master it reaches)."""
+    manager: Any = getattr(client, "nodes_manager", None)
+    kwargs = getattr(manager, "connection_kwargs", None)
+    if not isinstance(kwargs, dict):
+        return
+    from redis.asyncio.connection import Connection
+
+    holder: Any = type("_Pool", (), {})()
+    holder.connection_class = kwargs.get("connection_class", Connection)
+    count_round_trips(holder, counts)
+    kwargs["connection_class"] = holder.connection_class
+    for node in manager.nodes_cache.values():
+        node.connection_class = holder.connection_class
+
+
 @dataclass(slots=True)
 class Live:
     """What the app reports of itself at scrape time (read, never kept)."""

@@ -36,6 +36,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rex
+from redis.asyncio.cluster import RedisCluster
 
 from ..errors import (
     LogDiverged,
@@ -45,7 +46,7 @@ from ..errors import (
     StreamTooLarge,
     UnbrokenError,
 )
-from ..observe.counts import RedisCounts, count_round_trips
+from ..observe.counts import RedisCounts, count_cluster_round_trips, count_round_trips
 from ..protocol.digest import Chain, seed
 from ..protocol.events import Event, Kind
 from ..protocol.items import Segment, chain_stored, decode_one, items_array
@@ -77,8 +78,21 @@ RECENT_BYTES: Final = 1024 * 1024
 _END: Final = int(Kind.END)
 _runs_encoder: Final = msgspec.json.Encoder()
 _runs_decoder: Final = msgspec.json.Decoder(list[tuple[int, int, str]])
-#: Errors that mean "Redis is (briefly) unreachable": retried with backoff.
-_TRANSIENT: Final = (rex.ConnectionError, rex.TimeoutError, ConnectionError, OSError)
+#: Errors that mean "Redis is (briefly) unreachable": retried with backoff. For a
+#: cluster also: no node serves the slot yet (failover, resharding), or a slot
+#: mid-migration holds only some of a script's keys (redis-py's own retries ran out).
+_TRANSIENT: Final = (
+    rex.ConnectionError,
+    rex.TimeoutError,
+    ConnectionError,
+    OSError,
+    rex.ClusterDownError,
+    rex.TryAgainError,
+    rex.SlotNotCoveredError,
+)
+#: How often a cluster store polls the streams it tails (no blocking XREAD over
+#: many slots exists in a cluster).
+CLUSTER_POLL: Final = 0.025
 
 _NOW: Final = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
 
@@ -174,6 +188,13 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 redis.call('PEXPIRE', KEYS[3], ARGV[6])
 return 0
+"""
+
+# KEYS: the epoch key. Returns {epoch or "", seconds, microseconds}: the lease loop's
+# clock on a cluster (the leases themselves are judged by each stream's own node).
+_CLOCK: Final = """
+local t = redis.call('TIME')
+return {redis.call('GET', KEYS[1]) or '', t[1], t[2]}
 """
 
 
@@ -284,6 +305,8 @@ class RedisStore:
     ``client`` is a ``redis://`` / ``unix://`` URL or a ``redis.asyncio.Redis``
     built with ``decode_responses=False``. With a URL the epoch is read (or
     created) at once; with a client, ``await store.open()`` before serving.
+    ``cluster=True`` takes the URL as a seed node of a Redis Cluster (or pass a
+    ``redis.asyncio.cluster.RedisCluster``); see :meth:`RedisStore.cluster`.
     ``lease`` is the producer lease in seconds: a node that dies with runs in
     flight has them ended ``failed: producer_lost`` by any node tailing them
     within about ``lease`` seconds (renewals every ``lease / 5`` may be missed
@@ -293,8 +316,9 @@ class RedisStore:
 
     def __init__(
         self,
-        client: str | aioredis.Redis,
+        client: str | aioredis.Redis | RedisCluster,
         *,
+        cluster: bool = False,
         retention: Retention | None = None,
         lease: float = 5.0,
         prefix: str = "unbroken",
@@ -312,22 +336,34 @@ class RedisStore:
         self.tail_count = tail_count
         self._epoch_key = f"{prefix}:epoch"
         self._epoch = ""
-        if isinstance(client, str):
+        #: round trips and failures, for unbroken_redis_* (unbroken.observe)
+        self.redis_counts = RedisCounts()
+        self.is_cluster = cluster or isinstance(client, RedisCluster)
+        if isinstance(client, str) and self.is_cluster:
+            # a node's connections are opened as needed (redis-py's cluster client has
+            # no blocking pool; its per-node cap raises instead of waiting)
+            self._r: Any = RedisCluster.from_url(client, decode_responses=False)
+            count_cluster_round_trips(self._r, self.redis_counts)
+            self._epoch = self._sync_epoch(client)
+        elif isinstance(client, str):
             # commands wait for a free connection rather than fail: a bounded pool per node
             pool = aioredis.BlockingConnectionPool.from_url(
                 client, max_connections=max_connections, timeout=None, decode_responses=False
             )
-            self._r: Any = aioredis.Redis(connection_pool=pool)
+            self._r = aioredis.Redis(connection_pool=pool)
+            count_round_trips(pool, self.redis_counts)
             self._epoch = self._sync_epoch(client)
         else:
             self._r = client
-        #: round trips and failures, for unbroken_redis_* (unbroken.observe)
-        self.redis_counts = RedisCounts()
-        count_round_trips(getattr(self._r, "connection_pool", None), self.redis_counts)
+            if self.is_cluster:
+                count_cluster_round_trips(client, self.redis_counts)
+            else:
+                count_round_trips(getattr(client, "connection_pool", None), self.redis_counts)
         self._append_script = self._r.register_script(_APPEND)
         self._renew_script = self._r.register_script(_RENEW)
         self._claim_script = self._r.register_script(_CLAIM)
         self._finish_script = self._r.register_script(_FINISH)
+        self._clock_script = self._r.register_script(_CLOCK)
         self._listeners: dict[str, list[Listener]] = {}
         self._notified: dict[str, int] = {}
         self._tail_ids: dict[str, bytes] = {}
@@ -355,6 +391,12 @@ class RedisStore:
         #: appends waiting for this loop tick's pipeline (see _run_append)
         self._queued: list[tuple[list[str], list[Any], asyncio.Future[list[Any]]]] = []
         self._queue_armed = False
+
+    @classmethod
+    def cluster(cls, url: str, **kwargs: Any) -> RedisStore:
+        """A store on the Redis Cluster ``url`` names one node of (a seed: the
+        others are discovered); ``kwargs`` as for :class:`RedisStore`."""
+        return cls(url, cluster=True, **kwargs)
 
     # ------------------------------------------------------------ keys
     def _meta_key(self, stream: str) -> str:
@@ -389,8 +431,13 @@ class RedisStore:
     # ------------------------------------------------------------ epoch
     def _sync_epoch(self, url: str) -> str:
         import redis
+        import redis.cluster
 
-        r = redis.Redis.from_url(url, decode_responses=False)
+        r: Any = (
+            redis.cluster.RedisCluster.from_url(url, decode_responses=False)
+            if self.is_cluster
+            else redis.Redis.from_url(url, decode_responses=False)
+        )
         try:
             r.set(self._epoch_key, secrets.token_urlsafe(9).encode(), nx=True)
             value = r.get(self._epoch_key)
@@ -434,8 +481,9 @@ class RedisStore:
         self._loop = loop
         self._tail_client_id = None
         self._tail_wake = asyncio.Event()
+        tail = self._poll_loop() if self.is_cluster else self._tail_loop()
         self._tasks = [
-            loop.create_task(self._tail_loop(), name="unbroken-redis-tail"),
+            loop.create_task(tail, name="unbroken-redis-tail"),
             loop.create_task(self._lease_loop(), name="unbroken-redis-lease"),
         ]
 
@@ -946,6 +994,8 @@ class RedisStore:
         """Wake the blocked XREAD so it picks up new streams."""
         if self._tail_wake is not None:
             self._tail_wake.set()
+        if self.is_cluster:
+            return
         if self._tail_kick or self._tail_client_id is None or self._loop is None:
             self._tail_kick = True
             return
@@ -1015,6 +1065,58 @@ class RedisStore:
             with contextlib.suppress(Exception):
                 await tail.aclose()
 
+    async def _poll_loop(self) -> None:
+        """The tailer on a Redis Cluster: a blocking XREAD may not name streams of
+        several slots, so every ``CLUSTER_POLL`` seconds one pipeline asks each
+        tailed stream for its new entries (redis-py sends each master its share in
+        one round trip, the masters in parallel)."""
+        backoff = 0.05
+        while not self._closed:
+            try:
+                new = [s for s, i in self._tail_ids.items() if not i]
+                owned = self._owned
+                tailed = [(s, i) for s, i in self._tail_ids.items() if i and s not in owned]
+                if not new and not tailed:
+                    assert self._tail_wake is not None
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._tail_wake.wait(), 1.0)
+                    self._tail_wake.clear()
+                    continue
+                pipe = self._r.pipeline(transaction=False)
+                for s in new:
+                    pipe.hget(self._meta_key(s), "head")
+                for s, i in tailed:
+                    pipe.xread({self._log_key(s): i}, count=self.tail_count)
+                res = await pipe.execute()
+                backoff = 0.05
+                for s, h in zip(new, res[: len(new)], strict=True):
+                    if self._tail_ids.get(s) == b"":
+                        head = int(h) if h is not None else 0
+                        self._tail_ids[s] = f"{head}-0".encode()
+                        if head:
+                            self._notify(s, head)
+                for (s, i), got in zip(tailed, res[len(new) :], strict=True):
+                    if self._tail_ids.get(s) != i:
+                        continue  # unsubscribed or reset meanwhile
+                    for _key, items in got or ():
+                        if not items:
+                            continue
+                        eid, fields = items[-1]
+                        self._tail_ids[s] = eid if isinstance(eid, bytes) else eid.encode()
+                        self._notify(s, int(eid.split(b"-")[0]) + int(fields[b"n"]) - 1)
+                assert self._tail_wake is not None
+                self._tail_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._tail_wake.wait(), CLUSTER_POLL)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._closed:
+                    return
+                log.warning("redis tail failed, retrying: %r", exc)
+                await asyncio.sleep(random.uniform(backoff / 2, backoff))
+                backoff = min(backoff * 2, 1.0)
+
     # ------------------------------------------------------------ leases
     async def _lease_loop(self) -> None:
         """Renew this node's leases, end streams whose producer is lost, notice a
@@ -1023,7 +1125,12 @@ class RedisStore:
         while not self._closed:
             await asyncio.sleep(period)
             try:
-                await self._lease_tick()
+                try:
+                    await self._lease_tick()
+                except rex.NoScriptError:  # a cluster pipeline loads no scripts: load, again
+                    for script in (_RENEW, _CLOCK):
+                        await self._r.script_load(script)
+                    await self._lease_tick()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -1040,8 +1147,11 @@ class RedisStore:
         appended = [self._appended.get(s, 0) for s, _ in owned]
         seen = [self._notified.get(s, -1) for s in watched]
         pipe = self._r.pipeline(transaction=False)
-        pipe.get(self._epoch_key)
-        pipe.time()
+        if self.is_cluster:  # a cluster pipeline sends no key-less TIME: a keyed script
+            await self._clock_script(keys=[self._epoch_key], client=pipe)
+        else:
+            pipe.get(self._epoch_key)
+            pipe.time()
         for s, token in owned:
             await self._renew_script(
                 keys=[self._meta_key(s), self._log_key(s), self._tomb_key(s)],
@@ -1051,7 +1161,12 @@ class RedisStore:
         for s in watched:
             pipe.hmget(self._meta_key(s), ["status", "lease", "head"])
         res = await pipe.execute()
-        ep, now = res[0], res[1]
+        if self.is_cluster:
+            ep, now = res[0][0] or None, res[0][1:]
+            res = [None, *res]
+        else:
+            ep, now = res[0], res[1]
+        now = [int(x) for x in now]
         if ep is None or ep.decode() != self._epoch:
             await self._refresh_epoch(ep)
         now_ms = now[0] * 1000 + now[1] // 1000

@@ -21,6 +21,7 @@ from unbroken.protocol.digest import chain
 from unbroken.protocol.events import Kind, chunk, end, part_end, part_start
 
 REDIS = shutil.which("redis-server")
+REDIS_CLI = shutil.which("redis-cli")
 ROOT = Path(__file__).resolve().parents[3]
 NO_REDIS = "redis-server not installed: apt-get update && apt-get install -y redis-server"
 
@@ -71,10 +72,12 @@ def _wait_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> None
 class RedisServer:
     """One private redis-server on a free port, data in ``dir``."""
 
-    def __init__(self, dir: Path, *, aof: bool = False) -> None:
+    def __init__(self, dir: Path, *, aof: bool = False, cluster: bool = False) -> None:
         assert REDIS is not None
         self.dir = dir
         self.aof = aof
+        self.cluster = cluster
+        self.bus_port = free_port() if cluster else 0
         self.port = free_port()
         self.proc: subprocess.Popen[str] | None = None
 
@@ -90,6 +93,15 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        if self.cluster:  # its node table in its own dir: a restart keeps its slots
+            args += [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(self.dir / "nodes.conf"),
+            ]
+            # the bus on a free port of its own (not port + 10000, maybe taken or > 65535)
+            args += ["--cluster-port", str(self.bus_port)]
         self.proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -131,10 +143,18 @@ NODE_LOGS = Path(tempfile.gettempdir()) / f"unbroken-redis-nodes-{os.getpid()}"
 class Node:
     """``unbroken serve examples.redis_app:app`` in a process of its own."""
 
-    def __init__(self, redis_url: str, *, lease: float = 5.0, prefix: str = "unbroken") -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        lease: float = 5.0,
+        prefix: str = "unbroken",
+        cluster: bool = False,
+    ) -> None:
         self.port = free_port()
         env = dict(os.environ)
         env.update(
+            UNBROKEN_REDIS_CLUSTER="1" if cluster else "",
             UNBROKEN_REDIS_URL=redis_url,
             UNBROKEN_REDIS_LEASE=str(lease),
             UNBROKEN_REDIS_PREFIX=prefix,
@@ -196,3 +216,89 @@ def nodes() -> Iterator[list[Node]]:
     yield started
     for n in started:
         n.stop()
+
+
+class RedisCluster:
+    """A private Redis Cluster: ``masters`` redis-servers (cluster mode, no replicas)
+    on free ports, data under ``dir``, the slots spread by ``redis-cli --cluster create``."""
+
+    def __init__(self, dir: Path, masters: int = 3) -> None:
+        self.dir = dir
+        self.servers: list[RedisServer] = []
+        for i in range(masters):
+            d = dir / f"m{i}"
+            d.mkdir()
+            self.servers.append(RedisServer(d, cluster=True))
+
+    @property
+    def url(self) -> str:
+        """A seed URL (any master: the client discovers the others)."""
+        return self.servers[0].url
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{s.port}" for s in self.servers]
+
+    def cli(self, *args: str, timeout: float = 60) -> str:
+        """``redis-cli`` with ``args``; its output (raises on a non-zero exit)."""
+        assert REDIS_CLI is not None
+        done = subprocess.run(
+            [REDIS_CLI, *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli {' '.join(args)}: {done.stdout}{done.stderr}")
+        return done.stdout
+
+    def start(self) -> None:
+        for s in self.servers:
+            s.start()
+        self.cli("--cluster", "create", *self.addresses, "--cluster-replicas", "0", "--cluster-yes")
+        self.wait_ok()
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        """Until every master reports ``cluster_state:ok`` and agrees on the slots."""
+        deadline = time.monotonic() + timeout
+        while True:
+            infos = [self.cli("-p", str(s.port), "cluster", "info") for s in self.servers]
+            if all("cluster_state:ok" in i and "cluster_slots_ok:16384" in i for i in infos):
+                try:
+                    self.cli("--cluster", "check", self.addresses[0])
+                    return
+                except RuntimeError:
+                    pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cluster not ok: {infos}")
+            time.sleep(0.1)
+
+    def owner(self, slot: int) -> int:
+        """Index in :attr:`servers` of the master serving ``slot``."""
+        for line in self.cli("-p", str(self.servers[0].port), "cluster", "nodes").splitlines():
+            f = line.split()
+            port = int(f[1].split("@")[0].split(":")[1])
+            for r in f[8:]:
+                if r.startswith("["):
+                    continue
+                lo, _, hi = r.partition("-")
+                if int(lo) <= slot <= int(hi or lo):
+                    return next(i for i, s in enumerate(self.servers) if s.port == port)
+        raise LookupError(slot)
+
+    def node_id(self, index: int) -> str:
+        return self.cli("-p", str(self.servers[index].port), "cluster", "myid").strip()
+
+    def stop(self) -> None:
+        for s in self.servers:
+            s.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    """A Redis Cluster of 3 masters of this test's own (each redis-server stopped by pid)."""
+    if REDIS is None or REDIS_CLI is None:
+        pytest.skip(NO_REDIS)
+    cluster = RedisCluster(tmp_path)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
