@@ -2,7 +2,8 @@
 Redis memory per MB of answer, end to end vs MemoryStore.
 
 Run: ``.venv/bin/python -m benchmarks.redis`` (starts a private redis-server;
-writes ``benchmarks/results/redis.json``).
+writes ``benchmarks/results/redis.json``). ``--paced`` runs only the paced append
+shape; ``--paced --cluster`` runs it on a private 3-master Redis Cluster.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_redis(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_redis(tmp: str, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     exe = shutil.which("redis-server")
     if exe is None:
         sys.exit("redis-server not found: apt-get install -y redis-server")
@@ -60,6 +61,7 @@ def start_redis(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
             "",
             "--appendonly",
             "no",
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -109,10 +111,12 @@ async def prebuilt(n: int, per: int) -> list[AppendBatch]:
     return cap.batches
 
 
-async def store_append(url: str, n: int, streams: int, per: int) -> dict[str, Any]:
+async def store_append(
+    url: str, n: int, streams: int, per: int, cluster: bool = False
+) -> dict[str, Any]:
     """Store-level appends of prebuilt batches: ``n`` tokens over ``streams`` streams
     (concurrently), ``per`` tokens per append."""
-    store = RedisStore(url, retention=BIG, prefix=f"bs{streams}-{per}")
+    store = RedisStore(url, retention=BIG, prefix=f"bs{streams}-{per}", cluster=cluster)
     batches = await prebuilt(n // streams, per)
     created = [await store.create("bench", f"r{i}", 0.0) for i in range(streams)]
 
@@ -138,19 +142,74 @@ async def store_append(url: str, n: int, streams: int, per: int) -> dict[str, An
     }
 
 
-async def paced_only(quick: bool = False) -> list[dict[str, Any]]:
+def start_cluster(tmp: str, masters: int = 3) -> tuple[list[subprocess.Popen[bytes]], str]:
+    """A private Redis Cluster of ``masters`` masters, no replicas; a seed URL."""
+    procs, ports = [], []
+    for i in range(masters):
+        d = Path(tmp) / f"m{i}"
+        d.mkdir()
+        conf = str(d / "nodes.conf")
+        bus = str(free_port())
+        proc, url = start_redis(
+            str(d), "--cluster-enabled", "yes", "--cluster-config-file", conf, "--cluster-port", bus
+        )
+        procs.append(proc)
+        ports.append(url.split(":")[2].split("/")[0])
+    cli = shutil.which("redis-cli")
+    assert cli is not None
+    subprocess.run(
+        [
+            cli,
+            "--cluster",
+            "create",
+            *(f"127.0.0.1:{p}" for p in ports),
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            subprocess.run(
+                [cli, "--cluster", "check", f"127.0.0.1:{ports[0]}"],
+                check=True,
+                capture_output=True,
+            )
+            info = subprocess.run(
+                [cli, "-p", ports[0], "cluster", "info"], check=True, capture_output=True, text=True
+            ).stdout
+            if "cluster_state:ok" in info:
+                break
+        except subprocess.CalledProcessError:
+            pass
+        if time.monotonic() > deadline:
+            sys.exit("redis cluster did not form")
+        time.sleep(0.1)
+    return procs, f"redis://127.0.0.1:{ports[0]}"
+
+
+async def paced_only(quick: bool = False, cluster: bool = False) -> list[dict[str, Any]]:
     """Only the paced shape (1,000 streams, one token per append: many paced agents
-    on one node), twice: ``python -m benchmarks.redis --paced``."""
+    on one node), twice: ``python -m benchmarks.redis --paced [--cluster]``."""
     tmp = tempfile.mkdtemp(prefix="unbroken-redis-bench-")
-    proc, url = start_redis(tmp)
+    if cluster:
+        procs, url = start_cluster(tmp)
+    else:
+        proc, url = start_redis(tmp)
+        procs = [proc]
     try:
-        rows = [await store_append(url, (20_000 if quick else 100_000), 1000, 1) for _ in range(2)]
+        n = 20_000 if quick else 100_000
+        rows = [await store_append(url, n, 1000, 1, cluster=cluster) for _ in range(2)]
         for r in rows:
-            print("store append", r, flush=True)
+            print("store append", "cluster" if cluster else "single", r, flush=True)
         return rows
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(15)
+        for proc in procs:
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(15)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -439,7 +498,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
 
 if __name__ == "__main__":
     if "--paced" in sys.argv:
-        asyncio.run(paced_only("--quick" in sys.argv))
+        asyncio.run(paced_only("--quick" in sys.argv, "--cluster" in sys.argv))
         sys.exit(0)
     result = asyncio.run(main())
     RESULTS.mkdir(parents=True, exist_ok=True)
