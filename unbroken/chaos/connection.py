@@ -283,6 +283,12 @@ class Link:
         self._writer: asyncio.Task[None] | None = None
         self._bindings: dict[str, _Binding] = {}
         self._chain: list[_Binding] = []
+        self._early: list[bytes] | None = []
+        """Bytes read while the connection was still ``connecting``, held until it opens.
+        Reading is paused then, but CPython before 3.11.3 resumed a socket paused inside
+        ``connection_made`` (its reader was added afterwards), and a client's first bytes
+        (the HTTP upgrade) were lost. ``None`` once released."""
+        self._early_eof = False
 
     @property
     def queued(self) -> int:
@@ -346,6 +352,15 @@ class Link:
         """Bytes read from the source."""
         n = len(data)
         self.received += n
+        if self._early is not None and self.connection.state == "connecting" and not self.done:
+            self._early.append(data)
+        else:
+            self._pass(data)
+        if self._port.waiters:
+            self._port.notify()
+
+    def _pass(self, data: bytes) -> None:
+        n = len(data)
         if self.done or self.connection.state != "open":
             self.dropped += n
         elif self._fast():
@@ -354,20 +369,33 @@ class Link:
         else:
             self._enqueue(Chunk(data, asyncio.get_running_loop().time()))
             self.update_reading()
-        if self._port.waiters:
-            self._port.notify()
 
     def feed_eof(self) -> None:
         """The source closed its sending side (or went away)."""
         if self.eof_seen:
             return
         self.eof_seen = True
+        if self._early is not None and self.connection.state == "connecting" and not self.done:
+            self._early_eof = True
+            return
+        self._pass_eof()
+
+    def _pass_eof(self) -> None:
         if self.done or self.connection.state != "open":
             return
         if self._fast():
             self._deliver_eof()
         else:
             self._enqueue(None)
+
+    def release_early(self) -> None:
+        """The connection left ``connecting``: pass on (or drop, if it did not open)
+        what was read meanwhile, in order; from now on bytes go straight through."""
+        early, self._early = self._early, None
+        for data in early or ():
+            self._pass(data)
+        if self._early_eof:
+            self._pass_eof()
 
     def abandon(self) -> None:
         """The destination is gone: drop what is queued; nothing more can be delivered."""
@@ -635,10 +663,12 @@ class ProxiedConnection:
             )
         except asyncio.CancelledError:
             self._connect_done = True
+            self._release_early()
             self._maybe_closed()
             raise
         except (OSError, TimeoutError) as exc:
             self._connect_done = True
+            self._release_early()
             self.port.record("upstream_error", self, None, error=f"{type(exc).__name__}: {exc}")
             if self.state == "connecting":
                 self.state = "closing"
@@ -648,6 +678,7 @@ class ProxiedConnection:
             return
         self._connect_done = True
         if self.state != "connecting":
+            self._release_early()
             if self.server.transport is not None:
                 self.server.transport.close()
             self._maybe_closed()
@@ -657,12 +688,17 @@ class ProxiedConnection:
             link = self.link(direction)
             for installed in self.port.chains[direction]:
                 link.bind(installed)
+        self._release_early()
         self.upstream.update_reading()
         self.downstream.update_reading()
         self.port.notify()
 
+    def _release_early(self) -> None:
+        for direction in DIRECTIONS:
+            self.link(direction).release_early()
+
     def _on_eof(self, side: _Side) -> None:
-        if self.state == "open":
+        if self.state in ("open", "connecting"):  # connecting: held until it opens
             (self.upstream if side is self.client else self.downstream).feed_eof()
 
     def _on_lost(self, side: _Side, exc: Exception | None) -> None:

@@ -297,3 +297,44 @@ async def test_a_down_proxy_refuses_connections_and_keeps_its_port_for_enable(
     free = socket.socket()
     free.bind(("127.0.0.1", port))  # stopped: the port is released
     free.close()
+
+
+async def test_bytes_read_before_the_upstream_opens_are_held_not_lost(
+    sink: PeerServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client's first bytes can be read while the upstream connect is still pending:
+    CPython before 3.11.3 resumed a socket paused in ``connection_made`` (Debian 12's
+    3.11.2 does), and the HTTP upgrade was dropped. Both faults are forced here: reading
+    is never paused and the upstream connect waits for a gate."""
+    from unbroken.chaos.connection import ProxiedConnection, _Side
+
+    real_set_reading = _Side.set_reading
+    real_connect = ProxiedConnection.connect_upstream
+    gate = asyncio.Event()
+
+    def never_paused(self: _Side, want: bool) -> None:
+        if want:
+            real_set_reading(self, want)
+
+    async def gated(self: ProxiedConnection) -> None:
+        await gate.wait()
+        await real_connect(self)
+
+    monkeypatch.setattr(_Side, "set_reading", never_paused)
+    monkeypatch.setattr(ProxiedConnection, "connect_upstream", gated)
+    async with FaultProxy(upstream=sink.address) as proxy:
+        client = await connect(proxy.port)
+        await asyncio.wait_for(proxy.wait_until(lambda: len(proxy.history) == 1), T)
+        conn = proxy.history[0]
+        client.send(b"GET / HTTP/1.1\r\n")
+        client.send(b"Host: x\r\n\r\n")
+        assert client.transport is not None
+        client.transport.write_eof()
+        await asyncio.wait_for(proxy.wait_until(lambda: conn.upstream.received == 27), T)
+        assert conn.state == "connecting"
+        gate.set()
+        peer = await asyncio.wait_for(sink.peer(0), T)
+        await asyncio.wait_for(peer.ended, T)
+        assert bytes(peer.data) == b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        assert peer.eof
+        assert conn.upstream.sent == 27 and conn.upstream.dropped == 0
