@@ -240,7 +240,7 @@ def need_haproxy() -> str:
 HAPROXY_CFG = """\
 global
     maxconn 8000
-
+{global_extra}
 defaults
     mode http
     timeout connect 2s
@@ -261,7 +261,7 @@ backend nodes
     balance roundrobin
     option httpchk GET /healthz
     http-check expect status 200
-    default-server inter 500ms fall 2 rise 2
+    default-server {checks}
 {servers}
 """
 
@@ -270,14 +270,32 @@ class HAProxy:
     """Debian's haproxy in front of ``backends`` (round robin, no stickiness),
     its config in ``dir``; stopped by pid."""
 
-    def __init__(self, binary: str, dir: Path, backends: list[int]) -> None:
+    def __init__(
+        self,
+        binary: str,
+        dir: Path,
+        backends: list[int],
+        *,
+        servers: list[str] | None = None,
+        checks: str = "inter 500ms fall 2 rise 2",
+        admin_socket: Path | None = None,
+    ) -> None:
+        """``servers``: whole ``server`` lines instead of one per port in ``backends``;
+        ``checks``: the health-check timing; ``admin_socket``: a stats socket at level
+        admin (put servers in or out of rotation at run time)."""
         self.binary = binary
         self.port = free_port()
-        servers = "\n".join(
-            f"    server n{i} 127.0.0.1:{p} check" for i, p in enumerate(backends, 1)
-        )
+        lines = servers or [f"server n{i} 127.0.0.1:{p} check" for i, p in enumerate(backends, 1)]
+        extra = f"    stats socket {admin_socket} mode 600 level admin\n" if admin_socket else ""
         self.cfg = dir / "haproxy.cfg"
-        self.cfg.write_text(HAPROXY_CFG.format(port=self.port, servers=servers))
+        self.cfg.write_text(
+            HAPROXY_CFG.format(
+                port=self.port,
+                global_extra=extra,
+                checks=checks,
+                servers="\n".join(f"    {line}" for line in lines),
+            )
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -40,33 +40,6 @@ TOKEN = 10
 
 Versions = tuple[str, ...]
 
-HAPROXY_CFG = """\
-global
-    maxconn 8000
-    stats socket {sock} mode 600 level admin
-
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    timeout tunnel 1h
-    timeout client-fin 5s
-    option redispatch 1
-    retries 3
-
-frontend unbroken
-    bind 127.0.0.1:{port}
-    default_backend nodes
-
-backend nodes
-    balance roundrobin
-    option httpchk GET /healthz
-    http-check expect status 200
-    default-server inter 200ms fall 1 rise 1
-{servers}
-"""
-
 
 class Balancer(HAProxy):
     """The scale suite's HAProxy with a server per node and generation (``n1g0``: node
@@ -75,14 +48,20 @@ class Balancer(HAProxy):
     ask whether it is up)."""
 
     def __init__(self, binary: str, dir: Path, ports: list[list[int]]) -> None:
-        super().__init__(binary, dir, [])
         self.sock = dir / "haproxy.sock"
-        servers = "\n".join(
-            f"    server {server_name(i, g)} 127.0.0.1:{p} check" + (" disabled" if g else "")
+        servers = [
+            f"server {server_name(i, g)} 127.0.0.1:{p} check" + (" disabled" if g else "")
             for i, gens in enumerate(ports)
             for g, p in enumerate(gens)
+        ]
+        super().__init__(
+            binary,
+            dir,
+            [],
+            servers=servers,
+            checks="inter 200ms fall 1 rise 1",
+            admin_socket=self.sock,
         )
-        self.cfg.write_text(HAPROXY_CFG.format(sock=self.sock, port=self.port, servers=servers))
 
     async def command(self, line: str) -> str:
         """One command on the admin socket; its answer."""
