@@ -16,22 +16,61 @@
 * ``unbroken chaos run`` / ``unbroken chaos report`` (:mod:`.cli`).
 """
 
-from .catalog import (
-    CONDITIONS,
-    FAULTS,
-    SCENARIOS,
-    SEED_TARGETS,
-    SIZES,
-    TIMINGS,
-    RunSpec,
-    Scenario,
-    full_matrix,
-    quick_matrix,
-    select,
-)
-from .harness import ChaosHarness, StreamRecorder, WireTap
-from .results import Results, RunResult
-from .runner import run_matrix, run_one
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .catalog import (
+        CONDITIONS,
+        FAULTS,
+        SCENARIOS,
+        SEED_TARGETS,
+        SIZES,
+        TIMINGS,
+        RunSpec,
+        Scenario,
+        full_matrix,
+        quick_matrix,
+        select,
+    )
+    from .harness import ChaosHarness, StreamRecorder, WireTap
+    from .results import Results, RunResult
+    from .runner import run_matrix, run_one
+
+#: where each public name lives: the package imports it on first use, so the
+#: ``unbroken`` command (``serve`` above all) does not load the catalog at start-up
+_HOME = {
+    **dict.fromkeys(
+        (
+            "CONDITIONS",
+            "FAULTS",
+            "SCENARIOS",
+            "SEED_TARGETS",
+            "SIZES",
+            "TIMINGS",
+            "RunSpec",
+            "Scenario",
+            "full_matrix",
+            "quick_matrix",
+            "select",
+        ),
+        "catalog",
+    ),
+    **dict.fromkeys(("ChaosHarness", "StreamRecorder", "WireTap"), "harness"),
+    **dict.fromkeys(("Results", "RunResult"), "results"),
+    **dict.fromkeys(("run_matrix", "run_one"), "runner"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CONDITIONS",
