@@ -1,36 +1,17 @@
-"""What every adapter shares: the turn summary, part naming, and failing loudly."""
+"""What every adapter shares: the turn summary, and failing loudly."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
-import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any
 
-from ..errors import ConfigError, PartError
-from ..server.agent import Output
+from ..errors import ConfigError
+from ..server.agent import Output, ToolCall, part_id
 
-#: Characters a part id may not hold (docs/reference/protocol.md: ``[A-Za-z0-9_.:-]{1,64}``).
-_BAD_ID: Final = re.compile(r"[^A-Za-z0-9_.:\-]")
-
-#: mime types of the parts adapters write (the part kind alone cannot tell them apart)
-TEXT_MIME: Final = "text/plain"
-REASONING_MIME: Final = "text/plain; role=reasoning"
-META_MIME: Final = "application/json; role=meta"
-
-
-def tool_mime(name: str) -> str:
-    """The mime type of a tool call's arguments part: the tool's name as a parameter."""
-    return f'application/json; tool="{_BAD_ID.sub("_", name)[:256]}"'
-
-
-def result_mime(name: str) -> str:
-    """The mime type of a tool result part (agent frameworks that run the tools)."""
-    return f"application/json; role=tool-result; {tool_mime(name).split('; ', 1)[1]}"
+__all__ = ["Output", "ToolCall", "Turn", "Writer", "part_id"]
 
 
 def missing_sdk(module: str, extra: str) -> ConfigError:
@@ -41,30 +22,16 @@ def missing_sdk(module: str, extra: str) -> ConfigError:
 
 
 @dataclass(slots=True)
-class ToolCall:
-    """A tool call the model made; its arguments streamed into JSON part ``part``."""
-
-    id: str
-    name: str
-    arguments: str = ""
-    part: str = ""
-
-    @property
-    def input(self) -> Any:
-        """The arguments, parsed (``{}`` when the model sent none)."""
-        return json.loads(self.arguments) if self.arguments.strip() else {}
-
-
-@dataclass(slots=True)
 class Turn:
     """One model call, as forwarded: what the agent needs for its next step.
 
     ``finish_reason`` and ``usage`` are the provider's own values (``stop``,
     ``tool_calls``, ``end_turn``, ``tool_use``, ``completed``…; token counts as the
-    provider names them). ``output`` is what to send back to the provider with the
-    tool results (Responses output items, an assistant message, Anthropic content
-    blocks), as plain dicts. ``parts`` lists the part ids written, in order.
-    ``result``: the SDK's own final result when it has one (pydantic-ai's
+    provider names them). ``tool_calls``: the calls' handles (``id``, ``name``,
+    ``arguments``, ``input`` parsed, ``part``). ``output`` is what to send back to the
+    provider with the tool results (Responses output items, an assistant message,
+    Anthropic content blocks), as plain dicts. ``parts`` lists the part ids written,
+    in order. ``result``: the SDK's own final result when it has one (pydantic-ai's
     ``AgentRunResult``).
     """
 
@@ -80,159 +47,63 @@ class Turn:
     result: Any = None
 
 
-Role = Literal["text", "reasoning", "tool", "meta"]
-
-
 class Writer:
-    """Opens, feeds and ends the parts of one turn.
-
-    Parts are addressed by a key of the adapter's choosing (a content block index,
-    an item id); each gets a part id from a wanted name made unique within the
-    answer (``text``, then ``text-2`` for the next turn, …), so the turns of an
-    agent loop, and retries, share one answer without clashes.
-    """
+    """What a forwarded turn wrote: its text, reasoning and open tool calls, so that a
+    failure can end them all with the reason (the parts themselves are the
+    :class:`Output`'s: ``out.text``, ``out.reasoning``, ``out.tool_call``…)."""
 
     def __init__(self, out: Output, turn: Turn) -> None:
         self.out = out
         self.turn = turn
-        self._parts: dict[object, tuple[str, Role]] = {}
-        self._open: list[object] = []
-        # what was written, joined once at the end (``+=`` on a str is quadratic)
-        self._text: list[str] = []
+        self._first = len(out.parts)
+        self._text: list[str] = []  # joined once at the end (``+=`` on a str is quadratic)
         self._reasoning: list[str] = []
-        self._args: dict[object, list[str]] = {}
-        self._calls: dict[object, ToolCall] = {}
 
-    def part(self, key: object) -> str | None:
-        """The part id of ``key`` if it was opened."""
-        found = self._parts.get(key)
-        return found[0] if found else None
-
-    def is_open(self, key: object) -> bool:
-        return key in self._open
-
-    async def open(self, key: object, want: str, role: Role, mime: str) -> str:
-        """Open the part for ``key`` (once); returns its id."""
-        found = self._parts.get(key)
-        if found is not None:
-            return found[0]
-        kind: Literal["text", "json"] = "json" if role in ("tool", "meta") else "text"
-        base = part_id(want)
-        for n in range(1, 10_000):
-            pid = base if n == 1 else _suffixed(base, n)
-            try:
-                await self.out.start_part(pid, kind, mime=mime)
-            except PartError as exc:
-                if "already started" in str(exc):
-                    continue
-                raise
-            self._parts[key] = (pid, role)
-            self._open.append(key)
-            self.turn.parts.append(pid)
-            return pid
-        raise PartError(f"no free part id for {want!r}")  # pragma: no cover
-
-    async def write(self, key: object, body: str) -> None:
-        """Append to ``key``'s open part (no-op for an empty body)."""
-        if not body:
-            return
-        pid, role = self._parts[key]
-        if role in ("tool", "meta"):
-            await self.out.chunk(pid, body)
-        else:
-            await self.out.text(body, pid)
-
-    async def text(self, key: object, want: str, delta: str, role: Role = "text") -> None:
-        """Write a text (or reasoning) delta, opening its part on first use."""
-        if not delta:
-            return
-        if key in self._parts and key not in self._open:
-            del self._parts[key]  # ended already: a late delta opens a new part (``-2``)
-        if key not in self._parts:
-            await self.open(key, want, role, REASONING_MIME if role == "reasoning" else TEXT_MIME)
-        await self.write(key, delta)
-        if role == "reasoning":
-            self._reasoning.append(delta)
-        elif role == "text":
+    async def text(self, delta: str) -> None:
+        if delta:
             self._text.append(delta)
+            await self.out.text(delta)
 
-    async def call(self, key: object, want: str, call: ToolCall) -> None:
-        """Open the JSON part of a tool call (its arguments follow with :meth:`args`)."""
-        call.part = await self.open(key, want, "tool", tool_mime(call.name))
-        self._args[key] = []
-        self._calls[key] = call
+    async def reasoning(self, delta: str) -> None:
+        if delta:
+            self._reasoning.append(delta)
+            await self.out.reasoning(delta)
+
+    async def call(self, id: str | None, name: str) -> ToolCall:
+        """Open a tool call's part (its arguments follow with ``append``)."""
+        call = await self.out.tool_call(id, name)
         self.turn.tool_calls.append(call)
+        return call
 
-    async def args(self, key: object, fragment: str) -> None:
-        """Stream a fragment of a tool call's arguments."""
-        if fragment and key in self._args:
-            self._args[key].append(fragment)
-            await self.write(key, fragment)
-
-    def streamed(self, key: object) -> bool:
-        """Whether any argument fragment of ``key``'s call was written."""
-        return bool(self._args.get(key))
-
-    async def end_call(self, key: object, call: ToolCall, whole: str = "") -> str:
+    @staticmethod
+    async def end_call(call: ToolCall | None, whole: str = "") -> None:
         """End a tool call's part; ``whole``: its arguments, written if none streamed
         (providers that send them in one piece at the end)."""
-        if not self.streamed(key) and whole:
-            await self.args(key, whole)
-        call.arguments = "".join(self._args.get(key, ()))
-        return await self.end(key)
-
-    def finish(self) -> None:
-        """Fill the turn's ``text`` and ``reasoning`` from what was written."""
-        self.turn.text = "".join(self._text)
-        self.turn.reasoning = "".join(self._reasoning)
-
-    async def end(self, key: object, error: str = "") -> str:
-        """End ``key``'s part if it is open; returns its error (JSON checked at the end)."""
-        if key not in self._open:
-            return ""
-        self._open.remove(key)
-        return await self.out.end_part(self._parts[key][0], error)
+        if call is not None and not call.closed:
+            if not call.arguments and whole:
+                await call.append(whole)
+            await call.close()
 
     async def end_all(self, error: str = "") -> None:
-        for key in list(self._open):
-            await self.end(key, error)
-        for key, call in self._calls.items():
-            call.arguments = "".join(self._args[key])
+        """End what the turn left open (with ``error`` when it failed)."""
+        for call in self.turn.tool_calls:
+            if not call.closed:
+                await call.close(error)
+        await self.out.end_reasoning(error)
+        await self.out.end_text(error)
 
-    async def meta(self, provider: str) -> None:
-        """The turn's closing ``meta`` part: id, model, finish reason and usage.
-
-        The stream's ``end`` event has no room for them (its status and error only),
-        so they travel as a small JSON part of their own.
-        """
+    async def finish(self, provider: str, meta: bool) -> Turn:
+        """End the turn: fill the :class:`Turn`, write its metadata part (unless
+        ``meta`` is false: ``provider``, ``id``, ``model``, ``finish_reason``,
+        ``usage``)."""
+        await self.end_all()
         t = self.turn
-        body = {
-            "provider": provider,
-            "id": t.id,
-            "model": t.model,
-            "finish_reason": t.finish_reason,
-            "usage": t.usage,
-            "tool_calls": [{"id": c.id, "name": c.name, "part": c.part} for c in t.tool_calls],
-        }
-        key = ("meta",)
-        await self.open(key, "meta", "meta", META_MIME)
-        await self.write(key, json.dumps(body, separators=(",", ":"), default=str))
-        await self.end(key)
-
-
-def part_id(want: str) -> str:
-    """A valid part id from any name: bad characters replaced, long names shortened
-    with a hash so that two long ids stay apart."""
-    clean = _BAD_ID.sub("_", want) or "part"
-    if len(clean) <= 56:
-        return clean
-    digest = hashlib.blake2b(want.encode(), digest_size=4).hexdigest()
-    return f"{clean[:47]}-{digest}"
-
-
-def _suffixed(base: str, n: int) -> str:
-    tail = f"-{n}"
-    return base[: 64 - len(tail)] + tail
+        t.text, t.reasoning = "".join(self._text), "".join(self._reasoning)
+        if meta:
+            info = {"provider": provider, "id": t.id, "model": t.model}
+            await self.out.metadata(info, finish_reason=t.finish_reason, usage=t.usage)
+        t.parts = self.out.parts[self._first :]
+        return t
 
 
 async def events(stream: AsyncIterable[Any], stall_timeout: float | None) -> AsyncIterator[Any]:

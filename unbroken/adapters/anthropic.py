@@ -60,15 +60,16 @@ async def forward_messages(
     ``client.messages.stream(...)`` helper inside its ``async with``) into ``out``;
     returns the :class:`Turn`.
 
-    Text blocks → part ``text`` (one per turn); each thinking block → ``reasoning``;
-    each ``tool_use`` block → a JSON part ``tool-<id>`` with its ``input_json_delta``
-    fragments as they arrive; then ``meta`` (``stop_reason`` as ``finish_reason``,
-    ``usage`` merged from ``message_start`` and ``message_delta``). ``Turn.output``
+    Text blocks → ``out.text`` (part ``text``); each thinking block →
+    ``out.reasoning`` (a part per block); each ``tool_use`` block → ``out.tool_call``
+    (part ``tool-<id>``) with its ``input_json_delta`` fragments as they arrive; then
+    ``out.metadata`` (``stop_reason`` as ``finish_reason``, ``usage`` merged from
+    ``message_start`` and ``message_delta``). ``Turn.output``
     holds the content blocks to send back (thinking with its signature, tool_use with
     its parsed input).
     """
-    turn = Turn()
-    w = Writer(out, turn)
+    w = Writer(out, Turn())
+    turn = w.turn
     blocks: dict[int, dict[str, Any]] = {}
     calls: dict[int, ToolCall] = {}
     finished = False
@@ -82,12 +83,12 @@ async def forward_messages(
                     continue
                 if d.type == "text_delta":
                     block.setdefault("_text", []).append(d.text)
-                    await w.text("text", "text", d.text)
-                elif d.type == "input_json_delta":
-                    await w.args(("tool", i), d.partial_json)
+                    await w.text(d.text)
+                elif d.type == "input_json_delta" and i in calls:
+                    await calls[i].append(d.partial_json)
                 elif d.type == "thinking_delta":
                     block.setdefault("_text", []).append(d.thinking)
-                    await w.text(("reasoning", i), "reasoning", d.thinking, "reasoning")
+                    await w.reasoning(d.thinking)
                 elif d.type == "signature_delta":
                     block["signature"] = block.get("signature", "") + d.signature
             elif t in _HELPER_EVENTS:
@@ -98,23 +99,21 @@ async def forward_messages(
                 blocks[i] = block
                 if cb.type == "text":
                     block["text"] = cb.text or ""
-                    await w.text("text", "text", block["text"])
+                    await w.text(block["text"])
                 elif cb.type == "thinking":
                     block["thinking"] = cb.thinking or ""
-                    await w.text(("reasoning", i), "reasoning", block["thinking"], "reasoning")
+                    await out.end_reasoning()  # a block of its own: a part of its own
+                    await w.reasoning(block["thinking"])
                 elif cb.type in _TOOL_BLOCKS:
-                    call = ToolCall(cb.id, cb.name)
-                    await w.call(("tool", i), f"tool-{cb.id}", call)
-                    calls[i] = call
+                    calls[i] = await w.call(cb.id, cb.name)
             elif t == "content_block_stop":
                 i = ev.index
                 done = calls.get(i)
                 if done is not None:  # no deltas: the input came whole, with the start
-                    whole = json.dumps(blocks[i].get("input") or {})
-                    await w.end_call(("tool", i), done, whole)
+                    await w.end_call(done, json.dumps(blocks[i].get("input") or {}))
                     blocks[i]["input"] = done.input
-                else:
-                    await w.end(("reasoning", i))
+                elif blocks.get(i, {}).get("type") == "thinking":
+                    await out.end_reasoning()
             elif t == "message_start":
                 m = ev.message
                 turn.id, turn.model = m.id, m.model
@@ -130,17 +129,14 @@ async def forward_messages(
                 "the stream ended before message_stop (cut short)", cast(Any, request), body=None
             )
     except Exception as exc:
-        await w.end_all(failure_text(exc, w.out))
+        await w.end_all(failure_text(exc, out))
         raise
     finally:
         await close_quietly(stream)
-    await w.end_all()
-    w.finish()
+    await w.finish("anthropic.messages", meta)
     for block in blocks.values():  # the blocks' text, as their deltas brought it
         streamed = "".join(block.pop("_text", ()))
         if block.get("type") in ("text", "thinking"):
             block[block["type"]] += streamed
     turn.output = [blocks[i] for i in sorted(blocks)]
-    if meta:
-        await w.meta("anthropic.messages")
     return turn

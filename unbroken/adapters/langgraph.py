@@ -29,8 +29,6 @@ from ._common import (
     events,
     failure_text,
     missing_sdk,
-    part_id,
-    result_mime,
 )
 
 try:
@@ -40,8 +38,9 @@ except ImportError:  # pragma: no cover - exercised without the extra
 
 __all__ = ["CUSTOM_MIME", "ToolCall", "Turn", "forward_graph"]
 
-#: the mime type of a custom-mode payload's part (``get_stream_writer()(payload)``)
-CUSTOM_MIME = "application/json; role=custom"
+#: the mime type of a custom-mode payload's part (``get_stream_writer()(payload)``);
+#: ``adispatch_custom_event(name, data)``'s has ``name="<name>"``
+CUSTOM_MIME = 'application/json; name="custom"'
 
 _MODES = frozenset({"messages", "custom", "updates", "values", "debug", "tasks", "checkpoints"})
 
@@ -114,16 +113,35 @@ def _text(msg: BaseMessage) -> str:
 
 
 class _Graph:
-    """The state of one forwarded run: which message each part belongs to."""
+    """The state of one forwarded run: which message each part belongs to (messages of
+    parallel nodes may interleave, so each has parts of its own)."""
 
     def __init__(self, w: Writer) -> None:
         self.w = w
+        self.out = w.out
+        self.texts: dict[str, list[str]] = {}  # message id -> its open text parts
         self.calls: dict[object, ToolCall] = {}
-        self.open_calls: dict[str, list[object]] = {}  # message id -> its calls' keys
+        self.open_calls: dict[str, list[ToolCall]] = {}  # message id -> its calls
         self.usage: dict[str, Any] = {}
-        self.custom = 0
         self.anonymous = 0
         self.done: set[str] = set()
+
+    async def write(self, mid: str, role: str, delta: str) -> None:
+        if not delta:
+            return
+        parts = self.texts.setdefault(mid, ["", ""])  # [reasoning, text]
+        i = role == "text"
+        if not parts[i]:
+            parts[i] = self.out.new_id(role)
+        if i:
+            if parts[0]:  # its text began: its reasoning is over
+                await self.out.end_part(parts[0])
+                parts[0] = ""
+            self.w._text.append(delta)
+            await self.out.text(delta, parts[1])
+        else:
+            self.w._reasoning.append(delta)
+            await self.out.reasoning(delta, parts[0])
 
     async def message(self, msg: Any, metadata: dict[str, Any]) -> None:
         if isinstance(msg, ToolMessage):
@@ -140,30 +158,24 @@ class _Graph:
             mid = f"message-{self.anonymous}"
         if mid in self.done:  # a whole message repeating the chunks it was streamed as
             return
+        await self.write(mid, "reasoning", _reasoning(msg))
+        await self.write(mid, "text", _text(msg))
+        calls = self.open_calls.setdefault(mid, [])
         w = self.w
-        await w.text(("reasoning", mid), "reasoning", _reasoning(msg), "reasoning")
-        text = _text(msg)
-        if text:
-            await w.end(("reasoning", mid))
-        await w.text(("text", mid), "text", text)
-        keys = self.open_calls.setdefault(mid, [])
         if isinstance(msg, AIMessageChunk):
             for i, tc in enumerate(msg.tool_call_chunks):
                 idx = tc.get("index")
-                key = ("tool", mid, i if idx is None else idx)
-                if key not in self.calls:
-                    call = ToolCall(tc.get("id") or f"{mid}-{i}", tc.get("name") or "")
-                    await w.call(key, f"tool-{call.id}", call)
+                key = (mid, i if idx is None else idx)
+                call = self.calls.get(key)
+                if call is None:
+                    call = await w.call(tc.get("id") or f"{mid}-{i}", tc.get("name") or "")
                     self.calls[key] = call
-                    keys.append(key)
-                await w.args(key, tc.get("args") or "")
+                    calls.append(call)
+                await call.append(tc.get("args") or "")
         else:
             for i, tcall in enumerate(msg.tool_calls):
-                key = ("tool", mid, i)
-                call = ToolCall(tcall.get("id") or f"{mid}-{i}", tcall["name"])
-                await w.call(key, f"tool-{call.id}", call)
-                self.calls[key] = call
-                await w.end_call(key, call, json.dumps(tcall.get("args") or {}))
+                call = await w.call(tcall.get("id") or f"{mid}-{i}", tcall["name"])
+                await w.end_call(call, json.dumps(tcall.get("args") or {}))
         t = w.turn
         rm = msg.response_metadata or {}
         t.finish_reason = str(rm.get("finish_reason") or rm.get("stop_reason") or t.finish_reason)
@@ -172,40 +184,44 @@ class _Graph:
         for k, v in (msg.usage_metadata or {}).items():
             if isinstance(v, int):
                 self.usage[k] = self.usage.get(k, 0) + v
-        last = not isinstance(msg, AIMessageChunk) or msg.chunk_position == "last"
-        if last:
+        if not isinstance(msg, AIMessageChunk) or msg.chunk_position == "last":
             await self.end_message(mid)
 
-    async def end_message(self, mid: str) -> None:
+    def pending(self) -> list[str]:
+        """The messages with parts still open."""
+        return list(dict.fromkeys([*self.texts, *self.open_calls]))
+
+    async def end_message(self, mid: str, error: str = "") -> None:
         self.done.add(mid)
-        w = self.w
-        await w.end(("reasoning", mid))
-        await w.end(("text", mid))
-        for key in self.open_calls.pop(mid, ()):
-            await w.end_call(key, self.calls[key])
+        for pid in self.texts.pop(mid, ()):
+            if pid in self.out.open_parts:
+                await self.out.end_part(pid, error)
+        for call in self.open_calls.pop(mid, ()):
+            if error:
+                await call.close(error)
+            else:
+                await self.w.end_call(call)
 
     async def result(self, msg: ToolMessage) -> None:
-        key = ("result", msg.tool_call_id)
-        w = self.w
-        await w.open(key, f"result-{msg.tool_call_id}", "tool", result_mime(msg.name or ""))
         value = msg.content
         if isinstance(value, str):
             with contextlib.suppress(ValueError):  # tools' dicts come JSON-encoded
                 value = json.loads(value)
-        await w.write(key, json.dumps(value, separators=(",", ":"), default=str))
         failed = msg.status == "error"
-        await w.end(key, f"tool failed: {msg.content}"[:500] if failed else "")
+        await self.out.tool_result(
+            msg.tool_call_id,
+            value,
+            error=f"tool failed: {msg.content}"[:500] if failed else "",
+            name=msg.name or None,
+        )
 
     async def custom_payload(self, data: Any) -> None:
-        self.custom += 1
-        key = ("custom", self.custom)
-        mime = CUSTOM_MIME
+        name = ""
         if isinstance(data, _Named):
-            mime += f'; name="{part_id(data.name)[:200]}"'
-            data = data.data
-        await self.w.open(key, "custom", "tool", mime)
-        await self.w.write(key, json.dumps(data, separators=(",", ":"), default=str))
-        await self.w.end(key)
+            name, data = data.name, data.data
+        j = await self.out.json(self.out.new_id("custom"), name=name or "custom")
+        await j.append(json.dumps(data, separators=(",", ":"), default=str))
+        await j.close()
 
 
 async def forward_graph(
@@ -228,8 +244,7 @@ async def forward_graph(
     message's finish reason). A message's parts end at its last chunk
     (``chunk_position="last"``), or when the run ends. Other modes are skipped.
     """
-    turn = Turn()
-    w = Writer(out, turn)
+    w = Writer(out, Turn())
     g = _Graph(w)
     try:
         async for item in events(stream, stall_timeout):
@@ -239,15 +254,14 @@ async def forward_graph(
             elif mode == "custom":
                 await g.custom_payload(data)
     except Exception as exc:
-        await w.end_all(failure_text(exc, w.out))
+        error = failure_text(exc, out)
+        for mid in g.pending():
+            await g.end_message(mid, error)
+        await w.end_all(error)
         raise
     finally:
         await close_quietly(stream)
-    for mid in list(g.open_calls):
+    for mid in g.pending():
         await g.end_message(mid)
-    await w.end_all()
-    w.finish()
-    turn.usage = g.usage
-    if meta:
-        await w.meta("langgraph")
-    return turn
+    w.turn.usage = g.usage
+    return await w.finish("langgraph", meta)

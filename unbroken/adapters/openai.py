@@ -60,49 +60,45 @@ async def forward_responses(
     """Forward a Responses API stream (``client.responses.create(..., stream=True)`` or
     ``client.responses.stream(...)``) into ``out``; returns the :class:`Turn`.
 
-    Output text → part ``text``; each reasoning item → ``reasoning`` (its summary or
-    reasoning text); each function call → a JSON part ``tool-<call_id>`` with the
-    arguments as they stream; a refusal → ``refusal``; then ``meta`` (unless
-    ``meta=False``). Ids already used in the answer get a ``-2``, ``-3``… suffix.
+    Output text → ``out.text`` (part ``text``); each reasoning item → ``out.reasoning``
+    (its summary or reasoning text; a part per item); each function call →
+    ``out.tool_call`` (part ``tool-<call_id>``) with the arguments as they stream; a
+    refusal → a text part ``refusal``; then ``out.metadata`` (unless ``meta=False``).
+    Ids already used in the answer get a ``-2``, ``-3``… suffix.
     """
-    turn = Turn()
-    w = Writer(out, turn)
+    w = Writer(out, Turn())
+    turn = w.turn
     calls: dict[str, ToolCall] = {}  # by item id
-    summary_index: dict[str, int] = {}
+    summary: dict[str, int] = {}  # the summary part each reasoning item is at
+    refusal = ""
     finished = False
     try:
         async for ev in events(stream, stall_timeout):
             t = getattr(ev, "type", "")
             if t == "response.output_text.delta":
-                await w.text("text", "text", ev.delta)
+                await w.text(ev.delta)
             elif t in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
-                key = ("reasoning", ev.item_id)
                 index = getattr(ev, "summary_index", 0)
-                last = summary_index.setdefault(ev.item_id, index)
-                delta = ev.delta
-                if index != last and w.is_open(key):
-                    summary_index[ev.item_id] = index
-                    delta = "\n\n" + delta  # the summary's next paragraph
-                await w.text(key, "reasoning", delta, "reasoning")
+                if summary.setdefault(ev.item_id, index) != index:
+                    summary[ev.item_id] = index
+                    await w.reasoning("\n\n")  # the summary's next paragraph
+                await w.reasoning(ev.delta)
             elif t == "response.function_call_arguments.delta":
-                await w.args(("tool", ev.item_id), ev.delta)
-            elif t == "response.function_call_arguments.done":
-                if not w.streamed(("tool", ev.item_id)):  # sent whole, not as deltas
-                    await w.args(("tool", ev.item_id), ev.arguments)
+                if ev.item_id in calls:
+                    await calls[ev.item_id].append(ev.delta)
             elif t == "response.refusal.delta":
-                await w.text("refusal", "refusal", ev.delta)
+                refusal = refusal or out.new_id("refusal")
+                await out.text(ev.delta, refusal)
             elif t == "response.output_item.added":
                 item = ev.item
                 if item.type == "function_call":
-                    call = ToolCall(item.call_id, item.name)
-                    await w.call(("tool", item.id), f"tool-{item.call_id}", call)
-                    calls[item.id] = call
+                    calls[item.id] = await w.call(item.call_id, item.name)
             elif t == "response.output_item.done":
                 item = ev.item
-                if item.type == "function_call" and item.id in calls:
-                    await w.end_call(("tool", item.id), calls[item.id], item.arguments or "")
+                if item.type == "function_call":
+                    await w.end_call(calls.get(item.id), item.arguments or "")
                 elif item.type == "reasoning":
-                    await w.end(("reasoning", item.id))
+                    await out.end_reasoning()
                 turn.output.append(_dump(item))
             elif t == "response.created":
                 turn.id, turn.model = ev.response.id, ev.response.model
@@ -128,15 +124,16 @@ async def forward_responses(
         if not finished:
             raise _error(stream, "the stream ended before response.completed (cut short)")
     except Exception as exc:
-        await w.end_all(failure_text(exc, w.out))
+        error = failure_text(exc, out)
+        await w.end_all(error)
+        if refusal in out.open_parts:
+            await out.end_part(refusal, error)
         raise
     finally:
         await close_quietly(stream)
-    await w.end_all()
-    w.finish()
-    if meta:
-        await w.meta("openai.responses")
-    return turn
+    if refusal in out.open_parts:
+        await out.end_part(refusal)
+    return await w.finish("openai.responses", meta)
 
 
 async def forward_chat(
@@ -150,16 +147,17 @@ async def forward_chat(
     stream=True)``; add ``stream_options={"include_usage": True}`` for usage) into
     ``out``; returns the :class:`Turn`.
 
-    Content → part ``text`` (``text-<i>`` for choice ``i`` > 0); reasoning deltas that
-    OpenAI-compatible servers send (``reasoning_content`` or ``reasoning``) →
-    ``reasoning``; each tool call → a JSON part ``tool-<id>`` with its arguments as
-    they stream; a refusal → ``refusal``; then ``meta``.
+    Content → ``out.text`` (part ``text``; a part ``text-<i>`` for choice ``i`` > 0);
+    reasoning deltas that OpenAI-compatible servers send (``reasoning_content`` or
+    ``reasoning``) → ``out.reasoning``; each tool call → ``out.tool_call`` (part
+    ``tool-<id>``) with its arguments as they stream; a refusal → a text part
+    ``refusal``; then ``out.metadata``.
     """
-    turn = Turn()
-    w = Writer(out, turn)
+    w = Writer(out, Turn())
+    turn = w.turn
     calls: dict[tuple[int, int], ToolCall] = {}
     finish: dict[int, str] = {}
-    texts: dict[int, list[str]] = {}
+    extra: dict[tuple[str, int], str] = {}  # the parts of choices > 0 and of refusals
     try:
         async for chunk in events(stream, stall_timeout):
             turn.id = getattr(chunk, "id", "") or turn.id
@@ -170,46 +168,48 @@ async def forward_chat(
             for choice in getattr(chunk, "choices", None) or ():
                 i = choice.index
                 d = choice.delta
-                suffix = f"-{i}" if i else ""
                 if d is not None:
-                    extra = getattr(d, "model_extra", None) or {}
-                    thinking = extra.get("reasoning_content") or extra.get("reasoning")
+                    more = getattr(d, "model_extra", None) or {}
+                    thinking = more.get("reasoning_content") or more.get("reasoning")
                     if isinstance(thinking, str):
-                        await w.text(("reasoning", i), f"reasoning{suffix}", thinking, "reasoning")
-                    if (d.content or d.tool_calls) and w.is_open(("reasoning", i)):
-                        await w.end(("reasoning", i))  # the answer began: reasoning is over
+                        await _write(w, extra, i, "reasoning", thinking)
                     if d.content:
-                        texts.setdefault(i, []).append(d.content)
-                        await w.text(("text", i), f"text{suffix}", d.content)
+                        await _write(w, extra, i, "text", d.content)
                     if getattr(d, "refusal", None):
-                        await w.text(("refusal", i), f"refusal{suffix}", d.refusal)
+                        await _write(w, extra, i, "refusal", d.refusal)
                     for tc in d.tool_calls or ():
                         key = (i, tc.index)
                         fn = tc.function
                         call = calls.get(key)
                         if call is None:
                             name = (fn.name if fn else None) or ""
-                            call = ToolCall(tc.id or f"{i}.{tc.index}", name)
-                            await w.call(("tool", key), f"tool-{call.id}", call)
-                            calls[key] = call
+                            call = calls[key] = await w.call(tc.id or f"{i}.{tc.index}", name)
                         if fn is not None and fn.arguments:
-                            await w.args(("tool", key), fn.arguments)
+                            await call.append(fn.arguments)
                 if choice.finish_reason:
                     finish[i] = choice.finish_reason
-                    for key in [k for k in calls if k[0] == i]:
-                        await w.end_call(("tool", key), calls[key])
-                    await w.end(("reasoning", i))
+                    for key, call in calls.items():
+                        if key[0] == i:
+                            await w.end_call(call)
+                    if i == 0:
+                        await out.end_reasoning()
         if not finish:
             raise _error(stream, "the stream ended before a finish_reason (cut short)")
     except Exception as exc:
-        await w.end_all(failure_text(exc, w.out))
+        error = failure_text(exc, out)
+        await w.end_all(error)
+        for pid in extra.values():
+            if pid in out.open_parts:
+                await out.end_part(pid, error)
         raise
     finally:
         await close_quietly(stream)
-    await w.end_all()
-    w.finish()
+    for pid in extra.values():
+        if pid in out.open_parts:
+            await out.end_part(pid)
     turn.finish_reason = finish.get(0) or next(iter(finish.values()))
-    turn.text = "".join(texts.get(0, ()))  # choice 0 (parts ``text-<i>`` hold the others)
+    await w.finish("openai.chat", meta)
+    # choice 0's (parts ``text-<i>`` hold the others)
     message: dict[str, Any] = {"role": "assistant", "content": turn.text or None}
     mine = [c for k, c in calls.items() if k[0] == 0]
     if mine:
@@ -218,6 +218,23 @@ async def forward_chat(
             for c in mine
         ]
     turn.output.append(message)
-    if meta:
-        await w.meta("openai.chat")
     return turn
+
+
+async def _write(
+    w: Writer, extra: dict[tuple[str, int], str], i: int, what: str, delta: str
+) -> None:
+    """Choice ``i``'s ``what`` (text, reasoning, refusal): choice 0's text and
+    reasoning are the answer's own; the rest get parts of their own."""
+    if i == 0 and what == "text":
+        await w.text(delta)
+    elif i == 0 and what == "reasoning":
+        await w.reasoning(delta)
+    elif delta:
+        pid = extra.get((what, i))
+        if pid is None:
+            pid = extra[(what, i)] = w.out.new_id(f"{what}-{i}" if i else what)
+        if what == "reasoning":
+            await w.out.reasoning(delta, pid)
+        else:
+            await w.out.text(delta, pid)

@@ -14,7 +14,6 @@ reason; a stall past ``stall_timeout`` raises :class:`TimeoutError`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterable
 from dataclasses import asdict, is_dataclass
 from typing import Any
@@ -27,7 +26,6 @@ from ._common import (
     events,
     failure_text,
     missing_sdk,
-    result_mime,
 )
 
 try:
@@ -57,15 +55,15 @@ async def forward_pydantic_ai(
     the run counts as cut short) into ``out``; returns the :class:`Turn` of the whole
     run (``Turn.result``: the ``AgentRunResult``).
 
-    Each text part of each model response → a text part ``text`` (``text-2``… for the
-    next); each thinking part → ``reasoning``; each tool call → a JSON part
-    ``tool-<tool_call_id>`` with its arguments as they stream; each tool's result → a
-    JSON part ``result-<tool_call_id>`` (its ``error`` set when the tool asked the
-    model to retry); then ``meta`` (usage of the run, the last response's finish
-    reason).
+    Each text part of each model response → ``out.text`` (part ``text``, ``text-2``…
+    for the next); each thinking part → ``out.reasoning``; each tool call →
+    ``out.tool_call`` (part ``tool-<tool_call_id>``) with its arguments as they
+    stream; each tool's result → ``out.tool_result`` (part ``result-<tool_call_id>``;
+    its ``error`` set when the tool asked the model to retry); then ``out.metadata``
+    (usage of the run, the last response's finish reason).
     """
-    turn = Turn()
-    w = Writer(out, turn)
+    w = Writer(out, Turn())
+    turn = w.turn
     response = 0  # which model response of the run the part indexes belong to
     ended: set[int] = set()  # part indexes of the current response that ended
     calls: dict[object, ToolCall] = {}
@@ -78,11 +76,11 @@ async def forward_pydantic_ai(
                 d = ev.delta
                 dk = getattr(d, "part_delta_kind", "")
                 if dk == "text":
-                    await w.text(key, "text", d.content_delta)
+                    await w.text(d.content_delta)
                 elif dk == "thinking" and d.content_delta:
-                    await w.text(key, "reasoning", d.content_delta, "reasoning")
-                elif dk == "tool_call" and isinstance(d.args_delta, str):
-                    await w.args(key, d.args_delta)
+                    await w.reasoning(d.content_delta)
+                elif dk == "tool_call" and isinstance(d.args_delta, str) and key in calls:
+                    await calls[key].append(d.args_delta)
             elif kind == "part_start":
                 if ev.index in ended:  # a new model response starts its parts again
                     response += 1
@@ -91,34 +89,34 @@ async def forward_pydantic_ai(
                 part = ev.part
                 pk = getattr(part, "part_kind", "")
                 if pk == "text":
-                    await w.text(key, "text", part.content)
+                    await out.end_text()  # each text part of a response: a part of its own
+                    await w.text(part.content)
                 elif pk == "thinking":
-                    await w.text(key, "reasoning", part.content, "reasoning")
+                    await out.end_reasoning()
+                    await w.reasoning(part.content)
                 elif pk == "tool-call":
-                    call = ToolCall(part.tool_call_id, part.tool_name)
-                    await w.call(key, f"tool-{part.tool_call_id}", call)
-                    calls[key] = call
+                    calls[key] = call = await w.call(part.tool_call_id, part.tool_name)
                     if isinstance(part.args, str):
-                        await w.args(key, part.args)
+                        await call.append(part.args)
             elif kind == "part_end":
                 key = (response, ev.index)
                 ended.add(ev.index)
-                done = calls.get(key)
-                if done is not None:  # arguments that came as a dict are written whole
-                    await w.end_call(key, done, ev.part.args_as_json_str())
+                if key in calls:  # arguments that came as a dict are written whole
+                    await w.end_call(calls[key], ev.part.args_as_json_str())
+                elif getattr(ev.part, "part_kind", "") == "thinking":
+                    await out.end_reasoning()
                 else:
-                    await w.end(key)
+                    await out.end_text()
             elif kind == "function_tool_result":
                 result = ev.part
-                rk = getattr(result, "part_kind", "")
-                rkey = ("result", result.tool_call_id)
-                await w.open(
-                    rkey, f"result-{result.tool_call_id}", "tool", result_mime(result.tool_name)
+                retry = getattr(result, "part_kind", "") == "retry-prompt"
+                body = result.model_response_str() if retry else None
+                await out.tool_result(
+                    result.tool_call_id,
+                    _jsonable(result.content) if body is None else body,
+                    error=f"retry: {body}" if body is not None else "",
+                    name=result.tool_name,
                 )
-                body = result.model_response_str() if rk == "retry-prompt" else None
-                value = _jsonable(result.content) if body is None else body
-                await w.write(rkey, json.dumps(value, separators=(",", ":"), default=str))
-                await w.end(rkey, f"retry: {body}" if body is not None else "")
             elif kind == "agent_run_result":
                 run = ev.result
                 turn.result = run
@@ -134,10 +132,6 @@ async def forward_pydantic_ai(
         if not finished:
             raise RuntimeError("the run's events ended before its result (cut short)")
     except Exception as exc:
-        await w.end_all(failure_text(exc, w.out))
+        await w.end_all(failure_text(exc, out))
         raise
-    await w.end_all()
-    w.finish()
-    if meta:
-        await w.meta("pydantic_ai")
-    return turn
+    return await w.finish("pydantic_ai", meta)

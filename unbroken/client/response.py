@@ -11,18 +11,25 @@ import jiter
 import jsonschema
 
 from ..protocol.events import Event, Kind
+from ..protocol.roles import PLAIN, PartInfo, part_info
 
 
 # ------------------------------------------------------------------ typed events
 @dataclass(frozen=True, slots=True)
 class PartStarted:
-    """A part opened: ``kind`` is text, json or data."""
+    """A part opened: ``kind`` is text, json or data; ``role`` what it is in the
+    answer (``reasoning``, ``tool-call``, ``tool-result``, ``metadata``, or ``""``:
+    answer text, a JSON part, a data component); ``tool`` and ``call``: a tool call's
+    (or result's) tool name and call id."""
 
     seq: int
     part: str
     kind: str
     mime: str
     schema: dict[str, Any] | None
+    role: str = ""
+    tool: str = ""
+    call: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +84,17 @@ class PartEnded:
 
 @dataclass(frozen=True, slots=True)
 class StreamEnded:
-    """The final event: status, error, event count and the verified digest (hex)."""
+    """The final event: status, error, event count and the verified digest (hex);
+    with the answer's ``finish_reason``, ``usage`` and ``metadata`` as its metadata
+    parts gave them (see :attr:`Answer.metadata`)."""
 
     seq: int
     status: str
     error: str
     digest: str
+    finish_reason: str = ""
+    usage: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 StreamEvent = PartStarted | TextDelta | JsonFragment | DataChunk | PartEnded | StreamEnded
@@ -91,7 +103,8 @@ StreamEvent = PartStarted | TextDelta | JsonFragment | DataChunk | PartEnded | S
 # ------------------------------------------------------------------ the answer
 @dataclass(slots=True)
 class PartResult:
-    """One part of an answer."""
+    """One part of an answer. ``role``, ``tool``, ``call``, ``name``: what its mime
+    says it is (:class:`PartStarted`)."""
 
     part: str
     kind: str
@@ -100,6 +113,12 @@ class PartResult:
     chunks: list[str] = field(default_factory=list)
     ended: bool = False
     error: str = ""
+    info: PartInfo = PLAIN
+
+    @property
+    def role(self) -> str:
+        """``reasoning``, ``tool-call``, ``tool-result``, ``metadata`` or ``""``."""
+        return self.info.role
 
     @property
     def text(self) -> str:
@@ -116,6 +135,29 @@ class PartResult:
         if self.kind == "data" and self.mime.endswith(";base64"):
             return base64.b64decode(raw)
         return raw
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """A tool call in an answer, with its result when the agent wrote one.
+
+    ``arguments``: the arguments' JSON text as received; ``args``: parsed (``None``
+    until the call's part ended, or when it is not JSON: then ``error`` says why).
+    ``result``: the result's value (``None`` until it arrived: see ``has_result``);
+    ``result_error``: the tool failed (the result part's error). ``part`` and
+    ``result_part``: the part ids."""
+
+    id: str
+    name: str
+    part: str
+    arguments: str = ""
+    args: Any = None
+    ended: bool = False
+    error: str = ""
+    has_result: bool = False
+    result: Any = None
+    result_error: str = ""
+    result_part: str = ""
 
 
 @dataclass(slots=True)
@@ -136,8 +178,89 @@ class Answer:
 
     @property
     def text(self) -> str:
-        """All text parts, concatenated in the order they started."""
-        return "".join(self.parts[p].text for p in self.order if self.parts[p].kind == "text")
+        """The answer's text: its text parts (reasoning left out), concatenated in the
+        order they started."""
+        return "".join(
+            pr.text
+            for pr in map(self.parts.__getitem__, self.order)
+            if pr.kind == "text" and pr.info.role == ""
+        )
+
+    @property
+    def reasoning(self) -> str:
+        """The model's reasoning: the text parts with role ``reasoning``, in order
+        (``""`` when there is none)."""
+        return "".join(
+            pr.text for pr in map(self.parts.__getitem__, self.order) if pr.info.role == "reasoning"
+        )
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The answer's tool calls in the order they started, each with its result
+        when one arrived (matched by call id)."""
+        calls: dict[str, ToolCall] = {}
+        for pr in map(self.parts.__getitem__, self.order):
+            info = pr.info
+            if info.role == "tool-call":
+                call = calls.get(info.call)
+                if call is None or call.part:  # a call id used again: the later one
+                    call = calls[info.call] = ToolCall(info.call, info.tool, pr.part)
+                call.part, call.name = pr.part, info.tool or call.name
+                call.arguments, call.ended, call.error = pr.text, pr.ended, pr.error
+                if pr.ended and not pr.error:
+                    try:
+                        call.args = json.loads(call.arguments) if call.arguments.strip() else {}
+                    except (ValueError, RecursionError):
+                        call.args = None
+            elif info.role == "tool-result" and pr.ended:
+                call = calls.get(info.call)
+                if call is None:  # a result without its call (picked up mid-answer)
+                    call = calls[info.call] = ToolCall(info.call, info.tool, "")
+                call.has_result, call.result_part, call.result_error = True, pr.part, pr.error
+                try:
+                    call.result = pr.value
+                except (ValueError, RecursionError):
+                    call.result = pr.text
+        return list(calls.values())
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Every ended metadata part's fields, merged in order (a later part's field
+        replaces an earlier one's); ``{}`` when there is none."""
+        merged: dict[str, Any] = {}
+        for value in self._metadata():
+            merged.update(value)
+        return merged
+
+    @property
+    def finish_reason(self) -> str:
+        """Why the model stopped, as the last metadata part says (the provider's own
+        word: ``stop``, ``tool_calls``, ``end_turn``…); ``""`` when unsaid."""
+        reason = self.metadata.get("finish_reason")
+        return reason if isinstance(reason, str) else ""
+
+    @property
+    def usage(self) -> dict[str, Any]:
+        """Tokens used, summed over every metadata part's ``usage`` (an agent loop's
+        model calls add up; nested counts such as ``output_tokens_details`` too)."""
+        total: dict[str, Any] = {}
+        for value in self._metadata():
+            usage = value.get("usage")
+            if isinstance(usage, dict):
+                _add_usage(total, usage)
+        return total
+
+    def _metadata(self) -> list[dict[str, Any]]:
+        found = []
+        for pr in map(self.parts.__getitem__, self.order):
+            if pr.info.role == "metadata" and pr.ended and not pr.error:
+                try:
+                    value = pr.value
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(value, dict):
+                    found.append(value)
+        return found
 
     @property
     def complete(self) -> bool:
@@ -167,18 +290,24 @@ class Answer:
             return DataChunk(ev.seq, ev.part, ev.body)
         if k is Kind.PART_START:
             schema, bad = _schema_of(ev.schema)
-            pr = PartResult(ev.part, ev.part_kind, ev.mime, schema)
+            info = part_info(ev.part, ev.part_kind, ev.mime)
+            pr = PartResult(ev.part, ev.part_kind, ev.mime, schema, info=info)
             pr.error = bad  # a bad schema fails this part, never the client
             self.parts[ev.part] = pr
             self.order.append(ev.part)
-            return PartStarted(ev.seq, ev.part, ev.part_kind, ev.mime, schema)
+            return PartStarted(
+                ev.seq, ev.part, ev.part_kind, ev.mime, schema, info.role, info.tool, info.call
+            )
         if k is Kind.PART_END:
             pr = self._part(ev.part, "")
             pr.ended = True
             pr.error = ev.error or pr.error or _client_check(pr)
             return PartEnded(ev.seq, ev.part, pr.error, pr)
         self.status, self.error, self.digest = ev.status, ev.error, digest_hex
-        return StreamEnded(ev.seq, ev.status, ev.error, digest_hex)
+        meta = self.metadata
+        return StreamEnded(
+            ev.seq, ev.status, ev.error, digest_hex, self.finish_reason, self.usage, meta
+        )
 
     def _part(self, part: str, kind: str) -> PartResult:
         pr = self.parts.get(part)
@@ -186,6 +315,23 @@ class Answer:
             pr = self.parts[part] = PartResult(part, kind)
             self.order.append(part)
         return pr
+
+
+def _add_usage(total: dict[str, Any], usage: dict[str, Any]) -> None:
+    """Add ``usage``'s counts into ``total`` (numbers add, dicts recurse, anything else
+    is replaced)."""
+    for key, value in usage.items():
+        have = total.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float | dict):
+            total[key] = value
+        elif isinstance(value, dict):
+            sub = have if isinstance(have, dict) else {}
+            _add_usage(sub, value)
+            total[key] = sub
+        elif isinstance(have, int | float) and not isinstance(have, bool):
+            total[key] = have + value
+        else:
+            total[key] = value
 
 
 def _schema_of(text: str) -> tuple[Any, str]:

@@ -8,15 +8,16 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, KeysView, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Literal, overload
+from typing import Any, Final, Literal, Self, overload
 
 import jsonschema
 
 from ..errors import PartError
 from ..protocol.events import PART_ID_RE, Event, Kind
+from ..protocol.roles import Role, role_mime
 from .producer import MAX_ERROR, Producer, safe_text
 
 PartKind = Literal["text", "json", "data"]
@@ -83,15 +84,36 @@ class Request:
 Agent = Callable[[Request, "Output"], Awaitable[None]]
 
 
+#: ``_last_text`` when no text part was written last: no part id (ids hold no NUL)
+_NO_PART: Final = "\x00"
+
 _CHUNK_KIND: Final[dict[str, Kind]] = {"text": Kind.TEXT, "json": Kind.JSON, "data": Kind.DATA}
+
+
+#: Characters a part id may not hold (docs/reference/protocol.md: ``[A-Za-z0-9_.:-]{1,64}``).
+_BAD_ID: Final = re.compile(r"[^A-Za-z0-9_.:\-]")
+
+
+def part_id(want: str) -> str:
+    """A valid part id from any name: bad characters replaced by ``_``, long names
+    shortened with a hash so that two long ids stay apart."""
+    clean = _BAD_ID.sub("_", want) or "part"
+    if len(clean) <= 56:
+        return clean
+    digest = hashlib.blake2b(want.encode(), digest_size=4).hexdigest()
+    return f"{clean[:47]}-{digest}"
 
 
 class Output:
     """Where an agent writes its answer.
 
-    Text goes to part ``"text"`` unless named; JSON and data parts are opened
-    explicitly. Every write is appended to the stream log, so it survives any
-    disconnection. Chunks larger than ``max_chunk`` bytes are split.
+    Text goes to the current text part (``"text"`` first) unless a part is named;
+    reasoning, tool calls, tool results and metadata have calls of their own
+    (:meth:`reasoning`, :meth:`tool_call`, :meth:`tool_result`, :meth:`metadata`);
+    JSON and data parts are opened explicitly. A part whose id is not given gets one
+    (``text``, ``text-2``…: :meth:`new_id`). Every write is appended to the stream
+    log, so it survives any disconnection. Chunks larger than ``max_chunk`` bytes are
+    split.
     """
 
     def __init__(
@@ -106,7 +128,17 @@ class Output:
         self._open: dict[str, str] = {}
         self._closed: set[str] = set()
         self._json: dict[str, tuple[list[str], Mapping[str, Any] | None]] = {}
-        self._last_text = ""
+        self._last_text = _NO_PART
+        # the implicit parts ``text()`` and ``reasoning()`` write to when given no
+        # part: "" when the next write opens a new one
+        self._cur_text = "text"
+        self._cur_reasoning = ""
+        self._implicit: set[str] = set()  # implicit parts that are open
+        self._next_n: dict[str, int] = {}
+        self._tool_names: dict[str, str] = {}  # call id -> tool name
+        self._calls = 0
+        #: the ids of the parts started, in order
+        self.parts: list[str] = []
 
     def redact(self, exc: BaseException) -> str:
         """What clients may be told about ``exc``: the app's ``redact`` hook (by
@@ -118,6 +150,23 @@ class Output:
         return self._redact(exc)
 
     # ------------------------------------------------------------ parts
+    @property
+    def open_parts(self) -> KeysView[str]:
+        """The ids of the parts open now (a live view)."""
+        return self._open.keys()
+
+    def new_id(self, want: str) -> str:
+        """A part id not used yet in this answer: ``want`` made valid (:func:`part_id`),
+        then ``want-2``, ``want-3``… when taken."""
+        base = part_id(want)
+        n = self._next_n.get(base, 1)
+        while True:
+            pid = base if n == 1 else _suffixed(base, n)
+            n += 1
+            if pid not in self._open and pid not in self._closed:
+                self._next_n[base] = n
+                return pid
+
     async def start_part(
         self,
         part: str,
@@ -141,6 +190,7 @@ class Output:
             Event(0, Kind.PART_START, part=part, part_kind=kind, mime=mime, schema=schema_text)
         )
         self._open[part] = kind
+        self.parts.append(part)
         if kind == "json":
             self._json[part] = ([], schema)
         await self._maybe_flush()
@@ -177,31 +227,99 @@ class Output:
         self._json.pop(part, None)
         self._closed.add(part)
         if self._last_text == part:
-            self._last_text = ""
+            self._last_text = _NO_PART
+        self._forget(part)
         await self._maybe_flush()
         return error
 
+    def _forget(self, part: str) -> None:
+        """``part`` ended: an implicit part's next write opens a new one."""
+        if part in self._implicit:
+            self._implicit.discard(part)
+            if self._cur_text == part:
+                self._cur_text = ""
+            if self._cur_reasoning == part:
+                self._cur_reasoning = ""
+
     # ------------------------------------------------------------ conveniences
-    def text(self, delta: str, part: str = "text") -> Awaitable[None]:
+    def text(self, delta: str, part: str | None = None) -> Awaitable[None]:
         """Write a text delta (opens the part on first use): ``await out.text(delta)``.
+
+        With no ``part``: the current text part, ``"text"`` at first. It ends when a
+        tool call, a tool result or reasoning is written, and the next text then opens
+        a new part (``text-2``…), so the answer's parts keep the order they happened
+        in. A named part is only ended by :meth:`end_part` (or the run's end). Writing
+        text ends the current reasoning part.
 
         The hot path of every token is not a coroutine: the delta is written when
         ``text`` returns (an error raises at once), and the awaitable returned is a
         ready one unless a full batch must be appended first (then awaiting it does
         that, and yields to the loop once)."""
-        if part == self._last_text and len(delta) <= self._max_chars:
-            p = self._p
-            p.add_chunk(1, part, delta)
-            if p.pending >= p.max_batch:
+        p = self._cur_text if part is None else part
+        if p == self._last_text and len(delta) <= self._max_chars:
+            pr = self._p
+            pr.add_chunk(1, p, delta)
+            if pr.pending >= pr.max_batch:
                 return self._flush_full()
             return _READY
-        return self._text(delta, part)
+        return self._text(delta, part, "")
 
-    async def _text(self, delta: str, part: str) -> None:
+    def reasoning(self, delta: str, part: str | None = None) -> Awaitable[None]:
+        """Write a reasoning delta: a text part with role ``reasoning`` (the model's
+        thinking, kept apart from the answer's text by clients and UI protocols).
+
+        With no ``part``: the current reasoning part, opened on first use
+        (``reasoning``, ``reasoning-2``…); it ends when text, a tool call or a tool
+        result is written, or with :meth:`end_reasoning`. Same hot path as
+        :meth:`text`."""
+        p = self._cur_reasoning if part is None else part
+        if p == self._last_text and len(delta) <= self._max_chars:
+            pr = self._p
+            pr.add_chunk(1, p, delta)
+            if pr.pending >= pr.max_batch:
+                return self._flush_full()
+            return _READY
+        return self._text(delta, part, "reasoning")
+
+    async def end_text(self, error: str = "") -> None:
+        """End the current text part (if one is open): the next :meth:`text` without
+        a part opens a new one."""
+        if self._cur_text in self._implicit:
+            await self.end_part(self._cur_text, error)
+
+    async def end_reasoning(self, error: str = "") -> None:
+        """End the current reasoning part (if one is open)."""
+        if self._cur_reasoning in self._implicit:
+            await self.end_part(self._cur_reasoning, error)
+
+    async def _end_implicit(self, *, text: bool = True, reasoning: bool = True) -> None:
+        if reasoning and self._cur_reasoning in self._implicit:
+            await self.end_part(self._cur_reasoning)
+        if text and self._cur_text in self._implicit:
+            await self.end_part(self._cur_text)
+
+    async def _text(self, delta: str, part: str | None, role: Role) -> None:
+        if part is None:
+            reasoning = role == "reasoning"
+            await self._end_implicit(text=reasoning, reasoning=not reasoning)
+            part = self._cur_reasoning if reasoning else self._cur_text
+            if part not in self._open:
+                delta.encode()  # a delta that cannot be written opens no part
+                if not part:
+                    part = self.new_id("reasoning" if reasoning else "text")
+                mime = role_mime("text/plain", role)
+                await self.start_part(part, "text", mime=mime)
+                self._implicit.add(part)
+                if reasoning:
+                    self._cur_reasoning = part
+                else:
+                    self._cur_text = part
+        elif part != self._last_text:
+            await self._end_implicit(text=False, reasoning=self._cur_reasoning != part)
         if part != self._last_text:
             if part not in self._open:
                 delta.encode()  # a delta that cannot be written opens no part
-                await self.start_part(part, "text", mime="text/plain")
+                await self.start_part(part, "text", mime=role_mime("text/plain", role))
             elif self._open[part] != "text":
                 raise PartError(f"part {part!r} is not a text part")
             self._last_text = part
@@ -213,9 +331,104 @@ class Output:
         else:
             await self.chunk(part, delta)
 
-    def json(self, part: str, schema: Mapping[str, Any] | None = None) -> JsonPart:
-        """A JSON part as an async context manager: ``async with out.json("x") as j``."""
-        return JsonPart(self, part, schema)
+    def json(
+        self,
+        part: str | None = None,
+        schema: Mapping[str, Any] | None = None,
+        *,
+        name: str = "",
+    ) -> JsonPart:
+        """A JSON part, opened by awaiting it or by ``async with``::
+
+            j = await out.json("plan")          # open; j.append(…) across loop turns
+            await j.append('{"steps": [')
+            await j.close()                     # parsed and validated here
+
+            async with out.json("plan") as j:   # or closed by the block
+                await j.append("{}")
+
+        ``part``: its id (default: a new one, ``json``, ``json-2``…). ``name``: what
+        the data is (``data-<name>`` in the AI SDK UI stream; default the part id)."""
+        pid = self.new_id("json") if part is None else part
+        mime = role_mime("application/json", name=name) if name else "application/json"
+        return JsonPart(self, pid, schema, mime)
+
+    def tool_call(
+        self,
+        id: str | None,
+        name: str,
+        *,
+        arguments: str | Mapping[str, Any] | None = None,
+        part: str | None = None,
+    ) -> ToolCall:
+        """A tool call the model makes: a JSON part (role ``tool-call``) whose text is
+        the call's arguments, streamed as the model writes them::
+
+            call = await out.tool_call(tc.id, tc.function.name)
+            await call.append(tc.function.arguments)      # each fragment
+            await call.close()                            # the arguments must be JSON
+
+        ``id``: the provider's call id (``None``/``""``: ``call-1``, ``call-2``…);
+        ``arguments`` (a JSON string or a mapping): the whole arguments at once, and
+        the call is closed on open. ``part``: its part id (default ``tool-<id>``, made
+        unique). Writing a tool call ends the current text and reasoning parts.
+        Awaiting it opens it; ``async with`` works too."""
+        if not id:
+            self._calls += 1
+            id = f"call-{self._calls}"
+        pid = self.new_id(f"tool-{id}") if part is None else part
+        mime = role_mime("application/json", "tool-call", tool=name, call=id)
+        return ToolCall(self, pid, mime, id, name, arguments)
+
+    async def tool_result(
+        self,
+        id: str,
+        value: Any,
+        *,
+        error: str = "",
+        name: str | None = None,
+        part: str | None = None,
+    ) -> str:
+        """The result of tool call ``id``, whole: a JSON part (role ``tool-result``)
+        holding ``value`` as JSON (objects JSON cannot hold are written as their
+        ``str``). ``error``: the tool failed (the part ends with it; ``value`` may say
+        more, or be ``None``). ``name``: the tool's name (default: the one its
+        :meth:`tool_call` gave). Returns the part id."""
+        tool = self._tool_names.get(id, "") if name is None else name
+        pid = self.new_id(f"result-{id}") if part is None else part
+        body = json.dumps(value, separators=(",", ":"), default=str)
+        await self._end_implicit()
+        await self.start_part(
+            pid, "json", mime=role_mime("application/json", "tool-result", tool=tool, call=id)
+        )
+        await self.chunk(pid, body)
+        await self.end_part(pid, error)
+        return pid
+
+    async def metadata(
+        self,
+        value: Mapping[str, Any] | None = None,
+        *,
+        finish_reason: str | None = None,
+        usage: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Message metadata: a small JSON part (role ``metadata``) with ``value``'s
+        fields plus ``finish_reason`` and ``usage`` when given. Clients merge every
+        metadata part of an answer (``answer.metadata``; ``answer.usage`` adds the
+        usages up, ``answer.finish_reason`` is the last one); UI streams send it as
+        message metadata (the AI SDK's ``finishReason`` comes from it). Write it once
+        per model call, e.g. at its end. Returns the part id."""
+        body: dict[str, Any] = dict(value or {})
+        if finish_reason is not None:
+            body["finish_reason"] = finish_reason
+        if usage is not None:
+            body["usage"] = dict(usage)
+        pid = self.new_id("metadata")
+        text = json.dumps(body, separators=(",", ":"), default=str)
+        await self.start_part(pid, "json", mime=role_mime("application/json", "metadata"))
+        await self.chunk(pid, text)
+        await self.end_part(pid)
+        return pid
 
     @overload
     async def data(
@@ -298,11 +511,13 @@ class Output:
         self._p.add(event)  # writes all or nothing: the part state changes only after it
         if event.kind is Kind.PART_START:
             self._open[part] = event.part_kind
+            self.parts.append(part)
         elif event.kind is Kind.PART_END:
             del self._open[part]
             self._closed.add(part)
             if self._last_text == part:
-                self._last_text = ""
+                self._last_text = _NO_PART
+            self._forget(part)
         await self._maybe_flush()
 
     async def flush(self) -> None:
@@ -325,6 +540,11 @@ class Output:
         await asyncio.sleep(0)
 
 
+def _suffixed(base: str, n: int) -> str:
+    tail = f"-{n}"
+    return base[: 64 - len(tail)] + tail
+
+
 class _Ready:
     """An awaitable that is already done (``await`` returns ``None`` at once)."""
 
@@ -338,19 +558,52 @@ _READY: Final = _Ready()
 
 
 class JsonPart:
-    """A JSON part being written; see :meth:`Output.json`."""
+    """A JSON part being written; see :meth:`Output.json`.
 
-    def __init__(self, out: Output, part: str, schema: Mapping[str, Any] | None) -> None:
-        self._out, self.part, self._schema = out, part, schema
+    Open it by awaiting it (``j = await out.json()``) or with ``async with``; then
+    :meth:`append` fragments (in any loop iteration) and :meth:`close` it. ``error``:
+    why the part is invalid once closed (``""``: it is fine)."""
+
+    def __init__(
+        self,
+        out: Output,
+        part: str,
+        schema: Mapping[str, Any] | None,
+        mime: str = "application/json",
+    ) -> None:
+        self._out, self.part, self._schema, self._mime = out, part, schema, mime
         self.error = ""
+        self.opened = False
+        self.closed = False
 
-    async def __aenter__(self) -> JsonPart:
-        await self._out.start_part(self.part, "json", mime="application/json", schema=self._schema)
+    async def open(self) -> Self:
+        """Open the part (once; awaiting the part does this)."""
+        if not self.opened:
+            await self._out.start_part(self.part, "json", mime=self._mime, schema=self._schema)
+            self.opened = True
         return self
 
-    async def write(self, fragment: str) -> None:
-        """Append a fragment of the JSON text."""
-        await self._out.chunk(self.part, fragment)
+    def __await__(self) -> Generator[Any, None, Self]:
+        return self.open().__await__()
+
+    async def append(self, fragment: str) -> None:
+        """Append a fragment of the JSON text (empty ones are skipped)."""
+        if fragment:
+            await self._out.chunk(self.part, fragment)
+
+    write = append  # the first name of :meth:`append`
+
+    async def close(self, error: str = "") -> str:
+        """End the part (once; later calls return the same error). Its text is
+        parsed, and validated against its schema, unless ``error`` is given;
+        returns why it is invalid (``""``: it is fine)."""
+        if not self.closed:
+            self.closed = True
+            self.error = await self._out.end_part(self.part, error)
+        return self.error
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
 
     async def __aexit__(
         self,
@@ -358,8 +611,60 @@ class JsonPart:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        err = f"part aborted: {exc_type.__name__}" if exc_type is not None else ""
-        self.error = await self._out.end_part(self.part, err)
+        await self.close(f"part aborted: {exc_type.__name__}" if exc_type is not None else "")
+
+
+class ToolCall(JsonPart):
+    """A tool call being written (its arguments, as JSON); see :meth:`Output.tool_call`.
+
+    ``id`` and ``name``: the call's id and tool; ``part``: its part id;
+    :attr:`arguments` the text appended so far and :attr:`input` its value."""
+
+    def __init__(
+        self,
+        out: Output,
+        part: str,
+        mime: str,
+        id: str,
+        name: str,
+        arguments: str | Mapping[str, Any] | None,
+    ) -> None:
+        super().__init__(out, part, None, mime)
+        self.id, self.name = id, name
+        self._whole = arguments
+        self._args: list[str] = []
+
+    async def open(self) -> Self:
+        if not self.opened:
+            out = self._out
+            await out._end_implicit()
+            out._tool_names[self.id] = self.name
+            await super().open()
+            if self._whole is not None:
+                whole = self._whole
+                text = whole if isinstance(whole, str) else json.dumps(whole)
+                await self.append(text)
+                await self.close()
+        return self
+
+    async def append(self, fragment: str) -> None:
+        if fragment:
+            await self._out.chunk(self.part, fragment)
+            self._args.append(fragment)
+
+    write = append
+
+    @property
+    def arguments(self) -> str:
+        """The arguments' JSON text written so far."""
+        return "".join(self._args)
+
+    @property
+    def input(self) -> Any:
+        """The arguments, parsed (``{}`` when none were written); raises
+        ``ValueError`` when they are not JSON."""
+        text = self.arguments
+        return json.loads(text) if text.strip() else {}
 
 
 #: Mime types of a data component that readers know (any other string works too:

@@ -44,7 +44,7 @@ async def test_messages_stream_is_exact_across_a_client_cut(provider: FakeProvid
     a = run.answer
     assert run.disconnects >= 1
     assert a.status == "completed" and a.digest == run.store_digest
-    assert a.order == ["reasoning", "text", "tool-toolu_01T1x", "meta"]
+    assert a.order == ["reasoning", "text", "tool-toolu_01T1x", "metadata"]
     assert all(p.ended and p.error == "" for p in a.parts.values())
     ev = sse_data("messages_tools")
     assert a.parts["reasoning"].text == deltas(ev, "thinking_delta", "thinking")
@@ -53,11 +53,20 @@ async def test_messages_stream_is_exact_across_a_client_cut(provider: FakeProvid
     args = deltas(ev, "input_json_delta", "partial_json")
     tool = a.parts["tool-toolu_01T1x"]
     assert tool.text == args and tool.value == json.loads(args)
-    assert tool.mime == 'application/json; tool="get_weather"'
+    assert tool.mime == (
+        'application/json; role=tool-call; tool="get_weather"; call="toolu_01T1x"'
+    )
     assert len(tool.chunks) == len([e for e in ev if e.get("delta", {}).get("partial_json")])
-    meta = a.json("meta")
+    meta = a.json("metadata")
     assert meta["finish_reason"] == "tool_use" and meta["id"] == "msg_01A"
     assert meta["usage"]["input_tokens"] == 472 and meta["usage"]["output_tokens"] == 89
+    # the answer keeps them apart: text, reasoning, the call, the metadata
+    assert a.text == deltas(ev, "text_delta", "text")
+    assert a.reasoning == deltas(ev, "thinking_delta", "thinking")
+    (call,) = a.tool_calls
+    assert (call.id, call.name, call.part) == ("toolu_01T1x", "get_weather", tool.part)
+    assert call.args == json.loads(args) and call.arguments == args and not call.has_result
+    assert a.finish_reason == "tool_use" and a.usage == meta["usage"]
     (turn,) = turns
     thinking, text, tool_use = turn.output
     assert thinking["signature"] == "EqQBCgIYAhIM1gbcDa9GJwZA"
@@ -112,7 +121,7 @@ async def test_an_overloaded_error_mid_stream_is_retried_into_the_same_answer(
     a, failed = await plain_run(app, "ask")
     assert failed is None and a.status == "completed"
     assert len(failures) == 1 and "Overloaded" in str(failures[0])
-    assert a.order == ["text", "reasoning", "text-2", "tool-toolu_01T1x", "meta"]
+    assert a.order == ["text", "reasoning", "text-2", "tool-toolu_01T1x", "metadata"]
     first = a.parts["text"]
     assert first.ended and first.error.startswith("provider stream failed: ")
     assert "Overloaded" in first.error

@@ -197,24 +197,32 @@ async def test_a_langgraph_run_is_exact_across_a_client_cut() -> None:
     assert a.order[:4] == ["reasoning", "text", "tool-call_A1", "tool-call_B2"]
     # the two tools run concurrently: their payloads and results come in either order
     assert sorted(a.order[4:8]) == ["custom", "custom-2", "result-call_A1", "result-call_B2"]
-    assert a.order[8:] == ["text-2", "meta"]
+    assert a.order[8:] == ["text-2", "metadata"]
     assert all(p.ended and p.error == "" for p in a.parts.values())
     assert a.parts["reasoning"].text == "".join(REASONING)
     assert a.parts["reasoning"].mime == "text/plain; role=reasoning"
     assert a.parts["text"].text == joined(WORDS)
     assert a.parts["tool-call_A1"].text == "".join(ARGS_A)
     assert a.json("tool-call_B2") == {"city": "Oslo"}
-    assert a.parts["tool-call_A1"].mime == 'application/json; tool="get_weather"'
+    assert a.parts["tool-call_A1"].mime == (
+        'application/json; role=tool-call; tool="get_weather"; call="call_A1"'
+    )
     assert a.json("result-call_A1") == {"city": "Paris, France", "temp": 21, "units": "c"}
     assert a.json("result-call_B2") == {"city": "Oslo", "temp": 3, "units": "c"}
     assert a.parts["result-call_B2"].mime == (
-        'application/json; role=tool-result; tool="get_weather"'
+        'application/json; role=tool-result; tool="get_weather"; call="call_B2"'
     )
+    # the answer keeps them apart: each call with its parsed arguments and its result
+    calls = {c.id: c for c in a.tool_calls}
+    assert list(calls) == ["call_A1", "call_B2"]
+    assert calls["call_B2"].args == {"city": "Oslo"} and calls["call_B2"].name == "get_weather"
+    assert calls["call_A1"].result == {"city": "Paris, France", "temp": 21, "units": "c"}
+    assert calls["call_B2"].has_result and calls["call_B2"].result_error == ""
     customs = sorted([a.json("custom"), a.json("custom-2")], key=str)
     assert customs == [{"looking_up": "Oslo"}, {"looking_up": "Paris, France"}]
     assert a.parts["custom"].mime == CUSTOM_MIME
     assert a.parts["text-2"].text == joined(ANSWER)
-    meta = a.json("meta")
+    meta = a.json("metadata")
     assert meta["provider"] == "langgraph" and meta["finish_reason"] == "stop"
     assert meta["model"] == "scripted"
     assert meta["usage"] == {"input_tokens": 41, "output_tokens": 55, "total_tokens": 96}
@@ -259,7 +267,7 @@ async def test_v2_parts_and_astream_events_give_the_same_answer() -> None:
         ('{"looking_up":"Oslo"}', CUSTOM_MIME),
         ('{"looking_up":"Paris, France"}', CUSTOM_MIME),
     ]
-    named = CUSTOM_MIME + '; name="looking_up"'
+    named = 'application/json; name="looking_up"'
     assert sorted([ev["custom"], ev["custom-2"]]) == [
         ('{"city":"Oslo"}', named),
         ('{"city":"Paris, France"}', named),

@@ -37,7 +37,7 @@ async def test_responses_stream_is_exact_across_a_client_cut(provider: FakeProvi
     a = run.answer
     assert run.disconnects >= 1
     assert a.status == "completed" and a.digest == run.store_digest
-    assert a.order == ["reasoning", "text", "tool-call_Wx1", "meta"]
+    assert a.order == ["reasoning", "text", "tool-call_Wx1", "metadata"]
     assert all(p.ended and p.error == "" for p in a.parts.values())
     ev = sse_data("responses")
     assert a.parts["reasoning"].text == joined(ev, "response.reasoning_summary_text.delta")
@@ -46,13 +46,17 @@ async def test_responses_stream_is_exact_across_a_client_cut(provider: FakeProvi
     args = joined(ev, "response.function_call_arguments.delta")
     tool = a.parts["tool-call_Wx1"]
     assert tool.text == args and tool.value == json.loads(args)
-    assert tool.mime == 'application/json; tool="get_weather"'
+    assert tool.mime == 'application/json; role=tool-call; tool="get_weather"; call="call_Wx1"'
     # one JSON event per streamed fragment: the arguments arrived as they streamed
     assert len(tool.chunks) == len([e for e in ev if e["type"].endswith("arguments.delta")])
-    meta = a.json("meta")
+    meta = a.json("metadata")
     assert meta["finish_reason"] == "completed"
     assert meta["usage"] == ev[-1]["response"]["usage"]
-    assert meta["tool_calls"] == [{"id": "call_Wx1", "name": "get_weather", "part": tool.part}]
+    # the answer keeps them apart
+    assert a.text == a.parts["text"].text and a.reasoning == a.parts["reasoning"].text
+    (call,) = a.tool_calls
+    assert (call.id, call.name, call.args) == ("call_Wx1", "get_weather", json.loads(args))
+    assert a.finish_reason == "completed" and a.usage == meta["usage"]
     (turn,) = turns
     assert turn.tool_calls[0].input == {"city": "Paris, France", "units": "c"}
     assert [o["type"] for o in turn.output] == ["reasoning", "message", "function_call"]
@@ -76,7 +80,7 @@ async def test_chat_chunks_are_exact_across_a_client_cut(provider: FakeProvider)
     a = run.answer
     assert run.disconnects >= 1
     assert a.status == "completed" and a.digest == run.store_digest
-    assert a.order == ["text", "tool-call_A1", "tool-call_B2", "meta"]
+    assert a.order == ["text", "tool-call_A1", "tool-call_B2", "metadata"]
     ev = sse_data("chat_tools")
     deltas = [c["choices"][0]["delta"] for c in ev if c["choices"]]
     assert a.parts["text"].text == "".join(d.get("content") or "" for d in deltas)
@@ -89,9 +93,14 @@ async def test_chat_chunks_are_exact_across_a_client_cut(provider: FakeProvider)
         )
         assert a.parts[part].text == args and a.parts[part].error == ""
         assert a.json(part) == json.loads(args)
-    meta = a.json("meta")
+    meta = a.json("metadata")
     assert meta["finish_reason"] == "tool_calls"
     assert meta["usage"]["total_tokens"] == ev[-1]["usage"]["total_tokens"]
+    assert [(c.id, c.name, c.args) for c in a.tool_calls] == [
+        ("call_A1", "get_weather", json.loads(a.parts["tool-call_A1"].text)),
+        ("call_B2", "get_weather", {"city": "Oslo"}),
+    ]
+    assert a.finish_reason == "tool_calls" and a.usage == ev[-1]["usage"]
 
 
 async def test_chat_reasoning_deltas_get_their_own_part(provider: FakeProvider) -> None:
@@ -107,10 +116,13 @@ async def test_chat_reasoning_deltas_get_their_own_part(provider: FakeProvider) 
     a = await plain_answer(app, "ask")
     ev = sse_data("chat_reasoning")
     deltas = [c["choices"][0]["delta"] for c in ev]
-    assert a.order == ["reasoning", "text", "meta"]
+    assert a.order == ["reasoning", "text", "metadata"]
     assert a.parts["reasoning"].text == "".join(d.get("reasoning_content") or "" for d in deltas)
     assert a.parts["text"].text == "".join(d.get("content") or "" for d in deltas)
-    assert a.json("meta")["finish_reason"] == "stop"
+    assert a.json("metadata")["finish_reason"] == "stop"
+    # answer.text is the answer alone (it joined the reasoning in before)
+    assert a.text == a.parts["text"].text and a.reasoning == a.parts["reasoning"].text
+    assert a.reasoning and a.reasoning not in a.text
 
 
 @pytest.mark.parametrize(
@@ -142,7 +154,7 @@ async def test_a_chat_stream_failing_mid_answer_is_retried_into_the_same_answer(
     a = await plain_answer(app, "ask")
     assert len(failures) == 1
     assert a.status == "completed"
-    assert a.order == ["text", "text-2", "meta"]
+    assert a.order == ["text", "text-2", "metadata"]
     first = a.parts["text"]
     assert first.ended and reason in first.error, first.error
     assert first.text == "".join(
@@ -222,6 +234,6 @@ async def test_the_responses_stream_helper_is_forwarded_the_same(provider: FakeP
 
     a = await plain_answer(app, "ask")
     ev = sse_data("responses")
-    assert a.order == ["reasoning", "text", "tool-call_Wx1", "meta"]
+    assert a.order == ["reasoning", "text", "tool-call_Wx1", "metadata"]
     assert a.parts["text"].text == joined(ev, "response.output_text.delta")
     assert a.parts["tool-call_Wx1"].text == joined(ev, "response.function_call_arguments.delta")

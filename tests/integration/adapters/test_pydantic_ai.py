@@ -54,19 +54,27 @@ async def test_a_pydantic_ai_run_is_exact_across_a_client_cut(provider: FakeProv
     # the two tools run concurrently: their results come in either order
     assert a.order[:3] == ["text", "tool-call_A1", "tool-call_B2"]
     assert sorted(a.order[3:5]) == ["result-call_A1", "result-call_B2"]
-    assert a.order[5:] == ["text-2", "meta"]
+    assert a.order[5:] == ["text-2", "metadata"]
     assert all(p.ended and p.error == "" for p in a.parts.values())
     assert a.parts["text"].text == content("agent_loop")
     assert a.parts["text-2"].text == content("agent_loop.2")
     assert a.json("tool-call_A1") == {"city": "Paris, France", "units": "c"}
     assert a.json("tool-call_B2") == {"city": "Oslo"}
-    assert a.parts["tool-call_A1"].mime == 'application/json; tool="get_weather"'
+    assert a.parts["tool-call_A1"].mime == (
+        'application/json; role=tool-call; tool="get_weather"; call="call_A1"'
+    )
     assert a.json("result-call_A1") == {"city": "Paris, France", "temp": 21, "units": "c"}
     assert a.json("result-call_B2") == {"city": "Oslo", "temp": 3, "units": "c"}
     assert a.parts["result-call_B2"].mime == (
-        'application/json; role=tool-result; tool="get_weather"'
+        'application/json; role=tool-result; tool="get_weather"; call="call_B2"'
     )
-    meta = a.json("meta")
+    # the answer keeps them apart: each call with its parsed arguments and its result
+    calls = {c.id: c for c in a.tool_calls}
+    assert list(calls) == ["call_A1", "call_B2"]
+    assert calls["call_B2"].args == {"city": "Oslo"} and calls["call_B2"].name == "get_weather"
+    assert calls["call_A1"].result == {"city": "Paris, France", "temp": 21, "units": "c"}
+    assert calls["call_B2"].has_result and calls["call_B2"].result_error == ""
+    meta = a.json("metadata")
     assert meta["finish_reason"] == "stop" and meta["provider"] == "pydantic_ai"
     usage = sse_data("agent_loop")[-1]["usage"]  # the only call that reported usage
     assert meta["usage"]["requests"] == 2 and meta["usage"]["tool_calls"] == 2
