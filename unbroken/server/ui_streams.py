@@ -35,6 +35,8 @@ import msgspec
 from ..protocol import items as wire
 from ..protocol.events import Event, Kind
 from ..protocol.items import Item
+from ..protocol.roles import mime_params as mime_params
+from ..protocol.roles import part_info
 from ..store.base import StreamLog
 from .agent import Principal
 from .http_common import SECURITY, Changes, Header, Request, _HttpRefusal
@@ -56,19 +58,6 @@ _SSE: Final[list[Header]] = [
 ]
 
 
-def mime_params(mime: str) -> dict[str, str]:
-    """The parameters of a mime type (``application/json; tool="x"`` → ``{"tool": "x"}``)."""
-    out: dict[str, str] = {}
-    for piece in mime.split(";")[1:]:
-        key, sep, value = piece.partition("=")
-        if sep:
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] == '"':
-                value = value[1:-1]
-            out[key.strip().lower()] = value
-    return out
-
-
 @dataclass(slots=True)
 class _Part:
     """What a mapper remembers of one part."""
@@ -77,8 +66,9 @@ class _Part:
     kind: str
     mime: str
     role: str = ""
-    tool: str = ""
+    tool: str = ""  # a tool call's tool (only a call's: its input streams)
     call: str = ""
+    name: str = ""  # what a data part is: ``data-<name>``
     body: list[str] = field(default_factory=list)
 
     @property
@@ -94,15 +84,12 @@ class _Part:
 
 
 def _new_part(ev: Event) -> _Part:
-    params = mime_params(ev.mime)
-    role = params.get("role", "")
-    # a tool's *input* part: a JSON part naming its tool (a result names it too)
-    tool = params.get("tool", "") if ev.part_kind == "json" and role != "tool-result" else ""
-    return _Part(ev.part, ev.part_kind, ev.mime, role, tool)
-
-
-def _call_id(part: str, prefix: str) -> str:
-    return part[len(prefix) :] if part.startswith(prefix) and len(part) > len(prefix) else part
+    info = part_info(ev.part, ev.part_kind, ev.mime)
+    role = info.role
+    if role == "tool-call" and ev.part_kind != "json":
+        role = ""  # a call's input is JSON
+    tool = (info.tool or "tool") if role == "tool-call" else ""
+    return _Part(ev.part, ev.part_kind, ev.mime, role, tool, info.call, info.name or ev.part)
 
 
 _FINISH: Final = {
@@ -124,12 +111,13 @@ _FINISH: Final = {
 class AiSdkMapper:
     """Log events → AI SDK UI message chunks (pure; one per response).
 
-    Text parts → ``text-*`` (``role=reasoning``: ``reasoning-*``); JSON parts with a
-    ``tool="name"`` mime parameter → ``tool-input-start/-delta/-available`` (or
-    ``-error``); ``role=tool-result`` → ``tool-output-available`` (or ``-error``);
-    ``role=meta`` → ``message-metadata``; other JSON and data parts → ``data-<part>``
+    Text parts → ``text-*`` (role ``reasoning``: ``reasoning-*``); tool calls (role
+    ``tool-call``) → ``tool-input-start/-delta/-available`` (or ``-error``), their
+    results (``tool-result``) → ``tool-output-available`` (or ``-error``);
+    ``metadata`` → ``message-metadata``; other JSON and data parts → ``data-<name>``
     with the value at the part's end (base64 data: ``file``); the end →
-    ``finish`` / ``abort`` / ``error``. The table: docs/reference/ui-protocols.md.
+    ``finish`` / ``abort`` / ``error``. Roles: :mod:`unbroken.protocol.roles`; the
+    table: docs/reference/ui-protocols.md.
     """
 
     def __init__(self, stream: str) -> None:
@@ -166,8 +154,7 @@ class AiSdkMapper:
             if p.kind == "text":
                 kind = "reasoning-start" if p.role == "reasoning" else "text-start"
                 return [{"type": kind, "id": p.id}]
-            if p.kind == "json" and p.tool:
-                p.call = _call_id(p.id, "tool-")
+            if p.tool:
                 self.tool_calls.add(p.call)
                 return [{"type": "tool-input-start", "toolCallId": p.call, "toolName": p.tool}]
             return []
@@ -193,7 +180,7 @@ class AiSdkMapper:
             if error:
                 out.append({"type": "data-part-error", "id": p.id, "data": {"error": error}})
             return out
-        if p.kind == "json" and p.tool:
+        if p.tool:
             tid = p.call
             if not error:
                 try:
@@ -216,8 +203,8 @@ class AiSdkMapper:
                     "errorText": error,
                 }
             ]
-        if p.role == "tool-result" and _call_id(p.id, "result-") in self.tool_calls:
-            tid = _call_id(p.id, "result-")
+        if p.role == "tool-result" and p.call in self.tool_calls:
+            tid = p.call
             if not error:
                 try:
                     return [
@@ -228,7 +215,7 @@ class AiSdkMapper:
             return [{"type": "tool-output-error", "toolCallId": tid, "errorText": error}]
         if error:
             return [
-                {"type": f"data-{p.id}", "id": p.id, "data": {"error": error, "partial": p.text}}
+                {"type": f"data-{p.name}", "id": p.id, "data": {"error": error, "partial": p.text}}
             ]
         if p.kind == "data" and p.mime.endswith(";base64"):
             media = p.mime[: -len(";base64")]
@@ -237,27 +224,30 @@ class AiSdkMapper:
             value = p.value()
         except ValueError:
             value = p.text
-        if p.role == "meta" and isinstance(value, dict):
+        if p.role == "metadata" and isinstance(value, dict):
             reason = value.get("finish_reason")
             if isinstance(reason, str):
                 self.finish_reason = reason
             return [{"type": "message-metadata", "messageMetadata": value}]
-        return [{"type": f"data-{p.id}", "id": p.id, "data": value}]
+        return [{"type": f"data-{p.name}", "id": p.id, "data": value}]
 
 
 class AgUiMapper:
     """Log events → AG-UI events (pure; one per response).
 
-    Text parts → ``TEXT_MESSAGE_*`` (``role=reasoning``: ``REASONING_*``); tool
-    parts → ``TOOL_CALL_START/ARGS/END``; ``role=tool-result`` → ``TOOL_CALL_RESULT``;
-    other JSON and data parts → ``CUSTOM`` (``name``: the part id); the end →
-    ``RUN_FINISHED`` / ``RUN_ERROR``. The table: docs/reference/ui-protocols.md.
+    Text parts → ``TEXT_MESSAGE_*`` (role ``reasoning``: ``REASONING_*``); tool calls
+    → ``TOOL_CALL_START/ARGS/END``; ``tool-result`` → ``TOOL_CALL_RESULT``;
+    ``metadata`` → ``CUSTOM`` ``metadata`` (and merged into ``RUN_FINISHED.result``);
+    other JSON and data parts → ``CUSTOM`` (``name``: the data's name, else the part
+    id); the end → ``RUN_FINISHED`` / ``RUN_ERROR``. The table:
+    docs/reference/ui-protocols.md.
     """
 
     def __init__(self, stream: str, thread: str) -> None:
         self.stream = stream
         self.thread = thread
         self.parts: dict[str, _Part] = {}
+        self.metadata: dict[str, Any] = {}
         self.ended = False
 
     def _mid(self, part: str) -> str:
@@ -280,13 +270,7 @@ class AgUiMapper:
                 return []
             p.body.append(ev.body)
             if p.tool and ev.body:
-                return [
-                    {
-                        "type": "TOOL_CALL_ARGS",
-                        "toolCallId": _call_id(p.id, "tool-"),
-                        "delta": ev.body,
-                    }
-                ]
+                return [{"type": "TOOL_CALL_ARGS", "toolCallId": p.call, "delta": ev.body}]
             return []
         if k == Kind.PART_START:
             p = _new_part(ev)
@@ -299,14 +283,8 @@ class AgUiMapper:
                 ]
             if p.kind == "text":
                 return [{"type": "TEXT_MESSAGE_START", "messageId": mid, "role": "assistant"}]
-            if p.kind == "json" and p.tool:
-                return [
-                    {
-                        "type": "TOOL_CALL_START",
-                        "toolCallId": _call_id(p.id, "tool-"),
-                        "toolCallName": p.tool,
-                    }
-                ]
+            if p.tool:
+                return [{"type": "TOOL_CALL_START", "toolCallId": p.call, "toolCallName": p.tool}]
             return []
         if k == Kind.PART_END:
             p = self.parts.get(ev.part)
@@ -314,7 +292,14 @@ class AgUiMapper:
         if k == Kind.END:
             self.ended = True
             if ev.status == "completed":
-                return [{"type": "RUN_FINISHED", "threadId": self.thread, "runId": self.stream}]
+                done: Chunk = {
+                    "type": "RUN_FINISHED",
+                    "threadId": self.thread,
+                    "runId": self.stream,
+                }
+                if self.metadata:
+                    done["result"] = {"metadata": self.metadata}
+                return [done]
             return [
                 {
                     "type": "RUN_ERROR",
@@ -334,29 +319,37 @@ class AgUiMapper:
             ]
         elif p.kind == "text":
             out = [{"type": "TEXT_MESSAGE_END", "messageId": mid}]
-        elif p.kind == "json" and p.tool:
-            out = [{"type": "TOOL_CALL_END", "toolCallId": _call_id(p.id, "tool-")}]
+        elif p.tool:
+            out = [{"type": "TOOL_CALL_END", "toolCallId": p.call}]
         elif p.role == "tool-result":
             out = [
                 {
                     "type": "TOOL_CALL_RESULT",
                     "messageId": mid,
-                    "toolCallId": _call_id(p.id, "result-"),
+                    "toolCallId": p.call,
                     "content": p.text,
                     "role": "tool",
                 }
             ]
         elif error:
-            return [{"type": "CUSTOM", "name": p.id, "value": {"error": error, "partial": p.text}}]
+            return [
+                {"type": "CUSTOM", "name": p.name, "value": {"error": error, "partial": p.text}}
+            ]
         elif p.kind == "data" and p.mime.endswith(";base64"):
             media = p.mime[: -len(";base64")]
-            out = [{"type": "CUSTOM", "name": p.id, "value": {"mediaType": media, "data": p.text}}]
+            out = [
+                {"type": "CUSTOM", "name": p.name, "value": {"mediaType": media, "data": p.text}}
+            ]
         else:
             try:
                 value = p.value()
             except ValueError:
                 value = p.text
-            out = [{"type": "CUSTOM", "name": p.id, "value": value}]
+            if p.role == "metadata" and isinstance(value, dict):
+                self.metadata.update(value)
+                out = [{"type": "CUSTOM", "name": "metadata", "value": value}]
+            else:
+                out = [{"type": "CUSTOM", "name": p.name, "value": value}]
         if error:
             out.append(
                 {"type": "CUSTOM", "name": "part-error", "value": {"part": p.id, "error": error}}

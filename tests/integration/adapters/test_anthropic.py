@@ -53,9 +53,7 @@ async def test_messages_stream_is_exact_across_a_client_cut(provider: FakeProvid
     args = deltas(ev, "input_json_delta", "partial_json")
     tool = a.parts["tool-toolu_01T1x"]
     assert tool.text == args and tool.value == json.loads(args)
-    assert tool.mime == (
-        'application/json; role=tool-call; tool="get_weather"; call="toolu_01T1x"'
-    )
+    assert tool.mime == ('application/json; role=tool-call; tool="get_weather"; call="toolu_01T1x"')
     assert len(tool.chunks) == len([e for e in ev if e.get("delta", {}).get("partial_json")])
     meta = a.json("metadata")
     assert meta["finish_reason"] == "tool_use" and meta["id"] == "msg_01A"

@@ -1,10 +1,9 @@
-"""Fixtures: an app whose ``mixed`` agent writes every kind of part (reasoning, text,
-a streamed tool call, its result, a JSON data part, a meta part), paused at gates so
-a test can read it mid-answer; served on a real loopback socket."""
+"""Fixtures: an app whose ``mixed`` agent writes every kind of part with the agent API
+(reasoning, text, a streamed tool call, its result, a JSON data part, metadata), paused
+at gates so a test can read it mid-answer; served on a real loopback socket."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -37,31 +36,25 @@ def add_mixed(kit: Kit) -> None:
                 kit.reached[key].set()
                 await kit.gates[key].wait()
 
-        await out.start_part("reasoning", "text", mime="text/plain; role=reasoning")
         for d in REASONING:
-            await out.chunk("reasoning", d)
-        await out.end_part("reasoning")
+            await out.reasoning(d)  # part "reasoning"
         for d in TEXT_1:
-            await out.text(d)
-        await out.end_part("text")
+            await out.text(d)  # ends the reasoning; part "text"
+        await out.end_text()
         await gate("g1")
-        await out.start_part("tool-call_1", "json", mime='application/json; tool="get_weather"')
+        call = await out.tool_call("call_1", "get_weather")  # part "tool-call_1"
         for d in TOOL_ARGS:
-            await out.chunk("tool-call_1", d)
-        await out.end_part("tool-call_1")
+            await call.append(d)
+        await call.close()
         await gate("g2")
-        await out.start_part(
-            "result-call_1", "json", mime='application/json; role=tool-result; tool="get_weather"'
-        )
-        await out.chunk("result-call_1", json.dumps(RESULT))
-        await out.end_part("result-call_1")
+        await out.tool_result("call_1", RESULT)  # part "result-call_1"
         for d in TEXT_2:
-            await out.text(d, part="text-2")
-        await out.end_part("text-2")
+            await out.text(d)  # a new text part after the tool: "text-2"
+        await out.end_text()
         await out.data("chart", CHART, mime="application/vnd.vegalite+json")
-        await out.start_part("meta", "json", mime="application/json; role=meta")
-        await out.chunk("meta", json.dumps(META))
-        await out.end_part("meta")
+        await out.metadata(  # part "metadata"
+            {"provider": META["provider"]}, finish_reason="stop", usage=META["usage"]
+        )
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ from .parsers import ag_ui_run, ai_sdk_message
 MIMES = {
     "text": ("text", "text/plain"),
     "reasoning": ("text", "text/plain; role=reasoning"),
-    "tool": ("json", 'application/json; tool="search"'),
+    "tool": ("json", 'application/json; tool="search"'),  # the first form: call id in the id
+    "call": ("json", 'application/json; role=tool-call; tool="search"; call="{pid}"'),
     "data": ("json", "application/json"),
 }
 
@@ -39,7 +40,7 @@ def answers(draw: st.DrawFn) -> list[Event]:
     pending: list[tuple[str, list[str]]] = []
     for i, fam in enumerate(families):
         pid = f"tool-c{i}" if fam == "tool" else f"{fam}-{i}"
-        if fam in ("tool", "data"):
+        if fam in ("tool", "call", "data"):
             value = draw(st.dictionaries(st.text(max_size=3), st.integers(), max_size=3))
             text = json.dumps(value)
             cuts = sorted(draw(st.lists(st.integers(0, len(text)), max_size=4)))
@@ -55,6 +56,7 @@ def answers(draw: st.DrawFn) -> list[Event]:
         step = steps.pop(0)
         if step.startswith("start:"):
             kind, mime = MIMES[step[6:]]
+            mime = mime.replace("{pid}", f"id {pid}")  # a call id no part id could hold
             events.append(part_start(seq, pid, kind, mime))  # type: ignore[arg-type]
         elif step == "end" and not steps:
             events.append(part_end(seq, pid))
@@ -177,6 +179,95 @@ def test_errors_ends_and_data_map_as_documented() -> None:
     cancelled = AgUiMapper("s", "t").event(end(1, "cancelled"))
     assert cancelled == [
         {"type": "RUN_ERROR", "message": "the answer cancelled", "code": "cancelled"}
+    ]
+
+
+def test_roles_map_one_to_one_and_take_ids_from_the_mime() -> None:
+    """The agent API's parts (generated ids, call ids in the mime) in both protocols."""
+    call = 'application/json; role=tool-call; tool="get weather"; call="toolu_01 \\"x\\""'
+    result = 'application/json; role=tool-result; tool="get weather"; call="toolu_01 \\"x\\""'
+    meta = '{"finish_reason":"tool_use","usage":{"input_tokens":3}}'
+    events = [
+        part_start(1, "r", "text", "text/plain; role=reasoning"),
+        chunk(2, Kind.TEXT, "r", "hmm"),
+        part_end(3, "r"),
+        part_start(4, "t7", "json", call),
+        chunk(5, Kind.JSON, "t7", '{"q": 1}'),
+        part_end(6, "t7"),
+        part_start(7, "r7", "json", result),
+        chunk(8, Kind.JSON, "r7", '"sunny"'),
+        part_end(9, "r7"),
+        part_start(10, "json-2", "json", 'application/json; name="weather"'),
+        chunk(11, Kind.JSON, "json-2", "[1]"),
+        part_end(12, "json-2"),
+        part_start(13, "metadata", "json", "application/json; role=metadata"),
+        chunk(14, Kind.JSON, "metadata", meta),
+        part_end(15, "metadata"),
+        end(16, "completed"),
+    ]
+    m = AiSdkMapper("s")
+    out = [c for ev in events for c in m.event(ev)]
+    cid = 'toolu_01 "x"'
+    assert out == [
+        {"type": "reasoning-start", "id": "r"},
+        {"type": "reasoning-delta", "id": "r", "delta": "hmm"},
+        {"type": "reasoning-end", "id": "r"},
+        {"type": "tool-input-start", "toolCallId": cid, "toolName": "get weather"},
+        {"type": "tool-input-delta", "toolCallId": cid, "inputTextDelta": '{"q": 1}'},
+        {
+            "type": "tool-input-available",
+            "toolCallId": cid,
+            "toolName": "get weather",
+            "input": {"q": 1},
+        },
+        {"type": "tool-output-available", "toolCallId": cid, "output": "sunny"},
+        {"type": "data-weather", "id": "json-2", "data": [1]},
+        {"type": "message-metadata", "messageMetadata": json.loads(meta)},
+        {"type": "finish", "finishReason": "tool-calls"},
+    ]
+    g = AgUiMapper("s", "t")
+    out = [c for ev in events for c in g.event(ev)]
+    assert [c["type"] for c in out] == [
+        "REASONING_START",
+        "REASONING_MESSAGE_START",
+        "REASONING_MESSAGE_CONTENT",
+        "REASONING_MESSAGE_END",
+        "REASONING_END",
+        "TOOL_CALL_START",
+        "TOOL_CALL_ARGS",
+        "TOOL_CALL_END",
+        "TOOL_CALL_RESULT",
+        "CUSTOM",
+        "CUSTOM",
+        "RUN_FINISHED",
+    ]
+    assert out[5] == {"type": "TOOL_CALL_START", "toolCallId": cid, "toolCallName": "get weather"}
+    assert out[8]["toolCallId"] == cid and out[8]["content"] == '"sunny"'
+    assert out[9] == {"type": "CUSTOM", "name": "weather", "value": [1]}
+    assert out[10] == {"type": "CUSTOM", "name": "metadata", "value": json.loads(meta)}
+    assert out[11]["result"] == {"metadata": json.loads(meta)}
+    # the first forms still read: role=meta, a tool="…" JSON part, ids from part ids
+    legacy = [
+        part_start(1, "tool-c1", "json", 'application/json; tool="f"'),
+        chunk(2, Kind.JSON, "tool-c1", "{}"),
+        part_end(3, "tool-c1"),
+        part_start(4, "result-c1", "json", 'application/json; role=tool-result; tool="f"'),
+        chunk(5, Kind.JSON, "result-c1", "1"),
+        part_end(6, "result-c1"),
+        part_start(7, "meta", "json", "application/json; role=meta"),
+        chunk(8, Kind.JSON, "meta", '{"finish_reason": "stop"}'),
+        part_end(9, "meta"),
+        end(10, "completed"),
+    ]
+    m = AiSdkMapper("s")
+    types = [(c["type"], c.get("toolCallId")) for ev in legacy for c in m.event(ev)]
+    assert types == [
+        ("tool-input-start", "c1"),
+        ("tool-input-delta", "c1"),
+        ("tool-input-available", "c1"),
+        ("tool-output-available", "c1"),
+        ("message-metadata", None),
+        ("finish", None),
     ]
 
 

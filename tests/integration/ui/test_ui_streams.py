@@ -112,9 +112,14 @@ def expected_ag_ui(stream: str) -> dict[str, Any]:
         "tools": [
             {"id": "call_1", "name": "get_weather", "args": "".join(TOOL_ARGS), "done": True}
         ],
-        "results": [{"toolCallId": "call_1", "content": json.dumps(RESULT)}],
-        "custom": [{"name": "chart", "value": CHART}, {"name": "meta", "value": META}],
-        "end": {"type": "RUN_FINISHED", "threadId": stream, "runId": stream},
+        "results": [{"toolCallId": "call_1", "content": json.dumps(RESULT, separators=(",", ":"))}],
+        "custom": [{"name": "chart", "value": CHART}, {"name": "metadata", "value": META}],
+        "end": {
+            "type": "RUN_FINISHED",
+            "threadId": stream,
+            "runId": stream,
+            "result": {"metadata": META},
+        },
     }
 
 
@@ -159,7 +164,7 @@ async def test_a_finished_answer_reads_whole_in_both_protocols_equal_to_the_log(
         assert msg["parts"][2]["output"] == json.loads(bodies["result-call_1"])
         assert msg["parts"][3]["text"] == bodies["text-2"]
         assert msg["parts"][4]["data"] == json.loads(bodies["chart"])
-        assert msg["metadata"] == json.loads(bodies["meta"])
+        assert msg["metadata"] == json.loads(bodies["metadata"])
         # the prelude is compact: one delta per part
         kinds = [c["type"] for c in chunks]
         assert kinds.count("text-delta") == 2 and kinds.count("tool-input-delta") == 1
