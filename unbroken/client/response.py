@@ -198,13 +198,15 @@ class Answer:
     def tool_calls(self) -> list[ToolCall]:
         """The answer's tool calls in the order they started, each with its result
         when one arrived (matched by call id)."""
-        calls: dict[str, ToolCall] = {}
+        found: list[ToolCall] = []
+        calls: dict[str, ToolCall] = {}  # by call id: the latest call of that id
         for pr in map(self.parts.__getitem__, self.order):
             info = pr.info
             if info.role == "tool-call":
                 call = calls.get(info.call)
-                if call is None or call.part:  # a call id used again: the later one
+                if call is None or call.part:  # a call id used again: a call of its own
                     call = calls[info.call] = ToolCall(info.call, info.tool, pr.part)
+                    found.append(call)
                 call.part, call.name = pr.part, info.tool or call.name
                 call.arguments, call.ended, call.error = pr.text, pr.ended, pr.error
                 if pr.ended and not pr.error:
@@ -216,12 +218,13 @@ class Answer:
                 call = calls.get(info.call)
                 if call is None:  # a result without its call (picked up mid-answer)
                     call = calls[info.call] = ToolCall(info.call, info.tool, "")
+                    found.append(call)
                 call.has_result, call.result_part, call.result_error = True, pr.part, pr.error
                 try:
                     call.result = pr.value
                 except (ValueError, RecursionError):
                     call.result = pr.text
-        return list(calls.values())
+        return found
 
     @property
     def metadata(self) -> dict[str, Any]:
