@@ -94,7 +94,8 @@ test("digest vectors: a verifier accepts each stream whole and refuses any alter
 });
 
 test("digest vectors: the same events in another epoch give other digests", () => {
-  const [a, b] = [digestVectors.streams[0], digestVectors.streams.at(-1)];
+  const b = digestVectors.streams.find((s) => s.name.startsWith("same events as"));
+  const a = digestVectors.streams[0];
   assert.equal(a.stream, b.stream);
   assert.notEqual(a.epoch, b.epoch);
   assert.notEqual(a.final_digest, b.final_digest);

@@ -174,6 +174,40 @@ STREAMS: list[tuple[str, str, str, list[Event]]] = [
             end(6, "completed"),
         ],
     ),
+    (
+        "part roles in mime parameters: reasoning, a tool call, its result, metadata",
+        "r0les-Of-Parts_0123456",
+        "epoch-roles",
+        [
+            part_start(1, "reasoning", "text", "text/plain; role=reasoning"),
+            text(2, "reasoning", "Paris first."),
+            part_end(3, "reasoning"),
+            part_start(
+                4,
+                "tool-call_1",
+                "json",
+                'application/json; role=tool-call; tool="get_weather"; call="call_1"',
+            ),
+            jsonf(5, "tool-call_1", '{"city": '),
+            jsonf(6, "tool-call_1", '"Paris"}'),
+            part_end(7, "tool-call_1"),
+            part_start(
+                8,
+                "result-call_1",
+                "json",
+                'application/json; role=tool-result; tool="get_weather"; call="call_1"',
+            ),
+            jsonf(9, "result-call_1", '{"temp":21}'),
+            part_end(10, "result-call_1"),
+            part_start(11, "text", "text", "text/plain"),
+            text(12, "text", "21 \u00b0C in Paris."),
+            part_end(13, "text"),
+            part_start(14, "metadata", "json", "application/json; role=metadata"),
+            jsonf(15, "metadata", '{"finish_reason":"stop","usage":{"output_tokens":9}}'),
+            part_end(16, "metadata"),
+            end(17, "completed"),
+        ],
+    ),
 ]
 
 
@@ -379,6 +413,11 @@ def frame_vectors() -> dict[str, Any]:
         events_frame("events: frame starting mid-part (explicit chunk first)", evs[5:9])
     )
     out_frames.append(events_frame("events: data chunk and part_end with err", evs[10:15]))
+    # part roles (§6.3): the same frames as ever, the roles in the mimes
+    _, sid, epoch, evs = STREAMS[-1]
+    chain = digest.chain(sid, epoch, evs)
+    h0 = digest.seed(sid, epoch)
+    out_frames.append(events_frame(ROLES_FRAME, evs))
     return {
         "description": "Frames of protocol v1 as this implementation encodes them "
         "(docs/reference/protocol.md, 'Frames'). 'frame' is the exact text of the WebSocket "
@@ -630,6 +669,10 @@ def invalid_vectors() -> dict[str, Any]:
     }
 
 
+#: the name of the events frame of the part-roles stream (the last row of each file)
+ROLES_FRAME = "events: part roles (reasoning, tool call, tool result, metadata) in one frame"
+
+
 def frame_vectors_v2() -> dict[str, Any]:
     """The frames of :func:`frame_vectors` as protocol v2 encodes them (the same
     meaning, so the same ``fields``), on one connection: ``started`` and ``resumed``
@@ -637,6 +680,7 @@ def frame_vectors_v2() -> dict[str, Any]:
     v1 = frame_vectors()
     codec = frames_v2.ServerCodec()
     rows: list[dict[str, Any]] = []
+    last: list[dict[str, Any]] = []  # rows added later go after the ones before them
     for row in v1["frames"]:
         out: dict[str, Any] = {"name": row["name"], "direction": row["direction"]}
         if "events" in row:
@@ -668,7 +712,7 @@ def frame_vectors_v2() -> dict[str, Any]:
                 out["handle"] = msgspec.msgpack.decode(wire)[
                     4 if isinstance(sframe, Started) else 2
                 ]
-        rows.append(out)
+        (last if row["name"] == ROLES_FRAME else rows).append(out)
     batch = codec.batch([frames_v2.encode_server(Hb()), frames_v2.encode_server(Pong(n=7))])
     rows.append(
         {
@@ -688,6 +732,7 @@ def frame_vectors_v2() -> dict[str, Any]:
             "note": "deflate's output depends on the implementation: check inflating only",
         }
     )
+    rows += last
     return {
         "description": "Frames of protocol v2 (docs/reference/protocol.md §19): each is "
         "one binary WebSocket message, 'frame_hex' its bytes (MessagePack), 'fields' "
