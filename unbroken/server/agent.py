@@ -249,7 +249,7 @@ class Output:
         tool call, a tool result or reasoning is written, and the next text then opens
         a new part (``text-2``…), so the answer's parts keep the order they happened
         in. A named part is only ended by :meth:`end_part` (or the run's end). Writing
-        text ends the current reasoning part.
+        text ends the current reasoning part. An empty delta opens no part.
 
         The hot path of every token is not a coroutine: the delta is written when
         ``text`` returns (an error raises at once), and the awaitable returned is a
@@ -270,8 +270,8 @@ class Output:
 
         With no ``part``: the current reasoning part, opened on first use
         (``reasoning``, ``reasoning-2``…); it ends when text, a tool call or a tool
-        result is written, or with :meth:`end_reasoning`. Same hot path as
-        :meth:`text`."""
+        result is written, or with :meth:`end_reasoning`. An empty delta opens no
+        part. Same hot path as :meth:`text`."""
         p = self._cur_reasoning if part is None else part
         if p == self._last_text and len(delta) <= self._max_chars:
             pr = self._p
@@ -301,6 +301,8 @@ class Output:
     async def _text(self, delta: str, part: str | None, role: Role) -> None:
         if part is None:
             reasoning = role == "reasoning"
+            if not delta and (reasoning or self._cur_text not in self._open):
+                return  # an empty delta opens no part (and ends none)
             await self._end_implicit(text=reasoning, reasoning=not reasoning)
             part = self._cur_reasoning if reasoning else self._cur_text
             if part not in self._open:
