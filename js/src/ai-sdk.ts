@@ -23,7 +23,7 @@
  * exactly where it was.
  */
 import type { ChatTransport, UIMessage, UIMessageChunk } from "ai";
-import { Client, DataChunk, JsonFragment, PartEnded, PartStarted, StreamEnded, TextDelta, seed, toHex } from "./index.js";
+import { Client, DataChunk, JsonFragment, PartEnded, PartStarted, StreamEnded, TextDelta, partInfo, seed, toHex } from "./index.js";
 import type { Stream, StreamEvent } from "./index.js";
 
 /** What `sendMessages` hands the agent as its input (the default `input`). */
@@ -109,6 +109,7 @@ export class UnbrokenChatTransport<M extends UIMessage = UIMessage> implements C
     const events = st[Symbol.asyncIterator]();
     const every = this.partialEvery;
     const lastPartial = new Map<string, number>();
+    const roles = new Map<string, PartStarted>(); // the parts' starts: their roles
     let begun = false;
     let over = false;
     const onAbort = () => void st.cancel().catch(() => undefined);
@@ -139,10 +140,13 @@ export class UnbrokenChatTransport<M extends UIMessage = UIMessage> implements C
             finish(controller, { type: "finish" });
             return;
           }
-          const out = this.map(next.value, lastPartial, every);
+          const out = this.map(next.value, lastPartial, every, roles);
           if (out === "end") {
             const end = next.value as StreamEnded;
-            if (end.status === "completed") finish(controller, { type: "finish" });
+            if (end.status === "completed") {
+              const reason = end.finishReason ? (FINISH[end.finishReason] ?? "other") : undefined;
+              finish(controller, (reason ? { type: "finish", finishReason: reason } : { type: "finish" }) as UIMessageChunk);
+            }
             else if (end.status === "cancelled") finish(controller, { type: "abort", reason: end.error || "cancelled" });
             else finish(controller, { type: "error", errorText: end.error || `the answer ${end.status}` });
             return;
@@ -161,26 +165,62 @@ export class UnbrokenChatTransport<M extends UIMessage = UIMessage> implements C
     });
   }
 
-  private map(ev: StreamEvent, lastPartial: Map<string, number>, every: number): UIMessageChunk | "end" | null {
-    if (ev instanceof TextDelta) return { type: "text-delta", id: ev.part, delta: ev.text };
-    if (ev instanceof PartStarted) return ev.kind === "text" ? { type: "text-start", id: ev.part } : null;
+  private map(
+    ev: StreamEvent,
+    lastPartial: Map<string, number>,
+    every: number,
+    roles: Map<string, PartStarted>,
+  ): UIMessageChunk | "end" | null {
+    if (ev instanceof TextDelta) {
+      const reasoning = roles.get(ev.part)?.role === "reasoning";
+      return { type: reasoning ? "reasoning-delta" : "text-delta", id: ev.part, delta: ev.text };
+    }
+    if (ev instanceof PartStarted) {
+      roles.set(ev.part, ev);
+      if (ev.kind === "text") return { type: ev.role === "reasoning" ? "reasoning-start" : "text-start", id: ev.part };
+      if (ev.role === "tool-call" && ev.kind === "json") {
+        return { type: "tool-input-start", toolCallId: ev.call, toolName: ev.tool || "tool" };
+      }
+      return null;
+    }
+    const started = roles.get((ev as { part?: string }).part ?? "");
     if (ev instanceof JsonFragment) {
+      if (started?.role === "tool-call") {
+        return ev.fragment ? { type: "tool-input-delta", toolCallId: started.call, inputTextDelta: ev.fragment } : null;
+      }
+      if (started?.role === "tool-result" || started?.role === "metadata") return null; // whole at the end
       const t = performance.now();
       if (t - (lastPartial.get(ev.part) ?? -Infinity) < every) return null;
       lastPartial.set(ev.part, t);
-      return dataChunk(ev.part, ev.partial());
+      return dataChunk(dataName(ev.part, started), ev.part, ev.partial());
     }
     if (ev instanceof PartEnded) {
       const r = ev.result;
-      if (r.kind === "text") return { type: "text-end", id: ev.part };
-      if (ev.error) return dataChunk(ev.part, { error: ev.error, partial: r.text });
+      if (r.kind === "text") return { type: r.role === "reasoning" ? "reasoning-end" : "text-end", id: ev.part };
       let value: unknown;
       try {
         value = r.value;
       } catch {
         value = r.text; // (a JSON part that did not parse: its text)
       }
-      return dataChunk(ev.part, value instanceof Uint8Array ? r.text : value);
+      if (started?.role === "tool-call" && r.kind === "json") {
+        const id = started.call;
+        const toolName = started.tool || "tool";
+        return ev.error
+          ? { type: "tool-input-error", toolCallId: id, toolName, input: r.text, errorText: ev.error }
+          : { type: "tool-input-available", toolCallId: id, toolName, input: value };
+      }
+      const call = started?.call ?? "";
+      if (started?.role === "tool-result" && [...roles.values()].some((s) => s.role === "tool-call" && s.call === call)) {
+        return ev.error
+          ? { type: "tool-output-error", toolCallId: call, errorText: ev.error }
+          : { type: "tool-output-available", toolCallId: call, output: value };
+      }
+      if (started?.role === "metadata" && !ev.error && value !== null && typeof value === "object") {
+        return { type: "message-metadata", messageMetadata: value };
+      }
+      if (ev.error) return dataChunk(dataName(ev.part, started), ev.part, { error: ev.error, partial: r.text });
+      return dataChunk(dataName(ev.part, started), ev.part, value instanceof Uint8Array ? r.text : value);
     }
     if (ev instanceof StreamEnded) return "end";
     if (ev instanceof DataChunk) return null; // its part's value comes whole at its end
@@ -188,6 +228,17 @@ export class UnbrokenChatTransport<M extends UIMessage = UIMessage> implements C
   }
 }
 
-function dataChunk(part: string, data: unknown): UIMessageChunk {
-  return { type: `data-${part}`, id: part, data } as UIMessageChunk;
+/** A provider's finish reason as the AI SDK names it. */
+const FINISH: Record<string, string> = {
+  stop: "stop", end_turn: "stop", completed: "stop", stop_sequence: "stop",
+  length: "length", max_tokens: "length", max_output_tokens: "length",
+  tool_calls: "tool-calls", tool_use: "tool-calls", function_call: "tool-calls",
+  content_filter: "content-filter", refusal: "content-filter",
+};
+
+const dataName = (part: string, started: PartStarted | undefined): string =>
+  (started && partInfo(part, started.kind, started.mime).name) || part;
+
+function dataChunk(name: string, part: string, data: unknown): UIMessageChunk {
+  return { type: `data-${name}`, id: part, data } as UIMessageChunk;
 }

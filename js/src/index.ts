@@ -14,7 +14,9 @@ export type {
   WebSocketLike,
 } from "./client.js";
 export { Answer, DataChunk, JsonFragment, PartEnded, PartResult, PartStarted, StreamEnded, TextDelta, parsePartialJson } from "./response.js";
-export type { SchemaValidator, StreamEvent } from "./response.js";
+export type { SchemaValidator, StreamEvent, ToolCall } from "./response.js";
+export { mimeParams, partInfo } from "./roles.js";
+export type { PartInfo, Role } from "./roles.js";
 export { Backoff, BackoffPolicy, Reconnects, seededRng } from "./backoff.js";
 export type { BackoffPolicyOptions, GiveUp, Reconnect, Rng } from "./backoff.js";
 export { Liveness, MAX_RTO, BULK } from "./liveness.js";

@@ -6,8 +6,11 @@
  * A failed check fails the part (`PartEnded.error`), never the stream or the client.
  */
 import { Kind, type Event } from "./frames.js";
+import { PLAIN, partInfo, type PartInfo } from "./roles.js";
 
-/** A part opened: `kind` is text, json or data. */
+/** A part opened: `kind` is text, json or data; `role` what it is in the answer
+ * (`reasoning`, `tool-call`, `tool-result`, `metadata`, or "": answer text, JSON, data);
+ * `tool`, `call`: a tool call's (or result's) tool name and call id. */
 export class PartStarted {
   readonly type = "part_started";
   constructor(
@@ -16,6 +19,9 @@ export class PartStarted {
     readonly kind: string,
     readonly mime: string,
     readonly schema: unknown,
+    readonly role: string = "",
+    readonly tool: string = "",
+    readonly call: string = "",
   ) {}
 }
 
@@ -72,7 +78,8 @@ export class PartEnded {
   ) {}
 }
 
-/** The final event: status, error and the verified digest (hex). */
+/** The final event: status, error and the verified digest (hex); with the answer's
+ * finish reason, usage and metadata as its metadata parts gave them. */
 export class StreamEnded {
   readonly type = "stream_ended";
   constructor(
@@ -80,7 +87,26 @@ export class StreamEnded {
     readonly status: string,
     readonly error: string,
     readonly digest: string,
+    readonly finishReason: string = "",
+    readonly usage: Record<string, unknown> = {},
+    readonly metadata: Record<string, unknown> = {},
   ) {}
+}
+
+/** A tool call in an answer, with its result when the agent wrote one. `args`: the
+ * parsed arguments (undefined until its part ended, or when they are not JSON). */
+export interface ToolCall {
+  id: string;
+  name: string;
+  part: string;
+  arguments: string;
+  args: unknown;
+  ended: boolean;
+  error: string;
+  hasResult: boolean;
+  result: unknown;
+  resultError: string;
+  resultPart: string;
 }
 
 export type StreamEvent = PartStarted | TextDelta | JsonFragment | DataChunk | PartEnded | StreamEnded;
@@ -95,10 +121,17 @@ export class PartResult {
     readonly kind: string,
     readonly mime = "",
     readonly schema: unknown = null,
+    /** what its mime says it is (docs/reference/protocol.md §6.3) */
+    readonly info: PartInfo = PLAIN,
   ) {}
 
   get text(): string {
     return this.chunks.join("");
+  }
+
+  /** `reasoning`, `tool-call`, `tool-result`, `metadata` or "". */
+  get role(): string {
+    return this.info.role;
   }
 
   /** Parsed value: JSON for json parts (and JSON data), bytes for base64 data, else text. */
@@ -141,14 +174,106 @@ export class Answer {
     readonly fromSeq = 0,
   ) {}
 
-  /** All text parts, concatenated in the order they started. */
+  /** The answer's text: its text parts (reasoning left out), in the order they started. */
   get text(): string {
     let s = "";
     for (const p of this.order) {
       const pr = this.parts.get(p)!;
-      if (pr.kind === "text") s += pr.text;
+      if (pr.kind === "text" && pr.info.role === "") s += pr.text;
     }
     return s;
+  }
+
+  /** The model's reasoning: the text parts with role `reasoning`, in order. */
+  get reasoning(): string {
+    let s = "";
+    for (const p of this.order) {
+      const pr = this.parts.get(p)!;
+      if (pr.info.role === "reasoning") s += pr.text;
+    }
+    return s;
+  }
+
+  /** The tool calls in the order they started, each with its result (by call id). */
+  get toolCalls(): ToolCall[] {
+    const found: ToolCall[] = [];
+    const byId = new Map<string, ToolCall>();
+    const make = (id: string, name: string, part: string): ToolCall => {
+      const c: ToolCall = {
+        id, name, part, arguments: "", args: undefined, ended: false, error: "",
+        hasResult: false, result: undefined, resultError: "", resultPart: "",
+      };
+      byId.set(id, c);
+      found.push(c);
+      return c;
+    };
+    for (const p of this.order) {
+      const pr = this.parts.get(p)!;
+      const { role, call: id, tool } = pr.info;
+      if (role === "tool-call") {
+        let c = byId.get(id);
+        if (c === undefined || c.part) c = make(id, tool, pr.part);
+        c.part = pr.part;
+        c.name = tool || c.name;
+        c.arguments = pr.text;
+        c.ended = pr.ended;
+        c.error = pr.error;
+        if (pr.ended && !pr.error) {
+          try {
+            c.args = c.arguments.trim() ? JSON.parse(c.arguments) : {};
+          } catch {
+            c.args = undefined;
+          }
+        }
+      } else if (role === "tool-result" && pr.ended) {
+        const c = byId.get(id) ?? make(id, tool, "");
+        c.hasResult = true;
+        c.resultPart = pr.part;
+        c.resultError = pr.error;
+        try {
+          c.result = pr.value;
+        } catch {
+          c.result = pr.text;
+        }
+      }
+    }
+    return found;
+  }
+
+  /** Every ended metadata part's fields, merged in order. */
+  get metadata(): Record<string, unknown> {
+    return Object.assign({}, ...this.metadataParts());
+  }
+
+  /** Why the model stopped, as the last metadata part says ("" when unsaid). */
+  get finishReason(): string {
+    const r = this.metadata.finish_reason;
+    return typeof r === "string" ? r : "";
+  }
+
+  /** Tokens used, summed over every metadata part's `usage`. */
+  get usage(): Record<string, unknown> {
+    const total: Record<string, unknown> = {};
+    for (const m of this.metadataParts()) {
+      const u = m.usage;
+      if (u !== null && typeof u === "object" && !Array.isArray(u)) addUsage(total, u as Record<string, unknown>);
+    }
+    return total;
+  }
+
+  private metadataParts(): Record<string, unknown>[] {
+    const found: Record<string, unknown>[] = [];
+    for (const p of this.order) {
+      const pr = this.parts.get(p)!;
+      if (pr.info.role !== "metadata" || !pr.ended || pr.error) continue;
+      try {
+        const v = pr.value;
+        if (v !== null && typeof v === "object" && !Array.isArray(v)) found.push(v as Record<string, unknown>);
+      } catch {
+        // not JSON: left out
+      }
+    }
+    return found;
   }
 
   /** True once the stream ended `completed` and was verified end to end. */
@@ -177,11 +302,12 @@ export class Answer {
         return new DataChunk(ev.seq, ev.part, ev.body);
       case Kind.PART_START: {
         const [schema, badSchema] = schemaOf(ev.schema, this.validator);
-        const pr = new PartResult(ev.part, ev.partKind, ev.mime, schema);
+        const info = partInfo(ev.part, ev.partKind, ev.mime);
+        const pr = new PartResult(ev.part, ev.partKind, ev.mime, schema, info);
         pr.error = badSchema; // a bad schema fails this part, never the client
         if (!this.parts.has(ev.part)) this.order.push(ev.part);
         this.parts.set(ev.part, pr);
-        return new PartStarted(ev.seq, ev.part, ev.partKind, ev.mime, schema);
+        return new PartStarted(ev.seq, ev.part, ev.partKind, ev.mime, schema, info.role, info.tool, info.call);
       }
       case Kind.PART_END: {
         const pr = this.part(ev.part, "");
@@ -193,7 +319,7 @@ export class Answer {
         this.status = ev.status;
         this.error = ev.error;
         this.digest = digestHex;
-        return new StreamEnded(ev.seq, ev.status, ev.error, digestHex);
+        return new StreamEnded(ev.seq, ev.status, ev.error, digestHex, this.finishReason, this.usage, this.metadata);
     }
   }
 
@@ -205,6 +331,18 @@ export class Answer {
       this.order.push(part);
     }
     return pr;
+  }
+}
+
+function addUsage(total: Record<string, unknown>, usage: Record<string, unknown>): void {
+  for (const [k, v] of Object.entries(usage)) {
+    const have = total[k];
+    if (typeof v === "number" && typeof have === "number") total[k] = have + v;
+    else if (v !== null && typeof v === "object" && !Array.isArray(v)) {
+      const sub = have !== null && typeof have === "object" && !Array.isArray(have) ? (have as Record<string, unknown>) : {};
+      addUsage(sub, v as Record<string, unknown>);
+      total[k] = sub;
+    } else total[k] = v;
   }
 }
 

@@ -185,3 +185,36 @@ test("abortSignal cancels the agent run; a failed answer is an error chunk", asy
   assert.match(last.errorText, /the model failed/);
   await c2.close();
 });
+
+test("part roles through ai's reader: reasoning, a tool call with its output, metadata and the finish reason", async () => {
+  const evs = [];
+  const add = (kind, fields) => evs.push(makeEvent(evs.length + 1, kind, fields));
+  const part = (p, partKind, mime, bodies, kind) => {
+    add(Kind.PART_START, { part: p, partKind, mime });
+    for (const body of bodies) add(kind, { part: p, body });
+    add(Kind.PART_END, { part: p });
+  };
+  part("reasoning", "text", "text/plain; role=reasoning", ["Paris ", "first."], Kind.TEXT);
+  const call = 'role=tool-call; tool="get_weather"; call="call_1"';
+  part("tool-call_1", "json", `application/json; ${call}`, ['{"city":', ' "Paris"}'], Kind.JSON);
+  part("result-call_1", "json", 'application/json; role=tool-result; call="call_1"', ['{"temp":21}'], Kind.JSON);
+  part("text", "text", "text/plain", ["21 °C."], Kind.TEXT);
+  part("metadata", "json", "application/json; role=metadata", ['{"finish_reason":"stop","usage":{"output_tokens":9}}'], Kind.JSON);
+  part("json", "json", 'application/json; name="weather"', ["[1]"], Kind.JSON);
+  add(Kind.END, { status: "completed", count: evs.length + 1 });
+  const server = new Server(evs, { dropAfter: 8 });
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false });
+  const transport = new UnbrokenChatTransport({ client, agent: "chat" });
+  const messages = [{ id: "u1", role: "user", parts: [{ type: "text", text: "hi" }] }];
+  const stream = await transport.sendMessages({ trigger: "submit-message", chatId: "c2", messageId: undefined, messages, abortSignal: undefined });
+  const message = await lastMessage(stream);
+  const kinds = message.parts.map((p) => p.type);
+  assert.deepEqual(kinds, ["reasoning", "tool-get_weather", "text", "data-weather"]);
+  assert.equal(message.parts[0].text, "Paris first.");
+  const tool = message.parts[1];
+  assert.deepEqual([tool.toolCallId, tool.state, tool.input, tool.output], ["call_1", "output-available", { city: "Paris" }, { temp: 21 }]);
+  assert.equal(message.parts[2].text, "21 °C.");
+  assert.deepEqual(message.metadata, { finish_reason: "stop", usage: { output_tokens: 9 } });
+  assert.ok(server.resumes.length >= 1, "resumed after the drop");
+  await client.close();
+});
