@@ -15,9 +15,10 @@ Each source has its own module, importable only with its SDK installed (an extra
   ``astream``/``astream_events``: messages, tool calls and results, custom payloads).
 
 Every adapter has one shape: ``turn = await forward_x(out, stream)``. It writes the
-model's text, reasoning and tool calls to ``out`` as they arrive (each its own part),
-ends them, adds a small ``meta`` JSON part (finish reason, usage), and returns a
-:class:`Turn` for the agent's next step (run the tools, call the model again).
+model's text, reasoning and tool calls to ``out`` as they arrive, with the agent API's
+part calls (``out.text``, ``out.reasoning``, ``out.tool_call``, ``out.tool_result``),
+ends them, adds a ``metadata`` part (``out.metadata``: finish reason, usage), and
+returns a :class:`Turn` for the agent's next step (run the tools, call the model again).
 A provider stream that fails, stalls (``stall_timeout``) or ends early ends its open
 parts with the reason and raises; the agent may call the model again and forward
 the new stream into the same answer (new part ids). docs/how-to/adapters.md.
