@@ -236,12 +236,12 @@ async def forward_graph(
     into ``out``; returns the :class:`Turn` of the whole run.
 
     Each AI message's text → a text part ``text`` (``text-2``… for the next message);
-    its reasoning (``reasoning_content``, thinking or reasoning blocks) → ``reasoning``;
-    each tool call → a JSON part ``tool-<id>`` with its argument chunks as they stream;
-    each ``ToolMessage`` → ``result-<tool_call_id>`` (ended with an error when its status
-    is ``error``); each custom-mode payload → its own JSON part ``custom`` (``custom-2``…,
-    mime :data:`CUSTOM_MIME`); then ``meta`` (summed ``usage_metadata``, the last
-    message's finish reason). A message's parts end at its last chunk
+    its reasoning (``reasoning_content``, thinking or reasoning blocks) → a reasoning
+    part; each tool call → ``out.tool_call`` (``tool-<id>``) with its argument chunks
+    as they stream; each ``ToolMessage`` → ``out.tool_result`` (``result-<tool_call_id>``,
+    ended with an error when its status is ``error``); each custom-mode payload → its
+    own JSON part ``custom`` (``custom-2``…, mime :data:`CUSTOM_MIME`); then
+    ``out.metadata`` (summed ``usage_metadata``, the last message's finish reason). A message's parts end at its last chunk
     (``chunk_position="last"``), or when the run ends. Other modes are skipped.
     """
     w = Writer(out, Turn())
