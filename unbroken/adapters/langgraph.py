@@ -241,8 +241,9 @@ async def forward_graph(
     as they stream; each ``ToolMessage`` → ``out.tool_result`` (``result-<tool_call_id>``,
     ended with an error when its status is ``error``); each custom-mode payload → its
     own JSON part ``custom`` (``custom-2``…, mime :data:`CUSTOM_MIME`); then
-    ``out.metadata`` (summed ``usage_metadata``, the last message's finish reason). A message's parts end at its last chunk
-    (``chunk_position="last"``), or when the run ends. Other modes are skipped.
+    ``out.metadata`` (summed ``usage_metadata``, the last message's finish reason). A
+    message's parts end at its last chunk (``chunk_position="last"``), or when the run
+    ends. Other modes are skipped.
     """
     w = Writer(out, Turn())
     g = _Graph(w)
