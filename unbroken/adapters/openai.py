@@ -67,73 +67,93 @@ async def forward_responses(
     Ids already used in the answer get a ``-2``, ``-3``… suffix.
     """
     w = Writer(out, Turn())
-    turn = w.turn
-    calls: dict[str, ToolCall] = {}  # by item id
-    summary: dict[str, int] = {}  # the summary part each reasoning item is at
-    refusal = ""
-    finished = False
+    r = ResponseEvents(w, stream)
     try:
         async for ev in events(stream, stall_timeout):
-            t = getattr(ev, "type", "")
-            if t == "response.output_text.delta":
-                await w.text(ev.delta)
-            elif t in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
-                index = getattr(ev, "summary_index", 0)
-                if summary.setdefault(ev.item_id, index) != index:
-                    summary[ev.item_id] = index
-                    await w.reasoning("\n\n")  # the summary's next paragraph
-                await w.reasoning(ev.delta)
-            elif t == "response.function_call_arguments.delta":
-                if ev.item_id in calls:
-                    await calls[ev.item_id].append(ev.delta)
-            elif t == "response.refusal.delta":
-                refusal = refusal or out.new_id("refusal")
-                await out.text(ev.delta, refusal)
-            elif t == "response.output_item.added":
-                item = ev.item
-                if item.type == "function_call":
-                    calls[item.id] = await w.call(item.call_id, item.name)
-            elif t == "response.output_item.done":
-                item = ev.item
-                if item.type == "function_call":
-                    await w.end_call(calls.get(item.id), item.arguments or "")
-                elif item.type == "reasoning":
-                    await out.end_reasoning()
-                turn.output.append(_dump(item))
-            elif t == "response.created":
-                turn.id, turn.model = ev.response.id, ev.response.model
-            elif t in ("response.completed", "response.incomplete"):
-                r = ev.response
-                turn.id, turn.model = r.id or turn.id, r.model or turn.model
-                turn.usage = _dump(r.usage)
-                details = getattr(r, "incomplete_details", None)
-                turn.finish_reason = (
-                    (getattr(details, "reason", None) or r.status or "")
-                    if (t == "response.incomplete")
-                    else (r.status or "completed")
-                )
-                finished = True
-            elif t == "response.failed":
-                err = getattr(ev.response, "error", None)
-                message = getattr(err, "message", None) or "the response failed"
-                raise _error(stream, f"response.failed: {message}", _dump(err))
-            elif t == "error":
-                code = getattr(ev, "code", None)
-                message = getattr(ev, "message", "") or "error event"
-                raise _error(stream, f"{code}: {message}" if code else message, _dump(ev))
-        if not finished:
+            await r.on(ev)
+        if not r.finished:
             raise _error(stream, "the stream ended before response.completed (cut short)")
     except Exception as exc:
-        error = failure_text(exc, out)
-        await w.end_all(error)
-        if refusal in out.open_parts:
-            await out.end_part(refusal, error)
+        await r.end(failure_text(exc, out))
         raise
     finally:
         await close_quietly(stream)
-    if refusal in out.open_parts:
-        await out.end_part(refusal)
+    await r.end()
     return await w.finish("openai.responses", meta)
+
+
+class ResponseEvents:
+    """The Responses API mapping, one event at a time (:func:`forward_responses`, and
+    the OpenAI Agents SDK adapter, whose raw events are Responses events): writes
+    with ``w`` and fills its :class:`Turn` (``finished`` once ``response.completed``
+    or ``.incomplete`` came). ``stream``: what an error's request comes from."""
+
+    def __init__(self, w: Writer, stream: object = None) -> None:
+        self.w = w
+        self.stream = stream
+        self.finished = False
+        self._calls: dict[str, ToolCall] = {}  # by item id
+        self._summary: dict[str, int] = {}  # the summary part each reasoning item is at
+        self._refusal = ""
+
+    async def on(self, ev: Any) -> None:
+        """Forward one event; raises :class:`openai.APIError` on ``error`` and
+        ``response.failed``."""
+        w, out, turn = self.w, self.w.out, self.w.turn
+        t = getattr(ev, "type", "")
+        if t == "response.output_text.delta":
+            await w.text(ev.delta)
+        elif t in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
+            index = getattr(ev, "summary_index", 0)
+            if self._summary.setdefault(ev.item_id, index) != index:
+                self._summary[ev.item_id] = index
+                await w.reasoning("\n\n")  # the summary's next paragraph
+            await w.reasoning(ev.delta)
+        elif t == "response.function_call_arguments.delta":
+            if ev.item_id in self._calls:
+                await self._calls[ev.item_id].append(ev.delta)
+        elif t == "response.refusal.delta":
+            self._refusal = self._refusal or out.new_id("refusal")
+            await out.text(ev.delta, self._refusal)
+        elif t == "response.output_item.added":
+            item = ev.item
+            if item.type == "function_call":
+                self._calls[item.id] = await w.call(item.call_id, item.name)
+        elif t == "response.output_item.done":
+            item = ev.item
+            if item.type == "function_call":
+                await w.end_call(self._calls.get(item.id), item.arguments or "")
+            elif item.type == "reasoning":
+                await out.end_reasoning()
+            turn.output.append(_dump(item))
+        elif t == "response.created":
+            turn.id, turn.model = ev.response.id, ev.response.model
+        elif t in ("response.completed", "response.incomplete"):
+            r = ev.response
+            turn.id, turn.model = r.id or turn.id, r.model or turn.model
+            turn.usage = _dump(r.usage)
+            details = getattr(r, "incomplete_details", None)
+            turn.finish_reason = (
+                (getattr(details, "reason", None) or r.status or "")
+                if (t == "response.incomplete")
+                else (r.status or "completed")
+            )
+            self.finished = True
+        elif t == "response.failed":
+            err = getattr(ev.response, "error", None)
+            message = getattr(err, "message", None) or "the response failed"
+            raise _error(self.stream, f"response.failed: {message}", _dump(err))
+        elif t == "error":
+            code = getattr(ev, "code", None)
+            message = getattr(ev, "message", "") or "error event"
+            raise _error(self.stream, f"{code}: {message}" if code else message, _dump(ev))
+
+    async def end(self, error: str = "") -> None:
+        """End what is open: the turn's parts and the refusal (with ``error``)."""
+        if error:
+            await self.w.end_all(error)
+        if self._refusal in self.w.out.open_parts:
+            await self.w.out.end_part(self._refusal, error)
 
 
 async def forward_chat(
