@@ -24,7 +24,9 @@ def sse(event: str | None, data: object) -> str:
     return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def responses() -> str:
+def responses(items: bool = False) -> str:
+    """``items``: ``response.completed`` lists the output items (as the API does; the
+    Agents SDK reads them), not an empty ``output``."""
     resp = {
         "id": "resp_01",
         "object": "response",
@@ -150,7 +152,70 @@ def responses() -> str:
         "output_tokens_details": {"reasoning_tokens": 64},
         "total_tokens": 198,
     }
-    ev("response.completed", response={**resp, "status": "completed", "usage": usage})
+    done = {**resp, "status": "completed", "usage": usage}
+    if items:
+        done["output"] = [
+            {**rs, "summary": [{"type": "summary_text", "text": "".join(REASONING)}]},
+            {**msg, "status": "completed", "content": [done_part]},
+            {**fc, "status": "completed", "arguments": "".join(ARGS)},
+        ]
+    ev("response.completed", response=done)
+    return "".join(out)
+
+
+FINAL = ["Paris: ", "21 °C, ", "sunny."]
+
+
+def agents_run() -> str:
+    return responses(items=True)  # an Agents SDK run: the model calls get_weather…
+
+
+def agents_run_2() -> str:
+    """…then answers with its result."""
+    resp = {
+        "id": "resp_02",
+        "object": "response",
+        "created_at": 1765000001,
+        "status": "in_progress",
+        "model": "gpt-5-mini-2025-08-07",
+        "output": [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+    }
+    n = iter(range(1000))
+    out = []
+
+    def ev(t: str, **body: object) -> None:
+        out.append(sse(t, {"type": t, "sequence_number": next(n), **body}))
+
+    ev("response.created", response=resp)
+    msg = {"id": "msg_02", "type": "message", "status": "in_progress", "role": "assistant"}
+    ev("response.output_item.added", output_index=0, item={**msg, "content": []})
+    empty = {"type": "output_text", "text": "", "annotations": []}
+    ev("response.content_part.added", item_id="msg_02", output_index=0, content_index=0, part=empty)
+    for d in FINAL:
+        ev(
+            "response.output_text.delta",
+            item_id="msg_02",
+            output_index=0,
+            content_index=0,
+            delta=d,
+            logprobs=[],
+        )
+    part = {**empty, "text": "".join(FINAL)}
+    ev("response.content_part.done", item_id="msg_02", output_index=0, content_index=0, part=part)
+    item = {**msg, "status": "completed", "content": [part]}
+    ev("response.output_item.done", output_index=0, item=item)
+    usage = {
+        "input_tokens": 240,
+        "input_tokens_details": {"cached_tokens": 64},
+        "output_tokens": 9,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 249,
+    }
+    done = {**resp, "status": "completed", "output": [item], "usage": usage}
+    ev("response.completed", response=done)
     return "".join(out)
 
 
@@ -437,6 +502,8 @@ def main() -> None:
         messages_error,
         agent_loop,
         agent_loop_2,
+        agents_run,
+        agents_run_2,
     ):
         (HERE / f"{fn.__name__.replace('_2', '.2')}.sse").write_text(fn())
 
