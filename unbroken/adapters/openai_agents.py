@@ -24,9 +24,17 @@ import json
 from collections.abc import AsyncIterable, Mapping
 from typing import Any
 
+from ..errors import ConfigError
 from ..server.agent import Output
 from ._common import ToolCall, Turn, Writer, events, failure_text
-from .openai import ResponseEvents
+
+try:
+    from .openai import ResponseEvents
+except ConfigError:  # pragma: no cover - exercised without the extra
+    raise ConfigError(
+        "unbroken.adapters.openai_agents needs the 'openai' package: "
+        "pip install 'unbroken[openai-agents]'"
+    ) from None
 
 __all__ = ["ToolCall", "Turn", "forward_run"]
 

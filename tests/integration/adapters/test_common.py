@@ -49,6 +49,24 @@ def test_an_adapter_without_its_sdk_names_the_extra(module: str, extra: str) -> 
     assert f"pip install 'unbroken[{extra}]'" in done.stdout
 
 
+def test_the_agents_sdk_adapter_imports_without_the_sdk_and_names_its_extra() -> None:
+    code = (
+        "import sys; sys.modules['agents'] = None\n"
+        "import unbroken.adapters.openai_agents\n"  # events are duck-typed: no SDK import
+        "sys.modules['openai'] = None\n"
+        "del sys.modules['unbroken.adapters.openai_agents']\n"
+        "sys.modules.pop('unbroken.adapters.openai', None)\n"
+        "from unbroken.errors import ConfigError\n"
+        "try:\n"
+        "    import unbroken.adapters.openai_agents\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'unbroken[openai-agents]'" in done.stdout
+
+
 async def _gen(n: int, hold: asyncio.Event | None = None) -> AsyncIterator[int]:
     for i in range(n):
         yield i
