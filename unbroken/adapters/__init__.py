@@ -12,7 +12,10 @@ Each source has its own module, importable only with its SDK installed (an extra
   its model responses, tool calls and tool results);
 - :mod:`unbroken.adapters.langgraph` (``pip install 'unbroken[langgraph]'``):
   :func:`~unbroken.adapters.langgraph.forward_graph` (a whole LangGraph run from
-  ``astream``/``astream_events``: messages, tool calls and results, custom payloads).
+  ``astream``/``astream_events``: messages, tool calls and results, custom payloads);
+- :mod:`unbroken.adapters.openai_agents` (``pip install 'unbroken[openai-agents]'``):
+  :func:`~unbroken.adapters.openai_agents.forward_run` (a whole OpenAI Agents SDK run
+  from ``Runner.run_streamed``: model responses, tool calls and results, handoffs).
 
 Every adapter has one shape: ``turn = await forward_x(out, stream)``. It writes the
 model's text, reasoning and tool calls to ``out`` as they arrive, with the agent API's
