@@ -15,7 +15,7 @@ registry, beside the process and Python collectors.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -27,6 +27,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .counts import RECOVERY_BUCKETS, Counts, Live
+
+if TYPE_CHECKING:
+    from .workers import WorkerMetrics
 
 #: (name without ``unbroken_``, type, help) of every metric: the documented list
 METRICS: tuple[tuple[str, str, str], ...] = (
@@ -163,8 +166,10 @@ class MetricsApp:
     """A tiny ASGI app answering ``GET``/``HEAD`` with a registry's metrics (any path:
     mount it where you want it, e.g. ``api.mount("/metrics", app.metrics_app())``)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, workers: WorkerMetrics | None = None) -> None:
         self.registry = registry
+        #: with ``unbroken serve --workers N``: answer the sum over every worker
+        self.workers = workers
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -174,6 +179,9 @@ class MetricsApp:
         method = scope.get("method", "GET")
         if method not in ("GET", "HEAD"):
             body, ctype, status = b"Method Not Allowed", "text/plain; charset=utf-8", 405
+        elif self.workers is not None:
+            body, _live = await self.workers.exposition()
+            ctype, status = CONTENT_TYPE_LATEST, 200
         else:
             data, ctype = exposition(self.registry)
             body, status = data, 200
@@ -181,6 +189,8 @@ class MetricsApp:
             (b"content-type", ctype.encode()),
             (b"content-length", str(len(body)).encode()),
         ]
+        if self.workers is not None:  # which worker answered (the sum is the same)
+            headers.append((b"x-unbroken-worker", str(self.workers.pid).encode()))
         if status == 405:
             headers.append((b"allow", b"GET, HEAD"))
         await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -20,6 +20,8 @@ from .tracing import Tracing
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from .workers import WorkerMetrics
+
 
 #: Close codes counted by name in ``unbroken_disconnects_total`` (others: ``other``).
 KNOWN_CODES: Final = frozenset(
@@ -72,6 +74,8 @@ class Observer:
         self.metrics = metrics
         self._live: Callable[[], Live] | None = None
         self._collector: Any = None
+        #: set in each worker of ``unbroken serve --workers N``: scrapes sum all workers
+        self.workers: WorkerMetrics | None = None
         #: stream -> monotonic time it was left attached nowhere by a lost connection
         self._detached: OrderedDict[str, float] = OrderedDict()
         #: stream -> connections it is attached to now (a resume may come before the

@@ -253,7 +253,7 @@ class Unbroken:
             )
         from ..observe.metrics import MetricsApp
 
-        return MetricsApp(registry)
+        return MetricsApp(registry, self.observe.workers)
 
     # read-only views of the config (the names the constructor takes)
     @property

@@ -21,9 +21,11 @@ import importlib
 import logging
 import logging.config
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -483,9 +485,14 @@ def serve_command(
             # uvicorn's Server.run, plus the policy watcher on the same loop
             ulog.info("event loop: %s", describe_loop(asyncio.get_running_loop()))
             task = asyncio.get_running_loop().create_task(watcher.run()) if watcher else None
+            summed = obj.observe.workers if isinstance(obj, Unbroken) else None
+            if summed is not None:  # this worker's figures, for the others' scrapes
+                await summed.start()
             try:
                 await server.serve(sockets=[sock])
             finally:
+                if summed is not None:
+                    await summed.stop()
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -501,10 +508,27 @@ def serve_command(
             raise typer.Exit(code)
         return
 
+    # one /metrics for all workers: each answers its siblings' scrapes over a Unix
+    # socket in a directory of this serve's own (fresh now, removed at exit)
+    metrics_dir: str | None = None
+    if isinstance(obj, Unbroken) and obj.observe.registry is not None:
+        metrics_dir = tempfile.mkdtemp(prefix="unbroken-metrics-")
+
     def work(index: int) -> int:
         held.close()
+        if metrics_dir is not None and isinstance(obj, Unbroken):
+            from ..observe.workers import WorkerMetrics
+
+            assert obj.observe.registry is not None
+            obj.observe.workers = WorkerMetrics(metrics_dir, index, obj.observe.registry)
         sock = listen_socket(host, bound, reuse_port=True)
         return serve_on(sock, f"w{index} pid={os.getpid()}")
+
+    def reaped(pid: int) -> None:
+        if metrics_dir is not None:
+            from ..observe.workers import retire
+
+            retire(metrics_dir, pid)
 
     logging.config.dictConfig(
         _log_config(log_level, log_flood_burst, f"main pid={os.getpid()}", log_format)
@@ -516,7 +540,11 @@ def serve_command(
         workers,
         resolved_loop,
     )
-    code = Supervisor(workers, work).run()
+    try:
+        code = Supervisor(workers, work, on_reap=reaped).run()
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     held.close()
     if code:
         raise typer.Exit(code)

@@ -90,6 +90,7 @@ class Supervisor:
         max_restarts: int = 5,
         restart_window: float = 30.0,
         before_fork: Callable[[], None] | None = None,
+        on_reap: Callable[[int], None] | None = None,
     ) -> None:
         if n < 1:
             raise ValueError("n must be at least 1")
@@ -98,6 +99,8 @@ class Supervisor:
         self.max_restarts = max_restarts
         self.restart_window = restart_window
         self.before_fork = before_fork
+        #: called with the pid of each worker reaped (dead, asked or not)
+        self.on_reap = on_reap
         self.slots = [_Slot(i + 1) for i in range(n)]
         self.stopping = False
         #: workers that died unasked and were replaced (for logs and tests)
@@ -168,6 +171,11 @@ class Supervisor:
             if slot is None:
                 continue
             slot.pid = 0
+            if self.on_reap is not None:
+                try:
+                    self.on_reap(pid)
+                except Exception:
+                    log.exception("on_reap failed for worker pid=%d", pid)
             how = describe_status(status)
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
