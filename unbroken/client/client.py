@@ -534,8 +534,8 @@ class Client:
         log holds, and a ``cursor`` there). Follow one from its first event with
         :meth:`join` (``epoch=item.epoch``), or from now with :meth:`resume`
         (``item.cursor``).
-        Only the node this client is connected to answers: behind a load balancer over
-        several nodes it lists that node's runs. A server older than the ``streams``
+        On a RedisStore every node answers the same list (the store keeps it); on a
+        MemoryStore a node lists its own runs. A server older than the ``streams``
         capability raises :class:`~unbroken.errors.ConfigError`."""
         self._check_usable()
         try:

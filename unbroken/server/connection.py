@@ -71,7 +71,7 @@ from ..protocol.frames_v2 import CAP_ZLIB, ZLIB_MIN
 from ..protocol.frames_v2 import ServerCodec as ServerCodecV2
 from ..protocol.resume import StreamInfo, decide_resume
 from ..protocol.server_session import AckResult, ServerSession, TokenBucket
-from ..store.base import DIVERGED
+from ..store.base import DIVERGED, LiveIndex
 from . import eager
 from .agent import Principal, anonymous_principal
 from .attach import Attachment
@@ -497,7 +497,7 @@ class Connection:
         elif isinstance(frame, Ping):
             self._queue(self._encode(Pong(frame.n)))
         elif isinstance(frame, List):
-            self._list_streams(frame.n)
+            await self._list_streams(frame.n)
         elif isinstance(frame, Refresh):
             if self.authenticate is None or self._hello_frame is None:
                 self._error(
@@ -788,14 +788,29 @@ class Connection:
         self._outbox_bytes -= len(data)
         return data
 
-    def _list_streams(self, n: int) -> None:
-        """Answer ``list``: the principal's runs on this node that have not ended."""
-        assert self.principal is not None
-        epoch = self.store.epoch
-        items = [
-            LiveStream(r.stream, r.agent, epoch, *_hex_digest(r.producer.logged))
-            for r in self.hub.live(self.principal)[:MAX_LIVE_STREAMS]
-        ]
+    async def _list_streams(self, n: int) -> None:
+        """Answer ``list``: the principal's runs that have not ended: every node's when
+        the store lists them itself (RedisStore), else this node's."""
+        principal = self.principal
+        assert principal is not None
+        store = self.store
+        items: list[LiveStream] | None = None
+        if isinstance(store, LiveIndex):
+            try:
+                rows = await store.live_streams(principal.id, principal.scope)
+                epoch = store.epoch  # (after the call: it may have adopted a new one)
+                items = [
+                    LiveStream(r.stream, r.agent, epoch, r.head, r.digest.hex())
+                    for r in rows[:MAX_LIVE_STREAMS]
+                ]
+            except Exception as exc:  # the store is unreachable: this node's runs
+                log.warning("list conn=%s: the store's list failed, this node's: %r", self.id, exc)
+        if items is None:
+            epoch = store.epoch
+            items = [
+                LiveStream(r.stream, r.agent, epoch, *_hex_digest(r.producer.logged))
+                for r in self.hub.live(principal)[:MAX_LIVE_STREAMS]
+            ]
         log.debug("list conn=%s streams=%d", self.id, len(items))
         self._queue(self._encode(Streams(n=n, items=items)))
 

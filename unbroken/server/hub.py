@@ -21,7 +21,7 @@ from ..errors import (
 )
 from ..observe import Observer
 from ..protocol.frames import excerpt
-from ..store.base import Created, StreamLog
+from ..store.base import Created, LiveIndex, StreamLog
 from .admission import Admission, AdmissionLimits, PrincipalKey
 from .agent import Agent, Output, Principal, Request
 from .producer import Producer
@@ -217,7 +217,12 @@ class Hub:
             raise refused.error
         self.gate.admitted(key)  # held across the create: concurrent starts count it
         try:
-            created = await self.store.create(principal.id, req, self.clock(), principal.scope)
+            if isinstance(self.store, LiveIndex):  # it lists runs itself: name the agent
+                created = await self.store.create(
+                    principal.id, req, self.clock(), principal.scope, agent=agent
+                )
+            else:
+                created = await self.store.create(principal.id, req, self.clock(), principal.scope)
         except BaseException:
             self.gate.released(key)
             raise

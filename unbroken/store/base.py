@@ -19,7 +19,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol, runtime_checkable
 
 
 class Record(NamedTuple):
@@ -135,6 +135,32 @@ DROPPED: Final = -1
 #: (a Redis back from an older snapshot): ``gone(diverged)``. A listener that knows
 #: only :data:`DROPPED` treats every negative head as dropped.
 DIVERGED: Final = -2
+
+
+class LiveEntry(NamedTuple):
+    """A running stream of a principal, as the log holds it: its ``head`` and the
+    chain digest after it."""
+
+    stream: str
+    agent: str
+    head: int
+    digest: bytes
+
+
+@runtime_checkable
+class LiveIndex(Protocol):
+    """A log that lists a principal's running streams itself, whichever node runs
+    them (RedisStore): ``list`` is then answered the same on every node."""
+
+    async def create(
+        self, owner: str, req: str, now: float, scope: str = "", *, agent: str = ""
+    ) -> Created:
+        """As :meth:`StreamLog.create`, remembering the run's ``agent`` for the list."""
+        ...
+
+    async def live_streams(self, owner: str, scope: str = "") -> list[LiveEntry]:
+        """The running streams of ``(owner, scope)``, oldest first."""
+        ...
 
 
 class StreamLog(Protocol):

@@ -12,6 +12,8 @@ Keys, all hash-tagged by stream id so a cluster keeps a stream on one slot::
     <prefix>:req:<owner>:<req>  idempotency key -> stream id (``reqs:…:<scope>:<req>``
                             for a principal with a scope: an anonymous client)
     <prefix>:epoch          storage generation (SET NX; a Redis that lost it gets a new one)
+    <prefix>:live:<owner>:<scope>  sorted set: the owner's streams not yet finished, by
+                            creation time (``client.streams()`` on any node)
 
 Appends, lease renewals, claims and finishes are Lua scripts: a producer's
 token is checked and the batch applied atomically, so a stale producer is
@@ -57,6 +59,7 @@ from .base import (
     Created,
     EventRun,
     Listener,
+    LiveEntry,
     ReadBatch,
     Retention,
     StreamMeta,
@@ -413,6 +416,36 @@ class RedisStore:
             return f"{self.prefix}:reqs:{len(owner)}:{owner}:{len(scope)}:{scope}:{req}"
         return f"{self.prefix}:req:{len(owner)}:{owner}:{req}"
 
+    def _live_key(self, owner: str, scope: str) -> str:
+        return f"{self.prefix}:live:{len(owner)}:{owner}:{len(scope)}:{scope}"
+
+    async def live_streams(self, owner: str, scope: str = "") -> list[LiveEntry]:
+        """The streams of ``(owner, scope)`` still running, oldest first, with the
+        head and digest the log holds (any node answers the same). Streams that
+        ended or expired without a finish seen here are dropped from the index."""
+        key = self._live_key(owner, scope)
+
+        async def run() -> list[LiveEntry]:
+            members = await self._r.zrange(key, 0, 9_999)
+            if not members:
+                return []
+            pipe = self._r.pipeline(transaction=False)
+            for m in members:
+                pipe.hmget(self._meta_key(m.decode()), ["status", "agent", "head", "digest"])
+            metas = await pipe.execute()
+            out, stale = [], []
+            for m, (status, agent, head, digest) in zip(members, metas, strict=True):
+                if status != b"running":
+                    stale.append(m)
+                    continue
+                out.append(LiveEntry(m.decode(), (agent or b"").decode(), int(head), digest))
+            if stale:
+                with contextlib.suppress(*_TRANSIENT):
+                    await self._r.zrem(key, *stale)
+            return out
+
+        return await self._retry("live streams", run)
+
     async def find(self, owner: str, req: str, scope: str = "") -> Created | None:
         async def run() -> Created | None:
             existing = await self._r.get(self._req_key(owner, req, scope))
@@ -517,11 +550,13 @@ class RedisStore:
                 log.exception("stream listener failed stream=%s", stream)
 
     # ------------------------------------------------------------ producer side
-    async def create(self, owner: str, req: str, now: float, scope: str = "") -> Created:
+    async def create(
+        self, owner: str, req: str, now: float, scope: str = "", *, agent: str = ""
+    ) -> Created:
         self._ensure_tasks()
-        return await self._retry("create", lambda: self._create(owner, req, now, scope))
+        return await self._retry("create", lambda: self._create(owner, req, now, scope, agent))
 
-    async def _create(self, owner: str, req: str, now: float, scope: str) -> Created:
+    async def _create(self, owner: str, req: str, now: float, scope: str, agent: str) -> Created:
         rkey = self._req_key(owner, req, scope)
         keep = self._running_keep_ms()
         # a new stream needs room: refused while this node's running streams hold more
@@ -570,9 +605,13 @@ class RedisStore:
                     "error": "",
                     "producer": token,
                     "lease": 0,
+                    "agent": agent,
                 },
             )
             pipe.pexpire(meta, keep)
+            live = self._live_key(owner, scope)
+            pipe.zadd(live, {stream: now})
+            pipe.pexpire(live, keep)
             pipe.set(
                 self._tomb_key(stream),
                 owner.encode(),
@@ -806,10 +845,12 @@ class RedisStore:
         meta = await self._r.hmget(self._meta_key(stream), ["owner", "req", "scope"])
         if meta[0] is not None:
             scope = meta[2].decode() if meta[2] else ""
+            owner = meta[0].decode()
+            pipe = self._r.pipeline(transaction=False)
+            pipe.pexpire(self._req_key(owner, meta[1].decode(), scope), max(ttl, 1))
+            pipe.zrem(self._live_key(owner, scope), stream)
             with contextlib.suppress(*_TRANSIENT):
-                await self._r.pexpire(
-                    self._req_key(meta[0].decode(), meta[1].decode(), scope), max(ttl, 1)
-                )
+                await pipe.execute()
         for cb in list(self._listeners.get(stream, ())):
             try:
                 cb(stream, self._notified.get(stream, 0))
