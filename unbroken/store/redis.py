@@ -498,6 +498,16 @@ class RedisStore:
                 )
             self._epoch = value
 
+    async def _epoch_or_known(self) -> bytes | None:
+        """The epoch key's value; on a cluster whose epoch master does not answer, the
+        epoch known (the lease loop checks it again every ``lease / 5``)."""
+        try:
+            got: bytes | None = await self._r.get(self._epoch_key)
+            return got
+        except _TRANSIENT as exc:
+            log.debug("epoch not read (its master does not answer): %r", exc)
+            return self._epoch.encode() if self._epoch else None
+
     @property
     def epoch(self) -> str:
         if not self._epoch:
@@ -567,10 +577,14 @@ class RedisStore:
         for _ in range(5):
             stream = secrets.token_urlsafe(16)
             try:
-                pipe = self._r.pipeline(transaction=False)
-                pipe.set(rkey, stream.encode(), nx=True, px=keep)
-                pipe.get(self._epoch_key)
-                ok, ep = await pipe.execute()
+                if self.is_cluster:  # the epoch lives on another master: it may be down
+                    ok = await self._r.set(rkey, stream.encode(), nx=True, px=keep)
+                    ep = await self._epoch_or_known()
+                else:
+                    pipe = self._r.pipeline(transaction=False)
+                    pipe.set(rkey, stream.encode(), nx=True, px=keep)
+                    pipe.get(self._epoch_key)
+                    ok, ep = await pipe.execute()
             except rex.ResponseError as exc:
                 if _out_of_memory(exc):
                     raise LogFull(self.retention.retry_after) from exc
@@ -966,6 +980,9 @@ class RedisStore:
                     "scope",
                 ],
             )
+            if self.is_cluster:  # the epoch lives on another master: it may be down
+                (m,) = await pipe.execute()
+                return m, await self._epoch_or_known()
             pipe.get(self._epoch_key)
             m, ep = await pipe.execute()
             return m, ep
@@ -1166,12 +1183,7 @@ class RedisStore:
         while not self._closed:
             await asyncio.sleep(period)
             try:
-                try:
-                    await self._lease_tick()
-                except rex.NoScriptError:  # a cluster pipeline loads no scripts: load, again
-                    for script in (_RENEW, _CLOCK):
-                        await self._r.script_load(script)
-                    await self._lease_tick()
+                await self._lease_tick()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -1187,38 +1199,40 @@ class RedisStore:
         # (one read after this snapshot can only be higher, never a false alarm)
         appended = [self._appended.get(s, 0) for s, _ in owned]
         seen = [self._notified.get(s, -1) for s in watched]
-        pipe = self._r.pipeline(transaction=False)
-        if self.is_cluster:  # a cluster pipeline sends no key-less TIME: a keyed script
-            await self._clock_script(keys=[self._epoch_key], client=pipe)
+        if self.is_cluster:
+            res = await self._cluster_lease_reads(owned, watched, keep, tomb)
         else:
+            pipe = self._r.pipeline(transaction=False)
             pipe.get(self._epoch_key)
             pipe.time()
-        for s, token in owned:
-            await self._renew_script(
-                keys=[self._meta_key(s), self._log_key(s), self._tomb_key(s)],
-                args=[token, lease_ms, keep, tomb],
-                client=pipe,
-            )
-        for s in watched:
-            pipe.hmget(self._meta_key(s), ["status", "lease", "head"])
-        res = await pipe.execute()
-        if self.is_cluster:
-            ep, now = res[0][0] or None, res[0][1:]
-            res = [None, *res]
-        else:
-            ep, now = res[0], res[1]
-        now = [int(x) for x in now]
-        if ep is None or ep.decode() != self._epoch:
-            await self._refresh_epoch(ep)
-        now_ms = now[0] * 1000 + now[1] // 1000
+            for s, token in owned:
+                await self._renew_script(
+                    keys=[self._meta_key(s), self._log_key(s), self._tomb_key(s)],
+                    args=[token, lease_ms, keep, tomb],
+                    client=pipe,
+                )
+            for s in watched:
+                pipe.hmget(self._meta_key(s), ["status", "lease", "head"])
+            res = await pipe.execute()
+        ep, now = res[0], res[1]
+        now_ms: int | None = None
+        if not isinstance(ep, BaseException):  # (a cluster: the epoch's master answered)
+            if ep is None or ep.decode() != self._epoch:
+                await self._refresh_epoch(ep)
+            now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
         for (s, token), head, mine in zip(owned, res[2 : 2 + len(owned)], appended, strict=True):
+            if isinstance(head, BaseException):  # its master did not answer: next time
+                continue
             if int(head) < 0:
                 if s in self._owned:
                     log.warning("lease lost stream=%s: another producer owns it or it ended", s)
                     self._disown(s)
             elif int(head) < mine and s not in self._diverging:
                 self._spawn(self._diverged(s, token, int(head), mine))
-        for s, (status, lease, head), was in zip(watched, res[2 + len(owned) :], seen, strict=True):
+        for s, got, was in zip(watched, res[2 + len(owned) :], seen, strict=True):
+            if isinstance(got, BaseException):
+                continue
+            status, lease, head = got
             if status is None:
                 self._notify(s, DROPPED)
                 continue
@@ -1231,9 +1245,79 @@ class RedisStore:
                 )
                 self._forget_seen(s)
                 self._notify(s, DIVERGED)
-            if status == b"running" and int(lease) < now_ms:
+            if status == b"running" and now_ms is not None and int(lease) < now_ms:
                 self._ending.add(s)
                 self._spawn(self._end_lost(s))
+
+    async def _cluster_lease_reads(
+        self, owned: list[tuple[str, str]], watched: list[str], keep: int, tomb: int
+    ) -> list[Any]:
+        """The lease tick's commands on a cluster, as ``[epoch, time, renewals...,
+        watched metas...]``: one pipeline per master, all at once, so a master that
+        does not answer costs only its own streams this tick (an exception in their
+        places; renewals are tried again next tick, long before a lease lapses), never
+        another master's renewals. The clock is a keyed script (a cluster pipeline
+        sends no ``TIME``) on the epoch's master."""
+        groups: dict[str, list[tuple[int, Callable[[Any], Awaitable[Any]]]]] = {}
+        out: list[Any] = [None] * (2 + len(owned) + len(watched))
+
+        def put(slot: int, key: str, queue: Callable[[Any], Awaitable[Any]]) -> None:
+            try:
+                node = self._r.get_node_from_key(key).name
+            except Exception:  # slots not known yet: the cluster client finds out
+                node = ""
+            groups.setdefault(node, []).append((slot, queue))
+
+        async def clock(pipe: Any) -> None:
+            await self._clock_script(keys=[self._epoch_key], client=pipe)
+
+        put(0, self._epoch_key, clock)
+        for i, (s, token) in enumerate(owned):
+
+            async def renew(pipe: Any, s: str = s, token: str = token) -> None:
+                await self._renew_script(
+                    keys=[self._meta_key(s), self._log_key(s), self._tomb_key(s)],
+                    args=[token, self._lease_ms, keep, tomb],
+                    client=pipe,
+                )
+
+            put(2 + i, self._meta_key(s), renew)
+        for i, s in enumerate(watched):
+
+            async def check(pipe: Any, s: str = s) -> None:
+                pipe.hmget(self._meta_key(s), ["status", "lease", "head"])
+
+            put(2 + len(owned) + i, self._meta_key(s), check)
+
+        async def run(items: list[tuple[int, Callable[[Any], Awaitable[Any]]]]) -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for _, queue in items:
+                await queue(pipe)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+            return results
+
+        batches = list(groups.values())
+        # a master that hangs (stopped, partitioned) must not hold up the next tick
+        limit = max(self.lease * 0.4, 0.1)
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(run(b), limit) for b in batches), return_exceptions=True
+        )
+        lost_scripts = False
+        for items, got in zip(batches, answers, strict=True):
+            for j, (slot, _) in enumerate(items):
+                value = got if isinstance(got, BaseException) else got[j]
+                lost_scripts |= isinstance(value, rex.NoScriptError)
+                out[slot] = value
+        if lost_scripts:  # a master lost its scripts (a restart): load them for next time
+            for script in (_RENEW, _CLOCK):
+                with contextlib.suppress(Exception):
+                    await self._r.script_load(script)
+        if not isinstance(out[0], BaseException):
+            ep = out[0][0] or None
+            out[0], out[1] = ep, out[0][1:]
+        else:
+            out[1] = out[0]
+        return out
 
     async def _end_as(self, stream: str, old: str, error: str) -> int | None:
         """Take ``stream`` over from producer ``old`` (``""``: from anyone whose lease

@@ -214,3 +214,60 @@ async def test_appends_of_one_tick_go_one_round_trip_per_master_and_reload_lost_
             assert [e.seq for e in events] == list(range(1, 8))
     finally:
         await store.close()
+
+
+async def test_a_dead_master_does_not_cost_the_other_masters_streams_their_leases(
+    redis_cluster: RedisCluster,
+) -> None:
+    """Store A produces streams on every master; one master is killed -9. A keeps
+    renewing the leases of the streams on the other two (one pipeline per master),
+    so store B, which watches those, never ends them ``producer_lost``; they take
+    appends afterwards."""
+    prefix = f"c{secrets.token_hex(4)}"
+    lease = 1.0
+    a = RedisStore.cluster(redis_cluster.url, prefix=prefix, lease=lease, outage_timeout=2)
+    b = RedisStore.cluster(redis_cluster.url, prefix=prefix, lease=lease, outage_timeout=2)
+    try:
+        made = []
+        masters: set[int] = set()
+        while len(masters) < 3:
+            assert len(made) < 60
+            c = await a.create("o", f"r{len(made)}", 0.0)
+            made.append(c)
+            masters.add(redis_cluster.owner(slot_of(c.stream)))
+        for c in made:
+            assert (
+                await a.append(c.stream, c.producer, text_batch(1, 2, seed_of(c.stream, c.epoch)))
+                == 2
+            )
+        victim = redis_cluster.owner(slot_of(made[0].stream))
+        healthy = [c for c in made if redis_cluster.owner(slot_of(c.stream)) != victim]
+        assert healthy
+        ended: list[str] = []
+        for c in healthy:
+            b.subscribe(c.stream, lambda s, h: ended.append(s) if h < 0 else None)
+        await asyncio.to_thread(redis_cluster.servers[victim].stop, signal.SIGKILL)
+        ms = f"{prefix}:{{{healthy[0].stream}}}:m"
+        killed = int((await b._r.time())[0]) * 1000  # on the healthy masters' clock (one box)
+
+        async def renewed_past(limit_ms: int) -> None:
+            while True:
+                got = await b._r.hget(ms, "lease")
+                if got is not None and int(got) > limit_ms:
+                    return
+                await asyncio.sleep(0.05)
+
+        # renewed more than two leases after the kill: without per-master pipelines
+        # A's renewals all fail (one pipeline over every master) and B ends the stream
+        await asyncio.wait_for(renewed_past(killed + int(2.5 * lease * 1000)), 20)
+        for c in healthy:
+            meta = await b.meta(c.stream)
+            assert meta is not None and meta.status == "running", meta
+        assert ended == []
+        prevs = [(await b.meta(c.stream)) for c in healthy]
+        for c, m in zip(healthy, prevs, strict=True):
+            assert m is not None
+            assert await a.append(c.stream, c.producer, text_batch(3, 1, m.digest)) == 3
+    finally:
+        await a.close()
+        await b.close()
