@@ -92,7 +92,10 @@ _TRANSIENT: Final = (
     rex.ClusterDownError,
     rex.TryAgainError,
     rex.SlotNotCoveredError,
+    rex.RedisClusterUnreachableError,
 )
+#: A tail result not read this time (its master did not answer).
+_SKIP: Final = object()
 #: How often a cluster store polls the streams it tails (no blocking XREAD over
 #: many slots exists in a cluster).
 CLUSTER_POLL: Final = 0.025
@@ -1140,21 +1143,51 @@ class RedisStore:
                         await asyncio.wait_for(self._tail_wake.wait(), 1.0)
                     self._tail_wake.clear()
                     continue
-                pipe = self._r.pipeline(transaction=False)
-                for s in new:
-                    pipe.hget(self._meta_key(s), "head")
-                for s, i in tailed:
-                    pipe.xread({self._log_key(s): i}, count=self.tail_count)
-                res = await pipe.execute()
-                backoff = 0.05
+                # one pipeline per master: a cluster pipeline fails whole when one of
+                # its masters does not answer, and that must not stall the others' tails
+                groups: dict[str, list[tuple[int, str, bytes]]] = {}
+                for n, s in enumerate(new):
+                    groups.setdefault(self._node_of(self._meta_key(s)), []).append((n, s, b""))
+                for n, (s, i) in enumerate(tailed, len(new)):
+                    groups.setdefault(self._node_of(self._log_key(s)), []).append((n, s, i))
+
+                async def run(items: list[tuple[int, str, bytes]]) -> list[Any]:
+                    pipe = self._r.pipeline(transaction=False)
+                    for _, s, i in items:
+                        if i:
+                            pipe.xread({self._log_key(s): i}, count=self.tail_count)
+                        else:
+                            pipe.hget(self._meta_key(s), "head")
+                    got: list[Any] = await pipe.execute()
+                    return got
+
+                res: list[Any] = [None] * (len(new) + len(tailed))
+                batches = list(groups.values())
+                answers = await asyncio.gather(*(run(b) for b in batches), return_exceptions=True)
+                failed: BaseException | None = None
+                for items, got in zip(batches, answers, strict=True):
+                    for j, (n, _, _) in enumerate(items):
+                        if isinstance(got, BaseException):
+                            failed = got
+                            res[n] = _SKIP
+                        else:
+                            res[n] = got[j]
+                if failed is not None:  # (the others' results are used below)
+                    log.warning("redis tail of some streams failed, retrying: %r", failed)
+                    await asyncio.sleep(random.uniform(backoff / 2, backoff))
+                    backoff = min(backoff * 2, 1.0)
+                else:
+                    backoff = 0.05
                 for s, h in zip(new, res[: len(new)], strict=True):
+                    if h is _SKIP:
+                        continue
                     if self._tail_ids.get(s) == b"":
                         head = int(h) if h is not None else 0
                         self._tail_ids[s] = f"{head}-0".encode()
                         if head:
                             self._notify(s, head)
                 for (s, i), got in zip(tailed, res[len(new) :], strict=True):
-                    if self._tail_ids.get(s) != i:
+                    if got is _SKIP or self._tail_ids.get(s) != i:
                         continue  # unsubscribed or reset meanwhile
                     for _key, items in got or ():
                         if not items:
@@ -1249,6 +1282,14 @@ class RedisStore:
                 self._ending.add(s)
                 self._spawn(self._end_lost(s))
 
+    def _node_of(self, key: str) -> str:
+        """The name of the master serving ``key`` on a cluster ("" if not known yet:
+        the cluster client finds out when the command is sent)."""
+        try:
+            return str(self._r.get_node_from_key(key).name)
+        except Exception:
+            return ""
+
     async def _cluster_lease_reads(
         self, owned: list[tuple[str, str]], watched: list[str], keep: int, tomb: int
     ) -> list[Any]:
@@ -1262,11 +1303,7 @@ class RedisStore:
         out: list[Any] = [None] * (2 + len(owned) + len(watched))
 
         def put(slot: int, key: str, queue: Callable[[Any], Awaitable[Any]]) -> None:
-            try:
-                node = self._r.get_node_from_key(key).name
-            except Exception:  # slots not known yet: the cluster client finds out
-                node = ""
-            groups.setdefault(node, []).append((slot, queue))
+            groups.setdefault(self._node_of(key), []).append((slot, queue))
 
         async def clock(pipe: Any) -> None:
             await self._clock_script(keys=[self._epoch_key], client=pipe)
@@ -1297,11 +1334,7 @@ class RedisStore:
             return results
 
         batches = list(groups.values())
-        # a master that hangs (stopped, partitioned) must not hold up the next tick
-        limit = max(self.lease * 0.4, 0.1)
-        answers = await asyncio.gather(
-            *(asyncio.wait_for(run(b), limit) for b in batches), return_exceptions=True
-        )
+        answers = await asyncio.gather(*(run(b) for b in batches), return_exceptions=True)
         lost_scripts = False
         for items, got in zip(batches, answers, strict=True):
             for j, (slot, _) in enumerate(items):

@@ -273,9 +273,12 @@ class RedisCluster:
             time.sleep(0.1)
 
     def owner(self, slot: int) -> int:
-        """Index in :attr:`servers` of the master serving ``slot``."""
-        for line in self.cli("-p", str(self.servers[0].port), "cluster", "nodes").splitlines():
+        """Index in :attr:`servers` of the master serving ``slot`` (asked of a live one)."""
+        alive = next(s for s in self.servers if s.proc is not None)
+        for line in self.cli("-p", str(alive.port), "cluster", "nodes").splitlines():
             f = line.split()
+            if "fail" in f[2] or "master" not in f[2]:
+                continue
             port = int(f[1].split("@")[0].split(":")[1])
             for r in f[8:]:
                 if r.startswith("["):
