@@ -109,6 +109,7 @@ class StreamFlow:
     __slots__ = (
         "acked",
         "acked_at",
+        "adaptive",
         "clock",
         "cwnd",
         "ended",
@@ -136,6 +137,7 @@ class StreamFlow:
         acked: int = -1,
         first_frame: int = FIRST_FRAME,
         clock: Callable[[], float] | None = None,
+        adaptive: bool = True,
     ) -> None:
         #: last seq sent (the cursor)
         self.sent = after
@@ -150,6 +152,10 @@ class StreamFlow:
         self.ramp = max(1, min(first_frame, frame_cap))
         #: the time source of the link measurements (``None``: the window is fixed)
         self.clock = clock
+        #: with a ``clock``: the window follows the link (``False``: frames are still
+        #: timed, for :meth:`~unbroken.server.connection.Connection.behind`, but the
+        #: window stays fixed)
+        self.adaptive = adaptive
         #: when the connection last sent ``hb`` (set by the connection)
         self.hb_at = 0.0
         #: the client's drain rate (bytes/s, smoothed; 0: not measured yet)
@@ -206,7 +212,7 @@ class StreamFlow:
             # what was in flight, less what is left after the k-th frame
             freed = self.inflight_bytes - (self.sent_bytes - self.inflight_ends[k - 1])
             self.inflight_bytes -= freed
-            if self.clock is not None:
+            if self.clock is not None and self.adaptive:
                 self._measure(self.clock(), self.inflight_at[k - 1], freed)
             del lasts[:k]
             del self.inflight_ends[:k]
@@ -282,6 +288,7 @@ class ServerSession:
         peer_silence: float = 1.5,
         first_frame: int = FIRST_FRAME,
         clock: Callable[[], float] | None = None,
+        adaptive: bool = True,
         version: str = "v1",
     ) -> None:
         self.state = ServerState.AWAIT_HELLO
@@ -301,6 +308,8 @@ class ServerSession:
         self.first_frame = first_frame
         #: the time source that lets each flow window follow its link (``None``: fixed)
         self.clock = clock
+        #: ``False``: the frames are timed but the windows stay fixed (adaptive delivery off)
+        self.adaptive = adaptive
         #: a stalled stream and nothing heard for this long: the peer is lost
         self.peer_silence = peer_silence
         #: attached streams: the one record of what was sent and acked on each
@@ -363,6 +372,7 @@ class ServerSession:
             acked=old.acked if old is not None else -1,
             first_frame=self.first_frame,
             clock=self.clock,
+            adaptive=self.adaptive,
         )
         self.flows[stream] = flow
         self.released.pop(stream, None)

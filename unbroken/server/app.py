@@ -68,6 +68,9 @@ class Unbroken:
     between two ``events`` frames of a connection, while tokens trickle in
     fast (0: every token at once); the first token after a quiet spell is
     never held back, so a paced model's tokens go out as they come.
+    ``adaptive`` (on) lets each stream's flow window follow its link: on a link
+    slower than the stream the backlog waits in the log and goes out in fewer,
+    larger frames (docs/topics/flow-control.md); off, the window is fixed.
 
     Hostile peers (docs/reference/security.md): ``max_client_frame`` is the largest frame
     a client may send once its ``hello`` is accepted (default 1 MiB, at most
@@ -137,6 +140,7 @@ class Unbroken:
         max_outbox: int = 1024 * 1024,
         sweep_every: float = 1.0,
         coalesce: float = 0.001,
+        adaptive: bool = True,
         max_client_frame: int = DEFAULT_MAX_CLIENT_FRAME,
         max_hello_frame: int = DEFAULT_MAX_HELLO_FRAME,
         connection_limits: ConnectionLimits | None = None,
@@ -170,6 +174,7 @@ class Unbroken:
             ),
             frame_cap=frame_cap,
             coalesce=coalesce,
+            adaptive=adaptive,
             max_hello_frame=min(max_hello_frame, max_client_frame, max_frame),
             start_rate=start_rate,
             start_burst=start_burst,

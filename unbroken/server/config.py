@@ -29,6 +29,10 @@ class ServerConfig:
     frame_cap: int = 256 * 1024
     #: shortest time between two ``events`` frames while tokens trickle in (0: at once)
     coalesce: float = 0.001
+    #: adaptive delivery: each stream's flow window follows its link (cut to the drain
+    #: rate on a link slower than the stream, with longer coalescing); ``False``: the
+    #: window stays ``limits.window`` whatever the link does
+    adaptive: bool = True
     #: largest frame a client may send before its ``hello`` is accepted (bytes)
     max_hello_frame: int = DEFAULT_MAX_HELLO_FRAME
     #: ``start`` frames a connection may send per second (token bucket rate)

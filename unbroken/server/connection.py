@@ -175,6 +175,7 @@ class Connection:
             peer_silence=config.peer_silence,
             # each stream's flow window follows its link (smaller when it is slow)
             clock=time.monotonic,
+            adaptive=config.adaptive,
             version=version,
         )
         #: encodes this connection's frames in its protocol version (v2: stream handles)
@@ -192,6 +193,8 @@ class Connection:
         #: paces the read loop: a peer asking faster than this waits (TCP backpressure)
         self._requests = TokenBucket(config.request_rate, config.request_burst)
         self._paced = 0  # times the read loop waited for the request rate
+        #: a start was just refused for load: let the loop run before the next frame
+        self._yield_now = False
         self._dirty: dict[str, None] = {}
         self._waiter: asyncio.Future[None] | None = None
         self._coalescing = False  # the pump waits for tokens to pile up
@@ -393,6 +396,12 @@ class Connection:
                 continue
             answers = self._answers
             await self._dispatch(frame)
+            if self._yield_now:
+                # a burst of starts refused for load (a herd's 20 on one connection)
+                # is answered one per loop turn, between the streams in flight, not
+                # all of it ahead of their next tokens
+                self._yield_now = False
+                await asyncio.sleep(0)
             # a request that was answered costs a token, an ack (answered or not:
             # a stale one gets an error) little: a flood is read at the bucket's rate
             cost = 1.0 if self._answers != answers else 0.05
@@ -637,6 +646,7 @@ class Connection:
             if ErrorCode.OVERLOADED not in self._errors:  # then counted on the close line
                 log.warning("start refused conn=%s req=%s reason=%s", self.id, frame.req, exc)
             self.hub.observer.refused("overloaded", self.info.client, self.id)
+            self._yield_now = True
             self._error(
                 ErrorCode.OVERLOADED,
                 str(exc),

@@ -186,3 +186,19 @@ def test_the_window_stays_between_the_floor_and_the_configured_window(
         assert min(MIN_WINDOW, MIB) <= flow.cwnd <= MIB
         assert flow.inflight_bytes == 0
     assert QUEUE_TARGET > 0
+
+
+def test_adaptive_off_times_frames_but_keeps_the_window() -> None:
+    """``Unbroken(adaptive=False)``: the same queue leaves the window whole (the
+    frames are still timed, so a slow reader can be found and shed)."""
+    clock = Clock()
+    flow = StreamFlow(
+        0, window=MIB, frame_cap=256 * KIB, first_frame=256 * KIB, clock=clock, adaptive=False
+    )
+    quick_round_trip(clock, flow, 0.05)
+    slow_link(clock, flow, 200 * KIB, base_rtt=0.05, frames=100)
+    assert flow.cwnd == MIB and flow.rate == 0.0
+    flow.sent_frame(flow.sent + 1, 8 * KIB, False)
+    assert flow.inflight_at[-1] == clock.t
+    session = ServerSession(clock=clock, adaptive=False)
+    assert session.attach("s1").adaptive is False
