@@ -44,6 +44,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "netns_faults": ("benchmarks.netns_faults:run", "benchmarks.netns_faults:chart"),
     "overload": ("benchmarks.overload:run", "benchmarks.overload:chart"),
     "degradation": ("benchmarks.degradation:run", "benchmarks.degradation:chart"),
+    "shedding": ("benchmarks.shedding:run", "benchmarks.shedding:chart"),
     "auth": ("benchmarks.auth:run", "benchmarks.auth:chart"),
     "scale": ("benchmarks.scale:run", "benchmarks.scale:chart"),
     "browser": ("benchmarks.browser:run", "benchmarks.browser:chart"),
