@@ -946,6 +946,13 @@ export class Client {
     };
     ws.onerror = () => undefined; // onclose follows with the code
     ws.onclose = (ev) => {
+      // frames that arrived before the close and wait in the backlog are read first:
+      // a shed's `error overloaded` (its retry_after_ms: the floor of the reconnect)
+      if (!over && head < backlog.length) {
+        closing = true;
+        drain(now());
+        if (over) return;
+      }
       const received: [number, string] | null = ev.code === 1006 ? null : [ev.code, ev.reason];
       let err = closeError(received, null);
       if (err instanceof ConnectionLost && retryAfter !== null) err = new ConnectionLost(err.message, err.code, retryAfter);
@@ -1002,6 +1009,7 @@ export class Client {
     let head = 0;
     let deferred = false;
     let firstEvents = true;
+    let closing = false; // the close came: read the rest at once, send nothing
     const fail = (e: unknown) => {
       if (e instanceof ProtocolError) end(e, [e.closeCode >= 3000 ? e.closeCode : 4000, e.message]);
       else end(e);
@@ -1022,7 +1030,7 @@ export class Client {
           if (out === "progress") this._progressed = true;
           else if (out === "events") {
             this._progressed = true;
-            const pause = firstEvents || now() - t0 > SLICE;
+            const pause = !closing && (firstEvents || now() - t0 > SLICE);
             firstEvents = false;
             if (pause && head < backlog.length) {
               deferred = true;
@@ -1041,8 +1049,8 @@ export class Client {
           backlog = [];
           head = 0;
         }
-        let acked = false;
-        for (const frame of session.afterMessage(t)) {
+        let acked = closing;
+        if (!closing) for (const frame of session.afterMessage(t)) {
           ws.send(encode(frame));
           if (frame.t === "ack") acked = true;
         }
