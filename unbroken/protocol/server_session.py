@@ -433,11 +433,20 @@ class ServerSession:
 
     def live(self) -> bool:
         """Some attached stream has not sent its end yet."""
-        return any(not flow.ended for flow in self.flows.values())
+        for flow in self.flows.values():  # noqa: SIM110 - every heartbeat tick: no generator
+            if not flow.ended:
+                return True
+        return False
 
     def window_full(self) -> bool:
         """Some live stream may send nothing more until the client acks."""
-        return any(flow.stalled for flow in self.flows.values())
+        for flow in self.flows.values():
+            # flow.stalled, inlined (every heartbeat tick): the budget is at most 0
+            # only with bytes in flight filling the window in force (the ramp is >= 1)
+            inflight = flow.inflight_bytes
+            if inflight and inflight >= flow.cwnd and not flow.ended:
+                return True
+        return False
 
     def peer_silent(self, now: float, last_heard: float, sending: bool) -> float:
         """Seconds the client has been silent while a stream waits for its ack, when

@@ -76,6 +76,7 @@ from . import eager
 from .agent import Principal, anonymous_principal
 from .attach import Attachment
 from .config import ServerConfig
+from .ticker import ticker
 
 if TYPE_CHECKING:
     from ..store.base import StreamLog
@@ -205,7 +206,9 @@ class Connection:
         self._close_code: int | None = None
         self._close_reason = ""
         self._last_send = 0.0
-        self._hb_handle: asyncio.TimerHandle | None = None
+        #: the heartbeat's checks (one shared timer per loop: :mod:`.ticker`)
+        self._hb = ticker(config.heartbeat / 2)
+        self._hb_armed = False  # in the ticker's sweep
         self._send_started = 0.0
         self._pump_task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Future[None] | None = None  # an eager send that must wait
@@ -355,8 +358,8 @@ class Connection:
 
     def _teardown(self) -> None:
         self.registry.discard(self)
-        if self._hb_handle is not None:
-            self._hb_handle.cancel()
+        self._hb_armed = False
+        self._hb.discard(self)
         self._disarm_expiry()
         task = self._refresh_task
         if task is not None and task is not asyncio.current_task():
@@ -723,7 +726,7 @@ class Connection:
         self.atts[stream] = att
         att.unsubscribe = self.store.subscribe(stream, self._on_change)
         self.hub.attached(stream)
-        if self._hb_handle is None:
+        if not self._hb_armed:
             self._schedule_hb()
         self._mark(stream)
 
@@ -960,7 +963,7 @@ class Connection:
     def _send_nowait(self, data: bytes) -> bool:
         """Send ``data`` eagerly; ``False`` if the send has to wait (the pump, started
         here, waits for it before anything else is sent)."""
-        if self._hb_handle is None and not self._closed:
+        if not self._hb_armed and not self._closed:
             self._schedule_hb()
         self._counts.bytes_out += len(data)
         rest = eager.start(self.t.send(data))
@@ -988,60 +991,69 @@ class Connection:
         return gap if gap > 0 and self._trickle() else 0.0
 
     def _schedule_hb(self) -> None:
-        self._hb_handle = self._loop.call_later(self.config.heartbeat / 2, self._hb_tick)
+        """Watch this connection in the heartbeat's sweep (every half heartbeat)."""
+        self._hb_armed = True
+        self._hb.add(self)
 
-    def _hb_tick(self) -> None:
+    def tick(self, now: float) -> bool:
+        """The heartbeat's check (the shared :mod:`.ticker` calls it every half
+        heartbeat): a send stuck past ``send_timeout``, a peer gone or silent, an
+        ``hb`` due. ``False`` when there is nothing to watch (idle: the next send or
+        attach arms it again)."""
         if self._closed:
-            return
-        now = self._loop.time()
-        if self._send_started and now - self._send_started > self.config.send_timeout:
-            # the peer stopped reading: the pump is stuck in a send. Give up on
-            # it: release everything this connection holds (its runs go on).
-            log.warning(
-                "send timeout conn=%s after=%.1fs; dropping the connection",
-                self.id,
-                now - self._send_started,
-            )
-            self._kill(CloseCode.GOING_AWAY, "send timeout")
-            return
-        blocked = 4 * self.config.peer_silence
-        if (
-            self._send_started
-            and now - self._send_started > blocked
-            and now - self._last_recv > blocked
-        ):
-            # stuck in a send and deaf too: a live client pings while its stream is
-            # live, so this is a dead link (a peer gone with our bytes unsent, its
-            # FIN unseen behind them), not a slow reader: no need to wait send_timeout
-            log.warning(
-                "peer gone conn=%s send blocked %.1fs, nothing heard for %.1fs; "
-                "dropping the connection",
-                self.id,
-                now - self._send_started,
-                now - self._last_recv,
-            )
-            self._kill(CloseCode.GOING_AWAY, "peer gone: send blocked and nothing heard")
-            return
+            self._hb_armed = False
+            return False
+        started = self._send_started
+        config = self.config
+        if started:
+            if now - started > config.send_timeout:
+                # the peer stopped reading: the pump is stuck in a send. Give up on
+                # it: release everything this connection holds (its runs go on).
+                log.warning(
+                    "send timeout conn=%s after=%.1fs; dropping the connection",
+                    self.id,
+                    now - started,
+                )
+                self._kill(CloseCode.GOING_AWAY, "send timeout")
+                self._hb_armed = False
+                return False
+            blocked = 4 * config.peer_silence
+            if now - started > blocked and now - self._last_recv > blocked:
+                # stuck in a send and deaf too: a live client pings while its stream is
+                # live, so this is a dead link (a peer gone with our bytes unsent, its
+                # FIN unseen behind them), not a slow reader: no need to wait send_timeout
+                log.warning(
+                    "peer gone conn=%s send blocked %.1fs, nothing heard for %.1fs; "
+                    "dropping the connection",
+                    self.id,
+                    now - started,
+                    now - self._last_recv,
+                )
+                self._kill(CloseCode.GOING_AWAY, "peer gone: send blocked and nothing heard")
+                self._hb_armed = False
+                return False
+        session = self.session
         # a stream waits for an ack and the client is silent: its frames are lost
-        silent = self.session.peer_silent(now, self._last_recv, bool(self._send_started))
+        silent = session.peer_silent(now, self._last_recv, bool(started))
         if silent:
             log.warning(
                 "peer silent conn=%s window full, nothing heard for %.2fs "
                 "(limit %.2fs); dropping the connection",
                 self.id,
                 silent,
-                self.config.peer_silence,
+                config.peer_silence,
             )
             self._kill(CloseCode.HEARTBEAT_TIMEOUT, "peer silent: no ack for a full window")
-            return
-        live = self.session.live()
-        if live and now - self._last_send >= self.config.heartbeat * 0.9:
+            self._hb_armed = False
+            return False
+        live = session.live()
+        if live and now - self._last_send >= config.heartbeat * 0.9:
             self._queue(self.codec.hb)
-            self.session.hb_sent(time.monotonic())
-        if live or self._send_started or self._pump_task is not None:
-            self._schedule_hb()
-        else:
-            self._hb_handle = None  # idle: no timer; the next send or attach restarts it
+            session.hb_sent(time.monotonic())
+        if live or started or self._pump_task is not None:
+            return True
+        self._hb_armed = False  # idle: no checks; the next send or attach arms it again
+        return False
 
     def _kill(self, code: int, reason: str) -> None:
         """Give up on the peer: stop sending and end the connection with ``code``
@@ -1056,8 +1068,8 @@ class Connection:
         self._wake()
 
     async def _send(self, data: bytes) -> None:
-        # watched by _hb_tick (send_timeout): no timer per send on the hot path
-        if self._hb_handle is None and not self._closed:
+        # watched by tick (send_timeout): no timer per send on the hot path
+        if not self._hb_armed and not self._closed:
             self._schedule_hb()
         self._send_started = self._loop.time()
         self._counts.bytes_out += len(data)
