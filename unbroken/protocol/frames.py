@@ -14,6 +14,7 @@ characters (see :func:`excerpt`), so a frame cannot forge a log line.
 from __future__ import annotations
 
 import json
+from binascii import hexlify
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -423,17 +424,11 @@ encode_items: Final = _encode_items
 
 def encode_events_frame(stream: str, first_seq: int, items: bytes, digest: bytes) -> bytes:
     """Bytes of an ``events`` frame from :func:`encode_items` output and the last digest."""
-    return (
-        b'{"t":"events","stream":"'
-        + stream.encode()
-        + b'","seq":'
-        + str(first_seq).encode()
-        + b',"items":'
-        + items
-        + b',"h":"'
-        + digest.hex().encode()
-        + b'"}'
-    )
+    # one formatting call (every frame sent): not nine concatenations
+    return _EVENTS_FRAME % (stream.encode(), first_seq, items, hexlify(digest))
+
+
+_EVENTS_FRAME: Final = b'{"t":"events","stream":"%b","seq":%d,"items":%b,"h":"%b"}'
 
 
 def events_of(frame: Events, part_kinds: dict[str, str] | None = None) -> list[Event]:

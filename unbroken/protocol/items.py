@@ -346,6 +346,22 @@ def _open_chunk(kind: int, part: str) -> bytes:
 Segment = tuple[int, str, bytes | bytearray, int, int, int]
 
 
+def item_run(
+    kind: int, part: str, buf: bytes | bytearray, a: int, first_end: int, b: int
+) -> tuple[bytes, int]:
+    """:func:`items_array` of one segment (``items_array([(kind, part, buf, a,
+    first_end, b)])``): a read within one run, as a live stream's read of its last
+    token or few, without the segment list."""
+    if kind > _DATA:
+        return b"[" + buf[a:b] + b"]", kind
+    head = _OPENED[kind].get(part)
+    if head is None:
+        head = _open_chunk(kind, part)
+    if b == first_end - 1:  # one chunk
+        return b"".join((b"[", head, buf[a:b], b"}]")), kind
+    return b"".join((b"[", head, buf[a : first_end - 1], b"},", buf[first_end:b], b"]")), kind
+
+
 def items_array(segments: list[Segment]) -> tuple[bytes, int]:
     """Stored items laid out as an ``events`` frame's ``items`` array, and the kind of
     the last event (``Kind.END`` once a stream is complete).

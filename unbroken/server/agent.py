@@ -139,6 +139,9 @@ class Output:
         self._calls = 0
         #: the ids of the parts started, in order
         self.parts: list[str] = []
+        #: what text() returns when nothing is to wait for: a future already done
+        #: (awaited in C: a third of the cost of an object whose __await__ is Python)
+        self._done: Awaitable[None] = _done_future()
 
     def redact(self, exc: BaseException) -> str:
         """What clients may be told about ``exc``: the app's ``redact`` hook (by
@@ -261,7 +264,7 @@ class Output:
             pr.add_chunk(1, p, delta)
             if pr.pending >= pr.max_batch:
                 return self._flush_full()
-            return _READY
+            return self._done
         return self._text(delta, part, "")
 
     def reasoning(self, delta: str, part: str | None = None) -> Awaitable[None]:
@@ -278,7 +281,7 @@ class Output:
             pr.add_chunk(1, p, delta)
             if pr.pending >= pr.max_batch:
                 return self._flush_full()
-            return _READY
+            return self._done
         return self._text(delta, part, "reasoning")
 
     async def end_text(self, error: str = "") -> None:
@@ -557,6 +560,16 @@ class _Ready:
 
 
 _READY: Final = _Ready()
+
+
+def _done_future() -> Awaitable[None]:
+    """A future of the running loop, done (``_READY`` outside one)."""
+    try:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    except RuntimeError:
+        return _READY
+    fut.set_result(None)
+    return fut
 
 
 class JsonPart:

@@ -122,6 +122,7 @@ class ASGITransport:
         "_send_now",
         "binary",
         "disconnect_code",
+        "send_nowait",
     )
 
     def __init__(
@@ -143,6 +144,9 @@ class ASGITransport:
         now = ((scope or {}).get("extensions") or {}).get(kind)
         if now is not None and getattr(now, "__self__", None) is getattr(send, "__self__", send):
             self._send_now = now
+        #: the WebSocket layer's direct send as is (``False``: nothing sent, use
+        #: :meth:`send`): the connection calls it without a coroutine per frame
+        self.send_nowait: Callable[[bytes], bool] | None = self._send_now
         self._gone = False
         self._limit = limit
         self._frames = 0

@@ -106,6 +106,11 @@ class Transport(Protocol):
         ...
 
 
+# A transport may also have ``send_nowait: Callable[[bytes], bool] | None``: a send
+# without a coroutine that answers ``False`` (nothing sent) when the message must
+# wait or go through ``send``. The connection uses it for every frame when present.
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectInfo:
     """What is known about the peer before ``hello``: address, headers, query, cookies."""
@@ -163,6 +168,9 @@ class Connection:
         #: the app's set of live connections (this one adds and removes itself)
         self.registry: MutableSet[Connection] = registry if registry is not None else set()
         self.t = transport
+        #: the transport's send without a coroutine: ``True`` when it sent at once
+        #: (:attr:`Transport.send_nowait`; optional: ``send`` does the rest)
+        self._send_sync: Callable[[bytes], bool] | None = getattr(transport, "send_nowait", None)
         self.info = info
         self.id = secrets.token_urlsafe(6)
         self.session = ServerSession(
@@ -770,7 +778,7 @@ class Connection:
             self._queue(self._encode(gone))
         else:
             att.head_hint = head
-            if head > att.sent:
+            if head > att.flow.sent:
                 self._mark(stream)
 
     def _mark(self, stream: str) -> None:
@@ -966,7 +974,10 @@ class Connection:
         if not self._hb_armed and not self._closed:
             self._schedule_hb()
         self._counts.bytes_out += len(data)
-        rest = eager.start(self.t.send(data))
+        now_send = self._send_sync
+        # the transport's synchronous send (no coroutine) when it has one and it
+        # could send at once; else its send, run eagerly
+        rest = None if now_send is not None and now_send(data) else eager.start(self.t.send(data))
         self._last_send = self._events_at = now = self._loop.time()
         if rest is None:
             return True

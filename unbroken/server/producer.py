@@ -1,7 +1,9 @@
 """The producer: turns an agent's writes into digested, batched log appends.
 
-Writes are cheap and synchronous: the chain digest and the event's item encoding
-are computed at once, into one growing buffer (no Python object per event). The
+Writes are cheap and synchronous: the event's item encoding is computed at once,
+into one growing buffer (no Python object per event), and its UTF-8 body kept for
+the chain digest, computed for the whole batch when it is appended (one call per
+batch, :meth:`~unbroken.protocol.digest.Chain.chunks`, not one per token). The
 first pending write schedules one loop callback that appends whatever is pending
 by then, so a tight loop of tokens becomes a few large appends and a paced stream
 one small append per token. A store that never waits (``append_nowait``, the
@@ -49,6 +51,7 @@ class Producer:
 
     __slots__ = (
         "_append_nowait",
+        "_bodies",
         "_buf",
         "_chain",
         "_closed",
@@ -87,7 +90,11 @@ class Producer:
         self.store = store
         self.stream = stream
         self.token = token
-        self._chain = Chain.of(stream, epoch)  # the digest after the last event written
+        #: the digest after the last event digested: the events written since are
+        #: chunks of the current run (``_run_kind``, ``_run_part``) whose UTF-8 bodies
+        #: wait in ``_bodies`` (digested at the append, or when anything else needs it)
+        self._chain = Chain.of(stream, epoch)
+        self._bodies: list[bytes] = []
         self._head = 0  # what the log holds
         self._head_digest = self._chain.digest
         self.max_batch = max_batch
@@ -116,12 +123,20 @@ class Producer:
     @property
     def seq(self) -> int:
         """The last event written (appended or pending)."""
-        return self._chain.seq
+        return self._chain.seq + len(self._bodies)
 
     @property
     def digest(self) -> bytes:
         """The chain digest after event :attr:`seq`."""
+        self._digest_pending()
         return self._chain.digest
+
+    def _digest_pending(self) -> None:
+        """Chain the chunks written but not digested yet (their digests join the batch)."""
+        bodies = self._bodies
+        if bodies:
+            self._chain.chunks(self._run_kind, self._run_part, bodies, self._digests)
+            bodies.clear()
 
     @property
     def logged(self) -> tuple[int, bytes]:
@@ -136,16 +151,21 @@ class Producer:
         if self.error is not None:
             raise self.error
         # a write that fails (lone surrogate) changes nothing
-        self._digests.append(self._chain.chunk(kind, part, body.encode()))
+        data = body.encode()
+        bodies = self._bodies
         if kind != self._run_kind or part != self._run_part:
-            self._runs.append(EventRun(self._chain.seq, kind, part))
+            part.encode()  # (its digest is computed later: fail now, changing nothing)
+            if bodies:  # the chunks waiting for their digests are of the run before
+                self._digest_pending()
+            self._runs.append(EventRun(self._chain.seq + 1, kind, part))
             self._run_kind, self._run_part = kind, part
         buf = self._buf
         chunk_into(body, buf, -1)
         buf.append(_COMMA)
         self._ends.append(len(buf))
+        bodies.append(data)
         if not self.pending:
-            self._first = self._chain.seq
+            self._first = self._chain.seq + len(bodies)
             if not self._scheduled:
                 self._schedule()
         self.pending += 1
@@ -157,6 +177,7 @@ class Producer:
         if event.kind in (Kind.TEXT, Kind.JSON, Kind.DATA):
             self.add_chunk(event.kind, event.part, event.body)
             return
+        self._digest_pending()  # (never fails) this event chains after those
         chain = self._chain
         seq = chain.seq + 1
         ev = Event(
@@ -226,6 +247,7 @@ class Producer:
         self._appended(batch)
 
     def _take(self) -> AppendBatch:
+        self._digest_pending()
         batch = AppendBatch(
             self._first, self.pending, self._buf, self._ends, self._runs, self._digests
         )
@@ -242,6 +264,7 @@ class Producer:
         # what was not appended is dropped: roll back to the log's head, with the
         # events written meanwhile (they follow the failed batch: a gap otherwise)
         self._chain.reset(self._head, self._head_digest)
+        self._bodies.clear()
         self._run_kind = 0
         self._buf, self._ends, self._runs, self._digests = bytearray(), array("I"), [], []
         self.pending = 0
@@ -269,8 +292,10 @@ class Producer:
         self._flushed_at = self._loop.time()
         if self._append_nowait is not None:
             # an error is kept in self.error; the agent sees it on its next write
-            with contextlib.suppress(Exception):
+            try:  # noqa: SIM105 - no contextlib.suppress: this runs per paced token
                 self._flush_nowait()
+            except Exception:
+                pass
             return
         task = self._loop.create_task(self._flush_quietly(), name=f"unbroken-flush-{self.stream}")
         if self._tasks is None:

@@ -71,6 +71,7 @@ _MID: Final = struct.Struct("!BBH").pack
 _LONG: Final = struct.Struct("!BBQ").pack
 _FIN_TEXT: Final = 0x81
 _FIN_BINARY: Final = 0x82
+_OPEN: Final = State.OPEN
 #: Seconds a failed connection keeps reading (and dropping) after its close frame.
 LINGER = 2.0
 #: Seconds the peer has to answer the server's close frame (uvicorn's default, 10 s,
@@ -102,6 +103,7 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lingering = False
+        self._write_paused = False  # the transport asked us to stop writing
         if self.initial_max_size is not None:
             self.set_max_size(self.initial_max_size)
 
@@ -128,34 +130,63 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
         the handshake done, no close sent or received, writing not paused, no
         extension (compression) negotiated. ``False``: nothing was written; send it
         through ASGI (which waits for the transport, or raises when disconnected)."""
-        return self._send_now(data, _FIN_TEXT)
-
-    def send_binary_now(self, data: bytes) -> bool:
-        """:meth:`send_text_now` for one binary message (protocol v2)."""
-        return self._send_now(data, _FIN_BINARY)
-
-    def _send_now(self, data: bytes, first: int) -> bool:
+        # every frame of a text connection: the checks of _can_send_now, inlined
         conn: Any = self.conn
         if (
             self.close_sent
             or not self.handshake_complete
             or self.initial_response is not None
             or self.disconnected
-            or not self.writable.is_set()
-            or conn.state is not State.OPEN
+            or self._write_paused
+            or conn.state is not _OPEN
             or conn.extensions
             or conn.expect_continuation_frame
         ):
             return False
         n = len(data)
         if n < 126:
-            head = _SHORT(first, n)
+            self.transport.write(_SHORT(_FIN_TEXT, n) + data)
         elif n < 65536:
-            head = _MID(first, 126, n)
+            self.transport.write(_MID(_FIN_TEXT, 126, n) + data)
         else:
-            head = _LONG(first, 127, n)
+            self.transport.write(_LONG(_FIN_TEXT, 127, n) + data)
+        return True
+
+    def send_binary_now(self, data: bytes) -> bool:
+        """:meth:`send_text_now` for one binary message (protocol v2)."""
+        if not self._can_send_now():
+            return False
+        n = len(data)
+        if n < 126:
+            head = _SHORT(_FIN_BINARY, n)
+        elif n < 65536:
+            head = _MID(_FIN_BINARY, 126, n)
+        else:
+            head = _LONG(_FIN_BINARY, 127, n)
         self.transport.write(head + data)
         return True
+
+    def _can_send_now(self) -> bool:
+        conn: Any = self.conn
+        return not (
+            self.close_sent
+            or not self.handshake_complete
+            or self.initial_response is not None
+            or self.disconnected
+            or self._write_paused
+            or conn.state is not _OPEN
+            or conn.extensions
+            or conn.expect_continuation_frame
+        )
+
+    def pause_writing(self) -> None:
+        # a flag beside uvicorn's writable event: the direct sends check it per frame
+        self._write_paused = True
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        super().resume_writing()
 
     def eof_received(self) -> None:
         """The peer sent FIN. With nothing unsent the socket closes as usual; with

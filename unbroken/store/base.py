@@ -41,9 +41,13 @@ class EventRun(NamedTuple):
     part: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AppendBatch:
     """Events ``first .. first+count-1``, encoded (see the module docstring).
+
+    Built per append (a paced stream: per token), so not frozen: a frozen
+    dataclass's ``__init__`` sets each field through ``object.__setattr__``,
+    three times the cost. Treat it as read-only once built.
 
     ``items`` holds each event's item encoding followed by ``b","``; ``ends[i]``
     is the offset in ``items`` just after event ``first+i``'s comma; ``runs``
@@ -59,9 +63,10 @@ class AppendBatch:
     digests: list[bytes]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReadBatch:
-    """Events ``first .. first+count-1`` ready for an ``events`` frame.
+    """Events ``first .. first+count-1`` ready for an ``events`` frame (built per
+    read, so not frozen, as :class:`AppendBatch`; read-only once built).
 
     ``items`` is the frame's JSON ``items`` array, ``digest`` the chain digest
     after the last event, ``nbytes`` the stored bytes read, ``last_kind`` the

@@ -23,7 +23,7 @@ from typing import Final
 from ..errors import LogDiverged, LogFull, StaleProducer, StreamTooLarge
 from ..protocol.digest import DIGEST_SIZE, Chain, seed
 from ..protocol.events import Event, Kind
-from ..protocol.items import Segment, chain_stored, decode_one, items_array
+from ..protocol.items import Segment, chain_stored, decode_one, item_run, items_array
 from .base import AppendBatch, Created, Listener, ReadBatch, Record, Retention, StreamMeta
 from .batches import end_batch
 
@@ -117,8 +117,13 @@ class _Stream:
         return chain.digest
 
     def notify_all(self) -> None:
-        head = self.head
-        for cb in list(self.listeners):
+        listeners = self.listeners
+        if not listeners:
+            return
+        head = len(self.ends)
+        # one reader (the usual case) needs no copy: a copy guards the loop over
+        # several against a listener that unsubscribes while called
+        for cb in listeners if len(listeners) == 1 else list(listeners):
             try:
                 cb(self.stream, head)
             except Exception:  # a listener must never break the producer
@@ -139,6 +144,12 @@ class _Stream:
         )
         nruns = len(run_seq)
         r = bisect_right(run_seq, first) - 1
+        if r + 1 == nruns or run_seq[r + 1] > last:
+            # one run (a live stream's read, almost always): no segment list
+            a = ends[first - 2] if first > 1 else 0
+            return item_run(
+                run_kind[r], self.parts[run_part[r]], buf, a, ends[first - 1], ends[last - 1] - 1
+            )
         segments: list[Segment] = []
         seq = first
         while seq <= last:
@@ -213,43 +224,46 @@ class MemoryStore:
     def append_nowait(self, stream: str, producer: str, batch: AppendBatch) -> int:
         """:meth:`append` without a coroutine: the memory log never waits, so the
         producer appends from a loop callback (no task per stream)."""
+        # a paced stream appends every token on its own: locals, no property calls
         s = self._streams.get(stream)
         if s is None or s.producer != producer:
             raise StaleProducer(f"producer {producer} does not own stream {stream}")
         if s.status != "running":
             raise StaleProducer(f"stream {stream} already ended {s.status}")
-        head = s.head
+        log_ends = s.ends
+        head = len(log_ends)
         first, count = batch.first, batch.count
         if first > head + 1:
             raise LogDiverged(stream, head, first - 1)
         skip = head + 1 - first
         if skip >= count:
             return head  # a repeated append: idempotent
-        items, ends = batch.items, batch.ends
+        items, ends, runs = batch.items, batch.ends, batch.runs
         start = ends[skip - 1] if skip else 0
         add = len(items) - start
-        only_end = count - skip == 1 and batch.runs and batch.runs[-1].kind == _END
-        if not only_end:
-            if len(s.buf) + add > self.retention.max_stream_bytes:
+        buf = s.buf
+        assert isinstance(buf, bytearray)
+        size = len(buf)
+        if not (count - skip == 1 and runs and runs[-1].kind == _END):  # an end always fits
+            retention = self.retention
+            if size + add > retention.max_stream_bytes:
                 raise StreamTooLarge(
-                    f"stream {stream} would hold {len(s.buf) + add} bytes, more than "
-                    f"max_stream_bytes={self.retention.max_stream_bytes}"
+                    f"stream {stream} would hold {size + add} bytes, more than "
+                    f"max_stream_bytes={retention.max_stream_bytes}"
                 )
-            limit = self.retention.max_total_bytes
+            limit = retention.max_total_bytes
             if self.total_bytes + add > limit:  # the cap holds for every append
                 self._evict(limit - add, self._now)
                 if self.total_bytes + add > limit:
-                    raise LogFull(self.retention.retry_after)
-        base = len(s.buf) - start
-        buf = s.buf
-        assert isinstance(buf, bytearray)
+                    raise LogFull(retention.retry_after)
+        base = size - start
         if skip:
             buf += memoryview(items)[start:]
-            s.ends.extend(array("I", [e + base for e in ends[skip:]]))
+            log_ends.extend(array("I", [e + base for e in ends[skip:]]))
         else:
             buf += items
-            s.ends.extend(array("I", map(base.__add__, ends)) if base else ends)
-        for run in batch.runs:
+            log_ends.extend(array("I", map(base.__add__, ends)) if base else ends)
+        for run in runs:
             if run.seq > head:
                 idx = s.part_index.get(run.part)
                 if idx is None:
@@ -260,10 +274,12 @@ class MemoryStore:
                 s.run_part.append(idx)
         digests = batch.digests
         last = first + count - 1
-        ckpt = s.ckpt
-        assert isinstance(ckpt, bytearray)
-        for seq in range((head // CHECKPOINT + 1) * CHECKPOINT, last + 1, CHECKPOINT):
-            ckpt += digests[seq - first]
+        ckpt_seq = (head // CHECKPOINT + 1) * CHECKPOINT
+        if ckpt_seq <= last:
+            ckpt = s.ckpt
+            assert isinstance(ckpt, bytearray)
+            for seq in range(ckpt_seq, last + 1, CHECKPOINT):
+                ckpt += digests[seq - first]
         s.head_digest = digests[-1]
         self.total_bytes += add
         s.notify_all()
@@ -307,20 +323,25 @@ class MemoryStore:
         s = self._streams.get(stream)
         if s is None:
             return None
-        head = s.head
+        ends = s.ends
+        head = len(ends)
         if after >= head:
             return None
-        ends = s.ends
         start_off = ends[after - 1] if after else 0
-        end = max(bisect_right(ends, start_off + max_bytes, after, head), after + 1)
-        if end < head:
-            # end on a checkpoint when we can, so the digest is known without hashing
-            aligned = end - end % CHECKPOINT
-            if aligned > after:
-                end = aligned
+        if ends[head - 1] - start_off <= max_bytes:
+            end = head  # all of it fits (a live stream's read: a token or a few)
+            digest = s.head_digest
+        else:
+            end = max(bisect_right(ends, start_off + max_bytes, after, head), after + 1)
+            if end < head:
+                # end on a checkpoint when we can, so the digest is known without hashing
+                aligned = end - end % CHECKPOINT
+                if aligned > after:
+                    end = aligned
+            digest = s.digest_at(end)
         items, last_kind = s.items(after + 1, end)
         return ReadBatch(
-            after + 1, end - after, items, s.digest_at(end), ends[end - 1] - start_off, last_kind
+            after + 1, end - after, items, digest, ends[end - 1] - start_off, last_kind
         )
 
     async def meta(self, stream: str) -> StreamMeta | None:

@@ -116,6 +116,46 @@ def test_every_way_of_feeding_a_chain_gives_the_same_digests(
         assert (c.seq, c.digest) == (len(events), by_step[-1])
 
 
+@PROPERTY
+@given(streams())
+def test_chunks_in_one_call_give_the_digests_of_chunk_one_at_a_time(events: list[Event]) -> None:
+    """Chain.chunks (the producer digests a batch at its append) is Chain.chunk
+    link by link, for every run of chunks of one kind and part."""
+    h = seed(STREAM, EPOCH)
+    by_step = [h := step(h, ev.seq, ev.kind, payload(ev)) for ev in events]
+    batched = Chain.of(STREAM, EPOCH)
+    got: list[bytes] = []
+    run: list[Event] = []
+
+    def flush() -> None:
+        if run:
+            last = batched.chunks(run[0].kind, run[0].part, [e.body.encode() for e in run], got)
+            assert last == got[-1]
+            run.clear()
+
+    for ev in events:
+        if ev.kind <= Kind.DATA:
+            if run and (run[0].kind, run[0].part) != (ev.kind, ev.part):
+                flush()
+            run.append(ev)
+        else:
+            flush()
+            got.append(batched.event(ev))
+    flush()
+    assert got == by_step
+    assert (batched.seq, batched.digest) == (len(events), by_step[-1])
+    assert batched.chunks(Kind.TEXT, "t", [], got) == by_step[-1]  # nothing: nothing changes
+    assert (batched.seq, len(got)) == (len(events), len(events))
+
+
+def test_chunks_with_an_unencodable_part_change_nothing() -> None:
+    c = Chain.of(STREAM, EPOCH)
+    out: list[bytes] = []
+    with pytest.raises(UnicodeEncodeError):
+        c.chunks(Kind.TEXT, "\ud800", [b"a", b"b"], out)
+    assert (c.seq, c.digest, out) == (0, seed(STREAM, EPOCH), [])
+
+
 def test_a_chain_refuses_an_event_out_of_turn_and_unencodable_text_changes_nothing() -> None:
     c = Chain.of(STREAM, EPOCH)
     c.chunk(Kind.TEXT, "t", b"a")

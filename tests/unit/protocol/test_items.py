@@ -69,6 +69,32 @@ def test_the_items_array_of_stored_runs_decodes_to_the_events(
     assert last_kind == events[-1].kind
 
 
+@PROPERTY
+@given(streams(), st.data())
+def test_a_read_within_one_run_is_the_items_array_of_its_segment(
+    events: list[Event], data: st.DataObject
+) -> None:
+    """item_run (a live stream's read, within one run) lays out what items_array
+    does for that one segment, byte for byte."""
+    batch = batch_of(events, b"\0" * 16)
+    starts = [r.seq for r in batch.runs] + [len(events) + 1]
+    r = data.draw(st.integers(0, len(batch.runs) - 1), label="run")
+    lo, hi = starts[r], starts[r + 1] - 1
+    first = data.draw(st.integers(lo, hi), label="first")
+    last = data.draw(st.integers(first, hi), label="last")
+    ends = batch.ends
+    a = ends[first - 2] if first > 1 else 0
+    seg = (
+        batch.runs[r].kind,
+        batch.runs[r].part,
+        batch.items,
+        a,
+        ends[first - 1],
+        ends[last - 1] - 1,
+    )
+    assert items.item_run(*seg) == items.items_array([seg])
+
+
 def frames_items(raw: list[object]) -> list[items.Item]:
     """Decoded JSON items as the frame decoder types them."""
     wire = json.dumps({"t": "events", "stream": STREAM, "seq": 1, "items": raw, "h": "0" * 32})
