@@ -943,7 +943,12 @@ class Connection:
             self._ready.extend(frames)
 
     def _take_frames(self) -> list[bytes]:
-        """The frames :meth:`_stage_frames` queues."""
+        """The frames :meth:`_stage_frames` queues.
+
+        An attachment's first frame (after ``started`` or ``resumed``) goes in a
+        message of its own: it is small (the flow's ramp), and a client that
+        reconnected mid-answer gets its first missing events without waiting for
+        the catch-up that follows to be read, encoded, sent and received."""
         cap = self.config.frame_cap
         frames: list[bytes] = []
         size = 0
@@ -953,6 +958,23 @@ class Connection:
             att = self.atts.get(stream)
             if att is None:
                 continue
+            if not att.flow.sent_bytes:  # nothing sent on this attachment yet
+                if frames:  # its first frame opens the next message
+                    self._dirty[stream] = None
+                    for rest in streams:
+                        self._dirty[rest] = None
+                    break
+                frame = att.next_frame_nowait()
+                if frame is None:
+                    continue
+                frames.append(frame)
+                if att.ended:
+                    self._detach(stream, release=True)
+                else:
+                    self._dirty[stream] = None
+                for rest in streams:
+                    self._dirty[rest] = None
+                break
             while size < cap:
                 frame = att.next_frame_nowait()
                 if frame is None:

@@ -3,13 +3,17 @@ a cut equals the digest of an uninterrupted run, with no duplicate and no gap.""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from unbroken.protocol.client_session import ClientSession, Cursor
+from unbroken.protocol.client_session import ClientSession, Cursor, StreamEvents, StreamResumed
 from unbroken.protocol.digest import seed
 from unbroken.protocol.events import Kind
+from unbroken.protocol.frames import CAP_BATCH
+from unbroken.protocol.server_session import FIRST_FRAME
 
-from .conftest import Kit, token
+from .conftest import TIMEOUT, Kit, token
 from .wire import Relay, Wire, assert_exact, end_of, rechain, text_of
 
 N = 3000
@@ -143,4 +147,49 @@ async def test_resume_from_zero_replays_everything_coalesced(served: object) -> 
     assert len(events) == 20_003  # part_start + tokens + part_end + end
     assert events[1].kind is Kind.TEXT
     assert w2.frames < 20  # welcome + resumed + ~170 KB in frames of up to 256 KB
+    await w2.close()
+
+
+async def test_first_frame_after_a_resume_is_a_small_message_of_its_own(served: object) -> None:
+    """The first missing events come in a small message of their own, ahead of the
+    batched catch-up: the client shows them without reading the backlog first."""
+    kit, srv = await served()  # type: ignore[operator]
+    n = 20_000
+    cs = ClientSession(caps=(CAP_BATCH,))
+    w = await Wire.open(srv.url, session=cs)
+    sid = await w.start("r1", "count", {"n": n, "pause_at": 100, "gate": "g", "yield_every": 500})
+    await w.read_until_seq(sid, 50)
+    w.abort()
+    kit.gates["g"].set()
+    await kit.wait_ended(sid)  # a backlog of ~400 kB waits in the log
+    before = w.seq(sid)
+    w2 = await Wire.open(srv.url, session=cs)
+    assert cs.batch
+    w2.events[sid] = list(w.events[sid])
+    messages: list[list[str | bytes]] = []  # the events frames of each message
+    async with asyncio.timeout(TIMEOUT):
+        while not w2.ended(sid):
+            lines = cs.frames_of(await w2.recv_raw())
+            kinds = []
+            for line in lines:
+                out = cs.receive(line)
+                if isinstance(out, StreamEvents):
+                    w2.events[sid].extend(out.events)
+                    kinds.append(line)
+                elif isinstance(out, StreamResumed):
+                    w2.resumed[sid] = out
+            if kinds:
+                messages.append(kinds)
+            for ack in cs.take_acks():
+                await w2.send(ack)
+    assert w2.resumed[sid].from_seq == before
+    first, *rest = messages
+    assert len(first) == 1, f"the first events message carries {len(first)} frames"
+    assert len(first[0]) <= FIRST_FRAME + 1024
+    assert rest and max(len(m) for m in rest) > 1  # the catch-up is still batched
+    events = w2.events[sid]
+    assert_exact(events)
+    assert text_of(events) == "".join(token(i) for i in range(n))
+    meta = await kit.meta(sid)  # type: ignore[attr-defined]
+    assert cs.by_stream[sid].verifier.digest == meta.digest  # type: ignore[union-attr]
     await w2.close()
