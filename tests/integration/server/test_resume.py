@@ -190,6 +190,7 @@ async def test_first_frame_after_a_resume_is_a_small_message_of_its_own(served: 
     events = w2.events[sid]
     assert_exact(events)
     assert text_of(events) == "".join(token(i) for i in range(n))
-    meta = await kit.meta(sid)  # type: ignore[attr-defined]
-    assert cs.by_stream[sid].verifier.digest == meta.digest  # type: ignore[union-attr]
+    meta = await kit.meta(sid)
+    verifier = cs.by_stream[sid].verifier
+    assert meta is not None and verifier is not None and verifier.digest == meta.digest
     await w2.close()
