@@ -56,16 +56,30 @@ def stream_ids(stream: str) -> tuple[int, int]:
 class Tracing:
     """Opens and ends unbroken's spans (every method is a no-op when disabled)."""
 
-    __slots__ = ("_tracer",)
+    __slots__ = ("_global", "_tracer")
 
     def __init__(self, enabled: bool = True, tracer_provider: Any = None) -> None:
         self._tracer: Any = None
+        #: spans go to the global provider (set by the application, maybe later)
+        self._global = tracer_provider is None
         if enabled and _trace is not None:
             self._tracer = _trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
 
     @property
     def enabled(self) -> bool:
         return self._tracer is not None
+
+    def _recording(self) -> Any:
+        """The tracer, or ``None`` when its spans would be no-ops: disabled, or on
+        the global provider while the application has set none (the API's proxy).
+        Asked per span, so a provider set after the app was made is used from then
+        on; a connection or attachment opened before it has no span (nor link)."""
+        tracer = self._tracer
+        if tracer is None or (
+            self._global and isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
+        ):
+            return None
+        return tracer
 
     def _stream_context(self, stream: str) -> Any:
         assert _trace is not None
@@ -80,9 +94,10 @@ class Tracing:
 
     def run(self, stream: str, agent: str) -> Any:
         """The span of an agent run (``None`` when disabled)."""
-        if self._tracer is None:
+        tracer = self._recording()
+        if tracer is None:
             return None
-        return self._tracer.start_span(
+        return tracer.start_span(
             "unbroken.run",
             context=self._stream_context(stream),
             attributes={"unbroken.stream_id": stream, "unbroken.agent": agent},
@@ -90,21 +105,23 @@ class Tracing:
 
     def connection(self, conn: str, client: str) -> Any:
         """The span of a WebSocket connection."""
-        if self._tracer is None:
+        tracer = self._recording()
+        if tracer is None:
             return None
-        return self._tracer.start_span(
+        return tracer.start_span(
             "unbroken.connection",
             attributes={"unbroken.connection_id": conn, "client.address": client},
         )
 
     def attachment(self, conn_span: Any, conn: str, stream: str, how: str, after: int) -> Any:
         """The span of one stream attached to one connection."""
-        if self._tracer is None:
+        tracer = self._recording()
+        if tracer is None:
             return None
         links = []
         if conn_span is not None:
             links.append(_trace.Link(conn_span.get_span_context()))
-        return self._tracer.start_span(
+        return tracer.start_span(
             "unbroken.attachment",
             context=self._stream_context(stream),
             links=links,

@@ -945,36 +945,40 @@ class Connection:
     def _take_frames(self) -> list[bytes]:
         """The frames :meth:`_stage_frames` queues.
 
-        An attachment's first frame (after ``started`` or ``resumed``) goes in a
-        message of its own: it is small (the flow's ramp), and a client that
+        The first frame of an attachment (after ``started`` or ``resumed``) never
+        waits behind another stream's catch-up: while dirty streams have sent
+        nothing yet, their first frames (small: the flow's ramp) are taken alone,
+        one message for all of them with the ``batch`` cap. A client that
         reconnected mid-answer gets its first missing events without waiting for
         the catch-up that follows to be read, encoded, sent and received."""
         cap = self.config.frame_cap
         frames: list[bytes] = []
         size = 0
         dirty, self._dirty = self._dirty, {}
-        streams = iter(dirty)
-        for stream in streams:
-            att = self.atts.get(stream)
-            if att is None:
-                continue
-            if not att.flow.sent_bytes:  # nothing sent on this attachment yet
-                if frames:  # its first frame opens the next message
-                    self._dirty[stream] = None
-                    for rest in streams:
-                        self._dirty[rest] = None
+        atts = self.atts
+        fresh = [s for s in dirty if (a := atts.get(s)) is not None and not a.flow.sent_bytes]
+        if fresh:
+            for stream in dirty:  # the others wait for the next message
+                self._dirty[stream] = None
+            for stream in fresh:
+                if size >= cap:
                     break
+                att = atts[stream]
                 frame = att.next_frame_nowait()
                 if frame is None:
+                    del self._dirty[stream]  # nothing to read yet
                     continue
                 frames.append(frame)
+                size += len(frame)
                 if att.ended:
+                    del self._dirty[stream]
                     self._detach(stream, release=True)
-                else:
-                    self._dirty[stream] = None
-                for rest in streams:
-                    self._dirty[rest] = None
-                break
+            return frames
+        streams = iter(dirty)
+        for stream in streams:
+            att = atts.get(stream)
+            if att is None:
+                continue
             while size < cap:
                 frame = att.next_frame_nowait()
                 if frame is None:

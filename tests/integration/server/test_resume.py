@@ -7,7 +7,13 @@ import asyncio
 
 import pytest
 
-from unbroken.protocol.client_session import ClientSession, Cursor, StreamEvents, StreamResumed
+from unbroken.protocol.client_session import (
+    ClientSession,
+    Cursor,
+    StreamEvents,
+    StreamResumed,
+    StreamStarted,
+)
 from unbroken.protocol.digest import seed
 from unbroken.protocol.events import Kind
 from unbroken.protocol.frames import CAP_BATCH
@@ -193,4 +199,57 @@ async def test_first_frame_after_a_resume_is_a_small_message_of_its_own(served: 
     meta = await kit.meta(sid)
     verifier = cs.by_stream[sid].verifier
     assert meta is not None and verifier is not None and verifier.digest == meta.digest
+    await w2.close()
+
+
+async def test_first_frames_of_several_resumed_streams_wait_behind_no_catch_up(
+    served: object,
+) -> None:
+    """Several streams resumed on one batching connection: each stream's first
+    events frame is small and travels only with other streams' first frames, never
+    behind (or with) a catch-up frame."""
+    kit, srv = await served()  # type: ignore[operator]
+    n, count = 8_000, 4
+    cs = ClientSession(caps=(CAP_BATCH,))
+    w = await Wire.open(srv.url, session=cs)
+    for i in range(count):
+        await w.send(cs.start(f"r{i}", "count", {"n": n, "pause_at": 100, "gate": f"g{i}"}))
+    async with asyncio.timeout(TIMEOUT):  # (Wire.next reads one frame per message)
+        while len(w.started) < count or not all(w.seq(s) >= 50 for s in w.started.values()):
+            for line in cs.frames_of(await w.recv_raw()):
+                out = cs.receive(line)
+                if isinstance(out, StreamEvents):
+                    w.events.setdefault(out.stream, []).extend(out.events)
+                elif isinstance(out, StreamStarted):
+                    w.started[out.req] = out.stream
+    sids = list(w.started.values())
+    w.abort()
+    for i in range(count):
+        kit.gates[f"g{i}"].set()
+    for sid in sids:
+        await kit.wait_ended(sid)
+    w2 = await Wire.open(srv.url, session=cs)
+    for sid in sids:
+        w2.events[sid] = list(w.events[sid])
+    seen: set[str] = set()
+    async with asyncio.timeout(TIMEOUT):
+        while not all(w2.ended(sid) for sid in sids):
+            firsts, others = 0, 0
+            for line in cs.frames_of(await w2.recv_raw()):
+                out = cs.receive(line)
+                if isinstance(out, StreamEvents):
+                    w2.events[out.stream].extend(out.events)
+                    if out.stream in seen:
+                        others += 1
+                    else:
+                        seen.add(out.stream)
+                        firsts += 1
+                        assert len(line) <= FIRST_FRAME + 1024
+            assert not (firsts and others), "a first frame shared a message with a catch-up"
+            for ack in cs.take_acks():
+                await w2.send(ack)
+    assert seen == set(sids)
+    for sid in sids:
+        assert_exact(w2.events[sid])
+        assert text_of(w2.events[sid]) == "".join(token(i) for i in range(n))
     await w2.close()
