@@ -973,6 +973,8 @@ class Connection:
                 if att.ended:
                     del self._dirty[stream]
                     self._detach(stream, release=True)
+                elif att.flow.sent >= att.head_hint:
+                    del self._dirty[stream]  # it reached the head: the next append marks it
             return frames
         streams = iter(dirty)
         for stream in streams:
