@@ -963,17 +963,17 @@ class Connection:
             for stream in fresh:
                 if size >= cap:
                     break
-                att = atts[stream]
-                frame = att.next_frame_nowait()
+                new = atts[stream]
+                frame = new.next_frame_nowait()
                 if frame is None:
                     del self._dirty[stream]  # nothing to read yet
                     continue
                 frames.append(frame)
                 size += len(frame)
-                if att.ended:
+                if new.ended:
                     del self._dirty[stream]
                     self._detach(stream, release=True)
-                elif att.flow.sent >= att.head_hint:
+                elif new.flow.sent >= new.head_hint:
                     del self._dirty[stream]  # it reached the head: the next append marks it
             return frames
         streams = iter(dirty)
