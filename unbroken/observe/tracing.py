@@ -1,8 +1,9 @@
 """OpenTelemetry spans for runs, connections and attachments; nothing without it.
 
 With the ``opentelemetry-api`` package (``pip install 'unbroken[otel]'``) the server
-opens spans on the tracer provider the application configured (no SDK configured:
-the API's own no-op spans). Without the package every call here returns at once.
+opens spans on the tracer provider the application configured (none set on the
+global provider: no span is built at all). Without the package every call here
+returns at once.
 
 The spans:
 
