@@ -22,6 +22,20 @@ await build({
   legalComments: "none",
   logLevel: "warning",
 });
+// tests, tools and benchmarks: everything, internals included (its own copy)
+await build({
+  entryPoints: ["src/testing.ts"],
+  outfile: "dist/testing.js",
+  bundle: true,
+  format: "esm",
+  platform: "neutral",
+  target: ["es2022"],
+  minify: true,
+  mangleProps: /^_/,
+  sourcemap: true,
+  legalComments: "none",
+  logLevel: "warning",
+});
 // the AI SDK transport: its own module over the core (imported, not bundled again)
 await build({
   entryPoints: ["src/ai-sdk.ts"],
@@ -73,5 +87,6 @@ try {
   if (!haveSchemaLib) rmSync(tsconfig);
 }
 writeFileSync("dist/unbroken.d.ts", 'export * from "./types/index.js";\n');
+writeFileSync("dist/testing.d.ts", 'export * from "./types/testing.js";\n');
 writeFileSync("dist/ai-sdk.d.ts", 'export * from "./types/ai-sdk.js";\n');
 if (haveSchemaLib) writeFileSync("dist/schema.d.ts", 'export * from "./types/schema.js";\n');

@@ -5,7 +5,7 @@
 // measure.py's breakdown) and to the first event out of `for await`.
 //
 //   cd js && npm run build && node bench/catchup.mjs [events=16000] [runs=15]
-import * as m from "../dist/unbroken.js";
+import * as m from "../dist/testing.js";
 
 const n = Number(process.argv[2] ?? 16_000);
 const runs = Number(process.argv[3] ?? 15);

@@ -8,7 +8,7 @@
 // chain alone (ChainVerifier.extend) and one BLAKE2b-128 of a 45-byte step input.
 // Prints the best of `runs` runs (this machine is loaded: take the best).
 // Profile: node --cpu-prof --cpu-prof-dir=/tmp/prof bench/verify.mjs
-import * as m from "../dist/unbroken.js";
+import * as m from "../dist/testing.js";
 
 const n = Number(process.argv[2] ?? 100_000);
 const per = Number(process.argv[3] ?? 64);

@@ -25,11 +25,12 @@ import {
   UnbrokenError,
   type GoneReason,
 } from "./errors.js";
-import { CAP_BATCH, CAP_REFRESH, CAP_STREAMS, CloseCode, DEFAULT_MAX_FRAME, SUBPROTOCOLS, encode, type ClientFrame, type Event } from "./frames.js";
+import { CAP_BATCH, CAP_REFRESH, CAP_STREAMS, CloseCode, DEFAULT_MAX_FRAME, VERSIONS, type ClientFrame, type Event } from "./frames.js";
+import { CAP_ZLIB, framesOfV2, inflate, isZlib } from "./frames2.js";
 import { Liveness } from "./liveness.js";
 import { Answer, StreamEnded, type SchemaValidator, type StreamEvent } from "./response.js";
 import { RETRYABLE_START, TOKEN_ATTEMPTS, causeOf, closeError, fatalError, refreshDelay, shouldRetry as defaultRetryTable } from "./retry.js";
-import { ClientSession, ConsumedCursor, Cursor, endError, type AskToken, type ClientOutput, type CursorLike } from "./session.js";
+import { ClientSession, ConsumedCursor, Cursor, endError, type AskToken, type ClientOutput, type CursorLike, type FrameV2 } from "./session.js";
 
 /** Something that happened to the connection, with a monotonic timestamp `at`
  * (seconds). `kind`: connected, disconnected, reconnecting, resumed, gone, exhausted;
@@ -57,6 +58,8 @@ export interface ConnectionEvent {
   fromSeq: number;
   head: number;
   reason: string;
+  /** the protocol version a `connected` connection speaks ("v2", "v1") */
+  version: string;
 }
 
 /** A run of this principal that has not ended (`client.streams()`): its stream id,
@@ -80,11 +83,12 @@ export type TokenProvider = string | null | (() => string | null | undefined | P
 export interface WebSocketLike {
   readonly readyState: number;
   readonly protocol: string;
+  binaryType?: string;
   onopen: ((ev: unknown) => void) | null;
   onmessage: ((ev: { data: unknown }) => void) | null;
   onclose: ((ev: { code: number; reason: string }) => void) | null;
   onerror: ((ev: unknown) => void) | null;
-  send(data: string): void;
+  send(data: string | Uint8Array): void;
   close(code?: number, reason?: string): void;
 }
 export type WebSocketConstructor = new (url: string, protocols: string[]) => WebSocketLike;
@@ -128,6 +132,13 @@ export interface ClientOptions {
   storageKey?: string;
   /** listen to page lifecycle and network events (default: when in a browser) */
   lifecycle?: boolean;
+  /** protocol versions to offer, newest first (default `["v2", "v1"]`; pin one to
+   * test, e.g. `["v1"]`); a server that speaks none of them ends the client with
+   * `UnsupportedVersion` */
+  protocols?: string[];
+  /** offer the `zlib` cap (v2: a large message may come deflated); default: when the
+   * platform has `DecompressionStream` */
+  compression?: boolean;
   /** checks JSON parts against the schema their start declared (`jsonSchema` of
    * `unbroken-client/schema`); none: a JSON part is only checked to parse */
   validator?: SchemaValidator | null;
@@ -326,6 +337,10 @@ export class Client {
   /** checks JSON parts against their schemas (the `validator` option) */
   validator: SchemaValidator | null;
   readonly history: ConnectionEvent[] = [];
+  /** protocol versions offered, newest first */
+  readonly protocols: string[];
+  /** the version the current (or last) connection speaks; `null` before one */
+  version: string | null = null;
   /** @internal */
   readonly _session: ClientSession;
   private readonly _live: Liveness;
@@ -376,10 +391,16 @@ export class Client {
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (WS === undefined) throw new UnbrokenError("no WebSocket class: pass options.WebSocket");
     this._WS = WS;
+    const known = VERSIONS as readonly string[];
+    const asked = (options.protocols ?? [...known]).map((p) => p.replace(/^unbroken\./, ""));
+    for (const p of asked) if (!known.includes(p)) throw new ConfigError(`unknown protocol version ${JSON.stringify(p)}; known: ${known.join(", ")}`);
+    this.protocols = known.filter((v) => asked.includes(v));
+    if (this.protocols.length === 0) throw new ConfigError(`give at least one protocol version (${known.join(", ")})`);
+    const zlib = (options.compression ?? true) && typeof (globalThis as { DecompressionStream?: unknown }).DecompressionStream === "function";
     this._live = new Liveness({ silenceFactor: options.silenceFactor, pingEvery: options.pingEvery });
     this._session = new ClientSession({
       maxFrame: this.maxFrame,
-      caps: typeof this.token === "function" ? [CAP_BATCH, CAP_REFRESH, CAP_STREAMS] : [CAP_BATCH, CAP_STREAMS],
+      caps: [CAP_BATCH, ...(typeof this.token === "function" ? [CAP_REFRESH] : []), CAP_STREAMS, ...(zlib ? [CAP_ZLIB] : [])],
       liveness: this._live,
       startAttempts: this.policy.maxAttempts ?? 12,
     });
@@ -661,7 +682,7 @@ export class Client {
   _sendFrame(frame: ClientFrame): void {
     const ws = this.ws;
     if (ws === null || !this.ready || ws.readyState !== 1) return; // re-sent after the next welcome
-    ws.send(encode(frame));
+    ws.send(this._session.wire(frame));
   }
 
   /** @internal a stream finished: forget it (after this message's acks are sent). */
@@ -691,6 +712,7 @@ export class Client {
       fromSeq: 0,
       head: 0,
       reason: "",
+      version: "",
       ...kw,
     };
     this.history.push(ev);
@@ -784,7 +806,7 @@ export class Client {
       const decided = this.shouldRetry?.(error);
       if (decided !== null && decided !== undefined) retry = decided;
       if (!retry) {
-        this._failAll(fatalError(error));
+        this._failAll(fatalError(error, null, this.protocols));
         return;
       }
       const next = reconnects.lost(now(), error, this._progressed);
@@ -886,10 +908,14 @@ export class Client {
     const live = this._live;
     let ws: WebSocketLike;
     try {
-      ws = new this._WS(url, [...SUBPROTOCOLS]);
+      ws = new this._WS(url, this.protocols.map((v) => `unbroken.${v}`));
+      ws.binaryType = "arraybuffer";
     } catch (e) {
       throw new ConnectionLost(`cannot open ${url}: ${(e as Error).message}`);
     }
+    // the server accepted without a version this client speaks: it closes 4005 (the
+    // versions it speaks in the reason); wait for that close
+    let noVersion: string | null = null;
     this.ws = ws;
     let over = false;
     let watchdog: ReturnType<typeof setTimeout> | null = null;
@@ -936,12 +962,15 @@ export class Client {
     };
 
     ws.onopen = () => {
-      if (ws.protocol && !(SUBPROTOCOLS as readonly string[]).includes(ws.protocol)) {
-        end(new ProtocolError(`server chose subprotocol ${ws.protocol}`, CloseCode.UNSUPPORTED_VERSION));
+      // no subprotocol: a server that predates negotiation (or refuses, then closes 4005)
+      const chosen = ws.protocol ? /^unbroken\.(v\d+)$/.exec(ws.protocol)?.[1] ?? "" : "v1";
+      if (!this.protocols.includes(chosen)) {
+        noVersion = ws.protocol ? `server chose subprotocol ${ws.protocol}` : "no common protocol version";
         return;
       }
+      this.version = chosen;
       session.connected();
-      ws.send(encode(session.connect(token)));
+      ws.send(session.wire(session.connect(token, chosen)));
       live.helloSent(now());
     };
     ws.onerror = () => undefined; // onclose follows with the code
@@ -955,22 +984,53 @@ export class Client {
       }
       const received: [number, string] | null = ev.code === 1006 ? null : [ev.code, ev.reason];
       let err = closeError(received, null);
+      if (noVersion !== null) err = new ConnectionLost(ev.code === CloseCode.UNSUPPORTED_VERSION ? ev.reason : noVersion, CloseCode.UNSUPPORTED_VERSION);
       if (err instanceof ConnectionLost && retryAfter !== null) err = new ConnectionLost(err.message, err.code, retryAfter);
       end(err);
     };
     ws.onmessage = (ev) => {
       if (over) return;
       const data = ev.data;
-      if (typeof data !== "string") {
-        end(new ProtocolError("binary message (not part of protocol v1)"), [CloseCode.BAD_FRAME, "binary message"]);
+      const v2 = session.version === "v2";
+      const bytes = typeof data === "string" ? null : data instanceof ArrayBuffer ? new Uint8Array(data) : ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : null;
+      if (typeof data === "string" ? v2 : bytes === null || !v2) {
+        const what = v2 ? "text message (not part of protocol v2)" : "binary message (not part of protocol v1)";
+        end(new ProtocolError(what), [CloseCode.BAD_FRAME, what]);
         return;
       }
       const t = now();
-      live.bytesHeard(t, data.length);
+      live.bytesHeard(t, bytes === null ? (data as string).length : bytes.length);
       live.messageHeard();
+      if (bytes !== null && (inflating !== null || isZlib(bytes))) {
+        // a deflated message (cap zlib) inflates asynchronously; later messages wait
+        // their turn behind it
+        if (!session.zlib && isZlib(bytes)) {
+          fail(new ProtocolError("compressed frame without the zlib cap"));
+          return;
+        }
+        const job: Promise<void> = (inflating ?? Promise.resolve())
+          .then(async () => {
+            const m = isZlib(bytes) ? await inflate(bytes, session.maxFrame) : bytes;
+            if (!over) take(framesOfV2(m, session.maxFrame), now());
+          })
+          .catch((e) => {
+            if (!over) fail(e);
+          })
+          .finally(() => {
+            if (inflating === job) inflating = null;
+          });
+        inflating = job;
+        return;
+      }
       try {
         if (session.state === "await_welcome") {
-          const out = session.receive(data);
+          let one: string | FrameV2 = data as string;
+          if (bytes !== null) {
+            const frames = framesOfV2(bytes, session.maxFrame);
+            if (frames.length !== 1) throw new ProtocolError("expected welcome, got a batch");
+            one = frames[0];
+          }
+          const out = session.receive(one);
           if (out.kind === "error") {
             if (RETRYABLE_START.has(out.error.code)) retryAfter = (out.error.retry_after_ms ?? 0) / 1000 || null;
             else end(new RequestRefused(out.error.code, out.error.message));
@@ -981,31 +1041,34 @@ export class Client {
           live.welcomed(t, out.welcome.heartbeat_ms, t - t0);
           this._epoch = out.welcome.epoch;
           this.ready = true;
-          this._emit("connected", { url });
+          this._emit("connected", { url, version: session.version });
           this._firstResolve?.();
-          for (const frame of session.afterWelcome()) ws.send(encode(frame));
+          for (const frame of session.afterWelcome()) ws.send(session.wire(frame));
           if (!session.streamsAgreed) this._rejectLists(noStreamsCap());
           for (const n of this._lists.keys()) {
             // lists asked while no connection was up, or unanswered when the last one died
             const again = session.listStreams(n);
-            if (again !== null) ws.send(encode(again));
+            if (again !== null) ws.send(session.wire(again));
           }
           watch(live.firstCheck(now()));
           return;
         }
-        const frames = session.framesOf(data);
-        if (backlog.length === 0) backlog = frames;
-        else for (const one of frames) backlog.push(one);
-        if (!deferred) drain(t);
+        take(bytes !== null ? framesOfV2(bytes, session.maxFrame) : session.framesOf(data as string), t);
       } catch (e) {
         fail(e);
       }
+    };
+    let inflating: Promise<void> | null = null;
+    const take = (frames: (string | FrameV2)[], t: number) => {
+      if (backlog.length === 0) backlog = frames;
+      else for (const one of frames) backlog.push(one);
+      if (!deferred) drain(t);
     };
     // The frames of the messages received, applied in order by `drain`. A batched
     // message may carry several frames (a catch-up after a resume: 16 KiB, then
     // 32, 64… KiB); `drain` lets the page see the first frame's events before it
     // verifies the rest (and yields every few ms), the rest in a later task.
-    let backlog: string[] = [];
+    let backlog: (string | FrameV2)[] = [];
     let head = 0;
     let deferred = false;
     let firstEvents = true;
@@ -1051,7 +1114,7 @@ export class Client {
         }
         let acked = closing;
         if (!closing) for (const frame of session.afterMessage(t)) {
-          ws.send(encode(frame));
+          ws.send(session.wire(frame));
           if (frame.t === "ack") acked = true;
         }
         this._flushForget();
@@ -1065,7 +1128,7 @@ export class Client {
 
   /** Apply one frame: "events" when it delivered events, "progress" when it moved a stream, "integrity" when a stream
    * failed its digest, an error output to act on, else "none". */
-  private _receiveOne(message: string): "events" | "progress" | "integrity" | "none" | ClientOutput {
+  private _receiveOne(message: string | FrameV2): "events" | "progress" | "integrity" | "none" | ClientOutput {
     let out: ClientOutput;
     try {
       out = this._session.receive(message);

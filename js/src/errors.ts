@@ -31,6 +31,30 @@ export class ProtocolError extends UnbrokenError {
   }
 }
 
+/** Client and server share no protocol version (close 4005); retrying will not help.
+ * `clientVersions` and `serverVersions` (e.g. `["v1"]`) say what each side speaks:
+ * upgrade the older side, or offer a version the server speaks (the `protocols`
+ * option). */
+export class UnsupportedVersion extends ProtocolError {
+  readonly clientVersions: string[];
+  readonly serverVersions: string[];
+  constructor(clientVersions: readonly string[], serverVersions: readonly string[], detail = "") {
+    let text = `no common protocol version: this client speaks ${clientVersions.join(", ") || "none"}, the server speaks ${serverVersions.join(", ") || "unknown"}; upgrade the older side or offer a version both speak`;
+    if (detail) text += ` [${detail}]`;
+    super(text, 4005);
+    this.clientVersions = [...clientVersions];
+    this.serverVersions = [...serverVersions];
+  }
+}
+
+/** The versions a 4005 close reason lists (`"no common protocol version; server
+ * speaks v2,v1"` → `["v2", "v1"]`; an older server's `"… unbroken.v1"` → `["v1"]`). */
+export function serverVersions(reason: string): string[] {
+  const m = /server speaks ([A-Za-z0-9.,]+)/.exec(reason);
+  if (m === null) return [...reason.matchAll(/unbroken\.(v\d+)/g)].map((x) => x[1]);
+  return m[1].split(",").map((n) => n.trim().replace(/^unbroken\./, "")).filter(Boolean);
+}
+
 /** The stream cannot be resumed; `reason` says why and the message what to do. */
 export class StreamGone extends UnbrokenError {
   readonly stream: string;
@@ -149,6 +173,7 @@ export class RequestRefused extends UnbrokenError {
 for (const [cls, name] of [
   [UnbrokenError, "UnbrokenError"],
   [ProtocolError, "ProtocolError"],
+  [UnsupportedVersion, "UnsupportedVersion"],
   [StreamGone, "StreamGone"],
   [IntegrityError, "IntegrityError"],
   [ChainMismatch, "ChainMismatch"],

@@ -6,7 +6,10 @@
  */
 import { ProtocolError } from "./errors.js";
 
-export const SUBPROTOCOLS = ["unbroken.v1"] as const;
+/** The versions this client speaks, newest first (`"v2"`, `"v1"`): offered as the
+ * subprotocols `unbroken.v2`, `unbroken.v1` (§2). */
+export const VERSIONS = ["v2", "v1"] as const;
+export const SUBPROTOCOLS = ["unbroken.v2", "unbroken.v1"] as const;
 export const CAP_BATCH = "batch";
 /** Capability: in-band token refresh (`auth_expiring`, `refresh`, `refreshed`; §18). */
 export const CAP_REFRESH = "refresh";
@@ -102,30 +105,33 @@ export function makeEvent(seq: number, kind: KindByte, f: Partial<Event> = {}): 
 }
 
 // ------------------------------------------------------------------ field types
-type Check = (v: unknown) => boolean;
+export type Check = (v: unknown) => boolean;
 const re = (pattern: RegExp): Check => (v) => typeof v === "string" && pattern.test(v);
 const STREAM_ID = /^[A-Za-z0-9_-]{1,64}$/;
-const isStreamId = re(STREAM_ID);
-const isEpoch = re(STREAM_ID);
-const isAnon = re(STREAM_ID);
-const isReq = re(/^[\x21-\x7e]{1,128}$/);
-const isAgent = re(/^[A-Za-z0-9_.:-]{1,128}$/);
-const PART_ID = /^[A-Za-z0-9_.:-]{1,64}$/;
+export const isStreamId = re(STREAM_ID);
+export const isEpoch = re(STREAM_ID);
+export const isAnon = re(STREAM_ID);
+export const isReq = re(/^[\x21-\x7e]{1,128}$/);
+export const isAgent = re(/^[A-Za-z0-9_.:-]{1,128}$/);
+export const PART_ID = /^[A-Za-z0-9_.:-]{1,64}$/;
 const isHex16 = re(/^[0-9a-f]{32}$/);
-const isSeq: Check = (v) => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= MAX_SEQ;
-const isSeq1: Check = (v) => isSeq(v) && (v as number) >= 1;
-const isPositive: Check = (v) => typeof v === "number" && Number.isSafeInteger(v) && v >= 1;
-const isNonNegative: Check = (v) => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
-const maxLen = (n: number): Check => (v) => typeof v === "string" && v.length <= n;
-const isToken = maxLen(16384);
-const isShortText = maxLen(4096);
-const orNull = (c: Check): Check => (v) => v === null || c(v);
-const oneOf = (...values: string[]): Check => (v) => typeof v === "string" && values.includes(v);
-const isCaps: Check = (v) =>
+export const isSeq: Check = (v) => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= MAX_SEQ;
+export const isSeq1: Check = (v) => isSeq(v) && (v as number) >= 1;
+export const isPositive: Check = (v) => typeof v === "number" && Number.isSafeInteger(v) && v >= 1;
+export const isNonNegative: Check = (v) => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+export const maxLen = (n: number): Check => (v) => typeof v === "string" && v.length <= n;
+export const isToken = maxLen(16384);
+export const isShortText = maxLen(4096);
+export const orNull = (c: Check): Check => (v) => v === null || c(v);
+export const oneOf = (...values: string[]): Check => (v) => typeof v === "string" && values.includes(v);
+export const isCaps: Check = (v) =>
   Array.isArray(v) && v.length <= 32 && v.every((s) => typeof s === "string" && s.length <= 64);
 const isAny: Check = () => true;
 /** Unix seconds (a JWT NumericDate: an integer, or a number with a fraction). */
-const isUnixTime: Check = (v) => typeof v === "number" && Number.isFinite(v) && v >= 0;
+export const isUnixTime: Check = (v) => {
+  const x = v instanceof Number ? +v : v; // (v2: a float is a Number object)
+  return typeof x === "number" && Number.isFinite(x) && x >= 0;
+};
 
 /** `limits` of `welcome` (§5): every field a positive integer. */
 export interface Limits {
@@ -142,13 +148,13 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   max_chunk: 1048576,
   max_client_frame: 1048576,
 });
-const LIMIT_FIELDS = Object.keys(DEFAULT_LIMITS) as (keyof Limits)[];
+export const LIMIT_FIELDS = Object.keys(DEFAULT_LIMITS) as (keyof Limits)[];
 
-const REQUIRED = Symbol("required");
-type Field = readonly [wire: string, check: Check, dflt: unknown];
-const F = (wire: string, check: Check, dflt: unknown = REQUIRED): Field => [wire, check, dflt];
+export const REQUIRED = Symbol("required");
+export type Field = readonly [wire: string, check: Check, dflt: unknown];
+export const F = (wire: string, check: Check, dflt: unknown = REQUIRED): Field => [wire, check, dflt];
 
-const CLIENT_FRAMES: Record<string, readonly Field[]> = {
+export const CLIENT_FRAMES: Record<string, readonly Field[]> = {
   hello: [F("caps", isCaps, []), F("token", orNull(isToken), null), F("anon", orNull(isAnon), null)],
   start: [F("req", isReq), F("agent", isAgent), F("input", isAny, null)],
   resume: [F("stream", isStreamId), F("after", isSeq), F("epoch", isEpoch), F("h", orNull(isHex16), null)],
@@ -159,7 +165,7 @@ const CLIENT_FRAMES: Record<string, readonly Field[]> = {
   list: [F("n", isSeq, 0)],
 };
 
-const isLimits: Check = (v) => {
+export const isLimits: Check = (v) => {
   if (typeof v !== "object" || v === null || Array.isArray(v)) return false;
   for (const k of LIMIT_FIELDS) {
     const x = (v as Record<string, unknown>)[k];
@@ -189,7 +195,7 @@ const isLiveStreams: Check = (v) =>
       Object.entries(LIVE_STREAM).every(([k, check]) => check((it as Record<string, unknown>)[k])),
   );
 
-const SERVER_FRAMES: Record<string, readonly Field[]> = {
+export const SERVER_FRAMES: Record<string, readonly Field[]> = {
   welcome: [
     F("session", maxLen(64)),
     F("heartbeat_ms", isPositive),
@@ -257,10 +263,10 @@ export interface Welcome {
   /** When the connection's credentials expire (unix seconds); `null`: never. */
   auth_exp: number | null;
 }
-export interface Started { t: "started"; req: string; stream: string; epoch: string }
+export interface Started { t: "started"; req: string; stream: string; epoch: string; /** v2 */ handle?: number }
 export type Item = string | Record<string, unknown>;
 export interface Events { t: "events"; stream: string; seq: number; items: Item[]; h: string }
-export interface Resumed { t: "resumed"; stream: string; from: number; head: number; status: string }
+export interface Resumed { t: "resumed"; stream: string; from: number; head: number; status: string; /** v2 */ handle?: number }
 export interface Gone { t: "gone"; stream: string; reason: string; message: string }
 export interface Resync { t: "resync"; stream: string; reason: string }
 export interface ErrorFrame {
@@ -355,7 +361,7 @@ function finite(v: unknown): boolean {
   return true;
 }
 
-function bad(message: string, code: number = CloseCode.BAD_FRAME): never {
+export function bad(message: string, code: number = CloseCode.BAD_FRAME): never {
   throw new ProtocolError(message, code);
 }
 
@@ -462,8 +468,8 @@ export function encode(frame: ClientFrame | ServerFrame | Record<string, unknown
 }
 
 // ------------------------------------------------------------------ items
-const CHUNK_KIND: Record<string, KindByte> = { text: 1, json: 2, data: 3 };
-const STATUSES = ["completed", "failed", "cancelled"];
+export const CHUNK_KIND: Record<string, KindByte> = { text: 1, json: 2, data: 3 };
+export const STATUSES = ["completed", "failed", "cancelled"];
 
 /**
  * The events an `events` frame stands for (§6.2), checking every rule: a bare

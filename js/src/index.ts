@@ -1,5 +1,5 @@
 /**
- * unbroken-client: the browser (and Node) client of the unbroken protocol v1.
+ * unbroken-client: the browser (and Node) client of the unbroken protocol (v2, v1).
  * Streamed agent answers that survive the network, verified by a BLAKE2b chain.
  */
 export { Client, Stream, streamAnswer, defaultShouldRetry } from "./client.js";
@@ -38,6 +38,7 @@ export {
   Kind,
   NAME_BY_KIND,
   SUBPROTOCOLS,
+  VERSIONS,
   decodeClient,
   decodeServer,
   encode,
@@ -46,5 +47,8 @@ export {
   makeEvent,
 } from "./frames.js";
 export type * from "./frames.js";
+export { CAP_ZLIB, CLIENT_TAGS, SERVER_TAGS, decodeServerV2, encodeV2, eventsOfV2, frameOf, framesOfV2, inflate, isZlib } from "./frames2.js";
+export type { Carried } from "./frames2.js";
+export { pack, unpack, Reader } from "./msgpack.js";
 export * from "./errors.js";
 export const VERSION = "0.1.0";

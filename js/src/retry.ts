@@ -12,7 +12,9 @@ import {
   IntegrityError,
   ProtocolError,
   UnbrokenError,
+  UnsupportedVersion,
   errorMessage,
+  serverVersions,
   errorName,
 } from "./errors.js";
 import { CLOSE_CODE_MEANING, CloseCode } from "./frames.js";
@@ -67,9 +69,14 @@ export function shouldRetry(exc: unknown, status: number | null = null): boolean
   return !(exc instanceof UnbrokenError);
 }
 
-/** What a user sees when `error` ended the client: a typed error. */
-export function fatalError(error: unknown, status: number | null = null): UnbrokenError {
+/** What a user sees when `error` ended the client: a typed error (`versions`: the
+ * protocol versions offered; close 4005 becomes `UnsupportedVersion`). */
+export function fatalError(error: unknown, status: number | null = null, versions: readonly string[] | null = null): UnbrokenError {
   if (error instanceof UnbrokenError && !(error instanceof ConnectionLost)) return error;
+  // close 4005 names the versions the server speaks: say which each side speaks
+  if (error instanceof ConnectionLost && error.code === CloseCode.UNSUPPORTED_VERSION && versions !== null) {
+    return new UnsupportedVersion(versions, serverVersions(error.message), error.message);
+  }
   if (error instanceof ConnectionLost && error.code !== null && FATAL_CLOSE.has(error.code)) {
     const Cls = FATAL_CLOSE.get(error.code)!;
     return new Cls(error.message);

@@ -43,6 +43,7 @@ import {
   type Start,
   type Welcome,
 } from "./frames.js";
+import { CAP_ZLIB, decodeServerV2, encodeV2, eventsOfV2, type Carried } from "./frames2.js";
 import { Liveness, type Check } from "./liveness.js";
 import { HARMLESS_ERROR, REFRESH_ATTEMPTS, RETRYABLE_START, refreshDelay } from "./retry.js";
 
@@ -116,6 +117,8 @@ export class ClientStream {
   unackedBytes = 0;
   ackedAt = 0;
   startAttempts = 0;
+  /** v2: the current part carried from frame to frame (reset at started/resumed) */
+  carried: Carried = { part: "", kind: 0 };
   constructor(
     readonly req: string,
     readonly agent = "",
@@ -206,10 +209,27 @@ export interface AskToken {
   connection: number;
 }
 
+interface EventsV2 {
+  t: "events";
+  handle: number;
+  seq: number;
+  items: unknown[];
+  h: Uint8Array;
+}
+
 const LIVE: ReadonlySet<StreamState> = new Set(["starting", "attached", "resuming"]);
+
+/** A v2 frame of a message: the unpacked value and its size in bytes. */
+export type FrameV2 = [value: unknown, nbytes: number];
 
 export class ClientSession {
   state: ClientState = "idle";
+  /** The protocol version of the current connection ("v1", "v2"). */
+  version = "v1";
+  /** v2: the `zlib` cap is in force on this connection (a message may come deflated). */
+  zlib = false;
+  /** v2: stream handles given by `started`/`resumed` on this connection. */
+  private readonly handles = new Map<number, ClientStream>();
   readonly caps: string[];
   maxFrame: number;
   welcome: Welcome | null = null;
@@ -253,12 +273,16 @@ export class ClientSession {
   }
 
   // ---- connection lifecycle
-  connect(token: string | null = null): Hello {
+  connect(token: string | null = null, version = "v1"): Hello {
     if (this.state === "closed") throw new ProtocolError("session is closed", CloseCode.NORMAL);
     if (this.state !== "idle") throw new ProtocolError(`connect in state ${this.state}`);
     this.state = "await_welcome";
     this._connection += 1;
-    return { t: "hello", caps: this.caps, token, anon: this.anon };
+    this.version = version;
+    this.handles.clear();
+    // (zlib is a v2 cap: not offered to a v1 server)
+    const caps = version === "v2" ? this.caps : this.caps.filter((c) => c !== CAP_ZLIB);
+    return { t: "hello", caps, token, anon: this.anon };
   }
 
   /** Frames to send once welcomed: resume every open stream, retry unanswered starts. */
@@ -286,6 +310,8 @@ export class ClientSession {
     this.welcome = null;
     this.refreshAgreed = false;
     this.streamsAgreed = false;
+    this.zlib = false;
+    this.handles.clear();
     this.authExp = null;
     this.refreshFailures = 0;
     for (const cs of this.byReq.values()) {
@@ -317,7 +343,7 @@ export class ClientSession {
     if (this.byReq.has(req)) throw new ProtocolError(`request id ${JSON.stringify(req)} already used`);
     const frame: Start = { t: "start", req, agent, input };
     if (this.welcome !== null) {
-      const size = new TextEncoder().encode(encode(frame)).length;
+      const size = this.version === "v2" ? encodeV2(frame).length : new TextEncoder().encode(encode(frame)).length;
       const limit = this.welcome.limits.max_client_frame;
       if (size > limit) {
         throw new RequestRefused(
@@ -456,16 +482,30 @@ export class ClientSession {
     return [...acks, live.ping(now)];
   }
 
+  /** `frame` as this connection's version sends it: v1 text, v2 bytes. */
+  wire(frame: ClientFrame): string | Uint8Array {
+    return this.version === "v2" ? encodeV2(frame) : encode(frame);
+  }
+
   // ---- input
-  /** Decode and apply one server frame. */
-  receive(data: string): ClientOutput {
+  /** Decode and apply one server frame: v1 text, or a v2 frame (`framesOfV2`). */
+  receive(data: string | FrameV2): ClientOutput {
+    const v2 = typeof data !== "string";
+    if (v2 !== (this.version === "v2")) {
+      throw new ProtocolError(v2 ? "binary message (not part of protocol v1)" : "text message (not part of protocol v2)");
+    }
     if (this.state === "ready") {
+      if (v2) {
+        const frame = decodeServerV2(data[0]);
+        if (frame.t === "events") return this.events2(frame as unknown as EventsV2, data[1]);
+        return this.apply(frame as unknown as ServerFrame);
+      }
       const frame = decodeServer(data, this.maxFrame);
       if (frame.t === "events") return this.events(frame, data.length);
       return this.apply(frame);
     }
     if (this.state !== "await_welcome") throw new ProtocolError(`frame received in state ${this.state}`);
-    const frame = decodeServer(data, this.maxFrame);
+    const frame = v2 ? (decodeServerV2(data[0]) as unknown as ServerFrame) : decodeServer(data, this.maxFrame);
     if (frame.t === "welcome") {
       this.welcome = frame;
       this.state = "ready";
@@ -473,6 +513,7 @@ export class ClientSession {
       this.batch = this.caps.includes(CAP_BATCH) && frame.caps.includes(CAP_BATCH);
       this.refreshAgreed = this.caps.includes(CAP_REFRESH) && frame.caps.includes(CAP_REFRESH);
       this.streamsAgreed = this.caps.includes(CAP_STREAMS) && frame.caps.includes(CAP_STREAMS);
+      this.zlib = this.version === "v2" && this.caps.includes(CAP_ZLIB) && frame.caps.includes(CAP_ZLIB);
       this.authExp = frame.auth_exp;
       this.refreshFailures = 0;
       this.ackEvery = Math.max(1, Math.min(this.ackEvery, Math.floor(frame.limits.window / 4)));
@@ -502,6 +543,7 @@ export class ClientSession {
         cs.verifier = new ChainVerifier(frame.stream, frame.epoch);
         this.byStream.set(frame.stream, cs);
         cs.state = "attached";
+        this.attach(frame, cs);
         return { kind: "started", req: frame.req, stream: frame.stream, epoch: frame.epoch };
       }
       case "resumed": {
@@ -509,6 +551,7 @@ export class ClientSession {
         if (cs.state !== "resuming") throw new ProtocolError(`resumed for stream ${frame.stream} not resuming`);
         if (frame.from !== cs.seq) throw new ProtocolError(`resumed from ${frame.from}, but the client is at ${cs.seq}`);
         cs.state = "attached";
+        this.attach(frame, cs);
         return { kind: "resumed", stream: frame.stream, fromSeq: frame.from, head: frame.head, status: frame.status };
       }
       case "gone": {
@@ -539,6 +582,33 @@ export class ClientSession {
       default:
         throw new ProtocolError(`unexpected ${frame.t} frame`);
     }
+  }
+
+  /** v2: `started`/`resumed` gave the stream a handle; its current part starts unset. */
+  private attach(frame: { handle?: number }, cs: ClientStream): void {
+    cs.carried = { part: "", kind: 0 };
+    if (frame.handle !== undefined) this.handles.set(frame.handle, cs);
+  }
+
+  private events2(frame: EventsV2, nbytes: number): ClientOutput {
+    const cs = this.handles.get(frame.handle);
+    if (cs === undefined) throw new ProtocolError(`events for unknown stream handle ${frame.handle}`);
+    if (cs.state !== "attached" || cs.verifier === null) {
+      throw new ProtocolError(`events for stream ${cs.stream} in state ${cs.state}`);
+    }
+    const events = eventsOfV2(frame.seq, frame.items, cs.partKinds, cs.carried);
+    const final = events[events.length - 1].kind === Kind.END;
+    if (final && frame.h.length !== 16) throw new ProtocolError(`stream ${cs.stream}: the frame with end must carry all 16 bytes of h`);
+    const v = cs.verifier;
+    try {
+      v.extend(events, frame.h);
+    } catch (e) {
+      if (e instanceof ChainMismatch) throw new IntegrityError(cs.stream, e.seq, e.detail);
+      throw e;
+    }
+    cs.unackedBytes += nbytes;
+    if (final) cs.state = "ended";
+    return { kind: "events", stream: cs.stream, events, digest: v.digest, nbytes };
   }
 
   private stream(stream: string): ClientStream {

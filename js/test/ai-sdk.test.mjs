@@ -4,7 +4,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { readUIMessageStream } from "ai";
-import { ChainVerifier, Client, Kind, decodeClient, encode, encodeItems, makeEvent, toHex } from "../dist/unbroken.js";
+// (the transport is built over dist/unbroken.js: its Client, with the test tools of dist/testing.js)
+import { Client } from "../dist/unbroken.js";
+import { ChainVerifier, Kind, decodeClient, encode, encodeItems, makeEvent, toHex } from "../dist/testing.js";
 import { UnbrokenChatTransport } from "../dist/ai-sdk.js";
 
 const EPOCH = "ep0ch";

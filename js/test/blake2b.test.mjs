@@ -15,7 +15,7 @@ import {
   stepEvent,
   stepInput,
   toHex,
-} from "../dist/unbroken.js";
+} from "../dist/testing.js";
 
 const bundled = await build({
   entryPoints: [new URL("../src/blake2b.ts", import.meta.url).pathname],

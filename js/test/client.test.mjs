@@ -1,6 +1,8 @@
 // The Client over a scripted in-process server (a fake WebSocket): reconnect,
 // resume from the cursor, exactly-once delivery, typed errors, storage. The real
 // thing (a Python server, a fault proxy, Chromium) is tests/browser/.
+// The fake server speaks protocol v2 (binary MessagePack, stream handles, the current
+// part carried, 8-byte h); client.v1.test.mjs runs every test here over v1 too.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
@@ -19,9 +21,36 @@ import {
   makeEvent,
   Kind,
   toHex,
-} from "../dist/unbroken.js";
+  fromHex,
+  decodeClientV2,
+  encodeV2,
+  encodeItemsV2,
+} from "../dist/testing.js";
 
 const EPOCH = "ep0ch";
+/** The protocol version the fake server speaks (client.v1.test.mjs: v1). */
+const VERSION = globalThis.UB_TEST_VERSION ?? "v2";
+
+/** `frame` as `ws`'s version sends it: v1 text, or v2 bytes with the connection's
+ * stream handles and each stream's current part carried from frame to frame.
+ * `events` frames carry `events` (the items are made here) and the hex `h`. */
+function wireOf(ws, frame) {
+  if (VERSION === "v1") return frame.t === "events" ? encode({ ...frame, items: encodeItems(frame.events) }) : encode(frame);
+  const f = { ...frame };
+  ws.handles ??= new Map();
+  if (f.t === "started" || f.t === "resumed") {
+    f.handle = ws.nextHandle = (ws.nextHandle ?? -1) + 1;
+    ws.handles.set(f.stream, { handle: f.handle, carried: { part: "", kind: 0 } });
+  } else if (f.t === "events") {
+    const a = ws.handles.get(f.stream);
+    f.handle = a.handle;
+    f.items = encodeItemsV2(f.events, a.carried);
+    f.h = fromHex(f.h);
+    if (f.events.at(-1).kind !== Kind.END) f.h = f.h.slice(0, 8);
+  }
+  return encodeV2(f);
+}
+const messageOf = (data) => (typeof data === "string" ? data : data.buffer.slice(data.byteOffset, data.byteOffset + data.length));
 
 /** A fake server: answers hello, start, resume (checking the digest), ack, ping;
  * sends `events` in frames of `per` events; `cutAfter(n)` drops a connection
@@ -50,16 +79,17 @@ class FakeServer {
         this.protocol = "";
         this.onopen = this.onmessage = this.onclose = this.onerror = null;
         server.connections++;
-        assert.deepEqual(protocols, ["unbroken.v1"]);
+        assert.deepEqual(protocols, ["unbroken.v2", "unbroken.v1"]);
         setTimeout(() => {
           this.readyState = 1;
-          this.protocol = "unbroken.v1";
+          this.protocol = `unbroken.${VERSION}`;
           this.onopen?.({});
         }, 1);
       }
       send(data) {
         assert.equal(this.readyState, 1);
-        setTimeout(() => server.handle(this, decodeClient(data)), 0);
+        assert.equal(typeof data === "string", VERSION === "v1", "frames of the connection's version");
+        setTimeout(() => server.handle(this, typeof data === "string" ? decodeClient(data) : decodeClientV2(data)), 0);
       }
       close(code = 1000, reason = "") {
         if (this.readyState >= 2) return;
@@ -70,7 +100,22 @@ class FakeServer {
   }
   out(ws, frame) {
     if (ws.readyState !== 1) return;
-    ws.onmessage?.({ data: typeof frame === "string" ? frame : encode(frame) });
+    ws.onmessage?.({ data: messageOf(typeof frame === "string" ? frame : wireOf(ws, frame)) });
+  }
+  /** Several frames in one message (the `batch` cap). */
+  outBatch(ws, frames) {
+    if (ws.readyState !== 1) return;
+    const wires = frames.map((f) => wireOf(ws, f));
+    if (VERSION === "v1") return this.out(ws, wires.join("\n"));
+    const head = Uint8Array.from([0x92, 0, 0xdc, wires.length >> 8, wires.length & 255]);
+    const all = new Uint8Array(head.length + wires.reduce((n, w) => n + w.length, 0));
+    all.set(head, 0);
+    let n = head.length;
+    for (const w of wires) {
+      all.set(w, n);
+      n += w.length;
+    }
+    ws.onmessage?.({ data: messageOf(all) });
   }
   drop(ws) {
     ws.readyState = 3;
@@ -122,7 +167,7 @@ class FakeServer {
       }
       const batch = this.events.slice(from, from + this.per);
       const last = from + batch.length;
-      this.out(ws, { t: "events", stream: this.stream, seq: from + 1, items: encodeItems(batch), h: this.frameDigest(last) });
+      this.out(ws, { t: "events", stream: this.stream, seq: from + 1, events: batch, h: this.frameDigest(last) });
       sent++;
       setTimeout(() => next(last), 1);
     };
@@ -360,12 +405,12 @@ test("a batched catch-up: the first frame's events reach the page before the res
   const probe = {};
   server.pump = (ws, after) => {
     // one message of every frame (what the server's batch cap sends after a resume)
-    const lines = [];
+    const frames = [];
     for (let from = after; from < server.events.length; from += server.per) {
       const batch = server.events.slice(from, from + server.per);
-      lines.push(encode({ t: "events", stream: server.stream, seq: from + 1, items: encodeItems(batch), h: server.frameDigest(from + batch.length) }));
+      frames.push({ t: "events", stream: server.stream, seq: from + 1, events: batch, h: server.frameDigest(from + batch.length) });
     }
-    server.out(ws, lines.join("\n"));
+    server.outBatch(ws, frames);
     probe.afterMessage = probe.st?.result.text ?? null;
   };
   const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false });

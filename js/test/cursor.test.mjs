@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { ConfigError, Cursor } from "../dist/unbroken.js";
+import { ConfigError, Cursor } from "../dist/testing.js";
 
 const vectors = JSON.parse(readFileSync(new URL("../../tests/vectors/cursor.json", import.meta.url), "utf8"));
 

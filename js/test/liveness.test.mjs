@@ -2,7 +2,7 @@
 // (unbroken/protocol/liveness.py, tests/unit/protocol/test_liveness.py).
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { BULK, Liveness } from "../dist/unbroken.js";
+import { BULK, Liveness } from "../dist/testing.js";
 
 const MAX_QUEUE = 10.0; // liveness.ts (not exported from the package)
 

@@ -22,7 +22,7 @@ import {
   shouldRetry,
   statusIsRetryable,
   parsePartialJson,
-} from "../dist/unbroken.js";
+} from "../dist/testing.js";
 
 test("backoff ceilings are 0, 0.1, 0.2, 0.4, … capped at 10 s (spec §14)", () => {
   const p = new BackoffPolicy();

@@ -4,7 +4,7 @@
 // resume; a provider that fails for good → AuthError, no retry storm.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { AuthError, Client, ChainVerifier, TextDelta, decodeClient, encode, encodeItems, makeEvent, Kind, toHex } from "../dist/unbroken.js";
+import { AuthError, Client, ChainVerifier, TextDelta, decodeClient, encode, encodeItems, makeEvent, Kind, toHex } from "../dist/testing.js";
 
 const EPOCH = "ep0ch";
 const STREAM = "S1streamXYZ";

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { test as _test } from "node:test";
 import { existsSync } from "node:fs";
-import { Answer, Client, Kind, PartEnded, PartStarted, makeEvent } from "../dist/unbroken.js";
+import { Answer, Client, Kind, PartEnded, PartStarted, makeEvent } from "../dist/testing.js";
 
 // dist/schema.js needs @cfworker/json-schema in node_modules (npm ci); under CI its
 // absence fails the run instead of skipping it

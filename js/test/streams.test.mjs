@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { CAP_STREAMS, Client, ClientSession, Cursor, ProtocolError, decodeClient, encode } from "../dist/unbroken.js";
+import { CAP_STREAMS, Client, ClientSession, Cursor, ProtocolError, decodeClient, encode } from "../dist/testing.js";
 
 const vectors = JSON.parse(readFileSync(new URL("../../tests/vectors/frames.json", import.meta.url), "utf8")).frames;
 const vector = (name) => vectors.find((f) => f.name === name);

@@ -22,7 +22,7 @@ import {
   toHex,
   ClientSession,
   DEFAULT_LIMITS,
-} from "../dist/unbroken.js";
+} from "../dist/testing.js";
 
 const load = (name) => JSON.parse(readFileSync(new URL(`../../tests/vectors/${name}`, import.meta.url), "utf8"));
 const digestVectors = load("digest.json");

@@ -1,0 +1,248 @@
+/**
+ * MessagePack (https://github.com/msgpack/msgpack/blob/master/spec.md), the subset
+ * protocol v2 uses (§19): nil, booleans, integers up to 2^53, floats (a unix time
+ * with a fraction), `str`, `bin`, arrays and maps with string keys. No extension
+ * types. Small on purpose: `@msgpack/msgpack` is 4.2 kB gzip (decode only) to 5.9 kB
+ * (both ways) in a bundle; this is about 1 kB, and decodes a token's frame without a
+ * `TextDecoder` call (short ASCII strings are read byte by byte).
+ *
+ * Decoding is strict: anything that is not exactly one well-formed value (truncated,
+ * trailing bytes, an unknown or reserved type byte, an extension, invalid UTF-8, a
+ * map key that is not a string, an integer beyond 2^53, nesting deeper than 32) is a
+ * `ProtocolError` 4000. Floats decode as `Number` objects (`typeof` "object"), so a
+ * field that wants an integer refuses `1.0` as msgspec does; `+x` unwraps one.
+ */
+import { ProtocolError } from "./errors.js";
+
+const td = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const te = new TextEncoder();
+
+function bad(what: string): never {
+  throw new ProtocolError(`malformed frame: ${what}`, 4000);
+}
+
+/** Reads values from `b` from `pos` on. */
+export class Reader {
+  pos: number;
+  private readonly v: DataView;
+  constructor(
+    readonly b: Uint8Array,
+    pos = 0,
+  ) {
+    this.pos = pos;
+    this.v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  }
+
+  /** `n` more bytes are there (else: truncated); returns where they start. */
+  private need(n: number): number {
+    const p = this.pos;
+    if (p + n > this.b.length) bad("truncated MessagePack");
+    this.pos = p + n;
+    return p;
+  }
+
+  private u(n: 1 | 2 | 4): number {
+    const p = this.need(n);
+    return n === 1 ? this.b[p] : n === 2 ? this.v.getUint16(p) : this.v.getUint32(p);
+  }
+
+  /** One value. */
+  value(depth = 0): unknown {
+    const b = this.b;
+    if (this.pos >= b.length) bad("truncated MessagePack");
+    const c = b[this.pos++];
+    if (c < 0x80) return c;
+    if (c >= 0xe0) return c - 0x100;
+    if (c >= 0xa0 && c < 0xc0) return this.str(c & 31);
+    if (c >= 0x90 && c < 0xa0) return this.array(c & 15, depth);
+    if (c < 0x90) return this.map(c & 15, depth);
+    const v = this.v;
+    switch (c) {
+      case 0xc0:
+        return null;
+      case 0xc2:
+        return false;
+      case 0xc3:
+        return true;
+      case 0xc4:
+      case 0xc5:
+      case 0xc6: {
+        const n = this.u(c === 0xc4 ? 1 : c === 0xc5 ? 2 : 4);
+        const p = this.need(n);
+        return b.slice(p, p + n);
+      }
+      case 0xca:
+        return new Number(v.getFloat32(this.need(4)));
+      case 0xcb:
+        return new Number(v.getFloat64(this.need(8)));
+      case 0xcc:
+        return this.u(1);
+      case 0xcd:
+        return this.u(2);
+      case 0xce:
+        return this.u(4);
+      case 0xcf:
+      case 0xd3: {
+        const p = this.need(8);
+        const hi = c === 0xcf ? v.getUint32(p) : v.getInt32(p);
+        const x = hi * 0x100000000 + v.getUint32(p + 4);
+        // beyond ±2^53 a number would round into range: refused
+        if (Math.abs(x) > 2 ** 53 || (x === 2 ** 53 && v.getUint32(p + 4) !== 0)) bad("integer out of range");
+        return x;
+      }
+      case 0xd0:
+        return v.getInt8(this.need(1));
+      case 0xd1:
+        return v.getInt16(this.need(2));
+      case 0xd2:
+        return v.getInt32(this.need(4));
+      case 0xd9:
+        return this.str(this.u(1));
+      case 0xda:
+        return this.str(this.u(2));
+      case 0xdb:
+        return this.str(this.u(4));
+      case 0xdc:
+        return this.array(this.u(2), depth);
+      case 0xdd:
+        return this.array(this.u(4), depth);
+      case 0xde:
+        return this.map(this.u(2), depth);
+      case 0xdf:
+        return this.map(this.u(4), depth);
+    }
+    bad(`MessagePack type byte 0x${c.toString(16)} is not used by this protocol`);
+  }
+
+  str(n: number): string {
+    const p = this.need(n);
+    const b = this.b;
+    if (n < 40) {
+      // short ASCII (a token): no TextDecoder call
+      let s = "";
+      for (let i = p; i < p + n; i++) {
+        const c = b[i];
+        if (c > 0x7f) return this.utf8(p, n);
+        s += String.fromCharCode(c);
+      }
+      return s;
+    }
+    return this.utf8(p, n);
+  }
+
+  private utf8(p: number, n: number): string {
+    try {
+      return td.decode(this.b.subarray(p, p + n));
+    } catch {
+      bad("a string that is not valid UTF-8");
+    }
+  }
+
+  /** The header of an array at `pos`: its length (`-1`: not an array). */
+  arrayHeader(): number {
+    const c = this.b[this.pos];
+    if (c >= 0x90 && c < 0xa0) {
+      this.pos++;
+      return c & 15;
+    }
+    if (c === 0xdc || c === 0xdd) {
+      this.pos++;
+      const n = this.u(c === 0xdc ? 2 : 4);
+      if (n > this.b.length - this.pos) bad("truncated MessagePack");
+      return n;
+    }
+    return -1;
+  }
+
+  private array(n: number, depth: number): unknown[] {
+    if (depth >= 32) bad("nested too deep");
+    if (n > this.b.length - this.pos) bad("truncated MessagePack");
+    const out = new Array<unknown>(n);
+    for (let i = 0; i < n; i++) out[i] = this.value(depth + 1);
+    return out;
+  }
+
+  private map(n: number, depth: number): Record<string, unknown> {
+    if (depth >= 32) bad("nested too deep");
+    if (2 * n > this.b.length - this.pos) bad("truncated MessagePack");
+    const out: Record<string, unknown> = Object.create(null);
+    for (let i = 0; i < n; i++) {
+      const k = this.value(depth + 1);
+      if (typeof k !== "string") bad("a map key that is not a string");
+      out[k] = this.value(depth + 1);
+    }
+    return out;
+  }
+}
+
+/** The one value `bytes` hold (trailing bytes are refused). */
+export function unpack(bytes: Uint8Array): unknown {
+  const r = new Reader(bytes);
+  const v = r.value();
+  if (r.pos !== bytes.length) bad("trailing bytes after the value");
+  return v;
+}
+
+/** Encodes values as msgspec does (the smallest form of each): strings, integers,
+ * `null`, booleans, `Uint8Array` (as `bin`), arrays and plain objects (maps). */
+export function pack(value: unknown): Uint8Array {
+  const out: number[] = [];
+  const head = (small: number, big: number, n: number, max: number) => {
+    if (n <= max) out.push(small | n);
+    else if (n < 0x100 && big === 0xd9) out.push(0xd9, n);
+    else if (n < 0x10000) out.push(big + (big === 0xd9 ? 1 : 0), n >> 8, n & 255);
+    else out.push(big + (big === 0xd9 ? 2 : 1), n >>> 24, (n >> 16) & 255, (n >> 8) & 255, n & 255);
+  };
+  const put = (v: unknown): void => {
+    if (v === null || v === undefined) out.push(0xc0);
+    else if (v === false || v === true) out.push(v ? 0xc3 : 0xc2);
+    else if (typeof v === "number") {
+      if (!Number.isSafeInteger(v) && !(v === 2 ** 53)) {
+        out.push(0xcb);
+        const d = new DataView(new ArrayBuffer(8));
+        d.setFloat64(0, v);
+        out.push(...new Uint8Array(d.buffer));
+      } else if (v >= 0) {
+        if (v < 0x80) out.push(v);
+        else if (v < 0x100) out.push(0xcc, v);
+        else if (v < 0x10000) out.push(0xcd, v >> 8, v & 255);
+        else if (v < 0x100000000) out.push(0xce, v >>> 24, (v >> 16) & 255, (v >> 8) & 255, v & 255);
+        else {
+          const hi = Math.floor(v / 0x100000000);
+          out.push(0xcf, hi >>> 24, (hi >> 16) & 255, (hi >> 8) & 255, hi & 255, v >>> 24, (v >> 16) & 255, (v >> 8) & 255, v & 255);
+        }
+      } else if (v >= -32) out.push(v & 255);
+      else if (v >= -128) out.push(0xd0, v & 255);
+      else if (v >= -32768) out.push(0xd1, (v >> 8) & 255, v & 255);
+      else if (v >= -(2 ** 31)) out.push(0xd2, (v >> 24) & 255, (v >> 16) & 255, (v >> 8) & 255, v & 255);
+      else {
+        const hi = Math.floor(v / 0x100000000);
+        const lo = v - hi * 0x100000000;
+        out.push(0xd3, (hi >> 24) & 255, (hi >> 16) & 255, (hi >> 8) & 255, hi & 255, lo >>> 24, (lo >> 16) & 255, (lo >> 8) & 255, lo & 255);
+      }
+    } else if (typeof v === "string") {
+      const bytes = te.encode(v);
+      // fixstr up to 31, then str8 / str16 / str32
+      head(0xa0, 0xd9, bytes.length, 31);
+      for (const x of bytes) out.push(x);
+    } else if (v instanceof Uint8Array) {
+      const n = v.length;
+      if (n < 0x100) out.push(0xc4, n);
+      else if (n < 0x10000) out.push(0xc5, n >> 8, n & 255);
+      else out.push(0xc6, n >>> 24, (n >> 16) & 255, (n >> 8) & 255, n & 255);
+      for (const x of v) out.push(x);
+    } else if (Array.isArray(v)) {
+      head(0x90, 0xdc, v.length, 15);
+      for (const x of v) put(x);
+    } else if (typeof v === "object") {
+      const entries = Object.entries(v as object);
+      head(0x80, 0xde, entries.length, 15);
+      for (const [k, x] of entries) {
+        put(k);
+        put(x);
+      }
+    } else throw new TypeError(`cannot pack ${typeof v}`);
+  };
+  put(value);
+  return Uint8Array.from(out);
+}
