@@ -116,8 +116,12 @@ class Rig:
     proxy: FaultProxy
     calls: dict[str, int] = field(default_factory=dict)
 
-    def url(self, size: int = 0, req: str = "") -> str:
+    def url(self, size: int = 0, req: str = "", *, compression: bool = False) -> str:
+        """The page's URL. The page speaks the client's default protocol (v2), but
+        without the ``zlib`` cap unless ``compression``: tests that cut after a number
+        of bytes or pace by bandwidth need the bytes to track the answer."""
         q = f"?ws=ws://127.0.0.1:{self.proxy.port}/ws&agent=mixed&size={size}"
+        q += "" if compression else "&compression=0"
         return f"http://127.0.0.1:{self.server.port}/{q}" + (f"&req={req}" if req else "")
 
     async def final_digest(self, stream: str) -> str:

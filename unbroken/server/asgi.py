@@ -314,8 +314,11 @@ async def serve_websocket(
     offered = [str(p) for p in scope.get("subprotocols") or []]
     chosen = versions.negotiate(offered, app.config.protocols)
     accept: Message = {"type": "websocket.accept"}
-    if chosen is not None and offered:
-        accept["subprotocol"] = versions.subprotocol(chosen)
+    if offered:
+        # no common version: echo the client's first offer, so that it sees the 4005
+        # close and its reason (a browser fails a handshake whose answer names none of
+        # the subprotocols it offered: it would see a dropped connection, retried)
+        accept["subprotocol"] = versions.subprotocol(chosen) if chosen is not None else offered[0]
     await send(accept)
     transport = ASGITransport(
         receive,
