@@ -4,8 +4,8 @@ A real server (uvicorn, this process) with ``AdmissionLimits(shed_after=…)`` s
 ``STREAMS`` paced answers at once (``CHUNK``-byte chunks every ``GAP`` s: 20 KB/s
 each, 16 KiB flow window), one :class:`unbroken.Client` (one connection) per
 answer. ``SLOW`` of them read through the project's fault proxy, whose downstream
-link is held at ``SLOW_RATE`` (a quarter of the answer's pace): they fall behind their
-window. Once every slow reader is behind, the server is put under sustained pressure
+link is held at ``SLOW_RATE`` (half the answer's pace; ``--slow-rate``): they fall
+behind their window. Once every slow reader is behind, the server is put under sustained pressure
 through the real RSS path (its ``max_rss`` lowered below its RSS, as the integration
 test does: forcing a busy event loop would need far more load than a shared 2-core
 machine should carry) for ``PRESSURE`` seconds, then released; the slow links stay
@@ -33,7 +33,7 @@ from benchmarks.common import RESULTS, figure, finish, meta, pyplot, summary
 
 STREAMS, SLOW = 60, 12
 CHUNK, GAP = 1000, 0.05  # 20 KB/s per answer
-SLOW_RATE = 5_000.0  # bytes/s downstream for the slow readers
+SLOW_RATE = 10_000.0  # bytes/s downstream for the slow readers (half the pace)
 RETRY_AFTER, SHED_AFTER, SHED_FRACTION = 1.0, 0.5, 0.05
 NEVER = 1 << 40
 
@@ -59,7 +59,7 @@ def _chunk(i: int) -> str:
     return f"{i:06d}".ljust(CHUNK, ".")
 
 
-async def measure(seconds: float, pressure: float) -> dict[str, Any]:
+async def measure(seconds: float, pressure: float, slow_rate: float) -> dict[str, Any]:
     from unbroken import BackoffPolicy, Client
     from unbroken.chaos import FaultProxy
     from unbroken.chaos.toxics import Bandwidth
@@ -103,7 +103,7 @@ async def measure(seconds: float, pressure: float) -> dict[str, Any]:
     policy = BackoffPolicy(max_attempts=None, deadline=None)
     try:
         async with serve(app) as srv, FaultProxy(f"127.0.0.1:{srv.port}") as proxy:
-            proxy.add_toxic(Bandwidth(rate=SLOW_RATE), stream="downstream", name="slow")
+            proxy.add_toxic(Bandwidth(rate=slow_rate), stream="downstream", name="slow")
             via = srv.url.replace(f"127.0.0.1:{srv.port}", proxy.listen)
             names = [f"slow{i}" if i < SLOW else f"fast{i}" for i in range(STREAMS)]
             clients = {
@@ -182,18 +182,18 @@ async def measure(seconds: float, pressure: float) -> dict[str, Any]:
     }
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, slow_rate: float = SLOW_RATE) -> dict[str, Any]:
     result: dict[str, Any] = {
         "benchmark": "shedding",
         **meta(),
         "chunk_bytes": CHUNK,
         "gap_s": GAP,
-        "slow_rate": SLOW_RATE,
+        "slow_rate": slow_rate,
         "retry_after": RETRY_AFTER,
         "shed_after": SHED_AFTER,
         "shed_fraction": SHED_FRACTION,
     }
-    result.update(asyncio.run(measure(4.0 if quick else 8.0, 2.0 if quick else 4.0)))
+    result.update(asyncio.run(measure(4.0 if quick else 8.0, 2.0 if quick else 4.0, slow_rate)))
     result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     ok = result["exact"] == STREAMS
     fast, floor = result["fast_readers_shed"], result["reconnect_after_retry_after"]
@@ -231,9 +231,12 @@ def chart(result: dict[str, Any], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--slow-rate", type=float, default=SLOW_RATE, help="slow link, bytes/s")
     args = ap.parse_args()
-    result = run(args.quick)
+    result = run(args.quick, args.slow_rate)
     name = "shedding.quick" if args.quick else "shedding"
+    if args.slow_rate != SLOW_RATE:
+        name += f".{args.slow_rate / 1000:g}kbs"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     chart(result, RESULTS / f"{name}.png")
