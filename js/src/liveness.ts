@@ -237,6 +237,9 @@ export class Liveness {
     if (dead !== null) return { wakeAt: now, dead, ping: null };
     let ping: Ping | null = null;
     if (this.pingEvery && now - this.lastPingAt >= this.pingEvery && expecting) ping = this.ping(now);
-    return { wakeAt: now + Math.min(limit / 3, MAX_CHECK_EVERY), dead: null, ping };
+    // the next check: a step on, or at the deadline if that comes first (a check
+    // only every step would find a silent link up to a step after its deadline)
+    const deadline = expecting ? this.deadline() + 0.001 : Infinity;
+    return { wakeAt: Math.min(now + Math.min(limit / 3, MAX_CHECK_EVERY), Math.max(now + 0.001, deadline)), dead: null, ping };
   }
 }

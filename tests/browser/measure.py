@@ -56,6 +56,8 @@ from unbroken.testing import serve
 from .conftest import ARGS, BUNDLE, CHROMIUM, _Site, mixed_app, start_own_chromium
 
 DONE = "window.log && window.log.done === true"
+#: wire bytes per answer byte (protocol v2 without zlib; v1: 1.25)
+WIRE = 1.03
 ROOT = Path(__file__).resolve().parents[2]
 
 # Records, for every message a socket of the page gets: [socket number, arrival,
@@ -115,6 +117,34 @@ DECODE_BENCH = """async (n) => {
   return {events: n, ms, per_second: Math.round(n / ms * 1000)};
 }"""
 
+
+# the same in protocol v2: MessagePack frames, the part carried (bare chunks), 8 bytes of h
+DECODE_BENCH_V2 = """async (n) => {
+  const m = await import('/unbroken.js');
+  const stream = 'benchStream0123456789', epoch = 'ep', MAX = 1 << 24;
+  const events = [m.makeEvent(1, m.Kind.PART_START, {part: 'text', partKind: 'text'})];
+  for (let i = 2; i <= n; i++) {
+    events.push(m.makeEvent(i, m.Kind.TEXT, {part: 'text', body: 'token ' + i + ' of it'}));
+  }
+  const v = new m.ChainVerifier(stream, epoch);
+  const frames = [];
+  for (let i = 0; i < n; i += 64) {
+    const batch = events.slice(i, i + 64);
+    const h = v.extend(batch).slice(0, 8);
+    const items = batch.map((e) => (e.kind === m.Kind.PART_START ? [4, 'text', 'text'] : e.body));
+    frames.push(m.encodeV2({t: 'events', handle: 0, seq: batch[0].seq, items, h}));
+  }
+  const one = (f) => m.framesOfV2(m.encodeV2(f), MAX)[0];
+  const s = new m.ClientSession();
+  s.connect(null, 'v2');
+  s.receive(one({t: 'welcome', session: 's', heartbeat_ms: 400, epoch}));
+  s.start('r', 'a', null);
+  s.receive(one({t: 'started', req: 'r', stream, epoch, handle: 0}));
+  const t0 = performance.now();
+  for (const f of frames) for (const x of m.framesOfV2(f, MAX)) s.receive(x);
+  const ms = performance.now() - t0;
+  return {events: n, ms, per_second: Math.round(n / ms * 1000)};
+}"""
 
 # the server of --server-process: the page and the mixed agent, on a port it prints
 SERVER = """
@@ -237,13 +267,17 @@ async def main(
         async_playwright() as p,
     ):
         browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        base = f"http://127.0.0.1:{server.port}/?ws=ws://127.0.0.1:{proxy.port}/ws&agent=mixed"
+        # (no zlib cap: the cuts below are placed by byte counts of the answer)
+        base = (
+            f"http://127.0.0.1:{server.port}/?ws=ws://127.0.0.1:{proxy.port}/ws&agent=mixed"
+            "&compression=0"
+        )
         size = 300_000
         rec: dict[str, list[float]] = {"fin": [], "rst": []}
         parts: list[dict[str, float]] = []
         for i in range(cuts):
             mode: Literal["fin", "rst"] = "fin" if i % 2 == 0 else "rst"
-            proxy.cut_after_bytes(int(size * 1.25 * rng.uniform(0.1, 0.9)), mode=mode)
+            proxy.cut_after_bytes(int(size * WIRE * rng.uniform(0.1, 0.9)), mode=mode)
             log = await run_page(browser, f"{base}&size={size}&pace={pace}")
             assert len(log["recoveries"]) == 1, log
             rec[mode].append(log["recoveries"][0])
@@ -269,7 +303,7 @@ async def main(
             return out
         det = []
         for _ in range(5):
-            proxy.cut_after_bytes(int(size * 1.25 * rng.uniform(0.2, 0.8)), mode="blackhole")
+            proxy.cut_after_bytes(int(size * WIRE * rng.uniform(0.2, 0.8)), mode="blackhole")
             log = await run_page(browser, f"{base}&size={size}")
             det.append(log["detections"][0])
         out["blackhole_found"] = summary(det)
@@ -284,6 +318,9 @@ async def main(
         await page.goto(f"http://127.0.0.1:{server.port}/?ws=ws://127.0.0.1:1/ws&agent=none")
         out["decode_verify_in_page"] = [
             await page.evaluate(DECODE_BENCH, 200_000) for _ in range(3)
+        ]
+        out["decode_verify_in_page_v2"] = [
+            await page.evaluate(DECODE_BENCH_V2, 200_000) for _ in range(3)
         ]
         await ctx.close()
         await browser.close()
