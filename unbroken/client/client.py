@@ -382,6 +382,10 @@ class Client:
         self._subscribers: list[asyncio.Queue[ConnectionEvent]] = []
         self._progressed = False
         self._unanswered = False  # the last opening got no welcome in time
+        #: how long a successful opening (TCP + upgrade) takes, smoothed: fresh attempts
+        #: are spaced at least twice that apart, so a slow server is not sent a new
+        #: handshake every stagger while its earlier ones are merely slow
+        self._open_time: float | None = None
         #: retry_after (s) of an ``error overloaded`` about the connection itself (a slow
         #: reader shed): the floor under the reconnect after the close 4008 that follows
         self._shed_wait: float | None = None
@@ -780,7 +784,9 @@ class Client:
         """Open a WebSocket within ``within`` seconds: a fresh attempt starts every
         ``attempt_stagger`` seconds while earlier ones are pending (a lost SYN or a
         stuck upgrade costs one stagger, not the whole timeout); the first to
-        succeed wins, the others are closed."""
+        succeed wins, the others are closed. The stagger is at least twice the
+        smoothed time a successful opening took: against a server slow to upgrade,
+        100 clients once opened 26,000 handshakes in one reconnect round."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
 
@@ -803,6 +809,8 @@ class Client:
         began: dict[asyncio.Task[ClientConnection], float] = {}
         error: BaseException | None = None
         stagger = self.attempt_stagger
+        if stagger > 0 and self._open_time is not None:
+            stagger = max(stagger, 2 * self._open_time)
         next_start = loop.time()
         try:
             while True:
@@ -823,6 +831,9 @@ class Client:
                 for task in done:
                     exc = task.exception()
                     if exc is None:
+                        took = now - began[task]
+                        seen = self._open_time
+                        self._open_time = took if seen is None else 0.75 * seen + 0.25 * took
                         return task.result()
                     error = exc
                     # silent for a stagger or more, then an answer (a reset): the

@@ -188,3 +188,51 @@ async def test_a_reset_that_ends_a_silent_spell_is_retried_within_a_stagger() ->
     waits = [e for e in after if e.kind == "reconnecting"]
     assert waits, [(e.kind, e.cause) for e in marks]
     assert waits[0].delay <= stagger, [(e.kind, e.attempt, e.delay, e.cause) for e in marks]
+
+
+async def test_a_slow_handshake_is_not_hedged_every_stagger() -> None:
+    """An upgrade that takes ~1.2 s (0.6 s of latency each way) is slow, not lost: once
+    the client has seen one succeed, it spaces fresh attempts at least twice that
+    apart, so a reconnect opens one connection, not one per stagger (100 clients
+    against a slow server once opened 26,000 handshakes in one round)."""
+    from unbroken.chaos.toxics import Latency
+
+    gate = asyncio.Event()
+    app = Unbroken(allow_anonymous=True)
+
+    @app.agent("two_halves")
+    async def two_halves(req, out):  # type: ignore[no-untyped-def]
+        await out.text("a ")
+        await gate.wait()
+        await out.text("b")
+
+    async with (
+        serve(app) as srv,
+        FaultProxy(upstream=("127.0.0.1", srv.port), close_grace=0.2) as proxy,
+    ):
+        for stream in ("upstream", "downstream"):
+            proxy.add_toxic(Latency(latency=0.6), stream=stream)  # type: ignore[arg-type]
+        async with Client(
+            f"ws://127.0.0.1:{proxy.port}/ws",
+            policy=BackoffPolicy(base=0.01, cap=0.05, deadline=60),
+            open_timeout=10,
+            attempt_stagger=0.3,
+            silence_factor=20,
+        ) as client:
+            first_round = len(proxy.history)
+            assert first_round >= 2  # the first opening did hedge: nothing was known yet
+            events = client.connection_events()
+            st = await client.start("two_halves")
+            async for ev in st:
+                if ev.seq >= 2:
+                    break
+            before = len(proxy.history)
+            await proxy.cut_all("rst")
+            while True:
+                ev = await asyncio.wait_for(anext(events), T)
+                if ev.kind == "resumed":
+                    break
+            gate.set()
+            answer = await asyncio.wait_for(st.wait(), T)
+            assert len(proxy.history) - before == 1, proxy.history[before:]
+    assert answer.text == "a b"
