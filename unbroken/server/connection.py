@@ -778,8 +778,10 @@ class Connection:
             self._queue(self._encode(gone))
         else:
             att.head_hint = head
-            if head > att.flow.sent:
-                self._mark(stream)
+            if head > att.flow.sent:  # _mark, inlined: every append of a paced stream
+                self._dirty[stream] = None
+                if not self._coalescing:
+                    self._wake()
 
     def _mark(self, stream: str) -> None:
         self._dirty[stream] = None
@@ -937,9 +939,9 @@ class Connection:
         a stream with more left stays dirty, and one whose ``end`` is taken is
         released."""
         frames = self._take_frames()
-        if self._batch and frames:
+        if self._batch and frames and (len(frames) > 1 or self.codec.binary):
             self._ready.append(self.codec.batch(frames))
-        else:
+        else:  # (v1's batch of one frame is that frame: no call)
             self._ready.extend(frames)
 
     def _take_frames(self) -> list[bytes]:

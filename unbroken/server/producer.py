@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from array import array
 from collections.abc import Callable
 from typing import Final, cast
@@ -46,6 +47,42 @@ def safe_text(text: str, limit: int = MAX_ERROR) -> str:
     return text
 
 
+class _Due:
+    """The producers written to in this loop tick: one loop callback flushes them
+    all (a paced stream writes a token a tick; a callback each cost more than its
+    append)."""
+
+    __slots__ = ("_loop", "_producers")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._producers: list[Producer] = []
+
+    def add(self, producer: Producer) -> None:
+        producers = self._producers
+        if not producers:
+            self._loop.call_soon(self._run)
+        producers.append(producer)
+
+    def _run(self) -> None:
+        producers, self._producers = self._producers, []
+        for p in producers:  # in the order they were written to
+            try:
+                p._tick()
+            except Exception:  # pragma: no cover - _tick keeps its errors
+                log.exception("flush failed stream=%s", p.stream)
+
+
+_dues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Due] = weakref.WeakKeyDictionary()
+
+
+def _due_of(loop: asyncio.AbstractEventLoop) -> _Due:
+    due = _dues.get(loop)
+    if due is None:
+        due = _dues[loop] = _Due(loop)
+    return due
+
+
 class Producer:
     """Single writer of one stream."""
 
@@ -56,6 +93,7 @@ class Producer:
         "_chain",
         "_closed",
         "_digests",
+        "_due",
         "_ends",
         "_first",
         "_flushed_at",
@@ -112,6 +150,7 @@ class Producer:
         self._run_kind = 0
         self._run_part = ""
         self._loop = asyncio.get_running_loop()
+        self._due = _due_of(self._loop)  # the loop's flushes of this tick
         self._lock: asyncio.Lock | None = None  # orders appends to a store with I/O
         self._closed = False
         self._scheduled = False  # a flush callback is pending
@@ -283,7 +322,7 @@ class Producer:
         if gap > 0:
             loop.call_later(gap, self._tick)
         else:
-            loop.call_soon(self._tick)
+            self._due.add(self)
 
     def _tick(self) -> None:
         self._scheduled = False
