@@ -1,0 +1,135 @@
+"""The server's per-token path in lockstep, for an instruction count independent of load.
+
+N connections (one stream each, the ``batch`` cap, as the Python client) are served by
+the real hub, producer, memory log, attachments and connections; each connection's
+transport takes every send at once. Every agent writes one token per round; a round
+starts when the last one's tokens were all sent (a counter in the transport, no scan of
+the connections). Printed: CPU µs per token (``time.process_time``; noisy on a shared
+machine). For a figure the machine's load does not move, count instructions under
+valgrind at two round counts and take the difference per token::
+
+    ir() { valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null \\
+        python -m benchmarks.lockstep --streams 200 --rounds $1 --reps 1 --heartbeat 1000 \\
+        2>&1 | grep "I *refs" | tr -d , | awk '{print $NF}'; }
+    echo $(( ($(ir 25) - $(ir 5)) / (20 * 200) ))   # instructions per token
+
+``--heartbeat 1000`` keeps the heartbeat's sweep out of the count (it runs on wall time).
+Results: ``benchmarks/results/serverpath_wave3.json``; see docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+from typing import Any
+
+from benchmarks.paced import build_app, stamp
+from unbroken.protocol.frames import Hello, Start, encode
+from unbroken.server import Output, Request, Unbroken
+from unbroken.server.connection import ConnectInfo, Connection
+
+
+class _Transport:
+    """Takes every send at once; gives the connection its hello and start, then waits."""
+
+    def __init__(self, frames: list[str], count: list[Any]) -> None:
+        self._frames = frames
+        self._count = count  # [sent, target, future set when sent reaches target]
+        self._gone = asyncio.get_running_loop().create_future()
+        self.disconnect_code: int | None = None
+
+    async def receive(self) -> str | bytes | None:
+        if self._frames:
+            return self._frames.pop(0)
+        await self._gone
+        return None
+
+    async def send(self, data: bytes) -> None:
+        c = self._count
+        c[0] += 1
+        if c[0] >= c[1] and c[2] is not None and not c[2].done():
+            c[2].set_result(None)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        if not self._gone.done():
+            self._gone.set_result(None)
+
+
+async def measure(streams: int, rounds: int, reps: int, heartbeat: float) -> dict[str, Any]:
+    logging.getLogger("unbroken").setLevel(logging.ERROR)
+    base = build_app()
+    app = Unbroken(
+        base.store,
+        allow_anonymous=True,
+        start_rate=1e6,
+        start_burst=1_000_000,
+        max_streams_per_connection=100_000,
+        heartbeat=heartbeat,
+    )
+    app.hub.set_admission(dataclasses.replace(app.hub.admission, max_loop_lag=30.0))
+    app.hub.ensure_started()
+    loop = asyncio.get_running_loop()
+    gate = [loop.create_future()]
+    total = 30 + rounds * reps + 2
+
+    @app.agent("lockstep")
+    async def lockstep(req: Request, out: Output) -> None:
+        for _ in range(total):
+            await gate[0]
+            await out.text(stamp(0.0))
+
+    count: list[Any] = [0, 1 << 60, None]
+    hello = encode(Hello(caps=["batch"])).decode()
+    tasks = []
+    for i in range(streams):
+        start = encode(Start(req=f"r{i}", agent="lockstep", input={})).decode()
+        conn = Connection(
+            app.config, app.hub, app.store, _Transport([hello, start], count), ConnectInfo()
+        )
+        tasks.append(asyncio.ensure_future(conn.run()))
+    while len(app.hub.runs) < streams:  # noqa: ASYNC110 - polled until every run started
+        await asyncio.sleep(0.01)
+
+    async def one_round() -> None:
+        count[1], count[2] = count[0] + streams, loop.create_future()
+        g, gate[0] = gate[0], loop.create_future()
+        g.set_result(None)
+        await count[2]
+
+    for _ in range(30):
+        await one_round()
+    per_token = []
+    for _ in range(reps):
+        c0 = time.process_time()
+        for _ in range(rounds):
+            await one_round()
+        per_token.append(1e6 * (time.process_time() - c0) / (rounds * streams))
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "streams": streams,
+        "rounds": rounds,
+        "cpu_us_per_token_min": round(min(per_token), 2),
+        "cpu_us_per_token": [round(x, 2) for x in per_token],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--streams", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=20, help="tokens per stream per repeat")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--heartbeat", type=float, default=0.4)
+    a = ap.parse_args()
+    import uvloop
+
+    print(json.dumps(uvloop.run(measure(a.streams, a.rounds, a.reps, a.heartbeat))))
+
+
+if __name__ == "__main__":
+    main()
