@@ -167,6 +167,10 @@ class EventsV2(_A, tag=T_EVENTS, frozen=True, gc=False):
     items: Annotated[list[Item2], Meta(min_length=1)]
     h: Digest
 
+    def __post_init__(self) -> None:
+        if len(self.h) not in (SHORT_DIGEST, DIGEST):
+            raise ValueError(f"h has {len(self.h)} bytes: 8, or 16 with end")
+
 
 class Welcome2(_A, tag=T_WELCOME, frozen=True):
     session: Annotated[str, Meta(max_length=64)]
