@@ -280,6 +280,14 @@ def serve_command(
             "resume exactly, their agents go on) (default: the app's, never).",
         ),
     ] = None,
+    adaptive: Annotated[
+        bool | None,
+        typer.Option(
+            "--adaptive/--no-adaptive",
+            help="Let each stream's flow window follow its link (coalesce and hold less "
+            "in flight on a slow link) or keep it fixed (default: the app's, adaptive).",
+        ),
+    ] = None,
     protocols: Annotated[
         str | None,
         typer.Option(
@@ -359,6 +367,8 @@ def serve_command(
             obj.metrics_path = "/metrics"
         if log_format == "json":
             obj.observe.event_log = True
+        if adaptive is not None:
+            obj.config = dataclasses.replace(obj.config, adaptive=adaptive)
         if protocols is not None:
             try:
                 obj.set_protocols(protocols)

@@ -123,7 +123,16 @@ class ServeProcess(Process):
         self.port = 0
 
     @classmethod
-    async def start(cls, *args: str, nofile: int | None = None) -> ServeProcess:
+    async def start(
+        cls,
+        *args: str,
+        nofile: int | None = None,
+        target: str = "examples.agent_app:app",
+        path: Path | None = None,
+    ) -> ServeProcess:
+        """``unbroken serve TARGET --port 0 *args``; ``path``: a directory put first on
+        the child's ``PYTHONPATH`` (a test's own app module)."""
+
         def limit() -> None:  # in the child, before exec
             if nofile is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
@@ -131,12 +140,20 @@ class ServeProcess(Process):
         proc = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).with_name("unbroken")),
             "serve",
-            "examples.agent_app:app",
+            target,
             "--port",
             "0",
             *args,
             cwd=ROOT,
-            env={**os.environ, "UNBROKEN_EXAMPLE_TOKENS_PER_S": "0"},
+            env={
+                **os.environ,
+                "UNBROKEN_EXAMPLE_TOKENS_PER_S": "0",
+                **(
+                    {"PYTHONPATH": os.pathsep.join([str(path), os.environ.get("PYTHONPATH", "")])}
+                    if path is not None
+                    else {}
+                ),
+            },
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             preexec_fn=limit,

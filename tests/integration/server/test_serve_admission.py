@@ -53,3 +53,35 @@ async def test_a_bad_admission_value_is_refused_at_start() -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     assert b"max_runs must be at least 1" in err
+
+
+CONFIG_APP = """
+from unbroken import Unbroken
+
+app = Unbroken(allow_anonymous=True)
+
+
+@app.agent("adaptive")
+async def adaptive(req, out):
+    await out.text(str(app.config.adaptive))
+"""
+
+
+@pytest.mark.parametrize(("flag", "expected"), [("--no-adaptive", "False"), (None, "True")])
+async def test_the_adaptive_flag_reaches_the_running_app(
+    tmp_path: Path, flag: str | None, expected: str
+) -> None:
+    """``--no-adaptive`` turns adaptive delivery off in the served app (the agent
+    reads the configuration the connections are built from); without it, it stays on."""
+    from unbroken import Client
+
+    (tmp_path / "adaptive_app.py").write_text(CONFIG_APP)
+    args = [flag] if flag else []
+    srv = await ServeProcess.start(*args, target="adaptive_app:app", path=tmp_path)
+    try:
+        async with Client(srv.url) as client:
+            st = await client.start("adaptive")
+            answer = await asyncio.wait_for(st.wait(), 30)
+        assert answer.text == expected
+    finally:
+        await srv.stop()
