@@ -7,48 +7,27 @@ import { existsSync, rmSync, writeFileSync } from "node:fs";
 // (only the types: the bundle is overwritten in place, so a page or a test run
 // reading dist/unbroken.js during a rebuild never finds it missing)
 rmSync("dist/types", { recursive: true, force: true });
+// every bundle: one minified ES module for any runtime
+const ES_MODULE = { bundle: true, format: "esm", platform: "neutral", target: ["es2022"], minify: true };
+// the core's bundles: private members (and @internal ones) are named `_x` and
+// minified like locals; nothing outside a bundle may read a `_` property of it
+const MANGLED = { ...ES_MODULE, mangleProps: /^_/, sourcemap: true, legalComments: "none", logLevel: "warning" };
 await build({
   entryPoints: ["src/index.ts"],
   outfile: "dist/unbroken.js",
-  bundle: true,
-  format: "esm",
-  platform: "neutral",
-  target: ["es2022"],
-  minify: true,
-  // private members (and @internal ones) are named `_x`: minified like locals.
-  // Nothing outside the bundle may read a `_` property of it.
-  mangleProps: /^_/,
-  sourcemap: true,
-  legalComments: "none",
-  logLevel: "warning",
+  ...MANGLED,
 });
 // tests, tools and benchmarks: everything, internals included (its own copy)
 await build({
   entryPoints: ["src/testing.ts"],
   outfile: "dist/testing.js",
-  bundle: true,
-  format: "esm",
-  platform: "neutral",
-  target: ["es2022"],
-  minify: true,
-  mangleProps: /^_/,
-  sourcemap: true,
-  legalComments: "none",
-  logLevel: "warning",
+  ...MANGLED,
 });
 // the AI SDK transport: its own module over the core (imported, not bundled again)
 await build({
   entryPoints: ["src/ai-sdk.ts"],
   outfile: "dist/ai-sdk.js",
-  bundle: true,
-  format: "esm",
-  platform: "neutral",
-  target: ["es2022"],
-  minify: true,
-  mangleProps: /^_/,
-  sourcemap: true,
-  legalComments: "none",
-  logLevel: "warning",
+  ...MANGLED,
   external: ["ai"],
   plugins: [
     {
@@ -68,11 +47,7 @@ if (!haveSchemaLib) console.warn("build: @cfworker/json-schema is not installed 
 else await build({
   entryPoints: ["src/schema.ts"],
   outfile: "dist/schema.js",
-  bundle: true,
-  format: "esm",
-  platform: "neutral",
-  target: ["es2022"],
-  minify: true,
+  ...ES_MODULE,
   sourcemap: true,
   legalComments: "eof",
   banner: { js: "// unbroken-client/schema; includes @cfworker/json-schema (MIT, https://github.com/cfworker/cfworker)" },
