@@ -1,9 +1,10 @@
 /**
  * BLAKE2b-128 (RFC 7693): unkeyed, a 16-byte digest, nothing else. The digest
  * chain (§7) hashes one short step input per event, mostly a single 128-byte
- * block, so this is a compression function over 32-bit halves of the 64-bit words
- * in a reused state, and no per-call setup. Checked against `@noble/hashes` (a
- * property test over random messages) and the golden vectors.
+ * block, so this is a compression function over a reused state, and no per-call
+ * setup: in WebAssembly where it is there (generated below, 64-bit words), else in
+ * JavaScript over 32-bit halves of the 64-bit words. Both are checked against
+ * `@noble/hashes` (a property test over random messages) and the golden vectors.
  */
 
 // The IV (the SHA-512 one), as [low, high] 32-bit halves of each 64-bit word.
@@ -33,14 +34,14 @@ const SIGMA = new Uint8Array(
     .map((c) => 2 * parseInt(c, 16)),
 );
 
-const h = new Int32Array(16); // the chaining value
-const m = new Int32Array(32); // the message block
+let h = new Int32Array(16); // the chaining value
+let m = new Int32Array(32); // the message block
 
 /** Compress the block in `m` into `h`; `count` is the number of bytes hashed so
  * far including this block (under 2^53), `last` marks the final block. The 16
  * words of the working vector live in locals (32 halves), each round's eight G
  * steps written out. */
-function compress(count: number, last: boolean): void {
+function compressJs(count: number, last: boolean): void {
   let v0l = h[0], v0h = h[1];
   let v1l = h[2], v1h = h[3];
   let v2l = h[4], v2h = h[5];
@@ -166,6 +167,118 @@ function compress(count: number, last: boolean): void {
 }
 
 
+let compress = compressJs;
+
+/** The same compression function in WebAssembly (native 64-bit adds and rotates:
+ * about 3x faster than the 32-bit halves above), its 1.1 kB of code generated here.
+ * It works on `h` and `m` laid out in its memory as above (little-endian 64-bit
+ * words: [low, high] halves), the IV at 192 and the schedule (byte offsets in `m`)
+ * at 256. `new WebAssembly.Module` is synchronous: small modules may compile on a
+ * page's main thread. */
+function wasm(): typeof compressJs {
+  // locals: 0 count (f64), 1 last (i32), 2..17 the working vector, 18..33 the
+  // round's message words (i64), 34 the round times 16 (i32)
+  const b: number[] = [];
+  const leb = (n: number): number[] => (n < 128 ? [n] : [(n & 127) | 128, n >> 7]);
+  const get = (i: number) => b.push(0x20, i);
+  const set = (i: number) => b.push(0x21, i);
+  const load = (at: number) => b.push(0x29, 3, ...leb(at));
+  // v[a] += v[c] (+ x[i]); v[d] = rotr(v[d] ^ v[a], n)
+  const add = (a: number, c: number, x: number) => {
+    get(a);
+    get(c);
+    b.push(0x7c);
+    if (x) b.push(0x20, x, 0x7c);
+    set(a);
+  };
+  const rot = (d: number, a: number, n: number) => {
+    get(d);
+    get(a);
+    b.push(0x85, 0x42, n, 0x8a);
+    set(d);
+  };
+  for (let i = 0; i < 16; i++) {
+    b.push(0x41, 0);
+    load(i < 8 ? 8 * i : 128 + 8 * i);
+    set(2 + i);
+  }
+  get(14); // v12 ^= count
+  get(0);
+  b.push(0xb1, 0x85);
+  set(14);
+  get(1); // if (last) v14 = ~v14
+  b.push(0x04, 0x40, 0x20, 16, 0x42, 0x7f, 0x85, 0x21, 16, 0x0b, 0x03, 0x40);
+  for (let i = 0; i < 16; i++) {
+    get(34);
+    b.push(0x2d, 0, ...leb(256 + i));
+    load(64);
+    set(18 + i);
+  }
+  for (let g = 0; g < 8; g++) {
+    const a = 2 + (g & 3);
+    const c = 2 + ((g < 4 ? g : g + 1) & 3) + 4;
+    const cc = 2 + ((g < 4 ? g : g + 2) & 3) + 8;
+    const d = 2 + ((g < 4 ? g : g + 3) & 3) + 12;
+    add(a, c, 18 + 2 * g);
+    rot(d, a, 32);
+    add(cc, d, 0);
+    rot(c, cc, 24);
+    add(a, c, 19 + 2 * g);
+    rot(d, a, 16);
+    add(cc, d, 0);
+    rot(c, cc, 63);
+  }
+  // r += 16; loop while r != 192; then h ^= v[i] ^ v[i + 8]
+  b.push(0x20, 34, 0x41, 16, 0x6a, 0x22, 34, 0x41, ...leb(192), 0x47, 0x0d, 0, 0x0b);
+  for (let i = 0; i < 8; i++) {
+    b.push(0x41, 0, 0x41, 0);
+    load(8 * i);
+    get(2 + i);
+    b.push(0x85);
+    get(10 + i);
+    b.push(0x85, 0x37, 3, 8 * i);
+  }
+  b.push(0x0b);
+  const body = [2, 32, 0x7e, 1, 0x7f, ...b];
+  const sec = (id: number, s: number[]) => [id, ...leb(s.length), ...s];
+  const mod = new Uint8Array([
+    0, 0x61, 0x73, 0x6d, 1, 0, 0, 0,
+    ...sec(1, [1, 0x60, 2, 0x7c, 0x7f, 0]), // type (f64, i32) -> ()
+    ...sec(3, [1, 0]),
+    ...sec(5, [1, 0, 1]), // one page of memory
+    ...sec(7, [2, 1, 0x6d, 2, 0, 1, 0x63, 0, 0]), // export "m" memory, "c" function
+    ...sec(10, [1, ...leb(body.length), ...body]),
+  ]); // fmt: skip
+  const { m: mem, c } = new WebAssembly.Instance(new WebAssembly.Module(mod)).exports as { m: WebAssembly.Memory; c: typeof compressJs };
+  new Int32Array(mem.buffer, 192, 16).set(IV);
+  new Uint8Array(mem.buffer, 256, 192).set(SIGMA.map((x) => 4 * x));
+  h = new Int32Array(mem.buffer, 0, 16);
+  m = new Int32Array(mem.buffer, 64, 32);
+  return c;
+}
+
+/** Compress with WebAssembly (`true`, when it is there, checked against the
+ * JavaScript one on a block) or JavaScript; returns which is in use. Without
+ * WebAssembly (or with a Content-Security-Policy that refuses to compile it) the
+ * JavaScript one stays. */
+export function useWasm(on: boolean): boolean {
+  const js = [new Int32Array(16), new Int32Array(32)];
+  compress = compressJs;
+  [h, m] = js;
+  if (on) {
+    try {
+      const probe = Uint8Array.from(SIGMA);
+      const want = blake2b128(probe).join();
+      compress = wasm();
+      if (blake2b128(probe).join() !== want) throw 0;
+    } catch {
+      compress = compressJs;
+      [h, m] = js;
+    }
+  }
+  return compress !== compressJs;
+}
+
 /** Load bytes [from, to) of `data` into `m` as little-endian words, zero-padded. */
 function load(data: Uint8Array, from: number, to: number): void {
   let w = 0;
@@ -210,3 +323,5 @@ export function blake2b128(data: Uint8Array): Uint8Array {
   blake2b128Into(data, data.length, out);
   return out;
 }
+
+useWasm(true);

@@ -29,26 +29,53 @@ const oracle = (bytes) => blake2b(bytes, { dkLen: 16 });
 // the client's seeded PRNG (mulberry32): failures are reproducible
 const rng = seededRng;
 
-test("blake2b128 equals @noble/hashes blake2b dkLen 16 on random messages of every length 0..1000", () => {
-  const r = rng(14);
-  for (let len = 0; len <= 1000; len++) {
-    for (let rep = 0; rep < 3; rep++) {
-      const msg = new Uint8Array(len);
-      for (let i = 0; i < len; i++) msg[i] = (r() * 256) | 0;
-      if (rep === 1) msg.fill(0xff);
-      assert.equal(toHex(own.blake2b128(msg)), toHex(oracle(msg)), `length ${len}, repetition ${rep}`);
+// both compression functions: WebAssembly (the default where it is there) and the
+// JavaScript one it falls back to
+for (const wasm of [true, false]) {
+  const name = wasm ? "WebAssembly" : "JavaScript";
+  test(`blake2b128 (${name}) equals @noble/hashes blake2b dkLen 16 on random messages of every length 0..1000`, () => {
+    assert.equal(own.useWasm(wasm), wasm, "WebAssembly is there in Node");
+    try {
+      const r = rng(14);
+      for (let len = 0; len <= 1000; len++) {
+        for (let rep = 0; rep < 3; rep++) {
+          const msg = new Uint8Array(len);
+          for (let i = 0; i < len; i++) msg[i] = (r() * 256) | 0;
+          if (rep === 1) msg.fill(0xff);
+          assert.equal(toHex(own.blake2b128(msg)), toHex(oracle(msg)), `length ${len}, repetition ${rep}`);
+        }
+      }
+    } finally {
+      own.useWasm(true);
     }
-  }
-});
+  });
 
-test("blake2b128Into reads a prefix and may write over its own input", () => {
-  const r = rng(7);
-  for (const len of [0, 1, 16, 45, 127, 128, 129, 255, 256, 257, 1000]) {
-    const buf = new Uint8Array(len + 40);
-    for (let i = 0; i < buf.length; i++) buf[i] = (r() * 256) | 0;
-    const want = toHex(oracle(buf.slice(0, len)));
-    own.blake2b128Into(buf, len, buf);
-    assert.equal(toHex(buf.subarray(0, 16)), want, `length ${len}`);
+  test(`blake2b128Into (${name}) reads a prefix and may write over its own input`, () => {
+    own.useWasm(wasm);
+    try {
+      const r = rng(7);
+      for (const len of [0, 1, 16, 45, 127, 128, 129, 255, 256, 257, 1000]) {
+        const buf = new Uint8Array(len + 40);
+        for (let i = 0; i < buf.length; i++) buf[i] = (r() * 256) | 0;
+        const want = toHex(oracle(buf.slice(0, len)));
+        own.blake2b128Into(buf, len, buf);
+        assert.equal(toHex(buf.subarray(0, 16)), want, `length ${len}`);
+      }
+    } finally {
+      own.useWasm(true);
+    }
+  });
+}
+
+test("without WebAssembly (or when a page's CSP refuses to compile it) the JavaScript compression is used", () => {
+  const saved = globalThis.WebAssembly;
+  try {
+    globalThis.WebAssembly = undefined;
+    assert.equal(own.useWasm(true), false);
+    assert.equal(toHex(own.blake2b128(new Uint8Array(3).fill(97))), toHex(oracle(new Uint8Array(3).fill(97))));
+  } finally {
+    globalThis.WebAssembly = saved;
+    assert.equal(own.useWasm(true), true);
   }
 });
 

@@ -246,6 +246,22 @@ async def run_page(browser: Any, url: str) -> dict[str, Any]:
         await ctx.close()
 
 
+async def decode_in_page(browser: Any, port: int) -> dict[str, Any]:
+    """Events decoded and verified per second in a page (v1 and v2, 3 runs each)."""
+    ctx = await browser.new_context()
+    try:
+        page = await ctx.new_page()
+        await page.goto(f"http://127.0.0.1:{port}/?ws=ws://127.0.0.1:1/ws&agent=none")
+        return {
+            "decode_verify_in_page": [await page.evaluate(DECODE_BENCH, 200_000) for _ in range(3)],
+            "decode_verify_in_page_v2": [
+                await page.evaluate(DECODE_BENCH_V2, 200_000) for _ in range(3)
+            ],
+        }
+    finally:
+        await ctx.close()
+
+
 async def main(
     cuts: int,
     freeze: float,
@@ -253,6 +269,7 @@ async def main(
     only_recovery: bool = False,
     pace: float = 0.0,
     server_process: bool = False,
+    only_decode: bool = False,
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     calls: dict[str, int] = {}
@@ -272,6 +289,10 @@ async def main(
             f"http://127.0.0.1:{server.port}/?ws=ws://127.0.0.1:{proxy.port}/ws&agent=mixed"
             "&compression=0"
         )
+        if only_decode:
+            out.update(await decode_in_page(browser, server.port))
+            await browser.close()
+            return out
         size = 300_000
         rec: dict[str, list[float]] = {"fin": [], "rst": []}
         parts: list[dict[str, float]] = []
@@ -313,16 +334,7 @@ async def main(
             "elapsed_ms": [round(e["elapsed"]) for e in ends],
             "events_per_second": [round(e["received"] / e["elapsed"] * 1000) for e in ends],
         }
-        ctx = await browser.new_context()
-        page = await ctx.new_page()
-        await page.goto(f"http://127.0.0.1:{server.port}/?ws=ws://127.0.0.1:1/ws&agent=none")
-        out["decode_verify_in_page"] = [
-            await page.evaluate(DECODE_BENCH, 200_000) for _ in range(3)
-        ]
-        out["decode_verify_in_page_v2"] = [
-            await page.evaluate(DECODE_BENCH_V2, 200_000) for _ in range(3)
-        ]
-        await ctx.close()
+        out.update(await decode_in_page(browser, server.port))
         await browser.close()
         if freeze > 0:
             async with start_own_chromium() as own:
@@ -359,6 +371,9 @@ if __name__ == "__main__":
         help="the agent sleeps this long every 500 tokens (0: it writes as fast as it can"
         " and the page reads a backlog; 0.02: ~25k tokens/s, the page keeps up)",
     )
+    ap.add_argument(
+        "--only-decode", action="store_true", help="measure only decode and verify in the page"
+    )
     ap.add_argument("--out", help="also write the figures (JSON) to this file")
     ap.add_argument(
         "--server-process",
@@ -366,7 +381,9 @@ if __name__ == "__main__":
         help="run the server in a process of its own (default: on this event loop)",
     )
     a = ap.parse_args()
-    result = asyncio.run(main(a.cuts, a.freeze, a.seed, a.only_recovery, a.pace, a.server_process))
+    result = asyncio.run(
+        main(a.cuts, a.freeze, a.seed, a.only_recovery, a.pace, a.server_process, a.only_decode)
+    )
     result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     text = json.dumps(result, indent=1)
     print(text)
