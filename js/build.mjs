@@ -12,10 +12,32 @@ const ES_MODULE = { bundle: true, format: "esm", platform: "neutral", target: ["
 // the core's bundles: private members (and @internal ones) are named `_x` and
 // minified like locals; nothing outside a bundle may read a `_` property of it
 const MANGLED = { ...ES_MODULE, mangleProps: /^_/, sourcemap: true, legalComments: "none", logLevel: "warning" };
+// the page bundle also minifies the members of objects no page can reach (the
+// sans-I/O session, its streams, the liveness rule, the reconnect schedule and the
+// client's private state): never a frame field, an option, an event's field or
+// anything public (dist/testing.js keeps these names for the tests)
+const INTERNAL = [
+  // ClientSession
+  "byReq", "byStream", "ackEvery", "ackMin", "ackAfter", "batch", "liveness", "hbSeen", "startAttempts",
+  "refreshAgreed", "streamsAgreed", "authExp", "refreshFailures", "refreshAttempts", "handles", "zlib",
+  "framesOf", "afterWelcome", "connectionLost", "expectingFrames", "adopt", "resendStart", "serverError",
+  "refreshFailed", "listStreams", "forget", "takeAcks", "heartbeatAcks", "afterMessage", "wire", "receive",
+  "events2", "attach",
+  // ClientStream, ConsumedCursor
+  "verifier", "partKinds", "acked", "unackedBytes", "ackedAt", "carried", "began", "verified", "consumed", "since",
+  // Liveness and its checks
+  "heartbeat", "srtt", "rttvar", "lastRecv", "lag", "lagAtRecv", "pings", "pingN", "lastPingAt", "lastBulk",
+  "lagAtBulk", "heard", "queueDelay", "connecting", "helloSent", "welcomed", "bytesHeard", "messageHeard",
+  "rttSample", "awaitingPong", "limit", "pingLimit", "pingAge", "dead",
+  "firstCheck", "wakeAt",
+  // Reconnects; Client's and Stream's private members
+  "budget", "lost", "openStreams", "answered", "tokenValue", "supervise", "connection", "cancelledByUser",
+];
 await build({
   entryPoints: ["src/index.ts"],
   outfile: "dist/unbroken.js",
   ...MANGLED,
+  mangleProps: new RegExp(`^(_.*|${INTERNAL.join("|")})$`),
 });
 // tests, tools and benchmarks: everything, internals included (its own copy)
 await build({

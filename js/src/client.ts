@@ -196,7 +196,7 @@ function randomId(): string {
 export class Stream implements AsyncIterable<StreamEvent> {
   id = "";
   result: Answer;
-  private readonly queue: QueueItem[] = [];
+  private readonly _queue: QueueItem[] = [];
   private _waiter: (() => void) | null = null;
   private readonly _consumed = new ConsumedCursor();
   private _startedResolve!: () => void;
@@ -210,13 +210,13 @@ export class Stream implements AsyncIterable<StreamEvent> {
   cancelledByUser = false;
 
   constructor(
-    private readonly client: Client,
+    private readonly _client: Client,
     readonly req: string,
     readonly agent: string,
     readonly input: unknown = null,
   ) {
     this.result = new Answer("");
-    this.result.validator = client.validator;
+    this.result.validator = _client.validator;
     this.started = new Promise((res, rej) => {
       this._startedResolve = res;
       this._startedReject = rej;
@@ -231,8 +231,8 @@ export class Stream implements AsyncIterable<StreamEvent> {
 
   async *[Symbol.asyncIterator](): AsyncIterator<StreamEvent> {
     for (;;) {
-      while (this.queue.length === 0) await new Promise<void>((r) => (this._waiter = r));
-      const item = this.queue.shift()!;
+      while (this._queue.length === 0) await new Promise<void>((r) => (this._waiter = r));
+      const item = this._queue.shift()!;
       if ("error" in item) throw item.error;
       if ("mark" in item) {
         this._consumed.verified(item.mark, item.digest);
@@ -268,7 +268,7 @@ export class Stream implements AsyncIterable<StreamEvent> {
   /** Stop the agent on the server (idempotent; also after a reconnect). */
   async cancel(): Promise<void> {
     this.cancelledByUser = true;
-    if (this.id && !this._finished) this.client._sendFrame(this.client._session.cancel(this.id));
+    if (this.id && !this._finished) this._client._sendFrame(this._client._session.cancel(this.id));
   }
 
   /** @internal */
@@ -286,7 +286,7 @@ export class Stream implements AsyncIterable<StreamEvent> {
   }
 
   private _put(item: QueueItem): void {
-    this.queue.push(item);
+    this._queue.push(item);
     const w = this._waiter;
     if (w) {
       this._waiter = null;
@@ -319,7 +319,7 @@ export class Stream implements AsyncIterable<StreamEvent> {
     } else {
       this._doneResolve(this.result);
     }
-    this.client._finished(this);
+    this._client._finished(this);
   }
 }
 
@@ -345,22 +345,22 @@ export class Client {
   readonly _session: ClientSession;
   private readonly _live: Liveness;
   private readonly _WS: WebSocketConstructor;
-  private readonly storage: StorageLike | null;
-  private readonly storageKey: string;
+  private readonly _storage: StorageLike | null;
+  private readonly _storageKey: string;
   private readonly openStreams = new Map<string, Stream>();
   private readonly _byId = new Map<string, Stream>();
   private readonly _reconnects: Reconnects;
   private readonly _subscribers = new Set<(e: ConnectionEvent) => void>();
-  private ws: WebSocketLike | null = null;
-  private ready = false;
-  private closed = false;
+  private _ws: WebSocketLike | null = null;
+  private _ready = false;
+  private _closed = false;
   private _fatal: unknown = null;
   /** the server's log generation, from the last `welcome` */
   private _epoch: string | null = null;
-  private running = false;
+  private _running = false;
   private _urlIndex = 0;
   private _progressed = false;
-  private first: Promise<void> | null = null;
+  private _first: Promise<void> | null = null;
   private _firstResolve: (() => void) | null = null;
   private _firstReject: ((e: unknown) => void) | null = null;
   private _wakeSleep: (() => void) | null = null;
@@ -414,8 +414,8 @@ export class Client {
         storage = null; // (a sandboxed frame may refuse access)
       }
     }
-    this.storage = storage ?? null;
-    this.storageKey = options.storageKey ?? "unbroken";
+    this._storage = storage ?? null;
+    this._storageKey = options.storageKey ?? "unbroken";
     const saved = this._readStorage();
     if (saved?.anon) this._session.anon = saved.anon;
     if (options.lifecycle ?? g.document !== undefined) this._listenToLifecycle();
@@ -443,7 +443,7 @@ export class Client {
   }
   /** Whether a connection is up and welcomed. */
   get connected(): boolean {
-    return this.ready;
+    return this._ready;
   }
 
   // ------------------------------------------------------------ lifecycle
@@ -451,14 +451,14 @@ export class Client {
   connect(): Promise<void> {
     this._checkUsable();
     this._ensureRunning();
-    return this.first!;
+    return this._first!;
   }
 
   /** Close the connection; streams not finished end with `ConnectionLost`. */
   async close(): Promise<void> {
-    if (this.closed) return;
+    if (this._closed) return;
     this.saveCursors();
-    this.closed = true;
+    this._closed = true;
     this._session.close();
     for (const [target, type, fn] of this._listeners) target.removeEventListener(type, fn);
     this._listeners.length = 0;
@@ -556,8 +556,8 @@ export class Client {
     const n = ++this._listN;
     try {
       await Promise.race([this.connect(), timeout]);
-      if (this.closed) throw new ConnectionLost("client closed");
-      if (this.ready && !this._session.streamsAgreed) throw noStreamsCap();
+      if (this._closed) throw new ConnectionLost("client closed");
+      if (this._ready && !this._session.streamsAgreed) throw noStreamsCap();
       const answer = new Promise<LiveStreamInfo[]>((resolve, reject) => this._lists.set(n, { resolve, reject }));
       const frame = this._session.listStreams(n);
       if (frame !== null) this._sendFrame(frame); // else sent after the next welcome
@@ -598,8 +598,8 @@ export class Client {
   /** Save every open stream's cursor (done on `pagehide`, `freeze`, a hidden tab,
    * each ack, start and end; call it yourself before anything else that may unload). */
   saveCursors(): void {
-    const storage = this.storage;
-    if (storage === null || this.closed) return;
+    const storage = this._storage;
+    if (storage === null || this._closed) return;
     const streams: Record<string, Omit<SavedStream, "req">> = {};
     for (const st of this.openStreams.values()) {
       if (st.done) continue;
@@ -607,8 +607,8 @@ export class Client {
       streams[st.req] = { agent: st.agent, input: cursor ? null : st.input, cursor };
     }
     try {
-      if (Object.keys(streams).length === 0 && this._session.anon === null) storage.removeItem(this.storageKey);
-      else storage.setItem(this.storageKey, JSON.stringify({ anon: this._session.anon, streams }));
+      if (Object.keys(streams).length === 0 && this._session.anon === null) storage.removeItem(this._storageKey);
+      else storage.setItem(this._storageKey, JSON.stringify({ anon: this._session.anon, streams }));
     } catch {
       /* storage full or refused: cursors are then only in memory */
     }
@@ -644,7 +644,7 @@ export class Client {
   /** Reconnect now: cuts a backoff wait short (never a server's `retry_after`), or
    * probes a connection believed alive with a ping. */
   wake(): void {
-    if (this.closed) return;
+    if (this._closed) return;
     const thaw = this._frozen;
     if (thaw !== null) {
       this._frozen = null;
@@ -652,7 +652,7 @@ export class Client {
       thaw();
     }
     if (this._wakeSleep && !this._sleepFloor) this._wakeSleep();
-    else if (thaw === null && this.ready && !this._live.awaitingPong) this._sendFrame(this._live.ping(now()));
+    else if (thaw === null && this._ready && !this._live.awaitingPong) this._sendFrame(this._live.ping(now()));
   }
 
   private async answered(st: Stream, what: string): Promise<void> {
@@ -675,13 +675,13 @@ export class Client {
 
   private _checkUsable(): void {
     if (this._fatal !== null) throw this._fatal;
-    if (this.closed) throw new UnbrokenError("client is closed");
+    if (this._closed) throw new UnbrokenError("client is closed");
   }
 
   /** @internal */
   _sendFrame(frame: ClientFrame): void {
-    const ws = this.ws;
-    if (ws === null || !this.ready || ws.readyState !== 1) return; // re-sent after the next welcome
+    const ws = this._ws;
+    if (ws === null || !this._ready || ws.readyState !== 1) return; // re-sent after the next welcome
     ws.send(this._session.wire(frame));
   }
 
@@ -726,9 +726,9 @@ export class Client {
   }
 
   private _readStorage(): { anon: string | null; streams: Record<string, Omit<SavedStream, "req">> } | null {
-    if (this.storage === null) return null;
+    if (this._storage === null) return null;
     try {
-      const raw = this.storage.getItem(this.storageKey);
+      const raw = this._storage.getItem(this._storageKey);
       return raw ? JSON.parse(raw) : null;
     } catch {
       return null;
@@ -761,29 +761,29 @@ export class Client {
    * reconnects at once and resumes every stream exactly. */
   freeze(): void {
     this.saveCursors();
-    if (this.closed || this._frozen !== null) return;
+    if (this._closed || this._frozen !== null) return;
     this._thawed = new Promise((resolve) => (this._frozen = resolve));
     this._endConnection?.((this._frozenError = new ConnectionLost("page frozen")));
   }
 
   // ------------------------------------------------------------ the loop
   private _ensureRunning(): void {
-    if (this.running) return;
-    this.running = true;
-    this.first = new Promise((res, rej) => {
+    if (this._running) return;
+    this._running = true;
+    this._first = new Promise((res, rej) => {
       this._firstResolve = res;
       this._firstReject = rej;
     });
-    this.first.catch(() => undefined);
+    this._first.catch(() => undefined);
     void this.supervise();
   }
 
   private async supervise(): Promise<void> {
     const reconnects = this._reconnects;
-    while (!this.closed) {
+    while (!this._closed) {
       if (this._thawed !== null) {
         await this._thawed;
-        if (this.closed) return;
+        if (this._closed) return;
       }
       const url = this.urls[this._urlIndex % this.urls.length];
       this._progressed = false;
@@ -795,10 +795,10 @@ export class Client {
       } catch (e) {
         error = e;
       }
-      this.ready = false;
-      this.ws = null;
+      this._ready = false;
+      this._ws = null;
       this._session.connectionLost();
-      if (this.closed) return;
+      if (this._closed) return;
       this._emit("disconnected", { url, cause: causeOf(error), code: (error as { code?: number | null }).code ?? null });
       // closed by freeze(): no backoff, no attempt counted; reconnect on wake()
       if (this._thawed !== null || error === this._frozenError) continue;
@@ -857,7 +857,7 @@ export class Client {
       } catch (e) {
         error = e;
       }
-      if (failures >= TOKEN_ATTEMPTS || this.closed) {
+      if (failures >= TOKEN_ATTEMPTS || this._closed) {
         const what = `${(error as Error)?.name ?? "Error"}: ${(error as Error)?.message ?? String(error)}`;
         throw new AuthError(`the token provider failed: ${what} (${failures} attempts); fix the provider or give the client a valid token`);
       }
@@ -872,7 +872,7 @@ export class Client {
     const run = async () => {
       this._refreshTimer = null;
       const provider = this.token;
-      if (typeof provider !== "function" || this.closed) return;
+      if (typeof provider !== "function" || this._closed) return;
       let token: string | null | undefined = null;
       let cause = "the token provider gave no token";
       try {
@@ -916,7 +916,7 @@ export class Client {
     // the server accepted without a version this client speaks: it closes 4005 (the
     // versions it speaks in the reason); wait for that close
     let noVersion: string | null = null;
-    this.ws = ws;
+    this._ws = ws;
     let over = false;
     let watchdog: ReturnType<typeof setTimeout> | null = null;
     let due = 0;
@@ -938,7 +938,7 @@ export class Client {
         }
       }
       if (this._endConnection === end) this._endConnection = null;
-      this.ready = false;
+      this._ready = false;
       settle(err);
     };
     this._endConnection = end;
@@ -1040,7 +1040,7 @@ export class Client {
           clearTimeout(openTimer);
           live.welcomed(t, out.welcome.heartbeat_ms, t - t0);
           this._epoch = out.welcome.epoch;
-          this.ready = true;
+          this._ready = true;
           this._emit("connected", { url, version: session.version });
           this._firstResolve?.();
           for (const frame of session.afterWelcome()) ws.send(session.wire(frame));

@@ -1,6 +1,9 @@
 /**
  * unbroken-client: the browser (and Node) client of the unbroken protocol (v2, v1).
  * Streamed agent answers that survive the network, verified by a BLAKE2b chain.
+ * The public API only: the internals (session, frame codecs, MessagePack, digest
+ * chain, liveness, retry table) are exported by `testing.ts` (dist/testing.js), so
+ * the page bundle keeps only what `Client` uses.
  */
 export { Client, Stream, streamAnswer, defaultShouldRetry } from "./client.js";
 export type {
@@ -17,38 +20,27 @@ export { Answer, DataChunk, JsonFragment, PartEnded, PartResult, PartStarted, St
 export type { SchemaValidator, StreamEvent, ToolCall } from "./response.js";
 export { mimeParams, partInfo } from "./roles.js";
 export type { PartInfo, Role } from "./roles.js";
-export { Backoff, BackoffPolicy, Reconnects, seededRng } from "./backoff.js";
+export { Backoff, BackoffPolicy } from "./backoff.js";
 export type { BackoffPolicyOptions, GiveUp, Reconnect, Rng } from "./backoff.js";
-export { Liveness, MAX_RTO, BULK } from "./liveness.js";
-export type { Check } from "./liveness.js";
-export { ClientSession, ConsumedCursor, ClientStream, endError } from "./session.js";
 export { Cursor } from "./session.js";
-export type { AskToken, ClientOutput, CursorLike, ErrorAction } from "./session.js";
-export { FATAL_CLOSE, HARMLESS_ERROR, REFRESH_ATTEMPTS, RETRYABLE_START, TOKEN_ATTEMPTS, causeOf, closeError, fatalError, refreshDelay, shouldRetry, statusIsRetryable } from "./retry.js";
-export { ChainVerifier, fromHex, payload, seed, stepEvent, stepInput, toHex } from "./digest.js";
+export type { CursorLike } from "./session.js";
+// (the chain's seed, for `resume` from the first event with a known epoch)
+export { seed, toHex } from "./digest.js";
 export {
-  CAP_BATCH,
-  CAP_REFRESH,
-  CAP_STREAMS,
-  CLOSE_CODE_MEANING,
-  CloseCode,
-  DEFAULT_LIMITS,
-  DEFAULT_MAX_FRAME,
-  KIND_BY_NAME,
-  Kind,
-  NAME_BY_KIND,
-  SUBPROTOCOLS,
-  VERSIONS,
-  decodeClient,
-  decodeServer,
-  encode,
-  encodeItems,
-  eventsOf,
-  makeEvent,
-} from "./frames.js";
-export type * from "./frames.js";
-export { CAP_ZLIB, CLIENT_TAGS, SERVER_TAGS, decodeServerV2, encodeV2, eventsOfV2, frameOf, framesOfV2, inflate, isZlib } from "./frames2.js";
-export type { Carried } from "./frames2.js";
-export { pack, unpack, Reader } from "./msgpack.js";
-export * from "./errors.js";
+  AuthError,
+  ConfigError,
+  ConnectionLost,
+  Forbidden,
+  IntegrityError,
+  Overloaded,
+  ProtocolError,
+  ReconnectExhausted,
+  RequestRefused,
+  RequestTimeout,
+  StreamFailed,
+  StreamGone,
+  UnbrokenError,
+  UnsupportedVersion,
+} from "./errors.js";
+export type { GoneReason } from "./errors.js";
 export const VERSION = "0.1.0";

@@ -5,9 +5,39 @@
  * (decoding a client's v2 frames). Pages use `dist/unbroken.js`.
  */
 export * from "./index.js";
-// index.ts exports the internals too (frames, session, digest, MessagePack); the
-// sans-I/O session's v2 frame type is the one name it keeps to itself
-export type { FrameV2 } from "./session.js";
+// the internals (index.ts exports the public API only)
+export { Reconnects, seededRng } from "./backoff.js";
+export { Liveness, MAX_RTO, BULK } from "./liveness.js";
+export type { Check } from "./liveness.js";
+export { ClientSession, ConsumedCursor, ClientStream, endError } from "./session.js";
+export type { AskToken, ClientOutput, ErrorAction, FrameV2 } from "./session.js";
+export { FATAL_CLOSE, HARMLESS_ERROR, REFRESH_ATTEMPTS, RETRYABLE_START, TOKEN_ATTEMPTS, causeOf, closeError, fatalError, refreshDelay, shouldRetry, statusIsRetryable } from "./retry.js";
+export { ChainVerifier, fromHex, payload, stepEvent, stepInput } from "./digest.js";
+export {
+  CAP_BATCH,
+  CAP_REFRESH,
+  CAP_STREAMS,
+  CLOSE_CODE_MEANING,
+  CloseCode,
+  DEFAULT_LIMITS,
+  DEFAULT_MAX_FRAME,
+  KIND_BY_NAME,
+  Kind,
+  NAME_BY_KIND,
+  SUBPROTOCOLS,
+  VERSIONS,
+  decodeClient,
+  decodeServer,
+  encode,
+  encodeItems,
+  eventsOf,
+  makeEvent,
+} from "./frames.js";
+export type * from "./frames.js";
+export { CAP_ZLIB, CLIENT_TAGS, SERVER_TAGS, decodeServerV2, encodeV2, eventsOfV2, frameOf, framesOfV2, inflate, isZlib } from "./frames2.js";
+export type { Carried } from "./frames2.js";
+export { pack, unpack, Reader } from "./msgpack.js";
+export { ChainMismatch, errorMessage, errorName, serverVersions } from "./errors.js";
 
 import { ProtocolError } from "./errors.js";
 import { CLOSE_CODE_MEANING as _meaning, CloseCode, DEFAULT_MAX_FRAME, Kind, NAME_BY_KIND, type ClientFrame, type Event } from "./frames.js";

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { readFileSync } from "node:fs";
-import { Answer, Kind, PartStarted, StreamEnded, makeEvent, mimeParams, partInfo } from "../dist/unbroken.js";
+import { Answer, Kind, PartStarted, StreamEnded, makeEvent, mimeParams, partInfo } from "../dist/testing.js";
 
 const vectors = JSON.parse(readFileSync(new URL("../../tests/vectors/digest.json", import.meta.url), "utf8"));
 const KINDS = { text: Kind.TEXT, json: Kind.JSON, data: Kind.DATA, part_start: Kind.PART_START, part_end: Kind.PART_END, end: Kind.END };
