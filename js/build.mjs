@@ -39,6 +39,21 @@ await build({
   ...MANGLED,
   mangleProps: new RegExp(`^(_.*|${INTERNAL.join("|")})$`),
 });
+// protocol v1's codec: loaded by the page bundle from next to itself when a server
+// speaks v1 (its errors are the core's classes: errors.ts is the core, imported)
+await build({
+  entryPoints: ["src/v1.ts"],
+  outfile: "dist/unbroken-v1.js",
+  ...MANGLED,
+  plugins: [
+    {
+      name: "core-errors",
+      setup(b) {
+        b.onResolve({ filter: /^\.\/errors\.js$/ }, () => ({ path: "./unbroken.js", external: true }));
+      },
+    },
+  ],
+});
 // tests, tools and benchmarks: everything, internals included (its own copy)
 await build({
   entryPoints: ["src/testing.ts"],

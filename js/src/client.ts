@@ -26,6 +26,7 @@ import {
   type GoneReason,
 } from "./errors.js";
 import { CAP_BATCH, CAP_REFRESH, CAP_STREAMS, CloseCode, DEFAULT_MAX_FRAME, VERSIONS, type ClientFrame, type Event } from "./frames.js";
+import { loadV1, v1 } from "./codecs.js";
 import { CAP_ZLIB, framesOfV2, inflate, isZlib } from "./frames2.js";
 import { Liveness } from "./liveness.js";
 import { Answer, StreamEnded, type SchemaValidator, type StreamEvent } from "./response.js";
@@ -969,9 +970,15 @@ export class Client {
         return;
       }
       this.version = chosen;
-      session.connected();
-      ws.send(session.wire(session.connect(token, chosen)));
-      live.helloSent(now());
+      const hello = () => {
+        if (over) return;
+        session.connected();
+        ws.send(session.wire(session.connect(token, chosen)));
+        live.helloSent(now());
+      };
+      // (v1's codec is a module of its own, loaded when a server first chooses v1)
+      if (chosen === "v1" && v1 === null) loadV1().then(hello, end);
+      else hello();
     };
     ws.onerror = () => undefined; // onclose follows with the code
     ws.onclose = (ev) => {

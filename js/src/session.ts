@@ -25,9 +25,6 @@ import {
   CloseCode,
   DEFAULT_MAX_FRAME,
   Kind,
-  decodeServer,
-  encode,
-  eventsOf,
   type Ack,
   type Cancel,
   type ClientFrame,
@@ -43,6 +40,7 @@ import {
   type Start,
   type Welcome,
 } from "./frames.js";
+import { v1 } from "./codecs.js";
 import { CAP_ZLIB, decodeServerV2, encodeV2, eventsOfV2, type Carried } from "./frames2.js";
 import { Liveness, type Check } from "./liveness.js";
 import { HARMLESS_ERROR, REFRESH_ATTEMPTS, RETRYABLE_START, refreshDelay } from "./retry.js";
@@ -343,7 +341,7 @@ export class ClientSession {
     if (this.byReq.has(req)) throw new ProtocolError(`request id ${JSON.stringify(req)} already used`);
     const frame: Start = { t: "start", req, agent, input };
     if (this.welcome !== null) {
-      const size = this.version === "v2" ? encodeV2(frame).length : new TextEncoder().encode(encode(frame)).length;
+      const size = this.version === "v2" ? encodeV2(frame).length : new TextEncoder().encode(v1!.encode(frame)).length;
       const limit = this.welcome.limits.max_client_frame;
       if (size > limit) {
         throw new RequestRefused(
@@ -484,7 +482,7 @@ export class ClientSession {
 
   /** `frame` as this connection's version sends it: v1 text, v2 bytes. */
   wire(frame: ClientFrame): string | Uint8Array {
-    return this.version === "v2" ? encodeV2(frame) : encode(frame);
+    return this.version === "v2" ? encodeV2(frame) : v1!.encode(frame);
   }
 
   // ---- input
@@ -500,12 +498,12 @@ export class ClientSession {
         if (frame.t === "events") return this.events2(frame as unknown as EventsV2, data[1]);
         return this.apply(frame as unknown as ServerFrame);
       }
-      const frame = decodeServer(data, this.maxFrame);
+      const frame = v1!.decodeServer(data, this.maxFrame);
       if (frame.t === "events") return this.events(frame, data.length);
       return this.apply(frame);
     }
     if (this.state !== "await_welcome") throw new ProtocolError(`frame received in state ${this.state}`);
-    const frame = v2 ? (decodeServerV2(data[0]) as unknown as ServerFrame) : decodeServer(data, this.maxFrame);
+    const frame = v2 ? (decodeServerV2(data[0]) as unknown as ServerFrame) : v1!.decodeServer(data, this.maxFrame);
     if (frame.t === "welcome") {
       this.welcome = frame;
       this.state = "ready";
@@ -623,7 +621,7 @@ export class ClientSession {
     if (cs.state !== "attached" || cs.verifier === null) {
       throw new ProtocolError(`events for stream ${frame.stream} in state ${cs.state}`);
     }
-    const events = eventsOf(frame, cs.partKinds);
+    const events = v1!.eventsOf(frame, cs.partKinds);
     const v = cs.verifier;
     try {
       v.extend(events, frame.h);

@@ -92,7 +92,7 @@ WS_PROBE = """(() => {
 })()"""
 
 DECODE_BENCH = """async (n) => {
-  const m = await import('/unbroken.js');
+  const m = await import('/testing.js');
   const stream = 'benchStream0123456789', epoch = 'ep';
   const events = [m.makeEvent(1, m.Kind.PART_START, {part: 'text', partKind: 'text'})];
   for (let i = 2; i <= n; i++) {
@@ -120,7 +120,7 @@ DECODE_BENCH = """async (n) => {
 
 # the same in protocol v2: MessagePack frames, the part carried (bare chunks), 8 bytes of h
 DECODE_BENCH_V2 = """async (n) => {
-  const m = await import('/unbroken.js');
+  const m = await import('/testing.js');
   const stream = 'benchStream0123456789', epoch = 'ep', MAX = 1 << 24;
   const events = [m.makeEvent(1, m.Kind.PART_START, {part: 'text', partKind: 'text'})];
   for (let i = 2; i <= n; i++) {

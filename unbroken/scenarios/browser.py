@@ -65,16 +65,22 @@ def missing() -> str | None:
     return None
 
 
+#: The built files a test page may load (and their source maps): the page bundle, its
+#: lazily loaded v1 codec, and the bundle with every internal (benchmarks in the page).
+SERVED: Final = ("unbroken.js", "unbroken-v1.js", "testing.js")
+
+
 class PageSite:
-    """ASGI: the test page at ``/`` and the bundle at ``/unbroken.js`` over HTTP; every
-    other request to ``inner`` (e.g. an unbroken app's WebSocket), or 404 without one."""
+    """ASGI: the test page at ``/`` and the built client (``SERVED``: ``/unbroken.js``
+    …) over HTTP; every other request to ``inner`` (e.g. an unbroken app's
+    WebSocket), or 404 without one."""
 
     def __init__(self, inner: Any = None) -> None:
         self.inner = inner
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "http" and path in ("/", "/unbroken.js", "/unbroken.js.map"):
+        if scope["type"] == "http" and (path == "/" or path.removesuffix(".map")[1:] in SERVED):
             if path == "/":
                 body, ctype = PAGE.read_bytes(), "text/html; charset=utf-8"
             else:

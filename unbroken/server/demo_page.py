@@ -48,6 +48,10 @@ PACKAGED_BUNDLE: Final = Path(__file__).resolve().parent / "static" / "unbroken.
 CHECKOUT_BUNDLE: Final = Path(__file__).resolve().parents[2] / "js" / "dist" / "unbroken.js"
 #: The bundle served: the installed package's, else the checkout's.
 DEFAULT_BUNDLE: Final = PACKAGED_BUNDLE if PACKAGED_BUNDLE.exists() else CHECKOUT_BUNDLE
+#: The client's files served next to the page: the bundle and protocol v1's codec,
+#: which the bundle loads from next to itself when a server speaks v1.
+_BUNDLE_FILES: Final = ("/unbroken.js", "/unbroken-v1.js")
+
 #: What ``GET /unbroken.js`` answers when the bundle is not built.
 NOT_BUILT: Final = (
     "The browser client is not built: {bundle} is missing.\n"
@@ -121,7 +125,7 @@ class DemoPage:
             if path == "/" and method in ("GET", "HEAD"):
                 await _respond(send, 200, self.page, "text/html; charset=utf-8", method)
                 return
-            if path in ("/unbroken.js", "/unbroken.js.map") and method in ("GET", "HEAD"):
+            if path.removesuffix(".map") in _BUNDLE_FILES and method in ("GET", "HEAD"):
                 await self._bundle(send, path, method)
                 return
             if path == "/demo/fault":
@@ -145,7 +149,7 @@ class DemoPage:
             text = NOT_BUILT.format(bundle=self.bundle).encode()
             await _respond(send, 503, text, "text/plain; charset=utf-8", method)
             return
-        ctype = "text/javascript" if path == "/unbroken.js" else "application/json"
+        ctype = "text/javascript" if path.endswith(".js") else "application/json"
         await _respond(send, 200, body, ctype, method)
 
     async def _fault(self, scope: Scope, send: Send, method: str) -> None:

@@ -1,0 +1,35 @@
+/**
+ * Protocol v1's JSON codec, apart from the page bundle: a server that answers in v1
+ * (one that predates v2, or a client pinned to it) is rare, so `dist/unbroken.js`
+ * loads `dist/unbroken-v1.js` (`v1.ts`) from next to itself only when a connection
+ * chose v1, before its `hello`. `dist/testing.js` holds it from the start.
+ */
+import { ConfigError } from "./errors.js";
+import type { decodeServer, encode, eventsOf } from "./frames.js";
+
+/** What the session needs of v1 (frames.ts). */
+export interface V1Codec {
+  decodeServer: typeof decodeServer;
+  encode: typeof encode;
+  eventsOf: typeof eventsOf;
+}
+
+/** The v1 codec once loaded (`null` before). */
+export let v1: V1Codec | null = null;
+
+export function useV1(codec: V1Codec): void {
+  v1 = codec;
+}
+
+// (not a literal: bundlers leave it to the runtime, which resolves it next to this module)
+const V1_MODULE = "./unbroken-v1.js";
+
+/** Load the v1 codec (once); `ConfigError` when its module cannot be loaded. */
+export async function loadV1(): Promise<void> {
+  if (v1 !== null) return;
+  try {
+    useV1(((await import(/* @vite-ignore */ V1_MODULE)) as { v1: V1Codec }).v1);
+  } catch (e) {
+    throw new ConfigError(`the server speaks protocol v1, whose codec is ${V1_MODULE} next to unbroken.js: it did not load (${(e as Error)?.message ?? e}); serve it, or offer only v2 (the protocols option)`);
+  }
+}
