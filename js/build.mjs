@@ -4,9 +4,11 @@ import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
 import { existsSync, rmSync, writeFileSync } from "node:fs";
 
+// (DIST: another output directory, e.g. to measure a change while tests read dist/)
+const DIST = process.env.DIST ?? "dist";
 // (only the types: the bundle is overwritten in place, so a page or a test run
 // reading dist/unbroken.js during a rebuild never finds it missing)
-rmSync("dist/types", { recursive: true, force: true });
+rmSync(`${DIST}/types`, { recursive: true, force: true });
 // every bundle: one minified ES module for any runtime
 const ES_MODULE = { bundle: true, format: "esm", platform: "neutral", target: ["es2022"], minify: true };
 // the core's bundles: private members (and @internal ones) are named `_x` and
@@ -35,7 +37,7 @@ const INTERNAL = [
 ];
 await build({
   entryPoints: ["src/index.ts"],
-  outfile: "dist/unbroken.js",
+  outfile: `${DIST}/unbroken.js`,
   ...MANGLED,
   mangleProps: new RegExp(`^(_.*|${INTERNAL.join("|")})$`),
 });
@@ -43,7 +45,7 @@ await build({
 // speaks v1 (its errors are the core's classes: errors.ts is the core, imported)
 await build({
   entryPoints: ["src/v1.ts"],
-  outfile: "dist/unbroken-v1.js",
+  outfile: `${DIST}/unbroken-v1.js`,
   ...MANGLED,
   plugins: [
     {
@@ -57,13 +59,13 @@ await build({
 // tests, tools and benchmarks: everything, internals included (its own copy)
 await build({
   entryPoints: ["src/testing.ts"],
-  outfile: "dist/testing.js",
+  outfile: `${DIST}/testing.js`,
   ...MANGLED,
 });
 // the AI SDK transport: its own module over the core (imported, not bundled again)
 await build({
   entryPoints: ["src/ai-sdk.ts"],
-  outfile: "dist/ai-sdk.js",
+  outfile: `${DIST}/ai-sdk.js`,
   ...MANGLED,
   external: ["ai"],
   plugins: [
@@ -83,7 +85,7 @@ const haveSchemaLib = existsSync("node_modules/@cfworker/json-schema/package.jso
 if (!haveSchemaLib) console.warn("build: @cfworker/json-schema is not installed (npm ci): dist/schema.js not built");
 else await build({
   entryPoints: ["src/schema.ts"],
-  outfile: "dist/schema.js",
+  outfile: `${DIST}/schema.js`,
   ...ES_MODULE,
   sourcemap: true,
   legalComments: "eof",
@@ -94,11 +96,11 @@ else await build({
 const tsconfig = haveSchemaLib ? "." : "tsconfig.noschema.json";
 if (!haveSchemaLib) writeFileSync(tsconfig, JSON.stringify({ extends: "./tsconfig.json", exclude: ["src/schema.ts"] }));
 try {
-  execFileSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", tsconfig, "--outDir", "dist/types"], { stdio: "inherit" });
+  execFileSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", tsconfig, "--outDir", `${DIST}/types`], { stdio: "inherit" });
 } finally {
   if (!haveSchemaLib) rmSync(tsconfig);
 }
-writeFileSync("dist/unbroken.d.ts", 'export * from "./types/index.js";\n');
-writeFileSync("dist/testing.d.ts", 'export * from "./types/testing.js";\n');
-writeFileSync("dist/ai-sdk.d.ts", 'export * from "./types/ai-sdk.js";\n');
-if (haveSchemaLib) writeFileSync("dist/schema.d.ts", 'export * from "./types/schema.js";\n');
+writeFileSync(`${DIST}/unbroken.d.ts`, 'export * from "./types/index.js";\n');
+writeFileSync(`${DIST}/testing.d.ts`, 'export * from "./types/testing.js";\n');
+writeFileSync(`${DIST}/ai-sdk.d.ts`, 'export * from "./types/ai-sdk.js";\n');
+if (haveSchemaLib) writeFileSync(`${DIST}/schema.d.ts`, 'export * from "./types/schema.js";\n');

@@ -7,15 +7,11 @@
 export type GoneReason = "unknown" | "expired" | "epoch" | "diverged" | "forbidden";
 
 const GONE_ADVICE: Record<string, string> = {
-  unknown: "the server does not know this stream id; check the id you resumed with",
-  expired:
-    "the stream ended and its retention period passed; raise the server's retention TTL if clients need to come back later",
-  epoch:
-    "the server's log was restarted or lost its data since this stream was started; start the request again",
-  diverged:
-    "the events you hold differ from the server's log (wrong node, corrupted store or tampered data); start the request again",
-  forbidden:
-    "this stream is unknown to you or belongs to another principal; resume with the credentials that started it",
+  unknown: "unknown stream id; check the id you resumed with",
+  expired: "ended and past the server's retention TTL; raise the TTL if clients come back later",
+  epoch: "the server's log was restarted or lost its data; start the request again",
+  diverged: "the events you hold differ from the server's log (wrong node, corrupted or tampered store); start the request again",
+  forbidden: "unknown to you or another principal's; resume with the credentials that started it",
 };
 
 /** Base class of every error raised by the client. */
@@ -74,7 +70,7 @@ export class IntegrityError extends UnbrokenError {
   readonly seq: number;
   constructor(stream: string, seq: number, detail: string) {
     super(
-      `stream ${stream}: integrity check failed at seq ${seq}: ${detail}; the answer was not delivered exactly, so it was not returned`,
+      `stream ${stream}: integrity check failed at seq ${seq}: ${detail}; the answer was not returned (not exact)`,
     );
     this.stream = stream;
     this.seq = seq;
@@ -100,7 +96,7 @@ export class ReconnectExhausted extends UnbrokenError {
   constructor(attempts: number, elapsed: number, lastError: unknown) {
     const last = lastError ? `${errorName(lastError)}: ${errorMessage(lastError)}` : "none";
     super(
-      `gave up reconnecting after ${attempts} attempts in ${elapsed.toFixed(1)}s (last error: ${last}); the stream can still be resumed from its cursor while the server retains it`,
+      `gave up reconnecting after ${attempts} attempts in ${elapsed.toFixed(1)}s (last error: ${last}); resume from the stream's cursor while the server retains it`,
     );
     this.attempts = attempts;
     this.elapsed = elapsed;
