@@ -81,6 +81,7 @@ from ..protocol.retry import (
     close_error,
     fatal_error,
     refused_before_welcome,
+    shed_wait,
     should_retry,
 )
 from .response import Answer, StreamEnded, StreamEvent
@@ -951,7 +952,11 @@ class Client:
                 None if rcvd is None else (rcvd.code, rcvd.reason),
                 None if sent is None else (sent.code, sent.reason),
             )
-            if isinstance(closed, ConnectionLost) and closed.code == CloseCode.OVERLOADED:
+            if (
+                isinstance(closed, ConnectionLost)
+                and closed.code == CloseCode.OVERLOADED
+                and self._shed_wait is not None
+            ):
                 closed.retry_after = self._shed_wait  # a floor under the reconnect
             raise closed from None
         except ProtocolError as exc:
@@ -974,7 +979,9 @@ class Client:
             raise ConnectionLost(dead[0], CloseCode.HEARTBEAT_TIMEOUT)
         code = ws.close_code
         if code is not None and code != CloseCode.NORMAL:
-            wait = self._shed_wait if code == CloseCode.OVERLOADED else None
+            wait = None
+            if code == CloseCode.OVERLOADED:  # the error's wait, else the close reason's
+                wait = self._shed_wait or shed_wait(ws.close_reason or "")
             raise ConnectionLost(ws.close_reason or "closed", code, retry_after=wait)
 
     def _send_soon(self, ws: ClientConnection, frame: Ping) -> None:

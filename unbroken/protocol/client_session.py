@@ -494,7 +494,23 @@ class ClientSession:
 
     def check(self, now: float, due: float) -> Check:
         """The periodic liveness check (run at ``now``, due at ``due``)."""
+        self.liveness.ahead = self.bytes_ahead()
         return self.liveness.check(now, due, self.expecting_frames())
+
+    def bytes_ahead(self) -> int:
+        """Event bytes that may be on their way now (ahead of a ping sent now): the
+        server sends a live stream at most its flow window beyond the last ack, so
+        the window less what arrived unacked, and a quarter window more (a frame's
+        own bytes may overrun the window's budget). 0 before ``welcome``."""
+        welcome = self.welcome
+        if welcome is None:
+            return 0
+        window = welcome.limits.window
+        return sum(
+            max(0, window - cs.unacked_bytes) + window // 4
+            for cs in self.by_req.values()
+            if cs.state in _LIVE
+        )
 
     # ---- requests
     def start(self, req: str, agent: str, input: Any) -> Start | None:
@@ -661,6 +677,7 @@ class ClientSession:
         live = self.liveness
         if live.awaiting_pong:
             return acks
+        live.ahead = self.bytes_ahead()
         return [*acks, live.ping(now)]
 
     # ---- input
@@ -778,6 +795,7 @@ class ClientSession:
         except ChainMismatch as exc:
             raise IntegrityError(frame.stream, exc.seq, exc.detail) from None
         cs.unacked_bytes += nbytes
+        self.liveness.events_heard(nbytes)
         if events[-1].kind == _END:
             cs.state = StreamState.ENDED
         return StreamEvents(frame.stream, events, v.digest, nbytes)
@@ -801,6 +819,7 @@ class ClientSession:
         except ChainMismatch as exc:
             raise IntegrityError(stream, exc.seq, exc.detail) from None
         cs.unacked_bytes += nbytes
+        self.liveness.events_heard(nbytes)
         if events[-1].kind == _END:
             cs.state = StreamState.ENDED
         return StreamEvents(stream, events, v.digest, nbytes)

@@ -17,6 +17,17 @@ ahead of the next pong, that ping may wait that long again, twice over (the queu
 may be growing), at most :data:`MAX_QUEUE` more than the limit. A receive-only
 link is still found: its pongs stop coming at all, so the last delay seen is the
 healthy link's round trip, and a stalled server sends nothing but ``hb``.
+
+The flow window bounds that queue even before any pong came back: the server sends
+a stream at most its window beyond the client's last ack, so when a ping goes out at
+most :attr:`Liveness.ahead` event bytes (the session's estimate: each live stream's
+window less what it received unacked) can be on their way ahead of its pong. While
+those event bytes still arrive, the ping is judged from the last of them (at most
+:data:`MAX_QUEUE` later than it was sent): a link far slower than the stream (5 KB/s
+against a 16 KiB window: a 3 s queue) is not cut on its first ping. Event bytes past
+that bound could only have been sent after the server read an ack sent after the
+ping; a link whose upstream died gets no more than the bound, then only ``hb``, and
+the ping is judged from the last event.
 """
 
 from __future__ import annotations
@@ -81,8 +92,8 @@ class Liveness:
         #: seconds this process ran late (checks behind schedule), summed: never the link's
         self.lag = 0.0
         self.lag_at_recv = 0.0
-        # n -> (sent at, lag then, bytes heard then)
-        self.pings: dict[int, tuple[float, float, int]] = {}
+        # n -> (sent at, lag then, bytes heard then, event bytes heard then, ahead then)
+        self.pings: dict[int, tuple[float, float, int, int, int]] = {}
         self.ping_n = 0
         self.last_ping_at = 0.0
         self.last_bulk = 0.0  # when the last BULK bytes finished arriving
@@ -94,6 +105,13 @@ class Liveness:
         #: last pong had nothing ahead of it)
         self.queue_delay = 0.0
         self._deferred = False  # the last check let the reader go first
+        #: event bytes that may be on their way when a ping is sent (the session sets
+        #: it: each live stream's flow window less what it received unacked; 0: none)
+        self.ahead = 0
+        #: event bytes heard on this client (all connections)
+        self.events = 0
+        self.last_ahead = 0.0  # when event bytes ahead of the oldest pong last arrived
+        self.lag_at_ahead = 0.0
 
     # ---- inputs
     def connecting(self) -> None:
@@ -125,6 +143,16 @@ class Liveness:
             self._partial = 0
             self.last_bulk, self.lag_at_bulk = now, self.lag
 
+    def events_heard(self, n: int) -> None:
+        """A frame of ``n`` event bytes arrived (with the bytes last heard): while the
+        oldest ping may still have them ahead of its pong (:attr:`ahead`), it is
+        judged from now on."""
+        self.events += n
+        if self.pings:
+            _, _, _, events, ahead = self.pings[min(self.pings)]
+            if self.events - events <= ahead:
+                self.last_ahead, self.lag_at_ahead = self.last_recv, self.lag_at_recv
+
     def message_heard(self) -> None:
         """A whole message arrived: nothing is in progress."""
         self._partial = 0
@@ -132,7 +160,7 @@ class Liveness:
     def ping(self, now: float) -> Ping:
         """A ping to send now (remembered until its pong)."""
         self.ping_n += 1
-        self.pings[self.ping_n] = (now, self.lag, self.heard)
+        self.pings[self.ping_n] = (now, self.lag, self.heard, self.events, self.ahead)
         self.last_ping_at = now
         if len(self.pings) > MAX_PINGS:
             self.pings.pop(min(self.pings))
@@ -145,7 +173,7 @@ class Liveness:
         sent = self.pings.pop(n, None)
         if sent is None:
             return
-        at, lag, heard = sent
+        at, lag, heard, _, _ = sent
         for older in [k for k in self.pings if k < n]:
             del self.pings[older]
         took = max(0.0, now - at - (self.lag - lag))
@@ -177,13 +205,17 @@ class Liveness:
         """The oldest unanswered ping: (judged from, lag then, extra wait allowed)."""
         if not self.pings:
             return None
-        sent, lag, heard = self.pings[min(self.pings)]
+        sent, lag, heard, _, _ = self.pings[min(self.pings)]
         extra = 0.0
         if self.heard - heard >= BULK:
             # data keeps arriving ahead of the pong: it may queue as the last one did
             extra = min(MAX_QUEUE, QUEUE_GROWTH * self.queue_delay)
         if self.last_bulk > sent:  # data was still arriving ahead of the pong
             sent, lag = self.last_bulk, self.lag_at_bulk
+        if self.last_ahead > sent:  # events sent before the ping were still arriving
+            judged = min(self.last_ahead, self.pings[min(self.pings)][0] + MAX_QUEUE)
+            if judged > sent:
+                sent, lag = judged, self.lag_at_ahead
         return sent, lag, extra
 
     def ping_age(self, now: float) -> float:

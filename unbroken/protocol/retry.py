@@ -8,6 +8,7 @@ close errors) are passed in by the caller: this module knows no socket library.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from ..errors import (
@@ -170,7 +171,19 @@ def close_error(
     if received is None:
         return ConnectionLost("connection dropped")
     code, reason = received
-    return ConnectionLost(reason or "connection closed", code)
+    wait = shed_wait(reason) if code == CloseCode.OVERLOADED else None
+    return ConnectionLost(reason or "connection closed", code, retry_after=wait)
+
+
+_RETRY_AFTER = re.compile(r"retry_after_ms=(\d{1,9})")
+
+
+def shed_wait(reason: str) -> float | None:
+    """The ``retry_after_ms`` a close 4008's reason carries, in seconds (``None``: not
+    there). The server puts it in the reason too: a client that never read the
+    ``error overloaded`` before the close still waits that long."""
+    m = _RETRY_AFTER.search(reason)
+    return int(m.group(1)) / 1000 if m else None
 
 
 def cause_of(error: BaseException) -> str:
@@ -193,6 +206,7 @@ __all__ = [
     "close_error",
     "fatal_error",
     "refresh_delay",
+    "shed_wait",
     "should_retry",
     "status_is_retryable",
 ]

@@ -30,6 +30,7 @@ import contextlib
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol
@@ -188,6 +189,9 @@ class Admission:
         self._next_shed = 0.0
         #: readers shed so far
         self.shed_total = 0
+        #: streams of shed readers -> when (monotonic) their retry_after ends: a resume
+        #: sooner is refused the same way (:meth:`shed_wait`)
+        self._shed_streams: dict[str, float] = {}
 
     # ---- decisions
     def check(self, key: PrincipalKey) -> Refusal | None:
@@ -274,6 +278,32 @@ class Admission:
             reason,
         )
         return shed
+
+    def remember_shed(self, streams: Collection[str], until: float) -> None:
+        """The reader of ``streams`` was shed: it is to come back no sooner than
+        ``until`` (monotonic seconds). Entries past their time are dropped here."""
+        if not streams:
+            return
+        now = time.monotonic()
+        kept = self._shed_streams
+        if kept:
+            for stream in [s for s, t in kept.items() if t <= now]:
+                del kept[stream]
+        for stream in streams:
+            kept[stream] = max(until, kept.get(stream, 0.0))
+
+    def shed_wait(self, stream: str) -> float:
+        """Seconds until the shed reader of ``stream`` may resume it (0: now). A
+        client that never read its shed's ``error overloaded`` (its link declared
+        dead first) and came back too soon is refused again with what is left."""
+        until = self._shed_streams.get(stream)
+        if until is None:
+            return 0.0
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._shed_streams[stream]
+            return 0.0
+        return left
 
     def count(self, refusal: Refusal) -> None:
         """A start was refused for ``refusal`` (kept in :attr:`refused`)."""

@@ -339,8 +339,11 @@ class Connection:
 
     def shed(self, retry_after: float, reason: str) -> None:
         """Detach this slow reader under sustained pressure: ``error overloaded``
-        with ``retry_after_ms``, then close 4008 (the queued frames go first). Its
-        runs go on into the log; the client resumes after ``retry_after``."""
+        with ``retry_after_ms``, then close 4008 (its reason carries
+        ``retry_after_ms`` too). Event frames not yet written are dropped, so the
+        error follows what is already on the wire. Its runs go on into the log; the
+        client resumes after ``retry_after`` (a resume sooner is refused again:
+        :meth:`~unbroken.server.admission.Admission.shed_wait`)."""
         if self._closed:
             return
         ms = max(1, int(retry_after * 1000))
@@ -353,13 +356,20 @@ class Connection:
             ms,
             reason,
         )
-        self._closed = True  # no more events: only what is queued, then the error
-        self._killed, self._kill_code = "overloaded: slow reader detached", CloseCode.OVERLOADED
-        self._error(
-            ErrorCode.OVERLOADED,
-            f"server overloaded ({reason}); slow reader detached: resume after retry_after_ms",
-            retry_after_ms=ms,
+        self.hub.gate.remember_shed(list(self.atts), time.monotonic() + retry_after)
+        self._overloaded(
+            ms, f"server overloaded ({reason}); slow reader detached: resume after retry_after_ms"
         )
+
+    def _overloaded(self, ms: int, message: str) -> None:
+        """End the connection for load: no more events (those taken but not yet
+        written are dropped: the log keeps them), a connection-level ``error
+        overloaded`` with ``retry_after_ms``, then close 4008 with it in the reason."""
+        self._closed = True
+        self._ready.clear()
+        self._killed = f"overloaded: slow reader detached; retry_after_ms={ms}"
+        self._kill_code = CloseCode.OVERLOADED
+        self._error(ErrorCode.OVERLOADED, message, retry_after_ms=ms)
         task = self._task
         if task is not None and task is not asyncio.current_task():
             task.cancel()  # run() flushes the error (bounded) and closes 4008
@@ -678,6 +688,21 @@ class Connection:
 
     async def _resume(self, frame: Resume) -> None:
         assert self.principal is not None
+        wait = self.hub.gate.shed_wait(frame.stream)
+        if wait > 0:
+            # its reader was shed and comes back before its retry_after_ms (it never
+            # read the error: its link was declared dead first): the same answer again
+            ms = max(1, int(wait * 1000))
+            log.warning(
+                "resume too soon after a shed conn=%s stream=%s retry_after_ms=%d",
+                self.id,
+                frame.stream,
+                ms,
+            )
+            self._overloaded(
+                ms, "server overloaded; this stream's reader was shed: resume after retry_after_ms"
+            )
+            return
         meta = await self.store.meta(frame.stream)
         info: StreamInfo | None = None
         digest: bytes | None = None
