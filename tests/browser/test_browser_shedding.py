@@ -6,10 +6,8 @@ that, resumes, and ends exact (digest checked in the page and against the server
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,16 +16,11 @@ from unbroken.chaos import Bandwidth, FaultProxy
 from unbroken.server.admission import SLOW_READER, AdmissionLimits
 from unbroken.testing import serve
 
+from ..waiting import until
 from .conftest import Rig, _Site, mixed_app
 from .test_browser_faults import _finish, _open, assert_exact, disconnects
 
 NEVER = 1 << 40  # an RSS limit never reached: the monitor runs, no pressure
-
-
-async def until(ok: Callable[[], bool], limit: float = 15.0) -> None:
-    async with asyncio.timeout(limit):
-        while not ok():  # noqa: ASYNC110 - polled under a timeout
-            await asyncio.sleep(0.01)
 
 
 @pytest.mark.timeout(60)
@@ -52,10 +45,10 @@ async def test_a_shed_page_comes_back_after_retry_after_and_ends_exact(
         rig = Rig(app, server, proxy, calls)
         slow = proxy.add_toxic(Bandwidth(rate=8_000))  # the page falls behind its window
         _, page = await _open(browser, rig)
-        await until(lambda: any(c.behind() >= SLOW_READER for c in app.connections))
+        await until(lambda: any(c.behind() >= SLOW_READER for c in app.connections), 15)
         gate = app.hub.gate
         gate.max_rss = 1  # sustained pressure through the real RSS path
-        await until(lambda: gate.shed_total >= 1)
+        await until(lambda: gate.shed_total >= 1, 15)
         gate.max_rss = NEVER  # over: the page that comes back stays
         proxy.remove_toxic(slow.name)  # the link recovers: the rest goes fast
         log = await _finish(page)

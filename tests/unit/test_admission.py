@@ -46,3 +46,18 @@ def test_the_smoothed_lag_stays_within_the_samples(samples: list[float]) -> None
         a.observe_lag(s)
         assert 0.0 <= a.lag <= max(samples)
     assert a.last_lag == samples[-1]
+
+
+def test_a_shed_streams_resume_waits_for_its_retry_after() -> None:
+    import time
+
+    gate = Admission(AdmissionLimits(), rss=lambda: 0)
+    assert gate.shed_wait("s1") == 0.0
+    gate.remember_shed(["s1", "s2"], time.monotonic() + 5.0)
+    assert 4.0 < gate.shed_wait("s1") <= 5.0 and gate.shed_wait("other") == 0.0
+    gate.remember_shed(["s2"], time.monotonic() + 1.0)  # never shortened
+    assert gate.shed_wait("s2") > 4.0
+    gate.remember_shed(["s3"], time.monotonic() - 1.0)  # past: forgotten when asked
+    assert gate.shed_wait("s3") == 0.0 and "s3" not in gate._shed_streams
+    gate.remember_shed([], time.monotonic() + 9.0)  # a reader with no streams: nothing
+    assert set(gate._shed_streams) == {"s1", "s2"}

@@ -100,7 +100,10 @@ class ConnectionEvent:
     exhausted, refreshed (a new token was accepted in-band), refresh_failed (the
     provider failed or the server refused its token: ``cause``). ``version``: the
     wire protocol version a ``connected`` connection negotiated (``"v1"``,
-    ``"v2"``). Fields not relevant to a kind are left at their defaults.
+    ``"v2"``). ``retry_after``: on ``disconnected``, the server's wait (seconds) when
+    it shed this reader or refused it for load (``error overloaded`` with
+    ``retry_after_ms``, close 4008): the next attempt waits at least that long.
+    Fields not relevant to a kind are left at their defaults.
     """
 
     kind: str
@@ -115,6 +118,7 @@ class ConnectionEvent:
     head: int = 0
     reason: str = ""
     version: str = ""
+    retry_after: float | None = None
 
 
 def default_should_retry(exc: BaseException) -> bool:
@@ -655,6 +659,7 @@ class Client:
                 url=url,
                 cause=cause,
                 code=getattr(error, "code", None),
+                retry_after=getattr(error, "retry_after", None),
             )
             retry = default_should_retry(error)
             if self.should_retry is not None:

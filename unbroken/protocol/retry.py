@@ -175,7 +175,7 @@ def close_error(
     return ConnectionLost(reason or "connection closed", code, retry_after=wait)
 
 
-_RETRY_AFTER = re.compile(r"retry_after_ms=(\d{1,9})")
+_RETRY_AFTER = re.compile(r"retry_after_ms=(\d{1,9})(?!\d)")
 
 
 def shed_wait(reason: str) -> float | None:

@@ -266,3 +266,57 @@ def test_dead_exactly_after_the_deadline_with_a_queue(
         assert live.dead(now) is None
     elif now > deadline + 1e-9:
         assert live.dead(now) is not None
+
+
+def _events(live: Liveness, at: float, n: int) -> None:
+    """An events frame of ``n`` bytes arrives at ``at`` (as the session reports it)."""
+    live.bytes_heard(at, n)
+    live.message_heard()
+    live.events_heard(n)
+
+
+def test_a_first_ping_behind_a_full_window_on_a_slow_link_is_not_dead() -> None:
+    """5 KB/s against a 16 KiB window: the first ping's pong waits 3 s behind events
+    the window let out before it. While those arrive, the ping is judged from the
+    last of them; once they stop arriving, from then."""
+    live = welcomed(rtt=0.05)
+    limit = live.limit()
+    live.ahead = 16 * 1024 + 4096
+    live.ping(1.0)
+    t = 1.0
+    for _ in range(16):  # 1 KiB every 0.2 s: 3.2 s of events, all within the bound
+        t += 0.2
+        _events(live, t, 1024)
+        assert live.dead(t) is None
+    assert t - 1.0 > limit  # the ping has waited longer than the limit ...
+    assert live.dead(t + limit - 0.01) is None  # ... judged from the last event
+    assert live.dead(t + limit + 0.01) is not None
+
+
+def test_events_beyond_the_window_bound_do_not_excuse_an_unanswered_ping() -> None:
+    """More event bytes than could have left before the ping: they were sent after
+    the server read a later ack, so a pong should have come; they extend nothing."""
+    live = welcomed(rtt=0.05)
+    limit = live.limit()
+    live.ahead = 2048
+    live.ping(1.0)
+    _events(live, 1.2, 2048)  # within the bound: judged from 1.2
+    for i in range(1, 40):  # more keeps arriving, beyond the bound
+        _events(live, 1.2 + 0.1 * i, 512)
+    assert live.ping_age(1.2 + limit) == pytest.approx(limit)
+    assert live.dead(1.2 + limit + 0.01) is not None
+
+
+def test_the_window_allowance_is_capped_and_nothing_without_ahead() -> None:
+    live = welcomed(rtt=0.05)
+    live.ahead = 1 << 30
+    live.ping(1.0)
+    t = 1.0
+    while t < 1.0 + MAX_QUEUE + 5:
+        t += 0.5
+        _events(live, t, 100)
+    assert live.ping_age(t) == pytest.approx(t - (1.0 + MAX_QUEUE))
+    bare = welcomed(rtt=0.05)  # no ahead (no stream live): the ping is judged as sent
+    bare.ping(1.0)
+    _events(bare, 2.0, 100)
+    assert bare.ping_age(2.5) == pytest.approx(1.5)

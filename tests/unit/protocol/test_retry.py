@@ -171,3 +171,14 @@ def test_a_refusal_for_load_before_welcome_is_a_drop_with_the_servers_floor() ->
         assert isinstance(err, ConnectionLost) and err.retry_after == 1.5, code
     other = refused_before_welcome(Error(code="unknown_agent", message="no"))
     assert isinstance(other, RequestRefused) and other.code == "unknown_agent"
+
+
+def test_a_close_4008_carries_its_retry_after_in_the_reason() -> None:
+    from unbroken.protocol.retry import shed_wait
+
+    lost = close_error((4008, "overloaded: slow reader detached; retry_after_ms=1416"), None)
+    assert isinstance(lost, ConnectionLost) and lost.retry_after == pytest.approx(1.416)
+    assert close_error((4008, "server full"), None).retry_after is None  # type: ignore[union-attr]
+    other = close_error((1012, "restart; retry_after_ms=5"), None)  # only 4008's counts
+    assert isinstance(other, ConnectionLost) and other.retry_after is None
+    assert shed_wait("retry_after_ms=99999999999") is None  # absurd: not taken
