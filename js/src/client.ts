@@ -61,6 +61,10 @@ export interface ConnectionEvent {
   reason: string;
   /** the protocol version a `connected` connection speaks ("v2", "v1") */
   version: string;
+  /** on `disconnected`: the server's wait (seconds) when it shed this reader or
+   * refused it for load (`error overloaded` + `retry_after_ms`, close 4008): the next
+   * attempt waits at least that long; else null */
+  retryAfter: number | null;
 }
 
 /** A run of this principal that has not ended (`client.streams()`): its stream id,
@@ -714,6 +718,7 @@ export class Client {
       head: 0,
       reason: "",
       version: "",
+      retryAfter: null,
       ...kw,
     };
     this.history.push(ev);
@@ -800,7 +805,8 @@ export class Client {
       this._ws = null;
       this._session.connectionLost();
       if (this._closed) return;
-      this._emit("disconnected", { url, cause: causeOf(error), code: (error as { code?: number | null }).code ?? null });
+      const shed = (error as { retryAfter?: number | null }).retryAfter;
+      this._emit("disconnected", { url, cause: causeOf(error), code: (error as { code?: number | null }).code ?? null, retryAfter: typeof shed === "number" ? shed : null });
       // closed by freeze(): no backoff, no attempt counted; reconnect on wake()
       if (this._thawed !== null || error === this._frozenError) continue;
       let retry = defaultRetryTable(error);

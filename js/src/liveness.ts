@@ -16,6 +16,13 @@
  * that long again, twice over, at most `MAX_QUEUE` more than the limit. A
  * receive-only link is still found: its pongs stop coming, so the last delay seen is
  * the healthy link's round trip.
+ *
+ * The flow window bounds that queue even before any pong came back: when a ping goes
+ * out, at most `ahead` event bytes (each live stream's window less what arrived
+ * unacked) can be on their way ahead of its pong; while those still arrive, the ping
+ * is judged from the last of them (at most `MAX_QUEUE` later). A 5 KB/s link against
+ * a 16 KiB window (a 3 s queue) is not cut on its first ping; a link whose upstream
+ * died gets no more than that bound, then only `hb`.
  */
 import type { Ping } from "./frames.js";
 
@@ -55,8 +62,8 @@ export class Liveness {
   /** seconds this process ran late (checks behind schedule), summed: never the link's */
   lag = 0.0;
   lagAtRecv = 0.0;
-  /** n -> [sent at, lag then, bytes heard then] */
-  readonly pings = new Map<number, [number, number, number]>();
+  /** n -> [sent at, lag then, bytes heard then, event bytes heard then, ahead then] */
+  readonly pings = new Map<number, [number, number, number, number, number]>();
   pingN = 0;
   lastPingAt = 0.0;
   lastBulk = 0.0;
@@ -67,6 +74,14 @@ export class Liveness {
   /** how long the last pong that came back behind data took (seconds; 0: nothing was ahead) */
   queueDelay = 0.0;
   private _deferred = false;
+  /** event bytes that may be on their way when a ping is sent (the session sets it:
+   * each live stream's flow window less what it received unacked; 0: none) */
+  ahead = 0;
+  /** event bytes heard on this client (all connections) */
+  events = 0;
+  /** when event bytes ahead of the oldest pong last arrived */
+  lastAhead = 0.0;
+  lagAtAhead = 0.0;
 
   constructor(o: { silenceFactor?: number; pingEvery?: number } = {}) {
     this.silenceFactor = o.silenceFactor ?? 3.0;
@@ -109,6 +124,18 @@ export class Liveness {
     }
   }
 
+  /** A frame of `n` event bytes arrived (with the bytes last heard): while the oldest
+   * ping may still have them ahead of its pong (`ahead`), it is judged from now on. */
+  eventsHeard(n: number): void {
+    this.events += n;
+    if (this.pings.size === 0) return;
+    const [, , , events, ahead] = this.pings.get(Math.min(...this.pings.keys()))!;
+    if (this.events - events <= ahead) {
+      this.lastAhead = this.lastRecv;
+      this.lagAtAhead = this.lagAtRecv;
+    }
+  }
+
   /** A whole message arrived. */
   messageHeard(): void {
     this.partial = 0;
@@ -117,7 +144,7 @@ export class Liveness {
   /** A ping to send now (remembered until its pong). */
   ping(now: number): Ping {
     this.pingN += 1;
-    this.pings.set(this.pingN, [now, this.lag, this.heard]);
+    this.pings.set(this.pingN, [now, this.lag, this.heard, this.events, this.ahead]);
     this.lastPingAt = now;
     if (this.pings.size > MAX_PINGS) this.pings.delete(Math.min(...this.pings.keys()));
     return { t: "ping", n: this.pingN };
@@ -161,13 +188,21 @@ export class Liveness {
   /** The oldest unanswered ping: [judged from, lag then, extra wait allowed]. */
   private _oldestPing(): [number, number, number] | null {
     if (this.pings.size === 0) return null;
-    let [sent, lag, heard] = this.pings.get(Math.min(...this.pings.keys()))!;
+    const oldest = this.pings.get(Math.min(...this.pings.keys()))!;
+    let [sent, lag] = oldest;
+    const heard = oldest[2];
     let extra = 0.0;
     // data keeps arriving ahead of the pong: it may queue as the last one did
     if (this.heard - heard >= BULK) extra = Math.min(MAX_QUEUE, QUEUE_GROWTH * this.queueDelay);
     if (this.lastBulk > sent) {
       sent = this.lastBulk;
       lag = this.lagAtBulk;
+    }
+    // events the window let out before the ping were still arriving (at most MAX_QUEUE)
+    const judged = Math.min(this.lastAhead, oldest[0] + MAX_QUEUE);
+    if (judged > sent) {
+      sent = judged;
+      lag = this.lagAtAhead;
     }
     return [sent, lag, extra];
   }

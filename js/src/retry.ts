@@ -99,7 +99,15 @@ export function closeError(
   }
   if (received === null) return new ConnectionLost("connection dropped");
   const [code, reason] = received;
-  return new ConnectionLost(reason || "connection closed", code);
+  return new ConnectionLost(reason || "connection closed", code, code === CloseCode.OVERLOADED ? shedWait(reason) : null);
+}
+
+/** The `retry_after_ms` a close 4008's reason carries, in seconds (null: not there).
+ * The server puts it in the reason too: a client that never read the `error
+ * overloaded` before the close still waits that long. */
+export function shedWait(reason: string): number | null {
+  const m = /retry_after_ms=(\d{1,9})(?!\d)/.exec(reason);
+  return m === null ? null : Number(m[1]) / 1000;
 }
 
 /** One line saying why a connection ended, for events and logs. */

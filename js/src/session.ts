@@ -333,7 +333,21 @@ export class ClientSession {
   }
 
   check(now: number, due: number): Check {
+    this.liveness.ahead = this.bytesAhead();
     return this.liveness.check(now, due, this.expectingFrames());
+  }
+
+  /** Event bytes that may be on their way now (ahead of a ping sent now): each live
+   * stream's flow window less what arrived unacked, and a quarter window more (a
+   * frame's own bytes may overrun the window's budget). 0 before `welcome`. */
+  bytesAhead(): number {
+    if (this.welcome === null) return 0;
+    const window = this.welcome.limits.window;
+    let ahead = 0;
+    for (const cs of this.byReq.values()) {
+      if (LIVE.has(cs.state)) ahead += Math.max(0, window - cs.unackedBytes) + Math.floor(window / 4);
+    }
+    return ahead;
   }
 
   // ---- requests
@@ -477,6 +491,7 @@ export class ClientSession {
     } else if (acks.length === 0) return acks;
     const live = this.liveness;
     if (live.awaitingPong) return acks;
+    live.ahead = this.bytesAhead();
     return [...acks, live.ping(now)];
   }
 
@@ -605,6 +620,7 @@ export class ClientSession {
       throw e;
     }
     cs.unackedBytes += nbytes;
+    this.liveness.eventsHeard(nbytes);
     if (final) cs.state = "ended";
     return { kind: "events", stream: cs.stream, events, digest: v.digest, nbytes };
   }
@@ -630,6 +646,7 @@ export class ClientSession {
       throw e;
     }
     cs.unackedBytes += nbytes;
+    this.liveness.eventsHeard(nbytes);
     if (events[events.length - 1].kind === Kind.END) cs.state = "ended";
     return { kind: "events", stream: frame.stream, events, digest: v.digest, nbytes };
   }

@@ -72,3 +72,61 @@ test("liveness: the queue allowance is capped and a reconnect forgets it", () =>
   l.connecting();
   assert.equal(l.queueDelay, 0);
 });
+
+function welcomedLink() {
+  const l = new Liveness({ pingEvery: 0.75 });
+  l.connecting();
+  l.helloSent(0);
+  l.welcomed(0.05, 1000, 0.05);
+  return l;
+}
+
+function events(l, at, n) {
+  l.bytesHeard(at, n);
+  l.messageHeard();
+  l.eventsHeard(n);
+}
+
+test("liveness: a first ping behind a full window on a slow link is not dead", () => {
+  // 5 KB/s against a 16 KiB window: the pong waits 3 s behind events let out before the ping
+  const l = welcomedLink();
+  const limit = l.limit();
+  l.ahead = 16 * 1024 + 4096;
+  l.ping(1.0);
+  let t = 1.0;
+  for (let i = 0; i < 16; i++) {
+    t += 0.2;
+    events(l, t, 1024);
+    assert.equal(l.dead(t), null);
+  }
+  assert.ok(t - 1.0 > limit);
+  assert.equal(l.dead(t + limit - 0.01), null);
+  assert.notEqual(l.dead(t + limit + 0.01), null);
+});
+
+test("liveness: events beyond the window bound do not excuse an unanswered ping", () => {
+  const l = welcomedLink();
+  const limit = l.limit();
+  l.ahead = 2048;
+  l.ping(1.0);
+  events(l, 1.2, 2048);
+  for (let i = 1; i < 40; i++) events(l, 1.2 + 0.1 * i, 512);
+  assert.ok(Math.abs(l.pingAge(1.2 + limit) - limit) < 1e-9);
+  assert.notEqual(l.dead(1.2 + limit + 0.01), null);
+});
+
+test("liveness: the window allowance is capped, and nothing without ahead", () => {
+  const l = welcomedLink();
+  l.ahead = 2 ** 30;
+  l.ping(1.0);
+  let t = 1.0;
+  while (t < 1.0 + MAX_QUEUE + 5) {
+    t += 0.5;
+    events(l, t, 100);
+  }
+  assert.ok(Math.abs(l.pingAge(t) - (t - (1.0 + MAX_QUEUE))) < 1e-9);
+  const bare = welcomedLink();
+  bare.ping(1.0);
+  events(bare, 2.0, 100);
+  assert.ok(Math.abs(bare.pingAge(2.5) - 1.5) < 1e-9);
+});

@@ -100,6 +100,11 @@ test("fatal errors are typed: a close code becomes its error class", () => {
   assert.equal(closeError(null, null).code, null);
   assert.equal(closeError([4008, "full"], null).code, 4008);
   assert.ok(closeError(null, [1009, "too big"]) instanceof ProtocolError);
+  // a close 4008 carries the shed's retry_after_ms in its reason (the error may be lost)
+  assert.equal(closeError([4008, "overloaded: slow reader detached; retry_after_ms=1416"], null).retryAfter, 1.416);
+  assert.equal(closeError([4008, "full"], null).retryAfter, null);
+  assert.equal(closeError([1012, "restart; retry_after_ms=5"], null).retryAfter, null);
+  assert.equal(closeError([4008, "retry_after_ms=99999999999"], null).retryAfter, null);
 });
 
 test("liveness: the limit is 3 heartbeats plus the RTO of the measured round trips", () => {
