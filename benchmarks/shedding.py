@@ -141,6 +141,14 @@ async def measure(seconds: float, pressure: float, slow_rate: float) -> dict[str
     shed_by: dict[str, int] = {}
     codes: dict[str, int] = {}
     least = min(lines.waits or [RETRY_AFTER])
+    # each shed (the server's time and retry_after) matched to the client that read it
+    # (its 4008 carries that retry_after): how long the news took on the slow link,
+    # and its next attempt against shed time + retry_after
+    unmatched = list(zip(lines.at, lines.waits, strict=True))
+    learned: list[float] = []
+    margins: list[float] = []
+    shed_back: list[float] = []
+    overloaded: dict[str, int] = {}  # reader -> its 4008s
     for n, c in clients.items():
         h = c.history
         for i, e in enumerate(h):
@@ -155,6 +163,21 @@ async def measure(seconds: float, pressure: float, slow_rate: float) -> dict[str
                 back[key].append(nxt[0].at - e.at)
             if key == "4008" and again and again[0].delay < least - 1e-3:
                 floor_ok = False
+            match = [
+                (at, w)
+                for at, w in unmatched
+                if e.retry_after is not None and abs(w - e.retry_after) < 1e-3 and at <= e.at
+            ]
+            if key == "4008":
+                overloaded[n] = overloaded.get(n, 0) + 1
+            if key == "4008" and match:
+                shed_at, wait = match[0]
+                unmatched.remove(match[0])
+                learned.append(e.at - shed_at)
+                if again:
+                    margins.append(again[0].at + again[0].delay - (shed_at + wait))
+                if nxt:
+                    shed_back.append(nxt[0].at - shed_at)
     exact = sum(a.text == want for a in answers)
     return {
         "streams": STREAMS,
@@ -175,6 +198,16 @@ async def measure(seconds: float, pressure: float, slow_rate: float) -> dict[str
         "shed_to_resumed_s": summary(back["4008"], 3),
         "silent_to_resumed_s": summary(back["other"], 3),
         "reconnect_after_retry_after": floor_ok,
+        # of the sheds, how many the client learned (read 4008 + that retry_after)
+        "sheds_learned": len(learned),
+        # a reader that read 4008 more than once was shed again after it came back
+        "re_sheds": sum(k - 1 for k in overloaded.values()),
+        # server shed -> the client saw its 4008 (the events ahead of it on the link)
+        "shed_to_learned_s": summary(learned, 3),
+        # server shed -> resumed; and next attempt - (shed + retry_after): aim >= 0
+        "server_shed_to_resumed_s": summary(shed_back, 3),
+        "attempt_minus_retry_after_s": summary(margins, 3),
+        "attempt_no_sooner_than_shed_plus_retry_after": bool(margins) and min(margins) >= -1e-3,
         "exact": exact,
         "agents_ran_once": all(v == 1 for v in calls.values()) and len(calls) == STREAMS,
         "agents_to_the_end": all(v == chunks for v in written.values()),
@@ -204,6 +237,18 @@ def run(quick: bool = False, slow_rate: float = SLOW_RATE) -> dict[str, Any]:
         figure("fast readers shed", fast, 0, fast == 0),
         figure("shed -> resumed p50", result["shed_to_resumed_s"].get("p50"), "-", None, "s"),
         figure("reconnect no sooner than retry_after_ms", floor, True, floor),
+        figure(
+            "sheds learned (4008 + retry_after read)",
+            f"{result['sheds_learned']}/{result['sheds']}",
+            f"{result['sheds']}/{result['sheds']}",
+            result["sheds_learned"] == result["sheds"],
+        ),
+        figure(
+            "next attempt >= shed + retry_after",
+            result["attempt_no_sooner_than_shed_plus_retry_after"],
+            True,
+            result["attempt_no_sooner_than_shed_plus_retry_after"],
+        ),
         figure("answers exact", f"{result['exact']}/{STREAMS}", f"{STREAMS}/{STREAMS}", ok),
         figure("agents ran once, to the end", ran, True, ran),
     ]

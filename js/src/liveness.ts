@@ -129,7 +129,8 @@ export class Liveness {
   eventsHeard(n: number): void {
     this.events += n;
     if (this.pings.size === 0) return;
-    const [, , , events, ahead] = this.pings.get(Math.min(...this.pings.keys()))!;
+    // the oldest is the first (numbered in order, kept in insertion order)
+    const [, , , events, ahead] = this.pings.values().next().value!;
     if (this.events - events <= ahead) {
       this.lastAhead = this.lastRecv;
       this.lagAtAhead = this.lagAtRecv;

@@ -148,8 +148,9 @@ class Liveness:
         oldest ping may still have them ahead of its pong (:attr:`ahead`), it is
         judged from now on."""
         self.events += n
-        if self.pings:
-            _, _, _, events, ahead = self.pings[min(self.pings)]
+        pings = self.pings
+        if pings:  # the oldest is the first (numbered in order, kept in order)
+            _, _, _, events, ahead = next(iter(pings.values()))
             if self.events - events <= ahead:
                 self.last_ahead, self.lag_at_ahead = self.last_recv, self.lag_at_recv
 
