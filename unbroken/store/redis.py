@@ -246,6 +246,48 @@ class _Entry:
         return kind, part, self.items[self.start(seq) : self.ends[seq - self.first] - 1]
 
 
+class _Cluster(RedisCluster):
+    """redis-py's async cluster client, whose first topology refresh survives a dead
+    first master.
+
+    Once per client redis-py reads the command table (``COMMAND``) from its default
+    node: the first master of the slot map, which a dead master without a replica
+    stays in. Its first refresh then fails whole, and so does every command after it,
+    for as long as that master is down: a store built (or whose client first connects)
+    while one master is down could not reach any master. Here the table is read from
+    the first master that answers, and the refresh run again with it.
+    """
+
+    async def initialize(
+        self,
+        additional_startup_nodes_info: list[tuple[str, int]] | None = None,
+        last_failed_node_name: str | None = None,
+    ) -> _Cluster:
+        try:
+            await super().initialize(additional_startup_nodes_info, last_failed_node_name)
+            return self
+        except (rex.ConnectionError, rex.TimeoutError):
+            # (no slot map at all, or the table read: not the case handled here)
+            if self.commands_parser.commands or not self.nodes_manager.slots_cache:
+                raise
+            failed: BaseException | None = None
+            for node in self.get_primaries():
+                try:
+                    await self.commands_parser.initialize(node)
+                    break
+                except (rex.ConnectionError, rex.TimeoutError) as exc:
+                    failed = exc
+                    # tried last by the refreshes, and not picked as the default node
+                    self.nodes_manager.move_node_to_end_of_cached_nodes(node.name)
+            else:
+                if failed is not None:
+                    raise failed from None
+                raise
+        log.warning("redis cluster: first master unreachable; command table read from another")
+        await super().initialize(additional_startup_nodes_info, last_failed_node_name)
+        return self
+
+
 def _split(
     batch: AppendBatch, carry: tuple[int, str] | None
 ) -> list[tuple[int, int, bytes, bytes, bytes, bytes, bytes]]:
@@ -348,7 +390,7 @@ class RedisStore:
         if isinstance(client, str) and self.is_cluster:
             # a node's connections are opened as needed (redis-py's cluster client has
             # no blocking pool; its per-node cap raises instead of waiting)
-            self._r: Any = RedisCluster.from_url(client, decode_responses=False)
+            self._r: Any = _Cluster.from_url(client, decode_responses=False)
             count_cluster_round_trips(self._r, self.redis_counts)
             self._epoch = self._sync_epoch(client)
         elif isinstance(client, str):
@@ -370,6 +412,10 @@ class RedisStore:
         self._claim_script = self._r.register_script(_CLAIM)
         self._finish_script = self._r.register_script(_FINISH)
         self._clock_script = self._r.register_script(_CLOCK)
+        self._shas = {
+            _CLAIM: self._claim_script.sha,
+            _FINISH: self._finish_script.sha,
+        }
         self._listeners: dict[str, list[Listener]] = {}
         self._notified: dict[str, int] = {}
         self._tail_ids: dict[str, bytes] = {}
@@ -397,6 +443,8 @@ class RedisStore:
         #: appends waiting for this loop tick's pipeline (see _run_append)
         self._queued: list[tuple[list[str], list[Any], asyncio.Future[list[Any]]]] = []
         self._queue_armed = False
+        #: each master's lease pipeline still running (a cluster): see _unstalled
+        self._lease_busy: dict[str, asyncio.Future[list[Any]]] = {}
 
     @classmethod
     def cluster(cls, url: str, **kwargs: Any) -> RedisStore:
@@ -799,21 +847,17 @@ class RedisStore:
     async def _pipeline_appends(
         self,
         queued: list[tuple[list[str], list[Any], asyncio.Future[list[Any]]]],
-        loaded: bool = False,
+        loaded: int = 0,
     ) -> None:
         live = [q for q in queued if not q[2].done()]  # a waiter cancelled meanwhile: not sent
         if not live:
             return
         try:
-            if len(live) == 1:  # as an append alone always was (loads the script if need be)
+            if len(live) == 1 and not self.is_cluster:  # (loads the script if need be)
                 keys, args, _ = live[0]
                 results: list[Any] = [await self._append_script(keys=keys, args=args)]
             else:
-                pipe = self._r.pipeline(transaction=False)
-                sha = self._append_script.sha
-                for keys, args, _ in live:
-                    pipe.evalsha(sha, len(keys), *keys, *args)
-                results = await pipe.execute(raise_on_error=False)
+                results = await self._pipelines_by_master(live)
         except Exception as exc:  # each waiter's _retry judges it (transient: sent again)
             for _, _, fut in live:
                 if not fut.done():
@@ -827,21 +871,59 @@ class RedisStore:
         for (keys, args, fut), res in zip(live, results, strict=True):
             if fut.done():
                 continue
-            if isinstance(res, rex.NoScriptError) and not loaded:
+            if isinstance(res, rex.NoScriptError) and loaded < 2:
                 again.append((keys, args, fut))  # Redis lost its scripts (a restart, a flush)
             elif isinstance(res, BaseException):
                 fut.set_exception(res)
             else:
                 fut.set_result(res)
-        if again:  # load the script once, then send those again, together
+        if again:  # load the script, then send those again, together
             try:
-                self._append_script.sha = await self._r.script_load(_APPEND)
+                # on their masters; again (a slot mid-migration: it ran on the importing
+                # master, ASK) on every master
+                masters = {
+                    self._node_of(k[0]) if self.is_cluster and not loaded else ""
+                    for k, _, _ in again
+                }
+                await self._load_scripts(sorted(masters), (_APPEND,))
             except Exception as exc:
                 for _, _, fut in again:
                     if not fut.done():
                         fut.set_exception(exc)
                 return
-            await self._pipeline_appends(again, loaded=True)
+            await self._pipeline_appends(again, loaded + 1)
+
+    async def _pipelines_by_master(
+        self, live: list[tuple[list[str], list[Any], asyncio.Future[list[Any]]]]
+    ) -> list[Any]:
+        """Each append's answer (or the error of its master's pipeline): on a cluster
+        one pipeline per master, all at once, as a cluster pipeline fails whole when
+        one of its masters does not answer: a dead master fails its own streams'
+        appends only, never those on the others."""
+        groups: dict[str, list[int]] = {}
+        for n, (keys, _, _) in enumerate(live):
+            groups.setdefault(self._node_of(keys[0]) if self.is_cluster else "", []).append(n)
+        sha = self._append_script.sha
+
+        async def run(idx: list[int]) -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for n in idx:
+                keys, args, _ = live[n]
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            got: list[Any] = await pipe.execute(raise_on_error=False)
+            return got
+
+        batches = list(groups.values())
+        if len(batches) == 1:
+            return await run(batches[0])
+        answers = await asyncio.gather(*(run(b) for b in batches), return_exceptions=True)
+        results: list[Any] = [None] * len(live)
+        for idx, got in zip(batches, answers, strict=True):
+            if isinstance(got, BaseException) and not isinstance(got, Exception):
+                raise got
+            for j, n in enumerate(idx):
+                results[n] = got if isinstance(got, BaseException) else got[j]
+        return results
 
     async def finish(self, stream: str, producer: str, status: str, error: str, now: float) -> None:
         self._ensure_tasks()
@@ -849,9 +931,10 @@ class RedisStore:
         tomb = ttl + int(self.retention.tombstone_ttl * 1000)
 
         async def run() -> int:
-            code: int = await self._finish_script(
-                keys=[self._meta_key(stream), self._log_key(stream), self._tomb_key(stream)],
-                args=[producer, status, error, repr(now), max(ttl, 1), max(tomb, 1)],
+            code: int = await self._call(
+                _FINISH,
+                [self._meta_key(stream), self._log_key(stream), self._tomb_key(stream)],
+                [producer, status, error, repr(now), max(ttl, 1), max(tomb, 1)],
             )
             return code
 
@@ -1326,30 +1409,90 @@ class RedisStore:
 
             put(2 + len(owned) + i, self._meta_key(s), check)
 
-        async def run(items: list[tuple[int, Callable[[Any], Awaitable[Any]]]]) -> list[Any]:
+        async def run(
+            master: str, items: list[tuple[int, Callable[[Any], Awaitable[Any]]]]
+        ) -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
             for _, queue in items:
                 await queue(pipe)
             results: list[Any] = await pipe.execute(raise_on_error=False)
+            if any(isinstance(r, rex.NoScriptError) for r in results):
+                # the master lost its scripts (a restart): loaded there for next time
+                with contextlib.suppress(Exception):
+                    await self._load_scripts([master], (_RENEW, _CLOCK))
             return results
 
-        batches = list(groups.values())
-        answers = await asyncio.gather(*(run(b) for b in batches), return_exceptions=True)
-        lost_scripts = False
-        for items, got in zip(batches, answers, strict=True):
+        answers = await self._unstalled(list(groups), [run(m, b) for m, b in groups.items()])
+        for items, got in zip(groups.values(), answers, strict=True):
             for j, (slot, _) in enumerate(items):
-                value = got if isinstance(got, BaseException) else got[j]
-                lost_scripts |= isinstance(value, rex.NoScriptError)
-                out[slot] = value
-        if lost_scripts:  # a master lost its scripts (a restart): load them for next time
-            for script in (_RENEW, _CLOCK):
-                with contextlib.suppress(Exception):
-                    await self._r.script_load(script)
+                out[slot] = got if isinstance(got, BaseException) else got[j]
         if not isinstance(out[0], BaseException):
             ep = out[0][0] or None
             out[0], out[1] = ep, out[0][1:]
         else:
             out[1] = out[0]
+        return out
+
+    async def _call(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """Run ``script`` (one of this module's) on its keys' master; one that lost it
+        gets it loaded (on a cluster: that master only, see :meth:`_load_scripts`)."""
+        sha = self._shas[script]
+        try:
+            return await self._r.evalsha(sha, len(keys), *keys, *args)
+        except rex.NoScriptError:
+            master = self._node_of(keys[0]) if self.is_cluster else ""
+            await self._load_scripts([master], (script,))
+        try:
+            return await self._r.evalsha(sha, len(keys), *keys, *args)
+        except rex.NoScriptError:  # a slot mid-migration (ASK): on every master
+            await self._load_scripts([""], (script,))
+            return await self._r.evalsha(sha, len(keys), *keys, *args)
+
+    async def _load_scripts(self, masters: list[str], scripts: Sequence[str]) -> None:
+        """Load ``scripts`` on the masters named (a cluster) or, on one Redis, on it;
+        a name ``""`` (not known): on every master. Not on every master otherwise:
+        redis-py's ``SCRIPT LOAD`` goes to all and fails (after seconds of retries)
+        while one of them is down."""
+        nodes = [self._r.get_node(node_name=m) for m in masters if m] if self.is_cluster else []
+        for script in scripts:
+            if not self.is_cluster or not nodes or None in nodes or "" in masters:
+                await self._r.script_load(script)
+                continue
+            await asyncio.gather(
+                *(self._r.execute_command("SCRIPT LOAD", script, target_nodes=n) for n in nodes)
+            )
+
+    async def _unstalled(
+        self, masters: list[str], runs: list[Coroutine[Any, Any, list[Any]]]
+    ) -> list[Any]:
+        """Run each master's lease pipeline; the answers (or errors) of those done within
+        a renewal period. A master that does not answer in time (dead: redis-py's
+        retries and topology refreshes take seconds to give up) counts as not
+        answering this tick, and gets no new pipeline while its last one runs: it
+        never holds up the renewals on the other masters."""
+        tasks: list[asyncio.Future[list[Any]] | None] = []
+        for master, run in zip(masters, runs, strict=True):
+            busy = self._lease_busy.get(master)
+            if busy is not None and not busy.done():
+                run.close()
+                tasks.append(None)
+                continue
+            task = asyncio.ensure_future(run)
+            task.add_done_callback(_retrieve)
+            self._lease_busy[master] = task
+            tasks.append(task)
+        started = [t for t in tasks if t is not None]
+        if started:
+            await asyncio.wait(started, timeout=max(self.lease / 5, 0.05))
+        out: list[Any] = []
+        for t in tasks:
+            if t is None or not t.done():
+                out.append(TimeoutError("its master has not answered the last lease pipeline"))
+            elif t.cancelled():
+                out.append(asyncio.CancelledError())
+            else:
+                exc = t.exception()
+                out.append(exc if exc is not None else t.result())
         return out
 
     async def _end_as(self, stream: str, old: str, error: str) -> int | None:
@@ -1359,9 +1502,7 @@ class RedisStore:
         there to take (ended, or another producer's). One attempt: on failure the
         stream's lease lapses and a node tailing it ends it later."""
         token = secrets.token_hex(8)
-        got = await self._claim_script(
-            keys=[self._meta_key(stream)], args=[token, self._lease_ms, old]
-        )
+        got = await self._call(_CLAIM, [self._meta_key(stream)], [token, self._lease_ms, old])
         if got[0] != 0:
             return None
         head, digest = int(got[1]), got[2]
@@ -1474,8 +1615,16 @@ class RedisStore:
             with contextlib.suppress(BaseException):
                 await t
         self._tasks = []
+        for busy in self._lease_busy.values():
+            busy.cancel()
         with contextlib.suppress(Exception):
             await self._r.aclose()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """A lease pipeline's outcome, read when it ends (maybe after its tick gave up on it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _out_of_memory(exc: rex.ResponseError) -> bool:
