@@ -36,6 +36,9 @@ def unpack(tmp_path: Path) -> bytes:
     with zipfile.ZipFile(wheel) as z:
         z.extractall(tmp_path / "site")
         shipped = z.read("unbroken/server/static/unbroken.js")
+        # (and protocol v1's codec, which the bundle loads from next to itself)
+        v1 = z.read("unbroken/server/static/unbroken-v1.js")
+        assert v1 == (BUNDLE.parent / "unbroken-v1.js").read_bytes()
     (tmp_path / "myapp.py").write_text(APP)
     return shipped
 
@@ -75,6 +78,8 @@ async def test_the_wheel_serves_the_built_bundle(tmp_path: Path) -> None:
                 found = re.search(r"demo page: (http://\S+)", line)
                 url = found.group(1) if found else ""
         assert await asyncio.to_thread(get, f"{url}unbroken.js") == BUNDLE.read_bytes()
+        v1 = (BUNDLE.parent / "unbroken-v1.js").read_bytes()
+        assert await asyncio.to_thread(get, f"{url}unbroken-v1.js") == v1
     finally:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
