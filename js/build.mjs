@@ -13,7 +13,8 @@ rmSync(`${DIST}/types`, { recursive: true, force: true });
 const ES_MODULE = { bundle: true, format: "esm", platform: "neutral", target: ["es2022"], minify: true };
 // the core's bundles: private members (and @internal ones) are named `_x` and
 // minified like locals; nothing outside a bundle may read a `_` property of it
-const MANGLED = { ...ES_MODULE, mangleProps: /^_/, sourcemap: true, legalComments: "none", logLevel: "warning" };
+// (protocol v1's codec is the page bundle's sibling file, dist/unbroken-v1.js: never bundled in)
+const MANGLED = { ...ES_MODULE, mangleProps: /^_/, sourcemap: true, legalComments: "none", logLevel: "warning", external: ["./unbroken-v1.js"] };
 // the page bundle also minifies the members of objects no page can reach (the
 // sans-I/O session, its streams, the liveness rule, the reconnect schedule and the
 // client's private state): never a frame field, an option, an event's field or
@@ -67,7 +68,7 @@ await build({
   entryPoints: ["src/ai-sdk.ts"],
   outfile: `${DIST}/ai-sdk.js`,
   ...MANGLED,
-  external: ["ai"],
+  external: ["ai", "./unbroken-v1.js"],
   plugins: [
     {
       name: "core-external",

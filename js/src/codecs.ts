@@ -21,15 +21,14 @@ export function useV1(codec: V1Codec): void {
   v1 = codec;
 }
 
-// (not a literal: bundlers leave it to the runtime, which resolves it next to this module)
-const V1_MODULE = "./unbroken-v1.js";
-
-/** Load the v1 codec (once); `ConfigError` when its module cannot be loaded. */
+/** Load the v1 codec (once); `ConfigError` when its module cannot be loaded. The
+ * specifier is the built file's sibling (external to esbuild; `unbroken-v1.d.ts`
+ * types it), literal so that an app's bundler follows it too. */
 export async function loadV1(): Promise<void> {
   if (v1 !== null) return;
   try {
-    useV1(((await import(/* @vite-ignore */ V1_MODULE)) as { v1: V1Codec }).v1);
+    useV1((await import("./unbroken-v1.js")).v1);
   } catch (e) {
-    throw new ConfigError(`the server speaks protocol v1, whose codec is ${V1_MODULE} next to unbroken.js: it did not load (${(e as Error)?.message ?? e}); serve it, or offer only v2 (the protocols option)`);
+    throw new ConfigError(`the server speaks protocol v1, whose codec is unbroken-v1.js next to unbroken.js: it did not load (${(e as Error)?.message ?? e}); serve it, or offer only v2 (the protocols option)`);
   }
 }
