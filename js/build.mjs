@@ -18,7 +18,8 @@ const MANGLED = { ...ES_MODULE, mangleProps: /^_/, sourcemap: true, legalComment
 // the page bundle also minifies the members of objects no page can reach (the
 // sans-I/O session, its streams, the liveness rule, the reconnect schedule and the
 // client's private state): never a frame field, an option, an event's field or
-// anything public (dist/testing.js keeps these names for the tests)
+// anything public (dist/testing.js keeps these names for the tests; test/bundle.test.mjs
+// checks the list against the public declarations and the frame fields)
 const INTERNAL = [
   // ClientSession
   "byReq", "byStream", "ackEvery", "ackMin", "ackAfter", "batch", "liveness", "hbSeen", "startAttempts",
@@ -32,7 +33,7 @@ const INTERNAL = [
   "heartbeat", "srtt", "rttvar", "lastRecv", "lag", "lagAtRecv", "pings", "pingN", "lastPingAt", "lastBulk",
   "lagAtBulk", "heard", "queueDelay", "connecting", "helloSent", "welcomed", "bytesHeard", "messageHeard",
   "rttSample", "awaitingPong", "limit", "pingLimit", "pingAge", "dead",
-  "firstCheck", "wakeAt",
+  "firstCheck", "wakeAt", "ahead", "lastAhead", "lagAtAhead", "eventsHeard", "bytesAhead",
   // Reconnects; Client's and Stream's private members
   "budget", "lost", "openStreams", "answered", "tokenValue", "supervise", "connection", "cancelledByUser",
 ];

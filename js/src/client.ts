@@ -212,6 +212,7 @@ export class Stream implements AsyncIterable<StreamEvent> {
   private readonly _donePromise: Promise<Answer>;
   private _finished = false;
   private _startedDone = false;
+  /** @internal the user cancelled (a `cancelled` end is then a success) */
   cancelledByUser = false;
 
   constructor(

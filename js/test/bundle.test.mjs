@@ -18,3 +18,28 @@ test("the core exports the public API only", () => {
   for (const name of ["Client", "Stream", "Answer", "Cursor", "StreamGone", "BackoffPolicy", "parsePartialJson", "seed", "toHex"]) assert.ok(name in core, name);
   for (const name of ["ClientSession", "decodeServer", "encodeV2", "Liveness", "pack"]) assert.ok(!(name in core), name);
 });
+
+test("the core's list of minified internal members holds no public name", () => {
+  // (build.mjs minifies these names in dist/unbroken.js: one that is also an option,
+  // an event's field, a frame field or a public member would break the page bundle)
+  const build = readFileSync(new URL("../build.mjs", import.meta.url), "utf8");
+  const list = build.slice(build.indexOf("const INTERNAL = ["), build.indexOf("];", build.indexOf("const INTERNAL = [")));
+  const internal = [...list.matchAll(/"([A-Za-z0-9]+)"/g)].map((m) => m[1]);
+  assert.ok(internal.length > 50);
+  const types = (name) => readFileSync(new URL(`../dist/types/${name}.d.ts`, import.meta.url), "utf8");
+  const exported = new Set([...types("index").matchAll(/\b([A-Za-z0-9_]+)\b/g)].map((m) => m[1]));
+  const declared = new Set();
+  for (const mod of ["client", "response", "backoff", "errors", "roles", "session", "frames", "codecs"]) {
+    const text = types(mod).replace(/\/\*[\s\S]*?\*\//g, "").replace(/\/\/.*/g, "");
+    // each top-level declaration: public ones (exported by index.ts) and every frame type
+    for (const block of text.split(/\n(?=export )/)) {
+      const name = /^export (?:declare )?(?:class|interface|type) ([A-Za-z0-9_]+)/.exec(block)?.[1];
+      if (name === undefined || !(exported.has(name) || mod === "frames")) continue;
+      for (const m of block.matchAll(/^\s+(?:readonly |static |get |set |async )*([A-Za-z0-9_]+)\??[:(<]/gm)) {
+        if (!/^\s*private /.test(m[0])) declared.add(m[1]);
+      }
+    }
+  }
+  assert.ok(declared.has("silenceFactor") && declared.has("caps") && declared.has("retryAfter"));
+  assert.deepEqual(internal.filter((n) => declared.has(n)), []);
+});
