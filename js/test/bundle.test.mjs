@@ -43,3 +43,43 @@ test("the core's list of minified internal members holds no public name", () => 
   assert.ok(declared.has("silenceFactor") && declared.has("caps") && declared.has("retryAfter"));
   assert.deepEqual(internal.filter((n) => declared.has(n)), []);
 });
+
+test("a v1 server without unbroken-v1.js beside the bundle: ConfigError, no retry; with it the hello goes", async () => {
+  const { mkdtempSync, copyFileSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const dir = mkdtempSync(join(tmpdir(), "ub-"));
+  copyFileSync(new URL("../dist/unbroken.js", import.meta.url), join(dir, "unbroken.js"));
+  const lone = await import(join(dir, "unbroken.js"));
+  const sockets = [];
+  let onSend = () => undefined;
+  class V1Only {
+    constructor() {
+      Object.assign(this, { readyState: 0, protocol: "", sent: [] });
+      sockets.push(this);
+      setTimeout(() => {
+        this.readyState = 1;
+        this.protocol = "unbroken.v1";
+        this.onopen?.({});
+      }, 1);
+    }
+    send(data) {
+      this.sent.push(data);
+      onSend(data);
+    }
+    close(code = 1000, reason = "") {
+      this.readyState = 3;
+      setTimeout(() => this.onclose?.({ code, reason }), 0);
+    }
+  }
+  const client = new lone.Client("ws://x", { WebSocket: V1Only, storage: null, lifecycle: false });
+  await assert.rejects(client.start("a"), (e) => e instanceof lone.ConfigError && /unbroken-v1\.js/.test(e.message));
+  assert.equal(sockets.length, 1); // fatal: not retried
+  await client.close();
+  // beside its codec, the same server gets a v1 hello (JSON text)
+  const client2 = new core.Client("ws://x", { WebSocket: V1Only, storage: null, lifecycle: false, openTimeout: 0.2 });
+  const connected = new Promise((resolve) => (onSend = resolve));
+  void client2.connect().catch(() => undefined);
+  assert.match(await connected, /^\{"t":"hello"/);
+  await client2.close();
+});
