@@ -26,6 +26,7 @@ store = RedisStore(
     lease=float(os.environ.get("UNBROKEN_REDIS_LEASE", "5")),
     prefix=os.environ.get("UNBROKEN_REDIS_PREFIX", "unbroken"),
     cluster=os.environ.get("UNBROKEN_REDIS_CLUSTER", "") not in ("", "0"),
+    outage_timeout=float(os.environ.get("UNBROKEN_REDIS_OUTAGE_TIMEOUT", "30")),
 )
 app = Unbroken(store=store, allow_anonymous=True)
 

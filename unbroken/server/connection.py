@@ -36,6 +36,7 @@ from ..errors import (
     LogFull,
     Overloaded,
     ProtocolError,
+    StoreUnavailable,
     UnknownAgent,
 )
 from ..protocol.codes import CloseCode, ErrorCode, close_reason
@@ -703,17 +704,21 @@ class Connection:
                 ms, "server overloaded; this stream's reader was shed: resume after retry_after_ms"
             )
             return
-        meta = await self.store.meta(frame.stream)
         info: StreamInfo | None = None
         digest: bytes | None = None
-        if meta is not None:
-            info = StreamInfo(frame.stream, meta.owner, meta.status, meta.head)
-            if meta.owner == self.principal.id and frame.after <= meta.head:
-                digest = await self.store.digest_at(frame.stream, frame.after)
-        else:
-            owner = await self.store.tombstone(frame.stream)
-            if owner is not None:
-                info = StreamInfo(frame.stream, owner, "expired", 0, expired=True)
+        try:
+            meta = await self.store.meta(frame.stream)
+            if meta is not None:
+                info = StreamInfo(frame.stream, meta.owner, meta.status, meta.head)
+                if meta.owner == self.principal.id and frame.after <= meta.head:
+                    digest = await self.store.digest_at(frame.stream, frame.after)
+            else:
+                owner = await self.store.tombstone(frame.stream)
+                if owner is not None:
+                    info = StreamInfo(frame.stream, owner, "expired", 0, expired=True)
+        except StoreUnavailable as exc:  # this stream's log only (a cluster master down)
+            self._error(ErrorCode.INTERNAL, f"its log is unreachable: {exc}", stream=frame.stream)
+            return
         answer = decide_resume(
             frame,
             principal=self.principal.id,
@@ -1212,7 +1217,12 @@ class Connection:
             att = self.atts.get(stream)
             if att is None:
                 continue
-            frame = await att.next_frame()
+            try:
+                frame = await att.next_frame()
+            except StoreUnavailable as exc:  # this stream's log only (a cluster master down)
+                self._detach(stream)
+                self._error(ErrorCode.INTERNAL, f"its log is unreachable: {exc}", stream=stream)
+                continue
             if frame is None or self.atts.get(stream) is not att:
                 continue  # nothing ready, or re-attached while reading: the new cursor goes on
             self._ready.append(frame)

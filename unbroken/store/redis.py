@@ -444,6 +444,8 @@ class RedisStore:
         self._queued: list[tuple[list[str], list[Any], asyncio.Future[list[Any]]]] = []
         self._queue_armed = False
         #: each master's lease pipeline still running (a cluster): see _unstalled
+        #: masters not answering (a cluster), since when (loop time): see _retry
+        self._down: dict[str, float] = {}
         self._lease_busy: dict[str, asyncio.Future[list[Any]]] = {}
 
     @classmethod
@@ -581,16 +583,35 @@ class RedisStore:
             loop.create_task(self._lease_loop(), name="unbroken-redis-lease"),
         ]
 
-    async def _retry(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _retry(
+        self, what: str, fn: Callable[[], Awaitable[T]], stream: str | None = None
+    ) -> T:
         """Run ``fn``; while Redis is unreachable, retry with full-jitter backoff
-        for up to ``outage_timeout`` seconds (``fn`` must be idempotent)."""
+        for up to ``outage_timeout`` seconds (``fn`` must be idempotent). On a
+        cluster, for ``stream``'s master: counted from when that master stopped
+        answering, so once it has been down that long its streams fail at once."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.outage_timeout
+        master = self._node_of(self._meta_key(stream)) if stream and self.is_cluster else ""
+        since = self._down.get(master) if master else None
+        if since is not None and loop.time() >= since + self.outage_timeout:
+            # not tried: redis-py's own retries on a dead node take seconds (the lease
+            # loop asks it every tick and clears this once it answers)
+            raise StoreUnavailable(
+                f"redis master {master} unreachable for {loop.time() - since:.0f}s: {what}"
+                " not tried"
+            )
         delay = 0.05
         while True:
             try:
-                return await fn()
+                got = await fn()
+                if master:
+                    self._down.pop(master, None)
+                return got
             except _TRANSIENT as exc:
+                if master:
+                    since = self._down.setdefault(master, loop.time())
+                    deadline = min(deadline, since + self.outage_timeout)
                 if loop.time() >= deadline:
                     raise StoreUnavailable(
                         f"redis unreachable for {self.outage_timeout:.0f}s during {what}: {exc}"
@@ -747,7 +768,9 @@ class RedisStore:
         if batch.count <= 0:
             meta = await self.meta(stream)
             return meta.head if meta else 0
-        carry = await self._retry(f"append stream={stream}", lambda: self._carry(stream, batch))
+        carry = await self._retry(
+            f"append stream={stream}", lambda: self._carry(stream, batch), stream
+        )
         entries = _split(batch, carry)
         last_seq = batch.first + batch.count - 1
         end_last = (
@@ -776,7 +799,7 @@ class RedisStore:
             return await self._run_append(keys, args)
 
         try:
-            code, value = await self._retry(f"append stream={stream}", run)
+            code, value = await self._retry(f"append stream={stream}", run, stream)
         except rex.ResponseError as exc:
             self._reserve(stream, -add)
             if _out_of_memory(exc):  # Redis at maxmemory (noeviction): the log is full
@@ -938,7 +961,7 @@ class RedisStore:
             )
             return code
 
-        code = await self._retry(f"finish stream={stream}", run)
+        code = await self._retry(f"finish stream={stream}", run, stream)
         self._disown(stream)
         if code != 0:
             raise StaleProducer(f"producer {producer} does not own stream {stream}")
@@ -1014,7 +1037,7 @@ class RedisStore:
 
         entries = self._cached(stream, after)
         if entries is None:
-            entries = await self._retry(f"read stream={stream}", run)
+            entries = await self._retry(f"read stream={stream}", run, stream)
         if not entries:
             return None
         # choose the last event: whole entries while within max_bytes, at least one event
@@ -1073,7 +1096,7 @@ class RedisStore:
             m, ep = await pipe.execute()
             return m, ep
 
-        m, ep = await self._retry(f"meta stream={stream}", run)
+        m, ep = await self._retry(f"meta stream={stream}", run, stream)
         if ep is None or ep.decode() != self._epoch:
             await self._refresh_epoch(ep)
         if m[0] is None:
@@ -1095,10 +1118,16 @@ class RedisStore:
         )
 
     async def tombstone(self, stream: str) -> str | None:
-        owner = await self._r.get(self._tomb_key(stream))
+        key = self._tomb_key(stream)
+        owner = await self._retry(f"tombstone stream={stream}", lambda: self._r.get(key), stream)
         return owner.decode() if owner is not None else None
 
     async def digest_at(self, stream: str, seq: int) -> bytes | None:
+        return await self._retry(
+            f"digest stream={stream}", lambda: self._digest_at(stream, seq), stream
+        )
+
+    async def _digest_at(self, stream: str, seq: int) -> bytes | None:
         m = await self._r.hmget(self._meta_key(stream), ["head", "digest", "epoch"])
         if m[0] is None:
             return None
@@ -1409,9 +1438,17 @@ class RedisStore:
 
             put(2 + len(owned) + i, self._meta_key(s), check)
 
+        for master in list(self._down):  # masters down: asked again every tick
+            groups.setdefault(master, [])
+
         async def run(
             master: str, items: list[tuple[int, Callable[[Any], Awaitable[Any]]]]
         ) -> list[Any]:
+            if not items:
+                node = self._r.get_node(node_name=master)
+                if node is not None:  # (not in the slot map any more: forgotten)
+                    await self._r.execute_command("PING", target_nodes=node)
+                return []
             pipe = self._r.pipeline(transaction=False)
             for _, queue in items:
                 await queue(pipe)
@@ -1423,6 +1460,16 @@ class RedisStore:
             return results
 
         answers = await self._unstalled(list(groups), [run(m, b) for m, b in groups.items()])
+        now = asyncio.get_running_loop().time()
+        for master, got in zip(groups, answers, strict=True):
+            if not master:
+                continue
+            # (a pipeline's own errors come in its answers)
+            values = got if isinstance(got, list) else [got]
+            if any(isinstance(v, _TRANSIENT) for v in values):  # down since the first such tick
+                self._down.setdefault(master, now)
+            elif not isinstance(got, BaseException):
+                self._down.pop(master, None)
         for items, got in zip(groups.values(), answers, strict=True):
             for j, (slot, _) in enumerate(items):
                 out[slot] = got if isinstance(got, BaseException) else got[j]
@@ -1487,7 +1534,7 @@ class RedisStore:
         out: list[Any] = []
         for t in tasks:
             if t is None or not t.done():
-                out.append(TimeoutError("its master has not answered the last lease pipeline"))
+                out.append(_Late("its master has not answered the last lease pipeline"))
             elif t.cancelled():
                 out.append(asyncio.CancelledError())
             else:
@@ -1619,6 +1666,10 @@ class RedisStore:
             busy.cancel()
         with contextlib.suppress(Exception):
             await self._r.aclose()
+
+
+class _Late(Exception):
+    """A lease pipeline not answered within its tick (not known failed: maybe slow)."""
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

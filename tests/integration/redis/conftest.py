@@ -152,6 +152,7 @@ class Node:
         lease: float = 5.0,
         prefix: str = "unbroken",
         cluster: bool = False,
+        outage_timeout: float = 30.0,
     ) -> None:
         self.port = free_port()
         env = dict(os.environ)
@@ -160,6 +161,7 @@ class Node:
             UNBROKEN_REDIS_URL=redis_url,
             UNBROKEN_REDIS_LEASE=str(lease),
             UNBROKEN_REDIS_PREFIX=prefix,
+            UNBROKEN_REDIS_OUTAGE_TIMEOUT=str(outage_timeout),
             PYTHONPATH=str(ROOT),
         )
         NODE_LOGS.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from redis.crc import key_slot
 
 from unbroken import BackoffPolicy
 from unbroken.client import Client, ConnectionEvent, Stream
-from unbroken.errors import StoreUnavailable
+from unbroken.errors import RequestRefused, StoreUnavailable, UnbrokenError
 from unbroken.protocol.digest import chain
 from unbroken.protocol.digest import seed as seed_of
 from unbroken.protocol.events import Kind, chunk, part_start
@@ -316,3 +316,51 @@ async def test_a_dead_master_costs_only_its_own_streams(
         await a.close()
         if b is not None:
             await b.close()
+
+
+@pytest.mark.full
+async def test_a_client_reading_streams_of_every_master_loses_only_the_dead_masters(
+    redis_cluster: RedisCluster, nodes: list[Node]
+) -> None:
+    """Through a node: a client reads streams on every master, on one connection; the
+    master of slot 0 is killed -9 mid-answer. The streams on the other masters end
+    completed and exact; those on the dead master fail with a typed error (an
+    ``error`` frame for that stream: RequestRefused), and do not cost the others their
+    connection for good (its reads of the dead master's streams wait out the node's
+    ``outage_timeout`` once, then fail at once)."""
+    victim = redis_cluster.owner(0)
+    prefix = prefix_off(redis_cluster, victim)
+    node = Node(redis_cluster.url, prefix=prefix, cluster=True, lease=2.0, outage_timeout=2)
+    nodes.append(node)
+    n = 400
+    streams: list[Stream] = []
+    on: list[int] = []
+    async with Client([node.url], policy=FAST) as client:
+        while len(set(on)) < 3 or on.count(victim) < 2:
+            assert len(streams) < 60
+            st = await client.start("count", {"n": n, "every": 20, "pause": 0.05})
+            streams.append(st)
+            await until_seq(st, 1)
+            on.append(redis_cluster.owner(slot_of(st.id)))
+        await asyncio.gather(*(until_seq(st, 10) for st in streams))
+        await asyncio.to_thread(redis_cluster.servers[victim].stop, signal.SIGKILL)
+
+        async def finish(st: Stream) -> BaseException | None:
+            try:
+                async for _ in st:
+                    pass
+                answer = await st.wait()
+            except UnbrokenError as exc:
+                return exc
+            assert answer.status == "completed", answer
+            assert answer.text == expected_text(n)
+            assert answer.digest == full_digest(st.id, st.epoch, n)
+            return None
+
+        got = await asyncio.gather(*(finish(st) for st in streams))
+    for st, where, res in zip(streams, on, got, strict=True):
+        if where == victim:  # told by an error frame: not a connection given up on
+            assert isinstance(res, RequestRefused), (st.id, res)
+            assert res.code == "internal" and "unreachable" in str(res), res
+        else:
+            assert res is None, (st.id, res)
