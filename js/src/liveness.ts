@@ -22,7 +22,8 @@
  * unacked) can be on their way ahead of its pong; while those still arrive, the ping
  * is judged from the last of them (at most `MAX_QUEUE` later). A 5 KB/s link against
  * a 16 KiB window (a 3 s queue) is not cut on its first ping; a link whose upstream
- * died gets no more than that bound, then only `hb`.
+ * died gets no more than that bound, then only `hb`. The allowance applies once
+ * `AHEAD_MIN` event bytes arrived since the ping (a slow trickle is judged at the limit).
  */
 import type { Ping } from "./frames.js";
 
@@ -34,6 +35,9 @@ export const BULK = 4096;
 export const MAX_QUEUE = 10.0;
 /** how many times the last queued pong's delay the next ping may wait while data arrives */
 export const QUEUE_GROWTH = 2.0;
+/** event bytes a ping must have seen arrive before the flow window's allowance applies
+ * to it: a link carrying a slow trickle (a few tokens a second) is judged at the limit */
+export const AHEAD_MIN = 2048;
 /** a check that ran this much behind schedule lets the reader go first (seconds) */
 export const LATE_RUN = 0.05;
 /** the heartbeat a server may ask for is clamped to this range (seconds) */
@@ -201,7 +205,7 @@ export class Liveness {
     }
     // events the window let out before the ping were still arriving (at most MAX_QUEUE)
     const judged = Math.min(this.lastAhead, oldest[0] + MAX_QUEUE);
-    if (judged > sent) {
+    if (judged > sent && this.events - oldest[3] >= AHEAD_MIN) {
       sent = judged;
       lag = this.lagAtAhead;
     }

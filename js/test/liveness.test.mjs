@@ -73,11 +73,11 @@ test("liveness: the queue allowance is capped and a reconnect forgets it", () =>
   assert.equal(l.queueDelay, 0);
 });
 
-function welcomedLink() {
+function welcomedLink(heartbeatMs = 1000) {
   const l = new Liveness({ pingEvery: 0.75 });
   l.connecting();
   l.helloSent(0);
-  l.welcomed(0.05, 1000, 0.05);
+  l.welcomed(0.05, heartbeatMs, 0.05);
   return l;
 }
 
@@ -129,4 +129,19 @@ test("liveness: the window allowance is capped, and nothing without ahead", () =
   bare.ping(1.0);
   events(bare, 2.0, 100);
   assert.ok(Math.abs(bare.pingAge(2.5) - 1.5) < 1e-9);
+});
+
+test("liveness: a slow trickle gets no window allowance", () => {
+  const l = welcomedLink(400); // the server's default heartbeat
+  const limit = l.limit();
+  l.ahead = 2 ** 20;
+  l.ping(1.0);
+  let t = 1.0;
+  let deadAt = null;
+  while (deadAt === null && t < 1.0 + 2 * limit) {
+    t += 0.05;
+    events(l, t, 50); // 1 KB/s: fewer than AHEAD_MIN bytes within the limit
+    if (l.dead(t) !== null) deadAt = t;
+  }
+  assert.ok(deadAt !== null && deadAt <= 1.0 + limit + 0.05);
 });

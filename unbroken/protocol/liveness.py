@@ -27,7 +27,9 @@ those event bytes still arrive, the ping is judged from the last of them (at mos
 against a 16 KiB window: a 3 s queue) is not cut on its first ping. Event bytes past
 that bound could only have been sent after the server read an ack sent after the
 ping; a link whose upstream died gets no more than the bound, then only ``hb``, and
-the ping is judged from the last event.
+the ping is judged from the last event. The allowance applies once :data:`AHEAD_MIN`
+event bytes arrived since the ping: a slow trickle on a link whose upstream died is
+still found at the limit; a faster one within its window or :data:`MAX_QUEUE`.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ MAX_QUEUE = 10.0
 #: how many times the last queued pong's delay the next ping may wait while data
 #: still arrives ahead of it (the queue may be growing)
 QUEUE_GROWTH = 2.0
+
+#: event bytes a ping must have seen arrive before the flow window's allowance applies
+#: to it: a link carrying a slow trickle (a few tokens a second) is judged at the limit
+AHEAD_MIN = 2048
 
 #: a check that ran this much behind schedule lets the reader go first (seconds)
 LATE_RUN = 0.05
@@ -206,14 +212,17 @@ class Liveness:
         """The oldest unanswered ping: (judged from, lag then, extra wait allowed)."""
         if not self.pings:
             return None
-        sent, lag, heard, _, _ = self.pings[min(self.pings)]
+        sent, lag, heard, events, _ = self.pings[min(self.pings)]
         extra = 0.0
         if self.heard - heard >= BULK:
             # data keeps arriving ahead of the pong: it may queue as the last one did
             extra = min(MAX_QUEUE, QUEUE_GROWTH * self.queue_delay)
         if self.last_bulk > sent:  # data was still arriving ahead of the pong
             sent, lag = self.last_bulk, self.lag_at_bulk
-        if self.last_ahead > sent:  # events sent before the ping were still arriving
+        if self.last_ahead > sent and self.events - events >= AHEAD_MIN:
+            # events the window let out before the ping were still arriving (a link
+            # that carries a slow trickle only is judged as before: its upstream may
+            # be dead while the trickle flows on)
             judged = min(self.last_ahead, self.pings[min(self.pings)][0] + MAX_QUEUE)
             if judged > sent:
                 sent, lag = judged, self.lag_at_ahead
@@ -292,4 +301,4 @@ class Liveness:
         return Check(wake_at=now + min(limit / 3, MAX_CHECK_EVERY), ping=ping)
 
 
-__all__ = ["BULK", "MAX_QUEUE", "MAX_RTO", "QUEUE_GROWTH", "Check", "Liveness"]
+__all__ = ["AHEAD_MIN", "BULK", "MAX_QUEUE", "MAX_RTO", "QUEUE_GROWTH", "Check", "Liveness"]

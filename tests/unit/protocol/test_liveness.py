@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from unbroken.protocol.frames import Ping
-from unbroken.protocol.liveness import BULK, MAX_QUEUE, MAX_RTO, Liveness
+from unbroken.protocol.liveness import AHEAD_MIN, BULK, MAX_QUEUE, MAX_RTO, Liveness
 
 
 def welcomed(*, heartbeat_ms: float = 1000, rtt: float = 0.0, ping_every: float = 0.75) -> Liveness:
@@ -320,3 +320,21 @@ def test_the_window_allowance_is_capped_and_nothing_without_ahead() -> None:
     bare.ping(1.0)
     _events(bare, 2.0, 100)
     assert bare.ping_age(2.5) == pytest.approx(1.5)
+
+
+def test_a_slow_trickle_gets_no_window_allowance() -> None:
+    """A few tokens a second still arriving say nothing of the client's own frames (the
+    upstream may be dead while the server trickles on within its window): the ping is
+    judged from when it was sent, as long as fewer than AHEAD_MIN event bytes came."""
+    live = welcomed(heartbeat_ms=400, rtt=0.05)  # the server's default heartbeat
+    limit = live.limit()
+    live.ahead = 1 << 20
+    live.ping(1.0)
+    t, dead_at = 1.0, None
+    while dead_at is None and t < 1.0 + 2 * limit:
+        t += 0.05
+        _events(live, t, 50)  # 1 KB/s
+        if live.dead(t) is not None:
+            dead_at = t
+    assert dead_at is not None and dead_at <= 1.0 + limit + 0.05
+    assert live.events < AHEAD_MIN
