@@ -981,6 +981,7 @@ export class Client {
         if (over) return;
         session.connected();
         ws.send(session.wire(session.connect(token, chosen)));
+        for (const frame of session.resumes()) ws.send(session.wire(frame));
         live.helloSent(now());
       };
       // (v1's codec is a module of its own, loaded when a server first chooses v1)

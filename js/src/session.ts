@@ -283,16 +283,28 @@ export class ClientSession {
     return { t: "hello", caps, token, anon: this.anon };
   }
 
-  /** Frames to send once welcomed: resume every open stream, retry unanswered starts. */
+  private _resume(cs: ClientStream): Resume {
+    cs.state = "resuming";
+    const v = cs.verifier!;
+    return { t: "resume", stream: cs.stream, after: v.seq, epoch: cs.epoch, h: toHex(v.digest) };
+  }
+
+  /** Frames to send right after `hello`, before `welcome` (§2, pipelined: the
+   * server handles frames in order, so this saves a round trip on every reconnect):
+   * `resume` for every detached stream. */
+  resumes(): ClientFrame[] {
+    const out: ClientFrame[] = [];
+    for (const cs of this.byReq.values()) if (cs.state === "detached") out.push(this._resume(cs));
+    return out;
+  }
+
+  /** Frames to send once welcomed: retry unanswered starts, resume every open
+   * stream not resumed yet (`resumes` sends them sooner). */
   afterWelcome(): ClientFrame[] {
     const out: ClientFrame[] = [];
     for (const cs of this.byReq.values()) {
       if (cs.state === "starting") out.push({ t: "start", req: cs.req, agent: cs.agent, input: cs.input });
-      else if (cs.state === "detached") {
-        cs.state = "resuming";
-        const v = cs.verifier!;
-        out.push({ t: "resume", stream: cs.stream, after: v.seq, epoch: cs.epoch, h: toHex(v.digest) });
-      }
+      else if (cs.state === "detached") out.push(this._resume(cs));
     }
     return out;
   }

@@ -66,6 +66,7 @@ class FakeServer {
     this.connections = 0;
     this.starts = 0;
     this.resumes = [];
+    this.sockets = [];
     this.acks = [];
     this.stream = "S1streamXYZ";
     this.digests = [];
@@ -79,6 +80,7 @@ class FakeServer {
         this.protocol = "";
         this.onopen = this.onmessage = this.onclose = this.onerror = null;
         server.connections++;
+        server.sockets.push(this);
         assert.deepEqual(protocols, ["unbroken.v2", "unbroken.v1"]);
         setTimeout(() => {
           this.readyState = 1;
@@ -89,7 +91,10 @@ class FakeServer {
       send(data) {
         assert.equal(this.readyState, 1);
         assert.equal(typeof data === "string", VERSION === "v1", "frames of the connection's version");
-        setTimeout(() => server.handle(this, typeof data === "string" ? decodeClient(data) : decodeClientV2(data)), 0);
+        const f = typeof data === "string" ? decodeClient(data) : decodeClientV2(data);
+        // what the client sent on each connection, and whether welcome had come yet
+        (this.sent ??= []).push([f.t, this.welcomed === true]);
+        setTimeout(() => server.handle(this, f), 0);
       }
       close(code = 1000, reason = "") {
         if (this.readyState >= 2) return;
@@ -134,6 +139,7 @@ class FakeServer {
         ws.readyState = 3;
         return ws.onclose?.({ code: 4008, reason: "overloaded" });
       }
+      ws.welcomed = true;
       return this.out(ws, { t: "welcome", session: "s", heartbeat_ms: 50, epoch: EPOCH, caps: ["batch"] });
     }
     if (f.t === "start") {
@@ -218,6 +224,8 @@ test("a stream cut twice is resumed from its cursor and delivered exactly once",
   assert.equal(server.starts, 1, "the agent ran once");
   assert.equal(server.connections, 3);
   assert.deepEqual(server.resumes, [9, 15]);
+  // each reconnect sends its resume right behind hello, before welcome (§2: pipelined)
+  for (const ws of server.sockets.slice(1)) assert.deepEqual(ws.sent.slice(0, 2), [["hello", false], ["resume", false]]);
   const kinds = seen.map((e) => e.kind);
   assert.deepEqual(kinds.filter((k) => k === "resumed").length, 2);
   const urls = seen.filter((e) => e.kind === "connected").map((e) => e.url);

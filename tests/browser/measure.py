@@ -66,6 +66,16 @@ WS_PROBE = """(() => {
   const Base = window.WebSocket;
   const probe = (window.__ws = { opened: [], messages: [], open: {}, closed: {} });
   let count = 0;
+  // a message's length and what it starts with: v1, its first 24 characters; v2
+  // (MessagePack, binary), the tag of its first frame as v1 names it ('"t":"events"')
+  const TAGS = { 1: "events", 2: "welcome", 3: "started", 4: "resumed", 7: "error", 8: "hb" };
+  const head = (d) => {
+    if (typeof d === "string") return [d.length, d.slice(0, 24)];
+    const b = new Uint8Array(d);
+    // [0, [frame, …]] (a batch: array header of 1 or 3 bytes), else [tag, …]
+    const tag = b[1] === 0 ? b[(b[2] === 0xdc ? 5 : 3) + 1] : b[1];
+    return [b.length, `"t":"${TAGS[tag] ?? tag}"`];
+  };
   window.WebSocket = class extends Base {
     constructor(...args) {
       super(...args);
@@ -81,8 +91,7 @@ WS_PROBE = """(() => {
           super.onmessage = f === null ? null : (ev) => {
             const t = performance.now();
             try { f(ev); } finally {
-              const d = typeof ev.data === "string" ? ev.data : "";
-              probe.messages.push([id, t, performance.now(), d.length, d.slice(0, 24)]);
+              probe.messages.push([id, t, performance.now(), ...head(ev.data)]);
             }
           };
         },

@@ -913,6 +913,8 @@ class Client:
             self.version = version
             hello = self._session.connect(token, version)
             await ws.send(self._session.wire(hello))
+            for frame in self._session.resumes():  # pipelined behind hello (§2)
+                await ws.send(self._session.wire(frame))
             live.hello_sent(loop.time())
             left = max(0.001, opened_by - loop.time())
             first = await asyncio.wait_for(ws.recv(), left)

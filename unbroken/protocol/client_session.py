@@ -440,16 +440,26 @@ class ClientSession:
         self._decode = self._codec.decode if self._codec is not None else decode_server
         return Hello(caps=self.caps, token=token, anon=self.anon)
 
+    def _resume(self, cs: ClientStream) -> Resume:
+        assert cs.verifier is not None
+        cs.state = StreamState.RESUMING
+        return Resume(cs.stream, cs.verifier.seq, cs.epoch, cs.verifier.digest.hex())
+
+    def resumes(self) -> list[ClientFrame]:
+        """Frames to send right after ``hello``, before ``welcome`` (protocol §2,
+        pipelined: the server handles frames in order, so this saves a round trip on
+        every reconnect): ``resume`` for every detached stream."""
+        return [self._resume(cs) for cs in self.by_req.values() if cs.state is StreamState.DETACHED]
+
     def after_welcome(self) -> list[ClientFrame]:
-        """Frames to send once welcomed: resume every open stream, retry unanswered starts."""
+        """Frames to send once welcomed: retry unanswered starts, resume every open
+        stream not resumed yet (:meth:`resumes` sends them sooner)."""
         out: list[ClientFrame] = []
         for cs in self.by_req.values():
             if cs.state is StreamState.STARTING:
                 out.append(Start(cs.req, cs.agent, cs.input))
             elif cs.state is StreamState.DETACHED:
-                assert cs.verifier is not None
-                cs.state = StreamState.RESUMING
-                out.append(Resume(cs.stream, cs.verifier.seq, cs.epoch, cs.verifier.digest.hex()))
+                out.append(self._resume(cs))
         return out
 
     def list_streams(self, n: int) -> List | None:

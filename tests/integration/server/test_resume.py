@@ -13,6 +13,7 @@ from unbroken.protocol.client_session import (
     StreamEvents,
     StreamResumed,
     StreamStarted,
+    Welcomed,
 )
 from unbroken.protocol.digest import seed
 from unbroken.protocol.events import Kind
@@ -133,6 +134,34 @@ async def test_resume_of_a_finished_stream_replays_the_rest(served: object) -> N
     w2.events[sid] = list(w.events[sid])
     await w2.read_to_end(sid)
     assert w2.resumed[sid].status == "completed"
+    await check_exact(kit, w2, sid, reference)
+    await w2.close()
+
+
+async def test_resume_pipelined_behind_hello_is_answered_after_welcome(served: object) -> None:
+    """A client may send its resume right behind hello, before welcome (protocol §2):
+    the server answers welcome, then resumed and the rest of the stream, exact."""
+    kit, srv = await served()  # type: ignore[operator]
+    reference = await uninterrupted(srv.url)
+    cs = ClientSession()
+    w = await Wire.open(srv.url, session=cs)
+    sid = await w.start("r1", "count", {"n": N, "pause_at": N // 2, "gate": "g"})
+    await w.read_until_seq(sid, N // 2)
+    before = w.seq(sid)
+    w.abort()
+    w2 = await Wire.open(srv.url, session=cs, hello=False)
+    w2.events[sid] = list(w.events[sid])
+    await w2.send(cs.connect())
+    resumes = cs.resumes()
+    assert [type(f).__name__ for f in resumes] == ["Resume"]
+    for frame in resumes:  # in the same flight as hello, welcome not yet received
+        await w2.send(frame)
+    first = await w2.next()
+    assert isinstance(first, Welcomed), first
+    assert cs.after_welcome() == []  # nothing left to send
+    kit.gates["g"].set()
+    await w2.read_to_end(sid)
+    assert w2.resumed[sid].from_seq == before
     await check_exact(kit, w2, sid, reference)
     await w2.close()
 

@@ -358,6 +358,23 @@ def test_after_a_drop_the_client_resumes_open_streams_and_retries_unanswered_sta
     assert client.by_stream[S3].state is StreamState.ENDED
 
 
+def test_resumes_are_pipelined_behind_hello_and_not_sent_again_after_welcome() -> None:
+    client = welcomed()
+    started(client, "r1", S1)
+    client.receive(encode_frames([TOKENS[:3]], stream=S1)[0])
+    assert client.start("r2", "agent", None) is not None  # not answered before the drop
+    client.connection_lost()
+    client.connect()
+    h1 = chain(S1, EPOCH, TOKENS[:3])[-1].hex()
+    # right behind hello, before welcome: the resume (a start waits for welcome)
+    assert client.resumes() == [Resume(stream=S1, after=3, epoch=EPOCH, h=h1)]
+    assert client.by_stream[S1].state is StreamState.RESUMING
+    client.receive(WELCOME)
+    assert client.after_welcome() == [Start(req="r2", agent="agent", input=None)]
+    out = client.receive(encode(Resumed(stream=S1, from_=3, head=5)))
+    assert out == StreamResumed(S1, 3, 5, "running")
+
+
 def test_a_resumed_stream_continues_verifying_from_its_cursor() -> None:
     client = welcomed()
     started(client, "r1", S1)
