@@ -110,6 +110,7 @@ class Group:
 
     def __init__(self, pid: int) -> None:
         self.root = psutil.Process(pid)
+        self.pid = pid  # (measure's py-spy profile, when asked for: the root's)
 
     def _all(self) -> list[psutil.Process]:
         return [self.root, *self.root.children(recursive=True)]
