@@ -20,7 +20,7 @@
  * The flow window bounds that queue even before any pong came back: when a ping goes
  * out, at most `ahead` event bytes (each live stream's window less what arrived
  * unacked) can be on their way ahead of its pong; while those still arrive, the ping
- * is judged from the last of them (at most `MAX_QUEUE` later). A 5 KB/s link against
+ * is judged from the last of them (at most `MAX_AHEAD` after the spell's first ping). A 5 KB/s link against
  * a 16 KiB window (a 3 s queue) is not cut on its first ping; a link whose upstream
  * died gets no more than that bound, then only `hb`. The allowance applies once
  * `AHEAD_MIN` event bytes arrived since the ping (a slow trickle is judged at the limit).
@@ -35,6 +35,11 @@ export const BULK = 4096;
 export const MAX_QUEUE = 10.0;
 /** how many times the last queued pong's delay the next ping may wait while data arrives */
 export const QUEUE_GROWTH = 2.0;
+/** the most the flow window's allowance may move the judging of an unanswered ping,
+ * from the first ping of the spell (seconds): a 5 KB/s link against a 16 KiB window
+ * (3.4 s ahead) is kept; a receive-only failure under a fast trickle is found this
+ * much later than the limit at most */
+export const MAX_AHEAD = 3.0;
 /** event bytes a ping must have seen arrive before the flow window's allowance applies
  * to it: a link carrying a slow trickle (a few tokens a second) is judged at the limit */
 export const AHEAD_MIN = 2048;
@@ -86,6 +91,8 @@ export class Liveness {
   /** when event bytes ahead of the oldest pong last arrived */
   lastAhead = 0.0;
   lagAtAhead = 0.0;
+  /** the ping that began the unanswered spell: [sent at, event bytes then, ahead] */
+  private spell: [number, number, number] | null = null;
 
   constructor(o: { silenceFactor?: number; pingEvery?: number } = {}) {
     this.silenceFactor = o.silenceFactor ?? 3.0;
@@ -95,6 +102,7 @@ export class Liveness {
   /** A new connection is being opened: what was in flight on the last is moot. */
   connecting(): void {
     this.pings.clear();
+    this.spell = null;
     this.partial = 0;
     this._deferred = false;
     this.queueDelay = 0.0;
@@ -132,10 +140,8 @@ export class Liveness {
    * ping may still have them ahead of its pong (`ahead`), it is judged from now on. */
   eventsHeard(n: number): void {
     this.events += n;
-    if (this.pings.size === 0) return;
-    // the oldest is the first (numbered in order, kept in insertion order)
-    const [, , , events, ahead] = this.pings.values().next().value!;
-    if (this.events - events <= ahead) {
+    const spell = this.spell;
+    if (spell !== null && this.pings.size > 0 && this.events - spell[1] <= spell[2]) {
       this.lastAhead = this.lastRecv;
       this.lagAtAhead = this.lagAtRecv;
     }
@@ -149,6 +155,7 @@ export class Liveness {
   /** A ping to send now (remembered until its pong). */
   ping(now: number): Ping {
     this.pingN += 1;
+    if (this.pings.size === 0) this.spell = [now, this.events, this.ahead]; // a spell begins
     this.pings.set(this.pingN, [now, this.lag, this.heard, this.events, this.ahead]);
     this.lastPingAt = now;
     if (this.pings.size > MAX_PINGS) this.pings.delete(Math.min(...this.pings.keys()));
@@ -164,6 +171,8 @@ export class Liveness {
     this.pings.delete(n);
     const [at, lag, heard] = sent;
     for (const k of [...this.pings.keys()]) if (k < n) this.pings.delete(k);
+    const rest = this.pings.values().next().value; // a new spell from the oldest left
+    this.spell = rest === undefined ? null : [rest[0], rest[3], rest[4]];
     const took = Math.max(0, now - at - (this.lag - lag));
     this.queueDelay = this.heard - heard >= BULK ? took : 0.0;
     if (this.lastBulk <= at) this.rttSample(took);
@@ -204,8 +213,9 @@ export class Liveness {
       lag = this.lagAtBulk;
     }
     // events the window let out before the ping were still arriving (at most MAX_QUEUE)
-    const judged = Math.min(this.lastAhead, oldest[0] + MAX_QUEUE);
-    if (judged > sent && this.events - oldest[3] >= AHEAD_MIN) {
+    const spell = this.spell;
+    const judged = spell === null ? 0 : Math.min(this.lastAhead, spell[0] + MAX_AHEAD);
+    if (spell !== null && judged > sent && this.events - spell[1] >= AHEAD_MIN) {
       sent = judged;
       lag = this.lagAtAhead;
     }

@@ -22,14 +22,14 @@ The flow window bounds that queue even before any pong came back: the server sen
 a stream at most its window beyond the client's last ack, so when a ping goes out at
 most :attr:`Liveness.ahead` event bytes (the session's estimate: each live stream's
 window less what it received unacked) can be on their way ahead of its pong. While
-those event bytes still arrive, the ping is judged from the last of them (at most
-:data:`MAX_QUEUE` later than it was sent): a link far slower than the stream (5 KB/s
-against a 16 KiB window: a 3 s queue) is not cut on its first ping. Event bytes past
-that bound could only have been sent after the server read an ack sent after the
-ping; a link whose upstream died gets no more than the bound, then only ``hb``, and
-the ping is judged from the last event. The allowance applies once :data:`AHEAD_MIN`
-event bytes arrived since the ping: a slow trickle on a link whose upstream died is
-still found at the limit; a faster one within its window or :data:`MAX_QUEUE`.
+those event bytes still arrive, an unanswered ping is judged from the last of them, at
+most :data:`MAX_AHEAD` after the first ping of the unanswered spell: a link far slower
+than the stream (5 KB/s against a 16 KiB window: a 3.4 s queue) is not cut on its
+first ping. Event bytes past that bound could only have been sent after the server
+read an ack sent after the ping; a link whose upstream died gets no more than the
+bound, then only ``hb``. The allowance applies once :data:`AHEAD_MIN` event bytes
+arrived in the spell: a receive-only failure under a slow trickle is still found at
+the limit, under a faster one at most :data:`MAX_AHEAD` later.
 """
 
 from __future__ import annotations
@@ -52,6 +52,12 @@ MAX_QUEUE = 10.0
 #: how many times the last queued pong's delay the next ping may wait while data
 #: still arrives ahead of it (the queue may be growing)
 QUEUE_GROWTH = 2.0
+
+#: the most the flow window's allowance may move the judging of an unanswered ping,
+#: from the first ping of the spell (seconds): a 5 KB/s link against a 16 KiB window
+#: (3.4 s ahead) is kept; a receive-only failure under a fast trickle, whose server
+#: keeps sending within its window, is found this much later than the limit at most
+MAX_AHEAD = 3.0
 
 #: event bytes a ping must have seen arrive before the flow window's allowance applies
 #: to it: a link carrying a slow trickle (a few tokens a second) is judged at the limit
@@ -118,11 +124,14 @@ class Liveness:
         self.events = 0
         self.last_ahead = 0.0  # when event bytes ahead of the oldest pong last arrived
         self.lag_at_ahead = 0.0
+        #: the ping that began the unanswered spell: (sent at, event bytes then, ahead)
+        self._spell: tuple[float, int, int] | None = None
 
     # ---- inputs
     def connecting(self) -> None:
         """A new connection is being opened: what was in flight on the last is moot."""
         self.pings.clear()
+        self._spell = None
         self._partial = 0
         self._deferred = False
         self.queue_delay = 0.0
@@ -154,11 +163,9 @@ class Liveness:
         oldest ping may still have them ahead of its pong (:attr:`ahead`), it is
         judged from now on."""
         self.events += n
-        pings = self.pings
-        if pings:  # the oldest is the first (numbered in order, kept in order)
-            _, _, _, events, ahead = next(iter(pings.values()))
-            if self.events - events <= ahead:
-                self.last_ahead, self.lag_at_ahead = self.last_recv, self.lag_at_recv
+        spell = self._spell
+        if spell is not None and self.pings and self.events - spell[1] <= spell[2]:
+            self.last_ahead, self.lag_at_ahead = self.last_recv, self.lag_at_recv
 
     def message_heard(self) -> None:
         """A whole message arrived: nothing is in progress."""
@@ -167,6 +174,8 @@ class Liveness:
     def ping(self, now: float) -> Ping:
         """A ping to send now (remembered until its pong)."""
         self.ping_n += 1
+        if not self.pings:  # a spell of unanswered pings begins
+            self._spell = (now, self.events, self.ahead)
         self.pings[self.ping_n] = (now, self.lag, self.heard, self.events, self.ahead)
         self.last_ping_at = now
         if len(self.pings) > MAX_PINGS:
@@ -183,6 +192,8 @@ class Liveness:
         at, lag, heard, _, _ = sent
         for older in [k for k in self.pings if k < n]:
             del self.pings[older]
+        rest = next(iter(self.pings.values()), None)  # a new spell from the oldest left
+        self._spell = None if rest is None else (rest[0], rest[3], rest[4])
         took = max(0.0, now - at - (self.lag - lag))
         self.queue_delay = took if self.heard - heard >= BULK else 0.0
         if self.last_bulk <= at:
@@ -212,18 +223,19 @@ class Liveness:
         """The oldest unanswered ping: (judged from, lag then, extra wait allowed)."""
         if not self.pings:
             return None
-        sent, lag, heard, events, _ = self.pings[min(self.pings)]
+        sent, lag, heard, _, _ = self.pings[min(self.pings)]
         extra = 0.0
         if self.heard - heard >= BULK:
             # data keeps arriving ahead of the pong: it may queue as the last one did
             extra = min(MAX_QUEUE, QUEUE_GROWTH * self.queue_delay)
         if self.last_bulk > sent:  # data was still arriving ahead of the pong
             sent, lag = self.last_bulk, self.lag_at_bulk
-        if self.last_ahead > sent and self.events - events >= AHEAD_MIN:
-            # events the window let out before the ping were still arriving (a link
-            # that carries a slow trickle only is judged as before: its upstream may
-            # be dead while the trickle flows on)
-            judged = min(self.last_ahead, self.pings[min(self.pings)][0] + MAX_QUEUE)
+        spell = self._spell
+        if spell is not None and self.last_ahead > sent and self.events - spell[1] >= AHEAD_MIN:
+            # events the window let out before the spell began were still arriving (a
+            # link that carries a slow trickle only is judged as before: its upstream
+            # may be dead while the trickle flows on)
+            judged = min(self.last_ahead, spell[0] + MAX_AHEAD)
             if judged > sent:
                 sent, lag = judged, self.lag_at_ahead
         return sent, lag, extra
@@ -301,4 +313,13 @@ class Liveness:
         return Check(wake_at=now + min(limit / 3, MAX_CHECK_EVERY), ping=ping)
 
 
-__all__ = ["AHEAD_MIN", "BULK", "MAX_QUEUE", "MAX_RTO", "QUEUE_GROWTH", "Check", "Liveness"]
+__all__ = [
+    "AHEAD_MIN",
+    "BULK",
+    "MAX_AHEAD",
+    "MAX_QUEUE",
+    "MAX_RTO",
+    "QUEUE_GROWTH",
+    "Check",
+    "Liveness",
+]

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from unbroken.protocol.frames import Ping
-from unbroken.protocol.liveness import AHEAD_MIN, BULK, MAX_QUEUE, MAX_RTO, Liveness
+from unbroken.protocol.liveness import AHEAD_MIN, BULK, MAX_AHEAD, MAX_QUEUE, MAX_RTO, Liveness
 
 
 def welcomed(*, heartbeat_ms: float = 1000, rtt: float = 0.0, ping_every: float = 0.75) -> Liveness:
@@ -289,8 +289,10 @@ def test_a_first_ping_behind_a_full_window_on_a_slow_link_is_not_dead() -> None:
         _events(live, t, 1024)
         assert live.dead(t) is None
     assert t - 1.0 > limit  # the ping has waited longer than the limit ...
-    assert live.dead(t + limit - 0.01) is None  # ... judged from the last event
-    assert live.dead(t + limit + 0.01) is not None
+    # ... judged from the last event, at most MAX_AHEAD after it was sent
+    judged = min(t, 1.0 + MAX_AHEAD)
+    assert live.dead(judged + limit - 0.01) is None
+    assert live.dead(judged + limit + 0.01) is not None
 
 
 def test_events_beyond_the_window_bound_do_not_excuse_an_unanswered_ping() -> None:
@@ -312,10 +314,10 @@ def test_the_window_allowance_is_capped_and_nothing_without_ahead() -> None:
     live.ahead = 1 << 30
     live.ping(1.0)
     t = 1.0
-    while t < 1.0 + MAX_QUEUE + 5:
-        t += 0.5
+    while t < 1.0 + MAX_AHEAD + 2:
+        t += 0.05
         _events(live, t, 100)
-    assert live.ping_age(t) == pytest.approx(t - (1.0 + MAX_QUEUE))
+    assert live.ping_age(t) == pytest.approx(t - (1.0 + MAX_AHEAD))
     bare = welcomed(rtt=0.05)  # no ahead (no stream live): the ping is judged as sent
     bare.ping(1.0)
     _events(bare, 2.0, 100)
@@ -338,3 +340,23 @@ def test_a_slow_trickle_gets_no_window_allowance() -> None:
             dead_at = t
     assert dead_at is not None and dead_at <= 1.0 + limit + 0.05
     assert live.events < AHEAD_MIN
+
+
+def test_the_window_allowance_counts_from_the_first_ping_of_the_spell() -> None:
+    """A receive-only failure under a fast stream: pings go on unanswered (the oldest
+    are forgotten past MAX_PINGS) while the server sends within its large window; the
+    allowance is counted from the spell's first ping, so the link is found at most
+    MAX_AHEAD after the limit."""
+    live = welcomed(heartbeat_ms=400, rtt=0.05)
+    limit = live.limit()
+    live.ahead = 1 << 20
+    t, dead_at, next_ping = 1.0, None, 1.0
+    while dead_at is None and t < 30.0:
+        if t >= next_ping:
+            live.ping(t)
+            next_ping += 0.75
+        t += 0.05
+        _events(live, t, 1000)  # 20 KB/s, within the window
+        if live.dead(t) is not None:
+            dead_at = t
+    assert dead_at is not None and dead_at <= 1.0 + MAX_AHEAD + limit + 0.05
