@@ -7,6 +7,11 @@ No reader is attached: this is the cost the agent itself pays per token, the cei
 for any delivery. Also measured: the producer alone (``Producer.add_chunk`` + ``flush``,
 no ``Output``), and a paced agent's one-token appends (a flush per token).
 
+Each is repeated (5 times, interleaved) and timed twice: wall clock and this process's
+CPU time (``time.process_time``). On a shared machine the wall rate mostly measures
+the neighbours (a run descheduled for 30 % of its time reads 30 % slower); the CPU
+rate is what the code costs. Reported: the median and the best of each.
+
 Run: ``.venv/bin/python -m benchmarks.append [--quick]`` (also ``python -m benchmarks
 append``). Writes ``benchmarks/results/append.json`` and ``append.png``.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import time
@@ -43,6 +49,7 @@ async def agent_rate(n: int) -> dict[str, Any]:
     app = Unbroken(MemoryStore(BIG), allow_anonymous=True)
     done = asyncio.Event()
     took: dict[str, float] = {}
+    gc.collect()  # not the garbage of the run before
 
     @app.agent("burst")
     async def burst(req: Request, out: Output) -> None:
@@ -64,6 +71,7 @@ async def agent_rate(n: int) -> dict[str, Any]:
     return {
         "tokens": n,
         "seconds": took["wall"],
+        "cpu_seconds": took["cpu"],
         "tokens_per_s": n / took["wall"],
         "cpu_tokens_per_s": n / took["cpu"],
         "mb_per_s": n * 20 / took["wall"] / 1e6,
@@ -78,23 +86,44 @@ async def producer_rate(n: int, flush_every: int) -> dict[str, Any]:
     c = await store.create("bench", f"p{flush_every}", 0.0)
     p = Producer(store, c.stream, store.epoch, c.producer)
     add, flush = p.add_chunk, p.flush
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i, tok in enumerate(tokens, 1):
         add(1, "text", tok)
         if i % flush_every == 0:
             await flush()
     await flush()
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     head = (await store.meta(c.stream)).head  # type: ignore[union-attr]
     assert head == n, f"log holds {head} of {n}"
-    return {"tokens": n, "flush_every": flush_every, "seconds": dt, "tokens_per_s": n / dt}
+    return {
+        "tokens": n,
+        "flush_every": flush_every,
+        "seconds": dt,
+        "cpu_seconds": cpu,
+        "tokens_per_s": n / dt,
+        "cpu_tokens_per_s": n / cpu,
+    }
 
 
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median wall rate, and the spread of both rates over the runs:
+    ``*_tokens_per_s`` median, ``min_``/``max_`` of the wall rate, ``best_cpu_`` and
+    ``median_cpu_`` of the CPU-time rate."""
     rates = sorted(r["tokens_per_s"] for r in runs)
     med = statistics.median(rates)
     pick = min(runs, key=lambda r: abs(r["tokens_per_s"] - med))
-    return {**pick, "min_tokens_per_s": rates[0], "max_tokens_per_s": rates[-1], "runs": len(runs)}
+    cpu = sorted(r["cpu_tokens_per_s"] for r in runs)
+    return {
+        **pick,
+        "tokens_per_s": med,
+        "min_tokens_per_s": rates[0],
+        "max_tokens_per_s": rates[-1],
+        "median_cpu_tokens_per_s": statistics.median(cpu),
+        "best_cpu_tokens_per_s": cpu[-1],
+        "all_tokens_per_s": [round(r) for r in rates],
+        "all_cpu_tokens_per_s": [round(r) for r in cpu],
+        "runs": len(runs),
+    }
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -123,27 +152,34 @@ def run(quick: bool = False) -> dict[str, Any]:
         producer_batched=_median(batched),
         producer_one_per_flush=_median(paced),
         aim_tokens_per_s=AIM,
-        met=a["tokens_per_s"] >= AIM,
+        met=a["median_cpu_tokens_per_s"] >= AIM,
     )
     batched, one = result["producer_batched"], result["producer_one_per_flush"]
     result["figures"] = [
         figure(
-            "agent-side append rate (await out.text, memory log)",
-            round(a["tokens_per_s"]),
+            "agent-side append rate (await out.text, memory log), CPU time: median / best",
+            f"{a['median_cpu_tokens_per_s']:,.0f} / {a['best_cpu_tokens_per_s']:,.0f}",
             AIM,
-            a["tokens_per_s"] >= AIM,
+            a["median_cpu_tokens_per_s"] >= AIM,
             "tokens/s",
         ),
         figure(
-            "producer alone, 512 tokens per append",
-            round(batched["tokens_per_s"]),
+            "agent-side append rate, wall clock: median / best (shared machine)",
+            f"{a['tokens_per_s']:,.0f} / {a['max_tokens_per_s']:,.0f}",
             None,
             None,
             "tokens/s",
         ),
         figure(
-            "producer alone, one append per token (a paced agent)",
-            round(one["tokens_per_s"]),
+            "producer alone, 512 tokens per append (CPU time, median)",
+            round(batched["median_cpu_tokens_per_s"]),
+            None,
+            None,
+            "tokens/s",
+        ),
+        figure(
+            "producer alone, one append per token (a paced agent; CPU time, median)",
+            round(one["median_cpu_tokens_per_s"]),
             None,
             None,
             "tokens/s",
@@ -156,17 +192,23 @@ def chart(result: dict[str, Any], path: Path) -> None:
     plt = pyplot()
     names = ["agent (out.text)", "producer, 512/append", "producer, 1/append"]
     keys = ["agent", "producer_batched", "producer_one_per_flush"]
-    vals = [result[k]["tokens_per_s"] / 1e6 for k in keys]
-    lo = [result[k]["min_tokens_per_s"] / 1e6 for k in keys]
-    hi = [result[k]["max_tokens_per_s"] / 1e6 for k in keys]
-    fig, ax = plt.subplots(figsize=(7.5, 3.0))
-    err = [
-        [v - a for v, a in zip(vals, lo, strict=True)],
-        [b - v for v, b in zip(vals, hi, strict=True)],
-    ]
-    ax.barh(names, vals, xerr=err, color=["tab:blue", "tab:gray", "tab:gray"])
+    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    ys = range(len(keys))
+    for off, label, med, lo, hi, color in (
+        (-0.2, "CPU time", "median_cpu_tokens_per_s", None, "best_cpu_tokens_per_s", "tab:blue"),
+        (0.2, "wall clock", "tokens_per_s", "min_tokens_per_s", "max_tokens_per_s", "tab:gray"),
+    ):
+        vals = [result[k][med] / 1e6 for k in keys]
+        low = [result[k][lo] / 1e6 if lo else v for k, v in zip(keys, vals, strict=True)]
+        high = [result[k][hi] / 1e6 for k in keys]
+        err = [
+            [v - a for v, a in zip(vals, low, strict=True)],
+            [b - v for v, b in zip(vals, high, strict=True)],
+        ]
+        ax.barh([y + off for y in ys], vals, height=0.4, xerr=err, color=color, label=label)
+    ax.set_yticks(list(ys), names)
     ax.axvline(AIM / 1e6, color="red", ls=":", lw=1, label="aim 1 M tokens/s")
-    ax.set_xlabel("million 20-byte tokens per second into the memory log (one core)")
+    ax.set_xlabel("million 20-byte tokens/s into the memory log (median; bars: spread)")
     ax.invert_yaxis()
     ax.legend(fontsize=8)
     ax.set_title("Agent-side append rate")

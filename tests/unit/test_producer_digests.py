@@ -61,3 +61,33 @@ async def test_a_write_with_an_unencodable_part_changes_nothing() -> None:
     h = Chain.of(stream, store.epoch).digest
     assert (await store.read_digests(stream))[-1] == p.digest
     assert p.digest == step(step(h, 1, 1, b"text\x00a"), 2, 1, b"text\x00b")
+
+
+@pytest.mark.parametrize(
+    "bodies",
+    [
+        ["plain", "ascii", ""],  # no escape: the run's items come from one JSON array
+        ["é ü", "\u2028", "😀 x"],  # not ASCII, still no escape
+        ["a", 'q"uote', "back\\slash", "nl\n", "\x00", "b"],  # escapes: item by item
+    ],
+)
+async def test_a_run_of_chunks_is_stored_as_each_chunk_alone_would_be(bodies: list[str]) -> None:
+    from unbroken.protocol.items import chunk_into
+
+    store, p, stream = await _producer()
+    for b in bodies:
+        p.add_chunk(Kind.TEXT, "text", b)
+    batch = p._take()  # what the log is given
+    want = bytearray()
+    ends = []
+    for b in bodies:
+        chunk_into(b, want, -1)
+        want += b","
+        ends.append(len(want))
+    assert bytes(batch.items) == bytes(want)
+    assert list(batch.ends) == ends
+    store.append_nowait(stream, p.token, batch)
+    _, events = await store.read_all(stream)
+    assert [e.body for e in events] == bodies
+    h = Chain.of(stream, store.epoch).digest
+    assert batch.digests == [h := step(h, ev.seq, ev.kind, payload(ev)) for ev in events]

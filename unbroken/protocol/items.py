@@ -129,6 +129,9 @@ _encode: Final = _encoder.encode
 #: ``chunk_into(body, buf, -1)`` appends a chunk's stored item (its body as a JSON
 #: string) to ``buf``: the producer's hot path, so the encoder's own method.
 chunk_into: Final = _encoder.encode_into
+#: ``chunk_array(bodies)``: several chunks' bodies as one JSON array, ``["a","b"]``
+#: (the producer writes a run's items from it in one call).
+chunk_array: Final = _encoder.encode
 _str_decoder: Final = msgspec.json.Decoder(str)
 _start_decoder: Final = msgspec.json.Decoder(PartStartItem)
 _end_part_decoder: Final = msgspec.json.Decoder(PartEndItem)

@@ -19,12 +19,14 @@ import logging
 import weakref
 from array import array
 from collections.abc import Callable
+from itertools import accumulate
+from operator import add
 from typing import Final, cast
 
 from ..errors import LogFull, StreamTooLarge
 from ..protocol.digest import Chain
 from ..protocol.events import Event, Kind, end
-from ..protocol.items import chunk_into, encode_one, run_part
+from ..protocol.items import chunk_array, chunk_into, encode_one, run_part
 from ..store.base import AppendBatch, EventRun, StreamLog
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,6 @@ class Producer:
 
     __slots__ = (
         "_append_nowait",
-        "_bodies",
         "_buf",
         "_chain",
         "_closed",
@@ -106,6 +107,7 @@ class Producer:
         "_runs",
         "_scheduled",
         "_tasks",
+        "_texts",
         "coalesce",
         "error",
         "max_batch",
@@ -129,10 +131,11 @@ class Producer:
         self.stream = stream
         self.token = token
         #: the digest after the last event digested: the events written since are
-        #: chunks of the current run (``_run_kind``, ``_run_part``) whose UTF-8 bodies
-        #: wait in ``_bodies`` (digested at the append, or when anything else needs it)
+        #: chunks of the current run (``_run_kind``, ``_run_part``) whose bodies wait
+        #: in ``_texts``: encoded and digested at the append (one call each for the
+        #: run), or when anything else needs them
         self._chain = Chain.of(stream, epoch)
-        self._bodies: list[bytes] = []
+        self._texts: list[str] = []
         self._head = 0  # what the log holds
         self._head_digest = self._chain.digest
         self.max_batch = max_batch
@@ -162,7 +165,7 @@ class Producer:
     @property
     def seq(self) -> int:
         """The last event written (appended or pending)."""
-        return self._chain.seq + len(self._bodies)
+        return self._chain.seq + len(self._texts)
 
     @property
     def digest(self) -> bytes:
@@ -171,11 +174,31 @@ class Producer:
         return self._chain.digest
 
     def _digest_pending(self) -> None:
-        """Chain the chunks written but not digested yet (their digests join the batch)."""
-        bodies = self._bodies
-        if bodies:
-            self._chain.chunks(self._run_kind, self._run_part, bodies, self._digests)
-            bodies.clear()
+        """Encode and chain the chunks written but not digested yet: their items join
+        the batch's buffer, their digests its digests."""
+        texts = self._texts
+        if not texts:
+            return
+        datas = list(map(str.encode, texts))  # (each was checked when written)
+        # every item as one JSON array, ``["a","b"]``: when no body needed an escape
+        # (its length says so) it is the items with their commas already
+        enc = chunk_array(texts)
+        buf, n = self._buf, len(datas)
+        sizes = list(accumulate(map(len, datas)))
+        if len(enc) == sizes[-1] + 3 * n + 1:
+            base = len(buf)
+            buf += enc
+            del buf[base]  # "[" out, "]" becomes the last item's comma
+            buf[-1] = _COMMA
+            self._ends.extend(map(add, sizes, range(base + 3, base + 3 * n + 1, 3)))
+        else:
+            ends = self._ends
+            for text in texts:
+                chunk_into(text, buf, -1)
+                buf.append(_COMMA)
+                ends.append(len(buf))
+        self._chain.chunks(self._run_kind, self._run_part, datas, self._digests)
+        texts.clear()
 
     @property
     def logged(self) -> tuple[int, bytes]:
@@ -189,22 +212,18 @@ class Producer:
         """
         if self.error is not None:
             raise self.error
-        # a write that fails (lone surrogate) changes nothing
-        data = body.encode()
-        bodies = self._bodies
+        if not body.isascii():  # a write that fails (lone surrogate) changes nothing
+            body.encode()
+        texts = self._texts
         if kind != self._run_kind or part != self._run_part:
             part.encode()  # (its digest is computed later: fail now, changing nothing)
-            if bodies:  # the chunks waiting for their digests are of the run before
+            if texts:  # the chunks waiting for their digests are of the run before
                 self._digest_pending()
             self._runs.append(EventRun(self._chain.seq + 1, kind, part))
             self._run_kind, self._run_part = kind, part
-        buf = self._buf
-        chunk_into(body, buf, -1)
-        buf.append(_COMMA)
-        self._ends.append(len(buf))
-        bodies.append(data)
+        texts.append(body)  # encoded and digested with the others at the append
         if not self.pending:
-            self._first = self._chain.seq + len(bodies)
+            self._first = self._chain.seq + len(texts)
             if not self._scheduled:
                 self._schedule()
         self.pending += 1
@@ -303,7 +322,7 @@ class Producer:
         # what was not appended is dropped: roll back to the log's head, with the
         # events written meanwhile (they follow the failed batch: a gap otherwise)
         self._chain.reset(self._head, self._head_digest)
-        self._bodies.clear()
+        self._texts.clear()
         self._run_kind = 0
         self._buf, self._ends, self._runs, self._digests = bytearray(), array("I"), [], []
         self.pending = 0
