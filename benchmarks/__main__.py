@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "faults": ("benchmarks.faults:run", "benchmarks.faults:chart"),
     "memory": ("benchmarks.memory:run", "benchmarks.memory:chart"),
     "overhead": ("benchmarks.overhead:run", "benchmarks.overhead:chart"),
+    "tc9": ("benchmarks.tc9:run", "benchmarks.tc9:chart"),
     "wire": ("benchmarks.wire:run", "benchmarks.wire:chart"),
     "append": ("benchmarks.append:run", "benchmarks.append:chart"),
     "redis": ("benchmarks.redis:run", "benchmarks.redis:chart"),
