@@ -66,6 +66,7 @@ async def test_a_write_with_an_unencodable_part_changes_nothing() -> None:
 @pytest.mark.parametrize(
     "bodies",
     [
+        ["one"],  # a paced agent's append: item by item
         ["plain", "ascii", ""],  # no escape: the run's items come from one JSON array
         ["é ü", "\u2028", "😀 x"],  # not ASCII, still no escape
         ["a", 'q"uote', "back\\slash", "nl\n", "\x00", "b"],  # escapes: item by item
