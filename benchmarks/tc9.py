@@ -104,7 +104,7 @@ async def _workload(
 
 def run(quick: bool = False, repeats: int | None = None) -> dict[str, Any]:
     clients, per_client = (20, 5) if quick else (100, 10)
-    tokens, rate = (40, 20.0) if quick else (100, 10.0)
+    tokens, rate = (40, 20.0) if quick else (50, 5.0)
     reps = repeats or (1 if quick else 5)
     res = meta()
     runs: list[dict[str, Any]] = []
