@@ -99,6 +99,8 @@ _SKIP: Final = object()
 #: How often a cluster store polls the streams it tails (no blocking XREAD over
 #: many slots exists in a cluster).
 CLUSTER_POLL: Final = 0.025
+#: How long a cluster tail poll waits for a master's answer before going on without it.
+TAIL_WAIT: Final = 0.5
 
 _NOW: Final = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
 
@@ -447,6 +449,7 @@ class RedisStore:
         #: masters not answering (a cluster), since when (loop time): see _retry
         self._down: dict[str, float] = {}
         self._lease_busy: dict[str, asyncio.Future[list[Any]]] = {}
+        self._tail_busy: dict[str, asyncio.Future[list[Any]]] = {}
 
     @classmethod
     def cluster(cls, url: str, **kwargs: Any) -> RedisStore:
@@ -1273,22 +1276,35 @@ class RedisStore:
                     got: list[Any] = await pipe.execute()
                     return got
 
-                res: list[Any] = [None] * (len(new) + len(tailed))
-                batches = list(groups.values())
-                answers = await asyncio.gather(*(run(b) for b in batches), return_exceptions=True)
+                res: list[Any] = [_SKIP] * (len(new) + len(tailed))
+                # a master down (the lease loop asks it every tick) is not polled, and
+                # one slow to answer is not waited for more than TAIL_WAIT: the
+                # streams on the other masters are tailed on
+                masters = [m for m in groups if m not in self._down]
+                answers = await self._unstalled(
+                    masters, [run(groups[m]) for m in masters], self._tail_busy, TAIL_WAIT
+                )
                 failed: BaseException | None = None
-                for items, got in zip(batches, answers, strict=True):
-                    for j, (n, _, _) in enumerate(items):
-                        if isinstance(got, BaseException):
-                            failed = got
-                            res[n] = _SKIP
-                        else:
-                            res[n] = got[j]
-                if failed is not None:  # (the others' results are used below)
-                    log.warning("redis tail of some streams failed, retrying: %r", failed)
+                now = asyncio.get_running_loop().time()
+                for master, got in zip(masters, answers, strict=True):
+                    if isinstance(got, _Late):
+                        continue
+                    if isinstance(got, BaseException):
+                        failed = got
+                        if master and isinstance(got, _TRANSIENT):
+                            self._down.setdefault(master, now)
+                        continue
+                    for j, (n, _, _) in enumerate(groups[master]):
+                        res[n] = got[j]
+                if failed is not None and not any(
+                    not isinstance(got, BaseException) for got in answers
+                ):  # no master answered
+                    log.warning("redis tail failed, retrying: %r", failed)
                     await asyncio.sleep(random.uniform(backoff / 2, backoff))
                     backoff = min(backoff * 2, 1.0)
                 else:
+                    if failed is not None:  # (its streams are polled again once it answers)
+                        log.debug("redis tail of one master failed: %r", failed)
                     backoff = 0.05
                 for s, h in zip(new, res[: len(new)], strict=True):
                     if h is _SKIP:
@@ -1510,31 +1526,36 @@ class RedisStore:
             )
 
     async def _unstalled(
-        self, masters: list[str], runs: list[Coroutine[Any, Any, list[Any]]]
+        self,
+        masters: list[str],
+        runs: list[Coroutine[Any, Any, list[Any]]],
+        busy_by: dict[str, asyncio.Future[list[Any]]] | None = None,
+        wait: float | None = None,
     ) -> list[Any]:
-        """Run each master's lease pipeline; the answers (or errors) of those done within
-        a renewal period. A master that does not answer in time (dead: redis-py's
-        retries and topology refreshes take seconds to give up) counts as not
-        answering this tick, and gets no new pipeline while its last one runs: it
-        never holds up the renewals on the other masters."""
+        """Run each master's pipeline (the lease tick's, or the tail's with ``busy_by``);
+        the answers (or errors) of those done within ``wait`` seconds (a renewal period). A
+        master that does not answer in time (dead: redis-py's retries and topology
+        refreshes take seconds to give up) counts as not answering this time, and gets
+        no new pipeline while its last one runs: it never holds up the others."""
+        busy_by = self._lease_busy if busy_by is None else busy_by
         tasks: list[asyncio.Future[list[Any]] | None] = []
         for master, run in zip(masters, runs, strict=True):
-            busy = self._lease_busy.get(master)
+            busy = busy_by.get(master)
             if busy is not None and not busy.done():
                 run.close()
                 tasks.append(None)
                 continue
             task = asyncio.ensure_future(run)
             task.add_done_callback(_retrieve)
-            self._lease_busy[master] = task
+            busy_by[master] = task
             tasks.append(task)
         started = [t for t in tasks if t is not None]
         if started:
-            await asyncio.wait(started, timeout=max(self.lease / 5, 0.05))
+            await asyncio.wait(started, timeout=wait or max(self.lease / 5, 0.05))
         out: list[Any] = []
         for t in tasks:
             if t is None or not t.done():
-                out.append(_Late("its master has not answered the last lease pipeline"))
+                out.append(_Late("its master has not answered the last pipeline"))
             elif t.cancelled():
                 out.append(asyncio.CancelledError())
             else:
@@ -1662,7 +1683,7 @@ class RedisStore:
             with contextlib.suppress(BaseException):
                 await t
         self._tasks = []
-        for busy in self._lease_busy.values():
+        for busy in [*self._lease_busy.values(), *self._tail_busy.values()]:
             busy.cancel()
         with contextlib.suppress(Exception):
             await self._r.aclose()

@@ -264,8 +264,16 @@ async def test_a_dead_master_costs_only_its_own_streams(
             redis_cluster.servers[alive].url, prefix=prefix, lease=lease, outage_timeout=2
         )
         ended: list[str] = []
+        third = {c.stream: asyncio.Event() for c in healthy}
+
+        def heard(s: str, h: int) -> None:
+            if h < 0:
+                ended.append(s)
+            elif h >= 3:
+                third[s].set()
+
         for c in healthy:
-            b.subscribe(c.stream, lambda s, h: ended.append(s) if h < 0 else None)
+            b.subscribe(c.stream, heard)
         ms = f"{prefix}:{{{healthy[0].stream}}}:m"
         now = await asyncio.to_thread(
             redis_cluster.cli, "-p", str(redis_cluster.servers[alive].port), "time"
@@ -293,6 +301,8 @@ async def test_a_dead_master_costs_only_its_own_streams(
             _, events = await b.read_all(c.stream)
             assert [e.seq for e in events] == [1, 2, 3]
             assert await b.read_digests(c.stream) == chain(c.stream, c.epoch, list(events))
+        # B's tail of the streams on the live masters goes on (the dead one not polled)
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in third.values())), 10)
         # the dead master's streams: a typed error, on the producing store and on B
         with pytest.raises(StoreUnavailable):
             await b.meta(lost[0].stream)
