@@ -522,18 +522,24 @@ class RedisStore:
         import redis
         import redis.cluster
 
-        r: Any = (
-            redis.cluster.RedisCluster.from_url(url, decode_responses=False)
-            if self.is_cluster
-            else redis.Redis.from_url(url, decode_responses=False)
-        )
+        r: Any = None
         try:
+            r = (
+                redis.cluster.RedisCluster.from_url(url, decode_responses=False)
+                if self.is_cluster
+                else redis.Redis.from_url(url, decode_responses=False)
+            )
             r.set(self._epoch_key, secrets.token_urlsafe(9).encode(), nx=True)
             value = r.get(self._epoch_key)
             assert isinstance(value, bytes)
             return value.decode()
+        except _TRANSIENT as exc:  # (a cluster: the URL's node, or the epoch key's master)
+            raise StoreUnavailable(
+                f"redis unreachable at start: the epoch key {self._epoch_key} not read: {exc}"
+            ) from exc
         finally:
-            r.close()
+            if r is not None:
+                r.close()
 
     async def open(self) -> None:
         """Read (or create) the epoch; needed only when built from a client."""

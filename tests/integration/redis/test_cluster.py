@@ -303,6 +303,9 @@ async def test_a_dead_master_costs_only_its_own_streams(
             assert await b.read_digests(c.stream) == chain(c.stream, c.epoch, list(events))
         # B's tail of the streams on the live masters goes on (the dead one not polled)
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in third.values())), 10)
+        # a store cannot start on the dead master's URL (a typed error, not a hang)
+        with pytest.raises(StoreUnavailable):
+            RedisStore.cluster(redis_cluster.servers[victim].url, prefix=prefix)
         # the dead master's streams: a typed error, on the producing store and on B
         with pytest.raises(StoreUnavailable):
             await b.meta(lost[0].stream)
