@@ -42,6 +42,35 @@ async def test_digests_of_mixed_runs_and_flushes_are_the_chain() -> None:
     assert [e.body for e in events if e.kind is Kind.TEXT] == list("abcdef")
 
 
+@pytest.mark.parametrize("before", [0, 1, 2, 5])
+async def test_a_delta_that_is_not_a_str_is_refused_at_the_write(before: int) -> None:
+    """bytes pass ``isascii()`` too: refused when written (the batch is encoded only at
+    the append, where it would fail every later append and lose the text before it)."""
+    store, p, stream = await _producer()
+    for i in range(before):
+        p.add_chunk(Kind.TEXT, "text", f"ok{i}")
+    for bad in (b"oops", bytearray(b"oops"), 7):
+        with pytest.raises(TypeError, match="must be a str"):
+            p.add_chunk(Kind.TEXT, "text", bad)  # type: ignore[arg-type]
+    assert (p.seq, p.pending) == (before, before)
+    await p.flush()
+    _, events = await store.read_all(stream)
+    assert [e.body for e in events] == [f"ok{i}" for i in range(before)]
+
+
+async def test_a_str_subclass_is_written_as_its_text() -> None:
+    class Markup(str):
+        pass
+
+    store, p, stream = await _producer()
+    for i in range(4):  # (the one-or-two path and the batch path)
+        p.add_chunk(Kind.TEXT, "text", Markup(f"<b>{i}</b>"))
+    await p.flush()
+    _, events = await store.read_all(stream)
+    assert [e.body for e in events] == [f"<b>{i}</b>" for i in range(4)]
+    assert all(type(e.body) is str for e in events)
+
+
 async def test_a_write_with_an_unencodable_part_changes_nothing() -> None:
     store, p, stream = await _producer()
     p.add_chunk(Kind.TEXT, "text", "a")

@@ -182,10 +182,11 @@ class Producer:
                 buf, ends, digests, chain = self._buf, self._ends, self._digests, self._chain
                 kind, part = self._run_kind, self._run_part
                 for text in texts:
+                    data = text.encode()  # (never fails: checked when written)
                     chunk_into(text, buf, -1)
                     buf.append(_COMMA)
                     ends.append(len(buf))
-                    digests.append(chain.chunk(kind, part, text.encode()))
+                    digests.append(chain.chunk(kind, part, data))
                 texts.clear()
             return
         datas = list(map(str.encode, texts))  # (each was checked when written)
@@ -221,6 +222,13 @@ class Producer:
         """
         if self.error is not None:
             raise self.error
+        if type(body) is not str:  # (checked here: the batch is encoded at the append)
+            if not isinstance(body, str):
+                raise TypeError(
+                    f"a text, JSON or data delta must be a str, not {type(body).__name__}"
+                    " (decode bytes first)"
+                )
+            body = str(body)  # a str subclass (markupsafe.Markup, numpy.str_): its text
         if not body.isascii():  # a write that fails (lone surrogate) changes nothing
             body.encode()
         texts = self._texts
