@@ -142,6 +142,43 @@ test("the chain on random events (any Unicode, long bodies) equals the reference
   }
 });
 
+// the chain over each compression: a copy of the digest module and its BLAKE2b
+// loaded with WebAssembly there, or not there (as under a CSP that refuses it)
+const chainBundle = await build({
+  stdin: { contents: 'export * from "./digest.ts"; export { useWasm } from "./blake2b.ts";', resolveDir: new URL("../src", import.meta.url).pathname, loader: "ts" },
+  bundle: true,
+  format: "esm",
+  write: false,
+});
+const chainMod = (n) => import(`data:text/javascript;base64,${Buffer.from(chainBundle.outputFiles[0].text + `\n//${n}`).toString("base64")}`);
+for (const wasm of [true, false]) {
+  test(`the chain with ${wasm ? "WebAssembly" : "JavaScript"} BLAKE2b equals the reference (step inputs of one block and longer)`, async () => {
+    const saved = globalThis.WebAssembly;
+    if (!wasm) globalThis.WebAssembly = undefined;
+    try {
+      await chainOver(await chainMod(wasm));
+    } finally {
+      globalThis.WebAssembly = saved;
+    }
+  });
+}
+
+async function chainOver(d) {
+    const r = rng(99);
+    const v = new d.ChainVerifier("s2", "e2");
+    let h = oracle(enc.encode("unbroken.v1\0s2\0e2"));
+    let seq = 0;
+    for (let frame = 0; frame < 30; frame++) {
+      const events = [];
+      for (let i = 0; i < 20; i++) {
+        const ev = makeEvent(++seq, Kind.TEXT, { part: "p", body: randomText(r, r() < 0.2 ? 400 : 90) });
+        h = oracle(referenceInput(h, ev));
+        events.push(ev);
+      }
+      assert.equal(toHex(v.extend(events, toHex(h))), toHex(h), `frame ${frame}`);
+    }
+}
+
 test("a seq beyond 2^32 is written as a big-endian 64-bit integer", () => {
   const prev = new Uint8Array(16).fill(3);
   for (const seq of [2 ** 32 - 1, 2 ** 32, 2 ** 32 + 1, 2 ** 53 - 1, 2 ** 53]) {
