@@ -335,6 +335,8 @@ async def main(
             b = breakdown(log)
             if b is not None:
                 parts.append(b)
+        slow = sorted(parts, key=lambda p: -(p["reconnect"] + p["resume"] + p["verify"]))
+        slow = slow[: max(1, len(slow) // 10)] if slow else []
         out["recovery_after_cut"] = {
             "answer_bytes": size,
             "pace_s": pace,
@@ -347,6 +349,10 @@ async def main(
                     k: round(statistics.median(p[k] for p in parts), 2)
                     for k in (parts[0] if parts else {})
                 },
+            },
+            # the slowest tenth of the recoveries: which part made them slow
+            "breakdown_of_slowest_tenth_mean_ms": {
+                k: round(statistics.mean(p[k] for p in slow), 2) for k in (slow[0] if slow else {})
             },
         }
         if only_recovery:
