@@ -22,7 +22,6 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, MutableSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -197,7 +196,9 @@ class Connection:
         self.principal: Principal | None = None
         self.atts: dict[str, Attachment] = {}
         #: control frames to send (answers, errors, hb), bounded in bytes (max_outbox)
-        self._outbox: deque[bytes] = deque()
+        # lists, not deques: a deque allocates a 64-slot block at once (~0.7 KB a
+        # connection each); these hold a frame or two
+        self._outbox: list[bytes] = []
         self._outbox_bytes = 0
         self._answers = 0  # frames queued so far (a request that got one costs more)
         #: paces the read loop: a peer asking faster than this waits (TCP backpressure)
@@ -222,7 +223,7 @@ class Connection:
         self._pump_task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Future[None] | None = None  # an eager send that must wait
         self._draining = False
-        self._ready: deque[bytes] = deque()  # event frames taken from attachments, to send
+        self._ready: list[bytes] = []  # event frames taken from attachments, to send
         self._batch = False  # the client takes several frames per message ("batch" cap)
         self._tick_pending = False
         #: frames can be read and sent without a task (the store reads without waiting)
@@ -837,7 +838,7 @@ class Connection:
         self._wake()
 
     def _pop_control(self) -> bytes:
-        data = self._outbox.popleft()
+        data = self._outbox.pop(0)
         self._outbox_bytes -= len(data)
         return data
 
@@ -923,7 +924,7 @@ class Connection:
         without waiting, unless a trickle should pile up first."""
         while True:
             if self._ready:
-                frame = self._ready.popleft()
+                frame = self._ready.pop(0)
                 if self._zlib and len(frame) >= ZLIB_MIN:
                     return self.codec.compress(frame)
                 return frame

@@ -24,6 +24,7 @@ from ..protocol.frames import excerpt
 from ..store.base import Created, LiveIndex, StreamLog
 from .admission import Admission, AdmissionLimits, PrincipalKey
 from .agent import Agent, Output, Principal, Request
+from .flag import Flag
 from .producer import Producer
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class AgentRun:
     stop_reason: str = ""  # "cancel" | "shutdown" | "abandoned"
     ending: bool = False  # writing the end event: no longer cancellable
     abandon_timer: asyncio.TimerHandle | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    done: Flag = field(default_factory=Flag)
     #: the producer's seq when the stall watchdog last saw it change, and when
     seen_seq: int = -1
     seen_at: float = 0.0

@@ -36,12 +36,20 @@ instead of being destroyed by a TCP reset.
   bytes are still unsent, abort the connection (TCP reset): the socket and its
   buffers are freed at once. Its runs go on into the log; the client resumes.
 
+- **Less held per connection.** uvicorn's ``asyncio.Queue`` of ASGI receive events
+  and its ``writable`` ``asyncio.Event`` allocate ``deque`` blocks up front (~3 KB
+  together, per connection); here they are :class:`_Inbox` and
+  :class:`~unbroken.server.flag.Flag` (a list, and futures only while someone
+  waits). The handshake's request and response (their header objects, ~3 KB) are
+  let go once the ``accept`` is sent.
+
 Use it through :func:`unbroken.server.serving.uvicorn_config`, which builds the
 class with the limits of an app (:func:`websocket_protocol`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import logging
@@ -56,6 +64,7 @@ from websockets.exceptions import InvalidState
 from websockets.protocol import State
 
 from ..protocol.codes import CloseCode
+from .flag import Flag
 from .logfilter import FloodFilter
 
 log = logging.getLogger(__name__)
@@ -93,6 +102,41 @@ def unsent_bytes(transport: Any) -> int:
     return total
 
 
+class _Inbox:
+    """What uvicorn uses of its ``asyncio.Queue`` of receive events (``put_nowait``,
+    ``get``, ``empty``; one reader: the app's ``receive``), in a list."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    async def get(self) -> Any:
+        items = self._items
+        while not items:
+            w = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await w
+            finally:
+                self._waiter = None
+        return items.pop(0)
+
+
 class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
     """See the module doc. ``initial_max_size`` is the limit before the app moves
     it (``None``: uvicorn's ``ws_max_size``)."""
@@ -102,6 +146,8 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.queue = _Inbox()  # type: ignore[assignment]
+        self.writable = Flag(True)  # type: ignore[assignment]
         self._lingering = False
         self._write_paused = False  # the transport asked us to stop writing
         if self.initial_max_size is not None:
@@ -199,7 +245,11 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message: MutableMapping[str, Any]) -> None:  # type: ignore[override]
         await super().send(message)  # type: ignore[arg-type]
-        if message.get("type") == "websocket.close" and self.close_timer is not None:
+        kind = message.get("type")
+        if kind == "websocket.accept" and self.handshake_complete:
+            # the handshake's request and response (their headers) are not used again
+            self.request = self.response = None  # type: ignore[assignment]
+        if kind == "websocket.close" and self.close_timer is not None:
             # uvicorn closes gracefully when the peer does not answer in time; a peer
             # that does not answer and does not read would hold the socket
             self.close_timer.cancel()
