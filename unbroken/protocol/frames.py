@@ -472,8 +472,9 @@ class ServerCodec:
         last_kind: int,
         state: object = None,
     ) -> bytes:
-        """An ``events`` frame from a log read (:func:`encode_events_frame`)."""
-        return encode_events_frame(stream, first, items, digest)
+        """An ``events`` frame from a log read (:func:`encode_events_frame`, inlined:
+        every frame sent)."""
+        return _EVENTS_FRAME % (stream.encode(), first, items, hexlify(digest))
 
     def batch(self, frames: list[bytes]) -> bytes:
         """Several frames as one message (cap ``batch``): one per line."""

@@ -934,7 +934,10 @@ class Connection:
                 return None
             if self._coalesce_delay() > 0:
                 return None
-            self._stage_frames()
+            frames = self._take_frames()
+            if len(frames) == 1 and not self.codec.binary:
+                return frames[0]  # one v1 frame is its own message: no staging
+            self._stage_frames(frames)
 
     def _drain_now(self) -> None:
         """The pump's work, done synchronously (eager sends), until something must be
@@ -963,20 +966,20 @@ class Connection:
         finally:
             self._draining = False
 
-    def _stage_frames(self) -> None:
-        """Move the frames ready now on the dirty streams (a log that reads without
-        waiting), about ``frame_cap`` bytes at most (at least one frame), to the send
-        queue: one message with the ``batch`` cap, else one each. They count as sent;
-        a stream with more left stays dirty, and one whose ``end`` is taken is
-        released."""
-        frames = self._take_frames()
+    def _stage_frames(self, frames: list[bytes]) -> None:
+        """Move ``frames`` (:meth:`_take_frames`: the frames ready now on the dirty
+        streams of a log that reads without waiting) to the send queue: one message
+        with the ``batch`` cap, else one each."""
         if self._batch and frames and (len(frames) > 1 or self.codec.binary):
             self._ready.append(self.codec.batch(frames))
         else:  # (v1's batch of one frame is that frame: no call)
             self._ready.extend(frames)
 
     def _take_frames(self) -> list[bytes]:
-        """The frames :meth:`_stage_frames` queues.
+        """The frames ready now on the dirty streams (a log that reads without
+        waiting), about ``frame_cap`` bytes at most (at least one frame). They count
+        as sent; a stream with more left stays dirty, and one whose ``end`` is taken
+        is released.
 
         The first frame of an attachment (after ``started`` or ``resumed``) never
         waits behind another stream's catch-up: while dirty streams have sent
@@ -989,8 +992,15 @@ class Connection:
         size = 0
         dirty, self._dirty = self._dirty, {}
         atts = self.atts
-        fresh = [s for s in dirty if (a := atts.get(s)) is not None and not a.flow.sent_bytes]
-        if fresh:
+        fresh: list[str] | None = None  # (a loop, not a comprehension: one stream, usually)
+        for s in dirty:
+            a = atts.get(s)
+            if a is not None and not a.flow.sent_bytes:
+                if fresh is None:
+                    fresh = [s]
+                else:
+                    fresh.append(s)
+        if fresh is not None:
             for stream in dirty:  # the others wait for the next message
                 self._dirty[stream] = None
             for stream in fresh:

@@ -339,7 +339,20 @@ class MemoryStore:
                 if aligned > after:
                     end = aligned
             digest = s.digest_at(end)
-        items, last_kind = s.items(after + 1, end)
+        run_seq = s.run_seq
+        r = bisect_right(run_seq, after + 1) - 1
+        if r + 1 == len(run_seq) or run_seq[r + 1] > end:
+            # one run (a live stream's read): _Stream.items' first case, inlined
+            items, last_kind = item_run(
+                s.run_kind[r],
+                s.parts[s.run_part[r]],
+                s.buf,
+                start_off,
+                ends[after],
+                ends[end - 1] - 1,
+            )
+        else:
+            items, last_kind = s.items(after + 1, end)
         return ReadBatch(
             after + 1, end - after, items, digest, ends[end - 1] - start_off, last_kind
         )
