@@ -3,6 +3,7 @@
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
 import { existsSync, rmSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 
 // (DIST: another output directory, e.g. to measure a change while tests read dist/)
 const DIST = process.env.DIST ?? "dist";
@@ -44,7 +45,9 @@ await build({
   mangleProps: new RegExp(`^(_.*|${INTERNAL.join("|")})$`),
 });
 // protocol v1's codec: loaded by the page bundle from next to itself when a server
-// speaks v1 (its errors are the core's classes: errors.ts is the core, imported)
+// speaks v1. It imports nothing (never ./unbroken.js: under a page's other URL for the
+// core, unbroken.js?v=<hash>, that would be a second copy with other error classes):
+// frames.ts's errors are v1-errors.ts's, the core's own classes given at load.
 await build({
   entryPoints: ["src/v1.ts"],
   outfile: `${DIST}/unbroken-v1.js`,
@@ -53,7 +56,7 @@ await build({
     {
       name: "core-errors",
       setup(b) {
-        b.onResolve({ filter: /^\.\/errors\.js$/ }, () => ({ path: "./unbroken.js", external: true }));
+        b.onResolve({ filter: /^\.\/errors\.js$/ }, () => ({ path: fileURLToPath(new URL("src/v1-errors.ts", import.meta.url)) }));
       },
     },
   ],

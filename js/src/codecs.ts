@@ -4,7 +4,7 @@
  * loads `dist/unbroken-v1.js` (`v1.ts`) from next to itself only when a connection
  * chose v1, before its `hello`. `dist/testing.js` holds it from the start.
  */
-import { ConfigError } from "./errors.js";
+import { ConfigError, ProtocolError } from "./errors.js";
 import type { decodeServer, encode, eventsOf } from "./frames.js";
 
 /** What the session needs of v1 (frames.ts). */
@@ -27,8 +27,9 @@ export function useV1(codec: V1Codec): void {
 export async function loadV1(): Promise<void> {
   if (v1 !== null) return;
   try {
-    useV1((await import("./unbroken-v1.js")).v1);
+    // (the module imports nothing: it throws this bundle's own ProtocolError)
+    useV1((await import("./unbroken-v1.js")).v1(ProtocolError));
   } catch (e) {
-    throw new ConfigError(`the server speaks protocol v1, whose codec is unbroken-v1.js next to unbroken.js: it did not load (${(e as Error)?.message ?? e}); serve it, or offer only v2 (the protocols option)`);
+    throw new ConfigError(`the server speaks protocol v1, whose codec unbroken-v1.js (beside this file) did not load (${(e as Error)?.message ?? e}); serve it, or offer only v2 (the protocols option)`);
   }
 }

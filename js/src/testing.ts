@@ -8,7 +8,7 @@ export * from "./index.js";
 import { useV1 } from "./codecs.js";
 import { v1 } from "./v1.js";
 // (the page bundle loads protocol v1's codec when a server speaks v1; here it is built in)
-useV1(v1);
+useV1(v1(ProtocolError));
 export { loadV1, useV1 } from "./codecs.js";
 // the internals (index.ts exports the public API only)
 export { Reconnects, seededRng } from "./backoff.js";

@@ -1,4 +1,5 @@
 // The type of dist/unbroken-v1.js (built from v1.ts) as codecs.ts imports it: the
 // page bundle's sibling, loaded at run time (external to esbuild).
 import type { V1Codec } from "./codecs.js";
-export declare const v1: V1Codec;
+import type { ProtocolError } from "./errors.js";
+export declare function v1(protocolError: typeof ProtocolError): V1Codec;

@@ -1,17 +1,78 @@
 // The page bundle's split: protocol v1's codec is dist/unbroken-v1.js, loaded only
-// when a server speaks v1, and its errors are the core's own classes.
+// when a server speaks v1, and its errors are the core's own classes (given by the
+// core: the v1 module imports nothing, so no second copy of the core loads).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import * as core from "../dist/unbroken.js";
+
+// A server that answers in v1 (subprotocol unbroken.v1) and replies `reply` to the hello.
+function v1Server(reply) {
+  const sockets = [];
+  class V1Server {
+    constructor() {
+      Object.assign(this, { readyState: 0, protocol: "", sent: [], closed: null });
+      sockets.push(this);
+      setTimeout(() => {
+        this.readyState = 1;
+        this.protocol = "unbroken.v1";
+        this.onopen?.({});
+      }, 1);
+    }
+    send(data) {
+      this.sent.push(data);
+      if (this.sent.length === 1) setTimeout(() => this.onmessage?.({ data: reply }), 0);
+    }
+    close(code = 1000, reason = "") {
+      this.closed ??= { code, reason };
+      this.readyState = 3;
+      setTimeout(() => this.onclose?.({ code, reason }), 0);
+    }
+  }
+  return { V1Server, sockets };
+}
 
 test("the core bundle holds no v1 decoder; the v1 module throws the core's ProtocolError", async () => {
   const text = readFileSync(new URL("../dist/unbroken.js", import.meta.url), "utf8");
   assert.ok(!text.includes("frame is not JSON"), "v1's decoder is in the core bundle");
   assert.ok(text.includes("./unbroken-v1.js"));
-  const { v1 } = await import("../dist/unbroken-v1.js");
+  const v1 = (await import("../dist/unbroken-v1.js")).v1(core.ProtocolError);
   assert.throws(() => v1.decodeServer("{"), (e) => e instanceof core.ProtocolError && e.closeCode === 4000);
   assert.equal(v1.encode({ t: "ping", n: 3 }), '{"t":"ping","n":3}');
+});
+
+test("unbroken-v1.js imports nothing (never the core: a page's core under another URL would load twice)", () => {
+  const text = readFileSync(new URL("../dist/unbroken-v1.js", import.meta.url), "utf8");
+  // (no import declaration, dynamic import() or re-export `export {…} from`)
+  assert.doesNotMatch(text, /\bimport\b|\}\s*from\s*["']|unbroken\.js/);
+  assert.match(text, /export\s*\{\s*\w+ as v1\s*\}/);
+});
+
+test("core under a query-string URL and renamed: a malformed v1 frame is its own ProtocolError, close 4000, not retried", async () => {
+  // as pages serve it: a hashed file name (unbroken.abc123.js) and a cache-busting
+  // query (?v=…), beside unbroken-v1.js; two copies of the core share that module
+  const dir = mkdtempSync(join(tmpdir(), "ub-"));
+  copyFileSync(new URL("../dist/unbroken.js", import.meta.url), join(dir, "unbroken.abc123.js"));
+  copyFileSync(new URL("../dist/unbroken-v1.js", import.meta.url), join(dir, "unbroken-v1.js"));
+  const url = pathToFileURL(join(dir, "unbroken.abc123.js"));
+  const a = await import(`${url}?v=1`);
+  const b = await import(`${url}?v=2`);
+  assert.notEqual(a.ProtocolError, b.ProtocolError);
+  for (const [mine, other] of [[a, b], [b, a], [a, b]]) {
+    const { V1Server, sockets } = v1Server("{not json");
+    const client = new mine.Client("ws://x", { WebSocket: V1Server, storage: null, lifecycle: false });
+    const err = await client.start("a").then(() => null, (e) => e);
+    assert.ok(err instanceof mine.ProtocolError, `${err?.name}: ${err?.message}`);
+    assert.ok(err instanceof mine.UnbrokenError && !(err instanceof other.UnbrokenError));
+    assert.equal(err.closeCode, 4000);
+    assert.match(sockets[0].sent[0], /^\{"t":"hello"/);
+    assert.equal(sockets[0].closed?.code, 4000);
+    assert.equal(sockets.length, 1); // fatal: not retried
+    await client.close();
+  }
 });
 
 test("the core exports the public API only", () => {
