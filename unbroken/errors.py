@@ -249,6 +249,23 @@ class RequestRefused(UnbrokenError):
         self.code = code
 
 
+class LogUnavailable(RequestRefused, StoreUnavailable):
+    """A stream's log stayed unreachable on the server (its store answered
+    ``unavailable``, e.g. a Redis Cluster master down) through the whole reconnect
+    policy: ``attempts`` resumes over ``elapsed`` seconds. The answer is not lost: resume
+    its :attr:`cursor` later, once the store is back."""
+
+    def __init__(self, stream: str, message: str, attempts: int, elapsed: float) -> None:
+        super().__init__(
+            "unavailable",
+            f"the log of stream {stream} stayed unreachable ({attempts} resumes over "
+            f"{elapsed:.1f}s): {message}",
+        )
+        self.stream = stream
+        self.attempts = attempts
+        self.elapsed = elapsed
+
+
 class UnsupportedVersion(ProtocolError):
     """Client and server share no protocol version (close 4005); retrying will not
     help. ``client_versions`` and ``server_versions`` (e.g. ``("v1",)``) say what each

@@ -49,6 +49,7 @@ from ..protocol.client_session import (
     Heartbeat,
     PongOut,
     RefreshedOut,
+    RetryResume,
     RetryStart,
     ServerError,
     StreamEvents,
@@ -66,6 +67,7 @@ from ..protocol.frames import (
     CAP_BATCH,
     CAP_REFRESH,
     CAP_STREAMS,
+    CAP_UNAVAILABLE,
     DEFAULT_MAX_FRAME,
     Ping,
     Start,
@@ -98,7 +100,9 @@ class ConnectionEvent:
 
     ``kind`` is one of: connected, disconnected, reconnecting, resumed, gone,
     exhausted, refreshed (a new token was accepted in-band), refresh_failed (the
-    provider failed or the server refused its token: ``cause``). ``version``: the
+    provider failed or the server refused its token: ``cause``), unavailable (a
+    ``stream``'s log is unreachable on the server: it is resumed again after ``delay``
+    seconds). ``version``: the
     wire protocol version a ``connected`` connection negotiated (``"v1"``,
     ``"v2"``). ``retry_after``: on ``disconnected``, the server's wait (seconds) when
     it shed this reader or refused it for load (``error overloaded`` with
@@ -364,12 +368,13 @@ class Client:
         refresh = callable(token)
         self._session = ClientSession(
             max_frame=max_frame,
-            caps=(CAP_BATCH, CAP_STREAMS)
+            caps=(CAP_BATCH, CAP_STREAMS, CAP_UNAVAILABLE)
             + ((CAP_REFRESH,) if refresh else ())
             + ((CAP_ZLIB,) if compression else ()),
             liveness=self._live,
             start_attempts=self.policy.max_attempts or 12,
             rng=random.Random(seed) if seed is not None else None,
+            outage_policy=self.policy,
         )
         self._streams: dict[str, Stream] = {}
         self._by_id: dict[str, Stream] = {}
@@ -1087,7 +1092,8 @@ class Client:
     def _server_error(self, out: ServerError) -> None:
         err = out.error
         loop = asyncio.get_running_loop()
-        action = self._session.server_error(err, loop.time())
+        now = loop.time()
+        action = self._session.server_error(err, now)
         # a start refused for load and retried is the protocol working: not a warning
         level = logging.DEBUG if isinstance(action, RetryStart) else logging.WARNING
         log.log(level, "server error code=%s message=%s", err.code, err.message)
@@ -1102,10 +1108,21 @@ class Client:
             self._emit("refresh_failed", cause=err.message)
         elif isinstance(action, RetryStart):
             loop.call_later(max(0.0, action.at - loop.time()), self._resend_start, action.req)
+        elif isinstance(action, RetryResume):  # its log is unreachable for now
+            delay = max(0.0, action.at - now)
+            self._emit("unavailable", stream=err.stream or "", delay=delay, cause=err.message)
+            loop.call_later(max(0.0, action.at - loop.time()), self._resend_resume, action.req)
         elif isinstance(action, FailStream):
             st = self._streams.get(action.req)
             if st is not None:
                 st._finish(action.error)
+
+    def _resend_resume(self, req: str) -> None:
+        frame = self._session.resend_resume(req)
+        if frame is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._send_frame(frame))
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     def _resend_start(self, req: str) -> None:
         frame = self._session.resend_start(req)

@@ -28,12 +28,14 @@ from ..errors import (
     ChainMismatch,
     ConfigError,
     IntegrityError,
+    LogUnavailable,
     Overloaded,
     ProtocolError,
     RequestRefused,
     StreamFailed,
     UnbrokenError,
 )
+from .backoff import Backoff, BackoffPolicy
 from .codes import CloseCode, ErrorCode
 from .digest import ChainVerifier, seed, step_event
 from .events import Event, Kind
@@ -161,6 +163,9 @@ class ClientStream:
     unacked_bytes: int = 0
     acked_at: float = 0.0  # when the last ack was taken (the caller's clock)
     start_attempts: int = 0  # starts refused as overloaded, rate limited or shutting down
+    #: its log unreachable (``error unavailable``): the resumes' backoff since the first
+    #: such answer (cleared by the next events)
+    outage: Backoff | None = None
 
     @property
     def seq(self) -> int:
@@ -222,6 +227,15 @@ def end_error(stream: str, status: str, error: str, cancelled: bool) -> StreamFa
 @dataclass(frozen=True, slots=True)
 class RetryStart:
     """Send the start of ``req`` again at ``at`` (ask :meth:`ClientSession.resend_start`)."""
+
+    req: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RetryResume:
+    """Resume ``req`` again at ``at`` (its log was unreachable; ask
+    :meth:`ClientSession.resend_resume`)."""
 
     req: str
     at: float
@@ -357,8 +371,12 @@ class ClientSession:
         start_attempts: int = 12,
         start_jitter: float = 0.5,
         rng: random.Random | None = None,
+        outage_policy: BackoffPolicy | None = None,
     ) -> None:
         self.state = ClientState.IDLE
+        #: how long a stream whose log is unreachable (``error unavailable``) is
+        #: resumed again before it fails with ``LogUnavailable`` (the reconnect policy)
+        self.outage_policy = outage_policy or BackoffPolicy()
         #: a start refused for load is sent again after ``retry_after_ms`` times
         #: ``1 + start_jitter * U[0, 1)``: the server's wait is a floor, and a refused
         #: herd spreads out above it instead of coming back in one burst
@@ -569,14 +587,45 @@ class ClientSession:
             return None
         return Start(cs.req, cs.agent, cs.input)
 
-    def server_error(self, error: Error, now: float) -> RetryStart | FailStream | AskToken | None:
+    def resend_resume(self, req: str) -> Resume | None:
+        """The resume of ``req`` to send again now (after :class:`RetryResume`), or
+        ``None`` when it was resumed, ended or forgotten meanwhile, or waits for the
+        next connection (which resumes it after ``hello``)."""
+        cs = self.by_req.get(req)
+        if cs is None or cs.state is not StreamState.DETACHED or self.state is not _READY:
+            return None
+        return self._resume(cs)
+
+    def _unavailable(self, cs: ClientStream, error: Error, now: float) -> RetryResume | FailStream:
+        """``cs``'s log is unreachable: DETACHED, resumed again after a backoff whose
+        floor is the server's ``retry_after_ms``, within :attr:`outage_policy`'s
+        attempts and deadline; past them it fails with ``LogUnavailable``."""
+        if cs.outage is None:
+            cs.outage = Backoff(self.outage_policy, now, self._rng)
+        floor = (error.retry_after_ms or 1000) / 1000
+        delay = cs.outage.next_delay(now, floor)
+        if delay is None:
+            out = cs.outage
+            self.forget(cs.req)
+            return FailStream(
+                cs.req,
+                LogUnavailable(cs.stream, error.message, out.attempts, out.elapsed(now)),
+            )
+        cs.state = StreamState.DETACHED
+        return RetryResume(cs.req, now + delay)
+
+    def server_error(
+        self, error: Error, now: float
+    ) -> RetryStart | RetryResume | FailStream | AskToken | None:
         """What an ``error`` frame means for its request or stream: a start refused
         for load is sent again after ``retry_after_ms`` (1 s if none; a floor, with
         up to ``start_jitter`` of it added at random), at most
         ``start_attempts`` times, then fails with ``Overloaded``; an error about one
         ack or an unsupported frame changes nothing; any other ends the request
-        with ``RequestRefused``. A refused ``refresh`` (``auth_failed``) is asked
-        for again with backoff (:meth:`refresh_failed`)."""
+        with ``RequestRefused``. A stream whose log is unreachable (``unavailable``,
+        sent only with that cap offered) is resumed again later
+        (:class:`RetryResume`, see :meth:`_unavailable`). A refused ``refresh``
+        (``auth_failed``) is asked for again with backoff (:meth:`refresh_failed`)."""
         if error.code == ErrorCode.AUTH_FAILED and error.req is None and error.stream is None:
             return self.refresh_failed(now)
         cs: ClientStream | None = None
@@ -593,6 +642,13 @@ class ClientSession:
                 self.forget(cs.req)
                 return FailStream(cs.req, Overloaded(error.message or error.code, wait))
             return RetryStart(cs.req, now + wait * (1 + self.start_jitter * self._rng.random()))
+        if (
+            error.code == ErrorCode.UNAVAILABLE
+            and error.stream is not None
+            and cs.verifier is not None
+            and cs.state in (StreamState.ATTACHED, StreamState.RESUMING, StreamState.DETACHED)
+        ):
+            return self._unavailable(cs, error, now)
         if error.code in HARMLESS_ERROR:
             return None
         self.forget(cs.req)
@@ -805,6 +861,7 @@ class ClientSession:
         except ChainMismatch as exc:
             raise IntegrityError(frame.stream, exc.seq, exc.detail) from None
         cs.unacked_bytes += nbytes
+        cs.outage = None  # its log answers again: a later outage gets a new budget
         self.liveness.events_heard(nbytes)
         if events[-1].kind == _END:
             cs.state = StreamState.ENDED
@@ -829,6 +886,7 @@ class ClientSession:
         except ChainMismatch as exc:
             raise IntegrityError(stream, exc.seq, exc.detail) from None
         cs.unacked_bytes += nbytes
+        cs.outage = None  # its log answers again: a later outage gets a new budget
         self.liveness.events_heard(nbytes)
         if events[-1].kind == _END:
             cs.state = StreamState.ENDED

@@ -92,3 +92,7 @@ class ErrorCode:
     #: a ``refresh`` token was refused (invalid, expired, unverifiable); the
     #: connection stays open until its current credentials expire
     AUTH_FAILED: Final = "auth_failed"
+    #: one stream's log is unreachable for now (e.g. its Redis Cluster master down):
+    #: resume that stream after ``retry_after_ms``; the connection's others go on
+    #: (sent only with the ``unavailable`` cap in force; else the server closes 1011)
+    UNAVAILABLE: Final = "unavailable"

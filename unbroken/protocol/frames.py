@@ -58,6 +58,10 @@ CAP_REFRESH: Final = "refresh"
 #: Capability: "list my live streams" (``list`` answered by ``streams``): the client
 #: offers it, the server lists it. See docs/reference/protocol.md.
 CAP_STREAMS: Final = "streams"
+#: Capability: the client takes ``error unavailable`` about one stream (its log is
+#: unreachable for now) and resumes it after ``retry_after_ms``; without it the
+#: server closes the connection 1011 instead (every client reconnects and resumes).
+CAP_UNAVAILABLE: Final = "unavailable"
 
 # Patterns end in \Z, not $: msgspec matches with re.search, and $ also matches
 # before a trailing newline ("abc\n" would pass as a stream id).

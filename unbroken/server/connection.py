@@ -43,6 +43,7 @@ from ..protocol.frames import (
     CAP_BATCH,
     CAP_REFRESH,
     CAP_STREAMS,
+    CAP_UNAVAILABLE,
     MAX_LIVE_STREAMS,
     Ack,
     AuthExpiring,
@@ -237,6 +238,8 @@ class Connection:
         # credentials that expire (docs/reference/protocol.md §18)
         self._hello_frame: Hello | None = None  # the hello, token removed (a refresh's base)
         self._refresh_cap = False  # the client offered "refresh" and a hook can verify
+        #: the client takes ``error unavailable`` about one stream ("unavailable" cap)
+        self._unavailable_cap = False
         self._notice_handle: asyncio.TimerHandle | None = None  # sends auth_expiring
         self._expiry_handle: asyncio.TimerHandle | None = None  # closes 4010
         self._refresh_task: asyncio.Task[None] | None = None  # a refresh being verified
@@ -460,6 +463,9 @@ class Connection:
             caps.append(CAP_REFRESH)
         if CAP_STREAMS in hello.caps:
             caps.append(CAP_STREAMS)
+        if CAP_UNAVAILABLE in hello.caps:
+            caps.append(CAP_UNAVAILABLE)
+            self._unavailable_cap = True
         if self.codec.binary and CAP_ZLIB in hello.caps:  # v2: large messages compressed
             caps.append(CAP_ZLIB)
             self._zlib = True
@@ -718,7 +724,7 @@ class Connection:
                 if owner is not None:
                     info = StreamInfo(frame.stream, owner, "expired", 0, expired=True)
         except StoreUnavailable as exc:  # this stream's log only (a cluster master down)
-            self._error(ErrorCode.INTERNAL, f"its log is unreachable: {exc}", stream=frame.stream)
+            self._unreachable(frame.stream, exc)
             return
         answer = decide_resume(
             frame,
@@ -1137,6 +1143,28 @@ class Connection:
         self._hb_armed = False  # idle: no checks; the next send or attach arms it again
         return False
 
+    def _unreachable(self, stream: str, exc: StoreUnavailable) -> None:
+        """``stream``'s log is unreachable for now (its store raised): with the
+        ``unavailable`` cap, ``error unavailable`` for that stream alone (the client
+        resumes it after ``retry_after_ms``; the connection's other streams go on);
+        without it, close 1011 (an older client reconnects and resumes them all, as it
+        always did: an error code it does not know would fail the stream for good)."""
+        if self._unavailable_cap:
+            self._error(
+                ErrorCode.UNAVAILABLE,
+                f"its log is unreachable: {exc}; resume after retry_after_ms",
+                stream=stream,
+                retry_after_ms=UNAVAILABLE_RETRY_MS,
+            )
+        else:
+            log.warning(
+                "log unreachable conn=%s stream=%s error=%s; closing 1011 (no unavailable cap)",
+                self.id,
+                stream,
+                excerpt(str(exc)),
+            )
+            self._kill(CloseCode.INTERNAL, "log unreachable; reconnect and resume")
+
     def _kill(self, code: int, reason: str) -> None:
         """Give up on the peer: stop sending and end the connection with ``code``
         (everything it holds is released; its runs go on)."""
@@ -1232,7 +1260,9 @@ class Connection:
                 frame = await att.next_frame()
             except StoreUnavailable as exc:  # this stream's log only (a cluster master down)
                 self._detach(stream)
-                self._error(ErrorCode.INTERNAL, f"its log is unreachable: {exc}", stream=stream)
+                self._unreachable(stream, exc)
+                if self._closed:
+                    return
                 continue
             if frame is None or self.atts.get(stream) is not att:
                 continue  # nothing ready, or re-attached while reading: the new cursor goes on
@@ -1266,6 +1296,11 @@ class Connection:
 #: the coalescing interval (s) while a stream's link is slower than the stream (its
 #: flow window cut): on such a link a token waits in a queue anyway
 SLOW_COALESCE = 0.1
+
+#: the floor (ms) under a client's resume of a stream whose log was unreachable
+#: (``error unavailable``): a Redis store fails such calls at once until its lease
+#: loop sees the master answer again (every ``lease / 5``, 1 s by default)
+UNAVAILABLE_RETRY_MS = 1000
 
 #: sends one connection makes in a row before letting the loop serve the others
 _FAIR_SENDS = 32

@@ -1,17 +1,24 @@
-"""A stream whose log is unreachable (its Redis Cluster master died) fails alone: its
-resume or read answers an ``error`` frame for that stream, and the other streams on
-the same connection go on (tests/integration/redis/test_cluster.py does it on a real
-cluster, full tier)."""
+"""A stream whose log is unreachable (its Redis Cluster master died, Redis restarting)
+waits alone: its resume or read answers ``error unavailable`` for that stream (with
+``retry_after_ms``), the other streams on the same connection go on, and the client
+resumes it once the log answers again; past the reconnect policy it fails with
+``LogUnavailable``. A client without the ``unavailable`` cap gets close 1011 instead
+(it reconnects and resumes, as before the cap). tests/integration/redis/test_cluster.py
+does it on a real cluster (full tier)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
-from unbroken import BackoffPolicy
-from unbroken.client import Client, Stream
+from unbroken import BackoffPolicy, LogUnavailable
+from unbroken.client import Client, ConnectionEvent, Stream
 from unbroken.errors import RequestRefused, StoreUnavailable
+from unbroken.protocol.frames import Hello, Resume, encode
 from unbroken.store.base import ReadBatch, StreamMeta
 from unbroken.store.memory import MemoryStore
 
@@ -22,16 +29,19 @@ FAST = BackoffPolicy(base=0.02, cap=0.2, max_attempts=20, deadline=20)
 
 
 class PartlyDown(MemoryStore):
-    """A log whose streams in ``down`` are unreachable, as the store reports it."""
+    """A log whose streams in ``down`` are unreachable, as the store reports it;
+    ``refused`` counts the calls it failed."""
 
     read_nowait = None  # every read goes through ``read`` (as on Redis)
 
     def __init__(self) -> None:
         super().__init__()
         self.down: set[str] = set()
+        self.refused = 0
 
     def _check(self, stream: str) -> None:
         if stream in self.down:
+            self.refused += 1
             raise StoreUnavailable(f"stream {stream}: its master is unreachable")
 
     async def meta(self, stream: str) -> StreamMeta | None:
@@ -48,15 +58,34 @@ async def first_text(st: Stream) -> None:
         return
 
 
-async def ends_refused(st: Stream) -> RequestRefused:
-    with pytest.raises(RequestRefused) as caught:
-        async for _ in st:
-            pass
-        await st.wait()
-    return caught.value
+async def text_of(st: Stream) -> str:
+    async for _ in st:
+        pass
+    answer = await asyncio.wait_for(st.wait(), TIMEOUT)
+    assert answer.status == "completed"
+    return answer.text
 
 
-async def test_a_resume_whose_log_is_unreachable_is_refused_alone(served: ServeKit) -> None:
+async def unavailable(client: Client, stream: str, n: int = 1) -> list[ConnectionEvent]:
+    """Wait for the client's ``n``-th ``unavailable`` event about ``stream``."""
+    seen = [e for e in client.history if e.kind == "unavailable" and e.stream == stream]
+    if len(seen) < n:
+        async with asyncio.timeout(TIMEOUT):
+            async for e in client.connection_events():
+                if e.kind == "unavailable" and e.stream == stream:
+                    seen.append(e)
+                    if len(seen) >= n:
+                        break
+    return seen
+
+
+def connections(client: Client) -> int:
+    return sum(1 for e in client.history if e.kind == "connected")
+
+
+async def test_a_resume_whose_log_is_unreachable_waits_alone_and_resumes(
+    served: ServeKit,
+) -> None:
     store = PartlyDown()
     kit, srv = await served(store=store)
     async with Client([srv.url], policy=FAST) as first:
@@ -68,17 +97,44 @@ async def test_a_resume_whose_log_is_unreachable_is_refused_alone(served: ServeK
     store.down.add(a.id)
     async with Client([srv.url], policy=FAST) as client:
         rb = await client.resume(cb)
-        with pytest.raises(RequestRefused) as caught:
-            await client.resume(ca)
-        assert caught.value.code == "internal" and "unreachable" in str(caught.value)
-        kit.gates["gb"].set()  # the same connection goes on
-        async for _ in rb:
-            pass
-        answer = await asyncio.wait_for(rb.wait(), TIMEOUT)
-        assert answer.status == "completed" and answer.text == "started done"
+        resuming = asyncio.create_task(client.resume(ca))
+        (ev,) = await unavailable(client, a.id)
+        assert ev.delay >= 1.0 and "unreachable" in ev.cause  # the server's floor
+        assert not resuming.done()  # not failed: waiting
+        kit.gates["gb"].set()  # the same connection goes on meanwhile
+        assert await text_of(rb) == "started done"
+        store.down.discard(a.id)  # the log answers again
+        ra = await asyncio.wait_for(resuming, TIMEOUT)
+        kit.gates["ga"].set()
+        assert await text_of(ra) == "started done"
+        assert connections(client) == 1  # the connection was never closed
 
 
-async def test_a_read_whose_log_is_unreachable_fails_that_stream_alone(served: ServeKit) -> None:
+async def test_a_completed_answer_survives_a_store_outage(served: ServeKit) -> None:
+    """The review's case: a finished answer whose log is unreachable for a moment
+    (a Redis restart, a failover) is resumed once it answers, not failed for good."""
+    store = PartlyDown()
+    kit, srv = await served(store=store)
+    async with Client([srv.url], policy=FAST) as first:
+        a = await first.start("forever", "ga")
+        await first_text(a)
+        ca = a.cursor
+    kit.gates["ga"].set()
+    await kit.wait_ended(a.id)  # the answer is complete in the log
+    assert ca is not None
+    store.down.add(a.id)
+    async with Client([srv.url], policy=FAST) as client:
+        resuming = asyncio.create_task(client.resume(ca))
+        await unavailable(client, a.id, n=2)  # refused twice: resumed again after the wait
+        assert store.refused >= 2 and not resuming.done()
+        store.down.discard(a.id)
+        st = await asyncio.wait_for(resuming, TIMEOUT)
+        assert await text_of(st) == "started done"
+
+
+async def test_a_read_whose_log_is_unreachable_waits_alone_and_goes_on(
+    served: ServeKit,
+) -> None:
     store = PartlyDown()
     kit, srv = await served(store=store)
     async with Client([srv.url], policy=FAST) as client:
@@ -87,10 +143,55 @@ async def test_a_read_whose_log_is_unreachable_fails_that_stream_alone(served: S
         await asyncio.gather(first_text(a), first_text(b))
         store.down.add(a.id)
         kit.gates["ga"].set()  # its next event is read from the log: unreachable
-        err = await asyncio.wait_for(ends_refused(a), TIMEOUT)
-        assert err.code == "internal" and "unreachable" in str(err)
+        await unavailable(client, a.id)
         kit.gates["gb"].set()
-        async for _ in b:
-            pass
-        answer = await asyncio.wait_for(b.wait(), TIMEOUT)
-        assert answer.status == "completed" and answer.text == "started done"
+        assert await text_of(b) == "started done"
+        store.down.discard(a.id)
+        assert await text_of(a) == "started done"  # resumed on the same connection
+        assert connections(client) == 1
+
+
+async def test_past_the_policy_the_stream_fails_with_log_unavailable(served: ServeKit) -> None:
+    store = PartlyDown()
+    kit, srv = await served(store=store)
+    short = BackoffPolicy(base=0.02, cap=0.2, max_attempts=2, deadline=20)
+    async with Client([srv.url], policy=short) as client:
+        a = await client.start("forever", "ga")
+        b = await client.start("forever", "gb")
+        await asyncio.gather(first_text(a), first_text(b))
+        store.down.add(a.id)
+        kit.gates["ga"].set()
+        with pytest.raises(LogUnavailable) as caught:
+            await asyncio.wait_for(text_of(a), TIMEOUT)
+        err = caught.value
+        assert isinstance(err, RequestRefused) and isinstance(err, StoreUnavailable)
+        assert err.code == "unavailable" and err.stream == a.id and err.attempts == 2
+        assert a.cursor is not None  # what arrived stays resumable later
+        kit.gates["gb"].set()
+        assert await text_of(b) == "started done"
+
+
+async def test_a_client_without_the_cap_gets_close_1011(served: ServeKit) -> None:
+    """An older client does not know ``unavailable`` (it would fail the stream for
+    good): the server closes 1011 instead, which every client reconnects after."""
+    store = PartlyDown()
+    kit, srv = await served(store=store)
+    async with Client([srv.url], policy=FAST) as first:
+        a = await first.start("forever", "ga")
+        await first_text(a)
+        ca = a.cursor
+    assert ca is not None
+    store.down.add(a.id)
+    frames: list[str] = []
+    async with connect(srv.url, subprotocols=["unbroken.v1"]) as ws:  # type: ignore[list-item]
+        await ws.send(encode(Hello(caps=["batch", "streams"])).decode())
+        async with asyncio.timeout(TIMEOUT):
+            frames.append(str(await ws.recv()))
+        await ws.send(encode(Resume(ca.stream, ca.seq, ca.epoch, ca.digest)).decode())
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(TIMEOUT):
+                while True:
+                    frames.append(str(await ws.recv()))
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    assert "unavailable" not in json.loads(frames[0])["caps"]  # welcome: not offered
+    assert not any('"error"' in f for f in frames[1:])
