@@ -359,6 +359,15 @@ def frame_vectors() -> dict[str, Any]:
             Error(code="unknown_agent", message="no agent 'x'", req="req-0001"),
         ),
         ("error about one stream", Error(code="bad_ack", stream=sid)),
+        (
+            "error unavailable: one stream's log unreachable, resume after retry_after_ms",
+            Error(
+                code="unavailable",
+                message="its log is unreachable",
+                stream=sid,
+                retry_after_ms=1000,
+            ),
+        ),
         ("hb", Hb()),
         ("pong", Pong(n=42)),
         (

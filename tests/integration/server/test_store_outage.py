@@ -175,7 +175,7 @@ async def test_a_client_without_the_cap_gets_close_1011(served: ServeKit) -> Non
     """An older client does not know ``unavailable`` (it would fail the stream for
     good): the server closes 1011 instead, which every client reconnects after."""
     store = PartlyDown()
-    kit, srv = await served(store=store)
+    _kit, srv = await served(store=store)
     async with Client([srv.url], policy=FAST) as first:
         a = await first.start("forever", "ga")
         await first_text(a)
