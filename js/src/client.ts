@@ -25,7 +25,7 @@ import {
   UnbrokenError,
   type GoneReason,
 } from "./errors.js";
-import { CAP_BATCH, CAP_REFRESH, CAP_STREAMS, CloseCode, DEFAULT_MAX_FRAME, VERSIONS, type ClientFrame, type Event } from "./frames.js";
+import { CAP_BATCH, CAP_REFRESH, CAP_STREAMS, CAP_UNAVAILABLE, CloseCode, DEFAULT_MAX_FRAME, VERSIONS, type ClientFrame, type Event } from "./frames.js";
 import { loadV1, v1 } from "./codecs.js";
 import { CAP_ZLIB, framesOfV2, inflate, isZlib } from "./frames2.js";
 import { Liveness } from "./liveness.js";
@@ -47,7 +47,9 @@ export interface ConnectionEvent {
     | "exhausted"
     | "auth_expiring"
     | "refreshed"
-    | "refresh_failed";
+    | "refresh_failed"
+    /** a `stream`'s log is unreachable on the server: resumed again after `delay` s */
+    | "unavailable";
   at: number;
   url: string;
   cause: string;
@@ -406,9 +408,11 @@ export class Client {
     this._live = new Liveness({ silenceFactor: options.silenceFactor, pingEvery: options.pingEvery });
     this._session = new ClientSession({
       maxFrame: this.maxFrame,
-      caps: [CAP_BATCH, ...(typeof this.token === "function" ? [CAP_REFRESH] : []), CAP_STREAMS, ...(zlib ? [CAP_ZLIB] : [])],
+      caps: [CAP_BATCH, ...(typeof this.token === "function" ? [CAP_REFRESH] : []), CAP_STREAMS, CAP_UNAVAILABLE, ...(zlib ? [CAP_ZLIB] : [])],
       liveness: this._live,
       startAttempts: this.policy.maxAttempts ?? 12,
+      outagePolicy: this.policy,
+      rng: options.seed === undefined ? Math.random : seededRng(options.seed),
     });
     this._reconnects = new Reconnects(this.policy, options.seed === undefined ? Math.random : seededRng(options.seed));
     const g = globalThis as { sessionStorage?: StorageLike; document?: unknown };
@@ -1217,9 +1221,16 @@ export class Client {
       this._refreshFailed(`the server refused the new token: ${err.message}`);
       return;
     }
-    const action = this._session.serverError(err, now());
+    const t = now();
+    const action = this._session.serverError(err, t);
     if (action === null || action.kind === "ask_token") return;
-    if (action.kind === "retry_start") {
+    if (action.kind === "retry_resume") {
+      this._emit("unavailable", { stream: err.stream ?? "", delay: Math.max(0, action.at - t), cause: err.message });
+      setTimeout(() => {
+        const frame = this._session.resendResume(action.req);
+        if (frame !== null) this._sendFrame(frame);
+      }, Math.max(0, action.at - t) * 1000);
+    } else if (action.kind === "retry_start") {
       setTimeout(() => {
         const frame = this._session.resendStart(action.req);
         if (frame !== null) this._sendFrame(frame);

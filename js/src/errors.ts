@@ -164,6 +164,21 @@ export class RequestRefused extends UnbrokenError {
   }
 }
 
+/** A stream's log stayed unreachable on the server (`error unavailable`, e.g. its Redis
+ * Cluster master down) through the whole reconnect policy: `attempts` resumes over
+ * `elapsed` seconds. The answer is not lost: resume the stream's cursor later. */
+export class LogUnavailable extends RequestRefused {
+  readonly stream: string;
+  readonly attempts: number;
+  readonly elapsed: number;
+  constructor(stream: string, message: string, attempts: number, elapsed: number) {
+    super("unavailable", `the log of stream ${stream} stayed unreachable (${attempts} resumes over ${elapsed.toFixed(1)}s): ${message}`);
+    this.stream = stream;
+    this.attempts = attempts;
+    this.elapsed = elapsed;
+  }
+}
+
 // Names survive minification (a class's own name would not): `error.name` is the
 // class name, as in the Python client.
 for (const [cls, name] of [
@@ -182,6 +197,7 @@ for (const [cls, name] of [
   [ConfigError, "ConfigError"],
   [ConnectionLost, "ConnectionLost"],
   [RequestRefused, "RequestRefused"],
+  [LogUnavailable, "LogUnavailable"],
 ] as const) {
   Object.defineProperty(cls.prototype, "name", { value: name, writable: true, configurable: true });
 }

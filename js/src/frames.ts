@@ -15,6 +15,9 @@ export const CAP_BATCH = "batch";
 export const CAP_REFRESH = "refresh";
 /** Capability: "list my live streams" (`list`, `streams`; §2). */
 export const CAP_STREAMS = "streams";
+/** The client takes `error unavailable` about one stream (its log unreachable for now)
+ * and resumes it after `retry_after_ms`; without it the server closes 1011 instead. */
+export const CAP_UNAVAILABLE = "unavailable";
 export const DEFAULT_MAX_FRAME = 16 * 1024 * 1024;
 export const MAX_SEQ = 2 ** 53;
 

@@ -32,6 +32,7 @@ export {
   ConnectionLost,
   Forbidden,
   IntegrityError,
+  LogUnavailable,
   Overloaded,
   ProtocolError,
   ReconnectExhausted,

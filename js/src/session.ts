@@ -7,11 +7,13 @@
  * reconnect, or `GONE`. Illegal transitions throw; the client only moves bytes and
  * time. Time (seconds) is always an argument.
  */
+import { Backoff, BackoffPolicy, type Rng } from "./backoff.js";
 import { ChainVerifier, fromHex, seed, stepEvent, toHex } from "./digest.js";
 import {
   ChainMismatch,
   ConfigError,
   IntegrityError,
+  LogUnavailable,
   Overloaded,
   ProtocolError,
   RequestRefused,
@@ -115,6 +117,9 @@ export class ClientStream {
   unackedBytes = 0;
   ackedAt = 0;
   startAttempts = 0;
+  /** its log unreachable (`error unavailable`): the resumes' backoff since the first
+   * such answer (cleared by the next events) */
+  outage: Backoff | null = null;
   /** v2: the current part carried from frame to frame (reset at started/resumed) */
   carried: Carried = { part: "", kind: 0 };
   constructor(
@@ -177,6 +182,7 @@ export function endError(stream: string, status: string, error: string, cancelle
 // Actions of ClientSession.serverError
 export type ErrorAction =
   | { kind: "retry_start"; req: string; at: number }
+  | { kind: "retry_resume"; req: string; at: number }
   | { kind: "fail_stream"; req: string; error: UnbrokenError };
 
 // Outputs of ClientSession.receive
@@ -257,8 +263,15 @@ export class ClientSession {
     return this._connection;
   }
 
-  constructor(o: { caps?: string[]; maxFrame?: number; liveness?: Liveness; startAttempts?: number } = {}) {
+  /** how long a stream whose log is unreachable (`error unavailable`) is resumed
+   * again before it fails with `LogUnavailable` (the client's reconnect policy) */
+  readonly outagePolicy: BackoffPolicy;
+  private readonly rng: Rng;
+
+  constructor(o: { caps?: string[]; maxFrame?: number; liveness?: Liveness; startAttempts?: number; outagePolicy?: BackoffPolicy; rng?: Rng } = {}) {
     this.caps = [...(o.caps ?? [])];
+    this.outagePolicy = o.outagePolicy ?? new BackoffPolicy();
+    this.rng = o.rng ?? Math.random;
     this.maxFrame = o.maxFrame ?? DEFAULT_MAX_FRAME;
     this.liveness = o.liveness ?? new Liveness();
     this.startAttempts = o.startAttempts ?? 12;
@@ -403,7 +416,18 @@ export class ClientSession {
     return { t: "start", req: cs.req, agent: cs.agent, input: cs.input };
   }
 
-  /** What an `error` frame means for its request or stream. */
+  /** The resume of `req` to send again now (after `retry_resume`), or `null` when it
+   * was resumed, ended or forgotten meanwhile, or waits for the next connection. */
+  resendResume(req: string): Resume | null {
+    const cs = this.byReq.get(req);
+    if (cs === undefined || cs.state !== "detached" || this.state !== "ready") return null;
+    return this._resume(cs);
+  }
+
+  /** What an `error` frame means for its request or stream. A stream whose log is
+   * unreachable (`unavailable`, sent only with that cap offered) goes back to
+   * detached and is resumed after a backoff whose floor is the server's
+   * `retry_after_ms`, within `outagePolicy`; past it, `LogUnavailable`. */
   serverError(error: ErrorFrame, now: number): ErrorAction | AskToken | null {
     if (error.code === "auth_failed" && error.req === null && error.stream === null) return this.refreshFailed(now);
     let cs: ClientStream | undefined;
@@ -418,6 +442,17 @@ export class ClientSession {
         return { kind: "fail_stream", req: cs.req, error: new Overloaded(error.message || error.code, wait) };
       }
       return { kind: "retry_start", req: cs.req, at: now + wait };
+    }
+    if (error.code === "unavailable" && error.stream !== null && cs.verifier !== null && (cs.state === "attached" || cs.state === "resuming" || cs.state === "detached")) {
+      cs.outage ??= new Backoff(this.outagePolicy, now, this.rng);
+      const delay = cs.outage.nextDelay(now, (error.retry_after_ms ?? 1000) / 1000);
+      if (delay === null) {
+        const out = cs.outage;
+        this.forget(cs.req);
+        return { kind: "fail_stream", req: cs.req, error: new LogUnavailable(cs.stream, error.message, out.attempts, out.elapsed(now)) };
+      }
+      cs.state = "detached";
+      return { kind: "retry_resume", req: cs.req, at: now + delay };
     }
     if (HARMLESS_ERROR.has(error.code)) return null;
     this.forget(cs.req);
@@ -632,6 +667,7 @@ export class ClientSession {
       throw e;
     }
     cs.unackedBytes += nbytes;
+    cs.outage = null; // its log answers again: a later outage gets a new budget
     this.liveness.eventsHeard(nbytes);
     if (final) cs.state = "ended";
     return { kind: "events", stream: cs.stream, events, digest: v.digest, nbytes };
@@ -658,6 +694,7 @@ export class ClientSession {
       throw e;
     }
     cs.unackedBytes += nbytes;
+    cs.outage = null; // its log answers again: a later outage gets a new budget
     this.liveness.eventsHeard(nbytes);
     if (events[events.length - 1].kind === Kind.END) cs.state = "ended";
     return { kind: "events", stream: frame.stream, events, digest: v.digest, nbytes };
