@@ -121,7 +121,7 @@ test("auth_expiring: the provider's new token goes in-band as refresh; refreshed
   const st = await client.start("echo");
   assert.equal(await drain(st), expectedText(60));
   assert.equal((await st.wait()).digest, server.digests.at(-1));
-  assert.deepEqual(server.hellos[0].caps, ["batch", "refresh", "streams"], "a provider offers the refresh cap");
+  assert.deepEqual(server.hellos[0].caps, ["batch", "refresh", "streams", "unavailable"], "a provider offers the refresh cap");
   assert.equal(server.hellos[0].token, "tok-1");
   assert.deepEqual(server.refreshes.map(([t, c]) => [t, c]), [["tok-2", 1]]);
   assert.equal(server.connections, 1, "no reconnect");
@@ -212,7 +212,7 @@ test("a fixed token offers no refresh cap and ignores auth_expiring; at 4010 it 
   const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, token: "fixed", storage: null, lifecycle: false });
   const st = await client.start("echo");
   await assert.rejects(st.wait(), AuthError);
-  assert.deepEqual(server.hellos[0].caps, ["batch", "streams"]);
+  assert.deepEqual(server.hellos[0].caps, ["batch", "streams", "unavailable"]);
   assert.deepEqual(server.hellos.map((h) => h.token), ["fixed", "fixed"]);
   assert.equal(server.refreshes.length, 0);
   await client.close();

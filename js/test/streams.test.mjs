@@ -90,7 +90,7 @@ test("client.streams(): the live streams with cursors at their heads; connects f
   const { WS, seen } = scripted();
   const client = new Client("ws://a/ws", options(WS));
   const items = await client.streams();
-  assert.deepEqual(seen.hellos[0].caps, ["batch", "streams"], "the cap is offered");
+  assert.deepEqual(seen.hellos[0].caps, ["batch", "streams", "unavailable"], "the cap is offered");
   assert.equal(items.length, 1);
   const [it] = items;
   const { cursor, ...fields } = it;
