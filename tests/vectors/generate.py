@@ -874,6 +874,12 @@ def invalid_vectors_v2() -> dict[str, Any]:
             "frame_hex": _mp([13, b"not zlib"]),
             "close_code": 4000,
         },
+        {
+            "name": "events with a 12-byte h (only 8 or 16)",
+            "direction": "server",
+            "frame_hex": _mp([1, 0, 1, ["x"], bytes(12)]),
+            "close_code": 4000,
+        },
     ]
     return {
         "description": "Input a protocol v2 decoder must refuse (frame_hex: the binary "

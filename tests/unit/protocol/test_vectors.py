@@ -161,3 +161,6 @@ def test_committed_vectors_are_what_generate_py_writes() -> None:
     assert generate.digest_vectors() == DIGEST
     assert generate.frame_vectors() == FRAMES
     assert generate.invalid_vectors() == INVALID
+    # (the v2 files too: a vector added by hand would be lost the next time it runs)
+    assert generate.frame_vectors_v2() == load("frames_v2.json")
+    assert generate.invalid_vectors_v2() == load("invalid_v2.json")
