@@ -696,21 +696,6 @@ class Connection:
 
     async def _resume(self, frame: Resume) -> None:
         assert self.principal is not None
-        wait = self.hub.gate.shed_wait(frame.stream)
-        if wait > 0:
-            # its reader was shed and comes back before its retry_after_ms (it never
-            # read the error: its link was declared dead first): the same answer again
-            ms = max(1, int(wait * 1000))
-            log.warning(
-                "resume too soon after a shed conn=%s stream=%s retry_after_ms=%d",
-                self.id,
-                frame.stream,
-                ms,
-            )
-            self._overloaded(
-                ms, "server overloaded; this stream's reader was shed: resume after retry_after_ms"
-            )
-            return
         info: StreamInfo | None = None
         digest: bytes | None = None
         try:
@@ -734,6 +719,22 @@ class Connection:
             digest_at=lambda _seq: digest,
             anonymous=self.principal.id == "anonymous" and self.authenticate is None,
         )
+        if isinstance(answer, Resumed) and (wait := self.hub.gate.shed_wait(frame.stream)) > 0:
+            # its reader was shed and comes back before its retry_after_ms (it never
+            # read the error: its link was declared dead first): the same answer again.
+            # (Asked only of a resume that would be granted: anyone else gets the usual
+            # refusal and learns nothing of the stream.)
+            ms = max(1, int(wait * 1000))
+            log.warning(
+                "resume too soon after a shed conn=%s stream=%s retry_after_ms=%d",
+                self.id,
+                frame.stream,
+                ms,
+            )
+            self._overloaded(
+                ms, "server overloaded; this stream's reader was shed: resume after retry_after_ms"
+            )
+            return
         self._queue(self._encode(answer))
         if isinstance(answer, Resumed):
             log.info(

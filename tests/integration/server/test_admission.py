@@ -333,3 +333,34 @@ async def test_app_agent_stall_timeout_fails_a_silent_run_for_its_client() -> No
                 await stream.wait()
     assert "stalled: no output for 0.3s" in str(failed.value)
     assert stream.result.text.startswith("first words")
+
+
+async def test_a_resume_too_soon_after_a_shed_is_refused_to_its_owner_only(
+    served: Served,
+) -> None:
+    """The shed memory answers only a resume that would be granted: the owner coming
+    back too soon gets ``overloaded`` + 4008; anyone else gets the usual refusal, learns
+    nothing of the stream, and their connection goes on."""
+    kit, srv = await served(authenticate=authenticate, admission=limits())
+    alice = await Wire.open(srv.url, token="alice-token")
+    sid = await alice.start("s1", "forever", "gs")
+    kit.app.hub.gate.remember_shed([sid], time.monotonic() + 60.0)
+
+    bob = await Wire.open(srv.url, token="bob-token")
+    await bob.replay(sid, kit.app.store.epoch)
+    await bob.until(lambda _o: sid in bob.gone)
+    assert bob.gone[sid].reason == "forbidden" and not bob.errors
+    bsid = await bob.start("b1", "echo", "still here")
+    assert text_of(await bob.read_to_end(bsid)) == "still here"
+
+    again = await Wire.open(srv.url, token="alice-token")
+    await again.replay(sid, kit.app.store.epoch)
+    assert await again.expect_close() == 4008
+    err = again.errors[-1]
+    assert err.code == ErrorCode.OVERLOADED
+    assert err.retry_after_ms is not None and err.retry_after_ms > 50_000
+
+    kit.gates["gs"].set()  # the first connection was never shed: it reads on, exact
+    assert_exact(await alice.read_to_end(sid))
+    for w in (alice, bob):
+        await w.close()
