@@ -63,9 +63,12 @@ async def test_a_resume_with_its_prefix_is_a_complete_exact_answer() -> None:
 
 async def test_a_prefix_that_does_not_fit_the_cursor_is_refused() -> None:
     app, gate = app_with_gate()
-    gate.set()
     async with serve(app) as srv, Client(srv.url) as c:
+        # (the gate opens after: an agent run to its end before the first read would
+        # send its `end` in the first frame, and the prefix would be ended already)
         cursor, prefix, _ = await first_half(srv.url)
+        assert prefix.status == "running"
+        gate.set()
         other = dataclasses.replace(prefix, stream="x" * 22)
         with pytest.raises(ConfigError, match="answer of stream"):
             await c.resume(cursor, prefix=other)
@@ -79,9 +82,10 @@ async def test_a_prefix_that_does_not_fit_the_cursor_is_refused() -> None:
 
 async def test_a_prefix_whose_chain_differs_from_the_log_is_gone_diverged() -> None:
     app, gate = app_with_gate()
-    gate.set()
     async with serve(app) as srv, Client(srv.url) as c:
         cursor, prefix, _ = await first_half(srv.url)
+        assert prefix.status == "running"  # (the gate opens after: see above)
+        gate.set()
         forged = dataclasses.replace(prefix, head_digest="0" * 32)
         with pytest.raises(StreamGone) as gone:
             await asyncio.wait_for(drain(await c.resume(cursor, prefix=forged)), T)
