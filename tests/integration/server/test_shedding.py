@@ -41,25 +41,7 @@ async def test_a_slow_reader_is_shed_under_pressure_and_resumes_exact(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="unbroken")
-    limits = AdmissionLimits(
-        max_runs=None,
-        max_runs_per_principal=None,
-        max_loop_lag=None,  # the machine's own load must not be the pressure
-        max_rss=NEVER,
-        retry_after=0.5,
-        shed_after=0.2,
-    )
-    kit = make_kit(admission=limits, window=16 * 1024)
-    written: dict[str, int] = {}
-
-    @kit.app.agent("paced")
-    async def paced(req: Request, out: Output) -> None:
-        kit.calls[req.input] += 1
-        for i in range(CHUNKS):
-            await out.text(chunk(i))
-            written[req.input] = i + 1
-            await asyncio.sleep(GAP)
-
+    kit, written = paced_kit(retry_after=0.5)
     want = "".join(chunk(i) for i in range(CHUNKS))
     async with (
         serve(kit.app) as srv,
