@@ -15,7 +15,7 @@ const ES_MODULE = { bundle: true, format: "esm", platform: "neutral", target: ["
 // the core's bundles: private members (and @internal ones) are named `_x` and
 // minified like locals; nothing outside a bundle may read a `_` property of it
 // (protocol v1's codec is the page bundle's sibling file, dist/unbroken-v1.js: never bundled in)
-const MANGLED = { ...ES_MODULE, mangleProps: /^_/, sourcemap: true, legalComments: "none", logLevel: "warning", external: ["./unbroken-v1.js"] };
+const MANGLED = { ...ES_MODULE, mangleProps: /^_/, sourcemap: true, legalComments: "none", logLevel: "warning", external: ["./unbroken-v1.js", "./unbroken-blake2b.js"] };
 // the page bundle also minifies the members of objects no page can reach (the
 // sans-I/O session, its streams, the liveness rule, the reconnect schedule and the
 // client's private state): never a frame field, an option, an event's field or
@@ -61,18 +61,27 @@ await build({
     },
   ],
 });
-// tests, tools and benchmarks: everything, internals included (its own copy)
+// BLAKE2b's JavaScript compression: loaded by the page bundle from next to itself
+// only where WebAssembly is refused (it imports nothing)
+await build({
+  entryPoints: ["src/unbroken-blake2b.ts"],
+  outfile: `${DIST}/unbroken-blake2b.js`,
+  ...MANGLED,
+});
+// tests, tools and benchmarks: everything, internals included (its own copy; the
+// JavaScript BLAKE2b bundled in)
 await build({
   entryPoints: ["src/testing.ts"],
   outfile: `${DIST}/testing.js`,
   ...MANGLED,
+  external: ["./unbroken-v1.js"],
 });
 // the AI SDK transport: its own module over the core (imported, not bundled again)
 await build({
   entryPoints: ["src/ai-sdk.ts"],
   outfile: `${DIST}/ai-sdk.js`,
   ...MANGLED,
-  external: ["ai", "./unbroken-v1.js"],
+  external: ["ai", "./unbroken-v1.js", "./unbroken-blake2b.js"],
   plugins: [
     {
       name: "core-external",

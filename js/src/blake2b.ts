@@ -6,6 +6,7 @@
  * JavaScript over 32-bit halves of the 64-bit words. Both are checked against
  * `@noble/hashes` (a property test over random messages) and the golden vectors.
  */
+import { ConfigError } from "./errors.js";
 
 // The IV (the SHA-512 one), as [low, high] 32-bit halves of each 64-bit word.
 const IV = new Int32Array([
@@ -37,137 +38,16 @@ const SIGMA = new Uint8Array(
 let h = new Int32Array(16); // the chaining value
 let m = new Int32Array(32); // the message block
 
-/** Compress the block in `m` into `h`; `count` is the number of bytes hashed so
- * far including this block (under 2^53), `last` marks the final block. The 16
- * words of the working vector live in locals (32 halves), each round's eight G
- * steps written out. */
-function compressJs(count: number, last: boolean): void {
-  let v0l = h[0], v0h = h[1];
-  let v1l = h[2], v1h = h[3];
-  let v2l = h[4], v2h = h[5];
-  let v3l = h[6], v3h = h[7];
-  let v4l = h[8], v4h = h[9];
-  let v5l = h[10], v5h = h[11];
-  let v6l = h[12], v6h = h[13];
-  let v7l = h[14], v7h = h[15];
-  let v8l = IV[0], v8h = IV[1];
-  let v9l = IV[2], v9h = IV[3];
-  let v10l = IV[4], v10h = IV[5];
-  let v11l = IV[6], v11h = IV[7];
-  let v12l = IV[8], v12h = IV[9];
-  let v13l = IV[10], v13h = IV[11];
-  let v14l = IV[12], v14h = IV[13];
-  let v15l = IV[14], v15h = IV[15];
-  v12l ^= count;
-  v12h ^= count / 0x100000000;
-  if (last) {
-    v14l = ~v14l;
-    v14h = ~v14h;
-  }
-  const s = SIGMA;
-  let t: number, u: number, x: number, y: number;
-  for (let r = 0; r < 192; r += 16) {
-    // G(v0, v4, v8, v12)
-    x = s[r + 0]; y = s[r + 1];
-    t = (v0l >>> 0) + (v4l >>> 0) + (m[x] >>> 0); v0h = (v0h + v4h + m[x + 1] + ((t / 0x100000000) | 0)) | 0; v0l = t | 0;
-    t = v12l ^ v0l; v12l = v12h ^ v0h; v12h = t;
-    t = (v8l >>> 0) + (v12l >>> 0); v8h = (v8h + v12h + ((t / 0x100000000) | 0)) | 0; v8l = t | 0;
-    t = v4l ^ v8l; u = v4h ^ v8h; v4l = (t >>> 24) | (u << 8); v4h = (u >>> 24) | (t << 8);
-    t = (v0l >>> 0) + (v4l >>> 0) + (m[y] >>> 0); v0h = (v0h + v4h + m[y + 1] + ((t / 0x100000000) | 0)) | 0; v0l = t | 0;
-    t = v12l ^ v0l; u = v12h ^ v0h; v12l = (t >>> 16) | (u << 16); v12h = (u >>> 16) | (t << 16);
-    t = (v8l >>> 0) + (v12l >>> 0); v8h = (v8h + v12h + ((t / 0x100000000) | 0)) | 0; v8l = t | 0;
-    t = v4l ^ v8l; u = v4h ^ v8h; v4l = (t << 1) | (u >>> 31); v4h = (u << 1) | (t >>> 31);
-    // G(v1, v5, v9, v13)
-    x = s[r + 2]; y = s[r + 3];
-    t = (v1l >>> 0) + (v5l >>> 0) + (m[x] >>> 0); v1h = (v1h + v5h + m[x + 1] + ((t / 0x100000000) | 0)) | 0; v1l = t | 0;
-    t = v13l ^ v1l; v13l = v13h ^ v1h; v13h = t;
-    t = (v9l >>> 0) + (v13l >>> 0); v9h = (v9h + v13h + ((t / 0x100000000) | 0)) | 0; v9l = t | 0;
-    t = v5l ^ v9l; u = v5h ^ v9h; v5l = (t >>> 24) | (u << 8); v5h = (u >>> 24) | (t << 8);
-    t = (v1l >>> 0) + (v5l >>> 0) + (m[y] >>> 0); v1h = (v1h + v5h + m[y + 1] + ((t / 0x100000000) | 0)) | 0; v1l = t | 0;
-    t = v13l ^ v1l; u = v13h ^ v1h; v13l = (t >>> 16) | (u << 16); v13h = (u >>> 16) | (t << 16);
-    t = (v9l >>> 0) + (v13l >>> 0); v9h = (v9h + v13h + ((t / 0x100000000) | 0)) | 0; v9l = t | 0;
-    t = v5l ^ v9l; u = v5h ^ v9h; v5l = (t << 1) | (u >>> 31); v5h = (u << 1) | (t >>> 31);
-    // G(v2, v6, v10, v14)
-    x = s[r + 4]; y = s[r + 5];
-    t = (v2l >>> 0) + (v6l >>> 0) + (m[x] >>> 0); v2h = (v2h + v6h + m[x + 1] + ((t / 0x100000000) | 0)) | 0; v2l = t | 0;
-    t = v14l ^ v2l; v14l = v14h ^ v2h; v14h = t;
-    t = (v10l >>> 0) + (v14l >>> 0); v10h = (v10h + v14h + ((t / 0x100000000) | 0)) | 0; v10l = t | 0;
-    t = v6l ^ v10l; u = v6h ^ v10h; v6l = (t >>> 24) | (u << 8); v6h = (u >>> 24) | (t << 8);
-    t = (v2l >>> 0) + (v6l >>> 0) + (m[y] >>> 0); v2h = (v2h + v6h + m[y + 1] + ((t / 0x100000000) | 0)) | 0; v2l = t | 0;
-    t = v14l ^ v2l; u = v14h ^ v2h; v14l = (t >>> 16) | (u << 16); v14h = (u >>> 16) | (t << 16);
-    t = (v10l >>> 0) + (v14l >>> 0); v10h = (v10h + v14h + ((t / 0x100000000) | 0)) | 0; v10l = t | 0;
-    t = v6l ^ v10l; u = v6h ^ v10h; v6l = (t << 1) | (u >>> 31); v6h = (u << 1) | (t >>> 31);
-    // G(v3, v7, v11, v15)
-    x = s[r + 6]; y = s[r + 7];
-    t = (v3l >>> 0) + (v7l >>> 0) + (m[x] >>> 0); v3h = (v3h + v7h + m[x + 1] + ((t / 0x100000000) | 0)) | 0; v3l = t | 0;
-    t = v15l ^ v3l; v15l = v15h ^ v3h; v15h = t;
-    t = (v11l >>> 0) + (v15l >>> 0); v11h = (v11h + v15h + ((t / 0x100000000) | 0)) | 0; v11l = t | 0;
-    t = v7l ^ v11l; u = v7h ^ v11h; v7l = (t >>> 24) | (u << 8); v7h = (u >>> 24) | (t << 8);
-    t = (v3l >>> 0) + (v7l >>> 0) + (m[y] >>> 0); v3h = (v3h + v7h + m[y + 1] + ((t / 0x100000000) | 0)) | 0; v3l = t | 0;
-    t = v15l ^ v3l; u = v15h ^ v3h; v15l = (t >>> 16) | (u << 16); v15h = (u >>> 16) | (t << 16);
-    t = (v11l >>> 0) + (v15l >>> 0); v11h = (v11h + v15h + ((t / 0x100000000) | 0)) | 0; v11l = t | 0;
-    t = v7l ^ v11l; u = v7h ^ v11h; v7l = (t << 1) | (u >>> 31); v7h = (u << 1) | (t >>> 31);
-    // G(v0, v5, v10, v15)
-    x = s[r + 8]; y = s[r + 9];
-    t = (v0l >>> 0) + (v5l >>> 0) + (m[x] >>> 0); v0h = (v0h + v5h + m[x + 1] + ((t / 0x100000000) | 0)) | 0; v0l = t | 0;
-    t = v15l ^ v0l; v15l = v15h ^ v0h; v15h = t;
-    t = (v10l >>> 0) + (v15l >>> 0); v10h = (v10h + v15h + ((t / 0x100000000) | 0)) | 0; v10l = t | 0;
-    t = v5l ^ v10l; u = v5h ^ v10h; v5l = (t >>> 24) | (u << 8); v5h = (u >>> 24) | (t << 8);
-    t = (v0l >>> 0) + (v5l >>> 0) + (m[y] >>> 0); v0h = (v0h + v5h + m[y + 1] + ((t / 0x100000000) | 0)) | 0; v0l = t | 0;
-    t = v15l ^ v0l; u = v15h ^ v0h; v15l = (t >>> 16) | (u << 16); v15h = (u >>> 16) | (t << 16);
-    t = (v10l >>> 0) + (v15l >>> 0); v10h = (v10h + v15h + ((t / 0x100000000) | 0)) | 0; v10l = t | 0;
-    t = v5l ^ v10l; u = v5h ^ v10h; v5l = (t << 1) | (u >>> 31); v5h = (u << 1) | (t >>> 31);
-    // G(v1, v6, v11, v12)
-    x = s[r + 10]; y = s[r + 11];
-    t = (v1l >>> 0) + (v6l >>> 0) + (m[x] >>> 0); v1h = (v1h + v6h + m[x + 1] + ((t / 0x100000000) | 0)) | 0; v1l = t | 0;
-    t = v12l ^ v1l; v12l = v12h ^ v1h; v12h = t;
-    t = (v11l >>> 0) + (v12l >>> 0); v11h = (v11h + v12h + ((t / 0x100000000) | 0)) | 0; v11l = t | 0;
-    t = v6l ^ v11l; u = v6h ^ v11h; v6l = (t >>> 24) | (u << 8); v6h = (u >>> 24) | (t << 8);
-    t = (v1l >>> 0) + (v6l >>> 0) + (m[y] >>> 0); v1h = (v1h + v6h + m[y + 1] + ((t / 0x100000000) | 0)) | 0; v1l = t | 0;
-    t = v12l ^ v1l; u = v12h ^ v1h; v12l = (t >>> 16) | (u << 16); v12h = (u >>> 16) | (t << 16);
-    t = (v11l >>> 0) + (v12l >>> 0); v11h = (v11h + v12h + ((t / 0x100000000) | 0)) | 0; v11l = t | 0;
-    t = v6l ^ v11l; u = v6h ^ v11h; v6l = (t << 1) | (u >>> 31); v6h = (u << 1) | (t >>> 31);
-    // G(v2, v7, v8, v13)
-    x = s[r + 12]; y = s[r + 13];
-    t = (v2l >>> 0) + (v7l >>> 0) + (m[x] >>> 0); v2h = (v2h + v7h + m[x + 1] + ((t / 0x100000000) | 0)) | 0; v2l = t | 0;
-    t = v13l ^ v2l; v13l = v13h ^ v2h; v13h = t;
-    t = (v8l >>> 0) + (v13l >>> 0); v8h = (v8h + v13h + ((t / 0x100000000) | 0)) | 0; v8l = t | 0;
-    t = v7l ^ v8l; u = v7h ^ v8h; v7l = (t >>> 24) | (u << 8); v7h = (u >>> 24) | (t << 8);
-    t = (v2l >>> 0) + (v7l >>> 0) + (m[y] >>> 0); v2h = (v2h + v7h + m[y + 1] + ((t / 0x100000000) | 0)) | 0; v2l = t | 0;
-    t = v13l ^ v2l; u = v13h ^ v2h; v13l = (t >>> 16) | (u << 16); v13h = (u >>> 16) | (t << 16);
-    t = (v8l >>> 0) + (v13l >>> 0); v8h = (v8h + v13h + ((t / 0x100000000) | 0)) | 0; v8l = t | 0;
-    t = v7l ^ v8l; u = v7h ^ v8h; v7l = (t << 1) | (u >>> 31); v7h = (u << 1) | (t >>> 31);
-    // G(v3, v4, v9, v14)
-    x = s[r + 14]; y = s[r + 15];
-    t = (v3l >>> 0) + (v4l >>> 0) + (m[x] >>> 0); v3h = (v3h + v4h + m[x + 1] + ((t / 0x100000000) | 0)) | 0; v3l = t | 0;
-    t = v14l ^ v3l; v14l = v14h ^ v3h; v14h = t;
-    t = (v9l >>> 0) + (v14l >>> 0); v9h = (v9h + v14h + ((t / 0x100000000) | 0)) | 0; v9l = t | 0;
-    t = v4l ^ v9l; u = v4h ^ v9h; v4l = (t >>> 24) | (u << 8); v4h = (u >>> 24) | (t << 8);
-    t = (v3l >>> 0) + (v4l >>> 0) + (m[y] >>> 0); v3h = (v3h + v4h + m[y + 1] + ((t / 0x100000000) | 0)) | 0; v3l = t | 0;
-    t = v14l ^ v3l; u = v14h ^ v3h; v14l = (t >>> 16) | (u << 16); v14h = (u >>> 16) | (t << 16);
-    t = (v9l >>> 0) + (v14l >>> 0); v9h = (v9h + v14h + ((t / 0x100000000) | 0)) | 0; v9l = t | 0;
-    t = v4l ^ v9l; u = v4h ^ v9h; v4l = (t << 1) | (u >>> 31); v4h = (u << 1) | (t >>> 31);
-  }
-  h[0] ^= v0l ^ v8l;
-  h[1] ^= v0h ^ v8h;
-  h[2] ^= v1l ^ v9l;
-  h[3] ^= v1h ^ v9h;
-  h[4] ^= v2l ^ v10l;
-  h[5] ^= v2h ^ v10h;
-  h[6] ^= v3l ^ v11l;
-  h[7] ^= v3h ^ v11h;
-  h[8] ^= v4l ^ v12l;
-  h[9] ^= v4h ^ v12h;
-  h[10] ^= v5l ^ v13l;
-  h[11] ^= v5h ^ v13h;
-  h[12] ^= v6l ^ v14l;
-  h[13] ^= v6h ^ v14h;
-  h[14] ^= v7l ^ v15l;
-  h[15] ^= v7h ^ v15h;
-}
+type Compress = (count: number, last: boolean) => void;
+// the JavaScript compression's own state (WebAssembly's is in its memory)
+const jsState = [h, m];
+/** The JavaScript compression, once loaded (`loadJs`). */
+let js: Compress | null = null;
+const unloaded: Compress = () => {
+  throw new ConfigError("BLAKE2b: WebAssembly is refused here and unbroken-blake2b.js (beside unbroken.js) did not load; serve it, or allow 'wasm-unsafe-eval'");
+};
+let compress: Compress = unloaded;
 
-
-let compress = compressJs;
 
 /** The same compression function in WebAssembly (native 64-bit adds and rotates:
  * about 3x faster than the 32-bit halves above), its 1.1 kB of code generated here.
@@ -175,7 +55,7 @@ let compress = compressJs;
  * words: [low, high] halves), the IV at 192 and the schedule (byte offsets in `m`)
  * at 256. `new WebAssembly.Module` is synchronous: small modules may compile on a
  * page's main thread. */
-function wasm(): typeof compressJs {
+function wasm(): Compress {
   // locals: 0 count (f64), 1 last (i32), 2..17 the working vector, 18..33 the
   // round's message words (i64), 34 the round times 16 (i32)
   const b: number[] = [];
@@ -249,7 +129,7 @@ function wasm(): typeof compressJs {
     ...sec(7, [2, 1, 0x6d, 2, 0, 1, 0x63, 0, 0]), // export "m" memory, "c" function
     ...sec(10, [1, ...leb(body.length), ...body]),
   ]); // fmt: skip
-  const { m: mem, c } = new WebAssembly.Instance(new WebAssembly.Module(mod)).exports as { m: WebAssembly.Memory; c: typeof compressJs };
+  const { m: mem, c } = new WebAssembly.Instance(new WebAssembly.Module(mod)).exports as { m: WebAssembly.Memory; c: Compress };
   new Int32Array(mem.buffer, 192, 16).set(IV);
   new Uint8Array(mem.buffer, 256, 192).set(SIGMA.map((x) => 4 * x));
   h = new Int32Array(mem.buffer, 0, 16);
@@ -257,27 +137,34 @@ function wasm(): typeof compressJs {
   return c;
 }
 
-/** Compress with WebAssembly (`true`, when it is there, checked against the
- * JavaScript one on a block) or JavaScript; returns which is in use. Without
- * WebAssembly (or with a Content-Security-Policy that refuses to compile it) the
- * JavaScript one stays. */
+/** Compress with WebAssembly (`true`, when it is there, checked on a block) or
+ * JavaScript (once `loadJs()` loaded it); returns whether WebAssembly is in use.
+ * Without WebAssembly (or with a Content-Security-Policy that refuses to compile it)
+ * the JavaScript one is used. */
 export function useWasm(on: boolean): boolean {
-  const js = [new Int32Array(16), new Int32Array(32)];
-  compress = compressJs;
-  [h, m] = js;
+  compress = js ?? unloaded;
+  [h, m] = jsState;
   if (on) {
     try {
-      const probe = Uint8Array.from(SIGMA);
-      const want = blake2b128(probe).join();
       compress = wasm();
-      if (blake2b128(probe).join() !== want) throw 0;
+      // (BLAKE2b-128 of the schedule's 192 bytes, from @noble/hashes)
+      if (toHexLite(blake2b128(Uint8Array.from(SIGMA))) !== "db4b6b5ae2eb47145f73f54a32e99d7f") throw 0;
+      return true;
     } catch {
-      compress = compressJs;
-      [h, m] = js;
+      compress = js ?? unloaded;
+      [h, m] = jsState;
     }
   }
-  return compress !== compressJs;
+  return false;
 }
+
+/** Load the JavaScript compression (`dist/unbroken-blake2b.js`, beside the core). */
+export async function loadJs(): Promise<void> {
+  js ??= (await import("./unbroken-blake2b.js")).compressor(jsState[0], jsState[1], IV, SIGMA);
+  if (compress === unloaded) compress = js;
+}
+
+const toHexLite = (b: Uint8Array) => Array.from(b, (x) => (x < 16 ? "0" : "") + x.toString(16)).join("");
 
 /** Load bytes [from, to) of `data` into `m` as little-endian words, zero-padded. */
 function load(data: Uint8Array, from: number, to: number): void {
@@ -324,4 +211,6 @@ export function blake2b128(data: Uint8Array): Uint8Array {
   return out;
 }
 
-useWasm(true);
+// WebAssembly refused: the module finishes loading once the JavaScript compression
+// is there (a top-level await; never where WebAssembly works)
+if (!useWasm(true)) await loadJs().catch(() => undefined);

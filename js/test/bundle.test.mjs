@@ -144,3 +144,31 @@ test("a v1 server without unbroken-v1.js beside the bundle: ConfigError, no retr
   assert.match(await connected, /^\{"t":"hello"/);
   await client2.close();
 });
+
+test("BLAKE2b where WebAssembly is refused: the core loads unbroken-blake2b.js from beside itself (only then); without it, ConfigError", async () => {
+  const { blake2b } = await import("@noble/hashes/blake2.js");
+  const want = core.toHex(blake2b(new TextEncoder().encode("unbroken.v1\0s\0e"), { dkLen: 16 }));
+  const text = readFileSync(new URL("../dist/unbroken.js", import.meta.url), "utf8");
+  assert.ok(text.includes('import("./unbroken-blake2b.js")'));
+  assert.doesNotMatch(readFileSync(new URL("../dist/unbroken-blake2b.js", import.meta.url), "utf8"), /\bimport\b|\}\s*from\s*["']/);
+  const dir = mkdtempSync(join(tmpdir(), "ub-"));
+  copyFileSync(new URL("../dist/unbroken.js", import.meta.url), join(dir, "unbroken.js"));
+  const url = pathToFileURL(join(dir, "unbroken.js"));
+  const saved = globalThis.WebAssembly;
+  try {
+    globalThis.WebAssembly = undefined;
+    // no chunk beside it: the module loads, hashing says why it cannot
+    const lone = await import(`${url}?no-chunk`);
+    assert.throws(() => lone.seed("s", "e"), (e) => e instanceof lone.ConfigError && /unbroken-blake2b\.js/.test(e.message));
+    copyFileSync(new URL("../dist/unbroken-blake2b.js", import.meta.url), join(dir, "unbroken-blake2b.js"));
+    const fallback = await import(`${url}?chunk`);
+    assert.equal(fallback.toHex(fallback.seed("s", "e")), want);
+  } finally {
+    globalThis.WebAssembly = saved;
+  }
+  // with WebAssembly the chunk is not needed (it is gone again: the core still hashes)
+  const { rmSync } = await import("node:fs");
+  rmSync(join(dir, "unbroken-blake2b.js"));
+  const wasm = await import(`${url}?wasm`);
+  assert.equal(wasm.toHex(wasm.seed("s", "e")), want);
+});

@@ -238,8 +238,9 @@ def summary(xs: list[float]) -> dict[str, Any]:
 
 
 #: The page bundle's files as the server sends them: the core a page loads, then what
-#: it loads only when needed (protocol v1's codec, when a server speaks v1).
-BUNDLE_FILES = ("unbroken.js", "unbroken-v1.js")
+#: it loads only when needed (protocol v1's codec, when a server speaks v1; BLAKE2b in
+#: JavaScript, where WebAssembly is refused).
+BUNDLE_FILES = ("unbroken.js", "unbroken-v1.js", "unbroken-blake2b.js")
 
 
 def bundle_sizes() -> dict[str, Any]:

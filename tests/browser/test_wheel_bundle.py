@@ -37,8 +37,9 @@ def unpack(tmp_path: Path) -> bytes:
         z.extractall(tmp_path / "site")
         shipped = z.read("unbroken/server/static/unbroken.js")
         # (and protocol v1's codec, which the bundle loads from next to itself)
-        v1 = z.read("unbroken/server/static/unbroken-v1.js")
-        assert v1 == (BUNDLE.parent / "unbroken-v1.js").read_bytes()
+        # (and the modules it loads from next to itself: v1's codec, JavaScript BLAKE2b)
+        for name in ("unbroken-v1.js", "unbroken-blake2b.js"):
+            assert z.read(f"unbroken/server/static/{name}") == (BUNDLE.parent / name).read_bytes()
     (tmp_path / "myapp.py").write_text(APP)
     return shipped
 
@@ -78,8 +79,9 @@ async def test_the_wheel_serves_the_built_bundle(tmp_path: Path) -> None:
                 found = re.search(r"demo page: (http://\S+)", line)
                 url = found.group(1) if found else ""
         assert await asyncio.to_thread(get, f"{url}unbroken.js") == BUNDLE.read_bytes()
-        v1 = (BUNDLE.parent / "unbroken-v1.js").read_bytes()
-        assert await asyncio.to_thread(get, f"{url}unbroken-v1.js") == v1
+        for name in ("unbroken-v1.js", "unbroken-blake2b.js"):
+            lazy = (BUNDLE.parent / name).read_bytes()
+            assert await asyncio.to_thread(get, f"{url}{name}") == lazy
     finally:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):

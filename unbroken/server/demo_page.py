@@ -48,9 +48,10 @@ PACKAGED_BUNDLE: Final = Path(__file__).resolve().parent / "static" / "unbroken.
 CHECKOUT_BUNDLE: Final = Path(__file__).resolve().parents[2] / "js" / "dist" / "unbroken.js"
 #: The bundle served: the installed package's, else the checkout's.
 DEFAULT_BUNDLE: Final = PACKAGED_BUNDLE if PACKAGED_BUNDLE.exists() else CHECKOUT_BUNDLE
-#: The client's files served next to the page: the bundle and protocol v1's codec,
-#: which the bundle loads from next to itself when a server speaks v1.
-_BUNDLE_FILES: Final = ("/unbroken.js", "/unbroken-v1.js")
+#: The client's files served next to the page: the bundle, protocol v1's codec (which
+#: the bundle loads from next to itself when a server speaks v1) and BLAKE2b in
+#: JavaScript (loaded the same way where WebAssembly is refused).
+_BUNDLE_FILES: Final = ("/unbroken.js", "/unbroken-v1.js", "/unbroken-blake2b.js")
 
 #: What ``GET /unbroken.js`` answers when the bundle is not built.
 NOT_BUILT: Final = (
