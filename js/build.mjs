@@ -76,20 +76,13 @@ await build({
   ...MANGLED,
   external: ["./unbroken-v1.js"],
 });
-// the AI SDK transport: its own module over the core (imported, not bundled again)
+// the AI SDK transport: its own module, which imports nothing of the core at run
+// time (it takes what it needs from the client it is given: core-key.ts)
 await build({
   entryPoints: ["src/ai-sdk.ts"],
   outfile: `${DIST}/ai-sdk.js`,
   ...MANGLED,
-  external: ["ai", "./unbroken-v1.js", "./unbroken-blake2b.js"],
-  plugins: [
-    {
-      name: "core-external",
-      setup(b) {
-        b.onResolve({ filter: /^\.\/index\.js$/ }, () => ({ path: "./unbroken.js", external: true }));
-      },
-    },
-  ],
+  external: ["ai"],
 });
 // JSON Schema validation for the `validator` option: its own module, with
 // @cfworker/json-schema (MIT) bundled in, so a page needs no import map and the

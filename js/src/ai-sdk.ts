@@ -1,7 +1,9 @@
 /**
  * unbroken-client/ai-sdk: a Vercel AI SDK `ChatTransport` over unbroken, for
  * `useChat` (React, Vue, Svelte) or any `AbstractChat`. A separate entry point
- * (dist/ai-sdk.js, importing ./unbroken.js), so the core bundle does not grow.
+ * (dist/ai-sdk.js), so the core bundle does not grow. It imports nothing of the core
+ * at run time: it works with the classes of the `client` it is given (a page that
+ * loads the core under another URL, `unbroken.js?v=<hash>`, gets no second copy).
  *
  * ```ts
  * import { Client } from "unbroken-client";
@@ -23,8 +25,9 @@
  * exactly where it was.
  */
 import type { ChatTransport, UIMessage, UIMessageChunk } from "ai";
-import { Client, DataChunk, JsonFragment, PartEnded, PartStarted, StreamEnded, TextDelta, partInfo, seed, toHex } from "./index.js";
-import type { Stream, StreamEvent } from "./index.js";
+import { CORE, type CoreHelpers } from "./core-key.js";
+import type { Client, PartStarted, Stream, StreamEnded, StreamEvent } from "./index.js";
+import { partInfo } from "./roles.js";
 
 /** What `sendMessages` hands the agent as its input (the default `input`). */
 export interface ChatInput<M extends UIMessage = UIMessage> {
@@ -99,6 +102,7 @@ export class UnbrokenChatTransport<M extends UIMessage = UIMessage> implements C
       st = await this.client.start(saved.agent, saved.input, { req: saved.req });
     } else {
       const { stream, epoch } = saved.cursor;
+      const { seed, toHex } = (this.client.constructor as unknown as { [CORE]: CoreHelpers })[CORE];
       st = await this.client.resume({ stream, epoch, seq: 0, digest: toHex(seed(stream, epoch)) }, { req: saved.req, agent: saved.agent });
     }
     return this.chunks(st, options.abortSignal);
@@ -171,11 +175,11 @@ export class UnbrokenChatTransport<M extends UIMessage = UIMessage> implements C
     every: number,
     roles: Map<string, PartStarted>,
   ): UIMessageChunk | "end" | null {
-    if (ev instanceof TextDelta) {
+    if (ev.type === "text_delta") {
       const reasoning = roles.get(ev.part)?.role === "reasoning";
       return { type: reasoning ? "reasoning-delta" : "text-delta", id: ev.part, delta: ev.text };
     }
-    if (ev instanceof PartStarted) {
+    if (ev.type === "part_started") {
       roles.set(ev.part, ev);
       if (ev.kind === "text") return { type: ev.role === "reasoning" ? "reasoning-start" : "text-start", id: ev.part };
       if (ev.role === "tool-call" && ev.kind === "json") {
@@ -184,7 +188,7 @@ export class UnbrokenChatTransport<M extends UIMessage = UIMessage> implements C
       return null;
     }
     const started = roles.get((ev as { part?: string }).part ?? "");
-    if (ev instanceof JsonFragment) {
+    if (ev.type === "json_fragment") {
       if (started?.role === "tool-call") {
         return ev.fragment ? { type: "tool-input-delta", toolCallId: started.call, inputTextDelta: ev.fragment } : null;
       }
@@ -194,7 +198,7 @@ export class UnbrokenChatTransport<M extends UIMessage = UIMessage> implements C
       lastPartial.set(ev.part, t);
       return dataChunk(dataName(ev.part, started), ev.part, ev.partial());
     }
-    if (ev instanceof PartEnded) {
+    if (ev.type === "part_ended") {
       const r = ev.result;
       if (r.kind === "text") return { type: r.role === "reasoning" ? "reasoning-end" : "text-end", id: ev.part };
       let value: unknown;
@@ -222,8 +226,8 @@ export class UnbrokenChatTransport<M extends UIMessage = UIMessage> implements C
       if (ev.error) return dataChunk(dataName(ev.part, started), ev.part, { error: ev.error, partial: r.text });
       return dataChunk(dataName(ev.part, started), ev.part, value instanceof Uint8Array ? r.text : value);
     }
-    if (ev instanceof StreamEnded) return "end";
-    if (ev instanceof DataChunk) return null; // its part's value comes whole at its end
+    if (ev.type === "stream_ended") return "end";
+    // (a data_chunk: its part's value comes whole at its end)
     return null;
   }
 }

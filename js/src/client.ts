@@ -12,6 +12,7 @@
  * backoff (never under a server's `retry_after` floor).
  */
 import { BackoffPolicy, Reconnects, seededRng, type Backoff, type BackoffPolicyOptions } from "./backoff.js";
+import { CORE, type CoreHelpers } from "./core-key.js";
 import { fromHex, seed, toHex } from "./digest.js";
 import {
   ConfigError,
@@ -334,6 +335,8 @@ export class Stream implements AsyncIterable<StreamEvent> {
 /** A resilient unbroken client. `await client.connect()` (optional: `start` connects),
  * `await client.start(agent, input)`, `await client.close()`. */
 export class Client {
+  /** @internal what dist/ai-sdk.js takes from the client it is given (core-key.ts) */
+  static readonly [CORE]: CoreHelpers = { seed, toHex };
   readonly urls: string[];
   token: TokenProvider;
   readonly policy: BackoffPolicy;

@@ -220,3 +220,35 @@ test("part roles through ai's reader: reasoning, a tool call with its output, me
   assert.ok(server.resumes.length >= 1, "resumed after the drop");
   await client.close();
 });
+
+test("ai-sdk.js shares the page's one core: the core loaded under a query string and a hashed name, ai-sdk.js beside it", async () => {
+  const { copyFileSync, mkdtempSync, readFileSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const { pathToFileURL } = await import("node:url");
+  // ai-sdk.js imports nothing of the core (only `ai`'s types): no second copy can load
+  const text = readFileSync(new URL("../dist/ai-sdk.js", import.meta.url), "utf8");
+  assert.doesNotMatch(text, /\bimport\b|\}\s*from\s*["']|unbroken\.js/);
+  const dir = mkdtempSync(join(tmpdir(), "ub-ai-"));
+  for (const name of ["unbroken-v1.js", "unbroken-blake2b.js", "ai-sdk.js"]) copyFileSync(new URL(`../dist/${name}`, import.meta.url), join(dir, name));
+  copyFileSync(new URL("../dist/unbroken.js", import.meta.url), join(dir, "unbroken.abc123.js"));
+  const page = await import(`${pathToFileURL(join(dir, "unbroken.abc123.js"))}?v=7`);
+  const { UnbrokenChatTransport: PageTransport } = await import(pathToFileURL(join(dir, "ai-sdk.js")).href);
+  const server = new Server(answer());
+  const storage = memoryStorage();
+  const a = new page.Client("ws://a/ws", { WebSocket: server.WebSocket, storage, lifecycle: false });
+  const first = await new PageTransport({ client: a, agent: "chat" }).sendMessages({ trigger: "submit-message", chatId: "c3", messageId: undefined, messages: [], abortSignal: undefined });
+  const reader = first.getReader();
+  for (let i = 0; i < 10; i++) await reader.read();
+  a.saveCursors();
+  await a.close();
+  // a reload: the replay from the first event needs the chain's seed, the page core's
+  const b = new page.Client("ws://a/ws", { WebSocket: server.WebSocket, storage, lifecycle: false });
+  const again = await new PageTransport({ client: b, agent: "chat" }).reconnectToStream({ chatId: "c3" });
+  assertWhole(await lastMessage(again));
+  assert.deepEqual(server.resumes, [0]);
+  // an error of that client reaches the page as the page core's class
+  const err = await b.resume("not a cursor").then(() => null, (e) => e);
+  assert.ok(err instanceof page.ConfigError && err instanceof page.UnbrokenError, String(err));
+  await b.close();
+});
