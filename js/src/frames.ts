@@ -109,7 +109,7 @@ export function makeEvent(seq: number, kind: KindByte, f: Partial<Event> = {}): 
 
 // ------------------------------------------------------------------ field types
 export type Check = (v: unknown) => boolean;
-const re = (pattern: RegExp): Check => (v) => typeof v === "string" && pattern.test(v);
+const re = /* @__NO_SIDE_EFFECTS__ */ (pattern: RegExp): Check => (v) => typeof v === "string" && pattern.test(v);
 const STREAM_ID = /^[A-Za-z0-9_-]{1,64}$/;
 export const isStreamId = re(STREAM_ID);
 export const isEpoch = re(STREAM_ID);
@@ -122,11 +122,11 @@ export const isSeq: Check = (v) => typeof v === "number" && Number.isInteger(v) 
 export const isSeq1: Check = (v) => isSeq(v) && (v as number) >= 1;
 export const isPositive: Check = (v) => typeof v === "number" && Number.isSafeInteger(v) && v >= 1;
 export const isNonNegative: Check = (v) => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
-export const maxLen = (n: number): Check => (v) => typeof v === "string" && v.length <= n;
+export const maxLen = /* @__NO_SIDE_EFFECTS__ */ (n: number): Check => (v) => typeof v === "string" && v.length <= n;
 export const isToken = maxLen(16384);
 export const isShortText = maxLen(4096);
-export const orNull = (c: Check): Check => (v) => v === null || c(v);
-export const oneOf = (...values: string[]): Check => (v) => typeof v === "string" && values.includes(v);
+export const orNull = /* @__NO_SIDE_EFFECTS__ */ (c: Check): Check => (v) => v === null || c(v);
+export const oneOf = /* @__NO_SIDE_EFFECTS__ */ (...values: string[]): Check => (v) => typeof v === "string" && values.includes(v);
 export const isCaps: Check = (v) =>
   Array.isArray(v) && v.length <= 32 && v.every((s) => typeof s === "string" && s.length <= 64);
 const isAny: Check = () => true;
@@ -155,7 +155,7 @@ export const LIMIT_FIELDS = Object.keys(DEFAULT_LIMITS) as (keyof Limits)[];
 
 export const REQUIRED = Symbol("required");
 export type Field = readonly [wire: string, check: Check, dflt: unknown];
-export const F = (wire: string, check: Check, dflt: unknown = REQUIRED): Field => [wire, check, dflt];
+export const F = /* @__NO_SIDE_EFFECTS__ */ (wire: string, check: Check, dflt: unknown = REQUIRED): Field => [wire, check, dflt];
 
 export const CLIENT_FRAMES: Record<string, readonly Field[]> = {
   hello: [F("caps", isCaps, []), F("token", orNull(isToken), null), F("anon", orNull(isAnon), null)],
@@ -289,8 +289,8 @@ export interface Streams { t: "streams"; n: number; items: LiveStream[] }
 export type ServerFrame = Welcome | Started | Events | Resumed | Gone | Resync | ErrorFrame | Hb | Pong | AuthExpiring | Refreshed | Streams;
 
 // ------------------------------------------------------------------ decoding
-const utf8 = new TextEncoder();
-const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const utf8 = /* @__PURE__ */ new TextEncoder();
+const strictDecoder = /* @__PURE__ */ new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** UTF-8 length of `s` (exact; only computed when the quick bound is not enough). */
 function utf8Length(s: string): number {

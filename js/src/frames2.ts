@@ -9,28 +9,37 @@
 import { ProtocolError } from "./errors.js";
 import {
   CHUNK_KIND,
-  CLIENT_FRAMES,
   CloseCode,
   DEFAULT_LIMITS,
   F,
   Kind,
-  LIMIT_FIELDS,
   PART_ID,
   REQUIRED,
-  SERVER_FRAMES,
   STATUSES,
   bad,
   isAgent,
+  isAnon,
+  isCaps,
   isEpoch,
+  isLimits,
+  isNonNegative,
+  isPositive,
+  isReq,
   isSeq,
+  isSeq1,
+  isShortText,
   isStreamId,
+  isUnixTime,
+  maxLen,
+  oneOf,
+  orNull,
   type Check,
   type ClientFrame,
   type Event,
   type Field,
   type KindByte,
 } from "./frames.js";
-import { Reader, pack, unpack } from "./msgpack.js";
+import { Reader, packFrame, unpack } from "./msgpack.js";
 
 /** Capability (v2): the server may send a large message deflated, `[13, bin]` (§19.6). */
 export const CAP_ZLIB = "zlib";
@@ -56,43 +65,37 @@ const isLive2: Check = (v) =>
       (it.length === 5 || it[5] === "running"),
   );
 
-/** The fields of v1's frame `t`, in the v2 order `names`, some replaced. */
-function pick(table: Record<string, readonly Field[]>, t: string, names: string, extra: Record<string, Field> = {}): [string, readonly Field[]] {
-  return [t, names ? names.split(" ").map((n) => extra[n] ?? table[t].find((f) => f[0] === n)!) : []];
-}
-const S = (t: string, names: string, extra?: Record<string, Field>) => pick(SERVER_FRAMES, t, names, extra);
-const C = (t: string, names: string, extra?: Record<string, Field>) => pick(CLIENT_FRAMES, t, names, extra);
 const handle = F("handle", isHandle);
+const stream = F("stream", isStreamId);
+const epoch = F("epoch", isEpoch);
+const n = F("n", isSeq, 0);
+const T = (t: string, ...fields: Field[]): [string, readonly Field[]] => [t, fields];
 
-/** Server → client frames by tag (§19.3). */
+/** Server → client frames by tag (§19.3): v1's frames and field checks, in v2's
+ * field order (v1's own tables are the v1 codec's, frames.ts). */
 export const SERVER_TAGS: Record<number, [string, readonly Field[]]> = {
-  1: S("events", "handle seq items h", { handle, h: F("h", isFrameH) }),
-  2: S("welcome", "session heartbeat_ms epoch limits caps anon auth_exp"),
-  3: S("started", "req stream epoch handle", { handle }),
-  4: S("resumed", "stream handle from head status", { handle }),
-  5: S("gone", "stream reason message"),
-  6: S("resync", "stream reason"),
-  7: S("error", "code message stream req retry_after_ms"),
-  8: S("hb", ""),
-  9: S("pong", "n"),
-  10: S("auth_expiring", "in_ms"),
-  11: S("refreshed", "exp"),
-  12: S("streams", "n items", { items: F("items", isLive2, []) }),
+  1: T("events", handle, F("seq", isSeq1), F("items", (v) => Array.isArray(v) && v.length > 0), F("h", isFrameH)),
+  2: T(
+    "welcome",
+    F("session", maxLen(64)),
+    F("heartbeat_ms", isPositive),
+    epoch,
+    F("limits", isLimits, DEFAULT_LIMITS),
+    F("caps", isCaps, []),
+    F("anon", orNull(isAnon), null),
+    F("auth_exp", orNull(isUnixTime), null),
+  ),
+  3: T("started", F("req", isReq), stream, epoch, handle),
+  4: T("resumed", stream, handle, F("from", isSeq), F("head", isSeq, 0), F("status", oneOf("running", "completed", "failed", "cancelled"), "running")),
+  5: T("gone", stream, F("reason", oneOf("unknown", "expired", "epoch", "diverged", "forbidden")), F("message", isShortText, "")),
+  6: T("resync", stream, F("reason", isShortText, "")),
+  7: T("error", F("code", maxLen(64)), F("message", isShortText, ""), F("stream", orNull(isStreamId), null), F("req", orNull(isReq), null), F("retry_after_ms", orNull(isNonNegative), null)),
+  8: T("hb"),
+  9: T("pong", n),
+  10: T("auth_expiring", F("in_ms", isNonNegative)),
+  11: T("refreshed", F("exp", orNull(isUnixTime), null)),
+  12: T("streams", n, F("items", isLive2, [])),
 };
-
-/** Client → server frames by tag (§19.2). */
-export const CLIENT_TAGS: Record<number, [string, readonly Field[]]> = {
-  16: C("hello", "caps token anon"),
-  17: C("start", "req agent input", { input: F("input", (v) => typeof v === "string" && v.length > 0, "null") }),
-  18: C("resume", "stream after epoch h", { h: F("h", (v) => v === null || isBin(16)(v), null) }),
-  19: C("ack", "stream seq"),
-  20: C("cancel", "stream"),
-  21: C("refresh", "token"),
-  22: C("ping", "n"),
-  23: C("list", "n"),
-};
-const TAG_OF: Record<string, number> = {};
-for (const table of [SERVER_TAGS, CLIENT_TAGS]) for (const [tag, [t]] of Object.entries(table)) TAG_OF[t] = +tag;
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => (x < 16 ? "0" : "") + x.toString(16)).join("");
 
@@ -265,51 +268,43 @@ export function eventsOfV2(seq: number, items: unknown[], partKinds: Map<string,
   return out;
 }
 
-function isDefault(v: unknown, dflt: unknown): boolean {
-  return v === dflt || (Array.isArray(v) && Array.isArray(dflt) && v.length === 0 && dflt.length === 0);
-}
+/** Client frames: tag and fields in v2's order; `?`: trailing ones equal to their
+ * default are left out (`OPTIONAL`), as the Python encoder does (§19.2). */
+const CLIENT_FIELDS: Record<string, string> = {
+  hello: "16 caps? token? anon?",
+  start: "17 req agent input?",
+  resume: "18 stream after epoch h?",
+  ack: "19 stream seq",
+  cancel: "20 stream",
+  refresh: "21 token",
+  ping: "22 n",
+  list: "23 n?",
+};
 
-/** A frame (either side, v1 field names; `started`/`resumed`/`events` with their
- * `handle`) as the bytes of a v2 message: trailing fields equal to their default
- * left out (except `ping`/`pong`'s `n`), as the Python encoder does. */
-export function encodeV2(frame: ClientFrame | Record<string, unknown>): Uint8Array {
-  const f = frame as Record<string, unknown>;
-  const tag = TAG_OF[f.t as string];
-  if (tag === undefined) throw new ProtocolError(`cannot encode frame type ${String(f.t)}`);
-  const fields = (SERVER_TAGS[tag] ?? CLIENT_TAGS[tag])[1];
-  const out: unknown[] = [tag];
-  for (const [wire, , dflt] of fields) {
-    let v = f[wire] === undefined && dflt !== REQUIRED ? dflt : f[wire];
-    if (wire === "limits") {
-      const lim: Record<string, unknown> = {};
-      for (const k of LIMIT_FIELDS) {
-        const x = (v as Record<string, unknown> | undefined)?.[k];
-        if (x !== undefined && x !== DEFAULT_LIMITS[k]) lim[k] = x;
-      }
-      v = lim;
-    } else if (f.t === "start" && wire === "input") v = JSON.stringify(f.input ?? null);
+/** A client frame (v1 field names) as the bytes of a v2 message: `start`'s input as
+ * JSON text, `resume`'s `h` as 16 bytes, trailing optional fields at their default
+ * (`[]`, `null`, input `"null"`, list's `n` 0) left out. */
+export function encodeClientV2(frame: ClientFrame): Uint8Array {
+  const f = frame as unknown as Record<string, unknown>;
+  const spec = CLIENT_FIELDS[f.t as string];
+  if (spec === undefined) throw new ProtocolError(`cannot encode frame type ${String(f.t)}`);
+  const [tag, ...names] = spec.split(" ");
+  const out: unknown[] = [+tag];
+  let keep = 1;
+  for (const name of names) {
+    const wire = name.replace("?", "");
+    let v = f[wire] ?? (wire === "caps" ? [] : wire === "n" ? 0 : null);
+    if (wire === "input") v = JSON.stringify(v);
     else if (wire === "h" && typeof v === "string") v = fromHexBytes(v);
-    else if (f.t === "streams" && wire === "items") {
-      v = (v as Record<string, unknown>[]).map((i) => [i.stream, i.agent, i.epoch, i.head, fromHexBytes(i.h as string), i.status ?? "running"]);
-    }
     out.push(v);
+    const dflt = name !== wire && (wire === "input" ? v === "null" : wire === "n" ? v === 0 : wire === "caps" ? (v as unknown[]).length === 0 : v === null);
+    if (!dflt) keep = out.length;
   }
-  if (f.t !== "ping" && f.t !== "pong" && f.t !== "events") {
-    const fs = fields;
-    let n = out.length;
-    while (n > 1) {
-      const [wire, , dflt] = fs[n - 2];
-      const v = out[n - 1];
-      const isDflt = wire === "limits" ? Object.keys(v as object).length === 0 : wire === "input" ? v === "null" : dflt !== REQUIRED && isDefault(v, dflt);
-      if (!isDflt) break;
-      n--;
-    }
-    out.length = n;
-  }
-  return pack(out);
+  out.length = keep;
+  return packFrame(out);
 }
 
-function fromHexBytes(h: string): Uint8Array {
+export function fromHexBytes(h: string): Uint8Array {
   const out = new Uint8Array(h.length >> 1);
   for (let i = 0; i < out.length; i++) out[i] = parseInt(h.substr(2 * i, 2), 16);
   return out;

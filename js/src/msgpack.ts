@@ -246,3 +246,41 @@ export function pack(value: unknown): Uint8Array {
   put(value);
   return Uint8Array.from(out);
 }
+
+/** Encodes a client frame as `pack` does, for what a client sends only: arrays,
+ * strings, integers 0..2^53, `null` and `Uint8Array` (`bin`). */
+export function packFrame(value: unknown): Uint8Array {
+  const out: number[] = [];
+  const be = (n: number, bytes: number) => {
+    for (let i = bytes - 1; i >= 0; i--) out.push(i >= 4 ? Math.floor(n / 2 ** (8 * i)) & 255 : (n >>> (8 * i)) & 255);
+  };
+  const len = (small: number, n: number, max: number, b8: number, b16: number, b32: number) => {
+    if (n <= max) out.push(small | n);
+    else if (n < 0x100 && b8) out.push(b8, n);
+    else if (n < 0x10000) out.push(b16, n >> 8, n & 255);
+    else out.push(b32), be(n, 4);
+  };
+  const put = (v: unknown): void => {
+    if (v === null || v === undefined) out.push(0xc0);
+    else if (typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 2 ** 53) {
+      if (v < 0x80) out.push(v);
+      else if (v < 0x100) out.push(0xcc, v);
+      else if (v < 0x10000) out.push(0xcd), be(v, 2);
+      else if (v < 0x100000000) out.push(0xce), be(v, 4);
+      else out.push(0xcf), be(v, 8);
+    } else if (typeof v === "string") {
+      const bytes = te.encode(v);
+      len(0xa0, bytes.length, 31, 0xd9, 0xda, 0xdb);
+      for (const x of bytes) out.push(x);
+    } else if (v instanceof Uint8Array) {
+      len(0, v.length, -1, 0xc4, 0xc5, 0xc6);
+      for (const x of v) out.push(x);
+    } else if (Array.isArray(v)) {
+      len(0x90, v.length, 15, 0, 0xdc, 0xdd);
+      for (const x of v) put(x);
+    } else throw new TypeError(`cannot pack ${typeof v} in a client frame`);
+  };
+  put(value);
+  return Uint8Array.from(out);
+}
+

@@ -43,7 +43,7 @@ import {
   type Welcome,
 } from "./frames.js";
 import { v1 } from "./codecs.js";
-import { CAP_ZLIB, decodeServerV2, encodeV2, eventsOfV2, type Carried } from "./frames2.js";
+import { CAP_ZLIB, decodeServerV2, encodeClientV2, eventsOfV2, type Carried } from "./frames2.js";
 import { Liveness, type Check } from "./liveness.js";
 import { HARMLESS_ERROR, REFRESH_ATTEMPTS, RETRYABLE_START, refreshDelay } from "./retry.js";
 
@@ -380,7 +380,7 @@ export class ClientSession {
     if (this.byReq.has(req)) throw new ProtocolError(`request id ${JSON.stringify(req)} already used`);
     const frame: Start = { t: "start", req, agent, input };
     if (this.welcome !== null) {
-      const size = this.version === "v2" ? encodeV2(frame).length : new TextEncoder().encode(v1!.encode(frame)).length;
+      const size = this.version === "v2" ? encodeClientV2(frame).length : new TextEncoder().encode(v1!.encode(frame)).length;
       const limit = this.welcome.limits.max_client_frame;
       if (size > limit) {
         throw new RequestRefused(
@@ -544,7 +544,7 @@ export class ClientSession {
 
   /** `frame` as this connection's version sends it: v1 text, v2 bytes. */
   wire(frame: ClientFrame): string | Uint8Array {
-    return this.version === "v2" ? encodeV2(frame) : v1!.encode(frame);
+    return this.version === "v2" ? encodeClientV2(frame) : v1!.encode(frame);
   }
 
   // ---- input

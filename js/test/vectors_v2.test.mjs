@@ -13,6 +13,9 @@ import {
   decodeClientV2,
   decodeServerV2,
   encodeV2,
+  encodeClientV2,
+  packFrame,
+  seededRng,
   encodeItemsV2,
   eventsOfV2,
   framesOfV2,
@@ -55,6 +58,7 @@ test("v2 vectors: every v1 frame has its v2 form", () => {
 
 test("v2 vectors: every frame means what the v1 frame means and encodes back byte for byte", () => {
   let n = 0;
+  let clients = 0;
   for (const r of V2.frames.filter((r) => r.fields && !r.events)) {
     const wire = fromHex(r.frame_hex);
     assert.deepEqual(r.fields, V1.get(r.name).fields, r.name);
@@ -62,6 +66,9 @@ test("v2 vectors: every frame means what the v1 frame means and encodes back byt
     assert.equal(size, wire.length);
     if (r.direction === "client") {
       assert.deepEqual(decodeClientV2(wire), r.fields, r.name);
+      // (the page bundle's own client-only encoder: the same bytes)
+      assert.equal(toHex(encodeClientV2(r.fields)), r.frame_hex, `${r.name} (encodeClientV2)`);
+      clients++;
     } else {
       const frame = decodeServerV2(value);
       assert.deepEqual(withoutHandle(frame), full(r.fields), r.name);
@@ -72,6 +79,7 @@ test("v2 vectors: every frame means what the v1 frame means and encodes back byt
     n++;
   }
   assert.ok(n >= 40, `${n} frames`);
+  assert.ok(clients >= 10, `${clients} client frames`);
 });
 
 test("v2 vectors: events frames decode to their events, chain to h, and rebuild from the events", () => {
@@ -246,4 +254,25 @@ test("MessagePack: malformed input is refused (4000), never a crash", () => {
       assert.ok(e instanceof ProtocolError, String(e));
     }
   }
+});
+
+test("packFrame (the page bundle's encoder of client frames) gives pack's bytes for everything a client frame holds", () => {
+  const r = seededRng(19);
+  const ints = [0, 1, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1, 2 ** 53];
+  const value = (depth) => {
+    const k = Math.floor(r() * (depth > 2 ? 4 : 5));
+    if (k === 0) return null;
+    if (k === 1) return r() < 0.5 ? ints[Math.floor(r() * ints.length)] : Math.floor(r() * 2 ** (r() * 53));
+    if (k === 2) return "é€x".repeat(Math.floor(r() ** 3 * 30000)).slice(0, Math.floor(r() ** 3 * 70000));
+    if (k === 3) return new Uint8Array(Math.floor(r() ** 3 * 70000)).fill(7);
+    return Array.from({ length: Math.floor(r() ** 2 * 20) }, () => value(depth + 1));
+  };
+  for (let i = 0; i < 300; i++) {
+    const v = [Math.floor(r() * 24), value(0), value(1)];
+    assert.deepEqual(packFrame(v), pack(v), `case ${i}`);
+  }
+  const long = Array.from({ length: 70000 }, (_, i) => i);
+  assert.deepEqual(packFrame(long), pack(long));
+  assert.throws(() => packFrame([1.5]), TypeError);
+  assert.throws(() => packFrame([-1]), TypeError);
 });
