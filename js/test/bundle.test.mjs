@@ -172,3 +172,19 @@ test("BLAKE2b where WebAssembly is refused: the core loads unbroken-blake2b.js f
   const wasm = await import(`${url}?wasm`);
   assert.equal(wasm.toHex(wasm.seed("s", "e")), want);
 });
+
+test("the page bundle's layout: the core alone on first load; v1's codec and the JavaScript BLAKE2b on demand, importing nothing (bench/size.mjs)", async () => {
+  const { execFileSync } = await import("node:child_process");
+  const cwd = new URL("..", import.meta.url);
+  const { first, onDemand } = JSON.parse(execFileSync(process.execPath, ["bench/size.mjs", "--json"], { cwd, encoding: "utf8" }));
+  assert.deepEqual(first.map((f) => f.file), ["unbroken.js"]);
+  assert.deepEqual(onDemand.map((f) => f.file).sort(), ["unbroken-blake2b.js", "unbroken-v1.js"]);
+  for (const c of onDemand) {
+    assert.ok(c.when, c.file);
+    const text = readFileSync(new URL(`../dist/${c.file}`, import.meta.url), "utf8");
+    assert.doesNotMatch(text, /\bimport\b|\}\s*from\s*["']/, `${c.file} imports something`);
+  }
+  // (the core's only imports are those two, dynamic)
+  const core = readFileSync(new URL("../dist/unbroken.js", import.meta.url), "utf8");
+  assert.deepEqual([...core.matchAll(/\bimport\b[^;]{0,60}/g)].map((m) => m[0].match(/"\.\/[^"]+"/)?.[0]).sort(), ['"./unbroken-blake2b.js"', '"./unbroken-v1.js"']);
+});
