@@ -27,7 +27,7 @@ const INTERNAL = [
   "refreshAgreed", "streamsAgreed", "authExp", "refreshFailures", "refreshAttempts", "handles", "zlib",
   "framesOf", "afterWelcome", "connectionLost", "expectingFrames", "adopt", "resendStart", "serverError",
   "refreshFailed", "listStreams", "forget", "takeAcks", "heartbeatAcks", "afterMessage", "wire", "receive",
-  "events2", "attach",
+  "events2", "attach", "verify",
   // ClientStream, ConsumedCursor
   "verifier", "partKinds", "acked", "unackedBytes", "ackedAt", "carried", "began", "verified", "consumed", "since",
   // Liveness and its checks

@@ -653,15 +653,23 @@ export class ClientSession {
   private events2(frame: EventsV2, nbytes: number): ClientOutput {
     const cs = this.handles.get(frame.handle);
     if (cs === undefined) throw new ProtocolError(`events for unknown stream handle ${frame.handle}`);
+    return this.verify(cs, nbytes, frame.h, (cs) => {
+      const events = eventsOfV2(frame.seq, frame.items, cs.partKinds, cs.carried);
+      if (events[events.length - 1].kind === Kind.END && frame.h.length !== 16) throw new ProtocolError(`stream ${cs.stream}: the frame with end must carry all 16 bytes of h`);
+      return events;
+    });
+  }
+
+  /** The events `decode` gives of an attached stream's frame, verified against `h`
+   * (all or nothing: `IntegrityError`), counted for acks and liveness. */
+  private verify(cs: ClientStream, nbytes: number, h: Uint8Array | string, decode: (cs: ClientStream) => Event[]): ClientOutput {
     if (cs.state !== "attached" || cs.verifier === null) {
       throw new ProtocolError(`events for stream ${cs.stream} in state ${cs.state}`);
     }
-    const events = eventsOfV2(frame.seq, frame.items, cs.partKinds, cs.carried);
-    const final = events[events.length - 1].kind === Kind.END;
-    if (final && frame.h.length !== 16) throw new ProtocolError(`stream ${cs.stream}: the frame with end must carry all 16 bytes of h`);
+    const events = decode(cs);
     const v = cs.verifier;
     try {
-      v.extend(events, frame.h);
+      v.extend(events, h);
     } catch (e) {
       if (e instanceof ChainMismatch) throw new IntegrityError(cs.stream, e.seq, e.detail);
       throw e;
@@ -669,7 +677,7 @@ export class ClientSession {
     cs.unackedBytes += nbytes;
     cs.outage = null; // its log answers again: a later outage gets a new budget
     this.liveness.eventsHeard(nbytes);
-    if (final) cs.state = "ended";
+    if (events[events.length - 1].kind === Kind.END) cs.state = "ended";
     return { kind: "events", stream: cs.stream, events, digest: v.digest, nbytes };
   }
 
@@ -682,21 +690,6 @@ export class ClientSession {
   private events(frame: Events, nbytes: number): ClientOutput {
     const cs = this.byStream.get(frame.stream);
     if (cs === undefined) throw new ProtocolError(`events for unknown stream ${frame.stream}`);
-    if (cs.state !== "attached" || cs.verifier === null) {
-      throw new ProtocolError(`events for stream ${frame.stream} in state ${cs.state}`);
-    }
-    const events = v1!.eventsOf(frame, cs.partKinds);
-    const v = cs.verifier;
-    try {
-      v.extend(events, frame.h);
-    } catch (e) {
-      if (e instanceof ChainMismatch) throw new IntegrityError(frame.stream, e.seq, e.detail);
-      throw e;
-    }
-    cs.unackedBytes += nbytes;
-    cs.outage = null; // its log answers again: a later outage gets a new budget
-    this.liveness.eventsHeard(nbytes);
-    if (events[events.length - 1].kind === Kind.END) cs.state = "ended";
-    return { kind: "events", stream: frame.stream, events, digest: v.digest, nbytes };
+    return this.verify(cs, nbytes, frame.h, (cs) => v1!.eventsOf(frame, cs.partKinds));
   }
 }
