@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Literal, Self, overload
 
-import jsonschema
-
 from ..errors import PartError
 from ..protocol.events import PART_ID_RE, Event, Kind
 from ..protocol.roles import Role, role_mime
@@ -188,6 +186,8 @@ class Output:
         _check_mime(mime)
         schema_text = json.dumps(schema, sort_keys=True, separators=(",", ":")) if schema else ""
         if schema is not None:
+            import jsonschema  # here: ~4 MB of RSS that a server without schemas never needs
+
             jsonschema.validators.validator_for(schema).check_schema(dict(schema))
         self._p.add(
             Event(0, Kind.PART_START, part=part, part_kind=kind, mime=mime, schema=schema_text)
@@ -705,6 +705,8 @@ def _check_mime(mime: str) -> None:
 
 def _check_schema_text(text: str) -> None:
     """Raise :class:`PartError` unless ``text`` is a JSON Schema (as JSON)."""
+    import jsonschema
+
     try:
         schema = json.loads(text)
         jsonschema.validators.validator_for(schema).check_schema(schema)
@@ -720,6 +722,8 @@ def _check_json(text: str, schema: Mapping[str, Any] | None) -> str:
     except ValueError as exc:
         return f"invalid JSON: {exc}"
     if schema:
+        import jsonschema
+
         try:
             jsonschema.validate(value, schema)
         except jsonschema.ValidationError as exc:
