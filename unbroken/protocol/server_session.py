@@ -75,6 +75,16 @@ ACK_SPAN = 1.0
 #: The round trip's floor is the least sample seen in this many seconds (as BBR's
 #: min-RTT filter: a path whose latency grew is adopted after this).
 RTT_WINDOW = 10.0
+#: Frames in flight are counted in records, not one each: a frame joins the newest
+#: record while that record spans less than this many seconds (from its first
+#: frame) and stays within :data:`COALESCE_BYTES`. A round trip is timed from a
+#: record's first frame, so it reads at most this much long: well under
+#: :data:`QUEUE_TARGET`.
+COALESCE_SPAN = 0.2
+#: The most bytes one record of frames in flight counts (and at most a sixteenth of
+#: the window): an ack inside a record frees it only once its last frame is acked,
+#: so this bounds what a partial ack leaves counted in flight.
+COALESCE_BYTES = 4 * 1024
 
 
 class StreamFlow:
@@ -111,6 +121,7 @@ class StreamFlow:
         "acked_at",
         "adaptive",
         "clock",
+        "coalesce",
         "cwnd",
         "ended",
         "frame_cap",
@@ -164,11 +175,15 @@ class StreamFlow:
         self.rtt_floor = float("inf")
         self.rtt_floor_at = 0.0
         self.acked_at = 0.0  # when the last ack that moved the window arrived
-        # per frame in flight, in three arrays (24 bytes a frame, no object: a tuple
-        # of three numbers cost ~150 B, held until the client acks, which it does
-        # every ACK_SPAN bytes): its last seq, the bytes sent up to and with it
-        # (``sent_bytes`` then), and when it was sent. The log holds the frames'
-        # events; a cumulative ack removes the prefix it covers in one slice.
+        # the frames in flight, in records of frames sent close together (a paced
+        # stream's tokens, one frame each, are counted, not kept one by one: the log
+        # holds the frames' events), in three arrays (24 bytes a record, no object):
+        # a record's last seq, the bytes sent up to and with it (``sent_bytes``
+        # then), and when its first frame was sent. A frame joins the newest record
+        # while it spans < COALESCE_SPAN s and <= ``coalesce`` bytes; a cumulative
+        # ack removes the records it covers, a prefix, in one slice.
+        #: the most bytes one record counts
+        self.coalesce = min(COALESCE_BYTES, window // 16)
         self.inflight_last = array("q")
         self.inflight_ends = array("q")
         self.inflight_at = array("d")
@@ -190,11 +205,26 @@ class StreamFlow:
         self.sent = last
         if self.ramp < self.frame_cap:
             self.ramp = min(self.frame_cap, self.ramp * 2)
-        self.inflight_bytes += size
+        inflight = self.inflight_bytes
+        self.inflight_bytes = inflight + size
         self.sent_bytes += size
-        self.inflight_last.append(last)
-        self.inflight_ends.append(self.sent_bytes)
-        self.inflight_at.append(self.clock() if self.clock is not None else 0.0)
+        now = self.clock() if self.clock is not None else 0.0
+        ends = self.inflight_ends
+        lasts = self.inflight_last
+        if lasts and now - self.inflight_at[-1] < COALESCE_SPAN:
+            # the newest record's bytes: from the end of the one before (or from
+            # where the bytes in flight start) to its end
+            n = len(ends)
+            start = ends[-2] if n > 1 else self.sent_bytes - size - inflight
+            if self.sent_bytes - start <= self.coalesce:
+                lasts[-1] = last
+                ends[-1] = self.sent_bytes
+                if end:
+                    self.ended = True
+                return
+        lasts.append(last)
+        ends.append(self.sent_bytes)
+        self.inflight_at.append(now)
         if end:
             self.ended = True
 
@@ -206,14 +236,18 @@ class StreamFlow:
         if seq > self.acked:
             self.acked = seq
         lasts = self.inflight_last
-        # frames go out in seq order: the ones an ack covers are a prefix
+        # frames go out in seq order: the records an ack covers are a prefix
         k = bisect_right(lasts, seq)
         if k:
-            # what was in flight, less what is left after the k-th frame
+            # what was in flight, less what is left after the k-th record
             freed = self.inflight_bytes - (self.sent_bytes - self.inflight_ends[k - 1])
             self.inflight_bytes -= freed
             if self.clock is not None and self.adaptive:
-                self._measure(self.clock(), self.inflight_at[k - 1], freed)
+                # timed by the newest record whose first frame the ack reaches: the
+                # next one, when the ack goes past the k-th record's last frame
+                at = self.inflight_at
+                sent_at = at[k] if k < len(lasts) and seq > lasts[k - 1] else at[k - 1]
+                self._measure(self.clock(), sent_at, freed)
             del lasts[:k]
             del self.inflight_ends[:k]
             del self.inflight_at[:k]

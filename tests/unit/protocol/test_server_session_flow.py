@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from unbroken.protocol.frames import Hello, encode
-from unbroken.protocol.server_session import AckResult, ServerSession, StreamFlow
+from unbroken.protocol.server_session import (
+    COALESCE_BYTES,
+    COALESCE_SPAN,
+    AckResult,
+    ServerSession,
+    StreamFlow,
+)
 
 S1 = "Xq3v9Lr0bZ2kT8mWc4HnJg"
 S2 = "Yq3v9Lr0bZ2kT8mWc4HnJg"
@@ -105,6 +111,90 @@ def test_an_ended_stream_never_counts_as_stalled() -> None:
     assert server.peer_silent(100.0, 0.0, sending=False) == 0.0
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_small_frames_sent_close_together_are_one_record_in_flight() -> None:
+    """A paced stream's frames (one token each) are counted, not copied: frames sent
+    within COALESCE_SPAN of a record's first frame join it, up to COALESCE_BYTES."""
+    clock = Clock()
+    flow = StreamFlow(0, window=1 << 20, frame_cap=1 << 18, clock=clock)
+    for seq in range(1, 5):  # 20 tokens/s: 50 ms apart
+        flow.sent_frame(seq, 90, end=False)
+        clock.t += 0.05
+    assert clock.t - 0.05 < COALESCE_SPAN
+    assert len(flow.inflight_last) == 1 and flow.inflight_bytes == 360
+    flow.sent_frame(5, 90, end=False)  # 200 ms after the record's first frame: a new one
+    assert list(flow.inflight_last) == [4, 5] and list(flow.inflight_ends) == [360, 450]
+    assert flow.inflight_at[0] == 0.0  # a record is timed by its first frame
+    assert flow.ack(5) and flow.inflight_bytes == 0 and len(flow.inflight_last) == 0
+
+
+def test_a_record_never_outgrows_its_byte_bound() -> None:
+    flow = StreamFlow(0, window=1 << 20, frame_cap=1 << 18)
+    size = COALESCE_BYTES // 4
+    for seq in range(1, 10):
+        flow.sent_frame(seq, size, end=False)
+    assert list(flow.inflight_last) == [4, 8, 9]
+    big = StreamFlow(0, window=1 << 20, frame_cap=1 << 18)
+    big.sent_frame(1, COALESCE_BYTES + 1, end=False)
+    big.sent_frame(2, 10, end=False)
+    assert list(big.inflight_last) == [1, 2]  # a frame over the bound is a record alone
+
+
+def test_a_small_window_keeps_one_record_per_frame() -> None:
+    """The bound is a sixteenth of the window at most: the bytes a partial ack leaves
+    counted in flight are a small share of any window."""
+    flow = StreamFlow(0, window=1000, frame_cap=400)
+    flow.sent_frame(1, 100, end=False)
+    flow.sent_frame(2, 100, end=False)
+    assert list(flow.inflight_last) == [1, 2]
+
+
+def test_an_ack_inside_a_record_frees_it_only_once_its_last_frame_is_acked() -> None:
+    clock = Clock()
+    flow = StreamFlow(0, window=1 << 20, frame_cap=1 << 18, clock=clock)
+    for seq in range(1, 4):
+        flow.sent_frame(seq, 100, end=False)
+    assert flow.ack(2)
+    assert (flow.acked, flow.inflight_bytes) == (2, 300)  # counted until the record is acked
+    assert flow.ack(3)
+    assert (flow.acked, flow.inflight_bytes) == (3, 0)
+
+
+def test_the_round_trip_is_timed_from_the_newest_record_the_ack_reaches() -> None:
+    """An ack that covers a record and part of a newer one samples the newer one's
+    first frame: a round trip taken from frames sent before a pause would read as
+    a queue and cut the window."""
+    clock = Clock()
+    flow = StreamFlow(0, window=1 << 20, frame_cap=1 << 18, clock=clock)
+    flow.sent_frame(1, 100, end=False)
+    flow.sent_frame(2, 100, end=False)
+    clock.t = 0.01
+    assert flow.ack(2)
+    assert flow.rtt_floor == 0.01
+    clock.t = 5.0
+    flow.sent_frame(3, 100, end=False)
+    flow.sent_frame(4, 100, end=False)
+    clock.t = 5.9  # the agent paused: the next frames are a new record
+    flow.sent_frame(5, 100, end=False)
+    flow.sent_frame(6, 100, end=False)
+    assert list(flow.inflight_last) == [4, 6]
+    clock.t = 5.91
+    assert flow.ack(5)  # the record 3..4, and 5 of the record 5..6
+    assert flow.inflight_bytes == 200
+    assert flow.rtt_floor < 0.011 and flow.rtt_floor_at == 5.91  # 5.91 - 5.9, not - 5.0
+    assert flow.cwnd == flow.window
+    clock.t = 5.92
+    assert flow.ack(6)  # a partial ack is no sample: the record's first frame is timed
+    assert flow.inflight_bytes == 0 and flow.cwnd == flow.window
+
+
 @given(
     window=st.integers(1, 5000),
     frames=st.lists(st.integers(1, 3000), min_size=1, max_size=30),
@@ -114,8 +204,9 @@ def test_the_window_accounting_matches_the_frames_still_unacked(
     window: int, frames: list[int], acks: list[int]
 ) -> None:
     """Whatever the frames and acks (in any order, repeated, too large), the bytes
-    in flight are exactly those of the frames past the highest valid ack, and the
-    budget never lets more than the window out when something is in flight."""
+    in flight are those of the frames past the highest valid ack, plus at most one
+    record's bound (a record acked in part stays counted); none once all is acked;
+    and the budget never lets more than the window out when something is in flight."""
     server = ready(window=window, frame_cap=window)
     flow = server.attach(S1)
     sizes: dict[int, int] = {}
@@ -132,5 +223,6 @@ def test_the_window_accounting_matches_the_frames_still_unacked(
             result = server.take_ack(S1, ack)
             assert result is (AckResult.BEYOND if ack > seq else AckResult.APPLIED)
         unacked = sum(b for s, b in sizes.items() if s > flow.acked)
-        assert flow.inflight_bytes == unacked
+        assert unacked <= flow.inflight_bytes <= unacked + min(COALESCE_BYTES, window // 16)
+        assert flow.inflight_bytes == 0 or flow.acked < seq
         assert flow.acked <= flow.sent == seq
