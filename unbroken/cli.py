@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import typer
 
@@ -58,7 +59,12 @@ from .scenarios.cli import chaos_app  # noqa: E402
 from .server.cli import serve_command  # noqa: E402
 
 #: the commands besides ``chaos`` (``chaos`` is added to :data:`app` below)
-_COMMANDS = {"version": version, "demo": demo, "proxy": proxy_command, "serve": serve_command}
+_COMMANDS: dict[str, Callable[..., None]] = {
+    "version": version,
+    "demo": demo,
+    "proxy": proxy_command,
+    "serve": serve_command,
+}
 for _name, _command in _COMMANDS.items():
     app.command(_name)(_command)
 app.add_typer(chaos_app, name="chaos")
