@@ -14,7 +14,8 @@ try:
     main()
 except SystemExit:
     pass
-print("LOADED", *(m for m in ("unbroken.scenarios.catalog", "jwt", "jsonschema") if m in sys.modules))
+HEAVY = ("unbroken.scenarios.catalog", "jwt", "jsonschema")
+print("LOADED", *(m for m in HEAVY if m in sys.modules))
 """
 
 
