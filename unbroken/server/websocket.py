@@ -247,7 +247,12 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().send(message)  # type: ignore[arg-type]
         kind = message.get("type")
         if kind == "websocket.accept" and self.handshake_complete:
-            # the handshake's request and response (their headers) are not used again
+            # the handshake's request and response (their headers) are not used again;
+            # the request's headers are emptied too: websockets' parser keeps the
+            # request in its generator's frame for the connection's life (~2 KB)
+            request: Any = self.request
+            if request is not None:
+                request.headers.clear()
             self.request = self.response = None  # type: ignore[assignment]
         if kind == "websocket.close" and self.close_timer is not None:
             # uvicorn closes gracefully when the peer does not answer in time; a peer

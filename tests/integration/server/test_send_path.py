@@ -74,3 +74,33 @@ async def test_a_wrapped_send_is_never_bypassed() -> None:
     await wrapped.send(b'{"t":"hb"}')
     assert layer.direct == [b'{"t":"hb"}']  # not again
     assert layer.messages == [{"type": "websocket.send", "text": '{"t":"hb"}'}]
+
+
+async def test_the_handshake_headers_are_let_go_once_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """websockets' parser keeps the handshake's request in its generator for the
+    connection's life: its headers are emptied once the app accepted (per-connection
+    RSS, issue 21); the connection serves on."""
+    protocols: list[UnbrokenWebSocketProtocol] = []
+    direct = UnbrokenWebSocketProtocol.send_text_now
+
+    def keeping(self: UnbrokenWebSocketProtocol, data: bytes) -> bool:
+        if not protocols:
+            protocols.append(self)
+        return direct(self, data)
+
+    monkeypatch.setattr(UnbrokenWebSocketProtocol, "send_text_now", keeping)
+    kit = make_kit()
+    async with serve_hardened(kit.app) as srv:
+        w = await Wire.open(srv.url)
+        sid = await w.start("r1", "count", {"n": 50})
+        events = await w.read_to_end(sid)
+        (proto,) = protocols
+        parser: Any = proto.conn.parser
+        request = parser.gi_frame.f_locals.get("request") if parser.gi_frame else None
+        assert request is not None  # the handshake's request, held by the parser
+        assert len(request.headers) == 0
+        assert proto.request is None
+        w.abort()
+    assert_exact(events)
