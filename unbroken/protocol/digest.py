@@ -8,6 +8,7 @@ canonical bytes of :func:`~unbroken.protocol.events.payload`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from collections.abc import Callable, Iterable
@@ -29,7 +30,13 @@ def _head_packer(prefix: bytes) -> Callable[[bytes, int, int, bytes], bytes]:
     """``pack(h_prev, seq, kind, prefix)``: the 16-byte digest before, ``seq`` and
     ``kind`` as :data:`_HEADER`, then ``prefix`` (``part NUL``), in one call: a chunk's
     hash input but its body."""
-    return struct.Struct(f">{DIGEST_SIZE}sQB{len(prefix)}s").pack
+    return _packer_for(len(prefix))
+
+
+@functools.lru_cache(maxsize=256)
+def _packer_for(n: int) -> Callable[[bytes, int, int, bytes], bytes]:
+    # one Struct per prefix length, shared by every chain (not one per stream)
+    return struct.Struct(f">{DIGEST_SIZE}sQB{n}s").pack
 
 
 def seed(stream: str, epoch: str) -> bytes:

@@ -400,3 +400,13 @@ def test_an_altered_event_with_the_original_h_raises_integrity_error_naming_its_
 
 def test_digest_module_is_reexported() -> None:
     assert digest.DIGEST_SIZE == 16
+
+
+def test_chains_share_one_packer_per_part_prefix_length() -> None:
+    """A stream's chain holds no struct of its own (per-stream memory, issue 21)."""
+    a, b = Chain.of("s1", "e"), Chain.of("s2", "e")
+    assert a._head is b._head
+    a._set_part("ab")
+    b._set_part("cd")
+    assert a._head is b._head
+    assert a.chunk(1, "ab", b"x") != b.chunk(1, "cd", b"x")  # the prefix still counts
