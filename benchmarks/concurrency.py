@@ -1,7 +1,7 @@
 """Concurrency ramp: N streams at 20 tokens/s each, per-token latency, server CPU and RSS.
 
 The server runs in its own process: ``unbroken serve benchmarks.paced:app`` or the
-bare baseline ``python -m benchmarks.paced`` (a plain ``websockets`` server that sends
+bare baseline ``python -m benchmarks.bare`` (a plain ``websockets`` server that sends
 the same paced tokens, one message each). Load clients run in separate processes,
 each driving many streams over raw ``websockets`` connections (the full ``Client``
 would cost the load generator more than the server: the clients share the machine's
@@ -298,7 +298,7 @@ def measure(
 def server_for(kind: str) -> Iterator[tuple[int, psutil.Process]]:
     """The server of a shape: both on uvloop (``unbroken serve`` picks it by default)."""
     if kind == "bare":
-        with module_server("benchmarks.paced", "--loop", "uvloop") as served:
+        with module_server("benchmarks.bare", "--loop", "uvloop") as served:
             yield served
     else:
         # admission is not under test: a start burst on a loaded machine must not be

@@ -1,8 +1,10 @@
 """A paced agent (an LLM's pace) for the concurrency, storm and leak benchmarks.
 
-``app`` is served with ``unbroken serve benchmarks.paced:app``; ``python -m
-benchmarks.paced --port P`` runs the bare baseline: a plain ``websockets`` server
-sending the same paced tokens, one message each, one stream per connection.
+``app`` is served with ``unbroken serve benchmarks.paced:app``. The bare baseline
+(a plain ``websockets`` server sending the same paced tokens, one message each, one
+stream per connection) is :mod:`benchmarks.bare`, which imports nothing of unbroken;
+``python -m benchmarks.paced --port P`` still runs it, with unbroken's server
+imported beside it.
 
 Each token is 20 bytes: the monotonic time it was produced (``%014.6f``), how late
 the agent was against its schedule in ms (``%05d``) and a space. Server and
@@ -13,32 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import time
-from typing import Any
 
+from benchmarks.bare import TOKEN_BYTES, paced_tokens, run_bare, stamp
 from unbroken.server import Output, Request, Unbroken
 from unbroken.store.base import Retention
 from unbroken.store.memory import MemoryStore
 
-TOKEN_BYTES = 20
-
-
-def stamp(due: float) -> str:
-    now = time.monotonic()
-    return f"{now:014.6f}{min(99999, max(0, int((now - due) * 1000))):05d} "
-
-
-async def paced_tokens(n: int, rate: float, emit: Any) -> None:
-    """Call ``emit(token)`` ``n`` times at ``rate`` per second (absolute schedule)."""
-    interval = 1.0 / rate
-    start = time.monotonic()
-    for i in range(n):
-        due = start + i * interval
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await emit(stamp(due))
+__all__ = ["TOKEN_BYTES", "app", "build_app", "leak_app", "paced_tokens", "run_bare", "stamp"]
 
 
 def build_app(ttl: float = 30.0, tombstone_ttl: float = 3600.0) -> Unbroken:
@@ -77,38 +60,6 @@ app = build_app()
 # for the leak check: completed streams and their tombstones expire after 2 s, so
 # 100,000 lifecycles leave nothing behind once swept
 leak_app = build_app(ttl=2.0, tombstone_ttl=2.0)
-
-
-def run_bare(port: int, loop: str = "asyncio") -> None:
-    import logging
-
-    logging.getLogger("websockets").setLevel(logging.CRITICAL)  # aborted load clients
-    from websockets.asyncio.server import ServerConnection, serve
-
-    async def handler(ws: ServerConnection) -> None:
-        async for msg in ws:
-            req = json.loads(msg)
-            await paced_tokens(int(req["n"]), float(req["rate"]), ws.send)
-            await ws.send("END")
-
-    async def main() -> None:
-        async with serve(
-            handler,
-            "127.0.0.1",
-            port,
-            compression=None,
-            max_size=None,
-            ping_interval=None,
-            backlog=4096,
-        ):
-            await asyncio.Future()
-
-    if loop == "uvloop":
-        import uvloop
-
-        uvloop.run(main())
-    else:
-        asyncio.run(main())
 
 
 if __name__ == "__main__":
