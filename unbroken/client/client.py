@@ -202,6 +202,9 @@ class Stream:
         )
         self._consumed = ConsumedCursor()  # how far the iterator has yielded
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: (loop time) when the start or resume should have been answered: moved on by
+        #: each answer that sends it again later (``unavailable``, a start refused for load)
+        self._answer_by = 0.0
         self._done: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._cancelled_by_user = False
 
@@ -313,7 +316,9 @@ class Client:
     earlier ones are pending (the first to succeed wins), and no attempt runs
     past the policy's ``deadline``. :meth:`start` and :meth:`resume` raise
     :class:`~unbroken.errors.RequestTimeout` when the server has not answered
-    within ``request_timeout`` seconds.
+    within ``request_timeout`` seconds (counted again from each time the request is
+    sent again after an answer that asked for it: ``unavailable``, a start refused
+    for load; those waits are bounded by the policy).
     """
 
     def __init__(
@@ -576,16 +581,33 @@ class Client:
             self._lists.pop(n, None)
 
     async def _answered(self, st: Stream, what: str) -> None:
-        """Wait for the answer to a start or resume, at most ``request_timeout``."""
-        try:
-            await asyncio.wait_for(asyncio.shield(st._started), self.request_timeout)
-        except TimeoutError:
+        """Wait for the answer to a start or resume: ``request_timeout`` from the
+        request, or from when an answer that has it sent again (``unavailable``, a
+        start refused for load) sends it again: a server that keeps answering is not
+        stuck, however long its store is away (the policy bounds that wait)."""
+        loop = asyncio.get_running_loop()
+        st._answer_by = loop.time() + self.request_timeout
+        while True:
+            try:
+                left = max(0.0, st._answer_by - loop.time())
+                await asyncio.wait_for(asyncio.shield(st._started), left)
+                return
+            except TimeoutError:
+                if loop.time() < st._answer_by:
+                    continue  # answered meanwhile: to be sent again, the clock restarts
             error = RequestTimeout(
                 f"{what} of {st.agent or st.id or st.req!r}", self.request_timeout
             )
             self._session.forget(st.req)
             st._finish(error)
             raise error from None
+
+    def _answer_later(self, req: str, at: float) -> None:
+        """``req`` is sent again at ``at`` (loop time): its answer is due
+        ``request_timeout`` after that."""
+        st = self._streams.get(req)
+        if st is not None:
+            st._answer_by = max(st._answer_by, at + self.request_timeout)
 
     def connection_events(self) -> AsyncIterator[ConnectionEvent]:
         """Async iterator over connection events from now on."""
@@ -1107,8 +1129,10 @@ class Client:
         elif action is None and err.code == "auth_failed" and err.req is None:
             self._emit("refresh_failed", cause=err.message)
         elif isinstance(action, RetryStart):
+            self._answer_later(action.req, action.at)
             loop.call_later(max(0.0, action.at - loop.time()), self._resend_start, action.req)
         elif isinstance(action, RetryResume):  # its log is unreachable for now
+            self._answer_later(action.req, action.at)
             delay = max(0.0, action.at - now)
             self._emit("unavailable", stream=err.stream or "", delay=delay, cause=err.message)
             loop.call_later(max(0.0, action.at - loop.time()), self._resend_resume, action.req)

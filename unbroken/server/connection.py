@@ -758,18 +758,28 @@ class Connection:
         assert self.principal is not None
         info: StreamInfo | None = None
         digest: bytes | None = None
+        # the lookups are bounded: a log that does not answer (a Redis paused, or
+        # restarting: the store would wait out its outage_timeout) is unavailable
+        # for now, answered at once; this connection's frames are read meanwhile
+        wait = store_wait(self.config.heartbeat)
         try:
-            meta = await self.store.meta(frame.stream)
-            if meta is not None:
-                info = StreamInfo(frame.stream, meta.owner, meta.status, meta.head)
-                if meta.owner == self.principal.id and frame.after <= meta.head:
-                    digest = await self.store.digest_at(frame.stream, frame.after)
-            else:
-                owner = await self.store.tombstone(frame.stream)
-                if owner is not None:
-                    info = StreamInfo(frame.stream, owner, "expired", 0, expired=True)
+            async with asyncio.timeout(wait):
+                meta = await self.store.meta(frame.stream)
+                if meta is not None:
+                    info = StreamInfo(frame.stream, meta.owner, meta.status, meta.head)
+                    if meta.owner == self.principal.id and frame.after <= meta.head:
+                        digest = await self.store.digest_at(frame.stream, frame.after)
+                else:
+                    owner = await self.store.tombstone(frame.stream)
+                    if owner is not None:
+                        info = StreamInfo(frame.stream, owner, "expired", 0, expired=True)
         except StoreUnavailable as exc:  # this stream's log only (a cluster master down)
             self._unreachable(frame.stream, exc)
+            return
+        except TimeoutError:
+            self._unreachable(
+                frame.stream, StoreUnavailable(f"the log did not answer within {wait:.1f}s")
+            )
             return
         answer = decide_resume(
             frame,
@@ -1362,6 +1372,18 @@ SLOW_COALESCE = 0.1
 #: (``error unavailable``): a Redis store fails such calls at once until its lease
 #: loop sees the master answer again (every ``lease / 5``, 1 s by default)
 UNAVAILABLE_RETRY_MS = 1000
+
+#: the shortest time (s) a resume waits for its log before it is answered
+#: ``unavailable`` (see :func:`store_wait`)
+STORE_WAIT_FLOOR = 1.0
+
+
+def store_wait(heartbeat: float) -> float:
+    """How long (s) a resume's lookups may wait for the log: two heartbeats, at least
+    :data:`STORE_WAIT_FLOOR`. The connection reads no frame meanwhile (its pings
+    wait), so this stays inside the client's silence limit (three heartbeats)."""
+    return max(STORE_WAIT_FLOOR, 2 * heartbeat)
+
 
 #: sends one connection makes in a row before letting the loop serve the others
 _FAIR_SENDS = 32
