@@ -132,6 +132,31 @@ async def test_a_completed_answer_survives_a_store_outage(served: ServeKit) -> N
         assert await text_of(st) == "started done"
 
 
+async def test_an_outage_longer_than_the_request_timeout_is_no_request_timeout(
+    served: ServeKit,
+) -> None:
+    """Each ``unavailable`` is an answer: the client's ``request_timeout`` counts from
+    each resume it sends again, not from the first (before: ``RequestTimeout`` once the
+    outage outlasted it, the policy's budget left unused)."""
+    store = PartlyDown()
+    kit, srv = await served(store=store)
+    async with Client([srv.url], policy=FAST) as first:
+        a = await first.start("forever", "ga")
+        await first_text(a)
+        ca = a.cursor
+    kit.gates["ga"].set()
+    await kit.wait_ended(a.id)
+    assert ca is not None
+    store.down.add(a.id)
+    async with Client([srv.url], policy=FAST, request_timeout=1.0) as client:
+        resuming = asyncio.create_task(client.resume(ca))
+        told = await unavailable(client, a.id, n=3)  # >= 2 s: twice the request timeout
+        assert told[-1].at - told[0].at >= 2.0 and not resuming.done()
+        store.down.discard(a.id)
+        st = await asyncio.wait_for(resuming, TIMEOUT)
+        assert await text_of(st) == "started done"
+
+
 async def test_a_read_whose_log_is_unreachable_waits_alone_and_goes_on(
     served: ServeKit,
 ) -> None:
