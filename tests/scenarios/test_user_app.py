@@ -278,17 +278,20 @@ async def test_chaos_run_against_a_running_service_url(deployed: str, tmp_path: 
 
 
 async def test_chaos_run_against_a_service_refuses_what_does_not_apply(tmp_path: Path) -> None:
-    code, said = await _cli("chaos", "run", "--url", "ws://127.0.0.1:9/ws", cwd=tmp_path)
+    # four processes of their own, at once (each is mostly the CLI's start-up)
+    no_agent, wss, nowhere, neither = await asyncio.gather(
+        _cli("chaos", "run", "--url", "ws://127.0.0.1:9/ws", cwd=tmp_path),
+        _cli("chaos", "run", "--url", "wss://example.com/ws", "--agent", "a", cwd=tmp_path),
+        _cli("chaos", "run", "--app", "nowhere:app", "--agent", "a", "--list", cwd=tmp_path),
+        _cli("chaos", "run", "--agent", "a", "--list", cwd=tmp_path),
+    )
+    code, said = no_agent
     assert code == 2 and "--agent" in said
-    code, said = await _cli(
-        "chaos", "run", "--url", "wss://example.com/ws", "--agent", "a", cwd=tmp_path
-    )
+    code, said = wss
     assert code == 2 and "plain ws://" in said, said
-    code, said = await _cli(
-        "chaos", "run", "--app", "nowhere:app", "--agent", "a", "--list", cwd=tmp_path
-    )
+    code, said = nowhere
     assert code == 2 and "could not import module 'nowhere'" in said, said
-    code, said = await _cli("chaos", "run", "--agent", "a", "--list", cwd=tmp_path)
+    code, said = neither
     assert code == 2 and "give --app or --url" in said, said
 
 
