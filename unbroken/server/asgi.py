@@ -300,8 +300,20 @@ async def serve_websocket(
     """Negotiate the subprotocol, accept, and serve one WebSocket connection.
 
     ``principal`` is set when a framework dependency authenticated the peer."""
+    connection = await open_websocket(app, scope, receive, send, principal)
+    if connection is not None:
+        await connection.run()
+
+
+async def open_websocket(
+    app: Served, scope: Scope, receive: Receive, send: Send, principal: Principal | None = None
+) -> Connection | None:
+    """:func:`serve_websocket` up to the connection it serves (``None``: refused).
+
+    The caller runs it: this frame and what it held (the handshake's offers and
+    answer) are not kept for the connection's life (per-connection memory)."""
     if (await receive())["type"] != "websocket.connect":
-        return
+        return None
     # the origin policy first: a refused page learns nothing else (no subprotocol,
     # no close code), and nothing of the app runs for it
     decision = app.policy.check_handshake(
@@ -310,7 +322,7 @@ async def serve_websocket(
     if not decision.allowed:
         app.hub.observer.refused("origin", _client(scope), detail=decision.reason)
         await _refuse_handshake(scope, send, decision.reason)
-        return
+        return None
     offered = [str(p) for p in scope.get("subprotocols") or []]
     chosen = versions.negotiate(offered, app.config.protocols)
     accept: Message = {"type": "websocket.accept"}
@@ -332,8 +344,8 @@ async def serve_websocket(
         app.hub.observer.refused_close(refusal[0], _client(scope))
         await _refuse(transport, refusal[0])
         await transport.close(*refusal)
-        return
-    connection = Connection(
+        return None
+    return Connection(
         app.config,
         app.hub,
         app.store,
@@ -343,7 +355,6 @@ async def serve_websocket(
         registry=app.connections,
         version=chosen or "v1",
     )
-    await connection.run()
 
 
 def route_path(scope: Scope) -> str:
@@ -454,7 +465,10 @@ class ASGIApp:
             await self.app.metrics_app()(scope, receive, send)
         elif kind == "websocket":
             if route_path(scope) == self.path:
-                await serve_websocket(self.app, scope, receive, send)
+                # opened here and run here: no serve_websocket frame held meanwhile
+                connection = await open_websocket(self.app, scope, receive, send)
+                if connection is not None:
+                    await connection.run()
             else:
                 await send({"type": "websocket.close", "code": CloseCode.NORMAL, "reason": ""})
         elif kind == "http":

@@ -272,7 +272,7 @@ class Connection:
         self._coalescing = False  # the pump waits for tokens to pile up
         self._events_at = 0.0  # when the pump last sent events
         #: streams whose flow window is cut to a slow link: coalesce more for them
-        self._slow: set[str] = set()
+        self._slow: dict[str, None] = {}  # a dict: an empty set is 216 B, a dict 64
         self._closed = False
         self._close_code: int | None = None
         self._close_reason = ""
@@ -559,9 +559,9 @@ class Connection:
             if result is AckResult.APPLIED:
                 flow = self.session.flows[frame.stream]
                 if flow.cwnd < flow.window:
-                    self._slow.add(frame.stream)
+                    self._slow[frame.stream] = None
                 else:
-                    self._slow.discard(frame.stream)
+                    self._slow.pop(frame.stream, None)
                 self._mark(frame.stream)
             elif result is AckResult.FINISHED:  # the session let the stream go
                 self._detach(frame.stream)
@@ -834,7 +834,7 @@ class Connection:
                 old.unsubscribe()
             self.hub.detached(stream)
             self._obs.detach(stream, "replaced", old.sent)
-        self._slow.discard(stream)  # a new cursor starts with the whole window
+        self._slow.pop(stream, None)  # a new cursor starts with the whole window
         att = Attachment(
             self.store, stream, self.session.attach(stream, after), self._counts, self.codec
         )
@@ -850,7 +850,7 @@ class Connection:
         """Stop pumping ``stream``. With ``release`` its acks stay legal for a while
         (the end was sent but not acked yet, or retention dropped it)."""
         att = self.atts.pop(stream, None)
-        self._slow.discard(stream)
+        self._slow.pop(stream, None)
         if att is None:
             return
         self._obs.detach(stream, "ended", att.sent)  # no-op when a cause was given first
