@@ -124,14 +124,15 @@ class Output:
         self._redact = redact
         self._max_chars = max(1, max_chunk // 4)
         self._open: dict[str, str] = {}
-        self._closed: set[str] = set()
+        # dicts as sets: an empty set is 216 B, a dict 64 (one Output per stream)
+        self._closed: dict[str, None] = {}
         self._json: dict[str, tuple[list[str], Mapping[str, Any] | None]] = {}
         self._last_text = _NO_PART
         # the implicit parts ``text()`` and ``reasoning()`` write to when given no
         # part: "" when the next write opens a new one
         self._cur_text = "text"
         self._cur_reasoning = ""
-        self._implicit: set[str] = set()  # implicit parts that are open
+        self._implicit: dict[str, None] = {}  # implicit parts that are open
         self._next_n: dict[str, int] = {}
         self._tool_names: dict[str, str] = {}  # call id -> tool name
         self._calls = 0
@@ -228,7 +229,7 @@ class Output:
         self._p.add(Event(0, Kind.PART_END, part=part, error=error))
         del self._open[part]
         self._json.pop(part, None)
-        self._closed.add(part)
+        self._closed[part] = None
         if self._last_text == part:
             self._last_text = _NO_PART
         self._forget(part)
@@ -238,7 +239,7 @@ class Output:
     def _forget(self, part: str) -> None:
         """``part`` ended: an implicit part's next write opens a new one."""
         if part in self._implicit:
-            self._implicit.discard(part)
+            self._implicit.pop(part, None)
             if self._cur_text == part:
                 self._cur_text = ""
             if self._cur_reasoning == part:
@@ -314,7 +315,7 @@ class Output:
                     part = self.new_id("reasoning" if reasoning else "text")
                 mime = role_mime("text/plain", role)
                 await self.start_part(part, "text", mime=mime)
-                self._implicit.add(part)
+                self._implicit[part] = None
                 if reasoning:
                     self._cur_reasoning = part
                 else:
@@ -519,7 +520,7 @@ class Output:
             self.parts.append(part)
         elif event.kind is Kind.PART_END:
             del self._open[part]
-            self._closed.add(part)
+            self._closed[part] = None
             if self._last_text == part:
                 self._last_text = _NO_PART
             self._forget(part)
