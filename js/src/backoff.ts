@@ -31,13 +31,13 @@ export class BackoffPolicy {
     this.maxAttempts = o.maxAttempts === undefined ? 12 : o.maxAttempts;
     this.deadline = o.deadline === undefined ? 60.0 : o.deadline;
     if (this.base < 0 || this.cap < 0 || this.multiplier < 1) {
-      throw new ConfigError("backoff needs base >= 0, cap >= 0 and multiplier >= 1");
+      throw new ConfigError("need base >= 0, cap >= 0, multiplier >= 1");
     }
     if (this.maxAttempts !== null && this.maxAttempts < 1) {
-      throw new ConfigError("maxAttempts must be at least 1 (or null for no limit)");
+      throw new ConfigError("need maxAttempts >= 1 or null");
     }
     if (this.deadline !== null && this.deadline <= 0) {
-      throw new ConfigError("deadline must be positive (or null for no limit)");
+      throw new ConfigError("need deadline > 0 or null");
     }
   }
 

@@ -44,7 +44,7 @@ const jsState = [h, m];
 /** The JavaScript compression, once loaded (`loadJs`). */
 let js: Compress | null = null;
 const unloaded: Compress = () => {
-  throw new ConfigError("BLAKE2b: WebAssembly is refused here and unbroken-blake2b.js (beside unbroken.js) did not load; serve it, or allow 'wasm-unsafe-eval'");
+  throw new ConfigError("no WebAssembly and no unbroken-blake2b.js: serve it beside unbroken.js");
 };
 let compress: Compress = unloaded;
 

@@ -509,7 +509,7 @@ export class Client {
     // otherwise be a late error, a bad id the server closing 4000)
     const c = Cursor.parse(cursor);
     if (this._byId.has(c.stream)) {
-      throw new ConfigError(`stream ${c.stream} is already open on this client: read the Stream you have (a second reader of the same answer is another Client)`);
+      throw new ConfigError(`stream ${c.stream} is already open on this client`);
     }
     const req = options.req ?? `resume-${randomId()}`;
     const st = new Stream(this, req, options.agent ?? "");
@@ -874,7 +874,7 @@ export class Client {
       }
       if (failures >= TOKEN_ATTEMPTS || this._closed) {
         const what = `${(error as Error)?.name ?? "Error"}: ${(error as Error)?.message ?? String(error)}`;
-        throw new AuthError(`the token provider failed: ${what} (${failures} attempts); fix the provider or give the client a valid token`);
+        throw new AuthError(`the token provider failed: ${what} (${failures} attempts)`);
       }
       await new Promise((r) => setTimeout(r, refreshDelay(failures) * 1000));
     }
@@ -1109,7 +1109,7 @@ export class Client {
           const out = this._receiveOne(one);
           if (out === "integrity") {
             // the stream failed; its further frames are moot: resume the others afresh
-            end(new ConnectionLost("integrity error: reconnecting for the other streams"));
+            end(new ConnectionLost("integrity error"));
             return;
           }
           if (out === "progress") this._progressed = true;
@@ -1221,7 +1221,7 @@ export class Client {
   private serverError(err: { code: string; message: string; req: string | null; stream: string | null; retry_after_ms: number | null; t: "error" }): void {
     console.warn(`unbroken: server error code=${err.code} message=${err.message}`);
     if (err.code === "auth_failed" && err.req === null && err.stream === null) {
-      this._refreshFailed(`the server refused the new token: ${err.message}`);
+      this._refreshFailed(`new token refused: ${err.message}`);
       return;
     }
     const t = now();
@@ -1245,7 +1245,7 @@ export class Client {
 }
 
 function noStreamsCap(): ConfigError {
-  return new ConfigError("this server does not list live streams (it predates the 'streams' capability): keep the ids your start() calls returned");
+  return new ConfigError("this server predates the 'streams' capability");
 }
 
 /** One-shot helper: start `agent` and return its verified `Answer`. */

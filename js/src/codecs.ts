@@ -30,6 +30,6 @@ export async function loadV1(): Promise<void> {
     // (the module imports nothing: it throws this bundle's own ProtocolError)
     useV1((await import("./unbroken-v1.js")).v1(ProtocolError));
   } catch (e) {
-    throw new ConfigError(`the server speaks protocol v1, whose codec unbroken-v1.js (beside this file) did not load (${(e as Error)?.message ?? e}); serve it, or offer only v2 (the protocols option)`);
+    throw new ConfigError(`protocol v1 needs unbroken-v1.js beside unbroken.js (${(e as Error)?.message ?? e})`);
   }
 }

@@ -7,11 +7,11 @@
 export type GoneReason = "unknown" | "expired" | "epoch" | "diverged" | "forbidden";
 
 const GONE_ADVICE: Record<string, string> = {
-  unknown: "unknown stream id; check the id you resumed with",
-  expired: "ended and past the server's retention TTL; raise the TTL if clients come back later",
-  epoch: "the server's log was restarted or lost its data; start the request again",
-  diverged: "the events you hold differ from the server's log (wrong node, corrupted or tampered store); start the request again",
-  forbidden: "unknown to you or another principal's; resume with the credentials that started it",
+  unknown: "unknown id; check it",
+  expired: "past the retention TTL; raise the TTL",
+  epoch: "the server's log was restarted or lost; start again",
+  diverged: "your events differ from the server's log; start again",
+  forbidden: "another principal's; use the credentials that started it",
 };
 
 /** Base class of every error raised by the client. */
@@ -35,7 +35,7 @@ export class UnsupportedVersion extends ProtocolError {
   readonly clientVersions: string[];
   readonly serverVersions: string[];
   constructor(clientVersions: readonly string[], serverVersions: readonly string[], detail = "") {
-    let text = `no common protocol version: this client speaks ${clientVersions.join(", ") || "none"}, the server speaks ${serverVersions.join(", ") || "unknown"}; upgrade the older side or offer a version both speak`;
+    let text = `no common protocol version: this client speaks ${clientVersions.join(", ") || "none"}, the server speaks ${serverVersions.join(", ") || "unknown"}`;
     if (detail) text += ` [${detail}]`;
     super(text, 4005);
     this.clientVersions = [...clientVersions];
@@ -56,7 +56,7 @@ export class StreamGone extends UnbrokenError {
   readonly stream: string;
   readonly reason: GoneReason;
   constructor(stream: string, reason: GoneReason, detail = "") {
-    let text = `stream ${stream} is gone (${reason}): ${GONE_ADVICE[reason] ?? "start the request again"}`;
+    let text = `stream ${stream} is gone (${reason}): ${GONE_ADVICE[reason] ?? "start again"}`;
     if (detail) text += ` [${detail}]`;
     super(text);
     this.stream = stream;
@@ -70,7 +70,7 @@ export class IntegrityError extends UnbrokenError {
   readonly seq: number;
   constructor(stream: string, seq: number, detail: string) {
     super(
-      `stream ${stream}: integrity check failed at seq ${seq}: ${detail}; the answer was not returned (not exact)`,
+      `stream ${stream}: integrity check failed at seq ${seq}: ${detail}`,
     );
     this.stream = stream;
     this.seq = seq;
@@ -96,7 +96,7 @@ export class ReconnectExhausted extends UnbrokenError {
   constructor(attempts: number, elapsed: number, lastError: unknown) {
     const last = lastError ? `${errorName(lastError)}: ${errorMessage(lastError)}` : "none";
     super(
-      `gave up reconnecting after ${attempts} attempts in ${elapsed.toFixed(1)}s (last error: ${last}); resume from the stream's cursor while the server retains it`,
+      `gave up after ${attempts} attempts in ${elapsed.toFixed(1)}s (last: ${last}); resume the cursor later`,
     );
     this.attempts = attempts;
     this.elapsed = elapsed;
@@ -136,7 +136,7 @@ export class StreamFailed extends UnbrokenError {
 export class RequestTimeout extends UnbrokenError {
   readonly timeout: number;
   constructor(what: string, timeout: number) {
-    super(`no answer to ${what} within ${timeout.toFixed(1)}s; the server is stuck`);
+    super(`no answer to ${what} within ${timeout.toFixed(1)}s`);
     this.timeout = timeout;
   }
 }
@@ -172,7 +172,7 @@ export class LogUnavailable extends RequestRefused {
   readonly attempts: number;
   readonly elapsed: number;
   constructor(stream: string, message: string, attempts: number, elapsed: number) {
-    super("unavailable", `the log of stream ${stream} stayed unreachable (${attempts} resumes over ${elapsed.toFixed(1)}s): ${message}`);
+    super("unavailable", `log of ${stream} unreachable (${attempts} resumes, ${elapsed.toFixed(1)}s): ${message}`);
     this.stream = stream;
     this.attempts = attempts;
     this.elapsed = elapsed;

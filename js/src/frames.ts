@@ -42,19 +42,19 @@ export const CloseCode = {
 /** One-line meaning of each close code. */
 export const CLOSE_CODE_MEANING: Record<number, string> = {
   1000: "normal closure",
-  1001: "endpoint going away; reconnect",
-  1007: "a text message that is not valid UTF-8 (RFC 6455)",
-  1009: "frame larger than the negotiated limit",
-  1011: "internal server error; reconnect and resume",
-  1012: "server restarting or draining; reconnect (here or another node)",
-  4000: "malformed, unknown or out-of-order frame",
-  4001: "the first frame must be hello (with a token when auth is on)",
+  1001: "going away",
+  1007: "invalid UTF-8",
+  1009: "frame too big",
+  1011: "server error",
+  1012: "server restarting",
+  4000: "bad frame",
+  4001: "hello with a token required",
   4002: "credentials refused",
-  4003: "principal not allowed to connect",
-  4004: "peer silent for too long",
+  4003: "forbidden",
+  4004: "peer silent",
   4005: "no common protocol version",
-  4008: "server full; reconnect after retry_after_ms",
-  4010: "token expired; reconnect with a new token",
+  4008: "server full",
+  4010: "token expired",
 };
 
 // ------------------------------------------------------------------ events

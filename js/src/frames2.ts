@@ -102,7 +102,7 @@ const hex = (b: Uint8Array) => Array.from(b, (x) => (x < 16 ? "0" : "") + x.toSt
 /** A decoded MessagePack array as the frame it is in `table` (v1 field names,
  * defaults filled in; `streams` items and `resume.h` as v1 has them, hex). */
 export function frameOf(v: unknown, table: Record<number, [string, readonly Field[]]>, side: string): Record<string, unknown> {
-  if (!Array.isArray(v) || v.length === 0 || typeof v[0] !== "number") bad("malformed frame: not a MessagePack array starting with a tag");
+  if (!Array.isArray(v) || v.length === 0 || typeof v[0] !== "number") bad("malformed frame: no tag");
   const spec = Object.prototype.hasOwnProperty.call(table, v[0]) ? table[v[0]] : undefined;
   if (spec === undefined) bad(`unknown ${side} frame tag ${v[0]}`);
   const [t, fields] = spec;
@@ -143,15 +143,15 @@ export function framesOfV2(message: Uint8Array, maxSize: number): [unknown, numb
   if (message[0] === 0x92 && message[1] === T_BATCH) {
     const r = new Reader(message, 2);
     const n = r.arrayHeader();
-    if (n < 1) bad("malformed frame: a batch that is not a non-empty array of frames");
+    if (n < 1) bad("malformed frame: empty batch");
     const out: [unknown, number][] = new Array(n);
     for (let i = 0; i < n; i++) {
       const p = r.pos;
       const v = r.value(1);
-      if (Array.isArray(v) && (v[0] === T_BATCH || v[0] === T_ZLIB)) bad("malformed frame: a batch or zlib frame inside a batch");
+      if (Array.isArray(v) && (v[0] === T_BATCH || v[0] === T_ZLIB)) bad("malformed frame: nested batch");
       out[i] = [v, r.pos - p];
     }
-    if (r.pos !== message.length) bad("malformed frame: trailing bytes after the batch");
+    if (r.pos !== message.length) bad("malformed frame: trailing bytes");
     return out;
   }
   return [[unpack(message), message.length]];
@@ -162,7 +162,7 @@ export function framesOfV2(message: Uint8Array, maxSize: number): [unknown, numb
  * platform's `DecompressionStream("deflate")` (RFC 1950), so it is async. */
 export async function inflate(message: Uint8Array, maxSize: number): Promise<Uint8Array> {
   const v = unpack(message);
-  if (!Array.isArray(v) || v.length !== 2 || !(v[1] instanceof Uint8Array)) bad("malformed frame: a zlib frame is [13, bin]");
+  if (!Array.isArray(v) || v.length !== 2 || !(v[1] instanceof Uint8Array)) bad("malformed frame: bad zlib frame");
   const ds = new DecompressionStream("deflate");
   const w = ds.writable.getWriter();
   w.write(v[1] as Uint8Array<ArrayBuffer>).catch(() => undefined);
@@ -177,7 +177,7 @@ export async function inflate(message: Uint8Array, maxSize: number): Promise<Uin
       n += value.length;
       if (n > maxSize) {
         r.cancel().catch(() => undefined);
-        bad(`compressed frame inflates past the limit of ${maxSize} bytes`, CloseCode.TOO_BIG);
+        bad(`inflates past ${maxSize} bytes`, CloseCode.TOO_BIG);
       }
       parts.push(value);
     }
@@ -191,7 +191,7 @@ export async function inflate(message: Uint8Array, maxSize: number): Promise<Uin
     out.set(p, n);
     n += p.length;
   }
-  if (isZlib(out)) bad("malformed frame: a zlib frame inside a zlib frame");
+  if (isZlib(out)) bad("malformed frame: zlib inside a zlib frame");
   return out;
 }
 
@@ -216,28 +216,28 @@ export function eventsOfV2(seq: number, items: unknown[], partKinds: Map<string,
   for (let i = 0; i < n; i++, seq++) {
     const it = items[i];
     if (typeof it === "string") {
-      if (kind === 0) bad(`events: item ${i} is a bare chunk with no current part`);
+      if (kind === 0) bad(`events: item ${i}: no current part`);
       out[i] = { seq, kind: kind as KindByte, part: current, body: it, partKind: "", mime: "", schema: "", status: "", error: "", count: 0 };
       continue;
     }
-    if (!Array.isArray(it)) bad(`events: item ${i} is not a string or an array`);
+    if (!Array.isArray(it)) bad(`events: item ${i}: bad type`);
     const k = it[0];
     const len = it.length;
     const p = it[1];
     if (k === Kind.END) {
       const err = len > 3 ? it[3] : "";
       if (len < 3 || len > 4 || !STATUSES.includes(p) || typeof err !== "string") bad(`events: item ${i}: an invalid end`);
-      if (i !== last) bad("events: end is not the last item of its frame");
-      if (it[2] !== seq) bad(`events: end says ${it[2]} events but is event ${seq}`);
+      if (i !== last) bad("events: end not last");
+      if (it[2] !== seq) bad(`events: end says ${it[2]}, is ${seq}`);
       out[i] = { seq, kind: Kind.END, part: "", body: "", partKind: "", mime: "", schema: "", status: p, error: err, count: seq };
       continue;
     }
-    if (typeof p !== "string" || !PART_ID.test(p)) bad(`events: item ${i} has an invalid part id`);
+    if (typeof p !== "string" || !PART_ID.test(p)) bad(`events: item ${i}: bad part id`);
     if (k === Kind.TEXT || k === Kind.JSON || k === Kind.DATA) {
       const d = it[2];
       if (len !== 3 || typeof d !== "string") bad(`events: item ${i}: an invalid chunk`);
       const known = partKinds.get(p);
-      if (known !== undefined && CHUNK_KIND[known] !== k) bad(`events: a chunk of kind ${k} of part ${p} started as ${known}`);
+      if (known !== undefined && CHUNK_KIND[known] !== k) bad(`events: part ${p} is ${known}, not ${k}`);
       current = p;
       kind = k;
       out[i] = { seq, kind: k, part: p, body: d, partKind: "", mime: "", schema: "", status: "", error: "", count: 0 };
@@ -245,9 +245,9 @@ export function eventsOfV2(seq: number, items: unknown[], partKinds: Map<string,
       const pk = it[2];
       const mime = len > 3 ? it[3] : "";
       const schema = len > 4 ? it[4] : "";
-      if (len < 3 || len > 5 || CHUNK_KIND[pk] === undefined) bad(`events: item ${i}: part_start with a bad part kind`);
-      if (typeof mime !== "string" || mime.length > 4096 || mime.includes("\0")) bad("events: part_start with an invalid mime");
-      if (typeof schema !== "string") bad("events: part_start with an invalid schema");
+      if (len < 3 || len > 5 || CHUNK_KIND[pk] === undefined) bad(`events: item ${i}: bad part kind`);
+      if (typeof mime !== "string" || mime.length > 4096 || mime.includes("\0")) bad("events: bad mime");
+      if (typeof schema !== "string") bad("events: bad schema");
       partKinds.set(p, pk);
       current = p;
       kind = CHUNK_KIND[pk];

@@ -255,7 +255,7 @@ export class Liveness {
     const unanswered = this.pingAge(now);
     const plimit = this.pingLimit();
     if (unanswered > plimit) {
-      return `ping unanswered for ${unanswered.toFixed(2)}s (limit ${plimit.toFixed(2)}s): this client's frames are not reaching the server`;
+      return `ping unanswered for ${unanswered.toFixed(2)}s (limit ${plimit.toFixed(2)}s)`;
     }
     return null;
   }

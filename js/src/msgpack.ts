@@ -111,7 +111,7 @@ export class Reader {
       case 0xdf:
         return this.map(this.u(4), depth);
     }
-    bad(`MessagePack type byte 0x${c.toString(16)} is not used by this protocol`);
+    bad(`MessagePack type 0x${c.toString(16)} not used`);
   }
 
   str(n: number): string {

@@ -81,7 +81,7 @@ export function fatalError(error: unknown, status: number | null = null, version
     const Cls = FATAL_CLOSE.get(error.code)!;
     return new Cls(error.message);
   }
-  if (status === 401 || status === 403) return new AuthError(`server refused the connection: HTTP ${status}`);
+  if (status === 401 || status === 403) return new AuthError(`connection refused: HTTP ${status}`);
   if (error instanceof ConnectionLost) return error;
   return new ConnectionLost(`${errorName(error)}: ${errorMessage(error)}`);
 }
@@ -94,7 +94,7 @@ export function closeError(
 ): ProtocolError | ConnectionLost {
   if (received === null && sent !== null && (sent[0] === CloseCode.INVALID_DATA || sent[0] === CloseCode.TOO_BIG)) {
     return new ProtocolError(
-      `the server sent a frame this client refused (close ${sent[0]}: ${sent[1] || CLOSE_CODE_MEANING[sent[0]] || ""})`,
+      `frame refused (close ${sent[0]}: ${sent[1] || CLOSE_CODE_MEANING[sent[0]] || ""})`,
     );
   }
   if (received === null) return new ConnectionLost("connection dropped");

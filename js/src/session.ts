@@ -90,7 +90,7 @@ export class Cursor implements CursorLike {
     if (typeof text !== "string") throw new ConfigError(`a cursor is a string, got ${text === null ? "null" : typeof text}`);
     const fields = text.split(".");
     if (fields.length !== 5 || fields[0] !== CURSOR_TAG) {
-      throw new ConfigError(`not a cursor: ${cut(text)} (expected '${CURSOR_TAG}.<stream>.<seq>.<digest>.<epoch>', as String(cursor) gives)`);
+      throw new ConfigError(`not a cursor: ${cut(text)}`);
     }
     const [, stream, seq, digest, epoch] = fields;
     for (const [name, value, pattern] of [
@@ -385,7 +385,7 @@ export class ClientSession {
       if (size > limit) {
         throw new RequestRefused(
           "too_big",
-          `the start frame is ${size} bytes; this server takes at most ${limit} (send less input, or a reference to it)`,
+          `start frame of ${size} bytes; limit ${limit}`,
         );
       }
     }
@@ -596,7 +596,7 @@ export class ClientSession {
         const cs = this.byReq.get(frame.req);
         if (cs === undefined) throw new ProtocolError(`started for unknown request ${JSON.stringify(frame.req)}`);
         if (cs.state !== "starting") {
-          throw new ProtocolError(`started for request ${JSON.stringify(frame.req)} in state ${cs.state}: a start is answered once`);
+          throw new ProtocolError(`started twice for ${JSON.stringify(frame.req)}`);
         }
         cs.stream = frame.stream;
         cs.epoch = frame.epoch;
@@ -620,7 +620,7 @@ export class ClientSession {
         return { kind: "gone", stream: frame.stream, reason: frame.reason, message: frame.message };
       }
       case "resync":
-        throw new ProtocolError("resync is reserved and not used by protocol v1");
+        throw new ProtocolError("unexpected resync");
       case "error":
         return { kind: "error", error: frame };
       case "auth_expiring": {
@@ -632,12 +632,12 @@ export class ClientSession {
         return { kind: "auth_expiring", inMs: frame.in_ms, ask };
       }
       case "refreshed":
-        if (!this.refreshAgreed) throw new ProtocolError("refreshed without the refresh cap agreed");
+        if (!this.refreshAgreed) throw new ProtocolError("refreshed without the refresh cap");
         this.refreshFailures = 0;
         this.authExp = frame.exp;
         return { kind: "refreshed", exp: frame.exp };
       case "streams":
-        if (!this.streamsAgreed) throw new ProtocolError("streams without the streams cap agreed");
+        if (!this.streamsAgreed) throw new ProtocolError("streams without the streams cap");
         return { kind: "streams", n: frame.n, items: frame.items };
       default:
         throw new ProtocolError(`unexpected ${frame.t} frame`);
@@ -655,7 +655,7 @@ export class ClientSession {
     if (cs === undefined) throw new ProtocolError(`events for unknown stream handle ${frame.handle}`);
     return this.verify(cs, nbytes, frame.h, (cs) => {
       const events = eventsOfV2(frame.seq, frame.items, cs.partKinds, cs.carried);
-      if (events[events.length - 1].kind === Kind.END && frame.h.length !== 16) throw new ProtocolError(`stream ${cs.stream}: the frame with end must carry all 16 bytes of h`);
+      if (events[events.length - 1].kind === Kind.END && frame.h.length !== 16) throw new ProtocolError(`stream ${cs.stream}: end without all 16 bytes of h`);
       return events;
     });
   }
