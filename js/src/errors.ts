@@ -9,8 +9,8 @@ export type GoneReason = "unknown" | "expired" | "epoch" | "diverged" | "forbidd
 const GONE_ADVICE: Record<string, string> = {
   unknown: "unknown id; check it",
   expired: "past the retention TTL; raise the TTL",
-  epoch: "the server's log was restarted or lost; start again",
-  diverged: "your events differ from the server's log; start again",
+  epoch: "the server's log was restarted or lost; start the request again",
+  diverged: "your events differ from the server's log; start the request again",
   forbidden: "another principal's; use the credentials that started it",
 };
 
@@ -56,7 +56,7 @@ export class StreamGone extends UnbrokenError {
   readonly stream: string;
   readonly reason: GoneReason;
   constructor(stream: string, reason: GoneReason, detail = "") {
-    let text = `stream ${stream} is gone (${reason}): ${GONE_ADVICE[reason] ?? "start again"}`;
+    let text = `stream ${stream} is gone (${reason}): ${GONE_ADVICE[reason] ?? "start the request again"}`;
     if (detail) text += ` [${detail}]`;
     super(text);
     this.stream = stream;

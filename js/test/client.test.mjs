@@ -256,7 +256,7 @@ test("a resume the server refuses ends the stream with StreamGone(reason)", asyn
   const server = new FakeServer(answerEvents(10));
   const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false });
   const st = client.resume({ stream: server.stream, seq: 4, digest: "ab".repeat(16), epoch: EPOCH });
-  await assert.rejects(st, (e) => e instanceof StreamGone && e.reason === "diverged" && /never splice|start again/.test(e.message));
+  await assert.rejects(st, (e) => e instanceof StreamGone && e.reason === "diverged" && /never splice|start the request again/.test(e.message));
   await client.close();
 });
 
