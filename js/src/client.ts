@@ -32,7 +32,7 @@ import { CAP_ZLIB, framesOfV2, inflate, isZlib } from "./frames2.js";
 import { Liveness } from "./liveness.js";
 import { Answer, StreamEnded, type SchemaValidator, type StreamEvent } from "./response.js";
 import { RETRYABLE_START, TOKEN_ATTEMPTS, causeOf, closeError, fatalError, refreshDelay, shouldRetry as defaultRetryTable } from "./retry.js";
-import { ClientSession, ConsumedCursor, Cursor, endError, type AskToken, type ClientOutput, type CursorLike, type FrameV2 } from "./session.js";
+import { ClientSession, ConsumedCursor, Cursor, endError, wrongMessage, type AskToken, type ClientOutput, type CursorLike, type FrameV2 } from "./session.js";
 
 /** Something that happened to the connection, with a monotonic timestamp `at`
  * (seconds). `kind`: connected, disconnected, reconnecting, resumed, gone, exhausted;
@@ -1016,7 +1016,7 @@ export class Client {
       const v2 = session.version === "v2";
       const bytes = typeof data === "string" ? null : data instanceof ArrayBuffer ? new Uint8Array(data) : ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : null;
       if (typeof data === "string" ? v2 : bytes === null || !v2) {
-        const what = v2 ? "text message (not part of protocol v2)" : "binary message (not part of protocol v1)";
+        const what = wrongMessage(v2);
         end(new ProtocolError(what), [CloseCode.BAD_FRAME, what]);
         return;
       }

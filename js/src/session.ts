@@ -221,6 +221,9 @@ interface EventsV2 {
   h: Uint8Array;
 }
 
+/** Why a message of the other type is refused on a `v2` (else v1) connection. */
+export const wrongMessage = (v2: boolean): string => (v2 ? "text message (not part of protocol v2)" : "binary message (not part of protocol v1)");
+
 const LIVE: ReadonlySet<StreamState> = new Set(["starting", "attached", "resuming"]);
 
 /** A v2 frame of a message: the unpacked value and its size in bytes. */
@@ -552,7 +555,7 @@ export class ClientSession {
   receive(data: string | FrameV2): ClientOutput {
     const v2 = typeof data !== "string";
     if (v2 !== (this.version === "v2")) {
-      throw new ProtocolError(v2 ? "binary message (not part of protocol v1)" : "text message (not part of protocol v2)");
+      throw new ProtocolError(wrongMessage(!v2));
     }
     if (this.state === "ready") {
       if (v2) {
