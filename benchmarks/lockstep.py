@@ -5,15 +5,10 @@ the real hub, producer, memory log, attachments and connections; each connection
 transport takes every send at once. Every agent writes one token per round; a round
 starts when the last one's tokens were all sent (a counter in the transport, no scan of
 the connections). Printed: CPU µs per token (``time.process_time``; noisy on a shared
-machine). For a figure the machine's load does not move, count instructions under
-valgrind at two round counts and take the difference per token::
-
-    ir() { valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null \\
-        python -m benchmarks.lockstep --streams 200 --rounds $1 --reps 1 --heartbeat 1000 \\
-        2>&1 | grep "I *refs" | tr -d , | awk '{print $NF}'; }
-    echo $(( ($(ir 25) - $(ir 5)) / (20 * 200) ))   # instructions per token
-
-``--heartbeat 1000`` keeps the heartbeat's sweep out of the count (it runs on wall time).
+machine). For a figure the machine's load does not move, ``python -m
+benchmarks.instructions`` counts instructions under valgrind at two round counts (after
+a warm-up run) and takes the difference per token; ``--heartbeat 1000`` keeps the
+heartbeat's sweep out of the count (it runs on wall time).
 Results: ``benchmarks/results/serverpath_wave3.json``; see docs/benchmarks.md.
 """
 
@@ -24,6 +19,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import struct
 import time
 from typing import Any
 
@@ -32,21 +28,35 @@ from unbroken.protocol.frames import Hello, Start, encode
 from unbroken.server import Output, Request, Unbroken
 from unbroken.server.connection import ConnectInfo, Connection
 
+_SHORT = struct.Struct("!BB").pack
+
 
 class _Transport:
-    """Takes every send at once; gives the connection its hello and start, then waits."""
+    """Takes every send at once (as the WebSocket layer's direct send, when nothing
+    needs waiting for); gives the connection its hello and start, then waits."""
 
     def __init__(self, frames: list[str], count: list[Any]) -> None:
         self._frames = frames
         self._count = count  # [sent, target, future set when sent reaches target]
         self._gone = asyncio.get_running_loop().create_future()
         self.disconnect_code: int | None = None
+        self.written = b""
 
     async def receive(self) -> str | bytes | None:
         if self._frames:
             return self._frames.pop(0)
         await self._gone
         return None
+
+    def send_nowait(self, data: bytes) -> bool:
+        """As the WebSocket layer's direct send (``send_text_now``): the frame header
+        packed and joined to the bytes, then counted, all without a coroutine."""
+        self.written = _SHORT(0x81, len(data)) + data if len(data) < 126 else data
+        c = self._count
+        c[0] += 1
+        if c[0] >= c[1] and c[2] is not None and not c[2].done():
+            c[2].set_result(None)
+        return True
 
     async def send(self, data: bytes) -> None:
         c = self._count

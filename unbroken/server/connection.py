@@ -158,6 +158,7 @@ class Connection:
         "_close_code",
         "_close_reason",
         "_closed",
+        "_coalesce",
         "_coalescing",
         "_counts",
         "_dirty",
@@ -269,6 +270,7 @@ class Connection:
         self._yield_now = False
         self._dirty: dict[str, None] = {}
         self._waiter: asyncio.Future[None] | None = None
+        self._coalesce = config.coalesce
         self._coalescing = False  # the pump waits for tokens to pile up
         self._events_at = 0.0  # when the pump last sent events
         #: streams whose flow window is cut to a slow link: coalesce more for them
@@ -887,9 +889,85 @@ class Connection:
         else:
             att.head_hint = head
             if head > att.flow.sent:  # _mark, inlined: every append of a paced stream
+                if (
+                    self._pump_task is None
+                    and self._nowait
+                    and not self._dirty
+                    and not self._outbox
+                    and not self._ready
+                    and not self._draining
+                    and not self._closed
+                    and (not self._batch or len(self.atts) == 1)
+                ):
+                    # idle, and this stream is the only one with news: its frame is
+                    # built and written here, as _drain_now would, without its rounds
+                    self._send_live(att)
+                    return
                 self._dirty[stream] = None
                 if not self._coalescing:
                     self._wake()
+
+    def _send_live(self, att: Attachment) -> None:
+        """Send what ``att``'s log just gained, from the append's notification, on an
+        idle connection (nothing queued, no pump, no other stream dirty): the frame
+        :meth:`_drain_now` would send first, built and written in one step (a paced
+        stream's every token). Anything else (a coalescing interval, a backlog of
+        several frames, a send that must wait) goes the usual way, in the same order."""
+        stream = att.stream
+        try:
+            coalesce = self._coalesce
+            if coalesce or self._slow:
+                if self._slow:
+                    coalesce = max(coalesce, SLOW_COALESCE)
+                gap = self._events_at + coalesce - self._loop.time()
+                if gap > 0 and att.head_hint - att.flow.sent < 64:  # a trickle: let it pile up
+                    self._mark(stream)
+                    return
+            flow = att.flow
+            fresh = not flow.sent_bytes
+            frame = att.next_frame_nowait()
+            if frame is None:
+                return  # the window is full: an ack marks the stream again
+            if flow.ended:
+                self._detach(stream, release=True)
+            elif flow.sent < att.head_hint:  # more than one read: a backlog (rare)
+                if fresh:  # a first frame goes alone (_take_frames): the rest after it
+                    self._dirty[stream] = None
+                else:
+                    self._send_backlog(att, frame)
+                    return
+            if self.codec.binary:  # as _stage_frames and _next_frame make it
+                if self._batch:
+                    frame = self.codec.batch([frame])
+                if self._zlib and len(frame) >= ZLIB_MIN:
+                    frame = self.codec.compress(frame)
+            if self._send_nowait(frame) and self._dirty:
+                self._drain_now()
+        except Exception as exc:
+            log.info("send failed conn=%s error=%r", self.id, exc)
+            self._closed = True
+
+    def _send_backlog(self, att: Attachment, frame: bytes) -> None:
+        """:meth:`_send_live` when one read did not reach the head: up to
+        ``frame_cap`` bytes of frames in one go, as :meth:`_take_frames` takes them."""
+        stream = att.stream
+        frames = [frame]
+        size, cap = len(frame), self.config.frame_cap
+        while size < cap:
+            more = att.next_frame_nowait()
+            if more is None:
+                break
+            frames.append(more)
+            size += len(more)
+        if att.ended:
+            self._detach(stream, release=True)
+        elif size >= cap:
+            self._dirty[stream] = None
+        if len(frames) == 1 and not self.codec.binary:
+            self._ready.append(frames[0])
+        else:
+            self._stage_frames(frames)
+        self._drain_now()
 
     def _mark(self, stream: str) -> None:
         self._dirty[stream] = None
