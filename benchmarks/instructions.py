@@ -47,7 +47,7 @@ def instructions(streams: int, rounds: int) -> int:
         "--heartbeat",
         "1000",  # the heartbeat's sweep runs on wall time: keep it out
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=1800)
     m = _REFS.search(done.stderr)
     if m is None:
         raise RuntimeError(f"no instruction count in valgrind's output:\n{done.stderr[-2000:]}")

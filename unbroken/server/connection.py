@@ -915,11 +915,12 @@ class Connection:
         several frames, a send that must wait) goes the usual way, in the same order."""
         stream = att.stream
         try:
+            now = self._loop.time()
             coalesce = self._coalesce
             if coalesce or self._slow:
                 if self._slow:
                     coalesce = max(coalesce, SLOW_COALESCE)
-                gap = self._events_at + coalesce - self._loop.time()
+                gap = self._events_at + coalesce - now
                 if gap > 0 and att.head_hint - att.flow.sent < 64:  # a trickle: let it pile up
                     self._mark(stream)
                     return
@@ -941,7 +942,16 @@ class Connection:
                     frame = self.codec.batch([frame])
                 if self._zlib and len(frame) >= ZLIB_MIN:
                     frame = self.codec.compress(frame)
-            if self._send_nowait(frame) and self._dirty:
+            # _send_nowait, inlined
+            if not self._hb_armed:
+                self._schedule_hb()
+            self._counts.bytes_out += len(frame)
+            send = self._send_sync
+            if send is not None and send(frame):
+                self._last_send = self._events_at = now
+            elif not self._send_eager(frame):
+                return  # the pump waits for the send, then sends the rest
+            if self._dirty:
                 self._drain_now()
         except Exception as exc:
             log.info("send failed conn=%s error=%r", self.id, exc)
@@ -1203,7 +1213,15 @@ class Connection:
         now_send = self._send_sync
         # the transport's synchronous send (no coroutine) when it has one and it
         # could send at once; else its send, run eagerly
-        rest = None if now_send is not None and now_send(data) else eager.start(self.t.send(data))
+        if now_send is not None and now_send(data):
+            self._last_send = self._events_at = self._loop.time()
+            return True
+        return self._send_eager(data)
+
+    def _send_eager(self, data: bytes) -> bool:
+        """``data`` through the transport's ``send``, run eagerly (counted already);
+        ``False`` when it has to wait (the pump, started here, waits for it)."""
+        rest = eager.start(self.t.send(data))
         self._last_send = self._events_at = now = self._loop.time()
         if rest is None:
             return True

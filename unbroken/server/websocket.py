@@ -150,6 +150,8 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
         self.writable = Flag(True)  # type: ignore[assignment]
         self._lingering = False
         self._write_paused = False  # the transport asked us to stop writing
+        #: the handshake is done and answered with no extension (it stays so)
+        self._open_plain = False
         if self.initial_max_size is not None:
             self.set_max_size(self.initial_max_size)
 
@@ -176,16 +178,19 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
         the handshake done, no close sent or received, writing not paused, no
         extension (compression) negotiated. ``False``: nothing was written; send it
         through ASGI (which waits for the transport, or raises when disconnected)."""
-        # every frame of a text connection: the checks of _can_send_now, inlined
+        # every frame of a text connection: the checks of _can_send_now; those that
+        # cannot change once they held (the handshake done and answered, no
+        # extension) are made until they hold, then only the others
         conn: Any = self.conn
+        if not self._open_plain:
+            if not self.handshake_complete or self.initial_response is not None or conn.extensions:
+                return False
+            self._open_plain = True
         if (
             self.close_sent
-            or not self.handshake_complete
-            or self.initial_response is not None
             or self.disconnected
             or self._write_paused
             or conn.state is not _OPEN
-            or conn.extensions
             or conn.expect_continuation_frame
         ):
             return False
