@@ -14,6 +14,12 @@ rate is what the code costs. Reported: the median and the best of each.
 
 Run: ``.venv/bin/python -m benchmarks.append [--quick]`` (also ``python -m benchmarks
 append``). Writes ``benchmarks/results/append.json`` and ``append.png``.
+
+A figure the machine's load does not move: ``--instructions`` runs the agent (and the
+producer alone, 512 per append) under ``valgrind --tool=cachegrind`` at 50k and 150k
+tokens and prints the instructions per token of the difference (start-up cancels out;
+the harness's own token list, about 1,300 per token, stays in). ``--agent N`` /
+``--producer N`` run one pass of N tokens and print nothing (what it counts).
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ import argparse
 import asyncio
 import gc
 import json
+import re
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -217,10 +226,40 @@ def chart(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _irefs(what: str, n: int) -> int:
+    """Instructions executed by ``python -m benchmarks.append --<what> n`` (cachegrind)."""
+    cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+    cmd += [sys.executable, "-m", "benchmarks.append", f"--{what}", str(n)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+    m = re.search(r"I\s+refs:\s+([\d,]+)", out)
+    assert m is not None, out[-2000:]
+    return int(m.group(1).replace(",", ""))
+
+
+def instructions(lo: int = 50_000, hi: int = 150_000) -> dict[str, float]:
+    """Instructions per token, agent and producer alone: (Ir(hi) - Ir(lo)) / (hi - lo)."""
+    return {
+        what: (_irefs(what, hi) - _irefs(what, lo)) / (hi - lo) for what in ("agent", "producer")
+    }
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    quick = ap.parse_args().quick
+    ap.add_argument("--instructions", action="store_true", help="count under valgrind")
+    ap.add_argument("--agent", type=int, metavar="N", help="one agent pass of N tokens")
+    ap.add_argument("--producer", type=int, metavar="N", help="one producer pass (512/append)")
+    args = ap.parse_args()
+    if args.agent:
+        asyncio.run(agent_rate(args.agent))
+        sys.exit(0)
+    if args.producer:
+        asyncio.run(producer_rate(args.producer, 512))
+        sys.exit(0)
+    if args.instructions:
+        print(json.dumps({k: round(v) for k, v in instructions().items()}))
+        sys.exit(0)
+    quick = args.quick
     r = run(quick)
     out = RESULTS / ("append.quick.json" if quick else "append.json")
     out.write_text(json.dumps(r, indent=2) + "\n")

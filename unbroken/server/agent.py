@@ -260,8 +260,20 @@ class Output:
         ready one unless a full batch must be appended first (then awaiting it does
         that, and yields to the loop once)."""
         p = self._cur_text if part is None else part
+        pr = self._p
+        if (  # the run being written: the delta joins it, nothing else to do
+            p == pr._hot
+            and p == self._last_text
+            and type(delta) is str
+            and delta.isascii()  # (UTF-8 without a check)
+            and len(delta) <= self._max_chars
+        ):
+            texts = pr._texts
+            texts.append(delta)
+            if len(texts) >= pr._limit:
+                return self._flush_full()
+            return self._done
         if p == self._last_text and len(delta) <= self._max_chars:
-            pr = self._p
             pr.add_chunk(1, p, delta)
             if pr.pending >= pr.max_batch:
                 return self._flush_full()
@@ -277,8 +289,20 @@ class Output:
         result is written, or with :meth:`end_reasoning`. An empty delta opens no
         part. Same hot path as :meth:`text`."""
         p = self._cur_reasoning if part is None else part
+        pr = self._p
+        if (  # as text()
+            p == pr._hot
+            and p == self._last_text
+            and type(delta) is str
+            and delta.isascii()
+            and len(delta) <= self._max_chars
+        ):
+            texts = pr._texts
+            texts.append(delta)
+            if len(texts) >= pr._limit:
+                return self._flush_full()
+            return self._done
         if p == self._last_text and len(delta) <= self._max_chars:
-            pr = self._p
             pr.add_chunk(1, p, delta)
             if pr.pending >= pr.max_batch:
                 return self._flush_full()

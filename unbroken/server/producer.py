@@ -19,7 +19,7 @@ import logging
 import weakref
 from array import array
 from collections.abc import Callable
-from itertools import accumulate
+from itertools import accumulate, repeat
 from operator import add
 from typing import Final, cast
 
@@ -90,6 +90,7 @@ class Producer:
 
     __slots__ = (
         "_append_nowait",
+        "_base",
         "_buf",
         "_chain",
         "_closed",
@@ -100,8 +101,11 @@ class Producer:
         "_flushed_at",
         "_head",
         "_head_digest",
+        "_hot",
+        "_limit",
         "_lock",
         "_loop",
+        "_npend",
         "_run_kind",
         "_run_part",
         "_runs",
@@ -111,7 +115,6 @@ class Producer:
         "coalesce",
         "error",
         "max_batch",
-        "pending",
         "store",
         "stream",
         "token",
@@ -142,8 +145,14 @@ class Producer:
         self.coalesce = coalesce
         self._flushed_at = 0.0
         self.error: BaseException | None = None
-        #: events written but not appended yet
-        self.pending = 0
+        #: events written but not appended yet, but those in ``_texts``
+        self._npend = 0
+        #: the part whose text chunks (``Kind.TEXT``) may be appended to ``_texts``
+        #: with nothing else done while ``len(_texts) < _limit`` (``Output.text``'s
+        #: fast path): the current run's, while no error is kept and a flush is due
+        #: (``None`` when a write must come through :meth:`add_chunk`)
+        self._hot: str | None = None
+        self._limit = max_batch
         self._first = 1
         self._buf = bytearray()
         self._ends = array("I")
@@ -160,12 +169,20 @@ class Producer:
         self._tasks: set[asyncio.Task[None]] | None = None  # appends to a store with I/O
         nowait = getattr(store, "append_nowait", None)
         self._append_nowait = cast(Callable[[str, str, AppendBatch], int] | None, nowait)
+        #: where ``_buf`` starts in the log, for a log appended to at once (the
+        #: batch's ``base``: its ``ends`` are then the log's own); 0 for the others
+        self._base = 0
 
     # ---- writes (synchronous; the agent awaits only when a batch is full)
     @property
     def seq(self) -> int:
         """The last event written (appended or pending)."""
         return self._chain.seq + len(self._texts)
+
+    @property
+    def pending(self) -> int:
+        """Events written but not appended yet."""
+        return self._npend + len(self._texts)
 
     @property
     def digest(self) -> bytes:
@@ -176,37 +193,44 @@ class Producer:
     def _digest_pending(self) -> None:
         """Encode and chain the chunks written but not digested yet: their items join
         the batch's buffer, their digests its digests."""
+        self._hot = None  # (the pending count moves out of _texts)
         texts = self._texts
         if len(texts) <= 2:  # a paced agent's: item by item costs less than the set-up
             if texts:
+                self._npend += len(texts)
                 buf, ends, digests, chain = self._buf, self._ends, self._digests, self._chain
-                kind, part = self._run_kind, self._run_part
+                kind, part, base = self._run_kind, self._run_part, self._base
                 for text in texts:
                     data = text.encode()  # (never fails: checked when written)
                     chunk_into(text, buf, -1)
                     buf.append(_COMMA)
-                    ends.append(len(buf))
+                    ends.append(base + len(buf))
                     digests.append(chain.chunk(kind, part, data))
                 texts.clear()
             return
+        self._npend += len(texts)
         datas = list(map(str.encode, texts))  # (each was checked when written)
         # every item as one JSON array, ``["a","b"]``: when no body needed an escape
         # (its length says so) it is the items with their commas already
         enc = chunk_array(texts)
-        buf, n = self._buf, len(datas)
-        sizes = list(accumulate(map(len, datas)))
-        if len(enc) == sizes[-1] + 3 * n + 1:
-            base = len(buf)
+        buf, ends = self._buf, self._ends
+        # the item ends if no body needs an escape: each item is its body, two quotes
+        # and a comma (extended past the offset the run starts at, taken out after)
+        k, at = len(ends), self._base + len(buf)
+        ends.extend(accumulate(map(add, map(len, datas), repeat(3)), initial=at))
+        if len(enc) - 1 == ends[-1] - at:  # it is so
+            del ends[k]
+            n = len(buf)
             buf += enc
-            del buf[base]  # "[" out, "]" becomes the last item's comma
+            del buf[n]  # "[" out, "]" becomes the last item's comma
             buf[-1] = _COMMA
-            self._ends.extend(map(add, sizes, range(base + 3, base + 3 * n + 1, 3)))
         else:
-            ends = self._ends
+            del ends[k:]
+            base = self._base
             for text in texts:
                 chunk_into(text, buf, -1)
                 buf.append(_COMMA)
-                ends.append(len(buf))
+                ends.append(base + len(buf))
         self._chain.chunks(self._run_kind, self._run_part, datas, self._digests)
         texts.clear()
 
@@ -236,14 +260,17 @@ class Producer:
             part.encode()  # (its digest is computed later: fail now, changing nothing)
             if texts:  # the chunks waiting for their digests are of the run before
                 self._digest_pending()
+            self._hot = None
             self._runs.append(EventRun(self._chain.seq + 1, kind, part))
             self._run_kind, self._run_part = kind, part
-        texts.append(body)  # encoded and digested with the others at the append
-        if not self.pending:
-            self._first = self._chain.seq + len(texts)
+        if not texts and not self._npend:  # the first event pending
+            self._first = self._chain.seq + 1
             if not self._scheduled:
                 self._schedule()
-        self.pending += 1
+        texts.append(body)  # encoded and digested with the others at the append
+        if kind == 1 and self._hot is None:  # Kind.TEXT: Output.text may go straight on
+            self._hot = part
+            self._limit = self.max_batch - self._npend
 
     def add(self, event: Event) -> None:
         """Append any event (its ``seq`` is replaced by the next one)."""
@@ -274,13 +301,13 @@ class Producer:
         buf = self._buf
         buf += enc
         buf.append(_COMMA)
-        self._ends.append(len(buf))
+        self._ends.append(self._base + len(buf))
         self._digests.append(digest)
-        if not self.pending:
+        if not self._npend:
             self._first = seq
             if not self._scheduled:
                 self._schedule()
-        self.pending += 1
+        self._npend += 1
 
     async def flush(self) -> None:
         """Append everything pending to the log now.
@@ -324,10 +351,12 @@ class Producer:
     def _take(self) -> AppendBatch:
         self._digest_pending()
         batch = AppendBatch(
-            self._first, self.pending, self._buf, self._ends, self._runs, self._digests
+            self._first, self._npend, self._buf, self._ends, self._runs, self._digests, self._base
         )
+        if self._append_nowait is not None:  # the next batch follows this one in the log
+            self._base += len(self._buf)
         self._buf, self._ends, self._runs, self._digests = bytearray(), array("I"), [], []
-        self.pending = 0
+        self._npend = 0
         return batch
 
     def _appended(self, batch: AppendBatch) -> None:
@@ -341,8 +370,10 @@ class Producer:
         self._chain.reset(self._head, self._head_digest)
         self._texts.clear()
         self._run_kind = 0
+        self._hot = None
+        self._base = batch.base  # (a log in memory is left as it was)
         self._buf, self._ends, self._runs, self._digests = bytearray(), array("I"), [], []
-        self.pending = 0
+        self._npend = 0
         self.error = exc
 
     def _schedule(self) -> None:
@@ -412,5 +443,6 @@ class Producer:
     def abandon(self) -> None:
         """Stop without writing (fenced out or store gone)."""
         self._closed = True
+        self._hot = None
         for task in list(self._tasks or ()):
             task.cancel()

@@ -49,8 +49,11 @@ class AppendBatch:
     dataclass's ``__init__`` sets each field through ``object.__setattr__``,
     three times the cost. Treat it as read-only once built.
 
-    ``items`` holds each event's item encoding followed by ``b","``; ``ends[i]``
-    is the offset in ``items`` just after event ``first+i``'s comma; ``runs``
+    ``items`` holds each event's item encoding followed by ``b","``; ``ends[i] - base``
+    is the offset in ``items`` just after event ``first+i``'s comma (``base``: where
+    the producer expects ``items`` to start in the stream's log, so that a log that
+    holds exactly that many bytes takes ``ends`` as they are; 0 when it does not
+    know: then ``ends`` are offsets in ``items``); ``runs``
     lists where runs start (a batch continuing the log's last run lists none
     for it); ``digests[i]`` is the chain digest after event ``first+i``.
     """
@@ -61,6 +64,15 @@ class AppendBatch:
     ends: array[int]
     runs: list[EventRun]
     digests: list[bytes]
+    base: int = 0
+
+    def rebased(self) -> AppendBatch:
+        """This batch with ``base`` 0 (``ends`` offsets in ``items``)."""
+        if not self.base:
+            return self
+        b = self.base
+        ends = array("I", [e - b for e in self.ends])
+        return AppendBatch(self.first, self.count, self.items, ends, self.runs, self.digests)
 
 
 @dataclass(slots=True)

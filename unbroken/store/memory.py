@@ -239,7 +239,8 @@ class MemoryStore:
         if skip >= count:
             return head  # a repeated append: idempotent
         items, ends, runs = batch.items, batch.ends, batch.runs
-        start = ends[skip - 1] if skip else 0
+        b0 = batch.base  # ends[i] - b0: offsets in items
+        start = ends[skip - 1] - b0 if skip else 0
         add = len(items) - start
         buf = s.buf
         assert isinstance(buf, bytearray)
@@ -256,13 +257,14 @@ class MemoryStore:
                 self._evict(limit - add, self._now)
                 if self.total_bytes + add > limit:
                     raise LogFull(retention.retry_after)
-        base = size - start
+        shift = size - start - b0  # ends[i] + shift: offsets in the log
         if skip:
             buf += memoryview(items)[start:]
-            log_ends.extend(array("I", [e + base for e in ends[skip:]]))
+            log_ends.extend(array("I", [e + shift for e in ends[skip:]]))
         else:
             buf += items
-            log_ends.extend(array("I", map(base.__add__, ends)) if base else ends)
+            # the producer's ends are the log's when it knew its size (no per-event add)
+            log_ends.extend(array("I", map(shift.__add__, ends)) if shift else ends)
         for run in runs:
             if run.seq > head:
                 idx = s.part_index.get(run.part)

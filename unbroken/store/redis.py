@@ -774,6 +774,7 @@ class RedisStore:
         return await self._append(stream, producer, batch)
 
     async def _append(self, stream: str, producer: str, batch: AppendBatch) -> int:
+        batch = batch.rebased()  # (a producer gives a base only to a log in memory)
         if batch.count <= 0:
             meta = await self.meta(stream)
             return meta.head if meta else 0
