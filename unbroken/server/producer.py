@@ -32,6 +32,7 @@ from ..store.base import AppendBatch, EventRun, StreamLog
 log = logging.getLogger(__name__)
 
 _COMMA: Final = 44
+_BACKSLASH: Final = b"\\"
 #: Longest error text an ``end`` or ``part_end`` event carries (the wire's short-text).
 MAX_ERROR: Final = 4096
 
@@ -209,23 +210,26 @@ class Producer:
                 texts.clear()
             return
         self._npend += len(texts)
-        datas = list(map(str.encode, texts))  # (each was checked when written)
         # every item as one JSON array, ``["a","b"]``: when no body needed an escape
-        # (its length says so) it is the items with their commas already
+        # (every escape has a backslash, and a body's backslash is escaped) it is the
+        # items with their commas, and each body's UTF-8 is what lies between quotes
         enc = chunk_array(texts)
         buf, ends = self._buf, self._ends
-        # the item ends if no body needs an escape: each item is its body, two quotes
-        # and a comma (extended past the offset the run starts at, taken out after)
-        k, at = len(ends), self._base + len(buf)
-        ends.extend(accumulate(map(add, map(len, datas), repeat(3)), initial=at))
-        if len(enc) - 1 == ends[-1] - at:  # it is so
+        if _BACKSLASH not in enc:
+            datas = enc[2:-2].split(b'","')  # (no body holds '"': it would be escaped)
+            # each item is its body, two quotes and a comma (extended past the offset
+            # the run starts at, taken out after)
+            k = len(ends)
+            ends.extend(
+                accumulate(map(add, map(len, datas), repeat(3)), initial=self._base + len(buf))
+            )
             del ends[k]
             n = len(buf)
             buf += enc
             del buf[n]  # "[" out, "]" becomes the last item's comma
             buf[-1] = _COMMA
         else:
-            del ends[k:]
+            datas = list(map(str.encode, texts))  # (each was checked when written)
             base = self._base
             for text in texts:
                 chunk_into(text, buf, -1)
