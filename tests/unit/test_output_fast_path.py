@@ -182,3 +182,53 @@ async def test_the_fast_path_is_taken_for_a_run_of_text(monkeypatch: pytest.Monk
     await p.flush()
     _, events = await store.read_all(c.stream)
     assert [e.body for e in events[1:]] == ["a", "b", "c", "d", "é"]
+
+
+async def test_the_memory_log_takes_a_batch_at_any_base() -> None:
+    """``AppendBatch.base``: the log's own ends when it holds that many bytes (the
+    producer's case), shifted otherwise, and a batch that overlaps the head (skip) is
+    cut at the right byte whatever its base."""
+    from array import array
+
+    from unbroken.store.base import EventRun
+    from unbroken.store.batches import batch_of
+
+    async def log_of(batches: list[AppendBatch]) -> tuple[list[Any], bytes]:
+        store = MemoryStore()
+        c = await store.create("me", "r", 0.0)
+        for b in batches:
+            store.append_nowait(c.stream, c.producer, b)
+        _, events = await store.read_all(c.stream)
+        read = await store.read(c.stream, 0, 1 << 20)
+        assert read is not None
+        return [(e.seq, e.body) for e in events], read.items
+
+    def rebase(b: AppendBatch, base: int) -> AppendBatch:
+        ends = array("I", [e + base for e in b.ends])
+        return AppendBatch(b.first, b.count, b.items, ends, b.runs, b.digests, base)
+
+    from unbroken.protocol.events import Event, Kind
+
+    def texts(first: int, bodies: list[str], prev: bytes) -> AppendBatch:
+        evs = [Event(first + i, Kind.TEXT, part="t", body=t) for i, t in enumerate(bodies)]
+        b = batch_of(evs, prev)
+        if first > 1:  # continues the log's run
+            b.runs = []
+        return b
+
+    one = texts(1, ["ab", "c", 'd"'], b"\x00" * 16)
+    two = texts(4, ["é", "f"], one.digests[-1])
+    want = await log_of([one, two])
+    size = len(one.items)
+    for base in (0, size, size + 7, 3):  # the log's size, and not
+        assert await log_of([one, rebase(two, base)]) == want
+        both = AppendBatch(
+            1,
+            5,
+            bytes(one.items) + bytes(two.items),
+            array("I", list(one.ends) + [e + size for e in two.ends]),
+            [EventRun(1, Kind.TEXT, "t")],
+            one.digests + two.digests,
+        )
+        # the second append repeats events 1..3 (skipped) and adds 4..5
+        assert await log_of([one, rebase(both, base)]) == want
