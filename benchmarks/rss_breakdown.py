@@ -82,6 +82,8 @@ def _serve(argv: list[str]) -> None:
         gc.collect()
         n = count[0]
         count[0] += 1
+        # read first: the walk below allocates
+        rss_mb, blocks, heap = _vm_rss_mb(), sys.getallocatedblocks(), _malloc_mb()
         types: collections.Counter[str] = collections.Counter()
         sizes: collections.Counter[str] = collections.Counter()
         for o in gc.get_objects():
@@ -91,13 +93,7 @@ def _serve(argv: list[str]) -> None:
             types[kind] += 1
             with contextlib.suppress(Exception):
                 sizes[kind] += sys.getsizeof(o)
-        out = {
-            "rss_mb": _vm_rss_mb(),
-            "blocks": sys.getallocatedblocks(),
-            "types": types,
-            "sizes": sizes,
-            **_malloc_mb(),
-        }
+        out = {"rss_mb": rss_mb, "blocks": blocks, "types": types, "sizes": sizes, **heap}
         if frames:
             tracemalloc.take_snapshot().dump(str(DUMPS / f"snap{n}.pickle"))
         (DUMPS / f"dump{n}.json").write_text(json.dumps(out))
