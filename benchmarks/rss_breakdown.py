@@ -161,11 +161,6 @@ def traced_top(n: int, top: int) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    import psutil
-
-    from benchmarks.common import PYTHON, RESULTS, ROOT, free_port, meta, wait_http
-    from benchmarks.concurrency import measure
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--at", type=int, default=1000, help="paced streams, one per connection")
     ap.add_argument("--duration", type=float, default=8.0, help="the measured window, s")
@@ -173,8 +168,13 @@ def main() -> None:
     ap.add_argument("--serve", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.serve is not None:
-        _serve(a.serve)
+        _serve(a.serve)  # importing no more than unbroken serve does
         return
+    import psutil
+
+    from benchmarks.common import PYTHON, RESULTS, ROOT, free_port, meta, wait_http
+    from benchmarks.concurrency import measure
+
     DUMPS.mkdir(parents=True, exist_ok=True)
     for old in DUMPS.iterdir():
         old.unlink()
