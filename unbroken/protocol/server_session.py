@@ -132,6 +132,7 @@ class StreamFlow:
         "inflight_last",
         "ramp",
         "rate",
+        "record_start",
         "rtt_floor",
         "rtt_floor_at",
         "sent",
@@ -189,6 +190,8 @@ class StreamFlow:
         self.inflight_at = array("d")
         self.inflight_bytes = 0
         self.sent_bytes = 0
+        #: where the newest record's bytes start (``sent_bytes`` before its first frame)
+        self.record_start = 0
         #: the ``end`` event was sent
         self.ended = False
 
@@ -205,26 +208,24 @@ class StreamFlow:
         self.sent = last
         if self.ramp < self.frame_cap:
             self.ramp = min(self.frame_cap, self.ramp * 2)
-        inflight = self.inflight_bytes
-        self.inflight_bytes = inflight + size
-        self.sent_bytes += size
+        self.inflight_bytes += size
+        sent = self.sent_bytes + size
+        self.sent_bytes = sent
         now = self.clock() if self.clock is not None else 0.0
-        ends = self.inflight_ends
         lasts = self.inflight_last
-        if lasts and now - self.inflight_at[-1] < COALESCE_SPAN:
-            # the newest record's bytes: from the end of the one before (or from
-            # where the bytes in flight start) to its end
-            n = len(ends)
-            start = ends[-2] if n > 1 else self.sent_bytes - size - inflight
-            if self.sent_bytes - start <= self.coalesce:
-                lasts[-1] = last
-                ends[-1] = self.sent_bytes
-                if end:
-                    self.ended = True
-                return
-        lasts.append(last)
-        ends.append(self.sent_bytes)
-        self.inflight_at.append(now)
+        if (
+            lasts
+            and now - self.inflight_at[-1] < COALESCE_SPAN
+            and sent - self.record_start <= self.coalesce
+        ):
+            # the newest record takes the frame
+            lasts[-1] = last
+            self.inflight_ends[-1] = sent
+        else:
+            self.record_start = sent - size
+            lasts.append(last)
+            self.inflight_ends.append(sent)
+            self.inflight_at.append(now)
         if end:
             self.ended = True
 
