@@ -83,13 +83,21 @@ async def measure(streams: int, rounds: int, reps: int, heartbeat: float) -> dic
     app.hub.set_admission(dataclasses.replace(app.hub.admission, max_loop_lag=30.0))
     app.hub.ensure_started()
     loop = asyncio.get_running_loop()
-    gate = [loop.create_future()]
     total = 30 + rounds * reps + 2
+    # one gate per round, set in turn: an agent waits on its own round's gate, however
+    # late its task first runs (a run is registered before its task's first step: a
+    # shared gate swapped at each round was missed by agents not started yet, and the
+    # first round then waited forever for their tokens)
+    gates = [loop.create_future() for _ in range(total)]
+    waiting = [0, loop.create_future()]  # agents at their first gate; set when all are
 
     @app.agent("lockstep")
     async def lockstep(req: Request, out: Output) -> None:
-        for _ in range(total):
-            await gate[0]
+        waiting[0] += 1
+        if waiting[0] == streams:
+            waiting[1].set_result(None)
+        for gate in gates:
+            await gate
             await out.text(stamp(0.0))
 
     count: list[Any] = [0, 1 << 60, None]
@@ -101,13 +109,18 @@ async def measure(streams: int, rounds: int, reps: int, heartbeat: float) -> dic
             app.config, app.hub, app.store, _Transport([hello, start], count), ConnectInfo()
         )
         tasks.append(asyncio.ensure_future(conn.run()))
-    while len(app.hub.runs) < streams:  # noqa: ASYNC110 - polled until every run started
+    await waiting[1]
+    # every connection's two answers (to the hello and to the start) sent before the
+    # first round: one sent later would count as a token
+    while count[0] < 2 * streams:  # noqa: ASYNC110 - polled: the sends are counted only
         await asyncio.sleep(0.01)
+    rounds_done = 0
 
     async def one_round() -> None:
+        nonlocal rounds_done
         count[1], count[2] = count[0] + streams, loop.create_future()
-        g, gate[0] = gate[0], loop.create_future()
-        g.set_result(None)
+        gates[rounds_done].set_result(None)
+        rounds_done += 1
         await count[2]
 
     for _ in range(30):
