@@ -102,7 +102,8 @@ export class UnbrokenChatTransport<M extends UIMessage = UIMessage> implements C
       st = await this.client.start(saved.agent, saved.input, { req: saved.req });
     } else {
       const { stream, epoch } = saved.cursor;
-      const { seed, toHex } = (this.client.constructor as unknown as { [CORE]: CoreHelpers })[CORE];
+      const { seed, toHex, ready } = (this.client.constructor as unknown as { [CORE]: CoreHelpers })[CORE];
+      await ready();
       st = await this.client.resume({ stream, epoch, seq: 0, digest: toHex(seed(stream, epoch)) }, { req: saved.req, agent: saved.agent });
     }
     return this.chunks(st, options.abortSignal);

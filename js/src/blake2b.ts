@@ -211,6 +211,18 @@ export function blake2b128(data: Uint8Array): Uint8Array {
   return out;
 }
 
-// WebAssembly refused: the module finishes loading once the JavaScript compression
-// is there (a top-level await; never where WebAssembly works)
-if (!useWasm(true)) await loadJs().catch(() => undefined);
+let loading: Promise<void> | null = null;
+/** Resolves once BLAKE2b can run: at once where WebAssembly works, else once the
+ * JavaScript compression loaded (or failed to: hashing then throws `ConfigError`,
+ * and the next call tries again). Never rejects. */
+export function ready(): Promise<void> {
+  if (compress !== unloaded) return Promise.resolve();
+  return (loading ??= loadJs().catch(() => {
+    loading = null;
+  }));
+}
+
+// WebAssembly refused: start loading the JavaScript compression now (no top-level
+// await, which would break bundlers targeting ES2020 and IIFE/CJS outputs: the
+// client awaits `ready()` before each connection; never where WebAssembly works)
+if (!useWasm(true)) void ready();

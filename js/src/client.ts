@@ -14,6 +14,7 @@
 import { BackoffPolicy, Reconnects, seededRng, type Backoff, type BackoffPolicyOptions } from "./backoff.js";
 import { CORE, type CoreHelpers } from "./core-key.js";
 import { fromHex, seed, toHex } from "./digest.js";
+import { ready as digestReady } from "./blake2b.js";
 import {
   ConfigError,
   ConnectionLost,
@@ -336,7 +337,7 @@ export class Stream implements AsyncIterable<StreamEvent> {
  * `await client.start(agent, input)`, `await client.close()`. */
 export class Client {
   /** @internal what dist/ai-sdk.js takes from the client it is given (core-key.ts) */
-  static readonly [CORE]: CoreHelpers = { seed, toHex };
+  static readonly [CORE]: CoreHelpers = { seed, toHex, ready: digestReady };
   readonly urls: string[];
   token: TokenProvider;
   readonly policy: BackoffPolicy;
@@ -539,6 +540,7 @@ export class Client {
       if (this._epoch === null) await this.connect();
       epoch = this._epoch ?? "";
     }
+    await digestReady();
     return this.resume(new Cursor(stream, 0, toHex(seed(stream, epoch)), epoch));
   }
 
@@ -918,6 +920,7 @@ export class Client {
     const t0 = now();
     const timeout = budget === null ? this.openTimeout : Math.min(this.openTimeout, budget);
     const token = await this.tokenValue();
+    await digestReady(); // (WebAssembly refused: BLAKE2b's JavaScript chunk, before any digest)
     if (this._thawed !== null) throw (this._frozenError = new ConnectionLost("page frozen"));
     const session = this._session;
     const live = this._live;

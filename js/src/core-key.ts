@@ -11,4 +11,6 @@ export const CORE = Symbol.for("unbroken-client.core");
 export interface CoreHelpers {
   seed(stream: string, epoch: string): Uint8Array;
   toHex(b: Uint8Array): string;
+  /** resolves once `seed` can run (BLAKE2b's JavaScript chunk where WebAssembly is refused) */
+  ready(): Promise<void>;
 }

@@ -26,6 +26,9 @@ export { Cursor } from "./session.js";
 export type { CursorLike } from "./session.js";
 // (the chain's seed, for `resume` from the first event with a known epoch)
 export { seed, toHex } from "./digest.js";
+// (resolves once the chain can be computed: at once where WebAssembly works; a
+// `Client` awaits it before it connects)
+export { ready as digestReady } from "./blake2b.js";
 export {
   AuthError,
   ConfigError,

@@ -2,8 +2,9 @@
  * `dist/unbroken-blake2b.js`: BLAKE2b's compression function in JavaScript, over
  * 32-bit halves of the 64-bit words, for where WebAssembly is refused (no
  * WebAssembly, or a Content-Security-Policy without `'wasm-unsafe-eval'`). The core
- * (`blake2b.ts`) loads it from beside itself only then, before the module finishes
- * loading (a top-level `await`); `dist/testing.js` has it built in. It imports
+ * (`blake2b.ts`) loads it from beside itself only then, starting at module load (no
+ * top-level `await`: the client awaits `ready()` before it connects); `dist/testing.js`
+ * has it built in. It imports
  * nothing: the core hands it its state, the IV and the schedule.
  */
 

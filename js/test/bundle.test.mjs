@@ -157,11 +157,18 @@ test("BLAKE2b where WebAssembly is refused: the core loads unbroken-blake2b.js f
   const saved = globalThis.WebAssembly;
   try {
     globalThis.WebAssembly = undefined;
-    // no chunk beside it: the module loads, hashing says why it cannot
+    // no chunk beside it: the module loads, hashing says why it cannot (also once
+    // digestReady(), which never rejects, settled)
     const lone = await import(`${url}?no-chunk`);
     assert.throws(() => lone.seed("s", "e"), (e) => e instanceof lone.ConfigError && /unbroken-blake2b\.js/.test(e.message));
+    await lone.digestReady();
+    assert.throws(() => lone.seed("s", "e"), (e) => e instanceof lone.ConfigError && /unbroken-blake2b\.js/.test(e.message));
     copyFileSync(new URL("../dist/unbroken-blake2b.js", import.meta.url), join(dir, "unbroken-blake2b.js"));
+    // (the chunk is there now: the same module's next digestReady() loads it)
+    await lone.digestReady();
+    assert.equal(lone.toHex(lone.seed("s", "e")), want);
     const fallback = await import(`${url}?chunk`);
+    await fallback.digestReady();
     assert.equal(fallback.toHex(fallback.seed("s", "e")), want);
   } finally {
     globalThis.WebAssembly = saved;
@@ -187,4 +194,22 @@ test("the page bundle's layout: the core alone on first load; v1's codec and the
   // (the core's only imports are those two, dynamic)
   const core = readFileSync(new URL("../dist/unbroken.js", import.meta.url), "utf8");
   assert.deepEqual([...core.matchAll(/\bimport\b[^;]{0,60}/g)].map((m) => m[0].match(/"\.\/[^"]+"/)?.[0]).sort(), ['"./unbroken-blake2b.js"', '"./unbroken-v1.js"']);
+});
+
+test("no top-level await: a consumer of dist/unbroken.js bundles for ES2020 (esbuild --target=es2020, IIFE and ESM) and hashes", async () => {
+  const { build } = await import("esbuild");
+  const entry = new URL("../dist/unbroken.js", import.meta.url).pathname;
+  const contents = `import { Client, digestReady, seed, toHex } from ${JSON.stringify(entry)}; export { Client, digestReady, seed, toHex };`;
+  for (const format of ["iife", "esm"]) {
+    // (esbuild throws on "Top-level await is not available in the configured target environment")
+    const out = await build({ stdin: { contents, resolveDir: tmpdir(), loader: "js" }, bundle: true, target: "es2020", format, write: false, logLevel: "silent" });
+    assert.equal(out.errors.length, 0, format);
+    assert.match(out.outputFiles[0].text, /unbroken-blake2b/, format); // (the chunk bundled in, loaded lazily)
+  }
+  // the ES2020 bundle works: the chain hashes
+  const out = await build({ stdin: { contents, resolveDir: tmpdir(), loader: "js" }, bundle: true, target: "es2020", format: "esm", write: false, logLevel: "silent" });
+  const m = await import(`data:text/javascript;base64,${Buffer.from(out.outputFiles[0].text).toString("base64")}`);
+  const { blake2b } = await import("@noble/hashes/blake2.js");
+  await m.digestReady();
+  assert.equal(m.toHex(m.seed("s", "e")), core.toHex(blake2b(new TextEncoder().encode("unbroken.v1\0s\0e"), { dkLen: 16 })));
 });
