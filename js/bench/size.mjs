@@ -59,7 +59,7 @@ function owners(code, map) {
  * say when it loads before counting it as on demand). */
 const WHEN = {
   "unbroken-v1.js": "a server chose protocol v1 (before that connection's hello)",
-  "unbroken-blake2b.js": "WebAssembly is refused (none, or a CSP without 'wasm-unsafe-eval'), at module load",
+  "unbroken-blake2b.js": "WebAssembly is refused (none, or a CSP without 'wasm-unsafe-eval'), from module load (a Client awaits it before connecting)",
 };
 
 /** The first load of `entry` (it and its static imports, transitively) and its
