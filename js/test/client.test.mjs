@@ -15,6 +15,7 @@ import {
   TextDelta,
   StreamEnded,
   StreamFailed,
+  LogUnavailable,
   decodeClient,
   encode,
   encodeItems,
@@ -54,10 +55,14 @@ const messageOf = (data) => (typeof data === "string" ? data : data.buffer.slice
 
 /** A fake server: answers hello, start, resume (checking the digest), ack, ping;
  * sends `events` in frames of `per` events; `cutAfter(n)` drops a connection
- * after n events frames. */
+ * after n events frames. `refuseStarts`: how many starts to refuse as rate limited,
+ * or a function saying whether to refuse this one (retry_after_ms: `refuseRetryMs`); `unavailable(resume)`: the
+ * retry_after_ms of an `error unavailable` answering that resume, or null. */
 class FakeServer {
-  constructor(events, { per = 3, cutAfterFrames = [], refuse = null, overloadFirst = 0, refuseStarts = 0 } = {}) {
+  constructor(events, { per = 3, cutAfterFrames = [], refuse = null, overloadFirst = 0, refuseStarts = 0, refuseRetryMs = 30, unavailable = null } = {}) {
+    this.refuseRetryMs = refuseRetryMs;
     this.overloadFirst = overloadFirst;
+    this.unavailable = unavailable;
     this.refuseStarts = refuseStarts;
     this.events = events;
     this.per = per;
@@ -140,13 +145,12 @@ class FakeServer {
         return ws.onclose?.({ code: 4008, reason: "overloaded" });
       }
       ws.welcomed = true;
-      return this.out(ws, { t: "welcome", session: "s", heartbeat_ms: 50, epoch: EPOCH, caps: ["batch"] });
+      return this.out(ws, { t: "welcome", session: "s", heartbeat_ms: 50, epoch: EPOCH, caps: this.unavailable ? ["batch", "unavailable"] : ["batch"] });
     }
     if (f.t === "start") {
-      if (this.refuseStarts > 0) {
-        this.refuseStarts--;
+      if (typeof this.refuseStarts === "function" ? this.refuseStarts() : this.refuseStarts-- > 0) {
         (this.refusedAt ??= []).push(performance.now());
-        return this.out(ws, { t: "error", code: "rate_limited", message: "slow down", req: f.req, retry_after_ms: 30 });
+        return this.out(ws, { t: "error", code: "rate_limited", message: "slow down", req: f.req, retry_after_ms: this.refuseRetryMs });
       }
       this.starts++;
       this.out(ws, { t: "started", req: f.req, stream: this.stream, epoch: EPOCH });
@@ -154,6 +158,11 @@ class FakeServer {
     }
     if (f.t === "resume") {
       this.resumes.push(f.after);
+      const retry = this.unavailable?.(f) ?? null;
+      if (retry !== null) {
+        (this.unavailableAt ??= []).push(performance.now());
+        return this.out(ws, { t: "error", code: "unavailable", message: "store down for now", stream: f.stream, req: null, retry_after_ms: retry });
+      }
       const h = f.after === 0 ? null : this.digests[f.after - 1];
       if (f.after > 0 && f.h !== h) return this.out(ws, { t: "gone", stream: f.stream, reason: "diverged" });
       this.out(ws, { t: "resumed", stream: f.stream, from: f.after, head: this.events.length, status: "completed" });
@@ -397,6 +406,71 @@ test("a start refused as rate limited is sent again after retry_after_ms, with t
   assert.ok(performance.now() - t0 >= 60, "two waits of 30 ms");
   assert.equal(server.connections, 1, "no reconnect needed");
   await client.close();
+});
+
+// request timeout vs resends the server asks for (`unavailable`, a start refused
+// for load): the timeout counts from each resend, only the policy bounds the wait
+const REQUEST_TIMEOUT = 0.6; // s
+/** true while less than `ms` passed since the first call */
+function forMs(ms) {
+  let t0 = null;
+  return () => performance.now() - (t0 ??= performance.now()) < ms;
+}
+
+test("a resume answered unavailable for longer than requestTimeout waits on and ends exact", async (t) => {
+  const down = forMs(REQUEST_TIMEOUT * 1000 * 2.5);
+  const server = new FakeServer(answerEvents(10), { unavailable: () => (down() ? 40 : null) });
+  const seen = [];
+  const policy = { base: 0.01, cap: 0.05, maxAttempts: null, deadline: null };
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false, requestTimeout: REQUEST_TIMEOUT, policy, onEvent: (e) => seen.push(e) });
+  t.after(() => client.close());
+  const st = await client.resume({ stream: server.stream, seq: 4, digest: server.digests[3], epoch: EPOCH });
+  const resumedAt = performance.now();
+  let text = "";
+  for await (const ev of st) if (ev instanceof TextDelta) text += ev.text;
+  const answer = await st.wait();
+  assert.equal(text, expectedText(10).slice("tok0 tok1 tok2 ".length));
+  assert.equal(answer.digest, server.digests.at(-1));
+  assert.equal(answer.complete, true);
+  const outage = (resumedAt - server.unavailableAt[0]) / 1000;
+  assert.ok(outage > REQUEST_TIMEOUT, `resumed after ${outage}s unavailable, longer than requestTimeout`);
+  assert.equal(server.resumes.length, server.unavailableAt.length + 1);
+  assert.ok(server.resumes.every((after) => after === 4));
+  assert.equal(seen.filter((e) => e.kind === "unavailable").length, server.unavailableAt.length);
+  assert.equal(server.connections, 1, "no reconnect needed");
+});
+
+test("a resume answered unavailable past the policy fails with LogUnavailable, not RequestTimeout", async (t) => {
+  const server = new FakeServer(answerEvents(10), { unavailable: () => 150 });
+  const policy = { base: 0.01, cap: 0.05, maxAttempts: 8, deadline: null };
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false, requestTimeout: REQUEST_TIMEOUT, policy });
+  t.after(() => client.close());
+  const t0 = performance.now();
+  await assert.rejects(client.resume({ stream: server.stream, seq: 4, digest: server.digests[3], epoch: EPOCH }), (e) => {
+    assert.ok(e instanceof LogUnavailable, `${e.name}: ${e.message}`);
+    assert.equal(e.name, "LogUnavailable");
+    assert.equal(e.code, "unavailable");
+    assert.equal(e.stream, server.stream);
+    assert.equal(e.attempts, 8);
+    assert.ok(e.elapsed >= 8 * 0.15 - 0.01, `elapsed ${e.elapsed}`);
+    assert.match(e.message, /store down for now/);
+    return true;
+  });
+  assert.ok((performance.now() - t0) / 1000 > REQUEST_TIMEOUT);
+  assert.equal(server.unavailableAt.length, 9, "the first resume and 8 resends");
+});
+
+test("a start refused for load for longer than requestTimeout is sent again until it starts", async (t) => {
+  // 100 ms apart at least: fewer refusals than the 12 starts a client sends
+  const server = new FakeServer(answerEvents(5), { refuseStarts: forMs(REQUEST_TIMEOUT * 1000 * 1.5), refuseRetryMs: 100 });
+  const policy = { base: 0.01, cap: 0.05, maxAttempts: null, deadline: null };
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false, requestTimeout: REQUEST_TIMEOUT, policy });
+  t.after(() => client.close());
+  const st = await client.start("echo", null, { req: "req-load" });
+  assert.ok((performance.now() - server.refusedAt[0]) / 1000 > REQUEST_TIMEOUT, "refused for longer than requestTimeout");
+  assert.equal((await st.wait()).text, expectedText(5));
+  assert.equal(server.starts, 1);
+  assert.ok(server.refusedAt.length >= 2);
 });
 
 test("shouldRetry can override the retry table", async () => {
