@@ -218,6 +218,9 @@ export class Stream implements AsyncIterable<StreamEvent> {
   private _startedDone = false;
   /** @internal the user cancelled (a `cancelled` end is then a success) */
   cancelledByUser = false;
+  /** @internal when the start or resume is due its answer (`now()`): moved on by
+   * each answer that has it sent again (`unavailable`, a start refused for load) */
+  _answerBy = 0;
 
   constructor(
     private readonly _client: Client,
@@ -670,10 +673,19 @@ export class Client {
     else if (thaw === null && this._ready && !this._live.awaitingPong) this._sendFrame(this._live.ping(now()));
   }
 
+  /** Wait for the answer to a start or resume: `requestTimeout` from the request, or
+   * from each time an answer has it sent again (`unavailable`, a start refused for
+   * load): a server that keeps answering is not stuck; the policy bounds that wait. */
   private async answered(st: Stream, what: string): Promise<void> {
+    st._answerBy = now() + this.requestTimeout;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, rej) => {
-      timer = setTimeout(() => rej(new RequestTimeout(`${what} of ${JSON.stringify(st.agent || st.id || st.req)}`, this.requestTimeout)), this.requestTimeout * 1000);
+      const due = (): void => {
+        const left = st._answerBy - now();
+        if (left > 0) timer = setTimeout(due, left * 1000);
+        else rej(new RequestTimeout(`${what} of ${JSON.stringify(st.agent || st.id || st.req)}`, this.requestTimeout));
+      };
+      due();
     });
     try {
       await Promise.race([st.started, timeout]);
@@ -1230,6 +1242,10 @@ export class Client {
     const t = now();
     const action = this._session.serverError(err, t);
     if (action === null || action.kind === "ask_token") return;
+    const st = this.openStreams.get(action.req);
+    if (action.kind === "fail_stream") return st?._finish(action.error);
+    // sent again at `at`: its answer is due `requestTimeout` after that
+    if (st) st._answerBy = Math.max(st._answerBy, action.at + this.requestTimeout);
     if (action.kind === "retry_resume") {
       this._emit("unavailable", { stream: err.stream ?? "", delay: Math.max(0, action.at - t), cause: err.message });
       setTimeout(() => {
@@ -1241,8 +1257,6 @@ export class Client {
         const frame = this._session.resendStart(action.req);
         if (frame !== null) this._sendFrame(frame);
       }, Math.max(0, action.at - now()) * 1000);
-    } else {
-      this.openStreams.get(action.req)?._finish(action.error);
     }
   }
 }

@@ -431,7 +431,8 @@ test("a resume answered unavailable for longer than requestTimeout waits on and 
   const answer = await st.wait();
   assert.equal(text, expectedText(10).slice("tok0 tok1 tok2 ".length));
   assert.equal(answer.digest, server.digests.at(-1));
-  assert.equal(answer.complete, true);
+  assert.equal(answer.status, "completed");
+  assert.equal(answer.fromSeq, 4);
   const outage = (resumedAt - server.unavailableAt[0]) / 1000;
   assert.ok(outage > REQUEST_TIMEOUT, `resumed after ${outage}s unavailable, longer than requestTimeout`);
   assert.equal(server.resumes.length, server.unavailableAt.length + 1);
