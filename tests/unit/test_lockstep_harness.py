@@ -8,6 +8,7 @@ held back well past the harness's 10 ms poll."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -27,6 +28,11 @@ async def test_lockstep_finishes_with_agents_started_late(
         await run(self, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Hub, "_run", late_run)
-    result = await asyncio.wait_for(lockstep.measure(20, 3, 1, 1000.0), 10)
+    logger = logging.getLogger("unbroken")  # measure quiets it: restored for other tests
+    level = logger.level
+    try:
+        result = await asyncio.wait_for(lockstep.measure(20, 3, 1, 1000.0), 10)
+    finally:
+        logger.setLevel(level)
     assert result["streams"] == 20
     assert result["rounds"] == 3
