@@ -187,6 +187,7 @@ class Connection:
         "_refresh_cap",
         "_refresh_task",
         "_requests",
+        "_resumes",
         "_send_started",
         "_send_sync",
         "_slow",
@@ -305,6 +306,8 @@ class Connection:
         self._notice_handle: asyncio.TimerHandle | None = None  # sends auth_expiring
         self._expiry_handle: asyncio.TimerHandle | None = None  # closes 4010
         self._refresh_task: asyncio.Task[None] | None = None  # a refresh being verified
+        #: resumes whose log lookups are under way, by stream (one each: a newer one replaces it)
+        self._resumes: dict[str, asyncio.Task[None]] = {}
         #: refreshes accepted on this connection
         self.refreshes = 0
         self._counts = hub.observer.counts  # bytes in/out: plain ints (unbroken.observe)
@@ -449,6 +452,9 @@ class Connection:
         task = self._refresh_task
         if task is not None and task is not asyncio.current_task():
             task.cancel()
+        for task in self._resumes.values():
+            task.cancel()
+        self._resumes.clear()
         for att in self.atts.values():
             if att.unsubscribe:
                 att.unsubscribe()
@@ -585,9 +591,12 @@ class Connection:
         elif isinstance(frame, Start):
             await self._start(frame)
         elif isinstance(frame, Resume):
-            await self._resume(frame)
+            self._resume_later(frame)
         elif isinstance(frame, Cancel):
             assert self.principal is not None
+            pending = self._resumes.pop(frame.stream, None)
+            if pending is not None:  # the resume is withdrawn with it: never answered
+                pending.cancel()
             try:
                 stopped = await self.hub.cancel(self.principal, frame.stream)
                 log.info("cancel conn=%s stream=%s stopped=%s", self.id, frame.stream, stopped)
@@ -756,13 +765,46 @@ class Connection:
         self._attach(created.stream, 0)
         self._obs.attach(created.stream, "start", req=frame.req, new=created.created)
 
+    def _resume_later(self, frame: Resume) -> None:
+        """Answer ``frame`` from a task of its own: its log lookups may wait (a Redis
+        paused) while this connection goes on reading (pings, acks, other requests).
+        A resume of a stream whose previous resume is still looking up replaces it
+        (only the newer is answered; each is a complete request); a ``cancel`` of the
+        stream withdraws it; the connection's end cancels them all."""
+        # counted as answered now, so a flood of them is paced like any other request
+        self._answers += 1
+        old = self._resumes.pop(frame.stream, None)
+        if old is not None:
+            old.cancel()
+            log.info("resume replaced conn=%s stream=%s", self.id, frame.stream)
+        self._resumes[frame.stream] = self._loop.create_task(
+            self._resume_task(frame), name=f"unbroken-resume-{self.id}"
+        )
+        if not self._hb_armed:  # hb while it waits: the client's silence limit holds
+            self._schedule_hb()
+
+    async def _resume_task(self, frame: Resume) -> None:
+        try:
+            await self._resume(frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: this connection is not to be trusted further
+            log.exception("resume failed conn=%s stream=%s error=%r", self.id, frame.stream, exc)
+            if not self._closed:
+                self._kill(CloseCode.INTERNAL, "internal error")
+        finally:
+            task = asyncio.current_task()
+            if self._resumes.get(frame.stream) is task:
+                del self._resumes[frame.stream]
+
     async def _resume(self, frame: Resume) -> None:
         assert self.principal is not None
         info: StreamInfo | None = None
         digest: bytes | None = None
         # the lookups are bounded: a log that does not answer (a Redis paused, or
         # restarting: the store would wait out its outage_timeout) is unavailable
-        # for now, answered at once; this connection's frames are read meanwhile
+        # for now; they run in a task of their own (_resume_later): this
+        # connection's frames are read and its pings answered meanwhile
         wait = store_wait(self.config.heartbeat)
         try:
             async with asyncio.timeout(wait):
@@ -782,6 +824,8 @@ class Connection:
             self._unreachable(
                 frame.stream, StoreUnavailable(f"the log did not answer within {wait:.1f}s")
             )
+            return
+        if self._closed:  # the connection ended during the lookups: nothing to answer
             return
         answer = decide_resume(
             frame,
@@ -1301,7 +1345,8 @@ class Connection:
             self._kill(CloseCode.HEARTBEAT_TIMEOUT, "peer silent: no ack for a full window")
             self._hb_armed = False
             return False
-        live = session.live()
+        # a resume still looking its stream up is live too: its client expects frames
+        live = session.live() or bool(self._resumes)
         if live and now - self._last_send >= config.heartbeat * 0.9:
             self._queue(self.codec.hb)
             session.hb_sent(time.monotonic())
@@ -1476,8 +1521,10 @@ STORE_WAIT_FLOOR = 1.0
 
 def store_wait(heartbeat: float) -> float:
     """How long (s) a resume's lookups may wait for the log: two heartbeats, at least
-    :data:`STORE_WAIT_FLOOR`. The connection reads no frame meanwhile (its pings
-    wait), so this stays inside the client's silence limit (three heartbeats)."""
+    :data:`STORE_WAIT_FLOOR` (a Redis that answers late, not one that is away, is no
+    outage), far below a client's ``request_timeout``. The lookups run beside the
+    connection's reader (its pings are answered, its heartbeats sent meanwhile), so
+    the client's silence limit does not bound this wait."""
     return max(STORE_WAIT_FLOOR, 2 * heartbeat)
 
 

@@ -220,3 +220,57 @@ async def test_a_client_without_the_cap_gets_close_1011(served: ServeKit) -> Non
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
     assert "unavailable" not in json.loads(frames[0])["caps"]  # welcome: not offered
     assert not any('"error"' in f for f in frames[1:])
+
+
+class Hangs(MemoryStore):
+    """A log that stops answering (a Redis paused): while ``hung``, its lookups and
+    reads wait, neither answering nor failing, until the test lets them go on."""
+
+    read_nowait = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hung = False
+        self.back = asyncio.Event()
+
+    async def _wait(self) -> None:
+        if self.hung:
+            await self.back.wait()
+
+    async def meta(self, stream: str) -> StreamMeta | None:
+        await self._wait()
+        return await super().meta(stream)
+
+    async def read(self, stream: str, after: int, max_bytes: int) -> ReadBatch | None:
+        await self._wait()
+        return MemoryStore.read_nowait(self, stream, after, max_bytes)
+
+
+@pytest.mark.parametrize(("heartbeat", "n"), [(0.4, 3), (0.2, 1)])
+async def test_resumes_waiting_for_a_hung_log_do_not_stop_the_connection_reading(
+    served: ServeKit, heartbeat: float, n: int
+) -> None:
+    """The review's case: a resume's wait for a log that does not answer runs beside
+    the connection's reader (its pings are answered), several at once: no close 4004,
+    each stream is ``unavailable`` until the log answers, then resumed exactly."""
+    store = Hangs()
+    kit, srv = await served(store=store, heartbeat=heartbeat)
+    names = [f"h{i}" for i in range(n)]
+    async with Client([srv.url], policy=FAST) as first:
+        sts = [await first.start("forever", name) for name in names]
+        await asyncio.gather(*(first_text(st) for st in sts))
+        cursors = [st.cursor for st in sts]
+    store.hung = True
+    async with Client([srv.url], policy=FAST) as client:
+        resuming = [asyncio.create_task(client.resume(c)) for c in cursors if c is not None]
+        for st in sts:  # each waits on its own, answered unavailable (not a timeout)
+            await unavailable(client, st.id, 1)
+        kinds = {e.kind for e in client.history}
+        assert not kinds & {"disconnected", "reconnecting", "dead"}, client.history
+        store.hung = False
+        store.back.set()
+        resumed = await asyncio.wait_for(asyncio.gather(*resuming), TIMEOUT)
+        for name in names:
+            kit.gates[name].set()
+        assert [await text_of(r) for r in resumed] == ["started done"] * n
+        assert connections(client) == 1
