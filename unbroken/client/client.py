@@ -586,7 +586,9 @@ class Client:
         start refused for load) sends it again: a server that keeps answering is not
         stuck, however long its store is away (the policy bounds that wait)."""
         loop = asyncio.get_running_loop()
-        st._answer_by = loop.time() + self.request_timeout
+        # an answer that has it sent again may have come while it was being sent
+        # (_answer_later): its later deadline stands
+        st._answer_by = max(st._answer_by, loop.time() + self.request_timeout)
         while True:
             try:
                 left = max(0.0, st._answer_by - loop.time())
