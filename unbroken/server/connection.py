@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
+from websockets.exceptions import ConnectionClosed
 
 from ..errors import (
     AuthError,
@@ -998,8 +999,18 @@ class Connection:
             if self._dirty:
                 self._drain_now()
         except Exception as exc:
+            self._send_failed(exc)
+
+    def _send_failed(self, exc: Exception) -> None:
+        """A send raised: the peer is gone (the connection ends), or, anything else
+        (a bug: a frame that could not be built), it is logged with its traceback and
+        the connection closed 1011 (its client reconnects and resumes)."""
+        if self._closed or isinstance(exc, (OSError, ConnectionClosed)):
             log.info("send failed conn=%s error=%r", self.id, exc)
             self._closed = True
+            return
+        log.exception("send failed conn=%s error=%r", self.id, exc)
+        self._kill(CloseCode.INTERNAL, "internal error")
 
     def _send_backlog(self, att: Attachment, frame: bytes) -> None:
         """:meth:`_send_live` when one read did not reach the head: up to
@@ -1170,8 +1181,7 @@ class Connection:
                 if not self._send_nowait(frame):
                     return
         except Exception as exc:
-            log.info("send failed conn=%s error=%r", self.id, exc)
-            self._closed = True
+            self._send_failed(exc)
         finally:
             self._draining = False
 
@@ -1449,8 +1459,7 @@ class Connection:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.info("send failed conn=%s error=%r", self.id, exc)
-            self._closed = True
+            self._send_failed(exc)
         finally:
             if self._pump_task is asyncio.current_task():
                 self._pump_task = None

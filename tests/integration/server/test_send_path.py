@@ -104,3 +104,32 @@ async def test_the_handshake_headers_are_let_go_once_accepted(
         assert proto.request is None
         w.abort()
     assert_exact(events)
+
+
+async def test_a_frame_that_cannot_be_built_closes_1011_and_is_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A send that fails for anything but a gone peer (a bug building a frame) is
+    logged with its traceback and the connection closed 1011: never left open with
+    nothing sent (its client would wait on a silent, live socket)."""
+    from unbroken.server.attach import Attachment
+
+    built = Attachment.next_frame_nowait
+    broken = {"on": False}
+
+    def next_frame_nowait(self: Attachment) -> bytes | None:
+        if broken["on"]:
+            raise RuntimeError("codec bug")
+        return built(self)
+
+    monkeypatch.setattr(Attachment, "next_frame_nowait", next_frame_nowait)
+    kit = make_kit()
+    async with serve_hardened(kit.app) as srv:
+        w = await Wire.open(srv.url)
+        sid = await w.start("r1", "forever", "g")
+        await w.read_until_seq(sid, 1)  # "started ": the stream is live and idle
+        broken["on"] = True
+        kit.gates["g"].set()  # its next append is sent from the notification
+        assert await w.expect_close() == 1011
+    failed = [r for r in caplog.records if r.getMessage().startswith("send failed")]
+    assert failed and failed[0].levelname == "ERROR" and failed[0].exc_info is not None
