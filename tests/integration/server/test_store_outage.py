@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 from websockets.asyncio.client import connect
@@ -232,13 +233,23 @@ class Hangs(MemoryStore):
         super().__init__()
         self.hung = False
         self.back = asyncio.Event()
+        self.waited: list[str] = []  # the streams of the lookups that waited, in order
+        self._waiting = asyncio.Condition()
 
-    async def _wait(self) -> None:
+    async def _wait(self, stream: str = "") -> None:
         if self.hung:
+            async with self._waiting:
+                self.waited.append(stream)
+                self._waiting.notify_all()
             await self.back.wait()
 
+    async def until_waited(self, stream: str, n: int) -> None:
+        """Until ``n`` lookups of ``stream`` have waited."""
+        async with asyncio.timeout(TIMEOUT), self._waiting:
+            await self._waiting.wait_for(lambda: self.waited.count(stream) >= n)
+
     async def meta(self, stream: str) -> StreamMeta | None:
-        await self._wait()
+        await self._wait(stream)
         return await super().meta(stream)
 
     async def read(self, stream: str, after: int, max_bytes: int) -> ReadBatch | None:
@@ -274,3 +285,50 @@ async def test_resumes_waiting_for_a_hung_log_do_not_stop_the_connection_reading
             kit.gates[name].set()
         assert [await text_of(r) for r in resumed] == ["started done"] * n
         assert connections(client) == 1
+
+
+async def test_a_pending_resume_is_replaced_by_a_newer_one_and_withdrawn_by_a_cancel(
+    served: ServeKit, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While a resume waits for a hung log, the connection reads on: a second resume
+    of the same stream replaces the first (one ``resumed``, one answer), a ``cancel``
+    withdraws a pending one (never answered), a ping is answered meanwhile."""
+    from unbroken.protocol.client_session import ClientSession
+    from unbroken.protocol.digest import seed
+    from unbroken.protocol.frames import Cancel
+
+    from .wire import Wire, text_of as wire_text
+
+    caplog.set_level(logging.INFO, "unbroken.server")
+    store = Hangs()
+    # a long heartbeat: the lookups' bound (two heartbeats) is not what is tested here
+    kit, srv = await served(store=store, heartbeat=10.0)
+    w1 = await Wire.open(srv.url)
+    a = await w1.start("ra", "forever", "ga")
+    b = await w1.start("rb", "forever", "gb")
+    await w1.read_until_seq(a, 1)
+    await w1.read_until_seq(b, 1)
+    await w1.close()
+    store.hung = True
+    session = ClientSession()
+    session.anon = w1.cs.anon  # the same (anonymous) owner: its cancel is allowed
+    w = await Wire.open(srv.url, session=session)
+    await w.replay(a, store.epoch, "ra2")  # through the session: it reads the answer
+    again = Resume(a, 0, store.epoch, seed(a, store.epoch).hex())
+    await w.send_raw(encode(again).decode())  # the same stream again: replaces the first
+    await w.send_raw(encode(Resume(b, 0, store.epoch, seed(b, store.epoch).hex())).decode())
+    await w.ping()  # answered while three lookups wait
+    await w.send_raw(encode(Cancel(b)).decode())  # withdraws b's resume
+    await store.until_waited(b, 2)  # b's resume, then the cancel's own lookup: read
+    store.hung = False
+    store.back.set()
+    kit.gates["ga"].set()
+    assert wire_text(await w.read_to_end(a)) == "started done"
+    await w.ping()  # everything b's cancel did is done by now
+    await w.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum(1 for m in lines if m.startswith("resume conn=") and a in m) == 1
+    assert sum(1 for m in lines if m.startswith("resume replaced") and a in m) == 1
+    assert not any(m.startswith("resume conn=") and b in m for m in lines)
+    assert any(m.startswith("cancel conn=") and b in m and "stopped=True" in m for m in lines)
+    assert b not in w.resumed and not w.errors
