@@ -297,7 +297,8 @@ async def test_a_pending_resume_is_replaced_by_a_newer_one_and_withdrawn_by_a_ca
     from unbroken.protocol.digest import seed
     from unbroken.protocol.frames import Cancel
 
-    from .wire import Wire, text_of as wire_text
+    from .wire import Wire
+    from .wire import text_of as wire_text
 
     caplog.set_level(logging.INFO, "unbroken.server")
     store = Hangs()
