@@ -42,10 +42,10 @@ class Served:
 
 
 @asynccontextmanager
-async def served(redis: RedisServer) -> AsyncIterator[Served]:
+async def served(redis: RedisServer, heartbeat: float = 0.4) -> AsyncIterator[Served]:
     """An app on a RedisStore of ``redis`` (its default ``outage_timeout``: 30 s)."""
     store = RedisStore(redis.url, prefix=f"t{secrets.token_hex(4)}")
-    app = Unbroken(store, allow_anonymous=True, shutdown_grace=1.0)
+    app = Unbroken(store, allow_anonymous=True, shutdown_grace=1.0, heartbeat=heartbeat)
     gate = asyncio.Event()
 
     @app.agent("gated")
@@ -124,6 +124,35 @@ async def test_a_resume_pending_while_redis_is_paused_ends_exact_once_it_is_back
                 os.kill(private_redis.proc.pid, signal.SIGCONT)
             assert await text_of(resuming) == "started done"
             assert connections(client) == 1  # the connection never dropped
+
+
+async def test_several_resumes_on_one_connection_wait_out_a_paused_redis_beside_it(
+    private_redis: RedisServer,
+) -> None:
+    """Three streams resumed on one connection while Redis is paused, heartbeat 0.4 s:
+    their lookups wait beside the connection's reader (its pings are answered), so
+    each is told ``unavailable`` and the connection never falls silent (no 4004)."""
+    private_redis.start()
+    assert private_redis.proc is not None
+    async with served(private_redis, heartbeat=0.4) as s:
+        cursors = [await completed_cursor(s) for _ in range(3)]
+        async with Client([s.srv.url], policy=POLICY) as client:
+            os.kill(private_redis.proc.pid, signal.SIGSTOP)
+            try:
+                resuming = [asyncio.create_task(client.resume(c)) for c in cursors]
+                told: set[str] = set()
+                async with asyncio.timeout(TIMEOUT):
+                    async for e in client.connection_events():
+                        if e.kind == "unavailable":
+                            told.add(e.stream)
+                            if len(told) == 3:
+                                break
+                assert not any(r.done() for r in resuming)
+            finally:
+                os.kill(private_redis.proc.pid, signal.SIGCONT)
+            for r in resuming:
+                assert (await text_of(r)).endswith("done")
+            assert connections(client) == 1  # never silent: the connection never dropped
 
 
 async def test_a_resume_pending_while_redis_restarts_ends_exact_once_it_is_back(
