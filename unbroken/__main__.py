@@ -20,8 +20,12 @@ def main() -> None:
     """Console-script entry point."""
     from ._extras import EXTRA_OF
 
+    lean = sys.argv[1:2] == ["serve"] and "--help" not in sys.argv[2:]
     try:
-        from .cli import main as run
+        if lean:  # a serving process without Typer, pydantic, Rich nor the chaos tools
+            from .server.cli import lean_main as serve
+        else:
+            from .cli import main as run
     except MissingExtra as exc:
         sys.stderr.write(ADVICE.format(missing=exc.missing))
         raise SystemExit(1) from None
@@ -31,7 +35,10 @@ def main() -> None:
             raise
         sys.stderr.write(ADVICE.format(missing=top))
         raise SystemExit(1) from None
-    run()
+    if lean:
+        serve(sys.argv[2:])
+    else:
+        run()
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ def demo(
 # --- subcommands registered by their own modules (one line each) ---
 from .chaos.cli import proxy_command  # noqa: E402
 from .scenarios.cli import chaos_app  # noqa: E402
-from .server.cli import serve_command  # noqa: E402
+from .server.cli import use_typer  # noqa: E402
+
+serve_command = use_typer()
 
 #: the commands besides ``chaos`` (``chaos`` is added to :data:`app` below)
 _COMMANDS: dict[str, Callable[..., None]] = {

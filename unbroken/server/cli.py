@@ -27,9 +27,26 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, cast
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
-import typer
+if TYPE_CHECKING:
+    import typer
+
+
+def use_typer() -> Any:
+    """:func:`serve_command`, bound to Typer (for :mod:`unbroken.cli`).
+
+    This module does not import Typer itself: Typer (0.29) brings pydantic, ~7 MB that
+    a serving process would keep for its whole life. ``serve_command``'s options are
+    declared with ``typer.Option`` in (string) annotations and its body raises
+    ``typer.BadParameter``/``typer.Exit``; the name ``typer`` here is either Typer,
+    bound by this call, or :func:`lean_main`'s stand-in built on click (which uvicorn
+    imports anyway)."""
+    import typer as real
+
+    globals()["typer"] = real
+    return serve_command
 
 
 def load_target(target: str, app_dir: str = ".") -> Any:
@@ -558,3 +575,72 @@ def serve_command(
     held.close()
     if code:
         raise typer.Exit(code)
+
+
+# --- the lean path: ``unbroken serve`` without Typer (nor pydantic, Rich, the chaos tools)
+
+
+def _lean_option(*decls: str, **kwargs: Any) -> dict[str, Any]:
+    return {"decls": decls, **kwargs}
+
+
+def _click_command() -> Any:
+    """``serve_command`` as a click command, read from its Typer annotations."""
+    import inspect
+    import types
+
+    import click
+
+    stub = SimpleNamespace(Option=_lean_option, Argument=_lean_option)
+    hints = __import__("typing").get_type_hints(
+        serve_command, globalns={**globals(), "typer": stub}, include_extras=True
+    )
+    params: list[click.Parameter] = []
+    for name, parameter in inspect.signature(serve_command).parameters.items():
+        hint = hints[name]
+        kind, info = hint.__origin__, dict(hint.__metadata__[0])
+        if isinstance(kind, types.UnionType):  # X | None
+            kind = next(a for a in kind.__args__ if a is not type(None))
+        decls = list(info.pop("decls"))
+        help_text = info.pop("help", None)
+        if parameter.default is inspect.Parameter.empty:
+            params.append(click.Argument([name], type=kind, required=True))
+            continue
+        if not decls:
+            flag = "--" + name.replace("_", "-")
+            decls = [f"{flag}/--no-{name.replace('_', '-')}" if kind is bool else flag]
+        params.append(
+            click.Option(
+                [*decls, name],
+                type=None if kind is bool else kind,
+                default=parameter.default,
+                is_flag=kind is bool or None,
+                help=help_text,
+            )
+        )
+    return click.Command("serve", params=params, callback=serve_command)
+
+
+def lean_main(args: list[str]) -> None:
+    """Run ``unbroken serve ARGS`` without Typer. A usage error (bad option, bad
+    target) goes to the full command line, which reports it as it always has."""
+    import click
+
+    globals()["typer"] = SimpleNamespace(
+        BadParameter=click.BadParameter, Exit=click.exceptions.Exit, echo=click.echo
+    )
+    command = _click_command()
+    try:
+        ctx = command.make_context("unbroken serve", list(args))
+        with ctx:
+            command.invoke(ctx)
+    except click.UsageError:
+        pass  # below: the full command line says what is wrong, as before
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    else:
+        raise SystemExit(0)
+    from ..cli import main
+
+    sys.argv[1:] = ["serve", *args]
+    main()
