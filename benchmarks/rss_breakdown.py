@@ -99,7 +99,7 @@ def _serve(argv: list[str]) -> None:
         (DUMPS / f"dump{n}.json").write_text(json.dumps(out))
 
     signal.signal(signal.SIGUSR1, dump)
-    from unbroken.cli import main
+    from unbroken.__main__ import main  # the console script: serve's lean path
 
     sys.argv = ["unbroken", "serve", *argv]
     main()

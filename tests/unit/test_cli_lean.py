@@ -38,3 +38,53 @@ def test_the_chaos_group_is_still_there_with_its_catalog() -> None:
     text, mods = loaded("chaos", "run", "--help")
     assert "--conditions" in text
     assert "unbroken.scenarios.catalog" in mods
+
+
+SERVING = """
+import sys
+import uvicorn
+
+async def serve(self, sockets=None):  # started as far as uvicorn: report, do not serve
+    mods = [m for m in HEAVY if m in sys.modules or any(k.startswith(m + ".") for k in sys.modules)]
+    print("SERVING", self.config.ws_max_size, self.config.backlog, *mods, flush=True)
+
+uvicorn.Server.serve = serve
+HEAVY = ("typer", "pydantic", "rich", "unbroken.chaos", "unbroken.scenarios", "unbroken.cli",
+         "jwt", "jsonschema")
+sys.argv = ["unbroken", *sys.argv[1:]]
+from unbroken.__main__ import main
+main()
+"""
+
+
+def test_a_serving_process_imports_no_command_line_toolkit() -> None:
+    """``unbroken serve`` parses its options without Typer (which brings pydantic,
+    ~7 MB), Rich or the chaos tools, and still applies them."""
+    options = ["--port", "0", "--ws-max-size", "12345", "--backlog", "77", "--log-level", "warning"]
+    out = subprocess.run(
+        [sys.executable, "-c", SERVING, "serve", "benchmarks.paced:app", *options],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("SERVING")]
+    assert lines, out.stdout + out.stderr
+    assert lines[0].split()[1:] == ["12345", "77"]  # options parsed, nothing heavy loaded
+
+
+def test_serve_has_the_same_options_with_or_without_typer() -> None:
+    import typer.main
+
+    from unbroken.cli import app
+    from unbroken.server.cli import _click_command
+
+    def shape(command: object) -> list[tuple[object, ...]]:
+        return sorted(
+            (p.name, tuple(p.opts), tuple(p.secondary_opts), p.required)
+            + (() if p.required else (p.default,))
+            for p in command.params  # type: ignore[attr-defined]
+        )
+
+    typed = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    assert shape(_click_command()) == shape(typed)
+    assert len(typed.params) > 30
