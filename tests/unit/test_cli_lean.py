@@ -49,7 +49,8 @@ async def serve(self, sockets=None):  # started as far as uvicorn: report, do no
     print("SERVING", self.config.ws_max_size, self.config.backlog, *mods, flush=True)
 
 uvicorn.Server.serve = serve
-HEAVY = ("typer", "pydantic", "rich", "unbroken.chaos", "unbroken.scenarios", "unbroken.cli",
+HEAVY = ("typer", "pydantic", "rich", "starlette", "unbroken.chaos", "unbroken.scenarios",
+         "unbroken.cli",
          "jwt", "jsonschema")
 sys.argv = ["unbroken", *sys.argv[1:]]
 from unbroken.__main__ import main

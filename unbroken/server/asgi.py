@@ -26,7 +26,6 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 import msgspec
-from starlette.requests import cookie_parser
 
 from ..protocol import versions
 from ..protocol.codes import CloseCode, ErrorCode, close_reason
@@ -242,9 +241,27 @@ def connect_info(scope: Scope, principal: Principal | None = None) -> ConnectInf
         client=_client(scope),
         headers=headers,
         query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))),
-        cookies=cookie_parser(headers.get("cookie", "")),
+        cookies=parse_cookies(headers.get("cookie", "")),
         principal=principal,
     )
+
+
+def parse_cookies(header: str) -> dict[str, str]:
+    """A ``Cookie`` header's pairs, read as browsers write them (not RFC 6265's
+    strict grammar): ``;``-separated ``name=value``, a part without ``=`` is a value
+    with an empty name, a double-quoted value loses its quotes. (Starlette's parser,
+    which this replaces, was the only import of Starlette in a serving process.)"""
+    cookies: dict[str, str] = {}
+    for part in header.split(";"):
+        name, eq, value = part.partition("=")
+        if not eq:
+            name, value = "", name
+        name, value = name.strip(), value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if name or value:
+            cookies[name] = value
+    return cookies
 
 
 #: ``retry_after_ms`` of a session refused because the server is full.
