@@ -22,7 +22,7 @@ EXTRA_OF: Final[dict[str, str]] = {
     "cryptography": "server",
     "prometheus_client": "server",
     "typer": "chaos",
-    "click": "chaos",
+    "click": "server",
     "rich": "chaos",
     "redis": "redis",
     "fastapi": "fastapi",
