@@ -4,7 +4,9 @@ to install instead of printing a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 
 from .errors import MissingExtra
 
@@ -18,14 +20,24 @@ ADVICE = (
 
 def main() -> None:
     """Console-script entry point."""
+    if sys.argv[1:2] == ["serve"] and "--help" not in sys.argv[2:]:
+        # a serving process without Typer, pydantic, Rich nor the chaos tools; it
+        # exits, but for a usage error, which the full command line reports below
+        with _advice():
+            from .server.cli import lean_main
+        lean_main(sys.argv[2:])
+    with _advice():
+        from .cli import main as run
+    run()
+
+
+@contextlib.contextmanager
+def _advice() -> Iterator[None]:
+    """Imports of the command line: a missing extra is named, not a traceback."""
     from ._extras import EXTRA_OF
 
-    lean = sys.argv[1:2] == ["serve"] and "--help" not in sys.argv[2:]
     try:
-        if lean:  # a serving process without Typer, pydantic, Rich nor the chaos tools
-            from .server.cli import lean_main as serve
-        else:
-            from .cli import main as run
+        yield
     except MissingExtra as exc:
         sys.stderr.write(ADVICE.format(missing=exc.missing))
         raise SystemExit(1) from None
@@ -35,10 +47,6 @@ def main() -> None:
             raise
         sys.stderr.write(ADVICE.format(missing=top))
         raise SystemExit(1) from None
-    if lean:
-        serve(sys.argv[2:])
-    else:
-        run()
 
 
 if __name__ == "__main__":

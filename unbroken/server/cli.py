@@ -622,8 +622,9 @@ def _click_command() -> Any:
 
 
 def lean_main(args: list[str]) -> None:
-    """Run ``unbroken serve ARGS`` without Typer. A usage error (bad option, bad
-    target) goes to the full command line, which reports it as it always has."""
+    """Run ``unbroken serve ARGS`` without Typer, then exit (:class:`SystemExit`).
+    Returns on a usage error (bad option, bad target), without a word: the caller
+    runs the full command line, which reports it as it always has."""
     import click
 
     globals()["typer"] = SimpleNamespace(
@@ -635,12 +636,7 @@ def lean_main(args: list[str]) -> None:
         with ctx:
             command.invoke(ctx)
     except click.UsageError:
-        pass  # below: the full command line says what is wrong, as before
+        return  # the full command line says what is wrong, as before
     except click.exceptions.Exit as exc:
         raise SystemExit(exc.exit_code) from None
-    else:
-        raise SystemExit(0)
-    from ..cli import main
-
-    sys.argv[1:] = ["serve", *args]
-    main()
+    raise SystemExit(0)
