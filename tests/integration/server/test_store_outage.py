@@ -19,8 +19,8 @@ from websockets.exceptions import ConnectionClosed
 from unbroken import BackoffPolicy, LogUnavailable
 from unbroken.client import Client, ConnectionEvent, Stream
 from unbroken.errors import RequestRefused, StoreUnavailable
-from unbroken.protocol.frames import Hello, Resume, encode
-from unbroken.store.base import ReadBatch, StreamMeta
+from unbroken.protocol.frames import Cancel, Hello, Ping, Resume, Start, encode
+from unbroken.store.base import Created, ReadBatch, StreamMeta
 from unbroken.store.memory import MemoryStore
 
 from .conftest import TIMEOUT, ServeKit
@@ -333,3 +333,101 @@ async def test_a_pending_resume_is_replaced_by_a_newer_one_and_withdrawn_by_a_ca
     assert not any(m.startswith("resume conn=") and b in m for m in lines)
     assert any(m.startswith("cancel conn=") and b in m and "stopped=True" in m for m in lines)
     assert b not in w.resumed and not w.errors
+
+
+class LookupsHang(Hangs):
+    """While ``hung``, lookups (``meta``) and creates wait; reads and appends go on,
+    so the connection's other streams are delivered meanwhile."""
+
+    async def read(self, stream: str, after: int, max_bytes: int) -> ReadBatch | None:
+        return MemoryStore.read_nowait(self, stream, after, max_bytes)
+
+    async def create(self, owner: str, req: str, now: float, scope: str = "") -> Created:
+        await self._wait()
+        return await super().create(owner, req, now, scope)
+
+
+class Raw:
+    """A bare v1 connection: frames sent as given, every frame received kept."""
+
+    def __init__(self, ws: object) -> None:
+        self.ws = ws
+        self.frames: list[dict[str, object]] = []
+
+    async def send(self, frame: object) -> None:
+        await self.ws.send(encode(frame).decode())  # type: ignore[attr-defined]
+
+    async def until(self, **want: object) -> dict[str, object]:
+        """The first frame (kept or still to come) whose fields include ``want``."""
+        for f in self.frames:
+            if all(f.get(k) == v for k, v in want.items()):
+                return f
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                f = json.loads(await self.ws.recv())  # type: ignore[attr-defined]
+                self.frames.append(f)
+                if all(f.get(k) == v for k, v in want.items()):
+                    return f
+
+
+async def two_running(raw: Raw) -> tuple[str, str]:
+    """Start streams ``ga`` and ``gb`` (agent ``forever``); their first text arrived."""
+    await raw.send(Hello(caps=["batch", "streams", "unavailable"]))
+    await raw.until(t="welcome")
+    ids = []
+    for name in ("ga", "gb"):
+        await raw.send(Start(name, "forever", name))
+        ids.append(str((await raw.until(t="started", req=name))["stream"]))
+    return ids[0], ids[1]
+
+
+async def test_a_cancel_waiting_for_a_hung_log_does_not_stop_the_connection_reading(
+    served: ServeKit,
+) -> None:
+    """A cancel's lookup of its stream waits for a log that does not answer (a Redis
+    paused) beside the connection's reader: a later ping is answered, another stream
+    goes on; the cancel takes effect once the log answers."""
+    store = LookupsHang()
+    kit, srv = await served(store=store, heartbeat=0.2)
+    async with connect(srv.url, subprotocols=["unbroken.v1"]) as ws:  # type: ignore[list-item]
+        raw = Raw(ws)
+        a, b = await two_running(raw)
+        store.hung = True
+        await raw.send(Cancel(a))
+        await raw.send(Ping(7))
+        await raw.until(t="pong", n=7)  # the reader goes on
+        kit.gates["gb"].set()  # and the other stream too
+        await raw.until(t="end", stream=b)
+        assert not any(f["t"] == "end" and f.get("stream") == a for f in raw.frames)
+        store.hung = False
+        store.back.set()
+        end = await raw.until(t="end", stream=a)
+        assert end["status"] == "cancelled"
+
+
+async def test_a_start_waiting_for_a_hung_log_does_not_stop_the_connection_reading(
+    served: ServeKit,
+) -> None:
+    """A start's create waits for a log that does not answer beside the connection's
+    reader: a later ping is answered, another stream goes on; ``started`` comes once
+    the log answers, its events after it."""
+    store = LookupsHang()
+    kit, srv = await served(store=store, heartbeat=0.2)
+    async with connect(srv.url, subprotocols=["unbroken.v1"]) as ws:  # type: ignore[list-item]
+        raw = Raw(ws)
+        _a, b = await two_running(raw)
+        store.hung = True
+        await raw.send(Start("gc", "forever", "gc"))
+        await raw.send(Ping(7))
+        await raw.until(t="pong", n=7)
+        kit.gates["gb"].set()
+        await raw.until(t="end", stream=b)
+        assert not any(f["t"] == "started" and f.get("req") == "gc" for f in raw.frames)
+        store.hung = False
+        store.back.set()
+        started = await raw.until(t="started", req="gc")
+        kit.gates["gc"].set()
+        end = await raw.until(t="end", stream=started["stream"])
+        assert end["status"] == "completed"
+        kinds = [f["t"] for f in raw.frames]
+        assert kinds.index("started", kinds.index("pong")) < len(kinds)
