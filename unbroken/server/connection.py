@@ -22,7 +22,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableSet
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -189,6 +189,7 @@ class Connection:
         "_refresh_task",
         "_requests",
         "_resumes",
+        "_running",
         "_send_started",
         "_send_sync",
         "_slow",
@@ -309,6 +310,9 @@ class Connection:
         self._refresh_task: asyncio.Task[None] | None = None  # a refresh being verified
         #: resumes whose log lookups are under way, by stream (one each: a newer one replaces it)
         self._resumes: dict[str, asyncio.Task[None]] = {}
+        #: starts and cancels being carried out (they may wait for the log): not
+        #: cancelled when the connection ends (a start half made, a cancel unsent)
+        self._running: set[asyncio.Task[None]] = set()
         #: refreshes accepted on this connection
         self.refreshes = 0
         self._counts = hub.observer.counts  # bytes in/out: plain ints (unbroken.observe)
@@ -590,7 +594,7 @@ class Connection:
             # RELEASED: its end was sent, or retention dropped it, while this ack
             # was on its way: nothing left to do
         elif isinstance(frame, Start):
-            await self._start(frame)
+            self._later(self._start(frame), "start", frame.req)
         elif isinstance(frame, Resume):
             self._resume_later(frame)
         elif isinstance(frame, Cancel):
@@ -598,12 +602,7 @@ class Connection:
             pending = self._resumes.pop(frame.stream, None)
             if pending is not None:  # the resume is withdrawn with it: never answered
                 pending.cancel()
-            try:
-                stopped = await self.hub.cancel(self.principal, frame.stream)
-                log.info("cancel conn=%s stream=%s stopped=%s", self.id, frame.stream, stopped)
-            except Forbidden as exc:
-                log.warning("cancel refused conn=%s stream=%s", self.id, frame.stream)
-                self._error(ErrorCode.FORBIDDEN, str(exc), stream=frame.stream)
+            self._later(self._cancel(frame), "cancel", frame.stream)
         elif isinstance(frame, Ping):
             self._queue(self._encode(Pong(frame.n)))
         elif isinstance(frame, List):
@@ -755,6 +754,11 @@ class Connection:
                 retry_after_ms=int(exc.retry_after * 1000),
             )
             return
+        if self._closed:  # the connection ended during the create: the run is abandoned
+            if created.created:  # as if attached and dropped (its abandon timer runs)
+                self.hub.attached(created.stream)
+                self.hub.detached(created.stream)
+            return
         self._queue(self._encode(Started(frame.req, created.stream, created.epoch)))
         log.info(
             "start conn=%s req=%s stream=%s new=%s",
@@ -765,6 +769,38 @@ class Connection:
         )
         self._attach(created.stream, 0)
         self._obs.attach(created.stream, "start", req=frame.req, new=created.created)
+
+    def _later(self, work: Coroutine[Any, Any, None], what: str, key: str) -> None:
+        """Carry a start or a cancel out in a task of its own: it may wait for the log
+        (a Redis paused; the store bounds that wait) while this connection goes on
+        reading. Such a task is not cancelled when the connection ends: a run half
+        created, or a cancel the client sent, is finished (nothing is answered then)."""
+        self._answers += 1  # answered later: paced like any other request
+        task = self._loop.create_task(self._later_task(work, what, key), name=f"unbroken-{what}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        if not self._hb_armed:  # hb while it waits: the client's silence limit holds
+            self._schedule_hb()
+
+    async def _later_task(self, work: Coroutine[Any, Any, None], what: str, key: str) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug, or the log down past its outage_timeout
+            log.exception("%s failed conn=%s key=%s error=%r", what, self.id, key, exc)
+            if not self._closed:
+                self._kill(CloseCode.INTERNAL, "internal error")
+
+    async def _cancel(self, frame: Cancel) -> None:
+        assert self.principal is not None
+        try:
+            stopped = await self.hub.cancel(self.principal, frame.stream)
+            log.info("cancel conn=%s stream=%s stopped=%s", self.id, frame.stream, stopped)
+        except Forbidden as exc:
+            log.warning("cancel refused conn=%s stream=%s", self.id, frame.stream)
+            if not self._closed:
+                self._error(ErrorCode.FORBIDDEN, str(exc), stream=frame.stream)
 
     def _resume_later(self, frame: Resume) -> None:
         """Answer ``frame`` from a task of its own: its log lookups may wait (a Redis
@@ -1356,7 +1392,7 @@ class Connection:
             self._hb_armed = False
             return False
         # a resume still looking its stream up is live too: its client expects frames
-        live = session.live() or bool(self._resumes)
+        live = session.live() or bool(self._resumes or self._running)
         if live and now - self._last_send >= config.heartbeat * 0.9:
             self._queue(self.codec.hb)
             session.hb_sent(time.monotonic())
