@@ -110,10 +110,13 @@ class Served:
         proc = self.p.proc
         if proc.returncode is None:
             proc.kill()
-        await asyncio.wait_for(proc.wait(), 10)
-        for pid in pids:  # (they get SIGTERM when the parent dies; no need to wait)
+        # the workers too, before waiting: a dead parent sends them SIGTERM, a drain
+        # that lets their runs finish within the grace, and they hold the parent's
+        # stderr pipe meanwhile, which asyncio's wait() waits to see closed
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        await asyncio.wait_for(proc.wait(), 10)
         # the workers share the parent's stderr: read it to its end (the pipe closes)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.p._reader, 10)
