@@ -239,8 +239,11 @@ class PolicyWatcher:
                 caught = True
         try:
             while True:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel
+                # that arrives as the event is set, and this loop would never end
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                    async with asyncio.timeout(self.interval):
+                        await self._wake.wait()
                 if self._wake.is_set():
                     self._wake.clear()
                     self._reload("SIGHUP")

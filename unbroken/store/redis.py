@@ -1220,7 +1220,7 @@ class RedisStore:
                     if not streams:  # nothing to tail: wait for a subscription
                         assert self._tail_wake is not None
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._tail_wake.wait(), 1.0)
+                            await _wait_event(self._tail_wake, 1.0)
                         self._tail_wake.clear()
                         continue
                     got = await tail.xread(streams, count=self.tail_count, block=250)
@@ -1262,7 +1262,7 @@ class RedisStore:
                 if not new and not tailed:
                     assert self._tail_wake is not None
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._tail_wake.wait(), 1.0)
+                        await _wait_event(self._tail_wake, 1.0)
                     self._tail_wake.clear()
                     continue
                 # one pipeline per master: a cluster pipeline fails whole when one of
@@ -1333,7 +1333,7 @@ class RedisStore:
                 assert self._tail_wake is not None
                 self._tail_wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._tail_wake.wait(), CLUSTER_POLL)
+                    await _wait_event(self._tail_wake, CLUSTER_POLL)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -1694,6 +1694,16 @@ class RedisStore:
             busy.cancel()
         with contextlib.suppress(Exception):
             await self._r.aclose()
+
+
+async def _wait_event(event: asyncio.Event, timeout: float) -> None:
+    """Wait for ``event`` at most ``timeout`` seconds (``TimeoutError`` past it).
+
+    Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that arrives
+    as the event is set (it returns the result instead), and a loop around it then
+    never ends, e.g. a worker's tailer cancelled at shutdown kept its process alive."""
+    async with asyncio.timeout(timeout):
+        await event.wait()
 
 
 class _Late(Exception):

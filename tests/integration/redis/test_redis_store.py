@@ -300,3 +300,28 @@ async def test_appends_of_one_tick_share_a_round_trip_and_fail_alone(
     finally:
         await r.aclose()
         await store.close()
+
+
+@pytest.mark.parametrize("steps", range(4))
+async def test_a_tailer_cancelled_as_it_is_woken_ends(redis_server: RedisServer, steps: int) -> None:
+    # A worker's shutdown cancels every task once (asyncio.Runner); a cancel that
+    # lands while the tailer's wake-up is in flight must still end it (a lost one
+    # left the worker process alive after its supervisor died).
+    s = RedisStore(redis_server.url, prefix=f"t{secrets.token_hex(4)}")
+    try:
+        s.subscribe("nothing", lambda _s, _h: None)()  # the tailer runs, tails nothing
+        tail = s._tasks[0]
+        for _ in range(500):  # until it waits for a subscription (it has its client id)
+            if s._tail_client_id is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert s._tail_client_id is not None
+        s._kick()  # a subscription's wake-up ...
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        tail.cancel()  # ... and the shutdown's cancel in the same few loop steps
+        done, _ = await asyncio.wait({tail}, timeout=10)
+        assert done, "the tailer swallowed its cancellation and kept running"
+        assert tail.cancelled()
+    finally:
+        await s.close()
