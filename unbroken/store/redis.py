@@ -1696,13 +1696,13 @@ class RedisStore:
             await self._r.aclose()
 
 
-async def _wait_event(event: asyncio.Event, timeout: float) -> None:
-    """Wait for ``event`` at most ``timeout`` seconds (``TimeoutError`` past it).
+async def _wait_event(event: asyncio.Event, seconds: float) -> None:
+    """Wait for ``event`` at most ``seconds`` (``TimeoutError`` past it).
 
     Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that arrives
     as the event is set (it returns the result instead), and a loop around it then
     never ends, e.g. a worker's tailer cancelled at shutdown kept its process alive."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(seconds):
         await event.wait()
 
 

@@ -303,7 +303,9 @@ async def test_appends_of_one_tick_share_a_round_trip_and_fail_alone(
 
 
 @pytest.mark.parametrize("steps", range(4))
-async def test_a_tailer_cancelled_as_it_is_woken_ends(redis_server: RedisServer, steps: int) -> None:
+async def test_a_tailer_cancelled_as_it_is_woken_ends(
+    redis_server: RedisServer, steps: int
+) -> None:
     # A worker's shutdown cancels every task once (asyncio.Runner); a cancel that
     # lands while the tailer's wake-up is in flight must still end it (a lost one
     # left the worker process alive after its supervisor died).
