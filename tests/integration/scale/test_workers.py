@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from unbroken.client import Client
+
 from ..redis.conftest import RedisServer
-from .conftest import ROOT, UNBROKEN, Follower, Served, all_past, redis_env
+from .conftest import FAST, ROOT, UNBROKEN, Follower, Served, all_past, redis_env
 
 pytestmark = pytest.mark.timeout(90)
 APP = "examples.redis_app:app"
@@ -133,3 +135,51 @@ async def test_sighup_reloads_the_origin_policy_in_every_worker_and_no_worker_en
     assert srv.workers() == pids and "died" not in srv.log
     after = await Follower.begin([srv.url], [srv.url], 200, 0)
     assert await after.settle() == "completed"
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (gone, or a zombie not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("redis_dies", [False, True], ids=["redis-up", "redis-stopped"])
+async def test_workers_exit_by_themselves_after_a_kill_9_of_their_parent(
+    redis: RedisServer, served: list[Served], redis_dies: bool
+) -> None:
+    # no orphaned worker keeps the port: each drains and exits (its parent's death
+    # sends it SIGTERM), also when the store's Redis goes away just after
+    srv = await Served.start(APP, env=redis_env(redis), workers=2)
+    served.append(srv)
+    followers = [await Follower.begin([srv.url], [srv.url], 300, 0) for _ in range(8)]
+    assert [await f.settle() for f in followers] == ["completed"] * 8
+    pids = set(srv.workers().values())
+    assert len(pids) == 2
+    srv.signal(signal.SIGKILL)
+    if redis_dies:
+        redis.stop(signal.SIGKILL)
+    left = pids
+    for _ in range(600):  # up to 60 s: the default grace is far shorter
+        left = {pid for pid in left if not _gone(pid)}
+        if not left:
+            break
+        await asyncio.sleep(0.1)
+    assert not left, f"workers still alive after their parent's death: {left}\n{srv.log}"
+
+
+async def test_a_task_that_swallows_its_cancel_does_not_keep_a_server_alive(
+    served: list[Served],
+) -> None:
+    # asyncio.Runner's close waits without a bound for the tasks it cancels: serve
+    # bounds it, says which task did not end, and exits anyway
+    srv = await Served.start("tests.integration.scale.apps:stubborn_app")
+    served.append(srv)
+    async with Client(srv.url, policy=FAST) as client:
+        st = await client.start("leak", {})
+        assert (await st.wait()).text == "ok"
+    srv.signal(signal.SIGTERM)
+    assert await srv.wait(60) == 0, srv.log
+    await srv.p.wait_line(r"shutdown: 1 task\(s\) did not end .*stubborn", 5)
