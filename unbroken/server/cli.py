@@ -34,6 +34,22 @@ if TYPE_CHECKING:
     import typer
 
 
+#: seconds a worker waits, once served, for its leftover tasks to end after their cancel
+LEFTOVER_GRACE = 10.0
+
+
+async def _end_tasks(grace: float) -> list[str]:
+    """Cancel every other task; wait ``grace`` s; describe those still running."""
+    me = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not me]
+    for t in tasks:
+        t.cancel()
+    if not tasks:
+        return []
+    _, pending = await asyncio.wait(tasks, timeout=grace)
+    return [f"{t.get_name()} {t.get_coro()!r}" for t in pending]
+
+
 def use_typer() -> Any:
     """:func:`serve_command`, bound to Typer (for :mod:`unbroken.cli`).
 
@@ -527,7 +543,24 @@ def serve_command(
 
         with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
             runner.run(main())
-        return 0 if server.started else STARTUP_FAILURE
+            code = 0 if server.started else STARTUP_FAILURE
+            # asyncio.Runner's close cancels what is left and waits without a bound:
+            # a task that swallows its cancel would keep this process (and, with
+            # workers, the port) alive forever. Bounded here; past it, exit anyway.
+            stuck = runner.run(_end_tasks(LEFTOVER_GRACE))
+            if stuck:
+                ulog.error(
+                    "shutdown: %d task(s) did not end %.0fs after being cancelled, "
+                    "exiting without them: %s",
+                    len(stuck),
+                    LEFTOVER_GRACE,
+                    "; ".join(stuck),
+                )
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        return code
 
     if workers == 1:
         code = serve_on(held, "")
