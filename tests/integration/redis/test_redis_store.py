@@ -22,6 +22,7 @@ from unbroken.store.base import AppendBatch, Retention
 from unbroken.store.batches import batch_of
 from unbroken.store.redis import RedisStore
 
+from ...waiting import until
 from ..store.answers import random_events
 from .conftest import RedisServer
 
@@ -313,11 +314,8 @@ async def test_a_tailer_cancelled_as_it_is_woken_ends(
     try:
         s.subscribe("nothing", lambda _s, _h: None)()  # the tailer runs, tails nothing
         tail = s._tasks[0]
-        for _ in range(500):  # until it waits for a subscription (it has its client id)
-            if s._tail_client_id is not None:
-                break
-            await asyncio.sleep(0.01)
-        assert s._tail_client_id is not None
+        # until it waits for a subscription (it has its client id)
+        await until(lambda: s._tail_client_id is not None, 5)
         s._kick()  # a subscription's wake-up ...
         for _ in range(steps):
             await asyncio.sleep(0)

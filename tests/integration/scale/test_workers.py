@@ -14,6 +14,7 @@ import pytest
 
 from unbroken.client import Client
 
+from ...waiting import until
 from ..redis.conftest import RedisServer
 from .conftest import FAST, ROOT, UNBROKEN, Follower, Served, all_past, redis_env
 
@@ -161,13 +162,13 @@ async def test_workers_exit_by_themselves_after_a_kill_9_of_their_parent(
     srv.signal(signal.SIGKILL)
     if redis_dies:
         redis.stop(signal.SIGKILL)
-    left = pids
-    for _ in range(600):  # up to 60 s: the default grace is far shorter
-        left = {pid for pid in left if not _gone(pid)}
-        if not left:
-            break
-        await asyncio.sleep(0.1)
-    assert not left, f"workers still alive after their parent's death: {left}\n{srv.log}"
+    try:  # up to 60 s: the default grace is far shorter
+        await until(lambda: all(_gone(pid) for pid in pids), 60, 0.1)
+    except TimeoutError:
+        left = {pid for pid in pids if not _gone(pid)}
+        raise AssertionError(
+            f"workers still alive after their parent's death: {left}\n{srv.log}"
+        ) from None
 
 
 async def test_a_task_that_swallows_its_cancel_does_not_keep_a_server_alive(
