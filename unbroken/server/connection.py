@@ -148,6 +148,18 @@ def notice_delay(left: float) -> float:
     return max(0.8 * left, left - 30.0)
 
 
+def _read_into(att: Attachment, frames: list[bytes], size: int, cap: int) -> int:
+    """Append ``att``'s next frames to ``frames`` while ``size`` (the bytes taken so
+    far) is under ``cap``; the new size."""
+    while size < cap:
+        frame = att.next_frame_nowait()
+        if frame is None:
+            break
+        frames.append(frame)
+        size += len(frame)
+    return size
+
+
 class Connection:
     """Serves one WebSocket until it closes."""
 
@@ -1053,13 +1065,8 @@ class Connection:
         ``frame_cap`` bytes of frames in one go, as :meth:`_take_frames` takes them."""
         stream = att.stream
         frames = [frame]
-        size, cap = len(frame), self.config.frame_cap
-        while size < cap:
-            more = att.next_frame_nowait()
-            if more is None:
-                break
-            frames.append(more)
-            size += len(more)
+        cap = self.config.frame_cap
+        size = _read_into(att, frames, len(frame), cap)
         if att.ended:
             self._detach(stream, release=True)
         elif size >= cap:
@@ -1279,12 +1286,7 @@ class Connection:
             att = atts.get(stream)
             if att is None:
                 continue
-            while size < cap:
-                frame = att.next_frame_nowait()
-                if frame is None:
-                    break
-                frames.append(frame)
-                size += len(frame)
+            size = _read_into(att, frames, size, cap)
             if att.ended:
                 self._detach(stream, release=True)
             elif size >= cap:  # maybe more: back in the queue, behind the others
