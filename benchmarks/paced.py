@@ -2,9 +2,8 @@
 
 ``app`` is served with ``unbroken serve benchmarks.paced:app``. The bare baseline
 (a plain ``websockets`` server sending the same paced tokens, one message each, one
-stream per connection) is :mod:`benchmarks.bare`, which imports nothing of unbroken;
-``python -m benchmarks.paced --port P`` still runs it, with unbroken's server
-imported beside it.
+stream per connection) is :mod:`benchmarks.bare`, which imports nothing of unbroken
+(``python -m benchmarks.bare --port P``).
 
 Each token is 20 bytes: the monotonic time it was produced (``%014.6f``), how late
 the agent was against its schedule in ms (``%05d``) and a space. Server and
@@ -13,15 +12,14 @@ clients run on one machine, so they share CLOCK_MONOTONIC.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 
-from benchmarks.bare import TOKEN_BYTES, paced_tokens, run_bare, stamp
+from benchmarks.bare import TOKEN_BYTES, paced_tokens, stamp
 from unbroken.server import Output, Request, Unbroken
 from unbroken.store.base import Retention
 from unbroken.store.memory import MemoryStore
 
-__all__ = ["TOKEN_BYTES", "app", "build_app", "leak_app", "paced_tokens", "run_bare", "stamp"]
+__all__ = ["TOKEN_BYTES", "app", "build_app", "leak_app", "paced_tokens", "stamp"]
 
 
 def build_app(ttl: float = 30.0, tombstone_ttl: float = 3600.0) -> Unbroken:
@@ -60,11 +58,3 @@ app = build_app()
 # for the leak check: completed streams and their tombstones expire after 2 s, so
 # 100,000 lifecycles leave nothing behind once swept
 leak_app = build_app(ttl=2.0, tombstone_ttl=2.0)
-
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description="bare websockets server with paced tokens")
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
-    a = ap.parse_args()
-    run_bare(a.port, a.loop)

@@ -186,7 +186,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 rows += [
                     asyncio.run(measure(port, s, False, version="v2", zlib=True)) for s in shapes
                 ]
-    with module_server("benchmarks.paced") as (port, _):
+    with module_server("benchmarks.bare") as (port, _):
         if not quick:
             rows.append(asyncio.run(bare(port, 2000, 1000.0)))
         rows.append(asyncio.run(bare(port, 60, 20.0)))
