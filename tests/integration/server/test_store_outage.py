@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from unbroken import BackoffPolicy, LogUnavailable
+from unbroken import BackoffPolicy, Cursor, LogUnavailable
 from unbroken.client import Client, ConnectionEvent, Stream
 from unbroken.errors import RequestRefused, StoreUnavailable
 from unbroken.protocol.frames import Cancel, Hello, Ping, Resume, Start, encode
@@ -80,6 +80,17 @@ async def unavailable(client: Client, stream: str, n: int = 1) -> list[Connectio
     return seen
 
 
+async def started_and_left(url: str) -> tuple[str, Cursor]:
+    """``forever`` (gate ``ga``) started by a first client that reads its first text
+    and leaves: the stream's id and the cursor to resume it from."""
+    async with Client([url], policy=FAST) as first:
+        st = await first.start("forever", "ga")
+        await first_text(st)
+        cursor = st.cursor
+    assert cursor is not None
+    return st.id, cursor
+
+
 def connections(client: Client) -> int:
     return sum(1 for e in client.history if e.kind == "connected")
 
@@ -116,19 +127,15 @@ async def test_a_completed_answer_survives_a_store_outage(served: ServeKit) -> N
     (a Redis restart, a failover) is resumed once it answers, not failed for good."""
     store = PartlyDown()
     kit, srv = await served(store=store)
-    async with Client([srv.url], policy=FAST) as first:
-        a = await first.start("forever", "ga")
-        await first_text(a)
-        ca = a.cursor
+    sid, ca = await started_and_left(srv.url)
     kit.gates["ga"].set()
-    await kit.wait_ended(a.id)  # the answer is complete in the log
-    assert ca is not None
-    store.down.add(a.id)
+    await kit.wait_ended(sid)  # the answer is complete in the log
+    store.down.add(sid)
     async with Client([srv.url], policy=FAST) as client:
         resuming = asyncio.create_task(client.resume(ca))
-        await unavailable(client, a.id, n=2)  # refused twice: resumed again after the wait
+        await unavailable(client, sid, n=2)  # refused twice: resumed again after the wait
         assert store.refused >= 2 and not resuming.done()
-        store.down.discard(a.id)
+        store.down.discard(sid)
         st = await asyncio.wait_for(resuming, TIMEOUT)
         assert await text_of(st) == "started done"
 
@@ -141,19 +148,15 @@ async def test_an_outage_longer_than_the_request_timeout_is_no_request_timeout(
     outage outlasted it, the policy's budget left unused)."""
     store = PartlyDown()
     kit, srv = await served(store=store)
-    async with Client([srv.url], policy=FAST) as first:
-        a = await first.start("forever", "ga")
-        await first_text(a)
-        ca = a.cursor
+    sid, ca = await started_and_left(srv.url)
     kit.gates["ga"].set()
-    await kit.wait_ended(a.id)
-    assert ca is not None
-    store.down.add(a.id)
+    await kit.wait_ended(sid)
+    store.down.add(sid)
     async with Client([srv.url], policy=FAST, request_timeout=1.0) as client:
         resuming = asyncio.create_task(client.resume(ca))
-        told = await unavailable(client, a.id, n=3)  # >= 2 s: twice the request timeout
+        told = await unavailable(client, sid, n=3)  # >= 2 s: twice the request timeout
         assert told[-1].at - told[0].at >= 2.0 and not resuming.done()
-        store.down.discard(a.id)
+        store.down.discard(sid)
         st = await asyncio.wait_for(resuming, TIMEOUT)
         assert await text_of(st) == "started done"
 
@@ -202,12 +205,8 @@ async def test_a_client_without_the_cap_gets_close_1011(served: ServeKit) -> Non
     good): the server closes 1011 instead, which every client reconnects after."""
     store = PartlyDown()
     _kit, srv = await served(store=store)
-    async with Client([srv.url], policy=FAST) as first:
-        a = await first.start("forever", "ga")
-        await first_text(a)
-        ca = a.cursor
-    assert ca is not None
-    store.down.add(a.id)
+    sid, ca = await started_and_left(srv.url)
+    store.down.add(sid)
     frames: list[str] = []
     async with connect(srv.url, subprotocols=["unbroken.v1"]) as ws:  # type: ignore[list-item]
         await ws.send(encode(Hello(caps=["batch", "streams"])).decode())
