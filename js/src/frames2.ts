@@ -7,38 +7,7 @@
  * bytes (16 in the frame with `end`). Mirrors `unbroken/protocol/frames_v2.py`.
  */
 import { ProtocolError } from "./errors.js";
-import {
-  CHUNK_KIND,
-  CloseCode,
-  DEFAULT_LIMITS,
-  F,
-  Kind,
-  PART_ID,
-  REQUIRED,
-  STATUSES,
-  bad,
-  isAgent,
-  isAnon,
-  isCaps,
-  isEpoch,
-  isLimits,
-  isNonNegative,
-  isPositive,
-  isReq,
-  isSeq,
-  isSeq1,
-  isShortText,
-  isStreamId,
-  isUnixTime,
-  maxLen,
-  oneOf,
-  orNull,
-  type Check,
-  type ClientFrame,
-  type Event,
-  type Field,
-  type KindByte,
-} from "./frames.js";
+import { CHUNK_KIND, CloseCode, DEFAULT_LIMITS, Kind, PART_ID, STATUSES, bad, type ClientFrame, type Event, type KindByte } from "./frames.js";
 import { Reader, packFrame, unpack } from "./msgpack.js";
 
 /** Capability (v2): the server may send a large message deflated, `[13, bin]` (§19.6). */
@@ -46,89 +15,104 @@ export const CAP_ZLIB = "zlib";
 export const T_BATCH = 0;
 export const T_ZLIB = 13;
 
-const isHandle: Check = (v) => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
-const isBin = (n: number): Check => (v) => v instanceof Uint8Array && v.length === n;
-/** `h` of `events`: the first 8 bytes of the chain value, or all 16 (§19.4). */
-const isFrameH: Check = (v) => v instanceof Uint8Array && (v.length === 8 || v.length === 16);
-const isLive2: Check = (v) =>
-  Array.isArray(v) &&
-  v.length <= 10_000 &&
-  v.every(
-    (it) =>
-      Array.isArray(it) &&
-      (it.length === 5 || it.length === 6) &&
-      isStreamId(it[0]) &&
-      isAgent(it[1]) &&
-      isEpoch(it[2]) &&
-      isSeq(it[3]) &&
-      isBin(16)(it[4]) &&
-      (it.length === 5 || it[5] === "running"),
-  );
-
-const handle = F("handle", isHandle);
-const stream = F("stream", isStreamId);
-const epoch = F("epoch", isEpoch);
-const n = F("n", isSeq, 0);
-const T = (t: string, ...fields: Field[]): [string, readonly Field[]] => [t, fields];
-
-/** Server → client frames by tag (§19.3): v1's frames and field checks, in v2's
- * field order (v1's own tables are the v1 codec's, frames.ts). */
-export const SERVER_TAGS: Record<number, [string, readonly Field[]]> = {
-  1: T("events", handle, F("seq", isSeq1), F("items", (v) => Array.isArray(v) && v.length > 0), F("h", isFrameH)),
-  2: T(
-    "welcome",
-    F("session", maxLen(64)),
-    F("heartbeat_ms", isPositive),
-    epoch,
-    F("limits", isLimits, DEFAULT_LIMITS),
-    F("caps", isCaps, []),
-    F("anon", orNull(isAnon), null),
-    F("auth_exp", orNull(isUnixTime), null),
-  ),
-  3: T("started", F("req", isReq), stream, epoch, handle),
-  4: T("resumed", stream, handle, F("from", isSeq), F("head", isSeq, 0), F("status", oneOf("running", "completed", "failed", "cancelled"), "running")),
-  5: T("gone", stream, F("reason", oneOf("unknown", "expired", "epoch", "diverged", "forbidden")), F("message", isShortText, "")),
-  6: T("resync", stream, F("reason", isShortText, "")),
-  7: T("error", F("code", maxLen(64)), F("message", isShortText, ""), F("stream", orNull(isStreamId), null), F("req", orNull(isReq), null), F("retry_after_ms", orNull(isNonNegative), null)),
-  8: T("hb"),
-  9: T("pong", n),
-  10: T("auth_expiring", F("in_ms", isNonNegative)),
-  11: T("refreshed", F("exp", orNull(isUnixTime), null)),
-  12: T("streams", n, F("items", isLive2, [])),
+// the field checks of the server frames (§5, §19.3), written out per frame below
+const ID = /^[A-Za-z0-9_-]{1,64}$/;
+const str = (v: unknown, max: number): v is string => typeof v === "string" && v.length <= max;
+const isId = (v: unknown): v is string => typeof v === "string" && ID.test(v);
+const isReq = (v: unknown): v is string => typeof v === "string" && /^[\x21-\x7e]{1,128}$/.test(v);
+/** an integer in [min, max] (a float is a `Number` object: refused) */
+const int = (v: unknown, min = 0, max = 2 ** 53): v is number => typeof v === "number" && Number.isInteger(v) && v >= min && v <= max;
+/** unix seconds, or null (a float is a `Number` object: unwrapped) */
+const time = (v: unknown): number | null => {
+  const x = v instanceof Number ? +v : v;
+  if (x !== null && !(typeof x === "number" && Number.isFinite(x) && x >= 0)) bad("bad unix time");
+  return x;
 };
-
+const isBin = (v: unknown, n: number): v is Uint8Array => v instanceof Uint8Array && v.length === n;
 const hex = (b: Uint8Array) => Array.from(b, (x) => (x < 16 ? "0" : "") + x.toString(16)).join("");
+const SAFE = Number.MAX_SAFE_INTEGER;
 
-/** A decoded MessagePack array as the frame it is in `table` (v1 field names,
- * defaults filled in; `streams` items and `resume.h` as v1 has them, hex). */
-export function frameOf(v: unknown, table: Record<number, [string, readonly Field[]]>, side: string): Record<string, unknown> {
-  if (!Array.isArray(v) || v.length === 0 || typeof v[0] !== "number") bad("malformed frame: no tag");
-  const spec = Object.prototype.hasOwnProperty.call(table, v[0]) ? table[v[0]] : undefined;
-  if (spec === undefined) bad(`unknown ${side} frame tag ${v[0]}`);
-  const [t, fields] = spec;
-  if (v.length - 1 > fields.length) bad(`${t}: ${v.length - 1} fields, at most ${fields.length}`);
-  const out: Record<string, unknown> = { t };
-  for (let i = 0; i < fields.length; i++) {
-    const [wire, check, dflt] = fields[i];
-    if (i + 1 >= v.length) {
-      if (dflt === REQUIRED) bad(`${t}: missing field ${wire}`);
-      out[wire] = dflt;
-      continue;
-    }
-    const x = v[i + 1];
-    if (!check(x)) bad(`${t}: invalid ${wire}`);
-    out[wire] = x instanceof Number ? +x : x;
-  }
-  if (t === "welcome") out.limits = { ...DEFAULT_LIMITS, ...(out.limits as object) };
-  else if (t === "streams") {
-    out.items = (out.items as unknown[][]).map(([stream, agent, epoch, head, h]) => ({ stream, agent, epoch, head, h: hex(h as Uint8Array), status: "running" }));
-  } else if (t === "resume" && out.h !== null) out.h = hex(out.h as Uint8Array);
-  return out;
-}
-
-/** A server frame (one element of a message), already unpacked. */
+/** A server frame (one element of a message, already unpacked: `[tag, field, …]`) as
+ * the v1 frame it is (v1 field names, defaults filled in, `streams` items as v1 has
+ * them), plus `handle` on `started`/`resumed`. Each frame is decoded by its own code
+ * with every check of §19.3; a bad one is a `ProtocolError` 4000. */
 export function decodeServerV2(v: unknown): Record<string, unknown> {
-  return frameOf(v, SERVER_TAGS, "server");
+  if (!Array.isArray(v)) bad("malformed frame: no tag");
+  const n = v.length;
+  // (trailing fields left out are `undefined` here: their defaults below; a
+  // required field left out fails its check)
+  const [tag, a, b, c, d, e, f, g] = v;
+  // (the most elements each tag's frame has; not a number, or an unknown tag: undefined)
+  if (!(n <= (typeof tag === "number" ? [5, 8, 5, 6, 4, 3, 6, 1, 2, 2, 2, 3][tag - 1] : -1))) bad(`unknown server frame tag ${tag}, or too many fields`);
+  let ok = true;
+  let out: Record<string, unknown>;
+  switch (tag) {
+    case 1: // events: handle, seq (from 1), items (at least one), h (8 bytes, or 16)
+      ok = int(a, 0, 0xffffffff) && int(b, 1) && Array.isArray(c) && c.length > 0 && (isBin(d, 8) || isBin(d, 16));
+      out = { t: "events", handle: a, seq: b, items: c, h: d };
+      break;
+    case 2: {
+      const limits = d ?? {};
+      ok = str(a, 64) && int(b, 1, SAFE) && isId(c) && typeof limits === "object" && limits !== null && !Array.isArray(limits) && !(limits instanceof Uint8Array);
+      for (const k in DEFAULT_LIMITS) if (ok && (limits as Record<string, unknown>)[k] !== undefined) ok = int((limits as Record<string, unknown>)[k], 1, SAFE);
+      const caps = e ?? [];
+      ok &&= Array.isArray(caps) && caps.length <= 32 && caps.every((s) => str(s, 64)) && (f == null || isId(f));
+      out = { t: "welcome", session: a, heartbeat_ms: b, epoch: c, limits: { ...DEFAULT_LIMITS, ...(d ?? {}) }, caps, anon: f ?? null, auth_exp: time(g ?? null) };
+      break;
+    }
+    case 3:
+      ok = isReq(a) && isId(b) && isId(c) && int(d, 0, 0xffffffff);
+      out = { t: "started", req: a, stream: b, epoch: c, handle: d };
+      break;
+    case 4: {
+      const status = e ?? "running";
+      ok = isId(a) && int(b, 0, 0xffffffff) && int(c) && int(d ?? 0) && (status === "running" || STATUSES.includes(status as string));
+      out = { t: "resumed", stream: a, handle: b, from: c, head: d ?? 0, status };
+      break;
+    }
+    case 5:
+      ok = isId(a) && ["unknown", "expired", "epoch", "diverged", "forbidden"].includes(b as string) && str(c ?? "", 4096);
+      out = { t: "gone", stream: a, reason: b, message: c ?? "" };
+      break;
+    case 6:
+      ok = isId(a) && str(b ?? "", 4096);
+      out = { t: "resync", stream: a, reason: b ?? "" };
+      break;
+    case 7:
+      ok = str(a, 64) && str(b ?? "", 4096) && (c == null || isId(c)) && (d == null || isReq(d)) && (e == null || int(e, 0, SAFE));
+      out = { t: "error", code: a, message: b ?? "", stream: c ?? null, req: d ?? null, retry_after_ms: e ?? null };
+      break;
+    case 8:
+      out = { t: "hb" };
+      break;
+    case 9:
+      ok = int(a ?? 0);
+      out = { t: "pong", n: a ?? 0 };
+      break;
+    case 10:
+      ok = int(a, 0, SAFE);
+      out = { t: "auth_expiring", in_ms: a };
+      break;
+    case 11:
+      out = { t: "refreshed", exp: time(a ?? null) };
+      break;
+    default: {
+      // 12, streams: n, items (each [stream, agent, epoch, head, h (16 bytes), "running"?])
+      const items = b ?? [];
+      ok = int(a ?? 0) && Array.isArray(items) && items.length <= 10_000;
+      out = {
+        t: "streams",
+        n: a ?? 0,
+        items: !ok ? [] : (items as unknown[]).map((it) => {
+          const [stream, agent, epoch, head, h, status = "running"] = Array.isArray(it) ? it : [];
+          ok &&= (it as unknown[]).length <= 6 && isId(stream) && typeof agent === "string" && /^[A-Za-z0-9_.:-]{1,128}$/.test(agent) && isId(epoch) && int(head) && isBin(h, 16) && status === "running";
+          return { stream, agent, epoch, head, h: ok ? hex(h as Uint8Array) : "", status };
+        }),
+      };
+    }
+  }
+  if (!ok) bad(`invalid ${out.t} frame`);
+  return out;
 }
 
 /** Is this message a `zlib` frame (to inflate first)? */

@@ -40,16 +40,16 @@ export {
   makeEvent,
 } from "./frames.js";
 export type * from "./frames.js";
-export { CAP_ZLIB, SERVER_TAGS, decodeServerV2, encodeClientV2, eventsOfV2, frameOf, framesOfV2, inflate, isZlib } from "./frames2.js";
-export { CLIENT_TAGS, encodeV2 } from "./frames2-peer.js";
+export { CAP_ZLIB, decodeServerV2, encodeClientV2, eventsOfV2, framesOfV2, inflate, isZlib } from "./frames2.js";
+export { CLIENT_TAGS, SERVER_TAGS, encodeV2, frameOf } from "./frames2-peer.js";
 export type { Carried } from "./frames2.js";
 export { pack, packFrame, unpack, Reader } from "./msgpack.js";
 export { ChainMismatch, errorMessage, errorName, serverVersions } from "./errors.js";
 
 import { ProtocolError } from "./errors.js";
 import { CLOSE_CODE_MEANING as _meaning, CloseCode, DEFAULT_MAX_FRAME, Kind, NAME_BY_KIND, type ClientFrame, type Event } from "./frames.js";
-import { frameOf, type Carried } from "./frames2.js";
-import { CLIENT_TAGS } from "./frames2-peer.js";
+import { type Carried } from "./frames2.js";
+import { CLIENT_TAGS, frameOf } from "./frames2-peer.js";
 import { unpack } from "./msgpack.js";
 void _meaning;
 
