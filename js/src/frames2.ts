@@ -8,7 +8,7 @@
  */
 import { ProtocolError } from "./errors.js";
 import { CHUNK_KIND, CloseCode, DEFAULT_LIMITS, Kind, PART_ID, STATUSES, bad, type ClientFrame, type Event, type KindByte } from "./frames.js";
-import { Reader, packFrame, unpack } from "./msgpack.js";
+import { packFrame, unpack, unpackBatch } from "./msgpack.js";
 
 /** Capability (v2): the server may send a large message deflated, `[13, bin]` (§19.6). */
 export const CAP_ZLIB = "zlib";
@@ -125,17 +125,8 @@ export function isZlib(message: Uint8Array): boolean {
 export function framesOfV2(message: Uint8Array, maxSize: number): [unknown, number][] {
   if (message.length > maxSize) bad(`frame of ${message.length} bytes is over the limit of ${maxSize}`, CloseCode.TOO_BIG);
   if (message[0] === 0x92 && message[1] === T_BATCH) {
-    const r = new Reader(message, 2);
-    const n = r.arrayHeader();
-    if (n < 1) bad("malformed frame: empty batch");
-    const out: [unknown, number][] = new Array(n);
-    for (let i = 0; i < n; i++) {
-      const p = r.pos;
-      const v = r.value(1);
-      if (Array.isArray(v) && (v[0] === T_BATCH || v[0] === T_ZLIB)) bad("malformed frame: nested batch");
-      out[i] = [v, r.pos - p];
-    }
-    if (r.pos !== message.length) bad("malformed frame: trailing bytes");
+    const out = unpackBatch(message);
+    for (const [v] of out) if (Array.isArray(v) && (v[0] === T_BATCH || v[0] === T_ZLIB)) bad("malformed frame: nested batch");
     return out;
   }
   return [[unpack(message), message.length]];

@@ -21,166 +21,153 @@ function bad(what: string): never {
   throw new ProtocolError(`malformed frame: ${what}`, 4000);
 }
 
-/** Reads values from `b` from `pos` on. */
-export class Reader {
-  pos: number;
-  private readonly v: DataView;
-  constructor(
-    readonly b: Uint8Array,
-    pos = 0,
-  ) {
-    this.pos = pos;
-    this.v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  }
+// the reader's state: the bytes, where it is, a view of them (one message at a time)
+let b: Uint8Array = new Uint8Array(0);
+let at = 0;
+let dv: DataView = new DataView(b.buffer);
 
-  /** `n` more bytes are there (else: truncated); returns where they start. */
-  private need(n: number): number {
-    const p = this.pos;
-    if (p + n > this.b.length) bad("truncated MessagePack");
-    this.pos = p + n;
-    return p;
-  }
+function from(bytes: Uint8Array, pos: number): void {
+  b = bytes;
+  at = pos;
+  dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
 
-  private u(n: 1 | 2 | 4): number {
-    const p = this.need(n);
-    return n === 1 ? this.b[p] : n === 2 ? this.v.getUint16(p) : this.v.getUint32(p);
-  }
+/** `n` more bytes are there (else: truncated); returns where they start. */
+function need(n: number): number {
+  const p = at;
+  if ((at += n) > b.length) bad("truncated MessagePack");
+  return p;
+}
 
-  /** One value. */
-  value(depth = 0): unknown {
-    const b = this.b;
-    if (this.pos >= b.length) bad("truncated MessagePack");
-    const c = b[this.pos++];
-    if (c < 0x80) return c;
-    if (c >= 0xe0) return c - 0x100;
-    if (c >= 0xa0 && c < 0xc0) return this.str(c & 31);
-    if (c >= 0x90 && c < 0xa0) return this.array(c & 15, depth);
-    if (c < 0x90) return this.map(c & 15, depth);
-    const v = this.v;
-    switch (c) {
-      case 0xc0:
-        return null;
-      case 0xc2:
-        return false;
-      case 0xc3:
-        return true;
-      case 0xc4:
-      case 0xc5:
-      case 0xc6: {
-        const n = this.u(c === 0xc4 ? 1 : c === 0xc5 ? 2 : 4);
-        const p = this.need(n);
-        return b.slice(p, p + n);
-      }
-      case 0xca:
-        return new Number(v.getFloat32(this.need(4)));
-      case 0xcb:
-        return new Number(v.getFloat64(this.need(8)));
-      case 0xcc:
-        return this.u(1);
-      case 0xcd:
-        return this.u(2);
-      case 0xce:
-        return this.u(4);
-      case 0xcf:
-      case 0xd3: {
-        const p = this.need(8);
-        const hi = c === 0xcf ? v.getUint32(p) : v.getInt32(p);
-        const x = hi * 0x100000000 + v.getUint32(p + 4);
-        // beyond ±2^53 a number would round into range: refused
-        if (Math.abs(x) > 2 ** 53 || (x === 2 ** 53 && v.getUint32(p + 4) !== 0)) bad("integer out of range");
-        return x;
-      }
-      case 0xd0:
-        return v.getInt8(this.need(1));
-      case 0xd1:
-        return v.getInt16(this.need(2));
-      case 0xd2:
-        return v.getInt32(this.need(4));
-      case 0xd9:
-        return this.str(this.u(1));
-      case 0xda:
-        return this.str(this.u(2));
-      case 0xdb:
-        return this.str(this.u(4));
-      case 0xdc:
-        return this.array(this.u(2), depth);
-      case 0xdd:
-        return this.array(this.u(4), depth);
-      case 0xde:
-        return this.map(this.u(2), depth);
-      case 0xdf:
-        return this.map(this.u(4), depth);
+/** A big-endian unsigned integer of `n` (1, 2, 4) bytes. */
+function u(n: number): number {
+  const p = need(n);
+  return n === 1 ? b[p] : n === 2 ? dv.getUint16(p) : dv.getUint32(p);
+}
+
+/** One value. */
+function value(depth: number): unknown {
+  const c = b[need(1)];
+  if (c < 0x80) return c;
+  if (c >= 0xe0) return c - 0x100;
+  if (c >= 0xa0 && c < 0xc0) return str(c & 31);
+  if (c < 0xa0) return list(c & 15, depth, c < 0x90);
+  switch (c) {
+    case 0xc0:
+      return null;
+    case 0xc2:
+      return false;
+    case 0xc3:
+      return true;
+    case 0xc4:
+    case 0xc5:
+    case 0xc6: {
+      const n = u(1 << (c - 0xc4));
+      const p = need(n);
+      return b.slice(p, p + n);
     }
-    bad(`MessagePack type 0x${c.toString(16)} not used`);
-  }
-
-  str(n: number): string {
-    const p = this.need(n);
-    const b = this.b;
-    if (n < 40) {
-      // short ASCII (a token): no TextDecoder call
-      let s = "";
-      for (let i = p; i < p + n; i++) {
-        const c = b[i];
-        if (c > 0x7f) return this.utf8(p, n);
-        s += String.fromCharCode(c);
-      }
-      return s;
+    case 0xca:
+      return new Number(dv.getFloat32(need(4)));
+    case 0xcb:
+      return new Number(dv.getFloat64(need(8)));
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+      return u(1 << (c - 0xcc));
+    case 0xcf:
+    case 0xd3: {
+      const p = need(8);
+      const lo = dv.getUint32(p + 4);
+      const x = (c === 0xcf ? dv.getUint32(p) : dv.getInt32(p)) * 0x100000000 + lo;
+      // beyond ±2^53 a number would round into range: refused
+      if (Math.abs(x) > 2 ** 53 || (x === 2 ** 53 && lo !== 0)) bad("integer out of range");
+      return x;
     }
-    return this.utf8(p, n);
+    case 0xd0:
+      return dv.getInt8(need(1));
+    case 0xd1:
+      return dv.getInt16(need(2));
+    case 0xd2:
+      return dv.getInt32(need(4));
+    case 0xd9:
+    case 0xda:
+    case 0xdb:
+      return str(u(1 << (c - 0xd9)));
+    case 0xdc:
+    case 0xdd:
+    case 0xde:
+    case 0xdf:
+      // (array or map: 16-bit length at an even type byte, 32-bit at an odd one)
+      return list(u(c & 1 ? 4 : 2), depth, c > 0xdd);
   }
+  bad(`MessagePack type 0x${c.toString(16)} not used`);
+}
 
-  private utf8(p: number, n: number): string {
-    try {
-      return td.decode(this.b.subarray(p, p + n));
-    } catch {
-      bad("a string that is not valid UTF-8");
+function str(n: number): string {
+  const p = need(n);
+  if (n < 40) {
+    // short ASCII (a token): no TextDecoder call
+    let s = "";
+    for (let i = p; i < p + n; i++) {
+      const c = b[i];
+      if (c > 0x7f) return utf8(p, n);
+      s += String.fromCharCode(c);
     }
+    return s;
   }
+  return utf8(p, n);
+}
 
-  /** The header of an array at `pos`: its length (`-1`: not an array). */
-  arrayHeader(): number {
-    const c = this.b[this.pos];
-    if (c >= 0x90 && c < 0xa0) {
-      this.pos++;
-      return c & 15;
-    }
-    if (c === 0xdc || c === 0xdd) {
-      this.pos++;
-      const n = this.u(c === 0xdc ? 2 : 4);
-      if (n > this.b.length - this.pos) bad("truncated MessagePack");
-      return n;
-    }
-    return -1;
+function utf8(p: number, n: number): string {
+  try {
+    return td.decode(b.subarray(p, p + n));
+  } catch {
+    bad("a string that is not valid UTF-8");
   }
+}
 
-  private array(n: number, depth: number): unknown[] {
-    if (depth >= 32) bad("nested too deep");
-    if (n > this.b.length - this.pos) bad("truncated MessagePack");
-    const out = new Array<unknown>(n);
-    for (let i = 0; i < n; i++) out[i] = this.value(depth + 1);
-    return out;
-  }
-
-  private map(n: number, depth: number): Record<string, unknown> {
-    if (depth >= 32) bad("nested too deep");
-    if (2 * n > this.b.length - this.pos) bad("truncated MessagePack");
+/** An array of `n` values, or a map of `n` pairs with string keys. */
+function list(n: number, depth: number, map: boolean): unknown {
+  if (depth >= 32) bad("nested too deep");
+  if ((map ? 2 * n : n) > b.length - at) bad("truncated MessagePack");
+  if (map) {
     const out: Record<string, unknown> = Object.create(null);
     for (let i = 0; i < n; i++) {
-      const k = this.value(depth + 1);
+      const k = value(depth + 1);
       if (typeof k !== "string") bad("a map key that is not a string");
-      out[k] = this.value(depth + 1);
+      out[k] = value(depth + 1);
     }
     return out;
   }
+  const out = new Array<unknown>(n);
+  for (let i = 0; i < n; i++) out[i] = value(depth + 1);
+  return out;
 }
 
 /** The one value `bytes` hold (trailing bytes are refused). */
 export function unpack(bytes: Uint8Array): unknown {
-  const r = new Reader(bytes);
-  const v = r.value();
-  if (r.pos !== bytes.length) bad("trailing bytes after the value");
+  from(bytes, 0);
+  const v = value(0);
+  if (at !== bytes.length) bad("trailing bytes after the value");
   return v;
+}
+
+/** The elements of the array at byte 2 of `bytes` (a batch `[0, [frame, …]]`, its
+ * first two bytes already checked), each with its size in bytes; it must end
+ * `bytes` and hold at least one. */
+export function unpackBatch(bytes: Uint8Array): [unknown, number][] {
+  from(bytes, 2);
+  const c = bytes[2];
+  const n = c >= 0x90 && c < 0xa0 ? (at++, c & 15) : c === 0xdc || c === 0xdd ? (at++, u(c & 1 ? 4 : 2)) : 0;
+  if (n < 1 || n > bytes.length - at) bad("empty or truncated batch");
+  const out: [unknown, number][] = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const p = at;
+    out[i] = [value(1), 0];
+    out[i][1] = at - p;
+  }
+  if (at !== bytes.length) bad("trailing bytes");
+  return out;
 }
 
 /** Encodes values as msgspec does (the smallest form of each): strings, integers,

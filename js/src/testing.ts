@@ -43,7 +43,7 @@ export type * from "./frames.js";
 export { CAP_ZLIB, decodeServerV2, encodeClientV2, eventsOfV2, framesOfV2, inflate, isZlib } from "./frames2.js";
 export { CLIENT_TAGS, SERVER_TAGS, encodeV2, frameOf } from "./frames2-peer.js";
 export type { Carried } from "./frames2.js";
-export { pack, packFrame, unpack, Reader } from "./msgpack.js";
+export { pack, packFrame, unpack, unpackBatch } from "./msgpack.js";
 export { ChainMismatch, errorMessage, errorName, serverVersions } from "./errors.js";
 
 import { ProtocolError } from "./errors.js";

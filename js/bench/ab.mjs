@@ -1,0 +1,43 @@
+// A/B of the hot path (v2 decode + verify of `events` frames, as bench/verify.mjs)
+// between two builds in one process, interleaved, so the machine's load hits both
+// alike: `node bench/ab.mjs A/dist/testing.js B/dist/testing.js [rounds=15]`.
+// Prints each side's best and median events/s over the rounds.
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+
+const [pa, pb, r = "15"] = process.argv.slice(2);
+const rounds = Number(r);
+const sides = await Promise.all([pa, pb].map((p) => import(pathToFileURL(resolve(p)).href)));
+const m = sides[0];
+const n = 100_000;
+const per = 64;
+const stream = "benchStream0123456789";
+const epoch = "ep";
+const events = [m.makeEvent(1, m.Kind.PART_START, { part: "text", partKind: "text" })];
+for (let i = 2; i <= n; i++) events.push(m.makeEvent(i, m.Kind.TEXT, { part: "text", body: `token ${i} of it`.padEnd(20, ".") }));
+const frames = [];
+{
+  const v = new m.ChainVerifier(stream, epoch);
+  const carried = { part: "", kind: 0 };
+  for (let i = 0; i < n; i += per) {
+    const batch = events.slice(i, i + per);
+    const d = v.extend(batch);
+    frames.push(m.encodeV2({ t: "events", handle: 0, seq: batch[0].seq, items: m.encodeItemsV2(batch, carried), h: d.slice(0, 8) }));
+  }
+}
+const MAX = 1 << 24;
+function run(x) {
+  const one = (f) => x.framesOfV2(m.encodeV2(f), MAX)[0];
+  const s = new x.ClientSession();
+  s.connect(null, "v2");
+  s.receive(one({ t: "welcome", session: "s", heartbeat_ms: 400, epoch }));
+  s.start("r", "a", null);
+  s.receive(one({ t: "started", req: "r", stream, epoch, handle: 0 }));
+  const t0 = performance.now();
+  for (const f of frames) for (const fr of x.framesOfV2(f, MAX)) s.receive(fr);
+  return n / (performance.now() - t0) * 1000;
+}
+const got = [[], []];
+for (let i = 0; i < rounds; i++) for (const k of i % 2 ? [1, 0] : [0, 1]) got[k].push(run(sides[k]));
+const med = (a) => [...a].sort((x, y) => x - y)[a.length >> 1];
+for (const k of [0, 1]) console.log(`${[pa, pb][k]}: best ${Math.round(Math.max(...got[k]))}/s, median ${Math.round(med(got[k]))}/s`);
