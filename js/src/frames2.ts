@@ -187,55 +187,65 @@ export function eventsOfV2(seq: number, items: unknown[], partKinds: Map<string,
   const out: Event[] = new Array(n);
   let current = carried.part;
   let kind = carried.kind;
-  const last = n - 1;
   for (let i = 0; i < n; i++, seq++) {
     const it = items[i];
+    // the event's fields (its kind's own, the others empty)
+    let k: number = kind;
+    let part = current;
+    let body = "";
+    let partKind = "";
+    let mime = "";
+    let schema = "";
+    let status = "";
+    let error = "";
+    let count = 0;
     if (typeof it === "string") {
       if (kind === 0) bad(`events: item ${i}: no current part`);
-      out[i] = { seq, kind: kind as KindByte, part: current, body: it, partKind: "", mime: "", schema: "", status: "", error: "", count: 0 };
-      continue;
-    }
-    if (!Array.isArray(it)) bad(`events: item ${i}: bad type`);
-    const k = it[0];
-    const len = it.length;
-    const p = it[1];
-    if (k === Kind.END) {
-      const err = len > 3 ? it[3] : "";
-      if (len < 3 || len > 4 || !STATUSES.includes(p) || typeof err !== "string") bad(`events: item ${i}: an invalid end`);
-      if (i !== last) bad("events: end not last");
-      if (it[2] !== seq) bad(`events: end says ${it[2]}, is ${seq}`);
-      out[i] = { seq, kind: Kind.END, part: "", body: "", partKind: "", mime: "", schema: "", status: p, error: err, count: seq };
-      continue;
-    }
-    if (typeof p !== "string" || !PART_ID.test(p)) bad(`events: item ${i}: bad part id`);
-    if (k === Kind.TEXT || k === Kind.JSON || k === Kind.DATA) {
-      const d = it[2];
-      if (len !== 3 || typeof d !== "string") bad(`events: item ${i}: an invalid chunk`);
-      const known = partKinds.get(p);
-      if (known !== undefined && CHUNK_KIND[known] !== k) bad(`events: part ${p} is ${known}, not ${k}`);
-      current = p;
-      kind = k;
-      out[i] = { seq, kind: k, part: p, body: d, partKind: "", mime: "", schema: "", status: "", error: "", count: 0 };
-    } else if (k === Kind.PART_START) {
-      const pk = it[2];
-      const mime = len > 3 ? it[3] : "";
-      const schema = len > 4 ? it[4] : "";
-      if (len < 3 || len > 5 || CHUNK_KIND[pk] === undefined) bad(`events: item ${i}: bad part kind`);
-      if (typeof mime !== "string" || mime.length > 4096 || mime.includes("\0")) bad("events: bad mime");
-      if (typeof schema !== "string") bad("events: bad schema");
-      partKinds.set(p, pk);
-      current = p;
-      kind = CHUNK_KIND[pk];
-      out[i] = { seq, kind: Kind.PART_START, part: p, body: "", partKind: pk, mime, schema, status: "", error: "", count: 0 };
-    } else if (k === Kind.PART_END) {
-      const err = len > 2 ? it[2] : "";
-      if (len > 3 || typeof err !== "string") bad("events: part_end with an invalid err");
-      if (current === p) {
-        current = "";
-        kind = 0;
+      body = it;
+    } else {
+      if (!Array.isArray(it)) bad(`events: item ${i}: bad type`);
+      const len = it.length;
+      const p = it[1];
+      k = it[0];
+      if (k === Kind.END) {
+        error = len > 3 ? it[3] : "";
+        if (len < 3 || len > 4 || !STATUSES.includes(p) || typeof error !== "string") bad(`events: item ${i}: an invalid end`);
+        if (i !== n - 1) bad("events: end not last");
+        if (it[2] !== seq) bad(`events: end says ${it[2]}, is ${seq}`);
+        part = "";
+        status = p;
+        count = seq;
+      } else {
+        if (typeof p !== "string" || !PART_ID.test(p)) bad(`events: item ${i}: bad part id`);
+        part = p;
+        if (k === Kind.TEXT || k === Kind.JSON || k === Kind.DATA) {
+          body = it[2];
+          if (len !== 3 || typeof body !== "string") bad(`events: item ${i}: an invalid chunk`);
+          const known = partKinds.get(p);
+          if (known !== undefined && CHUNK_KIND[known] !== k) bad(`events: part ${p} is ${known}, not ${k}`);
+          current = p;
+          kind = k;
+        } else if (k === Kind.PART_START) {
+          partKind = it[2];
+          mime = len > 3 ? it[3] : "";
+          schema = len > 4 ? it[4] : "";
+          if (len < 3 || len > 5 || CHUNK_KIND[partKind] === undefined) bad(`events: item ${i}: bad part kind`);
+          if (typeof mime !== "string" || mime.length > 4096 || mime.includes("\0")) bad("events: bad mime");
+          if (typeof schema !== "string") bad("events: bad schema");
+          partKinds.set(p, partKind);
+          current = p;
+          kind = CHUNK_KIND[partKind];
+        } else if (k === Kind.PART_END) {
+          error = len > 2 ? it[2] : "";
+          if (len > 3 || typeof error !== "string") bad("events: part_end with an invalid err");
+          if (current === p) {
+            current = "";
+            kind = 0;
+          }
+        } else bad(`events: item ${i} of unknown kind`);
       }
-      out[i] = { seq, kind: Kind.PART_END, part: p, body: "", partKind: "", mime: "", schema: "", status: "", error: err, count: 0 };
-    } else bad(`events: item ${i} of unknown kind`);
+    }
+    out[i] = { seq, kind: k as KindByte, part, body, partKind, mime, schema, status, error, count };
   }
   if (seq - 1 > 2 ** 53) bad("events: seq beyond 2^53");
   carried.part = current;
