@@ -22,22 +22,22 @@ export const DEFAULT_MAX_FRAME = 16 * 1024 * 1024;
 export const MAX_SEQ = 2 ** 53;
 
 /** WebSocket close codes of protocol v1 (§13.2). */
-export const CloseCode = {
-  NORMAL: 1000,
-  GOING_AWAY: 1001,
-  INVALID_DATA: 1007,
-  TOO_BIG: 1009,
-  INTERNAL: 1011,
-  SERVICE_RESTART: 1012,
-  BAD_FRAME: 4000,
-  AUTH_REQUIRED: 4001,
-  AUTH_FAILED: 4002,
-  FORBIDDEN: 4003,
-  HEARTBEAT_TIMEOUT: 4004,
-  UNSUPPORTED_VERSION: 4005,
-  OVERLOADED: 4008,
-  TOKEN_EXPIRED: 4010,
-} as const;
+export enum CloseCode {
+  NORMAL = 1000,
+  GOING_AWAY = 1001,
+  INVALID_DATA = 1007,
+  TOO_BIG = 1009,
+  INTERNAL = 1011,
+  SERVICE_RESTART = 1012,
+  BAD_FRAME = 4000,
+  AUTH_REQUIRED = 4001,
+  AUTH_FAILED = 4002,
+  FORBIDDEN = 4003,
+  HEARTBEAT_TIMEOUT = 4004,
+  UNSUPPORTED_VERSION = 4005,
+  OVERLOADED = 4008,
+  TOKEN_EXPIRED = 4010,
+}
 
 /** One-line meaning of each close code. */
 export const CLOSE_CODE_MEANING: Record<number, string> = {
@@ -59,8 +59,9 @@ export const CLOSE_CODE_MEANING: Record<number, string> = {
 
 // ------------------------------------------------------------------ events
 /** Event kinds and their byte in the digest (§6.1). */
-export const Kind = { TEXT: 1, JSON: 2, DATA: 3, PART_START: 4, PART_END: 5, END: 6 } as const;
-export type KindByte = (typeof Kind)[keyof typeof Kind];
+// (TypeScript enums: esbuild writes their values in where they are used)
+export enum Kind { TEXT = 1, JSON = 2, DATA = 3, PART_START = 4, PART_END = 5, END = 6 }
+export type KindByte = Kind;
 export const KIND_BY_NAME: Record<string, KindByte> = {
   text: 1,
   json: 2,
