@@ -147,8 +147,10 @@ export function useWasm(on: boolean): boolean {
   if (on) {
     try {
       compress = wasm();
-      // (BLAKE2b-128 of the schedule's 192 bytes, from @noble/hashes)
-      if (toHexLite(blake2b128(Uint8Array.from(SIGMA))) !== "db4b6b5ae2eb47145f73f54a32e99d7f") throw 0;
+      // (BLAKE2b-128 of the schedule's 192 bytes, from @noble/hashes: db4b6b5a e2eb4714
+      // 5f73f54a 32e99d7f, as the little-endian words of the chaining value)
+      blake2b128(SIGMA);
+      if (h[0] !== 0x5a6b4bdb || h[1] !== 0x1447ebe2 || h[2] !== 0x4af5735f || h[3] !== 0x7f9de932) throw 0;
       return true;
     } catch {
       compress = js ?? unloaded;
@@ -164,7 +166,6 @@ export async function loadJs(): Promise<void> {
   if (compress === unloaded) compress = js;
 }
 
-const toHexLite = (b: Uint8Array) => Array.from(b, (x) => (x < 16 ? "0" : "") + x.toString(16)).join("");
 
 /** Load bytes [from, to) of `data` into `m` as little-endian words, zero-padded. */
 function load(data: Uint8Array, from: number, to: number): void {

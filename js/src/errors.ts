@@ -199,7 +199,7 @@ for (const [cls, name] of [
   [RequestRefused, "RequestRefused"],
   [LogUnavailable, "LogUnavailable"],
 ] as const) {
-  Object.defineProperty(cls.prototype, "name", { value: name, writable: true, configurable: true });
+  cls.prototype.name = name;
 }
 
 export function errorName(e: unknown): string {

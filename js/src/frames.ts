@@ -19,7 +19,7 @@ export const CAP_STREAMS = "streams";
  * and resumes it after `retry_after_ms`; without it the server closes 1011 instead. */
 export const CAP_UNAVAILABLE = "unavailable";
 export const DEFAULT_MAX_FRAME = 16 * 1024 * 1024;
-export const MAX_SEQ = 2 ** 53;
+export const MAX_SEQ = 9007199254740992; // 2 ** 53
 
 /** WebSocket close codes of protocol v1 (§13.2). */
 export enum CloseCode {
@@ -152,7 +152,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   max_chunk: 1048576,
   max_client_frame: 1048576,
 });
-export const LIMIT_FIELDS = Object.keys(DEFAULT_LIMITS) as (keyof Limits)[];
+export const LIMIT_FIELDS = /* @__PURE__ */ Object.keys(DEFAULT_LIMITS) as (keyof Limits)[];
 
 export const REQUIRED = Symbol("required");
 export type Field = readonly [wire: string, check: Check, dflt: unknown];
