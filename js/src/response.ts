@@ -390,83 +390,64 @@ function clientCheck(pr: PartResult, validator: SchemaValidator | null): string 
  * strings, arrays and objects are closed; a key without a value, a trailing comma
  * or an unfinished literal are dropped. */
 export function parsePartialJson(text: string): unknown {
-  const stack: [string, string][] = [];
-  let safe = 0;
-  let safeClosers = "";
-  let i = 0;
   const n = text.length;
-  let pendingStringValue = false;
-  const closers = () => stack.map((e) => e[0]).reverse().join("");
-  const valueDone = (end: number) => {
-    if (stack.length) stack[stack.length - 1][1] = "a";
+  // the open containers, innermost last: "]" an array, "}" an object, "k" an object
+  // expecting a key; the end of the longest prefix that is whole values, and what
+  // was open there
+  let open = "";
+  let safe = 0;
+  let safeOpen = "";
+  let openString = false;
+  const done = (end: number, value = true) => {
+    // (a value where a key was due: read on as a value, the next string too)
+    if (value && open.endsWith("k")) open = open.slice(0, -1) + "}";
     safe = end;
-    safeClosers = closers();
+    safeOpen = open;
   };
-  const ws = /\s/;
-  while (i < n) {
+  const closers = (s: string) => [...s].reverse().join("").replace(/k/g, "}");
+  for (let i = 0; i < n; ) {
     const ch = text[i];
-    if (ws.test(ch)) {
-      i++;
-      continue;
-    }
-    const top = stack.length ? stack[stack.length - 1] : null;
+    const top = open[open.length - 1];
     if (ch === '"') {
       let j = i + 1;
-      let esc = false;
-      while (j < n) {
-        const c = text[j];
-        if (esc) esc = false;
-        else if (c === "\\") esc = true;
-        else if (c === '"') break;
-        j++;
-      }
+      while (j < n && text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
       if (j >= n) {
-        pendingStringValue = !(top !== null && top[0] === "}" && top[1] === "k");
+        // an unfinished string: a value is closed where it stops, a key dropped
+        openString = top !== "k";
         break;
       }
-      if (top !== null && top[0] === "}" && top[1] === "k") top[1] = "c";
-      else valueDone(j + 1);
+      if (top === "k") open = open.slice(0, -1) + "}";
+      else done(j + 1);
       i = j + 1;
     } else if (ch === "[" || ch === "{") {
-      stack.push(ch === "[" ? ["]", "v"] : ["}", "k"]);
-      safe = i + 1;
-      safeClosers = closers();
-      i++;
+      open += ch === "[" ? "]" : "k";
+      done(++i, false);
     } else if (ch === "]" || ch === "}") {
-      stack.pop();
-      valueDone(i + 1);
-      i++;
-    } else if (ch === ",") {
-      if (top !== null) top[1] = top[0] === "}" ? "k" : "v";
-      i++;
-    } else if (ch === ":") {
-      if (top !== null) top[1] = "v";
+      open = open.slice(0, -1);
+      done(++i);
+    } else if (ch === "," || ch === ":" || /\s/.test(ch)) {
+      // (after a comma an object expects a key; after a colon, a value)
+      if (top === "k" ? ch === ":" : ch === "," && top === "}") open = open.slice(0, -1) + (top === "k" ? "}" : "k");
       i++;
     } else {
+      // a number or a literal: whole once a delimiter follows, or if it parses
       let j = i;
       while (j < n && !",]}: \t\r\n".includes(text[j])) j++;
       if (j >= n) {
         try {
-          JSON.parse(text.slice(i, j));
-          valueDone(j);
+          JSON.parse(text.slice(i));
+          done(j);
         } catch {
           /* unfinished literal */
         }
         break;
       }
-      valueDone(j);
-      i = j;
+      done((i = j));
     }
   }
-  const candidates: string[] = [];
-  if (pendingStringValue) {
-    const body = text.endsWith("\\") ? text.slice(0, -1) : text;
-    candidates.push(body + '"' + closers());
-  }
-  candidates.push(text.slice(0, safe) + safeClosers);
-  for (const c of candidates) {
+  for (const c of [openString ? text.replace(/\\$/, "") + '"' + closers(open) : "", text.slice(0, safe) + closers(safeOpen)]) {
     try {
-      return JSON.parse(c);
+      if (c) return JSON.parse(c);
     } catch {
       /* next */
     }

@@ -210,6 +210,17 @@ test("partial JSON: a prefix parses as far as it goes", () => {
   assert.deepEqual(parsePartialJson("[1, 2, 3"), [1, 2, 3]);
   assert.equal(parsePartialJson(""), null);
   assert.deepEqual(parsePartialJson('{"a": tru'), {});
+  // a key dropped, an escape cut, containers closed, a literal whole at the end
+  assert.deepEqual(parsePartialJson('{"a": 1, "b'), { a: 1 });
+  assert.deepEqual(parsePartialJson('{"a": "x\\'), { a: "x" });
+  assert.deepEqual(parsePartialJson('[{"a": [true, {"b": null}], "c": -1.5e3'), [{ a: [true, { b: null }], c: -1500 }]);
+  assert.deepEqual(parsePartialJson('{"a": [1, 2,'), { a: [1, 2] });
+  assert.deepEqual(parsePartialJson('"top'), "top");
+  assert.equal(parsePartialJson("12"), 12);
+  // every prefix of a document: a value or null, the whole document itself
+  const doc = '{"rows": [{"id": 1, "tags": ["x", "y\\"z"], "ok": false}, {"id": 2.5, "n": null}], "end": "é€"}';
+  for (let i = 0; i < doc.length; i++) assert.notEqual(parsePartialJson(doc.slice(0, i)), undefined);
+  assert.deepEqual(parsePartialJson(doc), JSON.parse(doc));
 });
 
 test("errors carry their class name even minified", async () => {
