@@ -11,29 +11,38 @@
  * `visibilitychange → visible` it reconnects at once instead of waiting out the
  * backoff (never under a server's `retry_after` floor).
  */
-import { BackoffPolicy, Reconnects, seededRng, type Backoff, type BackoffPolicyOptions } from "./backoff.js";
+import { Backoff, BackoffPolicy, Reconnects, seededRng, type BackoffPolicyOptions, type Rng } from "./backoff.js";
 import { CORE, type CoreHelpers } from "./core-key.js";
-import { fromHex, seed, toHex } from "./digest.js";
+import { ChainVerifier, fromHex, seed, stepEvent, toHex } from "./digest.js";
 import { ready as digestReady } from "./blake2b.js";
 import {
+  AuthError,
+  ChainMismatch,
   ConfigError,
   ConnectionLost,
   IntegrityError,
+  LogUnavailable,
+  Overloaded,
   ProtocolError,
-  AuthError,
   RequestRefused,
   RequestTimeout,
+  StreamFailed,
   StreamGone,
   UnbrokenError,
+  errorMessage,
+  errorName,
   type GoneReason,
 } from "./errors.js";
-import { CAP_BATCH, CAP_REFRESH, CAP_STREAMS, CAP_UNAVAILABLE, CloseCode, DEFAULT_MAX_FRAME, VERSIONS, type ClientFrame, type Event } from "./frames.js";
+import { CAP_BATCH, CAP_REFRESH, CAP_STREAMS, CAP_UNAVAILABLE, CloseCode, DEFAULT_MAX_FRAME, Kind, VERSIONS, type ClientFrame, type ErrorFrame, type Event, type ServerFrame, type Welcome } from "./frames.js";
 import { loadV1, v1 } from "./codecs.js";
-import { CAP_ZLIB, framesOfV2, inflate, isZlib } from "./frames2.js";
+import { CAP_ZLIB, decodeServerV2, encodeClientV2, eventsOfV2, framesOfV2, inflate, isZlib, type Carried } from "./frames2.js";
 import { Liveness } from "./liveness.js";
 import { Answer, StreamEnded, type SchemaValidator, type StreamEvent } from "./response.js";
-import { RETRYABLE_START, TOKEN_ATTEMPTS, causeOf, closeError, fatalError, refreshDelay, shouldRetry as defaultRetryTable } from "./retry.js";
-import { ClientSession, ConsumedCursor, Cursor, endError, wrongMessage, type AskToken, type ClientOutput, type CursorLike, type FrameV2 } from "./session.js";
+import { HARMLESS_ERROR, REFRESH_ATTEMPTS, RETRYABLE_START, TOKEN_ATTEMPTS, causeOf, closeError, fatalError, refreshDelay, shouldRetry as defaultRetryTable } from "./retry.js";
+import { Cursor, type CursorLike } from "./session.js";
+
+/** A v2 frame of a message: the unpacked value and its size in bytes. */
+export type FrameV2 = [value: unknown, nbytes: number];
 
 /** Something that happened to the connection, with a monotonic timestamp `at`
  * (seconds). `kind`: connected, disconnected, reconnecting, resumed, gone, exhausted;
@@ -161,7 +170,10 @@ export interface SavedStream {
   cursor: CursorLike | null;
 }
 
-type QueueItem = { ev: StreamEvent; raw: Event } | { mark: number; digest: Uint8Array } | { error: unknown };
+/** A queued event (with the chain value after it when it ends its frame), or the error that ended the stream. */
+type QueueItem = { ev: StreamEvent; raw: Event; h?: Uint8Array } | { error: unknown };
+type StreamState = "starting" | "attached" | "detached" | "resuming" | "ended" | "gone";
+type ListWaiter = [resolve: (items: LiveStreamInfo[]) => void, reject: (e: unknown) => void];
 
 const now = (): number => performance.now() / 1000;
 
@@ -199,28 +211,69 @@ function randomId(): string {
   return btoa(String.fromCharCode(...b)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
+/** A promise (its rejection handled: the caller may never await it) and its two ends. */
+function deferred<T>(): [Promise<T>, (v: T) => void, (e: unknown) => void] {
+  let res!: (v: T) => void;
+  let rej!: (e: unknown) => void;
+  const p = new Promise<T>((a, b) => {
+    res = a;
+    rej = b;
+  });
+  p.catch(() => undefined);
+  return [p, res, rej];
+}
+
+const bad = (what: string): ProtocolError => new ProtocolError(`unexpected ${what}`);
+
+/** Why a message of the other type is refused on a `v2` (else v1) connection. */
+const wrongMessage = (v2: boolean): string => (v2 ? "text message (not part of protocol v2)" : "binary message (not part of protocol v1)");
+
 /** One agent answer as the client receives it: `for await (const ev of stream)`
  * yields typed events exactly once across reconnects; `await stream.wait()` is the
- * verified `Answer` (or the typed error that ended it). */
+ * verified `Answer` (or the typed error that ended it). It is also the client's
+ * record of the stream: where the chain is (what arrived, verified) and where the
+ * reader is (its cursor). */
 export class Stream implements AsyncIterable<StreamEvent> {
   id = "";
+  /** The storage generation of the server's log that holds this stream (`""` before
+   * the stream started); a resume in another epoch is answered `gone`. */
+  epoch = "";
   result: Answer;
-  private readonly _queue: QueueItem[] = [];
-  private _waiter: (() => void) | null = null;
-  private readonly _consumed = new ConsumedCursor();
-  private _startedResolve!: () => void;
-  private _startedReject!: (e: unknown) => void;
   readonly started: Promise<void>;
-  private _doneResolve!: (a: Answer) => void;
-  private _doneReject!: (e: unknown) => void;
-  private readonly _donePromise: Promise<Answer>;
-  private _finished = false;
-  private _startedDone = false;
+  /** @internal */
+  _state: StreamState = "starting";
+  /** @internal the chain of the events received (verified); null before `started` */
+  _chain: ChainVerifier | null = null;
+  /** @internal part id → kind, for the events' decoding */
+  readonly _kinds = new Map<string, string>();
+  /** @internal v2: the current part carried from frame to frame (reset at started/resumed) */
+  _carried: Carried = { part: "", kind: 0 };
+  /** @internal the last seq acked, bytes since, and when */
+  _acked = 0;
+  _unacked = 0;
+  _ackedAt = 0;
+  /** @internal starts refused for load */
+  _refusals = 0;
+  /** @internal its log unreachable (`error unavailable`): the resumes' backoff since
+   * the first such answer (cleared by the next events) */
+  _outage: Backoff | null = null;
   /** @internal the user cancelled (a `cancelled` end is then a success) */
-  cancelledByUser = false;
+  _cancelled = false;
   /** @internal when the start or resume is due its answer (`now()`): moved on by
    * each answer that has it sent again (`unavailable`, a start refused for load) */
   _answerBy = 0;
+  /** @internal */
+  readonly _answered: () => void;
+  private readonly _refuse: (e: unknown) => void;
+  private readonly _queue: QueueItem[] = [];
+  private _waiter: (() => void) | null = null;
+  /** the reader's position: the last chain value it passed, and the events read since */
+  private _anchor: [number, Uint8Array] | null = null;
+  private _since: Event[] = [];
+  private readonly _done: Promise<Answer>;
+  private readonly _resolve: (a: Answer) => void;
+  private readonly _reject: (e: unknown) => void;
+  private _finished = false;
 
   constructor(
     private readonly _client: Client,
@@ -230,16 +283,8 @@ export class Stream implements AsyncIterable<StreamEvent> {
   ) {
     this.result = new Answer("");
     this.result.validator = _client.validator;
-    this.started = new Promise((res, rej) => {
-      this._startedResolve = res;
-      this._startedReject = rej;
-    });
-    this.started.catch(() => undefined);
-    this._donePromise = new Promise((res, rej) => {
-      this._doneResolve = res;
-      this._doneReject = rej;
-    });
-    this._donePromise.catch(() => undefined);
+    [this.started, this._answered, this._refuse] = deferred<void>();
+    [this._done, this._resolve, this._reject] = deferred<Answer>();
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<StreamEvent> {
@@ -247,11 +292,10 @@ export class Stream implements AsyncIterable<StreamEvent> {
       while (this._queue.length === 0) await new Promise<void>((r) => (this._waiter = r));
       const item = this._queue.shift()!;
       if ("error" in item) throw item.error;
-      if ("mark" in item) {
-        this._consumed.verified(item.mark, item.digest);
-        continue;
-      }
-      this._consumed.consumed(item.raw);
+      if (item.h) {
+        this._anchor = [item.raw.seq, item.h];
+        this._since = [];
+      } else this._since.push(item.raw);
       yield item.ev;
       if (item.ev instanceof StreamEnded) return;
     }
@@ -259,7 +303,7 @@ export class Stream implements AsyncIterable<StreamEvent> {
 
   /** The verified answer once the stream ends, or the error that ended it. */
   wait(): Promise<Answer> {
-    return this._donePromise;
+    return this._done;
   }
 
   get done(): boolean {
@@ -269,53 +313,47 @@ export class Stream implements AsyncIterable<StreamEvent> {
   /** Position of the last event the iterator yielded: save it to pick the answer up
    * later, on any node, with `Client.resume`. `null` before the stream started. */
   get cursor(): Cursor | null {
-    return this._consumed.cursor();
-  }
-
-  /** The storage generation of the server's log that holds this stream (`""` before
-   * the stream started); a resume in another epoch is answered `gone`. */
-  get epoch(): string {
-    return this._consumed.epoch;
+    if (this._anchor === null) return null;
+    let [seq, digest] = this._anchor;
+    for (const ev of this._since) {
+      digest = stepEvent(digest, ev);
+      seq = ev.seq;
+    }
+    return new Cursor(this.id, seq, toHex(digest), this.epoch);
   }
 
   /** Stop the agent on the server (idempotent; also after a reconnect). */
   async cancel(): Promise<void> {
-    this.cancelledByUser = true;
-    if (this.id && !this._finished) this._client._sendFrame(this._client._session.cancel(this.id));
+    this._cancelled = true;
+    if (this.id && !this._finished) this._client._send({ t: "cancel", stream: this.id });
   }
 
-  /** @internal */
+  /** @internal the stream is known: at `started`, or resumed from a cursor */
   _began(stream: string, epoch: string, seq = 0, digest: Uint8Array | null = null): void {
-    this.id = stream;
-    this._consumed.began(stream, epoch, seq, digest);
-  }
-
-  /** @internal */
-  _answered(): void {
-    if (!this._startedDone) {
-      this._startedDone = true;
-      this._startedResolve();
-    }
+    this.id = this.result.stream = stream;
+    this.epoch = epoch;
+    const chain = (this._chain = new ChainVerifier(stream, epoch, seq, digest));
+    this._anchor = [seq, chain.digest];
+    this._acked = seq;
   }
 
   private _put(item: QueueItem): void {
     this._queue.push(item);
     const w = this._waiter;
-    if (w) {
-      this._waiter = null;
-      w();
+    this._waiter = null;
+    w?.();
+  }
+
+  /** @internal a verified frame's events (`h`: the chain value after the last) */
+  _push(events: Event[], h: Uint8Array): void {
+    if (this._finished) return;
+    const hex = toHex(h);
+    const last = events[events.length - 1];
+    for (const raw of events) this._put({ ev: this.result.apply(raw, hex), raw, h: raw === last ? h : undefined });
+    if (last.kind === Kind.END) {
+      const ok = last.status === "completed" || (last.status === "cancelled" && this._cancelled);
+      this._finish(ok ? null : new StreamFailed(this.id, last.status, last.error));
     }
-  }
-
-  /** @internal */
-  _push(ev: StreamEvent, raw: Event): void {
-    this._put({ ev, raw });
-    if (ev instanceof StreamEnded) this._finish(endError(this.id, ev.status, ev.error, this.cancelledByUser));
-  }
-
-  /** @internal */
-  _mark(seq: number, digest: Uint8Array): void {
-    if (!this._finished) this._put({ mark: seq, digest });
   }
 
   /** @internal */
@@ -324,20 +362,17 @@ export class Stream implements AsyncIterable<StreamEvent> {
     this._finished = true;
     if (error) {
       this._put({ error });
-      this._doneReject(error);
-      if (!this._startedDone) {
-        this._startedDone = true;
-        this._startedReject(error);
-      }
-    } else {
-      this._doneResolve(this.result);
-    }
+      this._reject(error);
+      this._refuse(error);
+    } else this._resolve(this.result);
     this._client._finished(this);
   }
 }
 
 /** A resilient unbroken client. `await client.connect()` (optional: `start` connects),
- * `await client.start(agent, input)`, `await client.close()`. */
+ * `await client.start(agent, input)`, `await client.close()`. It is also the protocol's
+ * client side: one table of streams (by request id), what a server frame means, what
+ * to send. */
 export class Client {
   /** @internal what dist/ai-sdk.js takes from the client it is given (core-key.ts) */
   static readonly [CORE]: CoreHelpers = { seed, toHex, ready: digestReady };
@@ -356,39 +391,62 @@ export class Client {
   readonly protocols: string[];
   /** the version the current (or last) connection speaks; `null` before one */
   version: string | null = null;
-  /** @internal */
-  readonly _session: ClientSession;
+  /** @internal every stream not forgotten, by request id (a finished one until its
+   * message's acks are sent) */
+  readonly openStreams = new Map<string, Stream>();
+  /** v2: stream handles given by `started`/`resumed` on this connection */
+  private readonly _handles = new Map<number, Stream>();
+  private readonly _caps: string[];
   private readonly _live: Liveness;
   private readonly _WS: WebSocketConstructor;
   private readonly _storage: StorageLike | null;
   private readonly _storageKey: string;
-  private readonly openStreams = new Map<string, Stream>();
-  private readonly _byId = new Map<string, Stream>();
   private readonly _reconnects: Reconnects;
+  private readonly _rng: Rng;
   private readonly _subscribers = new Set<(e: ConnectionEvent) => void>();
   private _ws: WebSocketLike | null = null;
+  /** the current connection's `welcome` (null: none, or not yet) */
+  private _welcome: Welcome | null = null;
+  /** a connection is up and welcomed */
   private _ready = false;
   private _closed = false;
   private _fatal: unknown = null;
   /** the server's log generation, from the last `welcome` */
   private _epoch: string | null = null;
+  /** the anonymous principal's key, from `welcome` (or storage) */
+  private _anon: string | null = null;
+  /** caps in force on this connection (both sides listed them) */
+  private _batch = false;
+  private _refresh = false;
+  private _listing = false;
+  private _zlib = false;
+  /** cumulative acks: after `_ackEvery` bytes, or `_ackAfter` s with `_ackMin` bytes unacked */
+  private _ackEvery = 1;
+  private _ackMin = 1;
+  private _ackAfter = 1;
+  /** an `hb` arrived in this message: every attached stream's ack goes again */
+  private _hbSeen = false;
+  /** refreshes failed in a row on this connection */
+  private _refreshFailures = 0;
+  /** the wait a shed or refused connection was given (`error` with `retry_after_ms`) */
+  private _retryAfter: number | null = null;
+  /** numbers the connections (a token asked on one is not sent on another) */
+  private _conn = 0;
   private _running = false;
   private _urlIndex = 0;
   private _progressed = false;
-  private _first: Promise<void> | null = null;
-  private _firstResolve: (() => void) | null = null;
-  private _firstReject: ((e: unknown) => void) | null = null;
+  private _first: [Promise<void>, () => void, (e: unknown) => void] | null = null;
   private _wakeSleep: (() => void) | null = null;
   private _sleepFloor = false;
   private _endConnection: ((err: unknown) => void) | null = null;
-  private _refreshTimer: ReturnType<typeof setTimeout> | null = null;
+  private _refreshTimer: ReturnType<typeof setTimeout> | undefined;
   /** Set by `freeze()` until `wake()`: no connection is opened meanwhile. */
   private _frozen: (() => void) | null = null;
   private _thawed: Promise<void> | null = null;
   private _frozenError: unknown = null;
-  private _forgetSoon: string[] = [];
+  private _forgetSoon: Stream[] = [];
   /** `list` requests awaiting their `streams` answer, by number (sent again after a reconnect). */
-  private readonly _lists = new Map<number, { resolve: (items: LiveStreamInfo[]) => void; reject: (e: unknown) => void }>();
+  private readonly _lists = new Map<number, ListWaiter>();
   private _listN = 0;
   private readonly _listeners: [EventTarget, string, () => void][] = [];
 
@@ -412,15 +470,9 @@ export class Client {
     this.protocols = known.filter((v) => asked.includes(v));
     if (this.protocols.length === 0) throw new ConfigError(`give at least one protocol version (${known.join(", ")})`);
     const zlib = (options.compression ?? true) && typeof (globalThis as { DecompressionStream?: unknown }).DecompressionStream === "function";
+    this._caps = [CAP_BATCH, ...(typeof this.token === "function" ? [CAP_REFRESH] : []), CAP_STREAMS, CAP_UNAVAILABLE, ...(zlib ? [CAP_ZLIB] : [])];
     this._live = new Liveness({ silenceFactor: options.silenceFactor, pingEvery: options.pingEvery });
-    this._session = new ClientSession({
-      maxFrame: this.maxFrame,
-      caps: [CAP_BATCH, ...(typeof this.token === "function" ? [CAP_REFRESH] : []), CAP_STREAMS, CAP_UNAVAILABLE, ...(zlib ? [CAP_ZLIB] : [])],
-      liveness: this._live,
-      startAttempts: this.policy.maxAttempts ?? 12,
-      outagePolicy: this.policy,
-      rng: options.seed === undefined ? Math.random : seededRng(options.seed),
-    });
+    this._rng = options.seed === undefined ? Math.random : seededRng(options.seed);
     this._reconnects = new Reconnects(this.policy, options.seed === undefined ? Math.random : seededRng(options.seed));
     const g = globalThis as { sessionStorage?: StorageLike; document?: unknown };
     let storage = options.storage;
@@ -433,8 +485,7 @@ export class Client {
     }
     this._storage = storage ?? null;
     this._storageKey = options.storageKey ?? "unbroken";
-    const saved = this._readStorage();
-    if (saved?.anon) this._session.anon = saved.anon;
+    this._anon = this._readStorage()?.anon ?? null;
     if (options.lifecycle ?? g.document !== undefined) this._listenToLifecycle();
   }
 
@@ -468,7 +519,7 @@ export class Client {
   connect(): Promise<void> {
     this._checkUsable();
     this._ensureRunning();
-    return this._first!;
+    return this._first![0];
   }
 
   /** Close the connection; streams not finished end with `ConnectionLost`. */
@@ -476,16 +527,14 @@ export class Client {
     if (this._closed) return;
     this.saveCursors();
     this._closed = true;
-    this._session.close();
     for (const [target, type, fn] of this._listeners) target.removeEventListener(type, fn);
     this._listeners.length = 0;
     this._wakeSleep?.();
     this._frozen?.();
-    if (this._refreshTimer !== null) clearTimeout(this._refreshTimer);
-    this._endConnection?.(new ConnectionLost("client closed"));
-    for (const st of [...this.openStreams.values()]) st._finish(new ConnectionLost("client closed"));
-    this._rejectLists(new ConnectionLost("client closed"));
-    if (this._firstReject) this._firstReject(new ConnectionLost("client closed"));
+    clearTimeout(this._refreshTimer);
+    const error = new ConnectionLost("client closed");
+    this._endConnection?.(error);
+    this._failAll(error);
   }
 
   // ------------------------------------------------------------ requests
@@ -494,13 +543,20 @@ export class Client {
   async start(agent: string, input: unknown = null, options: { req?: string } = {}): Promise<Stream> {
     this._checkUsable();
     const req = options.req ?? randomId();
-    const frame = this._session.start(req, agent, input);
+    if (this.openStreams.has(req)) throw new ConfigError(`request id ${JSON.stringify(req)} already used`);
     const st = new Stream(this, req, agent, input);
+    const frame: ClientFrame = { t: "start", req, agent, input };
+    const welcome = this._welcome;
+    if (welcome !== null) {
+      const size = this._wire(frame).length;
+      const limit = welcome.limits.max_client_frame;
+      if (size > limit) throw new RequestRefused("too_big", `start frame of ${size} bytes; limit ${limit}`);
+    }
     this.openStreams.set(req, st);
     this._ensureRunning();
-    if (frame !== null) this._sendFrame(frame);
+    this._send(frame);
     this.saveCursors();
-    await this.answered(st, "start");
+    await this._awaitAnswer(st, "start");
     return st;
   }
 
@@ -512,20 +568,16 @@ export class Client {
     // a string is parsed; fields are checked the same way (a bad digest would
     // otherwise be a late error, a bad id the server closing 4000)
     const c = Cursor.parse(cursor);
-    if (this._byId.has(c.stream)) {
-      throw new ConfigError(`stream ${c.stream} is already open on this client`);
-    }
-    const req = options.req ?? `resume-${randomId()}`;
-    const st = new Stream(this, req, options.agent ?? "");
+    if (this._find(c.stream)) throw new ConfigError(`stream ${c.stream} is already open on this client`);
+    const st = new Stream(this, options.req ?? `resume-${randomId()}`, options.agent ?? "");
     st._began(c.stream, c.epoch, c.seq, fromHex(c.digest));
     st.result = new Answer(c.stream, c.seq);
     st.result.validator = this.validator;
-    const frame = this._session.adopt(req, c);
-    this.openStreams.set(req, st);
-    this._byId.set(c.stream, st);
+    st._state = "detached";
+    this.openStreams.set(st.req, st);
     this._ensureRunning();
-    if (frame !== null) this._sendFrame(frame);
-    await this.answered(st, "resume");
+    if (this._ready) this._send(this._resume(st));
+    await this._awaitAnswer(st, "resume");
     return st;
   }
 
@@ -575,10 +627,10 @@ export class Client {
     try {
       await Promise.race([this.connect(), timeout]);
       if (this._closed) throw new ConnectionLost("client closed");
-      if (this._ready && !this._session.streamsAgreed) throw noStreamsCap();
-      const answer = new Promise<LiveStreamInfo[]>((resolve, reject) => this._lists.set(n, { resolve, reject }));
-      const frame = this._session.listStreams(n);
-      if (frame !== null) this._sendFrame(frame); // else sent after the next welcome
+      if (this._ready && !this._listing) throw noStreamsCap();
+      const [answer, resolve, reject] = deferred<LiveStreamInfo[]>();
+      this._lists.set(n, [resolve, reject]);
+      this._send({ t: "list", n }); // (else sent after the next welcome)
       return await Promise.race([answer, timeout]);
     } finally {
       this._lists.delete(n);
@@ -587,7 +639,7 @@ export class Client {
   }
 
   private _rejectLists(error: unknown): void {
-    for (const pending of this._lists.values()) pending.reject(error);
+    for (const pending of this._lists.values()) pending[1](error);
     this._lists.clear();
   }
 
@@ -619,14 +671,16 @@ export class Client {
     const storage = this._storage;
     if (storage === null || this._closed) return;
     const streams: Record<string, Omit<SavedStream, "req">> = {};
+    let any = this._anon !== null;
     for (const st of this.openStreams.values()) {
       if (st.done) continue;
       const cursor = st.cursor;
       streams[st.req] = { agent: st.agent, input: cursor ? null : st.input, cursor };
+      any = true;
     }
     try {
-      if (Object.keys(streams).length === 0 && this._session.anon === null) storage.removeItem(this._storageKey);
-      else storage.setItem(this._storageKey, JSON.stringify({ anon: this._session.anon, streams }));
+      if (any) storage.setItem(this._storageKey, JSON.stringify({ anon: this._anon, streams }));
+      else storage.removeItem(this._storageKey);
     } catch {
       /* storage full or refused: cursors are then only in memory */
     }
@@ -670,13 +724,13 @@ export class Client {
       thaw();
     }
     if (this._wakeSleep && !this._sleepFloor) this._wakeSleep();
-    else if (thaw === null && this._ready && !this._live.awaitingPong) this._sendFrame(this._live.ping(now()));
+    else if (thaw === null && this._ready && !this._live.awaitingPong) this._send(this._live.ping(now()));
   }
 
   /** Wait for the answer to a start or resume: `requestTimeout` from the request, or
    * from each time an answer has it sent again (`unavailable`, a start refused for
    * load): a server that keeps answering is not stuck; the policy bounds that wait. */
-  private async answered(st: Stream, what: string): Promise<void> {
+  private async _awaitAnswer(st: Stream, what: string): Promise<void> {
     st._answerBy = now() + this.requestTimeout;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, rej) => {
@@ -690,10 +744,7 @@ export class Client {
     try {
       await Promise.race([st.started, timeout]);
     } catch (e) {
-      if (e instanceof RequestTimeout) {
-        this._session.forget(st.req);
-        st._finish(e);
-      }
+      if (e instanceof RequestTimeout) this._fail(st, e);
       throw e;
     } finally {
       clearTimeout(timer);
@@ -705,24 +756,45 @@ export class Client {
     if (this._closed) throw new UnbrokenError("client is closed");
   }
 
-  /** @internal */
-  _sendFrame(frame: ClientFrame): void {
+  /** `frame` as this connection's version sends it: v1 text, v2 bytes. */
+  private _wire(frame: ClientFrame): string | Uint8Array {
+    return this.version === "v1" ? v1!.encode(frame) : encodeClientV2(frame);
+  }
+
+  /** @internal send `frame` on the welcomed connection (none: it goes, or is
+   * replaced, after the next welcome) */
+  _send(frame: ClientFrame): void {
     const ws = this._ws;
-    if (ws === null || !this._ready || ws.readyState !== 1) return; // re-sent after the next welcome
-    ws.send(this._session.wire(frame));
+    if (ws !== null && this._ready && ws.readyState === 1) ws.send(this._wire(frame));
+  }
+
+  /** A stream by its id. */
+  private _find(id: string): Stream | undefined {
+    for (const st of this.openStreams.values()) if (st.id === id) return st;
+  }
+
+  /** The `resume` of a detached stream (now resuming). */
+  private _resume(st: Stream): ClientFrame {
+    st._state = "resuming";
+    const chain = st._chain!;
+    return { t: "resume", stream: st.id, after: chain.seq, epoch: st.epoch, h: toHex(chain.digest) };
+  }
+
+  /** End `st` with `error` and forget it at once (its later frames are moot). */
+  private _fail(st: Stream, error: unknown): void {
+    this.openStreams.delete(st.req);
+    st._finish(error);
   }
 
   /** @internal a stream finished: forget it (after this message's acks are sent). */
   _finished(st: Stream): void {
-    this.openStreams.delete(st.req);
-    if (st.id) this._byId.delete(st.id);
-    this._forgetSoon.push(st.req);
+    this._forgetSoon.push(st);
     queueMicrotask(() => this._flushForget());
     this.saveCursors();
   }
 
   private _flushForget(): void {
-    for (const req of this._forgetSoon) this._session.forget(req);
+    for (const st of this._forgetSoon) if (this.openStreams.get(st.req) === st) this.openStreams.delete(st.req);
     this._forgetSoon = [];
   }
 
@@ -754,9 +826,8 @@ export class Client {
   }
 
   private _readStorage(): { anon: string | null; streams: Record<string, Omit<SavedStream, "req">> } | null {
-    if (this._storage === null) return null;
     try {
-      const raw = this._storage.getItem(this._storageKey);
+      const raw = this._storage?.getItem(this._storageKey);
       return raw ? JSON.parse(raw) : null;
     } catch {
       return null;
@@ -764,8 +835,7 @@ export class Client {
   }
 
   private _listenToLifecycle(): void {
-    const g = globalThis as unknown as { document?: EventTarget & { visibilityState?: string }; addEventListener?: unknown };
-    const doc = g.document;
+    const doc = (globalThis as unknown as { document?: EventTarget & { visibilityState?: string } }).document;
     const win = globalThis as unknown as EventTarget;
     const on = (target: EventTarget | undefined, type: string, fn: () => void) => {
       if (!target || typeof target.addEventListener !== "function") return;
@@ -798,15 +868,11 @@ export class Client {
   private _ensureRunning(): void {
     if (this._running) return;
     this._running = true;
-    this._first = new Promise((res, rej) => {
-      this._firstResolve = res;
-      this._firstReject = rej;
-    });
-    this._first.catch(() => undefined);
-    void this.supervise();
+    this._first = deferred<void>();
+    void this._supervise();
   }
 
-  private async supervise(): Promise<void> {
+  private async _supervise(): Promise<void> {
     const reconnects = this._reconnects;
     while (!this._closed) {
       if (this._thawed !== null) {
@@ -818,14 +884,12 @@ export class Client {
       const budget = reconnects.budget(now());
       let error: unknown;
       try {
-        await this.connection(url, budget);
+        await this._connection(url, budget);
         error = new ConnectionLost("server closed the connection");
       } catch (e) {
         error = e;
       }
-      this._ready = false;
-      this._ws = null;
-      this._session.connectionLost();
+      this._connectionLost();
       if (this._closed) return;
       const shed = (error as { retryAfter?: number | null }).retryAfter;
       this._emit("disconnected", { url, cause: causeOf(error), code: (error as { code?: number | null }).code ?? null, retryAfter: typeof shed === "number" ? shed : null });
@@ -846,11 +910,20 @@ export class Client {
       }
       this._urlIndex += 1;
       this._emit("reconnecting", { attempt: next.attempt, delay: next.delay, url: this.urls[this._urlIndex % this.urls.length] });
-      if (next.delay > 0) {
-        const ra = (error as { retryAfter?: number | null }).retryAfter;
-        await this._sleep(next.delay, typeof ra === "number" && ra > 0);
-      }
+      if (next.delay > 0) await this._sleep(next.delay, typeof shed === "number" && shed > 0);
     }
+  }
+
+  /** The connection is gone: what was attached waits for the next one. */
+  private _connectionLost(): void {
+    this._ready = false;
+    this._ws = this._welcome = null;
+    this._refresh = this._listing = this._zlib = false;
+    this._handles.clear();
+    this._refreshFailures = 0;
+    // (an ended stream is forgotten once its message is handled: no ack of it goes
+    // to a connection that never had it)
+    for (const st of this.openStreams.values()) if (st._state === "attached" || st._state === "resuming") st._state = "detached";
   }
 
   private _sleep(seconds: number, floor: boolean): Promise<void> {
@@ -867,8 +940,8 @@ export class Client {
   }
 
   private _failAll(error: unknown): void {
-    this._fatal = error;
-    this._firstReject?.(error);
+    if (!this._closed) this._fatal = error;
+    this._first?.[2](error);
     for (const st of [...this.openStreams.values()]) st._finish(error);
     this._rejectLists(error);
   }
@@ -876,9 +949,9 @@ export class Client {
   /** The token for a `hello`: the fixed one, or the provider's (nothing: a hello
    * without one); a provider that throws is asked again after 0.1, 0.2 s, and the
    * third failure in a row is an `AuthError` (fatal: no retry storm). */
-  private async tokenValue(): Promise<string | null> {
+  private async _tokenValue(): Promise<string | null> {
     const t = this.token;
-    if (t === null || t === undefined || typeof t === "string") return t ?? null;
+    if (typeof t !== "function") return t ?? null;
     for (let failures = 1; ; failures++) {
       let error: unknown;
       try {
@@ -887,19 +960,19 @@ export class Client {
         error = e;
       }
       if (failures >= TOKEN_ATTEMPTS || this._closed) {
-        const what = `${(error as Error)?.name ?? "Error"}: ${(error as Error)?.message ?? String(error)}`;
-        throw new AuthError(`the token provider failed: ${what} (${failures} attempts)`);
+        throw new AuthError(`the token provider failed: ${errorName(error)}: ${errorMessage(error)} (${failures} attempts)`);
       }
       await new Promise((r) => setTimeout(r, refreshDelay(failures) * 1000));
     }
   }
 
-  /** Ask the provider for a token at `ask.at` and send it as `refresh` (in-band, the
-   * streams flowing meanwhile); a provider failure is retried with backoff, a few
-   * times, then left to the server's close 4010 (a reconnect with a fresh token). */
-  private _askToken(ask: AskToken): void {
+  /** Ask the provider for a token `delay` s from now and send it as `refresh`
+   * (in-band, the streams flowing meanwhile); a provider failure is retried with
+   * backoff, a few times, then left to the server's close 4010 (a reconnect with a
+   * fresh token). */
+  private _askToken(delay: number): void {
+    const conn = this._conn;
     const run = async () => {
-      this._refreshTimer = null;
       const provider = this.token;
       if (typeof provider !== "function" || this._closed) return;
       let token: string | null | undefined = null;
@@ -907,50 +980,53 @@ export class Client {
       try {
         token = await provider();
       } catch (e) {
-        cause = `the token provider failed: ${(e as Error)?.message ?? String(e)}`;
+        cause = `the token provider failed: ${errorMessage(e)}`;
       }
-      const frame = this._session.refresh(token, ask.connection);
-      if (frame !== null) this._sendFrame(frame);
-      else if (!token && ask.connection === this._session.connection) this._refreshFailed(cause);
+      // (a connection gone meanwhile: the next hello carries a fresh token anyway)
+      if (conn !== this._conn || !this._ready) return;
+      if (token) this._send({ t: "refresh", token });
+      else this._refreshFailed(cause);
     };
-    if (this._refreshTimer !== null) clearTimeout(this._refreshTimer);
-    this._refreshTimer = null;
-    const delay = ask.at - now();
-    if (delay <= 0) void run();
-    else this._refreshTimer = setTimeout(() => void run(), delay * 1000);
+    clearTimeout(this._refreshTimer);
+    if (delay > 0) this._refreshTimer = setTimeout(() => void run(), delay * 1000);
+    else void run();
   }
 
+  /** A refresh failed (`auth_failed`, or the provider raised or gave nothing): ask
+   * again after a backoff, at most `REFRESH_ATTEMPTS` times in a row (then the
+   * server closes 4010 at expiry and the client reconnects). */
   private _refreshFailed(cause: string): void {
     console.warn(`unbroken: refresh failed: ${cause}`);
-    const next = this._session.refreshFailed(now());
-    this._emit("refresh_failed", { cause, attempt: this._session.refreshFailures });
-    if (next !== null) this._askToken(next);
+    const on = this._refresh && this._ready;
+    if (on) this._refreshFailures++;
+    const failures = this._refreshFailures;
+    this._emit("refresh_failed", { cause, attempt: failures });
+    if (on && failures < REFRESH_ATTEMPTS) this._askToken(refreshDelay(failures));
   }
 
   /** Run one connection until it drops; always rejects with why it ended. */
-  private async connection(url: string, budget: number | null): Promise<void> {
+  private async _connection(url: string, budget: number | null): Promise<void> {
     const t0 = now();
     const timeout = budget === null ? this.openTimeout : Math.min(this.openTimeout, budget);
-    const token = await this.tokenValue();
+    const token = await this._tokenValue();
     await digestReady(); // (WebAssembly refused: BLAKE2b's JavaScript chunk, before any digest)
     if (this._thawed !== null) throw (this._frozenError = new ConnectionLost("page frozen"));
-    const session = this._session;
     const live = this._live;
     let ws: WebSocketLike;
     try {
       ws = new this._WS(url, this.protocols.map((v) => `unbroken.${v}`));
       ws.binaryType = "arraybuffer";
     } catch (e) {
-      throw new ConnectionLost(`cannot open ${url}: ${(e as Error).message}`);
+      throw new ConnectionLost(`cannot open ${url}: ${errorMessage(e)}`);
     }
     // the server accepted without a version this client speaks: it closes 4005 (the
     // versions it speaks in the reason); wait for that close
     let noVersion: string | null = null;
     this._ws = ws;
+    this._retryAfter = null; // from an `overloaded` error before the close
     let over = false;
-    let watchdog: ReturnType<typeof setTimeout> | null = null;
+    let watchdog: ReturnType<typeof setTimeout> | undefined;
     let due = 0;
-    let retryAfter: number | null = null; // from an `overloaded` error before the close
     let settle!: (err: unknown) => void;
     const finished = new Promise<void>((_, rej) => (settle = rej));
 
@@ -958,7 +1034,7 @@ export class Client {
       if (over) return;
       over = true;
       clearTimeout(openTimer);
-      if (watchdog !== null) clearTimeout(watchdog);
+      clearTimeout(watchdog);
       ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
       if (ws.readyState <= 1) {
         try {
@@ -980,14 +1056,16 @@ export class Client {
       watchdog = setTimeout(checkSilence, delay * 1000);
     };
     const checkSilence = () => {
-      watchdog = null;
       if (over) return;
-      const check = session.check(now(), due);
+      let expecting = false;
+      for (const st of this.openStreams.values()) expecting ||= LIVE.has(st._state);
+      live.ahead = this._bytesAhead();
+      const check = live.check(now(), due, expecting);
       if (check.dead !== null) {
         end(new ConnectionLost(check.dead, CloseCode.HEARTBEAT_TIMEOUT), [CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"]);
         return;
       }
-      if (check.ping !== null) this._sendFrame(check.ping);
+      if (check.ping !== null) this._send(check.ping);
       watch(check.wakeAt);
     };
 
@@ -1001,9 +1079,16 @@ export class Client {
       this.version = chosen;
       const hello = () => {
         if (over) return;
-        session.connected();
-        ws.send(session.wire(session.connect(token, chosen)));
-        for (const frame of session.resumes()) ws.send(session.wire(frame));
+        this._hbSeen = false;
+        live.connecting();
+        this._conn++;
+        this._handles.clear();
+        // (zlib is a v2 cap: not offered to a v1 server)
+        const caps = chosen === "v2" ? this._caps : this._caps.filter((c) => c !== CAP_ZLIB);
+        ws.send(this._wire({ t: "hello", caps, token, anon: this._anon }));
+        // (pipelined: the server handles frames in order, so every detached stream's
+        // resume goes before `welcome`, saving a round trip on every reconnect)
+        for (const st of this.openStreams.values()) if (st._state === "detached") ws.send(this._wire(this._resume(st)));
         live.helloSent(now());
       };
       // (v1's codec is a module of its own, loaded when a server first chooses v1)
@@ -1019,16 +1104,15 @@ export class Client {
         drain(now());
         if (over) return;
       }
-      const received: [number, string] | null = ev.code === 1006 ? null : [ev.code, ev.reason];
-      let err = closeError(received, null);
+      let err = closeError(ev.code === 1006 ? null : [ev.code, ev.reason], null);
       if (noVersion !== null) err = new ConnectionLost(ev.code === CloseCode.UNSUPPORTED_VERSION ? ev.reason : noVersion, CloseCode.UNSUPPORTED_VERSION);
-      if (err instanceof ConnectionLost && retryAfter !== null) err = new ConnectionLost(err.message, err.code, retryAfter);
+      if (err instanceof ConnectionLost && this._retryAfter !== null) err = new ConnectionLost(err.message, err.code, this._retryAfter);
       end(err);
     };
     ws.onmessage = (ev) => {
       if (over) return;
       const data = ev.data;
-      const v2 = session.version === "v2";
+      const v2 = this.version === "v2";
       const bytes = typeof data === "string" ? null : data instanceof ArrayBuffer ? new Uint8Array(data) : ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : null;
       if (typeof data === "string" ? v2 : bytes === null || !v2) {
         const what = wrongMessage(v2);
@@ -1041,14 +1125,14 @@ export class Client {
       if (bytes !== null && (inflating !== null || isZlib(bytes))) {
         // a deflated message (cap zlib) inflates asynchronously; later messages wait
         // their turn behind it
-        if (!session.zlib && isZlib(bytes)) {
+        if (!this._zlib && isZlib(bytes)) {
           fail(new ProtocolError("compressed frame without the zlib cap"));
           return;
         }
         const job: Promise<void> = (inflating ?? Promise.resolve())
           .then(async () => {
-            const m = isZlib(bytes) ? await inflate(bytes, session.maxFrame) : bytes;
-            if (!over) take(framesOfV2(m, session.maxFrame), now());
+            const m = isZlib(bytes) ? await inflate(bytes, this.maxFrame) : bytes;
+            if (!over) take(framesOfV2(m, this.maxFrame), now());
           })
           .catch((e) => {
             if (!over) fail(e);
@@ -1060,37 +1144,36 @@ export class Client {
         return;
       }
       try {
-        if (session.state === "await_welcome") {
+        if (!this._ready) {
           let one: string | FrameV2 = data as string;
           if (bytes !== null) {
-            const frames = framesOfV2(bytes, session.maxFrame);
+            const frames = framesOfV2(bytes, this.maxFrame);
             if (frames.length !== 1) throw new ProtocolError("expected welcome, got a batch");
             one = frames[0];
           }
-          const out = session.receive(one);
-          if (out.kind === "error") {
-            if (RETRYABLE_START.has(out.error.code)) retryAfter = (out.error.retry_after_ms ?? 0) / 1000 || null;
-            else end(new RequestRefused(out.error.code, out.error.message));
+          const f = this._decode(one);
+          if (f.t === "error") {
+            if (RETRYABLE_START.has(f.code)) this._retryAfter = (f.retry_after_ms ?? 0) / 1000 || null;
+            else end(new RequestRefused(f.code, f.message));
             return;
           }
-          if (out.kind !== "welcomed") return;
+          if (f.t !== "welcome") throw new ProtocolError(`expected welcome, got ${f.t}`);
           clearTimeout(openTimer);
-          live.welcomed(t, out.welcome.heartbeat_ms, t - t0);
-          this._epoch = out.welcome.epoch;
-          this._ready = true;
-          this._emit("connected", { url, version: session.version });
-          this._firstResolve?.();
-          for (const frame of session.afterWelcome()) ws.send(session.wire(frame));
-          if (!session.streamsAgreed) this._rejectLists(noStreamsCap());
-          for (const n of this._lists.keys()) {
-            // lists asked while no connection was up, or unanswered when the last one died
-            const again = session.listStreams(n);
-            if (again !== null) ws.send(session.wire(again));
+          this._welcomed(f);
+          live.welcomed(t, f.heartbeat_ms, t - t0);
+          this._emit("connected", { url, version: this.version! });
+          this._first![1]();
+          for (const st of this.openStreams.values()) {
+            if (st._state === "starting") ws.send(this._wire({ t: "start", req: st.req, agent: st.agent, input: st.input }));
+            else if (st._state === "detached") ws.send(this._wire(this._resume(st)));
           }
+          if (!this._listing) this._rejectLists(noStreamsCap());
+          // lists asked while no connection was up, or unanswered when the last one died
+          for (const n of this._lists.keys()) this._send({ t: "list", n });
           watch(live.firstCheck(now()));
           return;
         }
-        take(bytes !== null ? framesOfV2(bytes, session.maxFrame) : session.framesOf(data as string), t);
+        take(bytes !== null ? framesOfV2(bytes, this.maxFrame) : this._batch && (data as string).includes("\n") ? (data as string).split("\n") : [data as string], t);
       } catch (e) {
         fail(e);
       }
@@ -1120,16 +1203,14 @@ export class Client {
       try {
         while (head < backlog.length) {
           if (over) return;
-          const one = backlog[head++];
-          const out = this._receiveOne(one);
-          if (out === "integrity") {
+          const out = this._apply(backlog[head++]);
+          if (out === INTEGRITY) {
             // the stream failed; its further frames are moot: resume the others afresh
             end(new ConnectionLost("integrity error"));
             return;
           }
-          if (out === "progress") this._progressed = true;
-          else if (out === "events") {
-            this._progressed = true;
+          if (out) this._progressed = true;
+          if (out === EVENTS) {
             const pause = !closing && (firstEvents || now() - t0 > SLICE);
             firstEvents = false;
             if (pause && head < backlog.length) {
@@ -1139,21 +1220,13 @@ export class Client {
               });
               break;
             }
-          } else if (out !== "none" && out.kind === "error") {
-            const e = out.error;
-            if (e.req === null && e.stream === null && e.retry_after_ms !== null) retryAfter = e.retry_after_ms / 1000;
-            this.serverError(out.error);
           }
         }
         if (head >= backlog.length) {
           backlog = [];
           head = 0;
         }
-        let acked = closing;
-        if (!closing) for (const frame of session.afterMessage(t)) {
-          ws.send(session.wire(frame));
-          if (frame.t === "ack") acked = true;
-        }
+        const acked = closing || this._sendAcks(t);
         this._flushForget();
         if (acked) this.saveCursors();
       } catch (e) {
@@ -1163,103 +1236,210 @@ export class Client {
     return finished;
   }
 
-  /** Apply one frame: "events" when it delivered events, "progress" when it moved a stream, "integrity" when a stream
-   * failed its digest, an error output to act on, else "none". */
-  private _receiveOne(message: string | FrameV2): "events" | "progress" | "integrity" | "none" | ClientOutput {
-    let out: ClientOutput;
-    try {
-      out = this._session.receive(message);
-    } catch (e) {
-      if (e instanceof IntegrityError) {
-        const st = this._byId.get(e.stream);
-        if (st === undefined) throw e;
-        console.error(`unbroken: integrity error stream=${e.stream} seq=${e.seq}`);
-        this._session.forget(st.req);
-        st._finish(e);
-        return "integrity";
-      }
-      throw e;
-    }
-    switch (out.kind) {
-      case "events": {
-        const st = this._byId.get(out.stream);
-        if (st === undefined) return "progress";
-        const digest = toHex(out.digest);
-        const result = st.result;
-        for (const ev of out.events) st._push(result.apply(ev, digest), ev);
-        st._mark(out.events[out.events.length - 1].seq, out.digest);
-        return "events";
-      }
-      case "started": {
-        const st = this.openStreams.get(out.req);
-        if (st !== undefined) {
-          st._began(out.stream, out.epoch);
-          st.result.stream = out.stream;
-          this._byId.set(out.stream, st);
-          st._answered();
-          this.saveCursors();
-        }
-        return "progress";
-      }
-      case "resumed": {
-        this._emit("resumed", { stream: out.stream, fromSeq: out.fromSeq, head: out.head });
-        this._byId.get(out.stream)?._answered();
-        return "progress";
-      }
-      case "gone": {
-        this._emit("gone", { stream: out.stream, reason: out.reason });
-        this._byId.get(out.stream)?._finish(new StreamGone(out.stream, out.reason as GoneReason, out.message));
-        return "progress";
-      }
-      case "pong":
-        this._live.pong(now(), out.n);
-        return "none";
-      case "auth_expiring":
-        this._emit("auth_expiring", { delay: out.inMs / 1000 });
-        if (out.ask !== null) this._askToken(out.ask);
-        return "none";
-      case "refreshed":
-        if (this._refreshTimer !== null) clearTimeout(this._refreshTimer);
-        this._refreshTimer = null;
-        this._emit("refreshed");
-        return "none";
-      case "streams":
-        this._lists.get(out.n)?.resolve(out.items.map((i) => ({ stream: i.stream, agent: i.agent, epoch: i.epoch, head: i.head, status: i.status, cursor: new Cursor(i.stream, i.head, i.h, i.epoch) })));
-        return "none";
-      case "error":
-        return out;
-      default:
-        return "none";
-    }
+  private _decode(one: string | FrameV2): ServerFrame {
+    return (typeof one === "string" ? v1!.decodeServer(one, this.maxFrame) : decodeServerV2(one[0])) as ServerFrame;
   }
 
-  private serverError(err: { code: string; message: string; req: string | null; stream: string | null; retry_after_ms: number | null; t: "error" }): void {
-    console.warn(`unbroken: server error code=${err.code} message=${err.message}`);
-    if (err.code === "auth_failed" && err.req === null && err.stream === null) {
-      this._refreshFailed(`new token refused: ${err.message}`);
+  /** `welcome` came: the caps in force on this connection, the acks' pace. */
+  private _welcomed(w: Welcome): void {
+    const has = (cap: string) => this._caps.includes(cap) && w.caps.includes(cap);
+    this._welcome = w;
+    this._epoch = w.epoch;
+    if (w.anon !== null) this._anon = w.anon;
+    this._batch = has(CAP_BATCH);
+    this._refresh = has(CAP_REFRESH);
+    this._listing = has(CAP_STREAMS);
+    this._zlib = this.version === "v2" && has(CAP_ZLIB);
+    this._refreshFailures = 0;
+    const window = w.limits.window;
+    this._ackEvery = Math.max(1, Math.min(256 * 1024, Math.floor(window / 4)));
+    this._ackMin = Math.max(1, Math.min(16 * 1024, Math.floor(window / 64)));
+    this._ackAfter = Math.max(0.001, w.heartbeat_ms / 1000);
+    this._ready = true;
+  }
+
+  /** Event bytes that may be on their way now (ahead of a ping sent now): each live
+   * stream's flow window less what arrived unacked, and a quarter window more (a
+   * frame's own bytes may overrun the window's budget). 0 before `welcome`. */
+  private _bytesAhead(): number {
+    const window = this._welcome?.limits.window ?? 0;
+    let ahead = 0;
+    for (const st of this.openStreams.values()) if (LIVE.has(st._state)) ahead += Math.max(0, window - st._unacked) + Math.floor(window / 4);
+    return ahead;
+  }
+
+  /** Send what a whole message made due: the acks (cumulative: after every
+   * `window / 4` bytes, at the end, or a heartbeat after the last one with
+   * `window / 64` bytes unacked; after an `hb`, every attached stream's again), then a
+   * ping when none is out. Whether an ack went. */
+  private _sendAcks(t: number): boolean {
+    const hb = this._hbSeen;
+    this._hbSeen = false;
+    let acked = false;
+    for (const st of this.openStreams.values()) {
+      const seq = st._chain?.seq ?? 0;
+      const n = st._unacked;
+      const due = seq > st._acked && (n >= this._ackEvery || st._state === "ended" || (n >= this._ackMin && t - st._ackedAt >= this._ackAfter));
+      if (due || (hb && st._state === "attached" && seq > 0)) {
+        st._acked = seq;
+        st._unacked = 0;
+        st._ackedAt = t;
+        this._send({ t: "ack", stream: st.id, seq });
+        acked = true;
+      }
+    }
+    const live = this._live;
+    if ((acked || hb) && !live.awaitingPong) {
+      live.ahead = this._bytesAhead();
+      this._send(live.ping(t));
+    }
+    return acked;
+  }
+
+  /** Apply one frame of a welcomed connection: `EVENTS` (events delivered),
+   * `PROGRESS` (a stream moved), `INTEGRITY` (a stream failed its digest), else 0. */
+  private _apply(one: string | FrameV2): number {
+    const f = this._decode(one);
+    switch (f.t) {
+      case "events": {
+        const v2 = typeof one !== "string";
+        const handle = (f as { handle?: number }).handle;
+        const st = v2 ? this._handles.get(handle!) : this._find(f.stream);
+        if (st === undefined) throw new ProtocolError(`events for unknown stream ${v2 ? `handle ${handle}` : f.stream}`);
+        if (st._state !== "attached") throw bad(`events for stream ${st.id}`);
+        const h = f.h as string | Uint8Array;
+        const events = v2 ? eventsOfV2(f.seq, f.items, st._kinds, st._carried) : v1!.eventsOf(f, st._kinds);
+        const end = events[events.length - 1].kind === Kind.END;
+        if (v2 && end && h.length !== 16) throw new ProtocolError(`stream ${st.id}: end without all 16 bytes of h`);
+        let digest: Uint8Array;
+        try {
+          digest = st._chain!.extend(events, h);
+        } catch (e) {
+          if (!(e instanceof ChainMismatch)) throw e;
+          console.error(`unbroken: integrity error stream=${st.id} seq=${e.seq}`);
+          this._fail(st, new IntegrityError(st.id, e.seq, e.detail));
+          return INTEGRITY;
+        }
+        const nbytes = v2 ? one[1] : one.length;
+        st._unacked += nbytes;
+        st._outage = null; // its log answers again: a later outage gets a new budget
+        this._live.eventsHeard(nbytes);
+        if (end) st._state = "ended";
+        st._push(events, digest);
+        return EVENTS;
+      }
+      case "started": {
+        const st = this.openStreams.get(f.req);
+        if (st?._state !== "starting") throw bad(`started for ${JSON.stringify(f.req)}`);
+        st._began(f.stream, f.epoch);
+        this._attach(f, st);
+        st._answered();
+        this.saveCursors();
+        return PROGRESS;
+      }
+      case "resumed": {
+        const st = this._find(f.stream);
+        if (st?._state !== "resuming" || f.from !== st._chain!.seq) throw bad(`resumed for ${f.stream} from ${f.from}`);
+        this._attach(f, st);
+        this._emit("resumed", { stream: f.stream, fromSeq: f.from, head: f.head });
+        st._answered();
+        return PROGRESS;
+      }
+      case "gone": {
+        const st = this._find(f.stream);
+        if (st === undefined) throw bad(`gone for ${f.stream}`);
+        st._state = "gone";
+        this._emit("gone", { stream: f.stream, reason: f.reason });
+        st._finish(new StreamGone(f.stream, f.reason as GoneReason, f.message));
+        return PROGRESS;
+      }
+      case "hb":
+        this._hbSeen = true;
+        break;
+      case "pong":
+        this._live.pong(now(), f.n);
+        break;
+      case "error":
+        this._serverError(f);
+        break;
+      case "auth_expiring":
+        this._emit("auth_expiring", { delay: f.in_ms / 1000 });
+        if (this._refresh) {
+          this._refreshFailures = 0; // a new expiry: a fresh budget of attempts
+          this._askToken(0);
+        }
+        break;
+      case "refreshed":
+        if (!this._refresh) throw bad("refreshed without the refresh cap");
+        this._refreshFailures = 0;
+        clearTimeout(this._refreshTimer);
+        this._emit("refreshed");
+        break;
+      case "streams":
+        if (!this._listing) throw bad("streams without the streams cap");
+        this._lists.get(f.n)?.[0](f.items.map((i) => ({ stream: i.stream, agent: i.agent, epoch: i.epoch, head: i.head, status: i.status, cursor: new Cursor(i.stream, i.head, i.h, i.epoch) })));
+        break;
+      default:
+        throw bad(`${f.t} frame`);
+    }
+    return 0;
+  }
+
+  /** `started`/`resumed`: the stream is attached; v2: under the handle given, its current part unset. */
+  private _attach(f: { handle?: number }, st: Stream): void {
+    st._state = "attached";
+    st._carried = { part: "", kind: 0 };
+    if (f.handle !== undefined) this._handles.set(f.handle, st);
+  }
+
+  /** What an `error` frame means for its request or stream. A start refused for load
+   * is sent again after the server's `retry_after_ms` (`Overloaded` after the
+   * policy's attempts). A stream whose log is unreachable (`unavailable`, sent only
+   * with that cap offered) goes back to detached and is resumed after a backoff whose
+   * floor is the server's `retry_after_ms`, within the policy; past it,
+   * `LogUnavailable`. */
+  private _serverError(e: ErrorFrame): void {
+    console.warn(`unbroken: server error code=${e.code} message=${e.message}`);
+    if (e.req === null && e.stream === null) {
+      // about the connection: a shed's wait, or a refresh refused
+      if (e.retry_after_ms !== null) this._retryAfter = e.retry_after_ms / 1000;
+      if (e.code === "auth_failed") this._refreshFailed(`new token refused: ${e.message}`);
       return;
     }
+    const st = e.req !== null ? this.openStreams.get(e.req) : this._find(e.stream!);
+    if (st === undefined || st.done) return;
     const t = now();
-    const action = this._session.serverError(err, t);
-    if (action === null || action.kind === "ask_token") return;
-    const st = this.openStreams.get(action.req);
-    if (action.kind === "fail_stream") return st?._finish(action.error);
-    // sent again at `at`: its answer is due `requestTimeout` after that
-    if (st) st._answerBy = Math.max(st._answerBy, action.at + this.requestTimeout);
-    if (action.kind === "retry_resume") {
-      this._emit("unavailable", { stream: err.stream ?? "", delay: Math.max(0, action.at - t), cause: err.message });
-      setTimeout(() => {
-        const frame = this._session.resendResume(action.req);
-        if (frame !== null) this._sendFrame(frame);
-      }, Math.max(0, action.at - t) * 1000);
-    } else if (action.kind === "retry_start") {
-      setTimeout(() => {
-        const frame = this._session.resendStart(action.req);
-        if (frame !== null) this._sendFrame(frame);
-      }, Math.max(0, action.at - now()) * 1000);
+    const wait = (e.retry_after_ms ?? 1000) / 1000;
+    let again: () => void;
+    let delay: number | null = wait;
+    if (RETRYABLE_START.has(e.code) && e.req !== null && !st.id) {
+      if (++st._refusals >= (this.policy.maxAttempts ?? 12)) return this._fail(st, new Overloaded(e.message || e.code, wait));
+      again = () => {
+        if (st._state === "starting" && !st.done) this._send({ t: "start", req: st.req, agent: st.agent, input: st.input });
+      };
+    } else if (e.code === "unavailable" && e.stream !== null && st._chain !== null) {
+      const outage = (st._outage ??= new Backoff(this.policy, t, this._rng));
+      delay = outage.nextDelay(t, wait);
+      if (delay === null) return this._fail(st, new LogUnavailable(st.id, e.message, outage.attempts, outage.elapsed(t)));
+      st._state = "detached";
+      this._emit("unavailable", { stream: st.id, delay, cause: e.message });
+      again = () => {
+        if (st._state === "detached" && this._ready && !st.done) this._send(this._resume(st));
+      };
+    } else {
+      if (!HARMLESS_ERROR.has(e.code)) this._fail(st, new RequestRefused(e.code, e.message));
+      return;
     }
+    // sent again after `delay`: its answer is due `requestTimeout` after that
+    st._answerBy = Math.max(st._answerBy, t + delay + this.requestTimeout);
+    setTimeout(again, delay * 1000);
   }
 }
+
+const LIVE: ReadonlySet<StreamState> = new Set(["starting", "attached", "resuming"]);
+const PROGRESS = 1;
+const EVENTS = 2;
+const INTEGRITY = 3;
 
 function noStreamsCap(): ConfigError {
   return new ConfigError("this server predates the 'streams' capability");

@@ -1,5 +1,5 @@
 /**
- * Everything of the client, internals included (the sans-I/O session, frame codecs
+ * Everything of the client, internals included (the liveness rule, frame codecs
  * of both versions, the digest chain, MessagePack), for tests, tools and benchmarks:
  * `dist/testing.js`: the page bundle's exports plus what only a server or a test needs
  * (decoding a client's v2 frames). Pages use `dist/unbroken.js`.
@@ -14,8 +14,8 @@ export { loadV1, useV1 } from "./codecs.js";
 export { Reconnects, seededRng } from "./backoff.js";
 export { Liveness, MAX_RTO, BULK } from "./liveness.js";
 export type { Check } from "./liveness.js";
-export { ClientSession, ConsumedCursor, ClientStream, endError } from "./session.js";
-export type { AskToken, ClientOutput, ErrorAction, FrameV2 } from "./session.js";
+
+export type { FrameV2 } from "./client.js";
 export { FATAL_CLOSE, HARMLESS_ERROR, REFRESH_ATTEMPTS, RETRYABLE_START, TOKEN_ATTEMPTS, causeOf, closeError, fatalError, refreshDelay, shouldRetry, statusIsRetryable } from "./retry.js";
 export { ChainVerifier, fromHex, payload, stepEvent, stepInput } from "./digest.js";
 export {

@@ -1,44 +1,15 @@
-// Listing live streams (cap `streams`, protocol §2): the sans-I/O session against the
+// Listing live streams (cap `streams`, protocol §2): the client's frames against the
 // shared frame vectors, and `client.streams()` over a scripted server (reconnects,
 // a server without the cap).
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { CAP_STREAMS, Client, ClientSession, Cursor, ProtocolError, decodeClient, encode } from "../dist/testing.js";
+import { Client, Cursor, decodeClient, encode } from "../dist/testing.js";
 
 const vectors = JSON.parse(readFileSync(new URL("../../tests/vectors/frames.json", import.meta.url), "utf8")).frames;
 const vector = (name) => vectors.find((f) => f.name === name);
 const EPOCH = "Zm9vYmFy";
 const welcome = (caps) => encode({ t: "welcome", session: "s", heartbeat_ms: 1000, epoch: EPOCH, caps });
-
-test("session: list and streams frames follow the vectors, only with the cap agreed", () => {
-  const s = new ClientSession({ caps: ["batch", CAP_STREAMS] });
-  assert.equal(s.listStreams(3), null, "not welcomed yet");
-  s.connect();
-  assert.equal(s.listStreams(3), null, "still awaiting welcome");
-  s.receive(welcome(["batch", "streams"]));
-  assert.equal(s.streamsAgreed, true);
-  assert.equal(encode(s.listStreams(3)), vector("list (cap streams)").frame);
-  const one = vector("streams (cap streams): one live stream");
-  assert.deepEqual(s.receive(one.frame), { kind: "streams", n: 3, items: one.fields.items });
-  assert.deepEqual(s.receive(vector("streams, none live").frame), { kind: "streams", n: 4, items: [] });
-  s.connectionLost();
-  assert.equal(s.streamsAgreed, false, "a new connection agrees again");
-  assert.equal(s.listStreams(5), null);
-
-  // the server did not list the cap: no list goes out, and a streams frame is a protocol error
-  const old = new ClientSession({ caps: [CAP_STREAMS] });
-  old.connect();
-  old.receive(welcome(["batch"]));
-  assert.equal(old.streamsAgreed, false);
-  assert.equal(old.listStreams(1), null);
-  assert.throws(() => old.receive(one.frame), (e) => e instanceof ProtocolError && /streams cap/.test(e.message));
-  // nor when this client did not offer it
-  const quiet = new ClientSession({ caps: [] });
-  quiet.connect();
-  quiet.receive(welcome(["streams"]));
-  assert.equal(quiet.streamsAgreed, false);
-});
 
 const ITEM = { stream: "mUlt1PartStream-xyz_42", agent: "report", epoch: EPOCH, head: 7, h: "ba7abf59f2e5310cd9f0b87de4f48e99", status: "running" };
 
@@ -139,4 +110,51 @@ test("client.streams(): a server without the cap is a ConfigError; close() ends 
   const racing = late.streams();
   await late.close();
   await assert.rejects(racing, (e) => e.name === "ConnectionLost");
+});
+
+test("list and streams frames follow the vectors; a streams frame without the cap agreed closes 4000", async () => {
+  const one = vector("streams (cap streams): one live stream");
+  const none = vector("streams, none live");
+  const lists = [];
+  const { WS } = scripted();
+  class Vectors extends WS {
+    send(data) {
+      const f = decodeClient(data);
+      if (f.t !== "list") return super.send(data);
+      lists.push(data);
+      const answer = f.n === 3 ? one.frame : f.n === 4 ? none.frame : encode({ t: "streams", n: f.n, items: [] });
+      setTimeout(() => this.onmessage?.({ data: answer }), 0);
+    }
+  }
+  const client = new Client("ws://a/ws", options(Vectors));
+  await client.streams();
+  await client.streams();
+  const items = await client.streams();
+  assert.equal(lists[2], vector("list (cap streams)").frame);
+  assert.deepEqual(items.map(({ cursor, ...f }) => ({ ...f, h: cursor.digest })), one.fields.items);
+  assert.deepEqual(await client.streams(), []);
+  await client.close();
+
+  // the server did not list the cap: a streams frame is a protocol error
+  const { WS: Old } = scripted({ caps: ["batch"] });
+  let ws;
+  let closed;
+  const closing = new Promise((r) => (closed = r));
+  class Pushy extends Old {
+    constructor(...a) {
+      super(...a);
+      ws = this;
+    }
+    close(code, reason) {
+      closed([code, reason]);
+      super.close(code, reason);
+    }
+  }
+  const old = new Client("ws://a/ws", options(Pushy));
+  await old.connect();
+  ws.onmessage({ data: one.frame });
+  const [code, reason] = await closing;
+  assert.equal(code, 4000);
+  assert.match(reason, /streams cap/);
+  await old.close();
 });

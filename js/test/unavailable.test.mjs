@@ -1,73 +1,136 @@
 // `error unavailable` (cap `unavailable`, protocol §13.1): one stream's log is
-// unreachable on the server. The sans-I/O session puts it back to detached and
-// resumes it after a backoff whose floor is the server's retry_after_ms, within the
-// policy; past it the stream fails with LogUnavailable (a RequestRefused).
+// unreachable on the server. The client puts it back to detached and resumes it
+// after a backoff whose floor is the server's retry_after_ms, within the policy;
+// past it the stream fails with LogUnavailable (a RequestRefused). Over a scripted
+// v1 socket.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { BackoffPolicy, CAP_UNAVAILABLE, ClientSession, LogUnavailable, RequestRefused, encode } from "../dist/testing.js";
+import { CAP_UNAVAILABLE, Client, LogUnavailable, RequestRefused, decodeClient, decodeServer, encode, seed, toHex } from "../dist/testing.js";
 
 const vectors = JSON.parse(readFileSync(new URL("../../tests/vectors/frames.json", import.meta.url), "utf8")).frames;
 const EPOCH = "Zm9vYmFy";
 const S1 = "s".repeat(22);
 const S2 = "t".repeat(22);
+const STREAM_OF = { r1: S1, r2: S2 };
 
-function session(policy) {
-  const s = new ClientSession({ caps: [CAP_UNAVAILABLE], outagePolicy: policy, rng: () => 0.5 });
-  s.connect();
-  s.receive(encode({ t: "welcome", session: "x", heartbeat_ms: 1000, epoch: EPOCH, caps: [CAP_UNAVAILABLE] }));
-  for (const [req, stream] of [["r1", S1], ["r2", S2]]) {
-    s.start(req, "agent", null);
-    s.receive(encode({ t: "started", req, stream, epoch: EPOCH }));
+/** A scripted v1 server: welcomes with the `unavailable` cap, starts r1 (S1) and r2
+ * (S2), answers a resume with `onResume(frame, ws)` (a frame, or null: none).
+ * `until(f)` resolves with `f()`'s first truthy value, checked at every frame sent. */
+function scripted(onResume = (f) => ({ t: "resumed", stream: f.stream, from: f.after, head: 3, status: "running" })) {
+  const sockets = [];
+  const waiters = [];
+  const check = () => {
+    for (const w of [...waiters]) {
+      const v = w[0]();
+      if (v) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w[1](v);
+      }
+    }
+  };
+  class WS {
+    constructor() {
+      Object.assign(this, { readyState: 0, protocol: "", sent: [] });
+      sockets.push(this);
+      setTimeout(() => {
+        this.readyState = 1;
+        this.protocol = "unbroken.v1";
+        this.onopen?.({});
+      }, 0);
+    }
+    send(data) {
+      const f = decodeClient(data);
+      this.sent.push(f);
+      check();
+      setTimeout(() => {
+        if (this.readyState !== 1) return;
+        if (f.t === "hello") this.push({ t: "welcome", session: "x", heartbeat_ms: 1000, epoch: EPOCH, caps: [CAP_UNAVAILABLE] });
+        else if (f.t === "start") this.push({ t: "started", req: f.req, stream: STREAM_OF[f.req], epoch: EPOCH });
+        else if (f.t === "resume") {
+          const answer = onResume(f, this);
+          if (answer) this.push(answer);
+        }
+      }, 0);
+    }
+    push(f) {
+      this.onmessage?.({ data: typeof f === "string" ? f : encode(f) });
+    }
+    close(code = 1000, reason = "") {
+      if (this.readyState >= 2) return;
+      this.readyState = 3;
+      setTimeout(() => this.onclose?.({ code, reason }), 0);
+    }
   }
-  return s;
+  const until = (f) => new Promise((r) => (waiters.push([f, r]), check()));
+  return { WS, sockets, until };
+}
+
+/** A client with streams r1 (S1) and r2 (S2) started. */
+async function twoStreams(server, more = {}) {
+  const events = [];
+  const client = new Client("ws://x", { WebSocket: server.WS, storage: null, lifecycle: false, onEvent: (e) => events.push(e), seed: 1, ...more });
+  const st1 = await client.start("agent", null, { req: "r1" });
+  const st2 = await client.start("agent", null, { req: "r2" });
+  return { client, st1, st2, events };
 }
 const unavailable = (ms = 1000) => ({ t: "error", code: "unavailable", message: "its log is unreachable", stream: S1, req: null, retry_after_ms: ms });
+const resumesOf = (ws, stream) => ws.sent.filter((f) => f.t === "resume" && f.stream === stream);
 
 test("the vector's error unavailable decodes as an error about one stream", () => {
   const v = vectors.find((f) => f.name.startsWith("error unavailable"));
-  const s = session();
-  const out = s.receive(v.frame);
-  assert.equal(out.kind, "error");
-  assert.equal(out.error.code, "unavailable");
-  assert.equal(out.error.retry_after_ms, 1000);
+  const f = decodeServer(v.frame);
+  assert.equal(f.t, "error");
+  assert.equal(f.code, "unavailable");
+  assert.equal(f.retry_after_ms, 1000);
+  assert.equal(f.req, null);
+  assert.equal(f.stream, "mUlt1PartStream-xyz_42");
 });
 
-test("a stream whose log is unreachable is resumed after the server's floor; the other goes on", () => {
-  const s = session();
-  const action = s.serverError(unavailable(1500), 10);
-  assert.deepEqual(action, { kind: "retry_resume", req: "r1", at: 11.5 });
-  assert.equal(s.byStream.get(S1).state, "detached");
-  assert.equal(s.byStream.get(S2).state, "attached");
-  const frame = s.resendResume("r1");
-  assert.equal(frame.t, "resume");
-  assert.equal(frame.stream, S1);
-  assert.equal(s.resendResume("r1"), null); // already resuming
-  s.receive(encode({ t: "resumed", stream: S1, from: 0, head: 3, status: "running" }));
-  assert.equal(s.byStream.get(S1).state, "attached");
+test("a stream whose log is unreachable is resumed after the server's floor; the other goes on", async () => {
+  const server = scripted();
+  const { client, st1, st2, events } = await twoStreams(server);
+  const ws = server.sockets[0];
+  ws.push(unavailable(40));
+  const ev = events.find((e) => e.kind === "unavailable");
+  assert.equal(ev.stream, S1);
+  assert.equal(ev.delay, 0.04, "attempt 1 would be at once: the server's floor");
+  assert.equal(ev.cause, "its log is unreachable");
+  const [resume] = await server.until(() => resumesOf(ws, S1).length && resumesOf(ws, S1));
+  assert.deepEqual(resume, { t: "resume", stream: S1, after: 0, epoch: EPOCH, h: toHex(seed(S1, EPOCH)) });
+  await server.until(() => events.some((e) => e.kind === "resumed"));
+  assert.equal(events.find((e) => e.kind === "resumed").stream, S1);
+  assert.deepEqual(resumesOf(ws, S2), [], "the other stream stays attached");
+  assert.equal(st1.done || st2.done, false);
+  assert.equal(server.sockets.length, 1, "the connection stays");
+  await client.close();
 });
 
-test("past the policy the stream fails with LogUnavailable", () => {
-  const s = session(new BackoffPolicy({ base: 0.1, cap: 1, maxAttempts: 2, deadline: null }));
-  assert.equal(s.serverError(unavailable(), 0).kind, "retry_resume");
-  s.resendResume("r1");
-  assert.equal(s.serverError(unavailable(), 1).kind, "retry_resume");
-  s.resendResume("r1");
-  const action = s.serverError(unavailable(), 2.5);
-  assert.equal(action.kind, "fail_stream");
-  assert.ok(action.error instanceof LogUnavailable && action.error instanceof RequestRefused);
-  assert.equal(action.error.code, "unavailable");
-  assert.equal(action.error.name, "LogUnavailable");
-  assert.equal(action.error.attempts, 2);
-  assert.equal(s.byReq.has("r1"), false);
-  assert.equal(s.byStream.get(S2).state, "attached");
+test("past the policy the stream fails with LogUnavailable; the other goes on", async () => {
+  const server = scripted(() => unavailable(10)); // unreachable for good
+  const policy = { base: 0.01, cap: 0.02, maxAttempts: 2, deadline: null };
+  const { client, st1, st2, events } = await twoStreams(server, { policy });
+  server.sockets[0].push(unavailable(10));
+  const error = await st1.wait().then(() => null, (e) => e);
+  assert.ok(error instanceof LogUnavailable && error instanceof RequestRefused);
+  assert.equal(error.code, "unavailable");
+  assert.equal(error.name, "LogUnavailable");
+  assert.equal(error.attempts, 2);
+  assert.equal(resumesOf(server.sockets[0], S1).length, 2);
+  assert.equal(events.filter((e) => e.kind === "unavailable").length, 2);
+  assert.equal(st2.done, false);
+  assert.equal(server.sockets.length, 1);
+  await client.close();
 });
 
-test("a stream detached meanwhile by a drop is resumed by the next connection's hello", () => {
-  const s = session();
-  s.serverError(unavailable(), 0);
-  s.connectionLost();
-  assert.equal(s.resendResume("r1"), null);
-  s.connect();
-  assert.deepEqual(s.resumes().map((f) => f.stream), [S1, S2]);
+test("a stream detached meanwhile by a drop is resumed by the next connection's hello", async () => {
+  const server = scripted();
+  const { client } = await twoStreams(server, { policy: { base: 0.01, cap: 0.02 } });
+  const ws = server.sockets[0];
+  ws.push(unavailable(300));
+  ws.readyState = 3;
+  ws.onclose({ code: 1006, reason: "" });
+  const ws2 = await server.until(() => server.sockets[1]?.sent.length >= 3 && server.sockets[1]);
+  assert.deepEqual(ws2.sent.slice(0, 3).map((f) => [f.t, f.stream]), [["hello", undefined], ["resume", S1], ["resume", S2]], "pipelined before welcome");
+  await client.close();
 });

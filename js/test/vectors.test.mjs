@@ -20,8 +20,10 @@ import {
   stepEvent,
   stepInput,
   toHex,
-  ClientSession,
+  ChainMismatch,
+  Client,
   DEFAULT_LIMITS,
+  StreamFailed,
 } from "../dist/testing.js";
 
 const load = (name) => JSON.parse(readFileSync(new URL(`../../tests/vectors/${name}`, import.meta.url), "utf8"));
@@ -163,38 +165,114 @@ test("invalid vectors: items that do not stand for valid events are refused", ()
   }
 });
 
-test("a client session verifies the worked example of the spec and refuses a wrong h", () => {
+/** A v1 socket the test drives by hand: `sent` (decoded frames), `push(text)`;
+ * `until(f)` resolves with `f()`'s first truthy value, checked at every frame the
+ * client sends. */
+function manual() {
+  const sockets = [];
+  const waiters = [];
+  const check = () => {
+    for (const w of [...waiters]) {
+      const v = w[0]();
+      if (v) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w[1](v);
+      }
+    }
+  };
+  class WS {
+    constructor() {
+      Object.assign(this, { readyState: 0, protocol: "", sent: [], closed: null });
+      sockets.push(this);
+      setTimeout(() => {
+        this.readyState = 1;
+        this.protocol = "unbroken.v1";
+        this.onopen?.({});
+      }, 0);
+    }
+    send(data) {
+      this.sent.push(JSON.parse(data));
+      check();
+    }
+    push(text) {
+      this.onmessage?.({ data: text });
+    }
+    close(code = 1000, reason = "") {
+      this.closed ??= { code, reason };
+      this.readyState = 3;
+      setTimeout(() => this.onclose?.({ code, reason }), 0);
+    }
+  }
+  const until = (f) => new Promise((r) => (waiters.push([f, r]), check()));
+  const hello = (i) => until(() => sockets[i]?.sent[0]?.t === "hello" && sockets[i]);
+  return { WS, sockets, until, hello };
+}
+const manualOptions = (WS, more = {}) => ({ WebSocket: WS, storage: null, lifecycle: false, protocols: ["v1"], ...more });
+
+/** A client started on `s` (a digest vector's stream) over `manual()`'s socket, its `started` answered. */
+async function startedOn(s, more = {}) {
+  const m = manual();
+  const client = new Client("ws://x", manualOptions(m.WS, more));
+  const starting = client.start("echo", { text: "Hello, world." }, { req: "req-1" });
+  const ws = await m.hello(0);
+  ws.push(`{"t":"welcome","session":"c0ffee","heartbeat_ms":1000,"epoch":"${s.epoch}"}`);
+  const start = await m.until(() => ws.sent.find((f) => f.t === "start"));
+  assert.deepEqual(start, { t: "start", req: "req-1", agent: "echo", input: { text: "Hello, world." } });
+  ws.push(`{"t":"started","req":"req-1","stream":"${s.stream}","epoch":"${s.epoch}"}`);
+  return { ...m, client, ws, st: await starting };
+}
+
+test("a client verifies the worked example of the spec, frame by frame, and acks the end", async () => {
   const s = digestVectors.streams[0]; // "hello"
-  const session = new ClientSession();
-  session.connect(null);
-  session.receive(`{"t":"welcome","session":"c0ffee","heartbeat_ms":1000,"epoch":"${s.epoch}"}`);
-  session.start("req-1", "echo", { text: "Hello, world." });
-  session.receive(`{"t":"started","req":"req-1","stream":"${s.stream}","epoch":"${s.epoch}"}`);
-  const out = session.receive(
-    `{"t":"events","stream":"${s.stream}","seq":1,"items":[{"k":"part_start","p":"text","pk":"text"},"Hello",", "],"h":"${s.events[2].digest}"}`,
-  );
-  assert.equal(out.kind, "events");
-  assert.equal(toHex(out.digest), "79b14d8d1cce6b3c894dfba29329e966");
-  const wrong = `{"t":"events","stream":"${s.stream}","seq":4,"items":[{"k":"text","p":"text","d":"world!"}],"h":"${s.events[3].digest}"}`;
-  assert.throws(() => session.receive(wrong), (e) => e instanceof IntegrityError && e.seq === 4);
-  // the verifier did not move: the right frame still fits
-  const right = `{"t":"events","stream":"${s.stream}","seq":4,"items":[{"k":"text","p":"text","d":"world."},{"k":"part_end","p":"text"},{"k":"end","st":"completed","n":6}],"h":"${s.final_digest}"}`;
-  const end = session.receive(right);
-  assert.equal(toHex(end.digest), s.final_digest);
-  assert.deepEqual(session.takeAcks(0), [{ t: "ack", stream: s.stream, seq: 6 }]);
+  const { client, ws, st } = await startedOn(s);
+  ws.push(`{"t":"events","stream":"${s.stream}","seq":1,"items":[{"k":"part_start","p":"text","pk":"text"},"Hello",", "],"h":"${s.events[2].digest}"}`);
+  const it = st[Symbol.asyncIterator]();
+  for (let i = 0; i < 3; i++) await it.next();
+  assert.deepEqual([st.cursor.seq, st.cursor.digest], [3, "79b14d8d1cce6b3c894dfba29329e966"]);
+  ws.push(`{"t":"events","stream":"${s.stream}","seq":4,"items":[{"k":"text","p":"text","d":"world."},{"k":"part_end","p":"text"},{"k":"end","st":"completed","n":6}],"h":"${s.final_digest}"}`);
+  const answer = await st.wait();
+  assert.equal(answer.digest, s.final_digest);
+  assert.equal(answer.text, "Hello, world.");
+  assert.deepEqual(ws.sent.filter((f) => f.t === "ack"), [{ t: "ack", stream: s.stream, seq: 6 }]);
+  await client.close();
 });
 
-test("an end received before a drop is not acked on the next connection", () => {
+test("a wrong h fails the stream with IntegrityError before any event of its frame; the chain is all or nothing", async () => {
+  const s = digestVectors.streams[0];
+  const { client, ws, st } = await startedOn(s);
+  ws.push(`{"t":"events","stream":"${s.stream}","seq":1,"items":[{"k":"part_start","p":"text","pk":"text"},"Hello",", "],"h":"${s.events[2].digest}"}`);
+  ws.push(`{"t":"events","stream":"${s.stream}","seq":4,"items":[{"k":"text","p":"text","d":"world!"}],"h":"${s.events[3].digest}"}`);
+  await assert.rejects(st.wait(), (e) => e instanceof IntegrityError && e.seq === 4 && e.stream === s.stream);
+  const seen = [];
+  await assert.rejects(async () => {
+    for await (const ev of st) seen.push(ev.type);
+  }, IntegrityError);
+  assert.equal(seen.length, 3, "the events of the verified frame only");
+  assert.deepEqual(ws.closed, { code: 1000, reason: "" }, "the connection is dropped (the other streams resume afresh)");
+  await client.close();
+  // the verifier did not move: the right frame still fits
+  const v = new ChainVerifier(s.stream, s.epoch, 3, fromHex(s.events[2].digest));
+  const text = (seq, body) => makeEvent(seq, KIND_BY_NAME.text, { part: "text", body });
+  assert.throws(() => v.extend([text(4, "world!")], s.events[3].digest), (e) => e instanceof ChainMismatch && e.seq === 4);
+  const rest = [text(4, "world."), makeEvent(5, KIND_BY_NAME.part_end, { part: "text" }), makeEvent(6, KIND_BY_NAME.end, { status: "completed", count: 6 })];
+  assert.equal(toHex(v.extend(rest, s.final_digest)), s.final_digest);
+});
+
+test("an end received before a drop is not acked on the next connection", async () => {
   const s = digestVectors.streams[3]; // only an end
-  const session = new ClientSession();
-  session.connect(null);
-  session.receive(`{"t":"welcome","session":"s","heartbeat_ms":1000,"epoch":"${s.epoch}"}`);
-  session.start("r", "a", null);
-  session.receive(`{"t":"started","req":"r","stream":"${s.stream}","epoch":"${s.epoch}"}`);
-  session.receive(`{"t":"events","stream":"${s.stream}","seq":1,"items":[{"k":"end","st":"cancelled","n":1,"err":"cancelled by the client"}],"h":"${s.final_digest}"}`);
-  session.connectionLost(); // before the end's ack went out
-  session.connect(null);
-  session.receive(`{"t":"welcome","session":"s2","heartbeat_ms":1000,"epoch":"${s.epoch}"}`);
-  assert.deepEqual(session.afterWelcome(), []);
-  assert.deepEqual(session.takeAcks(5), []);
+  const connected = [];
+  let second;
+  const reconnected = new Promise((r) => (second = r));
+  const onEvent = (e) => e.kind === "connected" && connected.push(e) === 2 && second();
+  const { client, ws, st, sockets, hello } = await startedOn(s, { onEvent });
+  ws.readyState = 2; // the connection is closing: nothing the client sends goes out
+  ws.push(`{"t":"events","stream":"${s.stream}","seq":1,"items":[{"k":"end","st":"cancelled","n":1,"err":"cancelled by the client"}],"h":"${s.final_digest}"}`);
+  await assert.rejects(st.wait(), StreamFailed);
+  ws.onclose({ code: 1006, reason: "" });
+  const ws2 = await hello(1);
+  ws2.push(`{"t":"welcome","session":"s2","heartbeat_ms":1000,"epoch":"${s.epoch}"}`);
+  await reconnected;
+  assert.deepEqual(ws2.sent.map((f) => f.t), ["hello"], "no ack, start or resume for the ended stream");
+  assert.equal(sockets.length, 2);
+  await client.close();
 });
