@@ -899,7 +899,7 @@ export class Client {
       const decided = this.shouldRetry?.(error);
       if (decided !== null && decided !== undefined) retry = decided;
       if (!retry) {
-        this._failAll(fatalError(error, null, this.protocols));
+        this._failAll(fatalError(error, this.protocols));
         return;
       }
       const next = reconnects.lost(now(), error, this._progressed);

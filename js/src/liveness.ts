@@ -158,7 +158,8 @@ export class Liveness {
     if (this.pings.size === 0) this.spell = [now, this.events, this.ahead]; // a spell begins
     this.pings.set(this.pingN, [now, this.lag, this.heard, this.events, this.ahead]);
     this.lastPingAt = now;
-    if (this.pings.size > MAX_PINGS) this.pings.delete(Math.min(...this.pings.keys()));
+    // (numbered in order: the first key is the oldest)
+    if (this.pings.size > MAX_PINGS) this.pings.delete(this.pings.keys().next().value!);
     return { t: "ping", n: this.pingN };
   }
 
@@ -201,8 +202,8 @@ export class Liveness {
 
   /** The oldest unanswered ping: [judged from, lag then, extra wait allowed]. */
   private _oldestPing(): [number, number, number] | null {
-    if (this.pings.size === 0) return null;
-    const oldest = this.pings.get(Math.min(...this.pings.keys()))!;
+    const oldest = this.pings.values().next().value;
+    if (oldest === undefined) return null;
     let [sent, lag] = oldest;
     const heard = oldest[2];
     let extra = 0.0;

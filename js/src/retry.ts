@@ -57,13 +57,13 @@ export function statusIsRetryable(status: number): boolean {
   return ![401, 403, 404].includes(status) && !(status >= 400 && status < 500 && status !== 429);
 }
 
-/** The retry table. */
-export function shouldRetry(exc: unknown, status: number | null = null): boolean {
+/** The retry table. (A browser never sees the HTTP status of a refused upgrade:
+ * `statusIsRetryable` is the Python client's rule for it, kept for tools.) */
+export function shouldRetry(exc: unknown): boolean {
   if (exc instanceof AuthError || exc instanceof Forbidden || exc instanceof ProtocolError || exc instanceof IntegrityError) {
     return false;
   }
   if (exc instanceof ConnectionLost) return exc.code === null || !FATAL_CLOSE.has(exc.code);
-  if (status !== null) return statusIsRetryable(status);
   // anything the transport throws (a failed socket, a timeout) is worth another attempt;
   // other errors of this library (a refused request) are not
   return !(exc instanceof UnbrokenError);
@@ -71,7 +71,7 @@ export function shouldRetry(exc: unknown, status: number | null = null): boolean
 
 /** What a user sees when `error` ended the client: a typed error (`versions`: the
  * protocol versions offered; close 4005 becomes `UnsupportedVersion`). */
-export function fatalError(error: unknown, status: number | null = null, versions: readonly string[] | null = null): UnbrokenError {
+export function fatalError(error: unknown, versions: readonly string[] | null = null): UnbrokenError {
   if (error instanceof UnbrokenError && !(error instanceof ConnectionLost)) return error;
   // close 4005 names the versions the server speaks: say which each side speaks
   if (error instanceof ConnectionLost && error.code === CloseCode.UNSUPPORTED_VERSION && versions !== null) {
@@ -81,7 +81,6 @@ export function fatalError(error: unknown, status: number | null = null, version
     const Cls = FATAL_CLOSE.get(error.code)!;
     return new Cls(error.message);
   }
-  if (status === 401 || status === 403) return new AuthError(`connection refused: HTTP ${status}`);
   if (error instanceof ConnectionLost) return error;
   return new ConnectionLost(`${errorName(error)}: ${errorMessage(error)}`);
 }
