@@ -17,39 +17,13 @@ export interface PartInfo {
 const ROLES = new Set(["reasoning", "tool-call", "tool-result", "metadata"]);
 export const PLAIN: PartInfo = Object.freeze({ role: "", tool: "", call: "", name: "" });
 
-/** The parameters of a mime type, names lowercased, quoted values unescaped. */
+/** The parameters of a mime type, names lowercased, quoted values unescaped (a
+ * segment without `=` is skipped; an unclosed quote runs to the end). */
 export function mimeParams(mime: string): Record<string, string> {
   const out: Record<string, string> = {};
-  const n = mime.length;
-  let i = mime.indexOf(";");
-  while (i >= 0 && i < n) {
-    i += 1;
-    const eq = mime.indexOf("=", i);
-    const semi = mime.indexOf(";", i);
-    if (eq < 0 || (semi >= 0 && semi < eq)) {
-      i = semi;
-      continue;
-    }
-    const key = mime.slice(i, eq).trim().toLowerCase();
-    let j = eq + 1;
-    while (j < n && mime[j] === " ") j++;
-    let value: string;
-    if (j < n && mime[j] === '"') {
-      let buf = "";
-      j++;
-      while (j < n && mime[j] !== '"') {
-        if (mime[j] === "\\" && j + 1 < n) j++;
-        buf += mime[j];
-        j++;
-      }
-      value = buf;
-      i = mime.indexOf(";", j);
-    } else {
-      const end = mime.indexOf(";", j);
-      value = mime.slice(j, end < 0 ? n : end).trim();
-      i = end;
-    }
-    if (key) out[key] = value;
+  for (const m of mime.matchAll(/;([^;=]*)= *(?:"((?:\\[^]?|[^"\\])*)|([^;]*))/g)) {
+    const key = m[1].trim().toLowerCase();
+    if (key) out[key] = m[2] !== undefined ? m[2].replace(/\\([^])/g, "$1") : m[3].trim();
   }
   return out;
 }

@@ -58,5 +58,10 @@ test("usage adds up over metadata parts; earlier forms read the same", () => {
   assert.deepEqual(a.usage, { in: 5, d: { x: 3 } });
   assert.equal(a.finishReason, "end_turn");
   assert.deepEqual(mimeParams('a/b; x="1;2"; y=3 ; bad; z="q\\""'), { x: "1;2", y: "3", z: 'q"' });
+  // (the edges, as the Python parser reads them)
+  assert.deepEqual(mimeParams('a/b; X = "v"junk; y="open;z=1'), { x: "v", y: "open;z=1" });
+  assert.deepEqual(mimeParams("a/b;=1; k=\tv ;;e=; t=\"a\\\\\""), { k: "v", e: "", t: "a\\" });
+  assert.deepEqual(mimeParams('a/b; t="x\\'), { t: "x\\" });
+  assert.deepEqual(mimeParams("text/plain"), {});
   assert.deepEqual(partInfo("r", "json", "application/json; role=reasoning").role, "");
 });
