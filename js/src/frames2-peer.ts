@@ -31,7 +31,7 @@ import {
   type ClientFrame,
   type Field,
 } from "./frames.js";
-import { fromHexBytes } from "./frames2.js";
+import { fromHex as fromHexBytes } from "./digest.js";
 import { pack } from "./msgpack.js";
 
 const isHandle: Check = (v) => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0xffffffff;

@@ -6,6 +6,7 @@
  * stream by handle, carries its items as arrays (`eventsOfV2`) and `h` as 8 raw
  * bytes (16 in the frame with `end`). Mirrors `unbroken/protocol/frames_v2.py`.
  */
+import { fromHex, toHex } from "./digest.js";
 import { ProtocolError } from "./errors.js";
 import { CHUNK_KIND, CloseCode, DEFAULT_LIMITS, Kind, PART_ID, STATUSES, bad, type ClientFrame, type Event, type KindByte } from "./frames.js";
 import { packFrame, unpack, unpackBatch } from "./msgpack.js";
@@ -29,7 +30,6 @@ const time = (v: unknown): number | null => {
   return x;
 };
 const isBin = (v: unknown, n: number): v is Uint8Array => v instanceof Uint8Array && v.length === n;
-const hex = (b: Uint8Array) => Array.from(b, (x) => (x < 16 ? "0" : "") + x.toString(16)).join("");
 const SAFE = Number.MAX_SAFE_INTEGER;
 
 /** A server frame (one element of a message, already unpacked: `[tag, field, …]`) as
@@ -106,7 +106,7 @@ export function decodeServerV2(v: unknown): Record<string, unknown> {
         items: !ok ? [] : (items as unknown[]).map((it) => {
           const [stream, agent, epoch, head, h, status = "running"] = Array.isArray(it) ? it : [];
           ok &&= (it as unknown[]).length <= 6 && isId(stream) && typeof agent === "string" && /^[A-Za-z0-9_.:-]{1,128}$/.test(agent) && isId(epoch) && int(head) && isBin(h, 16) && status === "running";
-          return { stream, agent, epoch, head, h: ok ? hex(h as Uint8Array) : "", status };
+          return { stream, agent, epoch, head, h: ok ? toHex(h as Uint8Array) : "", status };
         }),
       };
     }
@@ -280,17 +280,11 @@ export function encodeClientV2(frame: ClientFrame): Uint8Array {
     const wire = name.replace("?", "");
     let v = f[wire] ?? (wire === "caps" ? [] : wire === "n" ? 0 : null);
     if (wire === "input") v = JSON.stringify(v);
-    else if (wire === "h" && typeof v === "string") v = fromHexBytes(v);
+    else if (wire === "h" && typeof v === "string") v = fromHex(v);
     out.push(v);
     const dflt = name !== wire && (wire === "input" ? v === "null" : wire === "n" ? v === 0 : wire === "caps" ? (v as unknown[]).length === 0 : v === null);
     if (!dflt) keep = out.length;
   }
   out.length = keep;
   return packFrame(out);
-}
-
-export function fromHexBytes(h: string): Uint8Array {
-  const out = new Uint8Array(h.length >> 1);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(h.substr(2 * i, 2), 16);
-  return out;
 }
