@@ -1,4 +1,5 @@
-// A/B of the hot path (v2 decode + verify of `events` frames, as bench/verify.mjs)
+// A/B of the hot path (v2 decode + verify of `events` frames: bench/verify.mjs's
+// `v2_decode_verify`)
 // between two builds in one process, interleaved, so the machine's load hits both
 // alike: `node bench/ab.mjs A/dist/testing.js B/dist/testing.js [rounds=15]`.
 // Prints each side's best and median events/s over the rounds.
@@ -26,16 +27,19 @@ const frames = [];
   }
 }
 const MAX = 1 << 24;
+/** v2 decode + verify (the codec and the chain, as the client applies them), events/s */
 function run(x) {
-  const one = (f) => x.framesOfV2(m.encodeV2(f), MAX)[0];
-  const s = new x.ClientSession();
-  s.connect(null, "v2");
-  s.receive(one({ t: "welcome", session: "s", heartbeat_ms: 400, epoch }));
-  s.start("r", "a", null);
-  s.receive(one({ t: "started", req: "r", stream, epoch, handle: 0 }));
+  const v = new x.ChainVerifier(stream, epoch);
+  const kinds = new Map();
+  const carried = { part: "", kind: 0 };
   const t0 = performance.now();
-  for (const f of frames) for (const fr of x.framesOfV2(f, MAX)) s.receive(fr);
-  return n / (performance.now() - t0) * 1000;
+  for (const f of frames) {
+    for (const [value] of x.framesOfV2(f, MAX)) {
+      const frame = x.decodeServerV2(value);
+      v.extend(x.eventsOfV2(frame.seq, frame.items, kinds, carried), frame.h);
+    }
+  }
+  return (n / (performance.now() - t0)) * 1000;
 }
 const got = [[], []];
 for (let i = 0; i < rounds; i++) for (const k of i % 2 ? [1, 0] : [0, 1]) got[k].push(run(sides[k]));
