@@ -38,76 +38,96 @@ const SAFE = Number.MAX_SAFE_INTEGER;
  * with every check of §19.3; a bad one is a `ProtocolError` 4000. */
 export function decodeServerV2(v: unknown): Record<string, unknown> {
   if (!Array.isArray(v)) bad("malformed frame: no tag");
-  const n = v.length;
-  // (trailing fields left out are `undefined` here: their defaults below; a
-  // required field left out fails its check)
-  const [tag, a, b, c, d, e, f, g] = v;
+  const tag = v[0];
   // (the most elements each tag's frame has; not a number, or an unknown tag: undefined)
-  if (!(n <= (typeof tag === "number" ? [5, 8, 5, 6, 4, 3, 6, 1, 2, 2, 2, 3][tag - 1] : -1))) bad(`unknown server frame tag ${tag}, or too many fields`);
-  let ok = true;
+  if (!(v.length <= (typeof tag === "number" ? [5, 8, 5, 6, 4, 3, 6, 1, 2, 2, 2, 3][tag - 1] : -1))) bad(`unknown server frame tag ${typeof tag === "number" ? tag : typeof tag}, or too many fields`);
+  // Each frame's fields, trailing ones left out given their default (a destructuring
+  // default: only for a field that is absent, never for a nil); a required field left
+  // out is `undefined`, which fails its check.
+  let ok: boolean;
   let out: Record<string, unknown>;
   switch (tag) {
-    case 1: // events: handle, seq (from 1), items (at least one), h (8 bytes, or 16)
-      ok = int(a, 0, 0xffffffff) && int(b, 1) && Array.isArray(c) && c.length > 0 && (isBin(d, 8) || isBin(d, 16));
-      out = { t: "events", handle: a, seq: b, items: c, h: d };
+    case 1: {
+      // handle, seq (from 1), items (at least one), h (8 bytes, or 16)
+      const [, handle, seq, items, h] = v;
+      ok = int(handle, 0, 0xffffffff) && int(seq, 1) && Array.isArray(items) && items.length > 0 && (isBin(h, 8) || isBin(h, 16));
+      out = { t: "events", handle, seq, items, h };
       break;
+    }
     case 2: {
-      const limits = d ?? {};
-      ok = str(a, 64) && int(b, 1, SAFE) && isId(c) && typeof limits === "object" && limits !== null && !Array.isArray(limits) && !(limits instanceof Uint8Array);
-      for (const k in DEFAULT_LIMITS) if (ok && (limits as Record<string, unknown>)[k] !== undefined) ok = int((limits as Record<string, unknown>)[k], 1, SAFE);
-      const caps = e ?? [];
-      ok &&= Array.isArray(caps) && caps.length <= 32 && caps.every((s) => str(s, 64)) && (f == null || isId(f));
-      out = { t: "welcome", session: a, heartbeat_ms: b, epoch: c, limits: { ...DEFAULT_LIMITS, ...(d ?? {}) }, caps, anon: f ?? null, auth_exp: time(g ?? null) };
+      const [, session, heartbeat_ms, epoch, limits = {}, caps = [], anon = null, exp = null] = v;
+      ok = str(session, 64) && int(heartbeat_ms, 1, SAFE) && isId(epoch) && typeof limits === "object" && limits !== null && !Array.isArray(limits) && !(limits instanceof Uint8Array);
+      for (const k in DEFAULT_LIMITS) if (ok && limits[k] !== undefined) ok = int(limits[k], 1, SAFE);
+      ok &&= Array.isArray(caps) && caps.length <= 32 && caps.every((c) => str(c, 64)) && (anon === null || isId(anon));
+      out = { t: "welcome", session, heartbeat_ms, epoch, limits: { ...DEFAULT_LIMITS, ...limits }, caps, anon, auth_exp: time(exp) };
       break;
     }
-    case 3:
-      ok = isReq(a) && isId(b) && isId(c) && int(d, 0, 0xffffffff);
-      out = { t: "started", req: a, stream: b, epoch: c, handle: d };
+    case 3: {
+      const [, req, stream, epoch, handle] = v;
+      ok = isReq(req) && isId(stream) && isId(epoch) && int(handle, 0, 0xffffffff);
+      out = { t: "started", req, stream, epoch, handle };
       break;
+    }
     case 4: {
-      const status = e ?? "running";
-      ok = isId(a) && int(b, 0, 0xffffffff) && int(c) && int(d ?? 0) && (status === "running" || STATUSES.includes(status as string));
-      out = { t: "resumed", stream: a, handle: b, from: c, head: d ?? 0, status };
+      const [, stream, handle, from, head = 0, status = "running"] = v;
+      ok = isId(stream) && int(handle, 0, 0xffffffff) && int(from) && int(head) && (status === "running" || STATUSES.includes(status));
+      out = { t: "resumed", stream, handle, from, head, status };
       break;
     }
-    case 5:
-      ok = isId(a) && ["unknown", "expired", "epoch", "diverged", "forbidden"].includes(b as string) && str(c ?? "", 4096);
-      out = { t: "gone", stream: a, reason: b, message: c ?? "" };
+    case 5: {
+      const [, stream, reason, message = ""] = v;
+      ok = isId(stream) && ["unknown", "expired", "epoch", "diverged", "forbidden"].includes(reason) && str(message, 4096);
+      out = { t: "gone", stream, reason, message };
       break;
-    case 6:
-      ok = isId(a) && str(b ?? "", 4096);
-      out = { t: "resync", stream: a, reason: b ?? "" };
+    }
+    case 6: {
+      const [, stream, reason = ""] = v;
+      ok = isId(stream) && str(reason, 4096);
+      out = { t: "resync", stream, reason };
       break;
-    case 7:
-      ok = str(a, 64) && str(b ?? "", 4096) && (c == null || isId(c)) && (d == null || isReq(d)) && (e == null || int(e, 0, SAFE));
-      out = { t: "error", code: a, message: b ?? "", stream: c ?? null, req: d ?? null, retry_after_ms: e ?? null };
+    }
+    case 7: {
+      const [, code, message = "", stream = null, req = null, retry_after_ms = null] = v;
+      ok = str(code, 64) && str(message, 4096) && (stream === null || isId(stream)) && (req === null || isReq(req)) && (retry_after_ms === null || int(retry_after_ms, 0, SAFE));
+      out = { t: "error", code, message, stream, req, retry_after_ms };
       break;
+    }
     case 8:
+      ok = true;
       out = { t: "hb" };
       break;
-    case 9:
-      ok = int(a ?? 0);
-      out = { t: "pong", n: a ?? 0 };
+    case 9: {
+      const [, n = 0] = v;
+      ok = int(n);
+      out = { t: "pong", n };
       break;
-    case 10:
-      ok = int(a, 0, SAFE);
-      out = { t: "auth_expiring", in_ms: a };
+    }
+    case 10: {
+      const [, in_ms] = v;
+      ok = int(in_ms, 0, SAFE);
+      out = { t: "auth_expiring", in_ms };
       break;
-    case 11:
-      out = { t: "refreshed", exp: time(a ?? null) };
+    }
+    case 11: {
+      const [, exp = null] = v;
+      ok = true;
+      out = { t: "refreshed", exp: time(exp) };
       break;
+    }
     default: {
       // 12, streams: n, items (each [stream, agent, epoch, head, h (16 bytes), "running"?])
-      const items = b ?? [];
-      ok = int(a ?? 0) && Array.isArray(items) && items.length <= 10_000;
+      const [, n = 0, items = []] = v;
+      ok = int(n) && Array.isArray(items) && items.length <= 10_000;
       out = {
         t: "streams",
-        n: a ?? 0,
-        items: !ok ? [] : (items as unknown[]).map((it) => {
-          const [stream, agent, epoch, head, h, status = "running"] = Array.isArray(it) ? it : [];
-          ok &&= (it as unknown[]).length <= 6 && isId(stream) && typeof agent === "string" && /^[A-Za-z0-9_.:-]{1,128}$/.test(agent) && isId(epoch) && int(head) && isBin(h, 16) && status === "running";
-          return { stream, agent, epoch, head, h: ok ? toHex(h as Uint8Array) : "", status };
-        }),
+        n,
+        items: !ok
+          ? []
+          : items.map((it: unknown) => {
+              const [stream, agent, epoch, head, h, status = "running"] = Array.isArray(it) ? it : [];
+              ok &&= (it as unknown[]).length <= 6 && isId(stream) && typeof agent === "string" && /^[A-Za-z0-9_.:-]{1,128}$/.test(agent) && isId(epoch) && int(head) && isBin(h, 16) && status === "running";
+              return { stream, agent, epoch, head, h: ok ? toHex(h) : "", status };
+            }),
       };
     }
   }

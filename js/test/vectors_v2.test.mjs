@@ -27,6 +27,8 @@ import {
   stepEvent,
   toHex,
   unpack,
+  frameOf,
+  SERVER_TAGS,
 } from "../dist/testing.js";
 
 const load = (name) => JSON.parse(readFileSync(new URL(`../../tests/vectors/${name}`, import.meta.url), "utf8"));
@@ -275,4 +277,50 @@ test("packFrame (the page bundle's encoder of client frames) gives pack's bytes 
   assert.deepEqual(packFrame(long), pack(long));
   assert.throws(() => packFrame([1.5]), TypeError);
   assert.throws(() => packFrame([-1]), TypeError);
+});
+
+test("decodeServerV2 (one decoder per frame) accepts and refuses what the field tables do, on 30k mutated server frames", () => {
+  // the tables (frames2-peer.ts: the encoder's, and the decoder's before), with the
+  // decoder's two rewrites of a welcome's limits and of streams' items
+  const table = (v) => {
+    const out = frameOf(v, SERVER_TAGS, "server");
+    if (out.t === "welcome") out.limits = { ...DEFAULT_LIMITS, ...out.limits };
+    if (out.t === "streams") out.items = out.items.map(([stream, agent, epoch, head, h]) => ({ stream, agent, epoch, head, h: toHex(h), status: "running" }));
+    return out;
+  };
+  const map = (o) => Object.assign(Object.create(null), o);
+  const bin = (n) => new Uint8Array(n).fill(n);
+  const pool = [null, -1, 0, 1, 7, 2 ** 32 - 1, 2 ** 32, 2 ** 53, 2 ** 53 - 1, 1.5, new Number(1.5), new Number(-1), true, "", "x", "a b", "x".repeat(64), "x".repeat(65), "x".repeat(4097),
+    "running", "completed", "expired", "bogus", [], ["a"], [[]], ["x".repeat(65)], Array(33).fill("a"), bin(8), bin(12), bin(16), map({}), map({ window: 0 }), map({ window: 5 }), map({ other: "q" }),
+    [["s", "ag", "ep", 3, bin(16)]], [["s", "ag", "ep", 3, bin(16), "running"]], [["s", "ag", "ep", 3, bin(16), "done"]], [["s", "a g", "ep", 3, bin(16)]], [["s", "ag", "ep", -3, bin(16)]], [[1, 6]]];
+  const bases = V2.frames.filter((f) => f.direction === "server" && !f.frames && !f.inflated_hex).map((f) => unpack(fromHex(f.frame_hex)));
+  for (let t = 0; t <= 14; t++) bases.push([t]);
+  const r = seededRng(41);
+  const pick = (a) => a[Math.floor(r() * a.length)];
+  const outcome = (decode, v) => {
+    try {
+      return JSON.stringify(decode(v), (k, x) => (x instanceof Uint8Array ? `bin ${toHex(x)}` : x));
+    } catch (e) {
+      assert.ok(e instanceof ProtocolError && e.closeCode === 4000 && !e.message.includes("\n"), String(e));
+      return "refused";
+    }
+  };
+  let refused = 0;
+  for (let i = 0; i < 30_000; i++) {
+    const v = [...pick(bases)];
+    const grow = r() < 0.3;
+    if (!grow && r() < 0.5 && v.length > 1) v.length = 1 + Math.floor(r() * (v.length - 1));
+    for (let j = Math.floor(r() * 3); j > 0; j--) {
+      const at = (r() < 0.05 ? 0 : 1) * (1 + Math.floor(r() * (v.length - (grow ? 0 : 1))));
+      // (a bin where a welcome's limits go: the tables took it, the decoder refuses it)
+      const x = pick(pool);
+      if (!(at === 4 && v[0] === 2 && x instanceof Uint8Array)) v[at] = x;
+    }
+    for (let j = 0; j < v.length; j++) if (!(j in v)) v[j] = null;
+    const want = outcome(table, v);
+    assert.equal(outcome(decodeServerV2, v), want, JSON.stringify(v, (k, x) => (x instanceof Uint8Array ? `bin ${toHex(x)}` : x)));
+    if (want === "refused") refused++;
+  }
+  assert.ok(refused > 10_000 && refused < 29_000, `${refused} refused`);
+  assert.throws(() => decodeServerV2([2, "s", 400, "ep", bin(8)]), (e) => e instanceof ProtocolError && e.closeCode === 4000);
 });
