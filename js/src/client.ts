@@ -181,35 +181,24 @@ const now = (): number => performance.now() / 1000;
 const SLICE = 0.004;
 
 let _later: ((fn: () => void) => void) | null = null;
-/** Run `fn` in a later task (a MessageChannel message: no 4 ms timer clamp). */
+/** Run `fn` in a later task (a MessageChannel message: no 4 ms timer clamp; every
+ * browser and Node has it). */
 function later(fn: () => void): void {
   if (_later === null) {
-    const MC = (globalThis as { MessageChannel?: new () => { port1: MessagePortLike; port2: MessagePortLike } }).MessageChannel;
-    if (typeof MC !== "function") _later = (f) => void setTimeout(f, 0);
-    else {
-      const ch = new MC();
-      const queue: (() => void)[] = [];
-      ch.port1.onmessage = () => queue.shift()?.();
-      ch.port1.unref?.();
-      _later = (f) => {
-        queue.push(f);
-        ch.port2.postMessage(0);
-      };
-    }
+    const ch = new MessageChannel();
+    const queue: (() => void)[] = [];
+    ch.port1.onmessage = () => queue.shift()?.();
+    (ch.port1 as { unref?(): void }).unref?.(); // (Node: the port keeps no process alive)
+    _later = (f) => {
+      queue.push(f);
+      ch.port2.postMessage(0);
+    };
   }
   _later(fn);
 }
-interface MessagePortLike {
-  onmessage: (() => void) | null;
-  postMessage(m: unknown): void;
-  unref?(): void;
-}
 
-function randomId(): string {
-  const b = new Uint8Array(12);
-  globalThis.crypto.getRandomValues(b);
-  return btoa(String.fromCharCode(...b)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-}
+/** 12 random bytes in hex: a request id. */
+const randomId = (): string => toHex(globalThis.crypto.getRandomValues(new Uint8Array(12)));
 
 /** A promise (its rejection handled: the caller may never await it) and its two ends. */
 function deferred<T>(): [Promise<T>, (v: T) => void, (e: unknown) => void] {
@@ -768,9 +757,9 @@ export class Client {
     if (ws !== null && this._ready && ws.readyState === 1) ws.send(this._wire(frame));
   }
 
-  /** A stream by its id. */
+  /** An open stream by its id (not one that finished, forgotten once its message is handled). */
   private _find(id: string): Stream | undefined {
-    for (const st of this.openStreams.values()) if (st.id === id) return st;
+    for (const st of this.openStreams.values()) if (st.id === id && !st.done) return st;
   }
 
   /** The `resume` of a detached stream (now resuming). */
