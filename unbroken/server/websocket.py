@@ -137,10 +137,32 @@ class _Inbox:
         return items.pop(0)
 
 
+#: The attributes uvicorn's protocol and this one set on a connection: kept in slots,
+#: not in an instance dict (uvicorn's ~40 are past what a shared-key dict holds: each
+#: connection had a dict of its own, ~1.6 KB; the slots take 8 bytes each). A name
+#: uvicorn drops costs a slot unused; one it adds goes to the dict, as before. A name
+#: that is a class attribute of uvicorn's protocol is left out (a slot would hide it).
+_STATE: Final = tuple(
+    name
+    for name in (
+        *("app", "app_state", "asgi_version", "client", "close_sent", "close_timeout"),
+        *("close_timer", "config", "conn", "connections", "curr_msg_data_type"),
+        *("default_headers", "disconnected", "frames", "handshake_complete"),
+        *("handshake_initiated", "initial_response", "last_ping_rtt", "logger", "loop"),
+        *("pending_ping_payload", "ping_interval", "ping_sent_at", "ping_timeout"),
+        *("ping_timer", "pong_timer", "queue", "read_paused", "request", "response"),
+        *("root_path", "scheme", "scope", "server", "tasks", "transport", "writable"),
+        *("_lingering", "_open_plain", "_write_paused"),
+    )
+    if not hasattr(WebSocketsSansIOProtocol, name)
+)
+
+
 class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
     """See the module doc. ``initial_max_size`` is the limit before the app moves
     it (``None``: uvicorn's ``ws_max_size``)."""
 
+    __slots__ = _STATE
     initial_max_size: ClassVar[int | None] = None
     flood: ClassVar[FloodFilter] = FloodFilter(burst=10, interval=10.0)
 

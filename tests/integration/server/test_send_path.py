@@ -102,6 +102,10 @@ async def test_the_handshake_headers_are_let_go_once_accepted(
         assert request is not None  # the handshake's request, held by the parser
         assert len(request.headers) == 0
         assert proto.request is None
+        # uvicorn's connection state and ours are in slots: no instance dict of its
+        # own per connection (~1.6 KB each before)
+        assert vars(proto) == {}
+        assert not proto.scope["headers"]  # read into the connection's ConnectInfo
         w.abort()
     assert_exact(events)
 
