@@ -43,11 +43,11 @@ from .errors import (
     UnknownAgent,
     UnsupportedVersion,
 )
-from .protocol.backoff import BackoffPolicy
-from .protocol.client_session import Cursor
 
 if TYPE_CHECKING:
     from .client import Answer, Client, Stream
+    from .protocol.backoff import BackoffPolicy
+    from .protocol.client_session import Cursor
     from .server import AdmissionLimits, OriginPolicy, Output, Principal, Request, Unbroken
     from .server.auth import JWTAuth
     from .store.memory import MemoryStore
@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 
 
 _LAZY: dict[str, str] = {
+    # the client's session: not held by a server process (issue 21)
+    "BackoffPolicy": ".protocol.backoff",
+    "Cursor": ".protocol.client_session",
     "Answer": ".client",
     "Client": ".client",
     "Stream": ".client",
