@@ -53,8 +53,8 @@ HEAVY = ("typer", "pydantic", "rich", "starlette", "unbroken.chaos", "unbroken.s
          "unbroken.cli",
          "jwt", "jsonschema",
          # ~0.8 MB and ~0.5 MB of RSS a worker: the RSS read is /proc's on Linux, the
-         # client's session is the client's
-         "psutil", "unbroken.protocol.client_session")
+         # client's session is the client's; the TOML parser is for --policy files
+         "psutil", "unbroken.protocol.client_session", "tomllib")
 sys.argv = ["unbroken", *sys.argv[1:]]
 from unbroken.__main__ import main
 main()

@@ -48,7 +48,12 @@ from .http_streams import ByteStreams
 from .hub import Hub
 from .policy import LivePolicy, OriginPolicy
 from .ui_streams import UIStreams
-from .websocket import MAX_SIZE_EXTENSION, SEND_BINARY_EXTENSION, SEND_TEXT_EXTENSION
+from .websocket import (
+    MAX_SIZE_EXTENSION,
+    RECEIVE_EXTENSION,
+    SEND_BINARY_EXTENSION,
+    SEND_TEXT_EXTENSION,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +124,8 @@ class ASGITransport:
         "_receive",
         "_send",
         "_send_now",
+        "_take",
+        "_wait",
         "binary",
         "disconnect_code",
         "send_nowait",
@@ -140,9 +147,19 @@ class ASGITransport:
         #: (:data:`~unbroken.server.websocket.SEND_TEXT_EXTENSION`; not through a wrapper)
         self._send_now: Callable[[bytes], bool] | None = None
         kind = SEND_BINARY_EXTENSION if binary else SEND_TEXT_EXTENSION
-        now = ((scope or {}).get("extensions") or {}).get(kind)
+        extensions = (scope or {}).get("extensions") or {}
+        now = extensions.get(kind)
         if now is not None and getattr(now, "__self__", None) is getattr(send, "__self__", send):
             self._send_now = now
+        #: the WebSocket layer's receive without a coroutine, when ``receive`` is that
+        #: layer's own (:data:`~unbroken.server.websocket.RECEIVE_EXTENSION`)
+        self._take: Callable[[], Any] | None = None
+        self._wait: Callable[[], Awaitable[None]] | None = None
+        direct = extensions.get(RECEIVE_EXTENSION)
+        if direct is not None and getattr(direct[0], "__self__", None) is getattr(
+            receive, "__self__", receive
+        ):
+            self._take, self._wait = direct
         #: the WebSocket layer's direct send as is (``False``: nothing sent, use
         #: :meth:`send`): the connection calls it without a coroutine per frame
         self.send_nowait: Callable[[bytes], bool] | None = self._send_now
@@ -159,7 +176,15 @@ class ASGITransport:
             if self._frames == 2:  # the hello was accepted
                 self._limit.next_frame()
                 self._limit = None
-        msg = await self._receive()
+        take = self._take
+        if take is None:
+            msg = await self._receive()
+        else:
+            msg = take()
+            while msg is None:
+                assert self._wait is not None
+                await self._wait()
+                msg = take()
         if msg["type"] == "websocket.receive":
             text = msg.get("text")
             if text is not None:

@@ -41,7 +41,6 @@ import dataclasses
 import logging
 import os
 import threading
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,6 +292,8 @@ class OriginPolicy:
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> OriginPolicy:
         """Read a policy file; :class:`ConfigError` (with the file name) if it is bad."""
+        import tomllib  # here: a server without a policy file does not hold the parser
+
         try:
             with open(path, "rb") as f:
                 data = tomllib.load(f)

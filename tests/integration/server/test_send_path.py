@@ -5,13 +5,18 @@ message (the direct send is not used behind it)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
 import pytest
 
 from unbroken.server.asgi import ASGITransport
-from unbroken.server.websocket import SEND_TEXT_EXTENSION, UnbrokenWebSocketProtocol
+from unbroken.server.websocket import (
+    RECEIVE_EXTENSION,
+    SEND_TEXT_EXTENSION,
+    UnbrokenWebSocketProtocol,
+)
 
 from .conftest import make_kit, token
 from .hardened import serve_hardened
@@ -76,6 +81,34 @@ async def test_a_wrapped_send_is_never_bypassed() -> None:
     assert layer.messages == [{"type": "websocket.send", "text": '{"t":"hb"}'}]
 
 
+async def test_a_wrapped_receive_is_never_bypassed() -> None:
+    """The direct receive belongs to the protocol whose ``receive`` the app was given:
+    over a wrapper, every message comes through the wrapper."""
+    queued = [{"type": "websocket.receive", "text": "direct"}]
+
+    class Layer:
+        def receive_nowait(self) -> dict[str, Any] | None:
+            return queued.pop(0) if queued else None
+
+        async def receive(self) -> dict[str, Any]:
+            return {"type": "websocket.receive", "text": "layer"}
+
+    layer = Layer()
+    wait = asyncio.get_running_loop().create_future
+    scope = {"type": "websocket", "extensions": {RECEIVE_EXTENSION: (layer.receive_nowait, wait)}}
+
+    async def wrapper() -> dict[str, Any]:
+        return {"type": "websocket.receive", "text": "wrapped"}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    wrapped = ASGITransport(wrapper, send, scope=scope)  # type: ignore[arg-type]
+    assert await wrapped.receive() == "wrapped"
+    own = ASGITransport(layer.receive, send, scope=scope)  # type: ignore[arg-type]
+    assert await own.receive() == "direct"
+
+
 async def test_the_handshake_headers_are_let_go_once_accepted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -106,6 +139,14 @@ async def test_the_handshake_headers_are_let_go_once_accepted(
         # own per connection (~1.6 KB each before)
         assert vars(proto) == {}
         assert not proto.scope["headers"]  # read into the connection's ConnectInfo
+        # the connection waits for its next message on the layer's future: no
+        # coroutine of uvicorn's receive (nor of the inbox's get) in its task
+        (task,) = [t for t in asyncio.all_tasks() if "run_asgi" in repr(t.get_coro())]
+        chain, coro = [], task.get_coro()
+        while coro is not None and hasattr(coro, "cr_code"):
+            chain.append(coro.cr_code.co_qualname)
+            coro = coro.cr_await
+        assert chain[-2:] == ["Connection._read_loop", "ASGITransport.receive"], chain
         w.abort()
     assert_exact(events)
 
