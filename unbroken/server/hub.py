@@ -267,14 +267,18 @@ class Hub:
         out = Output(run.producer, self.max_chunk, self._redacted)
         status, error = "completed", ""
         try:
-            deadline = asyncio.timeout(limit)
+            # no limit, no Timeout (an object and its dict a run, ~0.1 KB)
+            deadline = asyncio.timeout(limit) if limit is not None else None
             try:
-                async with deadline:
+                if deadline is None:
                     await fn(request, out)
+                else:
+                    async with deadline:
+                        await fn(request, out)
                 await out.close_open_parts()
                 await out.flush()
             except TimeoutError:
-                if not deadline.expired():  # the agent's own timeout, not the run limit
+                if deadline is None or not deadline.expired():  # the agent's own timeout
                     raise
                 status, error = "failed", "timeout"
             except asyncio.CancelledError:

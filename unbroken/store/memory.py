@@ -18,6 +18,7 @@ from array import array
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Final
 
 from ..errors import LogDiverged, LogFull, StaleProducer, StreamTooLarge
@@ -161,6 +162,12 @@ class _Stream:
             seq = seg_end + 1
             r += 1
         return items_array(segments)
+
+
+def _remove(listeners: list[Listener], listener: Listener) -> None:
+    """Unsubscribe ``listener`` (once more: nothing)."""
+    with contextlib.suppress(ValueError):
+        listeners.remove(listener)
 
 
 class MemoryStore:
@@ -390,16 +397,18 @@ class MemoryStore:
 
     def subscribe(self, stream: str, listener: Listener) -> Callable[[], None]:
         s = self._streams.get(stream)
-        target = s.listeners if s is not None else self._pending_listeners.setdefault(stream, [])
+        if s is not None:
+            s.listeners.append(listener)
+            # a partial, not a closure over this frame's cells: ~0.3 KB less a reader
+            return partial(_remove, s.listeners, listener)
+        target = self._pending_listeners.setdefault(stream, [])
         target.append(listener)
+        return partial(self._unsubscribe_pending, stream, target, listener)
 
-        def unsubscribe() -> None:
-            with contextlib.suppress(ValueError):
-                target.remove(listener)
-            if s is None and not target:
-                self._pending_listeners.pop(stream, None)
-
-        return unsubscribe
+    def _unsubscribe_pending(self, stream: str, target: list[Listener], listener: Listener) -> None:
+        _remove(target, listener)
+        if not target:
+            self._pending_listeners.pop(stream, None)
 
     # ------------------------------------------------------------ inspection
     async def read_all(self, stream: str) -> tuple[str, Sequence[Event]]:
