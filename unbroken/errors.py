@@ -253,15 +253,24 @@ class LogUnavailable(RequestRefused, StoreUnavailable):
     """A stream's log stayed unreachable on the server (its store answered
     ``unavailable``, e.g. a Redis Cluster master down) through the whole reconnect
     policy: ``attempts`` resumes over ``elapsed`` seconds. The answer is not lost: resume
-    its :attr:`cursor` later, once the store is back."""
+    its :attr:`cursor` later, once the store is back. A start whose log stayed
+    unreachable fails with it too (``stream`` empty, ``req`` its request id): its
+    stream may be created once the log answers; a start with the same ``req`` gets it."""
 
-    def __init__(self, stream: str, message: str, attempts: int, elapsed: float) -> None:
+    def __init__(
+        self, stream: str, message: str, attempts: int, elapsed: float, req: str = ""
+    ) -> None:
+        what = f"of stream {stream}" if stream else f"of start {req}"
+        tries = "resumes" if stream else "starts"
         super().__init__(
             "unavailable",
-            f"the log of stream {stream} stayed unreachable ({attempts} resumes over "
+            f"the log {what} stayed unreachable ({attempts} {tries} over "
             f"{elapsed:.1f}s): {message}",
         )
         self.stream = stream
+        #: the start's request id when the log stayed unreachable before its stream
+        #: was created (``stream`` is then empty: start again with this ``req``)
+        self.req = req
         self.attempts = attempts
         self.elapsed = elapsed
 

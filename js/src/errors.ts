@@ -171,9 +171,13 @@ export class LogUnavailable extends RequestRefused {
   readonly stream: string;
   readonly attempts: number;
   readonly elapsed: number;
-  constructor(stream: string, message: string, attempts: number, elapsed: number) {
-    super("unavailable", `log of ${stream} unreachable (${attempts} resumes, ${elapsed.toFixed(1)}s): ${message}`);
+  /** a start's request id when its log stayed unreachable before the stream was
+   * created (`stream` is then ""): a start with the same `req` gets it later */
+  readonly req: string;
+  constructor(stream: string, message: string, attempts: number, elapsed: number, req = "") {
+    super("unavailable", `log of ${stream || `start ${req}`} unreachable (${attempts} ${stream ? "resumes" : "starts"}, ${elapsed.toFixed(1)}s): ${message}`);
     this.stream = stream;
+    this.req = req;
     this.attempts = attempts;
     this.elapsed = elapsed;
   }

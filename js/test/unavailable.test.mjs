@@ -134,3 +134,25 @@ test("a stream detached meanwhile by a drop is resumed by the next connection's 
   assert.deepEqual(ws2.sent.slice(0, 3).map((f) => [f.t, f.stream]), [["hello", undefined], ["resume", S1], ["resume", S2]], "pipelined before welcome");
   await client.close();
 });
+
+test("a start whose log is unreachable is sent again, quiet meanwhile, then fails past the policy", () => {
+  const s = new ClientSession({ caps: [CAP_UNAVAILABLE], outagePolicy: new BackoffPolicy({ base: 0.1, cap: 1, maxAttempts: 2, deadline: null }), rng: () => 0.5 });
+  s.connect();
+  s.receive(encode({ t: "welcome", session: "x", heartbeat_ms: 1000, epoch: EPOCH, caps: [CAP_UNAVAILABLE] }));
+  s.start("r9", "agent", null);
+  assert.ok(s.expectingFrames());
+  const told = { t: "error", code: "unavailable", message: "its log is unreachable", stream: null, req: "r9", retry_after_ms: 1000 };
+  assert.deepEqual(s.serverError(told, 0), { kind: "retry_start", req: "r9", at: 1 });
+  assert.ok(!s.expectingFrames()); // answered: nothing due until it is sent again
+  assert.equal(s.resendStart("r9").req, "r9");
+  assert.ok(s.expectingFrames());
+  assert.equal(s.serverError(told, 2).kind, "retry_start");
+  s.resendStart("r9");
+  const action = s.serverError(told, 4);
+  assert.equal(action.kind, "fail_stream");
+  assert.ok(action.error instanceof LogUnavailable);
+  assert.equal(action.error.stream, "");
+  assert.equal(action.error.req, "r9");
+  assert.match(action.error.message, /start r9/);
+  assert.equal(s.byReq.get("r9"), undefined);
+});

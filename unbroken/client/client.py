@@ -60,7 +60,7 @@ from ..protocol.client_session import (
     Welcomed,
     end_error,
 )
-from ..protocol.codes import CloseCode, close_reason
+from ..protocol.codes import CloseCode, ErrorCode, close_reason
 from ..protocol.digest import seed
 from ..protocol.events import Event
 from ..protocol.frames import (
@@ -102,7 +102,7 @@ class ConnectionEvent:
     exhausted, refreshed (a new token was accepted in-band), refresh_failed (the
     provider failed or the server refused its token: ``cause``), unavailable (a
     ``stream``'s log is unreachable on the server: it is resumed again after ``delay``
-    seconds). ``version``: the
+    seconds; ``stream`` empty: a start's, sent again after ``delay``). ``version``: the
     wire protocol version a ``connected`` connection negotiated (``"v1"``,
     ``"v2"``). ``retry_after``: on ``disconnected``, the server's wait (seconds) when
     it shed this reader or refused it for load (``error overloaded`` with
@@ -1132,6 +1132,9 @@ class Client:
             self._emit("refresh_failed", cause=err.message)
         elif isinstance(action, RetryStart):
             self._answer_later(action.req, action.at)
+            if err.code == ErrorCode.UNAVAILABLE:  # the log of its stream-to-be
+                delay = max(0.0, action.at - now)
+                self._emit("unavailable", stream="", delay=delay, cause=err.message)
             loop.call_later(max(0.0, action.at - loop.time()), self._resend_start, action.req)
         elif isinstance(action, RetryResume):  # its log is unreachable for now
             self._answer_later(action.req, action.at)

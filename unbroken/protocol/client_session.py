@@ -166,6 +166,9 @@ class ClientStream:
     #: its log unreachable (``error unavailable``): the resumes' backoff since the first
     #: such answer (cleared by the next events)
     outage: Backoff | None = None
+    #: a start the server asked to be sent again later (refused for load, its log
+    #: unreachable): nothing is due from the server for it until then
+    resend_due: bool = False
 
     @property
     def seq(self) -> int:
@@ -475,6 +478,7 @@ class ClientSession:
         out: list[ClientFrame] = []
         for cs in self.by_req.values():
             if cs.state is StreamState.STARTING:
+                cs.resend_due = False
                 out.append(Start(cs.req, cs.agent, cs.input))
             elif cs.state is StreamState.DETACHED:
                 out.append(self._resume(cs))
@@ -517,8 +521,9 @@ class ClientSession:
 
     def expecting_frames(self) -> bool:
         """True while some stream is live (or a start or resume awaits its answer):
-        the server sends ``hb`` only then."""
-        return any(cs.state in _LIVE for cs in self.by_req.values())
+        the server sends ``hb`` only then. A start to be sent again later awaits
+        nothing yet (the server, answered, may fall quiet)."""
+        return any(cs.state in _LIVE and not cs.resend_due for cs in self.by_req.values())
 
     def check(self, now: float, due: float) -> Check:
         """The periodic liveness check (run at ``now``, due at ``due``)."""
@@ -585,6 +590,7 @@ class ClientSession:
         cs = self.by_req.get(req)
         if cs is None or cs.state is not StreamState.STARTING or self.state is not _READY:
             return None
+        cs.resend_due = False
         return Start(cs.req, cs.agent, cs.input)
 
     def resend_resume(self, req: str) -> Resume | None:
@@ -614,6 +620,26 @@ class ClientSession:
         cs.state = StreamState.DETACHED
         return RetryResume(cs.req, now + delay)
 
+    def _start_unavailable(
+        self, cs: ClientStream, error: Error, now: float
+    ) -> RetryStart | FailStream:
+        """The log a start creates its stream in is unreachable (or slow) for now: the
+        same start (same ``req``: the server creates one stream, runs one agent) is
+        sent again after the backoff of :meth:`_unavailable`, within the same policy;
+        past it the start fails with ``LogUnavailable`` (no stream yet)."""
+        if cs.outage is None:
+            cs.outage = Backoff(self.outage_policy, now, self._rng)
+        delay = cs.outage.next_delay(now, (error.retry_after_ms or 1000) / 1000)
+        if delay is None:
+            out = cs.outage
+            self.forget(cs.req)
+            return FailStream(
+                cs.req,
+                LogUnavailable("", error.message, out.attempts, out.elapsed(now), req=cs.req),
+            )
+        cs.resend_due = True
+        return RetryStart(cs.req, now + delay)
+
     def server_error(
         self, error: Error, now: float
     ) -> RetryStart | RetryResume | FailStream | AskToken | None:
@@ -624,7 +650,8 @@ class ClientSession:
         ack or an unsupported frame changes nothing; any other ends the request
         with ``RequestRefused``. A stream whose log is unreachable (``unavailable``,
         sent only with that cap offered) is resumed again later
-        (:class:`RetryResume`, see :meth:`_unavailable`). A refused ``refresh``
+        (:class:`RetryResume`, see :meth:`_unavailable`), a start whose log is
+        unreachable is sent again later (:meth:`_start_unavailable`). A refused ``refresh``
         (``auth_failed``) is asked for again with backoff (:meth:`refresh_failed`)."""
         if error.code == ErrorCode.AUTH_FAILED and error.req is None and error.stream is None:
             return self.refresh_failed(now)
@@ -641,7 +668,10 @@ class ClientSession:
             if cs.start_attempts >= self.start_attempts:
                 self.forget(cs.req)
                 return FailStream(cs.req, Overloaded(error.message or error.code, wait))
+            cs.resend_due = True
             return RetryStart(cs.req, now + wait * (1 + self.start_jitter * self._rng.random()))
+        if error.code == ErrorCode.UNAVAILABLE and error.req is not None and not cs.stream:
+            return self._start_unavailable(cs, error, now)
         if (
             error.code == ErrorCode.UNAVAILABLE
             and error.stream is not None

@@ -746,7 +746,19 @@ class Connection:
             )
             return
         try:
-            created = await self.hub.start(self.principal, frame.req, frame.agent, frame.input)
+            # bounded as a resume's lookups are: past it the client is told to start
+            # again (same req) while the create goes on (its run starts once)
+            created = await self.hub.start(
+                self.principal,
+                frame.req,
+                frame.agent,
+                frame.input,
+                wait=store_wait(self.config.heartbeat),
+            )
+        except StoreUnavailable as exc:  # its log unreachable, or slower than the bound
+            if not self._closed:
+                self._unreachable(None, exc, req=frame.req)
+            return
         except UnknownAgent as exc:
             message = str(exc)
             if self.config.expose_agent_names:  # off by default: it tells a prober what exists
@@ -1403,24 +1415,32 @@ class Connection:
         self._hb_armed = False  # idle: no checks; the next send or attach arms it again
         return False
 
-    def _unreachable(self, stream: str, exc: StoreUnavailable) -> None:
-        """``stream``'s log is unreachable for now (its store raised): with the
-        ``unavailable`` cap, ``error unavailable`` for that stream alone (the client
-        resumes it after ``retry_after_ms``; the connection's other streams go on);
-        without it, close 1011 (an older client reconnects and resumes them all, as it
-        always did: an error code it does not know would fail the stream for good)."""
+    def _unreachable(
+        self, stream: str | None, exc: StoreUnavailable, req: str | None = None
+    ) -> None:
+        """``stream``'s log (or the log a start of ``req`` creates its stream in) is
+        unreachable for now (its store raised, or did not answer in time): with the
+        ``unavailable`` cap, ``error unavailable`` for that stream or start alone (the
+        client resumes it, or starts it again, after ``retry_after_ms``; the
+        connection's other streams go on); without it, close 1011 (an older client
+        reconnects and resumes them all, as it always did: an error code it does not
+        know would fail the stream for good)."""
         if self._unavailable_cap:
+            again = "resume" if req is None else "start again (same req)"
             self._error(
                 ErrorCode.UNAVAILABLE,
-                f"its log is unreachable: {exc}; resume after retry_after_ms",
+                f"its log is unreachable: {exc}; {again} after retry_after_ms",
                 stream=stream,
+                req=req,
                 retry_after_ms=UNAVAILABLE_RETRY_MS,
             )
         else:
             log.warning(
-                "log unreachable conn=%s stream=%s error=%s; closing 1011 (no unavailable cap)",
+                "log unreachable conn=%s stream=%s req=%s error=%s; "
+                "closing 1011 (no unavailable cap)",
                 self.id,
-                stream,
+                stream or "-",
+                req or "-",
                 excerpt(str(exc)),
             )
             self._kill(CloseCode.INTERNAL, "log unreachable; reconnect and resume")

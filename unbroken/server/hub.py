@@ -16,6 +16,7 @@ from ..errors import (
     LogDiverged,
     LogFull,
     StaleProducer,
+    StoreUnavailable,
     StreamTooLarge,
     UnknownAgent,
 )
@@ -109,6 +110,9 @@ class Hub:
         self.coalesce = coalesce
         self.clock = clock
         self.runs: dict[str, AgentRun] = {}
+        #: starts whose create is under way, by (owner, scope, req): a start repeated
+        #: meanwhile (its client told the log was slow) waits for the same create
+        self._creating: dict[tuple[str, str, str], asyncio.Task[Created]] = {}
         self.accepting = True
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -178,15 +182,70 @@ class Hub:
                 log.exception("retention sweep failed")
 
     # ------------------------------------------------------------ runs
-    async def start(self, principal: Principal, req: str, agent: str, input: Any) -> Created:
+    async def start(
+        self,
+        principal: Principal,
+        req: str,
+        agent: str,
+        input: Any,
+        *,
+        wait: float | None = None,
+    ) -> Created:
         """Start ``agent`` for ``(principal, req)``, or return the stream already started.
 
         Raises :class:`UnknownAgent`, :class:`~unbroken.errors.LogFull`, and
         :class:`~unbroken.errors.Overloaded` when admission refuses a new run
         (:mod:`unbroken.server.admission`).
+
+        ``wait`` bounds how long this call waits for the log (``None``: as long as the
+        store does, its ``outage_timeout``): past it :class:`StoreUnavailable` is
+        raised, but the create goes on. Once the log answers, the run starts (once),
+        unattached (its abandon timer runs); a start of the same ``req`` meanwhile
+        waits for that same create, and one after it gets its stream.
         """
         if agent not in self.agents:
             raise UnknownAgent(agent, sorted(self.agents))
+        flight = (principal.id, principal.scope, req)
+        creating: asyncio.Task[Created] | None = None
+        bound = asyncio.timeout(wait)
+        try:
+            async with bound:
+                creating = self._creating.get(flight)
+                if creating is None:
+                    begun = await self._begin(principal, req, agent, input, flight)
+                    if isinstance(begun, Created):
+                        return begun
+                    creating = begun
+                # shielded: a caller that stops waiting (its bound, its connection's
+                # end) leaves the create to finish, and the run to start
+                return await asyncio.shield(creating)
+        except TimeoutError:
+            if not bound.expired():  # the store's own
+                raise
+            if creating is not None:
+                creating.add_done_callback(self._unclaimed)
+            log.warning(
+                "start waits for the log req=%s owner=%s waited=%.1fs",
+                req,
+                excerpt(principal.id, 80),
+                wait or 0.0,
+            )
+            raise StoreUnavailable(f"the log did not answer within {wait or 0.0:.1f}s") from None
+        except asyncio.CancelledError:
+            if creating is not None:
+                creating.add_done_callback(self._unclaimed)
+            raise
+
+    async def _begin(
+        self,
+        principal: Principal,
+        req: str,
+        agent: str,
+        input: Any,
+        flight: tuple[str, str, str],
+    ) -> Created | asyncio.Task[Created]:
+        """Admit a new start and set its create going (a task of its own); the
+        stream of a repeated start refused for load."""
         key = (principal.id, principal.scope)
         refused = self.gate.check(key)
         if refused is not None:
@@ -217,6 +276,35 @@ class Hub:
                 log.debug("start refused req=%s owner=%s: %s", req, principal.id, refused.error)
             raise refused.error
         self.gate.admitted(key)  # held across the create: concurrent starts count it
+        task = asyncio.get_running_loop().create_task(
+            self._create(principal, req, agent, input, key), name=f"unbroken-create-{req[:32]}"
+        )
+        self._creating[flight] = task
+        task.add_done_callback(lambda t: self._created(flight, t))
+        return task
+
+    def _created(self, flight: tuple[str, str, str], task: asyncio.Task[Created]) -> None:
+        if self._creating.get(flight) is task:
+            del self._creating[flight]
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # its callers were answered (or gave up waiting: then nobody else hears it)
+            log.debug("create failed req=%s error=%r", flight[2], exc)
+
+    def _unclaimed(self, task: asyncio.Task[Created]) -> None:
+        """A create its caller stopped waiting for finished: its run is unattached
+        (as if attached and dropped: its abandon timer runs)."""
+        if task.cancelled() or task.exception() is not None:
+            return
+        created = task.result()
+        if created.created:
+            log.info("start created after its caller stopped waiting stream=%s", created.stream)
+            self.attached(created.stream)
+            self.detached(created.stream)
+
+    async def _create(
+        self, principal: Principal, req: str, agent: str, input: Any, key: PrincipalKey
+    ) -> Created:
+        """Create the stream of ``req`` in the log and start its run."""
         try:
             if isinstance(self.store, LiveIndex):  # it lists runs itself: name the agent
                 created = await self.store.create(
@@ -410,6 +498,11 @@ class Hub:
         """Refuse new runs, let running ones finish within ``grace`` seconds, then
         end the rest ``failed: shutdown``."""
         self.accepting = False
+        creating = list(self._creating.values())
+        if creating:  # starts whose log is slow: their runs are drained with the others
+            _, late = await asyncio.wait(creating, timeout=grace)
+            for t in late:
+                t.cancel()
         runs = list(self.runs.values())
         if runs:
             log.info("draining runs=%d grace=%.1fs", len(runs), grace)

@@ -198,3 +198,36 @@ async def test_past_the_policy_a_pending_resume_fails_with_log_unavailable(
         assert err.elapsed > ANSWER_WITHIN and "unreachable" in str(err)
         async with Client([s.srv.url], policy=POLICY) as later:
             assert await text_of(asyncio.create_task(later.resume(cursor))) == "started done"
+
+
+async def test_a_start_sent_while_redis_is_paused_runs_once_it_is_back(
+    private_redis: RedisServer,
+) -> None:
+    """A start whose create waits for a paused Redis is answered ``unavailable`` within
+    its bound (not after the store's 30 s ``outage_timeout``); the client sends it again
+    meanwhile (no ``RequestTimeout``); once Redis is back the stream is created once,
+    the agent runs once, and the answer completes on the same connection."""
+    private_redis.start()
+    assert private_redis.proc is not None
+    async with served(private_redis) as s:
+        runs: list[str] = []
+        agent, _ = s.app.hub.agents["gated"]
+
+        async def counted(req: Request, out: Output) -> None:
+            runs.append(req.req)
+            await agent(req, out)
+
+        s.app.hub.agents["gated"] = (counted, None)
+        async with Client([s.srv.url], policy=POLICY, request_timeout=ANSWER_WITHIN) as client:
+            os.kill(private_redis.proc.pid, signal.SIGSTOP)
+            try:
+                t0 = time.monotonic()
+                starting = asyncio.create_task(client.start("gated"))
+                told = await unavailable_for(client, t0, ANSWER_WITHIN)
+                assert not starting.done() and told >= 2
+            finally:
+                os.kill(private_redis.proc.pid, signal.SIGCONT)
+            s.gate.set()
+            assert await text_of(starting) == "started done"
+            assert connections(client) == 1
+        assert len(runs) == 1

@@ -110,9 +110,9 @@ async def test_python_client_retries_a_refused_start_after_retry_after_and_compl
     seen: list[tuple[str, float, str]] = []  # (req, time, outcome) as the hub saw them
     real_start = hub.start
 
-    async def recording_start(principal: Any, req: str, agent: str, input: Any) -> Any:
+    async def recording_start(principal: Any, req: str, agent: str, input: Any, **kw: Any) -> Any:
         try:
-            created = await real_start(principal, req, agent, input)
+            created = await real_start(principal, req, agent, input, **kw)
         except Exception as exc:
             seen.append((req, time.monotonic(), type(exc).__name__))
             raise

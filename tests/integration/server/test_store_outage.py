@@ -428,8 +428,10 @@ async def test_a_start_waiting_for_a_hung_log_does_not_stop_the_connection_readi
     served: ServeKit,
 ) -> None:
     """A start's create waits for a log that does not answer beside the connection's
-    reader: a later ping is answered, another stream goes on; ``started`` comes once
-    the log answers, its events after it."""
+    reader: a later ping is answered, another stream goes on; past its bound (1 s at
+    heartbeat 0.2) the start is answered ``error unavailable`` (its ``req``, with
+    ``retry_after_ms``) while its create goes on; the start sent again waits for that
+    same create (one create, one run) and is answered ``started`` once the log answers."""
     store = LookupsHang()
     kit, srv = await served(store=store, heartbeat=0.2)
     async with connect(srv.url, subprotocols=["unbroken.v1"]) as ws:  # type: ignore[list-item]
@@ -441,9 +443,45 @@ async def test_a_start_waiting_for_a_hung_log_does_not_stop_the_connection_readi
         await raw.until(t="pong", n=7)
         kit.gates["gb"].set()
         assert await raw.end(b) == "completed"
+        told = await raw.until(t="error", req="gc")  # bounded: not the store's 30 s
+        assert told["code"] == "unavailable" and told["retry_after_ms"] == 1000
+        assert "start again" in str(told["message"]) and "stream" not in told
         assert not any(f["t"] == "started" and f.get("req") == "gc" for f in raw.frames)
+        await raw.send(Start("gc", "forever", "gc"))  # as the client does after the wait
+        await raw.send(Ping(8))
+        await raw.until(t="pong", n=8)
+        assert store.waited.count("") == 1  # the second start waits for the same create
         store.hung = False
         store.back.set()
+        await raw.send(Start("gc", "forever", "gc"))  # answered whether or not one waits
         started = await raw.until(t="started", req="gc")
         kit.gates["gc"].set()
         assert await raw.end(started["stream"]) == "completed"
+        await raw.send(Ping(9))
+        await raw.until(t="pong", n=9)
+    answers = [f for f in raw.frames if f["t"] == "started" and f.get("req") == "gc"]
+    assert {f["stream"] for f in answers} == {started["stream"]}
+    assert kit.calls["gc"] == 1  # one run, however many starts were sent
+
+
+async def test_a_start_whose_log_hangs_is_sent_again_by_the_client_and_runs_once(
+    served: ServeKit,
+) -> None:
+    """The Python client takes a start's ``unavailable``: it emits the event and sends
+    the same start again after the wait (no ``RequestTimeout``); the answer arrives
+    once the log answers, from one run."""
+    store = LookupsHang()
+    kit, srv = await served(store=store, heartbeat=0.2)
+    async with Client([srv.url], policy=FAST, request_timeout=1.5) as client:
+        store.hung = True
+        starting = asyncio.create_task(client.start("forever", "gd"))
+        told = await unavailable(client, "", n=2)  # sent again, told again: > 1.5 s
+        assert told[-1].at - told[0].at >= 1.0 and not starting.done()
+        assert "unreachable" in told[0].cause
+        store.hung = False
+        store.back.set()
+        st = await asyncio.wait_for(starting, TIMEOUT)
+        kit.gates["gd"].set()
+        assert await text_of(st) == "started done"
+        assert connections(client) == 1, client.history
+    assert list(kit.calls.values()) == [1]

@@ -11,6 +11,7 @@ from unbroken.protocol import BackoffPolicy, ClientSession
 from unbroken.protocol.client_session import (
     FailStream,
     RetryResume,
+    RetryStart,
     StreamEvents,
     StreamResumed,
     StreamState,
@@ -119,3 +120,33 @@ def test_unavailable_about_an_unknown_stream_changes_nothing() -> None:
     client = session()
     other = Error(code="unavailable", message="x", stream="u" * 22, retry_after_ms=1000)
     assert client.server_error(other, 0.0) is None
+
+
+def test_a_start_whose_log_is_unreachable_is_sent_again_then_fails_past_the_policy() -> None:
+    """``error unavailable`` about a start (its ``req``, no stream yet): the same start
+    is sent again after the server's floor, within the outage policy; while it waits
+    to be sent nothing is due from the server (no silence watch); past the policy it
+    fails with ``LogUnavailable`` naming the req."""
+    client = ClientSession(
+        outage_policy=BackoffPolicy(base=0.1, cap=1.0, max_attempts=2, deadline=None),
+        rng=random.Random(7),
+    )
+    client.connect()
+    client.receive(WELCOME)
+    client.start("r9", "agent", None)
+    assert client.expecting_frames()
+    told = Error(
+        code="unavailable", message="its log is unreachable", req="r9", retry_after_ms=1000
+    )
+    first = client.server_error(told, now=0.0)
+    assert isinstance(first, RetryStart) and first.at == 1.0
+    assert not client.expecting_frames()  # answered: nothing due until it is sent again
+    again = client.resend_start("r9")
+    assert again is not None and again.req == "r9" and client.expecting_frames()
+    assert isinstance(client.server_error(told, now=2.0), RetryStart)
+    client.resend_start("r9")
+    action = client.server_error(told, now=4.0)
+    assert isinstance(action, FailStream)
+    err = action.error
+    assert isinstance(err, LogUnavailable) and err.stream == "" and err.req == "r9"
+    assert err.attempts == 2 and "start r9" in str(err) and "r9" not in client.by_req

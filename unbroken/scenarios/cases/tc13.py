@@ -97,9 +97,9 @@ class TC13(Case):
             hub.set_admission(limits)
             real_start = hub.start
 
-            async def start(principal: Any, req: str, agent: str, input: Any) -> Any:
+            async def start(principal: Any, req: str, agent: str, input: Any, **kw: Any) -> Any:
                 try:
-                    created = await real_start(principal, req, agent, input)
+                    created = await real_start(principal, req, agent, input, **kw)
                 except Overloaded as exc:
                     starts.tries.append((req, time.monotonic(), "overloaded", exc.retry_after))
                     raise
