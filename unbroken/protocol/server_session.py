@@ -84,6 +84,11 @@ COALESCE_SPAN = 0.2
 #: the window): an ack inside a record frees it only once its last frame is acked,
 #: so this bounds what a partial ack leaves counted in flight.
 COALESCE_BYTES = 4 * 1024
+#: The most records of frames in flight one stream keeps (at least; twice what a
+#: full window of full records needs): a client that never acks while a stream
+#: trickles (a frame a record, one each :data:`COALESCE_SPAN`) holds at most this
+#: many, 24 bytes each, the two oldest merged into one when a new one would pass it.
+MAX_RECORDS = 64
 
 
 class StreamFlow:
@@ -194,6 +199,10 @@ class StreamFlow:
         #: the ``end`` event was sent
         self.ended = False
 
+    def max_records(self) -> int:
+        """The most records of frames in flight kept (see :data:`MAX_RECORDS`)."""
+        return max(MAX_RECORDS, 2 * self.window // max(1, self.coalesce))
+
     def budget(self) -> int:
         """Bytes that may be sent now (0 or less: wait for an ack)."""
         if self.inflight_bytes == 0:
@@ -221,6 +230,13 @@ class StreamFlow:
             lasts[-1] = last
             self.inflight_ends[-1] = sent
         else:
+            if len(lasts) >= self.max_records():
+                # a client that does not ack: the two oldest records become one (the
+                # second's last frame and bytes, the first's time), so a trickle
+                # never acked costs a bounded few kB, not a record per 0.2 s forever
+                del lasts[0]
+                del self.inflight_ends[0]
+                del self.inflight_at[1]
             self.record_start = sent - size
             lasts.append(last)
             self.inflight_ends.append(sent)
