@@ -48,7 +48,8 @@ class RunningServer:
         return self._stopping
 
     async def _wait(self) -> None:
-        await asyncio.wait_for(asyncio.shield(self.task), 30)
+        async with asyncio.timeout(30):
+            await asyncio.shield(self.task)
 
 
 @contextlib.asynccontextmanager

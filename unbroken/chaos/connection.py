@@ -657,10 +657,10 @@ class ProxiedConnection:
         loop = asyncio.get_running_loop()
         host, upstream_port = self.port.upstream_address
         try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: self.server, host, upstream_port),
-                self.port.connect_timeout,
-            )
+            # not wait_for: on 3.11 it loses a cancel that comes as the connection
+            # opens (the port closing would leave this upstream socket open)
+            async with asyncio.timeout(self.port.connect_timeout):
+                await loop.create_connection(lambda: self.server, host, upstream_port)
         except asyncio.CancelledError:
             self._connect_done = True
             self._release_early()

@@ -558,7 +558,8 @@ class Client:
         capability raises :class:`~unbroken.errors.ConfigError`."""
         self._check_usable()
         try:
-            await asyncio.wait_for(self._ready.wait(), self.request_timeout)
+            async with asyncio.timeout(self.request_timeout):
+                await self._ready.wait()
         except TimeoutError:
             raise RequestTimeout("list of live streams", self.request_timeout) from None
         if not self._session.streams_agreed:
@@ -574,7 +575,8 @@ class Client:
         if frame is not None:
             await self._send_frame(frame)  # else sent after the next welcome
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), self.request_timeout)
+            async with asyncio.timeout(self.request_timeout):
+                return await asyncio.shield(fut)
         except TimeoutError:
             raise RequestTimeout("list of live streams", self.request_timeout) from None
         finally:
@@ -592,7 +594,10 @@ class Client:
         while True:
             try:
                 left = max(0.0, st._answer_by - loop.time())
-                await asyncio.wait_for(asyncio.shield(st._started), left)
+                # not wait_for: on 3.11 it loses a cancel that comes as the answer
+                # does (the caller's task, cancelled, would go on as if answered)
+                async with asyncio.timeout(left):
+                    await asyncio.shield(st._started)
                 return
             except TimeoutError:
                 if loop.time() < st._answer_by:
@@ -933,7 +938,8 @@ class Client:
                 # accepted with no version this client speaks: the server closes
                 # 4005 with the versions it speaks (or it is no unbroken server)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ws.wait_closed(), max(0.001, opened_by - loop.time()))
+                    async with asyncio.timeout(max(0.001, opened_by - loop.time())):
+                        await ws.wait_closed()
                 if ws.close_code == CloseCode.UNSUPPORTED_VERSION:
                     raise ConnectionLost(ws.close_reason or "", CloseCode.UNSUPPORTED_VERSION)
                 raise ConnectionLost(
@@ -946,7 +952,8 @@ class Client:
                 await ws.send(self._session.wire(frame))
             live.hello_sent(loop.time())
             left = max(0.001, opened_by - loop.time())
-            first = await asyncio.wait_for(ws.recv(), left)
+            async with asyncio.timeout(left):
+                first = await ws.recv()
             out = self._session.receive(first)
             if isinstance(out, ServerError):
                 raise refused_before_welcome(out.error)
@@ -999,7 +1006,8 @@ class Client:
             # the server's frame broke the protocol: close with its code (4000, 1009),
             # so the server's log says why
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(exc.close_code, close_reason(str(exc))), 1.0)
+                async with asyncio.timeout(1.0):
+                    await ws.close(exc.close_code, close_reason(str(exc)))
             raise
         except TimeoutError:
             self._unanswered = True
@@ -1010,7 +1018,8 @@ class Client:
             if dead:
                 ws.transport.abort()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await ws.close()
         if dead:
             raise ConnectionLost(dead[0], CloseCode.HEARTBEAT_TIMEOUT)
         code = ws.close_code

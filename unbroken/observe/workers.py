@@ -162,14 +162,16 @@ class WorkerMetrics:
 
     async def _pull(self, sock: Path) -> str | None:
         """A sibling's figures, or ``None`` if it does not answer (dead, stuck)."""
+        # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that comes as
+        # the connection opens or the read ends (the scrape, cancelled, would go on)
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(str(sock)), PULL_TIMEOUT
-            )
+            async with asyncio.timeout(PULL_TIMEOUT):
+                reader, writer = await asyncio.open_unix_connection(str(sock))
         except (OSError, TimeoutError):
             return None
         try:
-            data = await asyncio.wait_for(reader.read(), PULL_TIMEOUT)
+            async with asyncio.timeout(PULL_TIMEOUT):
+                data = await reader.read()
             return data.decode()
         except (OSError, TimeoutError, UnicodeDecodeError):
             return None

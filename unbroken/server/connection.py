@@ -377,7 +377,8 @@ class Connection:
                 self._close_code = code
                 # bounded: a peer that stopped reading blocks even the close frame
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.t.close(code, close_reason(reason)), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await self.t.close(code, close_reason(reason))
             if self._close_code is not None:
                 shown = self._close_code
                 reason = reason or self._close_reason
@@ -406,7 +407,8 @@ class Connection:
         self._closed = True
         self._wake()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.t.close(code, close_reason(reason)), 1.0)
+            async with asyncio.timeout(1.0):
+                await self.t.close(code, close_reason(reason))
 
     def behind(self) -> float:
         """Seconds this reader is behind (:class:`~unbroken.server.admission.Reader`):
@@ -486,7 +488,9 @@ class Connection:
         while not self._closed:
             if first:
                 try:
-                    data = await asyncio.wait_for(self.t.receive(), self.config.hello_timeout)
+                    # not wait_for: on 3.11 it loses a cancel (a kill) as the hello comes
+                    async with asyncio.timeout(self.config.hello_timeout):
+                        data = await self.t.receive()
                 except TimeoutError:
                     raise ProtocolError(
                         "no hello within the time limit", CloseCode.AUTH_REQUIRED

@@ -515,9 +515,10 @@ class Hub:
             left = [r for r in runs if not r.done.is_set()]
             if left:
                 try:
-                    await asyncio.wait_for(
-                        asyncio.gather(*(r.done.wait() for r in left)), timeout=5.0
-                    )
+                    # not wait_for: on 3.11 it loses a cancel of this drain that comes
+                    # as the last run ends (the lifespan's shutdown would go on)
+                    async with asyncio.timeout(5.0):
+                        await asyncio.gather(*(r.done.wait() for r in left))
                 except TimeoutError:  # an agent that swallows cancellation
                     stuck = [r.stream for r in left if not r.done.is_set()]
                     log.error("runs did not stop on shutdown streams=%s", ",".join(stuck))
