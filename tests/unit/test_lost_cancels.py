@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from tests.waiting import until
 from unbroken.client import Client
 from unbroken.client.client import Stream
 from unbroken.server.agent import Principal
@@ -69,9 +70,7 @@ async def test_a_shutdown_whose_last_run_ends_as_it_is_cancelled_ends_cancelled(
     shutdown = hub.shutdown(grace=0.0)
     task = asyncio.ensure_future(shutdown)
     # until the drain waits for the stubborn run (it was cancelled and went on)
-    async with asyncio.timeout(5):
-        while not any(r.stop_reason for r in hub.runs.values()):
-            await asyncio.sleep(0)
+    await until(lambda: any(r.stop_reason for r in hub.runs.values()), 5)
     for _ in range(3):
         await asyncio.sleep(0)
     await cancelled_as_it_ends(_wait_task(task), release.set, steps)

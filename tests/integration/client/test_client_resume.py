@@ -114,6 +114,7 @@ async def test_start_answer_lost_in_a_drop_is_retried_with_same_request_id() -> 
     async with serve(app) as srv, Client(srv.url, policy=FAST) as client:
         original = client._handle
         dropped = asyncio.Event()
+        cut: list[object] = []  # the connection that lost it
 
         def lose_first_started(message: str | bytes) -> bool:
             # v1: a JSON text; v2: a MessagePack array whose tag 3 is started
@@ -125,8 +126,11 @@ async def test_start_answer_lost_in_a_drop_is_retried_with_same_request_id() -> 
             if not dropped.is_set() and started:
                 dropped.set()
                 assert client._ws is not None
+                cut.append(client._ws)
                 client._ws.transport.abort()
                 return False  # the answer never reached the client
+            if cut and client._ws is cut[0]:
+                return False  # nor what followed it on that connection (its events)
             return original(message)
 
         client._handle = lose_first_started  # type: ignore[method-assign]
