@@ -101,6 +101,12 @@ class Unbroken:
     (docs/reference/protocol.md §2). :meth:`set_protocols` changes them on a
     running app: the next handshakes see them, open connections keep theirs.
 
+    ``close_store``: the lifespan's shutdown closes ``store`` once the runs are
+    drained (a RedisStore's connections, tailer and lease loop). Default: any store
+    but a :class:`MemoryStore` (it holds nothing outside the process, and its streams
+    stay readable after the server stopped). ``False`` when the store outlives the
+    app (shared with another app in the same process, or the app served again).
+
     ``policy``: which web pages may open a WebSocket and read ``/healthz``
     (:class:`~unbroken.server.policy.OriginPolicy`; docs/reference/security.md).
     The default refuses a browser handshake whose ``Origin`` is not the server's
@@ -152,6 +158,7 @@ class Unbroken:
         observe: Observer | None = None,
         metrics_path: str | None = None,
         protocols: str | Sequence[str] = versions.DEFAULT,
+        close_store: bool | None = None,
     ) -> None:
         #: metrics, traces and the connection event log (docs/how-to/metrics.md)
         self.observe = observe if observe is not None else Observer()
@@ -162,6 +169,11 @@ class Unbroken:
             raise ConfigError("pass auth= or authenticate=, not both (they are the same hook)")
         self.authenticate = auth if auth is not None else authenticate
         self.shutdown_grace = shutdown_grace
+        #: the lifespan's shutdown closes :attr:`store` after the drain (default:
+        #: any store but a MemoryStore, which holds nothing outside this process)
+        self.close_store = (
+            close_store if close_store is not None else not isinstance(self.store, MemoryStore)
+        )
         #: what every connection is configured with (frozen; built once, here)
         self.config = ServerConfig(
             heartbeat=heartbeat,
@@ -389,14 +401,30 @@ class Unbroken:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: object = None) -> AsyncIterator[None]:
-        """ASGI lifespan: use as ``FastAPI(lifespan=app.lifespan)`` to drain on shutdown.
+        """ASGI lifespan: use as ``FastAPI(lifespan=app.lifespan)`` to drain on shutdown,
+        then close the store (unless ``close_store=False``).
 
         Startup (re)opens the app for new runs, so an app object may be served
-        again after a shutdown (tests, in-process restarts).
+        again after a shutdown (tests, in-process restarts; with
+        ``close_store=False`` to keep its streams).
         """
         self.hub.accepting = True
         self.hub.ensure_started()
         try:
             yield
         finally:
-            await self.shutdown()
+            try:
+                await self.shutdown()
+            finally:
+                if self.close_store:
+                    await self._close_store()
+
+    async def _close_store(self) -> None:
+        """Close the store after the drain; a failure is logged, never raised (the
+        process is stopping: what is left is released at its exit)."""
+        try:
+            await self.store.close()
+        except Exception:
+            log.exception("closing the store failed")
+        else:
+            log.info("store closed")

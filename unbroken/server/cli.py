@@ -42,10 +42,16 @@ async def _end_tasks(grace: float) -> list[str]:
     """Cancel every other task; wait ``grace`` s; describe those still running."""
     me = asyncio.current_task()
     tasks = [t for t in asyncio.all_tasks() if t is not me]
-    for t in tasks:
-        t.cancel()
     if not tasks:
         return []
+    # a clean shutdown leaves none (the lifespan drained the runs, closed the store)
+    logging.getLogger("unbroken.server").info(
+        "shutdown: %d task(s) left after serving, cancelled: %s",
+        len(tasks),
+        ", ".join(sorted(t.get_name() for t in tasks)),
+    )
+    for t in tasks:
+        t.cancel()
     _, pending = await asyncio.wait(tasks, timeout=grace)
     return [f"{t.get_name()} {t.get_coro()!r}" for t in pending]
 

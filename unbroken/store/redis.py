@@ -389,6 +389,9 @@ class RedisStore:
         #: round trips and failures, for unbroken_redis_* (unbroken.observe)
         self.redis_counts = RedisCounts()
         self.is_cluster = cluster or isinstance(client, RedisCluster)
+        #: built here from a URL: :meth:`close` closes its connections (a client
+        #: passed in is the caller's: closed only as far as it closes itself)
+        self._own_client = isinstance(client, str)
         if isinstance(client, str) and self.is_cluster:
             # a node's connections are opened as needed (redis-py's cluster client has
             # no blocking pool; its per-node cap raises instead of waiting)
@@ -1683,17 +1686,24 @@ class RedisStore:
         return out
 
     async def close(self) -> None:
+        """Stop the tailer and the lease loop, and close the connections to Redis
+        (all of them when the store was built from a URL: redis-py's ``aclose``
+        leaves a pool it was given open). Idempotent; the store is not used after."""
         self._closed = True
-        for t in self._tasks:
+        tasks = [*self._tasks, *self._side_tasks]
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             with contextlib.suppress(BaseException):
                 await t
         self._tasks = []
         for busy in [*self._lease_busy.values(), *self._tail_busy.values()]:
             busy.cancel()
         with contextlib.suppress(Exception):
-            await self._r.aclose()
+            if self._own_client and not self.is_cluster:
+                await self._r.aclose(close_connection_pool=True)
+            else:
+                await self._r.aclose()
 
 
 async def _wait_event(event: asyncio.Event, seconds: float) -> None:
