@@ -157,12 +157,14 @@ def jwks_server(keys: list[SigningKey]) -> Iterator[JWKSServer]:
                 self.send_response(503)
                 self.end_headers()
                 return
+            # set before the body goes: once the client has it, it is set (after the
+            # write, a loaded machine let the server accept the connection first)
+            state.answered.set()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
-            state.answered.set()
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
