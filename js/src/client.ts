@@ -246,6 +246,9 @@ export class Stream implements AsyncIterable<StreamEvent> {
   /** @internal its log unreachable (`error unavailable`): the resumes' backoff since
    * the first such answer (cleared by the next events) */
   _outage: Backoff | null = null;
+  /** @internal a start the server asked to be sent again later (refused for load, its
+   * log unreachable): nothing is due from the server for it until then */
+  _resendDue = false;
   /** @internal the user cancelled (a `cancelled` end is then a success) */
   _cancelled = false;
   /** @internal when the start or resume is due its answer (`now()`): moved on by
@@ -1047,7 +1050,8 @@ export class Client {
     const checkSilence = () => {
       if (over) return;
       let expecting = false;
-      for (const st of this.openStreams.values()) expecting ||= LIVE.has(st._state);
+      // a start to be sent again later awaits nothing yet (the server may fall quiet)
+      for (const st of this.openStreams.values()) expecting ||= LIVE.has(st._state) && !st._resendDue;
       live.ahead = this._bytesAhead();
       const check = live.check(now(), due, expecting);
       if (check.dead !== null) {
@@ -1153,7 +1157,10 @@ export class Client {
           this._emit("connected", { url, version: this.version! });
           this._first![1]();
           for (const st of this.openStreams.values()) {
-            if (st._state === "starting") ws.send(this._wire({ t: "start", req: st.req, agent: st.agent, input: st.input }));
+            if (st._state === "starting") {
+              st._resendDue = false;
+              ws.send(this._wire({ t: "start", req: st.req, agent: st.agent, input: st.input }));
+            }
             else if (st._state === "detached") ws.send(this._wire(this._resume(st)));
           }
           if (!this._listing) this._rejectLists(noStreamsCap());
@@ -1386,7 +1393,7 @@ export class Client {
    * policy's attempts). A stream whose log is unreachable (`unavailable`, sent only
    * with that cap offered) goes back to detached and is resumed after a backoff whose
    * floor is the server's `retry_after_ms`, within the policy; past it,
-   * `LogUnavailable`. */
+   * `LogUnavailable`. A start whose log is unreachable is sent again the same way. */
   private _serverError(e: ErrorFrame): void {
     console.warn(`unbroken: server error code=${e.code} message=${e.message}`);
     if (e.req === null && e.stream === null) {
@@ -1401,11 +1408,23 @@ export class Client {
     const wait = (e.retry_after_ms ?? 1000) / 1000;
     let again: () => void;
     let delay: number | null = wait;
+    const startAgain = (): void => {
+      st._resendDue = false;
+      if (st._state === "starting" && !st.done) this._send({ t: "start", req: st.req, agent: st.agent, input: st.input });
+    };
     if (RETRYABLE_START.has(e.code) && e.req !== null && !st.id) {
       if (++st._refusals >= (this.policy.maxAttempts ?? 12)) return this._fail(st, new Overloaded(e.message || e.code, wait));
-      again = () => {
-        if (st._state === "starting" && !st.done) this._send({ t: "start", req: st.req, agent: st.agent, input: st.input });
-      };
+      st._resendDue = true;
+      again = startAgain;
+    } else if (e.code === "unavailable" && e.req !== null && !st.id) {
+      // the log its stream is to be created in: the same start (same req) again later,
+      // within the policy (the server creates one stream, runs one agent)
+      const outage = (st._outage ??= new Backoff(this.policy, t, this._rng));
+      delay = outage.nextDelay(t, wait);
+      if (delay === null) return this._fail(st, new LogUnavailable("", e.message, outage.attempts, outage.elapsed(t), st.req));
+      st._resendDue = true;
+      this._emit("unavailable", { stream: "", delay, cause: e.message });
+      again = startAgain;
     } else if (e.code === "unavailable" && e.stream !== null && st._chain !== null) {
       const outage = (st._outage ??= new Backoff(this.policy, t, this._rng));
       delay = outage.nextDelay(t, wait);

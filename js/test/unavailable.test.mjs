@@ -17,7 +17,7 @@ const STREAM_OF = { r1: S1, r2: S2 };
 /** A scripted v1 server: welcomes with the `unavailable` cap, starts r1 (S1) and r2
  * (S2), answers a resume with `onResume(frame, ws)` (a frame, or null: none).
  * `until(f)` resolves with `f()`'s first truthy value, checked at every frame sent. */
-function scripted(onResume = (f) => ({ t: "resumed", stream: f.stream, from: f.after, head: 3, status: "running" })) {
+function scripted(onResume = (f) => ({ t: "resumed", stream: f.stream, from: f.after, head: 3, status: "running" }), onStart = (f) => ({ t: "started", req: f.req, stream: STREAM_OF[f.req], epoch: EPOCH })) {
   const sockets = [];
   const waiters = [];
   const check = () => {
@@ -46,7 +46,7 @@ function scripted(onResume = (f) => ({ t: "resumed", stream: f.stream, from: f.a
       setTimeout(() => {
         if (this.readyState !== 1) return;
         if (f.t === "hello") this.push({ t: "welcome", session: "x", heartbeat_ms: 1000, epoch: EPOCH, caps: [CAP_UNAVAILABLE] });
-        else if (f.t === "start") this.push({ t: "started", req: f.req, stream: STREAM_OF[f.req], epoch: EPOCH });
+        else if (f.t === "start") this.push(onStart(f));
         else if (f.t === "resume") {
           const answer = onResume(f, this);
           if (answer) this.push(answer);
@@ -135,24 +135,34 @@ test("a stream detached meanwhile by a drop is resumed by the next connection's 
   await client.close();
 });
 
-test("a start whose log is unreachable is sent again, quiet meanwhile, then fails past the policy", () => {
-  const s = new ClientSession({ caps: [CAP_UNAVAILABLE], outagePolicy: new BackoffPolicy({ base: 0.1, cap: 1, maxAttempts: 2, deadline: null }), rng: () => 0.5 });
-  s.connect();
-  s.receive(encode({ t: "welcome", session: "x", heartbeat_ms: 1000, epoch: EPOCH, caps: [CAP_UNAVAILABLE] }));
-  s.start("r9", "agent", null);
-  assert.ok(s.expectingFrames());
-  const told = { t: "error", code: "unavailable", message: "its log is unreachable", stream: null, req: "r9", retry_after_ms: 1000 };
-  assert.deepEqual(s.serverError(told, 0), { kind: "retry_start", req: "r9", at: 1 });
-  assert.ok(!s.expectingFrames()); // answered: nothing due until it is sent again
-  assert.equal(s.resendStart("r9").req, "r9");
-  assert.ok(s.expectingFrames());
-  assert.equal(s.serverError(told, 2).kind, "retry_start");
-  s.resendStart("r9");
-  const action = s.serverError(told, 4);
-  assert.equal(action.kind, "fail_stream");
-  assert.ok(action.error instanceof LogUnavailable);
-  assert.equal(action.error.stream, "");
-  assert.equal(action.error.req, "r9");
-  assert.match(action.error.message, /start r9/);
-  assert.equal(s.byReq.get("r9"), undefined);
+const startUnavailable = (f) => ({ t: "error", code: "unavailable", message: "its log is unreachable", stream: null, req: f.req, retry_after_ms: 10 });
+
+test("a start whose log is unreachable is sent again (same req) after the server's floor, then answered", async () => {
+  let n = 0;
+  const server = scripted(undefined, (f) => (++n <= 2 ? startUnavailable(f) : { t: "started", req: f.req, stream: S1, epoch: EPOCH }));
+  const events = [];
+  const client = new Client("ws://x", { WebSocket: server.WS, storage: null, lifecycle: false, onEvent: (e) => events.push(e), seed: 1, policy: { base: 0.01, cap: 0.02, maxAttempts: 5 } });
+  const st = await client.start("agent", null, { req: "r1" });
+  assert.equal(st.id, S1);
+  const starts = server.sockets[0].sent.filter((f) => f.t === "start");
+  assert.deepEqual(starts.map((f) => f.req), ["r1", "r1", "r1"], "the same start, sent again");
+  const told = events.filter((e) => e.kind === "unavailable");
+  assert.equal(told.length, 2);
+  assert.equal(told[0].stream, "");
+  assert.ok(told[0].delay >= 0.01, "no sooner than the server's floor");
+  assert.equal(server.sockets.length, 1, "the connection stays");
+  await client.close();
+});
+
+test("a start whose log stays unreachable fails with LogUnavailable naming its req", async () => {
+  const server = scripted(undefined, startUnavailable);
+  const client = new Client("ws://x", { WebSocket: server.WS, storage: null, lifecycle: false, seed: 1, policy: { base: 0.01, cap: 0.02, maxAttempts: 2, deadline: null } });
+  const error = await client.start("agent", null, { req: "r9" }).then(() => null, (e) => e);
+  assert.ok(error instanceof LogUnavailable && error instanceof RequestRefused);
+  assert.equal(error.stream, "");
+  assert.equal(error.req, "r9");
+  assert.equal(error.attempts, 2);
+  assert.match(error.message, /start r9/);
+  assert.equal(server.sockets[0].sent.filter((f) => f.t === "start").length, 3, "the start, then sent again twice");
+  await client.close();
 });
