@@ -4,7 +4,7 @@
  * passed in, randomness comes from `rng` (seed it for reproducible delays).
  * Mirrors `unbroken/protocol/backoff.py`.
  */
-import { ConfigError, ReconnectExhausted } from "./errors.js";
+import { ConfigError, type ReconnectExhausted } from "./errors.js";
 
 export interface BackoffPolicyOptions {
   base?: number;
@@ -98,6 +98,8 @@ export class Backoff {
   }
 }
 
+/** A reconnect decision (the client's reconnect episodes are in `Client`; these
+ * types stay for code that named them). */
 export interface Reconnect {
   kind: "reconnect";
   delay: number;
@@ -106,30 +108,4 @@ export interface Reconnect {
 export interface GiveUp {
   kind: "give_up";
   error: ReconnectExhausted;
-}
-
-/** A client's reconnect episodes: an episode begins at the first drop, and again
- * after any connection that made progress (the budget is for one outage). */
-export class Reconnects {
-  backoff: Backoff | null = null;
-  constructor(
-    readonly policy: BackoffPolicy,
-    readonly rng: Rng = Math.random,
-  ) {}
-
-  budget(now: number): number | null {
-    return this.backoff === null ? null : this.backoff.remaining(now);
-  }
-
-  /** A connection ended with `error` (retryable); `progressed`: it got something done. */
-  lost(now: number, error: unknown, progressed: boolean): Reconnect | GiveUp {
-    if (progressed || this.backoff === null) this.backoff = new Backoff(this.policy, now, this.rng);
-    const b = this.backoff;
-    const ra = (error as { retryAfter?: unknown } | null)?.retryAfter;
-    const delay = b.nextDelay(now, typeof ra === "number" ? ra : null);
-    if (delay === null) {
-      return { kind: "give_up", error: new ReconnectExhausted(b.attempts, b.elapsed(now), error) };
-    }
-    return { kind: "reconnect", delay, attempt: b.attempts };
-  }
 }

@@ -11,7 +11,7 @@
  * `visibilitychange → visible` it reconnects at once instead of waiting out the
  * backoff (never under a server's `retry_after` floor).
  */
-import { Backoff, BackoffPolicy, Reconnects, seededRng, type BackoffPolicyOptions, type Rng } from "./backoff.js";
+import { Backoff, BackoffPolicy, seededRng, type BackoffPolicyOptions, type Rng } from "./backoff.js";
 import { CORE, type CoreHelpers } from "./core-key.js";
 import { ChainVerifier, fromHex, seed, stepEvent, toHex } from "./digest.js";
 import { ready as digestReady } from "./blake2b.js";
@@ -23,6 +23,7 @@ import {
   IntegrityError,
   LogUnavailable,
   Overloaded,
+  ReconnectExhausted,
   ProtocolError,
   RequestRefused,
   RequestTimeout,
@@ -393,7 +394,10 @@ export class Client {
   private readonly _WS: WebSocketConstructor;
   private readonly _storage: StorageLike | null;
   private readonly _storageKey: string;
-  private readonly _reconnects: Reconnects;
+  /** the reconnect episode under way or last: one begins at the first drop, and again
+   * after any connection that made progress (the budget is for one outage) */
+  private _backoff: Backoff | null = null;
+  private readonly _reconnectRng: Rng;
   private readonly _rng: Rng;
   private readonly _subscribers = new Set<(e: ConnectionEvent) => void>();
   private _ws: WebSocketLike | null = null;
@@ -465,7 +469,7 @@ export class Client {
     this._caps = [CAP_BATCH, ...(typeof this.token === "function" ? [CAP_REFRESH] : []), CAP_STREAMS, CAP_UNAVAILABLE, ...(zlib ? [CAP_ZLIB] : [])];
     this._live = new Liveness({ silenceFactor: options.silenceFactor, pingEvery: options.pingEvery });
     this._rng = options.seed === undefined ? Math.random : seededRng(options.seed);
-    this._reconnects = new Reconnects(this.policy, options.seed === undefined ? Math.random : seededRng(options.seed));
+    this._reconnectRng = options.seed === undefined ? Math.random : seededRng(options.seed);
     const g = globalThis as { sessionStorage?: StorageLike; document?: unknown };
     let storage = options.storage;
     if (storage === undefined) {
@@ -499,7 +503,7 @@ export class Client {
   }
   /** The reconnect episode under way or last (its `schedule` of delays). */
   get backoff(): Backoff | null {
-    return this._reconnects.backoff;
+    return this._backoff;
   }
   /** Whether a connection is up and welcomed. */
   get connected(): boolean {
@@ -865,7 +869,6 @@ export class Client {
   }
 
   private async _supervise(): Promise<void> {
-    const reconnects = this._reconnects;
     while (!this._closed) {
       if (this._thawed !== null) {
         await this._thawed;
@@ -873,7 +876,7 @@ export class Client {
       }
       const url = this.urls[this._urlIndex % this.urls.length];
       this._progressed = false;
-      const budget = reconnects.budget(now());
+      const budget = this._backoff?.remaining(now()) ?? null;
       let error: unknown;
       try {
         await this._connection(url, budget);
@@ -894,15 +897,18 @@ export class Client {
         this._failAll(fatalError(error, this.protocols));
         return;
       }
-      const next = reconnects.lost(now(), error, this._progressed);
-      if (next.kind === "give_up") {
-        this._emit("exhausted", { attempt: next.error.attempts, cause: causeOf(error) });
-        this._failAll(next.error);
+      const t = now();
+      if (this._progressed || this._backoff === null) this._backoff = new Backoff(this.policy, t, this._reconnectRng);
+      const b = this._backoff;
+      const delay = b.nextDelay(t, typeof shed === "number" ? shed : null);
+      if (delay === null) {
+        this._emit("exhausted", { attempt: b.attempts, cause: causeOf(error) });
+        this._failAll(new ReconnectExhausted(b.attempts, b.elapsed(t), error));
         return;
       }
       this._urlIndex += 1;
-      this._emit("reconnecting", { attempt: next.attempt, delay: next.delay, url: this.urls[this._urlIndex % this.urls.length] });
-      if (next.delay > 0) await this._sleep(next.delay, typeof shed === "number" && shed > 0);
+      this._emit("reconnecting", { attempt: b.attempts, delay, url: this.urls[this._urlIndex % this.urls.length] });
+      if (delay > 0) await this._sleep(delay, typeof shed === "number" && shed > 0);
     }
   }
 

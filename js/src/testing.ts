@@ -11,7 +11,7 @@ import { v1 } from "./v1.js";
 useV1(v1(ProtocolError));
 export { loadV1, useV1 } from "./codecs.js";
 // the internals (index.ts exports the public API only)
-export { Reconnects, seededRng } from "./backoff.js";
+export { seededRng } from "./backoff.js";
 export { Liveness, MAX_RTO, BULK } from "./liveness.js";
 export type { Check } from "./liveness.js";
 

@@ -313,9 +313,21 @@ test("a server that never answers exhausts the reconnect budget with ReconnectEx
   }
   const events = [];
   const client = new Client("ws://a/ws", { WebSocket: Dead, storage: null, lifecycle: false, policy: { base: 0.001, cap: 0.002, maxAttempts: 4 }, onEvent: (e) => events.push(e.kind) });
-  await assert.rejects(client.start("echo"), (e) => e instanceof ReconnectExhausted && e.attempts === 4);
+  await assert.rejects(client.start("echo"), (e) => e instanceof ReconnectExhausted && e.attempts === 4 && e.lastError?.name === "ConnectionLost");
   assert.equal(events.filter((k) => k === "reconnecting").length, 4);
   assert.equal(events.at(-1), "exhausted");
+  await client.close();
+});
+
+test("reconnects: a connection that made progress begins a new episode (the budget is for one outage)", async () => {
+  const server = new FakeServer(answerEvents(40), { cutAfterFrames: [3, 2, 2] });
+  const seen = [];
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false, policy: { maxAttempts: 1 }, onEvent: (e) => seen.push(e) });
+  const st = await client.start("echo");
+  assert.equal((await st.wait()).text, expectedText(40), "three cuts, one attempt allowed per outage");
+  const attempts = seen.filter((e) => e.kind === "reconnecting").map((e) => [e.attempt, e.delay]);
+  assert.deepEqual(attempts, [[1, 0], [1, 0], [1, 0]]);
+  assert.equal(client.backoff.attempts, 1);
   await client.close();
 });
 

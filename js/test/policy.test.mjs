@@ -13,7 +13,6 @@ import {
   Liveness,
   ProtocolError,
   ReconnectExhausted,
-  Reconnects,
   RequestRefused,
   StreamGone,
   closeError,
@@ -58,21 +57,6 @@ test("backoff policy refuses nonsense", () => {
   assert.throws(() => new BackoffPolicy({ maxAttempts: 0 }), ConfigError);
   assert.throws(() => new BackoffPolicy({ deadline: 0 }), ConfigError);
   assert.equal(new BackoffPolicy({ maxAttempts: null, deadline: null }).maxAttempts, null);
-});
-
-test("reconnects: a new episode after progress; give up with ReconnectExhausted", () => {
-  const r = new Reconnects(new BackoffPolicy({ maxAttempts: 2 }), () => 0);
-  const err = new ConnectionLost("x");
-  assert.deepEqual(r.lost(0, err, false), { kind: "reconnect", delay: 0, attempt: 1 });
-  assert.deepEqual(r.lost(1, err, false), { kind: "reconnect", delay: 0, attempt: 2 });
-  const gave = r.lost(2, err, false);
-  assert.equal(gave.kind, "give_up");
-  assert.ok(gave.error instanceof ReconnectExhausted);
-  assert.equal(gave.error.attempts, 2);
-  assert.equal(gave.error.lastError, err);
-  assert.deepEqual(r.lost(3, err, true), { kind: "reconnect", delay: 0, attempt: 1 }, "progress resets");
-  const floor = r.lost(4, new ConnectionLost("full", 4008, 2.5), false);
-  assert.equal(floor.delay, 2.5, "retryAfter of the error is the floor");
 });
 
 test("retry table: drops, restarts, overload and heartbeat closes retried; auth, version, protocol fatal", () => {
