@@ -648,9 +648,16 @@ class RedisStore:
         self, owner: str, req: str, now: float, scope: str = "", *, agent: str = ""
     ) -> Created:
         self._ensure_tasks()
-        return await self._retry("create", lambda: self._create(owner, req, now, scope, agent))
+        # the ids this call claimed: a retry after a reply lost (Redis restarting)
+        # finds its own claim and finishes it, not "started already, by another"
+        tried: set[str] = set()
+        return await self._retry(
+            "create", lambda: self._create(owner, req, now, scope, agent, tried)
+        )
 
-    async def _create(self, owner: str, req: str, now: float, scope: str, agent: str) -> Created:
+    async def _create(
+        self, owner: str, req: str, now: float, scope: str, agent: str, tried: set[str]
+    ) -> Created:
         rkey = self._req_key(owner, req, scope)
         keep = self._running_keep_ms()
         # a new stream needs room: refused while this node's running streams hold more
@@ -660,6 +667,7 @@ class RedisStore:
             raise LogFull(self.retention.retry_after)
         for _ in range(5):
             stream = secrets.token_urlsafe(16)
+            tried.add(stream)
             try:
                 if self.is_cluster:  # the epoch lives on another master: it may be down
                     ok = await self._r.set(rkey, stream.encode(), nx=True, px=keep)
@@ -677,13 +685,18 @@ class RedisStore:
                 await self._refresh_epoch(ep if ep is not None else None)
             if not ok:
                 existing = await self._r.get(rkey)
-                if existing is not None:
-                    sid = existing.decode()
-                    token = await self._r.hget(self._meta_key(sid), "producer")
-                    if token is not None:
-                        return Created(sid, self._epoch, False, token.decode())
-                    await self._r.delete(rkey)  # its stream expired: start afresh
-                continue
+                sid = existing.decode() if existing is not None else None
+                if sid is not None and sid in tried:
+                    # claimed by an earlier try of this create whose reply was lost
+                    # (maybe its meta too): it is this call's to finish, and its run's
+                    stream = sid
+                else:
+                    if sid is not None:
+                        token = await self._r.hget(self._meta_key(sid), "producer")
+                        if token is not None:
+                            return Created(sid, self._epoch, False, token.decode())
+                        await self._r.delete(rkey)  # its stream expired: start afresh
+                    continue
             token = secrets.token_hex(8)
             pipe = self._r.pipeline(transaction=False)
             meta = self._meta_key(stream)

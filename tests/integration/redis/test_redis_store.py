@@ -325,3 +325,36 @@ async def test_a_tailer_cancelled_as_it_is_woken_ends(
         assert tail.cancelled()
     finally:
         await s.close()
+
+
+async def test_a_create_whose_reply_is_lost_finishes_its_own_stream(
+    redis_server: RedisServer,
+) -> None:
+    """A create whose last step ran on Redis but whose reply was lost (a connection
+    reset: the store tries again) is the new stream's creator, not a repeat of a start
+    made elsewhere: before, the retry found its own claim, answered ``created=False``
+    and no run was ever started for the stream."""
+    store = RedisStore(redis_server.url, prefix=f"t{secrets.token_hex(4)}")
+    real = store._renew_script
+    lost: list[bool] = []
+
+    async def renew_then_lose_the_reply(**kw: object) -> object:
+        got = await real(**kw)  # type: ignore[arg-type]
+        if not lost:
+            lost.append(True)
+            raise ConnectionError("connection reset by peer (the reply was lost)")
+        return got
+
+    store._renew_script = renew_then_lose_the_reply  # type: ignore[assignment,method-assign]
+    try:
+        created = await store.create("o", "req-lost", 0.0)
+        assert lost and created.created
+        meta = await store.meta(created.stream)
+        assert meta is not None and meta.status == "running"
+        assert await store.find("o", "req-lost") is not None
+        again = await store.create("o", "req-lost", 0.0)  # a real repeat: the same stream
+        assert (again.stream, again.created) == (created.stream, False)
+        h0 = seed_of(created.stream, created.epoch)
+        await store.append(created.stream, created.producer, text_batch(1, 2, h0, "x"))
+    finally:
+        await store.close()
