@@ -53,6 +53,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import secrets
 import socket
 import struct
 import termios
@@ -66,6 +67,7 @@ from websockets.protocol import State
 from ..protocol.codes import CloseCode
 from .flag import Flag
 from .logfilter import FloodFilter
+from .ticker import ticker
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,9 @@ _FIN_BINARY: Final = 0x82
 _OPEN: Final = State.OPEN
 #: Seconds a failed connection keeps reading (and dropping) after its close frame.
 LINGER = 2.0
+#: Seconds between the checks of the keepalive pings (one shared timer per loop): a
+#: ping goes, and a missing pong is acted on, at most this late.
+KEEPALIVE_TICK = 1.0
 #: Seconds the peer has to answer the server's close frame (uvicorn's default, 10 s,
 #: is kept for a peer that reads; one with bytes still unsent then is reset).
 CLOSE_TIMEOUT = 10.0
@@ -162,7 +167,7 @@ _STATE: Final = tuple(
         *("pending_ping_payload", "ping_interval", "ping_sent_at", "ping_timeout"),
         *("ping_timer", "pong_timer", "queue", "read_paused", "request", "response"),
         *("root_path", "scheme", "scope", "server", "tasks", "transport", "writable"),
-        *("_lingering", "_open_plain", "_write_paused"),
+        *("_lingering", "_open_plain", "_ping_due", "_pong_due", "_write_paused"),
     )
     if not hasattr(WebSocketsSansIOProtocol, name)
 )
@@ -181,6 +186,8 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = Flag(True)  # type: ignore[assignment]
         self._lingering = False
+        self._ping_due = 0.0  # when the next keepalive ping goes (0: none scheduled)
+        self._pong_due = 0.0  # when an unanswered ping gives the peer up (0: none awaited)
         self._write_paused = False  # the transport asked us to stop writing
         #: the handshake is done and answered with no extension (it stays so)
         self._open_plain = False
@@ -287,6 +294,54 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         super().resume_writing()
+
+    # ------------------------------------------------------------ keepalive
+    # uvicorn keeps a timer of its own per connection for its pings (and another for
+    # each pong awaited): ~0.5 KB a connection, held for its life. Here the pings are
+    # due times checked by one shared timer per loop (a Ticker, every KEEPALIVE_TICK
+    # seconds): a ping goes, and a missing pong is given up on, within a tick of due.
+
+    def schedule_ping(self) -> None:
+        assert self.ping_interval is not None
+        self._ping_due = self.loop.time() + max(0.0, self.ping_interval - self.last_ping_rtt)
+        ticker(KEEPALIVE_TICK, self.loop).add(self)
+
+    def stop_keepalive(self) -> None:
+        self._ping_due = self._pong_due = 0.0
+        self.pending_ping_payload = None
+        ticker(KEEPALIVE_TICK, self.loop).discard(self)
+
+    def handle_pong(self, event: Any) -> None:
+        if self.pending_ping_payload is None or bytes(event.data) != self.pending_ping_payload:
+            return  # not the answer to the ping in flight (unsolicited, or stale)
+        self.last_ping_rtt = self.loop.time() - self.ping_sent_at
+        self.pending_ping_payload = None
+        if self._pong_due:  # awaited: the next ping is due an interval from now
+            self._pong_due = 0.0
+            self.schedule_ping()
+
+    def tick(self, now: float) -> bool:
+        """The shared timer's check: send a ping that is due, or give up on a peer
+        whose pong is late (1011, as uvicorn does). ``False``: nothing left to watch."""
+        if self._pong_due and now >= self._pong_due:
+            self._pong_due = 0.0
+            self.keepalive_timeout()
+        elif self._ping_due and now >= self._ping_due:
+            self._ping_due = 0.0
+            self._send_ping(now)
+        return bool(self._ping_due or self._pong_due)
+
+    def _send_ping(self, now: float) -> None:
+        if self.close_sent or self.transport.is_closing():
+            return
+        self.pending_ping_payload = secrets.token_bytes(4)  # names this ping's pong
+        self.ping_sent_at = now
+        self.conn.send_ping(self.pending_ping_payload)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        if self.ping_timeout is not None:
+            self._pong_due = now + self.ping_timeout
+        else:
+            self.schedule_ping()
 
     def eof_received(self) -> None:
         """The peer sent FIN. With nothing unsent the socket closes as usual; with
