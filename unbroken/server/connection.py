@@ -324,7 +324,7 @@ class Connection:
         self._resumes: dict[str, asyncio.Task[None]] = {}
         #: starts and cancels being carried out (they may wait for the log): not
         #: cancelled when the connection ends (a start half made, a cancel unsent)
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Task[None]] | None = None  # made on first use (216 B)
         #: refreshes accepted on this connection
         self.refreshes = 0
         self._counts = hub.observer.counts  # bytes in/out: plain ints (unbroken.observe)
@@ -511,6 +511,7 @@ class Connection:
                 continue
             answers = self._answers
             await self._dispatch(frame)
+            del data, frame  # not held while the next message is awaited
             if self._yield_now:
                 # a burst of starts refused for load (a herd's 20 on one connection)
                 # is answered one per loop turn, between the streams in flight, not
@@ -805,8 +806,11 @@ class Connection:
         created, or a cancel the client sent, is finished (nothing is answered then)."""
         self._answers += 1  # answered later: paced like any other request
         task = self._loop.create_task(self._later_task(work, what, key), name=f"unbroken-{what}")
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        running = self._running
+        if running is None:
+            running = self._running = set()
+        running.add(task)
+        task.add_done_callback(running.discard)
         if not self._hb_armed:  # hb while it waits: the client's silence limit holds
             self._schedule_hb()
 
