@@ -41,7 +41,12 @@ instead of being destroyed by a TCP reset.
   together, per connection); here they are :class:`_Inbox` and
   :class:`~unbroken.server.flag.Flag` (a list, and futures only while someone
   waits). The handshake's request and response (their header objects, ~3 KB) are
-  let go once the ``accept`` is sent.
+  let go once the ``accept`` is sent. uvicorn's ~40 attributes of connection state are
+  kept in slots (no instance dict a connection, ~1.6 KB). The keepalive pings are due
+  times checked once a second by one shared timer per loop (:mod:`.ticker`), not a
+  timer per connection. And the app may take its receive events without a coroutine
+  of this layer (``scope["extensions"]["unbroken.receive"]``): a connection waiting
+  for a message holds only a future.
 
 Use it through :func:`unbroken.server.serving.uvicorn_config`, which builds the
 class with the limits of an app (:func:`websocket_protocol`).
