@@ -750,19 +750,26 @@ class Connection:
                 retry_after_ms=max(1, int(wait * 1000)),
             )
             return
-        try:
+        told: list[bool] = []  # answered unavailable already (the log was slow)
+        bound = store_wait(self.config.heartbeat)
+
+        def late() -> None:
             # bounded as a resume's lookups are: past it the client is told to start
-            # again (same req) while the create goes on (its run starts once)
-            created = await self.hub.start(
-                self.principal,
-                frame.req,
-                frame.agent,
-                frame.input,
-                wait=store_wait(self.config.heartbeat),
-            )
-        except StoreUnavailable as exc:  # its log unreachable, or slower than the bound
+            # again (same req) while this create goes on (its run starts once)
             if not self._closed:
+                told.append(True)
+                slow = StoreUnavailable(f"the log did not answer within {bound:.1f}s")
+                self._unreachable(None, slow, req=frame.req)
+
+        try:
+            created = await self.hub.start(
+                self.principal, frame.req, frame.agent, frame.input, late=(bound, late)
+            )
+        except StoreUnavailable as exc:  # its log unreachable (a cluster master down)
+            if not self._closed and not told:
                 self._unreachable(None, exc, req=frame.req)
+            else:
+                log.warning("start failed late conn=%s req=%s error=%r", self.id, frame.req, exc)
             return
         except UnknownAgent as exc:
             message = str(exc)
@@ -771,6 +778,9 @@ class Connection:
             self._error(ErrorCode.UNKNOWN_AGENT, message, req=frame.req)
             return
         except (LogFull, Overloaded) as exc:
+            if told:  # answered unavailable already: the client sends it again
+                log.warning("start failed late conn=%s req=%s error=%r", self.id, frame.req, exc)
+                return
             # new work is refused first: in-flight streams are never shed for it
             if ErrorCode.OVERLOADED not in self._errors:  # then counted on the close line
                 log.warning("start refused conn=%s req=%s reason=%s", self.id, frame.req, exc)
@@ -783,7 +793,7 @@ class Connection:
                 retry_after_ms=int(exc.retry_after * 1000),
             )
             return
-        if self._closed:  # the connection ended during the create: the run is abandoned
+        if self._closed or told:  # the connection ended, or was answered: abandoned
             if created.created:  # as if attached and dropped (its abandon timer runs)
                 self.hub.attached(created.stream)
                 self.hub.detached(created.stream)

@@ -16,7 +16,6 @@ from ..errors import (
     LogDiverged,
     LogFull,
     StaleProducer,
-    StoreUnavailable,
     StreamTooLarge,
     UnknownAgent,
 )
@@ -112,7 +111,7 @@ class Hub:
         self.runs: dict[str, AgentRun] = {}
         #: starts whose create is under way, by (owner, scope, req): a start repeated
         #: meanwhile (its client told the log was slow) waits for the same create
-        self._creating: dict[tuple[str, str, str], asyncio.Task[Created]] = {}
+        self._creating: dict[tuple[str, str, str], asyncio.Future[Created]] = {}
         self.accepting = True
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -189,7 +188,7 @@ class Hub:
         agent: str,
         input: Any,
         *,
-        wait: float | None = None,
+        late: tuple[float, Callable[[], None]] | None = None,
     ) -> Created:
         """Start ``agent`` for ``(principal, req)``, or return the stream already started.
 
@@ -197,44 +196,27 @@ class Hub:
         :class:`~unbroken.errors.Overloaded` when admission refuses a new run
         (:mod:`unbroken.server.admission`).
 
-        ``wait`` bounds how long this call waits for the log (``None``: as long as the
-        store does, its ``outage_timeout``): past it :class:`StoreUnavailable` is
-        raised, but the create goes on. Once the log answers, the run starts (once),
-        unattached (its abandon timer runs); a start of the same ``req`` meanwhile
-        waits for that same create, and one after it gets its stream.
+        ``late=(seconds, call)``: ``call()`` is made if the log has not answered
+        within ``seconds`` (the caller tells its client to start again; this call
+        still waits for the create, and starts the run once). A start of the same
+        ``req`` while a create of it is under way waits for that same create.
         """
         if agent not in self.agents:
             raise UnknownAgent(agent, sorted(self.agents))
         flight = (principal.id, principal.scope, req)
-        creating: asyncio.Task[Created] | None = None
-        bound = asyncio.timeout(wait)
+        timer = None
+        if late is not None:
+            timer = asyncio.get_running_loop().call_later(*late)
         try:
-            async with bound:
-                creating = self._creating.get(flight)
-                if creating is None:
-                    begun = await self._begin(principal, req, agent, input, flight)
-                    if isinstance(begun, Created):
-                        return begun
-                    creating = begun
-                # shielded: a caller that stops waiting (its bound, its connection's
-                # end) leaves the create to finish, and the run to start
+            creating = self._creating.get(flight)
+            if creating is not None:
+                # its client was told the log is slow and sent it again: one create,
+                # one run (shielded: this caller's end does not end the create)
                 return await asyncio.shield(creating)
-        except TimeoutError:
-            if not bound.expired():  # the store's own
-                raise
-            if creating is not None:
-                creating.add_done_callback(self._unclaimed)
-            log.warning(
-                "start waits for the log req=%s owner=%s waited=%.1fs",
-                req,
-                excerpt(principal.id, 80),
-                wait or 0.0,
-            )
-            raise StoreUnavailable(f"the log did not answer within {wait or 0.0:.1f}s") from None
-        except asyncio.CancelledError:
-            if creating is not None:
-                creating.add_done_callback(self._unclaimed)
-            raise
+            return await self._begin(principal, req, agent, input, flight)
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def _begin(
         self,
@@ -243,9 +225,9 @@ class Hub:
         agent: str,
         input: Any,
         flight: tuple[str, str, str],
-    ) -> Created | asyncio.Task[Created]:
-        """Admit a new start and set its create going (a task of its own); the
-        stream of a repeated start refused for load."""
+    ) -> Created:
+        """Admit a new start and create its stream (and run); the stream of a
+        repeated start refused for load."""
         key = (principal.id, principal.scope)
         refused = self.gate.check(key)
         if refused is not None:
@@ -276,30 +258,22 @@ class Hub:
                 log.debug("start refused req=%s owner=%s: %s", req, principal.id, refused.error)
             raise refused.error
         self.gate.admitted(key)  # held across the create: concurrent starts count it
-        task = asyncio.get_running_loop().create_task(
-            self._create(principal, req, agent, input, key), name=f"unbroken-create-{req[:32]}"
-        )
-        self._creating[flight] = task
-        task.add_done_callback(lambda t: self._created(flight, t))
-        return task
-
-    def _created(self, flight: tuple[str, str, str], task: asyncio.Task[Created]) -> None:
-        if self._creating.get(flight) is task:
-            del self._creating[flight]
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            # its callers were answered (or gave up waiting: then nobody else hears it)
-            log.debug("create failed req=%s error=%r", flight[2], exc)
-
-    def _unclaimed(self, task: asyncio.Task[Created]) -> None:
-        """A create its caller stopped waiting for finished: its run is unattached
-        (as if attached and dropped: its abandon timer runs)."""
-        if task.cancelled() or task.exception() is not None:
-            return
-        created = task.result()
-        if created.created:
-            log.info("start created after its caller stopped waiting stream=%s", created.stream)
-            self.attached(created.stream)
-            self.detached(created.stream)
+        outcome: asyncio.Future[Created] = asyncio.get_running_loop().create_future()
+        self._creating[flight] = outcome
+        try:
+            created = await self._create(principal, req, agent, input, key)
+        except asyncio.CancelledError:
+            outcome.cancel()
+            raise
+        except BaseException as exc:
+            outcome.set_exception(exc)
+            outcome.exception()  # retrieved: maybe nobody else waits for it
+            raise
+        finally:
+            if self._creating.get(flight) is outcome:
+                del self._creating[flight]
+        outcome.set_result(created)
+        return created
 
     async def _create(
         self, principal: Principal, req: str, agent: str, input: Any, key: PrincipalKey
@@ -500,9 +474,7 @@ class Hub:
         self.accepting = False
         creating = list(self._creating.values())
         if creating:  # starts whose log is slow: their runs are drained with the others
-            _, late = await asyncio.wait(creating, timeout=grace)
-            for t in late:
-                t.cancel()
+            await asyncio.wait(creating, timeout=grace)
         runs = list(self.runs.values())
         if runs:
             log.info("draining runs=%d grace=%.1fs", len(runs), grace)
