@@ -33,6 +33,17 @@ class _SlowProducer(Producer):
             self._hot = None
 
 
+class _BatchedProducer(Producer):
+    """Appends a chunk written alone in its tick as a batch of one (``append_nowait``),
+    as before the memory log's one-chunk append (``append_chunk_nowait``)."""
+
+    __slots__ = ()
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._append_chunk = None
+
+
 class _SlowStore:
     """The memory log as a store with I/O (no ``append_nowait``): each append waits a
     loop tick, so writes land while a batch is in flight (as with Redis)."""
@@ -125,7 +136,9 @@ async def _run(
     assert [ev.seq for ev in events] == list(range(1, len(events) + 1))
     if events:
         assert p.logged == (len(events), digests[-1])
-    return {"seen": seen, "events": events, "batches": batches}
+    s = store._streams[c.stream]
+    log = (bytes(s.buf), list(s.ends), list(s.run_seq), bytes(s.run_kind), list(s.run_part))
+    return {"seen": seen, "events": events, "batches": batches, "log": (*log, len(s.ckpt))}
 
 
 _IN_FLIGHT: list[tuple[str, Any, Any]] = [
@@ -232,3 +245,46 @@ async def test_the_memory_log_takes_a_batch_at_any_base() -> None:
         )
         # the second append repeats events 1..3 (skipped) and adds 4..5
         assert await log_of([one, rebase(both, base)]) == want
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(script=ops, max_batch=st.sampled_from([1, 3, 512]), cap=st.sampled_from([80, 1 << 20]))
+def test_a_chunk_alone_in_its_tick_is_appended_as_a_batch_of_one_would_be(
+    script: list[tuple[str, Any, Any]], max_batch: int, cap: int
+) -> None:
+    """The memory log's one-chunk append (a paced token, no batch) leaves the log, the
+    chain, the errors raised (a stream too large) and ``pending`` as a batch of one."""
+
+    async def both() -> tuple[dict[str, Any], dict[str, Any]]:
+        return (
+            await _run(Producer, script, max_batch, cap, False),
+            await _run(_BatchedProducer, script, max_batch, cap, False),
+        )
+
+    alone, batched = asyncio.run(both())
+    del alone["batches"], batched["batches"]  # (the one-chunk appends are no batches)
+    assert alone == batched
+
+
+async def test_a_chunk_alone_in_its_tick_takes_the_one_chunk_append() -> None:
+    """(What the property above compares must differ: the one-chunk append is used.)"""
+    store = MemoryStore()
+    c = await store.create("me", "r", 0.0)
+    p = Producer(store, c.stream, c.epoch, c.producer)
+    out = Output(p)
+    await out.text("a")  # the part's start and "a": a batch
+    await asyncio.sleep(0)
+    calls: list[int] = []
+    real = store.append_chunk_nowait
+
+    def counted(*args: Any) -> int:
+        calls.append(args[2])
+        return real(*args)
+
+    p._append_chunk = counted
+    for t in ("b", "c"):
+        await out.text(t)
+        await asyncio.sleep(0)  # its tick's flush
+    assert calls == [3, 4] and p.logged[0] == 4
+    _, events = await store.read_all(c.stream)
+    assert [e.body for e in events[1:]] == ["a", "b", "c"]

@@ -112,23 +112,22 @@ class Attachment:
         batch = self.read_nowait(stream, flow.sent, budget)
         if batch is None:
             return None
-        # _frame, inlined: every token of a live stream comes this way
-        first, count, last_kind = batch.first, batch.count, batch.last_kind
-        sid = self.stream_id
-        if sid is not None:  # v1's ServerCodec.events, inlined
-            frame = _EVENTS_FRAME % (sid, first, batch.items, hexlify(batch.digest))
-        else:
-            frame = self.codec.events(
-                stream, first, batch.items, batch.digest, last_kind, self.codec_state
-            )
-        self.counts.events_out += count
-        flow.sent_frame(first + count - 1, len(frame), last_kind == _END)
-        return frame
+        return self.frame(batch.first, batch.count, batch.items, batch.digest, batch.last_kind)
 
     def _frame(self, batch: ReadBatch) -> bytes:
-        frame = self.codec.events(
-            self.stream, batch.first, batch.items, batch.digest, batch.last_kind, self.codec_state
-        )
-        self.counts.events_out += batch.count
-        self.flow.sent_frame(batch.first + batch.count - 1, len(frame), batch.last_kind == Kind.END)
+        return self.frame(batch.first, batch.count, batch.items, batch.digest, batch.last_kind)
+
+    def frame(self, first: int, count: int, items: bytes, digest: bytes, last_kind: int) -> bytes:
+        """The ``events`` frame of events ``first .. first+count-1`` (``items``: their
+        items array as the log lays it out, ``digest``: the chain digest after the
+        last, of kind ``last_kind``), counted as sent."""
+        sid = self.stream_id
+        if sid is not None:  # v1's ServerCodec.events, inlined: every token comes this way
+            frame = _EVENTS_FRAME % (sid, first, items, hexlify(digest))
+        else:
+            frame = self.codec.events(
+                self.stream, first, items, digest, last_kind, self.codec_state
+            )
+        self.counts.events_out += count
+        self.flow.sent_frame(first + count - 1, len(frame), last_kind == _END)
         return frame

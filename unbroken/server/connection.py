@@ -71,6 +71,7 @@ from ..protocol.frames import (
 )
 from ..protocol.frames_v2 import CAP_ZLIB, ZLIB_MIN
 from ..protocol.frames_v2 import ServerCodec as ServerCodecV2
+from ..protocol.items import item_run
 from ..protocol.resume import StreamInfo, decide_resume
 from ..protocol.server_session import AckResult, ServerSession, TokenBucket
 from ..store.base import DIVERGED, LiveIndex
@@ -965,7 +966,11 @@ class Connection:
         )
         att.head_hint = 1 << 62  # unknown: do not hold the first frame back
         self.atts[stream] = att
-        att.unsubscribe = self.store.subscribe(stream, self._on_change)
+        live = getattr(self.store, "subscribe_live", None)
+        if live is not None:  # the memory log hands a paced token to _push
+            att.unsubscribe = live(stream, self._on_change, self._push)
+        else:
+            att.unsubscribe = self.store.subscribe(stream, self._on_change)
         self.hub.attached(stream)
         if not self._hb_armed:
             self._schedule_hb()
@@ -1060,24 +1065,73 @@ class Connection:
                 else:
                     self._send_backlog(att, frame)
                     return
-            if self.codec.binary:  # as _stage_frames and _next_frame make it
-                if self._batch:
-                    frame = self.codec.batch([frame])
-                if self._zlib and len(frame) >= ZLIB_MIN:
-                    frame = self.codec.compress(frame)
-            # _send_nowait, inlined
-            if not self._hb_armed:
-                self._schedule_hb()
-            self._counts.bytes_out += len(frame)
-            send = self._send_sync
-            if send is not None and send(frame):
-                self._last_send = self._events_at = now
-            elif not self._send_eager(frame):
-                return  # the pump waits for the send, then sends the rest
-            if self._dirty:
-                self._drain_now()
+            self._send_events(frame, now)
         except Exception as exc:
             self._send_failed(exc)
+
+    def _send_events(self, frame: bytes, now: float) -> None:
+        """Send one stream's ``events`` frame at once, on an idle connection (as the
+        message :meth:`_stage_frames` and :meth:`_next_frame` would make of it), then
+        what became dirty meanwhile."""
+        if self.codec.binary:
+            if self._batch:
+                frame = self.codec.batch([frame])
+            if self._zlib and len(frame) >= ZLIB_MIN:
+                frame = self.codec.compress(frame)
+        # _send_nowait, inlined
+        if not self._hb_armed:
+            self._schedule_hb()
+        self._counts.bytes_out += len(frame)
+        send = self._send_sync
+        if send is not None and send(frame):
+            self._last_send = self._events_at = now
+        elif not self._send_eager(frame):
+            return  # the pump waits for the send, then sends the rest
+        if self._dirty:
+            self._drain_now()
+
+    def _push(
+        self,
+        stream: str,
+        seq: int,
+        kind: int,
+        part: str,
+        buf: bytearray,
+        a: int,
+        b: int,
+        digest: bytes,
+    ) -> bool:
+        """The memory log's push of one chunk just appended (a paced token: event
+        ``seq``, stored in ``buf[a:b]`` with its comma; see
+        :data:`~unbroken.store.base.Push`): on an idle connection (as
+        :meth:`_on_change` decides it) whose cursor is just before it, with the
+        window open and no coalescing interval to wait out, its frame is built from
+        those bytes and written now, the frame :meth:`_send_live` would have read
+        from the log. ``False`` (nothing done): the log tells :meth:`_on_change`."""
+        att = self.atts.get(stream)
+        if (
+            att is None
+            or att.flow.sent != seq - 1
+            or self._pump_task is not None
+            or self._dirty
+            or self._outbox
+            or self._ready
+            or self._draining
+            or self._closed
+            or self._slow
+            or (self._batch and len(self.atts) != 1)
+        ):
+            return False
+        now = self._loop.time()
+        if self._events_at + self._coalesce > now or att.flow.budget() <= 0:
+            return False  # a trickle piles up, or the window is full: the usual way
+        att.head_hint = seq
+        try:
+            items = item_run(kind, part, buf, a, b, b - 1)[0]
+            self._send_events(att.frame(seq, 1, items, digest, kind), now)
+        except Exception as exc:
+            self._send_failed(exc)
+        return True
 
     def _send_failed(self, exc: Exception) -> None:
         """A send raised: the peer is gone (the connection ends), or, anything else

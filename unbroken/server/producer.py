@@ -90,6 +90,7 @@ class Producer:
     """Single writer of one stream."""
 
     __slots__ = (
+        "_append_chunk",
         "_append_nowait",
         "_base",
         "_buf",
@@ -170,6 +171,12 @@ class Producer:
         self._tasks: set[asyncio.Task[None]] | None = None  # appends to a store with I/O
         nowait = getattr(store, "append_nowait", None)
         self._append_nowait = cast(Callable[[str, str, AppendBatch], int] | None, nowait)
+        #: the store's append of one chunk without a batch (the memory log's
+        #: :meth:`~unbroken.store.memory.MemoryStore.append_chunk_nowait`)
+        self._append_chunk = cast(
+            Callable[[str, str, int, int, str, bool, str, bytes], int] | None,
+            getattr(store, "append_chunk_nowait", None) if nowait is not None else None,
+        )
         #: where ``_buf`` starts in the log, for a log appended to at once (the
         #: batch's ``base``: its ``ends`` are then the log's own); 0 for the others
         self._base = 0
@@ -334,7 +341,7 @@ class Producer:
             try:
                 await self.store.append(self.stream, self.token, batch)
             except Exception as exc:
-                self._failed(batch, exc)
+                self._failed(batch.first, batch.base, exc)
                 raise
             self._appended(batch)
 
@@ -348,9 +355,36 @@ class Producer:
         try:
             self._append_nowait(self.stream, self.token, batch)
         except Exception as exc:
-            self._failed(batch, exc)
+            self._failed(batch.first, batch.base, exc)
             raise
         self._appended(batch)
+
+    def _append_one(self) -> None:
+        """Append the one chunk pending (in ``_texts``, nothing else pending) with the
+        store's ``append_chunk_nowait``: digested and handed over as it is, no batch
+        (a paced stream's every token: its reader, when idle, sends it on from the
+        store's push in the same call)."""
+        assert self._append_chunk is not None
+        texts = self._texts
+        body = texts[0]
+        chain = self._chain
+        kind, part = self._run_kind, self._run_part
+        digest = chain.chunk(kind, part, body.encode())  # (checked when written)
+        seq = chain.seq
+        texts.clear()
+        self._hot = None
+        runs = self._runs
+        try:
+            add = self._append_chunk(
+                self.stream, self.token, seq, kind, part, bool(runs), body, digest
+            )
+        except Exception as exc:
+            self._failed(seq, self._base, exc)
+            raise
+        if runs:
+            runs.clear()
+        self._base += add
+        self._head, self._head_digest = seq, digest
 
     def _take(self) -> AppendBatch:
         self._digest_pending()
@@ -367,15 +401,17 @@ class Producer:
         self._head = batch.first + batch.count - 1
         self._head_digest = batch.digests[-1]
 
-    def _failed(self, batch: AppendBatch, exc: BaseException) -> None:
-        log.warning("append failed stream=%s seq=%d error=%r", self.stream, batch.first, exc)
+    def _failed(self, first: int, base: int, exc: BaseException) -> None:
+        """The append of the events from ``first`` on failed (``base``: where they were
+        to start in the log)."""
+        log.warning("append failed stream=%s seq=%d error=%r", self.stream, first, exc)
         # what was not appended is dropped: roll back to the log's head, with the
         # events written meanwhile (they follow the failed batch: a gap otherwise)
         self._chain.reset(self._head, self._head_digest)
         self._texts.clear()
         self._run_kind = 0
         self._hot = None
-        self._base = batch.base  # (a log in memory is left as it was)
+        self._base = base  # (a log in memory is left as it was)
         self._buf, self._ends, self._runs, self._digests = bytearray(), array("I"), [], []
         self._npend = 0
         self.error = exc
@@ -397,7 +433,17 @@ class Producer:
 
     def _tick(self) -> None:
         self._scheduled = False
-        if self._closed or not self.pending or self.error is not None:
+        if self._closed or self.error is not None:
+            return
+        if len(self._texts) == 1 and not self._npend and self._append_chunk is not None:
+            # one chunk (a paced stream's token): no batch
+            self._flushed_at = self._loop.time()
+            try:  # noqa: SIM105 - as below
+                self._append_one()
+            except Exception:
+                pass
+            return
+        if not self.pending:
             return
         self._flushed_at = self._loop.time()
         if self._append_nowait is not None:

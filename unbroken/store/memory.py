@@ -24,8 +24,24 @@ from typing import Final
 from ..errors import LogDiverged, LogFull, StaleProducer, StreamTooLarge
 from ..protocol.digest import DIGEST_SIZE, Chain, seed
 from ..protocol.events import Event, Kind
-from ..protocol.items import Segment, chain_stored, decode_one, item_run, items_array
-from .base import AppendBatch, Created, Listener, ReadBatch, Record, Retention, StreamMeta
+from ..protocol.items import (
+    Segment,
+    chain_stored,
+    chunk_into,
+    decode_one,
+    item_run,
+    items_array,
+)
+from .base import (
+    AppendBatch,
+    Created,
+    Listener,
+    Push,
+    ReadBatch,
+    Record,
+    Retention,
+    StreamMeta,
+)
 from .batches import end_batch
 
 log = logging.getLogger(__name__)
@@ -33,6 +49,7 @@ log = logging.getLogger(__name__)
 #: A digest is kept after every CHECKPOINT-th event.
 CHECKPOINT: Final = 32
 _END: Final = int(Kind.END)
+_COMMA: Final = 44
 
 
 class _Stream:
@@ -49,6 +66,8 @@ class _Stream:
         "part_index",
         "parts",
         "producer",
+        "push",
+        "pushes",
         "req",
         "run_kind",
         "run_part",
@@ -82,6 +101,11 @@ class _Stream:
         self.part_index: dict[str, int] = {}
         self.ckpt: bytearray | bytes = bytearray()  # DIGEST_SIZE bytes per checkpoint
         self.listeners: list[Listener] = []
+        #: the pushes of the listeners that gave one (:meth:`MemoryStore.subscribe_live`)
+        self.pushes: dict[Listener, Push] | None = None
+        #: the push of the one listener, when it gave one: a chunk appended alone goes
+        #: to it (``None`` while several listen, or none)
+        self.push: Push | None = None
 
     @property
     def head(self) -> int:
@@ -116,6 +140,29 @@ class _Stream:
         for s in range(base + 1, seq + 1):
             chain_stored(chain, *self.record(s))
         return chain.digest
+
+    def unsubscribe(self, listener: Listener) -> None:
+        """Forget ``listener`` (and its push; once more: nothing)."""
+        _remove(self.listeners, listener)
+        pushes = self.pushes
+        if pushes is not None:
+            pushes.pop(listener, None)
+        self.refresh_push()
+
+    def refresh_push(self) -> None:
+        """The listeners changed: the push in force is the only listener's, if any."""
+        listeners, pushes = self.listeners, self.pushes
+        self.push = pushes.get(listeners[0]) if pushes and len(listeners) == 1 else None
+
+    def add_run(self, seq: int, kind: int, part: str) -> None:
+        """Event ``seq`` starts a run of ``kind`` and ``part``."""
+        idx = self.part_index.get(part)
+        if idx is None:
+            idx = self.part_index[part] = len(self.parts)
+            self.parts.append(part)
+        self.run_seq.append(seq)
+        self.run_kind.append(kind)
+        self.run_part.append(idx)
 
     def notify_all(self) -> None:
         listeners = self.listeners
@@ -253,17 +300,7 @@ class MemoryStore:
         assert isinstance(buf, bytearray)
         size = len(buf)
         if not (count - skip == 1 and runs and runs[-1].kind == _END):  # an end always fits
-            retention = self.retention
-            if size + add > retention.max_stream_bytes:
-                raise StreamTooLarge(
-                    f"stream {stream} would hold {size + add} bytes, more than "
-                    f"max_stream_bytes={retention.max_stream_bytes}"
-                )
-            limit = retention.max_total_bytes
-            if self.total_bytes + add > limit:  # the cap holds for every append
-                self._evict(limit - add, self._now)
-                if self.total_bytes + add > limit:
-                    raise LogFull(retention.retry_after)
+            self._make_room(stream, size, add)
         shift = size - start - b0  # ends[i] + shift: offsets in the log
         if skip:
             buf += memoryview(items)[start:]
@@ -274,13 +311,7 @@ class MemoryStore:
             log_ends.extend(array("I", map(shift.__add__, ends)) if shift else ends)
         for run in runs:
             if run.seq > head:
-                idx = s.part_index.get(run.part)
-                if idx is None:
-                    idx = s.part_index[run.part] = len(s.parts)
-                    s.parts.append(run.part)
-                s.run_seq.append(run.seq)
-                s.run_kind.append(run.kind)
-                s.run_part.append(idx)
+                s.add_run(run.seq, run.kind, run.part)
         digests = batch.digests
         last = first + count - 1
         ckpt_seq = (head // CHECKPOINT + 1) * CHECKPOINT
@@ -293,6 +324,81 @@ class MemoryStore:
         self.total_bytes += add
         s.notify_all()
         return last
+
+    def append_chunk_nowait(
+        self,
+        stream: str,
+        producer: str,
+        seq: int,
+        kind: int,
+        part: str,
+        new_run: bool,
+        body: str,
+        digest: bytes,
+    ) -> int:
+        """:meth:`append_nowait` of one chunk (a paced stream's token): event ``seq``,
+        of ``kind`` and ``part`` (``new_run``: it starts a run), ``body`` its text
+        (valid Unicode: the producer checked it), ``digest`` the chain digest after
+        it. Encoded straight into the log (no batch); then the stream's one reader,
+        when it gave a push (:meth:`subscribe_live`), is handed the event, or else
+        every listener is told as after any append. Returns the bytes appended (0
+        for a repeated append). Raises as :meth:`append_nowait`, changing nothing."""
+        s = self._streams.get(stream)
+        if s is None or s.producer != producer:
+            raise StaleProducer(f"producer {producer} does not own stream {stream}")
+        if s.status != "running":
+            raise StaleProducer(f"stream {stream} already ended {s.status}")
+        log_ends = s.ends
+        head = len(log_ends)
+        if seq != head + 1:
+            if seq > head + 1:
+                raise LogDiverged(stream, head, seq - 1)
+            return 0  # a repeated append: idempotent
+        buf = s.buf
+        assert isinstance(buf, bytearray)
+        size = len(buf)
+        chunk_into(body, buf, -1)
+        buf.append(_COMMA)
+        end = len(buf)
+        add = end - size
+        try:
+            self._make_room(stream, size, add)
+        except BaseException:
+            del buf[size:]
+            raise
+        log_ends.append(end)
+        if new_run:
+            s.add_run(seq, kind, part)
+        if not seq % CHECKPOINT:
+            ckpt = s.ckpt
+            assert isinstance(ckpt, bytearray)
+            ckpt += digest
+        s.head_digest = digest
+        self.total_bytes += add
+        push = s.push
+        if push is not None:
+            try:
+                if push(stream, seq, kind, part, buf, size, end, digest):
+                    return add
+            except Exception:  # a reader must never break the producer: told as usual
+                log.exception("stream push failed stream=%s", stream)
+        s.notify_all()
+        return add
+
+    def _make_room(self, stream: str, size: int, add: int) -> None:
+        """Raise unless ``add`` more bytes fit in ``stream`` (holding ``size``) and in
+        the log (finished streams are evicted, oldest first, to make room)."""
+        retention = self.retention
+        if size + add > retention.max_stream_bytes:
+            raise StreamTooLarge(
+                f"stream {stream} would hold {size + add} bytes, more than "
+                f"max_stream_bytes={retention.max_stream_bytes}"
+            )
+        limit = retention.max_total_bytes
+        if self.total_bytes + add > limit:  # the cap holds for every append
+            self._evict(limit - add, self._now)
+            if self.total_bytes + add > limit:
+                raise LogFull(retention.retry_after)
 
     async def finish(self, stream: str, producer: str, status: str, error: str, now: float) -> None:
         s = self._streams.get(stream)
@@ -399,8 +505,9 @@ class MemoryStore:
         s = self._streams.get(stream)
         if s is not None:
             s.listeners.append(listener)
+            s.refresh_push()  # a second reader: no push (each is told)
             # a partial, not a closure over this frame's cells: ~0.3 KB less a reader
-            return partial(_remove, s.listeners, listener)
+            return partial(s.unsubscribe, listener)
         target = self._pending_listeners.setdefault(stream, [])
         target.append(listener)
         return partial(self._unsubscribe_pending, stream, target, listener)
@@ -409,6 +516,21 @@ class MemoryStore:
         _remove(target, listener)
         if not target:
             self._pending_listeners.pop(stream, None)
+
+    def subscribe_live(self, stream: str, listener: Listener, push: Push) -> Callable[[], None]:
+        """:meth:`subscribe`, and while ``listener`` is the stream's only one, a chunk
+        appended alone (:meth:`append_chunk_nowait`: a paced token) is handed to
+        ``push`` first (:data:`~unbroken.store.base.Push`): a reader that is idle
+        sends it on at once, with no read of the log. (A reader subscribed before the
+        stream exists is told the usual way.)"""
+        unsubscribe = self.subscribe(stream, listener)
+        s = self._streams.get(stream)
+        if s is not None:  # (its unsubscribe forgets the push too)
+            if s.pushes is None:
+                s.pushes = {}
+            s.pushes[listener] = push
+            s.refresh_push()
+        return unsubscribe
 
     # ------------------------------------------------------------ inspection
     async def read_all(self, stream: str) -> tuple[str, Sequence[Event]]:
@@ -440,6 +562,7 @@ class MemoryStore:
         # tell readers still attached that the stream is gone (head -1)
         listeners = list(s.listeners)
         s.listeners.clear()
+        s.push = s.pushes = None
         for cb in listeners:
             try:
                 cb(stream, -1)

@@ -1,7 +1,8 @@
 """The direct text send of unbroken's WebSocket layer (``send_text_now``): an events
 frame is written straight to the socket when nothing needs waiting for, and an
 answer still arrives exact; a ``send`` wrapped by another ASGI layer keeps every
-message (the direct send is not used behind it)."""
+message (the direct send is not used behind it). A paced token goes from the memory
+log's append to the socket without a read of the log (``Connection._push``)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ from typing import Any
 
 import pytest
 
+from unbroken.client import Client
+from unbroken.server import Output, Request, Unbroken
 from unbroken.server.asgi import ASGITransport
+from unbroken.server.connection import Connection
 from unbroken.server.websocket import (
     RECEIVE_EXTENSION,
     SEND_TEXT_EXTENSION,
     UnbrokenWebSocketProtocol,
 )
+from unbroken.store.memory import MemoryStore
+from unbroken.testing import serve
 
 from .conftest import make_kit, token
 from .hardened import serve_hardened
@@ -159,15 +165,15 @@ async def test_a_frame_that_cannot_be_built_closes_1011_and_is_logged(
     nothing sent (its client would wait on a silent, live socket)."""
     from unbroken.server.attach import Attachment
 
-    built = Attachment.next_frame_nowait
+    built = Attachment.frame
     broken = {"on": False}
 
-    def next_frame_nowait(self: Attachment) -> bytes | None:
+    def frame(self: Attachment, *args: Any) -> bytes:
         if broken["on"]:
             raise RuntimeError("codec bug")
-        return built(self)
+        return built(self, *args)
 
-    monkeypatch.setattr(Attachment, "next_frame_nowait", next_frame_nowait)
+    monkeypatch.setattr(Attachment, "frame", frame)
     kit = make_kit()
     async with serve_hardened(kit.app) as srv:
         w = await Wire.open(srv.url)
@@ -178,3 +184,47 @@ async def test_a_frame_that_cannot_be_built_closes_1011_and_is_logged(
         assert await w.expect_close() == 1011
     failed = [r for r in caplog.records if r.getMessage().startswith("send failed")]
     assert failed and failed[0].levelname == "ERROR" and failed[0].exc_info is not None
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+async def test_a_paced_token_goes_from_its_append_to_the_socket(
+    version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token written alone in its loop tick, to the one idle reader of its stream,
+    is handed by the memory log to the connection (``_push``), which frames and writes
+    it without reading the log back; the client verifies every frame's digest and the
+    answer is exact, in v1 and v2 frames."""
+    taken: Counter[bool] = Counter()
+    push = Connection._push
+
+    def counting(self: Connection, *args: Any) -> bool:
+        ok = push(self, *args)
+        taken[ok] += 1
+        return ok
+
+    monkeypatch.setattr(Connection, "_push", counting)
+    reads = Counter[str]()
+    read = MemoryStore.read_nowait
+
+    def counted(self: MemoryStore, *args: Any) -> Any:
+        reads["n"] += 1
+        return read(self, *args)
+
+    monkeypatch.setattr(MemoryStore, "read_nowait", counted)
+    n = 200
+    # no coalescing interval: every token is sent on its own (the paced case)
+    app = Unbroken(allow_anonymous=True, coalesce=0.0, protocols=("v2", "v1"))
+
+    @app.agent("paced")
+    async def paced(req: Request, out: Output) -> None:
+        for i in range(n):
+            await out.text(token(i))
+            await asyncio.sleep(0)  # one token per loop tick
+
+    async with serve(app) as srv, Client(srv.url, protocols=(version,)) as client:
+        st = await client.start("paced")
+        answer = await asyncio.wait_for(st.wait(), 10)
+    assert answer.complete
+    assert answer.text == "".join(token(i) for i in range(n))
+    # (the first token goes with its part's start, the last before its end: read)
+    assert taken[True] >= n // 2 and reads["n"] < n // 2, (taken, reads)
