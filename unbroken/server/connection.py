@@ -325,7 +325,7 @@ class Connection:
         self._resumes: dict[str, asyncio.Task[None]] = {}
         #: starts and cancels being carried out (they may wait for the log): not
         #: cancelled when the connection ends (a start half made, a cancel unsent)
-        self._running: set[asyncio.Task[None]] | None = None  # made on first use (216 B)
+        self._running: set[asyncio.Task[None]] | None = None  # only while some run (216 B)
         #: refreshes accepted on this connection
         self.refreshes = 0
         self._counts = hub.observer.counts  # bytes in/out: plain ints (unbroken.observe)
@@ -821,9 +821,16 @@ class Connection:
         if running is None:
             running = self._running = set()
         running.add(task)
-        task.add_done_callback(running.discard)
+        task.add_done_callback(self._later_done)
         if not self._hb_armed:  # hb while it waits: the client's silence limit holds
             self._schedule_hb()
+
+    def _later_done(self, task: asyncio.Task[None]) -> None:
+        running = self._running
+        if running is not None:
+            running.discard(task)
+            if not running:  # the set goes with its last task (216 B a connection)
+                self._running = None
 
     async def _later_task(self, work: Coroutine[Any, Any, None], what: str, key: str) -> None:
         try:
