@@ -54,7 +54,9 @@ HEAVY = ("typer", "pydantic", "rich", "starlette", "unbroken.chaos", "unbroken.s
          "jwt", "jsonschema",
          # ~0.8 MB and ~0.5 MB of RSS a worker: the RSS read is /proc's on Linux, the
          # client's session is the client's; the TOML parser is for --policy files
-         "psutil", "unbroken.protocol.client_session", "tomllib")
+         "psutil", "unbroken.protocol.client_session", "tomllib",
+         # the HTTP stream handlers: made on their first request
+         "unbroken.server.http_streams", "unbroken.server.ui_streams", "unbroken.server.http_agent")
 sys.argv = ["unbroken", *sys.argv[1:]]
 from unbroken.__main__ import main
 main()

@@ -22,7 +22,7 @@ import logging
 import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -36,7 +36,6 @@ from .agent import Principal
 from .config import ServerConfig
 from .connection import Authenticate, ConnectInfo, Connection
 from .guard import ConnectionGuard
-from .http_agent import AgentStreams
 from .http_common import (
     STREAM_METHODS,
     STREAM_REQUEST_HEADERS,
@@ -44,16 +43,19 @@ from .http_common import (
     _HttpRefusal,
     authenticate,
 )
-from .http_streams import ByteStreams
 from .hub import Hub
 from .policy import LivePolicy, OriginPolicy
-from .ui_streams import UIStreams
 from .websocket import (
     MAX_SIZE_EXTENSION,
     RECEIVE_EXTENSION,
     SEND_BINARY_EXTENSION,
     SEND_TEXT_EXTENSION,
 )
+
+if TYPE_CHECKING:
+    from .http_agent import AgentStreams
+    from .http_streams import ByteStreams
+    from .ui_streams import UIStreams
 
 log = logging.getLogger(__name__)
 
@@ -465,13 +467,14 @@ class ASGIApp:
     carries the origin policy's CORS headers (:func:`cors_headers`)."""
 
     __slots__ = (
+        "_agent_streams",
+        "_byte_streams",
         "_inflight",
-        "agent_streams",
+        "_long_poll_timeout",
+        "_ui_streams",
         "app",
-        "byte_streams",
         "max_http_streams",
         "path",
-        "ui_streams",
     )
 
     def __init__(
@@ -484,22 +487,50 @@ class ASGIApp:
     ) -> None:
         self.app = app
         self.path = path
-
-        def accepting() -> bool:
-            return app.hub.accepting
-
-        #: ``/v1/agent/{stream}``: agent streams over HTTP (read only)
-        self.agent_streams = AgentStreams(
-            app.store, long_poll_timeout=long_poll_timeout, accepting=accepting
-        )
-        #: ``/v1/stream/{path}``: plain Durable Streams byte and JSON streams
-        self.byte_streams = ByteStreams(long_poll_timeout=long_poll_timeout, accepting=accepting)
-        #: ``/v1/ui/{ai-sdk|ag-ui}/{stream}``: agent answers in the UI protocols (read only)
-        self.ui_streams = UIStreams(app.store, accepting=accepting)
+        # the HTTP stream handlers (and their modules) are made on their first request:
+        # a server whose clients only use the WebSocket does not hold them (issue 21)
+        self._long_poll_timeout = long_poll_timeout
+        self._agent_streams: AgentStreams | None = None
+        self._byte_streams: ByteStreams | None = None
+        self._ui_streams: UIStreams | None = None
         #: HTTP stream requests served at once at most (SSE and long-polls included);
         #: beyond, 429 with Retry-After. ``None``: the app's ``max_connections``.
         self.max_http_streams = max_http_streams
         self._inflight = 0
+
+    def _accepting(self) -> bool:
+        return self.app.hub.accepting
+
+    @property
+    def agent_streams(self) -> AgentStreams:
+        """``/v1/agent/{stream}``: agent streams over HTTP (read only)."""
+        if self._agent_streams is None:
+            from .http_agent import AgentStreams
+
+            self._agent_streams = AgentStreams(
+                self.app.store, long_poll_timeout=self._long_poll_timeout, accepting=self._accepting
+            )
+        return self._agent_streams
+
+    @property
+    def byte_streams(self) -> ByteStreams:
+        """``/v1/stream/{path}``: plain Durable Streams byte and JSON streams."""
+        if self._byte_streams is None:
+            from .http_streams import ByteStreams
+
+            self._byte_streams = ByteStreams(
+                long_poll_timeout=self._long_poll_timeout, accepting=self._accepting
+            )
+        return self._byte_streams
+
+    @property
+    def ui_streams(self) -> UIStreams:
+        """``/v1/ui/{ai-sdk|ag-ui}/{stream}``: agent answers in the UI protocols (read only)."""
+        if self._ui_streams is None:
+            from .ui_streams import UIStreams
+
+            self._ui_streams = UIStreams(self.app.store, accepting=self._accepting)
+        return self._ui_streams
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
