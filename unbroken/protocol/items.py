@@ -129,6 +129,8 @@ _encode: Final = _encoder.encode
 #: ``chunk_into(body, buf, -1)`` appends a chunk's stored item (its body as a JSON
 #: string) to ``buf``: the producer's hot path, so the encoder's own method.
 chunk_into: Final = _encoder.encode_into
+#: ``chunk_item(body)``: a chunk's stored item (its body as a JSON string), as bytes.
+chunk_item: Final = _encoder.encode
 #: ``chunk_array(bodies)``: several chunks' bodies as one JSON array, ``["a","b"]``
 #: (the producer writes a run's items from it in one call).
 chunk_array: Final = _encoder.encode
@@ -357,12 +359,21 @@ def item_run(
     token or few, without the segment list."""
     if kind > _DATA:
         return b"[" + buf[a:b] + b"]", kind
+    if b == first_end - 1:  # one chunk
+        return chunk_items(kind, part, buf[a:b]), kind
     head = _OPENED[kind].get(part)
     if head is None:
         head = _open_chunk(kind, part)
-    if b == first_end - 1:  # one chunk
-        return b"".join((b"[", head, buf[a:b], b"}]")), kind
     return b"".join((b"[", head, buf[a : first_end - 1], b"},", buf[first_end:b], b"]")), kind
+
+
+def chunk_items(kind: int, part: str, enc: bytes | bytearray) -> bytes:
+    """The ``items`` array of one chunk of ``kind`` and ``part`` whose stored item is
+    ``enc`` (:data:`chunk_item`): a live stream's token, as :func:`item_run` reads it."""
+    head = _OPENED[kind].get(part)
+    if head is None:
+        head = _open_chunk(kind, part)
+    return b"".join((b"[", head, enc, b"}]"))
 
 
 def items_array(segments: list[Segment]) -> tuple[bytes, int]:

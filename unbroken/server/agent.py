@@ -274,8 +274,8 @@ class Output:
                 return self._flush_full()
             return self._done
         if p == self._last_text and len(delta) <= self._max_chars:
-            pr.add_chunk(1, p, delta)
-            if pr.pending >= pr.max_batch:
+            pr.add_chunk(1, p, delta)  # (the run is then the hot one: pending vs _limit)
+            if len(pr._texts) >= pr._limit:
                 return self._flush_full()
             return self._done
         return self._text(delta, part, "")
@@ -303,8 +303,8 @@ class Output:
                 return self._flush_full()
             return self._done
         if p == self._last_text and len(delta) <= self._max_chars:
-            pr.add_chunk(1, p, delta)
-            if pr.pending >= pr.max_batch:
+            pr.add_chunk(1, p, delta)  # (the run is then the hot one: pending vs _limit)
+            if len(pr._texts) >= pr._limit:
                 return self._flush_full()
             return self._done
         return self._text(delta, part, "reasoning")

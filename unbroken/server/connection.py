@@ -71,7 +71,7 @@ from ..protocol.frames import (
 )
 from ..protocol.frames_v2 import CAP_ZLIB, ZLIB_MIN
 from ..protocol.frames_v2 import ServerCodec as ServerCodecV2
-from ..protocol.items import item_run
+from ..protocol.items import chunk_items
 from ..protocol.resume import StreamInfo, decide_resume
 from ..protocol.server_session import AckResult, ServerSession, TokenBucket
 from ..store.base import DIVERGED, LiveIndex
@@ -1103,14 +1103,12 @@ class Connection:
         seq: int,
         kind: int,
         part: str,
-        buf: bytearray,
-        a: int,
-        b: int,
+        enc: bytes,
         digest: bytes,
     ) -> bool:
         """The memory log's push of one chunk just appended (a paced token: event
-        ``seq``, stored in ``buf[a:b]`` with its comma; see
-        :data:`~unbroken.store.base.Push`): on an idle connection (as
+        ``seq``, its stored item ``enc``; see :data:`~unbroken.store.base.Push`): on
+        an idle connection (as
         :meth:`_on_change` decides it) whose cursor is just before it, with the
         window open and no coalescing interval to wait out, its frame is built from
         those bytes and written now, the frame :meth:`_send_live` would have read
@@ -1134,7 +1132,7 @@ class Connection:
             return False  # a trickle piles up, or the window is full: the usual way
         att.head_hint = seq
         try:
-            items = item_run(kind, part, buf, a, b, b - 1)[0]
+            items = chunk_items(kind, part, enc)
             self._send_events(att.frame(seq, 1, items, digest, kind), now)
         except Exception as exc:
             self._send_failed(exc)

@@ -51,24 +51,18 @@ def safe_text(text: str, limit: int = MAX_ERROR) -> str:
 
 
 class _Due:
-    """The producers written to in this loop tick: one loop callback flushes them
-    all (a paced stream writes a token a tick; a callback each cost more than its
-    append)."""
+    """The producers written to in this loop tick: one loop callback (:meth:`run`)
+    flushes them all (a paced stream writes a token a tick; a callback each cost more
+    than its append). A producer joins by appending itself to :attr:`producers`,
+    scheduling :meth:`run` when it is the first (:meth:`Producer._schedule`)."""
 
-    __slots__ = ("_loop", "_producers")
+    __slots__ = ("producers",)
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._producers: list[Producer] = []
+    def __init__(self) -> None:
+        self.producers: list[Producer] = []
 
-    def add(self, producer: Producer) -> None:
-        producers = self._producers
-        if not producers:
-            self._loop.call_soon(self._run)
-        producers.append(producer)
-
-    def _run(self) -> None:
-        producers, self._producers = self._producers, []
+    def run(self) -> None:
+        producers, self.producers = self.producers, []
         for p in producers:  # in the order they were written to
             try:
                 p._tick()
@@ -82,7 +76,7 @@ _dues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Due] = weakref.Weak
 def _due_of(loop: asyncio.AbstractEventLoop) -> _Due:
     due = _dues.get(loop)
     if due is None:
-        due = _dues[loop] = _Due(loop)
+        due = _dues[loop] = _Due()
     return due
 
 
@@ -428,8 +422,12 @@ class Producer:
         gap = self._flushed_at + self.coalesce - loop.time() if self.coalesce else 0.0
         if gap > 0:
             loop.call_later(gap, self._tick)
-        else:
-            self._due.add(self)
+        else:  # this tick's flush
+            due = self._due
+            producers = due.producers
+            if not producers:
+                loop.call_soon(due.run)
+            producers.append(self)
 
     def _tick(self) -> None:
         self._scheduled = False

@@ -146,12 +146,13 @@ negative ``head`` when readers must give the stream up (they then answer ``gone`
 :data:`DROPPED` when retention drops it, :data:`DIVERGED` when the log lost events
 readers may already hold."""
 
-Push = Callable[[str, int, int, str, bytearray, int, int, bytes], bool]
+Push = Callable[[str, int, int, str, bytes, bytes], bool]
 """A reader's taker of one chunk just appended (the memory log's
 :meth:`~unbroken.store.memory.MemoryStore.subscribe_live`): called with ``(stream,
-seq, kind, part, buf, a, b, digest)``, where ``buf[a:b]`` is event ``seq``'s stored
-item and its comma and ``digest`` the chain digest after it; ``True`` when the reader
-took it (it was sent on), ``False`` to be told the usual way (its :data:`Listener`)."""
+seq, kind, part, enc, digest)``, where ``enc`` is event ``seq``'s stored item
+(:data:`~unbroken.protocol.items.chunk_item`) and ``digest`` the chain digest after
+it; ``True`` when the reader took it (it was sent on), ``False`` to be told the usual
+way (its :data:`Listener`)."""
 
 #: ``head`` given to listeners of a stream retention dropped: ``gone(expired)``.
 DROPPED: Final = -1

@@ -27,7 +27,7 @@ from ..protocol.events import Event, Kind
 from ..protocol.items import (
     Segment,
     chain_stored,
-    chunk_into,
+    chunk_item,
     decode_one,
     item_run,
     items_array,
@@ -357,16 +357,19 @@ class MemoryStore:
         buf = s.buf
         assert isinstance(buf, bytearray)
         size = len(buf)
-        chunk_into(body, buf, -1)
-        buf.append(_COMMA)
-        end = len(buf)
-        add = end - size
-        try:
+        # encoded apart, then added: the log grows by CPython's margin (~1/8), not
+        # by the encoder's (encode_into leaves half of it again spare)
+        enc = chunk_item(body)
+        add = len(enc) + 1
+        retention = self.retention
+        if (
+            size + add > retention.max_stream_bytes
+            or self.total_bytes + add > retention.max_total_bytes
+        ):
             self._make_room(stream, size, add)
-        except BaseException:
-            del buf[size:]
-            raise
-        log_ends.append(end)
+        buf += enc
+        buf.append(_COMMA)
+        log_ends.append(size + add)
         if new_run:
             s.add_run(seq, kind, part)
         if not seq % CHECKPOINT:
@@ -378,7 +381,7 @@ class MemoryStore:
         push = s.push
         if push is not None:
             try:
-                if push(stream, seq, kind, part, buf, size, end, digest):
+                if push(stream, seq, kind, part, enc, digest):
                     return add
             except Exception:  # a reader must never break the producer: told as usual
                 log.exception("stream push failed stream=%s", stream)
