@@ -16,6 +16,7 @@ from ..errors import (
     LogDiverged,
     LogFull,
     StaleProducer,
+    StoreUnavailable,
     StreamTooLarge,
     UnknownAgent,
 )
@@ -112,6 +113,13 @@ class Hub:
         #: starts whose create is under way, by (owner, scope, req): a start repeated
         #: meanwhile (its client told the log was slow) waits for the same create
         self._creating: dict[tuple[str, str, str], asyncio.Future[Created]] = {}
+        #: the task doing each of those creates (shutdown cancels one still at it
+        #: when its grace is over)
+        self._creators: dict[asyncio.Future[Created], asyncio.Task[Any]] = {}
+        #: creates that shutdown cancelled (their callers get StoreUnavailable)
+        self._shed: set[asyncio.Future[Created]] = set()
+        #: shutdown's grace is over: a run a create starts now is stopped at once
+        self._drained = False
         self.accepting = True
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -260,9 +268,19 @@ class Hub:
         self.gate.admitted(key)  # held across the create: concurrent starts count it
         outcome: asyncio.Future[Created] = asyncio.get_running_loop().create_future()
         self._creating[flight] = outcome
+        task = asyncio.current_task()
+        if task is not None:
+            self._creators[outcome] = task
         try:
             created = await self._create(principal, req, agent, input, key)
         except asyncio.CancelledError:
+            if outcome in self._shed and task is not None and task.uncancel() == 0:
+                # shutdown gave up on it (its grace is over): its callers are told the
+                # log did not answer (they start again on another node); no run
+                gone = StoreUnavailable("the log did not answer within the shutdown's grace")
+                outcome.set_exception(gone)
+                outcome.exception()
+                raise gone from None
             outcome.cancel()
             raise
         except BaseException as exc:
@@ -272,6 +290,8 @@ class Hub:
         finally:
             if self._creating.get(flight) is outcome:
                 del self._creating[flight]
+            self._creators.pop(outcome, None)
+            self._shed.discard(outcome)
         outcome.set_result(created)
         return created
 
@@ -310,6 +330,8 @@ class Hub:
             name=f"unbroken-run-{created.stream}",
         )
         log.info("run started stream=%s agent=%s owner=%s", created.stream, agent, principal.id)
+        if self._drained:  # its create ignored shutdown's cancel: stopped as the rest were
+            asyncio.get_running_loop().call_soon(self._stop, run, "shutdown")
         return created
 
     def _redacted(self, exc: BaseException) -> str:
@@ -470,30 +492,73 @@ class Hub:
     # ------------------------------------------------------------ shutdown
     async def shutdown(self, grace: float) -> None:
         """Refuse new runs, let running ones finish within ``grace`` seconds, then
-        end the rest ``failed: shutdown``."""
+        end the rest ``failed: shutdown``.
+
+        One budget: a start still creating its stream (its log slow) is waited for
+        within the same ``grace``, and its run drains with the others; one still
+        creating when the grace is over is cancelled (its callers get
+        :class:`StoreUnavailable`), as the runs are stopped. What was stopped gets
+        5 s more to end (an agent or a store that swallows cancellation is logged)."""
         self.accepting = False
-        creating = list(self._creating.values())
-        if creating:  # starts whose log is slow: their runs are drained with the others
-            await asyncio.wait(creating, timeout=grace)
-        runs = list(self.runs.values())
-        if runs:
-            log.info("draining runs=%d grace=%.1fs", len(runs), grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        if self.runs or self._creating:
+            log.info(
+                "draining runs=%d creating=%d grace=%.1fs",
+                len(self.runs),
+                len(self._creating),
+                grace,
+            )
+        while True:
+            creating: list[asyncio.Future[Any]] = [
+                f for f in self._creating.values() if not f.done()
+            ]
+            runs = [r for r in self.runs.values() if not r.done.is_set()]
+            left = deadline - loop.time()
+            if (not creating and not runs) or left <= 0:
+                break
             waits = [asyncio.ensure_future(r.done.wait()) for r in runs]
-            _, pending = await asyncio.wait(waits, timeout=grace)
-            for w in pending:
-                w.cancel()
-            for r in list(self.runs.values()):
-                self._stop(r, "shutdown")
-            left = [r for r in runs if not r.done.is_set()]
-            if left:
-                try:
-                    # not wait_for: on 3.11 it loses a cancel of this drain that comes
-                    # as the last run ends (the lifespan's shutdown would go on)
-                    async with asyncio.timeout(5.0):
-                        await asyncio.gather(*(r.done.wait() for r in left))
-                except TimeoutError:  # an agent that swallows cancellation
-                    stuck = [r.stream for r in left if not r.done.is_set()]
-                    log.error("runs did not stop on shutdown streams=%s", ",".join(stuck))
+            every = asyncio.gather(*waits) if creating and waits else None
+            try:
+                if creating:  # a create that ends adds its run: wait again with it
+                    if every is not None:
+                        creating.append(every)
+                    await asyncio.wait(creating, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                else:
+                    await asyncio.wait(waits, timeout=left)
+            finally:
+                if every is not None:
+                    every.cancel()
+                for w in waits:
+                    w.cancel()
+        self._drained = True
+        shed = [f for f in self._creating.values() if not f.done()]
+        for f in shed:
+            creator = self._creators.get(f)
+            if creator is not None:
+                self._shed.add(f)
+                creator.cancel()
+        if shed:
+            log.warning(
+                "starts still creating at the end of the grace cancelled count=%d", len(shed)
+            )
+        for r in list(self.runs.values()):
+            self._stop(r, "shutdown")
+        try:
+            # not wait_for: on 3.11 it loses a cancel of this drain that comes
+            # as the last run ends (the lifespan's shutdown would go on)
+            async with asyncio.timeout(5.0):
+                if shed:
+                    await asyncio.wait(shed)
+                    await asyncio.sleep(0)  # a run such a create started: stopped now
+                stopping = [r for r in self.runs.values() if not r.done.is_set()]
+                await asyncio.gather(*(r.done.wait() for r in stopping))
+        except TimeoutError:  # an agent (or a store) that swallows cancellation
+            stuck = [r.stream for r in self.runs.values() if not r.done.is_set()]
+            log.error("runs did not stop on shutdown streams=%s", ",".join(stuck))
+            reqs = [flight[2] for flight, f in self._creating.items() if not f.done()]
+            if reqs:
+                log.error("starts did not stop on shutdown reqs=%s", ",".join(reqs))
         for task in (self._sweeper, self._watchdog):
             if task is not None:
                 task.cancel()
