@@ -47,15 +47,15 @@ async def test_latency_delays_each_round_trip_but_pipelines_a_burst(
     client.send(b"ping")
     await asyncio.wait_for(client.wait_bytes(4), T)
     assert _loop_time() - start >= 0.05
-    # a burst of 20 writes is delayed once, not 20 times (1 s if serial)
+    # a burst of 40 writes is delayed once, not 40 times (2 s if serial)
     start = _loop_time()
-    payload = os.urandom(20 * 5000)
-    for i in range(20):
+    payload = os.urandom(40 * 5000)
+    for i in range(40):
         client.send(payload[i * 5000 : (i + 1) * 5000])
     got = await asyncio.wait_for(client.wait_bytes(4 + len(payload)), T)
     elapsed = _loop_time() - start
     assert got == b"ping" + payload
-    assert 0.05 <= elapsed < 0.5
+    assert 0.05 <= elapsed < 1.0  # half the serial time: a loaded machine's margin
 
 
 async def test_latency_added_to_a_live_connection_and_removed_mid_delay(

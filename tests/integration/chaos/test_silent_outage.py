@@ -21,7 +21,8 @@ async def test_a_silent_outage_accepts_new_connections_and_passes_nothing(
     before = await connect(echo_proxy.port)
     before.send(b"ping")
     assert await asyncio.wait_for(before.wait_bytes(4), T) == b"ping"
-    outage = asyncio.create_task(net.simulate_silent_outage(0.6, mode="blackhole"))
+    # long enough that the checks below run inside it on a loaded machine
+    outage = asyncio.create_task(net.simulate_silent_outage(1.5, mode="blackhole"))
     await asyncio.wait_for(echo_proxy.wait_until(lambda: len(echo_proxy.toxics) == 2), T)
     # a connection made during the outage is accepted (not refused) and hears nothing
     during = await connect(echo_proxy.port)

@@ -167,7 +167,8 @@ async def test_the_reconnect_deadline_bounds_attempts_against_a_silent_server() 
         for w in silent:
             w.close()
         server.close()
-    assert exc.value.elapsed <= 2.0 + 0.5  # never a whole open_timeout past the deadline
+    # never a whole open_timeout (5 s) past the deadline; 2 s to spare under load
+    assert exc.value.elapsed <= 2.0 + 2.0
     assert len(silent) >= 2  # fresh attempts were started while earlier ones hung
 
 

@@ -220,7 +220,7 @@ async def test_an_outage_longer_than_outage_timeout_fails_the_append(
         t = time.monotonic()
         with pytest.raises(StoreUnavailable):
             await s.append(c.stream, c.producer, text_batch(1, 3, seed_of(c.stream, c.epoch)))
-        assert time.monotonic() - t < 3
+        assert time.monotonic() - t < 10  # its 0.5 s, with room on a loaded machine (not 30 s)
     finally:
         await s.close()
 
