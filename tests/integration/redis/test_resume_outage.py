@@ -179,6 +179,8 @@ async def test_a_resume_pending_while_redis_restarts_ends_exact_once_it_is_back(
             assert connections(client) == 1
 
 
+@pytest.mark.full  # 7 s; default tier: LogUnavailable past the policy on a refusing
+# store (server/test_store_outage.py), a pending resume outliving request_timeout here
 async def test_past_the_policy_a_pending_resume_fails_with_log_unavailable(
     private_redis: RedisServer,
 ) -> None:

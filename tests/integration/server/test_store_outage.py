@@ -467,6 +467,8 @@ async def test_a_start_waiting_for_a_hung_log_does_not_stop_the_connection_readi
     assert kit.calls["gc"] == 1  # one run, however many starts were sent
 
 
+@pytest.mark.full  # 4 s; default tier: the same client flow on a paused real Redis
+# (redis/test_resume_outage.py) and the wire-level hung-create test above
 async def test_a_start_whose_log_hangs_is_sent_again_by_the_client_and_runs_once(
     served: ServeKit,
 ) -> None:
