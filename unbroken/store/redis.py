@@ -200,6 +200,15 @@ return 0
 
 # KEYS: the epoch key. Returns {epoch or "", seconds, microseconds}: the lease loop's
 # clock on a cluster (the leases themselves are judged by each stream's own node).
+# a req's claim whose stream never came (its creator died between claim and meta)
+# is dropped only if it still names that stream: never a newer claim
+_DROP_CLAIM: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 _CLOCK: Final = """
 local t = redis.call('TIME')
 return {redis.call('GET', KEYS[1]) or '', t[1], t[2]}
@@ -417,6 +426,7 @@ class RedisStore:
         self._claim_script = self._r.register_script(_CLAIM)
         self._finish_script = self._r.register_script(_FINISH)
         self._clock_script = self._r.register_script(_CLOCK)
+        self._drop_claim_script = self._r.register_script(_DROP_CLAIM)
         self._shas = {
             _CLAIM: self._claim_script.sha,
             _FINISH: self._finish_script.sha,
@@ -695,7 +705,7 @@ class RedisStore:
                         token = await self._r.hget(self._meta_key(sid), "producer")
                         if token is not None:
                             return Created(sid, self._epoch, False, token.decode())
-                        await self._r.delete(rkey)  # its stream expired: start afresh
+                        await self._stale_claim(rkey, sid, keep)
                     continue
             token = secrets.token_hex(8)
             pipe = self._r.pipeline(transaction=False)
@@ -748,6 +758,25 @@ class RedisStore:
             self._held[stream] = 0
             return Created(stream, self._epoch, True, token)
         raise UnbrokenError(f"could not create a stream for req {req!r}")
+
+    async def _stale_claim(self, rkey: str, sid: str, keep: int) -> None:
+        """``rkey`` claims stream ``sid``, which has no meta. A claim younger than a
+        creator's longest wait (``outage_timeout``, and 5 s more) is a create under
+        way, on another node or in another call (its meta is written next): deleting
+        it would make a second stream for the same req, so this start is told the
+        log is not ready (:class:`StoreUnavailable`: its client starts it again, then
+        gets that stream). An older one was left by a creator that died between the
+        claim and the meta, or outlived its expired stream: dropped (if it still names
+        ``sid``) to start afresh."""
+        left = await self._r.pttl(rkey)
+        if left == -2:  # gone meanwhile: claim again
+            return
+        if left >= 0 and keep - left < (self.outage_timeout + 5.0) * 1000:
+            log.info("start waits for a create under way elsewhere stream=%s", sid)
+            raise StoreUnavailable(
+                f"the stream of this request is being created (claim {sid}); start again"
+            )
+        await self._drop_claim_script(keys=[rkey], args=[sid])
 
     async def _carry(self, stream: str, batch: AppendBatch) -> tuple[int, str] | None:
         """The run a batch continues (none if its first event starts a run)."""
