@@ -147,3 +147,53 @@ async def test_a_create_that_ends_within_the_grace_drains_with_the_runs() -> Non
     meta = await store.meta(created.stream)
     assert meta is not None and (meta.status, meta.error) == ("completed", "")
     assert not store.cancelled.is_set() and not hub.runs
+
+
+class StubbornStore(GatedStore):
+    """A create that swallows its cancel and finishes once the gate opens (a store
+    call that does not stop when cancelled)."""
+
+    async def create(self, owner: str, req: str, now: float, scope: str = "") -> Created:
+        if req in self.slow:
+            self.entered.set()
+            while not self.gate.is_set():
+                try:
+                    await self.gate.wait()
+                except asyncio.CancelledError:
+                    self.cancelled.set()
+        return await MemoryStore.create(self, owner, req, now, scope)
+
+
+async def test_a_create_that_ignores_the_cancel_has_its_run_stopped_and_drained() -> None:
+    store = StubbornStore()
+    hub, _ = make_hub(store)
+    store.slow.add("r-slow")
+    start = asyncio.ensure_future(hub.start(Principal("p"), "r-slow", "forever", None))
+    await store.entered.wait()
+    shutdown = asyncio.ensure_future(hub.shutdown(grace=0.0))
+    await store.cancelled.wait()
+    store.gate.set()  # it creates the stream after all
+    async with asyncio.timeout(10):
+        await shutdown
+    assert start.done()
+    created = start.result()  # it was not told otherwise: its run ended at once
+    meta = await store.meta(created.stream)
+    assert meta is not None and (meta.status, meta.error) == ("failed", "shutdown")
+    assert not hub.runs and running(store) == []
+
+
+async def test_a_hub_served_again_after_a_shutdown_runs_its_starts() -> None:
+    """The lifespan serves an app again after a shutdown (accepting again): its runs
+    are not stopped as the last drain's late ones were."""
+    store = GatedStore()
+    hub, _ = make_hub(store)
+    await hub.shutdown(grace=0.0)
+    hub.accepting = True  # what the lifespan does when served again
+    created = await hub.start(Principal("p"), "r-again", "forever", None)
+    run = hub.runs[created.stream]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert run.stop_reason == "" and not run.done.is_set()
+    await hub.shutdown(grace=0.0)
+    meta = await store.meta(created.stream)
+    assert meta is not None and (meta.status, meta.error) == ("failed", "shutdown")

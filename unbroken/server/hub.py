@@ -330,7 +330,7 @@ class Hub:
             name=f"unbroken-run-{created.stream}",
         )
         log.info("run started stream=%s agent=%s owner=%s", created.stream, agent, principal.id)
-        if self._drained:  # its create ignored shutdown's cancel: stopped as the rest were
+        if self._drained and not self.accepting:  # its create ignored shutdown's cancel
             asyncio.get_running_loop().call_soon(self._stop, run, "shutdown")
         return created
 
@@ -500,6 +500,7 @@ class Hub:
         :class:`StoreUnavailable`), as the runs are stopped. What was stopped gets
         5 s more to end (an agent or a store that swallows cancellation is logged)."""
         self.accepting = False
+        self._drained = False  # a hub served again (the lifespan) drains afresh
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         if self.runs or self._creating:
