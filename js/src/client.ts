@@ -1415,9 +1415,15 @@ export class Client {
     let again: () => void;
     let delay: number | null = wait;
     const startAgain = (): void => {
+      // not when a welcome sent it meanwhile (that start is still unanswered)
+      if (!st._resendDue) return;
       st._resendDue = false;
       if (st._state === "starting" && !st.done) this._send({ t: "start", req: st.req, agent: st.agent, input: st.input });
     };
+    if (e.req !== null && e.stream === null && st.id && (RETRYABLE_START.has(e.code) || e.code === "unavailable")) {
+      // a stale answer to a start already answered `started` (protocol §9): nothing to do
+      return;
+    }
     if (RETRYABLE_START.has(e.code) && e.req !== null && !st.id) {
       if (++st._refusals >= (this.policy.maxAttempts ?? 12)) return this._fail(st, new Overloaded(e.message || e.code, wait));
       st._resendDue = true;

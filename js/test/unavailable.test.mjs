@@ -166,3 +166,73 @@ test("a start whose log stays unreachable fails with LogUnavailable naming its r
   assert.equal(server.sockets[0].sent.filter((f) => f.t === "start").length, 3, "the start, then sent again twice");
   await client.close();
 });
+
+test("a start re-sent at welcome is not sent again by the retry timer of the connection before", async () => {
+  // conn0 answers the start `unavailable {req}` and drops; conn1's start (sent at
+  // welcome) is held unanswered past the retry timer: one start only, then `started`
+  let opened = 0;
+  let timerDone;
+  const timerFired = new Promise((r) => (timerDone = r));
+  const sockets = [];
+  class WS {
+    constructor() {
+      Object.assign(this, { readyState: 0, protocol: "", sent: [], n: opened++ });
+      sockets.push(this);
+      setTimeout(() => {
+        this.readyState = 1;
+        this.protocol = "unbroken.v1";
+        this.onopen?.({});
+      }, 0);
+    }
+    send(data) {
+      const f = decodeClient(data);
+      this.sent.push(f);
+      if (f.t === "hello") setTimeout(() => this.push({ t: "welcome", session: "x", heartbeat_ms: 1000, epoch: EPOCH, caps: [CAP_UNAVAILABLE] }), 0);
+      else if (f.t === "start" && this.n === 0)
+        setTimeout(() => {
+          this.push(startUnavailable(f));
+          this.close(1011, "drop");
+        }, 0);
+    }
+    push(f) {
+      if (this.readyState === 1) this.onmessage?.({ data: encode(f) });
+    }
+    close(code = 1000, reason = "") {
+      if (this.readyState >= 2) return;
+      this.readyState = 3;
+      setTimeout(() => this.onclose?.({ code, reason }), 0);
+    }
+  }
+  const onEvent = (e) => {
+    // set in the same tick as the client's retry timer, later: it fires after it
+    if (e.kind === "unavailable") setTimeout(timerDone, e.delay * 1000 + 20);
+  };
+  const client = new Client("ws://x", { WebSocket: WS, storage: null, lifecycle: false, onEvent, seed: 1, policy: { base: 0.001, cap: 0.002 } });
+  try {
+    const started = client.start("agent", null, { req: "r1" });
+    await timerFired;
+    assert.equal(sockets.length, 2, "reconnected before the retry timer fired");
+    const starts = sockets[1].sent.filter((f) => f.t === "start");
+    assert.equal(starts.length, 1, "the start sent at welcome, not again by the old timer");
+    sockets[1].push({ t: "started", req: "r1", stream: S1, epoch: EPOCH });
+    assert.equal((await started).id, S1);
+  } finally {
+    await client.close();
+  }
+});
+
+test("a stale error about the req of a started stream (a duplicate start's answer) leaves it be", async () => {
+  const server = scripted();
+  const { client, st1, st2 } = await twoStreams(server);
+  try {
+    const ws = server.sockets[0];
+    ws.push(startUnavailable({ req: "r1" }));
+    ws.push({ t: "error", code: "overloaded", message: "busy", stream: null, req: "r2", retry_after_ms: 10 });
+    assert.equal(st1.done, false, "the started stream goes on");
+    assert.equal(st2.done, false, "the started stream goes on");
+    assert.equal(ws.readyState, 1, "the connection goes on");
+    assert.equal(ws.sent.filter((f) => f.t === "start").length, 2, "nothing sent again");
+  } finally {
+    await client.close();
+  }
+});

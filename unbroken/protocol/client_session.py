@@ -585,12 +585,15 @@ class ClientSession:
 
     def resend_start(self, req: str) -> Start | None:
         """The start of ``req`` to send again now (after :class:`RetryStart`), or
-        ``None`` when it was answered, ended, or waits for the next connection
-        (which sends it after ``welcome``)."""
+        ``None`` when it was answered, ended, was sent again by a ``welcome`` meanwhile
+        (still unanswered: never twice), or waits for the next connection (which sends
+        it after ``welcome``)."""
         cs = self.by_req.get(req)
-        if cs is None or cs.state is not StreamState.STARTING or self.state is not _READY:
+        if cs is None or not cs.resend_due:  # a welcome sent it meanwhile: unanswered yet
             return None
         cs.resend_due = False
+        if cs.state is not StreamState.STARTING or self.state is not _READY:
+            return None
         return Start(cs.req, cs.agent, cs.input)
 
     def resend_resume(self, req: str) -> Resume | None:
@@ -662,6 +665,13 @@ class ClientSession:
             cs = self.by_stream.get(error.stream)
         if cs is None:
             return None
+        if (
+            error.req is not None
+            and error.stream is None
+            and cs.stream
+            and (error.code in RETRYABLE_START or error.code == ErrorCode.UNAVAILABLE)
+        ):
+            return None  # a stale answer to a start already answered ``started`` (§9)
         if error.code in RETRYABLE_START and error.req is not None and not cs.stream:
             cs.start_attempts += 1
             wait = (error.retry_after_ms or 1000) / 1000

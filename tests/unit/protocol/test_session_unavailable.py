@@ -17,7 +17,7 @@ from unbroken.protocol.client_session import (
     StreamState,
 )
 from unbroken.protocol.events import Kind, chunk
-from unbroken.protocol.frames import Error, Resume, Resumed, Started, Welcome, encode
+from unbroken.protocol.frames import Error, Resume, Resumed, Start, Started, Welcome, encode
 
 from .strategies import EPOCH, encode_frames
 
@@ -150,3 +150,33 @@ def test_a_start_whose_log_is_unreachable_is_sent_again_then_fails_past_the_poli
     err = action.error
     assert isinstance(err, LogUnavailable) and err.stream == "" and err.req == "r9"
     assert err.attempts == 2 and "start r9" in str(err) and "r9" not in client.by_req
+
+
+def test_a_start_sent_again_at_welcome_is_not_sent_again_by_the_earlier_retry() -> None:
+    """A start answered ``unavailable {req}``, then the connection drops: the next
+    welcome sends it again; the retry asked for by the earlier answer, due later,
+    sends nothing (two starts of one req would both be answered ``started``)."""
+    client = ClientSession(rng=random.Random(7))
+    client.connect()
+    client.receive(WELCOME)
+    client.start("r9", "agent", None)
+    told = Error(code="unavailable", message="slow", req="r9", retry_after_ms=1000)
+    assert isinstance(client.server_error(told, now=0.0), RetryStart)
+    client.connection_lost()
+    client.connect()
+    client.receive(WELCOME)
+    assert [f.req for f in client.after_welcome() if isinstance(f, Start)] == ["r9"]
+    assert client.expecting_frames()
+    assert client.resend_start("r9") is None  # the timer of the connection before
+    client.receive(encode(Started(req="r9", stream=S1, epoch=EPOCH)))
+    assert client.by_req["r9"].state is StreamState.ATTACHED
+
+
+def test_a_stale_error_about_the_req_of_a_started_stream_leaves_it_be() -> None:
+    """``unavailable`` or a load refusal about the ``req`` of a stream already
+    started (the answer to a duplicate start) changes nothing."""
+    client = session()
+    for code in ("unavailable", "overloaded", "rate_limited", "shutting_down"):
+        stale = Error(code=code, message="late", req="r1", retry_after_ms=10)
+        assert client.server_error(stale, now=0.0) is None
+    assert client.by_req["r1"].state is StreamState.ATTACHED
