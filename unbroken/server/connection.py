@@ -206,6 +206,7 @@ class Connection:
         "_send_started",
         "_send_sync",
         "_slow",
+        "_starting",
         "_task",
         "_tick_pending",
         "_unavailable_cap",
@@ -326,6 +327,7 @@ class Connection:
         #: starts and cancels being carried out (they may wait for the log): not
         #: cancelled when the connection ends (a start half made, a cancel unsent)
         self._running: set[asyncio.Task[None]] | None = None  # only while some run (216 B)
+        self._starting: set[str] | None = None  # reqs of starts not answered yet (protocol §9)
         #: refreshes accepted on this connection
         self.refreshes = 0
         self._counts = hub.observer.counts  # bytes in/out: plain ints (unbroken.observe)
@@ -612,7 +614,14 @@ class Connection:
             # RELEASED: its end was sent, or retention dropped it, while this ack
             # was on its way: nothing left to do
         elif isinstance(frame, Start):
-            self._later(self._start(frame), "start", frame.req)
+            starting = self._starting
+            if starting is None:
+                starting = self._starting = set()
+            if frame.req in starting:  # one answer per start on a connection (protocol §9)
+                log.warning("start ignored conn=%s req=%s: one is unanswered", self.id, frame.req)
+            else:
+                starting.add(frame.req)
+                self._later(self._start(frame), "start", frame.req)
         elif isinstance(frame, Resume):
             self._resume_later(frame)
         elif isinstance(frame, Cancel):
@@ -730,6 +739,22 @@ class Connection:
         )
 
     async def _start(self, frame: Start) -> None:
+        told: list[bool] = []  # answered unavailable already (the log was slow)
+        try:
+            await self._start_answer(frame, told)
+        finally:
+            if not told:  # else done when told
+                self._start_done(frame.req)
+
+    def _start_done(self, req: str) -> None:
+        """The start of ``req`` is answered: a next one is carried out again."""
+        starting = self._starting
+        if starting is not None:
+            starting.discard(req)
+            if not starting:
+                self._starting = None
+
+    async def _start_answer(self, frame: Start, told: list[bool]) -> None:
         assert self.principal is not None
         if not self.hub.accepting:
             self._error(
@@ -751,7 +776,6 @@ class Connection:
                 retry_after_ms=max(1, int(wait * 1000)),
             )
             return
-        told: list[bool] = []  # answered unavailable already (the log was slow)
         bound = store_wait(self.config.heartbeat)
 
         def late() -> None:
@@ -759,6 +783,7 @@ class Connection:
             # again (same req) while this create goes on (its run starts once)
             if not self._closed:
                 told.append(True)
+                self._start_done(frame.req)  # the client sends it again (same req)
                 slow = StoreUnavailable(f"the log did not answer within {bound:.1f}s")
                 self._unreachable(None, slow, req=frame.req)
 
@@ -798,6 +823,9 @@ class Connection:
             if created.created:  # as if attached and dropped (its abandon timer runs)
                 self.hub.attached(created.stream)
                 self.hub.detached(created.stream)
+            return
+        if created.stream in self.atts:  # started (or resumed) on it already: not twice
+            log.warning("start ignored conn=%s req=%s: its stream is attached", self.id, frame.req)
             return
         self._queue(self._encode(Started(frame.req, created.stream, created.epoch)))
         log.info(

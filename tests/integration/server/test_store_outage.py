@@ -494,3 +494,58 @@ async def test_a_start_whose_log_hangs_is_sent_again_by_the_client_and_runs_once
         assert await text_of(st) == "started done"
         assert connections(client) == 1, client.history
     assert list(kit.calls.values()) == [1]
+
+
+class Logged(logging.Handler):
+    """Sets an event once a record containing ``text`` is logged under ``unbroken``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.WARNING)
+        self.text = text
+        self.seen = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self._loop.call_soon_threadsafe(self.seen.set)
+
+    async def wait(self) -> None:
+        await asyncio.wait_for(self.seen.wait(), TIMEOUT)
+
+    def __enter__(self) -> Logged:
+        logging.getLogger("unbroken").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("unbroken").removeHandler(self)
+
+
+async def test_a_start_sent_twice_on_one_connection_is_answered_once(
+    served: ServeKit,
+) -> None:
+    """Two starts of one ``req`` on one connection while its create waits for the log
+    (a client's start sent at welcome, then by a retry timer): the second is ignored,
+    the first answered ``started`` once; a start of a stream attached on the
+    connection already is ignored too (protocol §9)."""
+    store = LookupsHang()
+    kit, srv = await served(store=store, heartbeat=10.0)  # the bound (20 s) never fires
+    async with connect(srv.url, subprotocols=["unbroken.v1"]) as ws:  # type: ignore[list-item]
+        raw = Raw(ws)
+        await raw.send(Hello(caps=["unavailable"]))
+        await raw.until(t="welcome")
+        store.hung = True
+        with Logged("one is unanswered") as ignored:
+            await raw.send(Start("gc", "forever", "gc"))
+            await raw.send(Start("gc", "forever", "gc"))
+            await ignored.wait()
+        store.hung = False
+        store.back.set()
+        started = await raw.until(t="started", req="gc")
+        with Logged("its stream is attached") as ignored:
+            await raw.send(Start("gc", "forever", "gc"))  # attached already
+            await ignored.wait()
+        kit.gates["gc"].set()
+        assert await raw.end(started["stream"]) == "completed"
+    answers = [f for f in raw.frames if f["t"] in ("started", "error")]
+    assert answers == [started], answers
+    assert kit.calls["gc"] == 1
