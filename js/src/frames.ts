@@ -170,7 +170,10 @@ export const CLIENT_FRAMES: Record<string, readonly Field[]> = {
 };
 
 export const isLimits: Check = (v) => {
-  if (typeof v !== "object" || v === null || Array.isArray(v)) return false;
+  // a map: JSON's object, MessagePack's (no prototype); not an array, bytes or a float (a Number)
+  if (typeof v !== "object" || v === null) return false;
+  const proto = Object.getPrototypeOf(v);
+  if (proto !== null && proto !== Object.prototype) return false;
   for (const k of LIMIT_FIELDS) {
     const x = (v as Record<string, unknown>)[k];
     if (x !== undefined && !isPositive(x)) return false;
@@ -472,7 +475,8 @@ export function encode(frame: ClientFrame | ServerFrame | Record<string, unknown
 }
 
 // ------------------------------------------------------------------ items
-export const CHUNK_KIND: Record<string, KindByte> = { text: 1, json: 2, data: 3 };
+/** (no prototype: `CHUNK_KIND["constructor"]` is undefined, not a kind) */
+export const CHUNK_KIND: Record<string, KindByte> = Object.assign(Object.create(null), { text: 1, json: 2, data: 3 });
 export const STATUSES = ["completed", "failed", "cancelled"];
 
 /**
@@ -511,7 +515,7 @@ export function eventsOf(frame: Events, partKinds: Map<string, string> = new Map
       continue;
     }
     if (typeof p !== "string" || !PART_ID.test(p)) bad(`events: item ${i} has an invalid part id`);
-    const chunk = CHUNK_KIND[k as string];
+    const chunk = typeof k === "string" ? CHUNK_KIND[k] : undefined;
     if (chunk !== undefined) {
       const d = item.d;
       if (typeof d !== "string") bad(`events: item ${i} has no string d`);
@@ -524,7 +528,7 @@ export function eventsOf(frame: Events, partKinds: Map<string, string> = new Map
       const pk = item.pk;
       const mime = item.mime ?? "";
       const schema = item.schema ?? "";
-      if (CHUNK_KIND[pk as string] === undefined) bad(`events: part_start with a bad part kind`);
+      if (typeof pk !== "string" || CHUNK_KIND[pk] === undefined) bad(`events: part_start with a bad part kind`);
       if (typeof mime !== "string" || mime.length > 4096 || mime.includes("\0")) bad("events: part_start with an invalid mime");
       if (typeof schema !== "string") bad("events: part_start with an invalid schema");
       partKinds.set(p, pk as string);

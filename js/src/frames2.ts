@@ -8,7 +8,7 @@
  */
 import { fromHex, toHex } from "./digest.js";
 import { ProtocolError } from "./errors.js";
-import { CHUNK_KIND, CloseCode, DEFAULT_LIMITS, Kind, PART_ID, STATUSES, bad, type ClientFrame, type Event, type KindByte } from "./frames.js";
+import { CHUNK_KIND, CloseCode, DEFAULT_LIMITS, Kind, PART_ID, STATUSES, bad, isLimits, type ClientFrame, type Event, type KindByte } from "./frames.js";
 import { packFrame, unpack, unpackBatch } from "./msgpack.js";
 
 /** Capability (v2): the server may send a large message deflated, `[13, bin]` (§19.6). */
@@ -56,8 +56,8 @@ export function decodeServerV2(v: unknown): Record<string, unknown> {
     }
     case 2: {
       const [, session, heartbeat_ms, epoch, limits = {}, caps = [], anon = null, exp = null] = v;
-      ok = str(session, 64) && int(heartbeat_ms, 1, SAFE) && isId(epoch) && typeof limits === "object" && limits !== null && !Array.isArray(limits) && !(limits instanceof Uint8Array);
-      for (const k in DEFAULT_LIMITS) if (ok && limits[k] !== undefined) ok = int(limits[k], 1, SAFE);
+      // limits: a map (not bytes, nor a float: a Number object), each limit a positive int
+      ok = str(session, 64) && int(heartbeat_ms, 1, SAFE) && isId(epoch) && isLimits(limits);
       ok &&= Array.isArray(caps) && caps.length <= 32 && caps.every((c) => str(c, 64)) && (anon === null || isId(anon));
       out = { t: "welcome", session, heartbeat_ms, epoch, limits: { ...DEFAULT_LIMITS, ...limits }, caps, anon, auth_exp: time(exp) };
       break;
@@ -125,7 +125,7 @@ export function decodeServerV2(v: unknown): Record<string, unknown> {
           ? []
           : items.map((it: unknown) => {
               const [stream, agent, epoch, head, h, status = "running"] = Array.isArray(it) ? it : [];
-              ok &&= (it as unknown[]).length <= 6 && isId(stream) && typeof agent === "string" && /^[A-Za-z0-9_.:-]{1,128}$/.test(agent) && isId(epoch) && int(head) && isBin(h, 16) && status === "running";
+              ok &&= Array.isArray(it) && it.length <= 6 && isId(stream) && typeof agent === "string" && /^[A-Za-z0-9_.:-]{1,128}$/.test(agent) && isId(epoch) && int(head) && isBin(h, 16) && status === "running";
               return { stream, agent, epoch, head, h: ok ? toHex(h) : "", status };
             }),
       };
@@ -231,7 +231,7 @@ export function eventsOfV2(seq: number, items: unknown[], partKinds: Map<string,
         error = len > 3 ? it[3] : "";
         if (len < 3 || len > 4 || !STATUSES.includes(p) || typeof error !== "string") bad(`events: item ${i}: an invalid end`);
         if (i !== n - 1) bad("events: end not last");
-        if (it[2] !== seq) bad(`events: end says ${it[2]}, is ${seq}`);
+        if (it[2] !== seq) bad(`events: end says ${typeof it[2] === "number" ? it[2] : typeof it[2]}, is ${seq}`);
         part = "";
         status = p;
         count = seq;
@@ -249,7 +249,7 @@ export function eventsOfV2(seq: number, items: unknown[], partKinds: Map<string,
           partKind = it[2];
           mime = len > 3 ? it[3] : "";
           schema = len > 4 ? it[4] : "";
-          if (len < 3 || len > 5 || CHUNK_KIND[partKind] === undefined) bad(`events: item ${i}: bad part kind`);
+          if (len < 3 || len > 5 || typeof partKind !== "string" || CHUNK_KIND[partKind] === undefined) bad(`events: item ${i}: bad part kind`);
           if (typeof mime !== "string" || mime.length > 4096 || mime.includes("\0")) bad("events: bad mime");
           if (typeof schema !== "string") bad("events: bad schema");
           partKinds.set(p, partKind);

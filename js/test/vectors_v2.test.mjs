@@ -292,7 +292,18 @@ test("decodeServerV2 (one decoder per frame) accepts and refuses what the field 
   const bin = (n) => new Uint8Array(n).fill(n);
   const pool = [null, -1, 0, 1, 7, 2 ** 32 - 1, 2 ** 32, 2 ** 53, 2 ** 53 - 1, 1.5, new Number(1.5), new Number(-1), true, "", "x", "a b", "x".repeat(64), "x".repeat(65), "x".repeat(4097),
     "running", "completed", "expired", "bogus", [], ["a"], [[]], ["x".repeat(65)], Array(33).fill("a"), bin(8), bin(12), bin(16), map({}), map({ window: 0 }), map({ window: 5 }), map({ other: "q" }),
-    [["s", "ag", "ep", 3, bin(16)]], [["s", "ag", "ep", 3, bin(16), "running"]], [["s", "ag", "ep", 3, bin(16), "done"]], [["s", "a g", "ep", 3, bin(16)]], [["s", "ag", "ep", -3, bin(16)]], [[1, 6]]];
+    [["s", "ag", "ep", 3, bin(16)]], [["s", "ag", "ep", 3, bin(16), "running"]], [["s", "ag", "ep", 3, bin(16), "done"]], [["s", "a g", "ep", 3, bin(16)]], [["s", "ag", "ep", -3, bin(16)]], [[1, 6]],
+    // nils and wrong types where an array or a map is read, nested
+    [null], [[null]], [new Number(2)], [map({})], [bin(16)], [["s", null, "ep", 3, bin(16)]], [["s", "ag", "ep", 3, null]], [["s", "ag", "ep", new Number(3), bin(16)]],
+    map({ window: null }), map({ window: new Number(2) }), map({ window: "5" }), map({ window: [] }), map({ constructor: 1 }), map({ __proto__: 1 })];
+  // a copy of `x` with one element, at any depth, replaced by one of the pool
+  const nested = (x, depth = 0) => {
+    if (!Array.isArray(x) || x.length === 0 || depth > 3) return pick(pool);
+    const y = [...x];
+    const at = Math.floor(r() * y.length);
+    y[at] = r() < 0.5 ? pick(pool) : nested(y[at], depth + 1);
+    return y;
+  };
   const bases = V2.frames.filter((f) => f.direction === "server" && !f.frames && !f.inflated_hex).map((f) => unpack(fromHex(f.frame_hex)));
   for (let t = 0; t <= 14; t++) bases.push([t]);
   const r = seededRng(41);
@@ -312,9 +323,7 @@ test("decodeServerV2 (one decoder per frame) accepts and refuses what the field 
     if (!grow && r() < 0.5 && v.length > 1) v.length = 1 + Math.floor(r() * (v.length - 1));
     for (let j = Math.floor(r() * 3); j > 0; j--) {
       const at = (r() < 0.05 ? 0 : 1) * (1 + Math.floor(r() * (v.length - (grow ? 0 : 1))));
-      // (a bin where a welcome's limits go: the tables took it, the decoder refuses it)
-      const x = pick(pool);
-      if (!(at === 4 && v[0] === 2 && x instanceof Uint8Array)) v[at] = x;
+      v[at] = r() < 0.3 && Array.isArray(v[at]) ? nested(v[at]) : pick(pool);
     }
     for (let j = 0; j < v.length; j++) if (!(j in v)) v[j] = null;
     const want = outcome(table, v);
@@ -322,5 +331,45 @@ test("decodeServerV2 (one decoder per frame) accepts and refuses what the field 
     if (want === "refused") refused++;
   }
   assert.ok(refused > 10_000 && refused < 29_000, `${refused} refused`);
-  assert.throws(() => decodeServerV2([2, "s", 400, "ep", bin(8)]), (e) => e instanceof ProtocolError && e.closeCode === 4000);
+  for (const v of [[2, "s", 400, "ep", bin(8)], [2, "s", 400, "ep", new Number(1.5)], [2, "s", 400, "ep", [1]], [12, 1, [null]], [12, 1, [7]], [12, 1, [map({})]], [12, 1, [["s", "ag", "ep", 3, null]]]])
+    assert.throws(() => decodeServerV2(v), (e) => e instanceof ProtocolError && e.closeCode === 4000, `tag ${v[0]}`);
+});
+
+test("eventsOfV2 refuses nils and wrong types at any depth with a ProtocolError (never a TypeError), on 20k mutated items", () => {
+  const r = seededRng(43);
+  const pool = [null, undefined, 0, 1, 4, 6, -1, 1.5, new Number(4), true, "", "x", "p", "text", "constructor", "__proto__", "toString", "completed", [], [null], ["text"], [4], Object.create(null), new Uint8Array(3)];
+  const pick = (a) => a[Math.floor(r() * a.length)];
+  const fresh = () => {
+    const x = pick(pool);
+    return Array.isArray(x) ? [...x] : x;
+  };
+  const bases = [
+    ["x"],
+    [[1, "p", "x"]],
+    [[4, "p", "text"], "x", [5, "p"]],
+    [[4, "p", "json", "application/json", "{}"], [2, "p", "{}"]],
+    [[5, "p", "err"]],
+    [[6, "completed", 1]],
+    [[6, "failed", 1, "boom"]],
+  ];
+  let refused = 0;
+  for (let i = 0; i < 20_000; i++) {
+    const items = structuredClone(pick(bases));
+    for (let j = 1 + Math.floor(r() * 2); j > 0; j--) {
+      const at = Math.floor(r() * items.length);
+      if (Array.isArray(items[at]) && r() < 0.7) items[at][Math.floor(r() * (items[at].length + 1))] = fresh();
+      else items[at] = fresh();
+    }
+    let events;
+    try {
+      events = eventsOfV2(1, items, new Map(), { part: "p", kind: 1 });
+    } catch (e) {
+      if (!(e instanceof ProtocolError && e.closeCode === 4000)) assert.fail(`${String(e)}: ${JSON.stringify(items)}`);
+      refused++;
+      continue;
+    }
+    for (const e of events)
+      for (const k of ["part", "body", "partKind", "mime", "schema", "status", "error"]) if (typeof e[k] !== "string") assert.fail(`${k} of ${JSON.stringify(items)}`);
+  }
+  assert.ok(refused > 5_000 && refused < 19_900, `${refused} refused`);
 });

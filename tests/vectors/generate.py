@@ -548,6 +548,34 @@ INVALID: list[tuple[str, str, str | bytes, int | None]] = [
         None,
     ),
     (
+        "item whose kind names an object property",
+        "server",
+        '{"t":"events","stream":"abc","seq":1,"items":[{"k":"constructor","p":"t","d":"x"}],'
+        '"h":"' + "0" * 32 + '"}',
+        None,
+    ),
+    (
+        "item whose kind is an object",
+        "server",
+        '{"t":"events","stream":"abc","seq":1,"items":[{"k":{"toString":1},"p":"t","d":"x"}],'
+        '"h":"' + "0" * 32 + '"}',
+        None,
+    ),
+    (
+        "part_start whose part kind is an array",
+        "server",
+        '{"t":"events","stream":"abc","seq":1,"items":[{"k":"part_start","p":"t","pk":["text"]}],'
+        '"h":"' + "0" * 32 + '"}',
+        None,
+    ),
+    (
+        "part_start whose part kind names an object property",
+        "server",
+        '{"t":"events","stream":"abc","seq":1,"items":[{"k":"part_start","p":"t","pk":"toString"}],'
+        '"h":"' + "0" * 32 + '"}',
+        None,
+    ),
+    (
         "part_start with NUL in mime",
         "server",
         '{"t":"events","stream":"abc","seq":1,"items":[{"k":"part_start","p":"t","pk":"text",'
@@ -878,6 +906,42 @@ def invalid_vectors_v2() -> dict[str, Any]:
             "name": "events with a 12-byte h (only 8 or 16)",
             "direction": "server",
             "frame_hex": _mp([1, 0, 1, ["x"], bytes(12)]),
+            "close_code": 4000,
+        },
+        {
+            "name": "welcome with a float for limits (a map or left out)",
+            "direction": "server",
+            "frame_hex": _mp([2, "s", 400, "Zm9vYmFy", 1.5]),
+            "close_code": 4000,
+        },
+        {
+            "name": "welcome with a nil limit",
+            "direction": "server",
+            "frame_hex": _mp([2, "s", 400, "Zm9vYmFy", {"window": None}]),
+            "close_code": 4000,
+        },
+        {
+            "name": "streams with a nil item",
+            "direction": "server",
+            "frame_hex": _mp([12, 1, [None]]),
+            "close_code": 4000,
+        },
+        {
+            "name": "streams item with a nil h",
+            "direction": "server",
+            "frame_hex": _mp([12, 1, [[sid, "agent", "Zm9vYmFy", 3, None]]]),
+            "close_code": 4000,
+        },
+        {
+            "name": "events part_start whose kind is an array",
+            "direction": "server",
+            "frame_hex": _mp([1, 0, 1, [[4, "p", ["text"]]], bytes.fromhex(h8)]),
+            "close_code": 4000,
+        },
+        {
+            "name": "events part_start whose kind names an object property",
+            "direction": "server",
+            "frame_hex": _mp([1, 0, 1, [[4, "p", "constructor"]], bytes.fromhex(h8)]),
             "close_code": 4000,
         },
     ]
