@@ -876,7 +876,10 @@ export class Client {
       }
       const url = this.urls[this._urlIndex % this.urls.length];
       this._progressed = false;
-      const budget = this._backoff?.remaining(now()) ?? null;
+      // the first connection may take at most the deadline; failed, its episode
+      // counts from when it began (the deadline bounds the first connect too)
+      const began = now();
+      const budget = this._backoff === null ? this.policy.deadline : this._backoff.remaining(began);
       let error: unknown;
       try {
         await this._connection(url, budget);
@@ -884,6 +887,7 @@ export class Client {
       } catch (e) {
         error = e;
       }
+      const welcomed = this._ready;
       this._connectionLost();
       if (this._closed) return;
       const shed = (error as { retryAfter?: number | null }).retryAfter;
@@ -898,7 +902,7 @@ export class Client {
         return;
       }
       const t = now();
-      if (this._progressed || this._backoff === null) this._backoff = new Backoff(this.policy, t, this._reconnectRng);
+      if (this._progressed || this._backoff === null) this._backoff = new Backoff(this.policy, welcomed ? t : began, this._reconnectRng);
       const b = this._backoff;
       const delay = b.nextDelay(t, typeof shed === "number" ? shed : null);
       if (delay === null) {

@@ -486,6 +486,34 @@ test("a start refused for load for longer than requestTimeout is sent again unti
   assert.ok(server.refusedAt.length >= 2);
 });
 
+test("the reconnect deadline bounds the first connection too", async () => {
+  // a WebSocket that never opens (a lost SYN, a stuck upgrade): with openTimeout 5 s
+  // and a 0.4 s deadline, the client gives up near 0.4 s, not after one 5 s opening
+  let tried = 0;
+  class Silent {
+    constructor() {
+      tried++;
+      this.readyState = 0;
+    }
+    send() {}
+    close() {
+      this.readyState = 3;
+    }
+  }
+  const policy = { base: 0.01, cap: 0.05, maxAttempts: null, deadline: 0.4 };
+  const client = new Client("ws://a/ws", { WebSocket: Silent, storage: null, lifecycle: false, openTimeout: 5, policy });
+  const t0 = performance.now();
+  await assert.rejects(client.start("echo"), (e) => {
+    assert.equal(e.name, "ReconnectExhausted", `${e.name}: ${e.message}`);
+    assert.ok(e.elapsed <= 0.4 + 0.01, `elapsed ${e.elapsed}`);
+    return true;
+  });
+  const took = (performance.now() - t0) / 1000;
+  assert.ok(took < 5 && took >= 0.39, `gave up after ${took}s`);
+  assert.ok(tried >= 1);
+  await client.close();
+});
+
 test("shouldRetry can override the retry table", async () => {
   const server = new FakeServer(answerEvents(30), { cutAfterFrames: [2] });
   const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false, shouldRetry: () => false });

@@ -674,7 +674,8 @@ class Client:
             self._unanswered = False
             self._shed_wait = None
             # no attempt may outlive the reconnect deadline
-            budget = reconnects.budget(loop.time())
+            began = loop.time()
+            budget = reconnects.budget(began)
             try:
                 await self._connection(url, budget)
                 error = ConnectionLost("server closed the connection")
@@ -682,6 +683,7 @@ class Client:
                 raise
             except BaseException as exc:  # classified below
                 error = exc
+            welcomed = self._ready.is_set()
             self._ready.clear()
             self._ws = None
             self._session.connection_lost()
@@ -727,6 +729,7 @@ class Client:
                 error,
                 progressed=self._progressed,
                 silent_for=self.attempt_stagger if capped else None,
+                since=None if welcomed else began,
             )
             if isinstance(next_step, GiveUp):
                 self._emit("exhausted", attempt=next_step.error.attempts, cause=cause)

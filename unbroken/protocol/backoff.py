@@ -116,8 +116,12 @@ class Reconnects:
         self.backoff: Backoff | None = None
 
     def budget(self, now: float) -> float | None:
-        """The most the next attempt may take (``None``: unbounded)."""
-        return None if self.backoff is None else self.backoff.remaining(now)
+        """The most the next attempt may take (``None``: unbounded). The first
+        connection, before any drop, may take at most the policy's deadline: if it
+        fails its episode counts from when it began (:meth:`lost`'s ``since``)."""
+        if self.backoff is None:
+            return self.policy.deadline
+        return self.backoff.remaining(now)
 
     def lost(
         self,
@@ -126,6 +130,7 @@ class Reconnects:
         *,
         progressed: bool,
         silent_for: float | None = None,
+        since: float | None = None,
     ) -> Reconnect | GiveUp:
         """A connection (or attempt) ended with ``error``, which the retry table
         says to retry; ``progressed``: it got something done before it dropped. A
@@ -135,9 +140,13 @@ class Reconnects:
         blackhole, a stuck upgrade); it waited itself, so the delay is at most this
         (the client passes its ``attempt_stagger``: a path that heals is tried again
         within one stagger, however long the outage was). The growing delays stay
-        for failures that answer at once (a refused connection, a close)."""
+        for failures that answer at once (a refused connection, a close).
+
+        ``since``: when the attempt that failed began, for an opening that never got
+        its ``welcome``: an episode it starts counts from then (the client's first
+        connection, so the deadline bounds ``async with Client(...)`` too)."""
         if progressed or self.backoff is None:
-            self.backoff = Backoff(self.policy, now, self.rng)
+            self.backoff = Backoff(self.policy, now if since is None else since, self.rng)
         backoff = self.backoff
         retry_after: float | None = getattr(error, "retry_after", None)
         delay = backoff.next_delay(now, retry_after, at_most=silent_for)

@@ -14,7 +14,7 @@ DROP = ConnectionLost("dropped")
 
 def test_the_first_attempt_is_at_once_then_the_policy_waits() -> None:
     reconnects = Reconnects(BackoffPolicy(base=0.1, cap=1.0, max_attempts=None), random.Random(1))
-    assert reconnects.budget(0.0) is None  # no episode yet
+    assert reconnects.budget(0.0) == 60.0  # no episode yet: the first connection's is the deadline
     first = reconnects.lost(10.0, DROP, progressed=False)
     assert first == Reconnect(0.0, 1)
     second = reconnects.lost(10.0, DROP, progressed=False)
@@ -61,3 +61,16 @@ def test_the_cause_of_a_drop_names_the_close_code_and_its_meaning() -> None:
     )
     assert cause_of(ConnectionLost("dropped")) == "ConnectionLost: dropped"
     assert cause_of(OSError("refused")) == "OSError: refused"
+
+
+def test_a_first_connection_that_never_opened_starts_the_episode_when_it_began() -> None:
+    reconnects = Reconnects(BackoffPolicy(deadline=10.0), random.Random(1))
+    assert reconnects.budget(100.0) == 10.0
+    assert isinstance(reconnects.lost(104.0, DROP, progressed=False, since=100.0), Reconnect)
+    assert reconnects.budget(104.0) == 6.0
+    # an episode under way keeps its start; since is for the one a failure begins
+    reconnects.lost(105.0, DROP, progressed=False, since=104.5)
+    assert reconnects.budget(105.0) == 5.0
+    gone = reconnects.lost(111.0, DROP, progressed=False, since=110.0)
+    assert isinstance(gone, GiveUp) and gone.error.elapsed == 11.0
+    assert Reconnects(BackoffPolicy(deadline=None)).budget(0.0) is None
