@@ -69,7 +69,7 @@ class Observer:
         self.counts = Counts()
         self.tracing = Tracing(traces, tracer_provider)
         self.event_log = event_log
-        self.registry: CollectorRegistry | None = None
+        self._registry: CollectorRegistry | None = None
         self._wanted_registry = registry
         self.metrics = metrics
         self._live: Callable[[], Live] | None = None
@@ -84,10 +84,25 @@ class Observer:
 
     # ---- wiring
     def bind(self, live: Callable[[], Live]) -> None:
-        """Register the metrics over ``live`` (the app's figures at scrape time)."""
+        """Register the metrics over ``live`` (the app's figures at scrape time): at
+        once in a registry given, in the app's own when it is first read (so a server
+        not scraped yet has not imported ``prometheus_client``, ~1.8 MB)."""
         self._live = live
-        if self.metrics:
+        if self.metrics and self._wanted_registry is not None:
             self._register()
+
+    @property
+    def registry(self) -> CollectorRegistry | None:
+        """Where the metrics are registered (None: off, or not bound to an app yet)."""
+        if self._registry is None and self.metrics:
+            self._register()
+        return self._registry
+
+    @property
+    def has_metrics(self) -> bool:
+        """Metrics are on and bound to an app (:attr:`registry` is not None), without
+        importing ``prometheus_client`` to tell."""
+        return self.metrics and self._live is not None
 
     def _register(self) -> None:
         if self._collector is not None or self._live is None:
@@ -101,15 +116,15 @@ class Observer:
             registry = CollectorRegistry(auto_describe=True)
         self._collector = UnbrokenCollector(self.counts, self._live)
         registry.register(self._collector)
-        self.registry = registry
+        self._registry = registry
 
     def disable_metrics(self) -> None:
         """Unregister the metrics (``unbroken serve --no-metrics``)."""
         self.metrics = False
-        if self._collector is not None and self.registry is not None:
-            self.registry.unregister(self._collector)
+        if self._collector is not None and self._registry is not None:
+            self._registry.unregister(self._collector)
         self._collector = None
-        self.registry = None
+        self._registry = None
 
     # ---- connections
     def connect(self, conn: str, client: str) -> ConnectionObserver:

@@ -29,12 +29,27 @@ marked sampled, so a parent-based sampler keeps every stream's spans.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import os
+import sys
 from typing import Any
 
-try:  # the optional extra: unbroken[otel]
-    from opentelemetry import trace as _trace
-except ImportError:  # pragma: no cover - exercised in a subprocess test
-    _trace = None  # type: ignore[assignment]
+#: ``opentelemetry.trace`` once loaded (the optional extra: unbroken[otel]). Imported
+#: when first needed, not with unbroken: a server whose application never set a tracer
+#: provider (so never imported OpenTelemetry) does not hold its ~0.3 MB.
+_trace: Any = None
+#: where the API's global provider may be named without importing it
+_PROVIDER_ENV = "OTEL_PYTHON_TRACER_PROVIDER"
+
+
+def _load() -> Any:
+    global _trace
+    if _trace is None:
+        from opentelemetry import trace
+
+        _trace = trace
+    return _trace
+
 
 #: The instrumentation scope name of unbroken's tracer.
 TRACER_NAME = "unbroken"
@@ -42,7 +57,10 @@ TRACER_NAME = "unbroken"
 
 def available() -> bool:
     """The OpenTelemetry API is installed."""
-    return _trace is not None
+    try:
+        return _trace is not None or importlib.util.find_spec("opentelemetry.trace") is not None
+    except ImportError:  # pragma: no cover - no opentelemetry package at all
+        return False
 
 
 def stream_ids(stream: str) -> tuple[int, int]:
@@ -57,30 +75,41 @@ def stream_ids(stream: str) -> tuple[int, int]:
 class Tracing:
     """Opens and ends unbroken's spans (every method is a no-op when disabled)."""
 
-    __slots__ = ("_global", "_tracer")
+    __slots__ = ("_global", "_on", "_provider", "_tracer")
 
     def __init__(self, enabled: bool = True, tracer_provider: Any = None) -> None:
         self._tracer: Any = None
+        self._provider = tracer_provider
         #: spans go to the global provider (set by the application, maybe later)
         self._global = tracer_provider is None
-        if enabled and _trace is not None:
-            self._tracer = _trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
+        self._on = enabled and available()
+        if self._on and not self._global:
+            self._tracer = _load().get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
 
     @property
     def enabled(self) -> bool:
-        return self._tracer is not None
+        return self._on
 
     def _recording(self) -> Any:
         """The tracer, or ``None`` when its spans would be no-ops: disabled, or on
         the global provider while the application has set none (the API's proxy).
         Asked per span, so a provider set after the app was made is used from then
-        on; a connection or attachment opened before it has no span (nor link)."""
-        tracer = self._tracer
-        if tracer is None or (
-            self._global and isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
-        ):
+        on; a connection or attachment opened before it has no span (nor link). An
+        application that set a global provider has imported ``opentelemetry.trace``
+        (or named one in ``OTEL_PYTHON_TRACER_PROVIDER``): until then there is none,
+        and nothing is imported to tell."""
+        if not self._on:
             return None
-        return tracer
+        if self._global:
+            if _trace is None:
+                if "opentelemetry.trace" not in sys.modules and not os.environ.get(_PROVIDER_ENV):
+                    return None
+                _load()
+            if isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider):
+                return None
+            if self._tracer is None:
+                self._tracer = _trace.get_tracer(TRACER_NAME)
+        return self._tracer
 
     def _stream_context(self, stream: str) -> Any:
         assert _trace is not None

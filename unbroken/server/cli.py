@@ -402,7 +402,7 @@ def serve_command(
             obj.health_detail = True
         if not metrics:
             obj.observe.disable_metrics()
-        elif obj.observe.registry is not None and obj.metrics_path is None:
+        elif obj.observe.has_metrics and obj.metrics_path is None:
             obj.metrics_path = "/metrics"
         if log_format == "json":
             obj.observe.event_log = True
@@ -577,7 +577,7 @@ def serve_command(
     # one /metrics for all workers: each answers its siblings' scrapes over a Unix
     # socket in a directory of this serve's own (fresh now, removed at exit)
     metrics_dir: str | None = None
-    if isinstance(obj, Unbroken) and obj.observe.registry is not None:
+    if isinstance(obj, Unbroken) and obj.observe.has_metrics:
         metrics_dir = tempfile.mkdtemp(prefix="unbroken-metrics-")
 
     def work(index: int) -> int:
