@@ -102,6 +102,10 @@ def part_id(want: str) -> str:
     return f"{clean[:47]}-{digest}"
 
 
+#: Never written to: what an Output's tables are until their first write (Output._own).
+_SHARED_EMPTY: Final[dict[str, Any]] = {}
+
+
 class Output:
     """Where an agent writes its answer.
 
@@ -124,23 +128,34 @@ class Output:
         self._redact = redact
         self._max_chars = max(1, max_chunk // 4)
         self._open: dict[str, str] = {}
-        # dicts as sets: an empty set is 216 B, a dict 64 (one Output per stream)
-        self._closed: dict[str, None] = {}
-        self._json: dict[str, tuple[list[str], Mapping[str, Any] | None]] = {}
+        # dicts as sets (an empty set is 216 B, a dict 64); the tables most answers
+        # never write start as one shared empty dict, never written to (_own makes
+        # an Output its own at the first write): one Output per stream
+        self._closed: dict[str, None] = _SHARED_EMPTY
+        self._json: dict[str, tuple[list[str], Mapping[str, Any] | None]] = _SHARED_EMPTY
         self._last_text = _NO_PART
         # the implicit parts ``text()`` and ``reasoning()`` write to when given no
         # part: "" when the next write opens a new one
         self._cur_text = "text"
         self._cur_reasoning = ""
         self._implicit: dict[str, None] = {}  # implicit parts that are open
-        self._next_n: dict[str, int] = {}
-        self._tool_names: dict[str, str] = {}  # call id -> tool name
+        self._next_n: dict[str, int] = _SHARED_EMPTY
+        self._tool_names: dict[str, str] = _SHARED_EMPTY  # call id -> tool name
         self._calls = 0
         #: the ids of the parts started, in order
         self.parts: list[str] = []
         #: what text() returns when nothing is to wait for: a future already done
         #: (awaited in C: a third of the cost of an object whose __await__ is Python)
         self._done: Awaitable[None] = _done_future()
+
+    def _own(self, name: str) -> dict[str, Any]:
+        """The table ``name`` of this Output's own, to write to (made now if it is
+        still the shared empty one)."""
+        table: dict[str, Any] = getattr(self, name)
+        if table is _SHARED_EMPTY:
+            table = {}
+            setattr(self, name, table)
+        return table
 
     def redact(self, exc: BaseException) -> str:
         """What clients may be told about ``exc``: the app's ``redact`` hook (by
@@ -166,7 +181,7 @@ class Output:
             pid = base if n == 1 else _suffixed(base, n)
             n += 1
             if pid not in self._open and pid not in self._closed:
-                self._next_n[base] = n
+                self._own("_next_n")[base] = n
                 return pid
 
     async def start_part(
@@ -196,7 +211,7 @@ class Output:
         self._open[part] = kind
         self.parts.append(part)
         if kind == "json":
-            self._json[part] = ([], schema)
+            self._own("_json")[part] = ([], schema)
         await self._maybe_flush()
 
     async def chunk(self, part: str, body: str) -> None:
@@ -228,8 +243,9 @@ class Output:
         error = safe_text(error)  # a part's end can always be written
         self._p.add(Event(0, Kind.PART_END, part=part, error=error))
         del self._open[part]
-        self._json.pop(part, None)
-        self._closed[part] = None
+        if part in self._json:
+            del self._json[part]
+        self._own("_closed")[part] = None
         if self._last_text == part:
             self._last_text = _NO_PART
         self._forget(part)
@@ -544,7 +560,7 @@ class Output:
             self.parts.append(part)
         elif event.kind is Kind.PART_END:
             del self._open[part]
-            self._closed[part] = None
+            self._own("_closed")[part] = None
             if self._last_text == part:
                 self._last_text = _NO_PART
             self._forget(part)
@@ -678,7 +694,7 @@ class ToolCall(JsonPart):
         if not self.opened:
             out = self._out
             await out._end_implicit()
-            out._tool_names[self.id] = self.name
+            out._own("_tool_names")[self.id] = self.name
             await super().open()
             if self._whole is not None:
                 whole = self._whole

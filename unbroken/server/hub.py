@@ -104,6 +104,8 @@ class Hub:
         self._refusals_logged = 0
         self.agents = agents
         self.max_chunk = max_chunk
+        #: one bound method handed to every run's Output (not 64 B more per stream)
+        self._redact_hook = self._redacted
         self.run_timeout = run_timeout
         self.abandon_after = abandon_after
         self.sweep_every = sweep_every
@@ -348,7 +350,7 @@ class Hub:
         return text
 
     async def _run(self, run: AgentRun, fn: Agent, request: Request, limit: float | None) -> None:
-        out = Output(run.producer, self.max_chunk, self._redacted)
+        out = Output(run.producer, self.max_chunk, self._redact_hook)
         status, error = "completed", ""
         try:
             # no limit, no Timeout (an object and its dict a run, ~0.1 KB)
