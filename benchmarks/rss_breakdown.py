@@ -88,8 +88,10 @@ def _serve(argv: list[str]) -> None:
         sizes: collections.Counter[str] = collections.Counter()
         for o in gc.get_objects():
             kind = type(o).__qualname__
-            if kind == "coroutine":
-                kind = f"coroutine {o.__qualname__}"
+            if kind in ("coroutine", "generator"):
+                kind = f"{kind} {o.__qualname__}"
+            elif kind == "method":
+                kind = f"method {getattr(o.__func__, '__qualname__', '?')}"
             types[kind] += 1
             with contextlib.suppress(Exception):
                 sizes[kind] += sys.getsizeof(o)
