@@ -95,7 +95,18 @@ def _serve(argv: list[str]) -> None:
             types[kind] += 1
             with contextlib.suppress(Exception):
                 sizes[kind] += sys.getsizeof(o)
-        out = {"rss_mb": rss_mb, "blocks": blocks, "types": types, "sizes": sizes, **heap}
+        attrs: collections.Counter[str] = collections.Counter()
+        if os.environ.get("RSS_BREAKDOWN_ATTRS"):
+            for o in gc.get_objects():
+                cls = type(o)
+                names = list(getattr(o, "__dict__", {}) or ())
+                for klass in cls.__mro__:
+                    names += [n for n in klass.__dict__.get("__slots__", ()) if isinstance(n, str)]
+                for name in names:
+                    v = getattr(o, name, None)
+                    if type(v) in (list, dict, set, bytearray) or type(v).__name__ in ("array", "deque", "method"):
+                        attrs[f"{cls.__qualname__}.{name} {type(v).__name__}"] += 1
+        out = {"rss_mb": rss_mb, "blocks": blocks, "types": types, "sizes": sizes, "attrs": attrs, **heap}
         if frames:
             tracemalloc.take_snapshot().dump(str(DUMPS / f"snap{n}.pickle"))
         (DUMPS / f"dump{n}.json").write_text(json.dumps(out))

@@ -22,7 +22,7 @@ import logging
 import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -113,6 +113,15 @@ class _SizeLimit:
         if self._set is not None:
             self._set(self._after_hello)
             self._set = None
+
+
+#: the extensions of unbroken's WebSocket layer (what :class:`ASGITransport` takes)
+_OWN_EXTENSIONS: Final = (
+    MAX_SIZE_EXTENSION,
+    SEND_TEXT_EXTENSION,
+    SEND_BINARY_EXTENSION,
+    RECEIVE_EXTENSION,
+)
 
 
 class ASGITransport:
@@ -546,6 +555,13 @@ class ASGIApp:
                     # every frame under this one for the connection's life, goes
                     # (~1 KB a connection, issue 21)
                     scope["headers"] = ()
+                    # so do the WebSocket layer's calls: the transport keeps those it
+                    # uses (the other version's send and, after the hello, the size
+                    # limit's go: ~0.2 KB a connection)
+                    extensions = scope.get("extensions")
+                    if extensions:
+                        for name in _OWN_EXTENSIONS:
+                            extensions.pop(name, None)
                     await connection.run()
             else:
                 await send({"type": "websocket.close", "code": CloseCode.NORMAL, "reason": ""})

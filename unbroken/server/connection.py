@@ -24,7 +24,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableSet
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 from websockets.exceptions import ConnectionClosed
@@ -86,6 +86,8 @@ if TYPE_CHECKING:
     from .hub import Hub
 
 log = logging.getLogger(__name__)
+#: Never written to: what a connection's rarely used tables are until their first write.
+_SHARED_EMPTY: Final[dict[str, Any]] = {}
 
 
 class Transport(Protocol):
@@ -291,7 +293,9 @@ class Connection:
         self._coalescing = False  # the pump waits for tokens to pile up
         self._events_at = 0.0  # when the pump last sent events
         #: streams whose flow window is cut to a slow link: coalesce more for them
-        self._slow: dict[str, None] = {}  # a dict: an empty set is 216 B, a dict 64
+        # a dict: an empty set is 216 B, a dict 64; this and the other tables most
+        # connections never write start as one shared empty dict (never written to)
+        self._slow: dict[str, None] = _SHARED_EMPTY
         self._closed = False
         self._close_code: int | None = None
         self._close_reason = ""
@@ -312,7 +316,7 @@ class Connection:
         self._killed = ""  # why the server gave up on the peer (send timeout, silence)
         self._kill_code: int = CloseCode.GOING_AWAY
         self._last_recv = 0.0  # when the last frame from the client arrived
-        self._errors: dict[str, int] = {}
+        self._errors: dict[str, int] = _SHARED_EMPTY
         self._loop = asyncio.get_running_loop()
         # credentials that expire (docs/reference/protocol.md §18)
         self._hello_frame: Hello | None = None  # the hello, token removed (a refresh's base)
@@ -323,7 +327,7 @@ class Connection:
         self._expiry_handle: asyncio.TimerHandle | None = None  # closes 4010
         self._refresh_task: asyncio.Task[None] | None = None  # a refresh being verified
         #: resumes whose log lookups are under way, by stream (one each: a newer one replaces it)
-        self._resumes: dict[str, asyncio.Task[None]] = {}
+        self._resumes: dict[str, asyncio.Task[None]] = _SHARED_EMPTY
         #: starts and cancels being carried out (they may wait for the log): not
         #: cancelled when the connection ends (a start half made, a cancel unsent)
         self._running: set[asyncio.Task[None]] | None = None  # only while some run (216 B)
@@ -476,7 +480,7 @@ class Connection:
             task.cancel()
         for task in self._resumes.values():
             task.cancel()
-        self._resumes.clear()
+        self._resumes = _SHARED_EMPTY
         for att in self.atts.values():
             if att.unsubscribe:
                 att.unsubscribe()
@@ -592,6 +596,8 @@ class Connection:
             if result is AckResult.APPLIED:
                 flow = self.session.flows[frame.stream]
                 if flow.cwnd < flow.window:
+                    if self._slow is _SHARED_EMPTY:
+                        self._slow = {}
                     self._slow[frame.stream] = None
                 else:
                     self._slow.pop(frame.stream, None)
@@ -892,6 +898,8 @@ class Connection:
         if old is not None:
             old.cancel()
             log.info("resume replaced conn=%s stream=%s", self.id, frame.stream)
+        if self._resumes is _SHARED_EMPTY:
+            self._resumes = {}
         self._resumes[frame.stream] = self._loop.create_task(
             self._resume_task(frame), name=f"unbroken-resume-{self.id}"
         )
@@ -1252,6 +1260,8 @@ class Connection:
         """Queue an ``error`` frame and log it (repeats of a code at debug level;
         the close line counts them)."""
         n = self._errors.get(code, 0) + 1
+        if self._errors is _SHARED_EMPTY:
+            self._errors = {}
         self._errors[code] = n
         log.log(
             logging.WARNING if n == 1 else logging.DEBUG,
