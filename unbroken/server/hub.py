@@ -106,6 +106,9 @@ class Hub:
         self.max_chunk = max_chunk
         #: one bound method handed to every run's Output (not 64 B more per stream)
         self._redact_hook = self._redacted
+        #: a done future of the loop the runs run on, shared by their Outputs (what
+        #: ``out.text()`` returns when there is nothing to wait for; 144 B a stream)
+        self._done: asyncio.Future[None] | None = None
         self.run_timeout = run_timeout
         self.abandon_after = abandon_after
         self.sweep_every = sweep_every
@@ -351,6 +354,12 @@ class Hub:
 
     async def _run(self, run: AgentRun, fn: Agent, request: Request, limit: float | None) -> None:
         out = Output(run.producer, self.max_chunk, self._redact_hook)
+        done = self._done
+        loop = asyncio.get_running_loop()
+        if done is None or done.get_loop() is not loop:
+            done = self._done = loop.create_future()
+            done.set_result(None)
+        out._done = done
         status, error = "completed", ""
         try:
             # no limit, no Timeout (an object and its dict a run, ~0.1 KB)
