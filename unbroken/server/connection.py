@@ -24,6 +24,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableSet
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
@@ -86,6 +87,9 @@ if TYPE_CHECKING:
     from .hub import Hub
 
 log = logging.getLogger(__name__)
+#: An empty read-only mapping: the default headers, query and cookies of a ConnectInfo
+#: (every connection keeps one after its hello: not 3 empty dicts each)
+_NO_ENTRIES: Final[Mapping[str, str]] = MappingProxyType({})
 #: Never written to: what a connection's rarely used tables are until their first write.
 _SHARED_EMPTY: Final[dict[str, Any]] = {}
 
@@ -121,9 +125,9 @@ class ConnectInfo:
     """What is known about the peer before ``hello``: address, headers, query, cookies."""
 
     client: str = ""
-    headers: Mapping[str, str] = field(default_factory=dict)
-    query: Mapping[str, str] = field(default_factory=dict)
-    cookies: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=lambda: _NO_ENTRIES)
+    query: Mapping[str, str] = field(default_factory=lambda: _NO_ENTRIES)
+    cookies: Mapping[str, str] = field(default_factory=lambda: _NO_ENTRIES)
     principal: Principal | None = None  # set when a framework dependency authenticated
 
 
