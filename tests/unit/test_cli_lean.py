@@ -56,7 +56,10 @@ HEAVY = ("typer", "pydantic", "rich", "starlette", "unbroken.chaos", "unbroken.s
          # client's session is the client's; the TOML parser is for --policy files
          "psutil", "unbroken.protocol.client_session", "tomllib",
          # the HTTP stream handlers: made on their first request
-         "unbroken.server.http_streams", "unbroken.server.ui_streams", "unbroken.server.http_agent")
+         "unbroken.server.http_streams", "unbroken.server.ui_streams", "unbroken.server.http_agent",
+         # metrics on by default: their registry (and the library) come with the first
+         # scrape; OpenTelemetry once the application imports it (none here)
+         "prometheus_client", "opentelemetry")
 sys.argv = ["unbroken", *sys.argv[1:]]
 from unbroken.__main__ import main
 main()

@@ -222,3 +222,26 @@ def test_part_info_reads_roles_and_the_first_forms() -> None:
     assert mime_params('a/b; x="1;2"; y=3 ; bad; z="q\\""') == {"x": "1;2", "y": "3", "z": 'q"'}
     assert quote('a"b\\c\x00') == '"a\\"b\\\\c_"'
     assert json.dumps(mime_params("a/b;;=;k")) == "{}"
+
+
+async def test_the_tables_outputs_start_with_shared_are_never_written() -> None:
+    """An Output's rarely written tables start as one shared empty dict (issue 21):
+    an answer that writes all of them (closed parts, JSON parts, numbered ids, tool
+    names) leaves it empty, and another Output's tables as they were."""
+    from unbroken.server import agent
+
+    other = Output(Producer(MemoryStore(), "s", "e", "p"))
+
+    async def write(out: Output) -> None:
+        await out.text("a")
+        await out.tool_call(None, "f", arguments={"a": 1})
+        await out.tool_result("call-1", {"ok": True})
+        await out.start_part("x", "json", mime="application/json")
+        await out.chunk("x", "{}")
+        await out.end_part("x")
+        await out.reasoning("hm")
+
+    answer, _ = await answer_of(write)
+    assert agent._SHARED_EMPTY == {}
+    assert other.new_id("text") == "text"  # nothing of the other answer's ids leaked
+    assert [c.id for c in answer.tool_calls] == ["call-1"]

@@ -43,10 +43,13 @@ _PROVIDER_ENV = "OTEL_PYTHON_TRACER_PROVIDER"
 
 
 def _load() -> Any:
+    """``opentelemetry.trace``, imported now if it is not yet (None: not installed)."""
     global _trace
     if _trace is None:
-        from opentelemetry import trace
-
+        try:
+            from opentelemetry import trace
+        except ImportError:  # another opentelemetry package, without the API
+            return None
         _trace = trace
     return _trace
 
@@ -58,7 +61,8 @@ TRACER_NAME = "unbroken"
 def available() -> bool:
     """The OpenTelemetry API is installed."""
     try:
-        return _trace is not None or importlib.util.find_spec("opentelemetry.trace") is not None
+        # the top-level name: a submodule's spec would import its package to find it
+        return _trace is not None or importlib.util.find_spec("opentelemetry") is not None
     except ImportError:  # pragma: no cover - no opentelemetry package at all
         return False
 
@@ -84,7 +88,10 @@ class Tracing:
         self._global = tracer_provider is None
         self._on = enabled and available()
         if self._on and not self._global:
-            self._tracer = _load().get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
+            api = _load()
+            self._on = api is not None
+            if api is not None:
+                self._tracer = api.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
 
     @property
     def enabled(self) -> bool:
@@ -104,7 +111,9 @@ class Tracing:
             if _trace is None:
                 if "opentelemetry.trace" not in sys.modules and not os.environ.get(_PROVIDER_ENV):
                     return None
-                _load()
+                if _load() is None:
+                    self._on = False
+                    return None
             if isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider):
                 return None
             if self._tracer is None:
