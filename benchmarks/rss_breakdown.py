@@ -8,7 +8,9 @@ before the first connection, and at the end of the measured window.
 (``mallinfo2``), the garbage-collected objects per stream by type (with their
 ``sys.getsizeof``), and with ``--trace FRAMES`` the ``tracemalloc`` lines that grew
 most, per stream (tracing slows the server several times over: use a smaller N, as
-the per-stream figures are what it is for).
+the per-stream figures are what it is for). With ``RSS_BREAKDOWN_ATTRS=1`` the dumps
+also count the containers and bound methods that objects hold, by ``Class.attribute``
+(``attrs`` in the server's dump files).
 """
 
 from __future__ import annotations
@@ -104,9 +106,20 @@ def _serve(argv: list[str]) -> None:
                     names += [n for n in klass.__dict__.get("__slots__", ()) if isinstance(n, str)]
                 for name in names:
                     v = getattr(o, name, None)
-                    if type(v) in (list, dict, set, bytearray) or type(v).__name__ in ("array", "deque", "method"):
+                    if type(v) in (list, dict, set, bytearray) or type(v).__name__ in (
+                        "array",
+                        "deque",
+                        "method",
+                    ):
                         attrs[f"{cls.__qualname__}.{name} {type(v).__name__}"] += 1
-        out = {"rss_mb": rss_mb, "blocks": blocks, "types": types, "sizes": sizes, "attrs": attrs, **heap}
+        out = {
+            "rss_mb": rss_mb,
+            "blocks": blocks,
+            "types": types,
+            "sizes": sizes,
+            "attrs": attrs,
+            **heap,
+        }
         if frames:
             tracemalloc.take_snapshot().dump(str(DUMPS / f"snap{n}.pickle"))
         (DUMPS / f"dump{n}.json").write_text(json.dumps(out))
