@@ -69,7 +69,7 @@ export class Backoff {
   readonly schedule: number[] = [];
   constructor(
     readonly policy: BackoffPolicy,
-    readonly started: number,
+    public started: number,
     readonly rng: Rng = Math.random,
   ) {}
 

@@ -405,6 +405,8 @@ export class Client {
   private _welcome: Welcome | null = null;
   /** a connection is up and welcomed */
   private _ready = false;
+  /** when the current connection got its `welcome` (null: not yet) */
+  private _welcomedAt: number | null = null;
   private _closed = false;
   private _fatal: unknown = null;
   /** the server's log generation, from the last `welcome` */
@@ -879,6 +881,7 @@ export class Client {
       // the first connection may take at most the deadline; failed, its episode
       // counts from when it began (the deadline bounds the first connect too)
       const began = now();
+      this._welcomedAt = null;
       const budget = this._backoff === null ? this.policy.deadline : this._backoff.remaining(began);
       let error: unknown;
       try {
@@ -887,7 +890,7 @@ export class Client {
       } catch (e) {
         error = e;
       }
-      const welcomed = this._ready;
+      const welcomedAt = this._welcomedAt;
       this._connectionLost();
       if (this._closed) return;
       const shed = (error as { retryAfter?: number | null }).retryAfter;
@@ -902,7 +905,10 @@ export class Client {
         return;
       }
       const t = now();
-      if (this._progressed || this._backoff === null) this._backoff = new Backoff(this.policy, welcomed ? t : began, this._reconnectRng);
+      if (this._progressed || this._backoff === null) this._backoff = new Backoff(this.policy, welcomedAt === null ? began : t, this._reconnectRng);
+      // the deadline counts time without a connection: an idle client's hours on a
+      // good one are not its outage (maxAttempts still bounds a flapping server)
+      else if (welcomedAt !== null) this._backoff.started = Math.min(t, this._backoff.started + (t - welcomedAt));
       const b = this._backoff;
       const delay = b.nextDelay(t, typeof shed === "number" ? shed : null);
       if (delay === null) {
@@ -1262,6 +1268,7 @@ export class Client {
     this._ackMin = Math.max(1, Math.min(16 * 1024, Math.floor(window / 64)));
     this._ackAfter = Math.max(0.001, w.heartbeat_ms / 1000);
     this._ready = true;
+    this._welcomedAt = now();
   }
 
   /** Event bytes that may be on their way now (ahead of a ping sent now): each live

@@ -514,6 +514,32 @@ test("the reconnect deadline bounds the first connection too", async () => {
   await client.close();
 });
 
+test("an idle client's time on a good connection is not its outage", async (t) => {
+  // drop, reconnect, stay idle on the new connection past the deadline, drop again:
+  // the second drop is a fresh outage's worth of deadline, not ReconnectExhausted
+  const server = new FakeServer(answerEvents(3));
+  const seen = [];
+  const policy = { base: 0.01, cap: 0.02, maxAttempts: null, deadline: 0.3 };
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false, policy, onEvent: (e) => seen.push(e.kind) });
+  t.after(() => client.close());
+  assert.equal((await (await client.start("echo")).wait()).text, expectedText(3));
+  const connected = (n) => new Promise((resolve, reject) => {
+    const check = () => {
+      if (seen.includes("exhausted")) reject(new Error(`gave up: ${seen.join(" ")}`));
+      else if (seen.filter((k) => k === "connected").length >= n) resolve();
+      else setTimeout(check, 5);
+    };
+    check();
+  });
+  server.drop(server.sockets.at(-1));
+  await connected(2);
+  await new Promise((r) => setTimeout(r, 500)); // idle on a good connection (the point, not a wait for something)
+  server.drop(server.sockets.at(-1));
+  await connected(3);
+  assert.ok(!seen.includes("exhausted"), seen.join(" "));
+  assert.equal(server.connections, 3);
+});
+
 test("shouldRetry can override the retry table", async () => {
   const server = new FakeServer(answerEvents(30), { cutAfterFrames: [2] });
   const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false, shouldRetry: () => false });

@@ -386,6 +386,8 @@ class Client:
         self._ws: ClientConnection | None = None
         self._url_index = 0
         self._ready = asyncio.Event()
+        #: when the current connection got its ``welcome`` (``None``: not yet)
+        self._welcomed_at: float | None = None
         #: ``list`` requests waiting for their ``streams``, by number
         self._lists: dict[int, asyncio.Future[list[LiveStream]]] = {}
         self._list_n = 0
@@ -675,6 +677,7 @@ class Client:
             self._shed_wait = None
             # no attempt may outlive the reconnect deadline
             began = loop.time()
+            self._welcomed_at = None
             budget = reconnects.budget(began)
             try:
                 await self._connection(url, budget)
@@ -683,7 +686,7 @@ class Client:
                 raise
             except BaseException as exc:  # classified below
                 error = exc
-            welcomed = self._ready.is_set()
+            welcomed_at = self._welcomed_at
             self._ready.clear()
             self._ws = None
             self._session.connection_lost()
@@ -729,7 +732,8 @@ class Client:
                 error,
                 progressed=self._progressed,
                 silent_for=self.attempt_stagger if capped else None,
-                since=None if welcomed else began,
+                since=began if welcomed_at is None else None,
+                connected_for=0.0 if welcomed_at is None else loop.time() - welcomed_at,
             )
             if isinstance(next_step, GiveUp):
                 self._emit("exhausted", attempt=next_step.error.attempts, cause=cause)
@@ -964,6 +968,7 @@ class Client:
             self._epoch = out.welcome.epoch
             now = loop.time()
             live.welcomed(now, out.welcome.heartbeat_ms, now - t0)
+            self._welcomed_at = now
             self._ready.set()
             self._emit("connected", url=url, version=version)
             if self._first is not None and not self._first.done():

@@ -131,6 +131,7 @@ class Reconnects:
         progressed: bool,
         silent_for: float | None = None,
         since: float | None = None,
+        connected_for: float = 0.0,
     ) -> Reconnect | GiveUp:
         """A connection (or attempt) ended with ``error``, which the retry table
         says to retry; ``progressed``: it got something done before it dropped. A
@@ -144,9 +145,17 @@ class Reconnects:
 
         ``since``: when the attempt that failed began, for an opening that never got
         its ``welcome``: an episode it starts counts from then (the client's first
-        connection, so the deadline bounds ``async with Client(...)`` too)."""
+        connection, so the deadline bounds ``async with Client(...)`` too).
+
+        ``connected_for``: how long the connection that ended was up after its
+        ``welcome``. The deadline counts time without a connection: an episode goes on
+        across a connection that made no progress (``max_attempts`` still bounds a
+        flapping server), but an idle client's hours on a good connection are not
+        its outage."""
         if progressed or self.backoff is None:
             self.backoff = Backoff(self.policy, now if since is None else since, self.rng)
+        elif connected_for > 0:
+            self.backoff.started = min(now, self.backoff.started + connected_for)
         backoff = self.backoff
         retry_after: float | None = getattr(error, "retry_after", None)
         delay = backoff.next_delay(now, retry_after, at_most=silent_for)

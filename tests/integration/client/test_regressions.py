@@ -16,6 +16,8 @@ from unbroken.client import Client
 from unbroken.server import Output, Request, Unbroken
 from unbroken.testing import serve
 
+from .conftest import abort_server_side
+
 FAST = BackoffPolicy(base=0.01, cap=0.05, max_attempts=50, deadline=20)
 
 
@@ -176,6 +178,31 @@ async def test_the_reconnect_deadline_bounds_attempts_against_a_silent_server() 
     assert exc.value.elapsed <= 2.0 + 2.0
     assert took < 5.0 and took >= exc.value.elapsed, (took, exc.value.elapsed)
     assert len(silent) >= 2  # fresh attempts were started while earlier ones hung
+
+
+async def test_an_idle_clients_time_on_a_good_connection_is_not_its_outage() -> None:
+    # dropped, back at once, idle on the new connection past the deadline, dropped
+    # again: the second drop gets a fresh outage's deadline (before: the episode of
+    # the first drop went on, its clock counting the idle time: ReconnectExhausted)
+    app, expected = paced_app(3, 0.0)
+    policy = BackoffPolicy(base=0.01, cap=0.02, max_attempts=None, deadline=0.3)
+    async with serve(app) as srv, Client([srv.url], policy=policy) as client:
+        events = client.connection_events()
+        st = await client.start("paced")
+        assert (await asyncio.wait_for(st.wait(), 10)).text == expected
+
+        async def connected() -> None:
+            async for ev in events:
+                assert ev.kind != "exhausted", ev
+                if ev.kind == "connected":
+                    return
+
+        assert abort_server_side(srv) == 1
+        await asyncio.wait_for(connected(), 10)
+        await asyncio.sleep(0.5)  # idle on a good connection (the point, not a wait)
+        assert abort_server_side(srv) == 1
+        await asyncio.wait_for(connected(), 10)
+        assert not any(e.kind == "exhausted" for e in client.history)
 
 
 async def test_a_fresh_attempt_wins_when_the_first_one_hangs() -> None:

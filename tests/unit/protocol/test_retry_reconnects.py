@@ -74,3 +74,17 @@ def test_a_first_connection_that_never_opened_starts_the_episode_when_it_began()
     gone = reconnects.lost(111.0, DROP, progressed=False, since=110.0)
     assert isinstance(gone, GiveUp) and gone.error.elapsed == 11.0
     assert Reconnects(BackoffPolicy(deadline=None)).budget(0.0) is None
+
+
+def test_time_on_a_good_connection_is_not_the_outage() -> None:
+    # an idle client: dropped at 0, back at once, idle on the new connection for
+    # 100 s, dropped again: the deadline counts time without a connection
+    reconnects = Reconnects(BackoffPolicy(deadline=10.0, max_attempts=None), random.Random(1))
+    assert isinstance(reconnects.lost(0.0, DROP, progressed=False), Reconnect)
+    again = reconnects.lost(100.5, DROP, progressed=False, connected_for=100.0)
+    assert isinstance(again, Reconnect) and again.attempt == 2  # the episode goes on
+    assert reconnects.budget(100.5) == 9.5
+    # without it (a connection that was never welcomed) the outage is 100 s: given up
+    other = Reconnects(BackoffPolicy(deadline=10.0, max_attempts=None), random.Random(1))
+    other.lost(0.0, DROP, progressed=False)
+    assert isinstance(other.lost(100.5, DROP, progressed=False), GiveUp)
