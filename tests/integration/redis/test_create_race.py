@@ -5,17 +5,26 @@ claim of the req and writing the stream's meta."""
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import signal
+import subprocess
+import sys
+import time
 from typing import Any
 
 import pytest
 
+from unbroken import BackoffPolicy
+from unbroken.client import Client
 from unbroken.errors import StoreUnavailable
+from unbroken.server.agent import anonymous_principal
 from unbroken.store.redis import RedisStore
 
-from .conftest import RedisServer
+from .conftest import ROOT, Node, RedisServer, expected_text, full_digest
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(60)
+FAST = BackoffPolicy(base=0.02, cap=0.2, max_attempts=1000, deadline=60)
 
 
 def hold_the_meta(store: RedisStore, claimed: asyncio.Event, go: asyncio.Event) -> None:
@@ -87,3 +96,128 @@ async def test_a_claim_left_by_a_creator_that_died_is_dropped_once_old(
         assert await store._r.get(rkey) == made.stream.encode()
     finally:
         await store.close()
+
+
+class Creator:
+    """:mod:`.creator` in a process of its own, held between its claim and its meta."""
+
+    def __init__(self, url: str, prefix: str, owner: str, scope: str, req: str, lease: float):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.redis.creator", url, prefix, owner, scope]
+            + [req, str(lease)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    async def line(self) -> str:
+        assert self.proc.stdout is not None
+        got = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), 20)
+        return str(got).strip()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(15)
+
+
+async def claim_gone(store: RedisStore, rkey: str) -> None:
+    """Until ``rkey`` (a req's claim) is gone from Redis: its lease ran out."""
+    deadline = time.monotonic() + 15
+    while await store._r.exists(rkey):
+        assert time.monotonic() < deadline, "the claim never expired"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_start_after_its_creator_was_killed_mid_create_completes_promptly_and_exact(
+    redis_server: RedisServer, nodes: list[Node]
+) -> None:
+    """A creator process killed -9 between its claim of the req and the stream's meta:
+    the client's start of the same req on another node completes, exact, once the
+    dead creator's claim lease runs out (before: refused ``unavailable`` for
+    ``outage_timeout`` + 5 s, 35 s by default)."""
+    prefix = f"t{secrets.token_hex(4)}"
+    lease = 1.0
+    b = Node(redis_server.url, prefix=prefix, lease=lease)
+    nodes.append(b)
+    async with Client([b.url], policy=FAST) as client:
+        key = client._session.anon
+        assert key is not None
+        principal, _ = anonymous_principal(key)
+        a = Creator(redis_server.url, prefix, principal.id, principal.scope, "req-dead", lease)
+        try:
+            assert await a.line() == "claimed"
+            a.stop()  # kill -9 mid-create
+            killed = time.monotonic()
+            st = await client.start("count", {"n": 300}, req="req-dead")
+            answer = await st.wait()
+            took = time.monotonic() - killed
+        finally:
+            a.stop()
+    assert answer.complete and answer.text == expected_text(300)
+    assert answer.digest == full_digest(st.id, st.epoch, 300)
+    # the claim lives 0.8 x lease past its creator's last renewal; the old bound
+    # was outage_timeout + 5 = 35 s
+    assert took < 10, took
+
+
+async def test_a_live_creator_keeps_its_claim_past_its_lease(redis_server: RedisServer) -> None:
+    """A creator held between its claim and its meta for longer than the claim's
+    lease renews it: another node's start of the req is told to come back, and then
+    gets the creator's stream (one stream, one run)."""
+    prefix = f"t{secrets.token_hex(4)}"
+    lease = 1.0
+    a = RedisStore(redis_server.url, prefix=prefix, lease=lease)
+    b = RedisStore(redis_server.url, prefix=prefix, lease=lease)
+    claimed, go = asyncio.Event(), asyncio.Event()
+    hold_the_meta(a, claimed, go)
+    try:
+        creating = asyncio.create_task(a.create("o", "req-slow", 0.0))
+        await asyncio.wait_for(claimed.wait(), 10)
+        # three claim leases (0.8 x lease each) without a meta: a slow creator
+        await asyncio.sleep(3 * lease)
+        with pytest.raises(StoreUnavailable, match="being created"):
+            await b.create("o", "req-slow", 0.0)
+        go.set()
+        made = await asyncio.wait_for(creating, 10)
+        assert made.created
+        again = await b.create("o", "req-slow", 0.0)
+        assert (again.stream, again.created) == (made.stream, False)
+    finally:
+        go.set()
+        await a.close()
+        await b.close()
+
+
+async def test_a_creator_stopped_past_its_claim_lease_does_not_run_the_agent_again(
+    redis_server: RedisServer,
+) -> None:
+    """A creator process stopped (SIGSTOP) between its claim and its meta past the
+    claim's lease: another node creates the stream; continued, the first creator finds
+    its claim taken and makes no stream of its own (the agent runs once)."""
+    prefix = f"t{secrets.token_hex(4)}"
+    lease = 1.0
+    b = RedisStore(redis_server.url, prefix=prefix, lease=lease)
+    a = Creator(redis_server.url, prefix, "o", "", "req-zombie", lease)
+    try:
+        assert await a.line() == "claimed"
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        await claim_gone(b, b._req_key("o", "req-zombie"))
+        made = await b.create("o", "req-zombie", 0.0)
+        assert made.created
+        os.kill(a.proc.pid, signal.SIGCONT)
+        assert a.proc.stdin is not None
+        a.proc.stdin.write("go\n")
+        a.proc.stdin.flush()
+        said = await a.line()
+        assert said == f"created {made.stream} 0", said
+        assert a.proc.wait(15) == 0
+        keys = await b._r.keys(f"{prefix}:{{*}}:m")
+        assert keys == [b._meta_key(made.stream).encode()]  # the loser's meta removed
+        found = await b.find("o", "req-zombie")
+        assert found is not None and found.stream == made.stream
+    finally:
+        a.stop()
+        await b.close()
