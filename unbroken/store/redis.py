@@ -209,6 +209,30 @@ end
 return 0
 """
 
+# KEYS: a req's claim. ARGV: stream, pending value, ms. A creator's pending claim
+# (``p:<stream>``), renewed while its create is under way; 0 when no longer its own
+_HOLD_CLAIM: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[2] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 0
+"""
+
+# KEYS: a req's claim. ARGV: stream, pending value, keep_ms. The creator's stream has
+# its meta: the claim becomes the stream's id (others attach to it) if it is still
+# this creator's, or lapsed unclaimed; 0 when another creator holds it now
+_CONFIRM_CLAIM: Final = """
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[2] or v == ARGV[1] or not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+#: A req's claim while its stream is being created: this, then the stream id.
+PENDING: Final = "p:"
+
 _CLOCK: Final = """
 local t = redis.call('TIME')
 return {redis.call('GET', KEYS[1]) or '', t[1], t[2]}
@@ -427,10 +451,16 @@ class RedisStore:
         self._finish_script = self._r.register_script(_FINISH)
         self._clock_script = self._r.register_script(_CLOCK)
         self._drop_claim_script = self._r.register_script(_DROP_CLAIM)
+        self._confirm_script = self._r.register_script(_CONFIRM_CLAIM)
         self._shas = {
             _CLAIM: self._claim_script.sha,
             _FINISH: self._finish_script.sha,
+            _HOLD_CLAIM: self._r.register_script(_HOLD_CLAIM).sha,
+            _CONFIRM_CLAIM: self._confirm_script.sha,
         }
+        #: (req key, stream) of the creates under way here: their pending claims are
+        #: renewed every ``lease / 5`` (a dead creator's lapses within 0.8 x lease)
+        self._claiming: set[tuple[str, str]] = set()
         self._listeners: dict[str, list[Listener]] = {}
         self._notified: dict[str, int] = {}
         self._tail_ids: dict[str, bytes] = {}
@@ -521,6 +551,8 @@ class RedisStore:
             if existing is None:
                 return None
             sid = existing.decode()
+            if sid.startswith(PENDING):  # being created: not a stream yet
+                return None
             token = await self._r.hget(self._meta_key(sid), "producer")
             return None if token is None else Created(sid, self._epoch, False, token.decode())
 
@@ -661,9 +693,13 @@ class RedisStore:
         # the ids this call claimed: a retry after a reply lost (Redis restarting)
         # finds its own claim and finishes it, not "started already, by another"
         tried: set[str] = set()
-        return await self._retry(
-            "create", lambda: self._create(owner, req, now, scope, agent, tried)
-        )
+        try:
+            return await self._retry(
+                "create", lambda: self._create(owner, req, now, scope, agent, tried)
+            )
+        finally:
+            rkey = self._req_key(owner, req, scope)
+            self._claiming.difference_update((rkey, s) for s in tried)
 
     async def _create(
         self, owner: str, req: str, now: float, scope: str, agent: str, tried: set[str]
@@ -678,13 +714,20 @@ class RedisStore:
         for _ in range(5):
             stream = secrets.token_urlsafe(16)
             tried.add(stream)
+            # the claim is pending (``p:<stream>``, a short lease renewed by this node's
+            # lease loop) until the stream's meta is written: a creator that dies
+            # before lets it lapse within 0.8 x lease, and a start on another node
+            # then creates the stream
+            self._claiming.add((rkey, stream))
             try:
                 if self.is_cluster:  # the epoch lives on another master: it may be down
-                    ok = await self._r.set(rkey, stream.encode(), nx=True, px=keep)
+                    ok = await self._r.set(
+                        rkey, (PENDING + stream).encode(), nx=True, px=self._lease_ms
+                    )
                     ep = await self._epoch_or_known()
                 else:
                     pipe = self._r.pipeline(transaction=False)
-                    pipe.set(rkey, stream.encode(), nx=True, px=keep)
+                    pipe.set(rkey, (PENDING + stream).encode(), nx=True, px=self._lease_ms)
                     pipe.get(self._epoch_key)
                     ok, ep = await pipe.execute()
             except rex.ResponseError as exc:
@@ -694,13 +737,24 @@ class RedisStore:
             if ep is None or ep.decode() != self._epoch:
                 await self._refresh_epoch(ep if ep is not None else None)
             if not ok:
+                self._claiming.discard((rkey, stream))
                 existing = await self._r.get(rkey)
-                sid = existing.decode() if existing is not None else None
+                value = existing.decode() if existing is not None else None
+                sid = value.removeprefix(PENDING) if value is not None else None
                 if sid is not None and sid in tried:
                     # claimed by an earlier try of this create whose reply was lost
                     # (maybe its meta too): it is this call's to finish, and its run's
                     stream = sid
+                    self._claiming.add((rkey, stream))
                 else:
+                    if value is not None and value.startswith(PENDING):
+                        # a create under way on another node (or in another call),
+                        # its creator renewing the claim: a dead one's lapses soon
+                        log.info("start waits for a create under way elsewhere stream=%s", sid)
+                        raise StoreUnavailable(
+                            f"the stream of this request is being created (claim {sid});"
+                            " start again"
+                        )
                     if sid is not None:
                         token = await self._r.hget(self._meta_key(sid), "producer")
                         if token is not None:
@@ -710,6 +764,7 @@ class RedisStore:
             token = secrets.token_hex(8)
             pipe = self._r.pipeline(transaction=False)
             meta = self._meta_key(stream)
+            tomb_ms = keep + int(self.retention.tombstone_ttl * 1000)
             pipe.hset(
                 meta,
                 mapping={
@@ -730,29 +785,46 @@ class RedisStore:
                 },
             )
             pipe.pexpire(meta, keep)
+            pipe.set(self._tomb_key(stream), owner.encode(), px=tomb_ms)
             live = self._live_key(owner, scope)
-            pipe.zadd(live, {stream: now})
-            pipe.pexpire(live, keep)
-            pipe.set(
-                self._tomb_key(stream),
-                owner.encode(),
-                px=keep + int(self.retention.tombstone_ttl * 1000),
-            )
+            confirm = [stream, PENDING + stream, keep]
+            renew = [token, self._lease_ms, keep, tomb_ms]
+            stream_keys = [meta, self._log_key(stream), self._tomb_key(stream)]
             try:
                 await pipe.execute()
-                await self._renew_script(
-                    keys=[meta, self._log_key(stream), self._tomb_key(stream)],
-                    args=[
-                        token,
-                        self._lease_ms,
-                        keep,
-                        keep + int(self.retention.tombstone_ttl * 1000),
-                    ],
-                )
+                if self.is_cluster:  # the claim lives on another master
+                    await self._renew_script(keys=stream_keys, args=renew)
+                    mine = await self._call(_CONFIRM_CLAIM, [rkey], confirm)
+                else:  # (the live index too: taken out again if the claim was lost)
+                    pipe = self._r.pipeline(transaction=False)
+                    await self._renew_script(keys=stream_keys, args=renew, client=pipe)
+                    await self._confirm_script(keys=[rkey], args=confirm, client=pipe)
+                    pipe.zadd(live, {stream: now})
+                    pipe.pexpire(live, keep)
+                    mine = (await pipe.execute())[1]
             except rex.ResponseError as exc:
                 if _out_of_memory(exc):
                     raise LogFull(self.retention.retry_after) from exc
                 raise
+            self._claiming.discard((rkey, stream))
+            if not mine:
+                # this creator stalled past its claim's lease and another took the req:
+                # its stream (nobody can attach to it) is removed, and the start gets
+                # the other's stream (or is told to come back while it is made)
+                log.warning(
+                    "create lost its claim (stalled past its lease) stream=%s req=%s",
+                    stream,
+                    req,
+                )
+                await self._r.delete(*stream_keys)
+                if not self.is_cluster:
+                    await self._r.zrem(live, stream)
+                continue
+            if self.is_cluster:
+                pipe = self._r.pipeline(transaction=False)
+                pipe.zadd(live, {stream: now})
+                pipe.pexpire(live, keep)
+                await pipe.execute()
             self._owned[stream] = token
             self._appended[stream] = 0
             self._held[stream] = 0
@@ -760,14 +832,14 @@ class RedisStore:
         raise UnbrokenError(f"could not create a stream for req {req!r}")
 
     async def _stale_claim(self, rkey: str, sid: str, keep: int) -> None:
-        """``rkey`` claims stream ``sid``, which has no meta. A claim younger than a
-        creator's longest wait (``outage_timeout``, and 5 s more) is a create under
-        way, on another node or in another call (its meta is written next): deleting
-        it would make a second stream for the same req, so this start is told the
-        log is not ready (:class:`StoreUnavailable`: its client starts it again, then
-        gets that stream). An older one was left by a creator that died between the
-        claim and the meta, or outlived its expired stream: dropped (if it still names
-        ``sid``) to start afresh."""
+        """``rkey`` claims stream ``sid`` (confirmed, not pending), which has no meta:
+        the stream expired, or a node older than pending claims is creating it. A
+        claim younger than such a creator's longest wait (``outage_timeout``, and 5 s
+        more) may be a create under way: deleting it would make a second stream for
+        the same req, so this start is told the log is not ready
+        (:class:`StoreUnavailable`: its client starts it again, then gets that
+        stream). An older one outlived its stream (or its creator): dropped (if it
+        still names ``sid``) to start afresh."""
         left = await self._r.pttl(rkey)
         if left == -2:  # gone meanwhile: claim again
             return
@@ -1396,11 +1468,23 @@ class RedisStore:
         while not self._closed:
             await asyncio.sleep(period)
             try:
+                if self._claiming:
+                    await self._hold_claims()
                 await self._lease_tick()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("redis lease upkeep failed: %r", exc)
+
+    async def _hold_claims(self) -> None:
+        """Renew the pending claims of the creates under way here (each on its own
+        master; one not answering is tried again next tick)."""
+
+        async def hold(rkey: str, stream: str) -> None:
+            with contextlib.suppress(*_TRANSIENT):
+                await self._call(_HOLD_CLAIM, [rkey], [stream, PENDING + stream, self._lease_ms])
+
+        await asyncio.gather(*(hold(k, s) for k, s in list(self._claiming)))
 
     async def _lease_tick(self) -> None:
         keep = self._running_keep_ms()

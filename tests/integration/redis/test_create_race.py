@@ -101,10 +101,12 @@ async def test_a_claim_left_by_a_creator_that_died_is_dropped_once_old(
 class Creator:
     """:mod:`.creator` in a process of its own, held between its claim and its meta."""
 
-    def __init__(self, url: str, prefix: str, owner: str, scope: str, req: str, lease: float):
+    def __init__(
+        self, url: str, prefix: str, owner: str, scope: str, req: str, lease: float
+    ) -> None:
+        args = [url, prefix, owner, scope, req, str(lease)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.redis.creator", url, prefix, owner, scope]
-            + [req, str(lease)],
+            [sys.executable, "-m", "tests.integration.redis.creator", *args],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdin=subprocess.PIPE,
