@@ -3,7 +3,9 @@
 // demand (its `import("./x.js")`: when, below), minified and gzip -9; then, for each
 // file, the minified bytes of each source module in it (from its source map) and what
 // gzip -9 of the file loses without them.
-// `node bench/size.mjs [dist/unbroken.js …]`  (`--json`: the summary only, as JSON)
+// `node bench/size.mjs [dist/unbroken.js …]`  (`--json`: the summary only, as JSON;
+// `--functions`: also, per module, what gzip -9 of the file loses without each of its
+// top-level declarations and class members, the biggest first)
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { gzipSync } from "node:zlib";
@@ -11,12 +13,14 @@ import { gzipSync } from "node:zlib";
 const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 const gz = (s) => gzipSync(Buffer.from(s), { level: 9 }).length;
 
-function owners(code, map) {
-  // the source index of every character of the (one-line-per-mapping) output
+function owners(code, map, lineOf = null) {
+  // the source index of every character of the (one-line-per-mapping) output (and,
+  // given `lineOf`, an array filled the same way, the source line of each)
   const lines = code.split("\n");
   const ml = map.mappings.split(";");
   const out = [];
   let src = 0;
+  let srcLine = 0;
   for (let li = 0; li < lines.length; li++) {
     const marks = [];
     let col = 0;
@@ -37,20 +41,27 @@ function owners(code, map) {
         }
       }
       col += vals[0];
-      if (vals.length > 1) src += vals[1];
-      marks.push([col, vals.length > 1 ? src : -1]);
+      if (vals.length > 1) {
+        src += vals[1];
+        srcLine += vals[2];
+      }
+      marks.push([col, vals.length > 1 ? src : -1, srcLine]);
     }
     const own = new Int32Array(lines[li].length + 1).fill(-1);
+    const at = new Int32Array(lines[li].length + 1).fill(-1);
     let cur = -1;
+    let curLine = -1;
     let mi = 0;
     for (let c = 0; c <= lines[li].length; c++) {
       while (mi < marks.length && marks[mi][0] <= c) {
-        if (marks[mi][1] >= 0) cur = marks[mi][1];
+        if (marks[mi][1] >= 0) [, cur, curLine] = marks[mi];
         mi++;
       }
       own[c] = cur;
+      at[c] = curLine;
     }
     out.push(own);
+    lineOf?.push(at);
   }
   return out;
 }
@@ -83,7 +94,25 @@ export function layout(entry) {
   return { first: first.map(size), onDemand: [...lazy].filter((f) => !first.includes(f)).map((f) => ({ ...size(f), when: WHEN[f] })) };
 }
 
-const args = process.argv.slice(2).filter((a) => a !== "--json");
+/** The top-level declarations and class members of a TypeScript source, each as
+ * [name, first line, last line] (0-based; a declaration runs to the next one). */
+function declarations(text) {
+  const lines = text.split("\n");
+  const starts = [];
+  let inClass = null; // the class whose body this is (its members are counted apart)
+  lines.forEach((l, i) => {
+    const top = /^(?:export )?(?:default )?(?:abstract )?(?:async )?(?:function\*?|class|const|let|var|enum|interface|type) +([\w$]+)/.exec(l);
+    const member = /^  (?:static |private |protected |readonly |async |get |set |\*)*([\w$]+|\[[\w.]+\])\s*[(<=:]/.exec(l);
+    if (top) {
+      starts.push([top[1], i]);
+      inClass = /\bclass /.test(l) && !/\}\s*;?\s*$/.test(l) ? top[1] : null;
+    } else if (inClass !== null && member) starts.push([`${inClass}.${member[1]}`, i]);
+    else if (/^\}/.test(l)) inClass = null;
+  });
+  return starts.map(([name, a], k) => [name, a, k + 1 < starts.length ? starts[k + 1][1] - 1 : lines.length - 1]);
+}
+
+const args = process.argv.slice(2).filter((a) => !a.startsWith("--"));
 const files = args.length > 0 ? args : ["dist/unbroken.js", ...Object.keys(WHEN).map((f) => `dist/${f}`).filter(existsSync)];
 const kb = (n) => `${(n / 1000).toFixed(1)} kB`;
 const summary = layout(files[0]);
@@ -100,7 +129,8 @@ console.log("");
 for (const file of files) {
   const code = readFileSync(file, "utf8");
   const map = JSON.parse(readFileSync(`${file}.map`, "utf8"));
-  const own = owners(code, map);
+  const lineOf = [];
+  const own = owners(code, map, lineOf);
   const total = gz(code);
   console.log(`${file}: ${code.length} B minified, ${total} B gzip -9`);
   const rows = [];
@@ -122,4 +152,26 @@ for (const file of files) {
   rows.sort((a, b) => b[2] - a[2]);
   console.log("  module                 minified  gzip (removal)");
   for (const [name, b, g] of rows) console.log(`  ${name.padEnd(22)} ${String(b).padStart(8)} ${String(g).padStart(7)}`);
+  if (!process.argv.includes("--functions")) continue;
+  // each declaration's share: the file without the characters mapped to its lines
+  const lines = code.split("\n");
+  for (const [name] of rows) {
+    const s = map.sources.findIndex((x) => x.replace(/^.*\/src\//, "src/") === name);
+    const source = map.sourcesContent?.[s] ?? readFileSync(join(dirname(file), map.sources[s]), "utf8");
+    const decls = [];
+    for (const [decl, a, z] of declarations(source)) {
+      let kept = "";
+      let bytes = 0;
+      for (let li = 0; li < lines.length; li++) {
+        for (let c = 0; c < lines[li].length; c++) {
+          if (own[li][c] === s && lineOf[li][c] >= a && lineOf[li][c] <= z) bytes++;
+          else kept += lines[li][c];
+        }
+        kept += "\n";
+      }
+      if (bytes > 0) decls.push([decl, bytes, total - gz(kept)]);
+    }
+    decls.sort((x, y) => y[2] - x[2]);
+    console.log(`    ${name}: ${decls.map(([d, b, g]) => `${d} ${b}/${g}`).join(", ")}`);
+  }
 }
