@@ -196,6 +196,21 @@ test("the page bundle's layout: the core alone on first load; v1's codec and the
   assert.deepEqual([...core.matchAll(/\bimport\b[^;]{0,60}/g)].map((m) => m[0].match(/"\.\/[^"]+"/)?.[0]).sort(), ['"./unbroken-blake2b.js"', '"./unbroken-v1.js"']);
 });
 
+test("bench/size.mjs --functions: each module's declarations and class members with their gzip share, none negative past noise", async () => {
+  const { execFileSync } = await import("node:child_process");
+  const cwd = new URL("..", import.meta.url);
+  const out = execFileSync(process.execPath, ["bench/size.mjs", "--functions", "dist/unbroken.js"], { cwd, encoding: "utf8" });
+  const rows = Object.fromEntries([...out.matchAll(/^    (src\/[\w.-]+): (.*)$/gm)].map((m) => [m[1], m[2].split(", ").map((x) => x.split(/ (?=\d+\/-?\d+$)/))]));
+  // the client's connection (the biggest member) and BLAKE2b's WebAssembly generator are there, with their bytes
+  const share = (mod, name) => rows[mod].find(([n]) => n === name)?.[1].split("/").map(Number);
+  const [connMin, connGz] = share("src/client.ts", "Client._connection");
+  assert.ok(connMin > 1000 && connGz > 300, `${connMin}/${connGz}`);
+  assert.ok(share("src/blake2b.ts", "wasm")[1] > 100);
+  assert.ok(share("src/frames2.ts", "decodeServerV2")[1] > 100);
+  // (a removal may gain a few bytes of gzip, never more)
+  for (const [mod, list] of Object.entries(rows)) for (const [n, b] of list) assert.ok(Number(b.split("/")[1]) > -10, `${mod} ${n} ${b}`);
+});
+
 test("no top-level await: a consumer of dist/unbroken.js bundles for ES2020 (esbuild --target=es2020, IIFE and ESM) and hashes", async () => {
   const { build } = await import("esbuild");
   const entry = new URL("../dist/unbroken.js", import.meta.url).pathname;
