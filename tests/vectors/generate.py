@@ -854,6 +854,12 @@ def invalid_vectors_v2() -> dict[str, Any]:
             "close_code": 4000,
         },
         {
+            "name": "an extra element after the frame's fields",
+            "direction": "client",
+            "frame_hex": _mp([22, 1, 2]),
+            "close_code": 4000,
+        },
+        {
             "name": "too big",
             "direction": "client",
             "frame_hex": _mp([21, "x" * 2000]),

@@ -115,45 +115,49 @@ class _A(Struct, array_like=True, frozen=True):
     pass
 
 
+class _C(_A, forbid_unknown_fields=True, frozen=True):
+    """A client frame: extra elements are a bad frame (§19.1), not skipped."""
+
+
 # ---------------------------------------------------------------- client -> server
-class Hello2(_A, tag=T_HELLO, frozen=True):
+class Hello2(_C, tag=T_HELLO, frozen=True):
     caps: Caps = []
     token: Token | None = None
     anon: AnonKey | None = None
 
 
-class Start2(_A, tag=T_START, frozen=True):
+class Start2(_C, tag=T_START, frozen=True):
     req: ReqId
     agent: AgentName
     #: the input as JSON text (the same JSON rules as v1: one value, no repeated key)
     input: Annotated[str, Meta(min_length=1)] = "null"
 
 
-class Resume2(_A, tag=T_RESUME, frozen=True):
+class Resume2(_C, tag=T_RESUME, frozen=True):
     stream: StreamId
     after: Seq
     epoch: Epoch
     h: FullDigest | None = None
 
 
-class Ack2(_A, tag=T_ACK, frozen=True):
+class Ack2(_C, tag=T_ACK, frozen=True):
     stream: StreamId
     seq: Seq
 
 
-class Cancel2(_A, tag=T_CANCEL, frozen=True):
+class Cancel2(_C, tag=T_CANCEL, frozen=True):
     stream: StreamId
 
 
-class Refresh2(_A, tag=T_REFRESH, frozen=True):
+class Refresh2(_C, tag=T_REFRESH, frozen=True):
     token: Token
 
 
-class Ping2(_A, tag=T_PING, frozen=True):
+class Ping2(_C, tag=T_PING, frozen=True):
     n: Seq = 0
 
 
-class List2(_A, tag=T_LIST, frozen=True):
+class List2(_C, tag=T_LIST, frozen=True):
     n: Seq = 0
 
 
@@ -397,7 +401,8 @@ def decode_client(data: bytes | str, max_size: int) -> ClientFrame:
     if t is Start2:
         try:
             value = _json_any.decode(f.input)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
+            # (nested past msgspec's depth: RecursionError, not a DecodeError)
             raise ProtocolError(
                 excerpt(f"invalid frame: start input is not JSON: {exc}"), CloseCode.BAD_FRAME
             ) from None

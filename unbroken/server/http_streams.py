@@ -143,13 +143,15 @@ def _messages(body: bytes, *, creating: bool) -> list[bytes]:
     """The messages of a JSON-mode body: an array is flattened one level."""
     try:
         value = msgspec.json.decode(body)
+        if isinstance(value, list):
+            if not value and not creating:
+                raise _HttpRefusal(400, "an empty JSON array appends nothing")
+            return [msgspec.json.encode(v) for v in value]
+        return [msgspec.json.encode(value)]
     except msgspec.DecodeError:
         raise _HttpRefusal(400, "the body is not valid JSON") from None
-    if isinstance(value, list):
-        if not value and not creating:
-            raise _HttpRefusal(400, "an empty JSON array appends nothing")
-        return [msgspec.json.encode(v) for v in value]
-    return [msgspec.json.encode(value)]
+    except RecursionError:  # nested deeper than the decoder (or encoder) goes
+        raise _HttpRefusal(400, "the body's JSON is nested too deeply") from None
 
 
 class ByteStreams:

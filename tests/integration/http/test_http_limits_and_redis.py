@@ -6,6 +6,7 @@ server drains. Real uvicorn, real sockets, httpx."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 
 import httpx
@@ -130,3 +131,26 @@ async def test_a_full_byte_namespace_refuses_with_429_and_frees_room_on_delete()
             await http.put("/v1/stream/b", content=b"z" * 500, headers=octets)
         ).status_code == 201
         assert asgi.byte_streams.total == 500
+
+
+async def test_a_json_body_nested_too_deep_is_400_logged_and_harmless(
+    served: ServeKit, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: the decoder's RecursionError escaped the handler: 500 and a traceback."""
+    caplog.set_level(logging.INFO, "unbroken")
+    _kit, srv = await served()
+    deep = "[" * 5000 + "]" * 5000
+    json_type = {"content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=srv.http) as http:
+        r = await http.put("/v1/stream/deep", content=deep, headers=json_type)
+        assert r.status_code == 400 and "nested too deeply" in r.text
+        assert (await http.put("/v1/stream/j", content="[1]", headers=json_type)).status_code == 201
+        r = await http.post("/v1/stream/j", content=deep, headers=json_type)
+        assert r.status_code == 400 and "nested too deeply" in r.text
+        assert (await http.post("/v1/stream/j", content="[2]", headers=json_type)).status_code in (
+            200,
+            204,
+        )
+        assert (await http.get("/v1/stream/j", params={"offset": "-1"})).json() == [1, 2]
+    assert any("status=400" in r.getMessage() for r in caplog.records)
+    assert not any(r.levelname == "ERROR" for r in caplog.records)
