@@ -487,8 +487,11 @@ test("a start refused for load for longer than requestTimeout is sent again unti
 });
 
 test("the reconnect deadline bounds the first connection too", async () => {
-  // a WebSocket that never opens (a lost SYN, a stuck upgrade): with openTimeout 5 s
-  // and a 0.4 s deadline, the client gives up near 0.4 s, not after one 5 s opening
+  // a WebSocket that never opens (a lost SYN, a stuck upgrade): with openTimeout 30 s
+  // and a 0.4 s deadline, the client gives up once the deadline has passed, not after
+  // one 30 s opening. No tight upper bound on the time (a loaded machine fires the
+  // client's timer late: it gave up at 0.42 s, and that is right); policy.test.mjs
+  // checks the decision at the deadline with the clock passed in.
   let tried = 0;
   class Silent {
     constructor() {
@@ -500,16 +503,22 @@ test("the reconnect deadline bounds the first connection too", async () => {
       this.readyState = 3;
     }
   }
-  const policy = { base: 0.01, cap: 0.05, maxAttempts: null, deadline: 0.4 };
-  const client = new Client("ws://a/ws", { WebSocket: Silent, storage: null, lifecycle: false, openTimeout: 5, policy });
+  // attempt 1 is at once, later ones wait at most `cap`: the client gives up only when
+  // elapsed + delay passes the deadline, so at more than deadline - cap
+  const policy = { base: 0.01, cap: 0.01, maxAttempts: null, deadline: 0.4 };
+  const client = new Client("ws://a/ws", { WebSocket: Silent, storage: null, lifecycle: false, openTimeout: 30, policy });
   const t0 = performance.now();
   await assert.rejects(client.start("echo"), (e) => {
     assert.equal(e.name, "ReconnectExhausted", `${e.name}: ${e.message}`);
-    assert.ok(e.elapsed <= 0.4 + 0.01, `elapsed ${e.elapsed}`);
+    assert.equal(e.lastError?.name, "ConnectionLost");
+    assert.match(e.lastError.message, /no welcome in time/);
+    const took = (performance.now() - t0) / 1000;
+    assert.ok(e.elapsed > policy.deadline - policy.cap, `elapsed ${e.elapsed}`);
+    assert.ok(e.elapsed <= took, `elapsed ${e.elapsed}, measured ${took}`);
+    // an opening not cut to the deadline would end no sooner than openTimeout
+    assert.ok(e.elapsed < 30, `elapsed ${e.elapsed}: the opening was not bounded by the deadline`);
     return true;
   });
-  const took = (performance.now() - t0) / 1000;
-  assert.ok(took < 5 && took >= 0.39, `gave up after ${took}s`);
   assert.ok(tried >= 1);
   await client.close();
 });
