@@ -169,10 +169,14 @@ test("a start whose log stays unreachable fails with LogUnavailable naming its r
 
 test("a start re-sent at welcome is not sent again by the retry timer of the connection before", async () => {
   // conn0 answers the start `unavailable {req}` and drops; conn1's start (sent at
-  // welcome) is held unanswered past the retry timer: one start only, then `started`
+  // welcome) is held unanswered past the retry timer: one start only, then `started`.
+  // Both awaited as events: a process stalled past the timer (a loaded machine) fires
+  // it before conn1's welcome, and one start is still the answer
   let opened = 0;
   let timerDone;
   const timerFired = new Promise((r) => (timerDone = r));
+  let startedOn1;
+  const startOn1 = new Promise((r) => (startedOn1 = r));
   const sockets = [];
   class WS {
     constructor() {
@@ -187,6 +191,7 @@ test("a start re-sent at welcome is not sent again by the retry timer of the con
     send(data) {
       const f = decodeClient(data);
       this.sent.push(f);
+      if (f.t === "start" && this.n === 1) startedOn1();
       if (f.t === "hello") setTimeout(() => this.push({ t: "welcome", session: "x", heartbeat_ms: 1000, epoch: EPOCH, caps: [CAP_UNAVAILABLE] }), 0);
       else if (f.t === "start" && this.n === 0)
         setTimeout(() => {
@@ -204,14 +209,14 @@ test("a start re-sent at welcome is not sent again by the retry timer of the con
     }
   }
   const onEvent = (e) => {
-    // set in the same tick as the client's retry timer, later: it fires after it
+    // set in the same tick as the client's retry timer, due later: it fires after it
     if (e.kind === "unavailable") setTimeout(timerDone, e.delay * 1000 + 20);
   };
   const client = new Client("ws://x", { WebSocket: WS, storage: null, lifecycle: false, onEvent, seed: 1, policy: { base: 0.001, cap: 0.002 } });
   try {
     const started = client.start("agent", null, { req: "r1" });
-    await timerFired;
-    assert.equal(sockets.length, 2, "reconnected before the retry timer fired");
+    await Promise.all([timerFired, startOn1]);
+    assert.equal(sockets.length, 2, "one reconnect");
     const starts = sockets[1].sent.filter((f) => f.t === "start");
     assert.equal(starts.length, 1, "the start sent at welcome, not again by the old timer");
     sockets[1].push({ t: "started", req: "r1", stream: S1, epoch: EPOCH });
