@@ -1,0 +1,255 @@
+"""The real servers' per-token path in lockstep over real sockets: unbroken and bare.
+
+``benchmarks.lockstep`` runs unbroken's hub and connections against a transport that
+takes every send at once: no WebSocket layer, no socket, and no bare server to compare
+with. This one serves real WebSocket connections on loopback, as the concurrency
+benchmark does, from either server:
+
+- ``--server unbroken``: ``unbroken serve``'s stack in-process (uvicorn with unbroken's
+  WebSocket layer and connection guard, uvloop, a memory store, metrics on), one
+  stream per connection, protocol v1 with the ``batch`` cap (as the load client);
+- ``--server bare``: a plain ``websockets`` server (uvloop), one message per token
+  (``benchmarks.bare``'s shape).
+
+Both serve the same agents: each stream waits on its round's gate, then writes one
+20-byte token (``stamp``); a child process (not measured: valgrind does not follow it)
+holds the client connections, counts the tokens and writes one line to its stdout per
+round's worth of them; the server opens the next round's gate on that line. So every
+token is its own wake-up, append (unbroken), frame and socket write in both servers,
+whatever the speed of the machine or of valgrind. Time-driven work is kept out
+(unbroken's heartbeat 1,000 s, no WebSocket pings in either).
+
+``python -m benchmarks.instructions --wire`` counts instructions of this under
+cachegrind for both servers (the difference of two round counts, per token) and
+prints their ratio. Run alone it prints CPU µs per token (``time.process_time``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+
+from benchmarks.bare import stamp
+
+WARMUP = 5
+
+
+class _Rounds:
+    """The gates of the agents, one per round, and the count of agents at the first."""
+
+    def __init__(self, streams: int, rounds: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.streams = streams
+        self.gates = [loop.create_future() for _ in range(WARMUP + rounds)]
+        self.waiting = 0
+        self.all_waiting = loop.create_future()
+
+    def arrived(self) -> None:
+        self.waiting += 1
+        if self.waiting == self.streams:
+            self.all_waiting.set_result(None)
+
+
+async def _drive(port: int, kind: str, streams: int, rounds: _Rounds) -> float:
+    """Start the client process, run every round; CPU seconds per measured round."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "benchmarks.wirestep",
+        "--client",
+        "--server",
+        kind,
+        "--port",
+        str(port),
+        "--streams",
+        str(streams),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    line = await proc.stdout.readline()
+    if line != b"ready\n":
+        raise RuntimeError(f"client: {line!r}")
+    await rounds.all_waiting
+    c0 = 0.0
+    for i, gate in enumerate(rounds.gates):
+        if i == WARMUP:
+            c0 = time.process_time()
+        gate.set_result(None)
+        if await proc.stdout.readline() != b"round\n":
+            raise RuntimeError("the client stopped before the last round")
+    cpu = time.process_time() - c0
+    proc.kill()
+    await proc.wait()
+    return cpu
+
+
+async def _bare(streams: int, n: int) -> float:
+    from websockets.asyncio.server import ServerConnection, serve
+
+    rounds = _Rounds(streams, n)
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()
+        rounds.arrived()
+        for gate in rounds.gates:
+            await gate
+            await ws.send(stamp(0.0))
+        await ws.wait_closed()
+
+    async with serve(
+        handler,
+        "127.0.0.1",
+        0,
+        compression=None,
+        max_size=None,
+        ping_interval=None,
+        backlog=4096,
+    ) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        return await _drive(port, "bare", streams, rounds)
+
+
+async def _unbroken(streams: int, n: int) -> float:
+    import dataclasses
+    import logging
+
+    import uvicorn
+
+    from unbroken.server import Output, Request, Unbroken
+    from unbroken.server.serving import listen_socket, uvicorn_config
+    from unbroken.store.base import Retention
+    from unbroken.store.memory import MemoryStore
+
+    rounds = _Rounds(streams, n)
+    store = MemoryStore(Retention(max_total_bytes=4 << 30, max_stream_bytes=64 << 20, ttl=30.0))
+    app = Unbroken(
+        store,
+        allow_anonymous=True,
+        start_rate=1e6,
+        start_burst=1_000_000,
+        max_streams_per_connection=100_000,
+        heartbeat=1000.0,  # the heartbeat's sweep runs on wall time: keep it out
+    )
+    app.hub.set_admission(dataclasses.replace(app.hub.admission, max_loop_lag=30.0))
+
+    @app.agent("lockstep")
+    async def lockstep(req: Request, out: Output) -> None:
+        rounds.arrived()
+        for gate in rounds.gates:
+            await gate
+            await out.text(stamp(0.0))
+
+    sock = listen_socket("127.0.0.1", 0)
+    config, _ = uvicorn_config(
+        app, ws_ping_interval=None, lifespan="on", log_level="warning", loop="uvloop"
+    )
+    logging.getLogger("unbroken").setLevel(logging.ERROR)
+    sock.listen(config.backlog)
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    while not server.started:  # noqa: ASYNC110 - uvicorn has no event for it
+        await asyncio.sleep(0.01)
+    cpu = await _drive(sock.getsockname()[1], "unbroken", streams, rounds)
+    del task  # not stopped: the process ends at once (the teardown is not the token path)
+    return cpu
+
+
+async def _client(kind: str, port: int, streams: int) -> None:
+    """Open the connections, start a stream on each, then print a line per round."""
+    from websockets.asyncio.client import ClientConnection, connect
+
+    out = os.fdopen(sys.stdout.fileno(), "wb", buffering=0)
+    path = "/" if kind == "bare" else "/ws"
+    sem = asyncio.Semaphore(64)
+    count = [0]
+
+    async def open_one(i: int) -> ClientConnection:
+        async with sem:
+            ws = await connect(
+                f"ws://127.0.0.1:{port}{path}",
+                subprotocols=None if kind == "bare" else ["unbroken.v1"],  # type: ignore[list-item]
+                max_size=None,
+                ping_interval=None,
+                compression=None,
+                open_timeout=600,
+            )
+            if kind == "bare":
+                await ws.send("{}")
+                return ws
+            from unbroken.protocol.client_session import ClientSession
+            from unbroken.protocol.frames import encode
+
+            cs = ClientSession(caps=("batch",))
+            await ws.send(encode(cs.connect()).decode())
+            cs.receive(await ws.recv())
+            for f in cs.after_welcome():
+                await ws.send(encode(f).decode())
+            start = cs.start(f"r{i}", "lockstep", {})
+            assert start is not None
+            await ws.send(encode(start).decode())
+            return ws
+
+    def token() -> None:
+        count[0] += 1
+        if count[0] == streams:
+            count[0] = 0
+            out.write(b"round\n")
+
+    async def read(ws: ClientConnection) -> None:
+        with contextlib.suppress(Exception):
+            async for msg in ws:
+                if kind == "bare":
+                    token()
+                    continue
+                assert isinstance(msg, str)
+                for line in msg.split("\n"):
+                    if line.startswith('{"t":"events"'):
+                        for item in json.loads(line)["items"]:
+                            d = item if isinstance(item, str) else item.get("d", "")
+                            for _ in range(len(d) // 20):
+                                token()
+
+    links = await asyncio.gather(*(open_one(i) for i in range(streams)))
+    readers = [asyncio.ensure_future(read(ws)) for ws in links]
+    out.write(b"ready\n")
+    await asyncio.gather(*readers)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--server", choices=["unbroken", "bare"], required=True)
+    ap.add_argument("--streams", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=20, help="tokens per stream (measured)")
+    ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    import uvloop
+
+    if a.client:
+        uvloop.run(_client(a.server, a.port, a.streams))
+        return
+    run = _bare if a.server == "bare" else _unbroken
+    cpu = uvloop.run(run(a.streams, a.rounds))
+    tokens = a.streams * a.rounds
+    print(
+        json.dumps(
+            {
+                "server": a.server,
+                "streams": a.streams,
+                "rounds": a.rounds,
+                "cpu_us_per_token": round(1e6 * cpu / tokens, 2),
+            }
+        )
+    )
+    sys.stdout.flush()
+    os._exit(0)  # the teardown of every connection is not the per-token path
+
+
+if __name__ == "__main__":
+    main()
