@@ -81,9 +81,9 @@ def main() -> None:
     )
     if a.wire:
         for server in ("bare", "unbroken"):
+            warm = ["--server", server, "--streams", "10", "--rounds", "1"]
             subprocess.run(
-                [sys.executable, "-m", "benchmarks.wirestep", "--server", server, "--streams"]
-                + ["10", "--rounds", "1"],  # noqa: RUF005
+                [sys.executable, "-m", "benchmarks.wirestep", *warm],
                 capture_output=True,
                 check=True,
             )
