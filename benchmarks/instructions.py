@@ -92,7 +92,7 @@ def main() -> None:
     def per_token(server: str | None) -> int:
         hi = instructions(a.streams, a.high, server)
         lo = instructions(a.streams, a.low, server)
-        return round((hi - lo) / tokens)
+        return int(round((hi - lo) / tokens))
 
     result: dict[str, Any] = {
         "bench": "instructions_wire" if a.wire else "instructions",
