@@ -87,12 +87,12 @@ def main() -> None:
                 capture_output=True,
                 check=True,
             )
-    tokens = (a.high - a.low) * a.streams
+    tokens: int = (a.high - a.low) * a.streams
 
     def per_token(server: str | None) -> int:
         hi = instructions(a.streams, a.high, server)
         lo = instructions(a.streams, a.low, server)
-        return int(round((hi - lo) / tokens))
+        return round((hi - lo) / tokens)
 
     result: dict[str, Any] = {
         "bench": "instructions_wire" if a.wire else "instructions",
