@@ -17,10 +17,13 @@ from ..observe.counts import Counts
 from ..protocol.events import Kind
 from ..protocol.frames import _EVENTS_FRAME, ServerCodec
 from ..protocol.frames_v2 import ServerCodec as ServerCodecV2
+from ..protocol.items import _OPENED, _open_chunk, chunk_items
 from ..protocol.server_session import StreamFlow
 from ..store.base import ReadBatch, StreamLog
 
 _END: Final = int(Kind.END)
+#: a v1 ``events`` frame of one chunk: its items array (``chunk_items``) formatted in
+_CHUNK_FRAME: Final = _EVENTS_FRAME.replace(b'"items":%b', b'"items":[%b%b}]')
 
 
 class Attachment:
@@ -116,6 +119,25 @@ class Attachment:
 
     def _frame(self, batch: ReadBatch) -> bytes:
         return self.frame(batch.first, batch.count, batch.items, batch.digest, batch.last_kind)
+
+    def chunk_frame(self, seq: int, kind: int, part: str, enc: bytes, digest: bytes) -> bytes:
+        """:meth:`frame` of one chunk, event ``seq`` of ``kind`` and ``part`` whose
+        stored item is ``enc`` (a live stream's token pushed by the log), the same
+        bytes as ``frame(seq, 1, chunk_items(kind, part, enc), digest, kind)``: in
+        v1 its items array is formatted into the frame (no join, no call)."""
+        sid = self.stream_id
+        if sid is not None:
+            head = _OPENED[kind].get(part)
+            if head is None:
+                head = _open_chunk(kind, part)
+            frame = _CHUNK_FRAME % (sid, seq, head, enc, hexlify(digest))
+        else:
+            frame = self.codec.events(
+                self.stream, seq, chunk_items(kind, part, enc), digest, kind, self.codec_state
+            )
+        self.counts.events_out += 1
+        self.flow.sent_frame(seq, len(frame), False)  # (a chunk: never the end)
+        return frame
 
     def frame(self, first: int, count: int, items: bytes, digest: bytes, last_kind: int) -> bytes:
         """The ``events`` frame of events ``first .. first+count-1`` (``items``: their

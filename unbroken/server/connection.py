@@ -72,7 +72,6 @@ from ..protocol.frames import (
 )
 from ..protocol.frames_v2 import CAP_ZLIB, ZLIB_MIN
 from ..protocol.frames_v2 import ServerCodec as ServerCodecV2
-from ..protocol.items import chunk_items
 from ..protocol.resume import StreamInfo, decide_resume
 from ..protocol.server_session import AckResult, ServerSession, TokenBucket
 from ..store.base import DIVERGED, LiveIndex
@@ -1172,8 +1171,7 @@ class Connection:
             return False  # a trickle piles up, or the window is full: the usual way
         att.head_hint = seq
         try:
-            items = chunk_items(kind, part, enc)
-            self._send_events(att.frame(seq, 1, items, digest, kind), now)
+            self._send_events(att.chunk_frame(seq, kind, part, enc, digest), now)
         except Exception as exc:
             self._send_failed(exc)
         return True

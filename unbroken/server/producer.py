@@ -353,33 +353,6 @@ class Producer:
             raise
         self._appended(batch)
 
-    def _append_one(self) -> None:
-        """Append the one chunk pending (in ``_texts``, nothing else pending) with the
-        store's ``append_chunk_nowait``: digested and handed over as it is, no batch
-        (a paced stream's every token: its reader, when idle, sends it on from the
-        store's push in the same call)."""
-        assert self._append_chunk is not None
-        texts = self._texts
-        body = texts[0]
-        chain = self._chain
-        kind, part = self._run_kind, self._run_part
-        digest = chain.chunk(kind, part, body.encode())  # (checked when written)
-        seq = chain.seq
-        texts.clear()
-        self._hot = None
-        runs = self._runs
-        try:
-            add = self._append_chunk(
-                self.stream, self.token, seq, kind, part, bool(runs), body, digest
-            )
-        except Exception as exc:
-            self._failed(seq, self._base, exc)
-            raise
-        if runs:
-            runs.clear()
-        self._base += add
-        self._head, self._head_digest = seq, digest
-
     def _take(self) -> AppendBatch:
         self._digest_pending()
         batch = AppendBatch(
@@ -433,11 +406,33 @@ class Producer:
         self._scheduled = False
         if self._closed or self.error is not None:
             return
-        if len(self._texts) == 1 and not self._npend and self._append_chunk is not None:
-            # one chunk (a paced stream's token): no batch
+        texts = self._texts
+        append_chunk = self._append_chunk
+        if len(texts) == 1 and not self._npend and append_chunk is not None:
+            # one chunk (a paced stream's token), appended with the store's
+            # append_chunk_nowait: digested and handed over as it is, no batch (its
+            # reader, when idle, sends it on from the store's push in the same call)
             self._flushed_at = self._loop.time()
-            try:  # noqa: SIM105 - as below
-                self._append_one()
+            try:  # an error is kept in self.error; the agent sees it on its next write
+                body = texts[0]
+                chain = self._chain
+                kind, part = self._run_kind, self._run_part
+                digest = chain.chunk(kind, part, body.encode())  # (checked when written)
+                seq = chain.seq
+                texts.clear()
+                self._hot = None
+                runs = self._runs
+                try:
+                    add = append_chunk(
+                        self.stream, self.token, seq, kind, part, bool(runs), body, digest
+                    )
+                except Exception as exc:
+                    self._failed(seq, self._base, exc)
+                    raise
+                if runs:
+                    runs.clear()
+                self._base += add
+                self._head, self._head_digest = seq, digest
             except Exception:
                 pass
             return

@@ -242,16 +242,24 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
         # every frame of a text connection: the checks of _can_send_now; those that
         # cannot change once they held (the handshake done and answered, no
         # extension) are made until they hold, then only the others
+        # (websockets' ``state`` is a property over ``_state``: read the attribute,
+        # a property call per frame costs more than the rest of these checks; a
+        # websockets without it sends through ASGI)
         conn: Any = self.conn
         if not self._open_plain:
-            if not self.handshake_complete or self.initial_response is not None or conn.extensions:
+            if (
+                not self.handshake_complete
+                or self.initial_response is not None
+                or conn.extensions
+                or not hasattr(conn, "_state")
+            ):
                 return False
             self._open_plain = True
         if (
             self.close_sent
             or self.disconnected
             or self._write_paused
-            or conn.state is not _OPEN
+            or conn._state is not _OPEN
             or conn.expect_continuation_frame
         ):
             return False

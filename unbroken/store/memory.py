@@ -19,7 +19,7 @@ from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ..errors import LogDiverged, LogFull, StaleProducer, StreamTooLarge
 from ..protocol.digest import DIGEST_SIZE, Chain, seed
@@ -359,7 +359,8 @@ class MemoryStore:
                 raise LogDiverged(stream, head, seq - 1)
             return 0  # a repeated append: idempotent
         buf = s.buf
-        assert isinstance(buf, bytearray)
+        if TYPE_CHECKING:  # (a running stream's log: no isinstance call per token)
+            assert isinstance(buf, bytearray)
         size = len(buf)
         # encoded apart, then added: the log grows by CPython's margin (~1/8), not
         # by the encoder's (encode_into leaves half of it again spare)
