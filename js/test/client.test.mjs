@@ -28,6 +28,7 @@ import {
   encodeItemsV2,
   MAX_RTO,
 } from "../dist/testing.js";
+import { fakeSockets } from "../test-support/fake-socket.mjs";
 
 const EPOCH = "ep0ch";
 /** The protocol version the fake server speaks (client.v1.test.mjs: v1). */
@@ -69,45 +70,27 @@ class FakeServer {
     this.per = per;
     this.cuts = [...cutAfterFrames];
     this.refuse = refuse;
-    this.connections = 0;
     this.starts = 0;
     this.resumes = [];
-    this.sockets = [];
     this.acks = [];
     this.stream = "S1streamXYZ";
     this.digests = [];
     const v = new ChainVerifier(this.stream, EPOCH);
     for (const ev of events) this.digests.push(toHex(v.extend([ev])));
-    const server = this;
-    this.WebSocket = class {
-      constructor(url, protocols) {
-        this.url = url;
-        this.readyState = 0;
-        this.protocol = "";
-        this.onopen = this.onmessage = this.onclose = this.onerror = null;
-        server.connections++;
-        server.sockets.push(this);
-        assert.deepEqual(protocols, ["unbroken.v2", "unbroken.v1"]);
-        setTimeout(() => {
-          this.readyState = 1;
-          this.protocol = `unbroken.${VERSION}`;
-          this.onopen?.({});
-        }, 1);
-      }
-      send(data) {
-        assert.equal(this.readyState, 1);
+    const fake = fakeSockets({
+      protocol: `unbroken.${VERSION}`,
+      openDelay: 1,
+      decode: (data) => {
         assert.equal(typeof data === "string", VERSION === "v1", "frames of the connection's version");
-        const f = typeof data === "string" ? decodeClient(data) : decodeClientV2(data);
-        // what the client sent on each connection, and whether welcome had come yet
-        (this.sent ??= []).push([f.t, this.welcomed === true]);
-        setTimeout(() => server.handle(this, f), 0);
-      }
-      close(code = 1000, reason = "") {
-        if (this.readyState >= 2) return;
-        this.readyState = 3;
-        setTimeout(() => this.onclose?.({ code, reason }), 0);
-      }
-    };
+        return typeof data === "string" ? decodeClient(data) : decodeClientV2(data);
+      },
+      onFrame: (ws, f) => this.handle(ws, f),
+    });
+    this.WebSocket = fake.WS;
+    this.sockets = fake.sockets;
+  }
+  get connections() {
+    return this.sockets.length;
   }
   out(ws, frame) {
     if (ws.readyState !== 1) return;
@@ -135,6 +118,7 @@ class FakeServer {
   handle(ws, f) {
     if (ws.readyState !== 1) return;
     if (f.t === "hello") {
+      assert.deepEqual(ws.protocols, ["unbroken.v2", "unbroken.v1"]);
       if (this.refuse) {
         ws.readyState = 3;
         return ws.onclose?.({ code: this.refuse, reason: "no" });
@@ -145,7 +129,7 @@ class FakeServer {
         ws.readyState = 3;
         return ws.onclose?.({ code: 4008, reason: "overloaded" });
       }
-      ws.welcomed = true;
+      ws.welcomedAfter = ws.sent.length; // how many frames the client sent before welcome
       return this.out(ws, { t: "welcome", session: "s", heartbeat_ms: 50, epoch: EPOCH, caps: this.unavailable ? ["batch", "unavailable"] : ["batch"] });
     }
     if (f.t === "start") {
@@ -235,7 +219,10 @@ test("a stream cut twice is resumed from its cursor and delivered exactly once",
   assert.equal(server.connections, 3);
   assert.deepEqual(server.resumes, [9, 15]);
   // each reconnect sends its resume right behind hello, before welcome (§2: pipelined)
-  for (const ws of server.sockets.slice(1)) assert.deepEqual(ws.sent.slice(0, 2), [["hello", false], ["resume", false]]);
+  for (const ws of server.sockets.slice(1)) {
+    assert.deepEqual(ws.sent.slice(0, 2).map((f) => f.t), ["hello", "resume"]);
+    assert.ok(ws.welcomedAfter >= 2, "both before welcome");
+  }
   const kinds = seen.map((e) => e.kind);
   assert.deepEqual(kinds.filter((k) => k === "resumed").length, 2);
   const urls = seen.filter((e) => e.kind === "connected").map((e) => e.url);
@@ -591,14 +578,7 @@ test("a batched catch-up: the first frame's events reach the page before the res
 
 test("freeze() closes the socket and opens none until wake(); then the stream resumes exactly", async () => {
   const server = new FakeServer(answerEvents(60), { per: 2 });
-  const sockets = [];
-  const WS = server.WebSocket;
-  server.WebSocket = class extends WS {
-    constructor(...a) {
-      super(...a);
-      sockets.push(this);
-    }
-  };
+  const sockets = server.sockets;
   const seen = [];
   const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false, onEvent: (e) => seen.push(e) });
   const st = await client.start("echo");
@@ -641,14 +621,7 @@ test("page lifecycle events: freeze / resume and pagehide into the bfcache / pag
   globalThis.removeEventListener = win.removeEventListener.bind(win);
   try {
     const server = new FakeServer(answerEvents(3000), { per: 2 }); // 1500 frames, > 1 ms apart
-    const sockets = [];
-    const WS = server.WebSocket;
-    server.WebSocket = class extends WS {
-      constructor(...a) {
-        super(...a);
-        sockets.push(this);
-      }
-    };
+    const sockets = server.sockets;
     const seen = [];
     const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: true, onEvent: (e) => seen.push(`${e.kind} ${e.cause}`) });
     const st = await client.start("echo");

@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { CAP_UNAVAILABLE, Client, LogUnavailable, RequestRefused, decodeClient, decodeServer, encode, seed, toHex } from "../dist/testing.js";
+import { CAP_UNAVAILABLE, Client, LogUnavailable, RequestRefused, decodeServer, seed, toHex } from "../dist/testing.js";
+import { fakeSockets } from "../test-support/fake-socket.mjs";
 
 const vectors = JSON.parse(readFileSync(new URL("../../tests/vectors/frames.json", import.meta.url), "utf8")).frames;
 const EPOCH = "Zm9vYmFy";
@@ -14,56 +15,19 @@ const S1 = "s".repeat(22);
 const S2 = "t".repeat(22);
 const STREAM_OF = { r1: S1, r2: S2 };
 
-/** A scripted v1 server: welcomes with the `unavailable` cap, starts r1 (S1) and r2
- * (S2), answers a resume with `onResume(frame, ws)` (a frame, or null: none).
- * `until(f)` resolves with `f()`'s first truthy value, checked at every frame sent. */
+/** A scripted v1 server (fake-socket.mjs): welcomes with the `unavailable` cap,
+ * starts r1 (S1) and r2 (S2); answers a start with `onStart(frame, ws)` and a resume
+ * with `onResume(frame, ws)` (a frame, or null: none). */
 function scripted(onResume = (f) => ({ t: "resumed", stream: f.stream, from: f.after, head: 3, status: "running" }), onStart = (f) => ({ t: "started", req: f.req, stream: STREAM_OF[f.req], epoch: EPOCH })) {
-  const sockets = [];
-  const waiters = [];
-  const check = () => {
-    for (const w of [...waiters]) {
-      const v = w[0]();
-      if (v) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w[1](v);
+  return fakeSockets({
+    onFrame(ws, f) {
+      if (f.t === "hello") ws.push({ t: "welcome", session: "x", heartbeat_ms: 1000, epoch: EPOCH, caps: [CAP_UNAVAILABLE] });
+      else if (f.t === "start" || f.t === "resume") {
+        const answer = (f.t === "start" ? onStart : onResume)(f, ws);
+        if (answer) ws.push(answer);
       }
-    }
-  };
-  class WS {
-    constructor() {
-      Object.assign(this, { readyState: 0, protocol: "", sent: [] });
-      sockets.push(this);
-      setTimeout(() => {
-        this.readyState = 1;
-        this.protocol = "unbroken.v1";
-        this.onopen?.({});
-      }, 0);
-    }
-    send(data) {
-      const f = decodeClient(data);
-      this.sent.push(f);
-      check();
-      setTimeout(() => {
-        if (this.readyState !== 1) return;
-        if (f.t === "hello") this.push({ t: "welcome", session: "x", heartbeat_ms: 1000, epoch: EPOCH, caps: [CAP_UNAVAILABLE] });
-        else if (f.t === "start") this.push(onStart(f));
-        else if (f.t === "resume") {
-          const answer = onResume(f, this);
-          if (answer) this.push(answer);
-        }
-      }, 0);
-    }
-    push(f) {
-      this.onmessage?.({ data: typeof f === "string" ? f : encode(f) });
-    }
-    close(code = 1000, reason = "") {
-      if (this.readyState >= 2) return;
-      this.readyState = 3;
-      setTimeout(() => this.onclose?.({ code, reason }), 0);
-    }
-  }
-  const until = (f) => new Promise((r) => (waiters.push([f, r]), check()));
-  return { WS, sockets, until };
+    },
+  });
 }
 
 /** A client with streams r1 (S1) and r2 (S2) started. */
@@ -172,42 +136,16 @@ test("a start re-sent at welcome is not sent again by the retry timer of the con
   // welcome) is held unanswered past the retry timer: one start only, then `started`.
   // Both awaited as events: a process stalled past the timer (a loaded machine) fires
   // it before conn1's welcome, and one start is still the answer
-  let opened = 0;
   let timerDone;
   const timerFired = new Promise((r) => (timerDone = r));
-  let startedOn1;
-  const startOn1 = new Promise((r) => (startedOn1 = r));
-  const sockets = [];
-  class WS {
-    constructor() {
-      Object.assign(this, { readyState: 0, protocol: "", sent: [], n: opened++ });
-      sockets.push(this);
-      setTimeout(() => {
-        this.readyState = 1;
-        this.protocol = "unbroken.v1";
-        this.onopen?.({});
-      }, 0);
+  const { WS, sockets, until } = scripted(undefined, (f, ws) => {
+    if (ws === sockets[0]) {
+      ws.push(startUnavailable(f));
+      ws.close(1011, "drop");
     }
-    send(data) {
-      const f = decodeClient(data);
-      this.sent.push(f);
-      if (f.t === "start" && this.n === 1) startedOn1();
-      if (f.t === "hello") setTimeout(() => this.push({ t: "welcome", session: "x", heartbeat_ms: 1000, epoch: EPOCH, caps: [CAP_UNAVAILABLE] }), 0);
-      else if (f.t === "start" && this.n === 0)
-        setTimeout(() => {
-          this.push(startUnavailable(f));
-          this.close(1011, "drop");
-        }, 0);
-    }
-    push(f) {
-      if (this.readyState === 1) this.onmessage?.({ data: encode(f) });
-    }
-    close(code = 1000, reason = "") {
-      if (this.readyState >= 2) return;
-      this.readyState = 3;
-      setTimeout(() => this.onclose?.({ code, reason }), 0);
-    }
-  }
+    return null;
+  });
+  const startOn1 = until(() => sockets[1]?.sent.some((f) => f.t === "start"));
   const onEvent = (e) => {
     // set in the same tick as the client's retry timer, due later: it fires after it
     if (e.kind === "unavailable") setTimeout(timerDone, e.delay * 1000 + 20);

@@ -25,6 +25,7 @@ import {
   DEFAULT_LIMITS,
   StreamFailed,
 } from "../dist/testing.js";
+import { fakeSockets } from "../test-support/fake-socket.mjs";
 
 const load = (name) => JSON.parse(readFileSync(new URL(`../../tests/vectors/${name}`, import.meta.url), "utf8"));
 const digestVectors = load("digest.json");
@@ -165,47 +166,12 @@ test("invalid vectors: items that do not stand for valid events are refused", ()
   }
 });
 
-/** A v1 socket the test drives by hand: `sent` (decoded frames), `push(text)`;
- * `until(f)` resolves with `f()`'s first truthy value, checked at every frame the
- * client sends. */
+/** v1 sockets the test drives by hand (`push(text)`; fake-socket.mjs) and
+ * `hello(i)`: the i-th socket once its client has sent hello. */
 function manual() {
-  const sockets = [];
-  const waiters = [];
-  const check = () => {
-    for (const w of [...waiters]) {
-      const v = w[0]();
-      if (v) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w[1](v);
-      }
-    }
-  };
-  class WS {
-    constructor() {
-      Object.assign(this, { readyState: 0, protocol: "", sent: [], closed: null });
-      sockets.push(this);
-      setTimeout(() => {
-        this.readyState = 1;
-        this.protocol = "unbroken.v1";
-        this.onopen?.({});
-      }, 0);
-    }
-    send(data) {
-      this.sent.push(JSON.parse(data));
-      check();
-    }
-    push(text) {
-      this.onmessage?.({ data: text });
-    }
-    close(code = 1000, reason = "") {
-      this.closed ??= { code, reason };
-      this.readyState = 3;
-      setTimeout(() => this.onclose?.({ code, reason }), 0);
-    }
-  }
-  const until = (f) => new Promise((r) => (waiters.push([f, r]), check()));
-  const hello = (i) => until(() => sockets[i]?.sent[0]?.t === "hello" && sockets[i]);
-  return { WS, sockets, until, hello };
+  const m = fakeSockets({ decode: JSON.parse });
+  const hello = (i) => m.until(() => m.sockets[i]?.sent[0]?.t === "hello" && m.sockets[i]);
+  return { ...m, hello };
 }
 const manualOptions = (WS, more = {}) => ({ WebSocket: WS, storage: null, lifecycle: false, protocols: ["v1"], ...more });
 
