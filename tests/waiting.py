@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 
 
-async def until(ok: Callable[[], bool], limit: float = 10.0, every: float = 0.01) -> None:
-    """Return once ``ok()`` is true; ``TimeoutError`` after ``limit`` seconds."""
+async def until(
+    ok: Callable[[], bool | Awaitable[bool]], limit: float = 10.0, every: float = 0.01
+) -> None:
+    """Return once ``ok()`` is true; ``TimeoutError`` after ``limit`` seconds.
+
+    ``ok`` may be a coroutine function (a check that asks a server), awaited each time."""
     async with asyncio.timeout(limit):
-        while not ok():  # noqa: ASYNC110 - polled under a timeout
+        while True:
+            done = ok()
+            if inspect.isawaitable(done):
+                done = await done
+            if done:
+                return
             await asyncio.sleep(every)

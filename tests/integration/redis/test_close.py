@@ -21,6 +21,7 @@ from unbroken.server import Output, Request, Unbroken
 from unbroken.store.redis import RedisStore
 from unbroken.testing import serve
 
+from ...waiting import until
 from ..server.process import Process
 from .conftest import ROOT, RedisServer
 
@@ -32,12 +33,6 @@ UNBROKEN = Path(sys.executable).with_name("unbroken")
 async def clients(probe: aioredis.Redis) -> int:
     """Connections the redis-server holds, the probe's own left out."""
     return len(await probe.client_list()) - 1
-
-
-async def until_clients(probe: aioredis.Redis, n: int) -> None:
-    async with asyncio.timeout(TIMEOUT):
-        while await clients(probe) != n:  # noqa: ASYNC110 - polled under a timeout
-            await asyncio.sleep(0.02)
 
 
 async def test_a_served_app_closes_its_redis_store_on_shutdown(
@@ -62,7 +57,11 @@ async def test_a_served_app_closes_its_redis_store_on_shutdown(
             assert await clients(probe) >= 2  # the pool's and the tailer's
         # the lifespan closed the store: its tasks ended, Redis sees no connection
         assert store._tasks == [] and store._closed
-        await until_clients(probe, 0)
+
+        async def none_left() -> bool:
+            return await clients(probe) == 0
+
+        await until(none_left, TIMEOUT, 0.02)
     finally:
         await probe.aclose()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.clock import Clock
 from unbroken.protocol.frames import Hello, encode
 from unbroken.protocol.server_session import (
     COALESCE_BYTES,
@@ -109,14 +110,6 @@ def test_an_ended_stream_never_counts_as_stalled() -> None:
     server.attach(S1).sent_frame(1, 100, end=True)
     assert not server.window_full()
     assert server.peer_silent(100.0, 0.0, sending=False) == 0.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_small_frames_sent_close_together_are_one_record_in_flight() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from tests.clock import Clock
 from unbroken.protocol.server_session import (
     ACK_SPAN,
     MIN_WINDOW,
@@ -16,14 +17,6 @@ from unbroken.protocol.server_session import (
 
 KIB = 1024
 MIB = 1024 * KIB
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def flow_on(clock: Clock, window: int = MIB) -> StreamFlow:

@@ -7,18 +7,11 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.clock import Clock
 from unbroken.protocol.server_session import COALESCE_SPAN, MAX_RECORDS, StreamFlow
 
 KIB = 1024
 MIB = 1024 * KIB
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def trickle(flow: StreamFlow, clock: Clock, frames: int, size: int = 40) -> None:
