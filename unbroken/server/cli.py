@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     import typer
 
 
-#: seconds a worker waits, once served, for its leftover tasks to end after their cancel
+#: seconds a worker waits, once served, for its leftover tasks to end after their
+#: cancel (the default of ``--leftover-grace``)
 LEFTOVER_GRACE = 10.0
 
 
@@ -206,6 +207,15 @@ def serve_command(
             "uvicorn's meaning: how long to wait for its connections.",
         ),
     ] = None,
+    leftover_grace: Annotated[
+        float,
+        typer.Option(
+            "--leftover-grace",
+            help="Seconds the tasks still running after the drain get to end once "
+            "cancelled; one that swallows its cancel is logged by name and the process "
+            "exits without it.",
+        ),
+    ] = LEFTOVER_GRACE,
     log_level: Annotated[
         str, typer.Option("--log-level", help="critical, error, warning, info, debug.")
     ] = "info",
@@ -381,6 +391,8 @@ def serve_command(
 
     if log_format not in ("text", "json"):
         raise typer.BadParameter("text or json", param_hint="--log-format")
+    if not leftover_grace >= 0:  # (also refuses nan)
+        raise typer.BadParameter("seconds, 0 or more", param_hint="--leftover-grace")
     try:
         obj = load_target(target, app_dir)
     except ConfigError as exc:
@@ -553,13 +565,13 @@ def serve_command(
             # asyncio.Runner's close cancels what is left and waits without a bound:
             # a task that swallows its cancel would keep this process (and, with
             # workers, the port) alive forever. Bounded here; past it, exit anyway.
-            stuck = runner.run(_end_tasks(LEFTOVER_GRACE))
+            stuck = runner.run(_end_tasks(leftover_grace))
             if stuck:
                 ulog.error(
-                    "shutdown: %d task(s) did not end %.0fs after being cancelled, "
+                    "shutdown: %d task(s) did not end %gs after being cancelled, "
                     "exiting without them: %s",
                     len(stuck),
-                    LEFTOVER_GRACE,
+                    leftover_grace,
                     "; ".join(stuck),
                 )
                 logging.shutdown()

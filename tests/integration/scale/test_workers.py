@@ -175,12 +175,12 @@ async def test_a_task_that_swallows_its_cancel_does_not_keep_a_server_alive(
     served: list[Served],
 ) -> None:
     # asyncio.Runner's close waits without a bound for the tasks it cancels: serve
-    # bounds it, says which task did not end, and exits anyway
-    srv = await Served.start("tests.integration.scale.apps:stubborn_app")
+    # bounds it (--leftover-grace, short here), says which task did not end, and exits anyway
+    srv = await Served.start("tests.integration.scale.apps:stubborn_app", "--leftover-grace", "0.5")
     served.append(srv)
     async with Client(srv.url, policy=FAST) as client:
         st = await client.start("leak", {})
         assert (await st.wait()).text == "ok"
     srv.signal(signal.SIGTERM)
     assert await srv.wait(60) == 0, srv.log
-    await srv.p.wait_line(r"shutdown: 1 task\(s\) did not end .*stubborn", 5)
+    await srv.p.wait_line(r"shutdown: 1 task\(s\) did not end 0.5s after .*stubborn", 5)
