@@ -75,3 +75,30 @@ async def test_cancelling_the_task_closes_the_coroutine_where_it_waits() -> None
     with pytest.raises(asyncio.CancelledError):
         await rest
     assert cleaned.is_set()
+
+
+async def test_run_now_gives_the_value_at_once_or_the_rest_to_await() -> None:
+    gate: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def at_once() -> int:
+        return 3
+
+    async def waits() -> int:
+        return 1 + await gate
+
+    assert eager.run_now(at_once()) == (True, 3)
+    done, rest = eager.run_now(waits())
+    assert not done
+    task = asyncio.ensure_future(rest)
+    await asyncio.sleep(0)
+    assert not task.done()
+    gate.set_result(41)
+    assert await asyncio.wait_for(task, 5) == 42
+
+
+async def test_run_now_raises_an_error_before_the_first_wait() -> None:
+    async def fails() -> int:
+        raise LookupError("no")
+
+    with pytest.raises(LookupError):
+        eager.run_now(fails())

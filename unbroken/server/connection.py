@@ -86,6 +86,10 @@ if TYPE_CHECKING:
     from .hub import Hub
 
 log = logging.getLogger(__name__)
+
+#: what a resume's lookups found: the stream's info, the chain value at its ``after``
+_Found = tuple[StreamInfo | None, bytes | None]
+
 #: An empty read-only mapping: the default headers, query and cookies of a ConnectInfo
 #: (every connection keeps one after its hello: not 3 empty dicts each)
 _NO_ENTRIES: Final[Mapping[str, str]] = MappingProxyType({})
@@ -890,67 +894,98 @@ class Connection:
                 self._error(ErrorCode.FORBIDDEN, str(exc), stream=frame.stream)
 
     def _resume_later(self, frame: Resume) -> None:
-        """Answer ``frame`` from a task of its own: its log lookups may wait (a Redis
-        paused) while this connection goes on reading (pings, acks, other requests).
-        A resume of a stream whose previous resume is still looking up replaces it
-        (only the newer is answered; each is a complete request); a ``cancel`` of the
-        stream withdraws it; the connection's end cancels them all."""
+        """Answer ``frame``. On a log that reads without waiting (the memory store) its
+        lookups end at once and it is answered here, in order, with no task: behind a
+        pipelined ``hello`` the ``resumed`` and the first events are sent in the same
+        loop callback as the ``welcome``, not one loop turn (behind every other
+        connection's and run's work) later. Else (or when such a lookup waits after
+        all) the rest is answered from a task of its own: its log lookups may wait (a
+        Redis paused) while this connection goes on reading (pings, acks, other
+        requests). A resume of a stream whose previous resume is still looking up
+        replaces it (only the newer is answered; each is a complete request); a
+        ``cancel`` of the stream withdraws it; the connection's end cancels them all."""
         # counted as answered now, so a flood of them is paced like any other request
         self._answers += 1
         old = self._resumes.pop(frame.stream, None)
         if old is not None:
             old.cancel()
             log.info("resume replaced conn=%s stream=%s", self.id, frame.stream)
+        rest: Awaitable[_Found] | None = None
+        lookup: Coroutine[Any, Any, _Found] | None = None
+        if self._nowait:
+            # (only there: a store's lookup that entered its own timeout before it
+            # waited would tie that timeout to this connection's reading task)
+            lookup = self._lookup(frame)
+            try:
+                done, value = eager.run_now(lookup)
+            except Exception as exc:
+                self._resume_failed(frame, exc)
+                return
+            if done:
+                self._answer_resume(frame, *value)
+                return
+            rest = value
         if self._resumes is _SHARED_EMPTY:
             self._resumes = {}
-        self._resumes[frame.stream] = self._loop.create_task(
-            self._resume_task(frame), name=f"unbroken-resume-{self.id}"
+        task = self._resumes[frame.stream] = self._loop.create_task(
+            self._resume_task(frame, rest), name=f"unbroken-resume-{self.id}"
         )
+        if lookup is not None:  # a task cancelled before its first step: close the lookup
+            task.add_done_callback(lambda _task: lookup.close())
         if not self._hb_armed:  # hb while it waits: the client's silence limit holds
             self._schedule_hb()
 
-    async def _resume_task(self, frame: Resume) -> None:
+    async def _resume_task(self, frame: Resume, rest: Awaitable[_Found] | None) -> None:
         try:
-            await self._resume(frame)
+            # the lookups are bounded: a log that does not answer (a Redis paused, or
+            # restarting: the store would wait out its outage_timeout) is unavailable
+            # for now; this connection's frames are read and its pings answered meanwhile
+            wait = store_wait(self.config.heartbeat)
+            try:
+                async with asyncio.timeout(wait):
+                    found = await (self._lookup(frame) if rest is None else rest)
+            except TimeoutError:
+                found = None
+                self._unreachable(
+                    frame.stream, StoreUnavailable(f"the log did not answer within {wait:.1f}s")
+                )
+            if found is not None:
+                self._answer_resume(frame, *found)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a bug: this connection is not to be trusted further
-            log.exception("resume failed conn=%s stream=%s error=%r", self.id, frame.stream, exc)
-            if not self._closed:
-                self._kill(CloseCode.INTERNAL, "internal error")
+        except Exception as exc:
+            self._resume_failed(frame, exc)
         finally:
             task = asyncio.current_task()
             if self._resumes.get(frame.stream) is task:
                 del self._resumes[frame.stream]
 
-    async def _resume(self, frame: Resume) -> None:
-        assert self.principal is not None
-        info: StreamInfo | None = None
-        digest: bytes | None = None
-        # the lookups are bounded: a log that does not answer (a Redis paused, or
-        # restarting: the store would wait out its outage_timeout) is unavailable
-        # for now; they run in a task of their own (_resume_later): this
-        # connection's frames are read and its pings answered meanwhile
-        wait = store_wait(self.config.heartbeat)
-        try:
-            async with asyncio.timeout(wait):
-                meta = await self.store.meta(frame.stream)
-                if meta is not None:
-                    info = StreamInfo(frame.stream, meta.owner, meta.status, meta.head)
-                    if meta.owner == self.principal.id and frame.after <= meta.head:
-                        digest = await self.store.digest_at(frame.stream, frame.after)
-                else:
-                    owner = await self.store.tombstone(frame.stream)
-                    if owner is not None:
-                        info = StreamInfo(frame.stream, owner, "expired", 0, expired=True)
-        except StoreUnavailable as exc:  # this stream's log only (a cluster master down)
+    def _resume_failed(self, frame: Resume, exc: Exception) -> None:
+        if isinstance(exc, StoreUnavailable):  # this stream's log only (a cluster master down)
             self._unreachable(frame.stream, exc)
             return
-        except TimeoutError:
-            self._unreachable(
-                frame.stream, StoreUnavailable(f"the log did not answer within {wait:.1f}s")
-            )
-            return
+        # a bug: this connection is not to be trusted further
+        log.exception("resume failed conn=%s stream=%s error=%r", self.id, frame.stream, exc)
+        if not self._closed:
+            self._kill(CloseCode.INTERNAL, "internal error")
+
+    async def _lookup(self, frame: Resume) -> _Found:
+        """What the log knows of ``frame``'s stream: its info (or its tombstone's), and
+        the chain value at ``frame.after`` when the stream is the principal's."""
+        assert self.principal is not None
+        meta = await self.store.meta(frame.stream)
+        if meta is None:
+            owner = await self.store.tombstone(frame.stream)
+            if owner is None:
+                return None, None
+            return StreamInfo(frame.stream, owner, "expired", 0, expired=True), None
+        info = StreamInfo(frame.stream, meta.owner, meta.status, meta.head)
+        if meta.owner == self.principal.id and frame.after <= meta.head:
+            return info, await self.store.digest_at(frame.stream, frame.after)
+        return info, None
+
+    def _answer_resume(self, frame: Resume, info: StreamInfo | None, digest: bytes | None) -> None:
+        assert self.principal is not None
         if self._closed:  # the connection ended during the lookups: nothing to answer
             return
         answer = decide_resume(

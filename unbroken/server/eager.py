@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Generator
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def start(coro: Coroutine[Any, Any, None]) -> asyncio.Future[None] | None:
@@ -37,16 +39,30 @@ def start(coro: Coroutine[Any, Any, None]) -> asyncio.Future[None] | None:
     return task
 
 
+def run_now(coro: Coroutine[Any, Any, T]) -> tuple[bool, Any]:
+    """Run ``coro`` until it finishes or first suspends: ``(True, its result)``, or
+    ``(False, an awaitable of the rest)`` (await it from a task; its value is the
+    coroutine's). An exception raised before the first suspension propagates here."""
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        return True, stop.value
+    except BaseException:
+        coro.close()
+        raise
+    return False, _Rest(coro, yielded)
+
+
 class _Rest:
     """The rest of a coroutine that suspended on ``yielded``, as an awaitable."""
 
     __slots__ = ("_coro", "_yielded")
 
-    def __init__(self, coro: Coroutine[Any, Any, None], yielded: Any) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
         self._coro = coro
         self._yielded = yielded
 
-    def __await__(self) -> Generator[Any, Any, None]:
+    def __await__(self) -> Generator[Any, Any, Any]:
         coro, yielded = self._coro, self._yielded
         while True:
             try:
@@ -57,10 +73,10 @@ class _Rest:
             except BaseException as exc:  # cancellation, thrown into the coroutine
                 try:
                     yielded = coro.throw(exc)
-                except StopIteration:
-                    return
+                except StopIteration as stop:
+                    return stop.value
             else:
                 try:
                     yielded = coro.send(sent)
-                except StopIteration:
-                    return
+                except StopIteration as stop:
+                    return stop.value

@@ -10,14 +10,16 @@ import pytest
 from unbroken.protocol.client_session import (
     ClientSession,
     Cursor,
+    PongOut,
     StreamEvents,
+    StreamGoneOut,
     StreamResumed,
     StreamStarted,
     Welcomed,
 )
 from unbroken.protocol.digest import seed
 from unbroken.protocol.events import Kind
-from unbroken.protocol.frames import CAP_BATCH
+from unbroken.protocol.frames import CAP_BATCH, Ping
 from unbroken.protocol.server_session import FIRST_FRAME
 
 from .conftest import TIMEOUT, Kit, token
@@ -163,6 +165,58 @@ async def test_resume_pipelined_behind_hello_is_answered_after_welcome(served: o
     await w2.read_to_end(sid)
     assert w2.resumed[sid].from_seq == before
     await check_exact(kit, w2, sid, reference)
+    await w2.close()
+
+
+async def test_pipelined_resumes_are_answered_in_order_on_a_memory_log(served: object) -> None:
+    """On a log that reads without waiting (memory), resumes pipelined behind hello are
+    answered where they are read, in order: welcome, then ``resumed`` and the first
+    missing events, then ``gone`` for a stream nobody has, all before the ``pong`` of a
+    ping sent in the same flight behind them (a resume used to be answered from a task
+    of its own, a loop turn later: the pong overtook it). The unknown stream gets the
+    same ``gone`` as a resume sent after welcome."""
+    kit, srv = await served()  # type: ignore[operator]
+    w = await Wire.open(srv.url)
+    sid = await w.start("r1", "count", {"n": 200})
+    await w.read_to_end(sid)
+    await w.close()
+    epoch = kit.app.store.epoch
+    nosuch = "s" + sid[1:-4] + "zzzz"
+    # the answer to that resume when it comes after welcome (as before this change)
+    probe = await Wire.open(srv.url)
+    await probe.send(probe.cs.adopt("p", Cursor(nosuch, 0, seed(nosuch, epoch).hex(), epoch)))
+    await probe.until(lambda _o: nosuch in probe.gone)
+    await probe.close()
+
+    cs = ClientSession()
+    assert cs.adopt("late", Cursor(sid, 0, seed(sid, epoch).hex(), epoch)) is None
+    assert cs.adopt("none", Cursor(nosuch, 0, seed(nosuch, epoch).hex(), epoch)) is None
+    w2 = await Wire.open(srv.url, session=cs, hello=False)
+    await w2.send(cs.connect())
+    resumes = cs.resumes()
+    assert [getattr(f, "stream", None) for f in resumes] == [sid, nosuch]
+    for frame in resumes:  # welcome not received yet
+        await w2.send(frame)
+    await w2.send(Ping(n=7))
+    seen: list[str] = []
+    async with asyncio.timeout(TIMEOUT):
+        while not seen or seen[-1] != "pong":
+            out = await w2.next()
+            if isinstance(out, Welcomed):
+                seen.append("welcome")
+            elif isinstance(out, StreamResumed):
+                seen.append("resumed")
+            elif isinstance(out, StreamEvents):
+                if seen[-1] != "events":
+                    seen.append("events")
+            elif isinstance(out, StreamGoneOut):
+                seen.append("gone")
+            elif isinstance(out, PongOut):
+                seen.append("pong")
+    assert seen == ["welcome", "resumed", "events", "gone", "pong"], seen
+    assert w2.gone[nosuch].reason == probe.gone[nosuch].reason
+    await w2.read_to_end(sid)
+    assert_exact(w2.events[sid])
     await w2.close()
 
 
