@@ -1,6 +1,6 @@
 """The first ``events`` frame of an attachment is small and each next one may be
 twice the last, up to ``frame_cap`` (a reconnecting client shows the first missing
-events after verifying 16 KiB, not a 256 KiB catch-up frame)."""
+events after verifying 4 KiB, not a 256 KiB catch-up frame)."""
 
 from __future__ import annotations
 
@@ -14,21 +14,21 @@ S1 = "Xq3v9Lr0bZ2kT8mWc4HnJg"
 KIB = 1024
 
 
-def test_a_new_attachment_ramps_from_16_kib_to_the_frame_cap() -> None:
+def test_a_new_attachment_ramps_from_4_kib_to_the_frame_cap() -> None:
     server = ServerSession(window=1 << 30, frame_cap=256 * KIB)
     server.receive(encode(Hello()))
     flow = server.attach(S1, 10)
     sizes = []
     seq = 10
-    for _ in range(7):
+    for _ in range(9):
         size = flow.budget()
         sizes.append(size)
         seq += 1
         flow.sent_frame(seq, size, end=False)
-    assert FIRST_FRAME == 16 * KIB
-    assert sizes == [16 * KIB, 32 * KIB, 64 * KIB, 128 * KIB, 256 * KIB, 256 * KIB, 256 * KIB]
+    assert FIRST_FRAME == 4 * KIB
+    assert sizes == [4 * KIB, 8 * KIB, 16 * KIB, 32 * KIB, 64 * KIB, 128 * KIB] + [256 * KIB] * 3
     # attached again (a resume on the same connection): small again
-    assert server.attach(S1, seq).budget() == 16 * KIB
+    assert server.attach(S1, seq).budget() == 4 * KIB
 
 
 def test_the_ramp_never_exceeds_a_small_frame_cap_or_the_window() -> None:
