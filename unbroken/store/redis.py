@@ -209,29 +209,64 @@ end
 return 0
 """
 
-# KEYS: a req's claim. ARGV: stream, pending value, ms. A creator's pending claim
-# (``p:<stream>``), renewed while its create is under way; 0 when no longer its own
-_HOLD_CLAIM: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[2] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[3])
-end
-return 0
-"""
+# A req's claim while its stream is created is pending: ``p:<stream>:<deadline>``
+# (ms, Redis clock), the key kept as long as a stream's (a node of an older release
+# reading it sees a young claim with no stream: a create under way, as before). Its
+# creator moves the deadline on every ``lease / 5``; past it, the creator is taken
+# for dead and another may claim the req. Confirmed (the stream's meta written), the
+# claim is the stream id.
 
-# KEYS: a req's claim. ARGV: stream, pending value, keep_ms. The creator's stream has
-# its meta: the claim becomes the stream's id (others attach to it) if it is still
-# this creator's, or lapsed unclaimed; 0 when another creator holds it now
+# KEYS: a req's claim. ARGV: stream, lease_ms, keep_ms.
+# {1} claimed | {2, old} claimed over a lapsed pending claim | {0, value} held
+_CLAIM_REQ: Final = (
+    _NOW
+    + """
+local v = redis.call('GET', KEYS[1])
+if v then
+  local old, d = string.match(v, '^p:([^:]*):(%d+)$')
+  if not d or tonumber(d) >= now then return {0, v} end
+  redis.call('SET', KEYS[1], 'p:' .. ARGV[1] .. ':' .. (now + tonumber(ARGV[2])), 'PX', ARGV[3])
+  return {2, old}
+end
+redis.call('SET', KEYS[1], 'p:' .. ARGV[1] .. ':' .. (now + tonumber(ARGV[2])), 'PX', ARGV[3])
+return {1}
+"""
+)
+
+# KEYS: a req's claim. ARGV: "p:<stream>:", lease_ms. A pending claim's deadline moved
+# on; 0 when it is no longer this creator's.
+_HOLD_CLAIM: Final = (
+    _NOW
+    + """
+local v = redis.call('GET', KEYS[1])
+if not v or string.sub(v, 1, string.len(ARGV[1])) ~= ARGV[1] then return 0 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl <= 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1] .. (now + tonumber(ARGV[2])), 'PX', ttl)
+return 1
+"""
+)
+
+# KEYS: a req's claim. ARGV: stream, "p:<stream>:", keep_ms. The creator's stream has
+# its meta: the claim becomes the stream id (others attach to it) if it is still this
+# creator's, or lapsed unclaimed; 0 when another creator holds it now.
 _CONFIRM_CLAIM: Final = """
 local v = redis.call('GET', KEYS[1])
-if v == ARGV[2] or v == ARGV[1] or not v then
+if not v or v == ARGV[1] or string.sub(v, 1, string.len(ARGV[2])) == ARGV[2] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
   return 1
 end
 return 0
 """
 
-#: A req's claim while its stream is being created: this, then the stream id.
+#: A req's claim while its stream is being created starts with this.
 PENDING: Final = "p:"
+
+
+def _pending_stream(value: str) -> str:
+    """The stream a pending claim ``p:<stream>:<deadline>`` names."""
+    return value[len(PENDING) :].rpartition(":")[0]
+
 
 _CLOCK: Final = """
 local t = redis.call('TIME')
@@ -452,7 +487,9 @@ class RedisStore:
         self._clock_script = self._r.register_script(_CLOCK)
         self._drop_claim_script = self._r.register_script(_DROP_CLAIM)
         self._confirm_script = self._r.register_script(_CONFIRM_CLAIM)
+        self._claim_req_script = self._r.register_script(_CLAIM_REQ)
         self._shas = {
+            _CLAIM_REQ: self._claim_req_script.sha,
             _CLAIM: self._claim_script.sha,
             _FINISH: self._finish_script.sha,
             _HOLD_CLAIM: self._r.register_script(_HOLD_CLAIM).sha,
@@ -719,35 +756,41 @@ class RedisStore:
             # before lets it lapse within 0.8 x lease, and a start on another node
             # then creates the stream
             self._claiming.add((rkey, stream))
+            claim = [stream, self._lease_ms, keep]
             try:
                 if self.is_cluster:  # the epoch lives on another master: it may be down
-                    ok = await self._r.set(
-                        rkey, (PENDING + stream).encode(), nx=True, px=self._lease_ms
-                    )
+                    got = await self._call(_CLAIM_REQ, [rkey], claim)
                     ep = await self._epoch_or_known()
                 else:
                     pipe = self._r.pipeline(transaction=False)
-                    pipe.set(rkey, (PENDING + stream).encode(), nx=True, px=self._lease_ms)
+                    await self._claim_req_script(keys=[rkey], args=claim, client=pipe)
                     pipe.get(self._epoch_key)
-                    ok, ep = await pipe.execute()
+                    got, ep = await pipe.execute()
             except rex.ResponseError as exc:
                 if _out_of_memory(exc):
                     raise LogFull(self.retention.retry_after) from exc
                 raise
             if ep is None or ep.decode() != self._epoch:
                 await self._refresh_epoch(ep if ep is not None else None)
-            if not ok:
+            if got[0] == 2:
+                log.warning(
+                    "create took over a lapsed claim (its creator stopped renewing it) "
+                    "req=%s stream=%s lapsed=%s",
+                    req,
+                    stream,
+                    got[1].decode(),
+                )
+            if got[0] == 0:
                 self._claiming.discard((rkey, stream))
-                existing = await self._r.get(rkey)
-                value = existing.decode() if existing is not None else None
-                sid = value.removeprefix(PENDING) if value is not None else None
-                if sid is not None and sid in tried:
+                value = got[1].decode()
+                sid = _pending_stream(value) if value.startswith(PENDING) else value
+                if sid in tried:
                     # claimed by an earlier try of this create whose reply was lost
                     # (maybe its meta too): it is this call's to finish, and its run's
                     stream = sid
                     self._claiming.add((rkey, stream))
                 else:
-                    if value is not None and value.startswith(PENDING):
+                    if value.startswith(PENDING):
                         # a create under way on another node (or in another call),
                         # its creator renewing the claim: a dead one's lapses soon
                         log.info("start waits for a create under way elsewhere stream=%s", sid)
@@ -755,11 +798,10 @@ class RedisStore:
                             f"the stream of this request is being created (claim {sid});"
                             " start again"
                         )
-                    if sid is not None:
-                        token = await self._r.hget(self._meta_key(sid), "producer")
-                        if token is not None:
-                            return Created(sid, self._epoch, False, token.decode())
-                        await self._stale_claim(rkey, sid, keep)
+                    token = await self._r.hget(self._meta_key(sid), "producer")
+                    if token is not None:
+                        return Created(sid, self._epoch, False, token.decode())
+                    await self._stale_claim(rkey, sid, keep)
                     continue
             token = secrets.token_hex(8)
             pipe = self._r.pipeline(transaction=False)
@@ -787,7 +829,7 @@ class RedisStore:
             pipe.pexpire(meta, keep)
             pipe.set(self._tomb_key(stream), owner.encode(), px=tomb_ms)
             live = self._live_key(owner, scope)
-            confirm = [stream, PENDING + stream, keep]
+            confirm = [stream, f"{PENDING}{stream}:", keep]
             renew = [token, self._lease_ms, keep, tomb_ms]
             stream_keys = [meta, self._log_key(stream), self._tomb_key(stream)]
             try:
@@ -1482,7 +1524,7 @@ class RedisStore:
 
         async def hold(rkey: str, stream: str) -> None:
             with contextlib.suppress(*_TRANSIENT):
-                await self._call(_HOLD_CLAIM, [rkey], [stream, PENDING + stream, self._lease_ms])
+                await self._call(_HOLD_CLAIM, [rkey], [f"{PENDING}{stream}:", self._lease_ms])
 
         await asyncio.gather(*(hold(k, s) for k, s in list(self._claiming)))
 
