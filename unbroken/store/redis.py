@@ -10,7 +10,8 @@ Keys, all hash-tagged by stream id so a cluster keeps a stream on one slot::
                             (count), p / d (chain digest before / after the entry)
     <prefix>:{<stream>}:t   tombstone: the owner, kept ``tombstone_ttl`` past the stream
     <prefix>:req:<owner>:<req>  idempotency key -> stream id (``reqs:…:<scope>:<req>``
-                            for a principal with a scope: an anonymous client)
+                            for a principal with a scope: an anonymous client);
+                            ``p:<stream>:<deadline>`` while the stream is created
     <prefix>:epoch          storage generation (SET NX; a Redis that lost it gets a new one)
     <prefix>:live:<owner>:<scope>  sorted set: the owner's streams not yet finished, by
                             creation time (``client.streams()`` on any node)
