@@ -272,14 +272,15 @@ async def _warm_up() -> None:
 
 
 async def _baseline(spec: RunSpec) -> Baseline:
-    """The same run without a fault: the best of two (a fair, conservative yardstick for
-    the delay and the CPU overhead of a fault)."""
+    """The same run without a fault: the best of the case's ``baseline_runs`` (two by
+    default: a fair, conservative yardstick for the delay and the CPU overhead of a
+    fault)."""
     key = _baseline_key(spec)
     if key in _BASELINES:
         return _BASELINES[key]
     await _warm_up()
     found: list[Baseline] = []
-    for _ in range(2):
+    for _ in range(max(1, case_for(spec.scenario).baseline_runs)):
         async with ChaosHarness(heartbeat=HEARTBEAT, seed=spec.repeat) as h:
             run = RunState(spec, h, faulty=False)
             cpu0 = await h.server.cpu_time()

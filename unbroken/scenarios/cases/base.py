@@ -49,6 +49,10 @@ class Case:
     """What the one answer of :meth:`answers` looks like by default."""
     baseline_as: ClassVar[str | None] = None
     """Share the fault-free baseline of this scenario (same answers, same clients)."""
+    baseline_runs: ClassVar[int] = 2
+    """Fault-free runs the baseline is the best of (2: a conservative yardstick for the
+    delay and the CPU overhead of a short answer). A case whose answer is paced over many
+    seconds and whose checks do not read the baseline takes 1: the pace is its time."""
     open_timeout: ClassVar[float] = 1.0
     """The clients' handshake timeout (s)."""
     tick: ClassVar[float] = 0.01
