@@ -22,7 +22,7 @@ import logging
 import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -34,7 +34,7 @@ from ..protocol.frames_v2 import encode_server as encode_server_v2
 from ..store.base import StreamLog
 from .agent import Principal
 from .config import ServerConfig
-from .connection import Authenticate, ConnectInfo, Connection
+from .connection import PENDING, Authenticate, ConnectInfo, Connection, Pending
 from .guard import ConnectionGuard
 from .http_common import (
     STREAM_METHODS,
@@ -48,6 +48,7 @@ from .policy import LivePolicy, OriginPolicy
 from .websocket import (
     MAX_SIZE_EXTENSION,
     RECEIVE_EXTENSION,
+    RUN_EXTENSION,
     SEND_BINARY_EXTENSION,
     SEND_TEXT_EXTENSION,
 )
@@ -121,6 +122,7 @@ _OWN_EXTENSIONS: Final = (
     SEND_TEXT_EXTENSION,
     SEND_BINARY_EXTENSION,
     RECEIVE_EXTENSION,
+    RUN_EXTENSION,
 )
 
 
@@ -129,6 +131,7 @@ class ASGITransport:
     (the server's raw callables, or a Starlette/FastAPI ``WebSocket``'s methods)."""
 
     __slots__ = (
+        "_asking",
         "_frames",
         "_gone",
         "_limit",
@@ -139,6 +142,7 @@ class ASGITransport:
         "_wait",
         "binary",
         "disconnect_code",
+        "polls",
         "send_nowait",
     )
 
@@ -171,6 +175,10 @@ class ASGITransport:
             receive, "__self__", receive
         ):
             self._take, self._wait = direct
+        #: :meth:`receive_nowait` and :meth:`arrival` may be used (the layer's own
+        #: receive): a connection waiting for a message then holds no coroutine here
+        self.polls = self._take is not None
+        self._asking = False
         #: the WebSocket layer's direct send as is (``False``: nothing sent, use
         #: :meth:`send`): the connection calls it without a coroutine per frame
         self.send_nowait: Callable[[bytes], bool] | None = self._send_now
@@ -180,22 +188,47 @@ class ASGITransport:
         self.disconnect_code: int | None = None
 
     async def receive(self) -> str | bytes | None:
+        if self._take is not None:
+            data = self.receive_nowait()
+            while data is PENDING:
+                assert self._wait is not None
+                await self._wait()
+                data = self.receive_nowait()
+            return data
         if self._gone:
             return None
+        self._asked()
+        return self._message(await self._receive())
+
+    def receive_nowait(self) -> str | bytes | Pending | None:
+        """:meth:`receive` without a coroutine, where :attr:`polls`: the next message,
+        ``None`` once the peer is gone, or :data:`~unbroken.server.connection.PENDING`
+        (nothing yet: await :meth:`arrival`, then ask again)."""
+        if self._gone:
+            return None
+        if not self._asking:  # a message asked for (not each time it is looked for)
+            self._asking = True
+            self._asked()
+        assert self._take is not None
+        msg = self._take()
+        if msg is None:
+            return PENDING
+        self._asking = False
+        return self._message(msg)
+
+    def arrival(self) -> Awaitable[None]:
+        """A future done when a message is queued (:meth:`receive_nowait`)."""
+        assert self._wait is not None
+        return self._wait()
+
+    def _asked(self) -> None:
         if self._limit is not None:
             self._frames += 1
             if self._frames == 2:  # the hello was accepted
                 self._limit.next_frame()
                 self._limit = None
-        take = self._take
-        if take is None:
-            msg = await self._receive()
-        else:
-            msg = take()
-            while msg is None:
-                assert self._wait is not None
-                await self._wait()
-                msg = take()
+
+    def _message(self, msg: Message) -> str | bytes | None:
         if msg["type"] == "websocket.receive":
             text = msg.get("text")
             if text is not None:
@@ -485,6 +518,9 @@ class ASGIApp:
         "max_http_streams",
         "path",
     )
+    #: a connection's serving may be handed to unbroken's WebSocket layer, which
+    #: awaits it once this app's call returned (:data:`~unbroken.server.websocket.RUN_EXTENSION`)
+    unbroken_hand_off: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -558,11 +594,19 @@ class ASGIApp:
                     # so do the WebSocket layer's calls: the transport keeps those it
                     # uses (the other version's send and, after the hello, the size
                     # limit's go: ~0.2 KB a connection)
+                    hand_off = None
                     extensions = scope.get("extensions")
                     if extensions:
+                        hand_off = extensions.get(RUN_EXTENSION)
                         for name in _OWN_EXTENSIONS:
                             extensions.pop(name, None)
-                    await connection.run()
+                    if hand_off is not None:
+                        # the layer runs it once this call returned: this frame (and
+                        # uvicorn's proxy-headers one above it) are not held for the
+                        # connection's life (~0.6 KB a connection, issue 21)
+                        hand_off(connection.run)
+                    else:
+                        await connection.run()
             else:
                 await send({"type": "websocket.close", "code": CloseCode.NORMAL, "reason": ""})
         elif kind == "http":

@@ -46,7 +46,14 @@ instead of being destroyed by a TCP reset.
   times checked once a second by one shared timer per loop (:mod:`.ticker`), not a
   timer per connection. And the app may take its receive events without a coroutine
   of this layer (``scope["extensions"]["unbroken.receive"]``): a connection waiting
-  for a message holds only a future.
+  for a message holds only a future. And the app may hand the serving of its
+  connection to this layer (``scope["extensions"]["unbroken.run"]``) and return:
+  the layer's task then awaits the connection's ``run`` itself, and the frames of
+  the app's ``__call__`` and of uvicorn's proxy-headers middleware are not held
+  for the connection's life (~0.6 KB a connection). The layer offers it only
+  when the app it calls is unbroken's (:class:`~unbroken.server.asgi.ASGIApp`),
+  alone or under that middleware (which only rewrites the scope first): an app
+  behind any other middleware runs as ASGI has it.
 
 Use it through :func:`unbroken.server.serving.uvicorn_config`, which builds the
 class with the limits of an app (:func:`websocket_protocol`).
@@ -62,9 +69,11 @@ import secrets
 import socket
 import struct
 import termios
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, ClassVar, Final
 
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 from websockets.protocol import State
@@ -86,6 +95,11 @@ SEND_BINARY_EXTENSION = "unbroken.send_binary"
 #: ``take()`` the next receive event or ``None``, ``wait()`` a future done when one
 #: arrives (:meth:`UnbrokenWebSocketProtocol.receive_nowait`).
 RECEIVE_EXTENSION = "unbroken.receive"
+#: The ASGI scope extension through which the app hands its connection's serving to
+#: the layer: ``hand_off(run)``, then the app returns; the layer's task awaits
+#: ``run()`` (:meth:`UnbrokenWebSocketProtocol.run_asgi`). Offered only to an app
+#: that says it takes it (``unbroken_hand_off = True``: :class:`~unbroken.server.asgi.ASGIApp`).
+RUN_EXTENSION = "unbroken.run"
 _SHORT: Final = struct.Struct("!BB").pack
 _MID: Final = struct.Struct("!BBH").pack
 _LONG: Final = struct.Struct("!BBQ").pack
@@ -173,6 +187,7 @@ _STATE: Final = tuple(
         *("ping_timer", "pong_timer", "queue", "read_paused", "request", "response"),
         *("root_path", "scheme", "scope", "server", "tasks", "transport", "writable"),
         *("_lingering", "_open_plain", "_ping_due", "_pong_due", "_write_paused"),
+        "_then",
     )
     if not hasattr(WebSocketsSansIOProtocol, name)
 )
@@ -196,6 +211,8 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
         self._write_paused = False  # the transport asked us to stop writing
         #: the handshake is done and answered with no extension (it stays so)
         self._open_plain = False
+        #: what the app handed over to be awaited once it returned (RUN_EXTENSION)
+        self._then: Callable[[], Awaitable[None]] | None = None
         if self.initial_max_size is not None:
             self.set_max_size(self.initial_max_size)
 
@@ -217,6 +234,38 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
             scope["extensions"][SEND_BINARY_EXTENSION] = self.send_binary_now
             inbox: _Inbox = self.queue  # type: ignore[assignment]
             scope["extensions"][RECEIVE_EXTENSION] = (self.receive_nowait, inbox.waiter)
+            if _takes_hand_off(self.app):
+                scope["extensions"][RUN_EXTENSION] = self.hand_off
+
+    def hand_off(self, run: Callable[[], Awaitable[None]]) -> None:
+        """The app hands the rest of its connection's serving over: once its call
+        returns, :meth:`run_asgi` awaits ``run()`` (see the module doc)."""
+        self._then = run
+
+    async def run_asgi(self) -> None:
+        """uvicorn's ``run_asgi`` (the app called in the connection's task; an error
+        logged and answered 500 before the handshake; the socket closed at the end),
+        with the serving the app handed over (:meth:`hand_off`) awaited in this
+        frame once the app's call returned: the app's frames are not held meanwhile."""
+        try:
+            result = await self.app(self.scope, self.receive, self.send)
+            then = self._then
+            if then is not None:
+                self._then = None
+                await then()
+        except ClientDisconnected:
+            pass
+        except BaseException:
+            self.logger.exception("Exception in ASGI application\n")
+            self.send_500_response()
+        else:
+            if not self.handshake_complete:
+                self.logger.error("ASGI callable returned without completing handshake.")
+                self.send_500_response()
+            elif result is not None:
+                self.logger.error("ASGI callable should return None, but returned '%s'.", result)
+        if self.close_timer is None:
+            self.transport.close()
 
     def receive_nowait(self) -> Any:
         """The next ASGI receive event if one is queued, else ``None``: what
@@ -451,6 +500,15 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.close()
             return
         self.handle_parser_exception()
+
+
+def _takes_hand_off(app: Any) -> bool:
+    """``app`` is unbroken's ASGI app, alone or under uvicorn's proxy-headers
+    middleware (which rewrites the scope, then only awaits the app): it may hand its
+    connection's serving over (:data:`RUN_EXTENSION`)."""
+    if type(app) is ProxyHeadersMiddleware:
+        app = app.app
+    return getattr(type(app), "unbroken_hand_off", False) is True
 
 
 def websocket_protocol(initial_max_size: int | None) -> type[UnbrokenWebSocketProtocol]:
