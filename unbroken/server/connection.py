@@ -612,6 +612,8 @@ class Connection:
         self._schedule_hb()
         # what the connection knew before hello is no longer needed: drop it
         self.info = ConnectInfo(client=self.info.client)
+        # nor the hello itself (its caps and token, kept by the session that read it)
+        self.session.hello = None
         log.info("hello conn=%s principal=%s", self.id, excerpt(self.principal.id, 80))
         self._obs.hello(self.principal.id, caps)
 
