@@ -233,3 +233,23 @@ async def test_a_paced_token_goes_from_its_append_to_the_socket(
     assert answer.text == "".join(token(i) for i in range(n))
     # (the first token goes with its part's start, the last before its end: read)
     assert taken[True] >= n // 2 and reads["n"] < n // 2, (taken, reads)
+
+
+def test_the_hand_off_is_offered_only_to_the_app_itself() -> None:
+    """The WebSocket layer offers ``unbroken.run`` (the app returns, the layer awaits
+    the connection) only to unbroken's ASGI app, alone or under uvicorn's
+    proxy-headers middleware (which only rewrites the scope before it): behind any
+    other layer the app's call lasts the connection's life, as ASGI has it."""
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    from unbroken.server.websocket import _takes_hand_off
+
+    asgi = Unbroken(MemoryStore(), allow_anonymous=True).asgi()
+
+    async def wrapper(scope: Any, receive: Any, send: Any) -> None:
+        await asgi(scope, receive, send)
+
+    assert _takes_hand_off(asgi)
+    assert _takes_hand_off(ProxyHeadersMiddleware(asgi))  # type: ignore[arg-type]
+    assert not _takes_hand_off(wrapper)
+    assert not _takes_hand_off(ProxyHeadersMiddleware(wrapper))
