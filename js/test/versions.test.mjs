@@ -91,7 +91,11 @@ class Server {
     if (f.t === "hello") {
       this.hellos.push(f);
       const caps = ws.version === "v2" && this.zlib && f.caps.includes("zlib") ? ["batch", "zlib"] : ["batch"];
-      return this.out(ws, { t: "welcome", session: "s", heartbeat_ms: 200, epoch: EPOCH, caps });
+      // no hb, pong or resume here: the longest heartbeat, so the client's silence rule
+      // (3 heartbeats) is a liveness bound, not a race with its own inflating (200 ms:
+      // nine deflated messages inflated in over 0.66 s on a loaded machine, the
+      // connection was found dead, and the resume was never answered)
+      return this.out(ws, { t: "welcome", session: "s", heartbeat_ms: 10_000, epoch: EPOCH, caps });
     }
     if (f.t === "start") {
       this.out(ws, { t: "started", req: f.req, stream: STREAM, epoch: EPOCH, handle: 7 });
