@@ -6,8 +6,9 @@ import { test } from "node:test";
 import { readUIMessageStream } from "ai";
 // (the transport is built over dist/unbroken.js: its Client, with the test tools of dist/testing.js)
 import { Client } from "../dist/unbroken.js";
-import { ChainVerifier, Kind, decodeClient, encode, encodeItems, makeEvent, toHex } from "../dist/testing.js";
+import { ChainVerifier, Kind, encode, encodeItems, makeEvent, toHex } from "../dist/testing.js";
 import { UnbrokenChatTransport } from "../dist/ai-sdk.js";
+import { fakeSockets } from "../test-support/fake-socket.mjs";
 
 const EPOCH = "ep0ch";
 const STREAM = "S1streamXYZ";
@@ -42,28 +43,12 @@ class Server {
     this.starts = [];
     this.resumes = [];
     this.cancels = [];
-    this.connections = 0;
-    const server = this;
-    this.WebSocket = class {
-      constructor() {
-        this.readyState = 0;
-        this.protocol = "";
-        server.connections++;
-        setTimeout(() => {
-          this.readyState = 1;
-          this.protocol = "unbroken.v1";
-          this.onopen?.({});
-        }, 1);
-      }
-      send(data) {
-        setTimeout(() => server.handle(this, decodeClient(data)), 0);
-      }
-      close(code = 1000, reason = "") {
-        if (this.readyState >= 2) return;
-        this.readyState = 3;
-        setTimeout(() => this.onclose?.({ code, reason }), 0);
-      }
-    };
+    const fake = fakeSockets({ openDelay: 1, onFrame: (ws, f) => this.handle(ws, f) });
+    this.WebSocket = fake.WS;
+    this.sockets = fake.sockets;
+  }
+  get connections() {
+    return this.sockets.length;
   }
   out(ws, f) {
     if (ws.readyState === 1) ws.onmessage?.({ data: encode(f) });

@@ -4,7 +4,8 @@
 // resume; a provider that fails for good → AuthError, no retry storm.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { AuthError, Client, ChainVerifier, TextDelta, decodeClient, encode, encodeItems, makeEvent, Kind, toHex } from "../dist/testing.js";
+import { AuthError, Client, ChainVerifier, TextDelta, encode, encodeItems, makeEvent, Kind, toHex } from "../dist/testing.js";
+import { fakeSockets } from "../test-support/fake-socket.mjs";
 
 const EPOCH = "ep0ch";
 const STREAM = "S1streamXYZ";
@@ -25,34 +26,23 @@ const expectedText = (n) => Array.from({ length: n }, (_, i) => `tok${i} `).join
 class RefreshServer {
   constructor(events, script = {}, { per = 2, gap = 1 } = {}) {
     Object.assign(this, { events, script, per, gap });
-    this.connections = 0;
     this.hellos = [];
     this.refreshes = [];
     this.starts = 0;
     this.resumes = [];
     const v = new ChainVerifier(STREAM, EPOCH);
     this.digests = events.map((ev) => toHex(v.extend([ev])));
-    const server = this;
-    this.WebSocket = class {
-      constructor() {
-        this.readyState = 0;
-        this.protocol = "";
-        this.conn = ++server.connections;
-        setTimeout(() => {
-          this.readyState = 1;
-          this.protocol = "unbroken.v1";
-          this.onopen?.({});
-        }, 1);
-      }
-      send(data) {
-        setTimeout(() => server.handle(this, decodeClient(data)), 0);
-      }
-      close(code = 1000, reason = "") {
-        if (this.readyState >= 2) return;
-        this.readyState = 3;
-        setTimeout(() => this.onclose?.({ code, reason }), 0);
+    const fake = fakeSockets({ openDelay: 1, onFrame: (ws, f) => this.handle(ws, f) });
+    this.sockets = fake.sockets;
+    this.WebSocket = class extends fake.WS {
+      constructor(...args) {
+        super(...args);
+        this.conn = fake.sockets.length; // 1, 2, ...
       }
     };
+  }
+  get connections() {
+    return this.sockets.length;
   }
   out(ws, frame) {
     if (ws.readyState === 1) ws.onmessage?.({ data: typeof frame === "string" ? frame : encode(frame) });

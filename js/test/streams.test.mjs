@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import { Client, Cursor, decodeClient, encode } from "../dist/testing.js";
+import { fakeSockets } from "../test-support/fake-socket.mjs";
 
 const vectors = JSON.parse(readFileSync(new URL("../../tests/vectors/frames.json", import.meta.url), "utf8")).frames;
 const vector = (name) => vectors.find((f) => f.name === name);
@@ -16,42 +17,24 @@ const ITEM = { stream: "mUlt1PartStream-xyz_42", agent: "report", epoch: EPOCH, 
 /** A scripted server: welcomes with `caps`, answers `list` with `items` (or drops
  * the connection at the first `dropLists` lists). */
 function scripted({ caps = ["batch", "streams"], items = [ITEM], dropLists = 0 } = {}) {
-  const seen = { hellos: [], lists: [], connections: 0 };
-  class WS {
-    constructor() {
-      this.readyState = 0;
-      this.protocol = "";
-      this.onopen = this.onmessage = this.onclose = this.onerror = null;
-      seen.connections++;
-      setTimeout(() => {
-        this.readyState = 1;
-        this.protocol = "unbroken.v1";
-        this.onopen?.({});
-      }, 1);
-    }
-    send(data) {
-      const f = decodeClient(data);
-      setTimeout(() => {
-        if (this.readyState !== 1) return;
-        if (f.t === "hello") {
-          seen.hellos.push(f);
-          this.onmessage?.({ data: welcome(caps) });
-        } else if (f.t === "list") {
-          seen.lists.push(f.n);
-          if (dropLists > 0) {
-            dropLists--;
-            this.readyState = 3;
-            this.onclose?.({ code: 1006, reason: "" });
-          } else this.onmessage?.({ data: encode({ t: "streams", n: f.n, items }) });
-        } else if (f.t === "ping") this.onmessage?.({ data: encode({ t: "pong", n: f.n }) });
-      }, 0);
-    }
-    close(code = 1000, reason = "") {
-      if (this.readyState >= 2) return;
-      this.readyState = 3;
-      setTimeout(() => this.onclose?.({ code, reason }), 0);
-    }
-  }
+  const seen = { hellos: [], lists: [] };
+  const { WS, sockets } = fakeSockets({
+    openDelay: 1,
+    onFrame(ws, f) {
+      if (f.t === "hello") {
+        seen.hellos.push(f);
+        ws.push(welcome(caps));
+      } else if (f.t === "list") {
+        seen.lists.push(f.n);
+        if (dropLists > 0) {
+          dropLists--;
+          ws.readyState = 3;
+          ws.onclose?.({ code: 1006, reason: "" });
+        } else ws.push({ t: "streams", n: f.n, items });
+      } else if (f.t === "ping") ws.push({ t: "pong", n: f.n });
+    },
+  });
+  Object.defineProperty(seen, "connections", { get: () => sockets.length });
   return { WS, seen };
 }
 
