@@ -99,13 +99,13 @@ def test_serve_has_the_same_options_with_or_without_typer() -> None:
     assert len(typed.params) > 30
 
 
-def test_serve_refuses_a_leftover_grace_below_zero() -> None:
+def test_serve_refuses_a_leftover_grace_below_zero_or_unbounded() -> None:
     from typer.testing import CliRunner
 
     from unbroken.cli import app
 
     argv = ["serve", "examples.agent_app:app", "--port", "0", "--leftover-grace"]
-    for bad in ("-1", "nan"):
+    for bad in ("-1", "nan", "inf"):
         result = CliRunner().invoke(app, [*argv, bad])
         assert result.exit_code == 2, result.output
         assert "--leftover-grace" in result.output and "0 or more" in result.output

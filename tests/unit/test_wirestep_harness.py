@@ -11,6 +11,7 @@ import sys
 import pytest
 
 
+@pytest.mark.full  # a benchmark's harness (~9 s): the long tier
 @pytest.mark.parametrize("server", ["unbroken", "bare"])
 def test_wirestep_runs_every_round(server: str) -> None:
     done = subprocess.run(

@@ -391,8 +391,8 @@ def serve_command(
 
     if log_format not in ("text", "json"):
         raise typer.BadParameter("text or json", param_hint="--log-format")
-    if not leftover_grace >= 0:  # (also refuses nan)
-        raise typer.BadParameter("seconds, 0 or more", param_hint="--leftover-grace")
+    if not 0 <= leftover_grace < float("inf"):  # (also refuses nan: an inf wait is none)
+        raise typer.BadParameter("seconds, 0 or more, finite", param_hint="--leftover-grace")
     try:
         obj = load_target(target, app_dir)
     except ConfigError as exc:
