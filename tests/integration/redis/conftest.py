@@ -143,7 +143,7 @@ NODE_LOGS = Path(tempfile.gettempdir()) / f"unbroken-redis-nodes-{os.getpid()}"
 
 
 class Node:
-    """``unbroken serve examples.redis_app:app`` in a process of its own."""
+    """``unbroken serve examples.redis_app:app`` (or ``app``) in a process of its own."""
 
     def __init__(
         self,
@@ -153,6 +153,7 @@ class Node:
         prefix: str = "unbroken",
         cluster: bool = False,
         outage_timeout: float = 30.0,
+        app: str = "examples.redis_app:app",
     ) -> None:
         self.port = free_port()
         env = dict(os.environ)
@@ -171,7 +172,7 @@ class Node:
             [
                 str(Path(sys.executable).with_name("unbroken")),
                 "serve",
-                "examples.redis_app:app",
+                app,
                 "--port",
                 str(self.port),
                 "--log-level",

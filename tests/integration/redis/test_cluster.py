@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
+from pathlib import Path
 
 import pytest
 from redis.crc import key_slot
@@ -26,6 +27,7 @@ from unbroken.store.redis import RedisStore
 from .conftest import Node, RedisCluster, expected_text, full_digest, until_seq
 
 pytestmark = pytest.mark.timeout(120)
+HELD_APP = "tests.integration.redis.held_app:app"  # examples.redis_app + held_count
 FAST = BackoffPolicy(base=0.02, cap=0.2, max_attempts=100, deadline=60)
 
 
@@ -39,22 +41,27 @@ def text_batch(first: int, n: int, prev: bytes) -> AppendBatch:
 
 
 async def test_streams_on_every_master_end_exact_across_a_cut_and_a_resume_on_another_node(
-    redis_cluster: RedisCluster, nodes: list[Node]
+    redis_cluster: RedisCluster, nodes: list[Node], tmp_path: Path
 ) -> None:
     """Node A produces streams until each master holds at least two; a client reads
     them all from node B (B tails A's streams); B is killed mid-stream and the client
-    resumes every stream on A: each ends exact (text and digest)."""
+    resumes every stream on A: each ends exact (text and digest). The streams hold
+    at token ``hold`` until B is dead (a gate file): on a slow machine they used to
+    end, and reach the client through B, before the kill, and no resume on A was
+    needed (no "connected" to A was recorded)."""
     prefix = f"c{secrets.token_hex(4)}"
-    a = Node(redis_cluster.url, prefix=prefix, cluster=True)
-    b = Node(redis_cluster.url, prefix=prefix, cluster=True)
+    a = Node(redis_cluster.url, prefix=prefix, cluster=True, app=HELD_APP)
+    b = Node(redis_cluster.url, prefix=prefix, cluster=True, app=HELD_APP)
     nodes += [a, b]
-    n = 3000
+    n, hold = 3000, 1000
+    gate = tmp_path / "gate"
+    ask = {"n": n, "every": 50, "pause": 0.01, "hold_at": hold, "gate": str(gate)}
     cursors = []
     per_master = [0, 0, 0]
     async with Client([a.url], policy=FAST) as starter:
         while min(per_master) < 2:
             assert len(cursors) < 60, per_master  # (1 - 1/3)^60: never by chance
-            st0 = await starter.start("count", {"n": n, "every": 50, "pause": 0.03})
+            st0 = await starter.start("held_count", ask)
             await until_seq(st0, 1)
             assert st0.cursor is not None
             cursors.append(st0.cursor)
@@ -63,10 +70,12 @@ async def test_streams_on_every_master_end_exact_across_a_cut_and_a_resume_on_an
     client = Client([b.url, a.url], policy=FAST, on_event=seen.append)
     async with client:
         streams: list[Stream] = [await client.resume(c) for c in cursors]
-        # every stream is being read from B, mid-answer
+        # every stream is being read from B, mid-answer (held at ``hold`` on A)
         await asyncio.gather(*(until_seq(st, 200) for st in streams))
-        assert any(st.cursor is not None and st.cursor.seq < n for st in streams)
+        assert all(st.cursor is not None and st.cursor.seq < n for st in streams)
         b.signal(signal.SIGKILL)
+        await asyncio.to_thread(b.proc.wait, 15)  # dead: it cannot pass on another event
+        gate.touch()
 
         async def finish(st: Stream) -> None:
             async for _ in st:
@@ -77,9 +86,11 @@ async def test_streams_on_every_master_end_exact_across_a_cut_and_a_resume_on_an
             assert answer.digest == full_digest(st.id, st.epoch, n)
 
         await asyncio.gather(*(finish(st) for st in streams))
-    # every stream was resumed on A after the cut (B's connection carried them all)
-    on_a = max(i for i, e in enumerate(seen) if e.kind == "connected" and e.url == a.url)
-    resumed_on_a = {e.stream for e in seen[on_a:] if e.kind == "resumed"}
+    # every stream was resumed on A after the cut (B's connection carried them all;
+    # none could end before it: their ends were written after B died)
+    to_a = [i for i, e in enumerate(seen) if e.kind == "connected" and e.url == a.url]
+    assert to_a, seen
+    resumed_on_a = {e.stream for e in seen[to_a[-1] :] if e.kind == "resumed"}
     assert resumed_on_a == {st.id for st in streams}, seen
 
 

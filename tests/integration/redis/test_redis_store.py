@@ -255,13 +255,17 @@ async def test_appends_of_one_tick_share_a_round_trip_and_fail_alone(
     each its own script (a stale producer among them is refused alone), and after
     Redis lost its scripts (SCRIPT FLUSH) each is loaded and run again."""
     prefix = f"t{secrets.token_hex(4)}"
-    store = RedisStore(redis_server.url, prefix=prefix)
+    # only the appends' round trips are counted: a lease of 600 s puts the lease loop's
+    # first tick (renewals, claims, lease checks; every lease / 5) past the test's end
+    store = RedisStore(redis_server.url, prefix=prefix, lease=600)
     r = aioredis.Redis.from_url(redis_server.url)
     try:
         await r.script_flush()  # as after a restart: the first appends load the script
         made = [await store.create("o", f"p{i}", 0.0) for i in range(6)]
         assert await store.append(made[5].stream, made[5].producer, text_batch(1, 1, b"")) == 1
         assert await r.script_exists(store._append_script.sha) == [True]
+        # the tailer's one command (CLIENT ID, on its own connection) is behind us too
+        await until(lambda: store._tail_client_id is not None, 10)
         made = made[:5]
         heads = [seed_of(c.stream, c.epoch) for c in made]
         batches = [text_batch(1, 3, h, f"s{i}") for i, h in enumerate(heads)]
