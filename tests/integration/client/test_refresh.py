@@ -193,8 +193,13 @@ async def test_auth_expiring_comes_at_80_percent_and_without_refresh_4010_follow
     lifetime = 2.0
     w = await wire(server, key.token(lifetime=lifetime))
     seen: list[object] = []
+
+    def record(o: object) -> bool:
+        seen.append(o)
+        return False
+
     with pytest.raises(Closed) as closed:
-        await w.until(lambda o: seen.append(o) or False, 10)
+        await w.until(record, 10)
     assert closed.value.code == 4010 and "reconnect with a new token" in closed.value.reason
     notices = [o for o in seen if isinstance(o, AuthExpiringOut)]
     assert len(notices) == 1, seen
