@@ -179,8 +179,8 @@ async def test_unfinished_and_huge_client_frames_do_not_hold_memory(tmp_path: Pa
                 await ws.recv()
             return ws.close_code
 
-        # a hang guard, not a timing bound
-        async with asyncio.timeout(120):
+        # a hang guard under pytest's 60 s, not a timing bound
+        async with asyncio.timeout(50):
             codes = await asyncio.gather(*(unfinished() for _ in range(n)))
             codes += await asyncio.gather(*(huge_start() for _ in range(n)))
         stop.set()
