@@ -43,6 +43,12 @@ IN_FULL = {
     # an xlarge answer under receive-only: TC1-xlarge-mid-receive_only-rst-r0 is the same
     # condition and size by default; TC8's percentiles by its five xlarge rows
     "TC8-xlarge-p50-receive_only-blackhole-r0",
+    # the two longest xlarge rows (~25 and ~17 s quiet): TC8's cut positions stay early,
+    # mid and late by default (p10, p50, p95); their conditions by default at smaller
+    # sizes (outage-rst: TC9-small-mid-outage-rst; intermittent-blackhole:
+    # TC9-small-mid-intermittent-blackhole, TC4-medium-mid-intermittent-blackhole)
+    "TC8-xlarge-p25-outage-rst-r0",
+    "TC8-xlarge-p75-intermittent-blackhole-r0",
 }
 
 
