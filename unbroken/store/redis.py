@@ -34,6 +34,7 @@ from array import array
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from functools import partial
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -496,9 +497,12 @@ class RedisStore:
             _HOLD_CLAIM: self._r.register_script(_HOLD_CLAIM).sha,
             _CONFIRM_CLAIM: self._confirm_script.sha,
         }
-        #: (req key, stream) of the creates under way here: their pending claims are
-        #: renewed every ``lease / 5`` (a dead creator's lapses within 0.8 x lease)
-        self._claiming: set[tuple[str, str]] = set()
+        #: (req key, stream) of the creates under way here, and when (loop time) each
+        #: claimed: their pending claims are renewed every ``lease / 5`` (a dead
+        #: creator's lapses within 0.8 x lease), for ``outage_timeout`` + 5 s at most
+        self._claiming: dict[tuple[str, str], float] = {}
+        #: the claim renewals still running (one per claim: see _hold_claims)
+        self._holding: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._listeners: dict[str, list[Listener]] = {}
         self._notified: dict[str, int] = {}
         self._tail_ids: dict[str, bytes] = {}
@@ -730,17 +734,18 @@ class RedisStore:
         self._ensure_tasks()
         # the ids this call claimed: a retry after a reply lost (Redis restarting)
         # finds its own claim and finishes it, not "started already, by another"
-        tried: set[str] = set()
+        tried: dict[str, float] = {}  # stream -> when (loop time) it was claimed
         try:
             return await self._retry(
                 "create", lambda: self._create(owner, req, now, scope, agent, tried)
             )
         finally:
             rkey = self._req_key(owner, req, scope)
-            self._claiming.difference_update((rkey, s) for s in tried)
+            for s in tried:
+                self._claiming.pop((rkey, s), None)
 
     async def _create(
-        self, owner: str, req: str, now: float, scope: str, agent: str, tried: set[str]
+        self, owner: str, req: str, now: float, scope: str, agent: str, tried: dict[str, float]
     ) -> Created:
         rkey = self._req_key(owner, req, scope)
         keep = self._running_keep_ms()
@@ -751,12 +756,12 @@ class RedisStore:
             raise LogFull(self.retention.retry_after)
         for _ in range(5):
             stream = secrets.token_urlsafe(16)
-            tried.add(stream)
+            tried[stream] = asyncio.get_running_loop().time()
             # the claim is pending (``p:<stream>``, a short lease renewed by this node's
             # lease loop) until the stream's meta is written: a creator that dies
             # before lets it lapse within 0.8 x lease, and a start on another node
             # then creates the stream
-            self._claiming.add((rkey, stream))
+            self._claiming[(rkey, stream)] = tried[stream]
             claim = [stream, self._lease_ms, keep]
             try:
                 if self.is_cluster:  # the epoch lives on another master: it may be down
@@ -782,14 +787,14 @@ class RedisStore:
                     got[1].decode(),
                 )
             if got[0] == 0:
-                self._claiming.discard((rkey, stream))
+                self._claiming.pop((rkey, stream), None)
                 value = got[1].decode()
                 sid = _pending_stream(value) if value.startswith(PENDING) else value
                 if sid in tried:
                     # claimed by an earlier try of this create whose reply was lost
                     # (maybe its meta too): it is this call's to finish, and its run's
                     stream = sid
-                    self._claiming.add((rkey, stream))
+                    self._claiming[(rkey, stream)] = tried[sid]
                 else:
                     if value.startswith(PENDING):
                         # a create under way on another node (or in another call),
@@ -849,7 +854,7 @@ class RedisStore:
                 if _out_of_memory(exc):
                     raise LogFull(self.retention.retry_after) from exc
                 raise
-            self._claiming.discard((rkey, stream))
+            self._claiming.pop((rkey, stream), None)
             if not mine:
                 # this creator stalled past its claim's lease and another took the req:
                 # its stream (nobody can attach to it) is removed, and the start gets
@@ -1510,24 +1515,55 @@ class RedisStore:
         period = max(self.lease / 5, 0.05)
         while not self._closed:
             await asyncio.sleep(period)
+            # the claims' renewals run on their own: one sent to a master that does not
+            # answer (seconds of redis-py retries) never delays the streams' leases
+            if self._claiming:
+                self._hold_claims()
             try:
-                if self._claiming:
-                    await self._hold_claims()
                 await self._lease_tick()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("redis lease upkeep failed: %r", exc)
 
-    async def _hold_claims(self) -> None:
-        """Renew the pending claims of the creates under way here (each on its own
-        master; one not answering is tried again next tick)."""
+    def _hold_claims(self) -> None:
+        """Start renewing the pending claims of the creates under way here, each in a
+        task of its own (one still running from an earlier tick, its master slow or
+        down, is not sent again). A claim taken more than ``outage_timeout`` + 5 s ago
+        is no longer renewed: its creator is stuck (a create waits on Redis that long
+        at most), the claim lapses and another start may take the req (the stuck
+        creator, if it ever goes on, then loses at its confirm)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for key, since in list(self._claiming.items()):
+            if now - since > self.outage_timeout + 5.0:
+                del self._claiming[key]
+                log.warning(
+                    "create stuck for %.0fs: its claim is no longer renewed stream=%s",
+                    now - since,
+                    key[1],
+                )
+                continue
+            busy = self._holding.get(key)
+            if busy is not None and not busy.done():
+                continue
+            task = loop.create_task(self._hold_claim(*key))
+            self._holding[key] = task
+            task.add_done_callback(partial(self._held_claim, key))
 
-        async def hold(rkey: str, stream: str) -> None:
-            with contextlib.suppress(*_TRANSIENT):
-                await self._call(_HOLD_CLAIM, [rkey], [f"{PENDING}{stream}:", self._lease_ms])
+    def _held_claim(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        if self._holding.get(key) is task:
+            del self._holding[key]
 
-        await asyncio.gather(*(hold(k, s) for k, s in list(self._claiming)))
+    async def _hold_claim(self, rkey: str, stream: str) -> None:
+        """Renew one pending claim (on its own master); a failure is logged (the next
+        tick tries again, and a claim not renewed only lapses: never wrong)."""
+        try:
+            await self._call(_HOLD_CLAIM, [rkey], [f"{PENDING}{stream}:", self._lease_ms])
+        except _TRANSIENT as exc:
+            log.info("renewing a create's claim failed stream=%s: %r", stream, exc)
+        except Exception:
+            log.exception("renewing a create's claim failed stream=%s", stream)
 
     async def _lease_tick(self) -> None:
         keep = self._running_keep_ms()
@@ -1868,6 +1904,8 @@ class RedisStore:
         self._tasks = []
         for busy in [*self._lease_busy.values(), *self._tail_busy.values()]:
             busy.cancel()
+        for hold in self._holding.values():
+            hold.cancel()
         with contextlib.suppress(Exception):
             if self._own_client and not self.is_cluster:
                 await self._r.aclose(close_connection_pool=True)

@@ -11,9 +11,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
+from redis.crc import key_slot
 
 from unbroken import BackoffPolicy
 from unbroken.client import Client
@@ -22,7 +25,7 @@ from unbroken.server.agent import anonymous_principal
 from unbroken.store.base import Created
 from unbroken.store.redis import RedisStore
 
-from .conftest import ROOT, Node, RedisServer, expected_text, full_digest
+from .conftest import ROOT, Node, RedisCluster, RedisServer, expected_text, full_digest
 
 pytestmark = pytest.mark.timeout(60)
 FAST = BackoffPolicy(base=0.02, cap=0.2, max_attempts=1000, deadline=60)
@@ -126,6 +129,15 @@ class Creator:
         self.proc.wait(15)
 
 
+async def until(cond: Callable[[], bool], seconds: float = 10) -> None:
+    """Until ``cond()`` holds (asked every 10 ms), at most ``seconds``."""
+    async with asyncio.timeout(seconds):
+        while True:
+            if cond():
+                return
+            await asyncio.sleep(0.01)
+
+
 async def start_again(store: RedisStore, owner: str, req: str) -> Created:
     """Create ``req`` as a client does: started again while it is told ``unavailable``
     (a create under way), within a deadline."""
@@ -157,17 +169,21 @@ async def test_a_start_after_its_creator_was_killed_mid_create_completes_promptl
         try:
             assert await a.line() == "claimed"
             a.stop()  # kill -9 mid-create
-            killed = time.monotonic()
             st = await client.start("count", {"n": 300}, req="req-dead")
             answer = await st.wait()
-            took = time.monotonic() - killed
         finally:
             a.stop()
     assert answer.complete and answer.text == expected_text(300)
     assert answer.digest == full_digest(st.id, st.epoch, 300)
-    # the claim lives 0.8 x lease past its creator's last renewal; the old bound
-    # was outage_timeout + 5 = 35 s
-    assert took < 10, took
+    # answered by taking over the dead creator's lapsed claim (before: by dropping it
+    # as stale once outage_timeout + 5 = 35 s old), and one stream, one run
+    said = b.log_path.read_text()
+    assert said.count("create took over a lapsed claim") == 1, said[-2000:]
+    store = RedisStore(redis_server.url, prefix=prefix)
+    try:
+        assert await store._r.keys(f"{prefix}:{{*}}:m") == [store._meta_key(st.id).encode()]
+    finally:
+        await store.close()
 
 
 async def test_a_live_creator_keeps_its_claim_past_its_lease(redis_server: RedisServer) -> None:
@@ -183,14 +199,20 @@ async def test_a_live_creator_keeps_its_claim_past_its_lease(redis_server: Redis
     try:
         creating = asyncio.create_task(a.create("o", "req-slow", 0.0))
         await asyncio.wait_for(claimed.wait(), 10)
-        # one and a half claim leases without a meta: a slow creator
-        await asyncio.sleep(1.5 * 0.8 * lease)
+        # held past the claim's first deadline (Redis's clock): a slow creator
+        rkey = b._req_key("o", "req-slow")
+        first = int((await b._r.get(rkey)).rsplit(b":", 1)[1])
+        while True:
+            sec, usec = await b._r.time()
+            if sec * 1000 + usec // 1000 > first:
+                break
+            await asyncio.sleep(0.05)
         with pytest.raises(StoreUnavailable, match="being created"):
             await b.create("o", "req-slow", 0.0)
         # the key itself lives as long as a stream's: a node of an older release
         # (which judges a claim without a stream by its age) sees a young claim
-        left = await b._r.pttl(b._req_key("o", "req-slow"))
-        assert 0 < b._running_keep_ms() - left < 5000
+        left = await b._r.pttl(rkey)
+        assert 0 < b._running_keep_ms() - left < (b.outage_timeout + 5.0) * 1000
         go.set()
         made = await asyncio.wait_for(creating, 10)
         assert made.created
@@ -231,3 +253,79 @@ async def test_a_creator_stopped_past_its_claim_lease_does_not_run_the_agent_aga
     finally:
         a.stop()
         await b.close()
+
+
+async def test_a_create_stuck_past_its_longest_wait_stops_holding_its_claim(
+    redis_server: RedisServer,
+) -> None:
+    """A create stuck between its claim and its meta (a bad pooled connection) for
+    longer than a create ever waits on Redis (``outage_timeout`` + 5 s): its claim is
+    no longer renewed, another node's start takes the req over, and the stuck create,
+    going on, gets that stream (before: renewed as long as the create lived, the
+    req refused ``unavailable`` for up to a stream's keep, 650 s by default)."""
+    prefix = f"t{secrets.token_hex(4)}"
+    a = RedisStore(redis_server.url, prefix=prefix, lease=0.5, outage_timeout=0.1)
+    b = RedisStore(redis_server.url, prefix=prefix, lease=0.5)
+    claimed, go = asyncio.Event(), asyncio.Event()
+    hold_the_meta(a, claimed, go)
+    try:
+        creating = asyncio.create_task(a.create("o", "req-stuck", 0.0))
+        await asyncio.wait_for(claimed.wait(), 10)
+        made = await start_again(b, "o", "req-stuck")  # once A stopped renewing
+        assert made.created
+        go.set()
+        got = await asyncio.wait_for(creating, 10)
+        assert (got.stream, got.created) == (made.stream, False)
+        keys = await b._r.keys(f"{prefix}:{{*}}:m")
+        assert keys == [b._meta_key(made.stream).encode()]  # A's own stream removed
+    finally:
+        go.set()
+        await a.close()
+        await b.close()
+
+
+async def test_a_create_hanging_on_a_stopped_master_never_delays_other_masters_leases(
+    redis_cluster: RedisCluster,
+) -> None:
+    """A create whose req lives on a master that does not answer (SIGSTOP): its claim's
+    renewals hang, and a stream on another master keeps being renewed every tick
+    (before: each lease tick first waited for the claims' renewals, and the stream's
+    lease lapsed: another node would end it ``failed: producer_lost``)."""
+    prefix = f"c{secrets.token_hex(4)}"
+    store = RedisStore(redis_cluster.url, cluster=True, prefix=prefix, lease=2.0)
+    stopped = redis_cluster.servers[0]
+    assert stopped.proc is not None
+    try:
+        for i in range(60):  # (2/3)^60: never by chance
+            made = await store.create("o", f"ok{i}", time.time())
+            healthy = redis_cluster.owner(key_slot(store._meta_key(made.stream).encode()))
+            if healthy != 0:
+                break
+        assert healthy != 0
+        req = next(
+            f"r{j}"
+            for j in range(1000)
+            if redis_cluster.owner(key_slot(store._req_key("o", f"r{j}").encode())) == 0
+        )
+        probe = aioredis.Redis(port=redis_cluster.servers[healthy].port)
+        meta = store._meta_key(made.stream)
+        os.kill(stopped.proc.pid, signal.SIGSTOP)
+        creating = asyncio.create_task(store.create("o", req, time.time()))
+        try:
+            rkey = store._req_key("o", req)
+            await until(lambda: any(k == rkey for k, _ in store._claiming))
+            # three renewals of the healthy stream's lease while the claim's hang
+            for _ in range(3):
+                lease = int(await probe.hget(meta, "lease") or 0)
+                async with asyncio.timeout(10):
+                    while True:
+                        if int(await probe.hget(meta, "lease") or 0) > lease:
+                            break
+                        await asyncio.sleep(0.02)
+            assert not creating.done()
+        finally:
+            os.kill(stopped.proc.pid, signal.SIGCONT)
+            creating.cancel()
+            await probe.aclose()
+    finally:
+        await store.close()
