@@ -255,6 +255,8 @@ export class Stream implements AsyncIterable<StreamEvent> {
   /** @internal when the start or resume is due its answer (`now()`): moved on by
    * each answer that has it sent again (`unavailable`, a start refused for load) */
   _answerBy = 0;
+  /** a resend is planned (its timer not yet run): its answer is not due yet */
+  _againDue = false;
   /** @internal */
   readonly _answered: () => void;
   private readonly _refuse: (e: unknown) => void;
@@ -734,7 +736,8 @@ export class Client {
     const timeout = new Promise<never>((_, rej) => {
       const due = (): void => {
         const left = st._answerBy - now();
-        if (left > 0) timer = setTimeout(due, left * 1000);
+        // a resend planned but late (a busy page): its timer runs first, then this again
+        if (left > 0 || st._againDue) timer = setTimeout(due, Math.max(left, 0.001) * 1000);
         else rej(new RequestTimeout(`${what} of ${JSON.stringify(st.agent || st.id || st.req)}`, this.requestTimeout));
       };
       due();
@@ -1426,10 +1429,16 @@ export class Client {
     let again: () => void;
     let delay: number | null = wait;
     const startAgain = (): void => {
+      st._againDue = false;
       // not when a welcome sent it meanwhile (that start is still unanswered)
       if (!st._resendDue) return;
       st._resendDue = false;
-      if (st._state === "starting" && !st.done) this._send({ t: "start", req: st.req, agent: st.agent, input: st.input });
+      if (st._state === "starting" && !st.done) {
+        this._send({ t: "start", req: st.req, agent: st.agent, input: st.input });
+        // its answer is due `requestTimeout` after it went, not after it was planned (a
+        // late timer: a busy or throttled page)
+        st._answerBy = Math.max(st._answerBy, now() + this.requestTimeout);
+      }
     };
     if (e.req !== null && e.stream === null && st.id && (RETRYABLE_START.has(e.code) || e.code === "unavailable")) {
       // a stale answer to a start already answered `started` (protocol §9): nothing to do
@@ -1455,7 +1464,11 @@ export class Client {
       st._state = "detached";
       this._emit("unavailable", { stream: st.id, delay, cause: e.message });
       again = () => {
-        if (st._state === "detached" && this._ready && !st.done) this._send(this._resume(st));
+        st._againDue = false;
+        if (st._state === "detached" && this._ready && !st.done) {
+          this._send(this._resume(st));
+          st._answerBy = Math.max(st._answerBy, now() + this.requestTimeout);
+        }
       };
     } else {
       if (!HARMLESS_ERROR.has(e.code)) this._fail(st, new RequestRefused(e.code, e.message));
@@ -1463,6 +1476,7 @@ export class Client {
     }
     // sent again after `delay`: its answer is due `requestTimeout` after that
     st._answerBy = Math.max(st._answerBy, t + delay + this.requestTimeout);
+    st._againDue = true;
     setTimeout(again, delay * 1000);
   }
 }

@@ -445,6 +445,23 @@ test("a resume answered unavailable for longer than requestTimeout waits on and 
   assert.equal(server.connections, 1, "no reconnect needed");
 });
 
+test("a resend that goes late (the process was busy) gets its whole requestTimeout from when it went", async (t) => {
+  // the resume's second answer is the stream; the process is busy for longer than
+  // requestTimeout right after the first (`unavailable`, 20 ms): the resend goes late
+  let first = true;
+  const server = new FakeServer(answerEvents(10), { unavailable: () => (first ? ((first = false), 20) : null) });
+  const busy = (e) => {
+    if (e.kind !== "unavailable") return;
+    const until = performance.now() + 300; // a stalled process, not a wait for something
+    while (performance.now() < until);
+  };
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false, requestTimeout: 0.2, onEvent: busy });
+  t.after(() => client.close());
+  const st = await client.resume({ stream: server.stream, seq: 4, digest: server.digests[3], epoch: EPOCH });
+  assert.equal((await st.wait()).digest, server.digests.at(-1));
+  assert.deepEqual(server.resumes, [4, 4]);
+});
+
 test("a resume answered unavailable past the policy fails with LogUnavailable, not RequestTimeout", async (t) => {
   const server = new FakeServer(answerEvents(10), { unavailable: () => 150 });
   const policy = { base: 0.01, cap: 0.05, maxAttempts: 8, deadline: null };
