@@ -5,6 +5,8 @@ moves its deadline on, and the wait that begins after the send keeps it."""
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
 from unbroken.client.client import Client, Stream
 
@@ -22,4 +24,31 @@ async def test_a_deadline_moved_on_during_the_send_is_kept() -> None:
     assert st._answer_by >= later + 0.05  # not overwritten by now + request_timeout
     assert not waiting.done()
     st._started.set_result(None)  # answered
+    await asyncio.wait_for(waiting, 5)
+
+
+async def test_a_resend_that_goes_late_is_answered_request_timeout_after_it_goes() -> None:
+    client = Client(["ws://127.0.0.1:1/"], request_timeout=0.05)
+    st = Stream(client, "r1", "a")
+    client._streams["r1"] = st
+    sent: list[Any] = []
+
+    async def send(frame: Any) -> None:
+        sent.append(frame)
+
+    # the session's side (which frame goes again) is tested without the client; here the
+    # client's clock: an `unavailable` planned a resend 10 ms on, then the process stalled
+    client._session.resend_start = lambda req: ("start", req)  # type: ignore[assignment,method-assign,return-value]
+    client._send_frame = send  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+    client._answer_later("r1", loop.time() + 0.01)
+    waiting = asyncio.create_task(client._answered(st, "start"))
+    await asyncio.sleep(0)
+    time.sleep(0.2)  # noqa: ASYNC251 (the fault: a stalled process, its timers all late)
+    client._resend_start("r1")  # the resend timer, 190 ms late
+    assert st._answer_by >= loop.time() + 0.04  # due after it went, not when planned
+    await asyncio.sleep(0)
+    assert sent == [("start", "r1")]
+    assert not waiting.done(), "failed RequestTimeout before the resend was answered"
+    st._started.set_result(None)
     await asyncio.wait_for(waiting, 5)

@@ -1167,6 +1167,9 @@ class Client:
         frame = self._session.resend_resume(req)
         if frame is None:
             return
+        # its answer is due request_timeout after it goes, not after it was planned: a
+        # busy process runs this timer late (the JS client's rule too)
+        self._answer_later(req, asyncio.get_running_loop().time())
         task = asyncio.get_running_loop().create_task(self._send_frame(frame))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
@@ -1174,6 +1177,7 @@ class Client:
         frame = self._session.resend_start(req)
         if frame is None:
             return
+        self._answer_later(req, asyncio.get_running_loop().time())  # (as above)
         task = asyncio.get_running_loop().create_task(self._send_frame(frame))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
