@@ -64,11 +64,15 @@ export interface ConnectionEvent {
     | "unavailable";
   at: number;
   url: string;
+  /** why: a `disconnected`'s error; on `reconnecting`, what cut its backoff wait
+   * short (`wake()`'s trigger: "online", "resume", "pageshow", "visible", "wake"; its
+   * `delay` is then 0, the attempt made at once), "" when it waits its `delay` */
   cause: string;
   code: number | null;
   attempt: number;
   /** seconds until the next attempt (`reconnecting`) */
   delay: number;
+
   stream: string;
   fromSeq: number;
   head: number;
@@ -438,6 +442,8 @@ export class Client {
   private _first: [Promise<void>, () => void, (e: unknown) => void] | null = null;
   private _wakeSleep: (() => void) | null = null;
   private _sleepFloor = false;
+  /** What `wake()`d the client during the current attempt or backoff wait, if anything. */
+  private _wokenBy: string | null = null;
   private _endConnection: ((err: unknown) => void) | null = null;
   private _refreshTimer: ReturnType<typeof setTimeout> | undefined;
   /** Set by `freeze()` until `wake()`: no connection is opened meanwhile. */
@@ -713,9 +719,11 @@ export class Client {
     return it;
   }
 
-  /** Reconnect now: cuts a backoff wait short (never a server's `retry_after`), or
-   * probes a connection believed alive with a ping. */
-  wake(): void {
+  /** Reconnect now: cuts a backoff wait short (never a server's `retry_after`; an
+   * attempt under way that fails is followed at once), or probes a connection
+   * believed alive with a ping. `cause` (what woke it: the page events pass
+   * "online", "resume", "pageshow", "visible") is the `reconnecting` event's. */
+  wake(cause = "wake"): void {
     if (this._closed) return;
     const thaw = this._frozen;
     if (thaw !== null) {
@@ -723,6 +731,9 @@ export class Client {
       this._thawed = null;
       thaw();
     }
+    // a wait cut short, or an attempt under way (it began offline, say): if that
+    // fails, the next one is made at once
+    if (this._wakeSleep ? !this._sleepFloor : !this._ready && this._running) this._wokenBy = cause;
     if (this._wakeSleep && !this._sleepFloor) this._wakeSleep();
     else if (thaw === null && this._ready && !this._live.awaitingPong) this._send(this._live.ping(now()));
   }
@@ -844,13 +855,10 @@ export class Client {
       this._listeners.push([target, type, fn]);
     };
     const save = () => this.saveCursors();
-    const wake = () => this.wake();
     on(doc, "freeze", () => this.freeze());
     on(win, "pagehide", ((ev: { persisted?: boolean }) => (ev?.persisted ? this.freeze() : save())) as () => void);
-    on(doc, "visibilitychange", () => (doc?.visibilityState === "hidden" ? save() : wake()));
-    on(doc, "resume", wake);
-    on(win, "pageshow", wake);
-    on(win, "online", wake);
+    on(doc, "visibilitychange", () => (doc?.visibilityState === "hidden" ? save() : this.wake("visible")));
+    for (const type of ["resume", "pageshow", "online"]) on(type === "resume" ? doc : win, type, () => this.wake(type));
   }
 
   /** The page is frozen (Page Lifecycle `freeze`, or `pagehide` into the
@@ -881,6 +889,7 @@ export class Client {
       }
       const url = this.urls[this._urlIndex % this.urls.length];
       this._progressed = false;
+      this._wokenBy = null;
       // the first connection may take at most the deadline; failed, its episode
       // counts from when it began (the deadline bounds the first connect too)
       const began = now();
@@ -920,8 +929,16 @@ export class Client {
         return;
       }
       this._urlIndex += 1;
-      this._emit("reconnecting", { attempt: b.attempts, delay, url: this.urls[this._urlIndex % this.urls.length] });
-      if (delay > 0) await this._sleep(delay, typeof shed === "number" && shed > 0);
+      const next = { attempt: b.attempts, url: this.urls[this._urlIndex % this.urls.length] };
+      const floor = typeof shed === "number" && shed > 0;
+      // woken while this attempt was under way: the next is made now (never before
+      // a server's retry_after)
+      const woken = floor ? null : this._wokenBy;
+      this._emit("reconnecting", { ...next, delay: woken === null ? delay : 0, cause: woken ?? "" });
+      if (delay > 0 && woken === null) {
+        await this._sleep(delay, floor);
+        if (this._wokenBy !== null) this._emit("reconnecting", { ...next, cause: this._wokenBy });
+      }
     }
   }
 

@@ -124,9 +124,14 @@ async def test_offline_for_five_seconds_then_online(rig: Rig, browser: Any) -> N
     online = next(e[2] for e in log["lifecycle"] if e[0] == "online")
     assert disconnects(log), "offline holds frames: the silence detector drops the link"
     # back online, the client reconnects at once instead of waiting out its backoff
-    # (by then a wait of up to 3.2 s)
-    back = [e["at"] for e in log["conn"] if e["kind"] == "connected" and e["at"] > online]
-    assert back and back[0] - online < 500, (online, log["conn"])
+    # (by then a wait of up to 3.2 s): the attempt that connected was made because of
+    # `online` (its wait cut short, or skipped after an attempt begun offline failed),
+    # as the client's own events say; how soon is not asserted (timers run late under load)
+    conn = log["conn"]
+    back = next(i for i, e in enumerate(conn) if e["kind"] == "connected" and e["at"] > online)
+    last = [e for e in conn[:back] if e["kind"] == "reconnecting"][-1]
+    assert last["cause"] == "online" and last["delay"] == 0, (online, conn)
+    assert last["at"] >= online, (online, conn)
     await assert_exact(rig, log)
 
 
@@ -174,10 +179,21 @@ async def test_page_lifecycle_freeze_then_resume(
     lost = disconnects(log)
     assert lost, "the socket is closed across a freeze: the client must resume"
     # the client closes its socket at the freeze (the server stops sending into a
-    # tab that reads nothing) and reconnects on resume
-    assert "page frozen" in (lost[0]["cause"] or ""), lost[0]
+    # tab that reads nothing), opens none while frozen and reconnects on resume. (On
+    # a loaded machine the silence detector may have dropped the link (4004) just
+    # before the freeze: then there is no connection to close.) Asserted on the
+    # order of events, not on how soon.
+    frozen_at = next(e[2] for e in log["lifecycle"] if e[0] == "freeze")
     resumed_at = next(e[2] for e in log["lifecycle"] if e[0] == "resume")
-    assert lost[0]["at"] <= resumed_at, (lost[0], resumed_at)
+    before = [e for e in log["conn"] if e["at"] < frozen_at]
+    across = [e for e in log["conn"] if frozen_at <= e["at"] <= resumed_at]
+    open_at_freeze = bool(before) and before[-1]["kind"] not in ("disconnected", "reconnecting")
+    if open_at_freeze:
+        assert across and across[0]["kind"] == "disconnected", (frozen_at, log["conn"])
+        assert "page frozen" in (across[0]["cause"] or ""), across[0]
+    assert "connected" not in [e["kind"] for e in across], (frozen_at, resumed_at, log["conn"])
+    after = [e["kind"] for e in log["conn"] if e["at"] > resumed_at]
+    assert "connected" in after, log["conn"]
     await assert_exact(rig, log)
 
 

@@ -63,11 +63,19 @@ async def test_the_connection_outlives_its_tokens_by_refreshing_in_band(
 
     page = await _page(browser, auth_rig, issue)
     log = await _finish(page)
+    asked = len(issued)
+    # the connection stays open after the answer: its refreshes go on, so counts are
+    # compared between two snapshots of the page's log, and by the events' order
+    later = [e["kind"] for e in (await page.evaluate("window.log"))["conn"]]
     kinds = [e["kind"] for e in log["conn"]]
     assert kinds.count("refreshed") >= 2, kinds  # the answer lasts over two lifetimes
-    assert kinds.count("auth_expiring") == kinds.count("refreshed"), log["conn"]
+    # each notice is answered by one refresh before the next notice comes
+    notices = [k for k in later if k in ("auth_expiring", "refreshed")]
+    assert notices == (["auth_expiring", "refreshed"] * len(notices))[: len(notices)], notices
+    assert "refresh_failed" not in later, log["conn"]
     assert not disconnects(log), "refreshed in-band: never reconnected"
-    assert len(issued) == 1 + kinds.count("refreshed")
+    # a token for the connect, then one per notice (one may be asked still)
+    assert 1 + kinds.count("refreshed") <= asked <= 1 + later.count("auth_expiring"), (asked, later)
     await assert_exact(auth_rig, log)
 
 
@@ -89,7 +97,9 @@ async def test_refused_refreshes_end_in_4010_a_fresh_token_and_an_exact_resume(
     log = await _finish(page)
     kinds = [e["kind"] for e in log["conn"]]
     refused = kinds.count("refresh_failed")
-    assert 1 <= refused <= 3, kinds
+    # how many refusals come back before the expiry depends on the machine's load
+    # (the first refresh may still be on its way at 4010): counted against the tokens asked
+    assert refused <= 3, kinds
     lost = disconnects(log)
     assert lost and lost[0]["code"] == 4010, lost
     assert kinds.count("connected") >= 2
@@ -98,5 +108,8 @@ async def test_refused_refreshes_end_in_4010_a_fresh_token_and_an_exact_resume(
     # refusal never came: no refresh_failed for it)
     assert issued[0] is False and False in issued[1:], issued
     bad = issued[1:].index(False)
-    assert all(issued[1 : 1 + bad]) and refused <= bad <= min(refused + 1, 3), (refused, issued)
+    assert all(issued[1 : 1 + bad]) and bad >= 1 and refused <= bad <= min(refused + 1, 3), (
+        refused,
+        issued,
+    )
     await assert_exact(auth_rig, log, runs=1)
