@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,6 +24,7 @@ from unbroken.server.agent import anonymous_principal
 from unbroken.store.base import Created
 from unbroken.store.redis import RedisStore
 
+from ...waiting import until
 from .conftest import ROOT, Node, RedisCluster, RedisServer, expected_text, full_digest
 
 pytestmark = pytest.mark.timeout(60)
@@ -129,15 +129,6 @@ class Creator:
         self.proc.wait(15)
 
 
-async def until(cond: Callable[[], bool], seconds: float = 10) -> None:
-    """Until ``cond()`` holds (asked every 10 ms), at most ``seconds``."""
-    async with asyncio.timeout(seconds):
-        while True:
-            if cond():
-                return
-            await asyncio.sleep(0.01)
-
-
 async def start_again(store: RedisStore, owner: str, req: str) -> Created:
     """Create ``req`` as a client does: started again while it is told ``unavailable``
     (a create under way), within a deadline."""
@@ -202,11 +193,12 @@ async def test_a_live_creator_keeps_its_claim_past_its_lease(redis_server: Redis
         # held past the claim's first deadline (Redis's clock): a slow creator
         rkey = b._req_key("o", "req-slow")
         first = int((await b._r.get(rkey)).rsplit(b":", 1)[1])
-        while True:
+
+        async def past_first() -> bool:
             sec, usec = await b._r.time()
-            if sec * 1000 + usec // 1000 > first:
-                break
-            await asyncio.sleep(0.05)
+            return bool(sec * 1000 + usec // 1000 > first)
+
+        await until(past_first, limit=30, every=0.05)
         with pytest.raises(StoreUnavailable, match="being created"):
             await b.create("o", "req-slow", 0.0)
         # the key itself lives as long as a stream's: a node of an older release
@@ -317,11 +309,11 @@ async def test_a_create_hanging_on_a_stopped_master_never_delays_other_masters_l
             # three renewals of the healthy stream's lease while the claim's hang
             for _ in range(3):
                 lease = int(await probe.hget(meta, "lease") or 0)
-                async with asyncio.timeout(10):
-                    while True:
-                        if int(await probe.hget(meta, "lease") or 0) > lease:
-                            break
-                        await asyncio.sleep(0.02)
+
+                async def renewed(since: int = lease) -> bool:
+                    return int(await probe.hget(meta, "lease") or 0) > since
+
+                await until(renewed, limit=10, every=0.02)
             assert not creating.done()
         finally:
             os.kill(stopped.proc.pid, signal.SIGCONT)
