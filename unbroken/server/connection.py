@@ -720,13 +720,24 @@ class Connection:
         self._expiry_handle = None
         if self._closed:
             return
+        notice = self._notice_handle
+        if notice is not None:
+            # its timer is due too but has not run (a loop that stalled past both
+            # runs them in time order, yet two timers due at the same instant in any
+            # order): the notice goes first, so a refresh-capable client always
+            # hears it before the 4010
+            notice.cancel()
+            self._auth_expiring()
         log.info(
             "token expired conn=%s principal=%s refreshes=%d",
             self.id,
             excerpt(self.principal.id if self.principal else "-", 80),
             self.refreshes,
         )
-        self._kill(CloseCode.TOKEN_EXPIRED, "token expired; reconnect with a new token")
+        # flush=True: the peer is fine, only its credentials ended: what is queued
+        # (the auth_expiring notice, if its timer ran in this same loop turn after a
+        # stall) goes out before the close, not cancelled with the sender
+        self._kill(CloseCode.TOKEN_EXPIRED, "token expired; reconnect with a new token", flush=True)
 
     async def _refresh(self, token: str) -> None:
         """Verify a ``refresh`` token with the ``authenticate`` hook (a task: the
@@ -1619,13 +1630,15 @@ class Connection:
             )
             self._kill(CloseCode.INTERNAL, "log unreachable; reconnect and resume")
 
-    def _kill(self, code: int, reason: str) -> None:
+    def _kill(self, code: int, reason: str, *, flush: bool = False) -> None:
         """Give up on the peer: stop sending and end the connection with ``code``
-        (everything it holds is released; its runs go on)."""
+        (everything it holds is released; its runs go on). With ``flush`` the
+        sender is not cancelled: the control frames already queued go out before
+        the close (bounded by the close's wait, 1 s), events no longer do."""
         self._killed, self._kill_code = reason, code
         self._closed = True
         current = asyncio.current_task()
-        if self._pump_task is not None and self._pump_task is not current:
+        if self._pump_task is not None and self._pump_task is not current and not flush:
             self._pump_task.cancel()
         if self._task is not None and self._task is not current:
             self._task.cancel()  # the read loop, waiting for the peer
