@@ -1,7 +1,7 @@
-"""Run inside the throwaway venv that has ``openai-agents`` (and so websockets 16): a
-real ``agents.Agent`` with a function tool, its ``Runner.run_streamed`` run forwarded by
-``forward_run`` inside an unbroken agent, served by unbroken, read by the unbroken client
-through a fault proxy that cuts it mid-answer.
+"""Run inside the throwaway venv that has ``openai-agents`` (and websockets 16, pinned by
+the test): a real ``agents.Agent`` with a function tool, its ``Runner.run_streamed`` run
+forwarded by ``forward_run`` inside an unbroken agent, served by unbroken, read by the
+unbroken client through a fault proxy that cuts it mid-answer.
 
 argv: the fake provider's base URL. Prints a JSON line ``{"cut": n}`` once the client's
 connections were cut (the test then lets the provider go on), then the answer as JSON.

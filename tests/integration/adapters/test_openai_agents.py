@@ -1,10 +1,14 @@
 """The real OpenAI Agents SDK (``openai-agents``) forwarded by ``forward_run``, with a cut.
 
-``openai-agents`` pins ``websockets<17``, so it cannot live in the dev venv: this test
-builds a throwaway venv (reused across runs: keyed on pyproject.toml under the temp dir)
-with unbroken's server and chaos dependencies plus ``openai-agents`` (pip resolves
-websockets 16), and runs ``agents_run_script.py`` there against the replayed provider.
-That also checks unbroken's server, client and fault proxy on websockets 16.
+``openai-agents`` 0.24 pins ``websockets<17``, so it cannot live in the dev venv: this test
+builds a throwaway venv (reused across runs: keyed on its requirements under the temp dir)
+with unbroken's server and chaos dependencies plus ``openai-agents`` and websockets 16
+(pinned here: 0.25 allows 17, and what pip picks must not decide what is tested), and runs
+``agents_run_script.py`` there against the replayed provider. That also checks unbroken's
+server, client and fault proxy on websockets 16.
+
+Building the venv (pip over the network) can take minutes, so the test has its own
+pytest-timeout limit: the build's own 600 s plus the run's two 120 s waits.
 """
 
 from __future__ import annotations
@@ -28,17 +32,21 @@ from .conftest import FakeProvider, sse_data
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = Path(__file__).with_name("agents_run_script.py")
 
-pytestmark = pytest.mark.full
+# pytest-timeout counts a fixture's setup: the default 60 s would cut a venv build short
+pytestmark = [pytest.mark.full, pytest.mark.timeout(900)]
+
+# the websockets the SDK's venv must have (the dev venv has 17)
+WEBSOCKETS_16 = "websockets>=16,<17"
 
 
 def requirements() -> list[str]:
-    """unbroken's base, server and chaos dependencies, and the SDK's extra."""
+    """unbroken's base, server and chaos dependencies, the SDK's extra, and websockets 16."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     reqs = list(project["dependencies"])
     for name in ("server", "chaos", "openai-agents"):
         reqs += [r for r in extras[name] if not r.startswith("unbroken")]
-    return reqs
+    return [*reqs, WEBSOCKETS_16]
 
 
 @pytest.fixture(scope="session")
