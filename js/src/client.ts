@@ -37,7 +37,7 @@ import {
 import { CAP_BATCH, CAP_REFRESH, CAP_STREAMS, CAP_UNAVAILABLE, CloseCode, DEFAULT_MAX_FRAME, Kind, VERSIONS, type ClientFrame, type ErrorFrame, type Event, type ServerFrame, type Welcome } from "./frames.js";
 import { loadV1, v1 } from "./codecs.js";
 import { CAP_ZLIB, decodeServerV2, encodeClientV2, eventsOfV2, framesOfV2, inflate, isZlib, type Carried } from "./frames2.js";
-import { Liveness } from "./liveness.js";
+import { LATE_RUN, Liveness, MAX_CHECK_EVERY } from "./liveness.js";
 import { Answer, StreamEnded, type SchemaValidator, type StreamEvent } from "./response.js";
 import { HARMLESS_ERROR, REFRESH_ATTEMPTS, RETRYABLE_START, TOKEN_ATTEMPTS, causeOf, closeError, fatalError, refreshDelay, shouldRetry as defaultRetryTable } from "./retry.js";
 import { Cursor, type CursorLike } from "./session.js";
@@ -740,16 +740,36 @@ export class Client {
 
   /** Wait for the answer to a start or resume: `requestTimeout` from the request, or
    * from each time an answer has it sent again (`unavailable`, a start refused for
-   * load): a server that keeps answering is not stuck; the policy bounds that wait. */
+   * load): a server that keeps answering is not stuck; the policy bounds that wait.
+   * Time this page ran late (its checks behind schedule: a busy page, a throttled
+   * background tab, a stopped process) is not the server's and does not count, as
+   * in the liveness rule: the answer is due that much later, and a check that ran
+   * late lets the messages that wait go first (once). */
   private async _awaitAnswer(st: Stream, what: string): Promise<void> {
     st._answerBy = now() + this.requestTimeout;
     let timer: ReturnType<typeof setTimeout> | undefined;
+    const step = Math.min(this.requestTimeout / 3, MAX_CHECK_EVERY);
+    let expected = now();
+    let deferred = false;
     const timeout = new Promise<never>((_, rej) => {
       const due = (): void => {
-        const left = st._answerBy - now();
-        // a resend planned but late (a busy page): its timer runs first, then this again
-        if (left > 0 || st._againDue) timer = setTimeout(due, Math.max(left, 0.001) * 1000);
-        else rej(new RequestTimeout(`${what} of ${JSON.stringify(st.agent || st.id || st.req)}`, this.requestTimeout));
+        const t = now();
+        const late = Math.max(0, t - expected);
+        st._answerBy += late;
+        let wait = 0;
+        if (late > LATE_RUN && !deferred) deferred = true;
+        else {
+          deferred = false;
+          const left = st._answerBy - t;
+          // a resend planned but late (a busy page): its timer runs first, then this again
+          if (left <= 0 && !st._againDue) {
+            rej(new RequestTimeout(`${what} of ${JSON.stringify(st.agent || st.id || st.req)}`, this.requestTimeout));
+            return;
+          }
+          wait = Math.min(Math.max(left, 0.001), step);
+        }
+        expected = t + wait;
+        timer = setTimeout(due, wait * 1000);
       };
       due();
     });

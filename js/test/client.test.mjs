@@ -462,6 +462,41 @@ test("a resend that goes late (the process was busy) gets its whole requestTimeo
   assert.deepEqual(server.resumes, [4, 4]);
 });
 
+test("a page stalled longer than requestTimeout while connecting still gets its start answered", async (t) => {
+  // the page is busy (or a throttled background tab's timers run late) right after
+  // start(), while the connection is still being opened, for longer than
+  // requestTimeout: that time is the page's, not the server's (as in the liveness
+  // rule), so the start is answered, not failed with RequestTimeout
+  const server = new FakeServer(answerEvents(5));
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false, requestTimeout: 0.5 });
+  t.after(() => client.close());
+  const starting = client.start("echo", null, { req: "req-stall" });
+  assert.equal(server.connections, 0, "still connecting");
+  const until = performance.now() + 800; // a stalled page, not a wait for something
+  while (performance.now() < until);
+  const st = await starting;
+  assert.equal((await st.wait()).text, expectedText(5));
+  assert.equal(server.starts, 1);
+  assert.equal(server.connections, 1);
+});
+
+test("a start the server never answers still fails with RequestTimeout", async (t) => {
+  class Mute extends FakeServer {
+    handle(ws, f) {
+      if (f.t !== "start") super.handle(ws, f);
+    }
+  }
+  const server = new Mute(answerEvents(5));
+  const client = new Client("ws://a/ws", { WebSocket: server.WebSocket, storage: null, lifecycle: false, requestTimeout: 0.3 });
+  t.after(() => client.close());
+  const t0 = performance.now();
+  await assert.rejects(client.start("echo"), (e) => {
+    assert.equal(e.name, "RequestTimeout", `${e.name}: ${e.message}`);
+    assert.ok((performance.now() - t0) / 1000 >= 0.3, "not before requestTimeout");
+    return true;
+  });
+});
+
 test("a resume answered unavailable past the policy fails with LogUnavailable, not RequestTimeout", async (t) => {
   const server = new FakeServer(answerEvents(10), { unavailable: () => 150 });
   const policy = { base: 0.01, cap: 0.05, maxAttempts: 8, deadline: null };

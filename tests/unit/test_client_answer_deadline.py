@@ -8,7 +8,10 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 from unbroken.client.client import Client, Stream
+from unbroken.errors import RequestTimeout
 
 
 async def test_a_deadline_moved_on_during_the_send_is_kept() -> None:
@@ -52,3 +55,33 @@ async def test_a_resend_that_goes_late_is_answered_request_timeout_after_it_goes
     assert not waiting.done(), "failed RequestTimeout before the resend was answered"
     st._started.set_result(None)
     await asyncio.wait_for(waiting, 5)
+
+
+async def test_a_loop_stalled_longer_than_request_timeout_does_not_fail_the_wait() -> None:
+    # a start made while the client is still connecting (no frame sent yet), then the
+    # process stalls (a blocking call, a stopped process) for longer than
+    # request_timeout: that time is the process's, not the server's (as in the
+    # liveness rule), so the answer that comes after the stall is taken
+    client = Client(["ws://127.0.0.1:1/"], request_timeout=0.3)
+    st = Stream(client, "r1", "a")
+    client._streams["r1"] = st
+    waiting = asyncio.create_task(client._answered(st, "start"))
+    await asyncio.sleep(0)  # one step: _answered has set its deadline and waits
+    time.sleep(0.5)  # noqa: ASYNC251 (the fault: a stalled process, its timers all late)
+    await asyncio.sleep(0)  # the loop's next turn: the late timers run
+    await asyncio.sleep(0)
+    assert not waiting.done(), "failed RequestTimeout for the process's own stall"
+    st._started.set_result(None)  # the answer (it waited in the socket meanwhile)
+    await asyncio.wait_for(waiting, 5)
+
+
+async def test_a_request_unanswered_for_request_timeout_still_fails() -> None:
+    client = Client(["ws://127.0.0.1:1/"], request_timeout=0.1)
+    st = Stream(client, "r1", "a")
+    client._streams["r1"] = st
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(RequestTimeout):
+        await asyncio.wait_for(client._answered(st, "start"), 5)
+    assert loop.time() - t0 >= 0.1
+    assert st.done

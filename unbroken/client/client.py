@@ -74,7 +74,7 @@ from ..protocol.frames import (
     encode,
 )
 from ..protocol.frames_v2 import CAP_ZLIB
-from ..protocol.liveness import Liveness
+from ..protocol.liveness import LATE_RUN, MAX_CHECK_EVERY, Liveness
 from ..protocol.retry import (
     FATAL_CLOSE,
     RETRYABLE_START,
@@ -588,28 +588,45 @@ class Client:
         """Wait for the answer to a start or resume: ``request_timeout`` from the
         request, or from when an answer that has it sent again (``unavailable``, a
         start refused for load) sends it again: a server that keeps answering is not
-        stuck, however long its store is away (the policy bounds that wait)."""
+        stuck, however long its store is away (the policy bounds that wait).
+
+        Time this process ran late (its checks behind schedule: a blocked or stopped
+        loop) is not the server's and does not count, as in the liveness rule: the
+        answer is due that much later, and a check that ran late lets the frames that
+        wait be read first (once)."""
         loop = asyncio.get_running_loop()
         # an answer that has it sent again may have come while it was being sent
         # (_answer_later): its later deadline stands
         st._answer_by = max(st._answer_by, loop.time() + self.request_timeout)
+        step = min(self.request_timeout / 3, MAX_CHECK_EVERY)
+        expected = loop.time()
+        deferred = False
         while True:
+            now = loop.time()
+            late = max(0.0, now - expected)
+            st._answer_by += late
+            if late > LATE_RUN and not deferred:
+                deferred = True
+                wait = 0.0
+            else:
+                deferred = False
+                left = st._answer_by - now
+                if left <= 0 and not st._started.done():
+                    break
+                wait = max(0.0, min(left, step))
+            expected = now + wait
             try:
-                left = max(0.0, st._answer_by - loop.time())
                 # not wait_for: on 3.11 it loses a cancel that comes as the answer
                 # does (the caller's task, cancelled, would go on as if answered)
-                async with asyncio.timeout(left):
+                async with asyncio.timeout(wait):
                     await asyncio.shield(st._started)
                 return
             except TimeoutError:
-                if loop.time() < st._answer_by:
-                    continue  # answered meanwhile: to be sent again, the clock restarts
-            error = RequestTimeout(
-                f"{what} of {st.agent or st.id or st.req!r}", self.request_timeout
-            )
-            self._session.forget(st.req)
-            st._finish(error)
-            raise error from None
+                continue  # a check: the clock moves on (or an answer has it sent again)
+        error = RequestTimeout(f"{what} of {st.agent or st.id or st.req!r}", self.request_timeout)
+        self._session.forget(st.req)
+        st._finish(error)
+        raise error
 
     def _answer_later(self, req: str, at: float) -> None:
         """``req`` is sent again at ``at`` (loop time): its answer is due
