@@ -42,16 +42,34 @@ async def test_killing_the_reading_node_resumes_through_the_producing_node_exact
     nodes += [a, b]
     n = 6000
     client, st = await handoff(a, b, n, 0.02)
+    store = RedisStore(redis_server.url, prefix=prefix)
     try:
         await until_seq(st, 1000)
-        b.signal(signal.SIGKILL)
+        # the producer is held still across the kill (a few ms, far inside its lease):
+        # the log's head then is the most the client can have had, so the kill is
+        # provably mid-stream, whatever the machine's speed
+        a.signal(signal.SIGSTOP)
+        try:
+            meta = await store.meta(st.id)
+            assert meta is not None and meta.status == "running" and meta.head < n, meta
+            at_kill = len(client.history)
+            b.signal(signal.SIGKILL)
+        finally:
+            a.signal(signal.SIGCONT)
         async for _ in st:
             pass
         answer = await st.wait()
         assert answer.status == "completed"
         assert answer.text == expected_text(n)
         assert answer.digest == full_digest(st.id, st.epoch, n)
+        # the client lost node b with a partial answer and took the rest through a
+        after = client.history[at_kill:]
+        assert any(e.kind == "disconnected" for e in after), after
+        assert any(e.kind == "connected" and e.url == a.url for e in after), after
+        resumed = [e for e in after if e.kind == "resumed" and e.stream == st.id]
+        assert resumed and resumed[0].from_seq <= meta.head < n, (resumed, meta.head)
     finally:
+        await store.close()
         await client.__aexit__(None, None, None)
 
 
