@@ -1,4 +1,8 @@
-"""Helpers shared by the benchmark modules run from ``python -m benchmarks``."""
+"""Helpers shared by the benchmark modules run from ``python -m benchmarks``.
+
+Imported by the apps the benchmarks serve (:func:`bench_app`), so importing it loads
+nothing a server process would not (httpx, psutil and statistics are imported where
+used): the servers' RSS is what is measured."""
 
 from __future__ import annotations
 
@@ -6,16 +10,18 @@ import contextlib
 import os
 import platform
 import socket
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-import psutil
+if TYPE_CHECKING:
+    import psutil
+
+    from unbroken.server import Unbroken
+    from unbroken.store.base import StreamLog
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -31,6 +37,8 @@ def pct(values: Sequence[float], q: float) -> float:
 
 def summary(values: Sequence[float], digits: int = 2) -> dict[str, float]:
     """p50/p95/p99/max/mean of a sample, rounded."""
+    import statistics
+
     if not values:
         return {"n": 0}
     s = sorted(values)
@@ -80,6 +88,8 @@ def free_port() -> int:
 
 
 def wait_http(port: int, limit: float = 30.0) -> None:
+    import httpx
+
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
@@ -104,6 +114,8 @@ def unbroken_server(target: str, *extra: str) -> Iterator[tuple[int, psutil.Proc
     port = free_port()
     cmd = [str(Path(PYTHON).parent / "unbroken"), "serve", target, "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--log-level", "warning", "--health-detail", *extra]
+    import psutil
+
     with _child(cmd) as proc:
         wait_http(port)
         yield port, psutil.Process(proc.pid)
@@ -112,6 +124,8 @@ def unbroken_server(target: str, *extra: str) -> Iterator[tuple[int, psutil.Proc
 @contextlib.contextmanager
 def module_server(module: str, *args: str) -> Iterator[tuple[int, psutil.Process]]:
     """``python -m MODULE --port P ARGS`` (a bare server) on a free loopback port."""
+    import psutil
+
     port = free_port()
     with _child([PYTHON, "-m", module, "--port", str(port), *args]) as proc:
         wait_tcp(port)
@@ -139,6 +153,22 @@ def cpu_seconds(p: psutil.Process) -> float:
 
 def rss_mb(p: psutil.Process) -> float:
     return round(p.memory_info().rss / 2**20, 1)
+
+
+def bench_app(store: StreamLog | None = None, **overrides: Any) -> Unbroken:
+    """The benchmarks' unbroken app: anonymous, starts never refused for rate (10⁶/s,
+    a burst of 10⁶), 100,000 streams per connection. ``overrides`` replace or add
+    :class:`~unbroken.server.Unbroken` options (``heartbeat``, ``request_rate``, ...)."""
+    from unbroken.server import Unbroken
+
+    options: dict[str, Any] = {
+        "allow_anonymous": True,
+        "start_rate": 1e6,
+        "start_burst": 1_000_000,
+        "max_streams_per_connection": 100_000,
+    }
+    options.update(overrides)
+    return Unbroken(store, **options)
 
 
 def figure(name: str, value: Any, aim: Any, met: bool | None, unit: str = "") -> dict[str, Any]:

@@ -23,9 +23,10 @@ import struct
 import time
 from typing import Any
 
+from benchmarks.common import bench_app
 from benchmarks.paced import build_app, stamp
 from unbroken.protocol.frames import Hello, Start, encode
-from unbroken.server import Output, Request, Unbroken
+from unbroken.server import Output, Request
 from unbroken.server.connection import ConnectInfo, Connection
 
 _SHORT = struct.Struct("!BB").pack
@@ -72,15 +73,7 @@ class _Transport:
 async def measure(streams: int, rounds: int, reps: int, heartbeat: float) -> dict[str, Any]:
     logging.getLogger("unbroken").setLevel(logging.ERROR)
     base = build_app()
-    app = Unbroken(
-        base.store,
-        allow_anonymous=True,
-        start_rate=1e6,
-        start_burst=1_000_000,
-        max_streams_per_connection=100_000,
-        heartbeat=heartbeat,
-        sweep_every=1000.0,
-    )
+    app = bench_app(base.store, heartbeat=heartbeat, sweep_every=1000.0)
     # the load monitor, the stall watchdog and retention's sweep run on wall time
     # (per second, not per token; under valgrind a run lasts minutes): kept out
     app.hub.set_admission(

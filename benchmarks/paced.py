@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 
 from benchmarks.bare import TOKEN_BYTES, paced_tokens, stamp
+from benchmarks.common import bench_app
 from unbroken.server import Output, Request, Unbroken
 from unbroken.store.base import Retention
 from unbroken.store.memory import MemoryStore
@@ -27,13 +28,7 @@ def build_app(ttl: float = 30.0, tombstone_ttl: float = 3600.0) -> Unbroken:
         max_total_bytes=4 << 30, max_stream_bytes=64 << 20, ttl=ttl, tombstone_ttl=tombstone_ttl
     )
     store = MemoryStore(retention)
-    app = Unbroken(
-        store,
-        allow_anonymous=True,
-        start_rate=1e6,
-        start_burst=1_000_000,
-        max_streams_per_connection=100_000,
-    )
+    app = bench_app(store)
 
     @app.agent("paced")
     async def paced(req: Request, out: Output) -> None:

@@ -49,6 +49,7 @@ from benchmarks.common import (
     PYTHON,
     RESULTS,
     ROOT,
+    bench_app,
     figure,
     finish,
     free_port,
@@ -69,7 +70,7 @@ def _build_redis_app() -> Any:
     """The paced agent of :mod:`benchmarks.paced` on a RedisStore
     (``UNBROKEN_BENCH_REDIS``), served as ``benchmarks.scale:redis_app``."""
     from benchmarks.paced import paced_tokens
-    from unbroken.server import Output, Request, Unbroken
+    from unbroken.server import Output, Request
     from unbroken.store.base import Retention
     from unbroken.store.redis import RedisStore
 
@@ -79,13 +80,7 @@ def _build_redis_app() -> Any:
         lease=float(os.environ.get("UNBROKEN_BENCH_LEASE", "5")),  # the default
         prefix="bench",
     )
-    app = Unbroken(
-        store,
-        allow_anonymous=True,
-        start_rate=1e6,
-        start_burst=1_000_000,
-        max_streams_per_connection=100_000,
-    )
+    app = bench_app(store)
 
     @app.agent("paced")
     async def paced(req: Request, out: Output) -> None:

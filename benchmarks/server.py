@@ -72,20 +72,17 @@ def tok(i: int) -> str:
 
 # =================================================================== servers
 def build_app() -> Any:
-    from unbroken.server import Output, Request, Unbroken
+    from benchmarks.common import bench_app
+    from unbroken.server import Output, Request
     from unbroken.store.base import Retention
     from unbroken.store.memory import MemoryStore
 
     store = MemoryStore(Retention(max_total_bytes=8 << 30, max_stream_bytes=256 << 20, ttl=3600))
-    app = Unbroken(
+    app = bench_app(
         store,
-        allow_anonymous=True,
-        start_rate=1e6,
-        start_burst=1_000_000,
         request_rate=1e9,  # the load generator's connections ask as fast as they can
         request_burst=1_000_000_000,
         health_detail=True,
-        max_streams_per_connection=100_000,
     )
     gate = asyncio.Event()
 

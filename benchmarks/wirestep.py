@@ -126,19 +126,16 @@ async def _unbroken(streams: int, n: int) -> float:
 
     import uvicorn
 
-    from unbroken.server import Output, Request, Unbroken
+    from benchmarks.common import bench_app
+    from unbroken.server import Output, Request
     from unbroken.server.serving import listen_socket, uvicorn_config
     from unbroken.store.base import Retention
     from unbroken.store.memory import MemoryStore
 
     rounds = _Rounds(streams, n)
     store = MemoryStore(Retention(max_total_bytes=4 << 30, max_stream_bytes=64 << 20, ttl=30.0))
-    app = Unbroken(
+    app = bench_app(
         store,
-        allow_anonymous=True,
-        start_rate=1e6,
-        start_burst=1_000_000,
-        max_streams_per_connection=100_000,
         heartbeat=1000.0,  # the heartbeat's sweep runs on wall time: keep it out
         sweep_every=1000.0,
     )
