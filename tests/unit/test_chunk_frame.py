@@ -35,9 +35,7 @@ def _flow_state(f: StreamFlow) -> tuple[object, ...]:
         f.inflight_bytes,
         f.sent_bytes,
         f.ended,
-        list(f.inflight_last),
-        list(f.inflight_ends),
-        list(f.inflight_at),
+        *map(list, f.records()),
     )
 
 

@@ -121,6 +121,7 @@ class StreamFlow:
     heartbeat's wait, not the link: no round-trip sample."""
 
     __slots__ = (
+        "_max_records",
         "acked",
         "acked_at",
         "adaptive",
@@ -186,9 +187,14 @@ class StreamFlow:
         # a record's last seq, the bytes sent up to and with it (``sent_bytes``
         # then), and when its first frame was sent. A frame joins the newest record
         # while it spans < COALESCE_SPAN s and <= ``coalesce`` bytes; a cumulative
-        # ack removes the records it covers, a prefix, in one slice.
+        # ack removes the records it covers, a prefix, in one slice. The newest
+        # record always ends with the last frame sent: its last seq and bytes are
+        # ``sent`` and ``sent_bytes``, written into the arrays when it is closed (a
+        # newer record starts) or read (:meth:`records`, :meth:`ack`), not per frame
+        # (an array item store parses its argument: ~400 instructions a token).
         #: the most bytes one record counts
         self.coalesce = min(COALESCE_BYTES, window // 16)
+        self._max_records = max(MAX_RECORDS, 2 * window // max(1, self.coalesce))
         self.inflight_last = array("q")
         self.inflight_ends = array("q")
         self.inflight_at = array("d")
@@ -201,7 +207,17 @@ class StreamFlow:
 
     def max_records(self) -> int:
         """The most records of frames in flight kept (see :data:`MAX_RECORDS`)."""
-        return max(MAX_RECORDS, 2 * self.window // max(1, self.coalesce))
+        return self._max_records
+
+    def records(self) -> tuple[array[int], array[int], array[float]]:
+        """The records of frames in flight, oldest first: each one's last seq, the
+        bytes sent up to and with it, and when its first frame went (the arrays
+        themselves, read-only to the caller)."""
+        lasts = self.inflight_last
+        if lasts:
+            lasts[-1] = self.sent
+            self.inflight_ends[-1] = self.sent_bytes
+        return lasts, self.inflight_ends, self.inflight_at
 
     def budget(self) -> int:
         """Bytes that may be sent now (0 or less: wait for an ack)."""
@@ -213,30 +229,32 @@ class StreamFlow:
 
     def sent_frame(self, last: int, size: int, end: bool) -> None:
         """A frame whose last event is ``last`` (``end``: the stream's end) went out."""
+        before = self.sent
         self.sent = last
         if self.ramp < self.frame_cap:
-            self.ramp = min(self.frame_cap, self.ramp * 2)
+            ramp = self.ramp * 2
+            self.ramp = ramp if ramp < self.frame_cap else self.frame_cap
         self.inflight_bytes += size
         sent = self.sent_bytes + size
         self.sent_bytes = sent
         now = self.clock() if self.clock is not None else 0.0
         lasts = self.inflight_last
-        if (
+        if not (
             lasts
             and now - self.inflight_at[-1] < COALESCE_SPAN
             and sent - self.record_start <= self.coalesce
-        ):
-            # the newest record takes the frame
-            lasts[-1] = last
-            self.inflight_ends[-1] = sent
-        else:
-            if len(lasts) >= self.max_records():
-                # a client that does not ack: the two oldest records become one (the
-                # second's last frame and bytes, the first's time), so a trickle
-                # never acked costs a bounded few kB, not a record per 0.2 s forever
-                del lasts[0]
-                del self.inflight_ends[0]
-                del self.inflight_at[1]
+        ):  # a new record (else the newest takes the frame: its last and end are ours)
+            if lasts:  # the newest record is closed with the frame before this one
+                lasts[-1] = before
+                self.inflight_ends[-1] = sent - size
+                if len(lasts) >= self._max_records:
+                    # a client that does not ack: the two oldest records become one
+                    # (the second's last frame and bytes, the first's time), so a
+                    # trickle never acked costs a bounded few kB, not a record per
+                    # 0.2 s forever
+                    del lasts[0]
+                    del self.inflight_ends[0]
+                    del self.inflight_at[1]
             self.record_start = sent - size
             lasts.append(last)
             self.inflight_ends.append(sent)
@@ -251,7 +269,7 @@ class StreamFlow:
             return False
         if seq > self.acked:
             self.acked = seq
-        lasts = self.inflight_last
+        lasts = self.records()[0]  # (the newest record's last and end written)
         # frames go out in seq order: the records an ack covers are a prefix
         k = bisect_right(lasts, seq)
         if k:

@@ -1221,9 +1221,11 @@ class Connection:
         those bytes and written now, the frame :meth:`_send_live` would have read
         from the log. ``False`` (nothing done): the log tells :meth:`_on_change`."""
         att = self.atts.get(stream)
+        if att is None:
+            return False
+        flow = att.flow
         if (
-            att is None
-            or att.flow.sent != seq - 1
+            flow.sent != seq - 1
             or self._pump_task is not None
             or self._dirty
             or self._outbox
@@ -1235,7 +1237,9 @@ class Connection:
         ):
             return False
         now = self._loop.time()
-        if self._events_at + self._coalesce > now or att.flow.budget() <= 0:
+        # (flow.budget() <= 0, without the call: a frame may go unless bytes are in
+        # flight and they fill the window in force)
+        if self._events_at + self._coalesce > now or flow.cwnd <= flow.inflight_bytes != 0:
             return False  # a trickle piles up, or the window is full: the usual way
         att.head_hint = seq
         try:

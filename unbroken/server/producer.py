@@ -423,8 +423,9 @@ class Producer:
                 self._hot = None
                 runs = self._runs
                 try:
+                    new_run = True if runs else False  # noqa: SIM210 - bool() is a call a token
                     add = append_chunk(
-                        self.stream, self.token, seq, kind, part, bool(runs), body, digest
+                        self.stream, self.token, seq, kind, part, new_run, body, digest
                     )
                 except Exception as exc:
                     self._failed(seq, self._base, exc)

@@ -123,7 +123,8 @@ def test_small_frames_sent_close_together_are_one_record_in_flight() -> None:
     assert clock.t - 0.05 < COALESCE_SPAN
     assert len(flow.inflight_last) == 1 and flow.inflight_bytes == 360
     flow.sent_frame(5, 90, end=False)  # 200 ms after the record's first frame: a new one
-    assert list(flow.inflight_last) == [4, 5] and list(flow.inflight_ends) == [360, 450]
+    lasts, ends, _ = flow.records()
+    assert list(lasts) == [4, 5] and list(ends) == [360, 450]
     assert flow.inflight_at[0] == 0.0  # a record is timed by its first frame
     assert flow.ack(5) and flow.inflight_bytes == 0 and len(flow.inflight_last) == 0
 
@@ -133,11 +134,11 @@ def test_a_record_never_outgrows_its_byte_bound() -> None:
     size = COALESCE_BYTES // 4
     for seq in range(1, 10):
         flow.sent_frame(seq, size, end=False)
-    assert list(flow.inflight_last) == [4, 8, 9]
+    assert list(flow.records()[0]) == [4, 8, 9]
     big = StreamFlow(0, window=1 << 20, frame_cap=1 << 18)
     big.sent_frame(1, COALESCE_BYTES + 1, end=False)
     big.sent_frame(2, 10, end=False)
-    assert list(big.inflight_last) == [1, 2]  # a frame over the bound is a record alone
+    assert list(big.records()[0]) == [1, 2]  # a frame over the bound is a record alone
 
 
 def test_a_small_window_keeps_one_record_per_frame() -> None:
@@ -146,7 +147,7 @@ def test_a_small_window_keeps_one_record_per_frame() -> None:
     flow = StreamFlow(0, window=1000, frame_cap=400)
     flow.sent_frame(1, 100, end=False)
     flow.sent_frame(2, 100, end=False)
-    assert list(flow.inflight_last) == [1, 2]
+    assert list(flow.records()[0]) == [1, 2]
 
 
 def test_an_ack_inside_a_record_frees_it_only_once_its_last_frame_is_acked() -> None:
@@ -177,7 +178,7 @@ def test_the_round_trip_is_timed_from_the_newest_record_the_ack_reaches() -> Non
     clock.t = 5.9  # the agent paused: the next frames are a new record
     flow.sent_frame(5, 100, end=False)
     flow.sent_frame(6, 100, end=False)
-    assert list(flow.inflight_last) == [4, 6]
+    assert list(flow.records()[0]) == [4, 6]
     clock.t = 5.91
     assert flow.ack(5)  # the record 3..4, and 5 of the record 5..6
     assert flow.inflight_bytes == 200
