@@ -1243,7 +1243,21 @@ class Connection:
             return False  # a trickle piles up, or the window is full: the usual way
         att.head_hint = seq
         try:
-            self._send_events(att.chunk_frame(seq, kind, part, enc, digest), now)
+            frame = att.chunk_frame(seq, kind, part, enc, digest)
+            if self.codec.binary:
+                self._send_events(frame, now)
+                return True
+            # _send_events of a text frame, inlined (a call a paced token)
+            if not self._hb_armed:
+                self._schedule_hb()
+            self._counts.bytes_out += len(frame)
+            send = self._send_sync
+            if send is not None and send(frame):
+                self._last_send = self._events_at = now
+            elif not self._send_eager(frame):
+                return True  # the pump waits for the send, then sends the rest
+            if self._dirty:
+                self._drain_now()
         except Exception as exc:
             self._send_failed(exc)
         return True
