@@ -270,8 +270,19 @@ class Producer:
             self._run_kind, self._run_part = kind, part
         if not texts and not self._npend:  # the first event pending
             self._first = self._chain.seq + 1
-            if not self._scheduled:
-                self._schedule()
+            if not self._scheduled and not self._closed:
+                # _schedule, inlined: a paced agent's every token comes this way
+                self._scheduled = True
+                loop = self._loop
+                gap = self._flushed_at + self.coalesce - loop.time() if self.coalesce else 0.0
+                if gap > 0:
+                    loop.call_later(gap, self._tick)
+                else:  # this tick's flush
+                    due = self._due
+                    producers = due.producers
+                    if not producers:
+                        loop.call_soon(due.run)
+                    producers.append(self)
         texts.append(body)  # encoded and digested with the others at the append
         if kind == 1 and self._hot is None:  # Kind.TEXT: Output.text may go straight on
             self._hot = part
@@ -387,7 +398,8 @@ class Producer:
         """Append what is pending: within this tick (after the agent's other writes
         of the tick), or, when the last append is less than ``coalesce`` seconds old
         (a fast, paced agent), once that interval is over, so the tokens written
-        meanwhile share an append (and a notification of every reader)."""
+        meanwhile share an append (and a notification of every reader). (Inlined in
+        :meth:`add_chunk`: change both.)"""
         if self._closed:
             return  # finish() appends what is pending
         self._scheduled = True
