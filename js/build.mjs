@@ -47,6 +47,15 @@ await build({
   ...MANGLED,
   mangleProps: new RegExp(`^(_.*|${INTERNAL.join("|")})$`),
 });
+// the core for apps built with a bundler (`unbroken-client/core`): the same, with
+// the features not every app needs as opt-in imports (plugins.ts) its bundler leaves
+// out when unused; the same internal names minified, the same chunks beside it
+await build({
+  entryPoints: ["src/core.ts"],
+  outfile: `${DIST}/core.js`,
+  ...MANGLED,
+  mangleProps: new RegExp(`^(_.*|${INTERNAL.join("|")})$`),
+});
 // protocol v1's codec: loaded by the page bundle from next to itself when a server
 // speaks v1. It imports nothing (never ./unbroken.js: under a page's other URL for the
 // core, unbroken.js?v=<hash>, that would be a second copy with other error classes):
@@ -111,6 +120,7 @@ try {
   if (!haveSchemaLib) rmSync(tsconfig);
 }
 writeFileSync(`${DIST}/unbroken.d.ts`, 'export * from "./types/index.js";\n');
+writeFileSync(`${DIST}/core.d.ts`, 'export * from "./types/core.js";\n');
 writeFileSync(`${DIST}/testing.d.ts`, 'export * from "./types/testing.js";\n');
 writeFileSync(`${DIST}/ai-sdk.d.ts`, 'export * from "./types/ai-sdk.js";\n');
 if (haveSchemaLib) writeFileSync(`${DIST}/schema.d.ts`, 'export * from "./types/schema.js";\n');

@@ -3,11 +3,16 @@
 // demand (its `import("./x.js")`: when, below), minified and gzip -9; then, for each
 // file, the minified bytes of each source module in it (from its source map) and what
 // gzip -9 of the file loses without them.
+// Then an app's bundle (esbuild, minified, as an app's bundler makes it) of the
+// minimal app (import Client, start, iterate the events, await the answer) against
+// the core (`unbroken-client/core`, dist/core.js) and against the full entry
+// (`unbroken-client`, dist/unbroken.js), and the core app with each opt-in feature.
 // `node bench/size.mjs [dist/unbroken.js …]`  (`--json`: the summary only, as JSON;
 // `--functions`: also, per module, what gzip -9 of the file loses without each of its
 // top-level declarations and class members, the biggest first)
+import { build } from "esbuild";
 import { existsSync, readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { gzipSync } from "node:zlib";
 
 const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -112,19 +117,68 @@ function declarations(text) {
   return starts.map(([name, a], k) => [name, a, k + 1 < starts.length ? starts[k + 1][1] - 1 : lines.length - 1]);
 }
 
+/** The minimal app: import `Client` from `from`, start, iterate, await the answer
+ * (`extra`: more of the app, e.g. an opt-in feature used). */
+const appOf = (from, imports = "Client", extra = "", options = "") => `import { ${imports} } from ${JSON.stringify(from)};
+const client = new Client("wss://example.com/ws", { token: () => "t"${options} });
+const stream = await client.start("chat", { q: "hi" });
+for await (const ev of stream) if (ev.type === "text_delta") document.body.append(ev.text);
+const answer = await stream.wait();
+document.body.append(answer.text, answer.digest);
+${extra}`;
+
+/** An app's bundle of `source` (the way an app's bundler makes it: esbuild,
+ * minified, tree-shaken; the on-demand chunks left as chunks): min and gzip -9. */
+export async function appSize(source) {
+  const r = await build({
+    stdin: { contents: source, resolveDir: process.cwd(), loader: "js" },
+    bundle: true, format: "esm", platform: "neutral", target: ["es2022"], minify: true, write: false, logLevel: "error",
+    external: ["./unbroken-v1.js", "./unbroken-blake2b.js"],
+  });
+  const code = r.outputFiles[0].contents;
+  return { min: code.length, gzip: gz(code) };
+}
+
+/** The minimal app against the core and against the full entry, and the core app
+ * with each opt-in feature: [name, {min, gzip}] each. */
+export async function apps(dir = "dist") {
+  const core = resolve(dir, "core.js");
+  const full = resolve(dir, "unbroken.js");
+  const cases = [
+    ["core: the minimal app on unbroken-client/core", appOf(core)],
+    ["full: the same app on unbroken-client", appOf(full)],
+    ["core + TokenRefresh", appOf(core, "Client, TokenRefresh", "", ", plugins: [TokenRefresh]")],
+    ["core + Zlib", appOf(core, "Client, Zlib", "", ", plugins: [Zlib]")],
+    ["core + StreamListing, streams()", appOf(core, "Client, StreamListing, streams", "console.log(await streams(client));", ", plugins: [StreamListing]")],
+    ["core + join/read", appOf(core, "Client, read", 'console.log(await read(client, "s"));')],
+    ["core + connectionEvents()", appOf(core, "Client, connectionEvents", "for await (const e of connectionEvents(client)) console.log(e);")],
+    ["core + all of the above", appOf(core, "Client, TokenRefresh, Zlib, StreamListing, streams, read, connectionEvents", 'console.log(await streams(client), await read(client, "s")); for await (const e of connectionEvents(client)) console.log(e);', ", plugins: [TokenRefresh, Zlib, StreamListing]")],
+  ];
+  const out = [];
+  for (const [name, source] of cases) out.push([name, await appSize(source)]);
+  return out;
+}
+
 const args = process.argv.slice(2).filter((a) => !a.startsWith("--"));
 const files = args.length > 0 ? args : ["dist/unbroken.js", ...Object.keys(WHEN).map((f) => `dist/${f}`).filter(existsSync)];
 const kb = (n) => `${(n / 1000).toFixed(1)} kB`;
 const summary = layout(files[0]);
 for (const c of summary.onDemand) if (c.when === undefined) throw new Error(`${c.file}: an on-demand chunk with no "when" in bench/size.mjs`);
+const appSizes = existsSync("dist/core.js") ? await apps() : [];
 if (process.argv.includes("--json")) {
-  console.log(JSON.stringify(summary, null, 2));
+  console.log(JSON.stringify({ ...summary, apps: Object.fromEntries(appSizes) }, null, 2));
   process.exit(0);
 }
 const firstGzip = summary.first.reduce((a, f) => a + f.gzip, 0);
 console.log(`first load (${files[0]}): ${summary.first.map((f) => f.file).join(" + ")}: ${kb(summary.first.reduce((a, f) => a + f.min, 0))} minified, ${kb(firstGzip)} gzip -9`);
 for (const c of summary.onDemand) console.log(`  on demand: ${c.file}: ${kb(c.min)} minified, ${kb(c.gzip)} gzip -9; loaded when ${c.when}`);
 console.log("");
+if (appSizes.length > 0) {
+  console.log("an app's bundle (esbuild --bundle --minify; import Client, start, iterate, await the answer), minified / gzip -9:");
+  const [, c] = appSizes[0];
+  for (const [name, a] of appSizes) console.log(`  ${name.padEnd(48)} ${String(a.min).padStart(6)} B / ${String(a.gzip).padStart(6)} B${a === c ? "" : ` (${a.gzip >= c.gzip ? "+" : ""}${a.gzip - c.gzip} B gzip)`}`);
+  console.log("");
+}
 
 for (const file of files) {
   const code = readFileSync(file, "utf8");

@@ -26,7 +26,7 @@
  */
 import type { ChatTransport, UIMessage, UIMessageChunk } from "ai";
 import { CORE, type CoreHelpers } from "./core-key.js";
-import type { Client, PartStarted, Stream, StreamEnded, StreamEvent } from "./index.js";
+import type { Client, PartStarted, Stream, StreamEnded, StreamEvent } from "./core.js";
 import { partInfo } from "./roles.js";
 
 /** What `sendMessages` hands the agent as its input (the default `input`). */

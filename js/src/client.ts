@@ -34,12 +34,12 @@ import {
   errorName,
   type GoneReason,
 } from "./errors.js";
-import { CAP_BATCH, CAP_REFRESH, CAP_STREAMS, CAP_UNAVAILABLE, CloseCode, DEFAULT_MAX_FRAME, Kind, VERSIONS, type ClientFrame, type ErrorFrame, type Event, type ServerFrame, type Welcome } from "./frames.js";
+import { CAP_BATCH, CAP_UNAVAILABLE, CloseCode, DEFAULT_MAX_FRAME, Kind, VERSIONS, type ClientFrame, type ErrorFrame, type Event, type ServerFrame, type Welcome } from "./frames.js";
 import { loadV1, v1 } from "./codecs.js";
-import { CAP_ZLIB, decodeServerV2, encodeClientV2, eventsOfV2, framesOfV2, inflate, isZlib, type Carried } from "./frames2.js";
+import { CAP_ZLIB, decodeServerV2, encodeClientV2, eventsOfV2, framesOfV2, isZlib, type Carried } from "./frames2.js";
 import { LATE_RUN, Liveness, MAX_CHECK_EVERY } from "./liveness.js";
 import { Answer, StreamEnded, type SchemaValidator, type StreamEvent } from "./response.js";
-import { HARMLESS_ERROR, REFRESH_ATTEMPTS, RETRYABLE_START, TOKEN_ATTEMPTS, causeOf, closeError, fatalError, refreshDelay, shouldRetry as defaultRetryTable } from "./retry.js";
+import { HARMLESS_ERROR, RETRYABLE_START, TOKEN_ATTEMPTS, causeOf, closeError, fatalError, refreshDelay, shouldRetry as defaultRetryTable } from "./retry.js";
 import { Cursor, type CursorLike } from "./session.js";
 
 /** A v2 frame of a message: the unpacked value and its size in bytes. */
@@ -159,12 +159,32 @@ export interface ClientOptions {
    * test, e.g. `["v1"]`); a server that speaks none of them ends the client with
    * `UnsupportedVersion` */
   protocols?: string[];
-  /** offer the `zlib` cap (v2: a large message may come deflated); default: when the
-   * platform has `DecompressionStream` */
+  /** with the `Zlib` plugin: offer the `zlib` cap (v2: a large message may come
+   * deflated); default: when the platform has `DecompressionStream` */
   compression?: boolean;
+  /** opt-in features (`unbroken-client/core`: `TokenRefresh`, `StreamListing`, `Zlib`); the
+   * `Client` of `unbroken-client` has all three */
+  plugins?: readonly Plugin[];
   /** checks JSON parts against the schema their start declared (`jsonSchema` of
    * `unbroken-client/schema`); none: a JSON part is only checked to parse */
   validator?: SchemaValidator | null;
+}
+
+/** An opt-in feature of the client, given in `plugins`: `TokenRefresh` (in-band token
+ * refresh), `StreamListing` (`streams(client)`, the `streams` cap), `Zlib` (the `zlib`
+ * cap). The core works without any; the full `Client` of `unbroken-client` has all. */
+export interface Plugin {
+  readonly name: string;
+  /** @internal sets the feature up on a new client (its caps, frame handlers, hooks) */
+  _install(client: Client, options: ClientOptions): void;
+}
+
+/** @internal What a plugin's hook is told: a connection welcomed (its caps known), that
+ * connection lost, the client ended (closed, or failed with `error`). */
+export const enum Hook {
+  WELCOMED,
+  LOST,
+  ENDED,
 }
 
 /** A stream saved in storage: a cursor to resume, or a start not yet answered. */
@@ -178,7 +198,6 @@ export interface SavedStream {
 /** A queued event (with the chain value after it when it ends its frame), or the error that ended the stream. */
 type QueueItem = { ev: StreamEvent; raw: Event; h?: Uint8Array } | { error: unknown };
 type StreamState = "starting" | "attached" | "detached" | "resuming" | "ended" | "gone";
-type ListWaiter = [resolve: (items: LiveStreamInfo[]) => void, reject: (e: unknown) => void];
 
 const now = (): number => performance.now() / 1000;
 
@@ -395,7 +414,15 @@ export class Client {
   readonly openStreams = new Map<string, Stream>();
   /** v2: stream handles given by `started`/`resumed` on this connection */
   private readonly _handles = new Map<number, Stream>();
-  private readonly _caps: string[];
+  /** @internal caps offered (the plugins add theirs) */
+  readonly _caps: string[];
+  /** @internal a plugin's handler of a frame type the core does not apply (and of
+   * `auth_expiring`, after the core's event; of a connection's `error auth_failed`) */
+  readonly _on: Record<string, (f: any) => void> = {};
+  /** @internal the plugins' hooks */
+  readonly _hooks: ((what: Hook, error?: unknown) => void)[] = [];
+  /** @internal the `Zlib` plugin's inflater */
+  _inflate: ((message: Uint8Array, maxSize: number) => Promise<Uint8Array>) | null = null;
   private readonly _live: Liveness;
   private readonly _WS: WebSocketConstructor;
   private readonly _storage: StorageLike | null;
@@ -405,24 +432,26 @@ export class Client {
   private _backoff: Backoff | null = null;
   private readonly _reconnectRng: Rng;
   private readonly _rng: Rng;
-  private readonly _subscribers = new Set<(e: ConnectionEvent) => void>();
+  /** @internal */
+  readonly _subscribers = new Set<(e: ConnectionEvent) => void>();
   private _ws: WebSocketLike | null = null;
   /** the current connection's `welcome` (null: none, or not yet) */
   private _welcome: Welcome | null = null;
   /** a connection is up and welcomed */
-  private _ready = false;
+  /** @internal */
+  _ready = false;
   /** when the current connection got its `welcome` (null: not yet) */
   private _welcomedAt: number | null = null;
-  private _closed = false;
+  /** @internal */
+  _closed = false;
   private _fatal: unknown = null;
   /** the server's log generation, from the last `welcome` */
-  private _epoch: string | null = null;
+  /** @internal */
+  _epoch: string | null = null;
   /** the anonymous principal's key, from `welcome` (or storage) */
   private _anon: string | null = null;
   /** caps in force on this connection (both sides listed them) */
   private _batch = false;
-  private _refresh = false;
-  private _listing = false;
   private _zlib = false;
   /** cumulative acks: after `_ackEvery` bytes, or `_ackAfter` s with `_ackMin` bytes unacked */
   private _ackEvery = 1;
@@ -430,12 +459,11 @@ export class Client {
   private _ackAfter = 1;
   /** an `hb` arrived in this message: every attached stream's ack goes again */
   private _hbSeen = false;
-  /** refreshes failed in a row on this connection */
-  private _refreshFailures = 0;
   /** the wait a shed or refused connection was given (`error` with `retry_after_ms`) */
   private _retryAfter: number | null = null;
   /** numbers the connections (a token asked on one is not sent on another) */
-  private _conn = 0;
+  /** @internal */
+  _conn = 0;
   private _running = false;
   private _urlIndex = 0;
   private _progressed = false;
@@ -445,15 +473,11 @@ export class Client {
   /** What `wake()`d the client during the current attempt or backoff wait, if anything. */
   private _wokenBy: string | null = null;
   private _endConnection: ((err: unknown) => void) | null = null;
-  private _refreshTimer: ReturnType<typeof setTimeout> | undefined;
   /** Set by `freeze()` until `wake()`: no connection is opened meanwhile. */
   private _frozen: (() => void) | null = null;
   private _thawed: Promise<void> | null = null;
   private _frozenError: unknown = null;
   private _forgetSoon: Stream[] = [];
-  /** `list` requests awaiting their `streams` answer, by number (sent again after a reconnect). */
-  private readonly _lists = new Map<number, ListWaiter>();
-  private _listN = 0;
   private readonly _listeners: [EventTarget, string, () => void][] = [];
 
   constructor(urls: string | string[], options: ClientOptions = {}) {
@@ -475,8 +499,7 @@ export class Client {
     for (const p of asked) if (!known.includes(p)) throw new ConfigError(`unknown protocol version ${JSON.stringify(p)}; known: ${known.join(", ")}`);
     this.protocols = known.filter((v) => asked.includes(v));
     if (this.protocols.length === 0) throw new ConfigError(`give at least one protocol version (${known.join(", ")})`);
-    const zlib = (options.compression ?? true) && typeof (globalThis as { DecompressionStream?: unknown }).DecompressionStream === "function";
-    this._caps = [CAP_BATCH, ...(typeof this.token === "function" ? [CAP_REFRESH] : []), CAP_STREAMS, CAP_UNAVAILABLE, ...(zlib ? [CAP_ZLIB] : [])];
+    this._caps = [CAP_BATCH, CAP_UNAVAILABLE];
     this._live = new Liveness({ silenceFactor: options.silenceFactor, pingEvery: options.pingEvery });
     this._rng = options.seed === undefined ? Math.random : seededRng(options.seed);
     this._reconnectRng = options.seed === undefined ? Math.random : seededRng(options.seed);
@@ -493,6 +516,8 @@ export class Client {
     this._storageKey = options.storageKey ?? "unbroken";
     this._anon = this._readStorage()?.anon ?? null;
     if (options.lifecycle ?? g.document !== undefined) this._listenToLifecycle();
+    for (const p of options.plugins ?? []) p._install(this, options);
+    this._caps.sort(); // (the hello lists them as it always did: by name)
   }
 
   get silenceFactor(): number {
@@ -537,7 +562,6 @@ export class Client {
     this._listeners.length = 0;
     this._wakeSleep?.();
     this._frozen?.();
-    clearTimeout(this._refreshTimer);
     const error = new ConnectionLost("client closed");
     this._endConnection?.(error);
     this._failAll(error);
@@ -587,68 +611,6 @@ export class Client {
     return st;
   }
 
-  /** Follow the answer `stream` from its first event: a `Stream` that replays what
-   * the log holds and then goes on live while the run goes on (another tab, another
-   * device, a page reloaded without its cursor). Every event is verified from the
-   * chain's seed, so `answer.complete` can be true. Any number of clients may follow
-   * one answer at once. Only the principal that started it may read it (otherwise
-   * `StreamGone` `forbidden`, as for an unknown id). `epoch`: the log's generation
-   * the stream was started in (default: the server's, from `welcome`). */
-  async join(stream: string, options: { epoch?: string } = {}): Promise<Stream> {
-    this._checkUsable();
-    let epoch = options.epoch;
-    if (epoch === undefined) {
-      if (this._epoch === null) await this.connect();
-      epoch = this._epoch ?? "";
-    }
-    await digestReady();
-    return this.resume(new Cursor(stream, 0, toHex(seed(stream, epoch)), epoch));
-  }
-
-  /** The whole answer `stream`, verified end to end: `join` read to its end (waits
-   * while the run goes on). Rejects with `StreamFailed` when the run ended `failed`
-   * or `cancelled`, `StreamGone` when it cannot be read. */
-  async read(stream: string, options: { epoch?: string } = {}): Promise<Answer> {
-    const st = await this.join(stream, options);
-    for await (const _ of st) {
-      /* drain */
-    }
-    return st.wait();
-  }
-
-  /** This principal's live streams: the runs it started that have not ended, oldest
-   * first, each with a `cursor` at its `head` (`resume(item.cursor)` follows it from
-   * now, `join(item.stream, { epoch: item.epoch })` from its first event). Connects
-   * first if needed; a list unanswered when the connection drops is asked again on
-   * the next one. Only the node this client is connected to answers (behind a load
-   * balancer, that node's runs). A server without the `streams` capability rejects
-   * with `ConfigError`; no answer within `requestTimeout`: `RequestTimeout`. */
-  async streams(): Promise<LiveStreamInfo[]> {
-    this._checkUsable();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, rej) => {
-      timer = setTimeout(() => rej(new RequestTimeout("list of live streams", this.requestTimeout)), this.requestTimeout * 1000);
-    });
-    const n = ++this._listN;
-    try {
-      await Promise.race([this.connect(), timeout]);
-      if (this._closed) throw new ConnectionLost("client closed");
-      if (this._ready && !this._listing) throw noStreamsCap();
-      const [answer, resolve, reject] = deferred<LiveStreamInfo[]>();
-      this._lists.set(n, [resolve, reject]);
-      this._send({ t: "list", n }); // (else sent after the next welcome)
-      return await Promise.race([answer, timeout]);
-    } finally {
-      this._lists.delete(n);
-      clearTimeout(timer);
-    }
-  }
-
-  private _rejectLists(error: unknown): void {
-    for (const pending of this._lists.values()) pending[1](error);
-    this._lists.clear();
-  }
-
   /** The streams saved in storage by an earlier page (before a reload). */
   savedStreams(): SavedStream[] {
     const saved = this._readStorage();
@@ -690,33 +652,6 @@ export class Client {
     } catch {
       /* storage full or refused: cursors are then only in memory */
     }
-  }
-
-  /** Connection events from now on, as an async iterator. */
-  connectionEvents(): AsyncIterableIterator<ConnectionEvent> {
-    const queue: ConnectionEvent[] = [];
-    let wake: (() => void) | null = null;
-    const sub = (e: ConnectionEvent) => {
-      queue.push(e);
-      wake?.();
-    };
-    this._subscribers.add(sub);
-    const subscribers = this._subscribers;
-    const it: AsyncIterableIterator<ConnectionEvent> = {
-      async next() {
-        while (queue.length === 0) await new Promise<void>((r) => (wake = r));
-        wake = null;
-        return { value: queue.shift()!, done: false };
-      },
-      async return() {
-        subscribers.delete(sub);
-        return { value: undefined, done: true };
-      },
-      [Symbol.asyncIterator]() {
-        return it;
-      },
-    };
-    return it;
   }
 
   /** Reconnect now: cuts a backoff wait short (never a server's `retry_after`; an
@@ -783,7 +718,8 @@ export class Client {
     }
   }
 
-  private _checkUsable(): void {
+  /** @internal */
+  _checkUsable(): void {
     if (this._fatal !== null) throw this._fatal;
     if (this._closed) throw new UnbrokenError("client is closed");
   }
@@ -830,7 +766,8 @@ export class Client {
     this._forgetSoon = [];
   }
 
-  private _emit(kind: ConnectionEvent["kind"], kw: Partial<ConnectionEvent> = {}): void {
+  /** @internal */
+  _emit(kind: ConnectionEvent["kind"], kw: Partial<ConnectionEvent> = {}): void {
     const ev: ConnectionEvent = {
       kind,
       at: now(),
@@ -966,9 +903,9 @@ export class Client {
   private _connectionLost(): void {
     this._ready = false;
     this._ws = this._welcome = null;
-    this._refresh = this._listing = this._zlib = false;
+    this._zlib = false;
     this._handles.clear();
-    this._refreshFailures = 0;
+    for (const h of this._hooks) h(Hook.LOST);
     // (an ended stream is forgotten once its message is handled: no ack of it goes
     // to a connection that never had it)
     for (const st of this.openStreams.values()) if (st._state === "attached" || st._state === "resuming") st._state = "detached";
@@ -991,7 +928,7 @@ export class Client {
     if (!this._closed) this._fatal = error;
     this._first?.[2](error);
     for (const st of [...this.openStreams.values()]) st._finish(error);
-    this._rejectLists(error);
+    for (const h of this._hooks) h(Hook.ENDED, error);
   }
 
   /** The token for a `hello`: the fixed one, or the provider's (nothing: a hello
@@ -1012,44 +949,6 @@ export class Client {
       }
       await new Promise((r) => setTimeout(r, refreshDelay(failures) * 1000));
     }
-  }
-
-  /** Ask the provider for a token `delay` s from now and send it as `refresh`
-   * (in-band, the streams flowing meanwhile); a provider failure is retried with
-   * backoff, a few times, then left to the server's close 4010 (a reconnect with a
-   * fresh token). */
-  private _askToken(delay: number): void {
-    const conn = this._conn;
-    const run = async () => {
-      const provider = this.token;
-      if (typeof provider !== "function" || this._closed) return;
-      let token: string | null | undefined = null;
-      let cause = "the token provider gave no token";
-      try {
-        token = await provider();
-      } catch (e) {
-        cause = `the token provider failed: ${errorMessage(e)}`;
-      }
-      // (a connection gone meanwhile: the next hello carries a fresh token anyway)
-      if (conn !== this._conn || !this._ready) return;
-      if (token) this._send({ t: "refresh", token });
-      else this._refreshFailed(cause);
-    };
-    clearTimeout(this._refreshTimer);
-    if (delay > 0) this._refreshTimer = setTimeout(() => void run(), delay * 1000);
-    else void run();
-  }
-
-  /** A refresh failed (`auth_failed`, or the provider raised or gave nothing): ask
-   * again after a backoff, at most `REFRESH_ATTEMPTS` times in a row (then the
-   * server closes 4010 at expiry and the client reconnects). */
-  private _refreshFailed(cause: string): void {
-    console.warn(`unbroken: refresh failed: ${cause}`);
-    const on = this._refresh && this._ready;
-    if (on) this._refreshFailures++;
-    const failures = this._refreshFailures;
-    this._emit("refresh_failed", { cause, attempt: failures });
-    if (on && failures < REFRESH_ATTEMPTS) this._askToken(refreshDelay(failures));
   }
 
   /** Run one connection until it drops; always rejects with why it ended. */
@@ -1180,7 +1079,7 @@ export class Client {
         }
         const job: Promise<void> = (inflating ?? Promise.resolve())
           .then(async () => {
-            const m = isZlib(bytes) ? await inflate(bytes, this.maxFrame) : bytes;
+            const m = isZlib(bytes) ? await this._inflate!(bytes, this.maxFrame) : bytes;
             if (!over) take(framesOfV2(m, this.maxFrame), now());
           })
           .catch((e) => {
@@ -1219,9 +1118,7 @@ export class Client {
             }
             else if (st._state === "detached") ws.send(this._wire(this._resume(st)));
           }
-          if (!this._listing) this._rejectLists(noStreamsCap());
-          // lists asked while no connection was up, or unanswered when the last one died
-          for (const n of this._lists.keys()) this._send({ t: "list", n });
+          for (const h of this._hooks) h(Hook.WELCOMED);
           watch(live.firstCheck(now()));
           return;
         }
@@ -1294,21 +1191,23 @@ export class Client {
 
   /** `welcome` came: the caps in force on this connection, the acks' pace. */
   private _welcomed(w: Welcome): void {
-    const has = (cap: string) => this._caps.includes(cap) && w.caps.includes(cap);
     this._welcome = w;
+    const has = (cap: string) => this._has(cap);
     this._epoch = w.epoch;
     if (w.anon !== null) this._anon = w.anon;
     this._batch = has(CAP_BATCH);
-    this._refresh = has(CAP_REFRESH);
-    this._listing = has(CAP_STREAMS);
     this._zlib = this.version === "v2" && has(CAP_ZLIB);
-    this._refreshFailures = 0;
     const window = w.limits.window;
     this._ackEvery = Math.max(1, Math.min(256 * 1024, Math.floor(window / 4)));
     this._ackMin = Math.max(1, Math.min(16 * 1024, Math.floor(window / 64)));
     this._ackAfter = Math.max(0.001, w.heartbeat_ms / 1000);
     this._ready = true;
     this._welcomedAt = now();
+  }
+
+  /** @internal both sides listed `cap` on this connection */
+  _has(cap: string): boolean {
+    return this._caps.includes(cap) && !!this._welcome?.caps.includes(cap);
   }
 
   /** Event bytes that may be on their way now (ahead of a ping sent now): each live
@@ -1417,23 +1316,14 @@ export class Client {
         break;
       case "auth_expiring":
         this._emit("auth_expiring", { delay: f.in_ms / 1000 });
-        if (this._refresh) {
-          this._refreshFailures = 0; // a new expiry: a fresh budget of attempts
-          this._askToken(0);
-        }
+        this._on.auth_expiring?.(f);
         break;
-      case "refreshed":
-        if (!this._refresh) throw bad("refreshed without the refresh cap");
-        this._refreshFailures = 0;
-        clearTimeout(this._refreshTimer);
-        this._emit("refreshed");
-        break;
-      case "streams":
-        if (!this._listing) throw bad("streams without the streams cap");
-        this._lists.get(f.n)?.[0](f.items.map((i) => ({ stream: i.stream, agent: i.agent, epoch: i.epoch, head: i.head, status: i.status, cursor: new Cursor(i.stream, i.head, i.h, i.epoch) })));
-        break;
-      default:
-        throw bad(`${f.t} frame`);
+      default: {
+        // (a plugin's: `refreshed`, `streams`; each checks its cap was agreed)
+        const on = this._on[f.t];
+        if (!on) throw bad(`${f.t} frame`);
+        on(f);
+      }
     }
     return 0;
   }
@@ -1456,7 +1346,7 @@ export class Client {
     if (e.req === null && e.stream === null) {
       // about the connection: a shed's wait, or a refresh refused
       if (e.retry_after_ms !== null) this._retryAfter = e.retry_after_ms / 1000;
-      if (e.code === "auth_failed") this._refreshFailed(`new token refused: ${e.message}`);
+      if (e.code === "auth_failed") this._on.auth_failed?.(e);
       return;
     }
     const st = e.req !== null ? this.openStreams.get(e.req) : this._find(e.stream!);
@@ -1522,28 +1412,5 @@ const LIVE: ReadonlySet<StreamState> = new Set(["starting", "attached", "resumin
 const PROGRESS = 1;
 const EVENTS = 2;
 const INTEGRITY = 3;
-
-function noStreamsCap(): ConfigError {
-  return new ConfigError("this server predates the 'streams' capability");
-}
-
-/** One-shot helper: start `agent` and return its verified `Answer`. */
-export async function streamAnswer(
-  urls: string | string[],
-  agent: string,
-  input: unknown = null,
-  options: ClientOptions = {},
-): Promise<Answer> {
-  const client = new Client(urls, options);
-  try {
-    const st = await client.start(agent, input);
-    for await (const _ of st) {
-      /* drain */
-    }
-    return await st.wait();
-  } finally {
-    await client.close();
-  }
-}
 
 export { defaultRetryTable as defaultShouldRetry };

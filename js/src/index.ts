@@ -1,50 +1,56 @@
 /**
  * unbroken-client: the browser (and Node) client of the unbroken protocol (v2, v1).
  * Streamed agent answers that survive the network, verified by a BLAKE2b chain.
- * The public API only: the internals (session, frame codecs, MessagePack, digest
- * chain, liveness, retry table) are exported by `testing.ts` (dist/testing.js), so
- * the page bundle keeps only what `Client` uses.
+ * Everything of `unbroken-client/core` (core.ts), with a `Client` that has every
+ * feature: in-band token refresh, `zlib`, `client.streams()`, `join`, `read`,
+ * `connectionEvents()`. This is the page bundle (dist/unbroken.js). The public API
+ * only: the internals are exported by `testing.ts` (dist/testing.js).
  */
-export { Client, Stream, streamAnswer, defaultShouldRetry } from "./client.js";
-export type {
-  ClientOptions,
-  ConnectionEvent,
-  LiveStreamInfo,
-  SavedStream,
-  StorageLike,
-  TokenProvider,
-  WebSocketConstructor,
-  WebSocketLike,
-} from "./client.js";
-export { Answer, DataChunk, JsonFragment, PartEnded, PartResult, PartStarted, StreamEnded, TextDelta, parsePartialJson } from "./response.js";
-export type { SchemaValidator, StreamEvent, ToolCall } from "./response.js";
-export { mimeParams, partInfo } from "./roles.js";
-export type { PartInfo, Role } from "./roles.js";
-export { Backoff, BackoffPolicy } from "./backoff.js";
-export type { BackoffPolicyOptions, GiveUp, Reconnect, Rng } from "./backoff.js";
-export { Cursor } from "./session.js";
-export type { CursorLike } from "./session.js";
-// (the chain's seed, for `resume` from the first event with a known epoch)
-export { seed, toHex } from "./digest.js";
-// (resolves once the chain can be computed: at once where WebAssembly works; a
-// `Client` awaits it before it connects)
-export { ready as digestReady } from "./blake2b.js";
-export {
-  AuthError,
-  ConfigError,
-  ConnectionLost,
-  Forbidden,
-  IntegrityError,
-  LogUnavailable,
-  Overloaded,
-  ProtocolError,
-  ReconnectExhausted,
-  RequestRefused,
-  RequestTimeout,
-  StreamFailed,
-  StreamGone,
-  UnbrokenError,
-  UnsupportedVersion,
-} from "./errors.js";
-export type { GoneReason } from "./errors.js";
-export const VERSION = "0.1.0";
+export * from "./core.js";
+import { Client as CoreClient, type ClientOptions, type ConnectionEvent, type LiveStreamInfo, type Stream } from "./client.js";
+import { TokenRefresh, StreamListing, Zlib, connectionEvents, join, read, streams } from "./plugins.js";
+import type { Answer } from "./response.js";
+
+/** A resilient unbroken client with every feature (`unbroken-client/core`'s `Client`
+ * with the `TokenRefresh`, `StreamListing` and `Zlib` plugins, and `streams`, `join`, `read`,
+ * `connectionEvents` as methods). `await client.connect()` (optional: `start`
+ * connects), `await client.start(agent, input)`, `await client.close()`. */
+export class Client extends CoreClient {
+  constructor(urls: string | string[], options: ClientOptions = {}) {
+    super(urls, { ...options, plugins: [TokenRefresh, StreamListing, Zlib, ...(options.plugins ?? [])] });
+  }
+
+  /** This principal's live streams (`streams` of `unbroken-client/core`). */
+  streams(): Promise<LiveStreamInfo[]> {
+    return streams(this);
+  }
+
+  /** Follow the answer `stream` from its first event (`join` of `unbroken-client/core`). */
+  join(stream: string, options: { epoch?: string } = {}): Promise<Stream> {
+    return join(this, stream, options);
+  }
+
+  /** The whole answer `stream`, verified end to end (`read` of `unbroken-client/core`). */
+  read(stream: string, options: { epoch?: string } = {}): Promise<Answer> {
+    return read(this, stream, options);
+  }
+
+  /** Connection events from now on, as an async iterator. */
+  connectionEvents(): AsyncIterableIterator<ConnectionEvent> {
+    return connectionEvents(this);
+  }
+}
+
+/** One-shot helper: start `agent` and return its verified `Answer`. */
+export async function streamAnswer(urls: string | string[], agent: string, input: unknown = null, options: ClientOptions = {}): Promise<Answer> {
+  const client = new Client(urls, options);
+  try {
+    const st = await client.start(agent, input);
+    for await (const _ of st) {
+      /* drain */
+    }
+    return await st.wait();
+  } finally {
+    await client.close();
+  }
+}

@@ -15,7 +15,7 @@
  * the core bundle does not grow.
  */
 import { Validator, type Schema, type SchemaDraft } from "@cfworker/json-schema";
-import type { SchemaValidator } from "./index.js";
+import type { SchemaValidator } from "./core.js";
 
 const DRAFTS: [string, SchemaDraft][] = [
   ["draft-04", "4"],
