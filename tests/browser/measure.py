@@ -257,7 +257,26 @@ def bundle_sizes() -> dict[str, Any]:
         "total_min_bytes": sum(f["min_bytes"] for f in files.values()),
         "total_min_gzip_bytes": sum(f["min_gzip_bytes"] for f in files.values()),
         "files": files,
+        "apps": app_sizes(),
     }
+
+
+def app_sizes() -> dict[str, Any]:
+    """An app's bundle (esbuild, minified) of the minimal app (import ``Client``,
+    start, iterate, await the answer) on ``unbroken-client/core`` and on
+    ``unbroken-client``, and the core app with each opt-in feature: ``node
+    bench/size.mjs --json``'s ``apps`` (``{}`` without Node or the build)."""
+    import subprocess
+
+    js = BUNDLE.parents[1]
+    try:
+        cmd = ["node", "bench/size.mjs", "--json"]
+        run = subprocess.run(cmd, cwd=js, capture_output=True, text=True, check=True, timeout=120)
+        out = run.stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    apps: dict[str, Any] = json.loads(out).get("apps", {})
+    return apps
 
 
 async def run_page(browser: Any, url: str) -> dict[str, Any]:
