@@ -32,12 +32,19 @@ import contextlib
 import gc
 import json
 import os
+import resource
+import signal
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 from benchmarks.bare import stamp
 
 WARMUP = 5
+#: more arguments of the client process (``--pin``)
+_CLIENT_ARGS: list[str] = []
 
 
 class _Rounds:
@@ -56,7 +63,94 @@ class _Rounds:
             self.all_waiting.set_result(None)
 
 
-async def _drive(port: int, kind: str, streams: int, rounds: _Rounds) -> float:
+class _Probe:
+    """What the measured rounds cost beyond the CPU total (``--detail``, ``--perf``,
+    ``--strace``): user and system time, context switches, collections, and optionally
+    ``perf stat`` hardware counters or ``strace -c`` syscall counts of this process."""
+
+    def __init__(
+        self, detail: bool, perf: str | None, strace: bool, record: str | None = None
+    ) -> None:
+        self.detail = detail or perf is not None or strace or record is not None
+        self.perf = perf
+        self.strace = strace
+        self.record = record
+        self.out: dict[str, object] = {}
+        self._tools: list[tuple[str, subprocess.Popen[bytes], str]] = []
+
+    def attach(self) -> None:
+        """Start the tracers on this process (before the rounds: they take a moment)."""
+        pid = str(os.getpid())
+        if self.perf is not None:
+            f = tempfile.mktemp(prefix="wirestep-perf-")
+            cmd = ["perf", "stat", "-x", ",", "-e", self.perf, "-p", pid, "-o", f]
+            self._tools.append(("perf", subprocess.Popen(cmd), f))
+        if self.record is not None:
+            cmd = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-p", pid]
+            cmd += ["-o", self.record]
+            self._tools.append(("record", subprocess.Popen(cmd), ""))
+        if self.strace:
+            f = tempfile.mktemp(prefix="wirestep-strace-")
+            cmd = ["strace", "-c", "-f", "-p", pid, "-o", f]
+            self._tools.append(("strace", subprocess.Popen(cmd, stderr=subprocess.DEVNULL), f))
+        if self._tools:
+            time.sleep(1.0)  # not synchronisation of a test: the tracers attach
+
+    def start(self) -> None:
+        self._ru = resource.getrusage(resource.RUSAGE_SELF)
+        self._gc = [s["collections"] for s in gc.get_stats()]
+        self._threads = threading.active_count()
+
+    def stop(self, tokens: int) -> None:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        gcs = [s["collections"] for s in gc.get_stats()]
+        if not self.detail:
+            return
+        per = 1e6 / tokens
+        o = self.out
+        o["user_us_per_token"] = round((ru.ru_utime - self._ru.ru_utime) * per, 2)
+        o["sys_us_per_token"] = round((ru.ru_stime - self._ru.ru_stime) * per, 2)
+        o["vol_ctx_per_token"] = round((ru.ru_nvcsw - self._ru.ru_nvcsw) / tokens, 4)
+        o["invol_ctx_per_token"] = round((ru.ru_nivcsw - self._ru.ru_nivcsw) / tokens, 4)
+        o["minflt_per_token"] = round((ru.ru_minflt - self._ru.ru_minflt) / tokens, 4)
+        o["gc_collections"] = [b - a for a, b in zip(self._gc, gcs, strict=True)]
+        o["threads"] = self._threads
+        o["maxrss_kb"] = ru.ru_maxrss
+        for name, proc, path in self._tools:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+            if not path:
+                continue
+            with open(path) as f:
+                text = f.read()
+            os.unlink(path)
+            o[name] = _parse_perf(text, tokens) if name == "perf" else _parse_strace(text, tokens)
+
+
+def _parse_perf(text: str, tokens: int) -> dict[str, float]:
+    """``perf stat -x ,`` lines: each counter per token."""
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        f = line.split(",")
+        if len(f) < 3 or line.startswith("#"):
+            continue
+        with contextlib.suppress(ValueError):
+            counts[f[2]] = round(float(f[0]) / tokens, 3)
+    return counts
+
+
+def _parse_strace(text: str, tokens: int) -> dict[str, float]:
+    """``strace -c`` table: calls of each syscall per token."""
+    calls: dict[str, float] = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+            with contextlib.suppress(ValueError):
+                calls[f[-1]] = round(int(f[3]) / tokens, 4)
+    return calls
+
+
+async def _drive(port: int, kind: str, streams: int, rounds: _Rounds, probe: _Probe) -> float:
     """Start the client process, run every round; CPU seconds per measured round."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -69,6 +163,7 @@ async def _drive(port: int, kind: str, streams: int, rounds: _Rounds) -> float:
         str(port),
         "--streams",
         str(streams),
+        *_CLIENT_ARGS,
         stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
@@ -81,20 +176,23 @@ async def _drive(port: int, kind: str, streams: int, rounds: _Rounds) -> float:
     # counted invocations and not the other, moved the count by thousands a token
     gc.collect()
     gc.freeze()
+    probe.attach()
     c0 = 0.0
     for i, gate in enumerate(rounds.gates):
         if i == WARMUP:
+            probe.start()
             c0 = time.process_time()
         gate.set_result(None)
         if await proc.stdout.readline() != b"round\n":
             raise RuntimeError("the client stopped before the last round")
     cpu = time.process_time() - c0
+    probe.stop(streams * (len(rounds.gates) - WARMUP))
     proc.kill()
     await proc.wait()
     return cpu
 
 
-async def _bare(streams: int, n: int) -> float:
+async def _bare(streams: int, n: int, probe: _Probe) -> float:
     from websockets.asyncio.server import ServerConnection, serve
 
     rounds = _Rounds(streams, n)
@@ -117,10 +215,10 @@ async def _bare(streams: int, n: int) -> float:
         backlog=4096,
     ) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        return await _drive(port, "bare", streams, rounds)
+        return await _drive(port, "bare", streams, rounds, probe)
 
 
-async def _unbroken(streams: int, n: int) -> float:
+async def _unbroken(streams: int, n: int, probe: _Probe) -> float:
     import dataclasses
     import logging
 
@@ -163,7 +261,7 @@ async def _unbroken(streams: int, n: int) -> float:
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     while not server.started:  # noqa: ASYNC110 - uvicorn has no event for it
         await asyncio.sleep(0.01)
-    cpu = await _drive(sock.getsockname()[1], "unbroken", streams, rounds)
+    cpu = await _drive(sock.getsockname()[1], "unbroken", streams, rounds, probe)
     # not stopped: the process ends at once (the teardown is not the token path); the
     # loop's end cancels the lifespan, which is not an error worth a traceback
     del task
@@ -237,16 +335,42 @@ def main() -> None:
     ap.add_argument("--server", choices=["unbroken", "bare"], required=True)
     ap.add_argument("--streams", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=20, help="tokens per stream (measured)")
+    ap.add_argument(
+        "--detail",
+        action="store_true",
+        help="also user/system time, context switches, page faults, collections per token",
+    )
+    ap.add_argument(
+        "--perf",
+        metavar="EVENTS",
+        help="perf stat -e EVENTS of the server over the rounds (per token)",
+    )
+    ap.add_argument("--strace", action="store_true", help="strace -c syscalls per token")
+    ap.add_argument(
+        "--perf-record",
+        metavar="FILE",
+        help="perf record (cpu-clock samples) of the server over the rounds into FILE",
+    )
+    ap.add_argument(
+        "--pin",
+        metavar="S,C",
+        help="run the server on CPU S and the client process on CPU C (sched_setaffinity)",
+    )
     ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
     import uvloop
 
+    if a.pin:
+        server_cpu, client_cpu = (int(c) for c in a.pin.split(","))
+        os.sched_setaffinity(0, {client_cpu if a.client else server_cpu})
+        _CLIENT_ARGS[:] = ["--pin", a.pin]
     if a.client:
         uvloop.run(_client(a.server, a.port, a.streams))
         return
     run = _bare if a.server == "bare" else _unbroken
-    cpu = uvloop.run(run(a.streams, a.rounds))
+    probe = _Probe(a.detail, a.perf, a.strace, a.perf_record)
+    cpu = uvloop.run(run(a.streams, a.rounds, probe))
     tokens = a.streams * a.rounds
     print(
         json.dumps(
@@ -255,6 +379,7 @@ def main() -> None:
                 "streams": a.streams,
                 "rounds": a.rounds,
                 "cpu_us_per_token": round(1e6 * cpu / tokens, 2),
+                **probe.out,
             }
         )
     )
