@@ -93,6 +93,21 @@ async def test_cut_mid_answer_is_resumed_exactly(
     await assert_exact(rig, log)
 
 
+async def test_the_core_entry_alone_resumes_a_cut_exactly(rig: Rig, browser: Any) -> None:
+    """The page on ``unbroken-client/core`` (dist/core.js, no plugin): an rst cut at
+    half, resumed from the cursor, the answer exact and verified, one agent run."""
+    rig.proxy.cut_after_bytes(int(SIZE * WIRE * 0.5), mode="rst")
+    ctx = await browser.new_context()
+    page = await ctx.new_page()
+    await page.goto(rig.url(SIZE) + "&core=1")
+    log = await _finish(page)
+    assert log["bundle"] == "core"
+    assert len(disconnects(log)) == 1, log["conn"]
+    resumed = [e for e in log["conn"] if e["kind"] == "resumed"]
+    assert len(resumed) == 1 and resumed[0]["fromSeq"] > 0
+    await assert_exact(rig, log)
+
+
 async def test_blackhole_is_found_by_the_silence_detector(rig: Rig, browser: Any) -> None:
     rig.proxy.cut_after_bytes(int(SIZE * WIRE * 0.5), mode="blackhole")
     _, page = await _open(browser, rig)

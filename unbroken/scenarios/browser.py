@@ -68,7 +68,7 @@ def missing() -> str | None:
 #: The built files a test page may load (and their source maps): the page bundle, its
 #: lazily loaded v1 codec and JavaScript BLAKE2b, and the bundle with every internal
 #: (benchmarks in the page).
-SERVED: Final = ("unbroken.js", "unbroken-v1.js", "unbroken-blake2b.js", "testing.js")
+SERVED: Final = ("unbroken.js", "unbroken-v1.js", "unbroken-blake2b.js", "testing.js", "core.js")
 
 
 class PageSite:
