@@ -41,20 +41,24 @@ const INTERNAL = [
   "state", "outagePolicy", "outage", "metadataParts", "spell", "resendResume", "resumes", "ask", "inMs",
   "buf", "pos", "need", "str", "arrayHeader", "utf8", "array",
 ];
-await build({
+const page = await build({
   entryPoints: ["src/index.ts"],
   outfile: `${DIST}/unbroken.js`,
   ...MANGLED,
   mangleProps: new RegExp(`^(_.*|${INTERNAL.join("|")})$`),
+  mangleCache: {},
 });
 // the core for apps built with a bundler (`unbroken-client/core`): the same, with
 // the features not every app needs as opt-in imports (plugins.ts) its bundler leaves
-// out when unused; the same internal names minified, the same chunks beside it
+// out when unused; the same chunks beside it, and each internal member minified to
+// the same name as in unbroken.js (its mangleCache), so the core's functions
+// (`streams(client)`, …) also work on a full client
 await build({
   entryPoints: ["src/core.ts"],
   outfile: `${DIST}/core.js`,
   ...MANGLED,
   mangleProps: new RegExp(`^(_.*|${INTERNAL.join("|")})$`),
+  mangleCache: page.mangleCache,
 });
 // protocol v1's codec: loaded by the page bundle from next to itself when a server
 // speaks v1. It imports nothing (never ./unbroken.js: under a page's other URL for the
