@@ -96,7 +96,9 @@ class _Probe:
         if self._tools:
             time.sleep(1.0)  # not synchronisation of a test: the tracers attach
 
-    def start(self) -> None:
+    def start(self, client: int = 0) -> None:
+        self._client = client
+        self._client_ctx = _ctx_switches(client)
         self._ru = resource.getrusage(resource.RUSAGE_SELF)
         self._gc = [s["collections"] for s in gc.get_stats()]
         self._threads = threading.active_count()
@@ -112,6 +114,8 @@ class _Probe:
         o["sys_us_per_token"] = round((ru.ru_stime - self._ru.ru_stime) * per, 2)
         o["vol_ctx_per_token"] = round((ru.ru_nvcsw - self._ru.ru_nvcsw) / tokens, 4)
         o["invol_ctx_per_token"] = round((ru.ru_nivcsw - self._ru.ru_nivcsw) / tokens, 4)
+        client_ctx = _ctx_switches(self._client)
+        o["client_vol_ctx_per_token"] = round((client_ctx - self._client_ctx) / tokens, 4)
         o["minflt_per_token"] = round((ru.ru_minflt - self._ru.ru_minflt) / tokens, 4)
         o["gc_collections"] = [b - a for a, b in zip(self._gc, gcs, strict=True)]
         o["threads"] = self._threads
@@ -125,6 +129,18 @@ class _Probe:
                 text = f.read()
             os.unlink(path)
             o[name] = _parse_perf(text, tokens) if name == "perf" else _parse_strace(text, tokens)
+
+
+def _ctx_switches(pid: int) -> int:
+    """Voluntary context switches of process ``pid`` (the client: each is a sleep the
+    server's next write must wake it from); 0 without a pid or ``/proc``."""
+    if not pid:
+        return 0
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    return 0
 
 
 def _parse_perf(text: str, tokens: int) -> dict[str, float]:
@@ -180,7 +196,7 @@ async def _drive(port: int, kind: str, streams: int, rounds: _Rounds, probe: _Pr
     c0 = 0.0
     for i, gate in enumerate(rounds.gates):
         if i == WARMUP:
-            probe.start()
+            probe.start(proc.pid)
             c0 = time.process_time()
         gate.set_result(None)
         if await proc.stdout.readline() != b"round\n":
