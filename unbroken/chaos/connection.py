@@ -650,7 +650,25 @@ class ProxiedConnection:
             self.client.set_reading(False)
             self.port.opened(self)
             self.port.record("accepted", self, None, peer=self.peer)
+            if not self.port.accepting:
+                self._refuse()
+                return
             self.port.spawn(self.connect_upstream())
+
+    def _refuse(self) -> None:
+        """The proxy went down between the listener's accept and this connection's start
+        (asyncio accepts a socket, then makes its protocol a loop turn later, and closing
+        the listener leaves such a socket open): reset it, as a closed port would have, and
+        never open its upstream. Else a client that reconnected at once got through a
+        proxy that was down."""
+        self.state = "closing"
+        self.cut_mode = "rst"
+        self._connect_done = True
+        self.upstream.halt()
+        self.downstream.halt()
+        self.port.record("refused", self, None, mode="rst", reason="proxy down")
+        self.client.reset()
+        self._maybe_closed()
 
     async def connect_upstream(self) -> None:
         """Open the upstream socket, then let bytes flow (run as a task on accept)."""

@@ -217,6 +217,9 @@ class ProxyPort(Generic[C]):
         self.connect_timeout = connect_timeout
         self.close_grace = close_grace
         self.flush_timeout = flush_timeout
+        self.accepting = False
+        """True while the proxy listens. A connection the listener accepted just before
+        ``disable`` closed it reaches its connection after, and is refused then."""
         self.chains: dict[Direction, list[InstalledToxic]] = {d: [] for d in DIRECTIONS}
         """The installed toxics of each direction in order: the chain each link runs."""
         self.sent: dict[Direction, int] = {d: 0 for d in DIRECTIONS}

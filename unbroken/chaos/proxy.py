@@ -188,6 +188,7 @@ class FaultProxy:
         self._close_listener()
         self._release_port()
         self._enabled = False
+        self._port.accepting = False
         live = self._port.live
         for conn in list(live.values()):
             conn.close_now()
@@ -220,6 +221,7 @@ class FaultProxy:
         self._bound_port = int(sockets[0].getsockname()[1]) if sockets else port
         self._release_port()  # listening again: the placeholder's job is done
         self._enabled = True
+        self._port.accepting = True
         self._port.record("listening", listen=self.listen, upstream=self.upstream)
 
     async def disable(self, mode: CutMode = "fin", *, reason: str = "disabled") -> None:
@@ -227,6 +229,7 @@ class FaultProxy:
         if not self._enabled:
             return
         self._enabled = False
+        self._port.accepting = False
         self._close_listener()
         self._hold_port()
         self._port.record("disabled", mode=mode, reason=reason)

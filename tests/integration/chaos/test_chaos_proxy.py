@@ -338,3 +338,37 @@ async def test_bytes_read_before_the_upstream_opens_are_held_not_lost(
         assert bytes(peer.data) == b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
         assert peer.eof
         assert conn.upstream.sent == 27 and conn.upstream.dropped == 0
+
+
+async def test_a_connection_accepted_as_the_proxy_goes_down_is_refused_not_proxied(
+    echo: PeerServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncio accepts a socket, then makes its protocol a loop turn later; a ``disable``
+    that runs in between closes the listener but not that socket. It must be refused (a
+    reset, no upstream), as the port was closed: the full tier's TC5 'long' runs once
+    reconnected at once, through a proxy that was down, and never gave up. Forced here:
+    the protocol factory starts ``disable`` (its first step runs before the protocol's
+    ``connection_made``, both queued by call_soon, in order)."""
+    real = FaultProxy._new_client_side
+    downs: list[asyncio.Task[None]] = []
+
+    def racing(self: FaultProxy) -> asyncio.Protocol:
+        protocol = real(self)
+        if not downs:
+            downs.append(asyncio.get_running_loop().create_task(self.disable("rst")))
+        return protocol
+
+    monkeypatch.setattr(FaultProxy, "_new_client_side", racing)
+    async with FaultProxy(upstream=echo.address, seed=7, close_grace=0.5) as proxy:
+        client = await connect(proxy.port)
+        client.send(b"through?")
+        assert isinstance(await asyncio.wait_for(client.lost, T), ConnectionResetError)
+        await asyncio.wait_for(downs[0], T)
+        refused = await asyncio.wait_for(proxy.wait_record("refused"), T)
+        closed = await asyncio.wait_for(proxy.wait_record("closed"), T)
+        assert refused.connection == closed.connection == 1
+        kinds = [r.kind for r in proxy.records]
+        assert kinds.index("disabled") < kinds.index("refused") < kinds.index("closed")
+        assert "cut" not in kinds  # it was not live when disable cut every connection
+        assert client.data == b"" and echo.peers == []  # no upstream ever opened
+        assert not proxy.enabled and proxy.connections == []
