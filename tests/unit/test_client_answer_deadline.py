@@ -85,3 +85,54 @@ async def test_a_request_unanswered_for_request_timeout_still_fails() -> None:
         await asyncio.wait_for(client._answered(st, "start"), 5)
     assert loop.time() - t0 >= 0.1
     assert st.done
+
+
+async def test_pending_waits_share_one_ticker_and_do_not_wake() -> None:
+    # many starts waiting for their answer cost one ticker (a few wake-ups a second
+    # for the client), not a wake-up per wait: each wait keeps one timer, at its
+    # deadline, untouched while the loop runs on time
+    n = 200
+    client = Client(["ws://127.0.0.1:1/"], request_timeout=30.0)
+    loop = asyncio.get_running_loop()
+    streams = [Stream(client, f"r{i}", "a") for i in range(n)]
+    for st in streams:
+        client._streams[st.req] = st
+    before = set(asyncio.all_tasks())
+    waits = [asyncio.create_task(client._answered(st, "start")) for st in streams]
+    ticks = 0
+    ticked = asyncio.Event()
+    armed: list[float] = []
+    tick = client._late_tick
+
+    def counted_tick() -> None:
+        nonlocal ticks
+        ticks += 1
+        if ticks == 2:  # (1: the start) from here on, count every timer armed on the loop
+            loop.call_at = counting_call_at  # type: ignore[method-assign]
+        if ticks == 5:
+            ticked.set()
+        tick()
+
+    real_call_at = loop.call_at
+
+    def counting_call_at(when: float, callback: Any, *args: Any, **kw: Any) -> Any:
+        armed.append(when)
+        return real_call_at(when, callback, *args, **kw)
+
+    client._late_tick = counted_tick  # type: ignore[method-assign]
+    try:
+        for _ in range(3):
+            await asyncio.sleep(0)  # every wait has armed its timer
+        assert client._late_waits == n
+        assert client._late_handle is not None  # the one ticker
+        await asyncio.wait_for(ticked.wait(), 10)  # four ticks of the ticker
+    finally:
+        vars(loop).pop("call_at", None)
+    # four ticks re-armed the ticker; no wait woke meanwhile (each would arm a timer)
+    assert len(armed) == 4, armed
+    assert set(asyncio.all_tasks()) - before == set(waits)  # no task per wait either
+    for st in streams:
+        st._started.set_result(None)  # all answered
+    await asyncio.wait_for(asyncio.gather(*waits), 5)
+    assert client._late_waits == 0
+    assert client._late_handle is None  # the ticker stops with the last wait

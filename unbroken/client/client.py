@@ -74,7 +74,7 @@ from ..protocol.frames import (
     encode,
 )
 from ..protocol.frames_v2 import CAP_ZLIB
-from ..protocol.liveness import LATE_RUN, MAX_CHECK_EVERY, Liveness
+from ..protocol.liveness import MAX_CHECK_EVERY, Liveness
 from ..protocol.retry import (
     FATAL_CLOSE,
     RETRYABLE_START,
@@ -391,6 +391,12 @@ class Client:
         #: ``list`` requests waiting for their ``streams``, by number
         self._lists: dict[int, asyncio.Future[list[LiveStream]]] = {}
         self._list_n = 0
+        #: how late this process's loop ran (seconds, summed) while starts or resumes
+        #: waited for their answer: one ticker measures it for all of them
+        self._late_total = 0.0
+        self._late_waits = 0  # the waits the ticker runs for
+        self._late_due: float | None = None  # (loop time) the ticker's next tick
+        self._late_handle: asyncio.TimerHandle | None = None
         self._epoch = ""  # the server's log generation, from the last welcome
         self._closed = False
         self._fatal: BaseException | None = None
@@ -590,43 +596,81 @@ class Client:
         start refused for load) sends it again: a server that keeps answering is not
         stuck, however long its store is away (the policy bounds that wait).
 
-        Time this process ran late (its checks behind schedule: a blocked or stopped
-        loop) is not the server's and does not count, as in the liveness rule: the
-        answer is due that much later, and a check that ran late lets the frames that
-        wait be read first (once)."""
+        Time this process ran late (a blocked or stopped loop, measured by the
+        client's one ticker: :meth:`_late_now`) is not the server's and does not
+        count, as in the liveness rule: the answer is due that much later. Each wait
+        keeps one timer, at its deadline; when it fires after the loop ran late, it
+        moves on by that much (the frames that wait are read first)."""
         loop = asyncio.get_running_loop()
         # an answer that has it sent again may have come while it was being sent
         # (_answer_later): its later deadline stands
         st._answer_by = max(st._answer_by, loop.time() + self.request_timeout)
-        step = min(self.request_timeout / 3, MAX_CHECK_EVERY)
-        expected = loop.time()
-        deferred = False
-        while True:
-            now = loop.time()
-            late = max(0.0, now - expected)
-            st._answer_by += late
-            if late > LATE_RUN and not deferred:
-                deferred = True
-                wait = 0.0
-            else:
-                deferred = False
-                left = st._answer_by - now
-                if left <= 0 and not st._started.done():
-                    break
-                wait = max(0.0, min(left, step))
-            expected = now + wait
-            try:
-                # not wait_for: on 3.11 it loses a cancel that comes as the answer
-                # does (the caller's task, cancelled, would go on as if answered)
-                async with asyncio.timeout(wait):
-                    await asyncio.shield(st._started)
-                return
-            except TimeoutError:
-                continue  # a check: the clock moves on (or an answer has it sent again)
+        if st._started.done():
+            return st._started.result()
+        self._late_begin()
+        seen = self._late_now()
+        # True: answered; False: not answered in time. Not wait_for: on 3.11 it loses
+        # a cancel that comes as the answer does (the caller's task, cancelled, would
+        # go on as if answered)
+        outcome: asyncio.Future[bool] = loop.create_future()
+
+        def answered(_: object) -> None:
+            if not outcome.done():
+                outcome.set_result(True)
+
+        def due() -> None:
+            nonlocal seen, timer
+            total = self._late_now()
+            st._answer_by += total - seen  # the loop's lateness meanwhile: not counted
+            seen = total
+            if st._answer_by > loop.time():  # moved on (ran late, or sent again)
+                timer = loop.call_at(st._answer_by, due)
+            elif not outcome.done():
+                outcome.set_result(False)
+
+        timer = loop.call_at(st._answer_by, due)
+        st._started.add_done_callback(answered)
+        try:
+            if await outcome:
+                return st._started.result()
+        finally:
+            timer.cancel()
+            st._started.remove_done_callback(answered)
+            self._late_end()
         error = RequestTimeout(f"{what} of {st.agent or st.id or st.req!r}", self.request_timeout)
         self._session.forget(st.req)
         st._finish(error)
         raise error
+
+    def _late_now(self) -> float:
+        """How late the loop has run (seconds, summed) while answers were awaited,
+        up to now: a tick that is overdue counts as far as now."""
+        due = self._late_due
+        if due is not None:
+            now = asyncio.get_running_loop().time()
+            if now > due:
+                self._late_total += now - due
+                self._late_due = now
+        return self._late_total
+
+    def _late_tick(self) -> None:
+        """The ticker: adds up how late it ran, then ticks again (while a wait is on)."""
+        self._late_now()
+        loop = asyncio.get_running_loop()
+        self._late_due = loop.time() + min(self.request_timeout / 3, MAX_CHECK_EVERY)
+        self._late_handle = loop.call_at(self._late_due, self._late_tick)
+
+    def _late_begin(self) -> None:
+        self._late_waits += 1
+        if self._late_handle is None:
+            self._late_tick()
+
+    def _late_end(self) -> None:
+        self._late_waits -= 1
+        if self._late_waits == 0 and self._late_handle is not None:
+            self._late_handle.cancel()
+            self._late_handle = None
+            self._late_due = None
 
     def _answer_later(self, req: str, at: float) -> None:
         """``req`` is sent again at ``at`` (loop time): its answer is due
