@@ -618,6 +618,8 @@ class Client:
             if not outcome.done():
                 outcome.set_result(True)
 
+        timer: asyncio.TimerHandle  # the deadline's (re-armed when it moves on)
+
         def due() -> None:
             nonlocal seen, timer
             total = self._late_now()
