@@ -1651,8 +1651,10 @@ class Connection:
     def _kill(self, code: int, reason: str, *, flush: bool = False) -> None:
         """Give up on the peer: stop sending and end the connection with ``code``
         (everything it holds is released; its runs go on). With ``flush`` the
-        sender is not cancelled: the control frames already queued go out before
-        the close (bounded by the close's wait, 1 s), events no longer do."""
+        sender is not cancelled: the frames already queued go out before the close
+        (bounded by the close's wait, 1 s): event frames already taken from their
+        streams (staged in ``_ready``, which go first), then the control frames; no
+        events are taken from the streams after the kill."""
         self._killed, self._kill_code = reason, code
         self._closed = True
         current = asyncio.current_task()
