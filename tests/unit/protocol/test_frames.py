@@ -488,6 +488,7 @@ def test_error_text_is_printable_and_bounded(frame: str) -> None:
         assert len(text) <= frames.MAX_ERROR_TEXT
 
 
+@pytest.mark.full  # the three fuzz tests above check the same on every ProtocolError
 @FUZZ_TIMEOUT
 @FUZZ
 @given(frame_like.map(json.dumps) | st.text(max_size=300))
