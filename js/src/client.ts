@@ -172,7 +172,9 @@ export interface ClientOptions {
 
 /** An opt-in feature of the client, given in `plugins`: `TokenRefresh` (in-band token
  * refresh), `StreamListing` (`streams(client)`, the `streams` cap), `Zlib` (the `zlib`
- * cap). The core works without any; the full `Client` of `unbroken-client` has all. */
+ * cap). The core works without any; the full `Client` of `unbroken-client` has all.
+ * Only these three: any other object is refused with `ConfigError`; one given twice
+ * (by name) is installed once. */
 export interface Plugin {
   readonly name: string;
   /** @internal sets the feature up on a new client (its caps, frame handlers, hooks) */
@@ -421,6 +423,9 @@ export class Client {
   readonly _on: Record<string, (f: any) => void> = {};
   /** @internal the plugins' hooks */
   readonly _hooks: ((what: Hook, error?: unknown) => void)[] = [];
+  /** @internal the `StreamListing` plugin's `list` requests awaiting their `streams`
+   * answer, by number (on the client, so either entry's `streams()` finds them) */
+  _lists?: { lists: Map<number, [resolve: (items: LiveStreamInfo[]) => void, reject: (e: unknown) => void]>; n: number };
   /** @internal the `Zlib` plugin's inflater */
   _inflate: ((message: Uint8Array, maxSize: number) => Promise<Uint8Array>) | null = null;
   private readonly _live: Liveness;
@@ -516,7 +521,13 @@ export class Client {
     this._storageKey = options.storageKey ?? "unbroken";
     this._anon = this._readStorage()?.anon ?? null;
     if (options.lifecycle ?? g.document !== undefined) this._listenToLifecycle();
-    for (const p of options.plugins ?? []) p._install(this, options);
+    // (each by its name once: the full `Client` gives its own and then the app's)
+    const plugins = new Map<string, Plugin>();
+    for (const p of options.plugins ?? []) {
+      if (typeof p?._install !== "function") throw new ConfigError(`unknown plugin ${JSON.stringify(p?.name)}: give TokenRefresh, StreamListing or Zlib (unbroken-client/core)`);
+      plugins.set(p.name, p);
+    }
+    for (const p of plugins.values()) p._install(this, options);
     this._caps.sort(); // (the hello lists them as it always did: by name)
   }
 

@@ -90,10 +90,6 @@ export const TokenRefresh: Plugin = {
   },
 };
 
-type ListWaiter = [resolve: (items: LiveStreamInfo[]) => void, reject: (e: unknown) => void];
-/** each client's `list` requests awaiting their `streams` answer, by number (sent again after a reconnect) */
-const LISTS = new WeakMap<Client, { lists: Map<number, ListWaiter>; n: number }>();
-
 const noStreamsCap = (): ConfigError => new ConfigError("this server predates the 'streams' capability");
 
 /** The `streams` cap: `streams(client)` lists this principal's live streams. */
@@ -101,8 +97,10 @@ export const StreamListing: Plugin = {
   name: "streams",
   _install(c) {
     c._caps.push(CAP_STREAMS);
-    const lists = new Map<number, ListWaiter>();
-    LISTS.set(c, { lists, n: 0 });
+    // (`list` requests awaiting their answer, by number: on the client, so the
+    // `streams()` of either entry finds them; sent again after a reconnect)
+    const lists: NonNullable<Client["_lists"]>["lists"] = new Map();
+    c._lists = { lists, n: 0 };
     const reject = (error: unknown) => {
       for (const pending of lists.values()) pending[1](error);
       lists.clear();
@@ -131,7 +129,7 @@ export const StreamListing: Plugin = {
  * `streams` capability rejects with `ConfigError`; no answer within `requestTimeout`:
  * `RequestTimeout`. */
 export async function streams(client: Client): Promise<LiveStreamInfo[]> {
-  const listing = LISTS.get(client);
+  const listing = client._lists;
   if (listing === undefined) throw new ConfigError("streams() needs the StreamListing plugin (plugins: [StreamListing])");
   client._checkUsable();
   let timer: ReturnType<typeof setTimeout> | undefined;
