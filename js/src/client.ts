@@ -173,8 +173,8 @@ export interface ClientOptions {
 /** An opt-in feature of the client, given in `plugins`: `TokenRefresh` (in-band token
  * refresh), `StreamListing` (`streams(client)`, the `streams` cap), `Zlib` (the `zlib`
  * cap). The core works without any; the full `Client` of `unbroken-client` has all.
- * Only these three: any other object is refused with `ConfigError`; one given twice
- * (by name) is installed once. */
+ * Only these three, each once: any other object is refused with `ConfigError`
+ * (`unknown plugin`); the full `Client` ignores a given one it has already. */
 export interface Plugin {
   readonly name: string;
   /** @internal sets the feature up on a new client (its caps, frame handlers, hooks) */
@@ -521,13 +521,11 @@ export class Client {
     this._storageKey = options.storageKey ?? "unbroken";
     this._anon = this._readStorage()?.anon ?? null;
     if (options.lifecycle ?? g.document !== undefined) this._listenToLifecycle();
-    // (each by its name once: the full `Client` gives its own and then the app's)
-    const plugins = new Map<string, Plugin>();
     for (const p of options.plugins ?? []) {
-      if (typeof p?._install !== "function") throw new ConfigError(`unknown plugin ${JSON.stringify(p?.name)}: give TokenRefresh, StreamListing or Zlib (unbroken-client/core)`);
-      plugins.set(p.name, p);
+      // (the public type is only `{ name }`: an object of one's own is refused here)
+      if (!p._install) throw new ConfigError(`unknown plugin ${p.name}`);
+      p._install(this, options);
     }
-    for (const p of plugins.values()) p._install(this, options);
     this._caps.sort(); // (the hello lists them as it always did: by name)
   }
 

@@ -74,7 +74,7 @@ test("either entry's streams() works on either entry's client with the StreamLis
   await b.client.close();
 });
 
-test("a plugin given twice (the full Client's own given again) is installed once", { timeout: 5000 }, async () => {
+test("a plugin the full Client has given again (either entry's) is installed once", { timeout: 5000 }, async () => {
   const fake = fakeSockets({ protocol: "unbroken.v2", decode: decodeClientV2, encode: encodeV2, onFrame: (ws, f) => f.t === "hello" && ws.push(WELCOME) });
   const client = new full.Client("ws://a/ws", { WebSocket: fake.WS, storage: null, lifecycle: false, token: () => "t", plugins: [full.TokenRefresh, full.Zlib, core.TokenRefresh] });
   await client.connect();
@@ -90,8 +90,8 @@ test("a plugin given twice (the full Client's own given again) is installed once
 
 test("an object that is not one of the plugins is refused at construction with ConfigError", () => {
   const options = { WebSocket: class {}, storage: null, lifecycle: false };
-  for (const bogus of [{ name: "mine" }, { name: "refresh" }, null]) {
-    assert.throws(() => new core.Client("ws://a/ws", { ...options, plugins: [bogus] }), (e) => e instanceof core.ConfigError && /unknown plugin .*TokenRefresh, StreamListing or Zlib/.test(e.message));
+  for (const bogus of [{ name: "mine" }, { name: "refresh" }]) {
+    assert.throws(() => new core.Client("ws://a/ws", { ...options, plugins: [core.Zlib, bogus] }), (e) => e instanceof core.ConfigError && e.message === `unknown plugin ${bogus.name}`);
   }
   assert.throws(() => new full.Client("ws://a/ws", { ...options, plugins: [{ name: "mine" }] }), full.ConfigError);
 });
