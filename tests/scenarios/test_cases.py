@@ -325,3 +325,27 @@ async def test_a_stream_another_client_consumed_is_judged_by_the_generic_checks(
     else:
         assert exact.ok and result.passed, [c for c in result.checks if not c.ok]
         assert result.recovered is True and result.streams_exact == result.streams == 1
+
+
+def test_tc12_reference_is_one_frame_an_event_and_coalescing_beats_it() -> None:
+    """TC12's slow-link check holds the slow figure to the same events sent one frame
+    each (computed, load-independent); the answer's events in a single frame are well
+    under the check's share of it, one frame each is not."""
+    from unbroken.protocol import frames, frames_v2, items
+    from unbroken.protocol.digest import DIGEST_SIZE
+    from unbroken.scenarios.answers import answer
+    from unbroken.scenarios.cases.tc12 import SLOW_RATIO_SHARE, one_frame_each
+
+    events = list(answer("text", 400_000, 1).events)
+    stream = "s_" + "x" * 22
+    each = one_frame_each(events, stream, "v2")
+    body = sum(len(e.body.encode()) for e in events)
+    assert 1.2 < each < 2.0  # ~21 bytes of frame per ~48-byte token in v2
+    assert one_frame_each(events, stream, "v1") > each  # v1 names the stream in every frame
+    codec = frames_v2.ServerCodec()
+    codec.encode(frames.Started(req="r", stream=stream, epoch="e"))
+    state = codec.attached(stream)
+    whole = codec.events(
+        stream, 1, items.encode(events), bytes(DIGEST_SIZE), events[-1].kind, state
+    )
+    assert (len(whole) + 10) / body < SLOW_RATIO_SHARE * each
