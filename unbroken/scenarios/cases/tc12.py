@@ -9,8 +9,8 @@ per payload byte while the link is fast and while it is slow; in the full tier (
 held slow) the slow link must carry fewer than the same events sent one frame each
 (the server cuts the stream's flow window to the link and coalesces more:
 docs/topics/flow-control.md). The reference is computed, not the fast phase's
-figure: a loaded machine coalesces on the fast link too (1.19 under load), which
-says nothing about the slow one.
+figure: in protocol v2 the fast link coalesces too (1.19, on a quiet machine as
+well), which says nothing about the slow one.
 """
 
 from __future__ import annotations
