@@ -1186,7 +1186,8 @@ class Connection:
     def _send_events(self, frame: bytes, now: float) -> None:
         """Send one stream's ``events`` frame at once, on an idle connection (as the
         message :meth:`_stage_frames` and :meth:`_next_frame` would make of it), then
-        what became dirty meanwhile."""
+        what became dirty meanwhile. (Inlined for text frames in :meth:`_push`: change
+        both.)"""
         if self.codec.binary:
             if self._batch:
                 frame = self.codec.batch([frame])
