@@ -37,6 +37,7 @@ const INTERNAL = [
   "firstCheck", "wakeAt", "ahead", "lastAhead", "lagAtAhead", "eventsHeard", "bytesAhead",
   // Reconnects; Client's and Stream's private members
   "budget", "lost", "openStreams", "answered", "tokenValue", "supervise", "connection", "cancelledByUser",
+  "lateWaits", "lateTimer", "lateDue", "lateTotal", "lateNow", "lateTick",
   // stream and session states, unavailable-log episodes, the MessagePack reader, the chain step's buffer
   "state", "outagePolicy", "outage", "metadataParts", "spell", "resendResume", "resumes", "ask", "inMs",
   "buf", "pos", "need", "str", "arrayHeader", "utf8", "array",

@@ -484,6 +484,14 @@ export class Client {
   private _frozenError: unknown = null;
   private _forgetSoon: Stream[] = [];
   private readonly _listeners: [EventTarget, string, () => void][] = [];
+  /** @internal the lateness ticker's (`lateTick`): the requests awaiting an answer it runs for */
+  lateWaits = 0;
+  /** @internal its timer */
+  lateTimer: ReturnType<typeof setTimeout> | undefined;
+  /** @internal when its next tick is due (null: not ticking) */
+  lateDue: number | null = null;
+  /** @internal how late the page ran (s, summed) */
+  lateTotal = 0;
 
   constructor(urls: string | string[], options: ClientOptions = {}) {
     this.urls = typeof urls === "string" ? [urls] : [...urls];
@@ -685,37 +693,42 @@ export class Client {
   /** Wait for the answer to a start or resume: `requestTimeout` from the request, or
    * from each time an answer has it sent again (`unavailable`, a start refused for
    * load): a server that keeps answering is not stuck; the policy bounds that wait.
-   * Time this page ran late (its checks behind schedule: a busy page, a throttled
-   * background tab, a stopped process) is not the server's and does not count, as
-   * in the liveness rule: the answer is due that much later, and a check that ran
-   * late lets the messages that wait go first (once). */
+   * Time this page ran late (a busy page, a throttled background tab, a stopped
+   * process) is not the server's and does not count, as in the liveness rule: the
+   * answer is due that much later. The client's one ticker (`lateTick`, while any
+   * request waits) measures it; each wait keeps one timer, at its deadline, which
+   * moves on when it fires after the page ran late (and lets the messages that wait
+   * go first, once). */
   private async _awaitAnswer(st: Stream, what: string): Promise<void> {
-    st._answerBy = now() + this.requestTimeout;
+    st._answerBy = Math.max(st._answerBy, now() + this.requestTimeout);
+    if (this.lateWaits++ === 0) this.lateTick();
+    let seen = this.lateNow();
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const step = Math.min(this.requestTimeout / 3, MAX_CHECK_EVERY);
-    let expected = now();
+    // when the timer is due (its own lateness counts too: it may fire before the ticker)
+    let at = 0;
     let deferred = false;
     const timeout = new Promise<never>((_, rej) => {
+      const arm = (t: number, by: number): void => {
+        at = by;
+        timer = setTimeout(due, (by - t) * 1000);
+      };
       const due = (): void => {
         const t = now();
-        const late = Math.max(0, t - expected);
+        const total = this.lateNow();
+        const late = Math.max(total - seen, t - at);
+        seen = total;
         st._answerBy += late;
-        let wait = 0;
-        if (late > LATE_RUN && !deferred) deferred = true;
-        else {
+        if (late > LATE_RUN && !deferred) {
+          deferred = true;
+          arm(t, t);
+        } else if (st._answerBy > t || st._againDue) {
+          // moved on (ran late, or sent again); a resend planned but late (a busy
+          // page): its timer runs first, then this again
           deferred = false;
-          const left = st._answerBy - t;
-          // a resend planned but late (a busy page): its timer runs first, then this again
-          if (left <= 0 && !st._againDue) {
-            rej(new RequestTimeout(`${what} of ${JSON.stringify(st.agent || st.id || st.req)}`, this.requestTimeout));
-            return;
-          }
-          wait = Math.min(Math.max(left, 0.001), step);
-        }
-        expected = t + wait;
-        timer = setTimeout(due, wait * 1000);
+          arm(t, Math.max(st._answerBy, t + 0.001));
+        } else rej(new RequestTimeout(`${what} of ${JSON.stringify(st.agent || st.id || st.req)}`, this.requestTimeout));
       };
-      due();
+      arm(now(), st._answerBy);
     });
     try {
       await Promise.race([st.started, timeout]);
@@ -724,7 +737,31 @@ export class Client {
       throw e;
     } finally {
       clearTimeout(timer);
+      if (--this.lateWaits === 0) {
+        clearTimeout(this.lateTimer);
+        this.lateDue = null;
+      }
     }
+  }
+
+  /** @internal How late this page ran (seconds, summed) while answers were awaited, up
+   * to now: a tick that is overdue counts as far as now. */
+  lateNow(): number {
+    const t = now();
+    const due = this.lateDue;
+    if (due !== null && t > due) {
+      this.lateTotal += t - due;
+      this.lateDue = t;
+    }
+    return this.lateTotal;
+  }
+
+  /** @internal The ticker: adds up how late it ran, then ticks again (while a wait is on). */
+  lateTick(): void {
+    this.lateNow();
+    const step = Math.min(this.requestTimeout / 3, MAX_CHECK_EVERY);
+    this.lateDue = now() + step;
+    this.lateTimer = setTimeout(() => this.lateTick(), step * 1000);
   }
 
   /** @internal */
