@@ -2,7 +2,8 @@
 // (dist/unbroken.d.ts over dist/types/). `npm run build`.
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
-import { existsSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { minify } from "terser";
 import { fileURLToPath } from "node:url";
 
 // (DIST: another output directory, e.g. to measure a change while tests read dist/)
@@ -85,6 +86,22 @@ await build({
   outfile: `${DIST}/unbroken-blake2b.js`,
   ...MANGLED,
 });
+// The files a page loads as they are (the page bundle and its on-demand chunks):
+// minified again by terser, whose compression and choice of names gzip smaller than
+// esbuild's (-0.57 kB gzip on unbroken.js); its source map maps to the sources
+// still. Not the core (dist/core.js): an app's bundler minifies it again anyway
+// (measured: no smaller in the app's bundle).
+for (const file of ["unbroken.js", "unbroken-v1.js", "unbroken-blake2b.js"]) {
+  const path = `${DIST}/${file}`;
+  const out = await minify(readFileSync(path, "utf8").replace(/\n\/\/# sourceMappingURL=.*\n?$/, ""), {
+    module: true,
+    ecma: 2022,
+    compress: { passes: 3 },
+    sourceMap: { content: readFileSync(`${path}.map`, "utf8"), url: `${file}.map` },
+  });
+  writeFileSync(path, `${out.code}\n`);
+  writeFileSync(`${path}.map`, out.map);
+}
 // tests, tools and benchmarks: everything, internals included (its own copy; the
 // JavaScript BLAKE2b bundled in)
 await build({
