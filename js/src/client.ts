@@ -39,7 +39,7 @@ import { loadV1, v1 } from "./codecs.js";
 import { CAP_ZLIB, decodeServerV2, encodeClientV2, eventsOfV2, framesOfV2, isZlib, type Carried } from "./frames2.js";
 import { LATE_RUN, Liveness, MAX_CHECK_EVERY } from "./liveness.js";
 import { Answer, StreamEnded, type SchemaValidator, type StreamEvent } from "./response.js";
-import { HARMLESS_ERROR, RETRYABLE_START, TOKEN_ATTEMPTS, causeOf, closeError, fatalError, refreshDelay, shouldRetry as defaultRetryTable } from "./retry.js";
+import { HARMLESS_ERROR, RETRYABLE_START, TOKEN_ATTEMPTS, causeOf, closedBy, fatalError, refreshDelay, shouldRetry as defaultRetryTable } from "./retry.js";
 import { Cursor, type CursorLike } from "./session.js";
 
 /** A v2 frame of a message: the unpacked value and its size in bytes. */
@@ -1098,7 +1098,7 @@ export class Client {
         drain(now());
         if (over) return;
       }
-      let err = closeError(ev.code === 1006 ? null : [ev.code, ev.reason], null);
+      let err: ConnectionLost = closedBy(ev.code === 1006 ? null : [ev.code, ev.reason]);
       if (noVersion !== null) err = new ConnectionLost(ev.code === CloseCode.UNSUPPORTED_VERSION ? ev.reason : noVersion, CloseCode.UNSUPPORTED_VERSION);
       if (err instanceof ConnectionLost && this._retryAfter !== null) err = new ConnectionLost(err.message, err.code, this._retryAfter);
       end(err);

@@ -185,26 +185,10 @@ export class LogUnavailable extends RequestRefused {
 
 // Names survive minification (a class's own name would not): `error.name` is the
 // class name, as in the Python client.
-for (const [cls, name] of [
-  [UnbrokenError, "UnbrokenError"],
-  [ProtocolError, "ProtocolError"],
-  [UnsupportedVersion, "UnsupportedVersion"],
-  [StreamGone, "StreamGone"],
-  [IntegrityError, "IntegrityError"],
-  [ChainMismatch, "ChainMismatch"],
-  [ReconnectExhausted, "ReconnectExhausted"],
-  [AuthError, "AuthError"],
-  [Forbidden, "Forbidden"],
-  [Overloaded, "Overloaded"],
-  [StreamFailed, "StreamFailed"],
-  [RequestTimeout, "RequestTimeout"],
-  [ConfigError, "ConfigError"],
-  [ConnectionLost, "ConnectionLost"],
-  [RequestRefused, "RequestRefused"],
-  [LogUnavailable, "LogUnavailable"],
-] as const) {
-  cls.prototype.name = name;
-}
+const NAMES = "UnbrokenError ProtocolError UnsupportedVersion StreamGone IntegrityError ChainMismatch ReconnectExhausted AuthError Forbidden Overloaded StreamFailed RequestTimeout ConfigError ConnectionLost RequestRefused LogUnavailable".split(" ");
+[UnbrokenError, ProtocolError, UnsupportedVersion, StreamGone, IntegrityError, ChainMismatch, ReconnectExhausted, AuthError, Forbidden, Overloaded, StreamFailed, RequestTimeout, ConfigError, ConnectionLost, RequestRefused, LogUnavailable].forEach((cls, i) => {
+  cls.prototype.name = NAMES[i];
+});
 
 export function errorName(e: unknown): string {
   return e instanceof Error ? e.name : typeof e;

@@ -96,6 +96,12 @@ export function closeError(
       `frame refused (close ${sent[0]}: ${sent[1] || CLOSE_CODE_MEANING[sent[0]] || ""})`,
     );
   }
+  return closedBy(received);
+}
+
+/** `closeError` when this client sent no close (the client's case: the core's
+ * bundle leaves the rest out). */
+export function closedBy(received: [number, string] | null): ConnectionLost {
   if (received === null) return new ConnectionLost("connection dropped");
   const [code, reason] = received;
   return new ConnectionLost(reason || "connection closed", code, code === CloseCode.OVERLOADED ? shedWait(reason) : null);
