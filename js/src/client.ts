@@ -705,30 +705,24 @@ export class Client {
     let seen = this.lateNow();
     let timer: ReturnType<typeof setTimeout> | undefined;
     // when the timer is due (its own lateness counts too: it may fire before the ticker)
-    let at = 0;
+    let at = now();
     let deferred = false;
     const timeout = new Promise<never>((_, rej) => {
-      const arm = (t: number, by: number): void => {
-        at = by;
-        timer = setTimeout(due, (by - t) * 1000);
-      };
       const due = (): void => {
         const t = now();
         const total = this.lateNow();
         const late = Math.max(total - seen, t - at);
         seen = total;
         st._answerBy += late;
-        if (late > LATE_RUN && !deferred) {
-          deferred = true;
-          arm(t, t);
-        } else if (st._answerBy > t || st._againDue) {
-          // moved on (ran late, or sent again); a resend planned but late (a busy
-          // page): its timer runs first, then this again
-          deferred = false;
-          arm(t, Math.max(st._answerBy, t + 0.001));
-        } else rej(new RequestTimeout(`${what} of ${JSON.stringify(st.agent || st.id || st.req)}`, this.requestTimeout));
+        // ran late: the messages that wait go first (once); else on to the deadline,
+        // moved on (ran late, or sent again); a resend planned but late (a busy page):
+        // its timer runs first, then this again
+        deferred = late > LATE_RUN && !deferred;
+        at = deferred ? t : Math.max(st._answerBy, t + 0.001);
+        if (deferred || st._answerBy > t || st._againDue) timer = setTimeout(due, (at - t) * 1000);
+        else rej(new RequestTimeout(`${what} of ${JSON.stringify(st.agent || st.id || st.req)}`, this.requestTimeout));
       };
-      arm(now(), st._answerBy);
+      due();
     });
     try {
       await Promise.race([st.started, timeout]);
@@ -1160,7 +1154,7 @@ export class Client {
           for (const st of this.openStreams.values()) {
             if (st._state === "starting") {
               st._resendDue = false;
-              ws.send(this._wire({ t: "start", req: st.req, agent: st.agent, input: st.input }));
+              ws.send(this._wire(startFrame(st)));
             }
             else if (st._state === "detached") ws.send(this._wire(this._resume(st)));
           }
@@ -1399,15 +1393,18 @@ export class Client {
     if (st === undefined || st.done) return;
     const t = now();
     const wait = (e.retry_after_ms ?? 1000) / 1000;
-    let again: () => void;
     let delay: number | null = wait;
-    const startAgain = (): void => {
+    // a start not yet answered `started` (else a stream's resume)
+    const start = e.req !== null && !st.id;
+    const again = (): void => {
       st._againDue = false;
-      // not when a welcome sent it meanwhile (that start is still unanswered)
-      if (!st._resendDue) return;
-      st._resendDue = false;
-      if (st._state === "starting" && !st.done) {
-        this._send({ t: "start", req: st.req, agent: st.agent, input: st.input });
+      if (start) {
+        // not when a welcome sent it meanwhile (that start is still unanswered)
+        if (!st._resendDue) return;
+        st._resendDue = false;
+      }
+      if (!st.done && (start ? st._state === "starting" : st._state === "detached" && this._ready)) {
+        this._send(start ? startFrame(st) : this._resume(st));
         // its answer is due `requestTimeout` after it went, not after it was planned (a
         // late timer: a busy or throttled page)
         st._answerBy = Math.max(st._answerBy, now() + this.requestTimeout);
@@ -1417,32 +1414,19 @@ export class Client {
       // a stale answer to a start already answered `started` (protocol §9): nothing to do
       return;
     }
-    if (RETRYABLE_START.has(e.code) && e.req !== null && !st.id) {
+    if (RETRYABLE_START.has(e.code) && start) {
       if (++st._refusals >= (this.policy.maxAttempts ?? 12)) return this._fail(st, new Overloaded(e.message || e.code, wait));
       st._resendDue = true;
-      again = startAgain;
-    } else if (e.code === "unavailable" && e.req !== null && !st.id) {
-      // the log its stream is to be created in: the same start (same req) again later,
-      // within the policy (the server creates one stream, runs one agent)
+    } else if (e.code === "unavailable" && (start || (e.stream !== null && st._chain !== null))) {
+      // a start's: the log its stream is to be created in; the same start (same req)
+      // goes again later, within the policy (the server creates one stream, runs one
+      // agent). A stream's: resumed later.
       const outage = (st._outage ??= new Backoff(this.policy, t, this._rng));
       delay = outage.nextDelay(t, wait);
-      if (delay === null) return this._fail(st, new LogUnavailable("", e.message, outage.attempts, outage.elapsed(t), st.req));
-      st._resendDue = true;
-      this._emit("unavailable", { stream: "", delay, cause: e.message });
-      again = startAgain;
-    } else if (e.code === "unavailable" && e.stream !== null && st._chain !== null) {
-      const outage = (st._outage ??= new Backoff(this.policy, t, this._rng));
-      delay = outage.nextDelay(t, wait);
-      if (delay === null) return this._fail(st, new LogUnavailable(st.id, e.message, outage.attempts, outage.elapsed(t)));
-      st._state = "detached";
+      if (delay === null) return this._fail(st, new LogUnavailable(st.id, e.message, outage.attempts, outage.elapsed(t), start ? st.req : ""));
+      if (start) st._resendDue = true;
+      else st._state = "detached";
       this._emit("unavailable", { stream: st.id, delay, cause: e.message });
-      again = () => {
-        st._againDue = false;
-        if (st._state === "detached" && this._ready && !st.done) {
-          this._send(this._resume(st));
-          st._answerBy = Math.max(st._answerBy, now() + this.requestTimeout);
-        }
-      };
     } else {
       if (!HARMLESS_ERROR.has(e.code)) this._fail(st, new RequestRefused(e.code, e.message));
       return;
@@ -1455,6 +1439,8 @@ export class Client {
 }
 
 const LIVE: ReadonlySet<StreamState> = new Set(["starting", "attached", "resuming"]);
+/** A stream's `start` frame (its request id, agent and input). */
+const startFrame = (st: Stream): ClientFrame => ({ t: "start", req: st.req, agent: st.agent, input: st.input });
 const PROGRESS = 1;
 const EVENTS = 2;
 const INTEGRITY = 3;
