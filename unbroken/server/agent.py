@@ -286,7 +286,10 @@ class Output:
         ):
             texts = pr._texts
             texts.append(delta)
-            if len(texts) >= pr._limit:
+            n = len(texts)
+            if n == 1 and not pr._npend:  # the first pending (a paced token): scheduled
+                pr._pend()
+            if n >= pr._limit:
                 return self._flush_full()
             return self._done
         if p == self._last_text and len(delta) <= self._max_chars:
@@ -315,7 +318,10 @@ class Output:
         ):
             texts = pr._texts
             texts.append(delta)
-            if len(texts) >= pr._limit:
+            n = len(texts)
+            if n == 1 and not pr._npend:  # the first pending (a paced token): scheduled
+                pr._pend()
+            if n >= pr._limit:
                 return self._flush_full()
             return self._done
         if p == self._last_text and len(delta) <= self._max_chars:

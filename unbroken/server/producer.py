@@ -93,7 +93,6 @@ class Producer:
         "_digests",
         "_due",
         "_ends",
-        "_first",
         "_flushed_at",
         "_head",
         "_head_digest",
@@ -144,12 +143,13 @@ class Producer:
         #: events written but not appended yet, but those in ``_texts``
         self._npend = 0
         #: the part whose text chunks (``Kind.TEXT``) may be appended to ``_texts``
-        #: with nothing else done while ``len(_texts) < _limit`` (``Output.text``'s
-        #: fast path): the current run's, while no error is kept and a flush is due
-        #: (``None`` when a write must come through :meth:`add_chunk`)
+        #: while ``len(_texts) < _limit`` (``Output.text``'s fast path; the first of
+        #: a batch then calls :meth:`_pend`): the current run's, while no error is
+        #: kept and nothing but that run's chunks is pending; it stays across a
+        #: paced token's append (``None`` when a write must come through
+        #: :meth:`add_chunk`)
         self._hot: str | None = None
         self._limit = max_batch
-        self._first = 1
         self._buf = bytearray()
         self._ends = array("I")
         self._runs: list[EventRun] = []
@@ -269,24 +269,28 @@ class Producer:
             self._runs.append(EventRun(self._chain.seq + 1, kind, part))
             self._run_kind, self._run_part = kind, part
         if not texts and not self._npend:  # the first event pending
-            self._first = self._chain.seq + 1
-            if not self._scheduled and not self._closed:
-                # _schedule, inlined: a paced agent's every token comes this way
-                self._scheduled = True
-                loop = self._loop
-                gap = self._flushed_at + self.coalesce - loop.time() if self.coalesce else 0.0
-                if gap > 0:
-                    loop.call_later(gap, self._tick)
-                else:  # this tick's flush
-                    due = self._due
-                    producers = due.producers
-                    if not producers:
-                        loop.call_soon(due.run)
-                    producers.append(self)
+            self._pend()
         texts.append(body)  # encoded and digested with the others at the append
         if kind == 1 and self._hot is None:  # Kind.TEXT: Output.text may go straight on
             self._hot = part
             self._limit = self.max_batch - self._npend
+
+    def _pend(self) -> None:
+        """A chunk is written while nothing is pending: its append is scheduled
+        (:meth:`_schedule`, inlined: a paced agent's every token comes this way,
+        from ``Output.text``'s fast path; change both)."""
+        if not self._scheduled and not self._closed:
+            self._scheduled = True
+            loop = self._loop
+            gap = self._flushed_at + self.coalesce - loop.time() if self.coalesce else 0.0
+            if gap > 0:
+                loop.call_later(gap, self._tick)
+            else:  # this tick's flush
+                due = self._due
+                producers = due.producers
+                if not producers:
+                    loop.call_soon(due.run)
+                producers.append(self)
 
     def add(self, event: Event) -> None:
         """Append any event (its ``seq`` is replaced by the next one)."""
@@ -319,10 +323,8 @@ class Producer:
         buf.append(_COMMA)
         self._ends.append(self._base + len(buf))
         self._digests.append(digest)
-        if not self._npend:
-            self._first = seq
-            if not self._scheduled:
-                self._schedule()
+        if not self._npend and not self._scheduled:
+            self._schedule()
         self._npend += 1
 
     async def flush(self) -> None:
@@ -366,8 +368,11 @@ class Producer:
 
     def _take(self) -> AppendBatch:
         self._digest_pending()
+        npend = self._npend
+        # every pending event is digested now, and they are the chain's last
+        first = self._chain.seq - npend + 1
         batch = AppendBatch(
-            self._first, self._npend, self._buf, self._ends, self._runs, self._digests, self._base
+            first, npend, self._buf, self._ends, self._runs, self._digests, self._base
         )
         if self._append_nowait is not None:  # the next batch follows this one in the log
             self._base += len(self._buf)
@@ -399,7 +404,7 @@ class Producer:
         of the tick), or, when the last append is less than ``coalesce`` seconds old
         (a fast, paced agent), once that interval is over, so the tokens written
         meanwhile share an append (and a notification of every reader). (Inlined in
-        :meth:`add_chunk`: change both.)"""
+        :meth:`_pend`: change both.)"""
         if self._closed:
             return  # finish() appends what is pending
         self._scheduled = True
@@ -431,8 +436,7 @@ class Producer:
                 kind, part = self._run_kind, self._run_part
                 digest = chain.chunk(kind, part, body.encode())  # (checked when written)
                 seq = chain.seq
-                texts.clear()
-                self._hot = None
+                texts.clear()  # (the run stays hot: its next chunk calls _pend)
                 runs = self._runs
                 try:
                     new_run = True if runs else False  # noqa: SIM210 - bool() is a call a token
