@@ -99,6 +99,7 @@ class _Probe:
     def start(self, client: int = 0) -> None:
         self._client = client
         self._client_ctx = _ctx_switches(client)
+        self._client_cpu = _cpu_seconds(client)
         self._ru = resource.getrusage(resource.RUSAGE_SELF)
         self._gc = [s["collections"] for s in gc.get_stats()]
         self._threads = threading.active_count()
@@ -116,6 +117,8 @@ class _Probe:
         o["invol_ctx_per_token"] = round((ru.ru_nivcsw - self._ru.ru_nivcsw) / tokens, 4)
         client_ctx = _ctx_switches(self._client)
         o["client_vol_ctx_per_token"] = round((client_ctx - self._client_ctx) / tokens, 4)
+        client_cpu = _cpu_seconds(self._client) - self._client_cpu
+        o["client_cpu_us_per_token"] = round(client_cpu * per, 2)
         o["minflt_per_token"] = round((ru.ru_minflt - self._ru.ru_minflt) / tokens, 4)
         o["gc_collections"] = [b - a for a, b in zip(self._gc, gcs, strict=True)]
         o["threads"] = self._threads
@@ -141,6 +144,17 @@ def _ctx_switches(pid: int) -> int:
             if line.startswith("voluntary_ctxt_switches:"):
                 return int(line.split()[1])
     return 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process ``pid`` so far (the client: its work
+    overlaps the server's on this machine's two cores); 0 without a pid or ``/proc``."""
+    if not pid:
+        return 0.0
+    with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
 
 
 def _parse_perf(text: str, tokens: int) -> dict[str, float]:
