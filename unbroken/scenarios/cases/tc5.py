@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import random
 import time
+from typing import Any
 
 from ...chaos.toxics import DIRECTIONS, Timeout
 from ...client import ConnectionEvent
@@ -22,6 +24,8 @@ from ..faults import timed_play
 from ..run_result import Check, RunResult
 from ..spec import SEED_CONDITIONS, RunSpec
 from .base import FAULT_MODES, FAULT_ORDER, FULL_CONDITIONS, Case
+
+log = logging.getLogger(__name__)
 
 #: 'silent': the deadline, and how late past it giving up may be reported (the loop's own
 #: timer lateness on a busy machine; an attempt that runs its whole handshake timeout
@@ -78,19 +82,28 @@ class TC5(Case):
         release = asyncio.Event()
         watch = run.watches[0]
         player = loop.create_task(timed_play(run, total_events))
-        await run.faulted.wait()
-        assert run.t_fault is not None
-        await watch.wait("disconnected", run.t_fault - 0.001)
-        hold = hold_silent if spec.variant == "silent" else hold_down
-        holder = loop.create_task(hold(run, release))
-        if self.gives_up(spec):
-            await watch.wait("exhausted", run.t_fault)
-        else:
-            await asyncio.sleep(SHORT_OUTAGE[spec.profile])  # the outage's length
-        release.set()
-        await holder
-        with contextlib.suppress(Exception):
-            await player
+        holder: asyncio.Task[None] | None = None
+        try:
+            await run.faulted.wait()
+            assert run.t_fault is not None
+            await watch.wait("disconnected", run.t_fault - 0.001)
+            hold = hold_silent if spec.variant == "silent" else hold_down
+            holder = loop.create_task(hold(run, release))
+            if self.gives_up(spec):
+                await watch.wait("exhausted", run.t_fault)
+            else:
+                await asyncio.sleep(SHORT_OUTAGE[spec.profile])  # the outage's length
+            release.set()
+            await holder
+            with contextlib.suppress(Exception):
+                await player
+        finally:
+            # every exit (the run timed out and cancelled this plan, or a wait failed):
+            # the network comes back and no helper task outlives the plan
+            release.set()
+            if holder is not None and not holder.done():
+                await _settle(holder)
+            await _cancel(player)
 
     async def checks(self, run: RunState, result: RunResult) -> list[Check]:
         return _checks(self, run)
@@ -131,18 +144,40 @@ async def hold_down(run: RunState, release: asyncio.Event) -> None:
     run.faults.append((time.monotonic(), "network down: connections refused"))
     loop = asyncio.get_running_loop()
     released = loop.create_task(release.wait())
+    reenabled: asyncio.Task[None] | None = None
     try:
         while not release.is_set():
             if p.enabled:
                 await p.disable("rst", reason="tc5_down")
             reenabled = loop.create_task(p.wait_until(lambda: p.enabled))
             await asyncio.wait({reenabled, released}, return_when=asyncio.FIRST_COMPLETED)
-            reenabled.cancel()
+            await _cancel(reenabled)
     finally:
-        released.cancel()
-        await p.enable()
-        run.released = time.monotonic()
-        run.faults.append((run.released, "network back"))
+        try:
+            await p.enable()
+            run.released = time.monotonic()
+            run.faults.append((run.released, "network back"))
+        finally:
+            await _cancel(released, *([reenabled] if reenabled is not None else []))
+
+
+async def _settle(holder: asyncio.Task[None]) -> None:
+    """Let a hold that was released finish (it brings the network back), however this
+    plan ends; cancelled itself meanwhile, the hold is cancelled and awaited too."""
+    try:
+        await asyncio.shield(holder)
+    except asyncio.CancelledError:
+        await _cancel(holder)
+        raise
+    except Exception:
+        log.debug("TC5's hold failed", exc_info=True)
+
+
+async def _cancel(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel ``tasks`` and wait until each has finished (whatever its outcome)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _checks(case: TC5, run: RunState) -> list[Check]:

@@ -49,11 +49,15 @@ class TC7(Case):
     async def plan_faults(self, run: RunState, total_events: int) -> None:
         # the cascade starts as soon as the condition first breaks the link
         player = asyncio.get_running_loop().create_task(timed_play(run, total_events))
-        await run.faulted.wait()
         try:
+            await run.faulted.wait()
             await cascade(run)
-        finally:
-            await player
+        except BaseException:
+            # cut short (the run timed out and cancelled the plan): the player goes too
+            player.cancel()
+            await asyncio.gather(player, return_exceptions=True)
+            raise
+        await player
 
     async def checks(self, run: RunState, result: RunResult) -> list[Check]:
         drops = result.metrics.drops
