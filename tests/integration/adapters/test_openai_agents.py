@@ -1,11 +1,11 @@
 """The real OpenAI Agents SDK (``openai-agents``) forwarded by ``forward_run``, with a cut.
 
-``openai-agents`` 0.24 pins ``websockets<17``, so it cannot live in the dev venv: this test
-builds a throwaway venv (reused across runs: keyed on its requirements under the temp dir)
-with unbroken's server and chaos dependencies plus ``openai-agents`` and websockets 16
-(pinned here: 0.25 allows 17, and what pip picks must not decide what is tested), and runs
-``agents_run_script.py`` there against the replayed provider. That also checks unbroken's
-server, client and fault proxy on websockets 16.
+The dev venv has ``openai-agents`` (0.25 or later: ``unbroken[all]``) on websockets 17; this
+test builds a throwaway venv (reused across runs: keyed on its requirements under the temp
+dir) with unbroken's server and chaos dependencies plus ``openai-agents`` and websockets 16
+(pinned here: the SDK allows 15 to 17, and what pip picks must not decide what is tested),
+and runs ``agents_run_script.py`` there against the replayed provider. That also checks
+unbroken's server, client and fault proxy on websockets 16.
 
 Building the venv (pip over the network) can take minutes, so the test has its own
 pytest-timeout limit: the build's own 600 s plus the run's two 120 s waits.
