@@ -15,10 +15,12 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,47 +37,59 @@ DONE = "window.demo && window.demo.done === true"
 SIZE = 300_000
 
 
-@pytest.fixture
-async def demo_url() -> AsyncIterator[str]:
-    """``unbroken serve tests.browser.demo_app:app --demo-page --port 0`` as a process;
-    yields the page's URL (from its log line)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "from unbroken.cli import main; main()",
-        "serve",
-        "tests.browser.demo_app:app",
-        "--demo-page",
-        "--port",
-        "0",
-        "--loop",
-        "asyncio",
+@pytest.fixture(scope="module")
+def demo_url() -> Iterator[str]:
+    """``unbroken serve tests.browser.demo_app:app --demo-page --port 0`` as a process,
+    one for the module's tests (each has its own page, stream and links: a fault
+    button faults only the page's own links); yields the page's URL (from its log line).
+    A thread reads the server's log throughout, so its pipe never fills."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from unbroken.cli import main; main()",
+            "serve",
+            "tests.browser.demo_app:app",
+            "--demo-page",
+            "--port",
+            "0",
+            "--loop",
+            "asyncio",
+        ],
         cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )
-    assert proc.stderr is not None
     lines: list[str] = []
+    urls: list[str] = []
+    seen = threading.Event()  # the URL's line, or the end of the log
+
+    def read_log() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            found = re.search(r"demo page: (http://\S+)", line)
+            if found and not urls:
+                urls.append(found.group(1))
+                seen.set()
+        seen.set()
+
+    reader = threading.Thread(target=read_log, name="demo-server-log", daemon=True)
+    reader.start()
     try:
-        url = ""
-        async with asyncio.timeout(30):
-            while not url:
-                line = (await proc.stderr.readline()).decode()
-                assert line, f"unbroken serve exited: {''.join(lines)}"
-                lines.append(line)
-                found = re.search(r"demo page: (http://\S+)", line)
-                url = found.group(1) if found else ""
-        drain = asyncio.ensure_future(proc.stderr.read())  # keep the pipe from filling
-        yield url
+        assert seen.wait(30), f"no demo page URL in 30 s: {''.join(lines)}"
+        assert urls, f"unbroken serve exited: {''.join(lines)}"
+        yield urls[0]
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
-        drain.cancel()
+        assert proc.wait(30) == 0, "".join(lines[-20:])
     finally:
-        if proc.returncode is None:
+        if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
+            proc.wait()
+        reader.join(10)
 
 
 def server_digest(base: str, stream: str) -> str:
