@@ -64,7 +64,7 @@ async def assess(
     run: RunState,
     case: Case,
     result: RunResult,
-    base: Baseline,
+    base: Baseline | None,
     cpu: float,
     sampler: ResourceSampler,
     logs: LogCapture | None = None,
@@ -139,16 +139,17 @@ async def assess(
 
     # ---- timings
     m = result.metrics
-    m.baseline_s = base.total_s
-    m.baseline_wire_bytes = base.wire_bytes
-    m.baseline_cpu_s = base.cpu_s
+    if base is not None:
+        m.baseline_s = base.total_s
+        m.baseline_wire_bytes = base.wire_bytes
+        m.baseline_cpu_s = base.cpu_s
     m.server_cpu_s = cpu
     ends = [r.ended_at for r, _ in run.streams() if r.ended_at is not None]
     ends += [f.ended_at for f in run.foreign if f.ended_at is not None]
     gives_up = case.gives_up(spec)
     if ends and not gives_up:
         m.total_s = max(ends) - run.t_start
-        m.delay_s = m.total_s - base.total_s
+        m.delay_s = m.total_s - base.total_s if base is not None else None
     m.wire_bytes = h.proxy.totals()["downstream"]["sent"]
     m.rss_peak_mb = sampler.peak_rss / 2**20
     m.log_peak_mb = sampler.peak_log_bytes / 2**20

@@ -76,8 +76,10 @@ def policy(spec: RunSpec) -> BackoffPolicy:
 # ------------------------------------------------------------------ baseline
 _BASELINES: dict[tuple[str, int, int, str, int], Baseline] = {}
 #: At most this many fault-free runs per baseline (None: each case's
-#: :attr:`~.cases.Case.baseline_runs`). The project's own tests take 1: none of their
-#: assertions reads a baseline figure, and the best of two is a yardstick for reports.
+#: :attr:`~.cases.Case.baseline_runs`), and none for a case that does not read its
+#: baseline (:attr:`~.cases.Case.reads_baseline`). The project's own tests take 1: none
+#: of their assertions reads a baseline figure, and the best of two is a yardstick for
+#: reports.
 max_baseline_runs: int | None = None
 
 
@@ -275,10 +277,13 @@ async def _warm_up() -> None:
     _warm = True
 
 
-async def _baseline(spec: RunSpec) -> Baseline:
+async def _baseline(spec: RunSpec) -> Baseline | None:
     """The same run without a fault: the best of the case's ``baseline_runs`` (two by
     default: a fair, conservative yardstick for the delay and the CPU overhead of a
-    fault)."""
+    fault). None: fault-free runs are economised (:data:`max_baseline_runs`) and the
+    case reads no baseline."""
+    if max_baseline_runs is not None and not case_for(spec.scenario).reads_baseline:
+        return None
     key = _baseline_key(spec)
     if key in _BASELINES:
         return _BASELINES[key]

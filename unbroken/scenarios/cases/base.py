@@ -53,6 +53,11 @@ class Case:
     """Fault-free runs the baseline is the best of (2: a conservative yardstick for the
     delay and the CPU overhead of a short answer). A case whose answer is paced over many
     seconds and whose checks do not read the baseline takes 1: the pace is its time."""
+    reads_baseline: ClassVar[bool] = True
+    """Whether the case's fault plan or checks read the baseline. A case that does not
+    gets none where fault-free runs are economised (the project's tests:
+    :data:`unbroken.scenarios.run.max_baseline_runs`); its metrics then lack the
+    baseline's figures."""
     open_timeout: ClassVar[float] = 1.0
     """The clients' handshake timeout (s)."""
     tick: ClassVar[float] = 0.01

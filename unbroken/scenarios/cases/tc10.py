@@ -107,6 +107,7 @@ class TC10(Case):
     extra_budget = 20.0
     plan_grace = 0.0
     baseline_runs = 1  # a 7 s paced answer (quick tier); no check reads the baseline
+    reads_baseline = False
 
     def __init__(self) -> None:
         self._seen: dict[int, _Seen] = {}

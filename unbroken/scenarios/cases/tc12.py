@@ -89,6 +89,7 @@ class TC12(Case):
     sized = False
     extra_budget = 60.0
     baseline_runs = 1  # a 10 s paced answer (quick tier); no check reads the baseline
+    reads_baseline = False
     plan_grace = 30.0  # the ramp back up completes even if the answer is done
     #: a handshake over a link with 2 s of one-way latency needs more than the default 1 s
     open_timeout = 6.0
