@@ -124,7 +124,8 @@ class Attachment:
         """:meth:`frame` of one chunk, event ``seq`` of ``kind`` and ``part`` whose
         stored item is ``enc`` (a live stream's token pushed by the log), the same
         bytes as ``frame(seq, 1, chunk_items(kind, part, enc), digest, kind)``: in
-        v1 its items array is formatted into the frame (no join, no call)."""
+        v1 its items array is formatted into the frame (no join, no call). (v1's is
+        inlined in :meth:`~unbroken.server.connection.Connection._push`: change both.)"""
         sid = self.stream_id
         if sid is not None:
             head = _OPENED[kind].get(part)

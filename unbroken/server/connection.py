@@ -23,6 +23,7 @@ import enum
 import logging
 import secrets
 import time
+from binascii import hexlify
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableSet
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -73,12 +74,13 @@ from ..protocol.frames import (
 )
 from ..protocol.frames_v2 import CAP_ZLIB, ZLIB_MIN
 from ..protocol.frames_v2 import ServerCodec as ServerCodecV2
+from ..protocol.items import _OPENED, _open_chunk
 from ..protocol.resume import StreamInfo, decide_resume
 from ..protocol.server_session import AckResult, ServerSession, TokenBucket
 from ..store.base import DIVERGED, LiveIndex
 from . import eager
 from .agent import Principal, anonymous_principal
-from .attach import Attachment
+from .attach import _CHUNK_FRAME, Attachment
 from .config import ServerConfig
 from .ticker import ticker
 
@@ -1244,14 +1246,23 @@ class Connection:
             return False  # a trickle piles up, or the window is full: the usual way
         att.head_hint = seq
         try:
-            frame = att.chunk_frame(seq, kind, part, enc, digest)
-            if self.codec.binary:
-                self._send_events(frame, now)
+            sid = att.stream_id
+            if sid is None:  # v2: the codec's frame (binary)
+                self._send_events(att.chunk_frame(seq, kind, part, enc, digest), now)
                 return True
+            # v1's Attachment.chunk_frame, inlined (a call a paced token: change both)
+            head = _OPENED[kind].get(part)
+            if head is None:
+                head = _open_chunk(kind, part)
+            frame = _CHUNK_FRAME % (sid, seq, head, enc, hexlify(digest))
+            size = len(frame)
+            counts = self._counts  # (the attachment's)
+            counts.events_out += 1
+            flow.sent_frame(seq, size, False)  # (a chunk: never the end)
             # _send_events of a text frame, inlined (a call a paced token)
             if not self._hb_armed:
                 self._schedule_hb()
-            self._counts.bytes_out += len(frame)
+            counts.bytes_out += size
             send = self._send_sync
             if send is not None and send(frame):
                 self._last_send = self._events_at = now
