@@ -54,9 +54,10 @@ async def test_every_node_lists_a_principals_running_streams_from_the_store(
     a = RedisStore(redis.url, prefix=prefix, cluster=cluster)
     b = RedisStore(redis.url, prefix=prefix, cluster=cluster)
     gate = asyncio.Event()
+    app_a = node(a, gate)
     try:
         async with (
-            serve(node(a, gate)) as na,
+            serve(app_a) as na,
             serve(node(b, gate)) as nb,
             Client(na.url, token="alice-laptop") as laptop,  # on node A
             Client(nb.url, token="alice-phone") as phone,  # on node B: runs nothing
@@ -89,6 +90,10 @@ async def test_every_node_lists_a_principals_running_streams_from_the_store(
             )
             for st in (one, two):
                 await asyncio.wait_for(st.wait(), T)
+            # the end event reaches a client before the run's store.finish marks the
+            # stream ended (what the list reads): wait for the runs to be over
+            for run in list(app_a.hub.runs.values()):
+                await asyncio.wait_for(run.done.wait(), T)
             assert await phone.streams() == [] and await laptop.streams() == []
     finally:
         await a.close()
