@@ -141,7 +141,7 @@ export interface ClientOptions {
   pingEvery?: number;
   /** seconds for one connection attempt: TCP, upgrade and `welcome` (3) */
   openTimeout?: number;
-  /** seconds a start or resume may stay unanswered on a live link (30) */
+  /** seconds a start or resume may stay unanswered on a live link (30; Infinity: no limit; else a positive number, or `ConfigError`) */
   requestTimeout?: number;
   /** largest frame accepted from the server (16 MiB) */
   maxFrame?: number;
@@ -202,6 +202,9 @@ type QueueItem = { ev: StreamEvent; raw: Event; h?: Uint8Array } | { error: unkn
 type StreamState = "starting" | "attached" | "detached" | "resuming" | "ended" | "gone";
 
 const now = (): number => performance.now() / 1000;
+/** @internal `setTimeout(fn)` in `seconds`, cut to the longest a timer takes
+ * (2^31 - 1 ms, ~24.8 days; a longer one, or Infinity, would fire at once) */
+export const inSeconds = (fn: () => void, seconds: number): ReturnType<typeof setTimeout> => setTimeout(fn, Math.min(seconds * 1000, 2147483647));
 
 /** Longest run of frame verification before the client lets the page run (s). */
 const SLICE = 0.004;
@@ -277,8 +280,9 @@ export class Stream implements AsyncIterable<StreamEvent> {
   _resendDue = false;
   /** @internal the user cancelled (a `cancelled` end is then a success) */
   _cancelled = false;
-  /** @internal when the start or resume is due its answer (`now()`): moved on by
-   * each answer that has it sent again (`unavailable`, a start refused for load) */
+  /** @internal when the start or resume is due its answer (`Client.sinceLate()`: the
+   * page's lateness left out): moved on by each answer that has it sent again
+   * (`unavailable`, a start refused for load) */
   _answerBy = 0;
   /** a resend is planned (its timer not yet run): its answer is not due yet */
   _againDue = false;
@@ -501,7 +505,8 @@ export class Client {
     this.shouldRetry = options.shouldRetry;
     this.onEvent = options.onEvent;
     this.openTimeout = options.openTimeout ?? 3.0;
-    this.requestTimeout = options.requestTimeout ?? 30.0;
+    const rt = (this.requestTimeout = options.requestTimeout ?? 30.0);
+    if (typeof rt != "number" || !(rt > 0)) throw new ConfigError(`requestTimeout ${rt}: need seconds > 0`);
     this.maxFrame = options.maxFrame ?? DEFAULT_MAX_FRAME;
     this.validator = options.validator ?? null;
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
@@ -696,31 +701,39 @@ export class Client {
    * Time this page ran late (a busy page, a throttled background tab, a stopped
    * process) is not the server's and does not count, as in the liveness rule: the
    * answer is due that much later. The client's one ticker (`lateTick`, while any
-   * request waits) measures it; each wait keeps one timer, at its deadline, which
-   * moves on when it fires after the page ran late (and lets the messages that wait
-   * go first, once). */
+   * request waits) measures it; the deadline (`_answerBy`) is kept on a clock that
+   * leaves it out (`sinceLate`), so a resend's new deadline is not moved on again by
+   * a stall before it. Each wait keeps one timer, at its deadline (none when that is
+   * Infinity), which moves on when it fires after the page ran late (and lets the
+   * messages that wait go first, once). */
   private async _awaitAnswer(st: Stream, what: string): Promise<void> {
-    st._answerBy = Math.max(st._answerBy, now() + this.requestTimeout);
+    st._answerBy = Math.max(st._answerBy, this.sinceLate() + this.requestTimeout);
     if (this.lateWaits++ === 0) this.lateTick();
     let seen = this.lateNow();
     let timer: ReturnType<typeof setTimeout> | undefined;
     // when the timer is due (its own lateness counts too: it may fire before the ticker)
-    let at = now();
+    let at = Infinity;
     let deferred = false;
     const timeout = new Promise<never>((_, rej) => {
       const due = (): void => {
         const t = now();
         const total = this.lateNow();
         const late = Math.max(total - seen, t - at);
+        // its own lateness that the ticker did not measure (it fired first)
+        st._answerBy += late - total + seen;
         seen = total;
-        st._answerBy += late;
+        // seconds left: the deadline is on the clock without the page's lateness
+        const left = st._answerBy - t + total;
         // ran late: the messages that wait go first (once); else on to the deadline,
         // moved on (ran late, or sent again); a resend planned but late (a busy page):
         // its timer runs first, then this again
         deferred = late > LATE_RUN && !deferred;
-        at = deferred ? t : Math.max(st._answerBy, t + 0.001);
-        if (deferred || st._answerBy > t || st._againDue) timer = setTimeout(due, (at - t) * 1000);
-        else rej(new RequestTimeout(`${what} of ${JSON.stringify(st.agent || st.id || st.req)}`, this.requestTimeout));
+        if (left === Infinity) return;
+        if (deferred || left > 0 || st._againDue) {
+          const s = deferred ? 0 : Math.max(left, 0.001);
+          at = t + s;
+          timer = inSeconds(due, s);
+        } else rej(new RequestTimeout(`${what} of ${JSON.stringify(st.agent || st.id || st.req)}`, this.requestTimeout));
       };
       due();
     });
@@ -748,6 +761,11 @@ export class Client {
       this.lateDue = t;
     }
     return this.lateTotal;
+  }
+
+  /** @internal Now (seconds) on the clock that leaves out how late this page ran. */
+  sinceLate(): number {
+    return now() - this.lateNow();
   }
 
   /** @internal The ticker: adds up how late it ran, then ticks again (while a wait is on). */
@@ -958,7 +976,7 @@ export class Client {
         this._wakeSleep = null;
         resolve();
       };
-      const timer = setTimeout(done, seconds * 1000);
+      const timer = inSeconds(done, seconds);
       this._sleepFloor = floor;
       this._wakeSleep = done;
     });
@@ -1407,7 +1425,7 @@ export class Client {
         this._send(start ? startFrame(st) : this._resume(st));
         // its answer is due `requestTimeout` after it went, not after it was planned (a
         // late timer: a busy or throttled page)
-        st._answerBy = Math.max(st._answerBy, now() + this.requestTimeout);
+        st._answerBy = Math.max(st._answerBy, this.sinceLate() + this.requestTimeout);
       }
     };
     if (e.req !== null && e.stream === null && st.id && (RETRYABLE_START.has(e.code) || e.code === "unavailable")) {
@@ -1432,9 +1450,11 @@ export class Client {
       return;
     }
     // sent again after `delay`: its answer is due `requestTimeout` after that
-    st._answerBy = Math.max(st._answerBy, t + delay + this.requestTimeout);
+    st._answerBy = Math.max(st._answerBy, this.sinceLate() + delay + this.requestTimeout);
     st._againDue = true;
-    setTimeout(again, delay * 1000);
+    // (its timer keeps no Node process alive: a connection or its reconnect does, and
+    // after close it is moot)
+    (inSeconds(again, delay) as { unref?(): void }).unref?.();
   }
 }
 

@@ -14,7 +14,7 @@
  * - `join(client, id)`, `read(client, id)`, `connectionEvents(client)`: functions,
  *   no plugin needed.
  */
-import { Client, Hook, type ConnectionEvent, type LiveStreamInfo, type Plugin } from "./client.js";
+import { Client, Hook, inSeconds, type ConnectionEvent, type LiveStreamInfo, type Plugin } from "./client.js";
 import { ready as digestReady } from "./blake2b.js";
 import { seed, toHex } from "./digest.js";
 import { ConfigError, ConnectionLost, ProtocolError, RequestTimeout, errorMessage } from "./errors.js";
@@ -134,7 +134,7 @@ export async function streams(client: Client): Promise<LiveStreamInfo[]> {
   client._checkUsable();
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, rej) => {
-    timer = setTimeout(() => rej(new RequestTimeout("list of live streams", client.requestTimeout)), client.requestTimeout * 1000);
+    if (client.requestTimeout < Infinity) timer = inSeconds(() => rej(new RequestTimeout("list of live streams", client.requestTimeout)), client.requestTimeout);
   });
   const n = ++listing.n;
   const lists = listing.lists;
