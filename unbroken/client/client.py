@@ -563,7 +563,10 @@ class Client:
         (``item.cursor``).
         On a RedisStore every node answers the same list (the store keeps it); on a
         MemoryStore a node lists its own runs. A server older than the ``streams``
-        capability raises :class:`~unbroken.errors.ConfigError`."""
+        capability raises :class:`~unbroken.errors.ConfigError`.
+        The list can lag a run's end by one store round trip: a stream whose ``end``
+        this client has already received may still be listed until the server has
+        recorded that end (``store.finish``; on Redis this shows under load)."""
         self._check_usable()
         try:
             async with asyncio.timeout(self.request_timeout):
