@@ -18,9 +18,12 @@ from unbroken.scenarios.pytest_plugin import (  # noqa: F401
 @pytest.fixture(autouse=True, scope="session")
 def _one_baseline_run() -> Iterator[None]:
     """One fault-free run per baseline instead of the best of two (it is still checked
-    exact): no assertion here reads a baseline figure, and a fault lands at its byte
-    offset or at its count of events received, whichever comes first;
-    ``unbroken chaos run`` keeps the best of two for its reports."""
+    exact), except where a check reads a baseline figure: TC1's "total time <=
+    baseline + 5 s" (``Case.checks_baseline``) keeps its best of two. Fault plans read
+    the baseline too (a throttle's rate, a gradual fault's ramp point, a byte cut's
+    offset: faults.py) and take the one run: a fault lands at its byte offset or at its
+    count of events received, whichever comes first. ``unbroken chaos run`` keeps the
+    best of two for its reports."""
     before = run_module.max_baseline_runs
     run_module.max_baseline_runs = 1
     yield

@@ -349,3 +349,13 @@ def test_tc12_reference_is_one_frame_an_event_and_coalescing_beats_it() -> None:
         stream, 1, items.encode(events), bytes(DIGEST_SIZE), events[-1].kind, state
     )
     assert (len(whole) + 10) / body < SLOW_RATIO_SHARE * each
+
+
+def test_a_case_whose_check_reads_its_baseline_keeps_the_best_of_two() -> None:
+    # the scenario tier caps fault-free runs at one (conftest), but TC1's check "total
+    # time <= baseline + 5 s" reads the baseline: one run would loosen that bound
+    assert run_module.max_baseline_runs == 1, "the tier's cap is on"
+    assert run_module.baseline_runs(case_for("TC1")) == 2
+    others = [c for c in CASES.values() if not c.checks_baseline]
+    assert others, "cases whose checks read no baseline figure"
+    assert all(run_module.baseline_runs(c) == 1 for c in others)

@@ -53,6 +53,11 @@ class Case:
     """Fault-free runs the baseline is the best of (2: a conservative yardstick for the
     delay and the CPU overhead of a short answer). A case whose answer is paced over many
     seconds and whose checks do not read the baseline takes 1: the pace is its time."""
+    checks_baseline: ClassVar[bool] = False
+    """Whether a check compares the run with a baseline figure (TC1: total time <=
+    baseline + 5 s). Its baseline stays the best of :attr:`baseline_runs` where
+    fault-free runs are economised (:data:`unbroken.scenarios.run.max_baseline_runs`
+    caps the others): one run would loosen the bound by the run-to-run spread."""
     reads_baseline: ClassVar[bool] = True
     """Whether the case's fault plan or checks read the baseline. A case that does not
     gets none where fault-free runs are economised (the project's tests:

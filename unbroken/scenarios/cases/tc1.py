@@ -12,6 +12,7 @@ from .common import seconds
 
 class TC1(Case):
     id = "TC1"
+    checks_baseline = True  # "total time <= baseline + 5 s"
     foreign_app = None
     quick_sample = (
         ("medium", "mid", "throttled", "fin", ""),
