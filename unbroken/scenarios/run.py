@@ -80,10 +80,10 @@ _BASELINES: dict[tuple[str, int, int, str, int], Baseline] = {}
 #: baseline (:attr:`~.cases.Case.reads_baseline`). The project's own tests take 1. What
 #: reads a baseline: a case's check that compares a run's total time with the
 #: baseline's (``base.total_s``, so through ``result.passed`` every test of that case;
-#: the cap leaves its best of two: :attr:`~.cases.Case.checks_baseline`), and fault plans (faults.py: a throttle's
-#: rate, a gradual fault's ramp point and a byte cut's offset come from the baseline's
-#: time and bytes). Those plans take one run: a fault lands at its byte offset or at its
-#: count of events received, whichever comes first.
+#: the cap leaves its best of two: :attr:`~.cases.Case.checks_baseline`), and fault
+#: plans (faults.py: a throttle's rate, a gradual fault's ramp point and a byte cut's
+#: offset come from the baseline's time and bytes). Those plans take one run: a fault
+#: lands at its byte offset or at its count of events received, whichever comes first.
 max_baseline_runs: int | None = None
 
 
