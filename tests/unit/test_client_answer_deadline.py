@@ -24,7 +24,7 @@ async def test_a_deadline_moved_on_during_the_send_is_kept() -> None:
     client._answer_later("r1", later)
     waiting = asyncio.create_task(client._answered(st, "resume"))
     await asyncio.sleep(0)  # one step: _answered has set its deadline and waits
-    assert st._answer_by >= later + 0.05  # not overwritten by now + request_timeout
+    assert client._answer_due(st) >= later + 0.05  # not overwritten by now + request_timeout
     assert not waiting.done()
     st._started.set_result(None)  # answered
     await asyncio.wait_for(waiting, 5)
@@ -49,10 +49,37 @@ async def test_a_resend_that_goes_late_is_answered_request_timeout_after_it_goes
     await asyncio.sleep(0)
     time.sleep(0.2)  # noqa: ASYNC251 (the fault: a stalled process, its timers all late)
     client._resend_start("r1")  # the resend timer, 190 ms late
-    assert st._answer_by >= loop.time() + 0.04  # due after it went, not when planned
+    assert client._answer_due(st) >= loop.time() + 0.04  # due after it went, not when planned
     await asyncio.sleep(0)
     assert sent == [("start", "r1")]
     assert not waiting.done(), "failed RequestTimeout before the resend was answered"
+    st._started.set_result(None)
+    await asyncio.wait_for(waiting, 5)
+
+
+async def test_a_stall_before_a_resend_is_not_counted_again_after_it() -> None:
+    # the process stalls while a start waits (1 s, request_timeout 0.3 s); then an
+    # `unavailable` plans its resend 10 ms on: the answer is due request_timeout after
+    # the resend, and the stall (already behind the resend's time) does not move it
+    # again (it used to: due 0.3 + ~0.9 s after the resend)
+    client = Client(["ws://127.0.0.1:1/"], request_timeout=0.3)
+    st = Stream(client, "r1", "a")
+    client._streams["r1"] = st
+    loop = asyncio.get_running_loop()
+    waiting = asyncio.create_task(client._answered(st, "start"))
+    await asyncio.sleep(0)  # one step: _answered has set its deadline and waits
+    time.sleep(1.0)  # noqa: ASYNC251 (the fault: a stalled process, its timers all late)
+    resend_at = loop.time() + 0.01
+    client._answer_later("r1", resend_at)
+    for _ in range(3):
+        await asyncio.sleep(0)  # the late timers run: the ticker, the wait's deadline
+    assert not waiting.done()
+    # any lateness after the resend was planned still counts (a loaded machine's);
+    # the 1 s stall before it does not
+    late_since = client._late_now()
+    due = client._answer_due(st)
+    assert due >= resend_at + 0.3
+    assert due - (resend_at + 0.3) < 0.5, (due - resend_at, late_since)
     st._started.set_result(None)
     await asyncio.wait_for(waiting, 5)
 

@@ -202,8 +202,10 @@ class Stream:
         )
         self._consumed = ConsumedCursor()  # how far the iterator has yielded
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        #: (loop time) when the start or resume should have been answered: moved on by
-        #: each answer that sends it again later (``unavailable``, a start refused for load)
+        #: when the start or resume should have been answered, on the client's clock
+        #: without its own lateness (loop time less :meth:`Client._late_now`): moved on
+        #: by each answer that sends it again later (``unavailable``, a start refused
+        #: for load)
         self._answer_by = 0.0
         self._done: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._cancelled_by_user = False
@@ -607,11 +609,10 @@ class Client:
         loop = asyncio.get_running_loop()
         # an answer that has it sent again may have come while it was being sent
         # (_answer_later): its later deadline stands
-        st._answer_by = max(st._answer_by, loop.time() + self.request_timeout)
+        st._answer_by = max(st._answer_by, loop.time() - self._late_now() + self.request_timeout)
         if st._started.done():
             return st._started.result()
         self._late_begin()
-        seen = self._late_now()
         # True: answered; False: not answered in time. Not wait_for: on 3.11 it loses
         # a cancel that comes as the answer does (the caller's task, cancelled, would
         # go on as if answered)
@@ -624,16 +625,14 @@ class Client:
         timer: asyncio.TimerHandle  # the deadline's (re-armed when it moves on)
 
         def due() -> None:
-            nonlocal seen, timer
-            total = self._late_now()
-            st._answer_by += total - seen  # the loop's lateness meanwhile: not counted
-            seen = total
-            if st._answer_by > loop.time():  # moved on (ran late, or sent again)
-                timer = loop.call_at(st._answer_by, due)
+            nonlocal timer
+            at = self._answer_due(st)  # the loop's lateness meanwhile: not counted
+            if at > loop.time():  # moved on (ran late, or sent again)
+                timer = loop.call_at(at, due)
             elif not outcome.done():
                 outcome.set_result(False)
 
-        timer = loop.call_at(st._answer_by, due)
+        timer = loop.call_at(self._answer_due(st), due)
         st._started.add_done_callback(answered)
         try:
             if await outcome:
@@ -646,6 +645,11 @@ class Client:
         self._session.forget(st.req)
         st._finish(error)
         raise error
+
+    def _answer_due(self, st: Stream) -> float:
+        """(loop time) When ``st``'s start or resume is due to be answered: its
+        deadline plus the time this process has run late so far."""
+        return st._answer_by + self._late_now()
 
     def _late_now(self) -> float:
         """How late the loop has run (seconds, summed) while answers were awaited,
@@ -682,7 +686,9 @@ class Client:
         ``request_timeout`` after that."""
         st = self._streams.get(req)
         if st is not None:
-            st._answer_by = max(st._answer_by, at + self.request_timeout)
+            # on the clock without lateness: a stall before the resend is not counted
+            # again after it (``at`` is the resend's loop time, after the stall)
+            st._answer_by = max(st._answer_by, at - self._late_now() + self.request_timeout)
 
     def connection_events(self) -> AsyncIterator[ConnectionEvent]:
         """Async iterator over connection events from now on."""
