@@ -1,5 +1,5 @@
-"""When a write is appended (``Producer.add_chunk`` schedules it, as ``_schedule``
-does): in the loop tick it was written in, unless the last append is less than
+"""When a write is appended (``Producer._pend`` schedules it, for ``add_chunk``, ``add``
+and ``Output.text``): in the loop tick it was written in, unless the last append is less than
 ``coalesce`` seconds old; then once that interval is over (a timer), so the tokens
 of a fast agent share an append. Timers are caught, not waited for, and the
 producer's clock is the test's (no stall of a loaded machine moves a due time)."""

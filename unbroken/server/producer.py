@@ -54,7 +54,7 @@ class _Due:
     """The producers written to in this loop tick: one loop callback (:meth:`run`)
     flushes them all (a paced stream writes a token a tick; a callback each cost more
     than its append). A producer joins by appending itself to :attr:`producers`,
-    scheduling :meth:`run` when it is the first (:meth:`Producer._schedule`)."""
+    scheduling :meth:`run` when it is the first (:meth:`Producer._pend`)."""
 
     __slots__ = ("producers",)
 
@@ -276,9 +276,12 @@ class Producer:
             self._limit = self.max_batch - self._npend
 
     def _pend(self) -> None:
-        """A chunk is written while nothing is pending: its append is scheduled
-        (:meth:`_schedule`, inlined: a paced agent's every token comes this way,
-        from ``Output.text``'s fast path; change both)."""
+        """An event is written while nothing is pending: its append is scheduled,
+        within this tick (after the agent's other writes of the tick), or, when the
+        last append is less than ``coalesce`` seconds old (a fast, paced agent), once
+        that interval is over, so the tokens written meanwhile share an append (and a
+        notification of every reader). A paced agent's every token comes this way,
+        from ``Output.text``'s fast path."""
         if not self._scheduled and not self._closed:
             self._scheduled = True
             loop = self._loop
@@ -323,8 +326,8 @@ class Producer:
         buf.append(_COMMA)
         self._ends.append(self._base + len(buf))
         self._digests.append(digest)
-        if not self._npend and not self._scheduled:
-            self._schedule()
+        if not self._npend:
+            self._pend()
         self._npend += 1
 
     async def flush(self) -> None:
@@ -398,26 +401,6 @@ class Producer:
         self._buf, self._ends, self._runs, self._digests = bytearray(), array("I"), [], []
         self._npend = 0
         self.error = exc
-
-    def _schedule(self) -> None:
-        """Append what is pending: within this tick (after the agent's other writes
-        of the tick), or, when the last append is less than ``coalesce`` seconds old
-        (a fast, paced agent), once that interval is over, so the tokens written
-        meanwhile share an append (and a notification of every reader). (Inlined in
-        :meth:`_pend`: change both.)"""
-        if self._closed:
-            return  # finish() appends what is pending
-        self._scheduled = True
-        loop = self._loop
-        gap = self._flushed_at + self.coalesce - loop.time() if self.coalesce else 0.0
-        if gap > 0:
-            loop.call_later(gap, self._tick)
-        else:  # this tick's flush
-            due = self._due
-            producers = due.producers
-            if not producers:
-                loop.call_soon(due.run)
-            producers.append(self)
 
     def _tick(self) -> None:
         self._scheduled = False
