@@ -67,13 +67,30 @@ class IntegrityError(UnbrokenError):
 class ReconnectExhausted(UnbrokenError):
     """The client gave up reconnecting: attempts or time budget used up."""
 
-    def __init__(self, attempts: int, elapsed: float, last_error: BaseException | None) -> None:
+    def __init__(
+        self,
+        attempts: int,
+        elapsed: float,
+        last_error: BaseException | None,
+        *,
+        never_connected: Sequence[str] = (),
+    ) -> None:
         last = f"{type(last_error).__name__}: {last_error}" if last_error else "none"
-        super().__init__(
-            f"gave up reconnecting after {attempts} attempts in {elapsed:.1f}s "
-            f"(last error: {last}); the stream can still be resumed from its cursor "
-            "while the server retains it"
-        )
+        if never_connected:
+            text = (
+                f"could not connect to {', '.join(never_connected)}: gave up after "
+                f"{attempts} attempts in {elapsed:.1f}s (last error: {last}); check the "
+                "URL and that the server is running"
+            )
+        else:
+            text = (
+                f"gave up reconnecting after {attempts} attempts in {elapsed:.1f}s "
+                f"(last error: {last}); the stream can still be resumed from its cursor "
+                "while the server retains it"
+            )
+        super().__init__(text)
+        #: the URLs tried when the client never connected (empty after a connection)
+        self.never_connected: tuple[str, ...] = tuple(never_connected)
         self.attempts = attempts
         self.elapsed = elapsed
         self.last_error = last_error

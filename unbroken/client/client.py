@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
@@ -32,10 +32,10 @@ from ..errors import (
     ConnectionLost,
     IntegrityError,
     ProtocolError,
+    ReconnectExhausted,
     RequestRefused,
     RequestTimeout,
     StreamGone,
-    UnbrokenError,
 )
 from ..protocol import versions
 from ..protocol.backoff import Backoff, BackoffPolicy, GiveUp, Reconnects
@@ -444,7 +444,25 @@ class Client:
         self._live.ping_every = value
 
     # ------------------------------------------------------------ lifecycle
+    def __enter__(self) -> NoReturn:
+        raise ConfigError(
+            "Client is an async context manager: write `async with Client(url) as client:` "
+            "inside an async function (run it with asyncio.run(main()))"
+        )
+
+    def __exit__(self, *exc: object) -> None:  # pragma: no cover: __enter__ refuses
+        return None
+
     async def __aenter__(self) -> Client:
+        if self._closed:
+            raise ConfigError(
+                "this client is closed (its `async with` block ended): open a new Client"
+            )
+        if self._supervisor is not None:
+            raise ConfigError(
+                "this client is open already: enter `async with Client(url)` once, and "
+                "share the client object inside that block"
+            )
         loop = asyncio.get_running_loop()
         self._first = loop.create_future()
         self._supervisor = loop.create_task(self._supervise(), name="unbroken-client")
@@ -713,7 +731,9 @@ class Client:
         if self._fatal is not None:
             raise self._fatal
         if self._closed:
-            raise UnbrokenError("client is closed")
+            raise ConfigError(
+                "this client is closed (its `async with` block ended): open a new Client"
+            )
 
     async def _send_frame(self, frame: Any) -> None:
         ws = self._ws
@@ -809,7 +829,16 @@ class Client:
             )
             if isinstance(next_step, GiveUp):
                 self._emit("exhausted", attempt=next_step.error.attempts, cause=cause)
-                self._fail_all(next_step.error)
+                gave_up = next_step.error
+                if self._first is not None and not self._first.done():
+                    # never welcomed: a wrong URL or a server not up, not a lost link
+                    gave_up = ReconnectExhausted(
+                        gave_up.attempts,
+                        gave_up.elapsed,
+                        gave_up.last_error,
+                        never_connected=self.urls,
+                    )
+                self._fail_all(gave_up)
                 return
             delay = next_step.delay
             # a node that just failed us is the least likely to work: try the next

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,36 @@ if TYPE_CHECKING:
     from ..observe.metrics import MetricsApp
 
 log = logging.getLogger(__name__)
+
+
+#: what a client may name in ``start`` (protocol: ``agent``)
+_AGENT_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,128}\Z")
+
+
+def _check_agent(name: str, fn: object) -> None:
+    """Refuse, when it is registered, an agent the hub could not run: every run of
+    it would end ``failed`` with a bare ``TypeError``."""
+    shape = f"write it as `async def {getattr(fn, '__name__', 'agent')}(req, out):`"
+    if not callable(fn):
+        raise ConfigError(f"agent {name!r} is {type(fn).__name__}, not a function; {shape}")
+    if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+        raise ConfigError(
+            f"agent {name!r} is a generator: an agent does not yield, it writes "
+            f"(`await out.text(token)`); {shape}"
+        )
+    if inspect.isfunction(fn) and not inspect.iscoroutinefunction(fn):
+        raise ConfigError(f"agent {name!r} is a plain (sync) function; {shape}")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or an object without one: run it
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        raise ConfigError(
+            f"agent {name!r} takes {signature}, but an agent is called with two "
+            f"arguments, the request and its output; {shape}"
+        ) from None
 
 
 class Unbroken:
@@ -331,10 +363,21 @@ class Unbroken:
         ``timeout`` limits each run; ``stall_timeout``: a run silent for that long
         (no output) ends ``failed`` with ``stalled: no output for Ns`` instead of
         hanging its clients (default: the admission's ``stall_timeout``)."""
+        if not isinstance(name, str):
+            raise ConfigError(
+                f"app.agent() takes the agent's name, not {type(name).__name__}: write "
+                '@app.agent("name") above `async def name(req, out):`'
+            )
+        if _AGENT_NAME.match(name) is None:
+            raise ConfigError(
+                f"bad agent name {name!r}: 1 to 128 of A-Z a-z 0-9 _ . : - (clients "
+                "start it by this name)"
+            )
         if stall_timeout is not None and stall_timeout <= 0:
             raise ConfigError("stall_timeout must be positive")
 
         def register(fn: Agent) -> Agent:
+            _check_agent(name, fn)
             if name in self.agents:
                 raise ConfigError(f"an agent named {name!r} is already registered")
             self.agents[name] = (fn, timeout)

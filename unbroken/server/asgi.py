@@ -277,16 +277,16 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return found[0] if len(found) == 1 else ",".join(found)
 
 
-async def _refuse_handshake(scope: Scope, send: Send, reason: str) -> None:
-    """Refuse a WebSocket handshake with HTTP 403 (before accept): with a short body
-    saying why where the server supports ASGI's WebSocket denial response, else by
+async def _refuse_handshake(scope: Scope, send: Send, reason: str, status: int = 403) -> None:
+    """Refuse a WebSocket handshake with HTTP ``status`` (before accept): with a short
+    body saying why where the server supports ASGI's WebSocket denial response, else by
     ``websocket.close``, which the ASGI spec has the server answer with a 403."""
     if "websocket.http.response" in (scope.get("extensions") or {}):
-        body = f"forbidden: {reason}\n".encode()
+        body = f"{'forbidden' if status == 403 else 'not found'}: {reason}\n".encode()
         await send(
             {
                 "type": "websocket.http.response.start",
-                "status": 403,
+                "status": status,
                 "headers": [
                     (b"content-type", b"text/plain; charset=utf-8"),
                     (b"content-length", str(len(body)).encode()),
@@ -608,7 +608,14 @@ class ASGIApp:
                     else:
                         await connection.run()
             else:
-                await send({"type": "websocket.close", "code": CloseCode.NORMAL, "reason": ""})
+                # a wrong URL: 404 tells the client to check the path (a plain close
+                # is answered 403, as if credentials were refused)
+                await _refuse_handshake(
+                    scope,
+                    send,
+                    f"no unbroken WebSocket here; it is at {scope.get('root_path', '')}{self.path}",
+                    404,
+                )
         elif kind == "http":
             path = route_path(scope)
             if path.startswith(STREAM_PREFIXES):

@@ -1,0 +1,99 @@
+"""The mistakes a new user makes first get an error that says what to do, from our own
+hierarchy: an agent written as a generator or a sync function, ``@app.agent`` without
+its name, a client used with ``with`` or entered twice or after it closed, a wrong
+WebSocket path, a URL where no server listens."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from unbroken import BackoffPolicy, Client, ConfigError, ReconnectExhausted
+from unbroken.server import Output, Request, Unbroken
+from unbroken.testing import serve
+
+FAST = BackoffPolicy(base=0.01, cap=0.05, max_attempts=3, deadline=10)
+
+
+def test_an_agent_that_cannot_run_is_refused_when_registered() -> None:
+    app = Unbroken(allow_anonymous=True)
+
+    def sync_gen(req: Request, out: Output) -> Iterator[str]:
+        yield "a"
+
+    async def async_gen(req: Request, out: Output) -> AsyncIterator[str]:
+        yield "a"
+
+    def sync_fn(req: Request, out: Output) -> None:
+        pass
+
+    async def no_args() -> None:
+        pass
+
+    for fn, words in (
+        (sync_gen, "is a generator"),
+        (async_gen, "is a generator"),
+        (sync_fn, r"plain \(sync\) function"),
+        (no_args, "two arguments"),
+    ):
+        with pytest.raises(ConfigError, match=words) as refused:
+            app.agent("x")(fn)  # type: ignore[arg-type]
+        assert f"async def {fn.__name__}(req, out)" in str(refused.value)
+    assert app.agents == {}
+
+    with pytest.raises(ConfigError, match=r'@app.agent\("name"\)'):
+        app.agent(sync_fn)  # type: ignore[arg-type]  # the decorator without its name
+    with pytest.raises(ConfigError, match="bad agent name"):
+        app.agent("two words")
+
+    async def fine(req: Request, out: Output) -> None:
+        await out.text("ok")
+
+    assert app.agent("fine")(fine) is fine
+
+
+async def test_a_client_used_the_wrong_way_says_how_to_use_it() -> None:
+    client = Client("ws://127.0.0.1:9/ws")
+    with pytest.raises(ConfigError, match="async with Client"), client:
+        pass
+    await client.close()
+    with pytest.raises(ConfigError, match="this client is closed"):
+        async with client:
+            pass
+
+
+async def test_a_wrong_path_is_a_404_and_an_open_client_cannot_be_entered_again() -> None:
+    app = Unbroken(allow_anonymous=True)
+
+    @app.agent("echo")
+    async def echo(req: Request, out: Output) -> None:
+        await out.text("hi")
+
+    async with serve(app) as srv, asyncio.timeout(15):
+        with pytest.raises(ConfigError, match=r"HTTP 404.*it is at /ws; check the path"):
+            async with Client(srv.url.replace("/ws", "/wss"), policy=FAST):
+                pass
+        async with Client(srv.url, policy=FAST) as client:
+            with pytest.raises(ConfigError, match="open already"):
+                async with client:
+                    pass
+            assert (await (await client.start("echo")).wait()).text == "hi"
+        with pytest.raises(ConfigError, match="this client is closed"):
+            await client.start("echo")
+
+
+async def test_a_client_that_never_connected_says_to_check_the_url() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"ws://127.0.0.1:{s.getsockname()[1]}/ws"
+    with pytest.raises(ReconnectExhausted) as gave_up:
+        async with asyncio.timeout(15), Client(url, policy=FAST):
+            pass
+    text = str(gave_up.value)
+    assert f"could not connect to {url}" in text and "check the URL" in text
+    assert "resumed" not in text  # there is no stream to resume
+    assert gave_up.value.never_connected == (url,)
+    assert isinstance(gave_up.value.last_error, ConnectionRefusedError)
