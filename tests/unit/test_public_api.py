@@ -79,3 +79,22 @@ def test_every_exception_a_user_can_catch_lives_in_errors_and_is_exported() -> N
     for name in public:
         assert name in unbroken.__all__, f"{name} is not exported from unbroken"
         assert issubclass(getattr(unbroken, name), unbroken.UnbrokenError), name
+
+
+def test_the_client_classes_its_reference_names_are_exported() -> None:
+    import unbroken.client as client
+
+    # docs/reference/client.md: "The classes are in `unbroken.client` (...)"
+    for name in (
+        "PartStarted",
+        "TextDelta",
+        "JsonFragment",
+        "DataChunk",
+        "PartEnded",
+        "StreamEnded",
+        "ToolCall",
+        "Answer",
+        "LiveStream",
+        "ConnectionEvent",
+    ):
+        assert name in client.__all__ and hasattr(client, name), name

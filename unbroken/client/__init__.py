@@ -19,6 +19,7 @@ from .response import (
     StreamEnded,
     StreamEvent,
     TextDelta,
+    ToolCall,
     parse_partial_json,
 )
 
@@ -38,6 +39,7 @@ __all__ = [
     "StreamEnded",
     "StreamEvent",
     "TextDelta",
+    "ToolCall",
     "default_should_retry",
     "parse_partial_json",
     "stream_answer",
