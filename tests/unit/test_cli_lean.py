@@ -3,6 +3,7 @@ holds its imports in RSS for its whole life (issue 21)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -109,3 +110,18 @@ def test_serve_refuses_a_leftover_grace_below_zero_or_unbounded() -> None:
         result = CliRunner().invoke(app, [*argv, bad])
         assert result.exit_code == 2, result.output
         assert "--leftover-grace" in result.output and "0 or more" in result.output
+
+
+def test_serve_help_shows_square_brackets_as_written() -> None:
+    # Rich would take `[server]` or `[origins]` for markup and drop it from the help
+    env = {**os.environ, "COLUMNS": "400", "NO_COLOR": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "unbroken", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    text = " ".join(out.stdout.replace("│", " ").split())
+    assert "pip install 'unbroken[server]'" in text, text
+    assert "(TOML: [origins] allow, allow_any, same_host; [cors] allow_headers" in text, text

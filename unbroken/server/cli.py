@@ -185,7 +185,7 @@ def serve_command(
         typer.Option(
             "--loop",
             help="Event loop: auto (uvloop if installed, else asyncio), uvloop (fail if "
-            "not installed: pip install 'unbroken[server]'), asyncio.",
+            "not installed: pip install 'unbroken\\[server]'), asyncio.",
         ),
     ] = "auto",
     workers: Annotated[
@@ -267,7 +267,7 @@ def serve_command(
         str | None,
         typer.Option(
             "--policy",
-            help="Origin policy file (TOML: [origins] allow, allow_any, same_host; [cors] "
+            help="Origin policy file (TOML: \\[origins] allow, allow_any, same_host; \\[cors] "
             "allow_headers, allow_credentials, max_age); reloaded on SIGHUP and when it "
             "changes, a bad file keeps the policy in force (docs/how-to/origin-policy.md). "
             "Default: the app's policy (browser pages of the server's own host only).",
