@@ -510,7 +510,7 @@ export class Client {
     this.maxFrame = options.maxFrame ?? DEFAULT_MAX_FRAME;
     this.validator = options.validator ?? null;
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
-    if (WS === undefined) throw new UnbrokenError("no WebSocket class: pass options.WebSocket");
+    if (WS === undefined) throw new ConfigError("no global WebSocket (Node < 22: node --experimental-websocket): pass options.WebSocket");
     this._WS = WS;
     const known = VERSIONS as readonly string[];
     const asked = (options.protocols ?? [...known]).map((p) => p.replace(/^unbroken\./, ""));

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
   AuthError,
+  Client,
   Backoff,
   BackoffPolicy,
   ConfigError,
@@ -215,4 +216,17 @@ test("errors carry their class name even minified", async () => {
     assert.ok(cls.prototype instanceof m.UnbrokenError || cls === m.UnbrokenError);
   }
   assert.equal(new m.StreamGone("s", "expired").name, "StreamGone");
+});
+
+test("a Client with no WebSocket class to use is a ConfigError that says what to pass", () => {
+  const had = Object.getOwnPropertyDescriptor(globalThis, "WebSocket");
+  delete globalThis.WebSocket; // Node before 22 has none
+  try {
+    assert.throws(
+      () => new Client("ws://a/ws", { storage: null, lifecycle: false }),
+      (e) => e instanceof ConfigError && /options\.WebSocket/.test(e.message) && /experimental-websocket/.test(e.message),
+    );
+  } finally {
+    if (had) Object.defineProperty(globalThis, "WebSocket", had);
+  }
 });
