@@ -499,7 +499,7 @@ export class Client {
 
   constructor(urls: string | string[], options: ClientOptions = {}) {
     this.urls = typeof urls === "string" ? [urls] : [...urls];
-    if (this.urls.length === 0) throw new UnbrokenError("give at least one URL");
+    if (this.urls.length === 0) throw new ConfigError("give at least one URL");
     this.token = options.token ?? null;
     this.policy = options.policy instanceof BackoffPolicy ? options.policy : new BackoffPolicy(options.policy ?? {});
     this.shouldRetry = options.shouldRetry;
@@ -779,7 +779,7 @@ export class Client {
   /** @internal */
   _checkUsable(): void {
     if (this._fatal !== null) throw this._fatal;
-    if (this._closed) throw new UnbrokenError("client is closed");
+    if (this._closed) throw new ConfigError("client is closed: make a new Client");
   }
 
   /** `frame` as this connection's version sends it: v1 text, v2 bytes. */

@@ -230,3 +230,11 @@ test("a Client with no WebSocket class to use is a ConfigError that says what to
     if (had) Object.defineProperty(globalThis, "WebSocket", had);
   }
 });
+
+test("no URL, and a request on a closed client, are ConfigErrors (as in Python)", async () => {
+  class NoSocket {}
+  assert.throws(() => new Client([], { WebSocket: NoSocket, storage: null, lifecycle: false }), ConfigError);
+  const client = new Client("ws://a/ws", { WebSocket: NoSocket, storage: null, lifecycle: false });
+  await client.close();
+  await assert.rejects(client.start("echo"), (e) => e instanceof ConfigError && /closed: make a new Client/.test(e.message));
+});
