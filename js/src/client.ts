@@ -29,7 +29,6 @@ import {
   RequestTimeout,
   StreamFailed,
   StreamGone,
-  UnbrokenError,
   errorMessage,
   errorName,
   type GoneReason,
