@@ -122,7 +122,14 @@ class StreamFailed(UnbrokenError):
     """The agent's run ended ``failed`` or ``cancelled``; the partial answer is on ``result``."""
 
     def __init__(self, stream: str, status: str, error: str) -> None:
-        super().__init__(f"stream {stream} ended {status}: {error or 'no detail'}")
+        text = f"stream {stream} ended {status}: {error or 'no detail'}"
+        if "internal error in agent" in error:  # the default redaction: say where the rest is
+            text += (
+                f" (the server's log has its message and traceback: `agent failed "
+                f"stream={stream}`; in development, Unbroken(redact=reveal_exception) "
+                "sends them to clients)"
+            )
+        super().__init__(text)
         self.stream = stream
         self.status = status
         self.error = error

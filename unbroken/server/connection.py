@@ -849,6 +849,8 @@ class Connection:
             message = str(exc)
             if self.config.expose_agent_names:  # off by default: it tells a prober what exists
                 message += f"; known: {', '.join(sorted(exc.known))}"
+            else:
+                message += " on this server: check the name given to @app.agent(...)"
             self._error(ErrorCode.UNKNOWN_AGENT, message, req=frame.req)
             return
         except (LogFull, Overloaded) as exc:

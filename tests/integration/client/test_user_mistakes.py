@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from unbroken import BackoffPolicy, Client, ConfigError, ReconnectExhausted
+from unbroken import BackoffPolicy, Client, ConfigError, ReconnectExhausted, StreamFailed
 from unbroken.server import Output, Request, Unbroken
 from unbroken.testing import serve
 
@@ -97,3 +97,24 @@ async def test_a_client_that_never_connected_says_to_check_the_url() -> None:
     assert "resumed" not in text  # there is no stream to resume
     assert gave_up.value.never_connected == (url,)
     assert isinstance(gave_up.value.last_error, ConnectionRefusedError)
+
+
+async def test_an_agent_that_raises_says_where_its_traceback_is() -> None:
+    app = Unbroken(allow_anonymous=True)
+
+    @app.agent("boom")
+    async def boom(req: Request, out: Output) -> None:
+        await out.text("partial")
+        raise ValueError("secret detail")
+
+    async with serve(app) as srv, asyncio.timeout(15), Client(srv.url, policy=FAST) as client:
+        stream = await client.start("boom")
+        with pytest.raises(StreamFailed) as failed:
+            await stream.wait()
+    text = str(failed.value)
+    assert failed.value.error == "internal error in agent: ValueError"  # on the wire: redacted
+    assert "secret detail" not in text
+    assert (
+        f"the server's log has its message and traceback: `agent failed stream={stream.id}`" in text
+    )
+    assert "redact=reveal_exception" in text

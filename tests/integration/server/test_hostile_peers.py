@@ -257,6 +257,7 @@ async def test_unknown_agent_does_not_list_the_agents_by_default() -> None:
         message = await expect_unknown_agent(srv)
     assert "no-such-agent" in message
     assert "count" not in message and "echo" not in message
+    assert "check the name given to @app.agent" in message  # what to do about it
 
 
 async def test_unknown_agent_lists_the_agents_when_exposed() -> None:
