@@ -77,10 +77,15 @@ class ReconnectExhausted(UnbrokenError):
     ) -> None:
         last = f"{type(last_error).__name__}: {last_error}" if last_error else "none"
         if never_connected:
+            # refused, unreachable, unanswered: the address; closed by the server: its log
+            where = (
+                "check the URL and that the server is running"
+                if last_error is None or isinstance(last_error, OSError | TimeoutError)
+                else "the server closed every attempt: its log says why"
+            )
             text = (
                 f"could not connect to {', '.join(never_connected)}: gave up after "
-                f"{attempts} attempts in {elapsed:.1f}s (last error: {last}); check the "
-                "URL and that the server is running"
+                f"{attempts} attempts in {elapsed:.1f}s (last error: {last}); {where}"
             )
         else:
             text = (

@@ -69,8 +69,31 @@ def _check_agent(name: str, fn: object) -> None:
         signature.bind(None, None)
     except TypeError:
         raise ConfigError(
-            f"agent {name!r} takes {signature}, but an agent is called with two "
+            f"agent {name!r} takes ({', '.join(signature.parameters)}), but an agent is "
+            "called with two "
             f"arguments, the request and its output; {shape}"
+        ) from None
+
+
+def _check_hook(hook: object) -> None:
+    """Refuse, when the app is built, an ``authenticate`` hook that could never
+    answer: every connection would be closed 1011 with a bare ``TypeError``."""
+    shape = "write it as `async def authenticate(hello, info) -> Principal`"
+    if not callable(hook):
+        raise ConfigError(f"authenticate= is {type(hook).__name__}, not a function; {shape}")
+    if inspect.isfunction(hook) and not inspect.iscoroutinefunction(hook):
+        raise ConfigError(f"the authenticate hook is a plain (sync) function; {shape}")
+    try:
+        signature = inspect.signature(hook)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        raise ConfigError(
+            f"the authenticate hook takes ({', '.join(signature.parameters)}), but it is "
+            "called with two arguments, "
+            f"the hello frame (its token: hello.token) and the connection's info; {shape}"
         ) from None
 
 
@@ -200,6 +223,8 @@ class Unbroken:
         if auth is not None and authenticate is not None:
             raise ConfigError("pass auth= or authenticate=, not both (they are the same hook)")
         self.authenticate = auth if auth is not None else authenticate
+        if self.authenticate is not None:
+            _check_hook(self.authenticate)
         self.shutdown_grace = shutdown_grace
         #: the lifespan's shutdown closes :attr:`store` after the drain (default:
         #: any store but a MemoryStore, which holds nothing outside this process)

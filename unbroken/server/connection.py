@@ -571,6 +571,16 @@ class Connection:
             principal = self.info.principal
         elif self.authenticate is not None:
             principal = await self.authenticate(hello, self.info)
+            if not isinstance(principal, Principal):  # fail closed, and say why
+                log.error(
+                    "authenticate hook returned %s, not a Principal: return Principal(id) to "
+                    "accept, raise AuthError(reason) to refuse; connection refused conn=%s",
+                    excerpt(repr(principal)),
+                    self.id,
+                )
+                raise AuthError(
+                    "credentials refused (the server's authenticate hook gave no principal)"
+                )
         elif self.config.allow_anonymous:
             principal, anon = anonymous_principal(hello.anon)
         else:  # pragma: no cover - asgi() and router() refuse this configuration
@@ -762,6 +772,14 @@ class Connection:
             self._error(ErrorCode.AUTH_FAILED, "the token could not be verified")
             return
         if self._closed:
+            return
+        if not isinstance(principal, Principal):  # the hook's bug: refused, as at hello
+            log.error(
+                "authenticate hook returned %s, not a Principal, for a refresh conn=%s",
+                excerpt(repr(principal)),
+                self.id,
+            )
+            self._error(ErrorCode.AUTH_FAILED, "the token could not be verified")
             return
         if principal.id != current.id or principal.scope != current.scope:
             log.warning(

@@ -11,8 +11,16 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from unbroken import BackoffPolicy, Client, ConfigError, ReconnectExhausted, StreamFailed
-from unbroken.server import Output, Request, Unbroken
+from unbroken import (
+    AuthError,
+    BackoffPolicy,
+    Client,
+    ConfigError,
+    ReconnectExhausted,
+    StreamFailed,
+)
+from unbroken.protocol.frames import Hello
+from unbroken.server import ConnectInfo, Output, Principal, Request, Unbroken
 from unbroken.testing import serve
 
 FAST = BackoffPolicy(base=0.01, cap=0.05, max_attempts=3, deadline=10)
@@ -118,3 +126,39 @@ async def test_an_agent_that_raises_says_where_its_traceback_is() -> None:
         f"the server's log has its message and traceback: `agent failed stream={stream.id}`" in text
     )
     assert "redact=reveal_exception" in text
+
+
+def test_an_authenticate_hook_that_cannot_answer_is_refused_when_the_app_is_built() -> None:
+    def sync_hook(hello: Hello, info: ConnectInfo) -> Principal:
+        return Principal("a")
+
+    async def token_only(token: str) -> Principal:
+        return Principal("a")
+
+    with pytest.raises(ConfigError, match=r"plain \(sync\) function"):
+        Unbroken(authenticate=sync_hook)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"takes \(token\).*hello\.token"):
+        Unbroken(auth=token_only)  # type: ignore[arg-type]
+
+
+async def test_a_hook_that_returns_no_principal_refuses_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def forgot_to_raise(hello: Hello, info: ConnectInfo) -> Principal:
+        return None  # type: ignore[return-value]  # meant: raise AuthError
+
+    async def crashes(hello: Hello, info: ConnectInfo) -> Principal:
+        raise ValueError("identity provider down")
+
+    app = Unbroken(authenticate=forgot_to_raise)
+    async with serve(app) as srv, asyncio.timeout(15):
+        with pytest.raises(AuthError, match="authenticate hook gave no principal"):
+            async with Client(srv.url, token="t", policy=FAST):
+                pass  # refused at once (4002), not retried as a server fault
+    assert "authenticate hook returned None, not a Principal" in caplog.text
+
+    app = Unbroken(authenticate=crashes)  # a server fault: retried, then given up on
+    async with serve(app) as srv, asyncio.timeout(15):
+        with pytest.raises(ReconnectExhausted, match="the server closed every attempt"):
+            async with Client(srv.url, token="t", policy=FAST):
+                pass
