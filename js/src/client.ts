@@ -172,8 +172,8 @@ export interface ClientOptions {
 /** An opt-in feature of the client, given in `plugins`: `TokenRefresh` (in-band token
  * refresh), `StreamListing` (`streams(client)`, the `streams` cap), `Zlib` (the `zlib`
  * cap). The core works without any; the full `Client` of `unbroken-client` has all.
- * Only these three, each once: any other object is refused with `ConfigError`
- * (`unknown plugin`); the full `Client` ignores a given one it has already. */
+ * Only these three: any other object is refused with `ConfigError` (`unknown
+ * plugin`); one given again (the same, or the other entry's) is installed once. */
 export interface Plugin {
   readonly name: string;
   /** @internal sets the feature up on a new client (its caps, frame handlers, hooks) */
@@ -201,9 +201,19 @@ type QueueItem = { ev: StreamEvent; raw: Event; h?: Uint8Array } | { error: unkn
 type StreamState = "starting" | "attached" | "detached" | "resuming" | "ended" | "gone";
 
 const now = (): number => performance.now() / 1000;
-/** @internal `setTimeout(fn)` in `seconds`, cut to the longest a timer takes
- * (2^31 - 1 ms, ~24.8 days; a longer one, or Infinity, would fire at once) */
-export const inSeconds = (fn: () => void, seconds: number): ReturnType<typeof setTimeout> => setTimeout(fn, Math.min(seconds * 1000, 2147483647));
+/** @internal Calls `fn` in `seconds` (finite); returns what cancels it. A timer
+ * takes at most 2^31 - 1 ms (~24.8 days; a longer one would fire at once): a longer
+ * wait is armed again for the rest when that runs out, not ended early. `unref`:
+ * it keeps no Node process alive. */
+export function inSeconds(fn: () => void, seconds: number, unref?: boolean): () => void {
+  let timer: ReturnType<typeof setTimeout>;
+  const arm = (ms: number): void => {
+    timer = setTimeout(ms > 2147483647 ? () => arm(ms - 2147483647) : fn, Math.min(ms, 2147483647));
+    if (unref) (timer as { unref?(): void }).unref?.();
+  };
+  arm(seconds * 1000);
+  return () => clearTimeout(timer);
+}
 
 /** Longest run of frame verification before the client lets the page run (s). */
 const SLICE = 0.004;
@@ -533,10 +543,13 @@ export class Client {
     this._storageKey = options.storageKey ?? "unbroken";
     this._anon = this._readStorage()?.anon ?? null;
     if (options.lifecycle ?? g.document !== undefined) this._listenToLifecycle();
+    const names = new Set<string>();
     for (const p of options.plugins ?? []) {
       // (the public type is only `{ name }`: an object of one's own is refused here)
       if (!p._install) throw new ConfigError(`unknown plugin ${p.name}`);
-      p._install(this, options);
+      // each once (the same one, or either entry's, given again)
+      if (!names.has(p.name)) p._install(this, options);
+      names.add(p.name);
     }
     this._caps.sort(); // (the hello lists them as it always did: by name)
   }
@@ -709,7 +722,7 @@ export class Client {
     st._answerBy = Math.max(st._answerBy, this.sinceLate() + this.requestTimeout);
     if (this.lateWaits++ === 0) this.lateTick();
     let seen = this.lateNow();
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let cancel: (() => void) | undefined;
     // when the timer is due (its own lateness counts too: it may fire before the ticker)
     let at = Infinity;
     let deferred = false;
@@ -731,7 +744,7 @@ export class Client {
         if (deferred || left > 0 || st._againDue) {
           const s = deferred ? 0 : Math.max(left, 0.001);
           at = t + s;
-          timer = inSeconds(due, s);
+          cancel = inSeconds(due, s);
         } else rej(new RequestTimeout(`${what} of ${JSON.stringify(st.agent || st.id || st.req)}`, this.requestTimeout));
       };
       due();
@@ -742,7 +755,7 @@ export class Client {
       if (e instanceof RequestTimeout) this._fail(st, e);
       throw e;
     } finally {
-      clearTimeout(timer);
+      cancel?.();
       if (--this.lateWaits === 0) {
         clearTimeout(this.lateTimer);
         this.lateDue = null;
@@ -971,11 +984,11 @@ export class Client {
   private _sleep(seconds: number, floor: boolean): Promise<void> {
     return new Promise((resolve) => {
       const done = () => {
-        clearTimeout(timer);
+        cancel();
         this._wakeSleep = null;
         resolve();
       };
-      const timer = inSeconds(done, seconds);
+      const cancel = inSeconds(done, seconds);
       this._sleepFloor = floor;
       this._wakeSleep = done;
     });
@@ -1453,7 +1466,7 @@ export class Client {
     st._againDue = true;
     // (its timer keeps no Node process alive: a connection or its reconnect does, and
     // after close it is moot)
-    (inSeconds(again, delay) as { unref?(): void }).unref?.();
+    inSeconds(again, delay, true);
   }
 }
 

@@ -17,9 +17,8 @@ import type { Answer } from "./response.js";
  * connects), `await client.start(agent, input)`, `await client.close()`. */
 export class Client extends CoreClient {
   constructor(urls: string | string[], options: ClientOptions = {}) {
-    // (its own plugins, and any other given: each once)
-    const own = [TokenRefresh, StreamListing, Zlib];
-    super(urls, { ...options, plugins: [...own, ...(options.plugins ?? []).filter((p) => !own.some((o) => o.name === p?.name))] });
+    // (its own plugins, and any other given: the core installs each once)
+    super(urls, { ...options, plugins: [TokenRefresh, StreamListing, Zlib, ...(options.plugins ?? [])] });
   }
 
   /** This principal's live streams (`streams` of `unbroken-client/core`). */

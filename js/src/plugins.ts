@@ -132,9 +132,9 @@ export async function streams(client: Client): Promise<LiveStreamInfo[]> {
   const listing = client._lists;
   if (listing === undefined) throw new ConfigError("streams() needs the StreamListing plugin (plugins: [StreamListing])");
   client._checkUsable();
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let cancel: (() => void) | undefined;
   const timeout = new Promise<never>((_, rej) => {
-    if (client.requestTimeout < Infinity) timer = inSeconds(() => rej(new RequestTimeout("list of live streams", client.requestTimeout)), client.requestTimeout);
+    if (client.requestTimeout < Infinity) cancel = inSeconds(() => rej(new RequestTimeout("list of live streams", client.requestTimeout)), client.requestTimeout);
   });
   const n = ++listing.n;
   const lists = listing.lists;
@@ -147,7 +147,7 @@ export async function streams(client: Client): Promise<LiveStreamInfo[]> {
     return await Promise.race([answer, timeout]);
   } finally {
     lists.delete(n);
-    clearTimeout(timer);
+    cancel?.();
   }
 }
 

@@ -88,10 +88,29 @@ test("a plugin the full Client has given again (either entry's) is installed onc
   await client.close();
 });
 
+test("the core Client given a plugin twice (the same, or the other entry's) installs it once", { timeout: 5000 }, async () => {
+  for (const again of [core.TokenRefresh, full.TokenRefresh]) {
+    const fake = fakeSockets({ protocol: "unbroken.v2", decode: decodeClientV2, encode: encodeV2, onFrame: (ws, f) => f.t === "hello" && ws.push(WELCOME) });
+    const until = fake.until;
+    const client = new core.Client("ws://a/ws", { WebSocket: fake.WS, storage: null, lifecycle: false, token: () => "t", plugins: [core.TokenRefresh, core.Zlib, again, core.Zlib] });
+    await client.connect();
+    const ws = fake.sockets[0];
+    assert.deepEqual(ws.sent[0].caps, ["batch", "refresh", "unavailable", "zlib"], "each cap once");
+    ws.push({ t: "auth_expiring", in_ms: 5000 });
+    await until(() => ws.sent.some((f) => f.t === "refresh"));
+    ws.push({ t: "hb" }); // (a frame after it, answered by a ping: a second refresh would have gone first)
+    await until(() => ws.sent.some((f) => f.t === "ping"));
+    assert.equal(ws.sent.filter((f) => f.t === "refresh").length, 1, "one refresh per auth_expiring");
+    await client.close();
+  }
+});
+
 test("an object that is not one of the plugins is refused at construction with ConfigError", () => {
   const options = { WebSocket: class {}, storage: null, lifecycle: false };
   for (const bogus of [{ name: "mine" }, { name: "refresh" }]) {
     assert.throws(() => new core.Client("ws://a/ws", { ...options, plugins: [core.Zlib, bogus] }), (e) => e instanceof core.ConfigError && e.message === `unknown plugin ${bogus.name}`);
   }
   assert.throws(() => new full.Client("ws://a/ws", { ...options, plugins: [{ name: "mine" }] }), full.ConfigError);
+  // (one named as a plugin it has, too)
+  assert.throws(() => new full.Client("ws://a/ws", { ...options, plugins: [{ name: "refresh" }] }), full.ConfigError);
 });

@@ -210,3 +210,86 @@ test("a stall before a resend is not counted again after it: the answer is due r
     await client.close();
   }
 });
+
+/** Runs `body(capped)` with setTimeout watched: a timer asked for the longest a
+ * timer takes (2^31 - 1 ms) is not armed for real but kept in `capped` (its callback,
+ * for the test to run as if that time had passed); the ms of every later timer past
+ * 1 s is in `capped.rest`. */
+async function withCappedTimers(body) {
+  const realSetTimeout = globalThis.setTimeout;
+  const capped = [];
+  capped.rest = [];
+  globalThis.setTimeout = (fn, ms, ...args) => {
+    if (ms === LONGEST_TIMER) {
+      capped.push(fn);
+      return realSetTimeout(() => {}, 0);
+    }
+    if (ms > 1000) capped.rest.push(ms);
+    return realSetTimeout(fn, ms, ...args);
+  };
+  try {
+    return await body(capped);
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+  }
+}
+
+test("streams() with a requestTimeout past a timer's range does not time out at the range's end", async () => {
+  const item = { stream: "s1", agent: "a", epoch: EPOCH, head: 1, h: "ba7abf59f2e5310cd9f0b87de4f48e99", status: "running" };
+  const { WS, sockets, until } = fakeSockets({
+    onFrame(ws, f) {
+      if (f.t === "hello") ws.push({ t: "welcome", session: "x", heartbeat_ms: 1000, epoch: EPOCH, caps: ["streams"] });
+      else if (f.t === "ping") ws.push({ t: "pong", n: f.n });
+    },
+  });
+  // 3e6 s: ~34.7 days, the timer is cut at ~24.8
+  const client = new Client("ws://x", { WebSocket: WS, storage: null, lifecycle: false, requestTimeout: 3e6 });
+  await withCappedTimers(async (capped) => {
+    const listed = client.streams().then(
+      (items) => items,
+      (e) => e,
+    );
+    const list = await until(() => capped.length === 1 && sockets[0]?.sent.find((f) => f.t === "list"));
+    // ~24.8 days pass: the timer runs out and is armed again for the rest
+    capped[0]();
+    sockets[0].push({ t: "streams", n: list.n, items: [item] });
+    const items = await listed;
+    assert.ok(Array.isArray(items), `streams() answered, not ${items}`);
+    assert.ok(capped.rest.includes(3e9 - LONGEST_TIMER), `armed again for the rest of requestTimeout: ${capped.rest}`);
+    assert.deepEqual(
+      items.map((i) => i.stream),
+      ["s1"],
+    );
+  });
+  await client.close();
+});
+
+test("a start refused for load with a retry_after_ms past a timer's range is not sent again at the range's end", async () => {
+  const { WS, sockets, until } = server({
+    onStart(ws, f, n) {
+      if (n === 1) ws.push({ t: "error", code: "overloaded", message: "busy", req: f.req, stream: null, retry_after_ms: 3e9 });
+    },
+  });
+  const client = new Client("ws://x", { WebSocket: WS, storage: null, lifecycle: false, requestTimeout: 30 });
+  const starts = () => sockets[0]?.sent.filter((f) => f.t === "start").length ?? 0;
+  await withCappedTimers(async (capped) => {
+    const wait = client.start("agent", null, { req: "r" }).then(() => null, (e) => e);
+    await until(() => starts() === 1);
+    // the resend's timer, once the refusal is read (checked at each tick of the
+    // client's ticker, which runs while the start waits)
+    const tick = client.lateTick;
+    await new Promise((resolve) => {
+      client.lateTick = function () {
+        if (capped.length === 1) resolve();
+        return tick.call(this);
+      };
+    });
+    client.lateTick = tick;
+    // ~24.8 days pass: it runs out and is armed again for the rest
+    capped[0]();
+    assert.equal(starts(), 1, "not sent again before retry_after_ms (~34.7 days)");
+    assert.ok(capped.rest.includes(3e9 - LONGEST_TIMER), `the resend armed again for the rest: ${capped.rest}`);
+    await client.close();
+    assert.ok((await wait) instanceof ConnectionLost, "the wait ends with the client");
+  });
+});
