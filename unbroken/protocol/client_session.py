@@ -550,7 +550,10 @@ class ClientSession:
         """Register a start; the frame to send now, or ``None`` to send after welcome.
         Raises :class:`RequestRefused` when the server said it takes no frame that big."""
         if req in self.by_req:
-            raise ProtocolError(f"request id {req!r} already used", CloseCode.BAD_FRAME)
+            raise ConfigError(
+                f"request id {req!r} already used by this client: a req names one start "
+                "(the client itself re-sends it after a drop); give a new req, or none"
+            )
         welcome = self.welcome
         if welcome is not None:  # the server said how big a frame it takes
             size = len(encode(Start(req, agent, input)))
