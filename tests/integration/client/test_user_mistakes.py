@@ -162,12 +162,3 @@ async def test_a_hook_that_returns_no_principal_refuses_and_says_so(
         with pytest.raises(ReconnectExhausted, match="the server closed every attempt"):
             async with Client(srv.url, token="t", policy=FAST):
                 pass
-
-
-def test_a_request_id_used_twice_on_one_client_is_a_config_error() -> None:
-    from unbroken.protocol.client_session import ClientSession
-
-    session = ClientSession()
-    session.start("my-req", "echo", None)
-    with pytest.raises(ConfigError, match="'my-req' already used by this client"):
-        session.start("my-req", "echo", None)

@@ -6,7 +6,14 @@ import random
 
 import pytest
 
-from unbroken.errors import IntegrityError, Overloaded, ProtocolError, RequestRefused, StreamFailed
+from unbroken.errors import (
+    ConfigError,
+    IntegrityError,
+    Overloaded,
+    ProtocolError,
+    RequestRefused,
+    StreamFailed,
+)
 from unbroken.protocol import ClientSession, Cursor, ServerSession, TokenBucket
 from unbroken.protocol.client_session import (
     ClientState,
@@ -317,7 +324,7 @@ def test_client_refuses_started_for_a_request_it_never_made() -> None:
 def test_client_refuses_a_request_id_used_twice() -> None:
     client = welcomed()
     client.start("r1", "agent", None)
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ConfigError, match="'r1' already used by this client"):  # a user's mistake
         client.start("r1", "agent", None)
 
 
