@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
+from urllib.parse import quote
 
 import msgspec
 
@@ -357,7 +358,11 @@ class ByteStreams:
         scheme = request.scope.get("scheme", "http")
         host = request.headers.get("host", "localhost")
         root = request.scope.get("root_path", "")
-        location = f"{scheme}://{host}{root}/v1/stream/{path}".encode("latin-1", "replace")
+        # the path percent-encoded as a URI's (RFC 3986 pchar and "/" left as they are):
+        # a raw control character is not a valid header value (h11 refuses the answer)
+        # and a non-Latin-1 one would not survive the header's encoding
+        where = quote(path, safe="/:@!$&'()*+,;=-._~")
+        location = f"{scheme}://{host}{root}/v1/stream/{where}".encode("latin-1", "replace")
         await request.respond(
             201, b"", [(b"location", location), *self._meta(s)], content_type.encode()
         )
