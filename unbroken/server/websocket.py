@@ -418,6 +418,11 @@ class UnbrokenWebSocketProtocol(WebSocketsSansIOProtocol):
             self._abort("eof")
 
     async def send(self, message: MutableMapping[str, Any]) -> None:  # type: ignore[override]
+        if self._lingering and message.get("type") in ("websocket.send", "websocket.close"):
+            # this layer closed the connection itself (1009, 1007, a protocol error):
+            # to the app, whose frames were on their way, the peer is gone (uvicorn
+            # would raise "Unexpected ASGI message", read as a server fault)
+            raise ClientDisconnected
         await super().send(message)  # type: ignore[arg-type]
         kind = message.get("type")
         if kind == "websocket.accept" and self.handshake_complete:

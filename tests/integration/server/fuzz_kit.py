@@ -709,9 +709,8 @@ class Fuzz:
         elif t == "error":
             if f.code not in ERRORS:
                 self.fail(f"undocumented error code {f.code!r}: {f}")
-        elif t == "gone":
-            if f.reason not in GONE:
-                self.fail(f"undocumented gone reason {f.reason!r}")
+        elif t == "gone" and f.reason not in GONE:
+            self.fail(f"undocumented gone reason {f.reason!r}")
 
     async def _check_events(self, f: Any) -> None:
         """The frame's ``h`` is the log's digest after its last event."""
@@ -1041,10 +1040,7 @@ http_reqs = st.builds(
 async def http_one(h: Harness, client: httpx.AsyncClient, r: HttpReq, i: int) -> str:
     """Send one request; '' if its answer is a documented one, else what is wrong."""
     f = Fuzz(h, Script("v1", "ok", (), (), False, "close"))
-    if r.ref in STREAM_REFS:
-        stream = f.stream_of(r.ref, i)
-    else:
-        stream = r.ref
+    stream = f.stream_of(r.ref, i) if r.ref in STREAM_REFS else r.ref
     base = {
         "agent": "/v1/agent/",
         "ui-ai": "/v1/ui/ai-sdk/",
@@ -1057,7 +1053,7 @@ async def http_one(h: Harness, client: httpx.AsyncClient, r: HttpReq, i: int) ->
         if r.target == "healthz"
         else base + (stream if r.ref == "%00" else quote(stream, safe=""))
     )
-    head, digest = await h.head_of(stream) if r.ref in STREAM_REFS else (0, b"")
+    head, _digest = await h.head_of(stream) if r.ref in STREAM_REFS else (0, b"")
     k = min(head, 1 + i % max(1, head)) if head else 0
     d = await h.digest_at(stream, k) if head else None
     offset = {
