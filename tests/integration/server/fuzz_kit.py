@@ -1097,7 +1097,7 @@ async def http_one(h: Harness, client: httpx.AsyncClient, r: HttpReq, i: int) ->
             status = resp.status_code
             # read a little of a body (an SSE response goes on for a minute)
             got = 0
-            async with asyncio.timeout(3):
+            async with asyncio.timeout(0.5 if r.live else 5):
                 async for chunk in resp.aiter_raw():
                     got += len(chunk)
                     if got > 200_000 or resp.headers.get("content-type", "").startswith(
@@ -1109,7 +1109,7 @@ async def http_one(h: Harness, client: httpx.AsyncClient, r: HttpReq, i: int) ->
     except TimeoutError:
         if r.live in ("long-poll", "sse"):
             return ""  # a live read waits: fine
-        return f"{r}: no answer within 3 s"
+        return f"{r}: no answer within 5 s"
     except httpx.HTTPError as exc:
         if r.auth == "huge":
             return ""  # h11 refuses a 20 KB header line: the server closes

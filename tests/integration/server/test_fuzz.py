@@ -20,13 +20,14 @@ from hypothesis import strategies as st
 from .fuzz_kit import Fuzz, Harness, HttpReq, Script, http_one, http_reqs, scripts
 
 QUICK = settings(
-    max_examples=40,
+    max_examples=15,
     derandomize=True,
     database=None,
     deadline=None,
     suppress_health_check=list(HealthCheck),
     print_blob=True,
 )
+QUICK_HTTP = settings(QUICK, max_examples=8)
 LONG = settings(
     max_examples=int(os.environ.get("UNBROKEN_FUZZ_EXAMPLES", "2000")),
     database=None,
@@ -82,7 +83,7 @@ def run_http(h: Harness, reqs: list[HttpReq]) -> None:
     h.examples += 1
 
 
-@QUICK
+@QUICK_HTTP
 @given(reqs=st.lists(http_reqs, min_size=1, max_size=6))
 def test_fuzzed_http_requests_get_documented_answers_and_harm_no_one(
     harness: Harness, reqs: list[HttpReq]
