@@ -6,7 +6,6 @@ import base64
 import csv
 import io
 import json
-import time
 from typing import Any
 
 import jsonschema
@@ -161,13 +160,12 @@ def test_content_hash_ignores_stream_and_end_but_not_content() -> None:
     assert content_hash(events) != answer.content_hash()
 
 
-def test_ten_megabytes_generate_quickly() -> None:
-    start = time.perf_counter()
+def test_ten_megabytes_generate_with_their_digest() -> None:
+    # no wall-clock bound (it took 7 s for 0.44 s of CPU at load 17): speed is measured
+    # by benchmarks/, never asserted in a test
     answer = StreamingResponseSimulator(seed=1).text_answer(10 * 1024 * 1024, 4096)
     digest = answer.expected_digest("s", "e")
-    elapsed = time.perf_counter() - start
     assert answer.body_bytes == 10 * 1024 * 1024 and len(digest) == 32
-    assert elapsed < 5.0
 
 
 async def test_async_faces_yield_the_build_forms_events() -> None:
