@@ -20,6 +20,7 @@ import logging
 import math
 import secrets
 import threading
+import zlib
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -407,6 +408,17 @@ steps = st.one_of(
         token=st.sampled_from(["alice-token", "bob-token", "junk", "x" * 17000]),
     ),
     st.builds(Step, kind=st.just("hello")),
+    # another connection of the same principal, on the other version or this one,
+    # takes one of this connection's streams: resumes it from 0 or from its head
+    # (every events frame it gets checked), then cancels it or acks it
+    st.builds(
+        Step,
+        kind=st.just("twin"),
+        stream=st.sampled_from(["own", "own", "canary", "alice_prev"]),
+        seq=st.sampled_from(["zero", "head"]),
+        agent=st.sampled_from(["read", "cancel", "ack"]),
+        req=st.sampled_from(["v1", "v2"]),
+    ),
 )
 
 
@@ -439,6 +451,9 @@ fuzz_steps = st.one_of(
     steps,
     steps.flatmap(mutated),
     st.builds(Step, kind=st.just("raw"), raw=st.binary(max_size=40) | st.text(max_size=40)),
+    # a zlib bomb: 64 MiB of zeros deflated to ~64 KB, as v2's compressed frame (a
+    # client may never send one) and as plain bytes
+    st.builds(Step, kind=st.just("raw"), raw=st.sampled_from(["zlib-bomb", "zlib-raw"])),
 )
 
 
@@ -603,6 +618,16 @@ def apply_mutation(version: str, t: str, fields: dict[str, Any], m: str, wrong: 
     return "[1,2]" if version == "v1" else msgspec.msgpack.encode({"t": V2_TAGS[t]})
 
 
+_BOMB: list[bytes] = []
+
+
+def zlib_bomb() -> bytes:
+    """64 MiB of zeros, deflated (about 64 KB), made once."""
+    if not _BOMB:
+        _BOMB.append(zlib.compress(b"\0" * (64 * 1024 * 1024), 9))
+    return _BOMB[0]
+
+
 class BadText(bytes):
     """Bytes sent as a *text* message (invalid UTF-8 in a text frame)."""
 
@@ -639,6 +664,7 @@ class Fuzz:
     problem: Exception | None = None
     next_seq: dict[str, int] = field(default_factory=dict)  # per attached stream
     principal: str = "alice"
+    twins: list[asyncio.Task[None]] = field(default_factory=list)
 
     def fail(self, why: str) -> None:
         raise Violation(f"{why}\nscript: {self.script}\nsent/recv: {self.log[-30:]}")
@@ -736,6 +762,8 @@ class Fuzz:
 
     # -------------------------------------------------------------- resolving refs
     def stream_of(self, ref: str, i: int) -> str:
+        if ref.startswith("fixed:"):
+            return ref[6:]
         if ref == "own" and self.own:
             return self.own[i % len(self.own)]
         if ref == "canary" and self.h.canary_stream:
@@ -807,6 +835,29 @@ class Fuzz:
         fields = {"stream": stream, "after": seq, "epoch": ep, "h": h}
         return t, fields, id_ok and seq_ok and h_ok and step.epoch != "bad"
 
+    def twin(self, step: Step, i: int) -> None:
+        ref = f"fixed:{self.stream_of(step.stream, i)}"
+        then = {
+            "read": (),
+            "cancel": (Step("cancel", stream=ref),),
+            "ack": (Step("ack", stream=ref, seq="head"),),
+        }[step.agent]
+        script = Script(
+            step.req,
+            "ok",
+            ("batch", "zlib"),
+            (Step("resume", stream=ref, seq=step.seq), *then),
+            False,
+            "close",
+        )
+        other = Fuzz(self.h, script)
+        other.principal = self.principal
+        if self.principal != "alice":  # the twin is alice: bob's streams are foreign to it
+            script = Script(step.req, "ok", (), (), False, "close")
+            other = Fuzz(self.h, script)
+        self.log.append(f"twin {script}")
+        self.twins.append(asyncio.get_running_loop().create_task(other.run()))
+
     async def send(self, data: bytes | str) -> None:
         assert self.ws is not None
         self.log.append(f"-> {data[:200]!r}")
@@ -843,7 +894,11 @@ class Fuzz:
             await self._run()
             if self.problem is not None:
                 raise self.problem
+            for twin in self.twins:
+                await asyncio.wait_for(twin, TIMEOUT)
         finally:
+            for twin in self.twins:
+                twin.cancel()
             if s.end == "abort" or self.close_code is not None:
                 self.ws.transport.abort()
             else:
@@ -922,6 +977,11 @@ class Fuzz:
         v = self.script.version
         if step.kind == "raw":
             data = step.raw
+            if data in ("zlib-bomb", "zlib-raw"):
+                bomb = zlib_bomb()
+                data = msgspec.msgpack.encode([13, bomb]) if data == "zlib-bomb" else bomb
+                await self.send(data)
+                return {4000, 1009}
             await self.send(data)
             if v == "v1" and isinstance(data, bytes):
                 return {4000}
@@ -935,6 +995,12 @@ class Fuzz:
                 # a raw text that is by chance a valid frame: answered or refused
                 return None if isinstance(obj, dict) and obj.get("t") == "ping" else {4000}
             return {4000, 1009}  # random bytes are almost never a valid v2 frame
+        if step.kind == "twin":
+            if step.mutation:  # no frame of its own to mutate: a bad ping
+                step = Step("ping", seq="neg")
+            else:
+                self.twin(step, i)
+                return None
         t, fields, valid = await self.fields_of(step, i)
         if step.mutation:
             data = apply_mutation(v, t, fields, step.mutation, step.wrong)
