@@ -2,7 +2,7 @@
 
 Each example is a connection (v1 or v2) sending a sequence of frames, valid and
 mutated; after each, the invariants of :meth:`Harness.check_after` hold. The default
-tier runs a few dozen derandomized examples (a few seconds); ``-m full`` runs
+tier runs 10 connections and 5 request lists, derandomized (a few seconds); ``-m full`` runs
 ``UNBROKEN_FUZZ_EXAMPLES`` (default 2,000) random ones.
 """
 
@@ -20,14 +20,14 @@ from hypothesis import strategies as st
 from .fuzz_kit import Fuzz, Harness, HttpReq, Script, http_one, http_reqs, scripts
 
 QUICK = settings(
-    max_examples=15,
+    max_examples=10,
     derandomize=True,
     database=None,
     deadline=None,
     suppress_health_check=list(HealthCheck),
     print_blob=True,
 )
-QUICK_HTTP = settings(QUICK, max_examples=8)
+QUICK_HTTP = settings(QUICK, max_examples=5)
 LONG = settings(
     max_examples=int(os.environ.get("UNBROKEN_FUZZ_EXAMPLES", "2000")),
     database=None,
