@@ -111,9 +111,10 @@ class HttpReader:
         await self.aclose()
 
     @property
-    def digest(self) -> bytes | None:
-        """The digest after the last verified event (the final one after the end)."""
-        return parse_offset(self.offset)[1] if self.offset else None
+    def digest(self) -> str | None:
+        """The chain digest after the last verified event (the final one after the
+        end), in hex like :attr:`Answer.digest <unbroken.client.Answer.digest>`."""
+        return parse_offset(self.offset)[1].hex() if self.offset else None
 
     async def events(self, stream: str, offset: str = "-1") -> AsyncIterator[Event]:
         """Every event after ``offset`` to the end, each once, verified before it is
