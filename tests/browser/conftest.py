@@ -12,6 +12,7 @@ under ``CI=true``, where they fail: CI must not pass by testing nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from unbroken.chaos import FaultProxy
 from unbroken.scenarios.browser import (
@@ -41,13 +43,17 @@ __all__ = ["ARGS", "BUNDLE", "CHROMIUM", "PAGE", "OwnChromium", "start_own_chrom
 _missing = missing
 
 
-@pytest.fixture(autouse=True)
-def _need_browser() -> None:
+def _check() -> None:
     why = _missing()
     if why is not None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"browser tests cannot run under CI: {why}")
         pytest.skip(why)
+
+
+@pytest.fixture(autouse=True)
+def _need_browser() -> None:
+    _check()
 
 
 # ------------------------------------------------------------------ the answer
@@ -132,7 +138,7 @@ class Rig:
         return digest.hex()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def rig() -> AsyncIterator[Rig]:
     calls: dict[str, int] = {}
     app = mixed_app(calls)
@@ -144,16 +150,81 @@ async def rig() -> AsyncIterator[Rig]:
 
 
 # ------------------------------------------------------------------ browsers
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    """A Playwright-launched chromium (one per test: a SIGSTOP stops only its own)."""
-    async with launch() as b:
+# One Playwright driver (a Node process, most of a second to start) and one chromium
+# for the whole run: each test gets fresh browser contexts (their own storage, cookies,
+# cache; closed after it), not a fresh browser. The tests that fault the browser itself
+# keep their own chromium (``solo_browser``: a SIGSTOP of its renderers stops no other
+# test's; ``own_chromium``: a Page Lifecycle freeze needs a chromium started without
+# Playwright's defaults). Every async test and fixture here runs on the session's event
+# loop (``pytestmark`` of each module, ``loop_scope`` below), the loop Playwright's
+# objects belong to.
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def pw() -> AsyncIterator[Any]:
+    """Playwright (its driver started once for the run)."""
+    _check()  # (before _need_browser: a session fixture is set up first)
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        yield p
+
+
+class _Shared:
+    """The run's chromium, launched again if a test lost it (a crash)."""
+
+    def __init__(self) -> None:
+        self.browser: Any = None
+        self.exit: contextlib.AsyncExitStack | None = None
+
+    async def get(self, pw: Any) -> Any:
+        if self.browser is not None and self.browser.is_connected():
+            return self.browser
+        await self.close()
+        self.exit = contextlib.AsyncExitStack()
+        self.browser = await self.exit.enter_async_context(launch(pw))
+        return self.browser
+
+    async def close(self) -> None:
+        if self.exit is not None:
+            exit, self.exit, self.browser = self.exit, None, None
+            with contextlib.suppress(Exception):
+                await exit.aclose()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def _shared_browser(pw: Any) -> AsyncIterator[_Shared]:
+    shared = _Shared()
+    try:
+        yield shared
+    finally:
+        await shared.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def browser(pw: Any, _shared_browser: _Shared) -> AsyncIterator[Any]:
+    """The run's Playwright-launched chromium; the contexts a test opens in it are
+    closed after the test (it starts with none open)."""
+    b = await _shared_browser.get(pw)
+    for ctx in list(b.contexts):  # a failed teardown's leftovers
+        await ctx.close()
+    try:
+        yield b
+    finally:
+        for ctx in list(b.contexts):
+            with contextlib.suppress(Exception):
+                await ctx.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def solo_browser(pw: Any) -> AsyncIterator[Any]:
+    """A chromium of the test's own (a SIGSTOP of its renderers stops only its own),
+    launched through the run's driver."""
+    async with launch(pw) as b:
         yield b
 
 
-@pytest.fixture
-async def own_chromium() -> AsyncIterator[OwnChromium]:
+@pytest_asyncio.fixture(loop_scope="session")
+async def own_chromium(pw: Any) -> AsyncIterator[OwnChromium]:
     """A chromium started by the test, attached over CDP with ``no_defaults``
     (:func:`unbroken.scenarios.browser.start_own_chromium`)."""
-    async with start_own_chromium() as own:
+    async with start_own_chromium(pw) as own:
         yield own

@@ -19,6 +19,9 @@ from unbroken.chaos import Bandwidth
 
 from .conftest import Rig, expected_parts
 
+# on the run's event loop, with its browser (conftest.py)
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
 SIZE = 1_100_000
 #: wire bytes per byte of answer (protocol v2 without the zlib cap: MessagePack
 #: strings, tags, 10 bytes of h per frame; v1 was 1.25): a cut at x % of the answer
@@ -215,7 +218,8 @@ async def test_page_lifecycle_freeze_then_resume(
 @pytest.mark.parametrize(
     "seconds", [3, pytest.param(10, marks=pytest.mark.full)], ids=lambda s: f"{s}s"
 )
-async def test_renderer_stopped_then_continued(rig: Rig, browser: Any, seconds: float) -> None:
+async def test_renderer_stopped_then_continued(rig: Rig, solo_browser: Any, seconds: float) -> None:
+    browser = solo_browser  # its own: every renderer of it is stopped
     paced(rig)
     _, page = await _open(browser, rig)
     await page.wait_for_function(f"window.log.received > {SIZE // 12 // 3}", polling=10)

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from .conftest import Rig
 from .test_browser_faults import SIZE, _finish, _open, assert_exact, paced
+
+# on the run's event loop, with its browser (conftest.py)
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def test_a_second_tab_joins_a_live_answer(rig: Rig, browser: Any) -> None:

@@ -22,6 +22,9 @@ from unbroken.testing import serve
 from .conftest import Rig, _Site, mixed_app
 from .test_browser_faults import SIZE, _finish, assert_exact, disconnects
 
+# on the run's event loop, with its browser (conftest.py)
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
 REDIS = shutil.which("redis-server")
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import jwt
 import pytest
+import pytest_asyncio
 
 from unbroken.chaos import FaultProxy
 from unbroken.server.auth import JWTAuth
@@ -19,6 +20,9 @@ from unbroken.testing import serve
 
 from .conftest import Rig, _Site, mixed_app
 from .test_browser_faults import _finish, assert_exact, disconnects
+
+# on the run's event loop, with its browser (conftest.py)
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 SECRET = "browser-refresh-test-secret-0123456789abcdef"
 LIFETIME = 2.0  # seconds: the 1.1 MB answer, paced by its agent, outlives it twice
@@ -33,7 +37,7 @@ def token(*, expired: bool = False) -> str:
     return jwt.encode({"sub": "alice", "exp": int(exp * 1000) / 1000}, SECRET, algorithm="HS256")
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def auth_rig() -> AsyncIterator[Rig]:
     calls: dict[str, int] = {}
     app = mixed_app(calls, auth=JWTAuth(key=SECRET, algorithms=["HS256"]))

@@ -20,6 +20,9 @@ from ..waiting import until
 from .conftest import Rig, _Site, mixed_app
 from .test_browser_faults import _finish, _open, assert_exact, disconnects
 
+# on the run's event loop, with its browser (conftest.py)
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
 NEVER = 1 << 40  # an RSS limit never reached: the monitor runs, no pressure
 
 

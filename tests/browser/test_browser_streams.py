@@ -7,8 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from .conftest import Rig
 from .test_browser_faults import SIZE, _finish, assert_exact
+
+# on the run's event loop, with its browser (conftest.py)
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 LIST = """async () => (await window.client.streams()).map((s) => ({
   stream: s.stream, agent: s.agent, epoch: s.epoch, head: s.head, status: s.status,

@@ -18,6 +18,9 @@ from unbroken.testing import serve
 from .conftest import Rig, _Site, mixed_app
 from .test_browser_faults import SIZE, _finish, assert_exact, disconnects
 
+# on the run's event loop, with its browser (conftest.py)
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
 #: v2 wire bytes per byte of this answer without compression (MessagePack strings,
 #: tags, handle and seq, 10 bytes of h per frame): measured 1.02-1.03
 WIRE_V2 = 1.03

@@ -11,12 +11,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from unbroken.chaos import FaultProxy
 from unbroken.testing import serve
 
 from .conftest import Rig, _Site, mixed_app
 from .test_browser_faults import SIZE, _finish, assert_exact
+
+# on the run's event loop, with its browser (conftest.py)
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 #: scripts from the page's origin (and its inline module); no 'wasm-unsafe-eval'
 CSP = "script-src 'self' 'unsafe-inline'"
@@ -50,7 +54,7 @@ class _CspSite(_Site):
         await super().__call__(scope, receive, with_csp)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def rig() -> AsyncIterator[Rig]:
     calls: dict[str, int] = {}
     app = mixed_app(calls)

@@ -32,6 +32,9 @@ from unbroken.testing import serve
 
 from .conftest import expected_parts
 
+# on the run's event loop, with its browser (conftest.py)
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
 ROOT = Path(__file__).resolve().parents[2]
 DONE = "window.demo && window.demo.done === true"
 SIZE = 300_000

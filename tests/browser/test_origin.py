@@ -23,6 +23,9 @@ from unbroken.server.policy import OriginPolicy
 
 from .conftest import Rig, expected_parts
 
+# on the run's event loop, with its browser (conftest.py)
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
 SIZE = 300_000
 DONE = "window.log && window.log.done === true"
 

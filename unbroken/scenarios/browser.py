@@ -126,11 +126,24 @@ async def page_server() -> AsyncIterator[str]:
 
 # ------------------------------------------------------------------ browsers
 @contextlib.asynccontextmanager
-async def launch() -> AsyncIterator[Any]:
-    """A Playwright-launched chromium (Playwright's ``Browser``)."""
+async def _playwright(given: Any) -> AsyncIterator[Any]:
+    """``given`` (a started Playwright, whose driver the caller keeps), or a Playwright
+    started for the block (its driver, a Node process, stopped after it)."""
+    if given is not None:
+        yield given
+        return
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
+        yield p
+
+
+@contextlib.asynccontextmanager
+async def launch(playwright: Any = None) -> AsyncIterator[Any]:
+    """A Playwright-launched chromium (Playwright's ``Browser``), closed after the
+    block; through ``playwright`` (a started one) if given, else through a driver
+    started (and stopped) for it."""
+    async with _playwright(playwright) as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=list(ARGS))
         try:
             yield b
@@ -151,11 +164,10 @@ class OwnChromium:
 
 
 @contextlib.asynccontextmanager
-async def start_own_chromium() -> AsyncIterator[OwnChromium]:
+async def start_own_chromium(playwright: Any = None) -> AsyncIterator[OwnChromium]:
     """Start chromium with a debugging port and attach over CDP (``no_defaults``); the
-    default context's page. Killed (its whole process group) on exit."""
-    from playwright.async_api import async_playwright
-
+    default context's page. Killed (its whole process group) on exit. Attached through
+    ``playwright`` (a started one) if given, else through a driver started for it."""
     with tempfile.TemporaryDirectory(prefix="unbroken-chromium-") as profile:
         proc = await asyncio.create_subprocess_exec(
             CHROMIUM,
@@ -176,7 +188,7 @@ async def start_own_chromium() -> AsyncIterator[OwnChromium]:
                     raise RuntimeError(f"chromium did not start (exit {proc.returncode})")
                 await asyncio.sleep(0.05)  # chromium writes the file when it listens
             port = int(port_file.read_text().split()[0])
-            async with async_playwright() as p:
+            async with _playwright(playwright) as p:
                 b = await p.chromium.connect_over_cdp(f"http://127.0.0.1:{port}", no_defaults=True)
                 ctx = b.contexts[0]
                 page = ctx.pages[0] if ctx.pages else await ctx.new_page()
