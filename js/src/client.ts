@@ -460,6 +460,7 @@ export class Client {
   _ready = false;
   /** when the current connection got its `welcome` (null: not yet) */
   private _welcomedAt: number | null = null;
+  private _welcomedOnce = false;
   /** @internal */
   _closed = false;
   private _fatal: unknown = null;
@@ -952,7 +953,8 @@ export class Client {
       const delay = b.nextDelay(t, typeof shed === "number" ? shed : null);
       if (delay === null) {
         this._emit("exhausted", { attempt: b.attempts, cause: causeOf(error) });
-        this._failAll(new ReconnectExhausted(b.attempts, b.elapsed(t), error));
+        // (never welcomed: a wrong URL or a server not up, not a lost link)
+        this._failAll(new ReconnectExhausted(b.attempts, b.elapsed(t), error, this._welcomedOnce ? [] : this.urls));
         return;
       }
       this._urlIndex += 1;
@@ -1181,6 +1183,7 @@ export class Client {
           live.welcomed(t, f.heartbeat_ms, t - t0);
           this._emit("connected", { url, version: this.version! });
           this._first![1]();
+          this._welcomedOnce = true;
           for (const st of this.openStreams.values()) {
             if (st._state === "starting") {
               st._resendDue = false;

@@ -93,14 +93,21 @@ export class ReconnectExhausted extends UnbrokenError {
   readonly attempts: number;
   readonly elapsed: number;
   readonly lastError: unknown;
-  constructor(attempts: number, elapsed: number, lastError: unknown) {
+  /** The URLs tried when the client never connected (empty after a connection). */
+  readonly neverConnected: readonly string[];
+  constructor(attempts: number, elapsed: number, lastError: unknown, neverConnected: readonly string[] = []) {
     const last = lastError ? `${errorName(lastError)}: ${errorMessage(lastError)}` : "none";
+    const gave = `gave up after ${attempts} attempts in ${elapsed.toFixed(1)}s (last error: ${last}); `;
     super(
-      `gave up after ${attempts} attempts in ${elapsed.toFixed(1)}s (last: ${last}); resume the cursor later`,
+      neverConnected.length
+        ? // (closed with a code: the server refused each; else nothing answered there)
+          `could not connect to ${neverConnected.join(", ")}: ${gave}${typeof (lastError as { code?: unknown } | null)?.code === "number" ? "the server closed every attempt: its log says why" : "check the URL and that the server is running"}`
+        : `${gave}the stream can still be resumed from its cursor while the server retains it`,
     );
     this.attempts = attempts;
     this.elapsed = elapsed;
     this.lastError = lastError;
+    this.neverConnected = neverConnected;
   }
 }
 

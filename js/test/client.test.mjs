@@ -333,10 +333,61 @@ test("a server that never answers exhausts the reconnect budget with ReconnectEx
   }
   const events = [];
   const client = new Client("ws://a/ws", { WebSocket: Dead, storage: null, lifecycle: false, policy: { base: 0.001, cap: 0.002, maxAttempts: 4 }, onEvent: (e) => events.push(e.kind) });
-  await assert.rejects(client.start("echo"), (e) => e instanceof ReconnectExhausted && e.attempts === 4 && e.lastError?.name === "ConnectionLost");
+  await assert.rejects(client.start("echo"), (e) => {
+    assert.ok(e instanceof ReconnectExhausted && e.attempts === 4 && e.lastError?.name === "ConnectionLost", `${e.name}: ${e.message}`);
+    // never connected: the error says where it tried and what to check, as Python's does
+    assert.deepEqual(e.neverConnected, ["ws://a/ws"]);
+    assert.match(e.message, /^could not connect to ws:\/\/a\/ws: gave up after 4 attempts .*check the URL and that the server is running$/);
+    return true;
+  });
   assert.equal(events.filter((k) => k === "reconnecting").length, 4);
   assert.equal(events.at(-1), "exhausted");
   await client.close();
+});
+
+test("ReconnectExhausted: a server that closes every attempt is named; after a connection, the stream can be resumed", async () => {
+  // closed with a code before any welcome: the server refused each attempt
+  class Refusing {
+    constructor() {
+      this.readyState = 0;
+      setTimeout(() => {
+        this.readyState = 3;
+        this.onclose?.({ code: 1011, reason: "internal error" });
+      }, 1);
+    }
+    send() {}
+    close() {}
+  }
+  const policy = { base: 0.001, cap: 0.002, maxAttempts: 2 };
+  const a = new Client(["ws://a/ws", "ws://b/ws"], { WebSocket: Refusing, storage: null, lifecycle: false, policy });
+  await assert.rejects(a.start("echo"), (e) => {
+    assert.deepEqual(e.neverConnected, ["ws://a/ws", "ws://b/ws"], e.message);
+    assert.match(e.message, /^could not connect to ws:\/\/a\/ws, ws:\/\/b\/ws: .*the server closed every attempt: its log says why$/);
+    return true;
+  });
+  await a.close();
+  // welcomed once, then every attempt fails: a lost link, not a wrong URL
+  const server = new FakeServer(answerEvents(40), { per: 2 });
+  let down = false;
+  class Flaky {
+    constructor(url, protocols) {
+      // (a constructor may return another object: the server's socket while it is up)
+      return down ? new Refusing() : new server.WebSocket(url, protocols);
+    }
+  }
+  const b = new Client("ws://a/ws", { WebSocket: Flaky, storage: null, lifecycle: false, policy });
+  const st = await b.start("echo");
+  const it = st[Symbol.asyncIterator]();
+  await it.next();
+  down = true;
+  server.drop(server.sockets.at(-1));
+  await assert.rejects(st.wait(), (e) => {
+    assert.ok(e instanceof ReconnectExhausted, `${e.name}: ${e.message}`);
+    assert.deepEqual(e.neverConnected, []);
+    assert.match(e.message, /^gave up after 2 attempts .*the stream can still be resumed from its cursor while the server retains it$/);
+    return true;
+  });
+  await b.close();
 });
 
 test("reconnects: a connection that made progress begins a new episode (the budget is for one outage)", async () => {
