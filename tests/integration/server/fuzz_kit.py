@@ -21,6 +21,7 @@ import math
 import secrets
 import threading
 import zlib
+from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -146,6 +147,8 @@ class Harness:
     alice_streams: list[str] = field(default_factory=list)  # finished, from fresh checks
     canary_stream: str = ""
     examples: int = 0
+    #: what the examples met: close codes, error codes, resume answers (for reports)
+    seen: Counter[str] = field(default_factory=Counter)
     _thread: threading.Thread | None = None
     _cm: Any = None
     _canary_task: asyncio.Task[None] | None = None
@@ -322,10 +325,27 @@ class Harness:
 # A fuzz example is a version, a hello and a list of steps. A step is a frame (its
 # type and fields, with references resolved when sent) plus, maybe, a mutation.
 
-STREAM_REFS = ["own", "own", "own", "canary", "alice_prev", "random", "bad_id"]
-SEQ_REFS = ["head", "head", "head+1", "head+big", "zero", "back", "max", "max+1", "neg", "float"]
-H_REFS = ["right", "right", "forged", "none", "short", "upper"]
+# references resolved when a frame is sent; the last ones of each list are out of range
+# (a bad frame, close 4000), drawn one time in six (mostly): a bad frame ends the
+# connection, so the stateful part needs mostly frames in range
+GOOD_STREAMS = ["own", "own", "own", "canary", "alice_prev", "random"]
+STREAM_REFS = [*GOOD_STREAMS, "bad_id"]
+GOOD_SEQS = ["head", "head", "head+1", "head+big", "zero", "back", "max"]
+SEQ_REFS = [*GOOD_SEQS, "max+1", "neg", "float"]
+H_REFS = ["right", "right", "right", "forged", "none", "upper", "short"]
 EPOCH_REFS = ["right", "right", "right", "forged", "bad"]
+
+
+def mostly(good: list[str], bad: list[str]) -> st.SearchStrategy[str]:
+    """A value of ``good``: the steps of a sequence are in range (a bad frame ends the
+    connection, so the stateful part needs them); ``bad`` goes to :func:`out_of_range`."""
+    OUT_OF_RANGE.extend(bad)
+    return st.sampled_from(good)
+
+
+#: the out-of-range values of every field, drawn by the sequence's bad last step
+OUT_OF_RANGE: list[str] = []
+
 
 #: JSON-ish values for wrong-typed fields and fuzzed inputs
 json_leaf = st.one_of(
@@ -376,39 +396,42 @@ MUTATIONS = [
     "not_object",
 ]
 
+start_steps = st.builds(
+    Step,
+    kind=st.just("start"),
+    req=mostly(["r1", "r2", "r3"], ["r\x7f", "", "r" * 129, "a b"]),
+    agent=mostly(["count", "count", "echo", "nope"], ["bad agent!"]),
+    input=st.one_of(
+        st.fixed_dictionaries({"n": st.integers(min_value=-5, max_value=60)}), json_value
+    ),
+)
+resume_steps = st.builds(
+    Step,
+    kind=st.just("resume"),
+    stream=mostly(GOOD_STREAMS, ["bad_id"]),
+    seq=mostly(GOOD_SEQS, ["max+1", "neg", "float"]),
+    h=mostly(H_REFS[:-1], ["short"]),
+    epoch=mostly(EPOCH_REFS[:-1], ["bad"]),
+)
 steps = st.one_of(
-    st.builds(
-        Step,
-        kind=st.just("start"),
-        req=st.sampled_from(["r1", "r2", "r3", "r\x7f", "", "r" * 129, "a b"]),
-        agent=st.sampled_from(["count", "count", "echo", "nope", "bad agent!"]),
-        input=st.one_of(
-            st.fixed_dictionaries({"n": st.integers(min_value=-5, max_value=60)}), json_value
-        ),
-    ),
-    st.builds(
-        Step,
-        kind=st.just("resume"),
-        stream=st.sampled_from(STREAM_REFS),
-        seq=st.sampled_from(SEQ_REFS),
-        h=st.sampled_from(H_REFS),
-        epoch=st.sampled_from(EPOCH_REFS),
-    ),
+    start_steps,
+    start_steps,
+    resume_steps,
+    resume_steps,
     st.builds(
         Step,
         kind=st.just("ack"),
-        stream=st.sampled_from(STREAM_REFS),
-        seq=st.sampled_from(SEQ_REFS),
+        stream=mostly(GOOD_STREAMS, ["bad_id"]),
+        seq=mostly(GOOD_SEQS, ["max+1", "neg", "float"]),
     ),
-    st.builds(Step, kind=st.just("cancel"), stream=st.sampled_from(STREAM_REFS)),
-    st.builds(Step, kind=st.just("ping"), seq=st.sampled_from(SEQ_REFS)),
-    st.builds(Step, kind=st.just("list"), seq=st.sampled_from(SEQ_REFS)),
+    st.builds(Step, kind=st.just("cancel"), stream=mostly(GOOD_STREAMS, ["bad_id"])),
+    st.builds(Step, kind=st.just("ping"), seq=mostly(GOOD_SEQS, ["max+1", "neg", "float"])),
+    st.builds(Step, kind=st.just("list"), seq=mostly(GOOD_SEQS, ["max+1", "neg", "float"])),
     st.builds(
         Step,
         kind=st.just("refresh"),
-        token=st.sampled_from(["alice-token", "bob-token", "junk", "x" * 17000]),
+        token=mostly(["alice-token", "alice-token", "bob-token", "junk"], ["x" * 17000]),
     ),
-    st.builds(Step, kind=st.just("hello")),
     # another connection of the same principal, on the other version or this one,
     # takes one of this connection's streams: resumes it from 0 or from its head
     # (every events frame it gets checked), then cancels it or acks it
@@ -447,15 +470,35 @@ def mutated(step: Step) -> st.SearchStrategy[Step]:
     )
 
 
-fuzz_steps = st.one_of(
-    steps,
-    steps,
+#: a bad frame ends its connection, so most steps are valid ones (the stateful part
+#: runs long), and a sequence ends with a bad frame now and then
+bad_steps = st.one_of(
     steps.flatmap(mutated),
     st.builds(Step, kind=st.just("raw"), raw=st.binary(max_size=40) | st.text(max_size=40)),
     # a zlib bomb: 64 MiB of zeros deflated to ~64 KB, as v2's compressed frame (a
     # client may never send one) and as plain bytes
     st.builds(Step, kind=st.just("raw"), raw=st.sampled_from(["zlib-bomb", "zlib-raw"])),
 )
+
+
+def out_of_range(step: Step) -> st.SearchStrategy[Step]:
+    """``step`` with one field out of range (a bad frame: close 4000)."""
+    bad = {
+        "start": ("req", ["r\x7f", "", "r" * 129, "a b"]),
+        "resume": ("seq", ["max+1", "neg", "float"]),
+        "ack": ("stream", ["bad_id"]),
+        "cancel": ("stream", ["bad_id"]),
+        "ping": ("seq", ["max+1", "neg", "float"]),
+        "list": ("seq", ["max+1", "neg", "float"]),
+        "refresh": ("token", ["x" * 17000]),
+    }.get(step.kind)
+    if bad is None:
+        return st.just(Step("ack", seq="neg"))
+    name, values = bad
+    return st.sampled_from(values).map(lambda v: Step(**{**step.__dict__, name: v}))
+
+
+bad_steps = st.one_of(bad_steps, steps.flatmap(out_of_range), st.just(Step("hello")))
 
 
 @dataclass(frozen=True)
@@ -471,12 +514,17 @@ class Script:
 scripts = st.builds(
     Script,
     version=st.sampled_from(["v1", "v2"]),
-    hello=st.sampled_from(["ok", "ok", "ok", "ok", "none", "bad_token", "bob", "mutated"]),
+    hello=st.tuples(
+        st.booleans(), st.booleans(), st.sampled_from(["none", "bad_token", "mutated"])
+    ).map(lambda t: t[2] if t[0] and t[1] else "ok")
+    | st.just("bob"),
     caps=st.lists(
         st.sampled_from(["batch", "streams", "unavailable", "zlib", "refresh", "x-unknown"]),
         unique=True,
     ).map(tuple),
-    steps=st.lists(fuzz_steps, max_size=12).map(tuple),
+    steps=st.tuples(
+        st.lists(steps, min_size=1, max_size=16), st.none() | bad_steps.map(lambda b: [b])
+    ).map(lambda t: tuple(t[0] + (t[1] or []))),
     pipelined=st.booleans(),
     end=st.sampled_from(["close", "abort", "leave"]),
 )
@@ -666,6 +714,8 @@ class Fuzz:
     next_seq: dict[str, int] = field(default_factory=dict)  # per attached stream
     principal: str = "alice"
     twins: list[asyncio.Task[None]] = field(default_factory=list)
+    #: the last resume sent: (stream, after, the answers §10 allows, frames before it)
+    resume_want: tuple[str, Any, set[str], int] | None = None
 
     def fail(self, why: str) -> None:
         raise Violation(f"{why}\nscript: {self.script}\nsent/recv: {self.log[-30:]}")
@@ -734,6 +784,7 @@ class Fuzz:
             if f.stream not in self.own:
                 self.own.append(f.stream)
         elif t == "error":
+            self.h.seen[f"error {f.code}"] += 1
             if f.code not in ERRORS:
                 self.fail(f"undocumented error code {f.code!r}: {f}")
         elif t == "gone" and f.reason not in GONE:
@@ -822,10 +873,12 @@ class Fuzz:
         ep = {"right": epoch, "forged": "forged-epoch", "bad": "bad epoch"}[step.epoch]
         h: Any = None
         h_ok = True
+        h_right = step.h == "none" and seq == 0
         if step.h != "none":
             d = None
             if seq_ok and id_ok and step.h in ("right", "upper", "short"):
                 d = await self.h.digest_at(stream, seq) if seq else seed(stream, epoch)
+                h_right = d is not None and step.h in ("right", "upper")
             if d is None or step.h == "forged":
                 d = secrets.token_bytes(16)
             if step.h == "short":
@@ -834,6 +887,20 @@ class Fuzz:
             if step.h == "upper":
                 h, h_ok = (d.hex().upper(), False) if self.script.version == "v1" else (d, True)
         fields = {"stream": stream, "after": seq, "epoch": ep, "h": h}
+        # the answer protocol §10 decides, in its order of checks
+        meta = await self.h.app.store.meta(stream) if id_ok else None
+        if step.epoch == "forged":
+            want = {"gone:epoch"}
+        elif meta is None or meta.owner != self.principal:
+            want = {"gone:forbidden"}
+        elif isinstance(seq, int) and seq > meta.head:
+            # past the head: diverged, unless the run wrote that far meanwhile
+            want = {"gone:diverged"} if meta.status != "running" else {"gone:diverged", "resumed"}
+        elif not h_right:
+            want = {"gone:diverged"}
+        else:
+            want = {"resumed"}
+        self.resume_want = (stream, seq, want, len(self.frames))
         return t, fields, id_ok and seq_ok and h_ok and step.epoch != "bad"
 
     def twin(self, step: Step, i: int) -> None:
@@ -871,6 +938,7 @@ class Fuzz:
             await asyncio.wait_for(asyncio.shield(self.reader), TIMEOUT)
         except TimeoutError:
             self.fail(f"{why}: expected a close {sorted(codes)}, the connection stayed open")
+        self.h.seen[f"close {self.close_code}"] += 1
         if self.close_code not in codes:
             self.fail(
                 f"{why}: closed {self.close_code} {self.close_reason!r}, expected {sorted(codes)}"
@@ -972,6 +1040,23 @@ class Fuzz:
         n = 7000 + len(self.frames)
         await self.send(encode_fields(self.script.version, "ping", {"n": n}))
         await self.wait_for(lambda: any(tag(f) == "pong" and f.n == n for f in self.frames))
+        want, self.resume_want = self.resume_want, None
+        if step.kind != "resume" or step.mutation or want is None or self.close_code is not None:
+            return
+        # the memory log answers a resume where it reads it: before the pong
+        stream, after, allowed, start = want
+        answers = [
+            f for f in self.frames[start:] if tag(f) in ("gone", "resumed") and f.stream == stream
+        ]
+        if not answers:
+            self.fail(f"no answer to the resume of {stream} before the pong")
+        got = answers[-1]
+        name = "resumed" if tag(got) == "resumed" else f"gone:{got.reason}"
+        if name not in allowed:
+            self.fail(f"resume of {stream} after {after} answered {got}, expected {allowed}")
+        self.h.seen[f"resume {name}"] += 1
+        if name == "resumed" and got.from_ != after:
+            self.fail(f"resumed from {got.from_}, asked after {after}")
 
     async def send_step(self, step: Step, i: int) -> set[int] | None:
         """Send one step; the close codes it must get, or None when it is valid."""
