@@ -2,7 +2,7 @@
 
 Each example is a connection (v1 or v2) sending a sequence of frames, valid and
 mutated; after each, the invariants of :meth:`Harness.check_after` hold. The default
-tier runs 10 connections and 5 request lists, derandomized (a few seconds); ``-m full`` runs
+tier runs 6 connections and 5 request lists, derandomized (a few seconds); ``-m full`` runs
 ``UNBROKEN_FUZZ_EXAMPLES`` (default 2,000) random ones.
 """
 
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from .fuzz_kit import Fuzz, Harness, HttpReq, Script, http_one, http_reqs, scripts
 
 QUICK = settings(
-    max_examples=10,
+    max_examples=6,
     derandomize=True,
     database=None,
     deadline=None,
@@ -65,6 +65,7 @@ def test_fuzzed_frame_sequences_get_documented_answers_and_harm_no_one(
 
 
 @pytest.mark.full
+@pytest.mark.timeout(3600)
 @LONG
 @given(script=scripts)
 def test_fuzzed_frame_sequences_long(harness: Harness, script: Script) -> None:
@@ -92,6 +93,7 @@ def test_fuzzed_http_requests_get_documented_answers_and_harm_no_one(
 
 
 @pytest.mark.full
+@pytest.mark.timeout(3600)
 @LONG
 @given(reqs=st.lists(http_reqs, min_size=1, max_size=6))
 def test_fuzzed_http_requests_long(harness: Harness, reqs: list[HttpReq]) -> None:
