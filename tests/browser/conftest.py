@@ -75,9 +75,12 @@ def expected_parts(size: int) -> dict[str, str]:
     return {"text": text, "summary": summary, "chart": chart}
 
 
-def mixed_app(calls: dict[str, int], **options: Any) -> Unbroken:
+def mixed_app(
+    calls: dict[str, int], holds: list[asyncio.Event] | None = None, **options: Any
+) -> Unbroken:
     """The app of the ``mixed`` agent (anonymous unless ``options`` say otherwise:
-    ``auth=…``)."""
+    ``auth=…``). ``holds``: events a run waits for once it has written the first half
+    of its text part (see :meth:`Rig.hold_at_half`)."""
     app = Unbroken(**({"allow_anonymous": "auth" not in options} | options))
 
     @app.agent("mixed")
@@ -93,6 +96,8 @@ def mixed_app(calls: dict[str, int], **options: Any) -> Unbroken:
             await out.text(text[i : i + 12])
             if i % 6000 == 0:
                 await asyncio.sleep(pace)
+        for hold in holds or ():
+            await hold.wait()
         async with out.json("summary") as j:
             body = parts["summary"]
             for i in range(0, len(body), 400):
@@ -121,6 +126,17 @@ class Rig:
     server: RunningServer
     proxy: FaultProxy
     calls: dict[str, int] = field(default_factory=dict)
+    holds: list[asyncio.Event] = field(default_factory=list)
+
+    def hold_at_half(self) -> asyncio.Event:
+        """Make the agent's runs wait, once they have written the first half of their
+        text part (its first ``len(text) // 2 // 12`` tokens), until the returned event
+        is set: a fault
+        timed by the page's progress then lands mid-answer however late the test gets
+        to it (a paced answer may have finished meanwhile on a loaded machine)."""
+        release = asyncio.Event()
+        self.holds.append(release)
+        return release
 
     def url(self, size: int = 0, req: str = "", *, compression: bool = False) -> str:
         """The page's URL. The page speaks the client's default protocol (v2), but
@@ -141,12 +157,13 @@ class Rig:
 @pytest_asyncio.fixture(loop_scope="session")
 async def rig() -> AsyncIterator[Rig]:
     calls: dict[str, int] = {}
-    app = mixed_app(calls)
+    holds: list[asyncio.Event] = []
+    app = mixed_app(calls, holds)
     async with (
         serve(_Site(app), path="/ws") as server,
         FaultProxy(("127.0.0.1", server.port)) as proxy,
     ):
-        yield Rig(app, server, proxy, calls)
+        yield Rig(app, server, proxy, calls, holds)
 
 
 # ------------------------------------------------------------------ browsers
