@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import inspect
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -35,6 +34,7 @@ from .connection import Authenticate, Connection
 from .guard import ConnectionGuard, ConnectionLimits
 from .hub import Hub, Redact
 from .policy import LivePolicy, OriginPolicy
+from .shape import HOOK_ARGS, HOOK_SHAPE, agent_shape, check_callable
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -49,52 +49,21 @@ _AGENT_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,128}\Z")
 
 
 def _check_agent(name: str, fn: object) -> None:
-    """Refuse, when it is registered, an agent the hub could not run: every run of
-    it would end ``failed`` with a bare ``TypeError``."""
-    shape = f"write it as `async def {getattr(fn, '__name__', 'agent')}(req, out):`"
-    if not callable(fn):
-        raise ConfigError(f"agent {name!r} is {type(fn).__name__}, not a function; {shape}")
-    if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
-        raise ConfigError(
-            f"agent {name!r} is a generator: an agent does not yield, it writes "
-            f"(`await out.text(token)`); {shape}"
-        )
-    if inspect.isfunction(fn) and not inspect.iscoroutinefunction(fn):
-        raise ConfigError(f"agent {name!r} is a plain (sync) function; {shape}")
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):  # a builtin or an object without one: run it
-        return
-    try:
-        signature.bind(None, None)
-    except TypeError:
-        raise ConfigError(
-            f"agent {name!r} takes ({', '.join(signature.parameters)}), but an agent is "
-            "called with two "
-            f"arguments, the request and its output; {shape}"
-        ) from None
+    """Refuse, when it is registered, an agent the hub could not call (that it
+    returns an awaitable is checked when it runs)."""
+    check_callable(
+        fn,
+        f"agent {name!r}",
+        "the request and its output",
+        agent_shape(fn),
+        ", it writes (`await out.text(token)`)",
+    )
 
 
 def _check_hook(hook: object) -> None:
     """Refuse, when the app is built, an ``authenticate`` hook that could never
-    answer: every connection would be closed 1011 with a bare ``TypeError``."""
-    shape = "write it as `async def authenticate(hello, info) -> Principal`"
-    if not callable(hook):
-        raise ConfigError(f"authenticate= is {type(hook).__name__}, not a function; {shape}")
-    if inspect.isfunction(hook) and not inspect.iscoroutinefunction(hook):
-        raise ConfigError(f"the authenticate hook is a plain (sync) function; {shape}")
-    try:
-        signature = inspect.signature(hook)
-    except (TypeError, ValueError):
-        return
-    try:
-        signature.bind(None, None)
-    except TypeError:
-        raise ConfigError(
-            f"the authenticate hook takes ({', '.join(signature.parameters)}), but it is "
-            "called with two arguments, "
-            f"the hello frame (its token: hello.token) and the connection's info; {shape}"
-        ) from None
+    be called (that it returns an awaitable is checked on each call)."""
+    check_callable(hook, "the authenticate hook", HOOK_ARGS, HOOK_SHAPE, ", it returns a Principal")
 
 
 class Unbroken:

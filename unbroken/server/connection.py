@@ -82,6 +82,7 @@ from . import eager
 from .agent import Principal, anonymous_principal
 from .attach import _CHUNK_FRAME, Attachment
 from .config import ServerConfig
+from .shape import call_hook
 from .ticker import ticker
 
 if TYPE_CHECKING:
@@ -570,7 +571,7 @@ class Connection:
         if self.info.principal is not None:
             principal = self.info.principal
         elif self.authenticate is not None:
-            principal = await self.authenticate(hello, self.info)
+            principal = await call_hook(self.authenticate, hello, self.info)
             if not isinstance(principal, Principal):  # fail closed, and say why
                 log.error(
                     "authenticate hook returned %s, not a Principal: return Principal(id) to "
@@ -759,7 +760,9 @@ class Connection:
         assert current is not None
         hello = msgspec.structs.replace(self._hello_frame, token=token)
         try:
-            principal = await self.authenticate(hello, ConnectInfo(client=self.info.client))
+            principal = await call_hook(
+                self.authenticate, hello, ConnectInfo(client=self.info.client)
+            )
         except AuthError as exc:
             self._error(ErrorCode.AUTH_FAILED, str(exc))
             return

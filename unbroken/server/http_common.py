@@ -25,6 +25,7 @@ from ..errors import AuthError, JWKSUnavailable
 from ..protocol.frames import Hello
 from .agent import Principal, anonymous_principal
 from .connection import Authenticate, ConnectInfo
+from .shape import call_hook
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +231,7 @@ async def authenticate(
         cookies={},
     )
     try:
-        principal = await hook(Hello(token=token), info)
+        principal = await call_hook(hook, Hello(token=token), info)
     except JWKSUnavailable as exc:
         raise _HttpRefusal(503, str(exc), [(b"retry-after", b"1")]) from None
     except AuthError as exc:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from .admission import Admission, AdmissionLimits, PrincipalKey
 from .agent import Agent, Output, Principal, Request
 from .flag import Flag
 from .producer import Producer
+from .shape import agent_shape, not_awaitable
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,18 @@ class AgentRun:
     seen_at: float = 0.0
     span: Any = None  # the run's trace span (unbroken.observe.tracing)
     status: str = "running"  # as the end event says, once written
+
+
+class _NotAwaitable(Exception):
+    """An agent returned something that cannot be awaited."""
+
+
+def _awaitable(result: Awaitable[None], name: str, fn: object) -> Awaitable[None]:
+    """``result`` of calling the agent ``name``, or :class:`_NotAwaitable` that
+    says why it cannot run (a ``lambda`` or a wrapper returning the coroutine is fine)."""
+    if inspect.iscoroutine(result) or inspect.isawaitable(result):
+        return result
+    raise _NotAwaitable(not_awaitable(f"agent {name!r}", result, agent_shape(fn)))
 
 
 class Hub:
@@ -366,10 +380,10 @@ class Hub:
             deadline = asyncio.timeout(limit) if limit is not None else None
             try:
                 if deadline is None:
-                    await fn(request, out)
+                    await _awaitable(fn(request, out), run.agent, fn)
                 else:
                     async with deadline:
-                        await fn(request, out)
+                        await _awaitable(fn(request, out), run.agent, fn)
                 await out.close_open_parts()
                 await out.flush()
             except TimeoutError:
@@ -409,6 +423,9 @@ class Hub:
             status, error = "failed", f"stream_too_large: {exc}"
         except LogFull as exc:
             status, error = "failed", f"log_full: {exc}"
+        except _NotAwaitable as exc:  # a mistake in the app, not a secret: say it
+            log.error("agent cannot run stream=%s: %s", run.stream, exc)
+            status, error = "failed", str(exc)
         except Exception as exc:
             log.error(
                 "agent failed stream=%s agent=%s error=%s",

@@ -6,8 +6,9 @@ WebSocket path, a URL where no server listens."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
@@ -21,6 +22,7 @@ from unbroken import (
 )
 from unbroken.protocol.frames import Hello
 from unbroken.server import ConnectInfo, Output, Principal, Request, Unbroken
+from unbroken.server.agent import Agent
 from unbroken.testing import serve
 
 FAST = BackoffPolicy(base=0.01, cap=0.05, max_attempts=3, deadline=10)
@@ -35,16 +37,12 @@ def test_an_agent_that_cannot_run_is_refused_when_registered() -> None:
     async def async_gen(req: Request, out: Output) -> AsyncIterator[str]:
         yield "a"
 
-    def sync_fn(req: Request, out: Output) -> None:
-        pass
-
     async def no_args() -> None:
         pass
 
     for fn, words in (
         (sync_gen, "is a generator"),
         (async_gen, "is a generator"),
-        (sync_fn, r"plain \(sync\) function"),
         (no_args, "two arguments"),
     ):
         with pytest.raises(ConfigError, match=words) as refused:
@@ -53,7 +51,7 @@ def test_an_agent_that_cannot_run_is_refused_when_registered() -> None:
     assert app.agents == {}
 
     with pytest.raises(ConfigError, match=r'@app.agent\("name"\)'):
-        app.agent(sync_fn)  # type: ignore[arg-type]  # the decorator without its name
+        app.agent(async_gen)  # type: ignore[arg-type]  # the decorator without its name
     with pytest.raises(ConfigError, match="bad agent name"):
         app.agent("two words")
 
@@ -129,14 +127,14 @@ async def test_an_agent_that_raises_says_where_its_traceback_is() -> None:
 
 
 def test_an_authenticate_hook_that_cannot_answer_is_refused_when_the_app_is_built() -> None:
-    def sync_hook(hello: Hello, info: ConnectInfo) -> Principal:
-        return Principal("a")
+    def gen_hook(hello: Hello, info: ConnectInfo) -> Iterator[Principal]:
+        yield Principal("a")
 
     async def token_only(token: str) -> Principal:
         return Principal("a")
 
-    with pytest.raises(ConfigError, match=r"plain \(sync\) function"):
-        Unbroken(authenticate=sync_hook)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="is a generator"):
+        Unbroken(authenticate=gen_hook)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"takes \(token\).*hello\.token"):
         Unbroken(auth=token_only)  # type: ignore[arg-type]
 
@@ -162,3 +160,61 @@ async def test_a_hook_that_returns_no_principal_refuses_and_says_so(
         with pytest.raises(ReconnectExhausted, match="the server closed every attempt"):
             async with Client(srv.url, token="t", policy=FAST):
                 pass
+
+
+async def test_a_lambda_or_a_wrapper_returning_a_coroutine_runs_and_a_sync_agent_fails_clearly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Registration cannot tell a ``lambda`` returning a coroutine from a plain
+    ``def``: both are registered, and the one that returns no awaitable ends its
+    run ``failed`` with the right shape, when it is called."""
+
+    async def real(req: Request, out: Output, model: str = "x") -> None:
+        await out.text(model)
+
+    def logged(fn: Callable[[Request, Output], Awaitable[None]]) -> Agent:
+        @functools.wraps(fn)
+        def wrapper(req: Request, out: Output) -> Awaitable[None]:
+            return fn(req, out)
+
+        return wrapper
+
+    def sync_fn(req: Request, out: Output) -> None:
+        pass
+
+    async def verify(hello: Hello) -> Principal:
+        return Principal(hello.token or "-")
+
+    app = Unbroken(authenticate=lambda hello, info: verify(hello))
+    app.agent("lam")(lambda req, out: real(req, out, "gpt"))
+    app.agent("wrapped")(logged(real))
+    app.agent("sync")(sync_fn)  # type: ignore[arg-type]
+    async with (
+        serve(app) as srv,
+        asyncio.timeout(15),
+        Client(srv.url, token="t", policy=FAST) as client,
+    ):
+        assert (await (await client.start("lam")).wait()).text == "gpt"
+        assert (await (await client.start("wrapped")).wait()).text == "x"
+        with pytest.raises(StreamFailed) as failed:
+            await (await client.start("sync")).wait()
+    error = failed.value.error
+    assert "agent 'sync' returned None, not an awaitable" in error
+    assert "async def sync_fn(req, out)" in error
+    assert "agent 'sync' returned None, not an awaitable" in caplog.text
+
+
+async def test_a_sync_authenticate_hook_refuses_and_the_log_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def sync_hook(hello: Hello, info: ConnectInfo) -> Principal:
+        return Principal("a")
+
+    app = Unbroken(authenticate=sync_hook)  # type: ignore[arg-type]
+    app.agent("echo")(lambda req, out: out.text("hi"))
+    async with serve(app) as srv, asyncio.timeout(15):
+        with pytest.raises(AuthError, match="authenticate hook is not async"):
+            async with Client(srv.url, token="t", policy=FAST):
+                pass  # refused at once (4002), not retried
+    assert "the authenticate hook returned Principal(" in caplog.text
+    assert "async def authenticate(hello, info)" in caplog.text
