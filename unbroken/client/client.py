@@ -467,8 +467,29 @@ class Client:
         self._first = loop.create_future()
         self._supervisor = loop.create_task(self._supervise(), name="unbroken-client")
         self._supervisor.add_done_callback(self._supervisor_ended)
-        await asyncio.shield(self._first)
+        try:
+            await asyncio.shield(self._first)
+        except BaseException:  # given up, refused, or the caller's timeout: not open
+            await self._not_opened()
+            raise
         return self
+
+    async def _not_opened(self) -> None:
+        """The first connection failed or was cancelled: stop trying and leave the
+        client as it was before ``async with``, so entering it again tries again."""
+        task, self._supervisor, self._first = self._supervisor, None, None
+        self._fatal = None
+        self._reconnects = Reconnects(self.policy, self._rng)
+        self._url_index = 0
+        self._ready.clear()
+        ws, self._ws = self._ws, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait((task,))
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        self._session.connection_lost()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()

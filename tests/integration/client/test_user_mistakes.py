@@ -218,3 +218,38 @@ async def test_a_sync_authenticate_hook_refuses_and_the_log_says_why(
                 pass  # refused at once (4002), not retried
     assert "the authenticate hook returned Principal(" in caplog.text
     assert "async def authenticate(hello, info)" in caplog.text
+
+
+async def test_a_client_whose_first_connection_failed_can_be_entered_again() -> None:
+    """A failed ``async with`` leaves the client as it was: nothing keeps trying in
+    the background, and entering it again tries again (with a fresh budget)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accepts, never answers the upgrade
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = Client(f"ws://127.0.0.1:{port}/ws", policy=FAST, open_timeout=30)
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3), client:
+                pass  # never reached: the server never answers
+        names = [t.get_name() for t in asyncio.all_tasks()]
+        assert "unbroken-client" not in names
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
+        await server.wait_closed()
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"ws://127.0.0.1:{s.getsockname()[1]}/ws"
+    client = Client(url, policy=FAST)
+    for _ in range(2):  # the second try is a try, not "open already"
+        with pytest.raises(ReconnectExhausted) as gave_up:
+            async with asyncio.timeout(15), client:
+                pass
+        assert gave_up.value.attempts == 3
+    assert "unbroken-client" not in [t.get_name() for t in asyncio.all_tasks()]
