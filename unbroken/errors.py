@@ -64,6 +64,16 @@ class IntegrityError(UnbrokenError):
         self.seq = seq
 
 
+def _server_closed(error: BaseException | None) -> bool:
+    """True when ``error`` is a WebSocket close whose code the server sent: our
+    :class:`ConnectionLost` with a code, or the WebSocket library's
+    ``ConnectionClosed`` with a received close frame (not a listener that is no
+    HTTP server, nor a proxy's HTTP 502)."""
+    if isinstance(error, ConnectionLost):
+        return error.code is not None
+    return getattr(error, "rcvd", None) is not None
+
+
 class ReconnectExhausted(UnbrokenError):
     """The client gave up reconnecting: attempts or time budget used up."""
 
@@ -79,9 +89,9 @@ class ReconnectExhausted(UnbrokenError):
         if never_connected:
             # refused, unreachable, unanswered: the address; closed by the server: its log
             where = (
-                "check the URL and that the server is running"
-                if last_error is None or isinstance(last_error, OSError | TimeoutError)
-                else "the server closed every attempt: its log says why"
+                "the server closed every attempt: its log says why"
+                if _server_closed(last_error)
+                else "check the URL and that the server is running"
             )
             text = (
                 f"could not connect to {', '.join(never_connected)}: gave up after "

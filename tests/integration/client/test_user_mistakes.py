@@ -157,9 +157,12 @@ async def test_a_hook_that_returns_no_principal_refuses_and_says_so(
 
     app = Unbroken(authenticate=crashes)  # a server fault: retried, then given up on
     async with serve(app) as srv, asyncio.timeout(15):
-        with pytest.raises(ReconnectExhausted, match="the server closed every attempt"):
+        with pytest.raises(ReconnectExhausted, match="the server closed every attempt") as e:
             async with Client(srv.url, token="t", policy=FAST):
                 pass
+    assert getattr(e.value.last_error, "code", None) == 1011 or (
+        getattr(getattr(e.value.last_error, "rcvd", None), "code", None) == 1011
+    )
 
 
 async def test_a_lambda_or_a_wrapper_returning_a_coroutine_runs_and_a_sync_agent_fails_clearly(
@@ -253,3 +256,33 @@ async def test_a_client_whose_first_connection_failed_can_be_entered_again() -> 
                 pass
         assert gave_up.value.attempts == 3
     assert "unbroken-client" not in [t.get_name() for t in asyncio.all_tasks()]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"", b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"],
+    ids=["not-http", "proxy-503"],
+)
+async def test_a_listener_that_is_no_unbroken_server_says_check_the_url(answer: bytes) -> None:
+    """Only a close code the server sent means "the server closed every attempt";
+    a listener that drops each connection, or a proxy's 503, is the address."""
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if answer:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws"
+    try:
+        with pytest.raises(ReconnectExhausted) as gave_up:
+            async with asyncio.timeout(15), Client(url, policy=FAST):
+                pass
+    finally:
+        server.close()
+        await server.wait_closed()
+    text = str(gave_up.value)
+    assert "check the URL and that the server is running" in text
+    assert "the server closed every attempt" not in text
