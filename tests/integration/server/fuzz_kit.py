@@ -152,6 +152,10 @@ class Harness:
     _thread: threading.Thread | None = None
     _cm: Any = None
     _canary_task: asyncio.Task[None] | None = None
+    #: set when the canary's first answer was checked (or the canary failed)
+    _answered: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the loggers' levels before start(), restored by stop()
+    _levels: dict[str, int] = field(default_factory=dict)
     _stop: asyncio.Event | None = None
 
     @property
@@ -170,6 +174,7 @@ class Harness:
     def start(self) -> Harness:
         for name in LOGGERS:
             lg = logging.getLogger(name)
+            self._levels[name] = lg.level
             lg.addHandler(self.records)
             if lg.getEffectiveLevel() > logging.INFO:
                 lg.setLevel(logging.INFO)
@@ -198,7 +203,9 @@ class Harness:
             self._thread.join(10)
             self.loop.close()
             for name in LOGGERS:
-                logging.getLogger(name).removeHandler(self.records)
+                lg = logging.getLogger(name)
+                lg.removeHandler(self.records)
+                lg.setLevel(self._levels.pop(name, lg.level))
 
     async def _stop_all(self) -> None:
         assert self._stop is not None and self._canary_task is not None
@@ -230,9 +237,20 @@ class Harness:
                     if problem:
                         self.canary_failures.append(problem)
                     self.canary_done += 1
+                    self._answered.set()
         except Exception as exc:  # any failure of the canary is a finding
             self.canary_failures.append(f"canary raised {exc!r}")
             started.set()
+            self._answered.set()
+
+    def wait_canary(self) -> None:
+        """Return once the canary's first answer was checked (or it failed)."""
+
+        async def answered() -> None:
+            async with asyncio.timeout(120):
+                await self._answered.wait()
+
+        self.call(answered(), timeout=130)
 
     async def _exact(
         self, stream: str, digest: str, events: int, text: str, status: str, want: str
