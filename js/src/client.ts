@@ -1044,7 +1044,7 @@ export class Client {
     this._ws = ws;
     this._retryAfter = null; // from an `overloaded` error before the close
     let over = false;
-    let watchdog: ReturnType<typeof setTimeout> | undefined;
+    let stopWatch: (() => void) | undefined;
     let due = 0;
     let settle!: (err: unknown) => void;
     const finished = new Promise<void>((_, rej) => (settle = rej));
@@ -1052,8 +1052,8 @@ export class Client {
     const end = (err: unknown, close: [number, string] = [1000, ""]) => {
       if (over) return;
       over = true;
-      clearTimeout(openTimer);
-      clearTimeout(watchdog);
+      stopOpen();
+      stopWatch?.();
       ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
       if (ws.readyState <= 1) {
         try {
@@ -1067,12 +1067,13 @@ export class Client {
       settle(err);
     };
     this._endConnection = end;
-    const openTimer = setTimeout(() => end(new ConnectionLost("no welcome in time")), timeout * 1000);
+    // (inSeconds: an openTimeout past 2^31-1 ms is armed again, not fired at once)
+    const stopOpen = inSeconds(() => end(new ConnectionLost("no welcome in time")), timeout);
 
     const watch = (at: number) => {
       const delay = Math.max(0, at - now());
       due = now() + delay;
-      watchdog = setTimeout(checkSilence, delay * 1000);
+      stopWatch = inSeconds(checkSilence, delay);
     };
     const checkSilence = () => {
       if (over) return;
@@ -1178,7 +1179,7 @@ export class Client {
             return;
           }
           if (f.t !== "welcome") throw new ProtocolError(`expected welcome, got ${f.t}`);
-          clearTimeout(openTimer);
+          stopOpen();
           this._welcomed(f);
           live.welcomed(t, f.heartbeat_ms, t - t0);
           this._emit("connected", { url, version: this.version! });

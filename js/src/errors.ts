@@ -132,7 +132,13 @@ export class StreamFailed extends UnbrokenError {
   readonly status: string;
   readonly error: string;
   constructor(stream: string, status: string, error: string) {
-    super(`stream ${stream} ended ${status}: ${error || "no detail"}`);
+    super(
+      `stream ${stream} ended ${status}: ${error || "no detail"}` +
+        // (the server's default redaction: say where the rest is, as the Python client does)
+        (error.includes("internal error in agent")
+          ? ` (the server's log has its message and traceback: \`agent failed stream=${stream}\`; in development, Unbroken(redact=reveal_exception) sends them to clients)`
+          : ""),
+    );
     this.stream = stream;
     this.status = status;
     this.error = error;

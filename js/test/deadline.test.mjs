@@ -293,3 +293,38 @@ test("a start refused for load with a retry_after_ms past a timer's range is not
     assert.ok((await wait) instanceof ConnectionLost, "the wait ends with the client");
   });
 });
+
+test("an openTimeout past a timer's range gives up on the opening at its end, not at once or at the range's end", async () => {
+  // a socket that never opens (a lost SYN, a stuck upgrade); no deadline, so the
+  // opening's timeout is openTimeout's 3e6 s (~34.7 days; a timer holds ~24.8)
+  const opened = [];
+  class Silent {
+    constructor() {
+      this.readyState = 0;
+      opened.push(this);
+    }
+    send() {}
+    close() {
+      this.readyState = 3;
+    }
+  }
+  const policy = { maxAttempts: null, deadline: null };
+  const client = new Client("ws://x", { WebSocket: Silent, storage: null, lifecycle: false, openTimeout: 3e6, policy });
+  await withCappedTimers(async (capped) => {
+    let settled = false;
+    const started = client.start("agent", null, { req: "r" }).then(
+      () => (settled = true) && null,
+      (e) => (settled = true) && e,
+    );
+    // (setTimeout with 3e9 ms fires after 1 ms: "no welcome in time", then the next attempt)
+    while (!settled && capped.length === 0 && opened.length < 3) await new Promise((r) => setImmediate(r));
+    assert.ok(!settled, "the start still waits for the opening");
+    assert.equal(opened.length, 1, "one opening under way, not given up at once");
+    assert.equal(capped.length, 1, "its timer armed at the range's end");
+    capped[0]();
+    assert.ok(capped.rest.includes(3e9 - LONGEST_TIMER), `armed again for the rest: ${capped.rest}`);
+    assert.equal(opened.length, 1, "still the one opening after ~24.8 days");
+    await client.close();
+    assert.ok((await started) instanceof ConnectionLost);
+  });
+});

@@ -218,6 +218,16 @@ test("errors carry their class name even minified", async () => {
   assert.equal(new m.StreamGone("s", "expired").name, "StreamGone");
 });
 
+test("StreamFailed of a redacted agent failure says where its traceback is, as the Python client's", async () => {
+  const m = await import("../dist/unbroken.js");
+  const redacted = new m.StreamFailed("s1", "failed", "internal error in agent (RuntimeError)");
+  assert.equal(
+    redacted.message,
+    "stream s1 ended failed: internal error in agent (RuntimeError) (the server's log has its message and traceback: `agent failed stream=s1`; in development, Unbroken(redact=reveal_exception) sends them to clients)",
+  );
+  assert.equal(new m.StreamFailed("s1", "cancelled", "").message, "stream s1 ended cancelled: no detail");
+});
+
 test("a Client with no WebSocket class to use is a ConfigError that says what to pass", () => {
   const had = Object.getOwnPropertyDescriptor(globalThis, "WebSocket");
   delete globalThis.WebSocket; // Node before 22 has none
