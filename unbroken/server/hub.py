@@ -78,7 +78,7 @@ class _NotAwaitable(Exception):
 def _awaitable(result: Awaitable[None], name: str, fn: object) -> Awaitable[None]:
     """``result`` of calling the agent ``name``, or :class:`_NotAwaitable` that
     says why it cannot run (a ``lambda`` or a wrapper returning the coroutine is fine)."""
-    if inspect.iscoroutine(result) or inspect.isawaitable(result):
+    if inspect.isawaitable(result):
         return result
     raise _NotAwaitable(not_awaitable(f"agent {name!r}", result, agent_shape(fn)))
 

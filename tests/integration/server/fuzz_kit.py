@@ -43,6 +43,7 @@ from unbroken.server.admission import AdmissionLimits
 from unbroken.store.base import Retention
 from unbroken.store.memory import MemoryStore
 
+from ...waiting import until
 from .hardened import Hardened, serve_hardened
 
 T = TypeVar("T")
@@ -286,9 +287,7 @@ class Harness:
         def fuzz_runs() -> list[str]:
             return [sid for sid, r in list(app.hub.runs.items()) if r.owner != "canary"]
 
-        async with asyncio.timeout(TIMEOUT):
-            while len(app.connections) > 1 or fuzz_runs():  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+        await until(lambda: len(app.connections) <= 1 and not fuzz_runs(), TIMEOUT)
         conns = list(app.connections)
         assert len(conns) == 1, conns
         (canary,) = conns
